@@ -1,0 +1,141 @@
+package events
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// Versioned type names. A name never changes meaning: a new schema gets a
+// new name, and Decode keeps reading the old one.
+const (
+	TypeSubscribe         = "request.subscribe.v1"
+	TypeRenew             = "request.renew.v1"
+	TypeUnsubscribe       = "request.unsubscribe.v1"
+	TypeListSubscriptions = "request.subscriptions.v1"
+	TypePropFind          = "request.propfind.v1"
+	TypePropPatch         = "request.proppatch.v1"
+	TypeNotify            = "request.notify.v1"
+	TypeLookup            = "lookup.v1"
+	TypeReply             = "reply.v1"
+
+	TypeSubscriptionCreated = "subscription.created.v1"
+	TypeSubscriptionRenewed = "subscription.renewed.v1"
+	TypeSubscriptionEnded   = "subscription.ended.v1"
+	TypeViewSet             = "view.set.v1"
+	TypeViewEnded           = "view.ended.v1"
+	TypeMessageAccepted     = "message.accepted.v1"
+	TypeMessageDelivered    = "message.delivered.v1"
+
+	TypeDomainCreated     = "domain.created.v1"
+	TypeHomeServerCreated = "home.created.v1"
+	TypeUserEnabled       = "user.enabled.v1"
+	TypeUserDisabled      = "user.disabled.v1"
+)
+
+func (*Subscribe) Type() string         { return TypeSubscribe }
+func (*Renew) Type() string             { return TypeRenew }
+func (*Unsubscribe) Type() string       { return TypeUnsubscribe }
+func (*ListSubscriptions) Type() string { return TypeListSubscriptions }
+func (*PropFind) Type() string          { return TypePropFind }
+func (*PropPatch) Type() string         { return TypePropPatch }
+func (*Notify) Type() string            { return TypeNotify }
+func (*Lookup) Type() string            { return TypeLookup }
+func (*Reply) Type() string             { return TypeReply }
+
+func (*SubscriptionCreated) Type() string { return TypeSubscriptionCreated }
+func (*SubscriptionRenewed) Type() string { return TypeSubscriptionRenewed }
+func (*SubscriptionEnded) Type() string   { return TypeSubscriptionEnded }
+func (*ViewSet) Type() string             { return TypeViewSet }
+func (*ViewEnded) Type() string           { return TypeViewEnded }
+func (*MessageAccepted) Type() string     { return TypeMessageAccepted }
+func (*MessageDelivered) Type() string    { return TypeMessageDelivered }
+
+func (*DomainCreated) Type() string     { return TypeDomainCreated }
+func (*HomeServerCreated) Type() string { return TypeHomeServerCreated }
+func (*UserEnabled) Type() string       { return TypeUserEnabled }
+func (*UserDisabled) Type() string      { return TypeUserDisabled }
+
+func (*Subscribe) isEvent()         {}
+func (*Renew) isEvent()             {}
+func (*Unsubscribe) isEvent()       {}
+func (*ListSubscriptions) isEvent() {}
+func (*PropFind) isEvent()          {}
+func (*PropPatch) isEvent()         {}
+func (*Notify) isEvent()            {}
+func (*Lookup) isEvent()            {}
+func (*Reply) isEvent()             {}
+
+func (*SubscriptionCreated) isEvent() {}
+func (*SubscriptionRenewed) isEvent() {}
+func (*SubscriptionEnded) isEvent()   {}
+func (*ViewSet) isEvent()             {}
+func (*ViewEnded) isEvent()           {}
+func (*MessageAccepted) isEvent()     {}
+func (*MessageDelivered) isEvent()    {}
+
+func (*DomainCreated) isEvent()     {}
+func (*HomeServerCreated) isEvent() {}
+func (*UserEnabled) isEvent()       {}
+func (*UserDisabled) isEvent()      {}
+
+// Encode returns the body of e; its type name is e.Type().
+func Encode(e Event) ([]byte, error) {
+	data, err := json.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", e.Type(), err)
+	}
+	return data, nil
+}
+
+// Decode returns the event of type typ encoded in data.
+func Decode(typ string, data []byte) (Event, error) {
+	var e Event
+	switch typ {
+	case TypeSubscribe:
+		e = new(Subscribe)
+	case TypeRenew:
+		e = new(Renew)
+	case TypeUnsubscribe:
+		e = new(Unsubscribe)
+	case TypeListSubscriptions:
+		e = new(ListSubscriptions)
+	case TypePropFind:
+		e = new(PropFind)
+	case TypePropPatch:
+		e = new(PropPatch)
+	case TypeNotify:
+		e = new(Notify)
+	case TypeLookup:
+		e = new(Lookup)
+	case TypeReply:
+		e = new(Reply)
+	case TypeSubscriptionCreated:
+		e = new(SubscriptionCreated)
+	case TypeSubscriptionRenewed:
+		e = new(SubscriptionRenewed)
+	case TypeSubscriptionEnded:
+		e = new(SubscriptionEnded)
+	case TypeViewSet:
+		e = new(ViewSet)
+	case TypeViewEnded:
+		e = new(ViewEnded)
+	case TypeMessageAccepted:
+		e = new(MessageAccepted)
+	case TypeMessageDelivered:
+		e = new(MessageDelivered)
+	case TypeDomainCreated:
+		e = new(DomainCreated)
+	case TypeHomeServerCreated:
+		e = new(HomeServerCreated)
+	case TypeUserEnabled:
+		e = new(UserEnabled)
+	case TypeUserDisabled:
+		e = new(UserDisabled)
+	default:
+		return nil, fmt.Errorf("decode: unknown event type %q", typ)
+	}
+	if err := json.Unmarshal(data, e); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", typ, err)
+	}
+	return e, nil
+}

@@ -1,0 +1,85 @@
+package events
+
+import (
+	"reflect"
+	"testing"
+	"time"
+)
+
+func sampleEvents() []Event {
+	at := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	req := Req{ID: "r1", At: at, Deadline: at.Add(time.Second), Gateway: "gw1", Client: "10.0.0.21",
+		Node: NewUser("example.test", "bob"), NodeURL: "http://im.example.test/instmsg/aliases/bob",
+		From: "http://im.example.test/instmsg/aliases/alice", FromUser: NewUser("example.test", "alice"),
+		Auth: Identity{Scheme: "none", User: NewUser("example.test", "alice")}}
+	meta := req.Meta(at, "home1")
+	bob := NewUser("example.test", "bob")
+	return []Event{
+		&Subscribe{Req: req, NotificationType: NotifyPropChange, CallBack: "http://im.example.test/instmsg/aliases/alice", Lifetime: 14400},
+		&Renew{Req: req, ID: 7, Lifetime: 14400},
+		&Unsubscribe{Req: req, ID: 7},
+		&ListSubscriptions{Req: req, NotificationType: NotifyPragma},
+		&PropFind{Req: req, Props: []Prop{PropDisplayName, {NSRVP, "foo"}}},
+		&PropPatch{Req: req, State: &StateUpdate{Value: "busy", Default: "offline", Timeout: 1200, ViewID: 3}},
+		&Notify{Req: req, AckType: "DeepOr", HopCount: 1, Body: []byte("<r:notification/>")},
+		&Lookup{ID: "r2", At: at, Deadline: at, Gateway: "gw1", Client: "1.2.3.4", Method: "SUBSCRIBE", Host: "im.acme.test", Alias: "dave"},
+		&Reply{ID: "r1", Status: 207, Href: "http://x/instmsg/aliases/bob", Found: []PropValue{{PropState, "online"}}, Lease: &Lease{"online", "offline", 1200, 3}},
+		&SubscriptionCreated{Meta: meta, Node: bob, ID: 1, Kind: NotifyPragma, CallBack: "http://10.0.0.21:3044", Lifetime: 14400, Expires: at.Add(4 * time.Hour)},
+		&SubscriptionRenewed{Meta: meta, Node: bob, ID: 1, Lifetime: 60, Expires: at.Add(time.Minute)},
+		&SubscriptionEnded{Meta: meta, Node: bob, ID: 1, Reason: EndExpired},
+		&ViewSet{Meta: meta, Node: bob, ID: 2, Value: StateOnline, Default: StateOffline, Timeout: 1200, Expires: at.Add(20 * time.Minute), Source: "10.0.0.21"},
+		&ViewEnded{Meta: meta, Node: bob, ID: 2, Reason: EndOffline},
+		&MessageAccepted{Meta: meta, Node: bob, AckType: "DeepOr", HopCount: 1, Endpoints: 2, Body: []byte("<![CDATA[x]]>")},
+		&MessageDelivered{Meta: meta, Node: bob, Status: 200, Delivered: 1, Failed: 1},
+		&DomainCreated{Meta: meta, Domain: "example.test", IMHost: "im.example.test", EmailDomains: []string{"example.test"}},
+		&HomeServerCreated{Meta: meta, Name: "home1", Host: "home1.example.test", HostsUsers: true},
+		&UserEnabled{Meta: meta, User: bob, Home: "home1", DisplayName: "Bob", Email: "bob@example.test"},
+		&UserDisabled{Meta: meta, User: bob},
+	}
+}
+
+func TestCodecRoundTrip(t *testing.T) {
+	seen := map[string]bool{}
+	for _, e := range sampleEvents() {
+		data, err := Encode(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := Decode(e.Type(), data)
+		if err != nil {
+			t.Fatalf("decode %s: %v", e.Type(), err)
+		}
+		if !reflect.DeepEqual(got, e) {
+			t.Errorf("%s round trip:\n got %#v\nwant %#v", e.Type(), got, e)
+		}
+		if seen[e.Type()] {
+			t.Errorf("type name %s used twice", e.Type())
+		}
+		seen[e.Type()] = true
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	for _, e := range sampleEvents() {
+		data, _ := Encode(e)
+		f.Add(e.Type(), data)
+	}
+	f.Add("nope.v1", []byte("{}"))
+	f.Fuzz(func(t *testing.T, typ string, data []byte) {
+		e, err := Decode(typ, data)
+		if err != nil {
+			return
+		}
+		if e.Type() != typ {
+			t.Fatalf("Decode(%q) returned a %s", typ, e.Type())
+		}
+		again, err := Encode(e)
+		if err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+		e2, err := Decode(typ, again)
+		if err != nil || !reflect.DeepEqual(e, e2) {
+			t.Fatalf("decode(encode(decode(x))) differs: %v", err)
+		}
+	})
+}

@@ -1,0 +1,109 @@
+package events
+
+import "time"
+
+// Fact is implemented by the fact events of a user's aggregate.
+type Fact interface {
+	Event
+	// Subject returns the user whose aggregate the fact belongs to.
+	Subject() User
+	// Metadata returns the audit record of the fact.
+	Metadata() *Meta
+}
+
+// SubscriptionCreated records a new subscription on a node.
+type SubscriptionCreated struct {
+	Meta
+	Node       User      `json:"node"`
+	ID         int32     `json:"sub_id"`
+	Kind       string    `json:"kind"`      // NotifyPragma or NotifyPropChange
+	CallBack   string    `json:"call_back"` // where NOTIFYs go
+	Subscriber string    `json:"subscriber,omitempty"`
+	NodeURL    string    `json:"node_url"` // the node's URL as the subscriber addressed it
+	Lifetime   int       `json:"lifetime"`
+	Expires    time.Time `json:"expires"`
+	Source     string    `json:"source,omitempty"` // client address that created it
+}
+
+// SubscriptionRenewed records a renewed subscription.
+type SubscriptionRenewed struct {
+	Meta
+	Node     User      `json:"node"`
+	ID       int32     `json:"sub_id"`
+	Lifetime int       `json:"lifetime"`
+	Expires  time.Time `json:"expires"`
+}
+
+// Reasons a subscription or view ends.
+const (
+	EndUnsubscribed = "unsubscribed"
+	EndExpired      = "expired"
+	EndOffline      = "offline"    // a view set to its default
+	EndLoggedOut    = "logged-out" // a view ended with the last login subscription
+)
+
+// SubscriptionEnded records the end of a subscription.
+type SubscriptionEnded struct {
+	Meta
+	Node   User   `json:"node"`
+	ID     int32  `json:"sub_id"`
+	Reason string `json:"reason"`
+}
+
+// ViewSet records the state one presentity (client) contributes to a
+// principal's presence.
+type ViewSet struct {
+	Meta
+	Node    User      `json:"node"`
+	ID      int32     `json:"view_id"`
+	Value   string    `json:"value"`
+	Default string    `json:"default"`
+	Timeout int       `json:"timeout"`
+	Expires time.Time `json:"expires"`
+	Source  string    `json:"source,omitempty"` // client address: the view-reuse key
+}
+
+// ViewEnded records the end of a view.
+type ViewEnded struct {
+	Meta
+	Node   User   `json:"node"`
+	ID     int32  `json:"view_id"`
+	Reason string `json:"reason"`
+}
+
+// MessageAccepted records a NOTIFY accepted for delivery to a node's
+// clients: the body is kept for audit.
+type MessageAccepted struct {
+	Meta
+	Node      User   `json:"node"`
+	AckType   string `json:"ack_type,omitempty"`
+	HopCount  int    `json:"hop_count,omitempty"`
+	Endpoints int    `json:"endpoints"`
+	Body      []byte `json:"body,omitempty"`
+}
+
+// MessageDelivered records the outcome of delivering an accepted message:
+// the status its sender was answered with and how many endpoints took it.
+type MessageDelivered struct {
+	Meta
+	Node      User `json:"node"`
+	Status    int  `json:"status"`
+	Delivered int  `json:"delivered"`
+	Failed    int  `json:"failed"`
+}
+
+func (e *SubscriptionCreated) Subject() User { return e.Node }
+func (e *SubscriptionRenewed) Subject() User { return e.Node }
+func (e *SubscriptionEnded) Subject() User   { return e.Node }
+func (e *ViewSet) Subject() User             { return e.Node }
+func (e *ViewEnded) Subject() User           { return e.Node }
+func (e *MessageAccepted) Subject() User     { return e.Node }
+func (e *MessageDelivered) Subject() User    { return e.Node }
+
+func (e *SubscriptionCreated) Metadata() *Meta { return &e.Meta }
+func (e *SubscriptionRenewed) Metadata() *Meta { return &e.Meta }
+func (e *SubscriptionEnded) Metadata() *Meta   { return &e.Meta }
+func (e *ViewSet) Metadata() *Meta             { return &e.Meta }
+func (e *ViewEnded) Metadata() *Meta           { return &e.Meta }
+func (e *MessageAccepted) Metadata() *Meta     { return &e.Meta }
+func (e *MessageDelivered) Metadata() *Meta    { return &e.Meta }

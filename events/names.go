@@ -1,0 +1,134 @@
+package events
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Stream names.
+const (
+	// StreamRequests holds request events appended by gateways for home
+	// nodes. Short retention: a request is work, not history.
+	StreamRequests = "RVP_REQ"
+	// StreamFacts holds the fact events home nodes decide: the audit log and
+	// the source of every home projection. Deletes and purges are denied.
+	StreamFacts = "RVP_FACTS"
+	// StreamDirectory holds directory events written by administrators.
+	StreamDirectory = "RVP_DIR"
+	// StreamLookups holds lookup events for routers (work queue).
+	StreamLookups = "RVP_LOOKUP"
+)
+
+// Subject roots of the streams and of core NATS replies.
+const (
+	RequestRoot   = "rvp.req"
+	FactRoot      = "rvp.evt"
+	DirectoryRoot = "rvp.dir"
+	LookupRoot    = "rvp.lookup"
+	ReplyRoot     = "rvp.reply"
+)
+
+// Message headers.
+const (
+	// HeaderType carries the versioned type name of the event in the body.
+	HeaderType = "Rvp-Type"
+	// HeaderReply names the core NATS subject a request's reply goes to.
+	HeaderReply = "Rvp-Reply"
+	// HeaderRequest carries the request id a fact was decided for, so that
+	// a home node can tell a redelivered request it already decided.
+	HeaderRequest = "Rvp-Req-Id"
+	// HeaderMsgID is JetStream's deduplication header.
+	HeaderMsgID = "Nats-Msg-Id"
+)
+
+// User names a principal of an IM domain: alias@domain, both lower-case.
+type User struct {
+	Domain string `json:"domain"`
+	Alias  string `json:"alias"`
+}
+
+// String returns alias@domain.
+func (u User) String() string {
+	if u.IsZero() {
+		return ""
+	}
+	return u.Alias + "@" + u.Domain
+}
+
+// IsZero reports whether u names nobody.
+func (u User) IsZero() bool { return u.Domain == "" && u.Alias == "" }
+
+// NewUser returns the user alias@domain with both parts lower-cased, since
+// RVP compares aliases and hosts case-insensitively.
+func NewUser(domain, alias string) User {
+	return User{Domain: strings.ToLower(domain), Alias: strings.ToLower(alias)}
+}
+
+// RequestSubject is the subject of request events about u's node on home.
+func RequestSubject(home string, u User) string {
+	return RequestRoot + "." + Token(home) + "." + Token(u.Domain) + "." + Token(u.Alias)
+}
+
+// RequestFilter matches every request event for home.
+func RequestFilter(home string) string { return RequestRoot + "." + Token(home) + ".>" }
+
+// FactSubject is the subject of the fact events of u's aggregate on home.
+func FactSubject(home string, u User) string {
+	return FactRoot + "." + Token(home) + "." + Token(u.Domain) + "." + Token(u.Alias)
+}
+
+// FactFilter matches every fact event of home.
+func FactFilter(home string) string { return FactRoot + "." + Token(home) + ".>" }
+
+// ParseFactSubject returns the home server and user a fact subject names.
+func ParseFactSubject(subj string) (home string, u User, err error) {
+	parts := strings.Split(subj, ".")
+	if len(parts) != 5 || parts[0]+"."+parts[1] != FactRoot {
+		return "", User{}, fmt.Errorf("parse fact subject %q: want %s.<home>.<domain>.<alias>", subj, FactRoot)
+	}
+	vals := make([]string, 3)
+	for i, p := range parts[2:] {
+		if vals[i], err = Untoken(p); err != nil {
+			return "", User{}, fmt.Errorf("parse fact subject %q: %w", subj, err)
+		}
+	}
+	return vals[0], User{Domain: vals[1], Alias: vals[2]}, nil
+}
+
+// Directory subjects: one per directory aggregate.
+
+// DomainSubject is the subject of the IM domain's directory events.
+func DomainSubject(domain string) string { return DirectoryRoot + ".domain." + Token(domain) }
+
+// HomeServerSubject is the subject of a home server's directory events.
+func HomeServerSubject(name string) string { return DirectoryRoot + ".home." + Token(name) }
+
+// UserSubject is the subject of a user's directory events.
+func UserSubject(u User) string {
+	return DirectoryRoot + ".user." + Token(u.Domain) + "." + Token(u.Alias)
+}
+
+// RouterSubject is the subject of a router's directory events.
+func RouterSubject(name string) string { return DirectoryRoot + ".router." + Token(name) }
+
+// DirectoryFilter matches every directory event.
+const DirectoryFilter = DirectoryRoot + ".>"
+
+// LookupSubject is the subject of lookups for an IM domain, or for hosts no
+// directory entry names when domain is "".
+func LookupSubject(domain string) string { return LookupRoot + "." + Token(domain) }
+
+// LookupFilter matches lookups for domain; "" matches every lookup.
+func LookupFilter(domain string) string {
+	if domain == "" {
+		return LookupRoot + ".>"
+	}
+	return LookupSubject(domain)
+}
+
+// ReplySubject is the core NATS subject on which gateway gw receives the
+// reply to request id.
+func ReplySubject(gw, id string) string { return ReplyRoot + "." + Token(gw) + "." + Token(id) }
+
+// ReplyFilter matches every reply for gateway gw.
+func ReplyFilter(gw string) string { return ReplyRoot + "." + Token(gw) + ".*" }

@@ -1,0 +1,174 @@
+package events
+
+import "time"
+
+// Identity is who a gateway authenticated. Scheme is "" for an
+// unauthenticated request, "none" when authentication is switched off (the
+// identity is then asserted by RVP-From-Principal), otherwise "ntlm",
+// "digest" or "basic".
+type Identity struct {
+	Scheme string `json:"scheme,omitempty"`
+	User   User   `json:"user,omitzero"`
+}
+
+// String returns "scheme:alias@domain", or "" when unauthenticated.
+func (id Identity) String() string {
+	if id.Scheme == "" {
+		return ""
+	}
+	return id.Scheme + ":" + id.User.String()
+}
+
+// Req is the part every request event shares: who asked what of which node,
+// from where, and until when an answer is useful.
+type Req struct {
+	ID       string    `json:"id"`
+	At       time.Time `json:"at"`       // when the gateway took the request
+	Deadline time.Time `json:"deadline"` // after this the gateway no longer waits
+	Gateway  string    `json:"gateway"`
+	Client   string    `json:"client"` // client IP address
+	Node     User      `json:"node"`
+	NodeURL  string    `json:"node_url"`           // the node's URL as the requester addressed it
+	From     string    `json:"from,omitempty"`     // RVP-From-Principal, normalised
+	FromUser User      `json:"from_user,omitzero"` // the local user From names, if any
+	Auth     Identity  `json:"auth,omitzero"`
+}
+
+// Meta returns the audit record for a fact decided for r at time at by home.
+func (r *Req) Meta(at time.Time, home string) Meta {
+	actor := r.From
+	if actor == "" && !r.Auth.User.IsZero() {
+		actor = r.Auth.User.String()
+	}
+	return Meta{At: at, Request: r.ID, Actor: actor, Auth: r.Auth.String(), Client: r.Client, Gateway: r.Gateway, Home: home}
+}
+
+// Request is implemented by the request events.
+type Request interface {
+	Event
+	Request() *Req
+}
+
+// Subscribe asks for a new subscription on a node.
+type Subscribe struct {
+	Req
+	NotificationType string `json:"notification_type"`
+	CallBack         string `json:"call_back"`
+	Lifetime         int    `json:"lifetime,omitempty"` // requested seconds; 0 = not given
+}
+
+// Renew asks to extend subscription ID on a node.
+type Renew struct {
+	Req
+	ID       int32 `json:"sub_id"`
+	Lifetime int   `json:"lifetime,omitempty"`
+}
+
+// Unsubscribe asks to end subscription ID on a node.
+type Unsubscribe struct {
+	Req
+	ID int32 `json:"sub_id"`
+}
+
+// ListSubscriptions asks for the subscriptions on a node (SUBSCRIPTIONS).
+type ListSubscriptions struct {
+	Req
+	NotificationType string `json:"notification_type,omitempty"`
+}
+
+// PropFind asks for properties of a node.
+type PropFind struct {
+	Req
+	All   bool   `json:"all,omitempty"`   // d:allprop
+	Names bool   `json:"names,omitempty"` // d:propname
+	Props []Prop `json:"props,omitempty"`
+}
+
+// StateUpdate is the r:state of a PROPPATCH.
+type StateUpdate struct {
+	Value   string `json:"value"`
+	Default string `json:"default,omitempty"`
+	Timeout int    `json:"timeout,omitempty"` // requested lease seconds; 0 = not leased
+	ViewID  int32  `json:"view_id,omitempty"`
+}
+
+// PropPatch asks to set properties of a node.
+type PropPatch struct {
+	Req
+	State *StateUpdate `json:"state,omitempty"`
+	Other []Prop       `json:"other,omitempty"` // other properties named in the update
+}
+
+// Notify carries a NOTIFY to a node: an instant message, a typing
+// indicator, or another notification, forwarded byte for byte.
+type Notify struct {
+	Req
+	AckType  string `json:"ack_type,omitempty"`
+	HopCount int    `json:"hop_count,omitempty"`
+	Body     []byte `json:"body"`
+}
+
+func (e *Subscribe) Request() *Req         { return &e.Req }
+func (e *Renew) Request() *Req             { return &e.Req }
+func (e *Unsubscribe) Request() *Req       { return &e.Req }
+func (e *ListSubscriptions) Request() *Req { return &e.Req }
+func (e *PropFind) Request() *Req          { return &e.Req }
+func (e *PropPatch) Request() *Req         { return &e.Req }
+func (e *Notify) Request() *Req            { return &e.Req }
+
+// Lookup asks a router where a node lives, when a gateway cannot place it.
+type Lookup struct {
+	ID       string    `json:"id"`
+	At       time.Time `json:"at"`
+	Deadline time.Time `json:"deadline"`
+	Gateway  string    `json:"gateway"`
+	Client   string    `json:"client"`
+	Method   string    `json:"method"`
+	Host     string    `json:"host"` // host the node was addressed by
+	Alias    string    `json:"alias"`
+}
+
+// Reply is a home node's or router's answer to a request, rendered into an
+// RVP response by the gateway that took the request.
+type Reply struct {
+	ID     string `json:"id"`
+	Status int    `json:"status"`
+	Error  string `json:"error,omitempty"` // what went wrong and what to do, for error statuses
+
+	SubscriptionID int32  `json:"sub_id,omitempty"`
+	Lifetime       int    `json:"lifetime,omitempty"`
+	Location       string `json:"location,omitempty"` // 302 target
+
+	// Href, Found, Missing and Forbidden make up a 207 multistatus.
+	Href      string      `json:"href,omitempty"`
+	Found     []PropValue `json:"found,omitempty"`
+	Missing   []Prop      `json:"missing,omitempty"`
+	Forbidden []Prop      `json:"forbidden,omitempty"`
+	Lease     *Lease      `json:"lease,omitempty"` // PROPPATCH of r:state
+
+	Subscriptions []SubscriptionInfo `json:"subscriptions,omitempty"`
+	Listed        bool               `json:"listed,omitempty"` // a SUBSCRIPTIONS answer, even when empty
+}
+
+// PropValue is a property and its text value; for r:state the value is the
+// state name.
+type PropValue struct {
+	Prop
+	Value string `json:"value"`
+}
+
+// Lease is the granted r:state lease echoed by a PROPPATCH answer.
+type Lease struct {
+	Value   string `json:"value"`
+	Default string `json:"default"`
+	Timeout int    `json:"timeout"`
+	ViewID  int32  `json:"view_id"`
+}
+
+// SubscriptionInfo is one entry of a SUBSCRIPTIONS answer.
+type SubscriptionInfo struct {
+	ID        int32  `json:"id"`
+	Href      string `json:"href"`      // the Call-Back
+	Principal string `json:"principal"` // the subscriber
+	Timeout   int    `json:"timeout"`   // seconds left
+}

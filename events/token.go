@@ -1,0 +1,83 @@
+package events
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Token encodes s as a single NATS subject token that is also a valid
+// JetStream KV key and Pebble key component. Lower-case ASCII letters,
+// digits and '-' stand for themselves; every other byte is written as '='
+// followed by two upper-case hex digits. The empty string is "=".
+//
+// Token is injective: Untoken(Token(s)) == s for every s.
+func Token(s string) string {
+	if s == "" {
+		return "="
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if tokenSafe(c) {
+			b.WriteByte(c)
+			continue
+		}
+		const hex = "0123456789ABCDEF"
+		b.WriteByte('=')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&0x0f])
+	}
+	return b.String()
+}
+
+// Untoken reverses Token.
+func Untoken(t string) (string, error) {
+	if t == "=" {
+		return "", nil
+	}
+	if t == "" {
+		return "", errors.New("untoken: empty token")
+	}
+	var b strings.Builder
+	b.Grow(len(t))
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		if tokenSafe(c) {
+			b.WriteByte(c)
+			continue
+		}
+		if c != '=' || i+2 >= len(t) {
+			return "", fmt.Errorf("untoken %q: bad byte at %d", t, i)
+		}
+		hi, ok1 := unhex(t[i+1])
+		lo, ok2 := unhex(t[i+2])
+		if !ok1 || !ok2 {
+			return "", fmt.Errorf("untoken %q: bad escape at %d", t, i)
+		}
+		v := hi<<4 | lo
+		if tokenSafe(v) {
+			// Token never escapes a safe byte; accepting it would make
+			// two tokens decode to one name.
+			return "", fmt.Errorf("untoken %q: needless escape at %d", t, i)
+		}
+		b.WriteByte(v)
+		i += 2
+	}
+	return b.String(), nil
+}
+
+func tokenSafe(c byte) bool {
+	return 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-'
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
