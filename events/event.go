@@ -70,3 +70,25 @@ const (
 	StateIdle      = "idle"
 	StateInvisible = "invisible"
 )
+
+// ACE is one entry of a node's access control list.
+type ACE struct {
+	// Principal is a principal URL or server name; "" stands for
+	// a:allprincipals.
+	Principal   string   `json:"principal,omitempty"`
+	Credentials []string `json:"credentials"` // "assertion", "digest", "ntlm", "internal", "any"
+	Grant       []string `json:"grant,omitempty"`
+	Deny        []string `json:"deny,omitempty"`
+}
+
+// DefaultACL is the ACL Exchange gives a principal's node: every principal,
+// on any usual credentials, may list, read, send to and see the presence of
+// the node; its owner has every right.
+func DefaultACL(ownerURL string) []ACE {
+	creds := []string{"assertion", "digest", "ntlm"}
+	return []ACE{
+		{Credentials: creds, Grant: []string{"list", "read", "send-to", "presence"}},
+		{Principal: ownerURL, Credentials: creds, Grant: []string{"list", "read", "write", "send-to", "receive-from",
+			"readacl", "writeacl", "presence", "subscriptions", "subscribe-others"}},
+	}
+}

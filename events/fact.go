@@ -16,8 +16,9 @@ type SubscriptionCreated struct {
 	Meta
 	Node       User      `json:"node"`
 	ID         int32     `json:"sub_id"`
-	Kind       string    `json:"kind"`      // NotifyPragma or NotifyPropChange
-	CallBack   string    `json:"call_back"` // where NOTIFYs go
+	Kind       string    `json:"kind"`             // NotifyPragma or NotifyPropChange
+	CallBack   string    `json:"call_back"`        // where NOTIFYs go
+	Watcher    User      `json:"watcher,omitzero"` // local user a logical Call-Back names
 	Subscriber string    `json:"subscriber,omitempty"`
 	NodeURL    string    `json:"node_url"` // the node's URL as the subscriber addressed it
 	Lifetime   int       `json:"lifetime"`

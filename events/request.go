@@ -54,7 +54,10 @@ type Subscribe struct {
 	Req
 	NotificationType string `json:"notification_type"`
 	CallBack         string `json:"call_back"`
-	Lifetime         int    `json:"lifetime,omitempty"` // requested seconds; 0 = not given
+	// CallBackUser is the local user a logical Call-Back names; zero for a
+	// client's own listener or a principal of another organisation.
+	CallBackUser User `json:"call_back_user,omitzero"`
+	Lifetime     int  `json:"lifetime,omitempty"` // requested seconds; 0 = not given
 }
 
 // Renew asks to extend subscription ID on a node.

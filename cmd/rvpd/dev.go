@@ -1,0 +1,298 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/run"
+
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/gateway"
+	"github.com/rvp-im/rvpd/homenode"
+	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/routernode"
+)
+
+// The demo deployment `rvpd dev` creates on first start.
+const (
+	demoDomain = "example.test"
+	demoIMHost = "im.example.test"
+	demoHome   = "home1"
+	demoHost   = "home1.example.test"
+)
+
+var demoUsers = []struct{ alias, name string }{
+	{"alice", "Alice Example"},
+	{"bob", "Bob Example"},
+	{"carol", "Carol Example"},
+}
+
+type devFlags struct {
+	data, http, nats, natsSync string
+	demoPassword               string
+	reset                      bool
+	logLevel, logFormat        string
+	policy                     homenode.Policy
+	requestTimeout             time.Duration
+}
+
+func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("rvpd dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var f devFlags
+	fs.StringVar(&f.data, "data", "./data", "directory of the NATS store and the Pebble projections")
+	fs.StringVar(&f.http, "http", "127.0.0.1:8080", "address of the RVP (HTTP) listener")
+	fs.StringVar(&f.nats, "nats", "127.0.0.1:4222", `address of the NATS client listener, so the nats CLI can look in ("" for none)`)
+	fs.StringVar(&f.natsSync, "nats.sync", "", `JetStream fsync: "always", or an interval such as 1s (default: the server's 2m)`)
+	fs.StringVar(&f.demoPassword, "demo-password", "", "password of the demo users (default: generated on first start and kept in the data directory)")
+	fs.BoolVar(&f.reset, "reset", false, "delete the data directory's state and start clean")
+	fs.StringVar(&f.logLevel, "log.level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&f.logFormat, "log.format", "text", "log format: text or json")
+	fs.DurationVar(&f.policy.MinLease, "lease.min", 30*time.Second, "shortest presence lease granted")
+	fs.DurationVar(&f.policy.MaxLease, "lease.max", 4*time.Hour, "longest presence lease granted")
+	fs.DurationVar(&f.policy.MinLifetime, "sub.min-lifetime", time.Minute, "shortest subscription lifetime granted")
+	fs.DurationVar(&f.policy.MaxLifetime, "sub.max-lifetime", 4*time.Hour, "longest subscription lifetime granted")
+	fs.DurationVar(&f.policy.DeliveryTimeout, "notify.timeout", 10*time.Second, "time to deliver a message to a recipient's clients")
+	fs.DurationVar(&f.requestTimeout, "request.timeout", 20*time.Second, "time a gateway waits for a home node's answer")
+	if err := parseFlags(fs, args, lookupEnv); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, f.logLevel, f.logFormat)
+	if err != nil {
+		return err
+	}
+	if f.reset {
+		if err := resetData(f.data); err != nil {
+			return err
+		}
+		log.Info("data directory reset", "dir", f.data)
+	}
+	if err := os.MkdirAll(f.data, 0o750); err != nil {
+		return fmt.Errorf("create data directory: %w (choose another with -data)", err)
+	}
+	password, err := demoPassword(f.data, f.demoPassword)
+	if err != nil {
+		return err
+	}
+
+	//   RVP clients ──HTTP──▶ gateway ──request events──▶ JetStream (embedded)
+	//                            │                            │
+	//                            └──lookups──▶ router          ▼
+	//   client callbacks ◀──NOTIFY── home node (home1) ◀── requests; facts ──▶ Pebble
+	ns, natsFatal, err := startNATS(natsConfig{Name: "rvpd-dev", StoreDir: filepath.Join(f.data, "nats"), Listen: f.nats, Sync: f.natsSync}, log.With("component", "nats"))
+	if err != nil {
+		return fmt.Errorf("%w (is another rvpd using %s? choose another with -nats, or -nats \"\")", err, f.nats)
+	}
+	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.Name("rvpd-dev"))
+	if err != nil {
+		return fmt.Errorf("connect to embedded nats: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	setupCtx, cancelSetup := context.WithTimeout(ctx, 30*time.Second)
+	defer cancelSetup()
+	if err := projections.EnsureStreams(setupCtx, js, projections.StreamOptions{}); err != nil {
+		return err
+	}
+
+	db, err := projections.Open(filepath.Join(f.data, "pebble"), projections.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	dir, err := projections.OpenDirectory(db)
+	if err != nil {
+		return err
+	}
+	if err := bootstrapDemo(setupCtx, js, dir, log); err != nil {
+		return fmt.Errorf("create the demo domain: %w", err)
+	}
+
+	home, err := homenode.New(homenode.Config{
+		Home: demoHome, JetStream: js, Conn: nc, DB: db, Directory: dir, Policy: f.policy, Logger: log.With("component", "home"),
+	})
+	if err != nil {
+		return err
+	}
+	router, err := routernode.New(routernode.Config{ID: "router1", JetStream: js, Conn: nc, Directory: dir, Logger: log.With("component", "router")})
+	if err != nil {
+		return err
+	}
+	gw, err := gateway.New(gateway.Config{
+		ID: "gw1", JetStream: js, Conn: nc, Directory: dir, DevDomain: demoDomain,
+		RequestTimeout: f.requestTimeout, Logger: log.With("component", "gateway"),
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", f.http)
+	if err != nil {
+		return fmt.Errorf("listen for RVP on %s: %w (choose another address with -http)", f.http, err)
+	}
+	printBanner(stdout, ln.Addr().String(), ns, f.data, password)
+
+	var g run.Group
+	if ctx.Done() != nil {
+		g.Add(run.ContextHandler(ctx))
+	}
+	g.Add(run.SignalHandler(context.Background(), os.Interrupt, syscall.SIGTERM))
+	g.Add(func() error { return gw.Serve(ln) }, func(error) {
+		sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		gw.Shutdown(sctx)
+	})
+	roles, stopRoles := context.WithCancel(context.Background())
+	g.Add(func() error {
+		return projections.Follow(roles, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter, Logger: log}, dir)
+	}, func(error) { stopRoles() })
+	g.Add(func() error { return home.Run(roles) }, func(error) { stopRoles() })
+	g.Add(func() error { return router.Run(roles) }, func(error) { stopRoles() })
+	g.Add(func() error {
+		select {
+		case err := <-natsFatal:
+			return fmt.Errorf("nats: %w", err)
+		case <-roles.Done():
+			return nil
+		}
+	}, func(error) { stopRoles() })
+	err = g.Run()
+	var sig run.SignalError
+	if errors.As(err, &sig) || errors.Is(err, context.Canceled) {
+		log.Info("shut down", "reason", err.Error())
+		return nil
+	}
+	return err
+}
+
+// bootstrapDemo creates the demo domain, home server and users that are
+// missing, through the same directory operations rvpctl uses. It follows
+// the directory stream while it works, and returns with the projection
+// caught up.
+func bootstrapDemo(ctx context.Context, js jetstream.JetStream, dir *projections.Directory, log *slog.Logger) (err error) {
+	fctx, stop := context.WithCancel(ctx)
+	followed := make(chan error, 1)
+	go func() {
+		followed <- projections.Follow(fctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter, Logger: log}, dir)
+	}()
+	defer func() {
+		stop()
+		if ferr := <-followed; err == nil {
+			err = ferr
+		}
+	}()
+	st, err := js.Stream(ctx, events.StreamDirectory)
+	if err != nil {
+		return err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return err
+	}
+	if err := dir.WaitFor(ctx, info.State.LastSeq); err != nil {
+		return err
+	}
+	admin := &projections.Admin{JetStream: js, Directory: dir, Actor: "rvpd-dev"}
+	if err := admin.CreateDomain(ctx, demoDomain, demoIMHost, []string{demoDomain}, nil); err != nil && !errors.Is(err, projections.ErrExists) {
+		return err
+	}
+	if err := admin.CreateHomeServer(ctx, demoHome, demoHost, "dev", true); err != nil && !errors.Is(err, projections.ErrExists) {
+		return err
+	}
+	for _, u := range demoUsers {
+		user := events.NewUser(demoDomain, u.alias)
+		err := admin.EnableUser(ctx, user, demoHome, u.name, u.alias+"@"+demoDomain)
+		switch {
+		case err == nil:
+			log.Info("demo user created", "user", user.String())
+		case !errors.Is(err, projections.ErrExists):
+			return err
+		}
+	}
+	return nil
+}
+
+func printBanner(w io.Writer, addr string, ns *server.Server, data, password string) {
+	host, port, _ := net.SplitHostPort(addr)
+	natsURL := "none (-nats \"\")"
+	if a := ns.Addr(); a != nil {
+		natsURL = "nats://" + a.String()
+	}
+	users := make([]string, len(demoUsers))
+	for i, u := range demoUsers {
+		users[i] = u.alias
+	}
+	fmt.Fprintf(w, `rvpd dev: RVP server listening on http://%s
+  IM domain:  %s (IM host %s; in dev mode any Host reaches it)
+  users:      %s  (e.g. alice@%s)
+  server:     %s   port: %s
+  password:   %s   (set with -demo-password; authentication is not enforced yet)
+  NATS:       %s   (nats --server %s stream ls)
+  data:       %s   (restart keeps state; -reset starts clean)
+`, addr, demoDomain, demoIMHost, strings.Join(users, ", "), demoDomain, host, port, password, natsURL, natsURL, data)
+}
+
+// demoPassword returns the demo users' password: the one given, else the
+// one generated on the first start and kept in the data directory.
+func demoPassword(data, given string) (string, error) {
+	path := filepath.Join(data, "demo-password")
+	if given != "" {
+		return given, os.WriteFile(path, []byte(given+"\n"), 0o600)
+	}
+	if b, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	const letters = "abcdefghijkmnpqrstuvwxyz23456789"
+	b := make([]byte, 12)
+	rand.Read(b)
+	for i := range b {
+		b[i] = letters[int(b[i])%len(letters)]
+	}
+	pw := string(b)
+	if err := os.WriteFile(path, []byte(pw+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("keep the demo password: %w", err)
+	}
+	return pw, nil
+}
+
+// resetData removes what rvpd dev keeps in the data directory.
+func resetData(data string) error {
+	for _, name := range []string{"nats", "pebble", "demo-password"} {
+		if err := os.RemoveAll(filepath.Join(data, name)); err != nil {
+			return fmt.Errorf("reset %s: %w", data, err)
+		}
+	}
+	return nil
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log.level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("-log.format %q: want text or json", format)
+}

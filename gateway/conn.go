@@ -1,0 +1,94 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/rvp-im/rvpd/rvp"
+)
+
+// conn is one client connection: requests are read and answered one at a
+// time, in order.
+type conn struct {
+	nc    net.Conn
+	g     *Gateway
+	state *ConnState
+
+	mu   sync.Mutex
+	busy bool
+}
+
+func (c *conn) closeIfIdle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.busy {
+		// Wake the reader blocked between requests.
+		c.nc.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+func (c *conn) setBusy(b bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.busy = b
+	c.g.mu.Lock()
+	closing := c.g.closing
+	c.g.mu.Unlock()
+	return closing
+}
+
+func (c *conn) serve() {
+	defer c.nc.Close()
+	g := c.g
+	br := bufio.NewReaderSize(c.nc, 8<<10)
+	bw := bufio.NewWriterSize(c.nc, 8<<10)
+	client := hostOf(c.nc.RemoteAddr())
+	for {
+		if c.setBusy(false) {
+			return
+		}
+		c.nc.SetReadDeadline(g.now().Add(g.cfg.IdleTimeout))
+		req, err := rvp.ReadRequest(br, g.cfg.Limits)
+		c.setBusy(true)
+		if err != nil {
+			var pe *rvp.ProtocolError
+			if errors.As(err, &pe) {
+				g.log.Info("malformed request refused", "client", client, "status", pe.Status, "err", pe.Msg)
+				resp := &rvp.Response{Status: pe.Status, Close: true}
+				textBody(resp, pe.Msg)
+				c.nc.SetWriteDeadline(g.now().Add(10 * time.Second))
+				resp.WriteTo(bw)
+			}
+			return
+		}
+		// Header reading is done; the body is in. Give the handler the
+		// request timeout, not the idle one.
+		c.nc.SetReadDeadline(time.Time{})
+		start := g.now()
+		resp := g.handle(context.Background(), c, req, client)
+		c.nc.SetWriteDeadline(g.now().Add(30 * time.Second))
+		if req.Close {
+			resp.Close = true
+		}
+		err = resp.WriteTo(bw)
+		g.logRequest(req, resp, client, g.now().Sub(start))
+		if err != nil || resp.Close {
+			return
+		}
+	}
+}
+
+func hostOf(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	h, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return h
+}

@@ -1,0 +1,270 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
+)
+
+// Config configures a Gateway.
+type Config struct {
+	// ID names the gateway in request events and reply subjects. Required.
+	ID string
+	// JetStream and Conn reach the cluster. Required.
+	JetStream jetstream.JetStream
+	Conn      *nats.Conn
+	// Directory is the directory projection, kept current by its owner.
+	// Required.
+	Directory *projections.Directory
+	// Auth establishes identities. Default: NoAuth (identities are asserted
+	// by RVP-From-Principal; development only).
+	Auth Authenticator
+	// DevDomain, when set, is the IM domain of every host the directory
+	// does not know: in development any Host reaches the demo domain.
+	DevDomain string
+	// RequestTimeout bounds the wait for a home node's or router's reply,
+	// inside librvp's 30 s. Default 20s.
+	RequestTimeout time.Duration
+	// IdleTimeout closes a connection idle between requests. Default 2m.
+	IdleTimeout time.Duration
+	// MaxConns bounds concurrent connections; more are refused with 503.
+	// Default 10000.
+	MaxConns int
+	// Limits bound requests. Zero fields take rvp's defaults.
+	Limits rvp.Limits
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Gateway is the HTTP edge: it parses RVP requests, authenticates them,
+// turns them into request events and renders the replies.
+type Gateway struct {
+	cfg  Config
+	log  *slog.Logger
+	auth Authenticator
+	now  func() time.Time
+
+	sub     *nats.Subscription
+	waitMu  sync.Mutex
+	waiting map[string]chan *events.Reply
+
+	mu       sync.Mutex
+	ln       net.Listener
+	conns    map[*conn]struct{}
+	closing  bool
+	wg       sync.WaitGroup
+	inflight atomic.Int64
+}
+
+// New returns a gateway; it starts listening for replies at once.
+func New(cfg Config) (*Gateway, error) {
+	var errs []error
+	if cfg.ID == "" {
+		errs = append(errs, errors.New("gateway: ID is required"))
+	}
+	if cfg.JetStream == nil || cfg.Conn == nil {
+		errs = append(errs, errors.New("gateway: JetStream and Conn are required"))
+	}
+	if cfg.Directory == nil {
+		errs = append(errs, errors.New("gateway: Directory is required"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if cfg.Auth == nil {
+		cfg.Auth = NoAuth{}
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 20 * time.Second
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 2 * time.Minute
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 10000
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	g := &Gateway{
+		cfg: cfg, log: log.With("gateway", cfg.ID), auth: cfg.Auth,
+		now:     func() time.Time { return cfg.Now().UTC() },
+		waiting: make(map[string]chan *events.Reply),
+		conns:   make(map[*conn]struct{}),
+	}
+	sub, err := cfg.Conn.Subscribe(events.ReplyFilter(cfg.ID), g.onReply)
+	if err != nil {
+		return nil, fmt.Errorf("gateway %s: subscribe to replies: %w", cfg.ID, err)
+	}
+	g.sub = sub
+	return g, nil
+}
+
+func (g *Gateway) onReply(m *nats.Msg) {
+	ev, err := events.Decode(m.Header.Get(events.HeaderType), m.Data)
+	if err != nil {
+		g.log.Error("undecodable reply dropped", "subject", m.Subject, "err", err)
+		return
+	}
+	r, ok := ev.(*events.Reply)
+	if !ok {
+		g.log.Error("non-reply on the reply subject dropped", "subject", m.Subject, "type", ev.Type())
+		return
+	}
+	g.waitMu.Lock()
+	ch := g.waiting[r.ID]
+	delete(g.waiting, r.ID)
+	g.waitMu.Unlock()
+	if ch != nil {
+		ch <- r // buffered, one reply per request
+	}
+}
+
+// Serve accepts connections on ln until Shutdown; it returns nil then.
+func (g *Gateway) Serve(ln net.Listener) error {
+	g.mu.Lock()
+	if g.closing {
+		g.mu.Unlock()
+		return nil
+	}
+	g.ln = ln
+	g.mu.Unlock()
+	g.log.Info("gateway serving", "addr", ln.Addr().String())
+	var tempDelay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			g.mu.Lock()
+			closing := g.closing
+			g.mu.Unlock()
+			if closing {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				tempDelay = min(max(2*tempDelay, 5*time.Millisecond), time.Second)
+				time.Sleep(tempDelay) // back off a failing accept, as net/http does
+				continue
+			}
+			return fmt.Errorf("gateway accept: %w", err)
+		}
+		tempDelay = 0
+		c := &conn{nc: nc, g: g, state: &ConnState{}}
+		g.mu.Lock()
+		if g.closing {
+			g.mu.Unlock()
+			nc.Close()
+			return nil
+		}
+		full := len(g.conns) >= g.cfg.MaxConns
+		if !full {
+			g.conns[c] = struct{}{}
+			g.wg.Add(1)
+		}
+		g.mu.Unlock()
+		if full {
+			g.log.Warn("connection refused: too many connections", "max", g.cfg.MaxConns, "client", nc.RemoteAddr().String())
+			resp := &rvp.Response{Status: 503, Close: true, Body: []byte("too many connections; retry later\n")}
+			nc.SetWriteDeadline(g.now().Add(time.Second))
+			resp.WriteTo(bufio.NewWriter(nc))
+			nc.Close()
+			continue
+		}
+		go func() {
+			defer g.wg.Done()
+			c.serve()
+			g.mu.Lock()
+			delete(g.conns, c)
+			g.mu.Unlock()
+		}()
+	}
+}
+
+// Shutdown stops accepting, closes idle connections, lets requests in
+// flight finish until ctx ends, then closes what is left.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.mu.Lock()
+	g.closing = true
+	if g.ln != nil {
+		g.ln.Close()
+	}
+	for c := range g.conns {
+		c.closeIfIdle()
+	}
+	g.mu.Unlock()
+	done := make(chan struct{})
+	go func() { g.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		g.mu.Lock()
+		for c := range g.conns {
+			c.nc.Close()
+		}
+		g.mu.Unlock()
+		<-done
+	}
+	if g.sub != nil {
+		g.sub.Unsubscribe()
+	}
+	return nil
+}
+
+// newID returns a random request id, 24 lower-case hex digits.
+func newID() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// dispatch appends a request event (or a lookup) for subject and waits for
+// its reply until deadline.
+func (g *Gateway) dispatch(ctx context.Context, subject, id string, deadline time.Time, ev events.Event) (*events.Reply, error) {
+	data, err := events.Encode(ev)
+	if err != nil {
+		return nil, err
+	}
+	ch := make(chan *events.Reply, 1)
+	g.waitMu.Lock()
+	g.waiting[id] = ch
+	g.waitMu.Unlock()
+	defer func() {
+		g.waitMu.Lock()
+		delete(g.waiting, id)
+		g.waitMu.Unlock()
+	}()
+	msg := nats.NewMsg(subject)
+	msg.Header.Set(events.HeaderType, ev.Type())
+	msg.Header.Set(events.HeaderReply, events.ReplySubject(g.cfg.ID, id))
+	msg.Data = data
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	if _, err := g.cfg.JetStream.PublishMsg(ctx, msg, jetstream.WithMsgID(id)); err != nil {
+		return nil, fmt.Errorf("append %s: %w", ev.Type(), err)
+	}
+	select {
+	case r := <-ch:
+		return r, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("no reply to %s: %w", ev.Type(), context.Cause(ctx))
+	}
+}

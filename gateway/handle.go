@@ -1,0 +1,381 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
+)
+
+// statusError is a request refused at the gateway with an RVP status and a
+// message saying what to do.
+type statusError struct {
+	status int
+	msg    string
+}
+
+func (e *statusError) Error() string { return e.msg }
+
+func refuse(status int, format string, args ...any) error {
+	return &statusError{status: status, msg: fmt.Sprintf(format, args...)}
+}
+
+func textBody(r *rvp.Response, msg string) {
+	if msg == "" {
+		return
+	}
+	r.Set(rvp.HdrContentType, "text/plain; charset=utf-8")
+	r.Body = []byte(msg + "\n")
+}
+
+func errorResponse(err error) *rvp.Response {
+	var se *statusError
+	if errors.As(err, &se) {
+		r := &rvp.Response{Status: se.status}
+		textBody(r, se.msg)
+		return r
+	}
+	r := &rvp.Response{Status: 503}
+	textBody(r, "the service could not take the request; retry in a moment")
+	return r
+}
+
+// target is the node a request addresses.
+type target struct {
+	user    events.User
+	rec     *projections.UserRecord
+	domain  *projections.Domain
+	nodeURL string // the node's URL as the requester addressed it
+}
+
+// handle answers one request.
+func (g *Gateway) handle(ctx context.Context, c *conn, req *rvp.Request, client string) *rvp.Response {
+	switch req.Method {
+	case "SUBSCRIBE", "UNSUBSCRIBE", "SUBSCRIPTIONS", "PROPFIND", "PROPPATCH", "NOTIFY", "ACL":
+	case "COPY", "MOVE":
+		r := &rvp.Response{Status: 405}
+		textBody(r, req.Method+" is not allowed on RVP nodes")
+		return r
+	default:
+		// GET, HEAD, POST, PUT, LOCK, UNLOCK, OPTIONS, POLL and anything else.
+		r := &rvp.Response{Status: 501}
+		textBody(r, req.Method+" is not implemented by this RVP server")
+		return r
+	}
+	resp, err := g.handleRVP(ctx, c, req, client)
+	if err != nil {
+		var se *statusError
+		if !errors.As(err, &se) {
+			g.log.Error("request failed", "method", req.Method, "target", req.Target, "client", client, "err", err)
+		}
+		return errorResponse(err)
+	}
+	return resp
+}
+
+func (g *Gateway) handleRVP(ctx context.Context, c *conn, req *rvp.Request, client string) (*rvp.Response, error) {
+	from, fromUser, err := g.fromPrincipal(req)
+	if err != nil {
+		return nil, err
+	}
+	tgt, lookup, err := g.resolveTarget(req, from)
+	if err != nil {
+		return nil, err
+	}
+	now := g.now()
+	id := newID()
+	deadline := now.Add(g.cfg.RequestTimeout)
+	if lookup != nil {
+		lookup.ID, lookup.At, lookup.Deadline, lookup.Gateway, lookup.Client, lookup.Method = id, now, deadline, g.cfg.ID, client, req.Method
+		reply, err := g.dispatch(ctx, events.LookupSubject(""), id, deadline, lookup)
+		if err != nil {
+			return nil, fmt.Errorf("lookup of %s on %s: %w", lookup.Alias, lookup.Host, err)
+		}
+		return render(req, reply), nil
+	}
+
+	identity, challenge := g.auth.Authenticate(c.state, req, fromUser)
+	if challenge != nil {
+		return challenge, nil
+	}
+	if identity.Scheme != "" && identity.Scheme != "none" && fromUser != identity.User {
+		return nil, refuse(403, "RVP-From-Principal %q does not name %s, the user this connection authenticated as", from, identity.User)
+	}
+
+	base := events.Req{
+		ID: id, At: now, Deadline: deadline, Gateway: g.cfg.ID, Client: client,
+		Node: tgt.user, NodeURL: tgt.nodeURL, From: from, FromUser: fromUser, Auth: identity,
+	}
+	if req.Method == "ACL" {
+		return g.acl(req, &base)
+	}
+	ev, err := g.requestEvent(req, base)
+	if err != nil {
+		return nil, err
+	}
+	reply, err := g.dispatch(ctx, events.RequestSubject(tgt.rec.Home, tgt.user), id, deadline, ev)
+	if err != nil {
+		return nil, fmt.Errorf("%s for %s on home server %s: %w", req.Method, tgt.user, tgt.rec.Home, err)
+	}
+	return render(req, reply), nil
+}
+
+// fromPrincipal parses RVP-From-Principal: a principal's URL, or a bare
+// server name. It returns the normalised value and the local user it
+// names, if any.
+func (g *Gateway) fromPrincipal(req *rvp.Request) (string, events.User, error) {
+	v := strings.TrimSpace(req.Header.Get(rvp.HdrFromPrincipal))
+	if v == "" {
+		return "", events.User{}, nil
+	}
+	if !strings.Contains(v, "://") {
+		h, err := rvp.NormalizeHost(v)
+		if err != nil {
+			return "", events.User{}, refuse(400, "RVP-From-Principal %q is neither a principal URL nor a server name", v)
+		}
+		return h, events.User{}, nil
+	}
+	u, err := rvp.ParseURL(v)
+	if err != nil {
+		return "", events.User{}, refuse(400, "RVP-From-Principal: %v", err)
+	}
+	user, _, err := g.localUser(u)
+	if err != nil {
+		return "", events.User{}, err
+	}
+	return u.String(), user, nil
+}
+
+// domainOf returns the IM domain a host names, falling back to the
+// development domain.
+func (g *Gateway) domainOf(host string) (*projections.Domain, error) {
+	dom, err := g.cfg.Directory.DomainByHost(host)
+	if err != nil || dom != nil {
+		return dom, err
+	}
+	if g.cfg.DevDomain != "" {
+		return g.cfg.Directory.Domain(g.cfg.DevDomain)
+	}
+	return nil, nil
+}
+
+// localUser returns the user of one of our IM domains a principal URL
+// names; zero when it names none (another organisation's principal, or a
+// client's own listener).
+func (g *Gateway) localUser(u rvp.URL) (events.User, *projections.Domain, error) {
+	ref, err := rvp.ParseNodePath(u.Path)
+	if err != nil {
+		return events.User{}, nil, nil
+	}
+	host := u.Host
+	if ref.IMHost != "" {
+		host = ref.IMHost
+	}
+	dom, err := g.domainOf(host)
+	if err != nil || dom == nil {
+		return events.User{}, nil, err
+	}
+	return events.NewUser(dom.Domain, ref.Alias), dom, nil
+}
+
+// resolveTarget finds the node a request addresses. A host no IM domain
+// answers to becomes a lookup for the routers.
+func (g *Gateway) resolveTarget(req *rvp.Request, from string) (*target, *events.Lookup, error) {
+	host, path := req.Header.Get("Host"), req.Target
+	absolute := false
+	if strings.Contains(req.Target, "://") {
+		u, err := rvp.ParseURL(req.Target)
+		if err != nil {
+			return nil, nil, refuse(400, "request target: %v", err)
+		}
+		host, path, absolute = u.Host, u.Path, true
+	}
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	ref, err := rvp.ParseNodePath(path)
+	if err != nil {
+		return nil, nil, refuse(404, "%v", err)
+	}
+	if host != "" {
+		if host, err = rvp.NormalizeHost(host); err != nil {
+			return nil, nil, refuse(400, "Host: %v", err)
+		}
+	}
+	lookupHost := host
+	if ref.IMHost != "" {
+		lookupHost = ref.IMHost
+	}
+	dom, err := g.domainOf(lookupHost)
+	if err != nil {
+		return nil, nil, err
+	}
+	if dom == nil {
+		return nil, &events.Lookup{Host: lookupHost, Alias: ref.Alias}, nil
+	}
+	user := events.NewUser(dom.Domain, ref.Alias)
+	rec, err := g.cfg.Directory.User(user)
+	if err != nil {
+		return nil, nil, err
+	}
+	if rec == nil || !rec.Enabled {
+		return nil, nil, refuse(404, "%s is not a user of IM domain %s", ref.Alias, dom.Domain)
+	}
+	t := &target{user: user, rec: rec, domain: dom}
+	switch {
+	case ref.IMHost != "":
+		// A physical URL: the client knows the node by its logical URL.
+		t.nodeURL = rvp.LogicalURL(ref.IMHost, ref.Alias)
+	default:
+		if host == "" {
+			host = dom.IMHost
+		}
+		// librvp sends Host without the port its principal URL has: take
+		// the port from RVP-From-Principal when it names the same host.
+		if !absolute && !strings.Contains(host, ":") && from != "" {
+			if fu, err := rvp.ParseURL(from); err == nil && fu.Hostname() == host {
+				host = fu.Host
+			}
+		}
+		t.nodeURL = "http://" + host + strings.TrimRight(path, "/")
+	}
+	return t, nil, nil
+}
+
+// requestEvent turns a parsed request into its request event, refusing
+// what is malformed before anything is appended.
+func (g *Gateway) requestEvent(req *rvp.Request, base events.Req) (events.Request, error) {
+	h := req.Header
+	switch req.Method {
+	case "SUBSCRIBE":
+		lifetime, err := optionalInt(h, rvp.HdrLifetime)
+		if err != nil {
+			return nil, err
+		}
+		if h.Has(rvp.HdrSubscriptionID) {
+			id, err := subscriptionID(h)
+			if err != nil {
+				return nil, err
+			}
+			return &events.Renew{Req: base, ID: id, Lifetime: lifetime}, nil
+		}
+		nt, cb := h.Get(rvp.HdrNotificationType), h.Get(rvp.HdrCallBack)
+		if nt == "" || cb == "" {
+			return nil, refuse(400, "a new subscription needs Notification-Type and Call-Back; a renewal needs Subscription-Id")
+		}
+		cbURL, err := rvp.ParseURL(cb)
+		if err != nil {
+			return nil, refuse(400, "Call-Back: %v", err)
+		}
+		cbUser, _, err := g.localUser(cbURL)
+		if err != nil {
+			return nil, err
+		}
+		return &events.Subscribe{Req: base, NotificationType: nt, CallBack: cbURL.String(), CallBackUser: cbUser, Lifetime: lifetime}, nil
+	case "UNSUBSCRIBE":
+		id, err := subscriptionID(h)
+		if err != nil {
+			return nil, err
+		}
+		return &events.Unsubscribe{Req: base, ID: id}, nil
+	case "SUBSCRIPTIONS":
+		return &events.ListSubscriptions{Req: base, NotificationType: h.Get(rvp.HdrNotificationType)}, nil
+	case "PROPFIND":
+		if d := strings.TrimSpace(h.Get(rvp.HdrDepth)); d != "0" {
+			return nil, refuse(412, "PROPFIND needs Depth: 0 (got %q)", d)
+		}
+		all, names, props, err := rvp.ParsePropFind(req.Body)
+		if err != nil {
+			return nil, refuse(400, "%v", err)
+		}
+		return &events.PropFind{Req: base, All: all, Names: names, Props: props}, nil
+	case "PROPPATCH":
+		state, other, err := rvp.ParsePropertyUpdate(req.Body)
+		if err != nil {
+			return nil, refuse(400, "%v", err)
+		}
+		return &events.PropPatch{Req: base, State: state, Other: other}, nil
+	case "NOTIFY":
+		if _, err := rvp.CheckNotification(req.Body); err != nil {
+			return nil, refuse(400, "%v", err)
+		}
+		hops, err := optionalInt(h, rvp.HdrHopCount)
+		if err != nil {
+			return nil, err
+		}
+		if hops == 0 {
+			hops = 1
+		}
+		return &events.Notify{Req: base, AckType: h.Get(rvp.HdrAckType), HopCount: hops, Body: req.Body}, nil
+	}
+	return nil, refuse(501, "%s is not implemented", req.Method)
+}
+
+func subscriptionID(h rvp.Header) (int32, error) {
+	v := strings.TrimSpace(h.Get(rvp.HdrSubscriptionID))
+	id, err := strconv.ParseInt(v, 10, 32)
+	if err != nil || id <= 0 {
+		return 0, refuse(400, "Subscription-Id %q is not a positive integer", v)
+	}
+	return int32(id), nil
+}
+
+func optionalInt(h rvp.Header, name string) (int, error) {
+	v := strings.TrimSpace(h.Get(name))
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, refuse(400, "%s %q is not a non-negative integer", name, v)
+	}
+	return n, nil
+}
+
+// render turns a reply into the RVP response for req.
+func render(req *rvp.Request, r *events.Reply) *rvp.Response {
+	resp := &rvp.Response{Status: r.Status}
+	if r.SubscriptionID != 0 {
+		resp.Set(rvp.HdrSubscriptionID, strconv.Itoa(int(r.SubscriptionID)))
+	}
+	if r.Lifetime != 0 {
+		resp.Set(rvp.HdrLifetime, strconv.Itoa(r.Lifetime))
+	}
+	if r.Location != "" {
+		resp.Set(rvp.HdrLocation, r.Location)
+	}
+	switch {
+	case r.Status == 207 && r.Lease != nil:
+		resp.Body = rvp.LeaseMultistatus(r.Href, *r.Lease, r.Forbidden)
+	case r.Status == 207:
+		resp.Body = rvp.Multistatus(r.Href, r.Found, r.Missing, r.Forbidden)
+	case r.Listed:
+		resp.Body = rvp.Subscriptions(r.Subscriptions)
+	case r.Error != "":
+		textBody(resp, r.Error)
+		return resp
+	}
+	if len(resp.Body) > 0 {
+		resp.Set(rvp.HdrContentType, rvp.ContentTypeXML)
+	}
+	return resp
+}
+
+func (g *Gateway) logRequest(req *rvp.Request, resp *rvp.Response, client string, took time.Duration) {
+	level := slog.LevelDebug
+	switch {
+	case resp.Status >= 500:
+		level = slog.LevelWarn
+	case resp.Status >= 400 && resp.Status != 401 && resp.Status != 412 && resp.Status != 404:
+		level = slog.LevelInfo
+	}
+	g.log.Log(context.Background(), level, "request", "method", req.Method, "target", req.Target,
+		"client", client, "status", resp.Status, "took", took)
+}

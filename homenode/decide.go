@@ -1,0 +1,463 @@
+package homenode
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
+)
+
+// decision is what deciding a request (or an expiry) produced: the facts
+// to append, the reply to send once they are applied, and the work that
+// follows.
+type decision struct {
+	msgID string // base of the facts' message ids
+	facts []events.Fact
+	reply *events.Reply // nil: answered after delivery
+
+	// before holds the presence of every user a view fact touches, taken
+	// before the facts were appended; afterCommit fans out the changes.
+	before map[events.User]Presence
+	// push lists new property subscriptions (node, id) that get the
+	// node's current state right away: librvp ignores the state in the
+	// SUBSCRIBE answer and waits for a NOTIFY.
+	push []subRef
+	// deliver is a message to deliver to the node's clients.
+	deliver *delivery
+}
+
+type subRef struct {
+	node events.User
+	id   int32
+}
+
+func (d *decision) fail(r *events.Req, status int, format string, args ...any) (*decision, error) {
+	d.facts = nil
+	d.reply = &events.Reply{ID: r.ID, Status: status, Error: fmt.Sprintf(format, args...)}
+	return d, nil
+}
+
+// owner reports whether the requester is the node's own principal. The
+// gateway has already checked that RVP-From-Principal names the
+// authenticated user whenever there is one.
+func owner(r *events.Req) bool { return !r.FromUser.IsZero() && r.FromUser == r.Node }
+
+func (n *Node) meta(r *events.Req, now time.Time) events.Meta { return r.Meta(now, n.cfg.Home) }
+
+func (n *Node) systemMeta(now time.Time) events.Meta {
+	return events.Meta{At: now, Actor: "system", Home: n.cfg.Home}
+}
+
+func clampSeconds(req int, min, max, def time.Duration) int {
+	d := def
+	if req > 0 {
+		d = time.Duration(req) * time.Second
+	}
+	d = min2(max2(d, min), max)
+	return int(d / time.Second)
+}
+
+func min2(a, b time.Duration) time.Duration {
+	if a < b {
+		return a
+	}
+	return b
+}
+
+func max2(a, b time.Duration) time.Duration {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+func seconds(s int) time.Duration { return time.Duration(s) * time.Second }
+
+// decide decides a request against the projection. It reads state and
+// builds a decision; it changes nothing.
+func (n *Node) decide(req events.Request, now time.Time) (*decision, error) {
+	r := req.Request()
+	d := &decision{msgID: r.ID}
+	switch e := req.(type) {
+	case *events.Subscribe:
+		return n.decideSubscribe(d, e, now)
+	case *events.Renew:
+		return n.decideRenew(d, e, now)
+	case *events.Unsubscribe:
+		return n.decideUnsubscribe(d, e, now)
+	case *events.ListSubscriptions:
+		return n.decideList(d, e, now)
+	case *events.PropFind:
+		return n.decidePropFind(d, e)
+	case *events.PropPatch:
+		return n.decidePropPatch(d, e, now)
+	case *events.Notify:
+		return n.decideNotify(d, e, now)
+	}
+	return d.fail(r, 501, "%s is not decided by home nodes", req.Type())
+}
+
+func (n *Node) decideSubscribe(d *decision, e *events.Subscribe, now time.Time) (*decision, error) {
+	r := &e.Req
+	kind := strings.ToLower(e.NotificationType)
+	cb, err := rvp.ParseURL(e.CallBack)
+	if err != nil {
+		return d.fail(r, 400, "Call-Back %q: %v", e.CallBack, err)
+	}
+	switch kind {
+	case events.NotifyPragma:
+		if !owner(r) {
+			return d.fail(r, 403, "only %s may log in to its own node (RVP-From-Principal %q)", r.Node, r.From)
+		}
+	case events.NotifyPropChange:
+		switch {
+		case !e.CallBackUser.IsZero():
+			if e.CallBackUser != r.FromUser {
+				return d.fail(r, 403, "Call-Back %s is not the requester's own URL; subscribing for someone else needs the subscribe-others right", e.CallBack)
+			}
+		case rvp.IsNodeURL(cb):
+			// A principal of another organisation: its notifications may only
+			// go to the principal it claims to be.
+			if cb.String() != r.From {
+				return d.fail(r, 403, "Call-Back %s is not the requester's own URL (%s)", e.CallBack, r.From)
+			}
+		default:
+			if !owner(r) {
+				return d.fail(r, 403, "a property subscription's Call-Back must be the subscriber's own logical URL, not %s", e.CallBack)
+			}
+		}
+	default:
+		return d.fail(r, 400, "Notification-Type %q is neither %s nor %s", e.NotificationType, events.NotifyPragma, events.NotifyPropChange)
+	}
+	id, err := n.proj.NextID()
+	if err != nil {
+		return nil, err
+	}
+	if id <= 0 || id == math.MaxInt32 {
+		return d.fail(r, 503, "subscription ids of home server %s are exhausted", n.cfg.Home)
+	}
+	secs := clampSeconds(e.Lifetime, n.policy.MinLifetime, n.policy.MaxLifetime, n.policy.DefaultLifetime)
+	subscriber := r.From
+	if subscriber == "" {
+		subscriber = cb.String()
+	}
+	d.facts = append(d.facts, &events.SubscriptionCreated{
+		Meta: n.meta(r, now), Node: r.Node, ID: id, Kind: kind, CallBack: cb.String(), Watcher: e.CallBackUser,
+		Subscriber: subscriber, NodeURL: r.NodeURL, Lifetime: secs, Expires: now.Add(seconds(secs)), Source: r.Client,
+	})
+	d.reply = &events.Reply{ID: r.ID, Status: 200, SubscriptionID: id, Lifetime: secs}
+	if kind == events.NotifyPropChange {
+		found, _, err := n.props(r.Node, e.CallBackUser == r.Node, events.PrincipalProps())
+		if err != nil {
+			return nil, err
+		}
+		d.reply.Status, d.reply.Href, d.reply.Found = 207, r.NodeURL, found
+		d.push = append(d.push, subRef{r.Node, id})
+	}
+	return d, nil
+}
+
+// mayManage reports whether the requester may renew or end s: its
+// subscriber, or the node's owner.
+func mayManage(r *events.Req, s *projections.Subscription) bool {
+	return owner(r) || (r.From != "" && r.From == s.Subscriber) || (!r.FromUser.IsZero() && s.Watcher == r.FromUser)
+}
+
+// linkedLogins returns the login subscriptions that go with s when the
+// owner renews or ends s: librvp renews and cancels its second
+// subscription (to its own node, update/propchange) and never its login
+// one, and Net::RVP cancels its self-watch but never its login; both from
+// the client address the login came from.
+func (n *Node) linkedLogins(r *events.Req, s *projections.Subscription) ([]projections.Subscription, error) {
+	if !owner(r) || s.Kind != events.NotifyPropChange || s.Watcher != r.Node {
+		return nil, nil
+	}
+	subs, err := n.proj.Subscriptions(r.Node)
+	if err != nil {
+		return nil, err
+	}
+	var out []projections.Subscription
+	for _, l := range subs {
+		if l.Kind == events.NotifyPragma && l.Source == r.Client {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
+func (n *Node) decideRenew(d *decision, e *events.Renew, now time.Time) (*decision, error) {
+	r := &e.Req
+	s, err := n.proj.Subscription(r.Node, e.ID)
+	if err != nil {
+		return nil, err
+	}
+	if s == nil {
+		return d.fail(r, 412, "subscription %d does not exist on %s (expired or never made); subscribe again", e.ID, r.NodeURL)
+	}
+	if !mayManage(r, s) {
+		return d.fail(r, 403, "subscription %d on %s belongs to %s", e.ID, r.NodeURL, s.Subscriber)
+	}
+	secs := clampSeconds(e.Lifetime, n.policy.MinLifetime, n.policy.MaxLifetime, n.policy.DefaultLifetime)
+	exp := now.Add(seconds(secs))
+	meta := n.meta(r, now)
+	d.facts = append(d.facts, &events.SubscriptionRenewed{Meta: meta, Node: r.Node, ID: s.ID, Lifetime: secs, Expires: exp})
+	linked, err := n.linkedLogins(r, s)
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range linked {
+		if l.Expires.Before(exp) {
+			d.facts = append(d.facts, &events.SubscriptionRenewed{Meta: meta, Node: r.Node, ID: l.ID, Lifetime: secs, Expires: exp})
+		}
+	}
+	d.reply = &events.Reply{ID: r.ID, Status: 200, SubscriptionID: s.ID, Lifetime: secs}
+	return d, nil
+}
+
+func (n *Node) decideUnsubscribe(d *decision, e *events.Unsubscribe, now time.Time) (*decision, error) {
+	r := &e.Req
+	d.reply = &events.Reply{ID: r.ID, Status: 200}
+	s, err := n.proj.Subscription(r.Node, e.ID)
+	if err != nil || s == nil {
+		return d, err // an unknown id is already gone: 200, for clean logouts
+	}
+	if !mayManage(r, s) {
+		return d.fail(r, 403, "subscription %d on %s belongs to %s", e.ID, r.NodeURL, s.Subscriber)
+	}
+	ending := []projections.Subscription{*s}
+	linked, err := n.linkedLogins(r, s)
+	if err != nil {
+		return nil, err
+	}
+	ending = append(ending, linked...)
+	meta := n.meta(r, now)
+	for _, x := range ending {
+		d.facts = append(d.facts, &events.SubscriptionEnded{Meta: meta, Node: r.Node, ID: x.ID, Reason: events.EndUnsubscribed})
+	}
+	return d, n.endViewsWithLastLogin(d, r.Node, ending, meta)
+}
+
+// endViewsWithLastLogin ends a principal's presence views when the
+// subscriptions ending take its last login with them: nobody is left to
+// receive anything, so watchers should see it offline now rather than when
+// its lease runs out.
+func (n *Node) endViewsWithLastLogin(d *decision, u events.User, ending []projections.Subscription, meta events.Meta) error {
+	gone := map[int32]bool{}
+	endsLogin := false
+	for _, s := range ending {
+		gone[s.ID] = true
+		endsLogin = endsLogin || s.Kind == events.NotifyPragma
+	}
+	if !endsLogin {
+		return nil
+	}
+	subs, err := n.proj.Subscriptions(u)
+	if err != nil {
+		return err
+	}
+	for _, s := range subs {
+		if s.Kind == events.NotifyPragma && !gone[s.ID] {
+			return nil
+		}
+	}
+	views, err := n.proj.Views(u)
+	if err != nil {
+		return err
+	}
+	for _, v := range views {
+		d.facts = append(d.facts, &events.ViewEnded{Meta: meta, Node: u, ID: v.ID, Reason: events.EndLoggedOut})
+	}
+	return nil
+}
+
+func (n *Node) decideList(d *decision, e *events.ListSubscriptions, now time.Time) (*decision, error) {
+	r := &e.Req
+	if !owner(r) {
+		return d.fail(r, 403, "only %s may list the subscriptions on its node", r.Node)
+	}
+	subs, err := n.proj.Subscriptions(r.Node)
+	if err != nil {
+		return nil, err
+	}
+	kind := strings.ToLower(e.NotificationType)
+	reply := &events.Reply{ID: r.ID, Status: 200, Listed: true}
+	for _, s := range subs {
+		if kind != "" && s.Kind != kind {
+			continue
+		}
+		left := int(math.Ceil(s.Expires.Sub(now).Seconds()))
+		if left < 0 {
+			left = 0
+		}
+		reply.Subscriptions = append(reply.Subscriptions, events.SubscriptionInfo{ID: s.ID, Href: s.CallBack, Principal: s.Subscriber, Timeout: left})
+	}
+	d.reply = reply
+	return d, nil
+}
+
+// props returns the named properties of u's node as a requester sees them
+// (self: u's own clients, who see invisible), and the names it does not
+// have.
+func (n *Node) props(u events.User, self bool, names []events.Prop) (found []events.PropValue, missing []events.Prop, err error) {
+	rec, err := n.cfg.Directory.User(u)
+	if err != nil {
+		return nil, nil, err
+	}
+	display, email := u.Alias, u.Alias+"@"+u.Domain
+	if rec != nil {
+		if rec.DisplayName != "" {
+			display = rec.DisplayName
+		}
+		if rec.Email != "" {
+			email = rec.Email
+		}
+	}
+	for _, p := range names {
+		var v string
+		switch p {
+		case events.PropState:
+			views, err := n.proj.Views(u)
+			if err != nil {
+				return nil, nil, err
+			}
+			pr := effective(views)
+			v = pr.Others
+			if self {
+				v = pr.Self
+			}
+		case events.PropDisplayName:
+			v = display
+		case events.PropEmail:
+			v = email
+		case events.PropMobileState:
+			v = "0"
+		case events.PropMobileDescription:
+			v = ""
+		default:
+			missing = append(missing, p)
+			continue
+		}
+		found = append(found, events.PropValue{Prop: p, Value: v})
+	}
+	return found, missing, nil
+}
+
+func (n *Node) decidePropFind(d *decision, e *events.PropFind) (*decision, error) {
+	r := &e.Req
+	names := e.Props
+	if e.All || e.Names {
+		names = events.PrincipalProps()
+	}
+	found, missing, err := n.props(r.Node, owner(r), names)
+	if err != nil {
+		return nil, err
+	}
+	if e.Names && !e.All {
+		for i := range found {
+			found[i].Value = ""
+		}
+	}
+	d.reply = &events.Reply{ID: r.ID, Status: 207, Href: r.NodeURL, Found: found, Missing: missing}
+	return d, nil
+}
+
+func (n *Node) decidePropPatch(d *decision, e *events.PropPatch, now time.Time) (*decision, error) {
+	r := &e.Req
+	if !owner(r) {
+		return d.fail(r, 403, "only %s may change the properties of its node", r.Node)
+	}
+	if e.State == nil {
+		// Display name, e-mail and the rest come from the directory.
+		d.reply = &events.Reply{ID: r.ID, Status: 207, Href: r.NodeURL, Forbidden: e.Other}
+		return d, nil
+	}
+	u := *e.State
+	if u.Default == "" {
+		u.Default = events.StateOffline
+	}
+	views, err := n.proj.Views(r.Node)
+	if err != nil {
+		return nil, err
+	}
+	var view *projections.View
+	for i := range views {
+		v := &views[i]
+		// A client that names its view updates it; one that never sends
+		// view ids (Miranda, Net::RVP) reuses the view of its address, so
+		// its refreshes do not pile up stale views.
+		if (u.ViewID != 0 && v.ID == u.ViewID) || (u.ViewID == 0 && v.Source == r.Client) {
+			view = v
+			break
+		}
+	}
+	secs := clampSeconds(u.Timeout, n.policy.MinLease, n.policy.MaxLease, n.policy.DefaultLease)
+	lease := &events.Lease{Value: u.Value, Default: u.Default, Timeout: secs, ViewID: u.ViewID}
+	meta := n.meta(r, now)
+	switch {
+	case u.Value == u.Default || u.Value == events.StateOffline:
+		if view != nil {
+			lease.ViewID = view.ID
+			d.facts = append(d.facts, &events.ViewEnded{Meta: meta, Node: r.Node, ID: view.ID, Reason: events.EndOffline})
+		}
+	default:
+		id := int32(0)
+		if view != nil {
+			id = view.ID
+		} else if id, err = n.proj.NextID(); err != nil {
+			return nil, err
+		}
+		lease.ViewID = id
+		d.facts = append(d.facts, &events.ViewSet{Meta: meta, Node: r.Node, ID: id, Value: u.Value, Default: u.Default,
+			Timeout: secs, Expires: now.Add(seconds(secs)), Source: r.Client})
+	}
+	d.reply = &events.Reply{ID: r.ID, Status: 207, Href: r.NodeURL, Lease: lease, Forbidden: e.Other}
+	return d, nil
+}
+
+func (n *Node) decideNotify(d *decision, e *events.Notify, now time.Time) (*decision, error) {
+	r := &e.Req
+	if e.HopCount > n.policy.MaxHops {
+		return d.fail(r, 508, "RVP-Hop-Count %d exceeds the limit of %d: the NOTIFY is looping between servers", e.HopCount, n.policy.MaxHops)
+	}
+	views, err := n.proj.Views(r.Node)
+	if err != nil {
+		return nil, err
+	}
+	subs, err := n.proj.Subscriptions(r.Node)
+	if err != nil {
+		return nil, err
+	}
+	var targets []target
+	for _, s := range subs {
+		if s.Kind != events.NotifyPragma {
+			continue
+		}
+		u, err := rvp.ParseURL(s.CallBack)
+		if err != nil {
+			continue
+		}
+		targets = append(targets, target{url: u, subID: s.ID})
+	}
+	// An invisible principal is as unreachable as an offline one, so that
+	// messaging it does not reveal it.
+	if effective(views).Self == events.StateInvisible && r.FromUser != r.Node {
+		targets = nil
+	}
+	meta := n.meta(r, now)
+	d.facts = append(d.facts, &events.MessageAccepted{Meta: meta, Node: r.Node, AckType: e.AckType, HopCount: e.HopCount, Endpoints: len(targets), Body: e.Body})
+	if len(targets) == 0 {
+		d.facts = append(d.facts, &events.MessageDelivered{Meta: meta, Node: r.Node, Status: 412})
+		d.reply = &events.Reply{ID: r.ID, Status: 412, Error: fmt.Sprintf("%s has no client logged in", r.Node)}
+		return d, nil
+	}
+	d.deliver = &delivery{req: e, targets: targets}
+	if strings.EqualFold(e.AckType, "SingleHop") {
+		d.reply = &events.Reply{ID: r.ID, Status: 200}
+		d.deliver.answered = true
+	}
+	return d, nil
+}

@@ -1,0 +1,423 @@
+package homenode
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
+)
+
+// job is one NOTIFY to send.
+type job struct {
+	out      rvp.Outbound
+	deadline time.Time
+	done     func(status int, err error) // nil for fire-and-forget
+}
+
+// pool sends NOTIFYs with a fixed number of workers reading a bounded
+// queue.
+type pool struct {
+	client  *rvp.Client
+	workers int
+	jobs    chan job
+	log     *slog.Logger
+	dropped *atomic.Uint64
+}
+
+func newPool(c *rvp.Client, workers, queue int, log *slog.Logger, dropped *atomic.Uint64) *pool {
+	return &pool{client: c, workers: workers, jobs: make(chan job, queue), log: log, dropped: dropped}
+}
+
+func (p *pool) start(ctx context.Context, wg *sync.WaitGroup) {
+	for range p.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case j := <-p.jobs:
+					p.run(ctx, j)
+				}
+			}
+		}()
+	}
+}
+
+func (p *pool) run(ctx context.Context, j job) {
+	ctx, cancel := context.WithDeadline(ctx, j.deadline)
+	defer cancel()
+	status, err := 0, ctx.Err()
+	if err == nil {
+		var ans *rvp.Answer
+		if ans, err = p.client.Do(ctx, j.out); err == nil {
+			status = ans.Status
+		}
+	}
+	if err != nil {
+		p.log.Debug("notify failed", "url", j.out.URL.String(), "err", err)
+	} else if status/100 != 2 {
+		p.log.Debug("notify refused", "url", j.out.URL.String(), "status", status)
+	}
+	if j.done != nil {
+		j.done(status, err)
+	}
+}
+
+// submit queues j without blocking; false means the queue is full.
+func (p *pool) submit(j job) bool {
+	select {
+	case p.jobs <- j:
+		return true
+	default:
+		p.dropped.Add(1)
+		return false
+	}
+}
+
+// target is a client callback a message goes to.
+type target struct {
+	url   rvp.URL
+	subID int32
+}
+
+// delivery is a message being delivered to a node's clients.
+type delivery struct {
+	req      *events.Notify
+	replyTo  string
+	targets  []target
+	answered bool // SingleHop: the sender was answered when it was accepted
+}
+
+// outcome is what delivering a message came to.
+type outcome struct {
+	d         *delivery
+	status    int
+	delivered int
+	failed    int
+}
+
+// tally counts a delivery's results and decides its outcome once: for
+// DeepOr as soon as one client took the message (or all failed), for
+// DeepAnd when all have answered.
+type tally struct {
+	mu                                  sync.Mutex
+	pending, delivered, failed, refused int // refused: first non-2xx status
+	deepAnd, decided                    bool
+}
+
+// record counts one result; it returns the outcome when this result
+// decides it.
+func (t *tally) record(status int, err error) (outcome, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.pending--
+	ok := err == nil && status/100 == 2
+	if ok {
+		t.delivered++
+	} else {
+		t.failed++
+		if err == nil && t.refused == 0 {
+			t.refused = status
+		}
+	}
+	if t.decided {
+		return outcome{}, false
+	}
+	o := outcome{delivered: t.delivered, failed: t.failed}
+	switch {
+	case ok && !t.deepAnd, t.pending == 0 && t.failed == 0:
+		o.status = 200
+	case t.pending == 0:
+		// Relay the endpoint's own refusal (a 500 means the recipient left
+		// the conversation); when none answered, nobody is reachable.
+		o.status = t.refused
+		if o.status == 0 {
+			o.status = 412
+		}
+	default:
+		return outcome{}, false
+	}
+	t.decided = true
+	return o, true
+}
+
+// startDelivery sends a message to every target in parallel; the outcome
+// comes back to the deciding goroutine through n.outcomes.
+func (n *Node) startDelivery(ctx context.Context, d *delivery) error {
+	r := &d.req.Req
+	hop := d.req.HopCount
+	if hop < 1 {
+		hop = 1
+	}
+	t := &tally{pending: len(d.targets), deepAnd: strings.EqualFold(d.req.AckType, "DeepAnd")}
+	done := func(status int, err error) {
+		if o, ok := t.record(status, err); ok {
+			o.d = d
+			select {
+			case n.outcomes <- o:
+			case <-ctx.Done():
+			}
+		}
+	}
+	deadline := n.now().Add(n.policy.DeliveryTimeout)
+	for _, tg := range d.targets {
+		out := rvp.Outbound{URL: tg.url, Body: d.req.Body, Header: []rvp.Field{
+			{Name: rvp.HdrVersion, Value: rvp.Version},
+			{Name: rvp.HdrAckType, Value: ackType(d.req.AckType)},
+			{Name: rvp.HdrHopCount, Value: strconv.Itoa(hop + 1)},
+			{Name: rvp.HdrFromPrincipal, Value: r.From},
+			{Name: rvp.HdrSubscriptionID, Value: strconv.Itoa(int(tg.subID))},
+			{Name: rvp.HdrContentType, Value: rvp.ContentTypeXML},
+		}}
+		if n.pool.submit(job{out: out, deadline: deadline, done: done}) {
+			continue
+		}
+		n.log.Warn("delivery queue full; message not sent to one client", "req", r.ID, "url", tg.url.String())
+		// This goroutine is the one that reads n.outcomes: decide inline.
+		if o, ok := t.record(503, nil); ok {
+			o.d = d
+			if err := n.handleOutcome(ctx, o); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func ackType(s string) string {
+	if s == "" {
+		return "DeepOr"
+	}
+	return s
+}
+
+// handleOutcome records a delivery's outcome and answers its sender.
+func (n *Node) handleOutcome(ctx context.Context, o outcome) error {
+	r := &o.d.req.Req
+	now := n.now()
+	f := &events.MessageDelivered{Meta: n.meta(r, now), Node: r.Node, Status: o.status, Delivered: o.delivered, Failed: o.failed}
+	d := &decision{msgID: r.ID + "/delivered", facts: []events.Fact{f}}
+	if err := n.appendFacts(ctx, d); err != nil {
+		// The message went out; only its record is missing. The sender is
+		// answered all the same, and the failure is loud.
+		n.log.Error("record delivery outcome", "req", r.ID, "status", o.status, "err", err)
+	}
+	if !o.d.answered {
+		reply := &events.Reply{ID: r.ID, Status: o.status}
+		if o.status != 200 {
+			reply.Error = r.Node.String() + ": no client took the message"
+		}
+		n.reply(o.d.replyTo, reply)
+	}
+	return nil
+}
+
+// presenceOf returns the presence of every user a view fact touches.
+func (n *Node) presenceOf(facts []events.Fact) map[events.User]Presence {
+	var m map[events.User]Presence
+	for _, f := range facts {
+		switch f.(type) {
+		case *events.ViewSet, *events.ViewEnded:
+		default:
+			continue
+		}
+		u := f.Subject()
+		if _, ok := m[u]; ok {
+			continue
+		}
+		views, err := n.proj.Views(u)
+		if err != nil {
+			n.log.Error("read views", "user", u.String(), "err", err)
+			continue
+		}
+		if m == nil {
+			m = map[events.User]Presence{}
+		}
+		m[u] = effective(views)
+	}
+	return m
+}
+
+// afterCommit fans out presence changes and pushes current states to new
+// watchers, once a decision's facts are applied.
+func (n *Node) afterCommit(d *decision) {
+	for u, before := range d.before {
+		views, err := n.proj.Views(u)
+		if err != nil {
+			n.log.Error("read views", "user", u.String(), "err", err)
+			continue
+		}
+		if after := effective(views); after != before {
+			n.fanOut(u, before, after)
+		}
+	}
+	for _, p := range d.push {
+		s, err := n.proj.Subscription(p.node, p.id)
+		if err != nil || s == nil {
+			continue
+		}
+		views, err := n.proj.Views(p.node)
+		if err != nil {
+			continue
+		}
+		pr := effective(views)
+		state := pr.Others
+		if s.Watcher == p.node {
+			state = pr.Self
+		}
+		n.notifyState(p.node, s, state, map[string]bool{})
+	}
+}
+
+// fanOut tells every property subscriber of u about a change of its
+// presence, as each audience sees it: only subscribers whose view of the
+// state changed are told, each once.
+func (n *Node) fanOut(u events.User, before, after Presence) {
+	subs, err := n.proj.Subscriptions(u)
+	if err != nil {
+		n.log.Error("read subscriptions", "user", u.String(), "err", err)
+		return
+	}
+	sent := map[string]bool{}
+	for i := range subs {
+		s := &subs[i]
+		if s.Kind != events.NotifyPropChange {
+			continue
+		}
+		prev, state := before.Others, after.Others
+		if s.Watcher == u {
+			prev, state = before.Self, after.Self
+		}
+		if prev != state {
+			n.notifyState(u, s, state, sent)
+		}
+	}
+}
+
+// notifyState sends a propnotification of u's state for subscription s to
+// the clients behind its Call-Back. Several subscriptions that end at the
+// same client with the same document cost one NOTIFY (sent records them).
+func (n *Node) notifyState(u events.User, s *projections.Subscription, state string, sent map[string]bool) {
+	from := rvp.Contact{Href: s.NodeURL, Description: n.displayName(u)}
+	to := rvp.Contact{Href: s.Subscriber}
+	if !s.Watcher.IsZero() {
+		to.Description = n.displayName(s.Watcher)
+	}
+	body := rvp.PropNotification(from, to, state)
+	server := u.Domain
+	if dom, err := n.cfg.Directory.Domain(u.Domain); err == nil && dom != nil {
+		server = dom.IMHost
+	}
+	for _, t := range n.targetsOf(s) {
+		key := t.url.String() + "\x00" + string(body)
+		if sent[key] {
+			continue
+		}
+		sent[key] = true
+		out := rvp.Outbound{URL: t.url, Body: body, Header: []rvp.Field{
+			{Name: rvp.HdrVersion, Value: rvp.Version},
+			{Name: rvp.HdrHopCount, Value: "2"},
+			{Name: rvp.HdrFromPrincipal, Value: server},
+			{Name: rvp.HdrSubscriptionID, Value: strconv.Itoa(int(t.subID))},
+			{Name: rvp.HdrContentType, Value: rvp.ContentTypeXML},
+		}}
+		if !n.pool.submit(job{out: out, deadline: n.now().Add(n.policy.DeliveryTimeout)}) {
+			n.log.Warn("delivery queue full; presence notification dropped", "node", u.String(), "url", t.url.String())
+		}
+	}
+}
+
+// targetsOf returns the callbacks behind a property subscription: for a
+// watcher homed here, the callbacks of its login subscriptions (the last
+// hop, which keeps client addresses inside their home server); otherwise
+// the Call-Back itself.
+func (n *Node) targetsOf(s *projections.Subscription) []target {
+	if !s.Watcher.IsZero() {
+		rec, err := n.cfg.Directory.User(s.Watcher)
+		if err != nil || rec == nil || !rec.Enabled {
+			return nil
+		}
+		if rec.Home != n.cfg.Home {
+			// Watchers on other home servers are reached through their
+			// home node; until that path exists, their logical URL is not
+			// contacted over HTTP (it would come back here).
+			n.log.Debug("watcher on another home server not notified", "watcher", s.Watcher.String(), "home", rec.Home)
+			return nil
+		}
+		subs, err := n.proj.Subscriptions(s.Watcher)
+		if err != nil {
+			return nil
+		}
+		var out []target
+		for _, l := range subs {
+			if l.Kind != events.NotifyPragma {
+				continue
+			}
+			if u, err := rvp.ParseURL(l.CallBack); err == nil {
+				out = append(out, target{url: u, subID: l.ID})
+			}
+		}
+		return out
+	}
+	u, err := rvp.ParseURL(s.CallBack)
+	if err != nil {
+		return nil
+	}
+	return []target{{url: u, subID: s.ID}}
+}
+
+func (n *Node) displayName(u events.User) string {
+	rec, err := n.cfg.Directory.User(u)
+	if err != nil || rec == nil || rec.DisplayName == "" {
+		return u.Alias
+	}
+	return rec.DisplayName
+}
+
+// sweep ends the subscriptions and presence leases whose time has come.
+func (n *Node) sweep(ctx context.Context) error {
+	now := n.now()
+	due, err := n.proj.DueBy(now, 256)
+	if err != nil {
+		return err
+	}
+	for _, x := range due {
+		d, err := n.commit(ctx, n.log, func() (*decision, error) { return n.decideExpiry(x, now) })
+		if err != nil {
+			n.log.Warn("expiry not recorded; will retry", "user", x.User.String(), "kind", x.Kind, "id", x.ID, "err", err)
+			return nil
+		}
+		if len(d.facts) > 0 {
+			n.expired.Add(1)
+		}
+		n.afterCommit(d)
+	}
+	return nil
+}
+
+// decideExpiry decides the end of one subscription or view.
+func (n *Node) decideExpiry(x projections.Due, now time.Time) (*decision, error) {
+	d := &decision{msgID: "expiry/" + x.Kind + "/" + strconv.Itoa(int(x.ID)) + "/" + strconv.FormatInt(x.At.UnixNano(), 10)}
+	meta := n.systemMeta(now)
+	switch x.Kind {
+	case "s":
+		s, err := n.proj.Subscription(x.User, x.ID)
+		if err != nil || s == nil || s.Expires.After(now) {
+			return d, err
+		}
+		d.facts = append(d.facts, &events.SubscriptionEnded{Meta: meta, Node: x.User, ID: x.ID, Reason: events.EndExpired})
+		return d, n.endViewsWithLastLogin(d, x.User, []projections.Subscription{*s}, meta)
+	case "v":
+		d.facts = append(d.facts, &events.ViewEnded{Meta: meta, Node: x.User, ID: x.ID, Reason: events.EndExpired})
+	}
+	return d, nil
+}

@@ -1,0 +1,519 @@
+package homenode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
+)
+
+// Policy bounds what clients may ask for.
+type Policy struct {
+	// MinLifetime and MaxLifetime clamp Subscription-Lifetime; a request
+	// without one gets DefaultLifetime. Defaults 60s, 4h, 4h.
+	MinLifetime, MaxLifetime, DefaultLifetime time.Duration
+	// MinLease and MaxLease clamp the timeout of a presence lease; a state
+	// set without one gets DefaultLease. Defaults 30s, 4h, 20m (Exchange's
+	// lease). MaxLease must stay at least 4h: Net::RVP leases its state for
+	// its whole renewal interval.
+	MinLease, MaxLease, DefaultLease time.Duration
+	// MaxHops is the highest RVP-Hop-Count forwarded. Default 8.
+	MaxHops int
+	// DeliveryTimeout bounds the delivery of one message to all of a
+	// recipient's clients, well inside librvp's 30 s. Default 10s.
+	DeliveryTimeout time.Duration
+}
+
+func (p Policy) withDefaults() Policy {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&p.MinLifetime, time.Minute)
+	def(&p.MaxLifetime, 4*time.Hour)
+	def(&p.DefaultLifetime, 4*time.Hour)
+	def(&p.MinLease, 30*time.Second)
+	def(&p.MaxLease, 4*time.Hour)
+	def(&p.DefaultLease, 20*time.Minute)
+	def(&p.DeliveryTimeout, 10*time.Second)
+	if p.MaxHops <= 0 {
+		p.MaxHops = 8
+	}
+	return p
+}
+
+// Config configures a Node.
+type Config struct {
+	// Home is the name of the home server this node owns. Required.
+	Home string
+	// JetStream and Conn reach the cluster. Required.
+	JetStream jetstream.JetStream
+	Conn      *nats.Conn
+	// DB holds the home projection. Required.
+	DB *projections.DB
+	// Directory is the directory projection, kept current by its owner.
+	// Required.
+	Directory *projections.Directory
+	// Client delivers NOTIFYs. Default: an rvp.Client with its defaults.
+	Client *rvp.Client
+	Policy Policy
+	// Workers is the number of concurrent deliveries. Default 32.
+	Workers int
+	// QueueLen bounds the deliveries waiting for a worker. Default 4096.
+	QueueLen int
+	// SweepEvery is how often expiries are looked for. Default 500ms.
+	SweepEvery time.Duration
+	// Logger defaults to discarding.
+	Logger *slog.Logger
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+func (c Config) validate() error {
+	var errs []error
+	if c.Home == "" {
+		errs = append(errs, errors.New("homenode: Home is required"))
+	}
+	if c.JetStream == nil || c.Conn == nil {
+		errs = append(errs, errors.New("homenode: JetStream and Conn are required"))
+	}
+	if c.DB == nil || c.Directory == nil {
+		errs = append(errs, errors.New("homenode: DB and Directory are required"))
+	}
+	return errors.Join(errs...)
+}
+
+// Node owns one home server. Run does the work.
+type Node struct {
+	cfg    Config
+	policy Policy
+	log    *slog.Logger
+	now    func() time.Time
+	proj   *projections.Home
+	pool   *pool
+
+	outcomes chan outcome
+	seen     *recent
+
+	// Counters, read by Stats.
+	decided, expired, dropped atomic.Uint64
+}
+
+// New returns a node for cfg.Home; Run starts it.
+func New(cfg Config) (*Node, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Client == nil {
+		cfg.Client = &rvp.Client{}
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 32
+	}
+	if cfg.QueueLen <= 0 {
+		cfg.QueueLen = 4096
+	}
+	if cfg.SweepEvery <= 0 {
+		cfg.SweepEvery = 500 * time.Millisecond
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("home", cfg.Home)
+	proj, err := projections.OpenHome(cfg.DB, cfg.Home)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:      cfg,
+		policy:   cfg.Policy.withDefaults(),
+		log:      log,
+		now:      func() time.Time { return cfg.Now().UTC() },
+		proj:     proj,
+		outcomes: make(chan outcome, 256),
+		seen:     newRecent(8192),
+	}
+	n.pool = newPool(cfg.Client, cfg.Workers, cfg.QueueLen, log, &n.dropped)
+	return n, nil
+}
+
+// Projection returns the node's home projection.
+func (n *Node) Projection() *projections.Home { return n.proj }
+
+// ConsumerName is the durable consumer of home's request events.
+func ConsumerName(home string) string { return "home_" + events.Token(home) }
+
+// Run serves the home server until ctx ends; it returns nil then, or the
+// error that stopped it.
+func (n *Node) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel() // runs before wg.Wait: every goroutine below ends on ctx.
+
+	failed := make(chan error, 2)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		err := projections.Follow(ctx, n.cfg.JetStream, projections.FollowConfig{
+			Stream: events.StreamFacts, Filter: events.FactFilter(n.cfg.Home), Logger: n.log,
+		}, n.proj)
+		if err != nil {
+			failed <- err
+		}
+	}()
+
+	if err := n.catchUp(ctx); err != nil {
+		return err
+	}
+	n.pool.start(ctx, &wg)
+
+	cons, err := n.cfg.JetStream.CreateOrUpdateConsumer(ctx, events.StreamRequests, jetstream.ConsumerConfig{
+		Durable:       ConsumerName(n.cfg.Home),
+		Description:   "requests for home server " + n.cfg.Home,
+		FilterSubject: events.RequestFilter(n.cfg.Home),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxAckPending: 1024,
+		MaxDeliver:    5,
+	})
+	if err != nil {
+		return fmt.Errorf("home %s: request consumer: %w", n.cfg.Home, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(64))
+	if err != nil {
+		return fmt.Errorf("home %s: consume requests: %w", n.cfg.Home, err)
+	}
+	reqs := make(chan jetstream.Msg, 64)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(reqs)
+		for {
+			m, err := it.Next()
+			if err != nil {
+				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					failed <- fmt.Errorf("home %s: read requests: %w", n.cfg.Home, err)
+				}
+				return
+			}
+			select {
+			case reqs <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	defer it.Stop()
+
+	n.log.Info("home node serving", "position", n.proj.Position())
+	tick := time.NewTicker(n.cfg.SweepEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-failed:
+			return err
+		case m, ok := <-reqs:
+			if !ok {
+				return nil
+			}
+			if err := n.handleRequest(ctx, m); err != nil {
+				return err
+			}
+		case o := <-n.outcomes:
+			if err := n.handleOutcome(ctx, o); err != nil {
+				return err
+			}
+		case <-tick.C:
+			if err := n.sweep(ctx); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// catchUp waits until the projection has applied every fact of the home
+// server already in the stream, and remembers the requests those facts
+// were decided for, so that a request redelivered after a crash is not
+// decided twice.
+func (n *Node) catchUp(ctx context.Context) error {
+	stream, err := n.cfg.JetStream.Stream(ctx, events.StreamFacts)
+	if err != nil {
+		return fmt.Errorf("home %s: facts stream: %w", n.cfg.Home, err)
+	}
+	last, err := stream.GetLastMsgForSubject(ctx, events.FactFilter(n.cfg.Home))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("home %s: last fact: %w", n.cfg.Home, err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	start := n.now()
+	if err := n.proj.WaitFor(wctx, last.Sequence); err != nil {
+		return fmt.Errorf("home %s: catch up with the fact stream: %w", n.cfg.Home, err)
+	}
+	n.log.Info("projection caught up", "seq", last.Sequence, "took", n.now().Sub(start))
+	return n.rememberRecent(ctx)
+}
+
+// rememberRecent reads the request ids of the facts of the last few
+// minutes, headers only.
+func (n *Node) rememberRecent(ctx context.Context) error {
+	since := n.now().Add(-5 * time.Minute)
+	cons, err := n.cfg.JetStream.OrderedConsumer(ctx, events.StreamFacts, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.FactFilter(n.cfg.Home)},
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   &since,
+		HeadersOnly:    true,
+	})
+	if err != nil {
+		return fmt.Errorf("home %s: read recent facts: %w", n.cfg.Home, err)
+	}
+	for {
+		batch, err := cons.FetchNoWait(512)
+		if err != nil {
+			return fmt.Errorf("home %s: read recent facts: %w", n.cfg.Home, err)
+		}
+		count := 0
+		for m := range batch.Messages() {
+			count++
+			if id := m.Headers().Get(events.HeaderRequest); id != "" {
+				n.seen.add(id)
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return fmt.Errorf("home %s: read recent facts: %w", n.cfg.Home, err)
+		}
+		if count == 0 {
+			return nil
+		}
+	}
+}
+
+// handleRequest decides one request event. It returns an error only when
+// the node cannot go on.
+func (n *Node) handleRequest(ctx context.Context, m jetstream.Msg) error {
+	typ := m.Headers().Get(events.HeaderType)
+	ev, err := events.Decode(typ, m.Data())
+	if err != nil {
+		n.log.Error("undecodable request event dropped", "subject", m.Subject(), "err", err)
+		return m.Term()
+	}
+	req, ok := ev.(events.Request)
+	if !ok {
+		n.log.Error("non-request event on the request stream dropped", "subject", m.Subject(), "type", typ)
+		return m.Term()
+	}
+	r := req.Request()
+	now := n.now()
+	log := n.log.With("req", r.ID, "type", typ, "node", r.Node.String())
+	if now.After(r.Deadline) {
+		log.Warn("request expired before it was decided; the gateway has answered 503", "late", now.Sub(r.Deadline))
+		return m.Ack()
+	}
+	if n.seen.has(r.ID) {
+		log.Info("request already decided; redelivery ignored")
+		return m.Ack()
+	}
+	replyTo := m.Headers().Get(events.HeaderReply)
+
+	d, err := n.commit(ctx, log, func() (*decision, error) { return n.decide(req, now) })
+	if err != nil {
+		// The facts could not be appended: the request is not decided.
+		// Let JetStream redeliver it while the gateway still waits.
+		log.Warn("request not decided; will retry", "err", err)
+		return m.NakWithDelay(250 * time.Millisecond)
+	}
+	n.seen.add(r.ID)
+	n.decided.Add(1)
+	if d.reply != nil {
+		n.reply(replyTo, d.reply)
+	}
+	n.afterCommit(d)
+	if d.deliver != nil {
+		d.deliver.replyTo = replyTo
+		if err := n.startDelivery(ctx, d.deliver); err != nil {
+			return err
+		}
+	}
+	return m.Ack()
+}
+
+// reply publishes a reply to the gateway waiting on subject to.
+func (n *Node) reply(to string, r *events.Reply) {
+	if to == "" {
+		return
+	}
+	data, err := events.Encode(r)
+	if err != nil {
+		n.log.Error("encode reply", "err", err)
+		return
+	}
+	msg := nats.NewMsg(to)
+	msg.Header.Set(events.HeaderType, r.Type())
+	msg.Data = data
+	if err := n.cfg.Conn.PublishMsg(msg); err != nil {
+		n.log.Warn("publish reply", "req", r.ID, "err", err)
+	}
+}
+
+// commit runs decide, appends its facts and waits until the projection has
+// applied them. A conflict (another writer appended to a user's subject)
+// makes it wait for the projection to catch up and decide again.
+func (n *Node) commit(ctx context.Context, log *slog.Logger, decide func() (*decision, error)) (*decision, error) {
+	for attempt := 1; ; attempt++ {
+		d, err := decide()
+		if err != nil {
+			return nil, err
+		}
+		d.before = n.presenceOf(d.facts)
+		err = n.appendFacts(ctx, d)
+		if err == nil {
+			return d, nil
+		}
+		if !isConflict(err) || attempt == 3 {
+			return nil, err
+		}
+		log.Warn("fact append conflicted; deciding again", "attempt", attempt, "err", err)
+		if err := n.catchUp(ctx); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// appendFacts appends d's facts, each fenced by the expected last
+// sequence of its user's subject and deduplicated by a message id derived
+// from the request, then waits for the projection to apply them.
+func (n *Node) appendFacts(ctx context.Context, d *decision) error {
+	if len(d.facts) == 0 {
+		return nil
+	}
+	versions := map[events.User]uint64{}
+	var last uint64
+	for i, f := range d.facts {
+		u := f.Subject()
+		ver, ok := versions[u]
+		if !ok {
+			v, err := n.proj.Version(u)
+			if err != nil {
+				return err
+			}
+			ver = v
+		}
+		data, err := events.Encode(f)
+		if err != nil {
+			return err
+		}
+		msg := nats.NewMsg(events.FactSubject(n.cfg.Home, u))
+		msg.Header.Set(events.HeaderType, f.Type())
+		if meta := f.Metadata(); meta.Request != "" {
+			msg.Header.Set(events.HeaderRequest, meta.Request)
+		}
+		msg.Data = data
+		msgID := d.msgID + "/" + strconv.Itoa(i)
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		ack, err := n.cfg.JetStream.PublishMsg(pctx, msg,
+			jetstream.WithMsgID(msgID), jetstream.WithExpectLastSequencePerSubject(ver))
+		cancel()
+		if err != nil {
+			if isConflict(err) {
+				if seq, ok := n.alreadyAppended(ctx, msg.Subject, msgID); ok {
+					versions[u], last = seq, seq
+					continue
+				}
+			}
+			return fmt.Errorf("append %s for %s: %w", f.Type(), u, err)
+		}
+		versions[u], last = ack.Sequence, ack.Sequence
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return n.proj.WaitFor(wctx, last)
+}
+
+// alreadyAppended tells whether the last message of subject carries
+// msgID: a retried append whose first attempt succeeded (on a single node,
+// JetStream checks the expected sequence before the message id).
+func (n *Node) alreadyAppended(ctx context.Context, subject, msgID string) (uint64, bool) {
+	stream, err := n.cfg.JetStream.Stream(ctx, events.StreamFacts)
+	if err != nil {
+		return 0, false
+	}
+	m, err := stream.GetLastMsgForSubject(ctx, subject)
+	if err != nil || m.Header.Get(events.HeaderMsgID) != msgID {
+		return 0, false
+	}
+	return m.Sequence, true
+}
+
+// isConflict reports a failed optimistic-concurrency check; JetStream
+// answers 10071 on a single node and often 10164 on a replicated stream.
+func isConflict(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// Stats are a node's counters.
+type Stats struct {
+	Decided, Expired, Dropped uint64
+	Position                  uint64
+}
+
+// Stats returns the node's counters.
+func (n *Node) Stats() Stats {
+	return Stats{Decided: n.decided.Load(), Expired: n.expired.Load(), Dropped: n.dropped.Load(), Position: n.proj.Position()}
+}
+
+// recent remembers the last n request ids.
+type recent struct {
+	mu   sync.Mutex
+	ids  map[string]struct{}
+	ring []string
+	next int
+}
+
+func newRecent(n int) *recent { return &recent{ids: make(map[string]struct{}, n), ring: make([]string, n)} }
+
+func (r *recent) add(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.ids[id]; ok {
+		return
+	}
+	if old := r.ring[r.next]; old != "" {
+		delete(r.ids, old)
+	}
+	r.ring[r.next] = id
+	r.ids[id] = struct{}{}
+	r.next = (r.next + 1) % len(r.ring)
+}
+
+func (r *recent) has(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.ids[id]
+	return ok
+}

@@ -1,0 +1,218 @@
+package projections
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// DB is a Pebble database holding one or more projections.
+type DB struct {
+	pdb *pebble.DB
+}
+
+// Options configure Open.
+type Options struct {
+	// Logger receives Pebble's own messages at debug level. Default: discard.
+	Logger *slog.Logger
+	// InMemory keeps the database in memory (tests, rebuild comparisons).
+	InMemory bool
+}
+
+// Open opens (creating if needed) the database in dir.
+func Open(dir string, o Options) (*DB, error) {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	popts := &pebble.Options{
+		FormatMajorVersion:          pebble.FormatNewest,
+		CacheSize:                   32 << 20,
+		MemTableSize:                8 << 20,
+		MemTableStopWritesThreshold: 2,
+		MaxOpenFiles:                500,
+		Logger:                      pebbleLogger{log},
+	}
+	if o.InMemory {
+		popts.FS = vfs.NewMem()
+	}
+	pdb, err := pebble.Open(dir, popts)
+	if err != nil {
+		return nil, fmt.Errorf("open pebble at %s: %w", dir, err)
+	}
+	return &DB{pdb: pdb}, nil
+}
+
+// Close flushes and closes the database.
+func (d *DB) Close() error {
+	if err := d.pdb.Flush(); err != nil {
+		d.pdb.Close()
+		return fmt.Errorf("flush pebble: %w", err)
+	}
+	return d.pdb.Close()
+}
+
+// pebbleLogger sends Pebble's messages to slog. Fatalf panics, because
+// Pebble's call sites (corruption, broken invariants) assume it does not
+// return.
+type pebbleLogger struct{ log *slog.Logger }
+
+func (l pebbleLogger) Infof(format string, args ...any) {
+	l.log.Debug(strings.TrimSpace(fmt.Sprintf(format, args...)), "component", "pebble")
+}
+func (l pebbleLogger) Errorf(format string, args ...any) {
+	l.log.Error(strings.TrimSpace(fmt.Sprintf(format, args...)), "component", "pebble")
+}
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	l.log.Error(msg, "component", "pebble", "fatal", true)
+	panic("pebble: " + msg)
+}
+
+// Keys are built from components separated by 0x00; every variable
+// component is an events.Token (which never contains 0x00), so a prefix
+// never matches a longer name (alice vs alicia).
+
+func key(parts ...string) []byte {
+	n := 0
+	for _, p := range parts {
+		n += len(p) + 1
+	}
+	b := make([]byte, 0, n)
+	for i, p := range parts {
+		if i > 0 {
+			b = append(b, 0)
+		}
+		b = append(b, p...)
+	}
+	return b
+}
+
+// prefixOf returns key(parts...) followed by the separator: every key
+// below it.
+func prefixOf(parts ...string) []byte { return append(key(parts...), 0) }
+
+// upperBound returns the first key after every key with prefix p.
+func upperBound(p []byte) []byte {
+	end := bytes.Clone(p)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+func be64(v uint64) string {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], v)
+	return string(b[:])
+}
+
+func be32(v uint32) string {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], v)
+	return string(b[:])
+}
+
+// reader is what both *pebble.DB and an indexed *pebble.Batch offer.
+type reader interface {
+	Get(key []byte) ([]byte, io.Closer, error)
+	NewIter(o *pebble.IterOptions) (*pebble.Iterator, error)
+}
+
+// get returns a copy of the value at k, or nil when there is none.
+func get(r reader, k []byte) ([]byte, error) {
+	v, c, err := r.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return bytes.Clone(v), nil
+}
+
+func getUint64(r reader, k []byte) (uint64, error) {
+	v, err := get(r, k)
+	if err != nil || v == nil {
+		return 0, err
+	}
+	if len(v) != 8 {
+		return 0, fmt.Errorf("key %q: want 8 bytes, have %d", k, len(v))
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// scan calls fn for every key with prefix p, in order.
+func scan(r reader, p []byte, fn func(k, v []byte) error) error {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: upperBound(p)})
+	if err != nil {
+		return err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		if err := fn(it.Key(), it.Value()); err != nil {
+			it.Close()
+			return err
+		}
+	}
+	return it.Close()
+}
+
+// Dump returns every key and value under prefix p, for comparisons.
+func (d *DB) Dump(p []byte) (map[string]string, error) {
+	m := make(map[string]string)
+	err := scan(d.pdb, p, func(k, v []byte) error {
+		m[string(k)] = string(v)
+		return nil
+	})
+	return m, err
+}
+
+// Diff compares the keys and values under prefix p in a and b and
+// describes up to max differences; "" means equal.
+func Diff(a, b *DB, p []byte, max int) (string, error) {
+	ma, err := a.Dump(p)
+	if err != nil {
+		return "", err
+	}
+	mb, err := b.Dump(p)
+	if err != nil {
+		return "", err
+	}
+	var out []string
+	for k, va := range ma {
+		if vb, ok := mb[k]; !ok {
+			out = append(out, fmt.Sprintf("only in first: %q = %q", k, va))
+		} else if va != vb {
+			out = append(out, fmt.Sprintf("differs at %q: %q vs %q", k, va, vb))
+		}
+	}
+	for k, vb := range mb {
+		if _, ok := ma[k]; !ok {
+			out = append(out, fmt.Sprintf("only in second: %q = %q", k, vb))
+		}
+	}
+	sort.Strings(out)
+	if len(out) > max {
+		out = append(out[:max], fmt.Sprintf("… and %d more", len(out)-max))
+	}
+	return strings.Join(out, "\n"), nil
+}
+
+func hostOnly(hostport string) string {
+	if i := strings.LastIndexByte(hostport, ':'); i >= 0 && !strings.Contains(hostport[i:], "]") {
+		return hostport[:i]
+	}
+	return hostport
+}

@@ -1,0 +1,84 @@
+package projections
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/events"
+)
+
+// StreamOptions configure EnsureStreams.
+type StreamOptions struct {
+	// Replicas of every stream: 1 for a single node, 3 for a site. Default 1.
+	Replicas int
+	// RequestMaxAge is how long request events are kept. Default 24h.
+	RequestMaxAge time.Duration
+	// FactMaxAge is the audit retention of fact events; 0 keeps them
+	// forever. Default 0.
+	FactMaxAge time.Duration
+	// Duplicates is the deduplication window. Default 2m.
+	Duplicates time.Duration
+	// Memory keeps the streams in memory (tests only).
+	Memory bool
+}
+
+// EnsureStreams creates the streams the service needs, or updates their
+// configuration to the one given. Projections are derived from these
+// streams, which is why this package owns their definitions.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.RequestMaxAge <= 0 {
+		o.RequestMaxAge = 24 * time.Hour
+	}
+	if o.Duplicates <= 0 {
+		o.Duplicates = 2 * time.Minute
+	}
+	storage := jetstream.FileStorage
+	if o.Memory {
+		storage = jetstream.MemoryStorage
+	}
+	cfgs := []jetstream.StreamConfig{{
+		Name:        events.StreamRequests,
+		Description: "RVP request events from gateways to home nodes (work, short retention)",
+		Subjects:    []string{events.RequestRoot + ".>"},
+		MaxAge:      o.RequestMaxAge,
+		Duplicates:  o.Duplicates,
+	}, {
+		Name:        events.StreamFacts,
+		Description: "RVP fact events decided by home nodes: the audit log and the source of home projections",
+		Subjects:    []string{events.FactRoot + ".>"},
+		MaxAge:      o.FactMaxAge,
+		Duplicates:  o.Duplicates,
+		DenyDelete:  true,
+		DenyPurge:   true,
+		AllowDirect: true,
+	}, {
+		Name:        events.StreamDirectory,
+		Description: "RVP directory events written by administrators",
+		Subjects:    []string{events.DirectoryRoot + ".>"},
+		Duplicates:  o.Duplicates,
+		DenyDelete:  true,
+		DenyPurge:   true,
+		AllowDirect: true,
+	}, {
+		Name:        events.StreamLookups,
+		Description: "RVP lookup events for routers (work queue)",
+		Subjects:    []string{events.LookupRoot + ".>"},
+		Retention:   jetstream.WorkQueuePolicy,
+		MaxAge:      time.Hour,
+		Duplicates:  o.Duplicates,
+	}}
+	for _, c := range cfgs {
+		c.Replicas = o.Replicas
+		c.Storage = storage
+		if _, err := js.CreateOrUpdateStream(ctx, c); err != nil {
+			return fmt.Errorf("ensure stream %s: %w", c.Name, err)
+		}
+	}
+	return nil
+}

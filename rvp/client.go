@@ -1,0 +1,143 @@
+package rvp
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Client sends requests to client callbacks and other servers the way RVP
+// peers expect: a new connection per request, Host naming the callback,
+// Content-Type and Content-Length always, Connection: close; and it reads
+// only the status line and header of the answer, because librvp and Net::RVP
+// answer without Content-Length and Net::RVP keeps the connection open. It
+// follows no redirects by itself.
+type Client struct {
+	// DialTimeout bounds connecting. Default 5s.
+	DialTimeout time.Duration
+	// Timeout bounds the whole exchange after connecting. Default 10s.
+	Timeout time.Duration
+	// Dialer connects; nil means a net.Dialer.
+	Dialer interface {
+		DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+	}
+}
+
+// Outbound is a request to send.
+type Outbound struct {
+	Method string // default NOTIFY
+	URL    URL
+	Header []Field
+	Body   []byte
+}
+
+// Answer is the status and header of a peer's answer.
+type Answer struct {
+	Status int
+	Reason string
+	Header Header
+}
+
+// Do sends req and returns the peer's answer. An error means no status was
+// received: the peer could not be reached or did not answer in time.
+func (c *Client) Do(ctx context.Context, req Outbound) (*Answer, error) {
+	dialTimeout, timeout := c.DialTimeout, c.Timeout
+	if dialTimeout <= 0 {
+		dialTimeout = 5 * time.Second
+	}
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	addr := req.URL.Host
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		addr = net.JoinHostPort(strings.Trim(addr, "[]"), "80")
+	}
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	var dialer interface {
+		DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+	} = &net.Dialer{}
+	if c.Dialer != nil {
+		dialer = c.Dialer
+	}
+	conn, err := dialer.DialContext(dctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", addr, err)
+	}
+	defer conn.Close()
+	deadline := time.Now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	conn.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	method := req.Method
+	if method == "" {
+		method = "NOTIFY"
+	}
+	target := req.URL.Path
+	if target == "" {
+		target = "/"
+	}
+	w := bufio.NewWriter(conn)
+	w.WriteString(method + " " + target + " HTTP/1.1\r\n")
+	writeField(w, "Host", req.URL.Host)
+	for _, f := range req.Header {
+		switch strings.ToLower(f.Name) {
+		case "host", "content-length", "connection":
+			continue
+		}
+		writeField(w, f.Name, f.Value)
+	}
+	writeField(w, HdrContentLength, strconv.Itoa(len(req.Body)))
+	writeField(w, "Connection", "close")
+	w.WriteString("\r\n")
+	w.Write(req.Body)
+	if err := w.Flush(); err != nil {
+		return nil, fmt.Errorf("send %s to %s: %w", method, addr, err)
+	}
+
+	ans, err := readAnswer(bufio.NewReaderSize(conn, 4096))
+	if err != nil {
+		return nil, fmt.Errorf("answer to %s from %s: %w", method, addr, err)
+	}
+	return ans, nil
+}
+
+// readAnswer reads a status line and header; clients answer with bare LF,
+// without reason phrase, or with nothing after the status line but the
+// connection's end.
+func readAnswer(br *bufio.Reader) (*Answer, error) {
+	line, err := readLine(br, 8<<10)
+	if err != nil {
+		return nil, fmt.Errorf("status line: %w", err)
+	}
+	s := string(line)
+	if !strings.HasPrefix(s, "HTTP/") || len(s) < 12 || s[8] != ' ' {
+		return nil, fmt.Errorf("malformed status line %q", truncate(s, 60))
+	}
+	code, err := strconv.Atoi(s[9:12])
+	if err != nil || code < 100 || code > 999 {
+		return nil, fmt.Errorf("malformed status line %q", truncate(s, 60))
+	}
+	ans := &Answer{Status: code, Reason: strings.TrimSpace(s[12:]), Header: make(Header)}
+	for range 100 {
+		line, err := readLine(br, 8<<10)
+		if err != nil || len(line) == 0 {
+			// The answer's end, or the peer closed after the status: the
+			// status is what counts.
+			return ans, nil
+		}
+		if name, value, ok := strings.Cut(string(line), ":"); ok {
+			ans.Header.Add(name, strings.TrimSpace(value))
+		}
+	}
+	return ans, errors.New("answer header has more than 100 lines")
+}

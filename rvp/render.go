@@ -1,0 +1,229 @@
+package rvp
+
+import (
+	"bytes"
+	"encoding/xml"
+	"strconv"
+
+	"github.com/rvp-im/rvpd/events"
+)
+
+// Documents are rendered by hand, compactly (no whitespace between
+// elements: librvp's multistatus parser takes text nodes for elements), with
+// the literal prefixes d:, r: and a: declared on the root, as Exchange did.
+// encoding/xml's encoder would invent prefixes of its own.
+
+const (
+	xmlDecl = `<?xml version="1.0"?>`
+	nsDecl  = ` xmlns:d='DAV:' xmlns:r='http://schemas.microsoft.com/rvp/' xmlns:a='http://schemas.microsoft.com/rvp/acl/'`
+)
+
+var prefixes = map[string]string{events.NSDAV: "d", events.NSRVP: "r", events.NSACL: "a"}
+
+func escape(b *bytes.Buffer, s string) { xml.EscapeText(b, []byte(s)) }
+
+// openProp writes the start tag of p; for a namespace without a customary
+// prefix it declares one on the element.
+func openProp(b *bytes.Buffer, p events.Prop, empty bool) {
+	b.WriteByte('<')
+	if pre, ok := prefixes[p.Space]; ok {
+		b.WriteString(pre + ":" + p.Local)
+	} else {
+		b.WriteString("x:" + p.Local + ` xmlns:x="`)
+		escape(b, p.Space)
+		b.WriteByte('"')
+	}
+	if empty {
+		b.WriteByte('/')
+	}
+	b.WriteByte('>')
+}
+
+func closeProp(b *bytes.Buffer, p events.Prop) {
+	b.WriteString("</")
+	if pre, ok := prefixes[p.Space]; ok {
+		b.WriteString(pre + ":" + p.Local)
+	} else {
+		b.WriteString("x:" + p.Local)
+	}
+	b.WriteByte('>')
+}
+
+func writeState(b *bytes.Buffer, state string) {
+	b.WriteString("<r:state><r:")
+	b.WriteString(state)
+	b.WriteString("/></r:state>")
+}
+
+func writePropStat(b *bytes.Buffer, status int, fn func()) {
+	b.WriteString("<d:propstat><d:prop>")
+	fn()
+	b.WriteString("</d:prop><d:status>HTTP/1.1 ")
+	b.WriteString(strconv.Itoa(status))
+	b.WriteByte(' ')
+	b.WriteString(ReasonPhrase(status))
+	b.WriteString("</d:status></d:propstat>")
+}
+
+// Multistatus renders a 207 body for one node: found properties in a 200
+// propstat, then missing ones in a 404 propstat and forbidden ones in a 403
+// propstat, each only when not empty. r:state is rendered bare.
+func Multistatus(href string, found []events.PropValue, missing, forbidden []events.Prop) []byte {
+	var b bytes.Buffer
+	b.WriteString(xmlDecl + "<d:multistatus" + nsDecl + "><d:response><d:href>")
+	escape(&b, href)
+	b.WriteString("</d:href>")
+	if len(found) > 0 || len(missing)+len(forbidden) == 0 {
+		writePropStat(&b, 200, func() {
+			for _, pv := range found {
+				if pv.Prop == events.PropState {
+					writeState(&b, pv.Value)
+					continue
+				}
+				openProp(&b, pv.Prop, false)
+				escape(&b, pv.Value)
+				closeProp(&b, pv.Prop)
+			}
+		})
+	}
+	for _, set := range []struct {
+		status int
+		props  []events.Prop
+	}{{404, missing}, {403, forbidden}} {
+		if len(set.props) == 0 {
+			continue
+		}
+		writePropStat(&b, set.status, func() {
+			for _, p := range set.props {
+				openProp(&b, p, true)
+			}
+		})
+	}
+	b.WriteString("</d:response></d:multistatus>")
+	return b.Bytes()
+}
+
+// LeaseMultistatus renders the 207 answer to a PROPPATCH of r:state: the
+// granted lease echoed in leased form, with the view id after it.
+func LeaseMultistatus(href string, l events.Lease, forbidden []events.Prop) []byte {
+	var b bytes.Buffer
+	b.WriteString(xmlDecl + "<d:multistatus" + nsDecl + "><d:response><d:href>")
+	escape(&b, href)
+	b.WriteString("</d:href>")
+	writePropStat(&b, 200, func() {
+		b.WriteString("<r:state><r:leased-value><r:value><r:")
+		b.WriteString(l.Value)
+		b.WriteString("/></r:value><r:default-value><r:")
+		b.WriteString(l.Default)
+		b.WriteString("/></r:default-value><d:timeout>")
+		b.WriteString(strconv.Itoa(l.Timeout))
+		b.WriteString("</d:timeout></r:leased-value><r:view-id>")
+		b.WriteString(strconv.Itoa(int(l.ViewID)))
+		b.WriteString("</r:view-id></r:state>")
+	})
+	if len(forbidden) > 0 {
+		writePropStat(&b, 403, func() {
+			for _, p := range forbidden {
+				openProp(&b, p, true)
+			}
+		})
+	}
+	b.WriteString("</d:response></d:multistatus>")
+	return b.Bytes()
+}
+
+// Contact is a principal named in a notification: its URL as the receiver
+// knows it, and a display name (omitted when empty).
+type Contact struct {
+	Href        string
+	Description string
+}
+
+func writeContact(b *bytes.Buffer, tag string, c Contact) {
+	b.WriteString("<r:" + tag + "><r:contact><d:href>")
+	escape(b, c.Href)
+	b.WriteString("</d:href>")
+	if c.Description != "" {
+		b.WriteString("<r:description>")
+		escape(b, c.Description)
+		b.WriteString("</r:description>")
+	}
+	b.WriteString("</r:contact></r:" + tag + ">")
+}
+
+// PropNotification renders the NOTIFY body that tells a watcher a node's
+// state: the bare state element is the first child of r:state, which every
+// client reads.
+func PropNotification(from, to Contact, state string) []byte {
+	var b bytes.Buffer
+	b.WriteString(xmlDecl + "<r:notification" + nsDecl + "><r:propnotification>")
+	writeContact(&b, "notification-from", from)
+	writeContact(&b, "notification-to", to)
+	b.WriteString("<d:propertyupdate><d:set><d:prop>")
+	writeState(&b, state)
+	b.WriteString("</d:prop></d:set></d:propertyupdate></r:propnotification></r:notification>")
+	return b.Bytes()
+}
+
+// Subscriptions renders a SUBSCRIPTIONS answer; an empty list is an empty
+// r:subscriptions element.
+func Subscriptions(subs []events.SubscriptionInfo) []byte {
+	var b bytes.Buffer
+	b.WriteString(xmlDecl + "<r:subscriptions" + nsDecl)
+	if len(subs) == 0 {
+		b.WriteString("/>")
+		return b.Bytes()
+	}
+	b.WriteString(">")
+	for _, s := range subs {
+		b.WriteString("<r:subscription><r:subscription-id>")
+		b.WriteString(strconv.Itoa(int(s.ID)))
+		b.WriteString("</r:subscription-id><d:href>")
+		escape(&b, s.Href)
+		b.WriteString("</d:href><a:principal><a:rvp-principal>")
+		escape(&b, s.Principal)
+		b.WriteString("</a:rvp-principal></a:principal><d:timeout>")
+		b.WriteString(strconv.Itoa(s.Timeout))
+		b.WriteString("</d:timeout></r:subscription>")
+	}
+	b.WriteString("</r:subscriptions>")
+	return b.Bytes()
+}
+
+// ACL renders an a:rvpacl document.
+func ACL(aces []events.ACE) []byte {
+	var b bytes.Buffer
+	b.WriteString(xmlDecl + "<a:rvpacl" + nsDecl + "><a:acl><a:inheritance>none</a:inheritance>")
+	for _, ace := range aces {
+		b.WriteString("<a:ace><a:principal>")
+		if ace.Principal == "" {
+			b.WriteString("<a:allprincipals/>")
+		} else {
+			b.WriteString("<a:rvp-principal>")
+			escape(&b, ace.Principal)
+			b.WriteString("</a:rvp-principal>")
+		}
+		b.WriteString("<a:credentials>")
+		for _, c := range ace.Credentials {
+			b.WriteString("<a:" + c + "/>")
+		}
+		b.WriteString("</a:credentials></a:principal>")
+		for _, set := range []struct {
+			tag    string
+			rights []string
+		}{{"grant", ace.Grant}, {"deny", ace.Deny}} {
+			if len(set.rights) == 0 {
+				b.WriteString("<a:" + set.tag + "/>")
+				continue
+			}
+			b.WriteString("<a:" + set.tag + ">")
+			for _, r := range set.rights {
+				b.WriteString("<a:" + r + "/>")
+			}
+			b.WriteString("</a:" + set.tag + ">")
+		}
+		b.WriteString("</a:ace>")
+	}
+	b.WriteString("</a:acl></a:rvpacl>")
+	return b.Bytes()
+}

@@ -1,0 +1,268 @@
+package rvp
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// Limits bound what ReadRequest accepts. Zero fields take the defaults.
+type Limits struct {
+	// MaxLine bounds the request line and each header line. Default 8 KiB.
+	MaxLine int
+	// MaxHeaders bounds the number of header fields. Default 64.
+	MaxHeaders int
+	// MaxHeaderBytes bounds all header lines together. Default 32 KiB.
+	MaxHeaderBytes int
+	// MaxBody bounds the body. Default 256 KiB.
+	MaxBody int
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxLine <= 0 {
+		l.MaxLine = 8 << 10
+	}
+	if l.MaxHeaders <= 0 {
+		l.MaxHeaders = 64
+	}
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = 32 << 10
+	}
+	if l.MaxBody <= 0 {
+		l.MaxBody = 256 << 10
+	}
+	return l
+}
+
+// Header holds header fields keyed by lower-case name, values in the order
+// received. RVP header names are case-insensitive.
+type Header map[string][]string
+
+// Get returns the first value of the named field, or "".
+func (h Header) Get(name string) string {
+	if v := h[strings.ToLower(name)]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// Has reports whether the named field is present.
+func (h Header) Has(name string) bool { _, ok := h[strings.ToLower(name)]; return ok }
+
+// Add appends a value to the named field.
+func (h Header) Add(name, value string) {
+	k := strings.ToLower(name)
+	h[k] = append(h[k], value)
+}
+
+// Request is a parsed RVP request.
+type Request struct {
+	Method string
+	Target string // request-target as sent: origin-form or absolute-form
+	Proto  string // "HTTP/1.1" or "HTTP/1.0"
+	Header Header
+	Body   []byte
+	// Close reports that the client asked to close the connection after
+	// the response (Connection: close, or HTTP/1.0 without keep-alive).
+	Close bool
+}
+
+// ProtocolError is a request the server cannot parse. Status is the HTTP
+// status to answer with; the connection must be closed afterwards, since
+// the stream position is no longer known.
+type ProtocolError struct {
+	Status int
+	Msg    string
+}
+
+func (e *ProtocolError) Error() string { return fmt.Sprintf("%d %s", e.Status, e.Msg) }
+
+func protoErr(status int, format string, args ...any) error {
+	return &ProtocolError{Status: status, Msg: fmt.Sprintf(format, args...)}
+}
+
+// ErrIdle is returned by ReadRequest when the connection closed cleanly
+// between requests.
+var ErrIdle = errors.New("connection closed between requests")
+
+// ReadRequest reads one request from br. It accepts CRLF and bare LF line
+// ends, header names in any case, folded header lines, and a missing
+// Content-Length (an empty body). It refuses chunked bodies, which no RVP
+// client sends.
+func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
+	lim = lim.withDefaults()
+	var line []byte
+	var err error
+	// RFC 9112 §2.2: ignore at least one empty line before the request line.
+	for range 4 {
+		line, err = readLine(br, lim.MaxLine)
+		if err != nil {
+			if errors.Is(err, io.EOF) && len(line) == 0 {
+				return nil, ErrIdle
+			}
+			return nil, err
+		}
+		if len(line) > 0 {
+			break
+		}
+	}
+	if len(line) == 0 {
+		return nil, protoErr(400, "empty request line")
+	}
+	req := &Request{Header: make(Header)}
+	if err := parseRequestLine(req, string(line)); err != nil {
+		return nil, err
+	}
+
+	total := 0
+	var last string // lower-case name of the previous field, for folded lines
+	for {
+		line, err = readLine(br, lim.MaxLine)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil, protoErr(400, "connection closed inside the header")
+			}
+			return nil, err
+		}
+		if len(line) == 0 {
+			break
+		}
+		total += len(line)
+		if total > lim.MaxHeaderBytes {
+			return nil, protoErr(431, "header larger than %d bytes", lim.MaxHeaderBytes)
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			if last == "" {
+				return nil, protoErr(400, "continuation line before any header field")
+			}
+			vs := req.Header[last]
+			vs[len(vs)-1] = strings.TrimSpace(vs[len(vs)-1] + " " + strings.TrimSpace(string(line)))
+			continue
+		}
+		name, value, ok := bytes.Cut(line, []byte{':'})
+		if !ok {
+			return nil, protoErr(400, "header line without ':'")
+		}
+		if !isToken(string(name)) {
+			return nil, protoErr(400, "bad header field name %q", name)
+		}
+		if len(req.Header) >= lim.MaxHeaders && !req.Header.Has(string(name)) {
+			return nil, protoErr(431, "more than %d header fields", lim.MaxHeaders)
+		}
+		last = strings.ToLower(string(name))
+		req.Header[last] = append(req.Header[last], strings.TrimSpace(string(value)))
+	}
+
+	if req.Header.Has("Transfer-Encoding") {
+		return nil, protoErr(501, "Transfer-Encoding is not supported; send the body with Content-Length")
+	}
+	n := 0
+	if cl := req.Header["content-length"]; len(cl) > 0 {
+		for _, v := range cl[1:] {
+			if v != cl[0] {
+				return nil, protoErr(400, "conflicting Content-Length fields")
+			}
+		}
+		n, err = strconv.Atoi(cl[0])
+		if err != nil || n < 0 || cl[0][0] == '+' {
+			return nil, protoErr(400, "bad Content-Length %q", cl[0])
+		}
+	}
+	if n > lim.MaxBody {
+		return nil, protoErr(413, "body of %d bytes exceeds the limit of %d", n, lim.MaxBody)
+	}
+	if n > 0 {
+		req.Body = make([]byte, n)
+		if _, err := io.ReadFull(br, req.Body); err != nil {
+			return nil, protoErr(400, "body shorter than Content-Length: %v", err)
+		}
+	}
+
+	conn := strings.ToLower(req.Header.Get("Connection"))
+	switch {
+	case req.Proto == "HTTP/1.0":
+		req.Close = !strings.Contains(conn, "keep-alive")
+	default:
+		req.Close = strings.Contains(conn, "close")
+	}
+	return req, nil
+}
+
+func parseRequestLine(req *Request, line string) error {
+	method, rest, ok1 := strings.Cut(line, " ")
+	target, proto, ok2 := strings.Cut(strings.TrimLeft(rest, " "), " ")
+	proto = strings.TrimSpace(proto)
+	if !ok1 || !ok2 || target == "" {
+		return protoErr(400, "malformed request line %q", truncate(line, 80))
+	}
+	if !isToken(method) {
+		return protoErr(400, "bad method %q", truncate(method, 40))
+	}
+	switch proto {
+	case "HTTP/1.1", "HTTP/1.0":
+	default:
+		if strings.HasPrefix(proto, "HTTP/") {
+			return protoErr(505, "HTTP version %q not supported", truncate(proto, 20))
+		}
+		return protoErr(400, "malformed request line %q", truncate(line, 80))
+	}
+	for i := 0; i < len(target); i++ {
+		if c := target[i]; c <= ' ' || c == 0x7f {
+			return protoErr(400, "bad request target")
+		}
+	}
+	req.Method, req.Target, req.Proto = method, target, proto
+	return nil
+}
+
+// readLine reads a line ending in LF (CR before it is dropped), at most max
+// bytes long.
+func readLine(br *bufio.Reader, max int) ([]byte, error) {
+	var buf []byte
+	for {
+		frag, err := br.ReadSlice('\n')
+		if len(buf)+len(frag) > max+2 {
+			return nil, protoErr(431, "line longer than %d bytes", max)
+		}
+		buf = append(buf, frag...)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		if errors.Is(err, io.EOF) && len(buf) > 0 {
+			return nil, protoErr(400, "connection closed inside a line")
+		}
+		return buf, err
+	}
+	buf = buf[:len(buf)-1]
+	if n := len(buf); n > 0 && buf[n-1] == '\r' {
+		buf = buf[:n-1]
+	}
+	return buf, nil
+}
+
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("()<>@,;:\\\"/[]?={}", c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}

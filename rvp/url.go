@@ -1,0 +1,188 @@
+package rvp
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+)
+
+// URL is an absolute http URL as RVP uses them for principals, nodes and
+// callbacks, normalised: host lower-case, the default port 80 dropped, no
+// trailing '/', no query or fragment.
+type URL struct {
+	Host string // host[:port]
+	Path string // "" or a path starting with '/'
+}
+
+// String returns the URL as RVP emits it.
+func (u URL) String() string { return "http://" + u.Host + u.Path }
+
+// Hostname returns the host without its port.
+func (u URL) Hostname() string { return hostOnly(u.Host) }
+
+// Port returns the port, 80 when none is given.
+func (u URL) Port() string {
+	if _, p, err := net.SplitHostPort(u.Host); err == nil {
+		return p
+	}
+	return "80"
+}
+
+// ParseURL parses an absolute http URL. Surrounding whitespace is ignored
+// (servers strip it from d:href and a:rvp-principal).
+func ParseURL(s string) (URL, error) {
+	s = strings.TrimSpace(s)
+	if len(s) > 2048 {
+		return URL{}, errors.New("url longer than 2048 bytes")
+	}
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok || !strings.EqualFold(scheme, "http") {
+		return URL{}, fmt.Errorf("url %q: want http://host[:port]/path", s)
+	}
+	host, path := rest, ""
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		host, path = rest[:i], rest[i:]
+	}
+	if i := strings.IndexAny(path, "?#"); i >= 0 {
+		path = path[:i]
+	}
+	h, err := NormalizeHost(host)
+	if err != nil {
+		return URL{}, fmt.Errorf("url %q: %w", s, err)
+	}
+	return URL{Host: h, Path: strings.TrimRight(path, "/")}, nil
+}
+
+// NormalizeHost lower-cases a host[:port] and drops the port when it is 80.
+func NormalizeHost(host string) (string, error) {
+	host = strings.ToLower(strings.TrimSpace(host))
+	if host == "" {
+		return "", errors.New("empty host")
+	}
+	if strings.ContainsAny(host, " \t/\\@") {
+		return "", fmt.Errorf("bad host %q", host)
+	}
+	h, p, err := net.SplitHostPort(host)
+	if err != nil {
+		// No port (or an IPv6 literal without one).
+		return host, nil
+	}
+	if p == "80" {
+		if strings.Contains(h, ":") {
+			return "[" + h + "]", nil
+		}
+		return h, nil
+	}
+	if p == "" {
+		return "", fmt.Errorf("bad host %q: empty port", host)
+	}
+	for _, c := range p {
+		if c < '0' || c > '9' {
+			return "", fmt.Errorf("bad host %q: port not numeric", host)
+		}
+	}
+	return host, nil
+}
+
+func hostOnly(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	return hostport
+}
+
+// NodeRef is what a request path names: a principal's alias, and for a
+// physical URL (/instmsg/local/<IM host>/instmsg/aliases/<alias>) the IM
+// host it belongs to.
+type NodeRef struct {
+	IMHost string // "" for a logical path
+	Alias  string // lower-case
+}
+
+// Path forms of principal nodes.
+const (
+	aliasesPrefix  = "/instmsg/aliases/"
+	shortPrefix    = "/aliases/"
+	physicalPrefix = "/instmsg/local/"
+)
+
+// MaxAliasLen bounds an alias; Windows account names are far shorter.
+const MaxAliasLen = 256
+
+// ParseNodePath parses the path of a principal node URL in any of the forms
+// RVP servers answer to: /instmsg/aliases/<alias>, /aliases/<alias> (as
+// Exchange's protocol log shows) and the physical
+// /instmsg/local/<IM host>/instmsg/aliases/<alias>. Prefixes and aliases
+// compare case-insensitively, a trailing '/' is ignored and the alias is
+// percent-decoded.
+func ParseNodePath(p string) (NodeRef, error) {
+	p = strings.TrimRight(p, "/")
+	var ref NodeRef
+	lower := strings.ToLower(p)
+	switch {
+	case strings.HasPrefix(lower, physicalPrefix):
+		rest := p[len(physicalPrefix):]
+		host, tail, ok := strings.Cut(rest, "/")
+		if !ok || !strings.HasPrefix(strings.ToLower("/"+tail), aliasesPrefix) {
+			return NodeRef{}, fmt.Errorf("path %q: want %s<IM host>%s<alias>", p, physicalPrefix, aliasesPrefix)
+		}
+		h, err := NormalizeHost(host)
+		if err != nil {
+			return NodeRef{}, fmt.Errorf("path %q: %w", p, err)
+		}
+		ref.IMHost = h
+		p = "/" + tail
+		lower = strings.ToLower(p)
+		fallthrough
+	case strings.HasPrefix(lower, aliasesPrefix):
+		p = p[len(aliasesPrefix):]
+	case strings.HasPrefix(lower, shortPrefix):
+		p = p[len(shortPrefix):]
+	default:
+		return NodeRef{}, fmt.Errorf("path %q names no principal: want %s<alias>", p, aliasesPrefix)
+	}
+	alias, err := url.PathUnescape(p)
+	if err != nil {
+		return NodeRef{}, fmt.Errorf("alias %q: %w", p, err)
+	}
+	if err := checkAlias(alias); err != nil {
+		return NodeRef{}, err
+	}
+	ref.Alias = strings.ToLower(alias)
+	return ref, nil
+}
+
+func checkAlias(a string) error {
+	if a == "" {
+		return errors.New("empty alias")
+	}
+	if len(a) > MaxAliasLen {
+		return fmt.Errorf("alias longer than %d bytes", MaxAliasLen)
+	}
+	for i := 0; i < len(a); i++ {
+		if c := a[i]; c <= ' ' || c == '/' || c == 0x7f {
+			return fmt.Errorf("alias %q: character %q not allowed", a, c)
+		}
+	}
+	return nil
+}
+
+// LogicalURL returns the public URL of alias at IM host host.
+func LogicalURL(host, alias string) string {
+	return "http://" + host + aliasesPrefix + url.PathEscape(alias)
+}
+
+// PhysicalURL returns the URL of alias (of IM host imHost) on home server
+// host: the target of a router's redirect.
+func PhysicalURL(host, imHost, alias string) string {
+	return "http://" + host + physicalPrefix + imHost + aliasesPrefix + url.PathEscape(alias)
+}
+
+// IsNodeURL reports whether u's path names a principal node (a logical
+// Call-Back) rather than a client's own listener (a local node).
+func IsNodeURL(u URL) bool {
+	_, err := ParseNodePath(u.Path)
+	return err == nil
+}

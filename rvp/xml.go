@@ -1,0 +1,316 @@
+package rvp
+
+import (
+	"bytes"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/rvp-im/rvpd/events"
+)
+
+// XML parsing is namespace-aware but tolerant, as the digest asks: names
+// are matched by (namespace, local name) when prefixes are declared, and the
+// customary prefixes d:, r: and a: stand for their namespaces when a
+// document uses them without declaring them.
+
+// Bounds of parsed XML documents.
+const (
+	maxXMLDepth = 32
+	maxXMLNodes = 4096
+	maxXMLText  = 64 << 10
+)
+
+// node is an element of a parsed document.
+type node struct {
+	name     events.Prop
+	children []*node
+	text     strings.Builder // character data directly inside, CDATA included
+}
+
+func (n *node) child(local string) *node {
+	for _, c := range n.children {
+		if c.name.Local == local {
+			return c
+		}
+	}
+	return nil
+}
+
+// firstChild returns the first child element, or nil.
+func (n *node) firstChild() *node {
+	if len(n.children) == 0 {
+		return nil
+	}
+	return n.children[0]
+}
+
+var defaultPrefixes = map[string]string{
+	"d": events.NSDAV, "D": events.NSDAV,
+	"r": events.NSRVP, "R": events.NSRVP,
+	"a": events.NSACL, "A": events.NSACL,
+}
+
+func propName(n xml.Name) events.Prop {
+	space := n.Space
+	if ns, ok := defaultPrefixes[space]; ok {
+		// encoding/xml leaves an undeclared prefix in Space.
+		space = ns
+	}
+	return events.Prop{Space: space, Local: n.Local}
+}
+
+// XMLError is a body that is not well-formed or not the document expected.
+type XMLError struct{ Msg string }
+
+func (e *XMLError) Error() string { return e.Msg }
+
+func xmlErr(format string, args ...any) error { return &XMLError{Msg: fmt.Sprintf(format, args...)} }
+
+// parseXML parses a whole document into a tree, bounded in depth, element
+// count and text size. It fails on anything not well-formed.
+func parseXML(body []byte) (*node, error) {
+	d := xml.NewDecoder(bytes.NewReader(body))
+	d.Strict = true
+	d.CharsetReader = func(charset string, r io.Reader) (io.Reader, error) {
+		// Clients never declare an encoding other than UTF-8; accept the
+		// common Latin-1 label for text we do not transcode anyway.
+		switch strings.ToLower(charset) {
+		case "utf-8", "utf8", "us-ascii", "iso-8859-1", "latin1":
+			return r, nil
+		}
+		return nil, fmt.Errorf("unsupported encoding %q", charset)
+	}
+	var root *node
+	var stack []*node
+	count, text := 0, 0
+	for {
+		tok, err := d.Token()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, xmlErr("malformed XML: %v", err)
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			count++
+			if count > maxXMLNodes {
+				return nil, xmlErr("XML has more than %d elements", maxXMLNodes)
+			}
+			if len(stack) >= maxXMLDepth {
+				return nil, xmlErr("XML nested deeper than %d", maxXMLDepth)
+			}
+			n := &node{name: propName(t.Name)}
+			if len(stack) == 0 {
+				if root != nil {
+					return nil, xmlErr("malformed XML: more than one root element")
+				}
+				root = n
+			} else {
+				p := stack[len(stack)-1]
+				p.children = append(p.children, n)
+			}
+			stack = append(stack, n)
+		case xml.EndElement:
+			stack = stack[:len(stack)-1]
+		case xml.CharData:
+			if len(stack) == 0 {
+				if len(bytes.TrimSpace(t)) > 0 {
+					return nil, xmlErr("malformed XML: text outside the root element")
+				}
+				continue
+			}
+			text += len(t)
+			if text > maxXMLText {
+				return nil, xmlErr("XML text larger than %d bytes", maxXMLText)
+			}
+			stack[len(stack)-1].text.Write(t)
+		case xml.Directive:
+			return nil, xmlErr("XML directives (DOCTYPE) are not accepted")
+		}
+	}
+	if root == nil {
+		return nil, xmlErr("malformed XML: no root element")
+	}
+	return root, nil
+}
+
+// ParsePropertyUpdate parses a PROPPATCH body: d:propertyupdate (or the
+// spec's misspelt d:propupdate) with d:set/d:prop. r:state may be leased
+// (r:leased-value with r:value, r:default-value and d:timeout or r:timeout)
+// or bare (<r:state><r:offline/></r:state>, as librvp sends at logout); an
+// r:view-id may follow. Other properties are returned by name.
+func ParsePropertyUpdate(body []byte) (state *events.StateUpdate, other []events.Prop, err error) {
+	root, err := parseXML(body)
+	if err != nil {
+		return nil, nil, err
+	}
+	if root.name.Local != "propertyupdate" && root.name.Local != "propupdate" {
+		return nil, nil, xmlErr("PROPPATCH body: root element is %s, want d:propertyupdate", root.name.Local)
+	}
+	for _, op := range root.children {
+		if op.name.Local != "set" && op.name.Local != "remove" {
+			continue
+		}
+		for _, prop := range op.children {
+			if prop.name.Local != "prop" {
+				continue
+			}
+			for _, p := range prop.children {
+				if p.name != events.PropState && !(p.name.Local == "state" && p.name.Space != events.NSDAV) {
+					other = append(other, p.name)
+					continue
+				}
+				if state != nil {
+					return nil, nil, xmlErr("PROPPATCH body: r:state given twice")
+				}
+				if op.name.Local == "remove" {
+					state = &events.StateUpdate{Value: events.StateOffline, Default: events.StateOffline}
+					continue
+				}
+				if state, err = parseState(p); err != nil {
+					return nil, nil, err
+				}
+			}
+		}
+	}
+	if state == nil && len(other) == 0 {
+		return nil, nil, xmlErr("PROPPATCH body: no property to set")
+	}
+	return state, other, nil
+}
+
+func parseState(st *node) (*events.StateUpdate, error) {
+	u := &events.StateUpdate{Default: events.StateOffline}
+	for _, c := range st.children {
+		switch c.name.Local {
+		case "leased-value":
+			for _, lc := range c.children {
+				switch lc.name.Local {
+				case "value":
+					v, err := stateName(lc.firstChild())
+					if err != nil {
+						return nil, err
+					}
+					u.Value = v
+				case "default-value":
+					v, err := stateName(lc.firstChild())
+					if err != nil {
+						return nil, err
+					}
+					u.Default = v
+				case "timeout":
+					t, err := strconv.Atoi(strings.TrimSpace(lc.text.String()))
+					if err != nil || t < 0 {
+						return nil, xmlErr("r:state lease: bad timeout %q", truncate(lc.text.String(), 20))
+					}
+					u.Timeout = t
+				}
+			}
+		case "view-id":
+			id, err := strconv.ParseInt(strings.TrimSpace(c.text.String()), 10, 32)
+			if err != nil || id <= 0 {
+				return nil, xmlErr("r:state: bad r:view-id %q", truncate(c.text.String(), 20))
+			}
+			u.ViewID = int32(id)
+		default:
+			if u.Value != "" {
+				return nil, xmlErr("r:state holds more than one state")
+			}
+			v, err := stateName(c)
+			if err != nil {
+				return nil, err
+			}
+			u.Value = v
+		}
+	}
+	if u.Value == "" {
+		return nil, xmlErr("r:state: no state value")
+	}
+	return u, nil
+}
+
+// stateName returns the state an empty element such as <r:online/> names.
+// Unknown names are passed through, as the digest recommends, but must look
+// like a state.
+func stateName(n *node) (string, error) {
+	if n == nil {
+		return "", xmlErr("r:state: value holds no state element")
+	}
+	s := n.name.Local
+	if len(s) > 32 {
+		return "", xmlErr("r:state: state name too long")
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('a' <= c && c <= 'z' || c == '-' || '0' <= c && c <= '9') {
+			return "", xmlErr("r:state: bad state name %q", s)
+		}
+	}
+	return s, nil
+}
+
+// ParsePropFind parses a PROPFIND body. An empty body asks for all
+// properties, as in WebDAV.
+func ParsePropFind(body []byte) (all, names bool, props []events.Prop, err error) {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return true, false, nil, nil
+	}
+	root, err := parseXML(body)
+	if err != nil {
+		return false, false, nil, err
+	}
+	if root.name.Local != "propfind" {
+		return false, false, nil, xmlErr("PROPFIND body: root element is %s, want d:propfind", root.name.Local)
+	}
+	for _, c := range root.children {
+		switch c.name.Local {
+		case "allprop":
+			all = true
+		case "propname":
+			names = true
+		case "prop":
+			for _, p := range c.children {
+				props = append(props, p.name)
+			}
+		}
+	}
+	if !all && !names && len(props) == 0 {
+		return false, false, nil, xmlErr("PROPFIND body names no property")
+	}
+	return all, names, props, nil
+}
+
+// NotificationKind is what a NOTIFY body carries.
+type NotificationKind int
+
+// Kinds of notification.
+const (
+	KindMessage NotificationKind = iota + 1
+	KindPropNotification
+)
+
+// CheckNotification checks that a NOTIFY body is a well-formed
+// r:notification (the spec's D:notification too) and says what it holds.
+// The body itself is forwarded unchanged; this only guards the gate.
+func CheckNotification(body []byte) (NotificationKind, error) {
+	root, err := parseXML(body)
+	if err != nil {
+		return 0, err
+	}
+	if root.name.Local != "notification" {
+		return 0, xmlErr("NOTIFY body: root element is %s, want r:notification", root.name.Local)
+	}
+	for _, c := range root.children {
+		switch c.name.Local {
+		case "message":
+			return KindMessage, nil
+		case "propnotification":
+			return KindPropNotification, nil
+		}
+	}
+	return 0, xmlErr("NOTIFY body: r:notification holds neither r:message nor r:propnotification")
+}
