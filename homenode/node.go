@@ -495,7 +495,9 @@ type recent struct {
 	next int
 }
 
-func newRecent(n int) *recent { return &recent{ids: make(map[string]struct{}, n), ring: make([]string, n)} }
+func newRecent(n int) *recent {
+	return &recent{ids: make(map[string]struct{}, n), ring: make([]string, n)}
+}
 
 func (r *recent) add(id string) {
 	r.mu.Lock()

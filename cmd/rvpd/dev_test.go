@@ -1,0 +1,141 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer is an io.Writer safe for concurrent use that can be waited on.
+type syncBuffer struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	wake chan struct{}
+}
+
+func newSyncBuffer() *syncBuffer { return &syncBuffer{wake: make(chan struct{})} }
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, err := b.buf.Write(p)
+	close(b.wake)
+	b.wake = make(chan struct{})
+	return n, err
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// waitMatch waits until re matches the buffer, and returns the submatches.
+func (b *syncBuffer) waitMatch(re *regexp.Regexp, d time.Duration, failed <-chan error) ([]string, error) {
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	for {
+		b.mu.Lock()
+		m := re.FindStringSubmatch(b.buf.String())
+		wake := b.wake
+		b.mu.Unlock()
+		if m != nil {
+			return m, nil
+		}
+		select {
+		case <-wake:
+		case err := <-failed:
+			return nil, errors.Join(errors.New("rvpd dev stopped before it served"), err)
+		case <-deadline.C:
+			return nil, errors.New("rvpd dev did not print its address in time")
+		}
+	}
+}
+
+// devProc is `rvpd dev` running inside the test process, through the
+// same exec function main calls.
+type devProc struct {
+	addr    string // host:port of the RVP listener
+	natsURL string // "" when started without a NATS listener
+	stdout  *syncBuffer
+	stderr  *syncBuffer
+	cancel  context.CancelFunc
+	done    chan error
+	stopped bool
+}
+
+var (
+	listenRE = regexp.MustCompile(`listening on http://(\S+)`)
+	natsRE   = regexp.MustCompile(`NATS:\s+(nats://\S+)`)
+)
+
+// startDev runs rvpd dev on data with short minimum leases and lifetimes
+// (so tests can watch them lapse) and waits until it serves.
+func startDev(t *testing.T, data string, extra ...string) *devProc {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &devProc{stdout: newSyncBuffer(), stderr: newSyncBuffer(), cancel: cancel, done: make(chan error, 1)}
+	args := append([]string{"dev", "-data", data, "-http", "127.0.0.1:0", "-nats", "127.0.0.1:0",
+		"-lease.min", "1s", "-sub.min-lifetime", "1s", "-demo-password", "test-secret-pw", "-log.level", "debug"}, extra...)
+	noEnv := func(string) (string, bool) { return "", false }
+	go func() { p.done <- exec(ctx, args, noEnv, p.stdout, p.stderr) }()
+	failed := make(chan error, 1)
+	go func() {
+		// Forward an early exit to waitMatch without consuming p.done
+		// for good.
+		select {
+		case err := <-p.done:
+			p.done <- err
+			failed <- err
+		case <-ctx.Done():
+		}
+	}()
+	m, err := p.stdout.waitMatch(listenRE, 60*time.Second, failed)
+	if err != nil {
+		cancel()
+		t.Fatalf("%v\nstderr:\n%s", err, p.stderr.String())
+	}
+	p.addr = m[1]
+	if n := natsRE.FindStringSubmatch(p.stdout.String()); n != nil {
+		p.natsURL = n[1]
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("rvpd dev log:\n%s", tail(p.stderr.String(), 200))
+		}
+		p.stop(t)
+	})
+	return p
+}
+
+// stop cancels the process and waits until exec returns, which must be
+// within a few seconds and without an error.
+func (p *devProc) stop(t *testing.T) {
+	t.Helper()
+	if p.stopped {
+		return
+	}
+	p.stopped = true
+	p.cancel()
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Errorf("rvpd dev: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("rvpd dev did not stop within 10s")
+	}
+}
+
+func tail(s string, lines int) string {
+	l := strings.Split(s, "\n")
+	if len(l) > lines {
+		l = l[len(l)-lines:]
+	}
+	return strings.Join(l, "\n")
+}

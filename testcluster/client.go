@@ -1,0 +1,348 @@
+package testcluster
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rvp-im/rvpd/rvp"
+)
+
+// Client is a simulated RVP client. It sends each request on a new
+// connection, as librvp does, checks that every answer is framed as RVP
+// clients need (Content-Length, never chunked, RVP-Notifications-Version),
+// and records every NOTIFY its callback listener receives.
+type Client struct {
+	t      testing.TB
+	Server string // host:port of the gateway
+	Alias  string
+	// URL is the client's principal URL, as librvp builds it: the server's
+	// host and port, /instmsg/aliases/<alias>.
+	URL string
+	// CallBack is the URL of the callback listener.
+	CallBack string
+	// LoginID is the login subscription's id, once logged in.
+	LoginID int
+
+	ln       net.Listener
+	mu       sync.Mutex
+	notifies []Notify
+	wake     chan struct{}
+	answer   func(Notify) string // raw answer to a NOTIFY
+	wg       sync.WaitGroup
+}
+
+// Notify is a NOTIFY the callback listener received.
+type Notify struct {
+	Target string
+	Header rvp.Header
+	Body   []byte
+}
+
+// State returns the state a propnotification carries, or "".
+func (n Notify) State() string {
+	b := string(n.Body)
+	i := strings.Index(b, "<r:state><r:")
+	if i < 0 || !strings.Contains(b, "r:propnotification") {
+		return ""
+	}
+	rest := b[i+len("<r:state><r:"):]
+	if j := strings.Index(rest, "/>"); j >= 0 {
+		return rest[:j]
+	}
+	return ""
+}
+
+// From returns the d:href of notification-from.
+func (n Notify) From() string {
+	b := string(n.Body)
+	i := strings.Index(b, "<r:notification-from><r:contact><d:href>")
+	if i < 0 {
+		return ""
+	}
+	rest := b[i+len("<r:notification-from><r:contact><d:href>"):]
+	if j := strings.Index(rest, "</d:href>"); j >= 0 {
+		return rest[:j]
+	}
+	return ""
+}
+
+// Response is a server's answer.
+type Response struct {
+	Status int
+	Header rvp.Header
+	Body   []byte
+}
+
+// NewClient starts a client of alias on server (host:port) with its
+// callback listener on loopback; the test's cleanup stops it.
+func NewClient(t testing.TB, server, alias string) *Client {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Client{
+		t: t, Server: server, Alias: alias, URL: "http://" + server + "/instmsg/aliases/" + alias,
+		CallBack: "http://" + ln.Addr().String(), ln: ln, wake: make(chan struct{}),
+	}
+	c.wg.Add(1)
+	go c.listen()
+	t.Cleanup(c.Close)
+	return c
+}
+
+// Close stops the callback listener: later NOTIFYs are refused.
+func (c *Client) Close() {
+	c.ln.Close()
+	c.wg.Wait()
+}
+
+// AnswerWith makes the callback listener answer NOTIFYs with what f
+// returns: raw HTTP, written as is before the connection is closed.
+func (c *Client) AnswerWith(f func(Notify) string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.answer = f
+}
+
+// LibrvpAnswer is how librvp answers a NOTIFY: no Content-Length.
+const LibrvpAnswer = "HTTP/1.1 200 Successful\r\nRVP-Notifications-Version: 0.2\r\n\r\n"
+
+func (c *Client) listen() {
+	defer c.wg.Done()
+	for {
+		nc, err := c.ln.Accept()
+		if err != nil {
+			return
+		}
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			defer nc.Close()
+			nc.SetDeadline(time.Now().Add(10 * time.Second))
+			req, err := rvp.ReadRequest(bufio.NewReader(nc), rvp.Limits{})
+			if err != nil {
+				c.t.Errorf("%s's callback: unreadable NOTIFY: %v", c.Alias, err)
+				return
+			}
+			n := Notify{Target: req.Target, Header: req.Header, Body: req.Body}
+			c.mu.Lock()
+			answer := c.answer
+			c.mu.Unlock()
+			raw := LibrvpAnswer
+			if answer != nil {
+				raw = answer(n)
+			}
+			if req.Method == "NOTIFY" {
+				c.mu.Lock()
+				c.notifies = append(c.notifies, n)
+				close(c.wake)
+				c.wake = make(chan struct{})
+				c.mu.Unlock()
+			}
+			io.WriteString(nc, raw)
+		}()
+	}
+}
+
+// Notifies returns the NOTIFYs received so far.
+func (c *Client) Notifies() []Notify {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]Notify(nil), c.notifies...)
+}
+
+// WaitNotify waits until a NOTIFY after the first skip ones satisfies
+// match, and returns it with its index.
+func (c *Client) WaitNotify(skip int, d time.Duration, match func(Notify) bool) (Notify, int) {
+	c.t.Helper()
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	for {
+		c.mu.Lock()
+		for i := skip; i < len(c.notifies); i++ {
+			if match(c.notifies[i]) {
+				n := c.notifies[i]
+				c.mu.Unlock()
+				return n, i
+			}
+		}
+		wake := c.wake
+		c.mu.Unlock()
+		select {
+		case <-wake:
+		case <-deadline.C:
+			c.t.Fatalf("%s: no matching NOTIFY within %v; received %d: %s", c.Alias, d, len(c.Notifies()), c.summary())
+		}
+	}
+}
+
+func (c *Client) summary() string {
+	var b strings.Builder
+	for i, n := range c.Notifies() {
+		fmt.Fprintf(&b, "\n  #%d from %s state %q", i, n.From(), n.State())
+	}
+	return b.String()
+}
+
+// Do sends one request on a new connection and returns the answer.
+// Header lines are given as "Name: value".
+func (c *Client) Do(method, path string, body []byte, header ...string) *Response {
+	c.t.Helper()
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nContent-Length: %d\r\nRVP-Notifications-Version: 0.2\r\nHost: %s\r\n", method, path, len(body), strings.Split(c.Server, ":")[0])
+	for _, h := range header {
+		b.WriteString(h + "\r\n")
+	}
+	b.WriteString("\r\n")
+	b.Write(body)
+	return c.Raw(b.Bytes())
+}
+
+// Raw sends raw bytes on a new connection and reads one answer.
+func (c *Client) Raw(raw []byte) *Response {
+	c.t.Helper()
+	nc, err := net.Dial("tcp", c.Server)
+	if err != nil {
+		c.t.Fatalf("connect to %s: %v", c.Server, err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := nc.Write(raw); err != nil {
+		c.t.Fatalf("send: %v", err)
+	}
+	resp, err := ReadResponse(bufio.NewReader(nc))
+	if err != nil {
+		c.t.Fatalf("answer to %q: %v", firstLine(raw), err)
+	}
+	return resp
+}
+
+func firstLine(b []byte) string {
+	if i := bytes.IndexAny(b, "\r\n"); i >= 0 {
+		return string(b[:i])
+	}
+	return string(b)
+}
+
+// ReadResponse reads an answer the way Miranda and librvp do: the body
+// only by Content-Length. It fails on a missing Content-Length, on chunked
+// encoding and on a missing RVP-Notifications-Version.
+func ReadResponse(br *bufio.Reader) (*Response, error) {
+	line, err := br.ReadString('\n')
+	if err != nil {
+		return nil, fmt.Errorf("status line: %w", err)
+	}
+	line = strings.TrimRight(line, "\r\n")
+	if len(line) < 12 || !strings.HasPrefix(line, "HTTP/1.1 ") {
+		return nil, fmt.Errorf("malformed status line %q", line)
+	}
+	code, err := strconv.Atoi(line[9:12])
+	if err != nil {
+		return nil, fmt.Errorf("malformed status line %q", line)
+	}
+	resp := &Response{Status: code, Header: make(rvp.Header)}
+	for {
+		l, err := br.ReadString('\n')
+		if err != nil {
+			return nil, fmt.Errorf("header: %w", err)
+		}
+		if !strings.HasSuffix(l, "\r\n") {
+			return nil, fmt.Errorf("header line %q not ended by CRLF", l)
+		}
+		l = strings.TrimRight(l, "\r\n")
+		if l == "" {
+			break
+		}
+		name, value, ok := strings.Cut(l, ":")
+		if !ok {
+			return nil, fmt.Errorf("malformed header line %q", l)
+		}
+		resp.Header.Add(name, strings.TrimSpace(value))
+	}
+	if resp.Header.Has("Transfer-Encoding") {
+		return nil, fmt.Errorf("%d answer uses Transfer-Encoding %q", code, resp.Header.Get("Transfer-Encoding"))
+	}
+	if resp.Header.Get(rvp.HdrVersion) != rvp.Version {
+		return nil, fmt.Errorf("%d answer lacks RVP-Notifications-Version: 0.2", code)
+	}
+	cl := resp.Header.Get(rvp.HdrContentLength)
+	n, err := strconv.Atoi(cl)
+	if err != nil || n < 0 {
+		return nil, fmt.Errorf("%d answer has no valid Content-Length (%q)", code, cl)
+	}
+	resp.Body = make([]byte, n)
+	if _, err := io.ReadFull(br, resp.Body); err != nil {
+		return nil, fmt.Errorf("body: %w", err)
+	}
+	return resp, nil
+}
+
+// From returns the RVP-From-Principal header line of the client.
+func (c *Client) From() string { return rvp.HdrFromPrincipal + ": " + c.URL }
+
+// URLOf returns the principal URL of alias on the client's server.
+func (c *Client) URLOf(alias string) string { return "http://" + c.Server + "/instmsg/aliases/" + alias }
+
+// Login sends the login SUBSCRIBE (pragma/notify, Call-Back = listener).
+func (c *Client) Login(lifetime int) *Response {
+	c.t.Helper()
+	r := c.Do("SUBSCRIBE", "/instmsg/aliases/"+c.Alias, nil,
+		"Notification-Type: pragma/notify", c.From(),
+		"Subscription-Lifetime: "+strconv.Itoa(lifetime), "Call-Back: "+c.CallBack)
+	if r.Status == 200 {
+		c.LoginID, _ = strconv.Atoi(r.Header.Get(rvp.HdrSubscriptionID))
+	}
+	return r
+}
+
+// SetState PROPPATCHes the client's leased state; viewID 0 sends none.
+func (c *Client) SetState(state string, timeout int, viewID int) *Response {
+	c.t.Helper()
+	return c.Do("PROPPATCH", "/instmsg/aliases/"+c.Alias, StateBody(state, timeout, viewID), "Content-Type: text/xml", c.From())
+}
+
+// StateBody is a PROPPATCH body setting a leased state, as librvp sends it.
+func StateBody(state string, timeout int, viewID int) []byte {
+	view := ""
+	if viewID > 0 {
+		view = "<r:view-id>" + strconv.Itoa(viewID) + "</r:view-id>"
+	}
+	return []byte(`<?xml version="1.0"?><d:propertyupdate xmlns:d="DAV:" xmlns:r="http://schemas.microsoft.com/rvp/" xmlns:a="http://schemas.microsoft.com/rvp/acl/"><d:set><d:prop><r:state><r:leased-value><r:value><r:` +
+		state + `/></r:value><r:default-value><r:offline/></r:default-value><d:timeout>` + strconv.Itoa(timeout) +
+		`</d:timeout></r:leased-value>` + view + `</r:state></d:prop></d:set></d:propertyupdate>`)
+}
+
+// Watch subscribes to alias's presence with the client's own URL as
+// Call-Back, as buddy subscriptions are made.
+func (c *Client) Watch(alias string, lifetime int) *Response {
+	c.t.Helper()
+	return c.Do("SUBSCRIBE", "/instmsg/aliases/"+alias, nil,
+		"Notification-Type: update/propchange", c.From(),
+		"Subscription-Lifetime: "+strconv.Itoa(lifetime), "Call-Back: "+c.URL)
+}
+
+// MessageBody builds an instant message NOTIFY body from the client to
+// alias, as librvp does.
+func (c *Client) MessageBody(alias, text string) []byte {
+	return []byte(`<?xml version="1.0" encoding="UTF-8"?>` + "\n" +
+		`<r:notification xmlns:d="DAV:" xmlns:r="http://schemas.microsoft.com/rvp/" xmlns:a="http://schemas.microsoft.com/rvp/acl/"><r:message><r:notification-from><r:contact><d:href>` +
+		c.URL + `</d:href><r:description>` + c.Alias + `</r:description></r:contact></r:notification-from><r:notification-to><r:contact><d:href>` +
+		c.URLOf(alias) + `</d:href><r:description/></r:contact></r:notification-to><r:msgbody><r:mime-data><![CDATA[MIME-Version: 1.0` + "\r\n" +
+		"Content-Type: text/plain; charset=UTF-8\r\nX-MMS-IM-Format: FN=MS%20Shell%20Dlg; EF=; CO=0; CS=0; PF=0\r\nSession-Id: {40C9FE8E-6E81-76FC-1FB8-49F2BE865729}\r\n\r\n" +
+		text + `]]></r:mime-data></r:msgbody></r:message></r:notification>`)
+}
+
+// Send sends body as a NOTIFY to alias's node.
+func (c *Client) Send(alias string, body []byte) *Response {
+	c.t.Helper()
+	return c.Do("NOTIFY", "/instmsg/aliases/"+alias, body, c.From(), "Content-Type: text/xml", "RVP-Hop-Count: 1", "RVP-Ack-Type: DeepOr")
+}
