@@ -132,3 +132,11 @@ func ReplySubject(gw, id string) string { return ReplyRoot + "." + Token(gw) + "
 
 // ReplyFilter matches every reply for gateway gw.
 func ReplyFilter(gw string) string { return ReplyRoot + "." + Token(gw) + ".*" }
+
+// AdminRoot is the root of core NATS subjects on which roles answer
+// administrators (rvpctl).
+const AdminRoot = "rvp.admin"
+
+// AdminSubject is the subject on which home's node answers the admin
+// request op (for example "verify").
+func AdminSubject(home, op string) string { return AdminRoot + ".home." + Token(home) + "." + op }

@@ -2,6 +2,7 @@ package homenode
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -184,6 +185,11 @@ func (n *Node) Run(ctx context.Context) error {
 		return err
 	}
 	n.pool.start(ctx, &wg)
+	admin, err := n.cfg.Conn.Subscribe(events.AdminSubject(n.cfg.Home, "verify"), n.onVerify)
+	if err != nil {
+		return fmt.Errorf("home %s: admin subscription: %w", n.cfg.Home, err)
+	}
+	defer admin.Unsubscribe()
 
 	cons, err := n.cfg.JetStream.CreateOrUpdateConsumer(ctx, events.StreamRequests, jetstream.ConsumerConfig{
 		Durable:       ConsumerName(n.cfg.Home),
@@ -474,6 +480,40 @@ func isConflict(err error) bool {
 	return errors.As(err, &apiErr) &&
 		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// onVerify answers rvpctl verify: it compares the home and directory
+// projections with rebuilds from their streams, on a snapshot, while the
+// node keeps serving.
+func (n *Node) onVerify(m *nats.Msg) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out []projections.Verification
+	var errs []error
+	if v, err := projections.VerifyHome(ctx, n.cfg.JetStream, n.cfg.DB, n.cfg.Home); err != nil {
+		errs = append(errs, err)
+	} else {
+		out = append(out, v)
+	}
+	if v, err := projections.VerifyDirectory(ctx, n.cfg.JetStream, n.cfg.DB); err != nil {
+		errs = append(errs, err)
+	} else {
+		out = append(out, v)
+	}
+	for _, v := range out {
+		if !v.OK() {
+			n.log.Error("projection differs from its rebuild", "projection", v.Projection, "position", v.Position, "diff", v.Diff)
+		}
+	}
+	resp := struct {
+		Results []projections.Verification `json:"results"`
+		Error   string                     `json:"error,omitempty"`
+	}{Results: out}
+	if err := errors.Join(errs...); err != nil {
+		resp.Error = err.Error()
+	}
+	data, _ := json.Marshal(resp)
+	m.Respond(data)
 }
 
 // Stats are a node's counters.

@@ -169,38 +169,38 @@ func scan(r reader, p []byte, fn func(k, v []byte) error) error {
 	return it.Close()
 }
 
-// Dump returns every key and value under prefix p, for comparisons.
-func (d *DB) Dump(p []byte) (map[string]string, error) {
+// dump returns every key and value under prefix p, for comparisons.
+func dump(r reader, p []byte) (map[string]string, error) {
 	m := make(map[string]string)
-	err := scan(d.pdb, p, func(k, v []byte) error {
+	err := scan(r, p, func(k, v []byte) error {
 		m[string(k)] = string(v)
 		return nil
 	})
 	return m, err
 }
 
-// Diff compares the keys and values under prefix p in a and b and
+// diff compares the keys and values under prefix p in a and b and
 // describes up to max differences; "" means equal.
-func Diff(a, b *DB, p []byte, max int) (string, error) {
-	ma, err := a.Dump(p)
+func diff(a, b reader, p []byte, max int) (string, error) {
+	ma, err := dump(a, p)
 	if err != nil {
 		return "", err
 	}
-	mb, err := b.Dump(p)
+	mb, err := dump(b, p)
 	if err != nil {
 		return "", err
 	}
 	var out []string
 	for k, va := range ma {
 		if vb, ok := mb[k]; !ok {
-			out = append(out, fmt.Sprintf("only in first: %q = %q", k, va))
+			out = append(out, fmt.Sprintf("only in live: %q = %q", k, va))
 		} else if va != vb {
-			out = append(out, fmt.Sprintf("differs at %q: %q vs %q", k, va, vb))
+			out = append(out, fmt.Sprintf("differs at %q: live %q, rebuilt %q", k, va, vb))
 		}
 	}
 	for k, vb := range mb {
 		if _, ok := ma[k]; !ok {
-			out = append(out, fmt.Sprintf("only in second: %q = %q", k, vb))
+			out = append(out, fmt.Sprintf("only in rebuilt: %q = %q", k, vb))
 		}
 	}
 	sort.Strings(out)

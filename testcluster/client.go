@@ -290,7 +290,9 @@ func ReadResponse(br *bufio.Reader) (*Response, error) {
 func (c *Client) From() string { return rvp.HdrFromPrincipal + ": " + c.URL }
 
 // URLOf returns the principal URL of alias on the client's server.
-func (c *Client) URLOf(alias string) string { return "http://" + c.Server + "/instmsg/aliases/" + alias }
+func (c *Client) URLOf(alias string) string {
+	return "http://" + c.Server + "/instmsg/aliases/" + alias
+}
 
 // Login sends the login SUBSCRIBE (pragma/notify, Call-Back = listener).
 func (c *Client) Login(lifetime int) *Response {

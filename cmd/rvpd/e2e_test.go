@@ -122,7 +122,9 @@ func TestDevEndToEnd(t *testing.T) {
 		text := "Grüße, " + to.Alias + "! <b>bold</b> & ✓ " + from.Alias
 		body := from.MessageBody(to.Alias, text)
 		mustStatus(t, from.Alias+" → "+to.Alias, from.Send(to.Alias, body), 200)
-		got, _ := to.WaitNotify(0, wait, func(n testcluster.Notify) bool { return bytes.Contains(n.Body, []byte("r:message")) && n.From() == from.URL })
+		got, _ := to.WaitNotify(0, wait, func(n testcluster.Notify) bool {
+			return bytes.Contains(n.Body, []byte("r:message")) && n.From() == from.URL
+		})
 		if !bytes.Equal(got.Body, body) {
 			t.Errorf("message body changed in transit:\nsent %q\n got %q", body, got.Body)
 		}

@@ -1,0 +1,31 @@
+.DEFAULT_GOAL := help
+FUZZTIME ?= 30s
+GO ?= go
+# Fuzz targets, package:Function; `make fuzz` runs each for FUZZTIME.
+FUZZ_TARGETS := ./events:FuzzToken ./events:FuzzDecode ./rvp:FuzzReadRequest ./rvp:FuzzParsePropertyUpdate \
+	./rvp:FuzzParsePropFind ./rvp:FuzzCheckNotification ./rvp:FuzzParseURL ./rvp:FuzzParseNodePath ./rvp:FuzzReadAnswer
+
+run: ## start rvpd dev: one process, embedded NATS, demo domain example.test on 127.0.0.1:8080 (data in ./data; more flags in ARGS="...")
+	$(GO) run ./cmd/rvpd dev $(ARGS)
+
+test: ## all tests (fuzz seeds included) with the race detector
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+fuzz: ## fuzz every parser for FUZZTIME each
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+	  echo "fuzz $$pkg $$fn"; \
+	  $(GO) test -run='^$$' -fuzz="^$$fn$$" -fuzztime=$(FUZZTIME) $$pkg || exit 1; done
+
+bench: ## benchmarks, 10 runs each, into bench.txt (compare with benchstat)
+	$(GO) test -run='^$$' -bench=. -benchmem -count=10 ./... | tee bench.txt
+
+lint: ## vet and formatting
+	$(GO) vet ./... && test -z "$$(gofmt -l .)"
+
+build: ## build rvpd and rvpctl into ./bin
+	$(GO) build -o bin/ ./cmd/...
+
+help: ## list targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+.PHONY: run test fuzz bench lint build help
