@@ -1,0 +1,146 @@
+package rvp
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+)
+
+// Requests as real clients send them (from the digest and the wire notes).
+var requestSeeds = []string{
+	// librvp login (CRLF, Content-Length first, Host without port).
+	"SUBSCRIBE /instmsg/aliases/alice HTTP/1.1\r\nContent-Length: 0\r\nRVP-Notifications-Version: 0.2\r\nHost: 127.0.0.1\r\nNotification-Type: pragma/notify\r\nRVP-From-Principal: http://127.0.0.1:18180/instmsg/aliases/alice\r\nSubscription-Lifetime: 14000\r\nCall-Back: http://127.0.0.1:36217\r\n\r\n",
+	// Miranda: bare LF.
+	"SUBSCRIBE /instmsg/aliases/alice HTTP/1.1\nSubscription-Lifetime: 14400\nNotification-Type: pragma/notify\nUser-Agent: msmsgs/5.1.0.639\nCall-Back: http://10.0.0.21:3044\nRVP-Notifications-Version: 0.2\nRVP-From-Principal: http://im.example.com/instmsg/aliases/alice\nHost: im.example.com\nContent-Length: 0\n\n",
+	// Net::RVP: no Content-Length on a bodiless request.
+	"UNSUBSCRIBE /instmsg/aliases/bob HTTP/1.1\r\nTE: deflate,gzip;q=0.3\r\nConnection: TE\r\nHost: 127.0.0.1\r\nRVP-From-Principal: http://127.0.0.1/instmsg/aliases/alice\r\nSubscription-Id: 6\r\n\r\n",
+	// Absolute form.
+	"SUBSCRIBE http://im.example.com/instmsg/aliases/stevem HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+	"PROPPATCH /instmsg/aliases/alice HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+	"NOTIFY / HTTP/1.0\r\nContent-Length: 2\r\n\r\nhi",
+	"GET / HTTP/1.1\r\nX: a\r\n  folded\r\n\r\n",
+}
+
+func TestReadRequestClients(t *testing.T) {
+	for _, raw := range requestSeeds[:4] {
+		req, err := ReadRequest(bufio.NewReader(strings.NewReader(raw)), Limits{})
+		if err != nil {
+			t.Fatalf("%q: %v", firstLineOf(raw), err)
+		}
+		if req.Header.Get("rvp-from-principal") == "" && !strings.Contains(raw, "stevem") {
+			t.Errorf("%q: header not found case-insensitively", firstLineOf(raw))
+		}
+		if len(req.Body) != 0 {
+			t.Errorf("%q: body %q", firstLineOf(raw), req.Body)
+		}
+	}
+	req, err := ReadRequest(bufio.NewReader(strings.NewReader(requestSeeds[1])), Limits{})
+	if err != nil || req.Header.Get("Call-Back") != "http://10.0.0.21:3044" || req.Method != "SUBSCRIBE" || req.Close {
+		t.Errorf("bare-LF request: %+v, %v", req, err)
+	}
+	req, err = ReadRequest(bufio.NewReader(strings.NewReader(requestSeeds[6])), Limits{})
+	if err != nil || req.Header.Get("X") != "a folded" {
+		t.Errorf("folded header: %q, %v", req.Header.Get("X"), err)
+	}
+}
+
+func TestReadRequestPipelined(t *testing.T) {
+	br := bufio.NewReader(strings.NewReader(requestSeeds[4] + requestSeeds[5]))
+	a, err := ReadRequest(br, Limits{})
+	if err != nil || string(a.Body) != "hello" {
+		t.Fatalf("first: %v %q", err, a.Body)
+	}
+	b, err := ReadRequest(br, Limits{})
+	if err != nil || string(b.Body) != "hi" || !b.Close {
+		t.Fatalf("second: %v %+v", err, b)
+	}
+	if _, err := ReadRequest(br, Limits{}); !errors.Is(err, ErrIdle) {
+		t.Fatalf("after the last request: %v, want ErrIdle", err)
+	}
+}
+
+func TestReadRequestRefuses(t *testing.T) {
+	for _, tc := range []struct {
+		raw    string
+		status int
+	}{
+		{"HELLO\r\n\r\n", 400},
+		{"SUBSCRIBE /x HTTP/1.1\r\nbad header\r\n\r\n", 400},
+		{"SUBSCRIBE /x HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400},
+		{"SUBSCRIBE /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400},
+		{"SUBSCRIBE /x HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n", 413},
+		{"SUBSCRIBE /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 501},
+		{"SUBSCRIBE /x HTTP/3\r\n\r\n", 505},
+		{"SUBSCRIBE /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nshort", 400},
+		{"SUBSCRIBE /x HTTP/1.1\r\n" + strings.Repeat("A: b\r\n", 1) + strings.Repeat("x", 9000) + ": y\r\n\r\n", 431},
+		{"SUBSCRIBE /x HTTP/1.1\r\nHost: a", 400},
+		{"SUB\x00SCRIBE /x HTTP/1.1\r\n\r\n", 400},
+	} {
+		_, err := ReadRequest(bufio.NewReader(strings.NewReader(tc.raw)), Limits{})
+		var pe *ProtocolError
+		if !errors.As(err, &pe) || pe.Status != tc.status {
+			t.Errorf("%q: %v, want status %d", firstLineOf(tc.raw), err, tc.status)
+		}
+	}
+}
+
+func firstLineOf(s string) string {
+	if i := strings.IndexAny(s, "\r\n"); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+func FuzzReadRequest(f *testing.F) {
+	for _, s := range requestSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		lim := Limits{MaxLine: 512, MaxHeaders: 16, MaxHeaderBytes: 2048, MaxBody: 4096}
+		br := bufio.NewReader(bytes.NewReader(raw))
+		for range 4 {
+			req, err := ReadRequest(br, lim)
+			if err != nil {
+				var pe *ProtocolError
+				if errors.As(err, &pe) && (pe.Status < 400 || pe.Status > 505) {
+					t.Fatalf("status %d outside 4xx/5xx", pe.Status)
+				}
+				return
+			}
+			if len(req.Body) > lim.MaxBody || len(req.Header) > lim.MaxHeaders {
+				t.Fatalf("limits not enforced: %d body bytes, %d fields", len(req.Body), len(req.Header))
+			}
+			if req.Method == "" || req.Target == "" {
+				t.Fatalf("accepted an empty method or target: %+v", req)
+			}
+		}
+	})
+}
+
+func TestResponseFraming(t *testing.T) {
+	var b bytes.Buffer
+	w := bufio.NewWriter(&b)
+	r := &Response{Status: 200}
+	r.Set(HdrSubscriptionID, "7")
+	r.Set("Content-Length", "999") // ignored: the writer counts
+	if err := r.WriteTo(w); err != nil {
+		t.Fatal(err)
+	}
+	want := "HTTP/1.1 200 Successful\r\nSubscription-Id: 7\r\nRVP-Notifications-Version: 0.2\r\nContent-Length: 0\r\n\r\n"
+	if b.String() != want {
+		t.Errorf("got %q\nwant %q", b.String(), want)
+	}
+	b.Reset()
+	r = &Response{Status: 207, Body: bytes.Repeat([]byte("x"), 10000), Close: true}
+	r.WriteTo(w)
+	if !strings.Contains(b.String(), "Content-Length: 10000\r\n") || strings.Contains(b.String(), "chunked") || !strings.Contains(b.String(), "Connection: close") {
+		t.Errorf("large body framing: %q", b.String()[:120])
+	}
+	for code, want := range map[int]string{200: "Successful", 207: "Multi-Status", 302: "Object moved", 401: "Access Denied", 412: "Precondition Failed", 508: "Loop Detected"} {
+		if got := ReasonPhrase(code); got != want {
+			t.Errorf("ReasonPhrase(%d) = %q, want %q", code, got, want)
+		}
+	}
+}

@@ -1,0 +1,88 @@
+package rvp
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"http://IM.EXAMPLE.COM:80/instmsg/aliases/bob/": "http://im.example.com/instmsg/aliases/bob",
+		" http://im.example.com/instmsg/aliases/Bob ":   "http://im.example.com/instmsg/aliases/Bob",
+		"http://127.0.0.1:18180/instmsg/aliases/alice":  "http://127.0.0.1:18180/instmsg/aliases/alice",
+		"http://10.0.0.21:3044":                         "http://10.0.0.21:3044",
+		"HTTP://10.0.0.30/":                             "http://10.0.0.30",
+		"http://[::1]:80/x?y#z":                         "http://[::1]/x",
+	} {
+		u, err := ParseURL(in)
+		if err != nil || u.String() != want {
+			t.Errorf("ParseURL(%q) = %q, %v; want %q", in, u.String(), err, want)
+		}
+	}
+	for _, bad := range []string{"", "im.example.com/x", "https://x/y", "http:///x", "http://a b/", "http://x:port/", "http://user@x/"} {
+		if u, err := ParseURL(bad); err == nil {
+			t.Errorf("ParseURL(%q) = %q, want error", bad, u)
+		}
+	}
+}
+
+func TestParseNodePath(t *testing.T) {
+	for in, want := range map[string]NodeRef{
+		"/instmsg/aliases/Bob":                                 {Alias: "bob"},
+		"/instmsg/aliases/bob/":                                {Alias: "bob"},
+		"/InstMsg/Aliases/bob":                                 {Alias: "bob"},
+		"/aliases/bob":                                         {Alias: "bob"},
+		"/instmsg/aliases/j%2Edoe":                             {Alias: "j.doe"},
+		"/instmsg/local/IM.example.com/instmsg/aliases/carol":  {IMHost: "im.example.com", Alias: "carol"},
+		"/instmsg/local/im.example.com:80/instmsg/aliases/bob": {IMHost: "im.example.com", Alias: "bob"},
+	} {
+		got, err := ParseNodePath(in)
+		if err != nil || got != want {
+			t.Errorf("ParseNodePath(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"/", "/instmsg/aliases/", "/instmsg/aliases/a/b", "/instmsg/local/x", "/other/bob", "/instmsg/aliases/%zz", "/instmsg/aliases/a%20b"} {
+		if got, err := ParseNodePath(bad); err == nil {
+			t.Errorf("ParseNodePath(%q) = %+v, want error", bad, got)
+		}
+	}
+}
+
+func FuzzParseURL(f *testing.F) {
+	for _, s := range []string{"http://im.example.com/instmsg/aliases/alice", "http://10.0.0.21:3044", "http://IM.EXAMPLE.COM:80/instmsg/aliases/bob/", "http://[::1]:8080/", "http://x:/"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		u, err := ParseURL(s)
+		if err != nil {
+			return
+		}
+		again, err := ParseURL(u.String())
+		if err != nil || again != u {
+			t.Fatalf("ParseURL(%q) = %+v, but its String %q parses to %+v, %v", s, u, u.String(), again, err)
+		}
+		if strings.HasSuffix(u.String(), "/") || strings.ContainsAny(u.String(), " \t\r\n") {
+			t.Fatalf("normalised URL %q has a trailing slash or whitespace", u.String())
+		}
+	})
+}
+
+func FuzzParseNodePath(f *testing.F) {
+	for _, s := range []string{"/instmsg/aliases/alice", "/aliases/bob", "/instmsg/local/im.example.com/instmsg/aliases/carol", "/instmsg/aliases/%41"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		ref, err := ParseNodePath(p)
+		if err != nil {
+			return
+		}
+		if ref.Alias == "" || ref.Alias != strings.ToLower(ref.Alias) || strings.ContainsAny(ref.Alias, "/ \t\r\n") {
+			t.Fatalf("ParseNodePath(%q) = %+v", p, ref)
+		}
+		// The URL built for the alias names the same node.
+		back, err := ParseNodePath(strings.TrimPrefix(LogicalURL("h", ref.Alias), "http://h"))
+		if err != nil || back.Alias != ref.Alias {
+			t.Fatalf("LogicalURL of %q parses to %+v, %v", ref.Alias, back, err)
+		}
+	})
+}

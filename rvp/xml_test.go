@@ -1,0 +1,210 @@
+package rvp
+
+import (
+	"bufio"
+	"encoding/xml"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/rvp-im/rvpd/events"
+)
+
+var proppatchSeeds = []string{
+	// The digest's compact form with single quotes.
+	`<?xml version="1.0"?><d:propertyupdate xmlns:d='DAV:' xmlns:r='http://schemas.microsoft.com/rvp/' xmlns:a='http://schemas.microsoft.com/rvp/acl/'><d:set><d:prop><r:state><r:leased-value><r:value><r:online/></r:value><r:default-value><r:offline/></r:default-value><d:timeout>1200</d:timeout></r:leased-value></r:state></d:prop></d:set></d:propertyupdate>`,
+	// librvp: pretty-printed declaration line, view id after the lease.
+	"<?xml version=\"1.0\"?>\n<d:propertyupdate xmlns:d=\"DAV:\" xmlns:r=\"http://schemas.microsoft.com/rvp/\" xmlns:a=\"http://schemas.microsoft.com/rvp/acl/\"><d:set><d:prop><r:state><r:leased-value><r:value><r:busy/></r:value><r:default-value><r:offline/></r:default-value><d:timeout>1200</d:timeout></r:leased-value><r:view-id>1001</r:view-id></r:state></d:prop></d:set></d:propertyupdate>",
+	// librvp at logout: bare state.
+	"<?xml version=\"1.0\"?>\n<d:propertyupdate xmlns:d=\"DAV:\" xmlns:r=\"http://schemas.microsoft.com/rvp/\" xmlns:a=\"http://schemas.microsoft.com/rvp/acl/\"><d:set><d:prop><r:state><r:offline/><r:view-id>1002</r:view-id></r:state></d:prop></d:set></d:propertyupdate>",
+	// Net::RVP: indented, r:timeout, trailing spaces.
+	"<?xml version=\"1.0\"?>\n<d:propertyupdate xmlns:d=\"DAV:\" xmlns:r=\"http://schemas.microsoft.com/rvp/\">\n  <d:set><d:prop><r:state><r:leased-value>\n    <r:value><r:online/></r:value>\n    <r:default-value><r:offline/></r:default-value> \n    <r:timeout>14400</r:timeout>\n  </r:leased-value></r:state></d:prop></d:set>\n</d:propertyupdate> \n",
+	// The spec's misspelt root and undeclared prefixes.
+	`<?xml version="1.0"?><D:propupdate><D:set><D:prop><R:state><R:leased-value><R:value><R:away/></R:value><R:default-value><R:offline/></R:default-value><R:timeout>60</R:timeout></R:leased-value></R:state></D:prop></D:set></D:propupdate>`,
+	`<?xml version="1.0"?><d:propertyupdate xmlns:d="DAV:"><d:set><d:prop><d:displayname>x</d:displayname></d:prop></d:set></d:propertyupdate>`,
+}
+
+func TestParsePropertyUpdate(t *testing.T) {
+	for i, want := range []*events.StateUpdate{
+		{Value: "online", Default: "offline", Timeout: 1200},
+		{Value: "busy", Default: "offline", Timeout: 1200, ViewID: 1001},
+		{Value: "offline", Default: "offline", ViewID: 1002},
+		{Value: "online", Default: "offline", Timeout: 14400},
+		{Value: "away", Default: "offline", Timeout: 60},
+	} {
+		got, other, err := ParsePropertyUpdate([]byte(proppatchSeeds[i]))
+		if err != nil || !reflect.DeepEqual(got, want) || len(other) != 0 {
+			t.Errorf("seed %d: %+v %v %v, want %+v", i, got, other, err, want)
+		}
+	}
+	st, other, err := ParsePropertyUpdate([]byte(proppatchSeeds[5]))
+	if err != nil || st != nil || len(other) != 1 || other[0] != events.PropDisplayName {
+		t.Errorf("displayname only: %v %v %v", st, other, err)
+	}
+	for _, bad := range []string{"", "not xml", `<d:propertyupdate xmlns:d="DAV:">`, `<x/>`,
+		`<d:propertyupdate xmlns:d="DAV:" xmlns:r="http://schemas.microsoft.com/rvp/"><d:set><d:prop><r:state><r:leased-value><r:value><r:on line/></r:value></r:leased-value></r:state></d:prop></d:set></d:propertyupdate>`,
+		`<d:propertyupdate xmlns:d="DAV:" xmlns:r="http://schemas.microsoft.com/rvp/"><d:set><d:prop><r:state><r:leased-value><d:timeout>x</d:timeout><r:value><r:online/></r:value></r:leased-value></r:state></d:prop></d:set></d:propertyupdate>`,
+		`<?xml version="1.0"?><!DOCTYPE d [<!ENTITY x "y">]><d:propertyupdate xmlns:d="DAV:"/>`,
+		strings.Repeat("<a>", 100) + strings.Repeat("</a>", 100),
+	} {
+		if _, _, err := ParsePropertyUpdate([]byte(bad)); err == nil {
+			t.Errorf("accepted %q", bad)
+		}
+	}
+}
+
+func FuzzParsePropertyUpdate(f *testing.F) {
+	for _, s := range proppatchSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		st, other, err := ParsePropertyUpdate(body)
+		if err != nil {
+			return
+		}
+		if st == nil && len(other) == 0 {
+			t.Fatal("accepted a PROPPATCH that sets nothing")
+		}
+		if st != nil && (st.Value == "" || st.Timeout < 0 || st.ViewID < 0) {
+			t.Fatalf("bad state update %+v", st)
+		}
+		if st != nil {
+			// The value must render safely as an element name.
+			b := LeaseMultistatus("http://x/instmsg/aliases/a", events.Lease{Value: st.Value, Default: st.Default, Timeout: st.Timeout, ViewID: st.ViewID}, other)
+			if err := wellFormed(b); err != nil {
+				t.Fatalf("rendered answer not well-formed: %v\n%s", err, b)
+			}
+		}
+	})
+}
+
+var propfindSeeds = []string{
+	`<?xml version="1.0"?><d:propfind xmlns:d='DAV:' xmlns:r='http://schemas.microsoft.com/rvp/'><d:prop><d:displayname/><r:foo/></d:prop></d:propfind>`,
+	"<?xml version=\"1.0\"?>\n<d:propfind xmlns:d=\"DAV:\" xmlns:r=\"http://schemas.microsoft.com/rvp/\">\n  <d:allprop/>\n</d:propfind>",
+	"",
+	`<d:propfind xmlns:d="DAV:"><d:propname/></d:propfind>`,
+}
+
+func TestParsePropFind(t *testing.T) {
+	all, _, props, err := ParsePropFind([]byte(propfindSeeds[0]))
+	if err != nil || all || !reflect.DeepEqual(props, []events.Prop{events.PropDisplayName, {Space: events.NSRVP, Local: "foo"}}) {
+		t.Errorf("named props: %v %v %v", all, props, err)
+	}
+	if all, _, _, err := ParsePropFind([]byte(propfindSeeds[1])); err != nil || !all {
+		t.Errorf("allprop: %v %v", all, err)
+	}
+	if all, _, _, err := ParsePropFind(nil); err != nil || !all {
+		t.Errorf("empty body means allprop: %v %v", all, err)
+	}
+	if _, _, _, err := ParsePropFind([]byte(`<d:propfind xmlns:d="DAV:"/>`)); err == nil {
+		t.Error("accepted a PROPFIND naming nothing")
+	}
+}
+
+func FuzzParsePropFind(f *testing.F) {
+	for _, s := range propfindSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		all, names, props, err := ParsePropFind(body)
+		if err != nil {
+			return
+		}
+		if !all && !names && len(props) == 0 {
+			t.Fatal("accepted a PROPFIND naming nothing")
+		}
+		var found []events.PropValue
+		for _, p := range props {
+			found = append(found, events.PropValue{Prop: p, Value: "v"})
+		}
+		if err := wellFormed(Multistatus("http://x/instmsg/aliases/a", found, props, nil)); err != nil {
+			t.Fatalf("rendered answer not well-formed: %v", err)
+		}
+	})
+}
+
+var notificationSeeds = []string{
+	"<?xml version=\"1.0\"?><r:notification xmlns:d='DAV:' xmlns:r='http://schemas.microsoft.com/rvp/' xmlns:a='http://schemas.microsoft.com/rvp/acl/'><r:message><r:notification-from><r:contact><d:href>http://im.example.com/instmsg/aliases/alice</d:href><r:description>Alice Smith</r:description></r:contact></r:notification-from><r:notification-to><r:contact><d:href>http://im.example.com/instmsg/aliases/bob</d:href><r:description>Bob Jones</r:description></r:contact></r:notification-to><r:msgbody><r:mime-data><![CDATA[MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\nX-MMS-IM-Format: FN=MS%20Shell%20Dlg; EF=; CO=0; CS=0; PF=0\r\nSession-Id: {3F2504E0-4F89-11D3-9A0C-0305E82C3301}\r\n\r\nlunch at noon?]]></r:mime-data></r:msgbody></r:message></r:notification>",
+	`<?xml version="1.0"?><r:notification xmlns:d='DAV:' xmlns:r='http://schemas.microsoft.com/rvp/'><r:propnotification><r:notification-from><r:contact><d:href>http://im.example.com/instmsg/aliases/bob</d:href></r:contact></r:notification-from><d:propertyupdate><d:set><d:prop><r:state><r:away/></r:state></d:prop></d:set></d:propertyupdate></r:propnotification></r:notification>`,
+	`<?xml version="1.0"?><D:notification><R:message/></D:notification>`,
+}
+
+func TestCheckNotification(t *testing.T) {
+	for i, want := range []NotificationKind{KindMessage, KindPropNotification, KindMessage} {
+		if got, err := CheckNotification([]byte(notificationSeeds[i])); err != nil || got != want {
+			t.Errorf("seed %d: %v %v", i, got, err)
+		}
+	}
+	for _, bad := range []string{"", "hello", `<r:notification xmlns:r="http://schemas.microsoft.com/rvp/"/>`, `<r:message xmlns:r="x"/>`, `<r:notification><r:message>`} {
+		if _, err := CheckNotification([]byte(bad)); err == nil {
+			t.Errorf("accepted %q", bad)
+		}
+	}
+}
+
+func FuzzCheckNotification(f *testing.F) {
+	for _, s := range notificationSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		kind, err := CheckNotification(body)
+		if err == nil && kind != KindMessage && kind != KindPropNotification {
+			t.Fatalf("accepted with kind %d", kind)
+		}
+		if err == nil {
+			if werr := wellFormed(body); werr != nil {
+				t.Fatalf("accepted a body encoding/xml finds malformed: %v", werr)
+			}
+		}
+	})
+}
+
+// wellFormed parses b completely.
+func wellFormed(b []byte) error {
+	d := xml.NewDecoder(strings.NewReader(string(b)))
+	for {
+		_, err := d.Token()
+		if err != nil {
+			if err.Error() == "EOF" {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+func TestRenderShapes(t *testing.T) {
+	got := string(Multistatus("http://im.example.com/instmsg/aliases/bob",
+		[]events.PropValue{{events.PropState, "busy"}, {events.PropDisplayName, "Bob & Co"}, {events.PropMobileDescription, ""}},
+		[]events.Prop{{Space: events.NSRVP, Local: "foo"}}, nil))
+	want := `<?xml version="1.0"?><d:multistatus xmlns:d='DAV:' xmlns:r='http://schemas.microsoft.com/rvp/' xmlns:a='http://schemas.microsoft.com/rvp/acl/'><d:response><d:href>http://im.example.com/instmsg/aliases/bob</d:href><d:propstat><d:prop><r:state><r:busy/></r:state><d:displayname>Bob &amp; Co</d:displayname><r:mobile-description></r:mobile-description></d:prop><d:status>HTTP/1.1 200 Successful</d:status></d:propstat><d:propstat><d:prop><r:foo/></d:prop><d:status>HTTP/1.1 404 Not Found</d:status></d:propstat></d:response></d:multistatus>`
+	if got != want {
+		t.Errorf("multistatus:\n got %s\nwant %s", got, want)
+	}
+	got = string(PropNotification(Contact{"http://im.example.com/instmsg/aliases/bob", "Bob Jones"}, Contact{"http://im.example.com/instmsg/aliases/alice", "Alice Smith"}, "away"))
+	want = `<?xml version="1.0"?><r:notification xmlns:d='DAV:' xmlns:r='http://schemas.microsoft.com/rvp/' xmlns:a='http://schemas.microsoft.com/rvp/acl/'><r:propnotification><r:notification-from><r:contact><d:href>http://im.example.com/instmsg/aliases/bob</d:href><r:description>Bob Jones</r:description></r:contact></r:notification-from><r:notification-to><r:contact><d:href>http://im.example.com/instmsg/aliases/alice</d:href><r:description>Alice Smith</r:description></r:contact></r:notification-to><d:propertyupdate><d:set><d:prop><r:state><r:away/></r:state></d:prop></d:set></d:propertyupdate></r:propnotification></r:notification>`
+	if got != want {
+		t.Errorf("propnotification:\n got %s\nwant %s", got, want)
+	}
+	if got := string(Subscriptions(nil)); got != `<?xml version="1.0"?><r:subscriptions xmlns:d='DAV:' xmlns:r='http://schemas.microsoft.com/rvp/' xmlns:a='http://schemas.microsoft.com/rvp/acl/'/>` {
+		t.Errorf("empty subscriptions: %s", got)
+	}
+}
+
+func FuzzReadAnswer(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 Successful\r\nRVP-Notifications-Version: 0.2\r\n\r\n",
+		"HTTP/1.1 200 Change Notification Accepted\r\n\r\n",
+		"HTTP/1.1 200 OK\nContent-Type: text/html\nContent-Length: 5\n\nhello",
+		"HTTP/1.1 500 0\r\n\r\n",
+		"HTTP/1.0 404\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		ans, err := readAnswer(bufio.NewReader(strings.NewReader(string(raw))))
+		if err == nil && (ans.Status < 100 || ans.Status > 999) {
+			t.Fatalf("status %d", ans.Status)
+		}
+	})
+}
