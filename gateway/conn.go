@@ -31,14 +31,14 @@ func (c *conn) closeIfIdle() {
 	}
 }
 
+// setBusy marks the connection busy (a request is being handled) or idle,
+// and reports whether the gateway is shutting down. It never holds c.mu
+// while taking g.mu: Shutdown takes them in the other order.
 func (c *conn) setBusy(b bool) bool {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.busy = b
-	c.g.mu.Lock()
-	closing := c.g.closing
-	c.g.mu.Unlock()
-	return closing
+	c.mu.Unlock()
+	return c.g.closing.Load()
 }
 
 func (c *conn) serve() {
@@ -48,10 +48,12 @@ func (c *conn) serve() {
 	bw := bufio.NewWriterSize(c.nc, 8<<10)
 	client := hostOf(c.nc.RemoteAddr())
 	for {
+		// Set the idle deadline before going idle: Shutdown, seeing the
+		// connection idle, moves it to the past, and that must win.
+		c.nc.SetReadDeadline(g.now().Add(g.cfg.IdleTimeout))
 		if c.setBusy(false) {
 			return
 		}
-		c.nc.SetReadDeadline(g.now().Add(g.cfg.IdleTimeout))
 		req, err := rvp.ReadRequest(br, g.cfg.Limits)
 		c.setBusy(true)
 		if err != nil {

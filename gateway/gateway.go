@@ -66,7 +66,7 @@ type Gateway struct {
 	mu       sync.Mutex
 	ln       net.Listener
 	conns    map[*conn]struct{}
-	closing  bool
+	closing  atomic.Bool
 	wg       sync.WaitGroup
 	inflight atomic.Int64
 }
@@ -142,7 +142,7 @@ func (g *Gateway) onReply(m *nats.Msg) {
 // Serve accepts connections on ln until Shutdown; it returns nil then.
 func (g *Gateway) Serve(ln net.Listener) error {
 	g.mu.Lock()
-	if g.closing {
+	if g.closing.Load() {
 		g.mu.Unlock()
 		return nil
 	}
@@ -153,10 +153,7 @@ func (g *Gateway) Serve(ln net.Listener) error {
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
-			g.mu.Lock()
-			closing := g.closing
-			g.mu.Unlock()
-			if closing {
+			if g.closing.Load() {
 				return nil
 			}
 			var ne net.Error
@@ -170,7 +167,7 @@ func (g *Gateway) Serve(ln net.Listener) error {
 		tempDelay = 0
 		c := &conn{nc: nc, g: g, state: &ConnState{}}
 		g.mu.Lock()
-		if g.closing {
+		if g.closing.Load() {
 			g.mu.Unlock()
 			nc.Close()
 			return nil
@@ -203,7 +200,7 @@ func (g *Gateway) Serve(ln net.Listener) error {
 // flight finish until ctx ends, then closes what is left.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.mu.Lock()
-	g.closing = true
+	g.closing.Store(true)
 	if g.ln != nil {
 		g.ln.Close()
 	}

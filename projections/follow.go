@@ -107,10 +107,16 @@ func Follow(ctx context.Context, js jetstream.JetStream, cfg FollowConfig, a App
 	}
 	cons, err := js.OrderedConsumer(ctx, cfg.Stream, occ)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it started
+		}
 		return fmt.Errorf("follow %s (%s): create ordered consumer: %w", cfg.Stream, cfg.Filter, err)
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(cfg.MaxBatch))
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("follow %s (%s): %w", cfg.Stream, cfg.Filter, err)
 	}
 

@@ -26,9 +26,12 @@ func escape(b *bytes.Buffer, s string) { xml.EscapeText(b, []byte(s)) }
 // prefix it declares one on the element.
 func openProp(b *bytes.Buffer, p events.Prop, empty bool) {
 	b.WriteByte('<')
-	if pre, ok := prefixes[p.Space]; ok {
+	switch pre, ok := prefixes[p.Space]; {
+	case ok:
 		b.WriteString(pre + ":" + p.Local)
-	} else {
+	case p.Space == "":
+		b.WriteString(p.Local)
+	default:
 		b.WriteString("x:" + p.Local + ` xmlns:x="`)
 		escape(b, p.Space)
 		b.WriteByte('"')
@@ -41,9 +44,12 @@ func openProp(b *bytes.Buffer, p events.Prop, empty bool) {
 
 func closeProp(b *bytes.Buffer, p events.Prop) {
 	b.WriteString("</")
-	if pre, ok := prefixes[p.Space]; ok {
+	switch pre, ok := prefixes[p.Space]; {
+	case ok:
 		b.WriteString(pre + ":" + p.Local)
-	} else {
+	case p.Space == "":
+		b.WriteString(p.Local)
+	default:
 		b.WriteString("x:" + p.Local)
 	}
 	b.WriteByte('>')

@@ -162,6 +162,9 @@ func ParsePropertyUpdate(body []byte) (state *events.StateUpdate, other []events
 			}
 			for _, p := range prop.children {
 				if p.name != events.PropState && !(p.name.Local == "state" && p.name.Space != events.NSDAV) {
+					if !validName(p.name.Local) {
+						return nil, nil, xmlErr("PROPPATCH body: bad property name %q", truncate(p.name.Local, 40))
+					}
 					other = append(other, p.name)
 					continue
 				}
@@ -253,6 +256,22 @@ func stateName(n *node) (string, error) {
 	return s, nil
 }
 
+// validName reports whether s is an XML name without a colon (NCName,
+// ASCII subset), safe to echo in an answer.
+func validName(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		letter := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '_'
+		if !letter && (i == 0 || !('0' <= c && c <= '9' || c == '-' || c == '.')) {
+			return false
+		}
+	}
+	return true
+}
+
 // ParsePropFind parses a PROPFIND body. An empty body asks for all
 // properties, as in WebDAV.
 func ParsePropFind(body []byte) (all, names bool, props []events.Prop, err error) {
@@ -274,6 +293,9 @@ func ParsePropFind(body []byte) (all, names bool, props []events.Prop, err error
 			names = true
 		case "prop":
 			for _, p := range c.children {
+				if !validName(p.name.Local) {
+					return false, false, nil, xmlErr("PROPFIND body: bad property name %q", truncate(p.name.Local, 40))
+				}
 				props = append(props, p.name)
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"regexp"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -128,7 +129,9 @@ func (p *devProc) stop(t *testing.T) {
 			t.Errorf("rvpd dev: %v", err)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatalf("rvpd dev did not stop within 10s")
+		var b strings.Builder
+		pprof.Lookup("goroutine").WriteTo(&b, 1)
+		t.Fatalf("rvpd dev did not stop within 10s; goroutines:\n%s", b.String())
 	}
 }
 

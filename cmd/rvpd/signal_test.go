@@ -1,0 +1,81 @@
+package main
+
+import (
+	"bufio"
+	"os"
+	osexec "os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rvp-im/rvpd/testcluster"
+)
+
+// TestBinaryServesAndStopsOnSignal builds rvpd, runs `rvpd dev` as a
+// process (as `make run` does), checks the banner gives a working login,
+// and that SIGTERM and SIGINT stop it cleanly within a few seconds, with
+// the state kept for the next start.
+func TestBinaryServesAndStopsOnSignal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "rvpd")
+	if out, err := osexec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	data := t.TempDir()
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		cmd := osexec.Command(bin, "dev", "-data", data, "-http", "127.0.0.1:0", "-nats", "")
+		stdout, _ := cmd.StdoutPipe()
+		stderr := newSyncBuffer()
+		cmd.Stderr = stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		addr, password := "", ""
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			line := sc.Text()
+			if m := listenRE.FindStringSubmatch(line); m != nil {
+				addr = m[1]
+			}
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "password:" {
+				password = f[1]
+				break
+			}
+		}
+		if addr == "" || len(password) < 8 {
+			cmd.Process.Kill()
+			t.Fatalf("banner without address or password (%q, %q); stderr:\n%s", addr, password, stderr.String())
+		}
+		go func() {
+			for sc.Scan() {
+			}
+		}()
+		alice := testcluster.NewClient(t, addr, "alice")
+		mustStatus(t, "login through the binary", alice.Login(14400), 200)
+
+		start := time.Now()
+		cmd.Process.Signal(sig)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("after %v: exit %v; stderr:\n%s", sig, err, stderr.String())
+			}
+			if took := time.Since(start); took > 5*time.Second {
+				t.Errorf("stopping on %v took %v", sig, took)
+			}
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			t.Fatalf("rvpd did not stop within 10s of %v", sig)
+		}
+	}
+	// The generated password was kept for the second start.
+	if b, err := os.ReadFile(filepath.Join(data, "demo-password")); err != nil || len(strings.TrimSpace(string(b))) < 8 {
+		t.Errorf("demo password not kept: %q, %v", b, err)
+	}
+}
