@@ -28,11 +28,11 @@ func TestParseURL(t *testing.T) {
 
 func TestParseNodePath(t *testing.T) {
 	for in, want := range map[string]NodeRef{
-		"/instmsg/aliases/Bob":                                 {Alias: "bob"},
-		"/instmsg/aliases/bob/":                                {Alias: "bob"},
-		"/InstMsg/Aliases/bob":                                 {Alias: "bob"},
-		"/aliases/bob":                                         {Alias: "bob"},
-		"/instmsg/aliases/j%2Edoe":                             {Alias: "j.doe"},
+		"/instmsg/aliases/Bob":     {Alias: "bob"},
+		"/instmsg/aliases/bob/":    {Alias: "bob"},
+		"/InstMsg/Aliases/bob":     {Alias: "bob"},
+		"/aliases/bob":             {Alias: "bob"},
+		"/instmsg/aliases/j%2Edoe": {Alias: "j.doe"},
 		"/instmsg/local/IM.example.com/instmsg/aliases/carol":  {IMHost: "im.example.com", Alias: "carol"},
 		"/instmsg/local/im.example.com:80/instmsg/aliases/bob": {IMHost: "im.example.com", Alias: "bob"},
 	} {

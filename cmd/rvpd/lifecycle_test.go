@@ -85,7 +85,9 @@ func TestDevSubscriptionLifecycle(t *testing.T) {
 	mustStatus(t, "bob invisible", bob.SetState("invisible", 1200, 0), 207)
 	alice.WaitNotify(seen, wait, stateFrom(bob, "offline"))
 	mustStatus(t, "bob online again", bob.SetState("online", 1200, 0), 207)
-	_, seen = alice.WaitNotify(seen, wait, func(n testcluster.Notify) bool { return n.From() == bob.URL && n.State() == "online" && n.Header.Get("Subscription-Id") != "" })
+	_, seen = alice.WaitNotify(seen, wait, func(n testcluster.Notify) bool {
+		return n.From() == bob.URL && n.State() == "online" && n.Header.Get("Subscription-Id") != ""
+	})
 
 	// Typing travels like a message.
 	typing := []byte(strings.Replace(string(alice.MessageBody("bob", "")), "Content-Type: text/plain; charset=UTF-8", "Content-Type: text/x-msmsgscontrol; charset=UTF-8\r\nTypingUser: alice@example.test", 1))
@@ -117,4 +119,3 @@ func TestDevSubscriptionLifecycle(t *testing.T) {
 	alice.WaitNotify(seen, wait, stateFrom(bob, "offline"))
 	mustStatus(t, "message to logged-out bob", alice.Send("bob", alice.MessageBody("bob", "gone?")), 412)
 }
-
