@@ -55,35 +55,54 @@ func ParseURL(s string) (URL, error) {
 	return URL{Host: h, Path: strings.TrimRight(path, "/")}, nil
 }
 
-// NormalizeHost lower-cases a host[:port] and drops the port when it is 80.
+// NormalizeHost lower-cases a host[:port], checks it is a host name, an
+// IPv4 address or a bracketed IPv6 address with an optional numeric port,
+// and drops the port when it is 80.
 func NormalizeHost(host string) (string, error) {
 	host = strings.ToLower(strings.TrimSpace(host))
-	if host == "" {
+	name, port := host, ""
+	if strings.HasPrefix(host, "[") {
+		end := strings.IndexByte(host, ']')
+		if end < 0 {
+			return "", fmt.Errorf("bad host %q: unclosed [", host)
+		}
+		name, port = host[1:end], host[end+1:]
+		if ip := net.ParseIP(name); ip == nil || !strings.Contains(name, ":") {
+			return "", fmt.Errorf("bad host %q: not an IPv6 address", host)
+		}
+		name = "[" + name + "]"
+		if port != "" && port[0] != ':' {
+			return "", fmt.Errorf("bad host %q", host)
+		}
+	} else if i := strings.LastIndexByte(host, ':'); i >= 0 {
+		name, port = host[:i], host[i:]
+	}
+	if name == "" {
 		return "", errors.New("empty host")
 	}
-	if strings.ContainsAny(host, " \t/\\@") {
-		return "", fmt.Errorf("bad host %q", host)
-	}
-	h, p, err := net.SplitHostPort(host)
-	if err != nil {
-		// No port (or an IPv6 literal without one).
-		return host, nil
-	}
-	if p == "80" {
-		if strings.Contains(h, ":") {
-			return "[" + h + "]", nil
+	if !strings.HasPrefix(name, "[") {
+		for i := 0; i < len(name); i++ {
+			if c := name[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_') {
+				return "", fmt.Errorf("bad host %q", host)
+			}
 		}
-		return h, nil
 	}
-	if p == "" {
-		return "", fmt.Errorf("bad host %q: empty port", host)
+	if port == "" {
+		return name, nil
 	}
-	for _, c := range p {
+	port = port[1:]
+	if port == "" || len(port) > 5 {
+		return "", fmt.Errorf("bad host %q: bad port", host)
+	}
+	for _, c := range port {
 		if c < '0' || c > '9' {
 			return "", fmt.Errorf("bad host %q: port not numeric", host)
 		}
 	}
-	return host, nil
+	if port == "80" {
+		return name, nil
+	}
+	return name + ":" + port, nil
 }
 
 func hostOnly(hostport string) string {
