@@ -27,9 +27,20 @@ const (
 	TypeMessageDelivered    = "message.delivered.v1"
 
 	TypeDomainCreated     = "domain.created.v1"
+	TypeDomainDeleted     = "domain.deleted.v1"
 	TypeHomeServerCreated = "home.created.v1"
+	TypeHomeServerChanged = "home.changed.v1"
+	TypeHomeServerDeleted = "home.deleted.v1"
+	TypeRouterCreated     = "router.created.v1"
+	TypeRouterDeleted     = "router.deleted.v1"
 	TypeUserEnabled       = "user.enabled.v1"
 	TypeUserDisabled      = "user.disabled.v1"
+	TypeUserMoved         = "user.moved.v1"
+	TypePasswordSet       = "user.password.v1"
+	TypeAdminSet          = "admin.set.v1"
+	TypeAdminRemoved      = "admin.removed.v1"
+	TypeTopologySet       = "setting.topology.v1"
+	TypeFederationSet     = "setting.federation.v1"
 )
 
 func (*Subscribe) Type() string         { return TypeSubscribe }
@@ -51,9 +62,20 @@ func (*MessageAccepted) Type() string     { return TypeMessageAccepted }
 func (*MessageDelivered) Type() string    { return TypeMessageDelivered }
 
 func (*DomainCreated) Type() string     { return TypeDomainCreated }
+func (*DomainDeleted) Type() string     { return TypeDomainDeleted }
 func (*HomeServerCreated) Type() string { return TypeHomeServerCreated }
+func (*HomeServerChanged) Type() string { return TypeHomeServerChanged }
+func (*HomeServerDeleted) Type() string { return TypeHomeServerDeleted }
+func (*RouterCreated) Type() string     { return TypeRouterCreated }
+func (*RouterDeleted) Type() string     { return TypeRouterDeleted }
 func (*UserEnabled) Type() string       { return TypeUserEnabled }
 func (*UserDisabled) Type() string      { return TypeUserDisabled }
+func (*UserMoved) Type() string         { return TypeUserMoved }
+func (*PasswordSet) Type() string       { return TypePasswordSet }
+func (*AdminSet) Type() string          { return TypeAdminSet }
+func (*AdminRemoved) Type() string      { return TypeAdminRemoved }
+func (*TopologySet) Type() string       { return TypeTopologySet }
+func (*FederationSet) Type() string     { return TypeFederationSet }
 
 func (*Subscribe) isEvent()         {}
 func (*Renew) isEvent()             {}
@@ -74,9 +96,20 @@ func (*MessageAccepted) isEvent()     {}
 func (*MessageDelivered) isEvent()    {}
 
 func (*DomainCreated) isEvent()     {}
+func (*DomainDeleted) isEvent()     {}
 func (*HomeServerCreated) isEvent() {}
+func (*HomeServerChanged) isEvent() {}
+func (*HomeServerDeleted) isEvent() {}
+func (*RouterCreated) isEvent()     {}
+func (*RouterDeleted) isEvent()     {}
 func (*UserEnabled) isEvent()       {}
 func (*UserDisabled) isEvent()      {}
+func (*UserMoved) isEvent()         {}
+func (*PasswordSet) isEvent()       {}
+func (*AdminSet) isEvent()          {}
+func (*AdminRemoved) isEvent()      {}
+func (*TopologySet) isEvent()       {}
+func (*FederationSet) isEvent()     {}
 
 // Encode returns the body of e; its type name is e.Type().
 func Encode(e Event) ([]byte, error) {
@@ -131,6 +164,28 @@ func Decode(typ string, data []byte) (Event, error) {
 		e = new(UserEnabled)
 	case TypeUserDisabled:
 		e = new(UserDisabled)
+	case TypeDomainDeleted:
+		e = new(DomainDeleted)
+	case TypeHomeServerChanged:
+		e = new(HomeServerChanged)
+	case TypeHomeServerDeleted:
+		e = new(HomeServerDeleted)
+	case TypeRouterCreated:
+		e = new(RouterCreated)
+	case TypeRouterDeleted:
+		e = new(RouterDeleted)
+	case TypeUserMoved:
+		e = new(UserMoved)
+	case TypePasswordSet:
+		e = new(PasswordSet)
+	case TypeAdminSet:
+		e = new(AdminSet)
+	case TypeAdminRemoved:
+		e = new(AdminRemoved)
+	case TypeTopologySet:
+		e = new(TopologySet)
+	case TypeFederationSet:
+		e = new(FederationSet)
 	default:
 		return nil, fmt.Errorf("decode: unknown event type %q", typ)
 	}

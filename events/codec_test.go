@@ -35,6 +35,17 @@ func sampleEvents() []Event {
 		&HomeServerCreated{Meta: meta, Name: "home1", Host: "home1.example.test", HostsUsers: true},
 		&UserEnabled{Meta: meta, User: bob, Home: "home1", DisplayName: "Bob", Email: "bob@example.test"},
 		&UserDisabled{Meta: meta, User: bob},
+		&DomainDeleted{Meta: meta, Domain: "example.test"},
+		&HomeServerChanged{Meta: meta, Name: "home1", HostsUsers: false},
+		&HomeServerDeleted{Meta: meta, Name: "home1"},
+		&RouterCreated{Meta: meta, Name: "router1", Domain: "example.test", Host: "im.example.test"},
+		&RouterDeleted{Meta: meta, Name: "router1"},
+		&UserMoved{Meta: meta, User: bob, From: "home1", Home: "home2"},
+		&PasswordSet{Meta: meta, User: bob, Verifiers: []byte{1, 2, 3}},
+		&AdminSet{Meta: meta, Name: "ops", Role: RoleDomain, Domains: []string{"example.test"}, Verifiers: []byte{4}},
+		&AdminRemoved{Meta: meta, Name: "ops"},
+		&TopologySet{Meta: meta, Inside: []string{"10.0.0.0/8"}},
+		&FederationSet{Meta: meta, InternetCapable: true},
 	}
 }
 

@@ -17,6 +17,15 @@ type DomainCreated struct {
 	IMHost       string   `json:"im_host"`
 	EmailDomains []string `json:"email_domains,omitempty"`
 	Hosts        []string `json:"hosts,omitempty"`
+	// NTDomain is the Windows (NetBIOS) domain name clients give for NTLM
+	// and Digest user names, as EXAMPLE in EXAMPLE\alice.
+	NTDomain string `json:"nt_domain,omitempty"`
+}
+
+// DomainDeleted records the removal of an IM domain.
+type DomainDeleted struct {
+	Meta
+	Domain string `json:"domain"`
 }
 
 // HomeServerCreated records a home server: the unit users are assigned to.
@@ -28,6 +37,34 @@ type HomeServerCreated struct {
 	HostsUsers bool   `json:"hosts_users"`
 }
 
+// HomeServerChanged records whether a home server may host user accounts
+// (Exchange's "allow this server to host user accounts").
+type HomeServerChanged struct {
+	Meta
+	Name       string `json:"name"`
+	HostsUsers bool   `json:"hosts_users"`
+}
+
+// HomeServerDeleted records the removal of a home server.
+type HomeServerDeleted struct {
+	Meta
+	Name string `json:"name"`
+}
+
+// RouterCreated records a router: the public face of an IM domain.
+type RouterCreated struct {
+	Meta
+	Name   string `json:"name"`
+	Domain string `json:"domain"`
+	Host   string `json:"host"`
+}
+
+// RouterDeleted records the removal of a router.
+type RouterDeleted struct {
+	Meta
+	Name string `json:"name"`
+}
+
 // UserEnabled records a user enabled for instant messaging on a home server.
 type UserEnabled struct {
 	Meta
@@ -35,6 +72,61 @@ type UserEnabled struct {
 	Home        string `json:"home"`
 	DisplayName string `json:"display_name,omitempty"`
 	Email       string `json:"email,omitempty"`
+	// NTAccount is the Windows account name, when it differs from the alias.
+	NTAccount string `json:"nt_account,omitempty"`
+}
+
+// UserMoved records a user's move to another home server.
+type UserMoved struct {
+	Meta
+	User User   `json:"user"`
+	From string `json:"from"`
+	Home string `json:"home"`
+}
+
+// PasswordSet records a user's new password verifiers. Verifiers is
+// sealed with the cluster key (AES-GCM, the subject as additional data);
+// the password itself is never in any event.
+type PasswordSet struct {
+	Meta
+	User      User   `json:"user"`
+	Verifiers []byte `json:"verifiers"`
+}
+
+// Administrator roles.
+const (
+	RoleOrganization = "organization" // global settings, servers, routers, every domain
+	RoleDomain       = "domain"       // the users of its domains only
+)
+
+// AdminSet records an administrator, its role, and its sealed verifier.
+type AdminSet struct {
+	Meta
+	Name      string   `json:"name"`
+	Role      string   `json:"role"`
+	Domains   []string `json:"domains,omitempty"` // for RoleDomain
+	Verifiers []byte   `json:"verifiers"`
+}
+
+// AdminRemoved records the removal of an administrator.
+type AdminRemoved struct {
+	Meta
+	Name string `json:"name"`
+}
+
+// TopologySet records the firewall topology: the address ranges (CIDR)
+// inside the firewall, whose clients routers redirect; clients outside are
+// proxied.
+type TopologySet struct {
+	Meta
+	Inside []string `json:"inside"`
+}
+
+// FederationSet records whether the organisation is Internet-capable:
+// whether it exchanges presence and messages with other organisations.
+type FederationSet struct {
+	Meta
+	InternetCapable bool `json:"internet_capable"`
 }
 
 // UserDisabled records a user no longer enabled for instant messaging.
@@ -44,11 +136,33 @@ type UserDisabled struct {
 }
 
 func (e *DomainCreated) DirSubject() string     { return DomainSubject(e.Domain) }
+func (e *DomainDeleted) DirSubject() string     { return DomainSubject(e.Domain) }
 func (e *HomeServerCreated) DirSubject() string { return HomeServerSubject(e.Name) }
+func (e *HomeServerChanged) DirSubject() string { return HomeServerSubject(e.Name) }
+func (e *HomeServerDeleted) DirSubject() string { return HomeServerSubject(e.Name) }
+func (e *RouterCreated) DirSubject() string     { return RouterSubject(e.Name) }
+func (e *RouterDeleted) DirSubject() string     { return RouterSubject(e.Name) }
 func (e *UserEnabled) DirSubject() string       { return UserSubject(e.User) }
 func (e *UserDisabled) DirSubject() string      { return UserSubject(e.User) }
+func (e *UserMoved) DirSubject() string         { return UserSubject(e.User) }
+func (e *PasswordSet) DirSubject() string       { return UserSubject(e.User) }
+func (e *AdminSet) DirSubject() string          { return AdminSubject(e.Name) }
+func (e *AdminRemoved) DirSubject() string      { return AdminSubject(e.Name) }
+func (e *TopologySet) DirSubject() string       { return SettingSubject("topology") }
+func (e *FederationSet) DirSubject() string     { return SettingSubject("federation") }
 
 func (e *DomainCreated) Metadata() *Meta     { return &e.Meta }
+func (e *DomainDeleted) Metadata() *Meta     { return &e.Meta }
 func (e *HomeServerCreated) Metadata() *Meta { return &e.Meta }
+func (e *HomeServerChanged) Metadata() *Meta { return &e.Meta }
+func (e *HomeServerDeleted) Metadata() *Meta { return &e.Meta }
+func (e *RouterCreated) Metadata() *Meta     { return &e.Meta }
+func (e *RouterDeleted) Metadata() *Meta     { return &e.Meta }
 func (e *UserEnabled) Metadata() *Meta       { return &e.Meta }
 func (e *UserDisabled) Metadata() *Meta      { return &e.Meta }
+func (e *UserMoved) Metadata() *Meta         { return &e.Meta }
+func (e *PasswordSet) Metadata() *Meta       { return &e.Meta }
+func (e *AdminSet) Metadata() *Meta          { return &e.Meta }
+func (e *AdminRemoved) Metadata() *Meta      { return &e.Meta }
+func (e *TopologySet) Metadata() *Meta       { return &e.Meta }
+func (e *FederationSet) Metadata() *Meta     { return &e.Meta }

@@ -111,6 +111,12 @@ func UserSubject(u User) string {
 // RouterSubject is the subject of a router's directory events.
 func RouterSubject(name string) string { return DirectoryRoot + ".router." + Token(name) }
 
+// AdminSubject is the subject of an administrator's directory events.
+func AdminSubject(name string) string { return DirectoryRoot + ".admin." + Token(name) }
+
+// SettingSubject is the subject of an organisation-wide setting.
+func SettingSubject(name string) string { return DirectoryRoot + ".setting." + Token(name) }
+
 // DirectoryFilter matches every directory event.
 const DirectoryFilter = DirectoryRoot + ".>"
 
@@ -137,6 +143,10 @@ func ReplyFilter(gw string) string { return ReplyRoot + "." + Token(gw) + ".*" }
 // administrators (rvpctl).
 const AdminRoot = "rvp.admin"
 
-// AdminSubject is the subject on which home's node answers the admin
+// HomeAdminSubject is the subject on which home's node answers the admin
 // request op (for example "verify").
-func AdminSubject(home, op string) string { return AdminRoot + ".home." + Token(home) + "." + op }
+func HomeAdminSubject(home, op string) string { return AdminRoot + ".home." + Token(home) + "." + op }
+
+// DirectoryAdminSubject is the subject on which the directory service
+// answers administrators' requests.
+const DirectoryAdminSubject = AdminRoot + ".directory"

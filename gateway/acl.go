@@ -13,7 +13,7 @@ import (
 // default ACL, and a write is answered with it unchanged (and logged), so
 // that librvp's block/unblock writes do not disconnect it.
 func (g *Gateway) acl(req *rvp.Request, base *events.Req) (*rvp.Response, error) {
-	if base.FromUser != base.Node {
+	if base.FromUser != base.Node || base.FromUser.IsZero() {
 		return nil, refuse(403, "only %s may read or write the ACL of its node", base.Node)
 	}
 	if len(req.Body) > 0 {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
 	"github.com/rvp-im/rvpd/rvp"
 )
 
@@ -15,13 +16,29 @@ type ConnState struct {
 	Scheme any
 }
 
-// Authenticator establishes who sent a request: an NTLM, Digest or Basic
-// verifier, or NoAuth.
+// AuthRequest is what an Authenticator is asked about.
+type AuthRequest struct {
+	Req    *rvp.Request
+	Client string // client IP address
+	// Domain is the IM domain whose credentials apply: that of the user
+	// RVP-From-Principal names, else that of the addressed node.
+	Domain *projections.Domain
+	// From is the local user RVP-From-Principal names, if any.
+	From events.User
+	// Required says the request must be authenticated: it speaks for a
+	// local user, or it is an owner-only operation without
+	// RVP-From-Principal. Others may go unauthenticated (assertion, as
+	// requests from other organisations do) and are judged by ACL.
+	Required bool
+}
+
+// Authenticator establishes who sent a request: the credential checker
+// (NTLM, Digest, Basic) or NoAuth.
 type Authenticator interface {
-	// Authenticate returns the requester's identity, or a response to send
-	// instead (a 401 challenge, a 403 refusal). from is the local user the
-	// request's RVP-From-Principal names, if any.
-	Authenticate(st *ConnState, req *rvp.Request, from events.User) (events.Identity, *rvp.Response)
+	// Authenticate returns the requester's identity (Scheme "" when
+	// unauthenticated), or a response to send instead: a 401 challenge, or
+	// a 403 when the account or address is throttled.
+	Authenticate(st *ConnState, ar AuthRequest) (events.Identity, *rvp.Response)
 }
 
 // NoAuth accepts every request and takes RVP-From-Principal at its word.
@@ -30,9 +47,9 @@ type Authenticator interface {
 type NoAuth struct{}
 
 // Authenticate implements Authenticator.
-func (NoAuth) Authenticate(_ *ConnState, _ *rvp.Request, from events.User) (events.Identity, *rvp.Response) {
-	if from.IsZero() {
+func (NoAuth) Authenticate(_ *ConnState, ar AuthRequest) (events.Identity, *rvp.Response) {
+	if ar.From.IsZero() {
 		return events.Identity{}, nil
 	}
-	return events.Identity{Scheme: "none", User: from}, nil
+	return events.Identity{Scheme: "none", User: ar.From}, nil
 }

@@ -81,7 +81,7 @@ func (g *Gateway) handle(ctx context.Context, c *conn, req *rvp.Request, client 
 }
 
 func (g *Gateway) handleRVP(ctx context.Context, c *conn, req *rvp.Request, client string) (*rvp.Response, error) {
-	from, fromUser, err := g.fromPrincipal(req)
+	from, fromUser, fromDomain, err := g.fromPrincipal(req)
 	if err != nil {
 		return nil, err
 	}
@@ -101,12 +101,28 @@ func (g *Gateway) handleRVP(ctx context.Context, c *conn, req *rvp.Request, clie
 		return render(req, reply), nil
 	}
 
-	identity, challenge := g.auth.Authenticate(c.state, req, fromUser)
+	ar := AuthRequest{Req: req, Client: client, Domain: tgt.domain, From: fromUser,
+		Required: !fromUser.IsZero() || (from == "" && ownerOnly(req))}
+	if fromDomain != nil {
+		ar.Domain = fromDomain
+	}
+	identity, challenge := g.auth.Authenticate(c.state, ar)
 	if challenge != nil {
 		return challenge, nil
 	}
-	if identity.Scheme != "" && identity.Scheme != "none" && fromUser != identity.User {
-		return nil, refuse(403, "RVP-From-Principal %q does not name %s, the user this connection authenticated as", from, identity.User)
+	if identity.Scheme != "" && identity.Scheme != "none" {
+		switch {
+		case from == "":
+			// Without RVP-From-Principal the authenticated user speaks.
+			fromUser = identity.User
+			from = tgt.nodeURL
+			if identity.User != tgt.user {
+				from = rvp.LogicalURL(ar.Domain.IMHost, identity.User.Alias)
+			}
+		case fromUser != identity.User:
+			g.log.Info("spoofed principal refused", "from", from, "authenticated", identity.User.String(), "client", client)
+			return nil, refuse(403, "RVP-From-Principal %q does not name %s, the user you authenticated as", from, identity.User)
+		}
 	}
 
 	base := events.Req{
@@ -127,30 +143,41 @@ func (g *Gateway) handleRVP(ctx context.Context, c *conn, req *rvp.Request, clie
 	return render(req, reply), nil
 }
 
+// ownerOnly reports the operations only a node's owner may do.
+func ownerOnly(req *rvp.Request) bool {
+	switch req.Method {
+	case "PROPPATCH", "SUBSCRIPTIONS", "ACL":
+		return true
+	case "SUBSCRIBE":
+		return strings.EqualFold(req.Header.Get(rvp.HdrNotificationType), events.NotifyPragma)
+	}
+	return false
+}
+
 // fromPrincipal parses RVP-From-Principal: a principal's URL, or a bare
-// server name. It returns the normalised value and the local user it
-// names, if any.
-func (g *Gateway) fromPrincipal(req *rvp.Request) (string, events.User, error) {
+// server name. It returns the normalised value, and the local user it
+// names with its IM domain, if any.
+func (g *Gateway) fromPrincipal(req *rvp.Request) (string, events.User, *projections.Domain, error) {
 	v := strings.TrimSpace(req.Header.Get(rvp.HdrFromPrincipal))
 	if v == "" {
-		return "", events.User{}, nil
+		return "", events.User{}, nil, nil
 	}
 	if !strings.Contains(v, "://") {
 		h, err := rvp.NormalizeHost(v)
 		if err != nil {
-			return "", events.User{}, refuse(400, "RVP-From-Principal %q is neither a principal URL nor a server name", v)
+			return "", events.User{}, nil, refuse(400, "RVP-From-Principal %q is neither a principal URL nor a server name", v)
 		}
-		return h, events.User{}, nil
+		return h, events.User{}, nil, nil
 	}
 	u, err := rvp.ParseURL(v)
 	if err != nil {
-		return "", events.User{}, refuse(400, "RVP-From-Principal: %v", err)
+		return "", events.User{}, nil, refuse(400, "RVP-From-Principal: %v", err)
 	}
-	user, _, err := g.localUser(u)
+	user, dom, err := g.localUser(u)
 	if err != nil {
-		return "", events.User{}, err
+		return "", events.User{}, nil, err
 	}
-	return u.String(), user, nil
+	return u.String(), user, dom, nil
 }
 
 // domainOf returns the IM domain a host names, falling back to the

@@ -185,7 +185,7 @@ func (n *Node) Run(ctx context.Context) error {
 		return err
 	}
 	n.pool.start(ctx, &wg)
-	admin, err := n.cfg.Conn.Subscribe(events.AdminSubject(n.cfg.Home, "verify"), n.onVerify)
+	admin, err := n.cfg.Conn.Subscribe(events.HomeAdminSubject(n.cfg.Home, "verify"), n.onVerify)
 	if err != nil {
 		return fmt.Errorf("home %s: admin subscription: %w", n.cfg.Home, err)
 	}

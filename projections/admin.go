@@ -2,8 +2,11 @@ package projections
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,10 +20,12 @@ import (
 // against the directory projection and appends its directory event,
 // fenced by the expected last sequence of the aggregate's subject, so two
 // administrators changing one aggregate cannot both win. rvpd's bootstrap
-// and rvpctl use the same operations.
+// and the directory service (which rvpctl talks to) share it. Admin does
+// not check roles; the directory service does (Authorize).
 type Admin struct {
 	JetStream jetstream.JetStream
 	Directory *Directory
+	Keyring   *Keyring
 	// Actor names the administrator in the events' audit record.
 	Actor string
 	Now   func() time.Time
@@ -29,12 +34,22 @@ type Admin struct {
 // ErrExists reports an aggregate that already exists.
 var ErrExists = errors.New("already exists")
 
+// ErrNotFound reports an aggregate that does not exist.
+var ErrNotFound = errors.New("does not exist")
+
 func (a *Admin) meta() events.Meta {
 	now := time.Now
 	if a.Now != nil {
 		now = a.Now
 	}
 	return events.Meta{At: now().UTC(), Actor: a.Actor}
+}
+
+// withActor returns a copy of a acting for actor.
+func (a *Admin) withActor(actor string) *Admin {
+	b := *a
+	b.Actor = actor
+	return &b
 }
 
 // append appends ev expecting its subject's last sequence to be expect,
@@ -78,24 +93,74 @@ func (a *Admin) version(ctx context.Context, subject string) (uint64, error) {
 	return m.Sequence, nil
 }
 
+// appendNext appends ev after whatever its subject holds now.
+func (a *Admin) appendNext(ctx context.Context, ev events.DirectoryEvent) error {
+	ver, err := a.version(ctx, ev.DirSubject())
+	if err != nil {
+		return err
+	}
+	return a.append(ctx, ev, ver)
+}
+
+// DomainSpec describes an IM domain to create.
+type DomainSpec struct {
+	Domain       string   `json:"domain"`
+	IMHost       string   `json:"im_host"`
+	EmailDomains []string `json:"email_domains,omitempty"`
+	Hosts        []string `json:"hosts,omitempty"`
+	NTDomain     string   `json:"nt_domain,omitempty"`
+}
+
 // CreateDomain creates an IM domain. It fails with ErrExists when the
 // domain exists, and when one of its host names already reaches another
 // domain.
-func (a *Admin) CreateDomain(ctx context.Context, domain, imHost string, emailDomains, hosts []string) error {
-	domain, imHost = strings.ToLower(domain), strings.ToLower(imHost)
-	if domain == "" || imHost == "" {
+func (a *Admin) CreateDomain(ctx context.Context, s DomainSpec) error {
+	s.Domain, s.IMHost = strings.ToLower(s.Domain), strings.ToLower(s.IMHost)
+	if s.Domain == "" || s.IMHost == "" {
 		return errors.New("an IM domain needs a name and an IM host (for example example.com and im.example.com)")
 	}
-	for _, h := range append(append([]string{domain, imHost}, emailDomains...), hosts...) {
+	if s.NTDomain == "" {
+		s.NTDomain = strings.ToUpper(strings.Split(s.Domain, ".")[0])
+	}
+	if len(s.EmailDomains) == 0 {
+		s.EmailDomains = []string{s.Domain}
+	}
+	if dom, err := a.Directory.Domain(s.Domain); err != nil {
+		return err
+	} else if dom != nil {
+		return fmt.Errorf("IM domain %s: %w", s.Domain, ErrExists)
+	}
+	for _, h := range append(append([]string{s.Domain, s.IMHost}, s.EmailDomains...), s.Hosts...) {
 		dom, err := a.Directory.DomainByHost(h)
 		if err != nil {
 			return err
 		}
-		if dom != nil && dom.Domain != domain {
+		if dom != nil {
 			return fmt.Errorf("host %s already reaches IM domain %s; choose another host name", h, dom.Domain)
 		}
 	}
-	return a.append(ctx, &events.DomainCreated{Meta: a.meta(), Domain: domain, IMHost: imHost, EmailDomains: emailDomains, Hosts: hosts}, 0)
+	ev := &events.DomainCreated{Meta: a.meta(), Domain: s.Domain, IMHost: s.IMHost, EmailDomains: s.EmailDomains, Hosts: s.Hosts, NTDomain: s.NTDomain}
+	return a.appendNext(ctx, ev)
+}
+
+// DeleteDomain deletes an IM domain that has no users left.
+func (a *Admin) DeleteDomain(ctx context.Context, domain string) error {
+	domain = strings.ToLower(domain)
+	dom, err := a.Directory.Domain(domain)
+	if err != nil {
+		return err
+	}
+	if dom == nil {
+		return fmt.Errorf("IM domain %s: %w", domain, ErrNotFound)
+	}
+	users, err := a.Directory.Users(domain)
+	if err != nil {
+		return err
+	}
+	if len(users) > 0 {
+		return fmt.Errorf("IM domain %s still has %d users; disable and remove them first", domain, len(users))
+	}
+	return a.appendNext(ctx, &events.DomainDeleted{Meta: a.meta(), Domain: domain})
 }
 
 // CreateHomeServer creates a home server.
@@ -103,30 +168,122 @@ func (a *Admin) CreateHomeServer(ctx context.Context, name, host, site string, h
 	if name == "" || host == "" {
 		return errors.New("a home server needs a name and a host name (for example home1 and imhome1.example.com)")
 	}
-	return a.append(ctx, &events.HomeServerCreated{Meta: a.meta(), Name: name, Host: strings.ToLower(host), Site: site, HostsUsers: hostsUsers}, 0)
+	if hs, err := a.Directory.HomeServer(name); err != nil {
+		return err
+	} else if hs != nil {
+		return fmt.Errorf("home server %s: %w", name, ErrExists)
+	}
+	return a.appendNext(ctx, &events.HomeServerCreated{Meta: a.meta(), Name: name, Host: strings.ToLower(host), Site: site, HostsUsers: hostsUsers})
 }
 
-// EnableUser enables a user for instant messaging on a home server.
-func (a *Admin) EnableUser(ctx context.Context, u events.User, home, displayName, email string) error {
-	dom, err := a.Directory.Domain(u.Domain)
+// AllowUsers sets whether a home server may host user accounts.
+func (a *Admin) AllowUsers(ctx context.Context, name string, allow bool) error {
+	hs, err := a.Directory.HomeServer(name)
+	if err != nil {
+		return err
+	}
+	if hs == nil {
+		return fmt.Errorf("home server %s: %w", name, ErrNotFound)
+	}
+	return a.appendNext(ctx, &events.HomeServerChanged{Meta: a.meta(), Name: name, HostsUsers: allow})
+}
+
+// DeleteHomeServer deletes a home server no user is homed on.
+func (a *Admin) DeleteHomeServer(ctx context.Context, name string) error {
+	hs, err := a.Directory.HomeServer(name)
+	if err != nil {
+		return err
+	}
+	if hs == nil {
+		return fmt.Errorf("home server %s: %w", name, ErrNotFound)
+	}
+	doms, err := a.Directory.Domains()
+	if err != nil {
+		return err
+	}
+	for _, d := range doms {
+		users, err := a.Directory.Users(d.Domain)
+		if err != nil {
+			return err
+		}
+		for _, u := range users {
+			if u.Home == name && u.Enabled {
+				return fmt.Errorf("home server %s still hosts %s; move its users first (rvpctl user move)", name, u.User)
+			}
+		}
+	}
+	return a.appendNext(ctx, &events.HomeServerDeleted{Meta: a.meta(), Name: name})
+}
+
+// CreateRouter creates a router for an IM domain.
+func (a *Admin) CreateRouter(ctx context.Context, name, domain, host string) error {
+	if name == "" || host == "" {
+		return errors.New("a router needs a name and a host name (for example router1 and im.example.com)")
+	}
+	dom, err := a.Directory.Domain(domain)
 	if err != nil {
 		return err
 	}
 	if dom == nil {
-		return fmt.Errorf("IM domain %s does not exist; create it first (rvpctl domain create %s)", u.Domain, u.Domain)
+		return fmt.Errorf("IM domain %s does not exist; create it first (rvpctl domain create %s)", domain, domain)
 	}
+	if r, err := a.Directory.Router(name); err != nil {
+		return err
+	} else if r != nil {
+		return fmt.Errorf("router %s: %w", name, ErrExists)
+	}
+	return a.appendNext(ctx, &events.RouterCreated{Meta: a.meta(), Name: name, Domain: dom.Domain, Host: strings.ToLower(host)})
+}
+
+// DeleteRouter deletes a router.
+func (a *Admin) DeleteRouter(ctx context.Context, name string) error {
+	if r, err := a.Directory.Router(name); err != nil {
+		return err
+	} else if r == nil {
+		return fmt.Errorf("router %s: %w", name, ErrNotFound)
+	}
+	return a.appendNext(ctx, &events.RouterDeleted{Meta: a.meta(), Name: name})
+}
+
+// UserSpec describes a user to enable.
+type UserSpec struct {
+	User        events.User `json:"user"`
+	Home        string      `json:"home"`
+	DisplayName string      `json:"display_name,omitempty"`
+	Email       string      `json:"email,omitempty"`
+	NTAccount   string      `json:"nt_account,omitempty"`
+}
+
+// checkHome returns an error naming the fix when users cannot be homed on
+// home.
+func (a *Admin) checkHome(home string) error {
 	hs, err := a.Directory.HomeServer(home)
 	if err != nil {
 		return err
 	}
 	if hs == nil {
-		return fmt.Errorf("home server %s does not exist; create it first (rvpctl home create %s)", home, home)
+		return fmt.Errorf("home server %s does not exist; create it first (rvpctl home create %s -host <host name>)", home, home)
 	}
 	if !hs.HostsUsers {
 		return fmt.Errorf("home server %s does not host user accounts; allow it (rvpctl home allow-users %s) or choose another", home, home)
 	}
-	ver, err := a.version(ctx, events.UserSubject(u))
+	return nil
+}
+
+// EnableUser enables a user for instant messaging on a home server.
+func (a *Admin) EnableUser(ctx context.Context, s UserSpec) error {
+	u := s.User
+	if u.Alias == "" || strings.ContainsAny(u.Alias, "/@ \t\\") {
+		return fmt.Errorf("user %q: an alias has no '/', '@', '\\' or spaces", u.Alias)
+	}
+	dom, err := a.Directory.Domain(u.Domain)
 	if err != nil {
+		return err
+	}
+	if dom == nil {
+		return fmt.Errorf("IM domain %s does not exist; create it first (rvpctl domain create %s -im-host im.%s)", u.Domain, u.Domain, u.Domain)
+	}
+	if err := a.checkHome(s.Home); err != nil {
 		return err
 	}
 	if rec, err := a.Directory.User(u); err != nil {
@@ -134,5 +291,121 @@ func (a *Admin) EnableUser(ctx context.Context, u events.User, home, displayName
 	} else if rec != nil && rec.Enabled {
 		return fmt.Errorf("%s: %w", u, ErrExists)
 	}
-	return a.append(ctx, &events.UserEnabled{Meta: a.meta(), User: u, Home: home, DisplayName: displayName, Email: email}, ver)
+	return a.appendNext(ctx, &events.UserEnabled{Meta: a.meta(), User: u, Home: s.Home, DisplayName: s.DisplayName, Email: s.Email, NTAccount: s.NTAccount})
+}
+
+func (a *Admin) enabledUser(u events.User) (*UserRecord, error) {
+	rec, err := a.Directory.User(u)
+	if err != nil {
+		return nil, err
+	}
+	if rec == nil || !rec.Enabled {
+		return nil, fmt.Errorf("%s is not an enabled user (rvpctl user enable %s -home <home server>)", u, u)
+	}
+	return rec, nil
+}
+
+// DisableUser disables a user: its next login is refused.
+func (a *Admin) DisableUser(ctx context.Context, u events.User) error {
+	if _, err := a.enabledUser(u); err != nil {
+		return err
+	}
+	return a.appendNext(ctx, &events.UserDisabled{Meta: a.meta(), User: u})
+}
+
+// MoveUser moves a user to another home server.
+func (a *Admin) MoveUser(ctx context.Context, u events.User, home string) error {
+	rec, err := a.enabledUser(u)
+	if err != nil {
+		return err
+	}
+	if rec.Home == home {
+		return fmt.Errorf("%s is already on home server %s", u, home)
+	}
+	if err := a.checkHome(home); err != nil {
+		return err
+	}
+	return a.appendNext(ctx, &events.UserMoved{Meta: a.meta(), User: u, From: rec.Home, Home: home})
+}
+
+// SetPassword records a user's new password verifiers, sealed. The
+// verifiers are computed where the password was typed; the password
+// itself never reaches the server.
+func (a *Admin) SetPassword(ctx context.Context, u events.User, v Verifiers) error {
+	if _, err := a.enabledUser(u); err != nil {
+		return err
+	}
+	if len(v.NT) != 16 || len(v.HA1) == 0 {
+		return errors.New("password verifiers are incomplete")
+	}
+	if a.Keyring == nil {
+		return errors.New("no cluster key: passwords cannot be stored")
+	}
+	subject := events.UserSubject(u)
+	sealed, err := a.Keyring.SealVerifiers(v, subject)
+	if err != nil {
+		return err
+	}
+	return a.appendNext(ctx, &events.PasswordSet{Meta: a.meta(), User: u, Verifiers: sealed})
+}
+
+// SetAdmin creates or changes an administrator.
+func (a *Admin) SetAdmin(ctx context.Context, name, role string, domains []string, v AdminVerifier) error {
+	switch role {
+	case events.RoleOrganization:
+		domains = nil
+	case events.RoleDomain:
+		if len(domains) == 0 {
+			return errors.New("a domain administrator needs the IM domains it administers (-domains)")
+		}
+		for _, d := range domains {
+			if dom, err := a.Directory.Domain(d); err != nil {
+				return err
+			} else if dom == nil {
+				return fmt.Errorf("IM domain %s does not exist", d)
+			}
+		}
+	default:
+		return fmt.Errorf("role %q: want %s or %s", role, events.RoleOrganization, events.RoleDomain)
+	}
+	if name == "" || len(v.Key) != 32 || len(v.Salt) < 8 {
+		return errors.New("an administrator needs a name and a password verifier")
+	}
+	if a.Keyring == nil {
+		return errors.New("no cluster key: administrators cannot be stored")
+	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	subject := events.AdminSubject(name)
+	return a.appendNext(ctx, &events.AdminSet{Meta: a.meta(), Name: name, Role: role, Domains: domains, Verifiers: a.Keyring.Seal(data, []byte(subject))})
+}
+
+// RemoveAdmin removes an administrator.
+func (a *Admin) RemoveAdmin(ctx context.Context, name string) error {
+	if adm, err := a.Directory.Administrator(name); err != nil {
+		return err
+	} else if adm == nil {
+		return fmt.Errorf("administrator %s: %w", name, ErrNotFound)
+	}
+	return a.appendNext(ctx, &events.AdminRemoved{Meta: a.meta(), Name: name})
+}
+
+// SetTopology sets the address ranges inside the firewall.
+func (a *Admin) SetTopology(ctx context.Context, inside []string) error {
+	for i, r := range inside {
+		p, err := netip.ParsePrefix(strings.TrimSpace(r))
+		if err != nil {
+			return fmt.Errorf("range %q: want CIDR such as 10.0.0.0/8", r)
+		}
+		inside[i] = p.Masked().String()
+	}
+	slices.Sort(inside)
+	return a.appendNext(ctx, &events.TopologySet{Meta: a.meta(), Inside: slices.Compact(inside)})
+}
+
+// SetInternetCapable switches federation with other organisations.
+func (a *Admin) SetInternetCapable(ctx context.Context, on bool) error {
+	return a.appendNext(ctx, &events.FederationSet{Meta: a.meta(), InternetCapable: on})
 }

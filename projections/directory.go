@@ -20,7 +20,11 @@ import (
 //	dom <domain>               Domain (JSON)
 //	host <host>                name of the domain the host names
 //	home <name>                HomeServer (JSON)
+//	router <name>              Router (JSON)
 //	user <domain> <alias>      UserRecord (JSON)
+//	pw <domain> <alias>        sealed password verifiers
+//	admin <name>               Administrator (JSON, verifier sealed)
+//	set <name>                 organisation settings (JSON)
 type Directory struct {
 	db     *DB
 	prefix []byte
@@ -33,6 +37,30 @@ type Domain struct {
 	IMHost       string   `json:"im_host"`
 	EmailDomains []string `json:"email_domains,omitempty"`
 	Hosts        []string `json:"hosts,omitempty"`
+	NTDomain     string   `json:"nt_domain,omitempty"`
+}
+
+// Router is a router of an IM domain.
+type Router struct {
+	Name   string `json:"name"`
+	Domain string `json:"domain"`
+	Host   string `json:"host"`
+}
+
+// Administrator is an administrator and its role.
+type Administrator struct {
+	Name      string   `json:"name"`
+	Role      string   `json:"role"`
+	Domains   []string `json:"domains,omitempty"`
+	Verifiers []byte   `json:"verifiers"` // sealed AdminVerifier
+}
+
+// Settings are the organisation-wide settings.
+type Settings struct {
+	// Inside lists the address ranges (CIDR) inside the firewall.
+	Inside []string `json:"inside,omitempty"`
+	// InternetCapable allows federation with other organisations.
+	InternetCapable bool `json:"internet_capable"`
 }
 
 // HomeServer is a home server.
@@ -49,6 +77,7 @@ type UserRecord struct {
 	Home        string      `json:"home"`
 	DisplayName string      `json:"display_name,omitempty"`
 	Email       string      `json:"email,omitempty"`
+	NTAccount   string      `json:"nt_account,omitempty"`
 	Enabled     bool        `json:"enabled"`
 }
 
@@ -113,30 +142,88 @@ func putJSON(b *pebble.Batch, k []byte, v any) error {
 	return b.Set(k, data, nil)
 }
 
+func (d *Directory) userKey(u events.User, kind string) []byte {
+	return d.key(kind, events.Token(u.Domain), events.Token(u.Alias))
+}
+
+// update reads the JSON record at k into v, lets change modify it and
+// writes it back; a missing record is left missing.
+func update[T any](b *pebble.Batch, k []byte, change func(*T)) error {
+	var v T
+	if ok, err := getJSON(b, k, &v); err != nil || !ok {
+		return err
+	}
+	change(&v)
+	return putJSON(b, k, v)
+}
+
 func (d *Directory) apply(b *pebble.Batch, ev events.Event) error {
 	switch e := ev.(type) {
 	case *events.DomainCreated:
-		dom := Domain{Domain: e.Domain, IMHost: e.IMHost, EmailDomains: e.EmailDomains, Hosts: e.Hosts}
-		for _, h := range append(append([]string{e.Domain, e.IMHost}, e.EmailDomains...), e.Hosts...) {
-			b.Set(d.key("host", events.Token(strings.ToLower(h))), []byte(e.Domain), nil)
+		dom := Domain{Domain: e.Domain, IMHost: e.IMHost, EmailDomains: e.EmailDomains, Hosts: e.Hosts, NTDomain: e.NTDomain}
+		for _, h := range domainHosts(dom) {
+			b.Set(d.key("host", events.Token(h)), []byte(e.Domain), nil)
 		}
 		return putJSON(b, d.key("dom", events.Token(e.Domain)), dom)
-	case *events.HomeServerCreated:
-		return putJSON(b, d.key("home", events.Token(e.Name)), HomeServer{Name: e.Name, Host: e.Host, Site: e.Site, HostsUsers: e.HostsUsers})
-	case *events.UserEnabled:
-		return putJSON(b, d.key("user", events.Token(e.User.Domain), events.Token(e.User.Alias)),
-			UserRecord{User: e.User, Home: e.Home, DisplayName: e.DisplayName, Email: e.Email, Enabled: true})
-	case *events.UserDisabled:
-		k := d.key("user", events.Token(e.User.Domain), events.Token(e.User.Alias))
-		var u UserRecord
-		if ok, err := getJSON(b, k, &u); err != nil || !ok {
+	case *events.DomainDeleted:
+		var dom Domain
+		k := d.key("dom", events.Token(e.Domain))
+		if ok, err := getJSON(b, k, &dom); err != nil || !ok {
 			return err
 		}
-		u.Enabled = false
-		return putJSON(b, k, u)
+		for _, h := range domainHosts(dom) {
+			b.Delete(d.key("host", events.Token(h)), nil)
+		}
+		return b.Delete(k, nil)
+	case *events.HomeServerCreated:
+		return putJSON(b, d.key("home", events.Token(e.Name)), HomeServer{Name: e.Name, Host: e.Host, Site: e.Site, HostsUsers: e.HostsUsers})
+	case *events.HomeServerChanged:
+		return update(b, d.key("home", events.Token(e.Name)), func(h *HomeServer) { h.HostsUsers = e.HostsUsers })
+	case *events.HomeServerDeleted:
+		return b.Delete(d.key("home", events.Token(e.Name)), nil)
+	case *events.RouterCreated:
+		return putJSON(b, d.key("router", events.Token(e.Name)), Router{Name: e.Name, Domain: e.Domain, Host: e.Host})
+	case *events.RouterDeleted:
+		return b.Delete(d.key("router", events.Token(e.Name)), nil)
+	case *events.UserEnabled:
+		return putJSON(b, d.userKey(e.User, "user"),
+			UserRecord{User: e.User, Home: e.Home, DisplayName: e.DisplayName, Email: e.Email, NTAccount: e.NTAccount, Enabled: true})
+	case *events.UserDisabled:
+		return update(b, d.userKey(e.User, "user"), func(u *UserRecord) { u.Enabled = false })
+	case *events.UserMoved:
+		return update(b, d.userKey(e.User, "user"), func(u *UserRecord) { u.Home = e.Home })
+	case *events.PasswordSet:
+		return b.Set(d.userKey(e.User, "pw"), e.Verifiers, nil)
+	case *events.AdminSet:
+		return putJSON(b, d.key("admin", events.Token(e.Name)), Administrator{Name: e.Name, Role: e.Role, Domains: e.Domains, Verifiers: e.Verifiers})
+	case *events.AdminRemoved:
+		return b.Delete(d.key("admin", events.Token(e.Name)), nil)
+	case *events.TopologySet:
+		return d.updateSettings(b, func(s *Settings) { s.Inside = e.Inside })
+	case *events.FederationSet:
+		return d.updateSettings(b, func(s *Settings) { s.InternetCapable = e.InternetCapable })
 	default:
 		return fmt.Errorf("no directory rule for %s", ev.Type())
 	}
+}
+
+func (d *Directory) updateSettings(b *pebble.Batch, change func(*Settings)) error {
+	var s Settings
+	k := d.key("set", "org")
+	if _, err := getJSON(b, k, &s); err != nil {
+		return err
+	}
+	change(&s)
+	return putJSON(b, k, s)
+}
+
+// domainHosts lists the host names that reach a domain.
+func domainHosts(dom Domain) []string {
+	var out []string
+	for _, h := range append(append([]string{dom.Domain, dom.IMHost}, dom.EmailDomains...), dom.Hosts...) {
+		out = append(out, strings.ToLower(h))
+	}
+	return out
 }
 
 func getJSON(r reader, k []byte, v any) (bool, error) {
@@ -177,18 +264,7 @@ func (d *Directory) Domain(name string) (*Domain, error) {
 }
 
 // Domains returns every IM domain, by name.
-func (d *Directory) Domains() ([]Domain, error) {
-	var out []Domain
-	err := scan(d.db.pdb, prefixOf(string(d.key("dom"))), func(_, v []byte) error {
-		var dom Domain
-		if err := json.Unmarshal(v, &dom); err != nil {
-			return err
-		}
-		out = append(out, dom)
-		return nil
-	})
-	return out, err
-}
+func (d *Directory) Domains() ([]Domain, error) { return list[Domain](d, "dom") }
 
 // HomeServer returns the named home server, or nil.
 func (d *Directory) HomeServer(name string) (*HomeServer, error) {
@@ -203,11 +279,63 @@ func (d *Directory) HomeServer(name string) (*HomeServer, error) {
 // User returns the user's record, or nil when the directory never knew it.
 func (d *Directory) User(u events.User) (*UserRecord, error) {
 	var r UserRecord
-	ok, err := getJSON(d.db.pdb, d.key("user", events.Token(u.Domain), events.Token(u.Alias)), &r)
+	ok, err := getJSON(d.db.pdb, d.userKey(u, "user"), &r)
 	if !ok {
 		return nil, err
 	}
 	return &r, nil
+}
+
+// Password returns the user's sealed verifiers, nil when none were set.
+func (d *Directory) Password(u events.User) ([]byte, error) { return get(d.db.pdb, d.userKey(u, "pw")) }
+
+// Administrator returns the named administrator, or nil.
+func (d *Directory) Administrator(name string) (*Administrator, error) {
+	var a Administrator
+	ok, err := getJSON(d.db.pdb, d.key("admin", events.Token(name)), &a)
+	if !ok {
+		return nil, err
+	}
+	return &a, nil
+}
+
+// Administrators returns every administrator, by name.
+func (d *Directory) Administrators() ([]Administrator, error) { return list[Administrator](d, "admin") }
+
+// HomeServers returns every home server, by name.
+func (d *Directory) HomeServers() ([]HomeServer, error) { return list[HomeServer](d, "home") }
+
+// Router returns the named router, or nil.
+func (d *Directory) Router(name string) (*Router, error) {
+	var r Router
+	ok, err := getJSON(d.db.pdb, d.key("router", events.Token(name)), &r)
+	if !ok {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// Routers returns every router, by name.
+func (d *Directory) Routers() ([]Router, error) { return list[Router](d, "router") }
+
+// Settings returns the organisation-wide settings.
+func (d *Directory) Settings() (Settings, error) {
+	var s Settings
+	_, err := getJSON(d.db.pdb, d.key("set", "org"), &s)
+	return s, err
+}
+
+func list[T any](d *Directory, kind string) ([]T, error) {
+	var out []T
+	err := scan(d.db.pdb, prefixOf(string(d.key(kind))), func(_, v []byte) error {
+		var x T
+		if err := json.Unmarshal(v, &x); err != nil {
+			return err
+		}
+		out = append(out, x)
+		return nil
+	})
+	return out, err
 }
 
 // Users returns the users of an IM domain, by alias.

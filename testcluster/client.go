@@ -3,6 +3,7 @@ package testcluster
 import (
 	"bufio"
 	"bytes"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
@@ -30,6 +31,9 @@ type Client struct {
 	CallBack string
 	// LoginID is the login subscription's id, once logged in.
 	LoginID int
+	// Creds, when set, answer the server's 401 challenges as a real
+	// client would, on the same connection.
+	Creds *Credentials
 
 	ln       net.Listener
 	mu       sync.Mutex
@@ -207,7 +211,9 @@ func (c *Client) Do(method, path string, body []byte, header ...string) *Respons
 	return c.Raw(b.Bytes())
 }
 
-// Raw sends raw bytes on a new connection and reads one answer.
+// Raw sends raw bytes on a new connection and reads the answer; with
+// Creds it answers 401 challenges on the same connection, re-sending the
+// request with an Authorization header, as librvp does.
 func (c *Client) Raw(raw []byte) *Response {
 	c.t.Helper()
 	nc, err := net.Dial("tcp", c.Server)
@@ -216,12 +222,56 @@ func (c *Client) Raw(raw []byte) *Response {
 	}
 	defer nc.Close()
 	nc.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := nc.Write(raw); err != nil {
-		c.t.Fatalf("send: %v", err)
+	br := bufio.NewReader(nc)
+	send := func(b []byte) *Response {
+		c.t.Helper()
+		if _, err := nc.Write(b); err != nil {
+			c.t.Fatalf("send %q: %v", firstLine(b), err)
+		}
+		resp, err := ReadResponse(br)
+		if err != nil {
+			c.t.Fatalf("answer to %q: %v", firstLine(b), err)
+		}
+		return resp
 	}
-	resp, err := ReadResponse(bufio.NewReader(nc))
-	if err != nil {
-		c.t.Fatalf("answer to %q: %v", firstLine(raw), err)
+	cr := c.Creds
+	ntlm := cr != nil && strings.HasPrefix(cr.Scheme, "ntlm")
+	var resp *Response
+	if ntlm && cr.Preemptive {
+		resp = send(withHeader(raw, "Authorization: NTLM "+base64.StdEncoding.EncodeToString(ntlmNegotiate(cr.Scheme, cr.Domain))))
+	} else {
+		resp = send(raw)
+	}
+	for range 3 {
+		if resp.Status != 401 || cr == nil {
+			break
+		}
+		method, target := requestLine(raw)
+		var auth string
+		for _, ch := range resp.Header["www-authenticate"] {
+			switch {
+			case ntlm && strings.HasPrefix(ch, "NTLM "):
+				type2, err := base64.StdEncoding.DecodeString(strings.TrimSpace(ch[5:]))
+				if err != nil {
+					c.t.Fatalf("NTLM challenge %q: %v", ch, err)
+				}
+				type3, err := ntlmAuthenticate(cr, type2)
+				if err != nil {
+					c.t.Fatal(err)
+				}
+				auth = "NTLM " + base64.StdEncoding.EncodeToString(type3)
+			case ntlm && ch == "NTLM" && auth == "":
+				auth = "NTLM " + base64.StdEncoding.EncodeToString(ntlmNegotiate(cr.Scheme, cr.Domain))
+			case strings.HasPrefix(cr.Scheme, "digest") && strings.HasPrefix(ch, "Digest "):
+				auth = digestAuthorization(cr, ch, method, target)
+			case cr.Scheme == SchemeBasic && strings.HasPrefix(ch, "Basic"):
+				auth = basicAuthorization(cr)
+			}
+		}
+		if auth == "" {
+			break // nothing this client can answer
+		}
+		resp = send(withHeader(raw, "Authorization: "+auth))
 	}
 	return resp
 }

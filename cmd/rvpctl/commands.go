@@ -341,7 +341,7 @@ func cmdVerify(ctx context.Context, g global, args []string, stderr io.Writer) e
 		return err
 	}
 	defer nc.Close()
-	msg, err := nc.RequestWithContext(ctx, events.AdminSubject(*home, "verify"), nil)
+	msg, err := nc.RequestWithContext(ctx, events.HomeAdminSubject(*home, "verify"), nil)
 	if err != nil {
 		return fmt.Errorf("ask the node of home server %s: %w (is it running?)", *home, err)
 	}

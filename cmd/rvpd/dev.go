@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -29,10 +31,12 @@ import (
 
 // The demo deployment `rvpd dev` creates on first start.
 const (
-	demoDomain = "example.test"
-	demoIMHost = "im.example.test"
-	demoHome   = "home1"
-	demoHost   = "home1.example.test"
+	demoDomain   = "example.test"
+	demoIMHost   = "im.example.test"
+	demoNTDomain = "EXAMPLE"
+	demoHome     = "home1"
+	demoHost     = "home1.example.test"
+	demoAdmin    = "admin"
 )
 
 var demoUsers = []struct{ alias, name string }{
@@ -45,6 +49,9 @@ type devFlags struct {
 	data, http, nats, natsSync string
 	demoPassword               string
 	reset                      bool
+	auth                       string
+	allowBasic                 bool
+	keyFile                    string
 	logLevel, logFormat        string
 	policy                     homenode.Policy
 	requestTimeout             time.Duration
@@ -60,6 +67,9 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	fs.StringVar(&f.natsSync, "nats.sync", "", `JetStream fsync: "always", or an interval such as 1s (default: the server's 2m)`)
 	fs.StringVar(&f.demoPassword, "demo-password", "", "password of the demo users (default: generated on first start and kept in the data directory)")
 	fs.BoolVar(&f.reset, "reset", false, "delete the data directory's state and start clean")
+	fs.StringVar(&f.auth, "auth", gateway.ProfileNTLM, `authentication: ntlm, digest, exchange (Negotiate+NTLM+Digest), basic, or none (insecure: anyone is anyone)`)
+	fs.BoolVar(&f.allowBasic, "auth.basic", false, "also accept Basic credentials (passwords in clear)")
+	fs.StringVar(&f.keyFile, "cluster-key-file", "", "file holding the cluster key (64 hex digits; default: the environment's RVP_CLUSTER_KEY, else one generated and kept in the data directory)")
 	fs.StringVar(&f.logLevel, "log.level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&f.logFormat, "log.format", "text", "log format: text or json")
 	fs.DurationVar(&f.policy.MinLease, "lease.min", 30*time.Second, "shortest presence lease granted")
@@ -87,6 +97,13 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	password, err := demoPassword(f.data, f.demoPassword)
 	if err != nil {
 		return err
+	}
+	keyring, err := clusterKey(f.data, f.keyFile, lookupEnv)
+	if err != nil {
+		return err
+	}
+	if f.auth == "none" {
+		log.Warn("AUTHENTICATION IS OFF (-auth none): anyone can act as any user by naming them in RVP-From-Principal. Never expose this server.")
 	}
 
 	//   RVP clients ──HTTP──▶ gateway ──request events──▶ JetStream (embedded)
@@ -122,9 +139,19 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	if err != nil {
 		return err
 	}
-	if err := bootstrapDemo(setupCtx, js, dir, log); err != nil {
+	admin := &projections.Admin{JetStream: js, Directory: dir, Keyring: keyring, Actor: "rvpd-dev"}
+	if err := bootstrapDemo(setupCtx, js, admin, password, log); err != nil {
 		return fmt.Errorf("create the demo domain: %w", err)
 	}
+	var auth gateway.Authenticator = gateway.NoAuth{}
+	if f.auth != "none" {
+		if auth, err = gateway.NewCredentials(gateway.CredentialsConfig{
+			Profile: f.auth, AllowBasic: f.allowBasic, Keyring: keyring, Directory: dir, Logger: log.With("component", "auth"),
+		}); err != nil {
+			return err
+		}
+	}
+	dirService := &projections.DirectoryService{Admin: admin, Conn: nc, Logger: log.With("component", "directory")}
 
 	home, err := homenode.New(homenode.Config{
 		Home: demoHome, JetStream: js, Conn: nc, DB: db, Directory: dir, Policy: f.policy, Logger: log.With("component", "home"),
@@ -137,7 +164,7 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 		return err
 	}
 	gw, err := gateway.New(gateway.Config{
-		ID: "gw1", JetStream: js, Conn: nc, Directory: dir, DevDomain: demoDomain,
+		ID: "gw1", JetStream: js, Conn: nc, Directory: dir, DevDomain: demoDomain, Auth: auth,
 		RequestTimeout: f.requestTimeout, Logger: log.With("component", "gateway"),
 	})
 	if err != nil {
@@ -147,7 +174,7 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	if err != nil {
 		return fmt.Errorf("listen for RVP on %s: %w (choose another address with -http)", f.http, err)
 	}
-	printBanner(stdout, ln.Addr().String(), ns, f.data, password)
+	printBanner(stdout, ln.Addr().String(), ns, f.data, password, f.auth)
 
 	var g run.Group
 	if ctx.Done() != nil {
@@ -165,6 +192,7 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	}, func(error) { stopRoles() })
 	g.Add(func() error { return home.Run(roles) }, func(error) { stopRoles() })
 	g.Add(func() error { return router.Run(roles) }, func(error) { stopRoles() })
+	g.Add(func() error { return dirService.Run(roles) }, func(error) { stopRoles() })
 	g.Add(func() error {
 		select {
 		case err := <-natsFatal:
@@ -182,11 +210,13 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	return err
 }
 
-// bootstrapDemo creates the demo domain, home server and users that are
-// missing, through the same directory operations rvpctl uses. It follows
-// the directory stream while it works, and returns with the projection
-// caught up.
-func bootstrapDemo(ctx context.Context, js jetstream.JetStream, dir *projections.Directory, log *slog.Logger) (err error) {
+// bootstrapDemo creates the demo domain, home server, users and
+// administrator that are missing, and sets their password when it is not
+// the demo password, through the same directory operations rvpctl uses. It
+// follows the directory stream while it works, and returns with the
+// projection caught up.
+func bootstrapDemo(ctx context.Context, js jetstream.JetStream, admin *projections.Admin, password string, log *slog.Logger) (err error) {
+	dir := admin.Directory
 	fctx, stop := context.WithCancel(ctx)
 	followed := make(chan error, 1)
 	go func() {
@@ -209,8 +239,8 @@ func bootstrapDemo(ctx context.Context, js jetstream.JetStream, dir *projections
 	if err := dir.WaitFor(ctx, info.State.LastSeq); err != nil {
 		return err
 	}
-	admin := &projections.Admin{JetStream: js, Directory: dir, Actor: "rvpd-dev"}
-	if err := admin.CreateDomain(ctx, demoDomain, demoIMHost, []string{demoDomain}, nil); err != nil && !errors.Is(err, projections.ErrExists) {
+	err = admin.CreateDomain(ctx, projections.DomainSpec{Domain: demoDomain, IMHost: demoIMHost, EmailDomains: []string{demoDomain}, NTDomain: demoNTDomain})
+	if err != nil && !errors.Is(err, projections.ErrExists) {
 		return err
 	}
 	if err := admin.CreateHomeServer(ctx, demoHome, demoHost, "dev", true); err != nil && !errors.Is(err, projections.ErrExists) {
@@ -218,18 +248,85 @@ func bootstrapDemo(ctx context.Context, js jetstream.JetStream, dir *projections
 	}
 	for _, u := range demoUsers {
 		user := events.NewUser(demoDomain, u.alias)
-		err := admin.EnableUser(ctx, user, demoHome, u.name, u.alias+"@"+demoDomain)
+		err := admin.EnableUser(ctx, projections.UserSpec{User: user, Home: demoHome, DisplayName: u.name, Email: u.alias + "@" + demoDomain})
 		switch {
 		case err == nil:
 			log.Info("demo user created", "user", user.String())
 		case !errors.Is(err, projections.ErrExists):
 			return err
 		}
+		if ok, err := hasPassword(admin, user, password); err != nil {
+			return err
+		} else if !ok {
+			v := projections.NewVerifiers(user, demoNTDomain, "", demoDomain, password)
+			if err := admin.SetPassword(ctx, user, v); err != nil {
+				return err
+			}
+		}
+	}
+	if adm, err := dir.Administrator(demoAdmin); err != nil {
+		return err
+	} else if adm == nil || !adminHasPassword(admin, adm, password) {
+		v, err := projections.NewAdminVerifier(password)
+		if err != nil {
+			return err
+		}
+		return admin.SetAdmin(ctx, demoAdmin, events.RoleOrganization, nil, v)
 	}
 	return nil
 }
 
-func printBanner(w io.Writer, addr string, ns *server.Server, data, password string) {
+// hasPassword reports whether u's verifiers are those of password.
+func hasPassword(admin *projections.Admin, u events.User, password string) (bool, error) {
+	sealed, err := admin.Directory.Password(u)
+	if err != nil || sealed == nil {
+		return false, err
+	}
+	v, err := admin.Keyring.OpenVerifiers(sealed, events.UserSubject(u))
+	if err != nil {
+		return false, nil // sealed with another key: set it again
+	}
+	return bytes.Equal(v.NT, projections.NTHash(password)), nil
+}
+
+func adminHasPassword(admin *projections.Admin, adm *projections.Administrator, password string) bool {
+	data, err := admin.Keyring.Open(adm.Verifiers, []byte(events.AdminSubject(adm.Name)))
+	if err != nil {
+		return false
+	}
+	var v projections.AdminVerifier
+	if json.Unmarshal(data, &v) != nil {
+		return false
+	}
+	key, err := projections.AdminKey(password, v.Salt, v.Iter)
+	return err == nil && bytes.Equal(key, v.Key)
+}
+
+// clusterKey returns the keyring of the cluster key: from the file given,
+// else from RVP_CLUSTER_KEY, else the one generated on the first start and
+// kept in the data directory.
+func clusterKey(data, file string, lookupEnv func(string) (string, bool)) (*projections.Keyring, error) {
+	var key []byte
+	var err error
+	switch env, ok := lookupEnv("RVP_CLUSTER_KEY"); {
+	case file != "":
+		b, rerr := os.ReadFile(file)
+		if rerr != nil {
+			return nil, fmt.Errorf("-cluster-key-file: %w", rerr)
+		}
+		key, err = projections.ParseKey(string(b))
+	case ok:
+		key, err = projections.ParseKey(env)
+	default:
+		key, err = projections.LoadOrCreateKey(filepath.Join(data, "cluster.key"))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return projections.NewKeyring(key)
+}
+
+func printBanner(w io.Writer, addr string, ns *server.Server, data, password, auth string) {
 	host, port, _ := net.SplitHostPort(addr)
 	natsURL := "none (-nats \"\")"
 	if a := ns.Addr(); a != nil {
@@ -243,10 +340,20 @@ func printBanner(w io.Writer, addr string, ns *server.Server, data, password str
   IM domain:  %s (IM host %s; in dev mode any Host reaches it)
   users:      %s  (e.g. alice@%s)
   server:     %s   port: %s
-  password:   %s   (set with -demo-password; authentication is not enforced yet)
+  password:   %s   (set with -demo-password)
+  auth:       %s   (Windows domain %s, e.g. %s\alice)
+  admin:      %s / the same password   (rvpctl -admin %s)
   NATS:       %s   (nats --server %s stream ls)
   data:       %s   (restart keeps state; -reset starts clean)
-`, addr, demoDomain, demoIMHost, strings.Join(users, ", "), demoDomain, host, port, password, natsURL, natsURL, data)
+`, addr, demoDomain, demoIMHost, strings.Join(users, ", "), demoDomain, host, port, password, authLine(auth), demoNTDomain, demoNTDomain,
+		demoAdmin, demoAdmin, natsURL, natsURL, data)
+}
+
+func authLine(auth string) string {
+	if auth == "none" {
+		return "NONE: anyone can act as anyone (development only)"
+	}
+	return auth
 }
 
 // demoPassword returns the demo users' password: the one given, else the
@@ -274,7 +381,7 @@ func demoPassword(data, given string) (string, error) {
 
 // resetData removes what rvpd dev keeps in the data directory.
 func resetData(data string) error {
-	for _, name := range []string{"nats", "pebble", "demo-password"} {
+	for _, name := range []string{"nats", "pebble", "demo-password", "cluster.key"} {
 		if err := os.RemoveAll(filepath.Join(data, name)); err != nil {
 			return fmt.Errorf("reset %s: %w", data, err)
 		}

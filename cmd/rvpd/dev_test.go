@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/rvp-im/rvpd/testcluster"
 )
 
 // syncBuffer is an io.Writer safe for concurrent use that can be waited on.
@@ -82,7 +84,7 @@ func startDev(t *testing.T, data string, extra ...string) *devProc {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &devProc{stdout: newSyncBuffer(), stderr: newSyncBuffer(), cancel: cancel, done: make(chan error, 1)}
 	args := append([]string{"dev", "-data", data, "-http", "127.0.0.1:0", "-nats", "127.0.0.1:0",
-		"-lease.min", "1s", "-sub.min-lifetime", "1s", "-demo-password", "test-secret-pw", "-log.level", "debug"}, extra...)
+		"-lease.min", "1s", "-sub.min-lifetime", "1s", "-demo-password", testPassword, "-log.level", "debug"}, extra...)
 	noEnv := func(string) (string, bool) { return "", false }
 	go func() { p.done <- exec(ctx, args, noEnv, p.stdout, p.stderr) }()
 	failed := make(chan error, 1)
@@ -133,6 +135,17 @@ func (p *devProc) stop(t *testing.T) {
 		pprof.Lookup("goroutine").WriteTo(&b, 1)
 		t.Fatalf("rvpd dev did not stop within 10s; goroutines:\n%s", b.String())
 	}
+}
+
+// testPassword is the demo password the tests' rvpd dev runs with.
+const testPassword = "test-secret-pw"
+
+// newClient returns a simulated client of alias that signs in with NTLMv1,
+// as librvp does.
+func newClient(t *testing.T, server, alias string) *testcluster.Client {
+	c := testcluster.NewClient(t, server, alias)
+	c.Creds = &testcluster.Credentials{Scheme: testcluster.SchemeNTLMv1, User: alias, Domain: demoNTDomain, Password: testPassword}
+	return c
 }
 
 func tail(s string, lines int) string {

@@ -50,9 +50,9 @@ func count(c *testcluster.Client, match func(testcluster.Notify) bool) int {
 // with three simulated clients, each with its own callback listener.
 func TestDevEndToEnd(t *testing.T) {
 	p := startDev(t, t.TempDir())
-	alice := testcluster.NewClient(t, p.addr, "alice")
-	bob := testcluster.NewClient(t, p.addr, "bob")
-	carol := testcluster.NewClient(t, p.addr, "carol")
+	alice := newClient(t, p.addr, "alice")
+	bob := newClient(t, p.addr, "bob")
+	carol := newClient(t, p.addr, "carol")
 
 	// Log in: 200 with an integer id and the granted lifetime.
 	for _, c := range []*testcluster.Client{alice, bob} {

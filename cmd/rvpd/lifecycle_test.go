@@ -16,8 +16,8 @@ import (
 // typing, and logout.
 func TestDevSubscriptionLifecycle(t *testing.T) {
 	p := startDev(t, t.TempDir())
-	alice := testcluster.NewClient(t, p.addr, "alice")
-	bob := testcluster.NewClient(t, p.addr, "bob")
+	alice := newClient(t, p.addr, "alice")
+	bob := newClient(t, p.addr, "bob")
 	mustStatus(t, "alice login", alice.Login(14400), 200)
 	mustStatus(t, "bob login", bob.Login(14400), 200)
 	mustStatus(t, "bob online", bob.SetState("online", 1200, 0), 207)
@@ -39,7 +39,7 @@ func TestDevSubscriptionLifecycle(t *testing.T) {
 
 	// librvp renews its self-subscription, never its login: the login is
 	// kept alive with it. Login for 2 s, self-watch, renew the self-watch.
-	carol := testcluster.NewClient(t, p.addr, "carol")
+	carol := newClient(t, p.addr, "carol")
 	mustStatus(t, "carol short login", carol.Login(2), 200)
 	self := carol.Watch("carol", 2)
 	mustStatus(t, "carol self-watch", self, 207)

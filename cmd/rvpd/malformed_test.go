@@ -49,7 +49,7 @@ func streamSeqs(t *testing.T, natsURL string) map[string]uint64 {
 // changes, and the server keeps serving.
 func TestDevMalformed(t *testing.T) {
 	p := startDev(t, t.TempDir())
-	alice := testcluster.NewClient(t, p.addr, "alice")
+	alice := newClient(t, p.addr, "alice")
 	mustStatus(t, "login", alice.Login(14400), 200)
 	mustStatus(t, "online", alice.SetState("online", 1200, 0), 207)
 	before := streamSeqs(t, p.natsURL)

@@ -103,8 +103,8 @@ func factsOfType(t *testing.T, natsURL, typ string) [][]byte {
 func TestDevRestart(t *testing.T) {
 	data := t.TempDir()
 	p1 := startDev(t, data)
-	alice := testcluster.NewClient(t, p1.addr, "alice")
-	bob := testcluster.NewClient(t, p1.addr, "bob")
+	alice := newClient(t, p1.addr, "alice")
+	bob := newClient(t, p1.addr, "bob")
 	for _, c := range []*testcluster.Client{alice, bob} {
 		mustStatus(t, c.Alias+" login", c.Login(14400), 200)
 		mustStatus(t, c.Alias+" online", c.SetState("online", 1200, 0), 207)
@@ -114,7 +114,7 @@ func TestDevRestart(t *testing.T) {
 	msg := alice.MessageBody("bob", "before the restart")
 	mustStatus(t, "alice → bob", alice.Send("bob", msg), 200)
 	bob.WaitNotify(0, wait, func(n testcluster.Notify) bool { return bytes.Equal(n.Body, msg) })
-	subsBefore := alice.Do("SUBSCRIPTIONS", "/instmsg/aliases/bob", nil, bob.From(), "Notification-Type: update/propchange")
+	subsBefore := bob.Do("SUBSCRIPTIONS", "/instmsg/aliases/bob", nil, bob.From(), "Notification-Type: update/propchange")
 	mustStatus(t, "subscriptions on bob", subsBefore, 200)
 
 	p1.stop(t)
@@ -122,7 +122,7 @@ func TestDevRestart(t *testing.T) {
 
 	p2 := startDev(t, data, "-http", p1.addr)
 	// The subscriptions survived with their ids (timeouts tick on).
-	subsAfter := alice.Do("SUBSCRIPTIONS", "/instmsg/aliases/bob", nil, bob.From(), "Notification-Type: update/propchange")
+	subsAfter := bob.Do("SUBSCRIPTIONS", "/instmsg/aliases/bob", nil, bob.From(), "Notification-Type: update/propchange")
 	mustStatus(t, "subscriptions on bob after restart", subsAfter, 200)
 	strip := func(b []byte) string { return regexpTimeout.ReplaceAllString(string(b), "") }
 	if strip(subsBefore.Body) != strip(subsAfter.Body) || !strings.Contains(string(subsAfter.Body), "<r:subscription-id>") {

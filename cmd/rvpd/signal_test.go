@@ -55,6 +55,7 @@ func TestBinaryServesAndStopsOnSignal(t *testing.T) {
 			}
 		}()
 		alice := testcluster.NewClient(t, addr, "alice")
+		alice.Creds = &testcluster.Credentials{Scheme: testcluster.SchemeNTLMv1, User: "alice", Domain: demoNTDomain, Password: password}
 		mustStatus(t, "login through the binary", alice.Login(14400), 200)
 
 		start := time.Now()

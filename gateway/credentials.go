@@ -1,0 +1,443 @@
+package gateway
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
+)
+
+// Authentication profiles: which challenges a 401 offers.
+const (
+	// ProfileNTLM offers exactly one header, "NTLM": the one scheme every
+	// known client does, and safe from librvp's header merging.
+	ProfileNTLM = "ntlm"
+	// ProfileDigest offers one Digest header.
+	ProfileDigest = "digest"
+	// ProfileExchange offers Exchange's three headers in Exchange's order:
+	// Negotiate, NTLM, Digest (librvp reads the merged value as NTLM).
+	ProfileExchange = "exchange"
+	// ProfileBasic offers Basic: passwords in clear, for tests behind TLS
+	// proxies only.
+	ProfileBasic = "basic"
+)
+
+// CredentialsConfig configures Credentials.
+type CredentialsConfig struct {
+	// Profile is one of the Profile constants. Default ProfileNTLM.
+	Profile string
+	// AllowBasic accepts Basic credentials even when the profile does not
+	// offer them. Default false (ProfileBasic implies true).
+	AllowBasic bool
+	// Keyring opens the sealed password verifiers and signs Digest nonces.
+	// Required.
+	Keyring *projections.Keyring
+	// Directory finds users and their verifiers. Required.
+	Directory *projections.Directory
+	// Server is the server's name in NTLM challenges. Default "RVPD".
+	Server string
+	// NonceLife is how long a Digest nonce may be used. Default 5m.
+	NonceLife time.Duration
+	// HandshakeLife bounds the time between an NTLM challenge and its
+	// answer. Default 1m.
+	HandshakeLife time.Duration
+	// MaxFailures and MaxAddressFailures bound failed attempts per account
+	// and per client address within FailureWindow; beyond them requests are
+	// refused with 403 until the window has passed. Defaults 10, 50, 15m.
+	MaxFailures, MaxAddressFailures int
+	FailureWindow                   time.Duration
+	Logger                          *slog.Logger
+	Now                             func() time.Time
+}
+
+// Credentials is the Authenticator that checks NTLM, Digest and (when
+// allowed) Basic credentials against the directory's sealed verifiers.
+type Credentials struct {
+	cfg      CredentialsConfig
+	log      *slog.Logger
+	nonces   digestNonces
+	throttle *throttle
+
+	mu    sync.Mutex
+	cache map[[32]byte]*projections.Verifiers // by hash of the sealed bytes
+}
+
+// NewCredentials returns a credential-checking Authenticator.
+func NewCredentials(cfg CredentialsConfig) (*Credentials, error) {
+	if cfg.Keyring == nil || cfg.Directory == nil {
+		return nil, errors.New("gateway credentials: Keyring and Directory are required")
+	}
+	switch cfg.Profile {
+	case "":
+		cfg.Profile = ProfileNTLM
+	case ProfileNTLM, ProfileDigest, ProfileExchange:
+	case ProfileBasic:
+		cfg.AllowBasic = true
+	default:
+		return nil, fmt.Errorf("authentication profile %q: want ntlm, digest, exchange or basic", cfg.Profile)
+	}
+	if cfg.Server == "" {
+		cfg.Server = "RVPD"
+	}
+	if cfg.NonceLife <= 0 {
+		cfg.NonceLife = 5 * time.Minute
+	}
+	if cfg.HandshakeLife <= 0 {
+		cfg.HandshakeLife = time.Minute
+	}
+	if cfg.MaxFailures <= 0 {
+		cfg.MaxFailures = 10
+	}
+	if cfg.MaxAddressFailures <= 0 {
+		cfg.MaxAddressFailures = 50
+	}
+	if cfg.FailureWindow <= 0 {
+		cfg.FailureWindow = 15 * time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Credentials{
+		cfg: cfg, log: log,
+		nonces:   digestNonces{keyring: cfg.Keyring, life: cfg.NonceLife},
+		throttle: newThrottle(cfg.MaxFailures, cfg.MaxAddressFailures, cfg.FailureWindow),
+		cache:    map[[32]byte]*projections.Verifiers{},
+	}, nil
+}
+
+// Authenticate implements Authenticator.
+func (c *Credentials) Authenticate(st *ConnState, ar AuthRequest) (events.Identity, *rvp.Response) {
+	h := strings.TrimSpace(ar.Req.Header.Get(rvp.HdrAuthorization))
+	if h == "" {
+		if st.Identity.Scheme != "" {
+			return st.Identity, nil // an NTLM-authenticated connection
+		}
+		if !ar.Required {
+			return events.Identity{}, nil
+		}
+		return events.Identity{}, c.challenge(ar, false)
+	}
+	scheme, token, _ := strings.Cut(h, " ")
+	token = strings.TrimSpace(token)
+	switch strings.ToLower(scheme) {
+	case "ntlm":
+		return c.ntlm(st, ar, "NTLM", token)
+	case "negotiate":
+		return c.negotiate(st, ar, token)
+	case "digest":
+		return c.digest(ar, token)
+	case "basic":
+		if c.cfg.AllowBasic {
+			return c.basic(ar, token)
+		}
+	}
+	c.log.Info("authentication refused: scheme not offered", "scheme", scheme, "client", ar.Client)
+	return events.Identity{}, c.challenge(ar, false)
+}
+
+// challenge is the 401 offering the profile's schemes.
+func (c *Credentials) challenge(ar AuthRequest, stale bool) *rvp.Response {
+	r := &rvp.Response{Status: 401}
+	realm := c.realm(ar)
+	now := c.cfg.Now()
+	switch c.cfg.Profile {
+	case ProfileNTLM:
+		r.Header = append(r.Header, rvp.Field{Name: rvp.HdrWWWAuthenticate, Value: "NTLM"})
+	case ProfileDigest:
+		r.Header = append(r.Header, rvp.Field{Name: rvp.HdrWWWAuthenticate, Value: c.nonces.challengeHeader(realm, stale, now)})
+	case ProfileExchange:
+		r.Header = append(r.Header,
+			rvp.Field{Name: rvp.HdrWWWAuthenticate, Value: "Negotiate"},
+			rvp.Field{Name: rvp.HdrWWWAuthenticate, Value: "NTLM"},
+			rvp.Field{Name: rvp.HdrWWWAuthenticate, Value: c.nonces.challengeHeader(realm, stale, now)})
+	case ProfileBasic:
+		r.Header = append(r.Header, rvp.Field{Name: rvp.HdrWWWAuthenticate, Value: `Basic realm="` + realm + `"`})
+	}
+	textBody(r, "authentication required: sign in with your user name and password")
+	return r
+}
+
+func (c *Credentials) realm(ar AuthRequest) string {
+	if ar.Domain != nil {
+		return ar.Domain.Domain
+	}
+	return "rvp"
+}
+
+func ntDomain(d *projections.Domain) string {
+	if d == nil || d.NTDomain == "" {
+		return "RVP"
+	}
+	return d.NTDomain
+}
+
+// refuse records a failed attempt and answers it: a fresh challenge, or
+// 403 once the account or address is throttled.
+func (c *Credentials) refuse(ar AuthRequest, account, scheme, reason string) (events.Identity, *rvp.Response) {
+	now := c.cfg.Now()
+	c.throttle.fail(account, ar.Client, now)
+	c.log.Info("authentication failed", "user", account, "client", ar.Client, "scheme", scheme, "reason", reason)
+	if resp := c.throttled(ar, account); resp != nil {
+		return events.Identity{}, resp
+	}
+	return events.Identity{}, c.challenge(ar, false)
+}
+
+// throttled returns the 403 for an account or address with too many
+// recent failures, or nil.
+func (c *Credentials) throttled(ar AuthRequest, account string) *rvp.Response {
+	wait, blocked := c.throttle.blocked(account, ar.Client, c.cfg.Now())
+	if !blocked {
+		return nil
+	}
+	c.log.Warn("authentication throttled", "user", account, "client", ar.Client, "retry_in", wait.Round(time.Second))
+	r := &rvp.Response{Status: 403}
+	textBody(r, fmt.Sprintf("too many failed sign-ins for %s or from %s; try again in %s", account, ar.Client, wait.Round(time.Second)))
+	return r
+}
+
+// lookup maps a user name as a client gave it (alias, alias@domain,
+// DOMAIN\alias, DOMAIN/alias) to an enabled user of ar's domain and its
+// verifiers.
+func (c *Credentials) lookup(ar AuthRequest, name string) (events.User, *projections.Verifiers, error) {
+	if ar.Domain == nil {
+		return events.User{}, nil, errors.New("no IM domain for the request")
+	}
+	alias := name
+	if i := strings.LastIndexAny(alias, `\/`); i >= 0 {
+		alias = alias[i+1:]
+	}
+	if i := strings.IndexByte(alias, '@'); i >= 0 {
+		alias = alias[:i]
+	}
+	u := events.NewUser(ar.Domain.Domain, alias)
+	rec, err := c.cfg.Directory.User(u)
+	if err != nil {
+		return u, nil, err
+	}
+	if rec == nil || !rec.Enabled {
+		return u, nil, fmt.Errorf("%s is not an enabled user", u)
+	}
+	sealed, err := c.cfg.Directory.Password(u)
+	if err != nil {
+		return u, nil, err
+	}
+	if sealed == nil {
+		return u, nil, fmt.Errorf("%s has no password set", u)
+	}
+	key := sha256.Sum256(sealed)
+	c.mu.Lock()
+	v := c.cache[key]
+	c.mu.Unlock()
+	if v == nil {
+		if v, err = c.cfg.Keyring.OpenVerifiers(sealed, events.UserSubject(u)); err != nil {
+			return u, nil, err
+		}
+		c.mu.Lock()
+		if len(c.cache) > 100_000 {
+			clear(c.cache)
+		}
+		c.cache[key] = v
+		c.mu.Unlock()
+	}
+	return u, v, nil
+}
+
+func (c *Credentials) ntlm(st *ConnState, ar AuthRequest, scheme, token string) (events.Identity, *rvp.Response) {
+	msg, err := base64.StdEncoding.DecodeString(token)
+	if err != nil {
+		return events.Identity{}, c.challenge(ar, false)
+	}
+	typ, err := ntlmType(msg)
+	if err != nil {
+		return events.Identity{}, c.challenge(ar, false)
+	}
+	switch typ {
+	case 1:
+		flags, err := parseNegotiate(msg)
+		if err != nil {
+			return events.Identity{}, c.challenge(ar, false)
+		}
+		ch := &ntlmChallenge{issued: c.cfg.Now()}
+		rand.Read(ch.challenge[:])
+		st.Scheme = ch
+		st.Identity = events.Identity{}
+		type2 := buildChallenge(ch, flags, ntDomain(ar.Domain), c.cfg.Server, c.cfg.Now())
+		value := scheme + " " + base64.StdEncoding.EncodeToString(type2)
+		if scheme == "Negotiate" {
+			value = "Negotiate " + base64.StdEncoding.EncodeToString(spnegoChallenge(type2))
+		}
+		// The connection stays open: the answer must come on it.
+		r := &rvp.Response{Status: 401, Header: []rvp.Field{{Name: rvp.HdrWWWAuthenticate, Value: value}}}
+		textBody(r, "NTLM challenge")
+		return events.Identity{}, r
+	case 3:
+		ch, ok := st.Scheme.(*ntlmChallenge)
+		st.Scheme = nil
+		if !ok || c.cfg.Now().Sub(ch.issued) > c.cfg.HandshakeLife {
+			// No challenge on this connection: start over.
+			return events.Identity{}, c.challenge(ar, false)
+		}
+		a, err := parseAuthenticate(msg, ch.flags)
+		if err != nil {
+			return c.refuse(ar, "?", "ntlm", err.Error())
+		}
+		u, v, err := c.lookup(ar, a.user)
+		account := u.String()
+		if resp := c.throttled(ar, account); resp != nil {
+			return events.Identity{}, resp
+		}
+		if err != nil {
+			return c.refuse(ar, account, "ntlm", err.Error())
+		}
+		version, ok := verifyNTLM(a, v.NT, ch.challenge)
+		if !ok {
+			return c.refuse(ar, account, "ntlm", "wrong password")
+		}
+		c.throttle.succeed(account)
+		id := events.Identity{Scheme: "ntlm", User: u}
+		st.Identity = id
+		c.log.Debug("authenticated", "user", account, "client", ar.Client, "scheme", version)
+		return id, nil
+	}
+	return events.Identity{}, c.challenge(ar, false)
+}
+
+func (c *Credentials) digest(ar AuthRequest, token string) (events.Identity, *rvp.Response) {
+	p, err := digestParams(token)
+	if err != nil {
+		return c.refuse(ar, "?", "digest", err.Error())
+	}
+	ok, stale := c.nonces.check(p["nonce"], c.cfg.Now())
+	if !ok {
+		return events.Identity{}, c.challenge(ar, false)
+	}
+	if stale {
+		return events.Identity{}, c.challenge(ar, true)
+	}
+	u, v, err := c.lookup(ar, p["username"])
+	account := u.String()
+	if resp := c.throttled(ar, account); resp != nil {
+		return events.Identity{}, resp
+	}
+	if err != nil {
+		return c.refuse(ar, account, "digest", err.Error())
+	}
+	if !sameTarget(p["uri"], ar.Req.Target) {
+		return c.refuse(ar, account, "digest", fmt.Sprintf("digest uri %q is not the request target %q", p["uri"], ar.Req.Target))
+	}
+	if err := verifyDigest(p, ar.Req.Method, v); err != nil {
+		return c.refuse(ar, account, "digest", err.Error())
+	}
+	c.throttle.succeed(account)
+	return events.Identity{Scheme: "digest", User: u}, nil
+}
+
+// sameTarget compares a Digest uri with the request target, either of
+// which may be absolute.
+func sameTarget(a, b string) bool {
+	path := func(s string) string {
+		if i := strings.Index(s, "://"); i >= 0 {
+			s = s[i+3:]
+			if j := strings.IndexByte(s, '/'); j >= 0 {
+				return s[j:]
+			}
+			return "/"
+		}
+		return s
+	}
+	return a == b || path(a) == path(b)
+}
+
+func (c *Credentials) basic(ar AuthRequest, token string) (events.Identity, *rvp.Response) {
+	raw, err := base64.StdEncoding.DecodeString(token)
+	if err != nil {
+		return c.refuse(ar, "?", "basic", "malformed credentials")
+	}
+	name, password, ok := strings.Cut(string(raw), ":")
+	if !ok {
+		return c.refuse(ar, "?", "basic", "malformed credentials")
+	}
+	u, v, err := c.lookup(ar, name)
+	account := u.String()
+	if resp := c.throttled(ar, account); resp != nil {
+		return events.Identity{}, resp
+	}
+	if err != nil {
+		return c.refuse(ar, account, "basic", err.Error())
+	}
+	if subtle.ConstantTimeCompare(projections.NTHash(password), v.NT) != 1 {
+		return c.refuse(ar, account, "basic", "wrong password")
+	}
+	c.throttle.succeed(account)
+	return events.Identity{Scheme: "basic", User: u}, nil
+}
+
+// throttle counts failed attempts per account and per address.
+type throttle struct {
+	mu               sync.Mutex
+	maxAcct, maxAddr int
+	window           time.Duration
+	acct, addr       map[string][]time.Time
+}
+
+func newThrottle(maxAcct, maxAddr int, window time.Duration) *throttle {
+	return &throttle{maxAcct: maxAcct, maxAddr: maxAddr, window: window, acct: map[string][]time.Time{}, addr: map[string][]time.Time{}}
+}
+
+func prune(ts []time.Time, since time.Time) []time.Time {
+	i := 0
+	for i < len(ts) && ts[i].Before(since) {
+		i++
+	}
+	return ts[i:]
+}
+
+func (t *throttle) fail(account, addr string, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.acct) > 100_000 || len(t.addr) > 100_000 {
+		// Bounded memory under a flood: forget the oldest state wholesale.
+		clear(t.acct)
+		clear(t.addr)
+	}
+	since := now.Add(-t.window)
+	t.acct[account] = append(prune(t.acct[account], since), now)
+	t.addr[addr] = append(prune(t.addr[addr], since), now)
+}
+
+func (t *throttle) succeed(account string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.acct, account)
+}
+
+// blocked reports whether account or addr has too many recent failures,
+// and how long until the oldest of them leaves the window.
+func (t *throttle) blocked(account, addr string, now time.Time) (time.Duration, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	since := now.Add(-t.window)
+	a, d := prune(t.acct[account], since), prune(t.addr[addr], since)
+	switch {
+	case len(a) >= t.maxAcct:
+		return a[0].Add(t.window).Sub(now), true
+	case len(d) >= t.maxAddr:
+		return d[0].Add(t.window).Sub(now), true
+	}
+	return 0, false
+}
