@@ -268,6 +268,21 @@ func digestAuthorization(c *Credentials, challenge, method, uri string) string {
 		user, p["realm"], qop, uri, p["nonce"], nc, cn, resp)
 }
 
+// NTLMNegotiate returns the type 1 message the client sends.
+func NTLMNegotiate(c *Credentials) []byte { return ntlmNegotiate(c.Scheme, c.Domain) }
+
+// NTLMAuthenticate returns the type 3 message answering type2.
+func NTLMAuthenticate(c *Credentials, type2 []byte) ([]byte, error) { return ntlmAuthenticate(c, type2) }
+
+// DigestAuthorization returns the Authorization value answering a Digest
+// challenge.
+func DigestAuthorization(c *Credentials, challenge, method, uri string) string {
+	return digestAuthorization(c, challenge, method, uri)
+}
+
+// BasicAuthorization returns the Authorization value of Basic credentials.
+func BasicAuthorization(c *Credentials) string { return basicAuthorization(c) }
+
 // withHeader inserts a header line after the request line of raw,
 // keeping its line ends.
 func withHeader(raw []byte, line string) []byte {

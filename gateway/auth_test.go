@@ -1,0 +1,131 @@
+package gateway
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rvp-im/rvpd/projections"
+)
+
+func unhex(t *testing.T, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// The test vectors of MS-NLMP §4.2 (user "User", domain "Domain",
+// password "Password", server challenge 0123456789abcdef, client
+// challenge aaaaaaaaaaaaaaaa).
+func TestNTLMVectors(t *testing.T) {
+	nt := projections.NTHash("Password")
+	if got := hex.EncodeToString(nt); got != "a4f49c406510bdcab6824ee7c30fd852" {
+		t.Fatalf("NT hash %s", got)
+	}
+	var sc [8]byte
+	copy(sc[:], unhex(t, "0123456789abcdef"))
+	v1 := &ntlmAuthenticate{nt: unhex(t, "67c43011f30298a2ad35ece64f16331c44bdbed927841f94"), user: "User", domain: "Domain"}
+	if ver, ok := verifyNTLM(v1, nt, sc); !ok || ver != "NTLMv1" {
+		t.Errorf("NTLMv1 vector: %q %v", ver, ok)
+	}
+	ess := &ntlmAuthenticate{
+		lm:    unhex(t, "aaaaaaaaaaaaaaaa00000000000000000000000000000000"),
+		nt:    unhex(t, "7537f803ae367128ca458204bde7caf81e97ed2683267232"),
+		flags: ntlmExtendedSecure, user: "User", domain: "Domain",
+	}
+	if ver, ok := verifyNTLM(ess, nt, sc); !ok || ver != "NTLMv1-ESS" {
+		t.Errorf("NTLMv1 extended session security vector: %q %v", ver, ok)
+	}
+	avs := unhex(t, "02000c0044006f006d00610069006e0001000c0053006500720076006500720000000000")
+	blob := append(unhex(t, "0101000000000000"+"0000000000000000"+"aaaaaaaaaaaaaaaa"+"00000000"), avs...)
+	blob = append(blob, 0, 0, 0, 0)
+	v2 := &ntlmAuthenticate{nt: append(unhex(t, "68cd0ab851e51c96aabc927bebef6a1c"), blob...), user: "User", domain: "Domain"}
+	if ver, ok := verifyNTLM(v2, nt, sc); !ok || ver != "NTLMv2" {
+		t.Errorf("NTLMv2 vector: %q %v", ver, ok)
+	}
+	v2.nt[0] ^= 1
+	if _, ok := verifyNTLM(v2, nt, sc); ok {
+		t.Error("a changed NTLMv2 proof verified")
+	}
+	if _, ok := verifyNTLM(&ntlmAuthenticate{nt: make([]byte, 24)}, nt, sc); ok {
+		t.Error("zeros verified")
+	}
+}
+
+func TestChallengeMessage(t *testing.T) {
+	c := &ntlmChallenge{}
+	copy(c.challenge[:], "12345678")
+	msg := buildChallenge(c, ntlmUnicode|ntlmExtendedSecure, "EXAMPLE", "RVPD", time.Unix(0, 0))
+	if typ, err := ntlmType(msg); err != nil || typ != 2 {
+		t.Fatalf("type %d %v", typ, err)
+	}
+	if c.flags&ntlmUnicode == 0 || c.flags&ntlmExtendedSecure == 0 || c.flags&ntlmTargetInfo == 0 {
+		t.Errorf("flags %#x", c.flags)
+	}
+	name, err := secBuf(msg, 12)
+	if err != nil || fromUTF16le(name) != "EXAMPLE" {
+		t.Errorf("target name %q %v", name, err)
+	}
+	if string(msg[24:32]) != "12345678" {
+		t.Error("challenge not in the message")
+	}
+	// librvp's real negotiate (digest, librvp-wire.md §8).
+	raw, _ := base64.StdEncoding.DecodeString("TlRMTVNTUAABAAAABwIAAAcABwAxAAAACQAJACgAAAAIkwBQDwAAADEyNy4wLjAuMUVYQU1QTEU=")
+	if f, err := parseNegotiate(raw); err != nil || f != 0x207 {
+		t.Errorf("librvp negotiate: %#x %v", f, err)
+	}
+}
+
+func FuzzParseAuthenticate(f *testing.F) {
+	f.Add([]byte("NTLMSSP\x00\x03\x00\x00\x00" + strings.Repeat("\x00", 60)))
+	f.Add([]byte("NTLMSSP\x00\x03\x00\x00\x00\x18\x00\x18\x00\x40\x00\x00\x00" + strings.Repeat("\x01", 80)))
+	f.Add([]byte("NTLMSSP\x00\x03\x00\x00\x00\xff\xff\xff\xff\xff\xff\xff\xff" + strings.Repeat("\x00", 50)))
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		a, err := parseAuthenticate(msg, ntlmUnicode)
+		if err != nil {
+			return
+		}
+		var sc [8]byte
+		verifyNTLM(a, make([]byte, 16), sc) // must not panic
+	})
+}
+
+func FuzzDigestParams(f *testing.F) {
+	for _, s := range []string{
+		`username="EXAMPLE\alice", realm="RVPSTUB", qop="auth", algorithm="MD5", uri="/instmsg/aliases/alice", nonce="79f1490c", nc=00000001, cnonce="7cc2", response="25a0d658"`,
+		`username="EXAMPLE/alice", realm="r", nonce="n", uri="/x", qop="auth", nc="00000001", cnonce="c", algorithm="MD5", response="r"`,
+		`username="a\"b", realm=x`,
+		`,,, a=b`,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := digestParams(s)
+		if err != nil {
+			return
+		}
+		for k := range p {
+			if k != strings.ToLower(k) {
+				t.Fatalf("key %q not lower-cased", k)
+			}
+		}
+		verifyDigest(p, "SUBSCRIBE", &projections.Verifiers{Realm: p["realm"], HA1: map[string]string{p["username"]: "00"}})
+	})
+}
+
+func TestDigestParams(t *testing.T) {
+	p, err := digestParams(`username="EXAMPLE\alice", qop="auth", nc=00000001, algorithm="MD5", uri="/instmsg/aliases/alice"`)
+	if err != nil || p["username"] != `EXAMPLE\alice` || p["nc"] != "00000001" || p["qop"] != "auth" || p["algorithm"] != "MD5" {
+		t.Errorf("%v %v", p, err)
+	}
+	for _, bad := range []string{`a="unterminated`, `noequals`, `a=1, a=2`} {
+		if _, err := digestParams(bad); err == nil {
+			t.Errorf("accepted %q", bad)
+		}
+	}
+}
