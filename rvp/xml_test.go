@@ -175,7 +175,7 @@ func wellFormed(b []byte) error {
 
 func TestRenderShapes(t *testing.T) {
 	got := string(Multistatus("http://im.example.com/instmsg/aliases/bob",
-		[]events.PropValue{{events.PropState, "busy"}, {events.PropDisplayName, "Bob & Co"}, {events.PropMobileDescription, ""}},
+		[]events.PropValue{{Prop: events.PropState, Value: "busy"}, {Prop: events.PropDisplayName, Value: "Bob & Co"}, {Prop: events.PropMobileDescription, Value: ""}},
 		[]events.Prop{{Space: events.NSRVP, Local: "foo"}}, nil))
 	want := `<?xml version="1.0"?><d:multistatus xmlns:d='DAV:' xmlns:r='http://schemas.microsoft.com/rvp/' xmlns:a='http://schemas.microsoft.com/rvp/acl/'><d:response><d:href>http://im.example.com/instmsg/aliases/bob</d:href><d:propstat><d:prop><r:state><r:busy/></r:state><d:displayname>Bob &amp; Co</d:displayname><r:mobile-description></r:mobile-description></d:prop><d:status>HTTP/1.1 200 Successful</d:status></d:propstat><d:propstat><d:prop><r:foo/></d:prop><d:status>HTTP/1.1 404 Not Found</d:status></d:propstat></d:response></d:multistatus>`
 	if got != want {

@@ -272,7 +272,9 @@ func digestAuthorization(c *Credentials, challenge, method, uri string) string {
 func NTLMNegotiate(c *Credentials) []byte { return ntlmNegotiate(c.Scheme, c.Domain) }
 
 // NTLMAuthenticate returns the type 3 message answering type2.
-func NTLMAuthenticate(c *Credentials, type2 []byte) ([]byte, error) { return ntlmAuthenticate(c, type2) }
+func NTLMAuthenticate(c *Credentials, type2 []byte) ([]byte, error) {
+	return ntlmAuthenticate(c, type2)
+}
 
 // DigestAuthorization returns the Authorization value answering a Digest
 // challenge.

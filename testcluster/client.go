@@ -23,7 +23,10 @@ import (
 type Client struct {
 	t      testing.TB
 	Server string // host:port of the gateway
-	Alias  string
+	// Host is sent in the Host header; by default the server's host
+	// without port, as librvp sends it.
+	Host  string
+	Alias string
 	// URL is the client's principal URL, as librvp builds it: the server's
 	// host and port, /instmsg/aliases/<alias>.
 	URL string
@@ -101,6 +104,13 @@ func NewClient(t testing.TB, server, alias string) *Client {
 	go c.listen()
 	t.Cleanup(c.Close)
 	return c
+}
+
+// UseHost makes the client address its server by host name (as when DNS
+// names it): its Host header and principal URL use host.
+func (c *Client) UseHost(host string) {
+	c.Host = host
+	c.URL = "http://" + host + "/instmsg/aliases/" + c.Alias
 }
 
 // Close stops the callback listener: later NOTIFYs are refused.
@@ -202,7 +212,11 @@ func (c *Client) summary() string {
 func (c *Client) Do(method, path string, body []byte, header ...string) *Response {
 	c.t.Helper()
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nContent-Length: %d\r\nRVP-Notifications-Version: 0.2\r\nHost: %s\r\n", method, path, len(body), strings.Split(c.Server, ":")[0])
+	host := c.Host
+	if host == "" {
+		host = strings.Split(c.Server, ":")[0]
+	}
+	fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nContent-Length: %d\r\nRVP-Notifications-Version: 0.2\r\nHost: %s\r\n", method, path, len(body), host)
 	for _, h := range header {
 		b.WriteString(h + "\r\n")
 	}
@@ -341,6 +355,9 @@ func (c *Client) From() string { return rvp.HdrFromPrincipal + ": " + c.URL }
 
 // URLOf returns the principal URL of alias on the client's server.
 func (c *Client) URLOf(alias string) string {
+	if c.Host != "" {
+		return "http://" + c.Host + "/instmsg/aliases/" + alias
+	}
 	return "http://" + c.Server + "/instmsg/aliases/" + alias
 }
 

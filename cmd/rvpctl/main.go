@@ -14,6 +14,9 @@
 //	users [-domain D]           the users of the directory
 //	verify [-home H]            have a home node compare its projections
 //	                            with rebuilds from their streams (live)
+//	domain, home, router, user, password, firewall, federation, admin, whoami
+//	                            administration through the directory
+//	                            service, as an administrator (see -h)
 //
 // Flags can also be set from the environment: -nats is RVP_NATS.
 package main
@@ -33,7 +36,7 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := exec(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr)
+	err := exec(ctx, os.Args[1:], os.LookupEnv, os.Stdin, os.Stdout, os.Stderr)
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(os.Stderr, "rvpctl:", err)
 		os.Exit(1)
@@ -48,7 +51,8 @@ commands:
   users                  the users of the directory (-domain)
   verify                 have a home node compare its projections with
                          rebuilds from their streams, live (-home)
-`
+
+` + adminUsage
 
 // global holds the flags every command shares.
 type global struct {
@@ -57,7 +61,7 @@ type global struct {
 	out  io.Writer
 }
 
-func exec(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error {
+func exec(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("rvpctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
@@ -84,6 +88,8 @@ func exec(ctx context.Context, args []string, lookupEnv func(string) (string, bo
 		return cmdUsers(ctx, g, rest, stderr)
 	case "verify":
 		return cmdVerify(ctx, g, rest, stderr)
+	case "domain", "home", "router", "user", "password", "firewall", "federation", "admin", "whoami":
+		return cmdAdmin(ctx, &cmdIO{g: g, stdin: stdin, stderr: stderr, lookupEnv: lookupEnv}, cmd, rest)
 	}
 	fs.Usage()
 	return fmt.Errorf("unknown command %q", cmd)
