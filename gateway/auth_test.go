@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
 )
 
@@ -127,5 +128,42 @@ func TestDigestParams(t *testing.T) {
 		if _, err := digestParams(bad); err == nil {
 			t.Errorf("accepted %q", bad)
 		}
+	}
+}
+
+func TestDigestNonceAndSess(t *testing.T) {
+	key, _ := projections.ParseKey(strings.Repeat("ab", 32))
+	kr, err := projections.NewKeyring(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := digestNonces{keyring: kr, life: 5 * time.Minute}
+	t0 := time.Unix(1_800_000_000, 0)
+	nonce := n.make(t0)
+	if ok, stale := n.check(nonce, t0.Add(4*time.Minute)); !ok || stale {
+		t.Errorf("fresh nonce: ok %v stale %v", ok, stale)
+	}
+	if ok, stale := n.check(nonce, t0.Add(6*time.Minute)); !ok || !stale {
+		t.Errorf("old nonce: ok %v stale %v, want ok and stale", ok, stale)
+	}
+	if ok, _ := n.check(nonce[:len(nonce)-2]+"AA", t0); ok {
+		t.Error("a forged nonce passed")
+	}
+	if h := n.challengeHeader("example.test", true, t0); !strings.HasSuffix(h, ", stale=true") || !strings.HasPrefix(h, `Digest qop="auth", realm="example.test", nonce="`) {
+		t.Errorf("stale challenge %q", h)
+	}
+
+	// MD5-sess, computed here by hand.
+	v := projections.NewVerifiers(events.NewUser("example.test", "alice"), "EXAMPLE", "", "example.test", "secret-pw")
+	ha1 := md5hex(md5hex(`EXAMPLE\alice:example.test:secret-pw`) + ":n1:c1")
+	resp := md5hex(ha1 + ":n1:00000001:c1:auth:" + md5hex("SUBSCRIBE:/instmsg/aliases/alice"))
+	p := map[string]string{"username": `EXAMPLE\alice`, "realm": "example.test", "nonce": "n1", "uri": "/instmsg/aliases/alice",
+		"qop": "auth", "nc": "00000001", "cnonce": "c1", "algorithm": "MD5-sess", "response": resp}
+	if err := verifyDigest(p, "SUBSCRIBE", &v); err != nil {
+		t.Errorf("MD5-sess: %v", err)
+	}
+	p["response"] = md5hex("x")
+	if err := verifyDigest(p, "SUBSCRIBE", &v); err == nil {
+		t.Error("a wrong MD5-sess response verified")
 	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -65,7 +64,7 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	fs.StringVar(&f.http, "http", "127.0.0.1:8080", "address of the RVP (HTTP) listener")
 	fs.StringVar(&f.nats, "nats", "127.0.0.1:4222", `address of the NATS client listener, so the nats CLI can look in ("" for none)`)
 	fs.StringVar(&f.natsSync, "nats.sync", "", `JetStream fsync: "always", or an interval such as 1s (default: the server's 2m)`)
-	fs.StringVar(&f.demoPassword, "demo-password", "", "password of the demo users (default: generated on first start and kept in the data directory)")
+	fs.StringVar(&f.demoPassword, "demo-password", "", "set the password of the demo users and administrator (default: one derived from the cluster key, set on the first start)")
 	fs.BoolVar(&f.reset, "reset", false, "delete the data directory's state and start clean")
 	fs.StringVar(&f.auth, "auth", gateway.ProfileNTLM, `authentication: ntlm, digest, exchange (Negotiate+NTLM+Digest), basic, or none (insecure: anyone is anyone)`)
 	fs.BoolVar(&f.allowBasic, "auth.basic", false, "also accept Basic credentials (passwords in clear)")
@@ -94,13 +93,13 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	if err := os.MkdirAll(f.data, 0o750); err != nil {
 		return fmt.Errorf("create data directory: %w (choose another with -data)", err)
 	}
-	password, err := demoPassword(f.data, f.demoPassword)
-	if err != nil {
-		return err
-	}
 	keyring, err := clusterKey(f.data, f.keyFile, lookupEnv)
 	if err != nil {
 		return err
+	}
+	password := f.demoPassword
+	if password == "" {
+		password = demoPassword(keyring)
 	}
 	if f.auth == "none" {
 		log.Warn("AUTHENTICATION IS OFF (-auth none): anyone can act as any user by naming them in RVP-From-Principal. Never expose this server.")
@@ -140,8 +139,11 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 		return err
 	}
 	admin := &projections.Admin{JetStream: js, Directory: dir, Keyring: keyring, Actor: "rvpd-dev"}
-	if err := bootstrapDemo(setupCtx, js, admin, password, log); err != nil {
+	if err := bootstrapDemo(setupCtx, js, admin, password, f.demoPassword != "", log); err != nil {
 		return fmt.Errorf("create the demo domain: %w", err)
+	}
+	if ok, err := hasPassword(admin, events.NewUser(demoDomain, demoUsers[0].alias), password); err != nil || !ok {
+		password = "changed since the first start (rvpctl password reset alice@" + demoDomain + ", or -demo-password)"
 	}
 	var auth gateway.Authenticator = gateway.NoAuth{}
 	if f.auth != "none" {
@@ -211,11 +213,11 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 }
 
 // bootstrapDemo creates the demo domain, home server, users and
-// administrator that are missing, and sets their password when it is not
-// the demo password, through the same directory operations rvpctl uses. It
-// follows the directory stream while it works, and returns with the
-// projection caught up.
-func bootstrapDemo(ctx context.Context, js jetstream.JetStream, admin *projections.Admin, password string, log *slog.Logger) (err error) {
+// administrator that are missing, through the same directory operations
+// rvpctl uses, and gives them password: those that have none, and with
+// force all whose password differs. It follows the directory stream while
+// it works, and returns with the projection caught up.
+func bootstrapDemo(ctx context.Context, js jetstream.JetStream, admin *projections.Admin, password string, force bool, log *slog.Logger) (err error) {
 	dir := admin.Directory
 	fctx, stop := context.WithCancel(ctx)
 	followed := make(chan error, 1)
@@ -255,9 +257,13 @@ func bootstrapDemo(ctx context.Context, js jetstream.JetStream, admin *projectio
 		case !errors.Is(err, projections.ErrExists):
 			return err
 		}
+		sealed, err := dir.Password(user)
+		if err != nil {
+			return err
+		}
 		if ok, err := hasPassword(admin, user, password); err != nil {
 			return err
-		} else if !ok {
+		} else if sealed == nil || (force && !ok) {
 			v := projections.NewVerifiers(user, demoNTDomain, "", demoDomain, password)
 			if err := admin.SetPassword(ctx, user, v); err != nil {
 				return err
@@ -266,7 +272,7 @@ func bootstrapDemo(ctx context.Context, js jetstream.JetStream, admin *projectio
 	}
 	if adm, err := dir.Administrator(demoAdmin); err != nil {
 		return err
-	} else if adm == nil || !adminHasPassword(admin, adm, password) {
+	} else if adm == nil || (force && !adminHasPassword(admin, adm, password)) {
 		v, err := projections.NewAdminVerifier(password)
 		if err != nil {
 			return err
@@ -340,7 +346,7 @@ func printBanner(w io.Writer, addr string, ns *server.Server, data, password, au
   IM domain:  %s (IM host %s; in dev mode any Host reaches it)
   users:      %s  (e.g. alice@%s)
   server:     %s   port: %s
-  password:   %s   (set with -demo-password)
+  password:   %s
   auth:       %s   (Windows domain %s, e.g. %s\alice)
   admin:      %s / the same password   (rvpctl -admin %s)
   NATS:       %s   (nats --server %s stream ls)
@@ -356,27 +362,17 @@ func authLine(auth string) string {
 	return auth
 }
 
-// demoPassword returns the demo users' password: the one given, else the
-// one generated on the first start and kept in the data directory.
-func demoPassword(data, given string) (string, error) {
-	path := filepath.Join(data, "demo-password")
-	if given != "" {
-		return given, os.WriteFile(path, []byte(given+"\n"), 0o600)
-	}
-	if b, err := os.ReadFile(path); err == nil {
-		return strings.TrimSpace(string(b)), nil
-	}
+// demoPassword derives the demo users' default password from the cluster
+// key, so that every start prints the same one and it is kept nowhere in
+// clear.
+func demoPassword(k *projections.Keyring) string {
 	const letters = "abcdefghijkmnpqrstuvwxyz23456789"
+	sum := k.MAC("demo-password", []byte("rvpd dev"))
 	b := make([]byte, 12)
-	rand.Read(b)
 	for i := range b {
-		b[i] = letters[int(b[i])%len(letters)]
+		b[i] = letters[int(sum[i])%len(letters)]
 	}
-	pw := string(b)
-	if err := os.WriteFile(path, []byte(pw+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("keep the demo password: %w", err)
-	}
-	return pw, nil
+	return string(b)
 }
 
 // resetData removes what rvpd dev keeps in the data directory.
