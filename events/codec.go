@@ -15,6 +15,7 @@ const (
 	TypePropFind          = "request.propfind.v1"
 	TypePropPatch         = "request.proppatch.v1"
 	TypeNotify            = "request.notify.v1"
+	TypeACL               = "request.acl.v1"
 	TypeLookup            = "lookup.v1"
 	TypeReply             = "reply.v1"
 
@@ -23,6 +24,7 @@ const (
 	TypeSubscriptionEnded   = "subscription.ended.v1"
 	TypeViewSet             = "view.set.v1"
 	TypeViewEnded           = "view.ended.v1"
+	TypeACLSet              = "acl.set.v1"
 	TypeMessageAccepted     = "message.accepted.v1"
 	TypeMessageDelivered    = "message.delivered.v1"
 
@@ -50,6 +52,8 @@ func (*ListSubscriptions) Type() string { return TypeListSubscriptions }
 func (*PropFind) Type() string          { return TypePropFind }
 func (*PropPatch) Type() string         { return TypePropPatch }
 func (*Notify) Type() string            { return TypeNotify }
+func (*ACL) Type() string               { return TypeACL }
+func (*ACLSet) Type() string            { return TypeACLSet }
 func (*Lookup) Type() string            { return TypeLookup }
 func (*Reply) Type() string             { return TypeReply }
 
@@ -84,6 +88,8 @@ func (*ListSubscriptions) isEvent() {}
 func (*PropFind) isEvent()          {}
 func (*PropPatch) isEvent()         {}
 func (*Notify) isEvent()            {}
+func (*ACL) isEvent()               {}
+func (*ACLSet) isEvent()            {}
 func (*Lookup) isEvent()            {}
 func (*Reply) isEvent()             {}
 
@@ -138,6 +144,10 @@ func Decode(typ string, data []byte) (Event, error) {
 		e = new(PropPatch)
 	case TypeNotify:
 		e = new(Notify)
+	case TypeACL:
+		e = new(ACL)
+	case TypeACLSet:
+		e = new(ACLSet)
 	case TypeLookup:
 		e = new(Lookup)
 	case TypeReply:

@@ -22,6 +22,8 @@ func sampleEvents() []Event {
 		&PropFind{Req: req, Props: []Prop{PropDisplayName, {NSRVP, "foo"}}},
 		&PropPatch{Req: req, State: &StateUpdate{Value: "busy", Default: "offline", Timeout: 1200, ViewID: 3}},
 		&Notify{Req: req, AckType: "DeepOr", HopCount: 1, Body: []byte("<r:notification/>")},
+		&ACL{Req: req, Write: true, ACEs: DefaultACL("http://im.example.test/instmsg/aliases/bob")},
+		&ACLSet{Meta: meta, Node: bob, ACEs: []ACE{{Principal: "http://x/instmsg/aliases/m", User: NewUser("x", "m"), Credentials: []string{CredAny}, Deny: []string{RightPresence}}}},
 		&Lookup{ID: "r2", At: at, Deadline: at, Gateway: "gw1", Client: "1.2.3.4", Method: "SUBSCRIBE", Host: "im.acme.test", Alias: "dave"},
 		&Reply{ID: "r1", Status: 207, Href: "http://x/instmsg/aliases/bob", Found: []PropValue{{PropState, "online"}}, Lease: &Lease{"online", "offline", 1200, 3}},
 		&SubscriptionCreated{Meta: meta, Node: bob, ID: 1, Kind: NotifyPragma, CallBack: "http://10.0.0.21:3044", Lifetime: 14400, Expires: at.Add(4 * time.Hour)},

@@ -75,11 +75,44 @@ const (
 type ACE struct {
 	// Principal is a principal URL or server name; "" stands for
 	// a:allprincipals.
-	Principal   string   `json:"principal,omitempty"`
+	Principal string `json:"principal,omitempty"`
+	// User is the local user Principal names, if any: a principal is
+	// matched by user, whatever host its URL was written with.
+	User        User     `json:"user,omitzero"`
 	Credentials []string `json:"credentials"` // "assertion", "digest", "ntlm", "internal", "any"
 	Grant       []string `json:"grant,omitempty"`
 	Deny        []string `json:"deny,omitempty"`
 }
+
+// Rights of an ACL.
+const (
+	RightRead            = "read"
+	RightWrite           = "write"
+	RightReadACL         = "readacl"
+	RightWriteACL        = "writeacl"
+	RightAll             = "all"
+	RightList            = "list"
+	RightSendTo          = "send-to"
+	RightReceiveFrom     = "receive-from"
+	RightPresence        = "presence"
+	RightSubscriptions   = "subscriptions"
+	RightSubscribeOthers = "subscribe-others"
+)
+
+// Rights lists every right an ACL may grant or deny, "all" aside.
+func Rights() []string {
+	return []string{RightList, RightRead, RightWrite, RightSendTo, RightReceiveFrom, RightReadACL, RightWriteACL,
+		RightPresence, RightSubscriptions, RightSubscribeOthers}
+}
+
+// Credential kinds an ACE may accept.
+const (
+	CredAssertion = "assertion" // no proof of identity: requests from other organisations
+	CredDigest    = "digest"
+	CredNTLM      = "ntlm"
+	CredInternal  = "internal"
+	CredAny       = "any"
+)
 
 // DefaultACL is the ACL Exchange gives a principal's node: every principal,
 // on any usual credentials, may list, read, send to and see the presence of

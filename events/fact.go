@@ -14,16 +14,21 @@ type Fact interface {
 // SubscriptionCreated records a new subscription on a node.
 type SubscriptionCreated struct {
 	Meta
-	Node       User      `json:"node"`
-	ID         int32     `json:"sub_id"`
-	Kind       string    `json:"kind"`             // NotifyPragma or NotifyPropChange
-	CallBack   string    `json:"call_back"`        // where NOTIFYs go
-	Watcher    User      `json:"watcher,omitzero"` // local user a logical Call-Back names
-	Subscriber string    `json:"subscriber,omitempty"`
-	NodeURL    string    `json:"node_url"` // the node's URL as the subscriber addressed it
-	Lifetime   int       `json:"lifetime"`
-	Expires    time.Time `json:"expires"`
-	Source     string    `json:"source,omitempty"` // client address that created it
+	Node       User   `json:"node"`
+	ID         int32  `json:"sub_id"`
+	Kind       string `json:"kind"`             // NotifyPragma or NotifyPropChange
+	CallBack   string `json:"call_back"`        // where NOTIFYs go
+	Watcher    User   `json:"watcher,omitzero"` // local user a logical Call-Back names
+	Subscriber string `json:"subscriber,omitempty"`
+	// SubscriberUser is the local user who subscribed, if any.
+	SubscriberUser User      `json:"subscriber_user,omitzero"`
+	NodeURL        string    `json:"node_url"` // the node's URL as the subscriber addressed it
+	Lifetime       int       `json:"lifetime"`
+	Expires        time.Time `json:"expires"`
+	Source         string    `json:"source,omitempty"` // client address that created it
+	// Credential is the kind of credential the subscriber proved (ACL
+	// terms), against which its rights are judged at every notification.
+	Credential string `json:"credential,omitempty"`
 }
 
 // SubscriptionRenewed records a renewed subscription.
@@ -39,8 +44,9 @@ type SubscriptionRenewed struct {
 const (
 	EndUnsubscribed = "unsubscribed"
 	EndExpired      = "expired"
-	EndOffline      = "offline"    // a view set to its default
-	EndLoggedOut    = "logged-out" // a view ended with the last login subscription
+	EndOffline      = "offline"     // a view set to its default
+	EndLoggedOut    = "logged-out"  // a view ended with the last login subscription
+	EndUnreachable  = "unreachable" // the callback did not answer several NOTIFYs in a row
 )
 
 // SubscriptionEnded records the end of a subscription.
@@ -72,6 +78,13 @@ type ViewEnded struct {
 	Reason string `json:"reason"`
 }
 
+// ACLSet records a node's new access control list.
+type ACLSet struct {
+	Meta
+	Node User  `json:"node"`
+	ACEs []ACE `json:"aces"`
+}
+
 // MessageAccepted records a NOTIFY accepted for delivery to a node's
 // clients: the body is kept for audit.
 type MessageAccepted struct {
@@ -98,6 +111,7 @@ func (e *SubscriptionRenewed) Subject() User { return e.Node }
 func (e *SubscriptionEnded) Subject() User   { return e.Node }
 func (e *ViewSet) Subject() User             { return e.Node }
 func (e *ViewEnded) Subject() User           { return e.Node }
+func (e *ACLSet) Subject() User              { return e.Node }
 func (e *MessageAccepted) Subject() User     { return e.Node }
 func (e *MessageDelivered) Subject() User    { return e.Node }
 
@@ -106,5 +120,6 @@ func (e *SubscriptionRenewed) Metadata() *Meta { return &e.Meta }
 func (e *SubscriptionEnded) Metadata() *Meta   { return &e.Meta }
 func (e *ViewSet) Metadata() *Meta             { return &e.Meta }
 func (e *ViewEnded) Metadata() *Meta           { return &e.Meta }
+func (e *ACLSet) Metadata() *Meta              { return &e.Meta }
 func (e *MessageAccepted) Metadata() *Meta     { return &e.Meta }
 func (e *MessageDelivered) Metadata() *Meta    { return &e.Meta }

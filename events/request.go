@@ -111,6 +111,29 @@ type Notify struct {
 	Body     []byte `json:"body"`
 }
 
+// ACL reads (Write false) or replaces a node's access control list.
+type ACL struct {
+	Req
+	Write bool  `json:"write,omitempty"`
+	ACEs  []ACE `json:"aces,omitempty"`
+}
+
+// Credential returns the kind of credential the requester proved, in ACL
+// terms: "assertion" when unauthenticated; "any" when authentication is
+// switched off (everything matches).
+func (r *Req) Credential() string {
+	switch r.Auth.Scheme {
+	case "":
+		return CredAssertion
+	case "none":
+		return CredAny
+	case "basic":
+		return CredDigest // a password over HTTP, as Digest
+	}
+	return r.Auth.Scheme
+}
+
+func (e *ACL) Request() *Req               { return &e.Req }
 func (e *Subscribe) Request() *Req         { return &e.Req }
 func (e *Renew) Request() *Req             { return &e.Req }
 func (e *Unsubscribe) Request() *Req       { return &e.Req }
@@ -151,6 +174,10 @@ type Reply struct {
 
 	Subscriptions []SubscriptionInfo `json:"subscriptions,omitempty"`
 	Listed        bool               `json:"listed,omitempty"` // a SUBSCRIPTIONS answer, even when empty
+
+	// ACL is a node's access control list, for an ACL answer.
+	ACL    []ACE `json:"acl,omitempty"`
+	HasACL bool  `json:"has_acl,omitempty"`
 }
 
 // PropValue is a property and its text value; for r:state the value is the

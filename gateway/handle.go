@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -128,9 +129,6 @@ func (g *Gateway) handleRVP(ctx context.Context, c *conn, req *rvp.Request, clie
 	base := events.Req{
 		ID: id, At: now, Deadline: deadline, Gateway: g.cfg.ID, Client: client,
 		Node: tgt.user, NodeURL: tgt.nodeURL, From: from, FromUser: fromUser, Auth: identity,
-	}
-	if req.Method == "ACL" {
-		return g.acl(req, &base)
 	}
 	ev, err := g.requestEvent(req, base)
 	if err != nil {
@@ -329,6 +327,22 @@ func (g *Gateway) requestEvent(req *rvp.Request, base events.Req) (events.Reques
 			return nil, refuse(400, "%v", err)
 		}
 		return &events.PropPatch{Req: base, State: state, Other: other}, nil
+	case "ACL":
+		if len(bytes.TrimSpace(req.Body)) == 0 {
+			return &events.ACL{Req: base}, nil
+		}
+		aces, err := rvp.ParseACL(req.Body)
+		if err != nil {
+			return nil, refuse(400, "%v", err)
+		}
+		for i := range aces {
+			if u, err := rvp.ParseURL(aces[i].Principal); err == nil {
+				if aces[i].User, _, err = g.localUser(u); err != nil {
+					return nil, err
+				}
+			}
+		}
+		return &events.ACL{Req: base, Write: true, ACEs: aces}, nil
 	case "NOTIFY":
 		if _, err := rvp.CheckNotification(req.Body); err != nil {
 			return nil, refuse(400, "%v", err)
@@ -385,6 +399,8 @@ func render(req *rvp.Request, r *events.Reply) *rvp.Response {
 		resp.Body = rvp.Multistatus(r.Href, r.Found, r.Missing, r.Forbidden)
 	case r.Listed:
 		resp.Body = rvp.Subscriptions(r.Subscriptions)
+	case r.HasACL:
+		resp.Body = rvp.ACL(r.ACL)
 	case r.Error != "":
 		textBody(resp, r.Error)
 		return resp

@@ -28,6 +28,9 @@ type decision struct {
 	push []subRef
 	// deliver is a message to deliver to the node's clients.
 	deliver *delivery
+	// aclBefore holds the ACL a node had before a decision changed it:
+	// watchers whose sight of its presence changed are told.
+	aclBefore map[events.User][]events.ACE
 }
 
 type subRef struct {
@@ -97,6 +100,8 @@ func (n *Node) decide(req events.Request, now time.Time) (*decision, error) {
 		return n.decidePropPatch(d, e, now)
 	case *events.Notify:
 		return n.decideNotify(d, e, now)
+	case *events.ACL:
+		return n.decideACL(d, e, now)
 	}
 	return d.fail(r, 501, "%s is not decided by home nodes", req.Type())
 }
@@ -108,27 +113,30 @@ func (n *Node) decideSubscribe(d *decision, e *events.Subscribe, now time.Time) 
 	if err != nil {
 		return d.fail(r, 400, "Call-Back %q: %v", e.CallBack, err)
 	}
+	acl, err := n.aclOf(r.Node, r.NodeURL)
+	if err != nil {
+		return nil, err
+	}
+	who := requester(r)
+	// A Call-Back other than the requester's own URL needs the
+	// subscribe-others right.
+	own := false
+	switch {
+	case !e.CallBackUser.IsZero():
+		own = e.CallBackUser == r.FromUser
+	case rvp.IsNodeURL(cb):
+		own = cb.String() == r.From // a principal of another organisation
+	default:
+		own = owner(r) // a client's own listener, on its own node
+	}
 	switch kind {
 	case events.NotifyPragma:
-		if !owner(r) {
+		if !owner(r) && !permitted(acl, who, events.RightSubscribeOthers) && !permitted(acl, who, events.RightReceiveFrom) {
 			return d.fail(r, 403, "only %s may log in to its own node (RVP-From-Principal %q)", r.Node, r.From)
 		}
 	case events.NotifyPropChange:
-		switch {
-		case !e.CallBackUser.IsZero():
-			if e.CallBackUser != r.FromUser {
-				return d.fail(r, 403, "Call-Back %s is not the requester's own URL; subscribing for someone else needs the subscribe-others right", e.CallBack)
-			}
-		case rvp.IsNodeURL(cb):
-			// A principal of another organisation: its notifications may only
-			// go to the principal it claims to be.
-			if cb.String() != r.From {
-				return d.fail(r, 403, "Call-Back %s is not the requester's own URL (%s)", e.CallBack, r.From)
-			}
-		default:
-			if !owner(r) {
-				return d.fail(r, 403, "a property subscription's Call-Back must be the subscriber's own logical URL, not %s", e.CallBack)
-			}
+		if !own && !permitted(acl, who, events.RightSubscribeOthers) {
+			return d.fail(r, 403, "Call-Back %s is not the requester's own URL; subscribing for someone else needs the subscribe-others right", e.CallBack)
 		}
 	default:
 		return d.fail(r, 400, "Notification-Type %q is neither %s nor %s", e.NotificationType, events.NotifyPragma, events.NotifyPropChange)
@@ -147,16 +155,23 @@ func (n *Node) decideSubscribe(d *decision, e *events.Subscribe, now time.Time) 
 	}
 	d.facts = append(d.facts, &events.SubscriptionCreated{
 		Meta: n.meta(r, now), Node: r.Node, ID: id, Kind: kind, CallBack: cb.String(), Watcher: e.CallBackUser,
-		Subscriber: subscriber, NodeURL: r.NodeURL, Lifetime: secs, Expires: now.Add(seconds(secs)), Source: r.Client,
+		Subscriber: subscriber, SubscriberUser: r.FromUser, NodeURL: r.NodeURL, Lifetime: secs, Expires: now.Add(seconds(secs)),
+		Source: r.Client, Credential: r.Credential(),
 	})
 	d.reply = &events.Reply{ID: r.ID, Status: 200, SubscriptionID: id, Lifetime: secs}
 	if kind == events.NotifyPropChange {
-		found, _, err := n.props(r.Node, e.CallBackUser == r.Node, events.PrincipalProps())
+		// A watcher denied presence is answered all the same (a 403 would
+		// disconnect librvp and reveal the block), sees offline, and is
+		// sent nothing.
+		// Properties the watcher may not read are left out of the answer.
+		found, _, _, err := n.props(r.Node, r.NodeURL, who, e.CallBackUser == r.Node, events.PrincipalProps())
 		if err != nil {
 			return nil, err
 		}
 		d.reply.Status, d.reply.Href, d.reply.Found = 207, r.NodeURL, found
-		d.push = append(d.push, subRef{r.Node, id})
+		if permitted(acl, who, events.RightPresence) {
+			d.push = append(d.push, subRef{r.Node, id})
+		}
 	}
 	return d, nil
 }
@@ -276,8 +291,12 @@ func (n *Node) endViewsWithLastLogin(d *decision, u events.User, ending []projec
 
 func (n *Node) decideList(d *decision, e *events.ListSubscriptions, now time.Time) (*decision, error) {
 	r := &e.Req
-	if !owner(r) {
-		return d.fail(r, 403, "only %s may list the subscriptions on its node", r.Node)
+	acl, err := n.aclOf(r.Node, r.NodeURL)
+	if err != nil {
+		return nil, err
+	}
+	if !permitted(acl, requester(r), events.RightSubscriptions) {
+		return d.fail(r, 403, "listing the subscriptions on %s needs the subscriptions right", r.Node)
 	}
 	subs, err := n.proj.Subscriptions(r.Node)
 	if err != nil {
@@ -299,14 +318,20 @@ func (n *Node) decideList(d *decision, e *events.ListSubscriptions, now time.Tim
 	return d, nil
 }
 
-// props returns the named properties of u's node as a requester sees them
-// (self: u's own clients, who see invisible), and the names it does not
-// have.
-func (n *Node) props(u events.User, self bool, names []events.Prop) (found []events.PropValue, missing []events.Prop, err error) {
+// props returns the named properties of u's node as requester p sees
+// them (self: u's own clients, who see invisible), the names the node does
+// not have, and those p may not read. r:state needs the presence right (a
+// watcher without it sees offline); the others need read or list.
+func (n *Node) props(u events.User, nodeURL string, p principal, self bool, names []events.Prop) (found []events.PropValue, missing, forbidden []events.Prop, err error) {
 	rec, err := n.cfg.Directory.User(u)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
+	acl, err := n.aclOf(u, nodeURL)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	readable := permitted(acl, p, events.RightRead) || permitted(acl, p, events.RightList)
 	display, email := u.Alias, u.Alias+"@"+u.Domain
 	if rec != nil {
 		if rec.DisplayName != "" {
@@ -316,19 +341,24 @@ func (n *Node) props(u events.User, self bool, names []events.Prop) (found []eve
 			email = rec.Email
 		}
 	}
-	for _, p := range names {
+	for _, name := range names {
 		var v string
-		switch p {
+		switch name {
 		case events.PropState:
-			views, err := n.proj.Views(u)
-			if err != nil {
-				return nil, nil, err
+			v = events.StateOffline
+			if permitted(acl, p, events.RightPresence) {
+				views, err := n.proj.Views(u)
+				if err != nil {
+					return nil, nil, nil, err
+				}
+				pr := effective(views)
+				v = pr.Others
+				if self {
+					v = pr.Self
+				}
 			}
-			pr := effective(views)
-			v = pr.Others
-			if self {
-				v = pr.Self
-			}
+			found = append(found, events.PropValue{Prop: name, Value: v})
+			continue
 		case events.PropDisplayName:
 			v = display
 		case events.PropEmail:
@@ -338,12 +368,16 @@ func (n *Node) props(u events.User, self bool, names []events.Prop) (found []eve
 		case events.PropMobileDescription:
 			v = ""
 		default:
-			missing = append(missing, p)
+			missing = append(missing, name)
 			continue
 		}
-		found = append(found, events.PropValue{Prop: p, Value: v})
+		if !readable {
+			forbidden = append(forbidden, name)
+			continue
+		}
+		found = append(found, events.PropValue{Prop: name, Value: v})
 	}
-	return found, missing, nil
+	return found, missing, forbidden, nil
 }
 
 func (n *Node) decidePropFind(d *decision, e *events.PropFind) (*decision, error) {
@@ -352,7 +386,7 @@ func (n *Node) decidePropFind(d *decision, e *events.PropFind) (*decision, error
 	if e.All || e.Names {
 		names = events.PrincipalProps()
 	}
-	found, missing, err := n.props(r.Node, owner(r), names)
+	found, missing, forbidden, err := n.props(r.Node, r.NodeURL, requester(r), owner(r), names)
 	if err != nil {
 		return nil, err
 	}
@@ -361,7 +395,7 @@ func (n *Node) decidePropFind(d *decision, e *events.PropFind) (*decision, error
 			found[i].Value = ""
 		}
 	}
-	d.reply = &events.Reply{ID: r.ID, Status: 207, Href: r.NodeURL, Found: found, Missing: missing}
+	d.reply = &events.Reply{ID: r.ID, Status: 207, Href: r.NodeURL, Found: found, Missing: missing, Forbidden: forbidden}
 	return d, nil
 }
 
@@ -423,6 +457,13 @@ func (n *Node) decideNotify(d *decision, e *events.Notify, now time.Time) (*deci
 	if e.HopCount > n.policy.MaxHops {
 		return d.fail(r, 508, "RVP-Hop-Count %d exceeds the limit of %d: the NOTIFY is looping between servers", e.HopCount, n.policy.MaxHops)
 	}
+	acl, err := n.aclOf(r.Node, r.NodeURL)
+	if err != nil {
+		return nil, err
+	}
+	if !permitted(acl, requester(r), events.RightSendTo) {
+		return d.fail(r, 403, "%s does not accept notifications from %s (send-to right)", r.Node, r.From)
+	}
 	views, err := n.proj.Views(r.Node)
 	if err != nil {
 		return nil, err
@@ -440,7 +481,7 @@ func (n *Node) decideNotify(d *decision, e *events.Notify, now time.Time) (*deci
 		if err != nil {
 			continue
 		}
-		targets = append(targets, target{url: u, subID: s.ID})
+		targets = append(targets, target{url: u, subID: s.ID, ref: subRef{r.Node, s.ID}})
 	}
 	// An invisible principal is as unreachable as an offline one, so that
 	// messaging it does not reveal it.
@@ -459,5 +500,28 @@ func (n *Node) decideNotify(d *decision, e *events.Notify, now time.Time) (*deci
 		d.reply = &events.Reply{ID: r.ID, Status: 200}
 		d.deliver.answered = true
 	}
+	return d, nil
+}
+
+func (n *Node) decideACL(d *decision, e *events.ACL, now time.Time) (*decision, error) {
+	r := &e.Req
+	acl, err := n.aclOf(r.Node, r.NodeURL)
+	if err != nil {
+		return nil, err
+	}
+	who := requester(r)
+	if !e.Write {
+		if !permitted(acl, who, events.RightReadACL) {
+			return d.fail(r, 403, "reading the ACL of %s needs the readacl right", r.Node)
+		}
+		d.reply = &events.Reply{ID: r.ID, Status: 200, ACL: acl, HasACL: true}
+		return d, nil
+	}
+	if !permitted(acl, who, events.RightWriteACL) {
+		return d.fail(r, 403, "writing the ACL of %s needs the writeacl right", r.Node)
+	}
+	d.facts = append(d.facts, &events.ACLSet{Meta: n.meta(r, now), Node: r.Node, ACEs: e.ACEs})
+	d.aclBefore = map[events.User][]events.ACE{r.Node: acl}
+	d.reply = &events.Reply{ID: r.ID, Status: 200, ACL: e.ACEs, HasACL: true}
 	return d, nil
 }

@@ -83,10 +83,12 @@ func (p *pool) submit(j job) bool {
 	}
 }
 
-// target is a client callback a message goes to.
+// target is a client callback a NOTIFY goes to, and the subscription that
+// named it.
 type target struct {
 	url   rvp.URL
 	subID int32
+	ref   subRef
 }
 
 // delivery is a message being delivered to a node's clients.
@@ -159,12 +161,16 @@ func (n *Node) startDelivery(ctx context.Context, d *delivery) error {
 		hop = 1
 	}
 	t := &tally{pending: len(d.targets), deepAnd: strings.EqualFold(d.req.AckType, "DeepAnd")}
-	done := func(status int, err error) {
-		if o, ok := t.record(status, err); ok {
-			o.d = d
-			select {
-			case n.outcomes <- o:
-			case <-ctx.Done():
+	done := func(tg target) func(int, error) {
+		reach := n.reachability(tg.ref)
+		return func(status int, err error) {
+			reach(status, err)
+			if o, ok := t.record(status, err); ok {
+				o.d = d
+				select {
+				case n.outcomes <- o:
+				case <-ctx.Done():
+				}
 			}
 		}
 	}
@@ -178,7 +184,7 @@ func (n *Node) startDelivery(ctx context.Context, d *delivery) error {
 			{Name: rvp.HdrSubscriptionID, Value: strconv.Itoa(int(tg.subID))},
 			{Name: rvp.HdrContentType, Value: rvp.ContentTypeXML},
 		}}
-		if n.pool.submit(job{out: out, deadline: deadline, done: done}) {
+		if n.pool.submit(job{out: out, deadline: deadline, done: done(tg)}) {
 			continue
 		}
 		n.log.Warn("delivery queue full; message not sent to one client", "req", r.ID, "url", tg.url.String())
@@ -260,6 +266,9 @@ func (n *Node) afterCommit(d *decision) {
 			n.fanOut(u, before, after)
 		}
 	}
+	for u, old := range d.aclBefore {
+		n.aclChanged(u, old)
+	}
 	for _, p := range d.push {
 		s, err := n.proj.Subscription(p.node, p.id)
 		if err != nil || s == nil {
@@ -287,10 +296,15 @@ func (n *Node) fanOut(u events.User, before, after Presence) {
 		n.log.Error("read subscriptions", "user", u.String(), "err", err)
 		return
 	}
+	acl, err := n.aclOf(u, "")
+	if err != nil {
+		n.log.Error("read ACL", "user", u.String(), "err", err)
+		return
+	}
 	sent := map[string]bool{}
 	for i := range subs {
 		s := &subs[i]
-		if s.Kind != events.NotifyPropChange {
+		if s.Kind != events.NotifyPropChange || !permitted(acl, subscriber(u, s), events.RightPresence) {
 			continue
 		}
 		prev, state := before.Others, after.Others
@@ -300,6 +314,45 @@ func (n *Node) fanOut(u events.User, before, after Presence) {
 		if prev != state {
 			n.notifyState(u, s, state, sent)
 		}
+	}
+}
+
+// aclChanged tells the watchers of u whose sight of its presence an ACL
+// change gave or took away: the state they now see (offline when taken).
+func (n *Node) aclChanged(u events.User, old []events.ACE) {
+	acl, err := n.aclOf(u, "")
+	if err != nil {
+		n.log.Error("read ACL", "user", u.String(), "err", err)
+		return
+	}
+	subs, err := n.proj.Subscriptions(u)
+	if err != nil {
+		return
+	}
+	views, err := n.proj.Views(u)
+	if err != nil {
+		return
+	}
+	pr := effective(views)
+	sent := map[string]bool{}
+	for i := range subs {
+		s := &subs[i]
+		if s.Kind != events.NotifyPropChange {
+			continue
+		}
+		p := subscriber(u, s)
+		was, is := permitted(old, p, events.RightPresence), permitted(acl, p, events.RightPresence)
+		if was == is {
+			continue
+		}
+		state := events.StateOffline
+		if is {
+			state = pr.Others
+			if s.Watcher == u {
+				state = pr.Self
+			}
+		}
+		n.notifyState(u, s, state, sent)
 	}
 }
 
@@ -330,7 +383,7 @@ func (n *Node) notifyState(u events.User, s *projections.Subscription, state str
 			{Name: rvp.HdrSubscriptionID, Value: strconv.Itoa(int(t.subID))},
 			{Name: rvp.HdrContentType, Value: rvp.ContentTypeXML},
 		}}
-		if !n.pool.submit(job{out: out, deadline: n.now().Add(n.policy.DeliveryTimeout)}) {
+		if !n.pool.submit(job{out: out, deadline: n.now().Add(n.policy.DeliveryTimeout), done: n.reachability(t.ref)}) {
 			n.log.Warn("delivery queue full; presence notification dropped", "node", u.String(), "url", t.url.String())
 		}
 	}
@@ -363,7 +416,7 @@ func (n *Node) targetsOf(s *projections.Subscription) []target {
 				continue
 			}
 			if u, err := rvp.ParseURL(l.CallBack); err == nil {
-				out = append(out, target{url: u, subID: l.ID})
+				out = append(out, target{url: u, subID: l.ID, ref: subRef{s.Watcher, l.ID}})
 			}
 		}
 		return out
@@ -372,7 +425,7 @@ func (n *Node) targetsOf(s *projections.Subscription) []target {
 	if err != nil {
 		return nil
 	}
-	return []target{{url: u, subID: s.ID}}
+	return []target{{url: u, subID: s.ID, ref: subRef{s.Node, s.ID}}}
 }
 
 func (n *Node) displayName(u events.User) string {
@@ -420,4 +473,60 @@ func (n *Node) decideExpiry(x projections.Due, now time.Time) (*decision, error)
 		d.facts = append(d.facts, &events.ViewEnded{Meta: meta, Node: x.User, ID: x.ID, Reason: events.EndExpired})
 	}
 	return d, nil
+}
+
+// reach is whether a subscription's callback answered a NOTIFY.
+type reach struct {
+	ref subRef
+	err error
+}
+
+// reachability returns the completion that reports whether ref's
+// callback answered. Only a connection that got no answer at all counts as
+// a failure: a client that answers, even 500 (Net::RVP's demo client does
+// to every presence NOTIFY), is there.
+func (n *Node) reachability(ref subRef) func(int, error) {
+	return func(_ int, err error) {
+		select {
+		case n.reaches <- reach{ref: ref, err: err}:
+		default: // a heuristic: dropping a report under load is harmless
+		}
+	}
+}
+
+// handleReach counts consecutive failures of a callback; at the limit the
+// subscription ends (and with the last login, the user's presence).
+func (n *Node) handleReach(ctx context.Context, rc reach) error {
+	if n.policy.MaxCallbackFailures < 0 {
+		return nil
+	}
+	if rc.err == nil {
+		delete(n.failures, rc.ref)
+		return nil
+	}
+	n.failures[rc.ref]++
+	if n.failures[rc.ref] < n.policy.MaxCallbackFailures {
+		return nil
+	}
+	delete(n.failures, rc.ref)
+	now := n.now()
+	d, err := n.commit(ctx, n.log, func() (*decision, error) {
+		d := &decision{msgID: "unreachable/" + rc.ref.node.String() + "/" + strconv.Itoa(int(rc.ref.id)) + "/" + strconv.FormatInt(now.UnixNano(), 10)}
+		s, err := n.proj.Subscription(rc.ref.node, rc.ref.id)
+		if err != nil || s == nil {
+			return d, err
+		}
+		meta := n.systemMeta(now)
+		d.facts = append(d.facts, &events.SubscriptionEnded{Meta: meta, Node: rc.ref.node, ID: s.ID, Reason: events.EndUnreachable})
+		return d, n.endViewsWithLastLogin(d, rc.ref.node, []projections.Subscription{*s}, meta)
+	})
+	if err != nil {
+		n.log.Warn("unreachable callback's subscription not ended; will retry", "node", rc.ref.node.String(), "sub", rc.ref.id, "err", err)
+		return nil
+	}
+	if len(d.facts) > 0 {
+		n.log.Info("subscription ended: its callback stopped answering", "node", rc.ref.node.String(), "sub", rc.ref.id, "failures", n.policy.MaxCallbackFailures)
+	}
+	n.afterCommit(d)
+	return nil
 }

@@ -34,6 +34,10 @@ type Policy struct {
 	// DeliveryTimeout bounds the delivery of one message to all of a
 	// recipient's clients, well inside librvp's 30 s. Default 10s.
 	DeliveryTimeout time.Duration
+	// MaxCallbackFailures is how many NOTIFYs in a row a callback may leave
+	// unanswered (no connection, no status) before its subscription ends,
+	// and with a user's last login its presence. Default 3; negative never.
+	MaxCallbackFailures int
 }
 
 func (p Policy) withDefaults() Policy {
@@ -51,6 +55,9 @@ func (p Policy) withDefaults() Policy {
 	def(&p.DeliveryTimeout, 10*time.Second)
 	if p.MaxHops <= 0 {
 		p.MaxHops = 8
+	}
+	if p.MaxCallbackFailures == 0 {
+		p.MaxCallbackFailures = 3
 	}
 	return p
 }
@@ -107,6 +114,8 @@ type Node struct {
 
 	outcomes chan outcome
 	seen     *recent
+	reaches  chan reach
+	failures map[subRef]int // consecutive unanswered NOTIFYs; owned by Run's goroutine
 
 	// Counters, read by Stats.
 	decided, expired, dropped atomic.Uint64
@@ -149,6 +158,8 @@ func New(cfg Config) (*Node, error) {
 		proj:     proj,
 		outcomes: make(chan outcome, 256),
 		seen:     newRecent(8192),
+		reaches:  make(chan reach, 1024),
+		failures: map[subRef]int{},
 	}
 	n.pool = newPool(cfg.Client, cfg.Workers, cfg.QueueLen, log, &n.dropped)
 	return n, nil
@@ -247,6 +258,10 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 		case o := <-n.outcomes:
 			if err := n.handleOutcome(ctx, o); err != nil {
+				return err
+			}
+		case rc := <-n.reaches:
+			if err := n.handleReach(ctx, rc); err != nil {
 				return err
 			}
 		case <-tick.C:

@@ -25,6 +25,7 @@ import (
 //	u <domain> <alias> ver               last fact sequence of the user's subject
 //	u <domain> <alias> s <id>            Subscription (JSON)
 //	u <domain> <alias> v <id>            View (JSON)
+//	u <domain> <alias> acl               the node's ACL (JSON), when one was written
 //	x <unix nanos> <domain> <alias> s|v <id>   expiry index (empty value)
 type Home struct {
 	db     *DB
@@ -41,11 +42,14 @@ type Subscription struct {
 	CallBack   string      `json:"call_back"`
 	Watcher    events.User `json:"watcher,omitzero"`
 	Subscriber string      `json:"subscriber,omitempty"`
-	NodeURL    string      `json:"node_url"`
-	Lifetime   int         `json:"lifetime"`
-	Created    time.Time   `json:"created"`
-	Expires    time.Time   `json:"expires"`
-	Source     string      `json:"source,omitempty"`
+	// SubscriberUser is the local user who subscribed, if any.
+	SubscriberUser events.User `json:"subscriber_user,omitzero"`
+	NodeURL        string      `json:"node_url"`
+	Lifetime       int         `json:"lifetime"`
+	Created        time.Time   `json:"created"`
+	Expires        time.Time   `json:"expires"`
+	Source         string      `json:"source,omitempty"`
+	Credential     string      `json:"credential,omitempty"`
 }
 
 // View is one presentity's contribution to a principal's presence.
@@ -136,7 +140,8 @@ func (h *Home) apply(b *pebble.Batch, f events.Fact) error {
 	switch e := f.(type) {
 	case *events.SubscriptionCreated:
 		s := Subscription{ID: e.ID, Node: e.Node, Kind: e.Kind, CallBack: e.CallBack, Watcher: e.Watcher, Subscriber: e.Subscriber,
-			NodeURL: e.NodeURL, Lifetime: e.Lifetime, Created: e.At, Expires: e.Expires, Source: e.Source}
+			NodeURL: e.NodeURL, Lifetime: e.Lifetime, Created: e.At, Expires: e.Expires, Source: e.Source, Credential: e.Credential,
+			SubscriberUser: e.SubscriberUser}
 		if err := h.putSub(b, nil, &s); err != nil {
 			return err
 		}
@@ -185,6 +190,12 @@ func (h *Home) apply(b *pebble.Batch, f events.Fact) error {
 			b.Delete(h.expiryKey(old.Expires, e.Node, "v", e.ID), nil)
 		}
 		return nil
+	case *events.ACLSet:
+		data, err := json.Marshal(e.ACEs)
+		if err != nil {
+			return err
+		}
+		return b.Set(h.userKey(e.Node, "acl"), data, nil)
 	case *events.MessageAccepted, *events.MessageDelivered:
 		// History only: the stream is their record.
 		return nil
@@ -295,6 +306,20 @@ func (h *Home) Views(u events.User) ([]View, error) {
 		return nil
 	})
 	return out, err
+}
+
+// ACL returns the ACL written for u's node, or nil and false when none
+// was: the node then has the default ACL.
+func (h *Home) ACL(u events.User) ([]events.ACE, bool, error) {
+	v, err := get(h.db.pdb, h.userKey(u, "acl"))
+	if err != nil || v == nil {
+		return nil, false, err
+	}
+	var aces []events.ACE
+	if err := json.Unmarshal(v, &aces); err != nil {
+		return nil, false, fmt.Errorf("ACL of %s: %w", u, err)
+	}
+	return aces, true, nil
 }
 
 // Due is a subscription ("s") or view ("v") whose time has come.

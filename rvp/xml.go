@@ -336,3 +336,91 @@ func CheckNotification(body []byte) (NotificationKind, error) {
 	}
 	return 0, xmlErr("NOTIFY body: r:notification holds neither r:message nor r:propnotification")
 }
+
+// MaxACEs bounds the entries of an ACL.
+const MaxACEs = 256
+
+// ParseACL parses an a:rvpacl document. Each ACE must name one principal
+// (a:rvp-principal, or a:allprincipals; librvp writes the word
+// "allprincipals" as a principal) and its credentials (an ACE without them
+// is refused, "credentials not specified"). Rights the server does not
+// support (writeowner, delete, createchild, deletechild) are dropped.
+func ParseACL(body []byte) ([]events.ACE, error) {
+	root, err := parseXML(body)
+	if err != nil {
+		return nil, err
+	}
+	if root.name.Local != "rvpacl" {
+		return nil, xmlErr("ACL body: root element is %s, want a:rvpacl", root.name.Local)
+	}
+	acl := root.child("acl")
+	if acl == nil {
+		return nil, xmlErr("ACL body: no a:acl")
+	}
+	known := map[string]bool{events.RightAll: true}
+	for _, r := range events.Rights() {
+		known[r] = true
+	}
+	var aces []events.ACE
+	for _, n := range acl.children {
+		if n.name.Local != "ace" {
+			continue
+		}
+		if len(aces) == MaxACEs {
+			return nil, xmlErr("ACL body: more than %d entries", MaxACEs)
+		}
+		var ace events.ACE
+		p := n.child("principal")
+		if p == nil {
+			return nil, xmlErr("ACL body: an a:ace without a:principal")
+		}
+		principals, creds := 0, p.child("credentials")
+		for _, c := range p.children {
+			switch c.name.Local {
+			case "allprincipals":
+				principals++
+			case "rvp-principal":
+				principals++
+				if v := strings.TrimSpace(c.text.String()); !strings.EqualFold(v, "allprincipals") {
+					ace.Principal = v
+				}
+			}
+		}
+		if principals != 1 {
+			return nil, xmlErr("ACL body: an a:principal names %d principals, want one", principals)
+		}
+		if ace.Principal != "" && strings.Contains(ace.Principal, "://") {
+			u, err := ParseURL(ace.Principal)
+			if err != nil {
+				return nil, xmlErr("ACL body: principal: %v", err)
+			}
+			ace.Principal = u.String()
+		}
+		if creds == nil || len(creds.children) == 0 {
+			return nil, xmlErr("ACL body: credentials not specified")
+		}
+		for _, c := range creds.children {
+			switch c.name.Local {
+			case events.CredAssertion, events.CredDigest, events.CredNTLM, events.CredInternal, events.CredAny:
+				ace.Credentials = append(ace.Credentials, c.name.Local)
+			}
+		}
+		if len(ace.Credentials) == 0 {
+			return nil, xmlErr("ACL body: credentials not specified (none known)")
+		}
+		for _, set := range []struct {
+			tag string
+			to  *[]string
+		}{{"grant", &ace.Grant}, {"deny", &ace.Deny}} {
+			if g := n.child(set.tag); g != nil {
+				for _, r := range g.children {
+					if known[r.name.Local] {
+						*set.to = append(*set.to, r.name.Local)
+					}
+				}
+			}
+		}
+		aces = append(aces, ace)
+	}
+	return aces, nil
+}

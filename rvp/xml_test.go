@@ -208,3 +208,50 @@ func FuzzReadAnswer(f *testing.F) {
 		}
 	})
 }
+
+var aclSeeds = []string{
+	// librvp's first write: "allprincipals" as a principal.
+	`<?xml version="1.0"?>` + "\n" + `<a:rvpacl xmlns:d="DAV:" xmlns:r="http://schemas.microsoft.com/rvp/" xmlns:a="http://schemas.microsoft.com/rvp/acl/"><a:acl><a:inheritance>none</a:inheritance><a:ace><a:principal><a:rvp-principal>allprincipals</a:rvp-principal><a:credentials><a:assertion/><a:digest/><a:ntlm/></a:credentials></a:principal><a:grant><a:send-to/><a:presence/></a:grant><a:deny/></a:ace></a:acl></a:rvpacl>`,
+	// The digest's example: mallory denied.
+	`<?xml version="1.0"?><a:rvpacl xmlns:d='DAV:' xmlns:r='http://schemas.microsoft.com/rvp/' xmlns:a='http://schemas.microsoft.com/rvp/acl/'><a:acl><a:inheritance>none</a:inheritance><a:ace><a:principal><a:rvp-principal>http://im.example.com/instmsg/aliases/mallory</a:rvp-principal><a:credentials><a:assertion/><a:digest/><a:ntlm/></a:credentials></a:principal><a:grant/><a:deny><a:send-to/><a:presence/></a:deny></a:ace><a:ace><a:principal><a:allprincipals/><a:credentials><a:assertion/><a:digest/><a:ntlm/></a:credentials></a:principal><a:grant><a:list/><a:read/><a:send-to/><a:presence/></a:grant><a:deny/></a:ace></a:acl></a:rvpacl>`,
+	`<a:rvpacl xmlns:a="http://schemas.microsoft.com/rvp/acl/"><a:acl><a:ace><a:principal><a:allprincipals/></a:principal><a:grant><a:all/></a:grant></a:ace></a:acl></a:rvpacl>`,
+}
+
+func TestParseACL(t *testing.T) {
+	aces, err := ParseACL([]byte(aclSeeds[0]))
+	if err != nil || len(aces) != 1 || aces[0].Principal != "" || !reflect.DeepEqual(aces[0].Grant, []string{"send-to", "presence"}) {
+		t.Errorf("librvp ACL: %+v %v", aces, err)
+	}
+	aces, err = ParseACL([]byte(aclSeeds[1]))
+	if err != nil || len(aces) != 2 || aces[0].Principal != "http://im.example.com/instmsg/aliases/mallory" || !reflect.DeepEqual(aces[0].Deny, []string{"send-to", "presence"}) {
+		t.Errorf("digest ACL: %+v %v", aces, err)
+	}
+	if _, err := ParseACL([]byte(aclSeeds[2])); err == nil || !strings.Contains(err.Error(), "credentials not specified") {
+		t.Errorf("ACE without credentials: %v", err)
+	}
+	// What ACL renders, ParseACL reads back.
+	back, err := ParseACL(ACL(aces))
+	if err != nil || !reflect.DeepEqual(back, aces) {
+		t.Errorf("round trip: %+v %v", back, err)
+	}
+}
+
+func FuzzParseACL(f *testing.F) {
+	for _, s := range aclSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		aces, err := ParseACL(body)
+		if err != nil {
+			return
+		}
+		for _, a := range aces {
+			if len(a.Credentials) == 0 {
+				t.Fatal("an ACE without credentials was accepted")
+			}
+		}
+		if err := wellFormed(ACL(aces)); err != nil {
+			t.Fatalf("rendered ACL not well-formed: %v", err)
+		}
+	})
+}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,89 +11,28 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 
-	"github.com/nats-io/nats.go"
 	"golang.org/x/term"
 
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
 )
 
-// adminClient speaks to the directory service as an administrator:
-// challenge, then a proof bound to the request, then the request.
-type adminClient struct {
-	nc       *nats.Conn
-	name     string
-	password string
-	keys     map[string][]byte // derived keys by salt
-}
+// adminClient is a projections.AdminClient whose errors say what to do.
+type adminClient struct{ projections.AdminClient }
 
-// adminError is the directory service's refusal.
-type adminError struct {
-	code int
-	msg  string
-}
-
-func (e *adminError) Error() string {
-	switch e.code {
-	case 401:
-		return e.msg + " (set RVP_ADMIN and RVP_ADMIN_PASSWORD, or -admin and -admin-password-file)"
-	case 403:
-		return "not allowed: " + e.msg
-	}
-	return e.msg
-}
-
-func (a *adminClient) request(ctx context.Context, req projections.AdminRequest) (*projections.AdminResponse, error) {
-	data, err := json.Marshal(req)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	msg, err := a.nc.RequestWithContext(ctx, events.DirectoryAdminSubject, data)
-	if err != nil {
-		return nil, fmt.Errorf("ask the directory service: %w (is rvpd running?)", err)
-	}
-	var resp projections.AdminResponse
-	if err := json.Unmarshal(msg.Data, &resp); err != nil {
-		return nil, fmt.Errorf("answer of the directory service: %w", err)
-	}
-	if resp.Error != "" {
-		return nil, &adminError{code: resp.Code, msg: resp.Error}
-	}
-	return &resp, nil
-}
-
-// do performs op with args and decodes its result into out (if not nil).
 func (a *adminClient) do(ctx context.Context, op string, args, out any) error {
-	argData, err := json.Marshal(args)
-	if err != nil {
-		return err
-	}
-	ch, err := a.request(ctx, projections.AdminRequest{Op: "challenge", Admin: a.name})
-	if err != nil {
-		return err
-	}
-	key, ok := a.keys[string(ch.Salt)]
-	if !ok {
-		if key, err = projections.AdminKey(a.password, ch.Salt, ch.Iter); err != nil {
-			return err
+	err := a.Do(ctx, op, args, out)
+	var ae *projections.AdminError
+	if errors.As(err, &ae) {
+		switch ae.Code {
+		case 401:
+			return fmt.Errorf("%s (set RVP_ADMIN and RVP_ADMIN_PASSWORD, or -admin and -admin-password-file)", ae.Msg)
+		case 403:
+			return fmt.Errorf("not allowed: %s", ae.Msg)
 		}
-		a.keys[string(ch.Salt)] = key
 	}
-	resp, err := a.request(ctx, projections.AdminRequest{
-		Op: op, Admin: a.name, Challenge: ch.Challenge, Args: argData,
-		Proof: projections.AdminProof(key, ch.Challenge, projections.ProofBody(op, argData)),
-	})
-	if err != nil {
-		return err
-	}
-	if out != nil && len(resp.Result) > 0 {
-		return json.Unmarshal(resp.Result, out)
-	}
-	return nil
+	return err
 }
 
 // io are the streams and environment of a command.
@@ -172,7 +110,7 @@ func (c *cmdIO) admin(ctx context.Context, adminFlag, passwordFile string) (*adm
 	if err != nil {
 		return nil, nil, err
 	}
-	return &adminClient{nc: nc, name: name, password: password, keys: map[string][]byte{}}, nc.Close, nil
+	return &adminClient{projections.AdminClient{Conn: nc, Name: name, Password: password}}, nc.Close, nil
 }
 
 // parseInterspersed parses flags that may come after positional arguments
