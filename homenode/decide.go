@@ -495,7 +495,7 @@ func (n *Node) decideNotify(d *decision, e *events.Notify, now time.Time) (*deci
 		d.reply = &events.Reply{ID: r.ID, Status: 412, Error: fmt.Sprintf("%s has no client logged in", r.Node)}
 		return d, nil
 	}
-	d.deliver = &delivery{req: e, targets: targets}
+	d.deliver = &delivery{req: e, targets: targets, body: rvp.WithSenderDescription(e.Body, n.senderName(r))}
 	if strings.EqualFold(e.AckType, "SingleHop") {
 		d.reply = &events.Reply{ID: r.ID, Status: 200}
 		d.deliver.answered = true
@@ -524,4 +524,18 @@ func (n *Node) decideACL(d *decision, e *events.ACL, now time.Time) (*decision, 
 	d.aclBefore = map[events.User][]events.ACE{r.Node: acl}
 	d.reply = &events.Reply{ID: r.ID, Status: 200, ACL: e.ACEs, HasACL: true}
 	return d, nil
+}
+
+// senderName is the display name of a message's sender: from the
+// directory for a local user, else the alias in its URL.
+func (n *Node) senderName(r *events.Req) string {
+	if !r.FromUser.IsZero() {
+		return n.displayName(r.FromUser)
+	}
+	if u, err := rvp.ParseURL(r.From); err == nil {
+		if ref, err := rvp.ParseNodePath(u.Path); err == nil {
+			return ref.Alias
+		}
+	}
+	return r.From
 }

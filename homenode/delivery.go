@@ -94,6 +94,7 @@ type target struct {
 // delivery is a message being delivered to a node's clients.
 type delivery struct {
 	req      *events.Notify
+	body     []byte // what is forwarded: the request's body, byte for byte, but for a missing sender description
 	replyTo  string
 	targets  []target
 	answered bool // SingleHop: the sender was answered when it was accepted
@@ -176,7 +177,7 @@ func (n *Node) startDelivery(ctx context.Context, d *delivery) error {
 	}
 	deadline := n.now().Add(n.policy.DeliveryTimeout)
 	for _, tg := range d.targets {
-		out := rvp.Outbound{URL: tg.url, Body: d.req.Body, Header: []rvp.Field{
+		out := rvp.Outbound{URL: tg.url, Body: d.body, Header: []rvp.Field{
 			{Name: rvp.HdrVersion, Value: rvp.Version},
 			{Name: rvp.HdrAckType, Value: ackType(d.req.AckType)},
 			{Name: rvp.HdrHopCount, Value: strconv.Itoa(hop + 1)},

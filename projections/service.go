@@ -34,6 +34,7 @@ type DirectoryService struct {
 
 	mu   sync.Mutex
 	used map[string]time.Time // challenges already answered, until they expire
+	sub  *nats.Subscription
 }
 
 // AdminRequest is a request to the directory service.
@@ -64,9 +65,9 @@ func ProofBody(op string, args []byte) []byte { return append([]byte(op+"\n"), a
 
 const challengeLife = 2 * time.Minute
 
-// Run serves until ctx ends. Several services share the work (a queue
-// group).
-func (s *DirectoryService) Run(ctx context.Context) error {
+// Start begins answering; requests are served from then on, before Run is
+// called. Several services share the work (a queue group).
+func (s *DirectoryService) Start() error {
 	if s.Admin == nil || s.Admin.Keyring == nil || s.Conn == nil {
 		return errors.New("directory service: Admin with a Keyring, and Conn, are required")
 	}
@@ -81,8 +82,19 @@ func (s *DirectoryService) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("directory service: %w", err)
 	}
+	s.sub = sub
+	return nil
+}
+
+// Run serves until ctx ends, starting first if Start was not called.
+func (s *DirectoryService) Run(ctx context.Context) error {
+	if s.sub == nil {
+		if err := s.Start(); err != nil {
+			return err
+		}
+	}
 	<-ctx.Done()
-	return sub.Drain()
+	return s.sub.Drain()
 }
 
 func (s *DirectoryService) serve(m *nats.Msg) {

@@ -233,3 +233,36 @@ func ACL(aces []events.ACE) []byte {
 	b.WriteString("</a:acl></a:rvpacl>")
 	return b.Bytes()
 }
+
+// WithSenderDescription returns a message body whose notification-from
+// contact has an r:description: Net::RVP sends none, and Miranda
+// dereferences it without a check. The description is inserted by text,
+// right after the sender's d:href, only when the body spells the contact
+// with the customary prefixes and has no description; everything else,
+// the CDATA above all, is left byte for byte. The original is returned
+// when nothing is inserted.
+func WithSenderDescription(body []byte, name string) []byte {
+	const open = "<r:notification-from><r:contact><d:href>"
+	i := bytes.Index(body, []byte(open))
+	if i < 0 {
+		return body
+	}
+	rest := body[i+len(open):]
+	j := bytes.Index(rest, []byte("</d:href>"))
+	if j < 0 {
+		return body
+	}
+	after := rest[j+len("</d:href>"):]
+	if !bytes.HasPrefix(after, []byte("</r:contact>")) {
+		return body // a description (or something else) is there already
+	}
+	at := i + len(open) + j + len("</d:href>")
+	var b bytes.Buffer
+	b.Grow(len(body) + len(name) + 40)
+	b.Write(body[:at])
+	b.WriteString("<r:description>")
+	escape(&b, name)
+	b.WriteString("</r:description>")
+	b.Write(body[at:])
+	return b.Bytes()
+}

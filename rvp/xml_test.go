@@ -255,3 +255,19 @@ func FuzzParseACL(f *testing.F) {
 		}
 	})
 }
+
+func TestWithSenderDescription(t *testing.T) {
+	netrvp := "<?xml version=\"1.0\"?>\n<r:notification xmlns:d='DAV:' xmlns:r='http://schemas.microsoft.com/rvp/'><r:message><r:notification-from><r:contact><d:href>http://127.0.0.1/instmsg/aliases/alice</d:href></r:contact></r:notification-from><r:notification-to><r:contact><d:href>http://127.0.0.1/instmsg/aliases/bob</d:href></r:contact></r:notification-to><r:msgbody><r:mime-data><![CDATA[MIME-Version: 1.0\r\nSession-Id: {X}\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n<r:contact><d:href>x</d:href></r:contact> & ]]]]></r:mime-data></r:msgbody></r:message></r:notification>"
+	got := string(WithSenderDescription([]byte(netrvp), "Alice & Co"))
+	want := strings.Replace(netrvp, "aliases/alice</d:href></r:contact>", "aliases/alice</d:href><r:description>Alice &amp; Co</r:description></r:contact>", 1)
+	if got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+	if _, err := CheckNotification([]byte(got)); err != nil {
+		t.Errorf("result not well-formed: %v", err)
+	}
+	withDesc := notificationSeeds[0]
+	if string(WithSenderDescription([]byte(withDesc), "x")) != withDesc {
+		t.Error("a body with a description was changed")
+	}
+}

@@ -38,12 +38,28 @@ type Client struct {
 	// client would, on the same connection.
 	Creds *Credentials
 
+	// Source, when set, is the local address requests are sent from
+	// (another loopback address stands for another machine).
+	Source string
+
 	ln       net.Listener
 	mu       sync.Mutex
 	notifies []Notify
 	wake     chan struct{}
-	answer   func(Notify) string // raw answer to a NOTIFY
+	answer   func(Notify) Answer
+	closed   int // connections the server closed after the answer (KeepOpen)
 	wg       sync.WaitGroup
+}
+
+// Answer is how the callback listener answers a NOTIFY.
+type Answer struct {
+	// Raw is written as is.
+	Raw string
+	// Delay comes before the answer.
+	Delay time.Duration
+	// KeepOpen leaves the connection open after the answer, as Net::RVP
+	// does, until the server closes it.
+	KeepOpen bool
 }
 
 // Notify is a NOTIFY the callback listener received.
@@ -119,13 +135,29 @@ func (c *Client) Close() {
 	c.wg.Wait()
 }
 
-// AnswerWith makes the callback listener answer NOTIFYs with what f
-// returns: raw HTTP, written as is before the connection is closed.
-func (c *Client) AnswerWith(f func(Notify) string) {
+// AnswerWith makes the callback listener answer NOTIFYs as f says.
+func (c *Client) AnswerWith(f func(Notify) Answer) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.answer = f
 }
+
+// ClosedByServer returns how many kept-open callback connections the
+// server closed after reading the answer.
+func (c *Client) ClosedByServer() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+// Answers real clients give.
+var (
+	// NetRVPAnswer: no headers at all, custom reason; Net::RVP keeps the
+	// connection open.
+	NetRVPAnswer = Answer{Raw: "HTTP/1.1 200 Change Notification Accepted\r\n\r\n", KeepOpen: true}
+	// MirandaAnswer: LF-only lines and an HTML body.
+	MirandaAnswer = Answer{Raw: "HTTP/1.1 200 OK\nContent-Type: text/html\nContent-Length: 44\n\n<html>NOTIFY on node alice succeeded</html>\n"}
+)
 
 // LibrvpAnswer is how librvp answers a NOTIFY: no Content-Length.
 const LibrvpAnswer = "HTTP/1.1 200 Successful\r\nRVP-Notifications-Version: 0.2\r\n\r\n"
@@ -151,9 +183,9 @@ func (c *Client) listen() {
 			c.mu.Lock()
 			answer := c.answer
 			c.mu.Unlock()
-			raw := LibrvpAnswer
+			a := Answer{Raw: LibrvpAnswer}
 			if answer != nil {
-				raw = answer(n)
+				a = answer(n)
 			}
 			if req.Method == "NOTIFY" {
 				c.mu.Lock()
@@ -162,7 +194,17 @@ func (c *Client) listen() {
 				c.wake = make(chan struct{})
 				c.mu.Unlock()
 			}
-			io.WriteString(nc, raw)
+			if a.Delay > 0 {
+				time.Sleep(a.Delay) // the simulated client is slow to answer
+			}
+			io.WriteString(nc, a.Raw)
+			if a.KeepOpen {
+				if _, err := io.Copy(io.Discard, nc); err == nil {
+					c.mu.Lock()
+					c.closed++
+					c.mu.Unlock()
+				}
+			}
 		}()
 	}
 }
@@ -230,7 +272,11 @@ func (c *Client) Do(method, path string, body []byte, header ...string) *Respons
 // request with an Authorization header, as librvp does.
 func (c *Client) Raw(raw []byte) *Response {
 	c.t.Helper()
-	nc, err := net.Dial("tcp", c.Server)
+	var d net.Dialer
+	if c.Source != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(c.Source)}
+	}
+	nc, err := d.Dial("tcp", c.Server)
 	if err != nil {
 		c.t.Fatalf("connect to %s: %v", c.Server, err)
 	}

@@ -154,6 +154,9 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 		}
 	}
 	dirService := &projections.DirectoryService{Admin: admin, Conn: nc, Logger: log.With("component", "directory")}
+	if err := dirService.Start(); err != nil {
+		return err
+	}
 
 	home, err := homenode.New(homenode.Config{
 		Home: demoHome, JetStream: js, Conn: nc, DB: db, Directory: dir, Policy: f.policy, Logger: log.With("component", "home"),
