@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
 	"github.com/rvp-im/rvpd/rvp"
@@ -93,6 +95,7 @@ type target struct {
 
 // delivery is a message being delivered to a node's clients.
 type delivery struct {
+	msg      jetstream.Msg // the request, acknowledged when the outcome is recorded
 	req      *events.Notify
 	body     []byte // what is forwarded: the request's body, byte for byte, but for a missing sender description
 	replyTo  string
@@ -224,6 +227,11 @@ func (n *Node) handleOutcome(ctx context.Context, o outcome) error {
 			reply.Error = r.Node.String() + ": no client took the message"
 		}
 		n.reply(o.d.replyTo, reply)
+	}
+	n.seen.add(r.ID, false)
+	delete(n.delivering, r.ID)
+	if o.d.msg != nil {
+		o.d.msg.Ack()
 	}
 	return nil
 }

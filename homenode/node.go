@@ -116,6 +116,9 @@ type Node struct {
 	seen     *recent
 	reaches  chan reach
 	failures map[subRef]int // consecutive unanswered NOTIFYs; owned by Run's goroutine
+	// delivering holds the messages being delivered, by request id; owned
+	// by Run's goroutine.
+	delivering map[string]*delivery
 
 	// Counters, read by Stats.
 	decided, expired, dropped atomic.Uint64
@@ -151,15 +154,16 @@ func New(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		cfg:      cfg,
-		policy:   cfg.Policy.withDefaults(),
-		log:      log,
-		now:      func() time.Time { return cfg.Now().UTC() },
-		proj:     proj,
-		outcomes: make(chan outcome, 256),
-		seen:     newRecent(8192),
-		reaches:  make(chan reach, 1024),
-		failures: map[subRef]int{},
+		cfg:        cfg,
+		policy:     cfg.Policy.withDefaults(),
+		log:        log,
+		now:        func() time.Time { return cfg.Now().UTC() },
+		proj:       proj,
+		outcomes:   make(chan outcome, 256),
+		seen:       newRecent(8192),
+		reaches:    make(chan reach, 1024),
+		failures:   map[subRef]int{},
+		delivering: map[string]*delivery{},
 	}
 	n.pool = newPool(cfg.Client, cfg.Workers, cfg.QueueLen, log, &n.dropped)
 	return n, nil
@@ -173,18 +177,28 @@ func ConsumerName(home string) string { return "home_" + events.Token(home) }
 
 // Run serves the home server until ctx ends; it returns nil then, or the
 // error that stopped it.
-func (n *Node) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
+func (n *Node) Run(parent context.Context) (err error) {
+	defer func() {
+		if parent.Err() != nil {
+			err = nil // stopped, whatever was under way
+		}
+	}()
+	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	defer cancel() // runs before wg.Wait: every goroutine below ends on ctx.
+	// The projection outlives the deciding loop: a decision under way when
+	// the node is stopped is finished (its facts applied, its reply sent)
+	// before the loop returns, and that needs the projection.
+	following, stopFollowing := context.WithCancel(context.Background())
+	defer stopFollowing()
+	defer cancel() // runs first: every goroutine but the follower ends on ctx.
 
 	failed := make(chan error, 2)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		err := projections.Follow(ctx, n.cfg.JetStream, projections.FollowConfig{
+		err := projections.Follow(following, n.cfg.JetStream, projections.FollowConfig{
 			Stream: events.StreamFacts, Filter: events.FactFilter(n.cfg.Home), Logger: n.log,
 		}, n.proj)
 		if err != nil {
@@ -207,14 +221,17 @@ func (n *Node) Run(ctx context.Context) error {
 		Description:   "requests for home server " + n.cfg.Home,
 		FilterSubject: events.RequestFilter(n.cfg.Home),
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
+		// A request takes milliseconds to decide (deliveries go on
+		// without it), so a node that died holding one lets another have
+		// it after AckWait, well inside the gateway's wait.
+		AckWait:       5 * time.Second,
 		MaxAckPending: 1024,
 		MaxDeliver:    5,
 	})
 	if err != nil {
 		return fmt.Errorf("home %s: request consumer: %w", n.cfg.Home, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(64))
+	it, err := cons.Messages(jetstream.PullMaxMessages(16))
 	if err != nil {
 		return fmt.Errorf("home %s: consume requests: %w", n.cfg.Home, err)
 	}
@@ -238,7 +255,22 @@ func (n *Node) Run(ctx context.Context) error {
 			}
 		}
 	}()
-	defer it.Stop()
+	defer func() {
+		// Hand back what was fetched but not decided, for the next owner
+		// now rather than after AckWait.
+		it.Stop()
+		for {
+			select {
+			case m, ok := <-reqs:
+				if !ok {
+					return
+				}
+				m.Nak()
+			default:
+				return
+			}
+		}
+	}()
 
 	n.log.Info("home node serving", "position", n.proj.Position())
 	tick := time.NewTicker(n.cfg.SweepEvery)
@@ -249,23 +281,25 @@ func (n *Node) Run(ctx context.Context) error {
 			return nil
 		case err := <-failed:
 			return err
+		// A decision, once begun, is finished even if the node is stopped
+		// meanwhile: appends and waits are bounded by their own timeouts.
 		case m, ok := <-reqs:
 			if !ok {
 				return nil
 			}
-			if err := n.handleRequest(ctx, m); err != nil {
+			if err := n.handleRequest(context.WithoutCancel(ctx), ctx, m); err != nil {
 				return err
 			}
 		case o := <-n.outcomes:
-			if err := n.handleOutcome(ctx, o); err != nil {
+			if err := n.handleOutcome(context.WithoutCancel(ctx), o); err != nil {
 				return err
 			}
 		case rc := <-n.reaches:
-			if err := n.handleReach(ctx, rc); err != nil {
+			if err := n.handleReach(context.WithoutCancel(ctx), rc); err != nil {
 				return err
 			}
 		case <-tick.C:
-			if err := n.sweep(ctx); err != nil {
+			if err := n.sweep(context.WithoutCancel(ctx)); err != nil {
 				return err
 			}
 		}
@@ -320,7 +354,7 @@ func (n *Node) rememberRecent(ctx context.Context) error {
 		for m := range batch.Messages() {
 			count++
 			if id := m.Headers().Get(events.HeaderRequest); id != "" {
-				n.seen.add(id)
+				n.seen.add(id, m.Headers().Get(events.HeaderType) == events.TypeMessageAccepted)
 			}
 		}
 		if err := batch.Error(); err != nil {
@@ -333,8 +367,10 @@ func (n *Node) rememberRecent(ctx context.Context) error {
 }
 
 // handleRequest decides one request event. It returns an error only when
-// the node cannot go on.
-func (n *Node) handleRequest(ctx context.Context, m jetstream.Msg) error {
+// the node cannot go on. ctx bounds the decision (not cancelled when the
+// node stops); life is the node's own context, which deliveries started
+// here end with.
+func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 	typ := m.Headers().Get(events.HeaderType)
 	ev, err := events.Decode(typ, m.Data())
 	if err != nil {
@@ -353,11 +389,26 @@ func (n *Node) handleRequest(ctx context.Context, m jetstream.Msg) error {
 		log.Warn("request expired before it was decided; the gateway has answered 503", "late", now.Sub(r.Deadline))
 		return m.Ack()
 	}
-	if n.seen.has(r.ID) {
-		log.Info("request already decided; redelivery ignored")
+	replyTo := m.Headers().Get(events.HeaderReply)
+	if delivering, seen := n.seen.get(r.ID); seen {
+		switch dl := n.delivering[r.ID]; {
+		case !delivering:
+			log.Info("request already decided; redelivery ignored")
+			return m.Ack()
+		case dl != nil:
+			dl.msg = m // still delivering: its outcome acknowledges it
+			return nil
+		}
+		if e, ok := req.(*events.Notify); ok {
+			// Accepted before a restart, its delivery never finished.
+			log.Info("resuming an interrupted delivery")
+			return n.deliverMessage(ctx, life, e, m, replyTo, now, true)
+		}
 		return m.Ack()
 	}
-	replyTo := m.Headers().Get(events.HeaderReply)
+	if e, ok := req.(*events.Notify); ok {
+		return n.deliverMessage(ctx, life, e, m, replyTo, now, false)
+	}
 
 	d, err := n.commit(ctx, log, func() (*decision, error) { return n.decide(req, now) })
 	if err != nil {
@@ -366,19 +417,48 @@ func (n *Node) handleRequest(ctx context.Context, m jetstream.Msg) error {
 		log.Warn("request not decided; will retry", "err", err)
 		return m.NakWithDelay(250 * time.Millisecond)
 	}
-	n.seen.add(r.ID)
+	n.seen.add(r.ID, false)
 	n.decided.Add(1)
 	if d.reply != nil {
 		n.reply(replyTo, d.reply)
 	}
 	n.afterCommit(d)
-	if d.deliver != nil {
-		d.deliver.replyTo = replyTo
-		if err := n.startDelivery(ctx, d.deliver); err != nil {
-			return err
-		}
-	}
 	return m.Ack()
+}
+
+// deliverMessage decides a NOTIFY and starts its delivery. The request is
+// acknowledged to JetStream only once the outcome is recorded, so a node
+// that stops while delivering leaves it to be redelivered, and the next
+// owner resumes the delivery (resume: its message.accepted fact exists).
+func (n *Node) deliverMessage(ctx, life context.Context, e *events.Notify, m jetstream.Msg, replyTo string, now time.Time, resume bool) error {
+	r := &e.Req
+	log := n.log.With("req", r.ID, "node", r.Node.String())
+	d, err := n.commit(ctx, log, func() (*decision, error) {
+		d, err := n.decide(e, now)
+		if err == nil && resume && len(d.facts) > 0 {
+			if _, ok := d.facts[0].(*events.MessageAccepted); ok {
+				d.facts = d.facts[1:]
+				d.msgID += "/resumed"
+			}
+		}
+		return d, err
+	})
+	if err != nil {
+		log.Warn("message not decided; will retry", "err", err)
+		return m.NakWithDelay(250 * time.Millisecond)
+	}
+	n.decided.Add(1)
+	if d.reply != nil {
+		n.reply(replyTo, d.reply)
+	}
+	if d.deliver == nil {
+		n.seen.add(r.ID, false)
+		return m.Ack()
+	}
+	n.seen.add(r.ID, true)
+	d.deliver.replyTo, d.deliver.msg = replyTo, m
+	n.delivering[r.ID] = d.deliver
+	return n.startDelivery(life, d.deliver)
 }
 
 // reply publishes a reply to the gateway waiting on subject to.
@@ -542,35 +622,38 @@ func (n *Node) Stats() Stats {
 	return Stats{Decided: n.decided.Load(), Expired: n.expired.Load(), Dropped: n.dropped.Load(), Position: n.proj.Position()}
 }
 
-// recent remembers the last n request ids.
+// recent remembers the last n request ids decided, and whether each is a
+// message still being delivered.
 type recent struct {
 	mu   sync.Mutex
-	ids  map[string]struct{}
+	ids  map[string]bool // id → delivering
 	ring []string
 	next int
 }
 
-func newRecent(n int) *recent {
-	return &recent{ids: make(map[string]struct{}, n), ring: make([]string, n)}
-}
+func newRecent(n int) *recent { return &recent{ids: make(map[string]bool, n), ring: make([]string, n)} }
 
-func (r *recent) add(id string) {
+// add records id; a delivery once finished stays finished.
+func (r *recent) add(id string, delivering bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, ok := r.ids[id]; ok {
+	if was, ok := r.ids[id]; ok {
+		r.ids[id] = was && delivering
 		return
 	}
 	if old := r.ring[r.next]; old != "" {
 		delete(r.ids, old)
 	}
 	r.ring[r.next] = id
-	r.ids[id] = struct{}{}
+	r.ids[id] = delivering
 	r.next = (r.next + 1) % len(r.ring)
 }
 
-func (r *recent) has(id string) bool {
+// get reports whether id was decided, and whether it is a message still
+// being delivered.
+func (r *recent) get(id string) (delivering, ok bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	_, ok := r.ids[id]
-	return ok
+	delivering, ok = r.ids[id]
+	return delivering, ok
 }

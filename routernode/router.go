@@ -52,8 +52,13 @@ func New(cfg Config) (*Router, error) {
 // ConsumerName is the durable consumer routers share.
 const ConsumerName = "routers"
 
-// Run answers lookups until ctx ends.
-func (r *Router) Run(ctx context.Context) error {
+// Run answers lookups until ctx ends; it returns nil then.
+func (r *Router) Run(ctx context.Context) (err error) {
+	defer func() {
+		if ctx.Err() != nil {
+			err = nil // stopped, whatever was under way
+		}
+	}()
 	cons, err := r.cfg.JetStream.CreateOrUpdateConsumer(ctx, events.StreamLookups, jetstream.ConsumerConfig{
 		Durable:       ConsumerName,
 		Description:   "lookups shared by every router",
