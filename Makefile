@@ -12,6 +12,9 @@ run: ## start rvpd dev: one process, embedded NATS, demo domain example.test on 
 test: ## all tests (fuzz seeds included) with the race detector
 	$(GO) test -race -count=1 -timeout 20m ./...
 
+interop: ## only the tests with the real RVP client (Pidgin's librvp); fails when it cannot run
+	RVP_INTEROP=1 $(GO) test -race -count=1 -run 'TestInterop' -v ./cmd/rvpd
+
 fuzz: ## fuzz every parser for FUZZTIME each
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
 	  echo "fuzz $$pkg $$fn"; \
@@ -29,4 +32,4 @@ build: ## build rvpd and rvpctl into ./bin
 help: ## list targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-.PHONY: run test fuzz bench lint build help
+.PHONY: run test interop fuzz bench lint build help

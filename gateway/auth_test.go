@@ -1,8 +1,11 @@
 package gateway
 
 import (
+	"bytes"
+	"crypto/md5"
 	"encoding/base64"
 	"encoding/hex"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -165,5 +168,41 @@ func TestDigestNonceAndSess(t *testing.T) {
 	p["response"] = md5hex("x")
 	if err := verifyDigest(p, "SUBSCRIBE", &v); err == nil {
 		t.Error("a wrong MD5-sess response verified")
+	}
+}
+
+// librvp hex-encodes digests as C strings, stopping at a zero byte. A
+// response captured from the real client for a user whose HA1 starts
+// 11 7a 00 is refused (two bytes of secret); one whose HA1 keeps eight or
+// more bytes before the zero is accepted.
+func TestDigestLibrvpTruncation(t *testing.T) {
+	u := events.NewUser("example.test", "bob")
+	v := projections.NewVerifiers(u, "EXAMPLE", "", "example.test", "test-secret-pw")
+	captured := map[string]string{"username": `EXAMPLE\bob`, "realm": "example.test", "qop": "auth", "algorithm": "MD5", "uri": "/instmsg/aliases/bob",
+		"nonce": "GOvYegW5swMB2JWmoM8RCzfdX22RjX5-4aduzd67Bvs", "nc": "00000001", "cnonce": "15f10cf517957668954f938bba", "response": "f3860d059534fe5ddb0c583ce555a470"}
+	if librvpMD5(`EXAMPLE\bob:example.test:test-secret-pw`) != "117a" {
+		t.Fatal("the captured case no longer truncates as expected")
+	}
+	if err := verifyDigest(captured, "SUBSCRIBE", &v); err == nil {
+		t.Error("a librvp response proving two bytes of HA1 was accepted")
+	}
+	// Find a password whose HA1 has its first zero byte at 8 or later.
+	for i := 0; ; i++ {
+		pw := "pw-" + strconv.Itoa(i)
+		sum := md5.Sum([]byte(`EXAMPLE\bob:example.test:` + pw))
+		if z := bytes.IndexByte(sum[:], 0); z < librvpMinSecret {
+			continue
+		}
+		v := projections.NewVerifiers(u, "EXAMPLE", "", "example.test", pw)
+		p := map[string]string{"username": `EXAMPLE\bob`, "realm": "example.test", "qop": "auth", "uri": "/x", "nonce": "n", "nc": "00000001", "cnonce": "c"}
+		p["response"] = librvpMD5(librvpHex(sum[:]) + ":n:00000001:c:auth:" + librvpMD5("SUBSCRIBE:/x"))
+		if err := verifyDigest(p, "SUBSCRIBE", &v); err != nil {
+			t.Errorf("librvp's response with %d bytes of HA1: %v", bytes.IndexByte(sum[:], 0), err)
+		}
+		p["response"] = md5hex("x")
+		if err := verifyDigest(p, "SUBSCRIBE", &v); err == nil {
+			t.Error("a wrong response was accepted")
+		}
+		break
 	}
 }

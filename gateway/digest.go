@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/md5"
 	"crypto/rand"
@@ -107,10 +108,48 @@ func md5hex(s string) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// librvpHex is how librvp writes a binary MD5 digest in hex: as a C
+// string, so it stops at the first zero byte. librvp's Digest responses
+// are computed with it throughout (found against the real client: a user
+// whose HA1 has a zero byte cannot sign on with a correct server).
+func librvpHex(sum []byte) string {
+	if i := bytes.IndexByte(sum, 0); i >= 0 {
+		sum = sum[:i]
+	}
+	return hex.EncodeToString(sum)
+}
+
+func librvpMD5(s string) string {
+	sum := md5.Sum([]byte(s))
+	return librvpHex(sum[:])
+}
+
+// librvpMinSecret is how many bytes of HA1 librvp's truncation must leave
+// for its response to be accepted: with fewer, the response would prove
+// too little of the password (none at all when HA1 starts with a zero).
+const librvpMinSecret = 8
+
 // verifyDigest checks a Digest response for method against the user's
 // verifiers. The username must be one of the forms the verifiers hold an
-// HA1 for.
+// HA1 for. A response computed as librvp computes it (digests truncated
+// at zero bytes, see librvpHex) is accepted when at least librvpMinSecret
+// bytes of HA1 remain.
 func verifyDigest(p map[string]string, method string, v *projections.Verifiers) error {
+	err := verifyDigestWith(p, method, v, md5hex, func(ha1 string) string { return ha1 })
+	if err == nil {
+		return nil
+	}
+	bin, herr := hex.DecodeString(v.HA1[p["username"]])
+	if herr != nil || bytes.IndexByte(bin, 0) < 0 || bytes.IndexByte(bin, 0) < librvpMinSecret {
+		return err
+	}
+	if verifyDigestWith(p, method, v, librvpMD5, func(string) string { return librvpHex(bin) }) == nil {
+		return nil
+	}
+	return err
+}
+
+func verifyDigestWith(p map[string]string, method string, v *projections.Verifiers, md5hex func(string) string, ha1Of func(string) string) error {
 	user, realm := p["username"], p["realm"]
 	if realm != v.Realm {
 		return fmt.Errorf("realm %q is not %q", realm, v.Realm)
@@ -119,6 +158,7 @@ func verifyDigest(p map[string]string, method string, v *projections.Verifiers) 
 	if !ok {
 		return fmt.Errorf("no Digest verifier for user name %q", user)
 	}
+	ha1 = ha1Of(ha1)
 	switch strings.ToLower(p["algorithm"]) {
 	case "", "md5":
 	case "md5-sess":
