@@ -25,6 +25,7 @@ const (
 	TypeViewSet             = "view.set.v1"
 	TypeViewEnded           = "view.ended.v1"
 	TypeACLSet              = "acl.set.v1"
+	TypePropertySet         = "property.set.v1"
 	TypeMessageAccepted     = "message.accepted.v1"
 	TypeMessageDelivered    = "message.delivered.v1"
 
@@ -54,6 +55,7 @@ func (*PropPatch) Type() string         { return TypePropPatch }
 func (*Notify) Type() string            { return TypeNotify }
 func (*ACL) Type() string               { return TypeACL }
 func (*ACLSet) Type() string            { return TypeACLSet }
+func (*PropertySet) Type() string       { return TypePropertySet }
 func (*Lookup) Type() string            { return TypeLookup }
 func (*Reply) Type() string             { return TypeReply }
 
@@ -90,6 +92,7 @@ func (*PropPatch) isEvent()         {}
 func (*Notify) isEvent()            {}
 func (*ACL) isEvent()               {}
 func (*ACLSet) isEvent()            {}
+func (*PropertySet) isEvent()       {}
 func (*Lookup) isEvent()            {}
 func (*Reply) isEvent()             {}
 
@@ -148,6 +151,8 @@ func Decode(typ string, data []byte) (Event, error) {
 		e = new(ACL)
 	case TypeACLSet:
 		e = new(ACLSet)
+	case TypePropertySet:
+		e = new(PropertySet)
 	case TypeLookup:
 		e = new(Lookup)
 	case TypeReply:

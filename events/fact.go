@@ -78,6 +78,14 @@ type ViewEnded struct {
 	Reason string `json:"reason"`
 }
 
+// PropertySet records a property of a node set by its owner (the mobile
+// properties; the others come from the directory).
+type PropertySet struct {
+	Meta
+	Node  User      `json:"node"`
+	Value PropValue `json:"value"`
+}
+
 // ACLSet records a node's new access control list.
 type ACLSet struct {
 	Meta
@@ -112,6 +120,7 @@ func (e *SubscriptionEnded) Subject() User   { return e.Node }
 func (e *ViewSet) Subject() User             { return e.Node }
 func (e *ViewEnded) Subject() User           { return e.Node }
 func (e *ACLSet) Subject() User              { return e.Node }
+func (e *PropertySet) Subject() User         { return e.Node }
 func (e *MessageAccepted) Subject() User     { return e.Node }
 func (e *MessageDelivered) Subject() User    { return e.Node }
 
@@ -121,5 +130,6 @@ func (e *SubscriptionEnded) Metadata() *Meta   { return &e.Meta }
 func (e *ViewSet) Metadata() *Meta             { return &e.Meta }
 func (e *ViewEnded) Metadata() *Meta           { return &e.Meta }
 func (e *ACLSet) Metadata() *Meta              { return &e.Meta }
+func (e *PropertySet) Metadata() *Meta         { return &e.Meta }
 func (e *MessageAccepted) Metadata() *Meta     { return &e.Meta }
 func (e *MessageDelivered) Metadata() *Meta    { return &e.Meta }

@@ -99,7 +99,8 @@ type StateUpdate struct {
 type PropPatch struct {
 	Req
 	State *StateUpdate `json:"state,omitempty"`
-	Other []Prop       `json:"other,omitempty"` // other properties named in the update
+	// Set are the other properties the update sets, with their text.
+	Set []PropValue `json:"set,omitempty"`
 }
 
 // Notify carries a NOTIFY to a node: an instant message, a typing

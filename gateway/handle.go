@@ -326,7 +326,7 @@ func (g *Gateway) requestEvent(req *rvp.Request, base events.Req) (events.Reques
 		if err != nil {
 			return nil, refuse(400, "%v", err)
 		}
-		return &events.PropPatch{Req: base, State: state, Other: other}, nil
+		return &events.PropPatch{Req: base, State: state, Set: other}, nil
 	case "ACL":
 		if len(bytes.TrimSpace(req.Body)) == 0 {
 			return &events.ACL{Req: base}, nil
@@ -394,7 +394,7 @@ func render(req *rvp.Request, r *events.Reply) *rvp.Response {
 	}
 	switch {
 	case r.Status == 207 && r.Lease != nil:
-		resp.Body = rvp.LeaseMultistatus(r.Href, *r.Lease, r.Forbidden)
+		resp.Body = rvp.LeaseMultistatus(r.Href, *r.Lease, r.Found, r.Forbidden)
 	case r.Status == 207:
 		resp.Body = rvp.Multistatus(r.Href, r.Found, r.Missing, r.Forbidden)
 	case r.Listed:

@@ -363,10 +363,13 @@ func (n *Node) props(u events.User, nodeURL string, p principal, self bool, name
 			v = display
 		case events.PropEmail:
 			v = email
-		case events.PropMobileState:
-			v = "0"
-		case events.PropMobileDescription:
-			v = ""
+		case events.PropMobileState, events.PropMobileDescription:
+			if v, err = n.proj.Property(u, name); err != nil {
+				return nil, nil, nil, err
+			}
+			if v == "" && name == events.PropMobileState {
+				v = "0"
+			}
 		default:
 			missing = append(missing, name)
 			continue
@@ -404,9 +407,27 @@ func (n *Node) decidePropPatch(d *decision, e *events.PropPatch, now time.Time) 
 	if !owner(r) {
 		return d.fail(r, 403, "only %s may change the properties of its node", r.Node)
 	}
+	meta := n.meta(r, now)
+	// The mobile properties are the owner's to set; display name, e-mail
+	// and anything else come from the directory and are refused (403
+	// propstat), as in Exchange.
+	var set []events.PropValue
+	var forbidden []events.Prop
+	for _, pv := range e.Set {
+		switch {
+		case pv.Prop == events.PropMobileState && (pv.Value == "0" || pv.Value == "1" || pv.Value == ""),
+			pv.Prop == events.PropMobileDescription && len(pv.Value) <= 256:
+			if pv.Prop == events.PropMobileState && pv.Value == "" {
+				pv.Value = "0"
+			}
+			set = append(set, pv)
+			d.facts = append(d.facts, &events.PropertySet{Meta: meta, Node: r.Node, Value: pv})
+		default:
+			forbidden = append(forbidden, pv.Prop)
+		}
+	}
 	if e.State == nil {
-		// Display name, e-mail and the rest come from the directory.
-		d.reply = &events.Reply{ID: r.ID, Status: 207, Href: r.NodeURL, Forbidden: e.Other}
+		d.reply = &events.Reply{ID: r.ID, Status: 207, Href: r.NodeURL, Found: set, Forbidden: forbidden}
 		return d, nil
 	}
 	u := *e.State
@@ -430,7 +451,6 @@ func (n *Node) decidePropPatch(d *decision, e *events.PropPatch, now time.Time) 
 	}
 	secs := clampSeconds(u.Timeout, n.policy.MinLease, n.policy.MaxLease, n.policy.DefaultLease)
 	lease := &events.Lease{Value: u.Value, Default: u.Default, Timeout: secs, ViewID: u.ViewID}
-	meta := n.meta(r, now)
 	switch {
 	case u.Value == u.Default || u.Value == events.StateOffline:
 		if view != nil {
@@ -448,7 +468,7 @@ func (n *Node) decidePropPatch(d *decision, e *events.PropPatch, now time.Time) 
 		d.facts = append(d.facts, &events.ViewSet{Meta: meta, Node: r.Node, ID: id, Value: u.Value, Default: u.Default,
 			Timeout: secs, Expires: now.Add(seconds(secs)), Source: r.Client})
 	}
-	d.reply = &events.Reply{ID: r.ID, Status: 207, Href: r.NodeURL, Lease: lease, Forbidden: e.Other}
+	d.reply = &events.Reply{ID: r.ID, Status: 207, Href: r.NodeURL, Lease: lease, Found: set, Forbidden: forbidden}
 	return d, nil
 }
 

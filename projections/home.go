@@ -26,6 +26,7 @@ import (
 //	u <domain> <alias> s <id>            Subscription (JSON)
 //	u <domain> <alias> v <id>            View (JSON)
 //	u <domain> <alias> acl               the node's ACL (JSON), when one was written
+//	u <domain> <alias> p <ns> <name>     a property its owner set (mobile state, description)
 //	x <unix nanos> <domain> <alias> s|v <id>   expiry index (empty value)
 type Home struct {
 	db     *DB
@@ -196,6 +197,8 @@ func (h *Home) apply(b *pebble.Batch, f events.Fact) error {
 			return err
 		}
 		return b.Set(h.userKey(e.Node, "acl"), data, nil)
+	case *events.PropertySet:
+		return b.Set(h.userKey(e.Node, "p", events.Token(e.Value.Space), events.Token(e.Value.Local)), []byte(e.Value.Value), nil)
 	case *events.MessageAccepted, *events.MessageDelivered:
 		// History only: the stream is their record.
 		return nil
@@ -306,6 +309,12 @@ func (h *Home) Views(u events.User) ([]View, error) {
 		return nil
 	})
 	return out, err
+}
+
+// Property returns the value of a property u's owner set, "" when none.
+func (h *Home) Property(u events.User, p events.Prop) (string, error) {
+	v, err := get(h.db.pdb, h.userKey(u, "p", events.Token(p.Space), events.Token(p.Local)))
+	return string(v), err
 }
 
 // ACL returns the ACL written for u's node, or nil and false when none

@@ -110,8 +110,9 @@ func Multistatus(href string, found []events.PropValue, missing, forbidden []eve
 }
 
 // LeaseMultistatus renders the 207 answer to a PROPPATCH of r:state: the
-// granted lease echoed in leased form, with the view id after it.
-func LeaseMultistatus(href string, l events.Lease, forbidden []events.Prop) []byte {
+// granted lease echoed in leased form, with the view id after it, the
+// other properties set beside it, and those refused in a 403 propstat.
+func LeaseMultistatus(href string, l events.Lease, set []events.PropValue, forbidden []events.Prop) []byte {
 	var b bytes.Buffer
 	b.WriteString(xmlDecl + "<d:multistatus" + nsDecl + "><d:response><d:href>")
 	escape(&b, href)
@@ -126,6 +127,11 @@ func LeaseMultistatus(href string, l events.Lease, forbidden []events.Prop) []by
 		b.WriteString("</d:timeout></r:leased-value><r:view-id>")
 		b.WriteString(strconv.Itoa(int(l.ViewID)))
 		b.WriteString("</r:view-id></r:state>")
+		for _, pv := range set {
+			openProp(&b, pv.Prop, false)
+			escape(&b, pv.Value)
+			closeProp(&b, pv.Prop)
+		}
 	})
 	if len(forbidden) > 0 {
 		writePropStat(&b, 403, func() {

@@ -143,8 +143,8 @@ func parseXML(body []byte) (*node, error) {
 // spec's misspelt d:propupdate) with d:set/d:prop. r:state may be leased
 // (r:leased-value with r:value, r:default-value and d:timeout or r:timeout)
 // or bare (<r:state><r:offline/></r:state>, as librvp sends at logout); an
-// r:view-id may follow. Other properties are returned by name.
-func ParsePropertyUpdate(body []byte) (state *events.StateUpdate, other []events.Prop, err error) {
+// r:view-id may follow. Other properties are returned with their text.
+func ParsePropertyUpdate(body []byte) (state *events.StateUpdate, other []events.PropValue, err error) {
 	root, err := parseXML(body)
 	if err != nil {
 		return nil, nil, err
@@ -165,7 +165,14 @@ func ParsePropertyUpdate(body []byte) (state *events.StateUpdate, other []events
 					if !validName(p.name.Local) {
 						return nil, nil, xmlErr("PROPPATCH body: bad property name %q", truncate(p.name.Local, 40))
 					}
-					other = append(other, p.name)
+					if len(p.children) > 0 {
+						return nil, nil, xmlErr("PROPPATCH body: property %s holds elements, want text", p.name.Local)
+					}
+					value := strings.TrimSpace(p.text.String())
+					if op.name.Local == "remove" {
+						value = ""
+					}
+					other = append(other, events.PropValue{Prop: p.name, Value: value})
 					continue
 				}
 				if state != nil {

@@ -38,7 +38,7 @@ func TestParsePropertyUpdate(t *testing.T) {
 		}
 	}
 	st, other, err := ParsePropertyUpdate([]byte(proppatchSeeds[5]))
-	if err != nil || st != nil || len(other) != 1 || other[0] != events.PropDisplayName {
+	if err != nil || st != nil || len(other) != 1 || other[0] != (events.PropValue{Prop: events.PropDisplayName, Value: "x"}) {
 		t.Errorf("displayname only: %v %v %v", st, other, err)
 	}
 	for _, bad := range []string{"", "not xml", `<d:propertyupdate xmlns:d="DAV:">`, `<x/>`,
@@ -65,12 +65,16 @@ func FuzzParsePropertyUpdate(f *testing.F) {
 		if st == nil && len(other) == 0 {
 			t.Fatal("accepted a PROPPATCH that sets nothing")
 		}
+		var names []events.Prop
+		for _, o := range other {
+			names = append(names, o.Prop)
+		}
 		if st != nil && (st.Value == "" || st.Timeout < 0 || st.ViewID < 0) {
 			t.Fatalf("bad state update %+v", st)
 		}
 		if st != nil {
 			// The value must render safely as an element name.
-			b := LeaseMultistatus("http://x/instmsg/aliases/a", events.Lease{Value: st.Value, Default: st.Default, Timeout: st.Timeout, ViewID: st.ViewID}, other)
+			b := LeaseMultistatus("http://x/instmsg/aliases/a", events.Lease{Value: st.Value, Default: st.Default, Timeout: st.Timeout, ViewID: st.ViewID}, other, names)
 			if err := wellFormed(b); err != nil {
 				t.Fatalf("rendered answer not well-formed: %v\n%s", err, b)
 			}

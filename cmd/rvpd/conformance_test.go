@@ -485,6 +485,18 @@ func TestConformance(t *testing.T) {
 		hasAll(t, "207", string(r.Body), "<r:state><r:leased-value><r:value><r:online/></r:value><r:default-value><r:offline/></r:default-value><d:timeout>1200</d:timeout></r:leased-value><r:view-id>")
 		viewID(t, r)
 	})
+	t.Run("C38b_proppatch_other_properties", func(t *testing.T) {
+		e := cf.user(t, "erin")
+		body := `<?xml version="1.0"?><d:propertyupdate xmlns:d="DAV:" xmlns:r="http://schemas.microsoft.com/rvp/"><d:set><d:prop>` +
+			`<r:mobile-state>1</r:mobile-state><r:mobile-description>+1 555 0100</r:mobile-description><d:displayname>Somebody Else</d:displayname>` +
+			`</d:prop></d:set></d:propertyupdate>`
+		r := e.Do("PROPPATCH", "/instmsg/aliases/erin", []byte(body), e.From(), "Content-Type: text/xml")
+		mustStatus(t, "PROPPATCH", r, 207)
+		hasAll(t, "207", string(r.Body), "<d:prop><r:mobile-state>1</r:mobile-state><r:mobile-description>+1 555 0100</r:mobile-description></d:prop><d:status>HTTP/1.1 200 Successful</d:status>",
+			"<d:prop><d:displayname/></d:prop><d:status>HTTP/1.1 403 Forbidden</d:status>")
+		r = propfind(cf.user(t, "alice"), "erin", "<d:allprop/>", "Depth: 0")
+		hasAll(t, "PROPFIND", string(r.Body), "<r:mobile-state>1</r:mobile-state>", "<r:mobile-description>+1 555 0100</r:mobile-description>", "<d:displayname>Erin</d:displayname>")
+	})
 	t.Run("C39_r_timeout", func(t *testing.T) {
 		e := cf.user(t, "erin")
 		body := strings.ReplaceAll(string(testcluster.StateBody("busy", 900, 0)), "d:timeout", "r:timeout")
