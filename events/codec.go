@@ -16,6 +16,7 @@ const (
 	TypePropPatch         = "request.proppatch.v1"
 	TypeNotify            = "request.notify.v1"
 	TypeACL               = "request.acl.v1"
+	TypeRelay             = "request.relay.v1"
 	TypeLookup            = "lookup.v1"
 	TypeReply             = "reply.v1"
 
@@ -54,6 +55,7 @@ func (*PropFind) Type() string          { return TypePropFind }
 func (*PropPatch) Type() string         { return TypePropPatch }
 func (*Notify) Type() string            { return TypeNotify }
 func (*ACL) Type() string               { return TypeACL }
+func (*Relay) Type() string             { return TypeRelay }
 func (*ACLSet) Type() string            { return TypeACLSet }
 func (*PropertySet) Type() string       { return TypePropertySet }
 func (*Lookup) Type() string            { return TypeLookup }
@@ -91,6 +93,7 @@ func (*PropFind) isEvent()          {}
 func (*PropPatch) isEvent()         {}
 func (*Notify) isEvent()            {}
 func (*ACL) isEvent()               {}
+func (*Relay) isEvent()             {}
 func (*ACLSet) isEvent()            {}
 func (*PropertySet) isEvent()       {}
 func (*Lookup) isEvent()            {}
@@ -149,6 +152,8 @@ func Decode(typ string, data []byte) (Event, error) {
 		e = new(Notify)
 	case TypeACL:
 		e = new(ACL)
+	case TypeRelay:
+		e = new(Relay)
 	case TypeACLSet:
 		e = new(ACLSet)
 	case TypePropertySet:

@@ -24,6 +24,7 @@ func sampleEvents() []Event {
 		&PropertySet{Meta: meta, Node: bob, Value: PropValue{Prop: PropMobileDescription, Value: "+1 555 0100"}},
 		&Notify{Req: req, AckType: "DeepOr", HopCount: 1, Body: []byte("<r:notification/>")},
 		&ACL{Req: req, Write: true, ACEs: DefaultACL("http://im.example.test/instmsg/aliases/bob")},
+		&Relay{Req: req, Body: []byte("<r:notification/>")},
 		&ACLSet{Meta: meta, Node: bob, ACEs: []ACE{{Principal: "http://x/instmsg/aliases/m", User: NewUser("x", "m"), Credentials: []string{CredAny}, Deny: []string{RightPresence}}}},
 		&Lookup{ID: "r2", At: at, Deadline: at, Gateway: "gw1", Client: "1.2.3.4", Method: "SUBSCRIBE", Host: "im.acme.test", Alias: "dave"},
 		&Reply{ID: "r1", Status: 207, Href: "http://x/instmsg/aliases/bob", Found: []PropValue{{PropState, "online"}}, Lease: &Lease{"online", "offline", 1200, 3}},

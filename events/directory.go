@@ -51,12 +51,20 @@ type HomeServerDeleted struct {
 	Name string `json:"name"`
 }
 
+// Router modes: what a router does with clients.
+const (
+	RouterAuto     = "auto"     // redirect clients inside the firewall topology, proxy the others (Exchange)
+	RouterRedirect = "redirect" // redirect every client to its home server (302)
+	RouterProxy    = "proxy"    // proxy every request to the home server
+)
+
 // RouterCreated records a router: the public face of an IM domain.
 type RouterCreated struct {
 	Meta
 	Name   string `json:"name"`
 	Domain string `json:"domain"`
 	Host   string `json:"host"`
+	Mode   string `json:"mode,omitempty"` // default RouterAuto
 }
 
 // RouterDeleted records the removal of a router.

@@ -134,6 +134,17 @@ func (r *Req) Credential() string {
 	return r.Auth.Scheme
 }
 
+// Relay hands a notification to a node's home server for its clients: a
+// presence change for a watcher homed on another home server of the same
+// organisation. It is sent by a home node, not by a client, decides
+// nothing and records nothing; the watched node's home server judged the
+// watcher's rights already.
+type Relay struct {
+	Req
+	Body []byte `json:"body"`
+}
+
+func (e *Relay) Request() *Req             { return &e.Req }
 func (e *ACL) Request() *Req               { return &e.Req }
 func (e *Subscribe) Request() *Req         { return &e.Req }
 func (e *Renew) Request() *Req             { return &e.Req }
@@ -143,7 +154,10 @@ func (e *PropFind) Request() *Req          { return &e.Req }
 func (e *PropPatch) Request() *Req         { return &e.Req }
 func (e *Notify) Request() *Req            { return &e.Req }
 
-// Lookup asks a router where a node lives, when a gateway cannot place it.
+// Lookup asks a router what to do with a request a gateway does not serve
+// itself: a node of another organisation (forwarded to it), or a client
+// the firewall topology says to redirect (302 to the home server). It
+// carries the request as received, so a router can forward it.
 type Lookup struct {
 	ID       string    `json:"id"`
 	At       time.Time `json:"at"`
@@ -153,6 +167,13 @@ type Lookup struct {
 	Method   string    `json:"method"`
 	Host     string    `json:"host"` // host the node was addressed by
 	Alias    string    `json:"alias"`
+	Path     string    `json:"path"`
+	// Header holds the RVP headers of the request, by their Exchange
+	// spelling; HopCount is its RVP-Hop-Count (1 when absent).
+	Header   map[string]string `json:"header,omitempty"`
+	HopCount int               `json:"hop_count,omitempty"`
+	Body     []byte            `json:"body,omitempty"`
+	Auth     Identity          `json:"auth,omitzero"`
 }
 
 // Reply is a home node's or router's answer to a request, rendered into an
@@ -179,6 +200,17 @@ type Reply struct {
 	// ACL is a node's access control list, for an ACL answer.
 	ACL    []ACE `json:"acl,omitempty"`
 	HasACL bool  `json:"has_acl,omitempty"`
+
+	// Raw is another server's answer, relayed as it came: a request
+	// forwarded to another organisation.
+	Raw *RawAnswer `json:"raw,omitempty"`
+}
+
+// RawAnswer is an answer relayed unchanged.
+type RawAnswer struct {
+	Status int               `json:"status"`
+	Header map[string]string `json:"header,omitempty"` // RVP headers, by their Exchange spelling
+	Body   []byte            `json:"body,omitempty"`
 }
 
 // PropValue is a property and its text value; for r:state the value is the

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -56,6 +58,60 @@ type target struct {
 	nodeURL string // the node's URL as the requester addressed it
 }
 
+func (t *target) domainOrNil() *projections.Domain {
+	if t == nil {
+		return nil
+	}
+	return t.domain
+}
+
+// ours reports whether a principal URL or server name belongs to one of
+// our IM domains.
+func (g *Gateway) ours(principal string) bool {
+	host := principal
+	if u, err := rvp.ParseURL(principal); err == nil {
+		host = u.Host
+	}
+	dom, err := g.domainOf(host)
+	return err == nil && dom != nil
+}
+
+// forwarded are the request headers a lookup carries, for a router to
+// forward the request to another organisation.
+var forwarded = []string{rvp.HdrFromPrincipal, rvp.HdrNotificationType, rvp.HdrCallBack, rvp.HdrLifetime, rvp.HdrSubscriptionID,
+	rvp.HdrAckType, rvp.HdrDepth, rvp.HdrContentType}
+
+func lookupOf(req *rvp.Request, host, alias, path string) *events.Lookup {
+	lk := &events.Lookup{Host: host, Alias: alias, Path: path, Body: req.Body, HopCount: 1, Header: map[string]string{}}
+	for _, h := range forwarded {
+		if v := req.Header.Get(h); v != "" {
+			lk.Header[h] = v
+		}
+	}
+	if n, err := strconv.Atoi(strings.TrimSpace(req.Header.Get(rvp.HdrHopCount))); err == nil && n > 0 {
+		lk.HopCount = n
+	}
+	return lk
+}
+
+// inside reports whether client is inside the firewall topology.
+func (g *Gateway) inside(client string) (bool, error) {
+	s, err := g.cfg.Directory.Settings()
+	if err != nil {
+		return false, err
+	}
+	ip, err := netip.ParseAddr(client)
+	if err != nil {
+		return false, nil
+	}
+	for _, r := range s.Inside {
+		if p, err := netip.ParsePrefix(r); err == nil && p.Contains(ip.Unmap()) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // handle answers one request.
 func (g *Gateway) handle(ctx context.Context, c *conn, req *rvp.Request, client string) *rvp.Response {
 	switch req.Method {
@@ -86,23 +142,37 @@ func (g *Gateway) handleRVP(ctx context.Context, c *conn, req *rvp.Request, clie
 	if err != nil {
 		return nil, err
 	}
-	tgt, lookup, err := g.resolveTarget(req, from)
+	tgt, lookup, err := g.resolveTarget(req, from, client)
 	if err != nil {
 		return nil, err
+	}
+	if foreign := from != "" && fromUser.IsZero() && !g.ours(from); foreign {
+		// Another organisation speaks: only if we federate.
+		if s, err := g.cfg.Directory.Settings(); err != nil {
+			return nil, err
+		} else if !s.InternetCapable {
+			g.log.Info("request from another organisation refused: intranet-only", "from", from, "client", client)
+			return nil, refuse(403, "this organisation does not exchange instant messages with other organisations (%s)", from)
+		}
 	}
 	now := g.now()
 	id := newID()
 	deadline := now.Add(g.cfg.RequestTimeout)
-	if lookup != nil {
+	lookupFor := func(auth events.Identity) (*rvp.Response, error) {
 		lookup.ID, lookup.At, lookup.Deadline, lookup.Gateway, lookup.Client, lookup.Method = id, now, deadline, g.cfg.ID, client, req.Method
+		lookup.Auth = auth
 		reply, err := g.dispatch(ctx, events.LookupSubject(""), id, deadline, lookup)
 		if err != nil {
 			return nil, fmt.Errorf("lookup of %s on %s: %w", lookup.Alias, lookup.Host, err)
 		}
 		return render(req, reply), nil
 	}
+	if lookup != nil && tgt != nil {
+		// Redirected to its home server, the client authenticates there.
+		return lookupFor(events.Identity{})
+	}
 
-	ar := AuthRequest{Req: req, Client: client, Domain: tgt.domain, From: fromUser,
+	ar := AuthRequest{Req: req, Client: client, Domain: tgt.domainOrNil(), From: fromUser,
 		Required: !fromUser.IsZero() || (from == "" && ownerOnly(req))}
 	if fromDomain != nil {
 		ar.Domain = fromDomain
@@ -124,6 +194,12 @@ func (g *Gateway) handleRVP(ctx context.Context, c *conn, req *rvp.Request, clie
 			g.log.Info("spoofed principal refused", "from", from, "authenticated", identity.User.String(), "client", client)
 			return nil, refuse(403, "RVP-From-Principal %q does not name %s, the user you authenticated as", from, identity.User)
 		}
+	}
+	if lookup != nil {
+		// Another organisation's node: forwarded by a router, for an
+		// authenticated user of ours (or a request without a principal of
+		// ours), never as an open relay for spoofed ones.
+		return lookupFor(identity)
 	}
 
 	base := events.Req{
@@ -211,8 +287,12 @@ func (g *Gateway) localUser(u rvp.URL) (events.User, *projections.Domain, error)
 }
 
 // resolveTarget finds the node a request addresses. A host no IM domain
-// answers to becomes a lookup for the routers.
-func (g *Gateway) resolveTarget(req *rvp.Request, from string) (*target, *events.Lookup, error) {
+// answers to becomes a lookup for the routers (another organisation's
+// node: target nil); so does a logical URL addressed to a router that the
+// routing policy says to redirect this client from (target set). Physical
+// URLs, home server hosts, proxied clients and domains without routers
+// are served here.
+func (g *Gateway) resolveTarget(req *rvp.Request, from, client string) (*target, *events.Lookup, error) {
 	host, path := req.Header.Get("Host"), req.Target
 	absolute := false
 	if strings.Contains(req.Target, "://") {
@@ -243,7 +323,7 @@ func (g *Gateway) resolveTarget(req *rvp.Request, from string) (*target, *events
 		return nil, nil, err
 	}
 	if dom == nil {
-		return nil, &events.Lookup{Host: lookupHost, Alias: ref.Alias}, nil
+		return nil, lookupOf(req, lookupHost, ref.Alias, path), nil
 	}
 	user := events.NewUser(dom.Domain, ref.Alias)
 	rec, err := g.cfg.Directory.User(user)
@@ -270,8 +350,50 @@ func (g *Gateway) resolveTarget(req *rvp.Request, from string) (*target, *events
 			}
 		}
 		t.nodeURL = "http://" + host + strings.TrimRight(path, "/")
+		redirect, err := g.redirects(dom, host, client)
+		if err != nil {
+			return nil, nil, err
+		}
+		if redirect {
+			return t, lookupOf(req, host, ref.Alias, path), nil
+		}
 	}
 	return t, nil, nil
+}
+
+// redirects reports whether the routing policy sends this client to the
+// home server (302) rather than serving it here: when the request names a
+// router of a domain that has routers (not a home server's own host), and
+// the router redirects every client, or redirects clients inside the
+// firewall topology and this one is.
+func (g *Gateway) redirects(dom *projections.Domain, host, client string) (bool, error) {
+	if hs, err := g.cfg.Directory.HomeServerByHost(host); err != nil || hs != nil {
+		return false, err
+	}
+	routers, err := g.cfg.Directory.RoutersOf(dom.Domain)
+	if err != nil || len(routers) == 0 {
+		return false, err // a combined router and home server
+	}
+	r := routers[0]
+	for _, x := range routers {
+		if strings.EqualFold(x.Host, host) || strings.EqualFold(x.Host, hostOnly(host)) {
+			r = x
+		}
+	}
+	switch r.Mode {
+	case events.RouterRedirect:
+		return true, nil
+	case events.RouterProxy:
+		return false, nil
+	}
+	return g.inside(client)
+}
+
+func hostOnly(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	return hostport
 }
 
 // requestEvent turns a parsed request into its request event, refusing
@@ -397,6 +519,14 @@ func render(req *rvp.Request, r *events.Reply) *rvp.Response {
 		resp.Body = rvp.LeaseMultistatus(r.Href, *r.Lease, r.Found, r.Forbidden)
 	case r.Status == 207:
 		resp.Body = rvp.Multistatus(r.Href, r.Found, r.Missing, r.Forbidden)
+	case r.Raw != nil:
+		resp.Status, resp.Body = r.Raw.Status, r.Raw.Body
+		for _, h := range []string{rvp.HdrSubscriptionID, rvp.HdrLifetime, rvp.HdrContentType, rvp.HdrLocation} {
+			if v := r.Raw.Header[h]; v != "" {
+				resp.Set(h, v)
+			}
+		}
+		return resp
 	case r.Listed:
 		resp.Body = rvp.Subscriptions(r.Subscriptions)
 	case r.HasACL:

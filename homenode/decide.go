@@ -31,6 +31,9 @@ type decision struct {
 	// aclBefore holds the ACL a node had before a decision changed it:
 	// watchers whose sight of its presence changed are told.
 	aclBefore map[events.User][]events.ACE
+	// relay is a notification from another home server for the node's
+	// clients.
+	relay *events.Relay
 }
 
 type subRef struct {
@@ -102,6 +105,12 @@ func (n *Node) decide(req events.Request, now time.Time) (*decision, error) {
 		return n.decideNotify(d, e, now)
 	case *events.ACL:
 		return n.decideACL(d, e, now)
+	case *events.Relay:
+		if r.Auth.Scheme != "internal" {
+			return d.fail(r, 403, "relays come from home servers only")
+		}
+		d.relay = e
+		return d, nil
 	}
 	return d.fail(r, 501, "%s is not decided by home nodes", req.Type())
 }

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
@@ -86,11 +87,15 @@ func (p *pool) submit(j job) bool {
 }
 
 // target is a client callback a NOTIFY goes to, and the subscription that
-// named it.
+// named it; or, when home is set, the home server of a watcher on another
+// home server, which relays the NOTIFY to its clients.
 type target struct {
 	url   rvp.URL
 	subID int32
 	ref   subRef
+	home  string
+	// foreign marks another organisation's server: its 302s are followed.
+	foreign bool
 }
 
 // delivery is a message being delivered to a node's clients.
@@ -275,6 +280,9 @@ func (n *Node) afterCommit(d *decision) {
 			n.fanOut(u, before, after)
 		}
 	}
+	if d.relay != nil {
+		n.deliverRelay(d.relay)
+	}
 	for u, old := range d.aclBefore {
 		n.aclChanged(u, old)
 	}
@@ -380,11 +388,15 @@ func (n *Node) notifyState(u events.User, s *projections.Subscription, state str
 		server = dom.IMHost
 	}
 	for _, t := range n.targetsOf(s) {
-		key := t.url.String() + "\x00" + string(body)
+		key := t.home + "\x00" + t.ref.node.String() + "\x00" + t.url.String() + "\x00" + string(body)
 		if sent[key] {
 			continue
 		}
 		sent[key] = true
+		if t.home != "" {
+			n.relayTo(t.home, t.ref.node, server, body)
+			continue
+		}
 		out := rvp.Outbound{URL: t.url, Body: body, Header: []rvp.Field{
 			{Name: rvp.HdrVersion, Value: rvp.Version},
 			{Name: rvp.HdrHopCount, Value: "2"},
@@ -392,6 +404,9 @@ func (n *Node) notifyState(u events.User, s *projections.Subscription, state str
 			{Name: rvp.HdrSubscriptionID, Value: strconv.Itoa(int(t.subID))},
 			{Name: rvp.HdrContentType, Value: rvp.ContentTypeXML},
 		}}
+		if t.foreign {
+			out.Redirects = 3
+		}
 		if !n.pool.submit(job{out: out, deadline: n.now().Add(n.policy.DeliveryTimeout), done: n.reachability(t.ref)}) {
 			n.log.Warn("delivery queue full; presence notification dropped", "node", u.String(), "url", t.url.String())
 		}
@@ -409,11 +424,8 @@ func (n *Node) targetsOf(s *projections.Subscription) []target {
 			return nil
 		}
 		if rec.Home != n.cfg.Home {
-			// Watchers on other home servers are reached through their
-			// home node; until that path exists, their logical URL is not
-			// contacted over HTTP (it would come back here).
-			n.log.Debug("watcher on another home server not notified", "watcher", s.Watcher.String(), "home", rec.Home)
-			return nil
+			// Its own home server has its clients' addresses: hand over.
+			return []target{{home: rec.Home, ref: subRef{s.Watcher, 0}}}
 		}
 		subs, err := n.proj.Subscriptions(s.Watcher)
 		if err != nil {
@@ -433,6 +445,18 @@ func (n *Node) targetsOf(s *projections.Subscription) []target {
 	u, err := rvp.ParseURL(s.CallBack)
 	if err != nil {
 		return nil
+	}
+	if rvp.IsNodeURL(u) {
+		// A principal of another organisation: its own server relays to
+		// its clients, if we federate at all.
+		if dom, err := n.cfg.Directory.DomainByHost(u.Host); err != nil || dom != nil {
+			return nil
+		}
+		if st, err := n.cfg.Directory.Settings(); err != nil || !st.InternetCapable {
+			n.log.Debug("watcher of another organisation not notified: intranet-only", "callback", s.CallBack)
+			return nil
+		}
+		return []target{{url: u, subID: s.ID, ref: subRef{s.Node, s.ID}, foreign: true}}
 	}
 	return []target{{url: u, subID: s.ID, ref: subRef{s.Node, s.ID}}}
 }
@@ -482,6 +506,57 @@ func (n *Node) decideExpiry(x projections.Due, now time.Time) (*decision, error)
 		d.facts = append(d.facts, &events.ViewEnded{Meta: meta, Node: x.User, ID: x.ID, Reason: events.EndExpired})
 	}
 	return d, nil
+}
+
+// relayTo hands body to home's node for watcher's clients, as a request
+// event; nothing waits for an answer.
+func (n *Node) relayTo(home string, watcher events.User, server string, body []byte) {
+	now := n.now()
+	ev := &events.Relay{Req: events.Req{
+		ID: "relay-" + strconv.FormatUint(n.relays.Add(1), 10) + "-" + strconv.FormatInt(now.UnixNano(), 36) + "-" + events.Token(n.cfg.Home),
+		At: now, Deadline: now.Add(n.policy.DeliveryTimeout), Gateway: "home:" + n.cfg.Home,
+		Node: watcher, From: server, Auth: events.Identity{Scheme: "internal"},
+	}, Body: body}
+	data, err := events.Encode(ev)
+	if err != nil {
+		return
+	}
+	msg := nats.NewMsg(events.RequestSubject(home, watcher))
+	msg.Header.Set(events.HeaderType, ev.Type())
+	msg.Data = data
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := n.cfg.JetStream.PublishMsg(ctx, msg, jetstream.WithMsgID(ev.ID)); err != nil {
+		n.log.Warn("relay to another home server failed", "home", home, "watcher", watcher.String(), "err", err)
+	}
+}
+
+// deliverRelay sends a relayed notification to the node's clients.
+func (n *Node) deliverRelay(e *events.Relay) {
+	subs, err := n.proj.Subscriptions(e.Node)
+	if err != nil {
+		n.log.Error("read subscriptions", "user", e.Node.String(), "err", err)
+		return
+	}
+	for _, l := range subs {
+		if l.Kind != events.NotifyPragma {
+			continue
+		}
+		u, err := rvp.ParseURL(l.CallBack)
+		if err != nil {
+			continue
+		}
+		out := rvp.Outbound{URL: u, Body: e.Body, Header: []rvp.Field{
+			{Name: rvp.HdrVersion, Value: rvp.Version},
+			{Name: rvp.HdrHopCount, Value: "3"},
+			{Name: rvp.HdrFromPrincipal, Value: e.From},
+			{Name: rvp.HdrSubscriptionID, Value: strconv.Itoa(int(l.ID))},
+			{Name: rvp.HdrContentType, Value: rvp.ContentTypeXML},
+		}}
+		if !n.pool.submit(job{out: out, deadline: e.Deadline, done: n.reachability(subRef{e.Node, l.ID})}) {
+			n.log.Warn("delivery queue full; relayed notification dropped", "node", e.Node.String())
+		}
+	}
 }
 
 // reach is whether a subscription's callback answered a NOTIFY.

@@ -120,8 +120,8 @@ type Node struct {
 	// by Run's goroutine.
 	delivering map[string]*delivery
 
-	// Counters, read by Stats.
-	decided, expired, dropped atomic.Uint64
+	// Counters, read by Stats; relays numbers relay requests.
+	decided, expired, dropped, relays atomic.Uint64
 }
 
 // New returns a node for cfg.Home; Run starts it.

@@ -215,10 +215,18 @@ func (a *Admin) DeleteHomeServer(ctx context.Context, name string) error {
 	return a.appendNext(ctx, &events.HomeServerDeleted{Meta: a.meta(), Name: name})
 }
 
-// CreateRouter creates a router for an IM domain.
-func (a *Admin) CreateRouter(ctx context.Context, name, domain, host string) error {
+// CreateRouter creates a router for an IM domain; mode is one of the
+// events.Router modes ("" for auto).
+func (a *Admin) CreateRouter(ctx context.Context, name, domain, host, mode string) error {
 	if name == "" || host == "" {
 		return errors.New("a router needs a name and a host name (for example router1 and im.example.com)")
+	}
+	switch mode {
+	case "":
+		mode = events.RouterAuto
+	case events.RouterAuto, events.RouterRedirect, events.RouterProxy:
+	default:
+		return fmt.Errorf("router mode %q: want auto, redirect or proxy", mode)
 	}
 	dom, err := a.Directory.Domain(domain)
 	if err != nil {
@@ -232,7 +240,7 @@ func (a *Admin) CreateRouter(ctx context.Context, name, domain, host string) err
 	} else if r != nil {
 		return fmt.Errorf("router %s: %w", name, ErrExists)
 	}
-	return a.appendNext(ctx, &events.RouterCreated{Meta: a.meta(), Name: name, Domain: dom.Domain, Host: strings.ToLower(host)})
+	return a.appendNext(ctx, &events.RouterCreated{Meta: a.meta(), Name: name, Domain: dom.Domain, Host: strings.ToLower(host), Mode: mode})
 }
 
 // DeleteRouter deletes a router.

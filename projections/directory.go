@@ -20,6 +20,7 @@ import (
 //	dom <domain>               Domain (JSON)
 //	host <host>                name of the domain the host names
 //	home <name>                HomeServer (JSON)
+//	homehost <host>            name of the home server with that host name
 //	router <name>              Router (JSON)
 //	user <domain> <alias>      UserRecord (JSON)
 //	pw <domain> <alias>        sealed password verifiers
@@ -45,6 +46,7 @@ type Router struct {
 	Name   string `json:"name"`
 	Domain string `json:"domain"`
 	Host   string `json:"host"`
+	Mode   string `json:"mode"`
 }
 
 // Administrator is an administrator and its role.
@@ -176,13 +178,24 @@ func (d *Directory) apply(b *pebble.Batch, ev events.Event) error {
 		}
 		return b.Delete(k, nil)
 	case *events.HomeServerCreated:
+		b.Set(d.key("homehost", events.Token(strings.ToLower(e.Host))), []byte(e.Name), nil)
 		return putJSON(b, d.key("home", events.Token(e.Name)), HomeServer{Name: e.Name, Host: e.Host, Site: e.Site, HostsUsers: e.HostsUsers})
 	case *events.HomeServerChanged:
 		return update(b, d.key("home", events.Token(e.Name)), func(h *HomeServer) { h.HostsUsers = e.HostsUsers })
 	case *events.HomeServerDeleted:
-		return b.Delete(d.key("home", events.Token(e.Name)), nil)
+		var h HomeServer
+		k := d.key("home", events.Token(e.Name))
+		if ok, err := getJSON(b, k, &h); err != nil || !ok {
+			return err
+		}
+		b.Delete(d.key("homehost", events.Token(strings.ToLower(h.Host))), nil)
+		return b.Delete(k, nil)
 	case *events.RouterCreated:
-		return putJSON(b, d.key("router", events.Token(e.Name)), Router{Name: e.Name, Domain: e.Domain, Host: e.Host})
+		mode := e.Mode
+		if mode == "" {
+			mode = events.RouterAuto
+		}
+		return putJSON(b, d.key("router", events.Token(e.Name)), Router{Name: e.Name, Domain: e.Domain, Host: e.Host, Mode: mode})
 	case *events.RouterDeleted:
 		return b.Delete(d.key("router", events.Token(e.Name)), nil)
 	case *events.UserEnabled:
@@ -313,6 +326,28 @@ func (d *Directory) Router(name string) (*Router, error) {
 		return nil, err
 	}
 	return &r, nil
+}
+
+// HomeServerByHost returns the home server whose host name is host, or
+// nil.
+func (d *Directory) HomeServerByHost(host string) (*HomeServer, error) {
+	name, err := get(d.db.pdb, d.key("homehost", events.Token(strings.ToLower(host))))
+	if err != nil || name == nil {
+		return nil, err
+	}
+	return d.HomeServer(string(name))
+}
+
+// RoutersOf returns the routers of an IM domain.
+func (d *Directory) RoutersOf(domain string) ([]Router, error) {
+	all, err := d.Routers()
+	var out []Router
+	for _, r := range all {
+		if strings.EqualFold(r.Domain, domain) {
+			out = append(out, r)
+		}
+	}
+	return out, err
 }
 
 // Routers returns every router, by name.

@@ -283,6 +283,7 @@ func (s *DirectoryService) do(ctx context.Context, a *Admin, adm *Administrator,
 		Domains    []string       `json:"domains"`
 		Inside     []string       `json:"inside"`
 		Internet   bool           `json:"internet_capable"`
+		Mode       string         `json:"mode"`
 	}
 	if err := decode(args, &in); err != nil {
 		return nil, err
@@ -315,7 +316,7 @@ func (s *DirectoryService) do(ctx context.Context, a *Admin, adm *Administrator,
 	case "home.list":
 		return dir.HomeServers()
 	case "router.create":
-		return nil, a.CreateRouter(ctx, in.Name, in.DomainSpec.Domain, in.Host)
+		return nil, a.CreateRouter(ctx, in.Name, in.DomainSpec.Domain, in.Host, in.Mode)
 	case "router.delete":
 		return nil, a.DeleteRouter(ctx, in.Name)
 	case "router.list":

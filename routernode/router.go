@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -15,6 +18,12 @@ import (
 	"github.com/rvp-im/rvpd/rvp"
 )
 
+// SRVResolver looks up DNS SRV records; *net.Resolver is one, and tests
+// give a static table.
+type SRVResolver interface {
+	LookupSRV(ctx context.Context, service, proto, name string) (string, []*net.SRV, error)
+}
+
 // Config configures a Router.
 type Config struct {
 	// ID names the router in logs. Required.
@@ -24,11 +33,27 @@ type Config struct {
 	Conn      *nats.Conn
 	// Directory is the directory projection. Required.
 	Directory *projections.Directory
-	Logger    *slog.Logger
-	Now       func() time.Time
+	// Client sends requests to other organisations. Default: an rvp.Client
+	// with its defaults (set its Proxy for an outbound HTTP proxy).
+	Client *rvp.Client
+	// Peers is the federation peer table: an IM domain or IM host of
+	// another organisation → host:port of its router.
+	Peers map[string]string
+	// SRV, when set, finds other organisations' routers not in Peers by
+	// the DNS record _rvp._tcp.<domain>. Nil: peer table only.
+	SRV SRVResolver
+	// MaxHops is the highest RVP-Hop-Count forwarded. Default 8.
+	MaxHops int
+	// AckWait is how long a lookup may go unanswered before another
+	// router gets it. Default 10s.
+	AckWait time.Duration
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
-// Router answers lookups.
+// Router answers lookups: a redirect to the home server of a user of ours
+// (for clients the firewall topology says to redirect), or the answer of
+// another organisation's router to a request forwarded to it.
 type Router struct {
 	cfg Config
 	log *slog.Logger
@@ -38,6 +63,15 @@ type Router struct {
 func New(cfg Config) (*Router, error) {
 	if cfg.ID == "" || cfg.JetStream == nil || cfg.Conn == nil || cfg.Directory == nil {
 		return nil, errors.New("routernode: ID, JetStream, Conn and Directory are required")
+	}
+	if cfg.Client == nil {
+		cfg.Client = &rvp.Client{}
+	}
+	if cfg.MaxHops <= 0 {
+		cfg.MaxHops = 8
+	}
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = 10 * time.Second
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -49,7 +83,9 @@ func New(cfg Config) (*Router, error) {
 	return &Router{cfg: cfg, log: log.With("router", cfg.ID)}, nil
 }
 
-// ConsumerName is the durable consumer routers share.
+// ConsumerName is the durable consumer routers share: each lookup goes to
+// one of them, and one a router took but did not answer goes to another
+// after AckWait.
 const ConsumerName = "routers"
 
 // Run answers lookups until ctx ends; it returns nil then.
@@ -64,13 +100,13 @@ func (r *Router) Run(ctx context.Context) (err error) {
 		Description:   "lookups shared by every router",
 		FilterSubject: events.LookupFilter(""),
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       10 * time.Second,
+		AckWait:       r.cfg.AckWait,
 		MaxDeliver:    5,
 	})
 	if err != nil {
 		return fmt.Errorf("router %s: lookup consumer: %w", r.cfg.ID, err)
 	}
-	it, err := cons.Messages()
+	it, err := cons.Messages(jetstream.PullMaxMessages(4))
 	if err != nil {
 		return fmt.Errorf("router %s: consume lookups: %w", r.cfg.ID, err)
 	}
@@ -85,11 +121,11 @@ func (r *Router) Run(ctx context.Context) (err error) {
 			}
 			return fmt.Errorf("router %s: read lookups: %w", r.cfg.ID, err)
 		}
-		r.handle(m)
+		r.handle(ctx, m)
 	}
 }
 
-func (r *Router) handle(m jetstream.Msg) {
+func (r *Router) handle(ctx context.Context, m jetstream.Msg) {
 	ev, err := events.Decode(m.Headers().Get(events.HeaderType), m.Data())
 	lk, ok := ev.(*events.Lookup)
 	if err != nil || !ok {
@@ -102,7 +138,12 @@ func (r *Router) handle(m jetstream.Msg) {
 		m.Ack()
 		return
 	}
-	reply := r.decide(lk)
+	dctx, cancel := context.WithDeadline(ctx, lk.Deadline)
+	reply := r.decide(dctx, lk)
+	cancel()
+	if ctx.Err() != nil {
+		return // stopped: the lookup goes to another router
+	}
 	data, err := events.Encode(reply)
 	if err == nil {
 		msg := nats.NewMsg(m.Headers().Get(events.HeaderReply))
@@ -118,29 +159,129 @@ func (r *Router) handle(m jetstream.Msg) {
 	m.Ack()
 }
 
-func (r *Router) decide(lk *events.Lookup) *events.Reply {
-	fail := func(status int, format string, args ...any) *events.Reply {
-		return &events.Reply{ID: lk.ID, Status: status, Error: fmt.Sprintf(format, args...)}
+func fail(lk *events.Lookup, status int, format string, args ...any) *events.Reply {
+	return &events.Reply{ID: lk.ID, Status: status, Error: fmt.Sprintf(format, args...)}
+}
+
+func (r *Router) decide(ctx context.Context, lk *events.Lookup) *events.Reply {
+	if lk.HopCount > r.cfg.MaxHops {
+		r.log.Warn("forwarding loop cut", "req", lk.ID, "host", lk.Host, "hops", lk.HopCount)
+		return fail(lk, 508, "RVP-Hop-Count %d exceeds the limit of %d: servers are forwarding this request in a loop; check their peer tables", lk.HopCount, r.cfg.MaxHops)
 	}
-	dom, err := r.cfg.Directory.DomainByHost(lk.Host)
+	dir := r.cfg.Directory
+	dom, err := dir.DomainByHost(lk.Host)
 	if err != nil {
 		r.log.Error("directory", "err", err)
-		return fail(503, "the directory is unavailable; retry in a moment")
+		return fail(lk, 503, "the directory is unavailable; retry in a moment")
 	}
-	if dom == nil {
-		return fail(404, "no IM domain here answers to host %s", lk.Host)
+	if dom != nil {
+		return r.redirect(lk, dom)
 	}
-	u := events.NewUser(dom.Domain, lk.Alias)
-	rec, err := r.cfg.Directory.User(u)
+	settings, err := dir.Settings()
 	if err != nil {
-		return fail(503, "the directory is unavailable; retry in a moment")
+		return fail(lk, 503, "the directory is unavailable; retry in a moment")
+	}
+	if !settings.InternetCapable {
+		return fail(lk, 403, "%s belongs to another organisation, and this one is intranet-only (rvpctl federation set on)", lk.Host)
+	}
+	return r.forward(ctx, lk)
+}
+
+// redirect answers 302 with the physical URL of a user of ours on its
+// home server.
+func (r *Router) redirect(lk *events.Lookup, dom *projections.Domain) *events.Reply {
+	dir := r.cfg.Directory
+	u := events.NewUser(dom.Domain, lk.Alias)
+	rec, err := dir.User(u)
+	if err != nil {
+		return fail(lk, 503, "the directory is unavailable; retry in a moment")
 	}
 	if rec == nil || !rec.Enabled {
-		return fail(404, "%s is not a user of IM domain %s", lk.Alias, dom.Domain)
+		return fail(lk, 404, "%s is not a user of IM domain %s", lk.Alias, dom.Domain)
 	}
-	home, err := r.cfg.Directory.HomeServer(rec.Home)
+	home, err := dir.HomeServer(rec.Home)
 	if err != nil || home == nil {
-		return fail(503, "home server %s of %s is not in the directory", rec.Home, u)
+		return fail(lk, 503, "home server %s of %s is not in the directory", rec.Home, u)
 	}
 	return &events.Reply{ID: lk.ID, Status: 302, Location: rvp.PhysicalURL(home.Host, dom.IMHost, u.Alias)}
+}
+
+// peer finds the router of the organisation host belongs to: the peer
+// table by host, then by the domain under an "im." host, then DNS SRV.
+func (r *Router) peer(ctx context.Context, host string) (string, error) {
+	name := strings.ToLower(host)
+	if h, _, err := net.SplitHostPort(name); err == nil {
+		name = h
+	}
+	domain := strings.TrimPrefix(name, "im.")
+	for _, k := range []string{host, name, domain} {
+		if a, ok := r.cfg.Peers[k]; ok {
+			return a, nil
+		}
+	}
+	if r.cfg.SRV == nil {
+		return "", fmt.Errorf("%s is in no peer table entry and DNS discovery is off", host)
+	}
+	for _, d := range []string{domain, name} {
+		_, srvs, err := r.cfg.SRV.LookupSRV(ctx, "rvp", "tcp", d)
+		if err == nil && len(srvs) > 0 {
+			return net.JoinHostPort(strings.TrimSuffix(srvs[0].Target, "."), strconv.Itoa(int(srvs[0].Port))), nil
+		}
+	}
+	return "", fmt.Errorf("no _rvp._tcp SRV record for %s", domain)
+}
+
+// dialer connects every request to one address.
+type dialer struct {
+	addr string
+	next interface {
+		DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+	}
+}
+
+func (d dialer) DialContext(ctx context.Context, network, _ string) (net.Conn, error) {
+	if d.next != nil {
+		return d.next.DialContext(ctx, network, d.addr)
+	}
+	var nd net.Dialer
+	return nd.DialContext(ctx, network, d.addr)
+}
+
+// relayed are the answer headers relayed from another organisation.
+var relayed = []string{rvp.HdrSubscriptionID, rvp.HdrLifetime, rvp.HdrContentType, rvp.HdrLocation}
+
+// forward sends the request to the other organisation's router, as RVP
+// over HTTP, without credentials (they would mean nothing there: it judges
+// our users by its ACLs' assertion rules), with RVP-Hop-Count incremented,
+// and relays its answer unchanged.
+func (r *Router) forward(ctx context.Context, lk *events.Lookup) *events.Reply {
+	addr, err := r.peer(ctx, lk.Host)
+	if err != nil {
+		return fail(lk, 404, "no route to the IM host %s: %v", lk.Host, err)
+	}
+	out := rvp.Outbound{Method: lk.Method, URL: rvp.URL{Host: lk.Host, Path: lk.Path}, Body: lk.Body, ReadBody: true, Redirects: 3}
+	for name, v := range lk.Header {
+		out.Header = append(out.Header, rvp.Field{Name: name, Value: v})
+	}
+	hops := lk.HopCount
+	if hops < 1 {
+		hops = 1
+	}
+	out.Header = append(out.Header, rvp.Field{Name: rvp.HdrVersion, Value: rvp.Version}, rvp.Field{Name: rvp.HdrHopCount, Value: strconv.Itoa(hops + 1)})
+	client := *r.cfg.Client
+	client.Dialer = dialer{addr: addr, next: r.cfg.Client.Dialer}
+	ans, err := client.Do(ctx, out)
+	if err != nil {
+		r.log.Warn("forwarded request unanswered", "req", lk.ID, "host", lk.Host, "peer", addr, "err", err)
+		// 504: librvp disconnects on 500 and 501 only.
+		return fail(lk, 504, "the server of %s (%s) did not answer: %v", lk.Host, addr, err)
+	}
+	raw := &events.RawAnswer{Status: ans.Status, Body: ans.Body, Header: map[string]string{}}
+	for _, h := range relayed {
+		if v := ans.Header.Get(h); v != "" {
+			raw.Header[h] = v
+		}
+	}
+	r.log.Debug("forwarded", "req", lk.ID, "method", lk.Method, "host", lk.Host, "peer", addr, "status", ans.Status)
+	return &events.Reply{ID: lk.ID, Status: ans.Status, Raw: raw}
 }

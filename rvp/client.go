@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -26,6 +27,9 @@ type Client struct {
 	Dialer interface {
 		DialContext(ctx context.Context, network, addr string) (net.Conn, error)
 	}
+	// Proxy, when set, is an HTTP proxy every request goes through (the
+	// request target is then the absolute URL).
+	Proxy *URL
 }
 
 // Outbound is a request to send.
@@ -34,18 +38,45 @@ type Outbound struct {
 	URL    URL
 	Header []Field
 	Body   []byte
+	// ReadBody reads the answer's body too (by Content-Length, or to the
+	// connection's end), at most MaxAnswerBody bytes.
+	ReadBody bool
+	// Redirects is how many 302s to follow, re-sending the same method,
+	// header and body to Location (servers do; Go's client would turn the
+	// request into a GET).
+	Redirects int
 }
 
-// Answer is the status and header of a peer's answer.
+// MaxAnswerBody bounds a body read with Outbound.ReadBody.
+const MaxAnswerBody = 256 << 10
+
+// Answer is the status and header (and with ReadBody, the body) of a
+// peer's answer.
 type Answer struct {
 	Status int
 	Reason string
 	Header Header
+	Body   []byte
 }
 
-// Do sends req and returns the peer's answer. An error means no status was
-// received: the peer could not be reached or did not answer in time.
+// Do sends req and returns the peer's answer, following 302s as
+// req.Redirects allows. An error means no status was received: the peer
+// could not be reached or did not answer in time.
 func (c *Client) Do(ctx context.Context, req Outbound) (*Answer, error) {
+	for {
+		ans, err := c.do(ctx, req)
+		if err != nil || ans.Status != 302 || req.Redirects <= 0 {
+			return ans, err
+		}
+		loc, err := ParseURL(ans.Header.Get(HdrLocation))
+		if err != nil {
+			return ans, nil // a 302 without a usable Location is the answer
+		}
+		req.URL, req.Redirects = loc, req.Redirects-1
+	}
+}
+
+func (c *Client) do(ctx context.Context, req Outbound) (*Answer, error) {
 	dialTimeout, timeout := c.DialTimeout, c.Timeout
 	if dialTimeout <= 0 {
 		dialTimeout = 5 * time.Second
@@ -54,6 +85,9 @@ func (c *Client) Do(ctx context.Context, req Outbound) (*Answer, error) {
 		timeout = 10 * time.Second
 	}
 	addr := req.URL.Host
+	if c.Proxy != nil {
+		addr = c.Proxy.Host
+	}
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		addr = net.JoinHostPort(strings.Trim(addr, "[]"), "80")
 	}
@@ -86,6 +120,9 @@ func (c *Client) Do(ctx context.Context, req Outbound) (*Answer, error) {
 	if target == "" {
 		target = "/"
 	}
+	if c.Proxy != nil {
+		target = "http://" + req.URL.Host + target
+	}
 	w := bufio.NewWriter(conn)
 	w.WriteString(method + " " + target + " HTTP/1.1\r\n")
 	writeField(w, "Host", req.URL.Host)
@@ -104,11 +141,34 @@ func (c *Client) Do(ctx context.Context, req Outbound) (*Answer, error) {
 		return nil, fmt.Errorf("send %s to %s: %w", method, addr, err)
 	}
 
-	ans, err := readAnswer(bufio.NewReaderSize(conn, 4096))
+	br := bufio.NewReaderSize(conn, 4096)
+	ans, err := readAnswer(br)
 	if err != nil {
 		return nil, fmt.Errorf("answer to %s from %s: %w", method, addr, err)
 	}
+	if req.ReadBody {
+		if ans.Body, err = readBody(br, ans.Header); err != nil {
+			return nil, fmt.Errorf("body of the answer from %s: %w", addr, err)
+		}
+	}
 	return ans, nil
+}
+
+func readBody(br *bufio.Reader, h Header) ([]byte, error) {
+	if cl := h.Get(HdrContentLength); cl != "" {
+		n, err := strconv.Atoi(cl)
+		if err != nil || n < 0 || n > MaxAnswerBody {
+			return nil, fmt.Errorf("bad or too large Content-Length %q", cl)
+		}
+		b := make([]byte, n)
+		_, err = io.ReadFull(br, b)
+		return b, err
+	}
+	b, err := io.ReadAll(io.LimitReader(br, MaxAnswerBody+1))
+	if len(b) > MaxAnswerBody {
+		return nil, errors.New("answer body too large")
+	}
+	return b, err
 }
 
 // readAnswer reads a status line and header; clients answer with bare LF,

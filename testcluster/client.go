@@ -37,6 +37,11 @@ type Client struct {
 	// Creds, when set, answer the server's 401 challenges as a real
 	// client would, on the same connection.
 	Creds *Credentials
+	// FollowRedirects re-sends a request answered 302 as librvp does: on
+	// the same connection, with only the path of Location. Redirected
+	// counts the redirects followed.
+	FollowRedirects bool
+	Redirected      int
 
 	// Source, when set, is the local address requests are sent from
 	// (another loopback address stands for another machine).
@@ -302,7 +307,20 @@ func (c *Client) Raw(raw []byte) *Response {
 	} else {
 		resp = send(raw)
 	}
-	for range 3 {
+	for range 6 {
+		if resp.Status == 302 && c.FollowRedirects {
+			loc, err := rvp.ParseURL(resp.Header.Get(rvp.HdrLocation))
+			if err != nil {
+				c.t.Fatalf("302 with Location %q: %v", resp.Header.Get(rvp.HdrLocation), err)
+			}
+			method, target := requestLine(raw)
+			raw = bytes.Replace(raw, []byte(method+" "+target), []byte(method+" "+loc.Path), 1)
+			c.mu.Lock()
+			c.Redirected++
+			c.mu.Unlock()
+			resp = send(raw)
+			continue
+		}
 		if resp.Status != 401 || cr == nil {
 			break
 		}

@@ -153,7 +153,7 @@ const adminUsage = `administration (authenticated as an administrator: -admin or
   domain create DOMAIN [-im-host H] [-email-domains D,..] [-hosts H,..] [-nt-domain N]
   domain list | show DOMAIN | delete DOMAIN
   home create NAME -host H [-site S] [-no-users] | list | allow-users NAME | deny-users NAME | delete NAME
-  router create NAME -domain D -host H | list | delete NAME
+  router create NAME -domain D -host H [-mode auto|redirect|proxy] | list | delete NAME
   user enable USER@DOMAIN -home H [-name N] [-email E] [-nt-account A]
   user disable USER@DOMAIN | move USER@DOMAIN -home H | list [-domain D] | show USER@DOMAIN
   password set USER@DOMAIN      new password prompted, or one line of standard input
@@ -180,8 +180,8 @@ func cmdAdmin(ctx context.Context, c *cmdIO, area string, args []string) error {
 	adminName := fs.String("admin", "", "administrator name (default: RVP_ADMIN, else admin)")
 	passwordFile := fs.String("admin-password-file", "", "file holding the administrator's password")
 	f := struct {
-		imHost, emailDomains, hosts, ntDomain, host, site, domain, home, name, email, ntAccount, role, domains *string
-		noUsers                                                                                                *bool
+		imHost, emailDomains, hosts, ntDomain, host, site, domain, home, name, email, ntAccount, role, domains, mode *string
+		noUsers                                                                                                      *bool
 	}{
 		imHost: fs.String("im-host", "", "IM host (default im.DOMAIN)"), emailDomains: fs.String("email-domains", "", "e-mail domains mapped to the IM domain"),
 		hosts: fs.String("hosts", "", "more host names of the IM domain"), ntDomain: fs.String("nt-domain", "", "Windows domain name for NTLM and Digest"),
@@ -189,6 +189,7 @@ func cmdAdmin(ctx context.Context, c *cmdIO, area string, args []string) error {
 		home: fs.String("home", "", "home server"), name: fs.String("name", "", "display name"), email: fs.String("email", "", "e-mail address"),
 		ntAccount: fs.String("nt-account", "", "Windows account name, when not the alias"), role: fs.String("role", "", "organization or domain"),
 		domains: fs.String("domains", "", "IM domains a domain administrator administers"), noUsers: fs.Bool("no-users", false, "the home server hosts no user accounts"),
+		mode: fs.String("mode", "auto", "router mode: auto (redirect clients inside the firewall, proxy the others), redirect or proxy"),
 	}
 	pos, err := parseInterspersed(fs, args[1:])
 	if err != nil {
@@ -306,10 +307,10 @@ func cmdAdmin(ctx context.Context, c *cmdIO, area string, args []string) error {
 		if err != nil {
 			return err
 		}
-		if err := a.do(ctx, "router.create", map[string]string{"name": n, "domain": *f.domain, "host": *f.host}, nil); err != nil {
+		if err := a.do(ctx, "router.create", map[string]string{"name": n, "domain": *f.domain, "host": *f.host, "mode": *f.mode}, nil); err != nil {
 			return err
 		}
-		return ok("router %s created for IM domain %s at %s", n, *f.domain, *f.host)
+		return ok("router %s created for IM domain %s at %s (%s)", n, *f.domain, *f.host, *f.mode)
 	case "router delete":
 		n, err := arg(0, "NAME")
 		if err != nil {
@@ -324,9 +325,9 @@ func cmdAdmin(ctx context.Context, c *cmdIO, area string, args []string) error {
 		if err := a.do(ctx, "router.list", nil, &routers); err != nil {
 			return err
 		}
-		rows := [][]string{{"ROUTER", "DOMAIN", "HOST"}}
+		rows := [][]string{{"ROUTER", "DOMAIN", "HOST", "MODE"}}
 		for _, r := range routers {
-			rows = append(rows, []string{r.Name, r.Domain, r.Host})
+			rows = append(rows, []string{r.Name, r.Domain, r.Host, r.Mode})
 		}
 		return c.print(routers, rows)
 	case "user enable":

@@ -1,0 +1,418 @@
+package testcluster
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/gateway"
+	"github.com/rvp-im/rvpd/homenode"
+	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/routernode"
+	"github.com/rvp-im/rvpd/rvp"
+)
+
+// Options describe an in-process deployment: one organisation on one
+// embedded JetStream server, with its roles each on a connection and a
+// Pebble store of its own, as they would be in separate processes.
+type Options struct {
+	// Domain is the IM domain. Default "example.test"; its IM host is
+	// "im."+Domain and its Windows domain the upper-cased first label.
+	Domain string
+	// Users maps aliases to their home servers. Default alice, bob and
+	// carol on home1.
+	Users map[string]string
+	// Gateways is the number of gateways. Default 1. Home server i is
+	// reached at gateway i modulo the number of gateways (its physical
+	// URL's host).
+	Gateways int
+	// Routers is the number of router nodes (sharing one consumer); 0
+	// makes the deployment a combined router and home server. Default 0.
+	Routers int
+	// RouterMode is the routers' policy: "auto" (redirect clients inside
+	// the firewall, proxy the others), "redirect" or "proxy".
+	RouterMode string
+	// Inside is the firewall topology (CIDR ranges).
+	Inside []string
+	// Password of every user. Default "cluster-pw-1".
+	Password string
+	// InternetCapable allows federation; Peers is the federation peer
+	// table: IM domain or host → host:port of the other organisation's
+	// router.
+	InternetCapable bool
+	Peers           map[string]string
+	// Policy of the home nodes; the zero value gives short leases (1 s
+	// minimum) for tests.
+	Policy homenode.Policy
+	// LookupAckWait is how soon a router's unanswered lookup goes to
+	// another router. Default 2s.
+	LookupAckWait time.Duration
+}
+
+// Cluster is a running deployment.
+type Cluster struct {
+	t        testing.TB
+	opts     Options
+	NS       *server.Server
+	JS       jetstream.JetStream
+	Keyring  *projections.Keyring
+	Domain   string
+	IMHost   string
+	NTDomain string
+	Password string
+	Admin    *projections.Admin
+
+	Gateways []*Role
+	Homes    map[string]*Role
+	Routers  []*Role
+	// Dialer resolves the federation peer table; every role's outgoing
+	// connections use it.
+	Dialer *PeerDialer
+}
+
+// Role is one running role: its NATS connection, its store, and its stop.
+type Role struct {
+	Name string
+	Addr string // a gateway's host:port
+	Node *homenode.Node
+	nc   *nats.Conn
+	db   *projections.DB
+	stop context.CancelFunc
+	done chan error
+	once sync.Once
+}
+
+// Stop stops the role (as a crash of its process would, but cleanly) and
+// waits for it.
+func (r *Role) Stop() error {
+	var err error
+	r.once.Do(func() {
+		r.stop()
+		err = <-r.done
+		r.nc.Close()
+		if r.db != nil {
+			r.db.Close()
+		}
+	})
+	return err
+}
+
+// PeerDialer dials through a static table of host names (the federation
+// peer table of a test: no DNS).
+type PeerDialer struct {
+	mu    sync.Mutex
+	table map[string]string
+}
+
+// Set maps a host name to host:port.
+func (d *PeerDialer) Set(host, addr string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.table == nil {
+		d.table = map[string]string{}
+	}
+	d.table[host] = addr
+}
+
+// DialContext implements rvp.Client's Dialer.
+func (d *PeerDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err == nil {
+		d.mu.Lock()
+		to, ok := d.table[host]
+		d.mu.Unlock()
+		if ok {
+			addr = to
+		}
+	}
+	var nd net.Dialer
+	return nd.DialContext(ctx, network, addr)
+}
+
+func quiet() *slog.Logger {
+	if os.Getenv("RVP_CLUSTER_LOG") == "1" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// Start starts a deployment; the test's cleanup stops it.
+func Start(t testing.TB, o Options) *Cluster {
+	t.Helper()
+	if o.Domain == "" {
+		o.Domain = "example.test"
+	}
+	if o.Users == nil {
+		o.Users = map[string]string{"alice": "home1", "bob": "home1", "carol": "home1"}
+	}
+	if o.Gateways <= 0 {
+		o.Gateways = 1
+	}
+	if o.Password == "" {
+		o.Password = "cluster-pw-1"
+	}
+	if o.RouterMode == "" {
+		o.RouterMode = "auto"
+	}
+	if o.LookupAckWait <= 0 {
+		o.LookupAckWait = 2 * time.Second
+	}
+	if o.Policy == (homenode.Policy{}) {
+		o.Policy = homenode.Policy{MinLease: time.Second, MinLifetime: time.Second, DeliveryTimeout: 5 * time.Second}
+	}
+	ntDomain := upperFirstLabel(o.Domain)
+	c := &Cluster{t: t, opts: o, Domain: o.Domain, IMHost: "im." + o.Domain, NTDomain: ntDomain, Password: o.Password,
+		Homes: map[string]*Role{}, Dialer: &PeerDialer{}}
+	for host, addr := range o.Peers {
+		c.Dialer.Set(host, addr)
+	}
+
+	ns, err := server.NewServer(&server.Options{ServerName: "tc-" + o.Domain, JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	c.NS = ns
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	key := make([]byte, projections.KeySize)
+	rand.Read(key)
+	if c.Keyring, err = projections.NewKeyring(key); err != nil {
+		t.Fatal(err)
+	}
+	adminConn := c.connect("admin")
+	t.Cleanup(adminConn.Close)
+	c.JS, _ = jetstream.New(adminConn)
+	ctx := context.Background()
+	if err := projections.EnsureStreams(ctx, c.JS, projections.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Listeners first: their addresses are the home servers' hosts.
+	lns := make([]net.Listener, o.Gateways)
+	for i := range lns {
+		if lns[i], err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	homes := map[string]bool{}
+	for _, h := range o.Users {
+		homes[h] = true
+	}
+	names := make([]string, 0, len(homes))
+	for h := range homes {
+		names = append(names, h)
+	}
+	sort.Strings(names)
+
+	// The directory, through the same operations administrators use.
+	adminDB, adminDir := c.directory("admin")
+	_ = adminDB
+	c.Admin = &projections.Admin{JetStream: c.JS, Directory: adminDir, Keyring: c.Keyring, Actor: "testcluster"}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(c.Admin.CreateDomain(ctx, projections.DomainSpec{Domain: o.Domain, IMHost: c.IMHost, NTDomain: ntDomain}))
+	for i, h := range names {
+		must(c.Admin.CreateHomeServer(ctx, h, lns[i%len(lns)].Addr().String(), "", true))
+	}
+	for i := range o.Routers {
+		must(c.Admin.CreateRouter(ctx, fmt.Sprintf("router%d", i+1), o.Domain, c.IMHost, o.RouterMode))
+	}
+	if len(o.Inside) > 0 {
+		must(c.Admin.SetTopology(ctx, append([]string(nil), o.Inside...)))
+	}
+	must(c.Admin.SetInternetCapable(ctx, o.InternetCapable))
+	aliases := make([]string, 0, len(o.Users))
+	for a := range o.Users {
+		aliases = append(aliases, a)
+	}
+	sort.Strings(aliases)
+	for _, a := range aliases {
+		u := events.NewUser(o.Domain, a)
+		must(c.Admin.EnableUser(ctx, projections.UserSpec{User: u, Home: o.Users[a], DisplayName: a}))
+		must(c.Admin.SetPassword(ctx, u, projections.NewVerifiers(u, ntDomain, "", o.Domain, o.Password)))
+	}
+
+	for _, h := range names {
+		c.Homes[h] = c.StartHome(h)
+	}
+	for i := range o.Routers {
+		c.Routers = append(c.Routers, c.StartRouter(fmt.Sprintf("router%d", i+1)))
+	}
+	for i, ln := range lns {
+		c.Gateways = append(c.Gateways, c.startGateway(fmt.Sprintf("gw%d", i+1), ln))
+	}
+	return c
+}
+
+func upperFirstLabel(domain string) string {
+	for i := 0; i < len(domain); i++ {
+		if domain[i] == '.' {
+			domain = domain[:i]
+			break
+		}
+	}
+	b := []byte(domain)
+	for i, c := range b {
+		if 'a' <= c && c <= 'z' {
+			b[i] = c - 32
+		}
+	}
+	return string(b)
+}
+
+func (c *Cluster) connect(name string) *nats.Conn {
+	c.t.Helper()
+	nc, err := nats.Connect("", nats.InProcessServer(c.NS), nats.Name(name))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return nc
+}
+
+// directory opens a role's own store and a directory projection caught up
+// with the stream and followed until the test ends.
+func (c *Cluster) directory(role string) (*projections.DB, *projections.Directory) {
+	c.t.Helper()
+	db, err := projections.Open(filepath.Join(c.t.TempDir(), role), projections.Options{})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	dir, err := projections.OpenDirectory(db)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	nc := c.connect(role + "-directory")
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		projections.Follow(ctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}, dir)
+	}()
+	c.t.Cleanup(func() { cancel(); <-done; nc.Close(); db.Close() })
+	st, err := c.JS.Stream(context.Background(), events.StreamDirectory)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	info, err := st.Info(context.Background())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	if err := dir.WaitFor(wctx, info.State.LastSeq); err != nil {
+		c.t.Fatal(err)
+	}
+	return db, dir
+}
+
+func (c *Cluster) client() *rvp.Client {
+	return &rvp.Client{DialTimeout: 2 * time.Second, Timeout: 5 * time.Second, Dialer: c.Dialer}
+}
+
+// StartHome starts (or restarts) the node of home server h.
+func (c *Cluster) StartHome(h string) *Role {
+	c.t.Helper()
+	db, dir := c.directory("home-" + h)
+	nc := c.connect("home-" + h)
+	js, _ := jetstream.New(nc)
+	n, err := homenode.New(homenode.Config{Home: h, JetStream: js, Conn: nc, DB: db, Directory: dir, Client: c.client(),
+		Policy: c.opts.Policy, SweepEvery: 100 * time.Millisecond, Logger: quiet().With("home", h)})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Role{Name: h, Node: n, nc: nc, stop: cancel, done: make(chan error, 1)}
+	go func() { r.done <- n.Run(ctx) }()
+	c.t.Cleanup(func() {
+		if err := r.Stop(); err != nil {
+			c.t.Errorf("home %s: %v", h, err)
+		}
+	})
+	return r
+}
+
+// StartRouter starts a router node.
+func (c *Cluster) StartRouter(name string) *Role {
+	c.t.Helper()
+	_, dir := c.directory("router-" + name)
+	nc := c.connect("router-" + name)
+	js, _ := jetstream.New(nc)
+	rt, err := routernode.New(routernode.Config{ID: name, JetStream: js, Conn: nc, Directory: dir, Client: c.client(),
+		Peers: c.opts.Peers, AckWait: c.opts.LookupAckWait, Logger: quiet().With("router", name)})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Role{Name: name, nc: nc, stop: cancel, done: make(chan error, 1)}
+	go func() { r.done <- rt.Run(ctx) }()
+	c.t.Cleanup(func() {
+		if err := r.Stop(); err != nil {
+			c.t.Errorf("router %s: %v", name, err)
+		}
+	})
+	return r
+}
+
+func (c *Cluster) startGateway(name string, ln net.Listener) *Role {
+	c.t.Helper()
+	_, dir := c.directory("gateway-" + name)
+	nc := c.connect("gateway-" + name)
+	js, _ := jetstream.New(nc)
+	auth, err := gateway.NewCredentials(gateway.CredentialsConfig{Keyring: c.Keyring, Directory: dir, Logger: quiet()})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	gw, err := gateway.New(gateway.Config{ID: name, JetStream: js, Conn: nc, Directory: dir, Auth: auth, Logger: quiet().With("gateway", name)})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	r := &Role{Name: name, Addr: ln.Addr().String(), nc: nc, done: make(chan error, 1)}
+	r.stop = func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		gw.Shutdown(ctx)
+	}
+	go func() { r.done <- gw.Serve(ln) }()
+	c.t.Cleanup(func() {
+		if err := r.Stop(); err != nil && !errors.Is(err, net.ErrClosed) {
+			c.t.Errorf("gateway %s: %v", name, err)
+		}
+	})
+	return r
+}
+
+// Addr returns the address of the first gateway.
+func (c *Cluster) Addr() string { return c.Gateways[0].Addr }
+
+// Client returns a simulated client of alias, signing in with NTLMv1 at
+// the first gateway and addressing the IM host, as clients that found the
+// router by DNS do.
+func (c *Cluster) Client(t testing.TB, alias string) *Client {
+	cl := NewClient(t, c.Addr(), alias)
+	cl.UseHost(c.IMHost)
+	cl.Creds = &Credentials{Scheme: SchemeNTLMv1, User: alias, Domain: c.NTDomain, Password: c.Password}
+	return cl
+}
