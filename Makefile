@@ -13,7 +13,7 @@ test: ## all tests (fuzz seeds included) with the race detector
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 interop: ## only the tests with the real RVP client (Pidgin's librvp); fails when it cannot run
-	RVP_INTEROP=1 $(GO) test -race -count=1 -run 'TestInterop' -v ./cmd/rvpd
+	RVP_INTEROP=1 $(GO) test -race -count=1 -run 'TestInterop' -v ./cmd/rvpd ./testcluster
 
 fuzz: ## fuzz every parser for FUZZTIME each
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \

@@ -336,8 +336,16 @@ func (g *Gateway) resolveTarget(req *rvp.Request, from, client string) (*target,
 	t := &target{user: user, rec: rec, domain: dom}
 	switch {
 	case ref.IMHost != "":
-		// A physical URL: the client knows the node by its logical URL.
+		// A physical URL: the client knows the node by its logical URL,
+		// with the host it knows the domain by (its own principal's, as
+		// librvp, which follows a redirect with the path only, compares
+		// d:href with the URLs it built).
 		t.nodeURL = rvp.LogicalURL(ref.IMHost, ref.Alias)
+		if fu, err := rvp.ParseURL(from); err == nil && from != "" {
+			if fd, err := g.domainOf(fu.Host); err == nil && fd != nil && fd.Domain == dom.Domain {
+				t.nodeURL = "http://" + fu.Host + aliasPath(path)
+			}
+		}
 	default:
 		if host == "" {
 			host = dom.IMHost
@@ -359,6 +367,16 @@ func (g *Gateway) resolveTarget(req *rvp.Request, from, client string) (*target,
 		}
 	}
 	return t, nil, nil
+}
+
+// aliasPath returns the /instmsg/aliases/<alias> tail of a node path, as
+// sent.
+func aliasPath(path string) string {
+	path = strings.TrimRight(path, "/")
+	if i := strings.LastIndex(strings.ToLower(path), "/instmsg/aliases/"); i >= 0 {
+		return path[i:]
+	}
+	return path
 }
 
 // redirects reports whether the routing policy sends this client to the
@@ -504,6 +522,16 @@ func optionalInt(h rvp.Header, name string) (int, error) {
 
 // render turns a reply into the RVP response for req.
 func render(req *rvp.Request, r *events.Reply) *rvp.Response {
+	if r.Raw != nil {
+		// Another organisation's answer, relayed as it came.
+		resp := &rvp.Response{Status: r.Raw.Status, Body: r.Raw.Body}
+		for _, h := range []string{rvp.HdrSubscriptionID, rvp.HdrLifetime, rvp.HdrContentType, rvp.HdrLocation} {
+			if v := r.Raw.Header[h]; v != "" {
+				resp.Set(h, v)
+			}
+		}
+		return resp
+	}
 	resp := &rvp.Response{Status: r.Status}
 	if r.SubscriptionID != 0 {
 		resp.Set(rvp.HdrSubscriptionID, strconv.Itoa(int(r.SubscriptionID)))
@@ -519,14 +547,6 @@ func render(req *rvp.Request, r *events.Reply) *rvp.Response {
 		resp.Body = rvp.LeaseMultistatus(r.Href, *r.Lease, r.Found, r.Forbidden)
 	case r.Status == 207:
 		resp.Body = rvp.Multistatus(r.Href, r.Found, r.Missing, r.Forbidden)
-	case r.Raw != nil:
-		resp.Status, resp.Body = r.Raw.Status, r.Raw.Body
-		for _, h := range []string{rvp.HdrSubscriptionID, rvp.HdrLifetime, rvp.HdrContentType, rvp.HdrLocation} {
-			if v := r.Raw.Header[h]; v != "" {
-				resp.Set(h, v)
-			}
-		}
-		return resp
 	case r.Listed:
 		resp.Body = rvp.Subscriptions(r.Subscriptions)
 	case r.HasACL:

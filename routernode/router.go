@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -24,6 +25,18 @@ type SRVResolver interface {
 	LookupSRV(ctx context.Context, service, proto, name string) (string, []*net.SRV, error)
 }
 
+// PeerTable maps an IM domain or IM host of another organisation to the
+// host:port of its router.
+type PeerTable interface {
+	Peer(host string) (string, bool)
+}
+
+// StaticPeers is a peer table written in configuration.
+type StaticPeers map[string]string
+
+// Peer implements PeerTable.
+func (p StaticPeers) Peer(host string) (string, bool) { a, ok := p[host]; return a, ok }
+
 // Config configures a Router.
 type Config struct {
 	// ID names the router in logs. Required.
@@ -36,9 +49,9 @@ type Config struct {
 	// Client sends requests to other organisations. Default: an rvp.Client
 	// with its defaults (set its Proxy for an outbound HTTP proxy).
 	Client *rvp.Client
-	// Peers is the federation peer table: an IM domain or IM host of
-	// another organisation → host:port of its router.
-	Peers map[string]string
+	// Peers is the federation peer table: it maps an IM domain or IM host
+	// of another organisation to host:port of its router.
+	Peers PeerTable
 	// SRV, when set, finds other organisations' routers not in Peers by
 	// the DNS record _rvp._tcp.<domain>. Nil: peer table only.
 	SRV SRVResolver
@@ -47,6 +60,9 @@ type Config struct {
 	// AckWait is how long a lookup may go unanswered before another
 	// router gets it. Default 10s.
 	AckWait time.Duration
+	// Workers bounds the lookups answered at once (a forwarded request
+	// waits for another organisation). Default 64.
+	Workers int
 	Logger  *slog.Logger
 	Now     func() time.Time
 }
@@ -72,6 +88,9 @@ func New(cfg Config) (*Router, error) {
 	}
 	if cfg.AckWait <= 0 {
 		cfg.AckWait = 10 * time.Second
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 64
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -106,12 +125,18 @@ func (r *Router) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("router %s: lookup consumer: %w", r.cfg.ID, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(4))
+	it, err := cons.Messages(jetstream.PullMaxMessages(r.cfg.Workers))
 	if err != nil {
 		return fmt.Errorf("router %s: consume lookups: %w", r.cfg.ID, err)
 	}
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
+	// Lookups are answered concurrently, at most Workers at a time: one
+	// forwarded to another organisation may wait for it, and that
+	// organisation may send lookups of its own our way meanwhile.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	slots := make(chan struct{}, r.cfg.Workers)
 	r.log.Info("router serving")
 	for {
 		m, err := it.Next()
@@ -121,7 +146,17 @@ func (r *Router) Run(ctx context.Context) (err error) {
 			}
 			return fmt.Errorf("router %s: read lookups: %w", r.cfg.ID, err)
 		}
-		r.handle(ctx, m)
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			r.handle(ctx, m)
+		}()
 	}
 }
 
@@ -215,7 +250,10 @@ func (r *Router) peer(ctx context.Context, host string) (string, error) {
 	}
 	domain := strings.TrimPrefix(name, "im.")
 	for _, k := range []string{host, name, domain} {
-		if a, ok := r.cfg.Peers[k]; ok {
+		if r.cfg.Peers == nil {
+			break
+		}
+		if a, ok := r.cfg.Peers.Peer(k); ok {
 			return a, nil
 		}
 	}

@@ -258,8 +258,17 @@ func (c *Client) summary() string {
 // Header lines are given as "Name: value".
 func (c *Client) Do(method, path string, body []byte, header ...string) *Response {
 	c.t.Helper()
+	return c.DoHost("", method, path, body, header...)
+}
+
+// DoHost is Do with another Host header: a request for a node of another
+// IM domain, sent to this client's server.
+func (c *Client) DoHost(host, method, path string, body []byte, header ...string) *Response {
+	c.t.Helper()
 	var b bytes.Buffer
-	host := c.Host
+	if host == "" {
+		host = c.Host
+	}
 	if host == "" {
 		host = strings.Split(c.Server, ":")[0]
 	}

@@ -34,6 +34,9 @@ type Options struct {
 	// Domain is the IM domain. Default "example.test"; its IM host is
 	// "im."+Domain and its Windows domain the upper-cased first label.
 	Domain string
+	// Hosts are more host names of the domain (a client that found the
+	// server as 127.0.0.1 names it so).
+	Hosts []string
 	// Users maps aliases to their home servers. Default alice, bob and
 	// carol on home1.
 	Users map[string]string
@@ -127,6 +130,14 @@ func (d *PeerDialer) Set(host, addr string) {
 		d.table = map[string]string{}
 	}
 	d.table[host] = addr
+}
+
+// Peer implements routernode.PeerTable.
+func (d *PeerDialer) Peer(host string) (string, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	a, ok := d.table[host]
+	return a, ok
 }
 
 // DialContext implements rvp.Client's Dialer.
@@ -232,7 +243,7 @@ func Start(t testing.TB, o Options) *Cluster {
 			t.Fatal(err)
 		}
 	}
-	must(c.Admin.CreateDomain(ctx, projections.DomainSpec{Domain: o.Domain, IMHost: c.IMHost, NTDomain: ntDomain}))
+	must(c.Admin.CreateDomain(ctx, projections.DomainSpec{Domain: o.Domain, IMHost: c.IMHost, NTDomain: ntDomain, Hosts: o.Hosts}))
 	for i, h := range names {
 		must(c.Admin.CreateHomeServer(ctx, h, lns[i%len(lns)].Addr().String(), "", true))
 	}
@@ -361,7 +372,7 @@ func (c *Cluster) StartRouter(name string) *Role {
 	nc := c.connect("router-" + name)
 	js, _ := jetstream.New(nc)
 	rt, err := routernode.New(routernode.Config{ID: name, JetStream: js, Conn: nc, Directory: dir, Client: c.client(),
-		Peers: c.opts.Peers, AckWait: c.opts.LookupAckWait, Logger: quiet().With("router", name)})
+		Peers: c.Dialer, AckWait: c.opts.LookupAckWait, Logger: quiet().With("router", name)})
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -103,8 +103,8 @@ func interop(t *testing.T, auth string) {
 		t.Errorf("bob's client did not report signing off: %v", bob.Lines())
 	}
 	alice.WaitFrom(from, pidginWait, `^PRESENCE bob@example\.test offline 0$`)
-
-	t.Run("redirect through a router to a second home server", func(t *testing.T) {
-		t.Skip("PENDING: needs routers and a second home server (issue 6)")
-	})
 }
+
+// The router case (a redirect to a second home server) is
+// testcluster.TestInteropLibrvpRedirect: it needs a deployment with
+// routers and two home servers.

@@ -1,0 +1,216 @@
+package testcluster
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"testing"
+
+	"github.com/rvp-im/rvpd/rvp"
+)
+
+// twoOrgs starts example.test and acme.test, each with a router, peered.
+// acme's clients are inside its firewall topology, so requests from
+// example.test's servers are redirected there, and followed.
+func twoOrgs(t *testing.T) (a, b *Cluster) {
+	a = Start(t, Options{Domain: "example.test", Users: map[string]string{"alice": "home1", "bob": "home1"}, Routers: 1, InternetCapable: true})
+	b = Start(t, Options{Domain: "acme.test", Users: map[string]string{"dave": "home1", "erin": "home1"}, Routers: 1, InternetCapable: true,
+		Inside: []string{"127.0.0.0/8"}, Password: "acme-pw-1"})
+	a.Dialer.Set("im.acme.test", b.Addr())
+	b.Dialer.Set("im.example.test", a.Addr())
+	return a, b
+}
+
+func watchAcross(c *Client, host, alias string) *Response {
+	return c.DoHost(host, "SUBSCRIBE", "/instmsg/aliases/"+alias, nil, c.From(),
+		"Notification-Type: update/propchange", "Call-Back: "+c.URL, "Subscription-Lifetime: 3600")
+}
+
+func sendAcross(c *Client, host, alias string, body []byte) *Response {
+	return c.DoHost(host, "NOTIFY", "/instmsg/aliases/"+alias, body, c.From(), "Content-Type: text/xml", "RVP-Hop-Count: 1", "RVP-Ack-Type: DeepOr")
+}
+
+// TestFederation: presence and messages flow both ways between two
+// organisations, each client talking to its own server only; requests for
+// the other organisation's users are forwarded by the routers, and
+// presence changes go server to server to the watchers' logical URLs
+// (following acme's redirects).
+func TestFederation(t *testing.T) {
+	a, b := twoOrgs(t)
+	alice, dave := a.Client(t, "alice"), b.Client(t, "dave")
+	dave.FollowRedirects = true // inside acme's firewall: its router redirects it
+	for _, u := range []*Client{alice, dave} {
+		must(t, u.Alias+" login", u.Login(3600), 200)
+		must(t, u.Alias+" online", u.SetState("online", 1200, 0), 207)
+	}
+	// Conformance 64: the forwarded SUBSCRIBE arrives without credentials,
+	// Call-Back = RVP-From-Principal, and the default ACL grants assertion.
+	r := watchAcross(alice, "im.acme.test", "dave")
+	must(t, "alice watches dave@acme.test", r, 207)
+	if !bytes.Contains(r.Body, []byte("<d:href>http://im.acme.test/instmsg/aliases/dave</d:href>")) || r.Header.Get(rvp.HdrSubscriptionID) == "" {
+		t.Errorf("relayed 207: %v\n%s", r.Header, r.Body)
+	}
+	must(t, "dave watches alice@example.test", watchAcross(dave, "im.example.test", "alice"), 207)
+	alice.WaitNotify(0, wait, func(n Notify) bool { return n.From() == "http://im.acme.test/instmsg/aliases/dave" && n.State() == "online" })
+	dave.WaitNotify(0, wait, func(n Notify) bool { return n.From() == "http://im.example.test/instmsg/aliases/alice" && n.State() == "online" })
+
+	must(t, "dave busy", dave.SetState("busy", 1200, 0), 207)
+	alice.WaitNotify(0, wait, func(n Notify) bool { return n.From() == "http://im.acme.test/instmsg/aliases/dave" && n.State() == "busy" })
+	must(t, "alice away", alice.SetState("away", 1200, 0), 207)
+	dave.WaitNotify(0, wait, func(n Notify) bool { return n.From() == "http://im.example.test/instmsg/aliases/alice" && n.State() == "away" })
+
+	for _, m := range []struct {
+		from *Client
+		host string
+		to   *Client
+	}{{alice, "im.acme.test", dave}, {dave, "im.example.test", alice}} {
+		body := m.from.MessageBody(m.to.Alias, "between organisations, from "+m.from.Alias+" ✓")
+		must(t, m.from.Alias+" → "+m.to.Alias, sendAcross(m.from, m.host, m.to.Alias, body), 200)
+		m.to.WaitNotify(0, wait, func(n Notify) bool { return bytes.Equal(n.Body, body) })
+	}
+	// erin has no client: the other organisation's 412 comes back.
+	must(t, "alice → erin (offline)", sendAcross(alice, "im.acme.test", "erin", alice.MessageBody("erin", "hi")), 412)
+	must(t, "alice → nobody@acme.test", sendAcross(alice, "im.acme.test", "nobody", alice.MessageBody("nobody", "hi")), 404)
+
+	// Intranet-only refuses both directions.
+	if err := a.Admin.SetInternetCapable(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	testWait := func(f func() int, want int, what string) {
+		t.Helper()
+		Eventually(t, wait, func() error {
+			if got := f(); got != want {
+				return errStatus{what, got, want}
+			}
+			return nil
+		})
+	}
+	testWait(func() int { return sendAcross(alice, "im.acme.test", "dave", alice.MessageBody("dave", "x")).Status }, 403, "outbound")
+	testWait(func() int { return sendAcross(dave, "im.example.test", "alice", dave.MessageBody("alice", "x")).Status }, 403, "inbound")
+}
+
+type errStatus struct {
+	what      string
+	got, want int
+}
+
+func (e errStatus) Error() string {
+	return fmt.Sprintf("%s: %d, want %d", e.what, e.got, e.want)
+}
+
+// TestFederationLoop: two routers whose peer tables send a domain to each
+// other; a request from a third organisation's principal for that domain
+// is cut by RVP-Hop-Count (508), not forwarded for ever. (One from a user
+// of either is cut sooner: back home it has no credentials, 401.)
+func TestFederationLoop(t *testing.T) {
+	a, b := twoOrgs(t)
+	a.Dialer.Set("im.loop.test", b.Addr())
+	b.Dialer.Set("im.loop.test", a.Addr())
+	x := NewClient(t, a.Addr(), "x")
+	x.UseHost("im.loop.test")
+	r := x.Do("SUBSCRIBE", "/instmsg/aliases/y", nil, "RVP-From-Principal: http://im.third.test/instmsg/aliases/x",
+		"Notification-Type: update/propchange", "Call-Back: http://im.third.test/instmsg/aliases/x")
+	must(t, "a request bouncing between two routers", r, 508)
+	alice := a.Client(t, "alice")
+	must(t, "alice's request, back home without credentials", watchAcross(alice, "im.loop.test", "y"), 401)
+}
+
+// fakePeer is another organisation's server that answers NOTIFYs with a
+// fixed answer and records what it got.
+type fakePeer struct {
+	ln     net.Listener
+	answer string
+	mu     sync.Mutex
+	got    []*rvp.Request
+	wake   chan struct{}
+}
+
+func newFakePeer(t *testing.T, answer string) *fakePeer {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &fakePeer{ln: ln, answer: answer, wake: make(chan struct{})}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			req, err := rvp.ReadRequest(bufio.NewReader(c), rvp.Limits{})
+			if err == nil {
+				p.mu.Lock()
+				p.got = append(p.got, req)
+				close(p.wake)
+				p.wake = make(chan struct{})
+				p.mu.Unlock()
+				io.WriteString(c, p.answer)
+			}
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return p
+}
+
+func (p *fakePeer) requests() []*rvp.Request {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]*rvp.Request(nil), p.got...)
+}
+
+// TestFederationServerToServer (conformance 63): a watcher whose Call-Back
+// is another organisation's logical URL gets the NOTIFY at that URL's
+// host; a 302 from there is followed with the same method and body; a 401
+// is given up on.
+func TestFederationServerToServer(t *testing.T) {
+	a := Start(t, Options{Domain: "example.test", Users: map[string]string{"alice": "home1"}, Routers: 1, InternetCapable: true})
+	final := newFakePeer(t, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+	redirecting := newFakePeer(t, "HTTP/1.1 302 Object moved\r\nLocation: http://imhome.evil.test/instmsg/local/im.evil.test/instmsg/aliases/mallory\r\nContent-Length: 0\r\n\r\n")
+	refusing := newFakePeer(t, "HTTP/1.1 401 Access Denied\r\nWWW-Authenticate: NTLM\r\nContent-Length: 0\r\n\r\n")
+	a.Dialer.Set("im.evil.test", redirecting.ln.Addr().String())
+	a.Dialer.Set("imhome.evil.test", final.ln.Addr().String())
+	a.Dialer.Set("im.bad.test", refusing.ln.Addr().String())
+
+	alice := a.Client(t, "alice")
+	must(t, "alice login", alice.Login(3600), 200)
+	for _, who := range []string{"http://im.evil.test/instmsg/aliases/mallory", "http://im.bad.test/instmsg/aliases/trudy"} {
+		// An unauthenticated SUBSCRIBE from another organisation, its
+		// Call-Back its own URL (conformance 64).
+		x := NewClient(t, a.Addr(), "x")
+		x.UseHost("im.example.test")
+		r := x.Do("SUBSCRIBE", "/instmsg/aliases/alice", nil, "RVP-From-Principal: "+who, "Notification-Type: update/propchange", "Call-Back: "+who, "Subscription-Lifetime: 600")
+		must(t, who+" watches alice", r, 207)
+	}
+	// The push after subscribing, then the change.
+	must(t, "alice busy", alice.SetState("busy", 1200, 0), 207)
+	busy := func(p *fakePeer) *rvp.Request {
+		for _, r := range p.requests() {
+			if bytes.Contains(r.Body, []byte("<r:state><r:busy/></r:state>")) {
+				return r
+			}
+		}
+		return nil
+	}
+	Eventually(t, wait, func() error {
+		if busy(final) == nil || busy(refusing) == nil {
+			return fmt.Errorf("the change has not reached both peers")
+		}
+		return nil
+	})
+	got, first := busy(final), busy(redirecting)
+	if got.Method != "NOTIFY" || !bytes.Equal(got.Body, first.Body) || got.Target != "/instmsg/local/im.evil.test/instmsg/aliases/mallory" ||
+		!bytes.Contains(got.Body, []byte("<r:state><r:busy/></r:state>")) {
+		t.Errorf("after the 302: %s %s\n%s", got.Method, got.Target, got.Body)
+	}
+	if first.Header.Get("Host") != "im.evil.test" || first.Target != "/instmsg/aliases/mallory" || first.Header.Get(rvp.HdrHopCount) != "2" {
+		t.Errorf("first NOTIFY: Host %q, target %q, hop %q", first.Header.Get("Host"), first.Target, first.Header.Get(rvp.HdrHopCount))
+	}
+	if n := len(refusing.requests()); n != 2 {
+		t.Errorf("the 401 peer got %d NOTIFYs for the push and one change, want 2 (each given up at once)", n)
+	}
+}
