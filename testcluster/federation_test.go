@@ -55,13 +55,21 @@ func TestFederation(t *testing.T) {
 		t.Errorf("relayed 207: %v\n%s", r.Header, r.Body)
 	}
 	must(t, "dave watches alice@example.test", watchAcross(dave, "im.example.test", "alice"), 207)
-	alice.WaitNotify(0, wait, func(n Notify) bool { return n.From() == "http://im.acme.test/instmsg/aliases/dave" && n.State() == "online" })
-	dave.WaitNotify(0, wait, func(n Notify) bool { return n.From() == "http://im.example.test/instmsg/aliases/alice" && n.State() == "online" })
+	alice.WaitNotify(0, wait, func(n Notify) bool {
+		return n.From() == "http://im.acme.test/instmsg/aliases/dave" && n.State() == "online"
+	})
+	dave.WaitNotify(0, wait, func(n Notify) bool {
+		return n.From() == "http://im.example.test/instmsg/aliases/alice" && n.State() == "online"
+	})
 
 	must(t, "dave busy", dave.SetState("busy", 1200, 0), 207)
-	alice.WaitNotify(0, wait, func(n Notify) bool { return n.From() == "http://im.acme.test/instmsg/aliases/dave" && n.State() == "busy" })
+	alice.WaitNotify(0, wait, func(n Notify) bool {
+		return n.From() == "http://im.acme.test/instmsg/aliases/dave" && n.State() == "busy"
+	})
 	must(t, "alice away", alice.SetState("away", 1200, 0), 207)
-	dave.WaitNotify(0, wait, func(n Notify) bool { return n.From() == "http://im.example.test/instmsg/aliases/alice" && n.State() == "away" })
+	dave.WaitNotify(0, wait, func(n Notify) bool {
+		return n.From() == "http://im.example.test/instmsg/aliases/alice" && n.State() == "away"
+	})
 
 	for _, m := range []struct {
 		from *Client

@@ -221,7 +221,8 @@ func TestConformance(t *testing.T) {
 		a := cf.user(t, "alice")
 		r := a.Do("SUBSCRIBE", "/instmsg/local/im.example.test/instmsg/aliases/bob", nil, a.From(), "Notification-Type: update/propchange", "Call-Back: "+a.URL)
 		mustStatus(t, "physical path", r, 207)
-		hasAll(t, "answer", string(r.Body), "<d:href>http://im.example.test/instmsg/aliases/bob</d:href>")
+		// Named as the client names its own domain (its principal's host).
+		hasAll(t, "answer", string(r.Body), "<d:href>"+a.URLOf("bob")+"</d:href>")
 	})
 	t.Run("C13_unknown_alias", func(t *testing.T) {
 		a := cf.user(t, "alice")
