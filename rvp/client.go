@@ -201,3 +201,38 @@ func readAnswer(br *bufio.Reader) (*Answer, error) {
 	}
 	return ans, errors.New("answer header has more than 100 lines")
 }
+
+// HostMap is a Dialer that connects to the address a host name maps to
+// (a federation peer table), and dials every other address as given.
+type HostMap map[string]string
+
+// DialContext implements Client's Dialer.
+func (m HostMap) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		if to, ok := m[strings.ToLower(host)]; ok {
+			addr = to
+		}
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, network, addr)
+}
+
+// ParseHostMap parses "host=host:port,..." (a flag's value).
+func ParseHostMap(s string) (HostMap, error) {
+	m := HostMap{}
+	for _, kv := range strings.Split(s, ",") {
+		kv = strings.TrimSpace(kv)
+		if kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" || v == "" {
+			return nil, fmt.Errorf("peer %q: want host=host:port", kv)
+		}
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			v = net.JoinHostPort(v, "80")
+		}
+		m[strings.ToLower(strings.TrimSpace(k))] = strings.TrimSpace(v)
+	}
+	return m, nil
+}

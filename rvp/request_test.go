@@ -3,7 +3,10 @@ package rvp
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
+	"io"
+	"net"
 	"strings"
 	"testing"
 )
@@ -142,5 +145,37 @@ func TestResponseFraming(t *testing.T) {
 		if got := ReasonPhrase(code); got != want {
 			t.Errorf("ReasonPhrase(%d) = %q, want %q", code, got, want)
 		}
+	}
+}
+
+// The NOTIFY client through an outbound HTTP proxy sends the absolute URL
+// as request target to the proxy, Host naming the destination.
+func TestClientProxy(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan *Request, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		req, _ := ReadRequest(bufio.NewReader(c), Limits{})
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		got <- req
+	}()
+	proxy, _ := ParseURL("http://" + ln.Addr().String())
+	c := &Client{Proxy: &proxy}
+	dest, _ := ParseURL("http://im.acme.test/instmsg/aliases/dave")
+	ans, err := c.Do(context.Background(), Outbound{URL: dest, Body: []byte("<x/>"), ReadBody: true})
+	if err != nil || ans.Status != 200 || string(ans.Body) != "ok" {
+		t.Fatalf("answer %+v, %v", ans, err)
+	}
+	req := <-got
+	if req.Method != "NOTIFY" || req.Target != "http://im.acme.test/instmsg/aliases/dave" || req.Header.Get("Host") != "im.acme.test" || string(req.Body) != "<x/>" {
+		t.Errorf("the proxy got %s %s (Host %q) %q", req.Method, req.Target, req.Header.Get("Host"), req.Body)
 	}
 }

@@ -65,6 +65,8 @@ type Options struct {
 	// LookupAckWait is how soon a router's unanswered lookup goes to
 	// another router. Default 2s.
 	LookupAckWait time.Duration
+	// SRV, when set, lets routers find other organisations by DNS SRV.
+	SRV routernode.SRVResolver
 }
 
 // Cluster is a running deployment.
@@ -372,7 +374,7 @@ func (c *Cluster) StartRouter(name string) *Role {
 	nc := c.connect("router-" + name)
 	js, _ := jetstream.New(nc)
 	rt, err := routernode.New(routernode.Config{ID: name, JetStream: js, Conn: nc, Directory: dir, Client: c.client(),
-		Peers: c.Dialer, AckWait: c.opts.LookupAckWait, Logger: quiet().With("router", name)})
+		Peers: c.Dialer, SRV: c.opts.SRV, AckWait: c.opts.LookupAckWait, Logger: quiet().With("router", name)})
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -221,4 +222,32 @@ func TestFederationServerToServer(t *testing.T) {
 	if n := len(refusing.requests()); n != 2 {
 		t.Errorf("the 401 peer got %d NOTIFYs for the push and one change, want 2 (each given up at once)", n)
 	}
+}
+
+// srvTable answers DNS SRV lookups from a table, as a test's resolver.
+type srvTable map[string]string // domain → host:port
+
+func (s srvTable) LookupSRV(_ context.Context, service, proto, name string) (string, []*net.SRV, error) {
+	addr, ok := s[name]
+	if !ok || service != "rvp" || proto != "tcp" {
+		return "", nil, &net.DNSError{Err: "no such host", Name: "_" + service + "._" + proto + "." + name, IsNotFound: true}
+	}
+	host, port, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(port)
+	return "", []*net.SRV{{Target: host + ".", Port: uint16(p)}}, nil
+}
+
+// TestFederationSRV finds the other organisation by its _rvp._tcp SRV
+// record (a resolver the test answers) instead of the peer table.
+func TestFederationSRV(t *testing.T) {
+	b := Start(t, Options{Domain: "acme.test", Users: map[string]string{"dave": "home1"}, Routers: 1, InternetCapable: true})
+	a := Start(t, Options{Domain: "example.test", Users: map[string]string{"alice": "home1"}, Routers: 1, InternetCapable: true,
+		SRV: srvTable{"acme.test": b.Addr()}})
+	dave := b.Client(t, "dave")
+	must(t, "dave login", dave.Login(3600), 200)
+	alice := a.Client(t, "alice")
+	body := alice.MessageBody("dave", "found you by SRV")
+	must(t, "alice → dave@acme.test", sendAcross(alice, "im.acme.test", "dave", body), 200)
+	dave.WaitNotify(0, wait, func(n Notify) bool { return bytes.Equal(n.Body, body) })
+	must(t, "an organisation without SRV record", sendAcross(alice, "im.nowhere.test", "x", body), 404)
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/rvp-im/rvpd/homenode"
 	"github.com/rvp-im/rvpd/projections"
 	"github.com/rvp-im/rvpd/routernode"
+	"github.com/rvp-im/rvpd/rvp"
 )
 
 // The demo deployment `rvpd dev` creates on first start.
@@ -51,6 +52,7 @@ type devFlags struct {
 	auth                       string
 	allowBasic                 bool
 	keyFile                    string
+	peers, dns, proxy          string
 	logLevel, logFormat        string
 	policy                     homenode.Policy
 	requestTimeout             time.Duration
@@ -77,6 +79,9 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	fs.DurationVar(&f.policy.MaxLifetime, "sub.max-lifetime", 4*time.Hour, "longest subscription lifetime granted")
 	fs.DurationVar(&f.policy.DeliveryTimeout, "notify.timeout", 10*time.Second, "time to deliver a message to a recipient's clients")
 	fs.DurationVar(&f.requestTimeout, "request.timeout", 20*time.Second, "time a gateway waits for a home node's answer")
+	fs.StringVar(&f.peers, "federation.peers", "", "federation peer table: host=host:port,... (an IM host or domain of another organisation and its router's address)")
+	fs.StringVar(&f.dns, "federation.dns", "", `find other organisations by DNS SRV _rvp._tcp.<domain>: "system", or a DNS server host:port ("" off)`)
+	fs.StringVar(&f.proxy, "federation.proxy", "", "outbound HTTP proxy for requests to other organisations, http://host:port")
 	if err := parseFlags(fs, args, lookupEnv); err != nil {
 		return err
 	}
@@ -158,13 +163,18 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 		return err
 	}
 
+	outbound, peers, srv, err := federation(f)
+	if err != nil {
+		return err
+	}
 	home, err := homenode.New(homenode.Config{
-		Home: demoHome, JetStream: js, Conn: nc, DB: db, Directory: dir, Policy: f.policy, Logger: log.With("component", "home"),
+		Home: demoHome, JetStream: js, Conn: nc, DB: db, Directory: dir, Policy: f.policy, Client: outbound, Logger: log.With("component", "home"),
 	})
 	if err != nil {
 		return err
 	}
-	router, err := routernode.New(routernode.Config{ID: "router1", JetStream: js, Conn: nc, Directory: dir, Logger: log.With("component", "router")})
+	router, err := routernode.New(routernode.Config{ID: "router1", JetStream: js, Conn: nc, Directory: dir, Client: outbound,
+		Peers: routernode.StaticPeers(peers), SRV: srv, Logger: log.With("component", "router")})
 	if err != nil {
 		return err
 	}
@@ -309,6 +319,36 @@ func adminHasPassword(admin *projections.Admin, adm *projections.Administrator, 
 	}
 	key, err := projections.AdminKey(password, v.Salt, v.Iter)
 	return err == nil && bytes.Equal(key, v.Key)
+}
+
+// federation builds the outbound client (peer table, proxy) and DNS
+// discovery from the -federation flags.
+func federation(f devFlags) (*rvp.Client, rvp.HostMap, routernode.SRVResolver, error) {
+	peers, err := rvp.ParseHostMap(f.peers)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("-federation.peers: %w", err)
+	}
+	c := &rvp.Client{Dialer: peers}
+	if f.proxy != "" {
+		u, err := rvp.ParseURL(f.proxy)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("-federation.proxy: %w", err)
+		}
+		c.Proxy = &u
+	}
+	var srv routernode.SRVResolver
+	switch f.dns {
+	case "":
+	case "system":
+		srv = net.DefaultResolver
+	default:
+		server := f.dns
+		srv = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, server)
+		}}
+	}
+	return c, peers, srv, nil
 }
 
 // clusterKey returns the keyring of the cluster key: from the file given,
