@@ -17,6 +17,7 @@ const (
 	TypeNotify            = "request.notify.v1"
 	TypeACL               = "request.acl.v1"
 	TypeRelay             = "request.relay.v1"
+	TypeHandoff           = "request.handoff.v1"
 	TypeLookup            = "lookup.v1"
 	TypeReply             = "reply.v1"
 
@@ -56,6 +57,7 @@ func (*PropPatch) Type() string         { return TypePropPatch }
 func (*Notify) Type() string            { return TypeNotify }
 func (*ACL) Type() string               { return TypeACL }
 func (*Relay) Type() string             { return TypeRelay }
+func (*Handoff) Type() string           { return TypeHandoff }
 func (*ACLSet) Type() string            { return TypeACLSet }
 func (*PropertySet) Type() string       { return TypePropertySet }
 func (*Lookup) Type() string            { return TypeLookup }
@@ -94,6 +96,7 @@ func (*PropPatch) isEvent()         {}
 func (*Notify) isEvent()            {}
 func (*ACL) isEvent()               {}
 func (*Relay) isEvent()             {}
+func (*Handoff) isEvent()           {}
 func (*ACLSet) isEvent()            {}
 func (*PropertySet) isEvent()       {}
 func (*Lookup) isEvent()            {}
@@ -154,6 +157,8 @@ func Decode(typ string, data []byte) (Event, error) {
 		e = new(ACL)
 	case TypeRelay:
 		e = new(Relay)
+	case TypeHandoff:
+		e = new(Handoff)
 	case TypeACLSet:
 		e = new(ACLSet)
 	case TypePropertySet:

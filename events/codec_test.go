@@ -25,6 +25,8 @@ func sampleEvents() []Event {
 		&Notify{Req: req, AckType: "DeepOr", HopCount: 1, Body: []byte("<r:notification/>")},
 		&ACL{Req: req, Write: true, ACEs: DefaultACL("http://im.example.test/instmsg/aliases/bob")},
 		&Relay{Req: req, Body: []byte("<r:notification/>")},
+		&Handoff{Req: req, From: "home1", Subs: []SubState{{ID: 3, Kind: NotifyPragma, CallBack: "http://10.0.0.1:1", Lifetime: 60, Expires: at}},
+			Views: []ViewState{{ID: 4, Value: "busy", Default: "offline", Timeout: 60, Expires: at}}, ACL: DefaultACL("x"), Props: []PropValue{{Prop: PropMobileState, Value: "1"}}},
 		&ACLSet{Meta: meta, Node: bob, ACEs: []ACE{{Principal: "http://x/instmsg/aliases/m", User: NewUser("x", "m"), Credentials: []string{CredAny}, Deny: []string{RightPresence}}}},
 		&Lookup{ID: "r2", At: at, Deadline: at, Gateway: "gw1", Client: "1.2.3.4", Method: "SUBSCRIBE", Host: "im.acme.test", Alias: "dave"},
 		&Reply{ID: "r1", Status: 207, Href: "http://x/instmsg/aliases/bob", Found: []PropValue{{PropState, "online"}}, Lease: &Lease{"online", "offline", 1200, 3}},

@@ -47,6 +47,7 @@ const (
 	EndOffline      = "offline"     // a view set to its default
 	EndLoggedOut    = "logged-out"  // a view ended with the last login subscription
 	EndUnreachable  = "unreachable" // the callback did not answer several NOTIFYs in a row
+	EndMoved        = "moved"       // the user moved to another home server, which holds it now
 )
 
 // SubscriptionEnded records the end of a subscription.

@@ -144,6 +144,45 @@ type Relay struct {
 	Body []byte `json:"body"`
 }
 
+// Handoff carries a user's state from the home server it left to the one
+// it was moved to (rvpctl user move): the subscriptions on its node, its
+// presence views, its ACL and properties. The receiving home node records
+// them as its own facts; the sending one ends them with reason "moved".
+type Handoff struct {
+	Req
+	From  string      `json:"from_home"`
+	Subs  []SubState  `json:"subs,omitempty"`
+	Views []ViewState `json:"views,omitempty"`
+	ACL   []ACE       `json:"acl,omitempty"`
+	Props []PropValue `json:"props,omitempty"`
+}
+
+// SubState is a subscription in a handoff.
+type SubState struct {
+	ID             int32     `json:"id"`
+	Kind           string    `json:"kind"`
+	CallBack       string    `json:"call_back"`
+	Watcher        User      `json:"watcher,omitzero"`
+	Subscriber     string    `json:"subscriber,omitempty"`
+	SubscriberUser User      `json:"subscriber_user,omitzero"`
+	NodeURL        string    `json:"node_url"`
+	Lifetime       int       `json:"lifetime"`
+	Expires        time.Time `json:"expires"`
+	Source         string    `json:"source,omitempty"`
+	Credential     string    `json:"credential,omitempty"`
+}
+
+// ViewState is a presence view in a handoff.
+type ViewState struct {
+	ID      int32     `json:"id"`
+	Value   string    `json:"value"`
+	Default string    `json:"default"`
+	Timeout int       `json:"timeout"`
+	Expires time.Time `json:"expires"`
+	Source  string    `json:"source,omitempty"`
+}
+
+func (e *Handoff) Request() *Req           { return &e.Req }
 func (e *Relay) Request() *Req             { return &e.Req }
 func (e *ACL) Request() *Req               { return &e.Req }
 func (e *Subscribe) Request() *Req         { return &e.Req }

@@ -17,6 +17,9 @@ type conn struct {
 	nc    net.Conn
 	g     *Gateway
 	state *ConnState
+	// movedAsked is the last request target answered with a 302 because
+	// its user moved to another home server.
+	movedAsked string
 
 	mu   sync.Mutex
 	busy bool

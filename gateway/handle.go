@@ -18,10 +18,11 @@ import (
 )
 
 // statusError is a request refused at the gateway with an RVP status and a
-// message saying what to do.
+// message saying what to do, or (302) redirected to location.
 type statusError struct {
-	status int
-	msg    string
+	status   int
+	msg      string
+	location string
 }
 
 func (e *statusError) Error() string { return e.msg }
@@ -42,6 +43,9 @@ func errorResponse(err error) *rvp.Response {
 	var se *statusError
 	if errors.As(err, &se) {
 		r := &rvp.Response{Status: se.status}
+		if se.location != "" {
+			r.Set(rvp.HdrLocation, se.location)
+		}
 		textBody(r, se.msg)
 		return r
 	}
@@ -56,6 +60,9 @@ type target struct {
 	rec     *projections.UserRecord
 	domain  *projections.Domain
 	nodeURL string // the node's URL as the requester addressed it
+	// movedTo is the physical URL of a user that moved away from the home
+	// server the requester addressed by its host.
+	movedTo string
 }
 
 func (t *target) domainOrNil() *projections.Domain {
@@ -145,6 +152,14 @@ func (g *Gateway) handleRVP(ctx context.Context, c *conn, req *rvp.Request, clie
 	tgt, lookup, err := g.resolveTarget(req, from, client)
 	if err != nil {
 		return nil, err
+	}
+	if tgt != nil && tgt.movedTo != "" && c != nil && c.movedAsked != req.Target {
+		// Once per connection and target: librvp follows a redirect on
+		// the same connection with the path only and the Host it had,
+		// and is served the second time (every gateway serves every
+		// physical URL).
+		c.movedAsked = req.Target
+		return nil, &statusError{status: 302, location: tgt.movedTo, msg: tgt.user.String() + " has moved to home server " + tgt.rec.Home}
 	}
 	if foreign := from != "" && fromUser.IsZero() && !g.ours(from); foreign {
 		// Another organisation speaks: only if we federate.
@@ -336,6 +351,14 @@ func (g *Gateway) resolveTarget(req *rvp.Request, from, client string) (*target,
 	t := &target{user: user, rec: rec, domain: dom}
 	switch {
 	case ref.IMHost != "":
+		// A user moved away: its old physical URL redirects to the new one.
+		if hs, err := g.cfg.Directory.HomeServerByHost(host); err != nil {
+			return nil, nil, err
+		} else if hs != nil && hs.Name != rec.Home {
+			if now, err := g.cfg.Directory.HomeServer(rec.Home); err == nil && now != nil {
+				t.movedTo = rvp.PhysicalURL(now.Host, ref.IMHost, ref.Alias)
+			}
+		}
 		// A physical URL: the client knows the node by its logical URL,
 		// with the host it knows the domain by (its own principal's, as
 		// librvp, which follows a redirect with the path only, compares

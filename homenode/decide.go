@@ -34,6 +34,9 @@ type decision struct {
 	// relay is a notification from another home server for the node's
 	// clients.
 	relay *events.Relay
+	// quiet decisions tell no watcher: a user's state moving between home
+	// servers is no change to them.
+	quiet bool
 }
 
 type subRef struct {
@@ -105,6 +108,8 @@ func (n *Node) decide(req events.Request, now time.Time) (*decision, error) {
 		return n.decideNotify(d, e, now)
 	case *events.ACL:
 		return n.decideACL(d, e, now)
+	case *events.Handoff:
+		return n.decideHandoff(d, e, now)
 	case *events.Relay:
 		if r.Auth.Scheme != "internal" {
 			return d.fail(r, 403, "relays come from home servers only")

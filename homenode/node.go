@@ -194,7 +194,7 @@ func (n *Node) Run(parent context.Context) (err error) {
 	defer stopFollowing()
 	defer cancel() // runs first: every goroutine but the follower ends on ctx.
 
-	failed := make(chan error, 2)
+	failed := make(chan error, 3)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -210,6 +210,24 @@ func (n *Node) Run(parent context.Context) (err error) {
 		return err
 	}
 	n.pool.start(ctx, &wg)
+	moves := make(chan *events.UserMoved, 64)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := n.watchMoves(ctx, moves); err != nil {
+			failed <- err
+		}
+	}()
+	strays, err := n.strays()
+	if err != nil {
+		return err
+	}
+	for _, mv := range strays {
+		if err := n.handoff(context.WithoutCancel(ctx), mv.User, mv.Home); err != nil {
+			n.log.Warn("user moved away not handed off yet; it will be when a request for it comes",
+				"user", mv.User.String(), "home", mv.Home, "err", err)
+		}
+	}
 	admin, err := n.cfg.Conn.Subscribe(events.HomeAdminSubject(n.cfg.Home, "verify"), n.onVerify)
 	if err != nil {
 		return fmt.Errorf("home %s: admin subscription: %w", n.cfg.Home, err)
@@ -293,6 +311,11 @@ func (n *Node) Run(parent context.Context) (err error) {
 		case o := <-n.outcomes:
 			if err := n.handleOutcome(context.WithoutCancel(ctx), o); err != nil {
 				return err
+			}
+		case mv := <-moves:
+			if err := n.handoff(context.WithoutCancel(ctx), mv.User, mv.Home); err != nil {
+				n.log.Warn("user moved away not handed off; it will be when a request for it comes, or at the next start",
+					"user", mv.User.String(), "home", mv.Home, "err", err)
 			}
 		case rc := <-n.reaches:
 			if err := n.handleReach(context.WithoutCancel(ctx), rc); err != nil {
@@ -385,7 +408,8 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 	r := req.Request()
 	now := n.now()
 	log := n.log.With("req", r.ID, "type", typ, "node", r.Node.String())
-	if now.After(r.Deadline) {
+	// A handoff has no gateway waiting: it is state, however late.
+	if now.After(r.Deadline) && typ != events.TypeHandoff {
 		log.Warn("request expired before it was decided; the gateway has answered 503", "late", now.Sub(r.Deadline))
 		return m.Ack()
 	}
@@ -405,6 +429,9 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 			return n.deliverMessage(ctx, life, e, m, replyTo, now, true)
 		}
 		return m.Ack()
+	}
+	if home, moved := n.movedAway(r.Node); moved {
+		return n.forward(ctx, log, m, r, home)
 	}
 	if e, ok := req.(*events.Notify); ok {
 		return n.deliverMessage(ctx, life, e, m, replyTo, now, false)
@@ -488,7 +515,9 @@ func (n *Node) commit(ctx context.Context, log *slog.Logger, decide func() (*dec
 		if err != nil {
 			return nil, err
 		}
-		d.before = n.presenceOf(d.facts)
+		if !d.quiet {
+			d.before = n.presenceOf(d.facts)
+		}
 		err = n.appendFacts(ctx, d)
 		if err == nil {
 			return d, nil
@@ -544,7 +573,7 @@ func (n *Node) appendFacts(ctx context.Context, d *decision) error {
 					continue
 				}
 			}
-			return fmt.Errorf("append %s for %s: %w", f.Type(), u, err)
+			return fmt.Errorf("append %s for %s after its fact %d: %w", f.Type(), u, ver, err)
 		}
 		versions[u], last = ack.Sequence, ack.Sequence
 	}

@@ -331,6 +331,31 @@ func (h *Home) ACL(u events.User) ([]events.ACE, bool, error) {
 	return aces, true, nil
 }
 
+// Users returns every user the projection holds state for.
+func (h *Home) Users() ([]events.User, error) {
+	seen := map[events.User]bool{}
+	var out []events.User
+	p := prefixOf(string(h.key("u")))
+	err := scan(h.db.pdb, p, func(k, _ []byte) error {
+		parts := bytes.SplitN(k[len(p):], []byte{0}, 3)
+		if len(parts) < 3 {
+			return nil
+		}
+		dom, err1 := events.Untoken(string(parts[0]))
+		alias, err2 := events.Untoken(string(parts[1]))
+		if err1 != nil || err2 != nil {
+			return fmt.Errorf("malformed key %q", k)
+		}
+		u := events.User{Domain: dom, Alias: alias}
+		if !seen[u] {
+			seen[u] = true
+			out = append(out, u)
+		}
+		return nil
+	})
+	return out, err
+}
+
 // Due is a subscription ("s") or view ("v") whose time has come.
 type Due struct {
 	At   time.Time

@@ -96,7 +96,7 @@ type Role struct {
 	Addr string // a gateway's host:port
 	Node *homenode.Node
 	nc   *nats.Conn
-	db   *projections.DB
+	db   *projections.DB // a home node's store, closed when the test ends
 	stop context.CancelFunc
 	done chan error
 	once sync.Once
@@ -110,9 +110,6 @@ func (r *Role) Stop() error {
 		r.stop()
 		err = <-r.done
 		r.nc.Close()
-		if r.db != nil {
-			r.db.Close()
-		}
 	})
 	return err
 }
@@ -357,7 +354,7 @@ func (c *Cluster) StartHome(h string) *Role {
 		c.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &Role{Name: h, Node: n, nc: nc, stop: cancel, done: make(chan error, 1)}
+	r := &Role{Name: h, Node: n, nc: nc, db: db, stop: cancel, done: make(chan error, 1)}
 	go func() { r.done <- n.Run(ctx) }()
 	c.t.Cleanup(func() {
 		if err := r.Stop(); err != nil {

@@ -1,0 +1,176 @@
+package testcluster
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
+)
+
+// heldBy reports what home server h holds of u: its subscriptions and
+// presence views.
+func heldBy(c *Cluster, h string, u events.User) (subs, views int, err error) {
+	p := c.Homes[h].Node.Projection()
+	s, err := p.Subscriptions(u)
+	if err != nil {
+		return 0, 0, err
+	}
+	v, err := p.Views(u)
+	return len(s), len(v), err
+}
+
+// stateOf asks for alias's state through the router, as watcher.
+func stateOf(watcher *Client, alias string) string {
+	r := watcher.Do("PROPFIND", "/instmsg/aliases/"+alias,
+		[]byte(`<?xml version="1.0"?><d:propfind xmlns:d="DAV:" xmlns:r="http://schemas.microsoft.com/rvp/"><d:prop><r:state/></d:prop></d:propfind>`),
+		watcher.From(), "Content-Type: text/xml", "Depth: 0")
+	if r.Status != 207 {
+		return "status " + strconv.Itoa(r.Status)
+	}
+	b := string(r.Body)
+	if i := strings.Index(b, "<r:state><r:"); i >= 0 {
+		rest := b[i+len("<r:state><r:"):]
+		if j := strings.Index(rest, "/>"); j >= 0 {
+			return rest[:j]
+		}
+	}
+	return b
+}
+
+// TestClusterMoveUser moves alice, online and watched from both home
+// servers, from home1 to home2 (rvpctl user move): her presence and
+// subscriptions follow, her watchers notice nothing but her next change,
+// messages reach her both ways, her login renews at home2, and her old
+// physical URL redirects. Then it moves her back while home2 is down:
+// home2 hands her over when it starts again.
+func TestClusterMoveUser(t *testing.T) {
+	c := Start(t, Options{Users: map[string]string{"alice": "home1", "bob": "home1", "carol": "home2"},
+		Gateways: 2, Routers: 2, Inside: []string{"127.0.0.0/8"}})
+	ctx := context.Background()
+	alice, bob, carol := c.Client(t, "alice"), c.Client(t, "bob"), c.Client(t, "carol")
+	for _, u := range []*Client{alice, bob, carol} {
+		u.FollowRedirects = true
+		must(t, u.Alias+" login", u.Login(3600), 200)
+		must(t, u.Alias+" online", u.SetState("online", 1200, 0), 207)
+	}
+	for _, w := range []*Client{bob, carol} {
+		must(t, w.Alias+" watches alice", w.Watch("alice", 3600), 207)
+		w.WaitNotify(0, wait, fromState(alice, "online"))
+		must(t, "alice watches "+w.Alias, alice.Watch(w.Alias, 3600), 207)
+		alice.WaitNotify(0, wait, fromState(w, "online"))
+	}
+	au := events.NewUser(c.Domain, "alice")
+	s1, v1, err := heldBy(c, "home1", au)
+	if err != nil || s1 != 3 || v1 != 1 {
+		t.Fatalf("before the move home1 holds of alice %d subscriptions, %d views (%v); want 3 (login, bob's, carol's) and 1", s1, v1, err)
+	}
+	seenBob, seenCarol := len(bob.Notifies()), len(carol.Notifies())
+
+	if err := c.Admin.MoveUser(ctx, au, "home2"); err != nil {
+		t.Fatal(err)
+	}
+	Eventually(t, wait, func() error {
+		s, v, err := heldBy(c, "home2", au)
+		if err != nil || s != s1 || v != v1 {
+			return fmt.Errorf("home2 holds %d subscriptions and %d views of alice (%v); want %d and %d", s, v, err, s1, v1)
+		}
+		if s, v, err := heldBy(c, "home1", au); err != nil || s+v != 0 {
+			return fmt.Errorf("home1 still holds %d subscriptions and %d views of alice (%v)", s, v, err)
+		}
+		return nil
+	})
+	if got := stateOf(carol, "alice"); got != "online" {
+		t.Errorf("alice's state after the move: %s, want online", got)
+	}
+
+	// Her watchers on both home servers see her next change, and nothing
+	// in between: for them she never went offline.
+	must(t, "alice busy at home2", alice.SetState("busy", 1200, 0), 207)
+	_, ib := bob.WaitNotify(seenBob, wait, fromState(alice, "busy"))
+	_, ic := carol.WaitNotify(seenCarol, wait, fromState(alice, "busy"))
+	for _, w := range []struct {
+		c    *Client
+		from int
+		to   int
+	}{{bob, seenBob, ib}, {carol, seenCarol, ic}} {
+		for _, n := range w.c.Notifies()[w.from:w.to] {
+			if n.From() == alice.URL {
+				t.Errorf("%s was told of alice during her move: state %q", w.c.Alias, n.State())
+			}
+		}
+	}
+	// Her own subscriptions, on bob's and carol's nodes, reach her at home2.
+	seenAlice := len(alice.Notifies())
+	must(t, "bob away", bob.SetState("away", 1200, 0), 207)
+	alice.WaitNotify(seenAlice, wait, fromState(bob, "away"))
+	must(t, "carol busy", carol.SetState("busy", 1200, 0), 207)
+	alice.WaitNotify(seenAlice, wait, fromState(carol, "busy"))
+	for _, p := range [][2]*Client{{bob, alice}, {alice, bob}, {carol, alice}} {
+		body := p[0].MessageBody(p[1].Alias, "after the move, from "+p[0].Alias)
+		must(t, p[0].Alias+" → "+p[1].Alias, p[0].Send(p[1].Alias, body), 200)
+		p[1].WaitNotify(0, wait, func(n Notify) bool { return bytes.Equal(n.Body, body) })
+	}
+	renew := alice.Do("SUBSCRIBE", "/instmsg/aliases/alice", nil, alice.From(),
+		"Subscription-Id: "+strconv.Itoa(alice.LoginID), "Subscription-Lifetime: 3600")
+	must(t, "alice renews her login at home2", renew, 200)
+	if renew.Header.Get(rvp.HdrSubscriptionID) != strconv.Itoa(alice.LoginID) {
+		t.Errorf("renewal answered Subscription-Id %q, want %d", renew.Header.Get(rvp.HdrSubscriptionID), alice.LoginID)
+	}
+
+	// The old physical URL (home1's host) redirects to home2's; the
+	// client that follows it, as librvp does (the path only, on the same
+	// connection), is served there.
+	path := "/instmsg/local/" + c.IMHost + "/instmsg/aliases/alice"
+	old := NewClient(t, c.Gateways[0].Addr, "alice")
+	old.Creds, old.URL = alice.Creds, alice.URL
+	r := old.DoHost(c.Gateways[0].Addr, "PROPFIND", path, nil, old.From(), "Depth: 0")
+	must(t, "the old physical URL", r, 302)
+	if loc, want := r.Header.Get(rvp.HdrLocation), "http://"+c.Gateways[1].Addr+path; loc != want {
+		t.Errorf("Location %q, want %q", loc, want)
+	}
+	old.FollowRedirects = true
+	r = old.DoHost(c.Gateways[0].Addr, "PROPFIND", path, nil, old.From(), "Depth: 0")
+	must(t, "the old physical URL, followed", r, 207)
+	if !strings.Contains(string(r.Body), "<r:busy/>") {
+		t.Errorf("alice's node at home2:\n%s", r.Body)
+	}
+
+	// Moved back while home2 is down: alice is served by home1 (offline
+	// there until home2 is back), and home2 hands her over at its start.
+	if err := c.Homes["home2"].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Admin.MoveUser(ctx, au, "home1"); err != nil {
+		t.Fatal(err)
+	}
+	c.Homes["home2"] = c.StartHome("home2")
+	Eventually(t, wait, func() error {
+		if s, v, err := heldBy(c, "home1", au); err != nil || s != s1 || v != v1 {
+			return fmt.Errorf("home1 holds %d subscriptions and %d views of alice (%v); want %d and %d", s, v, err, s1, v1)
+		}
+		if s, v, err := heldBy(c, "home2", au); err != nil || s+v != 0 {
+			return fmt.Errorf("home2 still holds %d subscriptions and %d views of alice (%v)", s, v, err)
+		}
+		return nil
+	})
+	if got := stateOf(bob, "alice"); got != "busy" {
+		t.Errorf("alice's state after moving back: %s, want busy", got)
+	}
+	seenAlice = len(alice.Notifies())
+	must(t, "bob online", bob.SetState("online", 1200, 0), 207)
+	alice.WaitNotify(seenAlice, wait, fromState(bob, "online"))
+
+	// Both home servers' projections are still what their facts say.
+	for _, h := range []string{"home1", "home2"} {
+		v, err := projections.VerifyHome(ctx, c.JS, c.Homes[h].db, h)
+		if err != nil || !v.OK() {
+			t.Errorf("verify %s: %v %s", h, err, v.Diff)
+		}
+	}
+}
