@@ -7,6 +7,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
@@ -41,6 +45,43 @@ func stateOf(watcher *Client, alias string) string {
 		}
 	}
 	return b
+}
+
+// staleRequest publishes a PROPFIND of u's state to home's request
+// subject, as a gateway whose directory does not have u's move yet would,
+// and returns the reply.
+func staleRequest(t *testing.T, c *Cluster, home string, u events.User) *events.Reply {
+	t.Helper()
+	nc := c.connect("stale-gateway")
+	defer nc.Close()
+	now := time.Now()
+	ev := &events.PropFind{Req: events.Req{ID: "stale-1", At: now, Deadline: now.Add(wait), Gateway: "stale", Client: "127.0.0.1",
+		Node: u, NodeURL: "http://" + c.IMHost + "/instmsg/aliases/" + u.Alias, Auth: events.Identity{Scheme: "ntlm", User: u}},
+		Props: []events.Prop{events.PropState}}
+	sub, err := nc.SubscribeSync(events.ReplySubject("stale", ev.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := events.Encode(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := nats.NewMsg(events.RequestSubject(home, u))
+	msg.Header.Set(events.HeaderType, ev.Type())
+	msg.Header.Set(events.HeaderReply, sub.Subject)
+	msg.Data = data
+	if _, err := c.JS.PublishMsg(t.Context(), msg, jetstream.WithMsgID(ev.ID)); err != nil {
+		t.Fatal(err)
+	}
+	m, err := sub.NextMsg(wait)
+	if err != nil {
+		t.Fatalf("no reply to a request routed to %s: %v", home, err)
+	}
+	rep, err := events.Decode(m.Header.Get(events.HeaderType), m.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep.(*events.Reply)
 }
 
 // TestClusterMoveUser moves alice, online and watched from both home
@@ -121,6 +162,12 @@ func TestClusterMoveUser(t *testing.T) {
 	must(t, "alice renews her login at home2", renew, 200)
 	if renew.Header.Get(rvp.HdrSubscriptionID) != strconv.Itoa(alice.LoginID) {
 		t.Errorf("renewal answered Subscription-Id %q, want %d", renew.Header.Get(rvp.HdrSubscriptionID), alice.LoginID)
+	}
+
+	// A request a gateway whose directory lags routes to home1 is
+	// answered by home2.
+	if rep := staleRequest(t, c, "home1", au); rep.Status != 207 || len(rep.Found) == 0 || rep.Found[0].Value != "busy" {
+		t.Errorf("request routed to the old home server: %+v, want 207 with state busy", rep)
 	}
 
 	// The old physical URL (home1's host) redirects to home2's; the
