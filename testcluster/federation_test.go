@@ -85,6 +85,22 @@ func TestFederation(t *testing.T) {
 	must(t, "alice → erin (offline)", sendAcross(alice, "im.acme.test", "erin", alice.MessageBody("erin", "hi")), 412)
 	must(t, "alice → nobody@acme.test", sendAcross(alice, "im.acme.test", "nobody", alice.MessageBody("nobody", "hi")), 404)
 
+	// Assertion rules: other organisations' principals come without
+	// credentials. An ACL that grants only authenticated principals shuts
+	// dave out; an ACE for dave with assertion lets him in again.
+	setACL := func(aces string) {
+		t.Helper()
+		acl := `<a:rvpacl xmlns:a="http://schemas.microsoft.com/rvp/acl/"><a:acl><a:inheritance>none</a:inheritance>` + aces + `</a:acl></a:rvpacl>`
+		must(t, "alice's ACL write", alice.Do("ACL", "/instmsg/aliases/alice", []byte(acl), alice.From(), "Content-Type: text/xml"), 200)
+	}
+	colleagues := `<a:ace><a:principal><a:allprincipals/><a:credentials><a:digest/><a:ntlm/></a:credentials></a:principal><a:grant><a:list/><a:read/><a:send-to/><a:presence/></a:grant><a:deny/></a:ace>`
+	setACL(colleagues)
+	must(t, "dave → alice, no assertion rule", sendAcross(dave, "im.example.test", "alice", dave.MessageBody("alice", "shut out")), 403)
+	setACL(colleagues + `<a:ace><a:principal><a:rvp-principal>http://im.acme.test/instmsg/aliases/dave</a:rvp-principal><a:credentials><a:assertion/></a:credentials></a:principal><a:grant><a:send-to/></a:grant><a:deny/></a:ace>`)
+	body := dave.MessageBody("alice", "let in by an assertion rule")
+	must(t, "dave → alice, assertion rule for dave", sendAcross(dave, "im.example.test", "alice", body), 200)
+	alice.WaitNotify(0, wait, func(n Notify) bool { return bytes.Equal(n.Body, body) })
+
 	// Intranet-only refuses both directions.
 	if err := a.Admin.SetInternetCapable(context.Background(), false); err != nil {
 		t.Fatal(err)
