@@ -47,6 +47,21 @@ func stateOf(watcher *Client, alias string) string {
 	return b
 }
 
+// handedOver waits until home server to holds subs subscriptions and
+// views views of u, and from none.
+func handedOver(t *testing.T, c *Cluster, u events.User, from, to string, subs, views int) {
+	t.Helper()
+	Eventually(t, wait, func() error {
+		if s, v, err := heldBy(c, to, u); err != nil || s != subs || v != views {
+			return fmt.Errorf("%s holds %d subscriptions and %d views of %s (%v); want %d and %d", to, s, v, u, err, subs, views)
+		}
+		if s, v, err := heldBy(c, from, u); err != nil || s+v != 0 {
+			return fmt.Errorf("%s still holds %d subscriptions and %d views of %s (%v)", from, s, v, u, err)
+		}
+		return nil
+	})
+}
+
 // staleRequest publishes a PROPFIND of u's state to home's request
 // subject, as a gateway whose directory does not have u's move yet would,
 // and returns the reply.
@@ -116,16 +131,7 @@ func TestClusterMoveUser(t *testing.T) {
 	if err := c.Admin.MoveUser(ctx, au, "home2"); err != nil {
 		t.Fatal(err)
 	}
-	Eventually(t, wait, func() error {
-		s, v, err := heldBy(c, "home2", au)
-		if err != nil || s != s1 || v != v1 {
-			return fmt.Errorf("home2 holds %d subscriptions and %d views of alice (%v); want %d and %d", s, v, err, s1, v1)
-		}
-		if s, v, err := heldBy(c, "home1", au); err != nil || s+v != 0 {
-			return fmt.Errorf("home1 still holds %d subscriptions and %d views of alice (%v)", s, v, err)
-		}
-		return nil
-	})
+	handedOver(t, c, au, "home1", "home2", s1, v1)
 	if got := stateOf(carol, "alice"); got != "online" {
 		t.Errorf("alice's state after the move: %s, want online", got)
 	}
@@ -197,15 +203,7 @@ func TestClusterMoveUser(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Homes["home2"] = c.StartHome("home2")
-	Eventually(t, wait, func() error {
-		if s, v, err := heldBy(c, "home1", au); err != nil || s != s1 || v != v1 {
-			return fmt.Errorf("home1 holds %d subscriptions and %d views of alice (%v); want %d and %d", s, v, err, s1, v1)
-		}
-		if s, v, err := heldBy(c, "home2", au); err != nil || s+v != 0 {
-			return fmt.Errorf("home2 still holds %d subscriptions and %d views of alice (%v)", s, v, err)
-		}
-		return nil
-	})
+	handedOver(t, c, au, "home2", "home1", s1, v1)
 	if got := stateOf(bob, "alice"); got != "busy" {
 		t.Errorf("alice's state after moving back: %s, want busy", got)
 	}
