@@ -191,6 +191,16 @@ func TestSession(t *testing.T) {
 	ops.fails("may not federation.set", "federation", "set", "on")
 	ops.fails("may not home.create", "home", "create", "home9", "-host", "h9")
 	ops.fails("may not admin.set", "admin", "add", "eve", "-role", "organization")
+	ops.fails("home server store1 does not host user accounts", "user", "move", "erin@acme.test", "-home", "store1")
+	ops.fails("already on home server home1", "user", "move", "erin@acme.test", "-home", "home1")
+	ops.fails("may not user.move in IM domain example.test", "user", "move", "alice@example.test", "-home", "home1")
+	org.ok("", "home", "allow-users", "store1")
+	if out := ops.ok("", "user", "move", "erin@acme.test", "-home", "store1"); !strings.Contains(out, "erin@acme.test moved to home server store1") {
+		t.Errorf("user move:\n%s", out)
+	}
+	if out := ops.ok("", "user", "show", "erin@acme.test"); !strings.Contains(out, "http://store1.acme.test/instmsg/local/im.acme.test/instmsg/aliases/erin") {
+		t.Errorf("a moved user's physical URL:\n%s", out)
+	}
 	if out := ops.ok("", "user", "list"); !strings.Contains(out, "erin@acme.test") || strings.Contains(out, "alice@example.test") {
 		t.Errorf("a domain administrator's user list shows other domains or misses its own:\n%s", out)
 	}
