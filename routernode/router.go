@@ -269,20 +269,34 @@ func (r *Router) peer(ctx context.Context, host string) (string, error) {
 	return "", fmt.Errorf("no _rvp._tcp SRV record for %s", domain)
 }
 
-// dialer connects every request to one address.
+// dialer connects to addr what is meant for host (an IM host of another
+// organisation, at the address its peer entry gives), and everything else
+// (the Location of a redirect) where it names.
 type dialer struct {
-	addr string
-	next interface {
+	host, addr string
+	next       interface {
 		DialContext(ctx context.Context, network, addr string) (net.Conn, error)
 	}
 }
 
-func (d dialer) DialContext(ctx context.Context, network, _ string) (net.Conn, error) {
+func (d dialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	if strings.EqualFold(addr, d.host) {
+		addr = d.addr
+	}
 	if d.next != nil {
-		return d.next.DialContext(ctx, network, d.addr)
+		return d.next.DialContext(ctx, network, addr)
 	}
 	var nd net.Dialer
-	return nd.DialContext(ctx, network, d.addr)
+	return nd.DialContext(ctx, network, addr)
+}
+
+// hostPort adds HTTP's port to a host without one, as a dialer is given
+// it.
+func hostPort(host string) string {
+	if _, _, err := net.SplitHostPort(host); err == nil {
+		return host
+	}
+	return net.JoinHostPort(strings.Trim(host, "[]"), "80")
 }
 
 // relayed are the answer headers relayed from another organisation.
@@ -292,10 +306,21 @@ var relayed = []string{rvp.HdrSubscriptionID, rvp.HdrLifetime, rvp.HdrContentTyp
 // over HTTP, without credentials (they would mean nothing there: it judges
 // our users by its ACLs' assertion rules), with RVP-Hop-Count incremented,
 // and relays its answer unchanged.
+//
+// Through an outbound HTTP proxy, the request names the node by its
+// absolute URL and the proxy finds the host, as for any web request; the
+// peer table and DNS discovery are for direct connections.
 func (r *Router) forward(ctx context.Context, lk *events.Lookup) *events.Reply {
-	addr, err := r.peer(ctx, lk.Host)
-	if err != nil {
-		return fail(lk, 404, "no route to the IM host %s: %v", lk.Host, err)
+	client := *r.cfg.Client
+	var addr string
+	if client.Proxy != nil {
+		addr = "proxy " + client.Proxy.Host
+	} else {
+		var err error
+		if addr, err = r.peer(ctx, lk.Host); err != nil {
+			return fail(lk, 404, "no route to the IM host %s: %v", lk.Host, err)
+		}
+		client.Dialer = dialer{host: hostPort(lk.Host), addr: addr, next: r.cfg.Client.Dialer}
 	}
 	out := rvp.Outbound{Method: lk.Method, URL: rvp.URL{Host: lk.Host, Path: lk.Path}, Body: lk.Body, ReadBody: true, Redirects: 3}
 	for name, v := range lk.Header {
@@ -306,8 +331,6 @@ func (r *Router) forward(ctx context.Context, lk *events.Lookup) *events.Reply {
 		hops = 1
 	}
 	out.Header = append(out.Header, rvp.Field{Name: rvp.HdrVersion, Value: rvp.Version}, rvp.Field{Name: rvp.HdrHopCount, Value: strconv.Itoa(hops + 1)})
-	client := *r.cfg.Client
-	client.Dialer = dialer{addr: addr, next: r.cfg.Client.Dialer}
 	ans, err := client.Do(ctx, out)
 	if err != nil {
 		r.log.Warn("forwarded request unanswered", "req", lk.ID, "host", lk.Host, "peer", addr, "err", err)

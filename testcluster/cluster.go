@@ -67,6 +67,9 @@ type Options struct {
 	LookupAckWait time.Duration
 	// SRV, when set, lets routers find other organisations by DNS SRV.
 	SRV routernode.SRVResolver
+	// Proxy, when set, is the outbound HTTP proxy (http://host:port)
+	// requests to other organisations go through.
+	Proxy string
 }
 
 // Cluster is a running deployment.
@@ -339,7 +342,15 @@ func (c *Cluster) directory(role string) (*projections.DB, *projections.Director
 }
 
 func (c *Cluster) client() *rvp.Client {
-	return &rvp.Client{DialTimeout: 2 * time.Second, Timeout: 5 * time.Second, Dialer: c.Dialer}
+	cl := &rvp.Client{DialTimeout: 2 * time.Second, Timeout: 5 * time.Second, Dialer: c.Dialer}
+	if c.opts.Proxy != "" {
+		u, err := rvp.ParseURL(c.opts.Proxy)
+		if err != nil {
+			c.t.Fatalf("Options.Proxy: %v", err)
+		}
+		cl.Proxy = &u
+	}
+	return cl
 }
 
 // StartHome starts (or restarts) the node of home server h.

@@ -8,8 +8,10 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/rvp-im/rvpd/rvp"
 )
@@ -266,4 +268,128 @@ func TestFederationSRV(t *testing.T) {
 	must(t, "alice → dave@acme.test", sendAcross(alice, "im.acme.test", "dave", body), 200)
 	dave.WaitNotify(0, wait, func(n Notify) bool { return bytes.Equal(n.Body, body) })
 	must(t, "an organisation without SRV record", sendAcross(alice, "im.nowhere.test", "x", body), 404)
+}
+
+// webProxy is an outbound HTTP proxy: it reads a request in absolute
+// form, connects to the host it names (through its own table, as its DNS),
+// passes the request on and the answer back, and records request lines.
+type webProxy struct {
+	ln    net.Listener
+	hosts *PeerDialer
+	mu    sync.Mutex
+	lines []string
+	wg    sync.WaitGroup
+}
+
+func newWebProxy(t *testing.T, hosts *PeerDialer) *webProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &webProxy{ln: ln, hosts: hosts}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				p.serve(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); p.wg.Wait() })
+	return p
+}
+
+func (p *webProxy) serve(c net.Conn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	req, err := rvp.ReadRequest(bufio.NewReader(c), rvp.Limits{})
+	if err != nil {
+		io.WriteString(c, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+		return
+	}
+	p.mu.Lock()
+	p.lines = append(p.lines, req.Method+" "+req.Target)
+	p.mu.Unlock()
+	u, err := rvp.ParseURL(req.Target)
+	if err != nil || !strings.Contains(req.Target, "://") {
+		io.WriteString(c, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+		return
+	}
+	addr := u.Host
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		addr += ":80"
+	}
+	up, err := p.hosts.DialContext(context.Background(), "tcp", addr)
+	if err != nil {
+		io.WriteString(c, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+		return
+	}
+	defer up.Close()
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "%s %s HTTP/1.1\r\n", req.Method, req.Target)
+	for name, vs := range req.Header {
+		if name == "content-length" || name == "connection" {
+			continue
+		}
+		for _, v := range vs {
+			fmt.Fprintf(&b, "%s: %s\r\n", name, v)
+		}
+	}
+	fmt.Fprintf(&b, "Content-Length: %d\r\nConnection: close\r\n\r\n", len(req.Body))
+	b.Write(req.Body)
+	up.Write(b.Bytes())
+	io.Copy(c, up)
+}
+
+func (p *webProxy) requests() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.lines...)
+}
+
+// TestFederationThroughProxy: example.test reaches acme.test only through
+// its outbound HTTP proxy (it has no peer table entry and no DNS
+// discovery); subscriptions, presence and messages cross it.
+func TestFederationThroughProxy(t *testing.T) {
+	web := &PeerDialer{}
+	proxy := newWebProxy(t, web)
+	a := Start(t, Options{Domain: "example.test", Users: map[string]string{"alice": "home1"}, Routers: 1, InternetCapable: true,
+		Proxy: "http://" + proxy.ln.Addr().String()})
+	b := Start(t, Options{Domain: "acme.test", Users: map[string]string{"dave": "home1"}, Routers: 1, InternetCapable: true,
+		Inside: []string{"127.0.0.0/8"}, Password: "acme-pw-1"})
+	web.Set("im.acme.test", b.Addr())
+	b.Dialer.Set("im.example.test", a.Addr())
+
+	alice, dave := a.Client(t, "alice"), b.Client(t, "dave")
+	dave.FollowRedirects = true
+	for _, u := range []*Client{alice, dave} {
+		must(t, u.Alias+" login", u.Login(3600), 200)
+		must(t, u.Alias+" online", u.SetState("online", 1200, 0), 207)
+	}
+	must(t, "alice watches dave@acme.test", watchAcross(alice, "im.acme.test", "dave"), 207)
+	must(t, "dave watches alice@example.test", watchAcross(dave, "im.example.test", "alice"), 207)
+	alice.WaitNotify(0, wait, func(n Notify) bool {
+		return n.From() == "http://im.acme.test/instmsg/aliases/dave" && n.State() == "online"
+	})
+	must(t, "alice away", alice.SetState("away", 1200, 0), 207)
+	dave.WaitNotify(0, wait, func(n Notify) bool {
+		return n.From() == "http://im.example.test/instmsg/aliases/alice" && n.State() == "away"
+	})
+	body := alice.MessageBody("dave", "through the proxy")
+	must(t, "alice → dave", sendAcross(alice, "im.acme.test", "dave", body), 200)
+	dave.WaitNotify(0, wait, func(n Notify) bool { return bytes.Equal(n.Body, body) })
+
+	got := strings.Join(proxy.requests(), "\n")
+	for _, want := range []string{"SUBSCRIBE http://im.acme.test/instmsg/aliases/dave", "NOTIFY http://im.acme.test/instmsg/aliases/dave"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("the proxy did not carry %q; it carried:\n%s", want, got)
+		}
+	}
 }

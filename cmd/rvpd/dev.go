@@ -81,7 +81,7 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	fs.DurationVar(&f.requestTimeout, "request.timeout", 20*time.Second, "time a gateway waits for a home node's answer")
 	fs.StringVar(&f.peers, "federation.peers", "", "federation peer table: host=host:port,... (an IM host or domain of another organisation and its router's address)")
 	fs.StringVar(&f.dns, "federation.dns", "", `find other organisations by DNS SRV _rvp._tcp.<domain>: "system", or a DNS server host:port ("" off)`)
-	fs.StringVar(&f.proxy, "federation.proxy", "", "outbound HTTP proxy for requests to other organisations, http://host:port")
+	fs.StringVar(&f.proxy, "federation.proxy", "", "outbound HTTP proxy for requests to other organisations, http://host:port (it finds their hosts: the peer table and DNS discovery are then unused)")
 	if err := parseFlags(fs, args, lookupEnv); err != nil {
 		return err
 	}
