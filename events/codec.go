@@ -28,6 +28,8 @@ const (
 	TypeViewEnded           = "view.ended.v1"
 	TypeACLSet              = "acl.set.v1"
 	TypePropertySet         = "property.set.v1"
+	TypeUserDeparted        = "user.departed.v1"
+	TypeUserArrived         = "user.arrived.v1"
 	TypeMessageAccepted     = "message.accepted.v1"
 	TypeMessageDelivered    = "message.delivered.v1"
 
@@ -60,6 +62,8 @@ func (*Relay) Type() string             { return TypeRelay }
 func (*Handoff) Type() string           { return TypeHandoff }
 func (*ACLSet) Type() string            { return TypeACLSet }
 func (*PropertySet) Type() string       { return TypePropertySet }
+func (*UserDeparted) Type() string      { return TypeUserDeparted }
+func (*UserArrived) Type() string       { return TypeUserArrived }
 func (*Lookup) Type() string            { return TypeLookup }
 func (*Reply) Type() string             { return TypeReply }
 
@@ -99,6 +103,8 @@ func (*Relay) isEvent()             {}
 func (*Handoff) isEvent()           {}
 func (*ACLSet) isEvent()            {}
 func (*PropertySet) isEvent()       {}
+func (*UserDeparted) isEvent()      {}
+func (*UserArrived) isEvent()       {}
 func (*Lookup) isEvent()            {}
 func (*Reply) isEvent()             {}
 
@@ -163,6 +169,10 @@ func Decode(typ string, data []byte) (Event, error) {
 		e = new(ACLSet)
 	case TypePropertySet:
 		e = new(PropertySet)
+	case TypeUserDeparted:
+		e = new(UserDeparted)
+	case TypeUserArrived:
+		e = new(UserArrived)
 	case TypeLookup:
 		e = new(Lookup)
 	case TypeReply:

@@ -115,7 +115,35 @@ type MessageDelivered struct {
 	Failed    int  `json:"failed"`
 }
 
+// UserDeparted records that a user's state left this home server for the
+// one it was moved to (its subscriptions and views end here with reason
+// "moved"). Move is the directory sequence of the move.
+type UserDeparted struct {
+	Meta
+	Node  User   `json:"node"`
+	To    string `json:"to_home"`
+	Move  uint64 `json:"move"`
+	Subs  int    `json:"subs"`
+	Views int    `json:"views"`
+}
+
+// UserArrived records that a user's state handed over by its former home
+// server was taken here (Subs and Views of it, the rest was here already
+// or had expired). Move is the directory sequence of the move.
+type UserArrived struct {
+	Meta
+	Node  User   `json:"node"`
+	From  string `json:"from_home"`
+	Move  uint64 `json:"move"`
+	Subs  int    `json:"subs"`
+	Views int    `json:"views"`
+}
+
 func (e *SubscriptionCreated) Subject() User { return e.Node }
+func (e *UserDeparted) Subject() User        { return e.Node }
+func (e *UserArrived) Subject() User         { return e.Node }
+func (e *UserDeparted) Metadata() *Meta      { return &e.Meta }
+func (e *UserArrived) Metadata() *Meta       { return &e.Meta }
 func (e *SubscriptionRenewed) Subject() User { return e.Node }
 func (e *SubscriptionEnded) Subject() User   { return e.Node }
 func (e *ViewSet) Subject() User             { return e.Node }

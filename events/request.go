@@ -32,6 +32,9 @@ type Req struct {
 	From     string    `json:"from,omitempty"`     // RVP-From-Principal, normalised
 	FromUser User      `json:"from_user,omitzero"` // the local user From names, if any
 	Auth     Identity  `json:"auth,omitzero"`
+	// DirPos is the position of the directory the request was routed
+	// with: the home node reads the directory at least there.
+	DirPos uint64 `json:"dir_pos,omitempty"`
 }
 
 // Meta returns the audit record for a fact decided for r at time at by home.
@@ -151,6 +154,7 @@ type Relay struct {
 type Handoff struct {
 	Req
 	From  string      `json:"from_home"`
+	Move  uint64      `json:"move"` // the directory sequence of the move`
 	Subs  []SubState  `json:"subs,omitempty"`
 	Views []ViewState `json:"views,omitempty"`
 	ACL   []ACE       `json:"acl,omitempty"`

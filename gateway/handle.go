@@ -220,6 +220,7 @@ func (g *Gateway) handleRVP(ctx context.Context, c *conn, req *rvp.Request, clie
 	base := events.Req{
 		ID: id, At: now, Deadline: deadline, Gateway: g.cfg.ID, Client: client,
 		Node: tgt.user, NodeURL: tgt.nodeURL, From: from, FromUser: fromUser, Auth: identity,
+		DirPos: g.cfg.Directory.Position(),
 	}
 	ev, err := g.requestEvent(req, base)
 	if err != nil {

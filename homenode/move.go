@@ -12,20 +12,36 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
 )
 
 // Moving a user to another home server (rvpctl user move) while it is
 // online: the home server it left sends its state (subscriptions on its
 // node, presence views, ACL, properties) to the new one as a handoff
-// request event, then ends that state here with reason "moved"; the new
-// one records it as its own facts. Neither side tells watchers anything:
-// for them nothing changed. Requests for the user go to the new home
-// server as soon as the gateways' directory has the move. A node that was
-// down when a user moved hands it off when it starts (strays).
+// request event, then ends that state here with reason "moved" and
+// records user.departed; the new one records the state as its own facts
+// and user.arrived. Neither side tells watchers anything: for them
+// nothing changed.
+//
+// A move is known by the directory sequence of its user.moved event. The
+// old home server hands off once per move (user.departed says it did),
+// whether it hears of the move from the directory, from a request a
+// lagging gateway still sends it (which it then forwards), or at its next
+// start (strays). The new home server holds the user's requests back until
+// the handoff of the move is there (user.arrived), for at most
+// Config.HandoffWait: a renewal or a new subscription decided before the state
+// arrives would not find it, or would take an id the state holds.
+
+// move is a user's move away from this home server.
+type move struct {
+	user events.User
+	to   string
+	seq  uint64 // the directory sequence of the move
+}
 
 // watchMoves feeds the users moved away from this home server to moves,
 // until ctx ends.
-func (n *Node) watchMoves(ctx context.Context, moves chan<- *events.UserMoved) error {
+func (n *Node) watchMoves(ctx context.Context, moves chan<- move) error {
 	cons, err := n.cfg.JetStream.OrderedConsumer(ctx, events.StreamDirectory, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{events.DirectoryRoot + ".user.>"},
 		DeliverPolicy:  jetstream.DeliverNewPolicy,
@@ -58,9 +74,13 @@ func (n *Node) watchMoves(ctx context.Context, moves chan<- *events.UserMoved) e
 			n.log.Error("undecodable user move", "err", err)
 			continue
 		}
+		md, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("home %s: watch moves: %w", n.cfg.Home, err)
+		}
 		if mv := ev.(*events.UserMoved); mv.From == n.cfg.Home {
 			select {
-			case moves <- mv:
+			case moves <- move{user: mv.User, to: mv.Home, seq: md.Sequence.Stream}:
 			case <-ctx.Done():
 				return nil
 			}
@@ -68,41 +88,42 @@ func (n *Node) watchMoves(ctx context.Context, moves chan<- *events.UserMoved) e
 	}
 }
 
-// strays returns the users this node holds state for whose home server
-// is another one now: moved while the node was down.
-func (n *Node) strays() ([]*events.UserMoved, error) {
+// strays returns the moves of the users this node holds state for whose
+// home server is another one now: moved while the node was down.
+func (n *Node) strays() ([]move, error) {
 	users, err := n.proj.Users()
 	if err != nil {
 		return nil, err
 	}
-	var out []*events.UserMoved
+	var out []move
 	for _, u := range users {
-		if home, moved := n.movedAway(u); moved {
-			out = append(out, &events.UserMoved{User: u, From: n.cfg.Home, Home: home})
+		if rec := n.movedAway(u); rec != nil {
+			out = append(out, move{user: u, to: rec.Home, seq: rec.Move})
 		}
 	}
 	return out, nil
 }
 
-// movedAway reports whether u is homed on another home server, and which.
-func (n *Node) movedAway(u events.User) (string, bool) {
+// movedAway returns u's directory record if u is homed on another home
+// server, else nil.
+func (n *Node) movedAway(u events.User) *projections.UserRecord {
 	rec, err := n.cfg.Directory.User(u)
 	if err != nil || rec == nil || rec.Home == n.cfg.Home || rec.Home == "" {
-		return "", false
+		return nil
 	}
-	return rec.Home, true
+	return rec
 }
 
 // forward passes on a request for a user that has moved to another home
 // server (a gateway whose directory had not the move yet routed it here),
 // after the user's state, so the new home server decides it as this one
 // would have. The gateway's reply subject goes with it.
-func (n *Node) forward(ctx context.Context, log *slog.Logger, m jetstream.Msg, r *events.Req, home string) error {
-	if err := n.handoff(ctx, r.Node, home); err != nil {
-		log.Warn("request for a moved user not forwarded; will retry", "home", home, "err", err)
+func (n *Node) forward(ctx context.Context, log *slog.Logger, m jetstream.Msg, r *events.Req, rec *projections.UserRecord) error {
+	if err := n.handoff(ctx, move{user: r.Node, to: rec.Home, seq: rec.Move}); err != nil {
+		log.Warn("request for a moved user not forwarded; will retry", "home", rec.Home, "err", err)
 		return m.NakWithDelay(250 * time.Millisecond)
 	}
-	msg := nats.NewMsg(events.RequestSubject(home, r.Node))
+	msg := nats.NewMsg(events.RequestSubject(rec.Home, r.Node))
 	for k, v := range m.Headers() {
 		if !strings.HasPrefix(k, "Nats-") {
 			msg.Header[k] = v
@@ -113,20 +134,23 @@ func (n *Node) forward(ctx context.Context, log *slog.Logger, m jetstream.Msg, r
 	defer cancel()
 	// A forward is one per request and home server, however often it is
 	// redelivered here; one bounced back is dropped as a duplicate.
-	if _, err := n.cfg.JetStream.PublishMsg(pctx, msg, jetstream.WithMsgID(r.ID+"@"+events.Token(home))); err != nil {
-		log.Warn("request for a moved user not forwarded; will retry", "home", home, "err", err)
+	if _, err := n.cfg.JetStream.PublishMsg(pctx, msg, jetstream.WithMsgID(r.ID+"@"+events.Token(rec.Home))); err != nil {
+		log.Warn("request for a moved user not forwarded; will retry", "home", rec.Home, "err", err)
 		return m.NakWithDelay(250 * time.Millisecond)
 	}
-	log.Info("request for a moved user forwarded to its home server", "home", home)
+	log.Info("request for a moved user forwarded to its home server", "home", rec.Home)
 	return m.Ack()
 }
 
-// handoff sends u's state to its new home server and ends it here. It
-// hands nothing when there is nothing left here: it may run more than
-// once for one move.
-func (n *Node) handoff(ctx context.Context, u events.User, home string) error {
-	if home == n.cfg.Home {
+// handoff sends a moved user's state to its new home server and ends it
+// here, once per move.
+func (n *Node) handoff(ctx context.Context, mv move) error {
+	u := mv.user
+	if mv.to == n.cfg.Home || mv.seq == 0 {
 		return nil
+	}
+	if done, err := n.proj.Departed(u); err != nil || done >= mv.seq {
+		return err
 	}
 	now := n.now()
 	subs, err := n.proj.Subscriptions(u)
@@ -137,13 +161,9 @@ func (n *Node) handoff(ctx context.Context, u events.User, home string) error {
 	if err != nil {
 		return err
 	}
-	ver, err := n.proj.Version(u)
-	if err != nil {
-		return err
-	}
-	id := fmt.Sprintf("handoff-%s-%s-%d", events.Token(n.cfg.Home), events.Token(u.String()), ver)
+	id := fmt.Sprintf("handoff-%s-%s-%d", events.Token(n.cfg.Home), events.Token(u.String()), mv.seq)
 	h := &events.Handoff{Req: events.Req{ID: id, At: now, Deadline: now.Add(time.Minute), Gateway: "home:" + n.cfg.Home,
-		Node: u, Auth: events.Identity{Scheme: "internal"}}, From: n.cfg.Home}
+		Node: u, Auth: events.Identity{Scheme: "internal"}}, From: n.cfg.Home, Move: mv.seq}
 	for _, s := range subs {
 		h.Subs = append(h.Subs, events.SubState{ID: s.ID, Kind: s.Kind, CallBack: s.CallBack, Watcher: s.Watcher, Subscriber: s.Subscriber,
 			SubscriberUser: s.SubscriberUser, NodeURL: s.NodeURL, Lifetime: s.Lifetime, Expires: s.Expires, Source: s.Source, Credential: s.Credential})
@@ -163,24 +183,22 @@ func (n *Node) handoff(ctx context.Context, u events.User, home string) error {
 			h.Props = append(h.Props, events.PropValue{Prop: p, Value: v})
 		}
 	}
-	if len(subs) == 0 && len(views) == 0 && len(h.ACL) == 0 && len(h.Props) == 0 {
-		return nil
-	}
-	// The state goes out first: the request stream holds it durably before
-	// anything ends here. A stop in between hands it off again at start;
-	// the new home server ignores what it has already.
+	// The state goes out first, even when there is none (the new home
+	// server waits for it): the request stream holds it durably before
+	// anything ends here. A stop in between hands it off again; the new
+	// home server takes one handoff per move.
 	data, err := events.Encode(h)
 	if err != nil {
 		return err
 	}
-	msg := nats.NewMsg(events.RequestSubject(home, u))
+	msg := nats.NewMsg(events.RequestSubject(mv.to, u))
 	msg.Header.Set(events.HeaderType, h.Type())
 	msg.Data = data
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	_, err = n.cfg.JetStream.PublishMsg(pctx, msg, jetstream.WithMsgID(id))
 	cancel()
 	if err != nil {
-		return fmt.Errorf("hand %s to home server %s: %w", u, home, err)
+		return fmt.Errorf("hand %s to home server %s: %w", u, mv.to, err)
 	}
 	_, err = n.commit(ctx, n.log, func() (*decision, error) {
 		// Not the request's id: the new home server's facts carry that.
@@ -193,10 +211,11 @@ func (n *Node) handoff(ctx context.Context, u events.User, home string) error {
 		for _, v := range views {
 			d.facts = append(d.facts, &events.ViewEnded{Meta: meta, Node: u, ID: v.ID, Reason: events.EndMoved})
 		}
+		d.facts = append(d.facts, &events.UserDeparted{Meta: meta, Node: u, To: mv.to, Move: mv.seq, Subs: len(subs), Views: len(views)})
 		return d, nil
 	})
 	if err == nil {
-		n.log.Info("user handed off to its new home server", "user", u.String(), "home", home, "subscriptions", len(subs), "views", len(views))
+		n.log.Info("user handed off to its new home server", "user", u.String(), "home", mv.to, "subscriptions", len(subs), "views", len(views))
 	}
 	return err
 }
@@ -209,8 +228,14 @@ func (n *Node) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 		return d.fail(r, 403, "handoffs come from home servers only")
 	}
 	d.quiet = true
+	if done, err := n.proj.Arrived(r.Node); err != nil {
+		return nil, err
+	} else if e.Move != 0 && done >= e.Move {
+		return d, nil // taken already
+	}
 	meta := n.systemMeta(now)
 	meta.Request = r.ID
+	took := events.UserArrived{Meta: meta, Node: r.Node, From: e.From, Move: e.Move}
 	for _, s := range e.Subs {
 		if have, err := n.proj.Subscription(r.Node, s.ID); err != nil {
 			return nil, err
@@ -220,6 +245,7 @@ func (n *Node) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 		d.facts = append(d.facts, &events.SubscriptionCreated{Meta: meta, Node: r.Node, ID: s.ID, Kind: s.Kind, CallBack: s.CallBack,
 			Watcher: s.Watcher, Subscriber: s.Subscriber, SubscriberUser: s.SubscriberUser, NodeURL: s.NodeURL, Lifetime: s.Lifetime,
 			Expires: s.Expires, Source: s.Source, Credential: s.Credential})
+		took.Subs++
 	}
 	views, err := n.proj.Views(r.Node)
 	if err != nil {
@@ -235,6 +261,7 @@ func (n *Node) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 		}
 		d.facts = append(d.facts, &events.ViewSet{Meta: meta, Node: r.Node, ID: v.ID, Value: v.Value, Default: v.Default,
 			Timeout: v.Timeout, Expires: v.Expires, Source: v.Source})
+		took.Views++
 	}
 	if len(e.ACL) > 0 {
 		if _, ok, err := n.proj.ACL(r.Node); err != nil {
@@ -251,5 +278,56 @@ func (n *Node) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 			d.facts = append(d.facts, &events.PropertySet{Meta: meta, Node: r.Node, Value: p})
 		}
 	}
+	d.facts = append(d.facts, &took)
 	return d, nil
+}
+
+// awaitsHandoff reports whether u moved here and the handoff of its move
+// has not come yet, and the move is recent enough to wait for it.
+func (n *Node) awaitsHandoff(u events.User, now time.Time) (*projections.UserRecord, bool) {
+	rec, err := n.cfg.Directory.User(u)
+	if err != nil || rec == nil || rec.Home != n.cfg.Home || rec.Move == 0 || now.Sub(rec.MovedAt) >= n.cfg.HandoffWait {
+		return rec, false
+	}
+	done, err := n.proj.Arrived(u)
+	return rec, err == nil && done < rec.Move
+}
+
+// park holds back a request for a user whose handoff is awaited; the
+// requests after it for the same user wait behind it.
+func (n *Node) park(u events.User, m jetstream.Msg) {
+	m.InProgress() // held, not lost: it is not redelivered meanwhile
+	n.held.Add(1)
+	n.parked[u] = append(n.parked[u], m)
+}
+
+// unpark decides the requests held back for u, in order.
+func (n *Node) unpark(ctx, life context.Context, u events.User) error {
+	held := n.parked[u]
+	delete(n.parked, u)
+	for _, m := range held {
+		if err := n.handleRequest(ctx, life, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// unparkLate decides the requests held back for users whose handoff has
+// not come within Config.HandoffWait: without it.
+func (n *Node) unparkLate(ctx, life context.Context, now time.Time) error {
+	for u := range n.parked {
+		if rec, waiting := n.awaitsHandoff(u, now); !waiting {
+			if rec != nil && rec.Move != 0 {
+				if done, _ := n.proj.Arrived(u); done < rec.Move {
+					n.log.Warn("handoff from the former home server has not come; deciding without it (it merges when it comes)",
+						"user", u.String(), "from", rec.MovedFrom, "waited", n.cfg.HandoffWait)
+				}
+			}
+			if err := n.unpark(ctx, life, u); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

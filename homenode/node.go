@@ -83,6 +83,11 @@ type Config struct {
 	QueueLen int
 	// SweepEvery is how often expiries are looked for. Default 500ms.
 	SweepEvery time.Duration
+	// HandoffWait is how long requests for a user moved here are held
+	// back while the handoff from its former home server has not come;
+	// then they are decided without it (it merges when it comes). Default
+	// 3s: past a gateway's patience it would only turn them into 503s.
+	HandoffWait time.Duration
 	// Logger defaults to discarding.
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.
@@ -119,9 +124,12 @@ type Node struct {
 	// delivering holds the messages being delivered, by request id; owned
 	// by Run's goroutine.
 	delivering map[string]*delivery
+	// parked holds the requests for users whose handoff is awaited; owned
+	// by Run's goroutine.
+	parked map[events.User][]jetstream.Msg
 
 	// Counters, read by Stats; relays numbers relay requests.
-	decided, expired, dropped, relays atomic.Uint64
+	decided, expired, dropped, relays, held atomic.Uint64
 }
 
 // New returns a node for cfg.Home; Run starts it.
@@ -144,6 +152,9 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.HandoffWait <= 0 {
+		cfg.HandoffWait = 3 * time.Second
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -164,6 +175,7 @@ func New(cfg Config) (*Node, error) {
 		reaches:    make(chan reach, 1024),
 		failures:   map[subRef]int{},
 		delivering: map[string]*delivery{},
+		parked:     map[events.User][]jetstream.Msg{},
 	}
 	n.pool = newPool(cfg.Client, cfg.Workers, cfg.QueueLen, log, &n.dropped)
 	return n, nil
@@ -210,7 +222,7 @@ func (n *Node) Run(parent context.Context) (err error) {
 		return err
 	}
 	n.pool.start(ctx, &wg)
-	moves := make(chan *events.UserMoved, 64)
+	moves := make(chan move, 64)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -223,9 +235,9 @@ func (n *Node) Run(parent context.Context) (err error) {
 		return err
 	}
 	for _, mv := range strays {
-		if err := n.handoff(context.WithoutCancel(ctx), mv.User, mv.Home); err != nil {
+		if err := n.handoff(context.WithoutCancel(ctx), mv); err != nil {
 			n.log.Warn("user moved away not handed off yet; it will be when a request for it comes",
-				"user", mv.User.String(), "home", mv.Home, "err", err)
+				"user", mv.user.String(), "home", mv.to, "err", err)
 		}
 	}
 	admin, err := n.cfg.Conn.Subscribe(events.HomeAdminSubject(n.cfg.Home, "verify"), n.onVerify)
@@ -277,6 +289,12 @@ func (n *Node) Run(parent context.Context) (err error) {
 		// Hand back what was fetched but not decided, for the next owner
 		// now rather than after AckWait.
 		it.Stop()
+		for u, held := range n.parked {
+			for _, m := range held {
+				m.Nak()
+			}
+			delete(n.parked, u)
+		}
 		for {
 			select {
 			case m, ok := <-reqs:
@@ -313,9 +331,9 @@ func (n *Node) Run(parent context.Context) (err error) {
 				return err
 			}
 		case mv := <-moves:
-			if err := n.handoff(context.WithoutCancel(ctx), mv.User, mv.Home); err != nil {
+			if err := n.handoff(context.WithoutCancel(ctx), mv); err != nil {
 				n.log.Warn("user moved away not handed off; it will be when a request for it comes, or at the next start",
-					"user", mv.User.String(), "home", mv.Home, "err", err)
+					"user", mv.user.String(), "home", mv.to, "err", err)
 			}
 		case rc := <-n.reaches:
 			if err := n.handleReach(context.WithoutCancel(ctx), rc); err != nil {
@@ -323,6 +341,9 @@ func (n *Node) Run(parent context.Context) (err error) {
 			}
 		case <-tick.C:
 			if err := n.sweep(context.WithoutCancel(ctx)); err != nil {
+				return err
+			}
+			if err := n.unparkLate(context.WithoutCancel(ctx), ctx, n.now()); err != nil {
 				return err
 			}
 		}
@@ -430,8 +451,25 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 		}
 		return m.Ack()
 	}
-	if home, moved := n.movedAway(r.Node); moved {
-		return n.forward(ctx, log, m, r, home)
+	if r.DirPos > n.cfg.Directory.Position() {
+		// Routed with a newer directory than ours (a move, a new user):
+		// read it there, as the gateway did. It is milliseconds behind.
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := n.cfg.Directory.WaitFor(wctx, r.DirPos)
+		cancel()
+		if err != nil {
+			log.Warn("directory behind the gateway's; deciding with ours", "have", n.cfg.Directory.Position(), "want", r.DirPos)
+		}
+	}
+	if rec := n.movedAway(r.Node); rec != nil {
+		return n.forward(ctx, log, m, r, rec)
+	}
+	if typ != events.TypeHandoff {
+		if _, waiting := n.awaitsHandoff(r.Node, now); waiting || len(n.parked[r.Node]) > 0 {
+			log.Info("request held until the user's state arrives from its former home server")
+			n.park(r.Node, m)
+			return nil
+		}
 	}
 	if e, ok := req.(*events.Notify); ok {
 		return n.deliverMessage(ctx, life, e, m, replyTo, now, false)
@@ -450,7 +488,13 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 		n.reply(replyTo, d.reply)
 	}
 	n.afterCommit(d)
-	return m.Ack()
+	ackErr := m.Ack()
+	if typ == events.TypeHandoff {
+		if err := n.unpark(ctx, life, r.Node); err != nil {
+			return err
+		}
+	}
+	return ackErr
 }
 
 // deliverMessage decides a NOTIFY and starts its delivery. The request is
@@ -644,11 +688,14 @@ func (n *Node) onVerify(m *nats.Msg) {
 type Stats struct {
 	Decided, Expired, Dropped uint64
 	Position                  uint64
+	// Held counts the requests held back until a moved user's state
+	// arrived.
+	Held uint64
 }
 
 // Stats returns the node's counters.
 func (n *Node) Stats() Stats {
-	return Stats{Decided: n.decided.Load(), Expired: n.expired.Load(), Dropped: n.dropped.Load(), Position: n.proj.Position()}
+	return Stats{Decided: n.decided.Load(), Expired: n.expired.Load(), Dropped: n.dropped.Load(), Position: n.proj.Position(), Held: n.held.Load()}
 }
 
 // recent remembers the last n request ids decided, and whether each is a

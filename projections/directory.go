@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -81,6 +82,11 @@ type UserRecord struct {
 	Email       string      `json:"email,omitempty"`
 	NTAccount   string      `json:"nt_account,omitempty"`
 	Enabled     bool        `json:"enabled"`
+	// The user's last move: the home server it left, the directory
+	// sequence of the move (its identity in handoffs) and its time.
+	MovedFrom string    `json:"moved_from,omitempty"`
+	Move      uint64    `json:"move,omitempty"`
+	MovedAt   time.Time `json:"moved_at,omitzero"`
 }
 
 // OpenDirectory returns the directory projection in db.
@@ -120,7 +126,7 @@ func (d *Directory) ApplyBatch(msgs []Msg) error {
 		if err != nil {
 			return fmt.Errorf("directory seq %d: %w", m.Seq, err)
 		}
-		if err := d.apply(b, ev); err != nil {
+		if err := d.apply(b, ev, m.Seq); err != nil {
 			return fmt.Errorf("directory seq %d (%s): %w", m.Seq, m.Type, err)
 		}
 		pos = m.Seq
@@ -159,7 +165,7 @@ func update[T any](b *pebble.Batch, k []byte, change func(*T)) error {
 	return putJSON(b, k, v)
 }
 
-func (d *Directory) apply(b *pebble.Batch, ev events.Event) error {
+func (d *Directory) apply(b *pebble.Batch, ev events.Event, seq uint64) error {
 	switch e := ev.(type) {
 	case *events.DomainCreated:
 		dom := Domain{Domain: e.Domain, IMHost: e.IMHost, EmailDomains: e.EmailDomains, Hosts: e.Hosts, NTDomain: e.NTDomain}
@@ -204,7 +210,9 @@ func (d *Directory) apply(b *pebble.Batch, ev events.Event) error {
 	case *events.UserDisabled:
 		return update(b, d.userKey(e.User, "user"), func(u *UserRecord) { u.Enabled = false })
 	case *events.UserMoved:
-		return update(b, d.userKey(e.User, "user"), func(u *UserRecord) { u.Home = e.Home })
+		return update(b, d.userKey(e.User, "user"), func(u *UserRecord) {
+			u.Home, u.MovedFrom, u.Move, u.MovedAt = e.Home, e.From, seq, e.At
+		})
 	case *events.PasswordSet:
 		return b.Set(d.userKey(e.User, "pw"), e.Verifiers, nil)
 	case *events.AdminSet:

@@ -27,6 +27,7 @@ import (
 //	u <domain> <alias> v <id>            View (JSON)
 //	u <domain> <alias> acl               the node's ACL (JSON), when one was written
 //	u <domain> <alias> p <ns> <name>     a property its owner set (mobile state, description)
+//	u <domain> <alias> departed|arrived  directory sequence of the last move handed over from or to here
 //	x <unix nanos> <domain> <alias> s|v <id>   expiry index (empty value)
 type Home struct {
 	db     *DB
@@ -199,6 +200,10 @@ func (h *Home) apply(b *pebble.Batch, f events.Fact) error {
 		return b.Set(h.userKey(e.Node, "acl"), data, nil)
 	case *events.PropertySet:
 		return b.Set(h.userKey(e.Node, "p", events.Token(e.Value.Space), events.Token(e.Value.Local)), []byte(e.Value.Value), nil)
+	case *events.UserDeparted:
+		return b.Set(h.userKey(e.Node, "departed"), []byte(be64(e.Move)), nil)
+	case *events.UserArrived:
+		return b.Set(h.userKey(e.Node, "arrived"), []byte(be64(e.Move)), nil)
 	case *events.MessageAccepted, *events.MessageDelivered:
 		// History only: the stream is their record.
 		return nil
@@ -329,6 +334,18 @@ func (h *Home) ACL(u events.User) ([]events.ACE, bool, error) {
 		return nil, false, fmt.Errorf("ACL of %s: %w", u, err)
 	}
 	return aces, true, nil
+}
+
+// Departed returns the directory sequence of the last move whose state u
+// handed over from here; 0 if none.
+func (h *Home) Departed(u events.User) (uint64, error) {
+	return getUint64(h.db.pdb, h.userKey(u, "departed"))
+}
+
+// Arrived returns the directory sequence of the last move whose state
+// arrived here for u; 0 if none.
+func (h *Home) Arrived(u events.User) (uint64, error) {
+	return getUint64(h.db.pdb, h.userKey(u, "arrived"))
 }
 
 // Users returns every user the projection holds state for.

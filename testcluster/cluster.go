@@ -91,6 +91,9 @@ type Cluster struct {
 	// Dialer resolves the federation peer table; every role's outgoing
 	// connections use it.
 	Dialer *PeerDialer
+
+	mu   sync.Mutex
+	dirs []*projections.Directory // every role's directory projection
 }
 
 // Role is one running role: its NATS connection, its store, and its stop.
@@ -325,6 +328,9 @@ func (c *Cluster) directory(role string) (*projections.DB, *projections.Director
 		projections.Follow(ctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}, dir)
 	}()
 	c.t.Cleanup(func() { cancel(); <-done; nc.Close(); db.Close() })
+	c.mu.Lock()
+	c.dirs = append(c.dirs, dir)
+	c.mu.Unlock()
 	st, err := c.JS.Stream(context.Background(), events.StreamDirectory)
 	if err != nil {
 		c.t.Fatal(err)
@@ -360,7 +366,7 @@ func (c *Cluster) StartHome(h string) *Role {
 	nc := c.connect("home-" + h)
 	js, _ := jetstream.New(nc)
 	n, err := homenode.New(homenode.Config{Home: h, JetStream: js, Conn: nc, DB: db, Directory: dir, Client: c.client(),
-		Policy: c.opts.Policy, SweepEvery: 100 * time.Millisecond, Logger: quiet().With("home", h)})
+		Policy: c.opts.Policy, SweepEvery: 100 * time.Millisecond, HandoffWait: 10 * time.Second, Logger: quiet().With("home", h)})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -423,6 +429,31 @@ func (c *Cluster) startGateway(name string, ln net.Listener) *Role {
 		}
 	})
 	return r
+}
+
+// DirectorySettled waits until every role's directory projection has
+// applied the whole directory stream: an administrator's change has
+// reached every gateway, router and home node.
+func (c *Cluster) DirectorySettled() {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := c.JS.Stream(ctx, events.StreamDirectory)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.mu.Lock()
+	dirs := append([]*projections.Directory(nil), c.dirs...)
+	c.mu.Unlock()
+	for _, d := range dirs {
+		if err := d.WaitFor(ctx, info.State.LastSeq); err != nil {
+			c.t.Fatalf("a directory projection at %d, the stream at %d: %v", d.Position(), info.State.LastSeq, err)
+		}
+	}
 }
 
 // Addr returns the address of the first gateway.

@@ -219,3 +219,86 @@ func TestClusterMoveUser(t *testing.T) {
 		}
 	}
 }
+
+// factTypes lists the types of the facts of u's aggregate on home.
+func factTypes(t *testing.T, c *Cluster, home string, u events.User) string {
+	t.Helper()
+	cons, err := c.JS.OrderedConsumer(t.Context(), events.StreamFacts, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.FactSubject(home, u)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for range info.NumPending {
+		m, err := cons.Next(jetstream.FetchMaxWait(wait))
+		if err != nil {
+			t.Fatal(err)
+		}
+		types = append(types, m.Headers().Get(events.HeaderType))
+	}
+	return strings.Join(types, " ")
+}
+
+// TestClusterMoveUserOldHomeDown moves alice while the node of her home
+// server is down: her login renewal at the new home server is held until
+// her state arrives (when the old node starts and hands it over), and is
+// then answered as before the move, not refused as unknown. The audit
+// trail has her departure and arrival.
+func TestClusterMoveUserOldHomeDown(t *testing.T) {
+	c := Start(t, Options{Users: map[string]string{"alice": "home1", "carol": "home2"}, Gateways: 2, Routers: 2, Inside: []string{"127.0.0.0/8"}})
+	ctx := context.Background()
+	alice, carol := c.Client(t, "alice"), c.Client(t, "carol")
+	for _, u := range []*Client{alice, carol} {
+		u.FollowRedirects = true
+		must(t, u.Alias+" login", u.Login(3600), 200)
+		must(t, u.Alias+" online", u.SetState("online", 1200, 0), 207)
+	}
+	must(t, "carol watches alice", carol.Watch("alice", 3600), 207)
+	carol.WaitNotify(0, wait, fromState(alice, "online"))
+	au := events.NewUser(c.Domain, "alice")
+
+	if err := c.Homes["home1"].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Admin.MoveUser(ctx, au, "home2"); err != nil {
+		t.Fatal(err)
+	}
+	c.DirectorySettled() // the gateways route to home2 now
+	renewed := make(chan *Response, 1)
+	go func() {
+		renewed <- alice.Do("SUBSCRIBE", "/instmsg/aliases/alice", nil, alice.From(),
+			"Subscription-Id: "+strconv.Itoa(alice.LoginID), "Subscription-Lifetime: 3600")
+	}()
+	// The renewal waits at home2 (the gateway has routed it there) ...
+	Eventually(t, wait, func() error {
+		if st := c.Homes["home2"].Node.Stats(); st.Held == 0 {
+			return fmt.Errorf("no request held at home2: %+v", st)
+		}
+		return nil
+	})
+	// ... until home1 is back and hands alice over.
+	c.Homes["home1"] = c.StartHome("home1")
+	r := <-renewed
+	must(t, "alice's renewal, held for her state", r, 200)
+	if r.Header.Get(rvp.HdrSubscriptionID) != strconv.Itoa(alice.LoginID) {
+		t.Errorf("renewal answered Subscription-Id %q, want %d", r.Header.Get(rvp.HdrSubscriptionID), alice.LoginID)
+	}
+	handedOver(t, c, au, "home1", "home2", 2, 1)
+	if got := stateOf(carol, "alice"); got != "online" {
+		t.Errorf("alice's state after the move: %s, want online", got)
+	}
+
+	// The audit trail: on home1 her state ended, then user.departed; on
+	// home2 it arrived (her login, carol's watch, her view; user.arrived)
+	// before her renewal was decided.
+	if got, want := factTypes(t, c, "home1", au), "subscription.ended.v1 view.ended.v1 user.departed.v1"; !strings.HasSuffix(got, want) {
+		t.Errorf("home1's facts of alice:\n%s\nwant them to end with %s", got, want)
+	}
+	if got, want := factTypes(t, c, "home2", au), "subscription.created.v1 subscription.created.v1 view.set.v1 user.arrived.v1 subscription.renewed.v1"; got != want {
+		t.Errorf("home2's facts of alice:\n%s\nwant %s", got, want)
+	}
+}

@@ -243,6 +243,18 @@ func auditRow(e auditEntry, ev events.Event) []string {
 		detail = x.User.String() + " on " + x.Home
 	case *events.UserDisabled:
 		detail = x.User.String()
+	case *events.UserMoved:
+		detail = x.User.String() + " from " + x.From + " to " + x.Home
+	case *events.UserDeparted:
+		detail = fmt.Sprintf("to %s: %d subscriptions, %d views (move %d)", x.To, x.Subs, x.Views, x.Move)
+	case *events.UserArrived:
+		detail = fmt.Sprintf("from %s: %d subscriptions, %d views (move %d)", x.From, x.Subs, x.Views, x.Move)
+	case *events.ACLSet:
+		detail = fmt.Sprintf("%d ACEs", len(x.ACEs))
+	case *events.PropertySet:
+		detail = x.Value.Local + " = " + x.Value.Value
+	case *events.RouterCreated:
+		detail = x.Name + " for " + x.Domain + " at " + x.Host + " (" + x.Mode + ")"
 	}
 	actor := meta.Actor
 	if meta.Auth != "" {
