@@ -22,11 +22,7 @@ import (
 	"github.com/oklog/run"
 
 	"github.com/rvp-im/rvpd/events"
-	"github.com/rvp-im/rvpd/gateway"
-	"github.com/rvp-im/rvpd/homenode"
 	"github.com/rvp-im/rvpd/projections"
-	"github.com/rvp-im/rvpd/routernode"
-	"github.com/rvp-im/rvpd/rvp"
 )
 
 // The demo deployment `rvpd dev` creates on first start.
@@ -46,16 +42,10 @@ var demoUsers = []struct{ alias, name string }{
 }
 
 type devFlags struct {
+	roleFlags
 	data, http, nats, natsSync string
 	demoPassword               string
 	reset                      bool
-	auth                       string
-	allowBasic                 bool
-	keyFile                    string
-	peers, dns, proxy          string
-	logLevel, logFormat        string
-	policy                     homenode.Policy
-	requestTimeout             time.Duration
 }
 
 func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error {
@@ -68,20 +58,8 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	fs.StringVar(&f.natsSync, "nats.sync", "", `JetStream fsync: "always", or an interval such as 1s (default: the server's 2m)`)
 	fs.StringVar(&f.demoPassword, "demo-password", "", "set the password of the demo users and administrator (default: one derived from the cluster key, set on the first start)")
 	fs.BoolVar(&f.reset, "reset", false, "delete the data directory's state and start clean")
-	fs.StringVar(&f.auth, "auth", gateway.ProfileNTLM, `authentication: ntlm, digest, exchange (Negotiate+NTLM+Digest), basic, or none (insecure: anyone is anyone)`)
-	fs.BoolVar(&f.allowBasic, "auth.basic", false, "also accept Basic credentials (passwords in clear)")
 	fs.StringVar(&f.keyFile, "cluster-key-file", "", "file holding the cluster key (64 hex digits; default: the environment's RVP_CLUSTER_KEY, else one generated and kept in the data directory)")
-	fs.StringVar(&f.logLevel, "log.level", "info", "log level: debug, info, warn, error")
-	fs.StringVar(&f.logFormat, "log.format", "text", "log format: text or json")
-	fs.DurationVar(&f.policy.MinLease, "lease.min", 30*time.Second, "shortest presence lease granted")
-	fs.DurationVar(&f.policy.MaxLease, "lease.max", 4*time.Hour, "longest presence lease granted")
-	fs.DurationVar(&f.policy.MinLifetime, "sub.min-lifetime", time.Minute, "shortest subscription lifetime granted")
-	fs.DurationVar(&f.policy.MaxLifetime, "sub.max-lifetime", 4*time.Hour, "longest subscription lifetime granted")
-	fs.DurationVar(&f.policy.DeliveryTimeout, "notify.timeout", 10*time.Second, "time to deliver a message to a recipient's clients")
-	fs.DurationVar(&f.requestTimeout, "request.timeout", 20*time.Second, "time a gateway waits for a home node's answer")
-	fs.StringVar(&f.peers, "federation.peers", "", "federation peer table: host=host:port,... (an IM host or domain of another organisation and its router's address)")
-	fs.StringVar(&f.dns, "federation.dns", "", `find other organisations by DNS SRV _rvp._tcp.<domain>: "system", or a DNS server host:port ("" off)`)
-	fs.StringVar(&f.proxy, "federation.proxy", "", "outbound HTTP proxy for requests to other organisations, http://host:port (it finds their hosts: the peer table and DNS discovery are then unused)")
+	f.roleFlags.register(fs)
 	if err := parseFlags(fs, args, lookupEnv); err != nil {
 		return err
 	}
@@ -150,64 +128,23 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	if ok, err := hasPassword(admin, events.NewUser(demoDomain, demoUsers[0].alias), password); err != nil || !ok {
 		password = "changed since the first start (rvpctl password reset alice@" + demoDomain + ", or -demo-password)"
 	}
-	var auth gateway.Authenticator = gateway.NoAuth{}
-	if f.auth != "none" {
-		if auth, err = gateway.NewCredentials(gateway.CredentialsConfig{
-			Profile: f.auth, AllowBasic: f.allowBasic, Keyring: keyring, Directory: dir, Logger: log.With("component", "auth"),
-		}); err != nil {
-			return err
-		}
-	}
-	dirService := &projections.DirectoryService{Admin: admin, Conn: nc, Logger: log.With("component", "directory")}
-	if err := dirService.Start(); err != nil {
-		return err
-	}
-
-	outbound, peers, srv, err := federation(f)
-	if err != nil {
-		return err
-	}
-	home, err := homenode.New(homenode.Config{
-		Home: demoHome, JetStream: js, Conn: nc, DB: db, Directory: dir, Policy: f.policy, Client: outbound, Logger: log.With("component", "home"),
-	})
-	if err != nil {
-		return err
-	}
-	router, err := routernode.New(routernode.Config{ID: "router1", JetStream: js, Conn: nc, Directory: dir, Client: outbound,
-		Peers: routernode.StaticPeers(peers), SRV: srv, Logger: log.With("component", "router")})
-	if err != nil {
-		return err
-	}
-	gw, err := gateway.New(gateway.Config{
-		ID: "gw1", JetStream: js, Conn: nc, Directory: dir, DevDomain: demoDomain, Auth: auth,
-		RequestTimeout: f.requestTimeout, Logger: log.With("component", "gateway"),
-	})
-	if err != nil {
-		return err
-	}
 	ln, err := net.Listen("tcp", f.http)
 	if err != nil {
 		return fmt.Errorf("listen for RVP on %s: %w (choose another address with -http)", f.http, err)
 	}
-	printBanner(stdout, ln.Addr().String(), ns, f.data, password, f.auth)
-
 	var g run.Group
 	if ctx.Done() != nil {
 		g.Add(run.ContextHandler(ctx))
 	}
 	g.Add(run.SignalHandler(context.Background(), os.Interrupt, syscall.SIGTERM))
-	g.Add(func() error { return gw.Serve(ln) }, func(error) {
-		sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		defer cancel()
-		gw.Shutdown(sctx)
-	})
+	rs := roleSet{nc: nc, js: js, db: db, dir: dir, keyring: keyring, log: log, flags: f.roleFlags,
+		gatewayID: "gw1", listener: ln, devDomain: demoDomain, homes: []string{demoHome}, router: "router1", admin: admin}
 	roles, stopRoles := context.WithCancel(context.Background())
-	g.Add(func() error {
-		return projections.Follow(roles, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter, Logger: log}, dir)
-	}, func(error) { stopRoles() })
-	g.Add(func() error { return home.Run(roles) }, func(error) { stopRoles() })
-	g.Add(func() error { return router.Run(roles) }, func(error) { stopRoles() })
-	g.Add(func() error { return dirService.Run(roles) }, func(error) { stopRoles() })
+	defer stopRoles()
+	if err := rs.add(&g, roles, stopRoles); err != nil {
+		ln.Close()
+		return err
+	}
 	g.Add(func() error {
 		select {
 		case err := <-natsFatal:
@@ -216,6 +153,7 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 			return nil
 		}
 	}, func(error) { stopRoles() })
+	printBanner(stdout, ln.Addr().String(), ns, f.data, password, f.auth)
 	err = g.Run()
 	var sig run.SignalError
 	if errors.As(err, &sig) || errors.Is(err, context.Canceled) {
@@ -319,36 +257,6 @@ func adminHasPassword(admin *projections.Admin, adm *projections.Administrator, 
 	}
 	key, err := projections.AdminKey(password, v.Salt, v.Iter)
 	return err == nil && bytes.Equal(key, v.Key)
-}
-
-// federation builds the outbound client (peer table, proxy) and DNS
-// discovery from the -federation flags.
-func federation(f devFlags) (*rvp.Client, rvp.HostMap, routernode.SRVResolver, error) {
-	peers, err := rvp.ParseHostMap(f.peers)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("-federation.peers: %w", err)
-	}
-	c := &rvp.Client{Dialer: peers}
-	if f.proxy != "" {
-		u, err := rvp.ParseURL(f.proxy)
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("-federation.proxy: %w", err)
-		}
-		c.Proxy = &u
-	}
-	var srv routernode.SRVResolver
-	switch f.dns {
-	case "":
-	case "system":
-		srv = net.DefaultResolver
-	default:
-		server := f.dns
-		srv = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, server)
-		}}
-	}
-	return c, peers, srv, nil
 }
 
 // clusterKey returns the keyring of the cluster key: from the file given,

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/run"
+
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/gateway"
+	"github.com/rvp-im/rvpd/homenode"
+	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/routernode"
+	"github.com/rvp-im/rvpd/rvp"
+)
+
+// roleFlags are the settings of the roles, the same in every mode.
+type roleFlags struct {
+	auth                string
+	allowBasic          bool
+	keyFile             string
+	peers, dns, proxy   string
+	logLevel, logFormat string
+	policy              homenode.Policy
+	requestTimeout      time.Duration
+}
+
+func (f *roleFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.auth, "auth", gateway.ProfileNTLM, `authentication: ntlm, digest, exchange (Negotiate+NTLM+Digest), basic, or none (insecure: anyone is anyone)`)
+	fs.BoolVar(&f.allowBasic, "auth.basic", false, "also accept Basic credentials (passwords in clear)")
+	fs.StringVar(&f.logLevel, "log.level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&f.logFormat, "log.format", "text", "log format: text or json")
+	fs.DurationVar(&f.policy.MinLease, "lease.min", 30*time.Second, "shortest presence lease granted")
+	fs.DurationVar(&f.policy.MaxLease, "lease.max", 4*time.Hour, "longest presence lease granted")
+	fs.DurationVar(&f.policy.MinLifetime, "sub.min-lifetime", time.Minute, "shortest subscription lifetime granted")
+	fs.DurationVar(&f.policy.MaxLifetime, "sub.max-lifetime", 4*time.Hour, "longest subscription lifetime granted")
+	fs.DurationVar(&f.policy.DeliveryTimeout, "notify.timeout", 10*time.Second, "time to deliver a message to a recipient's clients")
+	fs.DurationVar(&f.requestTimeout, "request.timeout", 20*time.Second, "time a gateway waits for a home node's answer")
+	fs.StringVar(&f.peers, "federation.peers", "", "federation peer table: host=host:port,... (an IM host or domain of another organisation and its router's address)")
+	fs.StringVar(&f.dns, "federation.dns", "", `find other organisations by DNS SRV _rvp._tcp.<domain>: "system", or a DNS server host:port ("" off)`)
+	fs.StringVar(&f.proxy, "federation.proxy", "", "outbound HTTP proxy for requests to other organisations, http://host:port (it finds their hosts: the peer table and DNS discovery are then unused)")
+}
+
+// roleSet is what one process runs over its NATS connection: a gateway,
+// home nodes, a router node and the directory service, each optional.
+type roleSet struct {
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	db      *projections.DB
+	dir     *projections.Directory
+	keyring *projections.Keyring
+	log     *slog.Logger
+	flags   roleFlags
+
+	// gatewayID names the gateway (its reply subjects); listener is where
+	// it serves RVP, nil for no gateway. devDomain, when set, is the IM
+	// domain requests with an unknown Host reach.
+	gatewayID string
+	listener  net.Listener
+	devDomain string
+	homes     []string
+	router    string
+	// admin, when set, serves rvpctl's directory service.
+	admin *projections.Admin
+}
+
+// add builds the roles and adds them to g: they run until roles ends,
+// and stop all stops them (g calls it when any of them ends). The
+// directory projection is followed for as long as they run.
+func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.CancelFunc) error {
+	outbound, peers, srv, err := federation(s.flags)
+	if err != nil {
+		return err
+	}
+	actors := []func(context.Context) error{func(ctx context.Context) error {
+		return projections.Follow(ctx, s.js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter, Logger: s.log}, s.dir)
+	}}
+	for _, h := range s.homes {
+		home, err := homenode.New(homenode.Config{Home: h, JetStream: s.js, Conn: s.nc, DB: s.db, Directory: s.dir, Policy: s.flags.policy,
+			Client: outbound, Logger: s.log.With("component", "home")})
+		if err != nil {
+			return err
+		}
+		actors = append(actors, home.Run)
+	}
+	if s.router != "" {
+		router, err := routernode.New(routernode.Config{ID: s.router, JetStream: s.js, Conn: s.nc, Directory: s.dir, Client: outbound,
+			Peers: routernode.StaticPeers(peers), SRV: srv, Logger: s.log.With("component", "router")})
+		if err != nil {
+			return err
+		}
+		actors = append(actors, router.Run)
+	}
+	var gw *gateway.Gateway
+	if s.listener != nil {
+		var auth gateway.Authenticator = gateway.NoAuth{}
+		if s.flags.auth != "none" {
+			if auth, err = gateway.NewCredentials(gateway.CredentialsConfig{
+				Profile: s.flags.auth, AllowBasic: s.flags.allowBasic, Keyring: s.keyring, Directory: s.dir, Logger: s.log.With("component", "auth"),
+			}); err != nil {
+				return err
+			}
+		}
+		if gw, err = gateway.New(gateway.Config{
+			ID: s.gatewayID, JetStream: s.js, Conn: s.nc, Directory: s.dir, DevDomain: s.devDomain, Auth: auth,
+			RequestTimeout: s.flags.requestTimeout, Logger: s.log.With("component", "gateway"),
+		}); err != nil {
+			return err
+		}
+	}
+	if s.admin != nil {
+		svc := &projections.DirectoryService{Admin: s.admin, Conn: s.nc, Logger: s.log.With("component", "directory")}
+		if err := svc.Start(); err != nil {
+			return err
+		}
+		actors = append(actors, svc.Run)
+	}
+
+	for _, run := range actors {
+		g.Add(func() error { return run(roles) }, func(error) { stopAll() })
+	}
+	if gw != nil {
+		g.Add(func() error { return gw.Serve(s.listener) }, func(error) {
+			sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			gw.Shutdown(sctx)
+		})
+	}
+	return nil
+}
+
+// federation builds the outbound client (peer table, proxy) and DNS
+// discovery from the -federation flags.
+func federation(f roleFlags) (*rvp.Client, rvp.HostMap, routernode.SRVResolver, error) {
+	peers, err := rvp.ParseHostMap(f.peers)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("-federation.peers: %w", err)
+	}
+	c := &rvp.Client{Dialer: peers}
+	if f.proxy != "" {
+		u, err := rvp.ParseURL(f.proxy)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("-federation.proxy: %w", err)
+		}
+		c.Proxy = &u
+	}
+	var srv routernode.SRVResolver
+	switch f.dns {
+	case "":
+	case "system":
+		srv = net.DefaultResolver
+	default:
+		server := f.dns
+		srv = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, server)
+		}}
+	}
+	return c, peers, srv, nil
+}
+
+// catchUpDirectory applies the directory stream to dir up to its end, so
+// that roles start knowing every user and setting already written.
+func catchUpDirectory(ctx context.Context, js jetstream.JetStream, dir *projections.Directory, log *slog.Logger) (err error) {
+	fctx, stop := context.WithCancel(ctx)
+	followed := make(chan error, 1)
+	go func() {
+		followed <- projections.Follow(fctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter, Logger: log}, dir)
+	}()
+	defer func() {
+		stop()
+		if ferr := <-followed; err == nil {
+			err = ferr
+		}
+	}()
+	st, err := js.Stream(ctx, events.StreamDirectory)
+	if err != nil {
+		return err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return err
+	}
+	return dir.WaitFor(ctx, info.State.LastSeq)
+}
