@@ -2,6 +2,7 @@ package projections
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -23,6 +24,10 @@ type StreamOptions struct {
 	Duplicates time.Duration
 	// Memory keeps the streams in memory (tests only).
 	Memory bool
+	// CreateOnly creates the streams that are missing and leaves the
+	// configuration of the others as it is: a node joining a cluster
+	// does not impose its own.
+	CreateOnly bool
 }
 
 // EnsureStreams creates the streams the service needs, or updates their
@@ -76,7 +81,16 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 	for _, c := range cfgs {
 		c.Replicas = o.Replicas
 		c.Storage = storage
-		if _, err := js.CreateOrUpdateStream(ctx, c); err != nil {
+		var err error
+		if o.CreateOnly {
+			_, err = js.CreateStream(ctx, c)
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				err = nil
+			}
+		} else {
+			_, err = js.CreateOrUpdateStream(ctx, c)
+		}
+		if err != nil {
 			return fmt.Errorf("ensure stream %s: %w", c.Name, err)
 		}
 	}

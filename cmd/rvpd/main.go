@@ -4,6 +4,7 @@
 // Usage:
 //
 //	rvpd dev [flags]    every role and an embedded NATS server in one process
+//	rvpd node [flags]   the roles given, against an existing NATS cluster
 //
 // Every flag can also be set from the environment: -nats.sync is
 // RVP_NATS_SYNC. A flag given on the command line wins.
@@ -32,6 +33,8 @@ const usage = `usage: rvpd <mode> [flags]
 modes:
   dev     run every role (gateway, home node, router) and an embedded NATS
           server in one process, with a demo IM domain; for development
+  node    run the roles given (-gateway, -home, -router, -admin) against an
+          existing NATS cluster; for production, one or more per site
 
 Run "rvpd <mode> -h" for the flags of a mode.
 `
@@ -45,6 +48,8 @@ func exec(ctx context.Context, args []string, lookupEnv func(string) (string, bo
 	switch args[0] {
 	case "dev":
 		return runDev(ctx, args[1:], lookupEnv, stdout, stderr)
+	case "node":
+		return runNode(ctx, args[1:], lookupEnv, stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
