@@ -17,7 +17,13 @@ const (
 	StreamDirectory = "RVP_DIR"
 	// StreamLookups holds lookup events for routers (work queue).
 	StreamLookups = "RVP_LOOKUP"
+	// BucketOwners is the KV bucket of home-server ownership leases: key
+	// OwnerKey(home), value the owning node's name. Its TTL is the lease.
+	BucketOwners = "rvp_owners"
 )
+
+// OwnerKey is the key of home's ownership lease in BucketOwners.
+func OwnerKey(home string) string { return "home." + Token(home) }
 
 // Subject roots of the streams and of core NATS replies.
 const (

@@ -24,6 +24,9 @@ type StreamOptions struct {
 	Duplicates time.Duration
 	// Memory keeps the streams in memory (tests only).
 	Memory bool
+	// LeaseTTL is how long a home server's ownership lasts unrenewed: the
+	// longest a standby waits after its owner died. Default 10s.
+	LeaseTTL time.Duration
 	// CreateOnly creates the streams that are missing and leaves the
 	// configuration of the others as it is: a node joining a cluster
 	// does not impose its own.
@@ -42,6 +45,9 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 	}
 	if o.Duplicates <= 0 {
 		o.Duplicates = 2 * time.Minute
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 10 * time.Second
 	}
 	storage := jetstream.FileStorage
 	if o.Memory {
@@ -93,6 +99,20 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		if err != nil {
 			return fmt.Errorf("ensure stream %s: %w", c.Name, err)
 		}
+	}
+	kv := jetstream.KeyValueConfig{Bucket: events.BucketOwners, Description: "home-server ownership leases of home nodes",
+		History: 1, TTL: o.LeaseTTL, Replicas: o.Replicas, Storage: storage}
+	var err error
+	if o.CreateOnly {
+		_, err = js.CreateKeyValue(ctx, kv)
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			err = nil
+		}
+	} else {
+		_, err = js.CreateOrUpdateKeyValue(ctx, kv)
+	}
+	if err != nil {
+		return fmt.Errorf("ensure KV bucket %s: %w", events.BucketOwners, err)
 	}
 	return nil
 }

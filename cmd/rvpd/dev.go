@@ -108,7 +108,7 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	}
 	setupCtx, cancelSetup := context.WithTimeout(ctx, 30*time.Second)
 	defer cancelSetup()
-	if err := projections.EnsureStreams(setupCtx, js, projections.StreamOptions{}); err != nil {
+	if err := projections.EnsureStreams(setupCtx, js, projections.StreamOptions{LeaseTTL: f.leaseTTL}); err != nil {
 		return err
 	}
 
@@ -138,7 +138,7 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	}
 	g.Add(run.SignalHandler(context.Background(), os.Interrupt, syscall.SIGTERM))
 	rs := roleSet{nc: nc, js: js, db: db, dir: dir, keyring: keyring, log: log, flags: f.roleFlags,
-		gatewayID: "gw1", listener: ln, devDomain: demoDomain, homes: []string{demoHome}, router: "router1", admin: admin}
+		gatewayID: "gw1", listener: ln, devDomain: demoDomain, homes: []string{demoHome}, holder: "dev", router: "router1", admin: admin}
 	roles, stopRoles := context.WithCancel(context.Background())
 	defer stopRoles()
 	if err := rs.add(&g, roles, stopRoles); err != nil {

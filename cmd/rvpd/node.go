@@ -102,7 +102,7 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 	defer cancelSetup()
 	// The streams of a new cluster, with -streams.replicas; those there
 	// are left as their administrator set them.
-	if err := projections.EnsureStreams(setupCtx, js, projections.StreamOptions{Replicas: f.replicas, CreateOnly: true}); err != nil {
+	if err := projections.EnsureStreams(setupCtx, js, projections.StreamOptions{Replicas: f.replicas, LeaseTTL: f.leaseTTL, CreateOnly: true}); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(f.data, 0o750); err != nil {
@@ -129,7 +129,7 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 	}
 
 	rs := roleSet{nc: nc, js: js, db: db, dir: dir, keyring: keyring, log: log, flags: f.roleFlags,
-		gatewayID: f.name, homes: homes, router: f.router}
+		gatewayID: f.name, homes: homes, holder: f.name, router: f.router}
 	if f.admin {
 		rs.admin = &projections.Admin{JetStream: js, Directory: dir, Keyring: keyring, Actor: "rvpd-node-" + f.name}
 	}

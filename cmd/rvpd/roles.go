@@ -29,6 +29,7 @@ type roleFlags struct {
 	logLevel, logFormat string
 	policy              homenode.Policy
 	requestTimeout      time.Duration
+	leaseTTL            time.Duration
 }
 
 func (f *roleFlags) register(fs *flag.FlagSet) {
@@ -42,6 +43,7 @@ func (f *roleFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.policy.MaxLifetime, "sub.max-lifetime", 4*time.Hour, "longest subscription lifetime granted")
 	fs.DurationVar(&f.policy.DeliveryTimeout, "notify.timeout", 10*time.Second, "time to deliver a message to a recipient's clients")
 	fs.DurationVar(&f.requestTimeout, "request.timeout", 20*time.Second, "time a gateway waits for a home node's answer")
+	fs.DurationVar(&f.leaseTTL, "home.lease-ttl", 10*time.Second, "how long a home server's owner may be silent before a standby node takes over (set where the cluster's streams are created)")
 	fs.StringVar(&f.peers, "federation.peers", "", "federation peer table: host=host:port,... (an IM host or domain of another organisation and its router's address)")
 	fs.StringVar(&f.dns, "federation.dns", "", `find other organisations by DNS SRV _rvp._tcp.<domain>: "system", or a DNS server host:port ("" off)`)
 	fs.StringVar(&f.proxy, "federation.proxy", "", "outbound HTTP proxy for requests to other organisations, http://host:port (it finds their hosts: the peer table and DNS discovery are then unused)")
@@ -65,7 +67,9 @@ type roleSet struct {
 	listener  net.Listener
 	devDomain string
 	homes     []string
-	router    string
+	// holder is the node's name on the home servers' ownership leases.
+	holder string
+	router string
 	// admin, when set, serves rvpctl's directory service.
 	admin *projections.Admin
 }
@@ -81,13 +85,29 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 	actors := []func(context.Context) error{func(ctx context.Context) error {
 		return projections.Follow(ctx, s.js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter, Logger: s.log}, s.dir)
 	}}
-	for _, h := range s.homes {
-		home, err := homenode.New(homenode.Config{Home: h, JetStream: s.js, Conn: s.nc, DB: s.db, Directory: s.dir, Policy: s.flags.policy,
-			Client: outbound, Logger: s.log.With("component", "home")})
+	if len(s.homes) > 0 {
+		kv, err := s.js.KeyValue(context.Background(), events.BucketOwners)
 		if err != nil {
-			return err
+			return fmt.Errorf("home-server leases (KV bucket %s): %w", events.BucketOwners, err)
 		}
-		actors = append(actors, home.Run)
+		for _, h := range s.homes {
+			cfg := homenode.Config{Home: h, JetStream: s.js, Conn: s.nc, DB: s.db, Directory: s.dir, Policy: s.flags.policy,
+				Client: outbound, Logger: s.log.With("component", "home")}
+			if _, err := homenode.New(cfg); err != nil {
+				return err // a configuration error, found before anything runs
+			}
+			lease := &homenode.Lease{KV: kv, Home: h, Holder: s.holder, Logger: s.log.With("component", "lease")}
+			actors = append(actors, func(ctx context.Context) error {
+				// A node per ownership: one that lost the lease is done.
+				return lease.Hold(ctx, func(ctx context.Context) error {
+					home, err := homenode.New(cfg)
+					if err != nil {
+						return err
+					}
+					return home.Run(ctx)
+				})
+			})
+		}
 	}
 	if s.router != "" {
 		router, err := routernode.New(routernode.Config{ID: s.router, JetStream: s.js, Conn: s.nc, Directory: s.dir, Client: outbound,

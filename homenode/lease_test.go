@@ -1,0 +1,138 @@
+package homenode
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+)
+
+// holders runs Lease.Hold for several nodes of one home server and
+// records who serves.
+type holders struct {
+	t       *testing.T
+	ns      *server.Server
+	serving sync.Map // holder → true while its serve runs
+	now     atomic.Int32
+	most    atomic.Int32 // the most serving at once
+}
+
+func (h *holders) start(name string) (stop func(), nc *nats.Conn) {
+	h.t.Helper()
+	nc, err := nats.Connect("", nats.InProcessServer(h.ns))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	kv, err := js.KeyValue(h.t.Context(), events.BucketOwners)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	l := &Lease{KV: kv, Home: "home1", Holder: name}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- l.Hold(ctx, func(ctx context.Context) error {
+			if n := h.now.Add(1); n > h.most.Load() {
+				h.most.Store(n)
+			}
+			h.serving.Store(name, true)
+			<-ctx.Done()
+			h.serving.Delete(name)
+			h.now.Add(-1)
+			return nil
+		})
+	}()
+	stop = func() {
+		cancel()
+		if err := <-done; err != nil {
+			h.t.Errorf("%s: Hold: %v", name, err)
+		}
+		nc.Close()
+	}
+	return stop, nc
+}
+
+func (h *holders) waitServing(name string, d time.Duration) {
+	h.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		if _, ok := h.serving.Load(name); ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("%s does not serve after %v", name, d)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestLeaseHandover: one owner at a time; a clean stop hands over to the
+// standby at once, a dead owner (its connection gone, nothing let go)
+// when its lease lapses.
+func TestLeaseHandover(t *testing.T) {
+	ns := startJetStream(t)
+	nc, _ := nats.Connect("", nats.InProcessServer(ns))
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	const ttl = time.Second
+	if err := projections.EnsureStreams(t.Context(), js, projections.StreamOptions{LeaseTTL: ttl}); err != nil {
+		t.Fatal(err)
+	}
+	h := &holders{t: t, ns: ns}
+
+	stopA, _ := h.start("a")
+	h.waitServing("a", 5*time.Second)
+	stopB, bconn := h.start("b")
+	// b is a standby: a keeps serving over several renewals.
+	kv, _ := js.KeyValue(t.Context(), events.BucketOwners)
+	for range 3 {
+		rev := func() uint64 {
+			e, err := kv.Get(t.Context(), events.OwnerKey("home1"))
+			if err != nil || string(e.Value()) != "a" {
+				t.Fatalf("lease: %v %v, want held by a", e, err)
+			}
+			return e.Revision()
+		}
+		r0 := rev()
+		deadline := time.Now().Add(5 * time.Second)
+		for rev() == r0 {
+			if time.Now().After(deadline) {
+				t.Fatal("a does not renew its lease")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if _, ok := h.serving.Load("b"); ok {
+			t.Fatal("the standby serves while a holds the lease")
+		}
+	}
+
+	start := time.Now()
+	stopA()
+	h.waitServing("b", ttl) // well before the lease would have lapsed
+	t.Logf("clean handover in %v", time.Since(start).Round(time.Millisecond))
+	if m := h.most.Load(); m != 1 {
+		t.Errorf("%d nodes served at once during a clean handover", m)
+	}
+
+	// b dies: its connection goes, it lets nothing go. c takes over when
+	// the lease lapses, and b, cut off, has stopped serving by then.
+	stopC, _ := h.start("c")
+	bconn.Close()
+	start = time.Now()
+	h.waitServing("c", 5*ttl)
+	t.Logf("takeover from a dead owner in %v (lease %v)", time.Since(start).Round(time.Millisecond), ttl)
+	if _, ok := h.serving.Load("b"); ok {
+		t.Error("b, cut off from NATS, still serves after c took over")
+	}
+	stopB()
+	stopC()
+}
