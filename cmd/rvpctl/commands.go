@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/homenode"
 	"github.com/rvp-im/rvpd/projections"
 )
 
@@ -387,5 +388,65 @@ func cmdVerify(ctx context.Context, g global, args []string, stderr io.Writer) e
 	if bad > 0 {
 		return fmt.Errorf("%d projection(s) differ from their rebuild", bad)
 	}
+	return nil
+}
+
+// cmdPresence answers "what was X's presence at time T and who could see
+// it" from X's facts.
+func cmdPresence(ctx context.Context, g global, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("rvpctl presence", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	at := fs.String("at", "", "the moment, RFC 3339 (2026-11-27T09:00:00Z), or a duration ago (90m); default now")
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		return errors.New("usage: rvpctl presence alias@domain [-at TIME]")
+	}
+	who := args[0]
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	alias, domain, ok := strings.Cut(who, "@")
+	if !ok || alias == "" || domain == "" {
+		return fmt.Errorf("%q: want alias@domain", who)
+	}
+	when := time.Now()
+	if *at != "" {
+		if d, err := time.ParseDuration(*at); err == nil {
+			when = when.Add(-d)
+		} else if t, err := time.Parse(time.RFC3339, *at); err == nil {
+			when = t
+		} else {
+			return fmt.Errorf("-at %q: want RFC 3339 (2026-11-27T09:00:00Z) or a duration ago (90m)", *at)
+		}
+	}
+	nc, js, err := connect(g)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	rep, err := homenode.PresenceAt(ctx, js, events.NewUser(domain, alias), when)
+	if err != nil {
+		return err
+	}
+	if g.json {
+		return printJSON(g.out, rep)
+	}
+	fmt.Fprintf(g.out, "%s at %s (%d facts folded, up to sequence %d)\n", rep.Node, rep.At.UTC().Format(time.RFC3339), rep.Facts, rep.Position)
+	fmt.Fprintf(g.out, "state: %s to others, %s to its own clients\n", rep.Others, rep.Self)
+	if len(rep.Views) > 0 {
+		rows := [][]string{{"VIEW", "STATE", "SET", "LEASE UNTIL", "CLIENT"}}
+		for _, v := range rep.Views {
+			rows = append(rows, []string{strconv.Itoa(int(v.ID)), v.Value, v.Set.UTC().Format(time.RFC3339), v.Expires.UTC().Format(time.RFC3339), v.Source})
+		}
+		table(g.out, rows)
+	}
+	if len(rep.Watchers) == 0 {
+		fmt.Fprintln(g.out, "watched by nobody")
+		return nil
+	}
+	rows := [][]string{{"SUB", "WATCHER", "CALL-BACK", "SINCE", "UNTIL", "SAW"}}
+	for _, w := range rep.Watchers {
+		rows = append(rows, []string{strconv.Itoa(int(w.ID)), w.Subscriber, w.CallBack, w.Since.UTC().Format(time.RFC3339), w.Until.UTC().Format(time.RFC3339), w.Sees})
+	}
+	table(g.out, rows)
 	return nil
 }

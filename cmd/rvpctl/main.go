@@ -49,6 +49,8 @@ commands:
   status                 streams, consumers and their backlog
   audit                  replay fact and directory events (-user, -since, -type)
   users                  the users of the directory (-domain)
+  presence USER          a user's presence at a moment and who could see it,
+                         folded from its facts (-at, default now)
   verify                 have a home node compare its projections with
                          rebuilds from their streams, live (-home)
 
@@ -86,6 +88,8 @@ func exec(ctx context.Context, args []string, lookupEnv func(string) (string, bo
 		return cmdAudit(ctx, g, rest, stderr)
 	case "users":
 		return cmdUsers(ctx, g, rest, stderr)
+	case "presence":
+		return cmdPresence(ctx, g, rest, stderr)
 	case "verify":
 		return cmdVerify(ctx, g, rest, stderr)
 	case "domain", "home", "router", "user", "password", "firewall", "federation", "admin", "whoami":

@@ -179,6 +179,12 @@ func TestSession(t *testing.T) {
 		t.Fatalf("dave's login with a wrong password: %d", r.Status)
 	}
 	dave.Creds.Password = "dave-password-1"
+	// The auditor's question, for dave now: logged in, no state set.
+	if out := org.ok("", "presence", "dave@acme.test"); !strings.Contains(out, "dave@acme.test at ") ||
+		!strings.Contains(out, "state: offline to others, offline to its own clients") || !strings.Contains(out, "watched by nobody") {
+		t.Errorf("rvpctl presence:\n%s", out)
+	}
+	org.fails("want alias@domain", "presence", "dave")
 
 	// A domain administrator of acme.test only.
 	org.ok("ops-password-1\n", "admin", "add", "ops", "-role", "domain", "-domains", "acme.test")

@@ -1,0 +1,148 @@
+package homenode
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+)
+
+// PresenceReport answers an auditor's question "what was X's presence at
+// time T, and who could see it": X's facts up to T, on every home server
+// X lived on, folded as a home node folds them, with the same rules for
+// the effective state and for the ACL.
+type PresenceReport struct {
+	Node     events.User        `json:"node"`
+	At       time.Time          `json:"at"`
+	Facts    int                `json:"facts"`    // how many facts were folded
+	Position uint64             `json:"position"` // the stream sequence of the last
+	Self     string             `json:"self"`     // what the node's own clients saw
+	Others   string             `json:"others"`   // what everyone else allowed to see it saw
+	Views    []projections.View `json:"views"`
+	Watchers []Watch            `json:"watchers"`
+}
+
+// Watch is a property subscription on the node, live at the report's
+// moment, and what it was shown.
+type Watch struct {
+	ID         int32       `json:"sub_id"`
+	Subscriber string      `json:"subscriber"`
+	Watcher    events.User `json:"watcher,omitzero"`
+	CallBack   string      `json:"call_back"`
+	Since      time.Time   `json:"since"`
+	Until      time.Time   `json:"until"`
+	// Sees is the state the watcher was shown: the node's, or offline
+	// when its ACL denied the watcher the presence right.
+	Sees string `json:"sees"`
+}
+
+// PresenceAt folds u's facts appended up to at into a fresh projection
+// and reports u's presence then.
+func PresenceAt(ctx context.Context, js jetstream.JetStream, u events.User, at time.Time) (*PresenceReport, error) {
+	cons, err := js.OrderedConsumer(ctx, events.StreamFacts, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.FactRoot + ".*." + events.Token(u.Domain) + "." + events.Token(u.Alias)},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read the facts of %s: %w", u, err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read the facts of %s: %w", u, err)
+	}
+	mem, err := projections.Open("", projections.Options{InMemory: true})
+	if err != nil {
+		return nil, err
+	}
+	defer mem.Close()
+	homes := map[string]*projections.Home{}
+	rep := &PresenceReport{Node: u, At: at}
+	aclHome := ""
+	for range info.NumPending {
+		m, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+		if err != nil {
+			return nil, fmt.Errorf("read the facts of %s: %w", u, err)
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return nil, err
+		}
+		if md.Timestamp.After(at) {
+			break
+		}
+		home, _, err := events.ParseFactSubject(m.Subject())
+		if err != nil {
+			return nil, err
+		}
+		h := homes[home]
+		if h == nil {
+			if h, err = projections.OpenHome(mem, home); err != nil {
+				return nil, err
+			}
+			homes[home] = h
+		}
+		typ := m.Headers().Get(events.HeaderType)
+		if err := h.ApplyBatch([]projections.Msg{{Seq: md.Sequence.Stream, Subject: m.Subject(), Type: typ, Data: m.Data(), Time: md.Timestamp}}); err != nil {
+			return nil, err
+		}
+		if typ == events.TypeACLSet {
+			aclHome = home
+		}
+		rep.Facts++
+		rep.Position = md.Sequence.Stream
+	}
+
+	// What was live at the moment, wherever it lived (a user moved
+	// between home servers has ended state on the one it left).
+	var subs []projections.Subscription
+	nodeURL := ""
+	for _, h := range homes {
+		vs, err := h.Views(u)
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range vs {
+			if v.Expires.After(at) {
+				rep.Views = append(rep.Views, v)
+			}
+		}
+		ss, err := h.Subscriptions(u)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range ss {
+			nodeURL = s.NodeURL
+			if s.Expires.After(at) && s.Kind == events.NotifyPropChange {
+				subs = append(subs, s)
+			}
+		}
+	}
+	p := effective(rep.Views)
+	rep.Self, rep.Others = p.Self, p.Others
+	aces := events.DefaultACL(nodeURL)
+	if h := homes[aclHome]; h != nil {
+		if a, ok, err := h.ACL(u); err != nil {
+			return nil, err
+		} else if ok {
+			aces = a
+		}
+	}
+	for _, s := range subs {
+		sees := events.StateOffline
+		if permitted(aces, subscriber(u, &s), events.RightPresence) {
+			sees = p.Others
+			if s.Watcher == u {
+				sees = p.Self
+			}
+		}
+		rep.Watchers = append(rep.Watchers, Watch{ID: s.ID, Subscriber: s.Subscriber, Watcher: s.Watcher, CallBack: s.CallBack,
+			Since: s.Created, Until: s.Expires, Sees: sees})
+	}
+	sort.Slice(rep.Views, func(i, j int) bool { return rep.Views[i].ID < rep.Views[j].ID })
+	sort.Slice(rep.Watchers, func(i, j int) bool { return rep.Watchers[i].ID < rep.Watchers[j].ID })
+	return rep, nil
+}
