@@ -103,6 +103,11 @@ type MessageAccepted struct {
 	HopCount  int    `json:"hop_count,omitempty"`
 	Endpoints int    `json:"endpoints"`
 	Body      []byte `json:"body,omitempty"`
+	// Where bodies are not kept (-audit.bodies=false), the body's size
+	// and SHA-256 instead: an auditor can still tell which text was sent
+	// by comparing digests, and what size.
+	BodySize   int    `json:"body_size,omitempty"`
+	BodySHA256 string `json:"body_sha256,omitempty"`
 }
 
 // MessageDelivered records the outcome of delivering an accepted message:

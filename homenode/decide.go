@@ -1,6 +1,8 @@
 package homenode
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"math"
 	"strings"
@@ -523,7 +525,12 @@ func (n *Node) decideNotify(d *decision, e *events.Notify, now time.Time) (*deci
 		targets = nil
 	}
 	meta := n.meta(r, now)
-	d.facts = append(d.facts, &events.MessageAccepted{Meta: meta, Node: r.Node, AckType: e.AckType, HopCount: e.HopCount, Endpoints: len(targets), Body: e.Body})
+	acc := &events.MessageAccepted{Meta: meta, Node: r.Node, AckType: e.AckType, HopCount: e.HopCount, Endpoints: len(targets), Body: e.Body}
+	if n.policy.OmitBodies {
+		sum := sha256.Sum256(e.Body)
+		acc.Body, acc.BodySize, acc.BodySHA256 = nil, len(e.Body), hex.EncodeToString(sum[:])
+	}
+	d.facts = append(d.facts, acc)
 	if len(targets) == 0 {
 		d.facts = append(d.facts, &events.MessageDelivered{Meta: meta, Node: r.Node, Status: 412})
 		d.reply = &events.Reply{ID: r.ID, Status: 412, Error: fmt.Sprintf("%s has no client logged in", r.Node)}

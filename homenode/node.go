@@ -38,6 +38,10 @@ type Policy struct {
 	// unanswered (no connection, no status) before its subscription ends,
 	// and with a user's last login its presence. Default 3; negative never.
 	MaxCallbackFailures int
+	// OmitBodies keeps message bodies out of the facts, which then record
+	// each body's size and SHA-256 (Exchange kept nothing; auditors want
+	// the text; privacy rules may forbid it).
+	OmitBodies bool
 }
 
 func (p Policy) withDefaults() Policy {

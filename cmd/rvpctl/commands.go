@@ -234,6 +234,9 @@ func auditRow(e auditEntry, ev events.Event) []string {
 		detail = fmt.Sprintf("view %d %s", x.ID, x.Reason)
 	case *events.MessageAccepted:
 		detail = fmt.Sprintf("%d bytes to %d clients", len(x.Body), x.Endpoints)
+		if x.BodySHA256 != "" {
+			detail = fmt.Sprintf("%d bytes (not kept; sha256 %s) to %d clients", x.BodySize, x.BodySHA256, x.Endpoints)
+		}
 	case *events.MessageDelivered:
 		detail = fmt.Sprintf("status %d, %d delivered, %d failed", x.Status, x.Delivered, x.Failed)
 	case *events.DomainCreated:

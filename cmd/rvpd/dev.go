@@ -108,7 +108,7 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	}
 	setupCtx, cancelSetup := context.WithTimeout(ctx, 30*time.Second)
 	defer cancelSetup()
-	if err := projections.EnsureStreams(setupCtx, js, projections.StreamOptions{LeaseTTL: f.leaseTTL}); err != nil {
+	if err := projections.EnsureStreams(setupCtx, js, f.streamOptions()); err != nil {
 		return err
 	}
 

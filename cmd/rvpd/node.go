@@ -102,7 +102,9 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 	defer cancelSetup()
 	// The streams of a new cluster, with -streams.replicas; those there
 	// are left as their administrator set them.
-	if err := projections.EnsureStreams(setupCtx, js, projections.StreamOptions{Replicas: f.replicas, LeaseTTL: f.leaseTTL, CreateOnly: true}); err != nil {
+	so := f.streamOptions()
+	so.Replicas, so.CreateOnly = f.replicas, true
+	if err := projections.EnsureStreams(setupCtx, js, so); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(f.data, 0o750); err != nil {

@@ -30,6 +30,20 @@ type roleFlags struct {
 	policy              homenode.Policy
 	requestTimeout      time.Duration
 	leaseTTL            time.Duration
+	auditBodies         bool
+	auditRetention      time.Duration
+}
+
+// streamOptions are the streams' settings these flags give.
+func (f roleFlags) streamOptions() projections.StreamOptions {
+	return projections.StreamOptions{LeaseTTL: f.leaseTTL, FactMaxAge: f.auditRetention}
+}
+
+// homePolicy is the home nodes' policy these flags give.
+func (f roleFlags) homePolicy() homenode.Policy {
+	p := f.policy
+	p.OmitBodies = !f.auditBodies
+	return p
 }
 
 func (f *roleFlags) register(fs *flag.FlagSet) {
@@ -43,6 +57,8 @@ func (f *roleFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.policy.MaxLifetime, "sub.max-lifetime", 4*time.Hour, "longest subscription lifetime granted")
 	fs.DurationVar(&f.policy.DeliveryTimeout, "notify.timeout", 10*time.Second, "time to deliver a message to a recipient's clients")
 	fs.DurationVar(&f.requestTimeout, "request.timeout", 20*time.Second, "time a gateway waits for a home node's answer")
+	fs.BoolVar(&f.auditBodies, "audit.bodies", true, "keep message bodies in the facts (false: their size and SHA-256 only)")
+	fs.DurationVar(&f.auditRetention, "audit.retention", 0, "how long facts are kept (0: for ever; set where the cluster's streams are created)")
 	fs.DurationVar(&f.leaseTTL, "home.lease-ttl", 10*time.Second, "how long a home server's owner may be silent before a standby node takes over (set where the cluster's streams are created)")
 	fs.StringVar(&f.peers, "federation.peers", "", "federation peer table: host=host:port,... (an IM host or domain of another organisation and its router's address)")
 	fs.StringVar(&f.dns, "federation.dns", "", `find other organisations by DNS SRV _rvp._tcp.<domain>: "system", or a DNS server host:port ("" off)`)
@@ -91,7 +107,7 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 			return fmt.Errorf("home-server leases (KV bucket %s): %w", events.BucketOwners, err)
 		}
 		for _, h := range s.homes {
-			cfg := homenode.Config{Home: h, JetStream: s.js, Conn: s.nc, DB: s.db, Directory: s.dir, Policy: s.flags.policy,
+			cfg := homenode.Config{Home: h, JetStream: s.js, Conn: s.nc, DB: s.db, Directory: s.dir, Policy: s.flags.homePolicy(),
 				Client: outbound, Logger: s.log.With("component", "home")}
 			if _, err := homenode.New(cfg); err != nil {
 				return err // a configuration error, found before anything runs
