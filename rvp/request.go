@@ -113,10 +113,12 @@ func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 	if len(line) == 0 {
 		return nil, protoErr(400, "empty request line")
 	}
-	req := &Request{Header: make(Header)}
+	req := &Request{Header: make(Header, 16)}
 	if err := parseRequestLine(req, string(line)); err != nil {
 		return nil, err
 	}
+	// One backing array for the values of the fields seen once: most are.
+	vals := make([]string, 0, 16)
 
 	total := 0
 	var last string // lower-case name of the previous field, for folded lines
@@ -147,14 +149,21 @@ func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 		if !ok {
 			return nil, protoErr(400, "header line without ':'")
 		}
-		if !isToken(string(name)) {
+		if !isToken(name) {
 			return nil, protoErr(400, "bad header field name %q", name)
 		}
-		if len(req.Header) >= lim.MaxHeaders && !req.Header.Has(string(name)) {
+		last = lowerName(name)
+		have := req.Header[last]
+		if len(req.Header) >= lim.MaxHeaders && have == nil {
 			return nil, protoErr(431, "more than %d header fields", lim.MaxHeaders)
 		}
-		last = strings.ToLower(string(name))
-		req.Header[last] = append(req.Header[last], strings.TrimSpace(string(value)))
+		v := string(bytes.TrimSpace(value))
+		if have == nil {
+			vals = append(vals, v)
+			req.Header[last] = vals[len(vals)-1 : len(vals) : len(vals)]
+		} else {
+			req.Header[last] = append(have, v)
+		}
 	}
 
 	if req.Header.Has("Transfer-Encoding") {
@@ -192,6 +201,55 @@ func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 	return req, nil
 }
 
+// lowerName returns the lower-cased field name, without allocating for
+// the fields RVP clients send.
+func lowerName(name []byte) string {
+	var buf [32]byte
+	if len(name) > len(buf) {
+		return strings.ToLower(string(name))
+	}
+	for i, c := range name {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		buf[i] = c
+	}
+	switch l := buf[:len(name)]; string(l) {
+	case "host":
+		return "host"
+	case "content-length":
+		return "content-length"
+	case "content-type":
+		return "content-type"
+	case "connection":
+		return "connection"
+	case "authorization":
+		return "authorization"
+	case "rvp-notifications-version":
+		return "rvp-notifications-version"
+	case "rvp-from-principal":
+		return "rvp-from-principal"
+	case "subscription-id":
+		return "subscription-id"
+	case "subscription-lifetime":
+		return "subscription-lifetime"
+	case "notification-type":
+		return "notification-type"
+	case "call-back":
+		return "call-back"
+	case "rvp-ack-type":
+		return "rvp-ack-type"
+	case "rvp-hop-count":
+		return "rvp-hop-count"
+	case "depth":
+		return "depth"
+	case "user-agent":
+		return "user-agent"
+	default:
+		return string(l)
+	}
+}
+
 func parseRequestLine(req *Request, line string) error {
 	method, rest, ok1 := strings.Cut(line, " ")
 	target, proto, ok2 := strings.Cut(strings.TrimLeft(rest, " "), " ")
@@ -225,6 +283,15 @@ func readLine(br *bufio.Reader, max int) ([]byte, error) {
 	var buf []byte
 	for {
 		frag, err := br.ReadSlice('\n')
+		if err == nil && buf == nil {
+			// The whole line is in the reader's buffer: use it there (it is
+			// valid until the next read, and callers copy what they keep).
+			if len(frag) > max+2 {
+				return nil, protoErr(431, "line longer than %d bytes", max)
+			}
+			buf = frag
+			break
+		}
 		if len(buf)+len(frag) > max+2 {
 			return nil, protoErr(431, "line longer than %d bytes", max)
 		}
@@ -247,8 +314,8 @@ func readLine(br *bufio.Reader, max int) ([]byte, error) {
 	return buf, nil
 }
 
-func isToken(s string) bool {
-	if s == "" {
+func isToken[T string | []byte](s T) bool {
+	if len(s) == 0 {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
