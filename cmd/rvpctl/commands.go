@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -110,6 +111,58 @@ func cmdStatus(ctx context.Context, g global, args []string, stderr io.Writer) e
 	if !g.json {
 		table(g.out, rows)
 	}
+	return ownersStatus(ctx, g, js)
+}
+
+// ownersStatus shows which node owns each home server (its lease), and
+// since when it last renewed.
+func ownersStatus(ctx context.Context, g global, js jetstream.JetStream) error {
+	type owner struct {
+		Home    string    `json:"home"`
+		Node    string    `json:"node"`
+		Renewed time.Time `json:"renewed"`
+	}
+	kv, err := js.KeyValue(ctx, events.BucketOwners)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil // a cluster from before leases
+	}
+	if err != nil {
+		return fmt.Errorf("home-server leases: %w", err)
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("home-server leases: %w", err)
+	}
+	var owners []owner
+	for k := range keys.Keys() {
+		e, err := kv.Get(ctx, k)
+		if err != nil {
+			continue // let go meanwhile
+		}
+		home, err := events.Untoken(strings.TrimPrefix(k, "home."))
+		if err != nil {
+			home = k
+		}
+		owners = append(owners, owner{Home: home, Node: string(e.Value()), Renewed: e.Created()})
+	}
+	sort.Slice(owners, func(i, j int) bool { return owners[i].Home < owners[j].Home })
+	if g.json {
+		for _, o := range owners {
+			if err := printJSON(g.out, o); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	rows := [][]string{{"HOME SERVER", "OWNED BY NODE", "LEASE RENEWED"}}
+	for _, o := range owners {
+		rows = append(rows, []string{o.Home, o.Node, o.Renewed.UTC().Format(time.RFC3339)})
+	}
+	if len(owners) == 0 {
+		rows = append(rows, []string{"(none owned: no home node runs)", "", ""})
+	}
+	fmt.Fprintln(g.out)
+	table(g.out, rows)
 	return nil
 }
 

@@ -179,6 +179,11 @@ func TestSession(t *testing.T) {
 		t.Fatalf("dave's login with a wrong password: %d", r.Status)
 	}
 	dave.Creds.Password = "dave-password-1"
+	// The operator's view: streams, consumers, and who owns home1.
+	if out := org.ok("", "status"); !strings.Contains(out, "RVP_FACTS") || !strings.Contains(out, "home_home1") ||
+		!regexp.MustCompile(`(?m)^home1\s+dev\s+20`).MatchString(out) {
+		t.Errorf("rvpctl status:\n%s", out)
+	}
 	// The auditor's question, for dave now: logged in, no state set.
 	if out := org.ok("", "presence", "dave@acme.test"); !strings.Contains(out, "dave@acme.test at ") ||
 		!strings.Contains(out, "state: offline to others, offline to its own clients") || !strings.Contains(out, "watched by nobody") {
