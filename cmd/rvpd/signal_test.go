@@ -5,6 +5,7 @@ import (
 	"os"
 	osexec "os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -78,5 +79,54 @@ func TestBinaryServesAndStopsOnSignal(t *testing.T) {
 	// The generated password is kept nowhere in clear.
 	if _, err := os.Stat(filepath.Join(data, "demo-password")); err == nil {
 		t.Error("the demo password is kept in a file")
+	}
+}
+
+// TestBinaryRestartAfterKill kills `rvpd dev` with SIGKILL (nothing let
+// go, its home-server lease still held) and starts it again on the same
+// data: it takes its own lease back at once rather than waiting for it to
+// lapse, and alice's subscription from before the kill is still there.
+func TestBinaryRestartAfterKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "rvpd")
+	if out, err := osexec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	data := t.TempDir()
+	start := func() (*osexec.Cmd, string, *syncBuffer) {
+		cmd := osexec.Command(bin, "dev", "-data", data, "-http", "127.0.0.1:0", "-nats", "", "-demo-password", testPassword,
+			"-home.lease-ttl", "30s")
+		out, errs := newSyncBuffer(), newSyncBuffer()
+		cmd.Stdout, cmd.Stderr = out, errs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		m, err := out.waitMatch(listenRE, 60*time.Second, nil)
+		if err != nil {
+			t.Fatalf("%v; stderr:\n%s", err, errs.String())
+		}
+		return cmd, m[1], errs
+	}
+	cmd, addr, _ := start()
+	alice := newClient(t, addr, "alice")
+	mustStatus(t, "login", alice.Login(14400), 200)
+	id := alice.LoginID
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+
+	began := time.Now()
+	_, addr, errs := start()
+	again := newClient(t, addr, "alice")
+	r := again.Do("SUBSCRIBE", "/instmsg/aliases/alice", nil, again.From(),
+		"Subscription-Id: "+strconv.Itoa(id), "Subscription-Lifetime: 14400")
+	mustStatus(t, "renewal of the login from before the kill", r, 200)
+	if took := time.Since(began); took > 15*time.Second {
+		t.Errorf("served %v after the restart; the 30 s lease was waited for", took)
+	}
+	if !strings.Contains(errs.String(), `msg="home server owned"`) {
+		t.Errorf("the restarted process does not say it owns home1:\n%s", errs.String())
 	}
 }
