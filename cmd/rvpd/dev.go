@@ -168,31 +168,13 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 // rvpctl uses, and gives them password: those that have none, and with
 // force all whose password differs. It follows the directory stream while
 // it works, and returns with the projection caught up.
-func bootstrapDemo(ctx context.Context, js jetstream.JetStream, admin *projections.Admin, password string, force bool, log *slog.Logger) (err error) {
+func bootstrapDemo(ctx context.Context, js jetstream.JetStream, admin *projections.Admin, password string, force bool, log *slog.Logger) error {
+	return withDirectory(ctx, js, admin.Directory, log, func() error { return createDemo(ctx, admin, password, force, log) })
+}
+
+func createDemo(ctx context.Context, admin *projections.Admin, password string, force bool, log *slog.Logger) error {
 	dir := admin.Directory
-	fctx, stop := context.WithCancel(ctx)
-	followed := make(chan error, 1)
-	go func() {
-		followed <- projections.Follow(fctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter, Logger: log}, dir)
-	}()
-	defer func() {
-		stop()
-		if ferr := <-followed; err == nil {
-			err = ferr
-		}
-	}()
-	st, err := js.Stream(ctx, events.StreamDirectory)
-	if err != nil {
-		return err
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return err
-	}
-	if err := dir.WaitFor(ctx, info.State.LastSeq); err != nil {
-		return err
-	}
-	err = admin.CreateDomain(ctx, projections.DomainSpec{Domain: demoDomain, IMHost: demoIMHost, EmailDomains: []string{demoDomain}, NTDomain: demoNTDomain})
+	err := admin.CreateDomain(ctx, projections.DomainSpec{Domain: demoDomain, IMHost: demoIMHost, EmailDomains: []string{demoDomain}, NTDomain: demoNTDomain})
 	if err != nil && !errors.Is(err, projections.ErrExists) {
 		return err
 	}

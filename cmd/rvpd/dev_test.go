@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	osexec "os/exec"
+	"path/filepath"
 	"regexp"
 	"runtime/pprof"
 	"strings"
@@ -53,9 +56,9 @@ func (b *syncBuffer) waitMatch(re *regexp.Regexp, d time.Duration, failed <-chan
 		select {
 		case <-wake:
 		case err := <-failed:
-			return nil, errors.Join(errors.New("rvpd dev stopped before it served"), err)
+			return nil, errors.Join(errors.New("stopped before it served"), err)
 		case <-deadline.C:
-			return nil, errors.New("rvpd dev did not print its address in time")
+			return nil, fmt.Errorf("no %q in its output in time", re)
 		}
 	}
 }
@@ -81,10 +84,23 @@ var (
 // (so tests can watch them lapse) and waits until it serves.
 func startDev(t *testing.T, data string, extra ...string) *devProc {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	p := &devProc{stdout: newSyncBuffer(), stderr: newSyncBuffer(), cancel: cancel, done: make(chan error, 1)}
 	args := append([]string{"dev", "-data", data, "-http", "127.0.0.1:0", "-nats", "127.0.0.1:0",
 		"-lease.min", "1s", "-sub.min-lifetime", "1s", "-demo-password", testPassword, "-log.level", "debug"}, extra...)
+	p, m := startExec(t, args, listenRE)
+	p.addr = m[1]
+	if n := natsRE.FindStringSubmatch(p.stdout.String()); n != nil {
+		p.natsURL = n[1]
+	}
+	return p
+}
+
+// startExec runs rvpd with args inside the test process, through the same
+// exec function main calls, and waits until its output matches ready; the
+// match is returned. The test's cleanup stops it.
+func startExec(t *testing.T, args []string, ready *regexp.Regexp) (*devProc, []string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &devProc{stdout: newSyncBuffer(), stderr: newSyncBuffer(), cancel: cancel, done: make(chan error, 1)}
 	noEnv := func(string) (string, bool) { return "", false }
 	go func() { p.done <- exec(ctx, args, noEnv, p.stdout, p.stderr) }()
 	failed := make(chan error, 1)
@@ -98,22 +114,31 @@ func startDev(t *testing.T, data string, extra ...string) *devProc {
 		case <-ctx.Done():
 		}
 	}()
-	m, err := p.stdout.waitMatch(listenRE, 60*time.Second, failed)
+	m, err := p.stdout.waitMatch(ready, 60*time.Second, failed)
 	if err != nil {
 		cancel()
-		t.Fatalf("%v\nstderr:\n%s", err, p.stderr.String())
-	}
-	p.addr = m[1]
-	if n := natsRE.FindStringSubmatch(p.stdout.String()); n != nil {
-		p.natsURL = n[1]
+		t.Fatalf("rvpd %s: %v\nstderr:\n%s", args[0], err, p.stderr.String())
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("rvpd dev log:\n%s", tail(p.stderr.String(), 200))
+			t.Logf("rvpd %s log:\n%s", args[0], tail(p.stderr.String(), 200))
 		}
 		p.stop(t)
 	})
-	return p
+	return p, m
+}
+
+// buildRvpd builds the rvpd binary for tests that run it as a process.
+func buildRvpd(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "rvpd")
+	if out, err := osexec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
 }
 
 // stop cancels the process and waits until exec returns, which must be

@@ -25,32 +25,10 @@ var nodeListenRE = regexp.MustCompile(`gateway listening on http://(\S+)`)
 // until it serves; its RVP address is returned when it has a gateway.
 func startNode(t *testing.T, args ...string) (addr string, p *devProc) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	p = &devProc{stdout: newSyncBuffer(), stderr: newSyncBuffer(), cancel: cancel, done: make(chan error, 1)}
-	noEnv := func(string) (string, bool) { return "", false }
-	go func() { p.done <- exec(ctx, append([]string{"node"}, args...), noEnv, p.stdout, p.stderr) }()
-	failed := make(chan error, 1)
-	go func() {
-		select {
-		case err := <-p.done:
-			p.done <- err
-			failed <- err
-		case <-ctx.Done():
-		}
-	}()
-	if _, err := p.stdout.waitMatch(regexp.MustCompile(`  NATS: `), 60*time.Second, failed); err != nil {
-		cancel()
-		t.Fatalf("%v\nstderr:\n%s", err, p.stderr.String())
-	}
+	p, _ = startExec(t, append([]string{"node"}, args...), regexp.MustCompile(`  NATS: `))
 	if m := nodeListenRE.FindStringSubmatch(p.stdout.String()); m != nil {
 		addr = m[1]
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("rvpd node log:\n%s", tail(p.stderr.String(), 200))
-		}
-		p.stop(t)
-	})
 	return addr, p
 }
 
@@ -162,13 +140,7 @@ func TestNodeJoinsCluster(t *testing.T) {
 // by it with his subscription, which survived in the facts; alice keeps
 // seeing his changes.
 func TestNodeFailover(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the binary")
-	}
-	bin := filepath.Join(t.TempDir(), "rvpd")
-	if out, err := osexec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildRvpd(t)
 	data := t.TempDir()
 	dev := startDev(t, data, "-home.lease-ttl", "2s")
 	addHome2(t, dev)

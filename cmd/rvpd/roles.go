@@ -203,7 +203,14 @@ func federation(f roleFlags) (*rvp.Client, rvp.HostMap, routernode.SRVResolver, 
 
 // catchUpDirectory applies the directory stream to dir up to its end, so
 // that roles start knowing every user and setting already written.
-func catchUpDirectory(ctx context.Context, js jetstream.JetStream, dir *projections.Directory, log *slog.Logger) (err error) {
+func catchUpDirectory(ctx context.Context, js jetstream.JetStream, dir *projections.Directory, log *slog.Logger) error {
+	return withDirectory(ctx, js, dir, log, func() error { return nil })
+}
+
+// withDirectory follows the directory stream into dir, waits until dir
+// has applied all of it, runs f (whose own directory writes dir applies
+// as they are made), and stops following.
+func withDirectory(ctx context.Context, js jetstream.JetStream, dir *projections.Directory, log *slog.Logger, f func() error) (err error) {
 	fctx, stop := context.WithCancel(ctx)
 	followed := make(chan error, 1)
 	go func() {
@@ -223,5 +230,8 @@ func catchUpDirectory(ctx context.Context, js jetstream.JetStream, dir *projecti
 	if err != nil {
 		return err
 	}
-	return dir.WaitFor(ctx, info.State.LastSeq)
+	if err := dir.WaitFor(ctx, info.State.LastSeq); err != nil {
+		return err
+	}
+	return f()
 }

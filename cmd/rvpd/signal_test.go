@@ -19,13 +19,7 @@ import (
 // and that SIGTERM and SIGINT stop it cleanly within a few seconds, with
 // the state kept for the next start.
 func TestBinaryServesAndStopsOnSignal(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the binary")
-	}
-	bin := filepath.Join(t.TempDir(), "rvpd")
-	if out, err := osexec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildRvpd(t)
 	data := t.TempDir()
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		cmd := osexec.Command(bin, "dev", "-data", data, "-http", "127.0.0.1:0", "-nats", "")
@@ -87,13 +81,7 @@ func TestBinaryServesAndStopsOnSignal(t *testing.T) {
 // data: it takes its own lease back at once rather than waiting for it to
 // lapse, and alice's subscription from before the kill is still there.
 func TestBinaryRestartAfterKill(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the binary")
-	}
-	bin := filepath.Join(t.TempDir(), "rvpd")
-	if out, err := osexec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildRvpd(t)
 	data := t.TempDir()
 	start := func() (*osexec.Cmd, string, *syncBuffer) {
 		cmd := osexec.Command(bin, "dev", "-data", data, "-http", "127.0.0.1:0", "-nats", "", "-demo-password", testPassword,
