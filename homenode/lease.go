@@ -80,7 +80,7 @@ func (l *Lease) Hold(ctx context.Context, serve func(context.Context) error) err
 			continue
 		}
 		standby = ""
-		log.Info("home server owned", "renew every", every)
+		log.Info("home server owned", "renew", every)
 		lost, err := l.serve(ctx, key, rev, every, ttl, serve, log)
 		if err != nil || !lost {
 			return err
