@@ -37,6 +37,7 @@ type harness struct {
 	replies chan *events.Reply
 	sink    net.Listener
 	node    *Node
+	stopped bool
 	stop    context.CancelFunc
 	done    chan error
 }
@@ -124,6 +125,12 @@ func newHarness(t *testing.T, users ...string) *harness {
 		}
 	}()
 	t.Cleanup(func() { h.sink.Close() })
+	// Before the store closes (cleanups run last first).
+	t.Cleanup(func() {
+		if err := h.stopNode(); err != nil {
+			t.Errorf("node stopped with %v", err)
+		}
+	})
 	h.startNode()
 	return h
 }
@@ -141,14 +148,23 @@ func (h *harness) startNode() {
 		h.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	h.node, h.stop, h.done = n, cancel, make(chan error, 1)
+	h.node, h.stop, h.done, h.stopped = n, cancel, make(chan error, 1), false
 	go func() { h.done <- n.Run(ctx) }()
+}
+
+// stopNode stops the node, once, and returns what Run returned.
+func (h *harness) stopNode() error {
+	if h.stopped {
+		return nil
+	}
+	h.stopped = true
+	h.stop()
+	return <-h.done
 }
 
 func (h *harness) restart() {
 	h.t.Helper()
-	h.stop()
-	if err := <-h.done; err != nil {
+	if err := h.stopNode(); err != nil {
 		h.t.Fatalf("node stopped with %v", err)
 	}
 	h.startNode()
@@ -268,8 +284,7 @@ func TestPropertyRebuildEqualsLive(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	h.stop()
-	if err := <-h.done; err != nil {
+	if err := h.stopNode(); err != nil {
 		t.Fatal(err)
 	}
 	v, err := projections.VerifyHome(t.Context(), h.js, h.db, h.home)
