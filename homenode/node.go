@@ -2,8 +2,6 @@ package homenode
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -582,19 +580,25 @@ func (n *Node) commit(ctx context.Context, log *slog.Logger, decide func() (*dec
 	}
 }
 
-// appendFacts appends d's facts as one atomic batch: all or none, each
-// user's first fact fenced by the expected last sequence of its subject
-// (the user's version, from the projection), each deduplicated by a
-// message id derived from the request. It then waits for the projection
-// to apply them.
+// appendFacts appends d's facts, each fenced by the expected last
+// sequence of its user's subject and deduplicated by a message id derived
+// from the request, then waits for the projection to apply them.
 func (n *Node) appendFacts(ctx context.Context, d *decision) error {
 	if len(d.facts) == 0 {
 		return nil
 	}
-	msgs := make([]*nats.Msg, len(d.facts))
-	fenced := map[events.User]bool{}
+	versions := map[events.User]uint64{}
+	var last uint64
 	for i, f := range d.facts {
 		u := f.Subject()
+		ver, ok := versions[u]
+		if !ok {
+			v, err := n.proj.Version(u)
+			if err != nil {
+				return err
+			}
+			ver = v
+		}
 		data, err := events.Encode(f)
 		if err != nil {
 			return err
@@ -604,86 +608,26 @@ func (n *Node) appendFacts(ctx context.Context, d *decision) error {
 		if meta := f.Metadata(); meta.Request != "" {
 			msg.Header.Set(events.HeaderRequest, meta.Request)
 		}
-		msg.Header.Set(jetstream.MsgIDHeader, d.msgID+"/"+strconv.Itoa(i))
-		if !fenced[u] {
-			fenced[u] = true
-			ver, err := n.proj.Version(u)
-			if err != nil {
-				return err
-			}
-			msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(ver, 10))
-		}
 		msg.Data = data
-		msgs[i] = msg
-	}
-	last, err := n.publishBatch(ctx, msgs)
-	if err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && (isConflict(err) || apiErr.ErrorCode == errBatchDuplicate) {
-			// A retry of a batch that was stored, whose answer was lost?
-			m := msgs[len(msgs)-1]
-			if seq, ok := n.alreadyAppended(ctx, m.Subject, m.Header.Get(jetstream.MsgIDHeader)); ok {
-				last, err = seq, nil
-			}
-		}
+		msgID := d.msgID + "/" + strconv.Itoa(i)
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		ack, err := n.cfg.JetStream.PublishMsg(pctx, msg,
+			jetstream.WithMsgID(msgID), jetstream.WithExpectLastSequencePerSubject(ver))
+		cancel()
 		if err != nil {
-			return fmt.Errorf("append %d facts (%s first) for %s: %w", len(msgs), d.facts[0].Type(), d.facts[0].Subject(), err)
+			if isConflict(err) {
+				if seq, ok := n.alreadyAppended(ctx, msg.Subject, msgID); ok {
+					versions[u], last = seq, seq
+					continue
+				}
+			}
+			return fmt.Errorf("append %s for %s after its fact %d: %w", f.Type(), u, ver, err)
 		}
+		versions[u], last = ack.Sequence, ack.Sequence
 	}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	return n.proj.WaitFor(wctx, last)
-}
-
-// errBatchDuplicate is JetStream's "atomic publish batch contains
-// duplicate message id".
-const errBatchDuplicate jetstream.ErrorCode = 10201
-
-// publishBatch publishes msgs as one atomic batch and returns the stream
-// sequence of the last (nats.go has no helper yet: the headers are
-// JetStream's batch protocol).
-func (n *Node) publishBatch(ctx context.Context, msgs []*nats.Msg) (uint64, error) {
-	inbox := n.cfg.Conn.NewRespInbox()
-	sub, err := n.cfg.Conn.SubscribeSync(inbox)
-	if err != nil {
-		return 0, err
-	}
-	defer sub.Unsubscribe()
-	var b [12]byte
-	rand.Read(b[:])
-	id := hex.EncodeToString(b[:])
-	for i, m := range msgs {
-		m.Header.Set("Nats-Batch-Id", id)
-		m.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
-		if i == len(msgs)-1 {
-			m.Header.Set("Nats-Batch-Commit", "1")
-			m.Reply = inbox
-		}
-		if err := n.cfg.Conn.PublishMsg(m); err != nil {
-			return 0, err
-		}
-	}
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	r, err := sub.NextMsgWithContext(pctx)
-	if err != nil {
-		return 0, fmt.Errorf("no answer to the batch: %w", err)
-	}
-	var ack struct {
-		Seq   uint64              `json:"seq"`
-		Count int                 `json:"count"`
-		Error *jetstream.APIError `json:"error"`
-	}
-	if err := json.Unmarshal(r.Data, &ack); err != nil {
-		return 0, fmt.Errorf("answer to the batch: %w", err)
-	}
-	if ack.Error != nil {
-		return 0, ack.Error
-	}
-	if ack.Count != len(msgs) {
-		return 0, fmt.Errorf("batch of %d stored %d", len(msgs), ack.Count)
-	}
-	return ack.Seq, nil
 }
 
 // alreadyAppended tells whether the last message of subject carries

@@ -68,8 +68,6 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		DenyDelete:  true,
 		DenyPurge:   true,
 		AllowDirect: true,
-		// A decision's facts are appended as one atomic batch.
-		AllowAtomicPublish: true,
 	}, {
 		Name:        events.StreamDirectory,
 		Description: "RVP directory events written by administrators",

@@ -17,7 +17,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/run"
 
-	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
 )
 
@@ -107,16 +106,6 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 	so.Replicas, so.CreateOnly = f.replicas, true
 	if err := projections.EnsureStreams(setupCtx, js, so); err != nil {
 		return err
-	}
-	if len(homes) > 0 {
-		// Home nodes append each decision as one atomic batch.
-		st, err := js.Stream(setupCtx, events.StreamFacts)
-		if err != nil {
-			return err
-		}
-		if info := st.CachedInfo(); !info.Config.AllowAtomicPublish {
-			return fmt.Errorf(`stream %s does not allow atomic batches, which home nodes append with: set "allow_atomic": true in its configuration`, events.StreamFacts)
-		}
 	}
 	if err := os.MkdirAll(f.data, 0o750); err != nil {
 		return fmt.Errorf("create data directory: %w (choose another with -data)", err)
