@@ -76,6 +76,18 @@ func (p *pool) run(ctx context.Context, j job) {
 }
 
 // submit queues j without blocking; false means the queue is full.
+// submitWait queues j, waiting for room until ctx ends.
+func (p *pool) submitWait(ctx context.Context) func(job) bool {
+	return func(j job) bool {
+		select {
+		case p.jobs <- j:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
 func (p *pool) submit(j job) bool {
 	select {
 	case p.jobs <- j:
@@ -377,6 +389,11 @@ func (n *Node) aclChanged(u events.User, old []events.ACE) {
 // the clients behind its Call-Back. Several subscriptions that end at the
 // same client with the same document cost one NOTIFY (sent records them).
 func (n *Node) notifyState(u events.User, s *projections.Subscription, state string, sent map[string]bool) {
+	n.notifyStateVia(u, s, state, sent, n.pool.submit)
+}
+
+// notifyStateVia is notifyState with the NOTIFYs queued by submit.
+func (n *Node) notifyStateVia(u events.User, s *projections.Subscription, state string, sent map[string]bool, submit func(job) bool) {
 	from := rvp.Contact{Href: s.NodeURL, Description: n.displayName(u)}
 	to := rvp.Contact{Href: s.Subscriber}
 	if !s.Watcher.IsZero() {
@@ -407,7 +424,7 @@ func (n *Node) notifyState(u events.User, s *projections.Subscription, state str
 		if t.foreign {
 			out.Redirects = 3
 		}
-		if !n.pool.submit(job{out: out, deadline: n.now().Add(n.policy.DeliveryTimeout), done: n.reachability(t.ref)}) {
+		if !submit(job{out: out, deadline: n.now().Add(n.policy.DeliveryTimeout), done: n.reachability(t.ref)}) {
 			n.log.Warn("delivery queue full; presence notification dropped", "node", u.String(), "url", t.url.String())
 		}
 	}
@@ -613,4 +630,51 @@ func (n *Node) handleReach(ctx context.Context, rc reach) error {
 	}
 	n.afterCommit(d)
 	return nil
+}
+
+// resendPresence tells every watcher of every user here the state it is
+// allowed to see, as a new owner of the home server does: notifications
+// the previous owner decided may not have gone out before it died.
+// Clients take a state they already have without harm. It waits for room
+// in the delivery queue rather than drop, and stops when ctx ends.
+func (n *Node) resendPresence(ctx context.Context) {
+	users, err := n.proj.Users()
+	if err != nil {
+		n.log.Error("presence not re-sent after taking over", "err", err)
+		return
+	}
+	submit := n.pool.submitWait(ctx)
+	count := 0
+	for _, u := range users {
+		if ctx.Err() != nil {
+			return
+		}
+		subs, err := n.proj.Subscriptions(u)
+		if err != nil || len(subs) == 0 {
+			continue
+		}
+		views, err := n.proj.Views(u)
+		if err != nil {
+			continue
+		}
+		acl, err := n.aclOf(u, "")
+		if err != nil {
+			continue
+		}
+		pr := effective(views)
+		sent := map[string]bool{}
+		for i := range subs {
+			s := &subs[i]
+			if s.Kind != events.NotifyPropChange || !permitted(acl, subscriber(u, s), events.RightPresence) {
+				continue
+			}
+			state := pr.Others
+			if s.Watcher == u {
+				state = pr.Self
+			}
+			n.notifyStateVia(u, s, state, sent, submit)
+			count++
+		}
+	}
+	n.log.Info("presence re-sent to watchers after taking over the home server", "subscriptions", count)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -15,8 +16,8 @@ import (
 // Lease is a node's ownership of one home server: a key in the KV bucket
 // events.BucketOwners, whose TTL is the lease. Exactly one node decides a
 // home server's requests at a time; the others wait as standbys and take
-// over when the owner lets go (a clean stop deletes the key) or dies (its
-// key ages out unrenewed). Should two ever overlap (a partitioned owner
+// over when the owner lets go (a clean stop marks the key released) or
+// dies (its key ages out unrenewed). Should two ever overlap (a partitioned owner
 // that has not noticed yet), the expected-last-sequence fence of each
 // fact append keeps the facts consistent.
 type Lease struct {
@@ -29,6 +30,10 @@ type Lease struct {
 	Every time.Duration
 }
 
+// released is the prefix of the value of a lease let go cleanly, before
+// the name of the node that held it.
+const released = "released:"
+
 // errHeld is a lease another node holds.
 type errHeld struct{ by string }
 
@@ -37,8 +42,10 @@ func (e errHeld) Error() string { return "owned by node " + e.by }
 // Hold runs serve while this node owns the home server, and waits as a
 // standby while another does. It returns nil when ctx ends (after serve
 // has returned and the lease is let go), or serve's error. A lease lost
-// while serving stops serve and makes the node a standby again.
-func (l *Lease) Hold(ctx context.Context, serve func(context.Context) error) error {
+// while serving stops serve and makes the node a standby again. serve is
+// told whether the home server may have notifications undelivered: true
+// unless this node itself let it go cleanly last.
+func (l *Lease) Hold(ctx context.Context, serve func(ctx context.Context, takeover bool) error) error {
 	log := l.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -57,7 +64,7 @@ func (l *Lease) Hold(ctx context.Context, serve func(context.Context) error) err
 	}
 	var standby string
 	for {
-		rev, err := l.acquire(ctx, key)
+		rev, takeover, err := l.acquire(ctx, key)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -80,32 +87,37 @@ func (l *Lease) Hold(ctx context.Context, serve func(context.Context) error) err
 			continue
 		}
 		standby = ""
-		log.Info("home server owned", "renew", every)
-		lost, err := l.serve(ctx, key, rev, every, ttl, serve, log)
+		log.Info("home server owned", "renew", every, "takeover", takeover)
+		lost, err := l.serve(ctx, key, rev, every, ttl, func(ctx context.Context) error { return serve(ctx, takeover) }, log)
 		if err != nil || !lost {
 			return err
 		}
 	}
 }
 
-// acquire takes the lease if it is free, or if this node held it before
-// a restart.
-func (l *Lease) acquire(ctx context.Context, key string) (uint64, error) {
-	rev, err := l.KV.Create(ctx, key, []byte(l.Holder))
+// acquire takes the lease if it is free (never held, lapsed, or let go),
+// or if this node held it before a restart. takeover is false only when
+// this node itself let it go last.
+func (l *Lease) acquire(ctx context.Context, key string) (rev uint64, takeover bool, err error) {
+	rev, err = l.KV.Create(ctx, key, []byte(l.Holder))
 	if err == nil || !errors.Is(err, jetstream.ErrKeyExists) {
-		return rev, err
+		return rev, true, err
 	}
 	e, err := l.KV.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return l.KV.Create(ctx, key, []byte(l.Holder)) // it lapsed meanwhile
+		rev, err = l.KV.Create(ctx, key, []byte(l.Holder)) // it lapsed meanwhile
+		return rev, true, err
 	}
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	if string(e.Value()) != l.Holder {
-		return 0, errHeld{by: string(e.Value())}
+	v := string(e.Value())
+	before, free := strings.CutPrefix(v, released)
+	if !free && v != l.Holder {
+		return 0, false, errHeld{by: v}
 	}
-	return l.KV.Update(ctx, key, []byte(l.Holder), e.Revision())
+	rev, err = l.KV.Update(ctx, key, []byte(l.Holder), e.Revision())
+	return rev, !(free && before == l.Holder), err
 }
 
 // serve runs serve and renews the lease until serve returns or the lease
@@ -161,11 +173,12 @@ func (l *Lease) serve(ctx context.Context, key string, rev uint64, every, ttl ti
 func (l *Lease) release(key string, rev uint64, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	err := l.KV.Delete(ctx, key, jetstream.LastRevision(rev))
+	value := []byte(released + l.Holder)
+	_, err := l.KV.Update(ctx, key, value, rev)
 	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		// A renewal we did not hear the answer of: still ours?
 		if e, gerr := l.KV.Get(ctx, key); gerr == nil && string(e.Value()) == l.Holder {
-			err = l.KV.Delete(ctx, key, jetstream.LastRevision(e.Revision()))
+			_, err = l.KV.Update(ctx, key, value, e.Revision())
 		}
 	}
 	if err != nil {

@@ -21,6 +21,7 @@ type holders struct {
 	t       *testing.T
 	ns      *server.Server
 	serving sync.Map // holder → true while its serve runs
+	took    sync.Map // holder → the takeover flag of its last serve
 	now     atomic.Int32
 	most    atomic.Int32 // the most serving at once
 }
@@ -40,7 +41,8 @@ func (h *holders) start(name string) (stop func(), nc *nats.Conn) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- l.Hold(ctx, func(ctx context.Context) error {
+		done <- l.Hold(ctx, func(ctx context.Context, takeover bool) error {
+			h.took.Store(name, takeover)
 			if n := h.now.Add(1); n > h.most.Load() {
 				h.most.Store(n)
 			}
@@ -134,5 +136,15 @@ func TestLeaseHandover(t *testing.T) {
 		t.Error("b, cut off from NATS, still serves after c took over")
 	}
 	stopB()
+	stopC()
+	if tk, _ := h.took.Load("c"); tk != true {
+		t.Error("c, after a dead owner, was not told to take over (re-send presence)")
+	}
+	// c again, after letting go cleanly itself: nothing can be undelivered.
+	stopC, _ = h.start("c")
+	h.waitServing("c", 5*ttl)
+	if tk, _ := h.took.Load("c"); tk != false {
+		t.Error("c, back after letting go cleanly, was told to take over")
+	}
 	stopC()
 }

@@ -87,6 +87,10 @@ type Config struct {
 	QueueLen int
 	// SweepEvery is how often expiries are looked for. Default 500ms.
 	SweepEvery time.Duration
+	// ResendPresence makes the node tell every watcher the current state
+	// when it starts: set when it takes the home server over from a node
+	// that may have died with notifications undelivered.
+	ResendPresence bool
 	// HandoffWait is how long requests for a user moved here are held
 	// back while the handoff from its former home server has not come;
 	// then they are decided without it (it merges when it comes). Default
@@ -226,6 +230,13 @@ func (n *Node) Run(parent context.Context) (err error) {
 		return err
 	}
 	n.pool.start(ctx, &wg)
+	if n.cfg.ResendPresence {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.resendPresence(ctx)
+		}()
+	}
 	moves := make(chan move, 64)
 	wg.Add(1)
 	go func() {

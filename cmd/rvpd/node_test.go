@@ -178,6 +178,7 @@ func TestNodeFailover(t *testing.T) {
 	const w = 15 * time.Second
 	alice.WaitNotify(0, w, func(n testcluster.Notify) bool { return strings.HasSuffix(n.From(), "/dave") && n.State() == "online" })
 
+	atKill := len(alice.Notifies())
 	owner.Process.Signal(syscall.SIGKILL)
 	owner.Wait()
 	killed := time.Now()
@@ -190,6 +191,9 @@ func TestNodeFailover(t *testing.T) {
 	if !strings.Contains(standby.stderr.String(), `msg="home server owned"`) {
 		t.Errorf("node-b does not say it owns home2:\n%s", tail(standby.stderr.String(), 20))
 	}
+	// The new owner re-sends dave's state to his watchers: what node-a had
+	// decided but not yet delivered when it died is not lost.
+	alice.WaitNotify(atKill, w, func(n testcluster.Notify) bool { return strings.HasSuffix(n.From(), "/dave") && n.State() == "online" })
 	seen := len(alice.Notifies())
 	if r := dave.SetState("busy", 600, 0); r.Status != 207 {
 		t.Fatalf("dave busy: %d %s", r.Status, r.Body)

@@ -115,7 +115,9 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 			lease := &homenode.Lease{KV: kv, Home: h, Holder: s.holder, Logger: s.log.With("component", "lease")}
 			actors = append(actors, func(ctx context.Context) error {
 				// A node per ownership: one that lost the lease is done.
-				return lease.Hold(ctx, func(ctx context.Context) error {
+				return lease.Hold(ctx, func(ctx context.Context, takeover bool) error {
+					cfg := cfg
+					cfg.ResendPresence = takeover
 					home, err := homenode.New(cfg)
 					if err != nil {
 						return err
