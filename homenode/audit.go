@@ -134,10 +134,7 @@ func PresenceAt(ctx context.Context, js jetstream.JetStream, u events.User, at t
 	for _, s := range subs {
 		sees := events.StateOffline
 		if permitted(aces, subscriber(u, &s), events.RightPresence) {
-			sees = p.Others
-			if s.Watcher == u {
-				sees = p.Self
-			}
+			sees = p.For(u, &s)
 		}
 		rep.Watchers = append(rep.Watchers, Watch{ID: s.ID, Subscriber: s.Subscriber, Watcher: s.Watcher, CallBack: s.CallBack,
 			Since: s.Created, Until: s.Expires, Sees: sees})

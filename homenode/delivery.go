@@ -307,12 +307,7 @@ func (n *Node) afterCommit(d *decision) {
 		if err != nil {
 			continue
 		}
-		pr := effective(views)
-		state := pr.Others
-		if s.Watcher == p.node {
-			state = pr.Self
-		}
-		n.notifyState(p.node, s, state, map[string]bool{})
+		n.notifyState(p.node, s, effective(views).For(p.node, s), map[string]bool{})
 	}
 }
 
@@ -336,11 +331,7 @@ func (n *Node) fanOut(u events.User, before, after Presence) {
 		if s.Kind != events.NotifyPropChange || !permitted(acl, subscriber(u, s), events.RightPresence) {
 			continue
 		}
-		prev, state := before.Others, after.Others
-		if s.Watcher == u {
-			prev, state = before.Self, after.Self
-		}
-		if prev != state {
+		if prev, state := before.For(u, s), after.For(u, s); prev != state {
 			n.notifyState(u, s, state, sent)
 		}
 	}
@@ -376,10 +367,7 @@ func (n *Node) aclChanged(u events.User, old []events.ACE) {
 		}
 		state := events.StateOffline
 		if is {
-			state = pr.Others
-			if s.Watcher == u {
-				state = pr.Self
-			}
+			state = pr.For(u, s)
 		}
 		n.notifyState(u, s, state, sent)
 	}
@@ -668,11 +656,7 @@ func (n *Node) resendPresence(ctx context.Context) {
 			if s.Kind != events.NotifyPropChange || !permitted(acl, subscriber(u, s), events.RightPresence) {
 				continue
 			}
-			state := pr.Others
-			if s.Watcher == u {
-				state = pr.Self
-			}
-			n.notifyStateVia(u, s, state, sent, submit)
+			n.notifyStateVia(u, s, pr.For(u, s), sent, submit)
 			count++
 		}
 	}

@@ -12,6 +12,15 @@ type Presence struct {
 	Others string
 }
 
+// For returns the state s's watcher sees of u: its own clients (a
+// self-subscription) see invisible, everyone else offline instead.
+func (p Presence) For(u events.User, s *projections.Subscription) string {
+	if s.Watcher == u {
+		return p.Self
+	}
+	return p.Others
+}
+
 // effective computes a principal's presence from its live views, as the
 // digest recommends (§3.5.4): the most recently set view whose value is
 // neither offline, idle nor invisible wins; else idle if any view is idle;
