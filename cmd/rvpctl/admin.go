@@ -153,6 +153,7 @@ const adminUsage = `administration (authenticated as an administrator: -admin or
   domain create DOMAIN [-im-host H] [-email-domains D,..] [-hosts H,..] [-nt-domain N]
   domain list | show DOMAIN | delete DOMAIN
   home create NAME -host H [-site S] [-no-users] | list | allow-users NAME | deny-users NAME | delete NAME
+  home move-users NAME -home H  move every user of home server NAME to H, online ones included
   router create NAME -domain D -host H [-mode auto|redirect|proxy] | list | delete NAME
   user enable USER@DOMAIN -home H [-name N] [-email E] [-nt-account A]
   user disable USER@DOMAIN | move USER@DOMAIN -home H | list [-domain D] | show USER@DOMAIN
@@ -283,6 +284,30 @@ func cmdAdmin(ctx context.Context, c *cmdIO, area string, args []string) error {
 			return err
 		}
 		return ok("home server %s: hosting user accounts %s", n, map[bool]string{true: "allowed", false: "not allowed"}[action == "allow-users"])
+	case "home move-users":
+		from, err := arg(0, "NAME")
+		if err != nil {
+			return err
+		}
+		if *f.home == "" || *f.home == from {
+			return errors.New("give the home server to move them to: -home H (another one)")
+		}
+		var users []projections.UserRecord
+		if err := a.do(ctx, "user.list", map[string]string{}, &users); err != nil {
+			return err
+		}
+		moved := 0
+		for _, u := range users {
+			if u.Home != from || !u.Enabled {
+				continue
+			}
+			if err := a.do(ctx, "user.move", map[string]any{"user": u.User, "home": *f.home}, nil); err != nil {
+				return fmt.Errorf("%d users moved; %s not: %w", moved, u.User, err)
+			}
+			fmt.Fprintf(out, "%s moved\n", u.User)
+			moved++
+		}
+		return ok("%d users of home server %s moved to %s", moved, from, *f.home)
 	case "home delete":
 		n, err := arg(0, "NAME")
 		if err != nil {

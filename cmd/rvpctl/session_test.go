@@ -212,6 +212,15 @@ func TestSession(t *testing.T) {
 	if out := ops.ok("", "user", "show", "erin@acme.test"); !strings.Contains(out, "http://store1.acme.test/instmsg/local/im.acme.test/instmsg/aliases/erin") {
 		t.Errorf("a moved user's physical URL:\n%s", out)
 	}
+	// Taking store1 out of service: every user on it moves back.
+	org.fails("give the home server to move them to", "home", "move-users", "store1")
+	if out := org.ok("", "home", "move-users", "store1", "-home", "home1"); !strings.Contains(out, "erin@acme.test moved") ||
+		!strings.Contains(out, "1 users of home server store1 moved to home1") {
+		t.Errorf("home move-users:\n%s", out)
+	}
+	if out := ops.ok("", "user", "show", "erin@acme.test"); !strings.Contains(out, "http://home1.example.test/instmsg/local/im.acme.test/instmsg/aliases/erin") {
+		t.Errorf("a user moved back:\n%s", out)
+	}
 	if out := ops.ok("", "user", "list"); !strings.Contains(out, "erin@acme.test") || strings.Contains(out, "alice@example.test") {
 		t.Errorf("a domain administrator's user list shows other domains or misses its own:\n%s", out)
 	}
