@@ -79,6 +79,7 @@ func (c *conn) serve() {
 		if req.Close {
 			resp.Close = true
 		}
+		resp.Head = req.Method == "HEAD"
 		err = resp.WriteTo(bw)
 		g.logRequest(req, resp, client, g.now().Sub(start))
 		if err != nil || resp.Close {

@@ -537,8 +537,11 @@ func optionalInt(h rvp.Header, name string) (int, error) {
 	if v == "" {
 		return 0, nil
 	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 0 {
+	// Saturating: a lifetime above any the server grants is clamped by
+	// the home node, never wrapped around (9223372037 s would overflow a
+	// time.Duration).
+	n, err := rvp.ParseCount(v)
+	if err != nil {
 		return 0, refuse(400, "%s %q is not a non-negative integer", name, v)
 	}
 	return n, nil

@@ -89,10 +89,19 @@ func protoErr(status int, format string, args ...any) error {
 // between requests.
 var ErrIdle = errors.New("connection closed between requests")
 
+// singleValued lists the fields a request may carry once (lower case):
+// with two, which one counts would depend on who reads them (RFC 9110
+// §5.3), so a duplicate is refused rather than first-wins.
+var singleValued = []string{"host", "content-type", "authorization", "rvp-from-principal", "subscription-id",
+	"subscription-lifetime", "notification-type", "call-back", "rvp-ack-type", "rvp-hop-count", "depth"}
+
 // ReadRequest reads one request from br. It accepts CRLF and bare LF line
 // ends, header names in any case, folded header lines, and a missing
 // Content-Length (an empty body). It refuses chunked bodies, which no RVP
-// client sends.
+// client sends; an HTTP/1.1 request without exactly one Host (RFC 9112
+// §3.2); a single-valued field given twice; and control characters other
+// than tab inside a field value (RFC 9110 §5.5), which would otherwise be
+// carried into events and forwarded to callbacks.
 func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 	lim = lim.withDefaults()
 	var line []byte
@@ -141,6 +150,9 @@ func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 			if last == "" {
 				return nil, protoErr(400, "continuation line before any header field")
 			}
+			if i := bytes.IndexFunc(line, isCTL); i >= 0 {
+				return nil, protoErr(400, "control character %#x in the value of %s", line[i], last)
+			}
 			vs := req.Header[last]
 			vs[len(vs)-1] = strings.TrimSpace(vs[len(vs)-1] + " " + strings.TrimSpace(string(line)))
 			continue
@@ -157,7 +169,11 @@ func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 		if len(req.Header) >= lim.MaxHeaders && have == nil {
 			return nil, protoErr(431, "more than %d header fields", lim.MaxHeaders)
 		}
-		v := string(bytes.TrimSpace(value))
+		value = bytes.TrimSpace(value)
+		if i := bytes.IndexFunc(value, isCTL); i >= 0 {
+			return nil, protoErr(400, "control character %#x in the value of %s", value[i], name)
+		}
+		v := string(value)
 		if have == nil {
 			vals = append(vals, v)
 			req.Header[last] = vals[len(vals)-1 : len(vals) : len(vals)]
@@ -166,6 +182,14 @@ func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 		}
 	}
 
+	for _, name := range singleValued {
+		if n := len(req.Header[name]); n > 1 {
+			return nil, protoErr(400, "%s given %d times; send it once", req.Header.canonical(name), n)
+		}
+	}
+	if req.Proto == "HTTP/1.1" && !req.Header.Has("Host") {
+		return nil, protoErr(400, "an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)")
+	}
 	if req.Header.Has("Transfer-Encoding") {
 		return nil, protoErr(501, "Transfer-Encoding is not supported; send the body with Content-Length")
 	}
@@ -325,6 +349,45 @@ func isToken[T string | []byte](s T) bool {
 		}
 	}
 	return true
+}
+
+// isCTL reports a control character other than horizontal tab.
+func isCTL(r rune) bool { return (r < ' ' && r != '\t') || r == 0x7f }
+
+// canonical returns the usual spelling of a lower-case field name, for
+// messages.
+func (h Header) canonical(name string) string {
+	for _, n := range []string{HdrFromPrincipal, HdrSubscriptionID, HdrLifetime, HdrNotificationType, HdrCallBack,
+		HdrAckType, HdrHopCount, HdrDepth, HdrContentType, HdrAuthorization, "Host"} {
+		if strings.EqualFold(n, name) {
+			return n
+		}
+	}
+	return name
+}
+
+// MaxSeconds is the largest lifetime, timeout or count a request is read
+// with: larger numbers are taken as this one, so that no later
+// conversion (to a time.Duration, say) can overflow. Every limit the
+// server grants is far below it.
+const MaxSeconds = 1<<31 - 1
+
+// ParseCount parses a non-negative decimal number (a lifetime, a timeout,
+// a hop count), taking any number above MaxSeconds as MaxSeconds.
+func ParseCount(s string) (int, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, errors.New("empty number")
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, fmt.Errorf("%q is not a non-negative integer", truncate(s, 20))
+		}
+		n = min(n*10+int(c-'0'), MaxSeconds)
+	}
+	return n, nil
 }
 
 func truncate(s string, n int) string {

@@ -45,6 +45,11 @@ type Response struct {
 	Body   []byte
 	// Close asks for the connection to be closed after the response.
 	Close bool
+	// Head marks the answer to a HEAD request: the header is sent, the
+	// body never (RFC 9110 §9.3.2), so the next response on the
+	// connection is where the client looks for it. Content-Length still
+	// gives the body's length.
+	Head bool
 }
 
 // Set adds a header field, replacing one of the same name.
@@ -95,7 +100,9 @@ func (r *Response) WriteTo(w *bufio.Writer) error {
 	}
 	writeField(w, HdrContentLength, strconv.Itoa(len(r.Body)))
 	w.WriteString("\r\n")
-	w.Write(r.Body)
+	if !r.Head {
+		w.Write(r.Body)
+	}
 	return w.Flush()
 }
 
