@@ -123,6 +123,11 @@ func FuzzDigestParams(f *testing.F) {
 }
 
 func TestDigestParams(t *testing.T) {
+	// The quoted-pair form (RFC 7616) and the unescaped one real clients
+	// send name the same user.
+	if q, err := digestParams(`username="EXAMPLE\\alice", realm="a\"b"`); err != nil || q["username"] != `EXAMPLE\alice` || q["realm"] != `a"b` {
+		t.Errorf("quoted-pair: %q, %v", q, err)
+	}
 	p, err := digestParams(`username="EXAMPLE\alice", qop="auth", nc=00000001, algorithm="MD5", uri="/instmsg/aliases/alice"`)
 	if err != nil || p["username"] != `EXAMPLE\alice` || p["nc"] != "00000001" || p["qop"] != "auth" || p["algorithm"] != "MD5" {
 		t.Errorf("%v %v", p, err)

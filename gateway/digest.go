@@ -43,7 +43,10 @@ func digestParams(s string) (map[string]string, error) {
 			var b strings.Builder
 			i := 1
 			for ; i < len(s) && s[i] != '"'; i++ {
-				if s[i] == '\\' && i+1 < len(s) && s[i+1] == '"' {
+				// RFC 7616 quoted-pair (\" and \\); a backslash before
+				// anything else is itself, as real clients send
+				// username="EXAMPLE\alice" unescaped.
+				if s[i] == '\\' && i+1 < len(s) && (s[i+1] == '"' || s[i+1] == '\\') {
 					i++
 				}
 				b.WriteByte(s[i])

@@ -108,7 +108,7 @@ func TestAuthDigest(t *testing.T) {
 	if len(ch) != 1 || !strings.HasPrefix(ch[0], `Digest qop="auth", realm="example.test", nonce="`) {
 		t.Fatalf("Digest challenge %q", ch)
 	}
-	for _, scheme := range []string{testcluster.SchemeDigestLibrvp, testcluster.SchemeDigestMiranda} {
+	for _, scheme := range []string{testcluster.SchemeDigestLibrvp, testcluster.SchemeDigestMiranda, testcluster.SchemeDigestRFC7616} {
 		c := testcluster.NewClient(t, p.addr, "bob")
 		c.Creds = &testcluster.Credentials{Scheme: scheme, User: "bob", Domain: "EXAMPLE", Password: "nope"}
 		mustStatus(t, scheme+" wrong password", c.Raw(loginRaw(c)), 401)
