@@ -32,6 +32,15 @@ const (
 	ProfileBasic = "basic"
 )
 
+// Keyring is what the gateway needs of the cluster key: a user's sealed
+// verifiers opened, and Digest nonces signed (MAC with purpose
+// "digest-nonce"). directory.Keyring is one; the gateway does not import
+// package directory (see its doc for why), so cmd/rvpd passes it in.
+type Keyring interface {
+	OpenVerifiers(sealed []byte, subject string) (*rvp.Verifiers, error)
+	MAC(purpose string, data []byte) []byte
+}
+
 // CredentialsConfig configures Credentials.
 type CredentialsConfig struct {
 	// Profile is one of the Profile constants. Default ProfileNTLM.
@@ -41,7 +50,7 @@ type CredentialsConfig struct {
 	AllowBasic bool
 	// Keyring opens the sealed password verifiers and signs Digest nonces.
 	// Required.
-	Keyring *projections.Keyring
+	Keyring Keyring
 	// Directory finds users and their verifiers. Required.
 	Directory *projections.Directory
 	// Server is the server's name in NTLM challenges. Default "RVPD".
@@ -69,7 +78,7 @@ type Credentials struct {
 	throttle *throttle
 
 	mu    sync.Mutex
-	cache map[[32]byte]*projections.Verifiers // by hash of the sealed bytes
+	cache map[[32]byte]*rvp.Verifiers // by hash of the sealed bytes
 }
 
 // NewCredentials returns a credential-checking Authenticator.
@@ -115,7 +124,7 @@ func NewCredentials(cfg CredentialsConfig) (*Credentials, error) {
 		cfg: cfg, log: log,
 		nonces:   digestNonces{keyring: cfg.Keyring, life: cfg.NonceLife},
 		throttle: newThrottle(cfg.MaxFailures, cfg.MaxAddressFailures, cfg.FailureWindow),
-		cache:    map[[32]byte]*projections.Verifiers{},
+		cache:    map[[32]byte]*rvp.Verifiers{},
 	}, nil
 }
 
@@ -213,7 +222,7 @@ func (c *Credentials) throttled(ar AuthRequest, account string) *rvp.Response {
 // lookup maps a user name as a client gave it (alias, alias@domain,
 // DOMAIN\alias, DOMAIN/alias) to an enabled user of ar's domain and its
 // verifiers.
-func (c *Credentials) lookup(ar AuthRequest, name string) (events.User, *projections.Verifiers, error) {
+func (c *Credentials) lookup(ar AuthRequest, name string) (events.User, *rvp.Verifiers, error) {
 	if ar.Domain == nil {
 		return events.User{}, nil, errors.New("no IM domain for the request")
 	}
@@ -380,7 +389,7 @@ func (c *Credentials) basic(ar AuthRequest, token string) (events.Identity, *rvp
 	if err != nil {
 		return c.refuse(ar, account, "basic", err.Error())
 	}
-	if subtle.ConstantTimeCompare(projections.NTHash(password), v.NT) != 1 {
+	if subtle.ConstantTimeCompare(rvp.NTHash(password), v.NT) != 1 {
 		return c.refuse(ar, account, "basic", "wrong password")
 	}
 	c.throttle.succeed(account)

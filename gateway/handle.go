@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -367,7 +366,7 @@ func (g *Gateway) resolveTarget(req *rvp.Request, from, client string) (*target,
 		t.nodeURL = rvp.LogicalURL(ref.IMHost, ref.Alias)
 		if fu, err := rvp.ParseURL(from); err == nil && from != "" {
 			if fd, err := g.domainOf(fu.Host); err == nil && fd != nil && fd.Domain == dom.Domain {
-				t.nodeURL = "http://" + fu.Host + aliasPath(path)
+				t.nodeURL = rvp.URL{Host: fu.Host, Path: aliasPath(path)}.String()
 			}
 		}
 	default:
@@ -381,7 +380,7 @@ func (g *Gateway) resolveTarget(req *rvp.Request, from, client string) (*target,
 				host = fu.Host
 			}
 		}
-		t.nodeURL = "http://" + host + strings.TrimRight(path, "/")
+		t.nodeURL = rvp.URL{Host: host, Path: strings.TrimRight(path, "/")}.String()
 		redirect, err := g.redirects(dom, host, client)
 		if err != nil {
 			return nil, nil, err
@@ -418,7 +417,7 @@ func (g *Gateway) redirects(dom *projections.Domain, host, client string) (bool,
 	}
 	r := routers[0]
 	for _, x := range routers {
-		if strings.EqualFold(x.Host, host) || strings.EqualFold(x.Host, hostOnly(host)) {
+		if strings.EqualFold(x.Host, host) || strings.EqualFold(x.Host, events.Hostname(host)) {
 			r = x
 		}
 	}
@@ -429,13 +428,6 @@ func (g *Gateway) redirects(dom *projections.Domain, host, client string) (bool,
 		return false, nil
 	}
 	return g.inside(client)
-}
-
-func hostOnly(hostport string) string {
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		return h
-	}
-	return hostport
 }
 
 // requestEvent turns a parsed request into its request event, refusing

@@ -244,10 +244,7 @@ func (r *Router) redirect(lk *events.Lookup, dom *projections.Domain) *events.Re
 // peer finds the router of the organisation host belongs to: the peer
 // table by host, then by the domain under an "im." host, then DNS SRV.
 func (r *Router) peer(ctx context.Context, host string) (string, error) {
-	name := strings.ToLower(host)
-	if h, _, err := net.SplitHostPort(name); err == nil {
-		name = h
-	}
+	name := events.Hostname(strings.ToLower(host))
 	domain := strings.TrimPrefix(name, "im.")
 	for _, k := range []string{host, name, domain} {
 		if r.cfg.Peers == nil {
@@ -290,15 +287,6 @@ func (d dialer) DialContext(ctx context.Context, network, addr string) (net.Conn
 	return nd.DialContext(ctx, network, addr)
 }
 
-// hostPort adds HTTP's port to a host without one, as a dialer is given
-// it.
-func hostPort(host string) string {
-	if _, _, err := net.SplitHostPort(host); err == nil {
-		return host
-	}
-	return net.JoinHostPort(strings.Trim(host, "[]"), "80")
-}
-
 // relayed are the answer headers relayed from another organisation.
 var relayed = []string{rvp.HdrSubscriptionID, rvp.HdrLifetime, rvp.HdrContentType, rvp.HdrLocation}
 
@@ -320,7 +308,7 @@ func (r *Router) forward(ctx context.Context, lk *events.Lookup) *events.Reply {
 		if addr, err = r.peer(ctx, lk.Host); err != nil {
 			return fail(lk, 404, "no route to the IM host %s: %v", lk.Host, err)
 		}
-		client.Dialer = dialer{host: hostPort(lk.Host), addr: addr, next: r.cfg.Client.Dialer}
+		client.Dialer = dialer{host: rvp.DialAddr(lk.Host), addr: addr, next: r.cfg.Client.Dialer}
 	}
 	out := rvp.Outbound{Method: lk.Method, URL: rvp.URL{Host: lk.Host, Path: lk.Path}, Body: lk.Body, ReadBody: true, Redirects: 3}
 	for name, v := range lk.Header {

@@ -14,21 +14,20 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
 )
 
-// adminClient is a projections.AdminClient whose errors say what to do.
-type adminClient struct{ projections.AdminClient }
-
-func (a *adminClient) do(ctx context.Context, op string, args, out any) error {
-	err := a.Do(ctx, op, args, out)
-	var ae *projections.AdminError
+// hint makes the directory service's refusals say what to do.
+func hint(err error) error {
+	var ae *directory.Error
 	if errors.As(err, &ae) {
 		switch ae.Code {
-		case 401:
+		case directory.CodeUnauthenticated:
 			return fmt.Errorf("%s (set RVP_ADMIN and RVP_ADMIN_PASSWORD, or -admin and -admin-password-file)", ae.Msg)
-		case 403:
+		case directory.CodeForbidden:
 			return fmt.Errorf("not allowed: %s", ae.Msg)
 		}
 	}
@@ -77,7 +76,7 @@ func (c *cmdIO) readSecret(prompt string, confirm bool) (string, error) {
 	return strings.TrimRight(line, "\r\n"), nil
 }
 
-func (c *cmdIO) admin(ctx context.Context, adminFlag, passwordFile string) (*adminClient, func(), error) {
+func (c *cmdIO) admin(ctx context.Context, adminFlag, passwordFile string) (*directory.Client, func(), error) {
 	name := adminFlag
 	if name == "" {
 		name = "admin"
@@ -110,7 +109,7 @@ func (c *cmdIO) admin(ctx context.Context, adminFlag, passwordFile string) (*adm
 	if err != nil {
 		return nil, nil, err
 	}
-	return &adminClient{projections.AdminClient{Conn: nc, Name: name, Password: password}}, nc.Close, nil
+	return &directory.Client{Conn: nc, Name: name, Password: password}, nc.Close, nil
 }
 
 // parseInterspersed parses flags that may come after positional arguments
@@ -219,9 +218,9 @@ func cmdAdmin(ctx context.Context, c *cmdIO, area string, args []string) error {
 
 	switch strings.TrimSpace(area + " " + action) {
 	case "whoami":
-		var me projections.Administrator
-		if err := a.do(ctx, "whoami", nil, &me); err != nil {
-			return err
+		me, err := a.Whoami(ctx)
+		if err != nil {
+			return hint(err)
 		}
 		return c.print(me, [][]string{{"ADMINISTRATOR", "ROLE", "DOMAINS"}, {me.Name, me.Role, strings.Join(me.Domains, ",")}})
 	case "domain create":
@@ -229,12 +228,12 @@ func cmdAdmin(ctx context.Context, c *cmdIO, area string, args []string) error {
 		if err != nil {
 			return err
 		}
-		spec := projections.DomainSpec{Domain: d, IMHost: *f.imHost, EmailDomains: splitList(*f.emailDomains), Hosts: splitList(*f.hosts), NTDomain: *f.ntDomain}
+		spec := directory.DomainSpec{Domain: d, IMHost: *f.imHost, EmailDomains: splitList(*f.emailDomains), Hosts: splitList(*f.hosts), NTDomain: *f.ntDomain}
 		if spec.IMHost == "" {
 			spec.IMHost = "im." + d
 		}
-		if err := a.do(ctx, "domain.create", spec, nil); err != nil {
-			return err
+		if err := a.CreateDomain(ctx, spec); err != nil {
+			return hint(err)
 		}
 		return ok("IM domain %s created (IM host %s); point the DNS record _rvp._tcp.%s at its router", d, spec.IMHost, d)
 	case "domain list", "domain show":
@@ -244,13 +243,13 @@ func cmdAdmin(ctx context.Context, c *cmdIO, area string, args []string) error {
 			if err != nil {
 				return err
 			}
-			var dom projections.Domain
-			if err := a.do(ctx, "domain.show", map[string]string{"domain": d}, &dom); err != nil {
-				return err
+			dom, err := a.Domain(ctx, d)
+			if err != nil {
+				return hint(err)
 			}
 			doms = append(doms, dom)
-		} else if err := a.do(ctx, "domain.list", nil, &doms); err != nil {
-			return err
+		} else if doms, err = a.Domains(ctx); err != nil {
+			return hint(err)
 		}
 		rows := [][]string{{"DOMAIN", "IM HOST", "E-MAIL DOMAINS", "HOSTS", "WINDOWS DOMAIN"}}
 		for _, d := range doms {
@@ -262,8 +261,8 @@ func cmdAdmin(ctx context.Context, c *cmdIO, area string, args []string) error {
 		if err != nil {
 			return err
 		}
-		if err := a.do(ctx, "domain.delete", map[string]string{"domain": d}, nil); err != nil {
-			return err
+		if err := a.DeleteDomain(ctx, d); err != nil {
+			return hint(err)
 		}
 		return ok("IM domain %s deleted", d)
 	case "home create":
@@ -271,8 +270,8 @@ func cmdAdmin(ctx context.Context, c *cmdIO, area string, args []string) error {
 		if err != nil {
 			return err
 		}
-		if err := a.do(ctx, "home.create", map[string]any{"name": n, "host": *f.host, "site": *f.site, "hosts_users": !*f.noUsers}, nil); err != nil {
-			return err
+		if err := a.CreateHomeServer(ctx, directory.HomeServerSpec{Name: n, Host: *f.host, Site: *f.site, HostsUsers: !*f.noUsers}); err != nil {
+			return hint(err)
 		}
 		return ok("home server %s created at %s", n, *f.host)
 	case "home allow-users", "home deny-users":
@@ -280,8 +279,8 @@ func cmdAdmin(ctx context.Context, c *cmdIO, area string, args []string) error {
 		if err != nil {
 			return err
 		}
-		if err := a.do(ctx, "home.allow-users", map[string]any{"name": n, "allow": action == "allow-users"}, nil); err != nil {
-			return err
+		if err := a.AllowUsers(ctx, n, action == "allow-users"); err != nil {
+			return hint(err)
 		}
 		return ok("home server %s: hosting user accounts %s", n, map[bool]string{true: "allowed", false: "not allowed"}[action == "allow-users"])
 	case "home move-users":
@@ -292,17 +291,17 @@ func cmdAdmin(ctx context.Context, c *cmdIO, area string, args []string) error {
 		if *f.home == "" || *f.home == from {
 			return errors.New("give the home server to move them to: -home H (another one)")
 		}
-		var users []projections.UserRecord
-		if err := a.do(ctx, "user.list", map[string]string{}, &users); err != nil {
-			return err
+		users, err := a.Users(ctx, "")
+		if err != nil {
+			return hint(err)
 		}
 		moved := 0
 		for _, u := range users {
 			if u.Home != from || !u.Enabled {
 				continue
 			}
-			if err := a.do(ctx, "user.move", map[string]any{"user": u.User, "home": *f.home}, nil); err != nil {
-				return fmt.Errorf("%d users moved; %s not: %w", moved, u.User, err)
+			if err := a.MoveUser(ctx, u.User, *f.home); err != nil {
+				return fmt.Errorf("%d users moved; %s not: %w", moved, u.User, hint(err))
 			}
 			fmt.Fprintf(out, "%s moved\n", u.User)
 			moved++
@@ -313,14 +312,14 @@ func cmdAdmin(ctx context.Context, c *cmdIO, area string, args []string) error {
 		if err != nil {
 			return err
 		}
-		if err := a.do(ctx, "home.delete", map[string]string{"name": n}, nil); err != nil {
-			return err
+		if err := a.DeleteHomeServer(ctx, n); err != nil {
+			return hint(err)
 		}
 		return ok("home server %s deleted", n)
 	case "home list":
-		var homes []projections.HomeServer
-		if err := a.do(ctx, "home.list", nil, &homes); err != nil {
-			return err
+		homes, err := a.HomeServers(ctx)
+		if err != nil {
+			return hint(err)
 		}
 		rows := [][]string{{"HOME SERVER", "HOST", "SITE", "HOSTS USERS"}}
 		for _, h := range homes {
@@ -332,8 +331,8 @@ func cmdAdmin(ctx context.Context, c *cmdIO, area string, args []string) error {
 		if err != nil {
 			return err
 		}
-		if err := a.do(ctx, "router.create", map[string]string{"name": n, "domain": *f.domain, "host": *f.host, "mode": *f.mode}, nil); err != nil {
-			return err
+		if err := a.CreateRouter(ctx, directory.RouterSpec{Name: n, Domain: *f.domain, Host: *f.host, Mode: *f.mode}); err != nil {
+			return hint(err)
 		}
 		return ok("router %s created for IM domain %s at %s (%s)", n, *f.domain, *f.host, *f.mode)
 	case "router delete":
@@ -341,14 +340,14 @@ func cmdAdmin(ctx context.Context, c *cmdIO, area string, args []string) error {
 		if err != nil {
 			return err
 		}
-		if err := a.do(ctx, "router.delete", map[string]string{"name": n}, nil); err != nil {
-			return err
+		if err := a.DeleteRouter(ctx, n); err != nil {
+			return hint(err)
 		}
 		return ok("router %s deleted", n)
 	case "router list":
-		var routers []projections.Router
-		if err := a.do(ctx, "router.list", nil, &routers); err != nil {
-			return err
+		routers, err := a.Routers(ctx)
+		if err != nil {
+			return hint(err)
 		}
 		rows := [][]string{{"ROUTER", "DOMAIN", "HOST", "MODE"}}
 		for _, r := range routers {
@@ -360,9 +359,9 @@ func cmdAdmin(ctx context.Context, c *cmdIO, area string, args []string) error {
 		if err != nil {
 			return err
 		}
-		spec := projections.UserSpec{User: u, Home: *f.home, DisplayName: *f.name, Email: *f.email, NTAccount: *f.ntAccount}
-		if err := a.do(ctx, "user.enable", spec, nil); err != nil {
-			return err
+		spec := directory.UserSpec{User: u, Home: *f.home, DisplayName: *f.name, Email: *f.email, NTAccount: *f.ntAccount}
+		if err := a.EnableUser(ctx, spec); err != nil {
+			return hint(err)
 		}
 		return ok("%s enabled for instant messaging on home server %s; set its password with rvpctl password set %s", u, *f.home, u)
 	case "user disable":
@@ -370,8 +369,8 @@ func cmdAdmin(ctx context.Context, c *cmdIO, area string, args []string) error {
 		if err != nil {
 			return err
 		}
-		if err := a.do(ctx, "user.disable", map[string]any{"user": u}, nil); err != nil {
-			return err
+		if err := a.DisableUser(ctx, u); err != nil {
+			return hint(err)
 		}
 		return ok("%s disabled", u)
 	case "user move":
@@ -379,14 +378,14 @@ func cmdAdmin(ctx context.Context, c *cmdIO, area string, args []string) error {
 		if err != nil {
 			return err
 		}
-		if err := a.do(ctx, "user.move", map[string]any{"user": u, "home": *f.home}, nil); err != nil {
-			return err
+		if err := a.MoveUser(ctx, u, *f.home); err != nil {
+			return hint(err)
 		}
 		return ok("%s moved to home server %s", u, *f.home)
 	case "user list":
-		var users []projections.UserRecord
-		if err := a.do(ctx, "user.list", map[string]string{"domain": *f.domain}, &users); err != nil {
-			return err
+		users, err := a.Users(ctx, *f.domain)
+		if err != nil {
+			return hint(err)
 		}
 		rows := [][]string{{"USER", "ENABLED", "HOME SERVER", "DISPLAY NAME", "E-MAIL"}}
 		for _, u := range users {
@@ -398,9 +397,9 @@ func cmdAdmin(ctx context.Context, c *cmdIO, area string, args []string) error {
 		if err != nil {
 			return err
 		}
-		var s projections.UserSummary
-		if err := a.do(ctx, "user.show", map[string]any{"user": u}, &s); err != nil {
-			return err
+		s, err := a.User(ctx, u)
+		if err != nil {
+			return hint(err)
 		}
 		rows := [][]string{
 			{"IM address:", s.Address}, {"public (logical) URL:", s.LogicalURL}, {"home server (physical) URL:", s.PhysicalURL},
@@ -413,13 +412,13 @@ func cmdAdmin(ctx context.Context, c *cmdIO, area string, args []string) error {
 		if err != nil {
 			return err
 		}
-		var dom projections.Domain
-		if err := a.do(ctx, "domain.show", map[string]string{"domain": u.Domain}, &dom); err != nil {
-			return err
+		dom, err := a.Domain(ctx, u.Domain)
+		if err != nil {
+			return hint(err)
 		}
-		var rec projections.UserSummary
-		if err := a.do(ctx, "user.show", map[string]any{"user": u}, &rec); err != nil {
-			return err
+		rec, err := a.User(ctx, u)
+		if err != nil {
+			return hint(err)
 		}
 		var pw string
 		if action == "reset" {
@@ -431,9 +430,9 @@ func cmdAdmin(ctx context.Context, c *cmdIO, area string, args []string) error {
 			return errors.New("a password needs at least 8 characters")
 		}
 		// The verifiers are computed here: the password never leaves rvpctl.
-		v := projections.NewVerifiers(u, dom.NTDomain, rec.NTAccount, dom.Domain, pw)
-		if err := a.do(ctx, "password.set", map[string]any{"user": u, "verifiers": v}, nil); err != nil {
-			return err
+		v := rvp.NewVerifiers(u, dom.NTDomain, rec.NTAccount, dom.Domain, pw)
+		if err := a.SetPassword(ctx, u, v); err != nil {
+			return hint(err)
 		}
 		if action == "reset" {
 			return ok("new password of %s: %s", u, pw)
@@ -444,14 +443,14 @@ func cmdAdmin(ctx context.Context, c *cmdIO, area string, args []string) error {
 		if err != nil {
 			return err
 		}
-		if err := a.do(ctx, "firewall.set", map[string]any{"inside": splitList(ranges)}, nil); err != nil {
-			return err
+		if err := a.SetTopology(ctx, splitList(ranges)); err != nil {
+			return hint(err)
 		}
 		return ok("firewall topology set: clients in %s are inside", ranges)
 	case "firewall show", "federation show":
-		var s projections.Settings
-		if err := a.do(ctx, "settings.show", nil, &s); err != nil {
-			return err
+		s, err := a.Settings(ctx)
+		if err != nil {
+			return hint(err)
 		}
 		return c.print(s, [][]string{{"inside the firewall:", strings.Join(s.Inside, ", ")}, {"Internet-capable:", strconv.FormatBool(s.InternetCapable)}})
 	case "federation set":
@@ -462,8 +461,8 @@ func cmdAdmin(ctx context.Context, c *cmdIO, area string, args []string) error {
 		if v != "on" && v != "off" {
 			return fmt.Errorf("federation set %q: want on or off", v)
 		}
-		if err := a.do(ctx, "federation.set", map[string]any{"internet_capable": v == "on"}, nil); err != nil {
-			return err
+		if err := a.SetInternetCapable(ctx, v == "on"); err != nil {
+			return hint(err)
 		}
 		return ok("Internet-capable: %s", v)
 	case "admin add":
@@ -478,12 +477,12 @@ func cmdAdmin(ctx context.Context, c *cmdIO, area string, args []string) error {
 		if len(pw) < 8 {
 			return errors.New("a password needs at least 8 characters")
 		}
-		v, err := projections.NewAdminVerifier(pw)
+		v, err := directory.NewAdminVerifier(pw)
 		if err != nil {
 			return err
 		}
-		if err := a.do(ctx, "admin.set", map[string]any{"name": n, "role": *f.role, "domains": splitList(*f.domains), "admin_verifier": v}, nil); err != nil {
-			return err
+		if err := a.SetAdmin(ctx, directory.AdminSpec{Name: n, Role: *f.role, Domains: splitList(*f.domains), Verifier: &v}); err != nil {
+			return hint(err)
 		}
 		return ok("administrator %s set (%s)", n, *f.role)
 	case "admin remove":
@@ -491,14 +490,14 @@ func cmdAdmin(ctx context.Context, c *cmdIO, area string, args []string) error {
 		if err != nil {
 			return err
 		}
-		if err := a.do(ctx, "admin.remove", map[string]string{"name": n}, nil); err != nil {
-			return err
+		if err := a.RemoveAdmin(ctx, n); err != nil {
+			return hint(err)
 		}
 		return ok("administrator %s removed", n)
 	case "admin list":
-		var admins []projections.Administrator
-		if err := a.do(ctx, "admin.list", nil, &admins); err != nil {
-			return err
+		admins, err := a.Administrators(ctx)
+		if err != nil {
+			return hint(err)
 		}
 		rows := [][]string{{"ADMINISTRATOR", "ROLE", "DOMAINS"}}
 		for _, x := range admins {

@@ -18,6 +18,7 @@ import (
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/homenode"
 	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
 )
 
 func connect(g global) (*nats.Conn, jetstream.JetStream, error) {
@@ -332,7 +333,7 @@ func cmdUsers(ctx context.Context, g global, args []string, stderr io.Writer) er
 		return err
 	}
 	defer nc.Close()
-	dir, closeDir, err := directory(ctx, js)
+	dir, closeDir, err := readDirectory(ctx, js)
 	if err != nil {
 		return err
 	}
@@ -351,7 +352,7 @@ func cmdUsers(ctx context.Context, g global, args []string, stderr io.Writer) er
 			return err
 		}
 		for _, u := range users {
-			url := "http://" + d.IMHost + "/instmsg/aliases/" + u.User.Alias
+			url := rvp.LogicalURL(d.IMHost, u.User.Alias)
 			if g.json {
 				if err := printJSON(g.out, struct {
 					projections.UserRecord
@@ -370,8 +371,8 @@ func cmdUsers(ctx context.Context, g global, args []string, stderr io.Writer) er
 	return nil
 }
 
-// directory builds a directory projection in memory from the stream.
-func directory(ctx context.Context, js jetstream.JetStream) (*projections.Directory, func(), error) {
+// readDirectory builds a directory projection in memory from the stream.
+func readDirectory(ctx context.Context, js jetstream.JetStream) (*projections.Directory, func(), error) {
 	db, err := projections.Open("", projections.Options{InMemory: true})
 	if err != nil {
 		return nil, nil, err

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/run"
 
+	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/projections"
 )
 
@@ -133,7 +134,7 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 	rs := roleSet{nc: nc, js: js, db: db, dir: dir, keyring: keyring, log: log, flags: f.roleFlags,
 		gatewayID: f.name, homes: homes, holder: f.name, router: f.router}
 	if f.admin {
-		rs.admin = &projections.Admin{JetStream: js, Directory: dir, Keyring: keyring, Actor: "rvpd-node-" + f.name}
+		rs.admin = &directory.Admin{JetStream: js, Directory: dir, Keyring: keyring, Actor: "rvpd-node-" + f.name}
 	}
 	if f.gateway != "" {
 		if rs.listener, err = net.Listen("tcp", f.gateway); err != nil {

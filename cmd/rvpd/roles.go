@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/run"
 
+	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/gateway"
 	"github.com/rvp-im/rvpd/homenode"
@@ -72,7 +73,7 @@ type roleSet struct {
 	js      jetstream.JetStream
 	db      *projections.DB
 	dir     *projections.Directory
-	keyring *projections.Keyring
+	keyring *directory.Keyring
 	log     *slog.Logger
 	flags   roleFlags
 
@@ -87,7 +88,7 @@ type roleSet struct {
 	holder string
 	router string
 	// admin, when set, serves rvpctl's directory service.
-	admin *projections.Admin
+	admin *directory.Admin
 }
 
 // add builds the roles and adds them to g: they run until roles ends,
@@ -153,7 +154,7 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 		}
 	}
 	if s.admin != nil {
-		svc := &projections.DirectoryService{Admin: s.admin, Conn: s.nc, Logger: s.log.With("component", "directory")}
+		svc := &directory.Service{Admin: s.admin, Conn: s.nc, Logger: s.log.With("component", "directory")}
 		if err := svc.Start(); err != nil {
 			return err
 		}
