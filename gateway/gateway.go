@@ -180,9 +180,8 @@ func (g *Gateway) Serve(ln net.Listener) error {
 		g.mu.Unlock()
 		if full {
 			g.log.Warn("connection refused: too many connections", "max", g.cfg.MaxConns, "client", nc.RemoteAddr().String())
-			resp := &rvp.Response{Status: 503, Close: true, Body: []byte("too many connections; retry later\n")}
 			nc.SetWriteDeadline(g.now().Add(time.Second))
-			resp.WriteTo(bufio.NewWriter(nc))
+			respond(nil, nil, &refusal{status: rvp.StatusUnavailable, msg: "too many connections; retry later", close: true}).WriteTo(bufio.NewWriter(nc))
 			nc.Close()
 			continue
 		}

@@ -65,7 +65,7 @@ type Answer struct {
 func (c *Client) Do(ctx context.Context, req Outbound) (*Answer, error) {
 	for {
 		ans, err := c.do(ctx, req)
-		if err != nil || ans.Status != 302 || req.Redirects <= 0 {
+		if err != nil || ans.Status != StatusMoved || req.Redirects <= 0 {
 			return ans, err
 		}
 		loc, err := ParseURL(ans.Header.Get(HdrLocation))

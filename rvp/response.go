@@ -111,11 +111,11 @@ func writeField(w *bufio.Writer, name, value string) {
 // Exchange had its own; clients read only the number.
 func ReasonPhrase(code int) string {
 	switch code {
-	case 200:
+	case StatusOK:
 		return "Successful"
-	case 302:
+	case StatusMoved:
 		return "Object moved"
-	case 401:
+	case StatusUnauthorized:
 		return "Access Denied"
 	}
 	if t := http.StatusText(code); t != "" {

@@ -317,7 +317,7 @@ func (c *Client) Raw(raw []byte) *Response {
 		resp = send(raw)
 	}
 	for range 6 {
-		if resp.Status == 302 && c.FollowRedirects {
+		if resp.Status == rvp.StatusMoved && c.FollowRedirects {
 			loc, err := rvp.ParseURL(resp.Header.Get(rvp.HdrLocation))
 			if err != nil {
 				c.t.Fatalf("302 with Location %q: %v", resp.Header.Get(rvp.HdrLocation), err)
