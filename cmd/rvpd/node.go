@@ -54,6 +54,9 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 	if err := parseFlags(fs, args, lookupEnv); err != nil {
 		return err
 	}
+	if err := f.roleFlags.validate(); err != nil {
+		return err
+	}
 	log, err := newLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		return err
