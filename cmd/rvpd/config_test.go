@@ -196,3 +196,17 @@ func TestValidateReportsAll(t *testing.T) {
 		t.Errorf("a delivery longer than the gateway waits: %v", err)
 	}
 }
+
+// TestNodeValidateReportsAll: a node's own problems come with the roles'.
+func TestNodeValidateReportsAll(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	err := exec(context.Background(), []string{"node", "-name", "", "-streams.replicas", "9", "-lease.max", "1h"}, noEnv, &stdout, &stderr)
+	if err == nil {
+		t.Fatal("a node without roles, name or key started")
+	}
+	for _, want := range []string{"no role given", "-name is empty", "needs the cluster key", "-streams.replicas 9", "the maximum 1h0m0s is below"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error lacks %q:\n%v", want, err)
+		}
+	}
+}

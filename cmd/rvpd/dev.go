@@ -12,13 +12,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/oklog/run"
 
 	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
@@ -88,45 +85,36 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	if password == "" {
 		password = demoPassword(keyring)
 	}
-	if f.auth == "none" {
-		log.Warn("AUTHENTICATION IS OFF (-auth none): anyone can act as any user by naming them in RVP-From-Principal. Never expose this server.")
-	}
+	warnNoAuth(log, f.auth)
 
 	//   RVP clients ──HTTP──▶ gateway ──request events──▶ JetStream (embedded)
 	//                            │                            │
 	//                            └──lookups──▶ router          ▼
 	//   client callbacks ◀──NOTIFY── home node (home1) ◀── requests; facts ──▶ Pebble
-	ns, natsFatal, err := startNATS(natsConfig{Name: "rvpd-dev", StoreDir: filepath.Join(f.data, "nats"), Listen: f.nats, Sync: f.natsSync}, log.With("component", "nats"))
-	if err != nil {
-		return fmt.Errorf("%w (is another rvpd using %s? choose another with -nats, or -nats \"\")", err, f.nats)
+	var ns *server.Server
+	embedded := func() (*nats.Conn, <-chan error, func(), error) {
+		s, fatal, err := startNATS(natsConfig{Name: "rvpd-dev", StoreDir: filepath.Join(f.data, "nats"), Listen: f.nats, Sync: f.natsSync}, log.With("component", "nats"))
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("%w (is another rvpd using %s? choose another with -nats, or -nats \"\")", err, f.nats)
+		}
+		stop := func() { s.Shutdown(); s.WaitForShutdown() }
+		nc, err := nats.Connect("", nats.InProcessServer(s), nats.Name("rvpd-dev"))
+		if err != nil {
+			stop()
+			return nil, nil, nil, fmt.Errorf("connect to embedded nats: %w", err)
+		}
+		ns = s
+		return nc, fatal, func() { nc.Close(); stop() }, nil
 	}
-	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.Name("rvpd-dev"))
-	if err != nil {
-		return fmt.Errorf("connect to embedded nats: %w", err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	setupCtx, cancelSetup := context.WithTimeout(ctx, 30*time.Second)
+	setup, cancelSetup := context.WithTimeout(ctx, setupTimeout)
 	defer cancelSetup()
-	if err := projections.EnsureStreams(setupCtx, js, f.streamOptions()); err != nil {
-		return err
-	}
-
-	db, err := projections.Open(filepath.Join(f.data, "pebble"), projections.Options{Logger: log})
+	p, err := openProcess(setup, log, embedded, f.streamOptions(), f.data)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	dir, err := projections.OpenDirectory(db)
-	if err != nil {
-		return err
-	}
-	admin := &directory.Admin{JetStream: js, Directory: dir, Keyring: keyring, Actor: "rvpd-dev"}
-	if err := bootstrapDemo(setupCtx, js, admin, password, f.demoPassword != "", log); err != nil {
+	defer p.close()
+	admin := &directory.Admin{JetStream: p.js, Directory: p.dir, Keyring: keyring, Actor: "rvpd-dev"}
+	if err := bootstrapDemo(setup, p.js, admin, password, f.demoPassword != "", log); err != nil {
 		return fmt.Errorf("create the demo domain: %w", err)
 	}
 	if ok, err := hasPassword(admin, events.NewUser(demoDomain, demoUsers[0].alias), password); err != nil || !ok {
@@ -136,35 +124,9 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	if err != nil {
 		return fmt.Errorf("listen for RVP on %s: %w (choose another address with -http)", f.http, err)
 	}
-	var g run.Group
-	if ctx.Done() != nil {
-		g.Add(run.ContextHandler(ctx))
-	}
-	g.Add(run.SignalHandler(context.Background(), os.Interrupt, syscall.SIGTERM))
-	rs := roleSet{nc: nc, js: js, db: db, dir: dir, keyring: keyring, log: log, flags: f.roleFlags,
+	rs := roleSet{nc: p.nc, js: p.js, db: p.db, dir: p.dir, keyring: keyring, log: log, flags: f.roleFlags,
 		gatewayID: "gw1", listener: ln, devDomain: demoDomain, homes: []string{demoHome}, holder: "dev", router: "router1", admin: admin}
-	roles, stopRoles := context.WithCancel(context.Background())
-	defer stopRoles()
-	if err := rs.add(&g, roles, stopRoles); err != nil {
-		ln.Close()
-		return err
-	}
-	g.Add(func() error {
-		select {
-		case err := <-natsFatal:
-			return fmt.Errorf("nats: %w", err)
-		case <-roles.Done():
-			return nil
-		}
-	}, func(error) { stopRoles() })
-	printBanner(stdout, ln.Addr().String(), ns, f.data, password, f.auth)
-	err = g.Run()
-	var sig run.SignalError
-	if errors.As(err, &sig) || errors.Is(err, context.Canceled) {
-		log.Info("shut down", "reason", err.Error())
-		return nil
-	}
-	return err
+	return p.run(ctx, rs, func() { printBanner(stdout, ln.Addr().String(), ns, f.data, password, f.auth) })
 }
 
 // bootstrapDemo creates the demo domain, home server, users and
