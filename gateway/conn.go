@@ -63,10 +63,8 @@ func (c *conn) serve() {
 			var pe *rvp.ProtocolError
 			if errors.As(err, &pe) {
 				g.log.Info("malformed request refused", "client", client, "status", pe.Status, "err", pe.Msg)
-				resp := &rvp.Response{Status: pe.Status, Close: true}
-				textBody(resp, pe.Msg)
 				c.nc.SetWriteDeadline(g.now().Add(10 * time.Second))
-				resp.WriteTo(bw)
+				respond(nil, nil, pe).WriteTo(bw)
 			}
 			return
 		}

@@ -120,7 +120,7 @@ func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 		}
 	}
 	if len(line) == 0 {
-		return nil, protoErr(400, "empty request line")
+		return nil, protoErr(StatusBadRequest, "empty request line")
 	}
 	req := &Request{Header: make(Header, 16)}
 	if err := parseRequestLine(req, string(line)); err != nil {
@@ -135,7 +135,7 @@ func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 		line, err = readLine(br, lim.MaxLine)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				return nil, protoErr(400, "connection closed inside the header")
+				return nil, protoErr(StatusBadRequest, "connection closed inside the header")
 			}
 			return nil, err
 		}
@@ -144,11 +144,11 @@ func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 		}
 		total += len(line)
 		if total > lim.MaxHeaderBytes {
-			return nil, protoErr(431, "header larger than %d bytes", lim.MaxHeaderBytes)
+			return nil, protoErr(StatusHeaderTooLarge, "header larger than %d bytes", lim.MaxHeaderBytes)
 		}
 		if line[0] == ' ' || line[0] == '\t' {
 			if last == "" {
-				return nil, protoErr(400, "continuation line before any header field")
+				return nil, protoErr(StatusBadRequest, "continuation line before any header field")
 			}
 			if i := bytes.IndexFunc(line, isCTL); i >= 0 {
 				return nil, protoErr(400, "control character %#x in the value of %s", line[i], last)
@@ -159,15 +159,15 @@ func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 		}
 		name, value, ok := bytes.Cut(line, []byte{':'})
 		if !ok {
-			return nil, protoErr(400, "header line without ':'")
+			return nil, protoErr(StatusBadRequest, "header line without ':'")
 		}
 		if !isToken(name) {
-			return nil, protoErr(400, "bad header field name %q", name)
+			return nil, protoErr(StatusBadRequest, "bad header field name %q", name)
 		}
 		last = lowerName(name)
 		have := req.Header[last]
 		if len(req.Header) >= lim.MaxHeaders && have == nil {
-			return nil, protoErr(431, "more than %d header fields", lim.MaxHeaders)
+			return nil, protoErr(StatusHeaderTooLarge, "more than %d header fields", lim.MaxHeaders)
 		}
 		value = bytes.TrimSpace(value)
 		if i := bytes.IndexFunc(value, isCTL); i >= 0 {
@@ -191,27 +191,27 @@ func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 		return nil, protoErr(400, "an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)")
 	}
 	if req.Header.Has("Transfer-Encoding") {
-		return nil, protoErr(501, "Transfer-Encoding is not supported; send the body with Content-Length")
+		return nil, protoErr(StatusNotImplemented, "Transfer-Encoding is not supported; send the body with Content-Length")
 	}
 	n := 0
 	if cl := req.Header["content-length"]; len(cl) > 0 {
 		for _, v := range cl[1:] {
 			if v != cl[0] {
-				return nil, protoErr(400, "conflicting Content-Length fields")
+				return nil, protoErr(StatusBadRequest, "conflicting Content-Length fields")
 			}
 		}
 		n, err = strconv.Atoi(cl[0])
 		if err != nil || n < 0 || cl[0][0] == '+' {
-			return nil, protoErr(400, "bad Content-Length %q", cl[0])
+			return nil, protoErr(StatusBadRequest, "bad Content-Length %q", cl[0])
 		}
 	}
 	if n > lim.MaxBody {
-		return nil, protoErr(413, "body of %d bytes exceeds the limit of %d", n, lim.MaxBody)
+		return nil, protoErr(StatusTooLarge, "body of %d bytes exceeds the limit of %d", n, lim.MaxBody)
 	}
 	if n > 0 {
 		req.Body = make([]byte, n)
 		if _, err := io.ReadFull(br, req.Body); err != nil {
-			return nil, protoErr(400, "body shorter than Content-Length: %v", err)
+			return nil, protoErr(StatusBadRequest, "body shorter than Content-Length: %v", err)
 		}
 	}
 
@@ -279,22 +279,22 @@ func parseRequestLine(req *Request, line string) error {
 	target, proto, ok2 := strings.Cut(strings.TrimLeft(rest, " "), " ")
 	proto = strings.TrimSpace(proto)
 	if !ok1 || !ok2 || target == "" {
-		return protoErr(400, "malformed request line %q", truncate(line, 80))
+		return protoErr(StatusBadRequest, "malformed request line %q", truncate(line, 80))
 	}
 	if !isToken(method) {
-		return protoErr(400, "bad method %q", truncate(method, 40))
+		return protoErr(StatusBadRequest, "bad method %q", truncate(method, 40))
 	}
 	switch proto {
 	case "HTTP/1.1", "HTTP/1.0":
 	default:
 		if strings.HasPrefix(proto, "HTTP/") {
-			return protoErr(505, "HTTP version %q not supported", truncate(proto, 20))
+			return protoErr(StatusHTTPVersion, "HTTP version %q not supported", truncate(proto, 20))
 		}
-		return protoErr(400, "malformed request line %q", truncate(line, 80))
+		return protoErr(StatusBadRequest, "malformed request line %q", truncate(line, 80))
 	}
 	for i := 0; i < len(target); i++ {
 		if c := target[i]; c <= ' ' || c == 0x7f {
-			return protoErr(400, "bad request target")
+			return protoErr(StatusBadRequest, "bad request target")
 		}
 	}
 	req.Method, req.Target, req.Proto = method, target, proto
@@ -311,13 +311,13 @@ func readLine(br *bufio.Reader, max int) ([]byte, error) {
 			// The whole line is in the reader's buffer: use it there (it is
 			// valid until the next read, and callers copy what they keep).
 			if len(frag) > max+2 {
-				return nil, protoErr(431, "line longer than %d bytes", max)
+				return nil, protoErr(StatusHeaderTooLarge, "line longer than %d bytes", max)
 			}
 			buf = frag
 			break
 		}
 		if len(buf)+len(frag) > max+2 {
-			return nil, protoErr(431, "line longer than %d bytes", max)
+			return nil, protoErr(StatusHeaderTooLarge, "line longer than %d bytes", max)
 		}
 		buf = append(buf, frag...)
 		if err == nil {
@@ -327,7 +327,7 @@ func readLine(br *bufio.Reader, max int) ([]byte, error) {
 			continue
 		}
 		if errors.Is(err, io.EOF) && len(buf) > 0 {
-			return nil, protoErr(400, "connection closed inside a line")
+			return nil, protoErr(StatusBadRequest, "connection closed inside a line")
 		}
 		return buf, err
 	}

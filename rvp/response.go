@@ -5,11 +5,17 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Version is the RVP-Notifications-Version the server sends; real clients
 // send 0.2 and the server accepts any value.
 const Version = "0.2"
+
+// ClientPatience is how long librvp waits for the answer to a request
+// before it gives up on it: every wait of the server on a client's behalf
+// (a home node's reply, a message's delivery) must end before it.
+const ClientPatience = 30 * time.Second
 
 // Header names in Exchange's spelling.
 const (
@@ -118,11 +124,11 @@ func writeField(w *bufio.Writer, name, value string) {
 // Exchange had its own; clients read only the number.
 func ReasonPhrase(code int) string {
 	switch code {
-	case 200:
+	case StatusOK:
 		return "Successful"
-	case 302:
+	case StatusMoved:
 		return "Object moved"
-	case 401:
+	case StatusUnauthorized:
 		return "Access Denied"
 	}
 	if t := http.StatusText(code); t != "" {

@@ -16,8 +16,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
-	"github.com/rvp-im/rvpd/projections"
 	"github.com/rvp-im/rvpd/rvp"
 	"github.com/rvp-im/rvpd/testcluster"
 )
@@ -47,7 +47,7 @@ func (cf *conformance) enable(aliases ...string) {
 		cf.t.Fatal(err)
 	}
 	defer nc.Close()
-	admin := &projections.AdminClient{Conn: nc, Name: demoAdmin, Password: testPassword}
+	admin := &directory.Client{Conn: nc, Name: demoAdmin, Password: testPassword}
 	ctx := context.Background()
 	// The banner comes before every role has subscribed: wait for the
 	// directory service to answer.
@@ -61,11 +61,11 @@ func (cf *conformance) enable(aliases ...string) {
 	}
 	for _, a := range aliases {
 		u := events.NewUser(demoDomain, a)
-		if err := admin.Do(ctx, "user.enable", projections.UserSpec{User: u, Home: demoHome, DisplayName: strings.ToUpper(a[:1]) + a[1:]}, nil); err != nil {
+		if err := admin.EnableUser(ctx, directory.UserSpec{User: u, Home: demoHome, DisplayName: strings.ToUpper(a[:1]) + a[1:]}); err != nil {
 			cf.t.Fatalf("enable %s: %v", u, err)
 		}
-		v := projections.NewVerifiers(u, demoNTDomain, "", demoDomain, testPassword)
-		if err := admin.Do(ctx, "password.set", map[string]any{"user": u, "verifiers": v}, nil); err != nil {
+		v := rvp.NewVerifiers(u, demoNTDomain, "", demoDomain, testPassword)
+		if err := admin.SetPassword(ctx, u, v); err != nil {
 			cf.t.Fatalf("password of %s: %v", u, err)
 		}
 	}
