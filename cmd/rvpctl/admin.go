@@ -382,7 +382,7 @@ func hint(err error) error {
 	if errors.As(err, &ae) {
 		switch ae.Code {
 		case directory.CodeUnauthenticated:
-			return fmt.Errorf("%s (set RVP_ADMIN and RVP_ADMIN_PASSWORD, or -admin and -admin-password-file)", ae.Msg)
+			return fmt.Errorf("%s (set RVPCTL_ADMIN and RVPCTL_ADMIN_PASSWORD, or -admin and -admin-password-file)", ae.Msg)
 		case directory.CodeForbidden:
 			return fmt.Errorf("not allowed: %s", ae.Msg)
 		}
@@ -441,12 +441,12 @@ func (e *env) adminClient(adminFlag, passwordFile string) (*directory.Client, fu
 	name := adminFlag
 	if name == "" {
 		name = "admin"
-		if v, ok := e.lookupEnv("RVP_ADMIN"); ok {
+		if v, ok := e.lookupEnv("RVPCTL_ADMIN"); ok {
 			name = v
 		}
 	}
 	var password string
-	switch v, ok := e.lookupEnv("RVP_ADMIN_PASSWORD"); {
+	switch v, ok := e.lookupEnv("RVPCTL_ADMIN_PASSWORD"); {
 	case passwordFile != "":
 		b, err := os.ReadFile(passwordFile)
 		if err != nil {
@@ -458,7 +458,7 @@ func (e *env) adminClient(adminFlag, passwordFile string) (*directory.Client, fu
 	default:
 		f, isFile := e.stdin.(*os.File)
 		if !isFile || !term.IsTerminal(int(f.Fd())) {
-			return nil, nil, fmt.Errorf("no password for administrator %s: set RVP_ADMIN_PASSWORD or -admin-password-file", name)
+			return nil, nil, fmt.Errorf("no password for administrator %s: set RVPCTL_ADMIN_PASSWORD or -admin-password-file", name)
 		}
 		p, err := e.readSecret("password of administrator "+name, false)
 		if err != nil {

@@ -24,7 +24,7 @@ import (
 func connect(g global) (*nats.Conn, jetstream.JetStream, error) {
 	nc, err := nats.Connect(g.nats, nats.Name("rvpctl"), nats.Timeout(5*time.Second))
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to %s: %w (is rvpd running? set -nats or RVP_NATS)", g.nats, err)
+		return nil, nil, fmt.Errorf("connect to %s: %w (is rvpd running? set -nats or RVPCTL_NATS)", g.nats, err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {

@@ -11,7 +11,9 @@
 // "rvpctl -h" lists the commands: they are a table (commands), from which
 // the usage text is made.
 //
-// Flags can also be set from the environment: -nats is RVP_NATS.
+// Its environment variables are its own, RVPCTL_<NAME>, so that none of
+// rvpd's (RVPD_<FLAG>) can reach it: -nats is RVPCTL_NATS, the
+// administrator RVPCTL_ADMIN and RVPCTL_ADMIN_PASSWORD.
 package main
 
 import (
@@ -49,12 +51,12 @@ func exec(ctx context.Context, args []string, lookupEnv func(string) (string, bo
 	fs.SetOutput(stderr)
 	fs.Usage = func() { writeUsage(stderr, cmds); fmt.Fprintln(stderr, "\nflags:"); fs.PrintDefaults() }
 	g := global{out: stdout}
-	fs.StringVar(&g.nats, "nats", "nats://127.0.0.1:4222", "NATS URL of the cluster (rvpd dev listens on nats://127.0.0.1:4222)")
+	fs.StringVar(&g.nats, "nats", "nats://127.0.0.1:4222", "NATS URLs of the cluster, comma-separated (default: RVPCTL_NATS, else where rvpd dev listens)")
 	fs.BoolVar(&g.json, "json", false, "print JSON lines instead of tables")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if v, ok := lookupEnv("RVP_NATS"); ok && !flagGiven(fs, "nats") {
+	if v, ok := lookupEnv("RVPCTL_NATS"); ok && !flagGiven(fs, "nats") {
 		g.nats = v
 	}
 	if fs.NArg() == 0 {

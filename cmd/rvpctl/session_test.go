@@ -95,7 +95,7 @@ type ctl struct {
 }
 
 func (c ctl) run(stdin string, args ...string) (string, error) {
-	env := map[string]string{"RVP_NATS": c.natsURL, "RVP_ADMIN": c.admin, "RVP_ADMIN_PASSWORD": c.password}
+	env := map[string]string{"RVPCTL_NATS": c.natsURL, "RVPCTL_ADMIN": c.admin, "RVPCTL_ADMIN_PASSWORD": c.password}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	var out, errOut bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

@@ -58,8 +58,8 @@ func (c command) flagSet(e *env) (*flag.FlagSet, runFunc, *adminFlags) {
 	var af *adminFlags
 	if c.admin {
 		af = &adminFlags{}
-		fs.StringVar(&af.name, "admin", "", "administrator `name` (default: RVP_ADMIN, else admin)")
-		fs.StringVar(&af.passwordFile, "admin-password-file", "", "`file` holding the administrator's password (default: RVP_ADMIN_PASSWORD, else a prompt)")
+		fs.StringVar(&af.name, "admin", "", "administrator `name` (default: RVPCTL_ADMIN, else admin)")
+		fs.StringVar(&af.passwordFile, "admin-password-file", "", "`file` holding the administrator's password (default: RVPCTL_ADMIN_PASSWORD, else a prompt)")
 	}
 	fs.Usage = func() {
 		fmt.Fprintf(e.stderr, "usage: rvpctl %s\n  %s\n", c.synopsis(), c.help)
@@ -116,8 +116,9 @@ func writeUsage(w io.Writer, cmds []command) {
 			usage(w, []command{c})
 		}
 	}
-	fmt.Fprint(w, "\nadministration, as an administrator (-admin or RVP_ADMIN, and -admin-password-file\nor RVP_ADMIN_PASSWORD, else a prompt):\n")
+	fmt.Fprint(w, "\nadministration, as an administrator (-admin or RVPCTL_ADMIN, and -admin-password-file\nor RVPCTL_ADMIN_PASSWORD, else a prompt):\n")
 	usage(w, admin)
+	fmt.Fprint(w, "\nrvpctl reads no environment variables but RVPCTL_NATS, RVPCTL_ADMIN and\nRVPCTL_ADMIN_PASSWORD (rvpd's are RVPD_<FLAG>).\n")
 }
 
 // find returns the command args start with and the arguments after its

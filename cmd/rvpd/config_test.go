@@ -210,3 +210,37 @@ func TestNodeValidateReportsAll(t *testing.T) {
 		}
 	}
 }
+
+// TestEnvironmentNames: rvpd reads its settings from RVPD_<FLAG> only,
+// so that rvpctl's variables (RVPCTL_ADMIN, and the RVP_ADMIN of older
+// READMEs) never reach it: RVP_ADMIN=admin once made `rvpd node` fail
+// to parse its -admin flag.
+func TestEnvironmentNames(t *testing.T) {
+	env := map[string]string{
+		"RVP_ADMIN": "admin", "RVP_ADMIN_PASSWORD": "x", "RVP_NATS": "nats://nowhere:1",
+		"RVPCTL_ADMIN": "admin", "RVPCTL_ADMIN_PASSWORD": "x", "RVPCTL_NATS": "nats://nowhere:1",
+		"RVPD_STREAMS_REPLICAS": "9", "RVPD_LEASE_MAX": "1h",
+	}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	var stdout, stderr bytes.Buffer
+	err := exec(context.Background(), []string{"node", "-name", "n1"}, lookup, &stdout, &stderr)
+	if err == nil {
+		t.Fatal("a node with 9 replicas started")
+	}
+	if strings.Contains(err.Error(), "parse error") || strings.Contains(err.Error(), "RVP_") {
+		t.Errorf("rvpd read another program's variable: %v", err)
+	}
+	for _, want := range []string{"-streams.replicas 9", "the maximum 1h0m0s is below"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("RVPD_ variables not read: the error lacks %q:\n%v", want, err)
+		}
+	}
+	// -h says where the variables come from.
+	stderr.Reset()
+	if err := exec(context.Background(), []string{"node", "-h"}, noEnv, &stdout, &stderr); !errors.Is(err, flag.ErrHelp) {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stderr.String(), "RVPD_<FLAG>") || !strings.Contains(stderr.String(), "RVPD_CLUSTER_KEY") {
+		t.Errorf("rvpd node -h does not name its environment variables:\n%s", stderr.String())
+	}
+}

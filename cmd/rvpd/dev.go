@@ -49,6 +49,7 @@ type devFlags struct {
 func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("rvpd dev", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	setUsage(fs, "rvpd dev [flags]")
 	var f devFlags
 	fs.StringVar(&f.data, "data", "./data", "directory of the NATS store and the Pebble projections")
 	fs.StringVar(&f.http, "http", "127.0.0.1:8080", "address of the RVP (HTTP) listener")
@@ -56,7 +57,7 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	fs.StringVar(&f.natsSync, "nats.sync", "", `JetStream fsync: "always", or an interval such as 1s (default: the server's 2m)`)
 	fs.StringVar(&f.demoPassword, "demo-password", "", "set the password of the demo users and administrator (default: one derived from the cluster key, set on the first start)")
 	fs.BoolVar(&f.reset, "reset", false, "delete the data directory's state and start clean")
-	fs.StringVar(&f.keyFile, "cluster-key-file", "", "file holding the cluster key (64 hex digits; default: the environment's RVP_CLUSTER_KEY, else one generated and kept in the data directory)")
+	fs.StringVar(&f.keyFile, "cluster-key-file", "", "file holding the cluster key (64 hex digits; default: the environment's "+envClusterKey+", else one generated and kept in the data directory)")
 	f.roleFlags.register(fs)
 	if err := parseFlags(fs, args, lookupEnv); err != nil {
 		return err
@@ -200,12 +201,12 @@ func adminHasPassword(admin *directory.Admin, adm *projections.Administrator, pa
 }
 
 // clusterKey returns the keyring of the cluster key: from the file given,
-// else from RVP_CLUSTER_KEY, else the one generated on the first start and
+// else from RVPD_CLUSTER_KEY, else the one generated on the first start and
 // kept in the data directory.
 func clusterKey(data, file string, lookupEnv func(string) (string, bool)) (*directory.Keyring, error) {
 	var key []byte
 	var err error
-	switch env, ok := lookupEnv("RVP_CLUSTER_KEY"); {
+	switch env, ok := lookupEnv(envClusterKey); {
 	case file != "":
 		b, rerr := os.ReadFile(file)
 		if rerr != nil {

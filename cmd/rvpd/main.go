@@ -6,8 +6,11 @@
 //	rvpd dev [flags]    every role and an embedded NATS server in one process
 //	rvpd node [flags]   the roles given, against an existing NATS cluster
 //
-// Every flag can also be set from the environment: -nats.sync is
-// RVP_NATS_SYNC. A flag given on the command line wins.
+// Every flag can also be set from the environment as RVPD_<FLAG>:
+// -log.level is RVPD_LOG_LEVEL. A flag given on the command line wins.
+// rvpd reads no other variables but RVPD_CLUSTER_KEY (the cluster key
+// itself); rvpctl's are RVPCTL_<NAME>, so neither program can take the
+// other's settings.
 package main
 
 import (
@@ -58,8 +61,36 @@ func exec(ctx context.Context, args []string, lookupEnv func(string) (string, bo
 	return fmt.Errorf("unknown mode %q", args[0])
 }
 
-// parseFlags parses args, then fills every flag not given from the
-// environment variable RVP_<NAME> (dots and dashes become underscores).
+// envPrefix begins the name of every environment variable rvpd reads:
+// its own, so that no other program's (rvpctl's are RVPCTL_) can reach it.
+const envPrefix = "RVPD_"
+
+// envClusterKey is the environment variable that may hold the cluster
+// key (64 hex digits), instead of a file.
+const envClusterKey = envPrefix + "CLUSTER_KEY"
+
+// envName is the environment variable of flag name: RVPD_ and the name
+// upper-cased, dots and dashes as underscores.
+func envName(flag string) string {
+	return envPrefix + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(flag))
+}
+
+// setUsage makes fs's -h say how it is used and where else its flags
+// come from.
+func setUsage(fs *flag.FlagSet, synopsis string) {
+	fs.Usage = func() {
+		w := fs.Output()
+		fmt.Fprintf(w, "usage: %s\n\n"+
+			"Every flag can also be set in the environment as %s<FLAG>, dots and dashes as\n"+
+			"underscores (-log.level is %s); a flag given here wins. rvpd reads no\n"+
+			"other variable but %s (the cluster key itself).\n\nflags:\n",
+			synopsis, envPrefix, envName("log.level"), envClusterKey)
+		fs.PrintDefaults()
+	}
+}
+
+// parseFlags parses args, then fills every flag not given from its
+// environment variable (envName).
 func parseFlags(fs *flag.FlagSet, args []string, lookupEnv func(string) (string, bool)) error {
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -74,7 +105,7 @@ func parseFlags(fs *flag.FlagSet, args []string, lookupEnv func(string) (string,
 		if given[f.Name] {
 			return
 		}
-		env := "RVP_" + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(f.Name))
+		env := envName(f.Name)
 		if v, ok := lookupEnv(env); ok {
 			if err := fs.Set(f.Name, v); err != nil {
 				errs = append(errs, fmt.Errorf("%s=%q: %w", env, v, err))

@@ -36,8 +36,12 @@ func (f nodeFlags) validate(lookupEnv func(string) (string, bool)) error {
 	if f.name == "" {
 		errs = append(errs, errors.New("-name is empty and the host has no name; give one"))
 	}
-	if _, ok := lookupEnv("RVP_CLUSTER_KEY"); !ok && f.keyFile == "" {
-		errs = append(errs, errors.New("a node needs the cluster key its cluster was set up with: -cluster-key-file FILE or RVP_CLUSTER_KEY (rvpd dev keeps its own in <data>/cluster.key)"))
+	if _, ok := lookupEnv(envClusterKey); !ok && f.keyFile == "" {
+		msg := "a node needs the cluster key its cluster was set up with: -cluster-key-file FILE or " + envClusterKey + " (rvpd init wrote it to a file; rvpd dev keeps its own in <data>/cluster.key)"
+		if _, old := lookupEnv("RVP_CLUSTER_KEY"); old {
+			msg += "; RVP_CLUSTER_KEY is no longer read, rename it " + envClusterKey
+		}
+		errs = append(errs, errors.New(msg))
 	}
 	if f.replicas < 1 || f.replicas > 5 {
 		errs = append(errs, fmt.Errorf("-streams.replicas %d: want 1 to 5 (3 for a site)", f.replicas))
@@ -52,13 +56,14 @@ func (f nodeFlags) validate(lookupEnv func(string) (string, bool)) error {
 func runNode(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("rvpd node", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	setUsage(fs, "rvpd node -name NAME -nats URLS -cluster-key-file FILE (-gateway ADDR | -home H,... | -router NAME | -admin)... [flags]")
 	var f nodeFlags
 	host, _ := os.Hostname()
 	fs.StringVar(&f.name, "name", host, "this node's name, unique in the cluster (its gateway's reply subjects, its NATS connection)")
 	fs.StringVar(&f.data, "data", "./node-data", "directory of this node's Pebble projections")
 	fs.StringVar(&f.nats, "nats", nats.DefaultURL, "NATS servers of the cluster, comma-separated URLs")
 	fs.StringVar(&f.natsCreds, "nats.creds", "", "NATS credentials file (user JWT and seed), if the cluster requires one")
-	fs.StringVar(&f.keyFile, "cluster-key-file", "", "file holding the cluster key (64 hex digits); default: the environment's RVP_CLUSTER_KEY. Every node of a cluster has the same")
+	fs.StringVar(&f.keyFile, "cluster-key-file", "", "file holding the cluster key (64 hex digits); default: the environment's "+envClusterKey+". Every node of a cluster has the same")
 	fs.StringVar(&f.gateway, "gateway", "", `serve RVP clients on this address, e.g. ":80" ("" for no gateway)`)
 	fs.StringVar(&f.homes, "home", "", "own these home servers, comma-separated (each in one node at a time)")
 	fs.StringVar(&f.router, "router", "", "answer lookups as a router node of this name (any number share them)")
