@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -71,13 +72,30 @@ type Options struct {
 	// Proxy, when set, is the outbound HTTP proxy (http://host:port)
 	// requests to other organisations go through.
 	Proxy string
+	// NATS, when set, runs the deployment on a JetStream cluster of
+	// several NATS servers (StartNATSCluster) with streams of as many
+	// replicas (three: a site's R3); each role connects to every server
+	// over TCP and fails over as in production. Default: one embedded
+	// server, reached in-process.
+	NATS *NATSClusterOptions
+	// Standbys runs each home server on 1+Standbys home nodes that share
+	// it through its ownership lease (homenode.Lease), as rvpd node does:
+	// one owns it, the others wait. Default 0: one home node per home
+	// server, without a lease.
+	Standbys int
+	// LeaseTTL is the ownership leases' TTL. Default 2s.
+	LeaseTTL time.Duration
 }
 
 // Cluster is a running deployment.
 type Cluster struct {
-	t        testing.TB
-	opts     Options
-	NS       *server.Server
+	t    testing.TB
+	opts Options
+	// NS is the embedded server, nil when the deployment runs on a NATS
+	// cluster (NATS).
+	NS *server.Server
+	// NATS is the NATS cluster, nil on one embedded server.
+	NATS     *NATSCluster
 	JS       jetstream.JetStream
 	Keyring  *directory.Keyring
 	Domain   string
@@ -87,8 +105,11 @@ type Cluster struct {
 	Admin    *directory.Admin
 
 	Gateways []*Role
-	Homes    map[string]*Role
-	Routers  []*Role
+	// Homes holds each home server's node; with Standbys, HomeNodes holds
+	// its nodes instead (Homes is then empty).
+	Homes     map[string]*Role
+	HomeNodes map[string][]*Role
+	Routers   []*Role
 	// Dialer resolves the federation peer table; every role's outgoing
 	// connections use it.
 	Dialer *PeerDialer
@@ -189,26 +210,36 @@ func Start(t testing.TB, o Options) *Cluster {
 	if o.LookupAckWait <= 0 {
 		o.LookupAckWait = 2 * time.Second
 	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 2 * time.Second
+	}
 	if o.Policy == (homenode.Policy{}) {
 		o.Policy = homenode.Policy{MinLease: time.Second, MinLifetime: time.Second, DeliveryTimeout: 5 * time.Second}
 	}
 	ntDomain := upperFirstLabel(o.Domain)
 	c := &Cluster{t: t, opts: o, Domain: o.Domain, IMHost: "im." + o.Domain, NTDomain: ntDomain, Password: o.Password,
-		Homes: map[string]*Role{}, Dialer: &PeerDialer{}}
+		Homes: map[string]*Role{}, HomeNodes: map[string][]*Role{}, Dialer: &PeerDialer{}}
 	for host, addr := range o.Peers {
 		c.Dialer.Set(host, addr)
 	}
 
-	ns, err := server.NewServer(&server.Options{ServerName: "tc-" + o.Domain, JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
+	so := projections.StreamOptions{LeaseTTL: o.LeaseTTL}
+	if o.NATS != nil {
+		c.NATS = StartNATSCluster(t, *o.NATS)
+		so.Replicas = len(c.NATS.Servers)
+	} else {
+		ns, err := server.NewServer(&server.Options{ServerName: "tc-" + o.Domain, JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoSigs: true, NoLog: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go ns.Start()
+		if !ns.ReadyForConnections(10 * time.Second) {
+			t.Fatal("nats not ready")
+		}
+		c.NS = ns
+		t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
 	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	c.NS = ns
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	var err error
 	key := make([]byte, directory.KeySize)
 	rand.Read(key)
 	if c.Keyring, err = directory.NewKeyring(key); err != nil {
@@ -218,7 +249,7 @@ func Start(t testing.TB, o Options) *Cluster {
 	t.Cleanup(adminConn.Close)
 	c.JS, _ = jetstream.New(adminConn)
 	ctx := context.Background()
-	if err := projections.EnsureStreams(ctx, c.JS, projections.StreamOptions{}); err != nil {
+	if err := projections.EnsureStreams(ctx, c.JS, so); err != nil {
 		t.Fatal(err)
 	}
 
@@ -272,7 +303,16 @@ func Start(t testing.TB, o Options) *Cluster {
 	}
 
 	for _, h := range names {
-		c.Homes[h] = c.StartHome(h)
+		if o.Standbys == 0 {
+			c.Homes[h] = c.StartHome(h)
+			continue
+		}
+		for i := range 1 + o.Standbys {
+			c.HomeNodes[h] = append(c.HomeNodes[h], c.StartHomeNode(h, fmt.Sprintf("%s-%c", h, 'a'+i)))
+			if i == 0 {
+				c.WaitOwner(h, c.HomeNodes[h][0].Name) // the first one owns it
+			}
+		}
 	}
 	for i := range o.Routers {
 		c.Routers = append(c.Routers, c.StartRouter(fmt.Sprintf("router%d", i+1)))
@@ -301,6 +341,9 @@ func upperFirstLabel(domain string) string {
 
 func (c *Cluster) connect(name string) *nats.Conn {
 	c.t.Helper()
+	if c.NATS != nil {
+		return c.NATS.Connect(name)
+	}
 	nc, err := nats.Connect("", nats.InProcessServer(c.NS), nats.Name(name))
 	if err != nil {
 		c.t.Fatal(err)
@@ -380,6 +423,71 @@ func (c *Cluster) StartHome(h string) *Role {
 		}
 	})
 	return r
+}
+
+// StartHomeNode starts a home node named holder for home server h that
+// owns it only while it holds its lease (homenode.Lease), as rvpd node
+// runs one: the owner serves, another waits as a standby and takes over
+// when the owner stops or its lease lapses.
+func (c *Cluster) StartHomeNode(h, holder string) *Role {
+	c.t.Helper()
+	db, dir := c.directory("home-" + holder)
+	nc := c.connect("home-" + holder)
+	js, _ := jetstream.New(nc)
+	kv, err := js.KeyValue(context.Background(), events.BucketOwners)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	log := quiet().With("home", h, "node", holder)
+	cfg := homenode.Config{Home: h, JetStream: js, Conn: nc, DB: db, Directory: dir, Client: c.client(),
+		Policy: c.opts.Policy, SweepEvery: 100 * time.Millisecond, HandoffWait: 10 * time.Second, Logger: log}
+	lease := &homenode.Lease{KV: kv, Home: h, Holder: holder, Logger: log}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Role{Name: holder, nc: nc, db: db, stop: cancel, done: make(chan error, 1)}
+	go func() {
+		r.done <- lease.Hold(ctx, func(ctx context.Context, takeover bool) error {
+			cfg := cfg
+			cfg.ResendPresence = takeover
+			n, err := homenode.New(cfg)
+			if err != nil {
+				return err
+			}
+			return n.Run(ctx)
+		})
+	}()
+	c.t.Cleanup(func() {
+		if err := r.Stop(); err != nil {
+			c.t.Errorf("home node %s: %v", holder, err)
+		}
+	})
+	return r
+}
+
+// Owner returns the name of the node that holds home server h's lease,
+// "" when none does.
+func (c *Cluster) Owner(h string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	kv, err := c.JS.KeyValue(ctx, events.BucketOwners)
+	if err != nil {
+		return ""
+	}
+	e, err := kv.Get(ctx, events.OwnerKey(h))
+	if err != nil || strings.HasPrefix(string(e.Value()), "released:") {
+		return ""
+	}
+	return string(e.Value())
+}
+
+// WaitOwner waits until node holder owns home server h.
+func (c *Cluster) WaitOwner(h, holder string) {
+	c.t.Helper()
+	Eventually(c.t, 30*time.Second, func() error {
+		if o := c.Owner(h); o != holder {
+			return fmt.Errorf("home server %s owned by %q, not %s", h, o, holder)
+		}
+		return nil
+	})
 }
 
 // StartRouter starts a router node.

@@ -1,0 +1,544 @@
+package testcluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	osexec "os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// NATSCluster is a JetStream cluster of NATS servers on loopback, as a
+// site runs it (DESIGN §6: three servers, R3 streams): in this process,
+// or as processes of a nats-server binary built from the module cache,
+// which a test can kill with SIGKILL. Its servers listen for clients on
+// TCP, so that a client that loses its server reconnects to another, as in
+// production.
+//
+// It follows nats-server's own cluster tests (jetstream_helpers_test.go):
+// ports outside the ephemeral range, every server given every route, and
+// readiness polled (a meta leader with every peer, every server healthy
+// and current), never slept for.
+type NATSCluster struct {
+	t       testing.TB
+	Name    string
+	Servers []*NATSServer
+}
+
+// NATSServer is one server of a NATSCluster.
+type NATSServer struct {
+	Name        string
+	ClientPort  int
+	ClusterPort int
+	MonitorPort int
+	dir         string // its store directory (and, for a process, its config and log)
+	conf        string // its configuration, the same at every start
+	process     bool
+	bin         string
+
+	mu      sync.Mutex
+	srv     *server.Server // in this process
+	cmd     *osexec.Cmd    // a process
+	exited  chan struct{}  // closed when cmd has been waited for
+	running bool
+	t       testing.TB
+}
+
+// NATSClusterOptions configure StartNATSCluster.
+type NATSClusterOptions struct {
+	// Servers in the cluster. Default 3.
+	Servers int
+	// Processes runs each server as a process of the nats-server binary
+	// (built once per test from the module cache), so that Kill is a
+	// SIGKILL; otherwise they run in this process and Kill is an
+	// in-process Shutdown, which hands its raft leaderships over first.
+	Processes bool
+	// Sync is JetStream's fsync setting: "always", or an interval. Default
+	// the server's.
+	Sync string
+}
+
+// StartNATSCluster starts a JetStream cluster and waits until it is
+// ready: a meta leader that sees every server, every server current and
+// healthy. The test's cleanup stops it.
+func StartNATSCluster(t testing.TB, o NATSClusterOptions) *NATSCluster {
+	t.Helper()
+	if o.Servers <= 0 {
+		o.Servers = 3
+	}
+	bin := ""
+	if o.Processes {
+		bin = BuildNATSServer(t)
+	}
+	base := t.TempDir()
+	for attempt := 1; ; attempt++ {
+		c, err := startNATSCluster(t, o, base, attempt, bin)
+		if err == nil {
+			return c
+		}
+		// A port taken between its check and the server's bind (another
+		// test on the machine chose it too): try others, a few times.
+		if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatalf("start NATS cluster: %v", err)
+		}
+		t.Logf("start NATS cluster: %v; again with other ports", err)
+	}
+}
+
+func startNATSCluster(t testing.TB, o NATSClusterOptions, base string, attempt int, bin string) (*NATSCluster, error) {
+	c := &NATSCluster{t: t, Name: "tc"}
+	ports := freePorts(t, 3*o.Servers)
+	var routes []string
+	for i := range o.Servers {
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ports[3*i+1]))
+	}
+	sync := ""
+	switch o.Sync {
+	case "":
+	case "always":
+		sync = "sync_interval: always"
+	default:
+		sync = "sync_interval: " + o.Sync
+	}
+	for i := range o.Servers {
+		s := &NATSServer{Name: fmt.Sprintf("n%d", i+1), ClientPort: ports[3*i], ClusterPort: ports[3*i+1], MonitorPort: ports[3*i+2],
+			dir: filepath.Join(base, fmt.Sprintf("try%d-n%d", attempt, i+1)), process: o.Processes, bin: bin, t: t}
+		s.conf = fmt.Sprintf(`server_name: %s
+listen: 127.0.0.1:%d
+http: 127.0.0.1:%d
+max_payload: 1MB
+jetstream {
+  store_dir: %q
+  max_memory_store: 256MB
+  max_file_store: 4GB
+  %s
+}
+cluster {
+  name: %s
+  listen: 127.0.0.1:%d
+  routes: [%s]
+}
+`, s.Name, s.ClientPort, s.MonitorPort, filepath.Join(s.dir, "store"), sync, c.Name, s.ClusterPort, strings.Join(routes, ", "))
+		if err := os.MkdirAll(s.dir, 0o755); err != nil {
+			return nil, err
+		}
+		c.Servers = append(c.Servers, s)
+	}
+	for _, s := range c.Servers {
+		if err := s.start(); err != nil {
+			c.stopAll()
+			return nil, fmt.Errorf("%s: %w", s.Name, err)
+		}
+	}
+	t.Cleanup(c.stopAll)
+	if err := c.waitReady(60 * time.Second); err != nil {
+		c.stopAll()
+		return nil, err
+	}
+	return c, nil
+}
+
+// freePorts returns n distinct ports that are free now, chosen at random
+// below the ephemeral range (32768-60999 on Linux), where the system
+// never hands them to an outgoing connection (nats-server's tests choose
+// their cluster ports so, for that reason).
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var out []int
+	seen := map[int]bool{}
+	for tries := 0; len(out) < n; tries++ {
+		if tries > 1000 {
+			t.Fatal("no free ports between 10000 and 32767")
+		}
+		p := 10000 + rand.IntN(22768)
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		out = append(out, p)
+	}
+	return out
+}
+
+var buildNATSServer struct {
+	sync.Mutex
+	bin string
+}
+
+// BuildNATSServer builds the nats-server binary of the module's
+// dependency (the version embedded everywhere else), once per test
+// binary, and returns its path.
+func BuildNATSServer(t testing.TB) string {
+	t.Helper()
+	buildNATSServer.Lock()
+	defer buildNATSServer.Unlock()
+	if buildNATSServer.bin != "" {
+		if _, err := os.Stat(buildNATSServer.bin); err == nil {
+			return buildNATSServer.bin
+		}
+	}
+	// Kept for the other tests of this binary, in a directory of its own
+	// that the system's temporary-file cleaning removes.
+	dir, err := os.MkdirTemp("", "rvpd-test-nats-server-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "nats-server")
+	out, err := osexec.Command("go", "build", "-o", bin, "github.com/nats-io/nats-server/v2").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build nats-server: %v\n%s", err, out)
+	}
+	buildNATSServer.bin = bin
+	return bin
+}
+
+// URLs returns the client URLs of every server, comma-separated, as a
+// client of the whole cluster is given them.
+func (c *NATSCluster) URLs() string {
+	var urls []string
+	for _, s := range c.Servers {
+		urls = append(urls, s.URL())
+	}
+	return strings.Join(urls, ",")
+}
+
+// URL returns the server's client URL.
+func (s *NATSServer) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.ClientPort) }
+
+// Connect connects to the cluster as a role does: every server's URL,
+// reconnecting for ever, soon.
+func (c *NATSCluster) Connect(name string) *nats.Conn {
+	c.t.Helper()
+	nc, err := nats.Connect(c.URLs(), nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
+		nats.ReconnectJitter(50*time.Millisecond, 50*time.Millisecond))
+	if err != nil {
+		c.t.Fatalf("connect to the NATS cluster: %v", err)
+	}
+	return nc
+}
+
+// Server returns the server named name, or nil.
+func (c *NATSCluster) Server(name string) *NATSServer {
+	for _, s := range c.Servers {
+		if s.Name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+func (s *NATSServer) start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running {
+		return nil
+	}
+	if s.process {
+		conf := filepath.Join(s.dir, "nats.conf")
+		if err := os.WriteFile(conf, []byte(s.conf), 0o644); err != nil {
+			return err
+		}
+		logf, err := os.OpenFile(filepath.Join(s.dir, "nats.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return err
+		}
+		cmd := osexec.Command(s.bin, "-c", conf)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			logf.Close()
+			return err
+		}
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); logf.Close(); close(exited) }()
+		s.cmd, s.exited, s.running = cmd, exited, true
+		// Ready when it answers on its monitoring port.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if _, err := s.healthz(); err == nil {
+				return nil
+			}
+			select {
+			case <-exited:
+				s.running = false
+				return fmt.Errorf("nats-server exited at start:\n%s", s.logTail())
+			default:
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("nats-server not answering after 30s:\n%s", s.logTail())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	opts := &server.Options{}
+	if err := opts.ProcessConfigString(s.conf); err != nil {
+		return err
+	}
+	opts.NoSigs = true
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return err
+	}
+	fatal := make(chan error, 1)
+	srv.SetLoggerV2(fatalLogger{fatal: fatal}, false, false, false)
+	go srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		select {
+		case err := <-fatal:
+			return err
+		default:
+			return errors.New("not ready for connections after 30s")
+		}
+	}
+	s.srv, s.running = srv, true
+	return nil
+}
+
+// fatalLogger keeps an embedded server quiet and reports its fatal error
+// (the stock logger would exit the process).
+type fatalLogger struct{ fatal chan error }
+
+func (fatalLogger) Noticef(string, ...any) {}
+func (fatalLogger) Warnf(string, ...any)   {}
+func (fatalLogger) Errorf(string, ...any)  {}
+func (fatalLogger) Debugf(string, ...any)  {}
+func (fatalLogger) Tracef(string, ...any)  {}
+func (l fatalLogger) Fatalf(format string, v ...any) {
+	select {
+	case l.fatal <- fmt.Errorf(format, v...):
+	default:
+	}
+}
+
+func (s *NATSServer) logTail() string {
+	b, _ := os.ReadFile(filepath.Join(s.dir, "nats.log"))
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-30):], "\n")
+}
+
+// Running reports whether the server runs.
+func (s *NATSServer) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.running
+}
+
+// Kill stops the server abruptly: a process is killed with SIGKILL (its
+// peers find out when their heartbeats go unanswered, and elect new
+// leaders after raft's election timeout, 4-9 s with nats-server's
+// defaults); a server in this process is shut down, which hands its
+// leaderships over first (an election of a few milliseconds) but drops
+// its clients without warning.
+func (s *NATSServer) Kill() { s.halt(syscall.SIGKILL) }
+
+// Stop stops the server cleanly: SIGTERM for a process (it hands its
+// leaderships over), Shutdown in this process.
+func (s *NATSServer) Stop() { s.halt(syscall.SIGTERM) }
+
+func (s *NATSServer) halt(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.running {
+		return
+	}
+	s.running = false
+	if s.cmd == nil {
+		s.srv.Shutdown()
+		s.srv.WaitForShutdown()
+		s.srv = nil
+		return
+	}
+	s.cmd.Process.Signal(sig)
+	select {
+	case <-s.exited:
+	case <-time.After(30 * time.Second):
+		s.cmd.Process.Signal(syscall.SIGKILL)
+		<-s.exited
+	}
+	s.cmd = nil
+}
+
+// Start starts a stopped or killed server again, with its name, ports and
+// store: it rejoins the cluster and catches its replicas up.
+func (s *NATSServer) Start() {
+	s.t.Helper()
+	if err := s.start(); err != nil {
+		s.t.Fatalf("restart %s: %v", s.Name, err)
+	}
+}
+
+func (c *NATSCluster) stopAll() {
+	for _, s := range c.Servers {
+		s.Stop()
+	}
+}
+
+// healthz returns the server's health: "ok" once JetStream's meta group
+// and every stream and consumer it holds are current.
+func (s *NATSServer) healthz() (*server.HealthStatus, error) {
+	if s.srv != nil {
+		return s.srv.Healthz(&server.HealthzOptions{}), nil
+	}
+	var h server.HealthStatus
+	return &h, s.monitor("/healthz", &h)
+}
+
+// jsz returns the server's JetStream report, the meta group included.
+func (s *NATSServer) jsz() (*server.JSInfo, error) {
+	if s.srv != nil {
+		return s.srv.Jsz(&server.JSzOptions{})
+	}
+	var j server.JSInfo
+	return &j, s.monitor("/jsz", &j)
+}
+
+func (s *NATSServer) monitor(path string, v any) error {
+	cl := http.Client{Timeout: 2 * time.Second}
+	resp, err := cl.Get(fmt.Sprintf("http://127.0.0.1:%d%s", s.MonitorPort, path))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// waitReady polls until the running servers form a cluster: one meta
+// leader that counts every server as a peer, and every running server
+// healthy (its meta group and its replicas current).
+func (c *NATSCluster) waitReady(d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		err := c.ready()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("NATS cluster not ready after %v: %w", d, err)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+func (c *NATSCluster) ready() error {
+	leaders := map[string]bool{}
+	for _, s := range c.Servers {
+		if !s.Running() {
+			continue
+		}
+		j, err := s.jsz()
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.Name, err)
+		}
+		if j.Meta == nil || j.Meta.Leader == "" {
+			return fmt.Errorf("%s sees no meta leader", s.Name)
+		}
+		leaders[j.Meta.Leader] = true
+		if j.Meta.Size != len(c.Servers) {
+			return fmt.Errorf("%s sees a meta group of %d servers", s.Name, j.Meta.Size)
+		}
+		h, err := s.healthz()
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.Name, err)
+		}
+		if h.Status != "ok" {
+			return fmt.Errorf("%s: health %s %s", s.Name, h.Status, h.Error)
+		}
+	}
+	if len(leaders) != 1 {
+		return fmt.Errorf("the servers disagree on the meta leader: %v", leaders)
+	}
+	return nil
+}
+
+// WaitReady waits until the running servers form a healthy cluster
+// again, and each stream named has a leader and every running replica
+// current.
+func (c *NATSCluster) WaitReady(js jetstream.JetStream, streams ...string) {
+	c.t.Helper()
+	if err := c.waitReady(60 * time.Second); err != nil {
+		c.t.Fatal(err)
+	}
+	for _, st := range streams {
+		c.WaitStreamLeader(js, st, 60*time.Second)
+	}
+}
+
+// StreamLeader returns the server leading stream now; nil when it has
+// none (an election under way) or cannot be asked.
+func (c *NATSCluster) StreamLeader(js jetstream.JetStream, stream string) *NATSServer {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil
+	}
+	info := st.CachedInfo()
+	if info.Cluster == nil || info.Cluster.Leader == "" {
+		return nil
+	}
+	return c.Server(info.Cluster.Leader)
+}
+
+// WaitStreamLeader waits until stream has a leader among the running
+// servers and every running replica is current, and returns the leader.
+func (c *NATSCluster) WaitStreamLeader(js jetstream.JetStream, stream string, d time.Duration) *NATSServer {
+	c.t.Helper()
+	var leader *NATSServer
+	Eventually(c.t, d, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		st, err := js.Stream(ctx, stream)
+		if err != nil {
+			return fmt.Errorf("stream %s: %w", stream, err)
+		}
+		info := st.CachedInfo()
+		if info.Cluster == nil || info.Cluster.Leader == "" {
+			return fmt.Errorf("stream %s has no leader", stream)
+		}
+		leader = c.Server(info.Cluster.Leader)
+		if leader == nil || !leader.Running() {
+			return fmt.Errorf("stream %s: leader %s is not running", stream, info.Cluster.Leader)
+		}
+		for _, r := range info.Cluster.Replicas {
+			if s := c.Server(r.Name); s != nil && s.Running() && !r.Current {
+				return fmt.Errorf("stream %s: replica %s not current", stream, r.Name)
+			}
+		}
+		return nil
+	})
+	return leader
+}
+
+// NonLeader returns a running server that holds a replica of stream but
+// does not lead it.
+func (c *NATSCluster) NonLeader(js jetstream.JetStream, stream string) *NATSServer {
+	c.t.Helper()
+	leader := c.WaitStreamLeader(js, stream, 60*time.Second)
+	for _, s := range c.Servers {
+		if s != leader && s.Running() {
+			return s
+		}
+	}
+	c.t.Fatalf("stream %s: no running server but its leader", stream)
+	return nil
+}

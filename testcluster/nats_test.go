@@ -1,0 +1,62 @@
+package testcluster
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// TestNATSCluster: three servers form a JetStream cluster, an R3 stream
+// gets a leader; killed, its leader is replaced and what was
+// acknowledged before is all there; restarted, the server catches up.
+func TestNATSCluster(t *testing.T) {
+	for _, processes := range []bool{false, true} {
+		name := "in-process"
+		if processes {
+			name = "processes"
+		}
+		t.Run(name, func(t *testing.T) {
+			if processes && testing.Short() {
+				t.Skip("builds nats-server")
+			}
+			c := StartNATSCluster(t, NATSClusterOptions{Processes: processes})
+			nc := c.Connect("test")
+			defer nc.Close()
+			js, _ := jetstream.New(nc)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}, Replicas: 3}); err != nil {
+				t.Fatal(err)
+			}
+			leader := c.WaitStreamLeader(js, "T", 30*time.Second)
+			for i := range 100 {
+				if _, err := js.Publish(ctx, "t.x", []byte{byte(i)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			killed := time.Now()
+			leader.Kill()
+			next := c.WaitStreamLeader(js, "T", 30*time.Second)
+			if next == leader {
+				t.Fatalf("%s still leads", leader.Name)
+			}
+			t.Logf("%s killed; %s leads after %v", leader.Name, next.Name, time.Since(killed).Round(time.Millisecond))
+			pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+			if _, err := js.Publish(pctx, "t.x", []byte{100}); err != nil {
+				t.Fatalf("publish after the election: %v", err)
+			}
+			pcancel()
+			leader.Start()
+			c.WaitReady(js, "T")
+			st, err := js.Stream(ctx, "T")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := st.CachedInfo().State.Msgs; n != 101 {
+				t.Errorf("%d messages, want 101", n)
+			}
+		})
+	}
+}
