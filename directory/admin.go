@@ -342,6 +342,16 @@ func (a *Admin) SetPassword(ctx context.Context, u events.User, v rvp.Verifiers)
 
 // SetAdmin creates or changes an administrator.
 func (a *Admin) SetAdmin(ctx context.Context, name, role string, domains []string, v AdminVerifier) error {
+	return a.setAdmin(ctx, name, role, domains, v, false)
+}
+
+// CreateAdmin creates an administrator; it fails with ErrExists when
+// one of that name exists or existed.
+func (a *Admin) CreateAdmin(ctx context.Context, name, role string, domains []string, v AdminVerifier) error {
+	return a.setAdmin(ctx, name, role, domains, v, true)
+}
+
+func (a *Admin) setAdmin(ctx context.Context, name, role string, domains []string, v AdminVerifier, create bool) error {
 	switch role {
 	case events.RoleOrganization:
 		domains = nil
@@ -369,7 +379,14 @@ func (a *Admin) SetAdmin(ctx context.Context, name, role string, domains []strin
 	if err != nil {
 		return err
 	}
-	return a.appendNext(ctx, &events.AdminSet{Meta: a.meta(), Name: name, Role: role, Domains: domains, Verifiers: sealed})
+	ev := &events.AdminSet{Meta: a.meta(), Name: name, Role: role, Domains: domains, Verifiers: sealed}
+	if create {
+		if err := a.append(ctx, ev, 0); err != nil {
+			return fmt.Errorf("administrator %s: %w", name, err)
+		}
+		return nil
+	}
+	return a.appendNext(ctx, ev)
 }
 
 // RemoveAdmin removes an administrator.

@@ -49,7 +49,7 @@ func NewKeyring(key []byte) (*Keyring, error) {
 		return nil, err
 	}
 	k := &Keyring{aead: aead, macs: map[string][]byte{}}
-	for _, purpose := range []string{"digest-nonce", "admin-nonce", "demo-password"} {
+	for _, purpose := range []string{"digest-nonce", "admin-nonce", "demo-password", "key-check"} {
 		if k.macs[purpose], err = hkdf.Key(sha256.New, key, nil, "rvpd mac "+purpose+" v1", 32); err != nil {
 			return nil, err
 		}
@@ -108,7 +108,7 @@ func (k *Keyring) Open(sealed, ad []byte) ([]byte, error) {
 }
 
 // MAC returns an HMAC-SHA256 of data under the key derived for purpose
-// ("digest-nonce", "admin-nonce" or "demo-password").
+// ("digest-nonce", "admin-nonce", "demo-password" or "key-check").
 func (k *Keyring) MAC(purpose string, data []byte) []byte {
 	key, ok := k.macs[purpose]
 	if !ok {
@@ -117,6 +117,13 @@ func (k *Keyring) MAC(purpose string, data []byte) []byte {
 	m := hmac.New(sha256.New, key)
 	m.Write(data)
 	return m.Sum(nil)
+}
+
+// KeyCheck identifies the cluster key without revealing it: 16 hex
+// digits of a MAC of a fixed text under it. rvpd init records it
+// (events.ClusterCreated) and nodes compare theirs.
+func (k *Keyring) KeyCheck() string {
+	return hex.EncodeToString(k.MAC("key-check", []byte("rvpd cluster key"))[:8])
 }
 
 // SealVerifiers seals v for the directory event of subject.

@@ -48,6 +48,7 @@ const (
 	TypeAdminRemoved      = "admin.removed.v1"
 	TypeTopologySet       = "setting.topology.v1"
 	TypeFederationSet     = "setting.federation.v1"
+	TypeClusterCreated    = "setting.cluster.v1"
 )
 
 func (*Subscribe) Type() string         { return TypeSubscribe }
@@ -90,6 +91,7 @@ func (*AdminSet) Type() string          { return TypeAdminSet }
 func (*AdminRemoved) Type() string      { return TypeAdminRemoved }
 func (*TopologySet) Type() string       { return TypeTopologySet }
 func (*FederationSet) Type() string     { return TypeFederationSet }
+func (*ClusterCreated) Type() string    { return TypeClusterCreated }
 
 func (*Subscribe) isEvent()         {}
 func (*Renew) isEvent()             {}
@@ -131,6 +133,7 @@ func (*AdminSet) isEvent()          {}
 func (*AdminRemoved) isEvent()      {}
 func (*TopologySet) isEvent()       {}
 func (*FederationSet) isEvent()     {}
+func (*ClusterCreated) isEvent()    {}
 
 // Encode returns the body of e; its type name is e.Type().
 func Encode(e Event) ([]byte, error) {
@@ -221,6 +224,8 @@ func Decode(typ string, data []byte) (Event, error) {
 		e = new(TopologySet)
 	case TypeFederationSet:
 		e = new(FederationSet)
+	case TypeClusterCreated:
+		e = new(ClusterCreated)
 	default:
 		return nil, fmt.Errorf("decode: unknown event type %q", typ)
 	}

@@ -54,6 +54,7 @@ func sampleEvents() []Event {
 		&AdminRemoved{Meta: meta, Name: "ops"},
 		&TopologySet{Meta: meta, Inside: []string{"10.0.0.0/8"}},
 		&FederationSet{Meta: meta, InternetCapable: true},
+		&ClusterCreated{Meta: meta, KeyCheck: "0123456789abcdef", Replicas: 3},
 	}
 }
 

@@ -137,6 +137,22 @@ type FederationSet struct {
 	InternetCapable bool `json:"internet_capable"`
 }
 
+// ClusterCreated records that a cluster was initialised (rvpd init): its
+// first event, written once, with what every node must agree on.
+// KeyCheck identifies the cluster key without revealing it (a MAC of a
+// fixed text under it), so that a node given another key refuses to
+// start instead of failing every sign-in; Replicas is the replica count
+// of the cluster's streams, for the streams created later (a new home
+// server's facts).
+type ClusterCreated struct {
+	Meta
+	KeyCheck string `json:"key_check"`
+	Replicas int    `json:"replicas"`
+}
+
+// ClusterSubject is the subject of ClusterCreated.
+func ClusterSubject() string { return SettingSubject("cluster") }
+
 // UserDisabled records a user no longer enabled for instant messaging.
 type UserDisabled struct {
 	Meta
@@ -158,6 +174,7 @@ func (e *AdminSet) DirSubject() string          { return AdminSubject(e.Name) }
 func (e *AdminRemoved) DirSubject() string      { return AdminSubject(e.Name) }
 func (e *TopologySet) DirSubject() string       { return SettingSubject("topology") }
 func (e *FederationSet) DirSubject() string     { return SettingSubject("federation") }
+func (e *ClusterCreated) DirSubject() string    { return ClusterSubject() }
 
 func (e *DomainCreated) Metadata() *Meta     { return &e.Meta }
 func (e *DomainDeleted) Metadata() *Meta     { return &e.Meta }
@@ -174,3 +191,4 @@ func (e *AdminSet) Metadata() *Meta          { return &e.Meta }
 func (e *AdminRemoved) Metadata() *Meta      { return &e.Meta }
 func (e *TopologySet) Metadata() *Meta       { return &e.Meta }
 func (e *FederationSet) Metadata() *Meta     { return &e.Meta }
+func (e *ClusterCreated) Metadata() *Meta    { return &e.Meta }

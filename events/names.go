@@ -120,6 +120,9 @@ func RouterSubject(name string) string { return DirectoryRoot + ".router." + Tok
 // AdminSubject is the subject of an administrator's directory events.
 func AdminSubject(name string) string { return DirectoryRoot + ".admin." + Token(name) }
 
+// AdminFilter matches every administrator's directory events.
+const AdminFilter = DirectoryRoot + ".admin.*"
+
 // SettingSubject is the subject of an organisation-wide setting.
 func SettingSubject(name string) string { return DirectoryRoot + ".setting." + Token(name) }
 

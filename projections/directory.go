@@ -223,6 +223,8 @@ func (d *Directory) apply(b *pebble.Batch, ev events.Event, seq uint64) error {
 		return d.updateSettings(b, func(s *Settings) { s.Inside = e.Inside })
 	case *events.FederationSet:
 		return d.updateSettings(b, func(s *Settings) { s.InternetCapable = e.InternetCapable })
+	case *events.ClusterCreated:
+		return nil // read from the stream by those who check it (directory.ReadCluster)
 	default:
 		return fmt.Errorf("no directory rule for %s", ev.Type())
 	}

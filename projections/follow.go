@@ -220,3 +220,29 @@ func Replay(ctx context.Context, js jetstream.JetStream, stream, filter string, 
 		return err
 	}
 }
+
+// WhileFollowing follows cfg's stream into a (as Follow), waits until a
+// has applied every message the stream held when it was called, runs f
+// (whose own appends a applies as they come), then stops following. The
+// filter must match every message of the stream (its last sequence is
+// waited for). It is how a process reads a stream up to date before it
+// starts, and how a bootstrap writes through a projection it then drops.
+func WhileFollowing(ctx context.Context, js jetstream.JetStream, cfg FollowConfig, a Applier, f func() error) (err error) {
+	fctx, stop := context.WithCancel(ctx)
+	followed := make(chan error, 1)
+	go func() { followed <- Follow(fctx, js, cfg, a) }()
+	defer func() {
+		stop()
+		if ferr := <-followed; err == nil {
+			err = ferr
+		}
+	}()
+	st, err := js.Stream(ctx, cfg.Stream)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", cfg.Stream, err)
+	}
+	if err := a.WaitFor(ctx, st.CachedInfo().State.LastSeq); err != nil {
+		return err
+	}
+	return f()
+}

@@ -103,7 +103,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 				err = nil
 			}
 		} else {
-			_, err = js.CreateOrUpdateStream(ctx, c)
+			err = createOrUpdate(ctx, js, c)
 		}
 		if err != nil {
 			return fmt.Errorf("ensure stream %s: %w", c.Name, err)
@@ -118,10 +118,28 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 			err = nil
 		}
 	} else {
-		_, err = js.CreateOrUpdateKeyValue(ctx, kv)
+		// Created first, as streams are (createOrUpdate).
+		if _, err = js.CreateKeyValue(ctx, kv); errors.Is(err, jetstream.ErrBucketExists) {
+			_, err = js.UpdateKeyValue(ctx, kv)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("ensure KV bucket %s: %w", events.BucketOwners, err)
 	}
 	return nil
+}
+
+// createOrUpdate creates stream c, or updates it to c when it exists
+// with another configuration. It asks to create first: nats.go's
+// CreateOrUpdateStream asks to update first, and an update racing
+// another process's create of the same stream (two nodes starting, two
+// inits) left nats-server 2.15.2's clustered stream API unanswered for
+// every stream created after it (measured on three servers: each later
+// create timed out after 5 s).
+func createOrUpdate(ctx context.Context, js jetstream.JetStream, c jetstream.StreamConfig) error {
+	_, err := js.CreateStream(ctx, c)
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		_, err = js.UpdateStream(ctx, c)
+	}
+	return err
 }

@@ -2,10 +2,13 @@ package testcluster
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/projections"
 )
 
 // TestNATSCluster: three servers form a JetStream cluster, an R3 stream
@@ -58,5 +61,37 @@ func TestNATSCluster(t *testing.T) {
 				t.Errorf("%d messages, want 101", n)
 			}
 		})
+	}
+}
+
+// TestEnsureStreamsTwoAtOnce: two processes setting up the streams of one
+// three-server cluster at once (nodes starting together, two inits) both
+// succeed, and the cluster's stream API answers afterwards. nats.go's
+// CreateOrUpdateStream (update first) racing a create left nats-server
+// 2.15.2 unanswering every later stream create.
+func TestEnsureStreamsTwoAtOnce(t *testing.T) {
+	c := StartNATSCluster(t, NATSClusterOptions{})
+	nc := c.Connect("test")
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			errs[i] = projections.EnsureStreams(ctx, js, projections.StreamOptions{Replicas: 3})
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("setup %d: %v", i, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "AFTER", Subjects: []string{"after.>"}, Replicas: 3}); err != nil {
+		t.Errorf("a stream created afterwards: %v", err)
 	}
 }

@@ -250,28 +250,6 @@ func catchUpDirectory(ctx context.Context, js jetstream.JetStream, dir *projecti
 // withDirectory follows the directory stream into dir, waits until dir
 // has applied all of it, runs f (whose own directory writes dir applies
 // as they are made), and stops following.
-func withDirectory(ctx context.Context, js jetstream.JetStream, dir *projections.Directory, log *slog.Logger, f func() error) (err error) {
-	fctx, stop := context.WithCancel(ctx)
-	followed := make(chan error, 1)
-	go func() {
-		followed <- projections.Follow(fctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter, Logger: log}, dir)
-	}()
-	defer func() {
-		stop()
-		if ferr := <-followed; err == nil {
-			err = ferr
-		}
-	}()
-	st, err := js.Stream(ctx, events.StreamDirectory)
-	if err != nil {
-		return err
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return err
-	}
-	if err := dir.WaitFor(ctx, info.State.LastSeq); err != nil {
-		return err
-	}
-	return f()
+func withDirectory(ctx context.Context, js jetstream.JetStream, dir *projections.Directory, log *slog.Logger, f func() error) error {
+	return projections.WhileFollowing(ctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter, Logger: log}, dir, f)
 }
