@@ -113,6 +113,9 @@ func Init(ctx context.Context, js jetstream.JetStream, k *Keyring, spec InitSpec
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if err := projections.WaitJetStream(ctx, js); err != nil {
+		return err
+	}
 	c, err := ReadCluster(ctx, js)
 	if err != nil {
 		return err

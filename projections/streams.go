@@ -143,3 +143,27 @@ func createOrUpdate(ctx context.Context, js jetstream.JetStream, c jetstream.Str
 	}
 	return err
 }
+
+// WaitJetStream waits until the cluster's JetStream answers (on a
+// cluster: a meta leader has been elected), asking every second at most,
+// until ctx ends. Right after a cluster starts, or during a meta leader's
+// election, a JetStream API request may go unanswered until its deadline
+// instead of failing: each attempt here has its own short one.
+func WaitJetStream(ctx context.Context, js jetstream.JetStream) error {
+	for {
+		actx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := js.AccountInfo(actx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+			return fmt.Errorf("JetStream: %w (run the NATS servers with JetStream: -js, or jetstream {} in their configuration)", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("JetStream does not answer (a cluster without a meta leader: are most of its servers up and routed to each other?): %w", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -11,8 +10,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-
-	"golang.org/x/term"
 
 	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
@@ -279,14 +276,7 @@ func adminCommands() []command {
 				domains := fs.String("domains", "", "IM `domains` a domain administrator administers, comma-separated")
 				return func(ctx context.Context, e *env, args []string) error {
 					n := args[0]
-					pw, err := e.readSecret("password of administrator "+n, true)
-					if err != nil {
-						return err
-					}
-					if len(pw) < 8 {
-						return errors.New("a password needs at least 8 characters")
-					}
-					v, err := directory.NewAdminVerifier(pw)
+					v, err := e.prompt().AdminVerifier(n)
 					if err != nil {
 						return err
 					}
@@ -398,41 +388,22 @@ type env struct {
 	stdin     io.Reader
 	stderr    io.Writer
 	lookupEnv func(string) (string, bool)
-	in        *bufio.Reader
+	prompter  *directory.Prompter
 	admin     *directory.Client
 }
 
 // readSecret reads a secret: prompted on a terminal (twice, when confirm),
 // else one line of stdin.
 func (e *env) readSecret(prompt string, confirm bool) (string, error) {
-	if f, ok := e.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		fmt.Fprint(e.stderr, prompt+": ")
-		b, err := term.ReadPassword(int(f.Fd()))
-		fmt.Fprintln(e.stderr)
-		if err != nil {
-			return "", err
-		}
-		if confirm {
-			fmt.Fprint(e.stderr, "again: ")
-			b2, err := term.ReadPassword(int(f.Fd()))
-			fmt.Fprintln(e.stderr)
-			if err != nil {
-				return "", err
-			}
-			if string(b) != string(b2) {
-				return "", errors.New("the two entries differ")
-			}
-		}
-		return string(b), nil
+	return e.prompt().Secret(prompt, confirm)
+}
+
+// prompt returns the prompter of the command's standard input.
+func (e *env) prompt() *directory.Prompter {
+	if e.prompter == nil {
+		e.prompter = &directory.Prompter{In: e.stdin, Out: e.stderr}
 	}
-	if e.in == nil {
-		e.in = bufio.NewReader(e.stdin)
-	}
-	line, err := e.in.ReadString('\n')
-	if err != nil && (err != io.EOF || line == "") {
-		return "", fmt.Errorf("%s: read from standard input: %w", prompt, err)
-	}
-	return strings.TrimRight(line, "\r\n"), nil
+	return e.prompter
 }
 
 // adminClient connects to the directory service as the administrator the
@@ -456,8 +427,7 @@ func (e *env) adminClient(adminFlag, passwordFile string) (*directory.Client, fu
 	case ok:
 		password = v
 	default:
-		f, isFile := e.stdin.(*os.File)
-		if !isFile || !term.IsTerminal(int(f.Fd())) {
+		if !(&directory.Prompter{In: e.stdin}).Terminal() {
 			return nil, nil, fmt.Errorf("no password for administrator %s: set RVPCTL_ADMIN_PASSWORD or -admin-password-file", name)
 		}
 		p, err := e.readSecret("password of administrator "+name, false)

@@ -79,9 +79,11 @@ func cmdStatus(ctx context.Context, e *env, _ []string) error {
 		Bytes     uint64     `json:"bytes"`
 		LastSeq   uint64     `json:"last_seq"`
 		LastTime  time.Time  `json:"last_time"`
+		Replicas  int        `json:"replicas"`
+		Leader    string     `json:"leader,omitempty"` // the NATS server that leads it ("" on a single server)
 		Consumers []consumer `json:"consumers,omitempty"`
 	}
-	rows := [][]string{{"STREAM", "MESSAGES", "BYTES", "LAST SEQ", "LAST", "CONSUMER", "PENDING", "ACK PENDING", "REDELIVERED"}}
+	rows := [][]string{{"STREAM", "REPLICAS", "MESSAGES", "BYTES", "LAST SEQ", "LAST", "CONSUMER", "PENDING", "ACK PENDING", "REDELIVERED"}}
 	for _, name := range []string{events.StreamRequests, events.StreamFacts, events.StreamDirectory, events.StreamLookups} {
 		st, err := js.Stream(ctx, name)
 		if err != nil {
@@ -91,7 +93,11 @@ func cmdStatus(ctx context.Context, e *env, _ []string) error {
 		if err != nil {
 			return fmt.Errorf("stream %s: %w", name, err)
 		}
-		s := stream{Name: name, Messages: info.State.Msgs, Bytes: info.State.Bytes, LastSeq: info.State.LastSeq, LastTime: info.State.LastTime}
+		s := stream{Name: name, Messages: info.State.Msgs, Bytes: info.State.Bytes, LastSeq: info.State.LastSeq, LastTime: info.State.LastTime,
+			Replicas: info.Config.Replicas}
+		if info.Cluster != nil {
+			s.Leader = info.Cluster.Leader
+		}
 		names := st.ConsumerNames(ctx)
 		for cn := range names.Name() {
 			c, err := st.Consumer(ctx, cn)
@@ -111,13 +117,17 @@ func cmdStatus(ctx context.Context, e *env, _ []string) error {
 		if !s.LastTime.IsZero() && s.LastSeq > 0 {
 			last = s.LastTime.UTC().Format(time.RFC3339)
 		}
-		row := []string{s.Name, fmt.Sprint(s.Messages), fmt.Sprint(s.Bytes), fmt.Sprint(s.LastSeq), last}
+		replicas := fmt.Sprint(s.Replicas)
+		if s.Replicas > 1 {
+			replicas += " (leader " + s.Leader + ")"
+		}
+		row := []string{s.Name, replicas, fmt.Sprint(s.Messages), fmt.Sprint(s.Bytes), fmt.Sprint(s.LastSeq), last}
 		if len(s.Consumers) == 0 {
 			rows = append(rows, append(row, "", "", "", ""))
 		}
 		for i, c := range s.Consumers {
 			if i > 0 {
-				row = []string{"", "", "", "", ""}
+				row = []string{"", "", "", "", "", ""}
 			}
 			rows = append(rows, append(row, c.Name, fmt.Sprint(c.Pending), fmt.Sprint(c.AckPending), fmt.Sprint(c.Redelivered)))
 		}

@@ -22,11 +22,14 @@ type helpFlag struct {
 }
 
 // devHelp parses the flags and defaults `rvpd dev -h` prints.
-func devHelp(t *testing.T) map[string]helpFlag {
+func devHelp(t *testing.T) map[string]helpFlag { return modeHelp(t, "dev") }
+
+// modeHelp parses the flags and defaults `rvpd <mode> -h` prints.
+func modeHelp(t *testing.T, mode string) map[string]helpFlag {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
-	if err := exec(context.Background(), []string{"dev", "-h"}, noEnv, &stdout, &stderr); !errors.Is(err, flag.ErrHelp) {
-		t.Fatalf("rvpd dev -h: %v", err)
+	if err := exec(context.Background(), []string{mode, "-h"}, noEnv, &stdout, &stderr); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("rvpd %s -h: %v", mode, err)
 	}
 	flags := map[string]helpFlag{}
 	name := ""
@@ -48,7 +51,7 @@ func devHelp(t *testing.T) map[string]helpFlag {
 		}
 	}
 	if len(flags) < 10 {
-		t.Fatalf("rvpd dev -h shows %d flags:\n%s", len(flags), stderr.String())
+		t.Fatalf("rvpd %s -h shows %d flags:\n%s", mode, len(flags), stderr.String())
 	}
 	return flags
 }
@@ -242,5 +245,20 @@ func TestEnvironmentNames(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "RVPD_<FLAG>") || !strings.Contains(stderr.String(), "RVPD_CLUSTER_KEY") {
 		t.Errorf("rvpd node -h does not name its environment variables:\n%s", stderr.String())
+	}
+}
+
+// TestFlagsAlikeInEveryMode: a flag name has one type in every mode of
+// rvpd, so that one RVPD_<FLAG> variable suits them all (a node's -admin
+// is a switch; init's administrator is -admin.name).
+func TestFlagsAlikeInEveryMode(t *testing.T) {
+	seen := map[string]string{}
+	for _, mode := range []string{"dev", "node", "init"} {
+		for name, f := range modeHelp(t, mode) {
+			if prev, ok := seen[name]; ok && prev != f.typ {
+				t.Errorf("-%s is %q in one mode and %q in rvpd %s", name, prev, f.typ, mode)
+			}
+			seen[name] = f.typ
+		}
 	}
 }

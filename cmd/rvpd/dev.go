@@ -109,7 +109,7 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	}
 	setup, cancelSetup := context.WithTimeout(ctx, setupTimeout)
 	defer cancelSetup()
-	p, err := openProcess(setup, log, embedded, f.streamOptions(), f.data)
+	p, err := openProcess(setup, log, embedded, f.streamOptions(), nil, f.data)
 	if err != nil {
 		return err
 	}

@@ -129,14 +129,18 @@ func startExec(t *testing.T, args []string, ready *regexp.Regexp) (*devProc, []s
 }
 
 // buildRvpd builds the rvpd binary for tests that run it as a process.
-func buildRvpd(t *testing.T) string {
+func buildRvpd(t *testing.T) string { return buildCommand(t, ".", "rvpd") }
+
+// buildCommand builds the command in dir (relative to this package) as
+// name, for tests that run it as an operator would.
+func buildCommand(t *testing.T, dir, name string) string {
 	t.Helper()
 	if testing.Short() {
-		t.Skip("builds and runs the binary")
+		t.Skip("builds and runs " + name)
 	}
-	bin := filepath.Join(t.TempDir(), "rvpd")
-	if out, err := osexec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	bin := filepath.Join(t.TempDir(), name)
+	if out, err := osexec.Command("go", "build", "-o", bin, dir).CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", name, err, out)
 	}
 	return bin
 }

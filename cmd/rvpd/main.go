@@ -4,6 +4,7 @@
 // Usage:
 //
 //	rvpd dev [flags]    every role and an embedded NATS server in one process
+//	rvpd init [flags]   set up an empty NATS cluster: streams, key, first administrator
 //	rvpd node [flags]   the roles given, against an existing NATS cluster
 //
 // Every flag can also be set from the environment as RVPD_<FLAG>:
@@ -24,7 +25,7 @@ import (
 )
 
 func main() {
-	err := exec(context.Background(), os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr)
+	err := execIn(context.Background(), os.Args[1:], os.LookupEnv, os.Stdin, os.Stdout, os.Stderr)
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(os.Stderr, "rvpd:", err)
 		os.Exit(1)
@@ -36,14 +37,22 @@ const usage = `usage: rvpd <mode> [flags]
 modes:
   dev     run every role (gateway, home node, router) and an embedded NATS
           server in one process, with a demo IM domain; for development
+  init    set up an empty NATS cluster for production: streams, cluster key,
+          the first organisation administrator (then rvpctl does the rest)
   node    run the roles given (-gateway, -home, -router, -admin) against an
           existing NATS cluster; for production, one or more per site
 
 Run "rvpd <mode> -h" for the flags of a mode.
 `
 
-// exec is main without the process: tests call it.
+// exec is main without the process and with an empty standard input:
+// tests call it.
 func exec(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error {
+	return execIn(ctx, args, lookupEnv, strings.NewReader(""), stdout, stderr)
+}
+
+// execIn is main without the process.
+func execIn(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return errors.New("no mode given")
@@ -53,6 +62,8 @@ func exec(ctx context.Context, args []string, lookupEnv func(string) (string, bo
 		return runDev(ctx, args[1:], lookupEnv, stdout, stderr)
 	case "node":
 		return runNode(ctx, args[1:], lookupEnv, stdout, stderr)
+	case "init":
+		return runInit(ctx, args[1:], lookupEnv, stdin, stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -6,14 +6,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/directory"
+	"github.com/rvp-im/rvpd/projections"
 )
 
 type nodeFlags struct {
@@ -68,7 +71,7 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 	fs.StringVar(&f.homes, "home", "", "own these home servers, comma-separated (each in one node at a time)")
 	fs.StringVar(&f.router, "router", "", "answer lookups as a router node of this name (any number share them)")
 	fs.BoolVar(&f.admin, "admin", false, "serve the directory service rvpctl talks to")
-	fs.IntVar(&f.replicas, "streams.replicas", 1, "replicas of the streams this node creates if the cluster has none yet (3 for a site)")
+	fs.IntVar(&f.replicas, "streams.replicas", 1, "replicas of the streams this node creates if the cluster has none yet and was not set up by rvpd init, whose replicas it takes (3 for a site)")
 	f.roleFlags.register(fs)
 	if err := parseFlags(fs, args, lookupEnv); err != nil {
 		return err
@@ -90,33 +93,30 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 		warnNoAuth(log, f.auth)
 	}
 
-	cluster := func() (*nats.Conn, <-chan error, func(), error) {
-		lost := make(chan error, 1)
-		opts := []nats.Option{nats.Name("rvpd-node-" + f.name), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second),
-			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS connection lost; reconnecting", "err", err) }),
-			nats.ReconnectHandler(func(c *nats.Conn) { log.Info("NATS connection back", "server", c.ConnectedUrl()) }),
-			nats.ClosedHandler(func(*nats.Conn) {
-				select {
-				case lost <- errors.New("connection closed"):
-				default:
-				}
-			})}
-		if f.natsCreds != "" {
-			opts = append(opts, nats.UserCredentials(f.natsCreds))
-		}
-		nc, err := nats.Connect(f.nats, opts...)
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("connect to NATS at %s: %w (is the cluster up? give its servers with -nats)", f.nats, err)
-		}
-		return nc, lost, nc.Close, nil
-	}
 	setup, cancelSetup := context.WithTimeout(ctx, setupTimeout)
 	defer cancelSetup()
 	// The streams of a new cluster, with -streams.replicas; those there
 	// are left as their administrator set them.
 	so := f.streamOptions()
 	so.Replicas, so.CreateOnly = f.replicas, true
-	p, err := openProcess(setup, log, cluster, so, f.data)
+	// A cluster set up by rvpd init says which key it was set up with, and
+	// the replicas of its streams: those this node creates (a home
+	// server's facts) have them too, whatever -streams.replicas says.
+	prepare := func(ctx context.Context, js jetstream.JetStream, so *projections.StreamOptions) error {
+		c, err := directory.ReadCluster(ctx, js)
+		if err != nil {
+			return err
+		}
+		if c.Created == nil {
+			return nil
+		}
+		if c.Created.KeyCheck != keyring.KeyCheck() {
+			return directory.CheckKey(ctx, js, keyring)
+		}
+		so.Replicas = c.Created.Replicas
+		return nil
+	}
+	p, err := openProcess(setup, log, clusterLink("rvpd-node-"+f.name, f.nats, f.natsCreds, log), so, prepare, f.data)
 	if err != nil {
 		return err
 	}
@@ -170,4 +170,31 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// clusterLink reaches a NATS cluster at urls (comma-separated) as a
+// client named name: it reconnects for ever, to whichever server
+// answers, and reports the connection's loss only when it is closed for
+// good.
+func clusterLink(name, urls, creds string, log *slog.Logger) natsLink {
+	return func() (*nats.Conn, <-chan error, func(), error) {
+		lost := make(chan error, 1)
+		opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second),
+			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS connection lost; reconnecting", "err", err) }),
+			nats.ReconnectHandler(func(c *nats.Conn) { log.Info("NATS connection back", "server", c.ConnectedUrl()) }),
+			nats.ClosedHandler(func(*nats.Conn) {
+				select {
+				case lost <- errors.New("connection closed"):
+				default:
+				}
+			})}
+		if creds != "" {
+			opts = append(opts, nats.UserCredentials(creds))
+		}
+		nc, err := nats.Connect(urls, opts...)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("connect to NATS at %s: %w (is the cluster up? give its servers with -nats)", urls, err)
+		}
+		return nc, lost, nc.Close, nil
+	}
 }

@@ -45,9 +45,11 @@ type process struct {
 type natsLink func() (nc *nats.Conn, fatal <-chan error, release func(), err error)
 
 // openProcess reaches NATS through link, ensures the streams with so
-// within ctx, and opens the projections' store in data. On an error it
-// closes what it opened.
-func openProcess(ctx context.Context, log *slog.Logger, link natsLink, so projections.StreamOptions, data string) (p *process, err error) {
+// within ctx, and opens the projections' store in data. prepare, when
+// set, looks at the cluster before the streams are ensured, and may
+// refuse it or change so. On an error it closes what it opened.
+func openProcess(ctx context.Context, log *slog.Logger, link natsLink, so projections.StreamOptions,
+	prepare func(context.Context, jetstream.JetStream, *projections.StreamOptions) error, data string) (p *process, err error) {
 	p = &process{log: log}
 	defer func() {
 		if err != nil {
@@ -63,6 +65,14 @@ func openProcess(ctx context.Context, log *slog.Logger, link natsLink, so projec
 	p.closers = append(p.closers, release)
 	if p.js, err = jetstream.New(nc); err != nil {
 		return p, err
+	}
+	if err := projections.WaitJetStream(ctx, p.js); err != nil {
+		return p, err
+	}
+	if prepare != nil {
+		if err := prepare(ctx, p.js, &so); err != nil {
+			return p, err
+		}
 	}
 	if err := projections.EnsureStreams(ctx, p.js, so); err != nil {
 		return p, err

@@ -23,8 +23,34 @@ import (
 	"github.com/rvp-im/rvpd/rvp"
 )
 
+// streamFlags are the settings that live in the cluster's streams and
+// buckets, given where they are created (rvpd init, rvpd dev, a node
+// that finds none).
+type streamFlags struct {
+	leaseTTL       time.Duration
+	auditRetention time.Duration
+}
+
+func (f *streamFlags) register(fs *flag.FlagSet) {
+	fs.DurationVar(&f.auditRetention, "audit.retention", 0, "how long facts are kept (0: for ever; set where the cluster's streams are created)")
+	fs.DurationVar(&f.leaseTTL, "home.lease-ttl", projections.DefaultLeaseTTL, "how long a home server's owner may be silent before a standby node takes over (set where the cluster's streams are created)")
+}
+
+// streamOptions are the streams' settings these flags give.
+func (f streamFlags) streamOptions() projections.StreamOptions {
+	return projections.StreamOptions{LeaseTTL: f.leaseTTL, FactMaxAge: f.auditRetention}
+}
+
+func (f streamFlags) validate() error {
+	if f.leaseTTL < 0 || f.auditRetention < 0 {
+		return fmt.Errorf("-home.lease-ttl %s, -audit.retention %s: durations cannot be negative", f.leaseTTL, f.auditRetention)
+	}
+	return nil
+}
+
 // roleFlags are the settings of the roles, the same in every mode.
 type roleFlags struct {
+	streamFlags
 	auth                string
 	allowBasic          bool
 	keyFile             string
@@ -32,14 +58,7 @@ type roleFlags struct {
 	logLevel, logFormat string
 	policy              homenode.Policy
 	requestTimeout      time.Duration
-	leaseTTL            time.Duration
 	auditBodies         bool
-	auditRetention      time.Duration
-}
-
-// streamOptions are the streams' settings these flags give.
-func (f roleFlags) streamOptions() projections.StreamOptions {
-	return projections.StreamOptions{LeaseTTL: f.leaseTTL, FactMaxAge: f.auditRetention}
 }
 
 // homePolicy is the home nodes' policy these flags give.
@@ -66,8 +85,7 @@ func (f *roleFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.policy.DeliveryTimeout, "notify.timeout", def.DeliveryTimeout, "time to deliver a message to a recipient's clients (below -request.timeout)")
 	fs.DurationVar(&f.requestTimeout, "request.timeout", gateway.DefaultRequestTimeout, "time a gateway waits for a home node's answer (below librvp's 30s)")
 	fs.BoolVar(&f.auditBodies, "audit.bodies", !def.OmitBodies, "keep message bodies in the facts (false: their size and SHA-256 only)")
-	fs.DurationVar(&f.auditRetention, "audit.retention", 0, "how long facts are kept (0: for ever; set where the cluster's streams are created)")
-	fs.DurationVar(&f.leaseTTL, "home.lease-ttl", projections.DefaultLeaseTTL, "how long a home server's owner may be silent before a standby node takes over (set where the cluster's streams are created)")
+	f.streamFlags.register(fs)
 	fs.StringVar(&f.peers, "federation.peers", "", "federation peer table: host=host:port,... (an IM host or domain of another organisation and its router's address)")
 	fs.StringVar(&f.dns, "federation.dns", "", `find other organisations by DNS SRV _rvp._tcp.<domain>: "system", or a DNS server host:port ("" off)`)
 	fs.StringVar(&f.proxy, "federation.proxy", "", "outbound HTTP proxy for requests to other organisations, http://host:port (it finds their hosts: the peer table and DNS discovery are then unused)")
@@ -94,8 +112,8 @@ func (f roleFlags) validate() error {
 	} else if d := f.homePolicy().DeliveryTimeout; d > 0 && d >= f.requestTimeout {
 		errs = append(errs, fmt.Errorf("-notify.timeout %s is not below -request.timeout %s: a message's sender would be told 503 while it is still being delivered", d, f.requestTimeout))
 	}
-	if f.leaseTTL < 0 || f.auditRetention < 0 {
-		errs = append(errs, fmt.Errorf("-home.lease-ttl %s, -audit.retention %s: durations cannot be negative", f.leaseTTL, f.auditRetention))
+	if err := f.streamFlags.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if _, _, _, err := federation(f); err != nil {
 		errs = append(errs, err)

@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/directory"
+	"github.com/rvp-im/rvpd/projections"
+)
+
+type initFlags struct {
+	streamFlags
+	nats, natsCreds     string
+	replicas            int
+	keyFile             string
+	admin               string
+	domain, imHost, nt  string
+	domainHosts         string
+	home, homeHost      string
+	logLevel, logFormat string
+}
+
+func (f initFlags) validate() error {
+	errs := []error{f.streamFlags.validate()}
+	if f.replicas < 1 || f.replicas > 5 {
+		errs = append(errs, fmt.Errorf("-streams.replicas %d: want 1 to 5 (3 for a site's three NATS servers)", f.replicas))
+	}
+	if f.admin == "" {
+		errs = append(errs, errors.New("-admin.name is empty: the first administrator needs a name"))
+	}
+	if (f.home == "") != (f.homeHost == "") {
+		errs = append(errs, errors.New("-home.name and -home.host come together: a home server needs its host name (its physical URLs name it)"))
+	}
+	if f.domain == "" && (f.imHost != "" || f.nt != "" || f.domainHosts != "") {
+		errs = append(errs, errors.New("-domain.im-host, -domain.nt-domain and -domain.hosts need -domain"))
+	}
+	if _, err := newLogger(io.Discard, f.logLevel, f.logFormat); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// runInit initialises an empty cluster (directory.Init): its streams,
+// the cluster key, the first organisation administrator, and optionally
+// the first IM domain and home server. Everything after is rvpctl's.
+//
+// It is rvpd's, not rvpctl's, because it is the server's setup: it holds
+// the cluster key (rvpctl never does: it talks to the directory service
+// and proves its administrator's password) and the settings that live in
+// the streams (-streams.replicas, -home.lease-ttl, -audit.retention),
+// which rvpd dev and rvpd node share.
+func runInit(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("rvpd init", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	setUsage(fs, "rvpd init -nats URLS [-streams.replicas 3] [-cluster-key-file FILE] [-admin.name NAME] [-domain DOMAIN] [-home.name NAME -home.host HOST]\n\n"+
+		"Initialises an empty cluster: creates its streams and buckets, generates the cluster key\n"+
+		"(or takes it), creates the first organisation administrator (its password prompted, or\n"+
+		"one line of standard input), and optionally the first IM domain and home server.\n"+
+		"It refuses a cluster that has been set up.")
+	var f initFlags
+	fs.StringVar(&f.nats, "nats", nats.DefaultURL, "NATS servers of the cluster, comma-separated URLs")
+	fs.StringVar(&f.natsCreds, "nats.creds", "", "NATS credentials file (user JWT and seed), if the cluster requires one")
+	fs.IntVar(&f.replicas, "streams.replicas", 3, "replicas of every stream and bucket: 3 for a site's three NATS servers, 1 for a single server")
+	fs.StringVar(&f.keyFile, "cluster-key-file", "cluster.key", "the cluster key: read from this file if it exists, else generated and written there, readable by you only; "+envClusterKey+", when set, is taken instead")
+	fs.StringVar(&f.admin, "admin.name", "admin", "name of the first organisation administrator")
+	fs.StringVar(&f.domain, "domain", "", "create this first IM domain, e.g. example.com")
+	fs.StringVar(&f.imHost, "domain.im-host", "", "its IM host (default im.DOMAIN), the target of its _rvp._tcp SRV record")
+	fs.StringVar(&f.nt, "domain.nt-domain", "", "its Windows domain for NTLM and Digest (default: its first label, upper-cased)")
+	fs.StringVar(&f.domainHosts, "domain.hosts", "", "more host names clients may reach it by, comma-separated (the name of a gateway its SRV record gives, for instance)")
+	fs.StringVar(&f.home, "home.name", "", "create this first home server, e.g. home1")
+	fs.StringVar(&f.homeHost, "home.host", "", "its host name, e.g. imhome1.example.com")
+	fs.StringVar(&f.logLevel, "log.level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&f.logFormat, "log.format", "text", "log format: text or json")
+	f.streamFlags.register(fs)
+	if err := parseFlags(fs, args, lookupEnv); err != nil {
+		return err
+	}
+	if err := f.validate(); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, f.logLevel, f.logFormat)
+	if err != nil {
+		return err
+	}
+
+	// Reach the cluster and look before asking for anything.
+	setup, cancel := context.WithTimeout(ctx, setupTimeout)
+	defer cancel()
+	nc, _, release, err := clusterLink("rvpd-init", f.nats, f.natsCreds, log)()
+	if err != nil {
+		return err
+	}
+	defer release()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	if err := projections.WaitJetStream(setup, js); err != nil {
+		return err
+	}
+	if c, err := directory.ReadCluster(setup, js); err != nil {
+		return err
+	} else if c.Initialized() {
+		return fmt.Errorf("%w (administrators: %s); change it with rvpctl", directory.ErrInitialized, strings.Join(c.Admins, ", "))
+	}
+
+	keyring, keyNote, err := initKey(f.keyFile, lookupEnv)
+	if err != nil {
+		return err
+	}
+	prompt := &directory.Prompter{In: stdin, Out: stderr}
+	v, err := prompt.AdminVerifier(f.admin)
+	if err != nil {
+		return err
+	}
+	spec := directory.InitSpec{Streams: f.streamOptions(), Admin: f.admin, Verifier: v, Logger: log}
+	spec.Streams.Replicas = f.replicas
+	if f.domain != "" {
+		d := directory.DomainSpec{Domain: f.domain, IMHost: f.imHost, NTDomain: f.nt, Hosts: splitList(f.domainHosts)}
+		if d.IMHost == "" {
+			d.IMHost = "im." + f.domain
+		}
+		spec.Domain = &d
+	}
+	if f.home != "" {
+		spec.Home = &directory.HomeServerSpec{Name: f.home, Host: f.homeHost, HostsUsers: true}
+	}
+	if err := directory.Init(setup, js, keyring, spec); err != nil {
+		return err
+	}
+	printInitDone(stdout, f, spec, keyNote, nc.ConnectedUrl())
+	return nil
+}
+
+// initKey returns the cluster key init works with: RVPD_CLUSTER_KEY when
+// set, else the key file's when it exists, else a new key written to the
+// key file, readable only by its owner. The note says which.
+func initKey(file string, lookupEnv func(string) (string, bool)) (*directory.Keyring, string, error) {
+	if env, ok := lookupEnv(envClusterKey); ok {
+		key, err := directory.ParseKey(env)
+		if err != nil {
+			return nil, "", fmt.Errorf("%s: %w", envClusterKey, err)
+		}
+		k, err := directory.NewKeyring(key)
+		return k, "taken from " + envClusterKey + "; give every node the same", err
+	}
+	note := "read from " + file
+	if st, err := os.Stat(file); errors.Is(err, os.ErrNotExist) {
+		note = "generated and written to " + file + " (readable by you only)"
+	} else if err != nil {
+		return nil, "", fmt.Errorf("-cluster-key-file: %w", err)
+	} else if st.Mode().Perm()&0o077 != 0 {
+		return nil, "", fmt.Errorf("-cluster-key-file %s can be read by others (mode %v): chmod 600 it first, or give another file", file, st.Mode().Perm())
+	}
+	key, err := directory.LoadOrCreateKey(file)
+	if err != nil {
+		return nil, "", fmt.Errorf("-cluster-key-file: %w", err)
+	}
+	k, err := directory.NewKeyring(key)
+	return k, note, err
+}
+
+func printInitDone(w io.Writer, f initFlags, spec directory.InitSpec, keyNote, server string) {
+	fmt.Fprintf(w, "rvpd init: cluster at %s initialised\n", server)
+	fmt.Fprintf(w, "  streams:        %d replicas; home-server lease %s\n", f.replicas, f.leaseTTL)
+	fmt.Fprintf(w, "  cluster key:    %s\n", keyNote)
+	fmt.Fprintf(w, "  administrator:  %s (organisation)\n", f.admin)
+	if d := spec.Domain; d != nil {
+		fmt.Fprintf(w, "  IM domain:      %s (IM host %s; SRV record _rvp._tcp.%s)\n", d.Domain, d.IMHost, d.Domain)
+	}
+	if h := spec.Home; h != nil {
+		fmt.Fprintf(w, "  home server:    %s at %s\n", h.Name, h.Host)
+	}
+	fmt.Fprintf(w, "next:\n")
+	fmt.Fprintf(w, "  1. copy the cluster key to every node's machine, readable by rvpd only\n")
+	fmt.Fprintf(w, "  2. start the nodes: rvpd node -name NAME -nats %s -cluster-key-file FILE -admin -gateway :80 -home HOME ...\n", f.nats)
+	fmt.Fprintf(w, "  3. as the administrator: export RVPCTL_NATS=%s RVPCTL_ADMIN=%s\n", f.nats, f.admin)
+	if spec.Domain == nil {
+		fmt.Fprintf(w, "     rvpctl domain create DOMAIN\n")
+	}
+	if spec.Home == nil {
+		fmt.Fprintf(w, "     rvpctl home create HOME -host HOST\n")
+	}
+	fmt.Fprintf(w, "     rvpctl user enable USER@%s -home %s; rvpctl password set USER@%s\n",
+		orPlaceholder(f.domain, "DOMAIN"), orPlaceholder(f.home, "HOME"), orPlaceholder(f.domain, "DOMAIN"))
+}
+
+func orPlaceholder(v, placeholder string) string {
+	if v == "" {
+		return placeholder
+	}
+	return v
+}
