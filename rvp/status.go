@@ -77,6 +77,11 @@ const (
 	// StatusHTTPVersion: a request line with an HTTP version other than
 	// 1.x.
 	StatusHTTPVersion = 505
+	// StatusInsufficientStorage (WebDAV's status for a resource that
+	// cannot hold more): an ACL write that would take a node's ACL past
+	// its limit of entries. librvp shows it as a failed ACL write and
+	// goes on.
+	StatusInsufficientStorage = 507
 	// StatusLoopDetected: RVP-Hop-Count above the limit (8): servers are
 	// forwarding a request or a NOTIFY in a loop. WebDAV's status for
 	// loops.
