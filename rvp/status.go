@@ -79,8 +79,8 @@ const (
 	StatusHTTPVersion = 505
 	// StatusInsufficientStorage (WebDAV's status for a resource that
 	// cannot hold more): an ACL write that would take a node's ACL past
-	// its limit of entries. librvp shows it as a failed ACL write and
-	// goes on.
+	// its limit of entries (a user blocking or befriending more than a
+	// thousand principals). Not 500 or 501, on which librvp disconnects.
 	StatusInsufficientStorage = 507
 	// StatusLoopDetected: RVP-Hop-Count above the limit (8): servers are
 	// forwarding a request or a NOTIFY in a loop. WebDAV's status for
