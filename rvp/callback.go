@@ -98,7 +98,7 @@ func callBackEndpoint(u URL) (netip.AddrPort, error) {
 	}
 	ip, err := netip.ParseAddr(strings.Trim(u.Hostname(), "[]"))
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("Call-Back %s names a host, not an IP address: a client's listener is named by its address (as librvp, Miranda and Messenger do; set Net::RVP's host to the address)", u)
+		return netip.AddrPort{}, fmt.Errorf("Call-Back %s names a host name, not an IP address: a client's listener is named by its address (as librvp, Miranda and Messenger do; set Net::RVP's host to the address)", u)
 	}
 	return netip.AddrPortFrom(ip.Unmap(), uint16(port)), nil
 }
