@@ -87,6 +87,9 @@ func textBody(r *rvp.Response, msg string) {
 	r.Body = []byte(msg + "\n")
 }
 
+// MaxHops is the highest RVP-Hop-Count a gateway takes (digest §3.6.3).
+const MaxHops = 8
+
 // target is the node a request addresses.
 type target struct {
 	user    events.User
@@ -174,6 +177,11 @@ func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client 
 	default:
 		// GET, HEAD, POST, PUT, LOCK, UNLOCK, OPTIONS, POLL and anything else.
 		return nil, refuse(rvp.StatusNotImplemented, "%s is not implemented by this RVP server", req.Method)
+	}
+	if n, err := rvp.ParseCount(strings.TrimSpace(req.Header.Get(rvp.HdrHopCount))); err == nil && n > MaxHops {
+		// Refused here, before anything is appended; routers and home
+		// nodes hold the same limit for what reaches them otherwise.
+		return nil, refuse(rvp.StatusLoopDetected, "RVP-Hop-Count %d exceeds the limit of %d: servers are forwarding this request in a loop", n, MaxHops)
 	}
 	reqHost := requestHost(req)
 	from, fromUser, fromDomain, err := g.fromPrincipal(req, reqHost)

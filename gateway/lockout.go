@@ -46,6 +46,7 @@ type LockoutConfig struct {
 // Defaults of LockoutConfig, written once: rvpd's flags read them.
 const (
 	DefaultLockoutFree     = 10
+	DefaultLockoutDelay    = time.Second
 	DefaultLockoutMaxDelay = 15 * time.Minute
 )
 
@@ -54,7 +55,7 @@ func (c LockoutConfig) withDefaults() LockoutConfig {
 		c.Free = DefaultLockoutFree
 	}
 	if c.BaseDelay <= 0 {
-		c.BaseDelay = time.Second
+		c.BaseDelay = DefaultLockoutDelay
 	}
 	if c.MaxDelay <= 0 {
 		c.MaxDelay = DefaultLockoutMaxDelay

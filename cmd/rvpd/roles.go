@@ -69,6 +69,7 @@ func (f *roleFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.allowBasic, "auth.basic", false, "also accept Basic credentials (passwords in clear)")
 	fs.BoolVar(&f.ntlmv1, "auth.ntlmv1", true, "accept NTLMv1 responses (librvp answers only NTLMv1; false leaves NTLMv2)")
 	fs.IntVar(&f.lockout.Free, "lockout.free", gateway.DefaultLockoutFree, "failed sign-ins of an account from an address before each further one makes them wait twice as long")
+	fs.DurationVar(&f.lockout.BaseDelay, "lockout.delay", gateway.DefaultLockoutDelay, "the first wait after the free failed sign-ins, doubled at each further failure")
 	fs.DurationVar(&f.lockout.MaxDelay, "lockout.max-delay", gateway.DefaultLockoutMaxDelay, "longest wait after failed sign-ins")
 	fs.StringVar(&f.callbackAllow, "callback.allow", "", "address ranges a Call-Back may name besides the client's own address (NAT, trusted networks): 10.0.0.0/8,192.0.2.7,... and endpoints of this server's own allowed as Call-Backs (127.0.0.1:8081)")
 	fs.IntVar(&f.senders.MessagesPerSecond, "limit.messages", gateway.DefaultMessagesPerSecond, "messages (NOTIFYs) a second per sender and gateway (0: no limit)")
@@ -127,8 +128,9 @@ func (f roleFlags) validate() error {
 		errs = append(errs, fmt.Errorf("-limit.messages %d, -limit.messages.burst %d, -limit.bytes %d, -limit.bytes.burst %d: limits cannot be negative (0 switches one off)",
 			s.MessagesPerSecond, s.MessageBurst, s.BytesPerSecond, s.ByteBurst))
 	}
-	if f.lockout.Free < 1 || f.lockout.MaxDelay < time.Second {
-		errs = append(errs, fmt.Errorf("-lockout.free %d, -lockout.max-delay %s: want at least 1 free failure and a wait of at least 1s", f.lockout.Free, f.lockout.MaxDelay))
+	if f.lockout.Free < 1 || f.lockout.BaseDelay <= 0 || f.lockout.MaxDelay < f.lockout.BaseDelay {
+		errs = append(errs, fmt.Errorf("-lockout.free %d, -lockout.delay %s, -lockout.max-delay %s: want at least 1 free failure, a first wait above 0 and a longest wait at least as long",
+			f.lockout.Free, f.lockout.BaseDelay, f.lockout.MaxDelay))
 	}
 	if f.requestMaxAge < projections.DefaultDuplicates || f.requestMaxBytes < 1<<20 {
 		errs = append(errs, fmt.Errorf("-requests.max-age %s, -requests.max-bytes %d: want at least %s (the deduplication window) and 1 MiB", f.requestMaxAge, f.requestMaxBytes, projections.DefaultDuplicates))
