@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/gateway"
 )
 
 func notificationBody(kind, from, to string) []byte {
@@ -117,5 +118,37 @@ func TestHostileFederation(t *testing.T) {
 		if strings.Contains(string(n.Body), "forged?") && !strings.Contains(n.From(), "dave") {
 			t.Errorf("a forged notification reached alice:\n%s", n.Body)
 		}
+	}
+	// The gateway counted what it refused, for the metrics.
+	st := a.Gateways[0].Gateway.Stats()
+	if st.Forged < 9 || st.CallBacksRefused < 4 || st.Foreign < 5 {
+		t.Errorf("gateway stats %+v: want at least 9 forged, 4 Call-Backs refused, 5 foreign requests taken", st)
+	}
+}
+
+// TestGatewayStats: the per-sender limits and sign-in throttling are
+// counted, with requests refused for want of credentials.
+func TestGatewayStats(t *testing.T) {
+	c := Start(t, Options{Senders: gateway.SenderLimits{MessagesPerSecond: 1, MessageBurst: 1}})
+	alice, bob := c.Client(t, "alice"), c.Client(t, "bob")
+	must(t, "bob login", bob.Login(600), 200)
+	must(t, "first message", alice.Send("bob", alice.MessageBody("bob", "1")), 200)
+	r := alice.Send("bob", alice.MessageBody("bob", "2"))
+	must(t, "second message at once", r, 429)
+	if r.Header.Get("Retry-After") != "1" {
+		t.Errorf("Retry-After %q, want 1", r.Header.Get("Retry-After"))
+	}
+	anon := NewClient(t, c.Addr(), "carol")
+	must(t, "anonymous", anon.Do("PROPFIND", "/instmsg/aliases/bob", nil, "Depth: 0"), 401)
+	guess := c.Client(t, "carol")
+	guess.Creds.Password = "guess"
+	for range 5 {
+		if guess.Login(600).Status == 403 {
+			break
+		}
+	}
+	st := c.Gateways[0].Gateway.Stats()
+	if st.RateLimited != 1 || st.Unauthenticated == 0 || st.SignInsThrottled == 0 {
+		t.Errorf("gateway stats %+v: want 1 rate-limited, some unauthenticated and throttled", st)
 	}
 }
