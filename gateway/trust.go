@@ -107,7 +107,7 @@ func (g *Gateway) foreignAllowed(from, client string) error {
 	}
 	if _, err := netip.ParseAddr(strings.Trim(events.Hostname(host), "[]")); err == nil {
 		g.counters.forged.Add(1)
-		return refuse(rvp.StatusForbidden, "RVP-From-Principal %s names an address: other organisations are known by the names of their IM hosts", from)
+		return refuse(rvp.StatusForbidden, "RVP-From-Principal %s names an address: other organisations are known by the names of their IM hosts (if it is a host of ours, give it to its IM domain: rvpctl domain create -hosts)", from)
 	}
 	return nil
 }
