@@ -133,3 +133,37 @@ func TestSenderStatus(t *testing.T) {
 		}
 	}
 }
+
+// FuzzCallbackPolicy: whatever a client names, an accepted Call-Back is
+// an address and port the server may dial, and the -callback.allow
+// parser never panics.
+func FuzzCallbackPolicy(f *testing.F) {
+	for _, s := range []string{"http://127.0.0.1:36217", "http://10.0.0.21:3044", "http://[::1]:80/x", "http://0.0.0.0:1", "http://localhost:9", "http://[::ffff:10.1.1.1]:5"} {
+		f.Add(s, "127.0.0.1", "10.0.0.0/8,192.0.2.7,127.0.0.1:8080")
+	}
+	f.Fuzz(func(t *testing.T, cb, client, allow string) {
+		ranges, endpoints, err := ParseCallbackAllow(allow)
+		if err != nil {
+			return
+		}
+		u, err := ParseURL(cb)
+		if err != nil || IsNodeURL(u) {
+			return
+		}
+		c, err := netip.ParseAddr(client)
+		if err != nil {
+			return
+		}
+		p := &CallbackPolicy{Allow: ranges, AllowEndpoints: endpoints, Own: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:8080")}}
+		if p.Check(u, c) != nil {
+			return
+		}
+		ap, err := callBackEndpoint(u)
+		if err != nil {
+			t.Fatalf("accepted %q, which names no endpoint: %v", cb, err)
+		}
+		if ip := ap.Addr(); ip.IsUnspecified() || ip.IsMulticast() || ap.Port() == 0 {
+			t.Fatalf("accepted %q from %s: %s", cb, client, ap)
+		}
+	})
+}
