@@ -42,11 +42,13 @@ type errHeld struct{ by string }
 func (e errHeld) Error() string { return "owned by node " + e.by }
 
 // Hold runs serve while this node owns the home server, and waits as a
-// standby while another does. It returns nil when ctx ends (after serve
-// has returned and the lease is let go), or serve's error. A lease lost
-// while serving stops serve and makes the node a standby again. serve is
-// told whether the home server may have notifications undelivered: true
-// unless this node itself let it go cleanly last.
+// standby while another does, until ctx ends; it returns nil then, after
+// serve has returned and the lease is let go. A lease lost while serving
+// stops serve and makes the node a standby again; so does serve failing
+// (NATS unreachable for too long, say): the error is logged, the lease
+// let go for another node to take, and taken again when it can be. serve
+// is told whether the home server may have notifications undelivered:
+// true unless this node itself let it go cleanly last.
 func (l *Lease) Hold(ctx context.Context, serve func(ctx context.Context, takeover bool) error) error {
 	log := l.Logger
 	if log == nil {
@@ -55,8 +57,18 @@ func (l *Lease) Hold(ctx context.Context, serve func(ctx context.Context, takeov
 	log = log.With("home", l.Home, "holder", l.Holder)
 	key := events.OwnerKey(l.Home)
 	every, ttl := l.Every, time.Duration(0)
-	if st, err := l.KV.Status(ctx); err == nil {
-		ttl = st.TTL()
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		st, err := l.KV.Status(ctx)
+		if err == nil {
+			ttl = st.TTL()
+			break
+		}
+		log.Warn("home server leases unreadable; will retry", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
 	}
 	if every <= 0 {
 		every = ttl / 3
@@ -65,8 +77,10 @@ func (l *Lease) Hold(ctx context.Context, serve func(ctx context.Context, takeov
 		}
 	}
 	var standby string
+	failed := false // serve failed last: what it had under way may be undelivered
 	for {
 		rev, takeover, err := l.acquire(ctx, key)
+		takeover = takeover || failed
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -91,8 +105,19 @@ func (l *Lease) Hold(ctx context.Context, serve func(ctx context.Context, takeov
 		standby = ""
 		log.Info("home server owned", "renew", every, "takeover", takeover)
 		lost, err := l.serve(ctx, key, rev, every, ttl, func(ctx context.Context) error { return serve(ctx, takeover) }, log)
-		if err != nil || !lost {
-			return err
+		if ctx.Err() != nil {
+			return nil
+		}
+		failed = err != nil
+		if failed {
+			log.Error("home node stopped; the home server is let go, and taken again when it can be", "err", err)
+		}
+		if failed || lost {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(every):
+			}
 		}
 	}
 }
@@ -150,6 +175,11 @@ func (l *Lease) serve(ctx context.Context, key string, rev uint64, every, ttl ti
 			// leave the revision unknown.
 			rctx, rcancel := context.WithTimeout(context.Background(), every)
 			next, err := l.KV.Update(rctx, key, []byte(l.Holder), rev)
+			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+				// A renewal whose answer was lost (the bucket's leader
+				// changing under it) moved the revision on: still ours?
+				next, err = l.stillOurs(rctx, key, err)
+			}
 			rcancel()
 			switch {
 			case err == nil:
@@ -169,6 +199,22 @@ func (l *Lease) serve(ctx context.Context, key string, rev uint64, every, ttl ti
 			return true, nil
 		}
 	}
+}
+
+// stillOurs returns the revision of the lease when this node holds it
+// still (its own value written last), else mismatch.
+func (l *Lease) stillOurs(ctx context.Context, key string, mismatch error) (uint64, error) {
+	e, err := l.KV.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, fmt.Errorf("%w; the lease is gone", mismatch)
+	}
+	if err != nil {
+		return 0, err // unknown: tried again at the next renewal
+	}
+	if string(e.Value()) != l.Holder {
+		return 0, fmt.Errorf("%w (held by %q)", mismatch, e.Value())
+	}
+	return e.Revision(), nil
 }
 
 // release lets the lease go, so that a standby takes over at once.

@@ -24,6 +24,7 @@ type holders struct {
 	took    sync.Map // holder → the takeover flag of its last serve
 	now     atomic.Int32
 	most    atomic.Int32 // the most serving at once
+	serves  atomic.Int32 // serves begun
 }
 
 func (h *holders) start(name string) (stop func(), nc *nats.Conn) {
@@ -43,6 +44,7 @@ func (h *holders) start(name string) (stop func(), nc *nats.Conn) {
 	go func() {
 		done <- l.Hold(ctx, func(ctx context.Context, takeover bool) error {
 			h.took.Store(name, takeover)
+			h.serves.Add(1)
 			if n := h.now.Add(1); n > h.most.Load() {
 				h.most.Store(n)
 			}
@@ -147,4 +149,48 @@ func TestLeaseHandover(t *testing.T) {
 		t.Error("c, back after letting go cleanly, was told to take over")
 	}
 	stopC()
+}
+
+// TestLeaseRenewalAnswerLost: a renewal whose answer was lost (the
+// bucket's leader changing under it) has moved the revision on; the next
+// renewal, refused for its stale revision, finds the lease still its own
+// and goes on serving instead of stopping. Here the revision is moved by
+// writing the owner's own value, as the lost renewal did.
+func TestLeaseRenewalAnswerLost(t *testing.T) {
+	ns := startJetStream(t)
+	nc, _ := nats.Connect("", nats.InProcessServer(ns))
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if err := projections.EnsureStreams(t.Context(), js, projections.StreamOptions{LeaseTTL: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	h := &holders{t: t, ns: ns}
+	stop, _ := h.start("a")
+	defer stop()
+	h.waitServing("a", 5*time.Second)
+	kv, _ := js.KeyValue(t.Context(), events.BucketOwners)
+	key := events.OwnerKey("home1")
+	var stolen uint64
+	for range 3 {
+		rev, err := kv.Put(t.Context(), key, []byte("a"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stolen = rev
+		// a renews past the revision it did not know of.
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			e, err := kv.Get(t.Context(), key)
+			if err == nil && e.Revision() > stolen && string(e.Value()) == "a" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("a did not renew after its revision moved: %v %v", e, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if n := h.serves.Load(); n != 1 {
+		t.Errorf("a began serving %d times: it stopped after a renewal answer was lost", n)
+	}
 }

@@ -89,6 +89,12 @@ type FollowConfig struct {
 // ctx ends; it returns nil then. It reads through an ordered consumer, so it
 // keeps no acknowledgement state in JetStream: the projection's position is
 // the only cursor. Messages that arrive together are applied in one batch.
+//
+// It outlives NATS trouble: when its consumer cannot be made or is lost
+// (the stream's leader being elected, the server it lived on gone, the
+// connection moving to another server, no meta leader for a while), it
+// makes another from the position on, again and again, until ctx ends.
+// Only a message the projection cannot apply stops it, with an error.
 func Follow(ctx context.Context, js jetstream.JetStream, cfg FollowConfig, a Applier) error {
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 256
@@ -97,6 +103,29 @@ func Follow(ctx context.Context, js jetstream.JetStream, cfg FollowConfig, a App
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	wait := 50 * time.Millisecond
+	for failures := 0; ; failures++ {
+		err, readErr := followOnce(ctx, js, cfg, a, log)
+		if err != nil || ctx.Err() != nil {
+			return err
+		}
+		if failures == 0 || failures%20 == 0 {
+			log.Warn("following a stream failed; following it again from the projection's position", "stream", cfg.Stream, "filter", cfg.Filter,
+				"position", a.Position(), "err", readErr, "failures", failures+1)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+// followOnce follows through one ordered consumer until ctx ends (nil,
+// nil), the projection cannot apply a batch (err), or the consumer
+// fails (nil, readErr).
+func followOnce(ctx context.Context, js jetstream.JetStream, cfg FollowConfig, a Applier, log *slog.Logger) (err, readErr error) {
 	occ := jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{cfg.Filter},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
@@ -105,25 +134,21 @@ func Follow(ctx context.Context, js jetstream.JetStream, cfg FollowConfig, a App
 		occ.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		occ.OptStartSeq = pos + 1
 	}
-	cons, err := js.OrderedConsumer(ctx, cfg.Stream, occ)
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	cons, err := js.OrderedConsumer(cctx, cfg.Stream, occ)
+	cancel()
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil // stopped before it started
-		}
-		return fmt.Errorf("follow %s (%s): create ordered consumer: %w", cfg.Stream, cfg.Filter, err)
+		return nil, fmt.Errorf("follow %s (%s): create ordered consumer: %w", cfg.Stream, cfg.Filter, err)
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(cfg.MaxBatch))
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("follow %s (%s): %w", cfg.Stream, cfg.Filter, err)
+		return nil, fmt.Errorf("follow %s (%s): %w", cfg.Stream, cfg.Filter, err)
 	}
 
 	// The reader hands messages over a channel so that the applier can
 	// batch whatever has arrived without blocking.
 	msgs := make(chan Msg, cfg.MaxBatch*2)
-	readErr := make(chan error, 1)
+	readErrs := make(chan error, 1)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -133,13 +158,13 @@ func Follow(ctx context.Context, js jetstream.JetStream, cfg FollowConfig, a App
 			m, err := it.Next()
 			if err != nil {
 				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					readErr <- err
+					readErrs <- err
 				}
 				return
 			}
 			md, err := m.Metadata()
 			if err != nil {
-				readErr <- fmt.Errorf("message metadata: %w", err)
+				readErrs <- fmt.Errorf("message metadata: %w", err)
 				return
 			}
 			msg := Msg{Seq: md.Sequence.Stream, Subject: m.Subject(), Type: m.Headers().Get(events.HeaderType), Data: m.Data(), Time: md.Timestamp}
@@ -158,15 +183,15 @@ func Follow(ctx context.Context, js jetstream.JetStream, cfg FollowConfig, a App
 		select {
 		case <-ctx.Done():
 			stop()
-			return nil
+			return nil, nil
 		case m, ok := <-msgs:
 			if !ok {
 				stop()
 				select {
-				case err := <-readErr:
-					return fmt.Errorf("follow %s (%s): %w", cfg.Stream, cfg.Filter, err)
+				case err := <-readErrs:
+					return nil, fmt.Errorf("follow %s (%s): %w", cfg.Stream, cfg.Filter, err)
 				default:
-					return nil
+					return nil, fmt.Errorf("follow %s (%s): the consumer stopped", cfg.Stream, cfg.Filter)
 				}
 			}
 			batch = append(batch, m)
@@ -185,7 +210,7 @@ func Follow(ctx context.Context, js jetstream.JetStream, cfg FollowConfig, a App
 		}
 		if err := a.ApplyBatch(batch); err != nil {
 			stop()
-			return fmt.Errorf("follow %s (%s): apply at seq %d: %w", cfg.Stream, cfg.Filter, batch[0].Seq, err)
+			return fmt.Errorf("follow %s (%s): apply at seq %d: %w", cfg.Stream, cfg.Filter, batch[0].Seq, err), nil
 		}
 		log.Debug("applied", "stream", cfg.Stream, "filter", cfg.Filter, "count", len(batch), "seq", batch[len(batch)-1].Seq)
 	}

@@ -3,6 +3,7 @@ package testcluster
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -585,4 +586,49 @@ func (c *Cluster) Client(t testing.TB, alias string) *Client {
 	cl.UseHost(c.IMHost)
 	cl.Creds = &Credentials{Scheme: SchemeNTLMv1, User: alias, Domain: c.NTDomain, Password: c.Password}
 	return cl
+}
+
+// Verify asks the node owning each home server to compare its
+// projections with a rebuild from the streams (as rvpctl verify does),
+// and fails the test on a difference.
+func (c *Cluster) Verify() {
+	c.t.Helper()
+	nc := c.connect("verify")
+	defer nc.Close()
+	homes := map[string]bool{}
+	for _, h := range c.opts.Users {
+		homes[h] = true
+	}
+	for h := range homes {
+		var v struct {
+			Results []projections.Verification `json:"results"`
+			Error   string                     `json:"error"`
+		}
+		Eventually(c.t, 30*time.Second, func() error {
+			m, err := nc.Request(events.HomeAdminSubject(h, "verify"), nil, 20*time.Second)
+			if err != nil {
+				return fmt.Errorf("verify home %s: %w", h, err)
+			}
+			return json.Unmarshal(m.Data, &v)
+		})
+		if v.Error != "" || len(v.Results) == 0 {
+			c.t.Errorf("verify home %s: %+v", h, v)
+		}
+		for _, r := range v.Results {
+			if !r.OK() {
+				c.t.Errorf("home %s: %s differs from its rebuild:\n%s", h, r.Projection, r.Diff)
+			}
+		}
+	}
+}
+
+// FactStream returns the name of the stream that holds home server h's
+// facts.
+func (c *Cluster) FactStream(h string) string {
+	c.t.Helper()
+	name, err := c.JS.StreamNameBySubject(context.Background(), events.FactSubject(h, events.NewUser(c.Domain, "x")))
+	if err != nil {
+		c.t.Fatalf("the fact stream of %s: %v", h, err)
+	}
+	return name
 }

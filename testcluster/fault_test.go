@@ -1,0 +1,85 @@
+package testcluster
+
+import (
+	"flag"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// LongTest skips a long fault or load test unless RVP_LONG=1 or -run
+// names it: make test stays fast; .ci/run runs it by name.
+func LongTest(t *testing.T) {
+	t.Helper()
+	if os.Getenv("RVP_LONG") == "1" {
+		return
+	}
+	if f := flag.Lookup("test.run"); f != nil && strings.Contains(f.Value.String(), t.Name()) {
+		return
+	}
+	t.Skipf("long test: run with RVP_LONG=1 or -run %s", t.Name())
+}
+
+// TestClusterNATSServerLoss runs a site as DESIGN §6 lays it out — three
+// NATS servers (processes), R3 streams, two home nodes per home server
+// (owner and standby), two gateways, a router — under a load of messages
+// and presence changes between its users, and kills with SIGKILL the NATS
+// server that leads home1's fact stream, then (the first back) one that
+// leads nothing of it. Every request answered with success has its fact
+// afterwards, once; every request gets a success or a 503 within the
+// gateway's request timeout; home1's service resumes within 5 s of its
+// stream's new leader; the projections equal a rebuild.
+func TestClusterNATSServerLoss(t *testing.T) {
+	LongTest(t)
+	users := map[string]string{"alice": "home1", "bob": "home1", "carol": "home1", "dave": "home1",
+		"erin": "home2", "frank": "home2", "grace": "home2", "heidi": "home2"}
+	c := Start(t, Options{Users: users, Gateways: 2, Routers: 1, NATS: &NATSClusterOptions{Processes: true}, Standbys: 1})
+	stream := c.FactStream("home1")
+	load := StartLoad(t, c, LoadOptions{})
+	defer load.Stop()
+	home1 := func(r Result) bool { return r.Home == "home1" }
+	load.WaitSucceeded(200, time.Time{}, time.Minute, nil)
+
+	kill := func(what string, s *NATSServer) {
+		t.Helper()
+		killed := time.Now()
+		s.Kill()
+		leader := c.NATS.WaitStreamLeader(c.JS, stream, 60*time.Second)
+		elected := time.Now()
+		resumed := load.WaitSucceeded(5, killed, 60*time.Second, home1)
+		t.Logf("%s %s killed: %s led by %s after %v; home1 answered 5 requests sent since the kill %v after that (%v after the kill)",
+			what, s.Name, stream, leader.Name, elected.Sub(killed).Round(time.Millisecond),
+			resumed.Sub(elected).Round(time.Millisecond), resumed.Sub(killed).Round(time.Millisecond))
+		if d := resumed.Sub(elected); d > 5*time.Second {
+			t.Errorf("home1 resumed %v after its stream had a leader again, want at most 5s", d)
+		}
+	}
+	kill("the leader of "+stream, c.NATS.WaitStreamLeader(c.JS, stream, 30*time.Second))
+	load.WaitSucceeded(100, time.Now(), time.Minute, nil)
+	for _, s := range c.NATS.Servers {
+		if !s.Running() {
+			s.Start()
+		}
+	}
+	c.NATS.WaitReady(c.JS, stream)
+	kill("a non-leader of "+stream, c.NATS.NonLeader(c.JS, stream))
+	load.WaitSucceeded(100, time.Now(), time.Minute, nil)
+	load.Stop()
+
+	for _, s := range c.NATS.Servers {
+		if !s.Running() {
+			s.Start()
+		}
+	}
+	c.NATS.WaitReady(c.JS, stream)
+	fc := load.CheckFacts(c.JS)
+	t.Logf("%s; slowest request %v", fc, load.Slowest().Round(time.Millisecond))
+	for _, f := range load.Failures() {
+		t.Errorf("neither a success nor a 503: %s", f)
+	}
+	if d := load.Slowest(); d > 22*time.Second {
+		t.Errorf("a request took %v; the gateway's request timeout is 20s", d)
+	}
+	c.Verify()
+}

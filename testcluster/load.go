@@ -1,0 +1,326 @@
+package testcluster
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/events"
+)
+
+// Load keeps a deployment busy with what its users do all day: each user
+// signed in, watching the others, changing its state and sending
+// messages. Every request carries a mark of its own (a message's text, a
+// state change's mobile-description property), which its facts keep, so
+// that what was acknowledged can be counted against what the streams
+// hold (CheckFacts).
+type Load struct {
+	t       testing.TB
+	c       *Cluster
+	clients []*Client
+	stop    chan struct{}
+	wg      sync.WaitGroup
+
+	mu      sync.Mutex
+	results []Result
+}
+
+// Result is what one request of a Load got.
+type Result struct {
+	Kind   string // "message" or "presence"
+	User   string // who sent it
+	Home   string // the home server deciding it
+	Mark   string
+	Status int    // 0 when the gateway could not be reached or did not answer
+	Err    string // why there is no status
+	Start  time.Time
+	Took   time.Duration
+}
+
+// OK reports a success answer.
+func (r Result) OK() bool { return r.Status >= 200 && r.Status < 300 }
+
+// LoadOptions configure StartLoad.
+type LoadOptions struct {
+	// Users are the aliases that take part (each signs in at gateway i
+	// modulo the number of gateways); each sends requests one after
+	// another. Default every user of the cluster.
+	Users []string
+	// Pause between two requests of a user. Default 20ms.
+	Pause time.Duration
+}
+
+// StartLoad signs the users in, makes each watch the others, and starts
+// them working until Stop.
+func StartLoad(t testing.TB, c *Cluster, o LoadOptions) *Load {
+	t.Helper()
+	if len(o.Users) == 0 {
+		for a := range c.opts.Users {
+			o.Users = append(o.Users, a)
+		}
+		sort.Strings(o.Users)
+	}
+	if o.Pause <= 0 {
+		o.Pause = 20 * time.Millisecond
+	}
+	l := &Load{t: t, c: c, stop: make(chan struct{})}
+	for i, a := range o.Users {
+		cl := NewClient(t, c.Gateways[i%len(c.Gateways)].Addr, a)
+		cl.UseHost(c.IMHost)
+		cl.Creds = &Credentials{Scheme: SchemeNTLMv1, User: a, Domain: c.NTDomain, Password: c.Password}
+		if r := cl.Login(3600); r.Status != 200 {
+			t.Fatalf("%s signs in: %d %s", a, r.Status, r.Body)
+		}
+		if r := cl.SetState("online", 3600, 0); r.Status != 207 {
+			t.Fatalf("%s online: %d %s", a, r.Status, r.Body)
+		}
+		l.clients = append(l.clients, cl)
+	}
+	for _, cl := range l.clients {
+		for _, other := range o.Users {
+			if other != cl.Alias {
+				if r := cl.Watch(other, 3600); r.Status != 207 {
+					t.Fatalf("%s watches %s: %d %s", cl.Alias, other, r.Status, r.Body)
+				}
+			}
+		}
+	}
+	for w, cl := range l.clients {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			l.work(w, cl, o)
+		}()
+	}
+	return l
+}
+
+var states = []string{"online", "busy", "away", "on-phone", "at-lunch", "back-soon"}
+
+func (l *Load) work(w int, cl *Client, o LoadOptions) {
+	rnd := rand.New(rand.NewPCG(uint64(w), 14))
+	for i := 0; ; i++ {
+		select {
+		case <-l.stop:
+			return
+		case <-time.After(o.Pause):
+		}
+		res := Result{User: cl.Alias, Home: l.c.opts.Users[cl.Alias], Mark: fmt.Sprintf("mark-%s-%d", cl.Alias, i), Start: time.Now()}
+		var raw []byte
+		if i%2 == 0 {
+			res.Kind = "message"
+			to := l.clients[rnd.IntN(len(l.clients))]
+			if to == cl {
+				to = l.clients[(w+1)%len(l.clients)]
+			}
+			res.Home = l.c.opts.Users[to.Alias] // a message is decided at its recipient's
+			raw = cl.request("", "NOTIFY", "/instmsg/aliases/"+to.Alias, cl.MessageBody(to.Alias, res.Mark),
+				cl.From(), "Content-Type: text/xml", "RVP-Hop-Count: 1", "RVP-Ack-Type: DeepOr")
+		} else {
+			res.Kind = "presence"
+			raw = cl.request("", "PROPPATCH", "/instmsg/aliases/"+cl.Alias, presenceBody(states[rnd.IntN(len(states))], res.Mark),
+				"Content-Type: text/xml", cl.From())
+		}
+		resp, err := cl.TryRaw(raw)
+		res.Took = time.Since(res.Start)
+		if err != nil {
+			res.Err = err.Error()
+		} else {
+			res.Status = resp.Status
+		}
+		l.mu.Lock()
+		l.results = append(l.results, res)
+		l.mu.Unlock()
+	}
+}
+
+// presenceBody sets a leased state and the mobile-description property
+// (the mark) in one PROPPATCH.
+func presenceBody(state, mark string) []byte {
+	return []byte(`<?xml version="1.0"?><d:propertyupdate xmlns:d="DAV:" xmlns:r="http://schemas.microsoft.com/rvp/"><d:set><d:prop>` +
+		`<r:state><r:leased-value><r:value><r:` + state + `/></r:value><r:default-value><r:offline/></r:default-value><d:timeout>3600</d:timeout></r:leased-value></r:state>` +
+		`<r:mobile-description>` + mark + `</r:mobile-description></d:prop></d:set></d:propertyupdate>`)
+}
+
+// Stop stops the users and waits for their requests in flight.
+func (l *Load) Stop() {
+	select {
+	case <-l.stop:
+	default:
+		close(l.stop)
+	}
+	l.wg.Wait()
+}
+
+// Results returns what every request got so far, in the order they
+// ended.
+func (l *Load) Results() []Result {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]Result(nil), l.results...)
+}
+
+// Succeeded counts the requests answered with success so far.
+func (l *Load) Succeeded() int {
+	n := 0
+	for _, r := range l.Results() {
+		if r.OK() {
+			n++
+		}
+	}
+	return n
+}
+
+// WaitSucceeded waits until n requests sent since then (all of them when
+// since is zero) and matching (all when nil) have been answered with
+// success, and returns when the n-th ended.
+func (l *Load) WaitSucceeded(n int, since time.Time, d time.Duration, match func(Result) bool) time.Time {
+	l.t.Helper()
+	var at time.Time
+	Eventually(l.t, d, func() error {
+		var ends []time.Time
+		for _, r := range l.Results() {
+			if r.OK() && !r.Start.Before(since) && (match == nil || match(r)) {
+				ends = append(ends, r.Start.Add(r.Took))
+			}
+		}
+		if len(ends) < n {
+			return fmt.Errorf("%d requests sent since %s answered with success, want %d", len(ends), since.Format("15:04:05.000"), n)
+		}
+		sort.Slice(ends, func(i, j int) bool { return ends[i].Before(ends[j]) })
+		at = ends[n-1]
+		return nil
+	})
+	return at
+}
+
+var markRE = regexp.MustCompile(`mark-[a-z0-9]+-[0-9]+`)
+
+// FactCount is what CheckFacts found.
+type FactCount struct {
+	Acknowledged int // requests answered with success
+	Survived     int // of those, the ones whose fact is in the streams
+	Lost         int // answered with success, no fact
+	Duplicated   int // marks found in more than one fact of their kind
+	Unanswered   int // facts of requests that got no success answer (decided, then 503 or cut)
+	Statuses     map[int]int
+}
+
+func (f FactCount) String() string {
+	return fmt.Sprintf("%d acknowledged, %d survived, %d lost, %d duplicated; %d facts of requests not acknowledged; statuses %v",
+		f.Acknowledged, f.Survived, f.Lost, f.Duplicated, f.Unanswered, f.Statuses)
+}
+
+// CheckFacts reads every fact stream and counts, for the load's requests:
+// every one answered with success must have its fact (a message's
+// acceptance, a state change's property) exactly once; none may have it
+// twice. It reports each loss and duplicate as a test error.
+func (l *Load) CheckFacts(js jetstream.JetStream) FactCount {
+	l.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	found := map[string]int{}
+	names := js.StreamNames(ctx, jetstream.WithStreamListSubject(events.FactRoot+".>"))
+	for name := range names.Name() {
+		cons, err := js.OrderedConsumer(ctx, name, jetstream.OrderedConsumerConfig{})
+		if err != nil {
+			l.t.Fatalf("read %s: %v", name, err)
+		}
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			l.t.Fatal(err)
+		}
+		last := st.CachedInfo().State.LastSeq
+		for seq := uint64(0); seq < last; {
+			batch, err := cons.Fetch(1024, jetstream.FetchMaxWait(2*time.Second))
+			if err != nil {
+				l.t.Fatalf("read %s: %v", name, err)
+			}
+			n := 0
+			for m := range batch.Messages() {
+				n++
+				md, _ := m.Metadata()
+				seq = md.Sequence.Stream
+				ev, err := events.Decode(m.Headers().Get(events.HeaderType), m.Data())
+				if err != nil {
+					l.t.Fatalf("%s seq %d: %v", name, seq, err)
+				}
+				switch f := ev.(type) {
+				case *events.MessageAccepted:
+					if mk := markRE.FindString(string(f.Body)); mk != "" {
+						found[mk]++
+					}
+				case *events.PropertySet:
+					if mk := markRE.FindString(f.Value.Value); mk != "" {
+						found[mk]++
+					}
+				}
+			}
+			if n == 0 && batch.Error() != nil {
+				l.t.Fatalf("read %s: %v", name, batch.Error())
+			}
+		}
+	}
+	if err := names.Err(); err != nil {
+		l.t.Fatal(err)
+	}
+	fc := FactCount{Statuses: map[int]int{}}
+	acked := map[string]bool{}
+	for _, r := range l.Results() {
+		fc.Statuses[r.Status]++
+		if !r.OK() {
+			continue
+		}
+		fc.Acknowledged++
+		acked[r.Mark] = true
+		switch found[r.Mark] {
+		case 0:
+			fc.Lost++
+			l.t.Errorf("%s %s was answered %d at %s; its fact is not in the streams", r.Kind, r.Mark, r.Status, r.Start.Format("15:04:05.000"))
+		default:
+			fc.Survived++
+		}
+	}
+	for mk, n := range found {
+		if n > 1 {
+			fc.Duplicated++
+			l.t.Errorf("%s is in %d facts: decided twice", mk, n)
+		}
+		if !acked[mk] {
+			fc.Unanswered++
+		}
+	}
+	return fc
+}
+
+// Slowest returns the longest time a request of the load took.
+func (l *Load) Slowest() time.Duration {
+	var d time.Duration
+	for _, r := range l.Results() {
+		d = max(d, r.Took)
+	}
+	return d
+}
+
+// Failures describes the requests that got neither a success nor a 503,
+// at most ten.
+func (l *Load) Failures() []string {
+	var out []string
+	for _, r := range l.Results() {
+		if r.OK() || r.Status == 503 {
+			continue
+		}
+		if len(out) < 10 {
+			out = append(out, fmt.Sprintf("%s %s at %s after %v: %d %s", r.Kind, r.Mark, r.Start.Format("15:04:05.000"), r.Took.Round(time.Millisecond), r.Status, strings.TrimSpace(r.Err)))
+		}
+	}
+	return out
+}
