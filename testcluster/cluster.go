@@ -87,6 +87,9 @@ type Options struct {
 	Standbys int
 	// LeaseTTL is the ownership leases' TTL. Default 2s.
 	LeaseTTL time.Duration
+	// RequestTimeout is how long gateways wait for an answer. Default
+	// the gateway's (20s).
+	RequestTimeout time.Duration
 	// Senders are the gateways' per-sender limits; zero: none.
 	Senders gateway.SenderLimits
 }
@@ -531,7 +534,7 @@ func (c *Cluster) startGateway(name string, ln net.Listener) *Role {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	gw, err := gateway.New(gateway.Config{ID: name, JetStream: js, Conn: nc, Directory: dir, Auth: auth, Senders: c.opts.Senders, Logger: quiet().With("gateway", name)})
+	gw, err := gateway.New(gateway.Config{ID: name, JetStream: js, Conn: nc, Directory: dir, Auth: auth, RequestTimeout: c.opts.RequestTimeout, Senders: c.opts.Senders, Logger: quiet().With("gateway", name)})
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -83,3 +83,51 @@ func TestClusterNATSServerLoss(t *testing.T) {
 	}
 	c.Verify()
 }
+
+// TestClusterNoQuorum: with two of its three NATS servers killed, the
+// cluster has no quorum: requests are answered 503 within the gateways'
+// request timeout, not left hanging; once the servers are back, the same
+// roles serve again without being restarted.
+func TestClusterNoQuorum(t *testing.T) {
+	LongTest(t)
+	users := map[string]string{"alice": "home1", "bob": "home1", "erin": "home2", "frank": "home2"}
+	const timeout = 5 * time.Second
+	c := Start(t, Options{Users: users, Gateways: 2, NATS: &NATSClusterOptions{Processes: true}, Standbys: 1, RequestTimeout: timeout})
+	load := StartLoad(t, c, LoadOptions{Pause: 50 * time.Millisecond})
+	defer load.Stop()
+	load.WaitSucceeded(50, time.Time{}, time.Minute, nil)
+
+	stream := c.FactStream("home1")
+	leader := c.NATS.WaitStreamLeader(c.JS, stream, 30*time.Second)
+	var down []*NATSServer
+	for _, s := range c.NATS.Servers {
+		if s != leader && len(down) < 1 {
+			down = append(down, s)
+		}
+	}
+	down = append(down, leader)
+	for _, s := range down {
+		s.Kill()
+	}
+	killed := time.Now()
+	// Every user's requests get 503 now, each within the timeout.
+	load.WaitFailed(2*len(users), killed.Add(timeout), time.Minute)
+	for _, s := range down {
+		s.Start()
+	}
+	restarted := time.Now()
+	resumed := load.WaitSucceeded(20, restarted, 2*time.Minute, nil)
+	t.Logf("no quorum for %v; 20 requests sent after the restart answered with success %v after it",
+		restarted.Sub(killed).Round(time.Millisecond), resumed.Sub(restarted).Round(time.Millisecond))
+	load.Stop()
+	c.NATS.WaitReady(c.JS, stream)
+	fc := load.CheckFacts(c.JS)
+	t.Logf("%s; slowest request %v", fc, load.Slowest().Round(time.Millisecond))
+	for _, f := range load.Failures() {
+		t.Errorf("neither a success nor a 503: %s", f)
+	}
+	if d := load.Slowest(); d > timeout+2*time.Second {
+		t.Errorf("a request took %v; the gateways' request timeout is %v", d, timeout)
+	}
+	c.Verify()
+}

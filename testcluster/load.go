@@ -202,6 +202,24 @@ func (l *Load) WaitSucceeded(n int, since time.Time, d time.Duration, match func
 	return at
 }
 
+// WaitFailed waits until n requests sent since then have been answered
+// 503.
+func (l *Load) WaitFailed(n int, since time.Time, d time.Duration) {
+	l.t.Helper()
+	Eventually(l.t, d, func() error {
+		got := 0
+		for _, r := range l.Results() {
+			if r.Status == 503 && !r.Start.Before(since) {
+				got++
+			}
+		}
+		if got < n {
+			return fmt.Errorf("%d requests sent since %s answered 503, want %d", got, since.Format("15:04:05.000"), n)
+		}
+		return nil
+	})
+}
+
 var markRE = regexp.MustCompile(`mark-[a-z0-9]+-[0-9]+`)
 
 // FactCount is what CheckFacts found.
