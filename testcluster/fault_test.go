@@ -36,7 +36,7 @@ func TestClusterNATSServerLoss(t *testing.T) {
 		"erin": "home2", "frank": "home2", "grace": "home2", "heidi": "home2"}
 	c := Start(t, Options{Users: users, Gateways: 2, Routers: 1, NATS: &NATSClusterOptions{Processes: true}, Standbys: 1})
 	stream := c.FactStream("home1")
-	load := StartLoad(t, c, LoadOptions{})
+	load := StartLoad(t, c.LoadTarget(), LoadOptions{})
 	defer load.Stop()
 	home1 := func(r Result) bool { return r.Home == "home1" }
 	load.WaitSucceeded(200, time.Time{}, time.Minute, nil)
@@ -93,7 +93,7 @@ func TestClusterNoQuorum(t *testing.T) {
 	users := map[string]string{"alice": "home1", "bob": "home1", "erin": "home2", "frank": "home2"}
 	const timeout = 5 * time.Second
 	c := Start(t, Options{Users: users, Gateways: 2, NATS: &NATSClusterOptions{Processes: true}, Standbys: 1, RequestTimeout: timeout})
-	load := StartLoad(t, c, LoadOptions{Pause: 50 * time.Millisecond})
+	load := StartLoad(t, c.LoadTarget(), LoadOptions{Pause: 50 * time.Millisecond})
 	defer load.Stop()
 	load.WaitSucceeded(50, time.Time{}, time.Minute, nil)
 

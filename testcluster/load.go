@@ -24,7 +24,7 @@ import (
 // hold (CheckFacts).
 type Load struct {
 	t       testing.TB
-	c       *Cluster
+	target  LoadTarget
 	clients []*Client
 	stop    chan struct{}
 	wg      sync.WaitGroup
@@ -48,11 +48,29 @@ type Result struct {
 // OK reports a success answer.
 func (r Result) OK() bool { return r.Status >= 200 && r.Status < 300 }
 
+// LoadTarget is the deployment a Load works on: its gateways and users.
+type LoadTarget struct {
+	Gateways []string // host:port
+	IMHost   string   // the Host requests name
+	NTDomain string
+	Password string            // every user's
+	Users    map[string]string // alias → home server
+}
+
+// LoadTarget returns the deployment as a Load sees it.
+func (c *Cluster) LoadTarget() LoadTarget {
+	lt := LoadTarget{IMHost: c.IMHost, NTDomain: c.NTDomain, Password: c.Password, Users: c.opts.Users}
+	for _, g := range c.Gateways {
+		lt.Gateways = append(lt.Gateways, g.Addr)
+	}
+	return lt
+}
+
 // LoadOptions configure StartLoad.
 type LoadOptions struct {
 	// Users are the aliases that take part (each signs in at gateway i
 	// modulo the number of gateways); each sends requests one after
-	// another. Default every user of the cluster.
+	// another. Default every user of the target.
 	Users []string
 	// Pause between two requests of a user. Default 20ms.
 	Pause time.Duration
@@ -60,10 +78,10 @@ type LoadOptions struct {
 
 // StartLoad signs the users in, makes each watch the others, and starts
 // them working until Stop.
-func StartLoad(t testing.TB, c *Cluster, o LoadOptions) *Load {
+func StartLoad(t testing.TB, target LoadTarget, o LoadOptions) *Load {
 	t.Helper()
 	if len(o.Users) == 0 {
-		for a := range c.opts.Users {
+		for a := range target.Users {
 			o.Users = append(o.Users, a)
 		}
 		sort.Strings(o.Users)
@@ -71,11 +89,11 @@ func StartLoad(t testing.TB, c *Cluster, o LoadOptions) *Load {
 	if o.Pause <= 0 {
 		o.Pause = 20 * time.Millisecond
 	}
-	l := &Load{t: t, c: c, stop: make(chan struct{})}
+	l := &Load{t: t, target: target, stop: make(chan struct{})}
 	for i, a := range o.Users {
-		cl := NewClient(t, c.Gateways[i%len(c.Gateways)].Addr, a)
-		cl.UseHost(c.IMHost)
-		cl.Creds = &Credentials{Scheme: SchemeNTLMv1, User: a, Domain: c.NTDomain, Password: c.Password}
+		cl := NewClient(t, target.Gateways[i%len(target.Gateways)], a)
+		cl.UseHost(target.IMHost)
+		cl.Creds = &Credentials{Scheme: SchemeNTLMv1, User: a, Domain: target.NTDomain, Password: target.Password}
 		if r := cl.Login(3600); r.Status != 200 {
 			t.Fatalf("%s signs in: %d %s", a, r.Status, r.Body)
 		}
@@ -113,7 +131,7 @@ func (l *Load) work(w int, cl *Client, o LoadOptions) {
 			return
 		case <-time.After(o.Pause):
 		}
-		res := Result{User: cl.Alias, Home: l.c.opts.Users[cl.Alias], Mark: fmt.Sprintf("mark-%s-%d", cl.Alias, i), Start: time.Now()}
+		res := Result{User: cl.Alias, Home: l.target.Users[cl.Alias], Mark: fmt.Sprintf("mark-%s-%d", cl.Alias, i), Start: time.Now()}
 		var raw []byte
 		if i%2 == 0 {
 			res.Kind = "message"
@@ -121,7 +139,7 @@ func (l *Load) work(w int, cl *Client, o LoadOptions) {
 			if to == cl {
 				to = l.clients[(w+1)%len(l.clients)]
 			}
-			res.Home = l.c.opts.Users[to.Alias] // a message is decided at its recipient's
+			res.Home = l.target.Users[to.Alias] // a message is decided at its recipient's
 			raw = cl.request("", "NOTIFY", "/instmsg/aliases/"+to.Alias, cl.MessageBody(to.Alias, res.Mark),
 				cl.From(), "Content-Type: text/xml", "RVP-Hop-Count: 1", "RVP-Ack-Type: DeepOr")
 		} else {
