@@ -114,7 +114,39 @@ func (r *Router) Run(ctx context.Context) (err error) {
 			err = nil // stopped, whatever was under way
 		}
 	}()
-	cons, err := r.cfg.JetStream.CreateOrUpdateConsumer(ctx, events.StreamLookups, jetstream.ConsumerConfig{
+	// Lookups are answered concurrently, at most Workers at a time: one
+	// forwarded to another organisation may wait for it, and that
+	// organisation may send lookups of its own our way meanwhile.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	slots := make(chan struct{}, r.cfg.Workers)
+	r.log.Info("router serving")
+	// The consumer is made again whenever it cannot be made or is lost
+	// (its stream's leader being elected, no meta leader for a while):
+	// lookups wait in their stream meanwhile.
+	wait := 50 * time.Millisecond
+	for failures := 0; ; failures++ {
+		err := r.consume(ctx, &wg, slots)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if failures == 0 || failures%20 == 0 {
+			r.log.Warn("lookups not consumed; consuming them again", "err", err, "failures", failures+1)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+// consume takes lookups through the routers' shared consumer until ctx
+// ends or the consumer fails.
+func (r *Router) consume(ctx context.Context, wg *sync.WaitGroup, slots chan struct{}) error {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	cons, err := r.cfg.JetStream.CreateOrUpdateConsumer(cctx, events.StreamLookups, jetstream.ConsumerConfig{
 		Durable:       ConsumerName,
 		Description:   "lookups shared by every router",
 		FilterSubject: events.LookupFilter(""),
@@ -122,6 +154,7 @@ func (r *Router) Run(ctx context.Context) (err error) {
 		AckWait:       r.cfg.AckWait,
 		MaxDeliver:    5,
 	})
+	cancel()
 	if err != nil {
 		return fmt.Errorf("router %s: lookup consumer: %w", r.cfg.ID, err)
 	}
@@ -131,17 +164,11 @@ func (r *Router) Run(ctx context.Context) (err error) {
 	}
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
-	// Lookups are answered concurrently, at most Workers at a time: one
-	// forwarded to another organisation may wait for it, and that
-	// organisation may send lookups of its own our way meanwhile.
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	slots := make(chan struct{}, r.cfg.Workers)
-	r.log.Info("router serving")
+	defer it.Stop()
 	for {
 		m, err := it.Next()
 		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) && ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("router %s: read lookups: %w", r.cfg.ID, err)
