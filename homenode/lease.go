@@ -26,10 +26,19 @@ type Lease struct {
 	Home   string
 	Holder string // the node's name, unique in the cluster
 	Logger *slog.Logger
-	// Every is how often the owner renews, and a standby tries. Default a
-	// third of the bucket's TTL (of projections.DefaultLeaseTTL when the
-	// bucket's status cannot be read).
+	// Every is how often the owner renews. Default a third of the
+	// bucket's TTL.
 	Every time.Duration
+	// StandbyEvery is how often a standby looks whether the lease is free.
+	// Default a tenth of the bucket's TTL, at least 100ms: a dead owner's
+	// lease lapses between two thirds of the TTL and the TTL after it
+	// died, and is taken so soon after.
+	StandbyEvery time.Duration
+	// Standby, when set, runs while this node waits as a standby, and is
+	// stopped (and waited for) before the node serves: a warm standby
+	// keeps its projection of the home server current, so that taking it
+	// over costs what the owner decided since, not its whole history.
+	Standby func(ctx context.Context)
 }
 
 // released is the prefix of the value of a lease let go cleanly, before
@@ -76,7 +85,13 @@ func (l *Lease) Hold(ctx context.Context, serve func(ctx context.Context, takeov
 			every = projections.DefaultLeaseTTL / 3 // the bucket's TTL unread: its default's
 		}
 	}
+	look := l.StandbyEvery
+	if look <= 0 {
+		look = max(ttl/10, 100*time.Millisecond)
+	}
 	var standby string
+	warm := newWarmer(ctx, l.Standby)
+	defer warm.stop()
 	failed := false // serve failed last: what it had under way may be undelivered
 	for {
 		rev, takeover, err := l.acquire(ctx, key)
@@ -91,6 +106,7 @@ func (l *Lease) Hold(ctx context.Context, serve func(ctx context.Context, takeov
 				standby = held.by
 				log.Info("standby: home server owned by another node", "owner", held.by)
 			}
+			warm.start()
 		case err != nil:
 			log.Warn("home server lease not taken; will retry", "err", err)
 		}
@@ -98,10 +114,11 @@ func (l *Lease) Hold(ctx context.Context, serve func(ctx context.Context, takeov
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-time.After(every):
+			case <-time.After(look):
 			}
 			continue
 		}
+		warm.stop()
 		standby = ""
 		log.Info("home server owned", "renew", every, "takeover", takeover)
 		lost, err := l.serve(ctx, key, rev, every, ttl, func(ctx context.Context) error { return serve(ctx, takeover) }, log)
@@ -120,6 +137,42 @@ func (l *Lease) Hold(ctx context.Context, serve func(ctx context.Context, takeov
 			}
 		}
 	}
+}
+
+// warmer runs a standby's work (Lease.Standby) while it waits, one at a
+// time.
+type warmer struct {
+	ctx     context.Context
+	run     func(context.Context)
+	stopRun context.CancelFunc
+	done    chan struct{}
+}
+
+func newWarmer(ctx context.Context, run func(context.Context)) *warmer {
+	return &warmer{ctx: ctx, run: run}
+}
+
+// start runs the standby's work unless it runs already.
+func (w *warmer) start() {
+	if w.run == nil || w.done != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(w.ctx)
+	w.stopRun, w.done = cancel, make(chan struct{})
+	go func(done chan struct{}) {
+		defer close(done)
+		w.run(ctx)
+	}(w.done)
+}
+
+// stop stops the standby's work and waits for it.
+func (w *warmer) stop() {
+	if w.done == nil {
+		return
+	}
+	w.stopRun()
+	<-w.done
+	w.done = nil
 }
 
 // acquire takes the lease if it is free (never held, lapsed, or let go),
