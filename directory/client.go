@@ -3,6 +3,7 @@ package directory
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -42,7 +43,22 @@ func (c *Client) request(ctx context.Context, req Request) (*Response, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	msg, err := c.Conn.RequestWithContext(ctx, events.DirectoryAdminSubject, data)
+	// No responders is tried again for a few seconds: a service that has
+	// just started on another server of the cluster is not known on ours
+	// until its interest has crossed the routes. Nobody received the
+	// request, so sending it again is safe.
+	var msg *nats.Msg
+	for wait, waited := 20*time.Millisecond, time.Duration(0); ; wait = min(2*wait, 500*time.Millisecond) {
+		msg, err = c.Conn.RequestWithContext(ctx, events.DirectoryAdminSubject, data)
+		if !errors.Is(err, nats.ErrNoResponders) || waited >= 3*time.Second {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		waited += wait
+	}
 	if err != nil {
 		return nil, fmt.Errorf("ask the directory service: %w (is rvpd running?)", err)
 	}

@@ -1,6 +1,9 @@
 package testcluster
 
 import (
+	"flag"
+	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -22,4 +25,17 @@ func Eventually(t testing.TB, d time.Duration, f func() error) {
 		time.Sleep(wait)
 		wait = min(2*wait, 50*time.Millisecond)
 	}
+}
+
+// LongTest skips a long fault or load test unless RVP_LONG=1 or -run
+// names it: make test stays fast; .ci/run runs it by name.
+func LongTest(t testing.TB) {
+	t.Helper()
+	if os.Getenv("RVP_LONG") == "1" {
+		return
+	}
+	if f := flag.Lookup("test.run"); f != nil && strings.Contains(f.Value.String(), t.Name()) {
+		return
+	}
+	t.Skipf("long test: run with RVP_LONG=1 or -run %s", t.Name())
 }

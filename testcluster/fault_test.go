@@ -1,25 +1,9 @@
 package testcluster
 
 import (
-	"flag"
-	"os"
-	"strings"
 	"testing"
 	"time"
 )
-
-// LongTest skips a long fault or load test unless RVP_LONG=1 or -run
-// names it: make test stays fast; .ci/run runs it by name.
-func LongTest(t *testing.T) {
-	t.Helper()
-	if os.Getenv("RVP_LONG") == "1" {
-		return
-	}
-	if f := flag.Lookup("test.run"); f != nil && strings.Contains(f.Value.String(), t.Name()) {
-		return
-	}
-	t.Skipf("long test: run with RVP_LONG=1 or -run %s", t.Name())
-}
 
 // TestClusterNATSServerLoss runs a site as DESIGN §6 lays it out — three
 // NATS servers (processes), R3 streams, two home nodes per home server

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	osexec "os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/directory"
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/rvp"
+	"github.com/rvp-im/rvpd/testcluster"
+)
+
+// site is a cluster set up by rvpd init on three NATS servers, with a
+// node serving the directory and a gateway in this process and home
+// nodes as processes of the built binary, which a test can kill.
+type site struct {
+	t        *testing.T
+	bin      string
+	nats     *testcluster.NATSCluster
+	keyFile  string
+	addr     string // the gateway
+	js       jetstream.JetStream
+	nc       *nats.Conn
+	users    map[string]string
+	leaseTTL time.Duration
+}
+
+const sitePassword = "site-user-pw-1"
+
+// startSite sets a site up with users on home1.
+func startSite(t *testing.T, users []string, leaseTTL time.Duration) *site {
+	t.Helper()
+	s := &site{t: t, bin: buildRvpd(t), nats: testcluster.StartNATSCluster(t, testcluster.NATSClusterOptions{}),
+		users: map[string]string{}, leaseTTL: leaseTTL}
+	s.keyFile = filepath.Join(t.TempDir(), "cluster.key")
+	var stdout, stderr bytes.Buffer
+	err := execIn(context.Background(), []string{"init", "-nats", s.nats.URLs(), "-cluster-key-file", s.keyFile,
+		"-home.lease-ttl", leaseTTL.String(), "-domain", "acme.test", "-home.name", "home1", "-home.host", "imhome1.acme.test"},
+		noEnv, strings.NewReader(productionAdminPW+"\n"), &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("rvpd init: %v\n%s", err, stderr.String())
+	}
+	s.nc = s.nats.Connect("site")
+	t.Cleanup(s.nc.Close)
+	s.js, _ = jetstream.New(s.nc)
+	s.addr, _ = startNode(t, "-name", "gw", "-nats", s.nats.URLs(), "-cluster-key-file", s.keyFile, "-data", t.TempDir(),
+		"-admin", "-gateway", "127.0.0.1:0", "-lease.min", "1s", "-sub.min-lifetime", "1s")
+	adm := &directory.Client{Conn: s.nc, Name: "admin", Password: productionAdminPW}
+	ctx := context.Background()
+	for _, a := range users {
+		u := events.NewUser("acme.test", a)
+		if err := adm.EnableUser(ctx, directory.UserSpec{User: u, Home: "home1", DisplayName: a}); err != nil {
+			t.Fatal(err)
+		}
+		if err := adm.SetPassword(ctx, u, rvp.NewVerifiers(u, "ACME", "", "acme.test", sitePassword)); err != nil {
+			t.Fatal(err)
+		}
+		s.users[a] = "home1"
+	}
+	return s
+}
+
+// homeProc is a home node running as a process.
+type homeProc struct {
+	name string
+	cmd  *osexec.Cmd
+	log  *syncBuffer
+}
+
+// startHome starts `rvpd node -home home1` as a process named name.
+func (s *site) startHome(name string) *homeProc {
+	s.t.Helper()
+	p := &homeProc{name: name, log: newSyncBuffer()}
+	p.cmd = osexec.Command(s.bin, "node", "-name", name, "-nats", s.nats.URLs(), "-cluster-key-file", s.keyFile,
+		"-data", filepath.Join(s.t.TempDir(), name), "-home", "home1", "-lease.min", "1s", "-sub.min-lifetime", "1s")
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+		if s.t.Failed() {
+			s.t.Logf("%s log:\n%s", name, tail(p.log.String(), 60))
+		}
+	})
+	return p
+}
+
+func (p *homeProc) wait(t *testing.T, re string, d time.Duration) {
+	t.Helper()
+	if _, err := p.log.waitMatch(regexp.MustCompile(re), d, nil); err != nil {
+		t.Fatalf("%s: %v\n%s", p.name, err, tail(p.log.String(), 40))
+	}
+}
+
+func (s *site) target() testcluster.LoadTarget {
+	return testcluster.LoadTarget{Gateways: []string{s.addr}, IMHost: "im.acme.test", NTDomain: "ACME", Password: sitePassword, Users: s.users}
+}
+
+// TestHomeOwnerKilled kills the node owning home1 with SIGKILL while its
+// users keep a load of messages and state changes going, on a cluster of
+// three NATS servers, and counts: the standby answers within the lease
+// and a second of the kill, however long home1's history; nothing
+// answered with success is lost or decided twice; every request decided
+// is answered with success (a request decided just before the kill is
+// answered by the standby with its recorded outcome).
+func TestHomeOwnerKilled(t *testing.T) {
+	testcluster.LongTest(t)
+	const lease = 2 * time.Second
+	users := []string{"alice", "bob", "carol", "dave", "erin", "frank"}
+	s := startSite(t, users, lease)
+	owner := s.startHome("node-a")
+	owner.wait(t, `msg="home server owned"`, 30*time.Second)
+	standby := s.startHome("node-b")
+	standby.wait(t, `standby: home server owned by another node`, 30*time.Second)
+
+	load := testcluster.StartLoad(t, s.target(), testcluster.LoadOptions{})
+	defer load.Stop()
+	load.WaitSucceeded(300, time.Time{}, time.Minute, nil)
+	owner.cmd.Process.Signal(syscall.SIGKILL)
+	owner.cmd.Wait()
+	killed := time.Now()
+	standby.wait(t, `msg="home server owned"`, 30*time.Second)
+	first := firstSuccessAfter(t, load, killed, 30*time.Second)
+	t.Logf("owner killed; the standby's first answer %v after", first.Sub(killed).Round(time.Millisecond))
+	if d := first.Sub(killed); d > lease+time.Second {
+		t.Errorf("the standby answered %v after the owner was killed; want at most the lease (%v) and a second", d, lease)
+	}
+	load.WaitSucceeded(100, time.Now(), time.Minute, nil)
+	load.Stop()
+
+	fc := load.CheckFacts(s.js)
+	t.Logf("%s; slowest request %v", fc, load.Slowest().Round(time.Millisecond))
+	for _, f := range load.Failures() {
+		t.Errorf("neither a success nor a 503: %s", f)
+	}
+	if fc.Unanswered > 0 {
+		t.Errorf("%d requests were decided (their facts are in the stream) and not answered with success", fc.Unanswered)
+	}
+}
+
+// firstSuccessAfter waits for a success answered after t0 and returns
+// when the first one was.
+func firstSuccessAfter(t *testing.T, load *testcluster.Load, t0 time.Time, d time.Duration) time.Time {
+	t.Helper()
+	var at time.Time
+	testcluster.Eventually(t, d, func() error {
+		var ends []time.Time
+		for _, r := range load.Results() {
+			if end := r.Start.Add(r.Took); r.OK() && end.After(t0) {
+				ends = append(ends, end)
+			}
+		}
+		if len(ends) == 0 {
+			return fmt.Errorf("no success answered since %s", t0.Format("15:04:05.000"))
+		}
+		sort.Slice(ends, func(i, j int) bool { return ends[i].Before(ends[j]) })
+		at = ends[0]
+		return nil
+	})
+	return at
+}
+
