@@ -173,4 +173,3 @@ func firstSuccessAfter(t *testing.T, load *testcluster.Load, t0 time.Time, d tim
 	})
 	return at
 }
-
