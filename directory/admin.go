@@ -2,6 +2,7 @@ package directory
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -63,11 +64,18 @@ func (a *Admin) append(ctx context.Context, ev events.DirectoryEvent, expect uin
 	msg := nats.NewMsg(ev.DirSubject())
 	msg.Header.Set(events.HeaderType, ev.Type())
 	msg.Data = data
-	ack, err := a.JetStream.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(expect))
+	id := rand.Text()
+	ack, err := a.JetStream.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(expect), jetstream.WithMsgID(id))
 	if err != nil {
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			// nats.go sends a publish answered "no responders" again, and on
+			// a cluster the first may have been stored after all: then the
+			// subject's last event is this one.
+			if seq, ok := a.ours(ctx, ev.DirSubject(), id); ok {
+				return a.Directory.WaitFor(ctx, seq)
+			}
 			if expect == 0 {
 				return ErrExists
 			}
@@ -76,6 +84,20 @@ func (a *Admin) append(ctx context.Context, ev events.DirectoryEvent, expect uin
 		return fmt.Errorf("append %s: %w", ev.Type(), err)
 	}
 	return a.Directory.WaitFor(ctx, ack.Sequence)
+}
+
+// ours reports whether the last event of subject is the one appended
+// with message id id, and its sequence.
+func (a *Admin) ours(ctx context.Context, subject, id string) (uint64, bool) {
+	st, err := a.JetStream.Stream(ctx, events.StreamDirectory)
+	if err != nil {
+		return 0, false
+	}
+	m, err := st.GetLastMsgForSubject(ctx, subject)
+	if err != nil || m.Header.Get(jetstream.MsgIDHeader) != id {
+		return 0, false
+	}
+	return m.Sequence, true
 }
 
 // version returns the last sequence of a directory subject, 0 if none.

@@ -122,6 +122,18 @@ func Follow(ctx context.Context, js jetstream.JetStream, cfg FollowConfig, a App
 	}
 }
 
+// Pull requests of the consumers that follow streams expire soon and ask
+// for heartbeats often. On a cluster a pull request can be lost without
+// an error (sent before the interest of a consumer just made has reached
+// the server the client is connected to, or to a server that died), and
+// nats.go notices only when two heartbeats are missing: with its defaults
+// (30 s requests, 15 s heartbeats) a projection of a fresh three-server
+// cluster once stood still for the 10 s a test waited.
+const (
+	pullExpiry    = 5 * time.Second
+	pullHeartbeat = time.Second
+)
+
 // followOnce follows through one ordered consumer until ctx ends (nil,
 // nil), the projection cannot apply a batch (err), or the consumer
 // fails (nil, readErr).
@@ -140,7 +152,7 @@ func followOnce(ctx context.Context, js jetstream.JetStream, cfg FollowConfig, a
 	if err != nil {
 		return nil, fmt.Errorf("follow %s (%s): create ordered consumer: %w", cfg.Stream, cfg.Filter, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(cfg.MaxBatch))
+	it, err := cons.Messages(jetstream.PullMaxMessages(cfg.MaxBatch), jetstream.PullExpiry(pullExpiry), jetstream.PullHeartbeat(pullHeartbeat))
 	if err != nil {
 		return nil, fmt.Errorf("follow %s (%s): %w", cfg.Stream, cfg.Filter, err)
 	}

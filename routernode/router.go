@@ -158,7 +158,9 @@ func (r *Router) consume(ctx context.Context, wg *sync.WaitGroup, slots chan str
 	if err != nil {
 		return fmt.Errorf("router %s: lookup consumer: %w", r.cfg.ID, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(r.cfg.Workers))
+	// Pull requests expire soon and heartbeats come often: on a cluster a
+	// pull request can be lost without an error (see projections.Follow).
+	it, err := cons.Messages(jetstream.PullMaxMessages(r.cfg.Workers), jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(time.Second))
 	if err != nil {
 		return fmt.Errorf("router %s: consume lookups: %w", r.cfg.ID, err)
 	}

@@ -381,7 +381,7 @@ func (c *Cluster) directory(role string) (*projections.DB, *projections.Director
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		projections.Follow(ctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}, dir)
+		projections.Follow(ctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter, Logger: quiet().With("directory", role)}, dir)
 	}()
 	c.t.Cleanup(func() { cancel(); <-done; nc.Close(); db.Close() })
 	c.mu.Lock()
