@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
@@ -268,15 +267,13 @@ func (c *Credentials) ntlm(st *ConnState, ar AuthRequest, scheme, token string) 
 	}
 	switch typ {
 	case 1:
-		flags, err := parseNegotiate(msg)
+		h := &NTLMHandshake{}
+		type2, err := h.Challenge(msg, ntDomain(ar.Domain), c.cfg.Server, c.cfg.Now())
 		if err != nil {
 			return events.Identity{}, c.challenge(ar, false)
 		}
-		ch := &ntlmChallenge{issued: c.cfg.Now()}
-		rand.Read(ch.challenge[:])
-		st.Scheme = ch
+		st.Scheme = h
 		st.Identity = events.Identity{}
-		type2 := buildChallenge(ch, flags, ntDomain(ar.Domain), c.cfg.Server, c.cfg.Now())
 		value := scheme + " " + base64.StdEncoding.EncodeToString(type2)
 		if scheme == "Negotiate" {
 			value = "Negotiate " + base64.StdEncoding.EncodeToString(spnegoChallenge(type2))
@@ -286,13 +283,13 @@ func (c *Credentials) ntlm(st *ConnState, ar AuthRequest, scheme, token string) 
 		textBody(r, "NTLM challenge")
 		return events.Identity{}, r
 	case 3:
-		ch, ok := st.Scheme.(*ntlmChallenge)
+		h, ok := st.Scheme.(*NTLMHandshake)
 		st.Scheme = nil
-		if !ok || c.cfg.Now().Sub(ch.issued) > c.cfg.HandshakeLife {
+		if !ok || c.cfg.Now().Sub(h.Issued()) > c.cfg.HandshakeLife {
 			// No challenge on this connection: start over.
 			return events.Identity{}, c.challenge(ar, false)
 		}
-		a, err := parseAuthenticate(msg, ch.flags)
+		a, err := parseAuthenticate(msg, h.ch.flags)
 		if err != nil {
 			return c.refuse(ar, "?", "ntlm", err.Error())
 		}
@@ -304,7 +301,7 @@ func (c *Credentials) ntlm(st *ConnState, ar AuthRequest, scheme, token string) 
 		if err != nil {
 			return c.refuse(ar, account, "ntlm", err.Error())
 		}
-		version, ok := verifyNTLM(a, v.NT, ch.challenge)
+		version, ok := verifyNTLM(a, v.NT, h.ch.challenge)
 		if !ok {
 			return c.refuse(ar, account, "ntlm", "wrong password")
 		}

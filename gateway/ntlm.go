@@ -5,6 +5,7 @@ import (
 	"crypto/des"
 	"crypto/hmac"
 	"crypto/md5"
+	"crypto/rand"
 	"crypto/subtle"
 	"encoding/binary"
 	"errors"
@@ -252,4 +253,38 @@ func allZero(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// NTLMHandshake is the server side of one NTLM handshake without any
+// storage: the challenge answering a client's negotiate message, and the
+// check of the authenticate message that answers it. Credentials drives
+// it with the directory's verifiers, throttling and the connection's
+// identity; the load benchmark's bare relay with one known NT hash.
+type NTLMHandshake struct{ ch ntlmChallenge }
+
+// Challenge returns the challenge message (type 2) answering negotiate
+// (type 1), for the Windows domain target and the server's name.
+func (h *NTLMHandshake) Challenge(negotiate []byte, target, server string, now time.Time) ([]byte, error) {
+	flags, err := parseNegotiate(negotiate)
+	if err != nil {
+		return nil, err
+	}
+	h.ch = ntlmChallenge{issued: now}
+	rand.Read(h.ch.challenge[:])
+	return buildChallenge(&h.ch, flags, target, server, now), nil
+}
+
+// Issued returns when the challenge was made.
+func (h *NTLMHandshake) Issued() time.Time { return h.ch.issued }
+
+// Verify checks authenticate (type 3), the answer to the challenge, against
+// the NT hash of the user's password; it returns the user name the client
+// gave (as given: alias, DOMAIN\alias...) and whether the responses match.
+func (h *NTLMHandshake) Verify(authenticate, ntHash []byte) (string, bool, error) {
+	a, err := parseAuthenticate(authenticate, h.ch.flags)
+	if err != nil {
+		return "", false, err
+	}
+	_, ok := verifyNTLM(a, ntHash, h.ch.challenge)
+	return a.user, ok, nil
 }
