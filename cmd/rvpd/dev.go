@@ -46,6 +46,7 @@ type devFlags struct {
 	data, http, nats, natsSync string
 	demoPassword               string
 	demoUsers                  int
+	pprof                      string
 	reset                      bool
 }
 
@@ -59,6 +60,7 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	fs.StringVar(&f.natsSync, "nats.sync", "", `JetStream fsync: "always", or an interval such as 1s (default: the server's 2m)`)
 	fs.StringVar(&f.demoPassword, "demo-password", "", "set the password of the demo users and administrator (default: one derived from the cluster key, set on the first start)")
 	fs.IntVar(&f.demoUsers, "demo-users", 0, "also create user1..userN in the demo domain with the demo password, for load tests")
+	fs.StringVar(&f.pprof, "pprof", "", `address to serve Go's profiles on (net/http/pprof), e.g. 127.0.0.1:6060 ("" for none)`)
 	fs.BoolVar(&f.reset, "reset", false, "delete the data directory's state and start clean")
 	fs.StringVar(&f.keyFile, "cluster-key-file", "", "file holding the cluster key (64 hex digits; default: the environment's RVP_CLUSTER_KEY, else one generated and kept in the data directory)")
 	f.roleFlags.register(fs)
@@ -149,6 +151,10 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	roles, stopRoles := context.WithCancel(context.Background())
 	defer stopRoles()
 	if err := rs.add(&g, roles, stopRoles); err != nil {
+		ln.Close()
+		return err
+	}
+	if err := addPprof(&g, f.pprof, log); err != nil {
 		ln.Close()
 		return err
 	}

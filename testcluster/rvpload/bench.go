@@ -22,6 +22,7 @@ type config struct {
 	pairs       int
 	msgDuration time.Duration
 	watchers    int
+	changes     int
 	loginUsers  int
 	buddyUsers  int
 	buddies     int
@@ -30,6 +31,8 @@ type config struct {
 	work        string
 	password    string
 	memory      bool
+	scenarios   []string
+	rvpdArgs    []string
 }
 
 // target is one server under test.
@@ -53,6 +56,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&c.pairs, "pairs", 100, "messages: pairs of users sending each other messages in a closed loop")
 	fs.DurationVar(&c.msgDuration, "msg-duration", 5*time.Second, "messages: how long each run lasts")
 	fs.IntVar(&c.watchers, "watchers", 1000, "fan-out: watchers of the user whose state changes")
+	fs.IntVar(&c.changes, "changes", 5, "fan-out: state changes per run, one after the other")
 	fs.IntVar(&c.loginUsers, "login-users", 1000, "login: users signing in per run")
 	fs.IntVar(&c.buddyUsers, "buddy-users", 1000, "buddies: users signing in with a buddy list per run")
 	fs.IntVar(&c.buddies, "buddies", 20, "buddies: the length of each buddy list")
@@ -61,10 +65,19 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&c.work, "work", "", "directory for the servers' data and logs (default: a new temporary one, removed afterwards)")
 	fs.StringVar(&c.password, "password", "load-test-pw", "the users' password")
 	fs.BoolVar(&c.memory, "memory", true, "sign in every remaining user at the end and report resident memory per online user")
+	scenarios := fs.String("scenarios", "messages,fan-out,login,buddies", "scenarios to run")
+	rvpdArgs := fs.String("rvpd-args", "", `more flags for rvpd dev, e.g. "-pprof 127.0.0.1:6060"`)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	c.syncModes = strings.Split(syncModes, ",")
+	c.scenarios = strings.Split(*scenarios, ",")
+	c.rvpdArgs = strings.Fields(*rvpdArgs)
+	for _, sc := range c.scenarios {
+		if scenarioRuns[sc] == nil {
+			return fmt.Errorf("-scenarios: no scenario %q", sc)
+		}
+	}
 	need := 2*c.pairs + 1 + c.watchers + c.rounds*(c.loginUsers+c.buddyUsers)
 	if need > c.users {
 		return fmt.Errorf("the scenarios need %d users and -users is %d; raise -users or lower the others", need, c.users)
@@ -120,6 +133,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		if mode != "default" {
 			args = append(args, "-nats.sync", mode)
 		}
+		args = append(args, c.rvpdArgs...)
 		if err := start("rvpd-"+mode, c.rvpd, regexp.MustCompile(`listening on http://(\S+)`), args...); err != nil {
 			return err
 		}
@@ -146,6 +160,11 @@ type bench struct {
 	failures int
 	// the users of each scenario: user<first>...
 	msgFirst, fanFirst, loginFirst, buddyFirst, restFirst int
+}
+
+// scenarioRuns are the scenarios by name.
+var scenarioRuns = map[string]func(*bench, *target, int) (result, error){
+	"messages": (*bench).messages, "fan-out": (*bench).fanOut, "login": (*bench).login, "buddies": (*bench).buddyLogin,
 }
 
 // result is one run of a scenario against one server.
@@ -190,18 +209,16 @@ func (b *bench) run() error {
 	for round := 1; round <= c.rounds; round++ {
 		// Each round takes the servers in another order.
 		order := append(append([]*target(nil), b.targets[(round-1)%len(b.targets):]...), b.targets[:(round-1)%len(b.targets)]...)
-		for _, sc := range []struct {
-			name string
-			run  func(*target, int) (result, error)
-		}{{"messages", b.messages}, {"fan-out", b.fanOut}, {"login", b.login}, {"buddies", b.buddyLogin}} {
+		for _, sc := range c.scenarios {
+			run := scenarioRuns[sc]
 			for _, t := range order {
-				r, err := sc.run(t, round)
+				r, err := run(b, t, round)
 				if err != nil {
-					return fmt.Errorf("%s against %s, round %d: %w", sc.name, t.name, round, err)
+					return fmt.Errorf("%s against %s, round %d: %w", sc, t.name, round, err)
 				}
-				r.scenario, r.target, r.round = sc.name, t.name, round
+				r.scenario, r.target, r.round = sc, t.name, round
 				b.results = append(b.results, r)
-				progress(b.log, "round %d %-8s %-13s %7d in %6.2fs: %9.1f/s, %9.1f per CPU-s%s", round, sc.name, t.name, r.ops, r.wall.Seconds(), r.perSecond(), r.perCPU(), latencies(r))
+				progress(b.log, "round %d %-8s %-13s %7d in %6.2fs: %9.1f/s, %9.1f per CPU-s%s", round, sc, t.name, r.ops, r.wall.Seconds(), r.perSecond(), r.perCPU(), latencies(r))
 			}
 		}
 	}

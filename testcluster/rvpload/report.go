@@ -15,12 +15,12 @@ var units = map[string]string{"messages": "messages", "fan-out": "notifications"
 // ratios to the relay's run in the same round.
 func (b *bench) report(w io.Writer) {
 	c := b.cfg
-	fmt.Fprintf(w, "rvpload %s: %d CPUs, %s; %d users, %d rounds; messages: %d pairs for %v; fan-out: %d watchers; login: %d users; buddies: %d users × %d buddies; %d at a time\n\n",
-		time.Now().UTC().Format(time.DateTime), runtime.NumCPU(), runtime.Version(), c.users, c.rounds, c.pairs, c.msgDuration, c.watchers, c.loginUsers, c.buddyUsers, c.buddies, c.concurrency)
+	fmt.Fprintf(w, "rvpload %s: %d CPUs, %s; %d users, %d rounds; messages: %d pairs for %v; fan-out: %d watchers × %d changes; login: %d users; buddies: %d users × %d buddies; %d at a time\n\n",
+		time.Now().UTC().Format(time.DateTime), runtime.NumCPU(), runtime.Version(), c.users, c.rounds, c.pairs, c.msgDuration, c.watchers, c.changes, c.loginUsers, c.buddyUsers, c.buddies, c.concurrency)
 
 	fmt.Fprintln(w, "| scenario | server | relay /s | server /s | ratio /s | relay /CPU-s | server /CPU-s | ratio /CPU-s | p99 relay | p99 server |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
-	for _, sc := range []string{"messages", "fan-out", "login", "buddies"} {
+	for _, sc := range c.scenarios {
 		relay := b.byRound(sc, "relay")
 		for _, t := range b.targets {
 			if t.name == "relay" {

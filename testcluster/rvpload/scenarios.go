@@ -133,29 +133,33 @@ func deduplicate(s []string) []string {
 	return out
 }
 
-// fanOut: the fan-out user changes its state once; the run lasts until
-// every watcher has been told (or a minute has passed). The rate is
-// watchers told per second from the PROPPATCH sent to the last
-// notification, the latencies from the PROPPATCH sent to each.
+// fanOut: the fan-out user changes its state, changes times, each once
+// every watcher has been told the one before (or a minute has passed).
+// The rate is watchers told per second from each PROPPATCH sent to the
+// last notification it caused, the latencies from each PROPPATCH sent to
+// each notification.
 func (b *bench) fanOut(t *target, round int) (result, error) {
 	c := b.cfg
 	publisher := userName(b.fanFirst)
-	state := []string{"busy", "away", "on-phone", "at-lunch"}[(round-1)%4]
 	watchers := map[string]bool{}
 	for i := range c.watchers {
 		watchers[userName(b.fanFirst+1+i)] = true
 	}
 	var mu sync.Mutex
-	arrived := map[string]time.Time{}
+	var state string
+	var arrived map[string]time.Time
+	var done chan struct{}
 	dups := 0
-	done := make(chan struct{})
 	t.sink.handle(func(n notification) {
 		st, from, ok := notifiedState(n.body)
-		if !ok || !watchers[n.alias] || st != state || !strings.HasSuffix(from, "/"+publisher) {
+		if !ok || !watchers[n.alias] || !strings.HasSuffix(from, "/"+publisher) {
 			return
 		}
 		mu.Lock()
 		defer mu.Unlock()
+		if st != state {
+			return
+		}
 		if _, seen := arrived[n.alias]; seen {
 			dups++
 			return
@@ -166,41 +170,52 @@ func (b *bench) fanOut(t *target, round int) (result, error) {
 		}
 	})
 	defer t.sink.handle(nil)
-	var start time.Time
+	var r result
+	var lat []time.Duration
 	_, cpu, err := measure(t, func() error {
-		start = time.Now()
-		if err := t.client.setState(publisher, state); err != nil {
-			return err
-		}
-		select {
-		case <-done:
-		case <-time.After(time.Minute):
+		for k := range c.changes {
+			mu.Lock()
+			state = []string{"busy", "away", "on-phone", "at-lunch"}[((round-1)*c.changes+k)%4]
+			arrived, done = map[string]time.Time{}, make(chan struct{})
+			wait := done
+			mu.Unlock()
+			start := time.Now()
+			if err := t.client.setState(publisher, state); err != nil {
+				return err
+			}
+			select {
+			case <-wait:
+			case <-time.After(time.Minute):
+			}
+			mu.Lock()
+			last := time.Duration(0)
+			for _, at := range arrived {
+				lat = append(lat, at.Sub(start))
+				last = max(last, at.Sub(start))
+			}
+			told := len(arrived)
+			mu.Unlock()
+			r.ops += told
+			r.wall += last
+			if told < c.watchers {
+				b.fail("fan-out on %s, round %d: %d of %d watchers told %s within a minute", t.name, round, told, c.watchers, state)
+				r.errors += c.watchers - told
+			}
 		}
 		return nil
 	})
 	if err != nil {
 		return result{}, err
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	lat := make([]time.Duration, 0, len(arrived))
-	for _, at := range arrived {
-		lat = append(lat, at.Sub(start))
-	}
-	slices.Sort(lat)
-	r := result{ops: len(lat), cpu: cpu, errors: c.watchers - len(lat)}
+	r.cpu = cpu
 	if len(lat) == 0 {
-		b.fail("fan-out on %s, round %d: no watcher was told", t.name, round)
 		r.wall = time.Minute
 		return r, nil
 	}
-	r.wall = lat[len(lat)-1]
+	slices.Sort(lat)
 	r.p50, r.p99 = percentile(lat, 50), percentile(lat, 99)
-	if len(lat) < c.watchers {
-		b.fail("fan-out on %s, round %d: %d of %d watchers told within a minute", t.name, round, len(lat), c.watchers)
-	}
 	if dups > 0 {
-		progress(b.log, "  %d watchers were told twice", dups)
+		progress(b.log, "  %d notifications told a watcher a state twice", dups)
 	}
 	return r, nil
 }
