@@ -33,6 +33,7 @@ type config struct {
 	memory      bool
 	scenarios   []string
 	rvpdArgs    []string
+	compare     string
 }
 
 // target is one server under test.
@@ -51,6 +52,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	var c config
 	var syncModes string
 	fs.StringVar(&c.rvpd, "rvpd", "bin/rvpd", "the rvpd binary to measure")
+	fs.StringVar(&c.compare, "compare", "", "another rvpd binary (an earlier build) to measure in the same run, as before-<sync>")
 	fs.IntVar(&c.users, "users", 10000, "users in the directory (rvpd dev -demo-users), all online for the memory figure")
 	fs.IntVar(&c.rounds, "rounds", 3, "rounds: each scenario runs once per round against each server, in turn")
 	fs.IntVar(&c.pairs, "pairs", 100, "messages: pairs of users sending each other messages in a closed loop")
@@ -127,15 +129,22 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	if err := start("relay", self, regexp.MustCompile(`relay listening on http://(\S+)`), "relay", "-password", c.password); err != nil {
 		return err
 	}
-	for _, mode := range c.syncModes {
-		args := []string{"dev", "-reset", "-data", filepath.Join(c.work, "rvpd-"+mode), "-http", "127.0.0.1:0", "-nats", "",
-			"-demo-users", fmt.Sprint(c.users), "-demo-password", c.password, "-log.level", "warn"}
-		if mode != "default" {
-			args = append(args, "-nats.sync", mode)
-		}
-		args = append(args, c.rvpdArgs...)
-		if err := start("rvpd-"+mode, c.rvpd, regexp.MustCompile(`listening on http://(\S+)`), args...); err != nil {
-			return err
+	binaries := []struct{ label, bin string }{{"rvpd", c.rvpd}}
+	if c.compare != "" {
+		binaries = append(binaries, struct{ label, bin string }{"before", c.compare})
+	}
+	for _, bin := range binaries {
+		for _, mode := range c.syncModes {
+			name := bin.label + "-" + mode
+			args := []string{"dev", "-reset", "-data", filepath.Join(c.work, name), "-http", "127.0.0.1:0", "-nats", "",
+				"-demo-users", fmt.Sprint(c.users), "-demo-password", c.password, "-log.level", "warn"}
+			if mode != "default" {
+				args = append(args, "-nats.sync", mode)
+			}
+			args = append(args, c.rvpdArgs...)
+			if err := start(name, bin.bin, regexp.MustCompile(`listening on http://(\S+)`), args...); err != nil {
+				return err
+			}
 		}
 	}
 
