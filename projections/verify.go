@@ -2,9 +2,12 @@ package projections
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
@@ -25,6 +28,20 @@ func (v Verification) OK() bool { return v.Diff == "" }
 // HeaderProgress names, in a verification request, the subject the
 // verifying node sends its Progress to.
 const HeaderProgress = "Rvp-Progress"
+
+// ProgressTo returns a Progress function that publishes each report as
+// JSON on subject, an inbox of the requester's; nil when subject is not
+// one (a node publishes nowhere else on a request's word).
+func ProgressTo(nc *nats.Conn, subject string) func(Progress) {
+	if nc == nil || !strings.HasPrefix(subject, nats.InboxPrefix) {
+		return nil
+	}
+	return func(p Progress) {
+		if data, err := json.Marshal(p); err == nil {
+			nc.Publish(subject, data)
+		}
+	}
+}
 
 // Verifier compares projections with rebuilds of them from their
 // streams. Progress, when set, is told how far each rebuild has come

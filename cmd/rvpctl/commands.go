@@ -410,7 +410,18 @@ func cmdVerify(ctx context.Context, g global, args []string, stderr io.Writer) e
 		return err
 	}
 	defer nc.Close()
-	msg, err := nc.RequestWithContext(ctx, events.HomeAdminSubject(*home, "verify"), nil)
+	req := nats.NewMsg(events.HomeAdminSubject(*home, "verify"))
+	finish := func() {}
+	if !g.json {
+		// The node reports its rebuilds' progress to an inbox of ours.
+		inbox := nats.NewInbox()
+		req.Header.Set(projections.HeaderProgress, inbox)
+		if finish, err = showProgress(nc, inbox, stderr); err != nil {
+			return err
+		}
+	}
+	msg, err := nc.RequestMsgWithContext(ctx, req)
+	finish()
 	if err != nil {
 		return fmt.Errorf("ask the node of home server %s: %w (is it running?)", *home, err)
 	}
