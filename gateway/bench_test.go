@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
 )
 
 // librvpNegotiate is the type 1 message librvp sends (domain EXAMPLE,
@@ -55,7 +55,7 @@ func BenchmarkNTLM(b *testing.B) {
 	})
 	b.Run("verify", func(b *testing.B) {
 		b.ReportAllocs()
-		nt := projections.NTHash("Password")
+		nt := rvp.NTHash("Password")
 		var h NTLMHandshake
 		copy(h.ch.challenge[:], []byte{0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef})
 		h.ch.flags = ntlmNTLM | ntlmOEM

@@ -234,10 +234,3 @@ func diff(a, b reader, p []byte, max int) (string, int, error) {
 	}
 	return strings.Join(out, "\n"), n, nil
 }
-
-func hostOnly(hostport string) string {
-	if i := strings.LastIndexByte(hostport, ':'); i >= 0 && !strings.Contains(hostport[i:], "]") {
-		return hostport[:i]
-	}
-	return hostport
-}

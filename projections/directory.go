@@ -303,7 +303,7 @@ func (d *Directory) DomainByHost(host string) (*Domain, error) {
 	host = strings.ToLower(host)
 	name, ok := memGet[string](&d.mem, "host", events.Token(host))
 	if !ok {
-		if h := hostOnly(host); h != host {
+		if h := events.Hostname(host); h != host {
 			name, ok = memGet[string](&d.mem, "host", events.Token(h))
 		}
 	}

@@ -21,7 +21,6 @@ import (
 
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/gateway"
-	"github.com/rvp-im/rvpd/projections"
 	"github.com/rvp-im/rvpd/rvp"
 )
 
@@ -75,7 +74,7 @@ func runRelay(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	r := &relay{
-		ntHash: projections.NTHash(*password), ntDomain: *ntDomain,
+		ntHash: rvp.NTHash(*password), ntDomain: *ntDomain,
 		client: &rvp.Client{}, jobs: make(chan rvp.Outbound, 1<<16),
 		log:   slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		users: map[string]*relayUser{},

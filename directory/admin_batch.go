@@ -1,4 +1,4 @@
-package projections
+package directory
 
 import (
 	"context"
@@ -10,13 +10,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/rvp"
 )
 
 // NewUser is a user for EnableUsers: what EnableUser takes, and the
 // verifiers SetPassword would record.
 type NewUser struct {
 	Spec      UserSpec
-	Verifiers Verifiers
+	Verifiers rvp.Verifiers
 }
 
 // enableBatch bounds the appends EnableUsers has in flight.
@@ -111,13 +112,10 @@ func (a *Admin) EnableUsers(ctx context.Context, users []NewUser) (int, error) {
 // publishAsync starts the append of ev expecting its subject's last
 // sequence to be expect.
 func (a *Admin) publishAsync(ctx context.Context, ev events.DirectoryEvent, expect uint64) (jetstream.PubAckFuture, error) {
-	data, err := events.Encode(ev)
+	msg, err := directoryMsg(ev)
 	if err != nil {
 		return nil, err
 	}
-	msg := nats.NewMsg(ev.DirSubject())
-	msg.Header.Set(events.HeaderType, ev.Type())
-	msg.Data = data
 	f, err := a.JetStream.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(expect))
 	if err != nil {
 		return nil, fmt.Errorf("append %s: %w", ev.Type(), err)
@@ -136,6 +134,20 @@ func awaitAck(ctx context.Context, f jetstream.PubAckFuture) (*jetstream.PubAck,
 	}
 }
 
+// directoryMsg is the message that appends ev.
+func directoryMsg(ev events.DirectoryEvent) (*nats.Msg, error) {
+	data, err := events.Encode(ev)
+	if err != nil {
+		return nil, err
+	}
+	msg := nats.NewMsg(ev.DirSubject())
+	msg.Header.Set(events.HeaderType, ev.Type())
+	msg.Data = data
+	return msg, nil
+}
+
+// isWrongLastSequence reports a failed expectation of a subject's last
+// sequence (both of JetStream's codes for it).
 func isWrongLastSequence(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
