@@ -136,8 +136,8 @@ func rebuild(ctx context.Context, js jetstream.JetStream, stream, filter string,
 	defer it.Stop()
 
 	workers := runtime.GOMAXPROCS(0)
-	toDecode := make(chan *chunk, workers*2)
-	inOrder := make(chan *chunk, workers*4)
+	toDecode := make(chan *chunk, workers*8)
+	inOrder := make(chan *chunk, workers*16)
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
