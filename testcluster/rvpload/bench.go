@@ -43,7 +43,9 @@ type target struct {
 	client *client
 	sink   *sink
 	online atomic.Int64 // users signed in with presence
-	rss0   int64        // resident memory before any load
+	// profiles is the URL of the server's Go profiles, "" if it has none.
+	profiles string
+	mem0     memory // before any load
 }
 
 func runBench(args []string, stdout, stderr io.Writer) error {
@@ -111,8 +113,19 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 			t.sink.close()
 		}
 	}()
-	start := func(name, bin string, ready *regexp.Regexp, args ...string) error {
+	// start runs a server; with profiles (pprof: a -pprof flag it takes)
+	// its Go heap is measured too.
+	start := func(name, bin string, pprof bool, ready *regexp.Regexp, args ...string) error {
 		progress(stderr, "starting %s", name)
+		profiles := ""
+		if pprof {
+			addr, err := freeAddr()
+			if err != nil {
+				return err
+			}
+			profiles = "http://" + addr + "/debug/pprof/"
+			args = append(args, "-pprof", addr)
+		}
 		p, err := startProc(name, bin, filepath.Join(c.work, name+".log"), ready, args...)
 		if err != nil {
 			return err
@@ -121,12 +134,12 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		t := &target{name: name, proc: p, sink: s, client: &client{addr: p.addr, ntDomain: "EXAMPLE", password: c.password}}
+		t := &target{name: name, proc: p, sink: s, profiles: profiles, client: &client{addr: p.addr, ntDomain: "EXAMPLE", password: c.password}}
 		targets = append(targets, t)
-		t.rss0, err = p.rss()
+		t.mem0, err = t.memory()
 		return err
 	}
-	if err := start("relay", self, regexp.MustCompile(`relay listening on http://(\S+)`), "relay", "-password", c.password); err != nil {
+	if err := start("relay", self, true, regexp.MustCompile(`relay listening on http://(\S+)`), "relay", "-password", c.password); err != nil {
 		return err
 	}
 	binaries := []struct{ label, bin string }{{"rvpd", c.rvpd}}
@@ -142,7 +155,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 				args = append(args, "-nats.sync", mode)
 			}
 			args = append(args, c.rvpdArgs...)
-			if err := start(name, bin.bin, regexp.MustCompile(`listening on http://(\S+)`), args...); err != nil {
+			if err := start(name, bin.bin, bin.label == "rvpd", regexp.MustCompile(`listening on http://(\S+)`), args...); err != nil {
 				return err
 			}
 		}

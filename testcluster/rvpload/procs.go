@@ -4,6 +4,9 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"regexp"
@@ -118,4 +121,46 @@ func (p *proc) rss() (int64, error) {
 		}
 	}
 	return 0, errors.New("no VmRSS")
+}
+
+// memory is a server's memory: resident, and (when it serves its
+// profiles) its Go heap in use after a collection.
+type memory struct {
+	rss, heap int64
+}
+
+// memory measures t's memory; with profiles it first has the server
+// collect its garbage, and waits a moment for freed pages to go back.
+func (t *target) memory() (memory, error) {
+	var m memory
+	if t.profiles != "" {
+		resp, err := http.Get(t.profiles + "heap?gc=1&debug=1")
+		if err != nil {
+			return m, fmt.Errorf("%s heap profile: %w", t.name, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return m, err
+		}
+		for _, line := range strings.Split(string(body), "\n") {
+			if v, ok := strings.CutPrefix(line, "# HeapInuse = "); ok {
+				m.heap, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			}
+		}
+		time.Sleep(time.Second)
+	}
+	var err error
+	m.rss, err = t.proc.rss()
+	return m, err
+}
+
+// freeAddr returns a loopback address with a port free now.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }

@@ -10,6 +10,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -63,6 +65,7 @@ func runRelay(args []string, stdout, stderr io.Writer) error {
 	addr := fs.String("http", "127.0.0.1:0", "address to serve RVP on")
 	password := fs.String("password", "", "the password every user signs in with (NTLM)")
 	ntDomain := fs.String("nt-domain", "EXAMPLE", "the Windows domain in NTLM challenges")
+	profiles := fs.String("pprof", "", "address to serve Go's profiles on (net/http/pprof)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -89,6 +92,16 @@ func runRelay(args []string, stdout, stderr io.Writer) error {
 				cancel()
 			}
 		}()
+	}
+	if *profiles != "" {
+		pl, err := net.Listen("tcp", *profiles)
+		if err != nil {
+			return err
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		go (&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}).Serve(pl)
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)

@@ -56,12 +56,18 @@ func (b *bench) report(w io.Writer) {
 	fmt.Fprintln(w, "\nEach figure is the median over the rounds; a ratio is the server's rate over the relay's in the same round (median over the rounds). /CPU-s counts the CPU time of the server's process only.")
 
 	if len(b.memory) > 0 {
-		fmt.Fprintln(w, "\n| server | users online | resident at start | resident with all online | growth per online user | last sign-ins |")
-		fmt.Fprintln(w, "|---|---|---|---|---|---|")
+		fmt.Fprintln(w, "\n| server | users online | resident at start | resident with all online | growth per online user | Go heap in use at start | with all online | growth per online user | last sign-ins |")
+		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|")
 		for _, m := range b.memory {
-			fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %d in %.1fs (%.0f/s) |\n", m.target, m.online, mib(m.rss0), mib(m.rss),
-				kib(float64(m.rss-m.rss0)/float64(max(m.online, 1))), m.signInUsers, m.signInTook.Seconds(), float64(m.signInUsers)/m.signInTook.Seconds())
+			per := func(a, b int64) string { return kib(float64(b-a) / float64(max(m.online, 1))) }
+			heap := "— | — | —"
+			if m.now.heap > 0 {
+				heap = fmt.Sprintf("%s | %s | %s", mib(m.before.heap), mib(m.now.heap), per(m.before.heap, m.now.heap))
+			}
+			fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %d in %.1fs (%.0f/s) |\n", m.target, m.online, mib(m.before.rss), mib(m.now.rss),
+				per(m.before.rss, m.now.rss), heap, m.signInUsers, m.signInTook.Seconds(), float64(m.signInUsers)/m.signInTook.Seconds())
 		}
+		fmt.Fprintln(w, "\nMemory is read after the server has collected its garbage (asked through its profiles, where it serves them) and a second has passed.")
 	}
 
 	fmt.Fprintln(w, "\n| round | scenario | server | count | seconds | /s | server CPU-s | /CPU-s | p50 | p99 | errors |")

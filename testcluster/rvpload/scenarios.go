@@ -283,17 +283,18 @@ func (b *bench) buddyLogin(t *target, round int) (result, error) {
 	return result{ops: c.buddyUsers - failed, wall: wall, cpu: cpu, errors: failed}, err
 }
 
-// memoryRow is a server's resident memory with its users online.
+// memoryRow is a server's memory before any load and with its users
+// online.
 type memoryRow struct {
 	target      string
 	online      int64
-	rss0, rss   int64
+	before, now memory
 	signInTook  time.Duration
 	signInUsers int
 }
 
-// fill signs in every user not signed in yet, then reads the server's
-// resident memory.
+// fill signs in every user not signed in yet, then measures the server's
+// memory.
 func (b *bench) fill(t *target) error {
 	c := b.cfg
 	n := c.users - b.restFirst + 1
@@ -303,10 +304,10 @@ func (b *bench) fill(t *target) error {
 		b.fail("%s: %d of %d users could not sign in", t.name, failed, n)
 	}
 	took := time.Since(start)
-	rss, err := t.proc.rss()
+	m, err := t.memory()
 	if err != nil {
 		return err
 	}
-	b.memory = append(b.memory, memoryRow{target: t.name, online: t.online.Load(), rss0: t.rss0, rss: rss, signInTook: took, signInUsers: n})
+	b.memory = append(b.memory, memoryRow{target: t.name, online: t.online.Load(), before: t.mem0, now: m, signInTook: took, signInUsers: n})
 	return nil
 }
