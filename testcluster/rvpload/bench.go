@@ -46,6 +46,8 @@ type target struct {
 	// profiles is the URL of the server's Go profiles, "" if it has none.
 	profiles string
 	mem0     memory // before any load
+	// down is why the server was left out of the rest of the run.
+	down error
 }
 
 func runBench(args []string, stdout, stderr io.Writer) error {
@@ -234,9 +236,16 @@ func (b *bench) run() error {
 		for _, sc := range c.scenarios {
 			run := scenarioRuns[sc]
 			for _, t := range order {
+				if t.down != nil {
+					continue
+				}
 				r, err := run(b, t, round)
 				if err != nil {
-					return fmt.Errorf("%s against %s, round %d: %w", sc, t.name, round, err)
+					// A server that stopped is reported, and the others
+					// go on.
+					t.down = err
+					b.fail("%s against %s, round %d: %v; %s is left out from here on (its log: %s)", sc, t.name, round, err, t.name, t.proc.log.Name())
+					continue
 				}
 				r.scenario, r.target, r.round = sc, t.name, round
 				b.results = append(b.results, r)
@@ -246,6 +255,9 @@ func (b *bench) run() error {
 	}
 	if c.memory {
 		for _, t := range b.targets {
+			if t.down != nil {
+				continue
+			}
 			if err := b.fill(t); err != nil {
 				return fmt.Errorf("%s: memory: %w", t.name, err)
 			}
