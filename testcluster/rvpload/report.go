@@ -53,6 +53,25 @@ func (b *bench) report(w io.Writer) {
 				median(relayRate), median(rate), median(ratio), median(relayCPU), median(cpu), median(ratioCPU), p99s(relayP99), p99s(p99))
 		}
 	}
+	if c.compare != "" {
+		fmt.Fprintln(w, "\n| scenario | sync | rvpd/before /s | rvpd/before /CPU-s |")
+		fmt.Fprintln(w, "|---|---|---|---|")
+		for _, sc := range c.scenarios {
+			for _, mode := range c.syncModes {
+				after, before := b.byRound(sc, "rvpd-"+mode), b.byRound(sc, "before-"+mode)
+				var rate, cpu []float64
+				for round, r := range after {
+					if rb, ok := before[round]; ok {
+						rate = append(rate, r.perSecond()/rb.perSecond())
+						if rb.perCPU() > 0 {
+							cpu = append(cpu, r.perCPU()/rb.perCPU())
+						}
+					}
+				}
+				fmt.Fprintf(w, "| %s | %s | %.3f | %.3f |\n", sc, mode, median(rate), median(cpu))
+			}
+		}
+	}
 	fmt.Fprintln(w, "\nEach figure is the median over the rounds; a ratio is the server's rate over the relay's in the same round (median over the rounds). /CPU-s counts the CPU time of the server's process only.")
 
 	if len(b.memory) > 0 {
