@@ -217,6 +217,11 @@ func (r *relay) handle(req *rvp.Request, authed string) *rvp.Response {
 	}
 	switch req.Method {
 	case "SUBSCRIBE":
+		if id := req.Header.Get(rvp.HdrSubscriptionID); id != "" {
+			// A renewal: the subscription stands as it was.
+			return &rvp.Response{Status: 200, Header: []rvp.Field{{Name: rvp.HdrSubscriptionID, Value: id},
+				{Name: rvp.HdrLifetime, Value: req.Header.Get(rvp.HdrLifetime)}}}
+		}
 		cb, err := rvp.ParseURL(req.Header.Get(rvp.HdrCallBack))
 		if err != nil {
 			return &rvp.Response{Status: 400}
