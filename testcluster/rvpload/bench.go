@@ -34,6 +34,9 @@ type config struct {
 	scenarios   []string
 	rvpdArgs    []string
 	compare     string
+	// heapProfiles, when set, is where each server's heap profile is
+	// written with all its users online.
+	heapProfiles string
 }
 
 // target is one server under test.
@@ -56,6 +59,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	var c config
 	var syncModes string
 	fs.StringVar(&c.rvpd, "rvpd", "bin/rvpd", "the rvpd binary to measure")
+	fs.StringVar(&c.heapProfiles, "heap-profiles", "", "directory to write each server's heap profile to with all users online (for go tool pprof)")
 	fs.StringVar(&c.compare, "compare", "", "another rvpd binary (an earlier build) to measure in the same run, as before-<sync>")
 	fs.IntVar(&c.users, "users", 10000, "users in the directory (rvpd dev -demo-users), all online for the memory figure")
 	fs.IntVar(&c.rounds, "rounds", 3, "rounds: each scenario runs once per round against each server, in turn")

@@ -164,3 +164,22 @@ func freeAddr() (string, error) {
 	defer ln.Close()
 	return ln.Addr().String(), nil
 }
+
+// saveHeapProfile writes the server's heap profile (go tool pprof) to
+// path.
+func (t *target) saveHeapProfile(path string) error {
+	resp, err := http.Get(t.profiles + "heap")
+	if err != nil {
+		return fmt.Errorf("%s heap profile: %w", t.name, err)
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

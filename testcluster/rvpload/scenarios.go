@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -307,6 +308,11 @@ func (b *bench) fill(t *target) error {
 	m, err := t.memory()
 	if err != nil {
 		return err
+	}
+	if c.heapProfiles != "" && t.profiles != "" {
+		if err := t.saveHeapProfile(filepath.Join(c.heapProfiles, t.name+".heap")); err != nil {
+			return err
+		}
 	}
 	b.memory = append(b.memory, memoryRow{target: t.name, online: t.online.Load(), before: t.mem0, now: m, signInTook: took, signInUsers: n})
 	return nil
