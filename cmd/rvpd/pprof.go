@@ -14,15 +14,16 @@ import (
 )
 
 // addPprof serves Go's profiles (net/http/pprof, under /debug/pprof/) on
-// addr, for finding where a loaded server spends its time; "" serves
-// nothing. It never shares the RVP listener.
-func addPprof(g *run.Group, addr string, log *slog.Logger) error {
+// addr, for finding where a loaded server spends its time, and returns
+// the address it listens on; "" serves nothing. It never shares the RVP
+// listener.
+func addPprof(g *run.Group, addr string, log *slog.Logger) (string, error) {
 	if addr == "" {
-		return nil
+		return "", nil
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("-pprof %s: %w", addr, err)
+		return "", fmt.Errorf("-pprof %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -42,5 +43,5 @@ func addPprof(g *run.Group, addr string, log *slog.Logger) error {
 		defer cancel()
 		srv.Shutdown(ctx)
 	})
-	return nil
+	return ln.Addr().String(), nil
 }

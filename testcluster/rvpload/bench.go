@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -153,6 +154,10 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		binaries = append(binaries, struct{ label, bin string }{"before", c.compare})
 	}
 	for _, bin := range binaries {
+		has, err := devFlags(bin.bin)
+		if err != nil {
+			return err
+		}
 		for _, mode := range c.syncModes {
 			name := bin.label + "-" + mode
 			args := []string{"dev", "-reset", "-data", filepath.Join(c.work, name), "-http", "127.0.0.1:0", "-nats", "",
@@ -160,8 +165,15 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 			if mode != "default" {
 				args = append(args, "-nats.sync", mode)
 			}
-			args = append(args, c.rvpdArgs...)
-			if err := start(name, bin.bin, bin.label == "rvpd", regexp.MustCompile(`listening on http://(\S+)`), args...); err != nil {
+			if has["limit.messages"] && has["limit.bytes"] {
+				// Capacity is measured, as the relay has no limits: the
+				// per-sender rate limits would cap the message pairs.
+				args = append(args, "-limit.messages", "0", "-limit.bytes", "0")
+			}
+			if bin.label == "rvpd" {
+				args = append(args, c.rvpdArgs...)
+			}
+			if err := start(name, bin.bin, has["pprof"], regexp.MustCompile(`listening on http://(\S+)`), args...); err != nil {
 				return err
 			}
 		}
@@ -176,6 +188,22 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%d checks failed (see above)", b.failures)
 	}
 	return nil
+}
+
+// devFlags returns the flags an rvpd binary's dev mode takes (an earlier
+// build may lack some), from its -h.
+func devFlags(bin string) (map[string]bool, error) {
+	out, _ := exec.Command(bin, "dev", "-h").CombinedOutput()
+	flags := map[string]bool{}
+	for _, line := range strings.Split(string(out), "\n") {
+		if name, ok := strings.CutPrefix(line, "  -"); ok {
+			flags[strings.Fields(name)[0]] = true
+		}
+	}
+	if !flags["demo-users"] {
+		return nil, fmt.Errorf("%s dev has no -demo-users flag (is it rvpd, of this branch or later?):\n%s", bin, out)
+	}
+	return flags, nil
 }
 
 // bench runs the scenarios and keeps their results.
