@@ -17,7 +17,7 @@ func TestAppendFactsRetried(t *testing.T) {
 	ann, ben := events.NewUser("example.test", "ann"), events.NewUser("example.test", "ben")
 	now := time.Now().UTC()
 	views := func(id int32, u events.User) *events.ViewSet {
-		return &events.ViewSet{Meta: n.systemMeta(now), Node: u, ID: id, Value: "busy", Default: "offline", Timeout: 600, Expires: now.Add(time.Hour)}
+		return &events.ViewSet{Meta: events.Meta{At: now, Actor: "system", Home: h.home}, Node: u, ID: id, Value: "busy", Default: "offline", Timeout: 600, Expires: now.Add(time.Hour)}
 	}
 	stream, err := h.js.Stream(ctx, events.StreamFacts)
 	if err != nil {

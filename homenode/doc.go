@@ -6,6 +6,15 @@
 // waits until its projection has applied them, replies to the gateway, and
 // delivers NOTIFYs to client callbacks through a bounded pool.
 //
+// Every decision is made by the decision core (core.go): a pure function
+// decide(view, policy, input, now) of the home server's state, the
+// directory, the policy and one input — a request, an expiry, a delivery
+// outcome, a callback that stopped answering, a user moving away, a
+// takeover — that returns the facts to append, the reply, and the work
+// that follows (NOTIFYs, relays, a delivery, a handoff). The node only
+// executes decisions. The rules are table-tested against a map-backed
+// view (decide_test.go).
+//
 // Invariants:
 //   - Nothing is visible before it is durable: a reply is published only
 //     after the facts it reports are acknowledged by JetStream and applied.

@@ -128,10 +128,10 @@ type Node struct {
 	outcomes chan outcome
 	seen     *recent
 	reaches  chan reach
-	failures map[subRef]int // consecutive unanswered NOTIFYs; owned by Run's goroutine
+	reach    reachability // owned by Run's goroutine
 	// delivering holds the messages being delivered, by request id; owned
 	// by Run's goroutine.
-	delivering map[string]*delivery
+	delivering map[string]*sending
 	// parked holds the requests for users whose handoff is awaited; owned
 	// by Run's goroutine.
 	parked map[events.User][]jetstream.Msg
@@ -181,8 +181,8 @@ func New(cfg Config) (*Node, error) {
 		outcomes:   make(chan outcome, 256),
 		seen:       newRecent(8192),
 		reaches:    make(chan reach, 1024),
-		failures:   map[subRef]int{},
-		delivering: map[string]*delivery{},
+		reach:      reachability{limit: cfg.Policy.withDefaults().MaxCallbackFailures},
+		delivering: map[string]*sending{},
 		parked:     map[events.User][]jetstream.Msg{},
 	}
 	n.pool = newPool(cfg.Client, cfg.Workers, cfg.QueueLen, log, &n.dropped)
@@ -214,6 +214,14 @@ func (n *Node) Run(parent context.Context) (err error) {
 	defer stopFollowing()
 	defer cancel() // runs first: every goroutine but the follower ends on ctx.
 
+	if outdated, err := n.proj.Outdated(); err != nil {
+		return fmt.Errorf("home %s: %w", n.cfg.Home, err)
+	} else if outdated {
+		n.log.Info("home projection written by an older version; rebuilding it from the facts")
+		if err := n.proj.Reset(); err != nil {
+			return err
+		}
+	}
 	failed := make(chan error, 3)
 	wg.Add(1)
 	go func() {
@@ -425,6 +433,11 @@ func (n *Node) rememberRecent(ctx context.Context) error {
 	}
 }
 
+// view is what the node decides against.
+func (n *Node) view() View {
+	return View{Home: n.cfg.Home, State: n.proj, Dir: n.cfg.Directory}
+}
+
 // handleRequest decides one request event. It returns an error only when
 // the node cannot go on. ctx bounds the decision (not cancelled when the
 // node stops); life is the node's own context, which deliveries started
@@ -444,11 +457,6 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 	r := req.Request()
 	now := n.now()
 	log := n.log.With("req", r.ID, "type", typ, "node", r.Node.String())
-	// A handoff has no gateway waiting: it is state, however late.
-	if now.After(r.Deadline) && typ != events.TypeHandoff {
-		log.Warn("request expired before it was decided; the gateway has answered 503", "late", now.Sub(r.Deadline))
-		return m.Ack()
-	}
 	replyTo := m.Headers().Get(events.HeaderReply)
 	if delivering, seen := n.seen.get(r.ID); seen {
 		switch dl := n.delivering[r.ID]; {
@@ -459,10 +467,10 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 			dl.msg = m // still delivering: its outcome acknowledges it
 			return nil
 		}
-		if e, ok := req.(*events.Notify); ok {
+		if e, ok := req.(*events.Notify); ok && !now.After(r.Deadline) {
 			// Accepted before a restart, its delivery never finished.
 			log.Info("resuming an interrupted delivery")
-			return n.deliverMessage(ctx, life, e, m, replyTo, now, true)
+			return n.decideMessage(ctx, life, resumed{e}, m, replyTo, now)
 		}
 		return m.Ack()
 	}
@@ -476,21 +484,27 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 			log.Warn("directory behind the gateway's; deciding with ours", "have", n.cfg.Directory.Position(), "want", r.DirPos)
 		}
 	}
-	if rec := n.movedAway(r.Node); rec != nil {
-		return n.forward(ctx, log, m, r, rec)
+	c := &core{View: n.view(), policy: n.policy}
+	route, rec, err := c.route(req, now, n.cfg.HandoffWait, len(n.parked[r.Node]) > 0)
+	if err != nil {
+		return err
 	}
-	if typ != events.TypeHandoff {
-		if _, waiting := n.awaitsHandoff(r.Node, now); waiting || len(n.parked[r.Node]) > 0 {
-			log.Info("request held until the user's state arrives from its former home server")
-			n.park(r.Node, m)
-			return nil
-		}
+	switch route {
+	case routeLate:
+		log.Warn("request expired before it was decided; the gateway has answered 503", "late", now.Sub(r.Deadline))
+		return m.Ack()
+	case routeForward:
+		return n.forward(ctx, log, m, r, rec)
+	case routeHold:
+		log.Info("request held until the user's state arrives from its former home server")
+		n.park(r.Node, m)
+		return nil
 	}
 	if e, ok := req.(*events.Notify); ok {
-		return n.deliverMessage(ctx, life, e, m, replyTo, now, false)
+		return n.decideMessage(ctx, life, e, m, replyTo, now)
 	}
 
-	d, err := n.commit(ctx, log, func() (*decision, error) { return n.decide(req, now) })
+	d, err := n.commit(ctx, log, req, now)
 	if err != nil {
 		// The facts could not be appended: the request is not decided.
 		// Let JetStream redeliver it while the gateway still waits.
@@ -499,10 +513,8 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 	}
 	n.seen.add(r.ID, false)
 	n.decided.Add(1)
-	if d.reply != nil {
-		n.reply(replyTo, d.reply)
-	}
-	n.afterCommit(d)
+	n.reply(replyTo, d.reply)
+	n.sendNotes(d, n.pool.submit)
 	ackErr := m.Ack()
 	if typ == events.TypeHandoff {
 		if err := n.unpark(ctx, life, r.Node); err != nil {
@@ -512,44 +524,105 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 	return ackErr
 }
 
-// deliverMessage decides a NOTIFY and starts its delivery. The request is
-// acknowledged to JetStream only once the outcome is recorded, so a node
-// that stops while delivering leaves it to be redelivered, and the next
-// owner resumes the delivery (resume: its message.accepted fact exists).
-func (n *Node) deliverMessage(ctx, life context.Context, e *events.Notify, m jetstream.Msg, replyTo string, now time.Time, resume bool) error {
-	r := &e.Req
+// decideMessage decides a NOTIFY (or resumes its delivery) and starts its
+// delivery. The request is acknowledged to JetStream only once the
+// outcome is recorded, so a node that stops while delivering leaves it to
+// be redelivered, and the next owner resumes the delivery (its
+// message.accepted fact exists).
+func (n *Node) decideMessage(ctx, life context.Context, in any, m jetstream.Msg, replyTo string, now time.Time) error {
+	var r *events.Req
+	switch e := in.(type) {
+	case *events.Notify:
+		r = &e.Req
+	case resumed:
+		r = &e.e.Req
+	}
 	log := n.log.With("req", r.ID, "node", r.Node.String())
-	d, err := n.commit(ctx, log, func() (*decision, error) {
-		d, err := n.decide(e, now)
-		if err == nil && resume && len(d.facts) > 0 {
-			if _, ok := d.facts[0].(*events.MessageAccepted); ok {
-				d.facts = d.facts[1:]
-				d.msgID += "/resumed"
-			}
-		}
-		return d, err
-	})
+	d, err := n.commit(ctx, log, in, now)
 	if err != nil {
 		log.Warn("message not decided; will retry", "err", err)
 		return m.NakWithDelay(250 * time.Millisecond)
 	}
 	n.decided.Add(1)
-	if d.reply != nil {
-		n.reply(replyTo, d.reply)
-	}
+	n.reply(replyTo, d.reply)
+	n.sendNotes(d, n.pool.submit)
 	if d.deliver == nil {
 		n.seen.add(r.ID, false)
 		return m.Ack()
 	}
 	n.seen.add(r.ID, true)
-	d.deliver.replyTo, d.deliver.msg = replyTo, m
-	n.delivering[r.ID] = d.deliver
-	return n.startDelivery(life, d.deliver)
+	n.delivering[r.ID] = &sending{d: d.deliver, msg: m, replyTo: replyTo}
+	n.startDelivery(life, d.deliver)
+	return nil
+}
+
+// handleOutcome records a delivery's outcome and answers its sender.
+func (n *Node) handleOutcome(ctx context.Context, o outcome) error {
+	r := &o.d.req.Req
+	d, err := n.commit(ctx, n.log, o, n.now())
+	if err != nil {
+		// The message went out; only its record is missing. The sender is
+		// answered all the same, and the failure is loud.
+		n.log.Error("record delivery outcome", "req", r.ID, "status", o.status, "err", err)
+		d, _ = decide(n.view(), n.policy, o, n.now())
+	}
+	s := n.delivering[r.ID]
+	delete(n.delivering, r.ID)
+	n.seen.add(r.ID, false)
+	if s == nil {
+		return nil
+	}
+	if d != nil {
+		n.reply(s.replyTo, d.reply)
+	}
+	if s.msg != nil {
+		s.msg.Ack()
+	}
+	return nil
+}
+
+// sweep ends the subscriptions and presence leases whose time has come.
+func (n *Node) sweep(ctx context.Context) error {
+	now := n.now()
+	due, err := n.proj.DueBy(now, 256)
+	if err != nil {
+		return err
+	}
+	for _, x := range due {
+		d, err := n.commit(ctx, n.log, expiry(x), now)
+		if err != nil {
+			n.log.Warn("expiry not recorded; will retry", "user", x.User.String(), "kind", x.Kind, "id", x.ID, "err", err)
+			return nil
+		}
+		if len(d.facts) > 0 {
+			n.expired.Add(1)
+		}
+		n.sendNotes(d, n.pool.submit)
+	}
+	return nil
+}
+
+// handleReach counts consecutive failures of a callback; at the limit the
+// subscription ends (and with the last login, the user's presence).
+func (n *Node) handleReach(ctx context.Context, rc reach) error {
+	if !n.reach.record(rc.ref, rc.err) {
+		return nil
+	}
+	d, err := n.commit(ctx, n.log, unreachable(rc.ref), n.now())
+	if err != nil {
+		n.log.Warn("unreachable callback's subscription not ended; will retry", "node", rc.ref.node.String(), "sub", rc.ref.id, "err", err)
+		return nil
+	}
+	if len(d.facts) > 0 {
+		n.log.Info("subscription ended: its callback stopped answering", "node", rc.ref.node.String(), "sub", rc.ref.id, "failures", n.policy.MaxCallbackFailures)
+	}
+	n.sendNotes(d, n.pool.submit)
+	return nil
 }
 
 // reply publishes a reply to the gateway waiting on subject to.
 func (n *Node) reply(to string, r *events.Reply) {
-	if to == "" {
+	if to == "" || r == nil {
 		return
 	}
 	data, err := events.Encode(r)
@@ -565,17 +638,19 @@ func (n *Node) reply(to string, r *events.Reply) {
 	}
 }
 
-// commit runs decide, appends its facts and waits until the projection has
+// commit decides in, appends the facts and waits until the projection has
 // applied them. A conflict (another writer appended to a user's subject)
 // makes it wait for the projection to catch up and decide again.
-func (n *Node) commit(ctx context.Context, log *slog.Logger, decide func() (*decision, error)) (*decision, error) {
+func (n *Node) commit(ctx context.Context, log *slog.Logger, in any, now time.Time) (*decision, error) {
 	for attempt := 1; ; attempt++ {
-		d, err := decide()
+		d, err := decide(n.view(), n.policy, in, now)
 		if err != nil {
 			return nil, err
 		}
-		if !d.quiet {
-			d.before = n.presenceOf(d.facts)
+		if d.handoff != nil {
+			if err := n.sendHandoff(ctx, d); err != nil {
+				return nil, err
+			}
 		}
 		err = n.appendFacts(ctx, d)
 		if err == nil {

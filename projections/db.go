@@ -131,16 +131,26 @@ type reader interface {
 }
 
 // get returns a copy of the value at k, or nil when there is none.
-func get(r reader, k []byte) ([]byte, error) {
+func get(r reader, k []byte) (out []byte, err error) {
+	_, err = with(r, k, func(v []byte) error {
+		out = bytes.Clone(v)
+		return nil
+	})
+	return out, err
+}
+
+// with calls fn with the value at k, valid only during the call; it
+// reports whether there is one.
+func with(r reader, k []byte, fn func(v []byte) error) (bool, error) {
 	v, c, err := r.Get(k)
 	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, nil
+		return false, nil
 	}
 	if err != nil {
-		return nil, err
+		return false, err
 	}
 	defer c.Close()
-	return bytes.Clone(v), nil
+	return true, fn(v)
 }
 
 func getUint64(r reader, k []byte) (uint64, error) {

@@ -59,6 +59,13 @@ func (p *position) set(seq uint64) {
 	}
 }
 
+// changed returns a channel closed when the position next advances.
+func (p *position) changed() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.wake
+}
+
 // waitFor blocks until the position reaches seq or ctx ends.
 func (p *position) waitFor(ctx context.Context, seq uint64) error {
 	for {
