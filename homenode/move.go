@@ -131,14 +131,9 @@ func (n *Node) forward(ctx context.Context, log *slog.Logger, m jetstream.Msg, r
 }
 
 // handoff sends a moved user's state to its new home server and ends it
-// here, once per move.
+// here, once per move (decideDeparture).
 func (n *Node) handoff(ctx context.Context, mv move) error {
-	d, err := n.commit(ctx, n.log, departure(mv), n.now())
-	if err == nil && d.handoff != nil {
-		n.log.Info("user handed off to its new home server", "user", mv.user.String(), "home", mv.to,
-			"subscriptions", len(d.handoff.Subs), "views", len(d.handoff.Views))
-	}
-	return err
+	return n.commit(ctx, &pending{in: departure(mv)})
 }
 
 // sendHandoff appends a decision's handoff to its new home server's

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,6 +95,16 @@ type Config struct {
 	// then they are decided without it (it merges when it comes). Default
 	// 3s: past a gateway's patience it would only turn them into 503s.
 	HandoffWait time.Duration
+	// FactStream configures the home server's fact stream, created by the
+	// node if it is missing (and, unless CreateOnly, updated).
+	FactStream projections.StreamOptions
+	// Window bounds the facts published and not yet acknowledged; a full
+	// window holds new requests back. Default 512.
+	Window int
+	// AckTimeout is how long a fact's publish waits for its answer before
+	// it counts as lost (the stream then tells whether it was stored).
+	// Default 5s.
+	AckTimeout time.Duration
 	// Logger defaults to discarding.
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.
@@ -123,8 +132,27 @@ type Node struct {
 	log    *slog.Logger
 	now    func() time.Time
 	proj   *projections.Home
+	over   *projections.Overlay // the facts in flight, over proj
 	pool   *pool
+	stream string // the home server's fact stream
 
+	pub     jetstream.JetStream // publishes the facts, asynchronously
+	results chan pubResult
+
+	// The pipeline, owned by Run's goroutine: the sequence of the last fact
+	// published, the one up to which all are acknowledged, those
+	// acknowledged past it, how many answers are awaited, the decisions not
+	// released yet (and those of requests, by id), and whether a publish
+	// failed (nothing more is published until the window is recovered).
+	last, acked uint64
+	done        map[uint64]bool
+	inflight    int
+	window      []*pending
+	inWindow    map[string]*pending
+	broken      bool
+	rounds      int // recoveries from another writer in a row
+
+	life     context.Context // Run's: deliveries end with it
 	outcomes chan outcome
 	seen     *recent
 	reaches  chan reach
@@ -136,8 +164,8 @@ type Node struct {
 	// by Run's goroutine.
 	parked map[events.User][]jetstream.Msg
 
-	// Counters, read by Stats; relays numbers relay requests.
-	decided, expired, dropped, relays, held atomic.Uint64
+	// Counters, read by Stats.
+	decided, expired, dropped, held, published, conflicts, recovered atomic.Uint64
 }
 
 // New returns a node for cfg.Home; Run starts it.
@@ -163,6 +191,12 @@ func New(cfg Config) (*Node, error) {
 	if cfg.HandoffWait <= 0 {
 		cfg.HandoffWait = 3 * time.Second
 	}
+	if cfg.Window <= 0 {
+		cfg.Window = 512
+	}
+	if cfg.AckTimeout <= 0 {
+		cfg.AckTimeout = 5 * time.Second
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -178,12 +212,20 @@ func New(cfg Config) (*Node, error) {
 		log:        log,
 		now:        func() time.Time { return cfg.Now().UTC() },
 		proj:       proj,
+		over:       projections.NewOverlay(proj),
+		stream:     events.FactStream(cfg.Home),
+		results:    make(chan pubResult, 2*cfg.Window+16),
+		done:       map[uint64]bool{},
+		inWindow:   map[string]*pending{},
 		outcomes:   make(chan outcome, 256),
 		seen:       newRecent(8192),
 		reaches:    make(chan reach, 1024),
 		reach:      reachability{limit: cfg.Policy.withDefaults().MaxCallbackFailures},
 		delivering: map[string]*sending{},
 		parked:     map[events.User][]jetstream.Msg{},
+	}
+	if n.pub, err = newPublisher(cfg.Conn, cfg.Window, cfg.AckTimeout, n.results); err != nil {
+		return nil, err
 	}
 	n.pool = newPool(cfg.Client, cfg.Workers, cfg.QueueLen, log, &n.dropped)
 	return n, nil
@@ -205,36 +247,46 @@ func (n *Node) Run(parent context.Context) (err error) {
 	}()
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
+	n.life = ctx
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	// The projection outlives the deciding loop: a decision under way when
-	// the node is stopped is finished (its facts applied, its reply sent)
-	// before the loop returns, and that needs the projection.
+	// The projection outlives the deciding loop: what is in flight when
+	// the node is stopped is finished (its facts acknowledged, its reply
+	// sent) before the loop returns, and a recovery needs the projection.
 	following, stopFollowing := context.WithCancel(context.Background())
 	defer stopFollowing()
 	defer cancel() // runs first: every goroutine but the follower ends on ctx.
 
+	if err := projections.EnsureFactStream(ctx, n.cfg.JetStream, n.cfg.Home, n.cfg.FactStream); err != nil {
+		return fmt.Errorf("home %s: %w", n.cfg.Home, err)
+	}
+	last, err := n.streamLast(ctx)
+	if err != nil {
+		return err
+	}
 	if outdated, err := n.proj.Outdated(); err != nil {
 		return fmt.Errorf("home %s: %w", n.cfg.Home, err)
-	} else if outdated {
-		n.log.Info("home projection written by an older version; rebuilding it from the facts")
+	} else if outdated || n.proj.Position() > last {
+		n.log.Info("home projection written by an older version or from another stream; rebuilding it from the facts",
+			"position", n.proj.Position(), "stream last", last)
 		if err := n.proj.Reset(); err != nil {
 			return err
 		}
+		n.over = projections.NewOverlay(n.proj)
 	}
 	failed := make(chan error, 3)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		err := projections.Follow(following, n.cfg.JetStream, projections.FollowConfig{
-			Stream: events.StreamFacts, Filter: events.FactFilter(n.cfg.Home), Logger: n.log,
+			Stream: n.stream, Filter: events.FactFilter(n.cfg.Home), MaxBatch: 1024, Logger: n.log,
 		}, n.proj)
 		if err != nil {
 			failed <- err
 		}
 	}()
 
-	if err := n.catchUp(ctx); err != nil {
+	if err := n.catchUp(ctx, last); err != nil {
 		return err
 	}
 	n.pool.start(ctx, &wg)
@@ -278,17 +330,17 @@ func (n *Node) Run(parent context.Context) (err error) {
 		// without it), so a node that died holding one lets another have
 		// it after AckWait, well inside the gateway's wait.
 		AckWait:       5 * time.Second,
-		MaxAckPending: 1024,
+		MaxAckPending: 4096,
 		MaxDeliver:    5,
 	})
 	if err != nil {
 		return fmt.Errorf("home %s: request consumer: %w", n.cfg.Home, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(16))
+	it, err := cons.Messages(jetstream.PullMaxMessages(256))
 	if err != nil {
 		return fmt.Errorf("home %s: consume requests: %w", n.cfg.Home, err)
 	}
-	reqs := make(chan jetstream.Msg, 64)
+	reqs := make(chan jetstream.Msg, 256)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -309,9 +361,20 @@ func (n *Node) Run(parent context.Context) (err error) {
 		}
 	}()
 	defer func() {
-		// Hand back what was fetched but not decided, for the next owner
-		// now rather than after AckWait.
+		// What is in flight is finished (for a while); what was fetched
+		// but not decided, or not made durable, goes back to JetStream for
+		// the next owner now rather than after AckWait.
 		it.Stop()
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := n.flush(fctx); err != nil {
+			n.log.Warn("stopped with decisions not durable; their requests go to the next owner", "decisions", len(n.window), "err", err)
+		}
+		cancel()
+		for _, p := range n.window {
+			if p.msg != nil {
+				p.msg.Nak()
+			}
+		}
 		for u, held := range n.parked {
 			for _, m := range held {
 				m.Nak()
@@ -331,71 +394,106 @@ func (n *Node) Run(parent context.Context) (err error) {
 		}
 	}()
 
-	n.log.Info("home node serving", "position", n.proj.Position())
+	n.log.Info("home node serving", "position", n.proj.Position(), "stream", n.stream)
 	tick := time.NewTicker(n.cfg.SweepEvery)
 	defer tick.Stop()
+	applied := n.proj.Changed()
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	// A decision, once begun, is finished even if the node is stopped
+	// meanwhile: its own context is not the node's.
+	work := context.WithoutCancel(ctx)
 	for {
+		// Inputs are taken while the window has room; answers always.
+		var reqCh <-chan jetstream.Msg
+		var outCh <-chan outcome
+		var reachCh <-chan reach
+		var moveCh <-chan move
+		var tickCh <-chan time.Time
+		if n.room() {
+			reqCh, outCh, reachCh, moveCh, tickCh = reqs, n.outcomes, n.reaches, moves, tick.C
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case err := <-failed:
 			return err
-		// A decision, once begun, is finished even if the node is stopped
-		// meanwhile: appends and waits are bounded by their own timeouts.
-		case m, ok := <-reqs:
+		case r := <-n.results:
+			n.handleResult(r)
+		case <-applied:
+			n.over.Forget(n.proj.Position())
+			applied = n.proj.Changed()
+		case m, ok := <-reqCh:
 			if !ok {
 				return nil
 			}
-			if err := n.handleRequest(context.WithoutCancel(ctx), ctx, m); err != nil {
+			if err := n.handleRequest(work, ctx, m); err != nil {
 				return err
 			}
-		case o := <-n.outcomes:
-			if err := n.handleOutcome(context.WithoutCancel(ctx), o); err != nil {
+		case o := <-outCh:
+			if err := n.input(work, &pending{in: o}); err != nil {
 				return err
 			}
-		case mv := <-moves:
-			if err := n.handoff(context.WithoutCancel(ctx), mv); err != nil {
+		case mv := <-moveCh:
+			if err := n.handoff(work, mv); err != nil {
 				n.log.Warn("user moved away not handed off; it will be when a request for it comes, or at the next start",
 					"user", mv.user.String(), "home", mv.to, "err", err)
 			}
-		case rc := <-n.reaches:
-			if err := n.handleReach(context.WithoutCancel(ctx), rc); err != nil {
+		case rc := <-reachCh:
+			if err := n.handleReach(work, rc); err != nil {
 				return err
 			}
-		case <-tick.C:
-			if err := n.sweep(context.WithoutCancel(ctx)); err != nil {
+		case <-tickCh:
+			if err := n.sweep(work); err != nil {
 				return err
 			}
-			if err := n.unparkLate(context.WithoutCancel(ctx), ctx, n.now()); err != nil {
+			if err := n.unparkLate(work, ctx, n.now()); err != nil {
 				return err
+			}
+		case <-retry.C:
+		}
+		if n.broken && n.inflight == 0 {
+			if err := n.recover(work); err != nil {
+				return err
+			}
+			if n.broken {
+				retry.Reset(250 * time.Millisecond)
 			}
 		}
 	}
 }
 
-// catchUp waits until the projection has applied every fact of the home
-// server already in the stream, and remembers the requests those facts
-// were decided for, so that a request redelivered after a crash is not
-// decided twice.
-func (n *Node) catchUp(ctx context.Context) error {
-	stream, err := n.cfg.JetStream.Stream(ctx, events.StreamFacts)
+// streamLast returns the sequence of the last fact in the home server's
+// stream.
+func (n *Node) streamLast(ctx context.Context) (uint64, error) {
+	st, err := n.cfg.JetStream.Stream(ctx, n.stream)
 	if err != nil {
-		return fmt.Errorf("home %s: facts stream: %w", n.cfg.Home, err)
+		return 0, fmt.Errorf("home %s: facts stream: %w", n.cfg.Home, err)
 	}
-	last, err := stream.GetLastMsgForSubject(ctx, events.FactFilter(n.cfg.Home))
-	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("home %s: facts stream: %w", n.cfg.Home, err)
+	}
+	return info.State.LastSeq, nil
+}
+
+// catchUp waits until the projection has applied every fact of the home
+// server up to last, and remembers the requests those facts were decided
+// for, so that a request redelivered after a crash is not decided twice.
+// The chain of facts goes on from last.
+func (n *Node) catchUp(ctx context.Context, last uint64) error {
+	n.last, n.acked = last, last
+	if last == 0 {
 		return nil
-	case err != nil:
-		return fmt.Errorf("home %s: last fact: %w", n.cfg.Home, err)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	start := n.now()
-	if err := n.proj.WaitFor(wctx, last.Sequence); err != nil {
+	if err := n.proj.WaitFor(wctx, last); err != nil {
 		return fmt.Errorf("home %s: catch up with the fact stream: %w", n.cfg.Home, err)
 	}
-	n.log.Info("projection caught up", "seq", last.Sequence, "took", n.now().Sub(start))
+	n.log.Info("projection caught up", "seq", last, "took", n.now().Sub(start))
 	return n.rememberRecent(ctx)
 }
 
@@ -403,11 +501,10 @@ func (n *Node) catchUp(ctx context.Context) error {
 // minutes, headers only.
 func (n *Node) rememberRecent(ctx context.Context) error {
 	since := n.now().Add(-5 * time.Minute)
-	cons, err := n.cfg.JetStream.OrderedConsumer(ctx, events.StreamFacts, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{events.FactFilter(n.cfg.Home)},
-		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
-		OptStartTime:   &since,
-		HeadersOnly:    true,
+	cons, err := n.cfg.JetStream.OrderedConsumer(ctx, n.stream, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartTimePolicy,
+		OptStartTime:  &since,
+		HeadersOnly:   true,
 	})
 	if err != nil {
 		return fmt.Errorf("home %s: read recent facts: %w", n.cfg.Home, err)
@@ -433,12 +530,13 @@ func (n *Node) rememberRecent(ctx context.Context) error {
 	}
 }
 
-// view is what the node decides against.
+// view is what the node decides against: the projection with the facts
+// in flight over it, and the directory.
 func (n *Node) view() View {
-	return View{Home: n.cfg.Home, State: n.proj, Dir: n.cfg.Directory}
+	return View{Home: n.cfg.Home, State: n.over, Dir: n.cfg.Directory}
 }
 
-// handleRequest decides one request event. It returns an error only when
+// handleRequest takes one request event. It returns an error only when
 // the node cannot go on. ctx bounds the decision (not cancelled when the
 // node stops); life is the node's own context, which deliveries started
 // here end with.
@@ -458,19 +556,23 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 	now := n.now()
 	log := n.log.With("req", r.ID, "type", typ, "node", r.Node.String())
 	replyTo := m.Headers().Get(events.HeaderReply)
+	if p := n.inWindow[r.ID]; p != nil {
+		p.msg = m // redelivered while its facts are in flight: acknowledged with them
+		return nil
+	}
 	if delivering, seen := n.seen.get(r.ID); seen {
-		switch dl := n.delivering[r.ID]; {
+		switch s := n.delivering[r.ID]; {
 		case !delivering:
 			log.Info("request already decided; redelivery ignored")
 			return m.Ack()
-		case dl != nil:
-			dl.msg = m // still delivering: its outcome acknowledges it
+		case s != nil:
+			s.msg = m // still delivering: its outcome acknowledges it
 			return nil
 		}
 		if e, ok := req.(*events.Notify); ok && !now.After(r.Deadline) {
 			// Accepted before a restart, its delivery never finished.
 			log.Info("resuming an interrupted delivery")
-			return n.decideMessage(ctx, life, resumed{e}, m, replyTo, now)
+			return n.input(ctx, &pending{in: resumed{e}, msg: m, replyTo: replyTo})
 		}
 		return m.Ack()
 	}
@@ -500,88 +602,82 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 		n.park(r.Node, m)
 		return nil
 	}
-	if e, ok := req.(*events.Notify); ok {
-		return n.decideMessage(ctx, life, e, m, replyTo, now)
+	if err := n.input(ctx, &pending{in: req, msg: m, replyTo: replyTo}); err != nil {
+		return err
 	}
-
-	d, err := n.commit(ctx, log, req, now)
-	if err != nil {
-		// The facts could not be appended: the request is not decided.
-		// Let JetStream redeliver it while the gateway still waits.
-		log.Warn("request not decided; will retry", "err", err)
-		return m.NakWithDelay(250 * time.Millisecond)
-	}
-	n.seen.add(r.ID, false)
-	n.decided.Add(1)
-	n.reply(replyTo, d.reply)
-	n.sendNotes(d, n.pool.submit)
-	ackErr := m.Ack()
 	if typ == events.TypeHandoff {
-		if err := n.unpark(ctx, life, r.Node); err != nil {
-			return err
-		}
+		// The state is in the overlay: the requests held for it are
+		// decided against it now.
+		return n.unpark(ctx, life, r.Node)
 	}
-	return ackErr
-}
-
-// decideMessage decides a NOTIFY (or resumes its delivery) and starts its
-// delivery. The request is acknowledged to JetStream only once the
-// outcome is recorded, so a node that stops while delivering leaves it to
-// be redelivered, and the next owner resumes the delivery (its
-// message.accepted fact exists).
-func (n *Node) decideMessage(ctx, life context.Context, in any, m jetstream.Msg, replyTo string, now time.Time) error {
-	var r *events.Req
-	switch e := in.(type) {
-	case *events.Notify:
-		r = &e.Req
-	case resumed:
-		r = &e.e.Req
-	}
-	log := n.log.With("req", r.ID, "node", r.Node.String())
-	d, err := n.commit(ctx, log, in, now)
-	if err != nil {
-		log.Warn("message not decided; will retry", "err", err)
-		return m.NakWithDelay(250 * time.Millisecond)
-	}
-	n.decided.Add(1)
-	n.reply(replyTo, d.reply)
-	n.sendNotes(d, n.pool.submit)
-	if d.deliver == nil {
-		n.seen.add(r.ID, false)
-		return m.Ack()
-	}
-	n.seen.add(r.ID, true)
-	n.delivering[r.ID] = &sending{d: d.deliver, msg: m, replyTo: replyTo}
-	n.startDelivery(life, d.deliver)
 	return nil
 }
 
-// handleOutcome records a delivery's outcome and answers its sender.
-func (n *Node) handleOutcome(ctx context.Context, o outcome) error {
-	r := &o.d.req.Req
-	d, err := n.commit(ctx, n.log, o, n.now())
-	if err != nil {
-		// The message went out; only its record is missing. The sender is
-		// answered all the same, and the failure is loud.
-		n.log.Error("record delivery outcome", "req", r.ID, "status", o.status, "err", err)
-		d, _ = decide(n.view(), n.policy, o, n.now())
-	}
-	s := n.delivering[r.ID]
-	delete(n.delivering, r.ID)
-	n.seen.add(r.ID, false)
-	if s == nil {
+// input decides p's input and puts the decision in the window. A state
+// that cannot be read leaves a request to be redelivered.
+func (n *Node) input(ctx context.Context, p *pending) error {
+	if err := n.commit(ctx, p); err != nil {
+		n.log.Error("not decided: the home server's state could not be read", "input", fmt.Sprintf("%T", p.in), "err", err)
+		if p.msg != nil {
+			return p.msg.NakWithDelay(250 * time.Millisecond)
+		}
 		return nil
 	}
-	if d != nil {
-		n.reply(s.replyTo, d.reply)
+	switch in := p.in.(type) {
+	case events.Request:
+		n.seen.add(in.Request().ID, p.d.deliver != nil)
+	case resumed:
+		n.seen.add(in.e.ID, p.d.deliver != nil)
 	}
-	if s.msg != nil {
-		s.msg.Ack()
-	}
+	n.decided.Add(1)
 	return nil
 }
 
-// sweep ends the subscriptions and presence leases whose time has come.
+// release carries out a decision whose facts are durable: its reply, its
+// NOTIFYs and relays, its delivery, the acknowledgement of its request.
+func (n *Node) release(p *pending) {
+	n.rounds = 0
+	d := p.d
+	if o, ok := p.in.(outcome); ok {
+		// The outcome of a delivery: the sender waits where the message
+		// came from.
+		r := &o.d.req.Req
+		s := n.delivering[r.ID]
+		delete(n.delivering, r.ID)
+		n.seen.add(r.ID, false)
+		if s != nil {
+			n.reply(s.replyTo, d.reply)
+			if s.msg != nil {
+				s.msg.Ack()
+			}
+		}
+		return
+	}
+	if x, ok := p.in.(expiry); ok && len(d.facts) > 0 {
+		_ = x
+		n.expired.Add(1)
+	}
+	if u, ok := p.in.(unreachable); ok && len(d.facts) > 0 {
+		n.log.Info("subscription ended: its callback stopped answering", "node", u.node.String(), "sub", u.id, "failures", n.policy.MaxCallbackFailures)
+	}
+	if d.handoff != nil {
+		n.log.Info("user handed off to its new home server", "user", d.handoff.Node.String(), "home", d.handTo,
+			"subscriptions", len(d.handoff.Subs), "views", len(d.handoff.Views))
+	}
+	n.reply(p.replyTo, d.reply)
+	n.sendNotes(d, n.pool.submit)
+	if d.deliver != nil {
+		n.delivering[d.deliver.req.ID] = &sending{d: d.deliver, msg: p.msg, replyTo: p.replyTo}
+		n.startDelivery(n.life, d.deliver)
+		return
+	}
+	if p.msg != nil {
+		p.msg.Ack()
+	}
+}
+
+// sweep decides the end of the subscriptions and presence leases whose
+// time has come, as far as the window has room.
 func (n *Node) sweep(ctx context.Context) error {
 	now := n.now()
 	due, err := n.proj.DueBy(now, 256)
@@ -589,15 +685,12 @@ func (n *Node) sweep(ctx context.Context) error {
 		return err
 	}
 	for _, x := range due {
-		d, err := n.commit(ctx, n.log, expiry(x), now)
-		if err != nil {
-			n.log.Warn("expiry not recorded; will retry", "user", x.User.String(), "kind", x.Kind, "id", x.ID, "err", err)
+		if !n.room() {
 			return nil
 		}
-		if len(d.facts) > 0 {
-			n.expired.Add(1)
+		if err := n.input(ctx, &pending{in: expiry(x)}); err != nil {
+			return err
 		}
-		n.sendNotes(d, n.pool.submit)
 	}
 	return nil
 }
@@ -608,16 +701,7 @@ func (n *Node) handleReach(ctx context.Context, rc reach) error {
 	if !n.reach.record(rc.ref, rc.err) {
 		return nil
 	}
-	d, err := n.commit(ctx, n.log, unreachable(rc.ref), n.now())
-	if err != nil {
-		n.log.Warn("unreachable callback's subscription not ended; will retry", "node", rc.ref.node.String(), "sub", rc.ref.id, "err", err)
-		return nil
-	}
-	if len(d.facts) > 0 {
-		n.log.Info("subscription ended: its callback stopped answering", "node", rc.ref.node.String(), "sub", rc.ref.id, "failures", n.policy.MaxCallbackFailures)
-	}
-	n.sendNotes(d, n.pool.submit)
-	return nil
+	return n.input(ctx, &pending{in: unreachable(rc.ref)})
 }
 
 // reply publishes a reply to the gateway waiting on subject to.
@@ -636,108 +720,6 @@ func (n *Node) reply(to string, r *events.Reply) {
 	if err := n.cfg.Conn.PublishMsg(msg); err != nil {
 		n.log.Warn("publish reply", "req", r.ID, "err", err)
 	}
-}
-
-// commit decides in, appends the facts and waits until the projection has
-// applied them. A conflict (another writer appended to a user's subject)
-// makes it wait for the projection to catch up and decide again.
-func (n *Node) commit(ctx context.Context, log *slog.Logger, in any, now time.Time) (*decision, error) {
-	for attempt := 1; ; attempt++ {
-		d, err := decide(n.view(), n.policy, in, now)
-		if err != nil {
-			return nil, err
-		}
-		if d.handoff != nil {
-			if err := n.sendHandoff(ctx, d); err != nil {
-				return nil, err
-			}
-		}
-		err = n.appendFacts(ctx, d)
-		if err == nil {
-			return d, nil
-		}
-		if !isConflict(err) || attempt == 3 {
-			return nil, err
-		}
-		log.Warn("fact append conflicted; deciding again", "attempt", attempt, "err", err)
-		if err := n.catchUp(ctx); err != nil {
-			return nil, err
-		}
-	}
-}
-
-// appendFacts appends d's facts, each fenced by the expected last
-// sequence of its user's subject and deduplicated by a message id derived
-// from the request, then waits for the projection to apply them.
-func (n *Node) appendFacts(ctx context.Context, d *decision) error {
-	if len(d.facts) == 0 {
-		return nil
-	}
-	versions := map[events.User]uint64{}
-	var last uint64
-	for i, f := range d.facts {
-		u := f.Subject()
-		ver, ok := versions[u]
-		if !ok {
-			v, err := n.proj.Version(u)
-			if err != nil {
-				return err
-			}
-			ver = v
-		}
-		data, err := events.Encode(f)
-		if err != nil {
-			return err
-		}
-		msg := nats.NewMsg(events.FactSubject(n.cfg.Home, u))
-		msg.Header.Set(events.HeaderType, f.Type())
-		if meta := f.Metadata(); meta.Request != "" {
-			msg.Header.Set(events.HeaderRequest, meta.Request)
-		}
-		msg.Data = data
-		msgID := d.msgID + "/" + strconv.Itoa(i)
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		ack, err := n.cfg.JetStream.PublishMsg(pctx, msg,
-			jetstream.WithMsgID(msgID), jetstream.WithExpectLastSequencePerSubject(ver))
-		cancel()
-		if err != nil {
-			if isConflict(err) {
-				if seq, ok := n.alreadyAppended(ctx, msg.Subject, msgID); ok {
-					versions[u], last = seq, seq
-					continue
-				}
-			}
-			return fmt.Errorf("append %s for %s after its fact %d: %w", f.Type(), u, ver, err)
-		}
-		versions[u], last = ack.Sequence, ack.Sequence
-	}
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	return n.proj.WaitFor(wctx, last)
-}
-
-// alreadyAppended tells whether the last message of subject carries
-// msgID: a retried append whose first attempt succeeded (on a single node,
-// JetStream checks the expected sequence before the message id).
-func (n *Node) alreadyAppended(ctx context.Context, subject, msgID string) (uint64, bool) {
-	stream, err := n.cfg.JetStream.Stream(ctx, events.StreamFacts)
-	if err != nil {
-		return 0, false
-	}
-	m, err := stream.GetLastMsgForSubject(ctx, subject)
-	if err != nil || m.Header.Get(events.HeaderMsgID) != msgID {
-		return 0, false
-	}
-	return m.Sequence, true
-}
-
-// isConflict reports a failed optimistic-concurrency check; JetStream
-// answers 10071 on a single node and often 10164 on a replicated stream.
-func isConflict(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) &&
-		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // onVerify answers rvpctl verify: it compares the home and directory
@@ -781,11 +763,16 @@ type Stats struct {
 	// Held counts the requests held back until a moved user's state
 	// arrived.
 	Held uint64
+	// Published counts the facts published; Conflicts the times another
+	// writer's facts made the node decide its window again; Recovered the
+	// times answers were lost and the stream told what it held.
+	Published, Conflicts, Recovered uint64
 }
 
 // Stats returns the node's counters.
 func (n *Node) Stats() Stats {
-	return Stats{Decided: n.decided.Load(), Expired: n.expired.Load(), Dropped: n.dropped.Load(), Position: n.proj.Position(), Held: n.held.Load()}
+	return Stats{Decided: n.decided.Load(), Expired: n.expired.Load(), Dropped: n.dropped.Load(), Position: n.proj.Position(),
+		Held: n.held.Load(), Published: n.published.Load(), Conflicts: n.conflicts.Load(), Recovered: n.recovered.Load()}
 }
 
 // recent remembers the last n request ids decided, and whether each is a

@@ -72,7 +72,7 @@ type View struct {
 
 // homeFormat names the key layout; a projection written with another is
 // rebuilt from its stream (Outdated, Reset).
-const homeFormat = "2"
+const homeFormat = "3"
 
 // OpenHome returns the projection of home in db.
 func OpenHome(db *DB, home string) (*Home, error) {

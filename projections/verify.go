@@ -25,7 +25,7 @@ func (v Verification) OK() bool { return v.Diff == "" }
 // 1 of the fact stream. It works on a live store: it compares a snapshot,
 // rebuilt up to the position recorded in that snapshot.
 func VerifyHome(ctx context.Context, js jetstream.JetStream, db *DB, home string) (Verification, error) {
-	return verify(ctx, js, db, "home "+home, events.StreamFacts, events.FactFilter(home),
+	return verify(ctx, js, db, "home "+home, events.FactStream(home), events.FactFilter(home),
 		func(d *DB) (Applier, []byte, error) {
 			h, err := OpenHome(d, home)
 			if err != nil {

@@ -106,6 +106,11 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	if err != nil {
 		return err
 	}
+	// A data directory of an older version: its facts are copied into
+	// one stream per home server, once.
+	if _, err := projections.MigrateFacts(ctx, js, f.streamOptions(), log); err != nil {
+		return fmt.Errorf("migrate the facts of %s: %w", f.data, err)
+	}
 	setupCtx, cancelSetup := context.WithTimeout(ctx, 30*time.Second)
 	defer cancelSetup()
 	if err := projections.EnsureStreams(setupCtx, js, f.streamOptions()); err != nil {
@@ -138,7 +143,7 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	}
 	g.Add(run.SignalHandler(context.Background(), os.Interrupt, syscall.SIGTERM))
 	rs := roleSet{nc: nc, js: js, db: db, dir: dir, keyring: keyring, log: log, flags: f.roleFlags,
-		gatewayID: "gw1", listener: ln, devDomain: demoDomain, homes: []string{demoHome}, holder: "dev", router: "router1", admin: admin}
+		gatewayID: "gw1", listener: ln, devDomain: demoDomain, homes: []string{demoHome}, streams: f.streamOptions(), holder: "dev", router: "router1", admin: admin}
 	roles, stopRoles := context.WithCancel(context.Background())
 	defer stopRoles()
 	if err := rs.add(&g, roles, stopRoles); err != nil {

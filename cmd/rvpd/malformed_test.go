@@ -29,7 +29,7 @@ func streamSeqs(t *testing.T, natsURL string) map[string]uint64 {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	out := map[string]uint64{}
-	for _, name := range []string{events.StreamRequests, events.StreamFacts, events.StreamDirectory, events.StreamLookups} {
+	for _, name := range []string{events.StreamRequests, events.FactStream(demoHome), events.StreamDirectory, events.StreamLookups} {
 		st, err := js.Stream(ctx, name)
 		if err != nil {
 			t.Fatal(err)
@@ -140,7 +140,7 @@ func TestDevMalformed(t *testing.T) {
 	// stream, which is work, not state; framing and XML errors never get
 	// that far.)
 	after := streamSeqs(t, p.natsURL)
-	for _, name := range []string{events.StreamFacts, events.StreamDirectory, events.StreamLookups} {
+	for _, name := range []string{events.FactStream(demoHome), events.StreamDirectory, events.StreamLookups} {
 		if after[name] != before[name] {
 			t.Errorf("refused requests changed stream %s: last sequence %d, was %d", name, after[name], before[name])
 		}

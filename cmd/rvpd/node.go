@@ -28,6 +28,7 @@ type nodeFlags struct {
 	router                      string
 	admin                       bool
 	replicas                    int
+	migrateFacts                bool
 }
 
 // runNode runs the roles it is given against an existing NATS cluster:
@@ -49,6 +50,7 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 	fs.StringVar(&f.router, "router", "", "answer lookups as a router node of this name (any number share them)")
 	fs.BoolVar(&f.admin, "admin", false, "serve the directory service rvpctl talks to")
 	fs.IntVar(&f.replicas, "streams.replicas", 1, "replicas of the streams this node creates if the cluster has none yet (3 for a site)")
+	fs.BoolVar(&f.migrateFacts, "migrate-facts", false, "copy the facts of an older version's single fact stream into one stream per home server (once, with every other rvpd of the cluster stopped)")
 	f.roleFlags.register(fs)
 	if err := parseFlags(fs, args, lookupEnv); err != nil {
 		return err
@@ -104,6 +106,11 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 	// are left as their administrator set them.
 	so := f.streamOptions()
 	so.Replicas, so.CreateOnly = f.replicas, true
+	if f.migrateFacts {
+		if _, err := projections.MigrateFacts(ctx, js, so, log); err != nil {
+			return fmt.Errorf("migrate the facts: %w", err)
+		}
+	}
 	if err := projections.EnsureStreams(setupCtx, js, so); err != nil {
 		return err
 	}
@@ -131,7 +138,7 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 	}
 
 	rs := roleSet{nc: nc, js: js, db: db, dir: dir, keyring: keyring, log: log, flags: f.roleFlags,
-		gatewayID: f.name, homes: homes, holder: f.name, router: f.router}
+		gatewayID: f.name, homes: homes, streams: so, holder: f.name, router: f.router}
 	if f.admin {
 		rs.admin = &projections.Admin{JetStream: js, Directory: dir, Keyring: keyring, Actor: "rvpd-node-" + f.name}
 	}
