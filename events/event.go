@@ -1,6 +1,9 @@
 package events
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // Event is implemented by every event type of this package, and only by
 // them: the unexported method seals the set, so a type switch over Event
@@ -116,12 +119,29 @@ const (
 
 // DefaultACL is the ACL Exchange gives a principal's node: every principal,
 // on any usual credentials, may list, read, send to and see the presence of
-// the node; its owner has every right.
-func DefaultACL(ownerURL string) []ACE {
+// the node; its owner has every right. The owner's entry names owner by
+// user as well as by URL, so that it is matched (and updated by an ACL
+// write) whatever host the URL is written with.
+func DefaultACL(owner User, ownerURL string) []ACE {
 	creds := []string{"assertion", "digest", "ntlm"}
 	return []ACE{
 		{Credentials: creds, Grant: []string{"list", "read", "send-to", "presence"}},
-		{Principal: ownerURL, Credentials: creds, Grant: []string{"list", "read", "write", "send-to", "receive-from",
-			"readacl", "writeacl", "presence", "subscriptions", "subscribe-others"}},
+		{Principal: ownerURL, User: owner, Credentials: creds, Grant: Rights()},
 	}
+}
+
+// AllPrincipals reports whether a is the entry for a:allprincipals.
+func (a ACE) AllPrincipals() bool { return a.Principal == "" && a.User.IsZero() }
+
+// SamePrincipal reports whether a and b are entries for the same
+// principal: both a:allprincipals, the same local user (whatever host its
+// URLs were written with), or else the same URL or server name.
+func (a ACE) SamePrincipal(b ACE) bool {
+	switch {
+	case a.AllPrincipals() || b.AllPrincipals():
+		return a.AllPrincipals() == b.AllPrincipals()
+	case !a.User.IsZero() && !b.User.IsZero():
+		return a.User == b.User
+	}
+	return a.Principal != "" && strings.EqualFold(a.Principal, b.Principal)
 }

@@ -32,13 +32,43 @@ type AuthRequest struct {
 	Required bool
 }
 
+// Verdict is what authentication decided about a request.
+type Verdict int
+
+// The verdicts. Only Authenticated lets a request go on; the others are
+// answered by the gateway's renderer (respond), never by the
+// authenticator.
+const (
+	// Authenticated: the request goes on as Outcome.Identity (Scheme ""
+	// for a request that may go unauthenticated and sent no credentials).
+	Authenticated Verdict = iota
+	// Challenged: 401 with Outcome.Challenge, to start a sign-in or take
+	// the next step of a handshake (NTLM's type 2 message).
+	Challenged
+	// Refused: the credentials were wrong (or unknown, or for an unknown
+	// user). Answered like Challenged, with a fresh challenge: a client
+	// learns nothing more, as from Exchange.
+	Refused
+	// Throttled: 403, too many failed sign-ins for the account or from the
+	// address; Outcome.Msg says when to try again.
+	Throttled
+)
+
+// Outcome is the answer of an Authenticator.
+type Outcome struct {
+	Verdict  Verdict
+	Identity events.Identity // when Authenticated
+	// Challenge holds the WWW-Authenticate values of a 401, in the order
+	// they are sent (Challenged and Refused).
+	Challenge []string
+	// Msg says why, to the client (the body of a 401 or 403).
+	Msg string
+}
+
 // Authenticator establishes who sent a request: the credential checker
 // (NTLM, Digest, Basic) or NoAuth.
 type Authenticator interface {
-	// Authenticate returns the requester's identity (Scheme "" when
-	// unauthenticated), or a response to send instead: a 401 challenge, or
-	// a 403 when the account or address is throttled.
-	Authenticate(st *ConnState, ar AuthRequest) (events.Identity, *rvp.Response)
+	Authenticate(st *ConnState, ar AuthRequest) Outcome
 }
 
 // NoAuth accepts every request and takes RVP-From-Principal at its word.
@@ -47,9 +77,9 @@ type Authenticator interface {
 type NoAuth struct{}
 
 // Authenticate implements Authenticator.
-func (NoAuth) Authenticate(_ *ConnState, ar AuthRequest) (events.Identity, *rvp.Response) {
+func (NoAuth) Authenticate(_ *ConnState, ar AuthRequest) Outcome {
 	if ar.From.IsZero() {
-		return events.Identity{}, nil
+		return Outcome{}
 	}
-	return events.Identity{Scheme: "none", User: ar.From}, nil
+	return Outcome{Identity: events.Identity{Scheme: "none", User: ar.From}}
 }

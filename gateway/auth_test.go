@@ -2,17 +2,34 @@ package gateway
 
 import (
 	"bytes"
+	"crypto/hmac"
 	"crypto/md5"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/rvp-im/rvpd/events"
-	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
 )
+
+// macKeyring is a Keyring for tests of nonces: an HMAC under a fixed key,
+// and no verifiers.
+type macKeyring string
+
+func (k macKeyring) MAC(purpose string, data []byte) []byte {
+	m := hmac.New(sha256.New, []byte(string(k)+purpose))
+	m.Write(data)
+	return m.Sum(nil)
+}
+
+func (macKeyring) OpenVerifiers([]byte, string) (*rvp.Verifiers, error) {
+	return nil, errors.New("no verifiers in this keyring")
+}
 
 func unhex(t *testing.T, s string) []byte {
 	t.Helper()
@@ -27,7 +44,7 @@ func unhex(t *testing.T, s string) []byte {
 // password "Password", server challenge 0123456789abcdef, client
 // challenge aaaaaaaaaaaaaaaa).
 func TestNTLMVectors(t *testing.T) {
-	nt := projections.NTHash("Password")
+	nt := rvp.NTHash("Password")
 	if got := hex.EncodeToString(nt); got != "a4f49c406510bdcab6824ee7c30fd852" {
 		t.Fatalf("NT hash %s", got)
 	}
@@ -118,11 +135,16 @@ func FuzzDigestParams(f *testing.F) {
 				t.Fatalf("key %q not lower-cased", k)
 			}
 		}
-		verifyDigest(p, "SUBSCRIBE", &projections.Verifiers{Realm: p["realm"], HA1: map[string]string{p["username"]: "00"}})
+		verifyDigest(p, "SUBSCRIBE", &rvp.Verifiers{Realm: p["realm"], HA1: map[string]string{p["username"]: "00"}})
 	})
 }
 
 func TestDigestParams(t *testing.T) {
+	// The quoted-pair form (RFC 7616) and the unescaped one real clients
+	// send name the same user.
+	if q, err := digestParams(`username="EXAMPLE\\alice", realm="a\"b"`); err != nil || q["username"] != `EXAMPLE\alice` || q["realm"] != `a"b` {
+		t.Errorf("quoted-pair: %q, %v", q, err)
+	}
 	p, err := digestParams(`username="EXAMPLE\alice", qop="auth", nc=00000001, algorithm="MD5", uri="/instmsg/aliases/alice"`)
 	if err != nil || p["username"] != `EXAMPLE\alice` || p["nc"] != "00000001" || p["qop"] != "auth" || p["algorithm"] != "MD5" {
 		t.Errorf("%v %v", p, err)
@@ -135,12 +157,7 @@ func TestDigestParams(t *testing.T) {
 }
 
 func TestDigestNonceAndSess(t *testing.T) {
-	key, _ := projections.ParseKey(strings.Repeat("ab", 32))
-	kr, err := projections.NewKeyring(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := digestNonces{keyring: kr, life: 5 * time.Minute}
+	n := digestNonces{keyring: macKeyring(strings.Repeat("ab", 32)), life: 5 * time.Minute}
 	t0 := time.Unix(1_800_000_000, 0)
 	nonce := n.make(t0)
 	if ok, stale := n.check(nonce, t0.Add(4*time.Minute)); !ok || stale {
@@ -157,7 +174,7 @@ func TestDigestNonceAndSess(t *testing.T) {
 	}
 
 	// MD5-sess, computed here by hand.
-	v := projections.NewVerifiers(events.NewUser("example.test", "alice"), "EXAMPLE", "", "example.test", "secret-pw")
+	v := rvp.NewVerifiers(events.NewUser("example.test", "alice"), "EXAMPLE", "", "example.test", "secret-pw")
 	ha1 := md5hex(md5hex(`EXAMPLE\alice:example.test:secret-pw`) + ":n1:c1")
 	resp := md5hex(ha1 + ":n1:00000001:c1:auth:" + md5hex("SUBSCRIBE:/instmsg/aliases/alice"))
 	p := map[string]string{"username": `EXAMPLE\alice`, "realm": "example.test", "nonce": "n1", "uri": "/instmsg/aliases/alice",
@@ -177,7 +194,7 @@ func TestDigestNonceAndSess(t *testing.T) {
 // more bytes before the zero is accepted.
 func TestDigestLibrvpTruncation(t *testing.T) {
 	u := events.NewUser("example.test", "bob")
-	v := projections.NewVerifiers(u, "EXAMPLE", "", "example.test", "test-secret-pw")
+	v := rvp.NewVerifiers(u, "EXAMPLE", "", "example.test", "test-secret-pw")
 	captured := map[string]string{"username": `EXAMPLE\bob`, "realm": "example.test", "qop": "auth", "algorithm": "MD5", "uri": "/instmsg/aliases/bob",
 		"nonce": "GOvYegW5swMB2JWmoM8RCzfdX22RjX5-4aduzd67Bvs", "nc": "00000001", "cnonce": "15f10cf517957668954f938bba", "response": "f3860d059534fe5ddb0c583ce555a470"}
 	if librvpMD5(`EXAMPLE\bob:example.test:test-secret-pw`) != "117a" {
@@ -193,7 +210,7 @@ func TestDigestLibrvpTruncation(t *testing.T) {
 		if z := bytes.IndexByte(sum[:], 0); z < librvpMinSecret {
 			continue
 		}
-		v := projections.NewVerifiers(u, "EXAMPLE", "", "example.test", pw)
+		v := rvp.NewVerifiers(u, "EXAMPLE", "", "example.test", pw)
 		p := map[string]string{"username": `EXAMPLE\bob`, "realm": "example.test", "qop": "auth", "uri": "/x", "nonce": "n", "nc": "00000001", "cnonce": "c"}
 		p["response"] = librvpMD5(librvpHex(sum[:]) + ":n:00000001:c:auth:" + librvpMD5("SUBSCRIBE:/x"))
 		if err := verifyDigest(p, "SUBSCRIBE", &v); err != nil {

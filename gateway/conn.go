@@ -63,10 +63,8 @@ func (c *conn) serve() {
 			var pe *rvp.ProtocolError
 			if errors.As(err, &pe) {
 				g.log.Info("malformed request refused", "client", client, "status", pe.Status, "err", pe.Msg)
-				resp := &rvp.Response{Status: pe.Status, Close: true}
-				textBody(resp, pe.Msg)
 				c.nc.SetWriteDeadline(g.now().Add(10 * time.Second))
-				resp.WriteTo(bw)
+				respond(nil, nil, pe).WriteTo(bw)
 			}
 			return
 		}
@@ -79,6 +77,7 @@ func (c *conn) serve() {
 		if req.Close {
 			resp.Close = true
 		}
+		resp.Head = req.Method == "HEAD"
 		err = resp.WriteTo(bw)
 		g.logRequest(req, resp, client, g.now().Sub(start))
 		if err != nil || resp.Close {

@@ -32,6 +32,15 @@ const (
 	ProfileBasic = "basic"
 )
 
+// Keyring is what the gateway needs of the cluster key: a user's sealed
+// verifiers opened, and Digest nonces signed (MAC with purpose
+// "digest-nonce"). directory.Keyring is one; the gateway does not import
+// package directory (see its doc for why), so cmd/rvpd passes it in.
+type Keyring interface {
+	OpenVerifiers(sealed []byte, subject string) (*rvp.Verifiers, error)
+	MAC(purpose string, data []byte) []byte
+}
+
 // CredentialsConfig configures Credentials.
 type CredentialsConfig struct {
 	// Profile is one of the Profile constants. Default ProfileNTLM.
@@ -41,7 +50,7 @@ type CredentialsConfig struct {
 	AllowBasic bool
 	// Keyring opens the sealed password verifiers and signs Digest nonces.
 	// Required.
-	Keyring *projections.Keyring
+	Keyring Keyring
 	// Directory finds users and their verifiers. Required.
 	Directory *projections.Directory
 	// Server is the server's name in NTLM challenges. Default "RVPD".
@@ -69,7 +78,7 @@ type Credentials struct {
 	throttle *throttle
 
 	mu    sync.Mutex
-	cache map[[32]byte]*projections.Verifiers // by hash of the sealed bytes
+	cache map[[32]byte]*rvp.Verifiers // by hash of the sealed bytes
 }
 
 // NewCredentials returns a credential-checking Authenticator.
@@ -115,21 +124,21 @@ func NewCredentials(cfg CredentialsConfig) (*Credentials, error) {
 		cfg: cfg, log: log,
 		nonces:   digestNonces{keyring: cfg.Keyring, life: cfg.NonceLife},
 		throttle: newThrottle(cfg.MaxFailures, cfg.MaxAddressFailures, cfg.FailureWindow),
-		cache:    map[[32]byte]*projections.Verifiers{},
+		cache:    map[[32]byte]*rvp.Verifiers{},
 	}, nil
 }
 
 // Authenticate implements Authenticator.
-func (c *Credentials) Authenticate(st *ConnState, ar AuthRequest) (events.Identity, *rvp.Response) {
+func (c *Credentials) Authenticate(st *ConnState, ar AuthRequest) Outcome {
 	h := strings.TrimSpace(ar.Req.Header.Get(rvp.HdrAuthorization))
 	if h == "" {
 		if st.Identity.Scheme != "" {
-			return st.Identity, nil // an NTLM-authenticated connection
+			return authenticated(st.Identity) // an NTLM-authenticated connection
 		}
 		if !ar.Required {
-			return events.Identity{}, nil
+			return Outcome{}
 		}
-		return events.Identity{}, c.challenge(ar, false)
+		return c.challenge(ar, false)
 	}
 	scheme, token, _ := strings.Cut(h, " ")
 	token = strings.TrimSpace(token)
@@ -146,29 +155,27 @@ func (c *Credentials) Authenticate(st *ConnState, ar AuthRequest) (events.Identi
 		}
 	}
 	c.log.Info("authentication refused: scheme not offered", "scheme", scheme, "client", ar.Client)
-	return events.Identity{}, c.challenge(ar, false)
+	return c.challenge(ar, false)
 }
 
-// challenge is the 401 offering the profile's schemes.
-func (c *Credentials) challenge(ar AuthRequest, stale bool) *rvp.Response {
-	r := &rvp.Response{Status: 401}
+func authenticated(id events.Identity) Outcome { return Outcome{Verdict: Authenticated, Identity: id} }
+
+// challenge offers the profile's schemes.
+func (c *Credentials) challenge(ar AuthRequest, stale bool) Outcome {
 	realm := c.realm(ar)
 	now := c.cfg.Now()
+	var values []string
 	switch c.cfg.Profile {
 	case ProfileNTLM:
-		r.Header = append(r.Header, rvp.Field{Name: rvp.HdrWWWAuthenticate, Value: "NTLM"})
+		values = []string{"NTLM"}
 	case ProfileDigest:
-		r.Header = append(r.Header, rvp.Field{Name: rvp.HdrWWWAuthenticate, Value: c.nonces.challengeHeader(realm, stale, now)})
+		values = []string{c.nonces.challengeHeader(realm, stale, now)}
 	case ProfileExchange:
-		r.Header = append(r.Header,
-			rvp.Field{Name: rvp.HdrWWWAuthenticate, Value: "Negotiate"},
-			rvp.Field{Name: rvp.HdrWWWAuthenticate, Value: "NTLM"},
-			rvp.Field{Name: rvp.HdrWWWAuthenticate, Value: c.nonces.challengeHeader(realm, stale, now)})
+		values = []string{"Negotiate", "NTLM", c.nonces.challengeHeader(realm, stale, now)}
 	case ProfileBasic:
-		r.Header = append(r.Header, rvp.Field{Name: rvp.HdrWWWAuthenticate, Value: `Basic realm="` + realm + `"`})
+		values = []string{`Basic realm="` + realm + `"`}
 	}
-	textBody(r, "authentication required: sign in with your user name and password")
-	return r
+	return Outcome{Verdict: Challenged, Challenge: values, Msg: "authentication required: sign in with your user name and password"}
 }
 
 func (c *Credentials) realm(ar AuthRequest) string {
@@ -185,35 +192,36 @@ func ntDomain(d *projections.Domain) string {
 	return d.NTDomain
 }
 
-// refuse records a failed attempt and answers it: a fresh challenge, or
-// 403 once the account or address is throttled.
-func (c *Credentials) refuse(ar AuthRequest, account, scheme, reason string) (events.Identity, *rvp.Response) {
+// refuse records a failed attempt and answers it: Refused with a fresh
+// challenge, or Throttled once the account or address is.
+func (c *Credentials) refuse(ar AuthRequest, account, scheme, reason string) Outcome {
 	now := c.cfg.Now()
 	c.throttle.fail(account, ar.Client, now)
 	c.log.Info("authentication failed", "user", account, "client", ar.Client, "scheme", scheme, "reason", reason)
-	if resp := c.throttled(ar, account); resp != nil {
-		return events.Identity{}, resp
+	if out, ok := c.throttled(ar, account); ok {
+		return out
 	}
-	return events.Identity{}, c.challenge(ar, false)
+	out := c.challenge(ar, false)
+	out.Verdict = Refused
+	return out
 }
 
-// throttled returns the 403 for an account or address with too many
-// recent failures, or nil.
-func (c *Credentials) throttled(ar AuthRequest, account string) *rvp.Response {
+// throttled returns Throttled for an account or address with too many
+// recent failures.
+func (c *Credentials) throttled(ar AuthRequest, account string) (Outcome, bool) {
 	wait, blocked := c.throttle.blocked(account, ar.Client, c.cfg.Now())
 	if !blocked {
-		return nil
+		return Outcome{}, false
 	}
 	c.log.Warn("authentication throttled", "user", account, "client", ar.Client, "retry_in", wait.Round(time.Second))
-	r := &rvp.Response{Status: 403}
-	textBody(r, fmt.Sprintf("too many failed sign-ins for %s or from %s; try again in %s", account, ar.Client, wait.Round(time.Second)))
-	return r
+	return Outcome{Verdict: Throttled,
+		Msg: fmt.Sprintf("too many failed sign-ins for %s or from %s; try again in %s", account, ar.Client, wait.Round(time.Second))}, true
 }
 
 // lookup maps a user name as a client gave it (alias, alias@domain,
 // DOMAIN\alias, DOMAIN/alias) to an enabled user of ar's domain and its
 // verifiers.
-func (c *Credentials) lookup(ar AuthRequest, name string) (events.User, *projections.Verifiers, error) {
+func (c *Credentials) lookup(ar AuthRequest, name string) (events.User, *rvp.Verifiers, error) {
 	if ar.Domain == nil {
 		return events.User{}, nil, errors.New("no IM domain for the request")
 	}
@@ -257,20 +265,20 @@ func (c *Credentials) lookup(ar AuthRequest, name string) (events.User, *project
 	return u, v, nil
 }
 
-func (c *Credentials) ntlm(st *ConnState, ar AuthRequest, scheme, token string) (events.Identity, *rvp.Response) {
+func (c *Credentials) ntlm(st *ConnState, ar AuthRequest, scheme, token string) Outcome {
 	msg, err := base64.StdEncoding.DecodeString(token)
 	if err != nil {
-		return events.Identity{}, c.challenge(ar, false)
+		return c.challenge(ar, false)
 	}
 	typ, err := ntlmType(msg)
 	if err != nil {
-		return events.Identity{}, c.challenge(ar, false)
+		return c.challenge(ar, false)
 	}
 	switch typ {
 	case 1:
 		flags, err := parseNegotiate(msg)
 		if err != nil {
-			return events.Identity{}, c.challenge(ar, false)
+			return c.challenge(ar, false)
 		}
 		ch := &ntlmChallenge{issued: c.cfg.Now()}
 		rand.Read(ch.challenge[:])
@@ -282,15 +290,13 @@ func (c *Credentials) ntlm(st *ConnState, ar AuthRequest, scheme, token string) 
 			value = "Negotiate " + base64.StdEncoding.EncodeToString(spnegoChallenge(type2))
 		}
 		// The connection stays open: the answer must come on it.
-		r := &rvp.Response{Status: 401, Header: []rvp.Field{{Name: rvp.HdrWWWAuthenticate, Value: value}}}
-		textBody(r, "NTLM challenge")
-		return events.Identity{}, r
+		return Outcome{Verdict: Challenged, Challenge: []string{value}, Msg: "NTLM challenge"}
 	case 3:
 		ch, ok := st.Scheme.(*ntlmChallenge)
 		st.Scheme = nil
 		if !ok || c.cfg.Now().Sub(ch.issued) > c.cfg.HandshakeLife {
 			// No challenge on this connection: start over.
-			return events.Identity{}, c.challenge(ar, false)
+			return c.challenge(ar, false)
 		}
 		a, err := parseAuthenticate(msg, ch.flags)
 		if err != nil {
@@ -298,8 +304,8 @@ func (c *Credentials) ntlm(st *ConnState, ar AuthRequest, scheme, token string) 
 		}
 		u, v, err := c.lookup(ar, a.user)
 		account := u.String()
-		if resp := c.throttled(ar, account); resp != nil {
-			return events.Identity{}, resp
+		if out, ok := c.throttled(ar, account); ok {
+			return out
 		}
 		if err != nil {
 			return c.refuse(ar, account, "ntlm", err.Error())
@@ -312,27 +318,27 @@ func (c *Credentials) ntlm(st *ConnState, ar AuthRequest, scheme, token string) 
 		id := events.Identity{Scheme: "ntlm", User: u}
 		st.Identity = id
 		c.log.Debug("authenticated", "user", account, "client", ar.Client, "scheme", version)
-		return id, nil
+		return authenticated(id)
 	}
-	return events.Identity{}, c.challenge(ar, false)
+	return c.challenge(ar, false)
 }
 
-func (c *Credentials) digest(ar AuthRequest, token string) (events.Identity, *rvp.Response) {
+func (c *Credentials) digest(ar AuthRequest, token string) Outcome {
 	p, err := digestParams(token)
 	if err != nil {
 		return c.refuse(ar, "?", "digest", err.Error())
 	}
 	ok, stale := c.nonces.check(p["nonce"], c.cfg.Now())
 	if !ok {
-		return events.Identity{}, c.challenge(ar, false)
+		return c.challenge(ar, false)
 	}
 	if stale {
-		return events.Identity{}, c.challenge(ar, true)
+		return c.challenge(ar, true)
 	}
 	u, v, err := c.lookup(ar, p["username"])
 	account := u.String()
-	if resp := c.throttled(ar, account); resp != nil {
-		return events.Identity{}, resp
+	if out, ok := c.throttled(ar, account); ok {
+		return out
 	}
 	if err != nil {
 		return c.refuse(ar, account, "digest", err.Error())
@@ -344,7 +350,7 @@ func (c *Credentials) digest(ar AuthRequest, token string) (events.Identity, *rv
 		return c.refuse(ar, account, "digest", err.Error())
 	}
 	c.throttle.succeed(account)
-	return events.Identity{Scheme: "digest", User: u}, nil
+	return authenticated(events.Identity{Scheme: "digest", User: u})
 }
 
 // sameTarget compares a Digest uri with the request target, either of
@@ -363,7 +369,7 @@ func sameTarget(a, b string) bool {
 	return a == b || path(a) == path(b)
 }
 
-func (c *Credentials) basic(ar AuthRequest, token string) (events.Identity, *rvp.Response) {
+func (c *Credentials) basic(ar AuthRequest, token string) Outcome {
 	raw, err := base64.StdEncoding.DecodeString(token)
 	if err != nil {
 		return c.refuse(ar, "?", "basic", "malformed credentials")
@@ -374,17 +380,17 @@ func (c *Credentials) basic(ar AuthRequest, token string) (events.Identity, *rvp
 	}
 	u, v, err := c.lookup(ar, name)
 	account := u.String()
-	if resp := c.throttled(ar, account); resp != nil {
-		return events.Identity{}, resp
+	if out, ok := c.throttled(ar, account); ok {
+		return out
 	}
 	if err != nil {
 		return c.refuse(ar, account, "basic", err.Error())
 	}
-	if subtle.ConstantTimeCompare(projections.NTHash(password), v.NT) != 1 {
+	if subtle.ConstantTimeCompare(rvp.NTHash(password), v.NT) != 1 {
 		return c.refuse(ar, account, "basic", "wrong password")
 	}
 	c.throttle.succeed(account)
-	return events.Identity{Scheme: "basic", User: u}, nil
+	return authenticated(events.Identity{Scheme: "basic", User: u})
 }
 
 // throttle counts failed attempts per account and per address.

@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
 )
 
 // HTTP Digest (RFC 2617), server side: MD5 and MD5-sess, qop "auth" or
@@ -43,7 +43,10 @@ func digestParams(s string) (map[string]string, error) {
 			var b strings.Builder
 			i := 1
 			for ; i < len(s) && s[i] != '"'; i++ {
-				if s[i] == '\\' && i+1 < len(s) && s[i+1] == '"' {
+				// RFC 7616 quoted-pair (\" and \\); a backslash before
+				// anything else is itself, as real clients send
+				// username="EXAMPLE\alice" unescaped.
+				if s[i] == '\\' && i+1 < len(s) && (s[i+1] == '"' || s[i+1] == '\\') {
 					i++
 				}
 				b.WriteByte(s[i])
@@ -68,7 +71,7 @@ func digestParams(s string) (map[string]string, error) {
 
 // digestNonces makes and checks nonces.
 type digestNonces struct {
-	keyring *projections.Keyring
+	keyring Keyring
 	life    time.Duration
 }
 
@@ -134,7 +137,7 @@ const librvpMinSecret = 8
 // HA1 for. A response computed as librvp computes it (digests truncated
 // at zero bytes, see librvpHex) is accepted when at least librvpMinSecret
 // bytes of HA1 remain.
-func verifyDigest(p map[string]string, method string, v *projections.Verifiers) error {
+func verifyDigest(p map[string]string, method string, v *rvp.Verifiers) error {
 	err := verifyDigestWith(p, method, v, md5hex, func(ha1 string) string { return ha1 })
 	if err == nil {
 		return nil
@@ -149,7 +152,7 @@ func verifyDigest(p map[string]string, method string, v *projections.Verifiers) 
 	return err
 }
 
-func verifyDigestWith(p map[string]string, method string, v *projections.Verifiers, md5hex func(string) string, ha1Of func(string) string) error {
+func verifyDigestWith(p map[string]string, method string, v *rvp.Verifiers, md5hex func(string) string, ha1Of func(string) string) error {
 	user, realm := p["username"], p["realm"]
 	if realm != v.Realm {
 		return fmt.Errorf("realm %q is not %q", realm, v.Realm)

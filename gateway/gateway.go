@@ -38,7 +38,7 @@ type Config struct {
 	// does not know: in development any Host reaches the demo domain.
 	DevDomain string
 	// RequestTimeout bounds the wait for a home node's or router's reply,
-	// inside librvp's 30 s. Default 20s.
+	// inside librvp's 30 s. Default DefaultRequestTimeout.
 	RequestTimeout time.Duration
 	// IdleTimeout closes a connection idle between requests. Default 2m.
 	IdleTimeout time.Duration
@@ -50,6 +50,11 @@ type Config struct {
 	Logger *slog.Logger
 	Now    func() time.Time
 }
+
+// DefaultRequestTimeout is how long a gateway waits for a home node's or
+// router's reply unless told otherwise: inside librvp's 30 s, with room for
+// a message's delivery (homenode's DeliveryTimeout, 10 s by default).
+const DefaultRequestTimeout = 20 * time.Second
 
 // Gateway is the HTTP edge: it parses RVP requests, authenticates them,
 // turns them into request events and renders the replies.
@@ -90,7 +95,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.Auth = NoAuth{}
 	}
 	if cfg.RequestTimeout <= 0 {
-		cfg.RequestTimeout = 20 * time.Second
+		cfg.RequestTimeout = DefaultRequestTimeout
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 2 * time.Minute
@@ -180,9 +185,8 @@ func (g *Gateway) Serve(ln net.Listener) error {
 		g.mu.Unlock()
 		if full {
 			g.log.Warn("connection refused: too many connections", "max", g.cfg.MaxConns, "client", nc.RemoteAddr().String())
-			resp := &rvp.Response{Status: 503, Close: true, Body: []byte("too many connections; retry later\n")}
 			nc.SetWriteDeadline(g.now().Add(time.Second))
-			resp.WriteTo(bufio.NewWriter(nc))
+			respond(nil, nil, &refusal{status: rvp.StatusUnavailable, msg: "too many connections; retry later", close: true}).WriteTo(bufio.NewWriter(nc))
 			nc.Close()
 			continue
 		}

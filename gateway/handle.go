@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -17,18 +16,62 @@ import (
 	"github.com/rvp-im/rvpd/rvp"
 )
 
-// statusError is a request refused at the gateway with an RVP status and a
-// message saying what to do, or (302) redirected to location.
-type statusError struct {
-	status   int
-	msg      string
-	location string
+// refusal is an answer the gateway gives by itself, without a home node
+// or a router: a request refused with an RVP status and a message saying
+// what to do, a redirect (location), an authentication challenge (the
+// WWW-Authenticate values), or a framing error after which the
+// connection closes.
+type refusal struct {
+	status    int
+	msg       string
+	location  string
+	challenge []string
+	close     bool
 }
 
-func (e *statusError) Error() string { return e.msg }
+func (e *refusal) Error() string { return e.msg }
 
 func refuse(status int, format string, args ...any) error {
-	return &statusError{status: status, msg: fmt.Sprintf(format, args...)}
+	return &refusal{status: status, msg: fmt.Sprintf(format, args...)}
+}
+
+// outcomeRefusal is the refusal of an authentication that did not let the
+// request go on.
+func outcomeRefusal(o Outcome) error {
+	if o.Verdict == Throttled {
+		return &refusal{status: rvp.StatusForbidden, msg: o.Msg}
+	}
+	return &refusal{status: rvp.StatusUnauthorized, msg: o.Msg, challenge: o.Challenge}
+}
+
+// respond is the gateway's single renderer: every response it sends is
+// made here, from err when the gateway answers by itself, else from the
+// reply of a home node or router to req. A refusal and a framing error
+// (rvp.ProtocolError) give their status and say why; any other error is
+// the service failing to take the request: 503, never 500, on which
+// librvp disconnects.
+func respond(req *rvp.Request, reply *events.Reply, err error) *rvp.Response {
+	if err != nil {
+		var rf *refusal
+		var pe *rvp.ProtocolError
+		switch {
+		case errors.As(err, &rf):
+		case errors.As(err, &pe):
+			rf = &refusal{status: pe.Status, msg: pe.Msg, close: true}
+		default:
+			rf = &refusal{status: rvp.StatusUnavailable, msg: "the service could not take the request; retry in a moment"}
+		}
+		r := &rvp.Response{Status: rf.status, Close: rf.close}
+		for _, v := range rf.challenge {
+			r.Header = append(r.Header, rvp.Field{Name: rvp.HdrWWWAuthenticate, Value: v})
+		}
+		if rf.location != "" {
+			r.Set(rvp.HdrLocation, rf.location)
+		}
+		textBody(r, rf.msg)
+		return r
+	}
+	return render(req, reply)
 }
 
 func textBody(r *rvp.Response, msg string) {
@@ -37,21 +80,6 @@ func textBody(r *rvp.Response, msg string) {
 	}
 	r.Set(rvp.HdrContentType, "text/plain; charset=utf-8")
 	r.Body = []byte(msg + "\n")
-}
-
-func errorResponse(err error) *rvp.Response {
-	var se *statusError
-	if errors.As(err, &se) {
-		r := &rvp.Response{Status: se.status}
-		if se.location != "" {
-			r.Set(rvp.HdrLocation, se.location)
-		}
-		textBody(r, se.msg)
-		return r
-	}
-	r := &rvp.Response{Status: 503}
-	textBody(r, "the service could not take the request; retry in a moment")
-	return r
 }
 
 // target is the node a request addresses.
@@ -121,30 +149,27 @@ func (g *Gateway) inside(client string) (bool, error) {
 
 // handle answers one request.
 func (g *Gateway) handle(ctx context.Context, c *conn, req *rvp.Request, client string) *rvp.Response {
+	reply, err := g.answer(ctx, c, req, client)
+	if err != nil {
+		var rf *refusal
+		if !errors.As(err, &rf) {
+			g.log.Error("request failed", "method", req.Method, "target", req.Target, "client", client, "err", err)
+		}
+	}
+	return respond(req, reply, err)
+}
+
+// answer finds the answer to one request: a home node's or router's
+// reply, or the error the gateway answers by itself.
+func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client string) (*events.Reply, error) {
 	switch req.Method {
 	case "SUBSCRIBE", "UNSUBSCRIBE", "SUBSCRIPTIONS", "PROPFIND", "PROPPATCH", "NOTIFY", "ACL":
 	case "COPY", "MOVE":
-		r := &rvp.Response{Status: 405}
-		textBody(r, req.Method+" is not allowed on RVP nodes")
-		return r
+		return nil, refuse(rvp.StatusMethodNotAllowed, "%s is not allowed on RVP nodes", req.Method)
 	default:
 		// GET, HEAD, POST, PUT, LOCK, UNLOCK, OPTIONS, POLL and anything else.
-		r := &rvp.Response{Status: 501}
-		textBody(r, req.Method+" is not implemented by this RVP server")
-		return r
+		return nil, refuse(rvp.StatusNotImplemented, "%s is not implemented by this RVP server", req.Method)
 	}
-	resp, err := g.handleRVP(ctx, c, req, client)
-	if err != nil {
-		var se *statusError
-		if !errors.As(err, &se) {
-			g.log.Error("request failed", "method", req.Method, "target", req.Target, "client", client, "err", err)
-		}
-		return errorResponse(err)
-	}
-	return resp
-}
-
-func (g *Gateway) handleRVP(ctx context.Context, c *conn, req *rvp.Request, client string) (*rvp.Response, error) {
 	from, fromUser, fromDomain, err := g.fromPrincipal(req)
 	if err != nil {
 		return nil, err
@@ -159,7 +184,7 @@ func (g *Gateway) handleRVP(ctx context.Context, c *conn, req *rvp.Request, clie
 		// and is served the second time (every gateway serves every
 		// physical URL).
 		c.movedAsked = req.Target
-		return nil, &statusError{status: 302, location: tgt.movedTo, msg: tgt.user.String() + " has moved to home server " + tgt.rec.Home}
+		return nil, &refusal{status: rvp.StatusMoved, location: tgt.movedTo, msg: tgt.user.String() + " has moved to home server " + tgt.rec.Home}
 	}
 	if foreign := from != "" && fromUser.IsZero() && !g.ours(from); foreign {
 		// Another organisation speaks: only if we federate.
@@ -167,20 +192,20 @@ func (g *Gateway) handleRVP(ctx context.Context, c *conn, req *rvp.Request, clie
 			return nil, err
 		} else if !s.InternetCapable {
 			g.log.Info("request from another organisation refused: intranet-only", "from", from, "client", client)
-			return nil, refuse(403, "this organisation does not exchange instant messages with other organisations (%s)", from)
+			return nil, refuse(rvp.StatusForbidden, "this organisation does not exchange instant messages with other organisations (%s)", from)
 		}
 	}
 	now := g.now()
 	id := newID()
 	deadline := now.Add(g.cfg.RequestTimeout)
-	lookupFor := func(auth events.Identity) (*rvp.Response, error) {
+	lookupFor := func(auth events.Identity) (*events.Reply, error) {
 		lookup.ID, lookup.At, lookup.Deadline, lookup.Gateway, lookup.Client, lookup.Method = id, now, deadline, g.cfg.ID, client, req.Method
 		lookup.Auth = auth
 		reply, err := g.dispatch(ctx, events.LookupSubject(""), id, deadline, lookup)
 		if err != nil {
 			return nil, fmt.Errorf("lookup of %s on %s: %w", lookup.Alias, lookup.Host, err)
 		}
-		return render(req, reply), nil
+		return reply, nil
 	}
 	if lookup != nil && tgt != nil {
 		// Redirected to its home server, the client authenticates there.
@@ -192,10 +217,11 @@ func (g *Gateway) handleRVP(ctx context.Context, c *conn, req *rvp.Request, clie
 	if fromDomain != nil {
 		ar.Domain = fromDomain
 	}
-	identity, challenge := g.auth.Authenticate(c.state, ar)
-	if challenge != nil {
-		return challenge, nil
+	out := g.auth.Authenticate(c.state, ar)
+	if out.Verdict != Authenticated {
+		return nil, outcomeRefusal(out)
 	}
+	identity := out.Identity
 	if identity.Scheme != "" && identity.Scheme != "none" {
 		switch {
 		case from == "":
@@ -207,7 +233,7 @@ func (g *Gateway) handleRVP(ctx context.Context, c *conn, req *rvp.Request, clie
 			}
 		case fromUser != identity.User:
 			g.log.Info("spoofed principal refused", "from", from, "authenticated", identity.User.String(), "client", client)
-			return nil, refuse(403, "RVP-From-Principal %q does not name %s, the user you authenticated as", from, identity.User)
+			return nil, refuse(rvp.StatusForbidden, "RVP-From-Principal %q does not name %s, the user you authenticated as", from, identity.User)
 		}
 	}
 	if lookup != nil {
@@ -230,7 +256,7 @@ func (g *Gateway) handleRVP(ctx context.Context, c *conn, req *rvp.Request, clie
 	if err != nil {
 		return nil, fmt.Errorf("%s for %s on home server %s: %w", req.Method, tgt.user, tgt.rec.Home, err)
 	}
-	return render(req, reply), nil
+	return reply, nil
 }
 
 // ownerOnly reports the operations only a node's owner may do.
@@ -255,13 +281,13 @@ func (g *Gateway) fromPrincipal(req *rvp.Request) (string, events.User, *project
 	if !strings.Contains(v, "://") {
 		h, err := rvp.NormalizeHost(v)
 		if err != nil {
-			return "", events.User{}, nil, refuse(400, "RVP-From-Principal %q is neither a principal URL nor a server name", v)
+			return "", events.User{}, nil, refuse(rvp.StatusBadRequest, "RVP-From-Principal %q is neither a principal URL nor a server name", v)
 		}
 		return h, events.User{}, nil, nil
 	}
 	u, err := rvp.ParseURL(v)
 	if err != nil {
-		return "", events.User{}, nil, refuse(400, "RVP-From-Principal: %v", err)
+		return "", events.User{}, nil, refuse(rvp.StatusBadRequest, "RVP-From-Principal: %v", err)
 	}
 	user, dom, err := g.localUser(u)
 	if err != nil {
@@ -314,7 +340,7 @@ func (g *Gateway) resolveTarget(req *rvp.Request, from, client string) (*target,
 	if strings.Contains(req.Target, "://") {
 		u, err := rvp.ParseURL(req.Target)
 		if err != nil {
-			return nil, nil, refuse(400, "request target: %v", err)
+			return nil, nil, refuse(rvp.StatusBadRequest, "request target: %v", err)
 		}
 		host, path, absolute = u.Host, u.Path, true
 	}
@@ -323,11 +349,11 @@ func (g *Gateway) resolveTarget(req *rvp.Request, from, client string) (*target,
 	}
 	ref, err := rvp.ParseNodePath(path)
 	if err != nil {
-		return nil, nil, refuse(404, "%v", err)
+		return nil, nil, refuse(rvp.StatusNotFound, "%v", err)
 	}
 	if host != "" {
 		if host, err = rvp.NormalizeHost(host); err != nil {
-			return nil, nil, refuse(400, "Host: %v", err)
+			return nil, nil, refuse(rvp.StatusBadRequest, "Host: %v", err)
 		}
 	}
 	lookupHost := host
@@ -347,7 +373,7 @@ func (g *Gateway) resolveTarget(req *rvp.Request, from, client string) (*target,
 		return nil, nil, err
 	}
 	if rec == nil || !rec.Enabled {
-		return nil, nil, refuse(404, "%s is not a user of IM domain %s", ref.Alias, dom.Domain)
+		return nil, nil, refuse(rvp.StatusNotFound, "%s is not a user of IM domain %s", ref.Alias, dom.Domain)
 	}
 	t := &target{user: user, rec: rec, domain: dom}
 	switch {
@@ -367,7 +393,7 @@ func (g *Gateway) resolveTarget(req *rvp.Request, from, client string) (*target,
 		t.nodeURL = rvp.LogicalURL(ref.IMHost, ref.Alias)
 		if fu, err := rvp.ParseURL(from); err == nil && from != "" {
 			if fd, err := g.domainOf(fu.Host); err == nil && fd != nil && fd.Domain == dom.Domain {
-				t.nodeURL = "http://" + fu.Host + aliasPath(path)
+				t.nodeURL = rvp.URL{Host: fu.Host, Path: aliasPath(path)}.String()
 			}
 		}
 	default:
@@ -381,7 +407,7 @@ func (g *Gateway) resolveTarget(req *rvp.Request, from, client string) (*target,
 				host = fu.Host
 			}
 		}
-		t.nodeURL = "http://" + host + strings.TrimRight(path, "/")
+		t.nodeURL = rvp.URL{Host: host, Path: strings.TrimRight(path, "/")}.String()
 		redirect, err := g.redirects(dom, host, client)
 		if err != nil {
 			return nil, nil, err
@@ -418,7 +444,7 @@ func (g *Gateway) redirects(dom *projections.Domain, host, client string) (bool,
 	}
 	r := routers[0]
 	for _, x := range routers {
-		if strings.EqualFold(x.Host, host) || strings.EqualFold(x.Host, hostOnly(host)) {
+		if strings.EqualFold(x.Host, host) || strings.EqualFold(x.Host, events.Hostname(host)) {
 			r = x
 		}
 	}
@@ -429,13 +455,6 @@ func (g *Gateway) redirects(dom *projections.Domain, host, client string) (bool,
 		return false, nil
 	}
 	return g.inside(client)
-}
-
-func hostOnly(hostport string) string {
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		return h
-	}
-	return hostport
 }
 
 // requestEvent turns a parsed request into its request event, refusing
@@ -457,11 +476,11 @@ func (g *Gateway) requestEvent(req *rvp.Request, base events.Req) (events.Reques
 		}
 		nt, cb := h.Get(rvp.HdrNotificationType), h.Get(rvp.HdrCallBack)
 		if nt == "" || cb == "" {
-			return nil, refuse(400, "a new subscription needs Notification-Type and Call-Back; a renewal needs Subscription-Id")
+			return nil, refuse(rvp.StatusBadRequest, "a new subscription needs Notification-Type and Call-Back; a renewal needs Subscription-Id")
 		}
 		cbURL, err := rvp.ParseURL(cb)
 		if err != nil {
-			return nil, refuse(400, "Call-Back: %v", err)
+			return nil, refuse(rvp.StatusBadRequest, "Call-Back: %v", err)
 		}
 		cbUser, _, err := g.localUser(cbURL)
 		if err != nil {
@@ -478,17 +497,17 @@ func (g *Gateway) requestEvent(req *rvp.Request, base events.Req) (events.Reques
 		return &events.ListSubscriptions{Req: base, NotificationType: h.Get(rvp.HdrNotificationType)}, nil
 	case "PROPFIND":
 		if d := strings.TrimSpace(h.Get(rvp.HdrDepth)); d != "0" {
-			return nil, refuse(412, "PROPFIND needs Depth: 0 (got %q)", d)
+			return nil, refuse(rvp.StatusPreconditionFailed, "PROPFIND needs Depth: 0 (got %q)", d)
 		}
 		all, names, props, err := rvp.ParsePropFind(req.Body)
 		if err != nil {
-			return nil, refuse(400, "%v", err)
+			return nil, refuse(rvp.StatusBadRequest, "%v", err)
 		}
 		return &events.PropFind{Req: base, All: all, Names: names, Props: props}, nil
 	case "PROPPATCH":
 		state, other, err := rvp.ParsePropertyUpdate(req.Body)
 		if err != nil {
-			return nil, refuse(400, "%v", err)
+			return nil, refuse(rvp.StatusBadRequest, "%v", err)
 		}
 		return &events.PropPatch{Req: base, State: state, Set: other}, nil
 	case "ACL":
@@ -497,7 +516,7 @@ func (g *Gateway) requestEvent(req *rvp.Request, base events.Req) (events.Reques
 		}
 		aces, err := rvp.ParseACL(req.Body)
 		if err != nil {
-			return nil, refuse(400, "%v", err)
+			return nil, refuse(rvp.StatusBadRequest, "%v", err)
 		}
 		for i := range aces {
 			if u, err := rvp.ParseURL(aces[i].Principal); err == nil {
@@ -509,7 +528,7 @@ func (g *Gateway) requestEvent(req *rvp.Request, base events.Req) (events.Reques
 		return &events.ACL{Req: base, Write: true, ACEs: aces}, nil
 	case "NOTIFY":
 		if _, err := rvp.CheckNotification(req.Body); err != nil {
-			return nil, refuse(400, "%v", err)
+			return nil, refuse(rvp.StatusBadRequest, "%v", err)
 		}
 		hops, err := optionalInt(h, rvp.HdrHopCount)
 		if err != nil {
@@ -520,14 +539,14 @@ func (g *Gateway) requestEvent(req *rvp.Request, base events.Req) (events.Reques
 		}
 		return &events.Notify{Req: base, AckType: h.Get(rvp.HdrAckType), HopCount: hops, Body: req.Body}, nil
 	}
-	return nil, refuse(501, "%s is not implemented", req.Method)
+	return nil, refuse(rvp.StatusNotImplemented, "%s is not implemented", req.Method)
 }
 
 func subscriptionID(h rvp.Header) (int32, error) {
 	v := strings.TrimSpace(h.Get(rvp.HdrSubscriptionID))
 	id, err := strconv.ParseInt(v, 10, 32)
 	if err != nil || id <= 0 {
-		return 0, refuse(400, "Subscription-Id %q is not a positive integer", v)
+		return 0, refuse(rvp.StatusBadRequest, "Subscription-Id %q is not a positive integer", v)
 	}
 	return int32(id), nil
 }
@@ -537,14 +556,17 @@ func optionalInt(h rvp.Header, name string) (int, error) {
 	if v == "" {
 		return 0, nil
 	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 0 {
-		return 0, refuse(400, "%s %q is not a non-negative integer", name, v)
+	// Saturating: a lifetime above any the server grants is clamped by
+	// the home node, never wrapped around (9223372037 s would overflow a
+	// time.Duration).
+	n, err := rvp.ParseCount(v)
+	if err != nil {
+		return 0, refuse(rvp.StatusBadRequest, "%s %q is not a non-negative integer", name, v)
 	}
 	return n, nil
 }
 
-// render turns a reply into the RVP response for req.
+// render turns a reply into the RVP response for req (through respond).
 func render(req *rvp.Request, r *events.Reply) *rvp.Response {
 	if r.Raw != nil {
 		// Another organisation's answer, relayed as it came.
@@ -567,9 +589,9 @@ func render(req *rvp.Request, r *events.Reply) *rvp.Response {
 		resp.Set(rvp.HdrLocation, r.Location)
 	}
 	switch {
-	case r.Status == 207 && r.Lease != nil:
+	case r.Status == rvp.StatusMultiStatus && r.Lease != nil:
 		resp.Body = rvp.LeaseMultistatus(r.Href, *r.Lease, r.Found, r.Forbidden)
-	case r.Status == 207:
+	case r.Status == rvp.StatusMultiStatus:
 		resp.Body = rvp.Multistatus(r.Href, r.Found, r.Missing, r.Forbidden)
 	case r.Listed:
 		resp.Body = rvp.Subscriptions(r.Subscriptions)
@@ -588,9 +610,9 @@ func render(req *rvp.Request, r *events.Reply) *rvp.Response {
 func (g *Gateway) logRequest(req *rvp.Request, resp *rvp.Response, client string, took time.Duration) {
 	level := slog.LevelDebug
 	switch {
-	case resp.Status >= 500:
+	case resp.Status >= rvp.StatusInternalError:
 		level = slog.LevelWarn
-	case resp.Status >= 400 && resp.Status != 401 && resp.Status != 412 && resp.Status != 404:
+	case resp.Status >= rvp.StatusBadRequest && resp.Status != rvp.StatusUnauthorized && resp.Status != rvp.StatusPreconditionFailed && resp.Status != rvp.StatusNotFound:
 		level = slog.LevelInfo
 	}
 	g.log.Log(context.Background(), level, "request", "method", req.Method, "target", req.Target,

@@ -3,9 +3,7 @@ package gateway
 import (
 	"bytes"
 	"encoding/base64"
-
-	"github.com/rvp-im/rvpd/events"
-	"github.com/rvp-im/rvpd/rvp"
+	"strings"
 )
 
 // Negotiate (SPNEGO, RFC 4178) carrying NTLM, for the exchange profile:
@@ -17,28 +15,30 @@ import (
 // ntlmOID is 1.3.6.1.4.1.311.2.2.10, DER-encoded.
 var ntlmOID = []byte{0x06, 0x0a, 0x2b, 0x06, 0x01, 0x04, 0x01, 0x82, 0x37, 0x02, 0x02, 0x0a}
 
-func (c *Credentials) negotiate(st *ConnState, ar AuthRequest, token string) (events.Identity, *rvp.Response) {
+func (c *Credentials) negotiate(st *ConnState, ar AuthRequest, token string) Outcome {
 	raw, err := base64.StdEncoding.DecodeString(token)
 	if err != nil {
-		return events.Identity{}, c.challenge(ar, false)
+		return c.challenge(ar, false)
 	}
 	i := bytes.Index(raw, []byte(ntlmSignature))
 	if i < 0 {
 		// Kerberos or another mechanism: not spoken here.
 		c.log.Info("Negotiate token without NTLM refused", "client", ar.Client)
-		return events.Identity{}, c.challenge(ar, false)
+		return c.challenge(ar, false)
 	}
 	scheme := "Negotiate"
 	if i == 0 {
 		scheme = "NegotiateRaw"
 	}
-	id, resp := c.ntlm(st, ar, scheme, base64.StdEncoding.EncodeToString(raw[i:]))
-	if resp != nil && scheme == "NegotiateRaw" {
-		for j, f := range resp.Header {
-			resp.Header[j].Value = "Negotiate" + f.Value[len("NegotiateRaw"):]
+	out := c.ntlm(st, ar, scheme, base64.StdEncoding.EncodeToString(raw[i:]))
+	if scheme == "NegotiateRaw" {
+		for j, v := range out.Challenge {
+			if rest, ok := strings.CutPrefix(v, "NegotiateRaw"); ok {
+				out.Challenge[j] = "Negotiate" + rest
+			}
 		}
 	}
-	return id, resp
+	return out
 }
 
 // derLen encodes a DER length.

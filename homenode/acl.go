@@ -19,6 +19,11 @@ import (
 //     accepts the requester's credential (a:any accepts all).
 //   - ACEs naming the requester are weighed before a:allprincipals; at the
 //     same specificity a deny beats a grant; no match denies.
+//   - A write updates the entries of the principals it names and leaves
+//     the others (librvp writes one ACE at a time: allprincipals, itself,
+//     each buddy it adds); an ACE with neither grant nor deny removes its
+//     principal's entry. The owner's entry always grants every right: a
+//     write may change its credentials, not take its rights away.
 
 // principal is a requester in ACL terms.
 type principal struct {
@@ -52,7 +57,7 @@ func permitted(aces []events.ACE, p principal, right string) bool {
 	for _, specific := range []bool{true, false} {
 		granted := false
 		for _, a := range aces {
-			if (a.Principal != "") != specific || !aceMatches(a, p) || !credentialMatches(a, p.cred) {
+			if a.AllPrincipals() == specific || !aceMatches(a, p) || !credentialMatches(a, p.cred) {
 				continue
 			}
 			if hasRight(a.Deny, right) {
@@ -69,7 +74,7 @@ func permitted(aces []events.ACE, p principal, right string) bool {
 
 func aceMatches(a events.ACE, p principal) bool {
 	switch {
-	case a.Principal == "":
+	case a.AllPrincipals():
 		return true
 	case !a.User.IsZero() && !p.user.IsZero():
 		return a.User == p.user
@@ -91,5 +96,42 @@ func (c *core) aclOf(u events.User, nodeURL string) ([]events.ACE, error) {
 	if err != nil || ok {
 		return aces, err
 	}
-	return events.DefaultACL(nodeURL), nil
+	return events.DefaultACL(u, nodeURL), nil
+}
+
+// maxACLEntries bounds a node's ACL: one entry per principal named, so a
+// user who blocks or befriends more than this many principals is refused
+// (507) rather than growing its ACL without end.
+const maxACLEntries = 1000
+
+// mergeACL returns acl updated by written, entry by entry (see the rules
+// above); acl is not modified. owner is the node's user.
+func mergeACL(acl, written []events.ACE, owner events.User) []events.ACE {
+	out := slices.Clone(acl)
+	for _, w := range written {
+		isOwner := !owner.IsZero() && w.User == owner
+		if isOwner {
+			w.Grant, w.Deny = events.Rights(), nil
+		}
+		i := slices.IndexFunc(out, w.SamePrincipal)
+		switch {
+		case len(w.Grant) == 0 && len(w.Deny) == 0:
+			if i >= 0 {
+				out = slices.Delete(out, i, i+1)
+			}
+		case i >= 0:
+			out[i] = w
+		default:
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// sameACL reports whether a and b hold the same entries in the same order.
+func sameACL(a, b []events.ACE) bool {
+	return slices.EqualFunc(a, b, func(x, y events.ACE) bool {
+		return x.Principal == y.Principal && x.User == y.User && slices.Equal(x.Credentials, y.Credentials) &&
+			slices.Equal(x.Grant, y.Grant) && slices.Equal(x.Deny, y.Deny)
+	})
 }

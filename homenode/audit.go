@@ -166,7 +166,7 @@ func PresenceAt(ctx context.Context, js jetstream.JetStream, u events.User, at t
 	}
 	p := effective(rep.Views)
 	rep.Self, rep.Others = p.Self, p.Others
-	aces := events.DefaultACL(nodeURL)
+	aces := events.DefaultACL(u, nodeURL)
 	if h := homes[aclHome]; h != nil {
 		if a, ok, err := h.ACL(u); err != nil {
 			return nil, err

@@ -443,8 +443,17 @@ func (c *core) decideACL(d *decision, e *events.ACL, now time.Time) (*decision, 
 	if !permitted(acl, who, events.RightWriteACL) {
 		return d.fail(r, 403, "writing the ACL of %s needs the writeacl right", r.Node)
 	}
-	d.facts = append(d.facts, &events.ACLSet{Meta: c.meta(r, now), Node: r.Node, ACEs: e.ACEs})
-	d.aclBefore = map[events.User][]events.ACE{r.Node: acl}
-	d.reply = &events.Reply{ID: r.ID, Status: 200, ACL: e.ACEs, HasACL: true}
+	merged := mergeACL(acl, e.ACEs, r.Node)
+	if len(merged) > maxACLEntries {
+		return d.fail(r, 507, "the ACL of %s would hold %d entries, more than the %d allowed; remove entries (an ACE with no grant and no deny) first", r.Node, len(merged), maxACLEntries)
+	}
+	// The fact records the whole resulting ACL, as acl.set always has:
+	// folding it needs nothing but the fact. librvp writes the same
+	// entries at every sign-in; an ACL that does not change is no fact.
+	if !sameACL(merged, acl) {
+		d.facts = append(d.facts, &events.ACLSet{Meta: c.meta(r, now), Node: r.Node, ACEs: merged})
+		d.aclBefore = map[events.User][]events.ACE{r.Node: acl}
+	}
+	d.reply = &events.Reply{ID: r.ID, Status: 200, ACL: merged, HasACL: true}
 	return d, nil
 }

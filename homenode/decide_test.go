@@ -187,9 +187,9 @@ func TestACLEvaluation(t *testing.T) {
 		right string
 		want  bool
 	}{
-		{"default: everyone sees presence", events.DefaultACL(nodeURL("cat")), ben, events.RightPresence, true},
-		{"default: others may not write the ACL", events.DefaultACL(nodeURL("cat")), ben, events.RightWriteACL, false},
-		{"default: assertion credentials may send", events.DefaultACL(nodeURL("cat")), stranger, events.RightSendTo, true},
+		{"default: everyone sees presence", events.DefaultACL(user("cat"), nodeURL("cat")), ben, events.RightPresence, true},
+		{"default: others may not write the ACL", events.DefaultACL(user("cat"), nodeURL("cat")), ben, events.RightWriteACL, false},
+		{"default: assertion credentials may send", events.DefaultACL(user("cat"), nodeURL("cat")), stranger, events.RightSendTo, true},
 		{"the owner may anything", []events.ACE{deny(user("ann"), events.RightAll)}, principal{url: ann.url, user: ann.user, owner: true}, events.RightWriteACL, true},
 		{"a named deny beats all-principals' grant", []events.ACE{grantAll(any, events.RightPresence), deny(user("ben"), events.RightPresence)}, ben, events.RightPresence, false},
 		{"the deny names ben only", []events.ACE{grantAll(any, events.RightPresence), deny(user("ben"), events.RightPresence)}, ann, events.RightPresence, true},
@@ -224,8 +224,10 @@ func TestACLEvaluation(t *testing.T) {
 		if len(d.notes) != 0 {
 			t.Errorf("pushed %v", sent(d))
 		}
-		// Granting it back tells ben the state.
-		d = w.do(&events.ACL{Req: w.req("acl2", "ann", "ann", "10.0.0.1"), Write: true, ACEs: []events.ACE{grantAll(any, events.RightPresence)}})
+		// Removing ben's entry (no grant, no deny) gives it back: ben is
+		// told the state.
+		d = w.do(&events.ACL{Req: w.req("acl2", "ann", "ann", "10.0.0.1"), Write: true, ACEs: []events.ACE{
+			{Principal: nodeURL("ben"), User: user("ben"), Credentials: any}}})
 		wantStrings(t, "notified", sent(d), []string{benCB + " online"})
 	})
 	t.Run("writing another's ACL is refused", func(t *testing.T) {

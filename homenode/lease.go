@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
 )
 
 // Lease is a node's ownership of one home server: a key in the KV bucket
@@ -26,7 +27,8 @@ type Lease struct {
 	Holder string // the node's name, unique in the cluster
 	Logger *slog.Logger
 	// Every is how often the owner renews, and a standby tries. Default a
-	// third of the bucket's TTL.
+	// third of the bucket's TTL (of projections.DefaultLeaseTTL when the
+	// bucket's status cannot be read).
 	Every time.Duration
 }
 
@@ -59,7 +61,7 @@ func (l *Lease) Hold(ctx context.Context, serve func(ctx context.Context, takeov
 	if every <= 0 {
 		every = ttl / 3
 		if every <= 0 {
-			every = 3 * time.Second
+			every = projections.DefaultLeaseTTL / 3 // the bucket's TTL unread: its default's
 		}
 	}
 	var standby string

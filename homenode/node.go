@@ -43,26 +43,69 @@ type Policy struct {
 	OmitBodies bool
 }
 
+// DefaultPolicy returns the policy's defaults: the one place they are
+// written. A zero field of a Policy takes its value from here, and rvpd's
+// flags take their defaults from here.
+func DefaultPolicy() Policy {
+	return Policy{
+		MinLifetime: time.Minute, MaxLifetime: 4 * time.Hour, DefaultLifetime: 4 * time.Hour,
+		MinLease: 30 * time.Second, MaxLease: MinMaxLease, DefaultLease: 20 * time.Minute,
+		MaxHops:             8,
+		DeliveryTimeout:     10 * time.Second,
+		MaxCallbackFailures: 3,
+	}
+}
+
+// MinMaxLease is the least MaxLease may be: Net::RVP leases its state for
+// its whole renewal interval of 14400 s, so a shorter maximum would make
+// it flap offline between renewals.
+const MinMaxLease = 4 * time.Hour
+
 func (p Policy) withDefaults() Policy {
-	def := func(d *time.Duration, v time.Duration) {
-		if *d <= 0 {
-			*d = v
+	d := DefaultPolicy()
+	def := func(v *time.Duration, dv time.Duration) {
+		if *v <= 0 {
+			*v = dv
 		}
 	}
-	def(&p.MinLifetime, time.Minute)
-	def(&p.MaxLifetime, 4*time.Hour)
-	def(&p.DefaultLifetime, 4*time.Hour)
-	def(&p.MinLease, 30*time.Second)
-	def(&p.MaxLease, 4*time.Hour)
-	def(&p.DefaultLease, 20*time.Minute)
-	def(&p.DeliveryTimeout, 10*time.Second)
+	def(&p.MinLifetime, d.MinLifetime)
+	def(&p.MaxLifetime, d.MaxLifetime)
+	def(&p.DefaultLifetime, d.DefaultLifetime)
+	def(&p.MinLease, d.MinLease)
+	def(&p.MaxLease, d.MaxLease)
+	def(&p.DefaultLease, d.DefaultLease)
+	def(&p.DeliveryTimeout, d.DeliveryTimeout)
 	if p.MaxHops <= 0 {
-		p.MaxHops = 8
+		p.MaxHops = d.MaxHops
 	}
 	if p.MaxCallbackFailures == 0 {
-		p.MaxCallbackFailures = 3
+		p.MaxCallbackFailures = d.MaxCallbackFailures
 	}
 	return p
+}
+
+// Validate reports every inconsistency of p at once, its zero fields taken
+// as their defaults (in the manner of pebble's Options.Validate): a
+// minimum above its maximum, a maximum lease below MinMaxLease, a
+// delivery timeout librvp would not wait for. Defaults outside their
+// bounds are not errors: they are clamped like the values clients ask
+// for.
+func (p Policy) Validate() error {
+	p = p.withDefaults()
+	var errs []error
+	if p.MinLifetime > p.MaxLifetime {
+		errs = append(errs, fmt.Errorf("subscription lifetimes: the minimum %s is above the maximum %s", p.MinLifetime, p.MaxLifetime))
+	}
+	if p.MinLease > p.MaxLease {
+		errs = append(errs, fmt.Errorf("presence leases: the minimum %s is above the maximum %s", p.MinLease, p.MaxLease))
+	}
+	if p.MaxLease < MinMaxLease {
+		errs = append(errs, fmt.Errorf("presence leases: the maximum %s is below %s: Net::RVP leases its state for its whole renewal interval (14400 s) and would flap offline", p.MaxLease, MinMaxLease))
+	}
+	if p.DeliveryTimeout >= rvp.ClientPatience {
+		errs = append(errs, fmt.Errorf("delivery timeout %s: it must stay below librvp's %s, after which the sender gives up", p.DeliveryTimeout, rvp.ClientPatience))
+	}
+	return errors.Join(errs...)
 }
 
 // Config configures a Node.

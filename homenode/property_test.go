@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
 	"github.com/rvp-im/rvpd/rvp"
@@ -91,15 +92,15 @@ func newHarnessWith(t *testing.T, tweak func(*Config), users ...string) *harness
 		projections.Follow(fctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}, dir)
 	}()
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	admin := &projections.Admin{JetStream: js, Directory: dir, Actor: "test"}
-	if err := admin.CreateDomain(ctx, projections.DomainSpec{Domain: "example.test", IMHost: "im.example.test"}); err != nil {
+	admin := &directory.Admin{JetStream: js, Directory: dir, Actor: "test"}
+	if err := admin.CreateDomain(ctx, directory.DomainSpec{Domain: "example.test", IMHost: "im.example.test"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := admin.CreateHomeServer(ctx, "home1", "home1.example.test", "", true); err != nil {
 		t.Fatal(err)
 	}
 	for _, u := range users {
-		if err := admin.EnableUser(ctx, projections.UserSpec{User: events.NewUser("example.test", u), Home: "home1"}); err != nil {
+		if err := admin.EnableUser(ctx, directory.UserSpec{User: events.NewUser("example.test", u), Home: "home1"}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -219,10 +219,3 @@ func diff(a, b reader, p []byte, max int) (string, error) {
 	}
 	return strings.Join(out, "\n"), nil
 }
-
-func hostOnly(hostport string) string {
-	if i := strings.LastIndexByte(hostport, ':'); i >= 0 && !strings.Contains(hostport[i:], "]") {
-		return hostport[:i]
-	}
-	return hostport
-}

@@ -264,7 +264,7 @@ func (d *Directory) DomainByHost(host string) (*Domain, error) {
 	host = strings.ToLower(host)
 	name, err := get(d.db.pdb, d.key("host", events.Token(host)))
 	if err == nil && name == nil {
-		if h := hostOnly(host); h != host {
+		if h := events.Hostname(host); h != host {
 			name, err = get(d.db.pdb, d.key("host", events.Token(h)))
 		}
 	}

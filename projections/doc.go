@@ -1,11 +1,10 @@
 // Package projections maintains the Pebble read models derived from the
 // event streams: a home server's state (subscriptions, presence views,
 // expiry index) from its fact events, and the directory (IM domains, home
-// servers, users) from the directory events. It publishes no events but
-// directory events, through Admin: the write side of the directory
-// aggregates lives next to their read model, and rvpd's bootstrap and
-// rvpctl share it. It also owns the stream definitions (EnsureStreams),
-// since every projection is derived from them.
+// servers, users) from the directory events. It publishes no events: the
+// directory's write side is package directory. It owns the stream
+// definitions (EnsureStreams), since every projection is derived from
+// them.
 //
 // Every write comes from applying events, in stream order, in one Pebble
 // batch that also records the stream position, so applying the same events

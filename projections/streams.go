@@ -13,6 +13,15 @@ import (
 	"github.com/rvp-im/rvpd/events"
 )
 
+// Defaults of StreamOptions, written once: rvpd's flags read them.
+const (
+	DefaultRequestMaxAge = 24 * time.Hour
+	DefaultDuplicates    = 2 * time.Minute
+	// DefaultLeaseTTL is the TTL of the home-server ownership bucket: how
+	// long a dead owner's lease lasts before a standby takes over.
+	DefaultLeaseTTL = 10 * time.Second
+)
+
 // StreamOptions configure EnsureStreams.
 type StreamOptions struct {
 	// Replicas of every stream: 1 for a single node, 3 for a site. Default 1.
@@ -40,13 +49,13 @@ func (o StreamOptions) withDefaults() StreamOptions {
 		o.Replicas = 1
 	}
 	if o.RequestMaxAge <= 0 {
-		o.RequestMaxAge = 24 * time.Hour
+		o.RequestMaxAge = DefaultRequestMaxAge
 	}
 	if o.Duplicates <= 0 {
-		o.Duplicates = 2 * time.Minute
+		o.Duplicates = DefaultDuplicates
 	}
 	if o.LeaseTTL <= 0 {
-		o.LeaseTTL = 10 * time.Second
+		o.LeaseTTL = DefaultLeaseTTL
 	}
 	return o
 }

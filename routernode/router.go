@@ -201,23 +201,23 @@ func fail(lk *events.Lookup, status int, format string, args ...any) *events.Rep
 func (r *Router) decide(ctx context.Context, lk *events.Lookup) *events.Reply {
 	if lk.HopCount > r.cfg.MaxHops {
 		r.log.Warn("forwarding loop cut", "req", lk.ID, "host", lk.Host, "hops", lk.HopCount)
-		return fail(lk, 508, "RVP-Hop-Count %d exceeds the limit of %d: servers are forwarding this request in a loop; check their peer tables", lk.HopCount, r.cfg.MaxHops)
+		return fail(lk, rvp.StatusLoopDetected, "RVP-Hop-Count %d exceeds the limit of %d: servers are forwarding this request in a loop; check their peer tables", lk.HopCount, r.cfg.MaxHops)
 	}
 	dir := r.cfg.Directory
 	dom, err := dir.DomainByHost(lk.Host)
 	if err != nil {
 		r.log.Error("directory", "err", err)
-		return fail(lk, 503, "the directory is unavailable; retry in a moment")
+		return fail(lk, rvp.StatusUnavailable, "the directory is unavailable; retry in a moment")
 	}
 	if dom != nil {
 		return r.redirect(lk, dom)
 	}
 	settings, err := dir.Settings()
 	if err != nil {
-		return fail(lk, 503, "the directory is unavailable; retry in a moment")
+		return fail(lk, rvp.StatusUnavailable, "the directory is unavailable; retry in a moment")
 	}
 	if !settings.InternetCapable {
-		return fail(lk, 403, "%s belongs to another organisation, and this one is intranet-only (rvpctl federation set on)", lk.Host)
+		return fail(lk, rvp.StatusForbidden, "%s belongs to another organisation, and this one is intranet-only (rvpctl federation set on)", lk.Host)
 	}
 	return r.forward(ctx, lk)
 }
@@ -229,25 +229,22 @@ func (r *Router) redirect(lk *events.Lookup, dom *projections.Domain) *events.Re
 	u := events.NewUser(dom.Domain, lk.Alias)
 	rec, err := dir.User(u)
 	if err != nil {
-		return fail(lk, 503, "the directory is unavailable; retry in a moment")
+		return fail(lk, rvp.StatusUnavailable, "the directory is unavailable; retry in a moment")
 	}
 	if rec == nil || !rec.Enabled {
-		return fail(lk, 404, "%s is not a user of IM domain %s", lk.Alias, dom.Domain)
+		return fail(lk, rvp.StatusNotFound, "%s is not a user of IM domain %s", lk.Alias, dom.Domain)
 	}
 	home, err := dir.HomeServer(rec.Home)
 	if err != nil || home == nil {
-		return fail(lk, 503, "home server %s of %s is not in the directory", rec.Home, u)
+		return fail(lk, rvp.StatusUnavailable, "home server %s of %s is not in the directory", rec.Home, u)
 	}
-	return &events.Reply{ID: lk.ID, Status: 302, Location: rvp.PhysicalURL(home.Host, dom.IMHost, u.Alias)}
+	return &events.Reply{ID: lk.ID, Status: rvp.StatusMoved, Location: rvp.PhysicalURL(home.Host, dom.IMHost, u.Alias)}
 }
 
 // peer finds the router of the organisation host belongs to: the peer
 // table by host, then by the domain under an "im." host, then DNS SRV.
 func (r *Router) peer(ctx context.Context, host string) (string, error) {
-	name := strings.ToLower(host)
-	if h, _, err := net.SplitHostPort(name); err == nil {
-		name = h
-	}
+	name := events.Hostname(strings.ToLower(host))
 	domain := strings.TrimPrefix(name, "im.")
 	for _, k := range []string{host, name, domain} {
 		if r.cfg.Peers == nil {
@@ -290,15 +287,6 @@ func (d dialer) DialContext(ctx context.Context, network, addr string) (net.Conn
 	return nd.DialContext(ctx, network, addr)
 }
 
-// hostPort adds HTTP's port to a host without one, as a dialer is given
-// it.
-func hostPort(host string) string {
-	if _, _, err := net.SplitHostPort(host); err == nil {
-		return host
-	}
-	return net.JoinHostPort(strings.Trim(host, "[]"), "80")
-}
-
 // relayed are the answer headers relayed from another organisation.
 var relayed = []string{rvp.HdrSubscriptionID, rvp.HdrLifetime, rvp.HdrContentType, rvp.HdrLocation}
 
@@ -318,9 +306,9 @@ func (r *Router) forward(ctx context.Context, lk *events.Lookup) *events.Reply {
 	} else {
 		var err error
 		if addr, err = r.peer(ctx, lk.Host); err != nil {
-			return fail(lk, 404, "no route to the IM host %s: %v", lk.Host, err)
+			return fail(lk, rvp.StatusNotFound, "no route to the IM host %s: %v", lk.Host, err)
 		}
-		client.Dialer = dialer{host: hostPort(lk.Host), addr: addr, next: r.cfg.Client.Dialer}
+		client.Dialer = dialer{host: rvp.DialAddr(lk.Host), addr: addr, next: r.cfg.Client.Dialer}
 	}
 	out := rvp.Outbound{Method: lk.Method, URL: rvp.URL{Host: lk.Host, Path: lk.Path}, Body: lk.Body, ReadBody: true, Redirects: 3}
 	for name, v := range lk.Header {
@@ -334,8 +322,7 @@ func (r *Router) forward(ctx context.Context, lk *events.Lookup) *events.Reply {
 	ans, err := client.Do(ctx, out)
 	if err != nil {
 		r.log.Warn("forwarded request unanswered", "req", lk.ID, "host", lk.Host, "peer", addr, "err", err)
-		// 504: librvp disconnects on 500 and 501 only.
-		return fail(lk, 504, "the server of %s (%s) did not answer: %v", lk.Host, addr, err)
+		return fail(lk, rvp.StatusGatewayTimeout, "the server of %s (%s) did not answer: %v", lk.Host, addr, err)
 	}
 	raw := &events.RawAnswer{Status: ans.Status, Body: ans.Body, Header: map[string]string{}}
 	for _, h := range relayed {

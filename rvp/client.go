@@ -65,7 +65,7 @@ type Answer struct {
 func (c *Client) Do(ctx context.Context, req Outbound) (*Answer, error) {
 	for {
 		ans, err := c.do(ctx, req)
-		if err != nil || ans.Status != 302 || req.Redirects <= 0 {
+		if err != nil || ans.Status != StatusMoved || req.Redirects <= 0 {
 			return ans, err
 		}
 		loc, err := ParseURL(ans.Header.Get(HdrLocation))
@@ -88,9 +88,7 @@ func (c *Client) do(ctx context.Context, req Outbound) (*Answer, error) {
 	if c.Proxy != nil {
 		addr = c.Proxy.Host
 	}
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		addr = net.JoinHostPort(strings.Trim(addr, "[]"), "80")
-	}
+	addr = DialAddr(addr)
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
 	var dialer interface {
@@ -229,10 +227,7 @@ func ParseHostMap(s string) (HostMap, error) {
 		if !ok || k == "" || v == "" {
 			return nil, fmt.Errorf("peer %q: want host=host:port", kv)
 		}
-		if _, _, err := net.SplitHostPort(v); err != nil {
-			v = net.JoinHostPort(v, "80")
-		}
-		m[strings.ToLower(strings.TrimSpace(k))] = strings.TrimSpace(v)
+		m[strings.ToLower(strings.TrimSpace(k))] = DialAddr(strings.TrimSpace(v))
 	}
 	return m, nil
 }

@@ -80,7 +80,7 @@ func Multistatus(href string, found []events.PropValue, missing, forbidden []eve
 	escape(&b, href)
 	b.WriteString("</d:href>")
 	if len(found) > 0 || len(missing)+len(forbidden) == 0 {
-		writePropStat(&b, 200, func() {
+		writePropStat(&b, StatusOK, func() {
 			for _, pv := range found {
 				if pv.Prop == events.PropState {
 					writeState(&b, pv.Value)
@@ -95,7 +95,7 @@ func Multistatus(href string, found []events.PropValue, missing, forbidden []eve
 	for _, set := range []struct {
 		status int
 		props  []events.Prop
-	}{{404, missing}, {403, forbidden}} {
+	}{{StatusNotFound, missing}, {StatusForbidden, forbidden}} {
 		if len(set.props) == 0 {
 			continue
 		}
@@ -117,7 +117,7 @@ func LeaseMultistatus(href string, l events.Lease, set []events.PropValue, forbi
 	b.WriteString(xmlDecl + "<d:multistatus" + nsDecl + "><d:response><d:href>")
 	escape(&b, href)
 	b.WriteString("</d:href>")
-	writePropStat(&b, 200, func() {
+	writePropStat(&b, StatusOK, func() {
 		b.WriteString("<r:state><r:leased-value><r:value><r:")
 		b.WriteString(l.Value)
 		b.WriteString("/></r:value><r:default-value><r:")
@@ -134,7 +134,7 @@ func LeaseMultistatus(href string, l events.Lease, set []events.PropValue, forbi
 		}
 	})
 	if len(forbidden) > 0 {
-		writePropStat(&b, 403, func() {
+		writePropStat(&b, StatusForbidden, func() {
 			for _, p := range forbidden {
 				openProp(&b, p, true)
 			}

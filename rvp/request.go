@@ -89,10 +89,19 @@ func protoErr(status int, format string, args ...any) error {
 // between requests.
 var ErrIdle = errors.New("connection closed between requests")
 
+// singleValued lists the fields a request may carry once (lower case):
+// with two, which one counts would depend on who reads them (RFC 9110
+// §5.3), so a duplicate is refused rather than first-wins.
+var singleValued = []string{"host", "content-type", "authorization", "rvp-from-principal", "subscription-id",
+	"subscription-lifetime", "notification-type", "call-back", "rvp-ack-type", "rvp-hop-count", "depth"}
+
 // ReadRequest reads one request from br. It accepts CRLF and bare LF line
 // ends, header names in any case, folded header lines, and a missing
 // Content-Length (an empty body). It refuses chunked bodies, which no RVP
-// client sends.
+// client sends; an HTTP/1.1 request without exactly one Host (RFC 9112
+// §3.2); a single-valued field given twice; and control characters other
+// than tab inside a field value (RFC 9110 §5.5), which would otherwise be
+// carried into events and forwarded to callbacks.
 func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 	lim = lim.withDefaults()
 	var line []byte
@@ -111,7 +120,7 @@ func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 		}
 	}
 	if len(line) == 0 {
-		return nil, protoErr(400, "empty request line")
+		return nil, protoErr(StatusBadRequest, "empty request line")
 	}
 	req := &Request{Header: make(Header, 16)}
 	if err := parseRequestLine(req, string(line)); err != nil {
@@ -126,7 +135,7 @@ func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 		line, err = readLine(br, lim.MaxLine)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				return nil, protoErr(400, "connection closed inside the header")
+				return nil, protoErr(StatusBadRequest, "connection closed inside the header")
 			}
 			return nil, err
 		}
@@ -135,11 +144,14 @@ func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 		}
 		total += len(line)
 		if total > lim.MaxHeaderBytes {
-			return nil, protoErr(431, "header larger than %d bytes", lim.MaxHeaderBytes)
+			return nil, protoErr(StatusHeaderTooLarge, "header larger than %d bytes", lim.MaxHeaderBytes)
 		}
 		if line[0] == ' ' || line[0] == '\t' {
 			if last == "" {
-				return nil, protoErr(400, "continuation line before any header field")
+				return nil, protoErr(StatusBadRequest, "continuation line before any header field")
+			}
+			if i := bytes.IndexFunc(line, isCTL); i >= 0 {
+				return nil, protoErr(400, "control character %#x in the value of %s", line[i], last)
 			}
 			vs := req.Header[last]
 			vs[len(vs)-1] = strings.TrimSpace(vs[len(vs)-1] + " " + strings.TrimSpace(string(line)))
@@ -147,17 +159,21 @@ func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 		}
 		name, value, ok := bytes.Cut(line, []byte{':'})
 		if !ok {
-			return nil, protoErr(400, "header line without ':'")
+			return nil, protoErr(StatusBadRequest, "header line without ':'")
 		}
 		if !isToken(name) {
-			return nil, protoErr(400, "bad header field name %q", name)
+			return nil, protoErr(StatusBadRequest, "bad header field name %q", name)
 		}
 		last = lowerName(name)
 		have := req.Header[last]
 		if len(req.Header) >= lim.MaxHeaders && have == nil {
-			return nil, protoErr(431, "more than %d header fields", lim.MaxHeaders)
+			return nil, protoErr(StatusHeaderTooLarge, "more than %d header fields", lim.MaxHeaders)
 		}
-		v := string(bytes.TrimSpace(value))
+		value = bytes.TrimSpace(value)
+		if i := bytes.IndexFunc(value, isCTL); i >= 0 {
+			return nil, protoErr(400, "control character %#x in the value of %s", value[i], name)
+		}
+		v := string(value)
 		if have == nil {
 			vals = append(vals, v)
 			req.Header[last] = vals[len(vals)-1 : len(vals) : len(vals)]
@@ -166,28 +182,36 @@ func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 		}
 	}
 
+	for _, name := range singleValued {
+		if n := len(req.Header[name]); n > 1 {
+			return nil, protoErr(400, "%s given %d times; send it once", req.Header.canonical(name), n)
+		}
+	}
+	if req.Proto == "HTTP/1.1" && !req.Header.Has("Host") {
+		return nil, protoErr(400, "an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)")
+	}
 	if req.Header.Has("Transfer-Encoding") {
-		return nil, protoErr(501, "Transfer-Encoding is not supported; send the body with Content-Length")
+		return nil, protoErr(StatusNotImplemented, "Transfer-Encoding is not supported; send the body with Content-Length")
 	}
 	n := 0
 	if cl := req.Header["content-length"]; len(cl) > 0 {
 		for _, v := range cl[1:] {
 			if v != cl[0] {
-				return nil, protoErr(400, "conflicting Content-Length fields")
+				return nil, protoErr(StatusBadRequest, "conflicting Content-Length fields")
 			}
 		}
 		n, err = strconv.Atoi(cl[0])
 		if err != nil || n < 0 || cl[0][0] == '+' {
-			return nil, protoErr(400, "bad Content-Length %q", cl[0])
+			return nil, protoErr(StatusBadRequest, "bad Content-Length %q", cl[0])
 		}
 	}
 	if n > lim.MaxBody {
-		return nil, protoErr(413, "body of %d bytes exceeds the limit of %d", n, lim.MaxBody)
+		return nil, protoErr(StatusTooLarge, "body of %d bytes exceeds the limit of %d", n, lim.MaxBody)
 	}
 	if n > 0 {
 		req.Body = make([]byte, n)
 		if _, err := io.ReadFull(br, req.Body); err != nil {
-			return nil, protoErr(400, "body shorter than Content-Length: %v", err)
+			return nil, protoErr(StatusBadRequest, "body shorter than Content-Length: %v", err)
 		}
 	}
 
@@ -255,22 +279,22 @@ func parseRequestLine(req *Request, line string) error {
 	target, proto, ok2 := strings.Cut(strings.TrimLeft(rest, " "), " ")
 	proto = strings.TrimSpace(proto)
 	if !ok1 || !ok2 || target == "" {
-		return protoErr(400, "malformed request line %q", truncate(line, 80))
+		return protoErr(StatusBadRequest, "malformed request line %q", truncate(line, 80))
 	}
 	if !isToken(method) {
-		return protoErr(400, "bad method %q", truncate(method, 40))
+		return protoErr(StatusBadRequest, "bad method %q", truncate(method, 40))
 	}
 	switch proto {
 	case "HTTP/1.1", "HTTP/1.0":
 	default:
 		if strings.HasPrefix(proto, "HTTP/") {
-			return protoErr(505, "HTTP version %q not supported", truncate(proto, 20))
+			return protoErr(StatusHTTPVersion, "HTTP version %q not supported", truncate(proto, 20))
 		}
-		return protoErr(400, "malformed request line %q", truncate(line, 80))
+		return protoErr(StatusBadRequest, "malformed request line %q", truncate(line, 80))
 	}
 	for i := 0; i < len(target); i++ {
 		if c := target[i]; c <= ' ' || c == 0x7f {
-			return protoErr(400, "bad request target")
+			return protoErr(StatusBadRequest, "bad request target")
 		}
 	}
 	req.Method, req.Target, req.Proto = method, target, proto
@@ -287,13 +311,13 @@ func readLine(br *bufio.Reader, max int) ([]byte, error) {
 			// The whole line is in the reader's buffer: use it there (it is
 			// valid until the next read, and callers copy what they keep).
 			if len(frag) > max+2 {
-				return nil, protoErr(431, "line longer than %d bytes", max)
+				return nil, protoErr(StatusHeaderTooLarge, "line longer than %d bytes", max)
 			}
 			buf = frag
 			break
 		}
 		if len(buf)+len(frag) > max+2 {
-			return nil, protoErr(431, "line longer than %d bytes", max)
+			return nil, protoErr(StatusHeaderTooLarge, "line longer than %d bytes", max)
 		}
 		buf = append(buf, frag...)
 		if err == nil {
@@ -303,7 +327,7 @@ func readLine(br *bufio.Reader, max int) ([]byte, error) {
 			continue
 		}
 		if errors.Is(err, io.EOF) && len(buf) > 0 {
-			return nil, protoErr(400, "connection closed inside a line")
+			return nil, protoErr(StatusBadRequest, "connection closed inside a line")
 		}
 		return buf, err
 	}
@@ -325,6 +349,45 @@ func isToken[T string | []byte](s T) bool {
 		}
 	}
 	return true
+}
+
+// isCTL reports a control character other than horizontal tab.
+func isCTL(r rune) bool { return (r < ' ' && r != '\t') || r == 0x7f }
+
+// canonical returns the usual spelling of a lower-case field name, for
+// messages.
+func (h Header) canonical(name string) string {
+	for _, n := range []string{HdrFromPrincipal, HdrSubscriptionID, HdrLifetime, HdrNotificationType, HdrCallBack,
+		HdrAckType, HdrHopCount, HdrDepth, HdrContentType, HdrAuthorization, "Host"} {
+		if strings.EqualFold(n, name) {
+			return n
+		}
+	}
+	return name
+}
+
+// MaxSeconds is the largest lifetime, timeout or count a request is read
+// with: larger numbers are taken as this one, so that no later
+// conversion (to a time.Duration, say) can overflow. Every limit the
+// server grants is far below it.
+const MaxSeconds = 1<<31 - 1
+
+// ParseCount parses a non-negative decimal number (a lifetime, a timeout,
+// a hop count), taking any number above MaxSeconds as MaxSeconds.
+func ParseCount(s string) (int, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, errors.New("empty number")
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, fmt.Errorf("%q is not a non-negative integer", truncate(s, 20))
+		}
+		n = min(n*10+int(c-'0'), MaxSeconds)
+	}
+	return n, nil
 }
 
 func truncate(s string, n int) string {

@@ -20,10 +20,10 @@ var requestSeeds = []string{
 	// Net::RVP: no Content-Length on a bodiless request.
 	"UNSUBSCRIBE /instmsg/aliases/bob HTTP/1.1\r\nTE: deflate,gzip;q=0.3\r\nConnection: TE\r\nHost: 127.0.0.1\r\nRVP-From-Principal: http://127.0.0.1/instmsg/aliases/alice\r\nSubscription-Id: 6\r\n\r\n",
 	// Absolute form.
-	"SUBSCRIBE http://im.example.com/instmsg/aliases/stevem HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
-	"PROPPATCH /instmsg/aliases/alice HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+	"SUBSCRIBE http://im.example.com/instmsg/aliases/stevem HTTP/1.1\r\nHost: im.example.com\r\nContent-Length: 0\r\n\r\n",
+	"PROPPATCH /instmsg/aliases/alice HTTP/1.1\r\nHost: im.example.com\r\nContent-Length: 5\r\n\r\nhello",
 	"NOTIFY / HTTP/1.0\r\nContent-Length: 2\r\n\r\nhi",
-	"GET / HTTP/1.1\r\nX: a\r\n  folded\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n  folded\r\n\r\n",
 }
 
 func TestReadRequestClients(t *testing.T) {
@@ -70,21 +70,63 @@ func TestReadRequestRefuses(t *testing.T) {
 		status int
 	}{
 		{"HELLO\r\n\r\n", 400},
-		{"SUBSCRIBE /x HTTP/1.1\r\nbad header\r\n\r\n", 400},
-		{"SUBSCRIBE /x HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400},
-		{"SUBSCRIBE /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400},
-		{"SUBSCRIBE /x HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n", 413},
-		{"SUBSCRIBE /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 501},
+		{"SUBSCRIBE /x HTTP/1.1\r\nHost: a\r\nbad header\r\n\r\n", 400},
+		{"SUBSCRIBE /x HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400},
+		{"SUBSCRIBE /x HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400},
+		{"SUBSCRIBE /x HTTP/1.1\r\nHost: a\r\nContent-Length: 999999999\r\n\r\n", 413},
+		{"SUBSCRIBE /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", 501},
 		{"SUBSCRIBE /x HTTP/3\r\n\r\n", 505},
-		{"SUBSCRIBE /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nshort", 400},
-		{"SUBSCRIBE /x HTTP/1.1\r\n" + strings.Repeat("A: b\r\n", 1) + strings.Repeat("x", 9000) + ": y\r\n\r\n", 431},
+		{"SUBSCRIBE /x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nshort", 400},
+		{"SUBSCRIBE /x HTTP/1.1\r\nHost: a\r\n" + strings.Repeat("A: b\r\n", 1) + strings.Repeat("x", 9000) + ": y\r\n\r\n", 431},
 		{"SUBSCRIBE /x HTTP/1.1\r\nHost: a", 400},
 		{"SUB\x00SCRIBE /x HTTP/1.1\r\n\r\n", 400},
+		// RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host.
+		{"SUBSCRIBE /x HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 400},
+		{"SUBSCRIBE /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
+		{"SUBSCRIBE /x HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n", 400},
+		// Single-valued fields given twice.
+		{"SUBSCRIBE /x HTTP/1.1\r\nHost: a\r\nRVP-From-Principal: http://a/instmsg/aliases/x\r\nRVP-From-Principal: http://a/instmsg/aliases/y\r\n\r\n", 400},
+		{"SUBSCRIBE /x HTTP/1.1\r\nHost: a\r\nCall-Back: http://a:1\r\ncall-back: http://b:2\r\n\r\n", 400},
+		{"SUBSCRIBE /x HTTP/1.1\r\nHost: a\r\nSubscription-Id: 1\r\nSubscription-Id: 2\r\n\r\n", 400},
+		{"NOTIFY /x HTTP/1.1\r\nHost: a\r\nRVP-Hop-Count: 1\r\nRVP-Hop-Count: 9\r\n\r\n", 400},
+		{"NOTIFY /x HTTP/1.1\r\nHost: a\r\nAuthorization: NTLM a\r\nAuthorization: NTLM b\r\n\r\n", 400},
+		// Control characters inside values, tab aside.
+		{"NOTIFY /x HTTP/1.1\r\nHost: a\r\nRVP-Ack-Type: Deep\x00Or\r\n\r\n", 400},
+		{"NOTIFY /x HTTP/1.1\r\nHost: a\r\nRVP-Ack-Type: Deep\x01Or\r\n\r\n", 400},
+		{"NOTIFY /x HTTP/1.1\r\nHost: a\r\nX: a\x7fb\r\n\r\n", 400},
+		{"NOTIFY /x HTTP/1.1\r\nHost: a\r\nX: a\r\n \x1bfolded\r\n\r\n", 400},
 	} {
 		_, err := ReadRequest(bufio.NewReader(strings.NewReader(tc.raw)), Limits{})
 		var pe *ProtocolError
 		if !errors.As(err, &pe) || pe.Status != tc.status {
 			t.Errorf("%q: %v, want status %d", firstLineOf(tc.raw), err, tc.status)
+		}
+	}
+}
+
+// TestReadRequestAccepts: what the refusals above must not catch.
+func TestReadRequestAccepts(t *testing.T) {
+	for _, raw := range []string{
+		"SUBSCRIBE /x HTTP/1.0\r\n\r\n",                                      // HTTP/1.0 needs no Host
+		"NOTIFY /x HTTP/1.1\r\nHost: a\r\nX-Two: 1\r\nX-Two: 2\r\n\r\n",      // others may repeat
+		"NOTIFY /x HTTP/1.1\r\nHost: a\r\nUser-Agent: a\tb \x80\xff\r\n\r\n", // tab and obs-text
+	} {
+		if _, err := ReadRequest(bufio.NewReader(strings.NewReader(raw)), Limits{}); err != nil {
+			t.Errorf("%q: %v", raw, err)
+		}
+	}
+}
+
+func TestParseCount(t *testing.T) {
+	for in, want := range map[string]int{"0": 0, " 14400 ": 14400, "2147483647": MaxSeconds, "2147483648": MaxSeconds,
+		"9223372037": MaxSeconds, "99999999999999999999999999": MaxSeconds} {
+		if got, err := ParseCount(in); err != nil || got != want {
+			t.Errorf("ParseCount(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1", "+1", "1e3", "0x10", "1 2"} {
+		if _, err := ParseCount(in); err == nil {
+			t.Errorf("ParseCount(%q) accepted", in)
 		}
 	}
 }
@@ -140,6 +182,13 @@ func TestResponseFraming(t *testing.T) {
 	r.WriteTo(w)
 	if !strings.Contains(b.String(), "Content-Length: 10000\r\n") || strings.Contains(b.String(), "chunked") || !strings.Contains(b.String(), "Connection: close") {
 		t.Errorf("large body framing: %q", b.String()[:120])
+	}
+	// The answer to HEAD has a header and no body (RFC 9110 §9.3.2).
+	b.Reset()
+	r = &Response{Status: 501, Body: []byte("HEAD is not implemented\n"), Head: true}
+	r.WriteTo(w)
+	if want := "HTTP/1.1 501 Not Implemented\r\nRVP-Notifications-Version: 0.2\r\nContent-Length: 24\r\n\r\n"; b.String() != want {
+		t.Errorf("HEAD answer %q, want %q", b.String(), want)
 	}
 	for code, want := range map[int]string{200: "Successful", 207: "Multi-Status", 302: "Object moved", 401: "Access Denied", 412: "Precondition Failed", 508: "Loop Detected"} {
 		if got := ReasonPhrase(code); got != want {

@@ -5,11 +5,17 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Version is the RVP-Notifications-Version the server sends; real clients
 // send 0.2 and the server accepts any value.
 const Version = "0.2"
+
+// ClientPatience is how long librvp waits for the answer to a request
+// before it gives up on it: every wait of the server on a client's behalf
+// (a home node's reply, a message's delivery) must end before it.
+const ClientPatience = 30 * time.Second
 
 // Header names in Exchange's spelling.
 const (
@@ -45,6 +51,11 @@ type Response struct {
 	Body   []byte
 	// Close asks for the connection to be closed after the response.
 	Close bool
+	// Head marks the answer to a HEAD request: the header is sent, the
+	// body never (RFC 9110 §9.3.2), so the next response on the
+	// connection is where the client looks for it. Content-Length still
+	// gives the body's length.
+	Head bool
 }
 
 // Set adds a header field, replacing one of the same name.
@@ -95,7 +106,9 @@ func (r *Response) WriteTo(w *bufio.Writer) error {
 	}
 	writeField(w, HdrContentLength, strconv.Itoa(len(r.Body)))
 	w.WriteString("\r\n")
-	w.Write(r.Body)
+	if !r.Head {
+		w.Write(r.Body)
+	}
 	return w.Flush()
 }
 
@@ -111,11 +124,11 @@ func writeField(w *bufio.Writer, name, value string) {
 // Exchange had its own; clients read only the number.
 func ReasonPhrase(code int) string {
 	switch code {
-	case 200:
+	case StatusOK:
 		return "Successful"
-	case 302:
+	case StatusMoved:
 		return "Object moved"
-	case 401:
+	case StatusUnauthorized:
 		return "Access Denied"
 	}
 	if t := http.StatusText(code); t != "" {

@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/url"
 	"strings"
+
+	"github.com/rvp-im/rvpd/events"
 )
 
 // URL is an absolute http URL as RVP uses them for principals, nodes and
@@ -19,8 +21,8 @@ type URL struct {
 // String returns the URL as RVP emits it.
 func (u URL) String() string { return "http://" + u.Host + u.Path }
 
-// Hostname returns the host without its port.
-func (u URL) Hostname() string { return hostOnly(u.Host) }
+// Hostname returns the host without its port (see events.Hostname).
+func (u URL) Hostname() string { return events.Hostname(u.Host) }
 
 // Port returns the port, 80 when none is given.
 func (u URL) Port() string {
@@ -105,11 +107,13 @@ func NormalizeHost(host string) (string, error) {
 	return name + ":" + port, nil
 }
 
-func hostOnly(hostport string) string {
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		return h
+// DialAddr returns host[:port] as a dialer takes it: with HTTP's port 80
+// when none is given.
+func DialAddr(hostport string) string {
+	if _, _, err := net.SplitHostPort(hostport); err == nil {
+		return hostport
 	}
-	return hostport
+	return net.JoinHostPort(strings.Trim(hostport, "[]"), "80")
 }
 
 // NodeRef is what a request path names: a principal's alias, and for a

@@ -86,3 +86,38 @@ func FuzzParseNodePath(f *testing.F) {
 		}
 	})
 }
+
+// TestHostnameAndDialAddr: a URL's host without its port is the same with
+// and without a port, bracketed IPv6 included, and a dial address always
+// has one.
+func TestHostnameAndDialAddr(t *testing.T) {
+	for in, want := range map[string]string{
+		"http://[::1]:8080/instmsg/aliases/a": "[::1]",
+		"http://[::1]/instmsg/aliases/a":      "[::1]",
+		"http://im.example.test:8080/x":       "im.example.test",
+		"http://im.example.test/x":            "im.example.test",
+	} {
+		u, err := ParseURL(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := u.Hostname(); got != want {
+			t.Errorf("ParseURL(%q).Hostname() = %q, want %q", in, got, want)
+		}
+	}
+	for in, want := range map[string]string{
+		"im.example.test":      "im.example.test:80",
+		"im.example.test:8080": "im.example.test:8080",
+		"[::1]":                "[::1]:80",
+		"[::1]:8080":           "[::1]:8080",
+		"::1":                  "[::1]:80",
+	} {
+		if got := DialAddr(in); got != want {
+			t.Errorf("DialAddr(%q) = %q, want %q", in, got, want)
+		}
+	}
+	m, err := ParseHostMap("acme.test=[::1], other.test=10.0.0.1:8080")
+	if err != nil || m["acme.test"] != "[::1]:80" || m["other.test"] != "10.0.0.1:8080" {
+		t.Errorf("ParseHostMap = %v, %v", m, err)
+	}
+}

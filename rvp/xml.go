@@ -214,8 +214,8 @@ func parseState(st *node) (*events.StateUpdate, error) {
 					}
 					u.Default = v
 				case "timeout":
-					t, err := strconv.Atoi(strings.TrimSpace(lc.text.String()))
-					if err != nil || t < 0 {
+					t, err := ParseCount(lc.text.String())
+					if err != nil {
 						return nil, xmlErr("r:state lease: bad timeout %q", truncate(lc.text.String(), 20))
 					}
 					u.Timeout = t

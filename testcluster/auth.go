@@ -30,6 +30,7 @@ const (
 	SchemeNTLMv2        = "ntlmv2"         // Windows SSPI style, with the target info blob
 	SchemeDigestLibrvp  = "digest-librvp"  // username="DOMAIN\user", qop and algorithm quoted, nc=00000001
 	SchemeDigestMiranda = "digest-miranda" // username="DOMAIN/user", nc and algorithm quoted
+	SchemeDigestRFC7616 = "digest-rfc7616" // username="DOMAIN\\user": the backslash as a quoted-pair
 	SchemeBasic         = "basic"
 )
 
@@ -244,7 +245,7 @@ func digestAuthorization(c *Credentials, challenge, method, uri string) string {
 	p := challengeParams(challenge)
 	user := c.User
 	switch {
-	case c.Scheme == SchemeDigestLibrvp && c.Domain != "":
+	case (c.Scheme == SchemeDigestLibrvp || c.Scheme == SchemeDigestRFC7616) && c.Domain != "":
 		user = c.Domain + `\` + c.User
 	case c.Scheme == SchemeDigestMiranda && c.Domain != "":
 		user = c.Domain + "/" + c.User
@@ -264,8 +265,12 @@ func digestAuthorization(c *Credentials, challenge, method, uri string) string {
 		return fmt.Sprintf(`Digest username="%s", realm="%s", nonce="%s", uri="%s", qop="%s", nc="%s", cnonce="%s", algorithm="MD5", response="%s"`,
 			user, p["realm"], p["nonce"], uri, qop, nc, cn, resp)
 	}
+	quoted := user
+	if c.Scheme == SchemeDigestRFC7616 {
+		quoted = strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(user)
+	}
 	return fmt.Sprintf(`Digest username="%s", realm="%s", qop="%s", algorithm="MD5", uri="%s", nonce="%s", nc=%s, cnonce="%s", response="%s"`,
-		user, p["realm"], qop, uri, p["nonce"], nc, cn, resp)
+		quoted, p["realm"], qop, uri, p["nonce"], nc, cn, resp)
 }
 
 // NTLMNegotiate returns the type 1 message the client sends.

@@ -118,7 +118,7 @@ func NewClient(t testing.TB, server, alias string) *Client {
 		t.Fatal(err)
 	}
 	c := &Client{
-		t: t, Server: server, Alias: alias, URL: "http://" + server + "/instmsg/aliases/" + alias,
+		t: t, Server: server, Alias: alias, URL: rvp.LogicalURL(server, alias),
 		CallBack: "http://" + ln.Addr().String(), ln: ln, wake: make(chan struct{}),
 	}
 	c.wg.Add(1)
@@ -131,7 +131,7 @@ func NewClient(t testing.TB, server, alias string) *Client {
 // names it): its Host header and principal URL use host.
 func (c *Client) UseHost(host string) {
 	c.Host = host
-	c.URL = "http://" + host + "/instmsg/aliases/" + c.Alias
+	c.URL = rvp.LogicalURL(host, c.Alias)
 }
 
 // Close stops the callback listener: later NOTIFYs are refused.
@@ -317,7 +317,7 @@ func (c *Client) Raw(raw []byte) *Response {
 		resp = send(raw)
 	}
 	for range 6 {
-		if resp.Status == 302 && c.FollowRedirects {
+		if resp.Status == rvp.StatusMoved && c.FollowRedirects {
 			loc, err := rvp.ParseURL(resp.Header.Get(rvp.HdrLocation))
 			if err != nil {
 				c.t.Fatalf("302 with Location %q: %v", resp.Header.Get(rvp.HdrLocation), err)
@@ -429,9 +429,9 @@ func (c *Client) From() string { return rvp.HdrFromPrincipal + ": " + c.URL }
 // URLOf returns the principal URL of alias on the client's server.
 func (c *Client) URLOf(alias string) string {
 	if c.Host != "" {
-		return "http://" + c.Host + "/instmsg/aliases/" + alias
+		return rvp.LogicalURL(c.Host, alias)
 	}
-	return "http://" + c.Server + "/instmsg/aliases/" + alias
+	return rvp.LogicalURL(c.Server, alias)
 }
 
 // Login sends the login SUBSCRIBE (pragma/notify, Call-Back = listener).

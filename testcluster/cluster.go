@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/gateway"
 	"github.com/rvp-im/rvpd/homenode"
@@ -78,12 +79,12 @@ type Cluster struct {
 	opts     Options
 	NS       *server.Server
 	JS       jetstream.JetStream
-	Keyring  *projections.Keyring
+	Keyring  *directory.Keyring
 	Domain   string
 	IMHost   string
 	NTDomain string
 	Password string
-	Admin    *projections.Admin
+	Admin    *directory.Admin
 
 	Gateways []*Role
 	Homes    map[string]*Role
@@ -208,9 +209,9 @@ func Start(t testing.TB, o Options) *Cluster {
 	}
 	c.NS = ns
 	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	key := make([]byte, projections.KeySize)
+	key := make([]byte, directory.KeySize)
 	rand.Read(key)
-	if c.Keyring, err = projections.NewKeyring(key); err != nil {
+	if c.Keyring, err = directory.NewKeyring(key); err != nil {
 		t.Fatal(err)
 	}
 	adminConn := c.connect("admin")
@@ -241,14 +242,14 @@ func Start(t testing.TB, o Options) *Cluster {
 	// The directory, through the same operations administrators use.
 	adminDB, adminDir := c.directory("admin")
 	_ = adminDB
-	c.Admin = &projections.Admin{JetStream: c.JS, Directory: adminDir, Keyring: c.Keyring, Actor: "testcluster"}
+	c.Admin = &directory.Admin{JetStream: c.JS, Directory: adminDir, Keyring: c.Keyring, Actor: "testcluster"}
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	must(c.Admin.CreateDomain(ctx, projections.DomainSpec{Domain: o.Domain, IMHost: c.IMHost, NTDomain: ntDomain, Hosts: o.Hosts}))
+	must(c.Admin.CreateDomain(ctx, directory.DomainSpec{Domain: o.Domain, IMHost: c.IMHost, NTDomain: ntDomain, Hosts: o.Hosts}))
 	for i, h := range names {
 		must(c.Admin.CreateHomeServer(ctx, h, lns[i%len(lns)].Addr().String(), "", true))
 	}
@@ -266,8 +267,8 @@ func Start(t testing.TB, o Options) *Cluster {
 	sort.Strings(aliases)
 	for _, a := range aliases {
 		u := events.NewUser(o.Domain, a)
-		must(c.Admin.EnableUser(ctx, projections.UserSpec{User: u, Home: o.Users[a], DisplayName: a}))
-		must(c.Admin.SetPassword(ctx, u, projections.NewVerifiers(u, ntDomain, "", o.Domain, o.Password)))
+		must(c.Admin.EnableUser(ctx, directory.UserSpec{User: u, Home: o.Users[a], DisplayName: a}))
+		must(c.Admin.SetPassword(ctx, u, rvp.NewVerifiers(u, ntDomain, "", o.Domain, o.Password)))
 	}
 
 	for _, h := range names {

@@ -25,12 +25,7 @@ func TestInteropLibrvpRedirect(t *testing.T) {
 	}
 	const w = 20 * time.Second
 	alice, bob := start("alice"), start("bob")
-	alice.Wait(w, "^SIGNED_ON$")
-	bob.Wait(w, "^SIGNED_ON$")
-	alice.Do("add bob@example.test")
-	bob.Do("add alice@example.test")
-	alice.Wait(w, `^PRESENCE bob@example\.test online 1$`)
-	bob.Wait(w, `^PRESENCE alice@example\.test online 1$`)
+	Befriend(w, alice, bob)
 	from := len(alice.Lines())
 	bob.Do("status away")
 	alice.WaitFrom(from, w, `^PRESENCE bob@example\.test away 1$`)

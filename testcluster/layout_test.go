@@ -18,6 +18,7 @@ var allowed = map[string][]string{
 	"gateway":     {"events", "rvp", "projections"},
 	"homenode":    {"events", "rvp", "projections"},
 	"routernode":  {"events", "rvp", "projections"},
+	"directory":   {"events", "rvp", "projections"},
 	"cmd/rvpd":    {"*"},
 	"cmd/rvpctl":  {"*"},
 	"testcluster": {"*", "testcluster"},

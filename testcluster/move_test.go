@@ -71,7 +71,7 @@ func staleRequest(t *testing.T, c *Cluster, home string, u events.User) *events.
 	defer nc.Close()
 	now := time.Now()
 	ev := &events.PropFind{Req: events.Req{ID: "stale-1", At: now, Deadline: now.Add(wait), Gateway: "stale", Client: "127.0.0.1",
-		Node: u, NodeURL: "http://" + c.IMHost + "/instmsg/aliases/" + u.Alias, Auth: events.Identity{Scheme: "ntlm", User: u}},
+		Node: u, NodeURL: rvp.LogicalURL(c.IMHost, u.Alias), Auth: events.Identity{Scheme: "ntlm", User: u}},
 		Props: []events.Prop{events.PropState}}
 	sub, err := nc.SubscribeSync(events.ReplySubject("stale", ev.ID))
 	if err != nil {

@@ -234,3 +234,15 @@ func (p *Pidgin) Quit() {
 	}
 	p.cmd.Wait()
 }
+
+// Befriend waits until a and b have signed on, has each add the other as a
+// buddy, and waits until each sees the other online.
+func Befriend(d time.Duration, a, b *Pidgin) {
+	a.t.Helper()
+	a.Wait(d, "^SIGNED_ON$")
+	b.Wait(d, "^SIGNED_ON$")
+	a.Do("add " + b.Name)
+	b.Do("add " + a.Name)
+	a.Wait(d, `^PRESENCE `+regexp.QuoteMeta(b.Name)+` online 1$`)
+	b.Wait(d, `^PRESENCE `+regexp.QuoteMeta(a.Name)+` online 1$`)
+}

@@ -14,50 +14,408 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
 )
 
-// adminClient is a projections.AdminClient whose errors say what to do.
-type adminClient struct{ projections.AdminClient }
+// adminCommands are the administration commands: changes and listings of
+// the directory through the directory service, as an administrator.
+func adminCommands() []command {
+	return []command{
+		{name: "whoami", help: "the administrator you are and its role", admin: true,
+			flags: noFlags(func(ctx context.Context, e *env, _ []string) error {
+				me, err := e.admin.Whoami(ctx)
+				if err != nil {
+					return err
+				}
+				return e.print(me, [][]string{{"ADMINISTRATOR", "ROLE", "DOMAINS"}, {me.Name, me.Role, strings.Join(me.Domains, ",")}})
+			})},
 
-func (a *adminClient) do(ctx context.Context, op string, args, out any) error {
-	err := a.Do(ctx, op, args, out)
-	var ae *projections.AdminError
+		{name: "domain create", args: "DOMAIN", help: "create an IM domain", admin: true,
+			flags: func(fs *flag.FlagSet) runFunc {
+				imHost := fs.String("im-host", "", "IM `host` (default im.DOMAIN)")
+				emailDomains := fs.String("email-domains", "", "e-mail `domains` mapped to the IM domain, comma-separated")
+				hosts := fs.String("hosts", "", "more host `names` of the IM domain, comma-separated")
+				ntDomain := fs.String("nt-domain", "", "Windows `domain` name for NTLM and Digest")
+				return func(ctx context.Context, e *env, args []string) error {
+					d := args[0]
+					spec := directory.DomainSpec{Domain: d, IMHost: *imHost, EmailDomains: splitList(*emailDomains), Hosts: splitList(*hosts), NTDomain: *ntDomain}
+					if spec.IMHost == "" {
+						spec.IMHost = "im." + d
+					}
+					if err := e.admin.CreateDomain(ctx, spec); err != nil {
+						return err
+					}
+					return e.ok("IM domain %s created (IM host %s); point the DNS record _rvp._tcp.%s at its router", d, spec.IMHost, d)
+				}
+			}},
+		{name: "domain list", help: "the IM domains", admin: true,
+			flags: noFlags(func(ctx context.Context, e *env, _ []string) error {
+				doms, err := e.admin.Domains(ctx)
+				if err != nil {
+					return err
+				}
+				return e.printDomains(doms)
+			})},
+		{name: "domain show", args: "DOMAIN", help: "one IM domain", admin: true,
+			flags: noFlags(func(ctx context.Context, e *env, args []string) error {
+				dom, err := e.admin.Domain(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				return e.printDomains([]projections.Domain{dom})
+			})},
+		{name: "domain delete", args: "DOMAIN", help: "delete an IM domain that has no users left", admin: true,
+			flags: noFlags(func(ctx context.Context, e *env, args []string) error {
+				if err := e.admin.DeleteDomain(ctx, args[0]); err != nil {
+					return err
+				}
+				return e.ok("IM domain %s deleted", args[0])
+			})},
+
+		{name: "home create", args: "NAME", help: "create a home server", admin: true, needs: []string{"host"},
+			flags: func(fs *flag.FlagSet) runFunc {
+				host := fs.String("host", "", "host `name` of the home server")
+				site := fs.String("site", "", "`site` of the home server")
+				noUsers := fs.Bool("no-users", false, "the home server hosts no user accounts")
+				return func(ctx context.Context, e *env, args []string) error {
+					n := args[0]
+					if err := e.admin.CreateHomeServer(ctx, directory.HomeServerSpec{Name: n, Host: *host, Site: *site, HostsUsers: !*noUsers}); err != nil {
+						return err
+					}
+					return e.ok("home server %s created at %s", n, *host)
+				}
+			}},
+		{name: "home list", help: "the home servers", admin: true,
+			flags: noFlags(func(ctx context.Context, e *env, _ []string) error {
+				homes, err := e.admin.HomeServers(ctx)
+				if err != nil {
+					return err
+				}
+				rows := [][]string{{"HOME SERVER", "HOST", "SITE", "HOSTS USERS"}}
+				for _, h := range homes {
+					rows = append(rows, []string{h.Name, h.Host, h.Site, strconv.FormatBool(h.HostsUsers)})
+				}
+				return e.print(homes, rows)
+			})},
+		{name: "home allow-users", args: "NAME", help: "let a home server host user accounts", admin: true,
+			flags: noFlags(func(ctx context.Context, e *env, args []string) error { return e.allowUsers(ctx, args[0], true) })},
+		{name: "home deny-users", args: "NAME", help: "no longer let a home server host user accounts", admin: true,
+			flags: noFlags(func(ctx context.Context, e *env, args []string) error { return e.allowUsers(ctx, args[0], false) })},
+		{name: "home move-users", args: "NAME", help: "move every user of home server NAME to H, online ones included", admin: true, needs: []string{"home"},
+			flags: func(fs *flag.FlagSet) runFunc {
+				to := fs.String("home", "", "home server `H` to move them to")
+				return func(ctx context.Context, e *env, args []string) error {
+					from := args[0]
+					if *to == "" || *to == from {
+						return errors.New("give the home server to move them to: -home H (another one)")
+					}
+					users, err := e.admin.Users(ctx, "")
+					if err != nil {
+						return err
+					}
+					moved := 0
+					for _, u := range users {
+						if u.Home != from || !u.Enabled {
+							continue
+						}
+						if err := e.admin.MoveUser(ctx, u.User, *to); err != nil {
+							return fmt.Errorf("%d users moved; %s not: %w", moved, u.User, hint(err))
+						}
+						fmt.Fprintf(e.out, "%s moved\n", u.User)
+						moved++
+					}
+					return e.ok("%d users of home server %s moved to %s", moved, from, *to)
+				}
+			}},
+		{name: "home delete", args: "NAME", help: "delete a home server no user is on", admin: true,
+			flags: noFlags(func(ctx context.Context, e *env, args []string) error {
+				if err := e.admin.DeleteHomeServer(ctx, args[0]); err != nil {
+					return err
+				}
+				return e.ok("home server %s deleted", args[0])
+			})},
+
+		{name: "router create", args: "NAME", help: "create a router of an IM domain", admin: true, needs: []string{"domain", "host"},
+			flags: func(fs *flag.FlagSet) runFunc {
+				domain := fs.String("domain", "", "IM `domain` of the router")
+				host := fs.String("host", "", "host `name` of the router")
+				mode := fs.String("mode", events.RouterAuto, "router `mode`: auto (redirect clients inside the firewall, proxy the others), redirect or proxy")
+				return func(ctx context.Context, e *env, args []string) error {
+					n := args[0]
+					if err := e.admin.CreateRouter(ctx, directory.RouterSpec{Name: n, Domain: *domain, Host: *host, Mode: *mode}); err != nil {
+						return err
+					}
+					return e.ok("router %s created for IM domain %s at %s (%s)", n, *domain, *host, *mode)
+				}
+			}},
+		{name: "router list", help: "the routers", admin: true,
+			flags: noFlags(func(ctx context.Context, e *env, _ []string) error {
+				routers, err := e.admin.Routers(ctx)
+				if err != nil {
+					return err
+				}
+				rows := [][]string{{"ROUTER", "DOMAIN", "HOST", "MODE"}}
+				for _, r := range routers {
+					rows = append(rows, []string{r.Name, r.Domain, r.Host, r.Mode})
+				}
+				return e.print(routers, rows)
+			})},
+		{name: "router delete", args: "NAME", help: "delete a router", admin: true,
+			flags: noFlags(func(ctx context.Context, e *env, args []string) error {
+				if err := e.admin.DeleteRouter(ctx, args[0]); err != nil {
+					return err
+				}
+				return e.ok("router %s deleted", args[0])
+			})},
+
+		{name: "user enable", args: "USER@DOMAIN", help: "enable a user for instant messaging on a home server", admin: true, needs: []string{"home"},
+			flags: func(fs *flag.FlagSet) runFunc {
+				home := fs.String("home", "", "home `server` of the user")
+				name := fs.String("name", "", "display `name`")
+				email := fs.String("email", "", "e-mail `address`")
+				ntAccount := fs.String("nt-account", "", "Windows `account` name, when not the alias")
+				return func(ctx context.Context, e *env, args []string) error {
+					u, err := parseUser(args[0])
+					if err != nil {
+						return err
+					}
+					spec := directory.UserSpec{User: u, Home: *home, DisplayName: *name, Email: *email, NTAccount: *ntAccount}
+					if err := e.admin.EnableUser(ctx, spec); err != nil {
+						return err
+					}
+					return e.ok("%s enabled for instant messaging on home server %s; set its password with rvpctl password set %s", u, *home, u)
+				}
+			}},
+		{name: "user disable", args: "USER@DOMAIN", help: "disable a user: its next login is refused", admin: true,
+			flags: noFlags(func(ctx context.Context, e *env, args []string) error {
+				u, err := parseUser(args[0])
+				if err != nil {
+					return err
+				}
+				if err := e.admin.DisableUser(ctx, u); err != nil {
+					return err
+				}
+				return e.ok("%s disabled", u)
+			})},
+		{name: "user move", args: "USER@DOMAIN", help: "move a user to another home server (online: its state follows)", admin: true, needs: []string{"home"},
+			flags: func(fs *flag.FlagSet) runFunc {
+				home := fs.String("home", "", "home `server` to move the user to")
+				return func(ctx context.Context, e *env, args []string) error {
+					u, err := parseUser(args[0])
+					if err != nil {
+						return err
+					}
+					if err := e.admin.MoveUser(ctx, u, *home); err != nil {
+						return err
+					}
+					return e.ok("%s moved to home server %s", u, *home)
+				}
+			}},
+		{name: "user list", help: "the users you administer", admin: true,
+			flags: func(fs *flag.FlagSet) runFunc {
+				domain := fs.String("domain", "", "only users of this IM `domain`")
+				return func(ctx context.Context, e *env, _ []string) error {
+					users, err := e.admin.Users(ctx, *domain)
+					if err != nil {
+						return err
+					}
+					rows := [][]string{{"USER", "ENABLED", "HOME SERVER", "DISPLAY NAME", "E-MAIL"}}
+					for _, u := range users {
+						rows = append(rows, []string{u.User.String(), strconv.FormatBool(u.Enabled), u.Home, u.DisplayName, u.Email})
+					}
+					return e.print(users, rows)
+				}
+			}},
+		{name: "user show", args: "USER@DOMAIN", help: "a user's IM address, logical and physical URLs, home server", admin: true,
+			flags: noFlags(func(ctx context.Context, e *env, args []string) error {
+				u, err := parseUser(args[0])
+				if err != nil {
+					return err
+				}
+				s, err := e.admin.User(ctx, u)
+				if err != nil {
+					return err
+				}
+				rows := [][]string{
+					{"IM address:", s.Address}, {"public (logical) URL:", s.LogicalURL}, {"home server (physical) URL:", s.PhysicalURL},
+					{"home server:", s.Home}, {"display name:", s.DisplayName}, {"e-mail:", s.Email},
+					{"enabled:", strconv.FormatBool(s.Enabled)}, {"password set:", strconv.FormatBool(s.Password)},
+				}
+				return e.print(s, rows)
+			})},
+
+		{name: "password set", args: "USER@DOMAIN", help: "set a password: prompted, or one line of standard input", admin: true,
+			flags: noFlags(func(ctx context.Context, e *env, args []string) error { return e.setPassword(ctx, args[0], false) })},
+		{name: "password reset", args: "USER@DOMAIN", help: "set a new generated password and print it", admin: true,
+			flags: noFlags(func(ctx context.Context, e *env, args []string) error { return e.setPassword(ctx, args[0], true) })},
+
+		{name: "firewall set", args: "CIDR,..", help: "the address ranges inside the firewall (clients routers redirect)", admin: true,
+			flags: noFlags(func(ctx context.Context, e *env, args []string) error {
+				if err := e.admin.SetTopology(ctx, splitList(args[0])); err != nil {
+					return err
+				}
+				return e.ok("firewall topology set: clients in %s are inside", args[0])
+			})},
+		{name: "firewall show", help: "the organisation's settings", admin: true, flags: noFlags(showSettings)},
+		{name: "federation set", args: "on|off", help: "Internet-capable: presence and messages with other organisations", admin: true,
+			flags: noFlags(func(ctx context.Context, e *env, args []string) error {
+				v := args[0]
+				if v != "on" && v != "off" {
+					return fmt.Errorf("federation set %q: want on or off", v)
+				}
+				if err := e.admin.SetInternetCapable(ctx, v == "on"); err != nil {
+					return err
+				}
+				return e.ok("Internet-capable: %s", v)
+			})},
+		{name: "federation show", help: "the organisation's settings", admin: true, flags: noFlags(showSettings)},
+
+		{name: "admin add", args: "NAME", help: "add or change an administrator; its password as for password set", admin: true, needs: []string{"role"},
+			flags: func(fs *flag.FlagSet) runFunc {
+				role := fs.String("role", "", "`role`: organization or domain")
+				domains := fs.String("domains", "", "IM `domains` a domain administrator administers, comma-separated")
+				return func(ctx context.Context, e *env, args []string) error {
+					n := args[0]
+					pw, err := e.readSecret("password of administrator "+n, true)
+					if err != nil {
+						return err
+					}
+					if len(pw) < 8 {
+						return errors.New("a password needs at least 8 characters")
+					}
+					v, err := directory.NewAdminVerifier(pw)
+					if err != nil {
+						return err
+					}
+					if err := e.admin.SetAdmin(ctx, directory.AdminSpec{Name: n, Role: *role, Domains: splitList(*domains), Verifier: &v}); err != nil {
+						return err
+					}
+					return e.ok("administrator %s set (%s)", n, *role)
+				}
+			}},
+		{name: "admin remove", args: "NAME", help: "remove an administrator", admin: true,
+			flags: noFlags(func(ctx context.Context, e *env, args []string) error {
+				if err := e.admin.RemoveAdmin(ctx, args[0]); err != nil {
+					return err
+				}
+				return e.ok("administrator %s removed", args[0])
+			})},
+		{name: "admin list", help: "the administrators", admin: true,
+			flags: noFlags(func(ctx context.Context, e *env, _ []string) error {
+				admins, err := e.admin.Administrators(ctx)
+				if err != nil {
+					return err
+				}
+				rows := [][]string{{"ADMINISTRATOR", "ROLE", "DOMAINS"}}
+				for _, x := range admins {
+					rows = append(rows, []string{x.Name, x.Role, strings.Join(x.Domains, ",")})
+				}
+				return e.print(admins, rows)
+			})},
+	}
+}
+
+func (e *env) printDomains(doms []projections.Domain) error {
+	rows := [][]string{{"DOMAIN", "IM HOST", "E-MAIL DOMAINS", "HOSTS", "WINDOWS DOMAIN"}}
+	for _, d := range doms {
+		rows = append(rows, []string{d.Domain, d.IMHost, strings.Join(d.EmailDomains, ","), strings.Join(d.Hosts, ","), d.NTDomain})
+	}
+	return e.print(doms, rows)
+}
+
+func (e *env) allowUsers(ctx context.Context, name string, allow bool) error {
+	if err := e.admin.AllowUsers(ctx, name, allow); err != nil {
+		return err
+	}
+	return e.ok("home server %s: hosting user accounts %s", name, map[bool]string{true: "allowed", false: "not allowed"}[allow])
+}
+
+func showSettings(ctx context.Context, e *env, _ []string) error {
+	s, err := e.admin.Settings(ctx)
+	if err != nil {
+		return err
+	}
+	return e.print(s, [][]string{{"inside the firewall:", strings.Join(s.Inside, ", ")}, {"Internet-capable:", strconv.FormatBool(s.InternetCapable)}})
+}
+
+// setPassword sets a user's password, read (prompted, or a line of
+// standard input) or generated (reset). The verifiers are computed here:
+// the password never leaves rvpctl.
+func (e *env) setPassword(ctx context.Context, user string, reset bool) error {
+	u, err := parseUser(user)
+	if err != nil {
+		return err
+	}
+	dom, err := e.admin.Domain(ctx, u.Domain)
+	if err != nil {
+		return err
+	}
+	rec, err := e.admin.User(ctx, u)
+	if err != nil {
+		return err
+	}
+	var pw string
+	if reset {
+		pw = newPassword()
+	} else if pw, err = e.readSecret("new password of "+u.String(), true); err != nil {
+		return err
+	}
+	if len(pw) < 8 {
+		return errors.New("a password needs at least 8 characters")
+	}
+	v := rvp.NewVerifiers(u, dom.NTDomain, rec.NTAccount, dom.Domain, pw)
+	if err := e.admin.SetPassword(ctx, u, v); err != nil {
+		return err
+	}
+	if reset {
+		return e.ok("new password of %s: %s", u, pw)
+	}
+	return e.ok("password of %s set", u)
+}
+
+// hint makes the directory service's refusals say what to do.
+func hint(err error) error {
+	var ae *directory.Error
 	if errors.As(err, &ae) {
 		switch ae.Code {
-		case 401:
+		case directory.CodeUnauthenticated:
 			return fmt.Errorf("%s (set RVP_ADMIN and RVP_ADMIN_PASSWORD, or -admin and -admin-password-file)", ae.Msg)
-		case 403:
+		case directory.CodeForbidden:
 			return fmt.Errorf("not allowed: %s", ae.Msg)
 		}
 	}
 	return err
 }
 
-// io are the streams and environment of a command.
-type cmdIO struct {
-	g         global
+// env is what a command runs with: the global flags, the standard
+// streams and environment, and for an administration command its
+// directory client.
+type env struct {
+	global
 	stdin     io.Reader
 	stderr    io.Writer
 	lookupEnv func(string) (string, bool)
 	in        *bufio.Reader
+	admin     *directory.Client
 }
 
 // readSecret reads a secret: prompted on a terminal (twice, when confirm),
 // else one line of stdin.
-func (c *cmdIO) readSecret(prompt string, confirm bool) (string, error) {
-	if f, ok := c.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		fmt.Fprint(c.stderr, prompt+": ")
+func (e *env) readSecret(prompt string, confirm bool) (string, error) {
+	if f, ok := e.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fmt.Fprint(e.stderr, prompt+": ")
 		b, err := term.ReadPassword(int(f.Fd()))
-		fmt.Fprintln(c.stderr)
+		fmt.Fprintln(e.stderr)
 		if err != nil {
 			return "", err
 		}
 		if confirm {
-			fmt.Fprint(c.stderr, "again: ")
+			fmt.Fprint(e.stderr, "again: ")
 			b2, err := term.ReadPassword(int(f.Fd()))
-			fmt.Fprintln(c.stderr)
+			fmt.Fprintln(e.stderr)
 			if err != nil {
 				return "", err
 			}
@@ -67,26 +425,28 @@ func (c *cmdIO) readSecret(prompt string, confirm bool) (string, error) {
 		}
 		return string(b), nil
 	}
-	if c.in == nil {
-		c.in = bufio.NewReader(c.stdin)
+	if e.in == nil {
+		e.in = bufio.NewReader(e.stdin)
 	}
-	line, err := c.in.ReadString('\n')
+	line, err := e.in.ReadString('\n')
 	if err != nil && (err != io.EOF || line == "") {
 		return "", fmt.Errorf("%s: read from standard input: %w", prompt, err)
 	}
 	return strings.TrimRight(line, "\r\n"), nil
 }
 
-func (c *cmdIO) admin(ctx context.Context, adminFlag, passwordFile string) (*adminClient, func(), error) {
+// adminClient connects to the directory service as the administrator the
+// flags or the environment name.
+func (e *env) adminClient(adminFlag, passwordFile string) (*directory.Client, func(), error) {
 	name := adminFlag
 	if name == "" {
 		name = "admin"
-		if v, ok := c.lookupEnv("RVP_ADMIN"); ok {
+		if v, ok := e.lookupEnv("RVP_ADMIN"); ok {
 			name = v
 		}
 	}
 	var password string
-	switch v, ok := c.lookupEnv("RVP_ADMIN_PASSWORD"); {
+	switch v, ok := e.lookupEnv("RVP_ADMIN_PASSWORD"); {
 	case passwordFile != "":
 		b, err := os.ReadFile(passwordFile)
 		if err != nil {
@@ -96,38 +456,36 @@ func (c *cmdIO) admin(ctx context.Context, adminFlag, passwordFile string) (*adm
 	case ok:
 		password = v
 	default:
-		f, isFile := c.stdin.(*os.File)
+		f, isFile := e.stdin.(*os.File)
 		if !isFile || !term.IsTerminal(int(f.Fd())) {
 			return nil, nil, fmt.Errorf("no password for administrator %s: set RVP_ADMIN_PASSWORD or -admin-password-file", name)
 		}
-		p, err := c.readSecret("password of administrator "+name, false)
+		p, err := e.readSecret("password of administrator "+name, false)
 		if err != nil {
 			return nil, nil, err
 		}
 		password = p
 	}
-	nc, _, err := connect(c.g)
+	nc, _, err := connect(e.global)
 	if err != nil {
 		return nil, nil, err
 	}
-	return &adminClient{projections.AdminClient{Conn: nc, Name: name, Password: password}}, nc.Close, nil
+	return &directory.Client{Conn: nc, Name: name, Password: password}, nc.Close, nil
 }
 
-// parseInterspersed parses flags that may come after positional arguments
-// (rvpctl user enable alice@example.com -home home1) and returns the
-// positional ones.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
+// ok prints a command's confirmation.
+func (e *env) ok(format string, args ...any) error {
+	fmt.Fprintf(e.out, format+"\n", args...)
+	return nil
+}
+
+// print writes v as JSON lines with -json, else rows as a table.
+func (e *env) print(v any, rows [][]string) error {
+	if e.json {
+		return printJSON(e.out, v)
 	}
+	table(e.out, rows)
+	return nil
 }
 
 func splitList(s string) []string {
@@ -146,377 +504,6 @@ func parseUser(s string) (events.User, error) {
 		return events.User{}, fmt.Errorf("user %q: want alias@domain", s)
 	}
 	return events.NewUser(domain, alias), nil
-}
-
-const adminUsage = `administration (authenticated as an administrator: -admin or RVP_ADMIN, and
--admin-password-file or RVP_ADMIN_PASSWORD, else a prompt):
-  domain create DOMAIN [-im-host H] [-email-domains D,..] [-hosts H,..] [-nt-domain N]
-  domain list | show DOMAIN | delete DOMAIN
-  home create NAME -host H [-site S] [-no-users] | list | allow-users NAME | deny-users NAME | delete NAME
-  home move-users NAME -home H  move every user of home server NAME to H, online ones included
-  router create NAME -domain D -host H [-mode auto|redirect|proxy] | list | delete NAME
-  user enable USER@DOMAIN -home H [-name N] [-email E] [-nt-account A]
-  user disable USER@DOMAIN | move USER@DOMAIN -home H | list [-domain D] | show USER@DOMAIN
-  password set USER@DOMAIN      new password prompted, or one line of standard input
-  password reset USER@DOMAIN    a new password is generated and printed
-  firewall set CIDR,.. | show   address ranges inside the firewall (redirected by routers)
-  federation set on|off | show  Internet-capable: presence and messages with other organisations
-  admin add NAME -role organization|domain [-domains D,..]   its password as for "password set"
-  admin remove NAME | list
-  whoami
-`
-
-// cmdAdmin runs the administration commands.
-func cmdAdmin(ctx context.Context, c *cmdIO, area string, args []string) error {
-	if area == "whoami" {
-		args = append([]string{""}, args...)
-	}
-	if len(args) == 0 {
-		fmt.Fprint(c.stderr, adminUsage)
-		return fmt.Errorf("%s: no action given", area)
-	}
-	action := args[0]
-	fs := flag.NewFlagSet("rvpctl "+area+" "+action, flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
-	adminName := fs.String("admin", "", "administrator name (default: RVP_ADMIN, else admin)")
-	passwordFile := fs.String("admin-password-file", "", "file holding the administrator's password")
-	f := struct {
-		imHost, emailDomains, hosts, ntDomain, host, site, domain, home, name, email, ntAccount, role, domains, mode *string
-		noUsers                                                                                                      *bool
-	}{
-		imHost: fs.String("im-host", "", "IM host (default im.DOMAIN)"), emailDomains: fs.String("email-domains", "", "e-mail domains mapped to the IM domain"),
-		hosts: fs.String("hosts", "", "more host names of the IM domain"), ntDomain: fs.String("nt-domain", "", "Windows domain name for NTLM and Digest"),
-		host: fs.String("host", "", "host name"), site: fs.String("site", "", "site"), domain: fs.String("domain", "", "IM domain"),
-		home: fs.String("home", "", "home server"), name: fs.String("name", "", "display name"), email: fs.String("email", "", "e-mail address"),
-		ntAccount: fs.String("nt-account", "", "Windows account name, when not the alias"), role: fs.String("role", "", "organization or domain"),
-		domains: fs.String("domains", "", "IM domains a domain administrator administers"), noUsers: fs.Bool("no-users", false, "the home server hosts no user accounts"),
-		mode: fs.String("mode", "auto", "router mode: auto (redirect clients inside the firewall, proxy the others), redirect or proxy"),
-	}
-	pos, err := parseInterspersed(fs, args[1:])
-	if err != nil {
-		return err
-	}
-	arg := func(i int, what string) (string, error) {
-		if len(pos) <= i {
-			return "", fmt.Errorf("rvpctl %s %s: %s missing", area, action, what)
-		}
-		return pos[i], nil
-	}
-	user := func() (events.User, error) {
-		s, err := arg(0, "USER@DOMAIN")
-		if err != nil {
-			return events.User{}, err
-		}
-		return parseUser(s)
-	}
-	a, done, err := c.admin(ctx, *adminName, *passwordFile)
-	if err != nil {
-		return err
-	}
-	defer done()
-	out := c.g.out
-	ok := func(format string, args ...any) error { fmt.Fprintf(out, format+"\n", args...); return nil }
-
-	switch strings.TrimSpace(area + " " + action) {
-	case "whoami":
-		var me projections.Administrator
-		if err := a.do(ctx, "whoami", nil, &me); err != nil {
-			return err
-		}
-		return c.print(me, [][]string{{"ADMINISTRATOR", "ROLE", "DOMAINS"}, {me.Name, me.Role, strings.Join(me.Domains, ",")}})
-	case "domain create":
-		d, err := arg(0, "DOMAIN")
-		if err != nil {
-			return err
-		}
-		spec := projections.DomainSpec{Domain: d, IMHost: *f.imHost, EmailDomains: splitList(*f.emailDomains), Hosts: splitList(*f.hosts), NTDomain: *f.ntDomain}
-		if spec.IMHost == "" {
-			spec.IMHost = "im." + d
-		}
-		if err := a.do(ctx, "domain.create", spec, nil); err != nil {
-			return err
-		}
-		return ok("IM domain %s created (IM host %s); point the DNS record _rvp._tcp.%s at its router", d, spec.IMHost, d)
-	case "domain list", "domain show":
-		var doms []projections.Domain
-		if action == "show" {
-			d, err := arg(0, "DOMAIN")
-			if err != nil {
-				return err
-			}
-			var dom projections.Domain
-			if err := a.do(ctx, "domain.show", map[string]string{"domain": d}, &dom); err != nil {
-				return err
-			}
-			doms = append(doms, dom)
-		} else if err := a.do(ctx, "domain.list", nil, &doms); err != nil {
-			return err
-		}
-		rows := [][]string{{"DOMAIN", "IM HOST", "E-MAIL DOMAINS", "HOSTS", "WINDOWS DOMAIN"}}
-		for _, d := range doms {
-			rows = append(rows, []string{d.Domain, d.IMHost, strings.Join(d.EmailDomains, ","), strings.Join(d.Hosts, ","), d.NTDomain})
-		}
-		return c.print(doms, rows)
-	case "domain delete":
-		d, err := arg(0, "DOMAIN")
-		if err != nil {
-			return err
-		}
-		if err := a.do(ctx, "domain.delete", map[string]string{"domain": d}, nil); err != nil {
-			return err
-		}
-		return ok("IM domain %s deleted", d)
-	case "home create":
-		n, err := arg(0, "NAME")
-		if err != nil {
-			return err
-		}
-		if err := a.do(ctx, "home.create", map[string]any{"name": n, "host": *f.host, "site": *f.site, "hosts_users": !*f.noUsers}, nil); err != nil {
-			return err
-		}
-		return ok("home server %s created at %s", n, *f.host)
-	case "home allow-users", "home deny-users":
-		n, err := arg(0, "NAME")
-		if err != nil {
-			return err
-		}
-		if err := a.do(ctx, "home.allow-users", map[string]any{"name": n, "allow": action == "allow-users"}, nil); err != nil {
-			return err
-		}
-		return ok("home server %s: hosting user accounts %s", n, map[bool]string{true: "allowed", false: "not allowed"}[action == "allow-users"])
-	case "home move-users":
-		from, err := arg(0, "NAME")
-		if err != nil {
-			return err
-		}
-		if *f.home == "" || *f.home == from {
-			return errors.New("give the home server to move them to: -home H (another one)")
-		}
-		var users []projections.UserRecord
-		if err := a.do(ctx, "user.list", map[string]string{}, &users); err != nil {
-			return err
-		}
-		moved := 0
-		for _, u := range users {
-			if u.Home != from || !u.Enabled {
-				continue
-			}
-			if err := a.do(ctx, "user.move", map[string]any{"user": u.User, "home": *f.home}, nil); err != nil {
-				return fmt.Errorf("%d users moved; %s not: %w", moved, u.User, err)
-			}
-			fmt.Fprintf(out, "%s moved\n", u.User)
-			moved++
-		}
-		return ok("%d users of home server %s moved to %s", moved, from, *f.home)
-	case "home delete":
-		n, err := arg(0, "NAME")
-		if err != nil {
-			return err
-		}
-		if err := a.do(ctx, "home.delete", map[string]string{"name": n}, nil); err != nil {
-			return err
-		}
-		return ok("home server %s deleted", n)
-	case "home list":
-		var homes []projections.HomeServer
-		if err := a.do(ctx, "home.list", nil, &homes); err != nil {
-			return err
-		}
-		rows := [][]string{{"HOME SERVER", "HOST", "SITE", "HOSTS USERS"}}
-		for _, h := range homes {
-			rows = append(rows, []string{h.Name, h.Host, h.Site, strconv.FormatBool(h.HostsUsers)})
-		}
-		return c.print(homes, rows)
-	case "router create":
-		n, err := arg(0, "NAME")
-		if err != nil {
-			return err
-		}
-		if err := a.do(ctx, "router.create", map[string]string{"name": n, "domain": *f.domain, "host": *f.host, "mode": *f.mode}, nil); err != nil {
-			return err
-		}
-		return ok("router %s created for IM domain %s at %s (%s)", n, *f.domain, *f.host, *f.mode)
-	case "router delete":
-		n, err := arg(0, "NAME")
-		if err != nil {
-			return err
-		}
-		if err := a.do(ctx, "router.delete", map[string]string{"name": n}, nil); err != nil {
-			return err
-		}
-		return ok("router %s deleted", n)
-	case "router list":
-		var routers []projections.Router
-		if err := a.do(ctx, "router.list", nil, &routers); err != nil {
-			return err
-		}
-		rows := [][]string{{"ROUTER", "DOMAIN", "HOST", "MODE"}}
-		for _, r := range routers {
-			rows = append(rows, []string{r.Name, r.Domain, r.Host, r.Mode})
-		}
-		return c.print(routers, rows)
-	case "user enable":
-		u, err := user()
-		if err != nil {
-			return err
-		}
-		spec := projections.UserSpec{User: u, Home: *f.home, DisplayName: *f.name, Email: *f.email, NTAccount: *f.ntAccount}
-		if err := a.do(ctx, "user.enable", spec, nil); err != nil {
-			return err
-		}
-		return ok("%s enabled for instant messaging on home server %s; set its password with rvpctl password set %s", u, *f.home, u)
-	case "user disable":
-		u, err := user()
-		if err != nil {
-			return err
-		}
-		if err := a.do(ctx, "user.disable", map[string]any{"user": u}, nil); err != nil {
-			return err
-		}
-		return ok("%s disabled", u)
-	case "user move":
-		u, err := user()
-		if err != nil {
-			return err
-		}
-		if err := a.do(ctx, "user.move", map[string]any{"user": u, "home": *f.home}, nil); err != nil {
-			return err
-		}
-		return ok("%s moved to home server %s", u, *f.home)
-	case "user list":
-		var users []projections.UserRecord
-		if err := a.do(ctx, "user.list", map[string]string{"domain": *f.domain}, &users); err != nil {
-			return err
-		}
-		rows := [][]string{{"USER", "ENABLED", "HOME SERVER", "DISPLAY NAME", "E-MAIL"}}
-		for _, u := range users {
-			rows = append(rows, []string{u.User.String(), strconv.FormatBool(u.Enabled), u.Home, u.DisplayName, u.Email})
-		}
-		return c.print(users, rows)
-	case "user show":
-		u, err := user()
-		if err != nil {
-			return err
-		}
-		var s projections.UserSummary
-		if err := a.do(ctx, "user.show", map[string]any{"user": u}, &s); err != nil {
-			return err
-		}
-		rows := [][]string{
-			{"IM address:", s.Address}, {"public (logical) URL:", s.LogicalURL}, {"home server (physical) URL:", s.PhysicalURL},
-			{"home server:", s.Home}, {"display name:", s.DisplayName}, {"e-mail:", s.Email},
-			{"enabled:", strconv.FormatBool(s.Enabled)}, {"password set:", strconv.FormatBool(s.Password)},
-		}
-		return c.print(s, rows)
-	case "password set", "password reset":
-		u, err := user()
-		if err != nil {
-			return err
-		}
-		var dom projections.Domain
-		if err := a.do(ctx, "domain.show", map[string]string{"domain": u.Domain}, &dom); err != nil {
-			return err
-		}
-		var rec projections.UserSummary
-		if err := a.do(ctx, "user.show", map[string]any{"user": u}, &rec); err != nil {
-			return err
-		}
-		var pw string
-		if action == "reset" {
-			pw = newPassword()
-		} else if pw, err = c.readSecret("new password of "+u.String(), true); err != nil {
-			return err
-		}
-		if len(pw) < 8 {
-			return errors.New("a password needs at least 8 characters")
-		}
-		// The verifiers are computed here: the password never leaves rvpctl.
-		v := projections.NewVerifiers(u, dom.NTDomain, rec.NTAccount, dom.Domain, pw)
-		if err := a.do(ctx, "password.set", map[string]any{"user": u, "verifiers": v}, nil); err != nil {
-			return err
-		}
-		if action == "reset" {
-			return ok("new password of %s: %s", u, pw)
-		}
-		return ok("password of %s set", u)
-	case "firewall set":
-		ranges, err := arg(0, "CIDR,..")
-		if err != nil {
-			return err
-		}
-		if err := a.do(ctx, "firewall.set", map[string]any{"inside": splitList(ranges)}, nil); err != nil {
-			return err
-		}
-		return ok("firewall topology set: clients in %s are inside", ranges)
-	case "firewall show", "federation show":
-		var s projections.Settings
-		if err := a.do(ctx, "settings.show", nil, &s); err != nil {
-			return err
-		}
-		return c.print(s, [][]string{{"inside the firewall:", strings.Join(s.Inside, ", ")}, {"Internet-capable:", strconv.FormatBool(s.InternetCapable)}})
-	case "federation set":
-		v, err := arg(0, "on|off")
-		if err != nil {
-			return err
-		}
-		if v != "on" && v != "off" {
-			return fmt.Errorf("federation set %q: want on or off", v)
-		}
-		if err := a.do(ctx, "federation.set", map[string]any{"internet_capable": v == "on"}, nil); err != nil {
-			return err
-		}
-		return ok("Internet-capable: %s", v)
-	case "admin add":
-		n, err := arg(0, "NAME")
-		if err != nil {
-			return err
-		}
-		pw, err := c.readSecret("password of administrator "+n, true)
-		if err != nil {
-			return err
-		}
-		if len(pw) < 8 {
-			return errors.New("a password needs at least 8 characters")
-		}
-		v, err := projections.NewAdminVerifier(pw)
-		if err != nil {
-			return err
-		}
-		if err := a.do(ctx, "admin.set", map[string]any{"name": n, "role": *f.role, "domains": splitList(*f.domains), "admin_verifier": v}, nil); err != nil {
-			return err
-		}
-		return ok("administrator %s set (%s)", n, *f.role)
-	case "admin remove":
-		n, err := arg(0, "NAME")
-		if err != nil {
-			return err
-		}
-		if err := a.do(ctx, "admin.remove", map[string]string{"name": n}, nil); err != nil {
-			return err
-		}
-		return ok("administrator %s removed", n)
-	case "admin list":
-		var admins []projections.Administrator
-		if err := a.do(ctx, "admin.list", nil, &admins); err != nil {
-			return err
-		}
-		rows := [][]string{{"ADMINISTRATOR", "ROLE", "DOMAINS"}}
-		for _, x := range admins {
-			rows = append(rows, []string{x.Name, x.Role, strings.Join(x.Domains, ",")})
-		}
-		return c.print(admins, rows)
-	}
-	fmt.Fprint(c.stderr, adminUsage)
-	return fmt.Errorf("unknown command %q", area+" "+action)
-}
-
-// print writes v as JSON lines with -json, else rows as a table.
-func (c *cmdIO) print(v any, rows [][]string) error {
-	if c.g.json {
-		return printJSON(c.g.out, v)
-	}
-	table(c.g.out, rows)
-	return nil
 }
 
 // newPassword returns a random password of 14 letters and digits.

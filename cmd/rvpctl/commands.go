@@ -19,6 +19,7 @@ import (
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/homenode"
 	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
 )
 
 func connect(g global) (*nats.Conn, jetstream.JetStream, error) {
@@ -43,12 +44,25 @@ func printJSON(w io.Writer, v any) error {
 	return err
 }
 
-func cmdStatus(ctx context.Context, g global, args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("rvpctl status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
+// commands are every rvpctl command, in the order the usage lists them.
+func commands() []command {
+	return append([]command{
+		{name: "status", help: "streams, consumers and their backlog; who owns each home server", flags: noFlags(cmdStatus)},
+		{name: "audit", help: "replay fact and directory events", flags: auditFlags},
+		{name: "users", help: "the users of the directory, read from its stream", flags: func(fs *flag.FlagSet) runFunc {
+			domain := fs.String("domain", "", "only users of this IM `domain`")
+			return func(ctx context.Context, e *env, _ []string) error { return cmdUsers(ctx, e.global, *domain) }
+		}},
+		{name: "presence", args: "USER@DOMAIN", help: "a user's presence at a moment and who could see it, folded from its facts", flags: presenceFlags},
+		{name: "verify", help: "have a home node compare its projections with rebuilds from their streams, live", flags: func(fs *flag.FlagSet) runFunc {
+			home := fs.String("home", "home1", "home `server` whose node verifies its projections")
+			return func(ctx context.Context, e *env, _ []string) error { return cmdVerify(ctx, e.global, *home) }
+		}},
+	}, adminCommands()...)
+}
+
+func cmdStatus(ctx context.Context, e *env, _ []string) error {
+	g := e.global
 	nc, js, err := connect(g)
 	if err != nil {
 		return err
@@ -181,16 +195,17 @@ type auditEntry struct {
 	Event   json.RawMessage `json:"event"`
 }
 
-func cmdAudit(ctx context.Context, g global, args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("rvpctl audit", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	user := fs.String("user", "", "only facts of this user's node (alias@domain)")
-	since := fs.Duration("since", 0, "only events of the last duration (e.g. 1h); 0 for all")
-	typ := fs.String("type", "", "only events whose type starts with this (e.g. message, subscription, view, user)")
+func auditFlags(fs *flag.FlagSet) runFunc {
+	user := fs.String("user", "", "only facts of this user's node (`alias@domain`)")
+	since := fs.Duration("since", 0, "only events of the last `duration` (e.g. 1h); 0 for all")
+	typ := fs.String("type", "", "only events whose `type` starts with this (e.g. message, subscription, view, user)")
 	noBodies := fs.Bool("no-bodies", false, "leave message bodies out")
-	if err := fs.Parse(args); err != nil {
-		return err
+	return func(ctx context.Context, e *env, _ []string) error {
+		return cmdAudit(ctx, e.global, e.stderr, *user, *since, *typ, *noBodies)
 	}
+}
+
+func cmdAudit(ctx context.Context, g global, stderr io.Writer, user string, since time.Duration, typ string, noBodies bool) error {
 	nc, js, err := connect(g)
 	if err != nil {
 		return err
@@ -202,10 +217,10 @@ func cmdAudit(ctx context.Context, g global, args []string, stderr io.Writer) er
 		return err
 	}
 	streams := append(factStreams, events.StreamDirectory)
-	if *user != "" {
-		alias, domain, ok := strings.Cut(*user, "@")
+	if user != "" {
+		alias, domain, ok := strings.Cut(user, "@")
 		if !ok {
-			return fmt.Errorf("-user %q: want alias@domain", *user)
+			return fmt.Errorf("-user %q: want alias@domain", user)
 		}
 		u := events.NewUser(domain, alias)
 		filters = []string{events.FactRoot + ".*." + events.Token(u.Domain) + "." + events.Token(u.Alias)}
@@ -214,8 +229,8 @@ func cmdAudit(ctx context.Context, g global, args []string, stderr io.Writer) er
 	rows := [][]string{{"TIME", "SEQ", "TYPE", "NODE/SUBJECT", "ACTOR", "CLIENT", "DETAIL"}}
 	for _, stream := range streams {
 		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters}
-		if *since > 0 {
-			from := time.Now().Add(-*since)
+		if since > 0 {
+			from := time.Now().Add(-since)
 			cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &from
 		}
 		cons, err := js.OrderedConsumer(ctx, stream, cfg)
@@ -231,7 +246,7 @@ func cmdAudit(ctx context.Context, g global, args []string, stderr io.Writer) er
 			for m := range batch.Messages() {
 				n++
 				t := m.Headers().Get(events.HeaderType)
-				if *typ != "" && !strings.HasPrefix(t, *typ) {
+				if typ != "" && !strings.HasPrefix(t, typ) {
 					continue
 				}
 				md, _ := m.Metadata()
@@ -240,7 +255,7 @@ func cmdAudit(ctx context.Context, g global, args []string, stderr io.Writer) er
 					fmt.Fprintf(stderr, "seq %d: %v\n", md.Sequence.Stream, err)
 					continue
 				}
-				if ma, ok := ev.(*events.MessageAccepted); ok && *noBodies {
+				if ma, ok := ev.(*events.MessageAccepted); ok && noBodies {
 					ma.Body = nil
 				}
 				redact(ev)
@@ -329,19 +344,13 @@ func auditRow(e auditEntry, ev events.Event) []string {
 	return []string{e.Time.Format(time.RFC3339), strconv.FormatUint(e.Seq, 10), e.Type, node, actor, meta.Client, detail}
 }
 
-func cmdUsers(ctx context.Context, g global, args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("rvpctl users", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	domain := fs.String("domain", "", "only users of this IM domain")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
+func cmdUsers(ctx context.Context, g global, domain string) error {
 	nc, js, err := connect(g)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	dir, closeDir, err := directory(ctx, js)
+	dir, closeDir, err := readDirectory(ctx, js)
 	if err != nil {
 		return err
 	}
@@ -352,7 +361,7 @@ func cmdUsers(ctx context.Context, g global, args []string, stderr io.Writer) er
 	}
 	rows := [][]string{{"USER", "ENABLED", "HOME SERVER", "DISPLAY NAME", "E-MAIL", "PUBLIC (LOGICAL) URL"}}
 	for _, d := range doms {
-		if *domain != "" && !strings.EqualFold(*domain, d.Domain) {
+		if domain != "" && !strings.EqualFold(domain, d.Domain) {
 			continue
 		}
 		users, err := dir.Users(d.Domain)
@@ -360,7 +369,7 @@ func cmdUsers(ctx context.Context, g global, args []string, stderr io.Writer) er
 			return err
 		}
 		for _, u := range users {
-			url := "http://" + d.IMHost + "/instmsg/aliases/" + u.User.Alias
+			url := rvp.LogicalURL(d.IMHost, u.User.Alias)
 			if g.json {
 				if err := printJSON(g.out, struct {
 					projections.UserRecord
@@ -379,8 +388,8 @@ func cmdUsers(ctx context.Context, g global, args []string, stderr io.Writer) er
 	return nil
 }
 
-// directory builds a directory projection in memory from the stream.
-func directory(ctx context.Context, js jetstream.JetStream) (*projections.Directory, func(), error) {
+// readDirectory builds a directory projection in memory from the stream.
+func readDirectory(ctx context.Context, js jetstream.JetStream) (*projections.Directory, func(), error) {
 	db, err := projections.Open("", projections.Options{InMemory: true})
 	if err != nil {
 		return nil, nil, err
@@ -407,28 +416,22 @@ func directory(ctx context.Context, js jetstream.JetStream) (*projections.Direct
 	return dir, func() { db.Close() }, nil
 }
 
-func cmdVerify(ctx context.Context, g global, args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("rvpctl verify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	home := fs.String("home", "home1", "home server whose node verifies its projections")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
+func cmdVerify(ctx context.Context, g global, home string) error {
 	nc, _, err := connect(g)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	msg, err := nc.RequestWithContext(ctx, events.HomeAdminSubject(*home, "verify"), nil)
+	msg, err := nc.RequestWithContext(ctx, events.HomeAdminSubject(home, "verify"), nil)
 	if err != nil {
-		return fmt.Errorf("ask the node of home server %s: %w (is it running?)", *home, err)
+		return fmt.Errorf("ask the node of home server %s: %w (is it running?)", home, err)
 	}
 	var resp struct {
 		Results []projections.Verification `json:"results"`
 		Error   string                     `json:"error"`
 	}
 	if err := json.Unmarshal(msg.Data, &resp); err != nil {
-		return fmt.Errorf("answer of home server %s: %w", *home, err)
+		return fmt.Errorf("answer of home server %s: %w", home, err)
 	}
 	bad := 0
 	rows := [][]string{{"PROJECTION", "POSITION", "KEYS", "RESULT"}}
@@ -456,31 +459,28 @@ func cmdVerify(ctx context.Context, g global, args []string, stderr io.Writer) e
 	return nil
 }
 
+func presenceFlags(fs *flag.FlagSet) runFunc {
+	at := fs.String("at", "", "the `moment`, RFC 3339 (2026-11-27T09:00:00Z), or a duration ago (90m); default now")
+	return func(ctx context.Context, e *env, args []string) error {
+		return cmdPresence(ctx, e.global, args[0], *at)
+	}
+}
+
 // cmdPresence answers "what was X's presence at time T and who could see
 // it" from X's facts.
-func cmdPresence(ctx context.Context, g global, args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("rvpctl presence", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	at := fs.String("at", "", "the moment, RFC 3339 (2026-11-27T09:00:00Z), or a duration ago (90m); default now")
-	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		return errors.New("usage: rvpctl presence alias@domain [-at TIME]")
-	}
-	who := args[0]
-	if err := fs.Parse(args[1:]); err != nil {
-		return err
-	}
+func cmdPresence(ctx context.Context, g global, who, at string) error {
 	alias, domain, ok := strings.Cut(who, "@")
 	if !ok || alias == "" || domain == "" {
 		return fmt.Errorf("%q: want alias@domain", who)
 	}
 	when := time.Now()
-	if *at != "" {
-		if d, err := time.ParseDuration(*at); err == nil {
+	if at != "" {
+		if d, err := time.ParseDuration(at); err == nil {
 			when = when.Add(-d)
-		} else if t, err := time.Parse(time.RFC3339, *at); err == nil {
+		} else if t, err := time.Parse(time.RFC3339, at); err == nil {
 			when = t
 		} else {
-			return fmt.Errorf("-at %q: want RFC 3339 (2026-11-27T09:00:00Z) or a duration ago (90m)", *at)
+			return fmt.Errorf("-at %q: want RFC 3339 (2026-11-27T09:00:00Z) or a duration ago (90m)", at)
 		}
 	}
 	nc, js, err := connect(g)

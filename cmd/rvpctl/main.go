@@ -1,22 +1,15 @@
 // Command rvpctl administers an RVP deployment over NATS: it shows the
-// state of the streams, replays the audit log, lists the directory, and
-// verifies that projections equal a rebuild from their streams.
+// state of the streams, replays the audit log, lists the directory,
+// verifies that projections equal a rebuild from their streams, and
+// changes the directory as an administrator through the directory
+// service.
 //
 // Usage:
 //
 //	rvpctl [-nats URL] [-json] <command> [flags]
 //
-// Commands:
-//
-//	status                      streams, consumers and their backlog
-//	audit [-user U] [-since D] [-type T]
-//	                            replay fact and directory events
-//	users [-domain D]           the users of the directory
-//	verify [-home H]            have a home node compare its projections
-//	                            with rebuilds from their streams (live)
-//	domain, home, router, user, password, firewall, federation, admin, whoami
-//	                            administration through the directory
-//	                            service, as an administrator (see -h)
+// "rvpctl -h" lists the commands: they are a table (commands), from which
+// the usage text is made.
 //
 // Flags can also be set from the environment: -nats is RVP_NATS.
 package main
@@ -43,19 +36,6 @@ func main() {
 	}
 }
 
-const usage = `usage: rvpctl [-nats URL] [-json] <command> [flags]
-
-commands:
-  status                 streams, consumers and their backlog
-  audit                  replay fact and directory events (-user, -since, -type)
-  users                  the users of the directory (-domain)
-  presence USER          a user's presence at a moment and who could see it,
-                         folded from its facts (-at, default now)
-  verify                 have a home node compare its projections with
-                         rebuilds from their streams, live (-home)
-
-` + adminUsage
-
 // global holds the flags every command shares.
 type global struct {
 	nats string
@@ -64,9 +44,10 @@ type global struct {
 }
 
 func exec(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdin io.Reader, stdout, stderr io.Writer) error {
+	cmds := commands()
 	fs := flag.NewFlagSet("rvpctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	fs.Usage = func() { writeUsage(stderr, cmds); fmt.Fprintln(stderr, "\nflags:"); fs.PrintDefaults() }
 	g := global{out: stdout}
 	fs.StringVar(&g.nats, "nats", "nats://127.0.0.1:4222", "NATS URL of the cluster (rvpd dev listens on nats://127.0.0.1:4222)")
 	fs.BoolVar(&g.json, "json", false, "print JSON lines instead of tables")
@@ -80,23 +61,7 @@ func exec(ctx context.Context, args []string, lookupEnv func(string) (string, bo
 		fs.Usage()
 		return errors.New("no command given")
 	}
-	cmd, rest := fs.Arg(0), fs.Args()[1:]
-	switch cmd {
-	case "status":
-		return cmdStatus(ctx, g, rest, stderr)
-	case "audit":
-		return cmdAudit(ctx, g, rest, stderr)
-	case "users":
-		return cmdUsers(ctx, g, rest, stderr)
-	case "presence":
-		return cmdPresence(ctx, g, rest, stderr)
-	case "verify":
-		return cmdVerify(ctx, g, rest, stderr)
-	case "domain", "home", "router", "user", "password", "firewall", "federation", "admin", "whoami":
-		return cmdAdmin(ctx, &cmdIO{g: g, stdin: stdin, stderr: stderr, lookupEnv: lookupEnv}, cmd, rest)
-	}
-	fs.Usage()
-	return fmt.Errorf("unknown command %q", cmd)
+	return dispatch(ctx, &env{global: g, stdin: stdin, stderr: stderr, lookupEnv: lookupEnv}, cmds, fs.Args())
 }
 
 func flagGiven(fs *flag.FlagSet, name string) bool {

@@ -84,13 +84,13 @@ func TestAuthSchemes(t *testing.T) {
 		if r, err = testcluster.ReadResponse(br); err != nil || r.Status != 200 {
 			t.Fatalf("type 3 answered %v %v", r, err)
 		}
-		io.WriteString(nc, "SUBSCRIPTIONS /instmsg/aliases/alice HTTP/1.1\r\nRVP-From-Principal: "+c.URL+"\r\nContent-Length: 0\r\n\r\n")
+		io.WriteString(nc, "SUBSCRIPTIONS /instmsg/aliases/alice HTTP/1.1\r\nHost: 127.0.0.1\r\nRVP-From-Principal: "+c.URL+"\r\nContent-Length: 0\r\n\r\n")
 		if r, err = testcluster.ReadResponse(br); err != nil || r.Status != 200 {
 			t.Fatalf("a later request on the authenticated connection: %v %v", r, err)
 		}
 		// 74: an authenticated alice speaking for bob is refused.
 		body := testcluster.StateBody("busy", 60, 0)
-		io.WriteString(nc, "PROPPATCH /instmsg/aliases/bob HTTP/1.1\r\nRVP-From-Principal: "+c.URLOf("bob")+"\r\nContent-Type: text/xml\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+string(body))
+		io.WriteString(nc, "PROPPATCH /instmsg/aliases/bob HTTP/1.1\r\nHost: 127.0.0.1\r\nRVP-From-Principal: "+c.URLOf("bob")+"\r\nContent-Type: text/xml\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+string(body))
 		if r, err = testcluster.ReadResponse(br); err != nil || r.Status != 403 {
 			t.Fatalf("alice as bob: %v %v, want 403", r, err)
 		}
@@ -108,7 +108,7 @@ func TestAuthDigest(t *testing.T) {
 	if len(ch) != 1 || !strings.HasPrefix(ch[0], `Digest qop="auth", realm="example.test", nonce="`) {
 		t.Fatalf("Digest challenge %q", ch)
 	}
-	for _, scheme := range []string{testcluster.SchemeDigestLibrvp, testcluster.SchemeDigestMiranda} {
+	for _, scheme := range []string{testcluster.SchemeDigestLibrvp, testcluster.SchemeDigestMiranda, testcluster.SchemeDigestRFC7616} {
 		c := testcluster.NewClient(t, p.addr, "bob")
 		c.Creds = &testcluster.Credentials{Scheme: scheme, User: "bob", Domain: "EXAMPLE", Password: "nope"}
 		mustStatus(t, scheme+" wrong password", c.Raw(loginRaw(c)), 401)

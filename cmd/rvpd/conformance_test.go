@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"errors"
 	"io"
 	"net"
 	"regexp"
@@ -15,8 +16,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
-	"github.com/rvp-im/rvpd/projections"
 	"github.com/rvp-im/rvpd/rvp"
 	"github.com/rvp-im/rvpd/testcluster"
 )
@@ -46,15 +47,25 @@ func (cf *conformance) enable(aliases ...string) {
 		cf.t.Fatal(err)
 	}
 	defer nc.Close()
-	admin := &projections.AdminClient{Conn: nc, Name: demoAdmin, Password: testPassword}
+	admin := &directory.Client{Conn: nc, Name: demoAdmin, Password: testPassword}
 	ctx := context.Background()
+	// The banner comes before every role has subscribed: wait for the
+	// directory service to answer.
+	deadline := time.Now().Add(wait)
+	for {
+		err := admin.Do(ctx, "whoami", nil, nil)
+		if !errors.Is(err, nats.ErrNoResponders) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	for _, a := range aliases {
 		u := events.NewUser(demoDomain, a)
-		if err := admin.Do(ctx, "user.enable", projections.UserSpec{User: u, Home: demoHome, DisplayName: strings.ToUpper(a[:1]) + a[1:]}, nil); err != nil {
+		if err := admin.EnableUser(ctx, directory.UserSpec{User: u, Home: demoHome, DisplayName: strings.ToUpper(a[:1]) + a[1:]}); err != nil {
 			cf.t.Fatalf("enable %s: %v", u, err)
 		}
-		v := projections.NewVerifiers(u, demoNTDomain, "", demoDomain, testPassword)
-		if err := admin.Do(ctx, "password.set", map[string]any{"user": u, "verifiers": v}, nil); err != nil {
+		v := rvp.NewVerifiers(u, demoNTDomain, "", demoDomain, testPassword)
+		if err := admin.SetPassword(ctx, u, v); err != nil {
 			cf.t.Fatalf("password of %s: %v", u, err)
 		}
 	}
@@ -93,7 +104,7 @@ func marker(t *testing.T, from, to *testcluster.Client) {
 func TestConformance(t *testing.T) {
 	p := startDev(t, t.TempDir(), "-notify.timeout", "5s")
 	cf := &conformance{t: t, p: p}
-	cf.enable("dave", "erin", "frank", "mallory", "gina", "hank", "ivy", "judy")
+	cf.enable("dave", "erin", "frank", "mallory", "gina", "hank", "ivy", "judy", "kim", "leo", "max", "nina", "olga")
 
 	// --- HTTP framing ---
 	t.Run("C01_every_answer_has_version_and_length", func(t *testing.T) {
@@ -147,14 +158,14 @@ func TestConformance(t *testing.T) {
 	})
 	t.Run("C06_absolute_form", func(t *testing.T) {
 		a := cf.user(t, "alice")
-		r := a.Raw([]byte("SUBSCRIBE http://im.example.test/instmsg/aliases/bob HTTP/1.1\r\n" + a.From() +
+		r := a.Raw([]byte("SUBSCRIBE http://im.example.test/instmsg/aliases/bob HTTP/1.1\r\nHost: im.example.test\r\n" + a.From() +
 			"\r\nNotification-Type: update/propchange\r\nCall-Back: " + a.URL + "\r\nContent-Length: 0\r\n\r\n"))
 		mustStatus(t, "absolute form", r, 207)
 		hasAll(t, "answer", string(r.Body), "<d:href>http://im.example.test/instmsg/aliases/bob</d:href>")
 	})
 	t.Run("C07_header_names_any_case", func(t *testing.T) {
 		a := cf.user(t, "alice")
-		r := a.Raw([]byte("SUBSCRIBE /instmsg/aliases/alice HTTP/1.1\r\nrvp-from-principal: " + a.URL +
+		r := a.Raw([]byte("SUBSCRIBE /instmsg/aliases/alice HTTP/1.1\r\nhOsT: 127.0.0.1\r\nrvp-from-principal: " + a.URL +
 			"\r\nNOTIFICATION-TYPE: pragma/notify\r\nSUBSCRIPTION-LIFETIME: 777\r\ncall-back: " + a.CallBack + "\r\ncontent-length: 0\r\n\r\n"))
 		mustStatus(t, "mixed case", r, 200)
 		if r.Header.Get(rvp.HdrLifetime) != "777" {
@@ -770,9 +781,89 @@ func TestConformance(t *testing.T) {
 		hasAll(t, "write answer", string(r.Body), "<a:grant><a:send-to/><a:presence/></a:grant>")
 		r = aclRead(c, "carol")
 		mustStatus(t, "read back", r, 200)
-		if !strings.Contains(string(r.Body), "<a:grant><a:send-to/><a:presence/></a:grant>") || strings.Contains(string(r.Body), "<a:read/>") {
-			t.Errorf("read back:\n%s", r.Body)
+		// The write updated the allprincipals entry and left carol's own.
+		hasAll(t, "read back", string(r.Body),
+			"<a:ace><a:principal><a:allprincipals/><a:credentials><a:assertion/><a:digest/><a:ntlm/></a:credentials></a:principal><a:grant><a:send-to/><a:presence/></a:grant><a:deny/></a:ace>",
+			"<a:rvp-principal>"+c.URL+"</a:rvp-principal>")
+		if strings.Count(string(r.Body), "<a:ace>") != 2 {
+			t.Errorf("read back has %d entries, want 2:\n%s", strings.Count(string(r.Body), "<a:ace>"), r.Body)
 		}
+	})
+	// C66a-c: librvp writes one ACE per request (librvp-wire.md §2.5); a
+	// write updates the entries it names and leaves the others, so a
+	// principal the writes never named still reaches the node.
+	ace := func(principal, grant, deny string) []byte {
+		p := "<a:rvp-principal>" + principal + "</a:rvp-principal>"
+		return []byte(`<?xml version="1.0"?><a:rvpacl xmlns:d="DAV:" xmlns:r="http://schemas.microsoft.com/rvp/" xmlns:a="http://schemas.microsoft.com/rvp/acl/"><a:acl><a:inheritance>none</a:inheritance><a:ace><a:principal>` +
+			p + `<a:credentials><a:assertion/><a:digest/><a:ntlm/></a:credentials></a:principal><a:grant>` + grant + `</a:grant><a:deny>` + deny + `</a:deny></a:ace></a:acl></a:rvpacl>`)
+	}
+	const buddyRights = "<a:send-to/><a:presence/>"
+	const selfRights = "<a:list/><a:read/><a:write/><a:send-to/><a:receive-from/><a:readacl/><a:writeacl/><a:presence/><a:subscriptions/><a:subscribe-others/>"
+	// singleACEWrites has owner write each ACE in turn and, after each,
+	// checks that stranger (never named) sees owner's changes and may
+	// message it.
+	singleACEWrites := func(t *testing.T, owner, stranger *testcluster.Client, writes map[string][]byte, order []string) {
+		mustStatus(t, "owner login", owner.Login(600), 200)
+		mustStatus(t, "stranger login", stranger.Login(600), 200)
+		mustStatus(t, "owner online", owner.SetState("online", 1200, 0), 207)
+		r := stranger.Watch(owner.Alias, 600)
+		mustStatus(t, "stranger watches", r, 207)
+		hasAll(t, "stranger's 207", string(r.Body), "<r:state><r:online/></r:state>")
+		states := []string{"busy", "away", "on-phone", "back-soon"}
+		for i, name := range order {
+			mustStatus(t, "ACL write "+name, owner.Do("ACL", "/instmsg/aliases/"+owner.Alias, writes[name], owner.From(), "Content-Type: text/xml"), 200)
+			mustStatus(t, "owner "+states[i], owner.SetState(states[i], 1200, 0), 207)
+			stranger.WaitNotify(0, wait, stateFrom(owner, states[i]))
+			text := "after " + name
+			body := stranger.MessageBody(owner.Alias, text)
+			mustStatus(t, "stranger's message after "+name, stranger.Send(owner.Alias, body), 200)
+			owner.WaitNotify(0, wait, func(n testcluster.Notify) bool { return bytes.Equal(n.Body, body) })
+			r := propfind(stranger, owner.Alias, "<d:prop><r:state/></d:prop>", "Depth: 0")
+			hasAll(t, "stranger's PROPFIND after "+name, string(r.Body), "<r:state><r:"+states[i]+"/></r:state>")
+		}
+		r = aclRead(owner, owner.Alias)
+		mustStatus(t, "ACL read", r, 200)
+		if n := strings.Count(string(r.Body), "<a:ace>"); n != 3 {
+			t.Errorf("ACL after the writes has %d entries, want 3 (allprincipals, owner, buddy):\n%s", n, r.Body)
+		}
+	}
+	t.Run("C66a_single_ace_writes_librvp_order", func(t *testing.T) {
+		k, l, e := cf.user(t, "kim"), cf.user(t, "leo"), cf.user(t, "erin")
+		own := strings.Replace(k.URL, "im.example.test", "127.0.0.1:18180", 1) // librvp's URLs carry its own host
+		singleACEWrites(t, k, e, map[string][]byte{
+			"allprincipals": ace("allprincipals", buddyRights, ""),
+			"self":          ace(own, selfRights, ""),
+			"buddy":         ace(l.URL, buddyRights, ""),
+		}, []string{"allprincipals", "self", "buddy"})
+	})
+	t.Run("C66b_single_ace_writes_buddy_before_self", func(t *testing.T) {
+		m, l, f := cf.user(t, "max"), cf.user(t, "leo"), cf.user(t, "frank")
+		singleACEWrites(t, m, f, map[string][]byte{
+			"allprincipals": ace("allprincipals", buddyRights, ""),
+			"self":          ace(m.URL, selfRights, ""),
+			"buddy":         ace(l.URL, buddyRights, ""),
+		}, []string{"buddy", "self", "allprincipals"})
+	})
+	t.Run("C66c_deny_one_remove_entry", func(t *testing.T) {
+		n, o, l := cf.user(t, "nina"), cf.user(t, "olga"), cf.user(t, "leo")
+		for _, c := range []*testcluster.Client{n, o, l} {
+			mustStatus(t, c.Alias+" login", c.Login(600), 200)
+		}
+		mustStatus(t, "buddy", n.Do("ACL", "/instmsg/aliases/nina", ace(l.URL, buddyRights, ""), n.From(), "Content-Type: text/xml"), 200)
+		mustStatus(t, "deny olga", n.Do("ACL", "/instmsg/aliases/nina", ace(o.URL, "", buddyRights), n.From(), "Content-Type: text/xml"), 200)
+		mustStatus(t, "olga refused", o.Send("nina", o.MessageBody("nina", "hi")), 403)
+		mustStatus(t, "leo still", l.Send("nina", l.MessageBody("nina", "hi")), 200)
+		// An ACE with neither grant nor deny removes olga's entry: the
+		// allprincipals entry applies to her again.
+		mustStatus(t, "remove olga's entry", n.Do("ACL", "/instmsg/aliases/nina", ace(o.URL, "", ""), n.From(), "Content-Type: text/xml"), 200)
+		mustStatus(t, "olga again", o.Send("nina", o.MessageBody("nina", "hi again")), 200)
+		r := aclRead(n, "nina")
+		if strings.Contains(string(r.Body), o.URL) {
+			t.Errorf("olga's entry is still there:\n%s", r.Body)
+		}
+		// The owner's rights cannot be written away.
+		mustStatus(t, "owner denies itself", n.Do("ACL", "/instmsg/aliases/nina", ace(n.URL, "", "<a:all/>"), n.From(), "Content-Type: text/xml"), 200)
+		mustStatus(t, "owner still reads its ACL", aclRead(n, "nina"), 200)
 	})
 	t.Run("C67_ace_without_credentials", func(t *testing.T) {
 		c := cf.user(t, "carol")

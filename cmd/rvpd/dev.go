@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,16 +12,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/oklog/run"
 
+	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
 )
 
 // The demo deployment `rvpd dev` creates on first start.
@@ -63,6 +61,9 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	if err := parseFlags(fs, args, lookupEnv); err != nil {
 		return err
 	}
+	if err := f.roleFlags.validate(); err != nil {
+		return err
+	}
 	log, err := newLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		return err
@@ -84,50 +85,36 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	if password == "" {
 		password = demoPassword(keyring)
 	}
-	if f.auth == "none" {
-		log.Warn("AUTHENTICATION IS OFF (-auth none): anyone can act as any user by naming them in RVP-From-Principal. Never expose this server.")
-	}
+	warnNoAuth(log, f.auth)
 
 	//   RVP clients ──HTTP──▶ gateway ──request events──▶ JetStream (embedded)
 	//                            │                            │
 	//                            └──lookups──▶ router          ▼
 	//   client callbacks ◀──NOTIFY── home node (home1) ◀── requests; facts ──▶ Pebble
-	ns, natsFatal, err := startNATS(natsConfig{Name: "rvpd-dev", StoreDir: filepath.Join(f.data, "nats"), Listen: f.nats, Sync: f.natsSync}, log.With("component", "nats"))
-	if err != nil {
-		return fmt.Errorf("%w (is another rvpd using %s? choose another with -nats, or -nats \"\")", err, f.nats)
+	var ns *server.Server
+	embedded := func() (*nats.Conn, <-chan error, func(), error) {
+		s, fatal, err := startNATS(natsConfig{Name: "rvpd-dev", StoreDir: filepath.Join(f.data, "nats"), Listen: f.nats, Sync: f.natsSync}, log.With("component", "nats"))
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("%w (is another rvpd using %s? choose another with -nats, or -nats \"\")", err, f.nats)
+		}
+		stop := func() { s.Shutdown(); s.WaitForShutdown() }
+		nc, err := nats.Connect("", nats.InProcessServer(s), nats.Name("rvpd-dev"))
+		if err != nil {
+			stop()
+			return nil, nil, nil, fmt.Errorf("connect to embedded nats: %w", err)
+		}
+		ns = s
+		return nc, fatal, func() { nc.Close(); stop() }, nil
 	}
-	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.Name("rvpd-dev"))
-	if err != nil {
-		return fmt.Errorf("connect to embedded nats: %w", err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	// A data directory of an older version: its facts are copied into
-	// one stream per home server, once.
-	if _, err := projections.MigrateFacts(ctx, js, f.streamOptions(), log); err != nil {
-		return fmt.Errorf("migrate the facts of %s: %w", f.data, err)
-	}
-	setupCtx, cancelSetup := context.WithTimeout(ctx, 30*time.Second)
+	setup, cancelSetup := context.WithTimeout(ctx, setupTimeout)
 	defer cancelSetup()
-	if err := projections.EnsureStreams(setupCtx, js, f.streamOptions()); err != nil {
-		return err
-	}
-
-	db, err := projections.Open(filepath.Join(f.data, "pebble"), projections.Options{Logger: log})
+	p, err := openProcess(setup, log, embedded, f.streamOptions(), f.data, true)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	dir, err := projections.OpenDirectory(db)
-	if err != nil {
-		return err
-	}
-	admin := &projections.Admin{JetStream: js, Directory: dir, Keyring: keyring, Actor: "rvpd-dev"}
-	if err := bootstrapDemo(setupCtx, js, admin, password, f.demoPassword != "", log); err != nil {
+	defer p.close()
+	admin := &directory.Admin{JetStream: p.js, Directory: p.dir, Keyring: keyring, Actor: "rvpd-dev"}
+	if err := bootstrapDemo(setup, p.js, admin, password, f.demoPassword != "", log); err != nil {
 		return fmt.Errorf("create the demo domain: %w", err)
 	}
 	if ok, err := hasPassword(admin, events.NewUser(demoDomain, demoUsers[0].alias), password); err != nil || !ok {
@@ -137,35 +124,9 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	if err != nil {
 		return fmt.Errorf("listen for RVP on %s: %w (choose another address with -http)", f.http, err)
 	}
-	var g run.Group
-	if ctx.Done() != nil {
-		g.Add(run.ContextHandler(ctx))
-	}
-	g.Add(run.SignalHandler(context.Background(), os.Interrupt, syscall.SIGTERM))
-	rs := roleSet{nc: nc, js: js, db: db, dir: dir, keyring: keyring, log: log, flags: f.roleFlags,
+	rs := roleSet{nc: p.nc, js: p.js, db: p.db, dir: p.dir, keyring: keyring, log: log, flags: f.roleFlags,
 		gatewayID: "gw1", listener: ln, devDomain: demoDomain, homes: []string{demoHome}, streams: f.streamOptions(), holder: "dev", router: "router1", admin: admin}
-	roles, stopRoles := context.WithCancel(context.Background())
-	defer stopRoles()
-	if err := rs.add(&g, roles, stopRoles); err != nil {
-		ln.Close()
-		return err
-	}
-	g.Add(func() error {
-		select {
-		case err := <-natsFatal:
-			return fmt.Errorf("nats: %w", err)
-		case <-roles.Done():
-			return nil
-		}
-	}, func(error) { stopRoles() })
-	printBanner(stdout, ln.Addr().String(), ns, f.data, password, f.auth)
-	err = g.Run()
-	var sig run.SignalError
-	if errors.As(err, &sig) || errors.Is(err, context.Canceled) {
-		log.Info("shut down", "reason", err.Error())
-		return nil
-	}
-	return err
+	return p.run(ctx, rs, func() { printBanner(stdout, ln.Addr().String(), ns, f.data, password, f.auth) })
 }
 
 // bootstrapDemo creates the demo domain, home server, users and
@@ -173,26 +134,26 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 // rvpctl uses, and gives them password: those that have none, and with
 // force all whose password differs. It follows the directory stream while
 // it works, and returns with the projection caught up.
-func bootstrapDemo(ctx context.Context, js jetstream.JetStream, admin *projections.Admin, password string, force bool, log *slog.Logger) error {
+func bootstrapDemo(ctx context.Context, js jetstream.JetStream, admin *directory.Admin, password string, force bool, log *slog.Logger) error {
 	return withDirectory(ctx, js, admin.Directory, log, func() error { return createDemo(ctx, admin, password, force, log) })
 }
 
-func createDemo(ctx context.Context, admin *projections.Admin, password string, force bool, log *slog.Logger) error {
+func createDemo(ctx context.Context, admin *directory.Admin, password string, force bool, log *slog.Logger) error {
 	dir := admin.Directory
-	err := admin.CreateDomain(ctx, projections.DomainSpec{Domain: demoDomain, IMHost: demoIMHost, EmailDomains: []string{demoDomain}, NTDomain: demoNTDomain})
-	if err != nil && !errors.Is(err, projections.ErrExists) {
+	err := admin.CreateDomain(ctx, directory.DomainSpec{Domain: demoDomain, IMHost: demoIMHost, EmailDomains: []string{demoDomain}, NTDomain: demoNTDomain})
+	if err != nil && !errors.Is(err, directory.ErrExists) {
 		return err
 	}
-	if err := admin.CreateHomeServer(ctx, demoHome, demoHost, "dev", true); err != nil && !errors.Is(err, projections.ErrExists) {
+	if err := admin.CreateHomeServer(ctx, demoHome, demoHost, "dev", true); err != nil && !errors.Is(err, directory.ErrExists) {
 		return err
 	}
 	for _, u := range demoUsers {
 		user := events.NewUser(demoDomain, u.alias)
-		err := admin.EnableUser(ctx, projections.UserSpec{User: user, Home: demoHome, DisplayName: u.name, Email: u.alias + "@" + demoDomain})
+		err := admin.EnableUser(ctx, directory.UserSpec{User: user, Home: demoHome, DisplayName: u.name, Email: u.alias + "@" + demoDomain})
 		switch {
 		case err == nil:
 			log.Info("demo user created", "user", user.String())
-		case !errors.Is(err, projections.ErrExists):
+		case !errors.Is(err, directory.ErrExists):
 			return err
 		}
 		sealed, err := dir.Password(user)
@@ -202,7 +163,7 @@ func createDemo(ctx context.Context, admin *projections.Admin, password string, 
 		if ok, err := hasPassword(admin, user, password); err != nil {
 			return err
 		} else if sealed == nil || (force && !ok) {
-			v := projections.NewVerifiers(user, demoNTDomain, "", demoDomain, password)
+			v := rvp.NewVerifiers(user, demoNTDomain, "", demoDomain, password)
 			if err := admin.SetPassword(ctx, user, v); err != nil {
 				return err
 			}
@@ -211,7 +172,7 @@ func createDemo(ctx context.Context, admin *projections.Admin, password string, 
 	if adm, err := dir.Administrator(demoAdmin); err != nil {
 		return err
 	} else if adm == nil || (force && !adminHasPassword(admin, adm, password)) {
-		v, err := projections.NewAdminVerifier(password)
+		v, err := directory.NewAdminVerifier(password)
 		if err != nil {
 			return err
 		}
@@ -221,7 +182,7 @@ func createDemo(ctx context.Context, admin *projections.Admin, password string, 
 }
 
 // hasPassword reports whether u's verifiers are those of password.
-func hasPassword(admin *projections.Admin, u events.User, password string) (bool, error) {
+func hasPassword(admin *directory.Admin, u events.User, password string) (bool, error) {
 	sealed, err := admin.Directory.Password(u)
 	if err != nil || sealed == nil {
 		return false, err
@@ -230,26 +191,18 @@ func hasPassword(admin *projections.Admin, u events.User, password string) (bool
 	if err != nil {
 		return false, nil // sealed with another key: set it again
 	}
-	return bytes.Equal(v.NT, projections.NTHash(password)), nil
+	return bytes.Equal(v.NT, rvp.NTHash(password)), nil
 }
 
-func adminHasPassword(admin *projections.Admin, adm *projections.Administrator, password string) bool {
-	data, err := admin.Keyring.Open(adm.Verifiers, []byte(events.AdminSubject(adm.Name)))
-	if err != nil {
-		return false
-	}
-	var v projections.AdminVerifier
-	if json.Unmarshal(data, &v) != nil {
-		return false
-	}
-	key, err := projections.AdminKey(password, v.Salt, v.Iter)
-	return err == nil && bytes.Equal(key, v.Key)
+func adminHasPassword(admin *directory.Admin, adm *projections.Administrator, password string) bool {
+	v, err := admin.Keyring.OpenAdminVerifier(adm.Verifiers, adm.Name)
+	return err == nil && v.Check(password)
 }
 
 // clusterKey returns the keyring of the cluster key: from the file given,
 // else from RVP_CLUSTER_KEY, else the one generated on the first start and
 // kept in the data directory.
-func clusterKey(data, file string, lookupEnv func(string) (string, bool)) (*projections.Keyring, error) {
+func clusterKey(data, file string, lookupEnv func(string) (string, bool)) (*directory.Keyring, error) {
 	var key []byte
 	var err error
 	switch env, ok := lookupEnv("RVP_CLUSTER_KEY"); {
@@ -258,16 +211,16 @@ func clusterKey(data, file string, lookupEnv func(string) (string, bool)) (*proj
 		if rerr != nil {
 			return nil, fmt.Errorf("-cluster-key-file: %w", rerr)
 		}
-		key, err = projections.ParseKey(string(b))
+		key, err = directory.ParseKey(string(b))
 	case ok:
-		key, err = projections.ParseKey(env)
+		key, err = directory.ParseKey(env)
 	default:
-		key, err = projections.LoadOrCreateKey(filepath.Join(data, "cluster.key"))
+		key, err = directory.LoadOrCreateKey(filepath.Join(data, "cluster.key"))
 	}
 	if err != nil {
 		return nil, err
 	}
-	return projections.NewKeyring(key)
+	return directory.NewKeyring(key)
 }
 
 func printBanner(w io.Writer, addr string, ns *server.Server, data, password, auth string) {
@@ -303,7 +256,7 @@ func authLine(auth string) string {
 // demoPassword derives the demo users' default password from the cluster
 // key, so that every start prints the same one and it is kept nowhere in
 // clear.
-func demoPassword(k *projections.Keyring) string {
+func demoPassword(k *directory.Keyring) string {
 	const letters = "abcdefghijkmnpqrstuvwxyz23456789"
 	sum := k.MAC("demo-password", []byte("rvpd dev"))
 	b := make([]byte, 12)

@@ -55,14 +55,8 @@ func interop(t *testing.T, auth string) {
 		})
 	}
 	alice, bob := start("alice"), start("bob")
-	alice.Wait(pidginWait, "^SIGNED_ON$")
-	bob.Wait(pidginWait, "^SIGNED_ON$")
-
 	// Each adds the other and sees the other online.
-	alice.Do("add bob@example.test")
-	bob.Do("add alice@example.test")
-	alice.Wait(pidginWait, `^PRESENCE bob@example\.test online 1$`)
-	bob.Wait(pidginWait, `^PRESENCE alice@example\.test online 1$`)
+	testcluster.Befriend(pidginWait, alice, bob)
 
 	// Status changes reach the other side.
 	for _, st := range []string{"away", "busy", "on-phone", "online"} {

@@ -105,8 +105,12 @@ func TestDevMalformed(t *testing.T) {
 		{"garbage request line", "HELLO\r\n\r\n", 400},
 		{"bad header line", "SUBSCRIBE /instmsg/aliases/alice HTTP/1.1\r\nno colon here\r\n\r\n", 400},
 		{"bad Content-Length", "NOTIFY /instmsg/aliases/bob HTTP/1.1\r\nContent-Length: lots\r\n\r\n", 400},
-		{"oversized body", "NOTIFY /instmsg/aliases/bob HTTP/1.1\r\nContent-Length: 10000000\r\n\r\n", 413},
-		{"chunked body", "NOTIFY /instmsg/aliases/bob HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501},
+		{"oversized body", "NOTIFY /instmsg/aliases/bob HTTP/1.1\r\nHost: a\r\nContent-Length: 10000000\r\n\r\n", 413},
+		{"chunked body", "NOTIFY /instmsg/aliases/bob HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 501},
+		{"no Host", "SUBSCRIBE /instmsg/aliases/alice HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 400},
+		{"two Hosts", "SUBSCRIBE /instmsg/aliases/alice HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
+		{"RVP-From-Principal twice", "SUBSCRIBE /instmsg/aliases/alice HTTP/1.1\r\nHost: a\r\nRVP-From-Principal: http://a/instmsg/aliases/alice\r\nRVP-From-Principal: http://a/instmsg/aliases/bob\r\n\r\n", 400},
+		{"NUL in RVP-Ack-Type", "NOTIFY /instmsg/aliases/bob HTTP/1.1\r\nHost: a\r\nRVP-Ack-Type: Deep\x00Or\r\n\r\n", 400},
 		{"HTTP/2.0", "SUBSCRIBE /instmsg/aliases/alice HTTP/2.0\r\n\r\n", 505},
 		{"too many headers", "SUBSCRIBE /instmsg/aliases/alice HTTP/1.1\r\n" + manyHeaders(100) + "\r\n", 431},
 	} {
@@ -157,7 +161,7 @@ func TestDevMalformed(t *testing.T) {
 	mustStatus(t, "bare-LF login, any header case", alice.Raw([]byte(raw)), 200)
 	r := alice.Raw([]byte("SUBSCRIPTIONS /instmsg/aliases/alice HTTP/1.1\r\nHost: 127.0.0.1\r\nRVP-From-Principal: " + alice.URL + "\r\n\r\n"))
 	mustStatus(t, "bodiless request without Content-Length", r, 200)
-	r = alice.Raw([]byte("SUBSCRIBE http://IM.EXAMPLE.TEST:80/instmsg/aliases/ALICE/ HTTP/1.1\r\nRVP-From-Principal: " + alice.URL +
+	r = alice.Raw([]byte("SUBSCRIBE http://IM.EXAMPLE.TEST:80/instmsg/aliases/ALICE/ HTTP/1.1\r\nHost: im.example.test\r\nRVP-From-Principal: " + alice.URL +
 		"\r\nNotification-Type: update/propchange\r\nCall-Back: " + alice.URL + "\r\nContent-Length: 0\r\n\r\n"))
 	mustStatus(t, "absolute-form target, any case, :80 and trailing slash", r, 207)
 	if !strings.Contains(string(r.Body), "<d:href>http://im.example.test/instmsg/aliases/ALICE</d:href>") {

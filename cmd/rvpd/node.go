@@ -8,16 +8,12 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/oklog/run"
 
-	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/directory"
 )
 
 type nodeFlags struct {
@@ -29,6 +25,25 @@ type nodeFlags struct {
 	admin                       bool
 	replicas                    int
 	migrateFacts                bool
+}
+
+// validate reports every problem of a node's flags at once: the roles'
+// (roleFlags.validate) and the node's own.
+func (f nodeFlags) validate(lookupEnv func(string) (string, bool)) error {
+	errs := []error{f.roleFlags.validate()}
+	if f.gateway == "" && len(splitList(f.homes)) == 0 && f.router == "" && !f.admin {
+		errs = append(errs, errors.New("no role given: -gateway ADDR, -home H, -router NAME or -admin (one or more)"))
+	}
+	if f.name == "" {
+		errs = append(errs, errors.New("-name is empty and the host has no name; give one"))
+	}
+	if _, ok := lookupEnv("RVP_CLUSTER_KEY"); !ok && f.keyFile == "" {
+		errs = append(errs, errors.New("a node needs the cluster key its cluster was set up with: -cluster-key-file FILE or RVP_CLUSTER_KEY (rvpd dev keeps its own in <data>/cluster.key)"))
+	}
+	if f.replicas < 1 || f.replicas > 5 {
+		errs = append(errs, fmt.Errorf("-streams.replicas %d: want 1 to 5 (3 for a site)", f.replicas))
+	}
+	return errors.Join(errs...)
 }
 
 // runNode runs the roles it is given against an existing NATS cluster:
@@ -55,127 +70,76 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 	if err := parseFlags(fs, args, lookupEnv); err != nil {
 		return err
 	}
+	if err := f.validate(lookupEnv); err != nil {
+		return err
+	}
 	log, err := newLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		return err
 	}
 	log = log.With("node", f.name)
 	homes := splitList(f.homes)
-	if f.gateway == "" && len(homes) == 0 && f.router == "" && !f.admin {
-		return errors.New("no role given: -gateway ADDR, -home H, -router NAME or -admin (one or more)")
-	}
-	if f.name == "" {
-		return errors.New("-name is empty and the host has no name; give one")
-	}
-	if _, ok := lookupEnv("RVP_CLUSTER_KEY"); !ok && f.keyFile == "" {
-		return errors.New("a node needs the cluster key its cluster was set up with: -cluster-key-file FILE or RVP_CLUSTER_KEY (rvpd dev keeps its own in <data>/cluster.key)")
-	}
 	keyring, err := clusterKey(f.data, f.keyFile, lookupEnv)
 	if err != nil {
 		return err
 	}
-	if f.auth == "none" && f.gateway != "" {
-		log.Warn("AUTHENTICATION IS OFF (-auth none): anyone can act as any user by naming them in RVP-From-Principal. Never expose this server.")
+	if f.gateway != "" {
+		warnNoAuth(log, f.auth)
 	}
 
-	lost := make(chan error, 1)
-	opts := []nats.Option{nats.Name("rvpd-node-" + f.name), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS connection lost; reconnecting", "err", err) }),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("NATS connection back", "server", c.ConnectedUrl()) }),
-		nats.ClosedHandler(func(*nats.Conn) {
-			select {
-			case lost <- errors.New("NATS connection closed"):
-			default:
-			}
-		})}
-	if f.natsCreds != "" {
-		opts = append(opts, nats.UserCredentials(f.natsCreds))
+	cluster := func() (*nats.Conn, <-chan error, func(), error) {
+		lost := make(chan error, 1)
+		opts := []nats.Option{nats.Name("rvpd-node-" + f.name), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second),
+			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS connection lost; reconnecting", "err", err) }),
+			nats.ReconnectHandler(func(c *nats.Conn) { log.Info("NATS connection back", "server", c.ConnectedUrl()) }),
+			nats.ClosedHandler(func(*nats.Conn) {
+				select {
+				case lost <- errors.New("connection closed"):
+				default:
+				}
+			})}
+		if f.natsCreds != "" {
+			opts = append(opts, nats.UserCredentials(f.natsCreds))
+		}
+		nc, err := nats.Connect(f.nats, opts...)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("connect to NATS at %s: %w (is the cluster up? give its servers with -nats)", f.nats, err)
+		}
+		return nc, lost, nc.Close, nil
 	}
-	nc, err := nats.Connect(f.nats, opts...)
-	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w (is the cluster up? give its servers with -nats)", f.nats, err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	setupCtx, cancelSetup := context.WithTimeout(ctx, 30*time.Second)
+	setup, cancelSetup := context.WithTimeout(ctx, setupTimeout)
 	defer cancelSetup()
 	// The streams of a new cluster, with -streams.replicas; those there
 	// are left as their administrator set them.
 	so := f.streamOptions()
 	so.Replicas, so.CreateOnly = f.replicas, true
-	if f.migrateFacts {
-		if _, err := projections.MigrateFacts(ctx, js, so, log); err != nil {
-			return fmt.Errorf("migrate the facts: %w", err)
-		}
-	}
-	if err := projections.EnsureStreams(setupCtx, js, so); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(f.data, 0o750); err != nil {
-		return fmt.Errorf("create data directory: %w (choose another with -data)", err)
-	}
-	db, err := projections.Open(filepath.Join(f.data, "pebble"), projections.Options{Logger: log})
+	p, err := openProcess(setup, log, cluster, so, f.data, f.migrateFacts)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	dir, err := projections.OpenDirectory(db)
-	if err != nil {
-		return err
-	}
-	if err := catchUpDirectory(setupCtx, js, dir, log); err != nil {
+	defer p.close()
+	if err := catchUpDirectory(setup, p.js, p.dir, log); err != nil {
 		return fmt.Errorf("read the directory: %w", err)
 	}
 	for _, h := range homes {
-		if hs, err := dir.HomeServer(h); err != nil {
+		if hs, err := p.dir.HomeServer(h); err != nil {
 			return err
 		} else if hs == nil {
 			return fmt.Errorf("home server %s is not in the directory; create it first (rvpctl home create %s -host <host name>)", h, h)
 		}
 	}
 
-	rs := roleSet{nc: nc, js: js, db: db, dir: dir, keyring: keyring, log: log, flags: f.roleFlags,
+	rs := roleSet{nc: p.nc, js: p.js, db: p.db, dir: p.dir, keyring: keyring, log: log, flags: f.roleFlags,
 		gatewayID: f.name, homes: homes, streams: so, holder: f.name, router: f.router}
 	if f.admin {
-		rs.admin = &projections.Admin{JetStream: js, Directory: dir, Keyring: keyring, Actor: "rvpd-node-" + f.name}
+		rs.admin = &directory.Admin{JetStream: p.js, Directory: p.dir, Keyring: keyring, Actor: "rvpd-node-" + f.name}
 	}
 	if f.gateway != "" {
 		if rs.listener, err = net.Listen("tcp", f.gateway); err != nil {
 			return fmt.Errorf("listen for RVP on %s: %w (choose another address with -gateway)", f.gateway, err)
 		}
 	}
-	var g run.Group
-	if ctx.Done() != nil {
-		g.Add(run.ContextHandler(ctx))
-	}
-	g.Add(run.SignalHandler(context.Background(), os.Interrupt, syscall.SIGTERM))
-	roles, stopRoles := context.WithCancel(context.Background())
-	defer stopRoles()
-	if err := rs.add(&g, roles, stopRoles); err != nil {
-		if rs.listener != nil {
-			rs.listener.Close()
-		}
-		return err
-	}
-	g.Add(func() error {
-		select {
-		case err := <-lost:
-			return err
-		case <-roles.Done():
-			return nil
-		}
-	}, func(error) { stopRoles() })
-	printNodeBanner(stdout, f, rs, nc)
-	err = g.Run()
-	var sig run.SignalError
-	if errors.As(err, &sig) || errors.Is(err, context.Canceled) {
-		log.Info("shut down", "reason", err.Error())
-		return nil
-	}
-	return err
+	return p.run(ctx, rs, func() { printNodeBanner(stdout, f, rs, p.nc) })
 }
 
 func printNodeBanner(w io.Writer, f nodeFlags, rs roleSet, nc *nats.Conn) {

@@ -14,8 +14,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
-	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
 	"github.com/rvp-im/rvpd/testcluster"
 )
 
@@ -41,17 +42,17 @@ func addHome2(t *testing.T, dev *devProc) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	adm := &projections.AdminClient{Conn: nc, Name: demoAdmin, Password: testPassword}
+	adm := &directory.Client{Conn: nc, Name: demoAdmin, Password: testPassword}
 	ctx := context.Background()
-	if err := adm.Do(ctx, "home.create", map[string]any{"name": "home2", "host": "home2.example.test", "hosts_users": true}, nil); err != nil {
+	if err := adm.CreateHomeServer(ctx, directory.HomeServerSpec{Name: "home2", Host: "home2.example.test", HostsUsers: true}); err != nil {
 		t.Fatal(err)
 	}
 	dave := events.NewUser(demoDomain, "dave")
-	if err := adm.Do(ctx, "user.enable", projections.UserSpec{User: dave, Home: "home2", DisplayName: "Dave"}, nil); err != nil {
+	if err := adm.EnableUser(ctx, directory.UserSpec{User: dave, Home: "home2", DisplayName: "Dave"}); err != nil {
 		t.Fatal(err)
 	}
-	v := projections.NewVerifiers(dave, demoNTDomain, "", demoDomain, testPassword)
-	if err := adm.Do(ctx, "password.set", map[string]any{"user": dave, "verifiers": v}, nil); err != nil {
+	v := rvp.NewVerifiers(dave, demoNTDomain, "", demoDomain, testPassword)
+	if err := adm.SetPassword(ctx, dave, v); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/run"
 
+	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/gateway"
 	"github.com/rvp-im/rvpd/homenode"
@@ -46,23 +49,58 @@ func (f roleFlags) homePolicy() homenode.Policy {
 	return p
 }
 
+// register declares the role flags on fs. Their defaults are read from
+// the packages that own them (homenode.DefaultPolicy,
+// gateway.DefaultRequestTimeout, projections.DefaultLeaseTTL): each is
+// written once, and the README's table is checked against them.
 func (f *roleFlags) register(fs *flag.FlagSet) {
+	def := homenode.DefaultPolicy()
 	fs.StringVar(&f.auth, "auth", gateway.ProfileNTLM, `authentication: ntlm, digest, exchange (Negotiate+NTLM+Digest), basic, or none (insecure: anyone is anyone)`)
 	fs.BoolVar(&f.allowBasic, "auth.basic", false, "also accept Basic credentials (passwords in clear)")
 	fs.StringVar(&f.logLevel, "log.level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&f.logFormat, "log.format", "text", "log format: text or json")
-	fs.DurationVar(&f.policy.MinLease, "lease.min", 30*time.Second, "shortest presence lease granted")
-	fs.DurationVar(&f.policy.MaxLease, "lease.max", 4*time.Hour, "longest presence lease granted")
-	fs.DurationVar(&f.policy.MinLifetime, "sub.min-lifetime", time.Minute, "shortest subscription lifetime granted")
-	fs.DurationVar(&f.policy.MaxLifetime, "sub.max-lifetime", 4*time.Hour, "longest subscription lifetime granted")
-	fs.DurationVar(&f.policy.DeliveryTimeout, "notify.timeout", 10*time.Second, "time to deliver a message to a recipient's clients")
-	fs.DurationVar(&f.requestTimeout, "request.timeout", 20*time.Second, "time a gateway waits for a home node's answer")
-	fs.BoolVar(&f.auditBodies, "audit.bodies", true, "keep message bodies in the facts (false: their size and SHA-256 only)")
+	fs.DurationVar(&f.policy.MinLease, "lease.min", def.MinLease, "shortest presence lease granted")
+	fs.DurationVar(&f.policy.MaxLease, "lease.max", def.MaxLease, "longest presence lease granted (at least 4h)")
+	fs.DurationVar(&f.policy.MinLifetime, "sub.min-lifetime", def.MinLifetime, "shortest subscription lifetime granted")
+	fs.DurationVar(&f.policy.MaxLifetime, "sub.max-lifetime", def.MaxLifetime, "longest subscription lifetime granted")
+	fs.DurationVar(&f.policy.DeliveryTimeout, "notify.timeout", def.DeliveryTimeout, "time to deliver a message to a recipient's clients (below -request.timeout)")
+	fs.DurationVar(&f.requestTimeout, "request.timeout", gateway.DefaultRequestTimeout, "time a gateway waits for a home node's answer (below librvp's 30s)")
+	fs.BoolVar(&f.auditBodies, "audit.bodies", !def.OmitBodies, "keep message bodies in the facts (false: their size and SHA-256 only)")
 	fs.DurationVar(&f.auditRetention, "audit.retention", 0, "how long facts are kept (0: for ever; set where the cluster's streams are created)")
-	fs.DurationVar(&f.leaseTTL, "home.lease-ttl", 10*time.Second, "how long a home server's owner may be silent before a standby node takes over (set where the cluster's streams are created)")
+	fs.DurationVar(&f.leaseTTL, "home.lease-ttl", projections.DefaultLeaseTTL, "how long a home server's owner may be silent before a standby node takes over (set where the cluster's streams are created)")
 	fs.StringVar(&f.peers, "federation.peers", "", "federation peer table: host=host:port,... (an IM host or domain of another organisation and its router's address)")
 	fs.StringVar(&f.dns, "federation.dns", "", `find other organisations by DNS SRV _rvp._tcp.<domain>: "system", or a DNS server host:port ("" off)`)
 	fs.StringVar(&f.proxy, "federation.proxy", "", "outbound HTTP proxy for requests to other organisations, http://host:port (it finds their hosts: the peer table and DNS discovery are then unused)")
+}
+
+// validate reports every inconsistency of the role flags at once, before
+// anything starts: the home policy's (homenode.Policy.Validate), and those
+// between settings of different roles.
+func (f roleFlags) validate() error {
+	var errs []error
+	if err := f.homePolicy().Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	switch f.auth {
+	case "none", gateway.ProfileNTLM, gateway.ProfileDigest, gateway.ProfileExchange, gateway.ProfileBasic:
+	default:
+		errs = append(errs, fmt.Errorf("-auth %q: want ntlm, digest, exchange, basic or none", f.auth))
+	}
+	if _, err := newLogger(io.Discard, f.logLevel, f.logFormat); err != nil {
+		errs = append(errs, err)
+	}
+	if f.requestTimeout <= 0 || f.requestTimeout >= rvp.ClientPatience {
+		errs = append(errs, fmt.Errorf("-request.timeout %s: want more than 0 and less than librvp's %s, after which it gives up", f.requestTimeout, rvp.ClientPatience))
+	} else if d := f.homePolicy().DeliveryTimeout; d > 0 && d >= f.requestTimeout {
+		errs = append(errs, fmt.Errorf("-notify.timeout %s is not below -request.timeout %s: a message's sender would be told 503 while it is still being delivered", d, f.requestTimeout))
+	}
+	if f.leaseTTL < 0 || f.auditRetention < 0 {
+		errs = append(errs, fmt.Errorf("-home.lease-ttl %s, -audit.retention %s: durations cannot be negative", f.leaseTTL, f.auditRetention))
+	}
+	if _, _, _, err := federation(f); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // roleSet is what one process runs over its NATS connection: a gateway,
@@ -72,7 +110,7 @@ type roleSet struct {
 	js      jetstream.JetStream
 	db      *projections.DB
 	dir     *projections.Directory
-	keyring *projections.Keyring
+	keyring *directory.Keyring
 	log     *slog.Logger
 	flags   roleFlags
 
@@ -90,7 +128,7 @@ type roleSet struct {
 	holder string
 	router string
 	// admin, when set, serves rvpctl's directory service.
-	admin *projections.Admin
+	admin *directory.Admin
 }
 
 // add builds the roles and adds them to g: they run until roles ends,
@@ -156,7 +194,7 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 		}
 	}
 	if s.admin != nil {
-		svc := &projections.DirectoryService{Admin: s.admin, Conn: s.nc, Logger: s.log.With("component", "directory")}
+		svc := &directory.Service{Admin: s.admin, Conn: s.nc, Logger: s.log.With("component", "directory")}
 		if err := svc.Start(); err != nil {
 			return err
 		}

@@ -292,6 +292,11 @@ static void command(char *line) {
 	} else if (!strcmp(cmd, "send") && arg && rest) {
 		PurpleConversation *c = purple_conversation_new(PURPLE_CONV_TYPE_IM, account, arg);
 		purple_conv_im_send(PURPLE_CONV_IM(c), rest);
+	} else if (!strcmp(cmd, "deny") && arg) {
+		/* Pidgin's "Block": librvp writes a deny ACE for the principal. */
+		purple_privacy_deny_add(account, arg, FALSE);
+	} else if (!strcmp(cmd, "allow") && arg) {
+		purple_privacy_deny_remove(account, arg, FALSE);
 	} else if (!strcmp(cmd, "typing") && arg) {
 		PurpleConnection *gc = purple_account_get_connection(account);
 		if (gc)

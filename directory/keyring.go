@@ -1,11 +1,10 @@
-package projections
+package directory
 
 import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
 	"crypto/hmac"
-	"crypto/md5"
 	"crypto/pbkdf2"
 	"crypto/rand"
 	"crypto/sha256"
@@ -15,11 +14,9 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"unicode/utf16"
-
-	"golang.org/x/crypto/md4"
 
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/rvp"
 )
 
 // Keyring holds the cluster key: the secret that seals password verifiers
@@ -122,65 +119,8 @@ func (k *Keyring) MAC(purpose string, data []byte) []byte {
 	return m.Sum(nil)
 }
 
-// Verifiers are what the server keeps to check a user's password: the NT
-// hash (for NTLM, and for Basic) and Digest HA1 values, one per user name
-// form a client may send, since HA1 covers the name exactly as sent.
-type Verifiers struct {
-	NT    []byte            `json:"nt"`
-	Realm string            `json:"realm"`
-	HA1   map[string]string `json:"ha1"` // user name as sent → hex MD5(name:realm:password)
-}
-
-// NTHash returns MD4(UTF-16LE(password)), the NT one-way function.
-func NTHash(password string) []byte {
-	h := md4.New()
-	for _, c := range utf16.Encode([]rune(password)) {
-		h.Write([]byte{byte(c), byte(c >> 8)})
-	}
-	return h.Sum(nil)
-}
-
-// DigestNames lists the user name forms Digest clients send for a user:
-// the alias, alias@domain, and the Windows domain forms librvp
-// (DOMAIN\alias) and Miranda (DOMAIN/alias) use.
-func DigestNames(u events.User, ntDomain, ntAccount string) []string {
-	names := []string{u.Alias, u.Alias + "@" + u.Domain}
-	accounts := []string{u.Alias}
-	if ntAccount != "" && !strings.EqualFold(ntAccount, u.Alias) {
-		accounts = append(accounts, ntAccount)
-		names = append(names, ntAccount)
-	}
-	for _, d := range []string{ntDomain, strings.ToLower(ntDomain), strings.ToUpper(ntDomain), u.Domain} {
-		if d == "" {
-			continue
-		}
-		for _, a := range accounts {
-			names = append(names, d+`\`+a, d+"/"+a)
-		}
-	}
-	seen := map[string]bool{}
-	out := names[:0]
-	for _, n := range names {
-		if !seen[n] {
-			seen[n] = true
-			out = append(out, n)
-		}
-	}
-	return out
-}
-
-// NewVerifiers computes the verifiers of password for u.
-func NewVerifiers(u events.User, ntDomain, ntAccount, realm, password string) Verifiers {
-	v := Verifiers{NT: NTHash(password), Realm: realm, HA1: map[string]string{}}
-	for _, name := range DigestNames(u, ntDomain, ntAccount) {
-		sum := md5.Sum([]byte(name + ":" + realm + ":" + password))
-		v.HA1[name] = hex.EncodeToString(sum[:])
-	}
-	return v
-}
-
 // SealVerifiers seals v for the directory event of subject.
-func (k *Keyring) SealVerifiers(v Verifiers, subject string) ([]byte, error) {
+func (k *Keyring) SealVerifiers(v rvp.Verifiers, subject string) ([]byte, error) {
 	data, err := json.Marshal(v)
 	if err != nil {
 		return nil, err
@@ -189,12 +129,12 @@ func (k *Keyring) SealVerifiers(v Verifiers, subject string) ([]byte, error) {
 }
 
 // OpenVerifiers opens verifiers sealed for subject.
-func (k *Keyring) OpenVerifiers(sealed []byte, subject string) (*Verifiers, error) {
+func (k *Keyring) OpenVerifiers(sealed []byte, subject string) (*rvp.Verifiers, error) {
 	data, err := k.Open(sealed, []byte(subject))
 	if err != nil {
 		return nil, err
 	}
-	var v Verifiers
+	var v rvp.Verifiers
 	if err := json.Unmarshal(data, &v); err != nil {
 		return nil, fmt.Errorf("verifiers: %w", err)
 	}
@@ -208,6 +148,35 @@ type AdminVerifier struct {
 	Salt []byte `json:"salt"`
 	Iter int    `json:"iter"`
 	Key  []byte `json:"key"`
+}
+
+// Check reports whether password is the one v was derived from.
+func (v AdminVerifier) Check(password string) bool {
+	key, err := AdminKey(password, v.Salt, v.Iter)
+	return err == nil && hmac.Equal(key, v.Key)
+}
+
+// SealAdminVerifier seals v for the directory event of administrator
+// name.
+func (k *Keyring) SealAdminVerifier(v AdminVerifier, name string) ([]byte, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return k.Seal(data, []byte(events.AdminSubject(name))), nil
+}
+
+// OpenAdminVerifier opens the verifier sealed for administrator name.
+func (k *Keyring) OpenAdminVerifier(sealed []byte, name string) (*AdminVerifier, error) {
+	data, err := k.Open(sealed, []byte(events.AdminSubject(name)))
+	if err != nil {
+		return nil, err
+	}
+	var v AdminVerifier
+	if err := json.Unmarshal(data, &v); err != nil {
+		return nil, fmt.Errorf("administrator verifier: %w", err)
+	}
+	return &v, nil
 }
 
 // AdminIterations is the PBKDF2 work factor of administrator passwords.

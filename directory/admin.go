@@ -1,8 +1,7 @@
-package projections
+package directory
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -14,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
 )
 
 // Admin writes the directory: it validates an administrative change
@@ -21,10 +22,10 @@ import (
 // fenced by the expected last sequence of the aggregate's subject, so two
 // administrators changing one aggregate cannot both win. rvpd's bootstrap
 // and the directory service (which rvpctl talks to) share it. Admin does
-// not check roles; the directory service does (Authorize).
+// not check roles; the Service does.
 type Admin struct {
 	JetStream jetstream.JetStream
-	Directory *Directory
+	Directory *projections.Directory
 	Keyring   *Keyring
 	// Actor names the administrator in the events' audit record.
 	Actor string
@@ -100,15 +101,6 @@ func (a *Admin) appendNext(ctx context.Context, ev events.DirectoryEvent) error 
 		return err
 	}
 	return a.append(ctx, ev, ver)
-}
-
-// DomainSpec describes an IM domain to create.
-type DomainSpec struct {
-	Domain       string   `json:"domain"`
-	IMHost       string   `json:"im_host"`
-	EmailDomains []string `json:"email_domains,omitempty"`
-	Hosts        []string `json:"hosts,omitempty"`
-	NTDomain     string   `json:"nt_domain,omitempty"`
 }
 
 // CreateDomain creates an IM domain. It fails with ErrExists when the
@@ -253,15 +245,6 @@ func (a *Admin) DeleteRouter(ctx context.Context, name string) error {
 	return a.appendNext(ctx, &events.RouterDeleted{Meta: a.meta(), Name: name})
 }
 
-// UserSpec describes a user to enable.
-type UserSpec struct {
-	User        events.User `json:"user"`
-	Home        string      `json:"home"`
-	DisplayName string      `json:"display_name,omitempty"`
-	Email       string      `json:"email,omitempty"`
-	NTAccount   string      `json:"nt_account,omitempty"`
-}
-
 // checkHome returns an error naming the fix when users cannot be homed on
 // home.
 func (a *Admin) checkHome(home string) error {
@@ -302,7 +285,7 @@ func (a *Admin) EnableUser(ctx context.Context, s UserSpec) error {
 	return a.appendNext(ctx, &events.UserEnabled{Meta: a.meta(), User: u, Home: s.Home, DisplayName: s.DisplayName, Email: s.Email, NTAccount: s.NTAccount})
 }
 
-func (a *Admin) enabledUser(u events.User) (*UserRecord, error) {
+func (a *Admin) enabledUser(u events.User) (*projections.UserRecord, error) {
 	rec, err := a.Directory.User(u)
 	if err != nil {
 		return nil, err
@@ -339,7 +322,7 @@ func (a *Admin) MoveUser(ctx context.Context, u events.User, home string) error 
 // SetPassword records a user's new password verifiers, sealed. The
 // verifiers are computed where the password was typed; the password
 // itself never reaches the server.
-func (a *Admin) SetPassword(ctx context.Context, u events.User, v Verifiers) error {
+func (a *Admin) SetPassword(ctx context.Context, u events.User, v rvp.Verifiers) error {
 	if _, err := a.enabledUser(u); err != nil {
 		return err
 	}
@@ -382,12 +365,11 @@ func (a *Admin) SetAdmin(ctx context.Context, name, role string, domains []strin
 	if a.Keyring == nil {
 		return errors.New("no cluster key: administrators cannot be stored")
 	}
-	data, err := json.Marshal(v)
+	sealed, err := a.Keyring.SealAdminVerifier(v, name)
 	if err != nil {
 		return err
 	}
-	subject := events.AdminSubject(name)
-	return a.appendNext(ctx, &events.AdminSet{Meta: a.meta(), Name: name, Role: role, Domains: domains, Verifiers: a.Keyring.Seal(data, []byte(subject))})
+	return a.appendNext(ctx, &events.AdminSet{Meta: a.meta(), Name: name, Role: role, Domains: domains, Verifiers: sealed})
 }
 
 // RemoveAdmin removes an administrator.

@@ -1,0 +1,140 @@
+package directory
+
+import (
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
+)
+
+// Op names an administrative operation of the directory service. The
+// names travel on the wire, sign the administrator's proof and appear in
+// refusals ("may not user.enable in IM domain ...").
+type Op string
+
+// The operations. Each has one argument type (below) that the Client
+// sends and the Service decodes; the JSON names are the wire's.
+const (
+	OpChallenge      Op = "challenge"        // Request.Admin; answers Challenge, Salt, Iter
+	OpWhoami         Op = "whoami"           // → projections.Administrator
+	OpDomainCreate   Op = "domain.create"    // DomainSpec
+	OpDomainDelete   Op = "domain.delete"    // DomainRef
+	OpDomainList     Op = "domain.list"      // → []projections.Domain
+	OpDomainShow     Op = "domain.show"      // DomainRef → projections.Domain
+	OpHomeCreate     Op = "home.create"      // HomeServerSpec
+	OpHomeAllowUsers Op = "home.allow-users" // AllowUsersSpec
+	OpHomeDelete     Op = "home.delete"      // NameRef
+	OpHomeList       Op = "home.list"        // → []projections.HomeServer
+	OpRouterCreate   Op = "router.create"    // RouterSpec
+	OpRouterDelete   Op = "router.delete"    // NameRef
+	OpRouterList     Op = "router.list"      // → []projections.Router
+	OpUserEnable     Op = "user.enable"      // UserSpec
+	OpUserDisable    Op = "user.disable"     // UserRef
+	OpUserMove       Op = "user.move"        // UserMoveSpec
+	OpUserList       Op = "user.list"        // DomainRef ("" for all) → []projections.UserRecord
+	OpUserShow       Op = "user.show"        // UserRef → UserSummary
+	OpPasswordSet    Op = "password.set"     // PasswordSpec
+	OpSettingsShow   Op = "settings.show"    // → projections.Settings
+	OpFirewallSet    Op = "firewall.set"     // TopologySpec
+	OpFederationSet  Op = "federation.set"   // FederationSpec
+	OpAdminSet       Op = "admin.set"        // AdminSpec
+	OpAdminRemove    Op = "admin.remove"     // NameRef
+	OpAdminList      Op = "admin.list"       // → []projections.Administrator
+)
+
+// DomainSpec describes an IM domain to create.
+type DomainSpec struct {
+	Domain       string   `json:"domain"`
+	IMHost       string   `json:"im_host"`
+	EmailDomains []string `json:"email_domains,omitempty"`
+	Hosts        []string `json:"hosts,omitempty"`
+	NTDomain     string   `json:"nt_domain,omitempty"`
+}
+
+// DomainRef names an IM domain.
+type DomainRef struct {
+	Domain string `json:"domain"`
+}
+
+// NameRef names a home server, a router or an administrator.
+type NameRef struct {
+	Name string `json:"name"`
+}
+
+// HomeServerSpec describes a home server to create.
+type HomeServerSpec struct {
+	Name       string `json:"name"`
+	Host       string `json:"host"`
+	Site       string `json:"site"`
+	HostsUsers bool   `json:"hosts_users"`
+}
+
+// AllowUsersSpec sets whether a home server may host user accounts.
+type AllowUsersSpec struct {
+	Name  string `json:"name"`
+	Allow bool   `json:"allow"`
+}
+
+// RouterSpec describes a router to create; Mode is one of the
+// events.Router modes ("" for auto).
+type RouterSpec struct {
+	Name   string `json:"name"`
+	Domain string `json:"domain"`
+	Host   string `json:"host"`
+	Mode   string `json:"mode"`
+}
+
+// UserSpec describes a user to enable.
+type UserSpec struct {
+	User        events.User `json:"user"`
+	Home        string      `json:"home"`
+	DisplayName string      `json:"display_name,omitempty"`
+	Email       string      `json:"email,omitempty"`
+	NTAccount   string      `json:"nt_account,omitempty"`
+}
+
+// UserRef names a user.
+type UserRef struct {
+	User events.User `json:"user"`
+}
+
+// UserMoveSpec moves a user to another home server.
+type UserMoveSpec struct {
+	User events.User `json:"user"`
+	Home string      `json:"home"`
+}
+
+// PasswordSpec gives a user's new password verifiers, computed where the
+// password was typed.
+type PasswordSpec struct {
+	User      events.User    `json:"user"`
+	Verifiers *rvp.Verifiers `json:"verifiers"`
+}
+
+// TopologySpec gives the address ranges (CIDR) inside the firewall.
+type TopologySpec struct {
+	Inside []string `json:"inside"`
+}
+
+// FederationSpec switches federation with other organisations.
+type FederationSpec struct {
+	InternetCapable bool `json:"internet_capable"`
+}
+
+// AdminSpec creates or changes an administrator: its role
+// (events.RoleOrganization or events.RoleDomain), the IM domains a domain
+// administrator administers, and its password verifier.
+type AdminSpec struct {
+	Name     string         `json:"name"`
+	Role     string         `json:"role"`
+	Domains  []string       `json:"domains"`
+	Verifier *AdminVerifier `json:"admin_verifier"`
+}
+
+// UserSummary is a user as Exchange's task wizard showed it.
+type UserSummary struct {
+	projections.UserRecord
+	Address     string `json:"address"`      // alias@domain
+	LogicalURL  string `json:"logical_url"`  // public URL
+	PhysicalURL string `json:"physical_url"` // on its home server
+	Password    bool   `json:"password"`     // whether a password is set
+}

@@ -1,0 +1,465 @@
+package directory
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
+)
+
+// Service answers administrators (rvpctl) over NATS request/reply on
+// events.DirectoryAdminSubject. Every request but OpChallenge is
+// authenticated by challenge and response: the service hands out a
+// signed, short-lived challenge and the administrator answers with
+// AdminProof(PBKDF2(password), challenge, request), so the password never
+// travels and a proof is bound to one request. Then the administrator's
+// role is checked and the change made through Admin.
+type Service struct {
+	Admin  *Admin
+	Conn   *nats.Conn
+	Logger *slog.Logger
+	Now    func() time.Time
+
+	ops  map[Op]operation
+	mu   sync.Mutex
+	used map[string]time.Time // challenges already answered, until they expire
+	sub  *nats.Subscription
+}
+
+// Request is a request to the directory service.
+type Request struct {
+	Op        Op              `json:"op"`
+	Admin     string          `json:"admin"`
+	Challenge []byte          `json:"challenge,omitempty"`
+	Proof     []byte          `json:"proof,omitempty"`
+	Args      json.RawMessage `json:"args,omitempty"`
+}
+
+// Code classifies the directory service's refusals. It is not an RVP
+// status (the service speaks to rvpctl, not to RVP clients), but takes
+// HTTP's numbers, which is what the wire carries.
+type Code int
+
+// The refusals.
+const (
+	// CodeInvalid: a malformed request, or a change the directory does not
+	// allow as asked (the message says why).
+	CodeInvalid Code = 400
+	// CodeUnauthenticated: wrong name or password, or a challenge that is
+	// bad, expired or used.
+	CodeUnauthenticated Code = 401
+	// CodeForbidden: the administrator's role does not allow it.
+	CodeForbidden Code = 403
+	// CodeNotFound: what the request names does not exist.
+	CodeNotFound Code = 404
+	// CodeExists: what the request creates exists already.
+	CodeExists Code = 409
+	// CodeInternal: the directory could not be read.
+	CodeInternal Code = 500
+)
+
+// Response is the directory service's answer.
+type Response struct {
+	Error  string          `json:"error,omitempty"`
+	Code   Code            `json:"code,omitempty"`
+	Result json.RawMessage `json:"result,omitempty"`
+	// Challenge, Salt and Iter answer OpChallenge.
+	Challenge []byte `json:"challenge,omitempty"`
+	Salt      []byte `json:"salt,omitempty"`
+	Iter      int    `json:"iter,omitempty"`
+}
+
+// ProofBody is what an administrator's proof covers: the operation and
+// its arguments, exactly as sent.
+func ProofBody(op Op, args []byte) []byte { return append([]byte(string(op)+"\n"), args...) }
+
+const challengeLife = 2 * time.Minute
+
+// Start begins answering; requests are served from then on, before Run is
+// called. Several services share the work (a queue group).
+func (s *Service) Start() error {
+	if s.Admin == nil || s.Admin.Keyring == nil || s.Conn == nil {
+		return errors.New("directory service: Admin with a Keyring, and Conn, are required")
+	}
+	if s.Logger == nil {
+		s.Logger = slog.New(slog.DiscardHandler)
+	}
+	if s.Now == nil {
+		s.Now = time.Now
+	}
+	s.used = map[string]time.Time{}
+	s.ops = operations()
+	sub, err := s.Conn.QueueSubscribe(events.DirectoryAdminSubject, "directory", s.serve)
+	if err != nil {
+		return fmt.Errorf("directory service: %w", err)
+	}
+	s.sub = sub
+	return nil
+}
+
+// Run serves until ctx ends, starting first if Start was not called.
+func (s *Service) Run(ctx context.Context) error {
+	if s.sub == nil {
+		if err := s.Start(); err != nil {
+			return err
+		}
+	}
+	<-ctx.Done()
+	return s.sub.Drain()
+}
+
+func (s *Service) serve(m *nats.Msg) {
+	var req Request
+	resp := Response{}
+	if err := json.Unmarshal(m.Data, &req); err != nil {
+		resp = fail(CodeInvalid, "malformed request: %v", err)
+	} else {
+		resp = s.handle(&req)
+	}
+	if resp.Code >= CodeInvalid && req.Op != "" {
+		s.Logger.Info("administrative request refused", "op", req.Op, "admin", req.Admin, "code", resp.Code, "err", resp.Error)
+	}
+	data, _ := json.Marshal(resp)
+	m.Respond(data)
+}
+
+func (s *Service) newChallenge(name string) []byte {
+	c := make([]byte, 24, 40)
+	binary.BigEndian.PutUint64(c, uint64(s.Now().UnixNano()))
+	rand.Read(c[8:24])
+	return append(c, s.Admin.Keyring.MAC("admin-nonce", append(append([]byte(nil), c...), name...))[:16]...)
+}
+
+// checkChallenge verifies a challenge was issued to name, is fresh and was
+// not answered before.
+func (s *Service) checkChallenge(c []byte, name string) error {
+	if len(c) != 40 || !hmac.Equal(c[24:], s.Admin.Keyring.MAC("admin-nonce", append(append([]byte(nil), c[:24]...), name...))[:16]) {
+		return errors.New("bad challenge; ask for a new one")
+	}
+	issued := time.Unix(0, int64(binary.BigEndian.Uint64(c)))
+	now := s.Now()
+	if now.Sub(issued) > challengeLife || issued.After(now.Add(time.Minute)) {
+		return errors.New("challenge expired; ask for a new one")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, exp := range s.used {
+		if now.After(exp) {
+			delete(s.used, k)
+		}
+	}
+	if _, ok := s.used[string(c)]; ok {
+		return errors.New("challenge already used; ask for a new one")
+	}
+	s.used[string(c)] = issued.Add(challengeLife)
+	return nil
+}
+
+func fail(code Code, format string, args ...any) Response {
+	return Response{Code: code, Error: fmt.Sprintf(format, args...)}
+}
+
+func (s *Service) handle(req *Request) Response {
+	dir := s.Admin.Directory
+	if req.Op == OpChallenge {
+		resp := Response{Challenge: s.newChallenge(req.Admin), Iter: AdminIterations}
+		// An unknown name gets a salt all the same, so that names cannot be
+		// probed.
+		resp.Salt = s.Admin.Keyring.MAC("admin-nonce", []byte("salt:"+req.Admin))[:16]
+		if adm, err := dir.Administrator(req.Admin); err == nil && adm != nil {
+			if v, err := s.Admin.Keyring.OpenAdminVerifier(adm.Verifiers, adm.Name); err == nil {
+				resp.Salt, resp.Iter = v.Salt, v.Iter
+			}
+		}
+		return resp
+	}
+	adm, err := dir.Administrator(req.Admin)
+	if err != nil {
+		return fail(CodeInternal, "directory: %v", err)
+	}
+	denied := fail(CodeUnauthenticated, "administrator %q: wrong name or password", req.Admin)
+	if adm == nil {
+		return denied
+	}
+	if err := s.checkChallenge(req.Challenge, req.Admin); err != nil {
+		return fail(CodeUnauthenticated, "%v", err)
+	}
+	v, err := s.Admin.Keyring.OpenAdminVerifier(adm.Verifiers, adm.Name)
+	if err != nil {
+		return fail(CodeInternal, "administrator %s: %v", adm.Name, err)
+	}
+	if !hmac.Equal(req.Proof, AdminProof(v.Key, req.Challenge, ProofBody(req.Op, req.Args))) {
+		return denied
+	}
+	o, known := s.ops[req.Op]
+	if err := authorize(adm, req.Op, o.domainAdmin); err != nil {
+		return fail(CodeForbidden, "%v", err)
+	}
+	if !known {
+		return fail(CodeInvalid, "unknown operation %q", req.Op)
+	}
+	c := &call{s: s, a: s.Admin.withActor("admin:" + adm.Name), adm: adm}
+	domain, run, err := o.prepare(req.Args)
+	if err != nil {
+		return fail(CodeInvalid, "%v", err)
+	}
+	if err := authorizeDomain(adm, req.Op, domain); err != nil {
+		return fail(CodeForbidden, "%v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	result, err := run(ctx, c)
+	if err != nil {
+		code := CodeInvalid
+		switch {
+		case errors.Is(err, ErrExists):
+			code = CodeExists
+		case errors.Is(err, ErrNotFound):
+			code = CodeNotFound
+		}
+		return fail(code, "%v", err)
+	}
+	data, err := json.Marshal(result)
+	if err != nil {
+		return fail(CodeInternal, "%v", err)
+	}
+	s.Logger.Info("administrative change", "op", req.Op, "admin", adm.Name)
+	return Response{Result: data}
+}
+
+// who names a domain administrator in refusals.
+func who(adm *projections.Administrator) string {
+	return fmt.Sprintf("administrator %s (domain administrator of %s)", adm.Name, strings.Join(adm.Domains, ", "))
+}
+
+// authorize checks that adm's role allows op at all: organisation
+// administrators may do everything; domain administrators what
+// domainAdmin allows.
+func authorize(adm *projections.Administrator, op Op, domainAdmin bool) error {
+	if adm.Role == events.RoleOrganization || (adm.Role == events.RoleDomain && domainAdmin) {
+		return nil
+	}
+	return fmt.Errorf("%s may not %s; that takes an organisation administrator", who(adm), op)
+}
+
+// authorizeDomain checks that adm may act in the IM domain an operation
+// names: a domain administrator only in its own ("" names none: listings
+// are filtered to its domains).
+func authorizeDomain(adm *projections.Administrator, op Op, domain string) error {
+	if adm.Role == events.RoleOrganization || domain == "" || administers(adm, domain) {
+		return nil
+	}
+	return fmt.Errorf("%s may not %s in IM domain %s", who(adm), op, domain)
+}
+
+// call is one authorised request being carried out.
+type call struct {
+	s   *Service
+	a   *Admin // acting for the administrator
+	adm *projections.Administrator
+}
+
+// mine reports whether the administrator may see an IM domain.
+func (c *call) mine(domain string) bool {
+	return c.adm.Role == events.RoleOrganization || administers(c.adm, domain)
+}
+
+func administers(adm *projections.Administrator, domain string) bool {
+	return slices.ContainsFunc(adm.Domains, func(d string) bool { return strings.EqualFold(d, domain) })
+}
+
+// operation is how the service carries out one Op.
+type operation struct {
+	// domainAdmin says a domain administrator may do it, within its IM
+	// domains.
+	domainAdmin bool
+	// prepare decodes the arguments; it returns the IM domain the
+	// operation acts in ("" for none) and the work.
+	prepare func(args json.RawMessage) (domain string, run func(context.Context, *call) (any, error), err error)
+}
+
+// op makes the operation whose arguments are an A: scope names the IM
+// domain they act in (nil: none), do carries it out.
+func op[A any](domainAdmin bool, scope func(A) string, do func(context.Context, *call, A) (any, error)) operation {
+	return operation{domainAdmin: domainAdmin, prepare: func(raw json.RawMessage) (string, func(context.Context, *call) (any, error), error) {
+		var a A
+		if len(raw) > 0 {
+			if err := json.Unmarshal(raw, &a); err != nil {
+				return "", nil, fmt.Errorf("malformed arguments: %w", err)
+			}
+		}
+		domain := ""
+		if scope != nil {
+			domain = scope(a)
+		}
+		return domain, func(ctx context.Context, c *call) (any, error) { return do(ctx, c, a) }, nil
+	}}
+}
+
+// none is the argument of the operations that take none.
+type none struct{}
+
+// done is the result of a change: nothing but success.
+func done(err error) (any, error) { return nil, err }
+
+func userDomain[A interface{ user() events.User }](a A) string { return a.user().Domain }
+
+func (s UserSpec) user() events.User     { return s.User }
+func (r UserRef) user() events.User      { return r.User }
+func (m UserMoveSpec) user() events.User { return m.User }
+func (p PasswordSpec) user() events.User { return p.User }
+
+func (r DomainRef) domain() string { return r.Domain }
+
+// operations returns the directory service's operations. Domain
+// administrators may manage the users of their own IM domains and read
+// what that needs.
+func operations() map[Op]operation {
+	return map[Op]operation{
+		OpWhoami: op(true, nil, func(_ context.Context, c *call, _ none) (any, error) {
+			return projections.Administrator{Name: c.adm.Name, Role: c.adm.Role, Domains: c.adm.Domains}, nil
+		}),
+		OpDomainCreate: op(false, nil, func(ctx context.Context, c *call, s DomainSpec) (any, error) {
+			return done(c.a.CreateDomain(ctx, s))
+		}),
+		OpDomainDelete: op(false, nil, func(ctx context.Context, c *call, r DomainRef) (any, error) {
+			return done(c.a.DeleteDomain(ctx, r.Domain))
+		}),
+		OpDomainList: op(true, nil, func(_ context.Context, c *call, _ none) (any, error) {
+			doms, err := c.a.Directory.Domains()
+			return slices.DeleteFunc(doms, func(d projections.Domain) bool { return !c.mine(d.Domain) }), err
+		}),
+		OpDomainShow: op(true, DomainRef.domain, func(_ context.Context, c *call, r DomainRef) (any, error) {
+			dom, err := c.a.Directory.Domain(r.Domain)
+			if err == nil && dom == nil {
+				err = fmt.Errorf("IM domain %s: %w", r.Domain, ErrNotFound)
+			}
+			return dom, err
+		}),
+		OpHomeCreate: op(false, nil, func(ctx context.Context, c *call, s HomeServerSpec) (any, error) {
+			return done(c.a.CreateHomeServer(ctx, s.Name, s.Host, s.Site, s.HostsUsers))
+		}),
+		OpHomeAllowUsers: op(false, nil, func(ctx context.Context, c *call, s AllowUsersSpec) (any, error) {
+			return done(c.a.AllowUsers(ctx, s.Name, s.Allow))
+		}),
+		OpHomeDelete: op(false, nil, func(ctx context.Context, c *call, r NameRef) (any, error) {
+			return done(c.a.DeleteHomeServer(ctx, r.Name))
+		}),
+		OpHomeList: op(true, nil, func(_ context.Context, c *call, _ none) (any, error) {
+			return c.a.Directory.HomeServers()
+		}),
+		OpRouterCreate: op(false, nil, func(ctx context.Context, c *call, s RouterSpec) (any, error) {
+			return done(c.a.CreateRouter(ctx, s.Name, s.Domain, s.Host, s.Mode))
+		}),
+		OpRouterDelete: op(false, nil, func(ctx context.Context, c *call, r NameRef) (any, error) {
+			return done(c.a.DeleteRouter(ctx, r.Name))
+		}),
+		OpRouterList: op(false, nil, func(_ context.Context, c *call, _ none) (any, error) {
+			return c.a.Directory.Routers()
+		}),
+		OpUserEnable: op(true, userDomain[UserSpec], func(ctx context.Context, c *call, s UserSpec) (any, error) {
+			return done(c.a.EnableUser(ctx, s))
+		}),
+		OpUserDisable: op(true, userDomain[UserRef], func(ctx context.Context, c *call, r UserRef) (any, error) {
+			return done(c.a.DisableUser(ctx, r.User))
+		}),
+		OpUserMove: op(true, userDomain[UserMoveSpec], func(ctx context.Context, c *call, m UserMoveSpec) (any, error) {
+			return done(c.a.MoveUser(ctx, m.User, m.Home))
+		}),
+		OpUserList: op(true, DomainRef.domain, func(_ context.Context, c *call, r DomainRef) (any, error) {
+			return c.users(r.Domain)
+		}),
+		OpUserShow: op(true, userDomain[UserRef], func(_ context.Context, c *call, r UserRef) (any, error) {
+			return c.summary(r.User)
+		}),
+		OpPasswordSet: op(true, userDomain[PasswordSpec], func(ctx context.Context, c *call, p PasswordSpec) (any, error) {
+			if p.Verifiers == nil {
+				return nil, errors.New("no verifiers given")
+			}
+			return done(c.a.SetPassword(ctx, p.User, *p.Verifiers))
+		}),
+		OpSettingsShow: op(false, nil, func(_ context.Context, c *call, _ none) (any, error) {
+			return c.a.Directory.Settings()
+		}),
+		OpFirewallSet: op(false, nil, func(ctx context.Context, c *call, t TopologySpec) (any, error) {
+			return done(c.a.SetTopology(ctx, t.Inside))
+		}),
+		OpFederationSet: op(false, nil, func(ctx context.Context, c *call, f FederationSpec) (any, error) {
+			return done(c.a.SetInternetCapable(ctx, f.InternetCapable))
+		}),
+		OpAdminSet: op(false, nil, func(ctx context.Context, c *call, s AdminSpec) (any, error) {
+			if s.Verifier == nil {
+				return nil, errors.New("no administrator verifier given")
+			}
+			return done(c.a.SetAdmin(ctx, s.Name, s.Role, s.Domains, *s.Verifier))
+		}),
+		OpAdminRemove: op(false, nil, func(ctx context.Context, c *call, r NameRef) (any, error) {
+			if r.Name == c.adm.Name {
+				return nil, errors.New("an administrator cannot remove itself; ask another organisation administrator")
+			}
+			return done(c.a.RemoveAdmin(ctx, r.Name))
+		}),
+		OpAdminList: op(false, nil, func(_ context.Context, c *call, _ none) (any, error) {
+			admins, err := c.a.Directory.Administrators()
+			for i := range admins {
+				admins[i].Verifiers = nil
+			}
+			return admins, err
+		}),
+	}
+}
+
+// users lists the users of domain ("" for every IM domain) the
+// administrator may see.
+func (c *call) users(domain string) ([]projections.UserRecord, error) {
+	dir := c.a.Directory
+	var out []projections.UserRecord
+	doms, err := dir.Domains()
+	for _, d := range doms {
+		if (domain != "" && !strings.EqualFold(domain, d.Domain)) || !c.mine(d.Domain) {
+			continue
+		}
+		users, err := dir.Users(d.Domain)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, users...)
+	}
+	return out, err
+}
+
+func (c *call) summary(u events.User) (*UserSummary, error) {
+	dir := c.a.Directory
+	rec, err := dir.User(u)
+	if err != nil {
+		return nil, err
+	}
+	if rec == nil {
+		return nil, fmt.Errorf("user %s: %w", u, ErrNotFound)
+	}
+	dom, err := dir.Domain(u.Domain)
+	if err != nil || dom == nil {
+		return nil, fmt.Errorf("IM domain of %s: %w", u, ErrNotFound)
+	}
+	sum := &UserSummary{UserRecord: *rec, Address: u.String(), LogicalURL: rvp.LogicalURL(dom.IMHost, u.Alias)}
+	if hs, err := dir.HomeServer(rec.Home); err == nil && hs != nil {
+		sum.PhysicalURL = rvp.PhysicalURL(hs.Host, dom.IMHost, u.Alias)
+	}
+	pw, err := dir.Password(u)
+	sum.Password = pw != nil
+	return sum, err
+}

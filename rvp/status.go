@@ -1,0 +1,84 @@
+package rvp
+
+// The RVP statuses this server sends, each named once with why it is the
+// one used. Real clients read only the number, and react to it in ways
+// the choices below are made for (librvp-wire.md §8, rvp-protocol.md
+// §3.1.4, §3.6.8 and §10.1, docs/decisions.md).
+//
+// They are untyped constants: a status travels as a plain int in
+// events.Reply, in Response and in ProtocolError, and events (which rvp
+// may import, not the other way round) cannot name a type of ours.
+const (
+	// StatusOK ("Successful", Exchange's reason phrase): a pragma/notify
+	// SUBSCRIBE, a renewal, UNSUBSCRIBE (an unknown id too, for clean
+	// logouts), SUBSCRIPTIONS (librvp counts exactly 200, never 207), ACL,
+	// a NOTIFY delivered.
+	StatusOK = 200
+	// StatusMultiStatus: an update/propchange SUBSCRIBE, PROPFIND and
+	// PROPPATCH, with a d:multistatus body (no whitespace between elements:
+	// librvp does not understand it otherwise).
+	StatusMultiStatus = 207
+	// StatusMoved ("Object moved"): a router's redirect to a user's
+	// physical URL on its home server, and an old physical URL of a moved
+	// user. Clients follow exactly 302 and no other 3xx (librvp re-sends on
+	// the same connection with the path only).
+	StatusMoved = 302
+	// StatusBadRequest: malformed framing, XML or headers, refused before
+	// anything is appended. Kept for what is truly malformed: librvp tears
+	// its session down on a 400 while it is still logging in.
+	StatusBadRequest = 400
+	// StatusUnauthorized ("Access Denied"): credentials missing or wrong,
+	// with WWW-Authenticate challenges (one header, or Exchange's three in
+	// Exchange's order: librvp merges repeated headers).
+	StatusUnauthorized = 401
+	// StatusForbidden: authenticated but not allowed: the ACL denies it, a
+	// RVP-From-Principal that is not the authenticated user, an
+	// intranet-only organisation asked to federate, an account or address
+	// throttled after failed sign-ins. librvp disconnects on it only while
+	// logging in.
+	StatusForbidden = 403
+	// StatusNotFound: no such user or node. librvp stalls silently on a 404
+	// to SUBSCRIBE, PROPFIND or SUBSCRIPTIONS, and shows "could not be
+	// delivered" for a NOTIFY.
+	StatusNotFound = 404
+	// StatusMethodNotAllowed: COPY and MOVE on RVP nodes (WebDAV methods
+	// that exist but make no sense there).
+	StatusMethodNotAllowed = 405
+	// StatusPreconditionFailed: PROPFIND without Depth: 0; a message to a
+	// user with no client logged in (offline or invisible alike, so
+	// invisibility does not show); a renewal or UNSUBSCRIBE of a
+	// subscription that does not exist. librvp ignores it on everything
+	// but NOTIFY, where it says the message was not delivered.
+	StatusPreconditionFailed = 412
+	// StatusTooLarge: a body over the limit.
+	StatusTooLarge = 413
+	// StatusHeaderTooLarge: too many header fields, or too long ones.
+	StatusHeaderTooLarge = 431
+	// StatusInternalError is never chosen by this server for its own
+	// failures (see StatusUnavailable): it is relayed when a recipient's
+	// client answered a NOTIFY with it, which means the recipient left the
+	// conversation (Messenger shows that; librvp ignores it for NOTIFY).
+	StatusInternalError = 500
+	// StatusNotImplemented: GET, HEAD, POST, PUT, LOCK, UNLOCK, OPTIONS,
+	// POLL and unknown methods (Exchange answered them so, S§5.8), and
+	// chunked bodies. Never for a failure: librvp disconnects on it.
+	StatusNotImplemented = 501
+	// StatusUnavailable: this server could not take or decide the request
+	// (the home node did not answer in time, the directory could not be
+	// read, too many connections, subscription ids exhausted); retrying
+	// later may work. It stands where 500 would: librvp disconnects on 500
+	// and 501 to anything but NOTIFY, and a passing failure must not end a
+	// session.
+	StatusUnavailable = 503
+	// StatusGatewayTimeout: another organisation's server, to which a
+	// router forwarded the request, did not answer. Not 500, for the same
+	// reason as StatusUnavailable.
+	StatusGatewayTimeout = 504
+	// StatusHTTPVersion: a request line with an HTTP version other than
+	// 1.x.
+	StatusHTTPVersion = 505
+	// StatusLoopDetected: RVP-Hop-Count above the limit (8): servers are
+	// forwarding a request or a NOTIFY in a loop. WebDAV's status for
+	// loops.
+	StatusLoopDetected = 508
+)
