@@ -175,7 +175,7 @@ func (c *core) decideRequest(req events.Request, now time.Time) (*decision, erro
 	case *events.Relay:
 		return c.decideRelay(d, e)
 	}
-	return d.fail(r, 501, "%s is not decided by home nodes", req.Type())
+	return d.fail(r, rvp.StatusNotImplemented, "%s is not decided by home nodes", req.Type())
 }
 
 // consequences works out what a decision's facts change for others: the

@@ -20,7 +20,7 @@ func (c *core) decideSubscribe(d *decision, e *events.Subscribe, now time.Time) 
 	kind := strings.ToLower(e.NotificationType)
 	cb, err := rvp.ParseURL(e.CallBack)
 	if err != nil {
-		return d.fail(r, 400, "Call-Back %q: %v", e.CallBack, err)
+		return d.fail(r, rvp.StatusBadRequest, "Call-Back %q: %v", e.CallBack, err)
 	}
 	acl, err := c.aclOf(r.Node, r.NodeURL)
 	if err != nil {
@@ -41,21 +41,21 @@ func (c *core) decideSubscribe(d *decision, e *events.Subscribe, now time.Time) 
 	switch kind {
 	case events.NotifyPragma:
 		if !owner(r) && !permitted(acl, who, events.RightSubscribeOthers) && !permitted(acl, who, events.RightReceiveFrom) {
-			return d.fail(r, 403, "only %s may log in to its own node (RVP-From-Principal %q)", r.Node, r.From)
+			return d.fail(r, rvp.StatusForbidden, "only %s may log in to its own node (RVP-From-Principal %q)", r.Node, r.From)
 		}
 	case events.NotifyPropChange:
 		if !own && !permitted(acl, who, events.RightSubscribeOthers) {
-			return d.fail(r, 403, "Call-Back %s is not the requester's own URL; subscribing for someone else needs the subscribe-others right", e.CallBack)
+			return d.fail(r, rvp.StatusForbidden, "Call-Back %s is not the requester's own URL; subscribing for someone else needs the subscribe-others right", e.CallBack)
 		}
 	default:
-		return d.fail(r, 400, "Notification-Type %q is neither %s nor %s", e.NotificationType, events.NotifyPragma, events.NotifyPropChange)
+		return d.fail(r, rvp.StatusBadRequest, "Notification-Type %q is neither %s nor %s", e.NotificationType, events.NotifyPragma, events.NotifyPropChange)
 	}
 	id, err := c.State.NextID()
 	if err != nil {
 		return nil, err
 	}
 	if id <= 0 || id == math.MaxInt32 {
-		return d.fail(r, 503, "subscription ids of home server %s are exhausted", c.Home)
+		return d.fail(r, rvp.StatusUnavailable, "subscription ids of home server %s are exhausted", c.Home)
 	}
 	secs := clampSeconds(e.Lifetime, c.policy.MinLifetime, c.policy.MaxLifetime, c.policy.DefaultLifetime)
 	subscriber := r.From
@@ -67,7 +67,7 @@ func (c *core) decideSubscribe(d *decision, e *events.Subscribe, now time.Time) 
 		Subscriber: subscriber, SubscriberUser: r.FromUser, NodeURL: r.NodeURL, Lifetime: secs, Expires: now.Add(seconds(secs)),
 		Source: r.Client, Credential: r.Credential(),
 	})
-	d.reply = &events.Reply{ID: r.ID, Status: 200, SubscriptionID: id, Lifetime: secs}
+	d.reply = &events.Reply{ID: r.ID, Status: rvp.StatusOK, SubscriptionID: id, Lifetime: secs}
 	if kind == events.NotifyPropChange {
 		// A watcher denied presence is answered all the same (a 403 would
 		// disconnect librvp and reveal the block), sees offline, and is
@@ -120,10 +120,10 @@ func (c *core) decideRenew(d *decision, e *events.Renew, now time.Time) (*decisi
 		return nil, err
 	}
 	if s == nil {
-		return d.fail(r, 412, "subscription %d does not exist on %s (expired or never made); subscribe again", e.ID, r.NodeURL)
+		return d.fail(r, rvp.StatusPreconditionFailed, "subscription %d does not exist on %s (expired or never made); subscribe again", e.ID, r.NodeURL)
 	}
 	if !mayManage(r, s) {
-		return d.fail(r, 403, "subscription %d on %s belongs to %s", e.ID, r.NodeURL, s.Subscriber)
+		return d.fail(r, rvp.StatusForbidden, "subscription %d on %s belongs to %s", e.ID, r.NodeURL, s.Subscriber)
 	}
 	secs := clampSeconds(e.Lifetime, c.policy.MinLifetime, c.policy.MaxLifetime, c.policy.DefaultLifetime)
 	exp := now.Add(seconds(secs))
@@ -138,19 +138,19 @@ func (c *core) decideRenew(d *decision, e *events.Renew, now time.Time) (*decisi
 			d.facts = append(d.facts, &events.SubscriptionRenewed{Meta: meta, Node: r.Node, ID: l.ID, Lifetime: secs, Expires: exp})
 		}
 	}
-	d.reply = &events.Reply{ID: r.ID, Status: 200, SubscriptionID: s.ID, Lifetime: secs}
+	d.reply = &events.Reply{ID: r.ID, Status: rvp.StatusOK, SubscriptionID: s.ID, Lifetime: secs}
 	return d, nil
 }
 
 func (c *core) decideUnsubscribe(d *decision, e *events.Unsubscribe, now time.Time) (*decision, error) {
 	r := &e.Req
-	d.reply = &events.Reply{ID: r.ID, Status: 200}
+	d.reply = &events.Reply{ID: r.ID, Status: rvp.StatusOK}
 	s, err := c.State.Subscription(r.Node, e.ID)
 	if err != nil || s == nil {
 		return d, err // an unknown id is already gone: 200, for clean logouts
 	}
 	if !mayManage(r, s) {
-		return d.fail(r, 403, "subscription %d on %s belongs to %s", e.ID, r.NodeURL, s.Subscriber)
+		return d.fail(r, rvp.StatusForbidden, "subscription %d on %s belongs to %s", e.ID, r.NodeURL, s.Subscriber)
 	}
 	ending := []projections.Subscription{*s}
 	linked, err := c.linkedLogins(r, s)
@@ -205,14 +205,14 @@ func (c *core) decideList(d *decision, e *events.ListSubscriptions, now time.Tim
 		return nil, err
 	}
 	if !permitted(acl, requester(r), events.RightSubscriptions) {
-		return d.fail(r, 403, "listing the subscriptions on %s needs the subscriptions right", r.Node)
+		return d.fail(r, rvp.StatusForbidden, "listing the subscriptions on %s needs the subscriptions right", r.Node)
 	}
 	subs, err := c.State.Subscriptions(r.Node)
 	if err != nil {
 		return nil, err
 	}
 	kind := strings.ToLower(e.NotificationType)
-	reply := &events.Reply{ID: r.ID, Status: 200, Listed: true}
+	reply := &events.Reply{ID: r.ID, Status: rvp.StatusOK, Listed: true}
 	for _, s := range subs {
 		if kind != "" && s.Kind != kind {
 			continue
@@ -307,14 +307,14 @@ func (c *core) decidePropFind(d *decision, e *events.PropFind) (*decision, error
 			found[i].Value = ""
 		}
 	}
-	d.reply = &events.Reply{ID: r.ID, Status: 207, Href: r.NodeURL, Found: found, Missing: missing, Forbidden: forbidden}
+	d.reply = &events.Reply{ID: r.ID, Status: rvp.StatusMultiStatus, Href: r.NodeURL, Found: found, Missing: missing, Forbidden: forbidden}
 	return d, nil
 }
 
 func (c *core) decidePropPatch(d *decision, e *events.PropPatch, now time.Time) (*decision, error) {
 	r := &e.Req
 	if !owner(r) {
-		return d.fail(r, 403, "only %s may change the properties of its node", r.Node)
+		return d.fail(r, rvp.StatusForbidden, "only %s may change the properties of its node", r.Node)
 	}
 	meta := c.meta(r, now)
 	// The mobile properties are the owner's to set; display name, e-mail
@@ -336,7 +336,7 @@ func (c *core) decidePropPatch(d *decision, e *events.PropPatch, now time.Time) 
 		}
 	}
 	if e.State == nil {
-		d.reply = &events.Reply{ID: r.ID, Status: 207, Href: r.NodeURL, Found: set, Forbidden: forbidden}
+		d.reply = &events.Reply{ID: r.ID, Status: rvp.StatusMultiStatus, Href: r.NodeURL, Found: set, Forbidden: forbidden}
 		return d, nil
 	}
 	u := *e.State
@@ -377,21 +377,21 @@ func (c *core) decidePropPatch(d *decision, e *events.PropPatch, now time.Time) 
 		d.facts = append(d.facts, &events.ViewSet{Meta: meta, Node: r.Node, ID: id, Value: u.Value, Default: u.Default,
 			Timeout: secs, Expires: now.Add(seconds(secs)), Source: r.Client})
 	}
-	d.reply = &events.Reply{ID: r.ID, Status: 207, Href: r.NodeURL, Lease: lease, Found: set, Forbidden: forbidden}
+	d.reply = &events.Reply{ID: r.ID, Status: rvp.StatusMultiStatus, Href: r.NodeURL, Lease: lease, Found: set, Forbidden: forbidden}
 	return d, nil
 }
 
 func (c *core) decideNotify(d *decision, e *events.Notify, now time.Time) (*decision, error) {
 	r := &e.Req
 	if e.HopCount > c.policy.MaxHops {
-		return d.fail(r, 508, "RVP-Hop-Count %d exceeds the limit of %d: the NOTIFY is looping between servers", e.HopCount, c.policy.MaxHops)
+		return d.fail(r, rvp.StatusLoopDetected, "RVP-Hop-Count %d exceeds the limit of %d: the NOTIFY is looping between servers", e.HopCount, c.policy.MaxHops)
 	}
 	acl, err := c.aclOf(r.Node, r.NodeURL)
 	if err != nil {
 		return nil, err
 	}
 	if !permitted(acl, requester(r), events.RightSendTo) {
-		return d.fail(r, 403, "%s does not accept notifications from %s (send-to right)", r.Node, r.From)
+		return d.fail(r, rvp.StatusForbidden, "%s does not accept notifications from %s (send-to right)", r.Node, r.From)
 	}
 	views, err := c.State.Views(r.Node)
 	if err != nil {
@@ -414,13 +414,13 @@ func (c *core) decideNotify(d *decision, e *events.Notify, now time.Time) (*deci
 	}
 	d.facts = append(d.facts, acc)
 	if len(targets) == 0 {
-		d.facts = append(d.facts, &events.MessageDelivered{Meta: meta, Node: r.Node, Status: 412})
-		d.reply = &events.Reply{ID: r.ID, Status: 412, Error: fmt.Sprintf("%s has no client logged in", r.Node)}
+		d.facts = append(d.facts, &events.MessageDelivered{Meta: meta, Node: r.Node, Status: rvp.StatusPreconditionFailed})
+		d.reply = &events.Reply{ID: r.ID, Status: rvp.StatusPreconditionFailed, Error: fmt.Sprintf("%s has no client logged in", r.Node)}
 		return d, nil
 	}
 	d.deliver = &delivery{req: e, targets: targets, body: rvp.WithSenderDescription(e.Body, c.senderName(r))}
 	if strings.EqualFold(e.AckType, "SingleHop") {
-		d.reply = &events.Reply{ID: r.ID, Status: 200}
+		d.reply = &events.Reply{ID: r.ID, Status: rvp.StatusOK}
 		d.deliver.answered = true
 	}
 	return d, nil
@@ -435,13 +435,13 @@ func (c *core) decideACL(d *decision, e *events.ACL, now time.Time) (*decision, 
 	who := requester(r)
 	if !e.Write {
 		if !permitted(acl, who, events.RightReadACL) {
-			return d.fail(r, 403, "reading the ACL of %s needs the readacl right", r.Node)
+			return d.fail(r, rvp.StatusForbidden, "reading the ACL of %s needs the readacl right", r.Node)
 		}
-		d.reply = &events.Reply{ID: r.ID, Status: 200, ACL: acl, HasACL: true}
+		d.reply = &events.Reply{ID: r.ID, Status: rvp.StatusOK, ACL: acl, HasACL: true}
 		return d, nil
 	}
 	if !permitted(acl, who, events.RightWriteACL) {
-		return d.fail(r, 403, "writing the ACL of %s needs the writeacl right", r.Node)
+		return d.fail(r, rvp.StatusForbidden, "writing the ACL of %s needs the writeacl right", r.Node)
 	}
 	merged := mergeACL(acl, e.ACEs, r.Node)
 	if len(merged) > maxACLEntries {
@@ -454,6 +454,6 @@ func (c *core) decideACL(d *decision, e *events.ACL, now time.Time) (*decision, 
 		d.facts = append(d.facts, &events.ACLSet{Meta: c.meta(r, now), Node: r.Node, ACEs: merged})
 		d.aclBefore = map[events.User][]events.ACE{r.Node: acl}
 	}
-	d.reply = &events.Reply{ID: r.ID, Status: 200, ACL: merged, HasACL: true}
+	d.reply = &events.Reply{ID: r.ID, Status: rvp.StatusOK, ACL: merged, HasACL: true}
 	return d, nil
 }

@@ -126,7 +126,7 @@ func (n *Node) startDelivery(ctx context.Context, d *delivery) {
 		n.log.Warn("delivery queue full; message not sent to one client", "req", d.req.ID, "url", tg.url.String())
 		// This goroutine is the one that reads n.outcomes: hand the
 		// outcome over without waiting.
-		if o, ok := t.record(503, nil); ok {
+		if o, ok := t.record(rvp.StatusUnavailable, nil); ok {
 			o.d = d
 			go func() {
 				select {

@@ -253,7 +253,7 @@ func (f *fanout) relay(home string, watcher events.User, server string, body []b
 func (c *core) decideRelay(d *decision, e *events.Relay) (*decision, error) {
 	r := &e.Req
 	if r.Auth.Scheme != "internal" {
-		return d.fail(r, 403, "relays come from home servers only")
+		return d.fail(r, rvp.StatusForbidden, "relays come from home servers only")
 	}
 	targets, err := c.loginTargets(e.Node)
 	if err != nil {
@@ -361,13 +361,13 @@ func (t *tally) record(status int, err error) (outcome, bool) {
 	o := outcome{delivered: t.delivered, failed: t.failed}
 	switch {
 	case ok && !t.deepAnd, t.pending == 0 && t.failed == 0:
-		o.status = 200
+		o.status = rvp.StatusOK
 	case t.pending == 0:
 		// Relay the endpoint's own refusal (a 500 means the recipient left
 		// the conversation); when none answered, nobody is reachable.
 		o.status = t.refused
 		if o.status == 0 {
-			o.status = 412
+			o.status = rvp.StatusPreconditionFailed
 		}
 	default:
 		return outcome{}, false

@@ -6,6 +6,7 @@ import (
 
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
 )
 
 // The rules of users moving between home servers (see move.go for how
@@ -140,7 +141,7 @@ func (c *core) decideDeparture(mv move, now time.Time) (*decision, error) {
 func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*decision, error) {
 	r := &e.Req
 	if r.Auth.Scheme != "internal" {
-		return d.fail(r, 403, "handoffs come from home servers only")
+		return d.fail(r, rvp.StatusForbidden, "handoffs come from home servers only")
 	}
 	d.quiet = true
 	if done, err := c.State.Arrived(r.Node); err != nil {
