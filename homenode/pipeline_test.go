@@ -59,7 +59,7 @@ func TestPipelineLostAnswers(t *testing.T) {
 		h.send(ev, false)
 		kinds[ev.Request().ID] = ev.Type()
 	}
-	h.awaitReplies(kinds)
+	h.awaitReplies(kinds, true)
 	st := h.node.Stats()
 	if st.Recovered == 0 {
 		t.Error("no answer was taken as lost: the test tested nothing")
@@ -90,7 +90,7 @@ func TestPipelineAnotherWriter(t *testing.T) {
 		}
 		return kinds
 	}
-	h.awaitReplies(send(0, 40))
+	h.awaitReplies(send(0, 40), true)
 	// The other writer: a view of its own for eve, whom no request here
 	// touches.
 	ann := events.NewUser("example.test", "eve")
@@ -104,7 +104,7 @@ func TestPipelineAnotherWriter(t *testing.T) {
 	if _, err := h.js.PublishMsg(h.t.Context(), msg); err != nil {
 		t.Fatal(err)
 	}
-	h.awaitReplies(send(40, 100))
+	h.awaitReplies(send(40, 100), true)
 	if h.node.Stats().Conflicts == 0 {
 		t.Error("the node never met the other writer's fact")
 	}
