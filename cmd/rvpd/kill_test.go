@@ -225,4 +225,3 @@ func TestKillHomeUnderLoad(t *testing.T) {
 		}
 	}
 }
-
