@@ -33,6 +33,10 @@ type View struct {
 	Home  string
 	State projections.HomeReader
 	Dir   Directory
+	// Busy reports whether the NOTIFYs waiting for u's clients fill their
+	// queue (nil: never): a message to u is then refused at once, and
+	// nothing is recorded of it.
+	Busy func(u events.User) bool
 }
 
 // Inputs of decide besides requests (events.Request).
@@ -70,6 +74,8 @@ type decision struct {
 	// relays hand notifications to the home servers of watchers homed
 	// elsewhere, which send them to their clients.
 	relays []relayOut
+	// unsent counts the NOTIFYs left out past Policy.MaxFanout.
+	unsent int
 	// deliver is a message to deliver to the node's clients.
 	deliver *delivery
 	// handoff is a user's state for its new home server: appended to that
@@ -98,6 +104,7 @@ type relayOut struct {
 
 // note is one NOTIFY to send.
 type note struct {
+	key      string // whose it is (target.key), for fair delivery
 	out      rvp.Outbound
 	deadline time.Time
 	ref      subRef // the subscription whose callback it goes to
@@ -209,7 +216,7 @@ func (c *core) consequences(d *decision, now time.Time) error {
 			before[u] = p
 		}
 	}
-	after := &core{View: View{Home: c.Home, State: projections.NewOverlay(c.State), Dir: c.Dir}, policy: c.policy}
+	after := &core{View: View{Home: c.Home, State: projections.NewOverlay(c.State), Dir: c.Dir, Busy: c.Busy}, policy: c.policy}
 	for _, f := range d.facts {
 		if err := after.State.(*projections.Overlay).Apply(0, f); err != nil {
 			return err

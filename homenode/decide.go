@@ -50,6 +50,9 @@ func (c *core) decideSubscribe(d *decision, e *events.Subscribe, now time.Time) 
 	default:
 		return d.fail(r, rvp.StatusBadRequest, "Notification-Type %q is neither %s nor %s", e.NotificationType, events.NotifyPragma, events.NotifyPropChange)
 	}
+	if full, err := c.full(d, r, kind, now); err != nil || full {
+		return d, err
+	}
 	id, err := c.State.NextID()
 	if err != nil {
 		return nil, err
@@ -83,6 +86,40 @@ func (c *core) decideSubscribe(d *decision, e *events.Subscribe, now time.Time) 
 		}
 	}
 	return d, nil
+}
+
+// full refuses a subscription the node has no room for: more logins
+// (callback endpoints) than MaxLogins, more watchers than MaxWatchers.
+// The answer is 503 with a Retry-After: for a login, when the first of
+// the node's logins lapses.
+func (c *core) full(d *decision, r *events.Req, kind string, now time.Time) (bool, error) {
+	if kind == events.NotifyPragma {
+		logins, err := c.State.Logins(r.Node)
+		if err != nil || len(logins) < c.policy.MaxLogins {
+			return false, err
+		}
+		first := logins[0].Expires
+		for _, l := range logins {
+			if l.Expires.Before(first) {
+				first = l.Expires
+			}
+		}
+		d.fail(r, rvp.StatusUnavailable, "%s has %d logins, the most a node may have; end one (UNSUBSCRIBE) or wait for one to lapse", r.Node, len(logins))
+		d.reply.RetryAfter = retryAfter(first.Sub(now))
+		return true, nil
+	}
+	n, err := c.State.CountWatchers(r.Node)
+	if err != nil || n < c.policy.MaxWatchers {
+		return false, err
+	}
+	d.fail(r, rvp.StatusUnavailable, "%s has %d watchers, the most a node may have", r.Node, n)
+	d.reply.RetryAfter = retryAfter(5 * time.Minute)
+	return true, nil
+}
+
+// retryAfter is a Retry-After in seconds: at least 1, at most an hour.
+func retryAfter(d time.Duration) int {
+	return int(min2(max2(d, time.Second), time.Hour) / time.Second)
 }
 
 // mayManage reports whether the requester may renew or end s: its
@@ -392,6 +429,11 @@ func (c *core) decideNotify(d *decision, e *events.Notify, now time.Time) (*deci
 	}
 	if !permitted(acl, requester(r), events.RightSendTo) {
 		return d.fail(r, rvp.StatusForbidden, "%s does not accept notifications from %s (send-to right)", r.Node, r.From)
+	}
+	if c.Busy != nil && c.Busy(r.Node) {
+		d.fail(r, rvp.StatusUnavailable, "%s has too many messages waiting for its clients; try again shortly", r.Node)
+		d.reply.RetryAfter = retryAfter(c.policy.DeliveryTimeout / 2)
+		return d, nil
 	}
 	views, err := c.State.Views(r.Node)
 	if err != nil {

@@ -2,6 +2,7 @@ package homenode
 
 import (
 	"errors"
+	"strconv"
 	"testing"
 	"time"
 
@@ -422,6 +423,20 @@ func TestMessages(t *testing.T) {
 		w.do(&events.ACL{Req: w.req("acl", "ann", "ann", "10.0.0.1"), Write: true, ACEs: []events.ACE{{Credentials: []string{events.CredAny}, Grant: []string{events.RightPresence}}}})
 		wantStatus(t, w.decide(msg(w, "m", "ben", "ann", "DeepOr", 1)), 403)
 	})
+	t.Run("a recipient whose clients have too much waiting: 503, nothing recorded", func(t *testing.T) {
+		w := newWorld(t)
+		w.login("ann", "10.0.0.1", annCB)
+		v := w.view()
+		v.Busy = func(u events.User) bool { return u == user("ann") }
+		d, err := decide(v, w.policy, msg(w, "m", "ben", "ann", "DeepOr", 1), w.now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantStatus(t, d, 503)
+		if len(d.facts) != 0 || d.deliver != nil || d.reply.RetryAfter != 5 {
+			t.Errorf("facts %v, delivery %v, Retry-After %d", types(d), d.deliver != nil, d.reply.RetryAfter)
+		}
+	})
 	t.Run("a resumed delivery is not accepted again", func(t *testing.T) {
 		w := newWorld(t)
 		w.login("ann", "10.0.0.1", annCB)
@@ -627,4 +642,49 @@ func TestMoves(t *testing.T) {
 	if bad := to.decide(&events.Handoff{Req: to.req("h", "ann", "ann", "10.0.0.1")}); bad.reply == nil || bad.reply.Status != 403 {
 		t.Error("a handoff from a client was taken")
 	}
+}
+
+func TestLimits(t *testing.T) {
+	t.Run("logins: at most MaxLogins, then 503 until the first lapses", func(t *testing.T) {
+		w := newWorld(t)
+		w.policy.MaxLogins = 3
+		for i := range 3 {
+			w.now = w.now.Add(time.Minute)
+			w.login("ann", "10.0.0."+strconv.Itoa(i+1), annCB)
+		}
+		d := w.decide(&events.Subscribe{Req: w.req("l4", "ann", "ann", "10.0.0.9"), NotificationType: events.NotifyPragma, CallBack: annCB2, Lifetime: 600})
+		wantStatus(t, d, 503)
+		// The first login lapses 4 h after it was made, 2 min before now.
+		if want := 4*3600 - 120; d.reply.RetryAfter != min(want, 3600) || len(d.facts) != 0 {
+			t.Errorf("Retry-After %d, facts %v", d.reply.RetryAfter, types(d))
+		}
+		// Watching is another count.
+		wantStatus(t, w.decide(&events.Subscribe{Req: w.req("w", "ben", "ann", "10.0.0.3"), NotificationType: events.NotifyPropChange,
+			CallBack: nodeURL("ben"), CallBackUser: user("ben")}), 207)
+	})
+	t.Run("watchers: at most MaxWatchers", func(t *testing.T) {
+		w := newWorld(t)
+		w.policy.MaxWatchers = 2
+		w.watch("ben", "ann")
+		w.watch("cat", "ann")
+		d := w.decide(&events.Subscribe{Req: w.req("w3", "dan", "ann", "10.0.0.5"), NotificationType: events.NotifyPropChange,
+			CallBack: nodeURL("dan"), CallBackUser: user("dan")})
+		wantStatus(t, d, 503)
+		if d.reply.RetryAfter <= 0 {
+			t.Errorf("no Retry-After")
+		}
+	})
+	t.Run("one decision sends at most MaxFanout NOTIFYs", func(t *testing.T) {
+		w := newWorld(t)
+		w.policy.MaxFanout = 2
+		for i, a := range []string{"ben", "cat"} {
+			w.login(a, "10.0.0.3", "http://10.0.0.3:400"+strconv.Itoa(i))
+			w.login(a, "10.0.0.4", "http://10.0.0.4:400"+strconv.Itoa(i))
+			w.watch(a, "ann")
+		}
+		d := w.setState("ann", "10.0.0.1", "busy", 600)
+		if len(d.notes) != 2 || d.unsent != 2 {
+			t.Errorf("%d sent, %d left out; want 2 and 2", len(d.notes), d.unsent)
+		}
+	})
 }

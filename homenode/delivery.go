@@ -16,42 +16,194 @@ import (
 
 // job is one NOTIFY to send.
 type job struct {
+	key      string // whose it is: the user whose client it goes to, or the callback's host
 	out      rvp.Outbound
 	deadline time.Time
 	done     func(status int, err error) // nil for fire-and-forget
 }
 
-// pool sends NOTIFYs with a fixed number of workers reading a bounded
-// queue.
+// pool sends NOTIFYs, each on a connection of its own. To each
+// destination (a callback URL) one at a time, in the order submitted: a
+// client sees the changes of a presence in the order they were decided.
+// At most workers at a time in all, and at most perKey at a time for one
+// key (the user whose clients they go to, or a callback's host), each
+// key's waiting in a queue of at most keyQueue, destinations served in
+// turn. A user whose callbacks accept and never answer thus holds perKey
+// connections until its NOTIFYs time out, and everyone else's go past.
 type pool struct {
-	client  *rvp.Client
-	workers int
-	jobs    chan job
-	log     *slog.Logger
-	dropped *atomic.Uint64
+	client                   *rvp.Client
+	workers, perKey          int
+	keyQueue, queued, maxLen int
+	log                      *slog.Logger
+	dropped                  *atomic.Uint64
+
+	mu      sync.Mutex
+	ctx     context.Context
+	wg      *sync.WaitGroup
+	running int
+	groups  map[string]*group
+	ready   []*dest // destinations with a job waiting, none under way, and room in their group
+	roomed  chan struct{}
 }
 
-func newPool(c *rvp.Client, workers, queue int, log *slog.Logger, dropped *atomic.Uint64) *pool {
-	return &pool{client: c, workers: workers, jobs: make(chan job, queue), log: log, dropped: dropped}
+// group is one key's destinations, and how many of its jobs run.
+type group struct {
+	key     string
+	dests   map[string]*dest
+	waiting []*dest // ready but for the group's limit
+	running int
+	queued  int
 }
 
+// dest is one destination's jobs, in order.
+type dest struct {
+	url    string
+	grp    *group
+	jobs   []job
+	busy   bool // a job of it runs
+	queued bool // in ready or in its group's waiting
+}
+
+func newPool(c *rvp.Client, workers, perKey, keyLen, queue int, log *slog.Logger, dropped *atomic.Uint64) *pool {
+	return &pool{client: c, workers: workers, perKey: perKey, keyQueue: keyLen, maxLen: queue, log: log, dropped: dropped,
+		groups: map[string]*group{}, roomed: make(chan struct{}, 1)}
+}
+
+// start lets jobs run until ctx ends; wg counts them.
 func (p *pool) start(ctx context.Context, wg *sync.WaitGroup) {
-	for range p.workers {
-		wg.Add(1)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.ctx, p.wg = ctx, wg
+	p.schedule()
+}
+
+// submit queues j without blocking; false means its key's queue, or the
+// pool's, is full.
+func (p *pool) submit(j job) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	g := p.groups[j.key]
+	if (g != nil && g.queued >= p.keyQueue) || p.queued >= p.maxLen {
+		p.dropped.Add(1)
+		return false
+	}
+	if g == nil {
+		g = &group{key: j.key, dests: map[string]*dest{}}
+		p.groups[j.key] = g
+	}
+	url := j.out.URL.String()
+	d := g.dests[url]
+	if d == nil {
+		d = &dest{url: url, grp: g}
+		g.dests[url] = d
+	}
+	d.jobs = append(d.jobs, j)
+	g.queued++
+	p.queued++
+	p.markReady(d)
+	p.schedule()
+	return true
+}
+
+// full reports whether key's queue has no room.
+func (p *pool) full(key string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	g := p.groups[key]
+	return g != nil && g.queued >= p.keyQueue
+}
+
+// submitWait queues j, waiting for room until ctx ends.
+func (p *pool) submitWait(ctx context.Context) func(job) bool {
+	return func(j job) bool {
+		for {
+			if !p.full(j.key) && p.submit(j) {
+				return true
+			}
+			select {
+			case <-p.roomed:
+			case <-time.After(50 * time.Millisecond):
+			case <-ctx.Done():
+				return false
+			}
+		}
+	}
+}
+
+// markReady queues d for a worker if it has a job, none under way: among
+// the ready, or its group's waiting when the group is at its limit.
+// p.mu is held.
+func (p *pool) markReady(d *dest) {
+	if d.queued || d.busy || len(d.jobs) == 0 {
+		return
+	}
+	d.queued = true
+	if d.grp.running < p.perKey {
+		p.ready = append(p.ready, d)
+	} else {
+		d.grp.waiting = append(d.grp.waiting, d)
+	}
+}
+
+// schedule starts the jobs there is room for, destinations in turn. p.mu
+// is held.
+func (p *pool) schedule() {
+	for p.ctx != nil && p.ctx.Err() == nil && p.running < p.workers && len(p.ready) > 0 {
+		d := p.ready[0]
+		p.ready[0] = nil
+		p.ready = p.ready[1:]
+		g := d.grp
+		if g.running >= p.perKey {
+			g.waiting = append(g.waiting, d)
+			continue
+		}
+		d.queued, d.busy = false, true
+		j := d.jobs[0]
+		d.jobs[0] = job{}
+		d.jobs = d.jobs[1:]
+		g.queued--
+		p.queued--
+		g.running++
+		p.running++
+		p.wg.Add(1)
 		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case j := <-p.jobs:
-					p.run(ctx, j)
-				}
+			defer p.wg.Done()
+			p.run(p.ctx, j)
+			p.finished(d)
+			select {
+			case p.roomed <- struct{}{}:
+			default:
 			}
 		}()
 	}
 }
 
+// finished takes back the worker of d's job, and starts what may go now.
+func (p *pool) finished(d *dest) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	g := d.grp
+	d.busy = false
+	g.running--
+	p.running--
+	if len(g.waiting) > 0 {
+		w := g.waiting[0]
+		g.waiting[0] = nil
+		g.waiting = g.waiting[1:]
+		w.queued = false
+		p.markReady(w)
+	}
+	p.markReady(d)
+	if !d.busy && !d.queued && len(d.jobs) == 0 {
+		delete(g.dests, d.url)
+		if len(g.dests) == 0 {
+			delete(p.groups, g.key)
+		}
+	}
+	p.schedule()
+}
+
+// run sends one NOTIFY and reports how it went.
 func (p *pool) run(ctx context.Context, j job) {
 	ctx, cancel := context.WithDeadline(ctx, j.deadline)
 	defer cancel()
@@ -69,29 +221,6 @@ func (p *pool) run(ctx context.Context, j job) {
 	}
 	if j.done != nil {
 		j.done(status, err)
-	}
-}
-
-// submitWait queues j, waiting for room until ctx ends.
-func (p *pool) submitWait(ctx context.Context) func(job) bool {
-	return func(j job) bool {
-		select {
-		case p.jobs <- j:
-			return true
-		case <-ctx.Done():
-			return false
-		}
-	}
-}
-
-// submit queues j without blocking; false means the queue is full.
-func (p *pool) submit(j job) bool {
-	select {
-	case p.jobs <- j:
-		return true
-	default:
-		p.dropped.Add(1)
-		return false
 	}
 }
 
@@ -120,7 +249,7 @@ func (n *Node) startDelivery(ctx context.Context, d *delivery) {
 				}
 			}
 		}
-		if n.pool.submit(job{out: d.outbound(tg), deadline: deadline, done: done}) {
+		if n.pool.submit(job{key: tg.key(), out: d.outbound(tg), deadline: deadline, done: done}) {
 			continue
 		}
 		n.log.Warn("delivery queue full; message not sent to one client", "req", d.req.ID, "url", tg.url.String())
@@ -141,8 +270,12 @@ func (n *Node) startDelivery(ctx context.Context, d *delivery) {
 // sendNotes queues a decision's NOTIFYs and hands its relays to the
 // watchers' home servers.
 func (n *Node) sendNotes(d *decision, submit func(job) bool) {
+	if d.unsent > 0 {
+		n.dropped.Add(uint64(d.unsent))
+		n.log.Warn("notifications past the fan-out limit not sent", "sent", len(d.notes)+len(d.relays), "unsent", d.unsent, "limit", n.policy.MaxFanout)
+	}
 	for _, nt := range d.notes {
-		if !submit(job{out: nt.out, deadline: nt.deadline, done: n.reachability(nt.ref)}) {
+		if !submit(job{key: nt.key, out: nt.out, deadline: nt.deadline, done: n.reachability(nt.ref)}) {
 			n.log.Warn("delivery queue full; notification dropped", "url", nt.out.URL.String())
 		}
 	}

@@ -29,6 +29,17 @@ type target struct {
 	home  string
 	// foreign marks another organisation's server: its 302s are followed.
 	foreign bool
+	// login marks the callback of a local user's login subscription.
+	login bool
+}
+
+// key is whose delivery this is, for fairness: the user whose login it
+// is, else the callback's host.
+func (t target) key() string {
+	if t.login {
+		return t.ref.node.String()
+	}
+	return t.url.Host
 }
 
 // loginTargets returns the callbacks of u's login subscriptions: where
@@ -41,7 +52,7 @@ func (c *core) loginTargets(u events.User) ([]target, error) {
 	var out []target
 	for _, l := range logins {
 		if cb, err := rvp.ParseURL(l.CallBack); err == nil {
-			out = append(out, target{url: cb, subID: l.ID, ref: subRef{u, l.ID}})
+			out = append(out, target{url: cb, subID: l.ID, ref: subRef{u, l.ID}, login: true})
 		}
 	}
 	return out, nil
@@ -218,6 +229,10 @@ func (f *fanout) state(u events.User, s *projections.Subscription, state string)
 			continue
 		}
 		f.sent[key] = true
+		if len(f.d.notes)+len(f.d.relays) >= f.policy.MaxFanout {
+			f.d.unsent++ // one decision does not fan out without bound
+			continue
+		}
 		if t.home != "" {
 			f.relay(t.home, t.ref.node, server, body)
 			continue
@@ -232,7 +247,7 @@ func (f *fanout) state(u events.User, s *projections.Subscription, state string)
 		if t.foreign {
 			out.Redirects = 3
 		}
-		f.d.notes = append(f.d.notes, note{out: out, deadline: f.now.Add(f.policy.DeliveryTimeout), ref: t.ref})
+		f.d.notes = append(f.d.notes, note{key: t.key(), out: out, deadline: f.now.Add(f.policy.DeliveryTimeout), ref: t.ref})
 	}
 	return nil
 }
@@ -267,7 +282,7 @@ func (c *core) decideRelay(d *decision, e *events.Relay) (*decision, error) {
 			{Name: rvp.HdrSubscriptionID, Value: strconv.Itoa(int(t.subID))},
 			{Name: rvp.HdrContentType, Value: rvp.ContentTypeXML},
 		}}
-		d.notes = append(d.notes, note{out: out, deadline: e.Deadline, ref: t.ref})
+		d.notes = append(d.notes, note{key: t.key(), out: out, deadline: e.Deadline, ref: t.ref})
 	}
 	return d, nil
 }

@@ -37,6 +37,17 @@ type Policy struct {
 	// unanswered (no connection, no status) before its subscription ends,
 	// and with a user's last login its presence. Default 3; negative never.
 	MaxCallbackFailures int
+	// MaxLogins bounds the login subscriptions (callback endpoints) on a
+	// node, so that a message fans out to at most this many; more are
+	// refused with 503 and a Retry-After. Default 64.
+	MaxLogins int
+	// MaxWatchers bounds the property subscriptions on a node; more are
+	// refused with 503 and a Retry-After. Default 4096.
+	MaxWatchers int
+	// MaxFanout bounds the NOTIFYs one decision sends (a change of presence
+	// told to watchers' clients); beyond it they are dropped and counted.
+	// Default 8192.
+	MaxFanout int
 	// OmitBodies keeps message bodies out of the facts, which then record
 	// each body's size and SHA-256 (Exchange kept nothing; auditors want
 	// the text; privacy rules may forbid it).
@@ -53,6 +64,9 @@ func DefaultPolicy() Policy {
 		MaxHops:             8,
 		DeliveryTimeout:     10 * time.Second,
 		MaxCallbackFailures: 3,
+		MaxLogins:           64,
+		MaxWatchers:         4096,
+		MaxFanout:           8192,
 	}
 }
 
@@ -80,6 +94,14 @@ func (p Policy) withDefaults() Policy {
 	}
 	if p.MaxCallbackFailures == 0 {
 		p.MaxCallbackFailures = d.MaxCallbackFailures
+	}
+	for _, v := range []struct {
+		p *int
+		d int
+	}{{&p.MaxLogins, d.MaxLogins}, {&p.MaxWatchers, d.MaxWatchers}, {&p.MaxFanout, d.MaxFanout}} {
+		if *v.p <= 0 {
+			*v.p = v.d
+		}
 	}
 	return p
 }
@@ -123,9 +145,17 @@ type Config struct {
 	// Client delivers NOTIFYs. Default: an rvp.Client with its defaults.
 	Client *rvp.Client
 	Policy Policy
-	// Workers is the number of concurrent deliveries. Default 32.
+	// Workers bounds the NOTIFYs in progress at once, each on a
+	// connection of its own. Default 256.
 	Workers int
-	// QueueLen bounds the deliveries waiting for a worker. Default 4096.
+	// PerKey bounds the NOTIFYs in progress at once to one user's clients
+	// (or one callback host that is no user's login), so that a user
+	// whose callbacks hang cannot hold up anyone else's. Default 4.
+	PerKey int
+	// KeyQueue bounds the NOTIFYs waiting for one user (or host); more
+	// are refused (a message: 503; a notification: dropped). Default 256.
+	KeyQueue int
+	// QueueLen bounds the NOTIFYs waiting in all. Default 16384.
 	QueueLen int
 	// SweepEvery is how often expiries are looked for. Default 500ms.
 	SweepEvery time.Duration
@@ -216,14 +246,27 @@ func New(cfg Config) (*Node, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if cfg.Client == nil {
-		cfg.Client = &rvp.Client{}
+	// A callback that does not take a connection at once is not waited
+	// for long: it would hold a delivery slot of its user.
+	client := rvp.Client{}
+	if cfg.Client != nil {
+		client = *cfg.Client
 	}
+	if client.DialTimeout <= 0 {
+		client.DialTimeout = 2 * time.Second
+	}
+	cfg.Client = &client
 	if cfg.Workers <= 0 {
-		cfg.Workers = 32
+		cfg.Workers = 256
+	}
+	if cfg.PerKey <= 0 {
+		cfg.PerKey = 4
+	}
+	if cfg.KeyQueue <= 0 {
+		cfg.KeyQueue = 256
 	}
 	if cfg.QueueLen <= 0 {
-		cfg.QueueLen = 4096
+		cfg.QueueLen = 16384
 	}
 	if cfg.SweepEvery <= 0 {
 		cfg.SweepEvery = 500 * time.Millisecond
@@ -270,7 +313,7 @@ func New(cfg Config) (*Node, error) {
 	if n.pub, err = newPublisher(cfg.Conn, cfg.Window, cfg.AckTimeout, n.results); err != nil {
 		return nil, err
 	}
-	n.pool = newPool(cfg.Client, cfg.Workers, cfg.QueueLen, log, &n.dropped)
+	n.pool = newPool(cfg.Client, cfg.Workers, cfg.PerKey, cfg.KeyQueue, cfg.QueueLen, log, &n.dropped)
 	return n, nil
 }
 
@@ -374,16 +417,19 @@ func (n *Node) Run(parent context.Context) (err error) {
 		// it after AckWait, well inside the gateway's wait.
 		AckWait:       5 * time.Second,
 		MaxAckPending: 4096,
-		MaxDeliver:    5,
+		// Every stop hands back what was fetched and not decided, and a
+		// redelivery counts: a request is given up only after many, by
+		// when its deadline has long passed (it would be dropped as late).
+		MaxDeliver: 20,
 	})
 	if err != nil {
 		return fmt.Errorf("home %s: request consumer: %w", n.cfg.Home, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(256))
+	it, err := cons.Messages(jetstream.PullMaxMessages(128))
 	if err != nil {
 		return fmt.Errorf("home %s: consume requests: %w", n.cfg.Home, err)
 	}
-	reqs := make(chan jetstream.Msg, 256)
+	reqs := make(chan jetstream.Msg, 128)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -576,8 +622,12 @@ func (n *Node) rememberRecent(ctx context.Context) error {
 // view is what the node decides against: the projection with the facts
 // in flight over it, and the directory.
 func (n *Node) view() View {
-	return View{Home: n.cfg.Home, State: n.over, Dir: n.cfg.Directory}
+	return View{Home: n.cfg.Home, State: n.over, Dir: n.cfg.Directory, Busy: n.busy}
 }
+
+// busy reports whether the NOTIFYs waiting for u's clients fill their
+// queue.
+func (n *Node) busy(u events.User) bool { return n.pool.full(u.String()) }
 
 // handleRequest takes one request event. It returns an error only when
 // the node cannot go on. ctx bounds the decision (not cancelled when the

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -38,6 +39,7 @@ type harness struct {
 	replies chan *events.Reply
 	sink    net.Listener
 	tweak   func(*Config) // changes the node's configuration before it starts
+	logs    *logBuffer    // the node's log, shown when the test fails
 	node    *Node
 	stopped bool
 	stop    context.CancelFunc
@@ -83,7 +85,12 @@ func newHarnessWith(t *testing.T, tweak func(*Config), users ...string) *harness
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, nc: nc, js: js, db: db, dir: dir, home: "home1", replies: make(chan *events.Reply, 1024), tweak: tweak}
+	h := &harness{t: t, nc: nc, js: js, db: db, dir: dir, home: "home1", replies: make(chan *events.Reply, 1024), tweak: tweak, logs: &logBuffer{}}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("home node log (last lines):\n%s", h.logs.tail(300))
+		}
+	})
 	fctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -148,7 +155,7 @@ func (h *harness) startNode() {
 		Policy:     Policy{MinLease: time.Second, MinLifetime: time.Second, DeliveryTimeout: 2 * time.Second, MaxCallbackFailures: 2},
 		Client:     &rvp.Client{DialTimeout: time.Second, Timeout: 2 * time.Second},
 		SweepEvery: 50 * time.Millisecond,
-		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:     slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if h.tweak != nil {
 		h.tweak(&cfg)
@@ -352,4 +359,23 @@ func TestPropertyRebuildEqualsLive(t *testing.T) {
 	}
 	v := h.verify()
 	t.Logf("%d requests, projection of %d keys at seq %d equals its rebuild", len(kinds), v.Keys, v.Position)
+}
+
+// logBuffer keeps a node's log lines.
+type logBuffer struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.lines = append(b.lines, string(p))
+	return len(p), nil
+}
+
+func (b *logBuffer) tail(n int) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return strings.Join(b.lines[max(0, len(b.lines)-n):], "")
 }

@@ -202,6 +202,9 @@ type HomeReader interface {
 	// Watchers returns the property subscriptions (update/propchange) on
 	// u's node, by id: who watches its presence.
 	Watchers(u events.User) ([]Subscription, error)
+	// CountWatchers returns how many property subscriptions there are on
+	// u's node, without reading them.
+	CountWatchers(u events.User) (int, error)
 	// View returns u's presence view id, or nil.
 	View(u events.User, id int32) (*View, error)
 	// Views returns the presence views of u, by id.
@@ -345,6 +348,19 @@ func (p *pebbleHome) Logins(u events.User) ([]Subscription, error) {
 
 func (p *pebbleHome) Watchers(u events.User) ([]Subscription, error) {
 	return scanValues[Subscription](p.r, prefixOf(string(p.h.userKey(u, "s"))))
+}
+
+func (p *pebbleHome) CountWatchers(u events.User) (int, error) {
+	n := 0
+	pfx := prefixOf(string(p.h.userKey(u, "s")))
+	it, err := p.r.NewIter(&pebble.IterOptions{LowerBound: pfx, UpperBound: upperBound(pfx)})
+	if err != nil {
+		return 0, err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		n++
+	}
+	return n, it.Close()
 }
 
 func (p *pebbleHome) View(u events.User, id int32) (*View, error) {
@@ -498,6 +514,7 @@ func (h *Home) Subscription(u events.User, id int32) (*Subscription, error) {
 func (h *Home) Subscriptions(u events.User) ([]Subscription, error) { return h.read().Subscriptions(u) }
 func (h *Home) Logins(u events.User) ([]Subscription, error)        { return h.read().Logins(u) }
 func (h *Home) Watchers(u events.User) ([]Subscription, error)      { return h.read().Watchers(u) }
+func (h *Home) CountWatchers(u events.User) (int, error)            { return h.read().CountWatchers(u) }
 func (h *Home) View(u events.User, id int32) (*View, error)         { return h.read().View(u, id) }
 func (h *Home) Views(u events.User) ([]View, error)                 { return h.read().Views(u) }
 func (h *Home) ACL(u events.User) ([]events.ACE, bool, error)       { return h.read().ACL(u) }

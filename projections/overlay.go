@@ -213,6 +213,33 @@ func (o *Overlay) subsWhere(u events.User, kind string, fromBase func(HomeReader
 	return out, nil
 }
 
+func (o *Overlay) CountWatchers(u events.User) (int, error) {
+	n := 0
+	if o.base != nil {
+		var err error
+		if n, err = o.base.CountWatchers(u); err != nil {
+			return 0, err
+		}
+	}
+	// Each id the overlay changed counts as the overlay has it, not as
+	// the base does.
+	for id := range o.userSubs[u] {
+		if e := o.subs[itemKey{u, id}]; !e.gone && subKind(e.val.Kind) == "s" {
+			n++
+		}
+		if o.base != nil {
+			s, err := o.base.Subscription(u, id)
+			if err != nil {
+				return 0, err
+			}
+			if s != nil && subKind(s.Kind) == "s" {
+				n--
+			}
+		}
+	}
+	return n, nil
+}
+
 func (o *Overlay) View(u events.User, id int32) (*View, error) {
 	if e, ok := o.views[itemKey{u, id}]; ok {
 		if e.gone {

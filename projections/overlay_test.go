@@ -81,6 +81,7 @@ func sameState(t *testing.T, a, b HomeReader, facts []events.Fact) {
 			{"subscriptions", func(r HomeReader) (any, error) { return r.Subscriptions(u) }},
 			{"logins", func(r HomeReader) (any, error) { return r.Logins(u) }},
 			{"watchers", func(r HomeReader) (any, error) { return r.Watchers(u) }},
+			{"watcher count", func(r HomeReader) (any, error) { return r.CountWatchers(u) }},
 			{"views", func(r HomeReader) (any, error) { return r.Views(u) }},
 			{"acl", func(r HomeReader) (any, error) { a, ok, err := r.ACL(u); return []any{a, ok}, err }},
 			{"property", func(r HomeReader) (any, error) { return r.Property(u, events.PropMobileState) }},

@@ -35,8 +35,8 @@ func longTest(t *testing.T) {
 }
 
 // TestKillHomeUnderLoad kills `rvpd dev` with SIGKILL while 32 clients
-// keep its home node's pipeline full (state properties and logins, each
-// request with a mark of its own), restarts it on the same data, and
+// keep its home node's pipeline full (state properties, logins and their
+// ends, each request with a mark of its own), restarts it on the same data, and
 // counts: every request that got a success answer before the kill has
 // its fact in the home server's stream after the restart, and the
 // restarted node's projection equals a rebuild. It takes a few seconds,
@@ -69,10 +69,10 @@ func TestKillHomeUnderLoad(t *testing.T) {
 	// logins answered 200, per user.
 	var mu sync.Mutex
 	marks := map[string]bool{}
-	logins := map[string]map[int32]bool{}
+	logins, logouts := map[string]map[int32]bool{}, map[string]map[int32]bool{}
 	users := []string{"alice", "bob", "carol"}
 	for _, u := range users {
-		logins[u] = map[int32]bool{}
+		logins[u], logouts[u] = map[int32]bool{}, map[int32]bool{}
 	}
 	var answered atomic.Int64
 	stop := make(chan struct{})
@@ -84,6 +84,7 @@ func TestKillHomeUnderLoad(t *testing.T) {
 			alias := users[w%len(users)]
 			c := newClient(t, addr, alias)
 			c.Source = "127.0.0." + strconv.Itoa(2+w)
+			var last int32 // the login to end next
 			for i := 0; ; i++ {
 				select {
 				case <-stop:
@@ -106,6 +107,21 @@ func TestKillHomeUnderLoad(t *testing.T) {
 					}
 					continue
 				}
+				if last != 0 {
+					// Logins do not pile up (a node has room for 64).
+					r, err := c.TryDo("UNSUBSCRIBE", "/instmsg/aliases/"+alias, nil, c.From(), "Subscription-Id: "+strconv.Itoa(int(last)))
+					if err != nil {
+						return
+					}
+					if r.Status == 200 {
+						mu.Lock()
+						logouts[alias][last] = true
+						mu.Unlock()
+						answered.Add(1)
+					}
+					last = 0
+					continue
+				}
 				r, err := c.TryDo("SUBSCRIBE", "/instmsg/aliases/"+alias, nil, "Notification-Type: pragma/notify", c.From(),
 					"Subscription-Lifetime: 14400", "Call-Back: "+c.CallBack)
 				if err != nil {
@@ -121,6 +137,7 @@ func TestKillHomeUnderLoad(t *testing.T) {
 					logins[alias][int32(id)] = true
 					mu.Unlock()
 					answered.Add(1)
+					last = int32(id)
 				}
 			}
 		}()
@@ -151,7 +168,7 @@ func TestKillHomeUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	survived := map[string]bool{}
-	created := map[string]map[int32]bool{}
+	created, ended := map[string]map[int32]bool{}, map[string]map[int32]bool{}
 	for {
 		batch, err := cons.FetchNoWait(512)
 		if err != nil {
@@ -172,6 +189,11 @@ func TestKillHomeUnderLoad(t *testing.T) {
 					created[f.Node.Alias] = map[int32]bool{}
 				}
 				created[f.Node.Alias][f.ID] = true
+			case *events.SubscriptionEnded:
+				if ended[f.Node.Alias] == nil {
+					ended[f.Node.Alias] = map[int32]bool{}
+				}
+				ended[f.Node.Alias][f.ID] = true
 			}
 		}
 		if n == 0 {
@@ -195,8 +217,20 @@ func TestKillHomeUnderLoad(t *testing.T) {
 			}
 		}
 	}
+	for alias, ids := range logouts {
+		for id := range ids {
+			acked++
+			if !ended[alias][id] {
+				lost++
+				t.Errorf("the end of login %d of %s was answered 200; its fact is not in the stream after the restart", id, alias)
+			}
+		}
+	}
 	facts := len(survived)
 	for _, ids := range created {
+		facts += len(ids)
+	}
+	for _, ids := range ended {
 		facts += len(ids)
 	}
 	t.Logf("killed with %d requests answered: %d acknowledged, %d survived, %d lost; %d such facts in the stream (the rest were decided but not answered)",
