@@ -107,6 +107,13 @@ func (s *Service) Start() error {
 	if err != nil {
 		return fmt.Errorf("directory service: %w", err)
 	}
+	// The subscription reaches the server asynchronously: a round trip
+	// makes sure it is there before Start returns (and rvpd says it
+	// serves), or an rvpctl right after could find no responders.
+	if err := s.Conn.Flush(); err != nil {
+		sub.Unsubscribe()
+		return fmt.Errorf("directory service: %w", err)
+	}
 	s.sub = sub
 	return nil
 }

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"time"
+
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
 	"github.com/rvp-im/rvpd/rvp"
@@ -25,10 +27,9 @@ type AuthRequest struct {
 	Domain *projections.Domain
 	// From is the local user RVP-From-Principal names, if any.
 	From events.User
-	// Required says the request must be authenticated: it speaks for a
-	// local user, or it is an owner-only operation without
-	// RVP-From-Principal. Others may go unauthenticated (assertion, as
-	// requests from other organisations do) and are judged by ACL.
+	// Required says the request must be authenticated: everything but a
+	// request of another organisation's principal (judged by the ACL's
+	// assertion rules, as requests from other organisations are).
 	Required bool
 }
 
@@ -49,8 +50,9 @@ const (
 	// user). Answered like Challenged, with a fresh challenge: a client
 	// learns nothing more, as from Exchange.
 	Refused
-	// Throttled: 403, too many failed sign-ins for the account or from the
-	// address; Outcome.Msg says when to try again.
+	// Throttled: 403 with Retry-After, too many failed sign-ins for the
+	// account from the address (lockout.go); Outcome.Msg says when to try
+	// again.
 	Throttled
 )
 
@@ -63,6 +65,8 @@ type Outcome struct {
 	Challenge []string
 	// Msg says why, to the client (the body of a 401 or 403).
 	Msg string
+	// RetryAfter is how long a Throttled client must wait.
+	RetryAfter time.Duration
 }
 
 // Authenticator establishes who sent a request: the credential checker
@@ -71,14 +75,19 @@ type Authenticator interface {
 	Authenticate(st *ConnState, ar AuthRequest) Outcome
 }
 
-// NoAuth accepts every request and takes RVP-From-Principal at its word.
-// It exists for development and experiments only: anyone can act as
-// anyone.
+// NoAuth accepts every request that names its user in
+// RVP-From-Principal and takes it at its word. It exists for development
+// and experiments only: anyone can act as anyone. A request that must be
+// authenticated and names no user of ours is refused: there is nobody to
+// take at their word.
 type NoAuth struct{}
 
 // Authenticate implements Authenticator.
 func (NoAuth) Authenticate(_ *ConnState, ar AuthRequest) Outcome {
 	if ar.From.IsZero() {
+		if ar.Required {
+			return Outcome{Verdict: Refused, Msg: "authentication is off here, so a request names the user it speaks for in RVP-From-Principal"}
+		}
 		return Outcome{}
 	}
 	return Outcome{Identity: events.Identity{Scheme: "none", User: ar.From}}

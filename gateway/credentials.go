@@ -60,22 +60,23 @@ type CredentialsConfig struct {
 	// HandshakeLife bounds the time between an NTLM challenge and its
 	// answer. Default 1m.
 	HandshakeLife time.Duration
-	// MaxFailures and MaxAddressFailures bound failed attempts per account
-	// and per client address within FailureWindow; beyond them requests are
-	// refused with 403 until the window has passed. Defaults 10, 50, 15m.
-	MaxFailures, MaxAddressFailures int
-	FailureWindow                   time.Duration
-	Logger                          *slog.Logger
-	Now                             func() time.Time
+	// Lockout throttles failed sign-ins (see LockoutConfig).
+	Lockout LockoutConfig
+	// NoNTLMv1 refuses NTLMv1 responses (with or without extended session
+	// security), leaving NTLMv2. librvp answers only NTLMv1, so it is
+	// accepted unless an administrator turns it off (-auth.ntlmv1=false).
+	NoNTLMv1 bool
+	Logger   *slog.Logger
+	Now      func() time.Time
 }
 
 // Credentials is the Authenticator that checks NTLM, Digest and (when
 // allowed) Basic credentials against the directory's sealed verifiers.
 type Credentials struct {
-	cfg      CredentialsConfig
-	log      *slog.Logger
-	nonces   digestNonces
-	throttle *throttle
+	cfg     CredentialsConfig
+	log     *slog.Logger
+	nonces  digestNonces
+	lockout *lockout
 
 	mu    sync.Mutex
 	cache map[[32]byte]*rvp.Verifiers // by hash of the sealed bytes
@@ -104,15 +105,6 @@ func NewCredentials(cfg CredentialsConfig) (*Credentials, error) {
 	if cfg.HandshakeLife <= 0 {
 		cfg.HandshakeLife = time.Minute
 	}
-	if cfg.MaxFailures <= 0 {
-		cfg.MaxFailures = 10
-	}
-	if cfg.MaxAddressFailures <= 0 {
-		cfg.MaxAddressFailures = 50
-	}
-	if cfg.FailureWindow <= 0 {
-		cfg.FailureWindow = 15 * time.Minute
-	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -122,9 +114,9 @@ func NewCredentials(cfg CredentialsConfig) (*Credentials, error) {
 	}
 	return &Credentials{
 		cfg: cfg, log: log,
-		nonces:   digestNonces{keyring: cfg.Keyring, life: cfg.NonceLife},
-		throttle: newThrottle(cfg.MaxFailures, cfg.MaxAddressFailures, cfg.FailureWindow),
-		cache:    map[[32]byte]*rvp.Verifiers{},
+		nonces:  digestNonces{keyring: cfg.Keyring, life: cfg.NonceLife},
+		lockout: newLockout(cfg.Lockout),
+		cache:   map[[32]byte]*rvp.Verifiers{},
 	}, nil
 }
 
@@ -193,10 +185,10 @@ func ntDomain(d *projections.Domain) string {
 }
 
 // refuse records a failed attempt and answers it: Refused with a fresh
-// challenge, or Throttled once the account or address is.
+// challenge, or Throttled once the account and address must wait.
 func (c *Credentials) refuse(ar AuthRequest, account, scheme, reason string) Outcome {
 	now := c.cfg.Now()
-	c.throttle.fail(account, ar.Client, now)
+	c.lockout.fail(account, ar.Client, now)
 	c.log.Info("authentication failed", "user", account, "client", ar.Client, "scheme", scheme, "reason", reason)
 	if out, ok := c.throttled(ar, account); ok {
 		return out
@@ -206,16 +198,21 @@ func (c *Credentials) refuse(ar AuthRequest, account, scheme, reason string) Out
 	return out
 }
 
-// throttled returns Throttled for an account or address with too many
-// recent failures.
+// throttled returns Throttled while an account must wait before signing
+// in from the request's address again.
 func (c *Credentials) throttled(ar AuthRequest, account string) (Outcome, bool) {
-	wait, blocked := c.throttle.blocked(account, ar.Client, c.cfg.Now())
-	if !blocked {
+	wait := c.lockout.wait(account, ar.Client, c.cfg.Now())
+	if wait <= 0 {
 		return Outcome{}, false
 	}
 	c.log.Warn("authentication throttled", "user", account, "client", ar.Client, "retry_in", wait.Round(time.Second))
-	return Outcome{Verdict: Throttled,
-		Msg: fmt.Sprintf("too many failed sign-ins for %s or from %s; try again in %s", account, ar.Client, wait.Round(time.Second))}, true
+	return Outcome{Verdict: Throttled, RetryAfter: wait,
+		Msg: fmt.Sprintf("too many failed sign-ins for %s from %s; try again in %s", account, ar.Client, wait.Round(time.Second))}, true
+}
+
+// succeed records a sign-in.
+func (c *Credentials) succeed(ar AuthRequest, account string) {
+	c.lockout.succeed(account, ar.Client, c.cfg.Now())
 }
 
 // lookup maps a user name as a client gave it (alias, alias@domain,
@@ -310,11 +307,18 @@ func (c *Credentials) ntlm(st *ConnState, ar AuthRequest, scheme, token string) 
 		if err != nil {
 			return c.refuse(ar, account, "ntlm", err.Error())
 		}
+		if c.cfg.NoNTLMv1 && len(a.nt) == 24 {
+			// Refused before the password is tried: no guess is made.
+			c.log.Info("authentication refused: NTLMv1 is switched off (-auth.ntlmv1=false)", "user", account, "client", ar.Client)
+			out := c.challenge(ar, false)
+			out.Verdict, out.Msg = Refused, "NTLMv1 is not accepted here; use NTLMv2"
+			return out
+		}
 		version, ok := verifyNTLM(a, v.NT, ch.challenge)
 		if !ok {
 			return c.refuse(ar, account, "ntlm", "wrong password")
 		}
-		c.throttle.succeed(account)
+		c.succeed(ar, account)
 		id := events.Identity{Scheme: "ntlm", User: u}
 		st.Identity = id
 		c.log.Debug("authenticated", "user", account, "client", ar.Client, "scheme", version)
@@ -349,7 +353,7 @@ func (c *Credentials) digest(ar AuthRequest, token string) Outcome {
 	if err := verifyDigest(p, ar.Req.Method, v); err != nil {
 		return c.refuse(ar, account, "digest", err.Error())
 	}
-	c.throttle.succeed(account)
+	c.succeed(ar, account)
 	return authenticated(events.Identity{Scheme: "digest", User: u})
 }
 
@@ -389,61 +393,6 @@ func (c *Credentials) basic(ar AuthRequest, token string) Outcome {
 	if subtle.ConstantTimeCompare(rvp.NTHash(password), v.NT) != 1 {
 		return c.refuse(ar, account, "basic", "wrong password")
 	}
-	c.throttle.succeed(account)
+	c.succeed(ar, account)
 	return authenticated(events.Identity{Scheme: "basic", User: u})
-}
-
-// throttle counts failed attempts per account and per address.
-type throttle struct {
-	mu               sync.Mutex
-	maxAcct, maxAddr int
-	window           time.Duration
-	acct, addr       map[string][]time.Time
-}
-
-func newThrottle(maxAcct, maxAddr int, window time.Duration) *throttle {
-	return &throttle{maxAcct: maxAcct, maxAddr: maxAddr, window: window, acct: map[string][]time.Time{}, addr: map[string][]time.Time{}}
-}
-
-func prune(ts []time.Time, since time.Time) []time.Time {
-	i := 0
-	for i < len(ts) && ts[i].Before(since) {
-		i++
-	}
-	return ts[i:]
-}
-
-func (t *throttle) fail(account, addr string, now time.Time) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if len(t.acct) > 100_000 || len(t.addr) > 100_000 {
-		// Bounded memory under a flood: forget the oldest state wholesale.
-		clear(t.acct)
-		clear(t.addr)
-	}
-	since := now.Add(-t.window)
-	t.acct[account] = append(prune(t.acct[account], since), now)
-	t.addr[addr] = append(prune(t.addr[addr], since), now)
-}
-
-func (t *throttle) succeed(account string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	delete(t.acct, account)
-}
-
-// blocked reports whether account or addr has too many recent failures,
-// and how long until the oldest of them leaves the window.
-func (t *throttle) blocked(account, addr string, now time.Time) (time.Duration, bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	since := now.Add(-t.window)
-	a, d := prune(t.acct[account], since), prune(t.addr[addr], since)
-	switch {
-	case len(a) >= t.maxAcct:
-		return a[0].Add(t.window).Sub(now), true
-	case len(d) >= t.maxAddr:
-		return d[0].Add(t.window).Sub(now), true
-	}
-	return 0, false
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,8 +48,16 @@ type Config struct {
 	MaxConns int
 	// Limits bound requests. Zero fields take rvp's defaults.
 	Limits rvp.Limits
-	Logger *slog.Logger
-	Now    func() time.Time
+	// Senders are each sender's share (messages and bytes a second). The
+	// zero value switches them off; DefaultSenderLimits are rvpd's.
+	Senders SenderLimits
+	// CallBacks is where clients' Call-Backs may point (see
+	// rvp.CallbackPolicy). Default: the client's own address, loopback
+	// for clients on loopback; Serve adds the listener to its Own
+	// endpoints, and Local is filled with this machine's addresses.
+	CallBacks *rvp.CallbackPolicy
+	Logger    *slog.Logger
+	Now       func() time.Time
 }
 
 // DefaultRequestTimeout is how long a gateway waits for a home node's or
@@ -67,6 +76,12 @@ type Gateway struct {
 	sub     *nats.Subscription
 	waitMu  sync.Mutex
 	waiting map[string]chan *events.Reply
+
+	limiter  *limiter
+	counters counters
+
+	cbMu      sync.RWMutex
+	callBacks rvp.CallbackPolicy
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -111,10 +126,17 @@ func New(cfg Config) (*Gateway, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	g := &Gateway{
-		cfg: cfg, log: log.With("gateway", cfg.ID), auth: cfg.Auth,
+		cfg: cfg, log: log.With("gateway", cfg.ID), auth: cfg.Auth, limiter: newLimiter(cfg.Senders),
 		now:     func() time.Time { return cfg.Now().UTC() },
 		waiting: make(map[string]chan *events.Reply),
 		conns:   make(map[*conn]struct{}),
+	}
+	if cfg.CallBacks != nil {
+		g.callBacks = *cfg.CallBacks
+		g.callBacks.Own = slices.Clone(g.callBacks.Own)
+	}
+	if g.callBacks.Local == nil {
+		g.callBacks.Local = rvp.LocalAddrs()
 	}
 	sub, err := cfg.Conn.Subscribe(events.ReplyFilter(cfg.ID), g.onReply)
 	if err != nil {
@@ -153,6 +175,10 @@ func (g *Gateway) Serve(ln net.Listener) error {
 	}
 	g.ln = ln
 	g.mu.Unlock()
+	// The listener is the server's own: no Call-Back may point at it.
+	g.cbMu.Lock()
+	g.callBacks.Own = append(g.callBacks.Own, rvp.ListenerEndpoints(ln.Addr().String())...)
+	g.cbMu.Unlock()
 	g.log.Info("gateway serving", "addr", ln.Addr().String())
 	var tempDelay time.Duration
 	for {

@@ -27,6 +27,8 @@ type refusal struct {
 	location  string
 	challenge []string
 	close     bool
+	// retryAfter, when set, is sent as Retry-After.
+	retryAfter time.Duration
 }
 
 func (e *refusal) Error() string { return e.msg }
@@ -39,7 +41,7 @@ func refuse(status int, format string, args ...any) error {
 // request go on.
 func outcomeRefusal(o Outcome) error {
 	if o.Verdict == Throttled {
-		return &refusal{status: rvp.StatusForbidden, msg: o.Msg}
+		return &refusal{status: rvp.StatusForbidden, msg: o.Msg, retryAfter: o.RetryAfter}
 	}
 	return &refusal{status: rvp.StatusUnauthorized, msg: o.Msg, challenge: o.Challenge}
 }
@@ -68,6 +70,9 @@ func respond(req *rvp.Request, reply *events.Reply, err error) *rvp.Response {
 		if rf.location != "" {
 			r.Set(rvp.HdrLocation, rf.location)
 		}
+		if rf.retryAfter > 0 {
+			r.Set("Retry-After", retryAfter(rf.retryAfter))
+		}
 		textBody(r, rf.msg)
 		return r
 	}
@@ -81,6 +86,9 @@ func textBody(r *rvp.Response, msg string) {
 	r.Set(rvp.HdrContentType, "text/plain; charset=utf-8")
 	r.Body = []byte(msg + "\n")
 }
+
+// MaxHops is the highest RVP-Hop-Count a gateway takes (digest §3.6.3).
+const MaxHops = 8
 
 // target is the node a request addresses.
 type target struct {
@@ -101,13 +109,13 @@ func (t *target) domainOrNil() *projections.Domain {
 }
 
 // ours reports whether a principal URL or server name belongs to one of
-// our IM domains.
-func (g *Gateway) ours(principal string) bool {
+// our IM domains (principalDomain).
+func (g *Gateway) ours(principal, reqHost string) bool {
 	host := principal
 	if u, err := rvp.ParseURL(principal); err == nil {
 		host = u.Host
 	}
-	dom, err := g.domainOf(host)
+	dom, err := g.principalDomain(host, reqHost)
 	return err == nil && dom != nil
 }
 
@@ -170,7 +178,13 @@ func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client 
 		// GET, HEAD, POST, PUT, LOCK, UNLOCK, OPTIONS, POLL and anything else.
 		return nil, refuse(rvp.StatusNotImplemented, "%s is not implemented by this RVP server", req.Method)
 	}
-	from, fromUser, fromDomain, err := g.fromPrincipal(req)
+	if n, err := rvp.ParseCount(strings.TrimSpace(req.Header.Get(rvp.HdrHopCount))); err == nil && n > MaxHops {
+		// Refused here, before anything is appended; routers and home
+		// nodes hold the same limit for what reaches them otherwise.
+		return nil, refuse(rvp.StatusLoopDetected, "RVP-Hop-Count %d exceeds the limit of %d: servers are forwarding this request in a loop", n, MaxHops)
+	}
+	reqHost := requestHost(req)
+	from, fromUser, fromDomain, err := g.fromPrincipal(req, reqHost)
 	if err != nil {
 		return nil, err
 	}
@@ -186,13 +200,17 @@ func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client 
 		c.movedAsked = req.Target
 		return nil, &refusal{status: rvp.StatusMoved, location: tgt.movedTo, msg: tgt.user.String() + " has moved to home server " + tgt.rec.Home}
 	}
-	if foreign := from != "" && fromUser.IsZero() && !g.ours(from); foreign {
-		// Another organisation speaks: only if we federate.
-		if s, err := g.cfg.Directory.Settings(); err != nil {
+	// Another organisation speaks: only if we federate (trust.go).
+	foreign := from != "" && fromUser.IsZero() && !g.ours(from, reqHost)
+	if foreign {
+		if err := g.foreignAllowed(from, client); err != nil {
 			return nil, err
-		} else if !s.InternetCapable {
-			g.log.Info("request from another organisation refused: intranet-only", "from", from, "client", client)
-			return nil, refuse(rvp.StatusForbidden, "this organisation does not exchange instant messages with other organisations (%s)", from)
+		}
+		if tgt == nil {
+			// Never an open relay: another organisation's principal
+			// reaches its own organisation's nodes without us.
+			g.counters.forged.Add(1)
+			return nil, refuse(rvp.StatusForbidden, "this server forwards only its own users' requests to other organisations; %s is not ours, nor is %s", rvp.LogicalURL(lookup.Host, lookup.Alias), from)
 		}
 	}
 	now := g.now()
@@ -201,6 +219,9 @@ func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client 
 	lookupFor := func(auth events.Identity) (*events.Reply, error) {
 		lookup.ID, lookup.At, lookup.Deadline, lookup.Gateway, lookup.Client, lookup.Method = id, now, deadline, g.cfg.ID, client, req.Method
 		lookup.Auth = auth
+		if err := g.limit(req, auth, client, len(lookup.Body)); err != nil {
+			return nil, err
+		}
 		reply, err := g.dispatch(ctx, events.LookupSubject(""), id, deadline, lookup)
 		if err != nil {
 			return nil, fmt.Errorf("lookup of %s on %s: %w", lookup.Alias, lookup.Host, err)
@@ -209,37 +230,80 @@ func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client 
 	}
 	if lookup != nil && tgt != nil {
 		// Redirected to its home server, the client authenticates there.
+		// A redirect needs no body: none is kept.
+		lookup.Body = nil
 		return lookupFor(events.Identity{})
 	}
 
-	ar := AuthRequest{Req: req, Client: client, Domain: tgt.domainOrNil(), From: fromUser,
-		Required: !fromUser.IsZero() || (from == "" && ownerOnly(req))}
+	// Everyone but another organisation speaks with credentials.
+	ar := AuthRequest{Req: req, Client: client, Domain: tgt.domainOrNil(), From: fromUser, Required: !foreign}
 	if fromDomain != nil {
 		ar.Domain = fromDomain
 	}
 	out := g.auth.Authenticate(c.state, ar)
-	if out.Verdict != Authenticated {
+	switch out.Verdict {
+	case Authenticated:
+	case Throttled:
+		g.counters.signInsThrottled.Add(1)
+		return nil, outcomeRefusal(out)
+	default:
+		if !req.Header.Has(rvp.HdrAuthorization) {
+			g.counters.unauthenticated.Add(1)
+		}
 		return nil, outcomeRefusal(out)
 	}
 	identity := out.Identity
-	if identity.Scheme != "" && identity.Scheme != "none" {
+	switch {
+	case foreign && identity.Scheme != "" && identity.Scheme != "none":
+		g.counters.forged.Add(1)
+		g.log.Info("spoofed principal refused", "from", from, "authenticated", identity.User.String(), "client", client)
+		return nil, refuse(rvp.StatusForbidden, "RVP-From-Principal %q does not name %s, the user you authenticated as", from, identity.User)
+	case foreign:
+		g.counters.foreign.Add(1)
+	case identity.Scheme == "" || identity.User.IsZero():
+		// An authenticator let through a request that needs credentials.
+		g.counters.unauthenticated.Add(1)
+		return nil, refuse(rvp.StatusUnauthorized, "authentication required: sign in with your user name and password")
+	case identity.Scheme != "none":
 		switch {
 		case from == "":
 			// Without RVP-From-Principal the authenticated user speaks.
 			fromUser = identity.User
-			from = tgt.nodeURL
-			if identity.User != tgt.user {
-				from = rvp.LogicalURL(ar.Domain.IMHost, identity.User.Alias)
+			if tgt != nil && identity.User == tgt.user {
+				from = tgt.nodeURL
+			} else if dom, err := g.cfg.Directory.Domain(identity.User.Domain); err != nil {
+				return nil, err
+			} else if dom != nil {
+				from = rvp.LogicalURL(dom.IMHost, identity.User.Alias)
 			}
 		case fromUser != identity.User:
+			g.counters.forged.Add(1)
 			g.log.Info("spoofed principal refused", "from", from, "authenticated", identity.User.String(), "client", client)
 			return nil, refuse(rvp.StatusForbidden, "RVP-From-Principal %q does not name %s, the user you authenticated as", from, identity.User)
 		}
 	}
+	if req.Method == "NOTIFY" {
+		n, err := rvp.ParseNotification(req.Body)
+		if err != nil {
+			return nil, refuse(rvp.StatusBadRequest, "%v", err)
+		}
+		foreignFrom := ""
+		if foreign {
+			foreignFrom = from
+		}
+		if err := g.checkNotification(n, identity.User, foreignFrom, tgt, lookup, reqHost); err != nil {
+			g.counters.forged.Add(1)
+			g.log.Info("notification refused", "from", from, "authenticated", identity.String(), "client", client, "err", err)
+			return nil, err
+		}
+	}
 	if lookup != nil {
 		// Another organisation's node: forwarded by a router, for an
-		// authenticated user of ours (or a request without a principal of
-		// ours), never as an open relay for spoofed ones.
+		// authenticated user of ours, never as an open relay for spoofed
+		// ones nor to point another organisation at an address.
+		if err := g.checkForeignCallBack(req, identity.User, reqHost); err != nil {
+			return nil, err
+		}
 		return lookupFor(identity)
 	}
 
@@ -248,8 +312,11 @@ func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client 
 		Node: tgt.user, NodeURL: tgt.nodeURL, From: from, FromUser: fromUser, Auth: identity,
 		DirPos: g.cfg.Directory.Position(),
 	}
-	ev, err := g.requestEvent(req, base)
+	ev, err := g.requestEvent(req, base, reqHost, foreign)
 	if err != nil {
+		return nil, err
+	}
+	if err := g.limit(req, identity, client, len(req.Body)); err != nil {
 		return nil, err
 	}
 	reply, err := g.dispatch(ctx, events.RequestSubject(tgt.rec.Home, tgt.user), id, deadline, ev)
@@ -259,21 +326,10 @@ func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client 
 	return reply, nil
 }
 
-// ownerOnly reports the operations only a node's owner may do.
-func ownerOnly(req *rvp.Request) bool {
-	switch req.Method {
-	case "PROPPATCH", "SUBSCRIPTIONS", "ACL":
-		return true
-	case "SUBSCRIBE":
-		return strings.EqualFold(req.Header.Get(rvp.HdrNotificationType), events.NotifyPragma)
-	}
-	return false
-}
-
 // fromPrincipal parses RVP-From-Principal: a principal's URL, or a bare
 // server name. It returns the normalised value, and the local user it
 // names with its IM domain, if any.
-func (g *Gateway) fromPrincipal(req *rvp.Request) (string, events.User, *projections.Domain, error) {
+func (g *Gateway) fromPrincipal(req *rvp.Request, reqHost string) (string, events.User, *projections.Domain, error) {
 	v := strings.TrimSpace(req.Header.Get(rvp.HdrFromPrincipal))
 	if v == "" {
 		return "", events.User{}, nil, nil
@@ -289,7 +345,7 @@ func (g *Gateway) fromPrincipal(req *rvp.Request) (string, events.User, *project
 	if err != nil {
 		return "", events.User{}, nil, refuse(rvp.StatusBadRequest, "RVP-From-Principal: %v", err)
 	}
-	user, dom, err := g.localUser(u)
+	user, dom, err := g.localUser(u, reqHost)
 	if err != nil {
 		return "", events.User{}, nil, err
 	}
@@ -310,9 +366,10 @@ func (g *Gateway) domainOf(host string) (*projections.Domain, error) {
 }
 
 // localUser returns the user of one of our IM domains a principal URL
-// names; zero when it names none (another organisation's principal, or a
+// names (principalDomain: reqHost is the host the request was addressed
+// by); zero when it names none (another organisation's principal, or a
 // client's own listener).
-func (g *Gateway) localUser(u rvp.URL) (events.User, *projections.Domain, error) {
+func (g *Gateway) localUser(u rvp.URL, reqHost string) (events.User, *projections.Domain, error) {
 	ref, err := rvp.ParseNodePath(u.Path)
 	if err != nil {
 		return events.User{}, nil, nil
@@ -321,7 +378,7 @@ func (g *Gateway) localUser(u rvp.URL) (events.User, *projections.Domain, error)
 	if ref.IMHost != "" {
 		host = ref.IMHost
 	}
-	dom, err := g.domainOf(host)
+	dom, err := g.principalDomain(host, reqHost)
 	if err != nil || dom == nil {
 		return events.User{}, nil, err
 	}
@@ -357,10 +414,15 @@ func (g *Gateway) resolveTarget(req *rvp.Request, from, client string) (*target,
 		}
 	}
 	lookupHost := host
+	dom, err := (*projections.Domain)(nil), error(nil)
 	if ref.IMHost != "" {
+		// A physical URL names the IM host: ours only if the directory
+		// knows it (or, in development, it is the host addressed).
 		lookupHost = ref.IMHost
+		dom, err = g.principalDomain(lookupHost, host)
+	} else {
+		dom, err = g.domainOf(lookupHost)
 	}
-	dom, err := g.domainOf(lookupHost)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -392,7 +454,7 @@ func (g *Gateway) resolveTarget(req *rvp.Request, from, client string) (*target,
 		// d:href with the URLs it built).
 		t.nodeURL = rvp.LogicalURL(ref.IMHost, ref.Alias)
 		if fu, err := rvp.ParseURL(from); err == nil && from != "" {
-			if fd, err := g.domainOf(fu.Host); err == nil && fd != nil && fd.Domain == dom.Domain {
+			if fd, err := g.principalDomain(fu.Host, host); err == nil && fd != nil && fd.Domain == dom.Domain {
 				t.nodeURL = rvp.URL{Host: fu.Host, Path: aliasPath(path)}.String()
 			}
 		}
@@ -458,8 +520,10 @@ func (g *Gateway) redirects(dom *projections.Domain, host, client string) (bool,
 }
 
 // requestEvent turns a parsed request into its request event, refusing
-// what is malformed before anything is appended.
-func (g *Gateway) requestEvent(req *rvp.Request, base events.Req) (events.Request, error) {
+// what is malformed, and Call-Backs the server will not connect to
+// (checkCallBack), before anything is appended. reqHost is the host the
+// request was addressed by; foreign says another organisation speaks.
+func (g *Gateway) requestEvent(req *rvp.Request, base events.Req, reqHost string, foreign bool) (events.Request, error) {
 	h := req.Header
 	switch req.Method {
 	case "SUBSCRIBE":
@@ -482,8 +546,11 @@ func (g *Gateway) requestEvent(req *rvp.Request, base events.Req) (events.Reques
 		if err != nil {
 			return nil, refuse(rvp.StatusBadRequest, "Call-Back: %v", err)
 		}
-		cbUser, _, err := g.localUser(cbURL)
+		cbUser, _, err := g.localUser(cbURL, reqHost)
 		if err != nil {
+			return nil, err
+		}
+		if err := g.checkCallBack(cbURL, cbUser, &base, foreign); err != nil {
 			return nil, err
 		}
 		return &events.Subscribe{Req: base, NotificationType: nt, CallBack: cbURL.String(), CallBackUser: cbUser, Lifetime: lifetime}, nil
@@ -520,16 +587,14 @@ func (g *Gateway) requestEvent(req *rvp.Request, base events.Req) (events.Reques
 		}
 		for i := range aces {
 			if u, err := rvp.ParseURL(aces[i].Principal); err == nil {
-				if aces[i].User, _, err = g.localUser(u); err != nil {
+				if aces[i].User, _, err = g.localUser(u, reqHost); err != nil {
 					return nil, err
 				}
 			}
 		}
 		return &events.ACL{Req: base, Write: true, ACEs: aces}, nil
 	case "NOTIFY":
-		if _, err := rvp.CheckNotification(req.Body); err != nil {
-			return nil, refuse(rvp.StatusBadRequest, "%v", err)
-		}
+		// The body was checked before (checkNotification).
 		hops, err := optionalInt(h, rvp.HdrHopCount)
 		if err != nil {
 			return nil, err

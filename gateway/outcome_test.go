@@ -73,18 +73,19 @@ func TestOutcomes(t *testing.T) {
 		t.Errorf("raw NTLM type 1 in Negotiate: %+v", out)
 	}
 
-	// Throttled after too many failures: 403, said why.
+	// Throttled after too many failures: 403 with Retry-After, said why.
 	c = testCredentials(t, ProfileBasic)
 	bad := "Basic " + base64.StdEncoding.EncodeToString([]byte("alice:wrong"))
-	for range 10 {
+	for range DefaultLockoutFree + 1 {
 		if out = c.Authenticate(&ConnState{}, authRequest(bad)); out.Verdict != Refused {
 			break
 		}
 	}
-	if out.Verdict != Throttled {
-		t.Fatalf("after 10 failures: %+v", out)
+	if out.Verdict != Throttled || out.RetryAfter <= 0 {
+		t.Fatalf("after %d failures: %+v", DefaultLockoutFree+1, out)
 	}
-	if r := respond(nil, nil, outcomeRefusal(out)); r.Status != rvp.StatusForbidden || !strings.Contains(string(r.Body), "too many failed sign-ins") {
-		t.Errorf("rendered throttle: %d %q", r.Status, r.Body)
+	if r := respond(nil, nil, outcomeRefusal(out)); r.Status != rvp.StatusForbidden || !strings.Contains(string(r.Body), "too many failed sign-ins") ||
+		r.Get("Retry-After") != "1" {
+		t.Errorf("rendered throttle: %d %v %q", r.Status, r.Header, r.Body)
 	}
 }

@@ -367,7 +367,9 @@ func (t *tally) record(status int, err error) (outcome, bool) {
 	} else {
 		t.failed++
 		if err == nil && t.refused == 0 {
-			t.refused = status
+			// Only what the sender may know of a client's answer
+			// (rvp.SenderStatus: 500, "left the conversation"; else 412).
+			t.refused = rvp.SenderStatus(status)
 		}
 	}
 	if t.decided {
@@ -378,8 +380,9 @@ func (t *tally) record(status int, err error) (outcome, bool) {
 	case ok && !t.deepAnd, t.pending == 0 && t.failed == 0:
 		o.status = rvp.StatusOK
 	case t.pending == 0:
-		// Relay the endpoint's own refusal (a 500 means the recipient left
-		// the conversation); when none answered, nobody is reachable.
+		// Relay the endpoint's refusal as rvp.SenderStatus has it (a 500
+		// means the recipient left the conversation); when none answered,
+		// nobody is reachable.
 		o.status = t.refused
 		if o.status == 0 {
 			o.status = rvp.StatusPreconditionFailed

@@ -15,8 +15,13 @@ import (
 
 // Defaults of StreamOptions, written once: rvpd's flags read them.
 const (
-	DefaultRequestMaxAge = 24 * time.Hour
-	DefaultDuplicates    = 2 * time.Minute
+	// DefaultRequestMaxAge and DefaultRequestMaxBytes bound the requests
+	// (and lookups) streams: a request is work with a deadline of seconds
+	// (the gateway's wait), kept a while for inspection; when full the
+	// oldest go first, so an append never fails for room.
+	DefaultRequestMaxAge   = time.Hour
+	DefaultRequestMaxBytes = 1 << 30
+	DefaultDuplicates      = 2 * time.Minute
 	// DefaultLeaseTTL is the TTL of the home-server ownership bucket: how
 	// long a dead owner's lease lasts before a standby takes over.
 	DefaultLeaseTTL = 10 * time.Second
@@ -26,8 +31,12 @@ const (
 type StreamOptions struct {
 	// Replicas of every stream: 1 for a single node, 3 for a site. Default 1.
 	Replicas int
-	// RequestMaxAge is how long request events are kept. Default 24h.
+	// RequestMaxAge is how long request events (and lookups) are kept;
+	// at least the deduplication window. Default 1h.
 	RequestMaxAge time.Duration
+	// RequestMaxBytes bounds the size of each of the requests and lookups
+	// streams; the oldest messages are dropped to make room. Default 1 GiB.
+	RequestMaxBytes int64
 	// FactMaxAge is the audit retention of fact events; 0 keeps them
 	// forever. Default 0.
 	FactMaxAge time.Duration
@@ -50,6 +59,9 @@ func (o StreamOptions) withDefaults() StreamOptions {
 	}
 	if o.RequestMaxAge <= 0 {
 		o.RequestMaxAge = DefaultRequestMaxAge
+	}
+	if o.RequestMaxBytes <= 0 {
+		o.RequestMaxBytes = DefaultRequestMaxBytes
 	}
 	if o.Duplicates <= 0 {
 		o.Duplicates = DefaultDuplicates
@@ -106,6 +118,8 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		Description: "RVP request events from gateways to home nodes (work, short retention)",
 		Subjects:    []string{events.RequestRoot + ".>"},
 		MaxAge:      o.RequestMaxAge,
+		MaxBytes:    o.RequestMaxBytes,
+		Discard:     jetstream.DiscardOld,
 		Duplicates:  o.Duplicates,
 	}, {
 		Name:        events.StreamDirectory,
@@ -120,7 +134,9 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		Description: "RVP lookup events for routers (work queue)",
 		Subjects:    []string{events.LookupRoot + ".>"},
 		Retention:   jetstream.WorkQueuePolicy,
-		MaxAge:      time.Hour,
+		MaxAge:      o.RequestMaxAge,
+		MaxBytes:    o.RequestMaxBytes,
+		Discard:     jetstream.DiscardOld,
 		Duplicates:  o.Duplicates,
 	}}
 	for _, c := range cfgs {

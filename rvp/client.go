@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -30,6 +31,11 @@ type Client struct {
 	// Proxy, when set, is an HTTP proxy every request goes through (the
 	// request target is then the absolute URL).
 	Proxy *URL
+	// Guard, when set, is asked about the address every connection
+	// reached (after name resolution, peer tables and redirects) before a
+	// byte is sent; an error closes the connection and fails the request
+	// as an unreachable peer would (CallbackPolicy.Dialable).
+	Guard func(netip.AddrPort) error
 }
 
 // Outbound is a request to send.
@@ -102,6 +108,15 @@ func (c *Client) do(ctx context.Context, req Outbound) (*Answer, error) {
 		return nil, fmt.Errorf("connect %s: %w", addr, err)
 	}
 	defer conn.Close()
+	if c.Guard != nil {
+		ap, err := netip.ParseAddrPort(conn.RemoteAddr().String())
+		if err == nil {
+			err = c.Guard(ap)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("connect %s: refused by the server's policy: %w", addr, err)
+		}
+	}
 	deadline := time.Now().Add(timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d

@@ -32,10 +32,14 @@ const (
 	// Exchange's order: librvp merges repeated headers).
 	StatusUnauthorized = 401
 	// StatusForbidden: authenticated but not allowed: the ACL denies it, a
-	// RVP-From-Principal that is not the authenticated user, an
-	// intranet-only organisation asked to federate, an account or address
-	// throttled after failed sign-ins. librvp disconnects on it only while
-	// logging in.
+	// RVP-From-Principal or a message's r:notification-from that is not
+	// the authenticated user, a message not addressed to the node it is
+	// sent to, a Call-Back the server will not connect to, an
+	// intranet-only organisation asked to federate, an account throttled
+	// after failed sign-ins from an address (with Retry-After). librvp
+	// disconnects on it only while logging in, which is what a refused
+	// login should do: the user sees an error instead of a client waiting
+	// for notifications that never come.
 	StatusForbidden = 403
 	// StatusNotFound: no such user or node. librvp stalls silently on a 404
 	// to SUBSCRIBE, PROPFIND or SUBSCRIPTIONS, and shows "could not be
@@ -52,12 +56,20 @@ const (
 	StatusPreconditionFailed = 412
 	// StatusTooLarge: a body over the limit.
 	StatusTooLarge = 413
+	// StatusTooManyRequests (RFC 6585), with Retry-After: a sender past
+	// its share (messages per second, bytes per second, per gateway) is
+	// refused before anything is appended, and told when to try again.
+	// librvp ignores it (it is neither 404 nor 412), so a flooding client
+	// is slowed without being disconnected.
+	StatusTooManyRequests = 429
 	// StatusHeaderTooLarge: too many header fields, or too long ones.
 	StatusHeaderTooLarge = 431
 	// StatusInternalError is never chosen by this server for its own
 	// failures (see StatusUnavailable): it is relayed when a recipient's
 	// client answered a NOTIFY with it, which means the recipient left the
 	// conversation (Messenger shows that; librvp ignores it for NOTIFY).
+	// It is the only status of a recipient's client that reaches a
+	// message's sender (SenderStatus).
 	StatusInternalError = 500
 	// StatusNotImplemented: GET, HEAD, POST, PUT, LOCK, UNLOCK, OPTIONS,
 	// POLL and unknown methods (Exchange answered them so, S§5.8), and
@@ -77,6 +89,11 @@ const (
 	// StatusHTTPVersion: a request line with an HTTP version other than
 	// 1.x.
 	StatusHTTPVersion = 505
+	// StatusInsufficientStorage (WebDAV's status for a resource that
+	// cannot hold more): an ACL write that would take a node's ACL past
+	// its limit of entries (a user blocking or befriending more than a
+	// thousand principals). Not 500 or 501, on which librvp disconnects.
+	StatusInsufficientStorage = 507
 	// StatusLoopDetected: RVP-Hop-Count above the limit (8): servers are
 	// forwarding a request or a NOTIFY in a loop. WebDAV's status for
 	// loops.

@@ -322,26 +322,68 @@ const (
 	KindPropNotification
 )
 
-// CheckNotification checks that a NOTIFY body is a well-formed
-// r:notification (the spec's D:notification too) and says what it holds.
-// The body itself is forwarded unchanged; this only guards the gate.
-func CheckNotification(body []byte) (NotificationKind, error) {
+// Notification is what the gateway reads of a NOTIFY body: its kind, and
+// the d:href of every r:notification-from and r:notification-to contact
+// (surrounding whitespace stripped). The body itself is forwarded
+// unchanged.
+type Notification struct {
+	Kind NotificationKind
+	From []string
+	To   []string
+}
+
+// ParseNotification checks that a NOTIFY body is a well-formed
+// r:notification (the spec's D:notification too) holding an r:message or
+// an r:propnotification, and returns who it says it is from and to.
+func ParseNotification(body []byte) (*Notification, error) {
 	root, err := parseXML(body)
+	if err != nil {
+		return nil, err
+	}
+	if root.name.Local != "notification" {
+		return nil, xmlErr("NOTIFY body: root element is %s, want r:notification", root.name.Local)
+	}
+	for _, c := range root.children {
+		n := &Notification{}
+		switch c.name.Local {
+		case "message":
+			n.Kind = KindMessage
+		case "propnotification":
+			n.Kind = KindPropNotification
+		default:
+			continue
+		}
+		for _, p := range c.children {
+			var to *[]string
+			switch p.name.Local {
+			case "notification-from":
+				to = &n.From
+			case "notification-to":
+				to = &n.To
+			default:
+				continue
+			}
+			href := ""
+			if ct := p.child("contact"); ct != nil {
+				if h := ct.child("href"); h != nil {
+					href = strings.TrimSpace(h.text.String())
+				}
+			}
+			*to = append(*to, href)
+		}
+		return n, nil
+	}
+	return nil, xmlErr("NOTIFY body: r:notification holds neither r:message nor r:propnotification")
+}
+
+// CheckNotification checks that a NOTIFY body is a well-formed
+// r:notification and says what it holds (ParseNotification).
+func CheckNotification(body []byte) (NotificationKind, error) {
+	n, err := ParseNotification(body)
 	if err != nil {
 		return 0, err
 	}
-	if root.name.Local != "notification" {
-		return 0, xmlErr("NOTIFY body: root element is %s, want r:notification", root.name.Local)
-	}
-	for _, c := range root.children {
-		switch c.name.Local {
-		case "message":
-			return KindMessage, nil
-		case "propnotification":
-			return KindPropNotification, nil
-		}
-	}
-	return 0, xmlErr("NOTIFY body: r:notification holds neither r:message nor r:propnotification")
+	return n.Kind, nil
 }
 
 // MaxACEs bounds the entries of an ACL.

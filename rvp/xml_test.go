@@ -146,6 +146,26 @@ func TestCheckNotification(t *testing.T) {
 	}
 }
 
+// TestParseNotification: the sender and recipients a body names, for the
+// gateway to hold them to the request.
+func TestParseNotification(t *testing.T) {
+	n, err := ParseNotification([]byte(notificationSeeds[0]))
+	if err != nil || n.Kind != KindMessage || len(n.From) != 1 || n.From[0] != "http://im.example.com/instmsg/aliases/alice" ||
+		len(n.To) != 1 || n.To[0] != "http://im.example.com/instmsg/aliases/bob" {
+		t.Errorf("message: %+v %v", n, err)
+	}
+	n, err = ParseNotification([]byte(notificationSeeds[1]))
+	if err != nil || n.Kind != KindPropNotification || len(n.From) != 1 || len(n.To) != 0 {
+		t.Errorf("propnotification: %+v %v", n, err)
+	}
+	multi := `<r:notification xmlns:d="DAV:" xmlns:r="http://schemas.microsoft.com/rvp/"><r:message><r:notification-from><r:contact><d:href>
+	  http://a/instmsg/aliases/x </d:href></r:contact></r:notification-from><r:notification-from/><r:notification-to><r:contact><d:href>http://a/instmsg/aliases/y</d:href></r:contact></r:notification-to><r:notification-to><r:contact><d:href>http://a/instmsg/aliases/z</d:href></r:contact></r:notification-to></r:message></r:notification>`
+	n, err = ParseNotification([]byte(multi))
+	if err != nil || len(n.From) != 2 || n.From[0] != "http://a/instmsg/aliases/x" || n.From[1] != "" || len(n.To) != 2 || n.To[1] != "http://a/instmsg/aliases/z" {
+		t.Errorf("two senders (one empty), two recipients: %+v %v", n, err)
+	}
+}
+
 func FuzzCheckNotification(f *testing.F) {
 	for _, s := range notificationSeeds {
 		f.Add([]byte(s))

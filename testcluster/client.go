@@ -500,10 +500,16 @@ func (c *Client) Watch(alias string, lifetime int) *Response {
 // MessageBody builds an instant message NOTIFY body from the client to
 // alias, as librvp does.
 func (c *Client) MessageBody(alias, text string) []byte {
+	return c.MessageBodyTo(c.URLOf(alias), text)
+}
+
+// MessageBodyTo builds an instant message NOTIFY body from the client to
+// the principal URL to (of another organisation, say).
+func (c *Client) MessageBodyTo(to, text string) []byte {
 	return []byte(`<?xml version="1.0" encoding="UTF-8"?>` + "\n" +
 		`<r:notification xmlns:d="DAV:" xmlns:r="http://schemas.microsoft.com/rvp/" xmlns:a="http://schemas.microsoft.com/rvp/acl/"><r:message><r:notification-from><r:contact><d:href>` +
 		c.URL + `</d:href><r:description>` + c.Alias + `</r:description></r:contact></r:notification-from><r:notification-to><r:contact><d:href>` +
-		c.URLOf(alias) + `</d:href><r:description/></r:contact></r:notification-to><r:msgbody><r:mime-data><![CDATA[MIME-Version: 1.0` + "\r\n" +
+		to + `</d:href><r:description/></r:contact></r:notification-to><r:msgbody><r:mime-data><![CDATA[MIME-Version: 1.0` + "\r\n" +
 		"Content-Type: text/plain; charset=UTF-8\r\nX-MMS-IM-Format: FN=MS%20Shell%20Dlg; EF=; CO=0; CS=0; PF=0\r\nSession-Id: {40C9FE8E-6E81-76FC-1FB8-49F2BE865729}\r\n\r\n" +
 		text + `]]></r:mime-data></r:msgbody></r:message></r:notification>`)
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -71,6 +72,8 @@ type Options struct {
 	// Proxy, when set, is the outbound HTTP proxy (http://host:port)
 	// requests to other organisations go through.
 	Proxy string
+	// Senders are the gateways' per-sender limits; zero: none.
+	Senders gateway.SenderLimits
 }
 
 // Cluster is a running deployment.
@@ -95,6 +98,8 @@ type Cluster struct {
 
 	mu   sync.Mutex
 	dirs []*projections.Directory // every role's directory projection
+	// own are the gateways' listeners, which no NOTIFY may reach.
+	own []netip.AddrPort
 }
 
 // Role is one running role: its NATS connection, its store, and its stop.
@@ -102,11 +107,13 @@ type Role struct {
 	Name string
 	Addr string // a gateway's host:port
 	Node *homenode.Node
-	nc   *nats.Conn
-	db   *projections.DB // a home node's store, closed when the test ends
-	stop context.CancelFunc
-	done chan error
-	once sync.Once
+	// Gateway is a gateway role's gateway (its Stats).
+	Gateway *gateway.Gateway
+	nc      *nats.Conn
+	db      *projections.DB // a home node's store, closed when the test ends
+	stop    context.CancelFunc
+	done    chan error
+	once    sync.Once
 }
 
 // Stop stops the role (as a crash of its process would, but cleanly) and
@@ -228,6 +235,7 @@ func Start(t testing.TB, o Options) *Cluster {
 		if lns[i], err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 			t.Fatal(err)
 		}
+		c.own = append(c.own, netip.MustParseAddrPort(lns[i].Addr().String()))
 	}
 	homes := map[string]bool{}
 	for _, h := range o.Users {
@@ -349,7 +357,8 @@ func (c *Cluster) directory(role string) (*projections.DB, *projections.Director
 }
 
 func (c *Cluster) client() *rvp.Client {
-	cl := &rvp.Client{DialTimeout: 2 * time.Second, Timeout: 5 * time.Second, Dialer: c.Dialer}
+	policy := &rvp.CallbackPolicy{Own: c.own}
+	cl := &rvp.Client{DialTimeout: 2 * time.Second, Timeout: 5 * time.Second, Dialer: c.Dialer, Guard: policy.Dialable}
 	if c.opts.Proxy != "" {
 		u, err := rvp.ParseURL(c.opts.Proxy)
 		if err != nil {
@@ -413,11 +422,11 @@ func (c *Cluster) startGateway(name string, ln net.Listener) *Role {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	gw, err := gateway.New(gateway.Config{ID: name, JetStream: js, Conn: nc, Directory: dir, Auth: auth, Logger: quiet().With("gateway", name)})
+	gw, err := gateway.New(gateway.Config{ID: name, JetStream: js, Conn: nc, Directory: dir, Auth: auth, Senders: c.opts.Senders, Logger: quiet().With("gateway", name)})
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	r := &Role{Name: name, Addr: ln.Addr().String(), nc: nc, done: make(chan error, 1)}
+	r := &Role{Name: name, Addr: ln.Addr().String(), Gateway: gw, nc: nc, done: make(chan error, 1)}
 	r.stop = func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()

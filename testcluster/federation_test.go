@@ -79,13 +79,13 @@ func TestFederation(t *testing.T) {
 		host string
 		to   *Client
 	}{{alice, "im.acme.test", dave}, {dave, "im.example.test", alice}} {
-		body := m.from.MessageBody(m.to.Alias, "between organisations, from "+m.from.Alias+" ✓")
+		body := m.from.MessageBodyTo(rvp.LogicalURL(m.host, m.to.Alias), "between organisations, from "+m.from.Alias+" ✓")
 		must(t, m.from.Alias+" → "+m.to.Alias, sendAcross(m.from, m.host, m.to.Alias, body), 200)
 		m.to.WaitNotify(0, wait, func(n Notify) bool { return bytes.Equal(n.Body, body) })
 	}
 	// erin has no client: the other organisation's 412 comes back.
-	must(t, "alice → erin (offline)", sendAcross(alice, "im.acme.test", "erin", alice.MessageBody("erin", "hi")), 412)
-	must(t, "alice → nobody@acme.test", sendAcross(alice, "im.acme.test", "nobody", alice.MessageBody("nobody", "hi")), 404)
+	must(t, "alice → erin (offline)", sendAcross(alice, "im.acme.test", "erin", alice.MessageBodyTo(rvp.LogicalURL("im.acme.test", "erin"), "hi")), 412)
+	must(t, "alice → nobody@acme.test", sendAcross(alice, "im.acme.test", "nobody", alice.MessageBodyTo(rvp.LogicalURL("im.acme.test", "nobody"), "hi")), 404)
 
 	// Assertion rules: other organisations' principals come without
 	// credentials. An ACL that grants only authenticated principals shuts
@@ -97,9 +97,9 @@ func TestFederation(t *testing.T) {
 	}
 	colleagues := `<a:ace><a:principal><a:allprincipals/><a:credentials><a:digest/><a:ntlm/></a:credentials></a:principal><a:grant><a:list/><a:read/><a:send-to/><a:presence/></a:grant><a:deny/></a:ace>`
 	setACL(colleagues)
-	must(t, "dave → alice, no assertion rule", sendAcross(dave, "im.example.test", "alice", dave.MessageBody("alice", "shut out")), 403)
+	must(t, "dave → alice, no assertion rule", sendAcross(dave, "im.example.test", "alice", dave.MessageBodyTo(rvp.LogicalURL("im.example.test", "alice"), "shut out")), 403)
 	setACL(colleagues + `<a:ace><a:principal><a:rvp-principal>http://im.acme.test/instmsg/aliases/dave</a:rvp-principal><a:credentials><a:assertion/></a:credentials></a:principal><a:grant><a:send-to/></a:grant><a:deny/></a:ace>`)
-	body := dave.MessageBody("alice", "let in by an assertion rule")
+	body := dave.MessageBodyTo(rvp.LogicalURL("im.example.test", "alice"), "let in by an assertion rule")
 	must(t, "dave → alice, assertion rule for dave", sendAcross(dave, "im.example.test", "alice", body), 200)
 	alice.WaitNotify(0, wait, func(n Notify) bool { return bytes.Equal(n.Body, body) })
 
@@ -116,8 +116,12 @@ func TestFederation(t *testing.T) {
 			return nil
 		})
 	}
-	testWait(func() int { return sendAcross(alice, "im.acme.test", "dave", alice.MessageBody("dave", "x")).Status }, 403, "outbound")
-	testWait(func() int { return sendAcross(dave, "im.example.test", "alice", dave.MessageBody("alice", "x")).Status }, 403, "inbound")
+	testWait(func() int {
+		return sendAcross(alice, "im.acme.test", "dave", alice.MessageBodyTo(rvp.LogicalURL("im.acme.test", "dave"), "x")).Status
+	}, 403, "outbound")
+	testWait(func() int {
+		return sendAcross(dave, "im.example.test", "alice", dave.MessageBodyTo(rvp.LogicalURL("im.example.test", "alice"), "x")).Status
+	}, 403, "inbound")
 }
 
 type errStatus struct {
@@ -130,9 +134,11 @@ func (e errStatus) Error() string {
 }
 
 // TestFederationLoop: two routers whose peer tables send a domain to each
-// other; a request from a third organisation's principal for that domain
-// is cut by RVP-Hop-Count (508), not forwarded for ever. (One from a user
-// of either is cut sooner: back home it has no credentials, 401.)
+// other. A gateway forwards only its own users' requests to other
+// organisations, so neither relays the other's (no open relay): a third
+// organisation's principal is refused at once, and a user's request
+// bouncing back is refused by the other side. RVP-Hop-Count still cuts
+// what comes in with too many hops (508).
 func TestFederationLoop(t *testing.T) {
 	a, b := twoOrgs(t)
 	a.Dialer.Set("im.loop.test", b.Addr())
@@ -141,9 +147,12 @@ func TestFederationLoop(t *testing.T) {
 	x.UseHost("im.loop.test")
 	r := x.Do("SUBSCRIBE", "/instmsg/aliases/y", nil, "RVP-From-Principal: http://im.third.test/instmsg/aliases/x",
 		"Notification-Type: update/propchange", "Call-Back: http://im.third.test/instmsg/aliases/x")
-	must(t, "a request bouncing between two routers", r, 508)
+	must(t, "a third organisation's request for a fourth's node", r, 403)
 	alice := a.Client(t, "alice")
-	must(t, "alice's request, back home without credentials", watchAcross(alice, "im.loop.test", "y"), 401)
+	must(t, "alice's request, refused by the other side's gateway", watchAcross(alice, "im.loop.test", "y"), 403)
+	r = alice.DoHost("im.loop.test", "SUBSCRIBE", "/instmsg/aliases/y", nil, alice.From(), "RVP-Hop-Count: 9",
+		"Notification-Type: update/propchange", "Call-Back: "+alice.URL)
+	must(t, "a request that has made too many hops", r, 508)
 }
 
 // fakePeer is another organisation's server that answers NOTIFYs with a
@@ -264,10 +273,10 @@ func TestFederationSRV(t *testing.T) {
 	dave := b.Client(t, "dave")
 	must(t, "dave login", dave.Login(3600), 200)
 	alice := a.Client(t, "alice")
-	body := alice.MessageBody("dave", "found you by SRV")
+	body := alice.MessageBodyTo(rvp.LogicalURL("im.acme.test", "dave"), "found you by SRV")
 	must(t, "alice → dave@acme.test", sendAcross(alice, "im.acme.test", "dave", body), 200)
 	dave.WaitNotify(0, wait, func(n Notify) bool { return bytes.Equal(n.Body, body) })
-	must(t, "an organisation without SRV record", sendAcross(alice, "im.nowhere.test", "x", body), 404)
+	must(t, "an organisation without SRV record", sendAcross(alice, "im.nowhere.test", "x", alice.MessageBodyTo(rvp.LogicalURL("im.nowhere.test", "x"), "hi")), 404)
 }
 
 // webProxy is an outbound HTTP proxy: it reads a request in absolute
@@ -382,7 +391,7 @@ func TestFederationThroughProxy(t *testing.T) {
 	dave.WaitNotify(0, wait, func(n Notify) bool {
 		return n.From() == "http://im.example.test/instmsg/aliases/alice" && n.State() == "away"
 	})
-	body := alice.MessageBody("dave", "through the proxy")
+	body := alice.MessageBodyTo(rvp.LogicalURL("im.acme.test", "dave"), "through the proxy")
 	must(t, "alice → dave", sendAcross(alice, "im.acme.test", "dave", body), 200)
 	dave.WaitNotify(0, wait, func(n Notify) bool { return bytes.Equal(n.Body, body) })
 

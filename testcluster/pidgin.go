@@ -96,13 +96,19 @@ type PidginOptions struct {
 	Password string
 	Server   string // host:port the SRV lookup of the domain answers
 	Domain   string // the "Auth Domain" option (the Windows domain)
-	Debug    bool   // libpurple's debug log to the test log
+	// MyHost is the "My Hostname" option, the host of the client's
+	// Call-Back. Default 127.0.0.1.
+	MyHost string
+	Debug  bool // libpurple's debug log to the test log
 }
 
 // StartPidgin starts a librvp client; the test's cleanup stops it.
 func StartPidgin(t testing.TB, o PidginOptions) *Pidgin {
 	t.Helper()
 	args := []string{"-user", o.User, "-password", o.Password, "-server", o.Server, "-domain", o.Domain, "-dir", t.TempDir()}
+	if o.MyHost != "" {
+		args = append(args, "-myhost", o.MyHost)
+	}
 	if o.Debug {
 		args = append(args, "-debug")
 	}

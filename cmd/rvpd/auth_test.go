@@ -144,7 +144,7 @@ func TestAuthExchangeProfile(t *testing.T) {
 // TestAuthThrottle makes failed sign-ins until the account is refused
 // with 403, which even the right password then gets; other accounts go on.
 func TestAuthThrottle(t *testing.T) {
-	p := startDev(t, t.TempDir())
+	p := startDev(t, t.TempDir(), "-lockout.delay", "1m") // the right password comes well within the wait
 	c := testcluster.NewClient(t, p.addr, "alice")
 	c.Creds = &testcluster.Credentials{Scheme: testcluster.SchemeNTLMv1, User: "alice", Domain: "EXAMPLE", Password: "guess"}
 	got403 := false

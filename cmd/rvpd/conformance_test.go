@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"errors"
 	"io"
 	"net"
 	"regexp"
@@ -49,16 +48,6 @@ func (cf *conformance) enable(aliases ...string) {
 	defer nc.Close()
 	admin := &directory.Client{Conn: nc, Name: demoAdmin, Password: testPassword}
 	ctx := context.Background()
-	// The banner comes before every role has subscribed: wait for the
-	// directory service to answer.
-	deadline := time.Now().Add(wait)
-	for {
-		err := admin.Do(ctx, "whoami", nil, nil)
-		if !errors.Is(err, nats.ErrNoResponders) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 	for _, a := range aliases {
 		u := events.NewUser(demoDomain, a)
 		if err := admin.EnableUser(ctx, directory.UserSpec{User: u, Home: demoHome, DisplayName: strings.ToUpper(a[:1]) + a[1:]}); err != nil {

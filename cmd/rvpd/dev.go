@@ -126,6 +126,9 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	}
 	rs := roleSet{nc: p.nc, js: p.js, db: p.db, dir: p.dir, keyring: keyring, log: log, flags: f.roleFlags,
 		gatewayID: "gw1", listener: ln, devDomain: demoDomain, homes: []string{demoHome}, streams: f.streamOptions(), holder: "dev", router: "router1", admin: admin}
+	if a := ns.Addr(); a != nil {
+		rs.own = rvp.ListenerEndpoints(a.String())
+	}
 	return p.run(ctx, rs, func() { printBanner(stdout, ln.Addr().String(), ns, f.data, password, f.auth) })
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -17,8 +16,8 @@ import (
 	"github.com/rvp-im/rvpd/testcluster"
 )
 
-// streamSeqs returns the last sequence of every stream.
-func streamSeqs(t *testing.T, natsURL string) map[string]uint64 {
+// streamStates returns the state of every stream of the server at natsURL.
+func streamStates(t *testing.T, natsURL string) map[string]jetstream.StreamState {
 	t.Helper()
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
@@ -26,19 +25,15 @@ func streamSeqs(t *testing.T, natsURL string) map[string]uint64 {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	return testcluster.StreamStates(t, js)
+}
+
+// streamSeqs returns the last sequence of every stream.
+func streamSeqs(t *testing.T, natsURL string) map[string]uint64 {
+	t.Helper()
 	out := map[string]uint64{}
-	for _, name := range []string{events.StreamRequests, events.FactStream(demoHome), events.StreamDirectory, events.StreamLookups} {
-		st, err := js.Stream(ctx, name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		info, err := st.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[name] = info.State.LastSeq
+	for name, st := range streamStates(t, natsURL) {
+		out[name] = st.LastSeq
 	}
 	return out
 }

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	mrand "math/rand/v2"
+	"net"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -102,7 +105,7 @@ func factsOfType(t *testing.T, natsURL, typ string) [][]byte {
 // the streams equal the live ones.
 func TestDevRestart(t *testing.T) {
 	data := t.TempDir()
-	p1 := startDev(t, data)
+	p1 := startDev(t, data, "-http", stablePort(t))
 	alice := newClient(t, p1.addr, "alice")
 	bob := newClient(t, p1.addr, "bob")
 	for _, c := range []*testcluster.Client{alice, bob} {
@@ -163,3 +166,20 @@ func TestDevRestart(t *testing.T) {
 }
 
 var regexpTimeout = regexp.MustCompile(`<d:timeout>\d+</d:timeout>`)
+
+// stablePort returns a free loopback address whose port lies below the
+// kernel's ephemeral range, for a server restarted on the same address:
+// between the stop and the start, an ephemeral port can be handed to any
+// outgoing connection on the machine, one of these cannot.
+func stablePort(t *testing.T) string {
+	t.Helper()
+	for range 100 {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(20000+mrand.IntN(12000)))
+		if ln, err := net.Listen("tcp", addr); err == nil {
+			ln.Close()
+			return addr
+		}
+	}
+	t.Fatal("no free port between 20000 and 32000")
+	return ""
+}

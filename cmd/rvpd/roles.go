@@ -8,6 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
+	"net/url"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -27,6 +30,12 @@ import (
 type roleFlags struct {
 	auth                string
 	allowBasic          bool
+	ntlmv1              bool
+	lockout             gateway.LockoutConfig
+	callbackAllow       string
+	senders             gateway.SenderLimits
+	requestMaxAge       time.Duration
+	requestMaxBytes     int64
 	keyFile             string
 	peers, dns, proxy   string
 	logLevel, logFormat string
@@ -39,7 +48,8 @@ type roleFlags struct {
 
 // streamOptions are the streams' settings these flags give.
 func (f roleFlags) streamOptions() projections.StreamOptions {
-	return projections.StreamOptions{LeaseTTL: f.leaseTTL, FactMaxAge: f.auditRetention}
+	return projections.StreamOptions{LeaseTTL: f.leaseTTL, FactMaxAge: f.auditRetention,
+		RequestMaxAge: f.requestMaxAge, RequestMaxBytes: f.requestMaxBytes}
 }
 
 // homePolicy is the home nodes' policy these flags give.
@@ -57,6 +67,17 @@ func (f *roleFlags) register(fs *flag.FlagSet) {
 	def := homenode.DefaultPolicy()
 	fs.StringVar(&f.auth, "auth", gateway.ProfileNTLM, `authentication: ntlm, digest, exchange (Negotiate+NTLM+Digest), basic, or none (insecure: anyone is anyone)`)
 	fs.BoolVar(&f.allowBasic, "auth.basic", false, "also accept Basic credentials (passwords in clear)")
+	fs.BoolVar(&f.ntlmv1, "auth.ntlmv1", true, "accept NTLMv1 responses (librvp answers only NTLMv1; false leaves NTLMv2)")
+	fs.IntVar(&f.lockout.Free, "lockout.free", gateway.DefaultLockoutFree, "failed sign-ins of an account from an address before each further one makes them wait twice as long")
+	fs.DurationVar(&f.lockout.BaseDelay, "lockout.delay", gateway.DefaultLockoutDelay, "the first wait after the free failed sign-ins, doubled at each further failure")
+	fs.DurationVar(&f.lockout.MaxDelay, "lockout.max-delay", gateway.DefaultLockoutMaxDelay, "longest wait after failed sign-ins")
+	fs.StringVar(&f.callbackAllow, "callback.allow", "", "address ranges a Call-Back may name besides the client's own address (NAT, trusted networks): 10.0.0.0/8,192.0.2.7,... and endpoints of this server's own allowed as Call-Backs (127.0.0.1:8081)")
+	fs.IntVar(&f.senders.MessagesPerSecond, "limit.messages", gateway.DefaultMessagesPerSecond, "messages (NOTIFYs) a second per sender and gateway (0: no limit)")
+	fs.IntVar(&f.senders.MessageBurst, "limit.messages.burst", gateway.DefaultMessageBurst, "messages a sender may send at once")
+	fs.IntVar(&f.senders.BytesPerSecond, "limit.bytes", gateway.DefaultBytesPerSecond, "bytes of requests a second per sender and gateway (0: no limit)")
+	fs.IntVar(&f.senders.ByteBurst, "limit.bytes.burst", gateway.DefaultByteBurst, "bytes a sender may send at once")
+	fs.DurationVar(&f.requestMaxAge, "requests.max-age", projections.DefaultRequestMaxAge, "how long request events are kept (set where the cluster's streams are created)")
+	fs.Int64Var(&f.requestMaxBytes, "requests.max-bytes", projections.DefaultRequestMaxBytes, "size bound of the requests stream, oldest dropped first (set where the cluster's streams are created)")
 	fs.StringVar(&f.logLevel, "log.level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&f.logFormat, "log.format", "text", "log format: text or json")
 	fs.DurationVar(&f.policy.MinLease, "lease.min", def.MinLease, "shortest presence lease granted")
@@ -100,6 +121,20 @@ func (f roleFlags) validate() error {
 	if _, _, _, err := federation(f); err != nil {
 		errs = append(errs, err)
 	}
+	if _, _, err := rvp.ParseCallbackAllow(f.callbackAllow); err != nil {
+		errs = append(errs, fmt.Errorf("-callback.allow: %w", err))
+	}
+	if s := f.senders; s.MessagesPerSecond < 0 || s.MessageBurst < 0 || s.BytesPerSecond < 0 || s.ByteBurst < 0 {
+		errs = append(errs, fmt.Errorf("-limit.messages %d, -limit.messages.burst %d, -limit.bytes %d, -limit.bytes.burst %d: limits cannot be negative (0 switches one off)",
+			s.MessagesPerSecond, s.MessageBurst, s.BytesPerSecond, s.ByteBurst))
+	}
+	if f.lockout.Free < 1 || f.lockout.BaseDelay <= 0 || f.lockout.MaxDelay < f.lockout.BaseDelay {
+		errs = append(errs, fmt.Errorf("-lockout.free %d, -lockout.delay %s, -lockout.max-delay %s: want at least 1 free failure, a first wait above 0 and a longest wait at least as long",
+			f.lockout.Free, f.lockout.BaseDelay, f.lockout.MaxDelay))
+	}
+	if f.requestMaxAge < projections.DefaultDuplicates || f.requestMaxBytes < 1<<20 {
+		errs = append(errs, fmt.Errorf("-requests.max-age %s, -requests.max-bytes %d: want at least %s (the deduplication window) and 1 MiB", f.requestMaxAge, f.requestMaxBytes, projections.DefaultDuplicates))
+	}
 	return errors.Join(errs...)
 }
 
@@ -129,6 +164,29 @@ type roleSet struct {
 	router string
 	// admin, when set, serves rvpctl's directory service.
 	admin *directory.Admin
+	// own are this process's listeners besides the gateway's (an
+	// embedded NATS server's): no Call-Back may point at them.
+	own []netip.AddrPort
+}
+
+// callBackPolicy is where the server may connect for Call-Backs: the
+// -callback.allow ranges, and never this process's own listeners (the
+// gateway's, an embedded NATS server's, and the NATS servers it knows).
+func (s roleSet) callBackPolicy() (*rvp.CallbackPolicy, error) {
+	ranges, endpoints, err := rvp.ParseCallbackAllow(s.flags.callbackAllow)
+	if err != nil {
+		return nil, fmt.Errorf("-callback.allow: %w", err)
+	}
+	p := &rvp.CallbackPolicy{Allow: ranges, AllowEndpoints: endpoints, Own: slices.Clone(s.own), Local: rvp.LocalAddrs()}
+	if s.listener != nil {
+		p.Own = append(p.Own, rvp.ListenerEndpoints(s.listener.Addr().String())...)
+	}
+	for _, u := range s.nc.Servers() {
+		if pu, err := url.Parse(u); err == nil && pu.Host != "" {
+			p.Own = append(p.Own, rvp.ListenerEndpoints(pu.Host)...)
+		}
+	}
+	return p, nil
 }
 
 // add builds the roles and adds them to g: they run until roles ends,
@@ -139,6 +197,13 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 	if err != nil {
 		return err
 	}
+	callBacks, err := s.callBackPolicy()
+	if err != nil {
+		return err
+	}
+	// Every connection the home nodes and the router make is guarded:
+	// never this server's own listeners, nor an address that is no one's.
+	outbound.Guard = callBacks.Dialable
 	actors := []func(context.Context) error{func(ctx context.Context) error {
 		return projections.Follow(ctx, s.js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter, Logger: s.log}, s.dir)
 	}}
@@ -181,13 +246,15 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 		var auth gateway.Authenticator = gateway.NoAuth{}
 		if s.flags.auth != "none" {
 			if auth, err = gateway.NewCredentials(gateway.CredentialsConfig{
-				Profile: s.flags.auth, AllowBasic: s.flags.allowBasic, Keyring: s.keyring, Directory: s.dir, Logger: s.log.With("component", "auth"),
+				Profile: s.flags.auth, AllowBasic: s.flags.allowBasic, NoNTLMv1: !s.flags.ntlmv1, Lockout: s.flags.lockout,
+				Keyring: s.keyring, Directory: s.dir, Logger: s.log.With("component", "auth"),
 			}); err != nil {
 				return err
 			}
 		}
 		if gw, err = gateway.New(gateway.Config{
 			ID: s.gatewayID, JetStream: s.js, Conn: s.nc, Directory: s.dir, DevDomain: s.devDomain, Auth: auth,
+			Senders: s.flags.senders, CallBacks: callBacks,
 			RequestTimeout: s.flags.requestTimeout, Logger: s.log.With("component", "gateway"),
 		}); err != nil {
 			return err

@@ -6,7 +6,7 @@
  * client against the server.
  *
  *   rvpdriver -user alice@example.test -password PW [-server 127.0.0.1:8080]
- *             [-domain EXAMPLE] [-dir USERDIR] [-debug]
+ *             [-domain EXAMPLE] [-dir USERDIR] [-myhost HOST] [-debug]
  *
  * Without -server, librvp finds its server as it does on a desktop: SRV
  * record, else <domain> on port 80.
@@ -329,12 +329,12 @@ static void on_alarm(int sig) {
 }
 
 static void usage(void) {
-	fprintf(stderr, "usage: rvpdriver -user alias@domain -password PW [-server host:port] [-domain NTDOMAIN] [-dir USERDIR] [-debug]\n");
+	fprintf(stderr, "usage: rvpdriver -user alias@domain -password PW [-server host:port] [-domain NTDOMAIN] [-dir USERDIR] [-myhost HOST] [-debug]\n");
 	exit(2);
 }
 
 int main(int argc, char **argv) {
-	const char *user = NULL, *password = NULL, *server = NULL, *domain = "", *dir = NULL;
+	const char *user = NULL, *password = NULL, *server = NULL, *domain = "", *dir = NULL, *myhost = "127.0.0.1";
 	gboolean debug = FALSE;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "-debug"))
@@ -351,6 +351,8 @@ int main(int argc, char **argv) {
 			domain = argv[++i];
 		else if (!strcmp(argv[i], "-dir"))
 			dir = argv[++i];
+		else if (!strcmp(argv[i], "-myhost"))
+			myhost = argv[++i];
 		else
 			usage();
 	}
@@ -403,7 +405,7 @@ int main(int argc, char **argv) {
 	account = purple_account_new(user, "prpl-rvp");
 	purple_account_set_password(account, password);
 	purple_account_set_string(account, "domain", domain);
-	purple_account_set_string(account, "myhost", "127.0.0.1");
+	purple_account_set_string(account, "myhost", myhost);
 	purple_account_set_bool(account, "fast_logout", TRUE);
 	purple_accounts_add(account);
 	purple_account_set_enabled(account, UI_ID, TRUE);

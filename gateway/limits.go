@@ -1,0 +1,197 @@
+package gateway
+
+import (
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// SenderLimits are each sender's share of the service at one gateway: how
+// many messages (NOTIFYs) a second, and how many bytes a second of request
+// bodies (what is appended to the requests stream, and for messages kept
+// in the facts), each a token bucket that holds a burst. A request past
+// either is refused with 429 and Retry-After before anything is appended.
+//
+// A sender is the authenticated user. Requests without credentials (from
+// other organisations, and redirects) are charged to their client address,
+// with AnonymousFactor times the share: one organisation's server carries
+// many users' traffic from one address. Zero rates switch a limit off.
+type SenderLimits struct {
+	MessagesPerSecond int
+	MessageBurst      int
+	BytesPerSecond    int
+	ByteBurst         int
+	AnonymousFactor   int
+}
+
+// Defaults of SenderLimits, written once: rvpd's flags read them.
+const (
+	// DefaultMessagesPerSecond: a user types in a few conversations at
+	// once (typing indicators every few seconds each) and a line to a
+	// multi-party conversation is one NOTIFY per participant.
+	DefaultMessagesPerSecond = 20
+	DefaultMessageBurst      = 100
+	// DefaultBytesPerSecond and DefaultByteBurst: a message is a few
+	// hundred bytes; a burst holds several of the largest bodies allowed
+	// (256 KiB).
+	DefaultBytesPerSecond  = 256 << 10
+	DefaultByteBurst       = 4 << 20
+	DefaultAnonymousFactor = 10
+)
+
+// DefaultSenderLimits returns the default limits.
+func DefaultSenderLimits() SenderLimits {
+	return SenderLimits{MessagesPerSecond: DefaultMessagesPerSecond, MessageBurst: DefaultMessageBurst,
+		BytesPerSecond: DefaultBytesPerSecond, ByteBurst: DefaultByteBurst, AnonymousFactor: DefaultAnonymousFactor}
+}
+
+// requestOverhead is what a request event costs beyond its body: its
+// header fields, ids and routing, charged to the byte bucket, so that
+// bodiless requests are not free.
+const requestOverhead = 512
+
+// bucket is a token bucket.
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+// refill adds what rate gives since b's last use, up to burst.
+func (b *bucket) refill(rate, burst float64, now time.Time) {
+	if b.last.IsZero() {
+		b.tokens = burst
+	} else if dt := now.Sub(b.last).Seconds(); dt > 0 {
+		b.tokens = math.Min(burst, b.tokens+dt*rate)
+	}
+	b.last = now
+}
+
+// wait returns how long until b holds n tokens (0 when it does). A
+// request larger than a whole burst waits for a full bucket.
+func (b *bucket) wait(n, rate, burst float64) (float64, time.Duration) {
+	n = math.Min(n, burst)
+	if b.tokens >= n {
+		return n, 0
+	}
+	return n, time.Duration((n - b.tokens) / rate * float64(time.Second))
+}
+
+// maxBuckets bounds the senders a limiter remembers. Past it, buckets that
+// have refilled (which hold nothing a fresh one would not) are forgotten.
+const maxBuckets = 100_000
+
+// limiter holds the buckets of every sender.
+type limiter struct {
+	cfg SenderLimits
+	mu  sync.Mutex
+	msg map[string]*bucket
+	byt map[string]*bucket
+}
+
+func newLimiter(cfg SenderLimits) *limiter {
+	if cfg.AnonymousFactor <= 0 {
+		cfg.AnonymousFactor = DefaultAnonymousFactor
+	}
+	if cfg.MessageBurst < cfg.MessagesPerSecond {
+		cfg.MessageBurst = cfg.MessagesPerSecond
+	}
+	if cfg.ByteBurst < cfg.BytesPerSecond {
+		cfg.ByteBurst = cfg.BytesPerSecond
+	}
+	return &limiter{cfg: cfg, msg: map[string]*bucket{}, byt: map[string]*bucket{}}
+}
+
+// allow charges one request of a sender (key; anonymous ones get the
+// larger share): a message if message, and its body's bytes. When the
+// request is past the sender's share it charges nothing and returns how
+// long to wait and which limit it hit.
+func (l *limiter) allow(key string, anonymous, message bool, bytes int, now time.Time) (time.Duration, string, bool) {
+	f := 1.0
+	if anonymous {
+		f = float64(l.cfg.AnonymousFactor)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var mb, bb *bucket
+	var mn, bn float64
+	if message && l.cfg.MessagesPerSecond > 0 {
+		rate, burst := f*float64(l.cfg.MessagesPerSecond), f*float64(l.cfg.MessageBurst)
+		mb = bucketOf(l.msg, key, now)
+		mb.refill(rate, burst, now)
+		var wait time.Duration
+		if mn, wait = mb.wait(1, rate, burst); wait > 0 {
+			return wait, "messages per second", false
+		}
+	}
+	if l.cfg.BytesPerSecond > 0 {
+		rate, burst := f*float64(l.cfg.BytesPerSecond), f*float64(l.cfg.ByteBurst)
+		bb = bucketOf(l.byt, key, now)
+		bb.refill(rate, burst, now)
+		var wait time.Duration
+		if bn, wait = bb.wait(float64(bytes+requestOverhead), rate, burst); wait > 0 {
+			return wait, "bytes per second", false
+		}
+	}
+	if mb != nil {
+		mb.tokens -= mn
+	}
+	if bb != nil {
+		bb.tokens -= bn
+	}
+	return 0, "", true
+}
+
+func bucketOf(m map[string]*bucket, key string, now time.Time) *bucket {
+	b := m[key]
+	if b != nil {
+		return b
+	}
+	if len(m) >= maxBuckets {
+		for k, x := range m {
+			if now.Sub(x.last) > time.Minute {
+				delete(m, k)
+			}
+		}
+		if len(m) >= maxBuckets {
+			clear(m) // under a flood of senders, forget rather than grow
+		}
+	}
+	b = &bucket{}
+	m[key] = b
+	return b
+}
+
+// Stats counts what a gateway refused at its trust boundaries, for the
+// metrics to export.
+type Stats struct {
+	// Unauthenticated: requests without credentials that needed them
+	// (401 without an Authorization header).
+	Unauthenticated uint64
+	// Forged: requests speaking for someone other than who authenticated
+	// (RVP-From-Principal, or a message's sender), or addressed to a node
+	// other than the one they were sent to (403).
+	Forged uint64
+	// CallBacksRefused: subscriptions whose Call-Back the policy refused.
+	CallBacksRefused uint64
+	// RateLimited: requests past their sender's share (429).
+	RateLimited uint64
+	// SignInsThrottled: sign-ins refused while an account and address
+	// wait after failures (403 with Retry-After).
+	SignInsThrottled uint64
+	// Foreign: requests from other organisations taken without
+	// credentials.
+	Foreign uint64
+}
+
+// counters are the gateway's Stats as they are counted.
+type counters struct {
+	unauthenticated, forged, callBacksRefused, rateLimited, signInsThrottled, foreign atomic.Uint64
+}
+
+// Stats returns what the gateway has refused so far.
+func (g *Gateway) Stats() Stats {
+	c := &g.counters
+	return Stats{Unauthenticated: c.unauthenticated.Load(), Forged: c.forged.Load(), CallBacksRefused: c.callBacksRefused.Load(),
+		RateLimited: c.rateLimited.Load(), SignInsThrottled: c.signInsThrottled.Load(), Foreign: c.foreign.Load()}
+}

@@ -1,0 +1,65 @@
+package gateway
+
+import (
+	"testing"
+	"time"
+)
+
+// TestLimiter: a sender's burst goes through, the next message waits
+// for the rate, bytes count separately, a refused request charges
+// nothing, anonymous addresses get AnonymousFactor times the share, and
+// senders do not share buckets.
+func TestLimiter(t *testing.T) {
+	l := newLimiter(SenderLimits{MessagesPerSecond: 10, MessageBurst: 20, BytesPerSecond: 10_000, ByteBurst: 100_000, AnonymousFactor: 3})
+	now := time.Unix(1_000_000, 0)
+	for i := range 20 {
+		if _, _, ok := l.allow("user alice", false, true, 100, now); !ok {
+			t.Fatalf("message %d of a burst of 20 refused", i)
+		}
+	}
+	wait, what, ok := l.allow("user alice", false, true, 100, now)
+	if ok || what != "messages per second" || wait != 100*time.Millisecond {
+		t.Fatalf("21st message: ok %v, %q, wait %s (want 100ms at 10/s)", ok, what, wait)
+	}
+	if _, _, ok := l.allow("user alice", false, false, 100, now); !ok {
+		t.Error("a request that is no message is refused for messages")
+	}
+	if _, _, ok := l.allow("user bob", false, true, 100, now); !ok {
+		t.Error("bob pays for alice")
+	}
+	now = now.Add(100 * time.Millisecond)
+	if _, _, ok := l.allow("user alice", false, true, 100, now); !ok {
+		t.Error("after the wait the message is still refused")
+	}
+
+	// Bytes: a burst of 100,000, then the rate; a refused big body
+	// charges neither bucket.
+	if _, _, ok := l.allow("user carol", false, true, 90_000, now); !ok {
+		t.Fatal("a body within the burst refused")
+	}
+	wait, what, ok = l.allow("user carol", false, true, 90_000, now)
+	if ok || what != "bytes per second" || wait <= 0 {
+		t.Fatalf("a second big body: ok %v %q %s", ok, what, wait)
+	}
+	if got := l.msg["user carol"].tokens; got != 19 {
+		t.Errorf("carol's message bucket holds %v, want 19: the refused message was charged", got)
+	}
+
+	// Anonymous: three times the share.
+	for i := range 60 {
+		if _, _, ok := l.allow("addr 192.0.2.1", true, true, 0, now); !ok {
+			t.Fatalf("anonymous message %d of 60 refused", i)
+		}
+	}
+	if _, _, ok := l.allow("addr 192.0.2.1", true, true, 0, now); ok {
+		t.Error("61st anonymous message accepted")
+	}
+
+	// Switched off.
+	off := newLimiter(SenderLimits{})
+	for range 10_000 {
+		if _, _, ok := off.allow("user x", false, true, 1<<20, now); !ok {
+			t.Fatal("limits switched off refuse")
+		}
+	}
+}

@@ -1,0 +1,196 @@
+package gateway
+
+import (
+	"sync"
+	"time"
+)
+
+// Failed sign-ins are throttled, never locked out (NIST SP 800-63B
+// §5.2.2), in a way that cannot be turned against the user:
+//
+//   - Failures count per account and address together. After Free of them
+//     each further one makes that pair wait, twice as long each time (from
+//     BaseDelay up to MaxDelay). Another address's failures do not delay
+//     the real user on its own address.
+//   - An address an account signed in from (a known address, remembered
+//     for KnownFor) is exempt from everything but its own pair: so a user
+//     behind a NAT shared with an attacker, or whose account is being
+//     guessed from elsewhere, still signs in.
+//   - From addresses the account never signed in from, failures also
+//     count per account (Free×4 free) and per address (Free×10 free, for
+//     many accounts tried from one address), with the same growing
+//     delays: guessing one account from many addresses, or many accounts
+//     from one, stays slow.
+//   - A success clears its pair; the account's and address's counts are
+//     forgotten only when they have been quiet for Forget, so an attacker
+//     gains nothing from the real user's sign-ins.
+//
+// The state is per gateway process and bounded.
+
+// LockoutConfig configures the throttling of failed sign-ins.
+type LockoutConfig struct {
+	// Free is how many failures an account and address may have before
+	// they wait. Default 10.
+	Free int
+	// BaseDelay is the first wait, doubled at each further failure up to
+	// MaxDelay. Defaults 1s and 15m.
+	BaseDelay, MaxDelay time.Duration
+	// Forget is how long failures are remembered without a new one.
+	// Default 24h.
+	Forget time.Duration
+	// KnownFor is how long an address an account signed in from stays
+	// known. Default 30 days.
+	KnownFor time.Duration
+}
+
+// Defaults of LockoutConfig, written once: rvpd's flags read them.
+const (
+	DefaultLockoutFree     = 10
+	DefaultLockoutDelay    = time.Second
+	DefaultLockoutMaxDelay = 15 * time.Minute
+)
+
+func (c LockoutConfig) withDefaults() LockoutConfig {
+	if c.Free <= 0 {
+		c.Free = DefaultLockoutFree
+	}
+	if c.BaseDelay <= 0 {
+		c.BaseDelay = DefaultLockoutDelay
+	}
+	if c.MaxDelay <= 0 {
+		c.MaxDelay = DefaultLockoutMaxDelay
+	}
+	if c.MaxDelay < c.BaseDelay {
+		c.MaxDelay = c.BaseDelay
+	}
+	if c.Forget <= 0 {
+		c.Forget = 24 * time.Hour
+	}
+	if c.KnownFor <= 0 {
+		c.KnownFor = 30 * 24 * time.Hour
+	}
+	return c
+}
+
+// failures is a count of failures and the wait it imposes.
+type failures struct {
+	n     int
+	last  time.Time
+	until time.Time
+}
+
+// maxLockoutEntries bounds each of the lockout's maps.
+const maxLockoutEntries = 100_000
+
+type lockout struct {
+	cfg LockoutConfig
+
+	mu       sync.Mutex
+	pairs    map[[2]string]*failures
+	accounts map[string]*failures
+	addrs    map[string]*failures
+	known    map[[2]string]time.Time // account, address → last sign-in
+}
+
+func newLockout(cfg LockoutConfig) *lockout {
+	return &lockout{cfg: cfg.withDefaults(), pairs: map[[2]string]*failures{}, accounts: map[string]*failures{},
+		addrs: map[string]*failures{}, known: map[[2]string]time.Time{}}
+}
+
+func (l *lockout) isKnown(account, addr string, now time.Time) bool {
+	t, ok := l.known[[2]string{account, addr}]
+	return ok && now.Sub(t) < l.cfg.KnownFor
+}
+
+// wait returns how long account must wait before trying from addr again;
+// 0 when it may try now.
+func (l *lockout) wait(account, addr string, now time.Time) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w := waitOf(l.pairs[[2]string{account, addr}], now)
+	if !l.isKnown(account, addr, now) {
+		w = max(w, waitOf(l.accounts[account], now), waitOf(l.addrs[addr], now))
+	}
+	return w
+}
+
+func waitOf(f *failures, now time.Time) time.Duration {
+	if f == nil || !now.Before(f.until) {
+		return 0
+	}
+	return f.until.Sub(now)
+}
+
+// fail records a failed sign-in of account from addr.
+func (l *lockout) fail(account, addr string, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.count(entry(l.pairs, [2]string{account, addr}, now), l.cfg.Free, now)
+	if l.isKnown(account, addr, now) {
+		return
+	}
+	l.count(entry(l.accounts, account, now), 4*l.cfg.Free, now)
+	l.count(entry(l.addrs, addr, now), 10*l.cfg.Free, now)
+}
+
+func (l *lockout) count(f *failures, free int, now time.Time) {
+	if now.Sub(f.last) > l.cfg.Forget {
+		f.n = 0
+	}
+	f.n++
+	f.last = now
+	if over := f.n - free; over > 0 {
+		d := l.cfg.MaxDelay
+		if over < 32 && l.cfg.BaseDelay<<(over-1) < d {
+			d = l.cfg.BaseDelay << (over - 1)
+		}
+		f.until = now.Add(d)
+	}
+}
+
+// entry returns m's entry for k, made when missing; past the bound, old
+// entries go first.
+func entry[K comparable](m map[K]*failures, k K, now time.Time) *failures {
+	f := m[k]
+	if f != nil {
+		return f
+	}
+	if len(m) >= maxLockoutEntries {
+		for k, x := range m {
+			if now.After(x.until) && now.Sub(x.last) > time.Hour {
+				delete(m, k)
+			}
+		}
+		if len(m) >= maxLockoutEntries {
+			// A flood of distinct names or addresses: forget the
+			// quiet half rather than grow.
+			for k, x := range m {
+				if now.After(x.until) {
+					delete(m, k)
+				}
+			}
+		}
+	}
+	f = &failures{}
+	m[k] = f
+	return f
+}
+
+// succeed records a sign-in of account from addr: the pair's failures are
+// cleared and the address becomes known for the account.
+func (l *lockout) succeed(account, addr string, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.pairs, [2]string{account, addr})
+	if len(l.known) >= maxLockoutEntries {
+		for k, t := range l.known {
+			if now.Sub(t) > l.cfg.KnownFor {
+				delete(l.known, k)
+			}
+		}
+		if len(l.known) >= maxLockoutEntries {
+			clear(l.known)
+		}
+	}
+	l.known[[2]string{account, addr}] = now
+}

@@ -1,0 +1,96 @@
+package gateway
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// TestLockoutGrowingDelays: an account and address may fail Free times;
+// then each failure makes them wait twice as long, up to MaxDelay, and a
+// success clears them.
+func TestLockoutGrowingDelays(t *testing.T) {
+	l := newLockout(LockoutConfig{Free: 3, BaseDelay: time.Second, MaxDelay: 10 * time.Second})
+	now := time.Unix(1_000_000, 0)
+	for i := range 3 {
+		if w := l.wait("alice", "10.0.0.1", now); w != 0 {
+			t.Fatalf("failure %d: waiting %s within the free ones", i, w)
+		}
+		l.fail("alice", "10.0.0.1", now)
+	}
+	for _, want := range []time.Duration{0, time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 10 * time.Second, 10 * time.Second} {
+		if w := l.wait("alice", "10.0.0.1", now); w != want {
+			t.Fatalf("wait %s, want %s", w, want)
+		}
+		now = now.Add(want) // the client waits as told, and fails again
+		l.fail("alice", "10.0.0.1", now)
+	}
+	if w := l.wait("alice", "10.0.0.2", now); w != 0 {
+		t.Errorf("another address of the account waits %s", w)
+	}
+	if w := l.wait("bob", "10.0.0.1", now); w != 0 {
+		t.Errorf("another account at the address waits %s", w)
+	}
+	now = now.Add(10 * time.Second)
+	l.succeed("alice", "10.0.0.1", now)
+	l.fail("alice", "10.0.0.1", now)
+	if w := l.wait("alice", "10.0.0.1", now); w != 0 {
+		t.Errorf("after a success the count starts again, yet the account waits %s", w)
+	}
+}
+
+// TestLockoutNotAgainstTheUser: failures from many addresses (one
+// account guessed from a botnet) slow those addresses, never the user's
+// known one; failures of many accounts from one address (a NAT shared
+// with an attacker) slow new accounts there, never those known there.
+func TestLockoutNotAgainstTheUser(t *testing.T) {
+	l := newLockout(LockoutConfig{Free: 2, BaseDelay: time.Second, MaxDelay: time.Hour})
+	now := time.Unix(1_000_000, 0)
+	l.succeed("alice", "192.0.2.10", now) // alice's office
+	l.succeed("carol", "198.51.100.1", now)
+
+	for i := range 50 {
+		l.fail("alice", fmt.Sprintf("203.0.113.%d", i), now)
+	}
+	if w := l.wait("alice", "192.0.2.10", now); w != 0 {
+		t.Errorf("alice at her known address waits %s after guesses from 50 others", w)
+	}
+	if w := l.wait("alice", "203.0.113.200", now); w == 0 {
+		t.Error("a 51st address guessing alice is not slowed: the account's count (4×Free) was passed long ago")
+	}
+
+	for i := range 40 {
+		l.fail(fmt.Sprintf("user%d", i), "198.51.100.1", now) // from carol's NAT
+	}
+	if w := l.wait("carol", "198.51.100.1", now); w != 0 {
+		t.Errorf("carol, known behind the NAT, waits %s after 40 accounts were tried from it", w)
+	}
+	if w := l.wait("dave", "198.51.100.1", now); w == 0 {
+		t.Error("a 41st account tried from the address is not slowed (10×Free per address)")
+	}
+	if w := l.wait("dave", "198.51.100.2", now); w != 0 {
+		t.Errorf("dave elsewhere waits %s", w)
+	}
+	// Known addresses are forgotten after KnownFor.
+	later := now.Add(31 * 24 * time.Hour)
+	l.fail("alice", "203.0.113.1", later)
+	if w := l.wait("alice", "192.0.2.10", later); w != 0 {
+		t.Errorf("a month later alice's old address is unknown, and the account's old count forgotten, yet it waits %s", w)
+	}
+}
+
+// TestLockoutBounded: a flood of distinct names stays within bounds.
+func TestLockoutBounded(t *testing.T) {
+	l := newLockout(LockoutConfig{})
+	now := time.Unix(1_000_000, 0)
+	for i := range maxLockoutEntries + 10 {
+		l.fail(fmt.Sprint("u", i), "203.0.113.9", now)
+		now = now.Add(time.Millisecond)
+	}
+	if n := len(l.pairs); n > maxLockoutEntries {
+		t.Errorf("%d pairs remembered, bound %d", n, maxLockoutEntries)
+	}
+	if w := l.wait("somebody", "203.0.113.9", now); w == 0 {
+		t.Error("the flooding address is not slowed")
+	}
+}

@@ -1,0 +1,274 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
+)
+
+// The gateway's trust boundaries: who may speak and as whom, where a
+// Call-Back may point, and each sender's share. Everything here refuses a
+// request before anything is appended.
+//
+//   - A request speaks for a user of ours only with that user's
+//     credentials; a request without RVP-From-Principal speaks for whoever
+//     authenticated. Without credentials, only another organisation's
+//     principal may speak (RVP-From-Principal naming a principal or
+//     server of an IM host that is not ours, by name, not address), only
+//     when this organisation federates, and only as the ACL's assertion
+//     rules allow (the home node judges those).
+//   - A message's body says who it is from and to: its sender must be who
+//     speaks, and one of its recipients the node it is sent to.
+//   - A Call-Back is a user of ours (its home server delivers), the
+//     requesting principal of another organisation itself, or a client's
+//     listener the CallbackPolicy allows.
+
+// requestHost returns the host a request was addressed by: its
+// absolute-form target's, else its Host header's; "" when it has none
+// that parses (resolveTarget says why).
+func requestHost(req *rvp.Request) string {
+	host := req.Header.Get("Host")
+	if strings.Contains(req.Target, "://") {
+		if u, err := rvp.ParseURL(req.Target); err == nil {
+			return u.Host
+		}
+		return ""
+	}
+	h, err := rvp.NormalizeHost(host)
+	if err != nil {
+		return ""
+	}
+	return h
+}
+
+// principalDomain returns the IM domain of a principal's host: one the
+// directory knows. In development, where any host the request is
+// addressed by reaches the demo domain, so do principals of that host and
+// of a bare address or localhost (clients build their URL from the host
+// or address they reach the server by); other names are other
+// organisations', known by their IM hosts' names.
+func (g *Gateway) principalDomain(host, reqHost string) (*projections.Domain, error) {
+	dom, err := g.cfg.Directory.DomainByHost(host)
+	if err != nil || dom != nil || g.cfg.DevDomain == "" {
+		return dom, err
+	}
+	name := strings.ToLower(events.Hostname(host))
+	_, ipErr := netip.ParseAddr(strings.Trim(name, "[]"))
+	if ipErr == nil || name == "localhost" || (reqHost != "" && name == strings.ToLower(events.Hostname(reqHost))) {
+		return g.cfg.Directory.Domain(g.cfg.DevDomain)
+	}
+	return nil, nil
+}
+
+// sameOrganisation reports whether two hosts (with or without port) name
+// the same organisation: the same name, one perhaps with the "im." of an
+// IM host.
+func sameOrganisation(a, b string) bool {
+	norm := func(h string) string {
+		return strings.TrimPrefix(strings.ToLower(events.Hostname(h)), "im.")
+	}
+	return norm(a) != "" && norm(a) == norm(b)
+}
+
+// samePrincipal reports whether a principal URL and a RVP-From-Principal
+// value name the same principal.
+func samePrincipal(u rvp.URL, from string) bool {
+	f, err := rvp.ParseURL(from)
+	if err != nil || !strings.EqualFold(u.Host, f.Host) {
+		return false
+	}
+	a, errA := rvp.ParseNodePath(u.Path)
+	b, errB := rvp.ParseNodePath(f.Path)
+	return errA == nil && errB == nil && a == b
+}
+
+// foreignAllowed refuses a request of another organisation's principal or
+// server (from) when this organisation does not federate, or when from is
+// an address rather than a name.
+func (g *Gateway) foreignAllowed(from, client string) error {
+	s, err := g.cfg.Directory.Settings()
+	if err != nil {
+		return err
+	}
+	if !s.InternetCapable {
+		g.log.Info("request from another organisation refused: intranet-only", "from", from, "client", client)
+		return refuse(rvp.StatusForbidden, "this organisation does not exchange instant messages with other organisations (%s)", from)
+	}
+	host := from
+	if u, err := rvp.ParseURL(from); err == nil {
+		host = u.Host
+	}
+	if _, err := netip.ParseAddr(strings.Trim(events.Hostname(host), "[]")); err == nil {
+		g.counters.forged.Add(1)
+		return refuse(rvp.StatusForbidden, "RVP-From-Principal %s names an address: other organisations are known by the names of their IM hosts (if it is a host of ours, give it to its IM domain: rvpctl domain create -hosts)", from)
+	}
+	return nil
+}
+
+// checkNotification holds a NOTIFY's body to its request: its one sender
+// (r:notification-from) is who speaks (the authenticated user; for another
+// organisation, the principal RVP-From-Principal names, or a principal of
+// the server it names), and one of its recipients (r:notification-to) is
+// the node it is sent to (tgt, or another organisation's node, lk).
+func (g *Gateway) checkNotification(n *rvp.Notification, user events.User, foreignFrom string, tgt *target, lk *events.Lookup, reqHost string) error {
+	if len(n.From) != 1 {
+		return refuse(rvp.StatusForbidden, "the notification names %d senders (r:notification-from); it must name one, its sender", len(n.From))
+	}
+	sender, err := rvp.ParseURL(n.From[0])
+	if err != nil {
+		return refuse(rvp.StatusForbidden, "the notification's sender (r:notification-from) %q is not a principal's URL", n.From[0])
+	}
+	if foreignFrom == "" {
+		u, _, err := g.localUser(sender, reqHost)
+		if err != nil {
+			return err
+		}
+		if u != user {
+			return refuse(rvp.StatusForbidden, "the notification says it is from %s (r:notification-from), and you authenticated as %s", sender, user)
+		}
+	} else if !g.foreignSender(sender, foreignFrom, reqHost) {
+		return refuse(rvp.StatusForbidden, "the notification says it is from %s (r:notification-from), which is not %s (RVP-From-Principal)", sender, foreignFrom)
+	}
+	node := ""
+	switch {
+	case tgt != nil:
+		node = tgt.user.String()
+	case lk != nil:
+		node = rvp.LogicalURL(lk.Host, lk.Alias)
+	}
+	for _, h := range n.To {
+		u, err := rvp.ParseURL(h)
+		if err != nil {
+			continue
+		}
+		if tgt != nil {
+			lu, _, err := g.localUser(u, reqHost)
+			if err != nil {
+				return err
+			}
+			if lu == tgt.user {
+				return nil
+			}
+		} else if lk != nil {
+			if ref, err := rvp.ParseNodePath(u.Path); err == nil && ref.Alias == lk.Alias && sameOrganisation(u.Host, lk.Host) {
+				return nil
+			}
+		}
+	}
+	if len(n.To) == 0 {
+		return refuse(rvp.StatusForbidden, "the notification names no recipient (r:notification-to); it is sent to %s", node)
+	}
+	return refuse(rvp.StatusForbidden, "the notification is addressed to %s (r:notification-to), not to %s, the node it was sent to", strings.Join(n.To, ", "), node)
+}
+
+// foreignSender reports whether sender may be the sender of a
+// notification another organisation's from sends: from itself, or a
+// principal of the server from names; never a principal of ours.
+func (g *Gateway) foreignSender(sender rvp.URL, from, reqHost string) bool {
+	if dom, err := g.principalDomain(sender.Host, reqHost); err != nil || dom != nil {
+		return false
+	}
+	ref, err := rvp.ParseNodePath(sender.Path)
+	if err != nil {
+		return false
+	}
+	if !strings.Contains(from, "://") {
+		return sameOrganisation(from, sender.Host) // a server speaks for its principals
+	}
+	f, err := rvp.ParseURL(from)
+	if err != nil {
+		return false
+	}
+	fref, err := rvp.ParseNodePath(f.Path)
+	return err == nil && fref.Alias == ref.Alias && sameOrganisation(f.Host, sender.Host)
+}
+
+// checkCallBack judges a new subscription's Call-Back (cb): a user of
+// ours (cbUser) is delivered to by its home server, which judges who may
+// name it; another organisation's principal only by that principal
+// itself; a client's listener only where the CallbackPolicy allows.
+func (g *Gateway) checkCallBack(cb rvp.URL, cbUser events.User, base *events.Req, foreign bool) error {
+	switch {
+	case !cbUser.IsZero():
+		return nil
+	case rvp.IsNodeURL(cb):
+		if foreign && samePrincipal(cb, base.From) {
+			return nil
+		}
+		g.counters.callBacksRefused.Add(1)
+		return refuse(rvp.StatusForbidden, "Call-Back %s is another organisation's principal: only that principal subscribes with it (its own server then delivers to its clients)", cb)
+	case foreign:
+		g.counters.callBacksRefused.Add(1)
+		return refuse(rvp.StatusForbidden, "Call-Back %s: another organisation's principal subscribes with its own URL as Call-Back (RVP-From-Principal %s), not with an address", cb, base.From)
+	}
+	client, _ := netip.ParseAddr(base.Client)
+	g.cbMu.RLock()
+	err := g.callBacks.Check(cb, client)
+	g.cbMu.RUnlock()
+	if err == nil {
+		return nil
+	}
+	g.counters.callBacksRefused.Add(1)
+	g.log.Info("Call-Back refused", "callback", cb.String(), "client", base.Client, "from", base.From, "err", err)
+	status := rvp.StatusForbidden
+	if errors.Is(err, rvp.ErrCallBackMalformed) {
+		status = rvp.StatusBadRequest
+	}
+	return refuse(status, "%v", err)
+}
+
+// checkForeignCallBack judges the Call-Back of a subscription to another
+// organisation's node, which that organisation will connect to: a user of
+// ours subscribes with its own URL, whose home server (here) delivers to
+// its clients.
+func (g *Gateway) checkForeignCallBack(req *rvp.Request, user events.User, reqHost string) error {
+	cb := req.Header.Get(rvp.HdrCallBack)
+	if req.Method != "SUBSCRIBE" || cb == "" || req.Header.Has(rvp.HdrSubscriptionID) {
+		return nil
+	}
+	u, err := rvp.ParseURL(cb)
+	if err != nil {
+		return refuse(rvp.StatusBadRequest, "Call-Back: %v", err)
+	}
+	cbUser, _, err := g.localUser(u, reqHost)
+	if err != nil {
+		return err
+	}
+	if cbUser.IsZero() || cbUser != user {
+		g.counters.callBacksRefused.Add(1)
+		return refuse(rvp.StatusForbidden, "Call-Back %s: a subscription to another organisation's node names your own URL (%s) as Call-Back; your home server delivers to your clients", cb, user)
+	}
+	return nil
+}
+
+// limit charges a request to its sender's share (SenderLimits): the
+// authenticated user, else the client's address.
+func (g *Gateway) limit(req *rvp.Request, identity events.Identity, client string, bytes int) error {
+	key, anonymous := "addr "+client, true
+	if !identity.User.IsZero() {
+		key, anonymous = "user "+identity.User.String(), false
+	}
+	wait, what, ok := g.limiter.allow(key, anonymous, req.Method == "NOTIFY", bytes, g.now())
+	if ok {
+		return nil
+	}
+	g.counters.rateLimited.Add(1)
+	who := client
+	if !anonymous {
+		who = identity.User.String()
+	}
+	return &refusal{status: rvp.StatusTooManyRequests, retryAfter: wait,
+		msg: fmt.Sprintf("%s has sent more %s than its share at this server; retry in %s", who, what, wait.Round(time.Millisecond))}
+}
+
+// retryAfter renders a wait as Retry-After's whole seconds, at least 1.
+func retryAfter(d time.Duration) string {
+	return fmt.Sprint(max(1, int(math.Ceil(d.Seconds()))))
+}

@@ -1,0 +1,169 @@
+package rvp
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+func mustURL(t *testing.T, s string) URL {
+	t.Helper()
+	u, err := ParseURL(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// TestCallbackPolicy: what a client may name as its listener, by where it
+// connects from.
+func TestCallbackPolicy(t *testing.T) {
+	ranges, endpoints, err := ParseCallbackAllow(" 10.9.0.0/16, 192.0.2.7 ,127.0.0.1:4222")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &CallbackPolicy{
+		Allow: ranges, AllowEndpoints: endpoints,
+		Own:   []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:4222"), netip.MustParseAddrPort("0.0.0.0:8080"), netip.MustParseAddrPort("[::1]:9090")},
+		Local: []netip.Addr{netip.MustParseAddr("172.16.1.5")},
+	}
+	loop, lan := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("172.16.1.20")
+	for _, tc := range []struct {
+		cb     string
+		client netip.Addr
+		want   string // "" accepted; "400" malformed; else a word of the refusal
+	}{
+		{"http://127.0.0.1:36217", loop, ""},                          // librvp on the same machine
+		{"http://127.0.0.2:5000", loop, ""},                           // another loopback address: same machine
+		{"http://[::1]:5000", loop, ""},                               // loopback, IPv6
+		{"http://172.16.1.20:4011", lan, ""},                          // Miranda: its own address
+		{"http://[::ffff:172.16.1.20]:4011", lan, ""},                 // the same, IPv4-mapped
+		{"http://172.16.1.20", lan, ""},                               // port 80
+		{"http://172.16.1.20:4011/cb", lan, ""},                       // a path
+		{"http://10.9.3.4:4011", lan, ""},                             // an allowed range (NAT inside)
+		{"http://192.0.2.7:1", lan, ""},                               // an allowed address, port 1
+		{"http://127.0.0.1:4222", loop, ""},                           // own, but explicitly allowed
+		{"http://127.0.0.1:8080", loop, "own listeners"},              // the RVP listener, on every address
+		{"http://172.16.1.5:8080", lan, "own listeners"},              // the same, by the machine's address
+		{"http://[::1]:9090", loop, "own listeners"},                  // own, IPv6
+		{"http://127.0.0.1:5000", lan, "loopback"},                    // loopback named from elsewhere
+		{"http://172.16.1.21:4011", lan, "not the address"},           // someone else's machine
+		{"http://10.10.0.1:4011", lan, "not the address"},             // outside the allowed range
+		{"http://0.0.0.0:4011", loop, "unspecified"},                  // no one
+		{"http://[::]:4011", loop, "unspecified"},                     // no one, IPv6
+		{"http://0.1.2.3:4011", loop, "unspecified"},                  // "this network"
+		{"http://224.0.0.1:4011", loop, "multicast"},                  // multicast
+		{"http://[ff02::1]:4011", loop, "multicast"},                  // multicast, IPv6
+		{"http://255.255.255.255:4011", loop, "broadcast"},            // broadcast
+		{"http://localhost:4011", loop, "host name"},                  // a name
+		{"http://client.example.test:4011", lan, "host name"},         // a name
+		{"http://127.0.0.1:0", loop, "400"},                           // port 0
+		{"http://127.0.0.1:99999", loop, "400"},                       // no such port
+		{"http://172.16.1.20:65535", lan, ""},                         // the last port
+		{"http://172.16.1.20:65536", lan, "400"},                      // past it
+		{"http://[fe80::1]:4011", netip.MustParseAddr("fe80::1"), ""}, // link-local, its own
+	} {
+		err := p.Check(mustURL(t, tc.cb), tc.client)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s from %s refused: %v", tc.cb, tc.client, err)
+		case tc.want == "400" && !errors.Is(err, ErrCallBackMalformed):
+			t.Errorf("%s from %s: %v, want malformed", tc.cb, tc.client, err)
+		case tc.want != "" && tc.want != "400" && (err == nil || errors.Is(err, ErrCallBackMalformed) || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s from %s: %v, want a refusal saying %q", tc.cb, tc.client, err, tc.want)
+		}
+	}
+	if _, _, err := ParseCallbackAllow("10.0.0.0/33"); err == nil {
+		t.Error("a bad range accepted")
+	}
+	if _, _, err := ParseCallbackAllow("somewhere"); err == nil {
+		t.Error("a name accepted as a range")
+	}
+}
+
+// TestClientGuard: the NOTIFY client asks its Guard about the address it
+// reached and sends nothing where the guard refuses.
+func TestClientGuard(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan int, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.SetDeadline(time.Now().Add(2 * time.Second))
+			b := make([]byte, 512)
+			n, _ := c.Read(b)
+			got <- n
+			c.Write([]byte("HTTP/1.1 200 OK\r\n\r\n"))
+			c.Close()
+		}
+	}()
+	own := netip.MustParseAddrPort(ln.Addr().String())
+	p := &CallbackPolicy{Own: []netip.AddrPort{own}}
+	c := &Client{Guard: p.Dialable}
+	u := URL{Host: ln.Addr().String()}
+	if _, err := c.Do(context.Background(), Outbound{URL: u}); err == nil || !strings.Contains(err.Error(), "own listeners") {
+		t.Errorf("a NOTIFY to the server's own port: %v", err)
+	}
+	if n := <-got; n != 0 {
+		t.Errorf("%d bytes reached the refused endpoint", n)
+	}
+	p.AllowEndpoints = []netip.AddrPort{own}
+	if ans, err := c.Do(context.Background(), Outbound{URL: u}); err != nil || ans.Status != 200 {
+		t.Errorf("an allowed endpoint: %v %v", ans, err)
+	}
+}
+
+// TestSenderStatus: a sender learns 500 ("left the conversation") and
+// nothing else of a client's answer.
+func TestSenderStatus(t *testing.T) {
+	for status, want := range map[int]int{500: 500, 401: 412, 403: 412, 404: 412, 302: 412, 503: 412, 400: 412, 412: 412} {
+		if got := SenderStatus(status); got != want {
+			t.Errorf("SenderStatus(%d) = %d, want %d", status, got, want)
+		}
+	}
+}
+
+// FuzzCallbackPolicy: whatever a client names, an accepted Call-Back is
+// an address and port the server may dial, and the -callback.allow
+// parser never panics.
+func FuzzCallbackPolicy(f *testing.F) {
+	for _, s := range []string{"http://127.0.0.1:36217", "http://10.0.0.21:3044", "http://[::1]:80/x", "http://0.0.0.0:1", "http://localhost:9", "http://[::ffff:10.1.1.1]:5"} {
+		f.Add(s, "127.0.0.1", "10.0.0.0/8,192.0.2.7,127.0.0.1:8080")
+	}
+	f.Fuzz(func(t *testing.T, cb, client, allow string) {
+		ranges, endpoints, err := ParseCallbackAllow(allow)
+		if err != nil {
+			return
+		}
+		u, err := ParseURL(cb)
+		if err != nil || IsNodeURL(u) {
+			return
+		}
+		c, err := netip.ParseAddr(client)
+		if err != nil {
+			return
+		}
+		p := &CallbackPolicy{Allow: ranges, AllowEndpoints: endpoints, Own: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:8080")}}
+		if p.Check(u, c) != nil {
+			return
+		}
+		ap, err := callBackEndpoint(u)
+		if err != nil {
+			t.Fatalf("accepted %q, which names no endpoint: %v", cb, err)
+		}
+		if ip := ap.Addr(); ip.IsUnspecified() || ip.IsMulticast() || ap.Port() == 0 {
+			t.Fatalf("accepted %q from %s: %s", cb, client, ap)
+		}
+	})
+}

@@ -1,0 +1,154 @@
+package testcluster
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/gateway"
+)
+
+func notificationBody(kind, from, to string) []byte {
+	inner := `<d:propertyupdate><d:set><d:prop><r:state><r:online/></r:state></d:prop></d:set></d:propertyupdate>`
+	if kind == "message" {
+		inner = "<r:msgbody><r:mime-data><![CDATA[MIME-Version: 1.0\r\nContent-Type: text/plain\r\nSession-Id: {1}\r\n\r\nforged?]]></r:mime-data></r:msgbody>"
+	}
+	return []byte(`<?xml version="1.0"?><r:notification xmlns:d="DAV:" xmlns:r="http://schemas.microsoft.com/rvp/"><r:` + kind +
+		`><r:notification-from><r:contact><d:href>` + from + `</d:href></r:contact></r:notification-from><r:notification-to><r:contact><d:href>` +
+		to + `</d:href></r:contact></r:notification-to>` + inner + `</r:` + kind + `></r:notification>`)
+}
+
+// TestHostileFederation: what another organisation may do without
+// credentials in a deployment that federates, and what our users may ask
+// of another organisation through us. Each refusal changes no stream (the
+// home node's ACL refusals change no fact).
+func TestHostileFederation(t *testing.T) {
+	a, b := twoOrgs(t)
+	alice, bob := a.Client(t, "alice"), a.Client(t, "bob")
+	must(t, "alice login", alice.Login(3600), 200)
+	must(t, "bob login", bob.Login(3600), 200)
+	dave := b.Client(t, "dave")
+	dave.FollowRedirects = true
+	must(t, "dave login", dave.Login(3600), 200)
+	aliceURL, bobURL := "http://im.example.test/instmsg/aliases/alice", "http://im.example.test/instmsg/aliases/bob"
+	daveURL, erinURL := "http://im.acme.test/instmsg/aliases/dave", "http://im.acme.test/instmsg/aliases/erin"
+	x := NewClient(t, a.Addr(), "x") // another organisation's server or client, talking to example.test's gateway
+	x.UseHost("im.example.test")
+	notifyAs := func(from string, body []byte, extra ...string) *Response {
+		h := append([]string{"RVP-From-Principal: " + from, "Content-Type: text/xml", "RVP-Hop-Count: 1"}, extra...)
+		return x.Do("NOTIFY", "/instmsg/aliases/alice", body, h...)
+	}
+	subscribeAs := func(from, callBack string) *Response {
+		return x.Do("SUBSCRIBE", "/instmsg/aliases/alice", nil, "RVP-From-Principal: "+from, "Notification-Type: update/propchange", "Call-Back: "+callBack)
+	}
+	for _, tc := range []struct {
+		name   string
+		do     func() *Response
+		want   int
+		stores bool // a positive control, or a refusal the home node decides (no fact)
+		facts  bool // may append facts
+	}{
+		{"dave's message saying it is erin's", func() *Response { return notifyAs(daveURL, notificationBody("message", erinURL, aliceURL)) }, 403, false, false},
+		{"dave's message saying it is bob's", func() *Response { return notifyAs(daveURL, notificationBody("message", bobURL, aliceURL)) }, 403, false, false},
+		{"acme's server speaking for a principal of a third organisation", func() *Response {
+			return notifyAs("im.acme.test", notificationBody("propnotification", "http://im.third.test/instmsg/aliases/z", aliceURL))
+		}, 403, false, false},
+		{"acme's server speaking for one of ours", func() *Response {
+			return notifyAs("im.acme.test", notificationBody("propnotification", bobURL, aliceURL))
+		}, 403, false, false},
+		{"dave's message addressed to bob, sent to alice", func() *Response { return notifyAs(daveURL, notificationBody("message", daveURL, bobURL)) }, 403, false, false},
+		{"a principal of an address", func() *Response {
+			return notifyAs("http://10.1.2.3:25/instmsg/aliases/x", notificationBody("message", "http://10.1.2.3:25/instmsg/aliases/x", aliceURL))
+		}, 403, false, false},
+		{"dave's message with credentials of no one", func() *Response {
+			return notifyAs(daveURL, notificationBody("message", daveURL, aliceURL), "Authorization: NTLM "+strings.Repeat("A", 40))
+		}, 401, false, false},
+		{"dave subscribing with an address as Call-Back", func() *Response { return subscribeAs(daveURL, "http://127.0.0.1:4222") }, 403, false, false},
+		{"dave subscribing with erin's URL as Call-Back", func() *Response { return subscribeAs(daveURL, erinURL) }, 403, false, false},
+		{"dave subscribing with one of ours as Call-Back", func() *Response { return subscribeAs(daveURL, bobURL) }, 403, true, false},
+		{"dave subscribing with his own URL (a positive control)", func() *Response { return subscribeAs(daveURL, daveURL) }, 207, true, true},
+		{"dave logging in on alice's node", func() *Response {
+			return x.Do("SUBSCRIBE", "/instmsg/aliases/alice", nil, "RVP-From-Principal: "+daveURL, "Notification-Type: pragma/notify", "Call-Back: "+daveURL)
+		}, 403, true, false},
+		{"dave reading alice's ACL", func() *Response { return x.Do("ACL", "/instmsg/aliases/alice", nil, "RVP-From-Principal: "+daveURL) }, 403, true, false},
+		{"dave setting alice's state", func() *Response {
+			return x.Do("PROPPATCH", "/instmsg/aliases/alice", StateBody("busy", 600, 0), "RVP-From-Principal: "+daveURL, "Content-Type: text/xml")
+		}, 403, true, false},
+		{"dave relaying through us to a third organisation", func() *Response {
+			return x.DoHost("im.third.test", "NOTIFY", "/instmsg/aliases/z", notificationBody("message", daveURL, "http://im.third.test/instmsg/aliases/z"),
+				"RVP-From-Principal: "+daveURL, "Content-Type: text/xml")
+		}, 403, false, false},
+		{"alice subscribing to dave with an address as Call-Back", func() *Response {
+			return alice.DoHost("im.acme.test", "SUBSCRIBE", "/instmsg/aliases/dave", nil, alice.From(), "Notification-Type: update/propchange", "Call-Back: http://10.0.0.5:25")
+		}, 403, false, false},
+		{"alice subscribing to dave for bob", func() *Response {
+			return alice.DoHost("im.acme.test", "SUBSCRIBE", "/instmsg/aliases/dave", nil, alice.From(), "Notification-Type: update/propchange", "Call-Back: "+bobURL)
+		}, 403, false, false},
+		{"alice's message to dave saying it is bob's", func() *Response {
+			return alice.DoHost("im.acme.test", "NOTIFY", "/instmsg/aliases/dave", notificationBody("message", bobURL, daveURL), alice.From(), "Content-Type: text/xml")
+		}, 403, false, false},
+		{"alice's message to dave addressed to erin", func() *Response {
+			return alice.DoHost("im.acme.test", "NOTIFY", "/instmsg/aliases/dave", notificationBody("message", aliceURL, erinURL), alice.From(), "Content-Type: text/xml")
+		}, 403, false, false},
+		{"dave's genuine message (a positive control)", func() *Response {
+			return notifyAs(daveURL, notificationBody("message", daveURL, aliceURL))
+		}, 200, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := LastSeqs(t, a.JS)
+			r := tc.do()
+			if r.Status != tc.want {
+				t.Errorf("status %d, want %d; body %q", r.Status, tc.want, r.Body)
+			}
+			after := LastSeqs(t, a.JS)
+			for name, seq := range before {
+				changed := after[name] != seq
+				switch {
+				case !changed:
+				case tc.facts:
+				case tc.stores && name == events.StreamRequests:
+					// decided by the home node: the request, and no fact
+				default:
+					t.Errorf("stream %s: last sequence %d, was %d", name, after[name], seq)
+				}
+			}
+		})
+	}
+	for _, n := range alice.Notifies() {
+		if strings.Contains(string(n.Body), "forged?") && !strings.Contains(n.From(), "dave") {
+			t.Errorf("a forged notification reached alice:\n%s", n.Body)
+		}
+	}
+	// The gateway counted what it refused, for the metrics.
+	st := a.Gateways[0].Gateway.Stats()
+	if st.Forged < 9 || st.CallBacksRefused < 4 || st.Foreign < 5 {
+		t.Errorf("gateway stats %+v: want at least 9 forged, 4 Call-Backs refused, 5 foreign requests taken", st)
+	}
+}
+
+// TestGatewayStats: the per-sender limits and sign-in throttling are
+// counted, with requests refused for want of credentials.
+func TestGatewayStats(t *testing.T) {
+	c := Start(t, Options{Senders: gateway.SenderLimits{MessagesPerSecond: 1, MessageBurst: 1}})
+	alice, bob := c.Client(t, "alice"), c.Client(t, "bob")
+	must(t, "bob login", bob.Login(600), 200)
+	must(t, "first message", alice.Send("bob", alice.MessageBody("bob", "1")), 200)
+	r := alice.Send("bob", alice.MessageBody("bob", "2"))
+	must(t, "second message at once", r, 429)
+	if r.Header.Get("Retry-After") != "1" {
+		t.Errorf("Retry-After %q, want 1", r.Header.Get("Retry-After"))
+	}
+	anon := NewClient(t, c.Addr(), "carol")
+	must(t, "anonymous", anon.Do("PROPFIND", "/instmsg/aliases/bob", nil, "Depth: 0"), 401)
+	guess := c.Client(t, "carol")
+	guess.Creds.Password = "guess"
+	for range 5 {
+		if guess.Login(600).Status == 403 {
+			break
+		}
+	}
+	st := c.Gateways[0].Gateway.Stats()
+	if st.RateLimited != 1 || st.Unauthenticated == 0 || st.SignInsThrottled == 0 {
+		t.Errorf("gateway stats %+v: want 1 rate-limited, some unauthenticated and throttled", st)
+	}
+}
