@@ -125,6 +125,7 @@ type core struct {
 // decide decides in against v. An error is a failure to read the state,
 // never a refusal (those are replies).
 func decide(v View, p Policy, in any, now time.Time) (*decision, error) {
+	v.Dir = &memoDir{Directory: v.Dir}
 	c := &core{View: v, policy: p}
 	var d *decision
 	var err error
@@ -284,3 +285,63 @@ func max2(a, b time.Duration) time.Duration {
 func seconds(s int) time.Duration { return time.Duration(s) * time.Second }
 
 func nanos(t time.Time) string { return strconv.FormatInt(t.UnixNano(), 10) }
+
+// memoDir remembers what one decision read of the directory: a change of
+// presence told to a thousand watchers reads each watcher's record (and
+// the watched user's) several times.
+type memoDir struct {
+	Directory
+	users    map[events.User]*projections.UserRecord
+	domains  map[string]*projections.Domain
+	byHost   map[string]*projections.Domain
+	settings *projections.Settings
+}
+
+func (m *memoDir) User(u events.User) (*projections.UserRecord, error) {
+	if r, ok := m.users[u]; ok {
+		return r, nil
+	}
+	r, err := m.Directory.User(u)
+	if err != nil {
+		return nil, err
+	}
+	if m.users == nil {
+		m.users = map[events.User]*projections.UserRecord{}
+	}
+	m.users[u] = r
+	return r, nil
+}
+
+func (m *memoDir) Domain(name string) (*projections.Domain, error) {
+	return memo(&m.domains, name, m.Directory.Domain)
+}
+
+func (m *memoDir) DomainByHost(host string) (*projections.Domain, error) {
+	return memo(&m.byHost, host, m.Directory.DomainByHost)
+}
+
+func (m *memoDir) Settings() (projections.Settings, error) {
+	if m.settings == nil {
+		s, err := m.Directory.Settings()
+		if err != nil {
+			return s, err
+		}
+		m.settings = &s
+	}
+	return *m.settings, nil
+}
+
+func memo[T any](m *map[string]*T, k string, read func(string) (*T, error)) (*T, error) {
+	if v, ok := (*m)[k]; ok {
+		return v, nil
+	}
+	v, err := read(k)
+	if err != nil {
+		return nil, err
+	}
+	if *m == nil {
+		*m = map[string]*T{}
+	}
+	(*m)[k] = v
+	return v, nil
+}

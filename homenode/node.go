@@ -257,7 +257,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	cfg.Client = &client
 	if cfg.Workers <= 0 {
-		cfg.Workers = 256
+		cfg.Workers = 1024
 	}
 	if cfg.PerKey <= 0 {
 		cfg.PerKey = 4

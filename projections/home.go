@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -26,9 +27,9 @@ import (
 //	next                                 next subscription/view id (uint32)
 //	u <domain> <alias> ver               last fact sequence of the user's subject
 //	format                               the key layout (homeFormat)
-//	u <domain> <alias> s <id>            property Subscription (JSON)
-//	u <domain> <alias> l <id>            login Subscription (JSON)
-//	u <domain> <alias> v <id>            View (JSON)
+//	u <domain> <alias> s <id>            property Subscription (codec.go)
+//	u <domain> <alias> l <id>            login Subscription (codec.go)
+//	u <domain> <alias> v <id>            View (codec.go)
 //	u <domain> <alias> acl               the node's ACL (JSON), when one was written
 //	u <domain> <alias> p <ns> <name>     a property its owner set (mobile state, description)
 //	u <domain> <alias> departed|arrived  directory sequence of the last move handed over from or to here
@@ -38,6 +39,43 @@ type Home struct {
 	home   string
 	prefix []byte
 	pos    *position
+	logins *loginCache
+}
+
+// loginCache keeps the login subscriptions of the users read, as Pebble
+// has them: every message and every notification to a user reads them.
+// ApplyBatch forgets a user's when a batch changes them, before the new
+// position is published.
+type loginCache struct {
+	mu    sync.RWMutex
+	gen   uint64 // advanced by every forgetting: a read older than it is not kept
+	users map[events.User][]Subscription
+}
+
+func newLoginCache() *loginCache { return &loginCache{users: map[events.User][]Subscription{}} }
+
+func (c *loginCache) get(u events.User) ([]Subscription, uint64, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	l, ok := c.users[u]
+	return l, c.gen, ok
+}
+
+func (c *loginCache) put(u events.User, l []Subscription, gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen == gen {
+		c.users[u] = l
+	}
+}
+
+func (c *loginCache) forget(users map[events.User]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	for u := range users {
+		delete(c.users, u)
+	}
 }
 
 // Subscription is a subscription on a node.
@@ -72,11 +110,11 @@ type View struct {
 
 // homeFormat names the key layout; a projection written with another is
 // rebuilt from its stream (Outdated, Reset).
-const homeFormat = "3"
+const homeFormat = "4"
 
 // OpenHome returns the projection of home in db.
 func OpenHome(db *DB, home string) (*Home, error) {
-	h := &Home{db: db, home: home, prefix: prefixOf("h", events.Token(home))}
+	h := &Home{db: db, home: home, prefix: prefixOf("h", events.Token(home)), logins: newLoginCache()}
 	pos, err := getUint64(db.pdb, h.key("pos"))
 	if err != nil {
 		return nil, fmt.Errorf("open home projection %s: %w", home, err)
@@ -107,6 +145,7 @@ func (h *Home) Reset() error {
 		return fmt.Errorf("reset home projection %s: %w", h.home, err)
 	}
 	h.pos = newPosition(0)
+	h.logins = newLoginCache()
 	return nil
 }
 
@@ -153,7 +192,7 @@ func subKind(kind string) string {
 func (h *Home) ApplyBatch(msgs []Msg) error {
 	b := h.db.pdb.NewIndexedBatch()
 	defer b.Close()
-	st := &pebbleHome{h: h, r: b, b: b}
+	st := &pebbleHome{h: h, r: b, b: b, changed: map[events.User]bool{}}
 	pos := h.Position()
 	first := pos == 0
 	for _, m := range msgs {
@@ -183,6 +222,9 @@ func (h *Home) ApplyBatch(msgs []Msg) error {
 	b.Set(h.key("pos"), []byte(be64(pos)), nil)
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("commit home %s batch: %w", h.home, err)
+	}
+	if len(st.changed) > 0 {
+		h.logins.forget(st.changed)
 	}
 	h.pos.set(pos)
 	return nil
@@ -314,14 +356,15 @@ func bumpNext(st homeStore, id int32) error {
 // pebbleHome reads the projection through r (the DB, or an indexed batch
 // that sees its own writes) and writes into b.
 type pebbleHome struct {
-	h *Home
-	r reader
-	b *pebble.Batch // nil: read only
+	h       *Home
+	r       reader
+	b       *pebble.Batch        // nil: read only
+	changed map[events.User]bool // users whose logins the batch changes
 }
 
 func (p *pebbleHome) Subscription(u events.User, id int32) (*Subscription, error) {
 	for _, kind := range []string{"s", "l"} {
-		if s, err := getValue[Subscription](p.r, p.h.userKey(u, kind, idKey(id))); err != nil || s != nil {
+		if s, err := getValue(p.r, p.h.userKey(u, kind, idKey(id)), decodeSub); err != nil || s != nil {
 			return s, err
 		}
 	}
@@ -343,11 +386,11 @@ func (p *pebbleHome) Subscriptions(u events.User) ([]Subscription, error) {
 }
 
 func (p *pebbleHome) Logins(u events.User) ([]Subscription, error) {
-	return scanValues[Subscription](p.r, prefixOf(string(p.h.userKey(u, "l"))))
+	return scanValues(p.r, prefixOf(string(p.h.userKey(u, "l"))), decodeSub)
 }
 
 func (p *pebbleHome) Watchers(u events.User) ([]Subscription, error) {
-	return scanValues[Subscription](p.r, prefixOf(string(p.h.userKey(u, "s"))))
+	return scanValues(p.r, prefixOf(string(p.h.userKey(u, "s"))), decodeSub)
 }
 
 func (p *pebbleHome) CountWatchers(u events.User) (int, error) {
@@ -364,11 +407,11 @@ func (p *pebbleHome) CountWatchers(u events.User) (int, error) {
 }
 
 func (p *pebbleHome) View(u events.User, id int32) (*View, error) {
-	return getValue[View](p.r, p.h.userKey(u, "v", idKey(id)))
+	return getValue(p.r, p.h.userKey(u, "v", idKey(id)), decodeView)
 }
 
 func (p *pebbleHome) Views(u events.User) ([]View, error) {
-	return scanValues[View](p.r, prefixOf(string(p.h.userKey(u, "v"))))
+	return scanValues(p.r, prefixOf(string(p.h.userKey(u, "v"))), decodeView)
 }
 
 func (p *pebbleHome) ACL(u events.User) ([]events.ACE, bool, error) {
@@ -408,21 +451,23 @@ func (p *pebbleHome) Arrived(u events.User) (uint64, error) {
 }
 
 func (p *pebbleHome) putSub(old, s *Subscription) error {
+	if s.Kind == events.NotifyPragma {
+		p.changed[s.Node] = true
+	}
 	if old != nil {
 		if err := p.delSub(old); err != nil {
 			return err
 		}
 	}
-	data, err := json.Marshal(s)
-	if err != nil {
-		return err
-	}
-	p.b.Set(p.h.userKey(s.Node, subKind(s.Kind), idKey(s.ID)), data, nil)
+	p.b.Set(p.h.userKey(s.Node, subKind(s.Kind), idKey(s.ID)), encodeSub(s), nil)
 	p.b.Set(p.h.expiryKey(s.Expires, s.Node, "s", s.ID), nil, nil)
 	return nil
 }
 
 func (p *pebbleHome) delSub(s *Subscription) error {
+	if s.Kind == events.NotifyPragma {
+		p.changed[s.Node] = true
+	}
 	p.b.Delete(p.h.userKey(s.Node, subKind(s.Kind), idKey(s.ID)), nil)
 	p.b.Delete(p.h.expiryKey(s.Expires, s.Node, "s", s.ID), nil)
 	return nil
@@ -432,11 +477,7 @@ func (p *pebbleHome) putView(old, v *View) error {
 	if old != nil && !old.Expires.IsZero() {
 		p.b.Delete(p.h.expiryKey(old.Expires, old.Node, "v", old.ID), nil)
 	}
-	data, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	p.b.Set(p.h.userKey(v.Node, "v", idKey(v.ID)), data, nil)
+	p.b.Set(p.h.userKey(v.Node, "v", idKey(v.ID)), encodeView(v), nil)
 	if !v.Expires.IsZero() {
 		p.b.Set(p.h.expiryKey(v.Expires, v.Node, "v", v.ID), nil, nil)
 	}
@@ -477,10 +518,10 @@ func (p *pebbleHome) setNextID(id int32) error {
 	return p.b.Set(p.h.key("next"), v[:], nil)
 }
 
-func getValue[T any](r reader, k []byte) (*T, error) {
+func getValue[T any](r reader, k []byte, decode func([]byte, *T) error) (*T, error) {
 	var out T
 	found, err := with(r, k, func(v []byte) error {
-		if err := json.Unmarshal(v, &out); err != nil {
+		if err := decode(v, &out); err != nil {
 			return fmt.Errorf("decode %q: %w", k, err)
 		}
 		return nil
@@ -491,11 +532,11 @@ func getValue[T any](r reader, k []byte) (*T, error) {
 	return &out, nil
 }
 
-func scanValues[T any](r reader, p []byte) ([]T, error) {
+func scanValues[T any](r reader, p []byte, decode func([]byte, *T) error) ([]T, error) {
 	var out []T
 	err := scan(r, p, func(k, v []byte) error {
 		var x T
-		if err := json.Unmarshal(v, &x); err != nil {
+		if err := decode(v, &x); err != nil {
 			return fmt.Errorf("decode %q: %w", k, err)
 		}
 		out = append(out, x)
@@ -512,12 +553,28 @@ func (h *Home) Subscription(u events.User, id int32) (*Subscription, error) {
 	return h.read().Subscription(u, id)
 }
 func (h *Home) Subscriptions(u events.User) ([]Subscription, error) { return h.read().Subscriptions(u) }
-func (h *Home) Logins(u events.User) ([]Subscription, error)        { return h.read().Logins(u) }
-func (h *Home) Watchers(u events.User) ([]Subscription, error)      { return h.read().Watchers(u) }
-func (h *Home) CountWatchers(u events.User) (int, error)            { return h.read().CountWatchers(u) }
-func (h *Home) View(u events.User, id int32) (*View, error)         { return h.read().View(u, id) }
-func (h *Home) Views(u events.User) ([]View, error)                 { return h.read().Views(u) }
-func (h *Home) ACL(u events.User) ([]events.ACE, bool, error)       { return h.read().ACL(u) }
+
+// Logins reads u's logins through the login cache.
+func (h *Home) Logins(u events.User) ([]Subscription, error) {
+	l, gen, ok := h.logins.get(u)
+	if ok {
+		return slices.Clone(l), nil
+	}
+	l, err := h.read().Logins(u)
+	if err != nil {
+		return nil, err
+	}
+	if l == nil {
+		l = []Subscription{}
+	}
+	h.logins.put(u, l, gen)
+	return slices.Clone(l), nil
+}
+func (h *Home) Watchers(u events.User) ([]Subscription, error) { return h.read().Watchers(u) }
+func (h *Home) CountWatchers(u events.User) (int, error)       { return h.read().CountWatchers(u) }
+func (h *Home) View(u events.User, id int32) (*View, error)    { return h.read().View(u, id) }
+func (h *Home) Views(u events.User) ([]View, error)            { return h.read().Views(u) }
+func (h *Home) ACL(u events.User) ([]events.ACE, bool, error)  { return h.read().ACL(u) }
 func (h *Home) Property(u events.User, p events.Prop) (string, error) {
 	return h.read().Property(u, p)
 }

@@ -71,18 +71,24 @@ func NewOverlay(base HomeReader) *Overlay {
 	return o
 }
 
-// Drop forgets every fact applied.
+// Drop forgets every fact applied. (The maps are made when first
+// written: an overlay that a decision makes to see its own facts, and
+// throws away, costs little.)
 func (o *Overlay) Drop() {
-	o.subs = map[itemKey]entry[Subscription]{}
-	o.views = map[itemKey]entry[View]{}
-	o.userSubs = map[events.User]map[int32]struct{}{}
-	o.userVws = map[events.User]map[int32]struct{}{}
-	o.acls = map[events.User]entry[[]events.ACE]{}
-	o.props = map[propKey]entry[string]{}
-	o.departed = map[events.User]entry[uint64]{}
-	o.arrived = map[events.User]entry[uint64]{}
+	o.subs, o.views = nil, nil
+	o.userSubs, o.userVws = nil, nil
+	o.acls, o.props = nil, nil
+	o.departed, o.arrived = nil, nil
 	o.next = entry[int32]{}
 	o.written = nil
+}
+
+// set stores v at k in *m, making the map if need be.
+func set[K comparable, V any](m *map[K]V, k K, v V) {
+	if *m == nil {
+		*m = map[K]V{}
+	}
+	(*m)[k] = v
 }
 
 // Len returns how many keys the overlay holds changes of.
@@ -335,54 +341,54 @@ func (o *Overlay) Arrived(u events.User) (uint64, error) {
 
 func (o *Overlay) putSub(_, s *Subscription) error {
 	k := itemKey{s.Node, s.ID}
-	o.subs[k] = entry[Subscription]{val: *s, seq: o.seq, set: true}
-	addID(o.userSubs, s.Node, s.ID)
+	set(&o.subs, k, entry[Subscription]{val: *s, seq: o.seq, set: true})
+	addID(&o.userSubs, s.Node, s.ID)
 	o.note('s', s.Node, s.ID, events.Prop{})
 	return nil
 }
 
 func (o *Overlay) delSub(s *Subscription) error {
 	k := itemKey{s.Node, s.ID}
-	o.subs[k] = entry[Subscription]{val: Subscription{Kind: s.Kind}, gone: true, seq: o.seq, set: true}
-	addID(o.userSubs, s.Node, s.ID)
+	set(&o.subs, k, entry[Subscription]{val: Subscription{Kind: s.Kind}, gone: true, seq: o.seq, set: true})
+	addID(&o.userSubs, s.Node, s.ID)
 	o.note('s', s.Node, s.ID, events.Prop{})
 	return nil
 }
 
 func (o *Overlay) putView(_, v *View) error {
-	o.views[itemKey{v.Node, v.ID}] = entry[View]{val: *v, seq: o.seq, set: true}
-	addID(o.userVws, v.Node, v.ID)
+	set(&o.views, itemKey{v.Node, v.ID}, entry[View]{val: *v, seq: o.seq, set: true})
+	addID(&o.userVws, v.Node, v.ID)
 	o.note('v', v.Node, v.ID, events.Prop{})
 	return nil
 }
 
 func (o *Overlay) delView(v *View) error {
-	o.views[itemKey{v.Node, v.ID}] = entry[View]{gone: true, seq: o.seq, set: true}
-	addID(o.userVws, v.Node, v.ID)
+	set(&o.views, itemKey{v.Node, v.ID}, entry[View]{gone: true, seq: o.seq, set: true})
+	addID(&o.userVws, v.Node, v.ID)
 	o.note('v', v.Node, v.ID, events.Prop{})
 	return nil
 }
 
 func (o *Overlay) setACL(u events.User, aces []events.ACE) error {
-	o.acls[u] = entry[[]events.ACE]{val: slices.Clone(aces), seq: o.seq, set: true}
+	set(&o.acls, u, entry[[]events.ACE]{val: slices.Clone(aces), seq: o.seq, set: true})
 	o.note('a', u, 0, events.Prop{})
 	return nil
 }
 
 func (o *Overlay) setProperty(u events.User, p events.Prop, value string) error {
-	o.props[propKey{u, p}] = entry[string]{val: value, seq: o.seq, set: true}
+	set(&o.props, propKey{u, p}, entry[string]{val: value, seq: o.seq, set: true})
 	o.note('p', u, 0, p)
 	return nil
 }
 
 func (o *Overlay) setDeparted(u events.User, move uint64) error {
-	o.departed[u] = entry[uint64]{val: move, seq: o.seq, set: true}
+	set(&o.departed, u, entry[uint64]{val: move, seq: o.seq, set: true})
 	o.note('d', u, 0, events.Prop{})
 	return nil
 }
 
 func (o *Overlay) setArrived(u events.User, move uint64) error {
-	o.arrived[u] = entry[uint64]{val: move, seq: o.seq, set: true}
+	set(&o.arrived, u, entry[uint64]{val: move, seq: o.seq, set: true})
 	o.note('r', u, 0, events.Prop{})
 	return nil
 }
@@ -393,11 +399,11 @@ func (o *Overlay) setNextID(id int32) error {
 	return nil
 }
 
-func addID(m map[events.User]map[int32]struct{}, u events.User, id int32) {
-	ids := m[u]
+func addID(m *map[events.User]map[int32]struct{}, u events.User, id int32) {
+	ids := (*m)[u]
 	if ids == nil {
 		ids = map[int32]struct{}{}
-		m[u] = ids
+		set(m, u, ids)
 	}
 	ids[id] = struct{}{}
 }
