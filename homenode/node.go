@@ -219,6 +219,8 @@ type Node struct {
 	// failed (nothing more is published until the window is recovered).
 	last, acked uint64
 	done        map[uint64]bool
+	unapplied   []projections.SeqFact // published, not yet acknowledged, in order
+	applier     *applier
 	inflight    int
 	window      []*pending
 	inWindow    map[string]*pending
@@ -338,10 +340,11 @@ func (n *Node) Run(parent context.Context) (err error) {
 	defer wg.Wait()
 	// The projection outlives the deciding loop: what is in flight when
 	// the node is stopped is finished (its facts acknowledged, its reply
-	// sent) before the loop returns, and a recovery needs the projection.
-	following, stopFollowing := context.WithCancel(context.Background())
-	defer stopFollowing()
-	defer cancel() // runs first: every goroutine but the follower ends on ctx.
+	// sent) before the loop returns, and applied to Pebble before Run
+	// returns.
+	n.applier = newApplier(n.proj)
+	defer n.applier.stop()
+	defer cancel() // runs first: every goroutine but the applier ends on ctx.
 
 	if err := projections.EnsureFactStream(ctx, n.cfg.JetStream, n.cfg.Home, n.cfg.FactStream); err != nil {
 		return fmt.Errorf("home %s: %w", n.cfg.Home, err)
@@ -360,21 +363,17 @@ func (n *Node) Run(parent context.Context) (err error) {
 		}
 		n.over = projections.NewOverlay(n.proj)
 	}
+	if err := n.catchUp(ctx, last); err != nil {
+		return err
+	}
 	failed := make(chan error, 3)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		err := projections.Follow(following, n.cfg.JetStream, projections.FollowConfig{
-			Stream: n.stream, Filter: events.FactFilter(n.cfg.Home), MaxBatch: 1024, Logger: n.log,
-		}, n.proj)
-		if err != nil {
+		if err := n.applier.run(); err != nil {
 			failed <- err
 		}
 	}()
-
-	if err := n.catchUp(ctx, last); err != nil {
-		return err
-	}
 	n.pool.start(ctx, &wg)
 	if n.cfg.ResendPresence {
 		wg.Add(1)
@@ -567,10 +566,11 @@ func (n *Node) streamLast(ctx context.Context) (uint64, error) {
 	return info.State.LastSeq, nil
 }
 
-// catchUp waits until the projection has applied every fact of the home
-// server up to last, and remembers the requests those facts were decided
-// for, so that a request redelivered after a crash is not decided twice.
-// The chain of facts goes on from last.
+// catchUp applies to the projection every fact of the home server up to
+// last, read from its stream, and remembers the requests those facts were
+// decided for, so that a request redelivered after a crash is not decided
+// twice. The chain of facts goes on from last; from now on the node
+// applies the facts it publishes itself, once acknowledged.
 func (n *Node) catchUp(ctx context.Context, last uint64) error {
 	n.last, n.acked = last, last
 	if last == 0 {
@@ -579,7 +579,7 @@ func (n *Node) catchUp(ctx context.Context, last uint64) error {
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	start := n.now()
-	if err := n.proj.WaitFor(wctx, last); err != nil {
+	if err := projections.Replay(wctx, n.cfg.JetStream, n.stream, events.FactFilter(n.cfg.Home), last, n.proj); err != nil {
 		return fmt.Errorf("home %s: catch up with the fact stream: %w", n.cfg.Home, err)
 	}
 	n.log.Info("projection caught up", "seq", last, "took", n.now().Sub(start))

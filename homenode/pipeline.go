@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
 )
 
 // The pipeline (DESIGN §8). The deciding goroutine decides each input at
@@ -132,6 +134,7 @@ func (n *Node) publish(p *pending) error {
 			return fmt.Errorf("home %s: apply %s to the overlay: %w", n.cfg.Home, f.Type(), err)
 		}
 		n.last = seq
+		n.unapplied = append(n.unapplied, projections.SeqFact{Seq: seq, Fact: f})
 		p.msgs, p.seqs = append(p.msgs, msg), append(p.seqs, seq)
 		n.send(msg, seq)
 	}
@@ -188,8 +191,17 @@ func (n *Node) advance() {
 }
 
 // releaseReady releases, in order, the decisions whose facts and every
-// fact before them are acknowledged.
+// fact before them are acknowledged, and hands those facts to the
+// applier.
 func (n *Node) releaseReady() {
+	i := 0
+	for i < len(n.unapplied) && n.unapplied[i].Seq <= n.acked {
+		i++
+	}
+	if i > 0 {
+		n.applier.add(n.unapplied[:i])
+		n.unapplied = append(n.unapplied[:0:0], n.unapplied[i:]...)
+	}
 	for len(n.window) > 0 && n.window[0].after <= n.acked {
 		p := n.window[0]
 		n.window[0] = nil
@@ -300,7 +312,12 @@ func (n *Node) recover(ctx context.Context) error {
 	n.log.Warn("another writer appended to the home server's facts; catching up and deciding the window again",
 		"stored", stored, "stream last", last, "decisions", len(n.window))
 	n.over.Drop()
-	if err := n.proj.WaitFor(ctx, last); err != nil {
+	n.unapplied = nil
+	// What was ours is applied; the rest comes from the stream.
+	if err := n.proj.WaitFor(ctx, stored); err != nil {
+		return fmt.Errorf("home %s: apply the facts stored: %w", n.cfg.Home, err)
+	}
+	if err := projections.Replay(ctx, n.cfg.JetStream, n.stream, events.FactFilter(n.cfg.Home), last, n.proj); err != nil {
 		return fmt.Errorf("home %s: catch up with the fact stream: %w", n.cfg.Home, err)
 	}
 	n.last, n.acked = last, last
@@ -323,4 +340,60 @@ func isConflict(err error) bool {
 	return errors.As(err, &apiErr) &&
 		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// applier applies the facts the node published, once acknowledged, to
+// its projection: in large batches, behind the deciding goroutine, which
+// never waits for it.
+type applier struct {
+	proj    *projections.Home
+	mu      sync.Mutex
+	queue   []projections.SeqFact
+	stopped bool
+	wake    chan struct{}
+}
+
+func newApplier(proj *projections.Home) *applier {
+	return &applier{proj: proj, wake: make(chan struct{}, 1)}
+}
+
+// add queues facts, in order.
+func (a *applier) add(facts []projections.SeqFact) {
+	a.mu.Lock()
+	a.queue = append(a.queue, facts...)
+	a.mu.Unlock()
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// stop makes run return once what is queued is applied.
+func (a *applier) stop() {
+	a.mu.Lock()
+	a.stopped = true
+	a.mu.Unlock()
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run applies what is queued until stopped.
+func (a *applier) run() error {
+	for {
+		<-a.wake
+		a.mu.Lock()
+		batch, stopped := a.queue, a.stopped
+		a.queue = nil
+		a.mu.Unlock()
+		if len(batch) > 0 {
+			if err := a.proj.ApplyFacts(batch); err != nil {
+				return fmt.Errorf("apply to the projection: %w", err)
+			}
+		}
+		if stopped {
+			return nil
+		}
+	}
 }

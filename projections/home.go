@@ -25,7 +25,6 @@ import (
 //
 //	pos                                  last applied stream sequence
 //	next                                 next subscription/view id (uint32)
-//	u <domain> <alias> ver               last fact sequence of the user's subject
 //	format                               the key layout (homeFormat)
 //	u <domain> <alias> s <id>            property Subscription (codec.go)
 //	u <domain> <alias> l <id>            login Subscription (codec.go)
@@ -110,7 +109,7 @@ type View struct {
 
 // homeFormat names the key layout; a projection written with another is
 // rebuilt from its stream (Outdated, Reset).
-const homeFormat = "4"
+const homeFormat = "5"
 
 // OpenHome returns the projection of home in db.
 func OpenHome(db *DB, home string) (*Home, error) {
@@ -188,13 +187,16 @@ func subKind(kind string) string {
 	return "s"
 }
 
+// SeqFact is a fact and its sequence in the home server's stream.
+type SeqFact struct {
+	Seq  uint64
+	Fact events.Fact
+}
+
 // ApplyBatch applies fact messages in one batch with the new position.
 func (h *Home) ApplyBatch(msgs []Msg) error {
-	b := h.db.pdb.NewIndexedBatch()
-	defer b.Close()
-	st := &pebbleHome{h: h, r: b, b: b, changed: map[events.User]bool{}}
+	facts := make([]SeqFact, 0, len(msgs))
 	pos := h.Position()
-	first := pos == 0
 	for _, m := range msgs {
 		if m.Seq <= pos {
 			continue
@@ -207,11 +209,29 @@ func (h *Home) ApplyBatch(msgs []Msg) error {
 		if !ok {
 			return fmt.Errorf("home %s seq %d: %s is not a fact", h.home, m.Seq, m.Type)
 		}
-		if err := applyFact(st, f); err != nil {
-			return fmt.Errorf("home %s seq %d (%s): %w", h.home, m.Seq, m.Type, err)
+		facts = append(facts, SeqFact{Seq: m.Seq, Fact: f})
+	}
+	return h.ApplyFacts(facts)
+}
+
+// ApplyFacts applies facts (in stream order) in one batch with the new
+// position; those at or below the position are skipped. A home node
+// applies the facts it published, once acknowledged, so: what it applies
+// is what the stream holds, without reading it back.
+func (h *Home) ApplyFacts(facts []SeqFact) error {
+	b := h.db.pdb.NewIndexedBatch()
+	defer b.Close()
+	st := &pebbleHome{h: h, r: b, b: b, changed: map[events.User]bool{}}
+	pos := h.Position()
+	first := pos == 0
+	for _, sf := range facts {
+		if sf.Seq <= pos {
+			continue
 		}
-		b.Set(h.userKey(f.Subject(), "ver"), []byte(be64(m.Seq)), nil)
-		pos = m.Seq
+		if err := applyFact(st, sf.Fact); err != nil {
+			return fmt.Errorf("home %s seq %d (%s): %w", h.home, sf.Seq, sf.Fact.Type(), err)
+		}
+		pos = sf.Seq
 	}
 	if pos == h.Position() {
 		return nil
@@ -581,12 +601,6 @@ func (h *Home) Property(u events.User, p events.Prop) (string, error) {
 func (h *Home) NextID() (int32, error)                 { return h.read().NextID() }
 func (h *Home) Departed(u events.User) (uint64, error) { return h.read().Departed(u) }
 func (h *Home) Arrived(u events.User) (uint64, error)  { return h.read().Arrived(u) }
-
-// Version returns the sequence of the last fact of u's aggregate, 0 when
-// it has none.
-func (h *Home) Version(u events.User) (uint64, error) {
-	return getUint64(h.db.pdb, h.userKey(u, "ver"))
-}
 
 // Users returns every user the projection holds state for.
 func (h *Home) Users() ([]events.User, error) {
