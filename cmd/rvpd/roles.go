@@ -44,6 +44,7 @@ type roleFlags struct {
 	leaseTTL            time.Duration
 	auditBodies         bool
 	auditRetention      time.Duration
+	pprof               string
 }
 
 // streamOptions are the streams' settings these flags give.
@@ -91,6 +92,7 @@ func (f *roleFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.leaseTTL, "home.lease-ttl", projections.DefaultLeaseTTL, "how long a home server's owner may be silent before a standby node takes over (set where the cluster's streams are created)")
 	fs.StringVar(&f.peers, "federation.peers", "", "federation peer table: host=host:port,... (an IM host or domain of another organisation and its router's address)")
 	fs.StringVar(&f.dns, "federation.dns", "", `find other organisations by DNS SRV _rvp._tcp.<domain>: "system", or a DNS server host:port ("" off)`)
+	fs.StringVar(&f.pprof, "pprof", "", `address to serve Go's profiles on (net/http/pprof), e.g. 127.0.0.1:6060 ("" for none)`)
 	fs.StringVar(&f.proxy, "federation.proxy", "", "outbound HTTP proxy for requests to other organisations, http://host:port (it finds their hosts: the peer table and DNS discovery are then unused)")
 }
 
@@ -196,6 +198,14 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 	outbound, peers, srv, err := federation(s.flags)
 	if err != nil {
 		return err
+	}
+	pprofAddr, err := addPprof(g, s.flags.pprof, s.log)
+	if err != nil {
+		return err
+	}
+	if pprofAddr != "" {
+		// The profiles' listener is one of ours: no Call-Back may name it.
+		s.own = append(slices.Clone(s.own), rvp.ListenerEndpoints(pprofAddr)...)
 	}
 	callBacks, err := s.callBackPolicy()
 	if err != nil {
