@@ -55,6 +55,12 @@ const (
 	HeaderRequest = "Rvp-Req-Id"
 	// HeaderMsgID is JetStream's deduplication header.
 	HeaderMsgID = "Nats-Msg-Id"
+	// HeaderFactID names a fact: its decision's id and its place in it.
+	// The chain of expected sequences keeps a fact from being stored
+	// twice, so facts carry no Nats-Msg-Id (whose deduplication state
+	// JetStream keeps in memory for the whole window); a home node reads
+	// this header to tell its own facts after a lost answer.
+	HeaderFactID = "Rvp-Fact-Id"
 	// HeaderLegacySeq and HeaderLegacyTime mark a fact copied from the
 	// single fact stream of older versions: its sequence and time there.
 	HeaderLegacySeq  = "Rvp-Legacy-Seq"

@@ -3,7 +3,7 @@
 // it consumes the request events gateways append for it, in order, decides
 // each against its projection with the facts still in flight over it,
 // appends the fact events to the home server's own stream asynchronously
-// (chained by expected last sequence, deduplicated by request id), and
+// (chained by expected last sequence, each naming its decision), and
 // once they are acknowledged replies to the gateway and delivers NOTIFYs
 // to client callbacks through a bounded pool (pipeline.go).
 //

@@ -127,7 +127,7 @@ func (n *Node) publish(p *pending) error {
 		if meta := f.Metadata(); meta.Request != "" {
 			msg.Header.Set(events.HeaderRequest, meta.Request)
 		}
-		msg.Header.Set(jetstream.MsgIDHeader, base+"/"+strconv.Itoa(i))
+		msg.Header.Set(events.HeaderFactID, base+"/"+strconv.Itoa(i))
 		msg.Data = data
 		seq := n.last + 1
 		if err := n.over.Apply(seq, f); err != nil {
@@ -150,7 +150,7 @@ func (n *Node) send(msg *nats.Msg, seq uint64) {
 	if n.broken {
 		return
 	}
-	_, err := n.pub.PublishMsgAsync(msg, jetstream.WithMsgID(msg.Header.Get(jetstream.MsgIDHeader)), jetstream.WithExpectLastSequence(seq-1))
+	_, err := n.pub.PublishMsgAsync(msg, jetstream.WithExpectLastSequence(seq-1))
 	if err != nil {
 		n.fail(seq, err)
 		return
@@ -260,11 +260,11 @@ func (n *Node) recover(ctx context.Context) error {
 	ids := map[uint64]string{}
 	for _, p := range n.window {
 		for i, seq := range p.seqs {
-			ids[seq] = p.msgs[i].Header.Get(jetstream.MsgIDHeader)
+			ids[seq] = p.msgs[i].Header.Get(events.HeaderFactID)
 		}
 	}
 	// The stored prefix of the chain: acknowledged, or found under its
-	// message id (its answer was lost).
+	// fact id (its answer was lost).
 	stored, foreign := n.acked, false
 	for stored < n.last {
 		seq := stored + 1
@@ -277,7 +277,7 @@ func (n *Node) recover(ctx context.Context) error {
 				n.log.Warn("fact stream unreadable; recovery will be tried again", "seq", seq, "err", err)
 				return nil
 			}
-			if m.Header.Get(jetstream.MsgIDHeader) != ids[seq] {
+			if m.Header.Get(events.HeaderFactID) != ids[seq] {
 				foreign = true
 				break
 			}

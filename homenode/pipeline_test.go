@@ -32,7 +32,7 @@ func (h *harness) storedOnce() int {
 			n++
 			count++
 			md, _ := m.Metadata()
-			id := m.Headers().Get(jetstream.MsgIDHeader)
+			id := m.Headers().Get(events.HeaderFactID)
 			if prev, ok := ids[id]; ok {
 				h.t.Errorf("fact %s stored twice: at %d and %d", id, prev, md.Sequence.Stream)
 			}
