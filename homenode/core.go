@@ -2,6 +2,7 @@ package homenode
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -126,6 +127,7 @@ type core struct {
 // never a refusal (those are replies).
 func decide(v View, p Policy, in any, now time.Time) (*decision, error) {
 	v.Dir = &memoDir{Directory: v.Dir}
+	v.State = &memoState{HomeReader: v.State}
 	c := &core{View: v, policy: p}
 	var d *decision
 	var err error
@@ -343,5 +345,86 @@ func memo[T any](m *map[string]*T, k string, read func(string) (*T, error)) (*T,
 		*m = map[string]*T{}
 	}
 	(*m)[k] = v
+	return v, nil
+}
+
+// memoState remembers what one decision read of the home server's state:
+// the rules and the consequences read a user's views, ACL and properties
+// more than once.
+type memoState struct {
+	projections.HomeReader
+	views  map[events.User][]projections.View
+	acls   map[events.User]memoACL
+	props  map[propOf]string
+	logins map[events.User][]projections.Subscription
+}
+
+type memoACL struct {
+	aces []events.ACE
+	ok   bool
+}
+
+type propOf struct {
+	u events.User
+	p events.Prop
+}
+
+func (m *memoState) Views(u events.User) ([]projections.View, error) {
+	if v, ok := m.views[u]; ok {
+		return slices.Clone(v), nil
+	}
+	v, err := m.HomeReader.Views(u)
+	if err != nil {
+		return nil, err
+	}
+	if m.views == nil {
+		m.views = map[events.User][]projections.View{}
+	}
+	m.views[u] = v
+	return slices.Clone(v), nil
+}
+
+func (m *memoState) Logins(u events.User) ([]projections.Subscription, error) {
+	if l, ok := m.logins[u]; ok {
+		return slices.Clone(l), nil
+	}
+	l, err := m.HomeReader.Logins(u)
+	if err != nil {
+		return nil, err
+	}
+	if m.logins == nil {
+		m.logins = map[events.User][]projections.Subscription{}
+	}
+	m.logins[u] = l
+	return slices.Clone(l), nil
+}
+
+func (m *memoState) ACL(u events.User) ([]events.ACE, bool, error) {
+	if a, ok := m.acls[u]; ok {
+		return slices.Clone(a.aces), a.ok, nil
+	}
+	aces, ok, err := m.HomeReader.ACL(u)
+	if err != nil {
+		return nil, false, err
+	}
+	if m.acls == nil {
+		m.acls = map[events.User]memoACL{}
+	}
+	m.acls[u] = memoACL{aces: aces, ok: ok}
+	return slices.Clone(aces), ok, nil
+}
+
+func (m *memoState) Property(u events.User, p events.Prop) (string, error) {
+	if v, ok := m.props[propOf{u, p}]; ok {
+		return v, nil
+	}
+	v, err := m.HomeReader.Property(u, p)
+	if err != nil {
+		return "", err
+	}
+	if m.props == nil {
+		m.props = map[propOf]string{}
+	}
+	m.props[propOf{u, p}] = v
 	return v, nil
 }

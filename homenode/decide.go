@@ -108,7 +108,7 @@ func (c *core) full(d *decision, r *events.Req, kind string, now time.Time) (boo
 		d.reply.RetryAfter = retryAfter(first.Sub(now))
 		return true, nil
 	}
-	n, err := c.State.CountWatchers(r.Node)
+	n, err := c.State.CountWatchers(r.Node, nil)
 	if err != nil || n < c.policy.MaxWatchers {
 		return false, err
 	}

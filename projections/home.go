@@ -265,8 +265,9 @@ type HomeReader interface {
 	// u's node, by id: who watches its presence.
 	Watchers(u events.User) ([]Subscription, error)
 	// CountWatchers returns how many property subscriptions there are on
-	// u's node, without reading them.
-	CountWatchers(u events.User) (int, error)
+	// u's node, but for the ids except reports (nil: none), without
+	// reading them.
+	CountWatchers(u events.User, except func(id int32) bool) (int, error)
 	// View returns u's presence view id, or nil.
 	View(u events.User, id int32) (*View, error)
 	// Views returns the presence views of u, by id.
@@ -413,7 +414,7 @@ func (p *pebbleHome) Watchers(u events.User) ([]Subscription, error) {
 	return scanValues(p.r, prefixOf(string(p.h.userKey(u, "s"))), decodeSub)
 }
 
-func (p *pebbleHome) CountWatchers(u events.User) (int, error) {
+func (p *pebbleHome) CountWatchers(u events.User, except func(id int32) bool) (int, error) {
 	n := 0
 	pfx := prefixOf(string(p.h.userKey(u, "s")))
 	it, err := p.r.NewIter(&pebble.IterOptions{LowerBound: pfx, UpperBound: upperBound(pfx)})
@@ -421,6 +422,9 @@ func (p *pebbleHome) CountWatchers(u events.User) (int, error) {
 		return 0, err
 	}
 	for it.First(); it.Valid(); it.Next() {
+		if k := it.Key(); except != nil && len(k) == len(pfx)+4 && except(int32(binary.BigEndian.Uint32(k[len(pfx):]))) {
+			continue
+		}
 		n++
 	}
 	return n, it.Close()
@@ -591,10 +595,12 @@ func (h *Home) Logins(u events.User) ([]Subscription, error) {
 	return slices.Clone(l), nil
 }
 func (h *Home) Watchers(u events.User) ([]Subscription, error) { return h.read().Watchers(u) }
-func (h *Home) CountWatchers(u events.User) (int, error)       { return h.read().CountWatchers(u) }
-func (h *Home) View(u events.User, id int32) (*View, error)    { return h.read().View(u, id) }
-func (h *Home) Views(u events.User) ([]View, error)            { return h.read().Views(u) }
-func (h *Home) ACL(u events.User) ([]events.ACE, bool, error)  { return h.read().ACL(u) }
+func (h *Home) CountWatchers(u events.User, except func(int32) bool) (int, error) {
+	return h.read().CountWatchers(u, except)
+}
+func (h *Home) View(u events.User, id int32) (*View, error)   { return h.read().View(u, id) }
+func (h *Home) Views(u events.User) ([]View, error)           { return h.read().Views(u) }
+func (h *Home) ACL(u events.User) ([]events.ACE, bool, error) { return h.read().ACL(u) }
 func (h *Home) Property(u events.User, p events.Prop) (string, error) {
 	return h.read().Property(u, p)
 }

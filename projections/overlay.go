@@ -219,28 +219,28 @@ func (o *Overlay) subsWhere(u events.User, kind string, fromBase func(HomeReader
 	return out, nil
 }
 
-func (o *Overlay) CountWatchers(u events.User) (int, error) {
+func (o *Overlay) CountWatchers(u events.User, except func(int32) bool) (int, error) {
+	// The base's, but for the ids the overlay has (as subsWhere merges:
+	// one read of the base, whatever it applies meanwhile), and the
+	// overlay's.
+	ids := o.userSubs[u]
 	n := 0
 	if o.base != nil {
 		var err error
-		if n, err = o.base.CountWatchers(u); err != nil {
+		n, err = o.base.CountWatchers(u, func(id int32) bool {
+			_, mine := ids[id]
+			return mine || (except != nil && except(id))
+		})
+		if err != nil {
 			return 0, err
 		}
 	}
-	// Each id the overlay changed counts as the overlay has it, not as
-	// the base does.
-	for id := range o.userSubs[u] {
+	for id := range ids {
+		if except != nil && except(id) {
+			continue
+		}
 		if e := o.subs[itemKey{u, id}]; !e.gone && subKind(e.val.Kind) == "s" {
 			n++
-		}
-		if o.base != nil {
-			s, err := o.base.Subscription(u, id)
-			if err != nil {
-				return 0, err
-			}
-			if s != nil && subKind(s.Kind) == "s" {
-				n--
-			}
 		}
 	}
 	return n, nil
