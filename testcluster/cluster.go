@@ -121,6 +121,10 @@ type Cluster struct {
 	// connections use it.
 	Dialer *PeerDialer
 
+	// streams are the streams' settings; each home node creates its fact
+	// stream with them.
+	streams projections.StreamOptions
+
 	mu   sync.Mutex
 	dirs []*projections.Directory // every role's directory projection
 	// own are the gateways' listeners, which no NOTIFY may reach.
@@ -263,6 +267,7 @@ func Start(t testing.TB, o Options) *Cluster {
 	if err := projections.EnsureStreams(ctx, c.JS, so); err != nil {
 		t.Fatal(err)
 	}
+	c.streams = so
 
 	// Listeners first: their addresses are the home servers' hosts.
 	lns := make([]net.Listener, o.Gateways)
@@ -423,7 +428,7 @@ func (c *Cluster) StartHome(h string) *Role {
 	nc := c.connect("home-" + h)
 	js, _ := jetstream.New(nc)
 	n, err := homenode.New(homenode.Config{Home: h, JetStream: js, Conn: nc, DB: db, Directory: dir, Client: c.client(),
-		Policy: c.opts.Policy, SweepEvery: 100 * time.Millisecond, HandoffWait: 10 * time.Second, Logger: quiet().With("home", h)})
+		Policy: c.opts.Policy, SweepEvery: 100 * time.Millisecond, HandoffWait: 10 * time.Second, FactStream: c.streams, Logger: quiet().With("home", h)})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -453,7 +458,7 @@ func (c *Cluster) StartHomeNode(h, holder string) *Role {
 	}
 	log := quiet().With("home", h, "node", holder)
 	cfg := homenode.Config{Home: h, JetStream: js, Conn: nc, DB: db, Directory: dir, Client: c.client(),
-		Policy: c.opts.Policy, SweepEvery: 100 * time.Millisecond, HandoffWait: 10 * time.Second, Logger: log}
+		Policy: c.opts.Policy, SweepEvery: 100 * time.Millisecond, HandoffWait: 10 * time.Second, FactStream: c.streams, Logger: log}
 	lease := &homenode.Lease{KV: kv, Home: h, Holder: holder, Logger: log}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Role{Name: holder, nc: nc, db: db, stop: cancel, done: make(chan error, 1)}

@@ -27,6 +27,7 @@ type nodeFlags struct {
 	router                      string
 	admin                       bool
 	replicas                    int
+	migrateFacts                bool
 }
 
 // validate reports every problem of a node's flags at once: the roles'
@@ -72,6 +73,7 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 	fs.StringVar(&f.router, "router", "", "answer lookups as a router node of this name (any number share them)")
 	fs.BoolVar(&f.admin, "admin", false, "serve the directory service rvpctl talks to")
 	fs.IntVar(&f.replicas, "streams.replicas", 1, "replicas of the streams this node creates if the cluster has none yet and was not set up by rvpd init, whose replicas it takes (3 for a site)")
+	fs.BoolVar(&f.migrateFacts, "migrate-facts", false, "copy the facts of an older version's single fact stream into one stream per home server (once, with every other rvpd of the cluster stopped)")
 	f.roleFlags.register(fs)
 	if err := parseFlags(fs, args, lookupEnv); err != nil {
 		return err
@@ -116,7 +118,7 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 		so.Replicas = c.Created.Replicas
 		return nil
 	}
-	p, err := openProcess(setup, log, clusterLink("rvpd-node-"+f.name, f.nats, f.natsCreds, log), so, prepare, f.data)
+	p, err := openProcess(setup, log, clusterLink("rvpd-node-"+f.name, f.nats, f.natsCreds, log), so, prepare, f.data, f.migrateFacts)
 	if err != nil {
 		return err
 	}
@@ -133,7 +135,7 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 	}
 
 	rs := roleSet{nc: p.nc, js: p.js, db: p.db, dir: p.dir, keyring: keyring, log: log, flags: f.roleFlags,
-		gatewayID: f.name, homes: homes, holder: f.name, router: f.router}
+		gatewayID: f.name, homes: homes, streams: p.streams, holder: f.name, router: f.router}
 	if f.admin {
 		rs.admin = &directory.Admin{JetStream: p.js, Directory: p.dir, Keyring: keyring, Actor: "rvpd-node-" + f.name}
 	}

@@ -33,6 +33,9 @@ type process struct {
 	js  jetstream.JetStream
 	db  *projections.DB
 	dir *projections.Directory
+	// streams are the settings of the streams this process ensured, and
+	// creates later (a home server's facts).
+	streams projections.StreamOptions
 	// fatal reports the loss of NATS: the connection closed for good, or
 	// the embedded server failed.
 	fatal <-chan error
@@ -47,9 +50,11 @@ type natsLink func() (nc *nats.Conn, fatal <-chan error, release func(), err err
 // openProcess reaches NATS through link, ensures the streams with so
 // within ctx, and opens the projections' store in data. prepare, when
 // set, looks at the cluster before the streams are ensured, and may
-// refuse it or change so. On an error it closes what it opened.
+// refuse it or change so. With migrate, it first copies the facts of an
+// older version's single fact stream into one stream per home server
+// (however long that takes). On an error it closes what it opened.
 func openProcess(ctx context.Context, log *slog.Logger, link natsLink, so projections.StreamOptions,
-	prepare func(context.Context, jetstream.JetStream, *projections.StreamOptions) error, data string) (p *process, err error) {
+	prepare func(context.Context, jetstream.JetStream, *projections.StreamOptions) error, data string, migrate bool) (p *process, err error) {
 	p = &process{log: log}
 	defer func() {
 		if err != nil {
@@ -74,9 +79,15 @@ func openProcess(ctx context.Context, log *slog.Logger, link natsLink, so projec
 			return p, err
 		}
 	}
+	if migrate {
+		if _, err := projections.MigrateFacts(context.WithoutCancel(ctx), p.js, so, log); err != nil {
+			return p, fmt.Errorf("migrate the facts: %w", err)
+		}
+	}
 	if err := projections.EnsureStreams(ctx, p.js, so); err != nil {
 		return p, err
 	}
+	p.streams = so
 	if err := os.MkdirAll(data, 0o750); err != nil {
 		return p, fmt.Errorf("create data directory: %w (choose another with -data)", err)
 	}
