@@ -61,6 +61,13 @@ const (
 	// JetStream keeps in memory for the whole window); a home node reads
 	// this header to tell its own facts after a lost answer.
 	HeaderFactID = "Rvp-Fact-Id"
+	// HeaderAnswer records, on the last fact of a decision that answered a
+	// request, the answer (an events.Reply, JSON): a request redelivered
+	// after it was decided, its answer lost with the node that decided
+	// it, is answered with the same outcome by the node that takes the
+	// home server over, instead of being decided twice or left without
+	// one.
+	HeaderAnswer = "Rvp-Answer"
 	// HeaderLegacySeq and HeaderLegacyTime mark a fact copied from the
 	// single fact stream of older versions: its sequence and time there.
 	HeaderLegacySeq  = "Rvp-Legacy-Seq"

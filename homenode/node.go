@@ -230,6 +230,12 @@ type Node struct {
 	life     context.Context // Run's: deliveries end with it
 	outcomes chan outcome
 	seen     *recent
+	// recentRead is set once the facts of the last recentWindow have been
+	// read into seen (readRecent); until then early holds the requests
+	// delivered before (to a former owner, maybe), which those facts may
+	// say were decided. Both owned by Run's goroutine.
+	recentRead bool
+	early      []jetstream.Msg
 	reaches  chan reach
 	reach    reachability // owned by Run's goroutine
 	// delivering holds the messages being delivered, by request id; owned
@@ -366,6 +372,16 @@ func (n *Node) Run(parent context.Context) (err error) {
 	if err := n.catchUp(ctx, last); err != nil {
 		return err
 	}
+	recent := make(chan recentFacts, 1)
+	if last == 0 {
+		n.recentRead = true // nothing was ever decided here
+	} else {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.keepReadingRecent(ctx, recent)
+		}()
+	}
 	failed := make(chan error, 3)
 	wg.Add(1)
 	go func() {
@@ -424,7 +440,10 @@ func (n *Node) Run(parent context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("home %s: request consumer: %w", n.cfg.Home, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(128))
+	// Pull requests expire soon and heartbeats come often: on a cluster a
+	// pull request can be lost without an error, and nats.go notices only
+	// when two heartbeats are missing (see projections.Follow).
+	it, err := cons.Messages(jetstream.PullMaxMessages(128), jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(time.Second))
 	if err != nil {
 		return fmt.Errorf("home %s: consume requests: %w", n.cfg.Home, err)
 	}
@@ -469,6 +488,10 @@ func (n *Node) Run(parent context.Context) (err error) {
 			}
 			delete(n.parked, u)
 		}
+		for _, m := range n.early {
+			m.Nak()
+		}
+		n.early = nil
 		for {
 			select {
 			case m, ok := <-reqs:
@@ -509,6 +532,10 @@ func (n *Node) Run(parent context.Context) (err error) {
 			return err
 		case r := <-n.results:
 			n.handleResult(r)
+		case rf := <-recent:
+			if err := n.tookRecent(work, ctx, rf); err != nil {
+				return err
+			}
 		case <-applied:
 			n.over.Forget(n.proj.Position())
 			applied = n.proj.Changed()
@@ -566,11 +593,13 @@ func (n *Node) streamLast(ctx context.Context) (uint64, error) {
 	return info.State.LastSeq, nil
 }
 
-// catchUp applies to the projection every fact of the home server up to
-// last, read from its stream, and remembers the requests those facts were
-// decided for, so that a request redelivered after a crash is not decided
-// twice. The chain of facts goes on from last; from now on the node
-// applies the facts it publishes itself, once acknowledged.
+// catchUp applies to the projection every fact of the home server from
+// its position up to last, read from its stream: on a node that followed
+// the stream as a standby (WarmStandby), what the owner decided since.
+// The chain of facts goes on from last; from now on the node applies the
+// facts it publishes itself, once acknowledged. The requests decided
+// before are learnt beside (readRecent), so that a request redelivered
+// after a crash is answered with its outcome rather than decided twice.
 func (n *Node) catchUp(ctx context.Context, last uint64) error {
 	n.last, n.acked = last, last
 	if last == 0 {
@@ -583,40 +612,118 @@ func (n *Node) catchUp(ctx context.Context, last uint64) error {
 		return fmt.Errorf("home %s: catch up with the fact stream: %w", n.cfg.Home, err)
 	}
 	n.log.Info("projection caught up", "seq", last, "took", n.now().Sub(start))
-	return n.rememberRecent(ctx)
+	return nil
 }
 
-// rememberRecent reads the request ids of the facts of the last few
-// minutes, headers only.
-func (n *Node) rememberRecent(ctx context.Context) error {
-	since := n.now().Add(-5 * time.Minute)
+// recentWindow bounds the facts a node reads when it starts to know the
+// requests decided before (readRecent): a request is worth deciding or
+// answering only within its sender's patience (a request past its
+// deadline is dropped), so facts older than that, and a margin for
+// clocks, belong to no request still waiting. The time a node takes to
+// start is thus bounded by the rate of decisions, not by the history of
+// the home server.
+const recentWindow = rvp.ClientPatience + 10*time.Second
+
+// recentFacts is what the facts of the last recentWindow say of the
+// requests they were decided for.
+type recentFacts struct {
+	decided map[string]decided
+	facts   int
+	took    time.Duration
+	err     error
+}
+
+// readRecent reads the headers of the facts of the last recentWindow:
+// the requests they were decided for, whether a message's delivery
+// ended, and the answer each got. It runs beside the node, which decides
+// the requests never delivered before meanwhile.
+func (n *Node) readRecent(ctx context.Context) recentFacts {
+	start := n.now()
+	since := start.Add(-recentWindow)
+	out := recentFacts{decided: map[string]decided{}}
 	cons, err := n.cfg.JetStream.OrderedConsumer(ctx, n.stream, jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartTimePolicy,
 		OptStartTime:  &since,
 		HeadersOnly:   true,
 	})
 	if err != nil {
-		return fmt.Errorf("home %s: read recent facts: %w", n.cfg.Home, err)
+		out.err = fmt.Errorf("home %s: read recent facts: %w", n.cfg.Home, err)
+		return out
 	}
 	for {
 		batch, err := cons.FetchNoWait(512)
 		if err != nil {
-			return fmt.Errorf("home %s: read recent facts: %w", n.cfg.Home, err)
+			out.err = fmt.Errorf("home %s: read recent facts: %w", n.cfg.Home, err)
+			return out
 		}
 		count := 0
 		for m := range batch.Messages() {
 			count++
-			if id := m.Headers().Get(events.HeaderRequest); id != "" {
-				n.seen.add(id, m.Headers().Get(events.HeaderType) == events.TypeMessageAccepted)
+			id := m.Headers().Get(events.HeaderRequest)
+			if id == "" {
+				continue
 			}
+			d, seen := out.decided[id]
+			accepted := m.Headers().Get(events.HeaderType) == events.TypeMessageAccepted
+			d.delivering = accepted && (!seen || d.delivering)
+			if a := m.Headers().Get(events.HeaderAnswer); a != "" {
+				var r events.Reply
+				if err := json.Unmarshal([]byte(a), &r); err == nil {
+					d.answer = &r
+				}
+			}
+			out.decided[id] = d
 		}
+		out.facts += count
 		if err := batch.Error(); err != nil {
-			return fmt.Errorf("home %s: read recent facts: %w", n.cfg.Home, err)
+			out.err = fmt.Errorf("home %s: read recent facts: %w", n.cfg.Home, err)
+			return out
 		}
 		if count == 0 {
-			return nil
+			out.took = n.now().Sub(start)
+			return out
 		}
 	}
+}
+
+// keepReadingRecent reads the recent facts (readRecent) until it has
+// them, and hands them to Run.
+func (n *Node) keepReadingRecent(ctx context.Context, got chan<- recentFacts) {
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		rf := n.readRecent(ctx)
+		if rf.err == nil {
+			select {
+			case got <- rf:
+			case <-ctx.Done():
+			}
+			return
+		}
+		n.log.Warn("recent facts not read; trying again (requests delivered before wait for them)", "err", rf.err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// tookRecent merges what the recent facts say into seen, and takes the
+// requests held for them.
+func (n *Node) tookRecent(ctx, life context.Context, rf recentFacts) error {
+	for id, d := range rf.decided {
+		n.seen.add(id, d.delivering)
+		n.seen.answered(id, d.answer)
+	}
+	n.recentRead = true
+	n.log.Info("recent facts read", "facts", rf.facts, "requests", len(rf.decided), "held", len(n.early), "took", rf.took)
+	held := n.early
+	n.early = nil
+	for _, m := range held {
+		if err := n.handleRequest(ctx, life, m); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // view is what the node decides against: the projection with the facts
@@ -653,10 +760,24 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 		p.msg = m // redelivered while its facts are in flight: acknowledged with them
 		return nil
 	}
-	if delivering, seen := n.seen.get(r.ID); seen {
+	if !n.recentRead {
+		if md, err := m.Metadata(); err == nil && md.NumDelivered > 1 {
+			// Delivered before, perhaps to the owner before this node,
+			// which may have decided it: held until the recent facts say.
+			n.early = append(n.early, m)
+			return nil
+		}
+	}
+	if dec, seen := n.seen.get(r.ID); seen {
 		switch s := n.delivering[r.ID]; {
-		case !delivering:
-			log.Info("request already decided; redelivery ignored")
+		case !dec.delivering && dec.answer != nil:
+			// Decided, and its answer lost (with the node that decided it,
+			// or on its way): the same answer again.
+			log.Info("request already decided; answered again with its recorded outcome", "status", dec.answer.Status)
+			n.reply(replyTo, dec.answer)
+			return m.Ack()
+		case !dec.delivering:
+			log.Info("request already decided, with no answer recorded; acknowledged")
 			return m.Ack()
 		case s != nil:
 			s.msg = m // still delivering: its outcome acknowledges it
@@ -738,6 +859,7 @@ func (n *Node) release(p *pending) {
 		s := n.delivering[r.ID]
 		delete(n.delivering, r.ID)
 		n.seen.add(r.ID, false)
+		n.seen.answered(r.ID, d.reply)
 		if s != nil {
 			n.reply(s.replyTo, d.reply)
 			if s.msg != nil {
@@ -756,6 +878,9 @@ func (n *Node) release(p *pending) {
 	if d.handoff != nil {
 		n.log.Info("user handed off to its new home server", "user", d.handoff.Node.String(), "home", d.handTo,
 			"subscriptions", len(d.handoff.Subs), "views", len(d.handoff.Views))
+	}
+	if r, ok := p.in.(events.Request); ok {
+		n.seen.answered(r.Request().ID, d.reply)
 	}
 	n.reply(p.replyTo, d.reply)
 	n.sendNotes(d, n.pool.submit)
@@ -873,34 +998,61 @@ func (n *Node) Stats() Stats {
 // message still being delivered.
 type recent struct {
 	mu   sync.Mutex
-	ids  map[string]bool // id → delivering
+	ids  map[string]decided
 	ring []string
 	next int
 }
 
-func newRecent(n int) *recent { return &recent{ids: make(map[string]bool, n), ring: make([]string, n)} }
+// decided is what a node knows of a request it, or the owner before it,
+// decided.
+type decided struct {
+	delivering bool          // a message accepted whose delivery has not ended
+	answer     *events.Reply // what its sender was answered; nil: nobody waited, or not known
+}
+
+func newRecent(n int) *recent { return &recent{ids: make(map[string]decided, n), ring: make([]string, n)} }
 
 // add records id; a delivery once finished stays finished.
 func (r *recent) add(id string, delivering bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if was, ok := r.ids[id]; ok {
-		r.ids[id] = was && delivering
+		was.delivering = was.delivering && delivering
+		r.ids[id] = was
 		return
 	}
+	r.insert(id, decided{delivering: delivering})
+}
+
+// answered records the answer id was given.
+func (r *recent) answered(id string, answer *events.Reply) {
+	if answer == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d, ok := r.ids[id]
+	d.answer = answer
+	if ok {
+		r.ids[id] = d
+		return
+	}
+	r.insert(id, d)
+}
+
+func (r *recent) insert(id string, d decided) {
 	if old := r.ring[r.next]; old != "" {
 		delete(r.ids, old)
 	}
 	r.ring[r.next] = id
-	r.ids[id] = delivering
+	r.ids[id] = d
 	r.next = (r.next + 1) % len(r.ring)
 }
 
-// get reports whether id was decided, and whether it is a message still
-// being delivered.
-func (r *recent) get(id string) (delivering, ok bool) {
+// get reports whether id was decided, and what is known of it.
+func (r *recent) get(id string) (decided, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delivering, ok = r.ids[id]
-	return delivering, ok
+	d, ok := r.ids[id]
+	return d, ok
 }

@@ -2,6 +2,7 @@ package homenode
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -118,17 +119,16 @@ func (n *Node) publish(p *pending) error {
 		base += "/a" + strconv.Itoa(p.attempt)
 	}
 	for i, f := range p.d.facts {
-		data, err := events.Encode(f)
+		var answer *events.Reply
+		if i == len(p.d.facts)-1 {
+			// The answer, recorded with the facts it depends on: should it
+			// be lost with this node, the next owner gives it again.
+			answer = p.d.reply
+		}
+		msg, err := factMessage(n.cfg.Home, f, base+"/"+strconv.Itoa(i), answer)
 		if err != nil {
 			return err
 		}
-		msg := nats.NewMsg(events.FactSubject(n.cfg.Home, f.Subject()))
-		msg.Header.Set(events.HeaderType, f.Type())
-		if meta := f.Metadata(); meta.Request != "" {
-			msg.Header.Set(events.HeaderRequest, meta.Request)
-		}
-		msg.Header.Set(events.HeaderFactID, base+"/"+strconv.Itoa(i))
-		msg.Data = data
 		seq := n.last + 1
 		if err := n.over.Apply(seq, f); err != nil {
 			return fmt.Errorf("home %s: apply %s to the overlay: %w", n.cfg.Home, f.Type(), err)
@@ -141,6 +141,31 @@ func (n *Node) publish(p *pending) error {
 	p.after = n.last
 	n.published.Add(uint64(len(p.d.facts)))
 	return nil
+}
+
+// factMessage is the message of fact f of home server home: its type, the
+// request it was decided for, its id (its decision's and its place in
+// it), and on a decision's last fact the answer the decision gave.
+func factMessage(home string, f events.Fact, id string, answer *events.Reply) (*nats.Msg, error) {
+	data, err := events.Encode(f)
+	if err != nil {
+		return nil, err
+	}
+	msg := nats.NewMsg(events.FactSubject(home, f.Subject()))
+	msg.Header.Set(events.HeaderType, f.Type())
+	if meta := f.Metadata(); meta.Request != "" {
+		msg.Header.Set(events.HeaderRequest, meta.Request)
+	}
+	msg.Header.Set(events.HeaderFactID, id)
+	if answer != nil {
+		a, err := json.Marshal(answer)
+		if err != nil {
+			return nil, err
+		}
+		msg.Header.Set(events.HeaderAnswer, string(a))
+	}
+	msg.Data = data
+	return msg, nil
 }
 
 // send publishes one fact expecting the stream's last sequence to be the

@@ -247,7 +247,7 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 			if _, err := homenode.New(cfg); err != nil {
 				return err // a configuration error, found before anything runs
 			}
-			lease := &homenode.Lease{KV: kv, Home: h, Holder: s.holder, Logger: s.log.With("component", "lease")}
+			lease := &homenode.Lease{KV: kv, Home: h, Holder: s.holder, Logger: s.log.With("component", "lease"), Standby: homenode.WarmStandby(cfg)}
 			actors = append(actors, func(ctx context.Context) error {
 				// A node per ownership: one that lost the lease is done.
 				return lease.Hold(ctx, func(ctx context.Context, takeover bool) error {

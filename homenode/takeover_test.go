@@ -1,0 +1,116 @@
+package homenode
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+)
+
+// TestDecidedRequestAnsweredAfterTakeover: an owner takes a request,
+// decides it, makes its facts durable and dies before it answers and
+// acknowledges it (the test plays that owner, with the node's own rules
+// and messages). The node that takes the home server over gets the
+// request again from JetStream and answers it with the outcome recorded
+// in its facts, without deciding it a second time; before, it logged
+// "request already decided; redelivery ignored" and the sender got 503
+// when its deadline passed.
+func TestDecidedRequestAnsweredAfterTakeover(t *testing.T) {
+	h := newHarness(t, "ann", "ben")
+	sink := "http://" + h.sink.Addr().String()
+	now := time.Now().UTC()
+	req := func(id, alias string) events.Req {
+		u := events.NewUser("example.test", alias)
+		url := "http://im.example.test/instmsg/aliases/" + alias
+		return events.Req{ID: id, At: now, Deadline: now.Add(30 * time.Second), Gateway: "gw", Client: "127.0.0.1",
+			Node: u, NodeURL: url, From: url, FromUser: u, Auth: events.Identity{Scheme: "ntlm", User: u}}
+	}
+	h.send(&events.Subscribe{Req: req("login-ann", "ann"), NotificationType: events.NotifyPragma, CallBack: sink, Lifetime: 600}, false)
+	h.awaitReplies(map[string]string{"login-ann": events.TypeSubscribe}, true)
+	if err := h.stopNode(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The owner that dies: it takes the request from the home server's
+	// consumer, decides it and appends its facts, and no more.
+	login := &events.Subscribe{Req: req("login-ben", "ben"), NotificationType: events.NotifyPragma, CallBack: sink, Lifetime: 900}
+	h.send(login, false)
+	ctx := t.Context()
+	cons, err := h.js.Consumer(ctx, events.StreamRequests, ConsumerName(h.home))
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var taken jetstream.Msg
+	for m := range batch.Messages() {
+		taken = m
+	}
+	if taken == nil {
+		t.Fatal("the request was not delivered to the dying owner")
+	}
+	proj, err := projections.OpenHome(h.db, h.home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := decide(View{Home: h.home, State: projections.NewOverlay(proj), Dir: h.dir}, Policy{MinLifetime: time.Second}.withDefaults(), login, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.reply == nil || d.reply.Status != 200 || d.reply.SubscriptionID == 0 || len(d.facts) == 0 {
+		t.Fatalf("the dying owner's decision: %+v", d)
+	}
+	st, err := h.js.Stream(ctx, events.FactStream(h.home))
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := st.CachedInfo().State.LastSeq
+	for i, f := range d.facts {
+		var answer *events.Reply
+		if i == len(d.facts)-1 {
+			answer = d.reply
+		}
+		msg, err := factMessage(h.home, f, d.msgID+"/"+strconv.Itoa(i), answer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequence(last)); err != nil {
+			t.Fatal(err)
+		}
+		last++
+	}
+
+	// The next owner: the request comes back when its acknowledgement is
+	// overdue, and is answered as it was decided.
+	h.startNode()
+	select {
+	case r := <-h.replies:
+		got, _ := json.Marshal(r)
+		want, _ := json.Marshal(d.reply)
+		if string(got) != string(want) {
+			t.Errorf("the redelivered request was answered %s; its recorded outcome is %s", got, want)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the request decided by the owner that died got no answer from the next")
+	}
+	if !strings.Contains(h.logs.tail(200), "answered again with its recorded outcome") {
+		t.Errorf("the node does not say it answered a decided request again:\n%s", h.logs.tail(40))
+	}
+	// Decided once: ben has one login, the one the dying owner made.
+	logins, err := h.node.Projection().Logins(events.NewUser("example.test", "ben"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(logins) != 1 || logins[0].ID != d.reply.SubscriptionID {
+		t.Errorf("ben's logins after the takeover: %+v; want only subscription %d", logins, d.reply.SubscriptionID)
+	}
+	h.storedOnce()
+}
