@@ -236,8 +236,8 @@ type Node struct {
 	// say were decided. Both owned by Run's goroutine.
 	recentRead bool
 	early      []jetstream.Msg
-	reaches  chan reach
-	reach    reachability // owned by Run's goroutine
+	reaches    chan reach
+	reach      reachability // owned by Run's goroutine
 	// delivering holds the messages being delivered, by request id; owned
 	// by Run's goroutine.
 	delivering map[string]*sending
@@ -1010,7 +1010,9 @@ type decided struct {
 	answer     *events.Reply // what its sender was answered; nil: nobody waited, or not known
 }
 
-func newRecent(n int) *recent { return &recent{ids: make(map[string]decided, n), ring: make([]string, n)} }
+func newRecent(n int) *recent {
+	return &recent{ids: make(map[string]decided, n), ring: make([]string, n)}
+}
 
 // add records id; a delivery once finished stays finished.
 func (r *recent) add(id string, delivering bool) {
