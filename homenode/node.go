@@ -174,6 +174,12 @@ type Config struct {
 	// Window bounds the facts published and not yet acknowledged; a full
 	// window holds new requests back. Default 512.
 	Window int
+	// AckWait is how long a request handed to this node may stay
+	// unacknowledged before JetStream hands it out again: when this node
+	// dies, the requests it held go to the next owner that much after it
+	// took them. At most the ownership lease, so that they are there when
+	// the next owner takes over. Default 5s.
+	AckWait time.Duration
 	// AckTimeout is how long a fact's publish waits for its answer before
 	// it counts as lost (the stream then tells whether it was stored).
 	// Default 5s.
@@ -288,6 +294,9 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Window <= 0 {
 		cfg.Window = 512
 	}
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = 5 * time.Second
+	}
 	if cfg.AckTimeout <= 0 {
 		cfg.AckTimeout = 5 * time.Second
 	}
@@ -373,15 +382,6 @@ func (n *Node) Run(parent context.Context) (err error) {
 		return err
 	}
 	recent := make(chan recentFacts, 1)
-	if last == 0 {
-		n.recentRead = true // nothing was ever decided here
-	} else {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			n.keepReadingRecent(ctx, recent)
-		}()
-	}
 	failed := make(chan error, 3)
 	wg.Add(1)
 	go func() {
@@ -429,8 +429,9 @@ func (n *Node) Run(parent context.Context) (err error) {
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		// A request takes milliseconds to decide (deliveries go on
 		// without it), so a node that died holding one lets another have
-		// it after AckWait, well inside the gateway's wait.
-		AckWait:       5 * time.Second,
+		// it after AckWait, well inside the gateway's wait, and by the
+		// time the next owner takes over (Config.AckWait).
+		AckWait:       n.cfg.AckWait,
 		MaxAckPending: 4096,
 		// Every stop hands back what was fetched and not decided, and a
 		// redelivery counts: a request is given up only after many, by
@@ -439,6 +440,18 @@ func (n *Node) Run(parent context.Context) (err error) {
 	})
 	if err != nil {
 		return fmt.Errorf("home %s: request consumer: %w", n.cfg.Home, err)
+	}
+	// Requests handed out before and not acknowledged (to an owner that
+	// died, perhaps after deciding them) are known from the facts decided
+	// since the oldest of them was made.
+	if since, ok := n.unacknowledgedSince(ctx, cons.CachedInfo(), last); ok {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.keepReadingRecent(ctx, since, last, recent)
+		}()
+	} else {
+		n.recentRead = true
 	}
 	// Pull requests expire soon and heartbeats come often: on a cluster a
 	// pull request can be lost without an error, and nats.go notices only
@@ -619,28 +632,50 @@ func (n *Node) catchUp(ctx context.Context, last uint64) error {
 // requests decided before (readRecent): a request is worth deciding or
 // answering only within its sender's patience (a request past its
 // deadline is dropped), so facts older than that, and a margin for
-// clocks, belong to no request still waiting. The time a node takes to
-// start is thus bounded by the rate of decisions, not by the history of
-// the home server.
+// clocks, belong to no request still waiting.
 const recentWindow = rvp.ClientPatience + 10*time.Second
 
-// recentFacts is what the facts of the last recentWindow say of the
-// requests they were decided for.
+// unacknowledgedSince tells whether requests were handed out and not
+// acknowledged (to an owner that died, or let them go unfinished), and
+// from when the facts that may have decided them are: when the oldest
+// such request was made (the one after the consumer's acknowledgement
+// floor, or older), less a margin for clocks, and never more than
+// recentWindow ago. What a node reads when it starts is thus bounded by
+// what was under way when its predecessor stopped, not by the home
+// server's history.
+func (n *Node) unacknowledgedSince(ctx context.Context, ci *jetstream.ConsumerInfo, last uint64) (time.Time, bool) {
+	if last == 0 || ci == nil || (ci.NumAckPending == 0 && ci.NumRedelivered == 0) {
+		return time.Time{}, false
+	}
+	since := n.now().Add(-recentWindow)
+	st, err := n.cfg.JetStream.Stream(ctx, events.StreamRequests)
+	if err != nil {
+		return since, true
+	}
+	m, err := st.GetMsg(ctx, ci.AckFloor.Stream+1)
+	if err == nil && m.Time.Add(-2*time.Second).After(since) {
+		since = m.Time.Add(-2 * time.Second)
+	}
+	return since, true
+}
+
+// recentFacts is what the facts since a time say of the requests they
+// were decided for.
 type recentFacts struct {
 	decided map[string]decided
 	facts   int
+	since   time.Time
 	took    time.Duration
 	err     error
 }
 
-// readRecent reads the headers of the facts of the last recentWindow:
-// the requests they were decided for, whether a message's delivery
-// ended, and the answer each got. It runs beside the node, which decides
-// the requests never delivered before meanwhile.
-func (n *Node) readRecent(ctx context.Context) recentFacts {
+// readRecent reads the headers of the facts from since up to last: the
+// requests they were decided for, whether a message's delivery ended,
+// and the answer each got. It runs beside the node, which decides the
+// requests never handed out before meanwhile.
+func (n *Node) readRecent(ctx context.Context, since time.Time, last uint64) recentFacts {
 	start := n.now()
-	since := start.Add(-recentWindow)
-	out := recentFacts{decided: map[string]decided{}}
+	out := recentFacts{decided: map[string]decided{}, since: since}
 	cons, err := n.cfg.JetStream.OrderedConsumer(ctx, n.stream, jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartTimePolicy,
 		OptStartTime:  &since,
@@ -650,47 +685,70 @@ func (n *Node) readRecent(ctx context.Context) recentFacts {
 		out.err = fmt.Errorf("home %s: read recent facts: %w", n.cfg.Home, err)
 		return out
 	}
-	for {
-		batch, err := cons.FetchNoWait(512)
-		if err != nil {
+	// Up to last, whatever the batches: an empty one says nothing of the
+	// end (a consumer just made may not be reachable yet).
+	for seq, empty := uint64(0), 0; seq < last; {
+		batch, err := cons.Fetch(512, jetstream.FetchMaxWait(time.Second))
+		if err != nil && !errors.Is(err, nats.ErrNoResponders) {
 			out.err = fmt.Errorf("home %s: read recent facts: %w", n.cfg.Home, err)
 			return out
 		}
 		count := 0
-		for m := range batch.Messages() {
-			count++
-			id := m.Headers().Get(events.HeaderRequest)
-			if id == "" {
-				continue
-			}
-			d, seen := out.decided[id]
-			accepted := m.Headers().Get(events.HeaderType) == events.TypeMessageAccepted
-			d.delivering = accepted && (!seen || d.delivering)
-			if a := m.Headers().Get(events.HeaderAnswer); a != "" {
-				var r events.Reply
-				if err := json.Unmarshal([]byte(a), &r); err == nil {
-					d.answer = &r
+		if err == nil {
+			for m := range batch.Messages() {
+				count++
+				if md, err := m.Metadata(); err == nil {
+					seq = md.Sequence.Stream
 				}
+				out.add(m.Headers())
 			}
-			out.decided[id] = d
 		}
 		out.facts += count
-		if err := batch.Error(); err != nil {
-			out.err = fmt.Errorf("home %s: read recent facts: %w", n.cfg.Home, err)
+		if count > 0 {
+			empty = 0
+			continue
+		}
+		if info, err := cons.Info(ctx); err == nil && info.NumPending == 0 {
+			break // nothing since, or nothing more
+		}
+		if empty++; empty > 10 {
+			out.err = fmt.Errorf("home %s: read recent facts: nothing after seq %d of %d", n.cfg.Home, seq, last)
 			return out
 		}
-		if count == 0 {
-			out.took = n.now().Sub(start)
+		select {
+		case <-ctx.Done():
+			out.err = ctx.Err()
 			return out
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
+	out.took = n.now().Sub(start)
+	return out
+}
+
+// add takes what the headers of one fact say.
+func (rf *recentFacts) add(h nats.Header) {
+	id := h.Get(events.HeaderRequest)
+	if id == "" {
+		return
+	}
+	d, seen := rf.decided[id]
+	accepted := h.Get(events.HeaderType) == events.TypeMessageAccepted
+	d.delivering = accepted && (!seen || d.delivering)
+	if a := h.Get(events.HeaderAnswer); a != "" {
+		var r events.Reply
+		if err := json.Unmarshal([]byte(a), &r); err == nil {
+			d.answer = &r
+		}
+	}
+	rf.decided[id] = d
 }
 
 // keepReadingRecent reads the recent facts (readRecent) until it has
 // them, and hands them to Run.
-func (n *Node) keepReadingRecent(ctx context.Context, got chan<- recentFacts) {
+func (n *Node) keepReadingRecent(ctx context.Context, since time.Time, last uint64, got chan<- recentFacts) {
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
-		rf := n.readRecent(ctx)
+		rf := n.readRecent(ctx, since, last)
 		if rf.err == nil {
 			select {
 			case got <- rf:
@@ -698,7 +756,7 @@ func (n *Node) keepReadingRecent(ctx context.Context, got chan<- recentFacts) {
 			}
 			return
 		}
-		n.log.Warn("recent facts not read; trying again (requests delivered before wait for them)", "err", rf.err)
+		n.log.Warn("recent facts not read; trying again (requests handed out before wait for them)", "err", rf.err)
 		select {
 		case <-ctx.Done():
 			return
@@ -715,7 +773,7 @@ func (n *Node) tookRecent(ctx, life context.Context, rf recentFacts) error {
 		n.seen.answered(id, d.answer)
 	}
 	n.recentRead = true
-	n.log.Info("recent facts read", "facts", rf.facts, "requests", len(rf.decided), "held", len(n.early), "took", rf.took)
+	n.log.Info("recent facts read", "since", rf.since, "facts", rf.facts, "requests", len(rf.decided), "held", len(n.early), "took", rf.took)
 	held := n.early
 	n.early = nil
 	for _, m := range held {

@@ -458,7 +458,8 @@ func (c *Cluster) StartHomeNode(h, holder string) *Role {
 	}
 	log := quiet().With("home", h, "node", holder)
 	cfg := homenode.Config{Home: h, JetStream: js, Conn: nc, DB: db, Directory: dir, Client: c.client(),
-		Policy: c.opts.Policy, SweepEvery: 100 * time.Millisecond, HandoffWait: 10 * time.Second, FactStream: c.streams, Logger: log}
+		Policy: c.opts.Policy, SweepEvery: 100 * time.Millisecond, HandoffWait: 10 * time.Second, FactStream: c.streams, Logger: log,
+		AckWait: min(5*time.Second, c.opts.LeaseTTL)}
 	lease := &homenode.Lease{KV: kv, Home: h, Holder: holder, Logger: log, Standby: homenode.WarmStandby(cfg)}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Role{Name: holder, nc: nc, db: db, stop: cancel, done: make(chan error, 1)}

@@ -265,48 +265,24 @@ func (l *Load) CheckFacts(js jetstream.JetStream) FactCount {
 	defer cancel()
 	found := map[string]int{}
 	names := js.StreamNames(ctx, jetstream.WithStreamListSubject(events.FactRoot+".>"))
+	var streams []string
 	for name := range names.Name() {
-		cons, err := js.OrderedConsumer(ctx, name, jetstream.OrderedConsumerConfig{})
-		if err != nil {
-			l.t.Fatalf("read %s: %v", name, err)
-		}
-		st, err := js.Stream(ctx, name)
-		if err != nil {
-			l.t.Fatal(err)
-		}
-		last := st.CachedInfo().State.LastSeq
-		for seq := uint64(0); seq < last; {
-			batch, err := cons.Fetch(1024, jetstream.FetchMaxWait(2*time.Second))
-			if err != nil {
-				l.t.Fatalf("read %s: %v", name, err)
-			}
-			n := 0
-			for m := range batch.Messages() {
-				n++
-				md, _ := m.Metadata()
-				seq = md.Sequence.Stream
-				ev, err := events.Decode(m.Headers().Get(events.HeaderType), m.Data())
-				if err != nil {
-					l.t.Fatalf("%s seq %d: %v", name, seq, err)
-				}
-				switch f := ev.(type) {
-				case *events.MessageAccepted:
-					if mk := markRE.FindString(string(f.Body)); mk != "" {
-						found[mk]++
-					}
-				case *events.PropertySet:
-					if mk := markRE.FindString(f.Value.Value); mk != "" {
-						found[mk]++
-					}
-				}
-			}
-			if n == 0 && batch.Error() != nil {
-				l.t.Fatalf("read %s: %v", name, batch.Error())
-			}
-		}
+		streams = append(streams, name)
 	}
 	if err := names.Err(); err != nil {
 		l.t.Fatal(err)
+	}
+	for _, name := range streams {
+		// Read again from the start when a read fails (a busy cluster may
+		// leave a fetch unanswered).
+		var marks map[string]int
+		Eventually(l.t, time.Minute, func() (err error) {
+			marks, err = readMarks(ctx, js, name)
+			return err
+		})
+		for mk, n := range marks {
+			found[mk] += n
+		}
 	}
 	fc := FactCount{Statuses: map[int]int{}}
 	acked := map[string]bool{}
@@ -335,6 +311,50 @@ func (l *Load) CheckFacts(js jetstream.JetStream) FactCount {
 		}
 	}
 	return fc
+}
+
+// readMarks counts the marks in the facts of stream name.
+func readMarks(ctx context.Context, js jetstream.JetStream, name string) (map[string]int, error) {
+	found := map[string]int{}
+	st, err := js.Stream(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	last := st.CachedInfo().State.LastSeq
+	cons, err := js.OrderedConsumer(ctx, name, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	for seq := uint64(0); seq < last; {
+		batch, err := cons.Fetch(1024, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", name, err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			md, _ := m.Metadata()
+			seq = md.Sequence.Stream
+			ev, err := events.Decode(m.Headers().Get(events.HeaderType), m.Data())
+			if err != nil {
+				return nil, fmt.Errorf("%s seq %d: %w", name, seq, err)
+			}
+			switch f := ev.(type) {
+			case *events.MessageAccepted:
+				if mk := markRE.FindString(string(f.Body)); mk != "" {
+					found[mk]++
+				}
+			case *events.PropertySet:
+				if mk := markRE.FindString(f.Value.Value); mk != "" {
+					found[mk]++
+				}
+			}
+		}
+		if n == 0 && batch.Error() != nil {
+			return nil, fmt.Errorf("read %s: %w", name, batch.Error())
+		}
+	}
+	return found, nil
 }
 
 // Slowest returns the longest time a request of the load took.

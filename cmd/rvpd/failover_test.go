@@ -18,6 +18,7 @@ import (
 
 	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
 	"github.com/rvp-im/rvpd/rvp"
 	"github.com/rvp-im/rvpd/testcluster"
 )
@@ -112,20 +113,31 @@ func (s *site) target() testcluster.LoadTarget {
 
 // TestHomeOwnerKilled kills the node owning home1 with SIGKILL while its
 // users keep a load of messages and state changes going, on a cluster of
-// three NATS servers, and counts: the standby answers within the lease
-// and a second of the kill, however long home1's history; nothing
-// answered with success is lost or decided twice; every request decided
-// is answered with success (a request decided just before the kill is
-// answered by the standby with its recorded outcome).
+// three NATS servers, with a history of 2,000 facts and of 200,000: the
+// standby answers within the lease and a second of the kill, however
+// long home1's history; nothing answered with success is lost or decided
+// twice; every request decided is answered with success (a request
+// decided just before the kill is answered by the standby with its
+// recorded outcome: TestDecidedRequestAnsweredAfterTakeover in homenode
+// makes that happen on purpose).
 func TestHomeOwnerKilled(t *testing.T) {
 	testcluster.LongTest(t)
+	for _, history := range []int{2_000, 200_000} {
+		t.Run(fmt.Sprintf("%dk facts", history/1000), func(t *testing.T) { ownerKilled(t, history) })
+	}
+}
+
+func ownerKilled(t *testing.T, history int) {
 	const lease = 2 * time.Second
 	users := []string{"alice", "bob", "carol", "dave", "erin", "frank"}
 	s := startSite(t, users, lease)
+	loaded := time.Now()
+	s.preload(history, users)
+	t.Logf("home1's history: %d facts appended in %v", history, time.Since(loaded).Round(time.Millisecond))
 	owner := s.startHome("node-a")
-	owner.wait(t, `msg="home server owned"`, 30*time.Second)
+	owner.wait(t, `msg="home node serving"`, 5*time.Minute)
 	standby := s.startHome("node-b")
-	standby.wait(t, `standby: home server owned by another node`, 30*time.Second)
+	standby.wait(t, `standby: projection caught up`, 5*time.Minute)
 
 	load := testcluster.StartLoad(t, s.target(), testcluster.LoadOptions{})
 	defer load.Stop()
@@ -133,14 +145,17 @@ func TestHomeOwnerKilled(t *testing.T) {
 	owner.cmd.Process.Signal(syscall.SIGKILL)
 	owner.cmd.Wait()
 	killed := time.Now()
-	standby.wait(t, `msg="home server owned"`, 30*time.Second)
-	first := firstSuccessAfter(t, load, killed, 30*time.Second)
-	t.Logf("owner killed; the standby's first answer %v after", first.Sub(killed).Round(time.Millisecond))
+	standby.wait(t, `msg="home node serving"`, 5*time.Minute)
+	first := firstSuccessAfter(t, load, killed, time.Minute)
+	t.Logf("owner killed with %d facts in home1's stream; the standby's first answer %v after", history, first.Sub(killed).Round(time.Millisecond))
 	if d := first.Sub(killed); d > lease+time.Second {
 		t.Errorf("the standby answered %v after the owner was killed; want at most the lease (%v) and a second", d, lease)
 	}
 	load.WaitSucceeded(100, time.Now(), time.Minute, nil)
 	load.Stop()
+	for _, line := range regexp.MustCompile(`.*(msg="(projection caught up|recent facts read|home server owned)"|level=WARN|level=ERROR).*`).FindAllString(standby.log.String(), -1) {
+		t.Logf("node-b: %s", line)
+	}
 
 	fc := load.CheckFacts(s.js)
 	t.Logf("%s; slowest request %v", fc, load.Slowest().Round(time.Millisecond))
@@ -149,6 +164,57 @@ func TestHomeOwnerKilled(t *testing.T) {
 	}
 	if fc.Unanswered > 0 {
 		t.Errorf("%d requests were decided (their facts are in the stream) and not answered with success", fc.Unanswered)
+	}
+}
+
+// preload gives home1 a history of n facts (each user's mobile
+// description set again and again), appended to its fact stream as its
+// node would, before any node runs.
+func (s *site) preload(n int, users []string) {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	c, err := directory.ReadCluster(ctx, s.js)
+	if err != nil || c.Created == nil {
+		s.t.Fatalf("the cluster's record: %+v %v", c.Created, err)
+	}
+	if err := projections.EnsureFactStream(ctx, s.js, "home1", projections.StreamOptions{Replicas: c.Created.Replicas, CreateOnly: true}); err != nil {
+		s.t.Fatal(err)
+	}
+	pub, err := jetstream.New(s.nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	for i := range n {
+		u := events.NewUser("acme.test", users[i%len(users)])
+		f := &events.PropertySet{Meta: events.Meta{At: now, Request: fmt.Sprintf("preload-%d", i), Actor: "test", Home: "home1"},
+			Node: u, Value: events.PropValue{Prop: events.PropMobileDescription, Value: fmt.Sprintf("history %d", i)}}
+		data, err := events.Encode(f)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		msg := nats.NewMsg(events.FactSubject("home1", u))
+		msg.Header.Set(events.HeaderType, f.Type())
+		msg.Header.Set(events.HeaderRequest, f.Request)
+		msg.Data = data
+		if _, err := pub.PublishMsgAsync(msg); err != nil {
+			s.t.Fatal(err)
+		}
+		if i%2048 == 2047 || i == n-1 {
+			select {
+			case <-pub.PublishAsyncComplete():
+			case <-ctx.Done():
+				s.t.Fatal("the history was not appended in 5 minutes")
+			}
+		}
+	}
+	st, err := s.js.Stream(ctx, events.FactStream("home1"))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if got := st.CachedInfo().State.Msgs; got != uint64(n) {
+		s.t.Fatalf("home1's stream holds %d facts, want %d", got, n)
 	}
 }
 

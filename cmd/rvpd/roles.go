@@ -241,9 +241,16 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 		if err != nil {
 			return fmt.Errorf("home-server leases (KV bucket %s): %w", events.BucketOwners, err)
 		}
+		st, err := kv.Status(context.Background())
+		if err != nil {
+			return fmt.Errorf("home-server leases (KV bucket %s): %w", events.BucketOwners, err)
+		}
 		for _, h := range s.homes {
 			cfg := homenode.Config{Home: h, JetStream: s.js, Conn: s.nc, DB: s.db, Directory: s.dir, Policy: s.flags.homePolicy(),
-				Client: outbound, FactStream: s.streams, Logger: s.log.With("component", "home")}
+				Client: outbound, FactStream: s.streams, Logger: s.log.With("component", "home"),
+				// Requests a dead owner held go to the next one by the time
+				// it takes over.
+				AckWait: min(5*time.Second, st.TTL())}
 			if _, err := homenode.New(cfg); err != nil {
 				return err // a configuration error, found before anything runs
 			}
