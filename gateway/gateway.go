@@ -296,53 +296,13 @@ func (g *Gateway) dispatch(ctx context.Context, subject, id string, deadline tim
 	}
 }
 
-// appendAttempt bounds one attempt to append a request: JetStream stores
-// one in milliseconds, but a publish sent while its stream has no leader
-// (an election after a server's loss) can go unanswered until its
-// deadline.
-const appendAttempt = time.Second
-
-// append appends msg to its stream, once: an attempt unanswered within
-// appendAttempt, or refused because the stream or the cluster is not
-// available for the moment, is sent again with the same message id
-// (JetStream stores a message id once, so an attempt stored whose answer
-// was lost is not stored twice) until it is stored or ctx ends. The
+// append appends a request event to its stream, once (projections.Append:
+// retried with the same message id until it is stored or ctx ends); the
 // request is then answered 503, never later than its deadline.
 func (g *Gateway) append(ctx context.Context, msg *nats.Msg, id string) error {
-	wait := 20 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, appendAttempt)
-		_, err := g.cfg.JetStream.PublishMsg(actx, msg, jetstream.WithMsgID(id))
-		cancel()
-		if err == nil {
-			if attempt > 1 {
-				g.log.Info("request appended after retries", "req", id, "attempts", attempt)
-			}
-			return nil
-		}
-		if ctx.Err() != nil || !transient(err) {
-			return err
-		}
-		if attempt == 1 {
-			g.log.Warn("request not appended; retrying until its deadline", "req", id, "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (after %d attempts)", err, attempt)
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 250*time.Millisecond)
+	attempts, err := projections.Append(ctx, g.cfg.JetStream, msg, id)
+	if attempts > 1 {
+		g.log.Warn("request appended after retries, or not at all", "req", id, "attempts", attempts, "err", err)
 	}
-}
-
-// transient reports whether a failed publish may succeed if sent again: no
-// answer in time, no responder (no stream leader yet), JetStream
-// unavailable (503: a leader being elected, no quorum), the connection
-// moving to another server. A refusal of the message itself is not.
-func transient(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		return apiErr.Code == 503
-	}
-	return !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrMaxPayload) && !errors.Is(err, nats.ErrBadSubject)
+	return err
 }

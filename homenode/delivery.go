@@ -2,6 +2,8 @@ package homenode
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -11,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
 	"github.com/rvp-im/rvpd/rvp"
 )
 
@@ -208,6 +211,11 @@ func (p *pool) run(ctx context.Context, j job) {
 	ctx, cancel := context.WithDeadline(ctx, j.deadline)
 	defer cancel()
 	status, err := 0, ctx.Err()
+	if err != nil {
+		// Its time passed while it waited here (its decision's facts
+		// waited for a stream leader, say): the callback was not tried.
+		err = fmt.Errorf("%w: %w", errNotTried, err)
+	}
 	if err == nil {
 		var ans *rvp.Answer
 		if ans, err = p.client.Do(ctx, j.out); err == nil {
@@ -284,20 +292,42 @@ func (n *Node) sendNotes(d *decision, submit func(job) bool) {
 	}
 }
 
-// relay appends a notification for another home server's clients to its
-// requests; nothing waits for an answer.
+// relay hands a notification for another home server's clients to the
+// relaying goroutine (runRelays): the deciding loop never waits for
+// JetStream. A full queue drops it, counted and logged.
 func (n *Node) relay(r relayOut) {
-	data, err := events.Encode(r.ev)
-	if err != nil {
-		return
+	select {
+	case n.relays <- r:
+	default:
+		n.dropped.Add(1)
+		n.log.Warn("relay queue full; notification for another home server dropped", "home", r.home, "watcher", r.ev.Node.String())
 	}
-	msg := nats.NewMsg(events.RequestSubject(r.home, r.ev.Node))
-	msg.Header.Set(events.HeaderType, r.ev.Type())
-	msg.Data = data
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if _, err := n.cfg.JetStream.PublishMsg(ctx, msg, jetstream.WithMsgID(r.ev.ID)); err != nil {
-		n.log.Warn("relay to another home server failed", "home", r.home, "watcher", r.ev.Node.String(), "err", err)
+}
+
+// runRelays appends the relays, in order, to the other home servers'
+// requests, each until it is stored or its deadline passes (a stream
+// leader's election, a server lost: projections.Append); nothing waits
+// for an answer. It returns when ctx ends.
+func (n *Node) runRelays(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-n.relays:
+			data, err := events.Encode(r.ev)
+			if err != nil {
+				continue
+			}
+			msg := nats.NewMsg(events.RequestSubject(r.home, r.ev.Node))
+			msg.Header.Set(events.HeaderType, r.ev.Type())
+			msg.Data = data
+			rctx, cancel := context.WithDeadline(ctx, r.ev.Deadline)
+			_, err = projections.Append(rctx, n.cfg.JetStream, msg, r.ev.ID)
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				n.log.Warn("relay to another home server failed", "home", r.home, "watcher", r.ev.Node.String(), "err", err)
+			}
+		}
 	}
 }
 
@@ -307,10 +337,19 @@ type reach struct {
 	err error
 }
 
+// errNotTried is a NOTIFY whose time passed before it was sent: it says
+// nothing of its callback.
+var errNotTried = errors.New("not sent in time")
+
 // reachability returns the completion that reports whether ref's
-// callback answered.
+// callback answered. A NOTIFY not tried says nothing of it: a node whose
+// notifications waited (for a stream leader's election, say) must not
+// end the subscriptions of clients that answer.
 func (n *Node) reachability(ref subRef) func(int, error) {
 	return func(_ int, err error) {
+		if errors.Is(err, errNotTried) {
+			return
+		}
 		select {
 		case n.reaches <- reach{ref: ref, err: err}:
 		default: // a heuristic: dropping a report under load is harmless

@@ -182,7 +182,10 @@ type Config struct {
 	AckWait time.Duration
 	// AckTimeout is how long a fact's publish waits for its answer before
 	// it counts as lost (the stream then tells whether it was stored).
-	// Default 5s.
+	// JetStream answers in milliseconds; a publish sent while the
+	// stream's leader is being elected is not answered at all, and the
+	// node resumes this long after the new leader is there at most.
+	// Default 2s.
 	AckTimeout time.Duration
 	// Logger defaults to discarding.
 	Logger *slog.Logger
@@ -242,6 +245,7 @@ type Node struct {
 	// say were decided. Both owned by Run's goroutine.
 	recentRead bool
 	early      []jetstream.Msg
+	relays     chan relayOut // to runRelays
 	reaches    chan reach
 	reach      reachability // owned by Run's goroutine
 	// delivering holds the messages being delivered, by request id; owned
@@ -298,7 +302,7 @@ func New(cfg Config) (*Node, error) {
 		cfg.AckWait = 5 * time.Second
 	}
 	if cfg.AckTimeout <= 0 {
-		cfg.AckTimeout = 5 * time.Second
+		cfg.AckTimeout = 2 * time.Second
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -323,6 +327,7 @@ func New(cfg Config) (*Node, error) {
 		outcomes:   make(chan outcome, 256),
 		seen:       newRecent(8192),
 		reaches:    make(chan reach, 1024),
+		relays:     make(chan relayOut, 4096),
 		reach:      reachability{limit: cfg.Policy.withDefaults().MaxCallbackFailures},
 		delivering: map[string]*sending{},
 		parked:     map[events.User][]jetstream.Msg{},
@@ -391,6 +396,7 @@ func (n *Node) Run(parent context.Context) (err error) {
 		}
 	}()
 	n.pool.start(ctx, &wg)
+	wg.Go(func() { n.runRelays(ctx) })
 	if n.cfg.ResendPresence {
 		wg.Add(1)
 		go func() {
@@ -456,7 +462,10 @@ func (n *Node) Run(parent context.Context) (err error) {
 	// Pull requests expire soon and heartbeats come often: on a cluster a
 	// pull request can be lost without an error, and nats.go notices only
 	// when two heartbeats are missing (see projections.Follow).
-	it, err := cons.Messages(jetstream.PullMaxMessages(128), jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(time.Second))
+	it, err := cons.Messages(jetstream.PullMaxMessages(128), jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(time.Second),
+		// A missing heartbeat (the server gone, the connection moving) is
+		// nats.go's to mend with a new pull request, not an error.
+		jetstream.WithMessagesErrOnMissingHeartbeat(false))
 	if err != nil {
 		return fmt.Errorf("home %s: consume requests: %w", n.cfg.Home, err)
 	}
@@ -674,13 +683,19 @@ type recentFacts struct {
 // and the answer each got. It runs beside the node, which decides the
 // requests never handed out before meanwhile.
 func (n *Node) readRecent(ctx context.Context, since time.Time, last uint64) recentFacts {
+	rf := n.readDecided(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since}, last)
+	rf.since = since
+	return rf
+}
+
+// readDecided reads the headers of the facts from where occ starts up to
+// last: the requests they were decided for, whether a message's delivery
+// ended, and the answer each got.
+func (n *Node) readDecided(ctx context.Context, occ jetstream.OrderedConsumerConfig, last uint64) recentFacts {
 	start := n.now()
-	out := recentFacts{decided: map[string]decided{}, since: since}
-	cons, err := n.cfg.JetStream.OrderedConsumer(ctx, n.stream, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartTimePolicy,
-		OptStartTime:  &since,
-		HeadersOnly:   true,
-	})
+	out := recentFacts{decided: map[string]decided{}}
+	occ.HeadersOnly = true
+	cons, err := n.cfg.JetStream.OrderedConsumer(ctx, n.stream, occ)
 	if err != nil {
 		out.err = fmt.Errorf("home %s: read recent facts: %w", n.cfg.Home, err)
 		return out

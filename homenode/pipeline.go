@@ -269,7 +269,11 @@ func (n *Node) flush(ctx context.Context) error {
 // error only when the node cannot go on; while the stream cannot be read
 // it leaves the window broken, to be tried again.
 func (n *Node) recover(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	// Reading what the stream holds is short, and tried again soon (the
+	// deciding loop waits meanwhile): during a stream leader's election a
+	// request can go unanswered until its deadline.
+	long := ctx
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	st, err := n.cfg.JetStream.Stream(ctx, n.stream)
 	if err != nil {
@@ -339,6 +343,8 @@ func (n *Node) recover(ctx context.Context) error {
 	n.over.Drop()
 	n.unapplied = nil
 	// What was ours is applied; the rest comes from the stream.
+	ctx, cancel = context.WithTimeout(long, 5*time.Minute)
+	defer cancel()
 	if err := n.proj.WaitFor(ctx, stored); err != nil {
 		return fmt.Errorf("home %s: apply the facts stored: %w", n.cfg.Home, err)
 	}
@@ -346,10 +352,38 @@ func (n *Node) recover(ctx context.Context) error {
 		return fmt.Errorf("home %s: catch up with the fact stream: %w", n.cfg.Home, err)
 	}
 	n.last, n.acked = last, last
+	// The other writer may have decided requests of the window too (an
+	// owner whose lease lapsed while the lease bucket had no leader, and
+	// the next one): those are answered as it decided them, not decided a
+	// second time.
+	other := n.readDecided(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: stored + 1}, last)
+	if other.err != nil {
+		n.log.Warn("the other writer's facts not read; the window is decided again whole", "err", other.err)
+	}
 	redo := n.window
 	n.window = nil
 	clear(n.inWindow)
 	for _, p := range redo {
+		if r, ok := p.in.(events.Request); ok {
+			if dec, theirs := other.decided[r.Request().ID]; theirs {
+				n.seen.add(r.Request().ID, dec.delivering)
+				n.seen.answered(r.Request().ID, dec.answer)
+				switch {
+				case dec.delivering:
+					// Being delivered by the other writer: back to JetStream
+					// (AckWait) for whoever owns the home server then.
+				case dec.answer != nil:
+					n.reply(p.replyTo, dec.answer)
+					fallthrough
+				default:
+					if p.msg != nil {
+						p.msg.Ack()
+					}
+				}
+				n.log.Info("request decided by the other writer; answered with its outcome, not decided again", "req", r.Request().ID)
+				continue
+			}
+		}
 		p.attempt++
 		if err := n.commit(ctx, p); err != nil {
 			return err

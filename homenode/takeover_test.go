@@ -2,8 +2,11 @@ package homenode
 
 import (
 	"encoding/json"
+	"errors"
+	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,6 +14,7 @@ import (
 
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
 )
 
 // TestDecidedRequestAnsweredAfterTakeover: an owner takes a request,
@@ -113,4 +117,30 @@ func TestDecidedRequestAnsweredAfterTakeover(t *testing.T) {
 		t.Errorf("ben's logins after the takeover: %+v; want only subscription %d", logins, d.reply.SubscriptionID)
 	}
 	h.storedOnce()
+}
+
+// TestNotifyNotTriedSaysNothing: a NOTIFY whose time passed while it
+// waited in the node (its decision's facts waited for a stream leader's
+// election) is not a failure of its callback. Counted as one, three of
+// them ended the logins of clients that answered, and their messages got
+// 412 after a NATS server was lost (TestClusterNATSServerLoss).
+func TestNotifyNotTriedSaysNothing(t *testing.T) {
+	var dropped atomic.Uint64
+	p := newPool(&rvp.Client{}, 1, 1, 1, 1, slog.New(slog.DiscardHandler), &dropped)
+	u, _ := rvp.ParseURL("http://127.0.0.1:1/")
+	var got error
+	p.run(t.Context(), job{out: rvp.Outbound{URL: u}, deadline: time.Now().Add(-time.Second), done: func(_ int, err error) { got = err }})
+	if !errors.Is(got, errNotTried) {
+		t.Fatalf("a NOTIFY past its time: %v, want errNotTried", got)
+	}
+	n := &Node{reaches: make(chan reach, 2)}
+	ref := subRef{node: events.NewUser("example.test", "ann"), id: 1}
+	n.reachability(ref)(0, got)
+	if len(n.reaches) != 0 {
+		t.Error("a NOTIFY not tried counted against its callback")
+	}
+	n.reachability(ref)(0, errors.New("connection refused"))
+	if len(n.reaches) != 1 {
+		t.Error("a NOTIFY refused did not count against its callback")
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
@@ -234,4 +235,48 @@ func FactStreams(ctx context.Context, js jetstream.JetStream) ([]string, error) 
 	}
 	slices.Sort(out)
 	return out, nil
+}
+
+// appendAttempt bounds one attempt of Append: JetStream stores a message
+// in milliseconds, but a publish sent while its stream has no leader (an
+// election after a server's loss) goes unanswered until its deadline.
+const appendAttempt = time.Second
+
+// Append appends msg to its stream once, with message id id: an attempt
+// unanswered within a second, or refused because the stream or the
+// cluster is not available for the moment, is sent again with the same
+// id (JetStream stores an id once, so an attempt stored whose answer was
+// lost is not stored twice), until it is stored or ctx ends. It returns
+// the number of attempts made.
+func Append(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, id string) (int, error) {
+	wait := 20 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, appendAttempt)
+		_, err := js.PublishMsg(actx, msg, jetstream.WithMsgID(id))
+		cancel()
+		if err == nil {
+			return attempt, nil
+		}
+		if ctx.Err() != nil || !transient(err) {
+			return attempt, err
+		}
+		select {
+		case <-ctx.Done():
+			return attempt, fmt.Errorf("%w (after %d attempts)", err, attempt)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 250*time.Millisecond)
+	}
+}
+
+// transient reports whether a failed publish may succeed if sent again: no
+// answer in time, no responder (no stream leader yet), JetStream
+// unavailable (503: a leader being elected, no quorum), the connection
+// moving to another server. A refusal of the message itself is not.
+func transient(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Code == 503
+	}
+	return !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrMaxPayload) && !errors.Is(err, nats.ErrBadSubject)
 }

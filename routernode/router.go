@@ -160,7 +160,10 @@ func (r *Router) consume(ctx context.Context, wg *sync.WaitGroup, slots chan str
 	}
 	// Pull requests expire soon and heartbeats come often: on a cluster a
 	// pull request can be lost without an error (see projections.Follow).
-	it, err := cons.Messages(jetstream.PullMaxMessages(r.cfg.Workers), jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(time.Second))
+	it, err := cons.Messages(jetstream.PullMaxMessages(r.cfg.Workers), jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(time.Second),
+		// A missing heartbeat (the server gone, the connection moving) is
+		// nats.go's to mend with a new pull request, not an error.
+		jetstream.WithMessagesErrOnMissingHeartbeat(false))
 	if err != nil {
 		return fmt.Errorf("router %s: consume lookups: %w", r.cfg.ID, err)
 	}

@@ -1,6 +1,7 @@
 package testcluster
 
 import (
+	"sort"
 	"testing"
 	"time"
 )
@@ -18,25 +19,40 @@ func TestClusterNATSServerLoss(t *testing.T) {
 	LongTest(t)
 	users := map[string]string{"alice": "home1", "bob": "home1", "carol": "home1", "dave": "home1",
 		"erin": "home2", "frank": "home2", "grace": "home2", "heidi": "home2"}
-	c := Start(t, Options{Users: users, Gateways: 2, Routers: 1, NATS: &NATSClusterOptions{Processes: true}, Standbys: 1})
+	// The production lease (10 s): one shorter than raft's election
+	// timeout (4-9 s) lapses when the server that dies leads the lease
+	// bucket, and home1 would have no owner until the bucket's election
+	// ends (docs/operations.md).
+	c := Start(t, Options{Users: users, Gateways: 2, Routers: 1, NATS: &NATSClusterOptions{Processes: true}, Standbys: 1,
+		LeaseTTL: 10 * time.Second})
 	stream := c.FactStream("home1")
 	load := StartLoad(t, c.LoadTarget(), LoadOptions{})
 	defer load.Stop()
 	home1 := func(r Result) bool { return r.Home == "home1" }
 	load.WaitSucceeded(200, time.Time{}, time.Minute, nil)
 
+	// After a kill, home1 must serve again within 5 s of every stream
+	// having a leader (the server killed may lead the requests' stream or
+	// the lease bucket too, whose elections take as long).
 	kill := func(what string, s *NATSServer) {
 		t.Helper()
+		var led []string
+		for name, l := range c.NATS.Leaders(c.JS) {
+			if l == s.Name {
+				led = append(led, name)
+			}
+		}
+		sort.Strings(led)
 		killed := time.Now()
 		s.Kill()
-		leader := c.NATS.WaitStreamLeader(c.JS, stream, 60*time.Second)
+		c.NATS.WaitLeaders(c.JS, 60*time.Second)
 		elected := time.Now()
 		resumed := load.WaitSucceeded(5, killed, 60*time.Second, home1)
-		t.Logf("%s %s killed: %s led by %s after %v; home1 answered 5 requests sent since the kill %v after that (%v after the kill)",
-			what, s.Name, stream, leader.Name, elected.Sub(killed).Round(time.Millisecond),
+		t.Logf("%s %s (leading %v) killed: every stream led again after %v; home1 answered 5 requests sent since the kill %v after that (%v after the kill)",
+			what, s.Name, led, elected.Sub(killed).Round(time.Millisecond),
 			resumed.Sub(elected).Round(time.Millisecond), resumed.Sub(killed).Round(time.Millisecond))
 		if d := resumed.Sub(elected); d > 5*time.Second {
-			t.Errorf("home1 resumed %v after its stream had a leader again, want at most 5s", d)
+			t.Errorf("home1 resumed %v after every stream had a leader again, want at most 5s", d)
 		}
 	}
 	kill("the leader of "+stream, c.NATS.WaitStreamLeader(c.JS, stream, 30*time.Second))

@@ -542,3 +542,39 @@ func (c *NATSCluster) NonLeader(js jetstream.JetStream, stream string) *NATSServ
 	c.t.Fatalf("stream %s: no running server but its leader", stream)
 	return nil
 }
+
+// Leaders returns the server leading each stream now ("" for a stream
+// without one, or whose leader does not run).
+func (c *NATSCluster) Leaders(js jetstream.JetStream) map[string]string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out := map[string]string{}
+	names := js.StreamNames(ctx)
+	for name := range names.Name() {
+		out[name] = ""
+		if s := c.StreamLeader(js, name); s != nil && s.Running() {
+			out[name] = s.Name
+		}
+	}
+	return out
+}
+
+// WaitLeaders waits until every stream has a running leader, and returns
+// the leaders.
+func (c *NATSCluster) WaitLeaders(js jetstream.JetStream, d time.Duration) map[string]string {
+	c.t.Helper()
+	var led map[string]string
+	Eventually(c.t, d, func() error {
+		led = c.Leaders(js)
+		for name, l := range led {
+			if l == "" {
+				return fmt.Errorf("stream %s has no leader", name)
+			}
+		}
+		if len(led) == 0 {
+			return errors.New("no streams")
+		}
+		return nil
+	})
+	return led
+}
