@@ -179,6 +179,17 @@ func ReplyFilter(gw string) string { return ReplyRoot + "." + Token(gw) + ".*" }
 // administrators (rvpctl).
 const AdminRoot = "rvp.admin"
 
+// AnswerRoot is the root of the subjects on which home nodes give again
+// the answers they recorded.
+const AnswerRoot = "rvp.answer"
+
+// AnswerSubject is the core NATS subject on which the node owning home
+// gives again the answer it recorded for a request (the request's id as
+// the body; an empty body back when it has none yet): a gateway whose
+// answer was lost on its way (its NATS server lost while it travelled)
+// asks for it there.
+func AnswerSubject(home string) string { return AnswerRoot + "." + Token(home) }
+
 // HomeAdminSubject is the subject on which home's node answers the admin
 // request op (for example "verify").
 func HomeAdminSubject(home, op string) string { return AdminRoot + ".home." + Token(home) + "." + op }

@@ -263,9 +263,16 @@ func newID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// dispatch appends a request event (or a lookup) for subject and waits for
-// its reply until deadline.
-func (g *Gateway) dispatch(ctx context.Context, subject, id string, deadline time.Time, ev events.Event) (*events.Reply, error) {
+// askAfter is how long a gateway waits for a home node's answer before it
+// asks the node for it (again every askAfter): an answer can be lost on
+// its way, when the NATS server the gateway was connected to is lost
+// while it travels.
+const askAfter = 3 * time.Second
+
+// dispatch appends a request event (or a lookup, with home "") for
+// subject and waits for its reply until deadline; from askAfter on it
+// also asks home's node for the answer it recorded.
+func (g *Gateway) dispatch(ctx context.Context, subject, home, id string, deadline time.Time, ev events.Event) (*events.Reply, error) {
 	data, err := events.Encode(ev)
 	if err != nil {
 		return nil, err
@@ -288,12 +295,45 @@ func (g *Gateway) dispatch(ctx context.Context, subject, id string, deadline tim
 	if err := g.append(ctx, msg, id); err != nil {
 		return nil, fmt.Errorf("append %s: %w", ev.Type(), err)
 	}
-	select {
-	case r := <-ch:
-		return r, nil
-	case <-ctx.Done():
-		return nil, fmt.Errorf("no reply to %s: %w", ev.Type(), context.Cause(ctx))
+	var ask <-chan time.Time
+	if home != "" {
+		t := time.NewTicker(askAfter)
+		defer t.Stop()
+		ask = t.C
 	}
+	for {
+		select {
+		case r := <-ch:
+			return r, nil
+		case <-ask:
+			if r := g.askAnswer(ctx, home, id); r != nil {
+				g.log.Info("answer lost on its way; the home node gave it again", "req", id, "home", home)
+				return r, nil
+			}
+		case <-ctx.Done():
+			return nil, fmt.Errorf("no reply to %s: %w", ev.Type(), context.Cause(ctx))
+		}
+	}
+}
+
+// askAnswer asks home's node for the answer it recorded for request id;
+// nil when it has none (yet).
+func (g *Gateway) askAnswer(ctx context.Context, home, id string) *events.Reply {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	m, err := g.cfg.Conn.RequestWithContext(ctx, events.AnswerSubject(home), []byte(id))
+	if err != nil || len(m.Data) == 0 {
+		return nil
+	}
+	ev, err := events.Decode(m.Header.Get(events.HeaderType), m.Data)
+	if err != nil {
+		return nil
+	}
+	r, ok := ev.(*events.Reply)
+	if !ok || r.ID != id {
+		return nil
+	}
+	return r
 }
 
 // append appends a request event to its stream, once (projections.Append:

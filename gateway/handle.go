@@ -222,7 +222,7 @@ func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client 
 		if err := g.limit(req, auth, client, len(lookup.Body)); err != nil {
 			return nil, err
 		}
-		reply, err := g.dispatch(ctx, events.LookupSubject(""), id, deadline, lookup)
+		reply, err := g.dispatch(ctx, events.LookupSubject(""), "", id, deadline, lookup)
 		if err != nil {
 			return nil, fmt.Errorf("lookup of %s on %s: %w", lookup.Alias, lookup.Host, err)
 		}
@@ -319,7 +319,7 @@ func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client 
 	if err := g.limit(req, identity, client, len(req.Body)); err != nil {
 		return nil, err
 	}
-	reply, err := g.dispatch(ctx, events.RequestSubject(tgt.rec.Home, tgt.user), id, deadline, ev)
+	reply, err := g.dispatch(ctx, events.RequestSubject(tgt.rec.Home, tgt.user), tgt.rec.Home, id, deadline, ev)
 	if err != nil {
 		return nil, fmt.Errorf("%s for %s on home server %s: %w", req.Method, tgt.user, tgt.rec.Home, err)
 	}

@@ -427,6 +427,11 @@ func (n *Node) Run(parent context.Context) (err error) {
 		return fmt.Errorf("home %s: admin subscription: %w", n.cfg.Home, err)
 	}
 	defer admin.Unsubscribe()
+	answers, err := n.cfg.Conn.Subscribe(events.AnswerSubject(n.cfg.Home), n.onAnswerAsked)
+	if err != nil {
+		return fmt.Errorf("home %s: answers subscription: %w", n.cfg.Home, err)
+	}
+	defer answers.Unsubscribe()
 
 	cons, err := n.cfg.JetStream.CreateOrUpdateConsumer(ctx, events.StreamRequests, jetstream.ConsumerConfig{
 		Durable:       ConsumerName(n.cfg.Home),
@@ -635,6 +640,26 @@ func (n *Node) catchUp(ctx context.Context, last uint64) error {
 	}
 	n.log.Info("projection caught up", "seq", last, "took", n.now().Sub(start))
 	return nil
+}
+
+// onAnswerAsked gives again the answer recorded for the request whose id
+// is the body, or an empty body when there is none (not decided yet,
+// nobody waited, or decided too long ago to be remembered).
+func (n *Node) onAnswerAsked(m *nats.Msg) {
+	dec, ok := n.seen.get(string(m.Data))
+	if !ok || dec.delivering || dec.answer == nil {
+		m.Respond(nil)
+		return
+	}
+	data, err := events.Encode(dec.answer)
+	if err != nil {
+		m.Respond(nil)
+		return
+	}
+	resp := nats.NewMsg(m.Reply)
+	resp.Header.Set(events.HeaderType, dec.answer.Type())
+	resp.Data = data
+	m.RespondMsg(resp)
 }
 
 // recentWindow bounds the facts a node reads when it starts to know the

@@ -108,6 +108,18 @@ func TestDecidedRequestAnsweredAfterTakeover(t *testing.T) {
 	if !strings.Contains(h.logs.tail(200), "answered again with its recorded outcome") {
 		t.Errorf("the node does not say it answered a decided request again:\n%s", h.logs.tail(40))
 	}
+	// Asked again (a gateway whose answer was lost), the node gives the
+	// recorded answer; for a request it never decided, nothing.
+	m, err := h.nc.Request(events.AnswerSubject(h.home), []byte("login-ben"), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev, err := events.Decode(m.Header.Get(events.HeaderType), m.Data); err != nil || ev.(*events.Reply).SubscriptionID != d.reply.SubscriptionID {
+		t.Errorf("the answer asked for again: %v %s", err, m.Data)
+	}
+	if m, err := h.nc.Request(events.AnswerSubject(h.home), []byte("never-sent"), 5*time.Second); err != nil || len(m.Data) != 0 {
+		t.Errorf("the answer to a request never decided: %v %q", err, m.Data)
+	}
 	// Decided once: ben has one login, the one the dying owner made.
 	logins, err := h.node.Projection().Logins(events.NewUser("example.test", "ben"))
 	if err != nil {

@@ -4,6 +4,12 @@ import (
 	"sort"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/homenode"
 )
 
 // TestClusterNATSServerLoss runs a site as DESIGN §6 lays it out — three
@@ -130,4 +136,65 @@ func TestClusterNoQuorum(t *testing.T) {
 		t.Errorf("a request took %v; the gateways' request timeout is %v", d, timeout)
 	}
 	c.Verify()
+}
+
+// TestGatewayAsksForLostAnswer: a home node decides a request and its
+// answer never reaches the gateway (lost with the NATS server the
+// gateway was connected to, say). The gateway asks the home node for the
+// answer it recorded, and the client gets it, rather than a 503 when the
+// deadline passes. A stand-in plays the home node: it takes the request
+// and answers only when asked.
+func TestGatewayAsksForLostAnswer(t *testing.T) {
+	c := Start(t, Options{Users: map[string]string{"alice": "home1"}})
+	alice := c.Client(t, "alice")
+	if r := alice.Login(600); r.Status != 200 {
+		t.Fatalf("alice signs in: %d", r.Status)
+	}
+	if err := c.Homes["home1"].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	nc := c.connect("stand-in")
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	cons, err := js.Consumer(t.Context(), events.StreamRequests, homenode.ConsumerName("home1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	asked := make(chan string, 4)
+	sub, err := nc.Subscribe(events.AnswerSubject("home1"), func(m *nats.Msg) {
+		asked <- string(m.Data)
+		data, _ := events.Encode(&events.Reply{ID: string(m.Data), Status: 207, Href: alice.URL})
+		resp := nats.NewMsg(m.Reply)
+		resp.Header.Set(events.HeaderType, events.TypeReply)
+		resp.Data = data
+		m.RespondMsg(resp)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	taken := make(chan error, 1)
+	go func() {
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
+		if err == nil {
+			for m := range batch.Messages() {
+				m.Ack() // decided; its answer is lost
+			}
+		}
+		taken <- err
+	}()
+	start := time.Now()
+	r := alice.SetState("busy", 600, 0)
+	if r.Status != 207 {
+		t.Fatalf("the request whose answer was lost: %d %s after %v", r.Status, r.Body, time.Since(start))
+	}
+	if err := <-taken; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-asked:
+	default:
+		t.Fatal("the gateway did not ask for the answer")
+	}
+	t.Logf("answered %v after it was sent (the gateway asks after 3 s)", time.Since(start).Round(time.Millisecond))
 }
