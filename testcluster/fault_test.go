@@ -80,7 +80,8 @@ func TestClusterNATSServerLoss(t *testing.T) {
 	}
 	c.NATS.WaitReady(c.JS, stream)
 	fc := load.CheckFacts(c.JS)
-	t.Logf("%s; slowest request %v", fc, load.Slowest().Round(time.Millisecond))
+	once, twice := load.Delivered()
+	t.Logf("%s; slowest request %v; messages delivered once %d, more than once %d", fc, load.Slowest().Round(time.Millisecond), once, twice)
 	for _, f := range load.Failures() {
 		t.Errorf("neither a success nor a 503: %s", f)
 	}

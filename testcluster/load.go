@@ -380,3 +380,28 @@ func (l *Load) Failures() []string {
 	}
 	return out
 }
+
+// Delivered counts the messages of the load its recipients' clients got:
+// how many were got once, and how many more than once (delivered again
+// after a home node's crash: the at-least-once window).
+func (l *Load) Delivered() (once, twice int) {
+	for _, cl := range l.clients {
+		got := map[string]int{}
+		for _, n := range cl.Notifies() {
+			if !strings.Contains(string(n.Body), "r:message") {
+				continue
+			}
+			if mk := markRE.FindString(string(n.Body)); mk != "" {
+				got[mk]++
+			}
+		}
+		for _, c := range got {
+			if c == 1 {
+				once++
+			} else {
+				twice++
+			}
+		}
+	}
+	return once, twice
+}

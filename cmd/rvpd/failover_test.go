@@ -158,7 +158,8 @@ func ownerKilled(t *testing.T, history int) {
 	}
 
 	fc := load.CheckFacts(s.js)
-	t.Logf("%s; slowest request %v", fc, load.Slowest().Round(time.Millisecond))
+	once, twice := load.Delivered()
+	t.Logf("%s; slowest request %v; messages delivered once %d, more than once %d", fc, load.Slowest().Round(time.Millisecond), once, twice)
 	for _, f := range load.Failures() {
 		t.Errorf("neither a success nor a 503: %s", f)
 	}
