@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -89,6 +90,9 @@ func runInit(ctx context.Context, args []string, lookupEnv func(string) (string,
 	log, err := newLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		return err
+	}
+	if f.replicas > 1 && f.leaseTTL < 10*time.Second {
+		log.Warn("a home-server lease shorter than 10 s lapses when the NATS server leading the lease bucket dies (raft elects a new leader after 4 to 9 s): the home server has no owner meanwhile", "home.lease-ttl", f.leaseTTL)
 	}
 
 	// Reach the cluster and look before asking for anything.
