@@ -65,6 +65,7 @@ func (c *conn) serve() {
 				g.log.Info("malformed request refused", "client", client, "status", pe.Status, "err", pe.Msg)
 				c.nc.SetWriteDeadline(g.now().Add(10 * time.Second))
 				respond(nil, nil, pe).WriteTo(bw)
+				g.cfg.Metrics.request("", pe.Status, 0)
 			}
 			return
 		}
@@ -72,6 +73,7 @@ func (c *conn) serve() {
 		// request timeout, not the idle one.
 		c.nc.SetReadDeadline(time.Time{})
 		start := g.now()
+		g.inflight.Add(1)
 		resp := g.handle(context.Background(), c, req, client)
 		c.nc.SetWriteDeadline(g.now().Add(30 * time.Second))
 		if req.Close {
@@ -79,7 +81,10 @@ func (c *conn) serve() {
 		}
 		resp.Head = req.Method == "HEAD"
 		err = resp.WriteTo(bw)
-		g.logRequest(req, resp, client, g.now().Sub(start))
+		g.inflight.Add(-1)
+		took := g.now().Sub(start)
+		g.logRequest(req, resp, client, took)
+		g.cfg.Metrics.request(req.Method, resp.Status, took)
 		if err != nil || resp.Close {
 			return
 		}

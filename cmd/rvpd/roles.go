@@ -44,6 +44,7 @@ type roleFlags struct {
 	leaseTTL            time.Duration
 	auditBodies         bool
 	auditRetention      time.Duration
+	ops                 string
 }
 
 // streamOptions are the streams' settings these flags give.
@@ -91,6 +92,7 @@ func (f *roleFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.leaseTTL, "home.lease-ttl", projections.DefaultLeaseTTL, "how long a home server's owner may be silent before a standby node takes over (set where the cluster's streams are created)")
 	fs.StringVar(&f.peers, "federation.peers", "", "federation peer table: host=host:port,... (an IM host or domain of another organisation and its router's address)")
 	fs.StringVar(&f.dns, "federation.dns", "", `find other organisations by DNS SRV _rvp._tcp.<domain>: "system", or a DNS server host:port ("" off)`)
+	fs.StringVar(&f.ops, "ops", "", `address of the operations listener: /metrics (Prometheus), /healthz, /readyz and the operator console, e.g. 127.0.0.1:9090 ("" for none)`)
 	fs.StringVar(&f.proxy, "federation.proxy", "", "outbound HTTP proxy for requests to other organisations, http://host:port (it finds their hosts: the peer table and DNS discovery are then unused)")
 }
 
@@ -164,6 +166,8 @@ type roleSet struct {
 	// own are this process's listeners besides the gateway's (an
 	// embedded NATS server's): no Call-Back may point at them.
 	own []netip.AddrPort
+	// ops is the operations listener (-ops), nil for none.
+	ops net.Listener
 }
 
 // callBackPolicy is where the server may connect for Call-Backs: the
@@ -175,8 +179,10 @@ func (s roleSet) callBackPolicy() (*rvp.CallbackPolicy, error) {
 		return nil, fmt.Errorf("-callback.allow: %w", err)
 	}
 	p := &rvp.CallbackPolicy{Allow: ranges, AllowEndpoints: endpoints, Own: slices.Clone(s.own), Local: rvp.LocalAddrs()}
-	if s.listener != nil {
-		p.Own = append(p.Own, rvp.ListenerEndpoints(s.listener.Addr().String())...)
+	for _, ln := range []net.Listener{s.listener, s.ops} {
+		if ln != nil {
+			p.Own = append(p.Own, rvp.ListenerEndpoints(ln.Addr().String())...)
+		}
 	}
 	for _, u := range s.nc.Servers() {
 		if pu, err := url.Parse(u); err == nil && pu.Host != "" {
@@ -201,9 +207,11 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 	// Every connection the home nodes and the router make is guarded:
 	// never this server's own listeners, nor an address that is no one's.
 	outbound.Guard = callBacks.Dialable
+	o := newOps(s.holder, s.nc, s.log.With("component", "ops"))
+	o.roles = s.roleNames()
 	actors := []func(context.Context) error{func(ctx context.Context) error {
 		return projections.Follow(ctx, s.js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter, Logger: s.log}, s.dir)
-	}}
+	}, o.answer}
 	if len(s.homes) > 0 {
 		kv, err := s.js.KeyValue(context.Background(), events.BucketOwners)
 		if err != nil {
@@ -232,7 +240,7 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 	}
 	if s.router != "" {
 		router, err := routernode.New(routernode.Config{ID: s.router, JetStream: s.js, Conn: s.nc, Directory: s.dir, Client: outbound,
-			Peers: routernode.StaticPeers(peers), SRV: srv, Logger: s.log.With("component", "router")})
+			Peers: routernode.StaticPeers(peers), SRV: srv, Metrics: routernode.NewMetrics(o.reg), Logger: s.log.With("component", "router")})
 		if err != nil {
 			return err
 		}
@@ -251,7 +259,7 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 		}
 		if gw, err = gateway.New(gateway.Config{
 			ID: s.gatewayID, JetStream: s.js, Conn: s.nc, Directory: s.dir, DevDomain: s.devDomain, Auth: auth,
-			Senders: s.flags.senders, CallBacks: callBacks,
+			Senders: s.flags.senders, CallBacks: callBacks, Metrics: gateway.NewMetrics(o.reg),
 			RequestTimeout: s.flags.requestTimeout, Logger: s.log.With("component", "gateway"),
 		}); err != nil {
 			return err
@@ -265,6 +273,9 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 		actors = append(actors, svc.Run)
 	}
 
+	if err := s.serveOps(g, o, gw); err != nil {
+		return err
+	}
 	for _, run := range actors {
 		g.Add(func() error { return run(roles) }, func(error) { stopAll() })
 	}
