@@ -43,7 +43,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"purpose"}),
 		proxied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rvpd_gateway_proxied_total",
-			Help: "Requests addressed to a router's host that its policy serves here, straight from the home server, by the directory's router name.",
+			Help: "Requests for logical URLs that a router's policy (proxy, or auto for a client outside the firewall) lets the gateway serve straight from the home server, by the directory's name of that router.",
 		}, []string{"router"}),
 	}
 	reg.MustRegister(m.requests, m.duration, m.lookups, m.proxied, m)

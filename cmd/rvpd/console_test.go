@@ -26,6 +26,7 @@ func startDevOps(t *testing.T, extra ...string) (*devProc, string) {
 		"-lease.min", "1s", "-sub.min-lifetime", "1s", "-demo-password", testPassword, "-log.level", "debug"}, extra...)
 	p, m := startExec(t, args, opsRE)
 	p.addr = listenRE.FindStringSubmatch(p.stdout.String())[1]
+	p.natsURL = natsRE.FindStringSubmatch(p.stdout.String())[1]
 	return p, "http://" + m[1]
 }
 
