@@ -187,6 +187,16 @@ func (c *Client) User(ctx context.Context, u events.User) (UserSummary, error) {
 	return get[UserSummary](ctx, c, OpUserShow, UserRef{User: u})
 }
 
+// ImportUsers enables many users (at most MaxImport) with their
+// passwords' verifiers and returns what became of each.
+func (c *Client) ImportUsers(ctx context.Context, s ImportSpec) ([]ImportResult, error) {
+	res, err := get[[]ImportResult](ctx, c, OpUserImport, s)
+	if err == nil && len(res) != len(s.Users) {
+		err = fmt.Errorf("the directory service answered %d results for %d users", len(res), len(s.Users))
+	}
+	return res, err
+}
+
 // SetPassword records a user's new password verifiers.
 func (c *Client) SetPassword(ctx context.Context, u events.User, v rvp.Verifiers) error {
 	return c.Do(ctx, OpPasswordSet, PasswordSpec{User: u, Verifiers: &v}, nil)

@@ -57,7 +57,7 @@ func commands() []command {
 			home := fs.String("home", "home1", "home `server` whose node verifies its projections")
 			return func(ctx context.Context, e *env, _ []string) error { return cmdVerify(ctx, e.global, *home) }
 		}},
-	}, adminCommands()...)
+	}, append(adminCommands(), userFileCommands()...)...)
 }
 
 func cmdStatus(ctx context.Context, e *env, _ []string) error {
