@@ -23,6 +23,10 @@ fuzz: ## fuzz every parser for FUZZTIME each
 bench: ## benchmarks, 10 runs each, into bench.txt (compare with benchstat)
 	$(GO) test -run='^$$' -bench=. -benchmem -count=10 ./... | tee bench.txt
 
+bench-load: ## load benchmark: rvpd dev (default and -nats.sync always) against a bare relay, in processes, into bench-load.txt (ARGS="-rounds 5 ..."; see docs/performance.md)
+	$(GO) build -o bin/ ./cmd/rvpd ./testcluster/rvpload
+	bin/rvpload -rvpd bin/rvpd $(ARGS) > bench-load.txt; status=$$?; cat bench-load.txt; exit $$status
+
 lint: ## vet and formatting
 	$(GO) vet ./... && test -z "$$(gofmt -l .)"
 
@@ -30,6 +34,6 @@ build: ## build rvpd and rvpctl into ./bin
 	$(GO) build -o bin/ ./cmd/...
 
 help: ## list targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-.PHONY: run test interop fuzz bench lint build help
+.PHONY: run test interop fuzz bench bench-load lint build help

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
@@ -56,18 +55,13 @@ func (a *Admin) withActor(actor string) *Admin {
 // append appends ev expecting its subject's last sequence to be expect,
 // and waits until the directory projection has applied it.
 func (a *Admin) append(ctx context.Context, ev events.DirectoryEvent, expect uint64) error {
-	data, err := events.Encode(ev)
+	msg, err := directoryMsg(ev)
 	if err != nil {
 		return err
 	}
-	msg := nats.NewMsg(ev.DirSubject())
-	msg.Header.Set(events.HeaderType, ev.Type())
-	msg.Data = data
 	ack, err := a.JetStream.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(expect))
 	if err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		if isWrongLastSequence(err) {
 			if expect == 0 {
 				return ErrExists
 			}
@@ -264,17 +258,10 @@ func (a *Admin) checkHome(home string) error {
 // EnableUser enables a user for instant messaging on a home server.
 func (a *Admin) EnableUser(ctx context.Context, s UserSpec) error {
 	u := s.User
-	if u.Alias == "" || strings.ContainsAny(u.Alias, "/@ \t\\") {
-		return fmt.Errorf("user %q: an alias has no '/', '@', '\\' or spaces", u.Alias)
-	}
-	dom, err := a.Directory.Domain(u.Domain)
-	if err != nil {
+	if err := checkAlias(u); err != nil {
 		return err
 	}
-	if dom == nil {
-		return fmt.Errorf("IM domain %s does not exist; create it first (rvpctl domain create %s -im-host im.%s)", u.Domain, u.Domain, u.Domain)
-	}
-	if err := a.checkHome(s.Home); err != nil {
+	if err := a.checkDomainHome(u.Domain, s.Home); err != nil {
 		return err
 	}
 	if rec, err := a.Directory.User(u); err != nil {

@@ -31,7 +31,7 @@ func (macKeyring) OpenVerifiers([]byte, string) (*rvp.Verifiers, error) {
 	return nil, errors.New("no verifiers in this keyring")
 }
 
-func unhex(t *testing.T, s string) []byte {
+func unhex(t testing.TB, s string) []byte {
 	t.Helper()
 	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
 	if err != nil {

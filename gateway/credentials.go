@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
@@ -273,15 +272,13 @@ func (c *Credentials) ntlm(st *ConnState, ar AuthRequest, scheme, token string) 
 	}
 	switch typ {
 	case 1:
-		flags, err := parseNegotiate(msg)
+		h := &NTLMHandshake{}
+		type2, err := h.Challenge(msg, ntDomain(ar.Domain), c.cfg.Server, c.cfg.Now())
 		if err != nil {
 			return c.challenge(ar, false)
 		}
-		ch := &ntlmChallenge{issued: c.cfg.Now()}
-		rand.Read(ch.challenge[:])
-		st.Scheme = ch
+		st.Scheme = h
 		st.Identity = events.Identity{}
-		type2 := buildChallenge(ch, flags, ntDomain(ar.Domain), c.cfg.Server, c.cfg.Now())
 		value := scheme + " " + base64.StdEncoding.EncodeToString(type2)
 		if scheme == "Negotiate" {
 			value = "Negotiate " + base64.StdEncoding.EncodeToString(spnegoChallenge(type2))
@@ -289,13 +286,13 @@ func (c *Credentials) ntlm(st *ConnState, ar AuthRequest, scheme, token string) 
 		// The connection stays open: the answer must come on it.
 		return Outcome{Verdict: Challenged, Challenge: []string{value}, Msg: "NTLM challenge"}
 	case 3:
-		ch, ok := st.Scheme.(*ntlmChallenge)
+		h, ok := st.Scheme.(*NTLMHandshake)
 		st.Scheme = nil
-		if !ok || c.cfg.Now().Sub(ch.issued) > c.cfg.HandshakeLife {
+		if !ok || c.cfg.Now().Sub(h.Issued()) > c.cfg.HandshakeLife {
 			// No challenge on this connection: start over.
 			return c.challenge(ar, false)
 		}
-		a, err := parseAuthenticate(msg, ch.flags)
+		a, err := parseAuthenticate(msg, h.ch.flags)
 		if err != nil {
 			return c.refuse(ar, "?", "ntlm", err.Error())
 		}
@@ -314,7 +311,7 @@ func (c *Credentials) ntlm(st *ConnState, ar AuthRequest, scheme, token string) 
 			out.Verdict, out.Msg = Refused, "NTLMv1 is not accepted here; use NTLMv2"
 			return out
 		}
-		version, ok := verifyNTLM(a, v.NT, ch.challenge)
+		version, ok := verifyNTLM(a, v.NT, h.ch.challenge)
 		if !ok {
 			return c.refuse(ar, account, "ntlm", "wrong password")
 		}

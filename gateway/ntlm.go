@@ -1,10 +1,10 @@
 package gateway
 
 import (
-	"bytes"
 	"crypto/des"
 	"crypto/hmac"
 	"crypto/md5"
+	"crypto/rand"
 	"crypto/subtle"
 	"encoding/binary"
 	"errors"
@@ -64,14 +64,7 @@ type ntlmChallenge struct {
 	issued    time.Time
 }
 
-func utf16le(s string) []byte {
-	u := utf16.Encode([]rune(s))
-	b := make([]byte, 2*len(u))
-	for i, c := range u {
-		binary.LittleEndian.PutUint16(b[2*i:], c)
-	}
-	return b
-}
+func utf16le(s string) []byte { return appendUTF16le(make([]byte, 0, utf16Len(s)), s) }
 
 func fromUTF16le(b []byte) string {
 	u := make([]uint16, len(b)/2)
@@ -98,37 +91,63 @@ func buildChallenge(c *ntlmChallenge, clientFlags uint32, target, server string,
 	flags |= clientFlags & (ntlmExtendedSecure | ntlmAlwaysSign | ntlm128 | ntlm56 | ntlmKeyExchange | ntlmVersion)
 	c.flags = flags
 
-	name := []byte(strings.ToUpper(target))
-	if flags&ntlmUnicode != 0 {
-		name = utf16le(strings.ToUpper(target))
-	}
-	var info bytes.Buffer
-	av := func(id uint16, v []byte) {
-		binary.Write(&info, binary.LittleEndian, id)
-		binary.Write(&info, binary.LittleEndian, uint16(len(v)))
-		info.Write(v)
-	}
-	av(2, utf16le(strings.ToUpper(target))) // MsvAvNbDomainName
-	av(1, utf16le(strings.ToUpper(server))) // MsvAvNbComputerName
-	av(4, utf16le(strings.ToLower(target))) // MsvAvDnsDomainName
-	av(3, utf16le(strings.ToLower(server))) // MsvAvDnsComputerName
-	var ts [8]byte
-	binary.LittleEndian.PutUint64(ts[:], filetime(now))
-	av(7, ts[:]) // MsvAvTimestamp
-	av(0, nil)   // MsvAvEOL
-
+	upper, lower := strings.ToUpper(target), strings.ToLower(target)
+	serverUpper, serverLower := strings.ToUpper(server), strings.ToLower(server)
 	const header = 56
-	msg := make([]byte, header, header+len(name)+info.Len())
+	nameLen := len(upper)
+	if flags&ntlmUnicode != 0 {
+		nameLen = utf16Len(upper)
+	}
+	infoLen := 5*4 + 4 + 8 + utf16Len(upper) + utf16Len(serverUpper) + utf16Len(lower) + utf16Len(serverLower)
+	msg := make([]byte, header, header+nameLen+infoLen)
 	copy(msg, ntlmSignature)
 	binary.LittleEndian.PutUint32(msg[8:], 2)
-	putSecBuf(msg[12:], len(name), header)
+	putSecBuf(msg[12:], nameLen, header)
 	binary.LittleEndian.PutUint32(msg[20:], flags)
 	copy(msg[24:32], c.challenge[:])
-	putSecBuf(msg[40:], info.Len(), header+len(name))
+	putSecBuf(msg[40:], infoLen, header+nameLen)
 	// Version: 6.1 build 7601, NTLM revision 15.
 	copy(msg[48:56], []byte{6, 1, 0xb1, 0x1d, 0, 0, 0, 15})
-	msg = append(msg, name...)
-	return append(msg, info.Bytes()...)
+	if flags&ntlmUnicode != 0 {
+		msg = appendUTF16le(msg, upper)
+	} else {
+		msg = append(msg, upper...)
+	}
+	av := func(id uint16, s string) {
+		msg = binary.LittleEndian.AppendUint16(msg, id)
+		msg = binary.LittleEndian.AppendUint16(msg, uint16(utf16Len(s)))
+		msg = appendUTF16le(msg, s)
+	}
+	av(2, upper)                                   // MsvAvNbDomainName
+	av(1, serverUpper)                             // MsvAvNbComputerName
+	av(4, lower)                                   // MsvAvDnsDomainName
+	av(3, serverLower)                             // MsvAvDnsComputerName
+	msg = binary.LittleEndian.AppendUint16(msg, 7) // MsvAvTimestamp
+	msg = binary.LittleEndian.AppendUint16(msg, 8)
+	msg = binary.LittleEndian.AppendUint64(msg, filetime(now))
+	return binary.LittleEndian.AppendUint32(msg, 0) // MsvAvEOL
+}
+
+// utf16Len returns the length of s in UTF-16LE bytes.
+func utf16Len(s string) int {
+	n := 0
+	for _, r := range s {
+		n += 2 * utf16.RuneLen(r)
+	}
+	return n
+}
+
+// appendUTF16le appends s in UTF-16LE.
+func appendUTF16le(b []byte, s string) []byte {
+	for _, r := range s {
+		if r >= 0x10000 {
+			r1, r2 := utf16.EncodeRune(r)
+			b = binary.LittleEndian.AppendUint16(b, uint16(r1))
+			r = r2
+		}
+		b = binary.LittleEndian.AppendUint16(b, uint16(r))
+	}
+	return b
 }
 
 func putSecBuf(b []byte, n, offset int) {
@@ -190,18 +209,19 @@ func parseAuthenticate(b []byte, negotiated uint32) (*ntlmAuthenticate, error) {
 }
 
 // desKey expands 7 key bytes to the 8 DES wants (parity bits are unused).
-func desKey(k []byte) []byte {
-	return []byte{k[0], k[0]<<7 | k[1]>>1, k[1]<<6 | k[2]>>2, k[2]<<5 | k[3]>>3, k[3]<<4 | k[4]>>4, k[4]<<3 | k[5]>>5, k[5]<<2 | k[6]>>6, k[6] << 1}
+func desKey(k []byte) [8]byte {
+	return [8]byte{k[0], k[0]<<7 | k[1]>>1, k[1]<<6 | k[2]>>2, k[2]<<5 | k[3]>>3, k[3]<<4 | k[4]>>4, k[4]<<3 | k[5]>>5, k[5]<<2 | k[6]>>6, k[6] << 1}
 }
 
 // desl is MS-NLMP's DESL: the 16-byte key padded to 21 bytes, three DES
 // encryptions of data.
 func desl(key16, data []byte) []byte {
-	k := make([]byte, 21)
-	copy(k, key16)
+	var k [21]byte
+	copy(k[:], key16)
 	out := make([]byte, 24)
 	for i := range 3 {
-		c, _ := des.NewCipher(desKey(k[7*i : 7*i+7]))
+		key := desKey(k[7*i : 7*i+7])
+		c, _ := des.NewCipher(key[:])
 		c.Encrypt(out[8*i:], data[:8])
 	}
 	return out
@@ -252,4 +272,38 @@ func allZero(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// NTLMHandshake is the server side of one NTLM handshake without any
+// storage: the challenge answering a client's negotiate message, and the
+// check of the authenticate message that answers it. Credentials drives
+// it with the directory's verifiers, throttling and the connection's
+// identity; the load benchmark's bare relay with one known NT hash.
+type NTLMHandshake struct{ ch ntlmChallenge }
+
+// Challenge returns the challenge message (type 2) answering negotiate
+// (type 1), for the Windows domain target and the server's name.
+func (h *NTLMHandshake) Challenge(negotiate []byte, target, server string, now time.Time) ([]byte, error) {
+	flags, err := parseNegotiate(negotiate)
+	if err != nil {
+		return nil, err
+	}
+	h.ch = ntlmChallenge{issued: now}
+	rand.Read(h.ch.challenge[:])
+	return buildChallenge(&h.ch, flags, target, server, now), nil
+}
+
+// Issued returns when the challenge was made.
+func (h *NTLMHandshake) Issued() time.Time { return h.ch.issued }
+
+// Verify checks authenticate (type 3), the answer to the challenge, against
+// the NT hash of the user's password; it returns the user name the client
+// gave (as given: alias, DOMAIN\alias...) and whether the responses match.
+func (h *NTLMHandshake) Verify(authenticate, ntHash []byte) (string, bool, error) {
+	a, err := parseAuthenticate(authenticate, h.ch.flags)
+	if err != nil {
+		return "", false, err
+	}
+	_, ok := verifyNTLM(a, ntHash, h.ch.challenge)
+	return a.user, ok, nil
 }

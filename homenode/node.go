@@ -716,12 +716,13 @@ func (n *Node) onVerify(m *nats.Msg) {
 	defer cancel()
 	var out []projections.Verification
 	var errs []error
-	if v, err := projections.VerifyHome(ctx, n.cfg.JetStream, n.cfg.DB, n.cfg.Home); err != nil {
+	vr := projections.Verifier{Progress: projections.ProgressTo(n.cfg.Conn, m.Header.Get(projections.HeaderProgress))}
+	if v, err := vr.Home(ctx, n.cfg.JetStream, n.cfg.DB, n.cfg.Home); err != nil {
 		errs = append(errs, err)
 	} else {
 		out = append(out, v)
 	}
-	if v, err := projections.VerifyDirectory(ctx, n.cfg.JetStream, n.cfg.DB); err != nil {
+	if v, err := vr.Directory(ctx, n.cfg.JetStream, n.cfg.DB); err != nil {
 		errs = append(errs, err)
 	} else {
 		out = append(out, v)

@@ -16,7 +16,8 @@ import (
 
 // DB is a Pebble database holding one or more projections.
 type DB struct {
-	pdb *pebble.DB
+	pdb     *pebble.DB
+	scratch bool
 }
 
 // Options configure Open.
@@ -25,6 +26,9 @@ type Options struct {
 	Logger *slog.Logger
 	// InMemory keeps the database in memory (tests, rebuild comparisons).
 	InMemory bool
+	// Scratch is for a throwaway copy written at full speed (a rebuild
+	// to compare with): no write-ahead log, large memtables.
+	Scratch bool
 }
 
 // Open opens (creating if needed) the database in dir.
@@ -44,15 +48,23 @@ func Open(dir string, o Options) (*DB, error) {
 	if o.InMemory {
 		popts.FS = vfs.NewMem()
 	}
+	if o.Scratch {
+		popts.DisableWAL = true
+		popts.MemTableSize = 64 << 20
+		popts.MemTableStopWritesThreshold = 4
+	}
 	pdb, err := pebble.Open(dir, popts)
 	if err != nil {
 		return nil, fmt.Errorf("open pebble at %s: %w", dir, err)
 	}
-	return &DB{pdb: pdb}, nil
+	return &DB{pdb: pdb, scratch: o.Scratch}, nil
 }
 
 // Close flushes and closes the database.
 func (d *DB) Close() error {
+	if d.scratch {
+		return d.pdb.Close()
+	}
 	if err := d.pdb.Flush(); err != nil {
 		d.pdb.Close()
 		return fmt.Errorf("flush pebble: %w", err)
@@ -169,43 +181,56 @@ func scan(r reader, p []byte, fn func(k, v []byte) error) error {
 	return it.Close()
 }
 
-// dump returns every key and value under prefix p, for comparisons.
-func dump(r reader, p []byte) (map[string]string, error) {
-	m := make(map[string]string)
-	err := scan(r, p, func(k, v []byte) error {
-		m[string(k)] = string(v)
-		return nil
-	})
-	return m, err
-}
-
-// diff compares the keys and values under prefix p in a and b and
-// describes up to max differences; "" means equal.
-func diff(a, b reader, p []byte, max int) (string, error) {
-	ma, err := dump(a, p)
+// diff compares the keys and values under prefix p in a and b, walking
+// both in key order, and describes up to max differences ("" means
+// equal); it also returns how many keys a holds there.
+func diff(a, b reader, p []byte, max int) (string, int, error) {
+	bounds := &pebble.IterOptions{LowerBound: p, UpperBound: upperBound(p)}
+	ia, err := a.NewIter(bounds)
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
-	mb, err := dump(b, p)
+	defer ia.Close()
+	ib, err := b.NewIter(bounds)
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
+	defer ib.Close()
 	var out []string
-	for k, va := range ma {
-		if vb, ok := mb[k]; !ok {
-			out = append(out, fmt.Sprintf("only in live: %q = %q", k, va))
-		} else if va != vb {
-			out = append(out, fmt.Sprintf("differs at %q: live %q, rebuilt %q", k, va, vb))
+	n := 0
+	okA, okB := ia.First(), ib.First()
+	for okA || okB {
+		c := 0
+		switch {
+		case !okB:
+			c = -1
+		case !okA:
+			c = 1
+		default:
+			c = bytes.Compare(ia.Key(), ib.Key())
+		}
+		switch {
+		case c < 0:
+			out = append(out, fmt.Sprintf("only in live: %q = %q", ia.Key(), ia.Value()))
+		case c > 0:
+			out = append(out, fmt.Sprintf("only in rebuilt: %q = %q", ib.Key(), ib.Value()))
+		case !bytes.Equal(ia.Value(), ib.Value()):
+			out = append(out, fmt.Sprintf("differs at %q: live %q, rebuilt %q", ia.Key(), ia.Value(), ib.Value()))
+		}
+		if c <= 0 {
+			n++
+			okA = ia.Next()
+		}
+		if c >= 0 {
+			okB = ib.Next()
 		}
 	}
-	for k, vb := range mb {
-		if _, ok := ma[k]; !ok {
-			out = append(out, fmt.Sprintf("only in rebuilt: %q = %q", k, vb))
-		}
+	if err := errors.Join(ia.Error(), ib.Error()); err != nil {
+		return "", n, err
 	}
 	sort.Strings(out)
 	if len(out) > max {
 		out = append(out[:max], fmt.Sprintf("… and %d more", len(out)-max))
 	}
-	return strings.Join(out, "\n"), nil
+	return strings.Join(out, "\n"), n, nil
 }

@@ -2,8 +2,12 @@ package projections
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
@@ -21,34 +25,70 @@ type Verification struct {
 // OK reports whether the projection equals its rebuild.
 func (v Verification) OK() bool { return v.Diff == "" }
 
+// HeaderProgress names, in a verification request, the subject the
+// verifying node sends its Progress to.
+const HeaderProgress = "Rvp-Progress"
+
+// ProgressTo returns a Progress function that publishes each report as
+// JSON on subject, an inbox of the requester's; nil when subject is not
+// one (a node publishes nowhere else on a request's word).
+func ProgressTo(nc *nats.Conn, subject string) func(Progress) {
+	if nc == nil || !strings.HasPrefix(subject, nats.InboxPrefix) {
+		return nil
+	}
+	return func(p Progress) {
+		if data, err := json.Marshal(p); err == nil {
+			nc.Publish(subject, data)
+		}
+	}
+}
+
+// Verifier compares projections with rebuilds of them from their
+// streams. Progress, when set, is told how far each rebuild has come
+// every Interval (default 250ms) and when it ends.
+type Verifier struct {
+	Progress func(Progress)
+	Interval time.Duration
+}
+
 // VerifyHome compares home's projection in db with a rebuild from sequence
 // 1 of the fact stream. It works on a live store: it compares a snapshot,
 // rebuilt up to the position recorded in that snapshot.
 func VerifyHome(ctx context.Context, js jetstream.JetStream, db *DB, home string) (Verification, error) {
-	return verify(ctx, js, db, "home "+home, events.StreamFacts, events.FactFilter(home),
-		func(d *DB) (Applier, []byte, error) {
-			h, err := OpenHome(d, home)
-			if err != nil {
-				return nil, nil, err
-			}
-			return h, h.Prefix(), nil
-		})
+	return Verifier{}.Home(ctx, js, db, home)
 }
 
 // VerifyDirectory does for the directory projection what VerifyHome does
 // for a home projection.
 func VerifyDirectory(ctx context.Context, js jetstream.JetStream, db *DB) (Verification, error) {
-	return verify(ctx, js, db, "directory", events.StreamDirectory, events.DirectoryFilter,
-		func(d *DB) (Applier, []byte, error) {
-			dir, err := OpenDirectory(d)
+	return Verifier{}.Directory(ctx, js, db)
+}
+
+// Home is VerifyHome.
+func (vr Verifier) Home(ctx context.Context, js jetstream.JetStream, db *DB, home string) (Verification, error) {
+	return vr.verify(ctx, js, db, "home "+home, events.StreamFacts, events.FactFilter(home),
+		func(d *DB) (rebuildTarget, []byte, error) {
+			h, err := OpenHome(d, home)
 			if err != nil {
-				return nil, nil, err
+				return rebuildTarget{}, nil, err
 			}
-			return dir, dir.Prefix(), nil
+			return homeTarget(h), h.Prefix(), nil
 		})
 }
 
-func verify(ctx context.Context, js jetstream.JetStream, db *DB, name, stream, filter string, open func(*DB) (Applier, []byte, error)) (Verification, error) {
+// Directory is VerifyDirectory.
+func (vr Verifier) Directory(ctx context.Context, js jetstream.JetStream, db *DB) (Verification, error) {
+	return vr.verify(ctx, js, db, "directory", events.StreamDirectory, events.DirectoryFilter,
+		func(d *DB) (rebuildTarget, []byte, error) {
+			dir, err := OpenDirectory(d)
+			if err != nil {
+				return rebuildTarget{}, nil, err
+			}
+			return directoryTarget(dir), dir.Prefix(), nil
+		})
+}
+
+func (vr Verifier) verify(ctx context.Context, js jetstream.JetStream, db *DB, name, stream, filter string, open func(*DB) (rebuildTarget, []byte, error)) (Verification, error) {
 	v := Verification{Projection: name}
 	_, prefix, err := open(db)
 	if err != nil {
@@ -61,7 +101,7 @@ func verify(ctx context.Context, js jetstream.JetStream, db *DB, name, stream, f
 		return v, err
 	}
 	v.Position = pos
-	mem, err := Open("", Options{InMemory: true})
+	mem, err := Open("", Options{InMemory: true, Scratch: true})
 	if err != nil {
 		return v, err
 	}
@@ -70,14 +110,13 @@ func verify(ctx context.Context, js jetstream.JetStream, db *DB, name, stream, f
 	if err != nil {
 		return v, err
 	}
-	if err := Replay(ctx, js, stream, filter, pos, rebuilt); err != nil {
+	interval := vr.Interval
+	if interval <= 0 {
+		interval = 250 * time.Millisecond
+	}
+	if err := rebuild(ctx, js, stream, filter, pos, rebuilt, vr.Progress, interval); err != nil {
 		return v, fmt.Errorf("rebuild %s: %w", name, err)
 	}
-	live, err := dump(snap, prefix)
-	if err != nil {
-		return v, err
-	}
-	v.Keys = len(live)
-	v.Diff, err = diff(snap, mem.pdb, prefix, 20)
+	v.Diff, v.Keys, err = diff(snap, mem.pdb, prefix, 20)
 	return v, err
 }

@@ -3,6 +3,7 @@ package rvp
 import (
 	"bufio"
 	"bytes"
+	"io"
 	"net/http"
 	"testing"
 )
@@ -45,4 +46,33 @@ func BenchmarkReadRequest(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkWriteResponse writes a PROPPATCH's 207 answer as the gateway
+// does, and looks up the header fields a gateway reads in a request.
+func BenchmarkWriteResponse(b *testing.B) {
+	body := []byte(`<?xml version="1.0"?><d:multistatus xmlns:d="DAV:" xmlns:r="http://schemas.microsoft.com/rvp/"><d:response><d:href>http://127.0.0.1:18180/instmsg/aliases/alice</d:href><d:propstat><d:prop><r:state><r:leased-value><r:value><r:online/></r:value><d:timeout>1200</d:timeout></r:leased-value><r:view-id>1001</r:view-id></r:state></d:prop><d:status>HTTP/1.1 200 Successful</d:status></d:propstat></d:response></d:multistatus>`)
+	bw := bufio.NewWriter(io.Discard)
+	b.ReportAllocs()
+	for b.Loop() {
+		r := &Response{Status: 207, Body: body}
+		r.Set(HdrContentType, ContentTypeXML)
+		r.Set(HdrSubscriptionID, "12")
+		if err := r.WriteTo(bw); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkHeaderGet(b *testing.B) {
+	req, err := ReadRequest(bufio.NewReader(bytes.NewReader(benchRequest)), Limits{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, name := range []string{HdrAuthorization, HdrFromPrincipal, HdrNotificationType, HdrCallBack, HdrLifetime, HdrSubscriptionID, "Host"} {
+			_ = req.Header.Get(name)
+		}
+	}
 }

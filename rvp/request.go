@@ -44,14 +44,31 @@ type Header map[string][]string
 
 // Get returns the first value of the named field, or "".
 func (h Header) Get(name string) string {
-	if v := h[strings.ToLower(name)]; len(v) > 0 {
+	if v := h.values(name); len(v) > 0 {
 		return v[0]
 	}
 	return ""
 }
 
 // Has reports whether the named field is present.
-func (h Header) Has(name string) bool { _, ok := h[strings.ToLower(name)]; return ok }
+func (h Header) Has(name string) bool { return h.values(name) != nil }
+
+// values returns the values of the named field, lower-casing the name
+// without allocating (the gateway looks up a dozen fields a request).
+func (h Header) values(name string) []string {
+	var buf [32]byte
+	if len(name) > len(buf) {
+		return h[strings.ToLower(name)]
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		buf[i] = c
+	}
+	return h[string(buf[:len(name)])]
+}
 
 // Add appends a value to the named field.
 func (h Header) Add(name, value string) {

@@ -183,6 +183,13 @@ func TestResponseFraming(t *testing.T) {
 	if !strings.Contains(b.String(), "Content-Length: 10000\r\n") || strings.Contains(b.String(), "chunked") || !strings.Contains(b.String(), "Connection: close") {
 		t.Errorf("large body framing: %q", b.String()[:120])
 	}
+	b.Reset()
+	r = &Response{Status: 302}
+	r.Set(HdrLocation, "http://a.test/x\r\nSet-Cookie: evil\n\xff")
+	r.WriteTo(w)
+	if want := "Location: http://a.test/x  Set-Cookie: evil \xff\r\n"; !strings.Contains(b.String(), want) {
+		t.Errorf("a value with line breaks: %q, want %q in it", b.String(), want)
+	}
 	// The answer to HEAD has a header and no body (RFC 9110 §9.3.2).
 	b.Reset()
 	r = &Response{Status: 501, Body: []byte("HEAD is not implemented\n"), Head: true}
@@ -226,5 +233,21 @@ func TestClientProxy(t *testing.T) {
 	req := <-got
 	if req.Method != "NOTIFY" || req.Target != "http://im.acme.test/instmsg/aliases/dave" || req.Header.Get("Host") != "im.acme.test" || string(req.Body) != "<x/>" {
 		t.Errorf("the proxy got %s %s (Host %q) %q", req.Method, req.Target, req.Header.Get("Host"), req.Body)
+	}
+}
+
+func TestHeaderLookup(t *testing.T) {
+	h := Header{}
+	h.Add("Call-Back", "http://10.0.0.7:5757")
+	long := "X-A-Field-Name-Longer-Than-Thirty-Two-Bytes"
+	h.Add(long, "v")
+	for name, want := range map[string]string{"CALL-BACK": "http://10.0.0.7:5757", "call-back": "http://10.0.0.7:5757",
+		strings.ToUpper(long): "v", "Call-Bac": "", "": ""} {
+		if got := h.Get(name); got != want {
+			t.Errorf("Get(%q) = %q, want %q", name, got, want)
+		}
+		if h.Has(name) != (want != "") {
+			t.Errorf("Has(%q) = %v", name, h.Has(name))
+		}
 	}
 }

@@ -115,8 +115,17 @@ func (r *Response) WriteTo(w *bufio.Writer) error {
 func writeField(w *bufio.Writer, name, value string) {
 	w.WriteString(name)
 	w.WriteString(": ")
-	// A value must never break the header: drop line breaks.
-	w.WriteString(strings.NewReplacer("\r", " ", "\n", " ").Replace(value))
+	// A value must never break the header: line breaks become spaces.
+	if strings.ContainsAny(value, "\r\n") {
+		b := []byte(value)
+		for i, c := range b {
+			if c == '\r' || c == '\n' {
+				b[i] = ' '
+			}
+		}
+		value = string(b)
+	}
+	w.WriteString(value)
 	w.WriteString("\r\n")
 }
 

@@ -55,7 +55,7 @@ func commands() []command {
 		{name: "presence", args: "USER@DOMAIN", help: "a user's presence at a moment and who could see it, folded from its facts", flags: presenceFlags},
 		{name: "verify", help: "have a home node compare its projections with rebuilds from their streams, live", flags: func(fs *flag.FlagSet) runFunc {
 			home := fs.String("home", "home1", "home `server` whose node verifies its projections")
-			return func(ctx context.Context, e *env, _ []string) error { return cmdVerify(ctx, e.global, *home) }
+			return func(ctx context.Context, e *env, _ []string) error { return cmdVerify(ctx, e.global, *home, e.stderr) }
 		}},
 	}, append(adminCommands(), userFileCommands()...)...)
 }
@@ -368,13 +368,24 @@ func readDirectory(ctx context.Context, js jetstream.JetStream) (*projections.Di
 	return dir, func() { db.Close() }, nil
 }
 
-func cmdVerify(ctx context.Context, g global, home string) error {
+func cmdVerify(ctx context.Context, g global, home string, stderr io.Writer) error {
 	nc, _, err := connect(g)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	msg, err := nc.RequestWithContext(ctx, events.HomeAdminSubject(home, "verify"), nil)
+	req := nats.NewMsg(events.HomeAdminSubject(home, "verify"))
+	finish := func() {}
+	if !g.json {
+		// The node reports its rebuilds' progress to an inbox of ours.
+		inbox := nats.NewInbox()
+		req.Header.Set(projections.HeaderProgress, inbox)
+		if finish, err = showProgress(nc, inbox, stderr); err != nil {
+			return err
+		}
+	}
+	msg, err := nc.RequestMsgWithContext(ctx, req)
+	finish()
 	if err != nil {
 		return fmt.Errorf("ask the node of home server %s: %w (is it running?)", home, err)
 	}

@@ -156,7 +156,7 @@ func (e *env) importUsers(ctx context.Context, path string, o importOptions) err
 		defer pwFile.close()
 		sum.Passwords = name
 	}
-	prog := newProgress(e.stderr, "import", len(plan), e.json)
+	prog := newCounter(e.stderr, "import", len(plan), e.json)
 	for len(plan) > 0 {
 		batch := plan[:min(len(plan), directory.ImportBatch)]
 		plan = plan[len(batch):]

@@ -3,136 +3,93 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"sync"
 	"time"
-
-	"golang.org/x/term"
 )
 
-// progress shows how far a long command is: on a terminal a bar redrawn
-// in place with the count, the rate and the time left; elsewhere a plain
-// line every few seconds and one at the end; with -json nothing (the
-// output is for programs). A few lines do the job, so no library.
-type progress struct {
-	w     io.Writer
+// counter shows the progress of a count towards a total (users imported,
+// moved, events read) on a progressLine: on a terminal with a bar, the
+// count, the rate and the time left; with -json nothing (the output is
+// for programs). A few lines do the job, so no library.
+type counter struct {
+	line  *progressLine // nil: quiet
 	what  string
-	total int // 0 when unknown: no bar, no time left
-	tty   bool
-	quiet bool
-	width int
+	width int // the bar's, on a terminal
 
 	mu    sync.Mutex
 	done  int
+	total int // 0 when unknown: no bar, no time left
 	start time.Time
-	last  time.Time
-	shown bool // a line is on the terminal without its newline
-	ended bool
 }
 
-// newProgress returns the progress of what, out of total (0: unknown).
-func newProgress(w io.Writer, what string, total int, quiet bool) *progress {
-	p := &progress{w: w, what: what, total: total, quiet: quiet, start: time.Now(), width: 80}
-	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		p.tty = true
-		if cols, _, err := term.GetSize(int(f.Fd())); err == nil && cols > 40 {
-			p.width = cols
-		}
+// newCounter returns the progress of what towards total (0: unknown),
+// shown on w unless quiet.
+func newCounter(w io.Writer, what string, total int, quiet bool) *counter {
+	c := &counter{what: what, total: total, start: time.Now(), width: 30}
+	if !quiet {
+		c.line = newProgressLine(w)
 	}
-	return p
+	return c
 }
 
 // add counts n more done.
-func (p *progress) add(n int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.done += n
-	p.show(false)
+func (c *counter) add(n int) {
+	c.mu.Lock()
+	c.done += n
+	c.mu.Unlock()
+	c.show(false)
 }
 
-// set says how many are done.
-func (p *progress) set(done, total int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.done, p.total = done, total
-	p.show(false)
+// set says how many are done, out of how many (0: unknown).
+func (c *counter) set(done, total int) {
+	c.mu.Lock()
+	c.done, c.total = done, total
+	c.mu.Unlock()
+	c.show(false)
 }
 
-// end shows the last state and ends the display.
-func (p *progress) end() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ended {
+// end shows the last count and ends the display.
+func (c *counter) end() {
+	if c.line == nil {
 		return
 	}
-	p.show(true)
-	p.ended = true
+	c.show(true)
+	c.line.end()
 }
 
-func (p *progress) show(final bool) {
-	if p.quiet || p.ended {
-		return
-	}
-	now := time.Now()
-	every := 2 * time.Second
-	if p.tty {
-		every = 100 * time.Millisecond
-	}
-	if !final && now.Sub(p.last) < every {
-		return
-	}
-	p.last = now
-	text := p.line(now)
-	switch {
-	case !p.tty:
-		fmt.Fprintln(p.w, text)
-	case final:
-		fmt.Fprintf(p.w, "\r%s\x1b[K\n", text)
-		p.shown = false
-	default:
-		fmt.Fprintf(p.w, "\r%s\x1b[K", text)
-		p.shown = true
+func (c *counter) show(final bool) {
+	if c.line != nil {
+		c.line.show(final, func() string { return c.text(time.Now()) })
 	}
 }
 
-// line is the progress as one line: what, a bar, count, rate, time left.
-func (p *progress) line(now time.Time) string {
-	elapsed := now.Sub(p.start)
+// text is the progress as one line: what, a bar (on a terminal, towards
+// a known total), the count, the rate, the time left or taken.
+func (c *counter) text(now time.Time) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	elapsed := now.Sub(c.start)
 	rate := 0.0
 	if s := elapsed.Seconds(); s > 0 {
-		rate = float64(p.done) / s
+		rate = float64(c.done) / s
 	}
-	count := thousands(uint64(p.done))
-	left := ""
-	if p.total > 0 {
-		count += "/" + thousands(uint64(p.total))
-		switch {
-		case p.done >= p.total:
-			left = fmt.Sprintf(", took %s", elapsed.Round(100*time.Millisecond))
-		case rate > 0:
-			left = fmt.Sprintf(", %s left", time.Duration(float64(p.total-p.done)/rate*float64(time.Second)).Round(time.Second))
-		}
-	} else {
-		left = fmt.Sprintf(", %s", elapsed.Round(100*time.Millisecond))
+	count := thousands(uint64(c.done))
+	var when string
+	switch {
+	case c.total > 0 && c.done < c.total && rate > 0:
+		count += " of " + thousands(uint64(c.total))
+		when = fmt.Sprintf("%s left", time.Duration(float64(c.total-c.done)/rate*float64(time.Second)).Round(time.Second))
+	case c.total > 0:
+		count += " of " + thousands(uint64(c.total))
+		fallthrough
+	default:
+		when = elapsed.Round(100 * time.Millisecond).String()
 	}
-	tail := fmt.Sprintf(" %s, %s/s%s", count, thousands(uint64(rate)), left)
-	if p.total <= 0 || !p.tty {
-		return p.what + ":" + tail
+	text := fmt.Sprintf("%s: %s, %s/s, %s", c.what, count, thousands(uint64(rate)), when)
+	if c.line.tty && c.total > 0 {
+		filled := min(c.width, c.width*c.done/c.total)
+		text = fmt.Sprintf("%s [%s%s] %s, %s/s, %s", c.what, strings.Repeat("=", filled), strings.Repeat(" ", c.width-filled), count, thousands(uint64(rate)), when)
 	}
-	barWidth := min(40, p.width-len(p.what)-len(tail)-4)
-	if barWidth < 10 {
-		return p.what + ":" + tail
-	}
-	filled := min(barWidth, barWidth*p.done/p.total)
-	return p.what + " [" + strings.Repeat("=", filled) + strings.Repeat(" ", barWidth-filled) + "]" + tail
-}
-
-// thousands formats n with thousands separators.
-func thousands(n uint64) string {
-	s := fmt.Sprint(n)
-	for i := len(s) - 3; i > 0; i -= 3 {
-		s = s[:i] + "," + s[i:]
-	}
-	return s
+	return text
 }

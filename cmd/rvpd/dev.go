@@ -43,6 +43,7 @@ type devFlags struct {
 	roleFlags
 	data, http, nats, natsSync string
 	demoPassword               string
+	demoUsers                  int
 	reset                      bool
 }
 
@@ -55,6 +56,7 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	fs.StringVar(&f.nats, "nats", "127.0.0.1:4222", `address of the NATS client listener, so the nats CLI can look in ("" for none)`)
 	fs.StringVar(&f.natsSync, "nats.sync", "", `JetStream fsync: "always", or an interval such as 1s (default: the server's 2m)`)
 	fs.StringVar(&f.demoPassword, "demo-password", "", "set the password of the demo users and administrator (default: one derived from the cluster key, set on the first start)")
+	fs.IntVar(&f.demoUsers, "demo-users", 0, "also create user1..userN in the demo domain with the demo password, for load tests")
 	fs.BoolVar(&f.reset, "reset", false, "delete the data directory's state and start clean")
 	fs.StringVar(&f.keyFile, "cluster-key-file", "", "file holding the cluster key (64 hex digits; default: the environment's RVP_CLUSTER_KEY, else one generated and kept in the data directory)")
 	f.roleFlags.register(fs)
@@ -116,6 +118,11 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	admin := &directory.Admin{JetStream: p.js, Directory: p.dir, Keyring: keyring, Actor: "rvpd-dev"}
 	if err := bootstrapDemo(setup, p.js, admin, password, f.demoPassword != "", log); err != nil {
 		return fmt.Errorf("create the demo domain: %w", err)
+	}
+	if f.demoUsers > 0 {
+		if err := addDemoUsers(ctx, p.js, admin, f.demoUsers, password, log); err != nil {
+			return err
+		}
 	}
 	if ok, err := hasPassword(admin, events.NewUser(demoDomain, demoUsers[0].alias), password); err != nil || !ok {
 		password = "changed since the first start (rvpctl password reset alice@" + demoDomain + ", or -demo-password)"

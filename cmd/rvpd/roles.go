@@ -45,6 +45,7 @@ type roleFlags struct {
 	auditBodies         bool
 	auditRetention      time.Duration
 	ops                 string
+	pprof               string
 }
 
 // streamOptions are the streams' settings these flags give.
@@ -93,6 +94,7 @@ func (f *roleFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.peers, "federation.peers", "", "federation peer table: host=host:port,... (an IM host or domain of another organisation and its router's address)")
 	fs.StringVar(&f.dns, "federation.dns", "", `find other organisations by DNS SRV _rvp._tcp.<domain>: "system", or a DNS server host:port ("" off)`)
 	fs.StringVar(&f.ops, "ops", "", `address of the operations listener: /metrics (Prometheus), /healthz, /readyz and the operator console, e.g. 127.0.0.1:9090 ("" for none)`)
+	fs.StringVar(&f.pprof, "pprof", "", `address to serve Go's profiles on (net/http/pprof), e.g. 127.0.0.1:6060 ("" for none)`)
 	fs.StringVar(&f.proxy, "federation.proxy", "", "outbound HTTP proxy for requests to other organisations, http://host:port (it finds their hosts: the peer table and DNS discovery are then unused)")
 }
 
@@ -199,6 +201,14 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 	outbound, peers, srv, err := federation(s.flags)
 	if err != nil {
 		return err
+	}
+	pprofAddr, err := addPprof(g, s.flags.pprof, s.log)
+	if err != nil {
+		return err
+	}
+	if pprofAddr != "" {
+		// The profiles' listener is one of ours: no Call-Back may name it.
+		s.own = append(slices.Clone(s.own), rvp.ListenerEndpoints(pprofAddr)...)
 	}
 	callBacks, err := s.callBackPolicy()
 	if err != nil {

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/testcluster"
+)
+
+// TestVerifyProgress: rvpctl verify has the home node rebuild its
+// projections and compare; it shows the rebuilds' progress as plain
+// lines when its output is not a terminal, and nothing but the results
+// with -json.
+func TestVerifyProgress(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs rvpd")
+	}
+	httpAddr, natsURL := rvpdProcess(t, "org-admin-pw-1")
+	alice := testcluster.NewClient(t, httpAddr, "alice")
+	alice.Creds = &testcluster.Credentials{Scheme: testcluster.SchemeNTLMv1, User: "alice", Domain: "EXAMPLE", Password: "org-admin-pw-1"}
+	if r := alice.Login(3600); r.Status != 200 {
+		t.Fatalf("alice's login: %d %s", r.Status, r.Body)
+	}
+	if r := alice.SetState("online", 1200, 0); r.Status != 207 {
+		t.Fatalf("alice's state: %d %s", r.Status, r.Body)
+	}
+	run := func(args ...string) (string, string) {
+		t.Helper()
+		lookup := func(k string) (string, bool) { return natsURL, k == "RVP_NATS" }
+		var out, errOut bytes.Buffer
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := exec(ctx, args, lookup, strings.NewReader(""), &out, &errOut); err != nil {
+			t.Fatalf("rvpctl %s: %v\n%s", strings.Join(args, " "), err, errOut.String())
+		}
+		return out.String(), errOut.String()
+	}
+	out, progress := run("verify")
+	for _, want := range []string{"home home1", "directory", "equal to a rebuild from its stream"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("verify's table lacks %q:\n%s", want, out)
+		}
+	}
+	for _, want := range []string{"rebuild home home1: 2 events applied, sequence 2 of 2", "rebuild directory: ", "events/s"} {
+		if !strings.Contains(progress, want) {
+			t.Errorf("verify's progress lacks %q:\n%s", want, progress)
+		}
+	}
+	if strings.Contains(progress, "\r") {
+		t.Errorf("progress rewrites its line though its output is no terminal: %q", progress)
+	}
+
+	out, progress = run("-json", "verify")
+	if progress != "" {
+		t.Errorf("verify -json writes progress: %q", progress)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var v projections.Verification
+		if err := json.Unmarshal([]byte(line), &v); err != nil || !v.OK() || v.Position == 0 {
+			t.Errorf("verify -json line %q: %+v %v", line, v, err)
+		}
+	}
+}
+
+// TestProgressLine: on a terminal the progress is one line rewritten in
+// place and ended by a newline; nothing shows after the end.
+func TestProgressLine(t *testing.T) {
+	var b bytes.Buffer
+	l := &progressLine{w: &b, tty: true}
+	l.update(projections.Progress{Projection: "home home1", Applied: 1500, Seq: 1600, Last: 250000, Elapsed: time.Second})
+	l.update(projections.Progress{Projection: "home home1", Applied: 2500, Seq: 2600, Last: 250000, Elapsed: 2 * time.Second})
+	l.end()
+	l.update(projections.Progress{Projection: "directory", Done: true})
+	want := "\rrebuild home home1: 1,500 events applied, sequence 1,600 of 250,000, 1,500 events/s, 1.0s\x1b[K" +
+		"\rrebuild home home1: 2,500 events applied, sequence 2,600 of 250,000, 1,250 events/s, 2.0s\x1b[K\n"
+	if b.String() != want {
+		t.Errorf("terminal output:\n%q\nwant\n%q", b.String(), want)
+	}
+}

@@ -1,0 +1,176 @@
+package directory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/rvp"
+)
+
+// NewUser is a user for EnableUsers: what EnableUser takes, and the
+// verifiers SetPassword would record.
+type NewUser struct {
+	Spec      UserSpec
+	Verifiers rvp.Verifiers
+}
+
+// enableBatch bounds the appends EnableUsers has in flight.
+const enableBatch = 1000
+
+// EnableUsers enables many users and sets their passwords: the events
+// EnableUser and SetPassword append, checked the same way and fenced the
+// same way (a user's subject must be empty when it is enabled, and its
+// password follows the enabling), but published asynchronously, up to
+// enableBatch at a time, with one wait for the directory projection at the
+// end. Users the directory knows already are left as they are. It returns
+// how many it enabled; on an error, those before it stay enabled.
+func (a *Admin) EnableUsers(ctx context.Context, users []NewUser) (int, error) {
+	if a.Keyring == nil {
+		return 0, errors.New("no cluster key: passwords cannot be stored")
+	}
+	checked := map[string]error{}
+	var todo []NewUser
+	for _, nu := range users {
+		u := nu.Spec.User
+		if err := checkAlias(u); err != nil {
+			return 0, err
+		}
+		if err, ok := checked[u.Domain+"\x00"+nu.Spec.Home]; !ok {
+			err = a.checkDomainHome(u.Domain, nu.Spec.Home)
+			checked[u.Domain+"\x00"+nu.Spec.Home] = err
+			if err != nil {
+				return 0, err
+			}
+		}
+		if len(nu.Verifiers.NT) != 16 || len(nu.Verifiers.HA1) == 0 {
+			return 0, fmt.Errorf("%s: password verifiers are incomplete", u)
+		}
+		if rec, err := a.Directory.User(u); err != nil {
+			return 0, err
+		} else if rec != nil {
+			continue
+		}
+		todo = append(todo, nu)
+	}
+	created := 0
+	var last uint64
+	for len(todo) > 0 {
+		n := min(len(todo), enableBatch)
+		batch := todo[:n]
+		todo = todo[n:]
+		enabled := make([]jetstream.PubAckFuture, n)
+		for i, nu := range batch {
+			s := nu.Spec
+			f, err := a.publishAsync(ctx, &events.UserEnabled{Meta: a.meta(), User: s.User, Home: s.Home, DisplayName: s.DisplayName, Email: s.Email, NTAccount: s.NTAccount}, 0)
+			if err != nil {
+				return created, err
+			}
+			enabled[i] = f
+		}
+		passwords := make([]jetstream.PubAckFuture, 0, n)
+		for i, nu := range batch {
+			ack, err := awaitAck(ctx, enabled[i])
+			if err != nil {
+				if isWrongLastSequence(err) {
+					continue // enabled meanwhile by someone else: left as it is
+				}
+				return created, fmt.Errorf("enable %s: %w", nu.Spec.User, err)
+			}
+			created++
+			last = max(last, ack.Sequence)
+			subject := events.UserSubject(nu.Spec.User)
+			sealed, err := a.Keyring.SealVerifiers(nu.Verifiers, subject)
+			if err != nil {
+				return created, err
+			}
+			f, err := a.publishAsync(ctx, &events.PasswordSet{Meta: a.meta(), User: nu.Spec.User, Verifiers: sealed}, ack.Sequence)
+			if err != nil {
+				return created, err
+			}
+			passwords = append(passwords, f)
+		}
+		for _, f := range passwords {
+			ack, err := awaitAck(ctx, f)
+			if err != nil {
+				return created, fmt.Errorf("set the password of %s: %w", f.Msg().Subject, err)
+			}
+			last = max(last, ack.Sequence)
+		}
+	}
+	if last == 0 {
+		return created, nil
+	}
+	return created, a.Directory.WaitFor(ctx, last)
+}
+
+// publishAsync starts the append of ev expecting its subject's last
+// sequence to be expect.
+func (a *Admin) publishAsync(ctx context.Context, ev events.DirectoryEvent, expect uint64) (jetstream.PubAckFuture, error) {
+	msg, err := directoryMsg(ev)
+	if err != nil {
+		return nil, err
+	}
+	f, err := a.JetStream.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(expect))
+	if err != nil {
+		return nil, fmt.Errorf("append %s: %w", ev.Type(), err)
+	}
+	return f, nil
+}
+
+func awaitAck(ctx context.Context, f jetstream.PubAckFuture) (*jetstream.PubAck, error) {
+	select {
+	case ack := <-f.Ok():
+		return ack, nil
+	case err := <-f.Err():
+		return nil, err
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+}
+
+// directoryMsg is the message that appends ev.
+func directoryMsg(ev events.DirectoryEvent) (*nats.Msg, error) {
+	data, err := events.Encode(ev)
+	if err != nil {
+		return nil, err
+	}
+	msg := nats.NewMsg(ev.DirSubject())
+	msg.Header.Set(events.HeaderType, ev.Type())
+	msg.Data = data
+	return msg, nil
+}
+
+// isWrongLastSequence reports a failed expectation of a subject's last
+// sequence (both of JetStream's codes for it).
+func isWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// checkAlias refuses an alias no RVP URL can carry.
+func checkAlias(u events.User) error {
+	if u.Alias == "" || strings.ContainsAny(u.Alias, "/@ \t\\") {
+		return fmt.Errorf("user %q: an alias has no '/', '@', '\\' or spaces", u.Alias)
+	}
+	return nil
+}
+
+// checkDomainHome returns an error naming the fix when users of domain
+// cannot be homed on home.
+func (a *Admin) checkDomainHome(domain, home string) error {
+	dom, err := a.Directory.Domain(domain)
+	if err != nil {
+		return err
+	}
+	if dom == nil {
+		return fmt.Errorf("IM domain %s does not exist; create it first (rvpctl domain create %s -im-host im.%s)", domain, domain, domain)
+	}
+	return a.checkHome(home)
+}

@@ -1,0 +1,134 @@
+package projections
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// dirMemory is the directory projection's records in memory, decoded, by
+// key: kind → the rest of the key (its tokens, 0-separated) → value
+// (Domain, HomeServer, Router, UserRecord, Administrator, Settings, a
+// host's domain or home server name, sealed verifiers). It holds what
+// Pebble holds under the same keys.
+type dirMemory struct {
+	mu    sync.RWMutex
+	kinds map[string]map[string]any
+}
+
+// memEntry is one key's new value; a nil value deletes it.
+type memEntry struct {
+	kind, rest string
+	value      any
+}
+
+// decodeEntry decodes the value of one directory key as the memory keeps
+// it; a nil v (a deletion) gives an entry without value.
+func (d *Directory) decodeEntry(k, v []byte) (memEntry, error) {
+	tail, ok := bytes.CutPrefix(k, d.prefix)
+	if !ok {
+		return memEntry{}, fmt.Errorf("key %q is not the directory's", k)
+	}
+	kind, rest, _ := strings.Cut(string(tail), "\x00")
+	e := memEntry{kind: kind, rest: rest}
+	if v == nil {
+		return e, nil
+	}
+	var err error
+	switch kind {
+	case "pos":
+		e.kind = "" // kept by d.pos
+	case "host", "homehost":
+		e.value = string(v)
+	case "pw":
+		e.value = bytes.Clone(v)
+	case "dom":
+		e.value, err = decodeAs[Domain](v)
+	case "home":
+		e.value, err = decodeAs[HomeServer](v)
+	case "router":
+		e.value, err = decodeAs[Router](v)
+	case "user":
+		e.value, err = decodeAs[UserRecord](v)
+	case "admin":
+		e.value, err = decodeAs[Administrator](v)
+	case "set":
+		e.value, err = decodeAs[Settings](v)
+	default:
+		return e, fmt.Errorf("directory key %q: unknown kind %q", k, kind)
+	}
+	if err != nil {
+		return e, fmt.Errorf("decode %q: %w", k, err)
+	}
+	return e, nil
+}
+
+func decodeAs[T any](v []byte) (T, error) {
+	var x T
+	err := json.Unmarshal(v, &x)
+	return x, err
+}
+
+func (m *dirMemory) set(e memEntry) {
+	if e.kind == "" {
+		return
+	}
+	byRest := m.kinds[e.kind]
+	if e.value == nil {
+		delete(byRest, e.rest)
+		return
+	}
+	if byRest == nil {
+		byRest = map[string]any{}
+		m.kinds[e.kind] = byRest
+	}
+	byRest[e.rest] = e.value
+}
+
+// apply applies a committed batch's entries, in order.
+func (m *dirMemory) apply(es []memEntry) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range es {
+		m.set(e)
+	}
+}
+
+// memGet returns the value of kind at rest.
+func memGet[T any](m *dirMemory, kind, rest string) (T, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	v, ok := m.kinds[kind][rest].(T)
+	return v, ok
+}
+
+// memRecord returns a copy of the record of kind at rest, or nil.
+func memRecord[T any](m *dirMemory, kind, rest string) *T {
+	v, ok := memGet[T](m, kind, rest)
+	if !ok {
+		return nil
+	}
+	return &v
+}
+
+// memList returns the records of kind whose rest starts with prefix, in
+// key order (Pebble's).
+func memList[T any](m *dirMemory, kind, prefix string) []T {
+	m.mu.RLock()
+	keys := make([]string, 0, len(m.kinds[kind]))
+	for k := range m.kinds[kind] {
+		if strings.HasPrefix(k, prefix) {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	var out []T
+	for _, k := range keys {
+		out = append(out, m.kinds[kind][k].(T))
+	}
+	m.mu.RUnlock()
+	return out
+}

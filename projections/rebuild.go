@@ -1,0 +1,306 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/events"
+)
+
+// Progress is how far a rebuild has come.
+type Progress struct {
+	Projection string `json:"projection"`
+	// Applied counts the events applied so far; Seq is the stream
+	// sequence reached, Last the one the rebuild ends at.
+	Applied uint64        `json:"applied"`
+	Seq     uint64        `json:"seq"`
+	Last    uint64        `json:"last"`
+	Elapsed time.Duration `json:"elapsed"`
+	Done    bool          `json:"done,omitempty"`
+}
+
+// Rate returns the events applied per second so far.
+func (p Progress) Rate() float64 {
+	if p.Elapsed <= 0 {
+		return 0
+	}
+	return float64(p.Applied) / p.Elapsed.Seconds()
+}
+
+// rebuildTarget is a projection being rebuilt: its position, and how one
+// decoded event is applied to a batch. Events of the types in undecoded
+// are applied without being decoded (ev is nil).
+type rebuildTarget struct {
+	name      string
+	pos       *position
+	posKy     []byte
+	db        *DB
+	apply     func(b *pebble.Batch, m Msg, ev events.Event) error
+	undecoded map[string]bool
+}
+
+// historyOnly are the facts a home projection keeps nothing of but their
+// user's version (the sequence of its aggregate's last fact), which their
+// subject names: their record is the stream. The rebuild skips decoding
+// them, which are most of a busy home server's facts and the largest
+// (message bodies). TestHistoryOnlyFacts checks that Home.apply writes
+// nothing for them.
+var historyOnly = map[string]bool{events.TypeMessageAccepted: true, events.TypeMessageDelivered: true}
+
+func homeTarget(h *Home) rebuildTarget {
+	return rebuildTarget{name: "home " + h.home, pos: h.pos, posKy: h.key("pos"), db: h.db, undecoded: historyOnly,
+		apply: func(b *pebble.Batch, m Msg, ev events.Event) error {
+			// As Home.ApplyBatch does.
+			if ev == nil {
+				home, u, err := events.ParseFactSubject(m.Subject)
+				if err != nil || home != h.home {
+					return fmt.Errorf("home %s seq %d: %s on subject %s", h.home, m.Seq, m.Type, m.Subject)
+				}
+				return b.Set(h.userKey(u, "ver"), []byte(be64(m.Seq)), nil)
+			}
+			f, ok := ev.(events.Fact)
+			if !ok {
+				return fmt.Errorf("home %s seq %d: %s is not a fact", h.home, m.Seq, m.Type)
+			}
+			if err := h.apply(b, f); err != nil {
+				return fmt.Errorf("home %s seq %d (%s): %w", h.home, m.Seq, m.Type, err)
+			}
+			return b.Set(h.userKey(f.Subject(), "ver"), []byte(be64(m.Seq)), nil)
+		}}
+}
+
+func directoryTarget(d *Directory) rebuildTarget {
+	return rebuildTarget{name: "directory", pos: d.pos, posKy: d.key("pos"), db: d.db,
+		apply: func(b *pebble.Batch, m Msg, ev events.Event) error {
+			// As Directory.ApplyBatch does (the rebuilt copy's memory is
+			// not kept: only its keys are compared).
+			if err := d.apply(b, ev, m.Seq); err != nil {
+				return fmt.Errorf("directory seq %d (%s): %w", m.Seq, m.Type, err)
+			}
+			return nil
+		}}
+}
+
+// rebuild tuning: messages per decoded chunk, and events per Pebble batch.
+const (
+	rebuildChunk = 512
+	rebuildBatch = 8192
+)
+
+// chunk is a run of stream messages, decoded by a worker while the
+// applier works on the ones before.
+type chunk struct {
+	msgs    []Msg
+	evs     []events.Event
+	err     error
+	decoded chan struct{}
+}
+
+// rebuild applies to t every message of stream matching filter, from
+// t's position+1 up to last. It is Replay made for speed: the stream is
+// read from start to end without a server-side filter (a filtered
+// consumer makes the server match each message against the stream's
+// subjects) and filtered here, the events are decoded by as many
+// goroutines as there are CPUs, and applied in order in large batches.
+// progress, when set, is called every interval and at the end.
+func rebuild(ctx context.Context, js jetstream.JetStream, stream, filter string, last uint64, t rebuildTarget, progress func(Progress), interval time.Duration) error {
+	start := time.Now()
+	from := t.pos.get()
+	if last == 0 || from >= last {
+		if progress != nil {
+			progress(Progress{Projection: t.name, Seq: from, Last: last, Done: true})
+		}
+		return nil
+	}
+	match := subjectMatcher(filter)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from + 1,
+	})
+	if err != nil {
+		return fmt.Errorf("rebuild %s: read %s: %w", t.name, stream, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(4096))
+	if err != nil {
+		return fmt.Errorf("rebuild %s: read %s: %w", t.name, stream, err)
+	}
+	defer it.Stop()
+
+	workers := runtime.GOMAXPROCS(0)
+	toDecode := make(chan *chunk, workers*8)
+	inOrder := make(chan *chunk, workers*16)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for c := range toDecode {
+				c.evs = make([]events.Event, len(c.msgs))
+				for i, m := range c.msgs {
+					if t.undecoded[m.Type] {
+						continue
+					}
+					if c.evs[i], c.err = events.Decode(m.Type, m.Data); c.err != nil {
+						c.err = fmt.Errorf("%s seq %d: %w", t.name, m.Seq, c.err)
+						break
+					}
+				}
+				close(c.decoded)
+			}
+		}()
+	}
+	// The reader: chunks of matching messages, in stream order.
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(inOrder)
+		defer close(toDecode)
+		c := &chunk{decoded: make(chan struct{})}
+		send := func() bool {
+			select {
+			case toDecode <- c:
+			case <-ctx.Done():
+				return false
+			}
+			select {
+			case inOrder <- c:
+			case <-ctx.Done():
+				return false
+			}
+			c = &chunk{decoded: make(chan struct{})}
+			return true
+		}
+		for {
+			m, err := it.Next()
+			if err != nil {
+				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					readErr <- err
+				}
+				return
+			}
+			md, err := m.Metadata()
+			if err != nil {
+				readErr <- fmt.Errorf("message metadata: %w", err)
+				return
+			}
+			seq := md.Sequence.Stream
+			if seq > last {
+				break
+			}
+			if match(m.Subject()) {
+				c.msgs = append(c.msgs, Msg{Seq: seq, Subject: m.Subject(), Type: m.Headers().Get(events.HeaderType), Data: m.Data(), Time: md.Timestamp})
+			}
+			if seq == last {
+				break
+			}
+			if len(c.msgs) == rebuildChunk && !send() {
+				return
+			}
+		}
+		if len(c.msgs) > 0 {
+			send()
+		}
+	}()
+	defer wg.Wait()
+
+	// The applier.
+	p := Progress{Projection: t.name, Seq: from, Last: last}
+	report := func(done bool) {
+		if progress != nil {
+			p.Elapsed, p.Done = time.Since(start), done
+			progress(p)
+		}
+	}
+	nextReport := time.Now().Add(interval)
+	b := t.db.pdb.NewIndexedBatch()
+	inBatch := 0
+	commit := func() error {
+		if inBatch == 0 {
+			return nil
+		}
+		b.Set(t.posKy, []byte(be64(p.Seq)), nil)
+		if err := b.Commit(pebble.NoSync); err != nil {
+			return fmt.Errorf("rebuild %s: commit: %w", t.name, err)
+		}
+		b.Close()
+		t.pos.set(p.Seq)
+		b, inBatch = t.db.pdb.NewIndexedBatch(), 0
+		return nil
+	}
+	defer func() { b.Close() }()
+	for c := range inOrder {
+		select {
+		case <-c.decoded:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if c.err != nil {
+			return fmt.Errorf("rebuild %s: %w", t.name, c.err)
+		}
+		for i, m := range c.msgs {
+			if m.Seq <= p.Seq {
+				continue
+			}
+			if err := t.apply(b, m, c.evs[i]); err != nil {
+				return fmt.Errorf("rebuild: %w", err)
+			}
+			p.Seq = m.Seq
+			p.Applied++
+			inBatch++
+		}
+		if inBatch >= rebuildBatch {
+			if err := commit(); err != nil {
+				return err
+			}
+		}
+		if progress != nil && time.Now().After(nextReport) {
+			report(false)
+			nextReport = time.Now().Add(interval)
+		}
+	}
+	select {
+	case err := <-readErr:
+		return fmt.Errorf("rebuild %s: read %s: %w", t.name, stream, err)
+	default:
+	}
+	if p.Seq < last {
+		p.Seq = last // the rest did not match the filter
+	}
+	inBatch++ // the position, at least
+	if err := commit(); err != nil {
+		return err
+	}
+	report(true)
+	return nil
+}
+
+// subjectMatcher returns a function reporting whether a subject matches
+// a NATS subject filter ('*' one token, '>' the rest).
+func subjectMatcher(filter string) func(string) bool {
+	ft := strings.Split(filter, ".")
+	if prefix, ok := strings.CutSuffix(filter, ">"); ok && !strings.Contains(filter, "*") {
+		return func(s string) bool { return strings.HasPrefix(s, prefix) && len(s) > len(prefix) }
+	}
+	return func(s string) bool {
+		st := strings.Split(s, ".")
+		for i, f := range ft {
+			switch {
+			case f == ">":
+				return len(st) > i
+			case i >= len(st):
+				return false
+			case f != "*" && f != st[i]:
+				return false
+			}
+		}
+		return len(st) == len(ft)
+	}
+}

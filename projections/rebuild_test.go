@@ -1,0 +1,279 @@
+package projections
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/events"
+)
+
+// startJetStream starts an embedded JetStream server with rvpd's streams
+// on disk, and returns a client of it.
+func startJetStream(tb testing.TB) jetstream.JetStream {
+	tb.Helper()
+	ns, err := server.NewServer(&server.Options{JetStream: true, StoreDir: tb.TempDir(), DontListen: true, NoSigs: true, NoLog: true})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		tb.Fatal("nats not ready")
+	}
+	tb.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	nc, err := nats.Connect("", nats.InProcessServer(ns))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := EnsureStreams(context.Background(), js, StreamOptions{}); err != nil {
+		tb.Fatal(err)
+	}
+	return js
+}
+
+// loadFacts appends facts of users signing in as the load benchmark's do
+// (a login, a state, a subscription to each of 20 buddies, messages with
+// their outcomes, a renewal, then a state change, a logout's ends),
+// about 40 facts a user, to home's facts, and returns the last sequence.
+func loadFacts(tb testing.TB, js jetstream.JetStream, home string, users int) (uint64, int) {
+	tb.Helper()
+	at := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
+	user := func(i int) events.User { return events.NewUser("example.test", "user"+strconv.Itoa(i%users+1)) }
+	var futures []jetstream.PubAckFuture
+	id := int32(0)
+	n := 0
+	add := func(f events.Fact) {
+		data, err := events.Encode(f)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		msg := nats.NewMsg(events.FactSubject(home, f.Subject()))
+		msg.Header.Set(events.HeaderType, f.Type())
+		msg.Data = data
+		fut, err := js.PublishMsgAsync(msg)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		futures = append(futures, fut)
+		n++
+	}
+	for i := range users {
+		u := user(i)
+		meta := func() events.Meta {
+			at = at.Add(time.Millisecond)
+			return events.Meta{At: at, Request: fmt.Sprintf("%024x", n), Actor: "http://im.example.test/instmsg/aliases/" + u.Alias,
+				Auth: "ntlm:" + u.String(), Client: "10.0.0.7", Gateway: "gw1", Home: home}
+		}
+		id++
+		login := id
+		add(&events.SubscriptionCreated{Meta: meta(), Node: u, ID: login, Kind: events.NotifyPragma, CallBack: "http://10.0.0.7:5757",
+			Subscriber: "http://im.example.test/instmsg/aliases/" + u.Alias, SubscriberUser: u, NodeURL: "http://im.example.test/instmsg/aliases/" + u.Alias,
+			Lifetime: 14000, Expires: at.Add(14000 * time.Second), Source: "10.0.0.7", Credential: "ntlm"})
+		id++
+		view := id
+		add(&events.ViewSet{Meta: meta(), Node: u, ID: view, Value: "online", Default: "offline", Timeout: 1200, Expires: at.Add(20 * time.Minute), Source: "10.0.0.7"})
+		var watches []int32
+		for j := 1; j <= 20; j++ {
+			id++
+			b := user(i + j*7)
+			watches = append(watches, id)
+			add(&events.SubscriptionCreated{Meta: meta(), Node: b, ID: id, Kind: events.NotifyPropChange, CallBack: "http://im.example.test/instmsg/aliases/" + u.Alias,
+				Watcher: u, Subscriber: "http://im.example.test/instmsg/aliases/" + u.Alias, SubscriberUser: u, NodeURL: "http://im.example.test/instmsg/aliases/" + b.Alias,
+				Lifetime: 14000, Expires: at.Add(14000 * time.Second), Source: "10.0.0.7", Credential: "ntlm"})
+		}
+		for range 5 {
+			to := user(i + 1)
+			add(&events.MessageAccepted{Meta: meta(), Node: to, AckType: "DeepOr", HopCount: 1, Endpoints: 1,
+				Body: []byte(`<?xml version="1.0"?><r:notification xmlns:d="DAV:" xmlns:r="http://schemas.microsoft.com/rvp/"><r:message><r:msgbody><r:mime-data><![CDATA[MIME-Version: 1.0
+Content-Type: text/plain; charset=UTF-8
+
+hello there]]></r:mime-data></r:msgbody></r:message></r:notification>`)})
+			add(&events.MessageDelivered{Meta: meta(), Node: to, Status: 200, Delivered: 1})
+		}
+		add(&events.SubscriptionRenewed{Meta: meta(), Node: u, ID: login, Lifetime: 14000, Expires: at.Add(14000 * time.Second)})
+		add(&events.ViewSet{Meta: meta(), Node: u, ID: view, Value: "busy", Default: "offline", Timeout: 1200, Expires: at.Add(20 * time.Minute), Source: "10.0.0.7"})
+		if i%2 == 0 {
+			// Half of them sign out: their login, view and one watch end.
+			add(&events.SubscriptionEnded{Meta: meta(), Node: u, ID: login, Reason: events.EndUnsubscribed})
+			add(&events.ViewEnded{Meta: meta(), Node: u, ID: view, Reason: events.EndLoggedOut})
+			add(&events.SubscriptionEnded{Meta: meta(), Node: user(i + 7), ID: watches[0], Reason: events.EndExpired})
+		}
+	}
+	var last uint64
+	for _, f := range futures {
+		select {
+		case ack := <-f.Ok():
+			last = max(last, ack.Sequence)
+		case err := <-f.Err():
+			tb.Fatal(err)
+		}
+	}
+	return last, n
+}
+
+// BenchmarkRebuild rebuilds a home projection from 89,000-odd facts:
+// through Replay into an in-memory store (the follow loop, as verify did
+// before) and through rebuild (what rvpctl verify does now), and verifies
+// a live projection (rebuild and compare). It reports the facts applied
+// per second.
+func BenchmarkRebuild(b *testing.B) {
+	js := startJetStream(b)
+	last, n := loadFacts(b, js, "home1", 2500)
+	ctx := context.Background()
+	scratch := func(b *testing.B) (*DB, *Home) {
+		db, err := Open("", Options{InMemory: true, Scratch: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		h, err := OpenHome(db, "home1")
+		if err != nil {
+			b.Fatal(err)
+		}
+		return db, h
+	}
+	b.Run("replay", func(b *testing.B) {
+		// What verify did before rebuild: Replay into an in-memory store.
+		for b.Loop() {
+			db, err := Open("", Options{InMemory: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			h, err := OpenHome(db, "home1")
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := Replay(ctx, js, events.StreamFacts, events.FactFilter("home1"), last, h); err != nil {
+				b.Fatal(err)
+			}
+			db.Close()
+		}
+		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "facts/s")
+	})
+	b.Run("rebuild", func(b *testing.B) {
+		for b.Loop() {
+			db, h := scratch(b)
+			if err := rebuild(ctx, js, events.StreamFacts, events.FactFilter("home1"), last, homeTarget(h), nil, time.Second); err != nil {
+				b.Fatal(err)
+			}
+			db.Close()
+		}
+		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "facts/s")
+	})
+	b.Run("verify", func(b *testing.B) {
+		live, h := scratch(b)
+		defer live.Close()
+		if err := Replay(ctx, js, events.StreamFacts, events.FactFilter("home1"), last, h); err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			v, err := VerifyHome(ctx, js, live, "home1")
+			if err != nil || !v.OK() {
+				b.Fatalf("verify: %v %+v", err, v)
+			}
+		}
+		b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "facts/s")
+	})
+}
+
+// TestHistoryOnlyFacts: the facts the rebuild applies without decoding
+// them change nothing in a home projection but their user's version, as
+// Home.ApplyBatch does; and the rebuild's result is Replay's.
+func TestHistoryOnlyFacts(t *testing.T) {
+	db, err := Open("", Options{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	h, err := OpenHome(db, "home1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for typ := range historyOnly {
+		ev, err := events.Decode(typ, []byte(`{"node":{"domain":"example.test","alias":"alice"},"body":"aGk=","status":200}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := db.pdb.NewIndexedBatch()
+		if err := h.apply(b, ev.(events.Fact)); err != nil {
+			t.Fatal(err)
+		}
+		if !b.Empty() {
+			t.Errorf("Home.apply writes %d entries for %s: it is not history only; take it out of historyOnly", b.Count(), typ)
+		}
+		b.Close()
+	}
+
+	js := startJetStream(t)
+	last, _ := loadFacts(t, js, "home1", 40)
+	ctx := t.Context()
+	replayed, err := OpenHome(db, "home1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Replay(ctx, js, events.StreamFacts, events.FactFilter("home1"), last, replayed); err != nil {
+		t.Fatal(err)
+	}
+	var got []Progress
+	v, err := Verifier{Progress: func(p Progress) { got = append(got, p) }, Interval: time.Nanosecond}.Home(ctx, js, db, "home1")
+	if err != nil || !v.OK() || v.Position != last || v.Keys == 0 {
+		t.Fatalf("verify after Replay: %+v, %v", v, err)
+	}
+	if len(got) == 0 || !got[len(got)-1].Done || got[len(got)-1].Seq != last || got[len(got)-1].Applied != last {
+		t.Errorf("progress: %+v, want it to end done at %d with %d applied", got, last, last)
+	}
+}
+
+// TestDiff: the comparison names every key only one side has and every
+// value that differs, and counts the live keys.
+func TestDiff(t *testing.T) {
+	live, err := Open("", Options{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	rebuilt, err := Open("", Options{InMemory: true, Scratch: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rebuilt.Close()
+	p := prefixOf("h", "home1")
+	k := func(s string) []byte { return append(append([]byte(nil), p...), s...) }
+	for _, kv := range [][2]string{{"a", "1"}, {"b", "2"}, {"d", "4"}, {"e", "5"}} {
+		if err := live.pdb.Set(k(kv[0]), []byte(kv[1]), pebble.NoSync); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, kv := range [][2]string{{"a", "1"}, {"c", "3"}, {"d", "x"}, {"e", "5"}} {
+		if err := rebuilt.pdb.Set(k(kv[0]), []byte(kv[1]), pebble.NoSync); err != nil {
+			t.Fatal(err)
+		}
+	}
+	live.pdb.Set([]byte("h\x00home2\x00z"), []byte("elsewhere"), pebble.NoSync) // another prefix
+	got, n, err := diff(live.pdb, rebuilt.pdb, p, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("differs at %q: live \"4\", rebuilt \"x\"\nonly in live: %q = \"2\"\nonly in rebuilt: %q = \"3\"", k("d"), k("b"), k("c"))
+	if got != want || n != 4 {
+		t.Errorf("diff:\n%s\n(%d live keys)\nwant:\n%s\n(4)", got, n, want)
+	}
+	if got, _, _ := diff(live.pdb, rebuilt.pdb, p, 1); !strings.HasSuffix(got, "… and 2 more") {
+		t.Errorf("diff cut at 1: %q", got)
+	}
+	if got, n, _ := diff(live.pdb, live.pdb, p, 20); got != "" || n != 4 {
+		t.Errorf("a store with itself: %q, %d keys", got, n)
+	}
+}

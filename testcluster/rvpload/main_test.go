@@ -1,0 +1,39 @@
+package main
+
+import (
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestSmoke runs the load benchmark as make bench-load does, with a few
+// users for one round: the relay and rvpd dev as processes, every
+// scenario, the message checks, the report.
+func TestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs rvpd and the relay")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "../../cmd/rvpd", ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(filepath.Join(dir, "rvpload"), "-rvpd", filepath.Join(dir, "rvpd"), "-work", filepath.Join(dir, "work"),
+		"-users", "60", "-rounds", "1", "-pairs", "3", "-msg-duration", "500ms", "-watchers", "10",
+		"-login-users", "10", "-buddy-users", "10", "-buddies", "3", "-concurrency", "4", "-sync", "default")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("rvpload: %v\n%s\n%s", err, stderr.String(), out)
+	}
+	for _, want := range []string{
+		"| messages (messages) | rvpd-default |", "| fan-out (notifications) | rvpd-default |",
+		"| login (users) | rvpd-default |", "| buddies (users) | rvpd-default |",
+		"| rvpd-default | 60 |", "| relay | 60 |",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+}

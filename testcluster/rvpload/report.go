@@ -1,0 +1,132 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"runtime"
+	"slices"
+	"time"
+)
+
+var units = map[string]string{"messages": "messages", "fan-out": "notifications", "login": "users", "buddies": "users"}
+
+// report prints the results as Markdown tables: every run, then for each
+// scenario and server the medians over the rounds and the median of the
+// ratios to the relay's run in the same round.
+func (b *bench) report(w io.Writer) {
+	c := b.cfg
+	fmt.Fprintf(w, "rvpload %s: %d CPUs, %s; %d users, %d rounds; messages: %d pairs for %v; fan-out: %d watchers × %d changes; login: %d users; buddies: %d users × %d buddies; %d at a time\n\n",
+		time.Now().UTC().Format(time.DateTime), runtime.NumCPU(), runtime.Version(), c.users, c.rounds, c.pairs, c.msgDuration, c.watchers, c.changes, c.loginUsers, c.buddyUsers, c.buddies, c.concurrency)
+
+	fmt.Fprintln(w, "| scenario | server | relay /s | server /s | ratio /s | relay /CPU-s | server /CPU-s | ratio /CPU-s | p99 relay | p99 server |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+	for _, sc := range c.scenarios {
+		relay := b.byRound(sc, "relay")
+		for _, t := range b.targets {
+			if t.name == "relay" {
+				continue
+			}
+			mine := b.byRound(sc, t.name)
+			var rate, cpu, relayRate, relayCPU, ratio, ratioCPU []float64
+			var p99, relayP99 []time.Duration
+			for round, r := range mine {
+				rr, ok := relay[round]
+				rate, cpu = append(rate, r.perSecond()), append(cpu, r.perCPU())
+				p99 = append(p99, r.p99)
+				if !ok {
+					continue
+				}
+				relayRate, relayCPU = append(relayRate, rr.perSecond()), append(relayCPU, rr.perCPU())
+				relayP99 = append(relayP99, rr.p99)
+				ratio = append(ratio, r.perSecond()/rr.perSecond())
+				if rr.perCPU() > 0 {
+					ratioCPU = append(ratioCPU, r.perCPU()/rr.perCPU())
+				}
+			}
+			p99s := func(d []time.Duration) string {
+				if len(d) == 0 || slices.Max(d) == 0 {
+					return "—"
+				}
+				return median(d).Round(time.Millisecond).String()
+			}
+			fmt.Fprintf(w, "| %s (%s) | %s | %.0f | %.0f | %.3f | %.0f | %.0f | %.3f | %s | %s |\n", sc, units[sc], t.name,
+				median(relayRate), median(rate), median(ratio), median(relayCPU), median(cpu), median(ratioCPU), p99s(relayP99), p99s(p99))
+		}
+	}
+	if c.compare != "" {
+		fmt.Fprintln(w, "\n| scenario | sync | rvpd/before /s | rvpd/before /CPU-s |")
+		fmt.Fprintln(w, "|---|---|---|---|")
+		for _, sc := range c.scenarios {
+			for _, mode := range c.syncModes {
+				after, before := b.byRound(sc, "rvpd-"+mode), b.byRound(sc, "before-"+mode)
+				var rate, cpu []float64
+				for round, r := range after {
+					if rb, ok := before[round]; ok {
+						rate = append(rate, r.perSecond()/rb.perSecond())
+						if rb.perCPU() > 0 {
+							cpu = append(cpu, r.perCPU()/rb.perCPU())
+						}
+					}
+				}
+				fmt.Fprintf(w, "| %s | %s | %.3f | %.3f |\n", sc, mode, median(rate), median(cpu))
+			}
+		}
+	}
+	fmt.Fprintln(w, "\nEach figure is the median over the rounds; a ratio is the server's rate over the relay's in the same round (median over the rounds). /CPU-s counts the CPU time of the server's process only.")
+
+	if len(b.memory) > 0 {
+		fmt.Fprintln(w, "\n| server | users online | resident at start | resident with all online | growth per online user | Go heap in use at start | with all online | growth per online user | last sign-ins |")
+		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|")
+		for _, m := range b.memory {
+			per := func(a, b int64) string { return kib(float64(b-a) / float64(max(m.online, 1))) }
+			heap := "— | — | —"
+			if m.now.heap > 0 {
+				heap = fmt.Sprintf("%s | %s | %s", mib(m.before.heap), mib(m.now.heap), per(m.before.heap, m.now.heap))
+			}
+			fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %d in %.1fs (%.0f/s) |\n", m.target, m.online, mib(m.before.rss), mib(m.now.rss),
+				per(m.before.rss, m.now.rss), heap, m.signInUsers, m.signInTook.Seconds(), float64(m.signInUsers)/m.signInTook.Seconds())
+		}
+		fmt.Fprintln(w, "\nMemory is read after the server has collected its garbage (asked through its profiles, where it serves them) and a second has passed.")
+	}
+
+	fmt.Fprintln(w, "\n| round | scenario | server | count | seconds | /s | server CPU-s | /CPU-s | p50 | p99 | errors |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|")
+	for _, r := range b.results {
+		fmt.Fprintf(w, "| %d | %s | %s | %d | %.2f | %.1f | %.2f | %.1f | %s | %s | %d |\n", r.round, r.scenario, r.target, r.ops, r.wall.Seconds(),
+			r.perSecond(), r.cpu.Seconds(), r.perCPU(), dur(r.p50), dur(r.p99), r.errors)
+	}
+}
+
+// byRound returns a server's results of a scenario by round.
+func (b *bench) byRound(scenario, target string) map[int]result {
+	m := map[int]result{}
+	for _, r := range b.results {
+		if r.scenario == scenario && r.target == target {
+			m[r.round] = r
+		}
+	}
+	return m
+}
+
+func median[T float64 | time.Duration](v []T) T {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func dur(d time.Duration) string {
+	if d == 0 {
+		return "—"
+	}
+	return d.Round(time.Millisecond).String()
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+func kib(b float64) string { return fmt.Sprintf("%.2f KiB", b/1024) }

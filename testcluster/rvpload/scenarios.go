@@ -1,0 +1,319 @@
+package main
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// messages: each pair's first user sends the second instant messages in a
+// closed loop (the next once the last is answered) for msgDuration. Every
+// message is unique and checked at the recipient's Call-Back: each one
+// answered 200 must have arrived exactly once, unchanged and in order,
+// and nothing else may arrive.
+func (b *bench) messages(t *target, round int) (result, error) {
+	c := b.cfg
+	type pairLog struct {
+		sent, failed, got []string
+	}
+	logs := make([]pairLog, c.pairs)
+	recipient := map[string]int{}
+	for p := range c.pairs {
+		recipient[userName(b.msgFirst+2*p+1)] = p
+	}
+	var mu sync.Mutex
+	var stray atomic.Int64
+	t.sink.handle(func(n notification) {
+		text, ok := messageText(n.body)
+		if !ok {
+			return // presence
+		}
+		p, ok := recipient[n.alias]
+		if !ok {
+			stray.Add(1)
+			return
+		}
+		mu.Lock()
+		logs[p].got = append(logs[p].got, text)
+		mu.Unlock()
+	})
+	defer t.sink.handle(nil)
+	var firstErr atomic.Value
+	wall, cpu, err := measure(t, func() error {
+		deadline := time.Now().Add(c.msgDuration)
+		var wg sync.WaitGroup
+		for p := range c.pairs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				from, to := userName(b.msgFirst+2*p), userName(b.msgFirst+2*p+1)
+				for i := 0; time.Now().Before(deadline); i++ {
+					// Characters XML and MIME could mangle, and a unique tag.
+					text := fmt.Sprintf("round %d %s→%s #%d <&> %08x", round, from, to, i, rand.Uint32())
+					status, err := t.client.send(from, to, text)
+					mu.Lock()
+					if err == nil && status == 200 {
+						logs[p].sent = append(logs[p].sent, text)
+					} else {
+						logs[p].failed = append(logs[p].failed, text)
+						if err == nil {
+							err = fmt.Errorf("message %s→%s answered %d", from, to, status)
+						}
+						firstErr.CompareAndSwap(nil, err)
+					}
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		return nil
+	})
+	if err != nil {
+		return result{}, err
+	}
+	// A duplicate could still be on its way: give it a moment.
+	time.Sleep(200 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	var sent, failed, lost, dup, altered, disordered int
+	for p, l := range logs {
+		sent += len(l.sent)
+		failed += len(l.failed)
+		seen := map[string]int{}
+		for _, s := range l.got {
+			seen[s]++
+		}
+		pairLost, pairAltered := 0, 0
+		for _, s := range l.sent {
+			if seen[s] == 0 {
+				pairLost++
+			}
+		}
+		for s, n := range seen {
+			if n > 1 {
+				dup += n - 1
+			}
+			if !slices.Contains(l.sent, s) && !slices.Contains(l.failed, s) {
+				pairAltered++
+				if altered+pairAltered <= 3 {
+					progress(b.log, "  pair %d received a text never sent: %q", p, s)
+				}
+			}
+		}
+		lost += pairLost
+		altered += pairAltered
+		if len(l.failed) == 0 && pairLost == 0 && pairAltered == 0 && !slices.Equal(deduplicate(l.got), l.sent) {
+			disordered++
+		}
+	}
+	if err, ok := firstErr.Load().(error); ok {
+		progress(b.log, "  first failed message: %v", err)
+	}
+	if failed > 0 || lost > 0 || dup > 0 || altered > 0 || stray.Load() > 0 || disordered > 0 {
+		b.fail("messages to %s, round %d: %d answered 200, %d failed, %d lost, %d duplicated, %d altered, %d to a wrong user, %d pairs out of order",
+			t.name, round, sent, failed, lost, dup, altered, stray.Load(), disordered)
+	}
+	return result{ops: sent, wall: wall, cpu: cpu, errors: failed}, nil
+}
+
+// deduplicate returns s without repeats, in first-seen order.
+func deduplicate(s []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, x := range s {
+		if !seen[x] {
+			seen[x] = true
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// fanOut: the fan-out user changes its state, changes times, each once
+// every watcher has been told the one before (or a minute has passed).
+// The rate is watchers told per second from each PROPPATCH sent to the
+// last notification it caused, the latencies from each PROPPATCH sent to
+// each notification.
+func (b *bench) fanOut(t *target, round int) (result, error) {
+	c := b.cfg
+	publisher := userName(b.fanFirst)
+	watchers := map[string]bool{}
+	for i := range c.watchers {
+		watchers[userName(b.fanFirst+1+i)] = true
+	}
+	var mu sync.Mutex
+	var state string
+	var arrived map[string]time.Time
+	var done chan struct{}
+	dups := 0
+	t.sink.handle(func(n notification) {
+		st, from, ok := notifiedState(n.body)
+		if !ok || !watchers[n.alias] || !strings.HasSuffix(from, "/"+publisher) {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if st != state {
+			return
+		}
+		if _, seen := arrived[n.alias]; seen {
+			dups++
+			return
+		}
+		arrived[n.alias] = n.at
+		if len(arrived) == len(watchers) {
+			close(done)
+		}
+	})
+	defer t.sink.handle(nil)
+	var r result
+	var lat []time.Duration
+	_, cpu, err := measure(t, func() error {
+		for k := range c.changes {
+			mu.Lock()
+			state = []string{"busy", "away", "on-phone", "at-lunch"}[((round-1)*c.changes+k)%4]
+			arrived, done = map[string]time.Time{}, make(chan struct{})
+			wait := done
+			mu.Unlock()
+			start := time.Now()
+			if err := t.client.setState(publisher, state); err != nil {
+				return err
+			}
+			select {
+			case <-wait:
+			case <-time.After(time.Minute):
+			}
+			mu.Lock()
+			last := time.Duration(0)
+			for _, at := range arrived {
+				lat = append(lat, at.Sub(start))
+				last = max(last, at.Sub(start))
+			}
+			told := len(arrived)
+			mu.Unlock()
+			r.ops += told
+			r.wall += last
+			if told < c.watchers {
+				b.fail("fan-out on %s, round %d: %d of %d watchers told %s within a minute", t.name, round, told, c.watchers, state)
+				r.errors += c.watchers - told
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return result{}, err
+	}
+	r.cpu = cpu
+	if len(lat) == 0 {
+		r.wall = time.Minute
+		return r, nil
+	}
+	slices.Sort(lat)
+	r.p50, r.p99 = percentile(lat, 50), percentile(lat, 99)
+	if dups > 0 {
+		progress(b.log, "  %d notifications told a watcher a state twice", dups)
+	}
+	return r, nil
+}
+
+// percentile returns the p-th percentile of sorted values (nearest rank).
+func percentile(sorted []time.Duration, p int) time.Duration {
+	i := (len(sorted)*p + 99) / 100
+	return sorted[max(i-1, 0)]
+}
+
+// login: loginUsers users not signed in yet sign in with presence,
+// concurrency at a time.
+func (b *bench) login(t *target, round int) (result, error) {
+	c := b.cfg
+	first := b.loginFirst + (round-1)*c.loginUsers
+	var failed int
+	wall, cpu, err := measure(t, func() error {
+		failed = b.parallel(c.loginUsers, c.concurrency, func(i int) error { return signIn(t, userName(first+i)) })
+		return nil
+	})
+	if failed > 0 {
+		b.fail("login on %s, round %d: %d of %d users could not sign in", t.name, round, failed, c.loginUsers)
+	}
+	return result{ops: c.loginUsers - failed, wall: wall, cpu: cpu, errors: failed}, err
+}
+
+// buddyLogin: buddyUsers users sign in as librvp does with a buddy list:
+// login, presence, then a subscription to each buddy (chosen among the
+// users signing in in the same run; the same lists for every server). The
+// server pushes each online buddy's state to the subscriber.
+func (b *bench) buddyLogin(t *target, round int) (result, error) {
+	c := b.cfg
+	first := b.buddyFirst + (round-1)*c.buddyUsers
+	rng := rand.New(rand.NewPCG(uint64(round), 20))
+	lists := make([][]string, c.buddyUsers)
+	for i := range lists {
+		picked := map[int]bool{i: true}
+		for len(lists[i]) < c.buddies {
+			j := rng.IntN(c.buddyUsers)
+			if !picked[j] {
+				picked[j] = true
+				lists[i] = append(lists[i], userName(first+j))
+			}
+		}
+	}
+	var failed int
+	wall, cpu, err := measure(t, func() error {
+		failed = b.parallel(c.buddyUsers, c.concurrency, func(i int) error {
+			user := userName(first + i)
+			if err := signIn(t, user); err != nil {
+				return err
+			}
+			for _, buddy := range lists[i] {
+				if err := t.client.watch(user, buddy); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		return nil
+	})
+	if failed > 0 {
+		b.fail("buddies on %s, round %d: %d of %d users could not sign in with their buddies", t.name, round, failed, c.buddyUsers)
+	}
+	return result{ops: c.buddyUsers - failed, wall: wall, cpu: cpu, errors: failed}, err
+}
+
+// memoryRow is a server's memory before any load and with its users
+// online.
+type memoryRow struct {
+	target      string
+	online      int64
+	before, now memory
+	signInTook  time.Duration
+	signInUsers int
+}
+
+// fill signs in every user not signed in yet, then measures the server's
+// memory.
+func (b *bench) fill(t *target) error {
+	c := b.cfg
+	n := c.users - b.restFirst + 1
+	progress(b.log, "%s: signing in the other %d users", t.name, n)
+	start := time.Now()
+	if failed := b.parallel(n, c.concurrency, func(i int) error { return signIn(t, userName(b.restFirst+i)) }); failed > 0 {
+		b.fail("%s: %d of %d users could not sign in", t.name, failed, n)
+	}
+	took := time.Since(start)
+	m, err := t.memory()
+	if err != nil {
+		return err
+	}
+	if c.heapProfiles != "" && t.profiles != "" {
+		if err := t.saveHeapProfile(filepath.Join(c.heapProfiles, t.name+".heap")); err != nil {
+			return err
+		}
+	}
+	b.memory = append(b.memory, memoryRow{target: t.name, online: t.online.Load(), before: t.mem0, now: m, signInTook: took, signInUsers: n})
+	return nil
+}
