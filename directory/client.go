@@ -179,8 +179,23 @@ func (c *Client) MoveUser(ctx context.Context, u events.User, home string) error
 // Users lists the users of an IM domain ("" for every one the
 // administrator may see).
 func (c *Client) Users(ctx context.Context, domain string) ([]projections.UserRecord, error) {
-	return get[[]projections.UserRecord](ctx, c, OpUserList, DomainRef{Domain: domain})
+	var all []projections.UserRecord
+	spec := UserListSpec{Domain: domain, Limit: userPage}
+	for {
+		page, err := get[[]projections.UserRecord](ctx, c, OpUserList, spec)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page...)
+		if len(page) < spec.Limit {
+			return all, nil
+		}
+		spec.After = page[len(page)-1].User
+	}
 }
+
+// userPage is how many users one answer of the directory service holds.
+const userPage = 1000
 
 // User returns a user as Exchange's task wizard showed it.
 func (c *Client) User(ctx context.Context, u events.User) (UserSummary, error) {

@@ -30,7 +30,7 @@ const (
 	OpUserEnable     Op = "user.enable"      // UserSpec
 	OpUserDisable    Op = "user.disable"     // UserRef
 	OpUserMove       Op = "user.move"        // UserMoveSpec
-	OpUserList       Op = "user.list"        // DomainRef ("" for all) → []projections.UserRecord
+	OpUserList       Op = "user.list"        // UserListSpec → []projections.UserRecord
 	OpUserShow       Op = "user.show"        // UserRef → UserSummary
 	OpUserImport     Op = "user.import"      // ImportSpec → []ImportResult
 	OpPasswordSet    Op = "password.set"     // PasswordSpec
@@ -92,6 +92,18 @@ type UserSpec struct {
 	Email       string      `json:"email,omitempty"`
 	NTAccount   string      `json:"nt_account,omitempty"`
 }
+
+// UserListSpec asks for the users of an IM domain ("" for every one the
+// administrator may see), in the order of domain and alias: with Limit,
+// at most Limit of them after After (a page; a directory of many
+// thousand users is larger than one NATS message).
+type UserListSpec struct {
+	Domain string      `json:"domain"`
+	After  events.User `json:"after,omitzero"`
+	Limit  int         `json:"limit,omitempty"`
+}
+
+func (s UserListSpec) domain() string { return s.Domain }
 
 // UserRef names a user.
 type UserRef struct {

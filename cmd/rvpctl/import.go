@@ -127,23 +127,28 @@ func (e *env) importUsers(ctx context.Context, path string, o importOptions) err
 		plan = append(plan, p)
 	}
 	sum := importSummary{Refused: len(bad), DryRun: o.dryRun}
-	report := func(line int, user, outcome, why string, differs []string) error {
-		if e.json {
-			return printJSON(e.out, importLine{Line: line, User: user, Outcome: outcome, Error: why, Differs: differs})
-		}
-		switch {
-		case why != "":
-			fmt.Fprintf(e.stderr, "%s: line %d: %s\n", path, line, why)
-		case len(differs) > 0:
-			fmt.Fprintf(e.stderr, "%s: line %d: %s exists, left as it is (the directory has %s)\n", path, line, user, strings.Join(differs, ", "))
-		}
-		return nil
-	}
+	// What became of each row, said in the order of the file at the end.
+	var lines []importLine
+	summarise := false // with -json, the summary follows the rows
 	for _, b := range bad {
-		if err := report(b.line, "", directory.ImportRefused, b.err.Error(), nil); err != nil {
-			return err
-		}
+		lines = append(lines, importLine{Line: b.line, Outcome: directory.ImportRefused, Error: b.err.Error()})
 	}
+	defer func() {
+		slices.SortStableFunc(lines, func(a, b importLine) int { return a.Line - b.Line })
+		for _, l := range lines {
+			switch {
+			case e.json:
+				printJSON(e.out, l)
+			case l.Error != "":
+				fmt.Fprintf(e.stderr, "%s: line %d: %s\n", path, l.Line, l.Error)
+			case len(l.Differs) > 0:
+				fmt.Fprintf(e.stderr, "%s: line %d: %s exists, left as it is (the directory has %s)\n", path, l.Line, l.User, strings.Join(l.Differs, ", "))
+			}
+		}
+		if summarise {
+			printJSON(e.out, sum)
+		}
+	}()
 	var pwFile *passwordFile
 	if !o.dryRun && slices.ContainsFunc(plan, func(p plannedUser) bool { return p.generated != "" }) {
 		name := o.passwords
@@ -154,7 +159,6 @@ func (e *env) importUsers(ctx context.Context, path string, o importOptions) err
 			return err
 		}
 		defer pwFile.close()
-		sum.Passwords = name
 	}
 	prog := newCounter(e.stderr, "import", len(plan), e.json)
 	for len(plan) > 0 {
@@ -181,15 +185,15 @@ func (e *env) importUsers(ctx context.Context, path string, o importOptions) err
 						prog.end()
 						return err
 					}
+					sum.Passwords = pwFile.f.Name()
 				}
 			case directory.ImportExists:
 				sum.Exists++
 			default:
 				sum.Refused++
 			}
-			if err := report(p.line, user, res.Outcome, res.Error, res.Differs); err != nil {
-				prog.end()
-				return err
+			if e.json || res.Error != "" || len(res.Differs) > 0 {
+				lines = append(lines, importLine{Line: p.line, User: user, Outcome: res.Outcome, Error: res.Error, Differs: res.Differs})
 			}
 		}
 		if pwFile != nil {
@@ -201,20 +205,24 @@ func (e *env) importUsers(ctx context.Context, path string, o importOptions) err
 		prog.add(len(batch))
 	}
 	prog.end()
+	if pwFile != nil && sum.Passwords == "" {
+		pwFile.remove() // no user was created with a generated password
+	}
 	sum.Seconds = time.Since(start).Seconds()
 	if e.json {
-		return printJSON(e.out, sum)
-	}
-	verb := "created"
-	if o.dryRun {
-		verb = "would be created (dry run: nothing changed)"
-	}
-	fmt.Fprintf(e.out, "%d users %s, %d existed already and were left as they are, %d refused (%.1fs)\n", sum.Created, verb, sum.Exists, sum.Refused, sum.Seconds)
-	if sum.Passwords != "" {
-		fmt.Fprintf(e.out, "generated passwords are in %s (readable by you only)\n", sum.Passwords)
+		summarise = true
+	} else {
+		verb := "created"
+		if o.dryRun {
+			verb = "would be created (dry run: nothing changed)"
+		}
+		fmt.Fprintf(e.out, "%d users %s, %d existed already and were left as they are, %d refused (%.1fs)\n", sum.Created, verb, sum.Exists, sum.Refused, sum.Seconds)
+		if sum.Passwords != "" {
+			fmt.Fprintf(e.out, "generated passwords are in %s (readable by you only)\n", sum.Passwords)
+		}
 	}
 	if sum.Refused > 0 {
-		return fmt.Errorf("%d rows refused (each said above, by line)", sum.Refused)
+		return fmt.Errorf("%d rows refused (each said by its line)", sum.Refused)
 	}
 	return nil
 }
@@ -343,6 +351,12 @@ func (p *passwordFile) sync() error {
 }
 
 func (p *passwordFile) close() { p.f.Close() }
+
+// remove removes the file, which holds no password.
+func (p *passwordFile) remove() {
+	p.f.Close()
+	os.Remove(p.f.Name())
+}
 
 type exportOptions struct {
 	format, domain, baseDN string

@@ -18,6 +18,7 @@ type counter struct {
 	width int // the bar's, on a terminal
 
 	mu    sync.Mutex
+	shown int // the count last written
 	done  int
 	total int // 0 when unknown: no bar, no time left
 	start time.Time
@@ -49,18 +50,32 @@ func (c *counter) set(done, total int) {
 	c.show(false)
 }
 
-// end shows the last count and ends the display.
+// end shows the last count, unless a plain line showed it already, and
+// ends the display.
 func (c *counter) end() {
 	if c.line == nil {
 		return
 	}
-	c.show(true)
+	c.mu.Lock()
+	again := c.line.tty || c.shown != c.done || c.done == 0
+	c.mu.Unlock()
+	if again {
+		c.show(true)
+	}
 	c.line.end()
 }
 
 func (c *counter) show(final bool) {
-	if c.line != nil {
-		c.line.show(final, func() string { return c.text(time.Now()) })
+	if c.line == nil {
+		return
+	}
+	c.mu.Lock()
+	done := c.done
+	c.mu.Unlock()
+	if c.line.show(final, func() string { return c.text(time.Now()) }) {
+		c.mu.Lock()
+		c.shown = done
+		c.mu.Unlock()
 	}
 }
 

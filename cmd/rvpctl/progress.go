@@ -44,11 +44,12 @@ func (l *progressLine) update(p projections.Progress) {
 // show writes the line text makes: on a terminal in place of the last
 // (final ends it with a newline), elsewhere as a line of its own at most
 // once a second and when final.
-func (l *progressLine) show(final bool, text func() string) {
+// It reports whether it wrote.
+func (l *progressLine) show(final bool, text func() string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.done || (!l.tty && !final && time.Since(l.last) < time.Second) {
-		return
+		return false
 	}
 	l.last = time.Now()
 	switch {
@@ -61,6 +62,7 @@ func (l *progressLine) show(final bool, text func() string) {
 		fmt.Fprintf(l.w, "\r%s\x1b[K", text())
 		l.open = true
 	}
+	return true
 }
 
 // end ends the display: nothing is shown after it.

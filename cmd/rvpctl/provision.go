@@ -172,7 +172,12 @@ func parseLDIF(r io.Reader) ([]userRow, []rowError, error) {
 	start, lineNo := 0, 0
 	var cur strings.Builder
 	curLine := 0
-	var entryErr error
+	var entryErr *rowError // the entry's first error, at its line
+	fail := func(line int, format string, args ...any) {
+		if entryErr == nil {
+			entryErr = &rowError{line, fmt.Errorf(format, args...)}
+		}
+	}
 	flushAttr := func() {
 		if cur.Len() == 0 {
 			return
@@ -181,25 +186,19 @@ func parseLDIF(r io.Reader) ([]userRow, []rowError, error) {
 		cur.Reset()
 		name, value, ok := strings.Cut(line, ":")
 		if !ok {
-			if entryErr == nil {
-				entryErr = fmt.Errorf("line %d: %q is no attribute (want name: value)", curLine, line)
-			}
+			fail(curLine, "%q is no attribute (want name: value)", line)
 			return
 		}
 		switch {
 		case strings.HasPrefix(value, ":"):
 			b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(value[1:]))
 			if err != nil {
-				if entryErr == nil {
-					entryErr = fmt.Errorf("line %d: attribute %s: bad base64", curLine, name)
-				}
+				fail(curLine, "attribute %s: bad base64", name)
 				return
 			}
 			value = string(b)
 		case strings.HasPrefix(value, "<"):
-			if entryErr == nil {
-				entryErr = fmt.Errorf("line %d: attribute %s: values from URLs are not read", curLine, name)
-			}
+			fail(curLine, "attribute %s: values from URLs are not read", name)
 			return
 		default:
 			value = strings.TrimPrefix(value, " ")
@@ -213,7 +212,7 @@ func parseLDIF(r io.Reader) ([]userRow, []rowError, error) {
 			return
 		}
 		if entryErr != nil {
-			bad = append(bad, rowError{start, entryErr})
+			bad = append(bad, *entryErr)
 			return
 		}
 		row := userRow{line: start}
@@ -256,13 +255,17 @@ func parseLDIF(r io.Reader) ([]userRow, []rowError, error) {
 			start = 0
 		case strings.HasPrefix(line, "#"):
 		case strings.HasPrefix(line, " "):
-			if cur.Len()+len(line) > maxRowBytes {
-				if entryErr == nil {
-					entryErr = fmt.Errorf("line %d: an attribute longer than %d bytes", lineNo, maxRowBytes)
-				}
-				continue
+			if start == 0 {
+				start = lineNo
 			}
-			cur.WriteString(line[1:])
+			switch {
+			case cur.Len() == 0:
+				fail(lineNo, "a continuation line with no attribute before it")
+			case cur.Len()+len(line) > maxRowBytes:
+				fail(lineNo, "an attribute longer than %d bytes", maxRowBytes)
+			default:
+				cur.WriteString(line[1:])
+			}
 		default:
 			if start == 0 {
 				start = lineNo
