@@ -200,6 +200,10 @@ func auditFlags(fs *flag.FlagSet) runFunc {
 	}
 }
 
+// auditProgressFrom is how many events an audit reads before it shows
+// its progress.
+const auditProgressFrom = 10000
+
 func cmdAudit(ctx context.Context, g global, stderr io.Writer, user string, since time.Duration, typ string, noBodies bool) error {
 	nc, js, err := connect(g)
 	if err != nil {
@@ -218,7 +222,11 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, user string, sinc
 		streams = []string{events.StreamFacts}
 	}
 	rows := [][]string{{"TIME", "SEQ", "TYPE", "NODE/SUBJECT", "ACTOR", "CLIENT", "DETAIL"}}
-	for _, stream := range streams {
+	// Every stream's reader first, to know how many events there are to
+	// read: a large range shows its progress.
+	conss := make([]jetstream.Consumer, len(streams))
+	total := 0
+	for i, stream := range streams {
 		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters}
 		if since > 0 {
 			from := time.Now().Add(-since)
@@ -228,6 +236,16 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, user string, sinc
 		if err != nil {
 			return fmt.Errorf("read %s: %w", stream, err)
 		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", stream, err)
+		}
+		conss[i], total = cons, total+int(info.NumPending)
+	}
+	prog := newCounter(stderr, "audit: events read", total, g.json || total < auditProgressFrom)
+	defer prog.end()
+	for i, stream := range streams {
+		cons := conss[i]
 		for {
 			batch, err := cons.FetchNoWait(512)
 			if err != nil {
@@ -266,6 +284,7 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, user string, sinc
 			if n == 0 {
 				break
 			}
+			prog.add(n)
 		}
 	}
 	if !g.json {

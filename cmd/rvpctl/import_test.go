@@ -167,6 +167,16 @@ func TestImportTenThousand(t *testing.T) {
 		t.Errorf("a passwords file was written though no user was created: %v", err)
 	}
 
+	// An audit over the whole directory (more than 20,000 events) shows
+	// how far it is; with -json it does not.
+	if _, progress, err := org.run3("audit", "-type", "user.password"); err != nil ||
+		!strings.Contains(progress, "audit: events read: ") || !strings.Contains(progress, " of ") {
+		t.Errorf("audit of a large range: %v; progress %q", err, progress)
+	}
+	if _, progress, err := org.run3("-json", "audit", "-type", "user.password"); err != nil || progress != "" {
+		t.Errorf("audit -json: %v; progress %q", err, progress)
+	}
+
 	// The export reads back: every user exists, nothing changes.
 	export := filepath.Join(dir, "export.csv")
 	if _, errOut, err := org.run3("user", "export", "-domain", "example.test", export); err != nil {
@@ -279,5 +289,12 @@ mail: frank@exa
 	}
 	if data, err := os.ReadFile(pw); err != nil || !strings.Contains(string(data), "erin@example.test,") {
 		t.Errorf("LDIF passwords file: %v\n%s", err, data)
+	}
+
+	// Taking home1 out of service shows its progress: six users.
+	org.ok("", "home", "create", "home2", "-host", "home2.example.test")
+	out, progress, err := org.run3("home", "move-users", "home1", "-home", "home2")
+	if err != nil || !strings.Contains(out, "6 users of home server home1 moved to home2") || !strings.Contains(progress, "move-users: 6 of 6") {
+		t.Errorf("move-users: %v\n%s\n%s", err, out, progress)
 	}
 }

@@ -50,6 +50,10 @@ func (c *counter) set(done, total int) {
 	c.show(false)
 }
 
+// inPlace reports whether the progress is drawn in place on a terminal,
+// where other lines would break it.
+func (c *counter) inPlace() bool { return c.line != nil && c.line.tty }
+
 // end shows the last count, unless a plain line showed it already, and
 // ends the display.
 func (c *counter) end() {
