@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"net/url"
 	"os"
 	osexec "os/exec"
@@ -14,6 +15,10 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/nats-io/nats.go"
+
+	"github.com/rvp-im/rvpd/directory"
+	"github.com/rvp-im/rvpd/events"
 )
 
 var opsRE = regexp.MustCompile(`ops:\s+http://(\S+)/`)
@@ -227,5 +232,62 @@ func TestConsoleBrowser(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestConsoleDomainAdmin: a domain administrator sees its own IM
+// domains' users only, and its session ends when its password changes.
+func TestConsoleDomainAdmin(t *testing.T) {
+	p, ops := startDevOps(t)
+	nc, err := nats.Connect(p.natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ctx := context.Background()
+	adm := &directory.Client{Conn: nc, Name: demoAdmin, Password: testPassword}
+	if err := adm.CreateDomain(ctx, directory.DomainSpec{Domain: "acme.test", IMHost: "im.acme.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := adm.EnableUser(ctx, directory.UserSpec{User: events.NewUser("acme.test", "dave"), Home: demoHome, DisplayName: "Dave Acme"}); err != nil {
+		t.Fatal(err)
+	}
+	setOps := func(password string) {
+		v, err := directory.NewAdminVerifier(password)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := adm.SetAdmin(ctx, directory.AdminSpec{Name: "ops", Role: events.RoleDomain, Domains: []string{"acme.test"}, Verifier: &v}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setOps("ops-password-1")
+	jar, _ := cookiejar.New(nil)
+	client := &http.Client{Jar: jar, Timeout: 10 * time.Second}
+	resp, err := client.PostForm(ops+"/console/login", url.Values{"name": {"ops"}, "password": {"ops-password-1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Request.URL.Path != "/console/" {
+		t.Fatalf("ops signs in: %d at %s", resp.StatusCode, resp.Request.URL)
+	}
+	if r, body := get(t, client, ops+"/console/user/alice@example.test"); r.StatusCode != http.StatusForbidden || strings.Contains(body, "Alice Example") {
+		t.Errorf("a domain administrator of acme.test opens alice@example.test: %d", r.StatusCode)
+	}
+	if r, body := get(t, client, ops+"/console/user/dave@acme.test"); r.StatusCode != 200 || !strings.Contains(body, "Dave Acme") {
+		t.Errorf("a domain administrator of acme.test opens dave@acme.test: %d", r.StatusCode)
+	}
+	if _, body := get(t, client, ops+"/console/users"); strings.Contains(body, "alice@example.test") || !strings.Contains(body, "dave@acme.test") {
+		t.Errorf("a domain administrator's user list:\n%s", body)
+	}
+	if _, body := get(t, client, ops+"/console/"); strings.Contains(body, "<td>example.test</td>") || !strings.Contains(body, "<td>acme.test</td>") || strings.Contains(body, "Last audit events") {
+		t.Errorf("a domain administrator's overview shows other domains or the audit:\n%s", body)
+	}
+	// A new password ends the session.
+	setOps("ops-password-2")
+	jarClient := &http.Client{Jar: jar, Timeout: 10 * time.Second, CheckRedirect: noRedirect.CheckRedirect}
+	if r, _ := get(t, jarClient, ops+"/console/"); r.StatusCode != http.StatusSeeOther {
+		t.Errorf("the session after a new password: %d, want 303 to sign in again", r.StatusCode)
 	}
 }
