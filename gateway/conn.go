@@ -64,8 +64,8 @@ func (c *conn) serve() {
 			if errors.As(err, &pe) {
 				g.log.Info("malformed request refused", "client", client, "status", pe.Status, "err", pe.Msg)
 				c.nc.SetWriteDeadline(g.now().Add(10 * time.Second))
-				respond(nil, nil, pe).WriteTo(bw)
 				g.cfg.Metrics.request("", pe.Status, 0)
+				respond(nil, nil, pe).WriteTo(bw)
 			}
 			return
 		}
@@ -75,16 +75,18 @@ func (c *conn) serve() {
 		start := g.now()
 		g.inflight.Add(1)
 		resp := g.handle(context.Background(), c, req, client)
+		// Counted before it is written: whoever has the answer sees it
+		// counted.
+		g.inflight.Add(-1)
+		took := g.now().Sub(start)
+		g.cfg.Metrics.request(req.Method, resp.Status, took)
 		c.nc.SetWriteDeadline(g.now().Add(30 * time.Second))
 		if req.Close {
 			resp.Close = true
 		}
 		resp.Head = req.Method == "HEAD"
 		err = resp.WriteTo(bw)
-		g.inflight.Add(-1)
-		took := g.now().Sub(start)
 		g.logRequest(req, resp, client, took)
-		g.cfg.Metrics.request(req.Method, resp.Status, took)
 		if err != nil || resp.Close {
 			return
 		}

@@ -32,7 +32,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"method", "status"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "rvpd_gateway_request_duration_seconds",
-			Help: "Time from a request read to its response written, by method.",
+			Help: "Time from a request read to its response ready to write, by method.",
 			// From a refusal in microseconds to a message waiting for its
 			// recipients' clients (up to -notify.timeout, 10 s).
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 20},
