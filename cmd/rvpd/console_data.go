@@ -218,17 +218,11 @@ func (c *console) streams(ctx context.Context) ([]streamRow, error) {
 	return out, list.Err()
 }
 
-// auditStreams are the streams the audit reads: the facts and the
-// directory.
+// auditStreams are the streams the audit reads: each home server's facts
+// and the directory.
 func (c *console) auditStreams(ctx context.Context) ([]string, error) {
-	var out []string
-	names := c.js.StreamNames(ctx)
-	for n := range names.Name() {
-		if strings.HasPrefix(n, events.StreamFacts) || n == events.StreamDirectory {
-			out = append(out, n)
-		}
-	}
-	return out, names.Err()
+	facts, err := projections.FactStreams(ctx, c.js)
+	return append(facts, events.StreamDirectory), err
 }
 
 // audit returns the last n events of the facts and the directory, the
