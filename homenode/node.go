@@ -178,6 +178,9 @@ type Config struct {
 	// it counts as lost (the stream then tells whether it was stored).
 	// Default 5s.
 	AckTimeout time.Duration
+	// Metrics, when set, count the node's decisions, facts, window, lag,
+	// NOTIFYs and users (NewMetrics).
+	Metrics *Metrics
 	// Logger defaults to discarding.
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.
@@ -241,6 +244,12 @@ type Node struct {
 
 	// Counters, read by Stats.
 	decided, expired, dropped, held, published, conflicts, recovered atomic.Uint64
+
+	metrics *homeMetrics
+	// catching is the sequence the projection catches up to at start;
+	// serving is set once the node takes requests (Ready).
+	catching atomic.Uint64
+	serving  atomic.Bool
 }
 
 // New returns a node for cfg.Home; Run starts it.
@@ -315,7 +324,8 @@ func New(cfg Config) (*Node, error) {
 	if n.pub, err = newPublisher(cfg.Conn, cfg.Window, cfg.AckTimeout, n.results); err != nil {
 		return nil, err
 	}
-	n.pool = newPool(cfg.Client, cfg.Workers, cfg.PerKey, cfg.KeyQueue, cfg.QueueLen, log, &n.dropped)
+	n.metrics = cfg.Metrics.of(cfg.Home)
+	n.pool = newPool(cfg.Client, cfg.Workers, cfg.PerKey, cfg.KeyQueue, cfg.QueueLen, log, &n.dropped, n.metrics)
 	return n, nil
 }
 
@@ -363,6 +373,7 @@ func (n *Node) Run(parent context.Context) (err error) {
 		}
 		n.over = projections.NewOverlay(n.proj)
 	}
+	n.catching.Store(last)
 	if err := n.catchUp(ctx, last); err != nil {
 		return err
 	}
@@ -483,6 +494,15 @@ func (n *Node) Run(parent context.Context) (err error) {
 	}()
 
 	n.log.Info("home node serving", "position", n.proj.Position(), "stream", n.stream)
+	n.serving.Store(true)
+	defer n.serving.Store(false)
+	if n.metrics != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.countUsers(ctx)
+		}()
+	}
 	tick := time.NewTicker(n.cfg.SweepEvery)
 	defer tick.Stop()
 	applied := n.proj.Changed()
@@ -647,6 +667,10 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 	}
 	r := req.Request()
 	now := n.now()
+	taken := time.Now()
+	if md, err := m.Metadata(); err == nil {
+		n.metrics.lag(md.NumPending)
+	}
 	log := n.log.With("req", r.ID, "type", typ, "node", r.Node.String())
 	replyTo := m.Headers().Get(events.HeaderReply)
 	if p := n.inWindow[r.ID]; p != nil {
@@ -695,7 +719,7 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 		n.park(r.Node, m)
 		return nil
 	}
-	if err := n.input(ctx, &pending{in: req, msg: m, replyTo: replyTo}); err != nil {
+	if err := n.input(ctx, &pending{in: req, msg: m, replyTo: replyTo, taken: taken}); err != nil {
 		return err
 	}
 	if typ == events.TypeHandoff {
@@ -723,6 +747,7 @@ func (n *Node) input(ctx context.Context, p *pending) error {
 		n.seen.add(in.e.ID, p.d.deliver != nil)
 	}
 	n.decided.Add(1)
+	n.metrics.decided()
 	return nil
 }
 
@@ -758,6 +783,7 @@ func (n *Node) release(p *pending) {
 			"subscriptions", len(d.handoff.Subs), "views", len(d.handoff.Views))
 	}
 	n.reply(p.replyTo, d.reply)
+	n.metrics.released(p.taken)
 	n.sendNotes(d, n.pool.submit)
 	if d.deliver != nil {
 		n.delivering[d.deliver.req.ID] = &sending{d: d.deliver, msg: p.msg, replyTo: p.replyTo}
@@ -848,6 +874,42 @@ func (n *Node) onVerify(m *nats.Msg) {
 	}
 	data, _ := json.Marshal(resp)
 	m.Respond(data)
+}
+
+// Ready says whether the node serves its home server: nil once it has
+// caught its projection up with the facts and takes requests, else what
+// it is doing.
+func (n *Node) Ready() error {
+	if n.serving.Load() {
+		return nil
+	}
+	if last := n.catching.Load(); last > 0 {
+		return fmt.Errorf("catching up with its facts: %d of %d applied", n.proj.Position(), last)
+	}
+	return errors.New("starting")
+}
+
+// countEvery is how often the online users and subscriptions are
+// counted for the metrics.
+const countEvery = 2 * time.Second
+
+// countUsers counts the online users and live subscriptions for the
+// metrics until ctx ends.
+func (n *Node) countUsers(ctx context.Context) {
+	t := time.NewTicker(countEvery)
+	defer t.Stop()
+	for {
+		if online, subs, err := n.proj.Counts(); err == nil {
+			n.metrics.counts(online, subs)
+		} else {
+			n.log.Warn("users not counted", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Stats are a node's counters.

@@ -633,6 +633,35 @@ func (h *Home) Users() ([]events.User, error) {
 	return out, err
 }
 
+// Counts returns how many users have a login subscription (are signed
+// in) and how many subscriptions there are, logins and property
+// subscriptions, in one scan of the users' keys: for the metrics, every
+// few seconds.
+func (h *Home) Counts() (online, subs int, err error) {
+	p := prefixOf(string(h.key("u")))
+	var last []byte // the user of the last login counted
+	err = scan(h.db.pdb, p, func(k, _ []byte) error {
+		rest := k[len(p):]
+		parts := bytes.SplitN(rest, []byte{0}, 3)
+		if len(parts) < 3 || len(parts[2]) < 2 || parts[2][1] != 0 {
+			return nil
+		}
+		switch parts[2][0] {
+		case 'l':
+			subs++
+			user := rest[:len(parts[0])+1+len(parts[1])]
+			if !bytes.Equal(user, last) {
+				online++
+				last = append(last[:0], user...)
+			}
+		case 's':
+			subs++
+		}
+		return nil
+	})
+	return online, subs, err
+}
+
 // Due is a subscription ("s") or view ("v") whose time has come.
 type Due struct {
 	At   time.Time

@@ -166,7 +166,7 @@ func waitText(t *testing.T, ctx context.Context, sel string, want func(string) b
 
 // TestConsoleBrowser drives the console in headless Chromium: an
 // administrator signs in, sees alice come online after a scripted login
-// without reloading the page, opens her page and sees bob among her
+// (the page refreshes itself), opens her page and sees bob among her
 // watchers. A screenshot of each page is saved as a test artifact
 // (RVPD_CONSOLE_SCREENSHOT=docs/console.png also writes the README's).
 func TestConsoleBrowser(t *testing.T) {
@@ -197,33 +197,36 @@ func TestConsoleBrowser(t *testing.T) {
 	}
 	waitText(t, ctx, "#admin", func(s string) bool { return s == "admin" }, "signed in")
 	waitText(t, ctx, "#homes", func(s string) bool { return strings.Contains(s, "home1") && strings.Contains(s, "dev") }, "home server and its owner")
+	online := `#homes tr[data-home="home1"] td.online`
+	waitText(t, ctx, online, func(s string) bool { return s == "0" }, "home1's online users before any login")
 
-	// alice's page, before she signs in.
+	// alice signs in and goes online: the overview, left open, shows it
+	// without being reloaded.
+	alice := newClient(t, p.addr, "alice")
+	mustStatus(t, "alice login", alice.Login(14400), 200)
+	mustStatus(t, "alice online", alice.SetState("online", 1200, 0), 207)
+	waitText(t, ctx, online, func(s string) bool { return s == "1" }, "home1's online users after alice's login")
+	waitText(t, ctx, "table.audit", func(s string) bool {
+		return strings.Contains(s, "alice@example.test") && strings.Contains(s, "view.set")
+	}, "the last audit events")
+
+	// bob signs in and watches alice; her page lists him.
+	bob := newClient(t, p.addr, "bob")
+	mustStatus(t, "bob login", bob.Login(14400), 200)
+	mustStatus(t, "bob online", bob.SetState("online", 1200, 0), 207)
+	mustStatus(t, "bob watches alice", bob.Watch("alice", 14400), 207)
+	waitText(t, ctx, online, func(s string) bool { return s == "2" }, "home1's online users after bob's login")
+	shot("console.png")
 	if err := chromedp.Do(ctx, chromedp.Navigate(ops+"/console/users?q=alice"), chromedp.WaitVisible(chromedp.ID("users")),
 		chromedp.Click(chromedp.CSS(`#users a[href="/console/user/alice@example.test"]`)), chromedp.WaitVisible(chromedp.ID("presence"))); err != nil {
 		t.Fatalf("open alice's page: %v", err)
 	}
-	waitText(t, ctx, "#presence", func(s string) bool { return s == "offline" }, "alice before her login")
-
-	// alice signs in and goes online; bob signs in and watches her. The
-	// open page shows it without being reloaded.
-	alice := newClient(t, p.addr, "alice")
-	bob := newClient(t, p.addr, "bob")
-	mustStatus(t, "alice login", alice.Login(14400), 200)
-	mustStatus(t, "alice online", alice.SetState("online", 1200, 0), 207)
-	mustStatus(t, "bob login", bob.Login(14400), 200)
-	mustStatus(t, "bob watches alice", bob.Watch("alice", 14400), 207)
-	waitText(t, ctx, "#presence", func(s string) bool { return s == "online" }, "alice after her login")
+	waitText(t, ctx, "#presence", func(s string) bool { return s == "online" }, "alice's presence")
 	waitText(t, ctx, "#watchers", func(s string) bool { return strings.Contains(s, "bob@example.test") }, "alice's watchers")
+	// Her page follows her: away, without a reload.
+	mustStatus(t, "alice away", alice.SetState("away", 1200, 0), 207)
+	waitText(t, ctx, "#presence", func(s string) bool { return s == "away" }, "alice's presence after she went away")
 	shot("console-user.png")
-
-	if err := chromedp.Do(ctx, chromedp.Navigate(ops+"/console/"), chromedp.WaitVisible(chromedp.ID("homes"))); err != nil {
-		t.Fatal(err)
-	}
-	waitText(t, ctx, "table.audit", func(s string) bool {
-		return strings.Contains(s, "alice@example.test") && strings.Contains(s, "view.set")
-	}, "the last audit events")
-	shot("console.png")
 	if dst := os.Getenv("RVPD_CONSOLE_SCREENSHOT"); dst != "" {
 		png, err := os.ReadFile(filepath.Join(t.ArtifactDir(), "console.png"))
 		if err == nil {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/gateway"
+	"github.com/rvp-im/rvpd/homenode"
 )
 
 // ops is what a process shows its operators: its metrics (a Prometheus
@@ -306,4 +308,44 @@ func printOps(w io.Writer, ln net.Listener) {
 	if ln != nil {
 		fmt.Fprintf(w, "  ops:        http://%s/   (/metrics, /healthz, /readyz; console at /console/ for the administrators)\n", ln.Addr())
 	}
+}
+
+// homeOwner is what a process knows of a home server it runs: the node
+// serving it while the process holds its lease.
+type homeOwner struct {
+	mu   sync.Mutex
+	node *homenode.Node
+}
+
+func (h *homeOwner) serving(n *homenode.Node) {
+	h.mu.Lock()
+	h.node = n
+	h.mu.Unlock()
+}
+
+// homeReadiness adds the readiness of home server home, run by this
+// process as holder: while it owns the home server, its node has caught
+// up and takes requests; while it does not, another live node owns it
+// (this one is its standby). A home server nobody owns yet is not ready.
+func (o *ops) homeReadiness(home string, kv jetstream.KeyValue, holder string) *homeOwner {
+	h := &homeOwner{}
+	o.ready("home "+home, func() error {
+		h.mu.Lock()
+		n := h.node
+		h.mu.Unlock()
+		if n != nil {
+			return n.Ready()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		e, err := kv.Get(ctx, events.OwnerKey(home))
+		if err != nil {
+			return fmt.Errorf("not owned by any node yet (%v)", err)
+		}
+		if by := string(e.Value()); by != holder && !strings.HasPrefix(by, "released:") {
+			return nil // a standby of node by
+		}
+		return errors.New("not served yet: the lease is being taken")
+	})
+	return h
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -12,10 +14,13 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/rvp-im/rvpd/directory"
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
 	"github.com/rvp-im/rvpd/testcluster"
 )
 
@@ -94,6 +99,7 @@ func TestMetricsAfterSession(t *testing.T) {
 		c.Creds.Preemptive = true // an NTLM negotiate first: one 401 challenge, then the answer
 		return c
 	}
+	factsBefore := streamLast(t, p.natsURL, events.FactStream(demoHome))
 	alice, bob := preemptive("alice"), preemptive("bob")
 	mustStatus(t, "alice login", alice.Login(14400), 200)
 	mustStatus(t, "alice online", alice.SetState("online", 1200, 0), 207)
@@ -182,6 +188,43 @@ func TestMetricsAfterSession(t *testing.T) {
 			t.Errorf("%s%v went up by %v, want %v", c.name, c.labels, got, c.want)
 		}
 	}
+	// The home server: its facts appended, counted as the stream holds
+	// them; decisions; the users and subscriptions, counted every few
+	// seconds; the NOTIFYs (bob's watch's first, bob's message to alice),
+	// sent after the replies; the lease.
+	if got, want := delta("rvpd_home_facts_appended_total", "home=home1"), float64(streamLast(t, p.natsURL, events.FactStream(demoHome))-factsBefore); got != want || want < 5 {
+		t.Errorf("rvpd_home_facts_appended_total went up by %v; the stream by %v", got, want)
+	}
+	if got := delta("rvpd_home_decisions_total", "home=home1"); got < 5 {
+		t.Errorf("rvpd_home_decisions_total went up by %v, want at least the 5 requests decided", got)
+	}
+	if got := delta("rvpd_home_decision_duration_seconds", "home=home1"); got < 5 {
+		t.Errorf("rvpd_home_decision_duration_seconds observed %v requests, want at least 5", got)
+	}
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"rvpd_home_online_users", []string{"home=home1"}, 2},
+		{"rvpd_home_subscriptions", []string{"home=home1"}, 3}, // two logins, bob's watch
+		{"rvpd_home_notify_deliveries_total", []string{"home=home1", "result=delivered"}, 2},
+		{"rvpd_home_lease_owned", []string{"home=home1"}, 1},
+		{"rvpd_home_facts_in_flight", []string{"home=home1"}, 0},
+	} {
+		deadline := time.Now().Add(10 * time.Second)
+		got := metric(after, c.name, c.labels...)
+		for got != c.want && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+			got = metric(scrape(t, ops), c.name, c.labels...)
+		}
+		if got != c.want {
+			t.Errorf("%s%v is %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+	if v := metric(after, "rvpd_home_notify_deliveries_total", "result=failed"); v != 0 {
+		t.Errorf("%v NOTIFYs failed", v)
+	}
 	if v := metric(after, "rvpd_gateway_requests_in_flight"); v != 0 {
 		t.Errorf("rvpd_gateway_requests_in_flight %v after the session, want 0", v)
 	}
@@ -264,4 +307,109 @@ func TestReadyzWithoutNATS(t *testing.T) {
 
 	startDev(t, data, "-nats", natsAddr)
 	waitReady(t, ops, http.StatusOK, fmt.Sprintf("node with NATS back at %s", natsAddr))
+}
+
+// streamLast is a stream's last sequence.
+func streamLast(t *testing.T, natsURL, stream string) uint64 {
+	t.Helper()
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	st, err := js.Stream(context.Background(), stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0 // its home node has not made it yet
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.LastSeq
+}
+
+// TestReadyzUntilCaughtUp: a node that takes a home server over is not
+// ready until its projection has caught up with the home server's facts
+// (here 20,000 of them, with an empty data directory), and ready once it
+// has.
+func TestReadyzUntilCaughtUp(t *testing.T) {
+	data := t.TempDir()
+	dev := startDev(t, data)
+	nc, err := nats.Connect(dev.natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ctx := context.Background()
+	addHome2(t, dev) // home2, and dave on it
+	js, _ := jetstream.New(nc)
+	if err := projections.EnsureFactStream(ctx, js, "home2", projections.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	const facts = 20000
+	dave := events.NewUser(demoDomain, "dave")
+	for i := range facts {
+		f := &events.PropertySet{Meta: events.Meta{At: time.Now().UTC(), Actor: "test"}, Node: dave,
+			Value: events.PropValue{Prop: events.Prop{Space: events.NSRVP, Local: "mobile-state"}, Value: fmt.Sprint(i)}}
+		data, err := events.Encode(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := nats.NewMsg(events.FactSubject("home2", dave))
+		msg.Header.Set(events.HeaderType, f.Type())
+		msg.Data = data
+		if _, err := js.PublishMsgAsync(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(time.Minute):
+		t.Fatal("facts not published within a minute")
+	}
+
+	_, m := startExec(t, []string{"node", "-name", "n2", "-nats", dev.natsURL, "-cluster-key-file", filepath.Join(data, "cluster.key"),
+		"-data", t.TempDir(), "-home", "home2", "-ops", "127.0.0.1:0", "-log.level", "debug"}, opsRE)
+	ops := "http://" + m[1]
+	notReady := 0
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		status, body := readyz(t, ops)
+		if status == http.StatusOK {
+			break
+		}
+		if !strings.Contains(body, "FAIL  home home2: ") {
+			t.Fatalf("/readyz %d without saying the home server is what is not ready:\n%s", status, body)
+		}
+		notReady++
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready after 2 minutes:\n%s", body)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if notReady == 0 {
+		t.Errorf("ready at the first look, with %d facts to catch up", facts)
+	}
+	// Ready means caught up: the node serves from the last fact on.
+	if v := metric(scrape(t, ops), "rvpd_home_lease_owned", "home=home2"); v != 1 {
+		t.Errorf("rvpd_home_lease_owned{home2} %v once ready", v)
+	}
+	msg, err := nc.Request(events.HomeAdminSubject("home2", "verify"), nil, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resp struct {
+		Results []projections.Verification `json:"results"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil || len(resp.Results) == 0 {
+		t.Fatalf("verify's answer %s: %v", msg.Data, err)
+	}
+	if v := resp.Results[0]; !v.OK() || v.Position < facts {
+		t.Errorf("home2's projection once ready: %+v, want at position %d and equal to a rebuild", v, facts)
+	}
+	t.Logf("/readyz said 503 %d times while %d facts were caught up with", notReady, facts)
 }

@@ -230,13 +230,16 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 		if err != nil {
 			return fmt.Errorf("home-server leases (KV bucket %s): %w", events.BucketOwners, err)
 		}
+		homeMetrics := homenode.NewMetrics(o.reg)
 		for _, h := range s.homes {
 			cfg := homenode.Config{Home: h, JetStream: s.js, Conn: s.nc, DB: s.db, Directory: s.dir, Policy: s.flags.homePolicy(),
-				Client: outbound, FactStream: s.streams, Logger: s.log.With("component", "home")}
+				Client: outbound, FactStream: s.streams, Metrics: homeMetrics, Logger: s.log.With("component", "home")}
 			if _, err := homenode.New(cfg); err != nil {
 				return err // a configuration error, found before anything runs
 			}
 			lease := &homenode.Lease{KV: kv, Home: h, Holder: s.holder, Logger: s.log.With("component", "lease")}
+			owner := o.homeReadiness(h, kv, s.holder)
+			homeMetrics.Owned(h, false)
 			actors = append(actors, func(ctx context.Context) error {
 				// A node per ownership: one that lost the lease is done.
 				return lease.Hold(ctx, func(ctx context.Context, takeover bool) error {
@@ -246,6 +249,12 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 					if err != nil {
 						return err
 					}
+					if takeover {
+						homeMetrics.TakenOver(h)
+					}
+					homeMetrics.Owned(h, true)
+					owner.serving(home)
+					defer func() { owner.serving(nil); homeMetrics.Owned(h, false) }()
 					return home.Run(ctx)
 				})
 			})
