@@ -43,15 +43,7 @@ func dirLast(t *testing.T, natsURL string) uint64 {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	st, err := js.Stream(context.Background(), events.StreamDirectory)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.LastSeq
+	return testcluster.LastSeqs(t, js)[events.StreamDirectory]
 }
 
 // TestImportTenThousand imports a CSV of 10,000 users with generated

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -99,7 +98,7 @@ func TestMetricsAfterSession(t *testing.T) {
 		c.Creds.Preemptive = true // an NTLM negotiate first: one 401 challenge, then the answer
 		return c
 	}
-	factsBefore := streamLast(t, p.natsURL, events.FactStream(demoHome))
+	factsBefore := streamStates(t, p.natsURL)[events.FactStream(demoHome)].LastSeq
 	alice, bob := preemptive("alice"), preemptive("bob")
 	mustStatus(t, "alice login", alice.Login(14400), 200)
 	mustStatus(t, "alice online", alice.SetState("online", 1200, 0), 207)
@@ -192,7 +191,7 @@ func TestMetricsAfterSession(t *testing.T) {
 	// them; decisions; the users and subscriptions, counted every few
 	// seconds; the NOTIFYs (bob's watch's first, bob's message to alice),
 	// sent after the replies; the lease.
-	if got, want := delta("rvpd_home_facts_appended_total", "home=home1"), float64(streamLast(t, p.natsURL, events.FactStream(demoHome))-factsBefore); got != want || want < 5 {
+	if got, want := delta("rvpd_home_facts_appended_total", "home=home1"), float64(streamStates(t, p.natsURL)[events.FactStream(demoHome)].LastSeq-factsBefore); got != want || want < 5 {
 		t.Errorf("rvpd_home_facts_appended_total went up by %v; the stream by %v", got, want)
 	}
 	if got := delta("rvpd_home_decisions_total", "home=home1"); got < 5 {
@@ -307,29 +306,6 @@ func TestReadyzWithoutNATS(t *testing.T) {
 
 	startDev(t, data, "-nats", natsAddr)
 	waitReady(t, ops, http.StatusOK, fmt.Sprintf("node with NATS back at %s", natsAddr))
-}
-
-// streamLast is a stream's last sequence.
-func streamLast(t *testing.T, natsURL, stream string) uint64 {
-	t.Helper()
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	st, err := js.Stream(context.Background(), stream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return 0 // its home node has not made it yet
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.LastSeq
 }
 
 // TestReadyzUntilCaughtUp: a node that takes a home server over is not
