@@ -416,6 +416,11 @@ func (n *Node) Run(parent context.Context) (err error) {
 		return fmt.Errorf("home %s: admin subscription: %w", n.cfg.Home, err)
 	}
 	defer admin.Unsubscribe()
+	userState, err := n.cfg.Conn.Subscribe(events.HomeAdminSubject(n.cfg.Home, "user"), n.onUser)
+	if err != nil {
+		return fmt.Errorf("home %s: admin subscription: %w", n.cfg.Home, err)
+	}
+	defer userState.Unsubscribe()
 
 	cons, err := n.cfg.JetStream.CreateOrUpdateConsumer(ctx, events.StreamRequests, jetstream.ConsumerConfig{
 		Durable:       ConsumerName(n.cfg.Home),
@@ -873,6 +878,39 @@ func (n *Node) onVerify(m *nats.Msg) {
 		resp.Error = err.Error()
 	}
 	data, _ := json.Marshal(resp)
+	m.Respond(data)
+}
+
+// UserState is a user's node as its home node has it now: the
+// subscriptions on it (its clients' logins, and property subscriptions
+// of whoever watches it) and its presence views. The operator console
+// asks for it on HomeAdminSubject(home, "user").
+type UserState struct {
+	Logins        []projections.Subscription `json:"logins"`
+	Subscriptions []projections.Subscription `json:"subscriptions"`
+	Views         []projections.View         `json:"views"`
+	Position      uint64                     `json:"position"`
+	Error         string                     `json:"error,omitempty"`
+}
+
+// onUser answers a user's state (the request names the user, as JSON)
+// from the projection.
+func (n *Node) onUser(m *nats.Msg) {
+	var u events.User
+	var st UserState
+	err := json.Unmarshal(m.Data, &u)
+	if err == nil {
+		st.Position = n.proj.Position()
+		if st.Logins, err = n.proj.Logins(u); err == nil {
+			if st.Subscriptions, err = n.proj.Subscriptions(u); err == nil {
+				st.Views, err = n.proj.Views(u)
+			}
+		}
+	}
+	if err != nil {
+		st.Error = err.Error()
+	}
+	data, _ := json.Marshal(st)
 	m.Respond(data)
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -377,7 +378,10 @@ type userData struct {
 	Record   projections.UserRecord
 	Presence *homenode.PresenceReport
 	Owner    string
-	Events   []auditEvent
+	// Live is the user's node as its home node has it now (nil when it
+	// did not answer): its clients' sign-ins.
+	Live   *homenode.UserState
+	Events []auditEvent
 }
 
 // user shows a user: its directory record, presence, views, watchers and
@@ -413,10 +417,32 @@ func (c *console) user(w http.ResponseWriter, r *http.Request, adm *projections.
 	if owners, err := c.owners(ctx); err == nil {
 		d.Owner = owners[rec.Home].node
 	}
+	if d.Live, err = c.userState(ctx, rec.Home, u); err != nil {
+		errs = append(errs, "sign-ins: home server "+rec.Home+"'s node did not answer: "+err.Error())
+	}
 	if d.Events, err = c.audit(ctx, events.FactRoot+".*."+events.Token(u.Domain)+"."+events.Token(u.Alias), auditRows); err != nil {
 		errs = append(errs, "facts: "+err.Error())
 	}
 	c.render(w, http.StatusOK, "user", page{Title: u.String(), Admin: adm, Refresh: true, Errors: errs, Data: d})
+}
+
+// userState asks the node of home for u's state now.
+func (c *console) userState(ctx context.Context, home string, u events.User) (*homenode.UserState, error) {
+	req, _ := json.Marshal(u)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	m, err := c.nc.RequestWithContext(ctx, events.HomeAdminSubject(home, "user"), req)
+	if err != nil {
+		return nil, err
+	}
+	var st homenode.UserState
+	if err := json.Unmarshal(m.Data, &st); err != nil {
+		return nil, err
+	}
+	if st.Error != "" {
+		return nil, errors.New(st.Error)
+	}
+	return &st, nil
 }
 
 // families are the metrics the nodes reported, by name, every node's.

@@ -223,6 +223,7 @@ func TestConsoleBrowser(t *testing.T) {
 	}
 	waitText(t, ctx, "#presence", func(s string) bool { return s == "online" }, "alice's presence")
 	waitText(t, ctx, "#watchers", func(s string) bool { return strings.Contains(s, "bob@example.test") }, "alice's watchers")
+	waitText(t, ctx, "#logins", func(s string) bool { return strings.Contains(s, alice.CallBack) && strings.Contains(s, "ntlm") }, "alice's sign-ins")
 	// Her page follows her: away, without a reload.
 	mustStatus(t, "alice away", alice.SetState("away", 1200, 0), 207)
 	waitText(t, ctx, "#presence", func(s string) bool { return s == "away" }, "alice's presence after she went away")
