@@ -138,7 +138,7 @@ func TestDecidedRequestAnsweredAfterTakeover(t *testing.T) {
 // 412 after a NATS server was lost (TestClusterNATSServerLoss).
 func TestNotifyNotTriedSaysNothing(t *testing.T) {
 	var dropped atomic.Uint64
-	p := newPool(&rvp.Client{}, 1, 1, 1, 1, slog.New(slog.DiscardHandler), &dropped)
+	p := newPool(&rvp.Client{}, 1, 1, 1, 1, slog.New(slog.DiscardHandler), &dropped, nil)
 	u, _ := rvp.ParseURL("http://127.0.0.1:1/")
 	var got error
 	p.run(t.Context(), job{out: rvp.Outbound{URL: u}, deadline: time.Now().Add(-time.Second), done: func(_ int, err error) { got = err }})
