@@ -753,7 +753,7 @@ func (n *Node) readDecided(ctx context.Context, occ jetstream.OrderedConsumerCon
 	// Up to last, whatever the batches: an empty one says nothing of the
 	// end (a consumer just made may not be reachable yet).
 	for seq, empty := uint64(0), 0; seq < last; {
-		batch, err := cons.Fetch(512, jetstream.FetchMaxWait(time.Second))
+		batch, err := cons.FetchNoWait(512)
 		if err != nil && !errors.Is(err, nats.ErrNoResponders) {
 			out.err = fmt.Errorf("home %s: read recent facts: %w", n.cfg.Home, err)
 			return out
