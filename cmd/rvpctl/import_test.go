@@ -24,10 +24,7 @@ import (
 // run3 runs rvpctl in-process and returns its output, its error output
 // and its error.
 func (c ctl) run3(args ...string) (string, string, error) {
-	env := map[string]string{}
-	for _, prefix := range []string{"RVP_", "RVPCTL_"} { // rvpctl's names, before issue 14 and after
-		env[prefix+"NATS"], env[prefix+"ADMIN"], env[prefix+"ADMIN_PASSWORD"] = c.natsURL, c.admin, c.password
-	}
+	env := map[string]string{"RVPCTL_NATS": c.natsURL, "RVPCTL_ADMIN": c.admin, "RVPCTL_ADMIN_PASSWORD": c.password}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	var out, errOut bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
