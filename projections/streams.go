@@ -49,6 +49,13 @@ type StreamOptions struct {
 	// configuration of the others as it is: a node joining a cluster
 	// does not impose its own.
 	CreateOnly bool
+	// Site, when set, lays the streams out for this site of a deployment
+	// of several (its JetStream domain; docs/sites.md); "" for a
+	// deployment of one domain.
+	Site string
+	// Hub is the JetStream domain of the hub, where the directory is
+	// written. Default DefaultHub.
+	Hub string
 }
 
 // EnsureStreams creates the streams the service needs, or updates their
@@ -109,7 +116,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		Discard:     jetstream.DiscardOld,
 		Duplicates:  o.Duplicates,
 	}}
-	for _, c := range cfgs {
+	for _, c := range o.siteLayout(cfgs) {
 		c.Replicas = o.Replicas
 		c.Storage = storage
 		var err error
