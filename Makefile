@@ -4,7 +4,8 @@ GO ?= go
 # Fuzz targets, package:Function; `make fuzz` runs each for FUZZTIME.
 FUZZ_TARGETS := ./events:FuzzToken ./events:FuzzDecode ./rvp:FuzzReadRequest ./rvp:FuzzParsePropertyUpdate \
 	./rvp:FuzzParsePropFind ./rvp:FuzzCheckNotification ./rvp:FuzzParseURL ./rvp:FuzzParseNodePath ./rvp:FuzzReadAnswer \
-	./rvp:FuzzParseACL ./gateway:FuzzParseAuthenticate ./gateway:FuzzDigestParams ./rvp:FuzzCallbackPolicy
+	./rvp:FuzzParseACL ./gateway:FuzzParseAuthenticate ./gateway:FuzzDigestParams ./rvp:FuzzCallbackPolicy \
+	./projections:FuzzDecodeSub
 
 run: ## start rvpd dev: one process, embedded NATS, demo domain example.test on 127.0.0.1:8080 (data in ./data; more flags in ARGS="...")
 	$(GO) run ./cmd/rvpd dev $(ARGS)

@@ -10,9 +10,10 @@ const (
 	// StreamRequests holds request events appended by gateways for home
 	// nodes. Short retention: a request is work, not history.
 	StreamRequests = "RVP_REQ"
-	// StreamFacts holds the fact events home nodes decide: the audit log and
-	// the source of every home projection. Deletes and purges are denied.
-	StreamFacts = "RVP_FACTS"
+	// StreamLegacyFacts is the single fact stream of versions before one
+	// stream per home server (FactStream): its facts are copied into those
+	// once (projections.MigrateFacts), and it is kept as an archive.
+	StreamLegacyFacts = "RVP_FACTS"
 	// StreamDirectory holds directory events written by administrators.
 	StreamDirectory = "RVP_DIR"
 	// StreamLookups holds lookup events for routers (work queue).
@@ -21,6 +22,15 @@ const (
 	// OwnerKey(home), value the owning node's name. Its TTL is the lease.
 	BucketOwners = "rvp_owners"
 )
+
+// FactStreamPrefix begins the name of every home server's fact stream.
+const FactStreamPrefix = "RVP_FACTS_"
+
+// FactStream is the stream of home's fact events: the audit log of the
+// home server and the source of its projection, written by its one owner
+// (the chain of expected last sequences fences a second). Deletes and
+// purges are denied.
+func FactStream(home string) string { return FactStreamPrefix + Token(home) }
 
 // OwnerKey is the key of home's ownership lease in BucketOwners.
 func OwnerKey(home string) string { return "home." + Token(home) }
@@ -45,6 +55,16 @@ const (
 	HeaderRequest = "Rvp-Req-Id"
 	// HeaderMsgID is JetStream's deduplication header.
 	HeaderMsgID = "Nats-Msg-Id"
+	// HeaderFactID names a fact: its decision's id and its place in it.
+	// The chain of expected sequences keeps a fact from being stored
+	// twice, so facts carry no Nats-Msg-Id (whose deduplication state
+	// JetStream keeps in memory for the whole window); a home node reads
+	// this header to tell its own facts after a lost answer.
+	HeaderFactID = "Rvp-Fact-Id"
+	// HeaderLegacySeq and HeaderLegacyTime mark a fact copied from the
+	// single fact stream of older versions: its sequence and time there.
+	HeaderLegacySeq  = "Rvp-Legacy-Seq"
+	HeaderLegacyTime = "Rvp-Legacy-Time"
 )
 
 // User names a principal of an IM domain: alias@domain, both lower-case.

@@ -225,6 +225,9 @@ type Reply struct {
 	ID     string `json:"id"`
 	Status int    `json:"status"`
 	Error  string `json:"error,omitempty"` // what went wrong and what to do, for error statuses
+	// RetryAfter, in seconds, says when a request refused for want of room
+	// (503) may succeed: the Retry-After header.
+	RetryAfter int `json:"retry_after,omitempty"`
 
 	SubscriptionID int32  `json:"sub_id,omitempty"`
 	Lifetime       int    `json:"lifetime,omitempty"`

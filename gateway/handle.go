@@ -653,6 +653,9 @@ func render(req *rvp.Request, r *events.Reply) *rvp.Response {
 	if r.Location != "" {
 		resp.Set(rvp.HdrLocation, r.Location)
 	}
+	if r.RetryAfter > 0 {
+		resp.Set(rvp.HdrRetryAfter, strconv.Itoa(r.RetryAfter))
+	}
 	switch {
 	case r.Status == rvp.StatusMultiStatus && r.Lease != nil:
 		resp.Body = rvp.LeaseMultistatus(r.Href, *r.Lease, r.Found, r.Forbidden)

@@ -91,8 +91,8 @@ func hasRight(rights []string, right string) bool {
 }
 
 // aclOf returns u's ACL: the one written, else the default.
-func (n *Node) aclOf(u events.User, nodeURL string) ([]events.ACE, error) {
-	aces, ok, err := n.proj.ACL(u)
+func (c *core) aclOf(u events.User, nodeURL string) ([]events.ACE, error) {
+	aces, ok, err := c.State.ACL(u)
 	if err != nil || ok {
 		return aces, err
 	}

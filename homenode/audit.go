@@ -3,7 +3,9 @@ package homenode
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,7 +22,7 @@ type PresenceReport struct {
 	Node     events.User        `json:"node"`
 	At       time.Time          `json:"at"`
 	Facts    int                `json:"facts"`    // how many facts were folded
-	Position uint64             `json:"position"` // the stream sequence of the last
+	Position uint64             `json:"position"` // the sequence of the last in its home server's stream
 	Self     string             `json:"self"`     // what the node's own clients saw
 	Others   string             `json:"others"`   // what everyone else allowed to see it saw
 	Views    []projections.View `json:"views"`
@@ -41,18 +43,75 @@ type Watch struct {
 	Sees string `json:"sees"`
 }
 
-// PresenceAt folds u's facts appended up to at into a fresh projection
-// and reports u's presence then.
+// PresenceAt folds u's facts decided up to at (by the time each carries)
+// into a fresh projection and reports u's presence then. A user's facts
+// are in the stream of each home server it lived on; they are folded in
+// the order of their times.
 func PresenceAt(ctx context.Context, js jetstream.JetStream, u events.User, at time.Time) (*PresenceReport, error) {
-	cons, err := js.OrderedConsumer(ctx, events.StreamFacts, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{events.FactRoot + ".*." + events.Token(u.Domain) + "." + events.Token(u.Alias)},
-	})
+	streams, err := projections.FactStreams(ctx, js)
 	if err != nil {
-		return nil, fmt.Errorf("read the facts of %s: %w", u, err)
+		return nil, err
 	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("read the facts of %s: %w", u, err)
+	type fact struct {
+		home string
+		msg  projections.Msg
+		at   time.Time
+	}
+	var lists [][]fact // each home server's, in its stream's order
+	for _, name := range streams {
+		home, err := events.Untoken(strings.TrimPrefix(name, events.FactStreamPrefix))
+		if err != nil {
+			continue
+		}
+		cons, err := js.OrderedConsumer(ctx, name, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{events.FactSubject(home, u)},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("read the facts of %s in %s: %w", u, name, err)
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("read the facts of %s in %s: %w", u, name, err)
+		}
+		var facts []fact
+		for range info.NumPending {
+			m, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+			if err != nil {
+				return nil, fmt.Errorf("read the facts of %s in %s: %w", u, name, err)
+			}
+			md, err := m.Metadata()
+			if err != nil {
+				return nil, err
+			}
+			typ := m.Headers().Get(events.HeaderType)
+			ev, err := events.Decode(typ, m.Data())
+			if err != nil {
+				return nil, fmt.Errorf("%s seq %d: %w", name, md.Sequence.Stream, err)
+			}
+			f, ok := ev.(events.Fact)
+			if !ok || f.Metadata().At.After(at) {
+				continue
+			}
+			facts = append(facts, fact{home: home, at: f.Metadata().At,
+				msg: projections.Msg{Seq: md.Sequence.Stream, Subject: m.Subject(), Type: typ, Data: m.Data(), Time: md.Timestamp}})
+		}
+		if len(facts) > 0 {
+			lists = append(lists, facts)
+		}
+	}
+	// Merged by time, each home server's in its own order.
+	var facts []fact
+	for len(lists) > 0 {
+		first := 0
+		for i := range lists {
+			if lists[i][0].at.Before(lists[first][0].at) {
+				first = i
+			}
+		}
+		facts = append(facts, lists[first][0])
+		if lists[first] = lists[first][1:]; len(lists[first]) == 0 {
+			lists = slices.Delete(lists, first, first+1)
+		}
 	}
 	mem, err := projections.Open("", projections.Options{InMemory: true})
 	if err != nil {
@@ -62,38 +121,22 @@ func PresenceAt(ctx context.Context, js jetstream.JetStream, u events.User, at t
 	homes := map[string]*projections.Home{}
 	rep := &PresenceReport{Node: u, At: at}
 	aclHome := ""
-	for range info.NumPending {
-		m, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
-		if err != nil {
-			return nil, fmt.Errorf("read the facts of %s: %w", u, err)
-		}
-		md, err := m.Metadata()
-		if err != nil {
-			return nil, err
-		}
-		if md.Timestamp.After(at) {
-			break
-		}
-		home, _, err := events.ParseFactSubject(m.Subject())
-		if err != nil {
-			return nil, err
-		}
-		h := homes[home]
+	for _, f := range facts {
+		h := homes[f.home]
 		if h == nil {
-			if h, err = projections.OpenHome(mem, home); err != nil {
+			if h, err = projections.OpenHome(mem, f.home); err != nil {
 				return nil, err
 			}
-			homes[home] = h
+			homes[f.home] = h
 		}
-		typ := m.Headers().Get(events.HeaderType)
-		if err := h.ApplyBatch([]projections.Msg{{Seq: md.Sequence.Stream, Subject: m.Subject(), Type: typ, Data: m.Data(), Time: md.Timestamp}}); err != nil {
+		if err := h.ApplyBatch([]projections.Msg{f.msg}); err != nil {
 			return nil, err
 		}
-		if typ == events.TypeACLSet {
-			aclHome = home
+		if f.msg.Type == events.TypeACLSet {
+			aclHome = f.home
 		}
 		rep.Facts++
-		rep.Position = md.Sequence.Stream
+		rep.Position = f.msg.Seq
 	}
 
 	// What was live at the moment, wherever it lived (a user moved

@@ -13,123 +13,16 @@ import (
 	"github.com/rvp-im/rvpd/rvp"
 )
 
-// decision is what deciding a request (or an expiry) produced: the facts
-// to append, the reply to send once they are applied, and the work that
-// follows.
-type decision struct {
-	msgID string // base of the facts' message ids
-	facts []events.Fact
-	reply *events.Reply // nil: answered after delivery
+// The rules of the requests clients send, decided against a View.
 
-	// before holds the presence of every user a view fact touches, taken
-	// before the facts were appended; afterCommit fans out the changes.
-	before map[events.User]Presence
-	// push lists new property subscriptions (node, id) that get the
-	// node's current state right away: librvp ignores the state in the
-	// SUBSCRIBE answer and waits for a NOTIFY.
-	push []subRef
-	// deliver is a message to deliver to the node's clients.
-	deliver *delivery
-	// aclBefore holds the ACL a node had before a decision changed it:
-	// watchers whose sight of its presence changed are told.
-	aclBefore map[events.User][]events.ACE
-	// relay is a notification from another home server for the node's
-	// clients.
-	relay *events.Relay
-	// quiet decisions tell no watcher: a user's state moving between home
-	// servers is no change to them.
-	quiet bool
-}
-
-type subRef struct {
-	node events.User
-	id   int32
-}
-
-func (d *decision) fail(r *events.Req, status int, format string, args ...any) (*decision, error) {
-	d.facts = nil
-	d.reply = &events.Reply{ID: r.ID, Status: status, Error: fmt.Sprintf(format, args...)}
-	return d, nil
-}
-
-// owner reports whether the requester is the node's own principal. The
-// gateway has already checked that RVP-From-Principal names the
-// authenticated user whenever there is one.
-func owner(r *events.Req) bool { return !r.FromUser.IsZero() && r.FromUser == r.Node }
-
-func (n *Node) meta(r *events.Req, now time.Time) events.Meta { return r.Meta(now, n.cfg.Home) }
-
-func (n *Node) systemMeta(now time.Time) events.Meta {
-	return events.Meta{At: now, Actor: "system", Home: n.cfg.Home}
-}
-
-func clampSeconds(req int, min, max, def time.Duration) int {
-	d := def
-	if req > 0 {
-		d = time.Duration(req) * time.Second
-	}
-	d = min2(max2(d, min), max)
-	return int(d / time.Second)
-}
-
-func min2(a, b time.Duration) time.Duration {
-	if a < b {
-		return a
-	}
-	return b
-}
-
-func max2(a, b time.Duration) time.Duration {
-	if a > b {
-		return a
-	}
-	return b
-}
-
-func seconds(s int) time.Duration { return time.Duration(s) * time.Second }
-
-// decide decides a request against the projection. It reads state and
-// builds a decision; it changes nothing.
-func (n *Node) decide(req events.Request, now time.Time) (*decision, error) {
-	r := req.Request()
-	d := &decision{msgID: r.ID}
-	switch e := req.(type) {
-	case *events.Subscribe:
-		return n.decideSubscribe(d, e, now)
-	case *events.Renew:
-		return n.decideRenew(d, e, now)
-	case *events.Unsubscribe:
-		return n.decideUnsubscribe(d, e, now)
-	case *events.ListSubscriptions:
-		return n.decideList(d, e, now)
-	case *events.PropFind:
-		return n.decidePropFind(d, e)
-	case *events.PropPatch:
-		return n.decidePropPatch(d, e, now)
-	case *events.Notify:
-		return n.decideNotify(d, e, now)
-	case *events.ACL:
-		return n.decideACL(d, e, now)
-	case *events.Handoff:
-		return n.decideHandoff(d, e, now)
-	case *events.Relay:
-		if r.Auth.Scheme != "internal" {
-			return d.fail(r, 403, "relays come from home servers only")
-		}
-		d.relay = e
-		return d, nil
-	}
-	return d.fail(r, 501, "%s is not decided by home nodes", req.Type())
-}
-
-func (n *Node) decideSubscribe(d *decision, e *events.Subscribe, now time.Time) (*decision, error) {
+func (c *core) decideSubscribe(d *decision, e *events.Subscribe, now time.Time) (*decision, error) {
 	r := &e.Req
 	kind := strings.ToLower(e.NotificationType)
 	cb, err := rvp.ParseURL(e.CallBack)
 	if err != nil {
-		return d.fail(r, 400, "Call-Back %q: %v", e.CallBack, err)
+		return d.fail(r, rvp.StatusBadRequest, "Call-Back %q: %v", e.CallBack, err)
 	}
-	acl, err := n.aclOf(r.Node, r.NodeURL)
+	acl, err := c.aclOf(r.Node, r.NodeURL)
 	if err != nil {
 		return nil, err
 	}
@@ -148,39 +41,42 @@ func (n *Node) decideSubscribe(d *decision, e *events.Subscribe, now time.Time) 
 	switch kind {
 	case events.NotifyPragma:
 		if !owner(r) && !permitted(acl, who, events.RightSubscribeOthers) && !permitted(acl, who, events.RightReceiveFrom) {
-			return d.fail(r, 403, "only %s may log in to its own node (RVP-From-Principal %q)", r.Node, r.From)
+			return d.fail(r, rvp.StatusForbidden, "only %s may log in to its own node (RVP-From-Principal %q)", r.Node, r.From)
 		}
 	case events.NotifyPropChange:
 		if !own && !permitted(acl, who, events.RightSubscribeOthers) {
-			return d.fail(r, 403, "Call-Back %s is not the requester's own URL; subscribing for someone else needs the subscribe-others right", e.CallBack)
+			return d.fail(r, rvp.StatusForbidden, "Call-Back %s is not the requester's own URL; subscribing for someone else needs the subscribe-others right", e.CallBack)
 		}
 	default:
-		return d.fail(r, 400, "Notification-Type %q is neither %s nor %s", e.NotificationType, events.NotifyPragma, events.NotifyPropChange)
+		return d.fail(r, rvp.StatusBadRequest, "Notification-Type %q is neither %s nor %s", e.NotificationType, events.NotifyPragma, events.NotifyPropChange)
 	}
-	id, err := n.proj.NextID()
+	if full, err := c.full(d, r, kind, now); err != nil || full {
+		return d, err
+	}
+	id, err := c.State.NextID()
 	if err != nil {
 		return nil, err
 	}
 	if id <= 0 || id == math.MaxInt32 {
-		return d.fail(r, 503, "subscription ids of home server %s are exhausted", n.cfg.Home)
+		return d.fail(r, rvp.StatusUnavailable, "subscription ids of home server %s are exhausted", c.Home)
 	}
-	secs := clampSeconds(e.Lifetime, n.policy.MinLifetime, n.policy.MaxLifetime, n.policy.DefaultLifetime)
+	secs := clampSeconds(e.Lifetime, c.policy.MinLifetime, c.policy.MaxLifetime, c.policy.DefaultLifetime)
 	subscriber := r.From
 	if subscriber == "" {
 		subscriber = cb.String()
 	}
 	d.facts = append(d.facts, &events.SubscriptionCreated{
-		Meta: n.meta(r, now), Node: r.Node, ID: id, Kind: kind, CallBack: cb.String(), Watcher: e.CallBackUser,
+		Meta: c.meta(r, now), Node: r.Node, ID: id, Kind: kind, CallBack: cb.String(), Watcher: e.CallBackUser,
 		Subscriber: subscriber, SubscriberUser: r.FromUser, NodeURL: r.NodeURL, Lifetime: secs, Expires: now.Add(seconds(secs)),
 		Source: r.Client, Credential: r.Credential(),
 	})
-	d.reply = &events.Reply{ID: r.ID, Status: 200, SubscriptionID: id, Lifetime: secs}
+	d.reply = &events.Reply{ID: r.ID, Status: rvp.StatusOK, SubscriptionID: id, Lifetime: secs}
 	if kind == events.NotifyPropChange {
 		// A watcher denied presence is answered all the same (a 403 would
 		// disconnect librvp and reveal the block), sees offline, and is
 		// sent nothing.
 		// Properties the watcher may not read are left out of the answer.
-		found, _, _, err := n.props(r.Node, r.NodeURL, who, e.CallBackUser == r.Node, events.PrincipalProps())
+		found, _, _, err := c.props(r.Node, r.NodeURL, who, e.CallBackUser == r.Node, events.PrincipalProps())
 		if err != nil {
 			return nil, err
 		}
@@ -190,6 +86,40 @@ func (n *Node) decideSubscribe(d *decision, e *events.Subscribe, now time.Time) 
 		}
 	}
 	return d, nil
+}
+
+// full refuses a subscription the node has no room for: more logins
+// (callback endpoints) than MaxLogins, more watchers than MaxWatchers.
+// The answer is 503 with a Retry-After: for a login, when the first of
+// the node's logins lapses.
+func (c *core) full(d *decision, r *events.Req, kind string, now time.Time) (bool, error) {
+	if kind == events.NotifyPragma {
+		logins, err := c.State.Logins(r.Node)
+		if err != nil || len(logins) < c.policy.MaxLogins {
+			return false, err
+		}
+		first := logins[0].Expires
+		for _, l := range logins {
+			if l.Expires.Before(first) {
+				first = l.Expires
+			}
+		}
+		d.fail(r, rvp.StatusUnavailable, "%s has %d logins, the most a node may have; end one (UNSUBSCRIBE) or wait for one to lapse", r.Node, len(logins))
+		d.reply.RetryAfter = retryAfter(first.Sub(now))
+		return true, nil
+	}
+	n, err := c.State.CountWatchers(r.Node, nil)
+	if err != nil || n < c.policy.MaxWatchers {
+		return false, err
+	}
+	d.fail(r, rvp.StatusUnavailable, "%s has %d watchers, the most a node may have", r.Node, n)
+	d.reply.RetryAfter = retryAfter(5 * time.Minute)
+	return true, nil
+}
+
+// retryAfter is a Retry-After in seconds: at least 1, at most an hour.
+func retryAfter(d time.Duration) int {
+	return int(min2(max2(d, time.Second), time.Hour) / time.Second)
 }
 
 // mayManage reports whether the requester may renew or end s: its
@@ -203,40 +133,40 @@ func mayManage(r *events.Req, s *projections.Subscription) bool {
 // subscription (to its own node, update/propchange) and never its login
 // one, and Net::RVP cancels its self-watch but never its login; both from
 // the client address the login came from.
-func (n *Node) linkedLogins(r *events.Req, s *projections.Subscription) ([]projections.Subscription, error) {
+func (c *core) linkedLogins(r *events.Req, s *projections.Subscription) ([]projections.Subscription, error) {
 	if !owner(r) || s.Kind != events.NotifyPropChange || s.Watcher != r.Node {
 		return nil, nil
 	}
-	subs, err := n.proj.Subscriptions(r.Node)
+	logins, err := c.State.Logins(r.Node)
 	if err != nil {
 		return nil, err
 	}
 	var out []projections.Subscription
-	for _, l := range subs {
-		if l.Kind == events.NotifyPragma && l.Source == r.Client {
+	for _, l := range logins {
+		if l.Source == r.Client {
 			out = append(out, l)
 		}
 	}
 	return out, nil
 }
 
-func (n *Node) decideRenew(d *decision, e *events.Renew, now time.Time) (*decision, error) {
+func (c *core) decideRenew(d *decision, e *events.Renew, now time.Time) (*decision, error) {
 	r := &e.Req
-	s, err := n.proj.Subscription(r.Node, e.ID)
+	s, err := c.State.Subscription(r.Node, e.ID)
 	if err != nil {
 		return nil, err
 	}
 	if s == nil {
-		return d.fail(r, 412, "subscription %d does not exist on %s (expired or never made); subscribe again", e.ID, r.NodeURL)
+		return d.fail(r, rvp.StatusPreconditionFailed, "subscription %d does not exist on %s (expired or never made); subscribe again", e.ID, r.NodeURL)
 	}
 	if !mayManage(r, s) {
-		return d.fail(r, 403, "subscription %d on %s belongs to %s", e.ID, r.NodeURL, s.Subscriber)
+		return d.fail(r, rvp.StatusForbidden, "subscription %d on %s belongs to %s", e.ID, r.NodeURL, s.Subscriber)
 	}
-	secs := clampSeconds(e.Lifetime, n.policy.MinLifetime, n.policy.MaxLifetime, n.policy.DefaultLifetime)
+	secs := clampSeconds(e.Lifetime, c.policy.MinLifetime, c.policy.MaxLifetime, c.policy.DefaultLifetime)
 	exp := now.Add(seconds(secs))
-	meta := n.meta(r, now)
+	meta := c.meta(r, now)
 	d.facts = append(d.facts, &events.SubscriptionRenewed{Meta: meta, Node: r.Node, ID: s.ID, Lifetime: secs, Expires: exp})
-	linked, err := n.linkedLogins(r, s)
+	linked, err := c.linkedLogins(r, s)
 	if err != nil {
 		return nil, err
 	}
@@ -245,38 +175,38 @@ func (n *Node) decideRenew(d *decision, e *events.Renew, now time.Time) (*decisi
 			d.facts = append(d.facts, &events.SubscriptionRenewed{Meta: meta, Node: r.Node, ID: l.ID, Lifetime: secs, Expires: exp})
 		}
 	}
-	d.reply = &events.Reply{ID: r.ID, Status: 200, SubscriptionID: s.ID, Lifetime: secs}
+	d.reply = &events.Reply{ID: r.ID, Status: rvp.StatusOK, SubscriptionID: s.ID, Lifetime: secs}
 	return d, nil
 }
 
-func (n *Node) decideUnsubscribe(d *decision, e *events.Unsubscribe, now time.Time) (*decision, error) {
+func (c *core) decideUnsubscribe(d *decision, e *events.Unsubscribe, now time.Time) (*decision, error) {
 	r := &e.Req
-	d.reply = &events.Reply{ID: r.ID, Status: 200}
-	s, err := n.proj.Subscription(r.Node, e.ID)
+	d.reply = &events.Reply{ID: r.ID, Status: rvp.StatusOK}
+	s, err := c.State.Subscription(r.Node, e.ID)
 	if err != nil || s == nil {
 		return d, err // an unknown id is already gone: 200, for clean logouts
 	}
 	if !mayManage(r, s) {
-		return d.fail(r, 403, "subscription %d on %s belongs to %s", e.ID, r.NodeURL, s.Subscriber)
+		return d.fail(r, rvp.StatusForbidden, "subscription %d on %s belongs to %s", e.ID, r.NodeURL, s.Subscriber)
 	}
 	ending := []projections.Subscription{*s}
-	linked, err := n.linkedLogins(r, s)
+	linked, err := c.linkedLogins(r, s)
 	if err != nil {
 		return nil, err
 	}
 	ending = append(ending, linked...)
-	meta := n.meta(r, now)
+	meta := c.meta(r, now)
 	for _, x := range ending {
 		d.facts = append(d.facts, &events.SubscriptionEnded{Meta: meta, Node: r.Node, ID: x.ID, Reason: events.EndUnsubscribed})
 	}
-	return d, n.endViewsWithLastLogin(d, r.Node, ending, meta)
+	return d, c.endViewsWithLastLogin(d, r.Node, ending, meta)
 }
 
 // endViewsWithLastLogin ends a principal's presence views when the
 // subscriptions ending take its last login with them: nobody is left to
 // receive anything, so watchers should see it offline now rather than when
 // its lease runs out.
-func (n *Node) endViewsWithLastLogin(d *decision, u events.User, ending []projections.Subscription, meta events.Meta) error {
+func (c *core) endViewsWithLastLogin(d *decision, u events.User, ending []projections.Subscription, meta events.Meta) error {
 	gone := map[int32]bool{}
 	endsLogin := false
 	for _, s := range ending {
@@ -286,16 +216,16 @@ func (n *Node) endViewsWithLastLogin(d *decision, u events.User, ending []projec
 	if !endsLogin {
 		return nil
 	}
-	subs, err := n.proj.Subscriptions(u)
+	logins, err := c.State.Logins(u)
 	if err != nil {
 		return err
 	}
-	for _, s := range subs {
-		if s.Kind == events.NotifyPragma && !gone[s.ID] {
+	for _, s := range logins {
+		if !gone[s.ID] {
 			return nil
 		}
 	}
-	views, err := n.proj.Views(u)
+	views, err := c.State.Views(u)
 	if err != nil {
 		return err
 	}
@@ -305,21 +235,21 @@ func (n *Node) endViewsWithLastLogin(d *decision, u events.User, ending []projec
 	return nil
 }
 
-func (n *Node) decideList(d *decision, e *events.ListSubscriptions, now time.Time) (*decision, error) {
+func (c *core) decideList(d *decision, e *events.ListSubscriptions, now time.Time) (*decision, error) {
 	r := &e.Req
-	acl, err := n.aclOf(r.Node, r.NodeURL)
+	acl, err := c.aclOf(r.Node, r.NodeURL)
 	if err != nil {
 		return nil, err
 	}
 	if !permitted(acl, requester(r), events.RightSubscriptions) {
-		return d.fail(r, 403, "listing the subscriptions on %s needs the subscriptions right", r.Node)
+		return d.fail(r, rvp.StatusForbidden, "listing the subscriptions on %s needs the subscriptions right", r.Node)
 	}
-	subs, err := n.proj.Subscriptions(r.Node)
+	subs, err := c.State.Subscriptions(r.Node)
 	if err != nil {
 		return nil, err
 	}
 	kind := strings.ToLower(e.NotificationType)
-	reply := &events.Reply{ID: r.ID, Status: 200, Listed: true}
+	reply := &events.Reply{ID: r.ID, Status: rvp.StatusOK, Listed: true}
 	for _, s := range subs {
 		if kind != "" && s.Kind != kind {
 			continue
@@ -338,12 +268,12 @@ func (n *Node) decideList(d *decision, e *events.ListSubscriptions, now time.Tim
 // them (self: u's own clients, who see invisible), the names the node does
 // not have, and those p may not read. r:state needs the presence right (a
 // watcher without it sees offline); the others need read or list.
-func (n *Node) props(u events.User, nodeURL string, p principal, self bool, names []events.Prop) (found []events.PropValue, missing, forbidden []events.Prop, err error) {
-	rec, err := n.cfg.Directory.User(u)
+func (c *core) props(u events.User, nodeURL string, p principal, self bool, names []events.Prop) (found []events.PropValue, missing, forbidden []events.Prop, err error) {
+	rec, err := c.Dir.User(u)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	acl, err := n.aclOf(u, nodeURL)
+	acl, err := c.aclOf(u, nodeURL)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -363,7 +293,7 @@ func (n *Node) props(u events.User, nodeURL string, p principal, self bool, name
 		case events.PropState:
 			v = events.StateOffline
 			if permitted(acl, p, events.RightPresence) {
-				views, err := n.proj.Views(u)
+				views, err := c.State.Views(u)
 				if err != nil {
 					return nil, nil, nil, err
 				}
@@ -380,7 +310,7 @@ func (n *Node) props(u events.User, nodeURL string, p principal, self bool, name
 		case events.PropEmail:
 			v = email
 		case events.PropMobileState, events.PropMobileDescription:
-			if v, err = n.proj.Property(u, name); err != nil {
+			if v, err = c.State.Property(u, name); err != nil {
 				return nil, nil, nil, err
 			}
 			if v == "" && name == events.PropMobileState {
@@ -399,13 +329,13 @@ func (n *Node) props(u events.User, nodeURL string, p principal, self bool, name
 	return found, missing, forbidden, nil
 }
 
-func (n *Node) decidePropFind(d *decision, e *events.PropFind) (*decision, error) {
+func (c *core) decidePropFind(d *decision, e *events.PropFind) (*decision, error) {
 	r := &e.Req
 	names := e.Props
 	if e.All || e.Names {
 		names = events.PrincipalProps()
 	}
-	found, missing, forbidden, err := n.props(r.Node, r.NodeURL, requester(r), owner(r), names)
+	found, missing, forbidden, err := c.props(r.Node, r.NodeURL, requester(r), owner(r), names)
 	if err != nil {
 		return nil, err
 	}
@@ -414,16 +344,16 @@ func (n *Node) decidePropFind(d *decision, e *events.PropFind) (*decision, error
 			found[i].Value = ""
 		}
 	}
-	d.reply = &events.Reply{ID: r.ID, Status: 207, Href: r.NodeURL, Found: found, Missing: missing, Forbidden: forbidden}
+	d.reply = &events.Reply{ID: r.ID, Status: rvp.StatusMultiStatus, Href: r.NodeURL, Found: found, Missing: missing, Forbidden: forbidden}
 	return d, nil
 }
 
-func (n *Node) decidePropPatch(d *decision, e *events.PropPatch, now time.Time) (*decision, error) {
+func (c *core) decidePropPatch(d *decision, e *events.PropPatch, now time.Time) (*decision, error) {
 	r := &e.Req
 	if !owner(r) {
-		return d.fail(r, 403, "only %s may change the properties of its node", r.Node)
+		return d.fail(r, rvp.StatusForbidden, "only %s may change the properties of its node", r.Node)
 	}
-	meta := n.meta(r, now)
+	meta := c.meta(r, now)
 	// The mobile properties are the owner's to set; display name, e-mail
 	// and anything else come from the directory and are refused (403
 	// propstat), as in Exchange.
@@ -443,14 +373,14 @@ func (n *Node) decidePropPatch(d *decision, e *events.PropPatch, now time.Time) 
 		}
 	}
 	if e.State == nil {
-		d.reply = &events.Reply{ID: r.ID, Status: 207, Href: r.NodeURL, Found: set, Forbidden: forbidden}
+		d.reply = &events.Reply{ID: r.ID, Status: rvp.StatusMultiStatus, Href: r.NodeURL, Found: set, Forbidden: forbidden}
 		return d, nil
 	}
 	u := *e.State
 	if u.Default == "" {
 		u.Default = events.StateOffline
 	}
-	views, err := n.proj.Views(r.Node)
+	views, err := c.State.Views(r.Node)
 	if err != nil {
 		return nil, err
 	}
@@ -465,7 +395,7 @@ func (n *Node) decidePropPatch(d *decision, e *events.PropPatch, now time.Time) 
 			break
 		}
 	}
-	secs := clampSeconds(u.Timeout, n.policy.MinLease, n.policy.MaxLease, n.policy.DefaultLease)
+	secs := clampSeconds(u.Timeout, c.policy.MinLease, c.policy.MaxLease, c.policy.DefaultLease)
 	lease := &events.Lease{Value: u.Value, Default: u.Default, Timeout: secs, ViewID: u.ViewID}
 	switch {
 	case u.Value == u.Default || u.Value == events.StateOffline:
@@ -477,89 +407,83 @@ func (n *Node) decidePropPatch(d *decision, e *events.PropPatch, now time.Time) 
 		id := int32(0)
 		if view != nil {
 			id = view.ID
-		} else if id, err = n.proj.NextID(); err != nil {
+		} else if id, err = c.State.NextID(); err != nil {
 			return nil, err
 		}
 		lease.ViewID = id
 		d.facts = append(d.facts, &events.ViewSet{Meta: meta, Node: r.Node, ID: id, Value: u.Value, Default: u.Default,
 			Timeout: secs, Expires: now.Add(seconds(secs)), Source: r.Client})
 	}
-	d.reply = &events.Reply{ID: r.ID, Status: 207, Href: r.NodeURL, Lease: lease, Found: set, Forbidden: forbidden}
+	d.reply = &events.Reply{ID: r.ID, Status: rvp.StatusMultiStatus, Href: r.NodeURL, Lease: lease, Found: set, Forbidden: forbidden}
 	return d, nil
 }
 
-func (n *Node) decideNotify(d *decision, e *events.Notify, now time.Time) (*decision, error) {
+func (c *core) decideNotify(d *decision, e *events.Notify, now time.Time) (*decision, error) {
 	r := &e.Req
-	if e.HopCount > n.policy.MaxHops {
-		return d.fail(r, 508, "RVP-Hop-Count %d exceeds the limit of %d: the NOTIFY is looping between servers", e.HopCount, n.policy.MaxHops)
+	if e.HopCount > c.policy.MaxHops {
+		return d.fail(r, rvp.StatusLoopDetected, "RVP-Hop-Count %d exceeds the limit of %d: the NOTIFY is looping between servers", e.HopCount, c.policy.MaxHops)
 	}
-	acl, err := n.aclOf(r.Node, r.NodeURL)
+	acl, err := c.aclOf(r.Node, r.NodeURL)
 	if err != nil {
 		return nil, err
 	}
 	if !permitted(acl, requester(r), events.RightSendTo) {
-		return d.fail(r, 403, "%s does not accept notifications from %s (send-to right)", r.Node, r.From)
+		return d.fail(r, rvp.StatusForbidden, "%s does not accept notifications from %s (send-to right)", r.Node, r.From)
 	}
-	views, err := n.proj.Views(r.Node)
+	if c.Busy != nil && c.Busy(r.Node) {
+		d.fail(r, rvp.StatusUnavailable, "%s has too many messages waiting for its clients; try again shortly", r.Node)
+		d.reply.RetryAfter = retryAfter(c.policy.DeliveryTimeout / 2)
+		return d, nil
+	}
+	views, err := c.State.Views(r.Node)
 	if err != nil {
 		return nil, err
 	}
-	subs, err := n.proj.Subscriptions(r.Node)
+	targets, err := c.loginTargets(r.Node)
 	if err != nil {
 		return nil, err
-	}
-	var targets []target
-	for _, s := range subs {
-		if s.Kind != events.NotifyPragma {
-			continue
-		}
-		u, err := rvp.ParseURL(s.CallBack)
-		if err != nil {
-			continue
-		}
-		targets = append(targets, target{url: u, subID: s.ID, ref: subRef{r.Node, s.ID}})
 	}
 	// An invisible principal is as unreachable as an offline one, so that
 	// messaging it does not reveal it.
 	if effective(views).Self == events.StateInvisible && r.FromUser != r.Node {
 		targets = nil
 	}
-	meta := n.meta(r, now)
+	meta := c.meta(r, now)
 	acc := &events.MessageAccepted{Meta: meta, Node: r.Node, AckType: e.AckType, HopCount: e.HopCount, Endpoints: len(targets), Body: e.Body}
-	if n.policy.OmitBodies {
+	if c.policy.OmitBodies {
 		sum := sha256.Sum256(e.Body)
 		acc.Body, acc.BodySize, acc.BodySHA256 = nil, len(e.Body), hex.EncodeToString(sum[:])
 	}
 	d.facts = append(d.facts, acc)
 	if len(targets) == 0 {
-		d.facts = append(d.facts, &events.MessageDelivered{Meta: meta, Node: r.Node, Status: 412})
-		d.reply = &events.Reply{ID: r.ID, Status: 412, Error: fmt.Sprintf("%s has no client logged in", r.Node)}
+		d.facts = append(d.facts, &events.MessageDelivered{Meta: meta, Node: r.Node, Status: rvp.StatusPreconditionFailed})
+		d.reply = &events.Reply{ID: r.ID, Status: rvp.StatusPreconditionFailed, Error: fmt.Sprintf("%s has no client logged in", r.Node)}
 		return d, nil
 	}
-	d.deliver = &delivery{req: e, targets: targets, body: rvp.WithSenderDescription(e.Body, n.senderName(r))}
+	d.deliver = &delivery{req: e, targets: targets, body: rvp.WithSenderDescription(e.Body, c.senderName(r))}
 	if strings.EqualFold(e.AckType, "SingleHop") {
-		d.reply = &events.Reply{ID: r.ID, Status: 200}
+		d.reply = &events.Reply{ID: r.ID, Status: rvp.StatusOK}
 		d.deliver.answered = true
 	}
 	return d, nil
 }
 
-func (n *Node) decideACL(d *decision, e *events.ACL, now time.Time) (*decision, error) {
+func (c *core) decideACL(d *decision, e *events.ACL, now time.Time) (*decision, error) {
 	r := &e.Req
-	acl, err := n.aclOf(r.Node, r.NodeURL)
+	acl, err := c.aclOf(r.Node, r.NodeURL)
 	if err != nil {
 		return nil, err
 	}
 	who := requester(r)
 	if !e.Write {
 		if !permitted(acl, who, events.RightReadACL) {
-			return d.fail(r, 403, "reading the ACL of %s needs the readacl right", r.Node)
+			return d.fail(r, rvp.StatusForbidden, "reading the ACL of %s needs the readacl right", r.Node)
 		}
-		d.reply = &events.Reply{ID: r.ID, Status: 200, ACL: acl, HasACL: true}
+		d.reply = &events.Reply{ID: r.ID, Status: rvp.StatusOK, ACL: acl, HasACL: true}
 		return d, nil
 	}
 	if !permitted(acl, who, events.RightWriteACL) {
-		return d.fail(r, 403, "writing the ACL of %s needs the writeacl right", r.Node)
+		return d.fail(r, rvp.StatusForbidden, "writing the ACL of %s needs the writeacl right", r.Node)
 	}
 	merged := mergeACL(acl, e.ACEs, r.Node)
 	if len(merged) > maxACLEntries {
@@ -569,23 +493,9 @@ func (n *Node) decideACL(d *decision, e *events.ACL, now time.Time) (*decision, 
 	// folding it needs nothing but the fact. librvp writes the same
 	// entries at every sign-in; an ACL that does not change is no fact.
 	if !sameACL(merged, acl) {
-		d.facts = append(d.facts, &events.ACLSet{Meta: n.meta(r, now), Node: r.Node, ACEs: merged})
+		d.facts = append(d.facts, &events.ACLSet{Meta: c.meta(r, now), Node: r.Node, ACEs: merged})
 		d.aclBefore = map[events.User][]events.ACE{r.Node: acl}
 	}
-	d.reply = &events.Reply{ID: r.ID, Status: 200, ACL: merged, HasACL: true}
+	d.reply = &events.Reply{ID: r.ID, Status: rvp.StatusOK, ACL: merged, HasACL: true}
 	return d, nil
-}
-
-// senderName is the display name of a message's sender: from the
-// directory for a local user, else the alias in its URL.
-func (n *Node) senderName(r *events.Req) string {
-	if !r.FromUser.IsZero() {
-		return n.displayName(r.FromUser)
-	}
-	if u, err := rvp.ParseURL(r.From); err == nil {
-		if ref, err := rvp.ParseNodePath(u.Path); err == nil {
-			return ref.Alias
-		}
-	}
-	return r.From
 }

@@ -32,13 +32,6 @@ import (
 // Config.HandoffWait: a renewal or a new subscription decided before the state
 // arrives would not find it, or would take an id the state holds.
 
-// move is a user's move away from this home server.
-type move struct {
-	user events.User
-	to   string
-	seq  uint64 // the directory sequence of the move
-}
-
 // watchMoves feeds the users moved away from this home server to moves,
 // until ctx ends.
 func (n *Node) watchMoves(ctx context.Context, moves chan<- move) error {
@@ -96,22 +89,17 @@ func (n *Node) strays() ([]move, error) {
 		return nil, err
 	}
 	var out []move
+	c := &core{View: n.view(), policy: n.policy}
 	for _, u := range users {
-		if rec := n.movedAway(u); rec != nil {
+		rec, err := c.movedAway(u)
+		if err != nil {
+			return nil, err
+		}
+		if rec != nil {
 			out = append(out, move{user: u, to: rec.Home, seq: rec.Move})
 		}
 	}
 	return out, nil
-}
-
-// movedAway returns u's directory record if u is homed on another home
-// server, else nil.
-func (n *Node) movedAway(u events.User) *projections.UserRecord {
-	rec, err := n.cfg.Directory.User(u)
-	if err != nil || rec == nil || rec.Home == n.cfg.Home || rec.Home == "" {
-		return nil
-	}
-	return rec
 }
 
 // forward passes on a request for a user that has moved to another home
@@ -143,154 +131,27 @@ func (n *Node) forward(ctx context.Context, log *slog.Logger, m jetstream.Msg, r
 }
 
 // handoff sends a moved user's state to its new home server and ends it
-// here, once per move.
+// here, once per move (decideDeparture).
 func (n *Node) handoff(ctx context.Context, mv move) error {
-	u := mv.user
-	if mv.to == n.cfg.Home || mv.seq == 0 {
-		return nil
-	}
-	if done, err := n.proj.Departed(u); err != nil || done >= mv.seq {
-		return err
-	}
-	now := n.now()
-	subs, err := n.proj.Subscriptions(u)
+	return n.commit(ctx, &pending{in: departure(mv)})
+}
+
+// sendHandoff appends a decision's handoff to its new home server's
+// requests.
+func (n *Node) sendHandoff(ctx context.Context, d *decision) error {
+	data, err := events.Encode(d.handoff)
 	if err != nil {
 		return err
 	}
-	views, err := n.proj.Views(u)
-	if err != nil {
-		return err
-	}
-	id := fmt.Sprintf("handoff-%s-%s-%d", events.Token(n.cfg.Home), events.Token(u.String()), mv.seq)
-	h := &events.Handoff{Req: events.Req{ID: id, At: now, Deadline: now.Add(time.Minute), Gateway: "home:" + n.cfg.Home,
-		Node: u, Auth: events.Identity{Scheme: "internal"}}, From: n.cfg.Home, Move: mv.seq}
-	for _, s := range subs {
-		h.Subs = append(h.Subs, events.SubState{ID: s.ID, Kind: s.Kind, CallBack: s.CallBack, Watcher: s.Watcher, Subscriber: s.Subscriber,
-			SubscriberUser: s.SubscriberUser, NodeURL: s.NodeURL, Lifetime: s.Lifetime, Expires: s.Expires, Source: s.Source, Credential: s.Credential})
-	}
-	for _, v := range views {
-		h.Views = append(h.Views, events.ViewState{ID: v.ID, Value: v.Value, Default: v.Default, Timeout: v.Timeout, Expires: v.Expires, Source: v.Source})
-	}
-	if aces, ok, err := n.proj.ACL(u); err != nil {
-		return err
-	} else if ok {
-		h.ACL = aces
-	}
-	for _, p := range []events.Prop{events.PropMobileState, events.PropMobileDescription} {
-		if v, err := n.proj.Property(u, p); err != nil {
-			return err
-		} else if v != "" {
-			h.Props = append(h.Props, events.PropValue{Prop: p, Value: v})
-		}
-	}
-	// The state goes out first, even when there is none (the new home
-	// server waits for it): the request stream holds it durably before
-	// anything ends here. A stop in between hands it off again; the new
-	// home server takes one handoff per move.
-	data, err := events.Encode(h)
-	if err != nil {
-		return err
-	}
-	msg := nats.NewMsg(events.RequestSubject(mv.to, u))
-	msg.Header.Set(events.HeaderType, h.Type())
+	msg := nats.NewMsg(events.RequestSubject(d.handTo, d.handoff.Node))
+	msg.Header.Set(events.HeaderType, d.handoff.Type())
 	msg.Data = data
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	_, err = n.cfg.JetStream.PublishMsg(pctx, msg, jetstream.WithMsgID(id))
-	cancel()
-	if err != nil {
-		return fmt.Errorf("hand %s to home server %s: %w", u, mv.to, err)
+	defer cancel()
+	if _, err := n.cfg.JetStream.PublishMsg(pctx, msg, jetstream.WithMsgID(d.handoff.ID)); err != nil {
+		return fmt.Errorf("hand %s to home server %s: %w", d.handoff.Node, d.handTo, err)
 	}
-	_, err = n.commit(ctx, n.log, func() (*decision, error) {
-		// Not the request's id: the new home server's facts carry that.
-		d := &decision{msgID: id + "/sent", quiet: true}
-		meta := n.systemMeta(now)
-		meta.Request = id
-		for _, s := range subs {
-			d.facts = append(d.facts, &events.SubscriptionEnded{Meta: meta, Node: u, ID: s.ID, Reason: events.EndMoved})
-		}
-		for _, v := range views {
-			d.facts = append(d.facts, &events.ViewEnded{Meta: meta, Node: u, ID: v.ID, Reason: events.EndMoved})
-		}
-		d.facts = append(d.facts, &events.UserDeparted{Meta: meta, Node: u, To: mv.to, Move: mv.seq, Subs: len(subs), Views: len(views)})
-		return d, nil
-	})
-	if err == nil {
-		n.log.Info("user handed off to its new home server", "user", u.String(), "home", mv.to, "subscriptions", len(subs), "views", len(views))
-	}
-	return err
-}
-
-// decideHandoff records a user's state handed over by its former home
-// server, but for what this node has already and what has expired.
-func (n *Node) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*decision, error) {
-	r := &e.Req
-	if r.Auth.Scheme != "internal" {
-		return d.fail(r, 403, "handoffs come from home servers only")
-	}
-	d.quiet = true
-	if done, err := n.proj.Arrived(r.Node); err != nil {
-		return nil, err
-	} else if e.Move != 0 && done >= e.Move {
-		return d, nil // taken already
-	}
-	meta := n.systemMeta(now)
-	meta.Request = r.ID
-	took := events.UserArrived{Meta: meta, Node: r.Node, From: e.From, Move: e.Move}
-	for _, s := range e.Subs {
-		if have, err := n.proj.Subscription(r.Node, s.ID); err != nil {
-			return nil, err
-		} else if have != nil || !s.Expires.After(now) {
-			continue
-		}
-		d.facts = append(d.facts, &events.SubscriptionCreated{Meta: meta, Node: r.Node, ID: s.ID, Kind: s.Kind, CallBack: s.CallBack,
-			Watcher: s.Watcher, Subscriber: s.Subscriber, SubscriberUser: s.SubscriberUser, NodeURL: s.NodeURL, Lifetime: s.Lifetime,
-			Expires: s.Expires, Source: s.Source, Credential: s.Credential})
-		took.Subs++
-	}
-	views, err := n.proj.Views(r.Node)
-	if err != nil {
-		return nil, err
-	}
-	have := map[int32]bool{}
-	for _, v := range views {
-		have[v.ID] = true
-	}
-	for _, v := range e.Views {
-		if have[v.ID] || !v.Expires.After(now) {
-			continue
-		}
-		d.facts = append(d.facts, &events.ViewSet{Meta: meta, Node: r.Node, ID: v.ID, Value: v.Value, Default: v.Default,
-			Timeout: v.Timeout, Expires: v.Expires, Source: v.Source})
-		took.Views++
-	}
-	if len(e.ACL) > 0 {
-		if _, ok, err := n.proj.ACL(r.Node); err != nil {
-			return nil, err
-		} else if !ok {
-			d.facts = append(d.facts, &events.ACLSet{Meta: meta, Node: r.Node, ACEs: e.ACL})
-		}
-	}
-	for _, p := range e.Props {
-		// One set here since the move is newer.
-		if v, err := n.proj.Property(r.Node, p.Prop); err != nil {
-			return nil, err
-		} else if v == "" {
-			d.facts = append(d.facts, &events.PropertySet{Meta: meta, Node: r.Node, Value: p})
-		}
-	}
-	d.facts = append(d.facts, &took)
-	return d, nil
-}
-
-// awaitsHandoff reports whether u moved here and the handoff of its move
-// has not come yet, and the move is recent enough to wait for it.
-func (n *Node) awaitsHandoff(u events.User, now time.Time) (*projections.UserRecord, bool) {
-	rec, err := n.cfg.Directory.User(u)
-	if err != nil || rec == nil || rec.Home != n.cfg.Home || rec.Move == 0 || now.Sub(rec.MovedAt) >= n.cfg.HandoffWait {
-		return rec, false
-	}
-	done, err := n.proj.Arrived(u)
-	return rec, err == nil && done < rec.Move
+	return nil
 }
 
 // park holds back a request for a user whose handoff is awaited; the
@@ -316,8 +177,9 @@ func (n *Node) unpark(ctx, life context.Context, u events.User) error {
 // unparkLate decides the requests held back for users whose handoff has
 // not come within Config.HandoffWait: without it.
 func (n *Node) unparkLate(ctx, life context.Context, now time.Time) error {
+	c := &core{View: n.view(), policy: n.policy}
 	for u := range n.parked {
-		if rec, waiting := n.awaitsHandoff(u, now); !waiting {
+		if rec, waiting, _ := c.awaitsHandoff(u, now, n.cfg.HandoffWait); !waiting {
 			if rec != nil && rec.Move != 0 {
 				if done, _ := n.proj.Arrived(u); done < rec.Move {
 					n.log.Warn("handoff from the former home server has not come; deciding without it (it merges when it comes)",

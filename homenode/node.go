@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +37,17 @@ type Policy struct {
 	// unanswered (no connection, no status) before its subscription ends,
 	// and with a user's last login its presence. Default 3; negative never.
 	MaxCallbackFailures int
+	// MaxLogins bounds the login subscriptions (callback endpoints) on a
+	// node, so that a message fans out to at most this many; more are
+	// refused with 503 and a Retry-After. Default 64.
+	MaxLogins int
+	// MaxWatchers bounds the property subscriptions on a node; more are
+	// refused with 503 and a Retry-After. Default 4096.
+	MaxWatchers int
+	// MaxFanout bounds the NOTIFYs one decision sends (a change of presence
+	// told to watchers' clients); beyond it they are dropped and counted.
+	// Default 8192.
+	MaxFanout int
 	// OmitBodies keeps message bodies out of the facts, which then record
 	// each body's size and SHA-256 (Exchange kept nothing; auditors want
 	// the text; privacy rules may forbid it).
@@ -54,6 +64,9 @@ func DefaultPolicy() Policy {
 		MaxHops:             8,
 		DeliveryTimeout:     10 * time.Second,
 		MaxCallbackFailures: 3,
+		MaxLogins:           64,
+		MaxWatchers:         4096,
+		MaxFanout:           8192,
 	}
 }
 
@@ -81,6 +94,14 @@ func (p Policy) withDefaults() Policy {
 	}
 	if p.MaxCallbackFailures == 0 {
 		p.MaxCallbackFailures = d.MaxCallbackFailures
+	}
+	for _, v := range []struct {
+		p *int
+		d int
+	}{{&p.MaxLogins, d.MaxLogins}, {&p.MaxWatchers, d.MaxWatchers}, {&p.MaxFanout, d.MaxFanout}} {
+		if *v.p <= 0 {
+			*v.p = v.d
+		}
 	}
 	return p
 }
@@ -124,9 +145,17 @@ type Config struct {
 	// Client delivers NOTIFYs. Default: an rvp.Client with its defaults.
 	Client *rvp.Client
 	Policy Policy
-	// Workers is the number of concurrent deliveries. Default 32.
+	// Workers bounds the NOTIFYs in progress at once, each on a
+	// connection of its own. Default 256.
 	Workers int
-	// QueueLen bounds the deliveries waiting for a worker. Default 4096.
+	// PerKey bounds the NOTIFYs in progress at once to one user's clients
+	// (or one callback host that is no user's login), so that a user
+	// whose callbacks hang cannot hold up anyone else's. Default 4.
+	PerKey int
+	// KeyQueue bounds the NOTIFYs waiting for one user (or host); more
+	// are refused (a message: 503; a notification: dropped). Default 256.
+	KeyQueue int
+	// QueueLen bounds the NOTIFYs waiting in all. Default 16384.
 	QueueLen int
 	// SweepEvery is how often expiries are looked for. Default 500ms.
 	SweepEvery time.Duration
@@ -139,6 +168,16 @@ type Config struct {
 	// then they are decided without it (it merges when it comes). Default
 	// 3s: past a gateway's patience it would only turn them into 503s.
 	HandoffWait time.Duration
+	// FactStream configures the home server's fact stream, created by the
+	// node if it is missing (and, unless CreateOnly, updated).
+	FactStream projections.StreamOptions
+	// Window bounds the facts published and not yet acknowledged; a full
+	// window holds new requests back. Default 512.
+	Window int
+	// AckTimeout is how long a fact's publish waits for its answer before
+	// it counts as lost (the stream then tells whether it was stored).
+	// Default 5s.
+	AckTimeout time.Duration
 	// Logger defaults to discarding.
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.
@@ -166,21 +205,42 @@ type Node struct {
 	log    *slog.Logger
 	now    func() time.Time
 	proj   *projections.Home
+	over   *projections.Overlay // the facts in flight, over proj
 	pool   *pool
+	stream string // the home server's fact stream
 
+	pub     jetstream.JetStream // publishes the facts, asynchronously
+	results chan pubResult
+
+	// The pipeline, owned by Run's goroutine: the sequence of the last fact
+	// published, the one up to which all are acknowledged, those
+	// acknowledged past it, how many answers are awaited, the decisions not
+	// released yet (and those of requests, by id), and whether a publish
+	// failed (nothing more is published until the window is recovered).
+	last, acked uint64
+	done        map[uint64]bool
+	unapplied   []projections.SeqFact // published, not yet acknowledged, in order
+	applier     *applier
+	inflight    int
+	window      []*pending
+	inWindow    map[string]*pending
+	broken      bool
+	rounds      int // recoveries from another writer in a row
+
+	life     context.Context // Run's: deliveries end with it
 	outcomes chan outcome
 	seen     *recent
 	reaches  chan reach
-	failures map[subRef]int // consecutive unanswered NOTIFYs; owned by Run's goroutine
+	reach    reachability // owned by Run's goroutine
 	// delivering holds the messages being delivered, by request id; owned
 	// by Run's goroutine.
-	delivering map[string]*delivery
+	delivering map[string]*sending
 	// parked holds the requests for users whose handoff is awaited; owned
 	// by Run's goroutine.
 	parked map[events.User][]jetstream.Msg
 
-	// Counters, read by Stats; relays numbers relay requests.
-	decided, expired, dropped, relays, held atomic.Uint64
+	// Counters, read by Stats.
+	decided, expired, dropped, held, published, conflicts, recovered atomic.Uint64
 }
 
 // New returns a node for cfg.Home; Run starts it.
@@ -188,14 +248,27 @@ func New(cfg Config) (*Node, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if cfg.Client == nil {
-		cfg.Client = &rvp.Client{}
+	// A callback that does not take a connection at once is not waited
+	// for long: it would hold a delivery slot of its user.
+	client := rvp.Client{}
+	if cfg.Client != nil {
+		client = *cfg.Client
 	}
+	if client.DialTimeout <= 0 {
+		client.DialTimeout = 2 * time.Second
+	}
+	cfg.Client = &client
 	if cfg.Workers <= 0 {
-		cfg.Workers = 32
+		cfg.Workers = 1024
+	}
+	if cfg.PerKey <= 0 {
+		cfg.PerKey = 4
+	}
+	if cfg.KeyQueue <= 0 {
+		cfg.KeyQueue = 256
 	}
 	if cfg.QueueLen <= 0 {
-		cfg.QueueLen = 4096
+		cfg.QueueLen = 16384
 	}
 	if cfg.SweepEvery <= 0 {
 		cfg.SweepEvery = 500 * time.Millisecond
@@ -205,6 +278,12 @@ func New(cfg Config) (*Node, error) {
 	}
 	if cfg.HandoffWait <= 0 {
 		cfg.HandoffWait = 3 * time.Second
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = 512
+	}
+	if cfg.AckTimeout <= 0 {
+		cfg.AckTimeout = 5 * time.Second
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -221,14 +300,22 @@ func New(cfg Config) (*Node, error) {
 		log:        log,
 		now:        func() time.Time { return cfg.Now().UTC() },
 		proj:       proj,
+		over:       projections.NewOverlay(proj),
+		stream:     events.FactStream(cfg.Home),
+		results:    make(chan pubResult, 2*cfg.Window+16),
+		done:       map[uint64]bool{},
+		inWindow:   map[string]*pending{},
 		outcomes:   make(chan outcome, 256),
 		seen:       newRecent(8192),
 		reaches:    make(chan reach, 1024),
-		failures:   map[subRef]int{},
-		delivering: map[string]*delivery{},
+		reach:      reachability{limit: cfg.Policy.withDefaults().MaxCallbackFailures},
+		delivering: map[string]*sending{},
 		parked:     map[events.User][]jetstream.Msg{},
 	}
-	n.pool = newPool(cfg.Client, cfg.Workers, cfg.QueueLen, log, &n.dropped)
+	if n.pub, err = newPublisher(cfg.Conn, cfg.Window, cfg.AckTimeout, n.results); err != nil {
+		return nil, err
+	}
+	n.pool = newPool(cfg.Client, cfg.Workers, cfg.PerKey, cfg.KeyQueue, cfg.QueueLen, log, &n.dropped)
 	return n, nil
 }
 
@@ -248,30 +335,45 @@ func (n *Node) Run(parent context.Context) (err error) {
 	}()
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
+	n.life = ctx
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	// The projection outlives the deciding loop: a decision under way when
-	// the node is stopped is finished (its facts applied, its reply sent)
-	// before the loop returns, and that needs the projection.
-	following, stopFollowing := context.WithCancel(context.Background())
-	defer stopFollowing()
-	defer cancel() // runs first: every goroutine but the follower ends on ctx.
+	// The projection outlives the deciding loop: what is in flight when
+	// the node is stopped is finished (its facts acknowledged, its reply
+	// sent) before the loop returns, and applied to Pebble before Run
+	// returns.
+	n.applier = newApplier(n.proj)
+	defer n.applier.stop()
+	defer cancel() // runs first: every goroutine but the applier ends on ctx.
 
+	if err := projections.EnsureFactStream(ctx, n.cfg.JetStream, n.cfg.Home, n.cfg.FactStream); err != nil {
+		return fmt.Errorf("home %s: %w", n.cfg.Home, err)
+	}
+	last, err := n.streamLast(ctx)
+	if err != nil {
+		return err
+	}
+	if outdated, err := n.proj.Outdated(); err != nil {
+		return fmt.Errorf("home %s: %w", n.cfg.Home, err)
+	} else if outdated || n.proj.Position() > last {
+		n.log.Info("home projection written by an older version or from another stream; rebuilding it from the facts",
+			"position", n.proj.Position(), "stream last", last)
+		if err := n.proj.Reset(); err != nil {
+			return err
+		}
+		n.over = projections.NewOverlay(n.proj)
+	}
+	if err := n.catchUp(ctx, last); err != nil {
+		return err
+	}
 	failed := make(chan error, 3)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		err := projections.Follow(following, n.cfg.JetStream, projections.FollowConfig{
-			Stream: events.StreamFacts, Filter: events.FactFilter(n.cfg.Home), Logger: n.log,
-		}, n.proj)
-		if err != nil {
+		if err := n.applier.run(); err != nil {
 			failed <- err
 		}
 	}()
-
-	if err := n.catchUp(ctx); err != nil {
-		return err
-	}
 	n.pool.start(ctx, &wg)
 	if n.cfg.ResendPresence {
 		wg.Add(1)
@@ -313,17 +415,20 @@ func (n *Node) Run(parent context.Context) (err error) {
 		// without it), so a node that died holding one lets another have
 		// it after AckWait, well inside the gateway's wait.
 		AckWait:       5 * time.Second,
-		MaxAckPending: 1024,
-		MaxDeliver:    5,
+		MaxAckPending: 4096,
+		// Every stop hands back what was fetched and not decided, and a
+		// redelivery counts: a request is given up only after many, by
+		// when its deadline has long passed (it would be dropped as late).
+		MaxDeliver: 20,
 	})
 	if err != nil {
 		return fmt.Errorf("home %s: request consumer: %w", n.cfg.Home, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(16))
+	it, err := cons.Messages(jetstream.PullMaxMessages(128))
 	if err != nil {
 		return fmt.Errorf("home %s: consume requests: %w", n.cfg.Home, err)
 	}
-	reqs := make(chan jetstream.Msg, 64)
+	reqs := make(chan jetstream.Msg, 128)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -344,9 +449,20 @@ func (n *Node) Run(parent context.Context) (err error) {
 		}
 	}()
 	defer func() {
-		// Hand back what was fetched but not decided, for the next owner
-		// now rather than after AckWait.
+		// What is in flight is finished (for a while); what was fetched
+		// but not decided, or not made durable, goes back to JetStream for
+		// the next owner now rather than after AckWait.
 		it.Stop()
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := n.flush(fctx); err != nil {
+			n.log.Warn("stopped with decisions not durable; their requests go to the next owner", "decisions", len(n.window), "err", err)
+		}
+		cancel()
+		for _, p := range n.window {
+			if p.msg != nil {
+				p.msg.Nak()
+			}
+		}
 		for u, held := range n.parked {
 			for _, m := range held {
 				m.Nak()
@@ -366,71 +482,107 @@ func (n *Node) Run(parent context.Context) (err error) {
 		}
 	}()
 
-	n.log.Info("home node serving", "position", n.proj.Position())
+	n.log.Info("home node serving", "position", n.proj.Position(), "stream", n.stream)
 	tick := time.NewTicker(n.cfg.SweepEvery)
 	defer tick.Stop()
+	applied := n.proj.Changed()
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	// A decision, once begun, is finished even if the node is stopped
+	// meanwhile: its own context is not the node's.
+	work := context.WithoutCancel(ctx)
 	for {
+		// Inputs are taken while the window has room; answers always.
+		var reqCh <-chan jetstream.Msg
+		var outCh <-chan outcome
+		var reachCh <-chan reach
+		var moveCh <-chan move
+		var tickCh <-chan time.Time
+		if n.room() {
+			reqCh, outCh, reachCh, moveCh, tickCh = reqs, n.outcomes, n.reaches, moves, tick.C
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case err := <-failed:
 			return err
-		// A decision, once begun, is finished even if the node is stopped
-		// meanwhile: appends and waits are bounded by their own timeouts.
-		case m, ok := <-reqs:
+		case r := <-n.results:
+			n.handleResult(r)
+		case <-applied:
+			n.over.Forget(n.proj.Position())
+			applied = n.proj.Changed()
+		case m, ok := <-reqCh:
 			if !ok {
 				return nil
 			}
-			if err := n.handleRequest(context.WithoutCancel(ctx), ctx, m); err != nil {
+			if err := n.handleRequest(work, ctx, m); err != nil {
 				return err
 			}
-		case o := <-n.outcomes:
-			if err := n.handleOutcome(context.WithoutCancel(ctx), o); err != nil {
+		case o := <-outCh:
+			if err := n.input(work, &pending{in: o}); err != nil {
 				return err
 			}
-		case mv := <-moves:
-			if err := n.handoff(context.WithoutCancel(ctx), mv); err != nil {
+		case mv := <-moveCh:
+			if err := n.handoff(work, mv); err != nil {
 				n.log.Warn("user moved away not handed off; it will be when a request for it comes, or at the next start",
 					"user", mv.user.String(), "home", mv.to, "err", err)
 			}
-		case rc := <-n.reaches:
-			if err := n.handleReach(context.WithoutCancel(ctx), rc); err != nil {
+		case rc := <-reachCh:
+			if err := n.handleReach(work, rc); err != nil {
 				return err
 			}
-		case <-tick.C:
-			if err := n.sweep(context.WithoutCancel(ctx)); err != nil {
+		case <-tickCh:
+			if err := n.sweep(work); err != nil {
 				return err
 			}
-			if err := n.unparkLate(context.WithoutCancel(ctx), ctx, n.now()); err != nil {
+			if err := n.unparkLate(work, ctx, n.now()); err != nil {
 				return err
+			}
+		case <-retry.C:
+		}
+		if n.broken && n.inflight == 0 {
+			if err := n.recover(work); err != nil {
+				return err
+			}
+			if n.broken {
+				retry.Reset(250 * time.Millisecond)
 			}
 		}
 	}
 }
 
-// catchUp waits until the projection has applied every fact of the home
-// server already in the stream, and remembers the requests those facts
-// were decided for, so that a request redelivered after a crash is not
-// decided twice.
-func (n *Node) catchUp(ctx context.Context) error {
-	stream, err := n.cfg.JetStream.Stream(ctx, events.StreamFacts)
+// streamLast returns the sequence of the last fact in the home server's
+// stream.
+func (n *Node) streamLast(ctx context.Context) (uint64, error) {
+	st, err := n.cfg.JetStream.Stream(ctx, n.stream)
 	if err != nil {
-		return fmt.Errorf("home %s: facts stream: %w", n.cfg.Home, err)
+		return 0, fmt.Errorf("home %s: facts stream: %w", n.cfg.Home, err)
 	}
-	last, err := stream.GetLastMsgForSubject(ctx, events.FactFilter(n.cfg.Home))
-	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("home %s: facts stream: %w", n.cfg.Home, err)
+	}
+	return info.State.LastSeq, nil
+}
+
+// catchUp applies to the projection every fact of the home server up to
+// last, read from its stream, and remembers the requests those facts were
+// decided for, so that a request redelivered after a crash is not decided
+// twice. The chain of facts goes on from last; from now on the node
+// applies the facts it publishes itself, once acknowledged.
+func (n *Node) catchUp(ctx context.Context, last uint64) error {
+	n.last, n.acked = last, last
+	if last == 0 {
 		return nil
-	case err != nil:
-		return fmt.Errorf("home %s: last fact: %w", n.cfg.Home, err)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	start := n.now()
-	if err := n.proj.WaitFor(wctx, last.Sequence); err != nil {
+	if err := projections.Replay(wctx, n.cfg.JetStream, n.stream, events.FactFilter(n.cfg.Home), last, n.proj); err != nil {
 		return fmt.Errorf("home %s: catch up with the fact stream: %w", n.cfg.Home, err)
 	}
-	n.log.Info("projection caught up", "seq", last.Sequence, "took", n.now().Sub(start))
+	n.log.Info("projection caught up", "seq", last, "took", n.now().Sub(start))
 	return n.rememberRecent(ctx)
 }
 
@@ -438,11 +590,10 @@ func (n *Node) catchUp(ctx context.Context) error {
 // minutes, headers only.
 func (n *Node) rememberRecent(ctx context.Context) error {
 	since := n.now().Add(-5 * time.Minute)
-	cons, err := n.cfg.JetStream.OrderedConsumer(ctx, events.StreamFacts, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{events.FactFilter(n.cfg.Home)},
-		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
-		OptStartTime:   &since,
-		HeadersOnly:    true,
+	cons, err := n.cfg.JetStream.OrderedConsumer(ctx, n.stream, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartTimePolicy,
+		OptStartTime:  &since,
+		HeadersOnly:   true,
 	})
 	if err != nil {
 		return fmt.Errorf("home %s: read recent facts: %w", n.cfg.Home, err)
@@ -468,7 +619,17 @@ func (n *Node) rememberRecent(ctx context.Context) error {
 	}
 }
 
-// handleRequest decides one request event. It returns an error only when
+// view is what the node decides against: the projection with the facts
+// in flight over it, and the directory.
+func (n *Node) view() View {
+	return View{Home: n.cfg.Home, State: n.over, Dir: n.cfg.Directory, Busy: n.busy}
+}
+
+// busy reports whether the NOTIFYs waiting for u's clients fill their
+// queue.
+func (n *Node) busy(u events.User) bool { return n.pool.full(u.String()) }
+
+// handleRequest takes one request event. It returns an error only when
 // the node cannot go on. ctx bounds the decision (not cancelled when the
 // node stops); life is the node's own context, which deliveries started
 // here end with.
@@ -487,25 +648,24 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 	r := req.Request()
 	now := n.now()
 	log := n.log.With("req", r.ID, "type", typ, "node", r.Node.String())
-	// A handoff has no gateway waiting: it is state, however late.
-	if now.After(r.Deadline) && typ != events.TypeHandoff {
-		log.Warn("request expired before it was decided; the gateway has answered 503", "late", now.Sub(r.Deadline))
-		return m.Ack()
-	}
 	replyTo := m.Headers().Get(events.HeaderReply)
+	if p := n.inWindow[r.ID]; p != nil {
+		p.msg = m // redelivered while its facts are in flight: acknowledged with them
+		return nil
+	}
 	if delivering, seen := n.seen.get(r.ID); seen {
-		switch dl := n.delivering[r.ID]; {
+		switch s := n.delivering[r.ID]; {
 		case !delivering:
 			log.Info("request already decided; redelivery ignored")
 			return m.Ack()
-		case dl != nil:
-			dl.msg = m // still delivering: its outcome acknowledges it
+		case s != nil:
+			s.msg = m // still delivering: its outcome acknowledges it
 			return nil
 		}
-		if e, ok := req.(*events.Notify); ok {
+		if e, ok := req.(*events.Notify); ok && !now.After(r.Deadline) {
 			// Accepted before a restart, its delivery never finished.
 			log.Info("resuming an interrupted delivery")
-			return n.deliverMessage(ctx, life, e, m, replyTo, now, true)
+			return n.input(ctx, &pending{in: resumed{e}, msg: m, replyTo: replyTo})
 		}
 		return m.Ack()
 	}
@@ -519,80 +679,127 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 			log.Warn("directory behind the gateway's; deciding with ours", "have", n.cfg.Directory.Position(), "want", r.DirPos)
 		}
 	}
-	if rec := n.movedAway(r.Node); rec != nil {
-		return n.forward(ctx, log, m, r, rec)
+	c := &core{View: n.view(), policy: n.policy}
+	route, rec, err := c.route(req, now, n.cfg.HandoffWait, len(n.parked[r.Node]) > 0)
+	if err != nil {
+		return err
 	}
-	if typ != events.TypeHandoff {
-		if _, waiting := n.awaitsHandoff(r.Node, now); waiting || len(n.parked[r.Node]) > 0 {
-			log.Info("request held until the user's state arrives from its former home server")
-			n.park(r.Node, m)
+	switch route {
+	case routeLate:
+		log.Warn("request expired before it was decided; the gateway has answered 503", "late", now.Sub(r.Deadline))
+		return m.Ack()
+	case routeForward:
+		return n.forward(ctx, log, m, r, rec)
+	case routeHold:
+		log.Info("request held until the user's state arrives from its former home server")
+		n.park(r.Node, m)
+		return nil
+	}
+	if err := n.input(ctx, &pending{in: req, msg: m, replyTo: replyTo}); err != nil {
+		return err
+	}
+	if typ == events.TypeHandoff {
+		// The state is in the overlay: the requests held for it are
+		// decided against it now.
+		return n.unpark(ctx, life, r.Node)
+	}
+	return nil
+}
+
+// input decides p's input and puts the decision in the window. A state
+// that cannot be read leaves a request to be redelivered.
+func (n *Node) input(ctx context.Context, p *pending) error {
+	if err := n.commit(ctx, p); err != nil {
+		n.log.Error("not decided: the home server's state could not be read", "input", fmt.Sprintf("%T", p.in), "err", err)
+		if p.msg != nil {
+			return p.msg.NakWithDelay(250 * time.Millisecond)
+		}
+		return nil
+	}
+	switch in := p.in.(type) {
+	case events.Request:
+		n.seen.add(in.Request().ID, p.d.deliver != nil)
+	case resumed:
+		n.seen.add(in.e.ID, p.d.deliver != nil)
+	}
+	n.decided.Add(1)
+	return nil
+}
+
+// release carries out a decision whose facts are durable: its reply, its
+// NOTIFYs and relays, its delivery, the acknowledgement of its request.
+func (n *Node) release(p *pending) {
+	n.rounds = 0
+	d := p.d
+	if o, ok := p.in.(outcome); ok {
+		// The outcome of a delivery: the sender waits where the message
+		// came from.
+		r := &o.d.req.Req
+		s := n.delivering[r.ID]
+		delete(n.delivering, r.ID)
+		n.seen.add(r.ID, false)
+		if s != nil {
+			n.reply(s.replyTo, d.reply)
+			if s.msg != nil {
+				s.msg.Ack()
+			}
+		}
+		return
+	}
+	if x, ok := p.in.(expiry); ok && len(d.facts) > 0 {
+		_ = x
+		n.expired.Add(1)
+	}
+	if u, ok := p.in.(unreachable); ok && len(d.facts) > 0 {
+		n.log.Info("subscription ended: its callback stopped answering", "node", u.node.String(), "sub", u.id, "failures", n.policy.MaxCallbackFailures)
+	}
+	if d.handoff != nil {
+		n.log.Info("user handed off to its new home server", "user", d.handoff.Node.String(), "home", d.handTo,
+			"subscriptions", len(d.handoff.Subs), "views", len(d.handoff.Views))
+	}
+	n.reply(p.replyTo, d.reply)
+	n.sendNotes(d, n.pool.submit)
+	if d.deliver != nil {
+		n.delivering[d.deliver.req.ID] = &sending{d: d.deliver, msg: p.msg, replyTo: p.replyTo}
+		n.startDelivery(n.life, d.deliver)
+		return
+	}
+	if p.msg != nil {
+		p.msg.Ack()
+	}
+}
+
+// sweep decides the end of the subscriptions and presence leases whose
+// time has come, as far as the window has room.
+func (n *Node) sweep(ctx context.Context) error {
+	now := n.now()
+	due, err := n.proj.DueBy(now, 256)
+	if err != nil {
+		return err
+	}
+	for _, x := range due {
+		if !n.room() {
 			return nil
 		}
-	}
-	if e, ok := req.(*events.Notify); ok {
-		return n.deliverMessage(ctx, life, e, m, replyTo, now, false)
-	}
-
-	d, err := n.commit(ctx, log, func() (*decision, error) { return n.decide(req, now) })
-	if err != nil {
-		// The facts could not be appended: the request is not decided.
-		// Let JetStream redeliver it while the gateway still waits.
-		log.Warn("request not decided; will retry", "err", err)
-		return m.NakWithDelay(250 * time.Millisecond)
-	}
-	n.seen.add(r.ID, false)
-	n.decided.Add(1)
-	if d.reply != nil {
-		n.reply(replyTo, d.reply)
-	}
-	n.afterCommit(d)
-	ackErr := m.Ack()
-	if typ == events.TypeHandoff {
-		if err := n.unpark(ctx, life, r.Node); err != nil {
+		if err := n.input(ctx, &pending{in: expiry(x)}); err != nil {
 			return err
 		}
 	}
-	return ackErr
+	return nil
 }
 
-// deliverMessage decides a NOTIFY and starts its delivery. The request is
-// acknowledged to JetStream only once the outcome is recorded, so a node
-// that stops while delivering leaves it to be redelivered, and the next
-// owner resumes the delivery (resume: its message.accepted fact exists).
-func (n *Node) deliverMessage(ctx, life context.Context, e *events.Notify, m jetstream.Msg, replyTo string, now time.Time, resume bool) error {
-	r := &e.Req
-	log := n.log.With("req", r.ID, "node", r.Node.String())
-	d, err := n.commit(ctx, log, func() (*decision, error) {
-		d, err := n.decide(e, now)
-		if err == nil && resume && len(d.facts) > 0 {
-			if _, ok := d.facts[0].(*events.MessageAccepted); ok {
-				d.facts = d.facts[1:]
-				d.msgID += "/resumed"
-			}
-		}
-		return d, err
-	})
-	if err != nil {
-		log.Warn("message not decided; will retry", "err", err)
-		return m.NakWithDelay(250 * time.Millisecond)
+// handleReach counts consecutive failures of a callback; at the limit the
+// subscription ends (and with the last login, the user's presence).
+func (n *Node) handleReach(ctx context.Context, rc reach) error {
+	if !n.reach.record(rc.ref, rc.err) {
+		return nil
 	}
-	n.decided.Add(1)
-	if d.reply != nil {
-		n.reply(replyTo, d.reply)
-	}
-	if d.deliver == nil {
-		n.seen.add(r.ID, false)
-		return m.Ack()
-	}
-	n.seen.add(r.ID, true)
-	d.deliver.replyTo, d.deliver.msg = replyTo, m
-	n.delivering[r.ID] = d.deliver
-	return n.startDelivery(life, d.deliver)
+	return n.input(ctx, &pending{in: unreachable(rc.ref)})
 }
 
 // reply publishes a reply to the gateway waiting on subject to.
 func (n *Node) reply(to string, r *events.Reply) {
-	if to == "" {
+	if to == "" || r == nil {
 		return
 	}
 	data, err := events.Encode(r)
@@ -606,106 +813,6 @@ func (n *Node) reply(to string, r *events.Reply) {
 	if err := n.cfg.Conn.PublishMsg(msg); err != nil {
 		n.log.Warn("publish reply", "req", r.ID, "err", err)
 	}
-}
-
-// commit runs decide, appends its facts and waits until the projection has
-// applied them. A conflict (another writer appended to a user's subject)
-// makes it wait for the projection to catch up and decide again.
-func (n *Node) commit(ctx context.Context, log *slog.Logger, decide func() (*decision, error)) (*decision, error) {
-	for attempt := 1; ; attempt++ {
-		d, err := decide()
-		if err != nil {
-			return nil, err
-		}
-		if !d.quiet {
-			d.before = n.presenceOf(d.facts)
-		}
-		err = n.appendFacts(ctx, d)
-		if err == nil {
-			return d, nil
-		}
-		if !isConflict(err) || attempt == 3 {
-			return nil, err
-		}
-		log.Warn("fact append conflicted; deciding again", "attempt", attempt, "err", err)
-		if err := n.catchUp(ctx); err != nil {
-			return nil, err
-		}
-	}
-}
-
-// appendFacts appends d's facts, each fenced by the expected last
-// sequence of its user's subject and deduplicated by a message id derived
-// from the request, then waits for the projection to apply them.
-func (n *Node) appendFacts(ctx context.Context, d *decision) error {
-	if len(d.facts) == 0 {
-		return nil
-	}
-	versions := map[events.User]uint64{}
-	var last uint64
-	for i, f := range d.facts {
-		u := f.Subject()
-		ver, ok := versions[u]
-		if !ok {
-			v, err := n.proj.Version(u)
-			if err != nil {
-				return err
-			}
-			ver = v
-		}
-		data, err := events.Encode(f)
-		if err != nil {
-			return err
-		}
-		msg := nats.NewMsg(events.FactSubject(n.cfg.Home, u))
-		msg.Header.Set(events.HeaderType, f.Type())
-		if meta := f.Metadata(); meta.Request != "" {
-			msg.Header.Set(events.HeaderRequest, meta.Request)
-		}
-		msg.Data = data
-		msgID := d.msgID + "/" + strconv.Itoa(i)
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		ack, err := n.cfg.JetStream.PublishMsg(pctx, msg,
-			jetstream.WithMsgID(msgID), jetstream.WithExpectLastSequencePerSubject(ver))
-		cancel()
-		if err != nil {
-			if isConflict(err) {
-				if seq, ok := n.alreadyAppended(ctx, msg.Subject, msgID); ok {
-					versions[u], last = seq, seq
-					continue
-				}
-			}
-			return fmt.Errorf("append %s for %s after its fact %d: %w", f.Type(), u, ver, err)
-		}
-		versions[u], last = ack.Sequence, ack.Sequence
-	}
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	return n.proj.WaitFor(wctx, last)
-}
-
-// alreadyAppended tells whether the last message of subject carries
-// msgID: a retried append whose first attempt succeeded (on a single node,
-// JetStream checks the expected sequence before the message id).
-func (n *Node) alreadyAppended(ctx context.Context, subject, msgID string) (uint64, bool) {
-	stream, err := n.cfg.JetStream.Stream(ctx, events.StreamFacts)
-	if err != nil {
-		return 0, false
-	}
-	m, err := stream.GetLastMsgForSubject(ctx, subject)
-	if err != nil || m.Header.Get(events.HeaderMsgID) != msgID {
-		return 0, false
-	}
-	return m.Sequence, true
-}
-
-// isConflict reports a failed optimistic-concurrency check; JetStream
-// answers 10071 on a single node and often 10164 on a replicated stream.
-func isConflict(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) &&
-		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // onVerify answers rvpctl verify: it compares the home and directory
@@ -750,11 +857,16 @@ type Stats struct {
 	// Held counts the requests held back until a moved user's state
 	// arrived.
 	Held uint64
+	// Published counts the facts published; Conflicts the times another
+	// writer's facts made the node decide its window again; Recovered the
+	// times answers were lost and the stream told what it held.
+	Published, Conflicts, Recovered uint64
 }
 
 // Stats returns the node's counters.
 func (n *Node) Stats() Stats {
-	return Stats{Decided: n.decided.Load(), Expired: n.expired.Load(), Dropped: n.dropped.Load(), Position: n.proj.Position(), Held: n.held.Load()}
+	return Stats{Decided: n.decided.Load(), Expired: n.expired.Load(), Dropped: n.dropped.Load(), Position: n.proj.Position(),
+		Held: n.held.Load(), Published: n.published.Load(), Conflicts: n.conflicts.Load(), Recovered: n.recovered.Load()}
 }
 
 // recent remembers the last n request ids decided, and whether each is a

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
@@ -45,6 +46,10 @@ func Open(dir string, o Options) (*DB, error) {
 		MaxOpenFiles:                500,
 		Logger:                      pebbleLogger{log},
 	}
+	// Most of a home node's point reads miss (an ACL never written, a
+	// subscription id not there yet): a Bloom filter answers those without
+	// reading the tables' blocks. L0's is inherited by the levels below.
+	popts.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
 	if o.InMemory {
 		popts.FS = vfs.NewMem()
 	}
@@ -143,16 +148,26 @@ type reader interface {
 }
 
 // get returns a copy of the value at k, or nil when there is none.
-func get(r reader, k []byte) ([]byte, error) {
+func get(r reader, k []byte) (out []byte, err error) {
+	_, err = with(r, k, func(v []byte) error {
+		out = bytes.Clone(v)
+		return nil
+	})
+	return out, err
+}
+
+// with calls fn with the value at k, valid only during the call; it
+// reports whether there is one.
+func with(r reader, k []byte, fn func(v []byte) error) (bool, error) {
 	v, c, err := r.Get(k)
 	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, nil
+		return false, nil
 	}
 	if err != nil {
-		return nil, err
+		return false, err
 	}
 	defer c.Close()
-	return bytes.Clone(v), nil
+	return true, fn(v)
 }
 
 func getUint64(r reader, k []byte) (uint64, error) {

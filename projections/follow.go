@@ -59,6 +59,13 @@ func (p *position) set(seq uint64) {
 	}
 }
 
+// changed returns a channel closed when the position next advances.
+func (p *position) changed() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.wake
+}
+
 // waitFor blocks until the position reaches seq or ctx ends.
 func (p *position) waitFor(ctx context.Context, seq uint64) error {
 	for {
@@ -82,7 +89,10 @@ type FollowConfig struct {
 	Filter string
 	// MaxBatch bounds the messages applied in one Pebble batch. Default 256.
 	MaxBatch int
-	Logger   *slog.Logger
+	// Last, when set, is the last sequence applied: messages after it are
+	// not (a rebuild up to a position).
+	Last   uint64
+	Logger *slog.Logger
 }
 
 // Follow feeds a projection from a stream, from its position+1 on, until
@@ -183,6 +193,14 @@ func Follow(ctx context.Context, js jetstream.JetStream, cfg FollowConfig, a App
 				break drain
 			}
 		}
+		if cfg.Last > 0 {
+			for len(batch) > 0 && batch[len(batch)-1].Seq > cfg.Last {
+				batch = batch[:len(batch)-1]
+			}
+			if len(batch) == 0 {
+				continue
+			}
+		}
 		if err := a.ApplyBatch(batch); err != nil {
 			stop()
 			return fmt.Errorf("follow %s (%s): apply at seq %d: %w", cfg.Stream, cfg.Filter, batch[0].Seq, err)
@@ -201,7 +219,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, stream, filter string, 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 1)
-	go func() { errc <- Follow(ctx, js, FollowConfig{Stream: stream, Filter: filter}, a) }()
+	go func() { errc <- Follow(ctx, js, FollowConfig{Stream: stream, Filter: filter, Last: last}, a) }()
 	waited := make(chan error, 1)
 	go func() { waited <- a.WaitFor(ctx, last) }()
 	select {

@@ -2,10 +2,13 @@ package projections
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -22,9 +25,10 @@ import (
 //
 //	pos                                  last applied stream sequence
 //	next                                 next subscription/view id (uint32)
-//	u <domain> <alias> ver               last fact sequence of the user's subject
-//	u <domain> <alias> s <id>            Subscription (JSON)
-//	u <domain> <alias> v <id>            View (JSON)
+//	format                               the key layout (homeFormat)
+//	u <domain> <alias> s <id>            property Subscription (codec.go)
+//	u <domain> <alias> l <id>            login Subscription (codec.go)
+//	u <domain> <alias> v <id>            View (codec.go)
 //	u <domain> <alias> acl               the node's ACL (JSON), when one was written
 //	u <domain> <alias> p <ns> <name>     a property its owner set (mobile state, description)
 //	u <domain> <alias> departed|arrived  directory sequence of the last move handed over from or to here
@@ -34,6 +38,43 @@ type Home struct {
 	home   string
 	prefix []byte
 	pos    *position
+	logins *loginCache
+}
+
+// loginCache keeps the login subscriptions of the users read, as Pebble
+// has them: every message and every notification to a user reads them.
+// ApplyBatch forgets a user's when a batch changes them, before the new
+// position is published.
+type loginCache struct {
+	mu    sync.RWMutex
+	gen   uint64 // advanced by every forgetting: a read older than it is not kept
+	users map[events.User][]Subscription
+}
+
+func newLoginCache() *loginCache { return &loginCache{users: map[events.User][]Subscription{}} }
+
+func (c *loginCache) get(u events.User) ([]Subscription, uint64, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	l, ok := c.users[u]
+	return l, c.gen, ok
+}
+
+func (c *loginCache) put(u events.User, l []Subscription, gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen == gen {
+		c.users[u] = l
+	}
+}
+
+func (c *loginCache) forget(users map[events.User]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	for u := range users {
+		delete(c.users, u)
+	}
 }
 
 // Subscription is a subscription on a node.
@@ -66,15 +107,45 @@ type View struct {
 	Source  string      `json:"source,omitempty"`
 }
 
+// homeFormat names the key layout; a projection written with another is
+// rebuilt from its stream (Outdated, Reset).
+const homeFormat = "5"
+
 // OpenHome returns the projection of home in db.
 func OpenHome(db *DB, home string) (*Home, error) {
-	h := &Home{db: db, home: home, prefix: prefixOf("h", events.Token(home))}
+	h := &Home{db: db, home: home, prefix: prefixOf("h", events.Token(home)), logins: newLoginCache()}
 	pos, err := getUint64(db.pdb, h.key("pos"))
 	if err != nil {
 		return nil, fmt.Errorf("open home projection %s: %w", home, err)
 	}
 	h.pos = newPosition(pos)
 	return h, nil
+}
+
+// Outdated reports whether the projection was written with another key
+// layout than this version's: it must be rebuilt (Reset) before use.
+func (h *Home) Outdated() (bool, error) {
+	if h.Position() == 0 {
+		return false, nil
+	}
+	v, err := get(h.db.pdb, h.key("format"))
+	return string(v) != homeFormat, err
+}
+
+// Reset deletes the projection, so that following its stream from the
+// start rebuilds it. Nothing may follow or read it meanwhile.
+func (h *Home) Reset() error {
+	b := h.db.pdb.NewBatch()
+	defer b.Close()
+	if err := b.DeleteRange(h.prefix, upperBound(h.prefix), nil); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("reset home projection %s: %w", h.home, err)
+	}
+	h.pos = newPosition(0)
+	h.logins = newLoginCache()
+	return nil
 }
 
 // Prefix returns the key prefix of the projection, for Dump and Diff.
@@ -85,6 +156,9 @@ func (h *Home) Position() uint64 { return h.pos.get() }
 
 // WaitFor blocks until the projection has applied seq.
 func (h *Home) WaitFor(ctx context.Context, seq uint64) error { return h.pos.waitFor(ctx, seq) }
+
+// Changed returns a channel closed when the position next advances.
+func (h *Home) Changed() <-chan struct{} { return h.pos.changed() }
 
 func (h *Home) key(parts ...string) []byte {
 	return append(append([]byte(nil), h.prefix...), key(parts...)...)
@@ -104,10 +178,24 @@ func (h *Home) expiryKey(at time.Time, u events.User, kind string, id int32) []b
 	return h.key("x", be64(uint64(at.UnixNano())), events.Token(u.Domain), events.Token(u.Alias), kind, idKey(id))
 }
 
+// subKind is the key letter of a subscription: logins ("l") apart from
+// property subscriptions ("s"), since delivery reads only the logins.
+func subKind(kind string) string {
+	if kind == events.NotifyPragma {
+		return "l"
+	}
+	return "s"
+}
+
+// SeqFact is a fact and its sequence in the home server's stream.
+type SeqFact struct {
+	Seq  uint64
+	Fact events.Fact
+}
+
 // ApplyBatch applies fact messages in one batch with the new position.
 func (h *Home) ApplyBatch(msgs []Msg) error {
-	b := h.db.pdb.NewIndexedBatch()
-	defer b.Close()
+	facts := make([]SeqFact, 0, len(msgs))
 	pos := h.Position()
 	for _, m := range msgs {
 		if m.Seq <= pos {
@@ -121,89 +209,152 @@ func (h *Home) ApplyBatch(msgs []Msg) error {
 		if !ok {
 			return fmt.Errorf("home %s seq %d: %s is not a fact", h.home, m.Seq, m.Type)
 		}
-		if err := h.apply(b, f); err != nil {
-			return fmt.Errorf("home %s seq %d (%s): %w", h.home, m.Seq, m.Type, err)
+		facts = append(facts, SeqFact{Seq: m.Seq, Fact: f})
+	}
+	return h.ApplyFacts(facts)
+}
+
+// ApplyFacts applies facts (in stream order) in one batch with the new
+// position; those at or below the position are skipped. A home node
+// applies the facts it published, once acknowledged, so: what it applies
+// is what the stream holds, without reading it back.
+func (h *Home) ApplyFacts(facts []SeqFact) error {
+	b := h.db.pdb.NewIndexedBatch()
+	defer b.Close()
+	st := &pebbleHome{h: h, r: b, b: b, changed: map[events.User]bool{}}
+	pos := h.Position()
+	first := pos == 0
+	for _, sf := range facts {
+		if sf.Seq <= pos {
+			continue
 		}
-		b.Set(h.userKey(f.Subject(), "ver"), []byte(be64(m.Seq)), nil)
-		pos = m.Seq
+		if err := applyFact(st, sf.Fact); err != nil {
+			return fmt.Errorf("home %s seq %d (%s): %w", h.home, sf.Seq, sf.Fact.Type(), err)
+		}
+		pos = sf.Seq
 	}
 	if pos == h.Position() {
 		return nil
+	}
+	if first {
+		b.Set(h.key("format"), []byte(homeFormat), nil)
 	}
 	b.Set(h.key("pos"), []byte(be64(pos)), nil)
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("commit home %s batch: %w", h.home, err)
 	}
+	if len(st.changed) > 0 {
+		h.logins.forget(st.changed)
+	}
 	h.pos.set(pos)
 	return nil
 }
 
-func (h *Home) apply(b *pebble.Batch, f events.Fact) error {
+// HomeReader reads a home server's state: what its facts made of the
+// nodes of its users. The Pebble projection (Home) and the in-memory
+// Overlay of facts not applied yet both offer it.
+type HomeReader interface {
+	// Subscription returns subscription id on u's node, or nil.
+	Subscription(u events.User, id int32) (*Subscription, error)
+	// Subscriptions returns every subscription on u's node, by id.
+	Subscriptions(u events.User) ([]Subscription, error)
+	// Logins returns the login subscriptions (pragma/notify) on u's node,
+	// by id: where its clients receive what is sent to it.
+	Logins(u events.User) ([]Subscription, error)
+	// Watchers returns the property subscriptions (update/propchange) on
+	// u's node, by id: who watches its presence.
+	Watchers(u events.User) ([]Subscription, error)
+	// CountWatchers returns how many property subscriptions there are on
+	// u's node, but for the ids except reports (nil: none), without
+	// reading them.
+	CountWatchers(u events.User, except func(id int32) bool) (int, error)
+	// View returns u's presence view id, or nil.
+	View(u events.User, id int32) (*View, error)
+	// Views returns the presence views of u, by id.
+	Views(u events.User) ([]View, error)
+	// ACL returns the ACL written for u's node, or nil and false when none
+	// was: the node then has the default ACL.
+	ACL(u events.User) ([]events.ACE, bool, error)
+	// Property returns the value of a property u's owner set, "" when none.
+	Property(u events.User, p events.Prop) (string, error)
+	// NextID returns the lowest id not yet allocated to a subscription or
+	// view of the home server. Ids are positive and never reused.
+	NextID() (int32, error)
+	// Departed and Arrived return the directory sequence of the last move
+	// whose state u handed over from here, or that arrived here; 0 if none.
+	Departed(u events.User) (uint64, error)
+	Arrived(u events.User) (uint64, error)
+}
+
+// homeStore is what applying a fact reads and changes; its reads see its
+// writes.
+type homeStore interface {
+	HomeReader
+	putSub(old, s *Subscription) error
+	delSub(s *Subscription) error
+	putView(old, v *View) error
+	delView(v *View) error
+	setACL(u events.User, aces []events.ACE) error
+	setProperty(u events.User, p events.Prop, value string) error
+	setDeparted(u events.User, move uint64) error
+	setArrived(u events.User, move uint64) error
+	setNextID(id int32) error
+}
+
+// applyFact is the one set of rules by which a fact changes a home
+// server's state, in Pebble and in memory alike.
+func applyFact(st homeStore, f events.Fact) error {
 	switch e := f.(type) {
 	case *events.SubscriptionCreated:
 		s := Subscription{ID: e.ID, Node: e.Node, Kind: e.Kind, CallBack: e.CallBack, Watcher: e.Watcher, Subscriber: e.Subscriber,
 			NodeURL: e.NodeURL, Lifetime: e.Lifetime, Created: e.At, Expires: e.Expires, Source: e.Source, Credential: e.Credential,
 			SubscriberUser: e.SubscriberUser}
-		if err := h.putSub(b, nil, &s); err != nil {
+		old, err := st.Subscription(e.Node, e.ID)
+		if err != nil {
 			return err
 		}
-		return h.bumpNext(b, e.ID)
+		if err := st.putSub(old, &s); err != nil {
+			return err
+		}
+		return bumpNext(st, e.ID)
 	case *events.SubscriptionRenewed:
-		old, err := h.sub(b, e.Node, e.ID)
+		old, err := st.Subscription(e.Node, e.ID)
 		if err != nil || old == nil {
 			return err
 		}
 		s := *old
 		s.Lifetime, s.Expires = e.Lifetime, e.Expires
-		return h.putSub(b, old, &s)
+		return st.putSub(old, &s)
 	case *events.SubscriptionEnded:
-		old, err := h.sub(b, e.Node, e.ID)
+		old, err := st.Subscription(e.Node, e.ID)
 		if err != nil || old == nil {
 			return err
 		}
-		b.Delete(h.userKey(e.Node, "s", idKey(e.ID)), nil)
-		b.Delete(h.expiryKey(old.Expires, e.Node, "s", e.ID), nil)
-		return nil
+		return st.delSub(old)
 	case *events.ViewSet:
-		old, err := h.view(b, e.Node, e.ID)
+		old, err := st.View(e.Node, e.ID)
 		if err != nil {
 			return err
-		}
-		if old != nil && !old.Expires.IsZero() {
-			b.Delete(h.expiryKey(old.Expires, e.Node, "v", e.ID), nil)
 		}
 		v := View{ID: e.ID, Node: e.Node, Value: e.Value, Default: e.Default, Timeout: e.Timeout, Set: e.At, Expires: e.Expires, Source: e.Source}
-		data, err := json.Marshal(v)
-		if err != nil {
+		if err := st.putView(old, &v); err != nil {
 			return err
 		}
-		b.Set(h.userKey(e.Node, "v", idKey(e.ID)), data, nil)
-		if !v.Expires.IsZero() {
-			b.Set(h.expiryKey(v.Expires, e.Node, "v", e.ID), nil, nil)
-		}
-		return h.bumpNext(b, e.ID)
+		return bumpNext(st, e.ID)
 	case *events.ViewEnded:
-		old, err := h.view(b, e.Node, e.ID)
+		old, err := st.View(e.Node, e.ID)
 		if err != nil || old == nil {
 			return err
 		}
-		b.Delete(h.userKey(e.Node, "v", idKey(e.ID)), nil)
-		if !old.Expires.IsZero() {
-			b.Delete(h.expiryKey(old.Expires, e.Node, "v", e.ID), nil)
-		}
-		return nil
+		return st.delView(old)
 	case *events.ACLSet:
-		data, err := json.Marshal(e.ACEs)
-		if err != nil {
-			return err
-		}
-		return b.Set(h.userKey(e.Node, "acl"), data, nil)
+		return st.setACL(e.Node, e.ACEs)
 	case *events.PropertySet:
-		return b.Set(h.userKey(e.Node, "p", events.Token(e.Value.Space), events.Token(e.Value.Local)), []byte(e.Value.Value), nil)
+		return st.setProperty(e.Node, e.Value.Prop, e.Value.Value)
 	case *events.UserDeparted:
-		return b.Set(h.userKey(e.Node, "departed"), []byte(be64(e.Move)), nil)
+		return st.setDeparted(e.Node, e.Move)
 	case *events.UserArrived:
-		return b.Set(h.userKey(e.Node, "arrived"), []byte(be64(e.Move)), nil)
+		return st.setArrived(e.Node, e.Move)
 	case *events.MessageAccepted, *events.MessageDelivered:
 		// History only: the stream is their record.
 		return nil
@@ -212,120 +363,83 @@ func (h *Home) apply(b *pebble.Batch, f events.Fact) error {
 	}
 }
 
-func (h *Home) putSub(b *pebble.Batch, old, s *Subscription) error {
-	if old != nil {
-		b.Delete(h.expiryKey(old.Expires, old.Node, "s", old.ID), nil)
-	}
-	data, err := json.Marshal(s)
-	if err != nil {
-		return err
-	}
-	b.Set(h.userKey(s.Node, "s", idKey(s.ID)), data, nil)
-	b.Set(h.expiryKey(s.Expires, s.Node, "s", s.ID), nil, nil)
-	return nil
-}
-
-func (h *Home) bumpNext(b *pebble.Batch, id int32) error {
-	next, err := h.nextID(b)
+func bumpNext(st homeStore, id int32) error {
+	next, err := st.NextID()
 	if err != nil {
 		return err
 	}
 	if id >= next {
-		var v [4]byte
-		binary.BigEndian.PutUint32(v[:], uint32(id)+1)
-		b.Set(h.key("next"), v[:], nil)
+		return st.setNextID(id + 1)
 	}
 	return nil
 }
 
-func (h *Home) nextID(r reader) (int32, error) {
-	v, err := get(r, h.key("next"))
+// pebbleHome reads the projection through r (the DB, or an indexed batch
+// that sees its own writes) and writes into b.
+type pebbleHome struct {
+	h       *Home
+	r       reader
+	b       *pebble.Batch        // nil: read only
+	changed map[events.User]bool // users whose logins the batch changes
+}
+
+func (p *pebbleHome) Subscription(u events.User, id int32) (*Subscription, error) {
+	for _, kind := range []string{"s", "l"} {
+		if s, err := getValue(p.r, p.h.userKey(u, kind, idKey(id)), decodeSub); err != nil || s != nil {
+			return s, err
+		}
+	}
+	return nil, nil
+}
+
+func (p *pebbleHome) Subscriptions(u events.User) ([]Subscription, error) {
+	logins, err := p.Logins(u)
+	if err != nil {
+		return nil, err
+	}
+	watchers, err := p.Watchers(u)
+	if err != nil {
+		return nil, err
+	}
+	out := append(logins, watchers...)
+	slices.SortFunc(out, func(a, b Subscription) int { return cmp.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+func (p *pebbleHome) Logins(u events.User) ([]Subscription, error) {
+	return scanValues(p.r, prefixOf(string(p.h.userKey(u, "l"))), decodeSub)
+}
+
+func (p *pebbleHome) Watchers(u events.User) ([]Subscription, error) {
+	return scanValues(p.r, prefixOf(string(p.h.userKey(u, "s"))), decodeSub)
+}
+
+func (p *pebbleHome) CountWatchers(u events.User, except func(id int32) bool) (int, error) {
+	n := 0
+	pfx := prefixOf(string(p.h.userKey(u, "s")))
+	it, err := p.r.NewIter(&pebble.IterOptions{LowerBound: pfx, UpperBound: upperBound(pfx)})
 	if err != nil {
 		return 0, err
 	}
-	if len(v) != 4 {
-		return 1, nil
-	}
-	return int32(binary.BigEndian.Uint32(v)), nil
-}
-
-// NextID returns the lowest id not yet allocated to a subscription or view
-// of this home server. Ids are positive and never reused.
-func (h *Home) NextID() (int32, error) { return h.nextID(h.db.pdb) }
-
-// Version returns the sequence of the last fact of u's aggregate, 0 when
-// it has none: the expected last subject sequence of the next append.
-func (h *Home) Version(u events.User) (uint64, error) {
-	return getUint64(h.db.pdb, h.userKey(u, "ver"))
-}
-
-func (h *Home) sub(r reader, u events.User, id int32) (*Subscription, error) {
-	v, err := get(r, h.userKey(u, "s", idKey(id)))
-	if err != nil || v == nil {
-		return nil, err
-	}
-	var s Subscription
-	if err := json.Unmarshal(v, &s); err != nil {
-		return nil, fmt.Errorf("subscription %d of %s: %w", id, u, err)
-	}
-	return &s, nil
-}
-
-func (h *Home) view(r reader, u events.User, id int32) (*View, error) {
-	v, err := get(r, h.userKey(u, "v", idKey(id)))
-	if err != nil || v == nil {
-		return nil, err
-	}
-	var vw View
-	if err := json.Unmarshal(v, &vw); err != nil {
-		return nil, fmt.Errorf("view %d of %s: %w", id, u, err)
-	}
-	return &vw, nil
-}
-
-// Subscription returns subscription id on u's node, or nil.
-func (h *Home) Subscription(u events.User, id int32) (*Subscription, error) {
-	return h.sub(h.db.pdb, u, id)
-}
-
-// Subscriptions returns the subscriptions on u's node, by id.
-func (h *Home) Subscriptions(u events.User) ([]Subscription, error) {
-	var out []Subscription
-	err := scan(h.db.pdb, prefixOf(string(h.userKey(u, "s"))), func(_, v []byte) error {
-		var s Subscription
-		if err := json.Unmarshal(v, &s); err != nil {
-			return fmt.Errorf("subscription of %s: %w", u, err)
+	for it.First(); it.Valid(); it.Next() {
+		if k := it.Key(); except != nil && len(k) == len(pfx)+4 && except(int32(binary.BigEndian.Uint32(k[len(pfx):]))) {
+			continue
 		}
-		out = append(out, s)
-		return nil
-	})
-	return out, err
+		n++
+	}
+	return n, it.Close()
 }
 
-// Views returns the presence views of u, by id.
-func (h *Home) Views(u events.User) ([]View, error) {
-	var out []View
-	err := scan(h.db.pdb, prefixOf(string(h.userKey(u, "v"))), func(_, v []byte) error {
-		var vw View
-		if err := json.Unmarshal(v, &vw); err != nil {
-			return fmt.Errorf("view of %s: %w", u, err)
-		}
-		out = append(out, vw)
-		return nil
-	})
-	return out, err
+func (p *pebbleHome) View(u events.User, id int32) (*View, error) {
+	return getValue(p.r, p.h.userKey(u, "v", idKey(id)), decodeView)
 }
 
-// Property returns the value of a property u's owner set, "" when none.
-func (h *Home) Property(u events.User, p events.Prop) (string, error) {
-	v, err := get(h.db.pdb, h.userKey(u, "p", events.Token(p.Space), events.Token(p.Local)))
-	return string(v), err
+func (p *pebbleHome) Views(u events.User) ([]View, error) {
+	return scanValues(p.r, prefixOf(string(p.h.userKey(u, "v"))), decodeView)
 }
 
-// ACL returns the ACL written for u's node, or nil and false when none
-// was: the node then has the default ACL.
-func (h *Home) ACL(u events.User) ([]events.ACE, bool, error) {
-	v, err := get(h.db.pdb, h.userKey(u, "acl"))
+func (p *pebbleHome) ACL(u events.User) ([]events.ACE, bool, error) {
+	v, err := get(p.r, p.h.userKey(u, "acl"))
 	if err != nil || v == nil {
 		return nil, false, err
 	}
@@ -336,17 +450,163 @@ func (h *Home) ACL(u events.User) ([]events.ACE, bool, error) {
 	return aces, true, nil
 }
 
-// Departed returns the directory sequence of the last move whose state u
-// handed over from here; 0 if none.
-func (h *Home) Departed(u events.User) (uint64, error) {
-	return getUint64(h.db.pdb, h.userKey(u, "departed"))
+func (p *pebbleHome) Property(u events.User, pr events.Prop) (string, error) {
+	v, err := get(p.r, p.h.userKey(u, "p", events.Token(pr.Space), events.Token(pr.Local)))
+	return string(v), err
 }
 
-// Arrived returns the directory sequence of the last move whose state
-// arrived here for u; 0 if none.
-func (h *Home) Arrived(u events.User) (uint64, error) {
-	return getUint64(h.db.pdb, h.userKey(u, "arrived"))
+func (p *pebbleHome) NextID() (int32, error) {
+	v, err := get(p.r, p.h.key("next"))
+	if err != nil {
+		return 0, err
+	}
+	if len(v) != 4 {
+		return 1, nil
+	}
+	return int32(binary.BigEndian.Uint32(v)), nil
 }
+
+func (p *pebbleHome) Departed(u events.User) (uint64, error) {
+	return getUint64(p.r, p.h.userKey(u, "departed"))
+}
+
+func (p *pebbleHome) Arrived(u events.User) (uint64, error) {
+	return getUint64(p.r, p.h.userKey(u, "arrived"))
+}
+
+func (p *pebbleHome) putSub(old, s *Subscription) error {
+	if s.Kind == events.NotifyPragma {
+		p.changed[s.Node] = true
+	}
+	if old != nil {
+		if err := p.delSub(old); err != nil {
+			return err
+		}
+	}
+	p.b.Set(p.h.userKey(s.Node, subKind(s.Kind), idKey(s.ID)), encodeSub(s), nil)
+	p.b.Set(p.h.expiryKey(s.Expires, s.Node, "s", s.ID), nil, nil)
+	return nil
+}
+
+func (p *pebbleHome) delSub(s *Subscription) error {
+	if s.Kind == events.NotifyPragma {
+		p.changed[s.Node] = true
+	}
+	p.b.Delete(p.h.userKey(s.Node, subKind(s.Kind), idKey(s.ID)), nil)
+	p.b.Delete(p.h.expiryKey(s.Expires, s.Node, "s", s.ID), nil)
+	return nil
+}
+
+func (p *pebbleHome) putView(old, v *View) error {
+	if old != nil && !old.Expires.IsZero() {
+		p.b.Delete(p.h.expiryKey(old.Expires, old.Node, "v", old.ID), nil)
+	}
+	p.b.Set(p.h.userKey(v.Node, "v", idKey(v.ID)), encodeView(v), nil)
+	if !v.Expires.IsZero() {
+		p.b.Set(p.h.expiryKey(v.Expires, v.Node, "v", v.ID), nil, nil)
+	}
+	return nil
+}
+
+func (p *pebbleHome) delView(v *View) error {
+	p.b.Delete(p.h.userKey(v.Node, "v", idKey(v.ID)), nil)
+	if !v.Expires.IsZero() {
+		p.b.Delete(p.h.expiryKey(v.Expires, v.Node, "v", v.ID), nil)
+	}
+	return nil
+}
+
+func (p *pebbleHome) setACL(u events.User, aces []events.ACE) error {
+	data, err := json.Marshal(aces)
+	if err != nil {
+		return err
+	}
+	return p.b.Set(p.h.userKey(u, "acl"), data, nil)
+}
+
+func (p *pebbleHome) setProperty(u events.User, pr events.Prop, value string) error {
+	return p.b.Set(p.h.userKey(u, "p", events.Token(pr.Space), events.Token(pr.Local)), []byte(value), nil)
+}
+
+func (p *pebbleHome) setDeparted(u events.User, move uint64) error {
+	return p.b.Set(p.h.userKey(u, "departed"), []byte(be64(move)), nil)
+}
+
+func (p *pebbleHome) setArrived(u events.User, move uint64) error {
+	return p.b.Set(p.h.userKey(u, "arrived"), []byte(be64(move)), nil)
+}
+
+func (p *pebbleHome) setNextID(id int32) error {
+	var v [4]byte
+	binary.BigEndian.PutUint32(v[:], uint32(id))
+	return p.b.Set(p.h.key("next"), v[:], nil)
+}
+
+func getValue[T any](r reader, k []byte, decode func([]byte, *T) error) (*T, error) {
+	var out T
+	found, err := with(r, k, func(v []byte) error {
+		if err := decode(v, &out); err != nil {
+			return fmt.Errorf("decode %q: %w", k, err)
+		}
+		return nil
+	})
+	if !found || err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+func scanValues[T any](r reader, p []byte, decode func([]byte, *T) error) ([]T, error) {
+	var out []T
+	err := scan(r, p, func(k, v []byte) error {
+		var x T
+		if err := decode(v, &x); err != nil {
+			return fmt.Errorf("decode %q: %w", k, err)
+		}
+		out = append(out, x)
+		return nil
+	})
+	return out, err
+}
+
+func (h *Home) read() *pebbleHome { return &pebbleHome{h: h, r: h.db.pdb} }
+
+// The Home's reads are HomeReader's, on the store as it is.
+
+func (h *Home) Subscription(u events.User, id int32) (*Subscription, error) {
+	return h.read().Subscription(u, id)
+}
+func (h *Home) Subscriptions(u events.User) ([]Subscription, error) { return h.read().Subscriptions(u) }
+
+// Logins reads u's logins through the login cache.
+func (h *Home) Logins(u events.User) ([]Subscription, error) {
+	l, gen, ok := h.logins.get(u)
+	if ok {
+		return slices.Clone(l), nil
+	}
+	l, err := h.read().Logins(u)
+	if err != nil {
+		return nil, err
+	}
+	if l == nil {
+		l = []Subscription{}
+	}
+	h.logins.put(u, l, gen)
+	return slices.Clone(l), nil
+}
+func (h *Home) Watchers(u events.User) ([]Subscription, error) { return h.read().Watchers(u) }
+func (h *Home) CountWatchers(u events.User, except func(int32) bool) (int, error) {
+	return h.read().CountWatchers(u, except)
+}
+func (h *Home) View(u events.User, id int32) (*View, error)   { return h.read().View(u, id) }
+func (h *Home) Views(u events.User) ([]View, error)           { return h.read().Views(u) }
+func (h *Home) ACL(u events.User) ([]events.ACE, bool, error) { return h.read().ACL(u) }
+func (h *Home) Property(u events.User, p events.Prop) (string, error) {
+	return h.read().Property(u, p)
+}
+func (h *Home) NextID() (int32, error)                 { return h.read().NextID() }
+func (h *Home) Departed(u events.User) (uint64, error) { return h.read().Departed(u) }
+func (h *Home) Arrived(u events.User) (uint64, error)  { return h.read().Arrived(u) }
 
 // Users returns every user the projection holds state for.
 func (h *Home) Users() ([]events.User, error) {

@@ -45,35 +45,40 @@ type rebuildTarget struct {
 	db        *DB
 	apply     func(b *pebble.Batch, m Msg, ev events.Event) error
 	undecoded map[string]bool
+	// first, when set, writes what a projection's first batch holds
+	// besides its events (a home projection's key layout).
+	first func(b *pebble.Batch) error
 }
 
-// historyOnly are the facts a home projection keeps nothing of but their
-// user's version (the sequence of its aggregate's last fact), which their
-// subject names: their record is the stream. The rebuild skips decoding
-// them, which are most of a busy home server's facts and the largest
-// (message bodies). TestHistoryOnlyFacts checks that Home.apply writes
-// nothing for them.
+// historyOnly are the facts a home projection keeps nothing of: their
+// record is the stream. The rebuild skips decoding them, which are most
+// of a busy home server's facts and the largest (message bodies).
+// TestHistoryOnlyFacts checks that applying them writes nothing.
 var historyOnly = map[string]bool{events.TypeMessageAccepted: true, events.TypeMessageDelivered: true}
 
 func homeTarget(h *Home) rebuildTarget {
 	return rebuildTarget{name: "home " + h.home, pos: h.pos, posKy: h.key("pos"), db: h.db, undecoded: historyOnly,
+		first: func(b *pebble.Batch) error { return b.Set(h.key("format"), []byte(homeFormat), nil) },
 		apply: func(b *pebble.Batch, m Msg, ev events.Event) error {
-			// As Home.ApplyBatch does.
+			// As Home.ApplyFacts does.
 			if ev == nil {
-				home, u, err := events.ParseFactSubject(m.Subject)
-				if err != nil || home != h.home {
+				if home, _, err := events.ParseFactSubject(m.Subject); err != nil || home != h.home {
 					return fmt.Errorf("home %s seq %d: %s on subject %s", h.home, m.Seq, m.Type, m.Subject)
 				}
-				return b.Set(h.userKey(u, "ver"), []byte(be64(m.Seq)), nil)
+				return nil
 			}
 			f, ok := ev.(events.Fact)
 			if !ok {
 				return fmt.Errorf("home %s seq %d: %s is not a fact", h.home, m.Seq, m.Type)
 			}
-			if err := h.apply(b, f); err != nil {
+			st := &pebbleHome{h: h, r: b, b: b, changed: map[events.User]bool{}}
+			if err := applyFact(st, f); err != nil {
 				return fmt.Errorf("home %s seq %d (%s): %w", h.home, m.Seq, m.Type, err)
 			}
-			return b.Set(h.userKey(f.Subject(), "ver"), []byte(be64(m.Seq)), nil)
+			if len(st.changed) > 0 {
+				h.logins.forget(st.changed)
+			}
+			return nil
 		}}
 }
 
@@ -222,6 +227,11 @@ func rebuild(ctx context.Context, js jetstream.JetStream, stream, filter string,
 	nextReport := time.Now().Add(interval)
 	b := t.db.pdb.NewIndexedBatch()
 	inBatch := 0
+	if t.first != nil && t.pos.get() == 0 {
+		if err := t.first(b); err != nil {
+			return err
+		}
+	}
 	commit := func() error {
 		if inBatch == 0 {
 			return nil

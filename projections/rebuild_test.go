@@ -52,6 +52,9 @@ func loadFacts(tb testing.TB, js jetstream.JetStream, home string, users int) (u
 	tb.Helper()
 	at := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
 	user := func(i int) events.User { return events.NewUser("example.test", "user"+strconv.Itoa(i%users+1)) }
+	if err := EnsureFactStream(context.Background(), js, home, StreamOptions{}); err != nil {
+		tb.Fatal(err)
+	}
 	var futures []jetstream.PubAckFuture
 	id := int32(0)
 	n := 0
@@ -155,7 +158,7 @@ func BenchmarkRebuild(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if err := Replay(ctx, js, events.StreamFacts, events.FactFilter("home1"), last, h); err != nil {
+			if err := Replay(ctx, js, events.FactStream("home1"), events.FactFilter("home1"), last, h); err != nil {
 				b.Fatal(err)
 			}
 			db.Close()
@@ -165,7 +168,7 @@ func BenchmarkRebuild(b *testing.B) {
 	b.Run("rebuild", func(b *testing.B) {
 		for b.Loop() {
 			db, h := scratch(b)
-			if err := rebuild(ctx, js, events.StreamFacts, events.FactFilter("home1"), last, homeTarget(h), nil, time.Second); err != nil {
+			if err := rebuild(ctx, js, events.FactStream("home1"), events.FactFilter("home1"), last, homeTarget(h), nil, time.Second); err != nil {
 				b.Fatal(err)
 			}
 			db.Close()
@@ -175,7 +178,7 @@ func BenchmarkRebuild(b *testing.B) {
 	b.Run("verify", func(b *testing.B) {
 		live, h := scratch(b)
 		defer live.Close()
-		if err := Replay(ctx, js, events.StreamFacts, events.FactFilter("home1"), last, h); err != nil {
+		if err := Replay(ctx, js, events.FactStream("home1"), events.FactFilter("home1"), last, h); err != nil {
 			b.Fatal(err)
 		}
 		for b.Loop() {
@@ -189,8 +192,8 @@ func BenchmarkRebuild(b *testing.B) {
 }
 
 // TestHistoryOnlyFacts: the facts the rebuild applies without decoding
-// them change nothing in a home projection but their user's version, as
-// Home.ApplyBatch does; and the rebuild's result is Replay's.
+// them change nothing in a home projection, as Home.ApplyFacts does; and
+// the rebuild's result is Replay's.
 func TestHistoryOnlyFacts(t *testing.T) {
 	db, err := Open("", Options{InMemory: true})
 	if err != nil {
@@ -207,11 +210,11 @@ func TestHistoryOnlyFacts(t *testing.T) {
 			t.Fatal(err)
 		}
 		b := db.pdb.NewIndexedBatch()
-		if err := h.apply(b, ev.(events.Fact)); err != nil {
+		if err := applyFact(&pebbleHome{h: h, r: b, b: b, changed: map[events.User]bool{}}, ev.(events.Fact)); err != nil {
 			t.Fatal(err)
 		}
 		if !b.Empty() {
-			t.Errorf("Home.apply writes %d entries for %s: it is not history only; take it out of historyOnly", b.Count(), typ)
+			t.Errorf("applying %s writes %d entries: it is not history only; take it out of historyOnly", typ, b.Count())
 		}
 		b.Close()
 	}
@@ -223,7 +226,7 @@ func TestHistoryOnlyFacts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := Replay(ctx, js, events.StreamFacts, events.FactFilter("home1"), last, replayed); err != nil {
+	if err := Replay(ctx, js, events.FactStream("home1"), events.FactFilter("home1"), last, replayed); err != nil {
 		t.Fatal(err)
 	}
 	var got []Progress

@@ -61,6 +61,34 @@ func (o StreamOptions) hub() string {
 	return o.Hub
 }
 
+// EnsureRequestStream creates home's own requests stream
+// (events.RequestStream) in the site js reaches, or (unless
+// o.CreateOnly) updates its configuration to the one given. A deployment
+// of several sites has one per home server instead of the shared one of a
+// deployment of one domain, so that a home server's requests are stored
+// in its own site only, whichever site's gateway appends them.
+func EnsureRequestStream(ctx context.Context, js jetstream.JetStream, home string, o StreamOptions) error {
+	o = o.withDefaults()
+	return o.ensure(ctx, js, jetstream.StreamConfig{
+		Name:        events.RequestStream(home),
+		Description: "RVP request events from gateways to home server " + home + " (work, short retention)",
+		Subjects:    []string{events.RequestFilter(home)},
+		MaxAge:      o.RequestMaxAge,
+		MaxBytes:    o.RequestMaxBytes,
+		Discard:     jetstream.DiscardOld,
+		Duplicates:  o.Duplicates,
+	})
+}
+
+// RequestStreamOf returns the name of the stream home's requests are in:
+// its own at a site (o.Site set), the shared one otherwise.
+func (o StreamOptions) RequestStreamOf(home string) string {
+	if o.Site != "" {
+		return events.RequestStream(home)
+	}
+	return events.StreamRequests
+}
+
 // CopyConfig configures CopyDirectory.
 type CopyConfig struct {
 	// Site is the site whose directory stream is kept a copy of the

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -58,10 +60,7 @@ type StreamOptions struct {
 	Hub string
 }
 
-// EnsureStreams creates the streams the service needs, or updates their
-// configuration to the one given. Projections are derived from these
-// streams, which is why this package owns their definitions.
-func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
+func (o StreamOptions) withDefaults() StreamOptions {
 	if o.Replicas <= 0 {
 		o.Replicas = 1
 	}
@@ -77,10 +76,50 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 	if o.LeaseTTL <= 0 {
 		o.LeaseTTL = DefaultLeaseTTL
 	}
-	storage := jetstream.FileStorage
+	return o
+}
+
+func (o StreamOptions) storage() jetstream.StorageType {
 	if o.Memory {
-		storage = jetstream.MemoryStorage
+		return jetstream.MemoryStorage
 	}
+	return jetstream.FileStorage
+}
+
+// ensure creates the stream c, or (unless o.CreateOnly) updates its
+// configuration to c.
+func (o StreamOptions) ensure(ctx context.Context, js jetstream.JetStream, c jetstream.StreamConfig) error {
+	c.Replicas = o.Replicas
+	c.Storage = o.storage()
+	var err error
+	if o.CreateOnly {
+		_, err = js.CreateStream(ctx, c)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			err = nil
+		}
+	} else {
+		_, err = js.CreateOrUpdateStream(ctx, c)
+	}
+	if err != nil {
+		return fmt.Errorf("ensure stream %s: %w", c.Name, err)
+	}
+	return nil
+}
+
+// EnsureStreams creates the streams the service needs, or updates their
+// configuration to the one given. Projections are derived from these
+// streams, which is why this package owns their definitions. Each home
+// server's fact stream is created by its home node (EnsureFactStream).
+// The single fact stream of older versions must have been migrated
+// (MigrateFacts) first: its subjects overlap every home server's.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
+	o = o.withDefaults()
+	if legacy, err := LegacyFacts(ctx, js); err != nil {
+		return err
+	} else if legacy {
+		return ErrLegacyFacts
+	}
+	storage := o.storage()
 	cfgs := []jetstream.StreamConfig{{
 		Name:        events.StreamRequests,
 		Description: "RVP request events from gateways to home nodes (work, short retention)",
@@ -89,15 +128,6 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		MaxBytes:    o.RequestMaxBytes,
 		Discard:     jetstream.DiscardOld,
 		Duplicates:  o.Duplicates,
-	}, {
-		Name:        events.StreamFacts,
-		Description: "RVP fact events decided by home nodes: the audit log and the source of home projections",
-		Subjects:    []string{events.FactRoot + ".>"},
-		MaxAge:      o.FactMaxAge,
-		Duplicates:  o.Duplicates,
-		DenyDelete:  true,
-		DenyPurge:   true,
-		AllowDirect: true,
 	}, {
 		Name:        events.StreamDirectory,
 		Description: "RVP directory events written by administrators",
@@ -117,19 +147,8 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		Duplicates:  o.Duplicates,
 	}}
 	for _, c := range o.siteLayout(cfgs) {
-		c.Replicas = o.Replicas
-		c.Storage = storage
-		var err error
-		if o.CreateOnly {
-			_, err = js.CreateStream(ctx, c)
-			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-				err = nil
-			}
-		} else {
-			_, err = js.CreateOrUpdateStream(ctx, c)
-		}
-		if err != nil {
-			return fmt.Errorf("ensure stream %s: %w", c.Name, err)
+		if err := o.ensure(ctx, js, c); err != nil {
+			return err
 		}
 	}
 	kv := jetstream.KeyValueConfig{Bucket: events.BucketOwners, Description: "home-server ownership leases of home nodes",
@@ -147,4 +166,37 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		return fmt.Errorf("ensure KV bucket %s: %w", events.BucketOwners, err)
 	}
 	return nil
+}
+
+// EnsureFactStream creates home's fact stream (events.FactStream), or
+// updates its configuration to the one given.
+func EnsureFactStream(ctx context.Context, js jetstream.JetStream, home string, o StreamOptions) error {
+	o = o.withDefaults()
+	return o.ensure(ctx, js, jetstream.StreamConfig{
+		Name:        events.FactStream(home),
+		Description: "RVP fact events decided for home server " + home + ": its audit log and the source of its projection",
+		Subjects:    []string{events.FactFilter(home)},
+		MaxAge:      o.FactMaxAge,
+		Duplicates:  o.Duplicates,
+		DenyDelete:  true,
+		DenyPurge:   true,
+		AllowDirect: true,
+	})
+}
+
+// FactStreams returns the names of every home server's fact stream, in
+// order.
+func FactStreams(ctx context.Context, js jetstream.JetStream) ([]string, error) {
+	var out []string
+	names := js.StreamNames(ctx, jetstream.WithStreamListSubject(events.FactRoot+".>"))
+	for n := range names.Name() {
+		if strings.HasPrefix(n, events.FactStreamPrefix) {
+			out = append(out, n)
+		}
+	}
+	if err := names.Err(); err != nil {
+		return nil, fmt.Errorf("list fact streams: %w", err)
+	}
+	slices.Sort(out)
+	return out, nil
 }

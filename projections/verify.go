@@ -66,7 +66,7 @@ func VerifyDirectory(ctx context.Context, js jetstream.JetStream, db *DB) (Verif
 
 // Home is VerifyHome.
 func (vr Verifier) Home(ctx context.Context, js jetstream.JetStream, db *DB, home string) (Verification, error) {
-	return vr.verify(ctx, js, db, "home "+home, events.StreamFacts, events.FactFilter(home),
+	return vr.verify(ctx, js, db, "home "+home, events.FactStream(home), events.FactFilter(home),
 		func(d *DB) (rebuildTarget, []byte, error) {
 			h, err := OpenHome(d, home)
 			if err != nil {

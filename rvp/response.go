@@ -31,6 +31,7 @@ const (
 	HdrContentType      = "Content-Type"
 	HdrContentLength    = "Content-Length"
 	HdrLocation         = "Location"
+	HdrRetryAfter       = "Retry-After"
 	HdrWWWAuthenticate  = "WWW-Authenticate"
 	HdrAuthorization    = "Authorization"
 )

@@ -265,6 +265,16 @@ func (c *Client) Do(method, path string, body []byte, header ...string) *Respons
 // IM domain, sent to this client's server.
 func (c *Client) DoHost(host, method, path string, body []byte, header ...string) *Response {
 	c.t.Helper()
+	return c.Raw(c.request(host, method, path, body, header...))
+}
+
+// TryDo is Do that returns the failure to reach the server (connect, send,
+// read) instead of failing the test: for load that outlives its server.
+func (c *Client) TryDo(method, path string, body []byte, header ...string) (*Response, error) {
+	return c.TryRaw(c.request("", method, path, body, header...))
+}
+
+func (c *Client) request(host, method, path string, body []byte, header ...string) []byte {
 	var b bytes.Buffer
 	if host == "" {
 		host = c.Host
@@ -278,7 +288,7 @@ func (c *Client) DoHost(host, method, path string, body []byte, header ...string
 	}
 	b.WriteString("\r\n")
 	b.Write(body)
-	return c.Raw(b.Bytes())
+	return b.Bytes()
 }
 
 // Raw sends raw bytes on a new connection and reads the answer; with
@@ -286,35 +296,46 @@ func (c *Client) DoHost(host, method, path string, body []byte, header ...string
 // request with an Authorization header, as librvp does.
 func (c *Client) Raw(raw []byte) *Response {
 	c.t.Helper()
+	resp, err := c.TryRaw(raw)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return resp
+}
+
+// TryRaw is Raw that returns the failure to reach the server.
+func (c *Client) TryRaw(raw []byte) (*Response, error) {
 	var d net.Dialer
 	if c.Source != "" {
 		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(c.Source)}
 	}
 	nc, err := d.Dial("tcp", c.Server)
 	if err != nil {
-		c.t.Fatalf("connect to %s: %v", c.Server, err)
+		return nil, fmt.Errorf("connect to %s: %w", c.Server, err)
 	}
 	defer nc.Close()
 	nc.SetDeadline(time.Now().Add(30 * time.Second))
 	br := bufio.NewReader(nc)
-	send := func(b []byte) *Response {
-		c.t.Helper()
+	send := func(b []byte) (*Response, error) {
 		if _, err := nc.Write(b); err != nil {
-			c.t.Fatalf("send %q: %v", firstLine(b), err)
+			return nil, fmt.Errorf("send %q: %w", firstLine(b), err)
 		}
 		resp, err := ReadResponse(br)
 		if err != nil {
-			c.t.Fatalf("answer to %q: %v", firstLine(b), err)
+			return nil, fmt.Errorf("answer to %q: %w", firstLine(b), err)
 		}
-		return resp
+		return resp, nil
 	}
 	cr := c.Creds
 	ntlm := cr != nil && strings.HasPrefix(cr.Scheme, "ntlm")
 	var resp *Response
 	if ntlm && cr.Preemptive {
-		resp = send(withHeader(raw, "Authorization: NTLM "+base64.StdEncoding.EncodeToString(ntlmNegotiate(cr.Scheme, cr.Domain))))
+		resp, err = send(withHeader(raw, "Authorization: NTLM "+base64.StdEncoding.EncodeToString(ntlmNegotiate(cr.Scheme, cr.Domain))))
 	} else {
-		resp = send(raw)
+		resp, err = send(raw)
+	}
+	if err != nil {
+		return nil, err
 	}
 	for range 6 {
 		if resp.Status == rvp.StatusMoved && c.FollowRedirects {
@@ -327,7 +348,9 @@ func (c *Client) Raw(raw []byte) *Response {
 			c.mu.Lock()
 			c.Redirected++
 			c.mu.Unlock()
-			resp = send(raw)
+			if resp, err = send(raw); err != nil {
+				return nil, err
+			}
 			continue
 		}
 		if resp.Status != 401 || cr == nil {
@@ -358,9 +381,11 @@ func (c *Client) Raw(raw []byte) *Response {
 		if auth == "" {
 			break // nothing this client can answer
 		}
-		resp = send(withHeader(raw, "Authorization: "+auth))
+		if resp, err = send(withHeader(raw, "Authorization: "+auth)); err != nil {
+			return nil, err
+		}
 	}
-	return resp
+	return resp, nil
 }
 
 func firstLine(b []byte) string {

@@ -223,7 +223,7 @@ func TestClusterMoveUser(t *testing.T) {
 // factTypes lists the types of the facts of u's aggregate on home.
 func factTypes(t *testing.T, c *Cluster, home string, u events.User) string {
 	t.Helper()
-	cons, err := c.JS.OrderedConsumer(t.Context(), events.StreamFacts, jetstream.OrderedConsumerConfig{
+	cons, err := c.JS.OrderedConsumer(t.Context(), events.FactStream(home), jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{events.FactSubject(home, u)}})
 	if err != nil {
 		t.Fatal(err)

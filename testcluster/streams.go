@@ -2,23 +2,29 @@ package testcluster
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
 )
 
 // StreamStates returns the state of every stream of the service (requests,
-// facts, directory, lookups), by name: tests compare them around a request
+// each home server's facts, directory, lookups), by name: tests compare them around a request
 // to show it stored nothing.
 func StreamStates(t testing.TB, js jetstream.JetStream) map[string]jetstream.StreamState {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	out := map[string]jetstream.StreamState{}
-	for _, name := range []string{events.StreamRequests, events.StreamFacts, events.StreamDirectory, events.StreamLookups} {
+	facts, err := projections.FactStreams(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range slices.Concat([]string{events.StreamRequests, events.StreamDirectory, events.StreamLookups}, facts) {
 		st, err := js.Stream(ctx, name)
 		if err != nil {
 			t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -82,7 +83,11 @@ func cmdStatus(ctx context.Context, e *env, _ []string) error {
 		Consumers []consumer `json:"consumers,omitempty"`
 	}
 	rows := [][]string{{"STREAM", "MESSAGES", "BYTES", "LAST SEQ", "LAST", "CONSUMER", "PENDING", "ACK PENDING", "REDELIVERED"}}
-	for _, name := range []string{events.StreamRequests, events.StreamFacts, events.StreamDirectory, events.StreamLookups} {
+	factStreams, err := projections.FactStreams(ctx, js)
+	if err != nil {
+		return err
+	}
+	for _, name := range slices.Concat([]string{events.StreamRequests}, factStreams, []string{events.StreamDirectory, events.StreamLookups}) {
 		st, err := js.Stream(ctx, name)
 		if err != nil {
 			return fmt.Errorf("stream %s: %w", name, err)
@@ -207,7 +212,11 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, user string, sinc
 	}
 	defer nc.Close()
 	var filters []string
-	streams := []string{events.StreamFacts, events.StreamDirectory}
+	factStreams, err := projections.FactStreams(ctx, js)
+	if err != nil {
+		return err
+	}
+	streams := append(factStreams, events.StreamDirectory)
 	if user != "" {
 		alias, domain, ok := strings.Cut(user, "@")
 		if !ok {
@@ -215,7 +224,7 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, user string, sinc
 		}
 		u := events.NewUser(domain, alias)
 		filters = []string{events.FactRoot + ".*." + events.Token(u.Domain) + "." + events.Token(u.Alias)}
-		streams = []string{events.StreamFacts}
+		streams = factStreams
 	}
 	rows := [][]string{{"TIME", "SEQ", "TYPE", "NODE/SUBJECT", "ACTOR", "CLIENT", "DETAIL"}}
 	for _, stream := range streams {

@@ -30,7 +30,7 @@ func TestAuditWithoutBodies(t *testing.T) {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	st, err := js.Stream(context.Background(), events.StreamFacts)
+	st, err := js.Stream(context.Background(), events.FactStream(demoHome))
 	if err != nil {
 		t.Fatal(err)
 	}

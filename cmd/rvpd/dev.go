@@ -110,7 +110,7 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	}
 	setup, cancelSetup := context.WithTimeout(ctx, setupTimeout)
 	defer cancelSetup()
-	p, err := openProcess(setup, log, embedded, f.streamOptions(), f.data)
+	p, err := openProcess(setup, log, embedded, f.streamOptions(), f.data, true)
 	if err != nil {
 		return err
 	}
@@ -132,7 +132,7 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 		return fmt.Errorf("listen for RVP on %s: %w (choose another address with -http)", f.http, err)
 	}
 	rs := roleSet{nc: p.nc, js: p.js, db: p.db, dir: p.dir, keyring: keyring, log: log, flags: f.roleFlags,
-		gatewayID: "gw1", listener: ln, devDomain: demoDomain, homes: []string{demoHome}, holder: "dev", router: "router1", admin: admin}
+		gatewayID: "gw1", listener: ln, devDomain: demoDomain, homes: []string{demoHome}, streams: f.streamOptions(), holder: "dev", router: "router1", admin: admin}
 	if a := ns.Addr(); a != nil {
 		rs.own = rvp.ListenerEndpoints(a.String())
 	}

@@ -686,7 +686,7 @@ func TestInteropLibrvpHostile(t *testing.T) {
 	before := streamSeqs(t, p.natsURL)
 	refused := start("carol", "10.9.9.9")
 	refused.Wait(pidginWait, `^CONNECTION_ERROR`)
-	if after := streamSeqs(t, p.natsURL); after[events.StreamRequests] != before[events.StreamRequests] || after[events.StreamFacts] != before[events.StreamFacts] {
+	if after := streamSeqs(t, p.natsURL); after[events.StreamRequests] != before[events.StreamRequests] || after[events.FactStream(demoHome)] != before[events.FactStream(demoHome)] {
 		t.Errorf("a refused Call-Back stored something: %v, was %v", after, before)
 	}
 	if refused.Count(`^SIGNED_ON$`) != 0 {

@@ -139,7 +139,7 @@ func TestDevMalformed(t *testing.T) {
 	// stream, which is work, not state; framing and XML errors never get
 	// that far.)
 	after := streamSeqs(t, p.natsURL)
-	for _, name := range []string{events.StreamFacts, events.StreamDirectory, events.StreamLookups} {
+	for _, name := range []string{events.FactStream(demoHome), events.StreamDirectory, events.StreamLookups} {
 		if after[name] != before[name] {
 			t.Errorf("refused requests changed stream %s: last sequence %d, was %d", name, after[name], before[name])
 		}

@@ -24,6 +24,7 @@ type nodeFlags struct {
 	router                      string
 	admin                       bool
 	replicas                    int
+	migrateFacts                bool
 }
 
 // validate reports every problem of a node's flags at once: the roles'
@@ -64,6 +65,7 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 	fs.StringVar(&f.router, "router", "", "answer lookups as a router node of this name (any number share them)")
 	fs.BoolVar(&f.admin, "admin", false, "serve the directory service rvpctl talks to")
 	fs.IntVar(&f.replicas, "streams.replicas", 1, "replicas of the streams this node creates if the cluster has none yet (3 for a site)")
+	fs.BoolVar(&f.migrateFacts, "migrate-facts", false, "copy the facts of an older version's single fact stream into one stream per home server (once, with every other rvpd of the cluster stopped)")
 	f.roleFlags.register(fs)
 	if err := parseFlags(fs, args, lookupEnv); err != nil {
 		return err
@@ -111,7 +113,7 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 	// are left as their administrator set them.
 	so := f.streamOptions()
 	so.Replicas, so.CreateOnly = f.replicas, true
-	p, err := openProcess(setup, log, cluster, so, f.data)
+	p, err := openProcess(setup, log, cluster, so, f.data, f.migrateFacts)
 	if err != nil {
 		return err
 	}
@@ -128,7 +130,7 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 	}
 
 	rs := roleSet{nc: p.nc, js: p.js, db: p.db, dir: p.dir, keyring: keyring, log: log, flags: f.roleFlags,
-		gatewayID: f.name, homes: homes, holder: f.name, router: f.router}
+		gatewayID: f.name, homes: homes, streams: so, holder: f.name, router: f.router}
 	if f.admin {
 		rs.admin = &directory.Admin{JetStream: p.js, Directory: p.dir, Keyring: keyring, Actor: "rvpd-node-" + f.name}
 	}

@@ -45,9 +45,11 @@ type process struct {
 type natsLink func() (nc *nats.Conn, fatal <-chan error, release func(), err error)
 
 // openProcess reaches NATS through link, ensures the streams with so
-// within ctx, and opens the projections' store in data. On an error it
+// within ctx, and opens the projections' store in data. With migrate, it
+// first copies the facts of an older version's single fact stream into
+// one stream per home server (however long that takes). On an error it
 // closes what it opened.
-func openProcess(ctx context.Context, log *slog.Logger, link natsLink, so projections.StreamOptions, data string) (p *process, err error) {
+func openProcess(ctx context.Context, log *slog.Logger, link natsLink, so projections.StreamOptions, data string, migrate bool) (p *process, err error) {
 	p = &process{log: log}
 	defer func() {
 		if err != nil {
@@ -63,6 +65,11 @@ func openProcess(ctx context.Context, log *slog.Logger, link natsLink, so projec
 	p.closers = append(p.closers, release)
 	if p.js, err = jetstream.New(nc); err != nil {
 		return p, err
+	}
+	if migrate {
+		if _, err := projections.MigrateFacts(context.WithoutCancel(ctx), p.js, so, log); err != nil {
+			return p, fmt.Errorf("migrate the facts: %w", err)
+		}
 	}
 	if err := projections.EnsureStreams(ctx, p.js, so); err != nil {
 		return p, err

@@ -76,7 +76,7 @@ func factsOfType(t *testing.T, natsURL, typ string) [][]byte {
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cons, err := js.OrderedConsumer(ctx, events.StreamFacts, jetstream.OrderedConsumerConfig{})
+	cons, err := js.OrderedConsumer(ctx, events.FactStream(demoHome), jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

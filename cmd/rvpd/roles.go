@@ -158,6 +158,9 @@ type roleSet struct {
 	listener  net.Listener
 	devDomain string
 	homes     []string
+	// streams configures the fact stream each home node creates for its
+	// home server if it is missing.
+	streams projections.StreamOptions
 	// holder is the node's name on the home servers' ownership leases.
 	holder string
 	router string
@@ -221,7 +224,7 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 		}
 		for _, h := range s.homes {
 			cfg := homenode.Config{Home: h, JetStream: s.js, Conn: s.nc, DB: s.db, Directory: s.dir, Policy: s.flags.homePolicy(),
-				Client: outbound, Logger: s.log.With("component", "home")}
+				Client: outbound, FactStream: s.streams, Logger: s.log.With("component", "home")}
 			if _, err := homenode.New(cfg); err != nil {
 				return err // a configuration error, found before anything runs
 			}

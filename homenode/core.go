@@ -1,0 +1,430 @@
+package homenode
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
+)
+
+// The decision core: decide(view, policy, input, now) → decision. It
+// reads a home server's state and the directory through a View and
+// changes nothing; it does no I/O and reads no clock. Every decision a
+// node makes is made here: requests, the expiry of subscriptions and
+// leases, delivery outcomes, callbacks that stopped answering, users
+// moving away, and what a node that takes a home server over re-sends.
+// The node executes decisions: it appends their facts, and once those
+// are durable sends their reply and their notifications.
+
+// Directory is what decisions read of the directory.
+type Directory interface {
+	User(u events.User) (*projections.UserRecord, error)
+	Domain(name string) (*projections.Domain, error)
+	DomainByHost(host string) (*projections.Domain, error)
+	Settings() (projections.Settings, error)
+}
+
+// View is what a decision reads: the state of home server Home (its
+// projection, with the facts still in flight over it) and the directory.
+type View struct {
+	Home  string
+	State projections.HomeReader
+	Dir   Directory
+	// Busy reports whether the NOTIFYs waiting for u's clients fill their
+	// queue (nil: never): a message to u is then refused at once, and
+	// nothing is recorded of it.
+	Busy func(u events.User) bool
+}
+
+// Inputs of decide besides requests (events.Request).
+type (
+	// resumed is a message accepted before the node stopped, whose
+	// delivery never finished: it is delivered again, not accepted again.
+	resumed struct{ e *events.Notify }
+	// expiry is a subscription or view whose time has come.
+	expiry projections.Due
+	// outcome is what delivering a message came to.
+	outcome struct {
+		d                         *delivery
+		status, delivered, failed int
+	}
+	// unreachable is a subscription whose callback stopped answering.
+	unreachable subRef
+	// departure is a user moved away from this home server, whose state
+	// is to be handed over.
+	departure move
+	// resend asks for the state of a user to be sent to every watcher
+	// allowed to see it, as a node that takes a home server over does.
+	resend events.User
+)
+
+// decision is what deciding an input produced: the facts to append, the
+// reply to send once they are durable, and the work that follows.
+type decision struct {
+	msgID string // base of the facts' message ids, unique per decision
+	facts []events.Fact
+	reply *events.Reply // nil: nobody waits, or answered after delivery
+
+	// notes are the NOTIFYs to send once the facts are durable: presence
+	// changes, the state pushed to a new watcher, relayed notifications.
+	notes []note
+	// relays hand notifications to the home servers of watchers homed
+	// elsewhere, which send them to their clients.
+	relays []relayOut
+	// unsent counts the NOTIFYs left out past Policy.MaxFanout.
+	unsent int
+	// deliver is a message to deliver to the node's clients.
+	deliver *delivery
+	// handoff is a user's state for its new home server: appended to that
+	// server's requests before this decision's facts.
+	handoff *events.Handoff
+	handTo  string
+
+	// Consequences the decider works out from the facts (not for callers).
+	views     map[events.User]bool         // users whose views change
+	aclBefore map[events.User][]events.ACE // ACL before a decision changed it
+	push      []subRef                     // new watchers that get the state at once
+	quiet     bool                         // tells no watcher (a move)
+}
+
+type subRef struct {
+	node events.User
+	id   int32
+}
+
+// relayOut is a notification for a watcher's clients, handed to the
+// watcher's home server.
+type relayOut struct {
+	home string
+	ev   *events.Relay
+}
+
+// note is one NOTIFY to send.
+type note struct {
+	key      string // whose it is (target.key), for fair delivery
+	out      rvp.Outbound
+	deadline time.Time
+	ref      subRef // the subscription whose callback it goes to
+}
+
+func (d *decision) fail(r *events.Req, status int, format string, args ...any) (*decision, error) {
+	d.facts = nil
+	d.reply = &events.Reply{ID: r.ID, Status: status, Error: fmt.Sprintf(format, args...)}
+	return d, nil
+}
+
+// core holds what every rule reads.
+type core struct {
+	View
+	policy Policy
+}
+
+// decide decides in against v. An error is a failure to read the state,
+// never a refusal (those are replies).
+func decide(v View, p Policy, in any, now time.Time) (*decision, error) {
+	v.Dir = &memoDir{Directory: v.Dir}
+	v.State = &memoState{HomeReader: v.State}
+	c := &core{View: v, policy: p}
+	var d *decision
+	var err error
+	switch e := in.(type) {
+	case events.Request:
+		d, err = c.decideRequest(e, now)
+	case resumed:
+		if d, err = c.decideRequest(e.e, now); err == nil && len(d.facts) > 0 {
+			if _, ok := d.facts[0].(*events.MessageAccepted); ok {
+				d.facts = d.facts[1:]
+				d.msgID += "/resumed"
+			}
+		}
+	case expiry:
+		d, err = c.decideExpiry(projections.Due(e), now)
+	case outcome:
+		d, err = c.decideOutcome(e, now)
+	case unreachable:
+		d, err = c.decideUnreachable(subRef(e), now)
+	case departure:
+		d, err = c.decideDeparture(move(e), now)
+	case resend:
+		d, err = c.decideResend(events.User(e), now)
+	default:
+		return nil, fmt.Errorf("homenode: no rule decides %T", in)
+	}
+	if err != nil || d == nil {
+		return d, err
+	}
+	return d, c.consequences(d, now)
+}
+
+func (c *core) decideRequest(req events.Request, now time.Time) (*decision, error) {
+	r := req.Request()
+	d := &decision{msgID: r.ID}
+	switch e := req.(type) {
+	case *events.Subscribe:
+		return c.decideSubscribe(d, e, now)
+	case *events.Renew:
+		return c.decideRenew(d, e, now)
+	case *events.Unsubscribe:
+		return c.decideUnsubscribe(d, e, now)
+	case *events.ListSubscriptions:
+		return c.decideList(d, e, now)
+	case *events.PropFind:
+		return c.decidePropFind(d, e)
+	case *events.PropPatch:
+		return c.decidePropPatch(d, e, now)
+	case *events.Notify:
+		return c.decideNotify(d, e, now)
+	case *events.ACL:
+		return c.decideACL(d, e, now)
+	case *events.Handoff:
+		return c.decideHandoff(d, e, now)
+	case *events.Relay:
+		return c.decideRelay(d, e)
+	}
+	return d.fail(r, rvp.StatusNotImplemented, "%s is not decided by home nodes", req.Type())
+}
+
+// consequences works out what a decision's facts change for others: the
+// watchers of every user whose presence changes as each sees it, those
+// whose sight of it an ACL change gave or took, and new watchers who get
+// the current state at once. They are read from the state after the
+// facts: the view with the decision applied over it.
+func (c *core) consequences(d *decision, now time.Time) error {
+	if len(d.facts) == 0 && len(d.push) == 0 {
+		return nil
+	}
+	var before map[events.User]Presence
+	if !d.quiet {
+		for _, f := range d.facts {
+			switch f.(type) {
+			case *events.ViewSet, *events.ViewEnded:
+			default:
+				continue
+			}
+			u := f.Subject()
+			if _, ok := before[u]; ok {
+				continue
+			}
+			p, err := c.presence(u)
+			if err != nil {
+				return err
+			}
+			if before == nil {
+				before = map[events.User]Presence{}
+			}
+			before[u] = p
+		}
+	}
+	after := &core{View: View{Home: c.Home, State: projections.NewOverlay(c.State), Dir: c.Dir, Busy: c.Busy}, policy: c.policy}
+	for _, f := range d.facts {
+		if err := after.State.(*projections.Overlay).Apply(0, f); err != nil {
+			return err
+		}
+	}
+	out := &fanout{core: after, d: d, now: now, sent: map[string]bool{}}
+	for _, u := range sortedUsers(before) {
+		p, err := after.presence(u)
+		if err != nil {
+			return err
+		}
+		if p != before[u] {
+			if err := out.change(u, before[u], p); err != nil {
+				return err
+			}
+		}
+	}
+	for _, u := range sortedUsers(d.aclBefore) {
+		if err := out.aclChanged(u, d.aclBefore[u]); err != nil {
+			return err
+		}
+	}
+	for _, ref := range d.push {
+		if err := out.push(ref); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// owner reports whether the requester is the node's own principal. The
+// gateway has already checked that RVP-From-Principal names the
+// authenticated user whenever there is one.
+func owner(r *events.Req) bool { return !r.FromUser.IsZero() && r.FromUser == r.Node }
+
+func (c *core) meta(r *events.Req, now time.Time) events.Meta { return r.Meta(now, c.Home) }
+
+func (c *core) systemMeta(now time.Time) events.Meta {
+	return events.Meta{At: now, Actor: "system", Home: c.Home}
+}
+
+func clampSeconds(req int, min, max, def time.Duration) int {
+	d := def
+	if req > 0 {
+		d = time.Duration(req) * time.Second
+	}
+	d = min2(max2(d, min), max)
+	return int(d / time.Second)
+}
+
+func min2(a, b time.Duration) time.Duration {
+	if a < b {
+		return a
+	}
+	return b
+}
+
+func max2(a, b time.Duration) time.Duration {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+func seconds(s int) time.Duration { return time.Duration(s) * time.Second }
+
+func nanos(t time.Time) string { return strconv.FormatInt(t.UnixNano(), 10) }
+
+// memoDir remembers what one decision read of the directory: a change of
+// presence told to a thousand watchers reads each watcher's record (and
+// the watched user's) several times.
+type memoDir struct {
+	Directory
+	users    map[events.User]*projections.UserRecord
+	domains  map[string]*projections.Domain
+	byHost   map[string]*projections.Domain
+	settings *projections.Settings
+}
+
+func (m *memoDir) User(u events.User) (*projections.UserRecord, error) {
+	if r, ok := m.users[u]; ok {
+		return r, nil
+	}
+	r, err := m.Directory.User(u)
+	if err != nil {
+		return nil, err
+	}
+	if m.users == nil {
+		m.users = map[events.User]*projections.UserRecord{}
+	}
+	m.users[u] = r
+	return r, nil
+}
+
+func (m *memoDir) Domain(name string) (*projections.Domain, error) {
+	return memo(&m.domains, name, m.Directory.Domain)
+}
+
+func (m *memoDir) DomainByHost(host string) (*projections.Domain, error) {
+	return memo(&m.byHost, host, m.Directory.DomainByHost)
+}
+
+func (m *memoDir) Settings() (projections.Settings, error) {
+	if m.settings == nil {
+		s, err := m.Directory.Settings()
+		if err != nil {
+			return s, err
+		}
+		m.settings = &s
+	}
+	return *m.settings, nil
+}
+
+func memo[T any](m *map[string]*T, k string, read func(string) (*T, error)) (*T, error) {
+	if v, ok := (*m)[k]; ok {
+		return v, nil
+	}
+	v, err := read(k)
+	if err != nil {
+		return nil, err
+	}
+	if *m == nil {
+		*m = map[string]*T{}
+	}
+	(*m)[k] = v
+	return v, nil
+}
+
+// memoState remembers what one decision read of the home server's state:
+// the rules and the consequences read a user's views, ACL and properties
+// more than once.
+type memoState struct {
+	projections.HomeReader
+	views  map[events.User][]projections.View
+	acls   map[events.User]memoACL
+	props  map[propOf]string
+	logins map[events.User][]projections.Subscription
+}
+
+type memoACL struct {
+	aces []events.ACE
+	ok   bool
+}
+
+type propOf struct {
+	u events.User
+	p events.Prop
+}
+
+func (m *memoState) Views(u events.User) ([]projections.View, error) {
+	if v, ok := m.views[u]; ok {
+		return slices.Clone(v), nil
+	}
+	v, err := m.HomeReader.Views(u)
+	if err != nil {
+		return nil, err
+	}
+	if m.views == nil {
+		m.views = map[events.User][]projections.View{}
+	}
+	m.views[u] = v
+	return slices.Clone(v), nil
+}
+
+func (m *memoState) Logins(u events.User) ([]projections.Subscription, error) {
+	if l, ok := m.logins[u]; ok {
+		return slices.Clone(l), nil
+	}
+	l, err := m.HomeReader.Logins(u)
+	if err != nil {
+		return nil, err
+	}
+	if m.logins == nil {
+		m.logins = map[events.User][]projections.Subscription{}
+	}
+	m.logins[u] = l
+	return slices.Clone(l), nil
+}
+
+func (m *memoState) ACL(u events.User) ([]events.ACE, bool, error) {
+	if a, ok := m.acls[u]; ok {
+		return slices.Clone(a.aces), a.ok, nil
+	}
+	aces, ok, err := m.HomeReader.ACL(u)
+	if err != nil {
+		return nil, false, err
+	}
+	if m.acls == nil {
+		m.acls = map[events.User]memoACL{}
+	}
+	m.acls[u] = memoACL{aces: aces, ok: ok}
+	return slices.Clone(aces), ok, nil
+}
+
+func (m *memoState) Property(u events.User, p events.Prop) (string, error) {
+	if v, ok := m.props[propOf{u, p}]; ok {
+		return v, nil
+	}
+	v, err := m.HomeReader.Property(u, p)
+	if err != nil {
+		return "", err
+	}
+	if m.props == nil {
+		m.props = map[propOf]string{}
+	}
+	m.props[propOf{u, p}] = v
+	return v, nil
+}

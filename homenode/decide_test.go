@@ -1,0 +1,690 @@
+package homenode
+
+import (
+	"errors"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+)
+
+// Table tests of the protocol rules, decided against a map-backed view.
+
+const (
+	annCB  = "http://10.0.0.1:4000"
+	annCB2 = "http://10.0.0.2:4000"
+	benCB  = "http://10.0.0.3:4000"
+	catCB  = "http://10.0.0.4:4000"
+)
+
+func TestEffectiveState(t *testing.T) {
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	v := func(id int32, value string, set int) projections.View {
+		return projections.View{ID: id, Value: value, Set: at(set)}
+	}
+	for _, tc := range []struct {
+		name         string
+		views        []projections.View
+		self, others string
+	}{
+		{"no view is offline", nil, "offline", "offline"},
+		{"one view", []projections.View{v(1, "busy", 0)}, "busy", "busy"},
+		{"most recent wins", []projections.View{v(1, "busy", 5), v(2, "away", 3)}, "busy", "busy"},
+		{"same time: higher id", []projections.View{v(1, "busy", 3), v(2, "away", 3)}, "away", "away"},
+		{"active beats idle", []projections.View{v(1, "idle", 9), v(2, "on-phone", 1)}, "on-phone", "on-phone"},
+		{"idle beats invisible", []projections.View{v(1, "invisible", 9), v(2, "idle", 1)}, "idle", "idle"},
+		{"invisible: others see offline", []projections.View{v(1, "invisible", 0)}, "invisible", "offline"},
+		{"offline views count for nothing", []projections.View{v(1, "offline", 9), v(2, "online", 1)}, "online", "online"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := effective(tc.views)
+			if p.Self != tc.self || p.Others != tc.others {
+				t.Errorf("effective = %+v, want self %s others %s", p, tc.self, tc.others)
+			}
+		})
+	}
+}
+
+func TestViews(t *testing.T) {
+	t.Run("a state sets a view with a clamped lease", func(t *testing.T) {
+		w := newWorld(t)
+		for _, tc := range []struct{ asked, granted int }{{0, 1200}, {5, 30}, {600, 600}, {99999, 14400}} {
+			d := w.setState("ann", "10.0.0.1", "busy", tc.asked)
+			wantStatus(t, d, 207)
+			if d.reply.Lease == nil || d.reply.Lease.Timeout != tc.granted {
+				t.Errorf("lease %d asked: %+v, want %d s", tc.asked, d.reply.Lease, tc.granted)
+			}
+			vs := d.facts[len(d.facts)-1].(*events.ViewSet)
+			if !vs.Expires.Equal(w.now.Add(time.Duration(tc.granted) * time.Second)) {
+				t.Errorf("expires %v", vs.Expires)
+			}
+		}
+	})
+	t.Run("a client without view ids reuses the view of its address", func(t *testing.T) {
+		w := newWorld(t)
+		first := w.setState("ann", "10.0.0.1", "busy", 600).reply.Lease.ViewID
+		second := w.setState("ann", "10.0.0.1", "away", 600).reply.Lease.ViewID
+		other := w.setState("ann", "10.0.0.2", "online", 600).reply.Lease.ViewID
+		if first != second || other == first {
+			t.Errorf("view ids %d, %d (same address), %d (another): want the first two equal", first, second, other)
+		}
+		if vs, _ := w.st.Views(user("ann")); len(vs) != 2 {
+			t.Errorf("%d views, want 2", len(vs))
+		}
+	})
+	t.Run("a named view is updated", func(t *testing.T) {
+		w := newWorld(t)
+		id := w.setState("ann", "10.0.0.1", "busy", 600).reply.Lease.ViewID
+		d := w.do(&events.PropPatch{Req: w.req("p2", "ann", "ann", "10.0.0.9"), State: &events.StateUpdate{Value: "away", Default: "offline", Timeout: 600, ViewID: id}})
+		if got := d.reply.Lease.ViewID; got != id {
+			t.Errorf("view %d, want %d", got, id)
+		}
+	})
+	t.Run("the default value ends the view", func(t *testing.T) {
+		w := newWorld(t)
+		w.setState("ann", "10.0.0.1", "busy", 600)
+		d := w.setState("ann", "10.0.0.1", "offline", 600)
+		wantStrings(t, "facts", types(d), []string{events.TypeViewEnded})
+		if p := w.presence("ann"); p.Self != "offline" {
+			t.Errorf("presence %+v", p)
+		}
+	})
+	t.Run("only the owner sets its state", func(t *testing.T) {
+		w := newWorld(t)
+		d := w.do(&events.PropPatch{Req: w.req("p", "ben", "ann", "10.0.0.3"), State: &events.StateUpdate{Value: "busy"}})
+		wantStatus(t, d, 403)
+		if len(d.facts) != 0 {
+			t.Errorf("facts %v", types(d))
+		}
+	})
+	t.Run("mobile properties are the owner's, the others the directory's", func(t *testing.T) {
+		w := newWorld(t)
+		d := w.do(&events.PropPatch{Req: w.req("p", "ann", "ann", "10.0.0.1"), Set: []events.PropValue{
+			{Prop: events.PropMobileState, Value: "1"}, {Prop: events.PropDisplayName, Value: "Evil"}}})
+		wantStatus(t, d, 207)
+		wantStrings(t, "facts", types(d), []string{events.TypePropertySet})
+		if len(d.reply.Forbidden) != 1 || d.reply.Forbidden[0] != events.PropDisplayName {
+			t.Errorf("forbidden %v", d.reply.Forbidden)
+		}
+		if v, _ := w.st.Property(user("ann"), events.PropMobileState); v != "1" {
+			t.Errorf("mobile-state %q", v)
+		}
+	})
+}
+
+func TestLeasesExpire(t *testing.T) {
+	w := newWorld(t)
+	id := w.setState("ann", "10.0.0.1", "busy", 60).reply.Lease.ViewID
+	due := expiry{At: w.now.Add(time.Minute), User: user("ann"), Kind: "v", ID: id}
+	if d := w.decide(due); len(d.facts) != 0 {
+		t.Errorf("before its time: %v", types(d))
+	}
+	// Renewed meanwhile: the old expiry is stale.
+	w.now = w.now.Add(59 * time.Second)
+	w.setState("ann", "10.0.0.1", "busy", 60)
+	w.now = w.now.Add(2 * time.Second)
+	if d := w.decide(due); len(d.facts) != 0 {
+		t.Errorf("renewed lease expired: %v", types(d))
+	}
+	w.now = w.now.Add(time.Minute)
+	d := w.do(due)
+	wantStrings(t, "facts", types(d), []string{events.TypeViewEnded})
+	if r := d.facts[0].(*events.ViewEnded).Reason; r != events.EndExpired {
+		t.Errorf("reason %q", r)
+	}
+}
+
+func TestInvisible(t *testing.T) {
+	w := newWorld(t)
+	w.login("ann", "10.0.0.1", annCB)
+	w.login("ben", "10.0.0.3", benCB)
+	w.watch("ben", "ann")
+	self := w.watch("ann", "ann") // librvp watches itself
+	_ = self
+	d := w.setState("ann", "10.0.0.1", "invisible", 600)
+	// Ben was told nothing (offline → offline); ann's own clients see invisible.
+	wantStrings(t, "notified", sent(d), []string{annCB + " invisible"})
+	t.Run("others read offline", func(t *testing.T) {
+		d := w.decide(&events.PropFind{Req: w.req("pf", "ben", "ann", "10.0.0.3"), Props: []events.Prop{events.PropState}})
+		if d.reply.Found[0].Value != "offline" {
+			t.Errorf("ben reads %q", d.reply.Found[0].Value)
+		}
+		d = w.decide(&events.PropFind{Req: w.req("pf", "ann", "ann", "10.0.0.1"), Props: []events.Prop{events.PropState}})
+		if d.reply.Found[0].Value != "invisible" {
+			t.Errorf("ann reads %q", d.reply.Found[0].Value)
+		}
+	})
+	t.Run("a message to an invisible user is refused as to an offline one", func(t *testing.T) {
+		d := w.decide(&events.Notify{Req: w.req("m", "ben", "ann", "10.0.0.3"), AckType: "DeepOr", HopCount: 1, Body: []byte("<x/>")})
+		wantStatus(t, d, 412)
+		wantStrings(t, "facts", types(d), []string{events.TypeMessageAccepted, events.TypeMessageDelivered})
+		if d.deliver != nil {
+			t.Error("delivered")
+		}
+	})
+	t.Run("going visible tells the watchers", func(t *testing.T) {
+		d := w.setState("ann", "10.0.0.1", "online", 600)
+		wantStrings(t, "notified", sent(d), []string{annCB + " online", benCB + " online"})
+	})
+}
+
+func TestACLEvaluation(t *testing.T) {
+	ann := principal{url: nodeURL("ann"), user: user("ann"), cred: events.CredNTLM}
+	ben := principal{url: nodeURL("ben"), user: user("ben"), cred: events.CredNTLM}
+	stranger := principal{url: "http://im.acme.test/instmsg/aliases/eve", cred: events.CredAssertion}
+	deny := func(who events.User, rights ...string) events.ACE {
+		return events.ACE{Principal: nodeURL(who.Alias), User: who, Credentials: []string{events.CredAny}, Deny: rights}
+	}
+	grantAll := func(creds []string, rights ...string) events.ACE {
+		return events.ACE{Credentials: creds, Grant: rights}
+	}
+	any := []string{events.CredAny}
+	for _, tc := range []struct {
+		name  string
+		acl   []events.ACE
+		p     principal
+		right string
+		want  bool
+	}{
+		{"default: everyone sees presence", events.DefaultACL(user("cat"), nodeURL("cat")), ben, events.RightPresence, true},
+		{"default: others may not write the ACL", events.DefaultACL(user("cat"), nodeURL("cat")), ben, events.RightWriteACL, false},
+		{"default: assertion credentials may send", events.DefaultACL(user("cat"), nodeURL("cat")), stranger, events.RightSendTo, true},
+		{"the owner may anything", []events.ACE{deny(user("ann"), events.RightAll)}, principal{url: ann.url, user: ann.user, owner: true}, events.RightWriteACL, true},
+		{"a named deny beats all-principals' grant", []events.ACE{grantAll(any, events.RightPresence), deny(user("ben"), events.RightPresence)}, ben, events.RightPresence, false},
+		{"the deny names ben only", []events.ACE{grantAll(any, events.RightPresence), deny(user("ben"), events.RightPresence)}, ann, events.RightPresence, true},
+		{"a named grant beats all-principals' deny", []events.ACE{{Credentials: any, Deny: []string{events.RightSendTo}},
+			{Principal: nodeURL("ben"), User: user("ben"), Credentials: any, Grant: []string{events.RightSendTo}}}, ben, events.RightSendTo, true},
+		{"deny beats grant at the same level", []events.ACE{grantAll(any, events.RightRead), {Credentials: any, Deny: []string{events.RightRead}}}, ben, events.RightRead, false},
+		{"the credential must match", []events.ACE{grantAll([]string{events.CredDigest}, events.RightPresence)}, ben, events.RightPresence, false},
+		{"no match denies", nil, ben, events.RightPresence, false},
+		{"all grants every right", []events.ACE{grantAll(any, events.RightAll)}, stranger, events.RightSubscribeOthers, true},
+		{"a user matches whatever host its URL names", []events.ACE{{Principal: "http://10.1.1.1/instmsg/aliases/ben", User: user("ben"), Credentials: any, Deny: []string{events.RightRead}},
+			grantAll(any, events.RightRead)}, ben, events.RightRead, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := permitted(tc.acl, tc.p, tc.right); got != tc.want {
+				t.Errorf("permitted(%s) = %v, want %v", tc.right, got, tc.want)
+			}
+		})
+	}
+
+	t.Run("a watcher denied presence is answered, sees offline, is pushed nothing", func(t *testing.T) {
+		w := newWorld(t)
+		w.login("ben", "10.0.0.3", benCB)
+		w.setState("ann", "10.0.0.1", "online", 600)
+		w.do(&events.ACL{Req: w.req("acl", "ann", "ann", "10.0.0.1"), Write: true, ACEs: []events.ACE{
+			grantAll(any, events.RightPresence, events.RightRead), deny(user("ben"), events.RightPresence)}})
+		d := w.do(&events.Subscribe{Req: w.req("w", "ben", "ann", "10.0.0.3"), NotificationType: events.NotifyPropChange,
+			CallBack: nodeURL("ben"), CallBackUser: user("ben")})
+		wantStatus(t, d, 207)
+		if d.reply.Found[0].Prop != events.PropState || d.reply.Found[0].Value != "offline" {
+			t.Errorf("answered %+v", d.reply.Found)
+		}
+		if len(d.notes) != 0 {
+			t.Errorf("pushed %v", sent(d))
+		}
+		// Removing ben's entry (no grant, no deny) gives it back: ben is
+		// told the state.
+		d = w.do(&events.ACL{Req: w.req("acl2", "ann", "ann", "10.0.0.1"), Write: true, ACEs: []events.ACE{
+			{Principal: nodeURL("ben"), User: user("ben"), Credentials: any}}})
+		wantStrings(t, "notified", sent(d), []string{benCB + " online"})
+	})
+	t.Run("writing another's ACL is refused", func(t *testing.T) {
+		w := newWorld(t)
+		d := w.do(&events.ACL{Req: w.req("acl", "ben", "ann", "10.0.0.3"), Write: true, ACEs: []events.ACE{grantAll(any, events.RightAll)}})
+		wantStatus(t, d, 403)
+		if len(d.facts) != 0 {
+			t.Errorf("facts %v", types(d))
+		}
+	})
+}
+
+func TestSubscriptions(t *testing.T) {
+	t.Run("lifetimes are clamped", func(t *testing.T) {
+		w := newWorld(t)
+		for _, tc := range []struct{ asked, granted int }{{0, 14400}, {10, 60}, {3600, 3600}, {1 << 30, 14400}} {
+			d := w.do(&events.Subscribe{Req: w.req("s", "ann", "ann", "10.0.0.1"), NotificationType: events.NotifyPragma, CallBack: annCB, Lifetime: tc.asked})
+			if d.reply.Lifetime != tc.granted {
+				t.Errorf("asked %d, granted %d, want %d", tc.asked, d.reply.Lifetime, tc.granted)
+			}
+		}
+	})
+	t.Run("ids are allocated once, for subscriptions and views alike", func(t *testing.T) {
+		w := newWorld(t)
+		a := w.login("ann", "10.0.0.1", annCB)
+		v := w.setState("ann", "10.0.0.1", "busy", 600).reply.Lease.ViewID
+		b := w.login("ben", "10.0.0.3", benCB)
+		if a != 1 || v != 2 || b != 3 {
+			t.Errorf("ids %d %d %d, want 1 2 3", a, v, b)
+		}
+	})
+	t.Run("logging in to another's node is refused", func(t *testing.T) {
+		w := newWorld(t)
+		d := w.decide(&events.Subscribe{Req: w.req("s", "ben", "ann", "10.0.0.3"), NotificationType: events.NotifyPragma, CallBack: benCB})
+		wantStatus(t, d, 403)
+	})
+	t.Run("a Call-Back for someone else needs subscribe-others", func(t *testing.T) {
+		w := newWorld(t)
+		d := w.decide(&events.Subscribe{Req: w.req("s", "ben", "ann", "10.0.0.3"), NotificationType: events.NotifyPropChange,
+			CallBack: nodeURL("cat"), CallBackUser: user("cat")})
+		wantStatus(t, d, 403)
+	})
+	t.Run("an unknown notification type is a bad request", func(t *testing.T) {
+		w := newWorld(t)
+		d := w.decide(&events.Subscribe{Req: w.req("s", "ann", "ann", "10.0.0.1"), NotificationType: "update/newmember", CallBack: annCB})
+		wantStatus(t, d, 400)
+	})
+	t.Run("renewals: by the subscriber, not by others, not of what is gone", func(t *testing.T) {
+		w := newWorld(t)
+		id := w.watch("ben", "ann")
+		w.now = w.now.Add(time.Hour)
+		d := w.do(&events.Renew{Req: w.req("r", "ben", "ann", "10.0.0.3"), ID: id, Lifetime: 600})
+		wantStatus(t, d, 200)
+		if s, _ := w.st.Subscription(user("ann"), id); !s.Expires.Equal(w.now.Add(10 * time.Minute)) {
+			t.Errorf("expires %v", s.Expires)
+		}
+		wantStatus(t, w.decide(&events.Renew{Req: w.req("r2", "cat", "ann", "10.0.0.4"), ID: id}), 403)
+		wantStatus(t, w.decide(&events.Renew{Req: w.req("r3", "ben", "ann", "10.0.0.3"), ID: 99}), 412)
+		// The node's owner may manage every subscription on it.
+		wantStatus(t, w.decide(&events.Renew{Req: w.req("r4", "ann", "ann", "10.0.0.1"), ID: id}), 200)
+	})
+	t.Run("ending an unknown subscription succeeds", func(t *testing.T) {
+		w := newWorld(t)
+		d := w.decide(&events.Unsubscribe{Req: w.req("u", "ann", "ann", "10.0.0.1"), ID: 42})
+		wantStatus(t, d, 200)
+		if len(d.facts) != 0 {
+			t.Errorf("facts %v", types(d))
+		}
+	})
+	t.Run("a subscription expires at its time", func(t *testing.T) {
+		w := newWorld(t)
+		id := w.watch("ben", "ann")
+		due := expiry{At: w.now.Add(4 * time.Hour), User: user("ann"), Kind: "s", ID: id}
+		if d := w.decide(due); len(d.facts) != 0 {
+			t.Errorf("before its time: %v", types(d))
+		}
+		w.now = w.now.Add(4 * time.Hour)
+		d := w.do(due)
+		wantStrings(t, "facts", types(d), []string{events.TypeSubscriptionEnded})
+	})
+	t.Run("SUBSCRIPTIONS lists, with seconds left, for those with the right", func(t *testing.T) {
+		w := newWorld(t)
+		w.login("ann", "10.0.0.1", annCB)
+		w.watch("ben", "ann")
+		w.now = w.now.Add(time.Hour)
+		d := w.decide(&events.ListSubscriptions{Req: w.req("l", "ann", "ann", "10.0.0.1"), NotificationType: events.NotifyPropChange})
+		wantStatus(t, d, 200)
+		if len(d.reply.Subscriptions) != 1 || d.reply.Subscriptions[0].Timeout != 3*3600 {
+			t.Errorf("listed %+v", d.reply.Subscriptions)
+		}
+		wantStatus(t, w.decide(&events.ListSubscriptions{Req: w.req("l2", "ben", "ann", "10.0.0.3")}), 403)
+	})
+}
+
+func TestLinkedLogins(t *testing.T) {
+	// librvp renews and ends its self-watch, never its login: the login
+	// from the same address goes with it.
+	w := newWorld(t)
+	login := w.login("ann", "10.0.0.1", annCB)
+	other := w.login("ann", "10.0.0.2", annCB2)
+	self := w.do(&events.Subscribe{Req: w.req("self", "ann", "ann", "10.0.0.1"), NotificationType: events.NotifyPropChange,
+		CallBack: nodeURL("ann"), CallBackUser: user("ann"), Lifetime: 600}).reply.SubscriptionID
+	w.login("ben", "10.0.0.3", benCB)
+	w.watch("ben", "ann")
+	w.setState("ann", "10.0.0.1", "busy", 600)
+
+	w.now = w.now.Add(time.Hour)
+	d := w.do(&events.Renew{Req: w.req("renew", "ann", "ann", "10.0.0.1"), ID: self, Lifetime: 14400})
+	var renewed []int32
+	for _, f := range d.facts {
+		renewed = append(renewed, f.(*events.SubscriptionRenewed).ID)
+	}
+	if len(renewed) != 2 || renewed[0] != self || renewed[1] != login {
+		t.Errorf("renewed %v, want self-watch %d and its login %d (not %d, another address)", renewed, self, login, other)
+	}
+
+	// Ending the self-watch ends the login; the other login keeps the state.
+	d = w.do(&events.Unsubscribe{Req: w.req("bye", "ann", "ann", "10.0.0.1"), ID: self})
+	wantStrings(t, "facts", types(d), []string{events.TypeSubscriptionEnded, events.TypeSubscriptionEnded})
+	if len(sent(d)) != 0 {
+		t.Errorf("notified %v", sent(d))
+	}
+	// The last login ends: the views end with it and watchers see offline.
+	d = w.do(&events.Unsubscribe{Req: w.req("bye2", "ann", "ann", "10.0.0.2"), ID: other})
+	wantStrings(t, "facts", types(d), []string{events.TypeSubscriptionEnded, events.TypeViewEnded})
+	if r := d.facts[1].(*events.ViewEnded).Reason; r != events.EndLoggedOut {
+		t.Errorf("reason %q", r)
+	}
+	wantStrings(t, "notified", sent(d), []string{benCB + " offline"})
+}
+
+func TestMessages(t *testing.T) {
+	msg := func(w *world, id, from, to, ack string, hop int) *events.Notify {
+		return &events.Notify{Req: w.req(id, from, to, "10.0.0.3"), AckType: ack, HopCount: hop,
+			Body: []byte(`<r:notification><r:message><r:notification-from><r:contact><d:href>` + nodeURL(from) + `</d:href></r:contact></r:notification-from></r:message></r:notification>`)}
+	}
+	t.Run("delivered to every login of the recipient", func(t *testing.T) {
+		w := newWorld(t)
+		w.login("ann", "10.0.0.1", annCB)
+		w.login("ann", "10.0.0.2", annCB2)
+		d := w.do(msg(w, "m1", "ben", "ann", "DeepOr", 1))
+		wantStrings(t, "facts", types(d), []string{events.TypeMessageAccepted})
+		if d.reply != nil {
+			t.Errorf("answered before delivery: %+v", d.reply)
+		}
+		if d.deliver == nil || len(d.deliver.targets) != 2 {
+			t.Fatalf("delivery %+v", d.deliver)
+		}
+		out := d.deliver.outbound(d.deliver.targets[0])
+		if got := out.Header; len(got) == 0 {
+			t.Fatal("no headers")
+		}
+		for _, f := range out.Header {
+			if f.Name == "RVP-Hop-Count" && f.Value != "2" {
+				t.Errorf("hop count %s", f.Value)
+			}
+		}
+		if acc := d.facts[0].(*events.MessageAccepted); acc.Endpoints != 2 || string(acc.Body) != string(msg(w, "", "ben", "ann", "", 1).Body) {
+			t.Errorf("accepted %+v", acc)
+		}
+	})
+	t.Run("nobody logged in: 412, recorded", func(t *testing.T) {
+		w := newWorld(t)
+		d := w.do(msg(w, "m", "ben", "ann", "DeepOr", 1))
+		wantStatus(t, d, 412)
+		wantStrings(t, "facts", types(d), []string{events.TypeMessageAccepted, events.TypeMessageDelivered})
+	})
+	t.Run("SingleHop is answered on acceptance", func(t *testing.T) {
+		w := newWorld(t)
+		w.login("ann", "10.0.0.1", annCB)
+		d := w.do(msg(w, "m", "ben", "ann", "SingleHop", 1))
+		wantStatus(t, d, 200)
+		if d.deliver == nil || !d.deliver.answered {
+			t.Errorf("delivery %+v", d.deliver)
+		}
+		o := w.decide(outcome{d: d.deliver, status: 412, failed: 1})
+		if o.reply != nil {
+			t.Errorf("answered twice: %+v", o.reply)
+		}
+	})
+	t.Run("looping messages are refused", func(t *testing.T) {
+		w := newWorld(t)
+		d := w.decide(msg(w, "m", "ben", "ann", "DeepOr", 9))
+		wantStatus(t, d, 508)
+		if len(d.facts) != 0 {
+			t.Errorf("facts %v", types(d))
+		}
+	})
+	t.Run("send-to denied: 403", func(t *testing.T) {
+		w := newWorld(t)
+		w.login("ann", "10.0.0.1", annCB)
+		w.do(&events.ACL{Req: w.req("acl", "ann", "ann", "10.0.0.1"), Write: true, ACEs: []events.ACE{{Credentials: []string{events.CredAny}, Grant: []string{events.RightPresence}}}})
+		wantStatus(t, w.decide(msg(w, "m", "ben", "ann", "DeepOr", 1)), 403)
+	})
+	t.Run("a recipient whose clients have too much waiting: 503, nothing recorded", func(t *testing.T) {
+		w := newWorld(t)
+		w.login("ann", "10.0.0.1", annCB)
+		v := w.view()
+		v.Busy = func(u events.User) bool { return u == user("ann") }
+		d, err := decide(v, w.policy, msg(w, "m", "ben", "ann", "DeepOr", 1), w.now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantStatus(t, d, 503)
+		if len(d.facts) != 0 || d.deliver != nil || d.reply.RetryAfter != 5 {
+			t.Errorf("facts %v, delivery %v, Retry-After %d", types(d), d.deliver != nil, d.reply.RetryAfter)
+		}
+	})
+	t.Run("a resumed delivery is not accepted again", func(t *testing.T) {
+		w := newWorld(t)
+		w.login("ann", "10.0.0.1", annCB)
+		m := msg(w, "m", "ben", "ann", "DeepOr", 1)
+		w.do(m)
+		d := w.decide(resumed{m})
+		if len(d.facts) != 0 || d.deliver == nil || d.msgID != "m/resumed" {
+			t.Errorf("resumed: facts %v, delivery %v, id %s", types(d), d.deliver != nil, d.msgID)
+		}
+	})
+	t.Run("outcomes", func(t *testing.T) {
+		fail := errors.New("connection refused")
+		type result struct {
+			status int
+			err    error
+		}
+		for _, tc := range []struct {
+			name    string
+			ack     string
+			results []result
+			want    int // 0: undecided after all results
+			after   int // the result that decides it (1-based)
+		}{
+			{"DeepOr: the first 2xx", "DeepOr", []result{{0, fail}, {200, nil}, {0, fail}}, 200, 2},
+			{"DeepOr: all fail, none answered", "DeepOr", []result{{0, fail}, {0, fail}}, 412, 2},
+			{"DeepOr: a client's refusal is relayed", "DeepOr", []result{{0, fail}, {500, nil}}, 500, 2},
+			{"DeepAnd: all must take it", "DeepAnd", []result{{200, nil}, {200, nil}}, 200, 2},
+			{"DeepAnd: one refusal fails it", "DeepAnd", []result{{200, nil}, {0, fail}}, 412, 2},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				d := &delivery{req: &events.Notify{AckType: tc.ack}, targets: make([]target, len(tc.results))}
+				tl := newTally(d)
+				for i, r := range tc.results {
+					o, ok := tl.record(r.status, r.err)
+					if ok != (i+1 == tc.after) {
+						t.Fatalf("result %d decided %v", i+1, ok)
+					}
+					if ok && o.status != tc.want {
+						t.Errorf("status %d, want %d", o.status, tc.want)
+					}
+				}
+			})
+		}
+		w := newWorld(t)
+		w.login("ann", "10.0.0.1", annCB)
+		d := w.do(msg(w, "m", "ben", "ann", "DeepOr", 1))
+		o := w.decide(outcome{d: d.deliver, status: 200, delivered: 1})
+		wantStatus(t, o, 200)
+		wantStrings(t, "facts", types(o), []string{events.TypeMessageDelivered})
+		if o.msgID != "m/delivered" {
+			t.Errorf("msg id %s", o.msgID)
+		}
+	})
+}
+
+func TestPresenceFanOut(t *testing.T) {
+	w := newWorld(t)
+	w.login("ann", "10.0.0.1", annCB)
+	w.login("ben", "10.0.0.3", benCB)
+	w.login("ben", "10.0.0.5", "http://10.0.0.5:4000")
+	w.login("cat", "10.0.0.4", catCB)
+	w.watch("ben", "ann")
+	w.watch("ben", "ann") // librvp re-subscribes: one NOTIFY all the same
+	w.watch("cat", "ann")
+	w.watch("dan", "ann") // homed on home2: its home server relays
+	t.Run("a change reaches every watcher's logins once", func(t *testing.T) {
+		d := w.setState("ann", "10.0.0.1", "busy", 600)
+		wantStrings(t, "notified", sent(d), []string{
+			"http://10.0.0.3:4000 busy", "http://10.0.0.4:4000 busy", "http://10.0.0.5:4000 busy", "relay home2 dan@example.test busy"})
+		for _, r := range d.relays {
+			if r.ev.Auth.Scheme != "internal" || r.ev.From != "im.example.test" {
+				t.Errorf("relay %+v", r.ev.Req)
+			}
+		}
+	})
+	t.Run("no change, no notification", func(t *testing.T) {
+		d := w.setState("ann", "10.0.0.1", "busy", 600)
+		if s := sent(d); len(s) != 0 {
+			t.Errorf("notified %v", s)
+		}
+	})
+	t.Run("a new watcher gets the state at once", func(t *testing.T) {
+		w.login("ann", "10.0.0.1", annCB)
+		d := w.do(&events.Subscribe{Req: w.req("w", "ann", "cat", "10.0.0.1"), NotificationType: events.NotifyPropChange,
+			CallBack: nodeURL("ann"), CallBackUser: user("ann")})
+		wantStrings(t, "notified", sent(d), []string{annCB + " offline"})
+	})
+	t.Run("a relayed notification goes to the watcher's logins", func(t *testing.T) {
+		d := w.decide(&events.Relay{Req: events.Req{ID: "rl", Node: user("ben"), From: "im.example.test", Auth: events.Identity{Scheme: "internal"},
+			Deadline: w.now.Add(time.Second)}, Body: []byte("<r:state><r:away/></r:state>")})
+		wantStrings(t, "notified", sent(d), []string{"http://10.0.0.3:4000 away", "http://10.0.0.5:4000 away"})
+		bad := w.decide(&events.Relay{Req: w.req("rl2", "cat", "ben", "10.0.0.4"), Body: []byte("x")})
+		wantStatus(t, bad, 403)
+	})
+	t.Run("a takeover re-sends the state to the watchers allowed it", func(t *testing.T) {
+		d := w.decide(resend(user("ann")))
+		if len(d.facts) != 0 || len(sent(d)) != 4 {
+			t.Errorf("facts %v, notified %v", types(d), sent(d))
+		}
+	})
+}
+
+func TestUnreachableCallbacks(t *testing.T) {
+	r := reachability{limit: 3}
+	ref := subRef{user("ann"), 1}
+	fail := errors.New("refused")
+	if r.record(ref, fail) || r.record(ref, fail) || r.record(ref, nil) || r.record(ref, fail) || r.record(ref, fail) {
+		t.Fatal("ended before three failures in a row")
+	}
+	if !r.record(ref, fail) {
+		t.Fatal("three failures in a row did not end it")
+	}
+	if never := (reachability{limit: -1}); never.record(ref, fail) {
+		t.Error("a negative limit ended it")
+	}
+
+	w := newWorld(t)
+	id := w.login("ann", "10.0.0.1", annCB)
+	w.login("ben", "10.0.0.3", benCB)
+	w.watch("ben", "ann")
+	w.setState("ann", "10.0.0.1", "online", 600)
+	d := w.do(unreachable{user("ann"), id})
+	wantStrings(t, "facts", types(d), []string{events.TypeSubscriptionEnded, events.TypeViewEnded})
+	wantStrings(t, "notified", sent(d), []string{benCB + " offline"})
+	if d := w.decide(unreachable{user("ann"), id}); len(d.facts) != 0 {
+		t.Errorf("ended twice: %v", types(d))
+	}
+}
+
+func TestRouting(t *testing.T) {
+	w := newWorld(t)
+	c := &core{View: w.view(), policy: w.policy}
+	r := &events.PropFind{Req: w.req("x", "ann", "ann", "10.0.0.1")}
+	if got, _, _ := c.route(r, w.now, time.Second, false); got != routeDecide {
+		t.Errorf("route %d, want decide", got)
+	}
+	if got, _, _ := c.route(r, w.now, time.Second, true); got != routeHold {
+		t.Errorf("behind a held request: %d, want hold", got)
+	}
+	if got, _, _ := c.route(r, w.now.Add(time.Minute), time.Second, false); got != routeLate {
+		t.Errorf("after its deadline: %d, want late", got)
+	}
+	dan := &events.PropFind{Req: w.req("y", "ann", "dan", "10.0.0.1")}
+	if got, rec, _ := c.route(dan, w.now, time.Second, false); got != routeForward || rec.Home != "home2" {
+		t.Errorf("user homed elsewhere: %d %+v, want forward to home2", got, rec)
+	}
+	// Moved here a moment ago: held until its state arrives, or for
+	// HandoffWait.
+	w.dir.users[user("ben")].Move, w.dir.users[user("ben")].MovedAt, w.dir.users[user("ben")].MovedFrom = 7, w.now, "home3"
+	ben := &events.PropFind{Req: w.req("z", "ben", "ben", "10.0.0.3")}
+	if got, _, _ := c.route(ben, w.now, time.Second, false); got != routeHold {
+		t.Errorf("moved here: %d, want hold", got)
+	}
+	if got, _, _ := c.route(ben, w.now.Add(time.Second), time.Second, false); got != routeDecide {
+		t.Errorf("after HandoffWait: %d, want decide", got)
+	}
+	handoff := &events.Handoff{Req: events.Req{ID: "h", Node: user("ben"), Auth: events.Identity{Scheme: "internal"}}, From: "home3", Move: 7}
+	if got, _, _ := c.route(handoff, w.now, time.Second, true); got != routeDecide {
+		t.Errorf("the handoff itself: %d, want decide", got)
+	}
+	w.do(handoff)
+	if got, _, _ := c.route(ben, w.now, time.Second, false); got != routeDecide {
+		t.Errorf("state arrived: %d, want decide", got)
+	}
+}
+
+func TestMoves(t *testing.T) {
+	w := newWorld(t)
+	w.login("ann", "10.0.0.1", annCB)
+	w.login("ben", "10.0.0.3", benCB)
+	w.watch("ben", "ann")
+	w.setState("ann", "10.0.0.1", "busy", 600)
+	w.do(&events.PropPatch{Req: w.req("p", "ann", "ann", "10.0.0.1"), Set: []events.PropValue{{Prop: events.PropMobileState, Value: "1"}}})
+
+	d := w.do(departure{user: user("ann"), to: "home2", seq: 40})
+	if d.handoff == nil || d.handTo != "home2" || len(d.handoff.Subs) != 2 || len(d.handoff.Views) != 1 || len(d.handoff.Props) != 1 {
+		t.Fatalf("handoff to %s: %+v", d.handTo, d.handoff)
+	}
+	wantStrings(t, "facts", types(d), []string{events.TypeSubscriptionEnded, events.TypeSubscriptionEnded, events.TypeViewEnded, events.TypeUserDeparted})
+	if len(sent(d)) != 0 {
+		t.Errorf("a move told watchers: %v", sent(d))
+	}
+	if again := w.decide(departure{user: user("ann"), to: "home2", seq: 40}); again.handoff != nil || len(again.facts) != 0 {
+		t.Error("handed off twice for one move")
+	}
+
+	// The other side: takes what it has not, and what has not expired.
+	to := newWorld(t)
+	to.dir.users[user("ann")].Home = "home2"
+	h := d.handoff
+	h.Subs[0].Expires = to.now.Add(-time.Second)
+	got := to.do(h)
+	wantStrings(t, "facts", types(got), []string{events.TypeSubscriptionCreated, events.TypeViewSet, events.TypePropertySet, events.TypeUserArrived})
+	if a := got.facts[len(got.facts)-1].(*events.UserArrived); a.Subs != 1 || a.Views != 1 || a.Move != 40 {
+		t.Errorf("arrived %+v", a)
+	}
+	if len(sent(got)) != 0 {
+		t.Errorf("an arrival told watchers: %v", sent(got))
+	}
+	if again := to.decide(h); len(again.facts) != 0 {
+		t.Errorf("took a handoff twice: %v", types(again))
+	}
+	if bad := to.decide(&events.Handoff{Req: to.req("h", "ann", "ann", "10.0.0.1")}); bad.reply == nil || bad.reply.Status != 403 {
+		t.Error("a handoff from a client was taken")
+	}
+}
+
+func TestLimits(t *testing.T) {
+	t.Run("logins: at most MaxLogins, then 503 until the first lapses", func(t *testing.T) {
+		w := newWorld(t)
+		w.policy.MaxLogins = 3
+		for i := range 3 {
+			w.now = w.now.Add(time.Minute)
+			w.login("ann", "10.0.0."+strconv.Itoa(i+1), annCB)
+		}
+		d := w.decide(&events.Subscribe{Req: w.req("l4", "ann", "ann", "10.0.0.9"), NotificationType: events.NotifyPragma, CallBack: annCB2, Lifetime: 600})
+		wantStatus(t, d, 503)
+		// The first login lapses 4 h after it was made, 2 min before now.
+		if want := 4*3600 - 120; d.reply.RetryAfter != min(want, 3600) || len(d.facts) != 0 {
+			t.Errorf("Retry-After %d, facts %v", d.reply.RetryAfter, types(d))
+		}
+		// Watching is another count.
+		wantStatus(t, w.decide(&events.Subscribe{Req: w.req("w", "ben", "ann", "10.0.0.3"), NotificationType: events.NotifyPropChange,
+			CallBack: nodeURL("ben"), CallBackUser: user("ben")}), 207)
+	})
+	t.Run("watchers: at most MaxWatchers", func(t *testing.T) {
+		w := newWorld(t)
+		w.policy.MaxWatchers = 2
+		w.watch("ben", "ann")
+		w.watch("cat", "ann")
+		d := w.decide(&events.Subscribe{Req: w.req("w3", "dan", "ann", "10.0.0.5"), NotificationType: events.NotifyPropChange,
+			CallBack: nodeURL("dan"), CallBackUser: user("dan")})
+		wantStatus(t, d, 503)
+		if d.reply.RetryAfter <= 0 {
+			t.Errorf("no Retry-After")
+		}
+	})
+	t.Run("one decision sends at most MaxFanout NOTIFYs", func(t *testing.T) {
+		w := newWorld(t)
+		w.policy.MaxFanout = 2
+		for i, a := range []string{"ben", "cat"} {
+			w.login(a, "10.0.0.3", "http://10.0.0.3:400"+strconv.Itoa(i))
+			w.login(a, "10.0.0.4", "http://10.0.0.4:400"+strconv.Itoa(i))
+			w.watch(a, "ann")
+		}
+		d := w.setState("ann", "10.0.0.1", "busy", 600)
+		if len(d.notes) != 2 || d.unsent != 2 {
+			t.Errorf("%d sent, %d left out; want 2 and 2", len(d.notes), d.unsent)
+		}
+	})
+}

@@ -1,0 +1,199 @@
+package homenode
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
+)
+
+// The rules of users moving between home servers (see move.go for how
+// the node learns of moves), and of where a request is decided.
+
+// move is a user's move away from this home server.
+type move struct {
+	user events.User
+	to   string
+	seq  uint64 // the directory sequence of the move
+}
+
+// routing is what becomes of a request before it is decided.
+type routing int
+
+const (
+	routeDecide  routing = iota
+	routeLate            // its deadline passed: the gateway has answered 503
+	routeForward         // its user lives on another home server now
+	routeHold            // its user's state is on its way from its former home server
+)
+
+// route says where req is decided. held tells whether requests of the
+// same user are held back already (the next waits behind them).
+func (c *core) route(req events.Request, now time.Time, handoffWait time.Duration, held bool) (routing, *projections.UserRecord, error) {
+	r := req.Request()
+	_, handoff := req.(*events.Handoff)
+	// A handoff has no gateway waiting: it is state, however late.
+	if now.After(r.Deadline) && !handoff {
+		return routeLate, nil, nil
+	}
+	rec, err := c.movedAway(r.Node)
+	if err != nil || rec != nil {
+		return routeForward, rec, err
+	}
+	if !handoff {
+		if _, waiting, err := c.awaitsHandoff(r.Node, now, handoffWait); err != nil || waiting || held {
+			return routeHold, nil, err
+		}
+	}
+	return routeDecide, nil, nil
+}
+
+// movedAway returns u's directory record if u is homed on another home
+// server, else nil.
+func (c *core) movedAway(u events.User) (*projections.UserRecord, error) {
+	rec, err := c.Dir.User(u)
+	if err != nil || rec == nil || rec.Home == c.Home || rec.Home == "" {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// awaitsHandoff reports whether u moved here and the handoff of its move
+// has not come yet, and the move is recent enough to wait for it.
+func (c *core) awaitsHandoff(u events.User, now time.Time, wait time.Duration) (*projections.UserRecord, bool, error) {
+	rec, err := c.Dir.User(u)
+	if err != nil || rec == nil || rec.Home != c.Home || rec.Move == 0 || now.Sub(rec.MovedAt) >= wait {
+		return rec, false, err
+	}
+	done, err := c.State.Arrived(u)
+	return rec, err == nil && done < rec.Move, err
+}
+
+// handoffID is the request id of the handoff of u's move seq from home.
+func handoffID(home string, u events.User, seq uint64) string {
+	return fmt.Sprintf("handoff-%s-%s-%d", events.Token(home), events.Token(u.String()), seq)
+}
+
+// decideDeparture hands a moved user's state to its new home server and
+// ends it here, once per move. Neither side tells watchers anything: for
+// them nothing changed.
+func (c *core) decideDeparture(mv move, now time.Time) (*decision, error) {
+	u := mv.user
+	id := handoffID(c.Home, u, mv.seq)
+	// Not the request's id: the new home server's facts carry that.
+	d := &decision{msgID: id + "/sent", quiet: true}
+	if mv.to == c.Home || mv.seq == 0 {
+		return d, nil
+	}
+	if done, err := c.State.Departed(u); err != nil || done >= mv.seq {
+		return d, err
+	}
+	subs, err := c.State.Subscriptions(u)
+	if err != nil {
+		return nil, err
+	}
+	views, err := c.State.Views(u)
+	if err != nil {
+		return nil, err
+	}
+	h := &events.Handoff{Req: events.Req{ID: id, At: now, Deadline: now.Add(time.Minute), Gateway: "home:" + c.Home,
+		Node: u, Auth: events.Identity{Scheme: "internal"}}, From: c.Home, Move: mv.seq}
+	for _, s := range subs {
+		h.Subs = append(h.Subs, events.SubState{ID: s.ID, Kind: s.Kind, CallBack: s.CallBack, Watcher: s.Watcher, Subscriber: s.Subscriber,
+			SubscriberUser: s.SubscriberUser, NodeURL: s.NodeURL, Lifetime: s.Lifetime, Expires: s.Expires, Source: s.Source, Credential: s.Credential})
+	}
+	for _, v := range views {
+		h.Views = append(h.Views, events.ViewState{ID: v.ID, Value: v.Value, Default: v.Default, Timeout: v.Timeout, Expires: v.Expires, Source: v.Source})
+	}
+	if aces, ok, err := c.State.ACL(u); err != nil {
+		return nil, err
+	} else if ok {
+		h.ACL = aces
+	}
+	for _, p := range []events.Prop{events.PropMobileState, events.PropMobileDescription} {
+		if v, err := c.State.Property(u, p); err != nil {
+			return nil, err
+		} else if v != "" {
+			h.Props = append(h.Props, events.PropValue{Prop: p, Value: v})
+		}
+	}
+	// The state goes out first, even when there is none (the new home
+	// server waits for it): the request stream holds it durably before
+	// anything ends here. A stop in between hands it off again; the new
+	// home server takes one handoff per move.
+	d.handoff, d.handTo = h, mv.to
+	meta := c.systemMeta(now)
+	meta.Request = id
+	for _, s := range subs {
+		d.facts = append(d.facts, &events.SubscriptionEnded{Meta: meta, Node: u, ID: s.ID, Reason: events.EndMoved})
+	}
+	for _, v := range views {
+		d.facts = append(d.facts, &events.ViewEnded{Meta: meta, Node: u, ID: v.ID, Reason: events.EndMoved})
+	}
+	d.facts = append(d.facts, &events.UserDeparted{Meta: meta, Node: u, To: mv.to, Move: mv.seq, Subs: len(subs), Views: len(views)})
+	return d, nil
+}
+
+// decideHandoff records a user's state handed over by its former home
+// server, but for what this node has already and what has expired.
+func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*decision, error) {
+	r := &e.Req
+	if r.Auth.Scheme != "internal" {
+		return d.fail(r, rvp.StatusForbidden, "handoffs come from home servers only")
+	}
+	d.quiet = true
+	if done, err := c.State.Arrived(r.Node); err != nil {
+		return nil, err
+	} else if e.Move != 0 && done >= e.Move {
+		return d, nil // taken already
+	}
+	meta := c.systemMeta(now)
+	meta.Request = r.ID
+	took := events.UserArrived{Meta: meta, Node: r.Node, From: e.From, Move: e.Move}
+	for _, s := range e.Subs {
+		if have, err := c.State.Subscription(r.Node, s.ID); err != nil {
+			return nil, err
+		} else if have != nil || !s.Expires.After(now) {
+			continue
+		}
+		d.facts = append(d.facts, &events.SubscriptionCreated{Meta: meta, Node: r.Node, ID: s.ID, Kind: s.Kind, CallBack: s.CallBack,
+			Watcher: s.Watcher, Subscriber: s.Subscriber, SubscriberUser: s.SubscriberUser, NodeURL: s.NodeURL, Lifetime: s.Lifetime,
+			Expires: s.Expires, Source: s.Source, Credential: s.Credential})
+		took.Subs++
+	}
+	views, err := c.State.Views(r.Node)
+	if err != nil {
+		return nil, err
+	}
+	have := map[int32]bool{}
+	for _, v := range views {
+		have[v.ID] = true
+	}
+	for _, v := range e.Views {
+		if have[v.ID] || !v.Expires.After(now) {
+			continue
+		}
+		d.facts = append(d.facts, &events.ViewSet{Meta: meta, Node: r.Node, ID: v.ID, Value: v.Value, Default: v.Default,
+			Timeout: v.Timeout, Expires: v.Expires, Source: v.Source})
+		took.Views++
+	}
+	if len(e.ACL) > 0 {
+		if _, ok, err := c.State.ACL(r.Node); err != nil {
+			return nil, err
+		} else if !ok {
+			d.facts = append(d.facts, &events.ACLSet{Meta: meta, Node: r.Node, ACEs: e.ACL})
+		}
+	}
+	for _, p := range e.Props {
+		// One set here since the move is newer.
+		if v, err := c.State.Property(r.Node, p.Prop); err != nil {
+			return nil, err
+		} else if v == "" {
+			d.facts = append(d.facts, &events.PropertySet{Meta: meta, Node: r.Node, Value: p})
+		}
+	}
+	d.facts = append(d.facts, &took)
+	return d, nil
+}

@@ -1,0 +1,399 @@
+package homenode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+)
+
+// The pipeline (DESIGN §8). The deciding goroutine decides each input at
+// once against the projection with the facts in flight over it (the
+// overlay), applies the decision's facts to the overlay, and publishes
+// them asynchronously to the home server's own fact stream, each with
+// the sequence the one before it got as its expected last sequence: the
+// node is the stream's only writer, so its next fact lands at last+1,
+// and a second writer breaks the chain. A decision is released — its
+// reply, its NOTIFYs, the acknowledgement of its request — once every
+// fact published up to its own is acknowledged, so releases keep the
+// order of decisions (and so each user's order), and nothing is visible
+// before it is durable.
+//
+// When a publish fails, nothing more is published until every fact in
+// flight has its answer. Then the stream tells what was stored: facts
+// whose answer was lost but which the stream holds under their message
+// id count as acknowledged; if the rest of the stream is empty, the
+// facts not stored are published again as they were (the overlay still
+// holds exactly them); if another writer's facts follow, the overlay is
+// dropped, the projection catches up with the stream, and every decision
+// not yet durable is decided again against it.
+
+// pending is a decision in the window: published, not yet released.
+type pending struct {
+	in      any // what was decided, to decide it again
+	d       *decision
+	msgs    []*nats.Msg // its facts as published
+	seqs    []uint64    // and their sequences
+	after   uint64      // released once every fact up to here is acknowledged
+	msg     jetstream.Msg
+	replyTo string
+	attempt int
+}
+
+// pubResult is the answer to one fact's publish.
+type pubResult struct {
+	seq uint64
+	ack *jetstream.PubAck
+	err error
+}
+
+// seqOf returns the sequence a fact message was published for: one past
+// the expectation it carries.
+func seqOf(m *nats.Msg) uint64 {
+	v, _ := strconv.ParseUint(m.Header.Get(jetstream.ExpectedLastSeqHeader), 10, 64)
+	return v + 1
+}
+
+// newPublisher returns the JetStream context the node publishes its
+// facts with: asynchronously, with a bounded number in flight, each
+// answer (or its absence after a timeout) sent to results.
+func newPublisher(nc *nats.Conn, window int, timeout time.Duration, results chan<- pubResult) (jetstream.JetStream, error) {
+	return jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(window),
+		jetstream.WithPublishAsyncTimeout(timeout),
+		jetstream.WithPublishAsyncAckHandler(func(_ jetstream.JetStream, m *nats.Msg, ack *jetstream.PubAck) {
+			results <- pubResult{seq: seqOf(m), ack: ack}
+		}),
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
+			results <- pubResult{seq: seqOf(m), err: err}
+		}))
+}
+
+// room reports whether the window has room for another decision.
+func (n *Node) room() bool { return !n.broken && int(n.last-n.acked) < n.cfg.Window }
+
+// commit decides p's input against the view and puts the decision in the
+// window: its facts into the overlay and on their way to the stream. It
+// returns an error only when the state cannot be read.
+func (n *Node) commit(ctx context.Context, p *pending) error {
+	d, err := decide(n.view(), n.policy, p.in, n.now())
+	if err != nil {
+		return err
+	}
+	p.d = d
+	if d.handoff != nil {
+		// The state goes to the new home server before anything of it
+		// ends here: durably, and only after what is in flight.
+		if err := n.flush(ctx); err != nil {
+			return err
+		}
+		if err := n.sendHandoff(ctx, d); err != nil {
+			return err
+		}
+	}
+	if err := n.publish(p); err != nil {
+		return err
+	}
+	n.window = append(n.window, p)
+	if r, ok := p.in.(events.Request); ok {
+		n.inWindow[r.Request().ID] = p
+	}
+	n.releaseReady()
+	return nil
+}
+
+// publish applies p's facts to the overlay and publishes them, chained.
+func (n *Node) publish(p *pending) error {
+	p.msgs, p.seqs = p.msgs[:0], p.seqs[:0]
+	base := p.d.msgID
+	if p.attempt > 0 {
+		base += "/a" + strconv.Itoa(p.attempt)
+	}
+	for i, f := range p.d.facts {
+		data, err := events.Encode(f)
+		if err != nil {
+			return err
+		}
+		msg := nats.NewMsg(events.FactSubject(n.cfg.Home, f.Subject()))
+		msg.Header.Set(events.HeaderType, f.Type())
+		if meta := f.Metadata(); meta.Request != "" {
+			msg.Header.Set(events.HeaderRequest, meta.Request)
+		}
+		msg.Header.Set(events.HeaderFactID, base+"/"+strconv.Itoa(i))
+		msg.Data = data
+		seq := n.last + 1
+		if err := n.over.Apply(seq, f); err != nil {
+			return fmt.Errorf("home %s: apply %s to the overlay: %w", n.cfg.Home, f.Type(), err)
+		}
+		n.last = seq
+		n.unapplied = append(n.unapplied, projections.SeqFact{Seq: seq, Fact: f})
+		p.msgs, p.seqs = append(p.msgs, msg), append(p.seqs, seq)
+		n.send(msg, seq)
+	}
+	p.after = n.last
+	n.published.Add(uint64(len(p.d.facts)))
+	return nil
+}
+
+// send publishes one fact expecting the stream's last sequence to be the
+// one before it. Once a publish has failed nothing more goes out: the
+// recovery publishes it.
+func (n *Node) send(msg *nats.Msg, seq uint64) {
+	if n.broken {
+		return
+	}
+	_, err := n.pub.PublishMsgAsync(msg, jetstream.WithExpectLastSequence(seq-1))
+	if err != nil {
+		n.fail(seq, err)
+		return
+	}
+	n.inflight++
+}
+
+func (n *Node) fail(seq uint64, err error) {
+	if !n.broken {
+		n.log.Warn("fact not appended; the window is recovered once every answer is in", "seq", seq, "err", err)
+	}
+	n.broken = true
+}
+
+// handleResult takes one publish's answer.
+func (n *Node) handleResult(r pubResult) {
+	n.inflight--
+	switch {
+	case r.err != nil:
+		n.fail(r.seq, r.err)
+		return
+	case r.ack.Sequence != r.seq || r.ack.Duplicate:
+		n.fail(r.seq, fmt.Errorf("stored at %d (duplicate %v), expected at %d", r.ack.Sequence, r.ack.Duplicate, r.seq))
+		return
+	}
+	n.done[r.seq] = true
+	n.advance()
+}
+
+// advance moves the acknowledged mark over every answered fact that
+// follows it, and releases what is durable.
+func (n *Node) advance() {
+	for n.done[n.acked+1] {
+		delete(n.done, n.acked+1)
+		n.acked++
+	}
+	n.releaseReady()
+}
+
+// releaseReady releases, in order, the decisions whose facts and every
+// fact before them are acknowledged, and hands those facts to the
+// applier.
+func (n *Node) releaseReady() {
+	i := 0
+	for i < len(n.unapplied) && n.unapplied[i].Seq <= n.acked {
+		i++
+	}
+	if i > 0 {
+		n.applier.add(n.unapplied[:i])
+		n.unapplied = append(n.unapplied[:0:0], n.unapplied[i:]...)
+	}
+	for len(n.window) > 0 && n.window[0].after <= n.acked {
+		p := n.window[0]
+		n.window[0] = nil
+		n.window = n.window[1:]
+		if r, ok := p.in.(events.Request); ok {
+			delete(n.inWindow, r.Request().ID)
+		}
+		n.release(p)
+	}
+}
+
+// flush waits until every decision in the window is released.
+func (n *Node) flush(ctx context.Context) error {
+	for len(n.window) > 0 || n.inflight > 0 {
+		if n.broken && n.inflight == 0 {
+			if err := n.recover(ctx); err != nil {
+				return err
+			}
+			if n.broken {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(250 * time.Millisecond):
+				}
+			}
+			continue
+		}
+		select {
+		case r := <-n.results:
+			n.handleResult(r)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// recover finds out, once every fact in flight has its answer, what the
+// stream holds of the window, and carries on from there. It returns an
+// error only when the node cannot go on; while the stream cannot be read
+// it leaves the window broken, to be tried again.
+func (n *Node) recover(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := n.cfg.JetStream.Stream(ctx, n.stream)
+	if err != nil {
+		n.log.Warn("fact stream unreadable; recovery will be tried again", "err", err)
+		return nil
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		n.log.Warn("fact stream unreadable; recovery will be tried again", "err", err)
+		return nil
+	}
+	last := info.State.LastSeq
+	ids := map[uint64]string{}
+	for _, p := range n.window {
+		for i, seq := range p.seqs {
+			ids[seq] = p.msgs[i].Header.Get(events.HeaderFactID)
+		}
+	}
+	// The stored prefix of the chain: acknowledged, or found under its
+	// fact id (its answer was lost).
+	stored, foreign := n.acked, false
+	for stored < n.last {
+		seq := stored + 1
+		if !n.done[seq] {
+			if seq > last {
+				break
+			}
+			m, err := st.GetMsg(ctx, seq)
+			if err != nil {
+				n.log.Warn("fact stream unreadable; recovery will be tried again", "seq", seq, "err", err)
+				return nil
+			}
+			if m.Header.Get(events.HeaderFactID) != ids[seq] {
+				foreign = true
+				break
+			}
+		}
+		stored = seq
+	}
+	foreign = foreign || last > stored
+	clear(n.done)
+	n.acked = stored
+	n.broken = false
+	n.releaseReady()
+	if !foreign {
+		// Lost answers only: what is not stored goes out again as it was.
+		n.recovered.Add(1)
+		n.log.Info("fact answers lost; publishing again what the stream has not", "stored", stored, "last", n.last)
+		for _, p := range n.window {
+			for i, seq := range p.seqs {
+				if seq > stored {
+					n.send(p.msgs[i], seq)
+				}
+			}
+		}
+		return nil
+	}
+	// Another writer appended to the home server's stream: what was
+	// decided on the state before is decided again on the stream's.
+	n.conflicts.Add(1)
+	n.rounds++
+	if n.rounds > 5 {
+		return fmt.Errorf("home %s: another writer keeps appending to stream %s (is another node serving this home server?)", n.cfg.Home, n.stream)
+	}
+	n.log.Warn("another writer appended to the home server's facts; catching up and deciding the window again",
+		"stored", stored, "stream last", last, "decisions", len(n.window))
+	n.over.Drop()
+	n.unapplied = nil
+	// What was ours is applied; the rest comes from the stream.
+	if err := n.proj.WaitFor(ctx, stored); err != nil {
+		return fmt.Errorf("home %s: apply the facts stored: %w", n.cfg.Home, err)
+	}
+	if err := projections.Replay(ctx, n.cfg.JetStream, n.stream, events.FactFilter(n.cfg.Home), last, n.proj); err != nil {
+		return fmt.Errorf("home %s: catch up with the fact stream: %w", n.cfg.Home, err)
+	}
+	n.last, n.acked = last, last
+	redo := n.window
+	n.window = nil
+	clear(n.inWindow)
+	for _, p := range redo {
+		p.attempt++
+		if err := n.commit(ctx, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// isConflict reports a failed optimistic-concurrency check; JetStream
+// answers 10071 on a single node and often 10164 on a replicated stream.
+func isConflict(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// applier applies the facts the node published, once acknowledged, to
+// its projection: in large batches, behind the deciding goroutine, which
+// never waits for it.
+type applier struct {
+	proj    *projections.Home
+	mu      sync.Mutex
+	queue   []projections.SeqFact
+	stopped bool
+	wake    chan struct{}
+}
+
+func newApplier(proj *projections.Home) *applier {
+	return &applier{proj: proj, wake: make(chan struct{}, 1)}
+}
+
+// add queues facts, in order.
+func (a *applier) add(facts []projections.SeqFact) {
+	a.mu.Lock()
+	a.queue = append(a.queue, facts...)
+	a.mu.Unlock()
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// stop makes run return once what is queued is applied.
+func (a *applier) stop() {
+	a.mu.Lock()
+	a.stopped = true
+	a.mu.Unlock()
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run applies what is queued until stopped.
+func (a *applier) run() error {
+	for {
+		<-a.wake
+		a.mu.Lock()
+		batch, stopped := a.queue, a.stopped
+		a.queue = nil
+		a.mu.Unlock()
+		if len(batch) > 0 {
+			if err := a.proj.ApplyFacts(batch); err != nil {
+				return fmt.Errorf("apply to the projection: %w", err)
+			}
+		}
+		if stopped {
+			return nil
+		}
+	}
+}

@@ -1,0 +1,121 @@
+package homenode
+
+import (
+	"context"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/events"
+)
+
+// storedOnce checks that the home server's stream holds no fact twice:
+// each message id once.
+func (h *harness) storedOnce() int {
+	h.t.Helper()
+	cons, err := h.js.OrderedConsumer(h.t.Context(), events.FactStream(h.home), jetstream.OrderedConsumerConfig{HeadersOnly: true})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	ids := map[string]uint64{}
+	count := 0
+	for {
+		batch, err := cons.FetchNoWait(512)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			count++
+			md, _ := m.Metadata()
+			id := m.Headers().Get(events.HeaderFactID)
+			if prev, ok := ids[id]; ok {
+				h.t.Errorf("fact %s stored twice: at %d and %d", id, prev, md.Sequence.Stream)
+			}
+			ids[id] = md.Sequence.Stream
+		}
+		if n == 0 {
+			return count
+		}
+	}
+}
+
+// TestPipelineLostAnswers: every fact's answer is taken as lost (the
+// publish times out at once, though JetStream stores the fact). The node
+// finds out from the stream what it holds and publishes again only what
+// it does not: every request is answered, no fact is stored twice, and
+// the projection equals a rebuild.
+func TestPipelineLostAnswers(t *testing.T) {
+	seed := propertySeed(t)
+	rng := rand.New(rand.NewPCG(uint64(seed), 2))
+	h := newHarnessWith(t, func(c *Config) { c.AckTimeout = time.Microsecond }, propertyUsers...)
+	kinds := map[string]string{}
+	for i := range 80 {
+		ev := h.randomRequest(rng, seed, i)
+		h.send(ev, false)
+		kinds[ev.Request().ID] = ev.Type()
+	}
+	h.awaitReplies(kinds, true)
+	st := h.node.Stats()
+	if st.Recovered == 0 {
+		t.Error("no answer was taken as lost: the test tested nothing")
+	}
+	v := h.verify()
+	if n := h.storedOnce(); uint64(n) != v.Position {
+		t.Errorf("%d facts in the stream, the projection is at %d", n, v.Position)
+	}
+	t.Logf("%d requests, %d facts, %d recoveries from lost answers", len(kinds), v.Position, st.Recovered)
+}
+
+// TestPipelineAnotherWriter: a fact appended to the home server's stream
+// by another writer (a second owner after a split) breaks the node's
+// chain of expected sequences. The node catches up with the stream,
+// decides its window again on it, and goes on: every request is
+// answered, the other writer's fact is in the projection, and the
+// projection equals a rebuild.
+func TestPipelineAnotherWriter(t *testing.T) {
+	seed := propertySeed(t)
+	rng := rand.New(rand.NewPCG(uint64(seed), 3))
+	h := newHarness(t, propertyUsers...)
+	send := func(from, to int) map[string]string {
+		kinds := map[string]string{}
+		for i := from; i < to; i++ {
+			ev := h.randomRequest(rng, seed, i)
+			h.send(ev, false)
+			kinds[ev.Request().ID] = ev.Type()
+		}
+		return kinds
+	}
+	h.awaitReplies(send(0, 40), true)
+	// The other writer: a view of its own for eve, whom no request here
+	// touches.
+	ann := events.NewUser("example.test", "eve")
+	now := time.Now().UTC()
+	foreign := &events.ViewSet{Meta: events.Meta{At: now, Actor: "another-node"}, Node: ann, ID: 7777, Value: "busy", Default: "offline",
+		Timeout: 3600, Expires: now.Add(time.Hour)}
+	data, _ := events.Encode(foreign)
+	msg := nats.NewMsg(events.FactSubject(h.home, ann))
+	msg.Header.Set(events.HeaderType, foreign.Type())
+	msg.Data = data
+	if _, err := h.js.PublishMsg(h.t.Context(), msg); err != nil {
+		t.Fatal(err)
+	}
+	h.awaitReplies(send(40, 100), true)
+	if h.node.Stats().Conflicts == 0 {
+		t.Error("the node never met the other writer's fact")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	h.verify()
+	if err := h.node.Projection().WaitFor(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := h.node.Projection().View(ann, 7777); err != nil || v == nil || v.Value != "busy" {
+		t.Errorf("the other writer's view: %+v, %v", v, err)
+	}
+	h.storedOnce()
+}

@@ -1,0 +1,137 @@
+package homenode
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rvp-im/rvpd/rvp"
+)
+
+// callbackServer answers NOTIFYs as librvp does, recording their bodies
+// in the order they came; with hang, it accepts and never answers.
+type callbackServer struct {
+	ln       net.Listener
+	mu       sync.Mutex
+	bodies   []string
+	accepted atomic.Int64
+}
+
+func newCallbackServer(t *testing.T, hang bool) *callbackServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &callbackServer{ln: ln}
+	var conns sync.WaitGroup
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.accepted.Add(1)
+			conns.Add(1)
+			go func() {
+				defer conns.Done()
+				defer c.Close()
+				if hang {
+					io.Copy(io.Discard, c) // until the client gives up
+					return
+				}
+				req, err := rvp.ReadRequest(bufio.NewReader(c), rvp.Limits{})
+				if err != nil {
+					return
+				}
+				s.mu.Lock()
+				s.bodies = append(s.bodies, string(req.Body))
+				s.mu.Unlock()
+				io.WriteString(c, "HTTP/1.1 200 Successful\r\n\r\n")
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); conns.Wait() })
+	return s
+}
+
+func (s *callbackServer) url(path string) rvp.URL {
+	u, _ := rvp.ParseURL("http://" + s.ln.Addr().String() + path)
+	return u
+}
+
+func startPool(t *testing.T, workers, perKey, keyQueue int) *pool {
+	t.Helper()
+	var dropped atomic.Uint64
+	p := newPool(&rvp.Client{DialTimeout: time.Second, Timeout: 5 * time.Second}, workers, perKey, keyQueue, 1000, slog.New(slog.DiscardHandler), &dropped)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	p.start(ctx, &wg)
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return p
+}
+
+// TestPoolOrderPerDestination: NOTIFYs to one callback arrive in the
+// order they were submitted, though the pool has many workers.
+func TestPoolOrderPerDestination(t *testing.T) {
+	srv := newCallbackServer(t, false)
+	p := startPool(t, 64, 8, 256)
+	var done sync.WaitGroup
+	for i := range 50 {
+		done.Add(1)
+		j := job{key: "ann@example.test", out: rvp.Outbound{URL: srv.url("/cb"), Body: []byte(strconv.Itoa(i))},
+			deadline: time.Now().Add(5 * time.Second), done: func(int, error) { done.Done() }}
+		if !p.submit(j) {
+			t.Fatal("queue full")
+		}
+	}
+	done.Wait()
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	for i, b := range srv.bodies {
+		if b != strconv.Itoa(i) {
+			t.Fatalf("NOTIFY %d arrived as %s: out of order (%v)", i, b, srv.bodies)
+		}
+	}
+}
+
+// TestPoolIsolatesKeys: a key whose callbacks hang holds perKey
+// connections, no more; its queue bounds what waits; another key's
+// NOTIFYs go through at once.
+func TestPoolIsolatesKeys(t *testing.T) {
+	pit, ok := newCallbackServer(t, true), newCallbackServer(t, false)
+	p := startPool(t, 16, 3, 20)
+	refused := 0
+	for i := range 40 {
+		j := job{key: "dora@example.test", out: rvp.Outbound{URL: pit.url("/cb" + strconv.Itoa(i%10))}, deadline: time.Now().Add(3 * time.Second)}
+		if !p.submit(j) {
+			refused++
+		}
+	}
+	if refused != 40-20-3 && refused != 40-20 {
+		t.Errorf("%d of 40 refused with a queue of 20", refused)
+	}
+	if !p.full("dora@example.test") || p.full("bob@example.test") {
+		t.Error("full reports the wrong keys")
+	}
+	start := time.Now()
+	got := make(chan error, 1)
+	p.submit(job{key: "bob@example.test", out: rvp.Outbound{URL: ok.url("/bob")}, deadline: time.Now().Add(3 * time.Second),
+		done: func(_ int, err error) { got <- err }})
+	if err := <-got; err != nil || time.Since(start) > time.Second {
+		t.Errorf("bob's NOTIFY: %v after %v", err, time.Since(start))
+	}
+	for deadline := time.Now().Add(2 * time.Second); pit.accepted.Load() < 3 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := pit.accepted.Load(); n != 3 {
+		t.Errorf("dora's hanging callbacks hold %d connections, want 3", n)
+	}
+}

@@ -1,0 +1,154 @@
+package projections
+
+import (
+	"encoding/binary"
+	"errors"
+	"time"
+
+	"github.com/rvp-im/rvpd/events"
+)
+
+// Subscriptions and views are the values a home server reads most (every
+// change of presence reads every watcher of the user), so they are kept in
+// a compact binary form rather than JSON: a version byte, then each field
+// in order, numbers as varints, strings and times length- or value-
+// prefixed. A zero time is 0.
+
+const codecV1 = 1
+
+var errCorrupt = errors.New("corrupt value")
+
+type enc struct{ b []byte }
+
+func (e *enc) int(v int64)        { e.b = binary.AppendVarint(e.b, v) }
+func (e *enc) str(s string)       { e.b = binary.AppendUvarint(e.b, uint64(len(s))); e.b = append(e.b, s...) }
+func (e *enc) user(u events.User) { e.str(u.Domain); e.str(u.Alias) }
+func (e *enc) time(t time.Time) {
+	if t.IsZero() {
+		e.int(0)
+		return
+	}
+	e.int(t.UnixNano())
+}
+
+type dec struct {
+	b   []byte
+	err error
+}
+
+func (d *dec) int() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 || n != len(binary.AppendVarint(nil, v)) { // canonical only
+		d.err = errCorrupt
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *dec) str() string {
+	if d.err != nil {
+		return ""
+	}
+	l, n := binary.Uvarint(d.b)
+	if n <= 0 || n != len(binary.AppendUvarint(nil, l)) || uint64(len(d.b)-n) < l {
+		d.err = errCorrupt
+		return ""
+	}
+	s := string(d.b[n : n+int(l)])
+	d.b = d.b[n+int(l):]
+	return s
+}
+
+func (d *dec) user() events.User { return events.User{Domain: d.str(), Alias: d.str()} }
+
+func (d *dec) time() time.Time {
+	if v := d.int(); v != 0 {
+		return time.Unix(0, v).UTC()
+	}
+	return time.Time{}
+}
+
+func (d *dec) version() {
+	if len(d.b) == 0 || d.b[0] != codecV1 {
+		d.err = errCorrupt
+		return
+	}
+	d.b = d.b[1:]
+}
+
+func (d *dec) done() error {
+	if d.err == nil && len(d.b) != 0 {
+		d.err = errCorrupt
+	}
+	return d.err
+}
+
+func encodeSub(s *Subscription) []byte {
+	e := enc{b: make([]byte, 1, 160)}
+	e.b[0] = codecV1
+	e.int(int64(s.ID))
+	e.user(s.Node)
+	e.str(s.Kind)
+	e.str(s.CallBack)
+	e.user(s.Watcher)
+	e.str(s.Subscriber)
+	e.user(s.SubscriberUser)
+	e.str(s.NodeURL)
+	e.int(int64(s.Lifetime))
+	e.time(s.Created)
+	e.time(s.Expires)
+	e.str(s.Source)
+	e.str(s.Credential)
+	return e.b
+}
+
+func decodeSub(b []byte, s *Subscription) error {
+	d := dec{b: b}
+	d.version()
+	s.ID = int32(d.int())
+	s.Node = d.user()
+	s.Kind = d.str()
+	s.CallBack = d.str()
+	s.Watcher = d.user()
+	s.Subscriber = d.str()
+	s.SubscriberUser = d.user()
+	s.NodeURL = d.str()
+	s.Lifetime = int(d.int())
+	s.Created = d.time()
+	s.Expires = d.time()
+	s.Source = d.str()
+	s.Credential = d.str()
+	return d.done()
+}
+
+func encodeView(v *View) []byte {
+	e := enc{b: make([]byte, 1, 80)}
+	e.b[0] = codecV1
+	e.int(int64(v.ID))
+	e.user(v.Node)
+	e.str(v.Value)
+	e.str(v.Default)
+	e.int(int64(v.Timeout))
+	e.time(v.Set)
+	e.time(v.Expires)
+	e.str(v.Source)
+	return e.b
+}
+
+func decodeView(b []byte, v *View) error {
+	d := dec{b: b}
+	d.version()
+	v.ID = int32(d.int())
+	v.Node = d.user()
+	v.Value = d.str()
+	v.Default = d.str()
+	v.Timeout = int(d.int())
+	v.Set = d.time()
+	v.Expires = d.time()
+	v.Source = d.str()
+	return d.done()
+}

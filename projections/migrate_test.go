@@ -1,0 +1,140 @@
+package projections
+
+import (
+	"errors"
+	"math/rand/v2"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/events"
+)
+
+// TestMigrateFacts: the single fact stream of an older version is copied
+// into one stream per home server, in order, each fact marked with its
+// place in the old one; a copy interrupted resumes where it stopped; the
+// old stream is kept, out of the way; each home server's projection
+// rebuilt from its new stream is what the old stream made of it.
+func TestMigrateFacts(t *testing.T) {
+	js := startJetStream(t)
+	ctx := t.Context()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: events.StreamLegacyFacts, Subjects: []string{events.FactRoot + ".>"},
+		DenyDelete: true, DenyPurge: true, AllowDirect: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := EnsureStreams(ctx, js, StreamOptions{}); !errors.Is(err, ErrLegacyFacts) {
+		t.Fatalf("EnsureStreams over an unmigrated stream: %v, want ErrLegacyFacts", err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	facts := randomFacts(rng, 300)
+	homes := []string{"home1", "imhome2.example.test"}
+	byHome := map[string][]events.Fact{}
+	for i, f := range facts {
+		home := homes[rng.IntN(2)]
+		byHome[home] = append(byHome[home], f)
+		data, _ := events.Encode(f)
+		msg := nats.NewMsg(events.FactSubject(home, f.Subject()))
+		msg.Header.Set(events.HeaderType, f.Type())
+		msg.Header.Set(events.HeaderRequest, "req-"+strconv.Itoa(i))
+		msg.Data = data
+		if _, err := js.PublishMsg(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An earlier migration moved the old stream's subjects aside and
+	// stopped after copying home1's first ten facts.
+	legacy, _ := js.Stream(ctx, events.StreamLegacyFacts)
+	cfg := legacy.CachedInfo().Config
+	cfg.Subjects = []string{legacyArchive}
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := EnsureFactStream(ctx, js, "home1", StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	early := 0
+	for seq := uint64(1); early < 10; seq++ {
+		m, err := legacy.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if home, _, _ := events.ParseFactSubject(m.Subject); home != "home1" {
+			continue
+		}
+		msg := nats.NewMsg(m.Subject)
+		msg.Header = m.Header
+		msg.Header.Set(events.HeaderLegacySeq, strconv.FormatUint(seq, 10))
+		msg.Header.Set(events.HeaderLegacyTime, m.Time.Format(time.RFC3339Nano))
+		msg.Data = m.Data
+		if _, err := js.PublishMsg(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+		early++
+	}
+
+	n, err := MigrateFacts(ctx, js, StreamOptions{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != len(facts)-early {
+		t.Errorf("copied %d facts, want %d (the first %d were)", n, len(facts)-early, early)
+	}
+	if again, err := MigrateFacts(ctx, js, StreamOptions{}, nil); err != nil || again != 0 {
+		t.Errorf("second migration copied %d (%v), want nothing", again, err)
+	}
+	if err := EnsureStreams(ctx, js, StreamOptions{}); err != nil {
+		t.Fatalf("EnsureStreams after the migration: %v", err)
+	}
+	names, err := FactStreams(ctx, js)
+	if err != nil || len(names) != 2 {
+		t.Fatalf("fact streams %v (%v)", names, err)
+	}
+	for _, home := range homes {
+		st, err := js.Stream(ctx, events.FactStream(home))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := byHome[home]
+		if got := st.CachedInfo().State.Msgs; got != uint64(len(want)) {
+			t.Fatalf("%s holds %d facts, want %d", home, got, len(want))
+		}
+		var prevLegacy uint64
+		for i := range want {
+			m, err := st.GetMsg(ctx, uint64(i+1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ls, _ := strconv.ParseUint(m.Header.Get(events.HeaderLegacySeq), 10, 64)
+			if ls <= prevLegacy || m.Header.Get(events.HeaderLegacyTime) == "" || m.Header.Get(events.HeaderRequest) == "" {
+				t.Fatalf("%s fact %d: legacy seq %d after %d, headers %v", home, i+1, ls, prevLegacy, m.Header)
+			}
+			prevLegacy = ls
+			wantData, _ := events.Encode(want[i])
+			if string(m.Data) != string(wantData) {
+				t.Fatalf("%s fact %d differs from the original", home, i+1)
+			}
+		}
+		// The projection rebuilt from the new stream reads as the facts.
+		db, _ := Open("", Options{InMemory: true})
+		h, _ := OpenHome(db, home)
+		if err := Replay(ctx, js, events.FactStream(home), events.FactFilter(home), uint64(len(want)), h); err != nil {
+			t.Fatal(err)
+		}
+		mem := NewOverlay(nil)
+		for _, f := range want {
+			mem.Apply(0, f)
+		}
+		sameState(t, mem, h, want)
+		db.Close()
+	}
+	if legacy, err := LegacyFacts(ctx, js); err != nil || legacy {
+		t.Errorf("old stream still to migrate: %v %v", legacy, err)
+	}
+	info, err := js.Stream(ctx, events.StreamLegacyFacts)
+	if err != nil || info.CachedInfo().State.Msgs != uint64(len(facts)) {
+		t.Errorf("the old stream is not kept whole: %v", err)
+	}
+}

@@ -1,0 +1,421 @@
+package projections
+
+import (
+	"cmp"
+	"maps"
+	"slices"
+
+	"github.com/rvp-im/rvpd/events"
+)
+
+// Overlay is a home server's state with facts applied in memory over a
+// HomeReader (the Pebble projection, or nothing): what a home node
+// decides against while its facts are on their way through the stream
+// into the projection. Facts are applied with the same rules as in
+// Pebble; each change is tagged with the stream sequence of its fact and
+// forgotten once the projection has applied that sequence (Forget), or
+// dropped with all the others when they may never have been stored
+// (Drop).
+//
+// Over nothing (NewOverlay(nil)) it is a map-backed home state: the
+// state decisions are tested against.
+//
+// An Overlay is not safe for concurrent use.
+type Overlay struct {
+	base HomeReader
+
+	subs     map[itemKey]entry[Subscription]
+	views    map[itemKey]entry[View]
+	userSubs map[events.User]map[int32]struct{} // ids with an entry in subs
+	userVws  map[events.User]map[int32]struct{} // ids with an entry in views
+	acls     map[events.User]entry[[]events.ACE]
+	props    map[propKey]entry[string]
+	departed map[events.User]entry[uint64]
+	arrived  map[events.User]entry[uint64]
+	next     entry[int32]
+
+	seq     uint64    // the sequence the fact being applied is tagged with
+	written []written // changes in sequence order, for Forget
+}
+
+type itemKey struct {
+	u  events.User
+	id int32
+}
+
+type propKey struct {
+	u events.User
+	p events.Prop
+}
+
+type entry[T any] struct {
+	val  T
+	gone bool // deleted
+	seq  uint64
+	set  bool
+}
+
+// written names one change, for Forget.
+type written struct {
+	seq  uint64
+	kind byte // 's' sub, 'v' view, 'a' ACL, 'p' property, 'd' departed, 'r' arrived, 'n' next id
+	u    events.User
+	id   int32
+	p    events.Prop
+}
+
+// NewOverlay returns an empty overlay over base (nil: over nothing).
+func NewOverlay(base HomeReader) *Overlay {
+	o := &Overlay{base: base}
+	o.Drop()
+	return o
+}
+
+// Drop forgets every fact applied. (The maps are made when first
+// written: an overlay that a decision makes to see its own facts, and
+// throws away, costs little.)
+func (o *Overlay) Drop() {
+	o.subs, o.views = nil, nil
+	o.userSubs, o.userVws = nil, nil
+	o.acls, o.props = nil, nil
+	o.departed, o.arrived = nil, nil
+	o.next = entry[int32]{}
+	o.written = nil
+}
+
+// set stores v at k in *m, making the map if need be.
+func set[K comparable, V any](m *map[K]V, k K, v V) {
+	if *m == nil {
+		*m = map[K]V{}
+	}
+	(*m)[k] = v
+}
+
+// Len returns how many keys the overlay holds changes of.
+func (o *Overlay) Len() int {
+	n := len(o.subs) + len(o.views) + len(o.acls) + len(o.props) + len(o.departed) + len(o.arrived)
+	if o.next.set {
+		n++
+	}
+	return n
+}
+
+// Apply applies f, tagged with its stream sequence seq (0 for a fact
+// that is never forgotten: an overlay that is thrown away whole).
+func (o *Overlay) Apply(seq uint64, f events.Fact) error {
+	o.seq = seq
+	return applyFact(o, f)
+}
+
+// Forget forgets the changes of the facts at or below pos: the
+// projection under the overlay has applied them.
+func (o *Overlay) Forget(pos uint64) {
+	i := 0
+	for ; i < len(o.written) && o.written[i].seq != 0 && o.written[i].seq <= pos; i++ {
+		w := o.written[i]
+		switch w.kind {
+		case 's':
+			if e := o.subs[itemKey{w.u, w.id}]; e.seq <= pos {
+				delete(o.subs, itemKey{w.u, w.id})
+				forgetID(o.userSubs, w.u, w.id)
+			}
+		case 'v':
+			if e := o.views[itemKey{w.u, w.id}]; e.seq <= pos {
+				delete(o.views, itemKey{w.u, w.id})
+				forgetID(o.userVws, w.u, w.id)
+			}
+		case 'a':
+			forgetIf(o.acls, w.u, pos)
+		case 'p':
+			forgetIf(o.props, propKey{w.u, w.p}, pos)
+		case 'd':
+			forgetIf(o.departed, w.u, pos)
+		case 'r':
+			forgetIf(o.arrived, w.u, pos)
+		case 'n':
+			if o.next.seq <= pos {
+				o.next = entry[int32]{}
+			}
+		}
+	}
+	if i > 0 {
+		o.written = slices.Delete(o.written, 0, i)
+	}
+}
+
+func forgetIf[K comparable, T any](m map[K]entry[T], k K, pos uint64) {
+	if e, ok := m[k]; ok && e.seq <= pos {
+		delete(m, k)
+	}
+}
+
+func forgetID(m map[events.User]map[int32]struct{}, u events.User, id int32) {
+	if ids := m[u]; ids != nil {
+		delete(ids, id)
+		if len(ids) == 0 {
+			delete(m, u)
+		}
+	}
+}
+
+func (o *Overlay) note(kind byte, u events.User, id int32, p events.Prop) {
+	o.written = append(o.written, written{seq: o.seq, kind: kind, u: u, id: id, p: p})
+}
+
+// Reads: the overlay's entry when it has one, else the base's.
+
+func (o *Overlay) Subscription(u events.User, id int32) (*Subscription, error) {
+	if e, ok := o.subs[itemKey{u, id}]; ok {
+		if e.gone {
+			return nil, nil
+		}
+		s := e.val
+		return &s, nil
+	}
+	if o.base == nil {
+		return nil, nil
+	}
+	return o.base.Subscription(u, id)
+}
+
+func (o *Overlay) Subscriptions(u events.User) ([]Subscription, error) {
+	return o.subsWhere(u, "", func(b HomeReader) ([]Subscription, error) { return b.Subscriptions(u) })
+}
+
+func (o *Overlay) Logins(u events.User) ([]Subscription, error) {
+	return o.subsWhere(u, "l", func(b HomeReader) ([]Subscription, error) { return b.Logins(u) })
+}
+
+func (o *Overlay) Watchers(u events.User) ([]Subscription, error) {
+	return o.subsWhere(u, "s", func(b HomeReader) ([]Subscription, error) { return b.Watchers(u) })
+}
+
+// subsWhere merges the base's subscriptions of u (read by fromBase) with
+// the overlay's of the kind letter given ("" for all).
+func (o *Overlay) subsWhere(u events.User, kind string, fromBase func(HomeReader) ([]Subscription, error)) ([]Subscription, error) {
+	var base []Subscription
+	if o.base != nil {
+		var err error
+		if base, err = fromBase(o.base); err != nil {
+			return nil, err
+		}
+	}
+	ids := o.userSubs[u]
+	if len(ids) == 0 {
+		return base, nil
+	}
+	out := base[:0:0]
+	for _, s := range base {
+		if _, ok := ids[s.ID]; !ok {
+			out = append(out, s)
+		}
+	}
+	for id := range ids {
+		if e := o.subs[itemKey{u, id}]; !e.gone && (kind == "" || subKind(e.val.Kind) == kind) {
+			out = append(out, e.val)
+		}
+	}
+	slices.SortFunc(out, func(a, b Subscription) int { return cmp.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+func (o *Overlay) CountWatchers(u events.User, except func(int32) bool) (int, error) {
+	// The base's, but for the ids the overlay has (as subsWhere merges:
+	// one read of the base, whatever it applies meanwhile), and the
+	// overlay's.
+	ids := o.userSubs[u]
+	n := 0
+	if o.base != nil {
+		var err error
+		n, err = o.base.CountWatchers(u, func(id int32) bool {
+			_, mine := ids[id]
+			return mine || (except != nil && except(id))
+		})
+		if err != nil {
+			return 0, err
+		}
+	}
+	for id := range ids {
+		if except != nil && except(id) {
+			continue
+		}
+		if e := o.subs[itemKey{u, id}]; !e.gone && subKind(e.val.Kind) == "s" {
+			n++
+		}
+	}
+	return n, nil
+}
+
+func (o *Overlay) View(u events.User, id int32) (*View, error) {
+	if e, ok := o.views[itemKey{u, id}]; ok {
+		if e.gone {
+			return nil, nil
+		}
+		v := e.val
+		return &v, nil
+	}
+	if o.base == nil {
+		return nil, nil
+	}
+	return o.base.View(u, id)
+}
+
+func (o *Overlay) Views(u events.User) ([]View, error) {
+	var base []View
+	if o.base != nil {
+		var err error
+		if base, err = o.base.Views(u); err != nil {
+			return nil, err
+		}
+	}
+	ids := o.userVws[u]
+	if len(ids) == 0 {
+		return base, nil
+	}
+	out := base[:0:0]
+	for _, v := range base {
+		if _, ok := ids[v.ID]; !ok {
+			out = append(out, v)
+		}
+	}
+	for id := range ids {
+		if e := o.views[itemKey{u, id}]; !e.gone {
+			out = append(out, e.val)
+		}
+	}
+	slices.SortFunc(out, func(a, b View) int { return cmp.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+func (o *Overlay) ACL(u events.User) ([]events.ACE, bool, error) {
+	if e, ok := o.acls[u]; ok {
+		return slices.Clone(e.val), true, nil
+	}
+	if o.base == nil {
+		return nil, false, nil
+	}
+	return o.base.ACL(u)
+}
+
+func (o *Overlay) Property(u events.User, p events.Prop) (string, error) {
+	if e, ok := o.props[propKey{u, p}]; ok {
+		return e.val, nil
+	}
+	if o.base == nil {
+		return "", nil
+	}
+	return o.base.Property(u, p)
+}
+
+func (o *Overlay) NextID() (int32, error) {
+	if o.next.set {
+		return o.next.val, nil
+	}
+	if o.base == nil {
+		return 1, nil
+	}
+	return o.base.NextID()
+}
+
+func (o *Overlay) Departed(u events.User) (uint64, error) {
+	if e, ok := o.departed[u]; ok {
+		return e.val, nil
+	}
+	if o.base == nil {
+		return 0, nil
+	}
+	return o.base.Departed(u)
+}
+
+func (o *Overlay) Arrived(u events.User) (uint64, error) {
+	if e, ok := o.arrived[u]; ok {
+		return e.val, nil
+	}
+	if o.base == nil {
+		return 0, nil
+	}
+	return o.base.Arrived(u)
+}
+
+// Writes, for applyFact.
+
+func (o *Overlay) putSub(_, s *Subscription) error {
+	k := itemKey{s.Node, s.ID}
+	set(&o.subs, k, entry[Subscription]{val: *s, seq: o.seq, set: true})
+	addID(&o.userSubs, s.Node, s.ID)
+	o.note('s', s.Node, s.ID, events.Prop{})
+	return nil
+}
+
+func (o *Overlay) delSub(s *Subscription) error {
+	k := itemKey{s.Node, s.ID}
+	set(&o.subs, k, entry[Subscription]{val: Subscription{Kind: s.Kind}, gone: true, seq: o.seq, set: true})
+	addID(&o.userSubs, s.Node, s.ID)
+	o.note('s', s.Node, s.ID, events.Prop{})
+	return nil
+}
+
+func (o *Overlay) putView(_, v *View) error {
+	set(&o.views, itemKey{v.Node, v.ID}, entry[View]{val: *v, seq: o.seq, set: true})
+	addID(&o.userVws, v.Node, v.ID)
+	o.note('v', v.Node, v.ID, events.Prop{})
+	return nil
+}
+
+func (o *Overlay) delView(v *View) error {
+	set(&o.views, itemKey{v.Node, v.ID}, entry[View]{gone: true, seq: o.seq, set: true})
+	addID(&o.userVws, v.Node, v.ID)
+	o.note('v', v.Node, v.ID, events.Prop{})
+	return nil
+}
+
+func (o *Overlay) setACL(u events.User, aces []events.ACE) error {
+	set(&o.acls, u, entry[[]events.ACE]{val: slices.Clone(aces), seq: o.seq, set: true})
+	o.note('a', u, 0, events.Prop{})
+	return nil
+}
+
+func (o *Overlay) setProperty(u events.User, p events.Prop, value string) error {
+	set(&o.props, propKey{u, p}, entry[string]{val: value, seq: o.seq, set: true})
+	o.note('p', u, 0, p)
+	return nil
+}
+
+func (o *Overlay) setDeparted(u events.User, move uint64) error {
+	set(&o.departed, u, entry[uint64]{val: move, seq: o.seq, set: true})
+	o.note('d', u, 0, events.Prop{})
+	return nil
+}
+
+func (o *Overlay) setArrived(u events.User, move uint64) error {
+	set(&o.arrived, u, entry[uint64]{val: move, seq: o.seq, set: true})
+	o.note('r', u, 0, events.Prop{})
+	return nil
+}
+
+func (o *Overlay) setNextID(id int32) error {
+	o.next = entry[int32]{val: id, seq: o.seq, set: true}
+	o.note('n', events.User{}, 0, events.Prop{})
+	return nil
+}
+
+func addID(m *map[events.User]map[int32]struct{}, u events.User, id int32) {
+	ids := (*m)[u]
+	if ids == nil {
+		ids = map[int32]struct{}{}
+		set(m, u, ids)
+	}
+	ids[id] = struct{}{}
+}
+
+// Users returns the users the overlay holds changes for.
+func (o *Overlay) Users() []events.User {
+	seen := map[events.User]bool{}
+	for k := range o.subs {
+		seen[k.u] = true
+	}
+	for k := range o.views {
+		seen[k.u] = true
+	}
+	return slices.Collect(maps.Keys(seen))
+}

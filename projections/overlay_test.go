@@ -1,0 +1,168 @@
+package projections
+
+import (
+	"math/rand/v2"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/rvp-im/rvpd/events"
+)
+
+// randomFacts returns n facts about a few users, ids and states, such
+// that many touch the same subscriptions and views.
+func randomFacts(rng *rand.Rand, n int) []events.Fact {
+	users := []events.User{events.NewUser("example.test", "ann"), events.NewUser("example.test", "ben"), events.NewUser("x.test", "ann")}
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	var out []events.Fact
+	for i := range n {
+		u := users[rng.IntN(len(users))]
+		id := int32(1 + rng.IntN(12))
+		meta := events.Meta{At: t0.Add(time.Duration(i) * time.Second), Actor: "t"}
+		exp := meta.At.Add(time.Duration(1+rng.IntN(100)) * time.Second)
+		switch rng.IntN(9) {
+		case 0, 1:
+			kind := events.NotifyPragma
+			if rng.IntN(2) == 0 {
+				kind = events.NotifyPropChange
+			}
+			out = append(out, &events.SubscriptionCreated{Meta: meta, Node: u, ID: id, Kind: kind, CallBack: "http://10.0.0.1:1", Expires: exp, Lifetime: 60})
+		case 2:
+			out = append(out, &events.SubscriptionRenewed{Meta: meta, Node: u, ID: id, Lifetime: 70, Expires: exp})
+		case 3:
+			out = append(out, &events.SubscriptionEnded{Meta: meta, Node: u, ID: id, Reason: events.EndExpired})
+		case 4, 5:
+			out = append(out, &events.ViewSet{Meta: meta, Node: u, ID: id, Value: "busy", Default: "offline", Timeout: 60, Expires: exp})
+		case 6:
+			out = append(out, &events.ViewEnded{Meta: meta, Node: u, ID: id, Reason: events.EndOffline})
+		case 7:
+			out = append(out, &events.ACLSet{Meta: meta, Node: u, ACEs: []events.ACE{{Credentials: []string{"any"}, Grant: []string{"presence"}}}})
+		case 8:
+			out = append(out, &events.PropertySet{Meta: meta, Node: u, Value: events.PropValue{Prop: events.PropMobileState, Value: "1"}})
+		}
+	}
+	return out
+}
+
+func toMsgs(t *testing.T, facts []events.Fact, first uint64) []Msg {
+	t.Helper()
+	var out []Msg
+	for i, f := range facts {
+		data, err := events.Encode(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, Msg{Seq: first + uint64(i), Subject: events.FactSubject("h1", f.Subject()), Type: f.Type(), Data: data})
+	}
+	return out
+}
+
+// sameState compares every read of a and b for the users of facts.
+func sameState(t *testing.T, a, b HomeReader, facts []events.Fact) {
+	t.Helper()
+	users := map[events.User]bool{}
+	for _, f := range facts {
+		users[f.Subject()] = true
+	}
+	check := func(what string, x, y any) {
+		t.Helper()
+		if !reflect.DeepEqual(x, y) {
+			t.Fatalf("%s differ:\n%+v\n%+v", what, x, y)
+		}
+	}
+	na, _ := a.NextID()
+	nb, _ := b.NextID()
+	check("next id", na, nb)
+	for u := range users {
+		for _, read := range []struct {
+			name string
+			f    func(HomeReader) (any, error)
+		}{
+			{"subscriptions", func(r HomeReader) (any, error) { return r.Subscriptions(u) }},
+			{"logins", func(r HomeReader) (any, error) { return r.Logins(u) }},
+			{"watchers", func(r HomeReader) (any, error) { return r.Watchers(u) }},
+			{"watcher count", func(r HomeReader) (any, error) { return r.CountWatchers(u, nil) }},
+			{"watcher count but 3", func(r HomeReader) (any, error) { return r.CountWatchers(u, func(id int32) bool { return id == 3 }) }},
+			{"views", func(r HomeReader) (any, error) { return r.Views(u) }},
+			{"acl", func(r HomeReader) (any, error) { a, ok, err := r.ACL(u); return []any{a, ok}, err }},
+			{"property", func(r HomeReader) (any, error) { return r.Property(u, events.PropMobileState) }},
+		} {
+			x, err1 := read.f(a)
+			y, err2 := read.f(b)
+			if err1 != nil || err2 != nil {
+				t.Fatal(err1, err2)
+			}
+			check(u.String()+" "+read.name, norm(x), norm(y))
+		}
+		for id := int32(1); id <= 12; id++ {
+			s1, _ := a.Subscription(u, id)
+			s2, _ := b.Subscription(u, id)
+			check("subscription", s1, s2)
+			v1, _ := a.View(u, id)
+			v2, _ := b.View(u, id)
+			check("view", v1, v2)
+		}
+	}
+}
+
+// norm makes nil and empty slices alike.
+func norm(x any) any {
+	v := reflect.ValueOf(x)
+	if v.Kind() == reflect.Slice && v.Len() == 0 {
+		return nil
+	}
+	return x
+}
+
+// TestOverlayMatchesPebble: the same facts applied in memory and in
+// Pebble read alike; an overlay over a projection that lags reads as the
+// projection will, and forgets what the projection has applied.
+func TestOverlayMatchesPebble(t *testing.T) {
+	for seed := range uint64(20) {
+		rng := rand.New(rand.NewPCG(seed, 7))
+		facts := randomFacts(rng, 150)
+		db, err := Open("", Options{InMemory: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := OpenHome(db, "h1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		mem := NewOverlay(nil)
+		for _, f := range facts {
+			if err := mem.Apply(0, f); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Pebble has the first part; the overlay over it holds the rest.
+		cut := rng.IntN(len(facts))
+		if err := h.ApplyBatch(toMsgs(t, facts[:cut], 1)); err != nil {
+			t.Fatal(err)
+		}
+		over := NewOverlay(h)
+		for i, f := range facts[cut:] {
+			if err := over.Apply(uint64(cut+1+i), f); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sameState(t, mem, over, facts)
+		// The projection catches up in two steps; the overlay forgets.
+		mid := cut + (len(facts)-cut)/2
+		if err := h.ApplyBatch(toMsgs(t, facts[cut:mid], uint64(cut+1))); err != nil {
+			t.Fatal(err)
+		}
+		over.Forget(uint64(mid))
+		sameState(t, mem, over, facts)
+		if err := h.ApplyBatch(toMsgs(t, facts[mid:], uint64(mid+1))); err != nil {
+			t.Fatal(err)
+		}
+		over.Forget(uint64(len(facts)))
+		if over.Len() != 0 {
+			t.Fatalf("seed %d: %d changes left after the projection applied them all", seed, over.Len())
+		}
+		sameState(t, mem, over, facts)
+		sameState(t, mem, h, facts)
+		db.Close()
+	}
+}
