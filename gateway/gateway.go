@@ -38,6 +38,11 @@ type Config struct {
 	// DevDomain, when set, is the IM domain of every host the directory
 	// does not know: in development any Host reaches the demo domain.
 	DevDomain string
+	// Site is the site the gateway is at, in a deployment of several
+	// (docs/sites.md): its lookups go to its own site's routers, and a
+	// request for a home server of a site that cannot be reached is
+	// answered 503 at once. "" for a deployment of one domain.
+	Site string
 	// RequestTimeout bounds the wait for a home node's or router's reply,
 	// inside librvp's 30 s. Default DefaultRequestTimeout.
 	RequestTimeout time.Duration
@@ -265,7 +270,7 @@ func newID() string {
 
 // dispatch appends a request event (or a lookup) for subject and waits for
 // its reply until deadline.
-func (g *Gateway) dispatch(ctx context.Context, subject, id string, deadline time.Time, ev events.Event) (*events.Reply, error) {
+func (g *Gateway) dispatch(ctx context.Context, subject, id string, deadline time.Time, ev events.Event, opts ...jetstream.PublishOpt) (*events.Reply, error) {
 	data, err := events.Encode(ev)
 	if err != nil {
 		return nil, err
@@ -285,7 +290,7 @@ func (g *Gateway) dispatch(ctx context.Context, subject, id string, deadline tim
 	msg.Data = data
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	if _, err := g.cfg.JetStream.PublishMsg(ctx, msg, jetstream.WithMsgID(id)); err != nil {
+	if _, err := g.cfg.JetStream.PublishMsg(ctx, msg, append(opts, jetstream.WithMsgID(id))...); err != nil {
 		return nil, fmt.Errorf("append %s: %w", ev.Type(), err)
 	}
 	select {

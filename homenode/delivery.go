@@ -285,8 +285,14 @@ func (n *Node) sendNotes(d *decision, submit func(job) bool) {
 }
 
 // relay appends a notification for another home server's clients to its
-// requests; nothing waits for an answer.
+// requests; nothing waits for an answer (sites.go: relayPublisher).
+// Relays to a home server of a site that is lost are not sent: its
+// watchers are told the state again when the site is back.
 func (n *Node) relay(r relayOut) {
+	if site := siteOf(n.cfg.Directory, r.home); site != "" && n.cfg.Sites.Lost(site) {
+		n.relayLog.skipped.Add(1)
+		return
+	}
 	data, err := events.Encode(r.ev)
 	if err != nil {
 		return
@@ -294,10 +300,8 @@ func (n *Node) relay(r relayOut) {
 	msg := nats.NewMsg(events.RequestSubject(r.home, r.ev.Node))
 	msg.Header.Set(events.HeaderType, r.ev.Type())
 	msg.Data = data
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if _, err := n.cfg.JetStream.PublishMsg(ctx, msg, jetstream.WithMsgID(r.ev.ID)); err != nil {
-		n.log.Warn("relay to another home server failed", "home", r.home, "watcher", r.ev.Node.String(), "err", err)
+	if _, err := n.relays.PublishMsgAsync(msg, jetstream.WithMsgID(r.ev.ID)); err != nil {
+		n.relayLog.failed(n.log, r.home, err)
 	}
 }
 
@@ -323,7 +327,10 @@ func (n *Node) reachability(ref subRef) func(int, error) {
 // the previous owner decided may not have gone out before it died.
 // Clients take a state they already have without harm. It waits for room
 // in the delivery queue rather than drop, and stops when ctx ends.
-func (n *Node) resendPresence(ctx context.Context) {
+//
+// With homes, only the watchers homed on those home servers are told:
+// those of a site that is back (sites.go).
+func (n *Node) resendPresence(ctx context.Context, homes map[string]bool) {
 	users, err := n.proj.Users()
 	if err != nil {
 		n.log.Error("presence not re-sent after taking over", "err", err)
@@ -335,13 +342,21 @@ func (n *Node) resendPresence(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		d, err := decide(n.view(), n.policy, resend(u), n.now())
+		var in any = resend(u)
+		if homes != nil {
+			in = resendTo{user: u, homes: homes}
+		}
+		d, err := decide(n.view(), n.policy, in, n.now())
 		if err != nil {
 			n.log.Error("presence not re-sent", "user", u.String(), "err", err)
 			continue
 		}
 		count += len(d.notes) + len(d.relays)
 		n.sendNotes(d, submit)
+	}
+	if homes != nil {
+		n.log.Info("presence re-sent to the watchers of a site that is back", "notifications", count)
+		return
 	}
 	n.log.Info("presence re-sent to watchers after taking over the home server", "notifications", count)
 }
