@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
 )
 
@@ -268,4 +269,40 @@ func LastSeq(t testing.TB, js jetstream.JetStream, stream string) uint64 {
 		t.Fatalf("stream %s: %v", stream, err)
 	}
 	return info.State.LastSeq
+}
+
+// followDirectory follows the directory stream js reaches into a new
+// projection until the test ends, again whenever following stops.
+func followDirectory(t testing.TB, js jetstream.JetStream, name string) *projections.Directory {
+	t.Helper()
+	db, err := projections.Open(filepath.Join(t.TempDir(), name), projections.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := projections.OpenDirectory(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	background(t, func(ctx context.Context) {
+		for ctx.Err() == nil {
+			projections.Follow(ctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter, Logger: quiet()}, dir)
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	})
+	return dir
+}
+
+// background runs f until the test ends, and waits for it then.
+func background(t testing.TB, f func(ctx context.Context)) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
 }

@@ -1,10 +1,10 @@
 package testcluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -35,42 +35,6 @@ func startSiteDirectory(t *testing.T, top *Topology, site string) *siteDirectory
 		projections.CopyDirectory(ctx, projections.CopyConfig{Site: site, Local: js, Hub: hub, Poll: 200 * time.Millisecond, Logger: quiet()})
 	})
 	return &siteDirectory{dir: followDirectory(t, js, site), js: js}
-}
-
-// followDirectory follows the directory stream js reaches into a new
-// projection until the test ends, again whenever following stops.
-func followDirectory(t *testing.T, js jetstream.JetStream, name string) *projections.Directory {
-	t.Helper()
-	db, err := projections.Open(filepath.Join(t.TempDir(), name), projections.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := projections.OpenDirectory(db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	background(t, func(ctx context.Context) {
-		for ctx.Err() == nil {
-			projections.Follow(ctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter, Logger: quiet()}, dir)
-			select {
-			case <-ctx.Done():
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-	})
-	return dir
-}
-
-// background runs f until the test ends, and waits for it then.
-func background(t *testing.T, f func(ctx context.Context)) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		f(ctx)
-	}()
-	t.Cleanup(func() { cancel(); <-done })
 }
 
 func ensureSite(t *testing.T, top *Topology, s *SiteNATS) {
@@ -246,5 +210,130 @@ func TestSiteCutOffDirectory(t *testing.T) {
 			return nil
 		})
 		t.Logf("%s: the user created at the hub meanwhile reached b %v after it was back", cut.name, time.Since(back))
+	}
+}
+
+// TestSitesRedirect: alice is homed at site a, carol at site b, and each
+// signs in at the other site's gateway, inside the firewall topology: the
+// router of that site redirects each (302) to the physical URL on its
+// home server, whose host is a gateway of its own site; they watch each
+// other and exchange messages, presence and messages crossing the sites.
+func TestSitesRedirect(t *testing.T) {
+	ss := StartSites(t, SitesOptions{Options: Options{Inside: []string{"127.0.0.0/8"}}})
+	a, b := ss.Site("a"), ss.Site("b")
+	alice, carol := b.Client(t, "alice"), a.Client(t, "carol")
+	crossTalk(t, alice, carol, true)
+	if alice.Redirected == 0 || carol.Redirected == 0 {
+		t.Errorf("redirects followed: alice %d, carol %d; want some", alice.Redirected, carol.Redirected)
+	}
+	r := b.Client(t, "alice").Watch("carol", 600)
+	must(t, "alice's watch at site b's router", r, 302)
+	if loc := r.Header.Get("Location"); loc != "http://"+b.Addr()+"/instmsg/local/im.example.test/instmsg/aliases/carol" {
+		t.Errorf("Location %q, want carol's physical URL on site b's gateway", loc)
+	}
+}
+
+// TestSitesProxy: the same, outside the firewall topology: each site's
+// gateway serves the other site's user, its requests appended to the
+// home server's stream at the other site over the leaf connections.
+func TestSitesProxy(t *testing.T) {
+	ss := StartSites(t, SitesOptions{Options: Options{Inside: []string{"10.0.0.0/8"}}})
+	a, b := ss.Site("a"), ss.Site("b")
+	alice, carol := b.Client(t, "alice"), a.Client(t, "carol")
+	crossTalk(t, alice, carol, false)
+	if alice.Redirected+carol.Redirected != 0 {
+		t.Errorf("clients outside the firewall were redirected")
+	}
+	// Each home server's requests are in its own site only.
+	for _, site := range []struct {
+		c          *Cluster
+		own, other string
+	}{{a, "home1", "home2"}, {b, "home2", "home1"}} {
+		if n := LastSeq(t, site.c.JS, events.RequestStream(site.own)); n == 0 {
+			t.Errorf("site %s: no requests in %s", site.c.SiteName(), events.RequestStream(site.own))
+		}
+		if _, err := site.c.JS.Stream(context.Background(), events.RequestStream(site.other)); !errors.Is(err, jetstream.ErrStreamNotFound) {
+			t.Errorf("site %s has a stream %s: %v", site.c.SiteName(), events.RequestStream(site.other), err)
+		}
+		if _, err := site.c.JS.Stream(context.Background(), events.StreamRequests); !errors.Is(err, jetstream.ErrStreamNotFound) {
+			t.Errorf("site %s has the shared requests stream: %v", site.c.SiteName(), err)
+		}
+	}
+}
+
+// TestSitesSevered cuts site b's leaf connection while alice (site a) and
+// carol (site b) watch each other: each sees the other go offline, site
+// a keeps serving its own users without delay, a message from alice to
+// carol is answered 503 at once and is never delivered, a user the hub's
+// administrator creates meanwhile can sign in at b once it is back, and
+// then both see each other's current state again without a restart.
+func TestSitesSevered(t *testing.T) {
+	ss := StartSites(t, SitesOptions{Options: Options{Inside: []string{"10.0.0.0/8"}, RequestTimeout: 10 * time.Second},
+		Sites: map[string]map[string]string{"a": {"alice": "home1", "bob": "home1"}, "b": {"carol": "home2"}}})
+	a, b := ss.Site("a"), ss.Site("b")
+	alice, bob, carol := a.Client(t, "alice"), a.Client(t, "bob"), b.Client(t, "carol")
+	for _, u := range []*Client{alice, bob, carol} {
+		must(t, u.Alias+" login", u.Login(3600), 200)
+		must(t, u.Alias+" online", u.SetState("online", 1200, 0), 207)
+	}
+	must(t, "alice watches carol", alice.Watch("carol", 3600), 207)
+	must(t, "carol watches alice", carol.Watch("alice", 3600), 207)
+	must(t, "alice watches bob", alice.Watch("bob", 3600), 207)
+	alice.WaitNotify(0, wait, fromState(carol, "online"))
+	carol.WaitNotify(0, wait, fromState(alice, "online"))
+	alice.WaitNotify(0, wait, fromState(bob, "online"))
+	aliceSeen, carolSeen := len(alice.Notifies()), len(carol.Notifies())
+
+	cut := time.Now()
+	b.Site().Sever()
+	alice.WaitNotify(aliceSeen, wait, fromState(carol, "offline"))
+	t.Logf("alice saw carol offline %v after the cut", time.Since(cut))
+	carol.WaitNotify(carolSeen, wait, fromState(alice, "offline"))
+	t.Logf("carol saw alice offline %v after the cut", time.Since(cut))
+
+	// Site a serves its own users as before.
+	start := time.Now()
+	must(t, "bob busy", bob.SetState("busy", 1200, 0), 207)
+	alice.WaitNotify(aliceSeen, wait, fromState(bob, "busy"))
+	body := alice.MessageBody("bob", "within site a")
+	must(t, "alice → bob", alice.Send("bob", body), 200)
+	bob.WaitNotify(0, wait, func(n Notify) bool { return bytes.Equal(n.Body, body) })
+	t.Logf("site a: a change seen and a message delivered in %v", time.Since(start))
+
+	// A message to carol is refused at once, and not kept.
+	lost := alice.MessageBody("carol", "sent while site b was cut off")
+	start = time.Now()
+	r := alice.Send("carol", lost)
+	took := time.Since(start)
+	must(t, "alice → carol, site b cut off", r, 503)
+	if took > 2*time.Second || r.Header.Get("Retry-After") == "" {
+		t.Errorf("503 after %v with Retry-After %q; want at once, with Retry-After", took, r.Header.Get("Retry-After"))
+	}
+	t.Logf("alice → carol answered %d in %v: %s", r.Status, took, bytes.TrimSpace(r.Body))
+	must(t, "alice busy", alice.SetState("busy", 1200, 0), 207)
+
+	// The hub's administrator creates a user of site b meanwhile.
+	b.addUsers(map[string]string{"dave": "home2"})
+
+	healed := time.Now()
+	b.Site().Heal()
+	alice.WaitNotify(aliceSeen, wait, fromState(carol, "online"))
+	t.Logf("alice saw carol online again %v after the leaf was back", time.Since(healed))
+	carol.WaitNotify(carolSeen, wait, fromState(alice, "busy"))
+	t.Logf("carol saw alice busy %v after the leaf was back", time.Since(healed))
+	dave := b.Client(t, "dave")
+	Eventually(t, wait, func() error {
+		if r := dave.Login(3600); r.Status != 200 {
+			return fmt.Errorf("dave's login at site b: %d %s", r.Status, r.Body)
+		}
+		return nil
+	})
+	after := alice.MessageBody("carol", "after site b was back")
+	must(t, "alice → carol, site b back", alice.Send("carol", after), 200)
+	carol.WaitNotify(0, wait, func(n Notify) bool { return bytes.Equal(n.Body, after) })
+	for _, n := range carol.Notifies() {
+		if bytes.Equal(n.Body, lost) {
+			t.Errorf("carol got the message alice was told had failed")
+		}
 	}
 }
