@@ -170,6 +170,27 @@ func CopyDirectory(ctx context.Context, cfg CopyConfig) error {
 	}
 }
 
+// CopyDirectoryNow copies into site's directory stream what the hub's
+// holds past its end now, once: a node at a site does so before its roles
+// start, so that they start knowing what the hub knows. It fails when the
+// hub cannot be reached.
+func CopyDirectoryNow(ctx context.Context, cfg CopyConfig) (copied uint64, err error) {
+	if cfg.Site == "" || cfg.Local == nil || cfg.Hub == nil {
+		return 0, errors.New("copy directory: Site, Local and Hub are required")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &directoryCopy{local: cfg.Local, hub: cfg.Hub, site: cfg.Site, log: log}
+	if err := c.load(ctx); err != nil {
+		return 0, err
+	}
+	from := c.pos
+	err = c.round(ctx)
+	return c.pos - from, err
+}
+
 // directoryCopy copies the hub's directory events into a site's stream.
 type directoryCopy struct {
 	local, hub jetstream.JetStream

@@ -271,9 +271,9 @@ func LastSeq(t testing.TB, js jetstream.JetStream, stream string) uint64 {
 	return info.State.LastSeq
 }
 
-// followDirectory follows the directory stream js reaches into a new
+// FollowDirectory follows the directory stream js reaches into a new
 // projection until the test ends, again whenever following stops.
-func followDirectory(t testing.TB, js jetstream.JetStream, name string) *projections.Directory {
+func FollowDirectory(t testing.TB, js jetstream.JetStream, name string) *projections.Directory {
 	t.Helper()
 	db, err := projections.Open(filepath.Join(t.TempDir(), name), projections.Options{})
 	if err != nil {

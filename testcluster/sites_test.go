@@ -34,7 +34,7 @@ func startSiteDirectory(t *testing.T, top *Topology, site string) *siteDirectory
 	background(t, func(ctx context.Context) {
 		projections.CopyDirectory(ctx, projections.CopyConfig{Site: site, Local: js, Hub: hub, Poll: 200 * time.Millisecond, Logger: quiet()})
 	})
-	return &siteDirectory{dir: followDirectory(t, js, site), js: js}
+	return &siteDirectory{dir: FollowDirectory(t, js, site), js: js}
 }
 
 func ensureSite(t *testing.T, top *Topology, s *SiteNATS) {
@@ -136,7 +136,7 @@ func TestSiteCutOffDirectory(t *testing.T) {
 	for _, s := range []*SiteNATS{top.Hub, top.Sites["a"], top.Sites["b"]} {
 		ensureSite(t, top, s)
 	}
-	dirHub := followDirectory(t, top.Hub.JetStream("dir-hub"), "hub")
+	dirHub := FollowDirectory(t, top.Hub.JetStream("dir-hub"), "hub")
 	dirB := startSiteDirectory(t, top, "b")
 	admin := &directory.Admin{JetStream: top.Hub.JetStream("admin"), Directory: dirHub, Actor: "test"}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)

@@ -112,7 +112,7 @@ func StartSites(t testing.TB, o SitesOptions) *Sites {
 	}
 
 	// The directory, written at the hub.
-	hubDir := followDirectory(t, ss.HubJS, "hub")
+	hubDir := FollowDirectory(t, ss.HubJS, "hub")
 	ss.Admin = &directory.Admin{JetStream: ss.HubJS, Directory: hubDir, Keyring: keyring, Actor: "testcluster"}
 	first := ss.Sites[names[0]]
 	first.Admin = ss.Admin

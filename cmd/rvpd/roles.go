@@ -166,6 +166,9 @@ type roleSet struct {
 	router string
 	// admin, when set, serves rvpctl's directory service.
 	admin *directory.Admin
+	// site is what a process at a site of a deployment of several runs
+	// besides (sites.go); nil otherwise.
+	site *atSite
 	// own are this process's listeners besides the gateway's (an
 	// embedded NATS server's): no Call-Back may point at them.
 	own []netip.AddrPort
@@ -224,7 +227,7 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 		}
 		for _, h := range s.homes {
 			cfg := homenode.Config{Home: h, JetStream: s.js, Conn: s.nc, DB: s.db, Directory: s.dir, Policy: s.flags.homePolicy(),
-				Client: outbound, FactStream: s.streams, Logger: s.log.With("component", "home")}
+				Client: outbound, FactStream: s.streams, Sites: s.site.siteWatch(), Logger: s.log.With("component", "home")}
 			if _, err := homenode.New(cfg); err != nil {
 				return err // a configuration error, found before anything runs
 			}
@@ -264,7 +267,7 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 		}
 		if gw, err = gateway.New(gateway.Config{
 			ID: s.gatewayID, JetStream: s.js, Conn: s.nc, Directory: s.dir, DevDomain: s.devDomain, Auth: auth,
-			Senders: s.flags.senders, CallBacks: callBacks,
+			Senders: s.flags.senders, CallBacks: callBacks, Site: s.streams.Site,
 			RequestTimeout: s.flags.requestTimeout, Logger: s.log.With("component", "gateway"),
 		}); err != nil {
 			return err
@@ -278,6 +281,9 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 		actors = append(actors, svc.Run)
 	}
 
+	if s.site != nil {
+		actors = append(actors, s.site.actors...)
+	}
 	for _, run := range actors {
 		g.Add(func() error { return run(roles) }, func(error) { stopAll() })
 	}
