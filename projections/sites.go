@@ -206,7 +206,7 @@ func (c *directoryCopy) round(ctx context.Context) error {
 	if err := c.load(rctx); err != nil {
 		return err
 	}
-	hub, err := lastSeq(rctx, c.hub, events.StreamDirectory)
+	hub, err := LastSeq(rctx, c.hub, events.StreamDirectory)
 	if err != nil {
 		return fmt.Errorf("the hub's directory stream: %w", err)
 	}
@@ -253,7 +253,7 @@ func (c *directoryCopy) round(ctx context.Context) error {
 
 // load reads the copy's last sequence.
 func (c *directoryCopy) load(ctx context.Context) error {
-	seq, err := lastSeq(ctx, c.local, events.StreamDirectory)
+	seq, err := LastSeq(ctx, c.local, events.StreamDirectory)
 	if err != nil {
 		return fmt.Errorf("site %s's directory stream: %w", c.site, err)
 	}
@@ -261,7 +261,8 @@ func (c *directoryCopy) load(ctx context.Context) error {
 	return nil
 }
 
-func lastSeq(ctx context.Context, js jetstream.JetStream, stream string) (uint64, error) {
+// LastSeq returns the sequence of the last message of stream.
+func LastSeq(ctx context.Context, js jetstream.JetStream, stream string) (uint64, error) {
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
 		return 0, err

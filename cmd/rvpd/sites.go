@@ -85,7 +85,7 @@ func setupSite(ctx context.Context, f siteFlags, nc *nats.Conn, js jetstream.Jet
 		case err == nil:
 			log.Info("directory copied from the hub", "site", f.site, "hub", f.hub, "events", copied)
 		default:
-			last, lerr := localLast(ctx, js)
+			last, lerr := projections.LastSeq(ctx, js, events.StreamDirectory)
 			if lerr != nil || last == 0 {
 				return nil, fmt.Errorf("site %s has no copy of the directory yet and the hub (JetStream domain %s) cannot be reached: %w; are the site's NATS servers joined to the hub by leaf connections (leafnodes { remotes }), and was the hub set up with rvpd init -site %s?", f.site, f.hub, err, f.hub)
 			}
@@ -98,19 +98,6 @@ func setupSite(ctx context.Context, f siteFlags, nc *nats.Conn, js jetstream.Jet
 		s.actors = append(s.actors, s.watch.Run)
 	}
 	return s, nil
-}
-
-// localLast returns the last sequence of the site's directory stream.
-func localLast(ctx context.Context, js jetstream.JetStream) (uint64, error) {
-	st, err := js.Stream(ctx, events.StreamDirectory)
-	if err != nil {
-		return 0, err
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return 0, err
-	}
-	return info.State.LastSeq, nil
 }
 
 // siteWatch returns the site watch home nodes take their changes from;

@@ -71,25 +71,22 @@ wait_for() {
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# healthy PORT: the NATS server's monitoring says JetStream is ready.
-healthy() {
+# monitor PORT PATH PATTERN: a NATS server's monitoring page PATH on PORT
+# matches PATTERN.
+monitor() {
 	exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
-	printf 'GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
-	grep -q '"status":"ok"' <&3
+	printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3
+	grep -q "$3" <&3
 	local ok=$?
 	exec 3<&-
 	return $ok
 }
 
-# leafs PORT N: the hub has N leaf connections.
-leafs() {
-	exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
-	printf 'GET /varz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
-	grep -q "\"leafnodes\": *$2," <&3
-	local ok=$?
-	exec 3<&-
-	return $ok
-}
+# healthy PORT: the NATS server's JetStream is ready.
+healthy() { monitor "$1" /healthz '"status":"ok"'; }
+
+# leafs PORT N: the server has N leaf connections.
+leafs() { monitor "$1" /varz "\"leafnodes\": *$2,"; }
 
 build() {
 	if [ -n "${SITES_BIN:-}" ]; then
