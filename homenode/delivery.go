@@ -355,7 +355,7 @@ func (n *Node) resendPresence(ctx context.Context, homes map[string]bool) {
 		n.sendNotes(d, submit)
 	}
 	if homes != nil {
-		n.log.Info("presence re-sent to the watchers of a site that is back", "notifications", count)
+		n.log.Info("presence re-sent to the watchers homed at other sites", "home servers", len(homes), "notifications", count)
 		return
 	}
 	n.log.Info("presence re-sent to watchers after taking over the home server", "notifications", count)

@@ -395,11 +395,11 @@ func (n *Node) Run(parent context.Context) (err error) {
 		}
 	}()
 	n.pool.start(ctx, &wg)
-	if n.cfg.ResendPresence {
+	if resend, homes := n.resendAtStart(); resend {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n.resendPresence(ctx, nil)
+			n.resendPresence(ctx, homes)
 		}()
 	}
 	moves := make(chan move, 64)

@@ -419,3 +419,31 @@ func (l *relayLog) failed(log *slog.Logger, home string, err error) {
 	l.last[home] = time.Now()
 	log.Warn("relay to another home server not sent; its watchers are told again when it is reachable", "home", home, "err", err, "relays lost", n)
 }
+
+// resendAtStart says whether the node re-sends its users' presence when
+// it starts, and to whom (nil: every watcher). A node that takes the
+// home server over re-sends it to every watcher. At a site, a node that
+// starts otherwise re-sends it to the watchers homed at other sites:
+// while it was away they may have been told its users were offline (its
+// site lost), and nothing else would tell them again.
+func (n *Node) resendAtStart() (bool, map[string]bool) {
+	if n.cfg.ResendPresence {
+		return true, nil
+	}
+	site := n.cfg.FactStream.Site
+	if site == "" {
+		return false, nil
+	}
+	hs, err := n.cfg.Directory.HomeServers()
+	if err != nil {
+		n.log.Warn("presence not re-sent to the other sites' watchers: the directory's home servers could not be read", "err", err)
+		return false, nil
+	}
+	others := map[string]bool{}
+	for _, h := range hs {
+		if h.Site != site {
+			others[h.Name] = true
+		}
+	}
+	return len(others) > 0, others
+}
