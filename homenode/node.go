@@ -395,11 +395,11 @@ func (n *Node) Run(parent context.Context) (err error) {
 		}
 	}()
 	n.pool.start(ctx, &wg)
-	if resend, homes := n.resendAtStart(); resend {
+	if n.cfg.ResendPresence {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n.resendPresence(ctx, homes)
+			n.resendPresence(ctx, nil)
 		}()
 	}
 	moves := make(chan move, 64)
@@ -505,7 +505,11 @@ func (n *Node) Run(parent context.Context) (err error) {
 	var sites <-chan SiteChange
 	if n.cfg.Sites != nil {
 		var stop func()
-		sites, stop = n.cfg.Sites.Changes()
+		// The sites that answered already are back for this node, which
+		// re-sends them its users' presence (they may have been told its
+		// users were offline while it was away), unless it re-sends to
+		// every watcher anyway.
+		sites, stop = n.cfg.Sites.Changes(!n.cfg.ResendPresence)
 		defer stop()
 	}
 	n.log.Info("home node serving", "position", n.proj.Position(), "stream", n.stream)

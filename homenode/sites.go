@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -36,9 +37,10 @@ type SiteChange struct {
 // directory for its JetStream account ($JS.<site>.API.INFO, over the leaf
 // connections). Any answer, a JetStream error too, means the site is
 // reachable; no responder, or no answer within Timeout, Misses times in a
-// row means it is lost; one answer after that means it is back. Home
-// nodes take its changes (Changes); one watch serves every home node of
-// a process.
+// row means it is lost; one answer after that, or the first answer
+// after the watch starts, means it is back (a site that starts was lost
+// for the others, or may have been). Home nodes take its changes
+// (Changes); one watch serves every home node of a process.
 type SiteWatch struct {
 	// Conn reaches this site's NATS servers. Required.
 	Conn *nats.Conn
@@ -53,9 +55,17 @@ type SiteWatch struct {
 
 	mu     sync.Mutex
 	misses map[string]int
-	lost   map[string]bool
+	state  map[string]siteState
 	subs   map[chan SiteChange]bool
 }
+
+type siteState int
+
+const (
+	stateUnknown siteState = iota // not answered yet
+	stateUp
+	stateLost
+)
 
 // Lost reports whether site is lost now; a site never probed is not.
 func (w *SiteWatch) Lost(site string) bool {
@@ -64,19 +74,28 @@ func (w *SiteWatch) Lost(site string) bool {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.lost[site]
+	return w.state[site] == stateLost
 }
 
 // Changes returns a channel of the changes from now on, and the function
-// that stops them. A subscriber too slow to take a change misses it (it
-// is logged); changes are seconds apart.
-func (w *SiteWatch) Changes() (<-chan SiteChange, func()) {
+// that stops them. With replay it starts with the state of every site
+// that has answered or been lost already (a home node that starts late
+// learns which sites are back, or lost). A subscriber too slow to take a
+// change misses it (it is logged); changes are seconds apart.
+func (w *SiteWatch) Changes(replay bool) (<-chan SiteChange, func()) {
 	ch := make(chan SiteChange, 64)
 	w.mu.Lock()
 	if w.subs == nil {
 		w.subs = map[chan SiteChange]bool{}
 	}
 	w.subs[ch] = true
+	if replay {
+		for _, site := range slices.Sorted(maps.Keys(w.state)) {
+			if st := w.state[site]; st != stateUnknown && len(ch) < cap(ch) {
+				ch <- SiteChange{Site: site, Lost: st == stateLost}
+			}
+		}
+	}
 	w.mu.Unlock()
 	return ch, func() {
 		w.mu.Lock()
@@ -156,20 +175,24 @@ func (w *SiteWatch) record(site string, err error, misses int, log *slog.Logger)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.misses == nil {
-		w.misses, w.lost = map[string]int{}, map[string]bool{}
+		w.misses, w.state = map[string]int{}, map[string]siteState{}
 	}
 	var change *SiteChange
 	if err == nil {
 		w.misses[site] = 0
-		if w.lost[site] {
-			delete(w.lost, site)
+		if st := w.state[site]; st != stateUp {
+			w.state[site] = stateUp
 			change = &SiteChange{Site: site}
-			log.Info("site reachable again", "site", site)
+			if st == stateLost {
+				log.Info("site reachable again", "site", site)
+			} else {
+				log.Info("site reachable", "site", site)
+			}
 		}
 	} else {
 		w.misses[site]++
-		if w.misses[site] >= misses && !w.lost[site] {
-			w.lost[site] = true
+		if w.misses[site] >= misses && w.state[site] != stateLost {
+			w.state[site] = stateLost
 			change = &SiteChange{Site: site, Lost: true}
 			log.Warn("site lost: its users are offline here until it is back", "site", site, "err", err)
 		}
@@ -418,32 +441,4 @@ func (l *relayLog) failed(log *slog.Logger, home string, err error) {
 	}
 	l.last[home] = time.Now()
 	log.Warn("relay to another home server not sent; its watchers are told again when it is reachable", "home", home, "err", err, "relays lost", n)
-}
-
-// resendAtStart says whether the node re-sends its users' presence when
-// it starts, and to whom (nil: every watcher). A node that takes the
-// home server over re-sends it to every watcher. At a site, a node that
-// starts otherwise re-sends it to the watchers homed at other sites:
-// while it was away they may have been told its users were offline (its
-// site lost), and nothing else would tell them again.
-func (n *Node) resendAtStart() (bool, map[string]bool) {
-	if n.cfg.ResendPresence {
-		return true, nil
-	}
-	site := n.cfg.FactStream.Site
-	if site == "" {
-		return false, nil
-	}
-	hs, err := n.cfg.Directory.HomeServers()
-	if err != nil {
-		n.log.Warn("presence not re-sent to the other sites' watchers: the directory's home servers could not be read", "err", err)
-		return false, nil
-	}
-	others := map[string]bool{}
-	for _, h := range hs {
-		if h.Site != site {
-			others[h.Name] = true
-		}
-	}
-	return len(others) > 0, others
 }

@@ -170,6 +170,10 @@ func CopyDirectory(ctx context.Context, cfg CopyConfig) error {
 	}
 }
 
+// hubAPITimeout bounds each request a copier makes to the hub, and each
+// append to the site's copy.
+const hubAPITimeout = 2 * time.Second
+
 // CopyDirectoryNow copies into site's directory stream what the hub's
 // holds past its end now, once: a node at a site does so before its roles
 // start, so that they start knowing what the hub knows. It fails when the
@@ -203,10 +207,18 @@ type directoryCopy struct {
 func (c *directoryCopy) round(ctx context.Context) error {
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := c.load(rctx); err != nil {
+	lctx, cancel := context.WithTimeout(rctx, hubAPITimeout)
+	err := c.load(lctx)
+	cancel()
+	if err != nil {
 		return err
 	}
-	hub, err := LastSeq(rctx, c.hub, events.StreamDirectory)
+	// Every request to the hub has a short deadline of its own: one lost
+	// on the way (the leaf connection coming back as it was sent) would
+	// otherwise hold the copy back for the round's whole deadline.
+	actx, cancel := context.WithTimeout(rctx, hubAPITimeout)
+	hub, err := LastSeq(actx, c.hub, events.StreamDirectory)
+	cancel()
 	if err != nil {
 		return fmt.Errorf("the hub's directory stream: %w", err)
 	}
@@ -216,17 +228,29 @@ func (c *directoryCopy) round(ctx context.Context) error {
 	if hub == c.pos {
 		return nil
 	}
-	cons, err := c.hub.OrderedConsumer(rctx, events.StreamDirectory, jetstream.OrderedConsumerConfig{
-		FilterSubjects:    []string{events.DirectoryFilter},
+	// A plain consumer of the round's own: an ordered consumer makes
+	// itself again on every fetch, retrying without end when the hub
+	// cannot be reached, whatever the context says.
+	actx, cancel = context.WithTimeout(rctx, hubAPITimeout)
+	defer cancel()
+	cons, err := c.hub.CreateConsumer(actx, events.StreamDirectory, jetstream.ConsumerConfig{
+		FilterSubject:     events.DirectoryFilter,
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       c.pos + 1,
-		InactiveThreshold: 10 * time.Second, // one a round: let the hub forget it soon
+		AckPolicy:         jetstream.AckNonePolicy,
+		MemoryStorage:     true,
+		InactiveThreshold: 10 * time.Second, // should its deletion be lost
 	})
 	if err != nil {
 		return fmt.Errorf("read the hub's directory stream: %w", err)
 	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		c.hub.DeleteConsumer(dctx, events.StreamDirectory, cons.CachedInfo().Name)
+		cancel()
+	}()
 	for c.pos < hub {
-		batch, err := cons.Fetch(int(min(hub-c.pos, 256)), jetstream.FetchMaxWait(5*time.Second))
+		batch, err := cons.Fetch(int(min(hub-c.pos, 256)), jetstream.FetchMaxWait(hubAPITimeout))
 		if err != nil {
 			return fmt.Errorf("read the hub's directory stream: %w", err)
 		}
@@ -283,13 +307,20 @@ func (c *directoryCopy) copy(ctx context.Context, seq uint64, m jetstream.Msg) e
 	msg := nats.NewMsg(events.DirectoryCopySubject(c.site, m.Subject()))
 	msg.Header.Set(events.HeaderType, m.Headers().Get(events.HeaderType))
 	msg.Data = m.Data()
-	_, err := c.local.PublishMsg(ctx, msg, jetstream.WithExpectLastSequence(seq-1),
+	// Short, as a request to the hub: a publish sent while the site's
+	// server recovers its streams after a restart can go unanswered.
+	pctx, cancel := context.WithTimeout(ctx, hubAPITimeout)
+	_, err := c.local.PublishMsg(pctx, msg, jetstream.WithExpectLastSequence(seq-1),
 		jetstream.WithMsgID("dir-"+strconv.FormatUint(seq, 10)))
+	cancel()
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
 		// Another node of the site copied it (or more) first.
-		if err := c.load(ctx); err != nil {
+		lctx, cancel := context.WithTimeout(ctx, hubAPITimeout)
+		err := c.load(lctx)
+		cancel()
+		if err != nil {
 			return err
 		}
 		if c.pos >= seq {
