@@ -5,7 +5,7 @@ GO ?= go
 FUZZ_TARGETS := ./events:FuzzToken ./events:FuzzDecode ./rvp:FuzzReadRequest ./rvp:FuzzParsePropertyUpdate \
 	./rvp:FuzzParsePropFind ./rvp:FuzzCheckNotification ./rvp:FuzzParseURL ./rvp:FuzzParseNodePath ./rvp:FuzzReadAnswer \
 	./rvp:FuzzParseACL ./gateway:FuzzParseAuthenticate ./gateway:FuzzDigestParams ./rvp:FuzzCallbackPolicy \
-	./projections:FuzzDecodeSub
+	./projections:FuzzDecodeSub ./cmd/rvpctl:FuzzParseCSV ./cmd/rvpctl:FuzzParseLDIF
 
 run: ## start rvpd dev: one process, embedded NATS, demo domain example.test on 127.0.0.1:8080 (data in ./data; more flags in ARGS="...")
 	$(GO) run ./cmd/rvpd dev $(ARGS)

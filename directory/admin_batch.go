@@ -14,7 +14,8 @@ import (
 )
 
 // NewUser is a user for EnableUsers: what EnableUser takes, and the
-// verifiers SetPassword would record.
+// verifiers SetPassword would record (none: the user has no password
+// yet).
 type NewUser struct {
 	Spec      UserSpec
 	Verifiers rvp.Verifiers
@@ -31,12 +32,21 @@ const enableBatch = 1000
 // end. Users the directory knows already are left as they are. It returns
 // how many it enabled; on an error, those before it stay enabled.
 func (a *Admin) EnableUsers(ctx context.Context, users []NewUser) (int, error) {
+	return a.enableUsers(ctx, users, func(int) {})
+}
+
+// hasPassword reports whether v are a password's verifiers (not none).
+func hasPassword(v rvp.Verifiers) bool { return v.NT != nil || len(v.HA1) > 0 }
+
+// enableUsers is EnableUsers, telling enabled the index of each user it
+// enabled (once its user.enabled is acknowledged).
+func (a *Admin) enableUsers(ctx context.Context, users []NewUser, enabled func(i int)) (int, error) {
 	if a.Keyring == nil {
 		return 0, errors.New("no cluster key: passwords cannot be stored")
 	}
 	checked := map[string]error{}
-	var todo []NewUser
-	for _, nu := range users {
+	var todo []int
+	for i, nu := range users {
 		u := nu.Spec.User
 		if err := checkAlias(u); err != nil {
 			return 0, err
@@ -48,7 +58,7 @@ func (a *Admin) EnableUsers(ctx context.Context, users []NewUser) (int, error) {
 				return 0, err
 			}
 		}
-		if len(nu.Verifiers.NT) != 16 || len(nu.Verifiers.HA1) == 0 {
+		if hasPassword(nu.Verifiers) && (len(nu.Verifiers.NT) != 16 || len(nu.Verifiers.HA1) == 0) {
 			return 0, fmt.Errorf("%s: password verifiers are incomplete", u)
 		}
 		if rec, err := a.Directory.User(u); err != nil {
@@ -56,7 +66,7 @@ func (a *Admin) EnableUsers(ctx context.Context, users []NewUser) (int, error) {
 		} else if rec != nil {
 			continue
 		}
-		todo = append(todo, nu)
+		todo = append(todo, i)
 	}
 	created := 0
 	var last uint64
@@ -64,18 +74,19 @@ func (a *Admin) EnableUsers(ctx context.Context, users []NewUser) (int, error) {
 		n := min(len(todo), enableBatch)
 		batch := todo[:n]
 		todo = todo[n:]
-		enabled := make([]jetstream.PubAckFuture, n)
-		for i, nu := range batch {
-			s := nu.Spec
+		acks := make([]jetstream.PubAckFuture, n)
+		for i, ui := range batch {
+			s := users[ui].Spec
 			f, err := a.publishAsync(ctx, &events.UserEnabled{Meta: a.meta(), User: s.User, Home: s.Home, DisplayName: s.DisplayName, Email: s.Email, NTAccount: s.NTAccount}, 0)
 			if err != nil {
 				return created, err
 			}
-			enabled[i] = f
+			acks[i] = f
 		}
 		passwords := make([]jetstream.PubAckFuture, 0, n)
-		for i, nu := range batch {
-			ack, err := awaitAck(ctx, enabled[i])
+		for i, ui := range batch {
+			nu := users[ui]
+			ack, err := awaitAck(ctx, acks[i])
 			if err != nil {
 				if isWrongLastSequence(err) {
 					continue // enabled meanwhile by someone else: left as it is
@@ -83,7 +94,11 @@ func (a *Admin) EnableUsers(ctx context.Context, users []NewUser) (int, error) {
 				return created, fmt.Errorf("enable %s: %w", nu.Spec.User, err)
 			}
 			created++
+			enabled(ui)
 			last = max(last, ack.Sequence)
+			if !hasPassword(nu.Verifiers) {
+				continue
+			}
 			subject := events.UserSubject(nu.Spec.User)
 			sealed, err := a.Keyring.SealVerifiers(nu.Verifiers, subject)
 			if err != nil {
@@ -173,4 +188,100 @@ func (a *Admin) checkDomainHome(domain, home string) error {
 		return fmt.Errorf("IM domain %s does not exist; create it first (rvpctl domain create %s -im-host im.%s)", domain, domain, domain)
 	}
 	return a.checkHome(home)
+}
+
+// ImportUsers enables the users of an import (rvpctl user import) with
+// their passwords, through enableUsers, and says what became of each:
+// created; exists (an enabled user already, left as it is, password
+// included, with what the directory holds otherwise); or refused, with
+// why: a bad alias, an IM domain allowed(domain) refuses (a domain
+// administrator's others), a home server that cannot host it, a disabled
+// user, a user given twice. A refused user does not stop the others, and
+// importing the same users again changes nothing. A dry run says what
+// would become of each and changes nothing.
+func (a *Admin) ImportUsers(ctx context.Context, s ImportSpec, allowed func(domain string) error) ([]ImportResult, error) {
+	if len(s.Users) > MaxImport {
+		return nil, fmt.Errorf("%d users in one import request: at most %d", len(s.Users), MaxImport)
+	}
+	results := make([]ImportResult, len(s.Users))
+	homes := map[string]error{}
+	seen := map[events.User]bool{}
+	var todo []NewUser
+	var at []int // the index in s.Users of each of todo
+	for i, iu := range s.Users {
+		u := iu.Spec.User
+		refuse := func(err error) { results[i] = ImportResult{Outcome: ImportRefused, Error: err.Error()} }
+		if err := checkAlias(u); err != nil {
+			refuse(err)
+			continue
+		}
+		if err := allowed(u.Domain); err != nil {
+			refuse(err)
+			continue
+		}
+		key := u.Domain + "\x00" + iu.Spec.Home
+		err, ok := homes[key]
+		if !ok {
+			err = a.checkDomainHome(u.Domain, iu.Spec.Home)
+			homes[key] = err
+		}
+		if err != nil {
+			refuse(err)
+			continue
+		}
+		var v rvp.Verifiers
+		if iu.Verifiers != nil {
+			if v = *iu.Verifiers; len(v.NT) != 16 || len(v.HA1) == 0 {
+				refuse(fmt.Errorf("%s: password verifiers are incomplete", u))
+				continue
+			}
+		}
+		if seen[u] {
+			refuse(fmt.Errorf("%s is given twice", u))
+			continue
+		}
+		seen[u] = true
+		rec, err := a.Directory.User(u)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case rec != nil && !rec.Enabled:
+			refuse(fmt.Errorf("%s was disabled; enable it again with rvpctl user enable %s -home %s", u, u, iu.Spec.Home))
+		case rec != nil:
+			results[i] = ImportResult{Outcome: ImportExists, Differs: differs(rec.Home, rec.DisplayName, rec.Email, rec.NTAccount, iu.Spec)}
+		default:
+			results[i] = ImportResult{Outcome: ImportCreated}
+			todo, at = append(todo, NewUser{Spec: iu.Spec, Verifiers: v}), append(at, i)
+		}
+	}
+	if s.DryRun || len(todo) == 0 {
+		return results, nil
+	}
+	created := make([]bool, len(todo))
+	_, err := a.enableUsers(ctx, todo, func(j int) { created[j] = true })
+	for j, i := range at {
+		switch {
+		case created[j]:
+		case err != nil:
+			results[i] = ImportResult{Outcome: ImportRefused, Error: fmt.Sprintf("not enabled: %v (import again: what was done stays done)", err)}
+		default:
+			results[i] = ImportResult{Outcome: ImportExists} // enabled meanwhile by someone else
+		}
+	}
+	return results, nil
+}
+
+// differs lists what a user's directory record holds otherwise than an
+// import gives it (what the import gives, that is).
+func differs(home, name, email, nt string, s UserSpec) []string {
+	var out []string
+	for _, f := range []struct{ what, have, given string }{
+		{"home server", home, s.Home}, {"display name", name, s.DisplayName}, {"e-mail", email, s.Email}, {"Windows account", nt, s.NTAccount},
+	} {
+		if f.given != "" && f.given != f.have {
+			out = append(out, fmt.Sprintf("%s %q", f.what, f.have))
+		}
+	}
+	return out
 }

@@ -179,12 +179,37 @@ func (c *Client) MoveUser(ctx context.Context, u events.User, home string) error
 // Users lists the users of an IM domain ("" for every one the
 // administrator may see).
 func (c *Client) Users(ctx context.Context, domain string) ([]projections.UserRecord, error) {
-	return get[[]projections.UserRecord](ctx, c, OpUserList, DomainRef{Domain: domain})
+	var all []projections.UserRecord
+	spec := UserListSpec{Domain: domain, Limit: userPage}
+	for {
+		page, err := get[[]projections.UserRecord](ctx, c, OpUserList, spec)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page...)
+		if len(page) < spec.Limit {
+			return all, nil
+		}
+		spec.After = page[len(page)-1].User
+	}
 }
+
+// userPage is how many users one answer of the directory service holds.
+const userPage = 1000
 
 // User returns a user as Exchange's task wizard showed it.
 func (c *Client) User(ctx context.Context, u events.User) (UserSummary, error) {
 	return get[UserSummary](ctx, c, OpUserShow, UserRef{User: u})
+}
+
+// ImportUsers enables many users (at most MaxImport) with their
+// passwords' verifiers and returns what became of each.
+func (c *Client) ImportUsers(ctx context.Context, s ImportSpec) ([]ImportResult, error) {
+	res, err := get[[]ImportResult](ctx, c, OpUserImport, s)
+	if err == nil && len(res) != len(s.Users) {
+		err = fmt.Errorf("the directory service answered %d results for %d users", len(res), len(s.Users))
+	}
+	return res, err
 }
 
 // SetPassword records a user's new password verifiers.

@@ -30,8 +30,9 @@ const (
 	OpUserEnable     Op = "user.enable"      // UserSpec
 	OpUserDisable    Op = "user.disable"     // UserRef
 	OpUserMove       Op = "user.move"        // UserMoveSpec
-	OpUserList       Op = "user.list"        // DomainRef ("" for all) → []projections.UserRecord
+	OpUserList       Op = "user.list"        // UserListSpec → []projections.UserRecord
 	OpUserShow       Op = "user.show"        // UserRef → UserSummary
+	OpUserImport     Op = "user.import"      // ImportSpec → []ImportResult
 	OpPasswordSet    Op = "password.set"     // PasswordSpec
 	OpSettingsShow   Op = "settings.show"    // → projections.Settings
 	OpFirewallSet    Op = "firewall.set"     // TopologySpec
@@ -92,6 +93,18 @@ type UserSpec struct {
 	NTAccount   string      `json:"nt_account,omitempty"`
 }
 
+// UserListSpec asks for the users of an IM domain ("" for every one the
+// administrator may see), in the order of domain and alias: with Limit,
+// at most Limit of them after After (a page; a directory of many
+// thousand users is larger than one NATS message).
+type UserListSpec struct {
+	Domain string      `json:"domain"`
+	After  events.User `json:"after,omitzero"`
+	Limit  int         `json:"limit,omitempty"`
+}
+
+func (s UserListSpec) domain() string { return s.Domain }
+
 // UserRef names a user.
 type UserRef struct {
 	User events.User `json:"user"`
@@ -137,4 +150,44 @@ type UserSummary struct {
 	LogicalURL  string `json:"logical_url"`  // public URL
 	PhysicalURL string `json:"physical_url"` // on its home server
 	Password    bool   `json:"password"`     // whether a password is set
+}
+
+// ImportUser is one user of an import: what EnableUser takes, and the
+// verifiers of its password, computed where the password was read or
+// generated (nil: no password).
+type ImportUser struct {
+	Spec      UserSpec       `json:"user"`
+	Verifiers *rvp.Verifiers `json:"verifiers,omitempty"`
+}
+
+// MaxImport bounds the users of one import request (a NATS message
+// holds about a thousand with their verifiers); rvpctl sends a file in
+// requests of ImportBatch.
+const (
+	MaxImport   = 1000
+	ImportBatch = 500
+)
+
+// ImportSpec enables many users at once. DryRun checks them and says
+// what would become of each, changing nothing.
+type ImportSpec struct {
+	Users  []ImportUser `json:"users"`
+	DryRun bool         `json:"dry_run,omitempty"`
+}
+
+// Import outcomes.
+const (
+	ImportCreated = "created" // enabled (and its password set), or would be in a dry run
+	ImportExists  = "exists"  // an enabled user already: left as it is, password included
+	ImportRefused = "refused" // not enabled: Error says why
+)
+
+// ImportResult is what became of one user of an import, in the order
+// they were given.
+type ImportResult struct {
+	Outcome string `json:"outcome"`
+	Error   string `json:"error,omitempty"`
+	// Differs lists what the directory holds otherwise for a user that
+	// exists ("home server home2"), which the import left as it is.
+	Differs []string `json:"differs,omitempty"`
 }

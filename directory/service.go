@@ -141,7 +141,13 @@ func (s *Service) serve(m *nats.Msg) {
 		s.Logger.Info("administrative request refused", "op", req.Op, "admin", req.Admin, "code", resp.Code, "err", resp.Error)
 	}
 	data, _ := json.Marshal(resp)
-	m.Respond(data)
+	if err := m.Respond(data); err != nil {
+		// Too large for a NATS message, most likely: say so rather than
+		// leave the administrator waiting for an answer.
+		s.Logger.Warn("answer not sent", "op", req.Op, "bytes", len(data), "err", err)
+		data, _ = json.Marshal(fail(CodeInternal, "the answer to %s could not be sent (%d bytes): %v", req.Op, len(data), err))
+		m.Respond(data)
+	}
 }
 
 func (s *Service) newChallenge(name string) []byte {
@@ -387,11 +393,32 @@ func operations() map[Op]operation {
 		OpUserMove: op(true, userDomain[UserMoveSpec], func(ctx context.Context, c *call, m UserMoveSpec) (any, error) {
 			return done(c.a.MoveUser(ctx, m.User, m.Home))
 		}),
-		OpUserList: op(true, DomainRef.domain, func(_ context.Context, c *call, r DomainRef) (any, error) {
-			return c.users(r.Domain)
+		OpUserList: op(true, UserListSpec.domain, func(_ context.Context, c *call, r UserListSpec) (any, error) {
+			users, err := c.users(r.Domain)
+			if err != nil || r.Limit <= 0 {
+				return users, err
+			}
+			key := func(u events.User) string { return u.Domain + "\x00" + u.Alias }
+			slices.SortFunc(users, func(a, b projections.UserRecord) int { return strings.Compare(key(a.User), key(b.User)) })
+			after := key(r.After)
+			i, _ := slices.BinarySearchFunc(users, after, func(u projections.UserRecord, k string) int { return strings.Compare(key(u.User), k) })
+			for i < len(users) && key(users[i].User) <= after {
+				i++
+			}
+			return users[i:min(len(users), i+r.Limit)], nil
 		}),
 		OpUserShow: op(true, userDomain[UserRef], func(_ context.Context, c *call, r UserRef) (any, error) {
 			return c.summary(r.User)
+		}),
+		OpUserImport: op(true, nil, func(ctx context.Context, c *call, s ImportSpec) (any, error) {
+			// A domain administrator imports into its own IM domains only;
+			// a user of another is refused, and the others go on.
+			return c.a.ImportUsers(ctx, s, func(domain string) error {
+				if c.mine(domain) {
+					return nil
+				}
+				return fmt.Errorf("%s may not %s in IM domain %s", who(c.adm), OpUserImport, domain)
+			})
 		}),
 		OpPasswordSet: op(true, userDomain[PasswordSpec], func(ctx context.Context, c *call, p PasswordSpec) (any, error) {
 			if p.Verifiers == nil {

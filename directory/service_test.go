@@ -21,7 +21,7 @@ func TestOperations(t *testing.T) {
 		}
 	}
 	slices.Sort(mayDomain)
-	want := []string{"domain.list", "domain.show", "home.list", "password.set", "user.disable", "user.enable", "user.list", "user.move", "user.show", "whoami"}
+	want := []string{"domain.list", "domain.show", "home.list", "password.set", "user.disable", "user.enable", "user.import", "user.list", "user.move", "user.show", "whoami"}
 	if !slices.Equal(mayDomain, want) {
 		t.Errorf("domain administrators may do %v, want %v", mayDomain, want)
 	}

@@ -206,3 +206,9 @@ func HomeAdminSubject(home, op string) string { return AdminRoot + ".home." + To
 // DirectoryAdminSubject is the subject on which the directory service
 // answers administrators' requests.
 const DirectoryAdminSubject = AdminRoot + ".directory"
+
+// MetricsSubject is the core NATS subject on which every rvpd process
+// answers with its metrics (Prometheus text format), so that an operator
+// console on one node sees the whole cluster: online users per home
+// server, routers' redirects, who is ready.
+const MetricsSubject = AdminRoot + ".metrics"

@@ -64,6 +64,7 @@ func (c *conn) serve() {
 			if errors.As(err, &pe) {
 				g.log.Info("malformed request refused", "client", client, "status", pe.Status, "err", pe.Msg)
 				c.nc.SetWriteDeadline(g.now().Add(10 * time.Second))
+				g.cfg.Metrics.request("", pe.Status, 0)
 				respond(nil, nil, pe).WriteTo(bw)
 			}
 			return
@@ -72,14 +73,20 @@ func (c *conn) serve() {
 		// request timeout, not the idle one.
 		c.nc.SetReadDeadline(time.Time{})
 		start := g.now()
+		g.inflight.Add(1)
 		resp := g.handle(context.Background(), c, req, client)
+		// Counted before it is written: whoever has the answer sees it
+		// counted.
+		g.inflight.Add(-1)
+		took := g.now().Sub(start)
+		g.cfg.Metrics.request(req.Method, resp.Status, took)
 		c.nc.SetWriteDeadline(g.now().Add(30 * time.Second))
 		if req.Close {
 			resp.Close = true
 		}
 		resp.Head = req.Method == "HEAD"
 		err = resp.WriteTo(bw)
-		g.logRequest(req, resp, client, g.now().Sub(start))
+		g.logRequest(req, resp, client, took)
 		if err != nil || resp.Close {
 			return
 		}

@@ -61,8 +61,11 @@ type Config struct {
 	// for clients on loopback; Serve adds the listener to its Own
 	// endpoints, and Local is filled with this machine's addresses.
 	CallBacks *rvp.CallbackPolicy
-	Logger    *slog.Logger
-	Now       func() time.Time
+	// Metrics, when set, count requests, their latency and what is
+	// refused (NewMetrics).
+	Metrics *Metrics
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
 // DefaultRequestTimeout is how long a gateway waits for a home node's or
@@ -148,6 +151,7 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway %s: subscribe to replies: %w", cfg.ID, err)
 	}
 	g.sub = sub
+	cfg.Metrics.attach(g)
 	return g, nil
 }
 
@@ -215,6 +219,7 @@ func (g *Gateway) Serve(ln net.Listener) error {
 		}
 		g.mu.Unlock()
 		if full {
+			g.counters.connectionsRefused.Add(1)
 			g.log.Warn("connection refused: too many connections", "max", g.cfg.MaxConns, "client", nc.RemoteAddr().String())
 			nc.SetWriteDeadline(g.now().Add(time.Second))
 			respond(nil, nil, &refusal{status: rvp.StatusUnavailable, msg: "too many connections; retry later", close: true}).WriteTo(bufio.NewWriter(nc))
@@ -229,6 +234,14 @@ func (g *Gateway) Serve(ln net.Listener) error {
 			g.mu.Unlock()
 		}()
 	}
+}
+
+// Accepting reports whether the gateway is serving its listener: Serve
+// has begun and Shutdown has not.
+func (g *Gateway) Accepting() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.ln != nil && !g.closing.Load()
 }
 
 // Shutdown stops accepting, closes idle connections, lets requests in

@@ -119,6 +119,9 @@ type target struct {
 	// movedTo is the physical URL of a user that moved away from the home
 	// server the requester addressed by its host.
 	movedTo string
+	// router is the directory's router the request was addressed to,
+	// when its policy serves this client here (proxies it).
+	router string
 }
 
 func (t *target) domainOrNil() *projections.Domain {
@@ -242,6 +245,11 @@ func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client 
 		if err := g.limit(req, auth, client, len(lookup.Body)); err != nil {
 			return nil, err
 		}
+		purpose := lookupFederation
+		if tgt != nil {
+			purpose = lookupRedirect
+		}
+		g.cfg.Metrics.lookup(purpose)
 		reply, err := g.dispatch(ctx, events.LookupSubject(g.cfg.Site), id, deadline, lookup)
 		if err != nil {
 			return nil, fmt.Errorf("lookup of %s on %s: %w", lookup.Alias, lookup.Host, err)
@@ -265,6 +273,13 @@ func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client 
 	case Authenticated:
 	case Throttled:
 		g.counters.signInsThrottled.Add(1)
+		return nil, outcomeRefusal(out)
+	case Refused:
+		if req.Header.Has(rvp.HdrAuthorization) {
+			g.counters.signInsFailed.Add(1)
+		} else {
+			g.counters.unauthenticated.Add(1)
+		}
 		return nil, outcomeRefusal(out)
 	default:
 		if !req.Header.Has(rvp.HdrAuthorization) {
@@ -338,6 +353,9 @@ func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client 
 	}
 	if err := g.limit(req, identity, client, len(req.Body)); err != nil {
 		return nil, err
+	}
+	if tgt.router != "" {
+		g.cfg.Metrics.proxy(tgt.router)
 	}
 	site := g.siteOf(tgt.rec.Home)
 	var opts []jetstream.PublishOpt
@@ -502,13 +520,14 @@ func (g *Gateway) resolveTarget(req *rvp.Request, from, client string) (*target,
 			}
 		}
 		t.nodeURL = rvp.URL{Host: host, Path: strings.TrimRight(path, "/")}.String()
-		redirect, err := g.redirects(dom, host, client)
+		redirect, router, err := g.redirects(dom, host, client)
 		if err != nil {
 			return nil, nil, err
 		}
 		if redirect {
 			return t, lookupOf(req, host, ref.Alias, path), nil
 		}
+		t.router = router
 	}
 	return t, nil, nil
 }
@@ -527,14 +546,15 @@ func aliasPath(path string) string {
 // home server (302) rather than serving it here: when the request names a
 // router of a domain that has routers (not a home server's own host), and
 // the router redirects every client, or redirects clients inside the
-// firewall topology and this one is.
-func (g *Gateway) redirects(dom *projections.Domain, host, client string) (bool, error) {
+// firewall topology and this one is. It also returns the router's name
+// (for a router's host; "" for a home server's).
+func (g *Gateway) redirects(dom *projections.Domain, host, client string) (bool, string, error) {
 	if hs, err := g.cfg.Directory.HomeServerByHost(host); err != nil || hs != nil {
-		return false, err
+		return false, "", err
 	}
 	routers, err := g.cfg.Directory.RoutersOf(dom.Domain)
 	if err != nil || len(routers) == 0 {
-		return false, err // a combined router and home server
+		return false, "", err // a combined router and home server
 	}
 	r := routers[0]
 	for _, x := range routers {
@@ -544,11 +564,12 @@ func (g *Gateway) redirects(dom *projections.Domain, host, client string) (bool,
 	}
 	switch r.Mode {
 	case events.RouterRedirect:
-		return true, nil
+		return true, r.Name, nil
 	case events.RouterProxy:
-		return false, nil
+		return false, r.Name, nil
 	}
-	return g.inside(client)
+	in, err := g.inside(client)
+	return in, r.Name, err
 }
 
 // requestEvent turns a parsed request into its request event, refusing

@@ -182,16 +182,23 @@ type Stats struct {
 	// Foreign: requests from other organisations taken without
 	// credentials.
 	Foreign uint64
+	// SignInsFailed: sign-ins with wrong or unknown credentials (401
+	// with a fresh challenge).
+	SignInsFailed uint64
+	// ConnectionsRefused: connections refused past MaxConns (503).
+	ConnectionsRefused uint64
 }
 
 // counters are the gateway's Stats as they are counted.
 type counters struct {
 	unauthenticated, forged, callBacksRefused, rateLimited, signInsThrottled, foreign atomic.Uint64
+	signInsFailed, connectionsRefused                                                 atomic.Uint64
 }
 
 // Stats returns what the gateway has refused so far.
 func (g *Gateway) Stats() Stats {
 	c := &g.counters
 	return Stats{Unauthenticated: c.unauthenticated.Load(), Forged: c.forged.Load(), CallBacksRefused: c.callBacksRefused.Load(),
-		RateLimited: c.rateLimited.Load(), SignInsThrottled: c.signInsThrottled.Load(), Foreign: c.foreign.Load()}
+		RateLimited: c.rateLimited.Load(), SignInsThrottled: c.signInsThrottled.Load(), Foreign: c.foreign.Load(),
+		SignInsFailed: c.signInsFailed.Load(), ConnectionsRefused: c.connectionsRefused.Load()}
 }

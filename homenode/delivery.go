@@ -36,6 +36,7 @@ type pool struct {
 	keyQueue, queued, maxLen int
 	log                      *slog.Logger
 	dropped                  *atomic.Uint64
+	metrics                  *homeMetrics
 
 	mu      sync.Mutex
 	ctx     context.Context
@@ -64,8 +65,8 @@ type dest struct {
 	queued bool // in ready or in its group's waiting
 }
 
-func newPool(c *rvp.Client, workers, perKey, keyLen, queue int, log *slog.Logger, dropped *atomic.Uint64) *pool {
-	return &pool{client: c, workers: workers, perKey: perKey, keyQueue: keyLen, maxLen: queue, log: log, dropped: dropped,
+func newPool(c *rvp.Client, workers, perKey, keyLen, queue int, log *slog.Logger, dropped *atomic.Uint64, metrics *homeMetrics) *pool {
+	return &pool{client: c, workers: workers, perKey: perKey, keyQueue: keyLen, maxLen: queue, log: log, dropped: dropped, metrics: metrics,
 		groups: map[string]*group{}, roomed: make(chan struct{}, 1)}
 }
 
@@ -85,6 +86,7 @@ func (p *pool) submit(j job) bool {
 	g := p.groups[j.key]
 	if (g != nil && g.queued >= p.keyQueue) || p.queued >= p.maxLen {
 		p.dropped.Add(1)
+		p.metrics.drop(1)
 		return false
 	}
 	if g == nil {
@@ -207,6 +209,7 @@ func (p *pool) finished(d *dest) {
 func (p *pool) run(ctx context.Context, j job) {
 	ctx, cancel := context.WithDeadline(ctx, j.deadline)
 	defer cancel()
+	start := time.Now()
 	status, err := 0, ctx.Err()
 	if err == nil {
 		var ans *rvp.Answer
@@ -214,6 +217,7 @@ func (p *pool) run(ctx context.Context, j job) {
 			status = ans.Status
 		}
 	}
+	p.metrics.notified(status, err, time.Since(start))
 	if err != nil {
 		p.log.Debug("notify failed", "url", j.out.URL.String(), "err", err)
 	} else if status/100 != 2 {
@@ -272,6 +276,7 @@ func (n *Node) startDelivery(ctx context.Context, d *delivery) {
 func (n *Node) sendNotes(d *decision, submit func(job) bool) {
 	if d.unsent > 0 {
 		n.dropped.Add(uint64(d.unsent))
+		n.metrics.drop(d.unsent)
 		n.log.Warn("notifications past the fan-out limit not sent", "sent", len(d.notes)+len(d.relays), "unsent", d.unsent, "limit", n.policy.MaxFanout)
 	}
 	for _, nt := range d.notes {

@@ -183,6 +183,9 @@ type Config struct {
 	// it counts as lost (the stream then tells whether it was stored).
 	// Default 5s.
 	AckTimeout time.Duration
+	// Metrics, when set, count the node's decisions, facts, window, lag,
+	// NOTIFYs and users (NewMetrics).
+	Metrics *Metrics
 	// Logger defaults to discarding.
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.
@@ -254,6 +257,12 @@ type Node struct {
 
 	// Counters, read by Stats.
 	decided, expired, dropped, held, published, conflicts, recovered atomic.Uint64
+
+	metrics *homeMetrics
+	// catching is the sequence the projection catches up to at start;
+	// serving is set once the node takes requests (Ready).
+	catching atomic.Uint64
+	serving  atomic.Bool
 }
 
 // New returns a node for cfg.Home; Run starts it.
@@ -331,7 +340,8 @@ func New(cfg Config) (*Node, error) {
 	if n.relays, err = n.relayPublisher(); err != nil {
 		return nil, err
 	}
-	n.pool = newPool(cfg.Client, cfg.Workers, cfg.PerKey, cfg.KeyQueue, cfg.QueueLen, log, &n.dropped)
+	n.metrics = cfg.Metrics.of(cfg.Home)
+	n.pool = newPool(cfg.Client, cfg.Workers, cfg.PerKey, cfg.KeyQueue, cfg.QueueLen, log, &n.dropped, n.metrics)
 	return n, nil
 }
 
@@ -383,6 +393,7 @@ func (n *Node) Run(parent context.Context) (err error) {
 		}
 		n.over = projections.NewOverlay(n.proj)
 	}
+	n.catching.Store(last)
 	if err := n.catchUp(ctx, last); err != nil {
 		return err
 	}
@@ -425,6 +436,11 @@ func (n *Node) Run(parent context.Context) (err error) {
 		return fmt.Errorf("home %s: admin subscription: %w", n.cfg.Home, err)
 	}
 	defer admin.Unsubscribe()
+	userState, err := n.cfg.Conn.Subscribe(events.HomeAdminSubject(n.cfg.Home, "user"), n.onUser)
+	if err != nil {
+		return fmt.Errorf("home %s: admin subscription: %w", n.cfg.Home, err)
+	}
+	defer userState.Unsubscribe()
 
 	cons, err := n.cfg.JetStream.CreateOrUpdateConsumer(ctx, n.cfg.FactStream.RequestStreamOf(n.cfg.Home), jetstream.ConsumerConfig{
 		Durable:       ConsumerName(n.cfg.Home),
@@ -513,6 +529,15 @@ func (n *Node) Run(parent context.Context) (err error) {
 		defer stop()
 	}
 	n.log.Info("home node serving", "position", n.proj.Position(), "stream", n.stream)
+	n.serving.Store(true)
+	defer n.serving.Store(false)
+	if n.metrics != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.countUsers(ctx)
+		}()
+	}
 	tick := time.NewTicker(n.cfg.SweepEvery)
 	defer tick.Stop()
 	applied := n.proj.Changed()
@@ -681,6 +706,10 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 	}
 	r := req.Request()
 	now := n.now()
+	taken := time.Now()
+	if md, err := m.Metadata(); err == nil {
+		n.metrics.lag(md.NumPending)
+	}
 	log := n.log.With("req", r.ID, "type", typ, "node", r.Node.String())
 	replyTo := m.Headers().Get(events.HeaderReply)
 	if p := n.inWindow[r.ID]; p != nil {
@@ -729,7 +758,7 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 		n.park(r.Node, m)
 		return nil
 	}
-	if err := n.input(ctx, &pending{in: req, msg: m, replyTo: replyTo}); err != nil {
+	if err := n.input(ctx, &pending{in: req, msg: m, replyTo: replyTo, taken: taken}); err != nil {
 		return err
 	}
 	if typ == events.TypeHandoff {
@@ -757,6 +786,7 @@ func (n *Node) input(ctx context.Context, p *pending) error {
 		n.seen.add(in.e.ID, p.d.deliver != nil)
 	}
 	n.decided.Add(1)
+	n.metrics.decided()
 	return nil
 }
 
@@ -795,6 +825,7 @@ func (n *Node) release(p *pending) {
 		n.remote.remember(rl)
 	}
 	n.reply(p.replyTo, d.reply)
+	n.metrics.released(p.taken)
 	n.sendNotes(d, n.pool.submit)
 	if d.deliver != nil {
 		n.delivering[d.deliver.req.ID] = &sending{d: d.deliver, msg: p.msg, replyTo: p.replyTo}
@@ -885,6 +916,75 @@ func (n *Node) onVerify(m *nats.Msg) {
 	}
 	data, _ := json.Marshal(resp)
 	m.Respond(data)
+}
+
+// UserState is a user's node as its home node has it now: the
+// subscriptions on it (its clients' logins, and property subscriptions
+// of whoever watches it) and its presence views. The operator console
+// asks for it on HomeAdminSubject(home, "user").
+type UserState struct {
+	Logins        []projections.Subscription `json:"logins"`
+	Subscriptions []projections.Subscription `json:"subscriptions"`
+	Views         []projections.View         `json:"views"`
+	Position      uint64                     `json:"position"`
+	Error         string                     `json:"error,omitempty"`
+}
+
+// onUser answers a user's state (the request names the user, as JSON)
+// from the projection.
+func (n *Node) onUser(m *nats.Msg) {
+	var u events.User
+	var st UserState
+	err := json.Unmarshal(m.Data, &u)
+	if err == nil {
+		st.Position = n.proj.Position()
+		if st.Logins, err = n.proj.Logins(u); err == nil {
+			if st.Subscriptions, err = n.proj.Subscriptions(u); err == nil {
+				st.Views, err = n.proj.Views(u)
+			}
+		}
+	}
+	if err != nil {
+		st.Error = err.Error()
+	}
+	data, _ := json.Marshal(st)
+	m.Respond(data)
+}
+
+// Ready says whether the node serves its home server: nil once it has
+// caught its projection up with the facts and takes requests, else what
+// it is doing.
+func (n *Node) Ready() error {
+	if n.serving.Load() {
+		return nil
+	}
+	if last := n.catching.Load(); last > 0 {
+		return fmt.Errorf("catching up with its facts: %d of %d applied", n.proj.Position(), last)
+	}
+	return errors.New("starting")
+}
+
+// countEvery is how often the online users and subscriptions are
+// counted for the metrics.
+const countEvery = 2 * time.Second
+
+// countUsers counts the online users and live subscriptions for the
+// metrics until ctx ends.
+func (n *Node) countUsers(ctx context.Context) {
+	t := time.NewTicker(countEvery)
+	defer t.Stop()
+	for {
+		if online, subs, err := n.proj.Counts(); err == nil {
+			n.metrics.counts(online, subs)
+		} else {
+			n.log.Warn("users not counted", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // Stats are a node's counters.

@@ -46,6 +46,9 @@ type pending struct {
 	msg     jetstream.Msg
 	replyTo string
 	attempt int
+	// taken is when its request was taken from the stream (zero for
+	// inputs of the node's own), for the decision latency.
+	taken time.Time
 }
 
 // pubResult is the answer to one fact's publish.
@@ -140,6 +143,7 @@ func (n *Node) publish(p *pending) error {
 	}
 	p.after = n.last
 	n.published.Add(uint64(len(p.d.facts)))
+	n.metrics.window(n.last - n.acked)
 	return nil
 }
 
@@ -177,7 +181,9 @@ func (n *Node) handleResult(r pubResult) {
 		return
 	}
 	n.done[r.seq] = true
+	n.metrics.appended()
 	n.advance()
+	n.metrics.window(n.last - n.acked)
 }
 
 // advance moves the acknowledged mark over every answered fact that

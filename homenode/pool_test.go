@@ -70,7 +70,7 @@ func (s *callbackServer) url(path string) rvp.URL {
 func startPool(t *testing.T, workers, perKey, keyQueue int) *pool {
 	t.Helper()
 	var dropped atomic.Uint64
-	p := newPool(&rvp.Client{DialTimeout: time.Second, Timeout: 5 * time.Second}, workers, perKey, keyQueue, 1000, slog.New(slog.DiscardHandler), &dropped)
+	p := newPool(&rvp.Client{DialTimeout: time.Second, Timeout: 5 * time.Second}, workers, perKey, keyQueue, 1000, slog.New(slog.DiscardHandler), &dropped, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	p.start(ctx, &wg)

@@ -38,42 +38,93 @@ type Home struct {
 	home   string
 	prefix []byte
 	pos    *position
-	logins *loginCache
+	cache  *userCache
 }
 
-// loginCache keeps the login subscriptions of the users read, as Pebble
-// has them: every message and every notification to a user reads them.
-// ApplyBatch forgets a user's when a batch changes them, before the new
-// position is published.
-type loginCache struct {
+// / userCache keeps, for the users read, the small parts of their state a
+// home node reads on every request about them (logins, views, ACL, mobile
+// properties, how many watch them), as Pebble has them. ApplyFacts
+// forgets the parts a batch changes, before publishing its position; a
+// part read from Pebble while a batch changed anything is not kept.
+type userCache struct {
 	mu    sync.RWMutex
-	gen   uint64 // advanced by every forgetting: a read older than it is not kept
-	users map[events.User][]Subscription
+	gen   uint64
+	users map[events.User]*cachedUser
 }
 
-func newLoginCache() *loginCache { return &loginCache{users: map[events.User][]Subscription{}} }
+// The parts of a user's state the cache keeps.
+const (
+	partLogins uint8 = 1 << iota
+	partViews
+	partACL
+	partProps
+	partWatchers
+)
 
-func (c *loginCache) get(u events.User) ([]Subscription, uint64, bool) {
+type cachedUser struct {
+	loaded                  uint8
+	logins                  []Subscription
+	views                   []View
+	acl                     []events.ACE
+	aclSet                  bool
+	mobileState, mobileDesc string
+	watchers                int
+}
+
+func newUserCache() *userCache { return &userCache{users: map[events.User]*cachedUser{}} }
+
+// get calls fn with u's entry if it holds part; it returns the generation
+// to store a read from Pebble with.
+func (c *userCache) get(u events.User, part uint8, fn func(*cachedUser)) (uint64, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	l, ok := c.users[u]
-	return l, c.gen, ok
+	if e := c.users[u]; e != nil && e.loaded&part != 0 {
+		fn(e)
+		return c.gen, true
+	}
+	return c.gen, false
 }
 
-func (c *loginCache) put(u events.User, l []Subscription, gen uint64) {
+// put stores part of u's entry through fn, unless a batch changed
+// anything since gen.
+func (c *userCache) put(u events.User, part uint8, gen uint64, fn func(*cachedUser)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.gen == gen {
-		c.users[u] = l
+	if c.gen != gen {
+		return
 	}
+	e := c.users[u]
+	if e == nil {
+		e = &cachedUser{}
+		c.users[u] = e
+	}
+	fn(e)
+	e.loaded |= part
 }
 
-func (c *loginCache) forget(users map[events.User]bool) {
+// forget drops the parts of each user a batch changed.
+func (c *userCache) forget(changed map[events.User]uint8) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
-	for u := range users {
-		delete(c.users, u)
+	for u, parts := range changed {
+		e := c.users[u]
+		if e == nil {
+			continue
+		}
+		if e.loaded &^= parts; e.loaded == 0 {
+			delete(c.users, u)
+			continue
+		}
+		if parts&partLogins != 0 {
+			e.logins = nil
+		}
+		if parts&partViews != 0 {
+			e.views = nil
+		}
+		if parts&partACL != 0 {
+			e.acl = nil
+		}
 	}
 }
 
@@ -113,7 +164,7 @@ const homeFormat = "5"
 
 // OpenHome returns the projection of home in db.
 func OpenHome(db *DB, home string) (*Home, error) {
-	h := &Home{db: db, home: home, prefix: prefixOf("h", events.Token(home)), logins: newLoginCache()}
+	h := &Home{db: db, home: home, prefix: prefixOf("h", events.Token(home)), cache: newUserCache()}
 	pos, err := getUint64(db.pdb, h.key("pos"))
 	if err != nil {
 		return nil, fmt.Errorf("open home projection %s: %w", home, err)
@@ -144,7 +195,7 @@ func (h *Home) Reset() error {
 		return fmt.Errorf("reset home projection %s: %w", h.home, err)
 	}
 	h.pos = newPosition(0)
-	h.logins = newLoginCache()
+	h.cache = newUserCache()
 	return nil
 }
 
@@ -221,7 +272,7 @@ func (h *Home) ApplyBatch(msgs []Msg) error {
 func (h *Home) ApplyFacts(facts []SeqFact) error {
 	b := h.db.pdb.NewIndexedBatch()
 	defer b.Close()
-	st := &pebbleHome{h: h, r: b, b: b, changed: map[events.User]bool{}}
+	st := &pebbleHome{h: h, r: b, b: b, changed: map[events.User]uint8{}}
 	pos := h.Position()
 	first := pos == 0
 	for _, sf := range facts {
@@ -244,7 +295,7 @@ func (h *Home) ApplyFacts(facts []SeqFact) error {
 		return fmt.Errorf("commit home %s batch: %w", h.home, err)
 	}
 	if len(st.changed) > 0 {
-		h.logins.forget(st.changed)
+		h.cache.forget(st.changed)
 	}
 	h.pos.set(pos)
 	return nil
@@ -379,8 +430,8 @@ func bumpNext(st homeStore, id int32) error {
 type pebbleHome struct {
 	h       *Home
 	r       reader
-	b       *pebble.Batch        // nil: read only
-	changed map[events.User]bool // users whose logins the batch changes
+	b       *pebble.Batch         // nil: read only
+	changed map[events.User]uint8 // the cached parts of users' state the batch changes
 }
 
 func (p *pebbleHome) Subscription(u events.User, id int32) (*Subscription, error) {
@@ -474,10 +525,22 @@ func (p *pebbleHome) Arrived(u events.User) (uint64, error) {
 	return getUint64(p.r, p.h.userKey(u, "arrived"))
 }
 
-func (p *pebbleHome) putSub(old, s *Subscription) error {
-	if s.Kind == events.NotifyPragma {
-		p.changed[s.Node] = true
+// change notes that the batch changes part of u's state.
+func (p *pebbleHome) change(u events.User, part uint8) {
+	if p.changed != nil {
+		p.changed[u] |= part
 	}
+}
+
+func subPart(kind string) uint8 {
+	if kind == events.NotifyPragma {
+		return partLogins
+	}
+	return partWatchers
+}
+
+func (p *pebbleHome) putSub(old, s *Subscription) error {
+	p.change(s.Node, subPart(s.Kind))
 	if old != nil {
 		if err := p.delSub(old); err != nil {
 			return err
@@ -489,15 +552,14 @@ func (p *pebbleHome) putSub(old, s *Subscription) error {
 }
 
 func (p *pebbleHome) delSub(s *Subscription) error {
-	if s.Kind == events.NotifyPragma {
-		p.changed[s.Node] = true
-	}
+	p.change(s.Node, subPart(s.Kind))
 	p.b.Delete(p.h.userKey(s.Node, subKind(s.Kind), idKey(s.ID)), nil)
 	p.b.Delete(p.h.expiryKey(s.Expires, s.Node, "s", s.ID), nil)
 	return nil
 }
 
 func (p *pebbleHome) putView(old, v *View) error {
+	p.change(v.Node, partViews)
 	if old != nil && !old.Expires.IsZero() {
 		p.b.Delete(p.h.expiryKey(old.Expires, old.Node, "v", old.ID), nil)
 	}
@@ -509,6 +571,7 @@ func (p *pebbleHome) putView(old, v *View) error {
 }
 
 func (p *pebbleHome) delView(v *View) error {
+	p.change(v.Node, partViews)
 	p.b.Delete(p.h.userKey(v.Node, "v", idKey(v.ID)), nil)
 	if !v.Expires.IsZero() {
 		p.b.Delete(p.h.expiryKey(v.Expires, v.Node, "v", v.ID), nil)
@@ -517,6 +580,7 @@ func (p *pebbleHome) delView(v *View) error {
 }
 
 func (p *pebbleHome) setACL(u events.User, aces []events.ACE) error {
+	p.change(u, partACL)
 	data, err := json.Marshal(aces)
 	if err != nil {
 		return err
@@ -525,6 +589,7 @@ func (p *pebbleHome) setACL(u events.User, aces []events.ACE) error {
 }
 
 func (p *pebbleHome) setProperty(u events.User, pr events.Prop, value string) error {
+	p.change(u, partProps)
 	return p.b.Set(p.h.userKey(u, "p", events.Token(pr.Space), events.Token(pr.Local)), []byte(value), nil)
 }
 
@@ -571,40 +636,96 @@ func scanValues[T any](r reader, p []byte, decode func([]byte, *T) error) ([]T, 
 
 func (h *Home) read() *pebbleHome { return &pebbleHome{h: h, r: h.db.pdb} }
 
-// The Home's reads are HomeReader's, on the store as it is.
+// The Home's reads are HomeReader's, on the store as it is, the small
+// parts of a user's state through the cache.
 
 func (h *Home) Subscription(u events.User, id int32) (*Subscription, error) {
 	return h.read().Subscription(u, id)
 }
 func (h *Home) Subscriptions(u events.User) ([]Subscription, error) { return h.read().Subscriptions(u) }
+func (h *Home) Watchers(u events.User) ([]Subscription, error)      { return h.read().Watchers(u) }
+func (h *Home) View(u events.User, id int32) (*View, error)         { return h.read().View(u, id) }
+func (h *Home) NextID() (int32, error)                              { return h.read().NextID() }
 
-// Logins reads u's logins through the login cache.
 func (h *Home) Logins(u events.User) ([]Subscription, error) {
-	l, gen, ok := h.logins.get(u)
+	var l []Subscription
+	gen, ok := h.cache.get(u, partLogins, func(e *cachedUser) { l = slices.Clone(e.logins) })
 	if ok {
-		return slices.Clone(l), nil
+		return l, nil
 	}
 	l, err := h.read().Logins(u)
-	if err != nil {
-		return nil, err
+	if err == nil {
+		h.cache.put(u, partLogins, gen, func(e *cachedUser) { e.logins = slices.Clone(l) })
 	}
-	if l == nil {
-		l = []Subscription{}
+	return l, err
+}
+
+func (h *Home) Views(u events.User) ([]View, error) {
+	var v []View
+	gen, ok := h.cache.get(u, partViews, func(e *cachedUser) { v = slices.Clone(e.views) })
+	if ok {
+		return v, nil
 	}
-	h.logins.put(u, l, gen)
-	return slices.Clone(l), nil
+	v, err := h.read().Views(u)
+	if err == nil {
+		h.cache.put(u, partViews, gen, func(e *cachedUser) { e.views = slices.Clone(v) })
+	}
+	return v, err
 }
-func (h *Home) Watchers(u events.User) ([]Subscription, error) { return h.read().Watchers(u) }
-func (h *Home) CountWatchers(u events.User, except func(int32) bool) (int, error) {
-	return h.read().CountWatchers(u, except)
+
+func (h *Home) ACL(u events.User) ([]events.ACE, bool, error) {
+	var aces []events.ACE
+	var set bool
+	gen, ok := h.cache.get(u, partACL, func(e *cachedUser) { aces, set = slices.Clone(e.acl), e.aclSet })
+	if ok {
+		return aces, set, nil
+	}
+	aces, set, err := h.read().ACL(u)
+	if err == nil {
+		h.cache.put(u, partACL, gen, func(e *cachedUser) { e.acl, e.aclSet = slices.Clone(aces), set })
+	}
+	return aces, set, err
 }
-func (h *Home) View(u events.User, id int32) (*View, error)   { return h.read().View(u, id) }
-func (h *Home) Views(u events.User) ([]View, error)           { return h.read().Views(u) }
-func (h *Home) ACL(u events.User) ([]events.ACE, bool, error) { return h.read().ACL(u) }
+
 func (h *Home) Property(u events.User, p events.Prop) (string, error) {
-	return h.read().Property(u, p)
+	if p != events.PropMobileState && p != events.PropMobileDescription {
+		return h.read().Property(u, p)
+	}
+	var st, desc string
+	gen, ok := h.cache.get(u, partProps, func(e *cachedUser) { st, desc = e.mobileState, e.mobileDesc })
+	if !ok {
+		var err error
+		if st, err = h.read().Property(u, events.PropMobileState); err != nil {
+			return "", err
+		}
+		if desc, err = h.read().Property(u, events.PropMobileDescription); err != nil {
+			return "", err
+		}
+		h.cache.put(u, partProps, gen, func(e *cachedUser) { e.mobileState, e.mobileDesc = st, desc })
+	}
+	if p == events.PropMobileState {
+		return st, nil
+	}
+	return desc, nil
 }
-func (h *Home) NextID() (int32, error)                 { return h.read().NextID() }
+
+// CountWatchers counts through the cache when nothing is left out.
+func (h *Home) CountWatchers(u events.User, except func(int32) bool) (int, error) {
+	if except != nil {
+		return h.read().CountWatchers(u, except)
+	}
+	var n int
+	gen, ok := h.cache.get(u, partWatchers, func(e *cachedUser) { n = e.watchers })
+	if ok {
+		return n, nil
+	}
+	n, err := h.read().CountWatchers(u, nil)
+	if err == nil {
+		h.cache.put(u, partWatchers, gen, func(e *cachedUser) { e.watchers = n })
+	}
+	return n, err
+}
+
 func (h *Home) Departed(u events.User) (uint64, error) { return h.read().Departed(u) }
 func (h *Home) Arrived(u events.User) (uint64, error)  { return h.read().Arrived(u) }
 
@@ -631,6 +752,35 @@ func (h *Home) Users() ([]events.User, error) {
 		return nil
 	})
 	return out, err
+}
+
+// Counts returns how many users have a login subscription (are signed
+// in) and how many subscriptions there are, logins and property
+// subscriptions, in one scan of the users' keys: for the metrics, every
+// few seconds.
+func (h *Home) Counts() (online, subs int, err error) {
+	p := prefixOf(string(h.key("u")))
+	var last []byte // the user of the last login counted
+	err = scan(h.db.pdb, p, func(k, _ []byte) error {
+		rest := k[len(p):]
+		parts := bytes.SplitN(rest, []byte{0}, 3)
+		if len(parts) < 3 || len(parts[2]) < 2 || parts[2][1] != 0 {
+			return nil
+		}
+		switch parts[2][0] {
+		case 'l':
+			subs++
+			user := rest[:len(parts[0])+1+len(parts[1])]
+			if !bytes.Equal(user, last) {
+				online++
+				last = append(last[:0], user...)
+			}
+		case 's':
+			subs++
+		}
+		return nil
+	})
+	return online, subs, err
 }
 
 // Due is a subscription ("s") or view ("v") whose time has come.

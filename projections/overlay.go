@@ -226,11 +226,15 @@ func (o *Overlay) CountWatchers(u events.User, except func(int32) bool) (int, er
 	ids := o.userSubs[u]
 	n := 0
 	if o.base != nil {
+		leaveOut := except
+		if len(ids) > 0 {
+			leaveOut = func(id int32) bool {
+				_, mine := ids[id]
+				return mine || (except != nil && except(id))
+			}
+		}
 		var err error
-		n, err = o.base.CountWatchers(u, func(id int32) bool {
-			_, mine := ids[id]
-			return mine || (except != nil && except(id))
-		})
+		n, err = o.base.CountWatchers(u, leaveOut)
 		if err != nil {
 			return 0, err
 		}

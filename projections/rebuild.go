@@ -71,12 +71,12 @@ func homeTarget(h *Home) rebuildTarget {
 			if !ok {
 				return fmt.Errorf("home %s seq %d: %s is not a fact", h.home, m.Seq, m.Type)
 			}
-			st := &pebbleHome{h: h, r: b, b: b, changed: map[events.User]bool{}}
+			st := &pebbleHome{h: h, r: b, b: b, changed: map[events.User]uint8{}}
 			if err := applyFact(st, f); err != nil {
 				return fmt.Errorf("home %s seq %d (%s): %w", h.home, m.Seq, m.Type, err)
 			}
 			if len(st.changed) > 0 {
-				h.logins.forget(st.changed)
+				h.cache.forget(st.changed)
 			}
 			return nil
 		}}

@@ -210,7 +210,7 @@ func TestHistoryOnlyFacts(t *testing.T) {
 			t.Fatal(err)
 		}
 		b := db.pdb.NewIndexedBatch()
-		if err := applyFact(&pebbleHome{h: h, r: b, b: b, changed: map[events.User]bool{}}, ev.(events.Fact)); err != nil {
+		if err := applyFact(&pebbleHome{h: h, r: b, b: b, changed: map[events.User]uint8{}}, ev.(events.Fact)); err != nil {
 			t.Fatal(err)
 		}
 		if !b.Empty() {

@@ -63,6 +63,9 @@ type Config struct {
 	// Workers bounds the lookups answered at once (a forwarded request
 	// waits for another organisation). Default 64.
 	Workers int
+	// Metrics, when set, count lookups, redirects and federation
+	// (NewMetrics).
+	Metrics *Metrics
 	Logger  *slog.Logger
 	Now     func() time.Time
 }
@@ -170,6 +173,7 @@ func (r *Router) handle(ctx context.Context, m jetstream.Msg) {
 	}
 	if r.cfg.Now().After(lk.Deadline) {
 		r.log.Warn("lookup expired before it was answered", "req", lk.ID)
+		r.cfg.Metrics.lookup(resultExpired)
 		m.Ack()
 		return
 	}
@@ -201,12 +205,14 @@ func fail(lk *events.Lookup, status int, format string, args ...any) *events.Rep
 func (r *Router) decide(ctx context.Context, lk *events.Lookup) *events.Reply {
 	if lk.HopCount > r.cfg.MaxHops {
 		r.log.Warn("forwarding loop cut", "req", lk.ID, "host", lk.Host, "hops", lk.HopCount)
+		r.cfg.Metrics.lookup(resultLoop)
 		return fail(lk, rvp.StatusLoopDetected, "RVP-Hop-Count %d exceeds the limit of %d: servers are forwarding this request in a loop; check their peer tables", lk.HopCount, r.cfg.MaxHops)
 	}
 	dir := r.cfg.Directory
 	dom, err := dir.DomainByHost(lk.Host)
 	if err != nil {
 		r.log.Error("directory", "err", err)
+		r.cfg.Metrics.lookup(resultUnavailable)
 		return fail(lk, rvp.StatusUnavailable, "the directory is unavailable; retry in a moment")
 	}
 	if dom != nil {
@@ -214,9 +220,11 @@ func (r *Router) decide(ctx context.Context, lk *events.Lookup) *events.Reply {
 	}
 	settings, err := dir.Settings()
 	if err != nil {
+		r.cfg.Metrics.lookup(resultUnavailable)
 		return fail(lk, rvp.StatusUnavailable, "the directory is unavailable; retry in a moment")
 	}
 	if !settings.InternetCapable {
+		r.cfg.Metrics.lookup(resultForbidden)
 		return fail(lk, rvp.StatusForbidden, "%s belongs to another organisation, and this one is intranet-only (rvpctl federation set on)", lk.Host)
 	}
 	return r.forward(ctx, lk)
@@ -229,16 +237,38 @@ func (r *Router) redirect(lk *events.Lookup, dom *projections.Domain) *events.Re
 	u := events.NewUser(dom.Domain, lk.Alias)
 	rec, err := dir.User(u)
 	if err != nil {
+		r.cfg.Metrics.lookup(resultUnavailable)
 		return fail(lk, rvp.StatusUnavailable, "the directory is unavailable; retry in a moment")
 	}
 	if rec == nil || !rec.Enabled {
+		r.cfg.Metrics.lookup(resultNotFound)
 		return fail(lk, rvp.StatusNotFound, "%s is not a user of IM domain %s", lk.Alias, dom.Domain)
 	}
 	home, err := dir.HomeServer(rec.Home)
 	if err != nil || home == nil {
+		r.cfg.Metrics.lookup(resultUnavailable)
 		return fail(lk, rvp.StatusUnavailable, "home server %s of %s is not in the directory", rec.Home, u)
 	}
+	r.cfg.Metrics.lookup(resultRedirected)
+	if r.cfg.Metrics != nil {
+		r.cfg.Metrics.redirect(r.routerOf(dom.Domain, lk.Host))
+	}
 	return &events.Reply{ID: lk.ID, Status: rvp.StatusMoved, Location: rvp.PhysicalURL(home.Host, dom.IMHost, u.Alias)}
+}
+
+// routerOf names the directory's router of domain that host addresses,
+// "" when none does.
+func (r *Router) routerOf(domain, host string) string {
+	routers, err := r.cfg.Directory.RoutersOf(domain)
+	if err != nil {
+		return ""
+	}
+	for _, x := range routers {
+		if strings.EqualFold(x.Host, host) || strings.EqualFold(x.Host, events.Hostname(host)) {
+			return x.Name
+		}
+	}
+	return ""
 }
 
 // peer finds the router of the organisation host belongs to: the peer
@@ -306,6 +336,7 @@ func (r *Router) forward(ctx context.Context, lk *events.Lookup) *events.Reply {
 	} else {
 		var err error
 		if addr, err = r.peer(ctx, lk.Host); err != nil {
+			r.cfg.Metrics.lookup(resultNotFound)
 			return fail(lk, rvp.StatusNotFound, "no route to the IM host %s: %v", lk.Host, err)
 		}
 		client.Dialer = dialer{host: rvp.DialAddr(lk.Host), addr: addr, next: r.cfg.Client.Dialer}
@@ -319,11 +350,19 @@ func (r *Router) forward(ctx context.Context, lk *events.Lookup) *events.Reply {
 		hops = 1
 	}
 	out.Header = append(out.Header, rvp.Field{Name: rvp.HdrVersion, Value: rvp.Version}, rvp.Field{Name: rvp.HdrHopCount, Value: strconv.Itoa(hops + 1)})
+	r.cfg.Metrics.lookup(resultForwarded)
+	peer := strings.ToLower(events.Hostname(lk.Host))
+	if client.Proxy != nil {
+		peer = "proxy"
+	}
+	start := r.cfg.Now()
 	ans, err := client.Do(ctx, out)
 	if err != nil {
+		r.cfg.Metrics.forwarded(peer, 0, 0)
 		r.log.Warn("forwarded request unanswered", "req", lk.ID, "host", lk.Host, "peer", addr, "err", err)
 		return fail(lk, rvp.StatusGatewayTimeout, "the server of %s (%s) did not answer: %v", lk.Host, addr, err)
 	}
+	r.cfg.Metrics.forwarded(peer, ans.Status, r.cfg.Now().Sub(start))
 	raw := &events.RawAnswer{Status: ans.Status, Body: ans.Body, Header: map[string]string{}}
 	for _, h := range relayed {
 		if v := ans.Header.Get(h); v != "" {

@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
@@ -120,6 +121,8 @@ type Role struct {
 	Node *homenode.Node
 	// Gateway is a gateway role's gateway (its Stats).
 	Gateway *gateway.Gateway
+	// Metrics holds a router role's metrics.
+	Metrics *prometheus.Registry
 	nc      *nats.Conn
 	db      *projections.DB // a home node's store, closed when the test ends
 	stop    context.CancelFunc
@@ -451,13 +454,14 @@ func (c *Cluster) StartRouter(name string) *Role {
 	_, dir := c.directory("router-" + name)
 	nc := c.connect("router-" + name)
 	js, _ := jetstream.New(nc)
+	reg := prometheus.NewRegistry()
 	rt, err := routernode.New(routernode.Config{ID: name, JetStream: js, Conn: nc, Directory: dir, Client: c.client(),
-		Peers: c.Dialer, SRV: c.opts.SRV, AckWait: c.opts.LookupAckWait, Logger: quiet().With("router", name)})
+		Peers: c.Dialer, SRV: c.opts.SRV, AckWait: c.opts.LookupAckWait, Metrics: routernode.NewMetrics(reg), Logger: quiet().With("router", name)})
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &Role{Name: name, nc: nc, stop: cancel, done: make(chan error, 1)}
+	r := &Role{Name: name, nc: nc, stop: cancel, done: make(chan error, 1), Metrics: reg}
 	go func() { r.done <- rt.Run(ctx) }()
 	c.t.Cleanup(func() {
 		if err := r.Stop(); err != nil {

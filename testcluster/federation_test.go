@@ -87,6 +87,32 @@ func TestFederation(t *testing.T) {
 	must(t, "alice → erin (offline)", sendAcross(alice, "im.acme.test", "erin", alice.MessageBodyTo(rvp.LogicalURL("im.acme.test", "erin"), "hi")), 412)
 	must(t, "alice → nobody@acme.test", sendAcross(alice, "im.acme.test", "nobody", alice.MessageBodyTo(rvp.LogicalURL("im.acme.test", "nobody"), "hi")), 404)
 
+	// example.test's router counted what it forwarded to acme, by the
+	// status acme answered.
+	fams, err := a.Routers[0].Metrics.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	forwarded := map[string]float64{}
+	for _, f := range fams {
+		if f.GetName() != "rvpd_router_federation_requests_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["peer"] != "im.acme.test" {
+				t.Errorf("federation request counted for peer %q", labels["peer"])
+			}
+			forwarded[labels["status"]] += m.GetCounter().GetValue()
+		}
+	}
+	if forwarded["207"] < 1 || forwarded["200"] < 1 || forwarded["412"] != 1 || forwarded["404"] != 1 || forwarded["unanswered"] != 0 {
+		t.Errorf("federation requests to im.acme.test by status: %v; want the watch's 207, the message's 200, one 412, one 404", forwarded)
+	}
+
 	// Assertion rules: other organisations' principals come without
 	// credentials. An ACL that grants only authenticated principals shuts
 	// dave out; an ACE for dave with assertion lets him in again.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -116,17 +117,21 @@ func adminCommands() []command {
 					if err != nil {
 						return err
 					}
+					users = slices.DeleteFunc(users, func(u projections.UserRecord) bool { return u.Home != from || !u.Enabled })
+					prog := newCounter(e.stderr, "move-users", len(users), e.json)
+					defer prog.end()
 					moved := 0
 					for _, u := range users {
-						if u.Home != from || !u.Enabled {
-							continue
-						}
 						if err := e.admin.MoveUser(ctx, u.User, *to); err != nil {
 							return fmt.Errorf("%d users moved; %s not: %w", moved, u.User, hint(err))
 						}
-						fmt.Fprintf(e.out, "%s moved\n", u.User)
+						if !prog.inPlace() { // a line a user, unless the bar is drawn on the terminal
+							fmt.Fprintf(e.out, "%s moved\n", u.User)
+						}
 						moved++
+						prog.add(1)
 					}
+					prog.end()
 					return e.ok("%d users of home server %s moved to %s", moved, from, *to)
 				}
 			}},

@@ -58,7 +58,7 @@ func commands() []command {
 			home := fs.String("home", "home1", "home `server` whose node verifies its projections")
 			return func(ctx context.Context, e *env, _ []string) error { return cmdVerify(ctx, e.global, *home, e.stderr) }
 		}},
-	}, adminCommands()...)
+	}, append(adminCommands(), userFileCommands()...)...)
 }
 
 func cmdStatus(ctx context.Context, e *env, _ []string) error {
@@ -205,6 +205,10 @@ func auditFlags(fs *flag.FlagSet) runFunc {
 	}
 }
 
+// auditProgressFrom is how many events an audit reads before it shows
+// its progress.
+const auditProgressFrom = 10000
+
 func cmdAudit(ctx context.Context, g global, stderr io.Writer, user string, since time.Duration, typ string, noBodies bool) error {
 	nc, js, err := connect(g)
 	if err != nil {
@@ -227,7 +231,11 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, user string, sinc
 		streams = factStreams
 	}
 	rows := [][]string{{"TIME", "SEQ", "TYPE", "NODE/SUBJECT", "ACTOR", "CLIENT", "DETAIL"}}
-	for _, stream := range streams {
+	// Every stream's reader first, to know how many events there are to
+	// read: a large range shows its progress.
+	conss := make([]jetstream.Consumer, len(streams))
+	total := 0
+	for i, stream := range streams {
 		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters}
 		if since > 0 {
 			from := time.Now().Add(-since)
@@ -237,6 +245,16 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, user string, sinc
 		if err != nil {
 			return fmt.Errorf("read %s: %w", stream, err)
 		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", stream, err)
+		}
+		conss[i], total = cons, total+int(info.NumPending)
+	}
+	prog := newCounter(stderr, "audit: events read", total, g.json || total < auditProgressFrom)
+	defer prog.end()
+	for i, stream := range streams {
+		cons := conss[i]
 		for {
 			batch, err := cons.FetchNoWait(512)
 			if err != nil {
@@ -275,6 +293,7 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, user string, sinc
 			if n == 0 {
 				break
 			}
+			prog.add(n)
 		}
 	}
 	if !g.json {
@@ -290,7 +309,7 @@ func redact(events.Event) {}
 
 func auditRow(e auditEntry, ev events.Event) []string {
 	var meta events.Meta
-	node, detail := e.Subject, ""
+	node := e.Subject
 	switch x := ev.(type) {
 	case events.Fact:
 		meta = *x.Metadata()
@@ -298,50 +317,11 @@ func auditRow(e auditEntry, ev events.Event) []string {
 	case events.DirectoryEvent:
 		meta = *x.Metadata()
 	}
-	switch x := ev.(type) {
-	case *events.SubscriptionCreated:
-		detail = fmt.Sprintf("#%d %s → %s for %ds", x.ID, x.Kind, x.CallBack, x.Lifetime)
-	case *events.SubscriptionRenewed:
-		detail = fmt.Sprintf("#%d for %ds", x.ID, x.Lifetime)
-	case *events.SubscriptionEnded:
-		detail = fmt.Sprintf("#%d %s", x.ID, x.Reason)
-	case *events.ViewSet:
-		detail = fmt.Sprintf("view %d %s (lease %ds)", x.ID, x.Value, x.Timeout)
-	case *events.ViewEnded:
-		detail = fmt.Sprintf("view %d %s", x.ID, x.Reason)
-	case *events.MessageAccepted:
-		detail = fmt.Sprintf("%d bytes to %d clients", len(x.Body), x.Endpoints)
-		if x.BodySHA256 != "" {
-			detail = fmt.Sprintf("%d bytes (not kept; sha256 %s) to %d clients", x.BodySize, x.BodySHA256, x.Endpoints)
-		}
-	case *events.MessageDelivered:
-		detail = fmt.Sprintf("status %d, %d delivered, %d failed", x.Status, x.Delivered, x.Failed)
-	case *events.DomainCreated:
-		detail = x.Domain + " (IM host " + x.IMHost + ")"
-	case *events.HomeServerCreated:
-		detail = x.Name + " at " + x.Host
-	case *events.UserEnabled:
-		detail = x.User.String() + " on " + x.Home
-	case *events.UserDisabled:
-		detail = x.User.String()
-	case *events.UserMoved:
-		detail = x.User.String() + " from " + x.From + " to " + x.Home
-	case *events.UserDeparted:
-		detail = fmt.Sprintf("to %s: %d subscriptions, %d views (move %d)", x.To, x.Subs, x.Views, x.Move)
-	case *events.UserArrived:
-		detail = fmt.Sprintf("from %s: %d subscriptions, %d views (move %d)", x.From, x.Subs, x.Views, x.Move)
-	case *events.ACLSet:
-		detail = fmt.Sprintf("%d ACEs", len(x.ACEs))
-	case *events.PropertySet:
-		detail = x.Value.Local + " = " + x.Value.Value
-	case *events.RouterCreated:
-		detail = x.Name + " for " + x.Domain + " at " + x.Host + " (" + x.Mode + ")"
-	}
 	actor := meta.Actor
 	if meta.Auth != "" {
 		actor += " (" + meta.Auth + ")"
 	}
-	return []string{e.Time.Format(time.RFC3339), strconv.FormatUint(e.Seq, 10), e.Type, node, actor, meta.Client, detail}
+	return []string{e.Time.Format(time.RFC3339), strconv.FormatUint(e.Seq, 10), e.Type, node, actor, meta.Client, events.Describe(ev)}
 }
 
 func cmdUsers(ctx context.Context, g global, domain string) error {

@@ -14,9 +14,11 @@ import (
 	"github.com/rvp-im/rvpd/projections"
 )
 
-// progressLine shows a rebuild's progress: on a terminal one line
-// rewritten in place, elsewhere a plain line a second and one at the
-// end of each projection.
+// progressLine shows how far a long command is: on a terminal one line
+// rewritten in place, elsewhere a plain line a second and one at the end
+// (of each projection a rebuild goes through, of an import, ...). Its
+// lines are made by update (a rebuild's) and counter (a count's, with a
+// bar).
 type progressLine struct {
 	w    io.Writer
 	tty  bool
@@ -31,26 +33,36 @@ func newProgressLine(w io.Writer) *progressLine {
 	return &progressLine{w: w, tty: ok && term.IsTerminal(int(f.Fd()))}
 }
 
-// update shows p.
+// update shows a rebuild's progress p.
 func (l *progressLine) update(p projections.Progress) {
+	l.show(p.Done, func() string {
+		return fmt.Sprintf("rebuild %s: %s events applied, sequence %s of %s, %s events/s, %.1fs",
+			p.Projection, thousands(p.Applied), thousands(p.Seq), thousands(p.Last), thousands(uint64(p.Rate())), p.Elapsed.Seconds())
+	})
+}
+
+// show writes the line text makes: on a terminal in place of the last
+// (final ends it with a newline), elsewhere as a line of its own at most
+// once a second and when final.
+// It reports whether it wrote.
+func (l *progressLine) show(final bool, text func() string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.done || (!l.tty && !p.Done && time.Since(l.last) < time.Second) {
-		return
+	if l.done || (!l.tty && !final && time.Since(l.last) < time.Second) {
+		return false
 	}
 	l.last = time.Now()
-	text := fmt.Sprintf("rebuild %s: %s events applied, sequence %s of %s, %s events/s, %.1fs",
-		p.Projection, thousands(p.Applied), thousands(p.Seq), thousands(p.Last), thousands(uint64(p.Rate())), p.Elapsed.Seconds())
 	switch {
 	case !l.tty:
-		fmt.Fprintln(l.w, text)
-	case p.Done:
-		fmt.Fprintf(l.w, "\r%s\x1b[K\n", text)
+		fmt.Fprintln(l.w, text())
+	case final:
+		fmt.Fprintf(l.w, "\r%s\x1b[K\n", text())
 		l.open = false
 	default:
-		fmt.Fprintf(l.w, "\r%s\x1b[K", text)
+		fmt.Fprintf(l.w, "\r%s\x1b[K", text())
 		l.open = true
 	}
+	return true
 }
 
 // end ends the display: nothing is shown after it.

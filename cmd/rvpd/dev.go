@@ -136,7 +136,14 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	if a := ns.Addr(); a != nil {
 		rs.own = rvp.ListenerEndpoints(a.String())
 	}
-	return p.run(ctx, rs, func() { printBanner(stdout, ln.Addr().String(), ns, f.data, password, f.auth) })
+	if rs.ops, err = listenOps(f.ops); err != nil {
+		ln.Close()
+		return err
+	}
+	return p.run(ctx, rs, func() {
+		printBanner(stdout, ln.Addr().String(), ns, f.data, password, f.auth)
+		printOps(stdout, rs.ops)
+	})
 }
 
 // bootstrapDemo creates the demo domain, home server, users and

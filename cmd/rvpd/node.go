@@ -150,7 +150,16 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 			return fmt.Errorf("listen for RVP on %s: %w (choose another address with -gateway)", f.gateway, err)
 		}
 	}
-	return p.run(ctx, rs, func() { printNodeBanner(stdout, f, rs, p.nc) })
+	if rs.ops, err = listenOps(f.ops); err != nil {
+		if rs.listener != nil {
+			rs.listener.Close()
+		}
+		return err
+	}
+	return p.run(ctx, rs, func() {
+		printNodeBanner(stdout, f, rs, p.nc)
+		printOps(stdout, rs.ops)
+	})
 }
 
 func printNodeBanner(w io.Writer, f nodeFlags, rs roleSet, nc *nats.Conn) {

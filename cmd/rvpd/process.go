@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -106,8 +107,10 @@ func (p *process) run(ctx context.Context, rs roleSet, banner func()) error {
 	roles, stopRoles := context.WithCancel(context.Background())
 	defer stopRoles()
 	if err := rs.add(&g, roles, stopRoles); err != nil {
-		if rs.listener != nil {
-			rs.listener.Close()
+		for _, ln := range []net.Listener{rs.listener, rs.ops} {
+			if ln != nil {
+				ln.Close()
+			}
 		}
 		return err
 	}

@@ -44,6 +44,7 @@ type roleFlags struct {
 	leaseTTL            time.Duration
 	auditBodies         bool
 	auditRetention      time.Duration
+	ops                 string
 	pprof               string
 }
 
@@ -92,6 +93,7 @@ func (f *roleFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.leaseTTL, "home.lease-ttl", projections.DefaultLeaseTTL, "how long a home server's owner may be silent before a standby node takes over (set where the cluster's streams are created)")
 	fs.StringVar(&f.peers, "federation.peers", "", "federation peer table: host=host:port,... (an IM host or domain of another organisation and its router's address)")
 	fs.StringVar(&f.dns, "federation.dns", "", `find other organisations by DNS SRV _rvp._tcp.<domain>: "system", or a DNS server host:port ("" off)`)
+	fs.StringVar(&f.ops, "ops", "", `address of the operations listener: /metrics (Prometheus), /healthz, /readyz and the operator console, e.g. 127.0.0.1:9090 ("" for none)`)
 	fs.StringVar(&f.pprof, "pprof", "", `address to serve Go's profiles on (net/http/pprof), e.g. 127.0.0.1:6060 ("" for none)`)
 	fs.StringVar(&f.proxy, "federation.proxy", "", "outbound HTTP proxy for requests to other organisations, http://host:port (it finds their hosts: the peer table and DNS discovery are then unused)")
 }
@@ -172,6 +174,8 @@ type roleSet struct {
 	// own are this process's listeners besides the gateway's (an
 	// embedded NATS server's): no Call-Back may point at them.
 	own []netip.AddrPort
+	// ops is the operations listener (-ops), nil for none.
+	ops net.Listener
 }
 
 // callBackPolicy is where the server may connect for Call-Backs: the
@@ -183,8 +187,10 @@ func (s roleSet) callBackPolicy() (*rvp.CallbackPolicy, error) {
 		return nil, fmt.Errorf("-callback.allow: %w", err)
 	}
 	p := &rvp.CallbackPolicy{Allow: ranges, AllowEndpoints: endpoints, Own: slices.Clone(s.own), Local: rvp.LocalAddrs()}
-	if s.listener != nil {
-		p.Own = append(p.Own, rvp.ListenerEndpoints(s.listener.Addr().String())...)
+	for _, ln := range []net.Listener{s.listener, s.ops} {
+		if ln != nil {
+			p.Own = append(p.Own, rvp.ListenerEndpoints(ln.Addr().String())...)
+		}
 	}
 	for _, u := range s.nc.Servers() {
 		if pu, err := url.Parse(u); err == nil && pu.Host != "" {
@@ -217,21 +223,26 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 	// Every connection the home nodes and the router make is guarded:
 	// never this server's own listeners, nor an address that is no one's.
 	outbound.Guard = callBacks.Dialable
+	o := newOps(s.holder, s.nc, s.log.With("component", "ops"))
+	o.roles = s.roleNames()
 	actors := []func(context.Context) error{func(ctx context.Context) error {
 		return projections.Follow(ctx, s.js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter, Logger: s.log}, s.dir)
-	}}
+	}, o.answer}
 	if len(s.homes) > 0 {
 		kv, err := s.js.KeyValue(context.Background(), events.BucketOwners)
 		if err != nil {
 			return fmt.Errorf("home-server leases (KV bucket %s): %w", events.BucketOwners, err)
 		}
+		homeMetrics := homenode.NewMetrics(o.reg)
 		for _, h := range s.homes {
 			cfg := homenode.Config{Home: h, JetStream: s.js, Conn: s.nc, DB: s.db, Directory: s.dir, Policy: s.flags.homePolicy(),
-				Client: outbound, FactStream: s.streams, Sites: s.site.siteWatch(), Logger: s.log.With("component", "home")}
+				Client: outbound, FactStream: s.streams, Sites: s.site.siteWatch(), Metrics: homeMetrics, Logger: s.log.With("component", "home")}
 			if _, err := homenode.New(cfg); err != nil {
 				return err // a configuration error, found before anything runs
 			}
 			lease := &homenode.Lease{KV: kv, Home: h, Holder: s.holder, Logger: s.log.With("component", "lease")}
+			owner := o.homeReadiness(h, kv, s.holder)
+			homeMetrics.Owned(h, false)
 			actors = append(actors, func(ctx context.Context) error {
 				// A node per ownership: one that lost the lease is done.
 				return lease.Hold(ctx, func(ctx context.Context, takeover bool) error {
@@ -241,6 +252,12 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 					if err != nil {
 						return err
 					}
+					if takeover {
+						homeMetrics.TakenOver(h)
+					}
+					homeMetrics.Owned(h, true)
+					owner.serving(home)
+					defer func() { owner.serving(nil); homeMetrics.Owned(h, false) }()
 					return home.Run(ctx)
 				})
 			})
@@ -248,7 +265,7 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 	}
 	if s.router != "" {
 		router, err := routernode.New(routernode.Config{ID: s.router, JetStream: s.js, Conn: s.nc, Directory: s.dir, Client: outbound,
-			Peers: routernode.StaticPeers(peers), SRV: srv, Logger: s.log.With("component", "router")})
+			Peers: routernode.StaticPeers(peers), SRV: srv, Metrics: routernode.NewMetrics(o.reg), Logger: s.log.With("component", "router")})
 		if err != nil {
 			return err
 		}
@@ -267,7 +284,7 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 		}
 		if gw, err = gateway.New(gateway.Config{
 			ID: s.gatewayID, JetStream: s.js, Conn: s.nc, Directory: s.dir, DevDomain: s.devDomain, Auth: auth,
-			Senders: s.flags.senders, CallBacks: callBacks, Site: s.streams.Site,
+			Senders: s.flags.senders, CallBacks: callBacks, Metrics: gateway.NewMetrics(o.reg), Site: s.streams.Site,
 			RequestTimeout: s.flags.requestTimeout, Logger: s.log.With("component", "gateway"),
 		}); err != nil {
 			return err
@@ -281,6 +298,9 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 		actors = append(actors, svc.Run)
 	}
 
+	if err := s.serveOps(g, o, gw); err != nil {
+		return err
+	}
 	if s.site != nil {
 		actors = append(actors, s.site.actors...)
 	}

@@ -1,0 +1,423 @@
+package main
+
+import (
+	"context"
+	"encoding/csv"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/rvp-im/rvpd/directory"
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
+)
+
+// userFileCommands are user import and user export.
+func userFileCommands() []command {
+	return []command{
+		{name: "user import", args: "FILE", help: "enable the users of a CSV or LDIF file (dry run, idempotent; errors by line)", admin: true, flags: importFlags},
+		{name: "user export", args: "[FILE]", help: "write the users as CSV or LDIF, which import reads back (default standard output)", admin: true, flags: exportFlags},
+	}
+}
+
+// fileFormat is a user file's format: given, or by its extension.
+func fileFormat(given, path string) (string, error) {
+	switch given {
+	case "csv", "ldif":
+		return given, nil
+	case "":
+		switch strings.ToLower(filepath.Ext(path)) {
+		case ".ldf", ".ldif":
+			return "ldif", nil
+		}
+		return "csv", nil
+	}
+	return "", fmt.Errorf("-format %q: want csv or ldif", given)
+}
+
+type importOptions struct {
+	format, domain, home, passwords string
+	generate, dryRun                bool
+}
+
+func importFlags(fs *flag.FlagSet) runFunc {
+	var o importOptions
+	fs.StringVar(&o.format, "format", "", "`format` of the file: csv or ldif (default: ldif for .ldf and .ldif, else csv)")
+	fs.StringVar(&o.domain, "domain", "", "IM `domain` of rows that give an account without a domain (default: the one whose e-mail domain the row's e-mail has)")
+	fs.StringVar(&o.home, "home", "", "home `server` of rows that name none")
+	fs.BoolVar(&o.generate, "generate", false, `generate a password for rows that give none (LDIF gives none); a row's password "generate" asks for one too`)
+	fs.StringVar(&o.passwords, "passwords", "", "`file` the generated passwords are written to, readable by you only (default: FILE.passwords.csv; it must not exist)")
+	fs.BoolVar(&o.dryRun, "dry-run", false, "check every row and say what would be done, changing nothing")
+	return func(ctx context.Context, e *env, args []string) error { return e.importUsers(ctx, args[0], o) }
+}
+
+// plannedUser is a row ready to send: the user, its verifiers, and the
+// password when it was generated here.
+type plannedUser struct {
+	line      int
+	user      directory.ImportUser
+	generated string
+}
+
+// importSummary counts what an import did.
+type importSummary struct {
+	Created int  `json:"created"`
+	Exists  int  `json:"exists"`
+	Refused int  `json:"refused"`
+	DryRun  bool `json:"dry_run,omitempty"`
+	// Passwords is the file generated passwords were written to.
+	Passwords string  `json:"passwords,omitempty"`
+	Seconds   float64 `json:"seconds"`
+}
+
+// importLine is one row's outcome in -json output.
+type importLine struct {
+	Line    int      `json:"line"`
+	User    string   `json:"user,omitempty"`
+	Outcome string   `json:"outcome"`
+	Error   string   `json:"error,omitempty"`
+	Differs []string `json:"differs,omitempty"`
+}
+
+// importUsers reads a user file, turns its rows into users with their
+// passwords' verifiers (the passwords never leave rvpctl), and enables
+// them through the directory service, ImportBatch at a time. A row in
+// error is reported by its line and the others go on; users that exist
+// are left as they are, so a second run changes nothing.
+func (e *env) importUsers(ctx context.Context, path string, o importOptions) error {
+	start := time.Now()
+	format, err := fileFormat(o.format, path)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var rows []userRow
+	var bad []rowError
+	if format == "ldif" {
+		rows, bad, err = parseLDIF(f)
+	} else {
+		rows, bad, err = parseCSV(f)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	doms, err := e.admin.Domains(ctx)
+	if err != nil {
+		return err
+	}
+	pl := planner{domains: doms, domain: o.domain, home: o.home, generate: o.generate, seen: map[events.User]int{}}
+	var plan []plannedUser
+	for _, r := range rows {
+		p, err := pl.plan(r)
+		if err != nil {
+			bad = append(bad, rowError{r.line, err})
+			continue
+		}
+		plan = append(plan, p)
+	}
+	sum := importSummary{Refused: len(bad), DryRun: o.dryRun}
+	// What became of each row, said in the order of the file at the end.
+	var lines []importLine
+	summarise := false // with -json, the summary follows the rows
+	for _, b := range bad {
+		lines = append(lines, importLine{Line: b.line, Outcome: directory.ImportRefused, Error: b.err.Error()})
+	}
+	defer func() {
+		slices.SortStableFunc(lines, func(a, b importLine) int { return a.Line - b.Line })
+		for _, l := range lines {
+			switch {
+			case e.json:
+				printJSON(e.out, l)
+			case l.Error != "":
+				fmt.Fprintf(e.stderr, "%s: line %d: %s\n", path, l.Line, l.Error)
+			case len(l.Differs) > 0:
+				fmt.Fprintf(e.stderr, "%s: line %d: %s exists, left as it is (the directory has %s)\n", path, l.Line, l.User, strings.Join(l.Differs, ", "))
+			}
+		}
+		if summarise {
+			printJSON(e.out, sum)
+		}
+	}()
+	var pwFile *passwordFile
+	if !o.dryRun && slices.ContainsFunc(plan, func(p plannedUser) bool { return p.generated != "" }) {
+		name := o.passwords
+		if name == "" {
+			name = path + ".passwords.csv"
+		}
+		if pwFile, err = createPasswordFile(name); err != nil {
+			return err
+		}
+		defer pwFile.close()
+	}
+	prog := newCounter(e.stderr, "import", len(plan), e.json)
+	for len(plan) > 0 {
+		batch := plan[:min(len(plan), directory.ImportBatch)]
+		plan = plan[len(batch):]
+		spec := directory.ImportSpec{DryRun: o.dryRun, Users: make([]directory.ImportUser, len(batch))}
+		for i, p := range batch {
+			spec.Users[i] = p.user
+		}
+		results, err := e.admin.ImportUsers(ctx, spec)
+		if err != nil {
+			prog.end()
+			return fmt.Errorf("%d users created, %d existed; the next batch (from line %d) failed: %w (run the import again: what exists is left as it is)",
+				sum.Created, sum.Exists, batch[0].line, hint(err))
+		}
+		for i, res := range results {
+			p := batch[i]
+			user := p.user.Spec.User.String()
+			switch res.Outcome {
+			case directory.ImportCreated:
+				sum.Created++
+				if p.generated != "" && pwFile != nil {
+					if err := pwFile.add(user, p.generated); err != nil {
+						prog.end()
+						return err
+					}
+					sum.Passwords = pwFile.f.Name()
+				}
+			case directory.ImportExists:
+				sum.Exists++
+			default:
+				sum.Refused++
+			}
+			if e.json || res.Error != "" || len(res.Differs) > 0 {
+				lines = append(lines, importLine{Line: p.line, User: user, Outcome: res.Outcome, Error: res.Error, Differs: res.Differs})
+			}
+		}
+		if pwFile != nil {
+			if err := pwFile.sync(); err != nil {
+				prog.end()
+				return err
+			}
+		}
+		prog.add(len(batch))
+	}
+	prog.end()
+	if pwFile != nil && sum.Passwords == "" {
+		pwFile.remove() // no user was created with a generated password
+	}
+	sum.Seconds = time.Since(start).Seconds()
+	if e.json {
+		summarise = true
+	} else {
+		verb := "created"
+		if o.dryRun {
+			verb = "would be created (dry run: nothing changed)"
+		}
+		fmt.Fprintf(e.out, "%d users %s, %d existed already and were left as they are, %d refused (%.1fs)\n", sum.Created, verb, sum.Exists, sum.Refused, sum.Seconds)
+		if sum.Passwords != "" {
+			fmt.Fprintf(e.out, "generated passwords are in %s (readable by you only)\n", sum.Passwords)
+		}
+	}
+	if sum.Refused > 0 {
+		return fmt.Errorf("%d rows refused (each said by its line)", sum.Refused)
+	}
+	return nil
+}
+
+// planner turns rows into users to import.
+type planner struct {
+	domains  []projections.Domain
+	domain   string // -domain
+	home     string // -home
+	generate bool
+	seen     map[events.User]int // line of each user planned
+}
+
+// domainOf finds the IM domain a name (an IM domain, or an e-mail domain
+// of one) stands for.
+func (p *planner) domainOf(name string) *projections.Domain {
+	for i, d := range p.domains {
+		if strings.EqualFold(d.Domain, name) {
+			return &p.domains[i]
+		}
+	}
+	for i, d := range p.domains {
+		for _, e := range d.EmailDomains {
+			if strings.EqualFold(e, name) {
+				return &p.domains[i]
+			}
+		}
+	}
+	return nil
+}
+
+func (p *planner) plan(r userRow) (plannedUser, error) {
+	alias, domain, hasDomain := strings.Cut(r.address, "@")
+	if r.address == "" {
+		alias = r.account
+	}
+	var dom *projections.Domain
+	switch {
+	case hasDomain:
+		if dom = p.domainOf(domain); dom == nil {
+			return plannedUser{}, fmt.Errorf("%s: %s is none of your IM domains (nor an e-mail domain of one)", r.address, domain)
+		}
+	case p.domain != "":
+		if dom = p.domainOf(p.domain); dom == nil {
+			return plannedUser{}, fmt.Errorf("-domain %s is none of your IM domains", p.domain)
+		}
+	default:
+		_, mailDomain, ok := strings.Cut(r.email, "@")
+		if ok {
+			dom = p.domainOf(mailDomain)
+		}
+		if dom == nil {
+			return plannedUser{}, fmt.Errorf("%s: no IM domain: give an address alias@domain, an e-mail of an IM domain's e-mail domain, or -domain", alias)
+		}
+	}
+	if alias == "" {
+		return plannedUser{}, errors.New("no user: the address and the account are empty")
+	}
+	if strings.ContainsAny(alias, "/@ \t\\") {
+		return plannedUser{}, fmt.Errorf("alias %q: an alias has no '/', '@', '\\' or spaces", alias)
+	}
+	u := events.NewUser(dom.Domain, alias)
+	if line, dup := p.seen[u]; dup {
+		return plannedUser{}, fmt.Errorf("%s is also on line %d", u, line)
+	}
+	home := r.home
+	if home == "" {
+		home = p.home
+	}
+	if home == "" {
+		return plannedUser{}, fmt.Errorf("%s: no home server (a column home, or -home)", u)
+	}
+	nt := ""
+	if r.account != "" && !strings.EqualFold(r.account, u.Alias) {
+		nt = r.account
+	}
+	pu := plannedUser{line: r.line, user: directory.ImportUser{Spec: directory.UserSpec{User: u, Home: home, DisplayName: r.name, Email: r.email, NTAccount: nt}}}
+	pw := r.password
+	if strings.EqualFold(pw, "generate") || (pw == "" && p.generate) {
+		pw = newPassword()
+		pu.generated = pw
+	}
+	if pw != "" {
+		if len(pw) < 8 {
+			return plannedUser{}, fmt.Errorf("%s: a password needs at least 8 characters", u)
+		}
+		v := rvp.NewVerifiers(u, dom.NTDomain, nt, dom.Domain, pw)
+		pu.user.Verifiers = &v
+	}
+	p.seen[u] = r.line
+	return pu, nil
+}
+
+// passwordFile holds generated passwords: created for this import alone
+// (never over an existing file), readable and writable by its owner
+// only.
+type passwordFile struct {
+	f *os.File
+	w *csv.Writer
+}
+
+func createPasswordFile(name string) (*passwordFile, error) {
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("%s exists: generated passwords go to a new file; move it away or give -passwords FILE", name)
+		}
+		return nil, fmt.Errorf("passwords file: %w", err)
+	}
+	pf := &passwordFile{f: f, w: csv.NewWriter(f)}
+	pf.w.Write([]string{"address", "password"})
+	return pf, nil
+}
+
+func (p *passwordFile) add(user, password string) error {
+	return p.w.Write([]string{user, password})
+}
+
+// sync makes what was written durable: the users it names exist now.
+func (p *passwordFile) sync() error {
+	p.w.Flush()
+	if err := p.w.Error(); err != nil {
+		return fmt.Errorf("passwords file: %w", err)
+	}
+	return p.f.Sync()
+}
+
+func (p *passwordFile) close() { p.f.Close() }
+
+// remove removes the file, which holds no password.
+func (p *passwordFile) remove() {
+	p.f.Close()
+	os.Remove(p.f.Name())
+}
+
+type exportOptions struct {
+	format, domain, baseDN string
+}
+
+func exportFlags(fs *flag.FlagSet) runFunc {
+	var o exportOptions
+	fs.StringVar(&o.format, "format", "", "`format`: csv or ldif (default: by FILE's extension, else csv)")
+	fs.StringVar(&o.domain, "domain", "", "only users of this IM `domain`")
+	fs.StringVar(&o.baseDN, "base-dn", "", "LDIF: the `DN` users are placed under (default DC=… of each user's IM domain)")
+	return func(ctx context.Context, e *env, args []string) error {
+		path := ""
+		if len(args) > 0 {
+			path = args[0]
+		}
+		return e.exportUsers(ctx, path, o)
+	}
+}
+
+// exportUsers writes the enabled users the administrator may see as a
+// user file, without passwords (the directory keeps only sealed
+// verifiers).
+func (e *env) exportUsers(ctx context.Context, path string, o exportOptions) error {
+	format, err := fileFormat(o.format, path)
+	if err != nil {
+		return err
+	}
+	users, err := e.admin.Users(ctx, o.domain)
+	if err != nil {
+		return err
+	}
+	var rows []userRow
+	for _, u := range users {
+		if !u.Enabled {
+			continue
+		}
+		account := u.NTAccount
+		if account == "" {
+			account = u.User.Alias
+		}
+		rows = append(rows, userRow{address: u.User.String(), account: account, name: u.DisplayName, email: u.Email, home: u.Home})
+	}
+	var w io.Writer = e.out
+	if path != "" {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		w = f
+	}
+	if format == "ldif" {
+		err = writeLDIF(w, rows, o.baseDN)
+	} else {
+		err = writeCSV(w, rows)
+	}
+	if err != nil {
+		return err
+	}
+	if path != "" {
+		fmt.Fprintf(e.stderr, "%d users written to %s\n", len(rows), path)
+	}
+	return nil
+}

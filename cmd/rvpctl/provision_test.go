@@ -1,0 +1,171 @@
+package main
+
+import (
+	"bytes"
+	"reflect"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+// sample are rows with what makes writing hard: commas, quotes, leading
+// spaces and colons, non-ASCII text.
+var sample = []userRow{
+	{address: "alice@example.test", account: "alice", name: "Alice Example", email: "alice@example.test", home: "home1"},
+	{address: "bob@example.test", account: "EXAMPLE-bob", name: `Bob "the builder", Jr.`, email: "bob@example.test", home: "home2"},
+	{address: "zoe@example.test", account: "zoe", name: " Zoë: Ünïcode ", email: "", home: "home1"},
+	{address: "long@example.test", account: "long", name: strings.Repeat("a very long display name ", 8), home: "home1"},
+}
+
+// TestUserFilesRoundTrip: what export writes, import reads back the same,
+// in both formats.
+func TestUserFilesRoundTrip(t *testing.T) {
+	norm := func(rows []userRow) []userRow {
+		out := make([]userRow, len(rows))
+		for i, r := range rows {
+			r.line = 0
+			r.name = strings.TrimSpace(r.name) // CSV fields are trimmed
+			out[i] = r
+		}
+		return out
+	}
+	var b bytes.Buffer
+	if err := writeCSV(&b, sample); err != nil {
+		t.Fatal(err)
+	}
+	rows, bad, err := parseCSV(&b)
+	if err != nil || len(bad) > 0 {
+		t.Fatalf("CSV read back: %v %v", err, bad)
+	}
+	if !reflect.DeepEqual(norm(rows), norm(sample)) {
+		t.Errorf("CSV round trip:\n got %+v\nwant %+v", rows, sample)
+	}
+	b.Reset()
+	if err := writeLDIF(&b, sample, ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(b.String(), "\n") {
+		if len(line) > 77 {
+			t.Errorf("LDIF line of %d characters is not folded: %q", len(line), line)
+		}
+	}
+	if !strings.Contains(b.String(), "dn: CN=Bob \"the builder\"\\, Jr.,CN=Users,DC=example,DC=test") &&
+		!strings.Contains(b.String(), "dn: CN=Bob \\\"the builder\\\"\\, Jr.,CN=Users,DC=example,DC=test") {
+		t.Errorf("LDIF DN of bob:\n%s", b.String())
+	}
+	rows, bad, err = parseLDIF(&b)
+	if err != nil || len(bad) > 0 {
+		t.Fatalf("LDIF read back: %v %v", err, bad)
+	}
+	want := norm(sample)
+	want[2].name = sample[2].name // base64 in LDIF keeps its spaces
+	if !reflect.DeepEqual(norm(rows)[:2], want[:2]) || rows[2].name != sample[2].name || rows[3].name != sample[3].name {
+		t.Errorf("LDIF round trip:\n got %+v\nwant %+v", rows, sample)
+	}
+}
+
+// TestParseCSVLines: rows are numbered by their line in the file, quoted
+// fields spanning lines included, and a bad row does not stop the others.
+func TestParseCSVLines(t *testing.T) {
+	in := "User,Display Name,Mail,Home Server,Extra\n" +
+		"alice@example.test,Alice,,home1,x\n" +
+		"\n" +
+		"bob@example.test,\"Bob\nsecond line\",,home1,y\n" +
+		"carol@example.test,Carol,,home1,z,too many\n" +
+		"dave@example.test,Dave,,home1,w\n"
+	rows, bad, err := parseCSV(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := map[string]int{}
+	for _, r := range rows {
+		lines[r.address] = r.line
+	}
+	if !reflect.DeepEqual(lines, map[string]int{"alice@example.test": 2, "bob@example.test": 4, "dave@example.test": 7}) {
+		t.Errorf("rows by line: %v", lines)
+	}
+	if len(bad) != 1 || bad[0].line != 6 {
+		t.Errorf("bad rows: %v, want line 6", bad)
+	}
+	for _, hdr := range []string{"", "name,email\n", "address,Address\n"} {
+		if _, _, err := parseCSV(strings.NewReader(hdr)); err == nil {
+			t.Errorf("header %q: no error", hdr)
+		}
+	}
+}
+
+func FuzzParseCSV(f *testing.F) {
+	var b bytes.Buffer
+	writeCSV(&b, sample)
+	f.Add(b.String())
+	f.Add("address,password\n\"a@b,c\nd\"\"e,\x00\n")
+	f.Add("samaccountname;mail\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		rows, bad, err := parseCSV(strings.NewReader(in))
+		if err != nil {
+			return
+		}
+		last := 0
+		for _, r := range rows {
+			if r.line < 2 || r.line <= last {
+				t.Fatalf("row at line %d after line %d", r.line, last)
+			}
+			last = r.line
+			if !utf8.ValidString(r.address + r.name + r.email + r.home + r.password + r.account) {
+				t.Fatalf("row of invalid UTF-8 accepted: %+v", r)
+			}
+		}
+		for _, e := range bad {
+			if e.line < 1 {
+				t.Fatalf("bad row without a line: %v", e)
+			}
+		}
+	})
+}
+
+func FuzzParseLDIF(f *testing.F) {
+	var b bytes.Buffer
+	writeLDIF(&b, sample, "")
+	f.Add(b.String())
+	f.Add("version: 1\n\ndn: x\nsAMAccountName:: AAAA\nmail: <file:///etc/passwd\n")
+	f.Add("dn: x\nchangetype: modify\nsamaccountname: a\n \n#c\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		rows, bad, err := parseLDIF(strings.NewReader(in))
+		if err != nil {
+			return
+		}
+		for _, r := range rows {
+			if r.account == "" && r.address == "" {
+				t.Fatalf("a row without a user: %+v", r)
+			}
+			if r.line < 1 {
+				t.Fatalf("row without a line: %+v", r)
+			}
+		}
+		for _, e := range bad {
+			if e.line < 1 {
+				t.Fatalf("bad entry without a line: %v", e)
+			}
+		}
+		// What is read is written back and read the same.
+		var out bytes.Buffer
+		if err := writeLDIF(&out, rows, "DC=x"); err != nil {
+			t.Fatal(err)
+		}
+		again, bad2, err := parseLDIF(&out)
+		if err != nil || len(bad2) > 0 || len(again) != len(rows) {
+			t.Fatalf("written back: %d rows of %d, %v %v\n%s", len(again), len(rows), err, bad2, out.String())
+		}
+		for i := range rows {
+			a, b := again[i], rows[i]
+			a.line, b.line = 0, 0
+			b.password = ""
+			if a.account == "" {
+				a.account = b.account
+			}
+			if a != b {
+				t.Fatalf("entry %d written back as %+v, read as %+v", i, b, a)
+			}
+		}
+	})
+}

@@ -1,0 +1,367 @@
+package main
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"embed"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rvp-im/rvpd/directory"
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+)
+
+//go:embed console
+var consoleFiles embed.FS
+
+// console is the operator console on the operations listener: read-only
+// pages of the cluster (IM domains, home servers and their owners,
+// streams and their backlogs, routers, nodes, the last audit events) and
+// of a user (presence, watchers, subscriptions), server-rendered from
+// templates, refreshed by a little JavaScript.
+//
+// Only the directory's administrators sign in, with the password rvpctl
+// uses: it is checked against their verifier (directory.AdminVerifier),
+// and a signed cookie, good for sessionLife and bound to that verifier
+// (a new password ends it), carries the session. Domain administrators
+// see the users of their own IM domains only.
+type console struct {
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	dir     *projections.Directory
+	keyring *directory.Keyring
+	log     *slog.Logger
+	now     func() time.Time
+	// gatherWait is how long the nodes' metrics reports are waited for.
+	gatherWait time.Duration
+
+	key     []byte // signs sessions; a process's own, so they end with it
+	pages   map[string]*template.Template
+	checks  chan struct{} // bounds the password checks at once (each costs PBKDF2)
+	signIns *prometheus.CounterVec
+
+	mu    sync.Mutex
+	fails map[string]*signInFailures // by client address
+}
+
+const (
+	sessionCookie = "rvpd_console"
+	sessionLife   = 8 * time.Hour
+	// freeFailures are the failed sign-ins from an address before each
+	// further one waits, 1 s doubled each time up to maxSignInWait.
+	freeFailures  = 5
+	maxSignInWait = 5 * time.Minute
+	maxFailures   = 10000 // addresses remembered
+)
+
+type signInFailures struct {
+	n     int
+	until time.Time // no password is checked from the address before then
+	last  time.Time
+}
+
+// newConsole returns the console; its sign-ins are counted on reg.
+func newConsole(nc *nats.Conn, js jetstream.JetStream, dir *projections.Directory, keyring *directory.Keyring, log *slog.Logger, reg prometheus.Registerer) (*console, error) {
+	c := &console{nc: nc, js: js, dir: dir, keyring: keyring, log: log, now: time.Now, gatherWait: 300 * time.Millisecond,
+		key: make([]byte, 32), checks: make(chan struct{}, 2), fails: map[string]*signInFailures{}, pages: map[string]*template.Template{}}
+	rand.Read(c.key)
+	c.signIns = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rvpd_console_sign_ins_total",
+		Help: "Sign-ins to the operator console, by result: ok, failed (wrong name or password), throttled.",
+	}, []string{"result"})
+	reg.MustRegister(c.signIns)
+	funcs := template.FuncMap{
+		"ago": func(t time.Time) string {
+			if t.IsZero() {
+				return "-"
+			}
+			return c.now().Sub(t).Round(time.Second).String()
+		},
+		"ts": func(t time.Time) string {
+			if t.IsZero() {
+				return "-"
+			}
+			return t.UTC().Format("2006-01-02 15:04:05")
+		},
+		"n":     func(v uint64) string { return thousands(v) },
+		"bytes": humanBytes,
+	}
+	for _, page := range []string{"login", "overview", "users", "user"} {
+		t, err := template.New("layout.html").Funcs(funcs).ParseFS(consoleFiles, "console/layout.html", "console/"+page+".html")
+		if err != nil {
+			return nil, fmt.Errorf("console template %s: %w", page, err)
+		}
+		c.pages[page] = t
+	}
+	return c, nil
+}
+
+// routes adds the console's pages to mux.
+func (c *console) routes(mux *http.ServeMux) {
+	static, _ := fs.Sub(consoleFiles, "console/static")
+	mux.Handle("GET /console/static/", http.StripPrefix("/console/static/", http.FileServerFS(static)))
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/console/", http.StatusSeeOther) })
+	mux.HandleFunc("GET /console/login", c.loginPage)
+	mux.HandleFunc("POST /console/login", c.login)
+	mux.HandleFunc("POST /console/logout", c.logout)
+	mux.HandleFunc("GET /console/{$}", c.signedIn(c.overview))
+	mux.HandleFunc("GET /console/users", c.signedIn(c.users))
+	mux.HandleFunc("GET /console/user/{user}", c.signedIn(c.user))
+}
+
+// page is what every page's layout shows.
+type page struct {
+	Title   string
+	Admin   *projections.Administrator
+	Now     time.Time
+	Refresh bool // refreshed live
+	Errors  []string
+	Data    any
+}
+
+func (c *console) render(w http.ResponseWriter, status int, name string, p page) {
+	p.Now = c.now()
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "same-origin")
+	w.WriteHeader(status)
+	if err := c.pages[name].Execute(w, p); err != nil {
+		c.log.Warn("console page not rendered", "page", name, "err", err)
+	}
+}
+
+// signedIn serves h to a signed-in administrator; anyone else is sent to
+// the sign-in page.
+func (c *console) signedIn(h func(http.ResponseWriter, *http.Request, *projections.Administrator)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		adm := c.session(r)
+		if adm == nil {
+			http.Redirect(w, r, "/console/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+			return
+		}
+		h(w, r, adm)
+	}
+}
+
+// sessionMAC signs a session of administrator adm until expiry, bound to
+// its sealed verifier: a new password (or its removal) ends the session.
+func (c *console) sessionMAC(adm *projections.Administrator, expiry int64) []byte {
+	m := hmac.New(sha256.New, c.key)
+	sum := sha256.Sum256(adm.Verifiers)
+	fmt.Fprintf(m, "%s\n%d\n%x", adm.Name, expiry, sum)
+	return m.Sum(nil)
+}
+
+// session returns the administrator r's cookie signs in, or nil.
+func (c *console) session(r *http.Request) *projections.Administrator {
+	ck, err := r.Cookie(sessionCookie)
+	if err != nil {
+		return nil
+	}
+	parts := strings.Split(ck.Value, ".")
+	if len(parts) != 3 {
+		return nil
+	}
+	name, err1 := base64.RawURLEncoding.DecodeString(parts[0])
+	expiry, err2 := strconv.ParseInt(parts[1], 10, 64)
+	mac, err3 := hex.DecodeString(parts[2])
+	if err1 != nil || err2 != nil || err3 != nil || c.now().Unix() > expiry {
+		return nil
+	}
+	adm, err := c.dir.Administrator(string(name))
+	if err != nil || adm == nil || !hmac.Equal(mac, c.sessionMAC(adm, expiry)) {
+		return nil
+	}
+	return adm
+}
+
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// nextPage is where a sign-in goes on to: a page of the console, never
+// elsewhere.
+func nextPage(next string) string {
+	if !strings.HasPrefix(next, "/console/") || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n") {
+		return "/console/"
+	}
+	return next
+}
+
+type loginData struct {
+	Name, Next, Msg string
+}
+
+func (c *console) loginPage(w http.ResponseWriter, r *http.Request) {
+	c.render(w, http.StatusOK, "login", page{Title: "Sign in", Data: loginData{Next: nextPage(r.URL.Query().Get("next"))}})
+}
+
+// login checks an administrator's name and password against its verifier
+// in the directory, and starts a session.
+func (c *console) login(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, "malformed sign-in form", http.StatusBadRequest)
+		return
+	}
+	name, password, next := r.PostForm.Get("name"), r.PostForm.Get("password"), nextPage(r.PostForm.Get("next"))
+	addr := clientAddr(r)
+	refuse := func(status int, msg string) {
+		c.render(w, status, "login", page{Title: "Sign in", Data: loginData{Name: name, Next: next, Msg: msg}})
+	}
+	if wait := c.waiting(addr); wait > 0 {
+		c.signIns.WithLabelValues("throttled").Inc()
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds()+0.999)))
+		refuse(http.StatusTooManyRequests, fmt.Sprintf("Too many failed sign-ins from your address; try again in %s.", wait.Round(time.Second)))
+		return
+	}
+	select {
+	case c.checks <- struct{}{}:
+		defer func() { <-c.checks }()
+	case <-time.After(5 * time.Second):
+		refuse(http.StatusServiceUnavailable, "The console is busy checking other sign-ins; try again in a moment.")
+		return
+	}
+	adm, ok := c.check(name, password)
+	if !ok {
+		c.failed(addr)
+		c.signIns.WithLabelValues("failed").Inc()
+		c.log.Info("console sign-in refused", "admin", name, "client", addr)
+		refuse(http.StatusUnauthorized, "Wrong name or password. Sign in as an administrator of the directory, with the password rvpctl uses.")
+		return
+	}
+	c.succeeded(addr)
+	c.signIns.WithLabelValues("ok").Inc()
+	c.log.Info("console sign-in", "admin", adm.Name, "client", addr)
+	expiry := c.now().Add(sessionLife).Unix()
+	value := base64.RawURLEncoding.EncodeToString([]byte(adm.Name)) + "." + strconv.FormatInt(expiry, 10) + "." + hex.EncodeToString(c.sessionMAC(adm, expiry))
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: value, Path: "/console/", HttpOnly: true, SameSite: http.SameSiteStrictMode,
+		Secure: r.TLS != nil, MaxAge: int(sessionLife.Seconds())})
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+// check returns the administrator name and password sign in as.
+func (c *console) check(name, password string) (*projections.Administrator, bool) {
+	adm, err := c.dir.Administrator(name)
+	if err != nil || adm == nil || password == "" {
+		// As long as a real check, so that names cannot be probed.
+		directory.AdminKey(password, []byte("no such administrator"), directory.AdminIterations)
+		return nil, false
+	}
+	v, err := c.keyring.OpenAdminVerifier(adm.Verifiers, adm.Name)
+	if err != nil {
+		c.log.Warn("administrator's verifier cannot be opened with this cluster key", "admin", adm.Name, "err", err)
+		return nil, false
+	}
+	return adm, v.Check(password)
+}
+
+func (c *console) logout(w http.ResponseWriter, r *http.Request) {
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/console/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+	http.Redirect(w, r, "/console/login", http.StatusSeeOther)
+}
+
+// waiting returns how long addr must wait before its next sign-in.
+func (c *console) waiting(addr string) time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f := c.fails[addr]; f != nil {
+		return max(0, f.until.Sub(c.now()))
+	}
+	return 0
+}
+
+func (c *console) failed(addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	f := c.fails[addr]
+	if f == nil {
+		if len(c.fails) >= maxFailures {
+			for k, x := range c.fails {
+				if now.Sub(x.last) > time.Hour {
+					delete(c.fails, k)
+				}
+			}
+			if len(c.fails) >= maxFailures {
+				clear(c.fails) // under a flood of addresses, forget rather than grow
+			}
+		}
+		f = &signInFailures{}
+		c.fails[addr] = f
+	}
+	f.n++
+	f.last = now
+	if f.n > freeFailures {
+		f.until = now.Add(min(maxSignInWait, time.Second<<min(f.n-freeFailures-1, 20)))
+	}
+}
+
+func (c *console) succeeded(addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.fails, addr)
+}
+
+// mayView reports whether adm may see the users of IM domain.
+func mayView(adm *projections.Administrator, domain string) bool {
+	if adm.Role == events.RoleOrganization {
+		return true
+	}
+	for _, d := range adm.Domains {
+		if strings.EqualFold(d, domain) {
+			return true
+		}
+	}
+	return false
+}
+
+// humanBytes writes a size in B, KiB, MiB or GiB.
+func humanBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit && exp < 2; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMG"[exp])
+}
+
+// thousands formats n with thousands separators.
+func thousands(n uint64) string {
+	s := strconv.FormatUint(n, 10)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+var errNotYours = errors.New("not an IM domain you administer")

@@ -1,0 +1,503 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/homenode"
+	"github.com/rvp-im/rvpd/projections"
+)
+
+// pageTimeout bounds what a page waits for the cluster.
+const pageTimeout = 5 * time.Second
+
+// auditRows is how many of the last audit events the overview shows.
+const auditRows = 20
+
+type domainRow struct {
+	projections.Domain
+	Users, Enabled int
+}
+
+type homeRow struct {
+	projections.HomeServer
+	Users    int // homed here in the directory, enabled
+	Owner    string
+	Renewed  time.Time
+	Lapsed   bool // no renewal for a lease's TTL: nobody owns it
+	Reported bool // its node reported its gauges
+	Online   float64
+	Subs     float64
+}
+
+type streamRow struct {
+	Name      string
+	Messages  uint64
+	Bytes     uint64
+	LastSeq   uint64
+	LastTime  time.Time
+	Consumers []consumerRow // durable: the work of home nodes and routers
+	Followers int           // ordered consumers: projections and readers
+}
+
+type consumerRow struct {
+	Name        string
+	Pending     uint64
+	AckPending  int
+	Redelivered int
+}
+
+type routerRow struct {
+	projections.Router
+	Redirects, Proxied float64
+}
+
+type auditEvent struct {
+	Time    time.Time
+	Stream  string
+	Seq     uint64
+	Type    string
+	Node    string
+	Actor   string
+	Client  string
+	Detail  string
+	UserURL string // the console's page of the node's user, if one
+}
+
+type overviewData struct {
+	Domains []domainRow
+	Homes   []homeRow
+	Streams []streamRow
+	Routers []routerRow
+	Nodes   []nodeReport
+	Audit   []auditEvent
+}
+
+// overview is the console's front page: the whole cluster at a glance.
+func (c *console) overview(w http.ResponseWriter, r *http.Request, adm *projections.Administrator) {
+	ctx, cancel := context.WithTimeout(r.Context(), pageTimeout)
+	defer cancel()
+	var d overviewData
+	var errs []string
+	note := func(what string, err error) {
+		if err != nil {
+			errs = append(errs, what+": "+err.Error())
+		}
+	}
+	nodes, err := gatherCluster(ctx, c.nc, c.gatherWait)
+	note("node reports", err)
+	d.Nodes = nodes
+	fams := parseReports(nodes)
+	homeUsers := map[string]int{}
+	doms, err := c.dir.Domains()
+	note("IM domains", err)
+	for _, dom := range doms {
+		users, err := c.dir.Users(dom.Domain)
+		note("users of "+dom.Domain, err)
+		row := domainRow{Domain: dom, Users: len(users)}
+		for _, u := range users {
+			if u.Enabled {
+				row.Enabled++
+				homeUsers[u.Home]++
+			}
+		}
+		if mayView(adm, dom.Domain) {
+			d.Domains = append(d.Domains, row)
+		}
+	}
+	owners, err := c.owners(ctx)
+	note("home-server leases", err)
+	homes, err := c.dir.HomeServers()
+	note("home servers", err)
+	for _, h := range homes {
+		row := homeRow{HomeServer: h, Users: homeUsers[h.Name]}
+		if o, ok := owners[h.Name]; ok {
+			row.Owner, row.Renewed = o.node, o.renewed
+			row.Lapsed = o.released
+		}
+		row.Online, row.Reported = fams.sum("rvpd_home_online_users", "home", h.Name)
+		row.Subs, _ = fams.sum("rvpd_home_subscriptions", "home", h.Name)
+		d.Homes = append(d.Homes, row)
+	}
+	routers, err := c.dir.Routers()
+	note("routers", err)
+	for _, rt := range routers {
+		if !mayView(adm, rt.Domain) {
+			continue
+		}
+		row := routerRow{Router: rt}
+		row.Redirects, _ = fams.sum("rvpd_router_redirects_total", "router", rt.Name)
+		row.Proxied, _ = fams.sum("rvpd_gateway_proxied_total", "router", rt.Name)
+		d.Routers = append(d.Routers, row)
+	}
+	d.Streams, err = c.streams(ctx)
+	note("streams", err)
+	if adm.Role == events.RoleOrganization {
+		d.Audit, err = c.audit(ctx, "", auditRows)
+		note("audit", err)
+	}
+	c.render(w, http.StatusOK, "overview", page{Title: "Overview", Admin: adm, Refresh: true, Errors: errs, Data: d})
+}
+
+// owner is a home server's lease as the KV bucket holds it.
+type owner struct {
+	node     string
+	renewed  time.Time
+	released bool // let go by a clean stop: the standby takes it
+}
+
+// owners returns the home servers' leases.
+func (c *console) owners(ctx context.Context) (map[string]owner, error) {
+	kv, err := c.js.KeyValue(ctx, events.BucketOwners)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]owner{}
+	for k := range keys.Keys() {
+		e, err := kv.Get(ctx, k)
+		if err != nil {
+			continue // let go meanwhile
+		}
+		home, err := events.Untoken(strings.TrimPrefix(k, "home."))
+		if err != nil {
+			continue
+		}
+		node, released := strings.CutPrefix(string(e.Value()), "released:")
+		out[home] = owner{node: node, renewed: e.Created(), released: released}
+	}
+	return out, nil
+}
+
+// streams returns the cluster's streams and their consumers' backlogs.
+func (c *console) streams(ctx context.Context) ([]streamRow, error) {
+	var out []streamRow
+	list := c.js.ListStreams(ctx)
+	for info := range list.Info() {
+		if !strings.HasPrefix(info.Config.Name, "RVP_") {
+			continue // the lease bucket's, and anyone else's
+		}
+		s := streamRow{Name: info.Config.Name, Messages: info.State.Msgs, Bytes: info.State.Bytes, LastSeq: info.State.LastSeq, LastTime: info.State.LastTime}
+		st, err := c.js.Stream(ctx, s.Name)
+		if err != nil {
+			return out, err
+		}
+		cons := st.ListConsumers(ctx)
+		for ci := range cons.Info() {
+			if ci.Config.Durable == "" {
+				s.Followers++ // a projection's ordered consumer, or a reader's
+				continue
+			}
+			s.Consumers = append(s.Consumers, consumerRow{Name: ci.Name, Pending: ci.NumPending, AckPending: ci.NumAckPending, Redelivered: ci.NumRedelivered})
+		}
+		if err := cons.Err(); err != nil {
+			return out, err
+		}
+		slices.SortFunc(s.Consumers, func(a, b consumerRow) int { return strings.Compare(a.Name, b.Name) })
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, b streamRow) int { return strings.Compare(a.Name, b.Name) })
+	return out, list.Err()
+}
+
+// auditStreams are the streams the audit reads: each home server's facts
+// and the directory.
+func (c *console) auditStreams(ctx context.Context) ([]string, error) {
+	facts, err := projections.FactStreams(ctx, c.js)
+	return append(facts, events.StreamDirectory), err
+}
+
+// audit returns the last n events of the facts and the directory, the
+// newest first; with node set, only the facts of that user's node.
+func (c *console) audit(ctx context.Context, node string, n int) ([]auditEvent, error) {
+	streams, err := c.auditStreams(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var all []auditEvent
+	for _, name := range streams {
+		cfg := jetstream.OrderedConsumerConfig{}
+		if node != "" {
+			if name == events.StreamDirectory {
+				continue
+			}
+			cfg.FilterSubjects = []string{node}
+		}
+		st, err := c.js.Stream(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if info.State.Msgs == 0 {
+			continue
+		}
+		if node == "" && info.State.LastSeq > uint64(n) {
+			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, info.State.LastSeq-uint64(n)+1
+		}
+		evs, err := c.readTail(ctx, name, cfg, info.State.LastSeq, n)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, evs...)
+	}
+	slices.SortFunc(all, func(a, b auditEvent) int { return cmp.Or(b.Time.Compare(a.Time), cmp.Compare(b.Seq, a.Seq)) })
+	return all[:min(n, len(all))], nil
+}
+
+// readTail reads stream with cfg up to its sequence last and keeps the
+// last n events.
+func (c *console) readTail(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig, last uint64, n int) ([]auditEvent, error) {
+	cons, err := c.js.OrderedConsumer(ctx, stream, cfg)
+	if err != nil {
+		return nil, err
+	}
+	var out []auditEvent
+	for {
+		batch, err := cons.FetchNoWait(256)
+		if err != nil {
+			return nil, err
+		}
+		got, done := 0, false
+		for m := range batch.Messages() {
+			got++
+			md, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			out = append(out, c.auditEvent(stream, m, md))
+			if len(out) > n {
+				out = out[1:]
+			}
+			done = done || md.Sequence.Stream >= last
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return nil, err
+		}
+		if got == 0 || done {
+			return out, nil
+		}
+	}
+}
+
+func (c *console) auditEvent(stream string, m jetstream.Msg, md *jetstream.MsgMetadata) auditEvent {
+	typ := m.Headers().Get(events.HeaderType)
+	e := auditEvent{Time: md.Timestamp, Stream: stream, Seq: md.Sequence.Stream, Type: typ, Node: m.Subject()}
+	ev, err := events.Decode(typ, m.Data())
+	if err != nil {
+		e.Detail = "undecodable: " + err.Error()
+		return e
+	}
+	var meta *events.Meta
+	switch x := ev.(type) {
+	case events.Fact:
+		meta = x.Metadata()
+		u := x.Subject()
+		e.Node, e.UserURL = u.String(), "/console/user/"+u.String()
+	case events.DirectoryEvent:
+		meta = x.Metadata()
+		e.Node = dirNode(m.Subject())
+	}
+	if meta != nil {
+		e.Actor, e.Client = meta.Actor, meta.Client
+		if meta.Auth != "" {
+			e.Actor += " (" + meta.Auth + ")"
+		}
+	}
+	e.Detail = events.Describe(ev)
+	return e
+}
+
+type usersData struct {
+	Query   string
+	Users   []projections.UserRecord
+	Total   int
+	Shown   int
+	Limited bool
+}
+
+// maxListed bounds the users a search lists.
+const maxListed = 200
+
+// users lists the users whose address, name or e-mail contains the query.
+func (c *console) users(w http.ResponseWriter, r *http.Request, adm *projections.Administrator) {
+	q := strings.TrimSpace(r.URL.Query().Get("q"))
+	var d usersData
+	d.Query = q
+	var errs []string
+	doms, err := c.dir.Domains()
+	if err != nil {
+		errs = append(errs, err.Error())
+	}
+	lq := strings.ToLower(q)
+	for _, dom := range doms {
+		if !mayView(adm, dom.Domain) {
+			continue
+		}
+		users, err := c.dir.Users(dom.Domain)
+		if err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		for _, u := range users {
+			if lq != "" && !strings.Contains(strings.ToLower(u.User.String()+" "+u.DisplayName+" "+u.Email), lq) {
+				continue
+			}
+			d.Total++
+			if len(d.Users) < maxListed {
+				d.Users = append(d.Users, u)
+			}
+		}
+	}
+	d.Shown, d.Limited = len(d.Users), d.Total > len(d.Users)
+	c.render(w, http.StatusOK, "users", page{Title: "Users", Admin: adm, Errors: errs, Data: d})
+}
+
+type userData struct {
+	Record   projections.UserRecord
+	Presence *homenode.PresenceReport
+	Owner    string
+	// Live is the user's node as its home node has it now (nil when it
+	// did not answer): its clients' sign-ins.
+	Live   *homenode.UserState
+	Events []auditEvent
+}
+
+// user shows a user: its directory record, presence, views, watchers and
+// the last facts of its node.
+func (c *console) user(w http.ResponseWriter, r *http.Request, adm *projections.Administrator) {
+	addr := r.PathValue("user")
+	alias, domain, ok := strings.Cut(addr, "@")
+	if !ok || alias == "" || domain == "" {
+		c.render(w, http.StatusNotFound, "user", page{Title: addr, Admin: adm, Errors: []string{fmt.Sprintf("%q is no user address: want alias@domain", addr)}})
+		return
+	}
+	u := events.NewUser(domain, alias)
+	if !mayView(adm, u.Domain) {
+		c.render(w, http.StatusForbidden, "user", page{Title: addr, Admin: adm, Errors: []string{u.Domain + ": " + errNotYours.Error()}})
+		return
+	}
+	rec, err := c.dir.User(u)
+	if err != nil || rec == nil {
+		msg := u.String() + " is not a user of the directory"
+		if err != nil {
+			msg = err.Error()
+		}
+		c.render(w, http.StatusNotFound, "user", page{Title: addr, Admin: adm, Errors: []string{msg}})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), pageTimeout)
+	defer cancel()
+	d := userData{Record: *rec}
+	var errs []string
+	if d.Presence, err = homenode.PresenceAt(ctx, c.js, u, c.now()); err != nil {
+		errs = append(errs, "presence: "+err.Error())
+	}
+	if owners, err := c.owners(ctx); err == nil {
+		d.Owner = owners[rec.Home].node
+	}
+	if d.Live, err = c.userState(ctx, rec.Home, u); err != nil {
+		errs = append(errs, "sign-ins: home server "+rec.Home+"'s node did not answer: "+err.Error())
+	}
+	if d.Events, err = c.audit(ctx, events.FactRoot+".*."+events.Token(u.Domain)+"."+events.Token(u.Alias), auditRows); err != nil {
+		errs = append(errs, "facts: "+err.Error())
+	}
+	c.render(w, http.StatusOK, "user", page{Title: u.String(), Admin: adm, Refresh: true, Errors: errs, Data: d})
+}
+
+// userState asks the node of home for u's state now.
+func (c *console) userState(ctx context.Context, home string, u events.User) (*homenode.UserState, error) {
+	req, _ := json.Marshal(u)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	m, err := c.nc.RequestWithContext(ctx, events.HomeAdminSubject(home, "user"), req)
+	if err != nil {
+		return nil, err
+	}
+	var st homenode.UserState
+	if err := json.Unmarshal(m.Data, &st); err != nil {
+		return nil, err
+	}
+	if st.Error != "" {
+		return nil, errors.New(st.Error)
+	}
+	return &st, nil
+}
+
+// families are the metrics the nodes reported, by name, every node's.
+type families map[string][]*dto.MetricFamily
+
+func parseReports(nodes []nodeReport) families {
+	out := families{}
+	for _, n := range nodes {
+		var p expfmt.TextParser
+		fams, err := p.TextToMetricFamilies(strings.NewReader(n.Metrics))
+		if err != nil {
+			continue
+		}
+		for name, f := range fams {
+			out[name] = append(out[name], f)
+		}
+	}
+	return out
+}
+
+// sum adds up the values of metric name whose label has value, over every
+// node; ok says whether any node reported one.
+func (f families) sum(name, label, value string) (total float64, ok bool) {
+	for _, fam := range f[name] {
+		for _, m := range fam.GetMetric() {
+			match := false
+			for _, l := range m.GetLabel() {
+				match = match || (l.GetName() == label && l.GetValue() == value)
+			}
+			if !match {
+				continue
+			}
+			ok = true
+			switch {
+			case m.Counter != nil:
+				total += m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				total += m.GetGauge().GetValue()
+			}
+		}
+	}
+	return total, ok
+}
+
+// dirNode names what a directory subject is about: "user alice@example.test",
+// "home home1", "domain example.test".
+func dirNode(subject string) string {
+	parts := strings.Split(strings.TrimPrefix(subject, events.DirectoryRoot+"."), ".")
+	for i, p := range parts {
+		if v, err := events.Untoken(p); err == nil {
+			parts[i] = v
+		}
+	}
+	if len(parts) == 3 && parts[0] == "user" {
+		return "user " + parts[2] + "@" + parts[1]
+	}
+	return strings.Join(parts, " ")
+}

@@ -1,0 +1,297 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	osexec "os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/nats-io/nats.go"
+
+	"github.com/rvp-im/rvpd/directory"
+	"github.com/rvp-im/rvpd/events"
+)
+
+var opsRE = regexp.MustCompile(`ops:\s+http://(\S+)/`)
+
+// startDevOps runs rvpd dev with an operations listener and returns it
+// and the listener's base URL.
+func startDevOps(t *testing.T, extra ...string) (*devProc, string) {
+	t.Helper()
+	args := append([]string{"dev", "-data", t.TempDir(), "-http", "127.0.0.1:0", "-nats", "127.0.0.1:0", "-ops", "127.0.0.1:0",
+		"-lease.min", "1s", "-sub.min-lifetime", "1s", "-demo-password", testPassword, "-log.level", "debug"}, extra...)
+	p, m := startExec(t, args, opsRE)
+	p.addr = listenRE.FindStringSubmatch(p.stdout.String())[1]
+	p.natsURL = natsRE.FindStringSubmatch(p.stdout.String())[1]
+	return p, "http://" + m[1]
+}
+
+// noRedirect is an HTTP client that shows redirects instead of following
+// them.
+var noRedirect = &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+func get(t *testing.T, c *http.Client, u string) (*http.Response, string) {
+	t.Helper()
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(body)
+}
+
+// TestConsoleRefusedWithoutCredentials: no page of the console shows
+// anything to someone who has not signed in as an administrator, a wrong
+// password or a made-up cookie gets nowhere, and repeated failures from
+// an address are throttled.
+func TestConsoleRefusedWithoutCredentials(t *testing.T) {
+	_, ops := startDevOps(t)
+	for _, path := range []string{"/console/", "/console/users?q=alice", "/console/user/alice@example.test"} {
+		resp, body := get(t, noRedirect, ops+path)
+		if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/console/login?next=") {
+			t.Errorf("GET %s without a session: %d Location %q, want 303 to the sign-in page", path, resp.StatusCode, resp.Header.Get("Location"))
+		}
+		if strings.Contains(body, "<table") || strings.Contains(body, "Alice Example") || strings.Contains(body, "home1") {
+			t.Errorf("GET %s without a session shows data: %q", path, body)
+		}
+		req, _ := http.NewRequest("GET", ops+path, nil)
+		req.AddCookie(&http.Cookie{Name: sessionCookie, Value: "YWRtaW4.9999999999.00"})
+		forged, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		forged.Body.Close()
+		if forged.StatusCode != http.StatusSeeOther {
+			t.Errorf("GET %s with a forged session cookie: %d, want 303", path, forged.StatusCode)
+		}
+	}
+	login := func(name, password string) *http.Response {
+		resp, err := noRedirect.PostForm(ops+"/console/login", url.Values{"name": {name}, "password": {password}, "next": {"/console/"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	if resp := login("admin", "wrong password"); resp.StatusCode != http.StatusUnauthorized || len(resp.Cookies()) != 0 {
+		t.Errorf("sign-in with a wrong password: %d, cookies %v; want 401 and none", resp.StatusCode, resp.Cookies())
+	}
+	if resp := login("alice", testPassword); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("sign-in as a user who is no administrator: %d, want 401", resp.StatusCode)
+	}
+	resp := login("admin", testPassword)
+	if resp.StatusCode != http.StatusSeeOther || len(resp.Cookies()) != 1 {
+		t.Fatalf("sign-in as admin: %d, cookies %v; want 303 and a session", resp.StatusCode, resp.Cookies())
+	}
+	ck := resp.Cookies()[0]
+	if !ck.HttpOnly || ck.SameSite != http.SameSiteStrictMode {
+		t.Errorf("session cookie %+v: want HttpOnly and SameSite=Strict", ck)
+	}
+	// The session's cookie altered by a byte is no session.
+	req, _ := http.NewRequest("GET", ops+"/console/", nil)
+	req.AddCookie(&http.Cookie{Name: sessionCookie, Value: ck.Value[:len(ck.Value)-1] + "0"})
+	if r, err := noRedirect.Do(req); err != nil || r.StatusCode != http.StatusSeeOther {
+		t.Errorf("altered session cookie: %v %v, want 303", r.StatusCode, err)
+	}
+	// Failures from one address: after a few, the next waits.
+	throttled := false
+	for range freeFailures + 2 {
+		if resp := login("admin", "guess"); resp.StatusCode == http.StatusTooManyRequests {
+			throttled = resp.Header.Get("Retry-After") != ""
+			break
+		}
+	}
+	if !throttled {
+		t.Errorf("%d failed sign-ins from one address were not throttled", freeFailures+2)
+	}
+}
+
+// browser starts headless Chromium for a test, or skips the test where
+// it is not installed (CI installs it: there the test fails instead).
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	path, err := osexec.LookPath("chromium")
+	if err != nil {
+		if path, err = osexec.LookPath("chromium-browser"); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatal("chromium is not installed (.ci/run installs the Debian package chromium)")
+			}
+			t.Skip("chromium is not installed (apt-get install chromium)")
+		}
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 1000),
+		chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-sync", true), chromedp.Flag("no-first-run", true))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	return ctx
+}
+
+// waitText waits until the text of the element sel matches want, reading
+// it again as the page refreshes itself.
+func waitText(t *testing.T, ctx context.Context, sel string, want func(string) bool, what string) string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	last := ""
+	for time.Now().Before(deadline) {
+		tctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		text, err := chromedp.Run(tctx, chromedp.Text(chromedp.CSS(sel)))
+		cancel()
+		if err == nil {
+			if want(text) {
+				return text
+			}
+			last = text
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s: %s shows %q", what, sel, last)
+	return ""
+}
+
+// TestConsoleBrowser drives the console in headless Chromium: an
+// administrator signs in, sees alice come online after a scripted login
+// (the page refreshes itself), opens her page and sees bob among her
+// watchers. A screenshot of each page is saved as a test artifact
+// (RVPD_CONSOLE_SCREENSHOT=docs/console.png also writes the README's).
+func TestConsoleBrowser(t *testing.T) {
+	ctx := browser(t)
+	p, ops := startDevOps(t)
+	shot := func(name string) {
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatalf("screenshot: %v", err)
+		}
+		path := filepath.Join(t.ArtifactDir(), name)
+		if err := os.WriteFile(path, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot %s", path)
+	}
+
+	if err := chromedp.Do(ctx, chromedp.Navigate(ops+"/console/"), chromedp.WaitVisible(chromedp.ID("name"))); err != nil {
+		t.Fatalf("the console did not show its sign-in form: %v", err)
+	}
+	if err := chromedp.Do(ctx,
+		chromedp.SendKeys(chromedp.ID("name"), "admin"),
+		chromedp.SendKeys(chromedp.ID("password"), testPassword),
+		chromedp.Click(chromedp.ID("signin")),
+		chromedp.WaitVisible(chromedp.ID("homes")),
+	); err != nil {
+		t.Fatalf("sign in: %v", err)
+	}
+	waitText(t, ctx, "#admin", func(s string) bool { return s == "admin" }, "signed in")
+	waitText(t, ctx, "#homes", func(s string) bool { return strings.Contains(s, "home1") && strings.Contains(s, "dev") }, "home server and its owner")
+	online := `#homes tr[data-home="home1"] td.online`
+	waitText(t, ctx, online, func(s string) bool { return s == "0" }, "home1's online users before any login")
+
+	// alice signs in and goes online: the overview, left open, shows it
+	// without being reloaded.
+	alice := newClient(t, p.addr, "alice")
+	mustStatus(t, "alice login", alice.Login(14400), 200)
+	mustStatus(t, "alice online", alice.SetState("online", 1200, 0), 207)
+	waitText(t, ctx, online, func(s string) bool { return s == "1" }, "home1's online users after alice's login")
+	waitText(t, ctx, "table.audit", func(s string) bool {
+		return strings.Contains(s, "alice@example.test") && strings.Contains(s, "view.set")
+	}, "the last audit events")
+
+	// bob signs in and watches alice; her page lists him.
+	bob := newClient(t, p.addr, "bob")
+	mustStatus(t, "bob login", bob.Login(14400), 200)
+	mustStatus(t, "bob online", bob.SetState("online", 1200, 0), 207)
+	mustStatus(t, "bob watches alice", bob.Watch("alice", 14400), 207)
+	waitText(t, ctx, online, func(s string) bool { return s == "2" }, "home1's online users after bob's login")
+	shot("console.png")
+	if err := chromedp.Do(ctx, chromedp.Navigate(ops+"/console/users?q=alice"), chromedp.WaitVisible(chromedp.ID("users")),
+		chromedp.Click(chromedp.CSS(`#users a[href="/console/user/alice@example.test"]`)), chromedp.WaitVisible(chromedp.ID("presence"))); err != nil {
+		t.Fatalf("open alice's page: %v", err)
+	}
+	waitText(t, ctx, "#presence", func(s string) bool { return s == "online" }, "alice's presence")
+	waitText(t, ctx, "#watchers", func(s string) bool { return strings.Contains(s, "bob@example.test") }, "alice's watchers")
+	waitText(t, ctx, "#logins", func(s string) bool { return strings.Contains(s, alice.CallBack) && strings.Contains(s, "ntlm") }, "alice's sign-ins")
+	// Her page follows her: away, without a reload.
+	mustStatus(t, "alice away", alice.SetState("away", 1200, 0), 207)
+	waitText(t, ctx, "#presence", func(s string) bool { return s == "away" }, "alice's presence after she went away")
+	shot("console-user.png")
+	if dst := os.Getenv("RVPD_CONSOLE_SCREENSHOT"); dst != "" {
+		png, err := os.ReadFile(filepath.Join(t.ArtifactDir(), "console.png"))
+		if err == nil {
+			err = os.WriteFile(dst, png, 0o644)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestConsoleDomainAdmin: a domain administrator sees its own IM
+// domains' users only, and its session ends when its password changes.
+func TestConsoleDomainAdmin(t *testing.T) {
+	p, ops := startDevOps(t)
+	nc, err := nats.Connect(p.natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ctx := context.Background()
+	adm := &directory.Client{Conn: nc, Name: demoAdmin, Password: testPassword}
+	if err := adm.CreateDomain(ctx, directory.DomainSpec{Domain: "acme.test", IMHost: "im.acme.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := adm.EnableUser(ctx, directory.UserSpec{User: events.NewUser("acme.test", "dave"), Home: demoHome, DisplayName: "Dave Acme"}); err != nil {
+		t.Fatal(err)
+	}
+	setOps := func(password string) {
+		v, err := directory.NewAdminVerifier(password)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := adm.SetAdmin(ctx, directory.AdminSpec{Name: "ops", Role: events.RoleDomain, Domains: []string{"acme.test"}, Verifier: &v}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setOps("ops-password-1")
+	jar, _ := cookiejar.New(nil)
+	client := &http.Client{Jar: jar, Timeout: 10 * time.Second}
+	resp, err := client.PostForm(ops+"/console/login", url.Values{"name": {"ops"}, "password": {"ops-password-1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Request.URL.Path != "/console/" {
+		t.Fatalf("ops signs in: %d at %s", resp.StatusCode, resp.Request.URL)
+	}
+	if r, body := get(t, client, ops+"/console/user/alice@example.test"); r.StatusCode != http.StatusForbidden || strings.Contains(body, "Alice Example") {
+		t.Errorf("a domain administrator of acme.test opens alice@example.test: %d", r.StatusCode)
+	}
+	if r, body := get(t, client, ops+"/console/user/dave@acme.test"); r.StatusCode != 200 || !strings.Contains(body, "Dave Acme") {
+		t.Errorf("a domain administrator of acme.test opens dave@acme.test: %d", r.StatusCode)
+	}
+	if _, body := get(t, client, ops+"/console/users"); strings.Contains(body, "alice@example.test") || !strings.Contains(body, "dave@acme.test") {
+		t.Errorf("a domain administrator's user list:\n%s", body)
+	}
+	if _, body := get(t, client, ops+"/console/"); strings.Contains(body, "<td>example.test</td>") || !strings.Contains(body, "<td>acme.test</td>") || strings.Contains(body, "Last audit events") {
+		t.Errorf("a domain administrator's overview shows other domains or the audit:\n%s", body)
+	}
+	// A new password ends the session.
+	setOps("ops-password-2")
+	jarClient := &http.Client{Jar: jar, Timeout: 10 * time.Second, CheckRedirect: noRedirect.CheckRedirect}
+	if r, _ := get(t, jarClient, ops+"/console/"); r.StatusCode != http.StatusSeeOther {
+		t.Errorf("the session after a new password: %d, want 303 to sign in again", r.StatusCode)
+	}
+}

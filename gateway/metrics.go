@@ -1,0 +1,171 @@
+package gateway
+
+import (
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are a gateway's Prometheus metrics. NewMetrics registers them
+// on the process's registry and Config.Metrics hands them to the gateway;
+// a nil *Metrics counts nothing. Labels never name a user or an address:
+// methods, statuses, reasons and the directory's router names, each a
+// small set.
+type Metrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	lookups  *prometheus.CounterVec
+	proxied  *prometheus.CounterVec
+
+	mu       sync.Mutex
+	gateways []*Gateway // whose Stats, connections and requests in flight are read at each scrape
+}
+
+// NewMetrics registers a gateway's metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rvpd_gateway_requests_total",
+			Help: "RVP requests answered by the gateway, by method and response status.",
+		}, []string{"method", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "rvpd_gateway_request_duration_seconds",
+			Help: "Time from a request read to its response ready to write, by method.",
+			// From a refusal in microseconds to a message waiting for its
+			// recipients' clients (up to -notify.timeout, 10 s).
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 20},
+		}, []string{"method"}),
+		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rvpd_gateway_lookups_total",
+			Help: "Requests sent to the routers: to be redirected to a home server (redirect), or forwarded to another organisation (federation).",
+		}, []string{"purpose"}),
+		proxied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rvpd_gateway_proxied_total",
+			Help: "Requests for logical URLs that a router's policy (proxy, or auto for a client outside the firewall) lets the gateway serve straight from the home server, by the directory's name of that router.",
+		}, []string{"router"}),
+	}
+	reg.MustRegister(m.requests, m.duration, m.lookups, m.proxied, m)
+	return m
+}
+
+// The descriptions of what is read from the gateways at each scrape.
+var (
+	refusedDesc = prometheus.NewDesc("rvpd_gateway_refused_total",
+		"Requests the gateway refused at its trust boundaries, by reason: unauthenticated (401 without credentials), sign_in_failed (wrong or unknown credentials), sign_in_throttled (403 after repeated failures), forged (speaking or sending for someone else), callback_refused, rate_limited (429), too_many_connections (503 at accept).",
+		[]string{"reason"}, nil)
+	foreignDesc = prometheus.NewDesc("rvpd_gateway_foreign_requests_total",
+		"Requests of other organisations taken without credentials (federation).", nil, nil)
+	connsDesc = prometheus.NewDesc("rvpd_gateway_connections",
+		"Client connections open.", nil, nil)
+	inflightDesc = prometheus.NewDesc("rvpd_gateway_requests_in_flight",
+		"Requests being answered.", nil, nil)
+	acceptingDesc = prometheus.NewDesc("rvpd_gateway_accepting",
+		"1 while the gateway accepts connections.", nil, nil)
+)
+
+// Describe implements prometheus.Collector for what is read at each scrape.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	ch <- refusedDesc
+	ch <- foreignDesc
+	ch <- connsDesc
+	ch <- inflightDesc
+	ch <- acceptingDesc
+}
+
+// Collect implements prometheus.Collector: the gateways' Stats (what
+// they count at their trust boundaries) and their connections, summed.
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	m.mu.Lock()
+	gws := append([]*Gateway(nil), m.gateways...)
+	m.mu.Unlock()
+	var s Stats
+	var conns, inflight, accepting float64
+	for _, g := range gws {
+		gs := g.Stats()
+		s.Unauthenticated += gs.Unauthenticated
+		s.SignInsFailed += gs.SignInsFailed
+		s.SignInsThrottled += gs.SignInsThrottled
+		s.Forged += gs.Forged
+		s.CallBacksRefused += gs.CallBacksRefused
+		s.RateLimited += gs.RateLimited
+		s.Foreign += gs.Foreign
+		s.ConnectionsRefused += gs.ConnectionsRefused
+		g.mu.Lock()
+		conns += float64(len(g.conns))
+		g.mu.Unlock()
+		inflight += float64(g.inflight.Load())
+		if g.Accepting() {
+			accepting++
+		}
+	}
+	for reason, n := range map[string]uint64{
+		"unauthenticated": s.Unauthenticated, "sign_in_failed": s.SignInsFailed, "sign_in_throttled": s.SignInsThrottled,
+		"forged": s.Forged, "callback_refused": s.CallBacksRefused, "rate_limited": s.RateLimited,
+		"too_many_connections": s.ConnectionsRefused,
+	} {
+		ch <- prometheus.MustNewConstMetric(refusedDesc, prometheus.CounterValue, float64(n), reason)
+	}
+	ch <- prometheus.MustNewConstMetric(foreignDesc, prometheus.CounterValue, float64(s.Foreign))
+	ch <- prometheus.MustNewConstMetric(connsDesc, prometheus.GaugeValue, conns)
+	ch <- prometheus.MustNewConstMetric(inflightDesc, prometheus.GaugeValue, inflight)
+	ch <- prometheus.MustNewConstMetric(acceptingDesc, prometheus.GaugeValue, accepting)
+}
+
+func (m *Metrics) attach(g *Gateway) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	m.gateways = append(m.gateways, g)
+	m.mu.Unlock()
+}
+
+// methods are the methods counted by name; any other is "other", so that
+// a client cannot make up label values.
+var methods = map[string]bool{
+	"SUBSCRIBE": true, "UNSUBSCRIBE": true, "SUBSCRIPTIONS": true, "PROPFIND": true, "PROPPATCH": true,
+	"NOTIFY": true, "ACL": true, "GET": true, "HEAD": true, "OPTIONS": true, "POST": true, "PUT": true,
+}
+
+func methodLabel(m string) string {
+	if methods[m] {
+		return m
+	}
+	return "other"
+}
+
+// request counts a request answered with status after took.
+func (m *Metrics) request(method string, status int, took time.Duration) {
+	if m == nil {
+		return
+	}
+	method = methodLabel(method)
+	code := "other" // a status another organisation's server made up
+	if status >= 100 && status <= 599 {
+		code = strconv.Itoa(status)
+	}
+	m.requests.WithLabelValues(method, code).Inc()
+	m.duration.WithLabelValues(method).Observe(took.Seconds())
+}
+
+// Lookup purposes.
+const (
+	lookupRedirect   = "redirect"
+	lookupFederation = "federation"
+)
+
+func (m *Metrics) lookup(purpose string) {
+	if m == nil {
+		return
+	}
+	m.lookups.WithLabelValues(purpose).Inc()
+}
+
+func (m *Metrics) proxy(router string) {
+	if m == nil {
+		return
+	}
+	m.proxied.WithLabelValues(router).Inc()
+}
