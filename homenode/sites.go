@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
@@ -52,6 +53,11 @@ type SiteWatch struct {
 	Every, Timeout time.Duration
 	Misses         int
 	Logger         *slog.Logger
+	// Metrics, when set, gets rvpd_site_reachable{site}: 1 while a site
+	// answers, 0 while it is lost.
+	Metrics prometheus.Registerer
+
+	reachable *prometheus.GaugeVec
 
 	mu     sync.Mutex
 	misses map[string]int
@@ -122,6 +128,14 @@ func (w *SiteWatch) Run(ctx context.Context) error {
 	log := w.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if w.Metrics != nil {
+		w.reachable = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rvpd_site_reachable",
+			Help: "1 while another site of the deployment answers this site's watch, 0 while it is lost."}, []string{"site"})
+		if err := w.Metrics.Register(w.reachable); err != nil {
+			return fmt.Errorf("site watch: metrics: %w", err)
+		}
+		defer w.Metrics.Unregister(w.reachable)
 	}
 	tick := time.NewTicker(every)
 	defer tick.Stop()
@@ -199,6 +213,13 @@ func (w *SiteWatch) record(site string, err error, misses int, log *slog.Logger)
 	}
 	if change == nil {
 		return
+	}
+	if w.reachable != nil {
+		up := 1.0
+		if change.Lost {
+			up = 0
+		}
+		w.reachable.WithLabelValues(site).Set(up)
 	}
 	for ch := range w.subs {
 		select {

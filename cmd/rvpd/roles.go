@@ -225,6 +225,9 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 	outbound.Guard = callBacks.Dialable
 	o := newOps(s.holder, s.nc, s.log.With("component", "ops"))
 	o.roles = s.roleNames()
+	if w := s.site.siteWatch(); w != nil {
+		w.Metrics = o.reg
+	}
 	actors := []func(context.Context) error{func(ctx context.Context) error {
 		return projections.Follow(ctx, s.js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter, Logger: s.log}, s.dir)
 	}, o.answer}
