@@ -156,17 +156,47 @@ func SettingSubject(name string) string { return DirectoryRoot + ".setting." + T
 // DirectoryFilter matches every directory event.
 const DirectoryFilter = DirectoryRoot + ".>"
 
-// LookupSubject is the subject of lookups for an IM domain, or for hosts no
-// directory entry names when domain is "".
-func LookupSubject(domain string) string { return LookupRoot + "." + Token(domain) }
+// LookupSubject is the subject of the lookups of gateways at site, ""
+// for a deployment of one JetStream domain: a site's routers answer its
+// own gateways' lookups only (docs/sites.md).
+func LookupSubject(site string) string { return LookupRoot + "." + Token(site) }
 
-// LookupFilter matches lookups for domain; "" matches every lookup.
-func LookupFilter(domain string) string {
-	if domain == "" {
+// LookupFilter matches the lookups of site; "" matches every lookup.
+func LookupFilter(site string) string {
+	if site == "" {
 		return LookupRoot + ".>"
 	}
-	return LookupSubject(domain)
+	return LookupSubject(site)
 }
+
+// RequestStreamPrefix begins the name of a home server's own requests
+// stream, which a deployment of several sites has instead of
+// StreamRequests: it lives in the home server's site (docs/sites.md).
+const RequestStreamPrefix = "RVP_REQ_"
+
+// RequestStream is the stream of home's request events in a deployment
+// of several sites.
+func RequestStream(home string) string { return RequestStreamPrefix + Token(home) }
+
+// DirectoryCopyRoot is the root of the subjects on which a site's nodes
+// copy the hub's directory events into the site's own directory stream;
+// the stream stores them under DirectoryRoot, with the hub's sequences.
+const DirectoryCopyRoot = "rvp.dircopy"
+
+// DirectoryStoredRoot is the root of the subjects on which the hub
+// announces each directory event it has stored (a JetStream republish,
+// headers only), for the sites' nodes to copy it at once.
+const DirectoryStoredRoot = "rvp.dirstored"
+
+// DirectoryCopySubject is the subject on which a directory event stored
+// at the hub on subject is copied into site's directory stream.
+func DirectoryCopySubject(site, subject string) string {
+	return DirectoryCopyRoot + "." + Token(site) + strings.TrimPrefix(subject, DirectoryRoot)
+}
+
+// DirectoryCopyFilter matches every subject of site's copy of the
+// directory.
+func DirectoryCopyFilter(site string) string { return DirectoryCopyRoot + "." + Token(site) + ".>" }
 
 // ReplySubject is the core NATS subject on which gateway gw receives the
 // reply to request id.

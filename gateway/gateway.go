@@ -38,6 +38,11 @@ type Config struct {
 	// DevDomain, when set, is the IM domain of every host the directory
 	// does not know: in development any Host reaches the demo domain.
 	DevDomain string
+	// Site is the site the gateway is at, in a deployment of several
+	// (docs/sites.md): its lookups go to its own site's routers, and a
+	// request for a home server of a site that cannot be reached is
+	// answered 503 at once. "" for a deployment of one domain.
+	Site string
 	// RequestTimeout bounds the wait for a home node's or router's reply,
 	// inside librvp's 30 s. Default DefaultRequestTimeout.
 	RequestTimeout time.Duration
@@ -284,8 +289,10 @@ const askAfter = 3 * time.Second
 
 // dispatch appends a request event (or a lookup, with home "") for
 // subject and waits for its reply until deadline; from askAfter on it
-// also asks home's node for the answer it recorded.
-func (g *Gateway) dispatch(ctx context.Context, subject, home, id string, deadline time.Time, ev events.Event) (*events.Reply, error) {
+// also asks home's node for the answer it recorded. A request for a home
+// server of another site (remote) is appended in one attempt: no stream
+// answers while that site cannot be reached, and that is said at once.
+func (g *Gateway) dispatch(ctx context.Context, subject, home, id string, deadline time.Time, ev events.Event, remote bool) (*events.Reply, error) {
 	data, err := events.Encode(ev)
 	if err != nil {
 		return nil, err
@@ -305,7 +312,7 @@ func (g *Gateway) dispatch(ctx context.Context, subject, home, id string, deadli
 	msg.Data = data
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	if err := g.append(ctx, msg, id); err != nil {
+	if err := g.append(ctx, msg, id, remote); err != nil {
 		return nil, fmt.Errorf("append %s: %w", ev.Type(), err)
 	}
 	var ask <-chan time.Time
@@ -352,7 +359,11 @@ func (g *Gateway) askAnswer(ctx context.Context, home, id string) *events.Reply 
 // append appends a request event to its stream, once (projections.Append:
 // retried with the same message id until it is stored or ctx ends); the
 // request is then answered 503, never later than its deadline.
-func (g *Gateway) append(ctx context.Context, msg *nats.Msg, id string) error {
+func (g *Gateway) append(ctx context.Context, msg *nats.Msg, id string, remote bool) error {
+	if remote {
+		_, err := g.cfg.JetStream.PublishMsg(ctx, msg, jetstream.WithMsgID(id), jetstream.WithRetryAttempts(0))
+		return err
+	}
 	attempts, err := projections.Append(ctx, g.cfg.JetStream, msg, id)
 	if attempts > 1 {
 		g.log.Warn("request appended after retries, or not at all", "req", id, "attempts", attempts, "err", err)

@@ -11,10 +11,30 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
 	"github.com/rvp-im/rvpd/rvp"
 )
+
+// siteRetryAfter is the Retry-After of a request for a user of a site
+// that cannot be reached: the site watch looks every second, and an
+// outage of a site is not over in less.
+const siteRetryAfter = 30 * time.Second
+
+// siteOf returns the site of home server home when it is another site
+// than the gateway's, in a deployment of several; "" otherwise.
+func (g *Gateway) siteOf(home string) string {
+	if g.cfg.Site == "" {
+		return ""
+	}
+	hs, err := g.cfg.Directory.HomeServer(home)
+	if err != nil || hs == nil || hs.Site == g.cfg.Site {
+		return ""
+	}
+	return hs.Site
+}
 
 // refusal is an answer the gateway gives by itself, without a home node
 // or a router: a request refused with an RVP status and a message saying
@@ -230,7 +250,7 @@ func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client 
 			purpose = lookupRedirect
 		}
 		g.cfg.Metrics.lookup(purpose)
-		reply, err := g.dispatch(ctx, events.LookupSubject(""), "", id, deadline, lookup)
+		reply, err := g.dispatch(ctx, events.LookupSubject(g.cfg.Site), "", id, deadline, lookup, false)
 		if err != nil {
 			return nil, fmt.Errorf("lookup of %s on %s: %w", lookup.Alias, lookup.Host, err)
 		}
@@ -337,7 +357,13 @@ func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client 
 	if tgt.router != "" {
 		g.cfg.Metrics.proxy(tgt.router)
 	}
-	reply, err := g.dispatch(ctx, events.RequestSubject(tgt.rec.Home, tgt.user), tgt.rec.Home, id, deadline, ev)
+	site := g.siteOf(tgt.rec.Home)
+	reply, err := g.dispatch(ctx, events.RequestSubject(tgt.rec.Home, tgt.user), tgt.rec.Home, id, deadline, ev, site != "")
+	if site != "" && errors.Is(err, jetstream.ErrNoStreamResponse) {
+		g.log.Warn("request for a home server of a site that cannot be reached", "home", tgt.rec.Home, "site", site, "method", req.Method)
+		return nil, &refusal{status: rvp.StatusUnavailable, retryAfter: siteRetryAfter,
+			msg: fmt.Sprintf("%s is homed at site %s, which cannot be reached from site %s now; try again later", tgt.user, site, g.cfg.Site)}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s for %s on home server %s: %w", req.Method, tgt.user, tgt.rec.Home, err)
 	}

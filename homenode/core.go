@@ -60,6 +60,12 @@ type (
 	// resend asks for the state of a user to be sent to every watcher
 	// allowed to see it, as a node that takes a home server over does.
 	resend events.User
+	// resendTo is resend for the watchers homed on the home servers named
+	// only: those of a site that is back (sites.go).
+	resendTo struct {
+		user  events.User
+		homes map[string]bool
+	}
 )
 
 // decision is what deciding an input produced: the facts to append, the
@@ -150,7 +156,11 @@ func decide(v View, p Policy, in any, now time.Time) (*decision, error) {
 	case departure:
 		d, err = c.decideDeparture(move(e), now)
 	case resend:
-		d, err = c.decideResend(events.User(e), now)
+		d, err = c.decideResend(events.User(e), nil, now)
+	case resendTo:
+		d, err = c.decideResend(e.user, e.homes, now)
+	case siteLost:
+		d, err = c.decideSiteLost(e, now)
 	default:
 		return nil, fmt.Errorf("homenode: no rule decides %T", in)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
 )
 
 // Table tests of the protocol rules, decided against a map-backed view.
@@ -537,6 +538,56 @@ func TestPresenceFanOut(t *testing.T) {
 			t.Errorf("facts %v, notified %v", types(d), sent(d))
 		}
 	})
+	t.Run("a site back is re-sent the state of its watchers only", func(t *testing.T) {
+		d := w.decide(resendTo{user: user("ann"), homes: map[string]bool{"home2": true}})
+		wantStrings(t, "notified", sent(d), []string{"relay home2 dan@example.test busy"})
+		if d := w.decide(resendTo{user: user("ann"), homes: map[string]bool{"home9": true}}); len(sent(d)) != 0 {
+			t.Errorf("notified %v", sent(d))
+		}
+	})
+	t.Run("a site lost: its nodes go offline for the watcher's logins", func(t *testing.T) {
+		d := w.decide(siteLost{watcher: user("ben"), nodes: []remoteNode{{home: "home2", server: "im.example.test",
+			from: "http://im.example.test/instmsg/aliases/dan", to: "http://im.example.test/instmsg/aliases/ben"}}})
+		wantStrings(t, "notified", sent(d), []string{"http://10.0.0.3:4000 offline", "http://10.0.0.5:4000 offline"})
+		if len(d.facts) != 0 || d.reply != nil {
+			t.Errorf("facts %v, reply %+v", types(d), d.reply)
+		}
+		for _, nt := range d.notes {
+			n, err := rvp.ParseNotification(nt.out.Body)
+			if err != nil || n.From[0] != "http://im.example.test/instmsg/aliases/dan" || n.To[0] != "http://im.example.test/instmsg/aliases/ben" {
+				t.Errorf("notification %s: %+v, %v", nt.out.Body, n, err)
+			}
+			if nt.out.Header[2].Value != "im.example.test" {
+				t.Errorf("headers %+v", nt.out.Header)
+			}
+		}
+	})
+}
+
+// TestRemoteNodes: a home node remembers what its users were told of
+// nodes homed elsewhere, by relays, per node, the last only.
+func TestRemoteNodes(t *testing.T) {
+	var rs remotes
+	relay := func(watcher, node, home, state string) *events.Relay {
+		body := rvp.PropNotification(rvp.Contact{Href: "http://im.example.test/instmsg/aliases/" + node},
+			rvp.Contact{Href: "http://im.example.test/instmsg/aliases/" + watcher}, state)
+		return &events.Relay{Req: events.Req{Node: user(watcher), Gateway: "home:" + home, From: "im.example.test"}, Body: body}
+	}
+	rs.remember(relay("ann", "dan", "home2", "online"))
+	rs.remember(relay("ann", "dan", "home2", "busy"))
+	rs.remember(relay("ann", "eve", "home3", "online"))
+	rs.remember(relay("ben", "dan", "home2", "online"))
+	rs.remember(&events.Relay{Req: events.Req{Node: user("ann"), Gateway: "gw1"}, Body: []byte("x")}) // not from a home server
+	got := rs.at(map[string]bool{"home2": true})
+	if len(got) != 2 || len(got[user("ann")]) != 1 || len(got[user("ben")]) != 1 || got[user("ann")][0].home != "home2" {
+		t.Errorf("at home2: %+v", got)
+	}
+	if got := rs.at(map[string]bool{"home3": true}); len(got[user("ann")]) != 1 || got[user("ann")][0].from != "http://im.example.test/instmsg/aliases/eve" {
+		t.Errorf("at home3: %+v", got)
+	}
+	if rs.count != 3 {
+		t.Errorf("count %d, want 3", rs.count)
+	}
 }
 
 func TestUnreachableCallbacks(t *testing.T) {

@@ -297,16 +297,47 @@ func (n *Node) sendNotes(d *decision, submit func(job) bool) {
 	}
 }
 
-// relay hands a notification for another home server's clients to the
-// relaying goroutine (runRelays): the deciding loop never waits for
-// JetStream. A full queue drops it, counted and logged.
+// relay hands a notification for another home server's clients on. One
+// for a home server of this site goes to the relaying goroutine
+// (runRelays): the deciding loop never waits for JetStream, and a full
+// queue drops it, counted and logged. One for a home server of another
+// site is published asynchronously, once (a silent leaf connection would
+// hold up the relays behind it), and not at all while that site is lost:
+// its watchers are told the state again when it is back.
 func (n *Node) relay(r relayOut) {
+	if site := siteOf(n.cfg.Directory, r.home); site != "" && site != n.cfg.FactStream.Site {
+		if n.cfg.Sites.Lost(site) {
+			n.relayLog.skipped.Add(1)
+			return
+		}
+		msg, err := relayMsg(r)
+		if err != nil {
+			return
+		}
+		if _, err := n.relayAsync.PublishMsgAsync(msg, jetstream.WithMsgID(r.ev.ID)); err != nil {
+			n.relayLog.failed(n.log, r.home, err)
+		}
+		return
+	}
 	select {
 	case n.relays <- r:
 	default:
 		n.dropped.Add(1)
 		n.log.Warn("relay queue full; notification for another home server dropped", "home", r.home, "watcher", r.ev.Node.String())
 	}
+}
+
+// relayMsg is the request event a relay appends to its home server's
+// requests.
+func relayMsg(r relayOut) (*nats.Msg, error) {
+	data, err := events.Encode(r.ev)
+	if err != nil {
+		return nil, err
+	}
+	msg := nats.NewMsg(events.RequestSubject(r.home, r.ev.Node))
+	msg.Header.Set(events.HeaderType, r.ev.Type())
+	msg.Data = data
+	return msg, nil
 }
 
 // runRelays appends the relays, in order, to the other home servers'
@@ -319,18 +350,15 @@ func (n *Node) runRelays(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case r := <-n.relays:
-			data, err := events.Encode(r.ev)
+			msg, err := relayMsg(r)
 			if err != nil {
 				continue
 			}
-			msg := nats.NewMsg(events.RequestSubject(r.home, r.ev.Node))
-			msg.Header.Set(events.HeaderType, r.ev.Type())
-			msg.Data = data
 			rctx, cancel := context.WithDeadline(ctx, r.ev.Deadline)
 			_, err = projections.Append(rctx, n.cfg.JetStream, msg, r.ev.ID)
 			cancel()
 			if err != nil && ctx.Err() == nil {
-				n.log.Warn("relay to another home server failed", "home", r.home, "watcher", r.ev.Node.String(), "err", err)
+				n.relayLog.failed(n.log, r.home, err)
 			}
 		}
 	}
@@ -367,7 +395,10 @@ func (n *Node) reachability(ref subRef) func(int, error) {
 // the previous owner decided may not have gone out before it died.
 // Clients take a state they already have without harm. It waits for room
 // in the delivery queue rather than drop, and stops when ctx ends.
-func (n *Node) resendPresence(ctx context.Context) {
+//
+// With homes, only the watchers homed on those home servers are told:
+// those of a site that is back (sites.go).
+func (n *Node) resendPresence(ctx context.Context, homes map[string]bool) {
 	users, err := n.proj.Users()
 	if err != nil {
 		n.log.Error("presence not re-sent after taking over", "err", err)
@@ -379,13 +410,21 @@ func (n *Node) resendPresence(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		d, err := decide(n.view(), n.policy, resend(u), n.now())
+		var in any = resend(u)
+		if homes != nil {
+			in = resendTo{user: u, homes: homes}
+		}
+		d, err := decide(n.view(), n.policy, in, n.now())
 		if err != nil {
 			n.log.Error("presence not re-sent", "user", u.String(), "err", err)
 			continue
 		}
 		count += len(d.notes) + len(d.relays)
 		n.sendNotes(d, submit)
+	}
+	if homes != nil {
+		n.log.Info("presence re-sent to the watchers homed at other sites", "home servers", len(homes), "notifications", count)
+		return
 	}
 	n.log.Info("presence re-sent to watchers after taking over the home server", "notifications", count)
 }

@@ -270,25 +270,35 @@ func (c *core) decideRelay(d *decision, e *events.Relay) (*decision, error) {
 	if r.Auth.Scheme != "internal" {
 		return d.fail(r, rvp.StatusForbidden, "relays come from home servers only")
 	}
-	targets, err := c.loginTargets(e.Node)
-	if err != nil {
+	if err := c.toLogins(d, e.Node, e.From, e.Body, e.Deadline); err != nil {
 		return nil, err
-	}
-	for _, t := range targets {
-		out := rvp.Outbound{URL: t.url, Body: e.Body, Header: []rvp.Field{
-			{Name: rvp.HdrVersion, Value: rvp.Version},
-			{Name: rvp.HdrHopCount, Value: "3"},
-			{Name: rvp.HdrFromPrincipal, Value: e.From},
-			{Name: rvp.HdrSubscriptionID, Value: strconv.Itoa(int(t.subID))},
-			{Name: rvp.HdrContentType, Value: rvp.ContentTypeXML},
-		}}
-		d.notes = append(d.notes, note{key: t.key(), out: out, deadline: e.Deadline, ref: t.ref})
 	}
 	return d, nil
 }
 
-// decideResend sends u's state to every watcher allowed to see it.
-func (c *core) decideResend(u events.User, now time.Time) (*decision, error) {
+// toLogins sends a notification that came from another home server
+// (server is its RVP-From-Principal) to u's clients.
+func (c *core) toLogins(d *decision, u events.User, server string, body []byte, deadline time.Time) error {
+	targets, err := c.loginTargets(u)
+	if err != nil {
+		return err
+	}
+	for _, t := range targets {
+		out := rvp.Outbound{URL: t.url, Body: body, Header: []rvp.Field{
+			{Name: rvp.HdrVersion, Value: rvp.Version},
+			{Name: rvp.HdrHopCount, Value: "3"},
+			{Name: rvp.HdrFromPrincipal, Value: server},
+			{Name: rvp.HdrSubscriptionID, Value: strconv.Itoa(int(t.subID))},
+			{Name: rvp.HdrContentType, Value: rvp.ContentTypeXML},
+		}}
+		d.notes = append(d.notes, note{key: t.key(), out: out, deadline: deadline, ref: t.ref})
+	}
+	return nil
+}
+
+// decideResend sends u's state to every watcher allowed to see it; with
+// homes, to the watchers homed on those home servers only.
+func (c *core) decideResend(u events.User, homes map[string]bool, now time.Time) (*decision, error) {
 	d := &decision{msgID: "resend/" + events.Token(u.String()) + "/" + nanos(now)}
 	watchers, err := c.State.Watchers(u)
 	if err != nil || len(watchers) == 0 {
@@ -305,6 +315,16 @@ func (c *core) decideResend(u events.User, now time.Time) (*decision, error) {
 	f := &fanout{core: c, d: d, now: now, sent: map[string]bool{}}
 	for i := range watchers {
 		s := &watchers[i]
+		if homes != nil {
+			if s.Watcher.IsZero() {
+				continue
+			}
+			if rec, err := c.Dir.User(s.Watcher); err != nil {
+				return nil, err
+			} else if rec == nil || !homes[rec.Home] {
+				continue
+			}
+		}
 		if permitted(acl, subscriber(u, s), events.RightPresence) {
 			if err := f.state(u, s, pr.For(u, s)); err != nil {
 				return nil, err

@@ -169,8 +169,13 @@ type Config struct {
 	// 3s: past a gateway's patience it would only turn them into 503s.
 	HandoffWait time.Duration
 	// FactStream configures the home server's fact stream, created by the
-	// node if it is missing (and, unless CreateOnly, updated).
+	// node if it is missing (and, unless CreateOnly, updated). With Site
+	// set (a deployment of several sites), the home server's requests
+	// stream too, and the node owns only a home server of its site.
 	FactStream projections.StreamOptions
+	// Sites, at a site of a deployment of several, tells which other
+	// sites are lost; nil for a deployment of one domain.
+	Sites *SiteWatch
 	// Window bounds the facts published and not yet acknowledged; a full
 	// window holds new requests back. Default 512.
 	Window int
@@ -257,6 +262,14 @@ type Node struct {
 	// parked holds the requests for users whose handoff is awaited; owned
 	// by Run's goroutine.
 	parked map[events.User][]jetstream.Msg
+	// remote remembers what users here were told of nodes homed at other
+	// home servers (sites.go); owned by Run's goroutine.
+	remote remotes
+	// relayAsync publishes relays to other sites, asynchronously;
+	// resending counts the re-sendings of presence to a site that is back.
+	relayAsync jetstream.JetStream
+	resending  sync.WaitGroup
+	relayLog   relayLog
 
 	// Counters, read by Stats.
 	decided, expired, dropped, held, published, conflicts, recovered atomic.Uint64
@@ -344,6 +357,9 @@ func New(cfg Config) (*Node, error) {
 	if n.pub, err = newPublisher(cfg.Conn, cfg.Window, cfg.AckTimeout, n.results); err != nil {
 		return nil, err
 	}
+	if n.relayAsync, err = n.relayPublisher(); err != nil {
+		return nil, err
+	}
 	n.metrics = cfg.Metrics.of(cfg.Home)
 	n.pool = newPool(cfg.Client, cfg.Workers, cfg.PerKey, cfg.KeyQueue, cfg.QueueLen, log, &n.dropped, n.metrics)
 	return n, nil
@@ -368,6 +384,7 @@ func (n *Node) Run(parent context.Context) (err error) {
 	n.life = ctx
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	defer n.resending.Wait()
 	// The projection outlives the deciding loop: what is in flight when
 	// the node is stopped is finished (its facts acknowledged, its reply
 	// sent) before the loop returns, and applied to Pebble before Run
@@ -378,6 +395,9 @@ func (n *Node) Run(parent context.Context) (err error) {
 
 	if err := projections.EnsureFactStream(ctx, n.cfg.JetStream, n.cfg.Home, n.cfg.FactStream); err != nil {
 		return fmt.Errorf("home %s: %w", n.cfg.Home, err)
+	}
+	if err := n.ensureSite(ctx); err != nil {
+		return err
 	}
 	last, err := n.streamLast(ctx)
 	if err != nil {
@@ -412,7 +432,7 @@ func (n *Node) Run(parent context.Context) (err error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n.resendPresence(ctx)
+			n.resendPresence(ctx, nil)
 		}()
 	}
 	moves := make(chan move, 64)
@@ -449,7 +469,7 @@ func (n *Node) Run(parent context.Context) (err error) {
 	}
 	defer userState.Unsubscribe()
 
-	cons, err := n.cfg.JetStream.CreateOrUpdateConsumer(ctx, events.StreamRequests, jetstream.ConsumerConfig{
+	cons, err := n.cfg.JetStream.CreateOrUpdateConsumer(ctx, n.cfg.FactStream.RequestStreamOf(n.cfg.Home), jetstream.ConsumerConfig{
 		Durable:       ConsumerName(n.cfg.Home),
 		Description:   "requests for home server " + n.cfg.Home,
 		FilterSubject: events.RequestFilter(n.cfg.Home),
@@ -548,6 +568,16 @@ func (n *Node) Run(parent context.Context) (err error) {
 		}
 	}()
 
+	var sites <-chan SiteChange
+	if n.cfg.Sites != nil {
+		var stop func()
+		// The sites that answered already are back for this node, which
+		// re-sends them its users' presence (they may have been told its
+		// users were offline while it was away), unless it re-sends to
+		// every watcher anyway.
+		sites, stop = n.cfg.Sites.Changes(!n.cfg.ResendPresence)
+		defer stop()
+	}
 	n.log.Info("home node serving", "position", n.proj.Position(), "stream", n.stream)
 	n.serving.Store(true)
 	defer n.serving.Store(false)
@@ -609,6 +639,10 @@ func (n *Node) Run(parent context.Context) (err error) {
 			}
 		case rc := <-reachCh:
 			if err := n.handleReach(work, rc); err != nil {
+				return err
+			}
+		case ch := <-sites:
+			if err := n.onSite(work, ch); err != nil {
 				return err
 			}
 		case <-tickCh:
@@ -1010,6 +1044,9 @@ func (n *Node) release(p *pending) {
 	if r, ok := p.in.(events.Request); ok {
 		n.seen.answered(r.Request().ID, d.reply)
 	}
+	if rl, ok := p.in.(*events.Relay); ok {
+		n.remote.remember(rl)
+	}
 	n.reply(p.replyTo, d.reply)
 	n.metrics.released(p.taken)
 	n.sendNotes(d, n.pool.submit)
@@ -1184,12 +1221,16 @@ type Stats struct {
 	// writer's facts made the node decide its window again; Recovered the
 	// times answers were lost and the stream told what it held.
 	Published, Conflicts, Recovered uint64
+	// RelaysSkipped counts relays not sent to a site that was lost;
+	// RelaysLost those whose publish failed.
+	RelaysSkipped, RelaysLost uint64
 }
 
 // Stats returns the node's counters.
 func (n *Node) Stats() Stats {
 	return Stats{Decided: n.decided.Load(), Expired: n.expired.Load(), Dropped: n.dropped.Load(), Position: n.proj.Position(),
-		Held: n.held.Load(), Published: n.published.Load(), Conflicts: n.conflicts.Load(), Recovered: n.recovered.Load()}
+		Held: n.held.Load(), Published: n.published.Load(), Conflicts: n.conflicts.Load(), Recovered: n.recovered.Load(),
+		RelaysSkipped: n.relayLog.skipped.Load(), RelaysLost: n.relayLog.lost.Load()}
 }
 
 // recent remembers the last n request ids decided, and whether each is a

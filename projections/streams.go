@@ -52,6 +52,13 @@ type StreamOptions struct {
 	// configuration of the others as it is: a node joining a cluster
 	// does not impose its own.
 	CreateOnly bool
+	// Site, when set, lays the streams out for this site of a deployment
+	// of several (its JetStream domain; docs/sites.md); "" for a
+	// deployment of one domain.
+	Site string
+	// Hub is the JetStream domain of the hub, where the directory is
+	// written. Default DefaultHub.
+	Hub string
 }
 
 func (o StreamOptions) withDefaults() StreamOptions {
@@ -140,7 +147,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		Discard:     jetstream.DiscardOld,
 		Duplicates:  o.Duplicates,
 	}}
-	for _, c := range cfgs {
+	for _, c := range o.siteLayout(cfgs) {
 		if err := o.ensure(ctx, js, c); err != nil {
 			return err
 		}

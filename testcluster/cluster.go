@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -124,7 +126,12 @@ type Cluster struct {
 
 	// streams are the streams' settings; each home node creates its fact
 	// stream with them.
-	streams projections.StreamOptions
+	streamOpts projections.StreamOptions
+	// site, hub and watch are set at a site of a deployment of several
+	// (StartSites): its NATS server, the hub's domain, its site watch.
+	site  *SiteNATS
+	hub   string
+	watch *homenode.SiteWatch
 
 	mu   sync.Mutex
 	dirs []*projections.Directory // every role's directory projection
@@ -210,30 +217,10 @@ func quiet() *slog.Logger {
 // Start starts a deployment; the test's cleanup stops it.
 func Start(t testing.TB, o Options) *Cluster {
 	t.Helper()
-	if o.Domain == "" {
-		o.Domain = "example.test"
-	}
 	if o.Users == nil {
 		o.Users = map[string]string{"alice": "home1", "bob": "home1", "carol": "home1"}
 	}
-	if o.Gateways <= 0 {
-		o.Gateways = 1
-	}
-	if o.Password == "" {
-		o.Password = "cluster-pw-1"
-	}
-	if o.RouterMode == "" {
-		o.RouterMode = "auto"
-	}
-	if o.LookupAckWait <= 0 {
-		o.LookupAckWait = 2 * time.Second
-	}
-	if o.LeaseTTL <= 0 {
-		o.LeaseTTL = 2 * time.Second
-	}
-	if o.Policy == (homenode.Policy{}) {
-		o.Policy = homenode.Policy{MinLease: time.Second, MinLifetime: time.Second, DeliveryTimeout: 5 * time.Second}
-	}
+	o = o.withDefaults()
 	ntDomain := upperFirstLabel(o.Domain)
 	c := &Cluster{t: t, opts: o, Domain: o.Domain, IMHost: "im." + o.Domain, NTDomain: ntDomain, Password: o.Password,
 		Homes: map[string]*Role{}, HomeNodes: map[string][]*Role{}, Dialer: &PeerDialer{}}
@@ -270,57 +257,19 @@ func Start(t testing.TB, o Options) *Cluster {
 	if err := projections.EnsureStreams(ctx, c.JS, so); err != nil {
 		t.Fatal(err)
 	}
-	c.streams = so
+	c.streamOpts = so
 
 	// Listeners first: their addresses are the home servers' hosts.
-	lns := make([]net.Listener, o.Gateways)
-	for i := range lns {
-		if lns[i], err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
-			t.Fatal(err)
-		}
-		c.own = append(c.own, netip.MustParseAddrPort(lns[i].Addr().String()))
-	}
-	homes := map[string]bool{}
-	for _, h := range o.Users {
-		homes[h] = true
-	}
-	names := make([]string, 0, len(homes))
-	for h := range homes {
-		names = append(names, h)
-	}
-	sort.Strings(names)
-
-	// The directory, through the same operations administrators use.
-	adminDB, adminDir := c.directory("admin")
-	_ = adminDB
-	c.Admin = &directory.Admin{JetStream: c.JS, Directory: adminDir, Keyring: c.Keyring, Actor: "testcluster"}
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(c.Admin.CreateDomain(ctx, directory.DomainSpec{Domain: o.Domain, IMHost: c.IMHost, NTDomain: ntDomain, Hosts: o.Hosts}))
+	lns := c.listen(o.Gateways)
+	var homes []directory.HomeServerSpec
+	names := homeNames(o.Users)
 	for i, h := range names {
-		must(c.Admin.CreateHomeServer(ctx, h, lns[i%len(lns)].Addr().String(), "", true))
+		homes = append(homes, directory.HomeServerSpec{Name: h, Host: lns[i%len(lns)].Addr().String()})
 	}
-	for i := range o.Routers {
-		must(c.Admin.CreateRouter(ctx, fmt.Sprintf("router%d", i+1), o.Domain, c.IMHost, o.RouterMode))
-	}
-	if len(o.Inside) > 0 {
-		must(c.Admin.SetTopology(ctx, append([]string(nil), o.Inside...)))
-	}
-	must(c.Admin.SetInternetCapable(ctx, o.InternetCapable))
-	aliases := make([]string, 0, len(o.Users))
-	for a := range o.Users {
-		aliases = append(aliases, a)
-	}
-	sort.Strings(aliases)
-	for _, a := range aliases {
-		u := events.NewUser(o.Domain, a)
-		must(c.Admin.EnableUser(ctx, directory.UserSpec{User: u, Home: o.Users[a], DisplayName: a}))
-		must(c.Admin.SetPassword(ctx, u, rvp.NewVerifiers(u, ntDomain, "", o.Domain, o.Password)))
-	}
+	// The directory, through the same operations administrators use.
+	_, adminDir := c.directory("admin")
+	c.Admin = &directory.Admin{JetStream: c.JS, Directory: adminDir, Keyring: c.Keyring, Actor: "testcluster"}
+	c.writeDirectory(homes, o.Users)
 
 	for _, h := range names {
 		if o.Standbys == 0 {
@@ -343,6 +292,103 @@ func Start(t testing.TB, o Options) *Cluster {
 	return c
 }
 
+// withDefaults fills the options' zero fields but Users.
+func (o Options) withDefaults() Options {
+	if o.Domain == "" {
+		o.Domain = "example.test"
+	}
+	if o.Gateways <= 0 {
+		o.Gateways = 1
+	}
+	if o.Password == "" {
+		o.Password = "cluster-pw-1"
+	}
+	if o.RouterMode == "" {
+		o.RouterMode = "auto"
+	}
+	if o.LookupAckWait <= 0 {
+		o.LookupAckWait = 2 * time.Second
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 2 * time.Second
+	}
+	if o.Policy == (homenode.Policy{}) {
+		o.Policy = homenode.Policy{MinLease: time.Second, MinLifetime: time.Second, DeliveryTimeout: 5 * time.Second}
+	}
+	return o
+}
+
+// listen opens n gateway listeners on loopback: their addresses are the
+// home servers' hosts, and no NOTIFY may reach them.
+func (c *Cluster) listen(n int) []net.Listener {
+	c.t.Helper()
+	lns := make([]net.Listener, n)
+	for i := range lns {
+		var err error
+		if lns[i], err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			c.t.Fatal(err)
+		}
+		c.own = append(c.own, netip.MustParseAddrPort(lns[i].Addr().String()))
+	}
+	return lns
+}
+
+// homeNames returns the home servers users are on, sorted.
+func homeNames(users map[string]string) []string {
+	homes := map[string]bool{}
+	for _, h := range users {
+		homes[h] = true
+	}
+	names := make([]string, 0, len(homes))
+	for h := range homes {
+		names = append(names, h)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// writeDirectory writes the deployment's directory through c.Admin, as
+// administrators do: the IM domain, the home servers, the routers, the
+// firewall topology and federation, and the users (alias → home server)
+// with c.Password.
+func (c *Cluster) writeDirectory(homes []directory.HomeServerSpec, users map[string]string) {
+	c.t.Helper()
+	o, ctx := c.opts, context.Background()
+	must := func(err error) {
+		c.t.Helper()
+		if err != nil {
+			c.t.Fatal(err)
+		}
+	}
+	must(c.Admin.CreateDomain(ctx, directory.DomainSpec{Domain: o.Domain, IMHost: c.IMHost, NTDomain: c.NTDomain, Hosts: o.Hosts}))
+	for _, h := range homes {
+		must(c.Admin.CreateHomeServer(ctx, h.Name, h.Host, h.Site, true))
+	}
+	for i := range o.Routers {
+		must(c.Admin.CreateRouter(ctx, fmt.Sprintf("router%d", i+1), o.Domain, c.IMHost, o.RouterMode))
+	}
+	if len(o.Inside) > 0 {
+		must(c.Admin.SetTopology(ctx, append([]string(nil), o.Inside...)))
+	}
+	must(c.Admin.SetInternetCapable(ctx, o.InternetCapable))
+	c.addUsers(users)
+}
+
+// addUsers enables users (alias → home server) with c.Password.
+func (c *Cluster) addUsers(users map[string]string) {
+	c.t.Helper()
+	ctx := context.Background()
+	for _, a := range slices.Sorted(maps.Keys(users)) {
+		u := events.NewUser(c.Domain, a)
+		if err := c.Admin.EnableUser(ctx, directory.UserSpec{User: u, Home: users[a], DisplayName: a}); err != nil {
+			c.t.Fatal(err)
+		}
+		if err := c.Admin.SetPassword(ctx, u, rvp.NewVerifiers(u, c.NTDomain, "", c.Domain, c.Password)); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+}
+
 func upperFirstLabel(domain string) string {
 	for i := 0; i < len(domain); i++ {
 		if domain[i] == '.' {
@@ -363,6 +409,9 @@ func (c *Cluster) connect(name string) *nats.Conn {
 	c.t.Helper()
 	if c.NATS != nil {
 		return c.NATS.Connect(name)
+	}
+	if c.site != nil {
+		return c.site.Connect(name)
 	}
 	nc, err := nats.Connect("", nats.InProcessServer(c.NS), nats.Name(name))
 	if err != nil {
@@ -431,7 +480,8 @@ func (c *Cluster) StartHome(h string) *Role {
 	nc := c.connect("home-" + h)
 	js, _ := jetstream.New(nc)
 	n, err := homenode.New(homenode.Config{Home: h, JetStream: js, Conn: nc, DB: db, Directory: dir, Client: c.client(),
-		Policy: c.opts.Policy, SweepEvery: 100 * time.Millisecond, HandoffWait: 10 * time.Second, FactStream: c.streams, Logger: quiet().With("home", h)})
+		Policy: c.opts.Policy, SweepEvery: 100 * time.Millisecond, HandoffWait: 10 * time.Second, Logger: quiet().With("home", h),
+		FactStream: c.streams(), Sites: c.watch})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -461,7 +511,7 @@ func (c *Cluster) StartHomeNode(h, holder string) *Role {
 	}
 	log := quiet().With("home", h, "node", holder)
 	cfg := homenode.Config{Home: h, JetStream: js, Conn: nc, DB: db, Directory: dir, Client: c.client(),
-		Policy: c.opts.Policy, SweepEvery: 100 * time.Millisecond, HandoffWait: 10 * time.Second, FactStream: c.streams, Logger: log,
+		Policy: c.opts.Policy, SweepEvery: 100 * time.Millisecond, HandoffWait: 10 * time.Second, FactStream: c.streams(), Sites: c.watch, Logger: log,
 		AckWait: min(5*time.Second, c.opts.LeaseTTL)}
 	lease := &homenode.Lease{KV: kv, Home: h, Holder: holder, Logger: log, Standby: homenode.WarmStandby(cfg)}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -544,7 +594,8 @@ func (c *Cluster) startGateway(name string, ln net.Listener) *Role {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	gw, err := gateway.New(gateway.Config{ID: name, JetStream: js, Conn: nc, Directory: dir, Auth: auth, RequestTimeout: c.opts.RequestTimeout, Senders: c.opts.Senders, Logger: quiet().With("gateway", name)})
+	gw, err := gateway.New(gateway.Config{ID: name, JetStream: js, Conn: nc, Directory: dir, Auth: auth, Senders: c.opts.Senders,
+		Site: c.SiteName(), RequestTimeout: c.opts.RequestTimeout, Logger: quiet().With("gateway", name)})
 	if err != nil {
 		c.t.Fatal(err)
 	}

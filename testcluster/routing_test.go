@@ -30,6 +30,14 @@ func fromState(who *Client, state string) func(Notify) bool {
 // messages both ways.
 func twoHomes(t *testing.T, c *Cluster, follow bool) (alice, carol *Client) {
 	alice, carol = c.Client(t, "alice"), c.Client(t, "carol")
+	crossTalk(t, alice, carol, follow)
+	return alice, carol
+}
+
+// crossTalk: alice and carol log in, set their state, watch each other,
+// see each other's changes and exchange messages both ways.
+func crossTalk(t *testing.T, alice, carol *Client, follow bool) {
+	t.Helper()
 	for _, u := range []*Client{alice, carol} {
 		u.FollowRedirects = follow
 		must(t, u.Alias+" login", u.Login(3600), 200)
@@ -48,7 +56,6 @@ func twoHomes(t *testing.T, c *Cluster, follow bool) (alice, carol *Client) {
 		must(t, p[0].Alias+" → "+p[1].Alias, p[0].Send(p[1].Alias, body), 200)
 		p[1].WaitNotify(0, wait, func(n Notify) bool { return bytes.Equal(n.Body, body) })
 	}
-	return alice, carol
 }
 
 // TestClusterTwoHomesRedirect: clients inside the firewall topology are

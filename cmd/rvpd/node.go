@@ -21,6 +21,7 @@ import (
 
 type nodeFlags struct {
 	roleFlags
+	siteFlags
 	name, data, nats, natsCreds string
 	gateway                     string
 	homes                       string
@@ -33,7 +34,7 @@ type nodeFlags struct {
 // validate reports every problem of a node's flags at once: the roles'
 // (roleFlags.validate) and the node's own.
 func (f nodeFlags) validate(lookupEnv func(string) (string, bool)) error {
-	errs := []error{f.roleFlags.validate()}
+	errs := []error{f.roleFlags.validate(), f.siteFlags.validate()}
 	if f.gateway == "" && len(splitList(f.homes)) == 0 && f.router == "" && !f.admin {
 		errs = append(errs, errors.New("no role given: -gateway ADDR, -home H, -router NAME or -admin (one or more)"))
 	}
@@ -75,6 +76,7 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 	fs.IntVar(&f.replicas, "streams.replicas", 1, "replicas of the streams this node creates if the cluster has none yet and was not set up by rvpd init, whose replicas it takes (3 for a site)")
 	fs.BoolVar(&f.migrateFacts, "migrate-facts", false, "copy the facts of an older version's single fact stream into one stream per home server (once, with every other rvpd of the cluster stopped)")
 	f.roleFlags.register(fs)
+	f.siteFlags.register(fs)
 	if err := parseFlags(fs, args, lookupEnv); err != nil {
 		return err
 	}
@@ -118,11 +120,16 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 		so.Replicas = c.Created.Replicas
 		return nil
 	}
+	f.siteFlags.apply(&so)
 	p, err := openProcess(setup, log, clusterLink("rvpd-node-"+f.name, f.nats, f.natsCreds, log), so, prepare, f.data, f.migrateFacts)
 	if err != nil {
 		return err
 	}
 	defer p.close()
+	site, err := setupSite(setup, f.siteFlags, p.nc, p.js, p.dir, len(homes) > 0, log)
+	if err != nil {
+		return err
+	}
 	if err := catchUpDirectory(setup, p.js, p.dir, log); err != nil {
 		return fmt.Errorf("read the directory: %w", err)
 	}
@@ -135,9 +142,13 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 	}
 
 	rs := roleSet{nc: p.nc, js: p.js, db: p.db, dir: p.dir, keyring: keyring, log: log, flags: f.roleFlags,
-		gatewayID: f.name, homes: homes, streams: p.streams, holder: f.name, router: f.router}
+		gatewayID: f.name, homes: homes, streams: p.streams, holder: f.name, router: f.router, site: site}
 	if f.admin {
-		rs.admin = &directory.Admin{JetStream: p.js, Directory: p.dir, Keyring: keyring, Actor: "rvpd-node-" + f.name}
+		writes := p.js
+		if site != nil {
+			writes = site.writes // the hub's
+		}
+		rs.admin = &directory.Admin{JetStream: writes, Directory: p.dir, Keyring: keyring, Actor: "rvpd-node-" + f.name}
 	}
 	if f.gateway != "" {
 		if rs.listener, err = net.Listen("tcp", f.gateway); err != nil {

@@ -187,6 +187,9 @@ type roleSet struct {
 	router string
 	// admin, when set, serves rvpctl's directory service.
 	admin *directory.Admin
+	// site is what a process at a site of a deployment of several runs
+	// besides (sites.go); nil otherwise.
+	site *atSite
 	// own are this process's listeners besides the gateway's (an
 	// embedded NATS server's): no Call-Back may point at them.
 	own []netip.AddrPort
@@ -241,6 +244,9 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 	outbound.Guard = callBacks.Dialable
 	o := newOps(s.holder, s.nc, s.log.With("component", "ops"))
 	o.roles = s.roleNames()
+	if w := s.site.siteWatch(); w != nil {
+		w.Metrics = o.reg
+	}
 	actors := []func(context.Context) error{func(ctx context.Context) error {
 		return projections.Follow(ctx, s.js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter, Logger: s.log}, s.dir)
 	}, o.answer}
@@ -256,7 +262,7 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 		homeMetrics := homenode.NewMetrics(o.reg)
 		for _, h := range s.homes {
 			cfg := homenode.Config{Home: h, JetStream: s.js, Conn: s.nc, DB: s.db, Directory: s.dir, Policy: s.flags.homePolicy(),
-				Client: outbound, FactStream: s.streams, Metrics: homeMetrics, Logger: s.log.With("component", "home"),
+				Client: outbound, FactStream: s.streams, Sites: s.site.siteWatch(), Metrics: homeMetrics, Logger: s.log.With("component", "home"),
 				// Requests a dead owner held go to the next one by the time
 				// it takes over.
 				AckWait: min(5*time.Second, st.TTL())}
@@ -307,7 +313,7 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 		}
 		if gw, err = gateway.New(gateway.Config{
 			ID: s.gatewayID, JetStream: s.js, Conn: s.nc, Directory: s.dir, DevDomain: s.devDomain, Auth: auth,
-			Senders: s.flags.senders, CallBacks: callBacks, Metrics: gateway.NewMetrics(o.reg),
+			Senders: s.flags.senders, CallBacks: callBacks, Metrics: gateway.NewMetrics(o.reg), Site: s.streams.Site,
 			RequestTimeout: s.flags.requestTimeout, Logger: s.log.With("component", "gateway"),
 		}); err != nil {
 			return err
@@ -323,6 +329,9 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 
 	if err := s.serveOps(g, o, gw); err != nil {
 		return err
+	}
+	if s.site != nil {
+		actors = append(actors, s.site.actors...)
 	}
 	for _, run := range actors {
 		g.Add(func() error { return run(roles) }, func(error) { stopAll() })

@@ -1,0 +1,308 @@
+package testcluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+)
+
+// Topology is the NATS side of a deployment of several sites (DESIGN §5,
+// docs/sites.md): a hub and sites, each its own JetStream domain, every
+// site's server connected to the hub's by a leaf connection that runs
+// through a Link, so that a test can cut a site off (Sever) or stop its
+// servers (Stop) and bring it back. Every server listens on loopback TCP
+// on a port it keeps across restarts, so that clients reconnect to it as
+// in production.
+type Topology struct {
+	t     testing.TB
+	Hub   *SiteNATS
+	Sites map[string]*SiteNATS
+}
+
+// SiteNATS is the NATS server of one site (or of the hub): a JetStream
+// domain of its own.
+type SiteNATS struct {
+	// Name is the site's name and its JetStream domain.
+	Name string
+	// Port is the client port; LeafPort, at the hub, where sites connect.
+	Port, LeafPort int
+	// Link carries the site's leaf connection to the hub (nil at the hub).
+	Link *Link
+	t    testing.TB
+	conf string
+
+	mu  sync.Mutex
+	srv *server.Server
+}
+
+// TopologyOptions configure StartTopology.
+type TopologyOptions struct {
+	// Hub is the hub's domain. Default projections.DefaultHub.
+	Hub string
+	// Sites are the sites' names (their domains). Default a and b.
+	Sites []string
+}
+
+// StartTopology starts a hub and its sites and waits until every site is
+// connected to the hub; the test's cleanup stops them.
+func StartTopology(t testing.TB, o TopologyOptions) *Topology {
+	t.Helper()
+	if o.Hub == "" {
+		o.Hub = projections.DefaultHub
+	}
+	if len(o.Sites) == 0 {
+		o.Sites = []string{"a", "b"}
+	}
+	ports := loopbackPorts(t, 2+len(o.Sites))
+	base := t.TempDir()
+	// The hub does not tell the sites its leaf address (no_advertise):
+	// they would reconnect to it directly, around their Link.
+	hub := &SiteNATS{Name: o.Hub, Port: ports[0], LeafPort: ports[1], t: t}
+	hub.conf = fmt.Sprintf(`server_name: %s
+listen: 127.0.0.1:%d
+max_payload: 1MB
+jetstream { store_dir: %q, domain: %s, max_memory_store: 256MB, max_file_store: 4GB }
+leafnodes { listen: 127.0.0.1:%d, no_advertise: true }
+`, hub.Name, hub.Port, filepath.Join(base, hub.Name), hub.Name, hub.LeafPort)
+	top := &Topology{t: t, Hub: hub, Sites: map[string]*SiteNATS{}}
+	hub.Start()
+	for i, name := range o.Sites {
+		s := &SiteNATS{Name: name, Port: ports[2+i], t: t}
+		s.Link = NewLink(t, fmt.Sprintf("127.0.0.1:%d", hub.LeafPort))
+		s.conf = fmt.Sprintf(`server_name: %s
+listen: 127.0.0.1:%d
+max_payload: 1MB
+jetstream { store_dir: %q, domain: %s, max_memory_store: 256MB, max_file_store: 4GB }
+leafnodes { reconnect: "100ms", remotes: [ { url: "nats-leaf://%s" } ] }
+`, name, s.Port, filepath.Join(base, name), name, s.Link.Addr())
+		s.Start()
+		top.Sites[name] = s
+	}
+	for _, s := range top.Sites {
+		s.WaitConnected()
+	}
+	return top
+}
+
+// loopbackPorts returns n distinct ports free now, below the ephemeral
+// range (32768-60999 on Linux): a port chosen there may be given to an
+// outgoing connection between a stop and a restart.
+func loopbackPorts(t testing.TB, n int) []int {
+	t.Helper()
+	var out []int
+	seen := map[int]bool{}
+	for p := 20000 + int(time.Now().UnixNano()%10000); len(out) < n; p++ {
+		if p >= 32768 {
+			t.Fatal("no free ports below 32768")
+		}
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		out = append(out, p)
+	}
+	return out
+}
+
+// URL is the server's client URL.
+func (s *SiteNATS) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.Port) }
+
+// Start starts the server (again: with its ports and store), and waits
+// until it takes connections.
+func (s *SiteNATS) Start() {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.srv != nil {
+		return
+	}
+	opts := &server.Options{}
+	if err := opts.ProcessConfigString(s.conf); err != nil {
+		s.t.Fatal(err)
+	}
+	opts.NoSigs = true
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		s.t.Fatalf("site %s: %v", s.Name, err)
+	}
+	fatal := make(chan error, 1)
+	srv.SetLoggerV2(siteLogger{fatal: fatal}, false, false, false)
+	go srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		select {
+		case err := <-fatal:
+			s.t.Fatalf("site %s: %v", s.Name, err)
+		default:
+			s.t.Fatalf("site %s: not ready for connections after 30s", s.Name)
+		}
+	}
+	s.srv = srv
+	s.t.Cleanup(s.Stop)
+}
+
+// Stop shuts the server down; its clients lose it, and the hub its leaf
+// connection.
+func (s *SiteNATS) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.srv == nil {
+		return
+	}
+	s.srv.Shutdown()
+	s.srv.WaitForShutdown()
+	s.srv = nil
+}
+
+// Running reports whether the server runs.
+func (s *SiteNATS) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.srv != nil
+}
+
+// Sever cuts the site's leaf connection to the hub; Heal restores it.
+func (s *SiteNATS) Sever() { s.Link.Sever() }
+
+// Heal lets the site reconnect to the hub.
+func (s *SiteNATS) Heal() { s.Link.Heal() }
+
+// WaitConnected waits until the site's server is connected to the hub.
+func (s *SiteNATS) WaitConnected() {
+	s.t.Helper()
+	Eventually(s.t, 30*time.Second, func() error {
+		s.mu.Lock()
+		srv := s.srv
+		s.mu.Unlock()
+		if srv == nil {
+			return fmt.Errorf("site %s is stopped", s.Name)
+		}
+		if srv.NumLeafNodes() == 0 {
+			return fmt.Errorf("site %s has no leaf connection to the hub", s.Name)
+		}
+		return nil
+	})
+}
+
+// Connect connects to the site's server as a role does: over TCP,
+// reconnecting for ever, soon.
+func (s *SiteNATS) Connect(name string) *nats.Conn {
+	s.t.Helper()
+	nc, err := nats.Connect(s.URL(), nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
+		nats.ReconnectJitter(50*time.Millisecond, 50*time.Millisecond))
+	if err != nil {
+		s.t.Fatalf("connect to site %s: %v", s.Name, err)
+	}
+	s.t.Cleanup(nc.Close)
+	return nc
+}
+
+// JetStream returns a JetStream context of the site's own domain over a
+// new connection.
+func (s *SiteNATS) JetStream(name string) jetstream.JetStream {
+	js, err := jetstream.New(s.Connect(name))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return js
+}
+
+// siteLogger keeps an embedded server quiet and reports its fatal error
+// (the stock logger would exit the process).
+type siteLogger struct{ fatal chan error }
+
+func (siteLogger) Noticef(string, ...any) {}
+func (siteLogger) Warnf(string, ...any)   {}
+func (siteLogger) Errorf(string, ...any)  {}
+func (siteLogger) Debugf(string, ...any)  {}
+func (siteLogger) Tracef(string, ...any)  {}
+func (l siteLogger) Fatalf(format string, v ...any) {
+	select {
+	case l.fatal <- fmt.Errorf(format, v...):
+	default:
+	}
+}
+
+// Reachable reports whether site's JetStream answers from the server of
+// from: any answer, an error too, means the leaf connections between
+// them are up.
+func (top *Topology) Reachable(from *SiteNATS, site string) error {
+	nc := from.Connect("reachable")
+	defer nc.Close()
+	_, err := nc.Request("$JS."+site+".API.INFO", nil, time.Second)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return fmt.Errorf("site %s cannot reach %s", from.Name, site)
+	}
+	return err
+}
+
+// LastSeq returns the last sequence of stream at the site js reaches.
+func LastSeq(t testing.TB, js jetstream.JetStream, stream string) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatalf("stream %s: %v", stream, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatalf("stream %s: %v", stream, err)
+	}
+	return info.State.LastSeq
+}
+
+// FollowDirectory follows the directory stream js reaches into a new
+// projection until the test ends, again whenever following stops.
+func FollowDirectory(t testing.TB, js jetstream.JetStream, name string) *projections.Directory {
+	t.Helper()
+	db, err := projections.Open(filepath.Join(t.TempDir(), name), projections.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := projections.OpenDirectory(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	background(t, func(ctx context.Context) {
+		for ctx.Err() == nil {
+			projections.Follow(ctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter, Logger: quiet()}, dir)
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	})
+	return dir
+}
+
+// background runs f until the test ends, and waits for it then.
+func background(t testing.TB, f func(ctx context.Context)) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+}
