@@ -271,6 +271,7 @@ func (b *bench) run() error {
 				if t.down != nil {
 					continue
 				}
+				notes0 := t.sink.count.Load()
 				r, err := run(b, t, round)
 				if err != nil {
 					// A server that stopped is reported, and the others
@@ -281,7 +282,7 @@ func (b *bench) run() error {
 				}
 				r.scenario, r.target, r.round = sc, t.name, round
 				b.results = append(b.results, r)
-				progress(b.log, "round %d %-8s %-13s %7d in %6.2fs: %9.1f/s, %9.1f per CPU-s%s", round, sc, t.name, r.ops, r.wall.Seconds(), r.perSecond(), r.perCPU(), latencies(r))
+				progress(b.log, "round %d %-8s %-13s %7d in %6.2fs: %9.1f/s, %9.1f per CPU-s%s (%d NOTIFYs received)", round, sc, t.name, r.ops, r.wall.Seconds(), r.perSecond(), r.perCPU(), latencies(r), t.sink.count.Load()-notes0)
 			}
 		}
 	}
