@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -39,6 +40,9 @@ type Home struct {
 	prefix []byte
 	pos    *position
 	cache  *userCache
+	// next is the next id to allocate as Pebble has it (0: not known),
+	// set by whatever commits a new one before its position is published.
+	next atomic.Int32
 }
 
 // / userCache keeps, for the users read, the small parts of their state a
@@ -196,6 +200,7 @@ func (h *Home) Reset() error {
 	}
 	h.pos = newPosition(0)
 	h.cache = newUserCache()
+	h.next.Store(0)
 	return nil
 }
 
@@ -314,11 +319,21 @@ func (h *Home) ApplyFacts(facts []SeqFact) error {
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("commit home %s batch: %w", h.home, err)
 	}
+	h.committed(st)
+	h.pos.set(pos)
+	return nil
+}
+
+// committed takes note of what a batch written through st changed, once
+// committed and before its position is published: the next id, and the
+// cached parts of users' state it changed.
+func (h *Home) committed(st *pebbleHome) {
+	if st.next > 0 {
+		h.next.Store(st.next)
+	}
 	if len(st.changed) > 0 {
 		h.cache.forget(st.changed)
 	}
-	h.pos.set(pos)
-	return nil
 }
 
 // HomeReader reads a home server's state: what its facts made of the
@@ -708,7 +723,19 @@ func (h *Home) Subscription(u events.User, id int32) (*Subscription, error) {
 func (h *Home) Subscriptions(u events.User) ([]Subscription, error) { return h.read().Subscriptions(u) }
 func (h *Home) Watchers(u events.User) ([]Subscription, error)      { return h.read().Watchers(u) }
 func (h *Home) View(u events.User, id int32) (*View, error)         { return h.read().View(u, id) }
-func (h *Home) NextID() (int32, error)                              { return h.read().NextID() }
+
+// NextID reads the next id through Home.next, once known.
+func (h *Home) NextID() (int32, error) {
+	if next := h.next.Load(); next > 0 {
+		return next, nil
+	}
+	next, err := h.read().NextID()
+	if err == nil {
+		// Only the first read stores it: after that, commits keep it.
+		h.next.CompareAndSwap(0, next)
+	}
+	return next, err
+}
 
 func (h *Home) Logins(u events.User) ([]Subscription, error) {
 	var l []Subscription

@@ -66,8 +66,8 @@ func homeTarget(h *Home) rebuildTarget {
 	return rebuildTarget{name: "home " + h.home, pos: h.pos, posKy: h.key("pos"), db: h.db, undecoded: historyOnly,
 		first: func(b *pebble.Batch) error { return b.Set(h.key("format"), []byte(homeFormat), nil) },
 		committed: func() {
-			if st != nil && len(st.changed) > 0 {
-				h.cache.forget(st.changed)
+			if st != nil {
+				h.committed(st)
 			}
 			st = nil
 		},
