@@ -45,14 +45,19 @@ type Home struct {
 	next atomic.Int32
 }
 
-// / userCache keeps, for the users read, the small parts of their state a
+// userCache keeps, for the users read, the small parts of their state a
 // home node reads on every request about them (logins, views, ACL, mobile
-// properties, how many watch them), as Pebble has them. ApplyFacts
-// forgets the parts a batch changes, before publishing its position; a
-// part read from Pebble while a batch changed anything is not kept.
+// properties, how many watch them), as Pebble has them. A batch marks
+// itself begun before it commits and ended after (before its position is
+// published): at the end it forgets the parts it changed, but for the
+// watcher counts, which it moves by what it added and removed (in a
+// sign-in wave every watched node's watchers change in nearly every
+// batch: forgetting them made nearly every count a scan). A part read
+// from Pebble is kept only if no batch began or was under way meanwhile.
 type userCache struct {
 	mu    sync.RWMutex
-	gen   uint64
+	gen   uint64 // moves at each batch's beginning and end
+	busy  bool   // a batch has begun and not ended
 	users map[events.User]*cachedUser
 }
 
@@ -89,12 +94,12 @@ func (c *userCache) get(u events.User, part uint8, fn func(*cachedUser)) (uint64
 	return c.gen, false
 }
 
-// put stores part of u's entry through fn, unless a batch changed
-// anything since gen.
+// put stores part of u's entry through fn, unless a batch began or ended
+// since gen, or is under way.
 func (c *userCache) put(u events.User, part uint8, gen uint64, fn func(*cachedUser)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.gen != gen {
+	if c.gen != gen || c.busy {
 		return
 	}
 	e := c.users[u]
@@ -106,15 +111,31 @@ func (c *userCache) put(u events.User, part uint8, gen uint64, fn func(*cachedUs
 	e.loaded |= part
 }
 
-// forget drops the parts of each user a batch changed.
-func (c *userCache) forget(changed map[events.User]uint8) {
+// begin marks a batch under way, before it commits.
+func (c *userCache) begin() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
+	c.busy = true
+}
+
+// end ends the batch begun, once committed: it drops the parts of each
+// user the batch changed but for the watcher counts, which it moves by
+// watchers (added less removed), when committed. A batch that failed to
+// commit changed nothing, but what it changed is dropped all the same.
+func (c *userCache) end(changed map[events.User]uint8, watchers map[events.User]int, committed bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	c.busy = false
 	for u, parts := range changed {
 		e := c.users[u]
 		if e == nil {
 			continue
+		}
+		if committed && parts&partWatchers != 0 && e.loaded&partWatchers != 0 {
+			e.watchers += watchers[u]
+			parts &^= partWatchers
 		}
 		if e.loaded &^= parts; e.loaded == 0 {
 			delete(c.users, u)
@@ -316,24 +337,25 @@ func (h *Home) ApplyFacts(facts []SeqFact) error {
 		b.Set(h.key("format"), []byte(homeFormat), nil)
 	}
 	b.Set(h.key("pos"), []byte(be64(pos)), nil)
-	if err := b.Commit(pebble.NoSync); err != nil {
+	if err := h.commit(b, st); err != nil {
 		return fmt.Errorf("commit home %s batch: %w", h.home, err)
 	}
-	h.committed(st)
 	h.pos.set(pos)
 	return nil
 }
 
-// committed takes note of what a batch written through st changed, once
-// committed and before its position is published: the next id, and the
-// cached parts of users' state it changed.
-func (h *Home) committed(st *pebbleHome) {
-	if st.next > 0 {
+// commit commits b, written through st, and takes note of what it
+// changed before its position is published: the next id first, then
+// the cached parts of users' state (a count of watchers read with a next
+// id from before the batch must not include it: Overlay.baseWatchers).
+func (h *Home) commit(b *pebble.Batch, st *pebbleHome) error {
+	h.cache.begin()
+	err := b.Commit(pebble.NoSync)
+	if err == nil && st.next > 0 {
 		h.next.Store(st.next)
 	}
-	if len(st.changed) > 0 {
-		h.cache.forget(st.changed)
-	}
+	h.cache.end(st.changed, st.watchers, err == nil)
+	return err
 }
 
 // HomeReader reads a home server's state: what its facts made of the
@@ -484,6 +506,9 @@ type pebbleHome struct {
 	r       reader
 	b       *pebble.Batch         // nil: read only
 	changed map[events.User]uint8 // the cached parts of users' state the batch changes
+	// watchers counts, by user, the watchers the batch adds less those it
+	// removes.
+	watchers map[events.User]int
 	// next is the next id once read or written through this value (0:
 	// not yet): only its batch writes it.
 	next int32
@@ -605,8 +630,20 @@ func subPart(kind string) uint8 {
 	return partWatchers
 }
 
+// watch notes a watcher of u added (1) or removed (-1) by the batch.
+func (p *pebbleHome) watch(u events.User, kind string, n int) {
+	if subPart(kind) != partWatchers || p.changed == nil {
+		return
+	}
+	if p.watchers == nil {
+		p.watchers = map[events.User]int{}
+	}
+	p.watchers[u] += n
+}
+
 func (p *pebbleHome) putSub(old, s *Subscription) error {
 	p.change(s.Node, subPart(s.Kind))
+	p.watch(s.Node, s.Kind, 1)
 	if old != nil {
 		if err := p.delSub(old); err != nil {
 			return err
@@ -622,6 +659,7 @@ func (p *pebbleHome) putSub(old, s *Subscription) error {
 
 func (p *pebbleHome) delSub(s *Subscription) error {
 	p.change(s.Node, subPart(s.Kind))
+	p.watch(s.Node, s.Kind, -1)
 	p.kb = p.h.appendItemKey(p.kb[:0], s.Node, subKind(s.Kind), s.ID)
 	p.b.Delete(p.kb, nil)
 	p.kb = p.h.appendExpiryKey(p.kb[:0], s.Expires, s.Node, "s", s.ID)

@@ -48,9 +48,9 @@ type rebuildTarget struct {
 	// first, when set, writes what a projection's first batch holds
 	// besides its events (a home projection's key layout).
 	first func(b *pebble.Batch) error
-	// committed, when set, is called once a batch is committed, before
-	// the position moves.
-	committed func()
+	// commit, when set, commits a batch (without sync) in the
+	// projection's own way, before the position moves.
+	commit func(b *pebble.Batch) error
 }
 
 // historyOnly are the facts a home projection keeps nothing of: their
@@ -65,11 +65,13 @@ func homeTarget(h *Home) rebuildTarget {
 	var st *pebbleHome
 	return rebuildTarget{name: "home " + h.home, pos: h.pos, posKy: h.key("pos"), db: h.db, undecoded: historyOnly,
 		first: func(b *pebble.Batch) error { return b.Set(h.key("format"), []byte(homeFormat), nil) },
-		committed: func() {
-			if st != nil {
-				h.committed(st)
+		commit: func(b *pebble.Batch) error {
+			if st == nil || st.b != b {
+				st = &pebbleHome{h: h, r: b, b: b, changed: map[events.User]uint8{}}
 			}
+			err := h.commit(b, st)
 			st = nil
+			return err
 		},
 		apply: func(b *pebble.Batch, m Msg, ev events.Event) error {
 			// As Home.ApplyFacts does.
@@ -228,13 +230,14 @@ func rebuild(ctx context.Context, js jetstream.JetStream, stream, filter string,
 			return nil
 		}
 		b.Set(t.posKy, []byte(be64(p.Seq)), nil)
-		if err := b.Commit(pebble.NoSync); err != nil {
+		commitBatch := func(b *pebble.Batch) error { return b.Commit(pebble.NoSync) }
+		if t.commit != nil {
+			commitBatch = t.commit
+		}
+		if err := commitBatch(b); err != nil {
 			return fmt.Errorf("rebuild %s: commit: %w", t.name, err)
 		}
 		b.Close()
-		if t.committed != nil {
-			t.committed()
-		}
 		t.pos.set(p.Seq)
 		b, inBatch = t.db.pdb.NewIndexedBatch(), 0
 		return nil
