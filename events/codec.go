@@ -146,6 +146,14 @@ func Encode(e Event) ([]byte, error) {
 
 // Decode returns the event of type typ encoded in data.
 func Decode(typ string, data []byte) (Event, error) {
+	if e, ok := fastDecode(typ, data); ok {
+		return e, nil
+	}
+	return decodeJSON(typ, data)
+}
+
+// decodeJSON decodes with encoding/json: the rule fastDecode follows.
+func decodeJSON(typ string, data []byte) (Event, error) {
 	var e Event
 	switch typ {
 	case TypeSubscribe:

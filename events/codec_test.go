@@ -108,3 +108,60 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// FuzzFastDecode: whatever the fast decoder accepts, encoding/json
+// decodes to the same value; and it accepts what encoding/json writes of
+// the types it knows.
+func FuzzFastDecode(f *testing.F) {
+	for _, e := range sampleEvents() {
+		data, _ := Encode(e)
+		f.Add(e.Type(), data)
+		if _, ok := fastDecode(e.Type(), data); !ok && fastTypes[e.Type()] {
+			f.Fatalf("the fast decoder refuses %s as encoding/json writes it: %s", e.Type(), data)
+		}
+	}
+	f.Add(TypeSubscriptionCreated, []byte(`{"node":{"domain":"a\u00e9\n","alias":"b"},"sub_id":-0,"expires":"2026-01-02T03:04:05.123+01:00" }`))
+	f.Add(TypeReply, []byte(`{"id":"x","status":207,"found":[],"lease":{"value":"online"}}`))
+	f.Add(TypeNotify, []byte(`{"body":"","dir_pos":18446744073709551615}`))
+	f.Fuzz(func(t *testing.T, typ string, data []byte) {
+		fast, ok := fastDecode(typ, data)
+		if !ok {
+			return
+		}
+		want, err := decodeJSON(typ, data)
+		if err != nil {
+			t.Fatalf("fast decoder took %s %q, encoding/json refuses it: %v", typ, data, err)
+		}
+		if !reflect.DeepEqual(fast, want) {
+			t.Fatalf("%s %q:\nfast %#v\njson %#v", typ, data, fast, want)
+		}
+	})
+}
+
+// fastTypes are the types the fast decoder knows.
+var fastTypes = map[string]bool{TypeSubscriptionCreated: true, TypeSubscriptionRenewed: true, TypeSubscriptionEnded: true,
+	TypeViewSet: true, TypeViewEnded: true, TypeSubscribe: true, TypeRenew: true, TypeUnsubscribe: true, TypePropPatch: true,
+	TypeNotify: true, TypeReply: true}
+
+func BenchmarkDecode(b *testing.B) {
+	for _, e := range sampleEvents() {
+		if !fastTypes[e.Type()] {
+			continue
+		}
+		data, _ := Encode(e)
+		b.Run(e.Type()+"/fast", func(b *testing.B) {
+			for b.Loop() {
+				if _, err := Decode(e.Type(), data); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(e.Type()+"/json", func(b *testing.B) {
+			for b.Loop() {
+				if _, err := decodeJSON(e.Type(), data); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

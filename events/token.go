@@ -13,23 +13,31 @@ import (
 //
 // Token is injective: Untoken(Token(s)) == s for every s.
 func Token(s string) string {
-	if s == "" {
-		return "="
+	safe := s != ""
+	for i := 0; i < len(s) && safe; i++ {
+		safe = tokenSafe(s[i])
 	}
-	var b strings.Builder
-	b.Grow(len(s))
+	if safe {
+		return s
+	}
+	return string(AppendToken(make([]byte, 0, len(s)+8), s))
+}
+
+// AppendToken appends Token(s) to b.
+func AppendToken(b []byte, s string) []byte {
+	if s == "" {
+		return append(b, '=')
+	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if tokenSafe(c) {
-			b.WriteByte(c)
+			b = append(b, c)
 			continue
 		}
 		const hex = "0123456789ABCDEF"
-		b.WriteByte('=')
-		b.WriteByte(hex[c>>4])
-		b.WriteByte(hex[c&0x0f])
+		b = append(b, '=', hex[c>>4], hex[c&0x0f])
 	}
-	return b.String()
+	return b
 }
 
 // Untoken reverses Token.

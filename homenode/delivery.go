@@ -414,7 +414,10 @@ func (n *Node) resendPresence(ctx context.Context, homes map[string]bool) {
 		if homes != nil {
 			in = resendTo{user: u, homes: homes}
 		}
-		d, err := decide(n.view(), n.policy, in, n.now())
+		// Against the projection, not the overlay of the facts in flight:
+		// the overlay is the deciding goroutine's, and what it holds is
+		// not durable yet (a decision in flight tells its own watchers).
+		d, err := decide(View{Home: n.cfg.Home, State: n.proj, Dir: n.cfg.Directory, Busy: n.busy}, n.policy, in, n.now())
 		if err != nil {
 			n.log.Error("presence not re-sent", "user", u.String(), "err", err)
 			continue

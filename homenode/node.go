@@ -694,7 +694,7 @@ func (n *Node) catchUp(ctx context.Context, last uint64) error {
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	start := n.now()
-	if err := projections.Replay(wctx, n.cfg.JetStream, n.stream, events.FactFilter(n.cfg.Home), last, n.proj); err != nil {
+	if err := n.proj.CatchUp(wctx, n.cfg.JetStream, last); err != nil {
 		return fmt.Errorf("home %s: catch up with the fact stream: %w", n.cfg.Home, err)
 	}
 	n.log.Info("projection caught up", "seq", last, "took", n.now().Sub(start))

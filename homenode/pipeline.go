@@ -354,7 +354,7 @@ func (n *Node) recover(ctx context.Context) error {
 	if err := n.proj.WaitFor(ctx, stored); err != nil {
 		return fmt.Errorf("home %s: apply the facts stored: %w", n.cfg.Home, err)
 	}
-	if err := projections.Replay(ctx, n.cfg.JetStream, n.stream, events.FactFilter(n.cfg.Home), last, n.proj); err != nil {
+	if err := n.proj.CatchUp(ctx, n.cfg.JetStream, last); err != nil {
 		return fmt.Errorf("home %s: catch up with the fact stream: %w", n.cfg.Home, err)
 	}
 	n.last, n.acked = last, last

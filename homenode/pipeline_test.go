@@ -119,3 +119,31 @@ func TestPipelineAnotherWriter(t *testing.T) {
 	}
 	h.storedOnce()
 }
+
+// TestResendPresenceWhileDeciding: a node that takes a home server over
+// re-sends every watcher the state it may see, from a goroutine of its
+// own, while it decides requests: the re-sending reads the projection,
+// never the deciding goroutine's overlay (the race detector fails the
+// test otherwise; rvpd dev once stopped with "concurrent map read and
+// map write" there).
+func TestResendPresenceWhileDeciding(t *testing.T) {
+	seed := propertySeed(t)
+	rng := rand.New(rand.NewPCG(uint64(seed), 4))
+	h := newHarness(t, propertyUsers...)
+	send := func(from, to int) {
+		kinds := map[string]string{}
+		for i := from; i < to; i++ {
+			ev := h.randomRequest(rng, seed, i)
+			h.send(ev, false)
+			kinds[ev.Request().ID] = ev.Type()
+		}
+		h.awaitReplies(kinds, true)
+	}
+	send(0, 60)
+	for round := range 5 {
+		h.tweak = func(c *Config) { c.ResendPresence = true }
+		h.restart()
+		send(60+round*40, 100+round*40)
+	}
+	h.verify()
+}

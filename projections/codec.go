@@ -87,9 +87,11 @@ func (d *dec) done() error {
 	return d.err
 }
 
-func encodeSub(s *Subscription) []byte {
-	e := enc{b: make([]byte, 1, 160)}
-	e.b[0] = codecV1
+func encodeSub(s *Subscription) []byte { return appendSub(make([]byte, 0, 160), s) }
+
+// appendSub appends s, encoded, to dst.
+func appendSub(dst []byte, s *Subscription) []byte {
+	e := enc{b: append(dst, codecV1)}
 	e.int(int64(s.ID))
 	e.user(s.Node)
 	e.str(s.Kind)
@@ -125,9 +127,11 @@ func decodeSub(b []byte, s *Subscription) error {
 	return d.done()
 }
 
-func encodeView(v *View) []byte {
-	e := enc{b: make([]byte, 1, 80)}
-	e.b[0] = codecV1
+func encodeView(v *View) []byte { return appendView(make([]byte, 0, 80), v) }
+
+// appendView appends v, encoded, to dst.
+func appendView(dst []byte, v *View) []byte {
+	e := enc{b: append(dst, codecV1)}
 	e.int(int64(v.ID))
 	e.user(v.Node)
 	e.str(v.Value)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -39,16 +40,24 @@ type Home struct {
 	prefix []byte
 	pos    *position
 	cache  *userCache
+	// next is the next id to allocate as Pebble has it (0: not known),
+	// set by whatever commits a new one before its position is published.
+	next atomic.Int32
 }
 
-// / userCache keeps, for the users read, the small parts of their state a
+// userCache keeps, for the users read, the small parts of their state a
 // home node reads on every request about them (logins, views, ACL, mobile
-// properties, how many watch them), as Pebble has them. ApplyFacts
-// forgets the parts a batch changes, before publishing its position; a
-// part read from Pebble while a batch changed anything is not kept.
+// properties, how many watch them), as Pebble has them. A batch marks
+// itself begun before it commits and ended after (before its position is
+// published): at the end it forgets the parts it changed, but for the
+// watcher counts, which it moves by what it added and removed (in a
+// sign-in wave every watched node's watchers change in nearly every
+// batch: forgetting them made nearly every count a scan). A part read
+// from Pebble is kept only if no batch began or was under way meanwhile.
 type userCache struct {
 	mu    sync.RWMutex
-	gen   uint64
+	gen   uint64 // moves at each batch's beginning and end
+	busy  bool   // a batch has begun and not ended
 	users map[events.User]*cachedUser
 }
 
@@ -85,12 +94,12 @@ func (c *userCache) get(u events.User, part uint8, fn func(*cachedUser)) (uint64
 	return c.gen, false
 }
 
-// put stores part of u's entry through fn, unless a batch changed
-// anything since gen.
+// put stores part of u's entry through fn, unless a batch began or ended
+// since gen, or is under way.
 func (c *userCache) put(u events.User, part uint8, gen uint64, fn func(*cachedUser)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.gen != gen {
+	if c.gen != gen || c.busy {
 		return
 	}
 	e := c.users[u]
@@ -102,15 +111,31 @@ func (c *userCache) put(u events.User, part uint8, gen uint64, fn func(*cachedUs
 	e.loaded |= part
 }
 
-// forget drops the parts of each user a batch changed.
-func (c *userCache) forget(changed map[events.User]uint8) {
+// begin marks a batch under way, before it commits.
+func (c *userCache) begin() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
+	c.busy = true
+}
+
+// end ends the batch begun, once committed: it drops the parts of each
+// user the batch changed but for the watcher counts, which it moves by
+// watchers (added less removed), when committed. A batch that failed to
+// commit changed nothing, but what it changed is dropped all the same.
+func (c *userCache) end(changed map[events.User]uint8, watchers map[events.User]int, committed bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	c.busy = false
 	for u, parts := range changed {
 		e := c.users[u]
 		if e == nil {
 			continue
+		}
+		if committed && parts&partWatchers != 0 && e.loaded&partWatchers != 0 {
+			e.watchers += watchers[u]
+			parts &^= partWatchers
 		}
 		if e.loaded &^= parts; e.loaded == 0 {
 			delete(c.users, u)
@@ -196,6 +221,7 @@ func (h *Home) Reset() error {
 	}
 	h.pos = newPosition(0)
 	h.cache = newUserCache()
+	h.next.Store(0)
 	return nil
 }
 
@@ -215,18 +241,38 @@ func (h *Home) key(parts ...string) []byte {
 	return append(append([]byte(nil), h.prefix...), key(parts...)...)
 }
 
-func userParts(u events.User) []string {
-	return []string{"u", events.Token(u.Domain), events.Token(u.Alias)}
+// appendUserKey appends the key of the part of u's state that parts
+// name: h.key("u", Token(domain), Token(alias), parts...).
+func (h *Home) appendUserKey(dst []byte, u events.User, parts ...string) []byte {
+	dst = append(append(dst, h.prefix...), 'u', 0)
+	dst = append(events.AppendToken(dst, u.Domain), 0)
+	dst = events.AppendToken(dst, u.Alias)
+	for _, p := range parts {
+		dst = append(append(dst, 0), p...)
+	}
+	return dst
 }
 
 func (h *Home) userKey(u events.User, parts ...string) []byte {
-	return h.key(append(userParts(u), parts...)...)
+	return h.appendUserKey(make([]byte, 0, 64), u, parts...)
 }
 
-func idKey(id int32) string { return be32(uint32(id)) }
+// appendItemKey appends the key of u's subscription ("s", "l") or view
+// ("v") id.
+func (h *Home) appendItemKey(dst []byte, u events.User, kind string, id int32) []byte {
+	return binary.BigEndian.AppendUint32(append(h.appendUserKey(dst, u, kind), 0), uint32(id))
+}
 
-func (h *Home) expiryKey(at time.Time, u events.User, kind string, id int32) []byte {
-	return h.key("x", be64(uint64(at.UnixNano())), events.Token(u.Domain), events.Token(u.Alias), kind, idKey(id))
+// appendExpiryKey appends the key of the expiry index entry of u's
+// subscription ("s") or view ("v") id: h.key("x", be64(nanos),
+// Token(domain), Token(alias), kind, be32(id)).
+func (h *Home) appendExpiryKey(dst []byte, at time.Time, u events.User, kind string, id int32) []byte {
+	dst = append(append(dst, h.prefix...), 'x', 0)
+	dst = append(binary.BigEndian.AppendUint64(dst, uint64(at.UnixNano())), 0)
+	dst = append(events.AppendToken(dst, u.Domain), 0)
+	dst = append(events.AppendToken(dst, u.Alias), 0)
+	dst = append(append(dst, kind...), 0)
+	return binary.BigEndian.AppendUint32(dst, uint32(id))
 }
 
 // subKind is the key letter of a subscription: logins ("l") apart from
@@ -291,14 +337,25 @@ func (h *Home) ApplyFacts(facts []SeqFact) error {
 		b.Set(h.key("format"), []byte(homeFormat), nil)
 	}
 	b.Set(h.key("pos"), []byte(be64(pos)), nil)
-	if err := b.Commit(pebble.NoSync); err != nil {
+	if err := h.commit(b, st); err != nil {
 		return fmt.Errorf("commit home %s batch: %w", h.home, err)
-	}
-	if len(st.changed) > 0 {
-		h.cache.forget(st.changed)
 	}
 	h.pos.set(pos)
 	return nil
+}
+
+// commit commits b, written through st, and takes note of what it
+// changed before its position is published: the next id first, then
+// the cached parts of users' state (a count of watchers read with a next
+// id from before the batch must not include it: Overlay.baseWatchers).
+func (h *Home) commit(b *pebble.Batch, st *pebbleHome) error {
+	h.cache.begin()
+	err := b.Commit(pebble.NoSync)
+	if err == nil && st.next > 0 {
+		h.next.Store(st.next)
+	}
+	h.cache.end(st.changed, st.watchers, err == nil)
+	return err
 }
 
 // HomeReader reads a home server's state: what its facts made of the
@@ -360,14 +417,23 @@ func applyFact(st homeStore, f events.Fact) error {
 		s := Subscription{ID: e.ID, Node: e.Node, Kind: e.Kind, CallBack: e.CallBack, Watcher: e.Watcher, Subscriber: e.Subscriber,
 			NodeURL: e.NodeURL, Lifetime: e.Lifetime, Created: e.At, Expires: e.Expires, Source: e.Source, Credential: e.Credential,
 			SubscriberUser: e.SubscriberUser}
-		old, err := st.Subscription(e.Node, e.ID)
+		fresh, err := freshID(st, e.ID)
 		if err != nil {
 			return err
+		}
+		var old *Subscription
+		if !fresh {
+			if old, err = st.Subscription(e.Node, e.ID); err != nil {
+				return err
+			}
 		}
 		if err := st.putSub(old, &s); err != nil {
 			return err
 		}
-		return bumpNext(st, e.ID)
+		if fresh {
+			return st.setNextID(e.ID + 1)
+		}
+		return nil
 	case *events.SubscriptionRenewed:
 		old, err := st.Subscription(e.Node, e.ID)
 		if err != nil || old == nil {
@@ -383,15 +449,24 @@ func applyFact(st homeStore, f events.Fact) error {
 		}
 		return st.delSub(old)
 	case *events.ViewSet:
-		old, err := st.View(e.Node, e.ID)
+		fresh, err := freshID(st, e.ID)
 		if err != nil {
 			return err
+		}
+		var old *View
+		if !fresh {
+			if old, err = st.View(e.Node, e.ID); err != nil {
+				return err
+			}
 		}
 		v := View{ID: e.ID, Node: e.Node, Value: e.Value, Default: e.Default, Timeout: e.Timeout, Set: e.At, Expires: e.Expires, Source: e.Source}
 		if err := st.putView(old, &v); err != nil {
 			return err
 		}
-		return bumpNext(st, e.ID)
+		if fresh {
+			return st.setNextID(e.ID + 1)
+		}
+		return nil
 	case *events.ViewEnded:
 		old, err := st.View(e.Node, e.ID)
 		if err != nil || old == nil {
@@ -414,15 +489,14 @@ func applyFact(st homeStore, f events.Fact) error {
 	}
 }
 
-func bumpNext(st homeStore, id int32) error {
+// freshID reports whether id is at or past the next id to allocate: no
+// subscription or view has it, since every one created moves the next
+// id past its own. (A create reads no old record then: most of applying
+// one, in the sign-in profile and in a rebuild, was Pebble point reads
+// that missed.)
+func freshID(st homeStore, id int32) (bool, error) {
 	next, err := st.NextID()
-	if err != nil {
-		return err
-	}
-	if id >= next {
-		return st.setNextID(id + 1)
-	}
-	return nil
+	return id >= next, err
 }
 
 // pebbleHome reads the projection through r (the DB, or an indexed batch
@@ -432,11 +506,20 @@ type pebbleHome struct {
 	r       reader
 	b       *pebble.Batch         // nil: read only
 	changed map[events.User]uint8 // the cached parts of users' state the batch changes
+	// watchers counts, by user, the watchers the batch adds less those it
+	// removes.
+	watchers map[events.User]int
+	// next is the next id once read or written through this value (0:
+	// not yet): only its batch writes it.
+	next int32
+	kb   []byte // scratch for keys and values (a batch copies what it is given)
+	vb   []byte
 }
 
 func (p *pebbleHome) Subscription(u events.User, id int32) (*Subscription, error) {
 	for _, kind := range []string{"s", "l"} {
-		if s, err := getValue(p.r, p.h.userKey(u, kind, idKey(id)), decodeSub); err != nil || s != nil {
+		p.kb = p.h.appendItemKey(p.kb[:0], u, kind, id)
+		if s, err := getValue(p.r, p.kb, decodeSub); err != nil || s != nil {
 			return s, err
 		}
 	}
@@ -482,7 +565,8 @@ func (p *pebbleHome) CountWatchers(u events.User, except func(id int32) bool) (i
 }
 
 func (p *pebbleHome) View(u events.User, id int32) (*View, error) {
-	return getValue(p.r, p.h.userKey(u, "v", idKey(id)), decodeView)
+	p.kb = p.h.appendItemKey(p.kb[:0], u, "v", id)
+	return getValue(p.r, p.kb, decodeView)
 }
 
 func (p *pebbleHome) Views(u events.User) ([]View, error) {
@@ -507,14 +591,21 @@ func (p *pebbleHome) Property(u events.User, pr events.Prop) (string, error) {
 }
 
 func (p *pebbleHome) NextID() (int32, error) {
+	if p.next > 0 {
+		return p.next, nil
+	}
 	v, err := get(p.r, p.h.key("next"))
 	if err != nil {
 		return 0, err
 	}
-	if len(v) != 4 {
-		return 1, nil
+	next := int32(1)
+	if len(v) == 4 {
+		next = int32(binary.BigEndian.Uint32(v))
 	}
-	return int32(binary.BigEndian.Uint32(v)), nil
+	if p.b != nil {
+		p.next = next
+	}
+	return next, nil
 }
 
 func (p *pebbleHome) Departed(u events.User) (uint64, error) {
@@ -539,42 +630,66 @@ func subPart(kind string) uint8 {
 	return partWatchers
 }
 
+// watch notes a watcher of u added (1) or removed (-1) by the batch.
+func (p *pebbleHome) watch(u events.User, kind string, n int) {
+	if subPart(kind) != partWatchers || p.changed == nil {
+		return
+	}
+	if p.watchers == nil {
+		p.watchers = map[events.User]int{}
+	}
+	p.watchers[u] += n
+}
+
 func (p *pebbleHome) putSub(old, s *Subscription) error {
 	p.change(s.Node, subPart(s.Kind))
+	p.watch(s.Node, s.Kind, 1)
 	if old != nil {
 		if err := p.delSub(old); err != nil {
 			return err
 		}
 	}
-	p.b.Set(p.h.userKey(s.Node, subKind(s.Kind), idKey(s.ID)), encodeSub(s), nil)
-	p.b.Set(p.h.expiryKey(s.Expires, s.Node, "s", s.ID), nil, nil)
+	p.kb = p.h.appendItemKey(p.kb[:0], s.Node, subKind(s.Kind), s.ID)
+	p.vb = appendSub(p.vb[:0], s)
+	p.b.Set(p.kb, p.vb, nil)
+	p.kb = p.h.appendExpiryKey(p.kb[:0], s.Expires, s.Node, "s", s.ID)
+	p.b.Set(p.kb, nil, nil)
 	return nil
 }
 
 func (p *pebbleHome) delSub(s *Subscription) error {
 	p.change(s.Node, subPart(s.Kind))
-	p.b.Delete(p.h.userKey(s.Node, subKind(s.Kind), idKey(s.ID)), nil)
-	p.b.Delete(p.h.expiryKey(s.Expires, s.Node, "s", s.ID), nil)
+	p.watch(s.Node, s.Kind, -1)
+	p.kb = p.h.appendItemKey(p.kb[:0], s.Node, subKind(s.Kind), s.ID)
+	p.b.Delete(p.kb, nil)
+	p.kb = p.h.appendExpiryKey(p.kb[:0], s.Expires, s.Node, "s", s.ID)
+	p.b.Delete(p.kb, nil)
 	return nil
 }
 
 func (p *pebbleHome) putView(old, v *View) error {
 	p.change(v.Node, partViews)
 	if old != nil && !old.Expires.IsZero() {
-		p.b.Delete(p.h.expiryKey(old.Expires, old.Node, "v", old.ID), nil)
+		p.kb = p.h.appendExpiryKey(p.kb[:0], old.Expires, old.Node, "v", old.ID)
+		p.b.Delete(p.kb, nil)
 	}
-	p.b.Set(p.h.userKey(v.Node, "v", idKey(v.ID)), encodeView(v), nil)
+	p.kb = p.h.appendItemKey(p.kb[:0], v.Node, "v", v.ID)
+	p.vb = appendView(p.vb[:0], v)
+	p.b.Set(p.kb, p.vb, nil)
 	if !v.Expires.IsZero() {
-		p.b.Set(p.h.expiryKey(v.Expires, v.Node, "v", v.ID), nil, nil)
+		p.kb = p.h.appendExpiryKey(p.kb[:0], v.Expires, v.Node, "v", v.ID)
+		p.b.Set(p.kb, nil, nil)
 	}
 	return nil
 }
 
 func (p *pebbleHome) delView(v *View) error {
 	p.change(v.Node, partViews)
-	p.b.Delete(p.h.userKey(v.Node, "v", idKey(v.ID)), nil)
+	p.kb = p.h.appendItemKey(p.kb[:0], v.Node, "v", v.ID)
+	p.b.Delete(p.kb, nil)
 	if !v.Expires.IsZero() {
-		p.b.Delete(p.h.expiryKey(v.Expires, v.Node, "v", v.ID), nil)
+		p.kb = p.h.appendExpiryKey(p.kb[:0], v.Expires, v.Node, "v", v.ID)
+		p.b.Delete(p.kb, nil)
 	}
 	return nil
 }
@@ -602,6 +717,7 @@ func (p *pebbleHome) setArrived(u events.User, move uint64) error {
 }
 
 func (p *pebbleHome) setNextID(id int32) error {
+	p.next = id
 	var v [4]byte
 	binary.BigEndian.PutUint32(v[:], uint32(id))
 	return p.b.Set(p.h.key("next"), v[:], nil)
@@ -645,7 +761,19 @@ func (h *Home) Subscription(u events.User, id int32) (*Subscription, error) {
 func (h *Home) Subscriptions(u events.User) ([]Subscription, error) { return h.read().Subscriptions(u) }
 func (h *Home) Watchers(u events.User) ([]Subscription, error)      { return h.read().Watchers(u) }
 func (h *Home) View(u events.User, id int32) (*View, error)         { return h.read().View(u, id) }
-func (h *Home) NextID() (int32, error)                              { return h.read().NextID() }
+
+// NextID reads the next id through Home.next, once known.
+func (h *Home) NextID() (int32, error) {
+	if next := h.next.Load(); next > 0 {
+		return next, nil
+	}
+	next, err := h.read().NextID()
+	if err == nil {
+		// Only the first read stores it: after that, commits keep it.
+		h.next.CompareAndSwap(0, next)
+	}
+	return next, err
+}
 
 func (h *Home) Logins(u events.User) ([]Subscription, error) {
 	var l []Subscription

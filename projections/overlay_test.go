@@ -152,6 +152,7 @@ func TestOverlayMatchesPebble(t *testing.T) {
 		if err := h.ApplyBatch(toMsgs(t, facts[cut:mid], uint64(cut+1))); err != nil {
 			t.Fatal(err)
 		}
+		sameState(t, mem, over, facts) // applied, not yet forgotten
 		over.Forget(uint64(mid))
 		sameState(t, mem, over, facts)
 		if err := h.ApplyBatch(toMsgs(t, facts[mid:], uint64(mid+1))); err != nil {
@@ -165,4 +166,54 @@ func TestOverlayMatchesPebble(t *testing.T) {
 		sameState(t, mem, h, facts)
 		db.Close()
 	}
+}
+
+// TestOverlayCountsNewWatchers: watchers in flight over a projection
+// that has others are counted once, whether the projection has applied
+// them yet or not (a count that skips the scan when they are new).
+func TestOverlayCountsNewWatchers(t *testing.T) {
+	db, err := Open("", Options{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	h, err := OpenHome(db, "h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := events.NewUser("example.test", "ann")
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	watch := func(id int32) events.Fact {
+		return &events.SubscriptionCreated{Meta: events.Meta{At: t0}, Node: u, ID: id, Kind: events.NotifyPropChange, CallBack: "http://10.0.0.1:1", Expires: t0.Add(time.Hour)}
+	}
+	base := []events.Fact{watch(1), watch(2), watch(3)}
+	if err := h.ApplyBatch(toMsgs(t, base, 1)); err != nil {
+		t.Fatal(err)
+	}
+	over := NewOverlay(h)
+	count := func(want int) {
+		t.Helper()
+		if n, err := over.CountWatchers(u, nil); err != nil || n != want {
+			t.Fatalf("count %d, %v; want %d", n, err, want)
+		}
+	}
+	count(3)
+	inFlight := []events.Fact{watch(4), watch(5)}
+	for i, f := range inFlight {
+		if err := over.Apply(uint64(4+i), f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count(5)
+	if err := h.ApplyBatch(toMsgs(t, inFlight, 4)); err != nil {
+		t.Fatal(err)
+	}
+	count(5) // applied, not yet forgotten
+	over.Forget(5)
+	count(5)
+	end := &events.SubscriptionEnded{Meta: events.Meta{At: t0}, Node: u, ID: 2, Reason: events.EndExpired}
+	if err := over.Apply(6, end); err != nil {
+		t.Fatal(err)
+	}
+	count(4)
 }

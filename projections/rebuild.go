@@ -2,7 +2,6 @@ package projections
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"runtime"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
@@ -48,6 +48,9 @@ type rebuildTarget struct {
 	// first, when set, writes what a projection's first batch holds
 	// besides its events (a home projection's key layout).
 	first func(b *pebble.Batch) error
+	// commit, when set, commits a batch (without sync) in the
+	// projection's own way, before the position moves.
+	commit func(b *pebble.Batch) error
 }
 
 // historyOnly are the facts a home projection keeps nothing of: their
@@ -57,8 +60,19 @@ type rebuildTarget struct {
 var historyOnly = map[string]bool{events.TypeMessageAccepted: true, events.TypeMessageDelivered: true}
 
 func homeTarget(h *Home) rebuildTarget {
+	// One store per batch: it keeps the next id, and the cached parts of
+	// users' state the batch changes, forgotten once it is committed.
+	var st *pebbleHome
 	return rebuildTarget{name: "home " + h.home, pos: h.pos, posKy: h.key("pos"), db: h.db, undecoded: historyOnly,
 		first: func(b *pebble.Batch) error { return b.Set(h.key("format"), []byte(homeFormat), nil) },
+		commit: func(b *pebble.Batch) error {
+			if st == nil || st.b != b {
+				st = &pebbleHome{h: h, r: b, b: b, changed: map[events.User]uint8{}}
+			}
+			err := h.commit(b, st)
+			st = nil
+			return err
+		},
 		apply: func(b *pebble.Batch, m Msg, ev events.Event) error {
 			// As Home.ApplyFacts does.
 			if ev == nil {
@@ -71,15 +85,22 @@ func homeTarget(h *Home) rebuildTarget {
 			if !ok {
 				return fmt.Errorf("home %s seq %d: %s is not a fact", h.home, m.Seq, m.Type)
 			}
-			st := &pebbleHome{h: h, r: b, b: b, changed: map[events.User]uint8{}}
+			if st == nil || st.b != b {
+				st = &pebbleHome{h: h, r: b, b: b, changed: map[events.User]uint8{}}
+			}
 			if err := applyFact(st, f); err != nil {
 				return fmt.Errorf("home %s seq %d (%s): %w", h.home, m.Seq, m.Type, err)
 			}
-			if len(st.changed) > 0 {
-				h.cache.forget(st.changed)
-			}
 			return nil
 		}}
+}
+
+// CatchUp applies the home server's facts after the projection's
+// position up to last, read and applied as a rebuild does (a home node
+// catches up so at start, and after another writer's facts). Nothing
+// else may apply to the projection meanwhile.
+func (h *Home) CatchUp(ctx context.Context, js jetstream.JetStream, last uint64) error {
+	return rebuild(ctx, js, events.FactStream(h.home), events.FactFilter(h.home), last, homeTarget(h), nil, time.Hour)
 }
 
 func directoryTarget(d *Directory) rebuildTarget {
@@ -128,17 +149,6 @@ func rebuild(ctx context.Context, js jetstream.JetStream, stream, filter string,
 	match := subjectMatcher(filter)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from + 1,
-	})
-	if err != nil {
-		return fmt.Errorf("rebuild %s: read %s: %w", t.name, stream, err)
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(4096))
-	if err != nil {
-		return fmt.Errorf("rebuild %s: read %s: %w", t.name, stream, err)
-	}
-	defer it.Stop()
 
 	workers := runtime.GOMAXPROCS(0)
 	toDecode := make(chan *chunk, workers*8)
@@ -183,32 +193,15 @@ func rebuild(ctx context.Context, js jetstream.JetStream, stream, filter string,
 			c = &chunk{decoded: make(chan struct{})}
 			return true
 		}
-		for {
-			m, err := it.Next()
-			if err != nil {
-				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					readErr <- err
-				}
-				return
+		err := readStream(ctx, js, stream, from+1, last, func(m *nats.Msg, seq uint64) bool {
+			if match(m.Subject) {
+				c.msgs = append(c.msgs, Msg{Seq: seq, Subject: m.Subject, Type: m.Header.Get(events.HeaderType), Data: m.Data})
 			}
-			md, err := m.Metadata()
-			if err != nil {
-				readErr <- fmt.Errorf("message metadata: %w", err)
-				return
-			}
-			seq := md.Sequence.Stream
-			if seq > last {
-				break
-			}
-			if match(m.Subject()) {
-				c.msgs = append(c.msgs, Msg{Seq: seq, Subject: m.Subject(), Type: m.Headers().Get(events.HeaderType), Data: m.Data(), Time: md.Timestamp})
-			}
-			if seq == last {
-				break
-			}
-			if len(c.msgs) == rebuildChunk && !send() {
-				return
-			}
+			return len(c.msgs) < rebuildChunk || send()
+		})
+		if err != nil {
+			readErr <- err
+			return
 		}
 		if len(c.msgs) > 0 {
 			send()
@@ -237,7 +230,11 @@ func rebuild(ctx context.Context, js jetstream.JetStream, stream, filter string,
 			return nil
 		}
 		b.Set(t.posKy, []byte(be64(p.Seq)), nil)
-		if err := b.Commit(pebble.NoSync); err != nil {
+		commitBatch := func(b *pebble.Batch) error { return b.Commit(pebble.NoSync) }
+		if t.commit != nil {
+			commitBatch = t.commit
+		}
+		if err := commitBatch(b); err != nil {
 			return fmt.Errorf("rebuild %s: commit: %w", t.name, err)
 		}
 		b.Close()

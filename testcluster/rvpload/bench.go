@@ -32,6 +32,7 @@ type config struct {
 	work        string
 	password    string
 	memory      bool
+	verify      bool
 	scenarios   []string
 	rvpdArgs    []string
 	compare     string
@@ -49,7 +50,9 @@ type target struct {
 	online atomic.Int64 // users signed in with presence
 	// profiles is the URL of the server's Go profiles, "" if it has none.
 	profiles string
-	mem0     memory // before any load
+	// nats is the address of its NATS listener, "" if it has none.
+	nats string
+	mem0 memory // before any load
 	// down is why the server was left out of the rest of the run.
 	down error
 }
@@ -76,6 +79,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&c.work, "work", "", "directory for the servers' data and logs (default: a new temporary one, removed afterwards)")
 	fs.StringVar(&c.password, "password", "load-test-pw", "the users' password")
 	fs.BoolVar(&c.memory, "memory", true, "sign in every remaining user at the end and report resident memory per online user")
+	fs.BoolVar(&c.verify, "verify", true, "at the end, have each rvpd verify its projections (rvpctl verify) and report how fast it rebuilt them")
 	scenarios := fs.String("scenarios", "messages,fan-out,login,buddies", "scenarios to run")
 	rvpdArgs := fs.String("rvpd-args", "", `more flags for rvpd dev, e.g. "-pprof 127.0.0.1:6060"`)
 	if err := fs.Parse(args); err != nil {
@@ -122,7 +126,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	}()
 	// start runs a server; with profiles (pprof: a -pprof flag it takes)
 	// its Go heap is measured too.
-	start := func(name, bin string, pprof bool, ready *regexp.Regexp, args ...string) error {
+	start := func(name, bin string, pprof bool, natsAddr string, ready *regexp.Regexp, args ...string) error {
 		progress(stderr, "starting %s", name)
 		profiles := ""
 		if pprof {
@@ -141,12 +145,12 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		t := &target{name: name, proc: p, sink: s, profiles: profiles, client: &client{addr: p.addr, ntDomain: "EXAMPLE", password: c.password}}
+		t := &target{name: name, proc: p, sink: s, profiles: profiles, nats: natsAddr, client: &client{addr: p.addr, ntDomain: "EXAMPLE", password: c.password}}
 		targets = append(targets, t)
 		t.mem0, err = t.memory()
 		return err
 	}
-	if err := start("relay", self, true, regexp.MustCompile(`relay listening on http://(\S+)`), "relay", "-password", c.password); err != nil {
+	if err := start("relay", self, true, "", regexp.MustCompile(`relay listening on http://(\S+)`), "relay", "-password", c.password); err != nil {
 		return err
 	}
 	binaries := []struct{ label, bin string }{{"rvpd", c.rvpd}}
@@ -160,7 +164,14 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		}
 		for _, mode := range c.syncModes {
 			name := bin.label + "-" + mode
-			args := []string{"dev", "-reset", "-data", filepath.Join(c.work, name), "-http", "127.0.0.1:0", "-nats", "",
+			natsAddr := ""
+			if c.verify {
+				// rvpctl verify's way in.
+				if natsAddr, err = freeAddr(); err != nil {
+					return err
+				}
+			}
+			args := []string{"dev", "-reset", "-data", filepath.Join(c.work, name), "-http", "127.0.0.1:0", "-nats", natsAddr,
 				"-demo-users", fmt.Sprint(c.users), "-demo-password", c.password, "-log.level", "warn"}
 			if mode != "default" {
 				args = append(args, "-nats.sync", mode)
@@ -173,7 +184,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 			if bin.label == "rvpd" {
 				args = append(args, c.rvpdArgs...)
 			}
-			if err := start(name, bin.bin, has["pprof"], regexp.MustCompile(`listening on http://(\S+)`), args...); err != nil {
+			if err := start(name, bin.bin, has["pprof"], natsAddr, regexp.MustCompile(`listening on http://(\S+)`), args...); err != nil {
 				return err
 			}
 		}
@@ -213,6 +224,7 @@ type bench struct {
 	log      io.Writer
 	results  []result
 	memory   []memoryRow
+	verified []verifyRow
 	failures int
 	// the users of each scenario: user<first>...
 	msgFirst, fanFirst, loginFirst, buddyFirst, restFirst int
@@ -271,6 +283,7 @@ func (b *bench) run() error {
 				if t.down != nil {
 					continue
 				}
+				notes0 := t.sink.count.Load()
 				r, err := run(b, t, round)
 				if err != nil {
 					// A server that stopped is reported, and the others
@@ -281,7 +294,7 @@ func (b *bench) run() error {
 				}
 				r.scenario, r.target, r.round = sc, t.name, round
 				b.results = append(b.results, r)
-				progress(b.log, "round %d %-8s %-13s %7d in %6.2fs: %9.1f/s, %9.1f per CPU-s%s", round, sc, t.name, r.ops, r.wall.Seconds(), r.perSecond(), r.perCPU(), latencies(r))
+				progress(b.log, "round %d %-8s %-13s %7d in %6.2fs: %9.1f/s, %9.1f per CPU-s%s (%d NOTIFYs received)", round, sc, t.name, r.ops, r.wall.Seconds(), r.perSecond(), r.perCPU(), latencies(r), t.sink.count.Load()-notes0)
 			}
 		}
 	}
@@ -292,6 +305,16 @@ func (b *bench) run() error {
 			}
 			if err := b.fill(t); err != nil {
 				return fmt.Errorf("%s: memory: %w", t.name, err)
+			}
+		}
+	}
+	if c.verify {
+		for _, t := range b.targets {
+			if t.down != nil || t.nats == "" {
+				continue
+			}
+			if err := b.verify(t); err != nil {
+				b.fail("%s: %v", t.name, err)
 			}
 		}
 	}

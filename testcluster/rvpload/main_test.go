@@ -9,7 +9,7 @@ import (
 
 // TestSmoke runs the load benchmark as make bench-load does, with a few
 // users for one round: the relay and rvpd dev as processes, every
-// scenario, the message checks, the report.
+// scenario, the message checks, rvpctl verify, the report.
 func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs rvpd and the relay")
@@ -30,7 +30,7 @@ func TestSmoke(t *testing.T) {
 	for _, want := range []string{
 		"| messages (messages) | rvpd-default |", "| fan-out (notifications) | rvpd-default |",
 		"| login (users) | rvpd-default |", "| buddies (users) | rvpd-default |",
-		"| rvpd-default | 60 |", "| relay | 60 |",
+		"| rvpd-default | 60 |", "| relay | 60 |", " | true |\n",
 	} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("report lacks %q:\n%s", want, out)

@@ -89,6 +89,16 @@ func (b *bench) report(w io.Writer) {
 		fmt.Fprintln(w, "\nMemory is read after the server has collected its garbage (asked through its profiles, where it serves them) and a second has passed.")
 	}
 
+	if len(b.verified) > 0 {
+		fmt.Fprintln(w, "\n| server | facts of home1 rebuilt | in | facts/s | whole verification (home1 and the directory, rebuilt and compared) | its CPU-s | CPU µs per fact | equal |")
+		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
+		for _, v := range b.verified {
+			fmt.Fprintf(w, "| %s | %d | %.2fs | %.0f | %.2fs | %.2f | %.1f | %v |\n", v.target, v.facts, v.rebuild.Seconds(), v.rate(), v.total.Seconds(),
+				v.cpu.Seconds(), float64(v.cpu.Microseconds())/float64(max(v.facts, 1)), v.ok)
+		}
+		fmt.Fprintln(w, "\nrvpctl verify, asked of each rvpd once the load is over: the rate is the home node's own report of its rebuild of home1 (facts applied over the time taken); the CPU is the whole process's during the whole verification.")
+	}
+
 	fmt.Fprintln(w, "\n| round | scenario | server | count | seconds | /s | server CPU-s | /CPU-s | p50 | p99 | errors |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range b.results {
