@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,6 +56,11 @@ type Config struct {
 	// SRV, when set, finds other organisations' routers not in Peers by
 	// the DNS record _rvp._tcp.<domain>. Nil: peer table only.
 	SRV SRVResolver
+	// Discovered, when set, guards the connections to a router found by
+	// SRV (and to where it redirects) instead of Client's Guard: whoever
+	// controls another domain's DNS chooses those addresses
+	// (rvp.CallbackPolicy.Discovered: public ones only).
+	Discovered func(netip.AddrPort) error
 	// MaxHops is the highest RVP-Hop-Count forwarded. Default 8.
 	MaxHops int
 	// AckWait is how long a lookup may go unanswered before another
@@ -305,7 +311,7 @@ func (r *Router) routerOf(domain, host string) string {
 
 // peer finds the router of the organisation host belongs to: the peer
 // table by host, then by the domain under an "im." host, then DNS SRV.
-func (r *Router) peer(ctx context.Context, host string) (string, error) {
+func (r *Router) peer(ctx context.Context, host string) (addr string, discovered bool, err error) {
 	name := events.Hostname(strings.ToLower(host))
 	domain := strings.TrimPrefix(name, "im.")
 	for _, k := range []string{host, name, domain} {
@@ -313,19 +319,19 @@ func (r *Router) peer(ctx context.Context, host string) (string, error) {
 			break
 		}
 		if a, ok := r.cfg.Peers.Peer(k); ok {
-			return a, nil
+			return a, false, nil
 		}
 	}
 	if r.cfg.SRV == nil {
-		return "", fmt.Errorf("%s is in no peer table entry and DNS discovery is off", host)
+		return "", false, fmt.Errorf("%s is in no peer table entry and DNS discovery is off", host)
 	}
 	for _, d := range []string{domain, name} {
 		_, srvs, err := r.cfg.SRV.LookupSRV(ctx, "rvp", "tcp", d)
 		if err == nil && len(srvs) > 0 {
-			return net.JoinHostPort(strings.TrimSuffix(srvs[0].Target, "."), strconv.Itoa(int(srvs[0].Port))), nil
+			return net.JoinHostPort(strings.TrimSuffix(srvs[0].Target, "."), strconv.Itoa(int(srvs[0].Port))), true, nil
 		}
 	}
-	return "", fmt.Errorf("no _rvp._tcp SRV record for %s", domain)
+	return "", false, fmt.Errorf("no _rvp._tcp SRV record for %s", domain)
 }
 
 // dialer connects to addr what is meant for host (an IM host of another
@@ -345,8 +351,7 @@ func (d dialer) DialContext(ctx context.Context, network, addr string) (net.Conn
 	if d.next != nil {
 		return d.next.DialContext(ctx, network, addr)
 	}
-	var nd net.Dialer
-	return nd.DialContext(ctx, network, addr)
+	return rvp.NetDialer(ctx).DialContext(ctx, network, addr)
 }
 
 // relayed are the answer headers relayed from another organisation.
@@ -366,10 +371,16 @@ func (r *Router) forward(ctx context.Context, lk *events.Lookup) *events.Reply {
 	if client.Proxy != nil {
 		addr = "proxy " + client.Proxy.Host
 	} else {
-		var err error
-		if addr, err = r.peer(ctx, lk.Host); err != nil {
+		var (
+			err        error
+			discovered bool
+		)
+		if addr, discovered, err = r.peer(ctx, lk.Host); err != nil {
 			r.cfg.Metrics.lookup(resultNotFound)
 			return fail(lk, rvp.StatusNotFound, "no route to the IM host %s: %v", lk.Host, err)
+		}
+		if discovered && r.cfg.Discovered != nil {
+			client.Guard = r.cfg.Discovered
 		}
 		client.Dialer = dialer{host: rvp.DialAddr(lk.Host), addr: addr, next: r.cfg.Client.Dialer}
 	}
@@ -389,6 +400,11 @@ func (r *Router) forward(ctx context.Context, lk *events.Lookup) *events.Reply {
 	}
 	start := r.cfg.Now()
 	ans, err := client.Do(ctx, out)
+	if errors.Is(err, rvp.ErrRefusedAddress) {
+		r.cfg.Metrics.forwarded(peer, 0, 0)
+		r.log.Warn("another organisation's server is at an address this server does not connect to", "req", lk.ID, "host", lk.Host, "peer", addr, "err", err)
+		return fail(lk, rvp.StatusNotFound, "no route to the IM host %s: %v", lk.Host, err)
+	}
 	if err != nil {
 		r.cfg.Metrics.forwarded(peer, 0, 0)
 		r.log.Warn("forwarded request unanswered", "req", lk.ID, "host", lk.Host, "peer", addr, "err", err)

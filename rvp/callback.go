@@ -46,6 +46,10 @@ type CallbackPolicy struct {
 	Own []netip.AddrPort
 	// Local lists this machine's addresses (LocalAddrs).
 	Local []netip.Addr
+	// Federation lists the address ranges other than public ones that
+	// another organisation's server found by DNS may have (a partner
+	// reached over a VPN): Discovered refuses the rest.
+	Federation []netip.Prefix
 }
 
 // ErrCallBackMalformed marks a Call-Back that is not a usable URL at all
@@ -128,6 +132,66 @@ func (p *CallbackPolicy) Dialable(ap netip.AddrPort) error {
 		}
 	}
 	return fmt.Errorf("%s is one of this server's own listeners", ap)
+}
+
+// Discovered reports whether the server may connect to ap for another
+// organisation it found by DNS (an SRV record and its target's
+// addresses, or a redirect one of them answered): Dialable, and a public
+// address unless a Federation range holds it. Whoever controls another
+// domain's DNS controls those addresses; without this, one SRV record
+// naming 127.0.0.1 or 10.0.0.5 would point the server's router at the
+// network it stands in. Peers in the administrator's peer table are
+// trusted as given.
+func (p *CallbackPolicy) Discovered(ap netip.AddrPort) error {
+	if err := p.Dialable(ap); err != nil {
+		return err
+	}
+	ip := ap.Addr().Unmap()
+	if p != nil {
+		for _, r := range p.Federation {
+			if r.Contains(ip) {
+				return nil
+			}
+		}
+	}
+	if kind := nonPublic(ip); kind != "" {
+		return fmt.Errorf("%s is %s: another organisation found by DNS is reached at public addresses only (put it in the peer table, or its range in -federation.allow)", ip, kind)
+	}
+	return nil
+}
+
+// nonPublic names the kind of address ip is when it is not a public
+// unicast one; "" when it is.
+func nonPublic(ip netip.Addr) string {
+	switch {
+	case ip.IsLoopback():
+		return "a loopback address"
+	case ip.IsPrivate():
+		return "a private address"
+	case ip.IsLinkLocalUnicast():
+		return "a link-local address"
+	case sharedSpace.Contains(ip):
+		return "a carrier-grade NAT address"
+	case !ip.IsGlobalUnicast():
+		return "not a unicast address"
+	}
+	return ""
+}
+
+// sharedSpace is RFC 6598's shared address space (carrier-grade NAT).
+var sharedSpace = netip.MustParsePrefix("100.64.0.0/10")
+
+// ParseRanges parses a comma-separated list of address ranges
+// (10.0.0.0/8) and single addresses (192.0.2.7).
+func ParseRanges(s string) ([]netip.Prefix, error) {
+	ranges, endpoints, err := ParseCallbackAllow(s)
+	if err != nil {
+		return nil, err
+	}
+	if len(endpoints) > 0 {
+		return nil, fmt.Errorf("%s: want a range or an address, not an endpoint", endpoints[0])
+	}
+	return ranges, nil
 }
 
 // own reports whether ap is one of the server's own listeners.

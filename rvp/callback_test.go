@@ -86,7 +86,7 @@ func TestCallbackPolicy(t *testing.T) {
 }
 
 // TestClientGuard: the NOTIFY client asks its Guard about the address it
-// reached and sends nothing where the guard refuses.
+// is about to connect to and does not connect where the guard refuses.
 func TestClientGuard(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -112,15 +112,46 @@ func TestClientGuard(t *testing.T) {
 	p := &CallbackPolicy{Own: []netip.AddrPort{own}}
 	c := &Client{Guard: p.Dialable}
 	u := URL{Host: ln.Addr().String()}
-	if _, err := c.Do(context.Background(), Outbound{URL: u}); err == nil || !strings.Contains(err.Error(), "own listeners") {
+	if _, err := c.Do(context.Background(), Outbound{URL: u}); !errors.Is(err, ErrRefusedAddress) || !strings.Contains(err.Error(), "own listeners") {
 		t.Errorf("a NOTIFY to the server's own port: %v", err)
-	}
-	if n := <-got; n != 0 {
-		t.Errorf("%d bytes reached the refused endpoint", n)
 	}
 	p.AllowEndpoints = []netip.AddrPort{own}
 	if ans, err := c.Do(context.Background(), Outbound{URL: u}); err != nil || ans.Status != 200 {
 		t.Errorf("an allowed endpoint: %v %v", ans, err)
+	}
+	// The listener accepts one connection at a time: had the refused
+	// NOTIFY connected, its empty read would come first.
+	if n := <-got; n == 0 {
+		t.Error("the refused NOTIFY connected to the endpoint before it was refused")
+	}
+}
+
+// TestDiscovered: another organisation found by DNS is reached at public
+// addresses only, unless a Federation range holds the address.
+func TestDiscovered(t *testing.T) {
+	p := &CallbackPolicy{Federation: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")},
+		Own: []netip.AddrPort{netip.MustParseAddrPort("198.51.100.7:80")}}
+	for addr, want := range map[string]string{
+		"203.0.113.9:80":     "",
+		"[2001:db8::1]:80":   "",
+		"10.1.2.3:80":        "", // the partner's range
+		"127.0.0.1:80":       "loopback",
+		"[::1]:4222":         "loopback",
+		"10.2.0.1:80":        "private",
+		"192.168.1.1:80":     "private",
+		"172.16.0.1:80":      "private",
+		"[fd00::1]:80":       "private",
+		"169.254.169.254:80": "link-local",
+		"[fe80::1]:80":       "link-local",
+		"100.64.0.1:80":      "carrier-grade NAT",
+		"0.0.0.0:80":         "unspecified",
+		"224.0.0.1:80":       "multicast",
+		"198.51.100.7:80":    "own listeners",
+	} {
+		err := p.Discovered(netip.MustParseAddrPort(addr))
+		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
+			t.Errorf("%s: %v, want %q", addr, err, want)
+		}
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -31,11 +32,39 @@ type Client struct {
 	// Proxy, when set, is an HTTP proxy every request goes through (the
 	// request target is then the absolute URL).
 	Proxy *URL
-	// Guard, when set, is asked about the address every connection
-	// reached (after name resolution, peer tables and redirects) before a
-	// byte is sent; an error closes the connection and fails the request
-	// as an unreachable peer would (CallbackPolicy.Dialable).
+	// Guard, when set, is asked about the address of every connection
+	// (after name resolution, peer tables and redirects) before it is
+	// made, by the net.Dialer of NetDialer, and again once it is made for
+	// a Dialer that does not use NetDialer; an error fails the request as
+	// an unreachable peer would (CallbackPolicy.Dialable).
 	Guard func(netip.AddrPort) error
+}
+
+type guardKey struct{}
+
+// ErrRefusedAddress marks a connection a Client's Guard refused.
+var ErrRefusedAddress = errors.New("refused by the server's policy")
+
+// NetDialer returns the net.Dialer a Client's Dialer connects with: when
+// the Client that dials (ctx) has a Guard, the dialer asks it about each
+// address it is about to connect to, once the name is resolved, so that
+// the server never connects to an address its policy refuses, not even
+// to close the connection at once.
+func NetDialer(ctx context.Context) *net.Dialer {
+	guard, _ := ctx.Value(guardKey{}).(func(netip.AddrPort) error)
+	if guard == nil {
+		return &net.Dialer{}
+	}
+	return &net.Dialer{Control: func(_, address string, _ syscall.RawConn) error {
+		ap, err := netip.ParseAddrPort(address)
+		if err == nil {
+			err = guard(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+		}
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrRefusedAddress, err)
+		}
+		return nil
+	}}
 }
 
 // Outbound is a request to send.
@@ -97,9 +126,12 @@ func (c *Client) do(ctx context.Context, req Outbound) (*Answer, error) {
 	addr = DialAddr(addr)
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
+	if c.Guard != nil {
+		dctx = context.WithValue(dctx, guardKey{}, c.Guard)
+	}
 	var dialer interface {
 		DialContext(ctx context.Context, network, addr string) (net.Conn, error)
-	} = &net.Dialer{}
+	} = NetDialer(dctx)
 	if c.Dialer != nil {
 		dialer = c.Dialer
 	}
@@ -114,7 +146,7 @@ func (c *Client) do(ctx context.Context, req Outbound) (*Answer, error) {
 			err = c.Guard(ap)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("connect %s: refused by the server's policy: %w", addr, err)
+			return nil, fmt.Errorf("connect %s: %w: %w", addr, ErrRefusedAddress, err)
 		}
 	}
 	deadline := time.Now().Add(timeout)
@@ -226,8 +258,7 @@ func (m HostMap) DialContext(ctx context.Context, network, addr string) (net.Con
 			addr = to
 		}
 	}
-	var d net.Dialer
-	return d.DialContext(ctx, network, addr)
+	return NetDialer(ctx).DialContext(ctx, network, addr)
 }
 
 // ParseHostMap parses "host=host:port,..." (a flag's value).

@@ -74,6 +74,9 @@ type Options struct {
 	LookupAckWait time.Duration
 	// SRV, when set, lets routers find other organisations by DNS SRV.
 	SRV routernode.SRVResolver
+	// FederationAllow are the address ranges other than public ones that
+	// an organisation found by SRV may have (rvpd's -federation.allow).
+	FederationAllow []netip.Prefix
 	// Proxy, when set, is the outbound HTTP proxy (http://host:port)
 	// requests to other organisations go through.
 	Proxy string
@@ -203,8 +206,7 @@ func (d *PeerDialer) DialContext(ctx context.Context, network, addr string) (net
 			addr = to
 		}
 	}
-	var nd net.Dialer
-	return nd.DialContext(ctx, network, addr)
+	return rvp.NetDialer(ctx).DialContext(ctx, network, addr)
 }
 
 func quiet() *slog.Logger {
@@ -570,7 +572,7 @@ func (c *Cluster) StartRouter(name string) *Role {
 	js, _ := jetstream.New(nc)
 	reg := prometheus.NewRegistry()
 	rt, err := routernode.New(routernode.Config{ID: name, JetStream: js, Conn: nc, Directory: dir, Client: c.client(),
-		Peers: c.Dialer, SRV: c.opts.SRV, AckWait: c.opts.LookupAckWait, Metrics: routernode.NewMetrics(reg), Logger: quiet().With("router", name)})
+		Peers: c.Dialer, SRV: c.opts.SRV, Discovered: (&rvp.CallbackPolicy{Own: c.own, Federation: c.opts.FederationAllow}).Discovered, AckWait: c.opts.LookupAckWait, Metrics: routernode.NewMetrics(reg), Logger: quiet().With("router", name)})
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -295,7 +296,7 @@ func (s srvTable) LookupSRV(_ context.Context, service, proto, name string) (str
 func TestFederationSRV(t *testing.T) {
 	b := Start(t, Options{Domain: "acme.test", Users: map[string]string{"dave": "home1"}, Routers: 1, InternetCapable: true})
 	a := Start(t, Options{Domain: "example.test", Users: map[string]string{"alice": "home1"}, Routers: 1, InternetCapable: true,
-		SRV: srvTable{"acme.test": b.Addr()}})
+		SRV: srvTable{"acme.test": b.Addr()}, FederationAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
 	dave := b.Client(t, "dave")
 	must(t, "dave login", dave.Login(3600), 200)
 	alice := a.Client(t, "alice")
@@ -303,6 +304,42 @@ func TestFederationSRV(t *testing.T) {
 	must(t, "alice → dave@acme.test", sendAcross(alice, "im.acme.test", "dave", body), 200)
 	dave.WaitNotify(0, wait, func(n Notify) bool { return bytes.Equal(n.Body, body) })
 	must(t, "an organisation without SRV record", sendAcross(alice, "im.nowhere.test", "x", alice.MessageBodyTo(rvp.LogicalURL("im.nowhere.test", "x"), "hi")), 404)
+}
+
+// TestFederationSRVPrivate: an organisation whose SRV record names a
+// loopback address (its DNS is its own: it could name any address inside
+// ours) gets no connection from our router, unless the range is allowed;
+// the request is answered 404, no route.
+func TestFederationSRVPrivate(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan struct{}, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- struct{}{}
+			c.Close()
+		}
+	}()
+	a := Start(t, Options{Domain: "example.test", Users: map[string]string{"alice": "home1"}, Routers: 1, InternetCapable: true,
+		SRV: srvTable{"evil.test": ln.Addr().String()}})
+	alice := a.Client(t, "alice")
+	r := sendAcross(alice, "im.evil.test", "x", alice.MessageBodyTo(rvp.LogicalURL("im.evil.test", "x"), "hi"))
+	must(t, "an organisation whose SRV names a loopback address", r, 404)
+	if !strings.Contains(string(r.Body), "loopback") {
+		t.Errorf("404 body does not say why: %s", r.Body)
+	}
+	select {
+	case <-accepted:
+		t.Error("the router connected to the loopback address the SRV record named")
+	default:
+	}
 }
 
 // webProxy is an outbound HTTP proxy: it reads a request in absolute

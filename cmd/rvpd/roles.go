@@ -68,6 +68,7 @@ type roleFlags struct {
 	ntlmv1              bool
 	lockout             gateway.LockoutConfig
 	callbackAllow       string
+	federationAllow     string
 	senders             gateway.SenderLimits
 	keyFile             string
 	peers, dns, proxy   string
@@ -117,6 +118,7 @@ func (f *roleFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.dns, "federation.dns", "", `find other organisations by DNS SRV _rvp._tcp.<domain>: "system", or a DNS server host:port ("" off)`)
 	fs.StringVar(&f.ops, "ops", "", `address of the operations listener: /metrics (Prometheus), /healthz, /readyz and the operator console, e.g. 127.0.0.1:9090 ("" for none)`)
 	fs.StringVar(&f.pprof, "pprof", "", `address to serve Go's profiles on (net/http/pprof), e.g. 127.0.0.1:6060 ("" for none)`)
+	fs.StringVar(&f.federationAllow, "federation.allow", "", "address ranges other than public ones that another organisation's server found by DNS may have (a partner over a VPN): 10.1.0.0/16,... (peers in -federation.peers are trusted as given)")
 	fs.StringVar(&f.proxy, "federation.proxy", "", "outbound HTTP proxy for requests to other organisations, http://host:port (it finds their hosts: the peer table and DNS discovery are then unused)")
 }
 
@@ -149,6 +151,9 @@ func (f roleFlags) validate() error {
 	}
 	if _, _, err := rvp.ParseCallbackAllow(f.callbackAllow); err != nil {
 		errs = append(errs, fmt.Errorf("-callback.allow: %w", err))
+	}
+	if _, err := rvp.ParseRanges(f.federationAllow); err != nil {
+		errs = append(errs, fmt.Errorf("-federation.allow: %w", err))
 	}
 	if s := f.senders; s.MessagesPerSecond < 0 || s.MessageBurst < 0 || s.BytesPerSecond < 0 || s.ByteBurst < 0 {
 		errs = append(errs, fmt.Errorf("-limit.messages %d, -limit.messages.burst %d, -limit.bytes %d, -limit.bytes.burst %d: limits cannot be negative (0 switches one off)",
@@ -205,7 +210,11 @@ func (s roleSet) callBackPolicy() (*rvp.CallbackPolicy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("-callback.allow: %w", err)
 	}
-	p := &rvp.CallbackPolicy{Allow: ranges, AllowEndpoints: endpoints, Own: slices.Clone(s.own), Local: rvp.LocalAddrs()}
+	federation, err := rvp.ParseRanges(s.flags.federationAllow)
+	if err != nil {
+		return nil, fmt.Errorf("-federation.allow: %w", err)
+	}
+	p := &rvp.CallbackPolicy{Allow: ranges, AllowEndpoints: endpoints, Own: slices.Clone(s.own), Local: rvp.LocalAddrs(), Federation: federation}
 	for _, ln := range []net.Listener{s.listener, s.ops} {
 		if ln != nil {
 			p.Own = append(p.Own, rvp.ListenerEndpoints(ln.Addr().String())...)
@@ -293,7 +302,7 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 		}
 	}
 	if s.router != "" {
-		router, err := routernode.New(routernode.Config{ID: s.router, JetStream: s.js, Conn: s.nc, Directory: s.dir, Client: outbound,
+		router, err := routernode.New(routernode.Config{ID: s.router, JetStream: s.js, Conn: s.nc, Directory: s.dir, Client: outbound, Discovered: callBacks.Discovered,
 			Peers: routernode.StaticPeers(peers), SRV: srv, Metrics: routernode.NewMetrics(o.reg), Logger: s.log.With("component", "router")})
 		if err != nil {
 			return err
