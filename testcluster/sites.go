@@ -144,7 +144,7 @@ func (s *SiteNATS) Start() {
 		s.t.Fatalf("site %s: %v", s.Name, err)
 	}
 	fatal := make(chan error, 1)
-	srv.SetLoggerV2(siteLogger{fatal: fatal}, false, false, false)
+	srv.SetLoggerV2(fatalLogger{fatal: fatal}, false, false, false)
 	go srv.Start()
 	if !srv.ReadyForConnections(30 * time.Second) {
 		srv.Shutdown()
@@ -224,22 +224,6 @@ func (s *SiteNATS) JetStream(name string) jetstream.JetStream {
 		s.t.Fatal(err)
 	}
 	return js
-}
-
-// siteLogger keeps an embedded server quiet and reports its fatal error
-// (the stock logger would exit the process).
-type siteLogger struct{ fatal chan error }
-
-func (siteLogger) Noticef(string, ...any) {}
-func (siteLogger) Warnf(string, ...any)   {}
-func (siteLogger) Errorf(string, ...any)  {}
-func (siteLogger) Debugf(string, ...any)  {}
-func (siteLogger) Tracef(string, ...any)  {}
-func (l siteLogger) Fatalf(format string, v ...any) {
-	select {
-	case l.fatal <- fmt.Errorf(format, v...):
-	default:
-	}
 }
 
 // Reachable reports whether site's JetStream answers from the server of
