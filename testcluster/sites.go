@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"path/filepath"
 
 	"sync"
@@ -66,7 +65,7 @@ func StartTopology(t testing.TB, o TopologyOptions) *Topology {
 	if len(o.Sites) == 0 {
 		o.Sites = []string{"a", "b"}
 	}
-	ports := loopbackPorts(t, 2+len(o.Sites))
+	ports := freePorts(t, 2+len(o.Sites))
 	base := t.TempDir()
 	// The hub does not tell the sites its leaf address (no_advertise):
 	// they would reconnect to it directly, around their Link.
@@ -95,31 +94,6 @@ leafnodes { reconnect: "100ms", remotes: [ { url: "nats-leaf://%s" } ] }
 		s.WaitConnected()
 	}
 	return top
-}
-
-// loopbackPorts returns n distinct ports free now, below the ephemeral
-// range (32768-60999 on Linux): a port chosen there may be given to an
-// outgoing connection between a stop and a restart.
-func loopbackPorts(t testing.TB, n int) []int {
-	t.Helper()
-	var out []int
-	seen := map[int]bool{}
-	for p := 20000 + int(time.Now().UnixNano()%10000); len(out) < n; p++ {
-		if p >= 32768 {
-			t.Fatal("no free ports below 32768")
-		}
-		if seen[p] {
-			continue
-		}
-		seen[p] = true
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
-		if err != nil {
-			continue
-		}
-		l.Close()
-		out = append(out, p)
-	}
-	return out
 }
 
 // URL is the server's client URL.
