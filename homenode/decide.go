@@ -80,7 +80,7 @@ func (c *core) decideSubscribe(d *decision, e *events.Subscribe, now time.Time) 
 		if err != nil {
 			return nil, err
 		}
-		d.reply.Status, d.reply.Href, d.reply.Found = 207, r.NodeURL, found
+		d.reply.Status, d.reply.Href, d.reply.Found = rvp.StatusMultiStatus, r.NodeURL, found
 		if permitted(acl, who, events.RightPresence) {
 			d.push = append(d.push, subRef{r.Node, id})
 		}
@@ -487,7 +487,7 @@ func (c *core) decideACL(d *decision, e *events.ACL, now time.Time) (*decision, 
 	}
 	merged := mergeACL(acl, e.ACEs, r.Node)
 	if len(merged) > maxACLEntries {
-		return d.fail(r, 507, "the ACL of %s would hold %d entries, more than the %d allowed; remove entries (an ACE with no grant and no deny) first", r.Node, len(merged), maxACLEntries)
+		return d.fail(r, rvp.StatusInsufficientStorage, "the ACL of %s would hold %d entries, more than the %d allowed; remove entries (an ACE with no grant and no deny) first", r.Node, len(merged), maxACLEntries)
 	}
 	// The fact records the whole resulting ACL, as acl.set always has:
 	// folding it needs nothing but the fact. librvp writes the same

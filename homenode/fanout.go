@@ -423,7 +423,7 @@ func (c *core) decideOutcome(o outcome, now time.Time) (*decision, error) {
 	}}
 	if !o.d.answered {
 		d.reply = &events.Reply{ID: r.ID, Status: o.status}
-		if o.status != 200 {
+		if o.status != rvp.StatusOK {
 			d.reply.Error = r.Node.String() + ": no client took the message"
 		}
 	}

@@ -168,7 +168,7 @@ func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 				return nil, protoErr(StatusBadRequest, "continuation line before any header field")
 			}
 			if i := bytes.IndexFunc(line, isCTL); i >= 0 {
-				return nil, protoErr(400, "control character %#x in the value of %s", line[i], last)
+				return nil, protoErr(StatusBadRequest, "control character %#x in the value of %s", line[i], last)
 			}
 			vs := req.Header[last]
 			vs[len(vs)-1] = strings.TrimSpace(vs[len(vs)-1] + " " + strings.TrimSpace(string(line)))
@@ -188,7 +188,7 @@ func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 		}
 		value = bytes.TrimSpace(value)
 		if i := bytes.IndexFunc(value, isCTL); i >= 0 {
-			return nil, protoErr(400, "control character %#x in the value of %s", value[i], name)
+			return nil, protoErr(StatusBadRequest, "control character %#x in the value of %s", value[i], name)
 		}
 		v := string(value)
 		if have == nil {
@@ -201,11 +201,11 @@ func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 
 	for _, name := range singleValued {
 		if n := len(req.Header[name]); n > 1 {
-			return nil, protoErr(400, "%s given %d times; send it once", req.Header.canonical(name), n)
+			return nil, protoErr(StatusBadRequest, "%s given %d times; send it once", req.Header.canonical(name), n)
 		}
 	}
 	if req.Proto == "HTTP/1.1" && !req.Header.Has("Host") {
-		return nil, protoErr(400, "an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)")
+		return nil, protoErr(StatusBadRequest, "an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)")
 	}
 	if req.Header.Has("Transfer-Encoding") {
 		return nil, protoErr(StatusNotImplemented, "Transfer-Encoding is not supported; send the body with Content-Length")
