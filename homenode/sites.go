@@ -403,18 +403,8 @@ func (n *Node) ensureSite(ctx context.Context) error {
 	if site == "" {
 		return nil
 	}
-	hs, err := n.cfg.Directory.HomeServer(n.cfg.Home)
-	if err != nil {
+	if err := CheckSite(n.cfg.Directory, n.cfg.Home, site); err != nil {
 		return err
-	}
-	if hs == nil || hs.Site != site {
-		where := "no site"
-		if hs != nil && hs.Site != "" {
-			where = "site " + hs.Site
-		}
-		// Its requests, facts and lease would be made in this site's
-		// domain beside those of its own site: two owners.
-		return fmt.Errorf("home %s: the directory puts it at %s, and this node is at site %s; run its nodes at its own site", n.cfg.Home, where, site)
 	}
 	if err := projections.EnsureRequestStream(ctx, n.cfg.JetStream, n.cfg.Home, n.cfg.FactStream); err != nil {
 		return fmt.Errorf("home %s: %w", n.cfg.Home, err)
@@ -462,4 +452,24 @@ func (l *relayLog) failed(log *slog.Logger, home string, err error) {
 	}
 	l.last[home] = time.Now()
 	log.Warn("relay to another home server not sent; its watchers are told again when it is reachable", "home", home, "err", err, "relays lost", n)
+}
+
+// CheckSite reports whether a node at site may own home: the directory
+// must put home at that site. Otherwise its requests, facts and lease
+// would be made in this site's domain beside those of its own site: two
+// owners. rvpd node checks it before its roles start, since a home node
+// that fails is started again rather than ending the process.
+func CheckSite(dir *projections.Directory, home, site string) error {
+	hs, err := dir.HomeServer(home)
+	if err != nil {
+		return err
+	}
+	if hs == nil || hs.Site != site {
+		where := "no site"
+		if hs != nil && hs.Site != "" {
+			where = "site " + hs.Site
+		}
+		return fmt.Errorf("home %s: the directory puts it at %s, and this node is at site %s; run its nodes at its own site", home, where, site)
+	}
+	return nil
 }

@@ -67,7 +67,10 @@ func TestNodeSites(t *testing.T) {
 	// A node of site b cannot own home1, of site a.
 	noEnv := func(string) (string, bool) { return "", false }
 	var stderr bytes.Buffer
-	err = exec(ctx, []string{"node", "-name", "wrong", "-site", "b", "-nats", top.Sites["b"].URL(), "-home", "home1",
+	// Bounded: a node that does not refuse would run until stopped.
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer wcancel()
+	err = exec(wctx, []string{"node", "-name", "wrong", "-site", "b", "-nats", top.Sites["b"].URL(), "-home", "home1",
 		"-cluster-key-file", keyFile, "-data", t.TempDir(), "-log.level", "error"}, noEnv, &bytes.Buffer{}, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "the directory puts it at site a") {
 		t.Errorf("a node of site b for home1: %v", err)
