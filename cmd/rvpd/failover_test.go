@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	osexec "os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -139,17 +141,41 @@ func ownerKilled(t *testing.T, history int) {
 	standby := s.startHome("node-b")
 	standby.wait(t, `standby: projection caught up`, 5*time.Minute)
 
+	from := s.lastSeq("home1")
 	load := testcluster.StartLoad(t, s.target(), testcluster.LoadOptions{})
 	defer load.Stop()
 	load.WaitSucceeded(300, time.Time{}, time.Minute, nil)
+
+	// The owner is killed at an instant when it has decided a request
+	// (its facts, with the answer they record, are in the stream) and not
+	// answered it: stopped (SIGSTOP) at once and looked at, let go on
+	// until it has answered a few more when it has none such, then killed
+	// where it stands.
+	var caught []undecided
+	var stopped time.Time
+	tries := 0
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		tries++
+		owner.cmd.Process.Signal(syscall.SIGSTOP)
+		stopped = time.Now()
+		caught = s.decidedUnanswered(load, from)
+		if len(caught) > 0 || time.Now().After(deadline) {
+			break
+		}
+		owner.cmd.Process.Signal(syscall.SIGCONT)
+		load.WaitSucceeded(2, time.Now(), time.Minute, nil)
+	}
 	owner.cmd.Process.Signal(syscall.SIGKILL)
 	owner.cmd.Wait()
-	killed := time.Now()
+	t.Logf("owner stopped and killed at its try %d, with %d requests decided and not answered: %v", tries, len(caught), caught)
+	if len(caught) == 0 {
+		t.Errorf("in %d tries the owner was never stopped with a request decided and not answered", tries)
+	}
 	standby.wait(t, `msg="home node serving"`, 5*time.Minute)
-	first := firstSuccessAfter(t, load, killed, time.Minute)
-	t.Logf("owner killed with %d facts in home1's stream; the standby's first answer %v after", history, first.Sub(killed).Round(time.Millisecond))
-	if d := first.Sub(killed); d > lease+time.Second {
-		t.Errorf("the standby answered %v after the owner was killed; want at most the lease (%v) and a second", d, lease)
+	first := firstSuccessAfter(t, load, stopped, time.Minute)
+	t.Logf("owner killed with %d facts in home1's stream; the standby's first answer %v after it was stopped", history, first.Sub(stopped).Round(time.Millisecond))
+	if d := first.Sub(stopped); d > lease+time.Second {
+		t.Errorf("the standby answered %v after the owner was stopped and killed; want at most the lease (%v) and a second", d, lease)
 	}
 	load.WaitSucceeded(100, time.Now(), time.Minute, nil)
 	load.Stop()
@@ -166,6 +192,127 @@ func ownerKilled(t *testing.T, history int) {
 	if fc.Unanswered > 0 {
 		t.Errorf("%d requests were decided (their facts are in the stream) and not answered with success", fc.Unanswered)
 	}
+	// Each request the owner decided and did not answer is answered,
+	// after the kill, with the outcome its facts recorded.
+	got := map[string]testcluster.Result{}
+	for _, r := range load.Results() {
+		got[r.Mark] = r
+	}
+	for _, u := range caught {
+		r, ok := got[u.mark]
+		switch {
+		case !ok:
+			t.Errorf("%s, decided before the kill, has no answer", u.mark)
+		case u.status == 0 && !r.OK():
+			t.Errorf("%s, accepted before the kill and being delivered: answered %d after %v, want a success", u.mark, r.Status, r.Took.Round(time.Millisecond))
+		case u.status != 0 && r.Status != u.status:
+			t.Errorf("%s, decided before the kill with the answer %d: answered %d after %v", u.mark, u.status, r.Status, r.Took.Round(time.Millisecond))
+		default:
+			t.Logf("%s decided before the kill (recorded %d), answered %d %v after the owner was stopped", u.mark, u.status, r.Status, r.Start.Add(r.Took).Sub(stopped).Round(time.Millisecond))
+		}
+	}
+}
+
+// undecided is a request of a load whose facts are in the stream and
+// which its sender has no answer to yet: the status its facts record
+// (0 for a message accepted whose delivery has not ended).
+type undecided struct {
+	mark   string
+	status int
+}
+
+func (u undecided) String() string { return fmt.Sprintf("%s (%d)", u.mark, u.status) }
+
+// decidedUnanswered returns the load's requests whose facts are in home1's
+// stream after sequence from and whose senders have no answer, once two
+// looks 100 ms apart agree (facts and answers on their way arrive
+// meanwhile; nothing new comes from a stopped owner).
+func (s *site) decidedUnanswered(load *testcluster.Load, from uint64) []undecided {
+	s.t.Helper()
+	look := func() []undecided {
+		ended := map[string]bool{}
+		for _, r := range load.Results() {
+			ended[r.Mark] = true
+		}
+		var out []undecided
+		for _, d := range s.decisions("home1", from) {
+			if d.mark != "" && !ended[d.mark] {
+				out = append(out, undecided{mark: d.mark, status: d.status})
+			}
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i].mark < out[j].mark })
+		return out
+	}
+	prev := look()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		time.Sleep(100 * time.Millisecond) // a poll: until two looks agree
+		now := look()
+		if slices.Equal(now, prev) || time.Now().After(deadline) {
+			return now
+		}
+		prev = now
+	}
+}
+
+// decision is what a home server's facts say of one request: its load
+// mark and the status of the answer they record (0: none yet).
+type decision struct {
+	mark   string
+	status int
+}
+
+// decisions reads home's fact stream after sequence from, by request id.
+func (s *site) decisions(home string, from uint64) map[string]decision {
+	s.t.Helper()
+	out := map[string]decision{}
+	testcluster.Eventually(s.t, time.Minute, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		clear(out)
+		return testcluster.ReadStream(ctx, s.js, events.FactStream(home), jetstream.OrderedConsumerConfig{
+			DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from + 1}, func(m jetstream.Msg) error {
+			h := m.Headers()
+			id := h.Get(events.HeaderRequest)
+			if id == "" {
+				return nil
+			}
+			d := out[id]
+			mk, err := testcluster.FactMark(h.Get(events.HeaderType), m.Data())
+			if err != nil {
+				return err
+			}
+			if mk != "" {
+				d.mark = mk
+			}
+			if a := h.Get(events.HeaderAnswer); a != "" {
+				var r events.Reply
+				if err := json.Unmarshal([]byte(a), &r); err != nil {
+					return fmt.Errorf("its answer: %w", err)
+				}
+				d.status = r.Status
+			}
+			out[id] = d
+			return nil
+		})
+	})
+	return out
+}
+
+// lastSeq returns the last sequence of home's fact stream.
+func (s *site) lastSeq(home string) uint64 {
+	s.t.Helper()
+	var last uint64
+	testcluster.Eventually(s.t, time.Minute, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		st, err := s.js.Stream(ctx, events.FactStream(home))
+		if err != nil {
+			return err
+		}
+		last = st.CachedInfo().State.LastSeq
+		return nil
+	})
+	return last
 }
 
 // preload gives home1 a history of n facts (each user's mobile
