@@ -273,6 +273,9 @@ type Node struct {
 
 	// Counters, read by Stats.
 	decided, expired, dropped, held, published, conflicts, recovered atomic.Uint64
+	// unreadable counts the recoveries in a row that could not read the
+	// fact stream; owned by Run.
+	unreadable int
 
 	metrics *homeMetrics
 	// catching is the sequence the projection catches up to at start;
@@ -659,7 +662,7 @@ func (n *Node) Run(parent context.Context) (err error) {
 				return err
 			}
 			if n.broken {
-				retry.Reset(250 * time.Millisecond)
+				retry.Reset(recoverPause)
 			}
 		}
 	}
