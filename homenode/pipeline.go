@@ -114,8 +114,22 @@ func (n *Node) commit(ctx context.Context, p *pending) error {
 	return nil
 }
 
+// ErrLeaseLapsed stops a node whose lease is no longer good.
+var ErrLeaseLapsed = errors.New("the home server's lease has lapsed (this node was paused, or cut off from NATS, for longer than its TTL); another node may own it: nothing more is appended")
+
+// owned fails once the node's lease is no longer good (Config.Owned).
+func (n *Node) owned() error {
+	if n.cfg.Owned != nil && !n.cfg.Owned() {
+		return fmt.Errorf("home %s: %w", n.cfg.Home, ErrLeaseLapsed)
+	}
+	return nil
+}
+
 // publish applies p's facts to the overlay and publishes them, chained.
 func (n *Node) publish(p *pending) error {
+	if err := n.owned(); err != nil {
+		return err
+	}
 	p.msgs, p.seqs = p.msgs[:0], p.seqs[:0]
 	base := p.d.msgID
 	if p.attempt > 0 {
@@ -289,6 +303,9 @@ func (n *Node) recover(ctx context.Context) error {
 	// after it has a leader: a request sent while it had none is never
 	// answered, and with a 2 s wait home1 served again 1.5 s after its
 	// fact stream's new leader (TestClusterNATSServerLoss).
+	if err := n.owned(); err != nil {
+		return err
+	}
 	long := ctx
 	pctx, pcancel := context.WithTimeout(ctx, recoverProbe)
 	st, err := n.cfg.JetStream.Stream(pctx, n.stream)

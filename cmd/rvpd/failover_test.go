@@ -362,3 +362,42 @@ func (s *site) preload(n int, users []string) {
 		s.t.Fatalf("home1's stream holds %d facts, want %d", got, n)
 	}
 }
+
+// TestHomeOwnerPaused stops the node owning home1 (SIGSTOP) under the
+// load for longer than its lease, so that the standby takes over, then
+// lets it go on (SIGCONT), as a process paused by its machine would: the
+// old owner must find its lease gone and stop deciding. Nothing answered
+// with success may be lost or decided twice.
+func TestHomeOwnerPaused(t *testing.T) {
+	testcluster.LongTest(t)
+	const lease = 2 * time.Second
+	users := []string{"alice", "bob", "carol", "dave", "erin", "frank"}
+	s := startSite(t, users, lease)
+	owner := s.startHome("node-a")
+	owner.wait(t, `msg="home node serving"`, time.Minute)
+	standby := s.startHome("node-b")
+	standby.wait(t, `standby: projection caught up`, time.Minute)
+
+	load := testcluster.StartLoad(t, s.target(), testcluster.LoadOptions{})
+	defer load.Stop()
+	load.WaitSucceeded(300, time.Time{}, time.Minute, nil)
+	owner.cmd.Process.Signal(syscall.SIGSTOP)
+	stopped := time.Now()
+	standby.wait(t, `msg="home node serving"`, time.Minute)
+	load.WaitSucceeded(50, time.Now(), time.Minute, nil)
+	owner.cmd.Process.Signal(syscall.SIGCONT)
+	t.Logf("owner stopped for %v", time.Since(stopped).Round(time.Millisecond))
+	owner.wait(t, `standby: home server owned by another node|home server lease lost`, time.Minute)
+	load.WaitSucceeded(200, time.Now(), time.Minute, nil)
+	load.Stop()
+	for _, p := range []*homeProc{owner, standby} {
+		for _, line := range regexp.MustCompile(`.*(level=WARN|level=ERROR|another writer|decided by the other).*`).FindAllString(p.log.String(), -1) {
+			t.Logf("%s: %s", p.name, line)
+		}
+	}
+	fc := load.CheckFacts(s.js)
+	t.Logf("%s; slowest request %v", fc, load.Slowest().Round(time.Millisecond))
+	for _, f := range load.Failures() {
+		t.Errorf("neither a success nor a 503: %s", f)
+	}
+}
