@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -39,6 +40,27 @@ type Lease struct {
 	// keeps its projection of the home server current, so that taking it
 	// over costs what the owner decided since, not its whole history.
 	Standby func(ctx context.Context)
+
+	mu    sync.Mutex
+	until time.Time // the lease is good until then (monotonic); zero: not held
+}
+
+// Owned reports whether this node holds the lease now: it was taken or
+// last renewed less than the bucket's TTL ago, counted from when the
+// request was sent (the bucket counts from when it arrived), by the
+// monotonic clock, which runs on while a process is stopped. The home
+// node checks it before each append (Config.Owned).
+func (l *Lease) Owned() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return time.Now().Before(l.until)
+}
+
+// goodUntil records until when the lease is held.
+func (l *Lease) goodUntil(t time.Time) {
+	l.mu.Lock()
+	l.until = t
+	l.mu.Unlock()
 }
 
 // released is the prefix of the value of a lease let go cleanly, before
@@ -94,6 +116,7 @@ func (l *Lease) Hold(ctx context.Context, serve func(ctx context.Context, takeov
 	defer warm.stop()
 	failed := false // serve failed last: what it had under way may be undelivered
 	for {
+		asked := time.Now()
 		rev, takeover, err := l.acquire(ctx, key)
 		takeover = takeover || failed
 		if ctx.Err() != nil {
@@ -118,6 +141,7 @@ func (l *Lease) Hold(ctx context.Context, serve func(ctx context.Context, takeov
 			}
 			continue
 		}
+		l.goodUntil(leaseEnd(asked, ttl))
 		warm.stop()
 		standby = ""
 		log.Info("home server owned", "renew", every, "takeover", takeover)
@@ -215,6 +239,7 @@ func (l *Lease) serve(ctx context.Context, key string, rev uint64, every, ttl ti
 	for {
 		select {
 		case err := <-done:
+			l.goodUntil(time.Time{})
 			l.release(key, rev, log)
 			if ctx.Err() != nil {
 				return false, nil
@@ -227,6 +252,7 @@ func (l *Lease) serve(ctx context.Context, key string, rev uint64, every, ttl ti
 			// Not cut short by ctx: a renewal cancelled in flight would
 			// leave the revision unknown.
 			rctx, rcancel := context.WithTimeout(context.Background(), every)
+			asked := time.Now()
 			next, err := l.KV.Update(rctx, key, []byte(l.Holder), rev)
 			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 				// A renewal whose answer was lost (the bucket's leader
@@ -237,12 +263,14 @@ func (l *Lease) serve(ctx context.Context, key string, rev uint64, every, ttl ti
 			switch {
 			case err == nil:
 				rev, renewed = next, time.Now()
+				l.goodUntil(leaseEnd(asked, ttl))
 				continue
 			case ctx.Err() != nil:
 				continue // stopping: done comes next
 			case errors.Is(err, jetstream.ErrKeyRevisionMismatch), errors.Is(err, jetstream.ErrKeyNotFound),
 				ttl > 0 && time.Since(renewed) >= ttl:
 				log.Error("home server lease lost; stopping this home node, another may own it now", "err", err)
+				l.goodUntil(time.Time{})
 			default:
 				log.Warn("home server lease not renewed; will retry", "err", err, "since", time.Since(renewed))
 				continue
@@ -252,6 +280,15 @@ func (l *Lease) serve(ctx context.Context, key string, rev uint64, every, ttl ti
 			return true, nil
 		}
 	}
+}
+
+// leaseEnd is when a lease taken or renewed by a request sent at asked
+// lapses: its TTL later, or never for a bucket without one.
+func leaseEnd(asked time.Time, ttl time.Duration) time.Time {
+	if ttl <= 0 {
+		return asked.Add(100 * 365 * 24 * time.Hour)
+	}
+	return asked.Add(ttl)
 }
 
 // stillOurs returns the revision of the lease when this node holds it

@@ -43,6 +43,9 @@ func (h *holders) start(name string) (stop func(), nc *nats.Conn) {
 	done := make(chan error, 1)
 	go func() {
 		done <- l.Hold(ctx, func(ctx context.Context, takeover bool) error {
+			if !l.Owned() {
+				h.t.Errorf("%s serves and its lease says it is not owned", name)
+			}
 			h.took.Store(name, takeover)
 			h.serves.Add(1)
 			if n := h.now.Add(1); n > h.most.Load() {
@@ -59,6 +62,9 @@ func (h *holders) start(name string) (stop func(), nc *nats.Conn) {
 		cancel()
 		if err := <-done; err != nil {
 			h.t.Errorf("%s: Hold: %v", name, err)
+		}
+		if l.Owned() {
+			h.t.Errorf("%s: its lease says it is owned after Hold returned", name)
 		}
 		nc.Close()
 	}

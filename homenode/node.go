@@ -176,6 +176,12 @@ type Config struct {
 	// Sites, at a site of a deployment of several, tells which other
 	// sites are lost; nil for a deployment of one domain.
 	Sites *SiteWatch
+	// Owned reports whether this node's lease on the home server is
+	// still good now (Lease.Owned); nil: always. Nothing is appended
+	// once it is not: a node paused past its lease (a stopped process, a
+	// machine that froze) finds so the moment it runs again, before it
+	// decides anything, instead of when its next renewal fails.
+	Owned func() bool
 	// Window bounds the facts published and not yet acknowledged; a full
 	// window holds new requests back. Default 512.
 	Window int
@@ -273,6 +279,9 @@ type Node struct {
 
 	// Counters, read by Stats.
 	decided, expired, dropped, held, published, conflicts, recovered atomic.Uint64
+	// unreadable counts the recoveries in a row that could not read the
+	// fact stream; owned by Run.
+	unreadable int
 
 	metrics *homeMetrics
 	// catching is the sequence the projection catches up to at start;
@@ -659,7 +668,7 @@ func (n *Node) Run(parent context.Context) (err error) {
 				return err
 			}
 			if n.broken {
-				retry.Reset(250 * time.Millisecond)
+				retry.Reset(recoverPause)
 			}
 		}
 	}
@@ -992,6 +1001,13 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 // that cannot be read leaves a request to be redelivered.
 func (n *Node) input(ctx context.Context, p *pending) error {
 	if err := n.commit(ctx, p); err != nil {
+		if errors.Is(err, ErrLeaseLapsed) {
+			// Not this node's to decide any more: the next owner's.
+			if p.msg != nil {
+				p.msg.Nak()
+			}
+			return err
+		}
 		n.log.Error("not decided: the home server's state could not be read", "input", fmt.Sprintf("%T", p.in), "err", err)
 		if p.msg != nil {
 			return p.msg.NakWithDelay(250 * time.Millisecond)

@@ -156,3 +156,56 @@ func TestNotifyNotTriedSaysNothing(t *testing.T) {
 		t.Error("a NOTIFY refused did not count against its callback")
 	}
 }
+
+// TestLapsedLeaseAppendsNothing: a node whose lease is no longer good
+// (Config.Owned false: the process was paused past its TTL) decides and
+// appends nothing more and stops with ErrLeaseLapsed, leaving its request
+// to the next owner; before, a paused owner resumed deciding and
+// appending until its next renewal failed, and requests were decided
+// twice (TestHomeOwnerPaused).
+func TestLapsedLeaseAppendsNothing(t *testing.T) {
+	var good atomic.Bool
+	good.Store(true)
+	h := newHarnessWith(t, func(c *Config) { c.Owned = good.Load }, "ann")
+	sink := "http://" + h.sink.Addr().String()
+	now := time.Now().UTC()
+	u := events.NewUser("example.test", "ann")
+	url := "http://im.example.test/instmsg/aliases/ann"
+	req := func(id string) events.Req {
+		return events.Req{ID: id, At: now, Deadline: now.Add(30 * time.Second), Gateway: "gw", Client: "127.0.0.1",
+			Node: u, NodeURL: url, From: url, FromUser: u, Auth: events.Identity{Scheme: "ntlm", User: u}}
+	}
+	h.send(&events.Subscribe{Req: req("login-1"), NotificationType: events.NotifyPragma, CallBack: sink, Lifetime: 600}, false)
+	h.awaitReplies(map[string]string{"login-1": events.TypeSubscribe}, true)
+	st, err := h.js.Stream(t.Context(), events.FactStream(h.home))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := st.CachedInfo().State.LastSeq
+
+	good.Store(false)
+	h.send(&events.Subscribe{Req: req("login-2"), NotificationType: events.NotifyPragma, CallBack: sink, Lifetime: 600}, false)
+	select {
+	case err := <-h.done:
+		h.stopped = true
+		if !errors.Is(err, ErrLeaseLapsed) {
+			t.Fatalf("the node stopped with %v, want ErrLeaseLapsed", err)
+		}
+	case r := <-h.replies:
+		t.Fatalf("answered with its lease lapsed: %+v", r)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the node did not stop")
+	}
+	info, err := st.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after := info.State.LastSeq; after != before {
+		t.Errorf("the fact stream went from %d to %d with the lease lapsed", before, after)
+	}
+
+	// The next owner decides it.
+	good.Store(true)
+	h.startNode()
+	h.awaitReplies(map[string]string{"login-2": events.TypeSubscribe}, true)
+}

@@ -59,6 +59,8 @@ func readStream(ctx context.Context, js jetstream.JetStream, stream string, from
 		requested int
 		got       int
 		dseq      uint64
+		// noResponders is when a pull request was first answered 503.
+		noResponders time.Time
 	)
 	result := make(chan error, 1)
 	finish := func(err error) {
@@ -68,6 +70,15 @@ func readStream(ctx context.Context, js jetstream.JetStream, stream string, from
 	pull := func() error {
 		requested += batch
 		return nc.PublishRequest(pullSubject, inbox, pullReq)
+	}
+	// repull keeps a batch requested beyond what has come.
+	repull := func() {
+		for requested-got < batch {
+			if err := pull(); err != nil {
+				finish(fmt.Errorf("read %s: %w", stream, err))
+				return
+			}
+		}
 	}
 	sub, err := nc.Subscribe(inbox, func(m *nats.Msg) {
 		mu.Lock()
@@ -83,6 +94,27 @@ func readStream(ctx context.Context, js jetstream.JetStream, stream string, from
 				n, _ := strconv.Atoi(m.Header.Get("Nats-Pending-Messages"))
 				requested -= n
 			case "100":
+				return
+			case "503":
+				// No responders: a consumer just made on another server
+				// of a cluster, whose interest in its pull requests has
+				// not reached this connection's server yet (a rebuild
+				// for verify failed so right after a NATS server came
+				// back). Pull again shortly, for a while.
+				requested -= batch
+				if noResponders.IsZero() {
+					noResponders = time.Now()
+				} else if time.Since(noResponders) > 5*time.Second {
+					finish(fmt.Errorf("read %s: no responders to its pull requests for 5s", stream))
+					return
+				}
+				time.AfterFunc(20*time.Millisecond, func() {
+					mu.Lock()
+					defer mu.Unlock()
+					if !stopped {
+						repull()
+					}
+				})
 				return
 			default:
 				finish(fmt.Errorf("read %s: %s %s", stream, status, m.Header.Get("Description")))
@@ -105,12 +137,7 @@ func readStream(ctx context.Context, js jetstream.JetStream, stream string, from
 				return
 			}
 		}
-		for requested-got < batch {
-			if err := pull(); err != nil {
-				finish(fmt.Errorf("read %s: %w", stream, err))
-				return
-			}
-		}
+		repull()
 	})
 	if err != nil {
 		return fmt.Errorf("read %s: %w", stream, err)

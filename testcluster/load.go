@@ -28,6 +28,7 @@ type Load struct {
 	clients []*Client
 	stop    chan struct{}
 	wg      sync.WaitGroup
+	started time.Time
 
 	mu      sync.Mutex
 	results []Result
@@ -89,7 +90,7 @@ func StartLoad(t testing.TB, target LoadTarget, o LoadOptions) *Load {
 	if o.Pause <= 0 {
 		o.Pause = 20 * time.Millisecond
 	}
-	l := &Load{t: t, target: target, stop: make(chan struct{})}
+	l := &Load{t: t, target: target, stop: make(chan struct{}), started: time.Now()}
 	for i, a := range o.Users {
 		cl := NewClient(t, target.Gateways[i%len(target.Gateways)], a)
 		cl.UseHost(target.IMHost)
@@ -278,7 +279,10 @@ func (l *Load) CheckFacts(js jetstream.JetStream) FactCount {
 		// leave a fetch unanswered).
 		var marks map[string]int
 		Eventually(l.t, time.Minute, func() (err error) {
-			marks, err = readMarks(ctx, js, name)
+			marks, err = l.readMarks(ctx, js, name)
+			if err != nil {
+				l.t.Logf("reading the facts (again): %v", err)
+			}
 			return err
 		})
 		for mk, n := range marks {
@@ -314,48 +318,38 @@ func (l *Load) CheckFacts(js jetstream.JetStream) FactCount {
 	return fc
 }
 
-// readMarks counts the marks in the facts of stream name.
-func readMarks(ctx context.Context, js jetstream.JetStream, name string) (map[string]int, error) {
+// FactMark returns the mark of a Load's request that a fact (its type and
+// data) keeps: a message's acceptance, a state change's property; "" for
+// other facts.
+func FactMark(typ string, data []byte) (string, error) {
+	ev, err := events.Decode(typ, data)
+	if err != nil {
+		return "", err
+	}
+	switch f := ev.(type) {
+	case *events.MessageAccepted:
+		return markRE.FindString(string(f.Body)), nil
+	case *events.PropertySet:
+		return markRE.FindString(f.Value.Value), nil
+	}
+	return "", nil
+}
+
+// readMarks counts the marks in the facts of stream name stored since
+// the load started (earlier ones cannot hold its marks; a history of
+// 200,000 facts is not read).
+func (l *Load) readMarks(ctx context.Context, js jetstream.JetStream, name string) (map[string]int, error) {
 	found := map[string]int{}
-	st, err := js.Stream(ctx, name)
-	if err != nil {
-		return nil, err
-	}
-	last := st.CachedInfo().State.LastSeq
-	cons, err := js.OrderedConsumer(ctx, name, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", name, err)
-	}
-	for seq := uint64(0); seq < last; {
-		batch, err := cons.Fetch(1024, jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", name, err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			md, _ := m.Metadata()
-			seq = md.Sequence.Stream
-			ev, err := events.Decode(m.Headers().Get(events.HeaderType), m.Data())
-			if err != nil {
-				return nil, fmt.Errorf("%s seq %d: %w", name, seq, err)
+	since := l.started.Add(-time.Second)
+	err := ReadStream(ctx, js, name, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since},
+		func(m jetstream.Msg) error {
+			mk, err := FactMark(m.Headers().Get(events.HeaderType), m.Data())
+			if mk != "" {
+				found[mk]++
 			}
-			switch f := ev.(type) {
-			case *events.MessageAccepted:
-				if mk := markRE.FindString(string(f.Body)); mk != "" {
-					found[mk]++
-				}
-			case *events.PropertySet:
-				if mk := markRE.FindString(f.Value.Value); mk != "" {
-					found[mk]++
-				}
-			}
-		}
-		if n == 0 && batch.Error() != nil {
-			return nil, fmt.Errorf("read %s: %w", name, batch.Error())
-		}
-	}
-	return found, nil
+			return err
+		})
+	return found, err
 }
 
 // Slowest returns the longest time a request of the load took.

@@ -11,6 +11,8 @@ import (
 	"os"
 	osexec "os/exec"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -577,4 +579,127 @@ func (c *NATSCluster) WaitLeaders(js jetstream.JetStream, d time.Duration) map[s
 		return nil
 	})
 	return led
+}
+
+// GroupLeaders returns the leader of each raft group of the cluster as
+// the running server via sees it: "meta", each stream by name and each
+// consumer as "stream > consumer" ("" while a group has no leader). A
+// follower goes on naming a leader that died until its election timer
+// fires; Elections counts a group led by a server that does not run as
+// not led.
+func (c *NATSCluster) GroupLeaders(via *NATSServer) (map[string]string, error) {
+	var j server.JSInfo
+	if via.srv != nil {
+		p, err := via.srv.Jsz(&server.JSzOptions{Accounts: true, Streams: true, Consumer: true})
+		if err != nil {
+			return nil, err
+		}
+		j = *p
+	} else if err := via.monitor("/jsz?accounts=true&streams=true&consumers=true", &j); err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	if j.Meta != nil {
+		out["meta"] = j.Meta.Leader
+	}
+	for _, a := range j.AccountDetails {
+		for _, st := range a.Streams {
+			out[st.Name] = ""
+			if st.Cluster != nil {
+				out[st.Name] = st.Cluster.Leader
+			}
+			for _, ci := range st.Consumer {
+				k := st.Name + " > " + ci.Name
+				out[k] = ""
+				if ci.Cluster != nil {
+					out[k] = ci.Cluster.Leader
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// Election is what an ElectionWatch saw of the raft groups a server led
+// when it was killed: when each had a running leader again.
+type Election struct {
+	Killed time.Time
+	Led    []string             // the groups the server led, sorted
+	Since  map[string]time.Time // when each had a running leader again
+}
+
+// Done returns when the last of the groups named (all it led when none
+// are) had a running leader again, and false while one has none.
+func (e *Election) Done(groups ...string) (time.Time, bool) {
+	if len(groups) == 0 {
+		groups = e.Led
+	}
+	var last time.Time
+	for _, g := range groups {
+		at, ok := e.Since[g]
+		if !ok {
+			if slices.Contains(e.Led, g) {
+				return time.Time{}, false
+			}
+			continue // not led by the server killed: never without a leader
+		}
+		if at.After(last) {
+			last = at
+		}
+	}
+	if last.IsZero() {
+		last = e.Killed
+	}
+	return last, true
+}
+
+// KillWatching kills s with SIGKILL (Kill) and polls every 20 ms, through
+// another running server's monitoring, until every raft group s led has
+// a running leader again or d passes, and returns when each had.
+func (c *NATSCluster) KillWatching(s *NATSServer, d time.Duration) *Election {
+	c.t.Helper()
+	var via *NATSServer
+	for _, o := range c.Servers {
+		if o != s && o.Running() {
+			via = o
+			break
+		}
+	}
+	if via == nil {
+		c.t.Fatalf("kill %s: no other server runs", s.Name)
+	}
+	before, err := c.GroupLeaders(via)
+	if err != nil {
+		c.t.Fatalf("kill %s: the groups' leaders: %v", s.Name, err)
+	}
+	e := &Election{Since: map[string]time.Time{}}
+	for g, l := range before {
+		if l == s.Name {
+			e.Led = append(e.Led, g)
+		}
+	}
+	sort.Strings(e.Led)
+	s.Kill()
+	e.Killed = time.Now()
+	deadline := e.Killed.Add(d)
+	for {
+		now, err := c.GroupLeaders(via)
+		if err == nil {
+			for _, g := range e.Led {
+				if _, ok := e.Since[g]; ok {
+					continue
+				}
+				if l := c.Server(now[g]); l != nil && l.Running() {
+					e.Since[g] = time.Now()
+				}
+			}
+		}
+		if len(e.Since) == len(e.Led) {
+			return e
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("%v after %s was killed, groups it led still have no leader: led %v, re-led %v (last error %v)", d, s.Name, e.Led, e.Since, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
