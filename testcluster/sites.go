@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
-
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -134,30 +134,52 @@ func (s *SiteNATS) Start() {
 	if s.srv != nil {
 		return
 	}
+	// Started again, its port may have been taken meanwhile by another
+	// process of the machine for a moment: tried again for 10 s.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		srv, err := s.start()
+		if err == nil {
+			s.srv = srv
+			break
+		}
+		if !strings.Contains(err.Error(), "address already in use") || time.Now().After(deadline) {
+			s.t.Fatalf("site %s: %v", s.Name, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.t.Cleanup(s.Stop)
+}
+
+// start starts the server once.
+func (s *SiteNATS) start() (*server.Server, error) {
 	opts := &server.Options{}
 	if err := opts.ProcessConfigString(s.conf); err != nil {
-		s.t.Fatal(err)
+		return nil, err
 	}
 	opts.NoSigs = true
 	srv, err := server.NewServer(opts)
 	if err != nil {
-		s.t.Fatalf("site %s: %v", s.Name, err)
+		return nil, err
 	}
 	fatal := make(chan error, 1)
 	srv.SetLoggerV2(siteLogger{fatal: fatal}, false, false, false)
 	go srv.Start()
-	if !srv.ReadyForConnections(30 * time.Second) {
-		srv.Shutdown()
-		srv.WaitForShutdown()
+	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); {
+		if srv.ReadyForConnections(100 * time.Millisecond) {
+			return srv, nil
+		}
 		select {
-		case err := <-fatal:
-			s.t.Fatalf("site %s: %v", s.Name, err)
+		case err := <-fatal: // it will never be ready
+			srv.Shutdown()
+			srv.WaitForShutdown()
+			return nil, err
 		default:
-			s.t.Fatalf("site %s: not ready for connections after 30s", s.Name)
 		}
 	}
-	s.srv = srv
-	s.t.Cleanup(s.Stop)
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	return nil, errors.New("not ready for connections after 30s")
 }
 
 // Stop shuts the server down; its clients lose it, and the hub its leaf

@@ -337,3 +337,60 @@ func TestSitesSevered(t *testing.T) {
 		}
 	}
 }
+
+// TestSitesStopped stops site b's NATS server under its running nodes
+// while alice (site a) and carol (site b) watch each other, and starts it
+// again: alice sees carol offline meanwhile, and once b is back each sees
+// the other's current state (alice's set meanwhile) without a restart.
+// b's own watch decided nothing while its server was away; it must still
+// count site a's next answer as a return, or carol's state would never be
+// sent to alice again (it failed so once in three runs of
+// TestSitesLossUnderLoad, and in most runs of this test).
+func TestSitesStopped(t *testing.T) {
+	// The production watch (a probe a second): b's leaf connection is
+	// back before its watch's next probe, which finds site a there.
+	ss := StartSites(t, SitesOptions{Options: Options{Inside: []string{"10.0.0.0/8"}, RequestTimeout: 5 * time.Second}, WatchEvery: time.Second})
+	a, b := ss.Site("a"), ss.Site("b")
+	alice, carol := a.Client(t, "alice"), b.Client(t, "carol")
+	watchEachOther(t, alice, carol)
+	waitSiteUp(t, a, "b")
+	waitSiteUp(t, b, "a")
+	must(t, "carol away", carol.SetState("away", 1200, 0), 207)
+	_, i := alice.WaitNotify(0, wait, fromState(carol, "away"))
+	carolSeen := len(carol.Notifies())
+
+	stopped := time.Now()
+	b.Site().Stop()
+	_, i = alice.WaitNotify(i+1, wait, fromState(carol, "offline"))
+	aliceSeen := i + 1 // what came after carol offline
+	t.Logf("alice saw carol offline %v after b's server stopped", time.Since(stopped).Round(time.Millisecond))
+	must(t, "alice busy", alice.SetState("busy", 1200, 0), 207)
+	r := alice.Send("carol", alice.MessageBody("carol", "while b is stopped"))
+	must(t, "alice → carol, b stopped", r, 503)
+	// The outage lasts 4 s (the scenario, not a synchronisation): the
+	// others count a site lost after two probes a second apart.
+	time.Sleep(time.Until(stopped.Add(4 * time.Second)))
+	started := time.Now()
+	b.Site().Start()
+	alice.WaitNotify(aliceSeen, wait, fromState(carol, "away"))
+	carol.WaitNotify(carolSeen, wait, fromState(alice, "busy"))
+	t.Logf("b started again: each saw the other's state %v after", time.Since(started).Round(time.Millisecond))
+}
+
+// waitSiteUp waits until c's site watch has seen site answer.
+func waitSiteUp(t *testing.T, c *Cluster, site string) {
+	t.Helper()
+	ch, stop := c.watch.Changes(true)
+	defer stop()
+	timeout := time.After(wait)
+	for {
+		select {
+		case sc := <-ch:
+			if sc.Site == site && !sc.Lost {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("site %s's watch has not seen site %s answer after %v", c.SiteName(), site, wait)
+		}
+	}
+}

@@ -93,6 +93,7 @@ func StartSites(t testing.TB, o SitesOptions) *Sites {
 		c := &Cluster{t: t, opts: opts, Domain: opts.Domain, IMHost: "im." + opts.Domain, NTDomain: upperFirstLabel(opts.Domain),
 			Password: opts.Password, Keyring: keyring, Homes: map[string]*Role{}, Dialer: &PeerDialer{},
 			site: top.Sites[name], hub: o.Hub}
+		c.opts.Users = o.Sites[name] // its own: LoadTarget and Verify are the site's
 		c.JS = c.site.JetStream("site-" + name)
 		if err := projections.EnsureStreams(ctx, c.JS, c.streams()); err != nil {
 			t.Fatal(err)
