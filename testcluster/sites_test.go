@@ -394,3 +394,52 @@ func waitSiteUp(t *testing.T, c *Cluster, site string) {
 		}
 	}
 }
+
+// TestSitesThreeServers: site a runs three NATS servers (R3 streams, a
+// leaf connection to the hub from each), as in production; site b one.
+// alice (a) and carol (b) watch each other. The server of site a that
+// leads home1's facts is stopped: site a is still a site for b (b's watch
+// never counts it lost: two leaf connections are left), carol's change
+// reaches alice and messages cross both ways.
+func TestSitesThreeServers(t *testing.T) {
+	ss := StartSites(t, SitesOptions{Options: Options{Inside: []string{"10.0.0.0/8"}, RequestTimeout: 5 * time.Second}, ThreeServers: []string{"a"}})
+	a, b := ss.Site("a"), ss.Site("b")
+	if n := len(a.Site().Cluster.Servers); n != 3 {
+		t.Fatalf("site a has %d servers", n)
+	}
+	alice, carol := a.Client(t, "alice"), b.Client(t, "carol")
+	watchEachOther(t, alice, carol)
+	waitSiteUp(t, b, "a")
+	changes, stop := b.watch.Changes(false)
+	defer stop()
+
+	stream := events.FactStream("home1")
+	st, err := a.JS.Stream(context.Background(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := st.CachedInfo().Config.Replicas; n != 3 {
+		t.Errorf("%s has %d replicas at a site of three servers", stream, n)
+	}
+	leader := a.Site().Cluster.WaitStreamLeader(a.JS, stream, wait)
+	stopped := time.Now()
+	leader.Stop()
+	t.Logf("site a's server %s (leading %s) stopped", leader.Name, stream)
+	aliceSeen := len(alice.Notifies())
+	must(t, "carol busy", carol.SetState("busy", 1200, 0), 207)
+	alice.WaitNotify(aliceSeen, wait, fromState(carol, "busy"))
+	for _, p := range [][2]*Client{{alice, carol}, {carol, alice}} {
+		body := p[0].MessageBody(p[1].Alias, "one server of three down, from "+p[0].Alias)
+		must(t, p[0].Alias+" → "+p[1].Alias, p[0].Send(p[1].Alias, body), 200)
+		p[1].WaitNotify(0, wait, func(n Notify) bool { return bytes.Equal(n.Body, body) })
+	}
+	t.Logf("carol's change seen and a message each way %v after the stop", time.Since(stopped).Round(time.Millisecond))
+	// A second since the stop (the scenario, not a synchronisation): b's
+	// watch has probed a four times, and two misses count a site lost.
+	time.Sleep(time.Until(stopped.Add(time.Second)))
+	for len(changes) > 0 {
+		if ch := <-changes; ch.Site == "a" && ch.Lost {
+			t.Errorf("site b counted site a lost when one of its three servers stopped")
+		}
+	}
+}
