@@ -139,6 +139,7 @@ func (w *SiteWatch) Run(ctx context.Context) error {
 	}
 	tick := time.NewTicker(every)
 	defer tick.Stop()
+	var away time.Time // since when our own server has been away
 	for {
 		select {
 		case <-ctx.Done():
@@ -146,7 +147,16 @@ func (w *SiteWatch) Run(ctx context.Context) error {
 		case <-tick.C:
 		}
 		if !w.Conn.IsConnected() {
+			if away.IsZero() {
+				away = time.Now()
+			}
 			continue // our own server is away: nothing is known of the others
+		}
+		if !away.IsZero() {
+			if d := time.Since(away); d >= time.Duration(misses)*every {
+				w.forget(d, log)
+			}
+			away = time.Time{}
 		}
 		sites, err := w.sites()
 		if err != nil {
@@ -166,6 +176,28 @@ func (w *SiteWatch) Run(ctx context.Context) error {
 			}()
 		}
 		wg.Wait()
+	}
+}
+
+// forget makes every site unknown after this site's own server was away
+// for d: long enough for the other sites to have seen it lost (its
+// servers stopped, or its leaf connections down with them), and its
+// users' watchers there to have been told they are offline. Each site's
+// next answer is then "back", and the home nodes here re-send their
+// users' presence to the watchers homed there, as the other sites do to
+// this one's. Without it a site whose servers were stopped and started
+// again under running nodes was never told its users' states again: its
+// watch had decided nothing while its server was away, so nothing came
+// back.
+func (w *SiteWatch) forget(d time.Duration, log *slog.Logger) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.state) == 0 {
+		return
+	}
+	log.Info("this site's NATS server was away: each other site's next answer counts as its return", "away", d.Round(time.Millisecond))
+	for site := range w.state {
+		w.state[site], w.misses[site] = stateUnknown, 0
 	}
 }
 

@@ -94,6 +94,14 @@ func (o StreamOptions) ensure(ctx context.Context, js jetstream.JetStream, c jet
 	c.Storage = o.storage()
 	var err error
 	if o.CreateOnly {
+		// Looked for first: nats-server 2.15.2 weighs a create against
+		// the storage reserved (max_file_store) before it finds the
+		// stream there, so a node restarting at a site whose streams'
+		// MaxBytes fill the reservation was refused the streams it had
+		// ("insufficient storage resources available").
+		if _, err = js.Stream(ctx, c.Name); err == nil {
+			return nil
+		}
 		_, err = js.CreateStream(ctx, c)
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			err = nil
@@ -156,7 +164,9 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		History: 1, TTL: o.LeaseTTL, Replicas: o.Replicas, Storage: storage}
 	var err error
 	if o.CreateOnly {
-		_, err = js.CreateKeyValue(ctx, kv)
+		if _, err = js.KeyValue(ctx, kv.Bucket); err != nil { // looked for first, as streams are (ensure)
+			_, err = js.CreateKeyValue(ctx, kv)
+		}
 		if errors.Is(err, jetstream.ErrBucketExists) {
 			err = nil
 		}

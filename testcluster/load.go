@@ -75,6 +75,12 @@ type LoadOptions struct {
 	Users []string
 	// Pause between two requests of a user. Default 20ms.
 	Pause time.Duration
+	// Every, when set, instead paces each user at a fixed rate: a
+	// request begins every Every (one that takes longer than that
+	// delays the next). The load then offers the same rate whatever the
+	// machine's other work, and a deployment that keeps up serves it
+	// all: what a rate kept is measured against.
+	Every time.Duration
 }
 
 // StartLoad signs the users in, makes each watch the others, and starts
@@ -127,11 +133,20 @@ var states = []string{"online", "busy", "away", "on-phone", "at-lunch", "back-so
 
 func (l *Load) work(w int, cl *Client, o LoadOptions) {
 	rnd := rand.New(rand.NewPCG(uint64(w), 14))
+	next := time.Now()
 	for i := 0; ; i++ {
+		wait := o.Pause
+		if o.Every > 0 {
+			next = next.Add(o.Every)
+			wait = max(0, time.Until(next))
+			if wait == 0 {
+				next = time.Now() // behind: the next begins now, and the pace from there
+			}
+		}
 		select {
 		case <-l.stop:
 			return
-		case <-time.After(o.Pause):
+		case <-time.After(wait):
 		}
 		res := Result{User: cl.Alias, Home: l.target.Users[cl.Alias], Mark: fmt.Sprintf("mark-%s-%d", cl.Alias, i), Start: time.Now()}
 		var raw []byte
@@ -142,23 +157,32 @@ func (l *Load) work(w int, cl *Client, o LoadOptions) {
 				to = l.clients[(w+1)%len(l.clients)]
 			}
 			res.Home = l.target.Users[to.Alias] // a message is decided at its recipient's
-			raw = cl.request("", "NOTIFY", "/instmsg/aliases/"+to.Alias, cl.MessageBody(to.Alias, res.Mark),
-				cl.From(), "Content-Type: text/xml", "RVP-Hop-Count: 1", "RVP-Ack-Type: DeepOr")
+			raw = cl.messageRequest(to.Alias, res.Mark)
 		} else {
 			res.Kind = "presence"
 			raw = cl.request("", "PROPPATCH", "/instmsg/aliases/"+cl.Alias, presenceBody(states[rnd.IntN(len(states))], res.Mark),
 				"Content-Type: text/xml", cl.From())
 		}
-		resp, err := cl.TryRaw(raw)
-		res.Took = time.Since(res.Start)
-		if err != nil {
-			res.Err = err.Error()
-		} else {
-			res.Status = resp.Status
-		}
+		res.end(cl.TryRaw(raw))
 		l.mu.Lock()
 		l.results = append(l.results, res)
 		l.mu.Unlock()
+	}
+}
+
+// messageRequest is a NOTIFY carrying a message of text to alias.
+func (c *Client) messageRequest(alias, text string) []byte {
+	return c.request("", "NOTIFY", "/instmsg/aliases/"+alias, c.MessageBody(alias, text),
+		c.From(), "Content-Type: text/xml", "RVP-Hop-Count: 1", "RVP-Ack-Type: DeepOr")
+}
+
+// end records what the request begun at r.Start got.
+func (r *Result) end(resp *Response, err error) {
+	r.Took = time.Since(r.Start)
+	if err != nil {
+		r.Err = err.Error()
+	} else {
+		r.Status = resp.Status
 	}
 }
 

@@ -72,6 +72,14 @@ type NATSClusterOptions struct {
 	// Sync is JetStream's fsync setting: "always", or an interval. Default
 	// the server's.
 	Sync string
+	// Name is the cluster's name. Default "tc".
+	Name string
+	// Domain, when set, is the cluster's JetStream domain: a site of a
+	// Topology.
+	Domain string
+	// Leaf, when set, is the host:port of a hub's leaf listener that
+	// every server connects to (a site of a Topology, through its Link).
+	Leaf string
 }
 
 // StartNATSCluster starts a JetStream cluster and waits until it is
@@ -102,7 +110,14 @@ func StartNATSCluster(t testing.TB, o NATSClusterOptions) *NATSCluster {
 }
 
 func startNATSCluster(t testing.TB, o NATSClusterOptions, base string, attempt int, bin string) (*NATSCluster, error) {
-	c := &NATSCluster{t: t, Name: "tc"}
+	c := &NATSCluster{t: t, Name: o.Name}
+	if c.Name == "" {
+		c.Name = "tc"
+	}
+	leaf := ""
+	if o.Leaf != "" {
+		leaf = fmt.Sprintf(`leafnodes { reconnect: "100ms", remotes: [ { url: "nats-leaf://%s" } ] }`, o.Leaf)
+	}
 	ports := freePorts(t, 3*o.Servers)
 	var routes []string
 	for i := range o.Servers {
@@ -115,6 +130,9 @@ func startNATSCluster(t testing.TB, o NATSClusterOptions, base string, attempt i
 		sync = "sync_interval: always"
 	default:
 		sync = "sync_interval: " + o.Sync
+	}
+	if o.Domain != "" {
+		sync += "\n  domain: " + o.Domain // beside it, in the jetstream block
 	}
 	for i := range o.Servers {
 		s := &NATSServer{Name: fmt.Sprintf("n%d", i+1), ClientPort: ports[3*i], ClusterPort: ports[3*i+1], MonitorPort: ports[3*i+2],
@@ -134,7 +152,8 @@ cluster {
   listen: 127.0.0.1:%d
   routes: [%s]
 }
-`, s.Name, s.ClientPort, s.MonitorPort, filepath.Join(s.dir, "store"), sync, c.Name, s.ClusterPort, strings.Join(routes, ", "))
+%s
+`, s.Name, s.ClientPort, s.MonitorPort, filepath.Join(s.dir, "store"), sync, c.Name, s.ClusterPort, strings.Join(routes, ", "), leaf)
 		if err := os.MkdirAll(s.dir, 0o755); err != nil {
 			return nil, err
 		}
@@ -403,6 +422,20 @@ func (s *NATSServer) healthz() (*server.HealthStatus, error) {
 	}
 	var h server.HealthStatus
 	return &h, s.monitor("/healthz", &h)
+}
+
+// leafNodes returns how many leaf connections the server has.
+func (s *NATSServer) leafNodes() (int, error) {
+	s.mu.Lock()
+	srv := s.srv
+	s.mu.Unlock()
+	if srv != nil {
+		return srv.NumLeafNodes(), nil
+	}
+	var v struct {
+		Leafnodes int `json:"leafnodes"`
+	}
+	return v.Leafnodes, s.monitor("/varz", &v)
 }
 
 // jsz returns the server's JetStream report, the meta group included.

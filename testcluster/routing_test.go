@@ -24,6 +24,26 @@ func fromState(who *Client, state string) func(Notify) bool {
 	return func(n Notify) bool { return n.From() == who.URL && n.State() == state }
 }
 
+// signIn signs each client in and sets it online.
+func signIn(t *testing.T, cs ...*Client) {
+	t.Helper()
+	for _, u := range cs {
+		must(t, u.Alias+" login", u.Login(3600), 200)
+		must(t, u.Alias+" online", u.SetState("online", 1200, 0), 207)
+	}
+}
+
+// watchEachOther signs x and y in, online; each watches the other and
+// sees it online.
+func watchEachOther(t *testing.T, x, y *Client) {
+	t.Helper()
+	signIn(t, x, y)
+	must(t, x.Alias+" watches "+y.Alias, x.Watch(y.Alias, 3600), 207)
+	must(t, y.Alias+" watches "+x.Alias, y.Watch(x.Alias, 3600), 207)
+	x.WaitNotify(0, wait, fromState(y, "online"))
+	y.WaitNotify(0, wait, fromState(x, "online"))
+}
+
 // twoHomes runs alice on home1 and carol on home2, each reaching the
 // routers' host (im.example.test) at the first gateway; they log in, set
 // their state, watch each other, see each other's changes and exchange
@@ -38,15 +58,8 @@ func twoHomes(t *testing.T, c *Cluster, follow bool) (alice, carol *Client) {
 // see each other's changes and exchange messages both ways.
 func crossTalk(t *testing.T, alice, carol *Client, follow bool) {
 	t.Helper()
-	for _, u := range []*Client{alice, carol} {
-		u.FollowRedirects = follow
-		must(t, u.Alias+" login", u.Login(3600), 200)
-		must(t, u.Alias+" online", u.SetState("online", 1200, 0), 207)
-	}
-	must(t, "alice watches carol", alice.Watch("carol", 3600), 207)
-	must(t, "carol watches alice", carol.Watch("alice", 3600), 207)
-	alice.WaitNotify(0, wait, fromState(carol, "online"))
-	carol.WaitNotify(0, wait, fromState(alice, "online"))
+	alice.FollowRedirects, carol.FollowRedirects = follow, follow
+	watchEachOther(t, alice, carol)
 	must(t, "carol busy", carol.SetState("busy", 1200, 0), 207)
 	alice.WaitNotify(0, wait, fromState(carol, "busy"))
 	must(t, "alice away", alice.SetState("away", 1200, 0), 207)

@@ -5,7 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -40,8 +41,12 @@ type SiteNATS struct {
 	Port, LeafPort int
 	// Link carries the site's leaf connection to the hub (nil at the hub).
 	Link *Link
-	t    testing.TB
-	conf string
+	// Cluster, when set, is the site's three servers (TopologyOptions.
+	// ThreeServers), each with its leaf connection through Link; the
+	// site's own server (Port) is not used then.
+	Cluster *NATSCluster
+	t       testing.TB
+	conf    string
 
 	mu  sync.Mutex
 	srv *server.Server
@@ -53,6 +58,10 @@ type TopologyOptions struct {
 	Hub string
 	// Sites are the sites' names (their domains). Default a and b.
 	Sites []string
+	// ThreeServers are the sites that run a cluster of three servers
+	// (R3 streams, a leaf connection from each), as in production,
+	// instead of one: where losing one of a site's servers matters.
+	ThreeServers []string
 }
 
 // StartTopology starts a hub and its sites and waits until every site is
@@ -81,6 +90,11 @@ leafnodes { listen: 127.0.0.1:%d, no_advertise: true }
 	for i, name := range o.Sites {
 		s := &SiteNATS{Name: name, Port: ports[2+i], t: t}
 		s.Link = NewLink(t, fmt.Sprintf("127.0.0.1:%d", hub.LeafPort))
+		if slices.Contains(o.ThreeServers, name) {
+			s.Cluster = StartNATSCluster(t, NATSClusterOptions{Name: "site-" + name, Domain: name, Leaf: s.Link.Addr()})
+			top.Sites[name] = s
+			continue
+		}
 		s.conf = fmt.Sprintf(`server_name: %s
 listen: 127.0.0.1:%d
 max_payload: 1MB
@@ -96,47 +110,98 @@ leafnodes { reconnect: "100ms", remotes: [ { url: "nats-leaf://%s" } ] }
 	return top
 }
 
-// URL is the server's client URL.
-func (s *SiteNATS) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.Port) }
+// URL is the server's client URL (every server's, comma-separated, for a
+// site of three).
+func (s *SiteNATS) URL() string {
+	if s.Cluster != nil {
+		return s.Cluster.URLs()
+	}
+	return fmt.Sprintf("nats://127.0.0.1:%d", s.Port)
+}
+
+// Replicas is the replicas of the site's streams: one a server.
+func (s *SiteNATS) Replicas() int {
+	if s.Cluster != nil {
+		return len(s.Cluster.Servers)
+	}
+	return 1
+}
 
 // Start starts the server (again: with its ports and store), and waits
-// until it takes connections.
+// until it takes connections; a site of three, those of its servers that
+// are stopped.
 func (s *SiteNATS) Start() {
 	s.t.Helper()
+	if s.Cluster != nil {
+		for _, srv := range s.Cluster.Servers {
+			if !srv.Running() {
+				srv.Start()
+			}
+		}
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.srv != nil {
 		return
 	}
+	// Started again, its port may have been taken meanwhile by another
+	// process of the machine for a moment: tried again for 10 s.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		srv, err := s.start()
+		if err == nil {
+			s.srv = srv
+			break
+		}
+		if !strings.Contains(err.Error(), "address already in use") || time.Now().After(deadline) {
+			s.t.Fatalf("site %s: %v", s.Name, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.t.Cleanup(s.Stop)
+}
+
+// start starts the server once.
+func (s *SiteNATS) start() (*server.Server, error) {
 	opts := &server.Options{}
 	if err := opts.ProcessConfigString(s.conf); err != nil {
-		s.t.Fatal(err)
+		return nil, err
 	}
 	opts.NoSigs = true
 	srv, err := server.NewServer(opts)
 	if err != nil {
-		s.t.Fatalf("site %s: %v", s.Name, err)
+		return nil, err
 	}
 	fatal := make(chan error, 1)
 	srv.SetLoggerV2(fatalLogger{fatal: fatal}, false, false, false)
 	go srv.Start()
-	if !srv.ReadyForConnections(30 * time.Second) {
-		srv.Shutdown()
-		srv.WaitForShutdown()
+	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); {
+		if srv.ReadyForConnections(100 * time.Millisecond) {
+			return srv, nil
+		}
 		select {
-		case err := <-fatal:
-			s.t.Fatalf("site %s: %v", s.Name, err)
+		case err := <-fatal: // it will never be ready
+			srv.Shutdown()
+			srv.WaitForShutdown()
+			return nil, err
 		default:
-			s.t.Fatalf("site %s: not ready for connections after 30s", s.Name)
 		}
 	}
-	s.srv = srv
-	s.t.Cleanup(s.Stop)
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	return nil, errors.New("not ready for connections after 30s")
 }
 
 // Stop shuts the server down; its clients lose it, and the hub its leaf
 // connection.
 func (s *SiteNATS) Stop() {
+	if s.Cluster != nil {
+		for _, srv := range s.Cluster.Servers {
+			srv.Stop()
+		}
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.srv == nil {
@@ -149,6 +214,9 @@ func (s *SiteNATS) Stop() {
 
 // Running reports whether the server runs.
 func (s *SiteNATS) Running() bool {
+	if s.Cluster != nil {
+		return slices.ContainsFunc(s.Cluster.Servers, (*NATSServer).Running)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.srv != nil
@@ -160,9 +228,24 @@ func (s *SiteNATS) Sever() { s.Link.Sever() }
 // Heal lets the site reconnect to the hub.
 func (s *SiteNATS) Heal() { s.Link.Heal() }
 
-// WaitConnected waits until the site's server is connected to the hub.
+// WaitConnected waits until the site's server is connected to the hub
+// (each running one, at a site of three).
 func (s *SiteNATS) WaitConnected() {
 	s.t.Helper()
+	if s.Cluster != nil {
+		Eventually(s.t, 30*time.Second, func() error {
+			for _, srv := range s.Cluster.Servers {
+				if !srv.Running() {
+					continue
+				}
+				if n, err := srv.leafNodes(); err != nil || n == 0 {
+					return fmt.Errorf("site %s's server %s has no leaf connection to the hub (%v)", s.Name, srv.Name, err)
+				}
+			}
+			return nil
+		})
+		return
+	}
 	Eventually(s.t, 30*time.Second, func() error {
 		s.mu.Lock()
 		srv := s.srv

@@ -337,3 +337,109 @@ func TestSitesSevered(t *testing.T) {
 		}
 	}
 }
+
+// TestSitesStopped stops site b's NATS server under its running nodes
+// while alice (site a) and carol (site b) watch each other, and starts it
+// again: alice sees carol offline meanwhile, and once b is back each sees
+// the other's current state (alice's set meanwhile) without a restart.
+// b's own watch decided nothing while its server was away; it must still
+// count site a's next answer as a return, or carol's state would never be
+// sent to alice again (it failed so once in three runs of
+// TestSitesLossUnderLoad, and in most runs of this test).
+func TestSitesStopped(t *testing.T) {
+	// The production watch (a probe a second): b's leaf connection is
+	// back before its watch's next probe, which finds site a there.
+	ss := StartSites(t, SitesOptions{Options: Options{Inside: []string{"10.0.0.0/8"}, RequestTimeout: 5 * time.Second}, WatchEvery: time.Second})
+	a, b := ss.Site("a"), ss.Site("b")
+	alice, carol := a.Client(t, "alice"), b.Client(t, "carol")
+	watchEachOther(t, alice, carol)
+	waitSiteUp(t, a, "b")
+	waitSiteUp(t, b, "a")
+	must(t, "carol away", carol.SetState("away", 1200, 0), 207)
+	_, i := alice.WaitNotify(0, wait, fromState(carol, "away"))
+	carolSeen := len(carol.Notifies())
+
+	stopped := time.Now()
+	b.Site().Stop()
+	_, i = alice.WaitNotify(i+1, wait, fromState(carol, "offline"))
+	aliceSeen := i + 1 // what came after carol offline
+	t.Logf("alice saw carol offline %v after b's server stopped", time.Since(stopped).Round(time.Millisecond))
+	must(t, "alice busy", alice.SetState("busy", 1200, 0), 207)
+	r := alice.Send("carol", alice.MessageBody("carol", "while b is stopped"))
+	must(t, "alice → carol, b stopped", r, 503)
+	// The outage lasts 4 s (the scenario, not a synchronisation): the
+	// others count a site lost after two probes a second apart.
+	time.Sleep(time.Until(stopped.Add(4 * time.Second)))
+	started := time.Now()
+	b.Site().Start()
+	alice.WaitNotify(aliceSeen, wait, fromState(carol, "away"))
+	carol.WaitNotify(carolSeen, wait, fromState(alice, "busy"))
+	t.Logf("b started again: each saw the other's state %v after", time.Since(started).Round(time.Millisecond))
+}
+
+// waitSiteUp waits until c's site watch has seen site answer.
+func waitSiteUp(t *testing.T, c *Cluster, site string) {
+	t.Helper()
+	ch, stop := c.watch.Changes(true)
+	defer stop()
+	timeout := time.After(wait)
+	for {
+		select {
+		case sc := <-ch:
+			if sc.Site == site && !sc.Lost {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("site %s's watch has not seen site %s answer after %v", c.SiteName(), site, wait)
+		}
+	}
+}
+
+// TestSitesThreeServers: site a runs three NATS servers (R3 streams, a
+// leaf connection to the hub from each), as in production; site b one.
+// alice (a) and carol (b) watch each other. The server of site a that
+// leads home1's facts is stopped: site a is still a site for b (b's watch
+// never counts it lost: two leaf connections are left), carol's change
+// reaches alice and messages cross both ways.
+func TestSitesThreeServers(t *testing.T) {
+	ss := StartSites(t, SitesOptions{Options: Options{Inside: []string{"10.0.0.0/8"}, RequestTimeout: 5 * time.Second}, ThreeServers: []string{"a"}})
+	a, b := ss.Site("a"), ss.Site("b")
+	if n := len(a.Site().Cluster.Servers); n != 3 {
+		t.Fatalf("site a has %d servers", n)
+	}
+	alice, carol := a.Client(t, "alice"), b.Client(t, "carol")
+	watchEachOther(t, alice, carol)
+	waitSiteUp(t, b, "a")
+	changes, stop := b.watch.Changes(false)
+	defer stop()
+
+	stream := events.FactStream("home1")
+	st, err := a.JS.Stream(context.Background(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := st.CachedInfo().Config.Replicas; n != 3 {
+		t.Errorf("%s has %d replicas at a site of three servers", stream, n)
+	}
+	leader := a.Site().Cluster.WaitStreamLeader(a.JS, stream, wait)
+	stopped := time.Now()
+	leader.Stop()
+	t.Logf("site a's server %s (leading %s) stopped", leader.Name, stream)
+	aliceSeen := len(alice.Notifies())
+	must(t, "carol busy", carol.SetState("busy", 1200, 0), 207)
+	alice.WaitNotify(aliceSeen, wait, fromState(carol, "busy"))
+	for _, p := range [][2]*Client{{alice, carol}, {carol, alice}} {
+		body := p[0].MessageBody(p[1].Alias, "one server of three down, from "+p[0].Alias)
+		must(t, p[0].Alias+" → "+p[1].Alias, p[0].Send(p[1].Alias, body), 200)
+		p[1].WaitNotify(0, wait, func(n Notify) bool { return bytes.Equal(n.Body, body) })
+	}
+	t.Logf("carol's change seen and a message each way %v after the stop", time.Since(stopped).Round(time.Millisecond))
+	// A second since the stop (the scenario, not a synchronisation): b's
+	// watch has probed a four times, and two misses count a site lost.
+	time.Sleep(time.Until(stopped.Add(time.Second)))
+	for len(changes) > 0 {
+		if ch := <-changes; ch.Site == "a" && ch.Lost {
+			t.Errorf("site b counted site a lost when one of its three servers stopped")
+		}
+	}
+}

@@ -37,6 +37,9 @@ type SitesOptions struct {
 	// WatchEvery is how often the sites' watches probe the others.
 	// Default 250ms.
 	WatchEvery time.Duration
+	// ThreeServers are the sites with three NATS servers (R3 streams)
+	// instead of one.
+	ThreeServers []string
 }
 
 // Sites is a running deployment of several sites.
@@ -72,7 +75,7 @@ func StartSites(t testing.TB, o SitesOptions) *Sites {
 	opts := o.Options.withDefaults()
 	opts.Gateways, opts.Users = o.Gateways, nil
 	names := slices.Sorted(maps.Keys(o.Sites))
-	top := StartTopology(t, TopologyOptions{Hub: o.Hub, Sites: names})
+	top := StartTopology(t, TopologyOptions{Hub: o.Hub, Sites: names, ThreeServers: o.ThreeServers})
 	ctx := context.Background()
 	ss := &Sites{t: t, Top: top, Sites: map[string]*Cluster{}, HubJS: top.Hub.JetStream("hub")}
 	if err := projections.EnsureStreams(ctx, ss.HubJS, projections.StreamOptions{Site: o.Hub, Hub: o.Hub}); err != nil {
@@ -93,6 +96,7 @@ func StartSites(t testing.TB, o SitesOptions) *Sites {
 		c := &Cluster{t: t, opts: opts, Domain: opts.Domain, IMHost: "im." + opts.Domain, NTDomain: upperFirstLabel(opts.Domain),
 			Password: opts.Password, Keyring: keyring, Homes: map[string]*Role{}, Dialer: &PeerDialer{},
 			site: top.Sites[name], hub: o.Hub}
+		c.opts.Users = o.Sites[name] // its own: LoadTarget and Verify are the site's
 		c.JS = c.site.JetStream("site-" + name)
 		if err := projections.EnsureStreams(ctx, c.JS, c.streams()); err != nil {
 			t.Fatal(err)
@@ -161,7 +165,7 @@ func (c *Cluster) streams() projections.StreamOptions {
 	if c.site == nil {
 		return c.streamOpts
 	}
-	return projections.StreamOptions{Site: c.site.Name, Hub: c.hub}
+	return projections.StreamOptions{Site: c.site.Name, Hub: c.hub, Replicas: c.site.Replicas()}
 }
 
 // copyDirectory keeps the site's copy of the hub's directory, as its

@@ -19,6 +19,7 @@ import (
 
 type initFlags struct {
 	streamFlags
+	siteFlags
 	nats, natsCreds     string
 	replicas            int
 	keyFile             string
@@ -26,11 +27,24 @@ type initFlags struct {
 	domain, imHost, nt  string
 	domainHosts         string
 	home, homeHost      string
+	homeSite            string
 	logLevel, logFormat string
 }
 
 func (f initFlags) validate() error {
-	errs := []error{f.streamFlags.validate()}
+	errs := []error{f.streamFlags.validate(), f.siteFlags.validate()}
+	if f.site != "" && f.site != f.hub {
+		errs = append(errs, fmt.Errorf("-site %s: rvpd init sets up the hub, where the directory is written (-site %s); a site's streams are made by its first node (rvpd node -site %s), which copies the hub's directory", f.site, f.hub, f.site))
+	}
+	if f.homeSite != "" && f.home == "" {
+		errs = append(errs, errors.New("-home.site needs -home.name"))
+	}
+	if f.site != "" && f.home != "" && f.homeSite == "" {
+		errs = append(errs, errors.New("-home.name at a deployment of sites needs -home.site: the site whose nodes own it"))
+	}
+	if f.site == "" && f.homeSite != "" {
+		errs = append(errs, errors.New("-home.site needs -site: a deployment of one domain has no sites"))
+	}
 	if f.replicas < 1 || f.replicas > 5 {
 		errs = append(errs, fmt.Errorf("-streams.replicas %d: want 1 to 5 (3 for a site's three NATS servers)", f.replicas))
 	}
@@ -61,11 +75,13 @@ func (f initFlags) validate() error {
 func runInit(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("rvpd init", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	setUsage(fs, "rvpd init -nats URLS [-streams.replicas 3] [-cluster-key-file FILE] [-admin.name NAME] [-domain DOMAIN] [-home.name NAME -home.host HOST]\n\n"+
+	setUsage(fs, "rvpd init -nats URLS [-site hub] [-streams.replicas 3] [-cluster-key-file FILE] [-admin.name NAME] [-domain DOMAIN] [-home.name NAME -home.host HOST [-home.site SITE]]\n\n"+
 		"Initialises an empty cluster: creates its streams and buckets, generates the cluster key\n"+
 		"(or takes it), creates the first organisation administrator (its password prompted, or\n"+
 		"one line of standard input), and optionally the first IM domain and home server.\n"+
-		"It refuses a cluster that has been set up.")
+		"It refuses a cluster that has been set up. In a deployment of several sites it runs\n"+
+		"at the hub (-site hub, -nats the hub's servers): the directory's origin; each site's\n"+
+		"first node makes the site's streams and copies the directory.")
 	var f initFlags
 	fs.StringVar(&f.nats, "nats", nats.DefaultURL, "NATS servers of the cluster, comma-separated URLs")
 	fs.StringVar(&f.natsCreds, "nats.creds", "", "NATS credentials file (user JWT and seed), if the cluster requires one")
@@ -78,9 +94,11 @@ func runInit(ctx context.Context, args []string, lookupEnv func(string) (string,
 	fs.StringVar(&f.domainHosts, "domain.hosts", "", "more host names clients may reach it by, comma-separated (the name of a gateway its SRV record gives, for instance)")
 	fs.StringVar(&f.home, "home.name", "", "create this first home server, e.g. home1")
 	fs.StringVar(&f.homeHost, "home.host", "", "its host name, e.g. imhome1.example.com")
+	fs.StringVar(&f.homeSite, "home.site", "", "with -site: the site whose nodes own it")
 	fs.StringVar(&f.logLevel, "log.level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&f.logFormat, "log.format", "text", "log format: text or json")
 	f.streamFlags.register(fs)
+	f.siteFlags.register(fs)
 	if err := parseFlags(fs, args, lookupEnv); err != nil {
 		return err
 	}
@@ -127,6 +145,7 @@ func runInit(ctx context.Context, args []string, lookupEnv func(string) (string,
 	}
 	spec := directory.InitSpec{Streams: f.streamOptions(), Admin: f.admin, Verifier: v, Logger: log}
 	spec.Streams.Replicas = f.replicas
+	f.siteFlags.apply(&spec.Streams)
 	if f.domain != "" {
 		d := directory.DomainSpec{Domain: f.domain, IMHost: f.imHost, NTDomain: f.nt, Hosts: splitList(f.domainHosts)}
 		if d.IMHost == "" {
@@ -135,7 +154,7 @@ func runInit(ctx context.Context, args []string, lookupEnv func(string) (string,
 		spec.Domain = &d
 	}
 	if f.home != "" {
-		spec.Home = &directory.HomeServerSpec{Name: f.home, Host: f.homeHost, HostsUsers: true}
+		spec.Home = &directory.HomeServerSpec{Name: f.home, Host: f.homeHost, Site: f.homeSite, HostsUsers: true}
 	}
 	if err := directory.Init(setup, js, keyring, spec); err != nil {
 		return err
@@ -183,14 +202,24 @@ func printInitDone(w io.Writer, f initFlags, spec directory.InitSpec, keyNote, s
 	if h := spec.Home; h != nil {
 		fmt.Fprintf(w, "  home server:    %s at %s\n", h.Name, h.Host)
 	}
+	if f.site != "" {
+		fmt.Fprintf(w, "  hub:            JetStream domain %s (the directory's origin; each site copies it)\n", f.hub)
+	}
 	fmt.Fprintf(w, "next:\n")
 	fmt.Fprintf(w, "  1. copy the cluster key to every node's machine, readable by rvpd only\n")
-	fmt.Fprintf(w, "  2. start the nodes: rvpd node -name NAME -nats %s -cluster-key-file FILE -admin -gateway :80 -home HOME ...\n", f.nats)
+	if f.site != "" {
+		fmt.Fprintf(w, "  2. start the directory service at the hub: rvpd node -name NAME -site %s -nats %s -cluster-key-file FILE -admin\n", f.hub, f.nats)
+		fmt.Fprintf(w, "     and each site's nodes on its own servers: rvpd node -name NAME -site SITE -hub %s -nats SITE-URLS -cluster-key-file FILE -gateway :80 -home HOME ...\n", f.hub)
+	} else {
+		fmt.Fprintf(w, "  2. start the nodes: rvpd node -name NAME -nats %s -cluster-key-file FILE -admin -gateway :80 -home HOME ...\n", f.nats)
+	}
 	fmt.Fprintf(w, "  3. as the administrator: export RVPCTL_NATS=%s RVPCTL_ADMIN=%s\n", f.nats, f.admin)
 	if spec.Domain == nil {
 		fmt.Fprintf(w, "     rvpctl domain create DOMAIN\n")
 	}
-	if spec.Home == nil {
+	if spec.Home == nil && f.site != "" {
+		fmt.Fprintf(w, "     rvpctl home create HOME -host HOST -site SITE\n")
+	} else if spec.Home == nil {
 		fmt.Fprintf(w, "     rvpctl home create HOME -host HOST\n")
 	}
 	fmt.Fprintf(w, "     rvpctl user enable USER@%s -home %s; rvpctl password set USER@%s\n",

@@ -139,6 +139,14 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 			return err
 		} else if hs == nil {
 			return fmt.Errorf("home server %s is not in the directory; create it first (rvpctl home create %s -host <host name>)", h, h)
+		} else if f.site != "" && hs.Site != f.site {
+			// Refused here, not by its home node: the lease retries a home
+			// node that fails, and this would fail every time.
+			where := "no site"
+			if hs.Site != "" {
+				where = "site " + hs.Site
+			}
+			return fmt.Errorf("home %s: the directory puts it at %s, and this node is at site %s; run its nodes at its own site", h, where, f.site)
 		}
 		if site != nil {
 			if err := homenode.CheckSite(p.dir, h, so.Site); err != nil {
@@ -208,7 +216,12 @@ func clusterLink(name, urls, creds string, log *slog.Logger) natsLink {
 	return func() (*nats.Conn, <-chan error, func(), error) {
 		lost := make(chan error, 1)
 		opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second),
-			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS connection lost; reconnecting", "err", err) }),
+			nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
+				if c.IsClosed() {
+					return // closed by this process, not lost
+				}
+				log.Warn("NATS connection lost; reconnecting", "err", err)
+			}),
 			nats.ReconnectHandler(func(c *nats.Conn) { log.Info("NATS connection back", "server", c.ConnectedUrl()) }),
 			nats.ClosedHandler(func(*nats.Conn) {
 				select {

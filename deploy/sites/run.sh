@@ -34,13 +34,24 @@ hub_url=nats://127.0.0.1:$hub_port a_url=nats://127.0.0.1:$a_port b_url=nats://1
 say() { printf '%s\n' "$*" >&2; }
 die() { say "run.sh: $*"; exit 1; }
 
+# alive PID: the process runs (one that has exited and waits for its
+# parent, init once this script has ended, to reap it does not).
+alive() {
+	kill -0 "$1" 2>/dev/null || return 1
+	local stat
+	if [ -r "/proc/$1/stat" ] && stat=$(cat "/proc/$1/stat" 2>/dev/null); then
+		stat=${stat##*) }
+		[ "${stat%% *}" != Z ] || return 1
+	fi
+}
+
 # pid_of NAME: the pid of a process this script started, if it runs.
 pid_of() {
 	local f=$dir/run/$1.pid
 	[ -f "$f" ] || return 1
 	local pid
 	pid=$(cat "$f")
-	kill -0 "$pid" 2>/dev/null || return 1
+	alive "$pid" || return 1
 	echo "$pid"
 }
 
@@ -131,11 +142,16 @@ password() {
 	fi
 }
 
+# Each requests and lookups stream reserves its bound of the NATS
+# server's max_file_store (2 GB here): 256 MiB each instead of the
+# default 1 GiB leaves room for the facts.
+stream_bounds=(-requests.max-bytes 268435456)
+
 node() { # node NAME SITE NATS-URL ROLE-FLAGS...
 	local name=$1 site=$2 url=$3
 	shift 3
 	launch "$name" "$bin/rvpd" node -name "$name" -site "$site" -nats "$url" -cluster-key-file "$dir/cluster.key" \
-		-data "$dir/$name" "$@"
+		-data "$dir/$name" "${stream_bounds[@]}" "$@"
 }
 
 start() {
@@ -156,7 +172,7 @@ start() {
 
 	if [ ! -f "$dir/initialised" ]; then
 		say "setting up the cluster at the hub (rvpd init)"
-		printf '%s\n' "$pw" | "$bin/rvpd" init -site hub -nats "$hub_url" -streams.replicas 1 \
+		printf '%s\n' "$pw" | "$bin/rvpd" init -site hub -nats "$hub_url" -streams.replicas 1 "${stream_bounds[@]}" \
 			-cluster-key-file "$dir/cluster.key" -admin.name admin -domain example.test >>"$dir/log/init.log" 2>&1 ||
 			die "rvpd init failed: $(tail -3 "$dir/log/init.log")"
 	fi
@@ -164,7 +180,7 @@ start() {
 	# The directory service, at the hub; rvpctl reaches it from site a.
 	node dir-hub hub "$hub_url" -admin
 	export RVPCTL_NATS=$a_url RVPCTL_ADMIN=admin RVPCTL_ADMIN_PASSWORD=$pw
-	wait_for "the directory service" 30 "$bin/rvpctl" users
+	wait_for "the directory service" 30 "$bin/rvpctl" whoami
 	if [ ! -f "$dir/initialised" ]; then
 		say "creating the home servers, the router and the users (rvpctl at site a)"
 		{
@@ -205,10 +221,13 @@ stop() {
 		if pid=$(pid_of "$name"); then
 			kill -TERM "$pid"
 			for _ in $(seq 100); do
-				kill -0 "$pid" 2>/dev/null || break
+				alive "$pid" || break
 				sleep 0.1
 			done
-			kill -KILL "$pid" 2>/dev/null || true
+			if alive "$pid"; then
+				kill -KILL "$pid" 2>/dev/null || true
+				say "$name did not stop within 10 s of SIGTERM: killed"
+			fi
 			say "stopped $name"
 		fi
 		rm -f "$dir/run/$name.pid"
