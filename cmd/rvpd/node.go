@@ -139,17 +139,11 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 			return err
 		} else if hs == nil {
 			return fmt.Errorf("home server %s is not in the directory; create it first (rvpctl home create %s -host <host name>)", h, h)
-		} else if f.site != "" && hs.Site != f.site {
-			// Refused here, not by its home node: the lease retries a home
-			// node that fails, and this would fail every time.
-			where := "no site"
-			if hs.Site != "" {
-				where = "site " + hs.Site
-			}
-			return fmt.Errorf("home %s: the directory puts it at %s, and this node is at site %s; run its nodes at its own site", h, where, f.site)
 		}
-		if site != nil {
-			if err := homenode.CheckSite(p.dir, h, so.Site); err != nil {
+		// Refused here, not by its home node: the lease retries a home
+		// node that fails, and this would fail every time.
+		if f.site != "" {
+			if err := homenode.CheckSite(p.dir, h, f.site); err != nil {
 				return err
 			}
 		}
