@@ -43,6 +43,13 @@ type Config struct {
 	// request for a home server of a site that cannot be reached is
 	// answered 503 at once. "" for a deployment of one domain.
 	Site string
+	// Sites, when set, says which other sites are lost now (the site
+	// watch, homenode.SiteWatch): a request for a home server there is
+	// answered 503 at once instead of published. Without it a site
+	// whose leaf connection went silent (packets dropped, nothing
+	// closed) held each such request for the whole request timeout,
+	// until NATS's pings gave the connection up.
+	Sites interface{ Lost(site string) bool }
 	// RequestTimeout bounds the wait for a home node's or router's reply,
 	// inside librvp's 30 s. Default DefaultRequestTimeout.
 	RequestTimeout time.Duration

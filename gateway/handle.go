@@ -358,11 +358,17 @@ func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client 
 		g.cfg.Metrics.proxy(tgt.router)
 	}
 	site := g.siteOf(tgt.rec.Home)
+	unreachable := func() error {
+		g.log.Warn("request for a home server of a site that cannot be reached", "home", tgt.rec.Home, "site", site, "method", req.Method)
+		return &refusal{status: rvp.StatusUnavailable, retryAfter: siteRetryAfter,
+			msg: fmt.Sprintf("%s is homed at site %s, which cannot be reached from site %s now; try again later", tgt.user, site, g.cfg.Site)}
+	}
+	if site != "" && g.cfg.Sites != nil && g.cfg.Sites.Lost(site) {
+		return nil, unreachable()
+	}
 	reply, err := g.dispatch(ctx, events.RequestSubject(tgt.rec.Home, tgt.user), tgt.rec.Home, id, deadline, ev, site != "")
 	if site != "" && errors.Is(err, jetstream.ErrNoStreamResponse) {
-		g.log.Warn("request for a home server of a site that cannot be reached", "home", tgt.rec.Home, "site", site, "method", req.Method)
-		return nil, &refusal{status: rvp.StatusUnavailable, retryAfter: siteRetryAfter,
-			msg: fmt.Sprintf("%s is homed at site %s, which cannot be reached from site %s now; try again later", tgt.user, site, g.cfg.Site)}
+		return nil, unreachable()
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s for %s on home server %s: %w", req.Method, tgt.user, tgt.rec.Home, err)

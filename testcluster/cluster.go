@@ -598,7 +598,7 @@ func (c *Cluster) startGateway(name string, ln net.Listener) *Role {
 		c.t.Fatal(err)
 	}
 	gw, err := gateway.New(gateway.Config{ID: name, JetStream: js, Conn: nc, Directory: dir, Auth: auth, Senders: c.opts.Senders,
-		Site: c.SiteName(), RequestTimeout: c.opts.RequestTimeout, Logger: quiet().With("gateway", name)})
+		Site: c.SiteName(), Sites: c.lostSites(), RequestTimeout: c.opts.RequestTimeout, Logger: quiet().With("gateway", name)})
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package testcluster
 
 import (
-	"io"
 	"net"
 	"sync"
 	"testing"
@@ -10,17 +9,20 @@ import (
 // Link is a TCP connection between two servers that a test can cut, as a
 // WAN outage between sites would: it listens on loopback and forwards
 // every connection to its target. Sever closes the connections it carries
-// and refuses new ones until Heal. The servers see their connection
-// closed, as after a router's reset; a link that silently drops packets
-// is not simulated.
+// and refuses new ones until Heal: the servers see their connection
+// closed, as after a router's reset. Silence stops forwarding without
+// closing anything, as a WAN link that drops packets does: each side's
+// writes pile up until NATS's pings give up on the connection.
 type Link struct {
 	ln     net.Listener
 	target string
 
-	mu    sync.Mutex
-	cut   bool
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu     sync.Mutex
+	quiet  *sync.Cond // signalled when the link speaks again
+	cut    bool
+	silent bool
+	conns  map[net.Conn]struct{}
+	wg     sync.WaitGroup
 }
 
 // NewLink starts a link to target (host:port); the test's cleanup closes
@@ -32,6 +34,7 @@ func NewLink(t testing.TB, target string) *Link {
 		t.Fatal(err)
 	}
 	l := &Link{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	l.quiet = sync.NewCond(&l.mu)
 	l.wg.Add(1)
 	go l.serve()
 	t.Cleanup(l.close)
@@ -75,10 +78,27 @@ func (l *Link) serve() {
 	}
 }
 
-// pipe copies from src to dst until either ends, then closes both.
+// pipe copies from src to dst until either ends, then closes both;
+// while the link is silent what it has read waits.
 func (l *Link) pipe(dst, src net.Conn) {
 	defer l.wg.Done()
-	io.Copy(dst, src)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			l.mu.Lock()
+			for l.silent && !l.cut {
+				l.quiet.Wait()
+			}
+			l.mu.Unlock()
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
 	dst.Close()
 	src.Close()
 	l.mu.Lock()
@@ -96,13 +116,24 @@ func (l *Link) Sever() {
 	for c := range l.conns {
 		c.Close()
 	}
+	l.quiet.Broadcast()
 }
 
-// Heal lets connections through again.
+// Silence stops the link forwarding anything, its connections left open,
+// until Heal.
+func (l *Link) Silence() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.silent = true
+}
+
+// Heal lets connections through again: a severed link takes new ones, a
+// silent one forwards what waited.
 func (l *Link) Heal() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.cut = false
+	l.cut, l.silent = false, false
+	l.quiet.Broadcast()
 }
 
 // Severed reports whether the link is cut.

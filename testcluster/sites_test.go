@@ -328,8 +328,15 @@ func TestSitesSevered(t *testing.T) {
 		}
 		return nil
 	})
-	after := alice.MessageBody("carol", "after site b was back")
-	must(t, "alice → carol, site b back", alice.Send("carol", after), 200)
+	deliveredNotLost(t, alice, carol, lost)
+}
+
+// deliveredNotLost: once the other site is back, a message from alice
+// reaches carol, and the one alice was told had failed (lost) never did.
+func deliveredNotLost(t *testing.T, alice, carol *Client, lost []byte) {
+	t.Helper()
+	after := alice.MessageBody("carol", "after the other site was back")
+	must(t, "alice → carol, the site back", alice.Send("carol", after), 200)
 	carol.WaitNotify(0, wait, func(n Notify) bool { return bytes.Equal(n.Body, after) })
 	for _, n := range carol.Notifies() {
 		if bytes.Equal(n.Body, lost) {
@@ -442,4 +449,44 @@ func TestSitesThreeServers(t *testing.T) {
 			t.Errorf("site b counted site a lost when one of its three servers stopped")
 		}
 	}
+}
+
+// TestSitesSilent: site b's leaf connection goes silent (packets dropped,
+// nothing closed, as on a WAN link; NATS's pings give it up only after
+// minutes here). alice (site a) sees carol (site b) offline once site a's
+// watch misses b twice, and from then on a message to carol is answered
+// 503 at once, not after the gateway's whole request timeout; once the
+// link speaks again each sees the state the other set meanwhile, and
+// nothing alice was told had failed reaches carol.
+func TestSitesSilent(t *testing.T) {
+	const timeout = 5 * time.Second
+	ss := StartSites(t, SitesOptions{Options: Options{Inside: []string{"10.0.0.0/8"}, RequestTimeout: timeout}})
+	a, b := ss.Site("a"), ss.Site("b")
+	alice, carol := a.Client(t, "alice"), b.Client(t, "carol")
+	watchEachOther(t, alice, carol)
+	waitSiteUp(t, a, "b")
+	carolSeen := len(carol.Notifies())
+
+	silenced := time.Now()
+	b.Site().Link.Silence()
+	_, i := alice.WaitNotify(0, wait, fromState(carol, "offline"))
+	t.Logf("alice saw carol offline %v after the link went silent", time.Since(silenced).Round(time.Millisecond))
+	lost := alice.MessageBody("carol", "sent while the link was silent")
+	start := time.Now()
+	r := alice.Send("carol", lost)
+	took := time.Since(start)
+	must(t, "alice → carol, the link silent", r, 503)
+	if took > time.Second || r.Header.Get("Retry-After") == "" {
+		t.Errorf("503 after %v with Retry-After %q; want at once (the request timeout is %v), with Retry-After", took, r.Header.Get("Retry-After"), timeout)
+	}
+	t.Logf("alice → carol answered %d in %v", r.Status, took.Round(time.Millisecond))
+	must(t, "alice busy", alice.SetState("busy", 1200, 0), 207)
+	must(t, "carol away", carol.SetState("away", 1200, 0), 207)
+
+	healed := time.Now()
+	b.Site().Heal()
+	alice.WaitNotify(i+1, wait, fromState(carol, "away"))
+	carol.WaitNotify(carolSeen, wait, fromState(alice, "busy"))
+	t.Logf("the link back: each saw the other's state %v after", time.Since(healed).Round(time.Millisecond))
+	deliveredNotLost(t, alice, carol, lost)
 }

@@ -200,3 +200,12 @@ func (ss *Sites) Site(name string) *Cluster {
 	}
 	return c
 }
+
+// lostSites is the site's watch as its gateways ask it; nil for a
+// deployment of one domain.
+func (c *Cluster) lostSites() interface{ Lost(string) bool } {
+	if c.watch == nil {
+		return nil
+	}
+	return c.watch
+}

@@ -127,7 +127,9 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 		return err
 	}
 	defer p.close()
-	site, err := setupSite(setup, f.siteFlags, p.nc, p.js, p.dir, len(homes) > 0, log)
+	// The site watch, for the home nodes (a lost site's users offline)
+	// and the gateway (requests for them refused at once).
+	site, err := setupSite(setup, f.siteFlags, p.nc, p.js, p.dir, len(homes) > 0 || f.gateway != "", log)
 	if err != nil {
 		return err
 	}

@@ -323,7 +323,7 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 		}
 		if gw, err = gateway.New(gateway.Config{
 			ID: s.gatewayID, JetStream: s.js, Conn: s.nc, Directory: s.dir, DevDomain: s.devDomain, Auth: auth,
-			Senders: s.flags.senders, CallBacks: callBacks, Metrics: gateway.NewMetrics(o.reg), Site: s.streams.Site,
+			Senders: s.flags.senders, CallBacks: callBacks, Metrics: gateway.NewMetrics(o.reg), Site: s.streams.Site, Sites: s.site.lostSites(),
 			RequestTimeout: s.flags.requestTimeout, Logger: s.log.With("component", "gateway"),
 		}); err != nil {
 			return err

@@ -66,7 +66,7 @@ type atSite struct {
 // cut off from the hub, goes on with the copy it has, saying so) before
 // the roles read it, and returns what the roles need at a site. Away from
 // a site it returns nothing.
-func setupSite(ctx context.Context, f siteFlags, nc *nats.Conn, js jetstream.JetStream, dir *projections.Directory, homes bool, log *slog.Logger) (*atSite, error) {
+func setupSite(ctx context.Context, f siteFlags, nc *nats.Conn, js jetstream.JetStream, dir *projections.Directory, watch bool, log *slog.Logger) (*atSite, error) {
 	if f.site == "" {
 		return nil, nil
 	}
@@ -93,7 +93,7 @@ func setupSite(ctx context.Context, f siteFlags, nc *nats.Conn, js jetstream.Jet
 		}
 		s.actors = append(s.actors, func(ctx context.Context) error { return projections.CopyDirectory(ctx, cfg) })
 	}
-	if homes {
+	if watch {
 		s.watch = &homenode.SiteWatch{Conn: nc, Site: f.site, Directory: dir, Logger: log.With("component", "site watch")}
 		s.actors = append(s.actors, s.watch.Run)
 	}
@@ -107,4 +107,13 @@ func (s *atSite) siteWatch() *homenode.SiteWatch {
 		return nil
 	}
 	return s.watch
+}
+
+// lostSites is the site watch as the gateway asks it; nil (no interface
+// holding a nil watch) away from a site.
+func (s *atSite) lostSites() interface{ Lost(string) bool } {
+	if w := s.siteWatch(); w != nil {
+		return w
+	}
+	return nil
 }
