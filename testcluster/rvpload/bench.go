@@ -33,6 +33,7 @@ type config struct {
 	password    string
 	memory      bool
 	verify      bool
+	restAfter   time.Duration
 	scenarios   []string
 	rvpdArgs    []string
 	compare     string
@@ -79,6 +80,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&c.work, "work", "", "directory for the servers' data and logs (default: a new temporary one, removed afterwards)")
 	fs.StringVar(&c.password, "password", "load-test-pw", "the users' password")
 	fs.BoolVar(&c.memory, "memory", true, "sign in every remaining user at the end and report resident memory per online user")
+	fs.DurationVar(&c.restAfter, "rest", 15*time.Second, "memory: how long the servers are left idle before their memory at rest is read (JetStream keeps a block's buffer 10 s)")
 	fs.BoolVar(&c.verify, "verify", true, "at the end, have each rvpd verify its projections (rvpctl verify) and report how fast it rebuilt them")
 	scenarios := fs.String("scenarios", "messages,fan-out,login,buddies", "scenarios to run")
 	rvpdArgs := fs.String("rvpd-args", "", `more flags for rvpd dev, e.g. "-pprof 127.0.0.1:6060"`)
@@ -306,6 +308,9 @@ func (b *bench) run() error {
 			if err := b.fill(t); err != nil {
 				return fmt.Errorf("%s: memory: %w", t.name, err)
 			}
+		}
+		if err := b.atRest(); err != nil {
+			return fmt.Errorf("memory at rest: %w", err)
 		}
 	}
 	if c.verify {
