@@ -149,8 +149,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		}
 		t := &target{name: name, proc: p, sink: s, profiles: profiles, nats: natsAddr, client: &client{addr: p.addr, ntDomain: "EXAMPLE", password: c.password}}
 		targets = append(targets, t)
-		t.mem0, err = t.memory()
-		return err
+		return nil
 	}
 	if err := start("relay", self, true, "", regexp.MustCompile(`relay listening on http://(\S+)`), "relay", "-password", c.password); err != nil {
 		return err
@@ -192,6 +191,18 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
+	// The memory at start is read at rest too: rvpd dev has just
+	// written its demo users' directory events.
+	time.Sleep(c.restAfter)
+	for _, t := range targets {
+		if _, err := t.memory(); err != nil {
+			return err
+		}
+		var err error
+		if t.mem0, err = t.memory(); err != nil {
+			return err
+		}
+	}
 	b := &bench{cfg: c, targets: targets, log: stderr}
 	if err := b.run(); err != nil {
 		return err

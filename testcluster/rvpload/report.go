@@ -100,7 +100,7 @@ func (b *bench) report(w io.Writer) {
 			}
 			fmt.Fprintf(w, "| %s | %d | %s | %s | %s |\n", m.target, m.online, mib(m.rest.rss), per(m.before.rss, m.rest.rss), heap)
 		}
-		fmt.Fprintf(w, "\nAt rest: the same servers, users still online, after %v idle and two collections (JetStream keeps each block's buffer, 8 MB, for 10 s after its last use; a pool's contents go at the second collection). Growth is from the figures at start.\n", b.cfg.restAfter)
+		fmt.Fprintf(w, "\nAt rest: the same servers, users still online, after %v idle and two collections (JetStream keeps each block's buffer, 8 MB, for 10 s after its last use; a pool's contents go at the second collection). Growth is from the figures at start, read the same way once the servers had started (rvpd dev writes its demo users' directory events as it starts).\n", b.cfg.restAfter)
 	}
 
 	if len(b.verified) > 0 {
