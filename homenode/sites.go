@@ -396,14 +396,15 @@ func (n *Node) onSite(ctx context.Context, ch SiteChange) error {
 	return nil
 }
 
-// ensureSite checks, at a site, that the home server is this site's, and
-// creates its requests stream.
-func (n *Node) ensureSite(ctx context.Context) error {
-	site := n.cfg.FactStream.Site
+// CheckSite reports an error unless the directory puts home at site (a
+// node at a site serves only that site's home servers); with no site, nil.
+// A node checks it before it starts (rvpd node), and its home node again
+// when it runs.
+func CheckSite(dir *projections.Directory, home, site string) error {
 	if site == "" {
 		return nil
 	}
-	hs, err := n.cfg.Directory.HomeServer(n.cfg.Home)
+	hs, err := dir.HomeServer(home)
 	if err != nil {
 		return err
 	}
@@ -414,7 +415,20 @@ func (n *Node) ensureSite(ctx context.Context) error {
 		}
 		// Its requests, facts and lease would be made in this site's
 		// domain beside those of its own site: two owners.
-		return fmt.Errorf("home %s: the directory puts it at %s, and this node is at site %s; run its nodes at its own site", n.cfg.Home, where, site)
+		return fmt.Errorf("home %s: the directory puts it at %s, and this node is at site %s; run its nodes at its own site", home, where, site)
+	}
+	return nil
+}
+
+// ensureSite checks, at a site, that the home server is this site's, and
+// creates its requests stream.
+func (n *Node) ensureSite(ctx context.Context) error {
+	site := n.cfg.FactStream.Site
+	if site == "" {
+		return nil
+	}
+	if err := CheckSite(n.cfg.Directory, n.cfg.Home, site); err != nil {
+		return err
 	}
 	if err := projections.EnsureRequestStream(ctx, n.cfg.JetStream, n.cfg.Home, n.cfg.FactStream); err != nil {
 		return fmt.Errorf("home %s: %w", n.cfg.Home, err)

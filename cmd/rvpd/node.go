@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/directory"
+	"github.com/rvp-im/rvpd/homenode"
 	"github.com/rvp-im/rvpd/projections"
 )
 
@@ -138,6 +139,11 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 			return err
 		} else if hs == nil {
 			return fmt.Errorf("home server %s is not in the directory; create it first (rvpctl home create %s -host <host name>)", h, h)
+		}
+		// Refused here: once its home node runs, a failure is retried
+		// (the lease is let go and taken again), and this one never mends.
+		if err := homenode.CheckSite(p.dir, h, p.streams.Site); err != nil {
+			return err
 		}
 	}
 
