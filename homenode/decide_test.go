@@ -520,10 +520,20 @@ func TestPresenceFanOut(t *testing.T) {
 		}
 	})
 	t.Run("a new watcher gets the state at once", func(t *testing.T) {
+		d := w.do(&events.Subscribe{Req: w.req("w0", "cat", "ann", "10.0.0.4"), NotificationType: events.NotifyPropChange,
+			CallBack: nodeURL("cat"), CallBackUser: user("cat")})
+		wantStrings(t, "notified", sent(d), []string{catCB + " busy"})
+	})
+	t.Run("a new watcher of a user offline is sent nothing", func(t *testing.T) {
+		// Offline is what a client shows until told otherwise, and what
+		// the SUBSCRIBE answer says.
 		w.login("ann", "10.0.0.1", annCB)
 		d := w.do(&events.Subscribe{Req: w.req("w", "ann", "cat", "10.0.0.1"), NotificationType: events.NotifyPropChange,
 			CallBack: nodeURL("ann"), CallBackUser: user("ann")})
-		wantStrings(t, "notified", sent(d), []string{annCB + " offline"})
+		wantStatus(t, d, 207)
+		if s := sent(d); len(s) != 0 {
+			t.Errorf("notified %v", s)
+		}
 	})
 	t.Run("a relayed notification goes to the watcher's logins", func(t *testing.T) {
 		d := w.decide(&events.Relay{Req: events.Req{ID: "rl", Node: user("ben"), From: "im.example.test", Auth: events.Identity{Scheme: "internal"},

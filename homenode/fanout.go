@@ -193,7 +193,10 @@ func (f *fanout) aclChanged(u events.User, old []events.ACE) error {
 }
 
 // push sends a new watcher the node's current state: librvp ignores the
-// state in the SUBSCRIBE answer and waits for a NOTIFY.
+// state in the SUBSCRIBE answer and waits for a NOTIFY. An offline state
+// is not sent: it is what every client shows a buddy as until told
+// otherwise (the SUBSCRIBE answer says it too), as a watcher denied
+// presence sees it with no NOTIFY at all.
 func (f *fanout) push(ref subRef) error {
 	s, err := f.State.Subscription(ref.node, ref.id)
 	if err != nil || s == nil {
@@ -203,7 +206,11 @@ func (f *fanout) push(ref subRef) error {
 	if err != nil {
 		return err
 	}
-	return f.state(ref.node, s, pr.For(ref.node, s))
+	state := pr.For(ref.node, s)
+	if state == events.StateOffline {
+		return nil
+	}
+	return f.state(ref.node, s, state)
 }
 
 // state sends a propnotification of u's state for subscription s to the

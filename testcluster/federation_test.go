@@ -241,6 +241,7 @@ func TestFederationServerToServer(t *testing.T) {
 
 	alice := a.Client(t, "alice")
 	must(t, "alice login", alice.Login(3600), 200)
+	must(t, "alice online", alice.SetState("online", 1200, 0), 207) // so that each watch pushes her state
 	for _, who := range []string{"http://im.evil.test/instmsg/aliases/mallory", "http://im.bad.test/instmsg/aliases/trudy"} {
 		// An unauthenticated SUBSCRIBE from another organisation, its
 		// Call-Back its own URL (conformance 64).

@@ -137,8 +137,18 @@ func TestAuthExchangeProfile(t *testing.T) {
 	}
 	c := newClient(t, p.addr, "carol")
 	mustStatus(t, "NTLM under the exchange profile", c.Raw(loginRaw(c)), 200)
+	// The gateway keeps only the NT hash of a user signed in with NTLM,
+	// and opens the Digest verifiers when Digest first needs them: each
+	// scheme after the other, and a wrong password with each.
 	c.Creds.Scheme = testcluster.SchemeDigestMiranda
 	mustStatus(t, "Digest under the exchange profile", c.Raw(loginRaw(c)), 200)
+	c.Creds.Scheme = testcluster.SchemeNTLMv1
+	mustStatus(t, "NTLM again", c.Raw(loginRaw(c)), 200)
+	for _, scheme := range []string{testcluster.SchemeNTLMv1, testcluster.SchemeDigestMiranda} {
+		w := newClient(t, p.addr, "carol")
+		w.Creds.Scheme, w.Creds.Password = scheme, "wrong"
+		mustStatus(t, scheme+" with a wrong password", w.Raw(loginRaw(w)), 401)
+	}
 }
 
 // TestAuthThrottle makes failed sign-ins until the account is refused

@@ -33,6 +33,7 @@ type config struct {
 	password    string
 	memory      bool
 	verify      bool
+	restAfter   time.Duration
 	scenarios   []string
 	rvpdArgs    []string
 	compare     string
@@ -79,6 +80,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&c.work, "work", "", "directory for the servers' data and logs (default: a new temporary one, removed afterwards)")
 	fs.StringVar(&c.password, "password", "load-test-pw", "the users' password")
 	fs.BoolVar(&c.memory, "memory", true, "sign in every remaining user at the end and report resident memory per online user")
+	fs.DurationVar(&c.restAfter, "rest", 15*time.Second, "memory: how long the servers are left idle before their memory at rest is read (JetStream keeps a block's buffer 10 s)")
 	fs.BoolVar(&c.verify, "verify", true, "at the end, have each rvpd verify its projections (rvpctl verify) and report how fast it rebuilt them")
 	scenarios := fs.String("scenarios", "messages,fan-out,login,buddies", "scenarios to run")
 	rvpdArgs := fs.String("rvpd-args", "", `more flags for rvpd dev, e.g. "-pprof 127.0.0.1:6060"`)
@@ -147,8 +149,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		}
 		t := &target{name: name, proc: p, sink: s, profiles: profiles, nats: natsAddr, client: &client{addr: p.addr, ntDomain: "EXAMPLE", password: c.password}}
 		targets = append(targets, t)
-		t.mem0, err = t.memory()
-		return err
+		return nil
 	}
 	if err := start("relay", self, true, "", regexp.MustCompile(`relay listening on http://(\S+)`), "relay", "-password", c.password); err != nil {
 		return err
@@ -190,6 +191,18 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
+	// The memory at start is read at rest too: rvpd dev has just
+	// written its demo users' directory events.
+	time.Sleep(c.restAfter)
+	for _, t := range targets {
+		if _, err := t.memory(); err != nil {
+			return err
+		}
+		var err error
+		if t.mem0, err = t.memory(); err != nil {
+			return err
+		}
+	}
 	b := &bench{cfg: c, targets: targets, log: stderr}
 	if err := b.run(); err != nil {
 		return err
@@ -306,6 +319,9 @@ func (b *bench) run() error {
 			if err := b.fill(t); err != nil {
 				return fmt.Errorf("%s: memory: %w", t.name, err)
 			}
+		}
+		if err := b.atRest(); err != nil {
+			return fmt.Errorf("memory at rest: %w", err)
 		}
 	}
 	if c.verify {

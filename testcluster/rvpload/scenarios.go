@@ -292,6 +292,49 @@ type memoryRow struct {
 	before, now memory
 	signInTook  time.Duration
 	signInUsers int
+	// rest is the memory once the server has been idle for -rest since
+	// the last sign-ins (past 10 s): JetStream keeps a block's 8 MB write and
+	// read buffer for 10 s after its last use, and Go's pools keep what
+	// they hold until a second collection; neither is a user's.
+	rest memory
+}
+
+// target returns the server named name.
+func (b *bench) target(name string) *target {
+	for _, t := range b.targets {
+		if t.name == name {
+			return t
+		}
+	}
+	return nil
+}
+
+// atRest reads each filled server's memory once it has been idle for
+// -rest, collecting its garbage twice (a pool's contents go at the
+// second collection).
+func (b *bench) atRest() error {
+	time.Sleep(b.cfg.restAfter)
+	for i := range b.memory {
+		m := &b.memory[i]
+		t := b.target(m.target)
+		if t == nil || t.down != nil {
+			continue
+		}
+		if _, err := t.memory(); err != nil {
+			return err
+		}
+		rest, err := t.memory()
+		if err != nil {
+			return err
+		}
+		m.rest = rest
+		if b.cfg.heapProfiles != "" && t.profiles != "" {
+			if err := t.saveHeapProfile(filepath.Join(b.cfg.heapProfiles, t.name+"-rest.heap")); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // fill signs in every user not signed in yet, then measures the server's
