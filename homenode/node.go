@@ -177,10 +177,11 @@ type Config struct {
 	// sites are lost; nil for a deployment of one domain.
 	Sites *SiteWatch
 	// Owned reports whether this node's lease on the home server is
-	// still good now (Lease.Owned); nil: always. Nothing is appended
-	// once it is not: a node paused past its lease (a stopped process, a
-	// machine that froze) finds so the moment it runs again, before it
-	// decides anything, instead of when its next renewal fails.
+	// still good now (Lease.Owned); nil: always. Nothing is decided or
+	// appended while it is not: a node paused past its lease (a stopped
+	// process, a machine that froze) finds so the moment it runs again,
+	// before it decides anything, and waits for its renewal to fail (the
+	// lease lost, the node stopped) or, if it was slow only, to succeed.
 	Owned func() bool
 	// Window bounds the facts published and not yet acknowledged; a full
 	// window holds new requests back. Default 512.

@@ -88,6 +88,9 @@ func (n *Node) room() bool { return !n.broken && int(n.last-n.acked) < n.cfg.Win
 // window: its facts into the overlay and on their way to the stream. It
 // returns an error only when the state cannot be read.
 func (n *Node) commit(ctx context.Context, p *pending) error {
+	if err := n.owned(ctx); err != nil {
+		return err
+	}
 	d, err := decide(n.view(), n.policy, p.in, n.now())
 	if err != nil {
 		return err
@@ -114,22 +117,29 @@ func (n *Node) commit(ctx context.Context, p *pending) error {
 	return nil
 }
 
-// ErrLeaseLapsed stops a node whose lease is no longer good.
-var ErrLeaseLapsed = errors.New("the home server's lease has lapsed (this node was paused, or cut off from NATS, for longer than its TTL); another node may own it: nothing more is appended")
+// ErrLeaseLapsed stops a node whose lease lapsed and was lost.
+var ErrLeaseLapsed = errors.New("the home server's lease has lapsed (this node was paused, or cut off from NATS, for longer than its TTL) and is lost; another node may own it: nothing more is appended")
 
-// owned fails once the node's lease is no longer good (Config.Owned).
-func (n *Node) owned() error {
-	if n.cfg.Owned != nil && !n.cfg.Owned() {
-		return fmt.Errorf("home %s: %w", n.cfg.Home, ErrLeaseLapsed)
+// owned waits while the node's lease is not good (Config.Owned): until a
+// renewal makes it good again (one slow to be answered), or Run's context
+// ends (the lease lost: Lease.Hold stops the node) or ctx does, and then
+// fails. Nothing is decided or appended meanwhile. (Decisions run under
+// a context Run's end does not cancel: Run's is watched here.)
+func (n *Node) owned(ctx context.Context) error {
+	for n.cfg.Owned != nil && !n.cfg.Owned() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("home %s: %w", n.cfg.Home, ErrLeaseLapsed)
+		case <-n.life.Done():
+			return fmt.Errorf("home %s: %w", n.cfg.Home, ErrLeaseLapsed)
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 	return nil
 }
 
 // publish applies p's facts to the overlay and publishes them, chained.
 func (n *Node) publish(p *pending) error {
-	if err := n.owned(); err != nil {
-		return err
-	}
 	p.msgs, p.seqs = p.msgs[:0], p.seqs[:0]
 	base := p.d.msgID
 	if p.attempt > 0 {
@@ -303,7 +313,7 @@ func (n *Node) recover(ctx context.Context) error {
 	// after it has a leader: a request sent while it had none is never
 	// answered, and with a 2 s wait home1 served again 1.5 s after its
 	// fact stream's new leader (TestClusterNATSServerLoss).
-	if err := n.owned(); err != nil {
+	if err := n.owned(ctx); err != nil {
 		return err
 	}
 	long := ctx
