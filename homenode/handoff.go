@@ -99,7 +99,10 @@ func (c *core) decideDeparture(mv move, now time.Time) (*decision, error) {
 		return nil, err
 	}
 	h := &events.Handoff{Req: events.Req{ID: id, At: now, Deadline: now.Add(time.Minute), Gateway: "home:" + c.Home,
-		Node: u, Auth: events.Identity{Scheme: "internal"}}, From: c.Home, Move: mv.seq}
+		// The new home server reads its directory at least up to the
+		// move before it routes the handoff: with an older one it would
+		// send it back here as a request for a user of ours.
+		Node: u, Auth: events.Identity{Scheme: "internal"}, DirPos: mv.seq}, From: c.Home, Move: mv.seq}
 	for _, s := range subs {
 		h.Subs = append(h.Subs, events.SubState{ID: s.ID, Kind: s.Kind, CallBack: s.CallBack, Watcher: s.Watcher, Subscriber: s.Subscriber,
 			SubscriberUser: s.SubscriberUser, NodeURL: s.NodeURL, Lifetime: s.Lifetime, Expires: s.Expires, Source: s.Source, Credential: s.Credential})

@@ -967,6 +967,12 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 		wctx, cancel := context.WithTimeout(ctx, time.Second)
 		err := n.cfg.Directory.WaitFor(wctx, r.DirPos)
 		cancel()
+		if err != nil && typ == events.TypeHandoff {
+			// A handoff routed with an older directory would be sent back
+			// to the home server the user left: taken again later.
+			log.Warn("directory behind the move of a handoff; taken again later", "have", n.cfg.Directory.Position(), "want", r.DirPos)
+			return m.NakWithDelay(250 * time.Millisecond)
+		}
 		if err != nil {
 			log.Warn("directory behind the gateway's; deciding with ours", "have", n.cfg.Directory.Position(), "want", r.DirPos)
 		}
