@@ -380,32 +380,27 @@ type propOf struct {
 }
 
 func (m *memoState) Views(u events.User) ([]projections.View, error) {
-	if v, ok := m.views[u]; ok {
-		return slices.Clone(v), nil
-	}
-	v, err := m.HomeReader.Views(u)
-	if err != nil {
-		return nil, err
-	}
-	if m.views == nil {
-		m.views = map[events.User][]projections.View{}
-	}
-	m.views[u] = v
-	return slices.Clone(v), nil
+	return memoList(&m.views, u, m.HomeReader.Views)
 }
 
 func (m *memoState) Logins(u events.User) ([]projections.Subscription, error) {
-	if l, ok := m.logins[u]; ok {
+	return memoList(&m.logins, u, m.HomeReader.Logins)
+}
+
+// memoList reads u's list once through read and keeps it in *memo; each
+// caller gets a copy of its own.
+func memoList[T any](memo *map[events.User][]T, u events.User, read func(events.User) ([]T, error)) ([]T, error) {
+	if l, ok := (*memo)[u]; ok {
 		return slices.Clone(l), nil
 	}
-	l, err := m.HomeReader.Logins(u)
+	l, err := read(u)
 	if err != nil {
 		return nil, err
 	}
-	if m.logins == nil {
-		m.logins = map[events.User][]projections.Subscription{}
+	if *memo == nil {
+		*memo = map[events.User][]T{}
 	}
-	m.logins[u] = l
+	(*memo)[u] = l
 	return slices.Clone(l), nil
 }
 

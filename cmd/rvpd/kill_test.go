@@ -45,23 +45,12 @@ func TestKillHomeUnderLoad(t *testing.T) {
 	bin := buildRvpd(t)
 	data := t.TempDir()
 	start := func() (cmd *osexec.Cmd, addr, natsURL string) {
-		cmd = osexec.Command(bin, "dev", "-data", data, "-http", "127.0.0.1:0", "-nats", "127.0.0.1:0", "-demo-password", testPassword,
-			"-home.lease-ttl", "30s")
-		out, errs := newSyncBuffer(), newSyncBuffer()
-		cmd.Stdout, cmd.Stderr = out, errs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		m, err := out.waitMatch(listenRE, 60*time.Second, nil)
-		if err != nil {
-			t.Fatalf("%v; stderr:\n%s", err, errs.String())
-		}
+		cmd, addr, out, _ := startDevBinary(t, bin, data, "-nats", "127.0.0.1:0")
 		n := natsRE.FindStringSubmatch(out.String())
 		if n == nil {
 			t.Fatalf("no NATS address in the banner:\n%s", out.String())
 		}
-		return cmd, m[1], n[1]
+		return cmd, addr, n[1]
 	}
 	cmd, addr, _ := start()
 
@@ -258,4 +247,25 @@ func TestKillHomeUnderLoad(t *testing.T) {
 			t.Errorf("%s differs from its rebuild:\n%s", r.Projection, r.Diff)
 		}
 	}
+}
+
+// startDevBinary starts the rvpd binary bin in dev mode on data (a lease
+// of 30 s, the RVP listener on a free loopback port, more flags in args),
+// waits for its banner and returns it with its RVP address and outputs;
+// the test's cleanup kills it.
+func startDevBinary(t *testing.T, bin, data string, args ...string) (cmd *osexec.Cmd, addr string, out, errs *syncBuffer) {
+	t.Helper()
+	cmd = osexec.Command(bin, append([]string{"dev", "-data", data, "-http", "127.0.0.1:0", "-demo-password", testPassword,
+		"-home.lease-ttl", "30s"}, args...)...)
+	out, errs = newSyncBuffer(), newSyncBuffer()
+	cmd.Stdout, cmd.Stderr = out, errs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	m, err := out.waitMatch(listenRE, 60*time.Second, nil)
+	if err != nil {
+		t.Fatalf("%v; stderr:\n%s", err, errs.String())
+	}
+	return cmd, m[1], out, errs
 }

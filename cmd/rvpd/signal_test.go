@@ -84,19 +84,8 @@ func TestBinaryRestartAfterKill(t *testing.T) {
 	bin := buildRvpd(t)
 	data := t.TempDir()
 	start := func() (*osexec.Cmd, string, *syncBuffer) {
-		cmd := osexec.Command(bin, "dev", "-data", data, "-http", "127.0.0.1:0", "-nats", "", "-demo-password", testPassword,
-			"-home.lease-ttl", "30s")
-		out, errs := newSyncBuffer(), newSyncBuffer()
-		cmd.Stdout, cmd.Stderr = out, errs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		m, err := out.waitMatch(listenRE, 60*time.Second, nil)
-		if err != nil {
-			t.Fatalf("%v; stderr:\n%s", err, errs.String())
-		}
-		return cmd, m[1], errs
+		cmd, addr, _, errs := startDevBinary(t, bin, data, "-nats", "")
+		return cmd, addr, errs
 	}
 	cmd, addr, _ := start()
 	alice := newClient(t, addr, "alice")
