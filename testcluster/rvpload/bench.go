@@ -9,9 +9,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -54,6 +56,8 @@ type target struct {
 	// nats is the address of its NATS listener, "" if it has none.
 	nats string
 	mem0 memory // before any load
+	// genCPU is the load generator's CPU time while measuring this server.
+	genCPU time.Duration
 	// down is why the server was left out of the rest of the run.
 	down error
 }
@@ -84,8 +88,20 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&c.verify, "verify", true, "at the end, have each rvpd verify its projections (rvpctl verify) and report how fast it rebuilt them")
 	scenarios := fs.String("scenarios", "messages,fan-out,login,buddies", "scenarios to run")
 	rvpdArgs := fs.String("rvpd-args", "", `more flags for rvpd dev, e.g. "-pprof 127.0.0.1:6060"`)
+	cpuProfile := fs.String("cpuprofile", "", "write the load generator's own CPU profile to this file (its share of the machine's CPUs counts)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("-cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("-cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	c.syncModes = strings.Split(syncModes, ",")
 	c.scenarios = strings.Split(*scenarios, ",")
@@ -256,6 +272,7 @@ type result struct {
 	ops      int           // messages, notifications or users
 	wall     time.Duration // from the first request to the last answer (or notification)
 	cpu      time.Duration // of the server process
+	gen      time.Duration // of the load generator (this process) meanwhile
 	p50, p99 time.Duration // fan-out: notification latency
 	errors   int
 }
@@ -296,7 +313,7 @@ func (b *bench) run() error {
 				if t.down != nil {
 					continue
 				}
-				notes0 := t.sink.count.Load()
+				notes0, gen0 := t.sink.count.Load(), t.genCPU
 				r, err := run(b, t, round)
 				if err != nil {
 					// A server that stopped is reported, and the others
@@ -305,7 +322,7 @@ func (b *bench) run() error {
 					b.fail("%s against %s, round %d: %v; %s is left out from here on (its log: %s)", sc, t.name, round, err, t.name, t.proc.log.Name())
 					continue
 				}
-				r.scenario, r.target, r.round = sc, t.name, round
+				r.scenario, r.target, r.round, r.gen = sc, t.name, round, t.genCPU-gen0
 				b.results = append(b.results, r)
 				progress(b.log, "round %d %-8s %-13s %7d in %6.2fs: %9.1f/s, %9.1f per CPU-s%s (%d NOTIFYs received)", round, sc, t.name, r.ops, r.wall.Seconds(), r.perSecond(), r.perCPU(), latencies(r), t.sink.count.Load()-notes0)
 			}
@@ -406,15 +423,27 @@ func (b *bench) setup(t *target) error {
 }
 
 // measure runs f and returns its wall time and the CPU time the server
-// used meanwhile.
+// used meanwhile; the load generator's own CPU time meanwhile is added to
+// t.genCPU (it shares the machine's CPUs with the server).
 func measure(t *target, f func() error) (wall, cpu time.Duration, err error) {
 	cpu0, err := t.proc.cpu()
 	if err != nil {
 		return 0, 0, err
 	}
+	gen0 := ownCPU()
 	start := time.Now()
 	err = f()
 	wall = time.Since(start)
 	cpu1, cerr := t.proc.cpu()
+	t.genCPU += ownCPU() - gen0
 	return wall, cpu1 - cpu0, errors.Join(err, cerr)
+}
+
+// ownCPU returns the CPU time (user + system) this process has used.
+func ownCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
