@@ -219,6 +219,9 @@ func (c Config) validate() error {
 	if c.DB == nil || c.Directory == nil {
 		errs = append(errs, errors.New("homenode: DB and Directory are required"))
 	}
+	if err := c.Policy.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("homenode: policy: %w", err))
+	}
 	return errors.Join(errs...)
 }
 
