@@ -52,115 +52,146 @@ func readStream(ctx context.Context, js jetstream.JetStream, stream string, from
 	pullSubject := "$JS.API.CONSUMER.MSG.NEXT." + stream + "." + name
 	nc := js.Conn()
 	inbox := nats.NewInbox()
-
-	var (
-		mu        sync.Mutex // held by the callback: readStream returns after it
-		stopped   bool
-		requested int
-		got       int
-		dseq      uint64
-		// noResponders is when a pull request was first answered 503.
-		noResponders time.Time
-	)
-	result := make(chan error, 1)
-	finish := func(err error) {
-		stopped = true
-		result <- err
+	r := &streamReader{
+		stream: stream,
+		last:   last,
+		batch:  batch,
+		pull:   func() error { return nc.PublishRequest(pullSubject, inbox, pullReq) },
+		fn:     fn,
+		now:    time.Now,
+		after:  func(d time.Duration, f func()) { time.AfterFunc(d, f) },
+		result: make(chan error, 1),
 	}
-	pull := func() error {
-		requested += batch
-		return nc.PublishRequest(pullSubject, inbox, pullReq)
-	}
-	// repull keeps a batch requested beyond what has come.
-	repull := func() {
-		for requested-got < batch {
-			if err := pull(); err != nil {
-				finish(fmt.Errorf("read %s: %w", stream, err))
-				return
-			}
-		}
-	}
-	sub, err := nc.Subscribe(inbox, func(m *nats.Msg) {
-		mu.Lock()
-		defer mu.Unlock()
-		if stopped {
-			return
-		}
-		if m.Reply == "" {
-			// A status: a pull request expired (408: pull again for what
-			// it did not deliver), or the consumer is gone.
-			switch status := m.Header.Get("Status"); status {
-			case "408":
-				n, _ := strconv.Atoi(m.Header.Get("Nats-Pending-Messages"))
-				requested -= n
-			case "100":
-				return
-			case "503":
-				// No responders: a consumer just made on another server
-				// of a cluster, whose interest in its pull requests has
-				// not reached this connection's server yet (a rebuild
-				// for verify failed so right after a NATS server came
-				// back). Pull again shortly, for a while.
-				requested -= batch
-				if noResponders.IsZero() {
-					noResponders = time.Now()
-				} else if time.Since(noResponders) > 5*time.Second {
-					finish(fmt.Errorf("read %s: no responders to its pull requests for 5s", stream))
-					return
-				}
-				time.AfterFunc(20*time.Millisecond, func() {
-					mu.Lock()
-					defer mu.Unlock()
-					if !stopped {
-						repull()
-					}
-				})
-				return
-			default:
-				finish(fmt.Errorf("read %s: %s %s", stream, status, m.Header.Get("Description")))
-				return
-			}
-		} else {
-			sseq, d, ok := ackSequences(m.Reply)
-			if !ok || d != dseq+1 {
-				finish(fmt.Errorf("read %s: message lost after stream sequence %d (delivery %d, then %d)", stream, sseq, dseq, d))
-				return
-			}
-			dseq = d
-			got++
-			if sseq > last || !fn(m, sseq) {
-				finish(nil)
-				return
-			}
-			if sseq == last {
-				finish(nil)
-				return
-			}
-		}
-		repull()
-	})
+	sub, err := nc.Subscribe(inbox, r.onMsg)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", stream, err)
 	}
 	sub.SetPendingLimits(-1, -1)
 	defer func() {
 		sub.Unsubscribe()
-		mu.Lock()
-		stopped = true
-		mu.Unlock()
+		r.stop()
 	}()
-	mu.Lock()
-	err = errors.Join(pull(), pull())
-	mu.Unlock()
-	if err != nil {
+	if err := r.start(); err != nil {
 		return fmt.Errorf("read %s: %w", stream, err)
 	}
 	select {
-	case err := <-result:
+	case err := <-r.result:
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// streamReader is readStream's state: the pull requests it keeps
+// outstanding and what has come of them. onMsg runs on the
+// subscription's goroutine; mu keeps the rest (a re-pull after a 503,
+// the stop) out while it does.
+type streamReader struct {
+	stream string
+	last   uint64
+	batch  int
+	pull   func() error // sends a pull request for batch messages
+	fn     func(m *nats.Msg, seq uint64) bool
+	now    func() time.Time
+	after  func(d time.Duration, f func())
+	result chan error // one error, or nil at the end
+
+	mu        sync.Mutex
+	stopped   bool
+	requested int
+	got       int
+	dseq      uint64
+	// noResponders is when a pull request was first answered 503.
+	noResponders time.Time
+}
+
+// start sends the first two pull requests.
+func (r *streamReader) start() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return errors.Join(r.pullOne(), r.pullOne())
+}
+
+func (r *streamReader) stop() {
+	r.mu.Lock()
+	r.stopped = true
+	r.mu.Unlock()
+}
+
+func (r *streamReader) finish(err error) {
+	r.stopped = true
+	r.result <- err
+}
+
+func (r *streamReader) pullOne() error {
+	r.requested += r.batch
+	return r.pull()
+}
+
+// repull keeps a batch requested beyond what has come.
+func (r *streamReader) repull() {
+	for r.requested-r.got < r.batch {
+		if err := r.pullOne(); err != nil {
+			r.finish(fmt.Errorf("read %s: %w", r.stream, err))
+			return
+		}
+	}
+}
+
+func (r *streamReader) onMsg(m *nats.Msg) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopped {
+		return
+	}
+	if m.Reply == "" {
+		// A status: a pull request expired (408: pull again for what it
+		// did not deliver), or the consumer is gone.
+		switch status := m.Header.Get("Status"); status {
+		case "408":
+			n, _ := strconv.Atoi(m.Header.Get("Nats-Pending-Messages"))
+			r.requested -= n
+		case "100":
+			return
+		case "503":
+			// No responders: a consumer just made on another server of a
+			// cluster, whose interest in its pull requests has not
+			// reached this connection's server yet (a rebuild for verify
+			// failed so right after a NATS server came back). Pull again
+			// shortly, for a while.
+			r.requested -= r.batch
+			if r.noResponders.IsZero() {
+				r.noResponders = r.now()
+			} else if r.now().Sub(r.noResponders) > 5*time.Second {
+				r.finish(fmt.Errorf("read %s: no responders to its pull requests for 5s", r.stream))
+				return
+			}
+			r.after(20*time.Millisecond, func() {
+				r.mu.Lock()
+				defer r.mu.Unlock()
+				if !r.stopped {
+					r.repull()
+				}
+			})
+			return
+		default:
+			r.finish(fmt.Errorf("read %s: %s %s", r.stream, status, m.Header.Get("Description")))
+			return
+		}
+	} else {
+		sseq, d, ok := ackSequences(m.Reply)
+		if !ok || d != r.dseq+1 {
+			r.finish(fmt.Errorf("read %s: message lost after stream sequence %d (delivery %d, then %d)", r.stream, sseq, r.dseq, d))
+			return
+		}
+		r.dseq = d
+		r.got++
+		if sseq > r.last || !r.fn(m, sseq) || sseq == r.last {
+			r.finish(nil)
+			return
+		}
+	}
+	r.repull()
 }
 
 // ackSequences returns the stream and delivery sequences in the reply
