@@ -92,6 +92,10 @@ func TestMetricsAfterSession(t *testing.T) {
 	if v := metric(before, "rvpd_nats_connected"); v != 1 {
 		t.Errorf("rvpd_nats_connected %v, want 1", v)
 	}
+	// A fresh home server's first owner took it from nobody.
+	if v := metric(before, "rvpd_home_lease_takeovers_total"); v != 0 {
+		t.Errorf("rvpd_home_lease_takeovers_total %v at the first start, want 0", v)
+	}
 
 	preemptive := func(alias string) *testcluster.Client {
 		c := newClient(t, p.addr, alias)

@@ -291,7 +291,10 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 					if err != nil {
 						return err
 					}
-					if takeover {
+					if takeover && hasFacts(ctx, s.js, h) {
+						// A home server with no fact yet had nobody to
+						// take it over from: a cluster's first start is
+						// no takeover an operator is paged for.
 						homeMetrics.TakenOver(h)
 					}
 					homeMetrics.Owned(h, true)
@@ -397,4 +400,16 @@ func catchUpDirectory(ctx context.Context, js jetstream.JetStream, dir *projecti
 // as they are made), and stops following.
 func withDirectory(ctx context.Context, js jetstream.JetStream, dir *projections.Directory, log *slog.Logger, f func() error) error {
 	return projections.WhileFollowing(ctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter, Logger: log}, dir, f)
+}
+
+// hasFacts reports whether home's fact stream holds any fact (true when
+// that cannot be read: a takeover is then counted rather than missed).
+func hasFacts(ctx context.Context, js jetstream.JetStream, home string) bool {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, events.FactStream(home))
+	if err != nil {
+		return !errors.Is(err, jetstream.ErrStreamNotFound)
+	}
+	return st.CachedInfo().State.LastSeq > 0
 }

@@ -83,11 +83,20 @@ func TestBinaryServesAndStopsOnSignal(t *testing.T) {
 func TestBinaryRestartAfterKill(t *testing.T) {
 	bin := buildRvpd(t)
 	data := t.TempDir()
+	var ops string
 	start := func() (*osexec.Cmd, string, *syncBuffer) {
-		cmd, addr, _, errs := startDevBinary(t, bin, data, "-nats", "")
+		cmd, addr, out, errs := startDevBinary(t, bin, data, "-nats", "", "-ops", "127.0.0.1:0")
+		m, err := out.waitMatch(opsRE, 10*time.Second, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ops = "http://" + m[1]
 		return cmd, addr, errs
 	}
 	cmd, addr, _ := start()
+	if v := metric(scrape(t, ops), "rvpd_home_lease_takeovers_total"); v != 0 {
+		t.Errorf("rvpd_home_lease_takeovers_total %v at the first start, want 0", v)
+	}
 	alice := newClient(t, addr, "alice")
 	mustStatus(t, "login", alice.Login(14400), 200)
 	id := alice.LoginID
@@ -105,5 +114,10 @@ func TestBinaryRestartAfterKill(t *testing.T) {
 	}
 	if !strings.Contains(errs.String(), `msg="home server owned"`) {
 		t.Errorf("the restarted process does not say it owns home1:\n%s", errs.String())
+	}
+	// The process killed held home1 with facts in flight, perhaps: the
+	// restart took it over from that unclean stop, and counts it.
+	if v := metric(scrape(t, ops), "rvpd_home_lease_takeovers_total", "home="+demoHome); v != 1 {
+		t.Errorf("rvpd_home_lease_takeovers_total{home=%q} %v after the restart, want 1", demoHome, v)
 	}
 }
