@@ -54,8 +54,8 @@ func (f streamFlags) validate() error {
 	if f.leaseTTL < 0 || f.auditRetention < 0 {
 		errs = append(errs, fmt.Errorf("-home.lease-ttl %s, -audit.retention %s: durations cannot be negative", f.leaseTTL, f.auditRetention))
 	}
-	if f.requestMaxAge < projections.DefaultDuplicates || f.requestMaxBytes < 1<<20 {
-		errs = append(errs, fmt.Errorf("-requests.max-age %s, -requests.max-bytes %d: want at least %s (the deduplication window) and 1 MiB", f.requestMaxAge, f.requestMaxBytes, projections.DefaultDuplicates))
+	if f.requestMaxAge < projections.DefaultRequestDuplicates || f.requestMaxBytes < 1<<20 {
+		errs = append(errs, fmt.Errorf("-requests.max-age %s, -requests.max-bytes %d: want at least %s (their deduplication window) and 1 MiB", f.requestMaxAge, f.requestMaxBytes, projections.DefaultRequestDuplicates))
 	}
 	return errors.Join(errs...)
 }
