@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"hash/maphash"
 	"sync"
 	"time"
 )
@@ -89,17 +90,36 @@ type lockout struct {
 	pairs    map[[2]string]*failures
 	accounts map[string]*failures
 	addrs    map[string]*failures
-	known    map[[2]string]time.Time // account, address → last sign-in
+	// known holds the (account, address) pairs of successful sign-ins,
+	// one for nearly every user signed in: each by a 64-bit hash of the
+	// pair under a seed of this process (knownKey), with the Unix time
+	// of its last sign-in in seconds. 16 bytes a pair where the names
+	// and a time.Time took about 100, and the hash cannot be aimed at:
+	// two pairs share one with a chance of 2⁻⁶⁴, and an address taken
+	// for known by that only skips the account's and address's own
+	// counts, never the pair's.
+	known map[uint64]int64
+	seed  maphash.Seed
 }
 
 func newLockout(cfg LockoutConfig) *lockout {
 	return &lockout{cfg: cfg.withDefaults(), pairs: map[[2]string]*failures{}, accounts: map[string]*failures{},
-		addrs: map[string]*failures{}, known: map[[2]string]time.Time{}}
+		addrs: map[string]*failures{}, known: map[uint64]int64{}, seed: maphash.MakeSeed()}
+}
+
+// knownKey is the key of (account, addr) in known.
+func (l *lockout) knownKey(account, addr string) uint64 {
+	var h maphash.Hash
+	h.SetSeed(l.seed)
+	maphash.WriteComparable(&h, len(account)) // ("a", "bc") is not ("ab", "c")
+	h.WriteString(account)
+	h.WriteString(addr)
+	return h.Sum64()
 }
 
 func (l *lockout) isKnown(account, addr string, now time.Time) bool {
-	t, ok := l.known[[2]string{account, addr}]
-	return ok && now.Sub(t) < l.cfg.KnownFor
+	t, ok := l.known[l.knownKey(account, addr)]
+	return ok && now.Sub(time.Unix(t, 0)) < l.cfg.KnownFor
 }
 
 // wait returns how long account must wait before trying from addr again;
@@ -184,7 +204,7 @@ func (l *lockout) succeed(account, addr string, now time.Time) {
 	delete(l.pairs, [2]string{account, addr})
 	if len(l.known) >= maxLockoutEntries {
 		for k, t := range l.known {
-			if now.Sub(t) > l.cfg.KnownFor {
+			if now.Sub(time.Unix(t, 0)) > l.cfg.KnownFor {
 				delete(l.known, k)
 			}
 		}
@@ -192,5 +212,5 @@ func (l *lockout) succeed(account, addr string, now time.Time) {
 			clear(l.known)
 		}
 	}
-	l.known[[2]string{account, addr}] = now
+	l.known[l.knownKey(account, addr)] = now.Unix()
 }

@@ -71,6 +71,12 @@ func TestLockoutNotAgainstTheUser(t *testing.T) {
 	if w := l.wait("dave", "198.51.100.2", now); w != 0 {
 		t.Errorf("dave elsewhere waits %s", w)
 	}
+	// A known pair is the account and the address, not their letters
+	// run together.
+	l.succeed("car", "ol198.51.100.1", now)
+	if !l.isKnown("car", "ol198.51.100.1", now) || l.isKnown("ca", "rol198.51.100.1", now) || l.isKnown("caro", "l198.51.100.1", now) {
+		t.Error("a pair known is not told from pairs of the same letters")
+	}
 	// Known addresses are forgotten after KnownFor.
 	later := now.Add(31 * 24 * time.Hour)
 	l.fail("alice", "203.0.113.1", later)

@@ -30,7 +30,25 @@ type Options struct {
 	// Scratch is for a throwaway copy written at full speed (a rebuild
 	// to compare with): no write-ahead log, large memtables.
 	Scratch bool
+	// CacheSize is the size of Pebble's block cache, in bytes. Default
+	// DefaultCacheSize.
+	CacheSize int64
+	// MemTableSize is the size of each of Pebble's memtables, in bytes.
+	// Default DefaultMemTableSize.
+	MemTableSize int64
 }
+
+// Defaults of Options, written once: rvpd's flags read them. Both are
+// memory held outside the Go heap (Pebble allocates them through cgo) for
+// as long as the process runs, whatever the number of users. A home node
+// keeps the state it reads on every request in its own cache
+// (Home.Logins, Views, ACL ...), and the directory is in memory, so the
+// block cache serves their misses only; docs/performance.md ("Memory per
+// online user, fourth pass") has what smaller sizes cost in throughput.
+const (
+	DefaultCacheSize    = 8 << 20
+	DefaultMemTableSize = 4 << 20
+)
 
 // Open opens (creating if needed) the database in dir.
 func Open(dir string, o Options) (*DB, error) {
@@ -38,10 +56,16 @@ func Open(dir string, o Options) (*DB, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if o.CacheSize <= 0 {
+		o.CacheSize = DefaultCacheSize
+	}
+	if o.MemTableSize <= 0 {
+		o.MemTableSize = DefaultMemTableSize
+	}
 	popts := &pebble.Options{
 		FormatMajorVersion:          pebble.FormatNewest,
-		CacheSize:                   32 << 20,
-		MemTableSize:                8 << 20,
+		CacheSize:                   o.CacheSize,
+		MemTableSize:                uint64(o.MemTableSize),
 		MemTableStopWritesThreshold: 2,
 		MaxOpenFiles:                500,
 		Logger:                      pebbleLogger{log},

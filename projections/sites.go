@@ -76,7 +76,7 @@ func EnsureRequestStream(ctx context.Context, js jetstream.JetStream, home strin
 		MaxAge:      o.RequestMaxAge,
 		MaxBytes:    o.RequestMaxBytes,
 		Discard:     jetstream.DiscardOld,
-		Duplicates:  o.Duplicates,
+		Duplicates:  o.RequestDuplicates,
 	})
 }
 

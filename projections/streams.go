@@ -22,7 +22,23 @@ const (
 	// oldest go first, so an append never fails for room.
 	DefaultRequestMaxAge   = time.Hour
 	DefaultRequestMaxBytes = 1 << 30
-	DefaultDuplicates      = 2 * time.Minute
+	// DefaultDuplicates is the deduplication window of the directory
+	// and fact streams (little is written there with a message id).
+	DefaultDuplicates = 2 * time.Minute
+	// DefaultRequestDuplicates is the deduplication window of the
+	// requests and lookups streams. What it must cover is how late a
+	// second copy of a request can be stored: a gateway sends a request
+	// again with the same id (Append) only until the request's deadline,
+	// under -request.timeout, which rvpd holds below librvp's 30 s
+	// (rvp.ClientPatience); relays, forwards and handoffs likewise until
+	// the deadline of what they carry, and a handoff is taken once per
+	// move however late it comes (decideHandoff). A copy stored after the
+	// window is past its deadline and dropped by the home node (routeLate),
+	// unless its clock is more than the margin, 15 s, behind the gateway's.
+	// JetStream keeps every id of the window in memory (about 130 bytes
+	// each): at 3,000 requests a second the 2 minutes of before held
+	// 360,000 of them (docs/decisions.md).
+	DefaultRequestDuplicates = 45 * time.Second
 	// DefaultLeaseTTL is the TTL of the home-server ownership bucket: how
 	// long a dead owner's lease lasts before a standby takes over.
 	DefaultLeaseTTL = 10 * time.Second
@@ -33,7 +49,7 @@ type StreamOptions struct {
 	// Replicas of every stream: 1 for a single node, 3 for a site. Default 1.
 	Replicas int
 	// RequestMaxAge is how long request events (and lookups) are kept;
-	// at least the deduplication window. Default 1h.
+	// at least their deduplication window. Default 1h.
 	RequestMaxAge time.Duration
 	// RequestMaxBytes bounds the size of each of the requests and lookups
 	// streams; the oldest messages are dropped to make room. Default 1 GiB.
@@ -41,8 +57,12 @@ type StreamOptions struct {
 	// FactMaxAge is the audit retention of fact events; 0 keeps them
 	// forever. Default 0.
 	FactMaxAge time.Duration
-	// Duplicates is the deduplication window. Default 2m.
+	// Duplicates is the deduplication window of the directory and fact
+	// streams. Default DefaultDuplicates.
 	Duplicates time.Duration
+	// RequestDuplicates is the deduplication window of the requests and
+	// lookups streams. Default DefaultRequestDuplicates.
+	RequestDuplicates time.Duration
 	// Memory keeps the streams in memory (tests only).
 	Memory bool
 	// LeaseTTL is how long a home server's ownership lasts unrenewed: the
@@ -73,6 +93,9 @@ func (o StreamOptions) withDefaults() StreamOptions {
 	}
 	if o.Duplicates <= 0 {
 		o.Duplicates = DefaultDuplicates
+	}
+	if o.RequestDuplicates <= 0 {
+		o.RequestDuplicates = DefaultRequestDuplicates
 	}
 	if o.LeaseTTL <= 0 {
 		o.LeaseTTL = DefaultLeaseTTL
@@ -136,7 +159,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		MaxAge:      o.RequestMaxAge,
 		MaxBytes:    o.RequestMaxBytes,
 		Discard:     jetstream.DiscardOld,
-		Duplicates:  o.Duplicates,
+		Duplicates:  o.RequestDuplicates,
 	}, {
 		Name:        events.StreamDirectory,
 		Description: "RVP directory events written by administrators",
@@ -153,7 +176,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		MaxAge:      o.RequestMaxAge,
 		MaxBytes:    o.RequestMaxBytes,
 		Discard:     jetstream.DiscardOld,
-		Duplicates:  o.Duplicates,
+		Duplicates:  o.RequestDuplicates,
 	}}
 	for _, c := range o.siteLayout(cfgs) {
 		if err := o.ensure(ctx, js, c); err != nil {

@@ -111,7 +111,7 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	}
 	setup, cancelSetup := context.WithTimeout(ctx, setupTimeout)
 	defer cancelSetup()
-	p, err := openProcess(setup, log, embedded, f.streamOptions(), nil, f.data, true)
+	p, err := openProcess(setup, log, embedded, f.streamOptions(), nil, f.data, f.storeOptions(), true)
 	if err != nil {
 		return err
 	}

@@ -122,7 +122,7 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 		return nil
 	}
 	f.siteFlags.apply(&so)
-	p, err := openProcess(setup, log, clusterLink("rvpd-node-"+f.name, f.nats, f.natsCreds, log), so, prepare, f.data, f.migrateFacts)
+	p, err := openProcess(setup, log, clusterLink("rvpd-node-"+f.name, f.nats, f.natsCreds, log), so, prepare, f.data, f.storeOptions(), f.migrateFacts)
 	if err != nil {
 		return err
 	}

@@ -49,13 +49,14 @@ type process struct {
 type natsLink func() (nc *nats.Conn, fatal <-chan error, release func(), err error)
 
 // openProcess reaches NATS through link, ensures the streams with so
-// within ctx, and opens the projections' store in data. prepare, when
+// within ctx, and opens the projections' store in data with store's
+// settings. prepare, when
 // set, looks at the cluster before the streams are ensured, and may
 // refuse it or change so. With migrate, it first copies the facts of an
 // older version's single fact stream into one stream per home server
 // (however long that takes). On an error it closes what it opened.
 func openProcess(ctx context.Context, log *slog.Logger, link natsLink, so projections.StreamOptions,
-	prepare func(context.Context, jetstream.JetStream, *projections.StreamOptions) error, data string, migrate bool) (p *process, err error) {
+	prepare func(context.Context, jetstream.JetStream, *projections.StreamOptions) error, data string, store projections.Options, migrate bool) (p *process, err error) {
 	p = &process{log: log}
 	defer func() {
 		if err != nil {
@@ -92,7 +93,8 @@ func openProcess(ctx context.Context, log *slog.Logger, link natsLink, so projec
 	if err := os.MkdirAll(data, 0o750); err != nil {
 		return p, fmt.Errorf("create data directory: %w (choose another with -data)", err)
 	}
-	if p.db, err = projections.Open(filepath.Join(data, "pebble"), projections.Options{Logger: log}); err != nil {
+	store.Logger = log
+	if p.db, err = projections.Open(filepath.Join(data, "pebble"), store); err != nil {
 		return p, err
 	}
 	p.closers = append(p.closers, func() { p.db.Close() })

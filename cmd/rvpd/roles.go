@@ -54,8 +54,8 @@ func (f streamFlags) validate() error {
 	if f.leaseTTL < 0 || f.auditRetention < 0 {
 		errs = append(errs, fmt.Errorf("-home.lease-ttl %s, -audit.retention %s: durations cannot be negative", f.leaseTTL, f.auditRetention))
 	}
-	if f.requestMaxAge < projections.DefaultDuplicates || f.requestMaxBytes < 1<<20 {
-		errs = append(errs, fmt.Errorf("-requests.max-age %s, -requests.max-bytes %d: want at least %s (the deduplication window) and 1 MiB", f.requestMaxAge, f.requestMaxBytes, projections.DefaultDuplicates))
+	if f.requestMaxAge < projections.DefaultRequestDuplicates || f.requestMaxBytes < 1<<20 {
+		errs = append(errs, fmt.Errorf("-requests.max-age %s, -requests.max-bytes %d: want at least %s (their deduplication window) and 1 MiB", f.requestMaxAge, f.requestMaxBytes, projections.DefaultRequestDuplicates))
 	}
 	return errors.Join(errs...)
 }
@@ -78,6 +78,13 @@ type roleFlags struct {
 	auditBodies         bool
 	ops                 string
 	pprof               string
+	pebbleCache         int64
+	pebbleMemTable      int64
+}
+
+// storeOptions are the settings of the Pebble store these flags give.
+func (f roleFlags) storeOptions() projections.Options {
+	return projections.Options{CacheSize: f.pebbleCache, MemTableSize: f.pebbleMemTable}
 }
 
 // homePolicy is the home nodes' policy these flags give.
@@ -117,6 +124,8 @@ func (f *roleFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.peers, "federation.peers", "", "federation peer table: host=host:port,... (an IM host or domain of another organisation and its router's address)")
 	fs.StringVar(&f.dns, "federation.dns", "", `find other organisations by DNS SRV _rvp._tcp.<domain>: "system", or a DNS server host:port ("" off)`)
 	fs.StringVar(&f.ops, "ops", "", `address of the operations listener: /metrics (Prometheus), /healthz, /readyz and the operator console, e.g. 127.0.0.1:9090 ("" for none)`)
+	fs.Int64Var(&f.pebbleCache, "pebble.cache-bytes", projections.DefaultCacheSize, "size of the Pebble store's block cache (memory outside the Go heap)")
+	fs.Int64Var(&f.pebbleMemTable, "pebble.memtable-bytes", projections.DefaultMemTableSize, "size of each of the Pebble store's memtables (memory outside the Go heap; up to two are held)")
 	fs.StringVar(&f.pprof, "pprof", "", `address to serve Go's profiles on (net/http/pprof), e.g. 127.0.0.1:6060 ("" for none)`)
 	fs.StringVar(&f.federationAllow, "federation.allow", "", "address ranges other than public ones that another organisation's server found by DNS may have (a partner over a VPN): 10.1.0.0/16,... (peers in -federation.peers are trusted as given)")
 	fs.StringVar(&f.proxy, "federation.proxy", "", "outbound HTTP proxy for requests to other organisations, http://host:port (it finds their hosts: the peer table and DNS discovery are then unused)")
@@ -162,6 +171,9 @@ func (f roleFlags) validate() error {
 	if f.lockout.Free < 1 || f.lockout.BaseDelay <= 0 || f.lockout.MaxDelay < f.lockout.BaseDelay {
 		errs = append(errs, fmt.Errorf("-lockout.free %d, -lockout.delay %s, -lockout.max-delay %s: want at least 1 free failure, a first wait above 0 and a longest wait at least as long",
 			f.lockout.Free, f.lockout.BaseDelay, f.lockout.MaxDelay))
+	}
+	if f.pebbleCache < 1<<20 || f.pebbleMemTable < 1<<20 || f.pebbleMemTable >= 4<<30 {
+		errs = append(errs, fmt.Errorf("-pebble.cache-bytes %d, -pebble.memtable-bytes %d: want at least 1 MiB each, and a memtable under 4 GiB", f.pebbleCache, f.pebbleMemTable))
 	}
 	return errors.Join(errs...)
 }
