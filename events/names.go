@@ -42,6 +42,11 @@ const (
 	DirectoryRoot = "rvp.dir"
 	LookupRoot    = "rvp.lookup"
 	ReplyRoot     = "rvp.reply"
+	// SignInSubject carries what each gateway tells the others of its
+	// sign-ins (core NATS, not stored): failures, and successes that
+	// change the throttling of failed sign-ins, so that it holds across
+	// every gateway of the cluster and its sites.
+	SignInSubject = "rvp.signin"
 )
 
 // Message headers.

@@ -4,12 +4,16 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
@@ -79,6 +83,10 @@ type Credentials struct {
 
 	mu    sync.Mutex
 	cache map[[32]byte]cachedVerifiers // by hash of the sealed bytes
+
+	// share, once ShareLockout was called, tells the other gateways of
+	// a sign-in; nil before.
+	share atomic.Pointer[func(signIn)]
 }
 
 // cachedVerifiers is what the gateway keeps of a user's opened
@@ -199,6 +207,7 @@ func ntDomain(d *projections.Domain) string {
 func (c *Credentials) refuse(ar AuthRequest, account, scheme, reason string) Outcome {
 	now := c.cfg.Now()
 	c.lockout.fail(account, ar.Client, now)
+	c.tell(signIn{Account: account, Addr: ar.Client, At: now.UnixMilli()})
 	c.log.Info("authentication failed", "user", account, "client", ar.Client, "scheme", scheme, "reason", reason)
 	if out, ok := c.throttled(ar, account); ok {
 		return out
@@ -222,7 +231,57 @@ func (c *Credentials) throttled(ar AuthRequest, account string) (Outcome, bool) 
 
 // succeed records a sign-in.
 func (c *Credentials) succeed(ar AuthRequest, account string) {
-	c.lockout.succeed(account, ar.Client, c.cfg.Now())
+	now := c.cfg.Now()
+	if c.lockout.succeed(account, ar.Client, now) {
+		c.tell(signIn{Account: account, Addr: ar.Client, OK: true, At: now.UnixMilli()})
+	}
+}
+
+// tell tells the other gateways of a sign-in, once the lockout is shared.
+func (c *Credentials) tell(s signIn) {
+	if share := c.share.Load(); share != nil {
+		(*share)(s)
+	}
+}
+
+// ShareLockout shares the throttling of failed sign-ins with every other
+// gateway that shares it on nc's cluster (and its sites, over their leaf
+// connections): this gateway tells them of its failures and of the
+// successes that change the throttling, and applies theirs, so that
+// guesses spread over gateways count as if they came to one. gateway
+// names this one, whose own notes it skips. stop ends the sharing.
+// Notes go on core NATS, unstored: one lost on the way (a link down)
+// makes the others throttle a little later, no more.
+func (c *Credentials) ShareLockout(nc *nats.Conn, gateway string) (stop func(), err error) {
+	sub, err := nc.Subscribe(events.SignInSubject, func(m *nats.Msg) {
+		var s signIn
+		if err := json.Unmarshal(m.Data, &s); err != nil || s.Account == "" || s.Addr == "" {
+			c.log.Warn("sign-in note from another gateway not understood; dropped", "err", err)
+			return
+		}
+		if s.Gateway == gateway {
+			return
+		}
+		c.lockout.apply(s, c.cfg.Now())
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gateway %s: share the sign-in throttling: %w", gateway, err)
+	}
+	share := func(s signIn) {
+		s.Gateway = gateway
+		data, err := json.Marshal(s)
+		if err == nil {
+			err = nc.Publish(events.SignInSubject, data)
+		}
+		if err != nil {
+			c.log.Warn("sign-in not told to the other gateways", "user", s.Account, "client", s.Addr, "err", err)
+		}
+	}
+	c.share.Store(&share)
+	return func() {
+		c.share.Store(nil)
+		sub.Unsubscribe()
+	}, nil
 }
 
 // lookup maps a user name as a client gave it (alias, alias@domain,

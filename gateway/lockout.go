@@ -26,7 +26,12 @@ import (
 //     forgotten only when they have been quiet for Forget, so an attacker
 //     gains nothing from the real user's sign-ins.
 //
-// The state is per gateway process and bounded.
+// The state is kept by each gateway process, bounded, and shared with
+// the others (Credentials.ShareLockout): each failure, and each success
+// that clears a pair's failures or makes an address known (again, at
+// most once a day), is told to every gateway of the cluster and of its
+// sites, so that spreading guesses over gateways gains nothing. A
+// gateway that starts knows only what it hears from then on.
 
 // LockoutConfig configures the throttling of failed sign-ins.
 type LockoutConfig struct {
@@ -164,7 +169,11 @@ func (l *lockout) count(f *failures, free int, now time.Time) {
 		if over < 32 && l.cfg.BaseDelay<<(over-1) < d {
 			d = l.cfg.BaseDelay << (over - 1)
 		}
-		f.until = now.Add(d)
+		// Never sooner than a wait already set: another gateway's note
+		// may come late, with an older time.
+		if until := now.Add(d); until.After(f.until) {
+			f.until = until
+		}
 	}
 }
 
@@ -196,12 +205,23 @@ func entry[K comparable](m map[K]*failures, k K, now time.Time) *failures {
 	return f
 }
 
+// knownRefresh is how old a known pair's last sign-in may be before a
+// sign-in of it is told to the other gateways again (their KnownFor
+// counts from what they heard).
+const knownRefresh = 24 * time.Hour
+
 // succeed records a sign-in of account from addr: the pair's failures are
-// cleared and the address becomes known for the account.
-func (l *lockout) succeed(account, addr string, now time.Time) {
+// cleared and the address becomes known for the account. It reports
+// whether that changed what the other gateways know: the pair had
+// failures, or was not known, or not since knownRefresh.
+func (l *lockout) succeed(account, addr string, now time.Time) (changed bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	delete(l.pairs, [2]string{account, addr})
+	pair := [2]string{account, addr}
+	_, failed := l.pairs[pair]
+	t, known := l.known[l.knownKey(account, addr)]
+	changed = failed || !known || now.Sub(time.Unix(t, 0)) > knownRefresh
+	delete(l.pairs, pair)
 	if len(l.known) >= maxLockoutEntries {
 		for k, t := range l.known {
 			if now.Sub(time.Unix(t, 0)) > l.cfg.KnownFor {
@@ -213,4 +233,32 @@ func (l *lockout) succeed(account, addr string, now time.Time) {
 		}
 	}
 	l.known[l.knownKey(account, addr)] = now.Unix()
+	return changed
+}
+
+// signIn is what a gateway tells the others of one sign-in
+// (events.SignInSubject): a failure, or a success that changed the
+// lockout (lockout.succeed).
+type signIn struct {
+	Gateway string `json:"gw"`
+	Account string `json:"account"`
+	Addr    string `json:"addr"`
+	OK      bool   `json:"ok,omitempty"`
+	// At is when it happened, in Unix milliseconds: a note heard late
+	// counts from then, not from its arrival.
+	At int64 `json:"at"`
+}
+
+// apply takes another gateway's sign-in as if it had happened here. A
+// note from the future (another clock) counts from now.
+func (l *lockout) apply(s signIn, now time.Time) {
+	at := time.UnixMilli(s.At)
+	if at.After(now) {
+		at = now
+	}
+	if s.OK {
+		l.succeed(s.Account, s.Addr, at)
+		return
+	}
+	l.fail(s.Account, s.Addr, at)
 }

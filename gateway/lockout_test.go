@@ -100,3 +100,69 @@ func TestLockoutBounded(t *testing.T) {
 		t.Error("the flooding address is not slowed")
 	}
 }
+
+// TestLockoutShared: another gateway's notes count as this one's own
+// sign-ins: its failures throttle the pair here, its success clears it,
+// and a note that comes late never shortens a wait already set.
+func TestLockoutShared(t *testing.T) {
+	cfg := LockoutConfig{Free: 3, BaseDelay: time.Second, MaxDelay: time.Hour}
+	gw1, gw2 := newLockout(cfg), newLockout(cfg)
+	now := time.Unix(1_000_000, 0)
+	tell := func(s signIn) { gw2.apply(s, now) }
+	for range 4 {
+		gw1.fail("alice", "10.0.0.1", now)
+		tell(signIn{Account: "alice", Addr: "10.0.0.1", At: now.UnixMilli()})
+	}
+	if w := gw2.wait("alice", "10.0.0.1", now); w != time.Second {
+		t.Fatalf("gw2 after gw1's 4 failures (3 free): wait %s, want 1s", w)
+	}
+	// A note from a second ago (late on the way) counts from then, and
+	// does not undo the wait the later ones set.
+	tell(signIn{Account: "alice", Addr: "10.0.0.1", At: now.Add(-time.Second).UnixMilli()})
+	if w := gw2.wait("alice", "10.0.0.1", now); w != time.Second {
+		t.Fatalf("after a late fifth failure: wait %s, want 1s (2s from a second ago)", w)
+	}
+	// A note from a clock ahead counts from now.
+	tell(signIn{Account: "alice", Addr: "10.0.0.1", At: now.Add(time.Hour).UnixMilli()})
+	if w := gw2.wait("alice", "10.0.0.1", now); w != 4*time.Second {
+		t.Fatalf("after a sixth failure dated an hour ahead: wait %s, want 4s", w)
+	}
+	// alice signs in at gw1 later: her pair is cleared at gw2 too.
+	now = now.Add(time.Minute)
+	if !gw1.succeed("alice", "10.0.0.1", now) {
+		t.Fatal("a sign-in that cleared failures is not told")
+	}
+	tell(signIn{Account: "alice", Addr: "10.0.0.1", OK: true, At: now.UnixMilli()})
+	gw2.fail("alice", "10.0.0.1", now)
+	if w := gw2.wait("alice", "10.0.0.1", now); w != 0 {
+		t.Fatalf("gw2 after alice's sign-in at gw1 and one failure: wait %s, want none", w)
+	}
+}
+
+// TestLockoutSucceedTells: a sign-in is told to the other gateways only
+// when it changes what they know: the first from an address, one that
+// clears failures, and one a day after the last told.
+func TestLockoutSucceedTells(t *testing.T) {
+	l := newLockout(LockoutConfig{})
+	now := time.Unix(1_000_000, 0)
+	for _, step := range []struct {
+		name string
+		do   func()
+		want bool
+	}{
+		{"first sign-in from the address", func() {}, true},
+		{"the next, a minute later", func() { now = now.Add(time.Minute) }, false},
+		{"after a failure", func() { l.fail("alice", "10.0.0.1", now) }, true},
+		{"from another address", func() {}, true},
+		{"a day and a second after the last told", func() { now = now.Add(knownRefresh + time.Second) }, true},
+	} {
+		step.do()
+		addr := "10.0.0.1"
+		if step.name == "from another address" {
+			addr = "10.0.0.2"
+		}
+		if got := l.succeed("alice", addr, now); got != step.want {
+			t.Errorf("%s: told %v, want %v", step.name, got, step.want)
+		}
+	}
+}

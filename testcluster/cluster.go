@@ -597,6 +597,10 @@ func (c *Cluster) startGateway(name string, ln net.Listener) *Role {
 	if err != nil {
 		c.t.Fatal(err)
 	}
+	unshare, err := auth.ShareLockout(nc, name)
+	if err != nil {
+		c.t.Fatal(err)
+	}
 	gw, err := gateway.New(gateway.Config{ID: name, JetStream: js, Conn: nc, Directory: dir, Auth: auth, Senders: c.opts.Senders,
 		Site: c.SiteName(), Sites: c.lostSites(), RequestTimeout: c.opts.RequestTimeout, Logger: quiet().With("gateway", name)})
 	if err != nil {
@@ -607,6 +611,7 @@ func (c *Cluster) startGateway(name string, ln net.Listener) *Role {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		gw.Shutdown(ctx)
+		unshare()
 	}
 	go func() { r.done <- gw.Serve(ln) }()
 	c.t.Cleanup(func() {

@@ -326,15 +326,22 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 		actors = append(actors, router.Run)
 	}
 	var gw *gateway.Gateway
+	unshare := func() {}
 	if s.listener != nil {
 		var auth gateway.Authenticator = gateway.NoAuth{}
 		if s.flags.auth != "none" {
-			if auth, err = gateway.NewCredentials(gateway.CredentialsConfig{
+			creds, err := gateway.NewCredentials(gateway.CredentialsConfig{
 				Profile: s.flags.auth, AllowBasic: s.flags.allowBasic, NoNTLMv1: !s.flags.ntlmv1, Lockout: s.flags.lockout,
 				Keyring: s.keyring, Directory: s.dir, Logger: s.log.With("component", "auth"),
-			}); err != nil {
+			})
+			if err != nil {
 				return err
 			}
+			// Failed sign-ins are throttled across every gateway.
+			if unshare, err = creds.ShareLockout(s.nc, s.gatewayID); err != nil {
+				return err
+			}
+			auth = creds
 		}
 		if gw, err = gateway.New(gateway.Config{
 			ID: s.gatewayID, JetStream: s.js, Conn: s.nc, Directory: s.dir, DevDomain: s.devDomain, Auth: auth,
@@ -366,6 +373,7 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 			sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 			defer cancel()
 			gw.Shutdown(sctx)
+			unshare()
 		})
 	}
 	return nil
