@@ -49,7 +49,7 @@ func NewKeyring(key []byte) (*Keyring, error) {
 		return nil, err
 	}
 	k := &Keyring{aead: aead, macs: map[string][]byte{}}
-	for _, purpose := range []string{"digest-nonce", "admin-nonce", "demo-password", "key-check"} {
+	for _, purpose := range []string{"digest-nonce", "admin-nonce", "demo-password", "key-check", "console-session"} {
 		if k.macs[purpose], err = hkdf.Key(sha256.New, key, nil, "rvpd mac "+purpose+" v1", 32); err != nil {
 			return nil, err
 		}
@@ -108,7 +108,8 @@ func (k *Keyring) Open(sealed, ad []byte) ([]byte, error) {
 }
 
 // MAC returns an HMAC-SHA256 of data under the key derived for purpose
-// ("digest-nonce", "admin-nonce", "demo-password" or "key-check").
+// ("digest-nonce", "admin-nonce", "demo-password", "key-check" or
+// "console-session").
 func (k *Keyring) MAC(purpose string, data []byte) []byte {
 	key, ok := k.macs[purpose]
 	if !ok {

@@ -53,7 +53,12 @@ type console struct {
 	// gatherWait is how long the nodes' metrics reports are waited for.
 	gatherWait time.Duration
 
-	key     []byte // signs sessions; a process's own, so they end with it
+	// key signs sessions when there is no keyring (tests); with one,
+	// sessions are signed under the cluster key, so that any process's
+	// console takes them: a load balancer in front of several ops
+	// listeners needs no stickiness, and a restart ends no session. A
+	// new cluster key, or the administrator's new password, ends them.
+	key     []byte
 	pages   map[string]*template.Template
 	checks  chan struct{} // bounds the password checks at once (each costs PBKDF2)
 	signIns *prometheus.CounterVec
@@ -167,9 +172,13 @@ func (c *console) signedIn(h func(http.ResponseWriter, *http.Request, *projectio
 // sessionMAC signs a session of administrator adm until expiry, bound to
 // its sealed verifier: a new password (or its removal) ends the session.
 func (c *console) sessionMAC(adm *projections.Administrator, expiry int64) []byte {
-	m := hmac.New(sha256.New, c.key)
 	sum := sha256.Sum256(adm.Verifiers)
-	fmt.Fprintf(m, "%s\n%d\n%x", adm.Name, expiry, sum)
+	data := fmt.Appendf(nil, "%s\n%d\n%x", adm.Name, expiry, sum)
+	if c.keyring != nil {
+		return c.keyring.MAC("console-session", data)
+	}
+	m := hmac.New(sha256.New, c.key)
+	m.Write(data)
 	return m.Sum(nil)
 }
 

@@ -295,3 +295,43 @@ func TestConsoleDomainAdmin(t *testing.T) {
 		t.Errorf("the session after a new password: %d, want 303 to sign in again", r.StatusCode)
 	}
 }
+
+// TestConsoleSessionAnyProcess: a console session signed in at one
+// process is taken by another process of the cluster (signed under the
+// cluster key), so a load balancer in front of several ops listeners
+// needs no stickiness (TestConsoleRefusedWithoutCredentials: an altered
+// one is taken by none).
+func TestConsoleSessionAnyProcess(t *testing.T) {
+	data := t.TempDir()
+	dev, ops := startDevOps(t, "-data", data)
+	resp, err := noRedirect.PostForm(ops+"/console/login", url.Values{"name": {"admin"}, "password": {testPassword}, "next": {"/console/"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || len(resp.Cookies()) != 1 {
+		t.Fatalf("sign-in at rvpd dev's console: %d, cookies %v", resp.StatusCode, resp.Cookies())
+	}
+	session := resp.Cookies()[0]
+
+	_, node := startNode(t, "-name", "ops2", "-nats", dev.natsURL, "-data", t.TempDir(),
+		"-cluster-key-file", filepath.Join(data, "cluster.key"), "-gateway", "127.0.0.1:0", "-ops", "127.0.0.1:0")
+	m, err := node.stdout.waitMatch(opsRE, 10*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops2 := "http://" + m[1]
+	overview := func(ck *http.Cookie) int {
+		req, _ := http.NewRequest("GET", ops2+"/console/", nil)
+		req.AddCookie(ck)
+		r, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		return r.StatusCode
+	}
+	if code := overview(session); code != http.StatusOK {
+		t.Errorf("the session of rvpd dev's console at the second process's: %d, want 200", code)
+	}
+}
