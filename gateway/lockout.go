@@ -85,8 +85,13 @@ type failures struct {
 	until time.Time
 }
 
-// maxLockoutEntries bounds each of the lockout's maps.
+// maxLockoutEntries bounds each of the lockout's maps of failures.
 const maxLockoutEntries = 100_000
+
+// maxKnown bounds the known pairs: those of every gateway of the cluster
+// (16 bytes each, about 40 with the map's own), made by sign-ins that
+// succeeded only.
+const maxKnown = 1_000_000
 
 type lockout struct {
 	cfg LockoutConfig
@@ -103,13 +108,14 @@ type lockout struct {
 	// two pairs share one with a chance of 2⁻⁶⁴, and an address taken
 	// for known by that only skips the account's and address's own
 	// counts, never the pair's.
-	known map[uint64]int64
-	seed  maphash.Seed
+	known    map[uint64]int64
+	maxKnown int // maxKnown; tests lower it
+	seed     maphash.Seed
 }
 
 func newLockout(cfg LockoutConfig) *lockout {
 	return &lockout{cfg: cfg.withDefaults(), pairs: map[[2]string]*failures{}, accounts: map[string]*failures{},
-		addrs: map[string]*failures{}, known: map[uint64]int64{}, seed: maphash.MakeSeed()}
+		addrs: map[string]*failures{}, known: map[uint64]int64{}, maxKnown: maxKnown, seed: maphash.MakeSeed()}
 }
 
 // knownKey is the key of (account, addr) in known.
@@ -147,15 +153,26 @@ func waitOf(f *failures, now time.Time) time.Duration {
 }
 
 // fail records a failed sign-in of account from addr.
-func (l *lockout) fail(account, addr string, now time.Time) {
+//
+// It reports whether the other gateways are to be told: not when the
+// account was already waiting at that address (a client that goes on
+// failing while throttled, with malformed credentials say, which are
+// refused before the wait is looked at), so that one connection cannot
+// make every gateway of the cluster handle a note a request.
+func (l *lockout) fail(account, addr string, now time.Time) (tell bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.count(entry(l.pairs, [2]string{account, addr}, now), l.cfg.Free, now)
-	if l.isKnown(account, addr, now) {
-		return
+	known := l.isKnown(account, addr, now)
+	waiting := waitOf(l.pairs[[2]string{account, addr}], now) > 0
+	if !known {
+		waiting = waiting || waitOf(l.accounts[account], now) > 0 || waitOf(l.addrs[addr], now) > 0
 	}
-	l.count(entry(l.accounts, account, now), 4*l.cfg.Free, now)
-	l.count(entry(l.addrs, addr, now), 10*l.cfg.Free, now)
+	l.count(entry(l.pairs, [2]string{account, addr}, now), l.cfg.Free, now)
+	if !known {
+		l.count(entry(l.accounts, account, now), 4*l.cfg.Free, now)
+		l.count(entry(l.addrs, addr, now), 10*l.cfg.Free, now)
+	}
+	return !waiting
 }
 
 func (l *lockout) count(f *failures, free int, now time.Time) {
@@ -163,7 +180,9 @@ func (l *lockout) count(f *failures, free int, now time.Time) {
 		f.n = 0
 	}
 	f.n++
-	f.last = now
+	if now.After(f.last) {
+		f.last = now
+	}
 	if over := f.n - free; over > 0 {
 		d := l.cfg.MaxDelay
 		if over < 32 && l.cfg.BaseDelay<<(over-1) < d {
@@ -214,26 +233,53 @@ const knownRefresh = 24 * time.Hour
 // cleared and the address becomes known for the account. It reports
 // whether that changed what the other gateways know: the pair had
 // failures, or was not known, or not since knownRefresh.
+//
+// A pair's time in known is that of the last sign-in told, not of the
+// last sign-in: so a user who signs in every hour at one gateway is told
+// to the others once a day, and stays known everywhere; here she stays
+// known for KnownFor from at most a day ago.
 func (l *lockout) succeed(account, addr string, now time.Time) (changed bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	pair := [2]string{account, addr}
-	_, failed := l.pairs[pair]
-	t, known := l.known[l.knownKey(account, addr)]
+	f, failed := l.pairs[pair]
+	if failed && f.last.After(now) {
+		// A note of a success from before the pair's last failure (it
+		// came late): that failure stands.
+		return false
+	}
+	key := l.knownKey(account, addr)
+	t, known := l.known[key]
 	changed = failed || !known || now.Sub(time.Unix(t, 0)) > knownRefresh
 	delete(l.pairs, pair)
-	if len(l.known) >= maxLockoutEntries {
+	if !changed {
+		return false
+	}
+	if len(l.known) >= l.maxKnown {
 		for k, t := range l.known {
 			if now.Sub(time.Unix(t, 0)) > l.cfg.KnownFor {
 				delete(l.known, k)
 			}
 		}
-		if len(l.known) >= maxLockoutEntries {
-			clear(l.known)
+		// Still nearly full: forget the pairs told longest ago, halving
+		// the age kept until a quarter is free, rather than all at once
+		// (every gateway holds every gateway's pairs: all would forget
+		// every user together).
+		for age := l.cfg.KnownFor / 2; len(l.known) >= l.maxKnown*3/4 && age >= time.Second; age /= 2 {
+			for k, t := range l.known {
+				if now.Sub(time.Unix(t, 0)) > age {
+					delete(l.known, k)
+				}
+			}
+		}
+		if len(l.known) >= l.maxKnown {
+			clear(l.known) // all told in the last second: a flood
 		}
 	}
-	l.known[l.knownKey(account, addr)] = now.Unix()
-	return changed
+	if now.Unix() > t {
+		l.known[key] = now.Unix()
+	}
+	return true
 }
 
 // signIn is what a gateway tells the others of one sign-in
@@ -249,12 +295,21 @@ type signIn struct {
 	At int64 `json:"at"`
 }
 
-// apply takes another gateway's sign-in as if it had happened here. A
-// note from the future (another clock) counts from now.
+// noteSkew bounds how far from this gateway's clock a note's time is
+// taken: core NATS delivers in milliseconds, so a time further off is
+// another clock's, and a note from far back would count nothing (a wait
+// over already, a count forgotten) where it should count now.
+const noteSkew = 2 * time.Second
+
+// apply takes another gateway's sign-in as if it had happened here, at
+// the note's time kept within noteSkew of now.
 func (l *lockout) apply(s signIn, now time.Time) {
 	at := time.UnixMilli(s.At)
 	if at.After(now) {
 		at = now
+	}
+	if at.Before(now.Add(-noteSkew)) {
+		at = now.Add(-noteSkew)
 	}
 	if s.OK {
 		l.succeed(s.Account, s.Addr, at)

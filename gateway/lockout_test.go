@@ -116,16 +116,29 @@ func TestLockoutShared(t *testing.T) {
 	if w := gw2.wait("alice", "10.0.0.1", now); w != time.Second {
 		t.Fatalf("gw2 after gw1's 4 failures (3 free): wait %s, want 1s", w)
 	}
-	// A note from a second ago (late on the way) counts from then, and
-	// does not undo the wait the later ones set.
-	tell(signIn{Account: "alice", Addr: "10.0.0.1", At: now.Add(-time.Second).UnixMilli()})
+	// A note from 3 s ago (another clock) counts from 2 s ago at most
+	// (noteSkew), and does not undo the wait the later ones set: 2 s
+	// from 2 s ago would be none.
+	tell(signIn{Account: "alice", Addr: "10.0.0.1", At: now.Add(-3 * time.Second).UnixMilli()})
 	if w := gw2.wait("alice", "10.0.0.1", now); w != time.Second {
-		t.Fatalf("after a late fifth failure: wait %s, want 1s (2s from a second ago)", w)
+		t.Fatalf("after a late fifth failure: wait %s, want 1s still", w)
 	}
 	// A note from a clock ahead counts from now.
 	tell(signIn{Account: "alice", Addr: "10.0.0.1", At: now.Add(time.Hour).UnixMilli()})
 	if w := gw2.wait("alice", "10.0.0.1", now); w != 4*time.Second {
 		t.Fatalf("after a sixth failure dated an hour ahead: wait %s, want 4s", w)
+	}
+	// A note of a success from before the last failure (late) clears
+	// nothing.
+	tell(signIn{Account: "alice", Addr: "10.0.0.1", OK: true, At: now.Add(-time.Second).UnixMilli()})
+	if w := gw2.wait("alice", "10.0.0.1", now); w != 4*time.Second {
+		t.Fatalf("after a late note of an earlier success: wait %s, want 4s still", w)
+	}
+	// A note from a day ago (a clock a day behind) counts now, not as
+	// a failure long forgotten.
+	tell(signIn{Account: "alice", Addr: "10.0.0.1", At: now.Add(-25 * time.Hour).UnixMilli()})
+	if w := gw2.wait("alice", "10.0.0.1", now); w != 6*time.Second {
+		t.Fatalf("after a seventh failure dated a day back: wait %s, want 6s (8s from 2s ago)", w)
 	}
 	// alice signs in at gw1 later: her pair is cleared at gw2 too.
 	now = now.Add(time.Minute)
@@ -155,6 +168,15 @@ func TestLockoutSucceedTells(t *testing.T) {
 		{"after a failure", func() { l.fail("alice", "10.0.0.1", now) }, true},
 		{"from another address", func() {}, true},
 		{"a day and a second after the last told", func() { now = now.Add(knownRefresh + time.Second) }, true},
+		{"signing in every hour for a day", func() {
+			for range 23 {
+				now = now.Add(time.Hour)
+				if l.succeed("alice", "10.0.0.1", now) {
+					t.Fatal("an hourly sign-in told within a day of the last told")
+				}
+			}
+			now = now.Add(time.Hour + time.Second)
+		}, true},
 	} {
 		step.do()
 		addr := "10.0.0.1"
@@ -164,5 +186,47 @@ func TestLockoutSucceedTells(t *testing.T) {
 		if got := l.succeed("alice", addr, now); got != step.want {
 			t.Errorf("%s: told %v, want %v", step.name, got, step.want)
 		}
+	}
+}
+
+// TestLockoutFailTells: a failure is told to the other gateways unless
+// the account already waits at that address, so that a client going on
+// failing while throttled costs the others nothing.
+func TestLockoutFailTells(t *testing.T) {
+	l := newLockout(LockoutConfig{Free: 2, BaseDelay: time.Minute, MaxDelay: time.Hour})
+	now := time.Unix(1_000_000, 0)
+	var told []bool
+	for range 5 {
+		told = append(told, l.fail("alice", "10.0.0.1", now))
+	}
+	// The third failure makes the pair wait; the fourth and fifth come
+	// while it waits.
+	if fmt.Sprint(told) != "[true true true false false]" {
+		t.Fatalf("told %v", told)
+	}
+	if !l.fail("alice", "10.0.0.1", now.Add(time.Hour)) {
+		t.Error("a failure after the wait is not told")
+	}
+}
+
+// TestLockoutKnownBounded: past the bound, the pairs told longest ago
+// are forgotten first, not every pair at once.
+func TestLockoutKnownBounded(t *testing.T) {
+	l := newLockout(LockoutConfig{})
+	l.maxKnown = 100
+	now := time.Unix(1_000_000, 0)
+	for i := range 100 {
+		l.succeed(fmt.Sprint("u", i), "10.0.0.1", now)
+		now = now.Add(time.Hour)
+	}
+	l.succeed("newcomer", "10.0.0.1", now)
+	if n := len(l.known); n > 75 || n < 40 {
+		t.Fatalf("%d pairs known after the bound was reached, want about 75 or fewer, not all forgotten", n)
+	}
+	if !l.isKnown("u99", "10.0.0.1", now) || !l.isKnown("newcomer", "10.0.0.1", now) {
+		t.Error("the pairs told last were forgotten")
+	}
+	if l.isKnown("u0", "10.0.0.1", now) {
+		t.Error("the pair told first (100 hours ago) is still known")
 	}
 }

@@ -64,7 +64,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		owned: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rvpd_home_lease_owned",
 			Help: "1 while this process owns the home server (holds its lease), 0 while it waits as a standby."}, home),
 		takeovers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rvpd_home_lease_takeovers_total",
-			Help: "Times this process took a home server over from another node (or from its own unclean stop); a home server's first owner, with no fact yet, is not counted."}, home),
+			Help: "Times this process took a home server over from another node (or from its own unclean stop); a home server's first owner, with no fact yet, is not counted (nor a takeover from an owner that died before its first fact)."}, home),
 		homes: map[string]*homeMetrics{},
 	}
 	reg.MustRegister(m.decisions, m.facts, m.latency, m.inFlight, m.pending, m.online, m.subs, m.notifies, m.notifyTime, m.owned, m.takeovers)

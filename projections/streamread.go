@@ -101,7 +101,8 @@ type streamReader struct {
 	requested int
 	got       int
 	dseq      uint64
-	// noResponders is when a pull request was first answered 503.
+	// noResponders is when a pull request was first answered 503 since
+	// the last message came.
 	noResponders time.Time
 }
 
@@ -186,6 +187,7 @@ func (r *streamReader) onMsg(m *nats.Msg) {
 		}
 		r.dseq = d
 		r.got++
+		r.noResponders = time.Time{} // answered: the 5 s count again from the next 503
 		if sseq > r.last || !r.fn(m, sseq) || sseq == r.last {
 			r.finish(nil)
 			return

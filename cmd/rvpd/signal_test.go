@@ -94,7 +94,7 @@ func TestBinaryRestartAfterKill(t *testing.T) {
 		return cmd, addr, errs
 	}
 	cmd, addr, _ := start()
-	if v := metric(scrape(t, ops), "rvpd_home_lease_takeovers_total"); v != 0 {
+	if v := metric(ownedScrape(t, ops), "rvpd_home_lease_takeovers_total"); v != 0 {
 		t.Errorf("rvpd_home_lease_takeovers_total %v at the first start, want 0", v)
 	}
 	alice := newClient(t, addr, "alice")
