@@ -3,6 +3,7 @@ package homenode
 import (
 	"context"
 	"math/rand/v2"
+	"reflect"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/rvp"
 )
 
 // storedOnce checks that the home server's stream holds no fact twice:
@@ -146,4 +148,33 @@ func TestResendPresenceWhileDeciding(t *testing.T) {
 		send(60+round*40, 100+round*40)
 	}
 	h.verify()
+}
+
+// TestRecentKeepsAnswers: the answers recent keeps, encoded, come back as
+// they were given; a delivery once finished stays finished; the oldest
+// ids go when the ring is full.
+func TestRecentKeepsAnswers(t *testing.T) {
+	r := newRecent(2)
+	answer := &events.Reply{ID: "r1", Status: rvp.StatusMultiStatus, Href: "http://im.example.test/instmsg/aliases/alice",
+		Found: []events.PropValue{{Prop: events.PropMobileState, Value: "on"}}, Forbidden: []events.Prop{events.PropMobileDescription},
+		Lease: &events.Lease{Value: "online", Default: "offline", Timeout: 600, ViewID: 7}}
+	r.add("r1", false)
+	r.answered("r1", answer)
+	r.add("r2", true)
+	r.add("r2", false)
+	r.add("r2", true)
+	got, ok := r.get("r1")
+	if !ok || got.delivering || !reflect.DeepEqual(got.answer, answer) {
+		t.Errorf("r1: %v, %+v; want %+v", ok, got, answer)
+	}
+	if got, ok := r.get("r2"); !ok || got.delivering || got.answer != nil {
+		t.Errorf("r2: %v, %+v; want decided, its delivery finished, no answer", ok, got)
+	}
+	r.answered("r3", &events.Reply{ID: "r3", Status: rvp.StatusOK})
+	if _, ok := r.get("r1"); ok {
+		t.Error("r1 kept past the ring's two")
+	}
+	if got, ok := r.get("r3"); !ok || got.answer == nil || got.answer.Status != rvp.StatusOK {
+		t.Errorf("r3: %v, %+v", ok, got)
+	}
 }

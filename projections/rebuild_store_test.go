@@ -2,6 +2,7 @@ package projections
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -148,4 +149,30 @@ func BenchmarkReadStore(b *testing.B) {
 			}
 		})
 	})
+}
+
+// BenchmarkRebuildLiveStore rebuilds home1's projection from the store's
+// facts into a projection on disk with the live settings (write-ahead
+// log), as a node does whose projection is outdated or deleted, with
+// memtables of the default size and of the size before it (8 MiB).
+func BenchmarkRebuildLiveStore(b *testing.B) {
+	js, last := storeJetStream(b)
+	for _, mt := range []int64{4 << 20, 8 << 20} {
+		b.Run(fmt.Sprintf("memtable=%dMiB", mt>>20), func(b *testing.B) {
+			measureFacts(b, last, func() {
+				db, err := Open(b.TempDir(), Options{MemTableSize: mt})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer db.Close()
+				h, err := OpenHome(db, "home1")
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := rebuild(b.Context(), js, events.FactStream("home1"), events.FactFilter("home1"), last, homeTarget(h), nil, time.Second); err != nil {
+					b.Fatal(err)
+				}
+			})
+		})
+	}
 }

@@ -130,6 +130,8 @@ func (p *process) run(ctx context.Context, rs roleSet, banner func()) error {
 		}
 		return err
 	}
+	release, stopRelease := context.WithCancel(context.Background())
+	g.Add(func() error { return newIdleRelease(p.log).run(release) }, func(error) { stopRelease() })
 	g.Add(func() error {
 		select {
 		case err := <-p.fatal:

@@ -34,11 +34,14 @@ type config struct {
 	work        string
 	password    string
 	memory      bool
-	verify      bool
-	restAfter   time.Duration
-	scenarios   []string
-	rvpdArgs    []string
-	compare     string
+	// marginal, with memory, first signs in users until half of them
+	// are online, and reads the memory at rest there too.
+	marginal  bool
+	verify    bool
+	restAfter time.Duration
+	scenarios []string
+	rvpdArgs  []string
+	compare   string
 	// heapProfiles, when set, is where each server's heap profile is
 	// written with all its users online.
 	heapProfiles string
@@ -84,6 +87,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&c.work, "work", "", "directory for the servers' data and logs (default: a new temporary one, removed afterwards)")
 	fs.StringVar(&c.password, "password", "load-test-pw", "the users' password")
 	fs.BoolVar(&c.memory, "memory", true, "sign in every remaining user at the end and report resident memory per online user")
+	fs.BoolVar(&c.marginal, "marginal", false, "memory: first sign users in until half are online and read the memory at rest there too, for the memory each user added takes (the last sign-ins before the figures read 1 s after are then the second half only)")
 	fs.DurationVar(&c.restAfter, "rest", 15*time.Second, "memory: how long the servers are left idle before their memory at rest is read (JetStream keeps a block's buffer 10 s)")
 	fs.BoolVar(&c.verify, "verify", true, "at the end, have each rvpd verify its projections (rvpctl verify) and report how fast it rebuilt them")
 	scenarios := fs.String("scenarios", "messages,fan-out,login,buddies", "scenarios to run")
@@ -128,6 +132,11 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	}
 	if err := os.MkdirAll(c.work, 0o750); err != nil {
 		return err
+	}
+	if c.heapProfiles != "" {
+		if err := os.MkdirAll(c.heapProfiles, 0o750); err != nil {
+			return err
+		}
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -211,11 +220,8 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	// written its demo users' directory events.
 	time.Sleep(c.restAfter)
 	for _, t := range targets {
-		if _, err := t.memory(); err != nil {
-			return err
-		}
 		var err error
-		if t.mem0, err = t.memory(); err != nil {
+		if t.mem0, err = t.memoryAtRest(); err != nil {
 			return err
 		}
 	}
@@ -257,6 +263,11 @@ type bench struct {
 	failures int
 	// the users of each scenario: user<first>...
 	msgFirst, fanFirst, loginFirst, buddyFirst, restFirst int
+	// halfway is the memory of each server at rest with half the users
+	// online (-marginal), by server; restNext is the first user the last
+	// sign-ins (fill) begin with.
+	halfway  map[string]halfRow
+	restNext int
 }
 
 // scenarioRuns are the scenarios by name.
@@ -298,6 +309,7 @@ func (b *bench) run() error {
 	b.loginFirst = b.fanFirst + 1 + c.watchers
 	b.buddyFirst = b.loginFirst + c.rounds*c.loginUsers
 	b.restFirst = b.buddyFirst + c.rounds*c.buddyUsers
+	b.restNext = b.restFirst
 	for _, t := range b.targets {
 		progress(b.log, "%s: signing in %d message users and %d watchers", t.name, 2*c.pairs, c.watchers+1)
 		if err := b.setup(t); err != nil {
@@ -329,6 +341,11 @@ func (b *bench) run() error {
 		}
 	}
 	if c.memory {
+		if c.marginal {
+			if err := b.half(); err != nil {
+				return fmt.Errorf("memory with half the users online: %w", err)
+			}
+		}
 		for _, t := range b.targets {
 			if t.down != nil {
 				continue

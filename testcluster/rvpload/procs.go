@@ -108,51 +108,119 @@ func (p *proc) cpu() (time.Duration, error) {
 	return time.Duration(utime+stime) * time.Second / clockTick, nil
 }
 
-// rss returns the process's resident memory.
-func (p *proc) rss() (int64, error) {
+// resident returns the process's resident memory (VmRSS), and of it the
+// pages backed by files (RssFile: the binary's, mostly).
+func (p *proc) resident() (rss, file int64, err error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(p.cmd.Process.Pid) + "/status")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
+	kb := func(v string) (int64, error) {
+		n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+		return n << 10, err
+	}
+	found := false
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10, err
+			if rss, err = kb(v); err != nil {
+				return 0, 0, err
+			}
+			found = true
+		}
+		if v, ok := strings.CutPrefix(line, "RssFile:"); ok {
+			if file, err = kb(v); err != nil {
+				return 0, 0, err
+			}
 		}
 	}
-	return 0, errors.New("no VmRSS")
+	if !found {
+		return 0, 0, errors.New("no VmRSS")
+	}
+	return rss, file, nil
 }
 
 // memory is a server's memory: resident, and (when it serves its
 // profiles) its Go heap in use after a collection.
 type memory struct {
 	rss, heap int64
+	// file is the resident memory backed by files (the binary).
+	file int64
+	// The Go runtime's MemStats (when the server serves its profiles),
+	// a second after the collection: the heap's spans in use
+	// (HeapInuse) and its objects (HeapAlloc: the live ones, and what
+	// that second allocated), its free pages not given back to the
+	// system (HeapIdle - HeapReleased), and all the runtime holds (Sys -
+	// HeapReleased: the heap, stacks, the runtime's own structures).
+	heapInuse, heapLive, heapFree, goHeld int64
 }
+
+// parts splits the resident memory m into what holds it: the binary's
+// pages, the Go heap's objects, the rest of its spans in use (room
+// in spans a few live objects keep), its free pages not yet returned,
+// the rest of the Go runtime (stacks, GC metadata), and memory outside
+// the Go runtime (C allocations: Pebble's cache and memtables). Nil when
+// the server does not serve its profiles.
+func (m memory) parts() []int64 {
+	if m.goHeld == 0 {
+		return nil
+	}
+	return []int64{m.file, m.heapLive, m.heapInuse - m.heapLive, m.heapFree, m.goHeld - m.heapInuse - m.heapFree, m.rss - m.file - m.goHeld}
+}
+
+// partNames name the values of memory.parts.
+var partNames = []string{"files (the binary)", "Go heap: objects", "Go heap: the rest of its spans in use", "Go heap: free, not returned yet",
+	"Go runtime: stacks, GC and other metadata", "the rest: outside the Go runtime (Pebble's cache and memtables), less what the runtime maps untouched"}
 
 // memory measures t's memory; with profiles it first has the server
 // collect its garbage, and waits a moment for freed pages to go back.
+// The Go runtime's figures of the breakdown (memory.parts) are read
+// after that moment, right before the resident memory, so that they add
+// up to it.
 func (t *target) memory() (memory, error) {
 	var m memory
 	if t.profiles != "" {
-		resp, err := http.Get(t.profiles + "heap?gc=1&debug=1")
-		if err != nil {
-			return m, fmt.Errorf("%s heap profile: %w", t.name, err)
-		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		stats, err := t.memStats(true)
 		if err != nil {
 			return m, err
 		}
-		for _, line := range strings.Split(string(body), "\n") {
-			if v, ok := strings.CutPrefix(line, "# HeapInuse = "); ok {
-				m.heap, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			}
-		}
+		m.heap = stats["HeapInuse"]
 		time.Sleep(time.Second)
+		if stats, err = t.memStats(false); err != nil {
+			return m, err
+		}
+		m.heapInuse, m.heapLive = stats["HeapInuse"], stats["HeapAlloc"]
+		m.heapFree, m.goHeld = stats["HeapIdle"]-stats["HeapReleased"], stats["Sys"]-stats["HeapReleased"]
 	}
 	var err error
-	m.rss, err = t.proc.rss()
+	m.rss, m.file, err = t.proc.resident()
 	return m, err
+}
+
+// memStats returns the Go runtime's MemStats as the server's heap
+// profile gives them, after a collection if gc.
+func (t *target) memStats(gc bool) (map[string]int64, error) {
+	url := t.profiles + "heap?debug=1"
+	if gc {
+		url += "&gc=1"
+	}
+	resp, err := http.Get(url)
+	if err != nil {
+		return nil, fmt.Errorf("%s heap profile: %w", t.name, err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	stats := map[string]int64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		if name, v, ok := strings.Cut(strings.TrimPrefix(line, "# "), " = "); ok && strings.HasPrefix(line, "# ") {
+			if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
+				stats[name] = n
+			}
+		}
+	}
+	return stats, nil
 }
 
 // freeAddr returns a loopback address with a port free now.

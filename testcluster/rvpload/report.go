@@ -101,6 +101,37 @@ func (b *bench) report(w io.Writer) {
 			fmt.Fprintf(w, "| %s | %d | %s | %s | %s |\n", m.target, m.online, mib(m.rest.rss), per(m.before.rss, m.rest.rss), heap)
 		}
 		fmt.Fprintf(w, "\nAt rest: the same servers, users still online, after %v idle and two collections (JetStream keeps each block's buffer, 8 MB, for 10 s after its last use; a pool's contents go at the second collection). Growth is from the figures at start, read the same way once the servers had started (rvpd dev writes its demo users' directory events as it starts).\n", b.cfg.restAfter)
+		fmt.Fprintln(w, "\n| server | part of the resident memory | at start | 1 s after the last sign-ins | at rest | growth per online user, 1 s after | at rest |")
+		fmt.Fprintln(w, "|---|---|---|---|---|---|---|")
+		for _, m := range b.memory {
+			start, now, rest := m.before.parts(), m.now.parts(), m.rest.parts()
+			if start == nil || now == nil || rest == nil {
+				continue
+			}
+			per := func(a, b int64) string { return kib(float64(b-a) / float64(max(m.online, 1))) }
+			for i, name := range partNames {
+				fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", m.target, name, mib(start[i]), mib(now[i]), mib(rest[i]), per(start[i], now[i]), per(start[i], rest[i]))
+			}
+		}
+		fmt.Fprintln(w, "\nThe resident memory at start, 1 s after the last sign-ins and at rest, split by what holds it: the process's resident pages backed by files, and the Go runtime's own figures (MemStats) read a second after the collection, right before the resident memory; the rest is what the Go runtime does not hold.")
+		if len(b.halfway) > 0 {
+			fmt.Fprintln(w, "\n| server | users online | resident at rest | Go heap at rest | users online | resident at rest | Go heap at rest | resident per added user | Go heap per added user |")
+			fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|")
+			for _, m := range b.memory {
+				h, ok := b.halfway[m.target]
+				if !ok || m.rest.rss == 0 || m.online <= h.online {
+					continue
+				}
+				added := float64(m.online - h.online)
+				heapHalf, heapAll, heapPer := "—", "—", "—"
+				if m.rest.heap > 0 && h.rest.heap > 0 {
+					heapHalf, heapAll, heapPer = mib(h.rest.heap), mib(m.rest.heap), kib(float64(m.rest.heap-h.rest.heap)/added)
+				}
+				fmt.Fprintf(w, "| %s | %d | %s | %s | %d | %s | %s | %s | %s |\n", m.target, h.online, mib(h.rest.rss), heapHalf, m.online, mib(m.rest.rss),
+					heapAll, kib(float64(m.rest.rss-h.rest.rss)/added), heapPer)
+			}
+			fmt.Fprintln(w, "\nPer added user: the growth at rest from about half the users online to all of them, over the users added (-marginal): what each further user takes, without what a server holds whatever its users (Pebble's cache and memtables, fixed-size rings) or what the scenarios left; JetStream's deduplication ids of the added users' sign-ins are in it while its window lasts. The last sign-ins before the figures read 1 s after were then the second half only.")
+		}
 	}
 
 	if len(b.verified) > 0 {

@@ -320,10 +320,7 @@ func (b *bench) atRest() error {
 		if t == nil || t.down != nil {
 			continue
 		}
-		if _, err := t.memory(); err != nil {
-			return err
-		}
-		rest, err := t.memory()
+		rest, err := t.memoryAtRest()
 		if err != nil {
 			return err
 		}
@@ -337,14 +334,66 @@ func (b *bench) atRest() error {
 	return nil
 }
 
+// memoryAtRest reads t's memory after a second collection (a pool's
+// contents go at the second).
+func (t *target) memoryAtRest() (memory, error) {
+	if _, err := t.memory(); err != nil {
+		return memory{}, err
+	}
+	return t.memory()
+}
+
+// halfRow is a server's memory at rest with about half its users online.
+type halfRow struct {
+	online int64
+	rest   memory
+}
+
+// half signs in, on every server, the users after the scenarios' until
+// half of the users are online, leaves the servers idle for -rest and
+// reads their memory as atRest does: with the figure at rest once all
+// are online, the memory each user added takes, without what the servers
+// hold whatever the number of users (or what the scenarios left).
+func (b *bench) half() error {
+	c := b.cfg
+	n := c.users/2 - (b.restFirst - 1)
+	if n <= 0 {
+		progress(b.log, "the scenarios' users are half of the users or more: no figure with half online")
+		return nil
+	}
+	for _, t := range b.targets {
+		if t.down != nil {
+			continue
+		}
+		progress(b.log, "%s: signing in %d users, to half of them", t.name, n)
+		if failed := b.parallel(n, c.concurrency, func(i int) error { return signIn(t, userName(b.restFirst+i)) }); failed > 0 {
+			b.fail("%s: %d of %d users could not sign in", t.name, failed, n)
+		}
+	}
+	b.restNext = b.restFirst + n
+	time.Sleep(c.restAfter)
+	b.halfway = map[string]halfRow{}
+	for _, t := range b.targets {
+		if t.down != nil {
+			continue
+		}
+		m, err := t.memoryAtRest()
+		if err != nil {
+			return err
+		}
+		b.halfway[t.name] = halfRow{online: t.online.Load(), rest: m}
+	}
+	return nil
+}
+
 // fill signs in every user not signed in yet, then measures the server's
 // memory.
 func (b *bench) fill(t *target) error {
 	c := b.cfg
-	n := c.users - b.restFirst + 1
+	n := c.users - b.restNext + 1
 	progress(b.log, "%s: signing in the other %d users", t.name, n)
 	start := time.Now()
-	if failed := b.parallel(n, c.concurrency, func(i int) error { return signIn(t, userName(b.restFirst+i)) }); failed > 0 {
+	if failed := b.parallel(n, c.concurrency, func(i int) error { return signIn(t, userName(b.restNext+i)) }); failed > 0 {
 		b.fail("%s: %d of %d users could not sign in", t.name, failed, n)
 	}
 	took := time.Since(start)
