@@ -87,20 +87,24 @@ func measureFacts(b *testing.B, facts uint64, f func()) {
 // facts into a scratch store, as rvpctl verify does.
 func BenchmarkRebuildStore(b *testing.B) {
 	js, last := storeJetStream(b)
-	measureFacts(b, last, func() {
-		db, err := Open("", Options{InMemory: true, Scratch: true})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer db.Close()
-		h, err := OpenHome(db, "home1")
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := rebuild(b.Context(), js, events.FactStream("home1"), events.FactFilter("home1"), last, homeTarget(h), nil, time.Second); err != nil {
-			b.Fatal(err)
-		}
-	})
+	measureFacts(b, last, func() { rebuildHome1(b, js, last, "", Options{InMemory: true, Scratch: true}) })
+}
+
+// rebuildHome1 rebuilds home1's projection up to last into a new store
+// in dir opened with o.
+func rebuildHome1(b *testing.B, js jetstream.JetStream, last uint64, dir string, o Options) {
+	db, err := Open(dir, o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	h, err := OpenHome(db, "home1")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := rebuild(b.Context(), js, events.FactStream("home1"), events.FactFilter("home1"), last, homeTarget(h), nil, time.Second); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // BenchmarkReadStore reads home1's facts and nothing more: through
@@ -159,20 +163,7 @@ func BenchmarkRebuildLiveStore(b *testing.B) {
 	js, last := storeJetStream(b)
 	for _, mt := range []int64{4 << 20, 8 << 20} {
 		b.Run(fmt.Sprintf("memtable=%dMiB", mt>>20), func(b *testing.B) {
-			measureFacts(b, last, func() {
-				db, err := Open(b.TempDir(), Options{MemTableSize: mt})
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer db.Close()
-				h, err := OpenHome(db, "home1")
-				if err != nil {
-					b.Fatal(err)
-				}
-				if err := rebuild(b.Context(), js, events.FactStream("home1"), events.FactFilter("home1"), last, homeTarget(h), nil, time.Second); err != nil {
-					b.Fatal(err)
-				}
-			})
+			measureFacts(b, last, func() { rebuildHome1(b, js, last, b.TempDir(), Options{MemTableSize: mt}) })
 		})
 	}
 }
