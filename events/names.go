@@ -47,6 +47,11 @@ const (
 	// change the throttling of failed sign-ins, so that it holds across
 	// every gateway of the cluster and its sites.
 	SignInSubject = "rvp.signin"
+	// ConsoleSignInSubject carries what each process's operator console
+	// tells the others of its sign-ins (core NATS, not stored), so that
+	// the throttling of failed console sign-ins holds across them as
+	// their sessions do.
+	ConsoleSignInSubject = "rvp.console.signin"
 )
 
 // Message headers.

@@ -7,6 +7,7 @@ import (
 	"embed"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
@@ -65,6 +66,7 @@ type console struct {
 
 	mu    sync.Mutex
 	fails map[string]*signInFailures // by client address
+	self  string                     // this console's name in its notes (share)
 }
 
 const (
@@ -115,6 +117,9 @@ func newConsole(nc *nats.Conn, js jetstream.JetStream, dir *projections.Director
 			return nil, fmt.Errorf("console template %s: %w", page, err)
 		}
 		c.pages[page] = t
+	}
+	if err := c.share(); err != nil {
+		return nil, fmt.Errorf("console: share the sign-in throttling: %w", err)
 	}
 	return c, nil
 }
@@ -305,10 +310,74 @@ func (c *console) waiting(addr string) time.Duration {
 	return 0
 }
 
+// consoleNote is what a console tells the others of a sign-in from an
+// address (events.ConsoleSignInSubject): a failure, or a success after
+// failures.
+type consoleNote struct {
+	From string `json:"from"` // the telling process's console, to skip its own
+	Addr string `json:"addr"`
+	OK   bool   `json:"ok,omitempty"`
+	At   int64  `json:"at"` // Unix milliseconds
+}
+
+// share tells the other processes' consoles of this one's sign-ins and
+// takes theirs (nothing without NATS): a load balancer in front of
+// several ops listeners does not multiply the guesses an address gets,
+// as it does not need sticky sessions. A note's time is taken within 2 s
+// of this clock. The subscription ends with the connection.
+func (c *console) share() error {
+	if c.nc == nil {
+		return nil
+	}
+	var b [8]byte
+	rand.Read(b[:])
+	c.self = hex.EncodeToString(b[:])
+	_, err := c.nc.Subscribe(events.ConsoleSignInSubject, func(m *nats.Msg) {
+		var n consoleNote
+		if err := json.Unmarshal(m.Data, &n); err != nil || n.Addr == "" || n.From == c.self {
+			return
+		}
+		now := c.now()
+		at := time.UnixMilli(n.At)
+		if at.After(now) {
+			at = now
+		} else if floor := now.Add(-2 * time.Second); at.Before(floor) {
+			at = floor
+		}
+		if n.OK {
+			c.succeededAt(n.Addr, at)
+		} else {
+			c.failedAt(n.Addr, at)
+		}
+	})
+	return err
+}
+
+// tell publishes a note of a sign-in from addr.
+func (c *console) tell(addr string, ok bool) {
+	if c.nc == nil {
+		return
+	}
+	data, _ := json.Marshal(consoleNote{From: c.self, Addr: addr, OK: ok, At: c.now().UnixMilli()})
+	if err := c.nc.Publish(events.ConsoleSignInSubject, data); err != nil {
+		c.log.Warn("console sign-in not told to the other consoles", "client", addr, "err", err)
+	}
+}
+
 func (c *console) failed(addr string) {
+	c.failedAt(addr, c.now())
+	c.tell(addr, false)
+}
+
+func (c *console) succeeded(addr string) {
+	if c.succeededAt(addr, c.now()) {
+		c.tell(addr, true)
+	}
+}
+
+func (c *console) failedAt(addr string, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	now := c.now()
 	f := c.fails[addr]
 	if f == nil {
 		if len(c.fails) >= maxFailures {
@@ -325,16 +394,27 @@ func (c *console) failed(addr string) {
 		c.fails[addr] = f
 	}
 	f.n++
-	f.last = now
+	if now.After(f.last) {
+		f.last = now
+	}
 	if f.n > freeFailures {
-		f.until = now.Add(min(maxSignInWait, time.Second<<min(f.n-freeFailures-1, 20)))
+		if until := now.Add(min(maxSignInWait, time.Second<<min(f.n-freeFailures-1, 20))); until.After(f.until) {
+			f.until = until
+		}
 	}
 }
 
-func (c *console) succeeded(addr string) {
+// succeededAt forgets addr's failures, unless one came after now (a late
+// note); it reports whether there were any.
+func (c *console) succeededAt(addr string, now time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	f := c.fails[addr]
+	if f == nil || f.last.After(now) {
+		return false
+	}
 	delete(c.fails, addr)
+	return true
 }
 
 // mayView reports whether adm may see the users of IM domain.

@@ -296,42 +296,79 @@ func TestConsoleDomainAdmin(t *testing.T) {
 	}
 }
 
-// TestConsoleSessionAnyProcess: a console session signed in at one
-// process is taken by another process of the cluster (signed under the
-// cluster key), so a load balancer in front of several ops listeners
-// needs no stickiness (TestConsoleRefusedWithoutCredentials: an altered
-// one is taken by none).
-func TestConsoleSessionAnyProcess(t *testing.T) {
+// twoConsoles starts rvpd dev and a second process on its cluster (rvpd
+// node with a gateway), each with an ops listener, and returns their
+// addresses.
+func twoConsoles(t *testing.T) (ops1, ops2 string) {
+	t.Helper()
 	data := t.TempDir()
-	dev, ops := startDevOps(t, "-data", data)
-	resp, err := noRedirect.PostForm(ops+"/console/login", url.Values{"name": {"admin"}, "password": {testPassword}, "next": {"/console/"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusSeeOther || len(resp.Cookies()) != 1 {
-		t.Fatalf("sign-in at rvpd dev's console: %d, cookies %v", resp.StatusCode, resp.Cookies())
-	}
-	session := resp.Cookies()[0]
-
+	dev, ops1 := startDevOps(t, "-data", data)
 	_, node := startNode(t, "-name", "ops2", "-nats", dev.natsURL, "-data", t.TempDir(),
 		"-cluster-key-file", filepath.Join(data, "cluster.key"), "-gateway", "127.0.0.1:0", "-ops", "127.0.0.1:0")
 	m, err := node.stdout.waitMatch(opsRE, 10*time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ops2 := "http://" + m[1]
-	overview := func(ck *http.Cookie) int {
-		req, _ := http.NewRequest("GET", ops2+"/console/", nil)
-		req.AddCookie(ck)
-		r, err := noRedirect.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.Body.Close()
-		return r.StatusCode
+	return ops1, "http://" + m[1]
+}
+
+// consoleLogin posts a sign-in to the console at ops.
+func consoleLogin(t *testing.T, ops, name, password string) *http.Response {
+	t.Helper()
+	resp, err := noRedirect.PostForm(ops+"/console/login", url.Values{"name": {name}, "password": {password}, "next": {"/console/"}})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if code := overview(session); code != http.StatusOK {
-		t.Errorf("the session of rvpd dev's console at the second process's: %d, want 200", code)
+	resp.Body.Close()
+	return resp
+}
+
+// TestConsoleSessionAnyProcess: a console session signed in at one
+// process is taken by another process of the cluster (signed under the
+// cluster key), so a load balancer in front of several ops listeners
+// needs no stickiness (TestConsoleRefusedWithoutCredentials: an altered
+// one is taken by none).
+func TestConsoleSessionAnyProcess(t *testing.T) {
+	ops, ops2 := twoConsoles(t)
+	resp := consoleLogin(t, ops, "admin", testPassword)
+	if resp.StatusCode != http.StatusSeeOther || len(resp.Cookies()) != 1 {
+		t.Fatalf("sign-in at rvpd dev's console: %d, cookies %v", resp.StatusCode, resp.Cookies())
+	}
+	req, _ := http.NewRequest("GET", ops2+"/console/", nil)
+	req.AddCookie(resp.Cookies()[0])
+	r, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != http.StatusOK {
+		t.Errorf("the session of rvpd dev's console at the second process's: %d, want 200", r.StatusCode)
+	}
+}
+
+// TestConsoleThrottleAnyProcess: failed console sign-ins from an address
+// count at every process's console: after the first has throttled the
+// address, the second throttles it at once or nearly (alone it would
+// check as many passwords as the first did), the right one included.
+func TestConsoleThrottleAnyProcess(t *testing.T) {
+	ops, ops2 := twoConsoles(t)
+	failures := 0
+	for consoleLogin(t, ops, "admin", "guess").StatusCode != http.StatusTooManyRequests {
+		if failures++; failures > freeFailures+2 {
+			t.Fatalf("the first console did not throttle after %d failures", failures)
+		}
+	}
+	tries := 0
+	for r := consoleLogin(t, ops2, "admin", "guess"); r.StatusCode != http.StatusTooManyRequests; r = consoleLogin(t, ops2, "admin", "guess") {
+		if r.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("a guess at the second console: %d, want 401 or 429", r.StatusCode)
+		}
+		if tries++; tries >= failures {
+			t.Fatalf("the second console checked %d guesses, as many as the first did before it throttled: it does not hear of them", tries)
+		}
+	}
+	r := consoleLogin(t, ops2, "admin", testPassword)
+	if r.StatusCode != http.StatusTooManyRequests || r.Header.Get("Retry-After") == "" {
+		t.Errorf("the right password at the second console from the throttled address: %d, Retry-After %q; want 429 with it", r.StatusCode, r.Header.Get("Retry-After"))
 	}
 }
