@@ -103,7 +103,8 @@ type lockout struct {
 	// known holds the (account, address) pairs of successful sign-ins,
 	// one for nearly every user signed in: each by a 64-bit hash of the
 	// pair under a seed of this process (knownKey), with the Unix time
-	// of its last sign-in in seconds. 16 bytes a pair where the names
+	// in seconds of its last sign-in told to the other gateways
+	// (succeed). 16 bytes a pair where the names
 	// and a time.Time took about 100, and the hash cannot be aimed at:
 	// two pairs share one with a chance of 2⁻⁶⁴, and an address taken
 	// for known by that only skips the account's and address's own
@@ -138,8 +139,13 @@ func (l *lockout) isKnown(account, addr string, now time.Time) bool {
 func (l *lockout) wait(account, addr string, now time.Time) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.waitLocked(account, addr, l.isKnown(account, addr, now), now)
+}
+
+// waitLocked is wait with l.mu held and whether the pair is known.
+func (l *lockout) waitLocked(account, addr string, known bool, now time.Time) time.Duration {
 	w := waitOf(l.pairs[[2]string{account, addr}], now)
-	if !l.isKnown(account, addr, now) {
+	if !known {
 		w = max(w, waitOf(l.accounts[account], now), waitOf(l.addrs[addr], now))
 	}
 	return w
@@ -163,10 +169,7 @@ func (l *lockout) fail(account, addr string, now time.Time) (tell bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	known := l.isKnown(account, addr, now)
-	waiting := waitOf(l.pairs[[2]string{account, addr}], now) > 0
-	if !known {
-		waiting = waiting || waitOf(l.accounts[account], now) > 0 || waitOf(l.addrs[addr], now) > 0
-	}
+	waiting := l.waitLocked(account, addr, known, now) > 0
 	l.count(entry(l.pairs, [2]string{account, addr}, now), l.cfg.Free, now)
 	if !known {
 		l.count(entry(l.accounts, account, now), 4*l.cfg.Free, now)
@@ -256,30 +259,32 @@ func (l *lockout) succeed(account, addr string, now time.Time) (changed bool) {
 		return false
 	}
 	if len(l.known) >= l.maxKnown {
-		for k, t := range l.known {
-			if now.Sub(time.Unix(t, 0)) > l.cfg.KnownFor {
-				delete(l.known, k)
-			}
-		}
-		// Still nearly full: forget the pairs told longest ago, halving
-		// the age kept until a quarter is free, rather than all at once
-		// (every gateway holds every gateway's pairs: all would forget
-		// every user together).
-		for age := l.cfg.KnownFor / 2; len(l.known) >= l.maxKnown*3/4 && age >= time.Second; age /= 2 {
-			for k, t := range l.known {
-				if now.Sub(time.Unix(t, 0)) > age {
-					delete(l.known, k)
-				}
-			}
-		}
-		if len(l.known) >= l.maxKnown {
-			clear(l.known) // all told in the last second: a flood
-		}
+		l.forgetKnown(now)
 	}
 	if now.Unix() > t {
 		l.known[key] = now.Unix()
 	}
 	return true
+}
+
+// forgetKnown makes room in known: the pairs no longer known go, then,
+// while it is still over three quarters full, those told longest ago,
+// halving the age kept each time, rather than all at once (every gateway
+// holds every gateway's pairs: all would forget every user together).
+func (l *lockout) forgetKnown(now time.Time) {
+	for age := l.cfg.KnownFor; age >= time.Second; age /= 2 {
+		for k, t := range l.known {
+			if now.Sub(time.Unix(t, 0)) > age {
+				delete(l.known, k)
+			}
+		}
+		if len(l.known) < l.maxKnown*3/4 {
+			return
+		}
+	}
+	if len(l.known) >= l.maxKnown {
+		clear(l.known) // all told in the last second: a flood
+	}
 }
 
 // signIn is what a gateway tells the others of one sign-in
@@ -295,22 +300,30 @@ type signIn struct {
 	At int64 `json:"at"`
 }
 
-// noteSkew bounds how far from this gateway's clock a note's time is
+// noteSkew bounds how far from this process's clock a note's time is
 // taken: core NATS delivers in milliseconds, so a time further off is
 // another clock's, and a note from far back would count nothing (a wait
 // over already, a count forgotten) where it should count now.
 const noteSkew = 2 * time.Second
 
-// apply takes another gateway's sign-in as if it had happened here, at
-// the note's time kept within noteSkew of now.
-func (l *lockout) apply(s signIn, now time.Time) {
-	at := time.UnixMilli(s.At)
+// NoteTime is the time a note of a sign-in another process made at
+// atMillis (Unix milliseconds) counts from here: within noteSkew before
+// now, never after it. The operator console's notes are taken so too.
+func NoteTime(atMillis int64, now time.Time) time.Time {
+	at := time.UnixMilli(atMillis)
 	if at.After(now) {
-		at = now
+		return now
 	}
-	if at.Before(now.Add(-noteSkew)) {
-		at = now.Add(-noteSkew)
+	if floor := now.Add(-noteSkew); at.Before(floor) {
+		return floor
 	}
+	return at
+}
+
+// apply takes another gateway's sign-in as if it had happened here, at
+// NoteTime.
+func (l *lockout) apply(s signIn, now time.Time) {
+	at := NoteTime(s.At, now)
 	if s.OK {
 		l.succeed(s.Account, s.Addr, at)
 		return

@@ -74,6 +74,9 @@ type decision struct {
 	msgID string // base of the facts' message ids, unique per decision
 	facts []events.Fact
 	reply *events.Reply // nil: nobody waits, or answered after delivery
+	// replyData is reply encoded (encodedReply), once for the fact that
+	// records it, the gateway's answer and the ring of recent requests.
+	replyData []byte
 
 	// notes are the NOTIFYs to send once the facts are durable: presence
 	// changes, the state pushed to a new watcher, relayed notifications.
@@ -432,4 +435,18 @@ func (m *memoState) Property(u events.User, p events.Prop) (string, error) {
 	}
 	m.props[propOf{u, p}] = v
 	return v, nil
+}
+
+// encodedReply returns d's reply encoded as events.Encode does (nil for
+// none), encoding it on the first call only.
+func (d *decision) encodedReply() ([]byte, error) {
+	if d.reply == nil || d.replyData != nil {
+		return d.replyData, nil
+	}
+	data, err := events.Encode(d.reply)
+	if err != nil {
+		return nil, err
+	}
+	d.replyData = data
+	return data, nil
 }

@@ -723,14 +723,9 @@ func (n *Node) onAnswerAsked(m *nats.Msg) {
 		m.Respond(nil)
 		return
 	}
-	data, err := events.Encode(dec.answer)
-	if err != nil {
-		m.Respond(nil)
-		return
-	}
 	resp := nats.NewMsg(m.Reply)
-	resp.Header.Set(events.HeaderType, dec.answer.Type())
-	resp.Data = data
+	resp.Header.Set(events.HeaderType, events.TypeReply)
+	resp.Data = dec.answer
 	m.RespondMsg(resp)
 }
 
@@ -850,7 +845,7 @@ func (rf *recentFacts) add(h nats.Header) {
 	if a := h.Get(events.HeaderAnswer); a != "" {
 		var r events.Reply
 		if err := json.Unmarshal([]byte(a), &r); err == nil {
-			d.answer = &r
+			d.answer = []byte(a)
 		}
 	}
 	rf.decided[id] = d
@@ -947,7 +942,9 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 		case !dec.delivering && dec.answer != nil:
 			// Decided, and its answer lost (with the node that decided it,
 			// or on its way): the same answer again.
-			log.Info("request already decided; answered again with its recorded outcome", "status", dec.answer.Status)
+			var r events.Reply
+			json.Unmarshal(dec.answer, &r)
+			log.Info("request already decided; answered again with its recorded outcome", "status", r.Status)
 			n.reply(replyTo, dec.answer)
 			return m.Ack()
 		case !dec.delivering:
@@ -1035,6 +1032,16 @@ func (n *Node) input(ctx context.Context, p *pending) error {
 	return nil
 }
 
+// encodedReply is d's reply encoded (decision.encodedReply), or nil,
+// logged, in the one way it could fail (a Reply always encodes).
+func (n *Node) encodedReply(d *decision) []byte {
+	data, err := d.encodedReply()
+	if err != nil {
+		n.log.Error("reply not encoded; its sender gets no answer", "err", err)
+	}
+	return data
+}
+
 // release carries out a decision whose facts are durable: its reply, its
 // NOTIFYs and relays, its delivery, the acknowledgement of its request.
 func (n *Node) release(p *pending) {
@@ -1046,10 +1053,11 @@ func (n *Node) release(p *pending) {
 		r := &o.d.req.Req
 		s := n.delivering[r.ID]
 		delete(n.delivering, r.ID)
+		answer := n.encodedReply(d)
 		n.seen.add(r.ID, false)
-		n.seen.answered(r.ID, d.reply)
+		n.seen.answered(r.ID, answer)
 		if s != nil {
-			n.reply(s.replyTo, d.reply)
+			n.reply(s.replyTo, answer)
 			if s.msg != nil {
 				s.msg.Ack()
 			}
@@ -1067,13 +1075,14 @@ func (n *Node) release(p *pending) {
 		n.log.Info("user handed off to its new home server", "user", d.handoff.Node.String(), "home", d.handTo,
 			"subscriptions", len(d.handoff.Subs), "views", len(d.handoff.Views))
 	}
+	answer := n.encodedReply(d)
 	if r, ok := p.in.(events.Request); ok {
-		n.seen.answered(r.Request().ID, d.reply)
+		n.seen.answered(r.Request().ID, answer)
 	}
 	if rl, ok := p.in.(*events.Relay); ok {
 		n.remote.remember(rl)
 	}
-	n.reply(p.replyTo, d.reply)
+	n.reply(p.replyTo, answer)
 	n.metrics.released(p.taken)
 	n.sendNotes(d, n.pool.submit)
 	if d.deliver != nil {
@@ -1114,21 +1123,17 @@ func (n *Node) handleReach(ctx context.Context, rc reach) error {
 	return n.input(ctx, &pending{in: unreachable(rc.ref)})
 }
 
-// reply publishes a reply to the gateway waiting on subject to.
-func (n *Node) reply(to string, r *events.Reply) {
-	if to == "" || r == nil {
-		return
-	}
-	data, err := events.Encode(r)
-	if err != nil {
-		n.log.Error("encode reply", "err", err)
+// reply publishes a reply (an events.Reply encoded) to the gateway
+// waiting on subject to.
+func (n *Node) reply(to string, data []byte) {
+	if to == "" || data == nil {
 		return
 	}
 	msg := nats.NewMsg(to)
-	msg.Header.Set(events.HeaderType, r.Type())
+	msg.Header.Set(events.HeaderType, events.TypeReply)
 	msg.Data = data
 	if err := n.cfg.Conn.PublishMsg(msg); err != nil {
-		n.log.Warn("publish reply", "req", r.ID, "err", err)
+		n.log.Warn("publish reply", "to", to, "err", err)
 	}
 }
 
@@ -1260,34 +1265,29 @@ func (n *Node) Stats() Stats {
 }
 
 // recent remembers the last n request ids decided, and whether each is a
-// message still being delivered. Answers are kept encoded: they are asked
-// for again rarely (a redelivery, an answer lost on its way), and an
-// events.Reply is about 250 bytes before what it points to, where its
-// JSON is 60-150 (8,192 of them held 2.6 MB of the heap after the load
-// benchmark's buddy lists, with their properties).
+// message still being delivered. Answers are kept encoded, as they were
+// sent: they are asked for again rarely (a redelivery, an answer lost on
+// its way), and an events.Reply is about 250 bytes before what it points
+// to, where its JSON is 60-150 (8,192 of them held 2.6 MB of the heap
+// after the load benchmark's buddy lists, with their properties).
 type recent struct {
 	mu   sync.Mutex
-	ids  map[string]kept
+	ids  map[string]decided
 	ring []string
 	next int
-}
-
-// kept is what recent holds of a request: decided, with its answer
-// encoded.
-type kept struct {
-	delivering bool
-	answer     []byte
 }
 
 // decided is what a node knows of a request it, or the owner before it,
 // decided.
 type decided struct {
-	delivering bool          // a message accepted whose delivery has not ended
-	answer     *events.Reply // what its sender was answered; nil: nobody waited, or not known
+	delivering bool // a message accepted whose delivery has not ended
+	// answer is what its sender was answered, an events.Reply encoded;
+	// nil: nobody waited, or not known.
+	answer []byte
 }
 
 func newRecent(n int) *recent {
-	return &recent{ids: make(map[string]kept, n), ring: make([]string, n)}
+	return &recent{ids: make(map[string]decided, n), ring: make([]string, n)}
 }
 
 // add records id; a delivery once finished stays finished.
@@ -1299,48 +1299,38 @@ func (r *recent) add(id string, delivering bool) {
 		r.ids[id] = was
 		return
 	}
-	r.insert(id, kept{delivering: delivering})
+	r.insert(id, decided{delivering: delivering})
 }
 
 // answered records the answer id was given.
-func (r *recent) answered(id string, answer *events.Reply) {
+func (r *recent) answered(id string, answer []byte) {
 	if answer == nil {
 		return
 	}
-	data, err := events.Encode(answer)
-	if err != nil {
-		return // not known, as if nobody had waited: a Reply always encodes
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	k, ok := r.ids[id]
-	k.answer = data
+	d, ok := r.ids[id]
+	d.answer = answer
 	if ok {
-		r.ids[id] = k
+		r.ids[id] = d
 		return
 	}
-	r.insert(id, k)
+	r.insert(id, d)
 }
 
-func (r *recent) insert(id string, k kept) {
+func (r *recent) insert(id string, d decided) {
 	if old := r.ring[r.next]; old != "" {
 		delete(r.ids, old)
 	}
 	r.ring[r.next] = id
-	r.ids[id] = k
+	r.ids[id] = d
 	r.next = (r.next + 1) % len(r.ring)
 }
 
 // get reports whether id was decided, and what is known of it.
 func (r *recent) get(id string) (decided, bool) {
 	r.mu.Lock()
-	k, ok := r.ids[id]
-	r.mu.Unlock()
-	d := decided{delivering: k.delivering}
-	if k.answer != nil {
-		if ev, err := events.Decode(events.TypeReply, k.answer); err == nil {
-			d.answer, _ = ev.(*events.Reply)
-		}
-	}
+	defer r.mu.Unlock()
+	d, ok := r.ids[id]
 	return d, ok
 }

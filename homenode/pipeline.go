@@ -2,7 +2,6 @@ package homenode
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -146,11 +145,14 @@ func (n *Node) publish(p *pending) error {
 		base += "/a" + strconv.Itoa(p.attempt)
 	}
 	for i, f := range p.d.facts {
-		var answer *events.Reply
+		var answer []byte
 		if i == len(p.d.facts)-1 {
 			// The answer, recorded with the facts it depends on: should it
 			// be lost with this node, the next owner gives it again.
-			answer = p.d.reply
+			var err error
+			if answer, err = p.d.encodedReply(); err != nil {
+				return err
+			}
 		}
 		msg, err := factMessage(n.cfg.Home, f, base+"/"+strconv.Itoa(i), answer)
 		if err != nil {
@@ -173,8 +175,9 @@ func (n *Node) publish(p *pending) error {
 
 // factMessage is the message of fact f of home server home: its type, the
 // request it was decided for, its id (its decision's and its place in
-// it), and on a decision's last fact the answer the decision gave.
-func factMessage(home string, f events.Fact, id string, answer *events.Reply) (*nats.Msg, error) {
+// it), and on a decision's last fact the answer the decision gave
+// (encoded; nil for none).
+func factMessage(home string, f events.Fact, id string, answer []byte) (*nats.Msg, error) {
 	data, err := events.Encode(f)
 	if err != nil {
 		return nil, err
@@ -186,11 +189,7 @@ func factMessage(home string, f events.Fact, id string, answer *events.Reply) (*
 	}
 	msg.Header.Set(events.HeaderFactID, id)
 	if answer != nil {
-		a, err := json.Marshal(answer)
-		if err != nil {
-			return nil, err
-		}
-		msg.Header.Set(events.HeaderAnswer, string(a))
+		msg.Header.Set(events.HeaderAnswer, string(answer))
 	}
 	msg.Data = data
 	return msg, nil

@@ -158,23 +158,38 @@ func TestRecentKeepsAnswers(t *testing.T) {
 	answer := &events.Reply{ID: "r1", Status: rvp.StatusMultiStatus, Href: "http://im.example.test/instmsg/aliases/alice",
 		Found: []events.PropValue{{Prop: events.PropMobileState, Value: "on"}}, Forbidden: []events.Prop{events.PropMobileDescription},
 		Lease: &events.Lease{Value: "online", Default: "offline", Timeout: 600, ViewID: 7}}
+	// What it keeps is what the decision sent (decision.encodedReply).
+	encode := func(a *events.Reply) []byte {
+		data, err := (&decision{reply: a}).encodedReply()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	decode := func(data []byte) *events.Reply {
+		ev, err := events.Decode(events.TypeReply, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ev.(*events.Reply)
+	}
 	r.add("r1", false)
-	r.answered("r1", answer)
+	r.answered("r1", encode(answer))
 	r.add("r2", true)
 	r.add("r2", false)
 	r.add("r2", true)
 	got, ok := r.get("r1")
-	if !ok || got.delivering || !reflect.DeepEqual(got.answer, answer) {
+	if !ok || got.delivering || got.answer == nil || !reflect.DeepEqual(decode(got.answer), answer) {
 		t.Errorf("r1: %v, %+v; want %+v", ok, got, answer)
 	}
 	if got, ok := r.get("r2"); !ok || got.delivering || got.answer != nil {
 		t.Errorf("r2: %v, %+v; want decided, its delivery finished, no answer", ok, got)
 	}
-	r.answered("r3", &events.Reply{ID: "r3", Status: rvp.StatusOK})
+	r.answered("r3", encode(&events.Reply{ID: "r3", Status: rvp.StatusOK}))
 	if _, ok := r.get("r1"); ok {
 		t.Error("r1 kept past the ring's two")
 	}
-	if got, ok := r.get("r3"); !ok || got.answer == nil || got.answer.Status != rvp.StatusOK {
+	if got, ok := r.get("r3"); !ok || got.answer == nil || decode(got.answer).Status != rvp.StatusOK {
 		t.Errorf("r3: %v, %+v", ok, got)
 	}
 }

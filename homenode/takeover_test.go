@@ -78,9 +78,11 @@ func TestDecidedRequestAnsweredAfterTakeover(t *testing.T) {
 	}
 	last := st.CachedInfo().State.LastSeq
 	for i, f := range d.facts {
-		var answer *events.Reply
+		var answer []byte
 		if i == len(d.facts)-1 {
-			answer = d.reply
+			if answer, err = d.encodedReply(); err != nil {
+				t.Fatal(err)
+			}
 		}
 		msg, err := factMessage(h.home, f, d.msgID+"/"+strconv.Itoa(i), answer)
 		if err != nil {

@@ -129,18 +129,20 @@ func (c *Client) do(ctx context.Context, req Outbound) (*Answer, error) {
 	if c.Guard != nil {
 		dctx = context.WithValue(dctx, guardKey{}, c.Guard)
 	}
-	var dialer interface {
-		DialContext(ctx context.Context, network, addr string) (net.Conn, error)
-	} = NetDialer(dctx)
+	var conn net.Conn
+	var err error
 	if c.Dialer != nil {
-		dialer = c.Dialer
+		conn, err = c.Dialer.DialContext(dctx, "tcp", addr)
+	} else {
+		conn, err = NetDialer(dctx).DialContext(dctx, "tcp", addr)
 	}
-	conn, err := dialer.DialContext(dctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", addr, err)
 	}
 	defer conn.Close()
-	if c.Guard != nil {
+	// NetDialer asked the Guard before connecting; another Dialer may not
+	// have: the address it reached is asked about now.
+	if c.Guard != nil && c.Dialer != nil {
 		ap, err := netip.ParseAddrPort(conn.RemoteAddr().String())
 		if err == nil {
 			err = c.Guard(ap)

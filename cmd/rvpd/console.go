@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/gateway"
 	"github.com/rvp-im/rvpd/projections"
 )
 
@@ -57,8 +59,8 @@ type console struct {
 	// key signs sessions when there is no keyring (tests); with one,
 	// sessions are signed under the cluster key, so that any process's
 	// console takes them: a load balancer in front of several ops
-	// listeners needs no stickiness, and a restart ends no session. A
-	// new cluster key, or the administrator's new password, ends them.
+	// listeners needs no stickiness, and a restart ends no session. The
+	// administrator's new password, or removal, ends them.
 	key     []byte
 	pages   map[string]*template.Template
 	checks  chan struct{} // bounds the password checks at once (each costs PBKDF2)
@@ -323,8 +325,9 @@ type consoleNote struct {
 // share tells the other processes' consoles of this one's sign-ins and
 // takes theirs (nothing without NATS): a load balancer in front of
 // several ops listeners does not multiply the guesses an address gets,
-// as it does not need sticky sessions. A note's time is taken within 2 s
-// of this clock. The subscription ends with the connection.
+// as it does not need sticky sessions. A note's time is taken as the
+// gateways take theirs (gateway.NoteTime). The subscription ends with the
+// connection.
 func (c *console) share() error {
 	if c.nc == nil {
 		return nil
@@ -332,18 +335,21 @@ func (c *console) share() error {
 	var b [8]byte
 	rand.Read(b[:])
 	c.self = hex.EncodeToString(b[:])
+	var warned atomic.Int64 // when a bad note was last logged, Unix seconds
 	_, err := c.nc.Subscribe(events.ConsoleSignInSubject, func(m *nats.Msg) {
 		var n consoleNote
-		if err := json.Unmarshal(m.Data, &n); err != nil || n.Addr == "" || n.From == c.self {
+		if err := json.Unmarshal(m.Data, &n); err != nil || n.Addr == "" {
+			// Logged once a minute at most: a broken peer sends many.
+			if now := c.now().Unix(); warned.Load() < now-60 {
+				warned.Store(now)
+				c.log.Warn("console sign-in note from another process not understood; dropped (once a minute at most is said)", "err", err)
+			}
 			return
 		}
-		now := c.now()
-		at := time.UnixMilli(n.At)
-		if at.After(now) {
-			at = now
-		} else if floor := now.Add(-2 * time.Second); at.Before(floor) {
-			at = floor
+		if n.From == c.self {
+			return
 		}
+		at := gateway.NoteTime(n.At, c.now())
 		if n.OK {
 			c.succeededAt(n.Addr, at)
 		} else {
