@@ -319,8 +319,13 @@ func (g *Gateway) dispatch(ctx context.Context, subject, home, id string, deadli
 	msg.Data = data
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	if err := g.append(ctx, msg, id, remote); err != nil {
-		return nil, fmt.Errorf("append %s: %w", ev.Type(), err)
+	if attempts, err := g.append(ctx, msg, id, remote); err != nil {
+		err = fmt.Errorf("append %s: %w", ev.Type(), err)
+		if attempts > 1 || ctx.Err() != nil {
+			// An attempt not answered may have been stored.
+			return nil, &unanswered{err}
+		}
+		return nil, err
 	}
 	var ask <-chan time.Time
 	if home != "" {
@@ -338,7 +343,7 @@ func (g *Gateway) dispatch(ctx context.Context, subject, home, id string, deadli
 				return r, nil
 			}
 		case <-ctx.Done():
-			return nil, fmt.Errorf("no reply to %s: %w", ev.Type(), context.Cause(ctx))
+			return nil, &unanswered{fmt.Errorf("no reply to %s: %w", ev.Type(), context.Cause(ctx))}
 		}
 	}
 }
@@ -364,16 +369,28 @@ func (g *Gateway) askAnswer(ctx context.Context, home, id string) *events.Reply 
 }
 
 // append appends a request event to its stream, once (projections.Append:
-// retried with the same message id until it is stored or ctx ends); the
-// request is then answered 503, never later than its deadline.
-func (g *Gateway) append(ctx context.Context, msg *nats.Msg, id string, remote bool) error {
+// retried with the same message id until it is stored or ctx ends), and
+// returns how many attempts it made; the request is then answered 503 or
+// 504, never later than its deadline.
+func (g *Gateway) append(ctx context.Context, msg *nats.Msg, id string, remote bool) (int, error) {
 	if remote {
 		_, err := g.cfg.JetStream.PublishMsg(ctx, msg, jetstream.WithMsgID(id), jetstream.WithRetryAttempts(0))
-		return err
+		return 1, err
 	}
 	attempts, err := projections.Append(ctx, g.cfg.JetStream, msg, id)
 	if attempts > 1 {
 		g.log.Warn("request appended after retries, or not at all", "req", id, "attempts", attempts, "err", err)
 	}
-	return err
+	return attempts, err
 }
+
+// unanswered is a request whose deadline passed after it was given to its
+// stream, or while it was: it may have been stored, decided and carried
+// out all the same (a message delivered, its answer lost on a link that
+// went silent, or late). It is answered 504, never 503: a 503 says the
+// request was not taken, and a client may send it again as if nothing
+// had happened.
+type unanswered struct{ err error }
+
+func (e *unanswered) Error() string { return e.err.Error() }
+func (e *unanswered) Unwrap() error { return e.err }

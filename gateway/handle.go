@@ -69,17 +69,21 @@ func outcomeRefusal(o Outcome) error {
 // respond is the gateway's single renderer: every response it sends is
 // made here, from err when the gateway answers by itself, else from the
 // reply of a home node or router to req. A refusal and a framing error
-// (rvp.ProtocolError) give their status and say why; any other error is
-// the service failing to take the request: 503, never 500, on which
-// librvp disconnects.
+// (rvp.ProtocolError) give their status and say why; a request not
+// answered by its deadline once given to its stream (unanswered) is 504,
+// its outcome unknown; any other error is the service failing to take
+// the request: 503, never 500, on which librvp disconnects.
 func respond(req *rvp.Request, reply *events.Reply, err error) *rvp.Response {
 	if err != nil {
 		var rf *refusal
 		var pe *rvp.ProtocolError
+		var un *unanswered
 		switch {
 		case errors.As(err, &rf):
 		case errors.As(err, &pe):
 			rf = &refusal{status: pe.Status, msg: pe.Msg, close: true}
+		case errors.As(err, &un):
+			rf = &refusal{status: rvp.StatusGatewayTimeout, msg: "no answer in time; the request may have been carried out all the same (a message delivered): check before sending it again"}
 		default:
 			rf = &refusal{status: rvp.StatusUnavailable, msg: "the service could not take the request; retry in a moment"}
 		}

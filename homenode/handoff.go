@@ -24,7 +24,7 @@ type routing int
 
 const (
 	routeDecide  routing = iota
-	routeLate            // its deadline passed: the gateway has answered 503
+	routeLate            // its deadline passed: the gateway has answered 504
 	routeForward         // its user lives on another home server now
 	routeHold            // its user's state is on its way from its former home server
 )

@@ -984,7 +984,7 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 	}
 	switch route {
 	case routeLate:
-		log.Warn("request expired before it was decided; the gateway has answered 503", "late", now.Sub(r.Deadline))
+		log.Warn("request expired before it was decided; the gateway has answered 504", "late", now.Sub(r.Deadline))
 		return m.Ack()
 	case routeForward:
 		return n.forward(ctx, log, m, r, rec)

@@ -75,16 +75,19 @@ const (
 	// POLL and unknown methods (Exchange answered them so, S§5.8), and
 	// chunked bodies. Never for a failure: librvp disconnects on it.
 	StatusNotImplemented = 501
-	// StatusUnavailable: this server could not take or decide the request
-	// (the home node did not answer in time, the directory could not be
-	// read, too many connections, subscription ids exhausted); retrying
-	// later may work. It stands where 500 would: librvp disconnects on 500
+	// StatusUnavailable: this server did not take the request, and
+	// nothing of it was carried out (another site cannot be reached, the
+	// directory could not be read, too many connections, subscription ids
+	// exhausted); retrying later may work. It stands where 500 would: librvp disconnects on 500
 	// and 501 to anything but NOTIFY, and a passing failure must not end a
 	// session.
 	StatusUnavailable = 503
-	// StatusGatewayTimeout: another organisation's server, to which a
-	// router forwarded the request, did not answer. Not 500, for the same
-	// reason as StatusUnavailable.
+	// StatusGatewayTimeout: no answer came in time from where the request
+	// went (the home node, another site's home node, another
+	// organisation's server a router forwarded it to), so its outcome is
+	// unknown: it may have been carried out. StatusUnavailable says it
+	// was not. Not 500, for the same reason as StatusUnavailable; librvp
+	// ignores it, as it does 503.
 	StatusGatewayTimeout = 504
 	// StatusHTTPVersion: a request line with an HTTP version other than
 	// 1.x.

@@ -1,6 +1,7 @@
 package testcluster
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 	"testing"
@@ -19,7 +20,7 @@ import (
 // and presence changes between its users, and kills with SIGKILL the NATS
 // server that leads home1's fact stream, then (the first back) the
 // follower of that stream that leads the most other raft groups. Every request answered with success has its fact
-// afterwards, once; every request gets a success or a 503 within the
+// afterwards, once; every request gets a success, a 503 or a 504 within the
 // gateway's request timeout; each home server's service resumes (a
 // request sent after the kill answered with success) within 5 s of the
 // kill, or of the end of the raft elections of what it needs when the
@@ -113,7 +114,7 @@ func TestClusterNATSServerLoss(t *testing.T) {
 	once, twice := load.Delivered()
 	t.Logf("%s; slowest request %v; messages delivered once %d, more than once %d", fc, load.Slowest().Round(time.Millisecond), once, twice)
 	for _, f := range load.Failures() {
-		t.Errorf("neither a success nor a 503: %s", f)
+		t.Errorf("neither a success, a 503 nor a 504: %s", f)
 	}
 	if d := load.Slowest(); d > 22*time.Second {
 		t.Errorf("a request took %v; the gateway's request timeout is 20s", d)
@@ -122,7 +123,7 @@ func TestClusterNATSServerLoss(t *testing.T) {
 }
 
 // TestClusterNoQuorum: with two of its three NATS servers killed, the
-// cluster has no quorum: requests are answered 503 within the gateways'
+// cluster has no quorum: requests are answered 503 or 504 within the gateways'
 // request timeout, not left hanging; once the servers are back, the same
 // roles serve again without being restarted.
 func TestClusterNoQuorum(t *testing.T) {
@@ -147,7 +148,8 @@ func TestClusterNoQuorum(t *testing.T) {
 		s.Kill()
 	}
 	killed := time.Now()
-	// Every user's requests get 503 now, each within the timeout.
+	// Every user's requests fail now (504: given to a stream that does not
+	// answer), each within the timeout.
 	load.WaitFailed(2*len(users), killed.Add(timeout), time.Minute)
 	for _, s := range down {
 		s.Start()
@@ -161,7 +163,7 @@ func TestClusterNoQuorum(t *testing.T) {
 	fc := load.CheckFacts(c.JS)
 	t.Logf("%s; slowest request %v", fc, load.Slowest().Round(time.Millisecond))
 	for _, f := range load.Failures() {
-		t.Errorf("neither a success nor a 503: %s", f)
+		t.Errorf("neither a success, a 503 nor a 504: %s", f)
 	}
 	if d := load.Slowest(); d > timeout+2*time.Second {
 		t.Errorf("a request took %v; the gateways' request timeout is %v", d, timeout)
@@ -228,4 +230,45 @@ func TestGatewayAsksForLostAnswer(t *testing.T) {
 		t.Fatal("the gateway did not ask for the answer")
 	}
 	t.Logf("answered %v after it was sent (the gateway asks after 3 s)", time.Since(start).Round(time.Millisecond))
+}
+
+// TestGatewayNoAnswerInTime: a request given to its stream whose home
+// node does not answer by the deadline is answered 504, its outcome
+// unknown (it may have been decided, its answer lost on the way), not
+// 503, which says a request was not taken. Here it was not decided: the
+// home node, started again, drops it as late, and a message sent after
+// it reaches its recipient alone.
+func TestGatewayNoAnswerInTime(t *testing.T) {
+	const timeout = 2 * time.Second
+	c := Start(t, Options{Users: map[string]string{"alice": "home1", "bob": "home1"}, RequestTimeout: timeout})
+	alice, bob := c.Client(t, "alice"), c.Client(t, "bob")
+	must(t, "alice signs in", alice.Login(600), 200)
+	must(t, "bob signs in", bob.Login(600), 200)
+	if err := c.Homes["home1"].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	late := alice.MessageBody("bob", "sent while home1 had no node")
+	start := time.Now()
+	r := alice.Send("bob", late)
+	took := time.Since(start)
+	if r.Status != 504 || !strings.Contains(string(r.Body), "may have been carried out") {
+		t.Errorf("alice → bob, no home node: %d %q; want 504 saying it may have been carried out", r.Status, r.Body)
+	}
+	if took < timeout || took > timeout+time.Second {
+		t.Errorf("answered after %v; want at the request timeout, %v", took, timeout)
+	}
+	c.Homes["home1"] = c.StartHome("home1")
+	after := alice.MessageBody("bob", "sent once home1 was back")
+	Eventually(t, time.Minute, func() error {
+		if r := alice.Send("bob", after); r.Status != 200 {
+			return fmt.Errorf("alice → bob, home1 back: %d %s", r.Status, r.Body)
+		}
+		return nil
+	})
+	bob.WaitNotify(0, wait, func(n Notify) bool { return bytes.Equal(n.Body, after) })
+	for _, n := range bob.Notifies() {
+		if bytes.Equal(n.Body, late) {
+			t.Errorf("bob got the message sent past its deadline")
+		}
+	}
 }

@@ -247,18 +247,18 @@ func (l *Load) WaitSucceeded(n int, since time.Time, d time.Duration, match func
 }
 
 // WaitFailed waits until n requests sent since then have been answered
-// 503.
+// 503 or 504 (not taken, or not answered in time).
 func (l *Load) WaitFailed(n int, since time.Time, d time.Duration) {
 	l.t.Helper()
 	Eventually(l.t, d, func() error {
 		got := 0
 		for _, r := range l.Results() {
-			if r.Status == 503 && !r.Start.Before(since) {
+			if (r.Status == 503 || r.Status == 504) && !r.Start.Before(since) {
 				got++
 			}
 		}
 		if got < n {
-			return fmt.Errorf("%d requests sent since %s answered 503, want %d", got, since.Format("15:04:05.000"), n)
+			return fmt.Errorf("%d requests sent since %s answered 503 or 504, want %d", got, since.Format("15:04:05.000"), n)
 		}
 		return nil
 	})
@@ -272,7 +272,7 @@ type FactCount struct {
 	Survived     int // of those, the ones whose fact is in the streams
 	Lost         int // answered with success, no fact
 	Duplicated   int // marks found in more than one fact of their kind
-	Unanswered   int // facts of requests that got no success answer (decided, then 503 or cut)
+	Unanswered   int // facts of requests that got no success answer (decided, then 504 or cut)
 	Statuses     map[int]int
 }
 
@@ -385,12 +385,12 @@ func (l *Load) Slowest() time.Duration {
 	return d
 }
 
-// Failures describes the requests that got neither a success nor a 503,
-// at most ten.
+// Failures describes the requests that got neither a success, a 503 nor a
+// 504, at most ten.
 func (l *Load) Failures() []string {
 	var out []string
 	for _, r := range l.Results() {
-		if r.OK() || r.Status == 503 {
+		if r.OK() || r.Status == 503 || r.Status == 504 {
 			continue
 		}
 		if len(out) < 10 {

@@ -26,10 +26,13 @@ import (
 //     projections equal their rebuilds (Verify);
 //   - judy (site a) sends carol a message every 100 ms throughout: while
 //     b is lost each is answered 412 or 503 (at once, the site watch
-//     telling the gateway, once b has missed two probes), none waits past
-//     the gateways' request timeout, and none that failed reaches carol
-//     later (those sent into the silent link reach b after their
-//     deadline, and are dropped there);
+//     telling the gateway, once b has missed two probes) but for at most
+//     one a loss, sent before the watch noticed, answered 504 at the
+//     request timeout; none waits past the gateways' request timeout, and
+//     none refused (412, 503) reaches carol later (those sent into the
+//     silent link reach b after their deadline, and are dropped there).
+//     A 504 says the outcome is unknown: a message stored at b just
+//     before the loss is delivered there, its answer lost on the way;
 //   - alice (site a) and carol (site b) watch each other; each sees the
 //     other offline while b is lost, and within 10 s of b's return the
 //     state the other set meanwhile.
@@ -116,8 +119,8 @@ func TestSitesLossUnderLoad(t *testing.T) {
 		}
 		s := pr.summary(inEffect, back)
 		t.Logf("%s: judy → carol while b was lost: %v, slowest %v", loss.name, s.statuses, s.slowest.Round(time.Millisecond))
-		if s.slowest > timeout+time.Second || s.other > 0 {
-			t.Errorf("%s: judy → carol while b was lost: %v, slowest %v; want each 412 or 503 within %v", loss.name, s.statuses, s.slowest, timeout)
+		if s.slowest > timeout+time.Second || s.other > 0 || s.statuses[504] > 1 {
+			t.Errorf("%s: judy → carol while b was lost: %v, slowest %v; want each 412 or 503 within %v, but for at most one 504 (in flight as the watch noticed)", loss.name, s.statuses, s.slowest, timeout)
 		}
 	}
 	l.Stop()
@@ -131,27 +134,36 @@ func TestSitesLossUnderLoad(t *testing.T) {
 		}
 	}
 	// None of judy's messages, those sent as b was lost included, waited
-	// past the request timeout; nothing she was told had failed reaches
-	// carol.
-	failed := map[string]bool{}
+	// past the request timeout; nothing she was told had been refused
+	// reaches carol. Those answered 504 (no answer in time) may have.
+	refused, unknown := map[string]bool{}, map[string]bool{}
 	var slowest Result
 	for _, r := range pr.results() {
-		if r.Status != 200 {
-			failed[r.Mark] = true
+		switch r.Status {
+		case 412, 503:
+			refused[r.Mark] = true
+		case 504:
+			unknown[r.Mark] = true
 		}
 		if r.Took > slowest.Took {
 			slowest = r
 		}
-		if r.Took > timeout+time.Second || (r.Status != 200 && r.Status != 412 && r.Status != 503) {
-			t.Errorf("judy → carol at %s: %d %s after %v; want 200, 412 or 503 within %v", r.Start.Format("15:04:05.000"), r.Status, r.Err, r.Took, timeout)
+		if r.Took > timeout+time.Second || (r.Status != 200 && !refused[r.Mark] && !unknown[r.Mark]) {
+			t.Errorf("judy → carol at %s: %d %s after %v; want 200, 412, 503 or 504 within %v", r.Start.Format("15:04:05.000"), r.Status, r.Err, r.Took, timeout)
 		}
 	}
-	t.Logf("judy → carol: %d messages, the slowest answered %d after %v", len(pr.results()), slowest.Status, slowest.Took.Round(time.Millisecond))
+	reached := 0
 	for _, n := range carol.Notifies() {
-		if mk := markRE.FindString(string(n.Body)); mk != "" && failed[mk] {
-			t.Errorf("carol got %s, which judy was told had failed", mk)
+		mk := markRE.FindString(string(n.Body))
+		if mk != "" && refused[mk] {
+			t.Errorf("carol got %s, which judy was told had been refused", mk)
+		}
+		if mk != "" && unknown[mk] {
+			reached++
 		}
 	}
+	t.Logf("judy → carol: %d messages, %d refused, %d answered 504 (of which %d reached carol); the slowest answered %d after %v",
+		len(pr.results()), len(refused), len(unknown), reached, slowest.Status, slowest.Took.Round(time.Millisecond))
 	a.Verify()
 	b.Verify()
 }
@@ -259,7 +271,7 @@ func (p *probe) waitStatuses(t *testing.T, since time.Time, n int, statuses ...i
 
 type probeSummary struct {
 	statuses map[int]int
-	other    int // neither 412 nor 503
+	other    int // neither 412, 503 nor 504
 	slowest  time.Duration
 }
 
@@ -271,7 +283,7 @@ func (p *probe) summary(from, to time.Time) probeSummary {
 			continue
 		}
 		s.statuses[r.Status]++
-		if r.Status != 412 && r.Status != 503 {
+		if r.Status != 412 && r.Status != 503 && r.Status != 504 {
 			s.other++
 		}
 		s.slowest = max(s.slowest, r.Took)

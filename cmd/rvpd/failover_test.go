@@ -196,7 +196,7 @@ func ownerKilled(t *testing.T, history int) {
 	once, twice := load.Delivered()
 	t.Logf("%s; slowest request %v; messages delivered once %d, more than once %d", fc, load.Slowest().Round(time.Millisecond), once, twice)
 	for _, f := range load.Failures() {
-		t.Errorf("neither a success nor a 503: %s", f)
+		t.Errorf("neither a success, a 503 nor a 504: %s", f)
 	}
 	if fc.Unanswered > 0 {
 		t.Errorf("%d requests were decided (their facts are in the stream) and not answered with success", fc.Unanswered)
@@ -398,6 +398,6 @@ func TestHomeOwnerPaused(t *testing.T) {
 	fc := load.CheckFacts(s.js)
 	t.Logf("%s; slowest request %v", fc, load.Slowest().Round(time.Millisecond))
 	for _, f := range load.Failures() {
-		t.Errorf("neither a success nor a 503: %s", f)
+		t.Errorf("neither a success, a 503 nor a 504: %s", f)
 	}
 }
