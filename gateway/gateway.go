@@ -45,10 +45,11 @@ type Config struct {
 	Site string
 	// Sites, when set, says which other sites are lost now (the site
 	// watch, homenode.SiteWatch): a request for a home server there is
-	// answered 503 at once instead of published. Without it a site
-	// whose leaf connection went silent (packets dropped, nothing
-	// closed) held each such request for the whole request timeout,
-	// until NATS's pings gave the connection up.
+	// answered 503 at once instead of published, and one already
+	// published there is answered 504 once the site is counted lost.
+	// Without it a site whose leaf connection went silent (packets
+	// dropped, nothing closed) held each such request for the whole
+	// request timeout, until NATS's pings gave the connection up.
 	Sites interface{ Lost(site string) bool }
 	// RequestTimeout bounds the wait for a home node's or router's reply,
 	// inside librvp's 30 s. Default DefaultRequestTimeout.
@@ -297,9 +298,11 @@ const askAfter = 3 * time.Second
 // dispatch appends a request event (or a lookup, with home "") for
 // subject and waits for its reply until deadline; from askAfter on it
 // also asks home's node for the answer it recorded. A request for a home
-// server of another site (remote) is appended in one attempt: no stream
-// answers while that site cannot be reached, and that is said at once.
-func (g *Gateway) dispatch(ctx context.Context, subject, home, id string, deadline time.Time, ev events.Event, remote bool) (*events.Reply, error) {
+// server of another site (site, "" for our own) is appended in one
+// attempt: no stream answers while that site cannot be reached, and that
+// is said at once; and the wait ends (504) as soon as the site watch
+// counts that site lost, rather than at the deadline.
+func (g *Gateway) dispatch(ctx context.Context, subject, home, id string, deadline time.Time, ev events.Event, site string) (*events.Reply, error) {
 	data, err := events.Encode(ev)
 	if err != nil {
 		return nil, err
@@ -319,11 +322,26 @@ func (g *Gateway) dispatch(ctx context.Context, subject, home, id string, deadli
 	msg.Data = data
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	if attempts, err := g.append(ctx, msg, id, remote); err != nil {
+	if site != "" && g.cfg.Sites != nil {
+		var stop func()
+		ctx, stop = whileReachable(ctx, g.cfg.Sites, site)
+		defer stop()
+	}
+	// lost is the site lost while the request travelled, if it was.
+	lost := func() string {
+		if errors.Is(context.Cause(ctx), errSiteLost) {
+			return site
+		}
+		return ""
+	}
+	if attempts, err := g.append(ctx, msg, id, site != ""); err != nil {
 		err = fmt.Errorf("append %s: %w", ev.Type(), err)
 		if attempts > 1 || ctx.Err() != nil {
 			// An attempt not answered may have been stored.
-			return nil, &unanswered{err}
+			if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
+				err = fmt.Errorf("%w (%w)", err, cause)
+			}
+			return nil, &unanswered{err: err, site: lost()}
 		}
 		return nil, err
 	}
@@ -343,9 +361,43 @@ func (g *Gateway) dispatch(ctx context.Context, subject, home, id string, deadli
 				return r, nil
 			}
 		case <-ctx.Done():
-			return nil, &unanswered{fmt.Errorf("no reply to %s: %w", ev.Type(), context.Cause(ctx))}
+			return nil, &unanswered{err: fmt.Errorf("no reply to %s: %w", ev.Type(), context.Cause(ctx)), site: lost()}
 		}
 	}
+}
+
+// siteLook is how often a request waiting on another site looks whether
+// the site watch counts that site lost.
+const siteLook = 100 * time.Millisecond
+
+// errSiteLost ends the wait of a request for another site's home server
+// once the site watch counts that site lost: it travelled into a link
+// that went silent, or to a site stopped, and no answer is coming.
+var errSiteLost = errors.New("the site was lost while the request travelled")
+
+// whileReachable returns a context that ends with errSiteLost once sites
+// counts site lost (looked at every siteLook), and a stop that ends the
+// looking; the goroutine it starts is done when stop returns.
+func whileReachable(ctx context.Context, sites interface{ Lost(string) bool }, site string) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(siteLook)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if sites.Lost(site) {
+					cancel(fmt.Errorf("site %s: %w", site, errSiteLost))
+					return
+				}
+			}
+		}
+	}()
+	return ctx, func() { cancel(nil); <-done }
 }
 
 // askAnswer asks home's node for the answer it recorded for request id;
@@ -389,8 +441,12 @@ func (g *Gateway) append(ctx context.Context, msg *nats.Msg, id string, remote b
 // out all the same (a message delivered, its answer lost on a link that
 // went silent, or late). It is answered 504, never 503: a 503 says the
 // request was not taken, and a client may send it again as if nothing
-// had happened.
-type unanswered struct{ err error }
+// had happened. site is another site the site watch counted lost while
+// the request travelled to it ("" when the deadline passed).
+type unanswered struct {
+	err  error
+	site string
+}
 
 func (e *unanswered) Error() string { return e.err.Error() }
 func (e *unanswered) Unwrap() error { return e.err }

@@ -82,6 +82,8 @@ func respond(req *rvp.Request, reply *events.Reply, err error) *rvp.Response {
 		case errors.As(err, &rf):
 		case errors.As(err, &pe):
 			rf = &refusal{status: pe.Status, msg: pe.Msg, close: true}
+		case errors.As(err, &un) && un.site != "":
+			rf = &refusal{status: rvp.StatusGatewayTimeout, msg: fmt.Sprintf("site %s was lost while the request travelled to it; it may have been carried out there all the same (a message delivered): check before sending it again", un.site)}
 		case errors.As(err, &un):
 			rf = &refusal{status: rvp.StatusGatewayTimeout, msg: "no answer in time; the request may have been carried out all the same (a message delivered): check before sending it again"}
 		default:
@@ -254,7 +256,7 @@ func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client 
 			purpose = lookupRedirect
 		}
 		g.cfg.Metrics.lookup(purpose)
-		reply, err := g.dispatch(ctx, events.LookupSubject(g.cfg.Site), "", id, deadline, lookup, false)
+		reply, err := g.dispatch(ctx, events.LookupSubject(g.cfg.Site), "", id, deadline, lookup, "")
 		if err != nil {
 			return nil, fmt.Errorf("lookup of %s on %s: %w", lookup.Alias, lookup.Host, err)
 		}
@@ -370,7 +372,7 @@ func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client 
 	if site != "" && g.cfg.Sites != nil && g.cfg.Sites.Lost(site) {
 		return nil, unreachable()
 	}
-	reply, err := g.dispatch(ctx, events.RequestSubject(tgt.rec.Home, tgt.user), tgt.rec.Home, id, deadline, ev, site != "")
+	reply, err := g.dispatch(ctx, events.RequestSubject(tgt.rec.Home, tgt.user), tgt.rec.Home, id, deadline, ev, site)
 	if site != "" && errors.Is(err, jetstream.ErrNoStreamResponse) {
 		return nil, unreachable()
 	}

@@ -27,8 +27,8 @@ import (
 //   - judy (site a) sends carol a message every 100 ms throughout: while
 //     b is lost each is answered 412 or 503 (at once, the site watch
 //     telling the gateway, once b has missed two probes) but for at most
-//     one a loss, sent before the watch noticed, answered 504 at the
-//     request timeout; none waits past the gateways' request timeout, and
+//     one a loss, sent before the watch noticed, answered 504 once it
+//     did; none waits past the gateways' request timeout, and
 //     none refused (412, 503) reaches carol later (those sent into the
 //     silent link reach b after their deadline, and are dropped there).
 //     A 504 says the outcome is unknown: a message stored at b just

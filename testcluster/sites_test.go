@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -453,11 +454,13 @@ func TestSitesThreeServers(t *testing.T) {
 
 // TestSitesSilent: site b's leaf connection goes silent (packets dropped,
 // nothing closed, as on a WAN link; NATS's pings give it up only after
-// minutes here). alice (site a) sees carol (site b) offline once site a's
-// watch misses b twice, and from then on a message to carol is answered
-// 503 at once, not after the gateway's whole request timeout; once the
-// link speaks again each sees the state the other set meanwhile, and
-// nothing alice was told had failed reaches carol.
+// minutes here). A message alice (site a) sends carol (site b) as the
+// link goes silent is answered 504 (its outcome unknown) once site a's
+// watch misses b twice, not at the gateway's request timeout; alice sees
+// carol offline then, and from then on a message to carol is answered
+// 503 at once; once the link speaks again each sees the state the other
+// set meanwhile, and nothing alice was told had been refused (503)
+// reaches carol.
 func TestSitesSilent(t *testing.T) {
 	const timeout = 5 * time.Second
 	ss := StartSites(t, SitesOptions{Options: Options{Inside: []string{"10.0.0.0/8"}, RequestTimeout: timeout}})
@@ -469,12 +472,22 @@ func TestSitesSilent(t *testing.T) {
 
 	silenced := time.Now()
 	b.Site().Link.Silence()
+	inFlight := alice.MessageBody("carol", "sent as the link went silent")
+	r := alice.Send("carol", inFlight)
+	took := time.Since(silenced)
+	if r.Status != 504 || !strings.Contains(string(r.Body), "site b was lost") {
+		t.Errorf("alice → carol as the link went silent: %d %q; want 504 saying site b was lost", r.Status, r.Body)
+	}
+	if took > timeout-time.Second {
+		t.Errorf("alice → carol as the link went silent answered after %v; want once the watch counts b lost, before the request timeout (%v)", took, timeout)
+	}
+	t.Logf("alice → carol as the link went silent: %d after %v", r.Status, took.Round(time.Millisecond))
 	_, i := alice.WaitNotify(0, wait, fromState(carol, "offline"))
 	t.Logf("alice saw carol offline %v after the link went silent", time.Since(silenced).Round(time.Millisecond))
 	lost := alice.MessageBody("carol", "sent while the link was silent")
 	start := time.Now()
-	r := alice.Send("carol", lost)
-	took := time.Since(start)
+	r = alice.Send("carol", lost)
+	took = time.Since(start)
 	must(t, "alice → carol, the link silent", r, 503)
 	if took > time.Second || r.Header.Get("Retry-After") == "" {
 		t.Errorf("503 after %v with Retry-After %q; want at once (the request timeout is %v), with Retry-After", took, r.Header.Get("Retry-After"), timeout)
