@@ -334,16 +334,16 @@ func (g *Gateway) dispatch(ctx context.Context, subject, home, id string, deadli
 		}
 		return ""
 	}
-	if attempts, err := g.append(ctx, msg, id, site != ""); err != nil {
+	if err := g.append(ctx, msg, id, site != ""); err != nil {
 		err = fmt.Errorf("append %s: %w", ev.Type(), err)
-		if attempts > 1 || ctx.Err() != nil {
-			// An attempt not answered may have been stored.
-			if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
-				err = fmt.Errorf("%w (%w)", err, cause)
-			}
-			return nil, &unanswered{err: err, site: lost()}
+		if projections.NotStored(err) {
+			return nil, err
 		}
-		return nil, err
+		// An attempt not answered may have been stored.
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
+			err = fmt.Errorf("%w (%w)", err, cause)
+		}
+		return nil, &unanswered{err: err, site: lost()}
 	}
 	var ask <-chan time.Time
 	if home != "" {
@@ -361,6 +361,11 @@ func (g *Gateway) dispatch(ctx context.Context, subject, home, id string, deadli
 				return r, nil
 			}
 		case <-ctx.Done():
+			select {
+			case r := <-ch: // came as the wait ended
+				return r, nil
+			default:
+			}
 			return nil, &unanswered{err: fmt.Errorf("no reply to %s: %w", ev.Type(), context.Cause(ctx)), site: lost()}
 		}
 	}
@@ -421,19 +426,18 @@ func (g *Gateway) askAnswer(ctx context.Context, home, id string) *events.Reply 
 }
 
 // append appends a request event to its stream, once (projections.Append:
-// retried with the same message id until it is stored or ctx ends), and
-// returns how many attempts it made; the request is then answered 503 or
-// 504, never later than its deadline.
-func (g *Gateway) append(ctx context.Context, msg *nats.Msg, id string, remote bool) (int, error) {
+// retried with the same message id until it is stored or ctx ends; for
+// another site's stream, in one attempt); the request is then answered
+// 503 (projections.NotStored) or 504, never later than its deadline.
+func (g *Gateway) append(ctx context.Context, msg *nats.Msg, id string, remote bool) error {
 	if remote {
-		_, err := g.cfg.JetStream.PublishMsg(ctx, msg, jetstream.WithMsgID(id), jetstream.WithRetryAttempts(0))
-		return 1, err
+		return projections.AppendOnce(ctx, g.cfg.JetStream, msg, id)
 	}
 	attempts, err := projections.Append(ctx, g.cfg.JetStream, msg, id)
 	if attempts > 1 {
 		g.log.Warn("request appended after retries, or not at all", "req", id, "attempts", attempts, "err", err)
 	}
-	return attempts, err
+	return err
 }
 
 // unanswered is a request whose deadline passed after it was given to its
@@ -449,4 +453,16 @@ type unanswered struct {
 }
 
 func (e *unanswered) Error() string { return e.err.Error() }
+
+// explain is what the client of req is told.
+func (e *unanswered) explain(req *rvp.Request) string {
+	what := "no answer in time; the request may have been carried out all the same"
+	if e.site != "" {
+		what = fmt.Sprintf("site %s was lost while the request travelled to it; it may have been carried out there all the same", e.site)
+	}
+	if req != nil && req.Method == "NOTIFY" {
+		what += " (the message delivered)"
+	}
+	return what + ": check before sending it again"
+}
 func (e *unanswered) Unwrap() error { return e.err }

@@ -82,10 +82,8 @@ func respond(req *rvp.Request, reply *events.Reply, err error) *rvp.Response {
 		case errors.As(err, &rf):
 		case errors.As(err, &pe):
 			rf = &refusal{status: pe.Status, msg: pe.Msg, close: true}
-		case errors.As(err, &un) && un.site != "":
-			rf = &refusal{status: rvp.StatusGatewayTimeout, msg: fmt.Sprintf("site %s was lost while the request travelled to it; it may have been carried out there all the same (a message delivered): check before sending it again", un.site)}
 		case errors.As(err, &un):
-			rf = &refusal{status: rvp.StatusGatewayTimeout, msg: "no answer in time; the request may have been carried out all the same (a message delivered): check before sending it again"}
+			rf = &refusal{status: rvp.StatusGatewayTimeout, msg: un.explain(req)}
 		default:
 			rf = &refusal{status: rvp.StatusUnavailable, msg: "the service could not take the request; retry in a moment"}
 		}

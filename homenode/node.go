@@ -166,7 +166,7 @@ type Config struct {
 	// HandoffWait is how long requests for a user moved here are held
 	// back while the handoff from its former home server has not come;
 	// then they are decided without it (it merges when it comes). Default
-	// 3s: past a gateway's patience it would only turn them into 503s.
+	// 3s: past a gateway's patience it would only turn them into 504s.
 	HandoffWait time.Duration
 	// FactStream configures the home server's fact stream, created by the
 	// node if it is missing (and, unless CreateOnly, updated). With Site

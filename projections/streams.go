@@ -287,26 +287,79 @@ const appendAttempt = time.Second
 // cluster is not available for the moment, is sent again with the same
 // id (JetStream stores an id once, so an attempt stored whose answer was
 // lost is not stored twice), until it is stored or ctx ends. It returns
-// the number of attempts made.
+// the number of attempts made; when it fails, NotStored tells whether
+// the message may have been stored all the same.
 func Append(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, id string) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, &notStored{err}
+	}
 	wait := 20 * time.Millisecond
+	unsure := false // an attempt went unanswered: it may have been stored
+	failed := func(attempt int, err error) (int, error) {
+		if !unsure {
+			err = &notStored{err}
+		}
+		return attempt, err
+	}
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, appendAttempt)
-		_, err := js.PublishMsg(actx, msg, jetstream.WithMsgID(id))
+		// No retries of nats.go's own (a no-responder sent again until
+		// ctx ends would leave the attempt's outcome unknown): this loop
+		// retries.
+		_, err := js.PublishMsg(actx, msg, jetstream.WithMsgID(id), jetstream.WithRetryAttempts(0))
 		cancel()
 		if err == nil {
 			return attempt, nil
 		}
+		unsure = unsure || !refused(err)
 		if ctx.Err() != nil || !transient(err) {
-			return attempt, err
+			return failed(attempt, err)
 		}
 		select {
 		case <-ctx.Done():
-			return attempt, fmt.Errorf("%w (after %d attempts)", err, attempt)
+			return failed(attempt, fmt.Errorf("%w (after %d attempts)", err, attempt))
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 250*time.Millisecond)
 	}
+}
+
+// AppendOnce appends msg to its stream in a single attempt, with message
+// id id; when it fails, NotStored tells whether the message may have been
+// stored all the same.
+func AppendOnce(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, id string) error {
+	if err := ctx.Err(); err != nil {
+		return &notStored{err}
+	}
+	_, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(id), jetstream.WithRetryAttempts(0))
+	if err != nil && refused(err) {
+		return &notStored{err}
+	}
+	return err
+}
+
+// NotStored reports whether err, from Append or AppendOnce, says that the
+// message was certainly not stored: every attempt was refused or found
+// no stream. Any other failure leaves it unknown: an attempt unanswered
+// (in time, or before the connection closed) may have been stored, its
+// answer lost.
+func NotStored(err error) bool {
+	var ns *notStored
+	return errors.As(err, &ns)
+}
+
+type notStored struct{ err error }
+
+func (e *notStored) Error() string { return e.err.Error() }
+func (e *notStored) Unwrap() error { return e.err }
+
+// refused reports whether a failed publish was answered, or never sent,
+// so that nothing of it was stored: JetStream's refusal, no stream
+// listening, a message the client would not send.
+func refused(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) || errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrBadSubject)
 }
 
 // transient reports whether a failed publish may succeed if sent again: no

@@ -1,6 +1,8 @@
 package projections
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -88,5 +90,58 @@ func TestRequestDuplicatesWindow(t *testing.T) {
 	// The ids stored under the older window are still known.
 	if ack, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID("req-1")); err != nil || !ack.Duplicate {
 		t.Errorf("the same id after the update: %+v, %v; want a duplicate", ack, err)
+	}
+}
+
+// TestAppendNotStored: a failed append says whether its message may have
+// been stored. Refused by JetStream, or with no stream to take it, it
+// certainly was not (NotStored); unanswered (a responder that takes it
+// and never answers, as a stream whose answer is lost), it may have been.
+func TestAppendNotStored(t *testing.T) {
+	js := startJetStream(t)
+	nc := js.Conn()
+	msg := func(subject string) *nats.Msg {
+		m := nats.NewMsg(subject)
+		m.Data = []byte("x")
+		return m
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	n, err := Append(ctx, js, msg("no.stream.here"), "req-1")
+	if err == nil || !NotStored(err) || n < 2 {
+		t.Errorf("Append with no stream: %d attempts, %v (not stored %v); want retries until the deadline, then not stored", n, err, NotStored(err))
+	}
+	if err := AppendOnce(t.Context(), js, msg("no.stream.here"), "req-2"); err == nil || !NotStored(err) || !errors.Is(err, jetstream.ErrNoStreamResponse) {
+		t.Errorf("AppendOnce with no stream: %v (not stored %v); want no stream response, not stored", err, NotStored(err))
+	}
+
+	// A stream that takes the message and never answers.
+	sub, err := nc.Subscribe("silent.stream", func(*nats.Msg) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	ctx, cancel = context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := Append(ctx, js, msg("silent.stream"), "req-3"); err == nil || NotStored(err) {
+		t.Errorf("Append unanswered: %v (not stored %v); want an error that leaves it unknown", err, NotStored(err))
+	}
+	ctx, cancel = context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	if err := AppendOnce(ctx, js, msg("silent.stream"), "req-4"); err == nil || NotStored(err) {
+		t.Errorf("AppendOnce unanswered: %v (not stored %v); want an error that leaves it unknown", err, NotStored(err))
+	}
+
+	// Refused by JetStream: the expected last sequence is not the
+	// stream's.
+	m := msg(events.RequestSubject("home1", events.User{Domain: "example.com", Alias: "alice"}))
+	m.Header.Set(jetstream.ExpectedLastSeqHeader, "12345")
+	if _, err := Append(t.Context(), js, m, "req-5"); err == nil || !NotStored(err) {
+		t.Errorf("Append refused: %v (not stored %v); want not stored", err, NotStored(err))
+	}
+
+	// Stored: no error.
+	if n, err := Append(t.Context(), js, msg(events.RequestSubject("home1", events.User{Domain: "example.com", Alias: "alice"})), "req-6"); err != nil || n != 1 {
+		t.Errorf("Append to the requests stream: %d attempts, %v; want stored at the first", n, err)
 	}
 }

@@ -174,7 +174,7 @@ func TestClusterNoQuorum(t *testing.T) {
 // TestGatewayAsksForLostAnswer: a home node decides a request and its
 // answer never reaches the gateway (lost with the NATS server the
 // gateway was connected to, say). The gateway asks the home node for the
-// answer it recorded, and the client gets it, rather than a 503 when the
+// answer it recorded, and the client gets it, rather than a 504 when the
 // deadline passes. A stand-in plays the home node: it takes the request
 // and answers only when asked.
 func TestGatewayAsksForLostAnswer(t *testing.T) {

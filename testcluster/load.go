@@ -284,7 +284,9 @@ func (f FactCount) String() string {
 // CheckFacts reads every fact stream and counts, for the load's requests:
 // every one answered with success must have its fact (a message's
 // acceptance, a state change's property) exactly once; none may have it
-// twice. It reports each loss and duplicate as a test error.
+// twice; none answered 503 (not taken) may have been carried out: a
+// state change's fact, a message got by its recipient. It reports each
+// loss, duplicate and 503 carried out as a test error.
 func (l *Load) CheckFacts(js jetstream.JetStream) FactCount {
 	l.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -337,6 +339,29 @@ func (l *Load) CheckFacts(js jetstream.JetStream) FactCount {
 		}
 		if !acked[mk] {
 			fc.Unanswered++
+		}
+	}
+	refused := map[string]Result{}
+	for _, r := range l.Results() {
+		if r.Status == 503 {
+			refused[r.Mark] = r
+		}
+	}
+	done := func(r Result, how string) {
+		l.t.Errorf("%s %s was answered 503 (not taken) at %s, and %s", r.Kind, r.Mark, r.Start.Format("15:04:05.000"), how)
+	}
+	for mk, r := range refused {
+		// A message accepted and then not delivered (its recipient's
+		// queue full) is answered 503 with its acceptance recorded.
+		if r.Kind == "presence" && found[mk] > 0 {
+			done(r, "its fact is in the streams")
+		}
+	}
+	for _, cl := range l.clients {
+		for _, n := range cl.Notifies() {
+			if r, ok := refused[markRE.FindString(string(n.Body))]; ok && r.Kind == "message" {
+				done(r, cl.Alias+" got it")
+			}
 		}
 	}
 	return fc

@@ -150,7 +150,7 @@ func (f roleFlags) validate() error {
 	if f.requestTimeout <= 0 || f.requestTimeout >= rvp.ClientPatience {
 		errs = append(errs, fmt.Errorf("-request.timeout %s: want more than 0 and less than librvp's %s, after which it gives up", f.requestTimeout, rvp.ClientPatience))
 	} else if d := f.homePolicy().DeliveryTimeout; d > 0 && d >= f.requestTimeout {
-		errs = append(errs, fmt.Errorf("-notify.timeout %s is not below -request.timeout %s: a message's sender would be told 503 while it is still being delivered", d, f.requestTimeout))
+		errs = append(errs, fmt.Errorf("-notify.timeout %s is not below -request.timeout %s: a message's sender would be told 504 while it is still being delivered", d, f.requestTimeout))
 	}
 	if err := f.streamFlags.validate(); err != nil {
 		errs = append(errs, err)
