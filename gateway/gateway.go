@@ -453,6 +453,7 @@ type unanswered struct {
 }
 
 func (e *unanswered) Error() string { return e.err.Error() }
+func (e *unanswered) Unwrap() error { return e.err }
 
 // explain is what the client of req is told.
 func (e *unanswered) explain(req *rvp.Request) string {
@@ -465,4 +466,3 @@ func (e *unanswered) explain(req *rvp.Request) string {
 	}
 	return what + ": check before sending it again"
 }
-func (e *unanswered) Unwrap() error { return e.err }
