@@ -39,9 +39,11 @@ type config struct {
 	marginal  bool
 	verify    bool
 	restAfter time.Duration
-	scenarios []string
-	rvpdArgs  []string
-	compare   string
+	// settleAfter is when the memory is read once more (0: not).
+	settleAfter time.Duration
+	scenarios   []string
+	rvpdArgs    []string
+	compare     string
 	// heapProfiles, when set, is where each server's heap profile is
 	// written with all its users online.
 	heapProfiles string
@@ -89,6 +91,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&c.memory, "memory", true, "sign in every remaining user at the end and report resident memory per online user")
 	fs.BoolVar(&c.marginal, "marginal", false, "memory: first sign users in until half are online and read the memory at rest there too, for the memory each user added takes (the last sign-ins before the figures read 1 s after are then the second half only)")
 	fs.DurationVar(&c.restAfter, "rest", 15*time.Second, "memory: how long the servers are left idle before their memory at rest is read (JetStream keeps a block's buffer 10 s)")
+	fs.DurationVar(&c.settleAfter, "settle", 130*time.Second, "memory: when, after the last sign-ins, the memory is read once more: past the streams' windows of duplicate message ids (45 s for requests, 2 min for facts), which hold the id of every recent message whatever the number of users online; 0 (or not past -rest): not read again")
 	fs.BoolVar(&c.verify, "verify", true, "at the end, have each rvpd verify its projections (rvpctl verify) and report how fast it rebuilt them")
 	scenarios := fs.String("scenarios", "messages,fan-out,login,buddies", "scenarios to run")
 	rvpdArgs := fs.String("rvpd-args", "", `more flags for rvpd dev, e.g. "-pprof 127.0.0.1:6060"`)

@@ -20,7 +20,7 @@ func TestSmoke(t *testing.T) {
 	}
 	cmd := exec.Command(filepath.Join(dir, "rvpload"), "-rvpd", filepath.Join(dir, "rvpd"), "-work", filepath.Join(dir, "work"),
 		"-users", "60", "-rounds", "1", "-pairs", "3", "-msg-duration", "500ms", "-watchers", "10",
-		"-login-users", "10", "-buddy-users", "10", "-buddies", "3", "-concurrency", "4", "-sync", "default", "-rest", "1s")
+		"-login-users", "10", "-buddy-users", "10", "-buddies", "3", "-concurrency", "4", "-sync", "default", "-rest", "1s", "-settle", "2s")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -30,7 +30,7 @@ func TestSmoke(t *testing.T) {
 	for _, want := range []string{
 		"| messages (messages) | rvpd-default |", "| fan-out (notifications) | rvpd-default |",
 		"| login (users) | rvpd-default |", "| buddies (users) | rvpd-default |",
-		"| rvpd-default | 60 |", "| relay | 60 |", " | true |\n", "\nAt rest: ",
+		"| rvpd-default | 60 |", "| relay | 60 |", " | true |\n", "\nAt rest: ", "| resident settled |", "\nSettled: read again",
 	} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("report lacks %q:\n%s", want, out)

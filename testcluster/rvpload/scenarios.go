@@ -297,6 +297,10 @@ type memoryRow struct {
 	// read buffer for 10 s after its last use, and Go's pools keep what
 	// they hold until a second collection; neither is a user's.
 	rest memory
+	// settled is the memory read the same way -settle after the last
+	// sign-ins, past the streams' windows of duplicate ids (zero: not
+	// read).
+	settled memory
 }
 
 // target returns the server named name.
@@ -311,22 +315,44 @@ func (b *bench) target(name string) *target {
 
 // atRest reads each filled server's memory once it has been idle for
 // -rest, collecting its garbage twice (a pool's contents go at the
-// second collection).
+// second collection); and again at -settle, when that is later.
 func (b *bench) atRest() error {
+	start := time.Now()
 	time.Sleep(b.cfg.restAfter)
-	for i := range b.memory {
-		m := &b.memory[i]
-		t := b.target(m.target)
-		if t == nil || t.down != nil {
-			continue
-		}
+	if err := b.readAll(func(m *memoryRow, t *target) error {
 		rest, err := t.memoryAtRest()
 		if err != nil {
 			return err
 		}
 		m.rest = rest
 		if b.cfg.heapProfiles != "" && t.profiles != "" {
-			if err := t.saveHeapProfile(filepath.Join(b.cfg.heapProfiles, t.name+"-rest.heap")); err != nil {
+			return t.saveHeapProfile(filepath.Join(b.cfg.heapProfiles, t.name+"-rest.heap"))
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if b.cfg.settleAfter <= b.cfg.restAfter {
+		return nil
+	}
+	time.Sleep(time.Until(start.Add(b.cfg.settleAfter)))
+	return b.readAll(func(m *memoryRow, t *target) (err error) {
+		if m.settled, err = t.memoryAtRest(); err != nil {
+			return err
+		}
+		if b.cfg.heapProfiles != "" && t.profiles != "" {
+			return t.saveHeapProfile(filepath.Join(b.cfg.heapProfiles, t.name+"-settled.heap"))
+		}
+		return nil
+	})
+}
+
+// readAll calls read for each filled server still running.
+func (b *bench) readAll(read func(*memoryRow, *target) error) error {
+	for i := range b.memory {
+		m := &b.memory[i]
+		if t := b.target(m.target); t != nil && t.down == nil {
+			if err := read(m, t); err != nil {
 				return err
 			}
 		}
