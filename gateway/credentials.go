@@ -1,12 +1,9 @@
 package gateway
 
 import (
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -252,50 +249,27 @@ func (c *Credentials) tell(s signIn) {
 // connections): this gateway tells them of its failures and of the
 // successes that change the throttling, and applies theirs, so that
 // guesses spread over gateways count as if they came to one. gateway
-// names this one in its notes. stop ends the sharing. Notes go on core
+// names this one in errors. stop ends the sharing. Notes go on core
 // NATS, unstored: one lost on the way (a link down) makes the others
 // throttle a little later, no more. Whoever may publish on the cluster's
 // NATS may send notes, as it may append requests: NATS permissions that
 // keep clients of other accounts off rvp.> keep them off these too.
 func (c *Credentials) ShareLockout(nc *nats.Conn, gateway string) (stop func(), err error) {
-	// This process's notes are told apart from the others' by an id of
-	// its own, not by the gateway's name, which two sites could share.
-	var b [8]byte
-	rand.Read(b[:])
-	self := gateway + "/" + hex.EncodeToString(b[:])
-	var warned atomic.Int64 // when a bad note was last logged, Unix seconds
-	sub, err := nc.Subscribe(events.SignInSubject, func(m *nats.Msg) {
-		var s signIn
-		if err := json.Unmarshal(m.Data, &s); err != nil || s.Account == "" || s.Addr == "" {
-			// Logged once a minute at most: a broken peer sends many.
-			if now := c.cfg.Now().Unix(); warned.Load() < now-60 {
-				warned.Store(now)
-				c.log.Warn("sign-in note from another gateway not understood; dropped (once a minute at most is said)", "err", err, "subject", m.Subject)
-			}
-			return
-		}
-		if s.Gateway == self {
-			return
-		}
-		c.lockout.apply(s, c.cfg.Now())
-	})
+	tell, unsubscribe, err := ShareNotes(nc, events.SignInSubject, c.log, c.cfg.Now,
+		func(s signIn) bool { return s.Account != "" && s.Addr != "" },
+		func(s signIn) { c.lockout.apply(s, c.cfg.Now()) })
 	if err != nil {
 		return nil, fmt.Errorf("gateway %s: share the sign-in throttling: %w", gateway, err)
 	}
 	share := func(s signIn) {
-		s.Gateway = self
-		data, err := json.Marshal(s)
-		if err == nil {
-			err = nc.Publish(events.SignInSubject, data)
-		}
-		if err != nil {
+		if err := tell(s); err != nil {
 			c.log.Warn("sign-in not told to the other gateways", "user", s.Account, "client", s.Addr, "err", err)
 		}
 	}
 	c.share.Store(&share)
 	return func() {
 		c.share.Store(nil)
-		sub.Unsubscribe()
+		unsubscribe()
 	}, nil
 }
 

@@ -291,7 +291,6 @@ func (l *lockout) forgetKnown(now time.Time) {
 // (events.SignInSubject): a failure, or a success that changed the
 // lockout (lockout.succeed).
 type signIn struct {
-	Gateway string `json:"gw"`
 	Account string `json:"account"`
 	Addr    string `json:"addr"`
 	OK      bool   `json:"ok,omitempty"`

@@ -7,7 +7,6 @@ import (
 	"embed"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
@@ -19,7 +18,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -68,7 +66,9 @@ type console struct {
 
 	mu    sync.Mutex
 	fails map[string]*signInFailures // by client address
-	self  string                     // this console's name in its notes (share)
+	// note tells the other processes' consoles of a sign-in (share); nil
+	// without NATS.
+	note func(consoleNote) error
 }
 
 const (
@@ -316,56 +316,41 @@ func (c *console) waiting(addr string) time.Duration {
 // address (events.ConsoleSignInSubject): a failure, or a success after
 // failures.
 type consoleNote struct {
-	From string `json:"from"` // the telling process's console, to skip its own
 	Addr string `json:"addr"`
 	OK   bool   `json:"ok,omitempty"`
 	At   int64  `json:"at"` // Unix milliseconds
 }
 
 // share tells the other processes' consoles of this one's sign-ins and
-// takes theirs (nothing without NATS): a load balancer in front of
-// several ops listeners does not multiply the guesses an address gets,
-// as it does not need sticky sessions. A note's time is taken as the
-// gateways take theirs (gateway.NoteTime). The subscription ends with the
-// connection.
+// takes theirs (gateway.ShareNotes; nothing without NATS): a load
+// balancer in front of several ops listeners does not multiply the
+// guesses an address gets, as it does not need sticky sessions. A note's
+// time is taken as the gateways take theirs (gateway.NoteTime). The
+// subscription ends with the connection.
 func (c *console) share() error {
 	if c.nc == nil {
 		return nil
 	}
-	var b [8]byte
-	rand.Read(b[:])
-	c.self = hex.EncodeToString(b[:])
-	var warned atomic.Int64 // when a bad note was last logged, Unix seconds
-	_, err := c.nc.Subscribe(events.ConsoleSignInSubject, func(m *nats.Msg) {
-		var n consoleNote
-		if err := json.Unmarshal(m.Data, &n); err != nil || n.Addr == "" {
-			// Logged once a minute at most: a broken peer sends many.
-			if now := c.now().Unix(); warned.Load() < now-60 {
-				warned.Store(now)
-				c.log.Warn("console sign-in note from another process not understood; dropped (once a minute at most is said)", "err", err)
+	tell, _, err := gateway.ShareNotes(c.nc, events.ConsoleSignInSubject, c.log, c.now,
+		func(n consoleNote) bool { return n.Addr != "" },
+		func(n consoleNote) {
+			at := gateway.NoteTime(n.At, c.now())
+			if n.OK {
+				c.succeededAt(n.Addr, at)
+			} else {
+				c.failedAt(n.Addr, at)
 			}
-			return
-		}
-		if n.From == c.self {
-			return
-		}
-		at := gateway.NoteTime(n.At, c.now())
-		if n.OK {
-			c.succeededAt(n.Addr, at)
-		} else {
-			c.failedAt(n.Addr, at)
-		}
-	})
+		})
+	c.note = tell
 	return err
 }
 
 // tell publishes a note of a sign-in from addr.
 func (c *console) tell(addr string, ok bool) {
-	if c.nc == nil {
+	if c.note == nil {
 		return
 	}
-	data, _ := json.Marshal(consoleNote{From: c.self, Addr: addr, OK: ok, At: c.now().UnixMilli()})
-	if err := c.nc.Publish(events.ConsoleSignInSubject, data); err != nil {
+	if err := c.note(consoleNote{Addr: addr, OK: ok, At: c.now().UnixMilli()}); err != nil {
 		c.log.Warn("console sign-in not told to the other consoles", "client", addr, "err", err)
 	}
 }
