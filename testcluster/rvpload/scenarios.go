@@ -246,7 +246,11 @@ func (b *bench) login(t *target, round int) (result, error) {
 // buddyLogin: buddyUsers users sign in as librvp does with a buddy list:
 // login, presence, then a subscription to each buddy (chosen among the
 // users signing in in the same run; the same lists for every server). The
-// server pushes each online buddy's state to the subscriber.
+// server pushes each online buddy's state to the subscriber: one NOTIFY
+// for each pair, at the subscription or when the buddy comes online. The
+// run ends when the last of them has come (a server may answer before it
+// has told the watchers: a sign-in is done when the buddy list shows who
+// is online).
 func (b *bench) buddyLogin(t *target, round int) (result, error) {
 	c := b.cfg
 	first := b.buddyFirst + (round-1)*c.buddyUsers
@@ -263,7 +267,9 @@ func (b *bench) buddyLogin(t *target, round int) (result, error) {
 		}
 	}
 	var failed int
+	var told, want int64
 	wall, cpu, err := measure(t, func() error {
+		told0 := t.sink.count.Load()
 		failed = b.parallel(c.buddyUsers, c.concurrency, func(i int) error {
 			user := userName(first + i)
 			if err := signIn(t, user); err != nil {
@@ -276,10 +282,18 @@ func (b *bench) buddyLogin(t *target, round int) (result, error) {
 			}
 			return nil
 		})
+		want = int64((c.buddyUsers - failed) * c.buddies)
+		deadline := time.Now().Add(time.Minute)
+		for told = t.sink.count.Load() - told0; told < want && time.Now().Before(deadline); told = t.sink.count.Load() - told0 {
+			time.Sleep(5 * time.Millisecond)
+		}
 		return nil
 	})
 	if failed > 0 {
 		b.fail("buddies on %s, round %d: %d of %d users could not sign in with their buddies", t.name, round, failed, c.buddyUsers)
+	}
+	if told < want {
+		b.fail("buddies on %s, round %d: %d of %d watchers told their buddy is online within a minute of the last sign-in", t.name, round, told, want)
 	}
 	return result{ops: c.buddyUsers - failed, wall: wall, cpu: cpu, errors: failed}, err
 }
