@@ -31,10 +31,19 @@ func (e *enc) time(t time.Time) {
 	e.int(t.UnixNano())
 }
 
+// dec decodes a value. Its strings are parts of one copy of the whole
+// value (all), made once: a subscription has a dozen, which as strings of
+// their own cost a dozen small allocations a decode (every watcher of a
+// user whose presence changes is decoded), and, kept in the user-state
+// cache, a dozen small objects a user scattered among the load's garbage,
+// whose spans they keep from the heap once it is gone.
 type dec struct {
 	b   []byte
+	all string // the whole value; b is its rest
 	err error
 }
+
+func newDec(b []byte) dec { return dec{b: b, all: string(b)} }
 
 func (d *dec) int() int64 {
 	if d.err != nil {
@@ -58,9 +67,13 @@ func (d *dec) str() string {
 		d.err = errCorrupt
 		return ""
 	}
-	s := string(d.b[n : n+int(l)])
+	if l == 0 {
+		d.b = d.b[n:]
+		return ""
+	}
+	at := len(d.all) - len(d.b) + n
 	d.b = d.b[n+int(l):]
-	return s
+	return d.all[at : at+int(l)]
 }
 
 func (d *dec) user() events.User { return events.User{Domain: d.str(), Alias: d.str()} }
@@ -109,7 +122,7 @@ func appendSub(dst []byte, s *Subscription) []byte {
 }
 
 func decodeSub(b []byte, s *Subscription) error {
-	d := dec{b: b}
+	d := newDec(b)
 	d.version()
 	s.ID = int32(d.int())
 	s.Node = d.user()
@@ -144,7 +157,7 @@ func appendView(dst []byte, v *View) []byte {
 }
 
 func decodeView(b []byte, v *View) error {
-	d := dec{b: b}
+	d := newDec(b)
 	d.version()
 	v.ID = int32(d.int())
 	v.Node = d.user()
