@@ -1,7 +1,9 @@
 package homenode
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -1270,11 +1272,50 @@ func (n *Node) Stats() Stats {
 // its way), and an events.Reply is about 250 bytes before what it points
 // to, where its JSON is 60-150 (8,192 of them held 2.6 MB of the heap
 // after the load benchmark's buddy lists, with their properties).
+//
+// Ids and answers live in arrays made once, not as objects of their own:
+// made one by one under load, 8,192 ids and answers were small objects
+// scattered among the load's garbage (JetStream's ids of the same
+// requests among it), each keeping its span of the heap from being
+// reused for other sizes or given back once the load was over.
 type recent struct {
-	mu   sync.Mutex
-	ids  map[string]decided
-	ring []string
-	next int
+	mu    sync.Mutex
+	index map[recentKey]int32 // the slot of an id
+	slots []recentSlot
+	next  int
+	// answers holds the slots' answers end to end, written round and
+	// round; written counts the bytes ever written to it. An answer
+	// overwritten before its slot is reused is forgotten (not known).
+	answers []byte
+	written uint64
+}
+
+// recentKey is a request id: its bytes when it has up to 24 (a gateway's
+// ids have 24 hex digits), else (n 255) the first 24 bytes of its SHA-256.
+type recentKey struct {
+	n  uint8
+	id [24]byte
+}
+
+func keyOf(id string) recentKey {
+	var k recentKey
+	if len(id) <= len(k.id) {
+		k.n = uint8(copy(k.id[:], id))
+		return k
+	}
+	sum := sha256.Sum256([]byte(id))
+	k.n = 255
+	copy(k.id[:], sum[:])
+	return k
+}
+
+type recentSlot struct {
+	key        recentKey
+	used       bool
+	delivering bool
+	size       uint32 // of its answer in answers; 0: none there
+	at         uint64 // where its answer starts, counted as written is
+	big        []byte // an answer too large for answers
 }
 
 // decided is what a node knows of a request it, or the owner before it,
@@ -1286,20 +1327,22 @@ type decided struct {
 	answer []byte
 }
 
+// newRecent keeps n ids, and 128 bytes of answers for each (at least 4
+// KiB).
 func newRecent(n int) *recent {
-	return &recent{ids: make(map[string]decided, n), ring: make([]string, n)}
+	return &recent{index: make(map[recentKey]int32, n), slots: make([]recentSlot, n), answers: make([]byte, max(n*128, 4096))}
 }
 
 // add records id; a delivery once finished stays finished.
 func (r *recent) add(id string, delivering bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if was, ok := r.ids[id]; ok {
-		was.delivering = was.delivering && delivering
-		r.ids[id] = was
+	k := keyOf(id)
+	if i, ok := r.index[k]; ok {
+		r.slots[i].delivering = r.slots[i].delivering && delivering
 		return
 	}
-	r.insert(id, decided{delivering: delivering})
+	r.insert(k).delivering = delivering
 }
 
 // answered records the answer id was given.
@@ -1309,28 +1352,50 @@ func (r *recent) answered(id string, answer []byte) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	d, ok := r.ids[id]
-	d.answer = answer
-	if ok {
-		r.ids[id] = d
+	sl := r.insert(keyOf(id))
+	sl.big, sl.size = nil, 0
+	if len(answer) > len(r.answers)/8 {
+		sl.big = bytes.Clone(answer)
 		return
 	}
-	r.insert(id, d)
+	ring := uint64(len(r.answers))
+	if off := r.written % ring; off+uint64(len(answer)) > ring {
+		r.written += ring - off // it goes at the start, whole
+	}
+	copy(r.answers[r.written%ring:], answer)
+	sl.at, sl.size = r.written, uint32(len(answer))
+	r.written += uint64(len(answer))
 }
 
-func (r *recent) insert(id string, d decided) {
-	if old := r.ring[r.next]; old != "" {
-		delete(r.ids, old)
+// insert returns the slot of id k, taking the oldest slot for it when k
+// has none.
+func (r *recent) insert(k recentKey) *recentSlot {
+	if i, ok := r.index[k]; ok {
+		return &r.slots[i]
 	}
-	r.ring[r.next] = id
-	r.ids[id] = d
-	r.next = (r.next + 1) % len(r.ring)
+	sl := &r.slots[r.next]
+	if sl.used {
+		delete(r.index, sl.key)
+	}
+	*sl = recentSlot{key: k, used: true}
+	r.index[k] = int32(r.next)
+	r.next = (r.next + 1) % len(r.slots)
+	return sl
 }
 
 // get reports whether id was decided, and what is known of it.
 func (r *recent) get(id string) (decided, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	d, ok := r.ids[id]
-	return d, ok
+	i, ok := r.index[keyOf(id)]
+	if !ok {
+		return decided{}, false
+	}
+	sl := &r.slots[i]
+	d := decided{delivering: sl.delivering, answer: sl.big}
+	if sl.size > 0 && r.written-sl.at <= uint64(len(r.answers)) {
+		off := sl.at % uint64(len(r.answers))
+		d.answer = bytes.Clone(r.answers[off : off+uint64(sl.size)])
+	}
+	return d, true
 }

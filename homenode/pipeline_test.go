@@ -1,9 +1,12 @@
 package homenode
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -191,5 +194,63 @@ func TestRecentKeepsAnswers(t *testing.T) {
 	}
 	if got, ok := r.get("r3"); !ok || got.answer == nil || decode(got.answer).Status != rvp.StatusOK {
 		t.Errorf("r3: %v, %+v", ok, got)
+	}
+}
+
+// TestRecentRing: answers written round the ring of answers come back
+// whole until overwritten, and are then not known while their ids are;
+// an answer too large for the ring is kept whole; ids longer than a
+// gateway's are told apart from their first 24 bytes.
+func TestRecentRing(t *testing.T) {
+	r := newRecent(64) // 8 KiB of answers
+	answer := func(i int) []byte {
+		return []byte(fmt.Sprintf(`{"id":"r%d","status":200,"pad":"%s"}`, i, strings.Repeat("x", 200+i%50)))
+	}
+	for i := range 60 {
+		id := fmt.Sprintf("r%d", i)
+		r.add(id, false)
+		r.answered(id, answer(i))
+	}
+	known := 0
+	for i := range 60 {
+		d, ok := r.get(fmt.Sprintf("r%d", i))
+		if !ok {
+			t.Fatalf("r%d forgotten with 60 of 64 slots used", i)
+		}
+		switch {
+		case d.answer == nil:
+			if known > 0 {
+				t.Errorf("r%d's answer forgotten after a newer one was kept", i)
+			}
+		case !bytes.Equal(d.answer, answer(i)):
+			t.Errorf("r%d's answer: %q, want %q", i, d.answer, answer(i))
+		default:
+			known++
+		}
+	}
+	if known < 25 || known > 40 {
+		t.Errorf("%d answers of about 250 bytes kept in 8 KiB, want 25-40", known)
+	}
+	big := bytes.Repeat([]byte("y"), 2000)
+	r.answered("big", big)
+	if d, ok := r.get("big"); !ok || !bytes.Equal(d.answer, big) {
+		t.Errorf("an answer of 2,000 bytes: %v, %d bytes back", ok, len(d.answer))
+	}
+	long := strings.Repeat("a", 24)
+	r.add(long+"-1", true)
+	if _, ok := r.get(long); ok {
+		t.Error("an id of 26 bytes found by its first 24")
+	}
+	if d, ok := r.get(long + "-1"); !ok || !d.delivering {
+		t.Errorf("an id of 26 bytes: %v, %+v", ok, d)
+	}
+	// The answer handed back is a copy: the ring's bytes do not move
+	// under it.
+	d, _ := r.get("r59")
+	for i := range 64 {
+		r.answered(fmt.Sprintf("s%d", i), answer(i))
+	}
+	if !bytes.Equal(d.answer, answer(59)) {
+		t.Error("an answer handed back changed as the ring went round")
 	}
 }
