@@ -24,13 +24,25 @@ type idleRelease struct {
 	// every is how often the allocations are looked at; quiet is how
 	// many looks in a row must each see under calm bytes allocated;
 	// least is the spare heap memory (beyond the live heap) below which
-	// nothing is done.
-	every time.Duration
-	quiet int
-	calm  uint64
-	least uint64
+	// nothing is done after work; freed is the heap's free pages (not
+	// returned yet) that, gathered while the process stays quiet, are
+	// given back again (0: never); and within the first until looks of
+	// quiet, the memory is given back again every again looks (0: never).
+	every        time.Duration
+	quiet        int
+	calm         uint64
+	least, freed uint64
+	again, until int
 	// release gives the memory back.
 	release func()
+}
+
+// releaseState is what idleRelease.step has seen: looks in a row under
+// calm since the last work, the look of the last release in them, and
+// whether a release is due for the last spell of work.
+type releaseState struct {
+	calmLooks, releasedAt int
+	armed                 bool
 }
 
 // newIdleRelease looks every 2 s, and gives memory back after 12 s with
@@ -38,8 +50,15 @@ type idleRelease struct {
 // keeps a message block's buffer (8 MB) after its last use. It collects
 // twice before: what JetStream lets go of goes to a sync.Pool, whose
 // contents are freed at the second collection.
+//
+// JetStream lets go of the ids of a stream's messages only when its
+// window of duplicates has passed them (45 s for requests, 2 min for
+// facts), long after the work, and in a quiet process nothing collects
+// what that frees for up to two minutes more, nor gives back the pages
+// it leaves: so the memory is given back again every minute of the first
+// three of quiet, and whenever 8 MiB of free pages have gathered.
 func newIdleRelease(log *slog.Logger) *idleRelease {
-	return &idleRelease{log: log, every: 2 * time.Second, quiet: 6, calm: 4 << 20, least: 16 << 20,
+	return &idleRelease{log: log, every: 2 * time.Second, quiet: 6, calm: 4 << 20, least: 16 << 20, freed: 8 << 20, again: 30, until: 90,
 		release: func() { runtime.GC(); debug.FreeOSMemory() }}
 }
 
@@ -50,7 +69,7 @@ func (r *idleRelease) run(ctx context.Context) error {
 	metrics.Read(samples)
 	t := time.NewTicker(r.every)
 	defer t.Stop()
-	last, calmLooks, armed := samples[0].Value.Uint64(), 0, true
+	last, st := samples[0].Value.Uint64(), releaseState{armed: true}
 	for {
 		select {
 		case <-ctx.Done():
@@ -62,29 +81,39 @@ func (r *idleRelease) run(ctx context.Context) error {
 		// What the heap holds beyond its live objects at the last
 		// collection: garbage since, room in spans, free pages.
 		held := samples[2].Value.Uint64() + samples[3].Value.Uint64() + samples[4].Value.Uint64()
-		spare := held - min(held, samples[1].Value.Uint64())
-		if r.step(allocs-last, spare, &calmLooks, &armed) {
+		spare, free := held-min(held, samples[1].Value.Uint64()), samples[4].Value.Uint64()
+		if r.step(allocs-last, spare, free, &st) {
 			start := time.Now()
 			r.release()
-			r.log.Debug("idle: the heap's spare memory given back to the system", "spare", spare, "took", time.Since(start))
+			r.log.Debug("idle: the heap's spare memory given back to the system", "spare", spare, "free", free, "quiet", time.Duration(st.calmLooks)*r.every, "took", time.Since(start))
 		}
 		last = allocs
 	}
 }
 
 // step takes one look (allocated since the last, the heap's memory
-// beyond its live objects) and says whether to release now: after r.quiet calm looks in
-// a row, once per spell of work (armed again by a look that is not
-// calm), and only when there is enough to give back.
-func (r *idleRelease) step(allocated, spare uint64, calmLooks *int, armed *bool) bool {
+// beyond its live objects, its free pages not returned) and says whether
+// to release now. Only after r.quiet calm looks in a row: once per spell
+// of work (armed again by a look that is not calm) when there is enough
+// to give back; again every r.again looks within the first r.until of
+// quiet; and whenever r.freed free pages have gathered.
+func (r *idleRelease) step(allocated, spare, free uint64, st *releaseState) bool {
 	if allocated >= r.calm {
-		*calmLooks, *armed = 0, true
+		*st = releaseState{armed: true}
 		return false
 	}
-	*calmLooks++
-	if !*armed || *calmLooks < r.quiet || spare < r.least {
+	st.calmLooks++
+	if st.calmLooks < r.quiet {
 		return false
 	}
-	*armed = false
+	switch {
+	case st.armed && spare >= r.least: // the work's garbage and free pages
+	case r.freed > 0 && free >= r.freed: // pages freed since, quiet
+	case r.again > 0 && st.releasedAt > 0 && st.calmLooks <= r.until && st.calmLooks-st.releasedAt >= r.again:
+		// what JetStream has let go of since
+	default:
+		return false
+	}
+	st.armed, st.releasedAt = false, st.calmLooks
 	return true
 }
