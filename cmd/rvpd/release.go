@@ -24,25 +24,23 @@ type idleRelease struct {
 	// every is how often the allocations are looked at; quiet is how
 	// many looks in a row must each see under calm bytes allocated;
 	// least is the spare heap memory (beyond the live heap) below which
-	// nothing is done after work; freed is the heap's free pages (not
-	// returned yet) that, gathered while the process stays quiet, are
-	// given back again (0: never); and within the first until looks of
-	// quiet, the memory is given back again every again looks (0: never).
+	// nothing is done after work; and up to the until-th look of quiet,
+	// the memory is given back again every again looks after the first
+	// (0: never).
 	every        time.Duration
 	quiet        int
-	calm         uint64
-	least, freed uint64
+	calm, least  uint64
 	again, until int
 	// release gives the memory back.
 	release func()
 }
 
 // releaseState is what idleRelease.step has seen: looks in a row under
-// calm since the last work, the look of the last release in them, and
-// whether a release is due for the last spell of work.
+// calm since the last work, and whether a release is due for the last
+// spell of work.
 type releaseState struct {
-	calmLooks, releasedAt int
-	armed                 bool
+	calmLooks int
+	armed     bool
 }
 
 // newIdleRelease looks every 2 s, and gives memory back after 12 s with
@@ -55,10 +53,15 @@ type releaseState struct {
 // window of duplicates has passed them (45 s for requests, 2 min for
 // facts), long after the work, and in a quiet process nothing collects
 // what that frees for up to two minutes more, nor gives back the pages
-// it leaves: so the memory is given back again every minute of the first
-// three of quiet, and whenever 8 MiB of free pages have gathered.
+// it leaves: so the memory is given back again each minute of quiet
+// after the first release, up to three minutes. Not beyond, and not
+// whenever free pages gather: a server that is quiet but not idle (lease
+// renewals) collects its garbage every few tens of seconds, and the
+// runtime keeps the pages that frees for the next cycle; given back each
+// time (tried: every 16-20 s in a quiet minute, 40-55 ms each), they
+// would be taken back at once.
 func newIdleRelease(log *slog.Logger) *idleRelease {
-	return &idleRelease{log: log, every: 2 * time.Second, quiet: 6, calm: 4 << 20, least: 16 << 20, freed: 8 << 20, again: 30, until: 90,
+	return &idleRelease{log: log, every: 2 * time.Second, quiet: 6, calm: 4 << 20, least: 16 << 20, again: 30, until: 90,
 		release: func() { runtime.GC(); debug.FreeOSMemory() }}
 }
 
@@ -82,7 +85,7 @@ func (r *idleRelease) run(ctx context.Context) error {
 		// collection: garbage since, room in spans, free pages.
 		held := samples[2].Value.Uint64() + samples[3].Value.Uint64() + samples[4].Value.Uint64()
 		spare, free := held-min(held, samples[1].Value.Uint64()), samples[4].Value.Uint64()
-		if r.step(allocs-last, spare, free, &st) {
+		if r.step(allocs-last, spare, &st) {
 			start := time.Now()
 			r.release()
 			r.log.Debug("idle: the heap's spare memory given back to the system", "spare", spare, "free", free, "quiet", time.Duration(st.calmLooks)*r.every, "took", time.Since(start))
@@ -92,12 +95,11 @@ func (r *idleRelease) run(ctx context.Context) error {
 }
 
 // step takes one look (allocated since the last, the heap's memory
-// beyond its live objects, its free pages not returned) and says whether
-// to release now. Only after r.quiet calm looks in a row: once per spell
-// of work (armed again by a look that is not calm) when there is enough
-// to give back; again every r.again looks within the first r.until of
-// quiet; and whenever r.freed free pages have gathered.
-func (r *idleRelease) step(allocated, spare, free uint64, st *releaseState) bool {
+// beyond its live objects) and says whether to release now. Only after
+// r.quiet calm looks in a row: once per spell of work (armed again by a
+// look that is not calm) when there is enough to give back, and again
+// every r.again looks after the first r.quiet, up to r.until.
+func (r *idleRelease) step(allocated, spare uint64, st *releaseState) bool {
 	if allocated >= r.calm {
 		*st = releaseState{armed: true}
 		return false
@@ -108,12 +110,11 @@ func (r *idleRelease) step(allocated, spare, free uint64, st *releaseState) bool
 	}
 	switch {
 	case st.armed && spare >= r.least: // the work's garbage and free pages
-	case r.freed > 0 && free >= r.freed: // pages freed since, quiet
-	case r.again > 0 && st.releasedAt > 0 && st.calmLooks <= r.until && st.calmLooks-st.releasedAt >= r.again:
+	case r.again > 0 && st.calmLooks <= r.until && st.calmLooks > r.quiet && (st.calmLooks-r.quiet)%r.again == 0:
 		// what JetStream has let go of since
 	default:
 		return false
 	}
-	st.armed, st.releasedAt = false, st.calmLooks
+	st.armed = false
 	return true
 }

@@ -9,45 +9,37 @@ import (
 )
 
 // TestIdleReleaseStep: memory is given back once after quiet looks in a
-// row, only with enough to give, and again only after work resumed, once
-// enough pages have been freed while quiet, or every few looks early in
-// a quiet spell.
+// row, only with enough to give, and again only after work resumed or
+// every few looks early in a quiet spell.
 func TestIdleReleaseStep(t *testing.T) {
 	type look struct {
-		allocated, spare, free uint64
-		want                   bool
+		allocated, spare uint64
+		want             bool
 	}
 	check := func(name string, r *idleRelease, looks []look) {
 		t.Helper()
 		st := releaseState{armed: true}
 		for i, l := range looks {
-			if got := r.step(l.allocated, l.spare, l.free, &st); got != l.want {
-				t.Errorf("%s, look %d (allocated %d, spare %d, free %d): release %v, want %v", name, i+1, l.allocated, l.spare, l.free, got, l.want)
+			if got := r.step(l.allocated, l.spare, &st); got != l.want {
+				t.Errorf("%s, look %d (allocated %d, spare %d): release %v, want %v", name, i+1, l.allocated, l.spare, got, l.want)
 			}
 		}
 	}
 	check("once a spell", &idleRelease{quiet: 3, calm: 100, least: 1000}, []look{
-		{50, 5000, 0, false}, {50, 5000, 0, false}, {50, 5000, 0, true}, // the third quiet look
-		{50, 5000, 0, false}, {0, 5000, 5000, false}, // once per quiet spell
-		{500, 5000, 0, false},                                         // work again
-		{50, 500, 0, false}, {50, 500, 0, false}, {50, 500, 0, false}, // quiet, too little to give
-		{50, 5000, 0, true},
-		{50, 5000, 0, false},
-	})
-	check("pages freed", &idleRelease{quiet: 3, calm: 100, least: 1000, freed: 800}, []look{
-		{50, 5000, 0, false}, {50, 5000, 0, false}, {50, 5000, 0, true},
-		{0, 5000, 700, false},
-		{50, 5000, 800, true}, // freed while quiet (a stream's window of ids passed)
-		{50, 5000, 0, false},
-		{50, 500, 900, true},  // the free pages are what counts, not the spare
-		{500, 50, 900, false}, // not while working
+		{50, 5000, false}, {50, 5000, false}, {50, 5000, true}, // the third quiet look
+		{50, 5000, false}, {0, 5000, false}, // once per quiet spell
+		{500, 5000, false},                                   // work again
+		{50, 500, false}, {50, 500, false}, {50, 500, false}, // quiet, too little to give
+		{50, 5000, true},
+		{50, 5000, false},
 	})
 	check("again early in the quiet", &idleRelease{quiet: 2, calm: 100, least: 1000, again: 3, until: 8}, []look{
-		{50, 5000, 0, false}, {50, 5000, 0, true}, // look 2: the first
-		{50, 0, 0, false}, {50, 0, 0, false}, {50, 0, 0, true}, // look 5: 3 after
-		{50, 0, 0, false}, {50, 0, 0, false}, {50, 0, 0, true}, // look 8: the last within until
-		{50, 0, 0, false}, {50, 0, 0, false}, {50, 0, 0, false}, {50, 0, 0, false},
-		{500, 0, 0, false}, {50, 500, 0, false}, {50, 500, 0, false}, {50, 500, 0, false}, // work, then too little spare: none to count from
+		{50, 5000, false}, {50, 5000, true}, // look 2: the first
+		{50, 0, false}, {50, 0, false}, {50, 0, true}, // look 5: 3 after
+		{50, 0, false}, {50, 0, false}, {50, 0, true}, // look 8: the last within until
+		{50, 0, false}, {50, 0, false}, {50, 0, false}, {50, 0, false},
+		{500, 0, false}, {50, 500, false}, {50, 500, false}, // work, then too little spare for the first
+		{50, 500, false}, {50, 500, false}, {50, 500, true}, // yet again 3 after it
 	})
 }
 
