@@ -1226,14 +1226,21 @@ const countEvery = 2 * time.Second
 
 // countUsers counts the online users and live subscriptions for the
 // metrics until ctx ends.
+// A count reads every user's keys (250,000 with 10,000 users signed in):
+// it is taken again only once the projection has moved, not every
+// countEvery of a quiet server.
 func (n *Node) countUsers(ctx context.Context) {
 	t := time.NewTicker(countEvery)
 	defer t.Stop()
+	counted, at := false, uint64(0)
 	for {
-		if online, subs, err := n.proj.Counts(); err == nil {
-			n.metrics.counts(online, subs)
-		} else {
-			n.log.Warn("users not counted", "err", err)
+		if pos := n.proj.Position(); !counted || pos != at {
+			if online, subs, err := n.proj.Counts(); err == nil {
+				n.metrics.counts(online, subs)
+				counted, at = true, pos
+			} else {
+				n.log.Warn("users not counted", "err", err)
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -890,15 +890,24 @@ func (h *Home) Counts() (online, subs int, err error) {
 	p := prefixOf(string(h.key("u")))
 	var last []byte // the user of the last login counted
 	err = scan(h.db.pdb, p, func(k, _ []byte) error {
+		// <domain> 0 <alias> 0 <kind> 0 ..., read without allocating:
+		// every key of every user is read.
 		rest := k[len(p):]
-		parts := bytes.SplitN(rest, []byte{0}, 3)
-		if len(parts) < 3 || len(parts[2]) < 2 || parts[2][1] != 0 {
+		d := bytes.IndexByte(rest, 0)
+		if d < 0 {
 			return nil
 		}
-		switch parts[2][0] {
+		a := bytes.IndexByte(rest[d+1:], 0)
+		if a < 0 {
+			return nil
+		}
+		user, kind := rest[:d+1+a], rest[d+1+a+1:]
+		if len(kind) < 2 || kind[1] != 0 {
+			return nil
+		}
+		switch kind[0] {
 		case 'l':
 			subs++
-			user := rest[:len(parts[0])+1+len(parts[1])]
 			if !bytes.Equal(user, last) {
 				online++
 				last = append(last[:0], user...)

@@ -217,3 +217,37 @@ func TestOverlayCountsNewWatchers(t *testing.T) {
 	}
 	count(4)
 }
+
+// TestHomeCounts: the users online (with a login subscription) and the
+// subscriptions, logins and watches, counted from the keys; views and
+// other parts of a user's state are not subscriptions.
+func TestHomeCounts(t *testing.T) {
+	db, err := Open("", Options{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	h, err := OpenHome(db, "h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	sub := func(alias string, id int32, kind string) events.Fact {
+		return &events.SubscriptionCreated{Meta: events.Meta{At: t0}, Node: events.NewUser("example.test", alias), ID: id, Kind: kind,
+			CallBack: "http://10.0.0.1:1/" + alias, Expires: t0.Add(time.Hour)}
+	}
+	view := &events.ViewSet{Meta: events.Meta{At: t0}, Node: events.NewUser("example.test", "cy"), ID: 9, Value: "online", Default: "offline", Timeout: 600, Expires: t0.Add(time.Hour)}
+	facts := []events.Fact{
+		sub("ann", 1, events.NotifyPragma), sub("ann", 2, events.NotifyPragma), // two logins: one user online
+		sub("ann", 3, events.NotifyPropChange),
+		sub("bob", 4, events.NotifyPropChange), // watched, not online
+		sub("a.b", 5, events.NotifyPragma),     // a dot in the alias, escaped in keys
+		view,
+	}
+	if err := h.ApplyBatch(toMsgs(t, facts, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if online, subs, err := h.Counts(); err != nil || online != 2 || subs != 5 {
+		t.Errorf("Counts: %d online, %d subscriptions, %v; want 2 and 5", online, subs, err)
+	}
+}
