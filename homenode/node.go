@@ -1291,9 +1291,11 @@ type recent struct {
 	slots []recentSlot
 	next  int
 	// answers holds the slots' answers end to end, written round and
-	// round; written counts the bytes ever written to it. An answer
-	// overwritten before its slot is reused is forgotten (not known).
+	// round once it has grown to ringMax; written counts the bytes ever
+	// written to it. An answer overwritten before its slot is reused is
+	// forgotten (not known).
 	answers []byte
+	ringMax int
 	written uint64
 }
 
@@ -1334,10 +1336,11 @@ type decided struct {
 	answer []byte
 }
 
-// newRecent keeps n ids, and 128 bytes of answers for each (at least 4
-// KiB).
+// newRecent keeps n ids, and up to 256 bytes of answers for each (at
+// least 4 KiB): most answers are 45-200 bytes, a 207 with a lease or
+// properties up to 320. The ring of answers grows to that as it fills.
 func newRecent(n int) *recent {
-	return &recent{index: make(map[recentKey]int32, n), slots: make([]recentSlot, n), answers: make([]byte, max(n*128, 4096))}
+	return &recent{index: make(map[recentKey]int32, n), slots: make([]recentSlot, n), ringMax: max(n*256, 4096)}
 }
 
 // add records id; a delivery once finished stays finished.
@@ -1361,9 +1364,16 @@ func (r *recent) answered(id string, answer []byte) {
 	defer r.mu.Unlock()
 	sl := r.insert(keyOf(id))
 	sl.big, sl.size = nil, 0
-	if len(answer) > len(r.answers)/8 {
+	if len(answer) == 0 || len(answer) > r.ringMax/8 {
 		sl.big = bytes.Clone(answer)
 		return
+	}
+	// Grown, doubling, before the first time round: the answers in it
+	// keep their places.
+	for need := r.written + uint64(len(answer)); need > uint64(len(r.answers)) && len(r.answers) < r.ringMax; {
+		grown := make([]byte, min(max(2*len(r.answers), 4096), r.ringMax))
+		copy(grown, r.answers[:r.written])
+		r.answers = grown
 	}
 	ring := uint64(len(r.answers))
 	if off := r.written % ring; off+uint64(len(answer)) > ring {
@@ -1399,7 +1409,7 @@ func (r *recent) get(id string) (decided, bool) {
 		return decided{}, false
 	}
 	sl := &r.slots[i]
-	d := decided{delivering: sl.delivering, answer: sl.big}
+	d := decided{delivering: sl.delivering, answer: bytes.Clone(sl.big)}
 	if sl.size > 0 && r.written-sl.at <= uint64(len(r.answers)) {
 		off := sl.at % uint64(len(r.answers))
 		d.answer = bytes.Clone(r.answers[off : off+uint64(sl.size)])

@@ -202,9 +202,9 @@ func TestRecentKeepsAnswers(t *testing.T) {
 // an answer too large for the ring is kept whole; ids longer than a
 // gateway's are told apart from their first 24 bytes.
 func TestRecentRing(t *testing.T) {
-	r := newRecent(64) // 8 KiB of answers
+	r := newRecent(64) // up to 16 KiB of answers
 	answer := func(i int) []byte {
-		return []byte(fmt.Sprintf(`{"id":"r%d","status":200,"pad":"%s"}`, i, strings.Repeat("x", 200+i%50)))
+		return []byte(fmt.Sprintf(`{"id":"r%d","status":200,"pad":"%s"}`, i, strings.Repeat("x", 450+i%50)))
 	}
 	for i := range 60 {
 		id := fmt.Sprintf("r%d", i)
@@ -229,12 +229,17 @@ func TestRecentRing(t *testing.T) {
 		}
 	}
 	if known < 25 || known > 40 {
-		t.Errorf("%d answers of about 250 bytes kept in 8 KiB, want 25-40", known)
+		t.Errorf("%d answers of about 500 bytes kept in 16 KiB, want 25-40", known)
 	}
-	big := bytes.Repeat([]byte("y"), 2000)
+	big := bytes.Repeat([]byte("y"), 3000)
 	r.answered("big", big)
 	if d, ok := r.get("big"); !ok || !bytes.Equal(d.answer, big) {
-		t.Errorf("an answer of 2,000 bytes: %v, %d bytes back", ok, len(d.answer))
+		t.Errorf("an answer of 3,000 bytes: %v, %d bytes back", ok, len(d.answer))
+	} else {
+		d.answer[0] = 'z'
+		if d, _ := r.get("big"); d.answer[0] != 'y' {
+			t.Error("an answer too large for the ring handed back as kept, not a copy")
+		}
 	}
 	long := strings.Repeat("a", 24)
 	r.add(long+"-1", true)
@@ -252,5 +257,48 @@ func TestRecentRing(t *testing.T) {
 	}
 	if !bytes.Equal(d.answer, answer(59)) {
 		t.Error("an answer handed back changed as the ring went round")
+	}
+}
+
+// TestRecentRingModel: answers of random sizes, some filling the ring's
+// end exactly, against a model that keeps them all: an answer given back
+// is always its own, whole, and the newest ones that fit are known.
+func TestRecentRingModel(t *testing.T) {
+	for seed := range uint64(50) {
+		rng := rand.New(rand.NewPCG(seed, 7))
+		r := newRecent(32) // the ring grows from 4 to 8 KiB; answers up to 1 KiB in it
+		given := map[string][]byte{}
+		var order []string
+		for i := range 400 {
+			id := fmt.Sprintf("q%d", i)
+			n := 1 + rng.IntN(1000)
+			if rng.IntN(8) == 0 {
+				// Exactly what is left of the ring as it is.
+				ring := max(len(r.answers), 4096)
+				n = max(1, ring-int(r.written%uint64(ring)))
+			}
+			a := bytes.Repeat([]byte{byte('a' + i%26)}, n)
+			a[0] = byte(i)
+			r.add(id, false)
+			r.answered(id, a)
+			given[id] = a
+			order = append(order, id)
+			// Of the last 16 ids, the newest answers adding up to half
+			// the ring must be known, and none may be another's.
+			room := 2048
+			for j := len(order) - 1; j >= 0 && j >= len(order)-16; j-- {
+				d, ok := r.get(order[j])
+				if !ok {
+					t.Fatalf("seed %d: %s forgotten among the last 16 ids", seed, order[j])
+				}
+				want := given[order[j]]
+				if d.answer != nil && !bytes.Equal(d.answer, want) {
+					t.Fatalf("seed %d: %s's answer is not its own (%d bytes, want %d)", seed, order[j], len(d.answer), len(want))
+				}
+				if room -= len(want); room >= 0 && d.answer == nil {
+					t.Fatalf("seed %d: %s's answer (%d bytes) forgotten among the newest 2 KiB", seed, order[j], len(want))
+				}
+			}
+		}
 	}
 }

@@ -98,7 +98,8 @@ func (r *idleRelease) run(ctx context.Context) error {
 // beyond its live objects) and says whether to release now. Only after
 // r.quiet calm looks in a row: once per spell of work (armed again by a
 // look that is not calm) when there is enough to give back, and again
-// every r.again looks after the first r.quiet, up to r.until.
+// every r.again looks after the first r.quiet, up to r.until, when there
+// still is.
 func (r *idleRelease) step(allocated, spare uint64, st *releaseState) bool {
 	if allocated >= r.calm {
 		*st = releaseState{armed: true}
@@ -110,7 +111,7 @@ func (r *idleRelease) step(allocated, spare uint64, st *releaseState) bool {
 	}
 	switch {
 	case st.armed && spare >= r.least: // the work's garbage and free pages
-	case r.again > 0 && st.calmLooks <= r.until && st.calmLooks > r.quiet && (st.calmLooks-r.quiet)%r.again == 0:
+	case r.again > 0 && st.calmLooks <= r.until && st.calmLooks > r.quiet && (st.calmLooks-r.quiet)%r.again == 0 && spare >= r.least:
 		// what JetStream has let go of since
 	default:
 		return false

@@ -35,11 +35,12 @@ func TestIdleReleaseStep(t *testing.T) {
 	})
 	check("again early in the quiet", &idleRelease{quiet: 2, calm: 100, least: 1000, again: 3, until: 8}, []look{
 		{50, 5000, false}, {50, 5000, true}, // look 2: the first
-		{50, 0, false}, {50, 0, false}, {50, 0, true}, // look 5: 3 after
-		{50, 0, false}, {50, 0, false}, {50, 0, true}, // look 8: the last within until
-		{50, 0, false}, {50, 0, false}, {50, 0, false}, {50, 0, false},
+		{50, 0, false}, {50, 0, false}, {50, 5000, true}, // look 5: 3 after
+		{50, 0, false}, {50, 0, false}, {50, 5000, true}, // look 8: the last within until
+		{50, 5000, false}, {50, 5000, false}, {50, 5000, false}, {50, 5000, false},
 		{500, 0, false}, {50, 500, false}, {50, 500, false}, // work, then too little spare for the first
-		{50, 500, false}, {50, 500, false}, {50, 500, true}, // yet again 3 after it
+		{50, 500, false}, {50, 500, false}, {50, 5000, true}, // yet again 3 after it, with enough
+		{50, 500, false}, {50, 500, false}, {50, 500, false}, // 3 after that, too little
 	})
 }
 
