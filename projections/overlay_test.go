@@ -172,15 +172,7 @@ func TestOverlayMatchesPebble(t *testing.T) {
 // that has others are counted once, whether the projection has applied
 // them yet or not (a count that skips the scan when they are new).
 func TestOverlayCountsNewWatchers(t *testing.T) {
-	db, err := Open("", Options{InMemory: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	h, err := OpenHome(db, "h1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := memoryHome(t, "h1")
 	u := events.NewUser("example.test", "ann")
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	watch := func(id int32) events.Fact {
@@ -222,15 +214,7 @@ func TestOverlayCountsNewWatchers(t *testing.T) {
 // subscriptions, logins and watches, counted from the keys; views and
 // other parts of a user's state are not subscriptions.
 func TestHomeCounts(t *testing.T) {
-	db, err := Open("", Options{InMemory: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	h, err := OpenHome(db, "h1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := memoryHome(t, "h1")
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	sub := func(alias string, id int32, kind string) events.Fact {
 		return &events.SubscriptionCreated{Meta: events.Meta{At: t0}, Node: events.NewUser("example.test", alias), ID: id, Kind: kind,
@@ -250,4 +234,20 @@ func TestHomeCounts(t *testing.T) {
 	if online, subs, err := h.Counts(); err != nil || online != 2 || subs != 5 {
 		t.Errorf("Counts: %d online, %d subscriptions, %v; want 2 and 5", online, subs, err)
 	}
+}
+
+// memoryHome opens home's projection in a Pebble held in memory, closed
+// when the test ends.
+func memoryHome(t *testing.T, home string) *Home {
+	t.Helper()
+	db, err := Open("", Options{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	h, err := OpenHome(db, home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }

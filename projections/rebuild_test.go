@@ -195,15 +195,8 @@ func BenchmarkRebuild(b *testing.B) {
 // them change nothing in a home projection, as Home.ApplyFacts does; and
 // the rebuild's result is Replay's.
 func TestHistoryOnlyFacts(t *testing.T) {
-	db, err := Open("", Options{InMemory: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	h, err := OpenHome(db, "home1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := memoryHome(t, "home1")
+	db := h.db
 	for typ := range historyOnly {
 		ev, err := events.Decode(typ, []byte(`{"node":{"domain":"example.test","alias":"alice"},"body":"aGk=","status":200}`))
 		if err != nil {

@@ -106,14 +106,12 @@ func (r *idleRelease) step(allocated, spare uint64, st *releaseState) bool {
 		return false
 	}
 	st.calmLooks++
-	if st.calmLooks < r.quiet {
+	if st.calmLooks < r.quiet || spare < r.least {
 		return false
 	}
-	switch {
-	case st.armed && spare >= r.least: // the work's garbage and free pages
-	case r.again > 0 && st.calmLooks <= r.until && st.calmLooks > r.quiet && (st.calmLooks-r.quiet)%r.again == 0 && spare >= r.least:
-		// what JetStream has let go of since
-	default:
+	// Again: what JetStream has let go of since.
+	again := r.again > 0 && st.calmLooks > r.quiet && st.calmLooks <= r.until && (st.calmLooks-r.quiet)%r.again == 0
+	if !st.armed && !again {
 		return false
 	}
 	st.armed = false
