@@ -44,11 +44,11 @@ func (c *conn) setBusy(b bool) bool {
 	return c.g.closing.Load()
 }
 
-func (c *conn) serve() {
+// serve reads and answers c's requests through br and bw, reading and
+// writing c.nc, until the connection ends, and closes it.
+func (c *conn) serve(br *bufio.Reader, bw *bufio.Writer) {
 	defer c.nc.Close()
 	g := c.g
-	br := bufio.NewReaderSize(c.nc, 8<<10)
-	bw := bufio.NewWriterSize(c.nc, 8<<10)
 	client := hostOf(c.nc.RemoteAddr())
 	for {
 		// Set the idle deadline before going idle: Shutdown, seeing the

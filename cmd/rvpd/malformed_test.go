@@ -148,6 +148,26 @@ func TestDevMalformed(t *testing.T) {
 		t.Errorf("%d refused requests reached a home node, want %d (the 412 and the two 403s)", got, want)
 	}
 
+	// A connection that ends inside a request leaves nothing behind for
+	// the next one: the gateway's workers serve connection after
+	// connection with the same buffers.
+	for i := range 20 {
+		nc, err := net.Dial("tcp", p.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(nc, "SUBSCRIPTIONS /instmsg/aliases/alice HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Cut-Sh")
+		nc.(*net.TCPConn).CloseWrite()
+		r, err := testcluster.ReadResponse(bufio.NewReader(nc))
+		nc.Close()
+		if err != nil || r.Status != 400 {
+			t.Fatalf("connection %d, ended inside its header: %v %+v, want 400", i, err, r)
+		}
+		r = alice.Raw([]byte("SUBSCRIPTIONS /instmsg/aliases/alice HTTP/1.1\r\nHost: 127.0.0.1\r\nRVP-From-Principal: " + alice.URL + "\r\n\r\n"))
+		mustStatus(t, fmt.Sprintf("request after connection %d ended inside its header", i), r, 200)
+	}
+
 	// The server keeps serving, and tolerates what real clients send:
 	// bare LF line ends (Miranda), header names in any case, no
 	// Content-Length on a bodiless request (Net::RVP), version 1.0 or none.
