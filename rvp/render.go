@@ -168,6 +168,10 @@ func writeContact(b *bytes.Buffer, tag string, c Contact) {
 // client reads.
 func PropNotification(from, to Contact, state string) []byte {
 	var b bytes.Buffer
+	// One allocation of about the body's size (some 520 bytes and the
+	// contacts), not five as the buffer grows: a sign-in with a buddy
+	// list renders one for each buddy.
+	b.Grow(560 + len(from.Href) + len(from.Description) + len(to.Href) + len(to.Description) + len(state))
 	b.WriteString(xmlDecl + "<r:notification" + nsDecl + "><r:propnotification>")
 	writeContact(&b, "notification-from", from)
 	writeContact(&b, "notification-to", to)
