@@ -238,7 +238,7 @@ func (c *core) consequences(d *decision, now time.Time) error {
 			return err
 		}
 	}
-	out := &fanout{core: after, d: d, now: now, sent: map[string]bool{}}
+	out := &fanout{core: after, d: d, now: now, sent: map[noteDest][][]byte{}}
 	for _, u := range sortedUsers(before) {
 		p, err := after.presence(u)
 		if err != nil {

@@ -1,6 +1,7 @@
 package homenode
 
 import (
+	"bytes"
 	"cmp"
 	"maps"
 	"slices"
@@ -128,9 +129,18 @@ func (c *core) presence(u events.User) (Presence, error) {
 // with the same document cost one NOTIFY (sent).
 type fanout struct {
 	*core
-	d    *decision
-	now  time.Time
-	sent map[string]bool
+	d   *decision
+	now time.Time
+	// sent holds the documents sent to each destination so far.
+	sent map[noteDest][][]byte
+}
+
+// noteDest is where a notification goes: a client's callback (home "") or
+// another home server, for node's subscriber.
+type noteDest struct {
+	home string
+	node events.User
+	url  rvp.URL
 }
 
 // change tells every property subscriber of u about a change of its
@@ -231,11 +241,11 @@ func (f *fanout) state(u events.User, s *projections.Subscription, state string)
 		return err
 	}
 	for _, t := range targets {
-		key := t.home + "\x00" + t.ref.node.String() + "\x00" + t.url.String() + "\x00" + string(body)
-		if f.sent[key] {
+		to := noteDest{home: t.home, node: t.ref.node, url: t.url}
+		if slices.ContainsFunc(f.sent[to], func(b []byte) bool { return bytes.Equal(b, body) }) {
 			continue
 		}
-		f.sent[key] = true
+		f.sent[to] = append(f.sent[to], body)
 		if len(f.d.notes)+len(f.d.relays) >= f.policy.MaxFanout {
 			f.d.unsent++ // one decision does not fan out without bound
 			continue
@@ -319,7 +329,7 @@ func (c *core) decideResend(u events.User, homes map[string]bool, now time.Time)
 	if err != nil {
 		return nil, err
 	}
-	f := &fanout{core: c, d: d, now: now, sent: map[string]bool{}}
+	f := &fanout{core: c, d: d, now: now, sent: map[noteDest][][]byte{}}
 	for i := range watchers {
 		s := &watchers[i]
 		if homes != nil {

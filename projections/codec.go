@@ -63,7 +63,8 @@ func (d *dec) str() string {
 		return ""
 	}
 	l, n := binary.Uvarint(d.b)
-	if n <= 0 || n != len(binary.AppendUvarint(nil, l)) || uint64(len(d.b)-n) < l {
+	var canon [binary.MaxVarintLen64]byte
+	if n <= 0 || n != binary.PutUvarint(canon[:], l) || uint64(len(d.b)-n) < l {
 		d.err = errCorrupt
 		return ""
 	}

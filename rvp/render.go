@@ -20,7 +20,18 @@ const (
 
 var prefixes = map[string]string{events.NSDAV: "d", events.NSRVP: "r", events.NSACL: "a"}
 
-func escape(b *bytes.Buffer, s string) { xml.EscapeText(b, []byte(s)) }
+func escape(b *bytes.Buffer, s string) {
+	// Printable ASCII but for what XML escapes is written as it is,
+	// without the copy xml.EscapeText's []byte takes.
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20 || c > 0x7e, c == '"', c == '\'', c == '&', c == '<', c == '>':
+			xml.EscapeText(b, []byte(s))
+			return
+		}
+	}
+	b.WriteString(s)
+}
 
 // openProp writes the start tag of p; for a namespace without a customary
 // prefix it declares one on the element.
@@ -152,7 +163,9 @@ type Contact struct {
 }
 
 func writeContact(b *bytes.Buffer, tag string, c Contact) {
-	b.WriteString("<r:" + tag + "><r:contact><d:href>")
+	b.WriteString("<r:")
+	b.WriteString(tag)
+	b.WriteString("><r:contact><d:href>")
 	escape(b, c.Href)
 	b.WriteString("</d:href>")
 	if c.Description != "" {
@@ -160,7 +173,9 @@ func writeContact(b *bytes.Buffer, tag string, c Contact) {
 		escape(b, c.Description)
 		b.WriteString("</r:description>")
 	}
-	b.WriteString("</r:contact></r:" + tag + ">")
+	b.WriteString("</r:contact></r:")
+	b.WriteString(tag)
+	b.WriteByte('>')
 }
 
 // PropNotification renders the NOTIFY body that tells a watcher a node's

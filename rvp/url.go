@@ -104,7 +104,7 @@ func NormalizeHost(host string) (string, error) {
 	if port == "80" {
 		return name, nil
 	}
-	return name + ":" + port, nil
+	return host, nil // name:port, as given (lower-cased)
 }
 
 // DialAddr returns host[:port] as a dialer takes it: with HTTP's port 80

@@ -13,6 +13,8 @@ func TestParseURL(t *testing.T) {
 		"http://10.0.0.21:3044":                         "http://10.0.0.21:3044",
 		"HTTP://10.0.0.30/":                             "http://10.0.0.30",
 		"http://[::1]:80/x?y#z":                         "http://[::1]/x",
+		"http://[::1]:8080/x":                           "http://[::1]:8080/x",
+		"http://IM.Example.COM:8080/instmsg":            "http://im.example.com:8080/instmsg",
 	} {
 		u, err := ParseURL(in)
 		if err != nil || u.String() != want {

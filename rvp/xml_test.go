@@ -2,6 +2,7 @@ package rvp
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/xml"
 	"reflect"
 	"strings"
@@ -293,5 +294,19 @@ func TestWithSenderDescription(t *testing.T) {
 	withDesc := notificationSeeds[0]
 	if string(WithSenderDescription([]byte(withDesc), "x")) != withDesc {
 		t.Error("a body with a description was changed")
+	}
+}
+
+// TestEscape: escape writes what xml.EscapeText writes, for text it
+// copies as it is and for text that needs escaping.
+func TestEscape(t *testing.T) {
+	for _, s := range []string{"", "user1234", "http://im.example.test/instmsg/aliases/alice", "Ann & Bob", `a"b`, "a'b", "<x>", "tab\there",
+		"line\nbreak", "cr\rhere", "\x00nul", "\x7fdel", "caf\u00e9", "\xff\xfe bad UTF-8", "\u2028", "~!@#$%^*()_+{}|:?-=[];,./"} {
+		var want, got bytes.Buffer
+		xml.EscapeText(&want, []byte(s))
+		escape(&got, s)
+		if got.String() != want.String() {
+			t.Errorf("escape(%q) = %q, want %q", s, got.String(), want.String())
+		}
 	}
 }
