@@ -22,6 +22,9 @@ type callbackServer struct {
 	mu       sync.Mutex
 	bodies   []string
 	accepted atomic.Int64
+	// open counts the connections being answered; peak is the most at
+	// once.
+	open, peak atomic.Int64
 }
 
 func newCallbackServer(t *testing.T, hang bool) *callbackServer {
@@ -39,15 +42,21 @@ func newCallbackServer(t *testing.T, hang bool) *callbackServer {
 				return
 			}
 			s.accepted.Add(1)
+			if n := s.open.Add(1); n > s.peak.Load() {
+				s.peak.Store(n) // one accepting goroutine: no race between load and store
+			}
 			conns.Add(1)
 			go func() {
 				defer conns.Done()
 				defer c.Close()
 				if hang {
 					io.Copy(io.Discard, c) // until the client gives up
+					s.open.Add(-1)
 					return
 				}
 				req, err := rvp.ReadRequest(bufio.NewReader(c), rvp.Limits{})
+				// Counted out before the answer: the client's job ends after it.
+				s.open.Add(-1)
 				if err != nil {
 					return
 				}
@@ -133,5 +142,39 @@ func TestPoolIsolatesKeys(t *testing.T) {
 	}
 	if n := pit.accepted.Load(); n != 3 {
 		t.Errorf("dora's hanging callbacks hold %d connections, want 3", n)
+	}
+}
+
+// TestPoolWorkersBounded: a pool's workers run one job after another,
+// never more at once than workers, and end when there is nothing left.
+func TestPoolWorkersBounded(t *testing.T) {
+	srv := newCallbackServer(t, false)
+	p := startPool(t, 4, 2, 256)
+	var done sync.WaitGroup
+	for i := range 200 {
+		done.Add(1)
+		j := job{key: "user" + strconv.Itoa(i%7) + "@example.test", out: rvp.Outbound{URL: srv.url("/cb" + strconv.Itoa(i%13)), Body: []byte(strconv.Itoa(i))},
+			deadline: time.Now().Add(5 * time.Second), done: func(int, error) { done.Done() }}
+		if !p.submit(j) {
+			t.Fatal("queue full")
+		}
+	}
+	done.Wait()
+	if n := srv.accepted.Load(); n != 200 {
+		t.Errorf("%d NOTIFYs reached the callback, want 200", n)
+	}
+	if n := srv.peak.Load(); n > 4 {
+		t.Errorf("%d NOTIFYs at once with 4 workers", n)
+	}
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		p.mu.Lock()
+		running, queued, groups := p.running, p.queued, len(p.groups)
+		p.mu.Unlock()
+		if running == 0 && queued == 0 && groups == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("with nothing left to send: %d workers running, %d jobs queued, %d keys kept", running, queued, groups)
+		}
 	}
 }
