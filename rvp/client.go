@@ -173,13 +173,7 @@ func (c *Client) do(ctx context.Context, req Outbound) (*Answer, error) {
 	if c.Proxy != nil {
 		target = "http://" + req.URL.Host + target
 	}
-	// One write of a buffer the request's size: a 4 KiB buffer for each
-	// NOTIFY was a seventh of a busy server's allocation.
-	size := len(method) + len(target) + len(req.URL.Host) + len(req.Body) + 96
-	for _, f := range req.Header {
-		size += len(f.Name) + len(f.Value) + 4
-	}
-	w := bufio.NewWriterSize(conn, size)
+	w := bufio.NewWriter(conn)
 	w.WriteString(method + " " + target + " HTTP/1.1\r\n")
 	writeField(w, "Host", req.URL.Host)
 	for _, f := range req.Header {
@@ -197,9 +191,7 @@ func (c *Client) do(ctx context.Context, req Outbound) (*Answer, error) {
 		return nil, fmt.Errorf("send %s to %s: %w", method, addr, err)
 	}
 
-	// Answers are a status line and a few fields; readLine joins longer
-	// lines across the buffer's fills.
-	br := bufio.NewReaderSize(conn, 512)
+	br := bufio.NewReaderSize(conn, 4096)
 	ans, err := readAnswer(br)
 	if err != nil {
 		return nil, fmt.Errorf("answer to %s from %s: %w", method, addr, err)

@@ -139,9 +139,7 @@ func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 	if len(line) == 0 {
 		return nil, protoErr(StatusBadRequest, "empty request line")
 	}
-	// Eight fields fit a map's first group: librvp sends at most eight, and
-	// a larger hint tripled the size of every request's map.
-	req := &Request{Header: make(Header, 8)}
+	req := &Request{Header: make(Header, 16)}
 	if err := parseRequestLine(req, string(line)); err != nil {
 		return nil, err
 	}
