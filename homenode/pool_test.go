@@ -87,21 +87,28 @@ func startPool(t *testing.T, workers, perKey, keyQueue int) *pool {
 	return p
 }
 
-// TestPoolOrderPerDestination: NOTIFYs to one callback arrive in the
-// order they were submitted, though the pool has many workers.
-func TestPoolOrderPerDestination(t *testing.T) {
-	srv := newCallbackServer(t, false)
-	p := startPool(t, 64, 8, 256)
+// submitAll submits n jobs, the i-th to key(i) at url(i) with i as its
+// body, and returns what counts them done.
+func submitAll(t *testing.T, p *pool, n int, key func(int) string, url func(int) rvp.URL) *sync.WaitGroup {
+	t.Helper()
 	var done sync.WaitGroup
-	for i := range 50 {
+	for i := range n {
 		done.Add(1)
-		j := job{key: "ann@example.test", out: rvp.Outbound{URL: srv.url("/cb"), Body: []byte(strconv.Itoa(i))},
+		j := job{key: key(i), out: rvp.Outbound{URL: url(i), Body: []byte(strconv.Itoa(i))},
 			deadline: time.Now().Add(5 * time.Second), done: func(int, error) { done.Done() }}
 		if !p.submit(j) {
 			t.Fatal("queue full")
 		}
 	}
-	done.Wait()
+	return &done
+}
+
+// TestPoolOrderPerDestination: NOTIFYs to one callback arrive in the
+// order they were submitted, though the pool has many workers.
+func TestPoolOrderPerDestination(t *testing.T) {
+	srv := newCallbackServer(t, false)
+	p := startPool(t, 64, 8, 256)
+	submitAll(t, p, 50, func(int) string { return "ann@example.test" }, func(int) rvp.URL { return srv.url("/cb") }).Wait()
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
 	for i, b := range srv.bodies {
@@ -150,16 +157,8 @@ func TestPoolIsolatesKeys(t *testing.T) {
 func TestPoolWorkersBounded(t *testing.T) {
 	srv := newCallbackServer(t, false)
 	p := startPool(t, 4, 2, 256)
-	var done sync.WaitGroup
-	for i := range 200 {
-		done.Add(1)
-		j := job{key: "user" + strconv.Itoa(i%7) + "@example.test", out: rvp.Outbound{URL: srv.url("/cb" + strconv.Itoa(i%13)), Body: []byte(strconv.Itoa(i))},
-			deadline: time.Now().Add(5 * time.Second), done: func(int, error) { done.Done() }}
-		if !p.submit(j) {
-			t.Fatal("queue full")
-		}
-	}
-	done.Wait()
+	submitAll(t, p, 200, func(i int) string { return "user" + strconv.Itoa(i%7) + "@example.test" },
+		func(i int) rvp.URL { return srv.url("/cb" + strconv.Itoa(i%13)) }).Wait()
 	if n := srv.accepted.Load(); n != 200 {
 		t.Errorf("%d NOTIFYs reached the callback, want 200", n)
 	}
