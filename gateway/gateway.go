@@ -257,8 +257,8 @@ const workerIdle = 5 * time.Second
 // them, until it has waited workerIdle or the gateway shuts down. librvp
 // opens a connection for every request: a goroutine for each grew its
 // stack again through the request's decoding (2-4% of a busy server's
-// CPU) and made 16 KiB of buffers again (with the NOTIFYs', a quarter
-// of the bytes it allocated); a worker keeps both.
+// CPU) and made 16 KiB of buffers again (a quarter of the bytes it
+// allocated); a worker keeps both.
 func (g *Gateway) worker(c *conn) {
 	defer g.wg.Done()
 	br, bw := bufio.NewReaderSize(nil, 8<<10), bufio.NewWriterSize(nil, 8<<10)
