@@ -257,7 +257,7 @@ const workerIdle = 5 * time.Second
 // them, until it has waited workerIdle or the gateway shuts down. librvp
 // opens a connection for every request: a goroutine for each grew its
 // stack again through the request's decoding (2-4% of a busy server's
-// CPU) and made 16 KiB of buffers again (a quarter of the bytes it
+// CPU) and made 16 KiB of buffers again (a fifth of the bytes it
 // allocated); a worker keeps both.
 func (g *Gateway) worker(c *conn) {
 	defer g.wg.Done()
