@@ -105,10 +105,13 @@ type Gateway struct {
 	closing  atomic.Bool
 	wg       sync.WaitGroup
 	inflight atomic.Int64
-	// idle takes a connection to a worker waiting for one; quit, closed
-	// by Shutdown, ends the waiting workers.
-	idle chan *conn
-	quit chan struct{}
+	// idle is the workers waiting for a connection, each behind its own
+	// channel, the one that waited least last; quit, closed by Shutdown,
+	// ends them. workerIdle is how long one waits (default workerIdle).
+	idleMu     sync.Mutex
+	idle       []chan *conn
+	quit       chan struct{}
+	workerIdle time.Duration
 }
 
 // New returns a gateway; it starts listening for replies at once.
@@ -147,11 +150,11 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g := &Gateway{
 		cfg: cfg, log: log.With("gateway", cfg.ID), auth: cfg.Auth, limiter: newLimiter(cfg.Senders),
-		now:     func() time.Time { return cfg.Now().UTC() },
-		waiting: make(map[string]chan *events.Reply),
-		conns:   make(map[*conn]struct{}),
-		idle:    make(chan *conn),
-		quit:    make(chan struct{}),
+		now:        func() time.Time { return cfg.Now().UTC() },
+		waiting:    make(map[string]chan *events.Reply),
+		conns:      make(map[*conn]struct{}),
+		quit:       make(chan struct{}),
+		workerIdle: workerIdle,
 	}
 	if cfg.CallBacks != nil {
 		g.callBacks = *cfg.CallBacks
@@ -229,13 +232,7 @@ func (g *Gateway) Serve(ln net.Listener) error {
 		full := len(g.conns) >= g.cfg.MaxConns
 		if !full {
 			g.conns[c] = struct{}{}
-			// An idle worker takes the connection, or a new one starts.
-			select {
-			case g.idle <- c:
-			default:
-				g.wg.Add(1)
-				go g.worker(c)
-			}
+			g.give(c)
 		}
 		g.mu.Unlock()
 		if full {
@@ -258,11 +255,15 @@ const workerIdle = 5 * time.Second
 // opens a connection for every request: a goroutine for each grew its
 // stack again through the request's decoding (2-4% of a busy server's
 // CPU) and made 16 KiB of buffers again (a fifth of the bytes it
-// allocated); a worker keeps both.
+// allocated); a worker keeps both. The worker that went idle last is
+// given the next connection, so that after a burst the workers it
+// started and no longer needs wait out their time and end, however
+// steady the load that remains.
 func (g *Gateway) worker(c *conn) {
 	defer g.wg.Done()
 	br, bw := bufio.NewReaderSize(nil, 8<<10), bufio.NewWriterSize(nil, 8<<10)
-	idle := time.NewTimer(workerIdle)
+	next := make(chan *conn, 1)
+	idle := time.NewTimer(g.workerIdle)
 	defer idle.Stop()
 	for {
 		br.Reset(c.nc)
@@ -275,15 +276,70 @@ func (g *Gateway) worker(c *conn) {
 		g.mu.Lock()
 		delete(g.conns, c)
 		g.mu.Unlock()
-		idle.Reset(workerIdle)
+		g.idleMu.Lock()
+		g.idle = append(g.idle, next)
+		g.idleMu.Unlock()
+		idle.Reset(g.workerIdle)
 		select {
-		case c = <-g.idle:
+		case c = <-next:
+			continue
 		case <-idle.C:
-			return
 		case <-g.quit:
-			return
 		}
+		if !g.leaveIdle(next) {
+			// The accept loop took this worker meanwhile: its connection
+			// is coming (a Shutdown's is closed at once by serve).
+			c = <-next
+			continue
+		}
+		return
 	}
+}
+
+// give hands c to the worker that went idle last, or to a new one. g.mu
+// is held, and Shutdown has not begun.
+func (g *Gateway) give(c *conn) {
+	if ch := g.takeIdle(); ch != nil {
+		ch <- c
+		return
+	}
+	g.wg.Add(1)
+	go g.worker(c)
+}
+
+// takeIdle returns the channel of the worker that went idle last, taking
+// it out of the idle ones; nil: none waits.
+func (g *Gateway) takeIdle() chan *conn {
+	g.idleMu.Lock()
+	defer g.idleMu.Unlock()
+	n := len(g.idle)
+	if n == 0 {
+		return nil
+	}
+	ch := g.idle[n-1]
+	g.idle[n-1] = nil
+	g.idle = g.idle[:n-1]
+	return ch
+}
+
+// leaveIdle takes the worker behind ch out of the idle ones; false: the
+// accept loop took it first.
+func (g *Gateway) leaveIdle(ch chan *conn) bool {
+	g.idleMu.Lock()
+	defer g.idleMu.Unlock()
+	i := slices.Index(g.idle, ch)
+	if i < 0 {
+		return false
+	}
+	g.idle = slices.Delete(g.idle, i, i+1)
+	return true
+}
+
+// idleWorkers returns how many workers wait for a connection.
+func (g *Gateway) idleWorkers() int {
+	g.idleMu.Lock()
+	defer g.idleMu.Unlock()
+	return len(g.idle)
 }
 
 // Accepting reports whether the gateway is serving its listener: Serve
