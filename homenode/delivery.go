@@ -150,24 +150,10 @@ func (p *pool) markReady(d *dest) {
 	}
 }
 
-// schedule starts workers for the jobs there is room for, destinations in
-// turn. p.mu is held.
+// schedule starts the jobs there is room for, destinations in turn. p.mu
+// is held.
 func (p *pool) schedule() {
-	for p.running < p.workers {
-		j, d, ok := p.next()
-		if !ok {
-			return
-		}
-		p.running++
-		p.wg.Add(1)
-		go p.work(j, d)
-	}
-}
-
-// next takes the next job there is room for, destinations in turn, for a
-// worker; false: none. p.mu is held.
-func (p *pool) next() (job, *dest, bool) {
-	for p.ctx != nil && p.ctx.Err() == nil && len(p.ready) > 0 {
+	for p.ctx != nil && p.ctx.Err() == nil && p.running < p.workers && len(p.ready) > 0 {
 		d := p.ready[0]
 		p.ready[0] = nil
 		p.ready = p.ready[1:]
@@ -183,35 +169,28 @@ func (p *pool) next() (job, *dest, bool) {
 		g.queued--
 		p.queued--
 		g.running++
-		return j, d, true
-	}
-	return job{}, nil, false
-}
-
-// work runs j, then the jobs next gives it, until there is none: a
-// fan-out to a thousand watchers is sent by the workers it started, not
-// by a goroutine for each NOTIFY (whose stack grew again through every
-// connection).
-func (p *pool) work(j job, d *dest) {
-	defer p.wg.Done()
-	for ok := true; ok; {
-		p.run(p.ctx, j)
-		j, d, ok = p.finished(d)
-		select {
-		case p.roomed <- struct{}{}:
-		default:
-		}
+		p.running++
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.run(p.ctx, j)
+			p.finished(d)
+			select {
+			case p.roomed <- struct{}{}:
+			default:
+			}
+		}()
 	}
 }
 
-// finished takes back the worker of d's job, and starts what may go now:
-// the worker's next job, if there is one, and it returns it.
-func (p *pool) finished(d *dest) (job, *dest, bool) {
+// finished takes back the worker of d's job, and starts what may go now.
+func (p *pool) finished(d *dest) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	g := d.grp
 	d.busy = false
 	g.running--
+	p.running--
 	if len(g.waiting) > 0 {
 		w := g.waiting[0]
 		g.waiting[0] = nil
@@ -226,12 +205,7 @@ func (p *pool) finished(d *dest) (job, *dest, bool) {
 			delete(p.groups, g.key)
 		}
 	}
-	j, nd, ok := p.next()
-	if !ok {
-		p.running--
-	}
 	p.schedule()
-	return j, nd, ok
 }
 
 // run sends one NOTIFY and reports how it went.
