@@ -152,8 +152,8 @@ func TestPoolIsolatesKeys(t *testing.T) {
 	}
 }
 
-// TestPoolWorkersBounded: a pool runs its jobs
-// never more at once than workers, and its workers end when there is nothing left.
+// TestPoolWorkersBounded: a pool runs no more jobs at once than it has
+// workers, and its workers end when there is nothing left.
 func TestPoolWorkersBounded(t *testing.T) {
 	srv := newCallbackServer(t, false)
 	p := startPool(t, 4, 2, 256)
