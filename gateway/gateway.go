@@ -335,13 +335,6 @@ func (g *Gateway) leaveIdle(ch chan *conn) bool {
 	return true
 }
 
-// idleWorkers returns how many workers wait for a connection.
-func (g *Gateway) idleWorkers() int {
-	g.idleMu.Lock()
-	defer g.idleMu.Unlock()
-	return len(g.idle)
-}
-
 // Accepting reports whether the gateway is serving its listener: Serve
 // has begun and Shutdown has not.
 func (g *Gateway) Accepting() bool {

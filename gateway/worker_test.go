@@ -67,3 +67,10 @@ func TestWorkersEnd(t *testing.T) {
 		t.Errorf("%d workers wait after Shutdown", n)
 	}
 }
+
+// idleWorkers returns how many workers wait for a connection.
+func (g *Gateway) idleWorkers() int {
+	g.idleMu.Lock()
+	defer g.idleMu.Unlock()
+	return len(g.idle)
+}
