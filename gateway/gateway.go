@@ -192,6 +192,16 @@ func (g *Gateway) onReply(m *nats.Msg) {
 	}
 }
 
+// Listen listens for RVP clients on addr (host:port) over TCP, as Serve
+// wants its listener: without TCP keep-alive on the connections it
+// accepts. Setting it is four system calls for every connection, and most
+// connections carry one request; a connection idle for IdleTimeout is
+// closed anyway, which is what bounds one whose client went away.
+func Listen(addr string) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	return lc.Listen(context.Background(), "tcp", addr)
+}
+
 // Serve accepts connections on ln until Shutdown; it returns nil then.
 func (g *Gateway) Serve(ln net.Listener) error {
 	g.mu.Lock()

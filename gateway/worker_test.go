@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -73,4 +74,37 @@ func (g *Gateway) idleWorkers() int {
 	g.idleMu.Lock()
 	defer g.idleMu.Unlock()
 	return len(g.idle)
+}
+
+// TestListenNoKeepAlive checks that Listen's connections are accepted
+// without TCP keep-alive (its socket options cost four system calls a
+// connection; IdleTimeout bounds a connection whose client went away).
+func TestListenNoKeepAlive(t *testing.T) {
+	ln, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	raw, err := sc.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var on int
+	var serr error
+	if err := raw.Control(func(fd uintptr) { on, serr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_KEEPALIVE) }); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+	if on != 0 {
+		t.Errorf("SO_KEEPALIVE = %d on an accepted connection, want 0", on)
+	}
 }

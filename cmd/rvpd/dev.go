@@ -19,6 +19,7 @@ import (
 
 	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/gateway"
 	"github.com/rvp-im/rvpd/projections"
 	"github.com/rvp-im/rvpd/rvp"
 )
@@ -128,7 +129,7 @@ func runDev(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	if ok, err := hasPassword(admin, events.NewUser(demoDomain, demoUsers[0].alias), password); err != nil || !ok {
 		password = "changed since the first start (rvpctl password reset alice@" + demoDomain + ", or -demo-password)"
 	}
-	ln, err := net.Listen("tcp", f.http)
+	ln, err := gateway.Listen(f.http)
 	if err != nil {
 		return fmt.Errorf("listen for RVP on %s: %w (choose another address with -http)", f.http, err)
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/directory"
+	"github.com/rvp-im/rvpd/gateway"
 	"github.com/rvp-im/rvpd/homenode"
 	"github.com/rvp-im/rvpd/projections"
 )
@@ -161,7 +161,7 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 		rs.admin = &directory.Admin{JetStream: writes, Directory: p.dir, Keyring: keyring, Actor: "rvpd-node-" + f.name}
 	}
 	if f.gateway != "" {
-		if rs.listener, err = net.Listen("tcp", f.gateway); err != nil {
+		if rs.listener, err = gateway.Listen(f.gateway); err != nil {
 			return fmt.Errorf("listen for RVP on %s: %w (choose another address with -gateway)", f.gateway, err)
 		}
 	}
