@@ -310,6 +310,9 @@ func New(cfg Config) (*Node, error) {
 	if client.DialTimeout <= 0 {
 		client.DialTimeout = 2 * time.Second
 	}
+	if client.Buffers == nil {
+		client.Buffers = new(rvp.Buffers) // a NOTIFY's 8 KiB, lent
+	}
 	cfg.Client = &client
 	if cfg.Workers <= 0 {
 		cfg.Workers = 1024
@@ -925,7 +928,9 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 	if md, err := m.Metadata(); err == nil {
 		n.metrics.lag(md.NumPending)
 	}
-	log := n.log.With("req", r.ID, "type", typ, "node", r.Node.String())
+	// The request's logger, made only for the rare outcome that is logged
+	// (With costs allocations every request would pay).
+	log := func() *slog.Logger { return n.log.With("req", r.ID, "type", typ, "node", r.Node.String()) }
 	replyTo := m.Headers().Get(events.HeaderReply)
 	if p := n.inWindow[r.ID]; p != nil {
 		p.msg = m // redelivered while its facts are in flight: acknowledged with them
@@ -946,11 +951,11 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 			// or on its way): the same answer again.
 			var r events.Reply
 			json.Unmarshal(dec.answer, &r)
-			log.Info("request already decided; answered again with its recorded outcome", "status", r.Status)
+			log().Info("request already decided; answered again with its recorded outcome", "status", r.Status)
 			n.reply(replyTo, dec.answer)
 			return m.Ack()
 		case !dec.delivering:
-			log.Info("request already decided, with no answer recorded; acknowledged")
+			log().Info("request already decided, with no answer recorded; acknowledged")
 			return m.Ack()
 		case s != nil:
 			s.msg = m // still delivering: its outcome acknowledges it
@@ -958,7 +963,7 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 		}
 		if e, ok := req.(*events.Notify); ok && !now.After(r.Deadline) {
 			// Accepted before a restart, its delivery never finished.
-			log.Info("resuming an interrupted delivery")
+			log().Info("resuming an interrupted delivery")
 			return n.input(ctx, &pending{in: resumed{e}, msg: m, replyTo: replyTo})
 		}
 		return m.Ack()
@@ -972,11 +977,11 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 		if err != nil && typ == events.TypeHandoff {
 			// A handoff routed with an older directory would be sent back
 			// to the home server the user left: taken again later.
-			log.Warn("directory behind the move of a handoff; taken again later", "have", n.cfg.Directory.Position(), "want", r.DirPos)
+			log().Warn("directory behind the move of a handoff; taken again later", "have", n.cfg.Directory.Position(), "want", r.DirPos)
 			return m.NakWithDelay(250 * time.Millisecond)
 		}
 		if err != nil {
-			log.Warn("directory behind the gateway's; deciding with ours", "have", n.cfg.Directory.Position(), "want", r.DirPos)
+			log().Warn("directory behind the gateway's; deciding with ours", "have", n.cfg.Directory.Position(), "want", r.DirPos)
 		}
 	}
 	c := &core{View: n.view(), policy: n.policy}
@@ -986,12 +991,12 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 	}
 	switch route {
 	case routeLate:
-		log.Warn("request expired before it was decided; the gateway has answered 504", "late", now.Sub(r.Deadline))
+		log().Warn("request expired before it was decided; the gateway has answered 504", "late", now.Sub(r.Deadline))
 		return m.Ack()
 	case routeForward:
-		return n.forward(ctx, log, m, r, rec)
+		return n.forward(ctx, log(), m, r, rec)
 	case routeHold:
-		log.Info("request held until the user's state arrives from its former home server")
+		log().Info("request held until the user's state arrives from its former home server")
 		n.park(r.Node, m)
 		return nil
 	}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -248,6 +249,49 @@ func TestHeaderLookup(t *testing.T) {
 		}
 		if h.Has(name) != (want != "") {
 			t.Errorf("Has(%q) = %v", name, h.Has(name))
+		}
+	}
+}
+
+// TestClientBuffers: exchanges on lent buffers carry each its own request
+// and answer, though an answer left bytes unread in the reader and a body
+// overflowed the writer before.
+func TestClientBuffers(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	bodies := []string{strings.Repeat("long body ", 1000), "<short/>", strings.Repeat("x", 4095), "", "<last/>"}
+	got := make(chan string, len(bodies))
+	go func() {
+		for i := range bodies {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			req, err := ReadRequest(bufio.NewReader(c), Limits{})
+			if err != nil {
+				got <- "error: " + err.Error()
+				c.Close()
+				continue
+			}
+			got <- string(req.Body)
+			// The answer's body, then bytes past it the client must not
+			// read as the next answer's.
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\na%dHTTP/1.1 500 Stale\r\n\r\n", i)
+			c.Close()
+		}
+	}()
+	c := &Client{Buffers: new(Buffers)}
+	dest, _ := ParseURL("http://" + ln.Addr().String() + "/instmsg/aliases/dave")
+	for i, body := range bodies {
+		ans, err := c.Do(context.Background(), Outbound{URL: dest, Body: []byte(body), ReadBody: true})
+		if err != nil || ans.Status != 200 || string(ans.Body) != fmt.Sprintf("a%d", i) {
+			t.Fatalf("exchange %d: answer %+v, %v", i, ans, err)
+		}
+		if g := <-got; g != body {
+			t.Fatalf("exchange %d: the server got a body of %d bytes, want %d", i, len(g), len(body))
 		}
 	}
 }

@@ -79,7 +79,7 @@ func runRelay(args []string, stdout, stderr io.Writer) error {
 	}
 	r := &relay{
 		ntHash: rvp.NTHash(*password), ntDomain: *ntDomain,
-		client: &rvp.Client{}, jobs: make(chan rvp.Outbound, 1<<16),
+		client: &rvp.Client{Buffers: new(rvp.Buffers)}, jobs: make(chan rvp.Outbound, 1<<16),
 		log:   slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		users: map[string]*relayUser{},
 	}
