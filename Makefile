@@ -2,7 +2,7 @@
 FUZZTIME ?= 30s
 GO ?= go
 # Fuzz targets, package:Function; `make fuzz` runs each for FUZZTIME.
-FUZZ_TARGETS := ./events:FuzzToken ./events:FuzzDecode ./events:FuzzFastDecode ./rvp:FuzzReadRequest ./rvp:FuzzParsePropertyUpdate \
+FUZZ_TARGETS := ./events:FuzzToken ./events:FuzzDecode ./events:FuzzFastDecode ./events:FuzzFastEncode ./rvp:FuzzReadRequest ./rvp:FuzzParsePropertyUpdate \
 	./rvp:FuzzParsePropFind ./rvp:FuzzCheckNotification ./rvp:FuzzParseURL ./rvp:FuzzParseNodePath ./rvp:FuzzReadAnswer \
 	./rvp:FuzzParseACL ./gateway:FuzzParseAuthenticate ./gateway:FuzzDigestParams ./rvp:FuzzCallbackPolicy \
 	./projections:FuzzDecodeSub ./cmd/rvpctl:FuzzParseCSV ./cmd/rvpctl:FuzzParseLDIF

@@ -137,6 +137,9 @@ func (*ClusterCreated) isEvent()    {}
 
 // Encode returns the body of e; its type name is e.Type().
 func Encode(e Event) ([]byte, error) {
+	if data, ok := fastEncode(e); ok {
+		return data, nil
+	}
 	data, err := json.Marshal(e)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", e.Type(), err)

@@ -1,6 +1,7 @@
 package events
 
 import (
+	"encoding/json"
 	"reflect"
 	"testing"
 	"time"
@@ -159,6 +160,90 @@ func BenchmarkDecode(b *testing.B) {
 		b.Run(e.Type()+"/json", func(b *testing.B) {
 			for b.Loop() {
 				if _, err := decodeJSON(e.Type(), data); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// TestFastEncode: what the fast encoder writes of the sample events is
+// what encoding/json writes, and it writes the types it is for.
+func TestFastEncode(t *testing.T) {
+	done := map[string]bool{}
+	for _, e := range sampleEvents() {
+		checkFastEncode(t, e)
+		if _, ok := fastEncode(e); ok {
+			done[e.Type()] = true
+		}
+	}
+	for _, typ := range []string{TypeSubscribe, TypeSubscriptionCreated, TypeReply} {
+		if !done[typ] {
+			t.Errorf("the fast encoder does not write %s", typ)
+		}
+	}
+}
+
+// checkFastEncode fails t when the fast encoder writes e otherwise than
+// encoding/json.
+func checkFastEncode(t *testing.T, e Event) {
+	t.Helper()
+	fast, ok := fastEncode(e)
+	want, err := json.Marshal(e)
+	if !ok {
+		return
+	}
+	if err != nil {
+		t.Fatalf("fast encoder wrote %T %s, encoding/json refuses it: %v", e, fast, err)
+	}
+	if string(fast) != string(want) {
+		t.Fatalf("%T:\nfast %s\njson %s", e, fast, want)
+	}
+}
+
+// FuzzFastEncode: whatever strings, numbers and times the hot events
+// hold, the fast encoder writes them as encoding/json does, or leaves them
+// to it.
+func FuzzFastEncode(f *testing.F) {
+	f.Add("alice", "example.test", "http://10.0.0.1:3044/x?<&>", int64(14400), int64(1795000000), int64(123456789), 3600)
+	f.Add("a\u00e9\n\"\\\x00\x1f\x7f", "\xff\xfe", "\u2028\u2029\U0001F600", int64(-1), int64(-70000000000), int64(0), -45296)
+	f.Add("", "", "", int64(0), int64(253402300800), int64(1), 86399)
+	f.Fuzz(func(t *testing.T, s1, s2, s3 string, n, sec, nsec int64, offset int) {
+		at := time.Unix(sec, nsec).In(time.FixedZone("z", offset%(100*3600)))
+		u := User{Domain: s2, Alias: s1}
+		req := Req{ID: s1, At: at, Deadline: at.UTC(), Gateway: s2, Client: s3, Node: u, NodeURL: s3, From: s1,
+			FromUser: User{Alias: s3}, Auth: Identity{Scheme: s2, User: u}, DirPos: uint64(n)}
+		meta := Meta{At: at, Request: s1, Actor: s2, Auth: s3, Client: s1, Gateway: s2, Home: s3}
+		for _, e := range []Event{
+			&Subscribe{Req: req, NotificationType: s1, CallBack: s3, CallBackUser: User{Domain: s1}, Lifetime: int(n)},
+			&Subscribe{Req: Req{ID: s3, Auth: Identity{Scheme: s1}}},
+			&SubscriptionCreated{Meta: meta, Node: u, ID: int32(n), Kind: s1, CallBack: s2, Watcher: User{Alias: s2}, Subscriber: s3,
+				SubscriberUser: u, NodeURL: s1, Lifetime: int(n), Expires: at, Source: s2, Credential: s3},
+			&SubscriptionCreated{Meta: Meta{At: at}},
+			&Reply{ID: s1, Status: int(n), Error: s2, RetryAfter: int(n), SubscriptionID: int32(n), Lifetime: int(n), Location: s3, Href: s1,
+				Found: []PropValue{{Prop{s1, s2}, s3}, {}}, Missing: []Prop{{s2, s3}}, Forbidden: []Prop{{}}, Lease: &Lease{s1, s2, int(n), int32(n)}},
+			&Reply{ID: s2, Found: []PropValue{}},
+		} {
+			checkFastEncode(t, e)
+		}
+	})
+}
+
+func BenchmarkEncode(b *testing.B) {
+	for _, e := range sampleEvents() {
+		if _, ok := fastEncode(e); !ok {
+			continue
+		}
+		b.Run(e.Type()+"/fast", func(b *testing.B) {
+			for b.Loop() {
+				if _, err := Encode(e); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(e.Type()+"/json", func(b *testing.B) {
+			for b.Loop() {
+				if _, err := json.Marshal(e); err != nil {
 					b.Fatal(err)
 				}
 			}
