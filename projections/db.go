@@ -2,11 +2,13 @@ package projections
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 
@@ -272,4 +274,76 @@ func diff(a, b reader, p []byte, max int) (string, int, error) {
 		out = append(out[:max], fmt.Sprintf("… and %d more", len(out)-max))
 	}
 	return strings.Join(out, "\n"), n, nil
+}
+
+// commitSorted commits what indexed batch b (built by the caller, not
+// committed) writes as one batch holding, in key order, the last write to
+// each key: the state it leaves is b's. Pebble inserts a batch into its
+// memtable in the batch's order, searching the skiplist afresh for each
+// key; in key order it takes up the search where the last key left it.
+// The profile of a rebuild put the memtable's insert at a fifth of the
+// CPU. The keys come sorted from b's own index; only its deletions are
+// sorted here. A batch with other writes than sets and deletes (a range
+// deletion), or not indexed, is committed as it is.
+func commitSorted(db *pebble.DB, b *pebble.Batch, opts *pebble.WriteOptions) error {
+	if !b.Indexed() {
+		return b.Commit(opts)
+	}
+	var deleted [][]byte
+	r := b.Reader()
+	for {
+		kind, k, _, ok, err := r.Next()
+		if err != nil {
+			return fmt.Errorf("read batch: %w", err)
+		}
+		if !ok {
+			break
+		}
+		switch kind {
+		case pebble.InternalKeyKindSet:
+		case pebble.InternalKeyKindDelete:
+			deleted = append(deleted, k)
+		default:
+			return b.Commit(opts)
+		}
+	}
+	slices.SortFunc(deleted, bytes.Compare)
+	deleted = slices.CompactFunc(deleted, bytes.Equal)
+	// What b leaves set, newest value of each key, in key order.
+	it, err := b.NewBatchOnlyIter(context.Background(), nil)
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	sb := db.NewBatchWithSize(len(b.Repr()))
+	defer sb.Close()
+	for ok := it.First(); ok || len(deleted) > 0; {
+		var err error
+		switch c := 0; {
+		case ok && len(deleted) > 0:
+			c = bytes.Compare(deleted[0], it.Key())
+			if c >= 0 {
+				if c == 0 {
+					deleted = deleted[1:] // deleted, then set again
+				}
+				err = sb.Set(it.Key(), it.Value(), nil)
+				ok = it.Next()
+				break
+			}
+			fallthrough
+		case !ok:
+			err = sb.Delete(deleted[0], nil)
+			deleted = deleted[1:]
+		default:
+			err = sb.Set(it.Key(), it.Value(), nil)
+			ok = it.Next()
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := it.Error(); err != nil {
+		return err
+	}
+	return sb.Commit(opts)
 }

@@ -350,7 +350,7 @@ func (h *Home) ApplyFacts(facts []SeqFact) error {
 // id from before the batch must not include it: Overlay.baseWatchers).
 func (h *Home) commit(b *pebble.Batch, st *pebbleHome) error {
 	h.cache.begin()
-	err := b.Commit(pebble.NoSync)
+	err := commitSorted(h.db.pdb, b, pebble.NoSync)
 	if err == nil && st.next > 0 {
 		h.next.Store(st.next)
 	}
