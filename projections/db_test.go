@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/rvp-im/rvpd/events"
 )
 
 // TestCommitSorted: random batches of sets and deletes (keys written
@@ -63,5 +66,29 @@ func TestCommitSorted(t *testing.T) {
 		if round == 49 && n < 50 {
 			t.Fatalf("only %d keys written", n)
 		}
+	}
+}
+
+// TestNextIDStored: the next id the facts of a batch move is in the
+// store once the batch is committed, written once for the batch: a home
+// projection opened again reads it.
+func TestNextIDStored(t *testing.T) {
+	h := memoryHome(t, "h1")
+	bob := events.NewUser("example.test", "bob")
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	var facts []SeqFact
+	for i, id := range []int32{3, 9, 4} {
+		facts = append(facts, SeqFact{Seq: uint64(i + 1), Fact: &events.SubscriptionCreated{Meta: events.Meta{At: at}, Node: bob, ID: id,
+			Kind: events.NotifyPragma, CallBack: "http://10.0.0.1:1", Lifetime: 60, Expires: at.Add(time.Minute)}})
+	}
+	if err := h.ApplyFacts(facts); err != nil {
+		t.Fatal(err)
+	}
+	again, err := OpenHome(h.db, "h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next, err := again.read().NextID(); err != nil || next != 10 {
+		t.Fatalf("next id read from the store %d (%v), want 10", next, err)
 	}
 }

@@ -349,6 +349,13 @@ func (h *Home) ApplyFacts(facts []SeqFact) error {
 // the cached parts of users' state (a count of watchers read with a next
 // id from before the batch must not include it: Overlay.baseWatchers).
 func (h *Home) commit(b *pebble.Batch, st *pebbleHome) error {
+	if st.nextSet {
+		var v [4]byte
+		binary.BigEndian.PutUint32(v[:], uint32(st.next))
+		if err := b.Set(h.key("next"), v[:], nil); err != nil {
+			return err
+		}
+	}
 	h.cache.begin()
 	err := commitSorted(h.db.pdb, b, pebble.NoSync)
 	if err == nil && st.next > 0 {
@@ -510,10 +517,12 @@ type pebbleHome struct {
 	// removes.
 	watchers map[events.User]int
 	// next is the next id once read or written through this value (0:
-	// not yet): only its batch writes it.
-	next int32
-	kb   []byte // scratch for keys and values (a batch copies what it is given)
-	vb   []byte
+	// not yet): only its batch writes it. nextSet: it was written, and the
+	// batch holds it once committed (Home.commit), not at every id.
+	next    int32
+	nextSet bool
+	kb      []byte // scratch for keys and values (a batch copies what it is given)
+	vb      []byte
 }
 
 func (p *pebbleHome) Subscription(u events.User, id int32) (*Subscription, error) {
@@ -717,10 +726,8 @@ func (p *pebbleHome) setArrived(u events.User, move uint64) error {
 }
 
 func (p *pebbleHome) setNextID(id int32) error {
-	p.next = id
-	var v [4]byte
-	binary.BigEndian.PutUint32(v[:], uint32(id))
-	return p.b.Set(p.h.key("next"), v[:], nil)
+	p.next, p.nextSet = id, true
+	return nil
 }
 
 func getValue[T any](r reader, k []byte, decode func([]byte, *T) error) (*T, error) {
