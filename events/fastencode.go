@@ -95,24 +95,9 @@ func fastEncode(e Event) (data []byte, ok bool) {
 		if v.Href != "" {
 			w.strField("href", v.Href)
 		}
-		if len(v.Found) != 0 {
-			w.key("found")
-			w.b = append(w.b, '[')
-			for i, p := range v.Found {
-				if i > 0 {
-					w.b = append(w.b, ',')
-				}
-				w.b = append(w.b, '{')
-				w.first = true
-				w.strField("ns", p.Space)
-				w.strField("local", p.Local)
-				w.strField("value", p.Value)
-				w.b = append(w.b, '}')
-			}
-			w.b = append(w.b, ']')
-		}
-		w.props("missing", v.Missing)
-		w.props("forbidden", v.Forbidden)
+		w.props("found", len(v.Found), func(i int) Prop { return v.Found[i].Prop }, func(i int) string { return v.Found[i].Value })
+		w.props("missing", len(v.Missing), func(i int) Prop { return v.Missing[i] }, nil)
+		w.props("forbidden", len(v.Forbidden), func(i int) Prop { return v.Forbidden[i] }, nil)
 		if l := v.Lease; l != nil {
 			w.key("lease")
 			w.b = append(w.b, '{')
@@ -193,21 +178,26 @@ func (w *jenc) userField(k string, u User) {
 	w.first = false
 }
 
-// props writes a []Prop field with omitempty.
-func (w *jenc) props(k string, ps []Prop) {
-	if len(ps) == 0 {
+// props writes a field of n properties, with omitempty: each prop(i),
+// and its value(i) when value is not nil (a []PropValue).
+func (w *jenc) props(k string, n int, prop func(int) Prop, value func(int) string) {
+	if n == 0 {
 		return
 	}
 	w.key(k)
 	w.b = append(w.b, '[')
-	for i, p := range ps {
+	for i := range n {
 		if i > 0 {
 			w.b = append(w.b, ',')
 		}
 		w.b = append(w.b, '{')
 		w.first = true
+		p := prop(i)
 		w.strField("ns", p.Space)
 		w.strField("local", p.Local)
+		if value != nil {
+			w.strField("value", value(i))
+		}
 		w.b = append(w.b, '}')
 	}
 	w.b = append(w.b, ']')
