@@ -94,7 +94,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&c.settleAfter, "settle", 130*time.Second, "memory: when, after the last sign-ins, the memory is read once more: past the streams' windows of duplicate message ids (45 s for requests, 2 min for facts), which hold the id of every recent message whatever the number of users online; 0 (or not past -rest): not read again")
 	fs.BoolVar(&c.verify, "verify", true, "at the end, have each rvpd verify its projections (rvpctl verify) and report how fast it rebuilt them")
 	scenarios := fs.String("scenarios", "messages,fan-out,login,buddies", "scenarios to run")
-	rvpdArgs := fs.String("rvpd-args", "", `more flags for rvpd dev, e.g. "-pprof 127.0.0.1:6060"`)
+	rvpdArgs := fs.String("rvpd-args", "", `more flags for rvpd dev, e.g. "-ops 127.0.0.1:9191" (its profiles are at the address rvpload prints as it starts it)`)
 	cpuProfile := fs.String("cpuprofile", "", "write the load generator's own CPU profile to this file (its share of the machine's CPUs counts)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -156,8 +156,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	}()
 	// start runs a server; with profiles (pprof: a -pprof flag it takes)
 	// its Go heap is measured too.
+	// Its profiles' address is printed: the -pprof rvpload gives it comes
+	// after -rvpd-args, so it is the one to profile a run through.
 	start := func(name, bin string, pprof bool, natsAddr string, ready *regexp.Regexp, args ...string) error {
-		progress(stderr, "starting %s", name)
 		profiles := ""
 		if pprof {
 			addr, err := freeAddr()
@@ -166,6 +167,9 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 			}
 			profiles = "http://" + addr + "/debug/pprof/"
 			args = append(args, "-pprof", addr)
+			progress(stderr, "starting %s (profiles at %s)", name, profiles)
+		} else {
+			progress(stderr, "starting %s", name)
 		}
 		p, err := startProc(name, bin, filepath.Join(c.work, name+".log"), ready, args...)
 		if err != nil {
