@@ -27,9 +27,7 @@ func fastEncode(e Event) (data []byte, ok bool) {
 		w.req(&v.Req)
 		w.strField("notification_type", v.NotificationType)
 		w.strField("call_back", v.CallBack)
-		if !v.CallBackUser.IsZero() {
-			w.userField("call_back_user", v.CallBackUser)
-		}
+		w.optUser("call_back_user", v.CallBackUser)
 		if v.Lifetime != 0 {
 			w.intField("lifetime", int64(v.Lifetime))
 		}
@@ -44,24 +42,14 @@ func fastEncode(e Event) (data []byte, ok bool) {
 		w.intField("sub_id", int64(v.ID))
 		w.strField("kind", v.Kind)
 		w.strField("call_back", v.CallBack)
-		if !v.Watcher.IsZero() {
-			w.userField("watcher", v.Watcher)
-		}
-		if v.Subscriber != "" {
-			w.strField("subscriber", v.Subscriber)
-		}
-		if !v.SubscriberUser.IsZero() {
-			w.userField("subscriber_user", v.SubscriberUser)
-		}
+		w.optUser("watcher", v.Watcher)
+		w.optStr("subscriber", v.Subscriber)
+		w.optUser("subscriber_user", v.SubscriberUser)
 		w.strField("node_url", v.NodeURL)
 		w.intField("lifetime", int64(v.Lifetime))
 		w.timeField("expires", v.Expires)
-		if v.Source != "" {
-			w.strField("source", v.Source)
-		}
-		if v.Credential != "" {
-			w.strField("credential", v.Credential)
-		}
+		w.optStr("source", v.Source)
+		w.optStr("credential", v.Credential)
 	case *Reply:
 		if len(v.Subscriptions) != 0 || v.Listed || len(v.ACL) != 0 || v.HasACL || v.Raw != nil {
 			return nil, false
@@ -77,9 +65,7 @@ func fastEncode(e Event) (data []byte, ok bool) {
 		w.open()
 		w.strField("id", v.ID)
 		w.intField("status", int64(v.Status))
-		if v.Error != "" {
-			w.strField("error", v.Error)
-		}
+		w.optStr("error", v.Error)
 		if v.RetryAfter != 0 {
 			w.intField("retry_after", int64(v.RetryAfter))
 		}
@@ -89,12 +75,8 @@ func fastEncode(e Event) (data []byte, ok bool) {
 		if v.Lifetime != 0 {
 			w.intField("lifetime", int64(v.Lifetime))
 		}
-		if v.Location != "" {
-			w.strField("location", v.Location)
-		}
-		if v.Href != "" {
-			w.strField("href", v.Href)
-		}
+		w.optStr("location", v.Location)
+		w.optStr("href", v.Href)
 		w.props("found", len(v.Found), func(i int) Prop { return v.Found[i].Prop }, func(i int) string { return v.Found[i].Value })
 		w.props("missing", len(v.Missing), func(i int) Prop { return v.Missing[i] }, nil)
 		w.props("forbidden", len(v.Forbidden), func(i int) Prop { return v.Forbidden[i] }, nil)
@@ -153,6 +135,20 @@ func (w *jenc) strField(k, v string) {
 	w.str(v)
 }
 
+// optStr writes a string field with omitempty.
+func (w *jenc) optStr(k, v string) {
+	if v != "" {
+		w.strField(k, v)
+	}
+}
+
+// optUser writes a User field with omitzero.
+func (w *jenc) optUser(k string, u User) {
+	if !u.IsZero() {
+		w.userField(k, u)
+	}
+}
+
 func (w *jenc) intField(k string, v int64) {
 	w.key(k)
 	w.b = strconv.AppendInt(w.b, v, 10)
@@ -207,12 +203,12 @@ func (w *jenc) props(k string, n int, prop func(int) Prop, value func(int) strin
 // meta writes the fields of Meta.
 func (w *jenc) meta(m *Meta) {
 	w.timeField("at", m.At)
-	for _, f := range [...]struct{ k, v string }{{"req", m.Request}, {"actor", m.Actor}, {"auth", m.Auth},
-		{"client", m.Client}, {"gateway", m.Gateway}, {"decided_by", m.Home}} {
-		if f.v != "" {
-			w.strField(f.k, f.v)
-		}
-	}
+	w.optStr("req", m.Request)
+	w.optStr("actor", m.Actor)
+	w.optStr("auth", m.Auth)
+	w.optStr("client", m.Client)
+	w.optStr("gateway", m.Gateway)
+	w.optStr("decided_by", m.Home)
 }
 
 // req writes the fields of Req.
@@ -224,22 +220,14 @@ func (w *jenc) req(r *Req) {
 	w.strField("client", r.Client)
 	w.userField("node", r.Node)
 	w.strField("node_url", r.NodeURL)
-	if r.From != "" {
-		w.strField("from", r.From)
-	}
-	if !r.FromUser.IsZero() {
-		w.userField("from_user", r.FromUser)
-	}
+	w.optStr("from", r.From)
+	w.optUser("from_user", r.FromUser)
 	if r.Auth != (Identity{}) {
 		w.key("auth")
 		w.b = append(w.b, '{')
 		w.first = true
-		if r.Auth.Scheme != "" {
-			w.strField("scheme", r.Auth.Scheme)
-		}
-		if !r.Auth.User.IsZero() {
-			w.userField("user", r.Auth.User)
-		}
+		w.optStr("scheme", r.Auth.Scheme)
+		w.optUser("user", r.Auth.User)
 		w.b = append(w.b, '}')
 		w.first = false
 	}
