@@ -215,22 +215,28 @@ start() {
 	EOF
 }
 
-stop() {
-	local names=(node-a node-b dir-hub nats-a nats-b nats-hub) pid
-	for name in "${names[@]}"; do
-		if pid=$(pid_of "$name"); then
-			kill -TERM "$pid"
-			for _ in $(seq 100); do
-				alive "$pid" || break
-				sleep 0.1
-			done
-			if alive "$pid"; then
-				kill -KILL "$pid" 2>/dev/null || true
-				say "$name did not stop within 10 s of SIGTERM: killed"
-			fi
-			say "stopped $name"
+# halt NAME: stop a process this script started (SIGTERM, SIGKILL after
+# 10 s) and return once it has exited, so that it can be started again.
+halt() {
+	local name=$1 pid
+	if pid=$(pid_of "$name"); then
+		kill -TERM "$pid"
+		for _ in $(seq 100); do
+			alive "$pid" || break
+			sleep 0.1
+		done
+		if alive "$pid"; then
+			kill -KILL "$pid" 2>/dev/null || true
+			say "$name did not stop within 10 s of SIGTERM: killed"
 		fi
-		rm -f "$dir/run/$name.pid"
+		say "stopped $name"
+	fi
+	rm -f "$dir/run/$name.pid"
+}
+
+stop() {
+	for name in node-a node-b dir-hub nats-a nats-b nats-hub; do
+		halt "$name"
 	done
 }
 
@@ -250,9 +256,8 @@ stop) stop ;;
 status) status ;;
 cut)
 	site=${2:?which site: a or b}
-	pid=$(pid_of "nats-$site") || die "nats-$site does not run"
-	kill -TERM "$pid"
-	say "site $site's NATS server stopped"
+	pid_of "nats-$site" >/dev/null || die "nats-$site does not run"
+	halt "nats-$site"
 	;;
 mend)
 	site=${2:?which site: a or b}
