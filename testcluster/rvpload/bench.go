@@ -145,6 +145,12 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// The machine first, before any server runs.
+	speed, err := measureMachine()
+	if err != nil {
+		return err
+	}
+	progress(stderr, "this machine: %v", speed)
 	var targets []*target
 	defer func() {
 		for _, t := range targets {
@@ -232,7 +238,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	b := &bench{cfg: c, targets: targets, log: stderr}
+	b := &bench{cfg: c, targets: targets, log: stderr, machine: speed}
 	if err := b.run(); err != nil {
 		return err
 	}
@@ -264,6 +270,7 @@ type bench struct {
 	cfg      config
 	targets  []*target
 	log      io.Writer
+	machine  machine
 	results  []result
 	memory   []memoryRow
 	verified []verifyRow

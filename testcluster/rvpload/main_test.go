@@ -30,7 +30,7 @@ func TestSmoke(t *testing.T) {
 	for _, want := range []string{
 		"| messages (messages) | rvpd-default |", "| fan-out (notifications) | rvpd-default |",
 		"| login (users) | rvpd-default |", "| buddies (users) | rvpd-default |",
-		"| rvpd-default | 60 |", "| relay | 60 |", " | true |\n", "\nAt rest: ", "| resident settled |", "\nSettled: read again",
+		"| rvpd-default | 60 |", "| relay | 60 |", "This machine at the start: encoding/json ", " | true |\n", "\nAt rest: ", "| resident settled |", "\nSettled: read again",
 	} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("report lacks %q:\n%s", want, out)

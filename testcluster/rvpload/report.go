@@ -17,6 +17,7 @@ func (b *bench) report(w io.Writer) {
 	c := b.cfg
 	fmt.Fprintf(w, "rvpload %s: %d CPUs, %s; %d users, %d rounds; messages: %d pairs for %v; fan-out: %d watchers × %d changes; login: %d users; buddies: %d users × %d buddies; %d at a time\n\n",
 		time.Now().UTC().Format(time.DateTime), runtime.NumCPU(), runtime.Version(), c.users, c.rounds, c.pairs, c.msgDuration, c.watchers, c.changes, c.loginUsers, c.buddyUsers, c.buddies, c.concurrency)
+	fmt.Fprintf(w, "This machine at the start: %v. Absolute figures move with these; the ratios to the relay do not.\n\n", b.machine)
 
 	fmt.Fprintln(w, "| scenario | server | relay /s | server /s | ratio /s | relay /CPU-s | server /CPU-s | ratio /CPU-s | p99 relay | p99 server |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
