@@ -19,8 +19,8 @@ type machine struct {
 	// speed, for work that does not change with rvpd's code.
 	encode time.Duration
 	// freshPage is the first write to a 4 KiB page just mapped: what new
-	// memory costs (under 1 µs on ordinary hardware, 12-15 µs on a VM
-	// whose host takes back the memory its guest frees).
+	// memory costs (under 1 µs on ordinary hardware; 10-15 µs on the VM
+	// docs/performance.md measured, even for pages just given back).
 	freshPage time.Duration
 }
 
