@@ -319,24 +319,15 @@ func commitSorted(db *pebble.DB, b *pebble.Batch, opts *pebble.WriteOptions) err
 	defer sb.Close()
 	for ok := it.First(); ok || len(deleted) > 0; {
 		var err error
-		switch c := 0; {
-		case ok && len(deleted) > 0:
-			c = bytes.Compare(deleted[0], it.Key())
-			if c >= 0 {
-				if c == 0 {
-					deleted = deleted[1:] // deleted, then set again
-				}
-				err = sb.Set(it.Key(), it.Value(), nil)
-				ok = it.Next()
-				break
+		if ok && (len(deleted) == 0 || bytes.Compare(deleted[0], it.Key()) >= 0) {
+			if len(deleted) > 0 && bytes.Equal(deleted[0], it.Key()) {
+				deleted = deleted[1:] // deleted, then set again
 			}
-			fallthrough
-		case !ok:
-			err = sb.Delete(deleted[0], nil)
-			deleted = deleted[1:]
-		default:
 			err = sb.Set(it.Key(), it.Value(), nil)
 			ok = it.Next()
+		} else {
+			err = sb.Delete(deleted[0], nil)
+			deleted = deleted[1:]
 		}
 		if err != nil {
 			return err
