@@ -28,9 +28,7 @@ func fastEncode(e Event) (data []byte, ok bool) {
 		w.strField("notification_type", v.NotificationType)
 		w.strField("call_back", v.CallBack)
 		w.optUser("call_back_user", v.CallBackUser)
-		if v.Lifetime != 0 {
-			w.intField("lifetime", int64(v.Lifetime))
-		}
+		w.optInt("lifetime", int64(v.Lifetime))
 	case *SubscriptionCreated:
 		m := &v.Meta
 		w.b = make([]byte, 0, 240+len(m.Request)+len(m.Actor)+len(m.Auth)+len(m.Client)+len(m.Gateway)+len(m.Home)+
@@ -66,15 +64,9 @@ func fastEncode(e Event) (data []byte, ok bool) {
 		w.strField("id", v.ID)
 		w.intField("status", int64(v.Status))
 		w.optStr("error", v.Error)
-		if v.RetryAfter != 0 {
-			w.intField("retry_after", int64(v.RetryAfter))
-		}
-		if v.SubscriptionID != 0 {
-			w.intField("sub_id", int64(v.SubscriptionID))
-		}
-		if v.Lifetime != 0 {
-			w.intField("lifetime", int64(v.Lifetime))
-		}
+		w.optInt("retry_after", int64(v.RetryAfter))
+		w.optInt("sub_id", int64(v.SubscriptionID))
+		w.optInt("lifetime", int64(v.Lifetime))
 		w.optStr("location", v.Location)
 		w.optStr("href", v.Href)
 		w.props("found", len(v.Found), func(i int) Prop { return v.Found[i].Prop }, func(i int) string { return v.Found[i].Value })
@@ -139,6 +131,13 @@ func (w *jenc) strField(k, v string) {
 func (w *jenc) optStr(k, v string) {
 	if v != "" {
 		w.strField(k, v)
+	}
+}
+
+// optInt writes an integer field with omitempty.
+func (w *jenc) optInt(k string, v int64) {
+	if v != 0 {
+		w.intField(k, v)
 	}
 }
 
