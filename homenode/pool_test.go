@@ -177,3 +177,30 @@ func TestPoolWorkersBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestPoolIdleWorkersEnd: the workers of a burst take the next burst's
+// jobs while they wait for more, and end by themselves once there has
+// been nothing to send for workerIdle, with the pool still running.
+func TestPoolIdleWorkersEnd(t *testing.T) {
+	srv := newCallbackServer(t, false)
+	var dropped atomic.Uint64
+	p := newPool(&rvp.Client{DialTimeout: time.Second, Timeout: 5 * time.Second}, 8, 8, 256, 1000, slog.New(slog.DiscardHandler), &dropped, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	p.start(ctx, &wg)
+	key := func(i int) string { return "user" + strconv.Itoa(i) + "@example.test" }
+	url := func(i int) rvp.URL { return srv.url("/cb" + strconv.Itoa(i)) }
+	submitAll(t, p, 40, key, url).Wait()
+	submitAll(t, p, 40, key, url).Wait()
+	if n := srv.accepted.Load(); n != 80 {
+		t.Fatalf("%d NOTIFYs reached the callback, want 80", n)
+	}
+	ended := make(chan struct{})
+	go func() { wg.Wait(); close(ended) }()
+	select {
+	case <-ended:
+	case <-time.After(workerIdle + 5*time.Second):
+		t.Fatalf("workers still there %s after the last NOTIFY, with nothing to send", workerIdle+5*time.Second)
+	}
+}
