@@ -123,6 +123,7 @@ func (p *pool) submit(j job) bool {
 	p.queued++
 	p.markReady(d)
 	p.schedule()
+	p.metrics.notifies(p.running, p.queued)
 	return true
 }
 
@@ -268,6 +269,7 @@ func (p *pool) finished(d *dest) (task, bool) {
 		p.running--
 	}
 	p.schedule()
+	p.metrics.notifies(p.running, p.queued)
 	return task{j, nd}, ok
 }
 

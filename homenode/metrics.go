@@ -22,6 +22,8 @@ type Metrics struct {
 	subs       *prometheus.GaugeVec
 	notifies   *prometheus.CounterVec
 	notifyTime *prometheus.HistogramVec
+	underWay   *prometheus.GaugeVec
+	waiting    *prometheus.GaugeVec
 	owned      *prometheus.GaugeVec
 	takeovers  *prometheus.CounterVec
 
@@ -34,6 +36,7 @@ type homeMetrics struct {
 	decisions, facts                prometheus.Counter
 	latency, notifyTime             prometheus.Observer
 	inFlight, pending, online, subs prometheus.Gauge
+	underWay, waiting               prometheus.Gauge
 	delivered, failed, dropped      prometheus.Counter
 }
 
@@ -61,13 +64,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		notifyTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "rvpd_home_notify_duration_seconds",
 			Help:    "Time a NOTIFY took to its callback's answer, or to its failure.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, home),
+		underWay: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rvpd_home_notifies_under_way",
+			Help: "NOTIFYs being sent: their connections to callbacks being made or open, at most the home node's 1,024 workers. Near that bound, NOTIFYs wait (rvpd_home_notifies_waiting): callbacks slow to answer, or not answering, hold the workers."}, home),
+		waiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rvpd_home_notifies_waiting",
+			Help: "NOTIFYs queued for a worker: none is free, or their destination already has one under way (each callback is told in order, one at a time)."}, home),
 		owned: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rvpd_home_lease_owned",
 			Help: "1 while this process owns the home server (holds its lease), 0 while it waits as a standby."}, home),
 		takeovers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rvpd_home_lease_takeovers_total",
 			Help: "Times this process took a home server over from another node (or from its own unclean stop); a home server's first owner, with no fact yet, is not counted (nor a takeover from an owner that died before its first fact)."}, home),
 		homes: map[string]*homeMetrics{},
 	}
-	reg.MustRegister(m.decisions, m.facts, m.latency, m.inFlight, m.pending, m.online, m.subs, m.notifies, m.notifyTime, m.owned, m.takeovers)
+	reg.MustRegister(m.decisions, m.facts, m.latency, m.inFlight, m.pending, m.online, m.subs, m.notifies, m.notifyTime, m.underWay, m.waiting, m.owned, m.takeovers)
 	return m
 }
 
@@ -85,6 +92,7 @@ func (m *Metrics) of(home string) *homeMetrics {
 			latency: m.latency.WithLabelValues(home), notifyTime: m.notifyTime.WithLabelValues(home),
 			inFlight: m.inFlight.WithLabelValues(home), pending: m.pending.WithLabelValues(home),
 			online: m.online.WithLabelValues(home), subs: m.subs.WithLabelValues(home),
+			underWay: m.underWay.WithLabelValues(home), waiting: m.waiting.WithLabelValues(home),
 			delivered: m.notifies.WithLabelValues(home, "delivered"), failed: m.notifies.WithLabelValues(home, "failed"),
 			dropped: m.notifies.WithLabelValues(home, "dropped"),
 		}
@@ -160,6 +168,14 @@ func (h *homeMetrics) notified(status int, err error, took time.Duration) {
 		h.failed.Inc()
 	}
 	h.notifyTime.Observe(took.Seconds())
+}
+
+// notifies sets the NOTIFYs under way and waiting.
+func (h *homeMetrics) notifies(underWay, waiting int) {
+	if h != nil {
+		h.underWay.Set(float64(underWay))
+		h.waiting.Set(float64(waiting))
+	}
 }
 
 // drop counts NOTIFYs not sent.

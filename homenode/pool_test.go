@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/rvp-im/rvpd/rvp"
 )
 
@@ -202,5 +205,51 @@ func TestPoolIdleWorkersEnd(t *testing.T) {
 	case <-ended:
 	case <-time.After(workerIdle + 5*time.Second):
 		t.Fatalf("workers still there %s after the last NOTIFY, with nothing to send", workerIdle+5*time.Second)
+	}
+}
+
+// TestPoolGauges: the pool's gauges say how many NOTIFYs are under way
+// and how many wait for a worker, and go back to zero when all are done.
+func TestPoolGauges(t *testing.T) {
+	pit := newCallbackServer(t, true)
+	h := NewMetrics(prometheus.NewRegistry()).of("home1")
+	var dropped atomic.Uint64
+	p := newPool(&rvp.Client{DialTimeout: time.Second, Timeout: 5 * time.Second}, 2, 1, 256, 1000, slog.New(slog.DiscardHandler), &dropped, h)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	p.start(ctx, &wg)
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	value := func(g prometheus.Gauge) float64 {
+		var m dto.Metric
+		if err := g.Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetGauge().GetValue()
+	}
+	// Five NOTIFYs to callbacks that never answer, two workers: two under
+	// way until their deadline, three waiting for them (and past their
+	// own deadline by then: not tried).
+	var done sync.WaitGroup
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for i := range 5 {
+		done.Add(1)
+		j := job{key: "user" + strconv.Itoa(i) + "@example.test", out: rvp.Outbound{URL: pit.url("/cb" + strconv.Itoa(i))},
+			deadline: deadline, done: func(int, error) { done.Done() }}
+		if !p.submit(j) {
+			t.Fatal("queue full")
+		}
+	}
+	if u, w := value(h.underWay), value(h.waiting); u != 2 || w != 3 {
+		t.Errorf("5 NOTIFYs, 2 workers: %v under way, %v waiting; want 2 and 3", u, w)
+	}
+	done.Wait() // each job's done runs before its worker is counted out
+	for limit := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		u, w := value(h.underWay), value(h.waiting)
+		if u == 0 && w == 0 {
+			break
+		}
+		if time.Now().After(limit) {
+			t.Fatalf("all done: %v under way, %v waiting; want 0 and 0", u, w)
+		}
 	}
 }
