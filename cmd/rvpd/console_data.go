@@ -41,6 +41,10 @@ type homeRow struct {
 	Reported bool // its node reported its gauges
 	Online   float64
 	Subs     float64
+	// NOTIFYs being sent and queued for a worker, now, if its node
+	// reported them.
+	NotifyUnderWay, NotifyWaiting float64
+	NotifyReported                bool
 }
 
 type streamRow struct {
@@ -130,6 +134,8 @@ func (c *console) overview(w http.ResponseWriter, r *http.Request, adm *projecti
 		}
 		row.Online, row.Reported = fams.sum("rvpd_home_online_users", "home", h.Name)
 		row.Subs, _ = fams.sum("rvpd_home_subscriptions", "home", h.Name)
+		row.NotifyUnderWay, row.NotifyReported = fams.sum("rvpd_home_notifies_under_way", "home", h.Name)
+		row.NotifyWaiting, _ = fams.sum("rvpd_home_notifies_waiting", "home", h.Name)
 		d.Homes = append(d.Homes, row)
 	}
 	routers, err := c.dir.Routers()

@@ -222,6 +222,8 @@ func TestConsoleBrowser(t *testing.T) {
 	mustStatus(t, "bob online", bob.SetState("online", 1200, 0), 207)
 	mustStatus(t, "bob watches alice", bob.Watch("alice", 14400), 207)
 	waitText(t, ctx, online, func(s string) bool { return s == "2" }, "home1's online users after bob's login")
+	// bob was told alice's state: the NOTIFY done, none under way or waiting.
+	waitText(t, ctx, `#homes tr[data-home="home1"] td.notifies`, func(s string) bool { return s == "0 / 0" }, "home1's NOTIFYs under way / waiting once quiet")
 	shot("console.png")
 	if err := chromedp.Do(ctx, chromedp.Navigate(ops+"/console/users?q=alice"), chromedp.WaitVisible(chromedp.ID("users")),
 		chromedp.Click(chromedp.CSS(`#users a[href="/console/user/alice@example.test"]`)), chromedp.WaitVisible(chromedp.ID("presence"))); err != nil {
