@@ -401,6 +401,9 @@ func (n *Node) Run(parent context.Context) (err error) {
 	defer cancel()
 	n.life = ctx
 	var wg sync.WaitGroup
+	// Once every worker has ended: the NOTIFYs a stopped node leaves
+	// queued are not sent by it, and a standby's gauges read none.
+	defer n.metrics.notifies(0, 0)
 	defer wg.Wait()
 	defer n.resending.Wait()
 	// The projection outlives the deciding loop: what is in flight when
