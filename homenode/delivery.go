@@ -171,23 +171,23 @@ func (p *pool) markReady(d *dest) {
 // turn. p.mu is held.
 func (p *pool) schedule() {
 	for p.running < p.workers {
-		j, d, ok := p.next()
+		t, ok := p.next()
 		if !ok {
 			return
 		}
 		p.running++
 		select {
-		case p.idle <- task{j, d}:
+		case p.idle <- t:
 		default:
 			p.wg.Add(1)
-			go p.work(task{j, d})
+			go p.work(t)
 		}
 	}
 }
 
 // next takes the next job there is room for, destinations in turn, for a
 // worker; false: none. p.mu is held.
-func (p *pool) next() (job, *dest, bool) {
+func (p *pool) next() (task, bool) {
 	for p.ctx != nil && p.ctx.Err() == nil && len(p.ready) > 0 {
 		d := p.ready[0]
 		p.ready[0] = nil
@@ -204,9 +204,9 @@ func (p *pool) next() (job, *dest, bool) {
 		g.queued--
 		p.queued--
 		g.running++
-		return j, d, true
+		return task{j, d}, true
 	}
-	return job{}, nil, false
+	return task{}, false
 }
 
 // work runs t, then the jobs next gives it, and waits up to workerIdle
@@ -264,13 +264,13 @@ func (p *pool) finished(d *dest) (task, bool) {
 			delete(p.groups, g.key)
 		}
 	}
-	j, nd, ok := p.next()
+	t, ok := p.next()
 	if !ok {
 		p.running--
 	}
 	p.schedule()
 	p.metrics.notifies(p.running, p.queued)
-	return task{j, nd}, ok
+	return t, ok
 }
 
 // run sends one NOTIFY and reports how it went.

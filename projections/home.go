@@ -835,7 +835,7 @@ func (h *Home) stateless(u events.User, gen uint64) bool {
 
 // Watchers skips the scan when the cache counts none.
 func (h *Home) Watchers(u events.User) ([]Subscription, error) {
-	n := -1
+	var n int
 	gen, ok := h.cache.get(u, partWatchers, func(e *cachedUser) { n = e.watchers })
 	if (ok && n == 0) || (!ok && h.stateless(u, gen)) {
 		return nil, nil
