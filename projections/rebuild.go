@@ -237,9 +237,13 @@ func rebuild(ctx context.Context, js jetstream.JetStream, stream, filter string,
 		if err := commitBatch(b); err != nil {
 			return fmt.Errorf("rebuild %s: commit: %w", t.name, err)
 		}
+		// The next batch is made as large as this one was: grown from
+		// Pebble's 1 KiB by doubling, each batch of a rebuild (megabytes)
+		// was copied a dozen times on its way.
+		size := len(b.Repr())
 		b.Close()
 		t.pos.set(p.Seq)
-		b, inBatch = t.db.pdb.NewIndexedBatch(), 0
+		b, inBatch = t.db.pdb.NewIndexedBatchWithSize(size+size/8), 0
 		return nil
 	}
 	defer func() { b.Close() }()
