@@ -177,7 +177,8 @@ func TestFastEncode(t *testing.T) {
 			done[e.Type()] = true
 		}
 	}
-	for _, typ := range []string{TypeSubscribe, TypeSubscriptionCreated, TypeReply} {
+	for _, typ := range []string{TypeSubscribe, TypeSubscriptionCreated, TypeReply, TypePropPatch, TypeRenew, TypeUnsubscribe, TypeNotify,
+		TypeSubscriptionRenewed, TypeSubscriptionEnded, TypeViewSet, TypeViewEnded, TypeMessageAccepted, TypeMessageDelivered} {
 		if !done[typ] {
 			t.Errorf("the fast encoder does not write %s", typ)
 		}
@@ -223,6 +224,22 @@ func FuzzFastEncode(f *testing.F) {
 			&Reply{ID: s1, Status: int(n), Error: s2, RetryAfter: int(n), SubscriptionID: int32(n), Lifetime: int(n), Location: s3, Href: s1,
 				Found: []PropValue{{Prop{s1, s2}, s3}, {}}, Missing: []Prop{{s2, s3}}, Forbidden: []Prop{{}}, Lease: &Lease{s1, s2, int(n), int32(n)}},
 			&Reply{ID: s2, Found: []PropValue{}},
+			&PropPatch{Req: req, State: &StateUpdate{Value: s1, Default: s2, Timeout: int(n), ViewID: int32(n)}, Set: []PropValue{{Prop{s1, s2}, s3}, {}}},
+			&PropPatch{Req: req, State: &StateUpdate{}, Set: []PropValue{}},
+			&PropPatch{Req: Req{ID: s2}},
+			&Renew{Req: req, ID: int32(n), Lifetime: int(n)},
+			&Unsubscribe{Req: req, ID: int32(n)},
+			&Notify{Req: req, AckType: s1, HopCount: int(n), Body: []byte(s3)},
+			&Notify{Req: req},
+			&Notify{Req: req, Body: []byte{}},
+			&SubscriptionRenewed{Meta: meta, Node: u, ID: int32(n), Lifetime: int(n), Expires: at},
+			&SubscriptionEnded{Meta: meta, Node: u, ID: int32(n), Reason: s2},
+			&ViewSet{Meta: meta, Node: u, ID: int32(n), Value: s1, Default: s2, Timeout: int(n), Expires: at, Source: s3},
+			&ViewSet{Meta: Meta{At: at}},
+			&ViewEnded{Meta: meta, Node: u, ID: int32(n), Reason: s3},
+			&MessageAccepted{Meta: meta, Node: u, AckType: s1, HopCount: int(n), Endpoints: int(n), Body: []byte(s2), BodySize: int(n), BodySHA256: s3},
+			&MessageAccepted{Meta: meta, Body: []byte{}},
+			&MessageDelivered{Meta: meta, Node: u, Status: int(n), Delivered: int(n), Failed: int(n)},
 		} {
 			checkFastEncode(t, e)
 		}
