@@ -3,6 +3,7 @@ package projections
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -144,4 +145,80 @@ func TestAppendNotStored(t *testing.T) {
 	if n, err := Append(t.Context(), js, msg(events.RequestSubject("home1", events.User{Domain: "example.com", Alias: "alice"})), "req-6"); err != nil || n != 1 {
 		t.Errorf("Append to the requests stream: %d attempts, %v; want stored at the first", n, err)
 	}
+}
+
+// TestPubAckError: JetStream's answers to a publish read as jetstream's
+// PublishMsg reads them.
+func TestPubAckError(t *testing.T) {
+	for data, want := range map[string]string{
+		`{"stream":"RVP_REQ","seq":42}`:                  "",
+		`{"stream":"RVP_REQ","seq":42,"duplicate":true}`: "",
+		`{"stream":"RVP_REQ","domain":"hub","seq":1}`:    "",
+		`{"seq":1,"stream":"RVP_REQ"}`:                   "",
+		`{"stream":"RVP_REQ","seq":42`:                   jetstream.ErrInvalidJSAck.Error(),
+		`{"stream":"","seq":42}`:                         jetstream.ErrInvalidJSAck.Error(),
+		`{}`:                                             jetstream.ErrInvalidJSAck.Error(),
+		`not json`:                                       jetstream.ErrInvalidJSAck.Error(),
+		``:                                               jetstream.ErrInvalidJSAck.Error(),
+		`{"stream":"RVP_REQ","seq":0,"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 3"}}`: "nats: API error: code=400 err_code=10071 description=wrong last sequence: 3",
+		`{"error":{"code":503,"err_code":10039,"description":"JetStream not enabled"}}`:                             "nats: API error: code=503 err_code=10039 description=JetStream not enabled",
+	} {
+		err := pubAckError([]byte(data))
+		got := ""
+		if err != nil {
+			got = err.Error()
+		}
+		if got != want {
+			t.Errorf("%s: %q, want %q", data, got, want)
+		}
+		var apiErr *jetstream.APIError
+		if strings.Contains(data, `"error"`) && !errors.As(err, &apiErr) {
+			t.Errorf("%s: %v is not a *jetstream.APIError", data, err)
+		}
+	}
+}
+
+// TestAppendAnswers: a message appended twice with one id is stored once,
+// and both appends succeed; an answer that is not JetStream's leaves
+// whether the message was stored unknown.
+func TestAppendAnswers(t *testing.T) {
+	js := startJetStream(t)
+	subject := events.RequestSubject("home1", events.User{Domain: "example.com", Alias: "bob"})
+	for range 2 {
+		m := nats.NewMsg(subject)
+		m.Data = []byte("x")
+		if _, err := Append(t.Context(), js, m, "req-dup"); err != nil {
+			t.Fatalf("Append: %v", err)
+		}
+	}
+	if got := lastOf(t, js, subject); got != 1 {
+		t.Errorf("%d messages stored under one id, want 1", got)
+	}
+	sub, err := js.Conn().Subscribe("garbled.stream", func(m *nats.Msg) { m.Respond([]byte("{")) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	err = AppendOnce(t.Context(), js, nats.NewMsg("garbled.stream"), "req-7")
+	if !errors.Is(err, jetstream.ErrInvalidJSAck) || NotStored(err) {
+		t.Errorf("AppendOnce answered garbage: %v (not stored %v); want an invalid ack, unknown", err, NotStored(err))
+	}
+}
+
+// lastOf counts the messages stored under subject in its stream.
+func lastOf(t *testing.T, js jetstream.JetStream, subject string) uint64 {
+	t.Helper()
+	s, err := js.StreamNameBySubject(t.Context(), subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(t.Context(), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(t.Context(), jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Subjects[subject]
 }
