@@ -121,16 +121,17 @@ func (c *userCache) absent(u events.User) bool {
 	return c.users[u] == nil
 }
 
-// putEmpty stores every part of u's entry as empty (Pebble holds no key
-// of u's), unless u has an entry, or a batch began or ended since gen,
-// or is under way.
-func (c *userCache) putEmpty(u events.User, gen uint64) {
+// putAll stores e as u's entry, every part of it (what Pebble holds of
+// u's), unless u has an entry, or a batch began or ended since gen, or is
+// under way.
+func (c *userCache) putAll(u events.User, gen uint64, e cachedUser) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.gen != gen || c.busy || c.users[u] != nil {
 		return
 	}
-	c.users[u] = &cachedUser{loaded: partAll}
+	e.loaded = partAll
+	c.users[u] = &e
 }
 
 // begin marks a batch under way, before it commits.
@@ -571,17 +572,55 @@ func (p *pebbleHome) Subscriptions(u events.User) ([]Subscription, error) {
 	return out, nil
 }
 
-// hasState reports whether Pebble holds any key of u's: its logins,
-// watchers, views, ACL, properties, moves.
-func (p *pebbleHome) hasState(u events.User) (bool, error) {
+// whole reads every part of u's state the user cache keeps with one look
+// under u's key prefix: the keys of u's logins, ACL, mobile properties,
+// watchers and views, in that order, each part as its own read gives it.
+func (p *pebbleHome) whole(u events.User) (cachedUser, error) {
+	var e cachedUser
 	pfx := prefixOf(string(p.h.userKey(u)))
 	it, err := p.r.NewIter(&pebble.IterOptions{LowerBound: pfx, UpperBound: upperBound(pfx)})
 	if err != nil {
-		return false, err
+		return e, err
 	}
-	has := it.First()
-	return has, it.Close()
+	for it.First(); it.Valid() && err == nil; it.Next() {
+		k := it.Key()[len(pfx):]
+		switch {
+		case len(k) > 1 && k[1] == 0 && k[0] == 's':
+			e.watchers++
+		case len(k) > 1 && k[1] == 0 && k[0] == 'l':
+			var s Subscription
+			if err = decodeSub(it.Value(), &s); err == nil {
+				e.logins = append(e.logins, s)
+			}
+		case len(k) > 1 && k[1] == 0 && k[0] == 'v':
+			var v View
+			if err = decodeView(it.Value(), &v); err == nil {
+				e.views = append(e.views, v)
+			}
+		case string(k) == "acl":
+			if err = json.Unmarshal(it.Value(), &e.acl); err == nil {
+				e.aclSet = true
+			}
+		case string(k) == mobileStateKey:
+			e.mobileState = string(it.Value())
+		case string(k) == mobileDescKey:
+			e.mobileDesc = string(it.Value())
+		}
+		if err != nil {
+			err = fmt.Errorf("decode %q: %w", it.Key(), err)
+		}
+	}
+	if cerr := it.Close(); err == nil {
+		err = cerr
+	}
+	return e, err
 }
+
+// The keys of the mobile properties under a user's prefix.
+var (
+	mobileStateKey = string(key("p", events.Token(events.PropMobileState.Space), events.Token(events.PropMobileState.Local)))
+	mobileDescKey  = string(key("p", events.Token(events.PropMobileDescription.Space), events.Token(events.PropMobileDescription.Local)))
+)
 
 func (p *pebbleHome) Logins(u events.User) ([]Subscription, error) {
 	return scanValues(p.r, prefixOf(string(p.h.userKey(u, "l"))), decodeSub)
@@ -815,29 +854,34 @@ func (h *Home) NextID() (int32, error) {
 	return next, err
 }
 
-// stateless reports whether Pebble holds no key of u's, looking only when
-// the cache has no entry of u's; when it holds none, every part of u's
-// entry is cached as empty. A user signing in for the first time (or
-// again, once forgotten) has nothing: the sign-in's reads of its
-// logins, views, ACL and watchers were a seek each into Pebble (a sixth
-// of rvpd's CPU in the load benchmark's sign-ins), and are one.
-func (h *Home) stateless(u events.User, gen uint64) bool {
+// first reads, when the cache has no entry of u's, every part of u's
+// state it keeps with one look into Pebble (Pebble.whole), and caches it
+// (unless a batch began or ended since gen: the cache's put). A first
+// read of a user, as in a wave of sign-ins after a restart, is one seek
+// rather than one for each part. ok is false when u has an entry (with
+// other parts) or the look failed: the caller reads its part alone.
+func (h *Home) first(u events.User, gen uint64) (e cachedUser, ok bool) {
 	if !h.cache.absent(u) {
-		return false
+		return e, false
 	}
-	has, err := h.read().hasState(u)
-	if err != nil || has {
-		return false // read part by part, errors and all
+	e, err := h.read().whole(u)
+	if err != nil {
+		return e, false // read part by part, errors and all
 	}
-	h.cache.putEmpty(u, gen)
-	return true
+	h.cache.putAll(u, gen, e)
+	return e, true
 }
 
 // Watchers skips the scan when the cache counts none.
 func (h *Home) Watchers(u events.User) ([]Subscription, error) {
 	var n int
 	gen, ok := h.cache.get(u, partWatchers, func(e *cachedUser) { n = e.watchers })
-	if (ok && n == 0) || (!ok && h.stateless(u, gen)) {
+	if !ok {
+		var e cachedUser
+		e, ok = h.first(u, gen)
+		n = e.watchers
+	}
+	if ok && n == 0 {
 		return nil, nil
 	}
 	return h.read().Watchers(u)
@@ -849,8 +893,8 @@ func (h *Home) Logins(u events.User) ([]Subscription, error) {
 	if ok {
 		return l, nil
 	}
-	if h.stateless(u, gen) {
-		return nil, nil
+	if e, ok := h.first(u, gen); ok {
+		return slices.Clone(e.logins), nil
 	}
 	l, err := h.read().Logins(u)
 	if err == nil {
@@ -865,8 +909,8 @@ func (h *Home) Views(u events.User) ([]View, error) {
 	if ok {
 		return v, nil
 	}
-	if h.stateless(u, gen) {
-		return nil, nil
+	if e, ok := h.first(u, gen); ok {
+		return slices.Clone(e.views), nil
 	}
 	v, err := h.read().Views(u)
 	if err == nil {
@@ -882,8 +926,8 @@ func (h *Home) ACL(u events.User) ([]events.ACE, bool, error) {
 	if ok {
 		return aces, set, nil
 	}
-	if h.stateless(u, gen) {
-		return nil, false, nil
+	if e, ok := h.first(u, gen); ok {
+		return slices.Clone(e.acl), e.aclSet, nil
 	}
 	aces, set, err := h.read().ACL(u)
 	if err == nil {
@@ -898,8 +942,11 @@ func (h *Home) Property(u events.User, p events.Prop) (string, error) {
 	}
 	var st, desc string
 	gen, ok := h.cache.get(u, partProps, func(e *cachedUser) { st, desc = e.mobileState, e.mobileDesc })
-	if !ok && h.stateless(u, gen) {
-		return "", nil
+	if !ok {
+		var e cachedUser
+		if e, ok = h.first(u, gen); ok {
+			st, desc = e.mobileState, e.mobileDesc
+		}
 	}
 	if !ok {
 		var err error
@@ -927,8 +974,8 @@ func (h *Home) CountWatchers(u events.User, except func(int32) bool) (int, error
 	if ok {
 		return n, nil
 	}
-	if h.stateless(u, gen) {
-		return 0, nil
+	if e, ok := h.first(u, gen); ok {
+		return e.watchers, nil
 	}
 	n, err := h.read().CountWatchers(u, nil)
 	if err == nil {
