@@ -855,7 +855,7 @@ func (h *Home) NextID() (int32, error) {
 }
 
 // first reads, when the cache has no entry of u's, every part of u's
-// state it keeps with one look into Pebble (Pebble.whole), and caches it
+// state it keeps with one look into Pebble (pebbleHome.whole), and caches it
 // (unless a batch began or ended since gen: the cache's put). A first
 // read of a user, as in a wave of sign-ins after a restart, is one seek
 // rather than one for each part. ok is false when u has an entry (with
