@@ -74,76 +74,54 @@ func fastEncode(e Event) (data []byte, ok bool) {
 		w.props("missing", len(v.Missing), func(i int) Prop { return v.Missing[i] }, nil)
 		w.props("forbidden", len(v.Forbidden), func(i int) Prop { return v.Forbidden[i] }, nil)
 		if l := v.Lease; l != nil {
-			w.key("lease")
-			w.b = append(w.b, '{')
-			w.first = true
-			w.strField("value", l.Value)
-			w.strField("default", l.Default)
-			w.intField("timeout", int64(l.Timeout))
-			w.intField("view_id", int64(l.ViewID))
-			w.b = append(w.b, '}')
+			w.object("lease", func() {
+				w.strField("value", l.Value)
+				w.strField("default", l.Default)
+				w.intField("timeout", int64(l.Timeout))
+				w.intField("view_id", int64(l.ViewID))
+			})
 		}
 	case *PropPatch:
-		n := 300 + reqLen(&v.Req)
+		n := 20
 		if v.State != nil {
 			n += 96 + len(v.State.Value) + len(v.State.Default)
 		}
 		for _, p := range v.Set {
 			n += 32 + len(p.Space) + len(p.Local) + len(p.Value)
 		}
-		w.b = make([]byte, 0, n)
-		w.open()
-		w.req(&v.Req)
+		w.request(&v.Req, n)
 		if st := v.State; st != nil {
-			w.key("state")
-			w.b = append(w.b, '{')
-			w.first = true
-			w.strField("value", st.Value)
-			w.optStr("default", st.Default)
-			w.optInt("timeout", int64(st.Timeout))
-			w.optInt("view_id", int64(st.ViewID))
-			w.b = append(w.b, '}')
-			w.first = false
+			w.object("state", func() {
+				w.strField("value", st.Value)
+				w.optStr("default", st.Default)
+				w.optInt("timeout", int64(st.Timeout))
+				w.optInt("view_id", int64(st.ViewID))
+			})
 		}
 		w.props("set", len(v.Set), func(i int) Prop { return v.Set[i].Prop }, func(i int) string { return v.Set[i].Value })
 	case *Renew:
-		w.b = make([]byte, 0, 300+reqLen(&v.Req))
-		w.open()
-		w.req(&v.Req)
+		w.request(&v.Req, 20)
 		w.intField("sub_id", int64(v.ID))
 		w.optInt("lifetime", int64(v.Lifetime))
 	case *Unsubscribe:
-		w.b = make([]byte, 0, 280+reqLen(&v.Req))
-		w.open()
-		w.req(&v.Req)
+		w.request(&v.Req, 0)
 		w.intField("sub_id", int64(v.ID))
 	case *Notify:
-		w.b = make([]byte, 0, 320+reqLen(&v.Req)+len(v.AckType)+base64.StdEncoding.EncodedLen(len(v.Body)))
-		w.open()
-		w.req(&v.Req)
+		w.request(&v.Req, 40+len(v.AckType)+base64.StdEncoding.EncodedLen(len(v.Body)))
 		w.optStr("ack_type", v.AckType)
 		w.optInt("hop_count", int64(v.HopCount))
 		w.bytesField("body", v.Body)
 	case *SubscriptionRenewed:
-		w.b = make([]byte, 0, 200+metaLen(&v.Meta)+len(v.Node.Domain)+len(v.Node.Alias))
-		w.open()
-		w.meta(&v.Meta)
-		w.userField("node", v.Node)
+		w.fact(&v.Meta, v.Node, 40)
 		w.intField("sub_id", int64(v.ID))
 		w.intField("lifetime", int64(v.Lifetime))
 		w.timeField("expires", v.Expires)
 	case *SubscriptionEnded:
-		w.b = make([]byte, 0, 160+metaLen(&v.Meta)+len(v.Node.Domain)+len(v.Node.Alias)+len(v.Reason))
-		w.open()
-		w.meta(&v.Meta)
-		w.userField("node", v.Node)
+		w.fact(&v.Meta, v.Node, len(v.Reason))
 		w.intField("sub_id", int64(v.ID))
 		w.strField("reason", v.Reason)
 	case *ViewSet:
-		w.b = make([]byte, 0, 240+metaLen(&v.Meta)+len(v.Node.Domain)+len(v.Node.Alias)+len(v.Value)+len(v.Default)+len(v.Source))
-		w.open()
-		w.meta(&v.Meta)
-		w.userField("node", v.Node)
+		w.fact(&v.Meta, v.Node, 80+len(v.Value)+len(v.Default)+len(v.Source))
 		w.intField("view_id", int64(v.ID))
 		w.strField("value", v.Value)
 		w.strField("default", v.Default)
@@ -151,18 +129,11 @@ func fastEncode(e Event) (data []byte, ok bool) {
 		w.timeField("expires", v.Expires)
 		w.optStr("source", v.Source)
 	case *ViewEnded:
-		w.b = make([]byte, 0, 160+metaLen(&v.Meta)+len(v.Node.Domain)+len(v.Node.Alias)+len(v.Reason))
-		w.open()
-		w.meta(&v.Meta)
-		w.userField("node", v.Node)
+		w.fact(&v.Meta, v.Node, len(v.Reason))
 		w.intField("view_id", int64(v.ID))
 		w.strField("reason", v.Reason)
 	case *MessageAccepted:
-		w.b = make([]byte, 0, 240+metaLen(&v.Meta)+len(v.Node.Domain)+len(v.Node.Alias)+len(v.AckType)+
-			base64.StdEncoding.EncodedLen(len(v.Body))+len(v.BodySHA256))
-		w.open()
-		w.meta(&v.Meta)
-		w.userField("node", v.Node)
+		w.fact(&v.Meta, v.Node, 80+len(v.AckType)+base64.StdEncoding.EncodedLen(len(v.Body))+len(v.BodySHA256))
 		w.optStr("ack_type", v.AckType)
 		w.optInt("hop_count", int64(v.HopCount))
 		w.intField("endpoints", int64(v.Endpoints))
@@ -172,10 +143,7 @@ func fastEncode(e Event) (data []byte, ok bool) {
 		w.optInt("body_size", int64(v.BodySize))
 		w.optStr("body_sha256", v.BodySHA256)
 	case *MessageDelivered:
-		w.b = make([]byte, 0, 200+metaLen(&v.Meta)+len(v.Node.Domain)+len(v.Node.Alias))
-		w.open()
-		w.meta(&v.Meta)
-		w.userField("node", v.Node)
+		w.fact(&v.Meta, v.Node, 40)
 		w.intField("status", int64(v.Status))
 		w.intField("delivered", int64(v.Delivered))
 		w.intField("failed", int64(v.Failed))
@@ -187,6 +155,23 @@ func fastEncode(e Event) (data []byte, ok bool) {
 	}
 	w.b = append(w.b, '}')
 	return w.b, true
+}
+
+// request sizes w's buffer for a request with extra bytes of its own
+// fields, opens it, and writes r's fields.
+func (w *jenc) request(r *Req, extra int) {
+	w.b = make([]byte, 0, 280+reqLen(r)+extra)
+	w.open()
+	w.req(r)
+}
+
+// fact sizes w's buffer for a fact about node with extra bytes of its own
+// fields, opens it, and writes m's fields and the node's.
+func (w *jenc) fact(m *Meta, node User, extra int) {
+	w.b = make([]byte, 0, 160+metaLen(m)+len(node.Domain)+len(node.Alias)+extra)
+	w.open()
+	w.meta(m)
+	w.userField("node", node)
 }
 
 // metaLen is the length of m's strings.
@@ -222,6 +207,16 @@ func (w *jenc) key(k string) {
 	w.b = append(w.b, '"')
 	w.b = append(w.b, k...)
 	w.b = append(w.b, '"', ':')
+}
+
+// object writes a field holding an object whose fields fields writes.
+func (w *jenc) object(k string, fields func()) {
+	w.key(k)
+	w.b = append(w.b, '{')
+	w.first = true
+	fields()
+	w.b = append(w.b, '}')
+	w.first = false
 }
 
 func (w *jenc) strField(k, v string) {
