@@ -185,6 +185,17 @@ func TestFastEncode(t *testing.T) {
 	}
 }
 
+// TestFastEncodeNil: a nil event of a type the fast encoder writes is
+// encoding/json's to write, as null.
+func TestFastEncodeNil(t *testing.T) {
+	for _, e := range []Event{(*Subscribe)(nil), (*PropPatch)(nil), (*Renew)(nil), (*Notify)(nil), (*ViewSet)(nil), (*Reply)(nil), (*MessageAccepted)(nil)} {
+		data, err := Encode(e)
+		if err != nil || string(data) != "null" {
+			t.Errorf("%T(nil): %q %v, want null", e, data, err)
+		}
+	}
+}
+
 // checkFastEncode fails t when the fast encoder writes e otherwise than
 // encoding/json.
 func checkFastEncode(t *testing.T, e Event) {

@@ -573,8 +573,9 @@ func (p *pebbleHome) Subscriptions(u events.User) ([]Subscription, error) {
 }
 
 // whole reads every part of u's state the user cache keeps with one look
-// under u's key prefix: the keys of u's logins, ACL, mobile properties,
-// watchers and views, in that order, each part as its own read gives it.
+// under u's key prefix (its ACL, logins, mobile properties, watchers and
+// views, in key order, past its moves), each part as its own read gives
+// it.
 func (p *pebbleHome) whole(u events.User) (cachedUser, error) {
 	var e cachedUser
 	pfx := prefixOf(string(p.h.userKey(u)))

@@ -234,13 +234,14 @@ func rebuild(ctx context.Context, js jetstream.JetStream, stream, filter string,
 		if t.commit != nil {
 			commitBatch = t.commit
 		}
+		// The next batch is made as large as this one: grown from Pebble's
+		// 1 KiB by doubling, each batch of a rebuild (megabytes) was copied
+		// a dozen times on its way. Its size is read before the commit,
+		// which takes the data of a batch larger than half a memtable.
+		size := len(b.Repr())
 		if err := commitBatch(b); err != nil {
 			return fmt.Errorf("rebuild %s: commit: %w", t.name, err)
 		}
-		// The next batch is made as large as this one was: grown from
-		// Pebble's 1 KiB by doubling, each batch of a rebuild (megabytes)
-		// was copied a dozen times on its way.
-		size := len(b.Repr())
 		b.Close()
 		t.pos.set(p.Seq)
 		b, inBatch = t.db.pdb.NewIndexedBatchWithSize(size+size/8), 0

@@ -345,6 +345,12 @@ func AppendOnce(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, id s
 // It reads the answer itself: nats.go decodes each acknowledgement with
 // encoding/json, 1.4% of rvpd's CPU in a wave of sign-ins.
 func publish(ctx context.Context, nc *nats.Conn, msg *nats.Msg, id string) error {
+	if _, ok := ctx.Deadline(); !ok {
+		// As jetstream's default timeout.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+	}
 	if msg.Header == nil {
 		msg.Header = nats.Header{}
 	}
