@@ -181,9 +181,9 @@ func TestPoolWorkersBounded(t *testing.T) {
 	}
 }
 
-// TestPoolIdleWorkersEnd: the workers of a burst take the next burst's
-// jobs while they wait for more, and end by themselves once there has
-// been nothing to send for workerIdle, with the pool still running.
+// TestPoolIdleWorkersEnd: workers kept waiting for more after a burst
+// (the next burst is sent in full) end by themselves once there has been
+// nothing to send for workerIdle, with the pool still running.
 func TestPoolIdleWorkersEnd(t *testing.T) {
 	srv := newCallbackServer(t, false)
 	var dropped atomic.Uint64

@@ -307,7 +307,7 @@ func Append(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, id strin
 		actx, cancel := context.WithTimeout(ctx, appendAttempt)
 		// No retries but this loop's (a no-responder sent again until ctx
 		// ends would leave the attempt's outcome unknown).
-		err := publish(actx, js.Conn(), msg, id)
+		err := publish(actx, js, msg, id)
 		cancel()
 		if err == nil {
 			return attempt, nil
@@ -332,7 +332,7 @@ func AppendOnce(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, id s
 	if err := ctx.Err(); err != nil {
 		return &notStored{err}
 	}
-	err := publish(ctx, js.Conn(), msg, id)
+	err := publish(ctx, js, msg, id)
 	if err != nil && refused(err) {
 		return &notStored{err}
 	}
@@ -344,18 +344,17 @@ func AppendOnce(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, id s
 // (JetStream's own as a *jetstream.APIError).
 // It reads the answer itself: nats.go decodes each acknowledgement with
 // encoding/json, 1.4% of rvpd's CPU in a wave of sign-ins.
-func publish(ctx context.Context, nc *nats.Conn, msg *nats.Msg, id string) error {
+func publish(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, id string) error {
 	if _, ok := ctx.Deadline(); !ok {
-		// As jetstream's default timeout.
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		ctx, cancel = context.WithTimeout(ctx, js.Options().DefaultTimeout)
 		defer cancel()
 	}
 	if msg.Header == nil {
 		msg.Header = nats.Header{}
 	}
 	msg.Header.Set(jetstream.MsgIDHeader, id)
-	resp, err := nc.RequestMsgWithContext(ctx, msg)
+	resp, err := js.Conn().RequestMsgWithContext(ctx, msg)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
 			return jetstream.ErrNoStreamResponse
