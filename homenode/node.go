@@ -609,6 +609,11 @@ func (n *Node) Run(parent context.Context) (err error) {
 			n.countUsers(ctx)
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		n.compactCache(ctx)
+	}()
 	tick := time.NewTicker(n.cfg.SweepEvery)
 	defer tick.Stop()
 	applied := n.proj.Changed()
@@ -1264,6 +1269,29 @@ func (n *Node) countUsers(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// compactEvery is how often the projection's cache of users' state is
+// offered to be compacted (projections.Home.CompactCache).
+const compactEvery = 10 * time.Second
+
+// compactCache has the projection compact its cache every compactEvery,
+// until ctx ends: a wave of sign-ins leaves the cache's entries spread
+// over memory its garbage filled.
+func (n *Node) compactCache(ctx context.Context) {
+	t := time.NewTicker(compactEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		start := time.Now()
+		if copied := n.proj.CompactCache(); copied > 0 {
+			n.log.Debug("cache compacted", "entries", copied, "took", time.Since(start))
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -59,6 +60,9 @@ type userCache struct {
 	gen   uint64 // moves at each batch's beginning and end
 	busy  bool   // a batch has begun and not ended
 	users map[events.User]*cachedUser
+	// stored counts the parts stored since the entries were last copied
+	// (compact); seen is what it was at compact's last call.
+	stored, seen int
 }
 
 // The parts of a user's state the cache keeps.
@@ -109,6 +113,7 @@ func (c *userCache) put(u events.User, part uint8, gen uint64, fn func(*cachedUs
 	}
 	fn(e)
 	e.loaded |= part
+	c.stored++
 }
 
 // partAll is every part of an entry.
@@ -132,6 +137,59 @@ func (c *userCache) putAll(u events.User, gen uint64, e cachedUser) {
 	}
 	e.loaded = partAll
 	c.users[u] = &e
+	c.stored++
+}
+
+// compactChunk is how many entries compact copies at a time, under the
+// lock: in the load benchmark, 10,000 entries took 12.7 ms in all, about
+// 0.3 ms at a time.
+const compactChunk = 256
+
+// compact copies every entry, and its lists, afresh, once the parts
+// stored since the last time are as many as a quarter of the entries (and
+// at least least), and those stored since its last call are fewer than a
+// tenth of them: a wave of sign-ins is over. It returns how many entries
+// it copied.
+//
+// An entry lives as long as its user's state is unchanged, and is made
+// in the middle of whatever else the server allocates at the time. After
+// a wave of sign-ins (a restart: every user at once), the entries and
+// their lists are thus strewn over memory the wave's garbage filled, a
+// few to a page, and each page stays while one of them lives. Copied at
+// once, they fill pages of their own, and the pages they leave are let
+// go.
+func (c *userCache) compact(least int) int {
+	c.mu.Lock()
+	recent := c.stored - c.seen
+	c.seen = c.stored
+	if c.stored < max(least, len(c.users)/4, 1) || recent*10 > c.stored {
+		c.mu.Unlock()
+		return 0
+	}
+	c.stored, c.seen = 0, 0
+	users := slices.Collect(maps.Keys(c.users))
+	c.mu.Unlock()
+	copied := 0
+	for chunk := range slices.Chunk(users, compactChunk) {
+		c.mu.Lock()
+		for _, u := range chunk {
+			e := c.users[u]
+			if e == nil {
+				continue
+			}
+			n := *e
+			n.logins, n.views = slices.Clone(e.logins), slices.Clone(e.views)
+			n.acl = slices.Clone(e.acl)
+			for i := range n.acl {
+				a := &n.acl[i]
+				a.Credentials, a.Grant, a.Deny = slices.Clone(a.Credentials), slices.Clone(a.Grant), slices.Clone(a.Deny)
+			}
+			c.users[u] = &n
+			copied++
+		}
+		c.mu.Unlock()
+	}
+	return copied
 }
 
 // begin marks a batch under way, before it commits.
@@ -1012,6 +1070,19 @@ func (h *Home) Users() ([]events.User, error) {
 	})
 	return out, err
 }
+
+// CompactCache copies the entries of the cache of users' state afresh
+// once a wave of sign-ins is over, so that the memory they hold is not
+// spread thin (see userCache.compact); it returns how many it copied, 0
+// when it did not. It is for a loop calling it every few seconds: it
+// tells a wave's end by the calls, and takes the cache's lock for about
+// 0.3 ms at a time.
+func (h *Home) CompactCache() int { return h.cache.compact(compactLeast) }
+
+// compactLeast is how many parts must have been stored since the last
+// compaction for the next: a few hundred users signing in are not worth
+// copying every entry for.
+const compactLeast = 1000
 
 // Counts returns how many users have a login subscription (are signed
 // in) and how many subscriptions there are, logins and property

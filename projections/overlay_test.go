@@ -326,3 +326,62 @@ func TestHomeCacheMatchesPebble(t *testing.T) {
 		}
 	}
 }
+
+// TestCacheCompact: compacting the cache copies each entry and its lists
+// to memory of their own, and changes nothing a read sees, between
+// batches as they are applied; it copies nothing while parts are being
+// stored, or when none were since it last did.
+func TestCacheCompact(t *testing.T) {
+	for seed := range uint64(10) {
+		rng := rand.New(rand.NewPCG(seed, 13))
+		facts := randomFacts(rng, 150)
+		h := memoryHome(t, "h1")
+		for next := 0; next < len(facts); {
+			n := min(1+rng.IntN(20), len(facts)-next)
+			if err := h.ApplyBatch(toMsgs(t, facts[next:next+n], uint64(next+1))); err != nil {
+				t.Fatal(err)
+			}
+			next += n
+			sameState(t, h.read(), h, facts) // fills the cache
+			before := map[events.User]cachedUser{}
+			ptrs := map[events.User]*cachedUser{}
+			h.cache.mu.RLock()
+			for u, e := range h.cache.users {
+				before[u], ptrs[u] = *e, e
+			}
+			stored := h.cache.stored
+			h.cache.mu.RUnlock()
+			if stored == 0 { // the batch changed nothing read
+				if copied := h.cache.compact(0); copied != 0 {
+					t.Fatalf("seed %d: compacted with nothing stored: %d copied", seed, copied)
+				}
+				continue
+			}
+			if copied := h.cache.compact(0); copied != 0 {
+				t.Fatalf("seed %d: compacted while the parts were being stored: %d copied", seed, copied)
+			}
+			if copied := h.cache.compact(0); copied != len(before) {
+				t.Fatalf("seed %d: compact copied %d entries of %d", seed, copied, len(before))
+			}
+			h.cache.mu.RLock()
+			for u, e := range h.cache.users {
+				if e == ptrs[u] {
+					t.Errorf("seed %d: %s's entry not copied", seed, u)
+				}
+				if !reflect.DeepEqual(*e, before[u]) {
+					t.Errorf("seed %d: %s's entry %+v, compacted %+v", seed, u, before[u], *e)
+				}
+				if len(e.logins) > 0 && &e.logins[0] == &before[u].logins[0] ||
+					len(e.views) > 0 && &e.views[0] == &before[u].views[0] ||
+					len(e.acl) > 0 && &e.acl[0] == &before[u].acl[0] {
+					t.Errorf("seed %d: %s's lists not copied", seed, u)
+				}
+			}
+			h.cache.mu.RUnlock()
+			if copied := h.cache.compact(0); copied != 0 {
+				t.Fatalf("seed %d: compacted again with nothing stored since: %d copied", seed, copied)
+			}
+			sameState(t, h.read(), h, facts)
+		}
+	}
+}
