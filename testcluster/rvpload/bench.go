@@ -36,7 +36,10 @@ type config struct {
 	memory      bool
 	// marginal, with memory, first signs in users until half of them
 	// are online, and reads the memory at rest there too.
-	marginal  bool
+	marginal bool
+	// restart kills each server at the end, starts it again and signs
+	// every user back in (restartWave).
+	restart   bool
 	verify    bool
 	restAfter time.Duration
 	// settleAfter is when the memory is read once more (0: not).
@@ -65,6 +68,10 @@ type target struct {
 	genCPU time.Duration
 	// down is why the server was left out of the rest of the run.
 	down error
+	// bin, args and ready are how it was started, to start it again.
+	bin   string
+	args  []string
+	ready *regexp.Regexp
 }
 
 func runBench(args []string, stdout, stderr io.Writer) error {
@@ -73,7 +80,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	var c config
 	var syncModes string
 	fs.StringVar(&c.rvpd, "rvpd", "bin/rvpd", "the rvpd binary to measure")
-	fs.StringVar(&c.heapProfiles, "heap-profiles", "", "directory to write each server's heap profile to with all users online (for go tool pprof)")
+	fs.StringVar(&c.heapProfiles, "heap-profiles", "", "directory to write each server's heap profiles to, at start, with all users online, at rest and settled (for go tool pprof -base)")
 	fs.StringVar(&c.compare, "compare", "", "another rvpd binary (an earlier build) to measure in the same run, as before-<sync>")
 	fs.IntVar(&c.users, "users", 10000, "users in the directory (rvpd dev -demo-users), all online for the memory figure")
 	fs.IntVar(&c.rounds, "rounds", 3, "rounds: each scenario runs once per round against each server, in turn")
@@ -92,6 +99,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&c.marginal, "marginal", false, "memory: first sign users in until half are online and read the memory at rest there too, for the memory each user added takes (the last sign-ins before the figures read 1 s after are then the second half only)")
 	fs.DurationVar(&c.restAfter, "rest", 15*time.Second, "memory: how long the servers are left idle before their memory at rest is read (JetStream keeps a block's buffer 10 s)")
 	fs.DurationVar(&c.settleAfter, "settle", 130*time.Second, "memory: when, after the last sign-ins, the memory is read once more: past the streams' windows of duplicate message ids (45 s for requests, 2 min for facts), which hold the id of every recent message whatever the number of users online; 0 (or not past -rest): not read again")
+	fs.BoolVar(&c.restart, "restart", true, "at the end, kill each server (SIGKILL), start it again on its data and sign every user back in: a restart's wave of sign-ins")
 	fs.BoolVar(&c.verify, "verify", true, "at the end, have each rvpd verify its projections (rvpctl verify) and report how fast it rebuilt them")
 	scenarios := fs.String("scenarios", "messages,fan-out,login,buddies", "scenarios to run")
 	rvpdArgs := fs.String("rvpd-args", "", `more flags for rvpd dev, e.g. "-ops 127.0.0.1:9191" (its profiles are at the address rvpload prints as it starts it)`)
@@ -185,7 +193,8 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		t := &target{name: name, proc: p, sink: s, profiles: profiles, nats: natsAddr, client: &client{addr: p.addr, ntDomain: "EXAMPLE", password: c.password}}
+		t := &target{name: name, proc: p, sink: s, profiles: profiles, nats: natsAddr, client: &client{addr: p.addr, ntDomain: "EXAMPLE", password: c.password},
+			bin: bin, args: args, ready: ready}
 		targets = append(targets, t)
 		return nil
 	}
@@ -237,6 +246,11 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		if t.mem0, err = t.memoryAtRest(); err != nil {
 			return err
 		}
+		if c.heapProfiles != "" && t.profiles != "" {
+			if err := t.saveHeapProfile(filepath.Join(c.heapProfiles, t.name+"-start.heap")); err != nil {
+				return err
+			}
+		}
 	}
 	b := &bench{cfg: c, targets: targets, log: stderr, machine: speed}
 	if err := b.run(); err != nil {
@@ -274,6 +288,7 @@ type bench struct {
 	results  []result
 	memory   []memoryRow
 	verified []verifyRow
+	restarts []restartRow
 	failures int
 	// the users of each scenario: user<first>...
 	msgFirst, fanFirst, loginFirst, buddyFirst, restFirst int
@@ -371,6 +386,9 @@ func (b *bench) run() error {
 		if err := b.atRest(); err != nil {
 			return fmt.Errorf("memory at rest: %w", err)
 		}
+	}
+	if c.restart {
+		b.restartWave()
 	}
 	if c.verify {
 		for _, t := range b.targets {

@@ -3,13 +3,15 @@ package main
 import (
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
 
 // TestSmoke runs the load benchmark as make bench-load does, with a few
 // users for one round: the relay and rvpd dev as processes, every
-// scenario, the message checks, rvpctl verify, the report.
+// scenario, the message checks, the restart's wave, rvpctl verify (after
+// the restart), the report.
 func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs rvpd and the relay")
@@ -31,9 +33,17 @@ func TestSmoke(t *testing.T) {
 		"| messages (messages) | rvpd-default |", "| fan-out (notifications) | rvpd-default |",
 		"| login (users) | rvpd-default |", "| buddies (users) | rvpd-default |",
 		"| rvpd-default | 60 |", "| relay | 60 |", "This machine at the start: encoding/json ", " | true |\n", "\nAt rest: ", "| resident settled |", "\nSettled: read again",
+		"| serving again after SIGKILL |", "\nA restart's wave: ",
 	} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	// Each server served again after its kill, and all 60 users signed
+	// back in without an error.
+	for _, name := range []string{"relay", "rvpd-default"} {
+		if row := regexp.MustCompile(`\| ` + name + ` \| [0-9.]+s \| 60 \| [0-9.]+s \| [^\n]* \| 0 \|\n`); !row.Match(out) {
+			t.Errorf("no restart row for %s with 60 users back in and no error:\n%s", name, out)
 		}
 	}
 }

@@ -83,6 +83,13 @@ func (p *proc) stop() error {
 	return err
 }
 
+// kill ends the process at once (SIGKILL), as an outage would.
+func (p *proc) kill() error {
+	p.cmd.Process.Kill()
+	<-p.done
+	return p.log.Close()
+}
+
 // clockTick is USER_HZ, the unit of the CPU times in /proc/<pid>/stat
 // (100 on every Linux architecture Go runs on).
 const clockTick = 100

@@ -136,6 +136,29 @@ func (b *bench) report(w io.Writer) {
 		}
 	}
 
+	if len(b.restarts) > 0 {
+		fmt.Fprintln(w, "\n| server | serving again after SIGKILL | users signed back in | in | /s | server CPU-s | /CPU-s | ratio to relay /s | ratio /CPU-s | errors |")
+		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+		var relay *result
+		for _, r := range b.restarts {
+			if r.target == "relay" {
+				relay = &r.wave
+			}
+		}
+		for _, r := range b.restarts {
+			ratio, ratioCPU := "—", "—"
+			if relay != nil && r.target != "relay" {
+				ratio = fmt.Sprintf("%.3f", r.wave.perSecond()/relay.perSecond())
+				if relay.perCPU() > 0 {
+					ratioCPU = fmt.Sprintf("%.3f", r.wave.perCPU()/relay.perCPU())
+				}
+			}
+			fmt.Fprintf(w, "| %s | %.2fs | %d | %.2fs | %.0f | %.2f | %.0f | %s | %s | %d |\n", r.target, r.serving.Seconds(), r.wave.ops, r.wave.wall.Seconds(),
+				r.wave.perSecond(), r.wave.cpu.Seconds(), r.wave.perCPU(), ratio, ratioCPU, r.wave.errors)
+		}
+		fmt.Fprintln(w, "\nA restart's wave: once the rest is measured, each server is killed (SIGKILL), started again on its data and address, and every user signs back in as the login scenario does, the same number at a time; rvpd's users all have state by then. Serving again is from the kill to the server's line saying it listens.")
+	}
+
 	if len(b.verified) > 0 {
 		fmt.Fprintln(w, "\n| server | facts of home1 rebuilt | in | facts/s | whole verification (home1 and the directory, rebuilt and compared) | its CPU-s | CPU µs per fact | equal |")
 		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")

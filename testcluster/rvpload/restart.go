@@ -1,0 +1,84 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+	"slices"
+	"time"
+)
+
+// restartWave is what the sign-in rate is for: each server is killed
+// (SIGKILL, as an outage would end it), started again on its data and
+// address, and every user signs back in at once, as their clients do when
+// the server is back. It reports how long the server took to serve again,
+// and then the wave as a scenario ("restart", one round): rvpd's users all
+// have state by then (logins, views, watchers), so each first look at a
+// user reads it from a cold store.
+func (b *bench) restartWave() {
+	c := b.cfg
+	for _, t := range b.targets {
+		if t.down != nil {
+			continue
+		}
+		progress(b.log, "%s: killing it, starting it again and signing its %d users back in", t.name, c.users)
+		took, err := t.restart()
+		if err != nil {
+			t.down = err
+			b.fail("restart of %s: %v; %s is left out from here on", t.name, err, t.name)
+			continue
+		}
+		t.online.Store(0)
+		var failed int
+		wall, cpu, err := measure(t, func() error {
+			failed = b.parallel(c.users, c.concurrency, func(i int) error { return signIn(t, userName(1+i)) })
+			return nil
+		})
+		if err != nil {
+			t.down = err
+			b.fail("restart wave on %s: %v", t.name, err)
+			continue
+		}
+		if failed > 0 {
+			b.fail("restart wave on %s: %d of %d users could not sign back in", t.name, failed, c.users)
+		}
+		r := result{scenario: "restart", target: t.name, round: 1, ops: c.users - failed, wall: wall, cpu: cpu, errors: failed}
+		b.results = append(b.results, r)
+		b.restarts = append(b.restarts, restartRow{target: t.name, serving: took, wave: r})
+		progress(b.log, "%s served again %.2fs after it was killed; %d users back in %.2fs: %.1f/s, %.1f per CPU-s", t.name, took.Seconds(), r.ops, wall.Seconds(), r.perSecond(), r.perCPU())
+	}
+}
+
+// restartRow is one server's restart: the time from its kill to serving
+// again, and the wave of sign-ins after.
+type restartRow struct {
+	target  string
+	serving time.Duration
+	wave    result
+}
+
+// restart kills t's process and starts it again with the same flags but
+// on the data it has (no -reset) and the address it served on (the
+// watchers' Call-Backs name it); it returns the time from the kill to
+// serving.
+func (t *target) restart() (time.Duration, error) {
+	start := time.Now()
+	if err := t.proc.kill(); err != nil {
+		return 0, err
+	}
+	args := slices.DeleteFunc(slices.Clone(t.args), func(a string) bool { return a == "-reset" })
+	if i := slices.Index(args, "-http"); i >= 0 && i+1 < len(args) {
+		args[i+1] = t.proc.addr
+	} else {
+		args = append(args, "-http", t.proc.addr)
+	}
+	p, err := startProc(t.name, t.bin, filepath.Join(filepath.Dir(t.proc.log.Name()), t.name+"-restarted.log"), t.ready, args...)
+	if err != nil {
+		return 0, err
+	}
+	if p.addr != t.proc.addr {
+		p.stop()
+		return 0, fmt.Errorf("started again on %s, not %s", p.addr, t.proc.addr)
+	}
+	t.proc = p
+	return time.Since(start), nil
+}
