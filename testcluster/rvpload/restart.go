@@ -11,9 +11,10 @@ import (
 // (SIGKILL, as an outage would end it), started again on its data and
 // address, and every user signs back in at once, as their clients do when
 // the server is back. It reports how long the server took to serve again,
-// and then the wave as a scenario ("restart", one round): rvpd's users all
-// have state by then (logins, views, watchers), so each first look at a
-// user reads it from a cold store.
+// and then the wave as a scenario ("restart", one round). rvpd's users all
+// have state by then (logins, views, watchers): each first look at a user
+// reads it from a cold store, and each user back online is told to its
+// watchers. The relay comes back empty, and tells no one.
 func (b *bench) restartWave() {
 	c := b.cfg
 	for _, t := range b.targets {
@@ -28,6 +29,7 @@ func (b *bench) restartWave() {
 			continue
 		}
 		t.online.Store(0)
+		notes0, gen0 := t.sink.count.Load(), t.genCPU
 		var failed int
 		wall, cpu, err := measure(t, func() error {
 			failed = b.parallel(c.users, c.concurrency, func(i int) error { return signIn(t, userName(1+i)) })
@@ -41,19 +43,22 @@ func (b *bench) restartWave() {
 		if failed > 0 {
 			b.fail("restart wave on %s: %d of %d users could not sign back in", t.name, failed, c.users)
 		}
-		r := result{scenario: "restart", target: t.name, round: 1, ops: c.users - failed, wall: wall, cpu: cpu, errors: failed}
+		r := result{scenario: "restart", target: t.name, round: 1, ops: c.users - failed, wall: wall, cpu: cpu, errors: failed, gen: t.genCPU - gen0}
 		b.results = append(b.results, r)
-		b.restarts = append(b.restarts, restartRow{target: t.name, serving: took, wave: r})
-		progress(b.log, "%s served again %.2fs after it was killed; %d users back in %.2fs: %.1f/s, %.1f per CPU-s", t.name, took.Seconds(), r.ops, wall.Seconds(), r.perSecond(), r.perCPU())
+		row := restartRow{target: t.name, serving: took, wave: r, notifies: t.sink.count.Load() - notes0}
+		b.restarts = append(b.restarts, row)
+		progress(b.log, "%s served again %.2fs after it was killed; %d users back in %.2fs: %.1f/s, %.1f per CPU-s (%d NOTIFYs received)", t.name, took.Seconds(), r.ops, wall.Seconds(), r.perSecond(), r.perCPU(), row.notifies)
 	}
 }
 
 // restartRow is one server's restart: the time from its kill to serving
-// again, and the wave of sign-ins after.
+// again, and the wave of sign-ins after, with the NOTIFYs its users'
+// Call-Backs received meanwhile.
 type restartRow struct {
-	target  string
-	serving time.Duration
-	wave    result
+	target   string
+	serving  time.Duration
+	wave     result
+	notifies int64
 }
 
 // restart kills t's process and starts it again with the same flags but
