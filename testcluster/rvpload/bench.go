@@ -50,6 +50,8 @@ type config struct {
 	// heapProfiles, when set, is where each server's heap profile is
 	// written with all its users online.
 	heapProfiles string
+	// heapDumps: with heapProfiles, each rvpd's heap dump too.
+	heapDumps bool
 }
 
 // target is one server under test.
@@ -68,6 +70,8 @@ type target struct {
 	genCPU time.Duration
 	// down is why the server was left out of the rest of the run.
 	down error
+	// dumps: save its heap dump with each heap profile (-heap-dumps).
+	dumps bool
 	// bin, args and ready are how it was started, to start it again.
 	bin   string
 	args  []string
@@ -81,6 +85,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	var syncModes string
 	fs.StringVar(&c.rvpd, "rvpd", "bin/rvpd", "the rvpd binary to measure")
 	fs.StringVar(&c.heapProfiles, "heap-profiles", "", "directory to write each server's heap profiles to, at start, with all users online, at rest and settled (for go tool pprof -base)")
+	fs.BoolVar(&c.heapDumps, "heap-dumps", false, "with -heap-profiles, each rvpd's heap dump too (its /debug/heapdump; rvpload spans reads it); it stops the server's world for about a second")
 	fs.StringVar(&c.compare, "compare", "", "another rvpd binary (an earlier build) to measure in the same run, as before-<sync>")
 	fs.IntVar(&c.users, "users", 10000, "users in the directory (rvpd dev -demo-users), all online for the memory figure")
 	fs.IntVar(&c.rounds, "rounds", 3, "rounds: each scenario runs once per round against each server, in turn")
@@ -194,7 +199,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		t := &target{name: name, proc: p, sink: s, profiles: profiles, nats: natsAddr, client: &client{addr: p.addr, ntDomain: "EXAMPLE", password: c.password},
-			bin: bin, args: args, ready: ready}
+			bin: bin, args: args, ready: ready, dumps: c.heapDumps}
 		targets = append(targets, t)
 		return nil
 	}

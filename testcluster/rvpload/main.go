@@ -21,6 +21,7 @@
 //
 //	rvpload -rvpd bin/rvpd [flags]   the benchmark
 //	rvpload relay [flags]            the bare relay alone
+//	rvpload spans [flags] DUMP       a heap dump's size classes: spans and room
 package main
 
 import (
@@ -33,9 +34,12 @@ import (
 
 func main() {
 	var err error
-	if len(os.Args) > 1 && os.Args[1] == "relay" {
+	switch {
+	case len(os.Args) > 1 && os.Args[1] == "relay":
 		err = runRelay(os.Args[2:], os.Stdout, os.Stderr)
-	} else {
+	case len(os.Args) > 1 && os.Args[1] == "spans":
+		err = runSpans(os.Args[2:], os.Stdout, os.Stderr)
+	default:
 		err = runBench(os.Args[1:], os.Stdout, os.Stderr)
 	}
 	if err != nil && !errors.Is(err, flag.ErrHelp) {

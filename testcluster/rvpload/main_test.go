@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bufio"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -22,7 +24,8 @@ func TestSmoke(t *testing.T) {
 	}
 	cmd := exec.Command(filepath.Join(dir, "rvpload"), "-rvpd", filepath.Join(dir, "rvpd"), "-work", filepath.Join(dir, "work"),
 		"-users", "60", "-rounds", "1", "-pairs", "3", "-msg-duration", "500ms", "-watchers", "10",
-		"-login-users", "10", "-buddy-users", "10", "-buddies", "3", "-concurrency", "4", "-sync", "default", "-rest", "1s", "-settle", "2s")
+		"-login-users", "10", "-buddy-users", "10", "-buddies", "3", "-concurrency", "4", "-sync", "default", "-rest", "1s", "-settle", "2s",
+		"-heap-profiles", filepath.Join(dir, "heap"), "-heap-dumps")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -38,6 +41,18 @@ func TestSmoke(t *testing.T) {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("report lacks %q:\n%s", want, out)
 		}
+	}
+	// rvpd's heap dump, settled, read as rvpload spans reads it: its
+	// users' cache entries are there.
+	f, err := os.Open(filepath.Join(dir, "heap", "rvpd-default-settled.dump"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if d, err := readHeapDump(bufio.NewReader(f)); err != nil {
+		t.Errorf("rvpd's heap dump: %v", err)
+	} else if c := d.classes[128]; c == nil || c.objects < 60 {
+		t.Errorf("rvpd's heap dump: 128-byte class %+v, want at least its 60 users' cache entries", c)
 	}
 	// Each server served again after its kill, and all 60 users signed
 	// back in without an error.

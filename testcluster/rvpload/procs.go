@@ -241,13 +241,36 @@ func freeAddr() (string, error) {
 }
 
 // saveHeapProfile writes the server's heap profile (go tool pprof) to
-// path.
+// path, and with t.dumps its heap dump (rvpload spans) beside it, as
+// .dump, where the server serves one.
 func (t *target) saveHeapProfile(path string) error {
-	resp, err := http.Get(t.profiles + "heap")
-	if err != nil {
+	if t.dumps {
+		if err := save(strings.TrimSuffix(t.profiles, "pprof/")+"heapdump", strings.TrimSuffix(path, ".heap")+".dump"); err != nil && !errors.Is(err, errNotServed) {
+			return fmt.Errorf("%s heap dump: %w", t.name, err)
+		}
+	}
+	if err := save(t.profiles+"heap", path); err != nil {
 		return fmt.Errorf("%s heap profile: %w", t.name, err)
 	}
+	return nil
+}
+
+// errNotServed is a 404: the server has no such thing to give.
+var errNotServed = errors.New("not served")
+
+// save writes what url answers to path.
+func save(url, path string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
 	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusNotFound:
+		return errNotServed
+	case resp.StatusCode != http.StatusOK:
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
 	f, err := os.Create(path)
 	if err != nil {
 		return err

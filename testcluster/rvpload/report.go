@@ -137,8 +137,8 @@ func (b *bench) report(w io.Writer) {
 	}
 
 	if len(b.restarts) > 0 {
-		fmt.Fprintln(w, "\n| server | serving again after SIGKILL | users signed back in | in | /s | server CPU-s | /CPU-s | ratio to relay /s | ratio /CPU-s | NOTIFYs received meanwhile | errors |")
-		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|")
+		fmt.Fprintln(w, "\n| server | serving again after SIGKILL | users signed back in | in | /s | server CPU-s | /CPU-s | ratio to relay /s | ratio /CPU-s | NOTIFYs received | the last after | errors |")
+		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|")
 		var relay *result
 		for _, r := range b.restarts {
 			if r.target == "relay" {
@@ -153,10 +153,14 @@ func (b *bench) report(w io.Writer) {
 					ratioCPU = fmt.Sprintf("%.3f", r.wave.perCPU()/relay.perCPU())
 				}
 			}
-			fmt.Fprintf(w, "| %s | %.2fs | %d | %.2fs | %.0f | %.2f | %.0f | %s | %s | %d | %d |\n", r.target, r.serving.Seconds(), r.wave.ops, r.wave.wall.Seconds(),
-				r.wave.perSecond(), r.wave.cpu.Seconds(), r.wave.perCPU(), ratio, ratioCPU, r.notifies, r.wave.errors)
+			last := "—"
+			if r.notifies > 0 {
+				last = fmt.Sprintf("%.2fs", r.told.Seconds())
+			}
+			fmt.Fprintf(w, "| %s | %.2fs | %d | %.2fs | %.0f | %.2f | %.0f | %s | %s | %d | %s | %d |\n", r.target, r.serving.Seconds(), r.wave.ops, r.wave.wall.Seconds(),
+				r.wave.perSecond(), r.wave.cpu.Seconds(), r.wave.perCPU(), ratio, ratioCPU, r.notifies, last, r.wave.errors)
 		}
-		fmt.Fprintln(w, "\nA restart's wave: once the rest is measured, each server is killed (SIGKILL), started again on its data and address, and every user signs back in as the login scenario does, the same number at a time. Serving again is from the kill to the server's line saying it listens. The relay starts again empty, having forgotten every subscription, so its wave is sign-ins alone; rvpd keeps them all, and tells each watcher that its buddy is back (the buddy scenarios' and the fan-out's watchers): the ratio is of unequal work, and the NOTIFYs say how unequal.")
+		fmt.Fprintln(w, "\nA restart's wave: once the rest is measured, each server is killed (SIGKILL), started again on its data and address, and every user signs back in as the login scenario does, the same number at a time. Serving again is from the kill to the server's line saying it listens. The relay starts again empty, having forgotten every subscription, so its wave is sign-ins alone; rvpd keeps them all, and tells each watcher that its buddy is back (the buddy scenarios' and the fan-out's watchers): the ratio is of unequal work, and the NOTIFYs say how unequal. The last NOTIFY's time is from the wave's start; the next server is measured once the NOTIFYs have stopped for a second.")
 	}
 
 	if len(b.verified) > 0 {

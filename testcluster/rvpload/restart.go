@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"time"
 )
 
@@ -31,6 +32,7 @@ func (b *bench) restartWave() {
 		t.online.Store(0)
 		notes0, gen0 := t.sink.count.Load(), t.genCPU
 		var failed int
+		start := time.Now()
 		wall, cpu, err := measure(t, func() error {
 			failed = b.parallel(c.users, c.concurrency, func(i int) error { return signIn(t, userName(1+i)) })
 			return nil
@@ -45,9 +47,12 @@ func (b *bench) restartWave() {
 		}
 		r := result{scenario: "restart", target: t.name, round: 1, ops: c.users - failed, wall: wall, cpu: cpu, errors: failed, gen: t.genCPU - gen0}
 		b.results = append(b.results, r)
-		row := restartRow{target: t.name, serving: took, wave: r, notifies: t.sink.count.Load() - notes0}
+		// The watchers are told after the sign-ins are answered: the next
+		// server's measures wait until the NOTIFYs stop.
+		told := quiet(&t.sink.count, time.Second, time.Minute).Sub(start)
+		row := restartRow{target: t.name, serving: took, wave: r, notifies: t.sink.count.Load() - notes0, told: told}
 		b.restarts = append(b.restarts, row)
-		progress(b.log, "%s served again %.2fs after it was killed; %d users back in %.2fs: %.1f/s, %.1f per CPU-s (%d NOTIFYs received)", t.name, took.Seconds(), r.ops, wall.Seconds(), r.perSecond(), r.perCPU(), row.notifies)
+		progress(b.log, "%s served again %.2fs after it was killed; %d users back in %.2fs: %.1f/s, %.1f per CPU-s (%d NOTIFYs received, the last %.2fs after the wave began)", t.name, took.Seconds(), r.ops, wall.Seconds(), r.perSecond(), r.perCPU(), row.notifies, told.Seconds())
 	}
 }
 
@@ -59,6 +64,21 @@ type restartRow struct {
 	serving  time.Duration
 	wave     result
 	notifies int64
+	// told is when the last of the NOTIFYs came, from the wave's start.
+	told time.Duration
+}
+
+// quiet waits until n has not moved for still, or for at most limit, and
+// returns when it last moved.
+func quiet(n *atomic.Int64, still, limit time.Duration) time.Time {
+	last, at := n.Load(), time.Now()
+	for end := at.Add(limit); time.Now().Before(end) && time.Since(at) < still; {
+		time.Sleep(20 * time.Millisecond)
+		if v := n.Load(); v != last {
+			last, at = v, time.Now()
+		}
+	}
+	return at
 }
 
 // restart kills t's process and starts it again with the same flags but
