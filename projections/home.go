@@ -60,9 +60,11 @@ type userCache struct {
 	gen   uint64 // moves at each batch's beginning and end
 	busy  bool   // a batch has begun and not ended
 	users map[events.User]*cachedUser
-	// stored counts the parts stored since the entries were last copied
-	// (compact); seen is what it was at compact's last call.
-	stored, seen int
+	// stored counts the stores into entries (a part, or a whole entry
+	// at once) since they were last copied (compact); seen is what it was
+	// at compact's last call, and peak the most made between two calls
+	// since they were last copied.
+	stored, seen, peak int
 }
 
 // The parts of a user's state the cache keeps.
@@ -145,30 +147,43 @@ func (c *userCache) putAll(u events.User, gen uint64, e cachedUser) {
 // 0.3 ms at a time.
 const compactChunk = 256
 
-// compact copies every entry, and its lists, afresh, once the parts
-// stored since the last time are as many as a quarter of the entries (and
-// at least least), and those stored since its last call are fewer than a
-// tenth of them: a wave of sign-ins is over. It returns how many entries
-// it copied.
+// compact copies every entry and its lists afresh (copyAll) once a wave
+// of stores is over: the stores since the last copy are as many as a
+// quarter of the entries (and at least least), and those since compact's
+// last call are fewer than a tenth of the most made between two of its
+// calls since then. A steady flow of stores, however long, is no wave. It
+// returns how many entries it copied.
 //
 // An entry lives as long as its user's state is unchanged, and is made
 // in the middle of whatever else the server allocates at the time. After
 // a wave of sign-ins (a restart: every user at once), the entries and
 // their lists are thus strewn over memory the wave's garbage filled, a
 // few to a page, and each page stays while one of them lives. Copied at
-// once, they fill pages of their own, and the pages they leave are let
-// go.
+// once, they fill pages of their own, and the pages only they held are
+// let go. The strings they point to are not copied, and stay where they
+// were.
 func (c *userCache) compact(least int) int {
 	c.mu.Lock()
 	recent := c.stored - c.seen
 	c.seen = c.stored
-	if c.stored < max(least, len(c.users)/4, 1) || recent*10 > c.stored {
+	c.peak = max(c.peak, recent)
+	if c.stored < max(least, len(c.users)/4, 1) || recent*10 > c.peak {
 		c.mu.Unlock()
 		return 0
 	}
-	c.stored, c.seen = 0, 0
-	users := slices.Collect(maps.Keys(c.users))
+	c.stored, c.seen, c.peak = 0, 0, 0
 	c.mu.Unlock()
+	return c.copyAll()
+}
+
+// copyAll copies every entry, its lists and its ACL's lists, afresh,
+// compactChunk entries at a time under the lock, and returns how many it
+// copied. An entry is only read or changed under the lock, and its copy
+// is equal to it: no read can tell.
+func (c *userCache) copyAll() int {
+	c.mu.RLock()
+	users := slices.Collect(maps.Keys(c.users))
+	c.mu.RUnlock()
 	copied := 0
 	for chunk := range slices.Chunk(users, compactChunk) {
 		c.mu.Lock()

@@ -376,6 +376,13 @@ func TestCacheCompact(t *testing.T) {
 					len(e.acl) > 0 && &e.acl[0] == &before[u].acl[0] {
 					t.Errorf("seed %d: %s's lists not copied", seed, u)
 				}
+				for i, a := range e.acl {
+					was := before[u].acl[i]
+					if len(a.Credentials) > 0 && &a.Credentials[0] == &was.Credentials[0] ||
+						len(a.Grant) > 0 && &a.Grant[0] == &was.Grant[0] {
+						t.Errorf("seed %d: %s's ACL entry %d's lists not copied", seed, u, i)
+					}
+				}
 			}
 			h.cache.mu.RUnlock()
 			if copied := h.cache.compact(0); copied != 0 {
@@ -383,5 +390,80 @@ func TestCacheCompact(t *testing.T) {
 			}
 			sameState(t, h.read(), h, facts)
 		}
+	}
+}
+
+// TestCacheCompactWaves: compact copies once a wave of stores is over,
+// never during a steady flow of them, however long.
+func TestCacheCompactWaves(t *testing.T) {
+	c := newUserCache()
+	var us []events.User
+	for i := range 100 {
+		u := events.NewUser("example.test", fmt.Sprint("u", i))
+		us = append(us, u)
+		c.putAll(u, c.gen, cachedUser{})
+	}
+	store := func(n int) {
+		for i := range n {
+			c.put(us[i%len(us)], partLogins, c.gen, func(e *cachedUser) { e.logins = nil })
+		}
+	}
+	if n := c.compact(0); n != 0 {
+		t.Fatalf("compacted as the entries were made: %d", n)
+	}
+	if n := c.compact(0); n != 100 {
+		t.Fatalf("the wave of 100 entries is over: %d copied, want 100", n)
+	}
+	for i := range 50 {
+		store(10)
+		if n := c.compact(0); n != 0 {
+			t.Fatalf("call %d of a steady 10 stores a call: %d copied", i, n)
+		}
+	}
+	store(1000)
+	if n := c.compact(0); n != 0 {
+		t.Fatalf("compacted in the middle of a wave: %d", n)
+	}
+	store(200) // the wave ebbs: not yet to a tenth of its peak
+	if n := c.compact(0); n != 0 {
+		t.Fatalf("compacted as the wave ebbs: %d", n)
+	}
+	store(5)
+	if n := c.compact(0); n != 100 {
+		t.Fatalf("the wave is over: %d copied, want 100", n)
+	}
+}
+
+// TestCacheCopyConcurrent: copying every entry while batches are applied
+// and read (-race) changes nothing any read sees.
+func TestCacheCopyConcurrent(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 17))
+	facts := randomFacts(rng, 200)
+	h := memoryHome(t, "h1")
+	done := make(chan struct{})
+	copied := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-done:
+				copied <- n
+				return
+			default:
+				n += h.cache.copyAll()
+			}
+		}
+	}()
+	for next := 0; next < len(facts); {
+		n := min(1+rng.IntN(10), len(facts)-next)
+		if err := h.ApplyBatch(toMsgs(t, facts[next:next+n], uint64(next+1))); err != nil {
+			t.Fatal(err)
+		}
+		next += n
+		sameState(t, h.read(), h, facts)
+	}
+	close(done)
+	if n := <-copied; n == 0 {
+		t.Error("no entry was copied while the batches were applied")
 	}
 }

@@ -59,7 +59,9 @@ func addPprof(g *run.Group, addr string, log *slog.Logger) (string, error) {
 // classes, the spans they are in and the room left in them; a heap
 // profile says what is live, not how thinly it is spread. The world is
 // stopped while it is written, about a second for 100 MB of heap: it is
-// for a server under study, not one carrying users.
+// for a server under study, not one carrying users. It holds the
+// process's memory as it is, password verifiers and messages included:
+// the listener is for loopback or an operators' network only.
 func heapDump(w http.ResponseWriter, log *slog.Logger) {
 	f, err := os.CreateTemp("", "rvpd-heapdump-*")
 	if err != nil {

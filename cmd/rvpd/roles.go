@@ -126,7 +126,7 @@ func (f *roleFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.ops, "ops", "", `address of the operations listener: /metrics (Prometheus), /healthz, /readyz and the operator console, e.g. 127.0.0.1:9090 ("" for none)`)
 	fs.Int64Var(&f.pebbleCache, "pebble.cache-bytes", projections.DefaultCacheSize, "size of the Pebble store's block cache (memory outside the Go heap)")
 	fs.Int64Var(&f.pebbleMemTable, "pebble.memtable-bytes", projections.DefaultMemTableSize, "size of each of the Pebble store's memtables (memory outside the Go heap; up to two are held)")
-	fs.StringVar(&f.pprof, "pprof", "", `address to serve Go's profiles on (net/http/pprof), e.g. 127.0.0.1:6060 ("" for none)`)
+	fs.StringVar(&f.pprof, "pprof", "", `address to serve Go's profiles on (net/http/pprof, and a heap dump at /debug/heapdump), e.g. 127.0.0.1:6060 ("" for none); what it serves shows the process's memory, credentials and messages included, to anyone who reaches it: loopback or an operators' network only`)
 	fs.StringVar(&f.federationAllow, "federation.allow", "", "address ranges other than public ones that another organisation's server found by DNS may have (a partner over a VPN): 10.1.0.0/16,... (peers in -federation.peers are trusted as given)")
 	fs.StringVar(&f.proxy, "federation.proxy", "", "outbound HTTP proxy for requests to other organisations, http://host:port (it finds their hosts: the peer table and DNS discovery are then unused)")
 }

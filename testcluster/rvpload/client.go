@@ -200,6 +200,7 @@ type sink struct {
 	ln      net.Listener
 	handler atomic.Pointer[func(notification)]
 	count   atomic.Int64
+	last    atomic.Int64 // when the last NOTIFY came, in Unix nanoseconds
 }
 
 func newSink() (*sink, error) {
@@ -241,6 +242,7 @@ func (s *sink) serve() {
 				return
 			}
 			s.count.Add(1)
+			s.last.Store(time.Now().UnixNano())
 			if h := s.handler.Load(); h != nil {
 				(*h)(notification{alias: strings.TrimPrefix(req.Target, "/"), body: req.Body, at: time.Now()})
 			}

@@ -83,10 +83,11 @@ func (p *proc) stop() error {
 	return err
 }
 
-// kill ends the process at once (SIGKILL), as an outage would.
+// kill ends the process at once (SIGKILL), as an outage would. Its exit
+// is left in p.done, for a stop after it.
 func (p *proc) kill() error {
 	p.cmd.Process.Kill()
-	<-p.done
+	p.done <- <-p.done
 	return p.log.Close()
 }
 

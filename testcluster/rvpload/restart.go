@@ -12,10 +12,11 @@ import (
 // (SIGKILL, as an outage would end it), started again on its data and
 // address, and every user signs back in at once, as their clients do when
 // the server is back. It reports how long the server took to serve again,
-// and then the wave as a scenario ("restart", one round). rvpd's users all
-// have state by then (logins, views, watchers): each first look at a user
-// reads it from a cold store, and each user back online is told to its
-// watchers. The relay comes back empty, and tells no one.
+// and then the wave as a scenario ("restart", one round). After the
+// scenarios and the memory's sign-ins, rvpd's users all have state
+// (logins, views, watchers): each first look at a user reads it from a
+// cold store, and each user back online is told to its watchers. The relay
+// comes back empty, and tells no one.
 func (b *bench) restartWave() {
 	c := b.cfg
 	for _, t := range b.targets {
@@ -49,10 +50,15 @@ func (b *bench) restartWave() {
 		b.results = append(b.results, r)
 		// The watchers are told after the sign-ins are answered: the next
 		// server's measures wait until the NOTIFYs stop.
-		told := quiet(&t.sink.count, time.Second, time.Minute).Sub(start)
-		row := restartRow{target: t.name, serving: took, wave: r, notifies: t.sink.count.Load() - notes0, told: told}
+		if !quiet(&t.sink.count, time.Second, time.Minute) {
+			b.fail("restart wave on %s: NOTIFYs still coming a minute after the last sign-in", t.name)
+		}
+		row := restartRow{target: t.name, serving: took, wave: r, notifies: t.sink.count.Load() - notes0}
+		if row.notifies > 0 {
+			row.told = time.Unix(0, t.sink.last.Load()).Sub(start)
+		}
 		b.restarts = append(b.restarts, row)
-		progress(b.log, "%s served again %.2fs after it was killed; %d users back in %.2fs: %.1f/s, %.1f per CPU-s (%d NOTIFYs received, the last %.2fs after the wave began)", t.name, took.Seconds(), r.ops, wall.Seconds(), r.perSecond(), r.perCPU(), row.notifies, told.Seconds())
+		progress(b.log, "%s served again %.2fs after it was killed; %d users back in %.2fs: %.1f/s, %.1f per CPU-s (%d NOTIFYs received, the last %.2fs after the wave began)", t.name, took.Seconds(), r.ops, wall.Seconds(), r.perSecond(), r.perCPU(), row.notifies, row.told.Seconds())
 	}
 }
 
@@ -64,21 +70,25 @@ type restartRow struct {
 	serving  time.Duration
 	wave     result
 	notifies int64
-	// told is when the last of the NOTIFYs came, from the wave's start.
+	// told is when the last of the NOTIFYs came, from the wave's start
+	// (0: none came).
 	told time.Duration
 }
 
-// quiet waits until n has not moved for still, or for at most limit, and
-// returns when it last moved.
-func quiet(n *atomic.Int64, still, limit time.Duration) time.Time {
+// quiet waits until n has not moved for still, for at most limit; false
+// means it was still moving.
+func quiet(n *atomic.Int64, still, limit time.Duration) bool {
 	last, at := n.Load(), time.Now()
-	for end := at.Add(limit); time.Now().Before(end) && time.Since(at) < still; {
+	for end := at.Add(limit); time.Since(at) < still; {
+		if time.Now().After(end) {
+			return false
+		}
 		time.Sleep(20 * time.Millisecond)
 		if v := n.Load(); v != last {
 			last, at = v, time.Now()
 		}
 	}
-	return at
+	return true
 }
 
 // restart kills t's process and starts it again with the same flags but

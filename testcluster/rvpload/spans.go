@@ -50,9 +50,8 @@ type heapDump struct {
 // one at /debug/heapdump on its -pprof listener) and prints, for each size
 // class, the spans its live objects are in and the room left in them: the
 // Go heap's "rest of its spans in use", class by class, which a heap
-// profile does not show. Objects in one span are dumped one after the
-// other, so a run of objects of one size within a span's length is taken
-// for one span. Where the process ran with GODEBUG=memprofilerate=N, the
+// profile does not show. An object's span is found from its address and
+// size (spanBase). Where the process ran with GODEBUG=memprofilerate=N, the
 // dump names where a sample of the objects was allocated, and -sites
 // prints the commonest for the classes with the most room.
 func runSpans(args []string, stdout, stderr io.Writer) error {
@@ -180,13 +179,16 @@ func readHeapDump(br *bufio.Reader) (*heapDump, error) {
 	}
 	d := &heapDump{classes: map[uint64]*sizeClass{}}
 	r := &dumpReader{r: br}
-	var cur *sizeClass
-	var spanStart uint64
+	spans := map[[2]uint64]bool{}  // size, base
 	size := map[uint64]uint64{}    // sampled objects' sizes, by address
 	buckets := map[uint64]string{} // allocation sites, by bucket
 	var samples [][2]uint64        // object, bucket
-	for r.err == nil {
-		switch tag := r.uvarint(); tag {
+	for {
+		tag := r.uvarint()
+		if r.err != nil {
+			break // a dump ends with its EOF record, never short of it
+		}
+		switch tag {
 		case tagEOF:
 			for _, s := range samples {
 				if c := d.classes[size[s[0]]]; c != nil {
@@ -205,19 +207,19 @@ func readHeapDump(br *bufio.Reader) (*heapDump, error) {
 			if !small {
 				d.large.objects++
 				d.large.bytes += n
-				cur = nil
 				continue
 			}
 			size[addr] = n
-			if cur == nil || cur.size != n || addr < spanStart || addr >= spanStart+span {
-				if cur = d.classes[n]; cur == nil {
-					cur = &sizeClass{size: n}
-					d.classes[n] = cur
-				}
-				cur.spans++
-				spanStart = addr
+			c := d.classes[n]
+			if c == nil {
+				c = &sizeClass{size: n}
+				d.classes[n] = c
 			}
-			cur.objects++
+			c.objects++
+			if base := spanBase(addr, n, span); !spans[[2]uint64{n, base}] {
+				spans[[2]uint64{n, base}] = true
+				c.spans++
+			}
 		case tagOtherRoot:
 			r.str()
 			r.uvarint()
@@ -276,10 +278,28 @@ func readHeapDump(br *bufio.Reader) (*heapDump, error) {
 		case tagAllocSample:
 			samples = append(samples, [2]uint64{r.uvarint(), r.uvarint()})
 		default:
-			if r.err == nil {
-				return nil, fmt.Errorf("unknown record %d", tag)
-			}
+			return nil, fmt.Errorf("unknown record %d", tag)
 		}
 	}
+	if errors.Is(r.err, io.EOF) {
+		return nil, errors.New("the dump ends short of its last record: cut off?")
+	}
 	return nil, fmt.Errorf("reading the dump: %w", r.err)
+}
+
+// spanBase returns the start of the span of span bytes holding the object
+// of size bytes at addr: spans begin on a page (8 KiB) and hold objects
+// from their start, one after the other; of the pages a span that long
+// could begin on, one only is a whole number of objects away.
+func spanBase(addr, size, span uint64) uint64 {
+	const page = 8192
+	for p := addr &^ (page - 1); p+span > addr; p -= page {
+		if (addr-p)%size == 0 {
+			return p
+		}
+		if p < page {
+			break
+		}
+	}
+	return addr &^ (page - 1)
 }
