@@ -15,7 +15,8 @@ import (
 // and then the wave as a scenario ("restart", one round). After the
 // scenarios and the memory's sign-ins, rvpd's users all have state
 // (logins, views, watchers): each first look at a user reads it from a
-// cold store, and each user back online is told to its watchers. The relay
+// cold store, and as rvpd takes its home server over from the process
+// that died it tells every watcher its buddy's state again. The relay
 // comes back empty, and tells no one.
 func (b *bench) restartWave() {
 	c := b.cfg
@@ -58,7 +59,11 @@ func (b *bench) restartWave() {
 			row.told = time.Unix(0, t.sink.last.Load()).Sub(start)
 		}
 		b.restarts = append(b.restarts, row)
-		progress(b.log, "%s served again %.2fs after it was killed; %d users back in %.2fs: %.1f/s, %.1f per CPU-s (%d NOTIFYs received, the last %.2fs after the wave began)", t.name, took.Seconds(), r.ops, wall.Seconds(), r.perSecond(), r.perCPU(), row.notifies, row.told.Seconds())
+		told := ""
+		if row.notifies > 0 {
+			told = fmt.Sprintf(", the last %.2fs after the wave began", row.told.Seconds())
+		}
+		progress(b.log, "%s served again %.2fs after it was killed; %d users back in %.2fs: %.1f/s, %.1f per CPU-s (%d NOTIFYs received%s)", t.name, took.Seconds(), r.ops, wall.Seconds(), r.perSecond(), r.perCPU(), row.notifies, told)
 	}
 }
 
