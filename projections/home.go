@@ -658,15 +658,19 @@ func (p *pebbleHome) whole(u events.User) (cachedUser, error) {
 	}
 	for it.First(); it.Valid() && err == nil; it.Next() {
 		k := it.Key()[len(pfx):]
+		var kind byte // of a subscription or view: its letter, then 0
+		if len(k) > 1 && k[1] == 0 {
+			kind = k[0]
+		}
 		switch {
-		case len(k) > 1 && k[1] == 0 && k[0] == 's':
+		case kind == 's':
 			e.watchers++
-		case len(k) > 1 && k[1] == 0 && k[0] == 'l':
+		case kind == 'l':
 			var s Subscription
 			if err = decodeSub(it.Value(), &s); err == nil {
 				e.logins = append(e.logins, s)
 			}
-		case len(k) > 1 && k[1] == 0 && k[0] == 'v':
+		case kind == 'v':
 			var v View
 			if err = decodeView(it.Value(), &v); err == nil {
 				e.views = append(e.views, v)

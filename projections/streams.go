@@ -371,7 +371,7 @@ func pubAckError(data []byte) error {
 	// What nearly every answer is: {"stream":"NAME","seq":N...}, with no
 	// error in it.
 	const stored = `{"stream":"`
-	if len(data) > len(stored) && string(data[:len(stored)]) == stored && data[len(stored)] != '"' &&
+	if bytes.HasPrefix(data, []byte(stored)) && len(data) > len(stored) && data[len(stored)] != '"' &&
 		!bytes.Contains(data, []byte(`"error"`)) && json.Valid(data) {
 		return nil
 	}
