@@ -11,6 +11,7 @@ import (
 	"os"
 	osexec "os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -206,8 +207,12 @@ var buildNATSServer struct {
 }
 
 // BuildNATSServer builds the nats-server binary of the module's
-// dependency (the version embedded everywhere else), once per test
-// binary, and returns its path.
+// dependency (the version embedded everywhere else) and returns its path.
+// The binary is kept in the user's cache directory under the module's
+// version and checksum, so that every test binary of every run shares one
+// build instead of leaving a copy in the temporary directory each; it is
+// built into a file of its own and renamed into place, so test binaries
+// building it at once do not see each other's half-written file.
 func BuildNATSServer(t testing.TB) string {
 	t.Helper()
 	buildNATSServer.Lock()
@@ -217,19 +222,72 @@ func BuildNATSServer(t testing.TB) string {
 			return buildNATSServer.bin
 		}
 	}
-	// Kept for the other tests of this binary, in a directory of its own
-	// that the system's temporary-file cleaning removes.
-	dir, err := os.MkdirTemp("", "rvpd-test-nats-server-")
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		dir = os.TempDir()
+	}
+	dir = filepath.Join(dir, "rvpd-test")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatalf("the nats-server binary's directory: %v", err)
+	}
+	key, versioned, err := natsServerBuildKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(dir, "nats-server")
-	out, err := osexec.Command("go", "build", "-o", bin, "github.com/nats-io/nats-server/v2").CombinedOutput()
+	bin := filepath.Join(dir, "nats-server-"+key)
+	if _, err := os.Stat(bin); err == nil && versioned {
+		buildNATSServer.bin = bin
+		return bin
+	}
+	f, err := os.CreateTemp(dir, "nats-server-building-")
+	if err != nil {
+		t.Fatalf("the nats-server binary's directory: %v", err)
+	}
+	f.Close()
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	out, err := osexec.Command("go", "build", "-o", tmp, "github.com/nats-io/nats-server/v2").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go build nats-server: %v\n%s", err, out)
 	}
+	if err := os.Rename(tmp, bin); err != nil {
+		t.Fatalf("put the nats-server binary in place: %v", err)
+	}
 	buildNATSServer.bin = bin
 	return bin
+}
+
+// natsServerBuildKey names the nats-server module the tests are built
+// with, as go list reports it: its version and checksum. versioned is false
+// when the module is replaced by a local directory, whose edits no name
+// follows: the binary is then built again by every test binary.
+func natsServerBuildKey() (key string, versioned bool, err error) {
+	out, err := osexec.Command("go", "list", "-m", "-json", "github.com/nats-io/nats-server/v2").Output()
+	if err != nil {
+		return "", false, fmt.Errorf("go list the nats-server module: %w", err)
+	}
+	var m struct {
+		Version, Sum string
+		Replace      *struct{ Version, Sum string }
+	}
+	if err := json.Unmarshal(out, &m); err != nil {
+		return "", false, fmt.Errorf("go list the nats-server module: %w", err)
+	}
+	if m.Replace != nil {
+		m.Version, m.Sum = m.Replace.Version, m.Replace.Sum
+	}
+	key, versioned = m.Version+"-"+m.Sum, m.Version != ""
+	if !versioned {
+		key = "local"
+	}
+	key = strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '-':
+			return r
+		}
+		return '_'
+	}, key)
+	return key + "-" + runtime.GOOS + "-" + runtime.GOARCH, versioned, nil
 }
 
 // URLs returns the client URLs of every server, comma-separated, as a

@@ -2,10 +2,14 @@ package testcluster
 
 import (
 	"context"
+	osexec "os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/projections"
@@ -93,5 +97,24 @@ func TestEnsureStreamsTwoAtOnce(t *testing.T) {
 	defer cancel()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "AFTER", Subjects: []string{"after.>"}, Replicas: 3}); err != nil {
 		t.Errorf("a stream created afterwards: %v", err)
+	}
+}
+
+// TestBuildNATSServer checks that the nats-server binary for the tests'
+// processes is the module's version, kept under a name that says so in
+// the user's cache directory rather than a temporary directory per test
+// binary.
+func TestBuildNATSServer(t *testing.T) {
+	key, versioned, err := natsServerBuildKey()
+	if err != nil || !versioned || !strings.Contains(key, "v"+server.VERSION+"-h1") {
+		t.Fatalf("natsServerBuildKey() = %q, %v, %v: want the module's version %s and checksum", key, versioned, err, server.VERSION)
+	}
+	bin := BuildNATSServer(t)
+	if filepath.Base(bin) != "nats-server-"+key {
+		t.Fatalf("BuildNATSServer() = %s: want a file named nats-server-%s", bin, key)
+	}
+	out, err := osexec.Command(bin, "--version").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), server.VERSION) {
+		t.Fatalf("%s --version = %q, %v: want version %s", bin, out, err, server.VERSION)
 	}
 }
