@@ -423,6 +423,11 @@ func (g *Gateway) domainOf(host string) (*projections.Domain, error) {
 // names (principalDomain: reqHost is the host the request was addressed
 // by); zero when it names none (another organisation's principal, or a
 // client's own listener).
+//
+// A physical URL (http://HOST/instmsg/local/<IM host>/...) names a user of
+// ours only at a host of ours (a home server's, or one of the domain's):
+// else it is refused, for whoever names it would have other servers (or
+// other organisations) take any host for that user's.
 func (g *Gateway) localUser(u rvp.URL, reqHost string) (events.User, *projections.Domain, error) {
 	ref, err := rvp.ParseNodePath(u.Path)
 	if err != nil {
@@ -436,7 +441,29 @@ func (g *Gateway) localUser(u rvp.URL, reqHost string) (events.User, *projection
 	if err != nil || dom == nil {
 		return events.User{}, nil, err
 	}
+	if ref.IMHost != "" {
+		ours, err := g.ourHost(u.Host, reqHost)
+		if err != nil {
+			return events.User{}, nil, err
+		}
+		if !ours {
+			g.counters.forged.Add(1)
+			return events.User{}, nil, refuse(rvp.StatusForbidden, "%s names %s of IM domain %s at %s, which is none of its home servers' hosts", u, ref.Alias, dom.Domain, u.Host)
+		}
+	}
 	return events.NewUser(dom.Domain, ref.Alias), dom, nil
+}
+
+// ourHost reports whether host (with or without its port) is a home
+// server's host or one of our IM domains' (principalDomain).
+func (g *Gateway) ourHost(host, reqHost string) (bool, error) {
+	for _, h := range []string{host, events.Hostname(host)} {
+		if hs, err := g.cfg.Directory.HomeServerByHost(h); err != nil || hs != nil {
+			return hs != nil, err
+		}
+	}
+	dom, err := g.principalDomain(host, reqHost)
+	return dom != nil, err
 }
 
 // resolveTarget finds the node a request addresses. A host no IM domain
@@ -607,7 +634,7 @@ func (g *Gateway) requestEvent(req *rvp.Request, base events.Req, reqHost string
 		if err != nil {
 			return nil, err
 		}
-		if err := g.checkCallBack(cbURL, cbUser, &base, foreign); err != nil {
+		if err := g.checkCallBack(cbURL, cbUser, &base, foreign, nt); err != nil {
 			return nil, err
 		}
 		return &events.Subscribe{Req: base, NotificationType: nt, CallBack: cbURL.String(), CallBackUser: cbUser, Lifetime: lifetime}, nil

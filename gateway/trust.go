@@ -105,9 +105,16 @@ func (g *Gateway) foreignAllowed(from, client string) error {
 	if u, err := rvp.ParseURL(from); err == nil {
 		host = u.Host
 	}
-	if _, err := netip.ParseAddr(strings.Trim(events.Hostname(host), "[]")); err == nil {
+	name := strings.ToLower(strings.TrimSuffix(events.Hostname(host), "."))
+	if _, err := netip.ParseAddr(strings.Trim(name, "[]")); err == nil {
 		g.counters.forged.Add(1)
 		return refuse(rvp.StatusForbidden, "RVP-From-Principal %s names an address: other organisations are known by the names of their IM hosts (if it is a host of ours, give it to its IM domain: rvpctl domain create -hosts)", from)
+	}
+	if !strings.Contains(name, ".") || name == "localhost" || strings.HasSuffix(name, ".localhost") {
+		// A name of this network, not of another organisation on the
+		// Internet: its server would be reached inside.
+		g.counters.forged.Add(1)
+		return refuse(rvp.StatusForbidden, "RVP-From-Principal %s names a host of a local network: other organisations are known by the fully qualified names of their IM hosts", from)
 	}
 	return nil
 }
@@ -193,9 +200,14 @@ func (g *Gateway) foreignSender(sender rvp.URL, from, reqHost string) bool {
 // checkCallBack judges a new subscription's Call-Back (cb): a user of
 // ours (cbUser) is delivered to by its home server, which judges who may
 // name it; another organisation's principal only by that principal
-// itself; a client's listener only where the CallbackPolicy allows.
-func (g *Gateway) checkCallBack(cb rvp.URL, cbUser events.User, base *events.Req, foreign bool) error {
+// itself; a client's listener only where the CallbackPolicy allows. A
+// login subscription's (pragma/notify) Call-Back is always a client's
+// listener, which the home server connects to as written, whatever path
+// it has: the CallbackPolicy judges it.
+func (g *Gateway) checkCallBack(cb rvp.URL, cbUser events.User, base *events.Req, foreign bool, kind string) error {
+	login := strings.EqualFold(kind, events.NotifyPragma)
 	switch {
+	case login:
 	case !cbUser.IsZero():
 		return nil
 	case rvp.IsNodeURL(cb):

@@ -28,7 +28,8 @@ type target struct {
 	subID int32
 	ref   subRef
 	home  string
-	// foreign marks another organisation's server: its 302s are followed.
+	// foreign marks another organisation's server: its 302s are followed,
+	// and its addresses are judged as found by DNS (rvp.Client.Federation).
 	foreign bool
 	// login marks the callback of a local user's login subscription.
 	login bool
@@ -262,7 +263,9 @@ func (f *fanout) state(u events.User, s *projections.Subscription, state string)
 			{Name: rvp.HdrContentType, Value: rvp.ContentTypeXML},
 		}}
 		if t.foreign {
-			out.Redirects = 3
+			// Its address comes from DNS and its redirects: the client's
+			// Federation guard judges each (public addresses only).
+			out.Redirects, out.Foreign = 3, true
 		}
 		f.d.notes = append(f.d.notes, note{key: t.key(), out: out, deadline: f.now.Add(f.policy.DeliveryTimeout), ref: t.ref})
 	}

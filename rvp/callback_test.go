@@ -155,6 +155,84 @@ func TestDiscovered(t *testing.T) {
 	}
 }
 
+// TestClientFederation: a request to another organisation's URL
+// (Outbound.Foreign) is judged by the Client's Federation guard at every
+// hop, a redirect's included, unless the peer table names its host (the
+// administrator's peers are trusted as given, with their redirects); every
+// other request by Guard.
+func TestClientFederation(t *testing.T) {
+	// internal is a service inside (127.0.0.2); peer (127.0.0.1) answers
+	// 302 to it.
+	internal, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Skipf("no 127.0.0.2 here: %v", err)
+	}
+	defer internal.Close()
+	peer, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	reached := make(chan string, 16)
+	serve := func(ln net.Listener, answer string) {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.SetDeadline(time.Now().Add(2 * time.Second))
+			b := make([]byte, 512)
+			c.Read(b)
+			reached <- ln.Addr().String()
+			c.Write([]byte(answer))
+			c.Close()
+		}
+	}
+	go serve(internal, "HTTP/1.1 200 OK\r\n\r\n")
+	go serve(peer, "HTTP/1.1 302 Moved\r\nLocation: http://"+internal.Addr().String()+"/instmsg/aliases/dave\r\n\r\n")
+	// The peer's address is in a Federation range (a partner over a VPN);
+	// the internal service's is not.
+	p := &CallbackPolicy{Federation: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}
+	c := &Client{Guard: p.Dialable, Federation: p.Discovered, Dialer: HostMap{"im.peer.test": peer.Addr().String()}}
+	foreign := func(host string) (*Answer, error) {
+		return c.Do(context.Background(), Outbound{URL: URL{Host: host, Path: "/instmsg/aliases/dave"}, Redirects: 3, Foreign: true})
+	}
+	expect := func(what string, want ...net.Listener) {
+		t.Helper()
+		for _, ln := range want {
+			if got := <-reached; got != ln.Addr().String() {
+				t.Errorf("%s: reached %s, want %s", what, got, ln.Addr())
+			}
+		}
+		select {
+		case got := <-reached:
+			t.Errorf("%s: also reached %s", what, got)
+		default:
+		}
+	}
+	// Found by DNS at a loopback address: refused before connecting.
+	if _, err := foreign(internal.Addr().String()); !errors.Is(err, ErrRefusedAddress) || !strings.Contains(err.Error(), "loopback") {
+		t.Errorf("another organisation at a loopback address: %v, want refused", err)
+	}
+	expect("a loopback address")
+	// Found by DNS in the partner's range: reached; its redirect inside
+	// is refused.
+	if _, err := foreign(peer.Addr().String()); !errors.Is(err, ErrRefusedAddress) || !strings.Contains(err.Error(), "loopback") {
+		t.Errorf("a redirect to a loopback address: %v, want refused", err)
+	}
+	expect("a redirect inside", peer)
+	// The peer table's entry is trusted as given, with its redirect.
+	if ans, err := foreign("im.peer.test"); err != nil || ans.Status != 200 {
+		t.Errorf("a peer of the table: %v %v, want 200 after its redirect", ans, err)
+	}
+	expect("a peer of the table", peer, internal)
+	// A client's own listener (not foreign) is Guard's.
+	if ans, err := c.Do(context.Background(), Outbound{URL: URL{Host: internal.Addr().String()}}); err != nil || ans.Status != 200 {
+		t.Errorf("a client's listener: %v %v, want 200", ans, err)
+	}
+	expect("a client's listener", internal)
+}
+
 // TestSenderStatus: a sender learns 500 ("left the conversation") and
 // nothing else of a client's answer.
 func TestSenderStatus(t *testing.T) {

@@ -39,6 +39,14 @@ type Client struct {
 	// a Dialer that does not use NetDialer; an error fails the request as
 	// an unreachable peer would (CallbackPolicy.Dialable).
 	Guard func(netip.AddrPort) error
+	// Federation, when set, takes Guard's place for a request marked
+	// Outbound.Foreign (another organisation's URL) whose host the Dialer
+	// does not map (a peer table, as HostMap: its entries are the
+	// administrator's and trusted as given, with their redirects): those
+	// addresses come from DNS, which whoever controls that organisation's
+	// names controls (CallbackPolicy.Discovered). It is asked at each hop
+	// of a redirect.
+	Federation func(netip.AddrPort) error
 	// Buffers, when set, lends each exchange its reader and writer, which
 	// go back when it ends: a home server's NOTIFYs (one connection each)
 	// would otherwise allocate 8 KiB apiece for the collector to take back.
@@ -120,6 +128,20 @@ type Outbound struct {
 	// header and body to Location (servers do; Go's client would turn the
 	// request into a GET).
 	Redirects int
+	// Foreign marks a request to another organisation's URL, which the
+	// Client's Federation guard judges.
+	Foreign bool
+}
+
+// mapsHost reports whether d dials host through a table of its own (a
+// peer table with a Peer method, as HostMap and routernode's).
+func mapsHost(d any, host string) bool {
+	pt, ok := d.(interface{ Peer(string) (string, bool) })
+	if !ok {
+		return false
+	}
+	_, ok = pt.Peer(strings.ToLower(host))
+	return ok
 }
 
 // MaxAnswerBody bounds a body read with Outbound.ReadBody.
@@ -138,6 +160,11 @@ type Answer struct {
 // req.Redirects allows. An error means no status was received: the peer
 // could not be reached or did not answer in time.
 func (c *Client) Do(ctx context.Context, req Outbound) (*Answer, error) {
+	if req.Foreign && mapsHost(c.Dialer, req.URL.Hostname()) {
+		// A peer the administrator's table names is trusted as given,
+		// its redirects too (as the router trusts it).
+		req.Foreign = false
+	}
 	for {
 		ans, err := c.do(ctx, req)
 		if err != nil || ans.Status != StatusMoved || req.Redirects <= 0 {
@@ -164,10 +191,14 @@ func (c *Client) do(ctx context.Context, req Outbound) (*Answer, error) {
 		addr = c.Proxy.Host
 	}
 	addr = DialAddr(addr)
+	guard := c.Guard
+	if req.Foreign && c.Federation != nil && c.Proxy == nil {
+		guard = c.Federation
+	}
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
-	if c.Guard != nil {
-		dctx = context.WithValue(dctx, guardKey{}, c.Guard)
+	if guard != nil {
+		dctx = context.WithValue(dctx, guardKey{}, guard)
 	}
 	var conn net.Conn
 	var err error
@@ -182,10 +213,10 @@ func (c *Client) do(ctx context.Context, req Outbound) (*Answer, error) {
 	defer conn.Close()
 	// NetDialer asked the Guard before connecting; another Dialer may not
 	// have: the address it reached is asked about now.
-	if c.Guard != nil && c.Dialer != nil {
+	if guard != nil && c.Dialer != nil {
 		ap, err := netip.ParseAddrPort(conn.RemoteAddr().String())
 		if err == nil {
-			err = c.Guard(ap)
+			err = guard(ap)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("connect %s: %w: %w", addr, ErrRefusedAddress, err)
@@ -294,6 +325,9 @@ func readAnswer(br *bufio.Reader) (*Answer, error) {
 // HostMap is a Dialer that connects to the address a host name maps to
 // (a federation peer table), and dials every other address as given.
 type HostMap map[string]string
+
+// Peer returns the address host maps to.
+func (m HostMap) Peer(host string) (string, bool) { a, ok := m[strings.ToLower(host)]; return a, ok }
 
 // DialContext implements Client's Dialer.
 func (m HostMap) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {

@@ -464,7 +464,8 @@ func (c *Cluster) directory(role string) (*projections.DB, *projections.Director
 
 func (c *Cluster) client() *rvp.Client {
 	policy := &rvp.CallbackPolicy{Own: c.own}
-	cl := &rvp.Client{DialTimeout: 2 * time.Second, Timeout: 5 * time.Second, Dialer: c.Dialer, Guard: policy.Dialable}
+	policy.Federation = c.opts.FederationAllow
+	cl := &rvp.Client{DialTimeout: 2 * time.Second, Timeout: 5 * time.Second, Dialer: c.Dialer, Guard: policy.Dialable, Federation: policy.Discovered}
 	if c.opts.Proxy != "" {
 		u, err := rvp.ParseURL(c.opts.Proxy)
 		if err != nil {

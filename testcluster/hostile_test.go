@@ -90,6 +90,35 @@ func TestHostileFederation(t *testing.T) {
 		{"alice's message to dave addressed to erin", func() *Response {
 			return alice.DoHost("im.acme.test", "NOTIFY", "/instmsg/aliases/dave", notificationBody("message", aliceURL, erinURL), alice.From(), "Content-Type: text/xml")
 		}, 403, false, false},
+		{"a principal of localhost", func() *Response {
+			return subscribeAs("http://localhost:4222/instmsg/aliases/x", "http://localhost:4222/instmsg/aliases/x")
+		}, 403, false, false},
+		{"a principal of a host of a local network", func() *Response {
+			return subscribeAs("http://sink:9200/instmsg/aliases/x", "http://sink:9200/instmsg/aliases/x")
+		}, 403, false, false},
+		{"alice logging in with her physical URL at another host as Call-Back", func() *Response {
+			return alice.Do("SUBSCRIBE", "/instmsg/aliases/alice", nil, alice.From(), "Notification-Type: pragma/notify",
+				"Call-Back: http://metadata.internal:9200/instmsg/local/im.example.test/instmsg/aliases/alice")
+		}, 403, false, false},
+		{"alice logging in with her own URL at another port as Call-Back", func() *Response {
+			return alice.Do("SUBSCRIBE", "/instmsg/aliases/alice", nil, alice.From(), "Notification-Type: pragma/notify",
+				"Call-Back: http://im.example.test:8222/instmsg/aliases/alice")
+		}, 403, false, false},
+		{"alice subscribing to dave as her physical URL at another host", func() *Response {
+			me := "http://sink.internal:9200/instmsg/local/im.example.test/instmsg/aliases/alice"
+			return alice.DoHost("im.acme.test", "SUBSCRIBE", "/instmsg/aliases/dave", nil, "RVP-From-Principal: "+me,
+				"Notification-Type: update/propchange", "Call-Back: "+me)
+		}, 403, false, false},
+		{"alice's message to bob from her physical URL at another organisation's host", func() *Response {
+			return alice.Do("NOTIFY", "/instmsg/aliases/bob",
+				notificationBody("message", "http://im.partner.test/instmsg/local/im.example.test/instmsg/aliases/alice", bobURL),
+				alice.From(), "Content-Type: text/xml")
+		}, 403, false, false},
+		{"alice's message to bob from her physical URL at her home server (a positive control)", func() *Response {
+			return alice.Do("NOTIFY", "/instmsg/aliases/bob",
+				notificationBody("message", "http://"+a.Gateways[0].Addr+"/instmsg/local/im.example.test/instmsg/aliases/alice", bobURL),
+				alice.From(), "Content-Type: text/xml")
+		}, 200, true, true},
 		{"dave's genuine message (a positive control)", func() *Response {
 			return notifyAs(daveURL, notificationBody("message", daveURL, aliceURL))
 		}, 200, true, true},

@@ -263,6 +263,9 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 	// Every connection the home nodes and the router make is guarded:
 	// never this server's own listeners, nor an address that is no one's.
 	outbound.Guard = callBacks.Dialable
+	// Another organisation's URL (a foreign watcher's Call-Back) is
+	// reached at public addresses only, unless the peer table names it.
+	outbound.Federation = callBacks.Discovered
 	o := newOps(s.holder, s.nc, s.log.With("component", "ops"))
 	o.roles = s.roleNames()
 	if w := s.site.siteWatch(); w != nil {
