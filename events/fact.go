@@ -48,6 +48,7 @@ const (
 	EndLoggedOut    = "logged-out"  // a view ended with the last login subscription
 	EndUnreachable  = "unreachable" // the callback did not answer several NOTIFYs in a row
 	EndMoved        = "moved"       // the user moved to another home server, which holds it now
+	EndReplaced     = "replaced"    // the node (or its subscriber) had the most it may: the one lapsing first made room
 )
 
 // SubscriptionEnded records the end of a subscription.

@@ -53,6 +53,15 @@ func (c *core) decideSubscribe(d *decision, e *events.Subscribe, now time.Time) 
 	if full, err := c.full(d, r, kind, now); err != nil || full {
 		return d, err
 	}
+	subscriber := r.From
+	if subscriber == "" {
+		subscriber = cb.String()
+	}
+	if kind == events.NotifyPropChange {
+		if err := c.makeRoom(d, r, subscriber, now); err != nil {
+			return nil, err
+		}
+	}
 	id, err := c.State.NextID()
 	if err != nil {
 		return nil, err
@@ -61,10 +70,6 @@ func (c *core) decideSubscribe(d *decision, e *events.Subscribe, now time.Time) 
 		return d.fail(r, rvp.StatusUnavailable, "subscription ids of home server %s are exhausted", c.Home)
 	}
 	secs := clampSeconds(e.Lifetime, c.policy.MinLifetime, c.policy.MaxLifetime, c.policy.DefaultLifetime)
-	subscriber := r.From
-	if subscriber == "" {
-		subscriber = cb.String()
-	}
 	d.facts = append(d.facts, &events.SubscriptionCreated{
 		Meta: c.meta(r, now), Node: r.Node, ID: id, Kind: kind, CallBack: cb.String(), Watcher: e.CallBackUser,
 		Subscriber: subscriber, SubscriberUser: r.FromUser, NodeURL: r.NodeURL, Lifetime: secs, Expires: now.Add(seconds(secs)),
@@ -115,6 +120,38 @@ func (c *core) full(d *decision, r *events.Req, kind string, now time.Time) (boo
 	d.fail(r, rvp.StatusUnavailable, "%s has %d watchers, the most a node may have", r.Node, n)
 	d.reply.RetryAfter = retryAfter(5 * time.Minute)
 	return true, nil
+}
+
+// makeRoom ends the property subscription of r's subscriber on r's node
+// that lapses first when the subscriber holds MaxWatchesPerSubscriber of
+// them already, so that no one subscriber takes a node's watcher slots
+// (a user of ours is known by its user, another organisation's principal
+// by its URL). A node with fewer watchers in all is not read.
+func (c *core) makeRoom(d *decision, r *events.Req, subscriber string, now time.Time) error {
+	n, err := c.State.CountWatchers(r.Node, nil)
+	if err != nil || n < c.policy.MaxWatchesPerSubscriber {
+		return err
+	}
+	watchers, err := c.State.Watchers(r.Node)
+	if err != nil {
+		return err
+	}
+	var first *projections.Subscription
+	mine := 0
+	for i := range watchers {
+		s := &watchers[i]
+		if !r.FromUser.IsZero() && s.SubscriberUser != r.FromUser || r.FromUser.IsZero() && (!s.SubscriberUser.IsZero() || s.Subscriber != subscriber) {
+			continue
+		}
+		mine++
+		if first == nil || s.Expires.Before(first.Expires) {
+			first = s
+		}
+	}
+	if mine >= c.policy.MaxWatchesPerSubscriber {
+		d.facts = append(d.facts, &events.SubscriptionEnded{Meta: c.meta(r, now), Node: r.Node, ID: first.ID, Reason: events.EndReplaced})
+	}
+	return nil
 }
 
 // retryAfter is a Retry-After in seconds: at least 1, at most an hour.
@@ -407,8 +444,21 @@ func (c *core) decidePropPatch(d *decision, e *events.PropPatch, now time.Time) 
 		id := int32(0)
 		if view != nil {
 			id = view.ID
-		} else if id, err = c.State.NextID(); err != nil {
-			return nil, err
+		} else {
+			if len(views) >= c.policy.MaxViews {
+				// A client naming view ids no one has would make a view
+				// each time: the one lapsing first makes room.
+				first := &views[0]
+				for i := range views {
+					if views[i].Expires.Before(first.Expires) {
+						first = &views[i]
+					}
+				}
+				d.facts = append(d.facts, &events.ViewEnded{Meta: meta, Node: r.Node, ID: first.ID, Reason: events.EndReplaced})
+			}
+			if id, err = c.State.NextID(); err != nil {
+				return nil, err
+			}
 		}
 		lease.ViewID = id
 		d.facts = append(d.facts, &events.ViewSet{Meta: meta, Node: r.Node, ID: id, Value: u.Value, Default: u.Default,

@@ -2,6 +2,7 @@ package homenode
 
 import (
 	"errors"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -735,6 +736,66 @@ func TestLimits(t *testing.T) {
 			t.Errorf("no Retry-After")
 		}
 	})
+	t.Run("views: a new view beyond MaxViews ends the one lapsing first", func(t *testing.T) {
+		w := newWorld(t)
+		w.policy.MaxViews = 3
+		var ids []int32
+		for i := range 5 {
+			w.now = w.now.Add(time.Minute)
+			// A view id no one has, each time, from one address.
+			d := w.do(&events.PropPatch{Req: w.req("p"+strconv.Itoa(i), "ann", "ann", "10.0.0.1"),
+				State: &events.StateUpdate{Value: "online", Default: "offline", Timeout: 14400, ViewID: int32(1_000_000 + i)}})
+			wantStatus(t, d, 207)
+			ids = append(ids, d.reply.Lease.ViewID)
+			if ended := endedViews(d); i < 3 && len(ended) != 0 || i >= 3 && !slices.Equal(ended, []int32{ids[i-3]}) {
+				t.Errorf("PROPPATCH %d ended views %v; want %v", i, ended, ids[max(0, i-3):i-2])
+			}
+		}
+		vs, err := w.st.Views(user("ann"))
+		if err != nil || len(vs) != 3 {
+			t.Fatalf("ann has %d views (%v), want 3", len(vs), err)
+		}
+		for _, v := range vs {
+			if !slices.Contains(ids[2:], v.ID) {
+				t.Errorf("view %d is left; want the three newest %v", v.ID, ids[2:])
+			}
+		}
+	})
+	t.Run("watches: one subscriber holds at most MaxWatchesPerSubscriber of a node's", func(t *testing.T) {
+		w := newWorld(t)
+		w.policy.MaxWatchesPerSubscriber = 3
+		sub := func(id, from string, fromUser bool) *decision {
+			r := w.req(id, from, "ann", "10.0.0.3")
+			in := &events.Subscribe{Req: r, NotificationType: events.NotifyPropChange, CallBack: nodeURL(from), CallBackUser: user(from), Lifetime: 14400}
+			if !fromUser { // another organisation's principal, without credentials
+				in.Req.From, in.Req.FromUser, in.Req.Auth = "http://im.acme.test/instmsg/aliases/"+from, events.User{}, events.Identity{}
+				in.CallBack, in.CallBackUser = in.Req.From, events.User{}
+			}
+			w.now = w.now.Add(time.Minute)
+			return w.do(in)
+		}
+		var bens []int32
+		for i := range 5 {
+			d := sub("b"+strconv.Itoa(i), "ben", true)
+			wantStatus(t, d, 207)
+			bens = append(bens, d.reply.SubscriptionID)
+			if ended := endedSubs(d); i < 3 && len(ended) != 0 || i >= 3 && !slices.Equal(ended, []int32{bens[i-3]}) {
+				t.Errorf("ben's subscription %d ended %v", i, ended)
+			}
+		}
+		// Another subscriber's are its own count.
+		if d := sub("c", "cat", true); d.reply.Status != 207 || len(endedSubs(d)) != 0 {
+			t.Errorf("cat's subscription: %d, ended %v", d.reply.Status, endedSubs(d))
+		}
+		for i := range 4 {
+			if d := sub("x"+strconv.Itoa(i), "xavier", false); d.reply.Status != 207 || i < 3 && len(endedSubs(d)) != 0 || i == 3 && len(endedSubs(d)) != 1 {
+				t.Errorf("acme's xavier's subscription %d: %d %s, ended %v", i, d.reply.Status, d.reply.Error, endedSubs(d))
+			}
+		}
+		if n, err := w.st.CountWatchers(user("ann"), nil); err != nil || n != 3+1+3 {
+			t.Errorf("ann has %d watchers (%v), want 7: ben's 3, cat's and xavier's 3", n, err)
+		}
+	})
 	t.Run("one decision sends at most MaxFanout NOTIFYs", func(t *testing.T) {
 		w := newWorld(t)
 		w.policy.MaxFanout = 2
@@ -748,4 +809,26 @@ func TestLimits(t *testing.T) {
 			t.Errorf("%d sent, %d left out; want 2 and 2", len(d.notes), d.unsent)
 		}
 	})
+}
+
+// endedViews returns the ids of the views d ends.
+func endedViews(d *decision) []int32 {
+	var out []int32
+	for _, f := range d.facts {
+		if e, ok := f.(*events.ViewEnded); ok && e.Reason == events.EndReplaced {
+			out = append(out, e.ID)
+		}
+	}
+	return out
+}
+
+// endedSubs returns the ids of the subscriptions d ends to make room.
+func endedSubs(d *decision) []int32 {
+	var out []int32
+	for _, f := range d.facts {
+		if e, ok := f.(*events.SubscriptionEnded); ok && e.Reason == events.EndReplaced {
+			out = append(out, e.ID)
+		}
+	}
+	return out
 }

@@ -46,6 +46,17 @@ type Policy struct {
 	// MaxWatchers bounds the property subscriptions on a node; more are
 	// refused with 503 and a Retry-After. Default 4096.
 	MaxWatchers int
+	// MaxWatchesPerSubscriber bounds the property subscriptions one
+	// subscriber (a watcher of ours, or another organisation's principal)
+	// holds on one node, so that no one takes a node's MaxWatchers alone:
+	// a new one beyond it ends the subscriber's one that lapses first
+	// (librvp subscribes afresh at each sign-in and leaves the old ones to
+	// lapse, so a new subscription is never refused for it). Default 32.
+	MaxWatchesPerSubscriber int
+	// MaxViews bounds the presence views on a node (one a client, as
+	// MaxLogins): a state set through a new view beyond it ends the view
+	// that lapses first. Default 64.
+	MaxViews int
 	// MaxFanout bounds the NOTIFYs one decision sends (a change of presence
 	// told to watchers' clients); beyond it they are dropped and counted.
 	// Default 8192.
@@ -69,6 +80,9 @@ func DefaultPolicy() Policy {
 		MaxLogins:           64,
 		MaxWatchers:         4096,
 		MaxFanout:           8192,
+
+		MaxWatchesPerSubscriber: 32,
+		MaxViews:                64,
 	}
 }
 
@@ -100,7 +114,8 @@ func (p Policy) withDefaults() Policy {
 	for _, v := range []struct {
 		p *int
 		d int
-	}{{&p.MaxLogins, d.MaxLogins}, {&p.MaxWatchers, d.MaxWatchers}, {&p.MaxFanout, d.MaxFanout}} {
+	}{{&p.MaxLogins, d.MaxLogins}, {&p.MaxWatchers, d.MaxWatchers}, {&p.MaxFanout, d.MaxFanout},
+		{&p.MaxWatchesPerSubscriber, d.MaxWatchesPerSubscriber}, {&p.MaxViews, d.MaxViews}} {
 		if *v.p <= 0 {
 			*v.p = v.d
 		}
