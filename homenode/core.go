@@ -45,6 +45,10 @@ type (
 	// resumed is a message accepted before the node stopped, whose
 	// delivery never finished: it is delivered again, not accepted again.
 	resumed struct{ e *events.Notify }
+	// lapsed is a message accepted before the node stopped, whose
+	// delivery never finished and whose sender stopped waiting before a
+	// node took it up again: its end is recorded, undelivered.
+	lapsed struct{ e *events.Notify }
 	// expiry is a subscription or view whose time has come.
 	expiry projections.Due
 	// outcome is what delivering a message came to.
@@ -150,6 +154,12 @@ func decide(v View, p Policy, in any, now time.Time) (*decision, error) {
 				d.msgID += "/resumed"
 			}
 		}
+	case lapsed:
+		// The sender was answered 504 at its deadline; the record would
+		// otherwise show the message accepted and never ended.
+		r := &e.e.Req
+		d = &decision{msgID: r.ID + "/lapsed", facts: []events.Fact{
+			&events.MessageDelivered{Meta: c.meta(r, now), Node: r.Node, Status: rvp.StatusGatewayTimeout}}}
 	case expiry:
 		d, err = c.decideExpiry(projections.Due(e), now)
 	case outcome:

@@ -50,14 +50,15 @@ func (c *core) decideSubscribe(d *decision, e *events.Subscribe, now time.Time) 
 	default:
 		return d.fail(r, rvp.StatusBadRequest, "Notification-Type %q is neither %s nor %s", e.NotificationType, events.NotifyPragma, events.NotifyPropChange)
 	}
-	if full, err := c.full(d, r, kind, now); err != nil || full {
+	watchers, full, err := c.full(d, r, kind, now)
+	if err != nil || full {
 		return d, err
 	}
 	subscriber := r.From
 	if subscriber == "" {
 		subscriber = cb.String()
 	}
-	if kind == events.NotifyPropChange {
+	if kind == events.NotifyPropChange && watchers >= c.policy.MaxWatchesPerSubscriber {
 		if err := c.makeRoom(d, r, subscriber, now); err != nil {
 			return nil, err
 		}
@@ -96,12 +97,13 @@ func (c *core) decideSubscribe(d *decision, e *events.Subscribe, now time.Time) 
 // full refuses a subscription the node has no room for: more logins
 // (callback endpoints) than MaxLogins, more watchers than MaxWatchers.
 // The answer is 503 with a Retry-After: for a login, when the first of
-// the node's logins lapses.
-func (c *core) full(d *decision, r *events.Req, kind string, now time.Time) (bool, error) {
+// the node's logins lapses. For a property subscription it returns the
+// node's watchers too.
+func (c *core) full(d *decision, r *events.Req, kind string, now time.Time) (watchers int, full bool, err error) {
 	if kind == events.NotifyPragma {
 		logins, err := c.State.Logins(r.Node)
 		if err != nil || len(logins) < c.policy.MaxLogins {
-			return false, err
+			return 0, false, err
 		}
 		first := logins[0].Expires
 		for _, l := range logins {
@@ -111,27 +113,24 @@ func (c *core) full(d *decision, r *events.Req, kind string, now time.Time) (boo
 		}
 		d.fail(r, rvp.StatusUnavailable, "%s has %d logins, the most a node may have; end one (UNSUBSCRIBE) or wait for one to lapse", r.Node, len(logins))
 		d.reply.RetryAfter = retryAfter(first.Sub(now))
-		return true, nil
+		return 0, true, nil
 	}
 	n, err := c.State.CountWatchers(r.Node, nil)
 	if err != nil || n < c.policy.MaxWatchers {
-		return false, err
+		return n, false, err
 	}
 	d.fail(r, rvp.StatusUnavailable, "%s has %d watchers, the most a node may have", r.Node, n)
 	d.reply.RetryAfter = retryAfter(5 * time.Minute)
-	return true, nil
+	return n, true, nil
 }
 
 // makeRoom ends the property subscription of r's subscriber on r's node
 // that lapses first when the subscriber holds MaxWatchesPerSubscriber of
 // them already, so that no one subscriber takes a node's watcher slots
 // (a user of ours is known by its user, another organisation's principal
-// by its URL). A node with fewer watchers in all is not read.
+// by its URL). Its caller reads it only for a node with that many
+// watchers in all.
 func (c *core) makeRoom(d *decision, r *events.Req, subscriber string, now time.Time) error {
-	n, err := c.State.CountWatchers(r.Node, nil)
-	if err != nil || n < c.policy.MaxWatchesPerSubscriber {
-		return err
-	}
 	watchers, err := c.State.Watchers(r.Node)
 	if err != nil {
 		return err

@@ -449,6 +449,20 @@ func TestMessages(t *testing.T) {
 			t.Errorf("resumed: facts %v, delivery %v, id %s", types(d), d.deliver != nil, d.msgID)
 		}
 	})
+	t.Run("a lapsed delivery is recorded as not delivered", func(t *testing.T) {
+		w := newWorld(t)
+		w.login("ann", "10.0.0.1", annCB)
+		m := msg(w, "m", "ben", "ann", "DeepOr", 1)
+		w.do(m)
+		w.now = w.now.Add(time.Minute)
+		d := w.decide(lapsed{m})
+		if d.deliver != nil || d.reply != nil || d.msgID != "m/lapsed" || len(d.facts) != 1 {
+			t.Fatalf("lapsed: facts %v, delivery %v, reply %v, id %s", types(d), d.deliver != nil, d.reply, d.msgID)
+		}
+		if md, ok := d.facts[0].(*events.MessageDelivered); !ok || md.Status != 504 || md.Node != user("ann") || md.Meta.Request != "m" {
+			t.Errorf("lapsed: %+v, want ann's message m ended 504", d.facts[0])
+		}
+	})
 	t.Run("outcomes", func(t *testing.T) {
 		fail := errors.New("connection refused")
 		type result struct {

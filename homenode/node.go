@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -984,10 +985,18 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 			s.msg = m // still delivering: its outcome acknowledges it
 			return nil
 		}
-		if e, ok := req.(*events.Notify); ok && !now.After(r.Deadline) {
-			// Accepted before a restart, its delivery never finished.
-			log().Info("resuming an interrupted delivery")
-			return n.input(ctx, &pending{in: resumed{e}, msg: m, replyTo: replyTo})
+		if e, ok := req.(*events.Notify); ok {
+			// Accepted before a restart, its delivery never finished. A
+			// SingleHop sender was told 200 when it was accepted, however
+			// late it now is; another was answered 504 at its deadline,
+			// after which the message would come unlooked for: its end is
+			// recorded instead.
+			if !now.After(r.Deadline) || strings.EqualFold(e.AckType, "SingleHop") {
+				log().Info("resuming an interrupted delivery")
+				return n.input(ctx, &pending{in: resumed{e}, msg: m, replyTo: replyTo})
+			}
+			log().Info("an interrupted delivery past its sender's deadline; recorded as not delivered", "deadline", r.Deadline)
+			return n.input(ctx, &pending{in: lapsed{e}, msg: m})
 		}
 		return m.Ack()
 	}
@@ -1056,6 +1065,8 @@ func (n *Node) input(ctx context.Context, p *pending) error {
 		n.seen.add(in.Request().ID, p.d.deliver != nil)
 	case resumed:
 		n.seen.add(in.e.ID, p.d.deliver != nil)
+	case lapsed:
+		n.seen.add(in.e.ID, false)
 	}
 	n.decided.Add(1)
 	n.metrics.decided()
