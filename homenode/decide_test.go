@@ -761,7 +761,7 @@ func TestLimits(t *testing.T) {
 				State: &events.StateUpdate{Value: "online", Default: "offline", Timeout: 14400, ViewID: int32(1_000_000 + i)}})
 			wantStatus(t, d, 207)
 			ids = append(ids, d.reply.Lease.ViewID)
-			if ended := endedViews(d); i < 3 && len(ended) != 0 || i >= 3 && !slices.Equal(ended, []int32{ids[i-3]}) {
+			if ended, _ := replaced(d); i < 3 && len(ended) != 0 || i >= 3 && !slices.Equal(ended, []int32{ids[i-3]}) {
 				t.Errorf("PROPPATCH %d ended views %v; want %v", i, ended, ids[max(0, i-3):i-2])
 			}
 		}
@@ -788,22 +788,23 @@ func TestLimits(t *testing.T) {
 			w.now = w.now.Add(time.Minute)
 			return w.do(in)
 		}
+		ended := func(d *decision) []int32 { _, subs := replaced(d); return subs }
 		var bens []int32
 		for i := range 5 {
 			d := sub("b"+strconv.Itoa(i), "ben", true)
 			wantStatus(t, d, 207)
 			bens = append(bens, d.reply.SubscriptionID)
-			if ended := endedSubs(d); i < 3 && len(ended) != 0 || i >= 3 && !slices.Equal(ended, []int32{bens[i-3]}) {
+			if _, ended := replaced(d); i < 3 && len(ended) != 0 || i >= 3 && !slices.Equal(ended, []int32{bens[i-3]}) {
 				t.Errorf("ben's subscription %d ended %v", i, ended)
 			}
 		}
 		// Another subscriber's are its own count.
-		if d := sub("c", "cat", true); d.reply.Status != 207 || len(endedSubs(d)) != 0 {
-			t.Errorf("cat's subscription: %d, ended %v", d.reply.Status, endedSubs(d))
+		if d := sub("c", "cat", true); d.reply.Status != 207 || len(ended(d)) != 0 {
+			t.Errorf("cat's subscription: %d, ended %v", d.reply.Status, ended(d))
 		}
 		for i := range 4 {
-			if d := sub("x"+strconv.Itoa(i), "xavier", false); d.reply.Status != 207 || i < 3 && len(endedSubs(d)) != 0 || i == 3 && len(endedSubs(d)) != 1 {
-				t.Errorf("acme's xavier's subscription %d: %d %s, ended %v", i, d.reply.Status, d.reply.Error, endedSubs(d))
+			if d := sub("x"+strconv.Itoa(i), "xavier", false); d.reply.Status != 207 || i < 3 && len(ended(d)) != 0 || i == 3 && len(ended(d)) != 1 {
+				t.Errorf("acme's xavier's subscription %d: %d %s, ended %v", i, d.reply.Status, d.reply.Error, ended(d))
 			}
 		}
 		if n, err := w.st.CountWatchers(user("ann"), nil); err != nil || n != 3+1+3 {
@@ -825,24 +826,20 @@ func TestLimits(t *testing.T) {
 	})
 }
 
-// endedViews returns the ids of the views d ends.
-func endedViews(d *decision) []int32 {
-	var out []int32
+// replaced returns the ids of the views and of the subscriptions d ends
+// to make room for a new one.
+func replaced(d *decision) (views, subs []int32) {
 	for _, f := range d.facts {
-		if e, ok := f.(*events.ViewEnded); ok && e.Reason == events.EndReplaced {
-			out = append(out, e.ID)
+		switch e := f.(type) {
+		case *events.ViewEnded:
+			if e.Reason == events.EndReplaced {
+				views = append(views, e.ID)
+			}
+		case *events.SubscriptionEnded:
+			if e.Reason == events.EndReplaced {
+				subs = append(subs, e.ID)
+			}
 		}
 	}
-	return out
-}
-
-// endedSubs returns the ids of the subscriptions d ends to make room.
-func endedSubs(d *decision) []int32 {
-	var out []int32
-	for _, f := range d.facts {
-		if e, ok := f.(*events.SubscriptionEnded); ok && e.Reason == events.EndReplaced {
-			out = append(out, e.ID)
-		}
-	}
-	return out
+	return views, subs
 }
