@@ -51,10 +51,14 @@ func (n *Node) watchMoves(ctx context.Context, moves chan<- move) error {
 	}
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
+	// Next is given ctx too: an ordered consumer that is replacing its
+	// consumer (after a NATS server's loss) when Stop comes goes on with
+	// the new one, and Next would wait on it for ever (nats.go v1.55).
+	untilDone := jetstream.NextContext(ctx)
 	for {
-		m, err := it.Next()
+		m, err := it.Next(untilDone)
 		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("home %s: watch moves: %w", n.cfg.Home, err)

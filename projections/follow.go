@@ -171,15 +171,21 @@ func followOnce(ctx context.Context, js jetstream.JetStream, cfg FollowConfig, a
 	// batch whatever has arrived without blocking.
 	msgs := make(chan Msg, cfg.MaxBatch*2)
 	readErrs := make(chan error, 1)
+	// The reader's Next is given its own context as well as Stop: an
+	// ordered consumer that is replacing its consumer (after a NATS
+	// server's loss) when Stop comes goes on with the new one, and Next
+	// would wait on it for ever (nats.go v1.55).
+	rctx, rcancel := context.WithCancel(ctx)
+	untilStopped := jetstream.NextContext(rctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		defer close(msgs)
 		for {
-			m, err := it.Next()
+			m, err := it.Next(untilStopped)
 			if err != nil {
-				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) && rctx.Err() == nil {
 					readErrs <- err
 				}
 				return
@@ -197,7 +203,7 @@ func followOnce(ctx context.Context, js jetstream.JetStream, cfg FollowConfig, a
 			}
 		}
 	}()
-	stop := func() { it.Stop(); wg.Wait() }
+	stop := func() { rcancel(); it.Stop(); wg.Wait() }
 
 	batch := make([]Msg, 0, cfg.MaxBatch)
 	for {
