@@ -261,9 +261,9 @@ func (g *Gateway) checkForeignCallBack(req *rvp.Request, user events.User, reqHo
 }
 
 // limit charges a request to its sender's share (SenderLimits): the
-// authenticated user, else the client's address.
+// authenticated user, else the client's network (senderNetwork).
 func (g *Gateway) limit(req *rvp.Request, identity events.Identity, client string, bytes int) error {
-	key, anonymous := "addr "+client, true
+	key, anonymous := "addr "+senderNetwork(client), true
 	if !identity.User.IsZero() {
 		key, anonymous = "user "+identity.User.String(), false
 	}
@@ -278,6 +278,21 @@ func (g *Gateway) limit(req *rvp.Request, identity events.Identity, client strin
 	}
 	return &refusal{status: rvp.StatusTooManyRequests, retryAfter: wait,
 		msg: fmt.Sprintf("%s has sent more %s than its share at this server; retry in %s", who, what, wait.Round(time.Millisecond))}
+}
+
+// senderNetwork is what an anonymous sender is charged as: its IPv4
+// address, or its IPv6 /64 (one host is given a /64 and may send from any
+// address in it).
+func senderNetwork(client string) string {
+	a, err := netip.ParseAddr(client)
+	if err != nil {
+		return client
+	}
+	if a = a.Unmap(); a.Is6() {
+		p, _ := a.WithZone("").Prefix(64)
+		return p.String()
+	}
+	return a.String()
 }
 
 // retryAfter renders a wait as Retry-After's whole seconds, at least 1.
