@@ -17,6 +17,8 @@ type conn struct {
 	nc    net.Conn
 	g     *Gateway
 	state *ConnState
+	// addr is the client network it is counted under (Gateway.perAddr).
+	addr string
 	// movedAsked is the last request target answered with a 302 because
 	// its user moved to another home server.
 	movedAsked string

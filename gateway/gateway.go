@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -59,6 +60,11 @@ type Config struct {
 	// MaxConns bounds concurrent connections; more are refused with 503.
 	// Default 10000.
 	MaxConns int
+	// MaxConnsPerAddress bounds the concurrent connections of one client
+	// address (an IPv6 client's /64), so that no one address holds every
+	// connection; more are refused with 503. Many clients may share an
+	// address behind a NAT. Default MaxConns/8.
+	MaxConnsPerAddress int
 	// Limits bound requests. Zero fields take rvp's defaults.
 	Limits rvp.Limits
 	// Senders are each sender's share (messages and bytes a second). The
@@ -102,6 +108,7 @@ type Gateway struct {
 	mu       sync.Mutex
 	ln       net.Listener
 	conns    map[*conn]struct{}
+	perAddr  map[string]int // connections by client network (conn.addr)
 	closing  atomic.Bool
 	wg       sync.WaitGroup
 	inflight atomic.Int64
@@ -140,6 +147,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = 10000
+	}
+	if cfg.MaxConnsPerAddress <= 0 {
+		cfg.MaxConnsPerAddress = max(1, cfg.MaxConns/8)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -239,21 +249,44 @@ func (g *Gateway) Serve(ln net.Listener) error {
 			nc.Close()
 			return nil
 		}
+		addr := senderNetwork(remoteIP(nc))
 		full := len(g.conns) >= g.cfg.MaxConns
-		if !full {
+		crowded := !full && g.perAddr[addr] >= g.cfg.MaxConnsPerAddress
+		if !full && !crowded {
 			g.conns[c] = struct{}{}
+			if g.perAddr == nil {
+				g.perAddr = map[string]int{}
+			}
+			g.perAddr[addr]++
+			c.addr = addr
 			g.give(c)
 		}
 		g.mu.Unlock()
-		if full {
+		if full || crowded {
 			g.counters.connectionsRefused.Add(1)
-			g.log.Warn("connection refused: too many connections", "max", g.cfg.MaxConns, "client", nc.RemoteAddr().String())
+			msg := "too many connections; retry later"
+			if crowded {
+				msg = "too many connections from " + addr + "; close some, or retry later"
+				g.log.Warn("connection refused: too many connections from one address", "max", g.cfg.MaxConnsPerAddress, "client", nc.RemoteAddr().String())
+			} else {
+				g.log.Warn("connection refused: too many connections", "max", g.cfg.MaxConns, "client", nc.RemoteAddr().String())
+			}
 			nc.SetWriteDeadline(g.now().Add(time.Second))
-			respond(nil, nil, &refusal{status: rvp.StatusUnavailable, msg: "too many connections; retry later", close: true}).WriteTo(bufio.NewWriter(nc))
+			respond(nil, nil, &refusal{status: rvp.StatusUnavailable, msg: msg, close: true}).WriteTo(bufio.NewWriter(nc))
 			nc.Close()
 			continue
 		}
 	}
+}
+
+// remoteIP returns the address a connection comes from ("" when it has
+// none, as a pipe's).
+func remoteIP(nc net.Conn) string {
+	ap, err := netip.ParseAddrPort(nc.RemoteAddr().String())
+	if err != nil {
+		return ""
+	}
+	return ap.Addr().String()
 }
 
 // workerIdle is how long a worker that has served its connection waits
@@ -285,6 +318,11 @@ func (g *Gateway) worker(c *conn) {
 		bw.Reset(nil)
 		g.mu.Lock()
 		delete(g.conns, c)
+		if c.addr != "" {
+			if g.perAddr[c.addr]--; g.perAddr[c.addr] <= 0 {
+				delete(g.perAddr, c.addr)
+			}
+		}
 		g.mu.Unlock()
 		g.idleMu.Lock()
 		g.idle = append(g.idle, next)

@@ -98,6 +98,9 @@ type Options struct {
 	RequestTimeout time.Duration
 	// Senders are the gateways' per-sender limits; zero: none.
 	Senders gateway.SenderLimits
+	// MaxConnsPerAddress is the gateways' bound on one address's
+	// connections; zero: theirs.
+	MaxConnsPerAddress int
 }
 
 // Cluster is a running deployment.
@@ -603,7 +606,7 @@ func (c *Cluster) startGateway(name string, ln net.Listener) *Role {
 		c.t.Fatal(err)
 	}
 	gw, err := gateway.New(gateway.Config{ID: name, JetStream: js, Conn: nc, Directory: dir, Auth: auth, Senders: c.opts.Senders,
-		Site: c.SiteName(), Sites: c.lostSites(), RequestTimeout: c.opts.RequestTimeout, Logger: quiet().With("gateway", name)})
+		MaxConnsPerAddress: c.opts.MaxConnsPerAddress, Site: c.SiteName(), Sites: c.lostSites(), RequestTimeout: c.opts.RequestTimeout, Logger: quiet().With("gateway", name)})
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -1,8 +1,12 @@
 package testcluster
 
 import (
+	"bufio"
+	"fmt"
+	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/gateway"
@@ -180,4 +184,51 @@ func TestGatewayStats(t *testing.T) {
 	if st.RateLimited != 1 || st.Unauthenticated == 0 || st.SignInsThrottled == 0 {
 		t.Errorf("gateway stats %+v: want 1 rate-limited, some unauthenticated and throttled", st)
 	}
+}
+
+// TestConnectionsPerAddress: one address holds at most MaxConnsPerAddress
+// of a gateway's connections; the next is answered 503 and closed, while
+// another address is served, and a connection closed makes room.
+func TestConnectionsPerAddress(t *testing.T) {
+	c := Start(t, Options{MaxConnsPerAddress: 3})
+	dial := func(from string) net.Conn {
+		t.Helper()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		nc, err := d.Dial("tcp", c.Addr())
+		if err != nil {
+			t.Fatalf("connect from %s: %v", from, err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		return nc
+	}
+	// status sends a request without credentials on nc and returns the
+	// answer's status line.
+	status := func(nc net.Conn) string {
+		t.Helper()
+		nc.SetDeadline(time.Now().Add(5 * time.Second))
+		nc.Write([]byte("PROPFIND /instmsg/aliases/alice HTTP/1.1\r\nHost: im.example.test\r\nDepth: 0\r\nContent-Length: 0\r\n\r\n"))
+		line, _ := bufio.NewReader(nc).ReadString('\n')
+		return strings.TrimSpace(line)
+	}
+	var held []net.Conn
+	for range 3 {
+		nc := dial("127.0.0.1")
+		if got := status(nc); !strings.Contains(got, " 401 ") {
+			t.Fatalf("connection %d from 127.0.0.1: %q, want 401", len(held)+1, got)
+		}
+		held = append(held, nc)
+	}
+	if got := status(dial("127.0.0.1")); !strings.Contains(got, " 503 ") {
+		t.Errorf("a fourth connection from 127.0.0.1: %q, want 503", got)
+	}
+	if got := status(dial("127.0.0.2")); !strings.Contains(got, " 401 ") {
+		t.Errorf("a connection from 127.0.0.2: %q, want 401 (its own share)", got)
+	}
+	held[0].Close()
+	Eventually(t, 5*time.Second, func() error {
+		if got := status(dial("127.0.0.1")); !strings.Contains(got, " 401 ") {
+			return fmt.Errorf("after one of its connections closed, another from 127.0.0.1: %q, want 401", got)
+		}
+		return nil
+	})
 }
