@@ -455,25 +455,105 @@ func (n *Node) reachability(ref subRef) func(int, error) {
 	}
 }
 
+// resendAfterTakeover tells the watchers of the users whose facts were
+// stored lately (usersChangedLately) their state, as a new owner of the
+// home server does: notifications the previous owner decided may not
+// have gone out before it died. When the stream cannot be read, every
+// watcher is told.
+func (n *Node) resendAfterTakeover(ctx context.Context) {
+	users, since, err := n.usersChangedLately(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		n.log.Warn("the facts stored lately could not be read; presence is re-sent to every watcher", "err", err)
+		if users, err = n.proj.Users(); err != nil {
+			n.log.Error("presence not re-sent after taking over", "err", err)
+			return
+		}
+	}
+	count := n.resendPresenceOf(ctx, users, nil)
+	n.log.Info("presence re-sent to watchers after taking over the home server", "users", len(users), "facts since", since, "notifications", count)
+}
+
+// usersChangedLately returns the users with a fact stored since
+// DeliveryTimeout and ClockSkew before the home server's last fact, and
+// that time: every notification decided before it was over by the time
+// the last fact was decided (Config.ResendPresence).
+func (n *Node) usersChangedLately(ctx context.Context) ([]events.User, time.Time, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	st, err := n.cfg.JetStream.Stream(ctx, n.stream)
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("stream %s: %w", n.stream, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("stream %s: %w", n.stream, err)
+	}
+	if info.State.Msgs == 0 {
+		return nil, time.Time{}, nil
+	}
+	since := info.State.LastTime.Add(-n.policy.DeliveryTimeout - n.cfg.ClockSkew)
+	cons, err := n.cfg.JetStream.OrderedConsumer(ctx, n.stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.FactFilter(n.cfg.Home)},
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   &since,
+		HeadersOnly:    true,
+	})
+	if err != nil {
+		return nil, since, fmt.Errorf("stream %s: read facts since %s: %w", n.stream, since, err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return nil, since, fmt.Errorf("stream %s: read facts since %s: %w", n.stream, since, err)
+	}
+	defer it.Stop()
+	seen := map[events.User]bool{}
+	var users []events.User
+	for next := jetstream.NextContext(ctx); ; {
+		m, err := it.Next(next)
+		if err != nil {
+			return nil, since, fmt.Errorf("stream %s: read facts since %s: %w", n.stream, since, err)
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return nil, since, err
+		}
+		if _, u, err := events.ParseFactSubject(m.Subject()); err == nil && !seen[u] {
+			seen[u] = true
+			users = append(users, u)
+		}
+		if md.Sequence.Stream >= info.State.LastSeq || md.NumPending == 0 {
+			return users, since, nil
+		}
+	}
+}
+
 // resendPresence tells every watcher of every user here the state it is
-// allowed to see, as a new owner of the home server does: notifications
-// the previous owner decided may not have gone out before it died.
-// Clients take a state they already have without harm. It waits for room
-// in the delivery queue rather than drop, and stops when ctx ends.
-//
-// With homes, only the watchers homed on those home servers are told:
-// those of a site that is back (sites.go).
+// allowed to see. With homes, only the watchers homed on those home
+// servers are told: those of a site that is back (sites.go).
 func (n *Node) resendPresence(ctx context.Context, homes map[string]bool) {
 	users, err := n.proj.Users()
 	if err != nil {
-		n.log.Error("presence not re-sent after taking over", "err", err)
+		n.log.Error("presence not re-sent to a site", "err", err)
 		return
 	}
+	count := n.resendPresenceOf(ctx, users, homes)
+	n.log.Info("presence re-sent to the watchers homed at other sites", "home servers", len(homes), "notifications", count)
+}
+
+// resendPresenceOf tells the watchers of users (with homes, those homed
+// on those home servers only) the state they are allowed to see, and
+// returns how many notifications it sent. Clients take a state they
+// already have without harm. It waits for room in the delivery queue
+// rather than drop, and stops when ctx ends.
+func (n *Node) resendPresenceOf(ctx context.Context, users []events.User, homes map[string]bool) int {
 	submit := n.pool.submitWait(ctx)
 	count := 0
 	for _, u := range users {
 		if ctx.Err() != nil {
-			return
+			return count
 		}
 		var in any = resend(u)
 		if homes != nil {
@@ -490,9 +570,5 @@ func (n *Node) resendPresence(ctx context.Context, homes map[string]bool) {
 		count += len(d.notes) + len(d.relays)
 		n.sendNotes(d, submit)
 	}
-	if homes != nil {
-		n.log.Info("presence re-sent to the watchers homed at other sites", "home servers", len(homes), "notifications", count)
-		return
-	}
-	n.log.Info("presence re-sent to watchers after taking over the home server", "notifications", count)
+	return count
 }

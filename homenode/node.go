@@ -177,10 +177,19 @@ type Config struct {
 	QueueLen int
 	// SweepEvery is how often expiries are looked for. Default 500ms.
 	SweepEvery time.Duration
-	// ResendPresence makes the node tell every watcher the current state
-	// when it starts: set when it takes the home server over from a node
-	// that may have died with notifications undelivered.
+	// ResendPresence makes the node tell watchers the current state when
+	// it starts: set when it takes the home server over from a node that
+	// may have died with notifications undelivered. Every notification
+	// is over (sent, failed, or dropped unsent) DeliveryTimeout after it
+	// was decided, and the node that decided the stream's last fact was
+	// alive then: so only the watchers of the users whose facts were
+	// stored in the DeliveryTimeout (and ClockSkew) before the last one
+	// are told; after a quiet spell, none.
 	ResendPresence bool
+	// ClockSkew is how far the clocks of the home nodes and of the NATS
+	// servers that store their facts may differ (ResendPresence's window
+	// is widened by it). Default 30s.
+	ClockSkew time.Duration
 	// HandoffWait is how long requests for a user moved here are held
 	// back while the handoff from its former home server has not come;
 	// then they are decided without it (it merges when it comes). Default
@@ -348,6 +357,9 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.ClockSkew <= 0 {
+		cfg.ClockSkew = 30 * time.Second
+	}
 	if cfg.HandoffWait <= 0 {
 		cfg.HandoffWait = 3 * time.Second
 	}
@@ -469,7 +481,7 @@ func (n *Node) Run(parent context.Context) (err error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n.resendPresence(ctx, nil)
+			n.resendAfterTakeover(ctx)
 		}()
 	}
 	moves := make(chan move, 64)
@@ -610,9 +622,8 @@ func (n *Node) Run(parent context.Context) (err error) {
 		var stop func()
 		// The sites that answered already are back for this node, which
 		// re-sends them its users' presence (they may have been told its
-		// users were offline while it was away), unless it re-sends to
-		// every watcher anyway.
-		sites, stop = n.cfg.Sites.Changes(!n.cfg.ResendPresence)
+		// users were offline while it was away).
+		sites, stop = n.cfg.Sites.Changes(true)
 		defer stop()
 	}
 	n.log.Info("home node serving", "position", n.proj.Position(), "stream", n.stream)

@@ -1,10 +1,13 @@
 package homenode
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
 	"reflect"
 	"strings"
 	"testing"
@@ -300,5 +303,102 @@ func TestRecentRingModel(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestResendAfterTakeoverOnlyLately: a node that takes a home server over
+// tells the watchers of the users whose facts were stored within
+// DeliveryTimeout (and ClockSkew) of the last one, not every watcher:
+// anything older was over before the last fact was decided.
+func TestResendAfterTakeoverOnlyLately(t *testing.T) {
+	h := newHarnessWith(t, func(c *Config) { c.Policy.DeliveryTimeout, c.ClockSkew = 300*time.Millisecond, 100*time.Millisecond },
+		"ann", "ben", "cat", "dan")
+	// A callback that records whose state each NOTIFY carries.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	told := make(chan string, 64)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				if r, err := rvp.ReadRequest(bufio.NewReader(c), rvp.Limits{}); err == nil {
+					io.WriteString(c, "HTTP/1.1 200 Successful\r\n\r\n")
+					if from, _, ok := strings.Cut(string(r.Body), "</d:href>"); ok {
+						told <- from[strings.LastIndex(from, "/")+1:]
+					}
+				}
+			}()
+		}
+	}()
+	url := func(a string) string { return "http://im.example.test/instmsg/aliases/" + a }
+	n := 0
+	do := func(node, from string, in func(events.Req) events.Request) {
+		t.Helper()
+		now := time.Now().UTC()
+		n++
+		r := events.Req{ID: fmt.Sprintf("q%d", n), At: now, Deadline: now.Add(10 * time.Second), Gateway: "gw", Client: "127.0.0.1",
+			Node: events.NewUser("example.test", node), NodeURL: url(node), From: url(from), FromUser: events.NewUser("example.test", from),
+			Auth: events.Identity{Scheme: "ntlm", User: events.NewUser("example.test", from)}}
+		ev := in(r)
+		h.send(ev, false)
+		h.awaitReplies(map[string]string{r.ID: ev.Type()}, false)
+	}
+	login := func(r events.Req) events.Request {
+		return &events.Subscribe{Req: r, NotificationType: events.NotifyPragma, CallBack: "http://" + ln.Addr().String(), Lifetime: 3600}
+	}
+	watch := func(r events.Req) events.Request {
+		return &events.Subscribe{Req: r, NotificationType: events.NotifyPropChange, CallBack: r.From, CallBackUser: r.FromUser, Lifetime: 3600}
+	}
+	online := func(r events.Req) events.Request {
+		return &events.PropPatch{Req: r, State: &events.StateUpdate{Value: "online", Default: "offline", Timeout: 3600}}
+	}
+	expect := func(what, who string) {
+		t.Helper()
+		select {
+		case got := <-told:
+			if got != who {
+				t.Fatalf("%s: told of %s, want %s", what, got, who)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: no NOTIFY", what)
+		}
+	}
+	do("ben", "ben", login)
+	do("cat", "cat", login)
+	do("ann", "ben", watch)
+	do("dan", "cat", watch)
+	do("ann", "ann", online)
+	expect("ann online", "ann")
+	// ann's change is older than the window when dan's is stored.
+	time.Sleep(600 * time.Millisecond)
+	do("dan", "dan", online)
+	expect("dan online", "dan")
+
+	h.tweak = func(c *Config) {
+		c.Policy.DeliveryTimeout, c.ClockSkew = 300*time.Millisecond, 100*time.Millisecond
+		c.ResendPresence = true
+	}
+	h.restart()
+	expect("the takeover's re-sent presence", "dan")
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(h.logs.tail(1000), "presence re-sent to watchers after taking over"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the takeover's re-sending did not end")
+		}
+	}
+	if s := h.logs.tail(1000); !strings.Contains(s, "users=1 ") {
+		t.Errorf("the takeover re-sent the presence of other users than dan:\n%s", s)
+	}
+	select {
+	case got := <-told:
+		t.Errorf("the takeover also told of %s", got)
+	default:
 	}
 }
