@@ -499,7 +499,11 @@ func (c *core) decideNotify(d *decision, e *events.Notify, now time.Time) (*deci
 	}
 	meta := c.meta(r, now)
 	acc := &events.MessageAccepted{Meta: meta, Node: r.Node, AckType: e.AckType, HopCount: e.HopCount, Endpoints: len(targets), Body: e.Body}
-	if c.policy.OmitBodies {
+	// A message no one can be given is recorded by its size and digest:
+	// it was never said to anyone, and its body would make messages to
+	// users who are away a way to fill the store (the sender's share
+	// bounds only the rate).
+	if c.policy.OmitBodies || len(targets) == 0 {
 		sum := sha256.Sum256(e.Body)
 		acc.Body, acc.BodySize, acc.BodySHA256 = nil, len(e.Body), hex.EncodeToString(sum[:])
 	}

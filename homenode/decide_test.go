@@ -1,6 +1,8 @@
 package homenode
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"slices"
 	"strconv"
@@ -392,11 +394,16 @@ func TestMessages(t *testing.T) {
 			t.Errorf("accepted %+v", acc)
 		}
 	})
-	t.Run("nobody logged in: 412, recorded", func(t *testing.T) {
+	t.Run("nobody logged in: 412, recorded by its size and digest", func(t *testing.T) {
 		w := newWorld(t)
-		d := w.do(msg(w, "m", "ben", "ann", "DeepOr", 1))
+		m := msg(w, "m", "ben", "ann", "DeepOr", 1)
+		d := w.do(m)
 		wantStatus(t, d, 412)
 		wantStrings(t, "facts", types(d), []string{events.TypeMessageAccepted, events.TypeMessageDelivered})
+		sum := sha256.Sum256(m.Body)
+		if acc := d.facts[0].(*events.MessageAccepted); acc.Body != nil || acc.BodySize != len(m.Body) || acc.BodySHA256 != hex.EncodeToString(sum[:]) {
+			t.Errorf("accepted %+v: want no body, its size %d and digest", acc, len(m.Body))
+		}
 	})
 	t.Run("SingleHop is answered on acceptance", func(t *testing.T) {
 		w := newWorld(t)
