@@ -251,14 +251,17 @@ func (g *Gateway) Serve(ln net.Listener) error {
 		}
 		addr := senderNetwork(remoteIP(nc))
 		full := len(g.conns) >= g.cfg.MaxConns
-		crowded := !full && g.perAddr[addr] >= g.cfg.MaxConnsPerAddress
+		// A connection with no address (a pipe's) is counted in all only.
+		crowded := !full && addr != "" && g.perAddr[addr] >= g.cfg.MaxConnsPerAddress
 		if !full && !crowded {
 			g.conns[c] = struct{}{}
-			if g.perAddr == nil {
-				g.perAddr = map[string]int{}
+			if addr != "" {
+				if g.perAddr == nil {
+					g.perAddr = map[string]int{}
+				}
+				g.perAddr[addr]++
+				c.addr = addr
 			}
-			g.perAddr[addr]++
-			c.addr = addr
 			g.give(c)
 		}
 		g.mu.Unlock()

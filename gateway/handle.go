@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -454,10 +455,21 @@ func (g *Gateway) localUser(u rvp.URL, reqHost string) (events.User, *projection
 	return events.NewUser(dom.Domain, ref.Alias), dom, nil
 }
 
-// ourHost reports whether host (with or without its port) is a home
-// server's host or one of our IM domains' (principalDomain).
+// ourHost reports whether host is a home server's host, port and all (an
+// absent port and port 80 being the same), or one of our IM domains'
+// (principalDomain).
 func (g *Gateway) ourHost(host, reqHost string) (bool, error) {
-	for _, h := range []string{host, events.Hostname(host)} {
+	host = strings.ToLower(host)
+	same := []string{host}
+	if name, port, err := net.SplitHostPort(host); err != nil {
+		same = append(same, net.JoinHostPort(strings.Trim(host, "[]"), "80"))
+	} else if port == "80" {
+		same = append(same, name)
+		if strings.Contains(name, ":") {
+			same = append(same, "["+name+"]")
+		}
+	}
+	for _, h := range same {
 		if hs, err := g.cfg.Directory.HomeServerByHost(h); err != nil || hs != nil {
 			return hs != nil, err
 		}

@@ -207,6 +207,12 @@ func (g *Gateway) foreignSender(sender rvp.URL, from, reqHost string) bool {
 func (g *Gateway) checkCallBack(cb rvp.URL, cbUser events.User, base *events.Req, foreign bool, kind string) error {
 	login := strings.EqualFold(kind, events.NotifyPragma)
 	switch {
+	case login && foreign:
+		// Only a node's owner, or a user of ours with its rights, logs in
+		// to it: a client's address is nothing another organisation's
+		// principal, unauthenticated, may name.
+		g.counters.callBacksRefused.Add(1)
+		return refuse(rvp.StatusForbidden, "another organisation's principal (RVP-From-Principal %s) does not log in to a node here (pragma/notify): it subscribes to its properties (update/propchange) with its own URL as Call-Back", base.From)
 	case login:
 	case !cbUser.IsZero():
 		return nil

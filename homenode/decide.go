@@ -59,7 +59,7 @@ func (c *core) decideSubscribe(d *decision, e *events.Subscribe, now time.Time) 
 		subscriber = cb.String()
 	}
 	if kind == events.NotifyPropChange && watchers >= c.policy.MaxWatchesPerSubscriber {
-		if err := c.makeRoom(d, r, subscriber, now); err != nil {
+		if err := c.makeRoom(d, r, subscriber, e.CallBackUser, now); err != nil {
 			return nil, err
 		}
 	}
@@ -127,10 +127,11 @@ func (c *core) full(d *decision, r *events.Req, kind string, now time.Time) (wat
 // makeRoom ends the property subscription of r's subscriber on r's node
 // that lapses first when the subscriber holds MaxWatchesPerSubscriber of
 // them already, so that no one subscriber takes a node's watcher slots
-// (a user of ours is known by its user, another organisation's principal
-// by its URL). Its caller reads it only for a node with that many
-// watchers in all.
-func (c *core) makeRoom(d *decision, r *events.Req, subscriber string, now time.Time) error {
+// (a user of ours is known by its user and the watcher it subscribes for,
+// one with subscribe-others subscribing for others too; another
+// organisation's principal by its URL). Its caller reads it only for a
+// node with that many watchers in all.
+func (c *core) makeRoom(d *decision, r *events.Req, subscriber string, watcher events.User, now time.Time) error {
 	watchers, err := c.State.Watchers(r.Node)
 	if err != nil {
 		return err
@@ -139,7 +140,8 @@ func (c *core) makeRoom(d *decision, r *events.Req, subscriber string, now time.
 	mine := 0
 	for i := range watchers {
 		s := &watchers[i]
-		if !r.FromUser.IsZero() && s.SubscriberUser != r.FromUser || r.FromUser.IsZero() && (!s.SubscriberUser.IsZero() || s.Subscriber != subscriber) {
+		if !r.FromUser.IsZero() && (s.SubscriberUser != r.FromUser || s.Watcher != watcher) ||
+			r.FromUser.IsZero() && (!s.SubscriberUser.IsZero() || s.Subscriber != subscriber) {
 			continue
 		}
 		mine++

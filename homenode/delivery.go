@@ -460,8 +460,8 @@ func (n *Node) reachability(ref subRef) func(int, error) {
 // home server does: notifications the previous owner decided may not
 // have gone out before it died. When the stream cannot be read, every
 // watcher is told.
-func (n *Node) resendAfterTakeover(ctx context.Context) {
-	users, since, err := n.usersChangedLately(ctx)
+func (n *Node) resendAfterTakeover(ctx context.Context, state jetstream.StreamState) {
+	users, since, err := n.usersChangedLately(ctx, state)
 	if err != nil {
 		if ctx.Err() != nil {
 			return
@@ -477,24 +477,17 @@ func (n *Node) resendAfterTakeover(ctx context.Context) {
 }
 
 // usersChangedLately returns the users with a fact stored since
-// DeliveryTimeout and ClockSkew before the home server's last fact, and
-// that time: every notification decided before it was over by the time
-// the last fact was decided (Config.ResendPresence).
-func (n *Node) usersChangedLately(ctx context.Context) ([]events.User, time.Time, error) {
+// DeliveryTimeout and ClockSkew before the home server's last fact (in
+// state, the stream as the node found it before it appended its own), and
+// that time: every notification decided before it was over by the time the
+// last fact was decided (Config.ResendPresence).
+func (n *Node) usersChangedLately(ctx context.Context, state jetstream.StreamState) ([]events.User, time.Time, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	st, err := n.cfg.JetStream.Stream(ctx, n.stream)
-	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("stream %s: %w", n.stream, err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("stream %s: %w", n.stream, err)
-	}
-	if info.State.Msgs == 0 {
+	if state.Msgs == 0 {
 		return nil, time.Time{}, nil
 	}
-	since := info.State.LastTime.Add(-n.policy.DeliveryTimeout - n.cfg.ClockSkew)
+	since := state.LastTime.Add(-n.policy.DeliveryTimeout - n.cfg.ClockSkew)
 	cons, err := n.cfg.JetStream.OrderedConsumer(ctx, n.stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{events.FactFilter(n.cfg.Home)},
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
@@ -524,7 +517,7 @@ func (n *Node) usersChangedLately(ctx context.Context) ([]events.User, time.Time
 			seen[u] = true
 			users = append(users, u)
 		}
-		if md.Sequence.Stream >= info.State.LastSeq || md.NumPending == 0 {
+		if md.Sequence.Stream >= state.LastSeq || md.NumPending == 0 {
 			return users, since, nil
 		}
 	}

@@ -448,10 +448,11 @@ func (n *Node) Run(parent context.Context) (err error) {
 	if err := n.ensureSite(ctx); err != nil {
 		return err
 	}
-	last, err := n.streamLast(ctx)
+	state, err := n.streamState(ctx)
 	if err != nil {
 		return err
 	}
+	last := state.LastSeq
 	if outdated, err := n.proj.Outdated(); err != nil {
 		return fmt.Errorf("home %s: %w", n.cfg.Home, err)
 	} else if outdated || n.proj.Position() > last {
@@ -481,7 +482,9 @@ func (n *Node) Run(parent context.Context) (err error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n.resendAfterTakeover(ctx)
+			// The stream's last fact as this node found it, before it
+			// appended any of its own.
+			n.resendAfterTakeover(ctx, state)
 		}()
 	}
 	moves := make(chan move, 64)
@@ -718,18 +721,17 @@ func (n *Node) Run(parent context.Context) (err error) {
 	}
 }
 
-// streamLast returns the sequence of the last fact in the home server's
-// stream.
-func (n *Node) streamLast(ctx context.Context) (uint64, error) {
+// streamState returns the state of the home server's fact stream.
+func (n *Node) streamState(ctx context.Context) (jetstream.StreamState, error) {
 	st, err := n.cfg.JetStream.Stream(ctx, n.stream)
 	if err != nil {
-		return 0, fmt.Errorf("home %s: facts stream: %w", n.cfg.Home, err)
+		return jetstream.StreamState{}, fmt.Errorf("home %s: facts stream: %w", n.cfg.Home, err)
 	}
 	info, err := st.Info(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("home %s: facts stream: %w", n.cfg.Home, err)
+		return jetstream.StreamState{}, fmt.Errorf("home %s: facts stream: %w", n.cfg.Home, err)
 	}
-	return info.State.LastSeq, nil
+	return info.State, nil
 }
 
 // catchUp applies to the projection every fact of the home server from

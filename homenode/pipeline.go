@@ -109,11 +109,27 @@ func (n *Node) commit(ctx context.Context, p *pending) error {
 		return err
 	}
 	n.window = append(n.window, p)
-	if r, ok := p.in.(events.Request); ok {
-		n.inWindow[r.Request().ID] = p
+	if id := requestID(p.in); id != "" {
+		n.inWindow[id] = p
 	}
 	n.releaseReady()
 	return nil
+}
+
+// requestID returns the id of the request an input decides (a request, or
+// a message taken up again after a restart); "" for the node's own inputs.
+// A redelivery of that request while its facts are in flight is
+// acknowledged with them.
+func requestID(in any) string {
+	switch in := in.(type) {
+	case events.Request:
+		return in.Request().ID
+	case resumed:
+		return in.e.ID
+	case lapsed:
+		return in.e.ID
+	}
+	return ""
 }
 
 // ErrLeaseLapsed stops a node whose lease lapsed and was lost.
@@ -260,8 +276,8 @@ func (n *Node) releaseReady() {
 		p := n.window[0]
 		n.window[0] = nil
 		n.window = n.window[1:]
-		if r, ok := p.in.(events.Request); ok {
-			delete(n.inWindow, r.Request().ID)
+		if id := requestID(p.in); id != "" {
+			delete(n.inWindow, id)
 		}
 		n.release(p)
 	}

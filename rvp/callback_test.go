@@ -193,15 +193,22 @@ func TestClientFederation(t *testing.T) {
 	// The peer's address is in a Federation range (a partner over a VPN);
 	// the internal service's is not.
 	p := &CallbackPolicy{Federation: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}
-	c := &Client{Guard: p.Dialable, Federation: p.Discovered, Dialer: HostMap{"im.peer.test": peer.Addr().String()}}
+	// The peer table names the organisation by its domain: its IM host
+	// im.peer.test is its peer too, as the router looks it up.
+	c := &Client{Guard: p.Dialable, Federation: p.Discovered, Dialer: HostMap{"peer.test": peer.Addr().String()}}
 	foreign := func(host string) (*Answer, error) {
 		return c.Do(context.Background(), Outbound{URL: URL{Host: host, Path: "/instmsg/aliases/dave"}, Redirects: 3, Foreign: true})
 	}
 	expect := func(what string, want ...net.Listener) {
 		t.Helper()
 		for _, ln := range want {
-			if got := <-reached; got != ln.Addr().String() {
-				t.Errorf("%s: reached %s, want %s", what, got, ln.Addr())
+			select {
+			case got := <-reached:
+				if got != ln.Addr().String() {
+					t.Errorf("%s: reached %s, want %s", what, got, ln.Addr())
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("%s: %s not reached", what, ln.Addr())
 			}
 		}
 		select {

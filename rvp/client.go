@@ -133,15 +133,21 @@ type Outbound struct {
 	Foreign bool
 }
 
-// mapsHost reports whether d dials host through a table of its own (a
-// peer table with a Peer method, as HostMap and routernode's).
+// mapsHost reports whether d's peer table (a Peer method, as HostMap's
+// and routernode's) names host's organisation, as the router looks it up:
+// by host, then by the domain under an "im." host.
 func mapsHost(d any, host string) bool {
 	pt, ok := d.(interface{ Peer(string) (string, bool) })
 	if !ok {
 		return false
 	}
-	_, ok = pt.Peer(strings.ToLower(host))
-	return ok
+	name := strings.ToLower(host)
+	for _, k := range []string{name, strings.TrimPrefix(name, "im.")} {
+		if _, ok := pt.Peer(k); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // MaxAnswerBody bounds a body read with Outbound.ReadBody.
@@ -329,11 +335,17 @@ type HostMap map[string]string
 // Peer returns the address host maps to.
 func (m HostMap) Peer(host string) (string, bool) { a, ok := m[strings.ToLower(host)]; return a, ok }
 
-// DialContext implements Client's Dialer.
+// DialContext implements Client's Dialer: a host the table names (by
+// itself, or by its domain under an "im." host, as the router looks a peer
+// up) is dialled at its entry's address.
 func (m HostMap) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	if host, _, err := net.SplitHostPort(addr); err == nil {
-		if to, ok := m[strings.ToLower(host)]; ok {
-			addr = to
+		host = strings.ToLower(host)
+		for _, k := range []string{host, strings.TrimPrefix(host, "im.")} {
+			if to, ok := m[k]; ok {
+				addr = to
+				break
+			}
 		}
 	}
 	return NetDialer(ctx).DialContext(ctx, network, addr)

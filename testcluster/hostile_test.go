@@ -118,6 +118,12 @@ func TestHostileFederation(t *testing.T) {
 				notificationBody("message", "http://im.partner.test/instmsg/local/im.example.test/instmsg/aliases/alice", bobURL),
 				alice.From(), "Content-Type: text/xml")
 		}, 403, false, false},
+		{"alice's message to bob from her physical URL at another port of her home server's host", func() *Response {
+			host, _, _ := strings.Cut(a.Gateways[0].Addr, ":")
+			return alice.Do("NOTIFY", "/instmsg/aliases/bob",
+				notificationBody("message", "http://"+host+":1/instmsg/local/im.example.test/instmsg/aliases/alice", bobURL),
+				alice.From(), "Content-Type: text/xml")
+		}, 403, false, false},
 		{"alice's message to bob from her physical URL at her home server (a positive control)", func() *Response {
 			return alice.Do("NOTIFY", "/instmsg/aliases/bob",
 				notificationBody("message", "http://"+a.Gateways[0].Addr+"/instmsg/local/im.example.test/instmsg/aliases/alice", bobURL),

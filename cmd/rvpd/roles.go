@@ -75,6 +75,8 @@ type roleFlags struct {
 	logLevel, logFormat string
 	policy              homenode.Policy
 	requestTimeout      time.Duration
+	maxConns            int
+	maxConnsPerAddress  int
 	auditBodies         bool
 	ops                 string
 	pprof               string
@@ -119,6 +121,8 @@ func (f *roleFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.policy.MaxLifetime, "sub.max-lifetime", def.MaxLifetime, "longest subscription lifetime granted")
 	fs.DurationVar(&f.policy.DeliveryTimeout, "notify.timeout", def.DeliveryTimeout, "time to deliver a message to a recipient's clients (below -request.timeout)")
 	fs.DurationVar(&f.requestTimeout, "request.timeout", gateway.DefaultRequestTimeout, "time a gateway waits for a home node's answer (below librvp's 30s)")
+	fs.IntVar(&f.maxConns, "gateway.max-conns", 10000, "connections a gateway serves at once; more are answered 503")
+	fs.IntVar(&f.maxConnsPerAddress, "gateway.max-conns-per-address", 0, "connections one client address (an IPv6 client's /64) may hold at a gateway; more are answered 503 (0: an eighth of -gateway.max-conns; raise it for clients behind one large NAT)")
 	fs.BoolVar(&f.auditBodies, "audit.bodies", !def.OmitBodies, "keep message bodies in the facts (false: their size and SHA-256 only)")
 	f.streamFlags.register(fs)
 	fs.StringVar(&f.peers, "federation.peers", "", "federation peer table: host=host:port,... (an IM host or domain of another organisation and its router's address)")
@@ -349,7 +353,8 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 		if gw, err = gateway.New(gateway.Config{
 			ID: s.gatewayID, JetStream: s.js, Conn: s.nc, Directory: s.dir, DevDomain: s.devDomain, Auth: auth,
 			Senders: s.flags.senders, CallBacks: callBacks, Metrics: gateway.NewMetrics(o.reg), Site: s.streams.Site, Sites: s.site.lostSites(),
-			RequestTimeout: s.flags.requestTimeout, Logger: s.log.With("component", "gateway"),
+			RequestTimeout: s.flags.requestTimeout, MaxConns: s.flags.maxConns, MaxConnsPerAddress: s.flags.maxConnsPerAddress,
+			Logger: s.log.With("component", "gateway"),
 		}); err != nil {
 			return err
 		}
