@@ -16,8 +16,9 @@ import (
 // scenarios and the memory's sign-ins, rvpd's users all have state
 // (logins, views, watchers): each first look at a user reads it from a
 // cold store, and as rvpd takes its home server over from the process
-// that died it tells every watcher its buddy's state again. The relay
-// comes back empty, and tells no one.
+// that died it tells the watchers of the users changed lately (within
+// 40 s of the last fact) their state again: after the rest, none. The
+// relay comes back empty, and tells no one.
 func (b *bench) restartWave() {
 	c := b.cfg
 	for _, t := range b.targets {
