@@ -478,16 +478,24 @@ func (n *Node) resendAfterTakeover(ctx context.Context, state jetstream.StreamSt
 
 // usersChangedLately returns the users with a fact stored since
 // DeliveryTimeout and ClockSkew before the home server's last fact (in
-// state, the stream as the node found it before it appended its own), and
-// that time: every notification decided before it was over by the time the
-// last fact was decided (Config.ResendPresence).
+// state, the stream as the node found it before it appended its own), or
+// before the previous owner was last seen alive if that is later, and that
+// time: every notification decided before it was over by then
+// (Config.ResendPresence).
 func (n *Node) usersChangedLately(ctx context.Context, state jetstream.StreamState) ([]events.User, time.Time, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if state.Msgs == 0 {
 		return nil, time.Time{}, nil
 	}
-	since := state.LastTime.Add(-n.policy.DeliveryTimeout - n.cfg.ClockSkew)
+	alive := state.LastTime
+	if n.cfg.PreviousOwnerSeen.After(alive) {
+		alive = n.cfg.PreviousOwnerSeen
+	}
+	since := alive.Add(-n.policy.DeliveryTimeout - n.cfg.ClockSkew)
+	if since.After(state.LastTime) {
+		return nil, since, nil // the last fact is older: its notifications were over
+	}
 	cons, err := n.cfg.JetStream.OrderedConsumer(ctx, n.stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{events.FactFilter(n.cfg.Home)},
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,

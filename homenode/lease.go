@@ -43,6 +43,19 @@ type Lease struct {
 
 	mu    sync.Mutex
 	until time.Time // the lease is good until then (monotonic); zero: not held
+	// seen is when the lease's previous holder last wrote it, as the
+	// lease was last taken; zero when its key was gone.
+	seen time.Time
+}
+
+// PreviousHolderSeen returns when the node that held the lease before
+// this one last renewed it (or let it go), as it was last taken: that node
+// was alive then (the NATS server's clock). Zero when the lease had lapsed
+// out of the bucket, or was never held.
+func (l *Lease) PreviousHolderSeen() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.seen
 }
 
 // Owned reports whether this node holds the lease now: it was taken or
@@ -203,6 +216,9 @@ func (w *warmer) stop() {
 // or if this node held it before a restart. takeover is false only when
 // this node itself let it go last.
 func (l *Lease) acquire(ctx context.Context, key string) (rev uint64, takeover bool, err error) {
+	l.mu.Lock()
+	l.seen = time.Time{}
+	l.mu.Unlock()
 	rev, err = l.KV.Create(ctx, key, []byte(l.Holder))
 	if err == nil || !errors.Is(err, jetstream.ErrKeyExists) {
 		return rev, true, err
@@ -221,6 +237,11 @@ func (l *Lease) acquire(ctx context.Context, key string) (rev uint64, takeover b
 		return 0, false, errHeld{by: v}
 	}
 	rev, err = l.KV.Update(ctx, key, []byte(l.Holder), e.Revision())
+	if err == nil {
+		l.mu.Lock()
+		l.seen = e.Created()
+		l.mu.Unlock()
+	}
 	return rev, !(free && before == l.Holder), err
 }
 

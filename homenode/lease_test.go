@@ -22,6 +22,7 @@ type holders struct {
 	ns      *server.Server
 	serving sync.Map // holder → true while its serve runs
 	took    sync.Map // holder → the takeover flag of its last serve
+	seen    sync.Map // holder → its lease's PreviousHolderSeen at its last serve
 	now     atomic.Int32
 	most    atomic.Int32 // the most serving at once
 	serves  atomic.Int32 // serves begun
@@ -47,6 +48,7 @@ func (h *holders) start(name string) (stop func(), nc *nats.Conn) {
 				h.t.Errorf("%s serves and its lease says it is not owned", name)
 			}
 			h.took.Store(name, takeover)
+			h.seen.Store(name, l.PreviousHolderSeen())
 			h.serves.Add(1)
 			if n := h.now.Add(1); n > h.most.Load() {
 				h.most.Store(n)
@@ -129,6 +131,10 @@ func TestLeaseHandover(t *testing.T) {
 	stopA()
 	h.waitServing("b", ttl) // well before the lease would have lapsed
 	t.Logf("clean handover in %v", time.Since(start).Round(time.Millisecond))
+	// b knows when a was last seen: as it let go.
+	if seen, _ := h.seen.Load("b"); seen == nil || seen.(time.Time).Before(start.Add(-time.Second)) || seen.(time.Time).After(time.Now()) {
+		t.Errorf("b's lease says a was last seen at %v; a let go at %v", seen, start)
+	}
 	if m := h.most.Load(); m != 1 {
 		t.Errorf("%d nodes served at once during a clean handover", m)
 	}

@@ -186,6 +186,11 @@ type Config struct {
 	// stored in the DeliveryTimeout (and ClockSkew) before the last one
 	// are told; after a quiet spell, none.
 	ResendPresence bool
+	// PreviousOwnerSeen, when set, is when the previous owner was last
+	// known alive (Lease.PreviousHolderSeen: its last renewal): when later
+	// than the stream's last fact, ResendPresence's window ends there, as
+	// what it decided before was over by then too.
+	PreviousOwnerSeen time.Time
 	// ClockSkew is how far the clocks of the home nodes and of the NATS
 	// servers that store their facts may differ (ResendPresence's window
 	// is widened by it). Default 30s.

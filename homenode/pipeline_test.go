@@ -401,4 +401,24 @@ func TestResendAfterTakeoverOnlyLately(t *testing.T) {
 		t.Errorf("the takeover also told of %s", got)
 	default:
 	}
+
+	// The previous owner seen alive (its lease renewed) after the window
+	// of its last fact: its notifications were over, and no one is told.
+	seen := time.Now().Add(time.Second)
+	h.tweak = func(c *Config) {
+		c.Policy.DeliveryTimeout, c.ClockSkew = 300*time.Millisecond, 100*time.Millisecond
+		c.ResendPresence, c.PreviousOwnerSeen = true, seen
+	}
+	h.logs.mu.Lock()
+	h.logs.lines = nil
+	h.logs.mu.Unlock()
+	h.restart()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(h.logs.tail(1000), "presence re-sent to watchers after taking over"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the second takeover's re-sending did not end")
+		}
+	}
+	if s := h.logs.tail(1000); !strings.Contains(s, "users=0 ") {
+		t.Errorf("the owner seen alive after its last fact's window: users re-sent to:\n%s", s)
+	}
 }

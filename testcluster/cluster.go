@@ -526,6 +526,7 @@ func (c *Cluster) StartHomeNode(h, holder string) *Role {
 		r.done <- lease.Hold(ctx, func(ctx context.Context, takeover bool) error {
 			cfg := cfg
 			cfg.ResendPresence = takeover
+			cfg.PreviousOwnerSeen = lease.PreviousHolderSeen()
 			cfg.Owned = lease.Owned
 			n, err := homenode.New(cfg)
 			if err != nil {

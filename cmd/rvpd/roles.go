@@ -305,6 +305,7 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 				return lease.Hold(ctx, func(ctx context.Context, takeover bool) error {
 					cfg := cfg
 					cfg.ResendPresence = takeover
+					cfg.PreviousOwnerSeen = lease.PreviousHolderSeen()
 					cfg.Owned = lease.Owned
 					home, err := homenode.New(cfg)
 					if err != nil {

@@ -17,7 +17,8 @@ import (
 // (logins, views, watchers): each first look at a user reads it from a
 // cold store, and as rvpd takes its home server over from the process
 // that died it tells the watchers of the users changed lately (within
-// 40 s of the last fact) their state again: after the rest, none. The
+// 40 s before the process was last known alive) their state again: after
+// the rest, none. The
 // relay comes back empty, and tells no one.
 func (b *bench) restartWave() {
 	c := b.cfg
