@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -17,8 +18,9 @@ type conn struct {
 	nc    net.Conn
 	g     *Gateway
 	state *ConnState
-	// addr is the client network it is counted under (Gateway.perAddr).
-	addr string
+	// addr is the client network it is counted under (Gateway.perAddr);
+	// zero: none.
+	addr netip.Addr
 	// movedAsked is the last request target answered with a 302 because
 	// its user moved to another home server.
 	movedAsked string

@@ -108,7 +108,7 @@ type Gateway struct {
 	mu       sync.Mutex
 	ln       net.Listener
 	conns    map[*conn]struct{}
-	perAddr  map[string]int // connections by client network (conn.addr)
+	perAddr  map[netip.Addr]int // connections by client network (conn.addr)
 	closing  atomic.Bool
 	wg       sync.WaitGroup
 	inflight atomic.Int64
@@ -249,15 +249,15 @@ func (g *Gateway) Serve(ln net.Listener) error {
 			nc.Close()
 			return nil
 		}
-		addr := senderNetwork(remoteIP(nc))
+		addr := remoteNetwork(nc)
 		full := len(g.conns) >= g.cfg.MaxConns
 		// A connection with no address (a pipe's) is counted in all only.
-		crowded := !full && addr != "" && g.perAddr[addr] >= g.cfg.MaxConnsPerAddress
+		crowded := !full && addr.IsValid() && g.perAddr[addr] >= g.cfg.MaxConnsPerAddress
 		if !full && !crowded {
 			g.conns[c] = struct{}{}
-			if addr != "" {
+			if addr.IsValid() {
 				if g.perAddr == nil {
-					g.perAddr = map[string]int{}
+					g.perAddr = map[netip.Addr]int{}
 				}
 				g.perAddr[addr]++
 				c.addr = addr
@@ -269,7 +269,7 @@ func (g *Gateway) Serve(ln net.Listener) error {
 			g.counters.connectionsRefused.Add(1)
 			msg := "too many connections; retry later"
 			if crowded {
-				msg = "too many connections from " + addr + "; close some, or retry later"
+				msg = "too many connections from " + senderNetwork(addr.String()) + "; close some, or retry later"
 				g.log.Warn("connection refused: too many connections from one address", "max", g.cfg.MaxConnsPerAddress, "client", nc.RemoteAddr().String())
 			} else {
 				g.log.Warn("connection refused: too many connections", "max", g.cfg.MaxConns, "client", nc.RemoteAddr().String())
@@ -282,14 +282,14 @@ func (g *Gateway) Serve(ln net.Listener) error {
 	}
 }
 
-// remoteIP returns the address a connection comes from ("" when it has
-// none, as a pipe's).
-func remoteIP(nc net.Conn) string {
-	ap, err := netip.ParseAddrPort(nc.RemoteAddr().String())
-	if err != nil {
-		return ""
+// remoteNetwork returns the network a connection comes from
+// (clientNetwork), read without a string; the zero Addr when it has none,
+// as a pipe's.
+func remoteNetwork(nc net.Conn) netip.Addr {
+	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		return clientNetwork(ta.AddrPort().Addr())
 	}
-	return ap.Addr().String()
+	return netip.Addr{}
 }
 
 // workerIdle is how long a worker that has served its connection waits
@@ -321,7 +321,7 @@ func (g *Gateway) worker(c *conn) {
 		bw.Reset(nil)
 		g.mu.Lock()
 		delete(g.conns, c)
-		if c.addr != "" {
+		if c.addr.IsValid() {
 			if g.perAddr[c.addr]--; g.perAddr[c.addr] <= 0 {
 				delete(g.perAddr, c.addr)
 			}

@@ -269,9 +269,12 @@ func (g *Gateway) checkForeignCallBack(req *rvp.Request, user events.User, reqHo
 // limit charges a request to its sender's share (SenderLimits): the
 // authenticated user, else the client's network (senderNetwork).
 func (g *Gateway) limit(req *rvp.Request, identity events.Identity, client string, bytes int) error {
-	key, anonymous := "addr "+senderNetwork(client), true
-	if !identity.User.IsZero() {
-		key, anonymous = "user "+identity.User.String(), false
+	var key string
+	anonymous := identity.User.IsZero()
+	if anonymous {
+		key = "addr " + senderNetwork(client)
+	} else {
+		key = "user " + identity.User.String()
 	}
 	wait, what, ok := g.limiter.allow(key, anonymous, req.Method == "NOTIFY", bytes, g.now())
 	if ok {
@@ -294,11 +297,21 @@ func senderNetwork(client string) string {
 	if err != nil {
 		return client
 	}
-	if a = a.Unmap(); a.Is6() {
-		p, _ := a.WithZone("").Prefix(64)
-		return p.String()
+	n := clientNetwork(a)
+	if n.Is6() {
+		return netip.PrefixFrom(n, 64).String()
 	}
-	return a.String()
+	return n.String()
+}
+
+// clientNetwork returns what a client address is counted as: an IPv4
+// address itself, an IPv6 address its /64 (by the /64's first address).
+func clientNetwork(a netip.Addr) netip.Addr {
+	if a = a.Unmap().WithZone(""); a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.Addr()
+	}
+	return a
 }
 
 // retryAfter renders a wait as Retry-After's whole seconds, at least 1.
