@@ -461,6 +461,9 @@ func (n *Node) reachability(ref subRef) func(int, error) {
 // have gone out before it died. When the stream cannot be read, every
 // watcher is told.
 func (n *Node) resendAfterTakeover(ctx context.Context, state jetstream.StreamState) {
+	if state.Msgs == 0 {
+		return // a home server with no fact yet: nobody to be told of anything
+	}
 	users, since, err := n.usersChangedLately(ctx, state)
 	if err != nil {
 		if ctx.Err() != nil {
