@@ -297,7 +297,12 @@ func senderNetwork(client string) string {
 	if err != nil {
 		return client
 	}
-	n := clientNetwork(a)
+	return networkString(clientNetwork(a))
+}
+
+// networkString renders a client network (clientNetwork): an IPv4
+// address, or an IPv6 /64.
+func networkString(n netip.Addr) string {
 	if n.Is6() {
 		return netip.PrefixFrom(n, 64).String()
 	}

@@ -140,8 +140,7 @@ func (c *core) makeRoom(d *decision, r *events.Req, subscriber string, watcher e
 	mine := 0
 	for i := range watchers {
 		s := &watchers[i]
-		if !r.FromUser.IsZero() && (s.SubscriberUser != r.FromUser || s.Watcher != watcher) ||
-			r.FromUser.IsZero() && (!s.SubscriberUser.IsZero() || s.Subscriber != subscriber) {
+		if !subscribedBy(s, r, subscriber, watcher) {
 			continue
 		}
 		mine++
@@ -153,6 +152,16 @@ func (c *core) makeRoom(d *decision, r *events.Req, subscriber string, watcher e
 		d.facts = append(d.facts, &events.SubscriptionEnded{Meta: c.meta(r, now), Node: r.Node, ID: first.ID, Reason: events.EndReplaced})
 	}
 	return nil
+}
+
+// subscribedBy reports whether s is r's subscriber's subscription: for a
+// user of ours, its own for the same watcher; for another organisation's
+// principal, one with its URL.
+func subscribedBy(s *projections.Subscription, r *events.Req, subscriber string, watcher events.User) bool {
+	if !r.FromUser.IsZero() {
+		return s.SubscriberUser == r.FromUser && s.Watcher == watcher
+	}
+	return s.SubscriberUser.IsZero() && s.Subscriber == subscriber
 }
 
 // retryAfter is a Retry-After in seconds: at least 1, at most an hour.

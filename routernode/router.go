@@ -312,9 +312,9 @@ func (r *Router) routerOf(domain, host string) string {
 // peer finds the router of the organisation host belongs to: the peer
 // table by host, then by the domain under an "im." host, then DNS SRV.
 func (r *Router) peer(ctx context.Context, host string) (addr string, discovered bool, err error) {
-	name := events.Hostname(strings.ToLower(host))
-	domain := strings.TrimPrefix(name, "im.")
-	for _, k := range []string{host, name, domain} {
+	keys := rvp.PeerKeys(host)
+	name, domain := keys[1], keys[2]
+	for _, k := range keys {
 		if r.cfg.Peers == nil {
 			break
 		}

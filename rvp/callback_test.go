@@ -85,6 +85,24 @@ func TestCallbackPolicy(t *testing.T) {
 	}
 }
 
+// answerEach answers every connection ln accepts with answer, once it
+// has read (at most 512 bytes of) the request, whose size it reports to
+// read first; it returns when ln is closed.
+func answerEach(ln net.Listener, answer string, read func(n int)) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		b := make([]byte, 512)
+		n, _ := c.Read(b)
+		read(n)
+		c.Write([]byte(answer))
+		c.Close()
+	}
+}
+
 // TestClientGuard: the NOTIFY client asks its Guard about the address it
 // is about to connect to and does not connect where the guard refuses.
 func TestClientGuard(t *testing.T) {
@@ -94,20 +112,7 @@ func TestClientGuard(t *testing.T) {
 	}
 	defer ln.Close()
 	got := make(chan int, 4)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.SetDeadline(time.Now().Add(2 * time.Second))
-			b := make([]byte, 512)
-			n, _ := c.Read(b)
-			got <- n
-			c.Write([]byte("HTTP/1.1 200 OK\r\n\r\n"))
-			c.Close()
-		}
-	}()
+	go answerEach(ln, "HTTP/1.1 200 OK\r\n\r\n", func(n int) { got <- n })
 	own := netip.MustParseAddrPort(ln.Addr().String())
 	p := &CallbackPolicy{Own: []netip.AddrPort{own}}
 	c := &Client{Guard: p.Dialable}
@@ -174,22 +179,9 @@ func TestClientFederation(t *testing.T) {
 	}
 	defer peer.Close()
 	reached := make(chan string, 16)
-	serve := func(ln net.Listener, answer string) {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.SetDeadline(time.Now().Add(2 * time.Second))
-			b := make([]byte, 512)
-			c.Read(b)
-			reached <- ln.Addr().String()
-			c.Write([]byte(answer))
-			c.Close()
-		}
-	}
-	go serve(internal, "HTTP/1.1 200 OK\r\n\r\n")
-	go serve(peer, "HTTP/1.1 302 Moved\r\nLocation: http://"+internal.Addr().String()+"/instmsg/aliases/dave\r\n\r\n")
+	go answerEach(internal, "HTTP/1.1 200 OK\r\n\r\n", func(int) { reached <- internal.Addr().String() })
+	go answerEach(peer, "HTTP/1.1 302 Moved\r\nLocation: http://"+internal.Addr().String()+"/instmsg/aliases/dave\r\n\r\n",
+		func(int) { reached <- peer.Addr().String() })
 	// The peer's address is in a Federation range (a partner over a VPN);
 	// the internal service's is not.
 	p := &CallbackPolicy{Federation: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}

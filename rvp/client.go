@@ -141,13 +141,23 @@ func mapsHost(d any, host string) bool {
 	if !ok {
 		return false
 	}
-	name := strings.ToLower(host)
-	for _, k := range []string{name, strings.TrimPrefix(name, "im.")} {
+	for _, k := range PeerKeys(host) {
 		if _, ok := pt.Peer(k); ok {
 			return true
 		}
 	}
 	return false
+}
+
+// PeerKeys returns the keys a federation peer table is looked up by for
+// host (with or without its port), in order: the host as given, its name,
+// and the domain under an "im." name.
+func PeerKeys(host string) []string {
+	name := strings.ToLower(host)
+	if h, _, err := net.SplitHostPort(name); err == nil {
+		name = h
+	}
+	return []string{host, name, strings.TrimPrefix(name, "im.")}
 }
 
 // MaxAnswerBody bounds a body read with Outbound.ReadBody.
@@ -340,8 +350,7 @@ func (m HostMap) Peer(host string) (string, bool) { a, ok := m[strings.ToLower(h
 // up) is dialled at its entry's address.
 func (m HostMap) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	if host, _, err := net.SplitHostPort(addr); err == nil {
-		host = strings.ToLower(host)
-		for _, k := range []string{host, strings.TrimPrefix(host, "im.")} {
+		for _, k := range PeerKeys(host) {
 			if to, ok := m[k]; ok {
 				addr = to
 				break
