@@ -25,3 +25,10 @@ func Hostname(hostport string) string {
 	}
 	return hostport
 }
+
+// Organisation names the organisation a host (with or without port)
+// belongs to: its name in lower case, without the "im." of an IM host
+// (im.example.com and example.com are one organisation's).
+func Organisation(host string) string {
+	return strings.TrimPrefix(strings.ToLower(Hostname(host)), "im.")
+}

@@ -322,8 +322,9 @@ func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client 
 			return nil, refuse(rvp.StatusForbidden, "RVP-From-Principal %q does not name %s, the user you authenticated as", from, identity.User)
 		}
 	}
+	var n *rvp.Notification
 	if req.Method == "NOTIFY" {
-		n, err := rvp.ParseNotification(req.Body)
+		n, err = rvp.ParseNotification(req.Body)
 		if err != nil {
 			return nil, refuse(rvp.StatusBadRequest, "%v", err)
 		}
@@ -342,6 +343,9 @@ func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client 
 		// authenticated user of ours, never as an open relay for spoofed
 		// ones nor to point another organisation at an address.
 		if err := g.checkForeignCallBack(req, identity.User, reqHost); err != nil {
+			return nil, err
+		}
+		if err := g.checkHandedOut(req, n, c, from, reqHost); err != nil {
 			return nil, err
 		}
 		return lookupFor(identity)

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -71,10 +73,7 @@ func (g *Gateway) principalDomain(host, reqHost string) (*projections.Domain, er
 // the same organisation: the same name, one perhaps with the "im." of an
 // IM host.
 func sameOrganisation(a, b string) bool {
-	norm := func(h string) string {
-		return strings.TrimPrefix(strings.ToLower(events.Hostname(h)), "im.")
-	}
-	return norm(a) != "" && norm(a) == norm(b)
+	return events.Organisation(a) != "" && events.Organisation(a) == events.Organisation(b)
 }
 
 // samePrincipal reports whether a principal URL and a RVP-From-Principal
@@ -264,6 +263,58 @@ func (g *Gateway) checkForeignCallBack(req *rvp.Request, user events.User, reqHo
 		return refuse(rvp.StatusForbidden, "Call-Back %s: a subscription to another organisation's node names your own URL (%s) as Call-Back; your home server delivers to your clients", cb, user)
 	}
 	return nil
+}
+
+// checkHandedOut judges the URLs of ours a request to another
+// organisation's node hands it (RVP-From-Principal, a Call-Back, the
+// sender of notification n, if any), which it will connect to: each must name our host at
+// a port of ours (ourPort), not at one a client chose.
+func (g *Gateway) checkHandedOut(req *rvp.Request, n *rvp.Notification, c *conn, from, reqHost string) error {
+	urls := []string{from, req.Header.Get(rvp.HdrCallBack)}
+	if n != nil {
+		urls = append(urls, n.From...)
+	}
+	for _, v := range urls {
+		u, err := rvp.ParseURL(v)
+		if err != nil || !strings.Contains(v, "://") {
+			continue // a server's name, or nothing; refused elsewhere if malformed
+		}
+		if dom, err := g.principalDomain(u.Host, reqHost); err != nil {
+			return err
+		} else if dom == nil {
+			continue // another organisation's
+		}
+		if ok, err := g.ourPort(u.Host, c, reqHost); err != nil || ok {
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		g.counters.forged.Add(1)
+		_, p, _ := net.SplitHostPort(u.Host)
+		return refuse(rvp.StatusForbidden, "%s, sent to another organisation, names our host at port %s, which none of our servers answers on; name it without a port", u, p)
+	}
+	return nil
+}
+
+// ourPort reports whether a host of ours is named at a port of ours: no
+// port, port 80, the port of the request's Host or of the listener c came
+// in on, or a home server's host and port exactly.
+func (g *Gateway) ourPort(host string, c *conn, reqHost string) (bool, error) {
+	_, p, err := net.SplitHostPort(host)
+	if err != nil || p == "80" {
+		return true, nil // no port
+	}
+	if _, rp, err := net.SplitHostPort(reqHost); err == nil && rp == p {
+		return true, nil
+	}
+	if c != nil {
+		if a, ok := c.nc.LocalAddr().(*net.TCPAddr); ok && strconv.Itoa(a.Port) == p {
+			return true, nil
+		}
+	}
+	hs, err := g.cfg.Directory.HomeServerByHost(strings.ToLower(host))
+	return hs != nil, err
 }
 
 // limit charges a request to its sender's share (SenderLimits): the

@@ -108,6 +108,14 @@ func TestHostileFederation(t *testing.T) {
 			return alice.Do("SUBSCRIBE", "/instmsg/aliases/alice", nil, alice.From(), "Notification-Type: pragma/notify",
 				"Call-Back: http://im.example.test:8222/instmsg/aliases/alice")
 		}, 403, false, false},
+		{"alice subscribing to dave with her own URL at another port as Call-Back", func() *Response {
+			return alice.DoHost("im.acme.test", "SUBSCRIBE", "/instmsg/aliases/dave", nil, alice.From(), "Notification-Type: update/propchange",
+				"Call-Back: http://im.example.test:8222/instmsg/aliases/alice")
+		}, 403, false, false},
+		{"alice's message to dave from her own URL at another port", func() *Response {
+			return alice.DoHost("im.acme.test", "NOTIFY", "/instmsg/aliases/dave", notificationBody("message", "http://im.example.test:8222/instmsg/aliases/alice", daveURL),
+				"RVP-From-Principal: http://im.example.test:8222/instmsg/aliases/alice", "Content-Type: text/xml")
+		}, 403, false, false},
 		{"alice subscribing to dave as her physical URL at another host", func() *Response {
 			me := "http://sink.internal:9200/instmsg/local/im.example.test/instmsg/aliases/alice"
 			return alice.DoHost("im.acme.test", "SUBSCRIBE", "/instmsg/aliases/dave", nil, "RVP-From-Principal: "+me,
