@@ -58,6 +58,11 @@ func (c *core) decideSubscribe(d *decision, e *events.Subscribe, now time.Time) 
 	if subscriber == "" {
 		subscriber = cb.String()
 	}
+	if kind == events.NotifyPropChange && r.FromUser.IsZero() && watchers >= c.policy.MaxWatchesPerOrganisation {
+		if full, err := c.organisationFull(d, r, subscriber); err != nil || full {
+			return d, err
+		}
+	}
 	if kind == events.NotifyPropChange && watchers >= c.policy.MaxWatchesPerSubscriber {
 		if err := c.makeRoom(d, r, subscriber, e.CallBackUser, now); err != nil {
 			return nil, err
@@ -152,6 +157,49 @@ func (c *core) makeRoom(d *decision, r *events.Req, subscriber string, watcher e
 		d.facts = append(d.facts, &events.SubscriptionEnded{Meta: c.meta(r, now), Node: r.Node, ID: first.ID, Reason: events.EndReplaced})
 	}
 	return nil
+}
+
+// organisationFull refuses a subscription of another organisation's
+// principal (subscriber) when that organisation's principals hold
+// MaxWatchesPerOrganisation of r's node's already: each of its aliases is
+// held to MaxWatchesPerSubscriber, but its server may speak for as many
+// aliases as it likes. Its caller reads it only for a node with that many
+// watchers in all.
+func (c *core) organisationFull(d *decision, r *events.Req, subscriber string) (bool, error) {
+	org := organisation(subscriber)
+	if org == "" {
+		return false, nil
+	}
+	watchers, err := c.State.Watchers(r.Node)
+	if err != nil {
+		return false, err
+	}
+	n := 0
+	for i := range watchers {
+		if s := &watchers[i]; s.SubscriberUser.IsZero() && organisation(s.Subscriber) == org {
+			n++
+		}
+	}
+	if n < c.policy.MaxWatchesPerOrganisation {
+		return false, nil
+	}
+	d.fail(r, rvp.StatusUnavailable, "the principals of %s hold %d subscriptions to %s, the most one organisation may; end some (UNSUBSCRIBE) or wait for them to lapse", org, n, r.Node)
+	d.reply.RetryAfter = retryAfter(5 * time.Minute)
+	return true, nil
+}
+
+// organisation names the organisation a principal URL (or a server's
+// name) is of (events.Organisation); "" for what names no host.
+func organisation(principal string) string {
+	host := principal
+	if strings.Contains(principal, "://") {
+		u, err := rvp.ParseURL(principal)
+		if err != nil {
+			return ""
+		}
+		host = u.Host
+	}
+	return events.Organisation(host)
 }
 
 // subscribedBy reports whether s is r's subscriber's subscription: for a

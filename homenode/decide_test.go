@@ -6,6 +6,7 @@ import (
 	"errors"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -816,6 +817,35 @@ func TestLimits(t *testing.T) {
 		}
 		if n, err := w.st.CountWatchers(user("ann"), nil); err != nil || n != 3+1+3 {
 			t.Errorf("ann has %d watchers (%v), want 7: ben's 3, cat's and xavier's 3", n, err)
+		}
+	})
+	t.Run("watches: another organisation's principals hold at most MaxWatchesPerOrganisation of a node's", func(t *testing.T) {
+		w := newWorld(t)
+		w.policy.MaxWatchesPerSubscriber, w.policy.MaxWatchesPerOrganisation = 2, 3
+		sub := func(id, from string) *decision {
+			in := &events.Subscribe{Req: w.req(id, "ben", "ann", "10.0.0.3"), NotificationType: events.NotifyPropChange, CallBack: from, Lifetime: 14400}
+			in.Req.From, in.Req.FromUser, in.Req.Auth = from, events.User{}, events.Identity{}
+			w.now = w.now.Add(time.Minute)
+			return w.do(in)
+		}
+		// A user of ours does not count.
+		wantStatus(t, w.do(&events.Subscribe{Req: w.req("c", "cat", "ann", "10.0.0.4"), NotificationType: events.NotifyPropChange,
+			CallBack: nodeURL("cat"), CallBackUser: user("cat"), Lifetime: 14400}), 207)
+		for i, alias := range []string{"x1", "x2", "x3"} {
+			wantStatus(t, sub("a"+strconv.Itoa(i), "http://im.acme.test/instmsg/aliases/"+alias), 207)
+		}
+		// Its fourth alias, at its domain's host or with a port, is refused.
+		for i, from := range []string{"http://acme.test/instmsg/aliases/x4", "http://im.acme.test:8080/instmsg/aliases/x5"} {
+			d := sub("r"+strconv.Itoa(i), from)
+			wantStatus(t, d, 503)
+			if len(d.facts) != 0 || d.reply.RetryAfter <= 0 || !strings.Contains(d.reply.Error, "acme.test") {
+				t.Errorf("%s: facts %v, Retry-After %d, error %q", from, types(d), d.reply.RetryAfter, d.reply.Error)
+			}
+		}
+		// Another organisation is its own count.
+		wantStatus(t, sub("o", "http://im.other.test/instmsg/aliases/y"), 207)
+		if n, err := w.st.CountWatchers(user("ann"), nil); err != nil || n != 1+3+1 {
+			t.Errorf("ann has %d watchers (%v), want 5: cat's, acme's 3, other's", n, err)
 		}
 	})
 	t.Run("one decision sends at most MaxFanout NOTIFYs", func(t *testing.T) {
