@@ -258,7 +258,8 @@ func BuildNATSServer(t testing.TB) string {
 }
 
 // natsServerBuildKey names the nats-server module the tests are built
-// with, as go list reports it: its version and checksum. versioned is false
+// with, as go list reports it (its version and checksum), and the Go
+// toolchain that builds it (the test binary's own). versioned is false
 // when the module is replaced by a local directory, whose edits no name
 // follows: the binary is then built again by every test binary.
 func natsServerBuildKey() (key string, versioned bool, err error) {
@@ -280,6 +281,7 @@ func natsServerBuildKey() (key string, versioned bool, err error) {
 	if !versioned {
 		key = "local"
 	}
+	key += "-" + runtime.Version()
 	key = strings.Map(func(r rune) rune {
 		switch {
 		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '-':

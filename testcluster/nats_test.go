@@ -4,6 +4,7 @@ import (
 	"context"
 	osexec "os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -106,8 +107,8 @@ func TestEnsureStreamsTwoAtOnce(t *testing.T) {
 // binary.
 func TestBuildNATSServer(t *testing.T) {
 	key, versioned, err := natsServerBuildKey()
-	if err != nil || !versioned || !strings.Contains(key, "v"+server.VERSION+"-h1") {
-		t.Fatalf("natsServerBuildKey() = %q, %v, %v: want the module's version %s and checksum", key, versioned, err, server.VERSION)
+	if err != nil || !versioned || !strings.Contains(key, "v"+server.VERSION+"-h1") || !strings.Contains(key, runtime.Version()) {
+		t.Fatalf("natsServerBuildKey() = %q, %v, %v: want the module's version %s, its checksum and the toolchain %s", key, versioned, err, server.VERSION, runtime.Version())
 	}
 	bin := BuildNATSServer(t)
 	if filepath.Base(bin) != "nats-server-"+key {
