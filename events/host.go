@@ -32,3 +32,17 @@ func Hostname(hostport string) string {
 func Organisation(host string) string {
 	return strings.TrimPrefix(strings.ToLower(Hostname(host)), "im.")
 }
+
+// PrincipalOrganisation names the organisation of a principal's URL
+// (http://host[:port]/...) or of a server's name: Organisation of its
+// host; "" when it names none.
+func PrincipalOrganisation(principal string) string {
+	host := principal
+	if _, rest, ok := strings.Cut(principal, "://"); ok {
+		host = rest
+		if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+			host = rest[:i]
+		}
+	}
+	return Organisation(host)
+}

@@ -134,28 +134,21 @@ func (c *core) full(d *decision, r *events.Req, kind string, now time.Time) (wat
 // them already, so that no one subscriber takes a node's watcher slots
 // (a user of ours is known by its user and the watcher it subscribes for,
 // one with subscribe-others subscribing for others too; another
-// organisation's principal by its URL). Its caller reads it only for a
-// node with that many watchers in all.
+// organisation's principal by its URL: projections.SubscriberKey). It
+// reads the subscriber's subscriptions alone (the projection's index),
+// and its caller only for a node with that many watchers in all.
 func (c *core) makeRoom(d *decision, r *events.Req, subscriber string, watcher events.User, now time.Time) error {
-	watchers, err := c.State.Watchers(r.Node)
-	if err != nil {
+	mine, err := c.State.WatchersBy(r.Node, projections.SubscriberKey(r.FromUser, watcher, subscriber))
+	if err != nil || len(mine) < c.policy.MaxWatchesPerSubscriber {
 		return err
 	}
-	var first *projections.Subscription
-	mine := 0
-	for i := range watchers {
-		s := &watchers[i]
-		if !subscribedBy(s, r, subscriber, watcher) {
-			continue
-		}
-		mine++
-		if first == nil || s.Expires.Before(first.Expires) {
-			first = s
+	first := &mine[0]
+	for i := range mine {
+		if mine[i].Expires.Before(first.Expires) {
+			first = &mine[i]
 		}
 	}
-	if mine >= c.policy.MaxWatchesPerSubscriber {
-		d.facts = append(d.facts, &events.SubscriptionEnded{Meta: c.meta(r, now), Node: r.Node, ID: first.ID, Reason: events.EndReplaced})
-	}
+	d.facts = append(d.facts, &events.SubscriptionEnded{Meta: c.meta(r, now), Node: r.Node, ID: first.ID, Reason: events.EndReplaced})
 	return nil
 }
 
@@ -166,50 +159,17 @@ func (c *core) makeRoom(d *decision, r *events.Req, subscriber string, watcher e
 // aliases as it likes. Its caller reads it only for a node with that many
 // watchers in all.
 func (c *core) organisationFull(d *decision, r *events.Req, subscriber string) (bool, error) {
-	org := organisation(subscriber)
+	org := events.PrincipalOrganisation(subscriber)
 	if org == "" {
 		return false, nil
 	}
-	watchers, err := c.State.Watchers(r.Node)
-	if err != nil {
+	n, err := c.State.CountWatchersBy(r.Node, projections.OrganisationKey(org), nil)
+	if err != nil || n < c.policy.MaxWatchesPerOrganisation {
 		return false, err
-	}
-	n := 0
-	for i := range watchers {
-		if s := &watchers[i]; s.SubscriberUser.IsZero() && organisation(s.Subscriber) == org {
-			n++
-		}
-	}
-	if n < c.policy.MaxWatchesPerOrganisation {
-		return false, nil
 	}
 	d.fail(r, rvp.StatusUnavailable, "the principals of %s hold %d subscriptions to %s, the most one organisation may; end some (UNSUBSCRIBE) or wait for them to lapse", org, n, r.Node)
 	d.reply.RetryAfter = retryAfter(5 * time.Minute)
 	return true, nil
-}
-
-// organisation names the organisation a principal URL (or a server's
-// name) is of (events.Organisation); "" for what names no host.
-func organisation(principal string) string {
-	host := principal
-	if strings.Contains(principal, "://") {
-		u, err := rvp.ParseURL(principal)
-		if err != nil {
-			return ""
-		}
-		host = u.Host
-	}
-	return events.Organisation(host)
-}
-
-// subscribedBy reports whether s is r's subscriber's subscription: for a
-// user of ours, its own for the same watcher; for another organisation's
-// principal, one with its URL.
-func subscribedBy(s *projections.Subscription, r *events.Req, subscriber string, watcher events.User) bool {
-	if !r.FromUser.IsZero() {
-		return s.SubscriberUser == r.FromUser && s.Watcher == watcher
-	}
-	return s.SubscriberUser.IsZero() && s.Subscriber == subscriber
 }
 
 // retryAfter is a Retry-After in seconds: at least 1, at most an hour.

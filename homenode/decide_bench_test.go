@@ -85,3 +85,21 @@ func BenchmarkDecideWatch(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDecideWatchStar: the decision of a new watch of a user 1,000
+// others watch already (as when they sign in again after a restart),
+// against Pebble: the bound per subscriber reads that subscriber's
+// watches of the star, not the star's every watcher.
+func BenchmarkDecideWatchStar(b *testing.B) {
+	w, _ := benchWorld(b, 1000)
+	i := 0
+	for b.Loop() {
+		i++
+		a := fmt.Sprintf("u%04d", 1+i%999)
+		d, err := decide(w.view(), w.policy, &events.Subscribe{Req: w.req(fmt.Sprint("s", i), a, "u0000", "10.0.0.1"),
+			NotificationType: events.NotifyPropChange, CallBack: nodeURL(a), CallBackUser: user(a), Lifetime: 14400}, w.now)
+		if err != nil || d.reply.Status != 207 {
+			b.Fatalf("%v %+v", err, d.reply)
+		}
+	}
+}

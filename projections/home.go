@@ -31,6 +31,7 @@ import (
 //	u <domain> <alias> s <id>            property Subscription (codec.go)
 //	u <domain> <alias> l <id>            login Subscription (codec.go)
 //	u <domain> <alias> v <id>            View (codec.go)
+//	u <domain> <alias> w <hash> <id>     property Subscription id counted under a key of that hash (WatchKeys; empty value)
 //	u <domain> <alias> acl               the node's ACL (JSON), when one was written
 //	u <domain> <alias> p <ns> <name>     a property its owner set (mobile state, description)
 //	u <domain> <alias> departed|arrived  directory sequence of the last move handed over from or to here
@@ -281,7 +282,7 @@ type View struct {
 
 // homeFormat names the key layout; a projection written with another is
 // rebuilt from its stream (Outdated, Reset).
-const homeFormat = "5"
+const homeFormat = "6"
 
 // OpenHome returns the projection of home in db.
 func OpenHome(db *DB, home string) (*Home, error) {
@@ -479,6 +480,14 @@ type HomeReader interface {
 	// u's node, but for the ids except reports (nil: none), without
 	// reading them.
 	CountWatchers(u events.User, except func(id int32) bool) (int, error)
+	// WatchersBy returns the property subscriptions on u's node counted
+	// under key (SubscriberKey, OrganisationKey), by id, reading those
+	// only.
+	WatchersBy(u events.User, key string) ([]Subscription, error)
+	// CountWatchersBy returns how many property subscriptions on u's node
+	// are counted under key, but for the ids except reports (nil: none),
+	// without reading them.
+	CountWatchersBy(u events.User, key string, except func(id int32) bool) (int, error)
 	// View returns u's presence view id, or nil.
 	View(u events.User, id int32) (*View, error)
 	// Views returns the presence views of u, by id.
@@ -724,6 +733,51 @@ func (p *pebbleHome) CountWatchers(u events.User, except func(id int32) bool) (i
 	return n, it.Close()
 }
 
+func (p *pebbleHome) WatchersBy(u events.User, key string) ([]Subscription, error) {
+	var ids []int32
+	if _, err := p.watchIndex(u, key, func(id int32) bool { ids = append(ids, id); return false }); err != nil {
+		return nil, err
+	}
+	var out []Subscription
+	for _, id := range ids {
+		p.kb = p.h.appendItemKey(p.kb[:0], u, "s", id)
+		s, err := getValue(p.r, p.kb, decodeSub)
+		if err != nil {
+			return nil, err
+		}
+		if s != nil && slices.Contains(WatchKeys(s), key) { // not another key of the same hash
+			out = append(out, *s)
+		}
+	}
+	return out, nil
+}
+
+func (p *pebbleHome) CountWatchersBy(u events.User, key string, except func(id int32) bool) (int, error) {
+	return p.watchIndex(u, key, except)
+}
+
+// watchIndex counts the ids listed in u's index under key, each passed
+// to skip first (nil: none skipped), and not counted when it says so.
+func (p *pebbleHome) watchIndex(u events.User, key string, skip func(id int32) bool) (int, error) {
+	pfx := p.h.appendWatchPrefix(nil, u, key)
+	it, err := p.r.NewIter(&pebble.IterOptions{LowerBound: pfx, UpperBound: upperBound(pfx)})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		if len(k) != len(pfx)+4 {
+			continue
+		}
+		if skip != nil && skip(int32(binary.BigEndian.Uint32(k[len(pfx):]))) {
+			continue
+		}
+		n++
+	}
+	return n, it.Close()
+}
+
 func (p *pebbleHome) View(u events.User, id int32) (*View, error) {
 	p.kb = p.h.appendItemKey(p.kb[:0], u, "v", id)
 	return getValue(p.r, p.kb, decodeView)
@@ -814,6 +868,12 @@ func (p *pebbleHome) putSub(old, s *Subscription) error {
 	p.b.Set(p.kb, p.vb, nil)
 	p.kb = p.h.appendExpiryKey(p.kb[:0], s.Expires, s.Node, "s", s.ID)
 	p.b.Set(p.kb, nil, nil)
+	for i := range 2 {
+		var ok bool
+		if p.kb, ok = p.h.appendIndexKey(p.kb[:0], s, i); ok {
+			p.b.Set(p.kb, nil, nil)
+		}
+	}
 	return nil
 }
 
@@ -824,7 +884,114 @@ func (p *pebbleHome) delSub(s *Subscription) error {
 	p.b.Delete(p.kb, nil)
 	p.kb = p.h.appendExpiryKey(p.kb[:0], s.Expires, s.Node, "s", s.ID)
 	p.b.Delete(p.kb, nil)
+	for i := range 2 {
+		var ok bool
+		if p.kb, ok = p.h.appendIndexKey(p.kb[:0], s, i); ok {
+			p.b.Delete(p.kb, nil)
+		}
+	}
 	return nil
+}
+
+// WatchKeys returns the keys property subscription s is counted under
+// (none for a login): a user of ours by itself and the watcher it
+// subscribes for; another organisation's principal by its URL, and by its
+// organisation with every other principal of it. The home node bounds the
+// subscriptions one subscriber, and one organisation, holds on a node by
+// them; the index (u <domain> <alias> w <key> <id>) lets it read those
+// alone, not every watcher of a node that has thousands.
+func WatchKeys(s *Subscription) []string {
+	if subKind(s.Kind) != "s" {
+		return nil
+	}
+	by := SubscriberKey(s.SubscriberUser, s.Watcher, s.Subscriber)
+	if !s.SubscriberUser.IsZero() {
+		return []string{by}
+	}
+	if org := events.PrincipalOrganisation(s.Subscriber); org != "" {
+		return []string{by, OrganisationKey(org)}
+	}
+	return []string{by}
+}
+
+// SubscriberKey is the key the property subscriptions of one subscriber
+// are counted under (WatchKeys): subscriberUser, a user of ours, for
+// watcher; else the principal subscriber (another organisation's).
+func SubscriberKey(subscriberUser, watcher events.User, subscriber string) string {
+	if !subscriberUser.IsZero() {
+		return userPrefix + subscriberUser.String() + " " + watcher.String()
+	}
+	return principalPrefix + subscriber
+}
+
+// OrganisationKey is the key the property subscriptions of another
+// organisation's principals are counted under together (WatchKeys).
+func OrganisationKey(org string) string { return organisationPrefix + org }
+
+// The beginnings of the index's keys.
+const (
+	userPrefix         = "user "
+	principalPrefix    = "principal "
+	organisationPrefix = "organisation "
+)
+
+// appendIndexKey appends the key of the i-th (0, 1) entry of s in the
+// index of WatchKeys(s), as appendWatchPrefix(u, WatchKeys(s)[i]) and
+// s.ID, without making the keys: a sign-in wave writes one for each of
+// its watches. ok is false when s has no i-th.
+func (h *Home) appendIndexKey(dst []byte, s *Subscription, i int) (_ []byte, ok bool) {
+	if subKind(s.Kind) != "s" {
+		return dst, false
+	}
+	var k keyHash
+	switch {
+	case i == 1:
+		org := ""
+		if s.SubscriberUser.IsZero() {
+			org = events.PrincipalOrganisation(s.Subscriber)
+		}
+		if org == "" {
+			return dst, false
+		}
+		k = newKeyHash().add(organisationPrefix).add(org)
+	case s.SubscriberUser.IsZero():
+		k = newKeyHash().add(principalPrefix).add(s.Subscriber)
+	default:
+		k = newKeyHash().add(userPrefix).addUser(s.SubscriberUser).add(" ").addUser(s.Watcher)
+	}
+	dst = binary.BigEndian.AppendUint64(append(h.appendUserKey(dst, s.Node, "w"), 0), uint64(k))
+	return binary.BigEndian.AppendUint32(dst, uint32(s.ID)), true
+}
+
+// appendWatchPrefix appends the prefix of the keys of u's property
+// subscriptions counted under key: the index lists them by the key's
+// hash, 8 bytes rather than the 40 of a user's key, as a sign-in wave
+// writes one for each watch. Two keys of one node's subscribers could
+// share a hash: WatchersBy reads each subscription it lists to keep
+// key's alone; a count could be one too many once in 2^64.
+func (h *Home) appendWatchPrefix(dst []byte, u events.User, key string) []byte {
+	return binary.BigEndian.AppendUint64(append(h.appendUserKey(dst, u, "w"), 0), uint64(newKeyHash().add(key)))
+}
+
+// keyHash is a key's 64-bit FNV-1a hash, made piece by piece.
+type keyHash uint64
+
+func newKeyHash() keyHash { return 14695981039346656037 }
+
+func (k keyHash) add(s string) keyHash {
+	for i := 0; i < len(s); i++ {
+		k ^= keyHash(s[i])
+		k *= 1099511628211
+	}
+	return k
+}
+
+// addUser adds u.String().
+func (k keyHash) addUser(u events.User) keyHash {
+	if u.IsZero() {
+		return k
+	}
+	return k.add(u.Alias).add("@").add(u.Domain)
 }
 
 func (p *pebbleHome) putView(old, v *View) error {
@@ -918,6 +1085,12 @@ func (h *Home) Subscription(u events.User, id int32) (*Subscription, error) {
 }
 func (h *Home) Subscriptions(u events.User) ([]Subscription, error) { return h.read().Subscriptions(u) }
 func (h *Home) View(u events.User, id int32) (*View, error)         { return h.read().View(u, id) }
+func (h *Home) WatchersBy(u events.User, key string) ([]Subscription, error) {
+	return h.read().WatchersBy(u, key)
+}
+func (h *Home) CountWatchersBy(u events.User, key string, except func(id int32) bool) (int, error) {
+	return h.read().CountWatchersBy(u, key, except)
+}
 
 // NextID reads the next id through Home.next, once known.
 func (h *Home) NextID() (int32, error) {

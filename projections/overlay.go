@@ -179,20 +179,58 @@ func (o *Overlay) Subscription(u events.User, id int32) (*Subscription, error) {
 }
 
 func (o *Overlay) Subscriptions(u events.User) ([]Subscription, error) {
-	return o.subsWhere(u, "", func(b HomeReader) ([]Subscription, error) { return b.Subscriptions(u) })
+	return o.subsWhere(u, func(*Subscription) bool { return true }, func(b HomeReader) ([]Subscription, error) { return b.Subscriptions(u) })
 }
 
 func (o *Overlay) Logins(u events.User) ([]Subscription, error) {
-	return o.subsWhere(u, "l", func(b HomeReader) ([]Subscription, error) { return b.Logins(u) })
+	return o.subsWhere(u, isKind("l"), func(b HomeReader) ([]Subscription, error) { return b.Logins(u) })
 }
 
 func (o *Overlay) Watchers(u events.User) ([]Subscription, error) {
-	return o.subsWhere(u, "s", func(b HomeReader) ([]Subscription, error) { return b.Watchers(u) })
+	return o.subsWhere(u, isKind("s"), func(b HomeReader) ([]Subscription, error) { return b.Watchers(u) })
+}
+
+func (o *Overlay) WatchersBy(u events.User, key string) ([]Subscription, error) {
+	return o.subsWhere(u, countedBy(key), func(b HomeReader) ([]Subscription, error) { return b.WatchersBy(u, key) })
+}
+
+func (o *Overlay) CountWatchersBy(u events.User, key string, except func(id int32) bool) (int, error) {
+	ids := o.userSubs[u]
+	n := 0
+	if o.base != nil {
+		var err error
+		// The base's, but for the ids the overlay has, in one read.
+		n, err = o.base.CountWatchersBy(u, key, func(id int32) bool {
+			_, mine := ids[id]
+			return mine || (except != nil && except(id))
+		})
+		if err != nil {
+			return 0, err
+		}
+	}
+	counted := countedBy(key)
+	for id := range ids {
+		if e := o.subs[itemKey{u, id}]; !e.gone && (except == nil || !except(id)) && counted(&e.val) {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// isKind returns whether a subscription's key letter is kind.
+func isKind(kind string) func(*Subscription) bool {
+	return func(s *Subscription) bool { return subKind(s.Kind) == kind }
+}
+
+// countedBy returns whether a subscription is counted under key
+// (WatchKeys).
+func countedBy(key string) func(*Subscription) bool {
+	return func(s *Subscription) bool { return slices.Contains(WatchKeys(s), key) }
 }
 
 // subsWhere merges the base's subscriptions of u (read by fromBase) with
-// the overlay's of the kind letter given ("" for all).
-func (o *Overlay) subsWhere(u events.User, kind string, fromBase func(HomeReader) ([]Subscription, error)) ([]Subscription, error) {
+// the overlay's that match.
+func (o *Overlay) subsWhere(u events.User, match func(*Subscription) bool, fromBase func(HomeReader) ([]Subscription, error)) ([]Subscription, error) {
 	var base []Subscription
 	if o.base != nil {
 		var err error
@@ -211,7 +249,7 @@ func (o *Overlay) subsWhere(u events.User, kind string, fromBase func(HomeReader
 		}
 	}
 	for id := range ids {
-		if e := o.subs[itemKey{u, id}]; !e.gone && (kind == "" || subKind(e.val.Kind) == kind) {
+		if e := o.subs[itemKey{u, id}]; !e.gone && match(&e.val) {
 			out = append(out, e.val)
 		}
 	}

@@ -27,7 +27,15 @@ func randomFacts(rng *rand.Rand, n int) []events.Fact {
 			if rng.IntN(2) == 0 {
 				kind = events.NotifyPropChange
 			}
-			out = append(out, &events.SubscriptionCreated{Meta: meta, Node: u, ID: id, Kind: kind, CallBack: "http://10.0.0.1:1", Expires: exp, Lifetime: 60})
+			sc := &events.SubscriptionCreated{Meta: meta, Node: u, ID: id, Kind: kind, CallBack: "http://10.0.0.1:1", Expires: exp, Lifetime: 60}
+			// Its subscriber, of one of the index's keys (watchKeys).
+			switch by := watchSubscribers[rng.IntN(len(watchSubscribers))]; {
+			case by.user != "":
+				sc.SubscriberUser, sc.Watcher, sc.Subscriber = events.NewUser("example.com", by.user), events.NewUser("example.com", by.watcher), "http://im.example.com/instmsg/aliases/"+by.user
+			default:
+				sc.Subscriber = by.principal
+			}
+			out = append(out, sc)
 		case 2:
 			out = append(out, &events.SubscriptionRenewed{Meta: meta, Node: u, ID: id, Lifetime: 70, Expires: exp})
 		case 3:
@@ -58,6 +66,29 @@ func toMsgs(t *testing.T, facts []events.Fact, first uint64) []Msg {
 			t.Fatal(err)
 		}
 		out = append(out, Msg{Seq: first + uint64(i), Subject: events.FactSubject("h1", f.Subject()), Type: f.Type(), Data: data})
+	}
+	return out
+}
+
+// watchSubscribers are the subscribers of randomFacts' subscriptions:
+// users of ours for themselves or another, principals of two other
+// organisations, and none.
+var watchSubscribers = []struct{ user, watcher, principal string }{
+	{user: "a", watcher: "a"}, {user: "a", watcher: "b"}, {user: "b", watcher: "b"},
+	{principal: "http://im.acme.test/instmsg/aliases/x"}, {principal: "http://acme.test:8080/instmsg/aliases/y"},
+	{principal: "http://im.other.test/instmsg/aliases/x"}, {principal: ""},
+}
+
+// watchKeys are the index keys watchSubscribers' subscriptions are
+// counted under, and one none is.
+func watchKeys() []string {
+	out := []string{OrganisationKey("acme.test"), OrganisationKey("other.test"), OrganisationKey("third.test")}
+	for _, by := range watchSubscribers {
+		var u, w events.User
+		if by.user != "" {
+			u, w = events.NewUser("example.com", by.user), events.NewUser("example.com", by.watcher)
+		}
+		out = append(out, SubscriberKey(u, w, by.principal))
 	}
 	return out
 }
@@ -99,6 +130,25 @@ func sameState(t *testing.T, a, b HomeReader, facts []events.Fact) {
 				t.Fatal(err1, err2)
 			}
 			check(u.String()+" "+read.name, norm(x), norm(y))
+		}
+		for _, k := range watchKeys() {
+			for _, read := range []struct {
+				name string
+				f    func(HomeReader) (any, error)
+			}{
+				{"watchers by", func(r HomeReader) (any, error) { return r.WatchersBy(u, k) }},
+				{"watcher count by", func(r HomeReader) (any, error) { return r.CountWatchersBy(u, k, nil) }},
+				{"watcher count by but 3", func(r HomeReader) (any, error) {
+					return r.CountWatchersBy(u, k, func(id int32) bool { return id == 3 })
+				}},
+			} {
+				x, err1 := read.f(a)
+				y, err2 := read.f(b)
+				if err1 != nil || err2 != nil {
+					t.Fatal(err1, err2)
+				}
+				check(u.String()+" "+read.name+" "+k, norm(x), norm(y))
+			}
 		}
 		for id := int32(1); id <= 12; id++ {
 			s1, _ := a.Subscription(u, id)
