@@ -13,16 +13,22 @@ import (
 // in the facts), each a token bucket that holds a burst. A request past
 // either is refused with 429 and Retry-After before anything is appended.
 //
+// A third bucket bounds what a sender has kept: MessageBytesPerDay of
+// message bodies (which the facts keep, for the audit, as long as the
+// streams keep facts), refilled over a day. The rates alone let one
+// sender store 20 GiB a day.
+//
 // A sender is the authenticated user. Requests without credentials (from
 // other organisations, and redirects) are charged to their client address,
 // with AnonymousFactor times the share: one organisation's server carries
 // many users' traffic from one address. Zero rates switch a limit off.
 type SenderLimits struct {
-	MessagesPerSecond int
-	MessageBurst      int
-	BytesPerSecond    int
-	ByteBurst         int
-	AnonymousFactor   int
+	MessagesPerSecond  int
+	MessageBurst       int
+	BytesPerSecond     int
+	ByteBurst          int
+	MessageBytesPerDay int
+	AnonymousFactor    int
 }
 
 // Defaults of SenderLimits, written once: rvpd's flags read them.
@@ -38,12 +44,16 @@ const (
 	DefaultBytesPerSecond  = 256 << 10
 	DefaultByteBurst       = 4 << 20
 	DefaultAnonymousFactor = 10
+	// DefaultMessageBytesPerDay: a busy user sends a few thousand lines a
+	// day of a few hundred bytes each; the bound is many times that.
+	DefaultMessageBytesPerDay = 64 << 20
 )
 
 // DefaultSenderLimits returns the default limits.
 func DefaultSenderLimits() SenderLimits {
 	return SenderLimits{MessagesPerSecond: DefaultMessagesPerSecond, MessageBurst: DefaultMessageBurst,
-		BytesPerSecond: DefaultBytesPerSecond, ByteBurst: DefaultByteBurst, AnonymousFactor: DefaultAnonymousFactor}
+		BytesPerSecond: DefaultBytesPerSecond, ByteBurst: DefaultByteBurst, MessageBytesPerDay: DefaultMessageBytesPerDay,
+		AnonymousFactor: DefaultAnonymousFactor}
 }
 
 // requestOverhead is what a request event costs beyond its body: its
@@ -87,6 +97,7 @@ type limiter struct {
 	mu  sync.Mutex
 	msg map[string]*bucket
 	byt map[string]*bucket
+	day map[string]*bucket // message bytes a day
 }
 
 func newLimiter(cfg SenderLimits) *limiter {
@@ -99,7 +110,7 @@ func newLimiter(cfg SenderLimits) *limiter {
 	if cfg.ByteBurst < cfg.BytesPerSecond {
 		cfg.ByteBurst = cfg.BytesPerSecond
 	}
-	return &limiter{cfg: cfg, msg: map[string]*bucket{}, byt: map[string]*bucket{}}
+	return &limiter{cfg: cfg, msg: map[string]*bucket{}, byt: map[string]*bucket{}, day: map[string]*bucket{}}
 }
 
 // allow charges one request of a sender (key; anonymous ones get the
@@ -113,11 +124,11 @@ func (l *limiter) allow(key string, anonymous, message bool, bytes int, now time
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var mb, bb *bucket
-	var mn, bn float64
+	var mb, bb, db *bucket
+	var mn, bn, dn float64
 	if message && l.cfg.MessagesPerSecond > 0 {
 		rate, burst := f*float64(l.cfg.MessagesPerSecond), f*float64(l.cfg.MessageBurst)
-		mb = bucketOf(l.msg, key, now)
+		mb = bucketOf(l.msg, key, now, time.Minute)
 		mb.refill(rate, burst, now)
 		var wait time.Duration
 		if mn, wait = mb.wait(1, rate, burst); wait > 0 {
@@ -126,30 +137,44 @@ func (l *limiter) allow(key string, anonymous, message bool, bytes int, now time
 	}
 	if l.cfg.BytesPerSecond > 0 {
 		rate, burst := f*float64(l.cfg.BytesPerSecond), f*float64(l.cfg.ByteBurst)
-		bb = bucketOf(l.byt, key, now)
+		bb = bucketOf(l.byt, key, now, time.Minute)
 		bb.refill(rate, burst, now)
 		var wait time.Duration
 		if bn, wait = bb.wait(float64(bytes+requestOverhead), rate, burst); wait > 0 {
 			return wait, "bytes per second", false
 		}
 	}
-	if mb != nil {
-		mb.tokens -= mn
+	if message && l.cfg.MessageBytesPerDay > 0 {
+		burst := f * float64(l.cfg.MessageBytesPerDay)
+		rate := burst / (24 * 60 * 60)
+		db = bucketOf(l.day, key, now, 24*time.Hour)
+		db.refill(rate, burst, now)
+		var wait time.Duration
+		if dn, wait = db.wait(float64(bytes), rate, burst); wait > 0 {
+			return wait, "message bytes per day", false
+		}
 	}
-	if bb != nil {
-		bb.tokens -= bn
+	for _, c := range []struct {
+		b *bucket
+		n float64
+	}{{mb, mn}, {bb, bn}, {db, dn}} {
+		if c.b != nil {
+			c.b.tokens -= c.n
+		}
 	}
 	return 0, "", true
 }
 
-func bucketOf(m map[string]*bucket, key string, now time.Time) *bucket {
+// bucketOf returns key's bucket in m, made if need be. Past maxBuckets,
+// those unused for idle (by then refilled) are forgotten first.
+func bucketOf(m map[string]*bucket, key string, now time.Time, idle time.Duration) *bucket {
 	b := m[key]
 	if b != nil {
 		return b
 	}
 	if len(m) >= maxBuckets {
 		for k, x := range m {
-			if now.Sub(x.last) > time.Minute {
+			if now.Sub(x.last) > idle {
 				delete(m, k)
 			}
 		}

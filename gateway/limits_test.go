@@ -55,6 +55,26 @@ func TestLimiter(t *testing.T) {
 		t.Error("61st anonymous message accepted")
 	}
 
+	// Message bytes a day: the bucket holds a day's, refilled over the
+	// day; requests that are no messages do not draw on it.
+	d := newLimiter(SenderLimits{MessageBytesPerDay: 86_400_000, AnonymousFactor: 1})
+	if _, _, ok := d.allow("user dave", false, true, 86_000_000, now); !ok {
+		t.Fatal("a day's message bytes refused")
+	}
+	if _, _, ok := d.allow("user dave", false, false, 1<<20, now); !ok {
+		t.Error("a request that is no message refused for message bytes")
+	}
+	wait, what, ok = d.allow("user dave", false, true, 1_000_000, now)
+	if ok || what != "message bytes per day" || wait != 10*time.Minute {
+		t.Fatalf("past a day's message bytes: ok %v, %q, wait %s (want 10m: 600,000 bytes short at 1,000 a second)", ok, what, wait)
+	}
+	if _, _, ok := d.allow("user dave", false, true, 1_000_000, now.Add(10*time.Minute)); !ok {
+		t.Error("after the wait the message is still refused")
+	}
+	if _, _, ok := d.allow("user erin", false, true, 1_000_000, now); !ok {
+		t.Error("erin pays for dave")
+	}
+
 	// Switched off.
 	off := newLimiter(SenderLimits{})
 	for range 10_000 {
