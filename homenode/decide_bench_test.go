@@ -73,17 +73,7 @@ func BenchmarkDecideFanout(b *testing.B) {
 // BenchmarkDecideWatch: the decision of a new watch of a signed-in user
 // (as at sign-in, twenty a user), against Pebble.
 func BenchmarkDecideWatch(b *testing.B) {
-	w, _ := benchWorld(b, 1000)
-	i := 0
-	for b.Loop() {
-		i++
-		a := fmt.Sprintf("u%04d", 1+i%999)
-		d, err := decide(w.view(), w.policy, &events.Subscribe{Req: w.req(fmt.Sprint("s", i), a, fmt.Sprintf("u%04d", 1+(i+1)%999), "10.0.0.1"),
-			NotificationType: events.NotifyPropChange, CallBack: nodeURL(a), CallBackUser: user(a), Lifetime: 14400}, w.now)
-		if err != nil || d.reply.Status != 207 {
-			b.Fatalf("%v %+v", err, d.reply)
-		}
-	}
+	benchWatch(b, func(i int) string { return fmt.Sprintf("u%04d", 1+(i+1)%999) })
 }
 
 // BenchmarkDecideWatchStar: the decision of a new watch of a user 1,000
@@ -91,12 +81,18 @@ func BenchmarkDecideWatch(b *testing.B) {
 // against Pebble: the bound per subscriber reads that subscriber's
 // watches of the star, not the star's every watcher.
 func BenchmarkDecideWatchStar(b *testing.B) {
+	benchWatch(b, func(int) string { return "u0000" })
+}
+
+// benchWatch decides new watches, the i-th of node(i) by one of 999
+// users in turn, in benchWorld's home server of 1,000.
+func benchWatch(b *testing.B, node func(i int) string) {
 	w, _ := benchWorld(b, 1000)
 	i := 0
 	for b.Loop() {
 		i++
 		a := fmt.Sprintf("u%04d", 1+i%999)
-		d, err := decide(w.view(), w.policy, &events.Subscribe{Req: w.req(fmt.Sprint("s", i), a, "u0000", "10.0.0.1"),
+		d, err := decide(w.view(), w.policy, &events.Subscribe{Req: w.req(fmt.Sprint("s", i), a, node(i), "10.0.0.1"),
 			NotificationType: events.NotifyPropChange, CallBack: nodeURL(a), CallBackUser: user(a), Lifetime: 14400}, w.now)
 		if err != nil || d.reply.Status != 207 {
 			b.Fatalf("%v %+v", err, d.reply)
