@@ -267,8 +267,8 @@ func (g *Gateway) checkForeignCallBack(req *rvp.Request, user events.User, reqHo
 
 // checkHandedOut judges the URLs of ours a request to another
 // organisation's node hands it (RVP-From-Principal, a Call-Back, the
-// sender of notification n, if any), which it will connect to: each must name our host at
-// a port of ours (ourPort), not at one a client chose.
+// sender of notification n, if any), which it will connect to: each must
+// name our host at a port of ours (ourPort), not at one a client chose.
 func (g *Gateway) checkHandedOut(req *rvp.Request, n *rvp.Notification, c *conn, from, reqHost string) error {
 	urls := []string{from, req.Header.Get(rvp.HdrCallBack)}
 	if n != nil {
