@@ -1,6 +1,9 @@
 package events
 
-import "strings"
+import (
+	"net/netip"
+	"strings"
+)
 
 // Hostname returns host[:port] without its port. An IPv6 address keeps
 // its brackets whether a port follows or not ("[::1]:8080" and "[::1]"
@@ -33,16 +36,33 @@ func Organisation(host string) string {
 	return strings.TrimPrefix(strings.ToLower(Hostname(host)), "im.")
 }
 
-// PrincipalOrganisation names the organisation of a principal's URL
-// (http://host[:port]/...) or of a server's name: Organisation of its
-// host; "" when it names none.
-func PrincipalOrganisation(principal string) string {
-	host := principal
-	if _, rest, ok := strings.Cut(principal, "://"); ok {
-		host = rest
-		if i := strings.IndexAny(rest, "/?#"); i >= 0 {
-			host = rest[:i]
-		}
+// ClientNetwork returns what a client address is counted as, for the
+// limits on what one client may hold: an IPv4 address itself, an IPv6
+// address its /64 (by the /64's first address), for one host is given a
+// /64 and may send from any address in it.
+func ClientNetwork(a netip.Addr) netip.Addr {
+	if a = a.Unmap().WithZone(""); a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.Addr()
 	}
-	return Organisation(host)
+	return a
+}
+
+// NetworkString renders a client network (ClientNetwork): an IPv4
+// address, or an IPv6 /64.
+func NetworkString(n netip.Addr) string {
+	if n.Is6() {
+		return netip.PrefixFrom(n, 64).String()
+	}
+	return n.String()
+}
+
+// SenderNetwork returns the network (ClientNetwork, rendered) of a client
+// address given as text; the text itself when it is no address.
+func SenderNetwork(client string) string {
+	a, err := netip.ParseAddr(client)
+	if err != nil {
+		return client
+	}
+	return NetworkString(ClientNetwork(a))
 }

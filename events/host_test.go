@@ -22,3 +22,21 @@ func TestHostname(t *testing.T) {
 		}
 	}
 }
+
+// TestSenderNetwork: an anonymous sender is charged by its IPv4 address or
+// by its IPv6 /64, so that a host rotating through its /64 has one share.
+func TestSenderNetwork(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.7":                  "192.0.2.7",
+		"::ffff:192.0.2.7":           "192.0.2.7",
+		"2001:db8:1:2:aaaa::1":       "2001:db8:1:2::/64",
+		"2001:db8:1:2:ffff:ffff::99": "2001:db8:1:2::/64",
+		"2001:db8:1:3::1":            "2001:db8:1:3::/64",
+		"fe80::1%eth0":               "fe80::/64",
+		"not an address":             "not an address",
+	} {
+		if got := SenderNetwork(in); got != want {
+			t.Errorf("SenderNetwork(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

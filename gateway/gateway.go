@@ -269,7 +269,7 @@ func (g *Gateway) Serve(ln net.Listener) error {
 			g.counters.connectionsRefused.Add(1)
 			msg := "too many connections; retry later"
 			if crowded {
-				msg = "too many connections from " + networkString(addr) + "; close some, or retry later"
+				msg = "too many connections from " + events.NetworkString(addr) + "; close some, or retry later"
 				g.log.Warn("connection refused: too many connections from one address", "max", g.cfg.MaxConnsPerAddress, "client", nc.RemoteAddr().String())
 			} else {
 				g.log.Warn("connection refused: too many connections", "max", g.cfg.MaxConns, "client", nc.RemoteAddr().String())
@@ -287,7 +287,7 @@ func (g *Gateway) Serve(ln net.Listener) error {
 // as a pipe's.
 func remoteNetwork(nc net.Conn) netip.Addr {
 	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
-		return clientNetwork(ta.AddrPort().Addr())
+		return events.ClientNetwork(ta.AddrPort().Addr())
 	}
 	return netip.Addr{}
 }

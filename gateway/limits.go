@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"cmp"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,22 +15,22 @@ import (
 // in the facts), each a token bucket that holds a burst. A request past
 // either is refused with 429 and Retry-After before anything is appended.
 //
-// A third bucket bounds what a sender has kept: MessageBytesPerDay of
-// message bodies (which the facts keep, for the audit, as long as the
-// streams keep facts), refilled over a day. The rates alone let one
-// sender store 20 GiB a day.
+// A third bucket bounds what a sender has kept: BytesPerDay of request
+// bodies (the facts keep messages, ACLs and properties, for the audit, as
+// long as the streams keep facts), refilled over a day. The rates alone
+// let one sender store 20 GiB a day.
 //
 // A sender is the authenticated user. Requests without credentials (from
 // other organisations, and redirects) are charged to their client address,
 // with AnonymousFactor times the share: one organisation's server carries
 // many users' traffic from one address. Zero rates switch a limit off.
 type SenderLimits struct {
-	MessagesPerSecond  int
-	MessageBurst       int
-	BytesPerSecond     int
-	ByteBurst          int
-	MessageBytesPerDay int
-	AnonymousFactor    int
+	MessagesPerSecond int
+	MessageBurst      int
+	BytesPerSecond    int
+	ByteBurst         int
+	BytesPerDay       int
+	AnonymousFactor   int
 }
 
 // Defaults of SenderLimits, written once: rvpd's flags read them.
@@ -44,15 +46,15 @@ const (
 	DefaultBytesPerSecond  = 256 << 10
 	DefaultByteBurst       = 4 << 20
 	DefaultAnonymousFactor = 10
-	// DefaultMessageBytesPerDay: a busy user sends a few thousand lines a
-	// day of a few hundred bytes each; the bound is many times that.
-	DefaultMessageBytesPerDay = 64 << 20
+	// DefaultBytesPerDay: a busy user sends a few thousand lines a day
+	// of a few hundred bytes each; the bound is many times that.
+	DefaultBytesPerDay = 64 << 20
 )
 
 // DefaultSenderLimits returns the default limits.
 func DefaultSenderLimits() SenderLimits {
 	return SenderLimits{MessagesPerSecond: DefaultMessagesPerSecond, MessageBurst: DefaultMessageBurst,
-		BytesPerSecond: DefaultBytesPerSecond, ByteBurst: DefaultByteBurst, MessageBytesPerDay: DefaultMessageBytesPerDay,
+		BytesPerSecond: DefaultBytesPerSecond, ByteBurst: DefaultByteBurst, BytesPerDay: DefaultBytesPerDay,
 		AnonymousFactor: DefaultAnonymousFactor}
 }
 
@@ -97,7 +99,7 @@ type limiter struct {
 	mu  sync.Mutex
 	msg map[string]*bucket
 	byt map[string]*bucket
-	day map[string]*bucket // message bytes a day
+	day map[string]*bucket // bytes a day
 }
 
 func newLimiter(cfg SenderLimits) *limiter {
@@ -128,8 +130,7 @@ func (l *limiter) allow(key string, anonymous, message bool, bytes int, now time
 	var mn, bn, dn float64
 	if message && l.cfg.MessagesPerSecond > 0 {
 		rate, burst := f*float64(l.cfg.MessagesPerSecond), f*float64(l.cfg.MessageBurst)
-		mb = bucketOf(l.msg, key, now, time.Minute)
-		mb.refill(rate, burst, now)
+		mb = bucketOf(l.msg, key, rate, burst, now)
 		var wait time.Duration
 		if mn, wait = mb.wait(1, rate, burst); wait > 0 {
 			return wait, "messages per second", false
@@ -137,21 +138,19 @@ func (l *limiter) allow(key string, anonymous, message bool, bytes int, now time
 	}
 	if l.cfg.BytesPerSecond > 0 {
 		rate, burst := f*float64(l.cfg.BytesPerSecond), f*float64(l.cfg.ByteBurst)
-		bb = bucketOf(l.byt, key, now, time.Minute)
-		bb.refill(rate, burst, now)
+		bb = bucketOf(l.byt, key, rate, burst, now)
 		var wait time.Duration
 		if bn, wait = bb.wait(float64(bytes+requestOverhead), rate, burst); wait > 0 {
 			return wait, "bytes per second", false
 		}
 	}
-	if message && l.cfg.MessageBytesPerDay > 0 {
-		burst := f * float64(l.cfg.MessageBytesPerDay)
+	if l.cfg.BytesPerDay > 0 && bytes > 0 {
+		burst := f * float64(l.cfg.BytesPerDay)
 		rate := burst / (24 * 60 * 60)
-		db = bucketOf(l.day, key, now, 24*time.Hour)
-		db.refill(rate, burst, now)
+		db = bucketOf(l.day, key, rate, burst, now)
 		var wait time.Duration
 		if dn, wait = db.wait(float64(bytes), rate, burst); wait > 0 {
-			return wait, "message bytes per day", false
+			return wait, "bytes per day", false
 		}
 	}
 	for _, c := range []struct {
@@ -165,26 +164,46 @@ func (l *limiter) allow(key string, anonymous, message bool, bytes int, now time
 	return 0, "", true
 }
 
-// bucketOf returns key's bucket in m, made if need be. Past maxBuckets,
-// those unused for idle (by then refilled) are forgotten first.
-func bucketOf(m map[string]*bucket, key string, now time.Time, idle time.Duration) *bucket {
+// bucketOf returns key's bucket in m (of rate and burst), refilled to
+// now, made if need be. Past maxBuckets, those that have refilled (which
+// hold nothing a fresh one would not) are forgotten; if too few have, the
+// fullest half, so that a flood of senders neither grows the map nor
+// hands the senders who spent their share a fresh one.
+func bucketOf(m map[string]*bucket, key string, rate, burst float64, now time.Time) *bucket {
 	b := m[key]
-	if b != nil {
-		return b
-	}
-	if len(m) >= maxBuckets {
-		for k, x := range m {
-			if now.Sub(x.last) > idle {
-				delete(m, k)
-			}
-		}
+	if b == nil {
 		if len(m) >= maxBuckets {
-			clear(m) // under a flood of senders, forget rather than grow
+			forget(m, rate, burst, now)
+		}
+		b = &bucket{}
+		m[key] = b
+	}
+	b.refill(rate, burst, now)
+	return b
+}
+
+// forget makes room in m: see bucketOf.
+func forget(m map[string]*bucket, rate, burst float64, now time.Time) {
+	type held struct {
+		key    string
+		tokens float64
+	}
+	var rest []held
+	for k, x := range m {
+		x.refill(rate, burst, now)
+		if x.tokens >= burst {
+			delete(m, k)
+		} else {
+			rest = append(rest, held{k, x.tokens})
 		}
 	}
-	b = &bucket{}
-	m[key] = b
-	return b
+	if len(m) < maxBuckets*3/4 {
+		return
+	}
+	slices.SortFunc(rest, func(a, b held) int { return cmp.Compare(b.tokens, a.tokens) })
+	for _, h := range rest[:len(rest)/2] {
+		delete(m, h.key)
+	}
 }
 
 // Stats counts what a gateway refused at its trust boundaries, for the

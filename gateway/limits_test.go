@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"strconv"
 	"testing"
 	"time"
 )
@@ -55,18 +56,19 @@ func TestLimiter(t *testing.T) {
 		t.Error("61st anonymous message accepted")
 	}
 
-	// Message bytes a day: the bucket holds a day's, refilled over the
-	// day; requests that are no messages do not draw on it.
-	d := newLimiter(SenderLimits{MessageBytesPerDay: 86_400_000, AnonymousFactor: 1})
-	if _, _, ok := d.allow("user dave", false, true, 86_000_000, now); !ok {
-		t.Fatal("a day's message bytes refused")
+	// Bytes a day: the bucket holds a day's, refilled over the day; every
+	// request body draws on it (the facts keep messages, ACLs and
+	// properties).
+	d := newLimiter(SenderLimits{BytesPerDay: 86_400_000, AnonymousFactor: 1})
+	if _, _, ok := d.allow("user dave", false, true, 85_000_000, now); !ok {
+		t.Fatal("a day's bytes refused")
 	}
-	if _, _, ok := d.allow("user dave", false, false, 1<<20, now); !ok {
-		t.Error("a request that is no message refused for message bytes")
+	if _, _, ok := d.allow("user dave", false, false, 1_000_000, now); !ok {
+		t.Error("an ACL within the day's bytes refused")
 	}
 	wait, what, ok = d.allow("user dave", false, true, 1_000_000, now)
-	if ok || what != "message bytes per day" || wait != 10*time.Minute {
-		t.Fatalf("past a day's message bytes: ok %v, %q, wait %s (want 10m: 600,000 bytes short at 1,000 a second)", ok, what, wait)
+	if ok || what != "bytes per day" || wait != 10*time.Minute {
+		t.Fatalf("past a day's bytes: ok %v, %q, wait %s (want 10m: 600,000 bytes short at 1,000 a second)", ok, what, wait)
 	}
 	if _, _, ok := d.allow("user dave", false, true, 1_000_000, now.Add(10*time.Minute)); !ok {
 		t.Error("after the wait the message is still refused")
@@ -74,30 +76,24 @@ func TestLimiter(t *testing.T) {
 	if _, _, ok := d.allow("user erin", false, true, 1_000_000, now); !ok {
 		t.Error("erin pays for dave")
 	}
+	// A flood of senders past maxBuckets forgets what they held, not that
+	// dave spent his day.
+	later := now.Add(10 * time.Minute)
+	for i := range maxBuckets + 10 {
+		d.allow("user u"+strconv.Itoa(i), false, true, 100+i%1000, later)
+	}
+	if len(d.day) > maxBuckets {
+		t.Errorf("%d day buckets kept, more than %d", len(d.day), maxBuckets)
+	}
+	if _, _, ok := d.allow("user dave", false, true, 900_000, later); ok {
+		t.Error("after a flood of senders dave's day was forgotten")
+	}
 
 	// Switched off.
 	off := newLimiter(SenderLimits{})
 	for range 10_000 {
 		if _, _, ok := off.allow("user x", false, true, 1<<20, now); !ok {
 			t.Fatal("limits switched off refuse")
-		}
-	}
-}
-
-// TestSenderNetwork: an anonymous sender is charged by its IPv4 address or
-// by its IPv6 /64, so that a host rotating through its /64 has one share.
-func TestSenderNetwork(t *testing.T) {
-	for in, want := range map[string]string{
-		"192.0.2.7":                  "192.0.2.7",
-		"::ffff:192.0.2.7":           "192.0.2.7",
-		"2001:db8:1:2:aaaa::1":       "2001:db8:1:2::/64",
-		"2001:db8:1:2:ffff:ffff::99": "2001:db8:1:2::/64",
-		"2001:db8:1:3::1":            "2001:db8:1:3::/64",
-		"fe80::1%eth0":               "fe80::/64",
-		"not an address":             "not an address",
-	} {
-		if got := senderNetwork(in); got != want {
-			t.Errorf("senderNetwork(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

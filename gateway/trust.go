@@ -284,7 +284,7 @@ func (g *Gateway) checkHandedOut(req *rvp.Request, n *rvp.Notification, c *conn,
 		} else if dom == nil {
 			continue // another organisation's
 		}
-		if ok, err := g.ourPort(u.Host, c, reqHost); err != nil || ok {
+		if ok, err := g.ourPort(u.Host, c); err != nil || ok {
 			if err != nil {
 				return err
 			}
@@ -292,21 +292,19 @@ func (g *Gateway) checkHandedOut(req *rvp.Request, n *rvp.Notification, c *conn,
 		}
 		g.counters.forged.Add(1)
 		_, p, _ := net.SplitHostPort(u.Host)
-		return refuse(rvp.StatusForbidden, "%s, sent to another organisation, names our host at port %s, which none of our servers answers on; name it without a port", u, p)
+		return refuse(rvp.StatusForbidden, "%s, sent to another organisation, names our host at port %s, which is not a port of ours (none, 80, this gateway's, or a home server's host and port in the directory); name it without a port", u, p)
 	}
 	return nil
 }
 
 // ourPort reports whether a host of ours is named at a port of ours: no
-// port, port 80, the port of the request's Host or of the listener c came
-// in on, or a home server's host and port exactly.
-func (g *Gateway) ourPort(host string, c *conn, reqHost string) (bool, error) {
+// port, port 80, the port of the listener c came in on, or a home server's
+// host and port exactly. Not the port of the request's Host, which the
+// client writes.
+func (g *Gateway) ourPort(host string, c *conn) (bool, error) {
 	_, p, err := net.SplitHostPort(host)
 	if err != nil || p == "80" {
 		return true, nil // no port
-	}
-	if _, rp, err := net.SplitHostPort(reqHost); err == nil && rp == p {
-		return true, nil
 	}
 	if c != nil {
 		if a, ok := c.nc.LocalAddr().(*net.TCPAddr); ok && strconv.Itoa(a.Port) == p {
@@ -318,12 +316,12 @@ func (g *Gateway) ourPort(host string, c *conn, reqHost string) (bool, error) {
 }
 
 // limit charges a request to its sender's share (SenderLimits): the
-// authenticated user, else the client's network (senderNetwork).
+// authenticated user, else the client's network (events.SenderNetwork).
 func (g *Gateway) limit(req *rvp.Request, identity events.Identity, client string, bytes int) error {
 	var key string
 	anonymous := identity.User.IsZero()
 	if anonymous {
-		key = "addr " + senderNetwork(client)
+		key = "addr " + events.SenderNetwork(client)
 	} else {
 		key = "user " + identity.User.String()
 	}
@@ -338,36 +336,6 @@ func (g *Gateway) limit(req *rvp.Request, identity events.Identity, client strin
 	}
 	return &refusal{status: rvp.StatusTooManyRequests, retryAfter: wait,
 		msg: fmt.Sprintf("%s has sent more %s than its share at this server; retry in %s", who, what, wait.Round(time.Millisecond))}
-}
-
-// senderNetwork is what an anonymous sender is charged as: its IPv4
-// address, or its IPv6 /64 (one host is given a /64 and may send from any
-// address in it).
-func senderNetwork(client string) string {
-	a, err := netip.ParseAddr(client)
-	if err != nil {
-		return client
-	}
-	return networkString(clientNetwork(a))
-}
-
-// networkString renders a client network (clientNetwork): an IPv4
-// address, or an IPv6 /64.
-func networkString(n netip.Addr) string {
-	if n.Is6() {
-		return netip.PrefixFrom(n, 64).String()
-	}
-	return n.String()
-}
-
-// clientNetwork returns what a client address is counted as: an IPv4
-// address itself, an IPv6 address its /64 (by the /64's first address).
-func clientNetwork(a netip.Addr) netip.Addr {
-	if a = a.Unmap().WithZone(""); a.Is6() {
-		p, _ := a.Prefix(64)
-		return p.Addr()
-	}
-	return a
 }
 
 // retryAfter renders a wait as Retry-After's whole seconds, at least 1.

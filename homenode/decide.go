@@ -58,14 +58,15 @@ func (c *core) decideSubscribe(d *decision, e *events.Subscribe, now time.Time) 
 	if subscriber == "" {
 		subscriber = cb.String()
 	}
-	if kind == events.NotifyPropChange && r.FromUser.IsZero() && watchers >= c.policy.MaxWatchesPerOrganisation {
-		if full, err := c.organisationFull(d, r, subscriber); err != nil || full {
-			return d, err
-		}
-	}
-	if kind == events.NotifyPropChange && watchers >= c.policy.MaxWatchesPerSubscriber {
-		if err := c.makeRoom(d, r, subscriber, e.CallBackUser, now); err != nil {
+	if kind == events.NotifyPropChange && watchers >= min(c.policy.MaxWatchesPerSubscriber, c.policy.MaxWatchesPerNetwork) {
+		replaced, err := c.makeRoom(d, r, subscriber, e.CallBackUser, now)
+		if err != nil {
 			return nil, err
+		}
+		if !replaced && r.FromUser.IsZero() && watchers >= c.policy.MaxWatchesPerNetwork {
+			if full, err := c.networkFull(d, r); err != nil || full {
+				return d, err
+			}
 		}
 	}
 	id, err := c.State.NextID()
@@ -135,12 +136,13 @@ func (c *core) full(d *decision, r *events.Req, kind string, now time.Time) (wat
 // (a user of ours is known by its user and the watcher it subscribes for,
 // one with subscribe-others subscribing for others too; another
 // organisation's principal by its URL: projections.SubscriberKey). It
-// reads the subscriber's subscriptions alone (the projection's index),
-// and its caller only for a node with that many watchers in all.
-func (c *core) makeRoom(d *decision, r *events.Req, subscriber string, watcher events.User, now time.Time) error {
+// reports whether it ended one. It reads the subscriber's subscriptions
+// alone (the projection's index), and its caller only for a node with
+// that many watchers in all.
+func (c *core) makeRoom(d *decision, r *events.Req, subscriber string, watcher events.User, now time.Time) (bool, error) {
 	mine, err := c.State.WatchersBy(r.Node, projections.SubscriberKey(r.FromUser, watcher, subscriber))
 	if err != nil || len(mine) < c.policy.MaxWatchesPerSubscriber {
-		return err
+		return false, err
 	}
 	first := &mine[0]
 	for i := range mine {
@@ -149,25 +151,25 @@ func (c *core) makeRoom(d *decision, r *events.Req, subscriber string, watcher e
 		}
 	}
 	d.facts = append(d.facts, &events.SubscriptionEnded{Meta: c.meta(r, now), Node: r.Node, ID: first.ID, Reason: events.EndReplaced})
-	return nil
+	return true, nil
 }
 
-// organisationFull refuses a subscription of another organisation's
-// principal (subscriber) when that organisation's principals hold
-// MaxWatchesPerOrganisation of r's node's already: each of its aliases is
-// held to MaxWatchesPerSubscriber, but its server may speak for as many
-// aliases as it likes. Its caller reads it only for a node with that many
-// watchers in all.
-func (c *core) organisationFull(d *decision, r *events.Req, subscriber string) (bool, error) {
-	org := events.PrincipalOrganisation(subscriber)
-	if org == "" {
+// networkFull refuses a subscription of another organisation's principal
+// when the principals subscribing from r's client network hold
+// MaxWatchesPerNetwork of r's node's already: each principal is held to
+// MaxWatchesPerSubscriber, but a server may speak for as many as it likes,
+// under any name; its network it cannot choose. Its caller reads it only
+// for a node with that many watchers in all.
+func (c *core) networkFull(d *decision, r *events.Req) (bool, error) {
+	if r.Client == "" {
 		return false, nil
 	}
-	n, err := c.State.CountWatchersBy(r.Node, projections.OrganisationKey(org), nil)
-	if err != nil || n < c.policy.MaxWatchesPerOrganisation {
+	network := events.SenderNetwork(r.Client)
+	n, err := c.State.CountWatchersBy(r.Node, projections.NetworkKey(network), nil)
+	if err != nil || n < c.policy.MaxWatchesPerNetwork {
 		return false, err
 	}
-	d.fail(r, rvp.StatusUnavailable, "the principals of %s hold %d subscriptions to %s, the most one organisation may; end some (UNSUBSCRIBE) or wait for them to lapse", org, n, r.Node)
+	d.fail(r, rvp.StatusUnavailable, "other organisations' principals at %s hold %d subscriptions to %s, the most one network may; end some (UNSUBSCRIBE) or wait for them to lapse", network, n, r.Node)
 	d.reply.RetryAfter = retryAfter(5 * time.Minute)
 	return true, nil
 }

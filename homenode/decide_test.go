@@ -819,33 +819,48 @@ func TestLimits(t *testing.T) {
 			t.Errorf("ann has %d watchers (%v), want 7: ben's 3, cat's and xavier's 3", n, err)
 		}
 	})
-	t.Run("watches: another organisation's principals hold at most MaxWatchesPerOrganisation of a node's", func(t *testing.T) {
+	t.Run("watches: other organisations' principals at one network hold at most MaxWatchesPerNetwork of a node's", func(t *testing.T) {
 		w := newWorld(t)
-		w.policy.MaxWatchesPerSubscriber, w.policy.MaxWatchesPerOrganisation = 2, 3
-		sub := func(id, from string) *decision {
-			in := &events.Subscribe{Req: w.req(id, "ben", "ann", "10.0.0.3"), NotificationType: events.NotifyPropChange, CallBack: from, Lifetime: 14400}
+		w.policy.MaxWatchesPerSubscriber, w.policy.MaxWatchesPerNetwork = 2, 3
+		sub := func(id, from, client string) *decision {
+			in := &events.Subscribe{Req: w.req(id, "ben", "ann", client), NotificationType: events.NotifyPropChange, CallBack: from, Lifetime: 14400}
 			in.Req.From, in.Req.FromUser, in.Req.Auth = from, events.User{}, events.Identity{}
 			w.now = w.now.Add(time.Minute)
 			return w.do(in)
 		}
-		// A user of ours does not count.
-		wantStatus(t, w.do(&events.Subscribe{Req: w.req("c", "cat", "ann", "10.0.0.4"), NotificationType: events.NotifyPropChange,
-			CallBack: nodeURL("cat"), CallBackUser: user("cat"), Lifetime: 14400}), 207)
-		for i, alias := range []string{"x1", "x2", "x3"} {
-			wantStatus(t, sub("a"+strconv.Itoa(i), "http://im.acme.test/instmsg/aliases/"+alias), 207)
+		// Users of ours at the same address do not count.
+		for _, a := range []string{"cat", "dan"} {
+			wantStatus(t, w.do(&events.Subscribe{Req: w.req("c"+a, a, "ann", "192.0.2.1"), NotificationType: events.NotifyPropChange,
+				CallBack: nodeURL(a), CallBackUser: user(a), Lifetime: 14400}), 207)
 		}
-		// Its fourth alias, at its domain's host or with a port, is refused.
-		for i, from := range []string{"http://acme.test/instmsg/aliases/x4", "http://im.acme.test:8080/instmsg/aliases/x5"} {
-			d := sub("r"+strconv.Itoa(i), from)
+		for i, alias := range []string{"x1", "x1", "x2"} {
+			wantStatus(t, sub("a"+strconv.Itoa(i), "http://im.acme.test/instmsg/aliases/"+alias, "192.0.2.1"), 207)
+		}
+		// A fourth principal from there, under any name, is refused.
+		for i, from := range []string{"http://im.acme.test/instmsg/aliases/x4", "http://im.acme.test./instmsg/aliases/x5", "http://evil.test/instmsg/aliases/x6"} {
+			d := sub("r"+strconv.Itoa(i), from, "192.0.2.1")
 			wantStatus(t, d, 503)
-			if len(d.facts) != 0 || d.reply.RetryAfter <= 0 || !strings.Contains(d.reply.Error, "acme.test") {
+			if len(d.facts) != 0 || d.reply.RetryAfter <= 0 || !strings.Contains(d.reply.Error, "192.0.2.1") {
 				t.Errorf("%s: facts %v, Retry-After %d, error %q", from, types(d), d.reply.RetryAfter, d.reply.Error)
 			}
 		}
-		// Another organisation is its own count.
-		wantStatus(t, sub("o", "http://im.other.test/instmsg/aliases/y"), 207)
-		if n, err := w.st.CountWatchers(user("ann"), nil); err != nil || n != 1+3+1 {
-			t.Errorf("ann has %d watchers (%v), want 5: cat's, acme's 3, other's", n, err)
+		// x1, holding its two, replaces its own: not refused; x2 would add
+		// one.
+		if d := sub("s", "http://im.acme.test/instmsg/aliases/x1", "192.0.2.1"); d.reply.Status != 207 {
+			t.Errorf("x1's third subscription: %d %s", d.reply.Status, d.reply.Error)
+		} else if _, ended := replaced(d); len(ended) != 1 {
+			t.Errorf("x1's third subscription ended %v, want its first", ended)
+		}
+		wantStatus(t, sub("s2", "http://im.acme.test/instmsg/aliases/x2", "192.0.2.1"), 503)
+		// acme's real server, at another network, has its own count; an
+		// IPv6 network is its /64.
+		wantStatus(t, sub("o", "http://im.acme.test/instmsg/aliases/y", "198.51.100.7"), 207)
+		for i := range 3 {
+			wantStatus(t, sub("v"+strconv.Itoa(i), "http://im.acme.test/instmsg/aliases/v"+strconv.Itoa(i), "2001:db8:1:2::"+strconv.Itoa(i+1)), 207)
+		}
+		wantStatus(t, sub("v3", "http://im.acme.test/instmsg/aliases/v3", "2001:db8:1:2:ffff::9"), 503)
+		if n, err := w.st.CountWatchers(user("ann"), nil); err != nil || n != 2+3+1+3 {
+			t.Errorf("ann has %d watchers (%v), want 9: cat's, dan's, 3 from 192.0.2.1, 1 from 198.51.100.7, 3 from 2001:db8:1:2::/64", n, err)
 		}
 	})
 	t.Run("one decision sends at most MaxFanout NOTIFYs", func(t *testing.T) {

@@ -54,12 +54,14 @@ type Policy struct {
 	// (librvp subscribes afresh at each sign-in and leaves the old ones to
 	// lapse, so a new subscription is never refused for it). Default 32.
 	MaxWatchesPerSubscriber int
-	// MaxWatchesPerOrganisation bounds the property subscriptions another
-	// organisation's principals hold on one node, all of them together
-	// (its server may speak for any alias of its domain): more are
-	// refused with 503 and a Retry-After. Default 1024, a quarter of
-	// MaxWatchers.
-	MaxWatchesPerOrganisation int
+	// MaxWatchesPerNetwork bounds the property subscriptions other
+	// organisations' principals hold on one node from one client network
+	// (an IPv4 address, an IPv6 /64: events.SenderNetwork), all of them
+	// together: a server may speak for any alias, under any domain name,
+	// but not from a network it does not have. More are refused with 503
+	// and a Retry-After, unless the subscriber replaces one of its own
+	// (MaxWatchesPerSubscriber). Default 1024, a quarter of MaxWatchers.
+	MaxWatchesPerNetwork int
 	// MaxViews bounds the presence views on a node (one a client, as
 	// MaxLogins): a state set through a new view beyond it ends the view
 	// that lapses first. Default 64.
@@ -88,9 +90,9 @@ func DefaultPolicy() Policy {
 		MaxWatchers:         4096,
 		MaxFanout:           8192,
 
-		MaxWatchesPerSubscriber:   32,
-		MaxWatchesPerOrganisation: 1024,
-		MaxViews:                  64,
+		MaxWatchesPerSubscriber: 32,
+		MaxWatchesPerNetwork:    1024,
+		MaxViews:                64,
 	}
 }
 
@@ -123,7 +125,7 @@ func (p Policy) withDefaults() Policy {
 		p *int
 		d int
 	}{{&p.MaxLogins, d.MaxLogins}, {&p.MaxWatchers, d.MaxWatchers}, {&p.MaxFanout, d.MaxFanout},
-		{&p.MaxWatchesPerSubscriber, d.MaxWatchesPerSubscriber}, {&p.MaxWatchesPerOrganisation, d.MaxWatchesPerOrganisation},
+		{&p.MaxWatchesPerSubscriber, d.MaxWatchesPerSubscriber}, {&p.MaxWatchesPerNetwork, d.MaxWatchesPerNetwork},
 		{&p.MaxViews, d.MaxViews}} {
 		if *v.p <= 0 {
 			*v.p = v.d

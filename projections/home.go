@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,7 +32,8 @@ import (
 //	u <domain> <alias> s <id>            property Subscription (codec.go)
 //	u <domain> <alias> l <id>            login Subscription (codec.go)
 //	u <domain> <alias> v <id>            View (codec.go)
-//	u <domain> <alias> w <hash> <id>     property Subscription id counted under a key of that hash (WatchKeys; empty value)
+//	u <domain> <alias> w <hash> <id>     property Subscription id of a subscriber whose key has that hash (WatchKeys; empty value)
+//	u <domain> <alias> n <network> <id>  property Subscription id of another organisation's from that client network (WatchKeys; empty value)
 //	u <domain> <alias> acl               the node's ACL (JSON), when one was written
 //	u <domain> <alias> p <ns> <name>     a property its owner set (mobile state, description)
 //	u <domain> <alias> departed|arrived  directory sequence of the last move handed over from or to here
@@ -481,12 +483,14 @@ type HomeReader interface {
 	// reading them.
 	CountWatchers(u events.User, except func(id int32) bool) (int, error)
 	// WatchersBy returns the property subscriptions on u's node counted
-	// under key (SubscriberKey, OrganisationKey), by id, reading those
-	// only.
+	// under key (SubscriberKey, NetworkKey), by id, reading those only.
 	WatchersBy(u events.User, key string) ([]Subscription, error)
 	// CountWatchersBy returns how many property subscriptions on u's node
 	// are counted under key, but for the ids except reports (nil: none),
-	// without reading them.
+	// without reading them. For a network's key the count is exact; for a
+	// subscriber's, the projection's may include another subscriber's of
+	// the same 64-bit hash (appendWatchPrefix): the home node counts
+	// networks only.
 	CountWatchersBy(u events.User, key string, except func(id int32) bool) (int, error)
 	// View returns u's presence view id, or nil.
 	View(u events.User, id int32) (*View, error)
@@ -895,21 +899,19 @@ func (p *pebbleHome) delSub(s *Subscription) error {
 
 // WatchKeys returns the keys property subscription s is counted under
 // (none for a login): a user of ours by itself and the watcher it
-// subscribes for; another organisation's principal by its URL, and by its
-// organisation with every other principal of it. The home node bounds the
-// subscriptions one subscriber, and one organisation, holds on a node by
-// them; the index (u <domain> <alias> w <key> <id>) lets it read those
-// alone, not every watcher of a node that has thousands.
+// subscribes for; another organisation's principal by its URL, and by
+// the client network it subscribed from (events.SenderNetwork of its
+// Source) with every other principal subscribing from there. The home
+// node bounds the subscriptions one subscriber, and one network, holds
+// on a node by them; the index lets it read those alone, not every
+// watcher of a node that has thousands.
 func WatchKeys(s *Subscription) []string {
 	if subKind(s.Kind) != "s" {
 		return nil
 	}
 	by := SubscriberKey(s.SubscriberUser, s.Watcher, s.Subscriber)
-	if !s.SubscriberUser.IsZero() {
-		return []string{by}
-	}
-	if org := events.PrincipalOrganisation(s.Subscriber); org != "" {
-		return []string{by, OrganisationKey(org)}
+	if s.SubscriberUser.IsZero() && s.Source != "" {
+		return []string{by, NetworkKey(events.SenderNetwork(s.Source))}
 	}
 	return []string{by}
 }
@@ -924,53 +926,57 @@ func SubscriberKey(subscriberUser, watcher events.User, subscriber string) strin
 	return principalPrefix + subscriber
 }
 
-// OrganisationKey is the key the property subscriptions of another
-// organisation's principals are counted under together (WatchKeys).
-func OrganisationKey(org string) string { return organisationPrefix + org }
+// NetworkKey is the key the property subscriptions of other
+// organisations' principals from one client network (events.SenderNetwork)
+// are counted under together (WatchKeys).
+func NetworkKey(network string) string { return networkPrefix + network }
 
 // The beginnings of the index's keys.
 const (
-	userPrefix         = "user "
-	principalPrefix    = "principal "
-	organisationPrefix = "organisation "
+	userPrefix      = "user "
+	principalPrefix = "principal "
+	networkPrefix   = "network "
 )
 
 // appendIndexKey appends the key of the i-th (0, 1) entry of s in the
 // index of WatchKeys(s), as appendWatchPrefix(u, WatchKeys(s)[i]) and
-// s.ID, without making the keys: a sign-in wave writes one for each of
+// s.ID, without making the first: a sign-in wave writes one for each of
 // its watches. ok is false when s has no i-th.
 func (h *Home) appendIndexKey(dst []byte, s *Subscription, i int) (_ []byte, ok bool) {
 	if subKind(s.Kind) != "s" {
 		return dst, false
 	}
-	var k keyHash
 	switch {
 	case i == 1:
-		org := ""
-		if s.SubscriberUser.IsZero() {
-			org = events.PrincipalOrganisation(s.Subscriber)
-		}
-		if org == "" {
+		if !s.SubscriberUser.IsZero() || s.Source == "" {
 			return dst, false
 		}
-		k = newKeyHash().add(organisationPrefix).add(org)
+		dst = h.appendWatchPrefix(dst, s.Node, NetworkKey(events.SenderNetwork(s.Source)))
 	case s.SubscriberUser.IsZero():
-		k = newKeyHash().add(principalPrefix).add(s.Subscriber)
+		dst = h.appendHashPrefix(dst, s.Node, newKeyHash().add(principalPrefix).add(s.Subscriber))
 	default:
-		k = newKeyHash().add(userPrefix).addUser(s.SubscriberUser).add(" ").addUser(s.Watcher)
+		dst = h.appendHashPrefix(dst, s.Node, newKeyHash().add(userPrefix).addUser(s.SubscriberUser).add(" ").addUser(s.Watcher))
 	}
-	dst = binary.BigEndian.AppendUint64(append(h.appendUserKey(dst, s.Node, "w"), 0), uint64(k))
 	return binary.BigEndian.AppendUint32(dst, uint32(s.ID)), true
 }
 
 // appendWatchPrefix appends the prefix of the keys of u's property
-// subscriptions counted under key: the index lists them by the key's
-// hash, 8 bytes rather than the 40 of a user's key, as a sign-in wave
-// writes one for each watch. Two keys of one node's subscribers could
-// share a hash: WatchersBy reads each subscription it lists to keep
-// key's alone; a count could be one too many once in 2^64.
+// subscriptions counted under key. A network's key is written as it is,
+// under "n" (few subscriptions have one, and a network is not a text a
+// client chooses). A subscriber's is written as its hash, under "w": 8
+// bytes rather than the 40 of a user's key, as a sign-in wave writes one
+// for each watch. Two subscribers of one node could share a hash:
+// WatchersBy reads each subscription it lists and keeps key's alone.
 func (h *Home) appendWatchPrefix(dst []byte, u events.User, key string) []byte {
-	return binary.BigEndian.AppendUint64(append(h.appendUserKey(dst, u, "w"), 0), uint64(newKeyHash().add(key)))
+	if network, ok := strings.CutPrefix(key, networkPrefix); ok {
+		dst = append(h.appendUserKey(dst, u, "n"), 0)
+		return append(events.AppendToken(dst, network), 0)
+	}
+	return h.appendHashPrefix(dst, u, newKeyHash().add(key))
+}
+
+func (h *Home) appendHashPrefix(dst []byte, u events.User, k keyHash) []byte {
+	return binary.BigEndian.AppendUint64(append(h.appendUserKey(dst, u, "w"), 0), uint64(k))
 }
 
 // keyHash is a key's 64-bit FNV-1a hash, made piece by piece.

@@ -32,8 +32,10 @@ func randomFacts(rng *rand.Rand, n int) []events.Fact {
 			switch by := watchSubscribers[rng.IntN(len(watchSubscribers))]; {
 			case by.user != "":
 				sc.SubscriberUser, sc.Watcher, sc.Subscriber = events.NewUser("example.com", by.user), events.NewUser("example.com", by.watcher), "http://im.example.com/instmsg/aliases/"+by.user
+				sc.Source = watchSources[rng.IntN(len(watchSources))]
 			default:
 				sc.Subscriber = by.principal
+				sc.Source = watchSources[rng.IntN(len(watchSources))]
 			}
 			out = append(out, sc)
 		case 2:
@@ -79,10 +81,14 @@ var watchSubscribers = []struct{ user, watcher, principal string }{
 	{principal: "http://im.other.test/instmsg/aliases/x"}, {principal: ""},
 }
 
+// watchSources are the client addresses randomFacts' subscriptions come
+// from: two IPv4 networks, two addresses of one IPv6 /64, and none.
+var watchSources = []string{"192.0.2.1", "198.51.100.7", "2001:db8::1", "2001:db8::ffff:2", ""}
+
 // watchKeys are the index keys watchSubscribers' subscriptions are
 // counted under, and one none is.
 func watchKeys() []string {
-	out := []string{OrganisationKey("acme.test"), OrganisationKey("other.test"), OrganisationKey("third.test")}
+	out := []string{NetworkKey("192.0.2.1"), NetworkKey("198.51.100.7"), NetworkKey("2001:db8::/64"), NetworkKey("203.0.113.1")}
 	for _, by := range watchSubscribers {
 		var u, w events.User
 		if by.user != "" {

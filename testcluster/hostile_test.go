@@ -112,6 +112,16 @@ func TestHostileFederation(t *testing.T) {
 			return alice.DoHost("im.acme.test", "SUBSCRIBE", "/instmsg/aliases/dave", nil, alice.From(), "Notification-Type: update/propchange",
 				"Call-Back: http://im.example.test:8222/instmsg/aliases/alice")
 		}, 403, false, false},
+		{"alice subscribing to dave as her own URL at another port, through a Host at that port", func() *Response {
+			me := "http://im.example.test:8222/instmsg/aliases/alice"
+			return alice.DoHost("im.example.test:8222", "SUBSCRIBE", "/instmsg/local/im.acme.test/instmsg/aliases/dave", nil,
+				"RVP-From-Principal: "+me, "Notification-Type: update/propchange", "Call-Back: "+me)
+		}, 403, false, false},
+		{"alice subscribing to dave as her own URL at another port, through his Host at that port", func() *Response {
+			me := "http://im.example.test:8222/instmsg/aliases/alice"
+			return alice.DoHost("im.acme.test:8222", "SUBSCRIBE", "/instmsg/aliases/dave", nil,
+				"RVP-From-Principal: "+me, "Notification-Type: update/propchange", "Call-Back: "+me)
+		}, 403, false, false},
 		{"alice's message to dave from her own URL at another port", func() *Response {
 			return alice.DoHost("im.acme.test", "NOTIFY", "/instmsg/aliases/dave", notificationBody("message", "http://im.example.test:8222/instmsg/aliases/alice", daveURL),
 				"RVP-From-Principal: http://im.example.test:8222/instmsg/aliases/alice", "Content-Type: text/xml")

@@ -517,7 +517,7 @@ func TestHostileCallBackFromNetwork(t *testing.T) {
 // throttling that cannot be turned against the user, and NTLMv1 off.
 func TestHostileLimits(t *testing.T) {
 	p := startDev(t, t.TempDir(), "-limit.messages", "1", "-limit.messages.burst", "3", "-limit.bytes", "1000", "-limit.bytes.burst", "40000",
-		"-limit.message-bytes", "25000", "-auth.ntlmv1=false", "-lockout.free", "3", "-lockout.delay", "30s")
+		"-limit.bytes.day", "25000", "-auth.ntlmv1=false", "-lockout.free", "3", "-lockout.delay", "30s")
 	cf := &conformance{t: t, p: p}
 	cf.enable("dave", "erin", "frank", "gina", "hank")
 	client := func(alias, source string) *testcluster.Client {
@@ -555,7 +555,7 @@ func TestHostileLimits(t *testing.T) {
 		{"bytes past the sender's share: 429, nothing stored", func(t *testing.T) *testcluster.Response {
 			return untilRefused(t, p.natsURL, 1, 1, func(int) *testcluster.Response { return carol.Send("bob", big(carol)) })
 		}, 429, true, retryAfterGiven},
-		{"message bytes past the sender's day: 429, nothing stored", func(t *testing.T) *testcluster.Response {
+		{"bytes past the sender's day: 429, nothing stored", func(t *testing.T) *testcluster.Response {
 			// 10 kB bodies: two fit the day's 25,000 bytes; the third would
 			// still fit the bytes a second (its burst of 40,000).
 			hank := client("hank", "")
@@ -565,8 +565,8 @@ func TestHostileLimits(t *testing.T) {
 			})
 		}, 429, true, func(t *testing.T, r *testcluster.Response) {
 			retryAfterGiven(t, r)
-			if !strings.Contains(string(r.Body), "message bytes per day") {
-				t.Errorf("body %q does not name the day's message bytes", r.Body)
+			if !strings.Contains(string(r.Body), "bytes per day") {
+				t.Errorf("body %q does not name the day's bytes", r.Body)
 			}
 		}},
 		{"NTLMv1 when it is off, right password", func(t *testing.T) *testcluster.Response {

@@ -113,7 +113,7 @@ func (f *roleFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.senders.MessageBurst, "limit.messages.burst", gateway.DefaultMessageBurst, "messages a sender may send at once")
 	fs.IntVar(&f.senders.BytesPerSecond, "limit.bytes", gateway.DefaultBytesPerSecond, "bytes of requests a second per sender and gateway (0: no limit)")
 	fs.IntVar(&f.senders.ByteBurst, "limit.bytes.burst", gateway.DefaultByteBurst, "bytes a sender may send at once")
-	fs.IntVar(&f.senders.MessageBytesPerDay, "limit.message-bytes", gateway.DefaultMessageBytesPerDay, "bytes of message bodies (kept in the facts) a day per sender and gateway, refilled over the day (0: no limit)")
+	fs.IntVar(&f.senders.BytesPerDay, "limit.bytes.day", gateway.DefaultBytesPerDay, "bytes of request bodies (messages, ACLs and properties, kept in the facts) a day per sender and gateway, refilled over the day (0: no limit)")
 	fs.StringVar(&f.logLevel, "log.level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&f.logFormat, "log.format", "text", "log format: text or json")
 	fs.DurationVar(&f.policy.MinLease, "lease.min", def.MinLease, "shortest presence lease granted")
@@ -169,9 +169,9 @@ func (f roleFlags) validate() error {
 	if _, err := rvp.ParseRanges(f.federationAllow); err != nil {
 		errs = append(errs, fmt.Errorf("-federation.allow: %w", err))
 	}
-	if s := f.senders; s.MessagesPerSecond < 0 || s.MessageBurst < 0 || s.BytesPerSecond < 0 || s.ByteBurst < 0 || s.MessageBytesPerDay < 0 {
-		errs = append(errs, fmt.Errorf("-limit.messages %d, -limit.messages.burst %d, -limit.bytes %d, -limit.bytes.burst %d, -limit.message-bytes %d: limits cannot be negative (0 switches one off)",
-			s.MessagesPerSecond, s.MessageBurst, s.BytesPerSecond, s.ByteBurst, s.MessageBytesPerDay))
+	if s := f.senders; s.MessagesPerSecond < 0 || s.MessageBurst < 0 || s.BytesPerSecond < 0 || s.ByteBurst < 0 || s.BytesPerDay < 0 {
+		errs = append(errs, fmt.Errorf("-limit.messages %d, -limit.messages.burst %d, -limit.bytes %d, -limit.bytes.burst %d, -limit.bytes.day %d: limits cannot be negative (0 switches one off)",
+			s.MessagesPerSecond, s.MessageBurst, s.BytesPerSecond, s.ByteBurst, s.BytesPerDay))
 	}
 	if f.lockout.Free < 1 || f.lockout.BaseDelay <= 0 || f.lockout.MaxDelay < f.lockout.BaseDelay {
 		errs = append(errs, fmt.Errorf("-lockout.free %d, -lockout.delay %s, -lockout.max-delay %s: want at least 1 free failure, a first wait above 0 and a longest wait at least as long",

@@ -234,8 +234,8 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 				// per-sender rate limits would cap the message pairs.
 				args = append(args, "-limit.messages", "0", "-limit.bytes", "0")
 			}
-			if has["limit.message-bytes"] {
-				args = append(args, "-limit.message-bytes", "0")
+			if has["limit.bytes.day"] {
+				args = append(args, "-limit.bytes.day", "0")
 			}
 			if bin.label == "rvpd" {
 				args = append(args, c.rvpdArgs...)
