@@ -1,9 +1,7 @@
 package gateway
 
 import (
-	"cmp"
 	"math"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,8 +63,9 @@ const requestOverhead = 512
 
 // bucket is a token bucket.
 type bucket struct {
-	tokens float64
-	last   time.Time
+	tokens      float64
+	last        time.Time
+	rate, burst float64 // its sender's share
 }
 
 // refill adds what rate gives since b's last use, up to burst.
@@ -166,43 +165,44 @@ func (l *limiter) allow(key string, anonymous, message bool, bytes int, now time
 
 // bucketOf returns key's bucket in m (of rate and burst), refilled to
 // now, made if need be. Past maxBuckets, those that have refilled (which
-// hold nothing a fresh one would not) are forgotten; if too few have, the
-// fullest half, so that a flood of senders neither grows the map nor
-// hands the senders who spent their share a fresh one.
+// hold nothing a fresh one would not) are forgotten, then if need be
+// those holding half their share or more, so that a flood of senders
+// neither grows the map nor hands the senders who spent their share a
+// fresh one.
 func bucketOf(m map[string]*bucket, key string, rate, burst float64, now time.Time) *bucket {
 	b := m[key]
 	if b == nil {
 		if len(m) >= maxBuckets {
-			forget(m, rate, burst, now)
+			forget(m, now)
 		}
-		b = &bucket{}
+		b = &bucket{rate: rate, burst: burst}
 		m[key] = b
 	}
 	b.refill(rate, burst, now)
 	return b
 }
 
-// forget makes room in m: see bucketOf.
-func forget(m map[string]*bucket, rate, burst float64, now time.Time) {
-	type held struct {
-		key    string
-		tokens float64
-	}
-	var rest []held
-	for k, x := range m {
-		x.refill(rate, burst, now)
-		if x.tokens >= burst {
-			delete(m, k)
-		} else {
-			rest = append(rest, held{k, x.tokens})
+// forget makes room in m (bucketOf), each bucket judged by its own share,
+// in passes over the map (no sort: it runs under the limiter's lock, on
+// the request path, once per tens of thousands of new senders). Under a
+// flood in which most senders have spent more than half their share, it
+// forgets any, to bound the map.
+func forget(m map[string]*bucket, now time.Time) {
+	for _, least := range []float64{1, 0.5, 0} {
+		for k, x := range m {
+			if least == 1 {
+				x.refill(x.rate, x.burst, now)
+			}
+			if x.tokens >= least*x.burst {
+				delete(m, k)
+				if least < 1 && len(m) <= maxBuckets/2 {
+					return
+				}
+			}
 		}
-	}
-	if len(m) < maxBuckets*3/4 {
-		return
-	}
-	slices.SortFunc(rest, func(a, b held) int { return cmp.Compare(b.tokens, a.tokens) })
-	for _, h := range rest[:len(rest)/2] {
-		delete(m, h.key)
+		if len(m) < maxBuckets*3/4 {
+			return
+		}
 	}
 }
 

@@ -88,6 +88,17 @@ func TestLimiter(t *testing.T) {
 	if _, _, ok := d.allow("user dave", false, true, 900_000, later); ok {
 		t.Error("after a flood of senders dave's day was forgotten")
 	}
+	// Each bucket is judged by its own share: a flood of anonymous
+	// senders (ten times the share) does not refill users' at their rate.
+	a := newLimiter(SenderLimits{BytesPerDay: 86_400_000, AnonymousFactor: 10})
+	a.allow("user dave", false, true, 86_400_000, now)
+	later = now.Add(2 * time.Hour) // dave has 7.2 MB back
+	for i := range maxBuckets + 10 {
+		a.allow("addr 10.0."+strconv.Itoa(i/250)+"."+strconv.Itoa(i%250), true, true, 1_000_000, later)
+	}
+	if _, _, ok := a.allow("user dave", false, true, 20_000_000, later); ok {
+		t.Error("after a flood of anonymous senders dave's bucket was refilled at their rate")
+	}
 
 	// Switched off.
 	off := newLimiter(SenderLimits{})

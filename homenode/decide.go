@@ -58,13 +58,13 @@ func (c *core) decideSubscribe(d *decision, e *events.Subscribe, now time.Time) 
 	if subscriber == "" {
 		subscriber = cb.String()
 	}
-	if kind == events.NotifyPropChange && watchers >= min(c.policy.MaxWatchesPerSubscriber, c.policy.MaxWatchesPerNetwork) {
-		replaced, err := c.makeRoom(d, r, subscriber, e.CallBackUser, now)
+	if kind == events.NotifyPropChange && watchers >= min(c.policy.MaxWatchesPerSubscriber, c.policy.MaxWatchesPerNetwork, c.policy.MaxWatchesForeign) {
+		ended, err := c.makeRoom(d, r, subscriber, e.CallBackUser, now)
 		if err != nil {
 			return nil, err
 		}
-		if !replaced && r.FromUser.IsZero() && watchers >= c.policy.MaxWatchesPerNetwork {
-			if full, err := c.networkFull(d, r); err != nil || full {
+		if r.FromUser.IsZero() {
+			if full, err := c.foreignFull(d, r, watchers, ended); err != nil || full {
 				return d, err
 			}
 		}
@@ -136,13 +136,13 @@ func (c *core) full(d *decision, r *events.Req, kind string, now time.Time) (wat
 // (a user of ours is known by its user and the watcher it subscribes for,
 // one with subscribe-others subscribing for others too; another
 // organisation's principal by its URL: projections.SubscriberKey). It
-// reports whether it ended one. It reads the subscriber's subscriptions
-// alone (the projection's index), and its caller only for a node with
-// that many watchers in all.
-func (c *core) makeRoom(d *decision, r *events.Req, subscriber string, watcher events.User, now time.Time) (bool, error) {
+// returns the one it ended, if any. It reads the subscriber's
+// subscriptions alone (the projection's index), and its caller only for a
+// node with that many watchers in all.
+func (c *core) makeRoom(d *decision, r *events.Req, subscriber string, watcher events.User, now time.Time) (*projections.Subscription, error) {
 	mine, err := c.State.WatchersBy(r.Node, projections.SubscriberKey(r.FromUser, watcher, subscriber))
 	if err != nil || len(mine) < c.policy.MaxWatchesPerSubscriber {
-		return false, err
+		return nil, err
 	}
 	first := &mine[0]
 	for i := range mine {
@@ -151,27 +151,50 @@ func (c *core) makeRoom(d *decision, r *events.Req, subscriber string, watcher e
 		}
 	}
 	d.facts = append(d.facts, &events.SubscriptionEnded{Meta: c.meta(r, now), Node: r.Node, ID: first.ID, Reason: events.EndReplaced})
-	return true, nil
+	return first, nil
 }
 
-// networkFull refuses a subscription of another organisation's principal
-// when the principals subscribing from r's client network hold
-// MaxWatchesPerNetwork of r's node's already: each principal is held to
-// MaxWatchesPerSubscriber, but a server may speak for as many as it likes,
-// under any name; its network it cannot choose. Its caller reads it only
-// for a node with that many watchers in all.
-func (c *core) networkFull(d *decision, r *events.Req) (bool, error) {
-	if r.Client == "" {
-		return false, nil
+// foreignFull refuses a subscription of another organisation's principal
+// (r's node having watchers) when, the subscription ended to make room
+// for it (if any) left out,
+//   - the principals subscribing from r's client network hold
+//     MaxWatchesPerNetwork of the node's: each principal is held to
+//     MaxWatchesPerSubscriber, but a server may speak for as many as it
+//     likes, under any name; its network it cannot choose;
+//   - or other organisations' principals hold MaxWatchesForeign of them,
+//     from however many networks: the rest are our users'.
+//
+// It reads the counts only for a node with that many watchers in all.
+func (c *core) foreignFull(d *decision, r *events.Req, watchers int, ended *projections.Subscription) (bool, error) {
+	var except func(int32) bool
+	if ended != nil {
+		except = func(id int32) bool { return id == ended.ID }
 	}
-	network := events.SenderNetwork(r.Client)
-	n, err := c.State.CountWatchersBy(r.Node, projections.NetworkKey(network), nil)
-	if err != nil || n < c.policy.MaxWatchesPerNetwork {
-		return false, err
+	count := func(key string) (int, error) { return c.State.CountWatchersBy(r.Node, key, except) }
+	if r.Client != "" && watchers >= c.policy.MaxWatchesPerNetwork {
+		network := events.SenderNetwork(r.Client)
+		n, err := count(projections.NetworkKey(network))
+		if err != nil {
+			return false, err
+		}
+		if n >= c.policy.MaxWatchesPerNetwork {
+			d.fail(r, rvp.StatusUnavailable, "other organisations' principals at %s hold %d subscriptions to %s, the most one network may; end some (UNSUBSCRIBE) or wait for them to lapse", network, n, r.Node)
+			d.reply.RetryAfter = retryAfter(5 * time.Minute)
+			return true, nil
+		}
 	}
-	d.fail(r, rvp.StatusUnavailable, "other organisations' principals at %s hold %d subscriptions to %s, the most one network may; end some (UNSUBSCRIBE) or wait for them to lapse", network, n, r.Node)
-	d.reply.RetryAfter = retryAfter(5 * time.Minute)
-	return true, nil
+	if watchers >= c.policy.MaxWatchesForeign {
+		n, err := count(projections.ForeignKey)
+		if err != nil {
+			return false, err
+		}
+		if n >= c.policy.MaxWatchesForeign {
+			d.fail(r, rvp.StatusUnavailable, "other organisations' principals hold %d subscriptions to %s, the most they may together; end some (UNSUBSCRIBE) or wait for them to lapse", n, r.Node)
+			d.reply.RetryAfter = retryAfter(5 * time.Minute)
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // retryAfter is a Retry-After in seconds: at least 1, at most an hour.

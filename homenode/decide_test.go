@@ -863,6 +863,47 @@ func TestLimits(t *testing.T) {
 			t.Errorf("ann has %d watchers (%v), want 9: cat's, dan's, 3 from 192.0.2.1, 1 from 198.51.100.7, 3 from 2001:db8:1:2::/64", n, err)
 		}
 	})
+	t.Run("watches: a principal replacing its own at another network does not grow a full one", func(t *testing.T) {
+		w := newWorld(t)
+		w.policy.MaxWatchesPerSubscriber, w.policy.MaxWatchesPerNetwork = 2, 3
+		sub := func(id, from, client string) *decision {
+			in := &events.Subscribe{Req: w.req(id, "ben", "ann", client), NotificationType: events.NotifyPropChange, CallBack: from, Lifetime: 14400}
+			in.Req.From, in.Req.FromUser, in.Req.Auth = from, events.User{}, events.Identity{}
+			w.now = w.now.Add(time.Minute)
+			return w.do(in)
+		}
+		p := "http://im.acme.test/instmsg/aliases/p"
+		wantStatus(t, sub("a1", p, "192.0.2.1"), 207)
+		wantStatus(t, sub("a2", p, "192.0.2.1"), 207)
+		for i := range 3 {
+			wantStatus(t, sub("b"+strconv.Itoa(i), "http://im.acme.test/instmsg/aliases/q"+strconv.Itoa(i), "198.51.100.7"), 207)
+		}
+		// p, at its bound at 192.0.2.1, would move one to the full network.
+		if d := sub("m", p, "198.51.100.7"); d.reply.Status != 503 || len(d.facts) != 0 {
+			t.Errorf("p's subscription from the full network: %d, facts %v; want 503 and none", d.reply.Status, types(d))
+		}
+	})
+	t.Run("watches: other organisations hold at most MaxWatchesForeign of a node's, from any networks", func(t *testing.T) {
+		w := newWorld(t)
+		w.policy.MaxWatchesPerSubscriber, w.policy.MaxWatchesPerNetwork, w.policy.MaxWatchesForeign = 2, 2, 3
+		sub := func(id, from, client string) *decision {
+			in := &events.Subscribe{Req: w.req(id, "ben", "ann", client), NotificationType: events.NotifyPropChange, CallBack: from, Lifetime: 14400}
+			in.Req.From, in.Req.FromUser, in.Req.Auth = from, events.User{}, events.Identity{}
+			w.now = w.now.Add(time.Minute)
+			return w.do(in)
+		}
+		for i, client := range []string{"192.0.2.1", "192.0.2.2", "192.0.2.3"} {
+			wantStatus(t, sub("f"+strconv.Itoa(i), "http://im.acme.test/instmsg/aliases/x"+strconv.Itoa(i), client), 207)
+		}
+		d := sub("f3", "http://im.other.test/instmsg/aliases/y", "192.0.2.4")
+		wantStatus(t, d, 503)
+		if !strings.Contains(d.reply.Error, "together") {
+			t.Errorf("error %q", d.reply.Error)
+		}
+		// Our users still may.
+		wantStatus(t, w.do(&events.Subscribe{Req: w.req("c", "cat", "ann", "192.0.2.4"), NotificationType: events.NotifyPropChange,
+			CallBack: nodeURL("cat"), CallBackUser: user("cat"), Lifetime: 14400}), 207)
+	})
 	t.Run("one decision sends at most MaxFanout NOTIFYs", func(t *testing.T) {
 		w := newWorld(t)
 		w.policy.MaxFanout = 2

@@ -62,6 +62,12 @@ type Policy struct {
 	// and a Retry-After, unless the subscriber replaces one of its own
 	// (MaxWatchesPerSubscriber). Default 1024, a quarter of MaxWatchers.
 	MaxWatchesPerNetwork int
+	// MaxWatchesForeign bounds the property subscriptions other
+	// organisations' principals hold on one node together, from however
+	// many networks, so that our users always have the rest of
+	// MaxWatchers. More are refused with 503 and a Retry-After, as for
+	// MaxWatchesPerNetwork. Default 2048, half of MaxWatchers.
+	MaxWatchesForeign int
 	// MaxViews bounds the presence views on a node (one a client, as
 	// MaxLogins): a state set through a new view beyond it ends the view
 	// that lapses first. Default 64.
@@ -92,6 +98,7 @@ func DefaultPolicy() Policy {
 
 		MaxWatchesPerSubscriber: 32,
 		MaxWatchesPerNetwork:    1024,
+		MaxWatchesForeign:       2048,
 		MaxViews:                64,
 	}
 }
@@ -125,7 +132,7 @@ func (p Policy) withDefaults() Policy {
 		p *int
 		d int
 	}{{&p.MaxLogins, d.MaxLogins}, {&p.MaxWatchers, d.MaxWatchers}, {&p.MaxFanout, d.MaxFanout},
-		{&p.MaxWatchesPerSubscriber, d.MaxWatchesPerSubscriber}, {&p.MaxWatchesPerNetwork, d.MaxWatchesPerNetwork},
+		{&p.MaxWatchesPerSubscriber, d.MaxWatchesPerSubscriber}, {&p.MaxWatchesPerNetwork, d.MaxWatchesPerNetwork}, {&p.MaxWatchesForeign, d.MaxWatchesForeign},
 		{&p.MaxViews, d.MaxViews}} {
 		if *v.p <= 0 {
 			*v.p = v.d

@@ -33,7 +33,7 @@ import (
 //	u <domain> <alias> l <id>            login Subscription (codec.go)
 //	u <domain> <alias> v <id>            View (codec.go)
 //	u <domain> <alias> w <hash> <id>     property Subscription id of a subscriber whose key has that hash (WatchKeys; empty value)
-//	u <domain> <alias> n <network> <id>  property Subscription id of another organisation's from that client network (WatchKeys; empty value)
+//	u <domain> <alias> n <network> <id>  property Subscription id of another organisation's from that client network, or any ("*") (WatchKeys; empty value)
 //	u <domain> <alias> acl               the node's ACL (JSON), when one was written
 //	u <domain> <alias> p <ns> <name>     a property its owner set (mobile state, description)
 //	u <domain> <alias> departed|arrived  directory sequence of the last move handed over from or to here
@@ -284,7 +284,7 @@ type View struct {
 
 // homeFormat names the key layout; a projection written with another is
 // rebuilt from its stream (Outdated, Reset).
-const homeFormat = "6"
+const homeFormat = "7"
 
 // OpenHome returns the projection of home in db.
 func OpenHome(db *DB, home string) (*Home, error) {
@@ -872,7 +872,7 @@ func (p *pebbleHome) putSub(old, s *Subscription) error {
 	p.b.Set(p.kb, p.vb, nil)
 	p.kb = p.h.appendExpiryKey(p.kb[:0], s.Expires, s.Node, "s", s.ID)
 	p.b.Set(p.kb, nil, nil)
-	for i := range 2 {
+	for i := range 3 {
 		var ok bool
 		if p.kb, ok = p.h.appendIndexKey(p.kb[:0], s, i); ok {
 			p.b.Set(p.kb, nil, nil)
@@ -888,7 +888,7 @@ func (p *pebbleHome) delSub(s *Subscription) error {
 	p.b.Delete(p.kb, nil)
 	p.kb = p.h.appendExpiryKey(p.kb[:0], s.Expires, s.Node, "s", s.ID)
 	p.b.Delete(p.kb, nil)
-	for i := range 2 {
+	for i := range 3 {
 		var ok bool
 		if p.kb, ok = p.h.appendIndexKey(p.kb[:0], s, i); ok {
 			p.b.Delete(p.kb, nil)
@@ -899,9 +899,10 @@ func (p *pebbleHome) delSub(s *Subscription) error {
 
 // WatchKeys returns the keys property subscription s is counted under
 // (none for a login): a user of ours by itself and the watcher it
-// subscribes for; another organisation's principal by its URL, and by
-// the client network it subscribed from (events.SenderNetwork of its
-// Source) with every other principal subscribing from there. The home
+// subscribes for; another organisation's principal by its URL, with every
+// other organisation's (ForeignKey), and by the client network it
+// subscribed from (events.SenderNetwork of its Source) with every other
+// principal subscribing from there. The home
 // node bounds the subscriptions one subscriber, and one network, holds
 // on a node by them; the index lets it read those alone, not every
 // watcher of a node that has thousands.
@@ -910,10 +911,13 @@ func WatchKeys(s *Subscription) []string {
 		return nil
 	}
 	by := SubscriberKey(s.SubscriberUser, s.Watcher, s.Subscriber)
-	if s.SubscriberUser.IsZero() && s.Source != "" {
-		return []string{by, NetworkKey(events.SenderNetwork(s.Source))}
+	switch {
+	case !s.SubscriberUser.IsZero():
+		return []string{by}
+	case s.Source == "":
+		return []string{by, ForeignKey}
 	}
-	return []string{by}
+	return []string{by, ForeignKey, NetworkKey(events.SenderNetwork(s.Source))}
 }
 
 // SubscriberKey is the key the property subscriptions of one subscriber
@@ -931,6 +935,11 @@ func SubscriberKey(subscriberUser, watcher events.User, subscriber string) strin
 // are counted under together (WatchKeys).
 func NetworkKey(network string) string { return networkPrefix + network }
 
+// ForeignKey is the key every property subscription of another
+// organisation's principal is counted under (WatchKeys): a network's key
+// that no client address renders as.
+const ForeignKey = networkPrefix + "*"
+
 // The beginnings of the index's keys.
 const (
 	userPrefix      = "user "
@@ -938,7 +947,7 @@ const (
 	networkPrefix   = "network "
 )
 
-// appendIndexKey appends the key of the i-th (0, 1) entry of s in the
+// appendIndexKey appends the key of the i-th (0, 1, 2) entry of s in the
 // index of WatchKeys(s), as appendWatchPrefix(u, WatchKeys(s)[i]) and
 // s.ID, without making the first: a sign-in wave writes one for each of
 // its watches. ok is false when s has no i-th.
@@ -947,10 +956,11 @@ func (h *Home) appendIndexKey(dst []byte, s *Subscription, i int) (_ []byte, ok 
 		return dst, false
 	}
 	switch {
+	case i > 0 && !s.SubscriberUser.IsZero(), i == 2 && s.Source == "":
+		return dst, false
 	case i == 1:
-		if !s.SubscriberUser.IsZero() || s.Source == "" {
-			return dst, false
-		}
+		dst = h.appendWatchPrefix(dst, s.Node, ForeignKey)
+	case i == 2:
 		dst = h.appendWatchPrefix(dst, s.Node, NetworkKey(events.SenderNetwork(s.Source)))
 	case s.SubscriberUser.IsZero():
 		dst = h.appendHashPrefix(dst, s.Node, newKeyHash().add(principalPrefix).add(s.Subscriber))

@@ -88,7 +88,7 @@ var watchSources = []string{"192.0.2.1", "198.51.100.7", "2001:db8::1", "2001:db
 // watchKeys are the index keys watchSubscribers' subscriptions are
 // counted under, and one none is.
 func watchKeys() []string {
-	out := []string{NetworkKey("192.0.2.1"), NetworkKey("198.51.100.7"), NetworkKey("2001:db8::/64"), NetworkKey("203.0.113.1")}
+	out := []string{ForeignKey, NetworkKey("192.0.2.1"), NetworkKey("198.51.100.7"), NetworkKey("2001:db8::/64"), NetworkKey("203.0.113.1")}
 	for _, by := range watchSubscribers {
 		var u, w events.User
 		if by.user != "" {
