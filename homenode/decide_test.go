@@ -822,12 +822,7 @@ func TestLimits(t *testing.T) {
 	t.Run("watches: other organisations' principals at one network hold at most MaxWatchesPerNetwork of a node's", func(t *testing.T) {
 		w := newWorld(t)
 		w.policy.MaxWatchesPerSubscriber, w.policy.MaxWatchesPerNetwork = 2, 3
-		sub := func(id, from, client string) *decision {
-			in := &events.Subscribe{Req: w.req(id, "ben", "ann", client), NotificationType: events.NotifyPropChange, CallBack: from, Lifetime: 14400}
-			in.Req.From, in.Req.FromUser, in.Req.Auth = from, events.User{}, events.Identity{}
-			w.now = w.now.Add(time.Minute)
-			return w.do(in)
-		}
+		sub := func(id, from, client string) *decision { return foreignWatch(w, id, from, client) }
 		// Users of ours at the same address do not count.
 		for _, a := range []string{"cat", "dan"} {
 			wantStatus(t, w.do(&events.Subscribe{Req: w.req("c"+a, a, "ann", "192.0.2.1"), NotificationType: events.NotifyPropChange,
@@ -866,12 +861,7 @@ func TestLimits(t *testing.T) {
 	t.Run("watches: a principal replacing its own at another network does not grow a full one", func(t *testing.T) {
 		w := newWorld(t)
 		w.policy.MaxWatchesPerSubscriber, w.policy.MaxWatchesPerNetwork = 2, 3
-		sub := func(id, from, client string) *decision {
-			in := &events.Subscribe{Req: w.req(id, "ben", "ann", client), NotificationType: events.NotifyPropChange, CallBack: from, Lifetime: 14400}
-			in.Req.From, in.Req.FromUser, in.Req.Auth = from, events.User{}, events.Identity{}
-			w.now = w.now.Add(time.Minute)
-			return w.do(in)
-		}
+		sub := func(id, from, client string) *decision { return foreignWatch(w, id, from, client) }
 		p := "http://im.acme.test/instmsg/aliases/p"
 		wantStatus(t, sub("a1", p, "192.0.2.1"), 207)
 		wantStatus(t, sub("a2", p, "192.0.2.1"), 207)
@@ -886,12 +876,7 @@ func TestLimits(t *testing.T) {
 	t.Run("watches: other organisations hold at most MaxWatchesForeign of a node's, from any networks", func(t *testing.T) {
 		w := newWorld(t)
 		w.policy.MaxWatchesPerSubscriber, w.policy.MaxWatchesPerNetwork, w.policy.MaxWatchesForeign = 2, 2, 3
-		sub := func(id, from, client string) *decision {
-			in := &events.Subscribe{Req: w.req(id, "ben", "ann", client), NotificationType: events.NotifyPropChange, CallBack: from, Lifetime: 14400}
-			in.Req.From, in.Req.FromUser, in.Req.Auth = from, events.User{}, events.Identity{}
-			w.now = w.now.Add(time.Minute)
-			return w.do(in)
-		}
+		sub := func(id, from, client string) *decision { return foreignWatch(w, id, from, client) }
 		for i, client := range []string{"192.0.2.1", "192.0.2.2", "192.0.2.3"} {
 			wantStatus(t, sub("f"+strconv.Itoa(i), "http://im.acme.test/instmsg/aliases/x"+strconv.Itoa(i), client), 207)
 		}
@@ -917,6 +902,16 @@ func TestLimits(t *testing.T) {
 			t.Errorf("%d sent, %d left out; want 2 and 2", len(d.notes), d.unsent)
 		}
 	})
+}
+
+// foreignWatch has another organisation's principal from, without
+// credentials, at client, subscribe to ann's presence (a minute after the
+// last request).
+func foreignWatch(w *world, id, from, client string) *decision {
+	in := &events.Subscribe{Req: w.req(id, "ben", "ann", client), NotificationType: events.NotifyPropChange, CallBack: from, Lifetime: 14400}
+	in.Req.From, in.Req.FromUser, in.Req.Auth = from, events.User{}, events.Identity{}
+	w.now = w.now.Add(time.Minute)
+	return w.do(in)
 }
 
 // replaced returns the ids of the views and of the subscriptions d ends
