@@ -406,6 +406,32 @@ func readDirectory(ctx context.Context, js jetstream.JetStream) (*projections.Di
 	return dir, func() { db.Close() }, nil
 }
 
+// verifyWait is how long verify waits for a home server's node to
+// answer at all: one started a moment ago is still catching up before it
+// takes its home server.
+const verifyWait = 15 * time.Second
+
+// askHomeNode sends req to a home server's node, asking again each
+// second while no node answers (nats.ErrNoResponders), for up to wait,
+// and saying so once on stderr.
+func askHomeNode(ctx context.Context, nc *nats.Conn, req *nats.Msg, home string, wait time.Duration, stderr io.Writer) (*nats.Msg, error) {
+	deadline := time.Now().Add(wait)
+	for said := false; ; said = true {
+		msg, err := nc.RequestMsgWithContext(ctx, req)
+		if !errors.Is(err, nats.ErrNoResponders) || time.Now().After(deadline) {
+			return msg, err
+		}
+		if !said {
+			fmt.Fprintf(stderr, "no node of home server %s answers yet; waiting up to %s for one to start\n", home, wait)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
 func cmdVerify(ctx context.Context, g global, home string, stderr io.Writer) error {
 	nc, _, err := connect(g)
 	if err != nil {
@@ -422,7 +448,7 @@ func cmdVerify(ctx context.Context, g global, home string, stderr io.Writer) err
 			return err
 		}
 	}
-	msg, err := nc.RequestMsgWithContext(ctx, req)
+	msg, err := askHomeNode(ctx, nc, req, home, verifyWait, stderr)
 	finish()
 	if err != nil {
 		return fmt.Errorf("ask the node of home server %s: %w (is it running?)", home, err)

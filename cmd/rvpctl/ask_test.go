@@ -1,0 +1,69 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// TestAskHomeNodeWaits: verify, run a moment after a home node was
+// started, waits for the node to answer rather than failing at once; with
+// no node at all it fails once its wait is over.
+func TestAskHomeNodeWaits(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// No node: ErrNoResponders once the wait is over, said once.
+	var said bytes.Buffer
+	start := time.Now()
+	_, err = askHomeNode(ctx, nc, nats.NewMsg("rvp.test.none"), "home9", 1500*time.Millisecond, &said)
+	if !errors.Is(err, nats.ErrNoResponders) || time.Since(start) < 1500*time.Millisecond {
+		t.Fatalf("with no node: %v after %s; want no responders after the wait", err, time.Since(start))
+	}
+	if strings.Count(said.String(), "no node of home server home9 answers yet") != 1 {
+		t.Errorf("stderr %q: want the wait said once", said.String())
+	}
+
+	// A node that comes up during the wait answers.
+	said.Reset()
+	up := make(chan struct{})
+	go func() {
+		defer close(up)
+		time.Sleep(1200 * time.Millisecond) // the node starting late is what is tested
+		nc2, err := nats.Connect(ns.ClientURL())
+		if err != nil {
+			return
+		}
+		sub, _ := nc2.Subscribe("rvp.test.late", func(m *nats.Msg) { m.Respond([]byte("ok")) })
+		nc2.Flush()
+		t.Cleanup(func() { sub.Unsubscribe(); nc2.Close() })
+	}()
+	msg, err := askHomeNode(ctx, nc, nats.NewMsg("rvp.test.late"), "home1", 10*time.Second, &said)
+	<-up
+	if err != nil || string(msg.Data) != "ok" {
+		t.Fatalf("with a node starting late: %v", err)
+	}
+	if !strings.Contains(said.String(), "waiting up to 10s") {
+		t.Errorf("stderr %q: want the wait said", said.String())
+	}
+}
