@@ -68,24 +68,24 @@ type bucket struct {
 	rate, burst float64 // its sender's share
 }
 
-// refill adds what rate gives since b's last use, up to burst.
-func (b *bucket) refill(rate, burst float64, now time.Time) {
+// refill adds what b's rate gives since its last use, up to its burst.
+func (b *bucket) refill(now time.Time) {
 	if b.last.IsZero() {
-		b.tokens = burst
+		b.tokens = b.burst
 	} else if dt := now.Sub(b.last).Seconds(); dt > 0 {
-		b.tokens = math.Min(burst, b.tokens+dt*rate)
+		b.tokens = math.Min(b.burst, b.tokens+dt*b.rate)
 	}
 	b.last = now
 }
 
 // wait returns how long until b holds n tokens (0 when it does). A
 // request larger than a whole burst waits for a full bucket.
-func (b *bucket) wait(n, rate, burst float64) (float64, time.Duration) {
-	n = math.Min(n, burst)
+func (b *bucket) wait(n float64) (float64, time.Duration) {
+	n = math.Min(n, b.burst)
 	if b.tokens >= n {
 		return n, 0
 	}
-	return n, time.Duration((n - b.tokens) / rate * float64(time.Second))
+	return n, time.Duration((n - b.tokens) / b.rate * float64(time.Second))
 }
 
 // maxBuckets bounds the senders a limiter remembers. Past it, buckets that
@@ -128,27 +128,24 @@ func (l *limiter) allow(key string, anonymous, message bool, bytes int, now time
 	var mb, bb, db *bucket
 	var mn, bn, dn float64
 	if message && l.cfg.MessagesPerSecond > 0 {
-		rate, burst := f*float64(l.cfg.MessagesPerSecond), f*float64(l.cfg.MessageBurst)
-		mb = bucketOf(l.msg, key, rate, burst, now)
+		mb = bucketOf(l.msg, key, f*float64(l.cfg.MessagesPerSecond), f*float64(l.cfg.MessageBurst), now)
 		var wait time.Duration
-		if mn, wait = mb.wait(1, rate, burst); wait > 0 {
+		if mn, wait = mb.wait(1); wait > 0 {
 			return wait, "messages per second", false
 		}
 	}
 	if l.cfg.BytesPerSecond > 0 {
-		rate, burst := f*float64(l.cfg.BytesPerSecond), f*float64(l.cfg.ByteBurst)
-		bb = bucketOf(l.byt, key, rate, burst, now)
+		bb = bucketOf(l.byt, key, f*float64(l.cfg.BytesPerSecond), f*float64(l.cfg.ByteBurst), now)
 		var wait time.Duration
-		if bn, wait = bb.wait(float64(bytes+requestOverhead), rate, burst); wait > 0 {
+		if bn, wait = bb.wait(float64(bytes + requestOverhead)); wait > 0 {
 			return wait, "bytes per second", false
 		}
 	}
 	if l.cfg.BytesPerDay > 0 && bytes > 0 {
 		burst := f * float64(l.cfg.BytesPerDay)
-		rate := burst / (24 * 60 * 60)
-		db = bucketOf(l.day, key, rate, burst, now)
+		db = bucketOf(l.day, key, burst/(24*60*60), burst, now)
 		var wait time.Duration
-		if dn, wait = db.wait(float64(bytes), rate, burst); wait > 0 {
+		if dn, wait = db.wait(float64(bytes)); wait > 0 {
 			return wait, "bytes per day", false
 		}
 	}
@@ -163,8 +160,8 @@ func (l *limiter) allow(key string, anonymous, message bool, bytes int, now time
 	return 0, "", true
 }
 
-// bucketOf returns key's bucket in m (of rate and burst), refilled to
-// now, made if need be. Past maxBuckets, those that have refilled (which
+// bucketOf returns key's bucket in m, refilled to now, made of rate and
+// burst (a key's share does not change) if need be. Past maxBuckets, those that have refilled (which
 // hold nothing a fresh one would not) are forgotten, then if need be
 // those holding half their share or more, so that a flood of senders
 // neither grows the map nor hands the senders who spent their share a
@@ -178,7 +175,7 @@ func bucketOf(m map[string]*bucket, key string, rate, burst float64, now time.Ti
 		b = &bucket{rate: rate, burst: burst}
 		m[key] = b
 	}
-	b.refill(rate, burst, now)
+	b.refill(now)
 	return b
 }
 
@@ -191,7 +188,7 @@ func forget(m map[string]*bucket, now time.Time) {
 	for _, least := range []float64{1, 0.5, 0} {
 		for k, x := range m {
 			if least == 1 {
-				x.refill(x.rate, x.burst, now)
+				x.refill(now)
 			}
 			if x.tokens >= least*x.burst {
 				delete(m, k)

@@ -275,37 +275,45 @@ func (g *Gateway) checkHandedOut(req *rvp.Request, n *rvp.Notification, c *conn,
 		urls = append(urls, n.From...)
 	}
 	for _, v := range urls {
-		u, err := rvp.ParseURL(v)
-		if err != nil || !strings.Contains(v, "://") {
-			continue // a server's name, or nothing; refused elsewhere if malformed
+		if !strings.Contains(v, "://") {
+			continue // a server's name, or nothing
 		}
-		if dom, err := g.principalDomain(u.Host, reqHost); err != nil {
+		u, err := rvp.ParseURL(v)
+		if err != nil {
+			continue // refused elsewhere
+		}
+		dom, err := g.principalDomain(u.Host, reqHost)
+		if err != nil {
 			return err
-		} else if dom == nil {
+		}
+		if dom == nil {
 			continue // another organisation's
 		}
-		if ok, err := g.ourPort(u.Host, c); err != nil || ok {
-			if err != nil {
-				return err
-			}
-			continue
+		_, port, err := net.SplitHostPort(u.Host)
+		if err != nil {
+			continue // no port (ParseURL drops port 80)
 		}
-		g.counters.forged.Add(1)
-		_, p, _ := net.SplitHostPort(u.Host)
-		return refuse(rvp.StatusForbidden, "%s, sent to another organisation, names our host at port %s, which is not a port of ours (none, 80, this gateway's, or a home server's host and port in the directory); name it without a port", u, p)
+		ours, err := g.ourPort(u.Host, port, c)
+		if err != nil {
+			return err
+		}
+		if !ours {
+			g.counters.forged.Add(1)
+			return refuse(rvp.StatusForbidden, "%s, sent to another organisation, names our host at port %s, which is not a port of ours (none, 80, this gateway's, or a home server's host and port in the directory); name it without a port", u, port)
+		}
 	}
 	return nil
 }
 
-// ourPort reports whether a host of ours is named at a port of ours: no
-// port, port 80, the port of the listener c came in on, or a home server's
+// ourPort reports whether host, of ours and naming port, names a port of
+// ours: 80, the port of the listener c came in on, or a home server's
 // host and port exactly. Not the port of the request's Host, which the
 // client writes.
-func (g *Gateway) ourPort(host string, c *conn) (bool, error) {
-	_, p, err := net.SplitHostPort(host)
-	if err != nil || p == "80" {
-		return true, nil // no port
+func (g *Gateway) ourPort(host, port string, c *conn) (bool, error) {
+	if port == "80" {
+		return true, nil
 	}
+	p := port
 	if c != nil {
 		if a, ok := c.nc.LocalAddr().(*net.TCPAddr); ok && strconv.Itoa(a.Port) == p {
 			return true, nil

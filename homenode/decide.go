@@ -170,26 +170,30 @@ func (c *core) foreignFull(d *decision, r *events.Req, watchers int, ended *proj
 	if ended != nil {
 		except = func(id int32) bool { return id == ended.ID }
 	}
-	count := func(key string) (int, error) { return c.State.CountWatchersBy(r.Node, key, except) }
-	if r.Client != "" && watchers >= c.policy.MaxWatchesPerNetwork {
-		network := events.SenderNetwork(r.Client)
-		n, err := count(projections.NetworkKey(network))
-		if err != nil {
-			return false, err
-		}
-		if n >= c.policy.MaxWatchesPerNetwork {
-			d.fail(r, rvp.StatusUnavailable, "other organisations' principals at %s hold %d subscriptions to %s, the most one network may; end some (UNSUBSCRIBE) or wait for them to lapse", network, n, r.Node)
-			d.reply.RetryAfter = retryAfter(5 * time.Minute)
-			return true, nil
-		}
+	network := ""
+	if r.Client != "" {
+		network = events.SenderNetwork(r.Client)
 	}
-	if watchers >= c.policy.MaxWatchesForeign {
-		n, err := count(projections.ForeignKey)
+	for _, b := range []struct {
+		on        bool
+		key       string
+		max       int
+		who, most string // for the refusal
+	}{
+		{network != "" && watchers >= c.policy.MaxWatchesPerNetwork, projections.NetworkKey(network), c.policy.MaxWatchesPerNetwork,
+			"other organisations' principals at " + network, "the most one network may"},
+		{watchers >= c.policy.MaxWatchesForeign, projections.ForeignKey, c.policy.MaxWatchesForeign,
+			"other organisations' principals", "the most they may together"},
+	} {
+		if !b.on {
+			continue
+		}
+		n, err := c.State.CountWatchersBy(r.Node, b.key, except)
 		if err != nil {
 			return false, err
 		}
-		if n >= c.policy.MaxWatchesForeign {
-			d.fail(r, rvp.StatusUnavailable, "other organisations' principals hold %d subscriptions to %s, the most they may together; end some (UNSUBSCRIBE) or wait for them to lapse", n, r.Node)
+		if n >= b.max {
+			d.fail(r, rvp.StatusUnavailable, "%s hold %d subscriptions to %s, %s; end some (UNSUBSCRIBE) or wait for them to lapse", b.who, n, r.Node, b.most)
 			d.reply.RetryAfter = retryAfter(5 * time.Minute)
 			return true, nil
 		}

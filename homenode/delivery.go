@@ -481,16 +481,14 @@ func (n *Node) resendAfterTakeover(ctx context.Context, state jetstream.StreamSt
 
 // usersChangedLately returns the users with a fact stored since
 // DeliveryTimeout and ClockSkew before the home server's last fact (in
-// state, the stream as the node found it before it appended its own), or
+// state, the stream as the node found it before it appended its own; not
+// empty: resendAfterTakeover's check), or
 // before the previous owner was last seen alive if that is later, and that
 // time: every notification decided before it was over by then
 // (Config.ResendPresence).
 func (n *Node) usersChangedLately(ctx context.Context, state jetstream.StreamState) ([]events.User, time.Time, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if state.Msgs == 0 {
-		return nil, time.Time{}, nil
-	}
 	alive := state.LastTime
 	if n.cfg.PreviousOwnerSeen.After(alive) {
 		alive = n.cfg.PreviousOwnerSeen

@@ -872,12 +872,7 @@ func (p *pebbleHome) putSub(old, s *Subscription) error {
 	p.b.Set(p.kb, p.vb, nil)
 	p.kb = p.h.appendExpiryKey(p.kb[:0], s.Expires, s.Node, "s", s.ID)
 	p.b.Set(p.kb, nil, nil)
-	for i := range 3 {
-		var ok bool
-		if p.kb, ok = p.h.appendIndexKey(p.kb[:0], s, i); ok {
-			p.b.Set(p.kb, nil, nil)
-		}
-	}
+	p.index(s, false)
 	return nil
 }
 
@@ -888,12 +883,7 @@ func (p *pebbleHome) delSub(s *Subscription) error {
 	p.b.Delete(p.kb, nil)
 	p.kb = p.h.appendExpiryKey(p.kb[:0], s.Expires, s.Node, "s", s.ID)
 	p.b.Delete(p.kb, nil)
-	for i := range 3 {
-		var ok bool
-		if p.kb, ok = p.h.appendIndexKey(p.kb[:0], s, i); ok {
-			p.b.Delete(p.kb, nil)
-		}
-	}
+	p.index(s, true)
 	return nil
 }
 
@@ -902,10 +892,10 @@ func (p *pebbleHome) delSub(s *Subscription) error {
 // subscribes for; another organisation's principal by its URL, with every
 // other organisation's (ForeignKey), and by the client network it
 // subscribed from (events.SenderNetwork of its Source) with every other
-// principal subscribing from there. The home
-// node bounds the subscriptions one subscriber, and one network, holds
-// on a node by them; the index lets it read those alone, not every
-// watcher of a node that has thousands.
+// principal subscribing from there. The home node bounds the
+// subscriptions one subscriber, and one network, holds on a node by them;
+// the index lets it read those alone, not every watcher of a node that has
+// thousands.
 func WatchKeys(s *Subscription) []string {
 	if subKind(s.Kind) != "s" {
 		return nil
@@ -947,27 +937,30 @@ const (
 	networkPrefix   = "network "
 )
 
-// appendIndexKey appends the key of the i-th (0, 1, 2) entry of s in the
-// index of WatchKeys(s), as appendWatchPrefix(u, WatchKeys(s)[i]) and
-// s.ID, without making the first: a sign-in wave writes one for each of
-// its watches. ok is false when s has no i-th.
-func (h *Home) appendIndexKey(dst []byte, s *Subscription, i int) (_ []byte, ok bool) {
+// index writes s's entries in the index of WatchKeys(s), or deletes them.
+func (p *pebbleHome) index(s *Subscription, del bool) {
 	if subKind(s.Kind) != "s" {
-		return dst, false
+		return
 	}
-	switch {
-	case i > 0 && !s.SubscriberUser.IsZero(), i == 2 && s.Source == "":
-		return dst, false
-	case i == 1:
-		dst = h.appendWatchPrefix(dst, s.Node, ForeignKey)
-	case i == 2:
-		dst = h.appendWatchPrefix(dst, s.Node, NetworkKey(events.SenderNetwork(s.Source)))
-	case s.SubscriberUser.IsZero():
-		dst = h.appendHashPrefix(dst, s.Node, newKeyHash().add(principalPrefix).add(s.Subscriber))
-	default:
-		dst = h.appendHashPrefix(dst, s.Node, newKeyHash().add(userPrefix).addUser(s.SubscriberUser).add(" ").addUser(s.Watcher))
+	write := func() {
+		p.kb = binary.BigEndian.AppendUint32(p.kb, uint32(s.ID))
+		if del {
+			p.b.Delete(p.kb, nil)
+		} else {
+			p.b.Set(p.kb, nil, nil)
+		}
 	}
-	return binary.BigEndian.AppendUint32(dst, uint32(s.ID)), true
+	if !s.SubscriberUser.IsZero() {
+		// A user of ours: its one key, hashed without being made (a
+		// sign-in wave writes one for each of its watches).
+		p.kb = p.h.appendHashPrefix(p.kb[:0], s.Node, newKeyHash().add(userPrefix).addUser(s.SubscriberUser).add(" ").addUser(s.Watcher))
+		write()
+		return
+	}
+	for _, k := range WatchKeys(s) {
+		p.kb = p.h.appendWatchPrefix(p.kb[:0], s.Node, k)
+		write()
+	}
 }
 
 // appendWatchPrefix appends the prefix of the keys of u's property

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/rvp-im/rvpd/events"
 )
 
 // Client sends requests to client callbacks and other servers the way RVP
@@ -157,7 +159,7 @@ func PeerKeys(host string) []string {
 	if h, _, err := net.SplitHostPort(name); err == nil {
 		name = h
 	}
-	return []string{host, name, strings.TrimPrefix(name, "im.")}
+	return []string{host, name, events.Organisation(name)}
 }
 
 // MaxAnswerBody bounds a body read with Outbound.ReadBody.

@@ -44,26 +44,45 @@ func TestAskHomeNodeWaits(t *testing.T) {
 		t.Errorf("stderr %q: want the wait said once", said.String())
 	}
 
-	// A node that comes up during the wait answers.
-	said.Reset()
-	up := make(chan struct{})
+	// A node that comes up during the wait answers: it starts once the
+	// wait is said.
+	waiting := &saidWriter{said: make(chan struct{})}
+	up := make(chan error, 1)
 	go func() {
-		defer close(up)
-		time.Sleep(1200 * time.Millisecond) // the node starting late is what is tested
+		<-waiting.said
 		nc2, err := nats.Connect(ns.ClientURL())
 		if err != nil {
+			up <- err
 			return
 		}
-		sub, _ := nc2.Subscribe("rvp.test.late", func(m *nats.Msg) { m.Respond([]byte("ok")) })
-		nc2.Flush()
-		t.Cleanup(func() { sub.Unsubscribe(); nc2.Close() })
+		t.Cleanup(nc2.Close)
+		if _, err := nc2.Subscribe("rvp.test.late", func(m *nats.Msg) { m.Respond([]byte("ok")) }); err != nil {
+			up <- err
+			return
+		}
+		up <- nc2.Flush()
 	}()
-	msg, err := askHomeNode(ctx, nc, nats.NewMsg("rvp.test.late"), "home1", 10*time.Second, &said)
-	<-up
+	msg, err := askHomeNode(ctx, nc, nats.NewMsg("rvp.test.late"), "home1", 10*time.Second, waiting)
+	if uerr := <-up; uerr != nil {
+		t.Fatalf("the late node: %v", uerr)
+	}
 	if err != nil || string(msg.Data) != "ok" {
 		t.Fatalf("with a node starting late: %v", err)
 	}
-	if !strings.Contains(said.String(), "waiting up to 10s") {
-		t.Errorf("stderr %q: want the wait said", said.String())
+	if !strings.Contains(waiting.String(), "waiting up to 10s") {
+		t.Errorf("stderr %q: want the wait said", waiting.String())
 	}
+}
+
+// saidWriter is a stderr that closes said at its first write.
+type saidWriter struct {
+	bytes.Buffer
+	said chan struct{}
+}
+
+func (w *saidWriter) Write(p []byte) (int, error) {
+	if w.Len() == 0 {
+		defer close(w.said)
+	}
+	return w.Buffer.Write(p)
 }

@@ -18,8 +18,7 @@ import (
 // cold store, and as rvpd takes its home server over from the process
 // that died it tells the watchers of the users changed lately (within
 // 40 s before the process was last known alive) their state again: after
-// the rest, none. The
-// relay comes back empty, and tells no one.
+// the rest, none. The relay comes back empty, and tells no one.
 func (b *bench) restartWave() {
 	c := b.cfg
 	for _, t := range b.targets {
