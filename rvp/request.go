@@ -148,6 +148,18 @@ func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 
 	total := 0
 	var last string // lower-case name of the previous field, for folded lines
+	// fold is the value of field last while continuation lines are added
+	// to it, set into the header once it is whole: joining the pieces one
+	// line at a time copied the value so far for every line, hundreds of
+	// megabytes for a header within every limit.
+	var fold []byte
+	folded := func() {
+		if fold != nil {
+			vs := req.Header[last]
+			vs[len(vs)-1] = string(fold)
+			fold = nil
+		}
+	}
 	for {
 		line, err = readLine(br, lim.MaxLine)
 		if err != nil {
@@ -157,6 +169,7 @@ func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 			return nil, err
 		}
 		if len(line) == 0 {
+			folded()
 			break
 		}
 		total += len(line)
@@ -170,10 +183,19 @@ func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 			if i := bytes.IndexFunc(line, isCTL); i >= 0 {
 				return nil, protoErr(StatusBadRequest, "control character %#x in the value of %s", line[i], last)
 			}
-			vs := req.Header[last]
-			vs[len(vs)-1] = strings.TrimSpace(vs[len(vs)-1] + " " + strings.TrimSpace(string(line)))
+			if fold == nil {
+				vs := req.Header[last]
+				fold = append(make([]byte, 0, len(vs[len(vs)-1])+len(line)+1), vs[len(vs)-1]...)
+			}
+			if piece := bytes.TrimSpace(line); len(piece) > 0 {
+				if len(fold) > 0 {
+					fold = append(fold, ' ')
+				}
+				fold = append(fold, piece...)
+			}
 			continue
 		}
+		folded()
 		name, value, ok := bytes.Cut(line, []byte{':'})
 		if !ok {
 			return nil, protoErr(StatusBadRequest, "header line without ':'")
