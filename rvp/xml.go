@@ -333,8 +333,14 @@ type Notification struct {
 }
 
 // ParseNotification checks that a NOTIFY body is a well-formed
-// r:notification (the spec's D:notification too) holding an r:message or
-// an r:propnotification, and returns who it says it is from and to.
+// r:notification (the spec's D:notification too) holding one r:message
+// or one r:propnotification, and returns who it says it is from and to.
+// Every href of every contact is returned, each as one entry (a
+// notification-from or -to without a contact, a contact without an href,
+// or an href holding elements as ""), matched by local name in any
+// namespace: clients read these bodies in different ways (Miranda by
+// literal prefixed names, librvp by local name, Net::RVP makes a user of
+// every href), so a sender one of them could read is never left out.
 func ParseNotification(body []byte) (*Notification, error) {
 	root, err := parseXML(body)
 	if err != nil {
@@ -343,16 +349,21 @@ func ParseNotification(body []byte) (*Notification, error) {
 	if root.name.Local != "notification" {
 		return nil, xmlErr("NOTIFY body: root element is %s, want r:notification", root.name.Local)
 	}
+	var n *Notification
 	for _, c := range root.children {
-		n := &Notification{}
+		kind := NotificationKind(0)
 		switch c.name.Local {
 		case "message":
-			n.Kind = KindMessage
+			kind = KindMessage
 		case "propnotification":
-			n.Kind = KindPropNotification
+			kind = KindPropNotification
 		default:
 			continue
 		}
+		if n != nil {
+			return nil, xmlErr("NOTIFY body: r:notification holds more than one r:message or r:propnotification")
+		}
+		n = &Notification{Kind: kind}
 		for _, p := range c.children {
 			var to *[]string
 			switch p.name.Local {
@@ -363,17 +374,37 @@ func ParseNotification(body []byte) (*Notification, error) {
 			default:
 				continue
 			}
-			href := ""
-			if ct := p.child("contact"); ct != nil {
-				if h := ct.child("href"); h != nil {
-					href = strings.TrimSpace(h.text.String())
+			hrefs := 0
+			for _, ct := range p.children {
+				if ct.name.Local != "contact" {
+					continue
+				}
+				before := hrefs
+				for _, h := range ct.children {
+					if h.name.Local != "href" {
+						continue
+					}
+					href := strings.TrimSpace(h.text.String())
+					if len(h.children) > 0 {
+						href = ""
+					}
+					*to = append(*to, href)
+					hrefs++
+				}
+				if hrefs == before {
+					*to = append(*to, "")
+					hrefs++
 				}
 			}
-			*to = append(*to, href)
+			if hrefs == 0 {
+				*to = append(*to, "")
+			}
 		}
-		return n, nil
 	}
-	return nil, xmlErr("NOTIFY body: r:notification holds neither r:message nor r:propnotification")
+	if n == nil {
+		return nil, xmlErr("NOTIFY body: r:notification holds neither r:message nor r:propnotification")
+	}
+	return n, nil
 }
 
 // CheckNotification checks that a NOTIFY body is a well-formed

@@ -167,6 +167,42 @@ func TestParseNotification(t *testing.T) {
 	}
 }
 
+// TestParseNotificationHidesNoSender: every sender a body names is seen,
+// however it is spelt, so that the gateway's one-sender check
+// (checkNotification) holds for what a client reads. The first
+// r:contact of r:notification-from (by local name, in any namespace), its
+// first d:href, and the first r:message were all that was read: a second
+// contact, href or message, which a client may take for the sender
+// (Miranda matches the literal "r:contact", Net::RVP makes a user of
+// every href), went unchecked.
+func TestParseNotificationHidesNoSender(t *testing.T) {
+	const (
+		head  = `<?xml version="1.0"?><r:notification xmlns:d="DAV:" xmlns:r="http://schemas.microsoft.com/rvp/" xmlns:x="urn:x">`
+		alice = `<r:contact><d:href>http://im.example.com/instmsg/aliases/alice</d:href></r:contact>`
+		to    = `<r:notification-to><r:contact><d:href>http://im.example.com/instmsg/aliases/bob</d:href></r:contact></r:notification-to>`
+		body  = `<r:msgbody><r:mime-data>hi</r:mime-data></r:msgbody>`
+		tail  = `</r:notification>`
+	)
+	mallory := "http://im.example.com/instmsg/aliases/mallory"
+	for name, doc := range map[string]string{
+		"two contacts":                         head + `<r:message><r:notification-from>` + alice + `<r:contact><d:href>` + mallory + `</d:href></r:contact></r:notification-from>` + to + body + `</r:message>` + tail,
+		"a contact of another namespace first": head + `<r:message><r:notification-from><x:contact><d:href>http://im.example.com/instmsg/aliases/alice</d:href></x:contact><r:contact><d:href>` + mallory + `</d:href></r:contact></r:notification-from>` + to + body + `</r:message>` + tail,
+		"two hrefs":                            head + `<r:message><r:notification-from><r:contact><d:href>http://im.example.com/instmsg/aliases/alice</d:href><d:href>` + mallory + `</d:href></r:contact></r:notification-from>` + to + body + `</r:message>` + tail,
+		"two messages":                         head + `<r:message><r:notification-from>` + alice + `</r:notification-from>` + to + body + `</r:message><r:message><r:notification-from><r:contact><d:href>` + mallory + `</d:href></r:contact></r:notification-from>` + to + body + `</r:message>` + tail,
+		"a message of another namespace first": head + `<x:message><r:notification-from>` + alice + `</r:notification-from>` + to + `</x:message><r:message><r:notification-from><r:contact><d:href>` + mallory + `</d:href></r:contact></r:notification-from>` + to + body + `</r:message>` + tail,
+	} {
+		n, err := ParseNotification([]byte(doc))
+		if err == nil && len(n.From) == 1 {
+			t.Errorf("%s: one sender, %q, for a body that names %s too", name, n.From[0], mallory)
+		}
+	}
+	// What real clients send is read as before.
+	n, err := ParseNotification([]byte(notificationSeeds[0]))
+	if err != nil || len(n.From) != 1 || n.From[0] != "http://im.example.com/instmsg/aliases/alice" {
+		t.Errorf("a real message: %+v %v", n, err)
+	}
+}
+
 func FuzzCheckNotification(f *testing.F) {
 	for _, s := range notificationSeeds {
 		f.Add([]byte(s))
