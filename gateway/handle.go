@@ -159,7 +159,7 @@ func lookupOf(req *rvp.Request, host, alias, path string) *events.Lookup {
 			lk.Header[h] = v
 		}
 	}
-	if n, err := strconv.Atoi(strings.TrimSpace(req.Header.Get(rvp.HdrHopCount))); err == nil && n > 0 {
+	if n, err := rvp.ParseCount(req.Header.Get(rvp.HdrHopCount)); err == nil && n > 0 {
 		lk.HopCount = n
 	}
 	return lk
@@ -206,10 +206,18 @@ func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client 
 		// GET, HEAD, POST, PUT, LOCK, UNLOCK, OPTIONS, POLL and anything else.
 		return nil, refuse(rvp.StatusNotImplemented, "%s is not implemented by this RVP server", req.Method)
 	}
-	if n, err := rvp.ParseCount(strings.TrimSpace(req.Header.Get(rvp.HdrHopCount))); err == nil && n > MaxHops {
+	if v := strings.TrimSpace(req.Header.Get(rvp.HdrHopCount)); v != "" {
 		// Refused here, before anything is appended; routers and home
-		// nodes hold the same limit for what reaches them otherwise.
-		return nil, refuse(rvp.StatusLoopDetected, "RVP-Hop-Count %d exceeds the limit of %d: servers are forwarding this request in a loop", n, MaxHops)
+		// nodes hold the same limit for what reaches them otherwise. A
+		// count this check cannot read is refused too: read otherwise
+		// later ("+9" by strconv.Atoi), it would pass here and loop on.
+		n, err := rvp.ParseCount(v)
+		if err != nil {
+			return nil, refuse(rvp.StatusBadRequest, "RVP-Hop-Count %q is not a non-negative integer", v)
+		}
+		if n > MaxHops {
+			return nil, refuse(rvp.StatusLoopDetected, "RVP-Hop-Count %d exceeds the limit of %d: servers are forwarding this request in a loop", n, MaxHops)
+		}
 	}
 	reqHost := requestHost(req)
 	from, fromUser, fromDomain, err := g.fromPrincipal(req, reqHost)

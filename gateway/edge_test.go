@@ -1,0 +1,182 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
+)
+
+// edge is a gateway over an in-process JetStream with a directory of its
+// own (no home node, no router: nothing answers what is appended), for
+// tests of what the gateway refuses by itself.
+type edge struct {
+	t   *testing.T
+	g   *Gateway
+	js  jetstream.JetStream
+	log *recordLog
+}
+
+// recordLog keeps every record logged at Info or above.
+type recordLog struct {
+	mu      sync.Mutex
+	records []slog.Record
+}
+
+func (r *recordLog) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
+func (r *recordLog) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.records = append(r.records, rec)
+	return nil
+}
+func (r *recordLog) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r *recordLog) WithGroup(string) slog.Handler      { return r }
+
+func (r *recordLog) take() []slog.Record {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := r.records
+	r.records = nil
+	return out
+}
+
+// newEdge starts the gateway: IM domain example.test at im.example.test
+// (no router: the gateway serves it), home server home1, users alice and
+// bob; the organisation federates.
+func newEdge(t *testing.T, auth Authenticator) *edge {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{ServerName: "t", JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	nc, err := nats.Connect("", nats.InProcessServer(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	if err := projections.EnsureStreams(t.Context(), js, projections.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	db, err := projections.Open("", projections.Options{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	dir, err := projections.OpenDirectory(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []projections.Msg
+	for i, ev := range []events.Event{
+		&events.DomainCreated{Domain: "example.test", IMHost: "im.example.test"},
+		&events.HomeServerCreated{Name: "home1", Host: "home1.example.test", HostsUsers: true},
+		&events.UserEnabled{User: events.NewUser("example.test", "alice"), Home: "home1"},
+		&events.UserEnabled{User: events.NewUser("example.test", "bob"), Home: "home1"},
+		&events.FederationSet{InternetCapable: true},
+	} {
+		data, err := events.Encode(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs = append(msgs, projections.Msg{Seq: uint64(i + 1), Type: ev.Type(), Data: data})
+	}
+	if err := dir.ApplyBatch(msgs); err != nil {
+		t.Fatal(err)
+	}
+	rl := &recordLog{}
+	g, err := New(Config{ID: "gw", JetStream: js, Conn: nc, Directory: dir, Auth: auth,
+		RequestTimeout: 300 * time.Millisecond, Logger: slog.New(rl)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &edge{t: t, g: g, js: js, log: rl}
+}
+
+// do reads raw as the gateway's connections do and answers it.
+func (e *edge) do(raw string) *rvp.Response {
+	e.t.Helper()
+	req, err := rvp.ReadRequest(bufio.NewReader(strings.NewReader(raw)), rvp.Limits{})
+	if err != nil {
+		e.t.Fatalf("%q: %v", raw, err)
+	}
+	server, client := net.Pipe()
+	defer server.Close()
+	defer client.Close()
+	c := &conn{nc: server, g: e.g, state: &ConnState{}}
+	resp := e.g.handle(context.Background(), c, req, "192.0.2.7")
+	var b bytes.Buffer
+	w := bufio.NewWriter(&b)
+	resp.WriteTo(w)
+	e.g.logRequest(req, resp, "192.0.2.7", 0)
+	return resp
+}
+
+// appended returns how many messages the requests and lookups streams
+// hold.
+func (e *edge) appended() uint64 {
+	e.t.Helper()
+	var n uint64
+	for _, name := range []string{events.StreamRequests, events.StreamLookups} {
+		s, err := e.js.Stream(e.t.Context(), name)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		info, err := s.Info(e.t.Context())
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		n += info.State.Msgs
+	}
+	return n
+}
+
+// TestHopCountRefusedBeforeAppend: a request past MaxHops is refused
+// (508) before anything is appended, however its RVP-Hop-Count is
+// written. "+9" passed the gateway's check (rvp.ParseCount refuses a
+// sign, so the check was skipped) while lookupOf read it with
+// strconv.Atoi as 9: the lookup was appended, and only the router
+// refused it.
+func TestHopCountRefusedBeforeAppend(t *testing.T) {
+	e := newEdge(t, NoAuth{})
+	// alice subscribes to another organisation's node: a lookup for the
+	// routers to forward.
+	const head = "SUBSCRIBE /instmsg/aliases/carol HTTP/1.1\r\nHost: im.acme.example\r\nNotification-Type: update/propchange\r\n" +
+		"Call-Back: http://im.example.test/instmsg/aliases/alice\r\nRVP-From-Principal: http://im.example.test/instmsg/aliases/alice\r\n"
+	for _, hops := range []string{"9", "+9", "+0000000009"} {
+		before := e.appended()
+		r := e.do(head + "RVP-Hop-Count: " + hops + "\r\n\r\n")
+		if r.Status != rvp.StatusLoopDetected && r.Status != rvp.StatusBadRequest {
+			t.Errorf("RVP-Hop-Count %q: status %d, want 508 (or 400); body %q", hops, r.Status, r.Body)
+		}
+		if n := e.appended() - before; n != 0 {
+			t.Errorf("RVP-Hop-Count %q: %d events appended before the refusal", hops, n)
+		}
+	}
+	// The same request within the limit is looked up: the harness does
+	// append what it should.
+	before := e.appended()
+	e.do(head + "RVP-Hop-Count: 2\r\n\r\n")
+	if e.appended() == before {
+		t.Error("a request within the hop limit was not looked up")
+	}
+}
