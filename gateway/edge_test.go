@@ -180,3 +180,33 @@ func TestHopCountRefusedBeforeAppend(t *testing.T) {
 		t.Error("a request within the hop limit was not looked up")
 	}
 }
+
+// TestNoHostRefusedBeforeAppend: a request for a logical URL that names
+// no host (an empty Host, or none in HTTP/1.0) is refused (400) before
+// anything is appended. It became a lookup of the node at host "" for
+// the routers, appended to RVP_LOOKUP and answered 504 or whatever the
+// routers made of it.
+func TestNoHostRefusedBeforeAppend(t *testing.T) {
+	e := newEdge(t, NoAuth{})
+	const rest = "RVP-From-Principal: http://im.example.test/instmsg/aliases/alice\r\nNotification-Type: update/propchange\r\n" +
+		"Call-Back: http://im.example.test/instmsg/aliases/alice\r\n\r\n"
+	for _, raw := range []string{
+		"SUBSCRIBE /instmsg/aliases/bob HTTP/1.1\r\nHost: \r\n" + rest,
+		"SUBSCRIBE /instmsg/aliases/bob HTTP/1.0\r\n" + rest,
+	} {
+		before := e.appended()
+		r := e.do(raw)
+		if r.Status != rvp.StatusBadRequest {
+			t.Errorf("%q: status %d, want 400; body %q", raw, r.Status, r.Body)
+		}
+		if n := e.appended() - before; n != 0 {
+			t.Errorf("%q: %d events appended before the refusal", raw, n)
+		}
+	}
+	// A physical URL names its IM host, and needs no Host.
+	before := e.appended()
+	r := e.do("SUBSCRIBE /instmsg/local/im.example.test/instmsg/aliases/bob HTTP/1.0\r\n" + rest)
+	if r.Status == rvp.StatusBadRequest || e.appended() == before {
+		t.Errorf("a physical URL without Host: status %d, body %q, not appended", r.Status, r.Body)
+	}
+}

@@ -532,6 +532,10 @@ func (g *Gateway) resolveTarget(req *rvp.Request, from, client string) (*target,
 		return nil, nil, err
 	}
 	if dom == nil {
+		if lookupHost == "" {
+			// Nobody's node: no host to look up, here or anywhere.
+			return nil, nil, refuse(rvp.StatusBadRequest, "the request names no host: send Host with the host of the node's URL (%s)", path)
+		}
 		return nil, lookupOf(req, lookupHost, ref.Alias, path), nil
 	}
 	user := events.NewUser(dom.Domain, ref.Alias)
