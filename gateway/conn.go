@@ -78,7 +78,7 @@ func (c *conn) serve(br *bufio.Reader, bw *bufio.Writer) {
 		c.nc.SetReadDeadline(time.Time{})
 		start := g.now()
 		g.inflight.Add(1)
-		resp := g.handle(context.Background(), c, req, client)
+		resp, why := g.handle(context.Background(), c, req, client)
 		// Counted before it is written: whoever has the answer sees it
 		// counted.
 		g.inflight.Add(-1)
@@ -90,7 +90,7 @@ func (c *conn) serve(br *bufio.Reader, bw *bufio.Writer) {
 		}
 		resp.Head = req.Method == "HEAD"
 		err = resp.WriteTo(bw)
-		g.logRequest(req, resp, client, took)
+		g.logRequest(req, resp, client, took, why)
 		if err != nil || resp.Close {
 			return
 		}

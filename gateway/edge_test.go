@@ -6,6 +6,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -123,11 +124,11 @@ func (e *edge) do(raw string) *rvp.Response {
 	defer server.Close()
 	defer client.Close()
 	c := &conn{nc: server, g: e.g, state: &ConnState{}}
-	resp := e.g.handle(context.Background(), c, req, "192.0.2.7")
+	resp, why := e.g.handle(context.Background(), c, req, "192.0.2.7")
 	var b bytes.Buffer
 	w := bufio.NewWriter(&b)
 	resp.WriteTo(w)
-	e.g.logRequest(req, resp, "192.0.2.7", 0)
+	e.g.logRequest(req, resp, "192.0.2.7", 0, why)
 	return resp
 }
 
@@ -208,5 +209,40 @@ func TestNoHostRefusedBeforeAppend(t *testing.T) {
 	r := e.do("SUBSCRIBE /instmsg/local/im.example.test/instmsg/aliases/bob HTTP/1.0\r\n" + rest)
 	if r.Status == rvp.StatusBadRequest || e.appended() == before {
 		t.Errorf("a physical URL without Host: status %d, body %q, not appended", r.Status, r.Body)
+	}
+}
+
+// TestRefusedLoggedOnce: a request the gateway refuses, or fails to
+// carry out, is logged once at Info or above: where it was refused, with
+// what the request line does not say, or by the request line with why.
+// A refused Call-Back and a forged sender were logged where they were
+// refused and again by the request line; a request without an answer
+// was logged as failed (Error) and again (Warn).
+func TestRefusedLoggedOnce(t *testing.T) {
+	e := newEdge(t, NoAuth{})
+	const (
+		host  = "Host: im.example.test\r\n"
+		alice = "RVP-From-Principal: http://im.example.test/instmsg/aliases/alice\r\n"
+	)
+	notify := func(from string) string {
+		body := `<?xml version="1.0"?><r:notification xmlns:d="DAV:" xmlns:r="http://schemas.microsoft.com/rvp/"><r:message><r:notification-from><r:contact><d:href>` + from +
+			`</d:href></r:contact></r:notification-from><r:notification-to><r:contact><d:href>http://im.example.test/instmsg/aliases/bob</d:href></r:contact></r:notification-to><r:msgbody><r:mime-data>hi</r:mime-data></r:msgbody></r:message></r:notification>`
+		return "NOTIFY /instmsg/aliases/bob HTTP/1.1\r\n" + host + alice + "Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+	}
+	for _, tc := range []struct{ name, raw string }{
+		{"Call-Back elsewhere", "SUBSCRIBE /instmsg/aliases/alice HTTP/1.1\r\n" + host + alice + "Notification-Type: pragma/notify\r\nCall-Back: http://10.1.1.1:3044\r\n\r\n"},
+		{"forged sender", notify("http://im.example.test/instmsg/aliases/carol")},
+		{"bad XML", "PROPPATCH /instmsg/aliases/alice HTTP/1.1\r\n" + host + alice + "Content-Length: 5\r\n\r\nhello"},
+		{"no answer", "SUBSCRIPTIONS /instmsg/aliases/alice HTTP/1.1\r\n" + host + alice + "\r\n"},
+	} {
+		e.log.take()
+		r := e.do(tc.raw)
+		var said []string
+		for _, rec := range e.log.take() {
+			said = append(said, rec.Level.String()+" "+rec.Message)
+		}
+		if len(said) != 1 {
+			t.Errorf("%s (%d): logged %d times at Info or above: %q", tc.name, r.Status, len(said), said)
+		}
 	}
 }

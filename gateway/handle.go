@@ -50,6 +50,19 @@ type refusal struct {
 	close     bool
 	// retryAfter, when set, is sent as Retry-After.
 	retryAfter time.Duration
+	// logged says the refusal was logged where it was made, with what
+	// the request line does not say: that line then goes at Debug, so
+	// that a refusal is logged once.
+	logged bool
+}
+
+// logged marks err, when it is a refusal, as logged where it was made.
+func logged(err error) error {
+	var rf *refusal
+	if errors.As(err, &rf) {
+		rf.logged = true
+	}
+	return err
 }
 
 func (e *refusal) Error() string { return e.msg }
@@ -62,7 +75,8 @@ func refuse(status int, format string, args ...any) error {
 // request go on.
 func outcomeRefusal(o Outcome) error {
 	if o.Verdict == Throttled {
-		return &refusal{status: rvp.StatusForbidden, msg: o.Msg, retryAfter: o.RetryAfter}
+		// The authenticator has said so (Credentials.throttled).
+		return &refusal{status: rvp.StatusForbidden, msg: o.Msg, retryAfter: o.RetryAfter, logged: true}
 	}
 	return &refusal{status: rvp.StatusUnauthorized, msg: o.Msg, challenge: o.Challenge}
 }
@@ -183,16 +197,11 @@ func (g *Gateway) inside(client string) (bool, error) {
 	return false, nil
 }
 
-// handle answers one request.
-func (g *Gateway) handle(ctx context.Context, c *conn, req *rvp.Request, client string) *rvp.Response {
+// handle answers one request; it also returns the error it answered by
+// itself, if any, for the request line (logRequest) to say.
+func (g *Gateway) handle(ctx context.Context, c *conn, req *rvp.Request, client string) (*rvp.Response, error) {
 	reply, err := g.answer(ctx, c, req, client)
-	if err != nil {
-		var rf *refusal
-		if !errors.As(err, &rf) {
-			g.log.Error("request failed", "method", req.Method, "target", req.Target, "client", client, "err", err)
-		}
-	}
-	return respond(req, reply, err)
+	return respond(req, reply, err), err
 }
 
 // answer finds the answer to one request: a home node's or router's
@@ -305,7 +314,7 @@ func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client 
 	case foreign && identity.Scheme != "" && identity.Scheme != "none":
 		g.counters.forged.Add(1)
 		g.log.Info("spoofed principal refused", "from", from, "authenticated", identity.User.String(), "client", client)
-		return nil, refuse(rvp.StatusForbidden, "RVP-From-Principal %q does not name %s, the user you authenticated as", from, identity.User)
+		return nil, logged(refuse(rvp.StatusForbidden, "RVP-From-Principal %q does not name %s, the user you authenticated as", from, identity.User))
 	case foreign:
 		g.counters.foreign.Add(1)
 	case identity.Scheme == "" || identity.User.IsZero():
@@ -327,7 +336,7 @@ func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client 
 		case fromUser != identity.User:
 			g.counters.forged.Add(1)
 			g.log.Info("spoofed principal refused", "from", from, "authenticated", identity.User.String(), "client", client)
-			return nil, refuse(rvp.StatusForbidden, "RVP-From-Principal %q does not name %s, the user you authenticated as", from, identity.User)
+			return nil, logged(refuse(rvp.StatusForbidden, "RVP-From-Principal %q does not name %s, the user you authenticated as", from, identity.User))
 		}
 	}
 	var n *rvp.Notification
@@ -343,7 +352,7 @@ func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client 
 		if err := g.checkNotification(n, identity.User, foreignFrom, tgt, lookup, reqHost); err != nil {
 			g.counters.forged.Add(1)
 			g.log.Info("notification refused", "from", from, "authenticated", identity.String(), "client", client, "err", err)
-			return nil, err
+			return nil, logged(err)
 		}
 	}
 	if lookup != nil {
@@ -787,14 +796,29 @@ func render(req *rvp.Request, r *events.Reply) *rvp.Response {
 	return resp
 }
 
-func (g *Gateway) logRequest(req *rvp.Request, resp *rvp.Response, client string, took time.Duration) {
+// logRequest logs the request line of req, answered with resp; err is
+// the error the gateway answered by itself (handle), said with it. Each
+// request is logged once at Info or above: a refusal logged where it was
+// made (refusal.logged) is logged here at Debug.
+func (g *Gateway) logRequest(req *rvp.Request, resp *rvp.Response, client string, took time.Duration, err error) {
 	level := slog.LevelDebug
+	var rf *refusal
+	refused := errors.As(err, &rf)
 	switch {
+	case refused && rf.logged:
+	case err != nil && !refused:
+		level = slog.LevelError // the service failed to carry it out
 	case resp.Status >= rvp.StatusInternalError:
 		level = slog.LevelWarn
 	case resp.Status >= rvp.StatusBadRequest && resp.Status != rvp.StatusUnauthorized && resp.Status != rvp.StatusPreconditionFailed && resp.Status != rvp.StatusNotFound:
 		level = slog.LevelInfo
 	}
-	g.log.Log(context.Background(), level, "request", "method", req.Method, "target", req.Target,
-		"client", client, "status", resp.Status, "took", took)
+	if !g.log.Enabled(context.Background(), level) {
+		return
+	}
+	attrs := []any{"method", req.Method, "target", req.Target, "client", client, "status", resp.Status, "took", took}
+	if err != nil {
+		attrs = append(attrs, "err", err)
+	}
+	g.log.Log(context.Background(), level, "request", attrs...)
 }

@@ -98,7 +98,7 @@ func (g *Gateway) foreignAllowed(from, client string) error {
 	}
 	if !s.InternetCapable {
 		g.log.Info("request from another organisation refused: intranet-only", "from", from, "client", client)
-		return refuse(rvp.StatusForbidden, "this organisation does not exchange instant messages with other organisations (%s)", from)
+		return logged(refuse(rvp.StatusForbidden, "this organisation does not exchange instant messages with other organisations (%s)", from))
 	}
 	host := from
 	if u, err := rvp.ParseURL(from); err == nil {
@@ -238,7 +238,7 @@ func (g *Gateway) checkCallBack(cb rvp.URL, cbUser events.User, base *events.Req
 	if errors.Is(err, rvp.ErrCallBackMalformed) {
 		status = rvp.StatusBadRequest
 	}
-	return refuse(status, "%v", err)
+	return logged(refuse(status, "%v", err))
 }
 
 // checkForeignCallBack judges the Call-Back of a subscription to another
