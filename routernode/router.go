@@ -63,8 +63,11 @@ type Config struct {
 	Discovered func(netip.AddrPort) error
 	// MaxHops is the highest RVP-Hop-Count forwarded. Default 8.
 	MaxHops int
-	// AckWait is how long a lookup may go unanswered before another
-	// router gets it. Default 10s.
+	// AckWait is how long a lookup may go without word from the router
+	// that took it before another router gets it: a router answering
+	// one tells JetStream every third of it that it still is (a
+	// forwarded request may wait longer for another organisation).
+	// Default 10s.
 	AckWait time.Duration
 	// Workers bounds the lookups answered at once (a forwarded request
 	// waits for another organisation). Default 64.
@@ -216,8 +219,10 @@ func (r *Router) handle(ctx context.Context, m jetstream.Msg) {
 		return
 	}
 	dctx, cancel := context.WithDeadline(ctx, lk.Deadline)
+	stopProgress := r.inProgress(dctx, m)
 	reply := r.decide(dctx, lk)
 	cancel()
+	stopProgress()
 	if ctx.Err() != nil {
 		return // stopped: the lookup goes to another router
 	}
@@ -234,6 +239,33 @@ func (r *Router) handle(ctx context.Context, m jetstream.Msg) {
 		r.log.Warn("lookup reply not sent", "req", lk.ID, "err", err)
 	}
 	m.Ack()
+}
+
+// inProgress tells JetStream, every third of AckWait until ctx ends or
+// the returned stop is called (which waits for it), that m is still being
+// answered: a request forwarded to another organisation may wait for it
+// up to the lookup's deadline, longer than AckWait, and a lookup handed
+// out again meanwhile would be forwarded again (a message sent twice).
+func (r *Router) inProgress(ctx context.Context, m jetstream.Msg) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(max(r.cfg.AckWait/3, 10*time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				m.InProgress()
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }
 
 func fail(lk *events.Lookup, status int, format string, args ...any) *events.Reply {

@@ -1,0 +1,171 @@
+package routernode
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/directory"
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
+)
+
+// startJetStream starts an embedded JetStream server for one test.
+func startJetStream(t *testing.T) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{ServerName: "t", JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	return ns
+}
+
+// TestSlowForwardNotSentTwice: a lookup forwarded to another
+// organisation whose router takes longer than the lookup's AckWait to
+// answer (well inside the lookup's deadline: a DeepOr message there waits
+// for its recipient's clients) is sent there once. A router that leaves
+// the lookup unacknowledged meanwhile has JetStream hand it out again,
+// and the request — a message — reaches the other organisation twice.
+func TestSlowForwardNotSentTwice(t *testing.T) {
+	ns := startJetStream(t)
+	nc, err := nats.Connect("", nats.InProcessServer(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	ctx := t.Context()
+	if err := projections.EnsureStreams(ctx, js, projections.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	db, err := projections.Open(filepath.Join(t.TempDir(), "pebble"), projections.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	dir, err := projections.OpenDirectory(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		projections.Follow(fctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}, dir)
+	})
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	admin := &directory.Admin{JetStream: js, Directory: dir, Actor: "test"}
+	if err := admin.CreateDomain(ctx, directory.DomainSpec{Domain: "example.test", IMHost: "im.example.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.SetInternetCapable(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer wcancel()
+	if st, err := js.Stream(wctx, events.StreamDirectory); err != nil {
+		t.Fatal(err)
+	} else if err := dir.WaitFor(wctx, st.CachedInfo().State.LastSeq); err != nil {
+		t.Fatal(err)
+	}
+
+	// The other organisation's router: answers each request after 2.5 s.
+	const slow = 2500 * time.Millisecond
+	peer, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { peer.Close() })
+	var received atomic.Int32
+	go func() {
+		for {
+			c, err := peer.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				if _, err := rvp.ReadRequest(bufio.NewReader(c), rvp.Limits{}); err != nil {
+					return
+				}
+				received.Add(1)
+				time.Sleep(slow)
+				io.WriteString(c, "HTTP/1.1 200 Successful\r\nContent-Length: 0\r\n\r\n")
+			}()
+		}
+	}()
+
+	rt, err := New(Config{ID: "r1", JetStream: js, Conn: nc, Directory: dir, AckWait: time.Second,
+		Client: &rvp.Client{DialTimeout: time.Second, Timeout: 10 * time.Second},
+		Peers:  StaticPeers{"im.other.test": peer.Addr().String()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, rstop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rt.Run(rctx) }()
+	t.Cleanup(func() {
+		rstop()
+		if err := <-done; err != nil {
+			t.Errorf("router: %v", err)
+		}
+	})
+
+	replies := make(chan *events.Reply, 4)
+	sub, err := nc.Subscribe(events.ReplyFilter("gw"), func(m *nats.Msg) {
+		if ev, err := events.Decode(m.Header.Get(events.HeaderType), m.Data); err == nil {
+			replies <- ev.(*events.Reply)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sub.Unsubscribe() })
+
+	now := time.Now().UTC()
+	lk := &events.Lookup{ID: "lk1", At: now, Deadline: now.Add(15 * time.Second), Gateway: "gw", Client: "192.0.2.1",
+		Method: "NOTIFY", Host: "im.other.test", Alias: "bob", Path: "/instmsg/aliases/bob", HopCount: 1,
+		Header: map[string]string{rvp.HdrAckType: "DeepOr"},
+		Body:   []byte(`<r:notification xmlns:r="http://schemas.microsoft.com/rvp/"><r:message/></r:notification>`)}
+	data, err := events.Encode(lk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := nats.NewMsg(events.LookupSubject(""))
+	msg.Header.Set(events.HeaderType, lk.Type())
+	msg.Header.Set(events.HeaderReply, events.ReplySubject("gw", lk.ID))
+	msg.Data = data
+	if _, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(lk.ID)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-replies:
+		if r.Status != rvp.StatusOK {
+			t.Errorf("answer %d (%s), want 200", r.Status, r.Error)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("lookup not answered")
+	}
+	// Long enough for a lookup handed out again to have been forwarded
+	// again.
+	time.Sleep(1500 * time.Millisecond)
+	if n := received.Load(); n != 1 {
+		t.Errorf("the other organisation received the request %d times, want once", n)
+	}
+}
