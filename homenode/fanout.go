@@ -516,6 +516,10 @@ func (r *reachability) record(ref subRef, err error) bool {
 	return true
 }
 
+// forget drops what is counted for ref: its subscription ended, and its
+// id is never used again.
+func (r *reachability) forget(ref subRef) { delete(r.failures, ref) }
+
 func sortedUsers[T any](m map[events.User]T) []events.User {
 	return slices.SortedFunc(maps.Keys(m), func(a, b events.User) int {
 		return cmp.Or(cmp.Compare(a.Domain, b.Domain), cmp.Compare(a.Alias, b.Alias))

@@ -1151,6 +1151,11 @@ func (n *Node) release(p *pending) {
 		n.log.Info("user handed off to its new home server", "user", d.handoff.Node.String(), "home", d.handTo,
 			"subscriptions", len(d.handoff.Subs), "views", len(d.handoff.Views))
 	}
+	for _, f := range d.facts {
+		if e, ok := f.(*events.SubscriptionEnded); ok {
+			n.reach.forget(subRef{e.Node, e.ID})
+		}
+	}
 	answer := n.encodedReply(d)
 	if r, ok := p.in.(events.Request); ok {
 		n.seen.answered(r.Request().ID, answer)
@@ -1194,6 +1199,13 @@ func (n *Node) sweep(ctx context.Context) error {
 // subscription ends (and with the last login, the user's presence).
 func (n *Node) handleReach(ctx context.Context, rc reach) error {
 	if !n.reach.record(rc.ref, rc.err) {
+		if rc.err != nil {
+			// A failure reported after its subscription ended (its end
+			// decided while the NOTIFY was under way) is not kept.
+			if s, err := n.over.Subscription(rc.ref.node, rc.ref.id); err == nil && s == nil {
+				n.reach.forget(rc.ref)
+			}
+		}
 		return nil
 	}
 	return n.input(ctx, &pending{in: unreachable(rc.ref)})
