@@ -170,37 +170,53 @@ func (r *Router) consume(ctx context.Context, wg *sync.WaitGroup, slots chan str
 	if err != nil {
 		return fmt.Errorf("router %s: lookup consumer: %w", r.cfg.ID, err)
 	}
-	// Pull requests expire soon and heartbeats come often: on a cluster a
+	// A lookup is taken from the stream only for a worker that is free
+	// to answer it at once: one that waited here (or in a client-side
+	// buffer) for a worker busy with a slow organisation would be handed
+	// out again after AckWait and forwarded twice. Each pull asks for as
+	// many as there are free workers, and expires soon: on a cluster a
 	// pull request can be lost without an error (see projections.Follow).
-	it, err := cons.Messages(jetstream.PullMaxMessages(r.cfg.Workers), jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(time.Second),
-		// A missing heartbeat (the server gone, the connection moving) is
-		// nats.go's to mend with a new pull request, not an error.
-		jetstream.WithMessagesErrOnMissingHeartbeat(false))
-	if err != nil {
-		return fmt.Errorf("router %s: consume lookups: %w", r.cfg.ID, err)
-	}
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	defer it.Stop()
 	for {
-		m, err := it.Next()
-		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) && ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("router %s: read lookups: %w", r.cfg.ID, err)
-		}
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
 			return nil
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-slots }()
-			r.handle(ctx, m)
-		}()
+		free := 1
+		for free < cap(slots) {
+			select {
+			case slots <- struct{}{}:
+				free++
+				continue
+			default:
+			}
+			break
+		}
+		fctx, fcancel := context.WithTimeout(ctx, 5*time.Second)
+		batch, err := cons.Fetch(free, jetstream.FetchContext(fctx))
+		if err == nil {
+			for m := range batch.Messages() {
+				free--
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer func() { <-slots }()
+					r.handle(ctx, m)
+				}()
+			}
+			err = batch.Error()
+		}
+		fcancel()
+		for range free {
+			<-slots
+		}
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err == nil, errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		default:
+			return fmt.Errorf("router %s: read lookups: %w", r.cfg.ID, err)
+		}
 	}
 }
 

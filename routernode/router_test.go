@@ -43,6 +43,49 @@ func startJetStream(t *testing.T) *server.Server {
 // the lookup unacknowledged meanwhile has JetStream hand it out again,
 // and the request — a message — reaches the other organisation twice.
 func TestSlowForwardNotSentTwice(t *testing.T) {
+	f := newFederation(t, 64)
+	f.lookup("lk1")
+	f.answered("lk1")
+	// Long enough for a lookup handed out again to have been forwarded
+	// again.
+	time.Sleep(1500 * time.Millisecond)
+	if n := f.received.Load(); n != 1 {
+		t.Errorf("the other organisation received the request %d times, want once", n)
+	}
+}
+
+// TestQueuedLookupNotSentTwice: lookups a router has taken and that wait
+// for one of its workers (all busy with forwards to a slow organisation)
+// are not handed out again meanwhile: each request reaches the other
+// organisation once.
+func TestQueuedLookupNotSentTwice(t *testing.T) {
+	f := newFederation(t, 1)
+	for _, id := range []string{"lk1", "lk2", "lk3"} {
+		f.lookup(id)
+	}
+	for _, id := range []string{"lk1", "lk2", "lk3"} {
+		f.answered(id)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if n := f.received.Load(); n != 3 {
+		t.Errorf("the other organisation received %d requests for 3 lookups, want 3", n)
+	}
+}
+
+// federation is a router of example.test with one other organisation,
+// im.other.test, whose router answers each request after slow.
+type federation struct {
+	t        *testing.T
+	js       jetstream.JetStream
+	received atomic.Int32
+	replies  chan *events.Reply
+	got      map[string]*events.Reply
+}
+
+const slow = 2500 * time.Millisecond
+
+func newFederation(t *testing.T, workers int) *federation {
+	f := &federation{t: t, replies: make(chan *events.Reply, 16), got: map[string]*events.Reply{}}
 	ns := startJetStream(t)
 	nc, err := nats.Connect("", nats.InProcessServer(ns))
 	if err != nil {
@@ -50,6 +93,7 @@ func TestSlowForwardNotSentTwice(t *testing.T) {
 	}
 	t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
+	f.js = js
 	ctx := t.Context()
 	if err := projections.EnsureStreams(ctx, js, projections.StreamOptions{}); err != nil {
 		t.Fatal(err)
@@ -84,14 +128,12 @@ func TestSlowForwardNotSentTwice(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The other organisation's router: answers each request after 2.5 s.
-	const slow = 2500 * time.Millisecond
+	// The other organisation's router: answers each request after slow.
 	peer, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { peer.Close() })
-	var received atomic.Int32
 	go func() {
 		for {
 			c, err := peer.Accept()
@@ -104,14 +146,14 @@ func TestSlowForwardNotSentTwice(t *testing.T) {
 				if _, err := rvp.ReadRequest(bufio.NewReader(c), rvp.Limits{}); err != nil {
 					return
 				}
-				received.Add(1)
+				f.received.Add(1)
 				time.Sleep(slow)
 				io.WriteString(c, "HTTP/1.1 200 Successful\r\nContent-Length: 0\r\n\r\n")
 			}()
 		}
 	}()
 
-	rt, err := New(Config{ID: "r1", JetStream: js, Conn: nc, Directory: dir, AckWait: time.Second,
+	rt, err := New(Config{ID: "r1", JetStream: js, Conn: nc, Directory: dir, AckWait: time.Second, Workers: workers,
 		Client: &rvp.Client{DialTimeout: time.Second, Timeout: 10 * time.Second},
 		Peers:  StaticPeers{"im.other.test": peer.Addr().String()}})
 	if err != nil {
@@ -127,45 +169,52 @@ func TestSlowForwardNotSentTwice(t *testing.T) {
 		}
 	})
 
-	replies := make(chan *events.Reply, 4)
 	sub, err := nc.Subscribe(events.ReplyFilter("gw"), func(m *nats.Msg) {
 		if ev, err := events.Decode(m.Header.Get(events.HeaderType), m.Data); err == nil {
-			replies <- ev.(*events.Reply)
+			f.replies <- ev.(*events.Reply)
 		}
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sub.Unsubscribe() })
+	return f
+}
 
+// lookup sends a message to bob@im.other.test as a gateway's lookup.
+func (f *federation) lookup(id string) {
+	f.t.Helper()
 	now := time.Now().UTC()
-	lk := &events.Lookup{ID: "lk1", At: now, Deadline: now.Add(15 * time.Second), Gateway: "gw", Client: "192.0.2.1",
+	lk := &events.Lookup{ID: id, At: now, Deadline: now.Add(15 * time.Second), Gateway: "gw", Client: "192.0.2.1",
 		Method: "NOTIFY", Host: "im.other.test", Alias: "bob", Path: "/instmsg/aliases/bob", HopCount: 1,
 		Header: map[string]string{rvp.HdrAckType: "DeepOr"},
 		Body:   []byte(`<r:notification xmlns:r="http://schemas.microsoft.com/rvp/"><r:message/></r:notification>`)}
 	data, err := events.Encode(lk)
 	if err != nil {
-		t.Fatal(err)
+		f.t.Fatal(err)
 	}
 	msg := nats.NewMsg(events.LookupSubject(""))
 	msg.Header.Set(events.HeaderType, lk.Type())
 	msg.Header.Set(events.HeaderReply, events.ReplySubject("gw", lk.ID))
 	msg.Data = data
-	if _, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(lk.ID)); err != nil {
-		t.Fatal(err)
+	if _, err := f.js.PublishMsg(f.t.Context(), msg, jetstream.WithMsgID(lk.ID)); err != nil {
+		f.t.Fatal(err)
 	}
-	select {
-	case r := <-replies:
-		if r.Status != rvp.StatusOK {
-			t.Errorf("answer %d (%s), want 200", r.Status, r.Error)
+}
+
+// answered waits for the answer to lookup id, a 200.
+func (f *federation) answered(id string) {
+	f.t.Helper()
+	timeout := time.After(15 * time.Second)
+	for f.got[id] == nil {
+		select {
+		case r := <-f.replies:
+			f.got[r.ID] = r
+		case <-timeout:
+			f.t.Fatalf("lookup %s not answered", id)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("lookup not answered")
 	}
-	// Long enough for a lookup handed out again to have been forwarded
-	// again.
-	time.Sleep(1500 * time.Millisecond)
-	if n := received.Load(); n != 1 {
-		t.Errorf("the other organisation received the request %d times, want once", n)
+	if r := f.got[id]; r.Status != rvp.StatusOK {
+		f.t.Errorf("lookup %s: answer %d (%s), want 200", id, r.Status, r.Error)
 	}
 }
