@@ -460,3 +460,29 @@ func (d *decision) encodedReply() ([]byte, error) {
 	d.replyData = data
 	return data, nil
 }
+
+// maxRecordedAnswer bounds the answer recorded on a decision's last fact
+// (header Rvp-Answer, given again to a request delivered again): the
+// headers of a message JetStream stores are held to 64 KB, and a fact it
+// refuses would be published again for ever, the node deciding nothing
+// else (an ACL write answers with the whole ACL: 1,000 entries are some
+// 130 KB).
+const maxRecordedAnswer = 16 << 10
+
+// recordedReply returns d's reply encoded as it is recorded with its
+// facts: whole when it is small (nearly always), else without its lists
+// (the ACL, the properties, the subscriptions), else its status alone. A
+// request delivered again after its answer was lost gets that.
+func (d *decision) recordedReply() ([]byte, error) {
+	data, err := d.encodedReply()
+	if err != nil || len(data) <= maxRecordedAnswer {
+		return data, err
+	}
+	r := d.reply
+	short := &events.Reply{ID: r.ID, Status: r.Status, Error: r.Error, RetryAfter: r.RetryAfter, SubscriptionID: r.SubscriptionID,
+		Lifetime: r.Lifetime, Location: r.Location, Href: r.Href, Lease: r.Lease}
+	if data, err = events.Encode(short); err != nil || len(data) <= maxRecordedAnswer {
+		return data, err
+	}
+	return events.Encode(&events.Reply{ID: r.ID, Status: r.Status})
+}

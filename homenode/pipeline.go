@@ -166,7 +166,7 @@ func (n *Node) publish(p *pending) error {
 			// The answer, recorded with the facts it depends on: should it
 			// be lost with this node, the next owner gives it again.
 			var err error
-			if answer, err = p.d.encodedReply(); err != nil {
+			if answer, err = p.d.recordedReply(); err != nil {
 				return err
 			}
 		}

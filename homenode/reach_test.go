@@ -67,3 +67,68 @@ func TestReachabilityForgetsEndedSubscriptions(t *testing.T) {
 		t.Errorf("the node still counts failures of %d subscriptions that ended (%v), want none", n, h.node.reach.failures)
 	}
 }
+
+// aclHarness is a harness whose user ann writes her ACL.
+type aclHarness struct {
+	*harness
+	t   *testing.T
+	ann events.User
+}
+
+func (h *aclHarness) req(id string) events.Req {
+	url := "http://im.example.test/instmsg/aliases/ann"
+	now := time.Now().UTC()
+	return events.Req{ID: id, At: now, Deadline: now.Add(20 * time.Second), Gateway: "gw", Client: "127.0.0.1",
+		Node: h.ann, NodeURL: url, From: url, FromUser: h.ann, Auth: events.Identity{Scheme: "ntlm", User: h.ann}}
+}
+
+// ask sends ev and returns its answer, nil when none comes within 10 s.
+func (h *aclHarness) ask(ev events.Request) *events.Reply {
+	h.t.Helper()
+	h.send(ev, false)
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case r := <-h.replies:
+			if r.ID == ev.Request().ID {
+				return r
+			}
+		case <-timeout:
+			return nil
+		}
+	}
+}
+
+// alive checks that the home server still answers.
+func (h *aclHarness) alive() {
+	h.t.Helper()
+	if r := h.ask(&events.PropFind{Req: h.req("alive"), Props: []events.Prop{events.PropState}}); r == nil {
+		h.t.Fatal("a PROPFIND not answered: the home server is stuck")
+	}
+}
+
+// TestLargeACLWritten: a user blocks principals of another organisation
+// 249 at a time (the gateway takes 256 ACEs a request), up to the 1,000
+// entries an ACL may hold. Each write is answered and the home server
+// goes on serving: the answer recorded with the acl.set fact (the whole
+// ACL) must not make a fact JetStream refuses (its headers are held to
+// 64 KB), which the node would publish again for ever, deciding nothing
+// else.
+func TestLargeACLWritten(t *testing.T) {
+	h := &aclHarness{harness: newHarness(t, "ann", "ben"), t: t, ann: events.NewUser("example.test", "ann")}
+	for i := range 4 {
+		var aces []events.ACE
+		for j := range 249 { // with ann's own entry and allprincipals', 998 in the end
+			aces = append(aces, events.ACE{Principal: fmt.Sprintf("http://im.other.test/instmsg/aliases/user%04d", 249*i+j),
+				Credentials: []string{events.CredAssertion}, Deny: []string{events.RightPresence, events.RightSendTo}})
+		}
+		r := h.ask(&events.ACL{Req: h.req(fmt.Sprintf("acl-%d", i)), Write: true, ACEs: aces})
+		if r == nil {
+			t.Fatalf("ACL write %d (ACL of %d entries) not answered: the home server is stuck", i, 249*i)
+		}
+		if r.Status != rvp.StatusOK || len(r.ACL) < 249*(i+1) {
+			t.Fatalf("ACL write %d: %d %s, %d entries", i, r.Status, r.Error, len(r.ACL))
+		}
+	}
+	h.alive()
+}
