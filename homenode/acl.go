@@ -104,6 +104,12 @@ func (c *core) aclOf(u events.User, nodeURL string) ([]events.ACE, error) {
 // (507) rather than growing its ACL without end.
 const maxACLEntries = 1000
 
+// maxACLBytes bounds a node's ACL encoded, as its acl.set fact holds it
+// whole: principals are of the writer's choosing (a server name of any
+// length), and 1,000 long ones would make a fact larger than NATS takes
+// (1 MB). 1,000 entries naming users' URLs are some 130 KB.
+const maxACLBytes = 256 << 10
+
 // mergeACL returns acl updated by written, entry by entry (see the rules
 // above); acl is not modified. owner is the node's user.
 func mergeACL(acl, written []events.ACE, owner events.User) []events.ACE {

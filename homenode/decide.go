@@ -3,6 +3,7 @@ package homenode
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"math"
 	"strings"
@@ -589,6 +590,11 @@ func (c *core) decideACL(d *decision, e *events.ACL, now time.Time) (*decision, 
 	merged := mergeACL(acl, e.ACEs, r.Node)
 	if len(merged) > maxACLEntries {
 		return d.fail(r, rvp.StatusInsufficientStorage, "the ACL of %s would hold %d entries, more than the %d allowed; remove entries (an ACE with no grant and no deny) first", r.Node, len(merged), maxACLEntries)
+	}
+	if size, err := json.Marshal(merged); err != nil {
+		return nil, err
+	} else if len(size) > maxACLBytes {
+		return d.fail(r, rvp.StatusInsufficientStorage, "the ACL of %s would take %d bytes, more than the %d allowed; remove entries (an ACE with no grant and no deny), or name principals more briefly, first", r.Node, len(size), maxACLBytes)
 	}
 	// The fact records the whole resulting ACL, as acl.set always has:
 	// folding it needs nothing but the fact. librvp writes the same

@@ -2,6 +2,7 @@ package homenode
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,6 +130,41 @@ func TestLargeACLWritten(t *testing.T) {
 		if r.Status != rvp.StatusOK || len(r.ACL) < 249*(i+1) {
 			t.Fatalf("ACL write %d: %d %s, %d entries", i, r.Status, r.Error, len(r.ACL))
 		}
+	}
+	h.alive()
+}
+
+// TestHugeACLRefused: principals of a user's choosing (server names of
+// any length; the gateway takes 256 KB and 256 ACEs a request: here 150
+// ACEs of 1.5 KB) make an ACL larger than a fact may be (NATS's 1 MB)
+// well within its 1,000 entries. The write that would make it so is
+// refused, the ACL left as it was, and the home server goes on serving:
+// a fact NATS refuses would be published again for ever, the node
+// deciding nothing else.
+func TestHugeACLRefused(t *testing.T) {
+	h := &aclHarness{harness: newHarness(t, "ann", "ben"), t: t, ann: events.NewUser("example.test", "ann")}
+	long := strings.Repeat("x", 1500)
+	refused := false
+	for i := range 6 {
+		var aces []events.ACE
+		for j := range 150 {
+			aces = append(aces, events.ACE{Principal: fmt.Sprintf("server%d-%d.%s.test", i, j, long),
+				Credentials: []string{events.CredAssertion}, Deny: []string{events.RightPresence}})
+		}
+		r := h.ask(&events.ACL{Req: h.req(fmt.Sprintf("acl-%d", i)), Write: true, ACEs: aces})
+		if r == nil {
+			t.Fatalf("ACL write %d (ACL of %d entries) not answered: the home server is stuck", i, 150*i)
+		}
+		if r.Status != rvp.StatusOK {
+			refused = true
+			if r.Status != rvp.StatusInsufficientStorage {
+				t.Errorf("ACL write %d refused with %d (%s), want 507", i, r.Status, r.Error)
+			}
+			break
+		}
+	}
+	if !refused {
+		t.Error("an ACL of 900 entries of 1.5 KB each was taken")
 	}
 	h.alive()
 }
