@@ -29,7 +29,7 @@ func sampleEvents() []Event {
 		&UserDeparted{Meta: meta, Node: bob, To: "home2", Move: 7, Subs: 2, Views: 1},
 		&UserArrived{Meta: meta, Node: bob, From: "home1", Move: 7, Subs: 2, Views: 1},
 		&Handoff{Req: req, From: "home1", Move: 7, Subs: []SubState{{ID: 3, Kind: NotifyPragma, CallBack: "http://10.0.0.1:1", Lifetime: 60, Expires: at}},
-			Views: []ViewState{{ID: 4, Value: "busy", Default: "offline", Timeout: 60, Expires: at}}, ACL: DefaultACL(NewUser("example.test", "x"), "x"), Props: []PropValue{{Prop: PropMobileState, Value: "1"}}},
+			Views: []ViewState{{ID: 4, Value: "busy", Default: "offline", Timeout: 60, Expires: at}}, ACL: DefaultACL(NewUser("example.test", "x"), "x"), Props: []PropValue{{Prop: PropMobileState, Value: "1"}}, More: true},
 		&ACLSet{Meta: meta, Node: bob, ACEs: []ACE{{Principal: "http://x/instmsg/aliases/m", User: NewUser("x", "m"), Credentials: []string{CredAny}, Deny: []string{RightPresence}}}},
 		&Lookup{ID: "r2", At: at, Deadline: at, Gateway: "gw1", Client: "1.2.3.4", Method: "SUBSCRIBE", Host: "im.acme.test", Alias: "dave"},
 		&Reply{ID: "r1", Status: 207, Href: "http://x/instmsg/aliases/bob", Found: []PropValue{{PropState, "online"}}, Lease: &Lease{"online", "offline", 1200, 3}},

@@ -151,6 +151,11 @@ type Relay struct {
 // it was moved to (rvpctl user move): the subscriptions on its node, its
 // presence views, its ACL and properties. The receiving home node records
 // them as its own facts; the sending one ends them with reason "moved".
+//
+// A state larger than a message may be (a user watched by thousands) goes
+// in parts, in order: each but the last carries subscriptions only and
+// More, and an id of its own; the last has the handoff's id, the rest of
+// the state, and takes the move (UserArrived).
 type Handoff struct {
 	Req
 	From  string      `json:"from_home"`
@@ -159,6 +164,8 @@ type Handoff struct {
 	Views []ViewState `json:"views,omitempty"`
 	ACL   []ACE       `json:"acl,omitempty"`
 	Props []PropValue `json:"props,omitempty"`
+	// More says that more parts of the handoff follow this one.
+	More bool `json:"more,omitempty"`
 }
 
 // SubState is a subscription in a handoff.

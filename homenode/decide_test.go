@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -725,6 +726,101 @@ func TestMoves(t *testing.T) {
 	}
 	if bad := to.decide(&events.Handoff{Req: to.req("h", "ann", "ann", "10.0.0.1")}); bad.reply == nil || bad.reply.Status != 403 {
 		t.Error("a handoff from a client was taken")
+	}
+}
+
+// TestHandoffInParts: the state of a user watched by more than a message
+// holds goes in parts (handoffParts), each within the bound; the new home
+// server records each part's subscriptions as it comes, takes the move
+// with the last only (the user's requests wait for it), and records
+// nothing twice when a part comes again.
+func TestHandoffInParts(t *testing.T) {
+	w := newWorld(t)
+	w.login("ann", "10.0.0.1", annCB)
+	w.setState("ann", "10.0.0.1", "busy", 600)
+	for i := range 300 {
+		w.given(&events.SubscriptionCreated{Meta: events.Meta{At: w.now}, Node: user("ann"), ID: int32(1000 + i), Kind: events.NotifyPropChange,
+			CallBack: nodeURL(fmt.Sprintf("watcher%d", i)), Watcher: user(fmt.Sprintf("watcher%d", i)), NodeURL: nodeURL("ann"),
+			Lifetime: 14400, Expires: w.now.Add(4 * time.Hour)})
+	}
+	d := w.do(departure{user: user("ann"), to: "home2", seq: 40})
+	if d.handoff == nil || len(d.handoff.Subs) != 301 {
+		t.Fatalf("handoff: %+v", d.handoff)
+	}
+	const limit = 16 << 10
+	parts, err := handoffParts(d.handoff, limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(parts) < 6 {
+		t.Fatalf("%d parts of at most %d bytes for a handoff of 301 subscriptions, want more", len(parts), limit)
+	}
+	to := newWorld(t)
+	rec := to.dir.users[user("ann")]
+	rec.Home, rec.Move, rec.MovedAt, rec.MovedFrom = "home2", 40, to.now, "home1"
+	// awaits reports whether ann's requests wait for her state.
+	awaits := func() bool {
+		c := &core{View: View{Home: "home2", State: to.st, Dir: to.dir}, policy: to.policy}
+		got, _, _ := c.route(&events.PropFind{Req: to.req("q", "ann", "ann", "10.0.0.1")}, to.now, time.Minute, false)
+		return got == routeHold
+	}
+	ids := map[string]bool{}
+	created := map[int32]bool{}
+	var decided []*events.Handoff
+	for i, p := range parts {
+		if len(p.data) > limit {
+			t.Errorf("part %d: %d bytes, over %d", i+1, len(p.data), limit)
+		}
+		if ids[p.id] {
+			t.Errorf("part %d: id %s taken by another part", i+1, p.id)
+		}
+		ids[p.id] = true
+		ev, err := events.Decode(events.TypeHandoff, p.data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := ev.(*events.Handoff)
+		if h.ID != p.id {
+			t.Errorf("part %d: request id %s, sent with message id %s", i+1, h.ID, p.id)
+		}
+		last := i == len(parts)-1
+		if h.More == last || (last && h.ID != d.handoff.ID) {
+			t.Errorf("part %d of %d: More %v, id %s", i+1, len(parts), h.More, h.ID)
+		}
+		if !awaits() {
+			t.Errorf("before part %d the user's requests do not wait for the rest", i+1)
+		}
+		got := to.do(h)
+		for _, f := range got.facts {
+			switch f := f.(type) {
+			case *events.SubscriptionCreated:
+				if created[f.ID] {
+					t.Errorf("subscription %d recorded twice", f.ID)
+				}
+				created[f.ID] = true
+			case *events.UserArrived:
+				if !last {
+					t.Errorf("part %d of %d took the move", i+1, len(parts))
+				}
+			}
+		}
+		if last && types(got)[len(got.facts)-1] != events.TypeUserArrived {
+			t.Errorf("the last part: %v, want the move taken", types(got))
+		}
+		decided = append(decided, h)
+	}
+	if len(created) != 301 {
+		t.Errorf("%d subscriptions recorded, want 301", len(created))
+	}
+	if awaits() {
+		t.Error("after the last part the user's requests still wait")
+	}
+	if again := to.decide(decided[0]); len(again.facts) != 0 {
+		t.Errorf("the first part again: %v", types(again))
+	}
+	small, err := handoffParts(d.handoff, 1<<20)
+	if err != nil || len(small) != 1 || small[0].id != d.handoff.ID {
+		t.Errorf("a handoff that fits: %d parts, %v", len(small), err)
 	}
 }
 

@@ -166,6 +166,11 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 			Expires: s.Expires, Source: s.Source, Credential: s.Credential})
 		took.Subs++
 	}
+	if e.More {
+		// A part of a handoff in parts: its subscriptions. The move is
+		// taken with the last part, and the user's requests wait for it.
+		return d, nil
+	}
 	views, err := c.State.Views(r.Node)
 	if err != nil {
 		return nil, err

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -141,21 +143,86 @@ func (n *Node) handoff(ctx context.Context, mv move) error {
 }
 
 // sendHandoff appends a decision's handoff to its new home server's
-// requests.
+// requests, in parts when it is larger than a message may be.
 func (n *Node) sendHandoff(ctx context.Context, d *decision) error {
-	data, err := events.Encode(d.handoff)
+	parts, err := handoffParts(d.handoff, maxHandoffBytes)
 	if err != nil {
-		return err
-	}
-	msg := nats.NewMsg(events.RequestSubject(d.handTo, d.handoff.Node))
-	msg.Header.Set(events.HeaderType, d.handoff.Type())
-	msg.Data = data
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if _, err := n.cfg.JetStream.PublishMsg(pctx, msg, jetstream.WithMsgID(d.handoff.ID)); err != nil {
 		return fmt.Errorf("hand %s to home server %s: %w", d.handoff.Node, d.handTo, err)
 	}
+	for _, p := range parts {
+		msg := nats.NewMsg(events.RequestSubject(d.handTo, d.handoff.Node))
+		msg.Header.Set(events.HeaderType, d.handoff.Type())
+		msg.Data = p.data
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := n.cfg.JetStream.PublishMsg(pctx, msg, jetstream.WithMsgID(p.id))
+		cancel()
+		if err != nil {
+			return fmt.Errorf("hand %s to home server %s (%d parts): %w", d.handoff.Node, d.handTo, len(parts), err)
+		}
+	}
 	return nil
+}
+
+// maxHandoffBytes bounds a handoff message: NATS takes messages of up to
+// 1 MB (its max_payload), and the state of a user watched by thousands
+// is larger (4,096 watchers, the most a node may have, are some 1.8 MB).
+const maxHandoffBytes = 512 << 10
+
+// handoffPart is one message of a handoff: its request id and its
+// encoding.
+type handoffPart struct {
+	id   string
+	data []byte
+}
+
+// handoffParts encodes h in messages of at most limit bytes: h itself when
+// it fits, else its subscriptions over as many parts as they need, in
+// order, each marked More and with an id of its own, then a last part
+// with h's id and the rest of the state. The new home server takes the
+// move with the last (decideHandoff), and what a part records is never
+// recorded twice, so parts sent again after a stop are harmless.
+func handoffParts(h *events.Handoff, limit int) ([]handoffPart, error) {
+	data, err := events.Encode(h)
+	if err != nil || len(data) <= limit {
+		return []handoffPart{{id: h.ID, data: data}}, err
+	}
+	var parts []handoffPart
+	// subs adds parts for a run of subscriptions, halved until each fits.
+	var subs func(run []events.SubState) error
+	subs = func(run []events.SubState) error {
+		p := &events.Handoff{Req: h.Req, From: h.From, Move: h.Move, Subs: run, More: true}
+		p.ID = h.ID + "/part" + strconv.Itoa(len(parts)+1)
+		data, err := events.Encode(p)
+		switch {
+		case err != nil:
+			return err
+		case len(data) <= limit:
+			parts = append(parts, handoffPart{id: p.ID, data: data})
+			return nil
+		case len(run) == 1:
+			return fmt.Errorf("subscription %d alone takes %d bytes, more than a handoff message may (%d)", run[0].ID, len(data), limit)
+		}
+		if err := subs(run[:len(run)/2]); err != nil {
+			return err
+		}
+		return subs(run[len(run)/2:])
+	}
+	// Runs of about half a message each to begin with.
+	per := max(1, len(h.Subs)*limit/(2*len(data)))
+	for run := range slices.Chunk(h.Subs, per) {
+		if err := subs(run); err != nil {
+			return nil, err
+		}
+	}
+	last := *h
+	last.Subs = nil
+	if data, err = events.Encode(&last); err != nil {
+		return nil, err
+	}
+	if len(data) > limit {
+		return nil, fmt.Errorf("the state besides the subscriptions (views, ACL, properties) takes %d bytes, more than a handoff message may (%d)", len(data), limit)
+	}
+	return append(parts, handoffPart{id: h.ID, data: data}), nil
 }
 
 // park holds back a request for a user whose handoff is awaited; the
