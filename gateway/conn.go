@@ -61,12 +61,24 @@ func (c *conn) serve(br *bufio.Reader, bw *bufio.Writer) {
 		if c.setBusy(false) {
 			return
 		}
+		// Once a request begins, all of it must come within ReadTimeout.
+		if _, err := br.Peek(1); err != nil {
+			return // idle past IdleTimeout, gone, or woken by Shutdown
+		}
+		c.nc.SetReadDeadline(g.now().Add(g.cfg.ReadTimeout))
+		if g.closing.Load() {
+			return // Shutdown may have woken it before the line above
+		}
 		req, err := rvp.ReadRequest(br, g.cfg.Limits)
 		c.setBusy(true)
 		if err != nil {
 			var pe *rvp.ProtocolError
 			if errors.As(err, &pe) {
-				g.log.Info("malformed request refused", "client", client, "status", pe.Status, "err", pe.Msg)
+				if pe.Status == rvp.StatusRequestTimeout {
+					g.log.Info("request not sent in time; connection closed", "client", client, "status", pe.Status, "err", pe.Msg, "read_timeout", g.cfg.ReadTimeout)
+				} else {
+					g.log.Info("malformed request refused", "client", client, "status", pe.Status, "err", pe.Msg)
+				}
 				c.nc.SetWriteDeadline(g.now().Add(10 * time.Second))
 				g.cfg.Metrics.request("", pe.Status, 0)
 				respond(nil, nil, pe).WriteTo(bw)

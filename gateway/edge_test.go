@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -245,4 +247,77 @@ func TestRefusedLoggedOnce(t *testing.T) {
 			t.Errorf("%s (%d): logged %d times at Info or above: %q", tc.name, r.Status, len(said), said)
 		}
 	}
+}
+
+// TestSlowRequestAnswered408: a client that begins a request and trickles
+// the rest (the header, or a body shorter than its Content-Length, held
+// back) is answered 408 once ReadTimeout has passed since its first byte,
+// logged once, and its connection closed; before, it held the connection
+// for the 2-minute idle timeout and got no answer. A connection that
+// sends nothing is left to the idle timeout, and one that sends its
+// request whole is served.
+func TestSlowRequestAnswered408(t *testing.T) {
+	e := newEdge(t, NoAuth{})
+	e.g.cfg.ReadTimeout = 300 * time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go e.g.Serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		e.g.Shutdown(ctx)
+	})
+	const head = "PROPFIND /instmsg/aliases/alice HTTP/1.1\r\nHost: im.example.test\r\n" +
+		"RVP-From-Principal: http://im.example.test/instmsg/aliases/alice\r\nDepth: 0\r\n"
+	for _, tc := range []struct{ name, sent string }{
+		{"the request line", "PROPFIND /instmsg/aliases/al"},
+		{"the header", head + "Content-Type: te"},
+		{"the body", head + "Content-Length: 200\r\n\r\n<?xml version="},
+	} {
+		nc, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.log.take()
+		start := time.Now()
+		nc.SetDeadline(start.Add(10 * time.Second))
+		if _, err := io.WriteString(nc, tc.sent); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+		took := time.Since(start)
+		if err != nil {
+			t.Fatalf("%s held back: %v after %v, want a 408", tc.name, err, took)
+		}
+		if resp.StatusCode != rvp.StatusRequestTimeout || took < 300*time.Millisecond {
+			t.Errorf("%s held back: %d after %v, want 408 after the read timeout", tc.name, resp.StatusCode, took)
+		}
+		resp.Body.Close()
+		if _, err := nc.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("%s held back: the connection was not closed after the 408 (%v)", tc.name, err)
+		}
+		nc.Close()
+		if recs := e.log.take(); len(recs) != 1 {
+			t.Errorf("%s held back: logged %d times at Info or above, want once", tc.name, len(recs))
+		}
+		if n := e.appended(); n != 0 {
+			t.Errorf("%s held back: %d events appended", tc.name, n)
+		}
+	}
+	// Whole, it is served on the same terms: the gateway answers it
+	// (here 504, with no home node to decide it) rather than 408.
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(nc, head+"\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+	if err != nil || resp.StatusCode == rvp.StatusRequestTimeout {
+		t.Fatalf("a request sent whole: %v %v", resp, err)
+	}
+	resp.Body.Close()
 }

@@ -57,6 +57,11 @@ type Config struct {
 	RequestTimeout time.Duration
 	// IdleTimeout closes a connection idle between requests. Default 2m.
 	IdleTimeout time.Duration
+	// ReadTimeout bounds the time from a request's first byte to the
+	// end of its body; a client slower than that is answered 408 and its
+	// connection closed, so that trickling bytes cannot hold connections
+	// (RVP clients send each request whole). Default 30s.
+	ReadTimeout time.Duration
 	// MaxConns bounds concurrent connections; more are refused with 503.
 	// Default 10000.
 	MaxConns int
@@ -144,6 +149,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 2 * time.Minute
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = 30 * time.Second
 	}
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = 10000

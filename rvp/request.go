@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 )
@@ -130,6 +131,9 @@ func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 			if errors.Is(err, io.EOF) && len(line) == 0 {
 				return nil, ErrIdle
 			}
+			if errors.Is(err, os.ErrDeadlineExceeded) && len(line) > 0 {
+				return nil, protoErr(StatusRequestTimeout, "the request line did not arrive in time")
+			}
 			return nil, err
 		}
 		if len(line) > 0 {
@@ -165,6 +169,9 @@ func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil, protoErr(StatusBadRequest, "connection closed inside the header")
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return nil, protoErr(StatusRequestTimeout, "the header did not arrive in time")
 			}
 			return nil, err
 		}
@@ -250,6 +257,9 @@ func ReadRequest(br *bufio.Reader, lim Limits) (*Request, error) {
 	if n > 0 {
 		req.Body = make([]byte, n)
 		if _, err := io.ReadFull(br, req.Body); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return nil, protoErr(StatusRequestTimeout, "the body did not arrive in time (%d bytes said, fewer came)", n)
+			}
 			return nil, protoErr(StatusBadRequest, "body shorter than Content-Length: %v", err)
 		}
 	}

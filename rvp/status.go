@@ -48,6 +48,12 @@ const (
 	// StatusMethodNotAllowed: COPY and MOVE on RVP nodes (WebDAV methods
 	// that exist but make no sense there).
 	StatusMethodNotAllowed = 405
+	// StatusRequestTimeout: a client that began a request and did not
+	// finish sending it in time (the gateway's ReadTimeout), which would
+	// otherwise hold a connection for as long as it trickles bytes; the
+	// connection is closed after the answer. No RVP client sends a
+	// request but whole.
+	StatusRequestTimeout = 408
 	// StatusPreconditionFailed: PROPFIND without Depth: 0; a message to a
 	// user with no client logged in (offline or invisible alike, so
 	// invisibility does not show); a renewal or UNSUBSCRIBE of a
