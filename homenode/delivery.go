@@ -330,16 +330,11 @@ func (n *Node) startDelivery(ctx context.Context, d *delivery) {
 			continue
 		}
 		n.log.Warn("delivery queue full; message not sent to one client", "req", d.req.ID, "url", tg.url.String())
-		// This goroutine is the one that reads n.outcomes: hand the
-		// outcome over without waiting.
+		// This goroutine is the one that reads n.outcomes: it decides the
+		// outcome itself, as it next takes an input.
 		if o, ok := t.record(rvp.StatusUnavailable, nil); ok {
 			o.d = d
-			go func() {
-				select {
-				case n.outcomes <- o:
-				case <-ctx.Done():
-				}
-			}()
+			n.refused = append(n.refused, o)
 		}
 	}
 }

@@ -305,7 +305,10 @@ type Node struct {
 
 	life     context.Context // Run's: deliveries end with it
 	outcomes chan outcome
-	seen     *recent
+	// refused are the outcomes of deliveries the pool had no room for,
+	// decided by Run's goroutine (which owns it) as it takes inputs.
+	refused []outcome
+	seen    *recent
 	// recentRead is set once the facts of the last recentWindow have been
 	// read into seen (readRecent); until then early holds the requests
 	// delivered before (to a former owner, maybe), which those facts may
@@ -683,6 +686,14 @@ func (n *Node) Run(parent context.Context) (err error) {
 		var moveCh <-chan move
 		var tickCh <-chan time.Time
 		if n.room() {
+			if len(n.refused) > 0 {
+				o := n.refused[0]
+				n.refused = n.refused[1:]
+				if err := n.input(work, &pending{in: o}); err != nil {
+					return err
+				}
+				continue
+			}
 			reqCh, outCh, reachCh, moveCh, tickCh = reqs, n.outcomes, n.reaches, moves, tick.C
 		}
 		select {

@@ -2,6 +2,7 @@ package homenode
 
 import (
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -167,4 +168,72 @@ func TestHugeACLRefused(t *testing.T) {
 		t.Error("an ACL of 900 entries of 1.5 KB each was taken")
 	}
 	h.alive()
+}
+
+// TestDeliveryRefusedWhenQueueFull: a message to a user whose clients
+// have more NOTIFYs waiting than KeyQueue is refused at once (recorded as
+// 503; its sender told 412, as when no client took it), its outcome
+// decided by the deciding loop itself (no goroutine of its own), while
+// the messages before it wait for the client.
+func TestDeliveryRefusedWhenQueueFull(t *testing.T) {
+	h := newHarnessWith(t, func(c *Config) { c.PerKey, c.KeyQueue, c.Workers = 1, 1, 1 }, "ann", "ben")
+	// ann's client accepts NOTIFYs and never answers.
+	hang, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := hang.Accept()
+			if err != nil {
+				return
+			}
+			held <- c
+		}
+	}()
+	t.Cleanup(func() {
+		hang.Close()
+		for {
+			select {
+			case c := <-held:
+				c.Close()
+			default:
+				return
+			}
+		}
+	})
+	ann, ben := events.NewUser("example.test", "ann"), events.NewUser("example.test", "ben")
+	url := func(a string) string { return "http://im.example.test/instmsg/aliases/" + a }
+	req := func(id string, from, node events.User) events.Req {
+		now := time.Now().UTC()
+		return events.Req{ID: id, At: now, Deadline: now.Add(20 * time.Second), Gateway: "gw", Client: "127.0.0.1",
+			Node: node, NodeURL: url(node.Alias), From: url(from.Alias), FromUser: from,
+			Auth: events.Identity{Scheme: "ntlm", User: from}}
+	}
+	h.send(&events.Subscribe{Req: req("login", ann, ann), NotificationType: events.NotifyPragma,
+		CallBack: "http://" + hang.Addr().String(), Lifetime: 600}, false)
+	body := []byte(`<r:notification xmlns:r="http://schemas.microsoft.com/rvp/"><r:message/></r:notification>`)
+	// The first is under way (and hangs), the second waits, the third
+	// finds the queue full.
+	for i := range 3 {
+		h.send(&events.Notify{Req: req(fmt.Sprintf("msg-%d", i), ben, ann), AckType: "DeepOr", HopCount: 1, Body: body}, false)
+	}
+	deadline := time.After(time.Second) // well before a delivery's 2 s timeout
+	for {
+		select {
+		case r := <-h.replies:
+			switch r.ID {
+			case "msg-2":
+				if r.Status != rvp.StatusPreconditionFailed {
+					t.Fatalf("a message past a full queue: %d %s, want 412", r.Status, r.Error)
+				}
+				return
+			case "msg-0", "msg-1":
+				t.Fatalf("%s, waiting for a client that does not answer, answered %d first", r.ID, r.Status)
+			}
+		case <-deadline:
+			t.Fatal("a message past a full queue not answered within a second")
+		}
+	}
 }
