@@ -302,6 +302,10 @@ type Node struct {
 	inWindow    map[string]*pending
 	broken      bool
 	rounds      int // recoveries from another writer in a row
+	// unstored is the first fact the stream refused for good (too large),
+	// with why; zero: none.
+	unstored    uint64
+	unstoredErr error
 
 	life     context.Context // Run's: deliveries end with it
 	outcomes chan outcome

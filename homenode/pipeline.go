@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
 )
 
 // The pipeline (DESIGN §8). The deciding goroutine decides each input at
@@ -231,6 +233,21 @@ func (n *Node) fail(seq uint64, err error) {
 		n.log.Warn("fact not appended; the window is recovered once every answer is in", "seq", seq, "err", err)
 	}
 	n.broken = true
+	if unstorable(err) && (n.unstored == 0 || seq < n.unstored) {
+		n.unstored, n.unstoredErr = seq, err
+	}
+}
+
+// jsErrCodeHeaderExceedsMaximum is JetStream's refusal of a message whose
+// headers are too large (nats.go names no constant for it).
+const jsErrCodeHeaderExceedsMaximum jetstream.ErrorCode = 10097
+
+// unstorable reports a publish refused for the message itself (larger
+// than NATS or the stream takes), which no retry can store.
+func unstorable(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, nats.ErrMaxPayload) || errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum || apiErr.ErrorCode == jsErrCodeHeaderExceedsMaximum)
 }
 
 // handleResult takes one publish's answer.
@@ -381,7 +398,15 @@ func (n *Node) recover(ctx context.Context) error {
 	n.acked = stored
 	n.broken = false
 	n.releaseReady()
-	if !foreign {
+	// A fact the stream will never take, first of what is not stored:
+	// published again it would be refused for ever, and the node would
+	// decide nothing more. Its decision is answered as not done, and the
+	// decisions after it, decided over its facts, are decided again.
+	unstored := !foreign && n.unstored == stored+1
+	if !unstored {
+		n.unstored, n.unstoredErr = 0, nil
+	}
+	if !foreign && !unstored {
 		// Lost answers only: what is not stored goes out again as it was.
 		n.recovered.Add(1)
 		n.log.Info("fact answers lost; publishing again what the stream has not", "stored", stored, "last", n.last)
@@ -394,15 +419,19 @@ func (n *Node) recover(ctx context.Context) error {
 		}
 		return nil
 	}
-	// Another writer appended to the home server's stream: what was
-	// decided on the state before is decided again on the stream's.
-	n.conflicts.Add(1)
-	n.rounds++
-	if n.rounds > 5 {
-		return fmt.Errorf("home %s: another writer keeps appending to stream %s (is another node serving this home server?)", n.cfg.Home, n.stream)
+	if unstored {
+		n.dropUnstorable(stored + 1)
+	} else {
+		// Another writer appended to the home server's stream: what was
+		// decided on the state before is decided again on the stream's.
+		n.conflicts.Add(1)
+		n.rounds++
+		if n.rounds > 5 {
+			return fmt.Errorf("home %s: another writer keeps appending to stream %s (is another node serving this home server?)", n.cfg.Home, n.stream)
+		}
+		n.log.Warn("another writer appended to the home server's facts; catching up and deciding the window again",
+			"stored", stored, "stream last", last, "decisions", len(n.window))
 	}
-	n.log.Warn("another writer appended to the home server's facts; catching up and deciding the window again",
-		"stored", stored, "stream last", last, "decisions", len(n.window))
 	n.over.Drop()
 	n.unapplied = nil
 	// What was ours is applied; the rest comes from the stream.
@@ -419,7 +448,10 @@ func (n *Node) recover(ctx context.Context) error {
 	// owner whose lease lapsed while the lease bucket had no leader, and
 	// the next one): those are answered as it decided them, not decided a
 	// second time.
-	other := n.readDecided(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: stored + 1}, last)
+	var other recentFacts
+	if last > stored {
+		other = n.readDecided(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: stored + 1}, last)
+	}
 	if other.err != nil {
 		n.log.Warn("the other writer's facts not read; the window is decided again whole", "err", other.err)
 	}
@@ -453,6 +485,43 @@ func (n *Node) recover(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// dropUnstorable takes the decision holding fact seq, which the stream
+// refuses for good, out of the window and releases it as not done: a
+// request is answered 507 and taken off the stream, not decided again.
+// Facts of the decision before seq that the stream took stay, as the
+// stream is the record; recover then decides the rest of the window
+// again without it.
+func (n *Node) dropUnstorable(seq uint64) {
+	err := n.unstoredErr
+	n.unstored, n.unstoredErr = 0, nil
+	for i, p := range n.window {
+		if !slices.Contains(p.seqs, seq) {
+			continue
+		}
+		n.window = slices.Delete(n.window, i, i+1)
+		if id := requestID(p.in); id != "" {
+			delete(n.inWindow, id)
+		}
+		f := p.d.facts[slices.Index(p.seqs, seq)]
+		n.log.Error("fact refused by the fact stream for good (too large); its decision is not carried out, the decisions after it are decided again",
+			"seq", seq, "fact", f.Type(), "node", f.Subject().String(), "req", requestID(p.in), "err", err)
+		d := &decision{msgID: p.d.msgID}
+		var r *events.Req
+		switch in := p.in.(type) {
+		case events.Request:
+			r = in.Request()
+		case outcome:
+			r = &in.d.req.Req
+		}
+		if r != nil {
+			d.fail(r, rvp.StatusInsufficientStorage, "the server could not record this request (a %s record larger than its store takes: %v); it was not carried out", f.Type(), err)
+		}
+		p.d = d
+		n.release(p)
+		return
+	}
 }
 
 // isConflict reports a failed optimistic-concurrency check; JetStream

@@ -237,3 +237,56 @@ func TestDeliveryRefusedWhenQueueFull(t *testing.T) {
 		}
 	}
 }
+
+// TestUnstorableFactDropped: a decision whose fact the stream refuses
+// for good (here an ACL over the fact stream's MaxMsgSize; in a
+// deployment anything over NATS's max_payload) is answered 507 and not
+// carried out, and the decisions after it are decided again and
+// answered: before, the node published the fact again for ever and
+// decided nothing more for anyone on its home server.
+func TestUnstorableFactDropped(t *testing.T) {
+	h := &aclHarness{harness: newHarness(t, "ann", "ben"), t: t, ann: events.NewUser("example.test", "ann")}
+	ctx := t.Context()
+	// The node serves: its fact stream is made.
+	if r := h.ask(&events.PropFind{Req: h.req("first"), Props: []events.Prop{events.PropState}}); r == nil {
+		t.Fatal("the home node does not answer")
+	}
+	st, err := h.js.Stream(ctx, events.FactStream("home1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.MaxMsgSize = 4096
+	if _, err := h.js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	var aces []events.ACE
+	for j := range 60 {
+		aces = append(aces, events.ACE{Principal: fmt.Sprintf("http://im.other.test/instmsg/aliases/user%04d", j),
+			Credentials: []string{events.CredAssertion}, Deny: []string{events.RightPresence}})
+	}
+	// The large ACL, and right behind it a state that is decided over it.
+	h.send(&events.ACL{Req: h.req("big"), Write: true, ACEs: aces}, false)
+	h.send(&events.PropPatch{Req: h.req("state"), State: &events.StateUpdate{Value: "busy", Timeout: 600}}, false)
+	answers := map[string]*events.Reply{}
+	timeout := time.After(10 * time.Second)
+	for len(answers) < 2 {
+		select {
+		case r := <-h.replies:
+			answers[r.ID] = r
+		case <-timeout:
+			t.Fatalf("answered within 10 s: %v; the node is stuck on a fact the stream refuses", answers)
+		}
+	}
+	if r := answers["big"]; r.Status != rvp.StatusInsufficientStorage {
+		t.Errorf("the ACL over the stream's limit: %d %s, want 507", r.Status, r.Error)
+	}
+	if r := answers["state"]; r.Status != rvp.StatusMultiStatus {
+		t.Errorf("the state set behind it: %d %s, want 207", r.Status, r.Error)
+	}
+	// The ACL was not recorded: a small one is, whole.
+	if r := h.ask(&events.ACL{Req: h.req("small"), Write: true, ACEs: aces[:2]}); r == nil || r.Status != rvp.StatusOK || len(r.ACL) > 6 {
+		t.Fatalf("a small ACL after it: %+v", r)
+	}
+	h.alive()
+}
