@@ -110,7 +110,26 @@ func (a *Admin) version(ctx context.Context, subject string) (uint64, error) {
 	return m.Sequence, nil
 }
 
-// appendNext appends ev after whatever its subject holds now.
+// current returns the last sequence of a directory subject (0 if none)
+// once the directory projection has applied it: what the projection then
+// holds of the aggregate is what a change appended expecting that
+// sequence is decided on. Without the wait, a projection behind the
+// stream (another node's, a site's copy) would have a change decided on
+// a record older than the one it is fenced by, and win over the change
+// it did not see.
+func (a *Admin) current(ctx context.Context, subject string) (uint64, error) {
+	ver, err := a.version(ctx, subject)
+	if err != nil {
+		return 0, err
+	}
+	if err := a.Directory.WaitFor(ctx, ver); err != nil {
+		return 0, err
+	}
+	return ver, nil
+}
+
+// appendNext appends ev after whatever its subject holds now: for a
+// change that reads nothing of its aggregate (the settings).
 func (a *Admin) appendNext(ctx context.Context, ev events.DirectoryEvent) error {
 	ver, err := a.version(ctx, ev.DirSubject())
 	if err != nil {
@@ -133,6 +152,10 @@ func (a *Admin) CreateDomain(ctx context.Context, s DomainSpec) error {
 	if len(s.EmailDomains) == 0 {
 		s.EmailDomains = []string{s.Domain}
 	}
+	ver, err := a.current(ctx, events.DomainSubject(s.Domain))
+	if err != nil {
+		return err
+	}
 	if dom, err := a.Directory.Domain(s.Domain); err != nil {
 		return err
 	} else if dom != nil {
@@ -148,12 +171,16 @@ func (a *Admin) CreateDomain(ctx context.Context, s DomainSpec) error {
 		}
 	}
 	ev := &events.DomainCreated{Meta: a.meta(), Domain: s.Domain, IMHost: s.IMHost, EmailDomains: s.EmailDomains, Hosts: s.Hosts, NTDomain: s.NTDomain}
-	return a.appendNext(ctx, ev)
+	return a.append(ctx, ev, ver)
 }
 
 // DeleteDomain deletes an IM domain that has no users left.
 func (a *Admin) DeleteDomain(ctx context.Context, domain string) error {
 	domain = strings.ToLower(domain)
+	ver, err := a.current(ctx, events.DomainSubject(domain))
+	if err != nil {
+		return err
+	}
 	dom, err := a.Directory.Domain(domain)
 	if err != nil {
 		return err
@@ -168,7 +195,7 @@ func (a *Admin) DeleteDomain(ctx context.Context, domain string) error {
 	if len(users) > 0 {
 		return fmt.Errorf("IM domain %s still has %d users; disable and remove them first", domain, len(users))
 	}
-	return a.appendNext(ctx, &events.DomainDeleted{Meta: a.meta(), Domain: domain})
+	return a.append(ctx, &events.DomainDeleted{Meta: a.meta(), Domain: domain}, ver)
 }
 
 // CreateHomeServer creates a home server.
@@ -176,16 +203,24 @@ func (a *Admin) CreateHomeServer(ctx context.Context, name, host, site string, h
 	if name == "" || host == "" {
 		return errors.New("a home server needs a name and a host name (for example home1 and imhome1.example.com)")
 	}
+	ver, err := a.current(ctx, events.HomeServerSubject(name))
+	if err != nil {
+		return err
+	}
 	if hs, err := a.Directory.HomeServer(name); err != nil {
 		return err
 	} else if hs != nil {
 		return fmt.Errorf("home server %s: %w", name, ErrExists)
 	}
-	return a.appendNext(ctx, &events.HomeServerCreated{Meta: a.meta(), Name: name, Host: strings.ToLower(host), Site: site, HostsUsers: hostsUsers})
+	return a.append(ctx, &events.HomeServerCreated{Meta: a.meta(), Name: name, Host: strings.ToLower(host), Site: site, HostsUsers: hostsUsers}, ver)
 }
 
 // AllowUsers sets whether a home server may host user accounts.
 func (a *Admin) AllowUsers(ctx context.Context, name string, allow bool) error {
+	ver, err := a.current(ctx, events.HomeServerSubject(name))
+	if err != nil {
+		return err
+	}
 	hs, err := a.Directory.HomeServer(name)
 	if err != nil {
 		return err
@@ -193,11 +228,15 @@ func (a *Admin) AllowUsers(ctx context.Context, name string, allow bool) error {
 	if hs == nil {
 		return fmt.Errorf("home server %s: %w", name, ErrNotFound)
 	}
-	return a.appendNext(ctx, &events.HomeServerChanged{Meta: a.meta(), Name: name, HostsUsers: allow})
+	return a.append(ctx, &events.HomeServerChanged{Meta: a.meta(), Name: name, HostsUsers: allow}, ver)
 }
 
 // DeleteHomeServer deletes a home server no user is homed on.
 func (a *Admin) DeleteHomeServer(ctx context.Context, name string) error {
+	ver, err := a.current(ctx, events.HomeServerSubject(name))
+	if err != nil {
+		return err
+	}
 	hs, err := a.Directory.HomeServer(name)
 	if err != nil {
 		return err
@@ -220,7 +259,7 @@ func (a *Admin) DeleteHomeServer(ctx context.Context, name string) error {
 			}
 		}
 	}
-	return a.appendNext(ctx, &events.HomeServerDeleted{Meta: a.meta(), Name: name})
+	return a.append(ctx, &events.HomeServerDeleted{Meta: a.meta(), Name: name}, ver)
 }
 
 // CreateRouter creates a router for an IM domain; mode is one of the
@@ -236,6 +275,10 @@ func (a *Admin) CreateRouter(ctx context.Context, name, domain, host, mode strin
 	default:
 		return fmt.Errorf("router mode %q: want auto, redirect or proxy", mode)
 	}
+	ver, err := a.current(ctx, events.RouterSubject(name))
+	if err != nil {
+		return err
+	}
 	dom, err := a.Directory.Domain(domain)
 	if err != nil {
 		return err
@@ -248,17 +291,21 @@ func (a *Admin) CreateRouter(ctx context.Context, name, domain, host, mode strin
 	} else if r != nil {
 		return fmt.Errorf("router %s: %w", name, ErrExists)
 	}
-	return a.appendNext(ctx, &events.RouterCreated{Meta: a.meta(), Name: name, Domain: dom.Domain, Host: strings.ToLower(host), Mode: mode})
+	return a.append(ctx, &events.RouterCreated{Meta: a.meta(), Name: name, Domain: dom.Domain, Host: strings.ToLower(host), Mode: mode}, ver)
 }
 
 // DeleteRouter deletes a router.
 func (a *Admin) DeleteRouter(ctx context.Context, name string) error {
+	ver, err := a.current(ctx, events.RouterSubject(name))
+	if err != nil {
+		return err
+	}
 	if r, err := a.Directory.Router(name); err != nil {
 		return err
 	} else if r == nil {
 		return fmt.Errorf("router %s: %w", name, ErrNotFound)
 	}
-	return a.appendNext(ctx, &events.RouterDeleted{Meta: a.meta(), Name: name})
+	return a.append(ctx, &events.RouterDeleted{Meta: a.meta(), Name: name}, ver)
 }
 
 // checkHome returns an error naming the fix when users cannot be homed on
@@ -286,12 +333,16 @@ func (a *Admin) EnableUser(ctx context.Context, s UserSpec) error {
 	if err := a.checkDomainHome(u.Domain, s.Home); err != nil {
 		return err
 	}
+	ver, err := a.current(ctx, events.UserSubject(u))
+	if err != nil {
+		return err
+	}
 	if rec, err := a.Directory.User(u); err != nil {
 		return err
 	} else if rec != nil && rec.Enabled {
 		return fmt.Errorf("%s: %w", u, ErrExists)
 	}
-	return a.appendNext(ctx, &events.UserEnabled{Meta: a.meta(), User: u, Home: s.Home, DisplayName: s.DisplayName, Email: s.Email, NTAccount: s.NTAccount})
+	return a.append(ctx, &events.UserEnabled{Meta: a.meta(), User: u, Home: s.Home, DisplayName: s.DisplayName, Email: s.Email, NTAccount: s.NTAccount}, ver)
 }
 
 func (a *Admin) enabledUser(u events.User) (*projections.UserRecord, error) {
@@ -307,14 +358,22 @@ func (a *Admin) enabledUser(u events.User) (*projections.UserRecord, error) {
 
 // DisableUser disables a user: its next login is refused.
 func (a *Admin) DisableUser(ctx context.Context, u events.User) error {
+	ver, err := a.current(ctx, events.UserSubject(u))
+	if err != nil {
+		return err
+	}
 	if _, err := a.enabledUser(u); err != nil {
 		return err
 	}
-	return a.appendNext(ctx, &events.UserDisabled{Meta: a.meta(), User: u})
+	return a.append(ctx, &events.UserDisabled{Meta: a.meta(), User: u}, ver)
 }
 
 // MoveUser moves a user to another home server.
 func (a *Admin) MoveUser(ctx context.Context, u events.User, home string) error {
+	ver, err := a.current(ctx, events.UserSubject(u))
+	if err != nil {
+		return err
+	}
 	rec, err := a.enabledUser(u)
 	if err != nil {
 		return err
@@ -325,13 +384,18 @@ func (a *Admin) MoveUser(ctx context.Context, u events.User, home string) error 
 	if err := a.checkHome(home); err != nil {
 		return err
 	}
-	return a.appendNext(ctx, &events.UserMoved{Meta: a.meta(), User: u, From: rec.Home, Home: home})
+	return a.append(ctx, &events.UserMoved{Meta: a.meta(), User: u, From: rec.Home, Home: home}, ver)
 }
 
 // SetPassword records a user's new password verifiers, sealed. The
 // verifiers are computed where the password was typed; the password
 // itself never reaches the server.
 func (a *Admin) SetPassword(ctx context.Context, u events.User, v rvp.Verifiers) error {
+	subject := events.UserSubject(u)
+	ver, err := a.current(ctx, subject)
+	if err != nil {
+		return err
+	}
 	if _, err := a.enabledUser(u); err != nil {
 		return err
 	}
@@ -341,12 +405,11 @@ func (a *Admin) SetPassword(ctx context.Context, u events.User, v rvp.Verifiers)
 	if a.Keyring == nil {
 		return errors.New("no cluster key: passwords cannot be stored")
 	}
-	subject := events.UserSubject(u)
 	sealed, err := a.Keyring.SealVerifiers(v, subject)
 	if err != nil {
 		return err
 	}
-	return a.appendNext(ctx, &events.PasswordSet{Meta: a.meta(), User: u, Verifiers: sealed})
+	return a.append(ctx, &events.PasswordSet{Meta: a.meta(), User: u, Verifiers: sealed}, ver)
 }
 
 // SetAdmin creates or changes an administrator.
@@ -400,12 +463,16 @@ func (a *Admin) setAdmin(ctx context.Context, name, role string, domains []strin
 
 // RemoveAdmin removes an administrator.
 func (a *Admin) RemoveAdmin(ctx context.Context, name string) error {
+	ver, err := a.current(ctx, events.AdminSubject(name))
+	if err != nil {
+		return err
+	}
 	if adm, err := a.Directory.Administrator(name); err != nil {
 		return err
 	} else if adm == nil {
 		return fmt.Errorf("administrator %s: %w", name, ErrNotFound)
 	}
-	return a.appendNext(ctx, &events.AdminRemoved{Meta: a.meta(), Name: name})
+	return a.append(ctx, &events.AdminRemoved{Meta: a.meta(), Name: name}, ver)
 }
 
 // SetTopology sets the address ranges inside the firewall.

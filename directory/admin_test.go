@@ -1,0 +1,151 @@
+package directory_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/directory"
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+)
+
+// adminFixture is a directory stream on an in-process JetStream server.
+type adminFixture struct {
+	t  *testing.T
+	js jetstream.JetStream
+}
+
+func newAdminFixture(t *testing.T) *adminFixture {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{ServerName: "t", JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	nc, err := nats.Connect("", nats.InProcessServer(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	if err := projections.EnsureStreams(t.Context(), js, projections.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return &adminFixture{t: t, js: js}
+}
+
+// directory opens a directory projection of its own (in memory).
+func (f *adminFixture) directory() *projections.Directory {
+	db, err := projections.Open("", projections.Options{InMemory: true})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() { db.Close() })
+	dir, err := projections.OpenDirectory(db)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return dir
+}
+
+// follow feeds dir from the stream until the returned stop is called.
+func (f *adminFixture) follow(dir *projections.Directory) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		projections.Follow(ctx, f.js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}, dir)
+	})
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
+	f.t.Cleanup(stop)
+	return stop
+}
+
+// lastEvent returns the last directory event of subject.
+func (f *adminFixture) lastEvent(subject string) events.Event {
+	st, err := f.js.Stream(f.t.Context(), events.StreamDirectory)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	m, err := st.GetLastMsgForSubject(f.t.Context(), subject)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	ev, err := events.Decode(m.Header.Get(events.HeaderType), m.Data)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return ev
+}
+
+// TestAdminStaleProjection: two directory services (two rvpd nodes),
+// one of whose directory projections is behind the stream. An
+// administrator moves alice from home1 to home2 through the first; another
+// moves her to home3 through the second, which still sees her on home1.
+// The second change was decided on what the first changed: it must fail
+// as a conflict (the optimistic concurrency the directory is written
+// with), or be decided on alice's record as the first left it — never
+// append a move "from home1" of a user who is on home2, which sends her
+// handoff to the wrong home server and loses her state.
+func TestAdminStaleProjection(t *testing.T) {
+	f := newAdminFixture(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	dirA, dirB := f.directory(), f.directory()
+	f.follow(dirA)
+	stopB := f.follow(dirB)
+	a := &directory.Admin{JetStream: f.js, Directory: dirA, Actor: "a"}
+	b := &directory.Admin{JetStream: f.js, Directory: dirB, Actor: "b"}
+	if err := a.CreateDomain(ctx, directory.DomainSpec{Domain: "example.test", IMHost: "im.example.test"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []string{"home1", "home2", "home3"} {
+		if err := a.CreateHomeServer(ctx, h, "im"+h+".example.test", "", true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alice := events.NewUser("example.test", "alice")
+	if err := a.EnableUser(ctx, directory.UserSpec{User: alice, Home: "home1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := dirB.WaitFor(ctx, dirA.Position()); err != nil {
+		t.Fatal(err)
+	}
+
+	stopB() // b's projection falls behind
+	if err := a.MoveUser(ctx, alice, "home2"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- b.MoveUser(ctx, alice, "home3") }()
+	time.Sleep(300 * time.Millisecond)
+	f.follow(dirB) // and catches up
+	errB := <-done
+
+	if errB != nil {
+		if !strings.Contains(errB.Error(), "changed while") && !errors.Is(errB, directory.ErrExists) {
+			t.Fatalf("the second move failed otherwise than as a conflict: %v", errB)
+		}
+		return
+	}
+	mv, ok := f.lastEvent(events.UserSubject(alice)).(*events.UserMoved)
+	if !ok {
+		t.Fatalf("alice's last event is not a move")
+	}
+	if mv.From != "home2" {
+		t.Errorf("the second move was appended as from %s to %s, while alice was on home2: "+
+			"decided on a stale projection, and not refused as a conflict", mv.From, mv.Home)
+	}
+}
