@@ -192,8 +192,11 @@ func (a *Admin) DeleteDomain(ctx context.Context, domain string) error {
 	if err != nil {
 		return err
 	}
-	if len(users) > 0 {
-		return fmt.Errorf("IM domain %s still has %d users; disable and remove them first", domain, len(users))
+	// A disabled user's record stays (no operation removes one): only the
+	// enabled users hold the domain, as they hold a home server.
+	enabled := slices.DeleteFunc(users, func(u projections.UserRecord) bool { return !u.Enabled })
+	if len(enabled) > 0 {
+		return fmt.Errorf("IM domain %s still has %d enabled users (%s first); disable them first (rvpctl user disable)", domain, len(enabled), enabled[0].User)
 	}
 	return a.append(ctx, &events.DomainDeleted{Meta: a.meta(), Domain: domain}, ver)
 }

@@ -149,3 +149,40 @@ func TestAdminStaleProjection(t *testing.T) {
 			"decided on a stale projection, and not refused as a conflict", mv.From, mv.Home)
 	}
 }
+
+// TestDeleteDomainOfDisabledUsers: an IM domain whose users are all
+// disabled can be deleted. The directory has no operation that removes a
+// user (a disabled user's record stays, as a home server's deletion
+// knows), so an IM domain that ever had one could never be deleted, and
+// the refusal told the administrator to "remove them first", which no
+// command does.
+func TestDeleteDomainOfDisabledUsers(t *testing.T) {
+	f := newAdminFixture(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	dir := f.directory()
+	f.follow(dir)
+	a := &directory.Admin{JetStream: f.js, Directory: dir, Actor: "a"}
+	if err := a.CreateDomain(ctx, directory.DomainSpec{Domain: "example.test", IMHost: "im.example.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.CreateHomeServer(ctx, "home1", "imhome1.example.test", "", true); err != nil {
+		t.Fatal(err)
+	}
+	alice := events.NewUser("example.test", "alice")
+	if err := a.EnableUser(ctx, directory.UserSpec{User: alice, Home: "home1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.DeleteDomain(ctx, "example.test"); err == nil || !strings.Contains(err.Error(), "alice") && !strings.Contains(err.Error(), "1 ") {
+		t.Fatalf("deleting a domain with an enabled user: %v, want a refusal", err)
+	}
+	if err := a.DisableUser(ctx, alice); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.DeleteDomain(ctx, "example.test"); err != nil {
+		t.Fatalf("deleting a domain whose one user is disabled: %v", err)
+	}
+	if dom, _ := dir.Domain("example.test"); dom != nil {
+		t.Errorf("example.test is still in the directory after its deletion")
+	}
+}
