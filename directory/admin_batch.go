@@ -169,10 +169,19 @@ func isWrongLastSequence(err error) bool {
 		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
-// checkAlias refuses an alias no RVP URL can carry.
+// checkAlias refuses an alias no RVP URL can carry: what the gateway
+// refuses in a request's path (rvp.ParseNodePath: a control character,
+// a space, '/', DEL, more than rvp.MaxAliasLen bytes), and '@' and '\\'.
 func checkAlias(u events.User) error {
-	if u.Alias == "" || strings.ContainsAny(u.Alias, "/@ \t\\") {
-		return fmt.Errorf("user %q: an alias has no '/', '@', '\\' or spaces", u.Alias)
+	bad := u.Alias == "" || strings.ContainsAny(u.Alias, "/@\\\x7f")
+	for i := 0; i < len(u.Alias) && !bad; i++ {
+		bad = u.Alias[i] <= ' '
+	}
+	if bad {
+		return fmt.Errorf("user %q: an alias has no '/', '@', '\\', spaces or control characters", u.Alias)
+	}
+	if len(u.Alias) > rvp.MaxAliasLen {
+		return fmt.Errorf("user %q: an alias has at most %d bytes", u.Alias, rvp.MaxAliasLen)
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
 )
 
 // adminFixture is a directory stream on an in-process JetStream server.
@@ -184,5 +185,40 @@ func TestDeleteDomainOfDisabledUsers(t *testing.T) {
 	}
 	if dom, _ := dir.Domain("example.test"); dom != nil {
 		t.Errorf("example.test is still in the directory after its deletion")
+	}
+}
+
+// TestEnableRefusesUnaddressableAlias: an alias no RVP URL can name (a
+// control character, DEL, longer than rvp.MaxAliasLen: what the gateway
+// refuses in a request's path) is refused when the user is enabled or
+// imported, as a space or a '/' are. Enabled, the user exists in the
+// directory and in listings, exports and imports, and no request can ever
+// reach its node.
+func TestEnableRefusesUnaddressableAlias(t *testing.T) {
+	f := newAdminFixture(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	dir := f.directory()
+	f.follow(dir)
+	a := &directory.Admin{JetStream: f.js, Directory: dir, Actor: "a", Keyring: newKeyring(t)}
+	if err := a.CreateDomain(ctx, directory.DomainSpec{Domain: "example.test", IMHost: "im.example.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.CreateHomeServer(ctx, "home1", "imhome1.example.test", "", true); err != nil {
+		t.Fatal(err)
+	}
+	for _, alias := range []string{"bo\nb", "bob\r", "bo\x01b", "bob\x7f", strings.Repeat("b", rvp.MaxAliasLen+1)} {
+		u := events.NewUser("example.test", alias)
+		if _, err := rvp.ParseNodePath(rvp.LogicalURL("im.example.test", alias)[len("http://im.example.test"):]); err == nil {
+			t.Fatalf("%q: the gateway takes it in a path; the test is wrong", alias)
+		}
+		if err := a.EnableUser(ctx, directory.UserSpec{User: u, Home: "home1"}); err == nil {
+			t.Errorf("EnableUser(%q) enabled a user no request can address", alias)
+		}
+		res, err := a.ImportUsers(ctx, directory.ImportSpec{Users: []directory.ImportUser{{Spec: directory.UserSpec{User: events.NewUser("example.test", alias+"x"), Home: "home1"}}}},
+			func(string) error { return nil })
+		if err != nil || len(res) != 1 || res[0].Outcome != directory.ImportRefused {
+			t.Errorf("ImportUsers(%q): %+v %v, want it refused", alias+"x", res, err)
+		}
 	}
 }
