@@ -250,10 +250,17 @@ func (c *console) login(w http.ResponseWriter, r *http.Request) {
 	refuse := func(status int, msg string) {
 		c.render(w, status, "login", page{Title: "Sign in", Data: loginData{Name: name, Next: next, Msg: msg}})
 	}
-	if wait := c.waiting(addr); wait > 0 {
+	throttled := func() bool {
+		wait := c.waiting(addr)
+		if wait <= 0 {
+			return false
+		}
 		c.signIns.WithLabelValues("throttled").Inc()
 		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds()+0.999)))
 		refuse(http.StatusTooManyRequests, fmt.Sprintf("Too many failed sign-ins from your address; try again in %s.", wait.Round(time.Second)))
+		return true
+	}
+	if throttled() {
 		return
 	}
 	select {
@@ -261,6 +268,11 @@ func (c *console) login(w http.ResponseWriter, r *http.Request) {
 		defer func() { <-c.checks }()
 	case <-time.After(5 * time.Second):
 		refuse(http.StatusServiceUnavailable, "The console is busy checking other sign-ins; try again in a moment.")
+		return
+	}
+	// Asked again once a check is ours: the guesses an address sent at
+	// once all waited here, while those checked before them failed.
+	if throttled() {
 		return
 	}
 	adm, ok := c.check(name, password)

@@ -380,3 +380,36 @@ func TestConsoleThrottleAnyProcess(t *testing.T) {
 		t.Errorf("the right password at the second console from the throttled address: %d, Retry-After %q; want 429 with it", r.StatusCode, r.Header.Get("Retry-After"))
 	}
 }
+
+// TestConsoleThrottleConcurrentGuesses: guesses sent at once from one
+// address are throttled as those sent one after the other are: no more
+// passwords are checked than the free failures and those already being
+// checked when the address began to wait (two at a time), however many
+// sign-ins were waiting for a check.
+func TestConsoleThrottleConcurrentGuesses(t *testing.T) {
+	_, ops := startDevOps(t)
+	const guesses = 24
+	statuses := make(chan int, guesses)
+	start := make(chan struct{})
+	for range guesses {
+		go func() {
+			<-start
+			resp, err := noRedirect.PostForm(ops+"/console/login", url.Values{"name": {"admin"}, "password": {"guess"}, "next": {"/console/"}})
+			if err != nil {
+				statuses <- 0
+				return
+			}
+			resp.Body.Close()
+			statuses <- resp.StatusCode
+		}()
+	}
+	close(start)
+	counts := map[int]int{}
+	for range guesses {
+		counts[<-statuses]++
+	}
+	if checked := counts[http.StatusUnauthorized]; checked > freeFailures+2 {
+		t.Errorf("%d guesses sent at once from one address: %d passwords checked (401), want at most %d; statuses %v",
+			guesses, checked, freeFailures+2, counts)
+	}
+}
