@@ -159,7 +159,7 @@ func runInit(ctx context.Context, args []string, lookupEnv func(string) (string,
 	if err := directory.Init(setup, js, keyring, spec); err != nil {
 		return err
 	}
-	printInitDone(stdout, f, spec, keyNote, nc.ConnectedUrl())
+	printInitDone(stdout, f, spec, keyNote, redactURLs(nc.ConnectedUrl()))
 	return nil
 }
 
@@ -208,12 +208,12 @@ func printInitDone(w io.Writer, f initFlags, spec directory.InitSpec, keyNote, s
 	fmt.Fprintf(w, "next:\n")
 	fmt.Fprintf(w, "  1. copy the cluster key to every node's machine, readable by rvpd only\n")
 	if f.site != "" {
-		fmt.Fprintf(w, "  2. start the directory service at the hub: rvpd node -name NAME -site %s -nats %s -cluster-key-file FILE -admin\n", f.hub, f.nats)
+		fmt.Fprintf(w, "  2. start the directory service at the hub: rvpd node -name NAME -site %s -nats %s -cluster-key-file FILE -admin\n", f.hub, redactURLs(f.nats))
 		fmt.Fprintf(w, "     and each site's nodes on its own servers: rvpd node -name NAME -site SITE -hub %s -nats SITE-URLS -cluster-key-file FILE -gateway :80 -home HOME ...\n", f.hub)
 	} else {
-		fmt.Fprintf(w, "  2. start the nodes: rvpd node -name NAME -nats %s -cluster-key-file FILE -admin -gateway :80 -home HOME ...\n", f.nats)
+		fmt.Fprintf(w, "  2. start the nodes: rvpd node -name NAME -nats %s -cluster-key-file FILE -admin -gateway :80 -home HOME ...\n", redactURLs(f.nats))
 	}
-	fmt.Fprintf(w, "  3. as the administrator: export RVPCTL_NATS=%s RVPCTL_ADMIN=%s\n", f.nats, f.admin)
+	fmt.Fprintf(w, "  3. as the administrator: export RVPCTL_NATS=%s RVPCTL_ADMIN=%s\n", redactURLs(f.nats), f.admin)
 	if spec.Domain == nil {
 		fmt.Fprintf(w, "     rvpctl domain create DOMAIN\n")
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -191,7 +192,7 @@ func printNodeBanner(w io.Writer, f nodeFlags, rs roleSet, nc *nats.Conn) {
 	if rs.admin != nil {
 		fmt.Fprintf(w, "  directory service for rvpctl\n")
 	}
-	fmt.Fprintf(w, "  NATS: %s   data: %s\n", nc.ConnectedUrl(), f.data)
+	fmt.Fprintf(w, "  NATS: %s   data: %s\n", redactURLs(nc.ConnectedUrl()), f.data)
 }
 
 func splitList(s string) []string {
@@ -218,7 +219,7 @@ func clusterLink(name, urls, creds string, log *slog.Logger) natsLink {
 				}
 				log.Warn("NATS connection lost; reconnecting", "err", err)
 			}),
-			nats.ReconnectHandler(func(c *nats.Conn) { log.Info("NATS connection back", "server", c.ConnectedUrl()) }),
+			nats.ReconnectHandler(func(c *nats.Conn) { log.Info("NATS connection back", "server", redactURLs(c.ConnectedUrl())) }),
 			nats.ClosedHandler(func(*nats.Conn) {
 				select {
 				case lost <- errors.New("connection closed"):
@@ -230,8 +231,33 @@ func clusterLink(name, urls, creds string, log *slog.Logger) natsLink {
 		}
 		nc, err := nats.Connect(urls, opts...)
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("connect to NATS at %s: %w (is the cluster up? give its servers with -nats)", urls, err)
+			return nil, nil, nil, fmt.Errorf("connect to NATS at %s: %w (is the cluster up? give its servers with -nats)", redactURLs(urls), err)
 		}
 		return nc, lost, nc.Close, nil
 	}
+}
+
+// redactURLs returns the comma-separated NATS URLs urls with the password
+// of each (nats://user:password@host), or its token (nats://token@host),
+// replaced by xxxxx, to be shown or logged.
+func redactURLs(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if !strings.Contains(p, "@") {
+			continue
+		}
+		p = strings.TrimSpace(p)
+		if !strings.Contains(p, "://") {
+			p = "nats://" + p // as nats.Connect takes it
+		}
+		if u, err := url.Parse(p); err == nil {
+			if _, ok := u.User.Password(); !ok {
+				u.User = url.User("xxxxx") // a token
+			}
+			parts[i] = u.Redacted()
+		} else {
+			parts[i] = "(a URL with credentials that does not parse)"
+		}
+	}
+	return strings.Join(parts, ",")
 }
