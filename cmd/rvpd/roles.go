@@ -375,9 +375,10 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 	if s.site != nil {
 		actors = append(actors, s.site.actors...)
 	}
-	for _, run := range actors {
-		g.Add(func() error { return run(roles) }, func(error) { stopAll() })
-	}
+	// The gateway first: a run group interrupts its actors in the order
+	// they were added, and the gateway's requests in flight are answered
+	// by the home nodes and routers while it drains them, not cut off by
+	// their stopping first.
 	if gw != nil {
 		g.Add(func() error { return gw.Serve(s.listener) }, func(error) {
 			sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -385,6 +386,9 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 			gw.Shutdown(sctx)
 			unshare()
 		})
+	}
+	for _, run := range actors {
+		g.Add(func() error { return run(roles) }, func(error) { stopAll() })
 	}
 	return nil
 }
