@@ -329,7 +329,9 @@ func (a *Admin) checkHome(home string) error {
 
 // EnableUser enables a user for instant messaging on a home server.
 func (a *Admin) EnableUser(ctx context.Context, s UserSpec) error {
-	u := s.User
+	// Names are kept lower-case, as requests look them up (a client of
+	// the directory service other than rvpctl may send them otherwise).
+	u := events.NewUser(s.User.Domain, s.User.Alias)
 	if err := checkAlias(u); err != nil {
 		return err
 	}

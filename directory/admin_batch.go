@@ -47,7 +47,9 @@ func (a *Admin) enableUsers(ctx context.Context, users []NewUser, enabled func(i
 	checked := map[string]error{}
 	var todo []int
 	for i, nu := range users {
-		u := nu.Spec.User
+		// Lower-case, as EnableUser keeps them.
+		u := events.NewUser(nu.Spec.User.Domain, nu.Spec.User.Alias)
+		users[i].Spec.User, nu.Spec.User = u, u
 		if err := checkAlias(u); err != nil {
 			return 0, err
 		}

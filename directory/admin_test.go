@@ -222,3 +222,34 @@ func TestEnableRefusesUnaddressableAlias(t *testing.T) {
 		}
 	}
 }
+
+// TestEnableLowerCases: a user enabled with capitals in its name (by a
+// client of the directory service other than rvpctl, which lower-cases)
+// is kept lower-case, as requests look users up, one at a time or in a
+// batch; it was kept as given, and no request could find it.
+func TestEnableLowerCases(t *testing.T) {
+	f := newAdminFixture(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	dir := f.directory()
+	f.follow(dir)
+	key, _ := directory.NewKeyring(make([]byte, directory.KeySize))
+	a := &directory.Admin{JetStream: f.js, Directory: dir, Actor: "a", Keyring: key}
+	if err := a.CreateDomain(ctx, directory.DomainSpec{Domain: "example.test", IMHost: "im.example.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.CreateHomeServer(ctx, "home1", "imhome1.example.test", "", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.EnableUser(ctx, directory.UserSpec{User: events.User{Domain: "Example.Test", Alias: "Alice"}, Home: "home1"}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := a.EnableUsers(ctx, []directory.NewUser{{Spec: directory.UserSpec{User: events.User{Domain: "example.test", Alias: "BOB"}, Home: "home1"}}}); err != nil || n != 1 {
+		t.Fatalf("EnableUsers: %d, %v", n, err)
+	}
+	for _, alias := range []string{"alice", "bob"} {
+		if rec, err := dir.User(events.NewUser("example.test", alias)); err != nil || rec == nil || !rec.Enabled {
+			t.Errorf("%s, enabled with capitals, is not found lower-case: %+v %v", alias, rec, err)
+		}
+	}
+}
