@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"net"
 	"net/netip"
@@ -90,7 +89,7 @@ func (c *conn) serve(br *bufio.Reader, bw *bufio.Writer) {
 		c.nc.SetReadDeadline(time.Time{})
 		start := g.now()
 		g.inflight.Add(1)
-		resp, why := g.handle(context.Background(), c, req, client)
+		resp, why := g.handle(g.stopping, c, req, client)
 		// Counted before it is written: whoever has the answer sees it
 		// counted.
 		g.inflight.Add(-1)

@@ -330,3 +330,44 @@ func TestSlowRequestAnswered408(t *testing.T) {
 		}
 	}
 }
+
+// TestShutdownEndsWaitingRequests: a stop whose time runs out ends the
+// requests still waiting for an answer (here one no home node will give):
+// Shutdown returns soon after its own deadline, not at the request's
+// RequestTimeout; before, it closed the connections but went on waiting
+// for their workers, held by the wait.
+func TestShutdownEndsWaitingRequests(t *testing.T) {
+	e := newEdge(t, NoAuth{})
+	e.g.cfg.RequestTimeout = 20 * time.Second
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- e.g.Serve(ln) }()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	before := e.appended()
+	io.WriteString(nc, "PROPFIND /instmsg/aliases/alice HTTP/1.1\r\nHost: im.example.test\r\n"+
+		"RVP-From-Principal: http://im.example.test/instmsg/aliases/alice\r\nDepth: 0\r\n\r\n")
+	// Its request is appended: it waits for an answer.
+	for deadline := time.Now().Add(5 * time.Second); e.appended() == before; {
+		if time.Now().After(deadline) {
+			t.Fatal("the request was not appended")
+		}
+		time.Sleep(time.Millisecond) // polling the stream, with a deadline
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	e.g.Shutdown(ctx)
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("Shutdown with 300ms took %v: held by a request waiting for an answer", took)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+}

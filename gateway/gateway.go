@@ -124,6 +124,12 @@ type Gateway struct {
 	idle       []chan *conn
 	quit       chan struct{}
 	workerIdle time.Duration
+	// stopping is the context requests are handled in; Shutdown cancels
+	// it when its own time runs out, so that a request waiting for an
+	// answer that is not coming does not hold the stop until its
+	// RequestTimeout.
+	stopping context.Context
+	stop     context.CancelFunc
 }
 
 // New returns a gateway; it starts listening for replies at once.
@@ -174,6 +180,7 @@ func New(cfg Config) (*Gateway, error) {
 		quit:       make(chan struct{}),
 		workerIdle: workerIdle,
 	}
+	g.stopping, g.stop = context.WithCancel(context.Background())
 	if cfg.CallBacks != nil {
 		g.callBacks = *cfg.CallBacks
 		g.callBacks.Own = slices.Clone(g.callBacks.Own)
@@ -421,6 +428,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	select {
 	case <-done:
 	case <-ctx.Done():
+		g.stop() // the requests still waiting end now
 		g.mu.Lock()
 		for c := range g.conns {
 			c.nc.Close()
@@ -428,6 +436,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		g.mu.Unlock()
 		<-done
 	}
+	g.stop()
 	if g.sub != nil {
 		g.sub.Unsubscribe()
 	}

@@ -15,6 +15,7 @@ import (
 func TestWorkersEnd(t *testing.T) {
 	g := &Gateway{cfg: Config{IdleTimeout: time.Minute}, now: time.Now, conns: map[*conn]struct{}{},
 		quit: make(chan struct{}), workerIdle: 300 * time.Millisecond}
+	g.stopping, g.stop = context.WithCancel(context.Background())
 	// give connects a client and hands the server's end to a worker; the
 	// client is returned open.
 	give := func() net.Conn {
