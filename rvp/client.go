@@ -280,7 +280,7 @@ func (c *Client) do(ctx context.Context, req Outbound) (*Answer, error) {
 	}
 
 	br := bufs.r
-	ans, err := readAnswer(br)
+	ans, err := readFinalAnswer(br)
 	if err != nil {
 		return nil, fmt.Errorf("answer to %s from %s: %w", method, addr, err)
 	}
@@ -307,6 +307,28 @@ func readBody(br *bufio.Reader, h Header) ([]byte, error) {
 		return nil, errors.New("answer body too large")
 	}
 	return b, err
+}
+
+// maxInterim bounds the interim (1xx) answers read before the final one.
+const maxInterim = 8
+
+// readFinalAnswer reads the final answer, past any interim ones (100
+// Continue, which IIS sends unasked to a request with a body): HTTP/1.1
+// clients must take those (RFC 9110 §15.2), and the status that counts
+// is the final one. A 101 (Switching Protocols) was never asked for.
+func readFinalAnswer(br *bufio.Reader) (*Answer, error) {
+	for range maxInterim {
+		ans, err := readAnswer(br)
+		switch {
+		case err != nil:
+			return ans, err
+		case ans.Status == 101:
+			return nil, errors.New("101 Switching Protocols, which no request asks for")
+		case ans.Status >= 200:
+			return ans, nil
+		}
+	}
+	return nil, fmt.Errorf("more than %d interim answers", maxInterim)
 }
 
 // readAnswer reads a status line and header; clients answer with bare LF,
