@@ -382,6 +382,30 @@ func (r *Router) peer(ctx context.Context, host string) (addr string, discovered
 	return "", false, fmt.Errorf("no _rvp._tcp SRV record for %s", domain)
 }
 
+// proxiable refuses to have the outbound proxy connect to host, which a
+// signed-in user chose (its request's Host), when it is no other
+// organisation's: an address outside what Discovered allows, or a name of
+// the local network (localhost, a .localhost name, a name without a dot).
+// The proxy would connect inside for us and the answer would be relayed;
+// other organisations are known by the fully qualified names of their IM
+// hosts, as the gateway holds their principals to (and without a proxy,
+// neither would be found: SRV records are of names).
+func (r *Router) proxiable(host string) error {
+	name := strings.TrimSuffix(strings.ToLower(events.Hostname(host)), ".")
+	if ip, err := netip.ParseAddr(strings.Trim(name, "[]")); err == nil {
+		port, _ := strconv.Atoi(rvp.URL{Host: host}.Port())
+		ap := netip.AddrPortFrom(ip.Unmap(), uint16(port))
+		if r.cfg.Discovered != nil {
+			return r.cfg.Discovered(ap)
+		}
+		return nil
+	}
+	if !strings.Contains(name, ".") || name == "localhost" || strings.HasSuffix(name, ".localhost") {
+		return fmt.Errorf("%s is a name of the local network, not another organisation's IM host", host)
+	}
+	return nil
+}
+
 // dialer connects to addr what is meant for host (an IM host of another
 // organisation, at the address its peer entry gives), and everything else
 // (the Location of a redirect) where it names.
@@ -418,6 +442,11 @@ func (r *Router) forward(ctx context.Context, lk *events.Lookup) *events.Reply {
 	var addr string
 	if client.Proxy != nil {
 		addr = "proxy " + client.Proxy.Host
+		if err := r.proxiable(lk.Host); err != nil {
+			r.cfg.Metrics.lookup(resultNotFound)
+			r.log.Warn("a node not sent to the proxy", "req", lk.ID, "host", lk.Host, "err", err)
+			return fail(lk, rvp.StatusNotFound, "no route to the IM host %s: %v", lk.Host, err)
+		}
 	} else {
 		var (
 			err        error

@@ -1,0 +1,165 @@
+package routernode
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/directory"
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
+)
+
+// routerOf starts a router of example.test (Internet-capable) with cfg's
+// Client, Peers, SRV and Discovered, and returns a function that sends
+// it a gateway's lookup of a NOTIFY to bob at host and waits for the
+// reply.
+func routerOf(t *testing.T, cfg Config) func(host string) *events.Reply {
+	ns := startJetStream(t)
+	nc, err := nats.Connect("", nats.InProcessServer(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	ctx := t.Context()
+	if err := projections.EnsureStreams(ctx, js, projections.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	db, err := projections.Open(filepath.Join(t.TempDir(), "pebble"), projections.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	dir, err := projections.OpenDirectory(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		projections.Follow(fctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}, dir)
+	})
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	admin := &directory.Admin{JetStream: js, Directory: dir, Actor: "test"}
+	if err := admin.CreateDomain(ctx, directory.DomainSpec{Domain: "example.test", IMHost: "im.example.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.SetInternetCapable(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer wcancel()
+	if st, err := js.Stream(wctx, events.StreamDirectory); err != nil {
+		t.Fatal(err)
+	} else if err := dir.WaitFor(wctx, st.CachedInfo().State.LastSeq); err != nil {
+		t.Fatal(err)
+	}
+	cfg.ID, cfg.JetStream, cfg.Conn, cfg.Directory = "r1", js, nc, dir
+	rt, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, rstop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rt.Run(rctx) }()
+	t.Cleanup(func() { rstop(); <-done })
+	replies := make(chan *events.Reply, 16)
+	sub, err := nc.Subscribe(events.ReplyFilter("gw"), func(m *nats.Msg) {
+		if ev, err := events.Decode(m.Header.Get(events.HeaderType), m.Data); err == nil {
+			replies <- ev.(*events.Reply)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sub.Unsubscribe() })
+	n := 0
+	return func(host string) *events.Reply {
+		t.Helper()
+		n++
+		now := time.Now().UTC()
+		lk := &events.Lookup{ID: "lk" + string(rune('a'+n)), At: now, Deadline: now.Add(10 * time.Second), Gateway: "gw", Client: "192.0.2.1",
+			Method: "NOTIFY", Host: host, Alias: "bob", Path: "/instmsg/aliases/bob", HopCount: 1,
+			Header: map[string]string{rvp.HdrAckType: "DeepOr"},
+			Body:   []byte(`<r:notification xmlns:r="http://schemas.microsoft.com/rvp/"><r:message/></r:notification>`)}
+		data, err := events.Encode(lk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := nats.NewMsg(events.LookupSubject(""))
+		msg.Header.Set(events.HeaderType, lk.Type())
+		msg.Header.Set(events.HeaderReply, events.ReplySubject("gw", lk.ID))
+		msg.Data = data
+		if _, err := js.PublishMsg(t.Context(), msg, jetstream.WithMsgID(lk.ID)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case r := <-replies:
+			return r
+		case <-time.After(15 * time.Second):
+			t.Fatalf("lookup of %s not answered", host)
+			return nil
+		}
+	}
+}
+
+// TestProxyNotAskedInside: through an outbound HTTP proxy, a lookup of a
+// node at an address or at a name of the local network (which a signed-in
+// user chooses: the Host of its request) is not sent to the proxy, which
+// would connect inside for us and relay the answer. Another organisation
+// is known by the fully qualified name of its IM host, as the gateway
+// holds its principals to; an address is judged as DNS discovery's are
+// (-federation.allow lets a partner's range through).
+func TestProxyNotAskedInside(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	asked := make(chan string, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				line, _ := bufio.NewReader(c).ReadString('\n')
+				asked <- line
+				c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret"))
+			}()
+		}
+	}()
+	proxy := rvp.URL{Host: ln.Addr().String()}
+	policy := &rvp.CallbackPolicy{}
+	lookup := routerOf(t, Config{Client: &rvp.Client{Proxy: &proxy, Guard: policy.Dialable, Federation: policy.Discovered}, Discovered: policy.Discovered})
+	for _, host := range []string{"127.0.0.1:6379", "10.0.0.5:8080", "169.254.169.254", "[::1]:4222", "[::ffff:10.0.0.5]", "localhost:9090", "intranet", "db.localhost"} {
+		r := lookup(host)
+		if r.Status != rvp.StatusNotFound || r.Raw != nil {
+			t.Errorf("a node at %s through the proxy: %d %q, want 404 without asking the proxy", host, r.Status, r.Error)
+		}
+		select {
+		case line := <-asked:
+			t.Errorf("the proxy was asked %q", line)
+		default:
+		}
+	}
+	// Another organisation's IM host: through the proxy.
+	if r := lookup("im.other.test"); r.Status != rvp.StatusOK {
+		t.Errorf("im.other.test through the proxy: %d %q, want 200", r.Status, r.Error)
+	}
+	if line := <-asked; line != "NOTIFY http://im.other.test/instmsg/aliases/bob HTTP/1.1\r\n" {
+		t.Errorf("the proxy was asked %q", line)
+	}
+}
