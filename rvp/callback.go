@@ -147,6 +147,12 @@ func (p *CallbackPolicy) Discovered(ap netip.AddrPort) error {
 		return err
 	}
 	ip := ap.Addr().Unmap()
+	if nat64.Contains(ip) {
+		// Reached through the network's NAT64 translator at the IPv4
+		// address it embeds (RFC 6052), which is what is judged.
+		b := ip.As16()
+		ip = netip.AddrFrom4([4]byte(b[12:]))
+	}
 	if p != nil {
 		for _, r := range p.Federation {
 			if r.Contains(ip) {
@@ -172,6 +178,8 @@ func nonPublic(ip netip.Addr) string {
 		return "a link-local address"
 	case sharedSpace.Contains(ip):
 		return "a carrier-grade NAT address"
+	case nat64Local.Contains(ip):
+		return "a local-use NAT64 address (of this network's own translator)"
 	case !ip.IsGlobalUnicast():
 		return "not a unicast address"
 	}
@@ -180,6 +188,16 @@ func nonPublic(ip netip.Addr) string {
 
 // sharedSpace is RFC 6598's shared address space (carrier-grade NAT).
 var sharedSpace = netip.MustParsePrefix("100.64.0.0/10")
+
+// nat64 is RFC 6052's well-known NAT64 prefix: an address in it is the
+// IPv4 address of its last 32 bits, which a translator on an IPv6-only
+// network connects to (private ones of its network too, as a cloud's NAT
+// gateway does). nat64Local is RFC 8215's local-use prefix, whose
+// translators are the network's own.
+var (
+	nat64      = netip.MustParsePrefix("64:ff9b::/96")
+	nat64Local = netip.MustParsePrefix("64:ff9b:1::/48")
+)
 
 // ParseRanges parses a comma-separated list of address ranges
 // (10.0.0.0/8) and single addresses (192.0.2.7).

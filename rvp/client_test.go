@@ -3,6 +3,8 @@ package rvp
 import (
 	"context"
 	"net"
+	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -47,5 +49,30 @@ func TestClientSkipsInterimAnswers(t *testing.T) {
 	}
 	if ans.Status != 200 || string(ans.Body) != "ok" || ans.Header.Get(HdrSubscriptionID) != "7" {
 		t.Errorf("answer %d %q (Subscription-ID %q), want the final 200 with body \"ok\"", ans.Status, ans.Body, ans.Header.Get(HdrSubscriptionID))
+	}
+}
+
+// TestDiscoveredNAT64: an address of a NAT64 prefix (RFC 6052's
+// 64:ff9b::/96, RFC 8215's 64:ff9b:1::/48) is the IPv4 address it embeds,
+// reached through the network's translator: on an IPv6-only network with
+// NAT64 (a cloud's IPv6-only subnet, whose NAT gateway translates to the
+// private addresses of its network too), an SRV record's AAAA of
+// 64:ff9b::a00:5 reaches 10.0.0.5. It is judged as that address.
+func TestDiscoveredNAT64(t *testing.T) {
+	p := &CallbackPolicy{Federation: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}}
+	for addr, want := range map[string]string{
+		"[64:ff9b::cb00:7109]:80":  "",         // 203.0.113.9
+		"[64:ff9b::a01:203]:80":    "",         // 10.1.2.3, the partner's range
+		"[64:ff9b::a00:5]:80":      "private",  // 10.0.0.5
+		"[64:ff9b::7f00:1]:4222":   "loopback", // 127.0.0.1
+		"[64:ff9b::a9fe:a9fe]:80":  "link-local",
+		"[64:ff9b:1::c0a8:101]:80": "NAT64", // a local-use prefix: this network's translator
+		"[64:ff9b::6440:1]:80":     "carrier-grade NAT",
+		"[2001:db8::a00:5]:80":     "", // not a translator's prefix
+	} {
+		err := p.Discovered(netip.MustParseAddrPort(addr))
+		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
+			t.Errorf("%s: %v, want %q", addr, err, want)
+		}
 	}
 }
