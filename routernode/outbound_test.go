@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -161,5 +162,39 @@ func TestProxyNotAskedInside(t *testing.T) {
 	}
 	if line := <-asked; line != "NOTIFY http://im.other.test/instmsg/aliases/bob HTTP/1.1\r\n" {
 		t.Errorf("the proxy was asked %q", line)
+	}
+}
+
+// TestNoBodyRelayedWith204: another organisation's 204 (or 304) that
+// carries a body anyway is relayed without it. The gateway writes a
+// relayed body after its status with a Content-Length; a client reads no
+// body after 204 or 304 (RFC 9110 §6.4.1), so the other organisation's
+// bytes would be read as the answer to the client's next request on that
+// connection, to this server.
+func TestNoBodyRelayedWith204(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	forged := "HTTP/1.1 200 Successful\r\nContent-Length: 0\r\nSubscription-Id: 66\r\n\r\n"
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				rvp.ReadRequest(bufio.NewReader(c), rvp.Limits{})
+				c.Write([]byte("HTTP/1.1 204 No Content\r\nContent-Length: " + strconv.Itoa(len(forged)) + "\r\n\r\n" + forged))
+			}()
+		}
+	}()
+	lookup := routerOf(t, Config{Client: &rvp.Client{}, Peers: StaticPeers{"im.other.test": ln.Addr().String()}})
+	r := lookup("im.other.test")
+	if r.Status != 204 || r.Raw == nil || len(r.Raw.Body) != 0 {
+		t.Errorf("a 204 with a body: %d, relayed body %q, want 204 without one", r.Status, r.Raw.Body)
 	}
 }

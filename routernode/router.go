@@ -489,6 +489,11 @@ func (r *Router) forward(ctx context.Context, lk *events.Lookup) *events.Reply {
 	}
 	r.cfg.Metrics.forwarded(peer, ans.Status, r.cfg.Now().Sub(start))
 	raw := &events.RawAnswer{Status: ans.Status, Body: ans.Body, Header: map[string]string{}}
+	if ans.Status == 204 || ans.Status == 304 {
+		// No body follows these (RFC 9110 §6.4.1): one relayed would be
+		// read by our client as the answer to its next request.
+		raw.Body = nil
+	}
 	for _, h := range relayed {
 		if v := ans.Header.Get(h); v != "" {
 			raw.Header[h] = v
