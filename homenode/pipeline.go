@@ -1,6 +1,7 @@
 package homenode
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -366,14 +367,17 @@ func (n *Node) recover(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	last := st.CachedInfo().State.LastSeq
-	ids := map[uint64]string{}
+	ours := map[uint64]*nats.Msg{}
 	for _, p := range n.window {
 		for i, seq := range p.seqs {
-			ids[seq] = p.msgs[i].Header.Get(events.HeaderFactID)
+			ours[seq] = p.msgs[i]
 		}
 	}
-	// The stored prefix of the chain: acknowledged, or found under its
-	// fact id (its answer was lost).
+	// The stored prefix of the chain: acknowledged, or found as it was
+	// published (its answer was lost). The fact id alone does not tell:
+	// another writer that decided the same request (a previous owner,
+	// paused with its facts on their way) stores facts under the same
+	// ids, decided at another time.
 	stored, foreign := n.acked, false
 	for stored < n.last {
 		seq := stored + 1
@@ -386,7 +390,8 @@ func (n *Node) recover(ctx context.Context) error {
 				n.log.Warn("fact stream unreadable; recovery will be tried again", "seq", seq, "err", err)
 				return nil
 			}
-			if m.Header.Get(events.HeaderFactID) != ids[seq] {
+			if mine := ours[seq]; mine == nil || m.Header.Get(events.HeaderFactID) != mine.Header.Get(events.HeaderFactID) ||
+				!bytes.Equal(m.Data, mine.Data) {
 				foreign = true
 				break
 			}

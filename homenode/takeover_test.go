@@ -1,6 +1,7 @@
 package homenode
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -227,4 +228,75 @@ func TestLapsedLeaseAppendsNothing(t *testing.T) {
 	good.Store(true)
 	h.startNode()
 	h.awaitReplies(map[string]string{"login-3": events.TypeSubscribe}, true)
+}
+
+// TestOtherWritersDecisionUnderTheSameID: the previous owner, paused
+// while its facts were on their way, decided a request that comes back to
+// this node (its acknowledgement overdue), and those facts land in the
+// stream after this node started, just before this node's own decision
+// of the same request. Both decisions carry the same fact ids (the
+// request's id), not the same facts (each decided at its own time). The
+// node's chain is broken by them; it must not take the other writer's
+// facts for its own stored ones (projecting its own facts, which the
+// stream does not hold), but catch up with what the stream holds and
+// answer as the other writer decided.
+func TestOtherWritersDecisionUnderTheSameID(t *testing.T) {
+	h := newHarness(t, "ann", "ben")
+	sink := "http://" + h.sink.Addr().String()
+	now := time.Now().UTC()
+	req := func(id, alias string) events.Req {
+		u := events.NewUser("example.test", alias)
+		url := "http://im.example.test/instmsg/aliases/" + alias
+		return events.Req{ID: id, At: now, Deadline: now.Add(30 * time.Second), Gateway: "gw", Client: "127.0.0.1",
+			Node: u, NodeURL: url, From: url, FromUser: u, Auth: events.Identity{Scheme: "ntlm", User: u}}
+	}
+	h.send(&events.Subscribe{Req: req("login-ann", "ann"), NotificationType: events.NotifyPragma, CallBack: sink, Lifetime: 600}, false)
+	h.awaitReplies(map[string]string{"login-ann": events.TypeSubscribe}, true)
+	ctx := t.Context()
+	st, err := h.js.Stream(ctx, events.FactStream(h.home))
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := st.CachedInfo().State.LastSeq
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := h.node.Projection().WaitFor(wctx, last); err != nil {
+		t.Fatal(err)
+	}
+
+	// The other writer's decision of login-ben, made seconds earlier.
+	login := &events.Subscribe{Req: req("login-ben", "ben"), NotificationType: events.NotifyPragma, CallBack: sink, Lifetime: 900}
+	d, err := decide(View{Home: h.home, State: projections.NewOverlay(h.node.Projection()), Dir: h.dir}, Policy{MinLifetime: time.Second}.withDefaults(), login, now.Add(-5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, f := range d.facts {
+		var answer []byte
+		if i == len(d.facts)-1 {
+			if answer, err = d.encodedReply(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		msg, err := factMessage(h.home, f, d.msgID+"/"+strconv.Itoa(i), answer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequence(last)); err != nil {
+			t.Fatal(err)
+		}
+		last++
+	}
+	// The same request, to this node.
+	h.send(login, false)
+	h.awaitReplies(map[string]string{"login-ben": events.TypeSubscribe}, true)
+	if err := h.stopNode(); err != nil {
+		t.Fatal(err)
+	}
+	v, err := projections.VerifyHome(ctx, h.js, h.db, h.home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.OK() {
+		t.Fatalf("live projection (%d keys at seq %d) differs from the rebuild:\n%s", v.Keys, v.Position, v.Diff)
+	}
 }
