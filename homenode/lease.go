@@ -257,6 +257,11 @@ func (l *Lease) serve(ctx context.Context, key string, rev uint64, every, ttl ti
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	renewed := time.Now()
+	// unsure is when the first renewal sent since the last one answered
+	// was sent; zero: none. One whose answer was lost may be the one
+	// stored: a lease found still ours (stillOurs) runs from then, not
+	// from the renewal that found it.
+	var unsure time.Time
 	for {
 		select {
 		case err := <-done:
@@ -274,16 +279,22 @@ func (l *Lease) serve(ctx context.Context, key string, rev uint64, every, ttl ti
 			// leave the revision unknown.
 			rctx, rcancel := context.WithTimeout(context.Background(), every)
 			asked := time.Now()
+			if unsure.IsZero() {
+				unsure = asked
+			}
 			next, err := l.KV.Update(rctx, key, []byte(l.Holder), rev)
 			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 				// A renewal whose answer was lost (the bucket's leader
 				// changing under it) moved the revision on: still ours?
+				// Then the lease runs from that renewal, sent when the
+				// first renewal not answered was, or later.
+				asked = unsure
 				next, err = l.stillOurs(rctx, key, err)
 			}
 			rcancel()
 			switch {
 			case err == nil:
-				rev, renewed = next, time.Now()
+				rev, renewed, unsure = next, asked, time.Time{}
 				l.goodUntil(leaseEnd(asked, ttl))
 				continue
 			case ctx.Err() != nil:

@@ -1,0 +1,188 @@
+package homenode
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+)
+
+// gate is a TCP proxy to a NATS server whose two directions a test can
+// hold: held, what is read is not forwarded until let go (a client's
+// requests reach the server, their answers do not; or nothing passes).
+type gate struct {
+	ln       net.Listener
+	up, down sync.Mutex // held: client→server, server→client stopped
+}
+
+func newGate(t *testing.T, target string) *gate {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gate{ln: ln}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go g.pipe(s, c, &g.up)
+			go g.pipe(c, s, &g.down)
+		}
+	}()
+	return g
+}
+
+func (g *gate) pipe(dst, src net.Conn, hold *sync.Mutex) {
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			hold.Lock()
+			hold.Unlock()
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// TestLeaseRenewalAnswerLostCountsFromTheRenewalStored: a renewal is
+// stored but its answer is lost; the next renewal, refused for its stale
+// revision, finds the lease still the owner's (stillOurs). The lease in
+// the bucket then runs from the renewal stored, not from the one that
+// found it: should the owner be cut off from NATS right after, its lease
+// lapses in the bucket and a standby takes it at the TTL after the
+// renewal stored, and the owner must not count itself owner (Owned)
+// past then.
+func TestLeaseRenewalAnswerLostCountsFromTheRenewalStored(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{ServerName: "t", Host: "127.0.0.1", Port: -1, JetStream: true,
+		StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	nc, err := nats.Connect("", nats.InProcessServer(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	const ttl = 3 * time.Second
+	if err := projections.EnsureStreams(t.Context(), js, projections.StreamOptions{LeaseTTL: ttl}); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(t.Context(), events.BucketOwners)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := events.OwnerKey("home1")
+
+	g := newGate(t, ns.Addr().String())
+	anc, err := nats.Connect("nats://"+g.ln.Addr().String(), nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer anc.Close()
+	ajs, _ := jetstream.New(anc)
+	akv, err := ajs.KeyValue(t.Context(), events.BucketOwners)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &Lease{KV: akv, Home: "home1", Holder: "a"}
+	b := &Lease{KV: kv, Home: "home1", Holder: "b"}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	aServes := make(chan struct{}, 1)
+	wg.Go(func() {
+		a.Hold(ctx, func(ctx context.Context, _ bool) error {
+			aServes <- struct{}{}
+			<-ctx.Done()
+			return nil
+		})
+	})
+	select {
+	case <-aServes:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a does not serve")
+	}
+	type served struct {
+		at     time.Time
+		aOwned bool
+	}
+	bServes := make(chan served, 1)
+	wg.Go(func() {
+		b.Hold(ctx, func(ctx context.Context, _ bool) error {
+			bServes <- served{time.Now(), a.Owned()}
+			<-ctx.Done()
+			return nil
+		})
+	})
+
+	rev := func() uint64 {
+		e, err := kv.Get(t.Context(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e.Revision()
+	}
+	waitRenewal := func(from uint64) time.Time {
+		t.Helper()
+		deadline := time.Now().Add(ttl)
+		for rev() == from {
+			if time.Now().After(deadline) {
+				t.Fatal("a does not renew")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		return time.Now()
+	}
+	waitRenewal(rev())
+	// The next renewal is stored; its answer does not come back in time.
+	g.down.Lock()
+	stored := waitRenewal(rev())
+	time.Sleep(ttl/3 + 200*time.Millisecond) // a's renewal times out; the next is sent
+	g.down.Unlock()                          // and finds the lease still a's
+	time.Sleep(300 * time.Millisecond)
+	// a is cut off from NATS: nothing more is renewed.
+	g.up.Lock()
+	g.down.Lock()
+	defer g.up.Unlock()
+	defer g.down.Unlock()
+	select {
+	case s := <-bServes:
+		t.Logf("b serves %v after a's last renewal stored", s.at.Sub(stored).Round(time.Millisecond))
+		if s.aOwned {
+			t.Errorf("b serves %v after a's last renewal was stored (lease %v), and a's lease says a owns the home server still",
+				s.at.Sub(stored).Round(time.Millisecond), ttl)
+		}
+	case <-time.After(3 * ttl):
+		t.Fatal("b does not take over the lapsed lease")
+	}
+}
