@@ -460,14 +460,19 @@ func (n *Node) recover(ctx context.Context) error {
 	if other.err != nil {
 		n.log.Warn("the other writer's facts not read; the window is decided again whole", "err", other.err)
 	}
+	// Those outside the window too: one still to come here (held until
+	// the recent facts are read, or redelivered later) is answered as the
+	// other writer decided it, as those the recent facts tell of are.
+	for id, dec := range other.decided {
+		n.seen.add(id, dec.delivering)
+		n.seen.answered(id, dec.answer)
+	}
 	redo := n.window
 	n.window = nil
 	clear(n.inWindow)
 	for _, p := range redo {
 		if r, ok := p.in.(events.Request); ok {
 			if dec, theirs := other.decided[r.Request().ID]; theirs {
-				n.seen.add(r.Request().ID, dec.delivering)
-				n.seen.answered(r.Request().ID, dec.answer)
 				switch {
 				case dec.delivering:
 					// Being delivered by the other writer: back to JetStream
