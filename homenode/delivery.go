@@ -376,6 +376,7 @@ func (n *Node) relay(r relayOut) {
 		}
 		if _, err := n.relayAsync.PublishMsgAsync(msg, jetstream.WithMsgID(r.ev.ID)); err != nil {
 			n.relayLog.failed(n.log, r.home, err)
+			n.cfg.Sites.Missed(site)
 		}
 		return
 	}

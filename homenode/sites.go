@@ -83,6 +83,24 @@ func (w *SiteWatch) Lost(site string) bool {
 	return w.state[site] == stateLost
 }
 
+// Missed tells the watch that something sent to site found no stream
+// there (a relay: its leaf connection down a moment, perhaps too short
+// for the probes to count the site lost): unless the site is lost
+// already, its next answer counts as its return, and the home nodes
+// re-send their users' presence to the watchers homed there, as after a
+// loss. Without it a relay lost in a blip of a second or two was never
+// sent again, and the watcher kept the state from before.
+func (w *SiteWatch) Missed(site string) {
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.state[site] == stateUp {
+		w.state[site] = stateUnknown
+	}
+}
+
 // Changes returns a channel of the changes from now on, and the function
 // that stops them. With replay it starts with the state of every site
 // that has answered or been lost already (a home node that starts late
@@ -461,6 +479,7 @@ func (n *Node) relayPublisher() (jetstream.JetStream, error) {
 				home = h
 			}
 			n.relayLog.failed(n.log, home, err)
+			n.cfg.Sites.Missed(siteOf(n.cfg.Directory, home))
 		}))
 }
 

@@ -1,0 +1,46 @@
+package testcluster
+
+import (
+	"testing"
+	"time"
+)
+
+// TestSitesBlip: site b's leaf connection drops and comes back within
+// about a second, too short for the site watches to count either site
+// lost, and alice (site a) changes her state meanwhile. Her relay to
+// carol's home server (site b) finds no responder, past nats.go's
+// retries; once the link is back, carol must still see alice's state:
+// presence converges after a partition however short. (The watches probe
+// every 3 s here, so that the blip is surely too short for them; with the
+// production second, a blip of one to two seconds often is.) Before,
+// the relay was logged as lost, "its watchers are told again when it is
+// reachable", and nobody told them.
+func TestSitesBlip(t *testing.T) {
+	ss := StartSites(t, SitesOptions{Options: Options{Inside: []string{"10.0.0.0/8"}, RequestTimeout: 5 * time.Second}, WatchEvery: 3 * time.Second,
+		Sites: map[string]map[string]string{"a": {"alice": "home1"}, "b": {"carol": "home2"}}})
+	a, b := ss.Site("a"), ss.Site("b")
+	alice, carol := a.Client(t, "alice"), b.Client(t, "carol")
+	for _, u := range []*Client{alice, carol} {
+		must(t, u.Alias+" login", u.Login(3600), 200)
+		must(t, u.Alias+" online", u.SetState("online", 1200, 0), 207)
+	}
+	must(t, "carol watches alice", carol.Watch("alice", 3600), 207)
+	carol.WaitNotify(0, wait, fromState(alice, "online"))
+	seen := len(carol.Notifies())
+	// Each watch has found the other site there (its first answer
+	// re-sends presence too).
+	time.Sleep(7 * time.Second)
+
+	b.Site().Sever()
+	time.Sleep(50 * time.Millisecond)
+	must(t, "alice busy, the link down", alice.SetState("busy", 1200, 0), 207)
+	time.Sleep(time.Second) // past nats.go's retries of a publish with no responder
+	if st := a.Homes["home1"].Node.Stats(); st.RelaysLost == 0 {
+		t.Fatalf("alice's relay to carol was not lost in the blip: the test tested nothing (%+v)", st)
+	}
+	b.Site().Heal()
+	b.Site().WaitConnected()
+	healed := time.Now()
+	carol.WaitNotify(seen, 15*time.Second, fromState(alice, "busy"))
+	t.Logf("carol saw alice busy %v after the link was back", time.Since(healed))
+}
