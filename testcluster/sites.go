@@ -260,6 +260,32 @@ func (s *SiteNATS) WaitConnected() {
 	})
 }
 
+// WaitSevered waits until no running server of the site is connected to
+// the hub (after Sever).
+func (s *SiteNATS) WaitSevered() {
+	s.t.Helper()
+	Eventually(s.t, 30*time.Second, func() error {
+		if s.Cluster != nil {
+			for _, srv := range s.Cluster.Servers {
+				if !srv.Running() {
+					continue
+				}
+				if n, err := srv.leafNodes(); err != nil || n != 0 {
+					return fmt.Errorf("site %s's server %s still has %d leaf connections to the hub (%v)", s.Name, srv.Name, n, err)
+				}
+			}
+			return nil
+		}
+		s.mu.Lock()
+		srv := s.srv
+		s.mu.Unlock()
+		if srv != nil && srv.NumLeafNodes() != 0 {
+			return fmt.Errorf("site %s still has a leaf connection to the hub", s.Name)
+		}
+		return nil
+	})
+}
+
 // Connect connects to the site's server as a role does: over TCP,
 // reconnecting for ever, soon.
 func (s *SiteNATS) Connect(name string) *nats.Conn {

@@ -1,6 +1,7 @@
 package testcluster
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -26,21 +27,30 @@ func TestSitesBlip(t *testing.T) {
 	}
 	must(t, "carol watches alice", carol.Watch("alice", 3600), 207)
 	carol.WaitNotify(0, wait, fromState(alice, "online"))
-	seen := len(carol.Notifies())
 	// Each watch has found the other site there (its first answer
-	// re-sends presence too).
-	time.Sleep(7 * time.Second)
+	// re-sends presence too, before the blip).
+	waitSiteUp(t, a, "b")
+	waitSiteUp(t, b, "a")
+	seen := len(carol.Notifies())
 
 	b.Site().Sever()
-	time.Sleep(50 * time.Millisecond)
+	b.Site().WaitSevered()
+	severed := time.Now()
 	must(t, "alice busy, the link down", alice.SetState("busy", 1200, 0), 207)
-	time.Sleep(time.Second) // past nats.go's retries of a publish with no responder
-	if st := a.Homes["home1"].Node.Stats(); st.RelaysLost == 0 {
-		t.Fatalf("alice's relay to carol was not lost in the blip: the test tested nothing (%+v)", st)
-	}
+	// Past nats.go's retries of a publish with no responder, the relay is
+	// lost.
+	Eventually(t, 5*time.Second, func() error {
+		if st := a.Homes["home1"].Node.Stats(); st.RelaysLost == 0 {
+			return fmt.Errorf("alice's relay to carol not lost in the blip (%+v)", st)
+		}
+		return nil
+	})
 	b.Site().Heal()
 	b.Site().WaitConnected()
 	healed := time.Now()
+	if blip := healed.Sub(severed); blip > 6*time.Second {
+		t.Fatalf("the blip lasted %v, long enough for a watch probing every 3 s to count the site lost: the test tests nothing", blip)
+	}
 	carol.WaitNotify(seen, 15*time.Second, fromState(alice, "busy"))
-	t.Logf("carol saw alice busy %v after the link was back", time.Since(healed))
+	t.Logf("carol saw alice busy %v after the link was back (down %v)", time.Since(healed), healed.Sub(severed))
 }
