@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,7 +21,8 @@ import (
 // requests reach the server, their answers do not; or nothing passes).
 type gate struct {
 	ln       net.Listener
-	up, down sync.Mutex // held: client→server, server→client stopped
+	up, down sync.Mutex   // held: client→server, server→client stopped
+	upWrites atomic.Int64 // writes forwarded client→server
 }
 
 func newGate(t *testing.T, target string) *gate {
@@ -41,14 +43,14 @@ func newGate(t *testing.T, target string) *gate {
 				c.Close()
 				continue
 			}
-			go g.pipe(s, c, &g.up)
-			go g.pipe(c, s, &g.down)
+			go g.pipe(s, c, &g.up, &g.upWrites)
+			go g.pipe(c, s, &g.down, nil)
 		}
 	}()
 	return g
 }
 
-func (g *gate) pipe(dst, src net.Conn, hold *sync.Mutex) {
+func (g *gate) pipe(dst, src net.Conn, hold *sync.Mutex, writes *atomic.Int64) {
 	defer dst.Close()
 	defer src.Close()
 	buf := make([]byte, 32<<10)
@@ -59,6 +61,9 @@ func (g *gate) pipe(dst, src net.Conn, hold *sync.Mutex) {
 			hold.Unlock()
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
+			}
+			if writes != nil {
+				writes.Add(1)
 			}
 		}
 		if err != nil {
@@ -163,13 +168,37 @@ func TestLeaseRenewalAnswerLostCountsFromTheRenewalStored(t *testing.T) {
 		}
 		return time.Now()
 	}
+	// until is the end of a's lease as a counts it.
+	until := func() time.Time {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.until
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(2 * ttl); !ok(); {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within %v", what, 2*ttl)
+			}
+			time.Sleep(5 * time.Millisecond) // polling, with a deadline
+		}
+	}
 	waitRenewal(rev())
+	// a has had the answer of a renewal since (its lease counted anew),
+	// so that no answer is on its way as the answers are held.
+	answered := until()
+	waitFor("a's renewal answered", func() bool { return !until().Equal(answered) })
 	// The next renewal is stored; its answer does not come back in time.
 	g.down.Lock()
 	stored := waitRenewal(rev())
-	time.Sleep(ttl/3 + 200*time.Millisecond) // a's renewal times out; the next is sent
-	g.down.Unlock()                          // and finds the lease still a's
-	time.Sleep(300 * time.Millisecond)
+	was, sent := until(), g.upWrites.Load()
+	// a's renewal times out, and the next is sent (nothing else goes up
+	// while the answers are held: no answer asks for one).
+	waitFor("a's next renewal sent", func() bool { return g.upWrites.Load() > sent })
+	g.down.Unlock()
+	// It is refused for its stale revision and finds the lease still a's:
+	// a counts its lease anew.
+	waitFor("a's lease counted anew", func() bool { return !until().Equal(was) })
 	// a is cut off from NATS: nothing more is renewed.
 	g.up.Lock()
 	g.down.Lock()
