@@ -1027,3 +1027,36 @@ func replaced(d *decision) (views, subs []int32) {
 	}
 	return views, subs
 }
+
+// TestLeaseRefreshIsNoChange: a client refreshing its lease with the state
+// it already has does not change what the principal's watchers see. The
+// spec (S§5.5, §5.5.2) calls the notifications a late refresh causes
+// "spurious"; digest §3.5.4 makes the effective state the view whose
+// state was set last, and only changes of it are told. Miranda refreshes
+// every 15 minutes, librvp before its 1200 s lease ends: with two clients
+// in different states, each refresh used to flip the state watchers see.
+func TestLeaseRefreshIsNoChange(t *testing.T) {
+	w := newWorld(t)
+	w.login("ann", "10.0.0.1", annCB)
+	w.login("ann", "10.0.0.2", annCB2)
+	w.login("ben", "10.0.0.3", benCB)
+	w.watch("ben", "ann")
+	w.setState("ann", "10.0.0.1", "busy", 1200)
+	w.now = w.now.Add(time.Minute)
+	d := w.setState("ann", "10.0.0.2", "away", 1200)
+	wantStrings(t, "notified on the second client's change", sent(d), []string{benCB + " away"})
+	// The first client refreshes its lease, its state unchanged.
+	w.now = w.now.Add(15 * time.Minute)
+	d = w.setState("ann", "10.0.0.1", "busy", 1200)
+	wantStatus(t, d, 207)
+	if s := sent(d); len(s) != 0 {
+		t.Errorf("a lease refresh notified %v", s)
+	}
+	if p := w.presence("ann"); p.Others != "away" {
+		t.Errorf("after the refresh watchers see %q, want away (the state set last)", p.Others)
+	}
+	// A change of state on the first client is a change, and is told.
+	w.now = w.now.Add(time.Minute)
+	d = w.setState("ann", "10.0.0.1", "on-phone", 1200)
+	wantStrings(t, "notified on the first client's change", sent(d), []string{benCB + " on-phone"})
+}

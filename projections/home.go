@@ -576,6 +576,13 @@ func applyFact(st homeStore, f events.Fact) error {
 			}
 		}
 		v := View{ID: e.ID, Node: e.Node, Value: e.Value, Default: e.Default, Timeout: e.Timeout, Set: e.At, Expires: e.Expires, Source: e.Source}
+		if old != nil && old.Value == e.Value {
+			// A lease refreshed with the state it holds sets no state: the
+			// view keeps its place among the principal's views (the
+			// effective state is the one set last, digest §3.5.4), and a
+			// refresh does not flip what watchers see (S§5.5.2).
+			v.Set = old.Set
+		}
 		if err := st.putView(old, &v); err != nil {
 			return err
 		}
