@@ -429,6 +429,15 @@ func (c *core) decidePropFind(d *decision, e *events.PropFind) (*decision, error
 			found[i].Value = ""
 		}
 	}
+	if e.All || e.Names {
+		// Asked for everything, the requester is told what it may read,
+		// as in the answer to a property SUBSCRIBE; RFC 4918 §9.1 lets
+		// allprop and propname leave the rest out. A 403 propstat beside
+		// the 200 one kills Net::RVP (one propstat only), whose get and
+		// info send d:allprop, for every librvp user: librvp's ACL grants
+		// all principals send-to and presence only.
+		forbidden = nil
+	}
 	d.reply = &events.Reply{ID: r.ID, Status: rvp.StatusMultiStatus, Href: r.NodeURL, Found: found, Missing: missing, Forbidden: forbidden}
 	return d, nil
 }

@@ -1060,3 +1060,41 @@ func TestLeaseRefreshIsNoChange(t *testing.T) {
 	d = w.setState("ann", "10.0.0.1", "on-phone", 1200)
 	wantStrings(t, "notified on the first client's change", sent(d), []string{benCB + " on-phone"})
 }
+
+// TestAllPropLeavesOutWhatMayNotBeRead: a PROPFIND d:allprop is answered
+// with the properties the requester may read, as the answer to a property
+// SUBSCRIBE is; those it may not read are not reported in a 403 propstat.
+// librvp's sign-in ACL write grants all principals send-to and presence
+// only (librvp-wire §2.5), and Net::RVP, whose get/info sends d:allprop
+// (netrvp-wire §8.1), dies on a multistatus with a second propstat
+// (netrvp-wire §0.8). RFC 4918 §9.1 lets allprop leave such properties
+// out. A property asked for by name is still refused in a 403 propstat.
+func TestAllPropLeavesOutWhatMayNotBeRead(t *testing.T) {
+	w := newWorld(t)
+	creds := []string{events.CredAssertion, events.CredDigest, events.CredNTLM}
+	d := w.do(&events.ACL{Req: w.req("acl", "ann", "ann", "10.0.0.1"), Write: true, ACEs: []events.ACE{
+		{Credentials: creds, Grant: []string{events.RightSendTo, events.RightPresence}}}})
+	wantStatus(t, d, 200)
+	w.setState("ann", "10.0.0.1", "busy", 1200)
+
+	d = w.decide(&events.PropFind{Req: w.req("pf", "ben", "ann", "10.0.0.3"), All: true})
+	wantStatus(t, d, 207)
+	if len(d.reply.Forbidden) != 0 || len(d.reply.Missing) != 0 {
+		t.Errorf("allprop: forbidden %v, missing %v; want neither (one propstat)", d.reply.Forbidden, d.reply.Missing)
+	}
+	if len(d.reply.Found) != 1 || d.reply.Found[0].Prop != events.PropState || d.reply.Found[0].Value != "busy" {
+		t.Errorf("allprop found %+v, want r:state busy alone", d.reply.Found)
+	}
+	// The SUBSCRIBE answer shows the same.
+	s := w.decide(&events.Subscribe{Req: w.req("w", "ben", "ann", "10.0.0.3"), NotificationType: events.NotifyPropChange,
+		CallBack: nodeURL("ben"), CallBackUser: user("ben")})
+	wantStatus(t, s, 207)
+	if fmt.Sprint(s.reply.Found) != fmt.Sprint(d.reply.Found) || len(s.reply.Forbidden) != 0 {
+		t.Errorf("SUBSCRIBE answer %+v / %v, PROPFIND allprop %+v", s.reply.Found, s.reply.Forbidden, d.reply.Found)
+	}
+	// Named, a property the requester may not read is refused as such.
+	d = w.decide(&events.PropFind{Req: w.req("pf2", "ben", "ann", "10.0.0.3"), Props: []events.Prop{events.PropDisplayName}})
+	if len(d.reply.Forbidden) != 1 || d.reply.Forbidden[0] != events.PropDisplayName {
+		t.Errorf("named displayname: forbidden %v", d.reply.Forbidden)
+	}
+}
