@@ -282,9 +282,11 @@ type View struct {
 	Source  string      `json:"source,omitempty"`
 }
 
-// homeFormat names the key layout; a projection written with another is
-// rebuilt from its stream (Outdated, Reset).
-const homeFormat = "7"
+// homeFormat names the key layout, and the rules of applying facts to it;
+// a projection written with another is rebuilt from its stream (Outdated,
+// Reset). 8: a view refreshed with the value it holds keeps the time it
+// was set (its place among the principal's views).
+const homeFormat = "8"
 
 // OpenHome returns the projection of home in db.
 func OpenHome(db *DB, home string) (*Home, error) {
