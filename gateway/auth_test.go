@@ -223,3 +223,62 @@ func TestDigestLibrvpTruncation(t *testing.T) {
 		break
 	}
 }
+
+// TestDigestLibrvpTruncationProvesNothing: librvp's truncation of digests
+// at a zero byte must not let a response that proves nothing of the
+// password through. For a user whose HA1 keeps its eight bytes (so the
+// librvp form of the check applies), an attacker who does not know the
+// password sends response="" with cnonce after cnonce: whenever the
+// librvp form of the expected response begins with a zero byte (one
+// cnonce in 256), it is "" too, and matched. With MD5-sess, a session
+// HA1 that begins with a zero byte is "" and the attacker computes the
+// response from it.
+func TestDigestLibrvpTruncationProvesNothing(t *testing.T) {
+	u := events.NewUser("example.test", "bob")
+	var v rvp.Verifiers
+	var sum [16]byte
+	for i := 0; ; i++ {
+		pw := "pw-" + strconv.Itoa(i)
+		sum = md5.Sum([]byte(`EXAMPLE\bob:example.test:` + pw))
+		if z := bytes.IndexByte(sum[:], 0); z >= librvpMinSecret {
+			v = rvp.NewVerifiers(u, "EXAMPLE", "", "example.test", pw)
+			break
+		}
+	}
+	ha1 := librvpHex(sum[:]) // what the server knows; the attacker does not
+	ha2 := librvpMD5("SUBSCRIBE:/x")
+	base := func(cnonce string) map[string]string {
+		return map[string]string{"username": `EXAMPLE\bob`, "realm": "example.test", "qop": "auth", "uri": "/x",
+			"nonce": "n", "nc": "00000001", "cnonce": cnonce}
+	}
+
+	// MD5: an empty response.
+	for i := 0; ; i++ {
+		c := "c" + strconv.Itoa(i)
+		if librvpMD5(ha1+":n:00000001:"+c+":auth:"+ha2) != "" {
+			continue // the attacker's try fails here; he tries the next
+		}
+		p := base(c)
+		p["response"] = ""
+		if err := verifyDigest(p, "SUBSCRIBE", &v); err == nil {
+			t.Errorf("an empty response was accepted (cnonce %q, try %d)", c, i+1)
+		}
+		break
+	}
+
+	// MD5-sess: a session HA1 of nothing, the response computed without
+	// the password.
+	for i := 0; ; i++ {
+		c := "c" + strconv.Itoa(i)
+		if librvpMD5(ha1+":n:"+c) != "" {
+			continue
+		}
+		p := base(c)
+		p["algorithm"] = "MD5-sess"
+		p["response"] = librvpMD5(":n:00000001:" + c + ":auth:" + ha2) // no secret in it
+		if err := verifyDigest(p, "SUBSCRIBE", &v); err == nil {
+			t.Errorf("an MD5-sess response computed from an empty session key was accepted (cnonce %q, try %d)", c, i+1)
+		}
+		break
+	}
+}

@@ -127,18 +127,21 @@ func librvpMD5(s string) string {
 	return librvpHex(sum[:])
 }
 
-// librvpMinSecret is how many bytes of HA1 librvp's truncation must leave
-// for its response to be accepted: with fewer, the response would prove
-// too little of the password (none at all when HA1 starts with a zero).
+// librvpMinSecret is how many bytes librvp's truncation must leave of
+// each digest that carries the secret (HA1, MD5-sess's session HA1, and
+// the response itself) for its response to be accepted: with fewer, the
+// response would prove too little of the password (none at all when one
+// of them starts with a zero byte: a response of "" then matches, and an
+// attacker who sends one with cnonce after cnonce gets in once in 256).
 const librvpMinSecret = 8
 
 // verifyDigest checks a Digest response for method against the user's
 // verifiers. The username must be one of the forms the verifiers hold an
 // HA1 for. A response computed as librvp computes it (digests truncated
 // at zero bytes, see librvpHex) is accepted when at least librvpMinSecret
-// bytes of HA1 remain.
+// bytes of HA1, of the session HA1 (MD5-sess) and of the response remain.
 func verifyDigest(p map[string]string, method string, v *rvp.Verifiers) error {
-	err := verifyDigestWith(p, method, v, md5hex, func(ha1 string) string { return ha1 })
+	err := verifyDigestWith(p, method, v, md5hex, func(ha1 string) string { return ha1 }, 0)
 	if err == nil {
 		return nil
 	}
@@ -146,13 +149,16 @@ func verifyDigest(p map[string]string, method string, v *rvp.Verifiers) error {
 	if herr != nil || bytes.IndexByte(bin, 0) < 0 || bytes.IndexByte(bin, 0) < librvpMinSecret {
 		return err
 	}
-	if verifyDigestWith(p, method, v, librvpMD5, func(string) string { return librvpHex(bin) }) == nil {
+	if verifyDigestWith(p, method, v, librvpMD5, func(string) string { return librvpHex(bin) }, 2*librvpMinSecret) == nil {
 		return nil
 	}
 	return err
 }
 
-func verifyDigestWith(p map[string]string, method string, v *rvp.Verifiers, md5hex func(string) string, ha1Of func(string) string) error {
+// verifyDigestWith checks a response with md5hex (which may truncate)
+// and HA1 as ha1Of gives it; minHex, when not 0, is how many hex digits
+// the session HA1 and the expected response must keep.
+func verifyDigestWith(p map[string]string, method string, v *rvp.Verifiers, md5hex func(string) string, ha1Of func(string) string, minHex int) error {
 	user, realm := p["username"], p["realm"]
 	if realm != v.Realm {
 		return fmt.Errorf("realm %q is not %q", realm, v.Realm)
@@ -169,6 +175,9 @@ func verifyDigestWith(p map[string]string, method string, v *rvp.Verifiers, md5h
 			return errors.New("MD5-sess without cnonce")
 		}
 		ha1 = md5hex(ha1 + ":" + p["nonce"] + ":" + p["cnonce"])
+		if len(ha1) < minHex {
+			return errors.New("MD5-sess session key too short to prove the password")
+		}
 	default:
 		return fmt.Errorf("algorithm %q not supported", p["algorithm"])
 	}
@@ -184,6 +193,9 @@ func verifyDigestWith(p map[string]string, method string, v *rvp.Verifiers, md5h
 		want = md5hex(ha1 + ":" + p["nonce"] + ":" + p["nc"] + ":" + p["cnonce"] + ":" + p["qop"] + ":" + ha2)
 	default:
 		return fmt.Errorf("qop %q not supported (only auth)", qop)
+	}
+	if len(want) < minHex {
+		return errors.New("response too short to prove the password")
 	}
 	if subtle.ConstantTimeCompare([]byte(want), []byte(strings.ToLower(p["response"]))) != 1 {
 		return errors.New("wrong response")
