@@ -370,6 +370,15 @@ func (c *Credentials) ntlm(st *ConnState, ar AuthRequest, scheme, token string) 
 		if err != nil {
 			return c.refuse(ar, "?", "ntlm", err.Error())
 		}
+		if c.cfg.NoNTLMv1 && len(a.nt) == 24 {
+			// Refused before the password is tried (no guess is made),
+			// and before the user is looked up: the answer is the same
+			// for every name, so it says nothing of who the users are.
+			c.log.Info("authentication refused: NTLMv1 is switched off (-auth.ntlmv1=false)", "user", a.user, "client", ar.Client)
+			out := c.challenge(ar, false)
+			out.Verdict, out.Msg = Refused, "NTLMv1 is not accepted here; use NTLMv2"
+			return out
+		}
 		u, nt, _, err := c.lookup(ar, a.user, false)
 		account := u.String()
 		if out, ok := c.throttled(ar, account); ok {
@@ -377,13 +386,6 @@ func (c *Credentials) ntlm(st *ConnState, ar AuthRequest, scheme, token string) 
 		}
 		if err != nil {
 			return c.refuse(ar, account, "ntlm", err.Error())
-		}
-		if c.cfg.NoNTLMv1 && len(a.nt) == 24 {
-			// Refused before the password is tried: no guess is made.
-			c.log.Info("authentication refused: NTLMv1 is switched off (-auth.ntlmv1=false)", "user", account, "client", ar.Client)
-			out := c.challenge(ar, false)
-			out.Verdict, out.Msg = Refused, "NTLMv1 is not accepted here; use NTLMv2"
-			return out
 		}
 		version, ok := verifyNTLM(a, nt[:], h.ch.challenge)
 		if !ok {
