@@ -205,8 +205,8 @@ func ntDomain(d *projections.Domain) string {
 // challenge, or Throttled once the account and address must wait.
 func (c *Credentials) refuse(ar AuthRequest, account, scheme, reason string) Outcome {
 	now := c.cfg.Now()
-	if c.lockout.fail(account, ar.Client, now) {
-		c.tell(signIn{Account: account, Addr: ar.Client, At: now.UnixMilli()})
+	if addr := signInNetwork(ar); c.lockout.fail(account, addr, now) {
+		c.tell(signIn{Account: account, Addr: addr, At: now.UnixMilli()})
 	}
 	c.log.Info("authentication failed", "user", account, "client", ar.Client, "scheme", scheme, "reason", reason)
 	if out, ok := c.throttled(ar, account); ok {
@@ -220,22 +220,29 @@ func (c *Credentials) refuse(ar AuthRequest, account, scheme, reason string) Out
 // throttled returns Throttled while an account must wait before signing
 // in from the request's address again.
 func (c *Credentials) throttled(ar AuthRequest, account string) (Outcome, bool) {
-	wait := c.lockout.wait(account, ar.Client, c.cfg.Now())
+	addr := signInNetwork(ar)
+	wait := c.lockout.wait(account, addr, c.cfg.Now())
 	if wait <= 0 {
 		return Outcome{}, false
 	}
 	c.log.Warn("authentication throttled", "user", account, "client", ar.Client, "retry_in", wait.Round(time.Second))
 	return Outcome{Verdict: Throttled, RetryAfter: wait,
-		Msg: fmt.Sprintf("too many failed sign-ins for %s from %s; try again in %s", account, ar.Client, wait.Round(time.Second))}, true
+		Msg: fmt.Sprintf("too many failed sign-ins for %s from %s; try again in %s", account, addr, wait.Round(time.Second))}, true
 }
 
 // succeed records a sign-in.
 func (c *Credentials) succeed(ar AuthRequest, account string) {
 	now := c.cfg.Now()
-	if c.lockout.succeed(account, ar.Client, now) {
-		c.tell(signIn{Account: account, Addr: ar.Client, OK: true, At: now.UnixMilli()})
+	if addr := signInNetwork(ar); c.lockout.succeed(account, addr, now) {
+		c.tell(signIn{Account: account, Addr: addr, OK: true, At: now.UnixMilli()})
 	}
 }
+
+// signInNetwork is the address the throttling counts a sign-in under:
+// an IPv6 client's /64 (events.SenderNetwork), as connections and
+// senders are counted, for one host may sign in from every address of
+// its /64; an IPv4 address itself.
+func signInNetwork(ar AuthRequest) string { return events.SenderNetwork(ar.Client) }
 
 // tell tells the other gateways of a sign-in, once the lockout is shared.
 func (c *Credentials) tell(s signIn) {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/base64"
+	"fmt"
 	"testing"
 	"time"
 
@@ -109,5 +110,48 @@ func TestNoNTLMv1SaysNothingOfAccounts(t *testing.T) {
 	}
 	if w := c.lockout.wait("alice@example.test", "192.0.2.1", time.Now()); w != 0 {
 		t.Errorf("NTLMv1 refusals made alice wait %v", w)
+	}
+}
+
+// TestLockoutIPv6Network: an IPv6 client is counted by its /64, as
+// everywhere else a client address is counted (connections, senders):
+// one host is given a /64 and may sign in from any address of it. The
+// count was by address, so a client that changed address at each guess
+// never made its pair wait, nor its address (guessing many accounts).
+func TestLockoutIPv6Network(t *testing.T) {
+	dir, dom := aliceDirectory(t)
+	c, err := NewCredentials(CredentialsConfig{Profile: ProfileBasic, Keyring: aliceKeyring{"k"}, Directory: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	try := func(client, user, password string) Outcome {
+		h := rvp.Header{}
+		h.Add(rvp.HdrAuthorization, "Basic "+base64.StdEncoding.EncodeToString([]byte(user+":"+password)))
+		return c.Authenticate(&ConnState{}, AuthRequest{Req: &rvp.Request{Method: "SUBSCRIBE", Target: "/instmsg/aliases/alice", Header: h},
+			Client: client, Domain: dom, Required: true})
+	}
+	// alice signs in from her own /64: known there.
+	if out := try("2001:db8:1::1", "alice", "correct horse"); out.Verdict != Authenticated {
+		t.Fatalf("alice: %+v", out)
+	}
+	// Guesses at alice from one /64, a new address each time.
+	var out Outcome
+	for i := range DefaultLockoutFree + 1 {
+		out = try(fmt.Sprintf("2001:db8:2::%x", i+1), "alice", "guess")
+	}
+	if out = try("2001:db8:2::ffff", "alice", "guess"); out.Verdict != Throttled {
+		t.Errorf("after %d failures from one /64, a guess from another of its addresses: %+v", DefaultLockoutFree+1, out)
+	}
+	// Guesses at many accounts from one /64.
+	for i := range 10*DefaultLockoutFree + 1 {
+		try(fmt.Sprintf("2001:db8:3::%x", i+1), fmt.Sprintf("user%d", i), "guess")
+	}
+	if out = try("2001:db8:3::ffff", "someone", "guess"); out.Verdict != Throttled {
+		t.Errorf("after %d failures for many accounts from one /64, another guess from it: %+v", 10*DefaultLockoutFree+1, out)
+	}
+	// alice on her own /64, from a new address of it (a privacy
+	// address), still signs in.
+	if out = try("2001:db8:1::2", "alice", "correct horse"); out.Verdict != Authenticated {
+		t.Errorf("alice from her /64: %+v", out)
 	}
 }
