@@ -142,7 +142,15 @@ func (c *Credentials) Authenticate(st *ConnState, ar AuthRequest) Outcome {
 	h := strings.TrimSpace(ar.Req.Header.Get(rvp.HdrAuthorization))
 	if h == "" {
 		if st.Identity.Scheme != "" {
-			return authenticated(st.Identity) // an NTLM-authenticated connection
+			// An NTLM-authenticated connection speaks for its user while
+			// the user is enabled: a client may hold a connection open
+			// for as long as it sends a request now and then.
+			rec, err := c.cfg.Directory.User(st.Identity.User)
+			if err == nil && rec != nil && rec.Enabled {
+				return authenticated(st.Identity)
+			}
+			c.log.Info("authenticated connection's user no longer enabled", "user", st.Identity.User.String(), "client", ar.Client, "err", err)
+			st.Identity, st.Scheme = events.Identity{}, nil
 		}
 		if !ar.Required {
 			return Outcome{}

@@ -155,3 +155,32 @@ func TestLockoutIPv6Network(t *testing.T) {
 		t.Errorf("alice from her /64: %+v", out)
 	}
 }
+
+// TestNTLMConnectionEndsWithUser: a connection NTLM signed in on speaks
+// for its user without credentials, but not once the user is disabled:
+// a client that kept its connection open (a request a minute is enough)
+// went on speaking, sending messages to enabled users and all, as a user
+// the directory no longer has.
+func TestNTLMConnectionEndsWithUser(t *testing.T) {
+	dir, dom := aliceDirectory(t)
+	c, err := NewCredentials(CredentialsConfig{Keyring: aliceKeyring{"k"}, Directory: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ar := AuthRequest{Req: &rvp.Request{Method: "SUBSCRIBE", Target: "/instmsg/aliases/alice", Header: rvp.Header{}}, Client: "192.0.2.1", Domain: dom, Required: true}
+	st := &ConnState{}
+	if out := ntlmSignIn(t, c, st, ar, "alice", none, ntlmv1("correct horse")); out.Verdict != Authenticated {
+		t.Fatalf("sign-in: %+v", out)
+	}
+	ar.Req = &rvp.Request{Method: "NOTIFY", Target: "/instmsg/aliases/bob", Header: rvp.Header{}}
+	if out := c.Authenticate(st, ar); out.Verdict != Authenticated || out.Identity.User != events.NewUser("example.test", "alice") {
+		t.Fatalf("the connection's next request: %+v", out)
+	}
+	applyDirectory(t, dir, &events.UserDisabled{User: events.NewUser("example.test", "alice")})
+	if out := c.Authenticate(st, ar); out.Verdict == Authenticated {
+		t.Errorf("alice disabled, her connection's next request: %+v", out)
+	}
+	if st.Identity.Scheme != "" {
+		t.Errorf("the connection still holds %+v", st.Identity)
+	}
+}
