@@ -81,7 +81,7 @@ type Credentials struct {
 	lockout *lockout
 
 	mu    sync.Mutex
-	cache map[[32]byte]cachedVerifiers // by hash of the sealed bytes
+	cache map[[32]byte]cachedVerifiers // by verifierKey
 
 	// share, once ShareLockout was called, tells the other gateways of
 	// a sign-in; nil before.
@@ -97,6 +97,19 @@ type Credentials struct {
 type cachedVerifiers struct {
 	nt     [16]byte
 	digest *rvp.Verifiers
+}
+
+// verifierKey is the key of a user's opened verifiers in the cache: a
+// hash of the subject they were sealed for and the sealed bytes. Sealed
+// verifiers open only for their own subject (it is the AEAD's additional
+// data), so one user's, copied onto another, are none of the other's:
+// the cache must not find them for the other either.
+func verifierKey(subject string, sealed []byte) [32]byte {
+	h := sha256.New()
+	h.Write([]byte(subject))
+	h.Write([]byte{0})
+	h.Write(sealed)
+	return [32]byte(h.Sum(nil))
 }
 
 // NewCredentials returns a credential-checking Authenticator.
@@ -319,7 +332,7 @@ func (c *Credentials) lookup(ar AuthRequest, name string, digest bool) (events.U
 	if sealed == nil {
 		return u, nt, nil, fmt.Errorf("%s has no password set", u)
 	}
-	key := sha256.Sum256(sealed)
+	key := verifierKey(events.UserSubject(u), sealed)
 	c.mu.Lock()
 	cv, ok := c.cache[key]
 	c.mu.Unlock()

@@ -184,3 +184,50 @@ func TestNTLMConnectionEndsWithUser(t *testing.T) {
 		t.Errorf("the connection still holds %+v", st.Identity)
 	}
 }
+
+// subjectKeyring opens sealed verifiers only for the subject they were
+// sealed for, as directory.Keyring's AES-GCM does (the subject is its
+// additional data): here "alice-sealed" is alice's, password "correct
+// horse", and opens for nobody else.
+type subjectKeyring struct{ macKeyring }
+
+func (subjectKeyring) OpenVerifiers(sealed []byte, subject string) (*rvp.Verifiers, error) {
+	alice := events.NewUser("example.test", "alice")
+	if string(sealed) != "alice-sealed" || subject != events.UserSubject(alice) {
+		return nil, fmt.Errorf("sealed secret: cannot open it for %s", subject)
+	}
+	v := rvp.NewVerifiers(alice, "EXAMPLE", "", "example.test", "correct horse")
+	return &v, nil
+}
+
+// TestVerifierCacheKeepsSubject: sealed verifiers open only for the user
+// they were sealed for, so that alice's, copied onto bob in the directory
+// stream, are no password of bob's. The cache of opened verifiers was
+// kept by the sealed bytes alone: once alice had signed in, bob's copy
+// was found there, never opened for bob, and alice's password signed in
+// as bob.
+func TestVerifierCacheKeepsSubject(t *testing.T) {
+	dir, dom := aliceDirectory(t)
+	alice, bob := events.NewUser("example.test", "alice"), events.NewUser("example.test", "bob")
+	applyDirectory(t, dir,
+		&events.PasswordSet{User: alice, Verifiers: []byte("alice-sealed")},
+		&events.UserEnabled{User: bob, Home: "home1"},
+		&events.PasswordSet{User: bob, Verifiers: []byte("alice-sealed")},
+	)
+	c, err := NewCredentials(CredentialsConfig{Profile: ProfileBasic, Keyring: subjectKeyring{"k"}, Directory: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	try := func(user string) Outcome {
+		h := rvp.Header{}
+		h.Add(rvp.HdrAuthorization, "Basic "+base64.StdEncoding.EncodeToString([]byte(user+":correct horse")))
+		return c.Authenticate(&ConnState{}, AuthRequest{Req: &rvp.Request{Method: "SUBSCRIBE", Target: "/instmsg/aliases/" + user, Header: h},
+			Client: "192.0.2.1", Domain: dom, Required: true})
+	}
+	if out := try("alice"); out.Verdict != Authenticated {
+		t.Fatalf("alice: %+v", out)
+	}
+	if out := try("bob"); out.Verdict == Authenticated {
+		t.Errorf("alice's password, with her sealed verifiers copied onto bob: %+v", out)
+	}
+}
