@@ -212,12 +212,16 @@ func (c *console) session(r *http.Request) *projections.Administrator {
 	return adm
 }
 
+// clientAddr is the address a console sign-in is counted under: the
+// client's, an IPv6 client's /64 (events.SenderNetwork), as the gateway
+// counts RVP sign-ins: one host may sign in from every address of its
+// /64.
 func clientAddr(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr
 	}
-	return host
+	return events.SenderNetwork(host)
 }
 
 // nextPage is where a sign-in goes on to: a page of the console, never

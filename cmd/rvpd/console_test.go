@@ -413,3 +413,20 @@ func TestConsoleThrottleConcurrentGuesses(t *testing.T) {
 			guesses, checked, freeFailures+2, counts)
 	}
 }
+
+// TestConsoleThrottleByNetwork: console sign-ins of an IPv6 client count
+// under its /64, as the gateway's RVP sign-ins do: a new address of the
+// same /64 for each guess does not start a new count. (Before, each
+// address had its own.)
+func TestConsoleThrottleByNetwork(t *testing.T) {
+	key := func(remote string) string { return clientAddr(&http.Request{RemoteAddr: remote}) }
+	if a, b := key("[2001:db8:1:2::1]:4000"), key("[2001:db8:1:2:ffff::9]:4001"); a != b {
+		t.Errorf("two addresses of one /64 counted apart: %q and %q", a, b)
+	}
+	if a, b := key("[2001:db8:1:2::1]:4000"), key("[2001:db8:1:3::1]:4000"); a == b {
+		t.Errorf("two /64s counted together: %q", a)
+	}
+	if a, b := key("192.0.2.1:4000"), key("192.0.2.2:4000"); a == b {
+		t.Errorf("two IPv4 addresses counted together: %q", a)
+	}
+}
