@@ -242,6 +242,59 @@ func TestLapsedLeaseAppendsNothing(t *testing.T) {
 // answer as the other writer decided.
 func TestOtherWritersDecisionUnderTheSameID(t *testing.T) {
 	h := newHarness(t, "ann", "ben")
+	_, login, _ := otherWritersLogin(t, h)
+	ctx := t.Context()
+	// The same request, to this node.
+	h.send(login, false)
+	h.awaitReplies(map[string]string{"login-ben": events.TypeSubscribe}, true)
+	if err := h.stopNode(); err != nil {
+		t.Fatal(err)
+	}
+	v, err := projections.VerifyHome(ctx, h.js, h.db, h.home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.OK() {
+		t.Fatalf("live projection (%d keys at seq %d) differs from the rebuild:\n%s", v.Keys, v.Position, v.Diff)
+	}
+}
+
+// TestOtherWritersDecisionRemembered: the previous owner's decision of a
+// request lands in the stream after this node started (it was paused with
+// its facts on their way), and this node meets it through a conflict
+// while deciding another request. When the request the other writer
+// decided comes to this node (its acknowledgement overdue), it is
+// answered with the other writer's outcome, not decided a second time.
+func TestOtherWritersDecisionRemembered(t *testing.T) {
+	h := newHarness(t, "ann", "ben", "cat")
+	req, login, d := otherWritersLogin(t, h)
+	sink := "http://" + h.sink.Addr().String()
+	// This node meets it deciding another request.
+	h.send(&events.Subscribe{Req: req("login-cat", "cat"), NotificationType: events.NotifyPragma, CallBack: sink, Lifetime: 600}, false)
+	h.awaitReplies(map[string]string{"login-cat": events.TypeSubscribe}, true)
+	if h.node.Stats().Conflicts == 0 {
+		t.Fatal("the node never met the other writer's facts: the test tested nothing")
+	}
+	// Then the request the other writer decided comes.
+	h.send(login, false)
+	h.awaitReplies(map[string]string{"login-ben": events.TypeSubscribe}, true)
+	h.storedOnce()
+	logins, err := h.node.Projection().Logins(events.NewUser("example.test", "ben"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(logins) != 1 || logins[0].ID != d.reply.SubscriptionID {
+		t.Errorf("ben's logins: %+v; want only subscription %d, the other writer's", logins, d.reply.SubscriptionID)
+	}
+}
+
+// otherWritersLogin signs ann in, then appends to the fact stream, behind
+// the node's back, another writer's decision of login-ben made seconds
+// before (a previous owner paused with its facts on their way), under
+// the fact ids the node's own decision of it would have. It returns the
+// requests' maker, login-ben and the other writer's decision of it.
+func otherWritersLogin(t *testing.T, h *harness) (func(id, alias string) events.Req, *events.Subscribe, *decision) {
+	t.Helper()
 	sink := "http://" + h.sink.Addr().String()
 	now := time.Now().UTC()
 	req := func(id, alias string) events.Req {
@@ -286,88 +339,5 @@ func TestOtherWritersDecisionUnderTheSameID(t *testing.T) {
 		}
 		last++
 	}
-	// The same request, to this node.
-	h.send(login, false)
-	h.awaitReplies(map[string]string{"login-ben": events.TypeSubscribe}, true)
-	if err := h.stopNode(); err != nil {
-		t.Fatal(err)
-	}
-	v, err := projections.VerifyHome(ctx, h.js, h.db, h.home)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !v.OK() {
-		t.Fatalf("live projection (%d keys at seq %d) differs from the rebuild:\n%s", v.Keys, v.Position, v.Diff)
-	}
-}
-
-// TestOtherWritersDecisionRemembered: the previous owner's decision of a
-// request lands in the stream after this node started (it was paused with
-// its facts on their way), and this node meets it through a conflict
-// while deciding another request. When the request the other writer
-// decided comes to this node (its acknowledgement overdue), it is
-// answered with the other writer's outcome, not decided a second time.
-func TestOtherWritersDecisionRemembered(t *testing.T) {
-	h := newHarness(t, "ann", "ben", "cat")
-	sink := "http://" + h.sink.Addr().String()
-	now := time.Now().UTC()
-	req := func(id, alias string) events.Req {
-		u := events.NewUser("example.test", alias)
-		url := "http://im.example.test/instmsg/aliases/" + alias
-		return events.Req{ID: id, At: now, Deadline: now.Add(30 * time.Second), Gateway: "gw", Client: "127.0.0.1",
-			Node: u, NodeURL: url, From: url, FromUser: u, Auth: events.Identity{Scheme: "ntlm", User: u}}
-	}
-	h.send(&events.Subscribe{Req: req("login-ann", "ann"), NotificationType: events.NotifyPragma, CallBack: sink, Lifetime: 600}, false)
-	h.awaitReplies(map[string]string{"login-ann": events.TypeSubscribe}, true)
-	ctx := t.Context()
-	st, err := h.js.Stream(ctx, events.FactStream(h.home))
-	if err != nil {
-		t.Fatal(err)
-	}
-	last := st.CachedInfo().State.LastSeq
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := h.node.Projection().WaitFor(wctx, last); err != nil {
-		t.Fatal(err)
-	}
-
-	// The other writer's decision of login-ben.
-	login := &events.Subscribe{Req: req("login-ben", "ben"), NotificationType: events.NotifyPragma, CallBack: sink, Lifetime: 900}
-	d, err := decide(View{Home: h.home, State: projections.NewOverlay(h.node.Projection()), Dir: h.dir}, Policy{MinLifetime: time.Second}.withDefaults(), login, now.Add(-5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, f := range d.facts {
-		var answer []byte
-		if i == len(d.facts)-1 {
-			if answer, err = d.encodedReply(); err != nil {
-				t.Fatal(err)
-			}
-		}
-		msg, err := factMessage(h.home, f, d.msgID+"/"+strconv.Itoa(i), answer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := h.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequence(last)); err != nil {
-			t.Fatal(err)
-		}
-		last++
-	}
-	// This node meets it deciding another request.
-	h.send(&events.Subscribe{Req: req("login-cat", "cat"), NotificationType: events.NotifyPragma, CallBack: sink, Lifetime: 600}, false)
-	h.awaitReplies(map[string]string{"login-cat": events.TypeSubscribe}, true)
-	if h.node.Stats().Conflicts == 0 {
-		t.Fatal("the node never met the other writer's facts: the test tested nothing")
-	}
-	// Then the request the other writer decided comes.
-	h.send(login, false)
-	h.awaitReplies(map[string]string{"login-ben": events.TypeSubscribe}, true)
-	h.storedOnce()
-	logins, err := h.node.Projection().Logins(events.NewUser("example.test", "ben"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(logins) != 1 || logins[0].ID != d.reply.SubscriptionID {
-		t.Errorf("ben's logins: %+v; want only subscription %d, the other writer's", logins, d.reply.SubscriptionID)
-	}
+	return req, login, d
 }

@@ -4,18 +4,14 @@ import (
 	"bufio"
 	"context"
 	"net"
-	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
-	"github.com/rvp-im/rvpd/projections"
 	"github.com/rvp-im/rvpd/rvp"
 )
 
@@ -24,46 +20,7 @@ import (
 // it a gateway's lookup of a NOTIFY to bob at host and waits for the
 // reply.
 func routerOf(t *testing.T, cfg Config) func(host string) *events.Reply {
-	ns := startJetStream(t)
-	nc, err := nats.Connect("", nats.InProcessServer(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
-	ctx := t.Context()
-	if err := projections.EnsureStreams(ctx, js, projections.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	db, err := projections.Open(filepath.Join(t.TempDir(), "pebble"), projections.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	dir, err := projections.OpenDirectory(db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		projections.Follow(fctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}, dir)
-	})
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	admin := &directory.Admin{JetStream: js, Directory: dir, Actor: "test"}
-	if err := admin.CreateDomain(ctx, directory.DomainSpec{Domain: "example.test", IMHost: "im.example.test"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := admin.SetInternetCapable(ctx, true); err != nil {
-		t.Fatal(err)
-	}
-	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
-	defer wcancel()
-	if st, err := js.Stream(wctx, events.StreamDirectory); err != nil {
-		t.Fatal(err)
-	} else if err := dir.WaitFor(wctx, st.CachedInfo().State.LastSeq); err != nil {
-		t.Fatal(err)
-	}
+	nc, js, dir := federatingDirectory(t)
 	cfg.ID, cfg.JetStream, cfg.Conn, cfg.Directory = "r1", js, nc, dir
 	rt, err := New(cfg)
 	if err != nil {

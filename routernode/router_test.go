@@ -86,47 +86,8 @@ const slow = 2500 * time.Millisecond
 
 func newFederation(t *testing.T, workers int) *federation {
 	f := &federation{t: t, replies: make(chan *events.Reply, 16), got: map[string]*events.Reply{}}
-	ns := startJetStream(t)
-	nc, err := nats.Connect("", nats.InProcessServer(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
+	nc, js, dir := federatingDirectory(t)
 	f.js = js
-	ctx := t.Context()
-	if err := projections.EnsureStreams(ctx, js, projections.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	db, err := projections.Open(filepath.Join(t.TempDir(), "pebble"), projections.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	dir, err := projections.OpenDirectory(db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		projections.Follow(fctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}, dir)
-	})
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	admin := &directory.Admin{JetStream: js, Directory: dir, Actor: "test"}
-	if err := admin.CreateDomain(ctx, directory.DomainSpec{Domain: "example.test", IMHost: "im.example.test"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := admin.SetInternetCapable(ctx, true); err != nil {
-		t.Fatal(err)
-	}
-	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
-	defer wcancel()
-	if st, err := js.Stream(wctx, events.StreamDirectory); err != nil {
-		t.Fatal(err)
-	} else if err := dir.WaitFor(wctx, st.CachedInfo().State.LastSeq); err != nil {
-		t.Fatal(err)
-	}
 
 	// The other organisation's router: answers each request after slow.
 	peer, err := net.Listen("tcp", "127.0.0.1:0")
@@ -217,4 +178,52 @@ func (f *federation) answered(id string) {
 	if r := f.got[id]; r.Status != rvp.StatusOK {
 		f.t.Errorf("lookup %s: answer %d (%s), want 200", id, r.Status, r.Error)
 	}
+}
+
+// federatingDirectory starts an in-process JetStream with the streams,
+// and a directory projection following them that holds IM domain
+// example.test (im.example.test) of an organisation that federates.
+func federatingDirectory(t *testing.T) (*nats.Conn, jetstream.JetStream, *projections.Directory) {
+	t.Helper()
+	ns := startJetStream(t)
+	nc, err := nats.Connect("", nats.InProcessServer(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	ctx := t.Context()
+	if err := projections.EnsureStreams(ctx, js, projections.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	db, err := projections.Open(filepath.Join(t.TempDir(), "pebble"), projections.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	dir, err := projections.OpenDirectory(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		projections.Follow(fctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}, dir)
+	})
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	admin := &directory.Admin{JetStream: js, Directory: dir, Actor: "test"}
+	if err := admin.CreateDomain(ctx, directory.DomainSpec{Domain: "example.test", IMHost: "im.example.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.SetInternetCapable(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer wcancel()
+	if st, err := js.Stream(wctx, events.StreamDirectory); err != nil {
+		t.Fatal(err)
+	} else if err := dir.WaitFor(wctx, st.CachedInfo().State.LastSeq); err != nil {
+		t.Fatal(err)
+	}
+	return nc, js, dir
 }
