@@ -828,7 +828,10 @@ func (n *Node) unacknowledgedSince(ctx context.Context, ci *jetstream.ConsumerIn
 		return time.Time{}, false
 	}
 	since := n.now().Add(-recentWindow)
-	st, err := n.cfg.JetStream.Stream(ctx, events.StreamRequests)
+	// The stream the consumer is on: a site's home server has its own
+	// (RVP_REQ_<home>); RVP_REQ is not there, and the whole window was
+	// read at every takeover at a site.
+	st, err := n.cfg.JetStream.Stream(ctx, n.cfg.FactStream.RequestStreamOf(n.cfg.Home))
 	if err != nil {
 		return since, true
 	}
