@@ -131,7 +131,13 @@ func TestAdminStaleProjection(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- b.MoveUser(ctx, alice, "home3") }()
-	time.Sleep(300 * time.Millisecond)
+	// b's change waits for its projection to reach alice's record as a
+	// left it; decided on the stale one, it would be done at once.
+	select {
+	case err := <-done:
+		done <- err
+	case <-time.After(300 * time.Millisecond):
+	}
 	f.follow(dirB) // and catches up
 	errB := <-done
 

@@ -17,7 +17,12 @@ func TestStopAnswersRequestsInFlight(t *testing.T) {
 	alice, bob := newClient(t, p.addr, "alice"), newClient(t, p.addr, "bob")
 	mustStatus(t, "alice signs in", alice.Login(14400), 200)
 	mustStatus(t, "bob signs in", bob.Login(14400), 200)
+	got := make(chan struct{}, 1) // the message reached bob's client
 	bob.AnswerWith(func(n testcluster.Notify) testcluster.Answer {
+		select {
+		case got <- struct{}{}:
+		default:
+		}
 		return testcluster.Answer{Raw: "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", Delay: time.Second}
 	})
 	type result struct {
@@ -33,7 +38,12 @@ func TestStopAnswersRequestsInFlight(t *testing.T) {
 		}
 		sent <- result{status: r.Status}
 	}()
-	time.Sleep(300 * time.Millisecond)
+	// The stop comes while bob's client holds the message.
+	select {
+	case <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the message did not reach bob's client")
+	}
 	stopping := time.Now()
 	p.cancel()
 	select {
