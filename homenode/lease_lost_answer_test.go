@@ -157,17 +157,6 @@ func TestLeaseRenewalAnswerLostCountsFromTheRenewalStored(t *testing.T) {
 		}
 		return e.Revision()
 	}
-	waitRenewal := func(from uint64) time.Time {
-		t.Helper()
-		deadline := time.Now().Add(ttl)
-		for rev() == from {
-			if time.Now().After(deadline) {
-				t.Fatal("a does not renew")
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		return time.Now()
-	}
 	// until is the end of a's lease as a counts it.
 	until := func() time.Time {
 		a.mu.Lock()
@@ -182,6 +171,11 @@ func TestLeaseRenewalAnswerLostCountsFromTheRenewalStored(t *testing.T) {
 			}
 			time.Sleep(5 * time.Millisecond) // polling, with a deadline
 		}
+	}
+	waitRenewal := func(from uint64) time.Time {
+		t.Helper()
+		waitFor("a renews", func() bool { return rev() != from })
+		return time.Now()
 	}
 	waitRenewal(rev())
 	// a has had the answer of a renewal since (its lease counted anew),

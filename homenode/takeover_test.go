@@ -78,22 +78,7 @@ func TestDecidedRequestAnsweredAfterTakeover(t *testing.T) {
 		t.Fatal(err)
 	}
 	last := st.CachedInfo().State.LastSeq
-	for i, f := range d.facts {
-		var answer []byte
-		if i == len(d.facts)-1 {
-			if answer, err = d.encodedReply(); err != nil {
-				t.Fatal(err)
-			}
-		}
-		msg, err := factMessage(h.home, f, d.msgID+"/"+strconv.Itoa(i), answer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := h.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequence(last)); err != nil {
-			t.Fatal(err)
-		}
-		last++
-	}
+	last = h.appendAsOtherWriter(d, last)
 
 	// The next owner: the request comes back when its acknowledgement is
 	// overdue, and is answered as it was decided.
@@ -323,21 +308,32 @@ func otherWritersLogin(t *testing.T, h *harness) (func(id, alias string) events.
 	if err != nil {
 		t.Fatal(err)
 	}
+	last = h.appendAsOtherWriter(d, last)
+	return req, login, d
+}
+
+// appendAsOtherWriter appends d's facts to the home server's stream after
+// sequence last, as another writer (the node that decided d) would have:
+// the same messages, ids and recorded answer the node's own publish
+// makes. It returns the stream's last sequence after them.
+func (h *harness) appendAsOtherWriter(d *decision, last uint64) uint64 {
+	h.t.Helper()
 	for i, f := range d.facts {
 		var answer []byte
 		if i == len(d.facts)-1 {
+			var err error
 			if answer, err = d.encodedReply(); err != nil {
-				t.Fatal(err)
+				h.t.Fatal(err)
 			}
 		}
 		msg, err := factMessage(h.home, f, d.msgID+"/"+strconv.Itoa(i), answer)
 		if err != nil {
-			t.Fatal(err)
+			h.t.Fatal(err)
 		}
-		if _, err := h.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequence(last)); err != nil {
-			t.Fatal(err)
+		if _, err := h.js.PublishMsg(h.t.Context(), msg, jetstream.WithExpectLastSequence(last)); err != nil {
+			h.t.Fatal(err)
 		}
 		last++
 	}
-	return req, login, d
+	return last
 }

@@ -374,12 +374,12 @@ func ParseNotification(body []byte) (*Notification, error) {
 			default:
 				continue
 			}
-			hrefs := 0
+			start := len(*to)
 			for _, ct := range p.children {
 				if ct.name.Local != "contact" {
 					continue
 				}
-				before := hrefs
+				before := len(*to)
 				for _, h := range ct.children {
 					if h.name.Local != "href" {
 						continue
@@ -389,15 +389,13 @@ func ParseNotification(body []byte) (*Notification, error) {
 						href = ""
 					}
 					*to = append(*to, href)
-					hrefs++
 				}
-				if hrefs == before {
-					*to = append(*to, "")
-					hrefs++
+				if len(*to) == before {
+					*to = append(*to, "") // a contact without an href
 				}
 			}
-			if hrefs == 0 {
-				*to = append(*to, "")
+			if len(*to) == start {
+				*to = append(*to, "") // no contact
 			}
 		}
 	}
