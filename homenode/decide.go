@@ -213,22 +213,34 @@ func mayManage(r *events.Req, s *projections.Subscription) bool {
 	return owner(r) || (r.From != "" && r.From == s.Subscriber) || (!r.FromUser.IsZero() && s.Watcher == r.FromUser)
 }
 
-// linkedLogins returns the login subscriptions that go with s when the
-// owner renews or ends s: librvp renews and cancels its second
-// subscription (to its own node, update/propchange) and never its login
-// one, and Net::RVP cancels its self-watch but never its login; both from
-// the client address the login came from.
-func (c *core) linkedLogins(r *events.Req, s *projections.Subscription) ([]projections.Subscription, error) {
-	if !owner(r) || s.Kind != events.NotifyPropChange || s.Watcher != r.Node {
+// linked returns the owner's subscriptions that go with s, from the client
+// address s came from, when the owner renews or ends s: for a self-watch
+// (update/propchange on its own node) its logins, for a login its
+// self-watches. Clients renew and cancel one of the two and never the
+// other: librvp renews its login when that login's answer was the last
+// 200 it saw (a self-watch is answered 207), and its self-watch when the
+// self-watch's was (as in an older capture); Net::RVP cancels its
+// self-watch and never its login.
+func (c *core) linked(r *events.Req, s *projections.Subscription) ([]projections.Subscription, error) {
+	if !owner(r) {
 		return nil, nil
 	}
-	logins, err := c.State.Logins(r.Node)
+	var subs []projections.Subscription
+	var err error
+	switch {
+	case s.Kind == events.NotifyPropChange && s.Watcher == r.Node:
+		subs, err = c.State.Logins(r.Node)
+	case s.Kind == events.NotifyPragma:
+		subs, err = c.State.WatchersBy(r.Node, projections.SubscriberKey(r.Node, r.Node, ""))
+	default:
+		return nil, nil
+	}
 	if err != nil {
 		return nil, err
 	}
 	var out []projections.Subscription
-	for _, l := range logins {
-		if l.Source == r.Client {
+	for _, l := range subs {
+		if l.Source == r.Client && l.ID != s.ID {
 			out = append(out, l)
 		}
 	}
@@ -251,7 +263,7 @@ func (c *core) decideRenew(d *decision, e *events.Renew, now time.Time) (*decisi
 	exp := now.Add(seconds(secs))
 	meta := c.meta(r, now)
 	d.facts = append(d.facts, &events.SubscriptionRenewed{Meta: meta, Node: r.Node, ID: s.ID, Lifetime: secs, Expires: exp})
-	linked, err := c.linkedLogins(r, s)
+	linked, err := c.linked(r, s)
 	if err != nil {
 		return nil, err
 	}
@@ -275,7 +287,7 @@ func (c *core) decideUnsubscribe(d *decision, e *events.Unsubscribe, now time.Ti
 		return d.fail(r, rvp.StatusForbidden, "subscription %d on %s belongs to %s", e.ID, r.NodeURL, s.Subscriber)
 	}
 	ending := []projections.Subscription{*s}
-	linked, err := c.linkedLogins(r, s)
+	linked, err := c.linked(r, s)
 	if err != nil {
 		return nil, err
 	}

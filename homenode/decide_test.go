@@ -366,6 +366,52 @@ func TestLinkedLogins(t *testing.T) {
 	wantStrings(t, "notified", sent(d), []string{benCB + " offline"})
 }
 
+// TestLinkedSelfWatches: librvp renews its login when the login's answer
+// was the last 200 it saw (the self-watch's is a 207), and at logout ends
+// its login: the self-watch from the same address goes with it, and the
+// one from another address and a buddy's watch do not.
+func TestLinkedSelfWatches(t *testing.T) {
+	w := newWorld(t)
+	login := w.login("ann", "10.0.0.1", annCB)
+	selfWatch := func(id, addr string) int32 {
+		return w.do(&events.Subscribe{Req: w.req(id, "ann", "ann", addr), NotificationType: events.NotifyPropChange,
+			CallBack: nodeURL("ann"), CallBackUser: user("ann"), Lifetime: 600}).reply.SubscriptionID
+	}
+	self := selfWatch("self", "10.0.0.1")
+	other := selfWatch("self2", "10.0.0.2")
+	w.login("ben", "10.0.0.1", benCB)
+	w.watch("ben", "ann")
+
+	w.now = w.now.Add(time.Hour)
+	d := w.do(&events.Renew{Req: w.req("renew", "ann", "ann", "10.0.0.1"), ID: login, Lifetime: 14400})
+	var renewed []int32
+	for _, f := range d.facts {
+		renewed = append(renewed, f.(*events.SubscriptionRenewed).ID)
+	}
+	if len(renewed) != 2 || renewed[0] != login || renewed[1] != self {
+		t.Errorf("renewed %v, want login %d and its self-watch %d (not %d, another address)", renewed, login, self, other)
+	}
+	if d.reply.SubscriptionID != login || d.reply.Lifetime != 14400 {
+		t.Errorf("answered %+v", d.reply)
+	}
+
+	d = w.do(&events.Unsubscribe{Req: w.req("bye", "ann", "ann", "10.0.0.1"), ID: login})
+	var ended []int32
+	for _, f := range d.facts {
+		if e, ok := f.(*events.SubscriptionEnded); ok {
+			ended = append(ended, e.ID)
+		}
+	}
+	if len(ended) != 2 || ended[0] != login || ended[1] != self {
+		t.Errorf("ended %v (%v), want login %d and its self-watch %d", ended, types(d), login, self)
+	}
+	for _, id := range []int32{other} {
+		if s, err := w.st.Subscription(user("ann"), id); err != nil || s == nil {
+			t.Errorf("self-watch %d from another address: %v, %v", id, s, err)
+		}
+	}
+}
+
 func TestMessages(t *testing.T) {
 	msg := func(w *world, id, from, to, ack string, hop int) *events.Notify {
 		return &events.Notify{Req: w.req(id, from, to, "10.0.0.3"), AckType: ack, HopCount: hop,
