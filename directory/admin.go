@@ -56,12 +56,23 @@ func (a *Admin) withActor(actor string) *Admin {
 // append appends ev expecting its subject's last sequence to be expect,
 // and waits until the directory projection has applied it.
 func (a *Admin) append(ctx context.Context, ev events.DirectoryEvent, expect uint64) error {
+	return a.appendFenced(ctx, ev, expect, "")
+}
+
+// appendFenced appends ev expecting the last sequence of the subjects
+// matching fence (a wildcard) to be expect, or with fence "" its own
+// subject's, and waits until the directory projection has applied it.
+func (a *Admin) appendFenced(ctx context.Context, ev events.DirectoryEvent, expect uint64, fence string) error {
 	msg, err := directoryMsg(ev)
 	if err != nil {
 		return err
 	}
 	id := rand.Text()
-	ack, err := a.JetStream.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(expect), jetstream.WithMsgID(id))
+	opt := jetstream.WithExpectLastSequencePerSubject(expect)
+	if fence != "" {
+		opt = jetstream.WithExpectLastSequenceForSubject(expect, fence)
+	}
+	ack, err := a.JetStream.PublishMsg(ctx, msg, opt, jetstream.WithMsgID(id))
 	if err != nil {
 		if isWrongLastSequence(err) {
 			// nats.go sends a publish answered "no responders" again, and on
@@ -70,7 +81,10 @@ func (a *Admin) append(ctx context.Context, ev events.DirectoryEvent, expect uin
 			if seq, ok := a.ours(ctx, ev.DirSubject(), id); ok {
 				return a.Directory.WaitFor(ctx, seq)
 			}
-			if expect == 0 {
+			switch {
+			case fence != "":
+				return fmt.Errorf("%s changed while this change was made; look again and retry", fence)
+			case expect == 0:
 				return ErrExists
 			}
 			return fmt.Errorf("%s changed while this change was made; look again and retry", ev.DirSubject())
@@ -94,7 +108,8 @@ func (a *Admin) ours(ctx context.Context, subject, id string) (uint64, bool) {
 	return m.Sequence, true
 }
 
-// version returns the last sequence of a directory subject, 0 if none.
+// version returns the last sequence of a directory subject (or of the
+// subjects a wildcard matches), 0 if none.
 func (a *Admin) version(ctx context.Context, subject string) (uint64, error) {
 	st, err := a.JetStream.Stream(ctx, events.StreamDirectory)
 	if err != nil {
@@ -152,7 +167,9 @@ func (a *Admin) CreateDomain(ctx context.Context, s DomainSpec) error {
 	if len(s.EmailDomains) == 0 {
 		s.EmailDomains = []string{s.Domain}
 	}
-	ver, err := a.current(ctx, events.DomainSubject(s.Domain))
+	// Fenced by every domain's events, not this one's alone: another
+	// domain created meanwhile may claim one of its host names.
+	ver, err := a.current(ctx, events.DomainsFilter)
 	if err != nil {
 		return err
 	}
@@ -171,7 +188,7 @@ func (a *Admin) CreateDomain(ctx context.Context, s DomainSpec) error {
 		}
 	}
 	ev := &events.DomainCreated{Meta: a.meta(), Domain: s.Domain, IMHost: s.IMHost, EmailDomains: s.EmailDomains, Hosts: s.Hosts, NTDomain: s.NTDomain}
-	return a.append(ctx, ev, ver)
+	return a.appendFenced(ctx, ev, ver, events.DomainsFilter)
 }
 
 // DeleteDomain deletes an IM domain that has no users left.

@@ -157,6 +157,57 @@ func TestAdminStaleProjection(t *testing.T) {
 	}
 }
 
+// TestCreateDomainsSharingAHost: two administrators create two IM
+// domains claiming the same host name at once, one of them on a node
+// whose projection lags. Each creation was fenced by its own domain's
+// subject alone, so both were appended and the host reached two domains.
+// Creations are now fenced by every domain's subject together: the second
+// sees the first and is refused.
+func TestCreateDomainsSharingAHost(t *testing.T) {
+	f := newAdminFixture(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	dirA, dirB := f.directory(), f.directory()
+	f.follow(dirA)
+	stopB := f.follow(dirB)
+	a := &directory.Admin{JetStream: f.js, Directory: dirA, Actor: "a"}
+	b := &directory.Admin{JetStream: f.js, Directory: dirB, Actor: "b"}
+	if err := a.CreateDomain(ctx, directory.DomainSpec{Domain: "zero.test", IMHost: "im.zero.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := dirB.WaitFor(ctx, dirA.Position()); err != nil {
+		t.Fatal(err)
+	}
+	stopB() // b's projection falls behind
+	if err := a.CreateDomain(ctx, directory.DomainSpec{Domain: "one.test", IMHost: "im.one.test", Hosts: []string{"im.shared.test"}}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- b.CreateDomain(ctx, directory.DomainSpec{Domain: "two.test", IMHost: "im.two.test", Hosts: []string{"im.shared.test"}})
+	}()
+	select {
+	case err := <-done:
+		done <- err
+	case <-time.After(300 * time.Millisecond):
+	}
+	f.follow(dirB)
+	errB := <-done
+	if errB == nil {
+		t.Fatalf("two.test was created with im.shared.test, which one.test already has")
+	}
+	if !strings.Contains(errB.Error(), "already reaches") && !strings.Contains(errB.Error(), "changed while") {
+		t.Errorf("the second creation failed otherwise than as a conflict: %v", errB)
+	}
+	st, err := f.js.Stream(ctx, events.StreamDirectory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := st.GetLastMsgForSubject(ctx, events.DomainSubject("two.test")); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Errorf("two.test's subject holds %v (%v)", m, err)
+	}
+}
+
 // TestDeleteDomainOfDisabledUsers: an IM domain whose users are all
 // disabled can be deleted. The directory has no operation that removes a
 // user (a disabled user's record stays, as a home server's deletion

@@ -166,6 +166,11 @@ func SettingSubject(name string) string { return DirectoryRoot + ".setting." + T
 // DirectoryFilter matches every directory event.
 const DirectoryFilter = DirectoryRoot + ".>"
 
+// DomainsFilter matches every IM domain's directory events (DomainSubject):
+// a domain's creation is fenced by them all, as a host name may reach one
+// domain only.
+const DomainsFilter = DirectoryRoot + ".domain.*"
+
 // LookupSubject is the subject of the lookups of gateways at site, ""
 // for a deployment of one JetStream domain: a site's routers answer its
 // own gateways' lookups only (docs/sites.md).
