@@ -66,7 +66,14 @@ func closeProp(b *bytes.Buffer, p events.Prop) {
 	b.WriteByte('>')
 }
 
+// writeState writes r:state holding the bare state element; without a
+// state (the answer to d:propname names the property only) it writes an
+// empty <r:state/>: "<r:/>" is no name, and expat and libxml2 refuse it.
 func writeState(b *bytes.Buffer, state string) {
+	if state == "" {
+		b.WriteString("<r:state/>")
+		return
+	}
 	b.WriteString("<r:state><r:")
 	b.WriteString(state)
 	b.WriteString("/></r:state>")
