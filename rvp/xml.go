@@ -459,7 +459,12 @@ func ParseACL(body []byte) ([]events.ACE, error) {
 				principals++
 			case "rvp-principal":
 				principals++
-				if v := strings.TrimSpace(c.text.String()); !strings.EqualFold(v, "allprincipals") {
+				v := strings.TrimSpace(c.text.String())
+				if v == "" || len(c.children) > 0 {
+					// Not all principals: S§5.7.2 permits no null value.
+					return nil, xmlErr("ACL body: an a:rvp-principal is empty or holds elements; name a principal's URL or a server as its text, or write a:allprincipals")
+				}
+				if !strings.EqualFold(v, "allprincipals") {
 					ace.Principal = v
 				}
 			}

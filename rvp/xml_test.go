@@ -346,3 +346,21 @@ func TestEscape(t *testing.T) {
 		}
 	}
 }
+
+// TestParseACLRefusesEmptyPrincipal: an a:rvp-principal must name a
+// principal or a server ("Null values are not permitted", S§5.7.2); an
+// empty one was taken for a:allprincipals, so that an ACE denying one
+// principal whose URL a client failed to fill in denied everyone.
+func TestParseACLRefusesEmptyPrincipal(t *testing.T) {
+	for _, p := range []string{`<a:rvp-principal/>`, `<a:rvp-principal></a:rvp-principal>`, "<a:rvp-principal>\n  </a:rvp-principal>"} {
+		body := `<?xml version="1.0"?><a:rvpacl xmlns:a="http://schemas.microsoft.com/rvp/acl/"><a:acl><a:inheritance>none</a:inheritance><a:ace><a:principal>` + p +
+			`<a:credentials><a:assertion/><a:digest/><a:ntlm/></a:credentials></a:principal><a:grant/><a:deny><a:send-to/><a:presence/></a:deny></a:ace></a:acl></a:rvpacl>`
+		if aces, err := ParseACL([]byte(body)); err == nil {
+			t.Errorf("%s: accepted as %+v (all principals: %v), want a 400", p, aces, len(aces) == 1 && aces[0].AllPrincipals())
+		}
+	}
+	// librvp's word for all principals is still all principals.
+	if aces, err := ParseACL([]byte(aclSeeds[0])); err != nil || len(aces) != 1 || !aces[0].AllPrincipals() {
+		t.Errorf("librvp's allprincipals: %+v %v", aces, err)
+	}
+}
