@@ -18,7 +18,12 @@ const (
 	nsDecl  = ` xmlns:d='DAV:' xmlns:r='http://schemas.microsoft.com/rvp/' xmlns:a='http://schemas.microsoft.com/rvp/acl/'`
 )
 
-var prefixes = map[string]string{events.NSDAV: "d", events.NSRVP: "r", events.NSACL: "a"}
+// nsXML is the namespace of the reserved prefix xml: bound to it by
+// definition, it may be declared with no other prefix (Namespaces in XML
+// 1.0 §3).
+const nsXML = "http://www.w3.org/XML/1998/namespace"
+
+var prefixes = map[string]string{events.NSDAV: "d", events.NSRVP: "r", events.NSACL: "a", nsXML: "xml"}
 
 func escape(b *bytes.Buffer, s string) {
 	// Printable ASCII but for what XML escapes is written as it is,

@@ -97,6 +97,9 @@ func parseXML(body []byte) (*node, error) {
 		}
 		switch t := tok.(type) {
 		case xml.StartElement:
+			if err := checkReserved(t); err != nil {
+				return nil, err
+			}
 			count++
 			if count > maxXMLNodes {
 				return nil, xmlErr("XML has more than %d elements", maxXMLNodes)
@@ -137,6 +140,24 @@ func parseXML(body []byte) (*node, error) {
 		return nil, xmlErr("malformed XML: no root element")
 	}
 	return root, nil
+}
+
+// checkReserved refuses a start tag that binds a reserved namespace name
+// to a prefix other than its own (Namespaces in XML 1.0 §3): such a
+// document is not namespace-well-formed, and a name in it, echoed in an
+// answer, would make the answer so too.
+func checkReserved(t xml.StartElement) error {
+	const nsXMLNS = "http://www.w3.org/2000/xmlns/"
+	for _, a := range t.Attr {
+		prefixDecl := a.Name.Space == "xmlns"
+		if !prefixDecl && !(a.Name.Space == "" && a.Name.Local == "xmlns") {
+			continue
+		}
+		if a.Value == nsXMLNS || a.Value == nsXML && !(prefixDecl && a.Name.Local == "xml") {
+			return xmlErr("malformed XML: <%s> binds the reserved namespace %s to another prefix", truncate(t.Name.Local, 40), a.Value)
+		}
+	}
+	return nil
 }
 
 // ParsePropertyUpdate parses a PROPPATCH body: d:propertyupdate (or the

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/xml"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -220,16 +221,65 @@ func FuzzCheckNotification(f *testing.F) {
 	})
 }
 
-// wellFormed parses b completely.
+// wellFormed parses b completely, and checks what Namespaces in XML 1.0
+// adds and encoding/xml does not (expat, under Net::RVP's XML::Parser,
+// and libxml2, under librvp, do): every element name has a local part,
+// and the reserved namespace names are bound to their own prefixes only
+// (§3).
 func wellFormed(b []byte) error {
+	const nsXML, nsXMLNS = "http://www.w3.org/XML/1998/namespace", "http://www.w3.org/2000/xmlns/"
 	d := xml.NewDecoder(strings.NewReader(string(b)))
 	for {
-		_, err := d.Token()
+		tok, err := d.Token()
 		if err != nil {
 			if err.Error() == "EOF" {
 				return nil
 			}
 			return err
+		}
+		s, ok := tok.(xml.StartElement)
+		if !ok {
+			continue
+		}
+		// encoding/xml keeps a name it cannot split ("r:") whole.
+		if s.Name.Local == "" || strings.Contains(s.Name.Local, ":") {
+			return fmt.Errorf("element %q is not a qualified name", s.Name.Local)
+		}
+		for _, a := range s.Attr {
+			decl := a.Name.Space == "xmlns" || a.Name.Space == "" && a.Name.Local == "xmlns"
+			if decl && (a.Value == nsXMLNS || a.Value == nsXML && !(a.Name.Space == "xmlns" && a.Name.Local == "xml")) {
+				return fmt.Errorf("element %s binds %s:%s to the reserved namespace %s", s.Name.Local, a.Name.Space, a.Name.Local, a.Value)
+			}
+		}
+	}
+}
+
+// TestPropertyInReservedNamespace: a property named in the XML namespace
+// (xml:lang) was answered as <x:lang xmlns:x="http://www.w3.org/XML/1998/namespace"/>,
+// which binds a reserved namespace name to another prefix: expat and
+// libxml2 refuse the whole 207. A request that binds one itself is no
+// namespace-well-formed XML and is refused.
+func TestPropertyInReservedNamespace(t *testing.T) {
+	_, _, props, err := ParsePropFind([]byte(`<d:propfind xmlns:d="DAV:"><d:prop><d:displayname/><xml:lang/></d:prop></d:propfind>`))
+	if err != nil {
+		t.Fatalf("xml:lang: %v", err)
+	}
+	for _, b := range [][]byte{
+		Multistatus("http://x/instmsg/aliases/a", nil, props, nil),
+		Multistatus("http://x/instmsg/aliases/a", []events.PropValue{{Prop: props[1], Value: "en"}}, nil, nil),
+		LeaseMultistatus("http://x/instmsg/aliases/a", events.Lease{Value: "online", Default: "offline", Timeout: 60, ViewID: 1}, nil, props),
+	} {
+		if err := wellFormed(b); err != nil {
+			t.Errorf("answer not well-formed: %v\n%s", err, b)
+		}
+	}
+	for _, bad := range []string{
+		`<d:propfind xmlns:d="DAV:"><d:prop><q:foo xmlns:q="http://www.w3.org/2000/xmlns/"/></d:prop></d:propfind>`,
+		`<d:propfind xmlns:d="DAV:"><d:prop><q:lang xmlns:q="http://www.w3.org/XML/1998/namespace"/></d:prop></d:propfind>`,
+		`<d:propfind xmlns:d="DAV:"><d:prop><lang xmlns="http://www.w3.org/XML/1998/namespace"/></d:prop></d:propfind>`,
+	} {
+		if _, _, props, err := ParsePropFind([]byte(bad)); err == nil {
+			t.Errorf("accepted %s as %v", bad, props)
 		}
 	}
 }
