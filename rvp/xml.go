@@ -22,7 +22,23 @@ const (
 	maxXMLDepth = 32
 	maxXMLNodes = 4096
 	maxXMLText  = 64 << 10
+	// maxPropNames bounds the names (namespace URI and local name) of
+	// the properties one PROPFIND or PROPPATCH names: each is echoed in
+	// the request event and the answer, and a namespace declared once
+	// may be named by its prefix thousands of times.
+	maxPropNames = 64 << 10
 )
+
+// nameBudget counts the bytes of property names a request names.
+type nameBudget int
+
+func (b *nameBudget) take(p events.Prop, what string) error {
+	*b += nameBudget(len(p.Space) + len(p.Local))
+	if *b > maxPropNames {
+		return xmlErr("%s names more than %d bytes of properties (namespaces included); name fewer, or in shorter namespaces", what, maxPropNames)
+	}
+	return nil
+}
 
 // node is an element of a parsed document.
 type node struct {
@@ -173,6 +189,7 @@ func ParsePropertyUpdate(body []byte) (state *events.StateUpdate, other []events
 	if root.name.Local != "propertyupdate" && root.name.Local != "propupdate" {
 		return nil, nil, xmlErr("PROPPATCH body: root element is %s, want d:propertyupdate", root.name.Local)
 	}
+	var budget nameBudget
 	for _, op := range root.children {
 		if op.name.Local != "set" && op.name.Local != "remove" {
 			continue
@@ -188,6 +205,9 @@ func ParsePropertyUpdate(body []byte) (state *events.StateUpdate, other []events
 					}
 					if len(p.children) > 0 {
 						return nil, nil, xmlErr("PROPPATCH body: property %s holds elements, want text", p.name.Local)
+					}
+					if err := budget.take(p.name, "PROPPATCH body"); err != nil {
+						return nil, nil, err
 					}
 					value := strings.TrimSpace(p.text.String())
 					if op.name.Local == "remove" {
@@ -313,6 +333,7 @@ func ParsePropFind(body []byte) (all, names bool, props []events.Prop, err error
 	if root.name.Local != "propfind" {
 		return false, false, nil, xmlErr("PROPFIND body: root element is %s, want d:propfind", root.name.Local)
 	}
+	var budget nameBudget
 	for _, c := range root.children {
 		switch c.name.Local {
 		case "allprop":
@@ -323,6 +344,9 @@ func ParsePropFind(body []byte) (all, names bool, props []events.Prop, err error
 			for _, p := range c.children {
 				if !validName(p.name.Local) {
 					return false, false, nil, xmlErr("PROPFIND body: bad property name %q", truncate(p.name.Local, 40))
+				}
+				if err := budget.take(p.name, "PROPFIND body"); err != nil {
+					return false, false, nil, err
 				}
 				props = append(props, p.name)
 			}

@@ -414,3 +414,44 @@ func TestParseACLRefusesEmptyPrincipal(t *testing.T) {
 		t.Errorf("librvp's allprincipals: %+v %v", aces, err)
 	}
 }
+
+// TestPropNamesBounded: an answer echoes the name of every property a
+// request names, its namespace URI included, but a namespace is declared
+// once and named by its prefix: 4,000 <q:a/> under one 200 KB
+// declaration, a 229 KB body, named 819 MB of properties, which the
+// gateway encodes into its request event and a 207 would render. The
+// names a PROPFIND or PROPPATCH echoes are bounded like the text of a
+// body; what clients send is far below it.
+func TestPropNamesBounded(t *testing.T) {
+	ns := strings.Repeat("u", 200<<10)
+	decl := ` xmlns:d="DAV:" xmlns:r="http://schemas.microsoft.com/rvp/" xmlns:q="` + ns + `"`
+	find := `<d:propfind` + decl + `><d:prop>` + strings.Repeat("<q:a/>", 4000) + `</d:prop></d:propfind>`
+	if _, _, props, err := ParsePropFind([]byte(find)); err == nil {
+		t.Errorf("PROPFIND of %d bytes accepted, naming %d bytes of properties", len(find), namesSize(props))
+	}
+	patch := `<d:propertyupdate` + decl + `><d:set><d:prop>` + strings.Repeat("<q:a>1</q:a>", 4000) + `</d:prop></d:set></d:propertyupdate>`
+	if _, other, err := ParsePropertyUpdate([]byte(patch)); err == nil {
+		var names []events.Prop
+		for _, o := range other {
+			names = append(names, o.Prop)
+		}
+		t.Errorf("PROPPATCH of %d bytes accepted, naming %d bytes of properties", len(patch), namesSize(names))
+	}
+	// A long namespace named a few times, and many short names, pass.
+	few := `<d:propfind` + decl + `><d:prop><q:a/><q:b/><d:displayname/><r:state/></d:prop></d:propfind>`
+	if _, _, props, err := ParsePropFind([]byte(strings.Replace(few, ns, strings.Repeat("u", 8<<10), 1))); err != nil || len(props) != 4 {
+		t.Errorf("a few properties: %d %v", len(props), err)
+	}
+	many := `<d:propfind` + decl + `><d:prop>` + strings.Repeat("<d:displayname/>", 2000) + `</d:prop></d:propfind>`
+	if _, _, props, err := ParsePropFind([]byte(strings.Replace(many, ns, "urn:x", 1))); err != nil || len(props) != 2000 {
+		t.Errorf("2000 short names: %d %v", len(props), err)
+	}
+}
+
+func namesSize(props []events.Prop) int {
+	n := 0
+	for _, p := range props {
+		n += len(p.Space) + len(p.Local)
+	}
+	return n
+}
