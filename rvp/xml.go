@@ -8,6 +8,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/rvp-im/rvpd/events"
 )
@@ -116,6 +117,9 @@ func parseXML(body []byte) (*node, error) {
 			if err := checkReserved(t); err != nil {
 				return nil, err
 			}
+			if err := checkNCNames(t); err != nil {
+				return nil, err
+			}
 			count++
 			if count > maxXMLNodes {
 				return nil, xmlErr("XML has more than %d elements", maxXMLNodes)
@@ -174,6 +178,39 @@ func checkReserved(t xml.StartElement) error {
 		}
 	}
 	return nil
+}
+
+// checkNCNames refuses a start tag whose element or attribute name has a
+// part that is no NCName (Namespaces in XML 1.0 §3): encoding/xml checks
+// a prefixed name whole, so <r:9/> passes as the XML name "r:9". Such a
+// name echoed (a state is sent to every watcher as its element) makes
+// what we send unreadable to expat and libxml2.
+func checkNCNames(t xml.StartElement) error {
+	if !ncNamePart(t.Name.Local) {
+		return xmlErr("malformed XML: element name %q is not a qualified name", truncate(t.Name.Local, 40))
+	}
+	for _, a := range t.Attr {
+		// For xmlns:p, Local is the prefix p declared.
+		if !ncNamePart(a.Name.Local) {
+			return xmlErr("malformed XML: attribute name %q is not a qualified name", truncate(a.Name.Local, 40))
+		}
+	}
+	return nil
+}
+
+// ncNamePart reports whether s, a part of a name encoding/xml has read as
+// an XML name, is an NCName: no colon, and its first character one that
+// may start a name (not a digit, '-', '.' or a combining character).
+func ncNamePart(s string) bool {
+	if s == "" || strings.ContainsRune(s, ':') {
+		return false
+	}
+	r, _ := utf8.DecodeRuneInString(s)
+	switch {
+	case '0' <= r && r <= '9', r == '-', r == '.', r == 0xB7, 0x300 <= r && r <= 0x36F, r == 0x203F, r == 0x2040:
+		return false
+	}
+	return true
 }
 
 // ParsePropertyUpdate parses a PROPPATCH body: d:propertyupdate (or the

@@ -241,8 +241,9 @@ func wellFormed(b []byte) error {
 		if !ok {
 			continue
 		}
-		// encoding/xml keeps a name it cannot split ("r:") whole.
-		if s.Name.Local == "" || strings.Contains(s.Name.Local, ":") {
+		// encoding/xml keeps a name it cannot split ("r:") whole, and
+		// checks a prefixed name whole ("r:9").
+		if l := s.Name.Local; l == "" || strings.Contains(l, ":") || strings.IndexAny(l[:1], "0123456789-.") == 0 {
 			return fmt.Errorf("element %q is not a qualified name", s.Name.Local)
 		}
 		for _, a := range s.Attr {
@@ -454,4 +455,45 @@ func namesSize(props []events.Prop) int {
 		n += len(p.Space) + len(p.Local)
 	}
 	return n
+}
+
+// TestNamesMustBeXMLNames: encoding/xml reads the local part of a
+// prefixed name starting with a digit, '-' or '.', which Namespaces in
+// XML 1.0 (§3, NCName: a Name without colons) does not allow. <r:9/> as a state was accepted, stored, and sent to
+// every watcher as <r:state><r:9/></r:state>, which expat (Net::RVP, which
+// then dies without answering) and libxml2 (librvp) refuse. Such a body is
+// not well-formed: 400.
+func TestNamesMustBeXMLNames(t *testing.T) {
+	state := func(s string) string {
+		return `<d:propertyupdate xmlns:d="DAV:" xmlns:r="http://schemas.microsoft.com/rvp/"><d:set><d:prop><r:state><r:leased-value><r:value><r:` + s +
+			`/></r:value><r:default-value><r:offline/></r:default-value><d:timeout>60</d:timeout></r:leased-value></r:state></d:prop></d:set></d:propertyupdate>`
+	}
+	for _, s := range []string{"9", "-x", "1online"} {
+		if st, _, err := ParsePropertyUpdate([]byte(state(s))); err == nil {
+			t.Errorf("state <r:%s/> accepted as %+v", s, st)
+		}
+	}
+	// encoding/xml checks a prefixed name whole ("r:9" starts with a
+	// letter), never its parts.
+	for _, bad := range []string{
+		`<d:propfind xmlns:d="DAV:"><d:allprop/><d:9a/></d:propfind>`,
+		`<d:propfind xmlns:d="DAV:"><d:allprop/><d:.a/></d:propfind>`,
+		`<d:propfind xmlns:d="DAV:"><d:allprop/><d:` + "\u00b7" + `a/></d:propfind>`,
+		`<d:propfind xmlns:d="DAV:"><d:allprop/><d:a:b/></d:propfind>`,
+		`<d:propfind xmlns:d="DAV:" d:9a="x"><d:allprop/></d:propfind>`,
+		`<d:propfind xmlns:d="DAV:" xmlns:9="urn:x"><d:allprop/></d:propfind>`,
+	} {
+		if _, _, props, err := ParsePropFind([]byte(bad)); err == nil {
+			t.Errorf("accepted %s as %v", bad, props)
+		}
+	}
+	// What clients send still parses, non-ASCII names included.
+	for _, good := range []string{state("on-phone"), state("back-soon"), state("x9")} {
+		if _, _, err := ParsePropertyUpdate([]byte(good)); err != nil {
+			t.Errorf("refused: %v", err)
+		}
+	}
+	if _, _, _, err := ParsePropFind([]byte(`<d:propfind xmlns:d="DAV:"><d:allprop/><d:x` + "\u00e9\u00b7" + `/></d:propfind>`)); err != nil {
+		t.Errorf("non-ASCII name: %v", err)
+	}
 }
