@@ -90,6 +90,9 @@ func xmlErr(format string, args ...any) error { return &XMLError{Msg: fmt.Sprint
 // parseXML parses a whole document into a tree, bounded in depth, element
 // count and text size. It fails on anything not well-formed.
 func parseXML(body []byte) (*node, error) {
+	// A UTF-8 document may start with a byte order mark (XML 1.0
+	// §4.3.3); encoding/xml takes it for text.
+	body = bytes.TrimPrefix(body, []byte("\xef\xbb\xbf"))
 	d := xml.NewDecoder(bytes.NewReader(body))
 	d.Strict = true
 	d.CharsetReader = func(charset string, r io.Reader) (io.Reader, error) {

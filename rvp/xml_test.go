@@ -497,3 +497,23 @@ func TestNamesMustBeXMLNames(t *testing.T) {
 		t.Errorf("non-ASCII name: %v", err)
 	}
 }
+
+// TestByteOrderMark: a UTF-8 document may begin with a byte order mark
+// (XML 1.0 §4.3.3, Appendix F), as Windows tools write it; it was taken
+// for text outside the root element and the request refused with 400.
+func TestByteOrderMark(t *testing.T) {
+	const bom = "\xef\xbb\xbf"
+	if all, _, _, err := ParsePropFind([]byte(bom + propfindSeeds[1])); err != nil || !all {
+		t.Errorf("PROPFIND with a BOM: %v %v", all, err)
+	}
+	if st, _, err := ParsePropertyUpdate([]byte(bom + proppatchSeeds[0])); err != nil || st == nil || st.Value != "online" {
+		t.Errorf("PROPPATCH with a BOM: %+v %v", st, err)
+	}
+	if aces, err := ParseACL([]byte(bom + aclSeeds[0])); err != nil || len(aces) != 1 {
+		t.Errorf("ACL with a BOM: %+v %v", aces, err)
+	}
+	// Only at the very start: elsewhere it is text.
+	if _, _, _, err := ParsePropFind([]byte(propfindSeeds[1] + bom)); err == nil {
+		t.Error("a BOM after the root element accepted")
+	}
+}
