@@ -123,6 +123,9 @@ func parseXML(body []byte) (*node, error) {
 			if err := checkNCNames(t); err != nil {
 				return nil, err
 			}
+			if err := checkUniqueAttrs(t); err != nil {
+				return nil, err
+			}
 			count++
 			if count > maxXMLNodes {
 				return nil, xmlErr("XML has more than %d elements", maxXMLNodes)
@@ -197,6 +200,28 @@ func checkNCNames(t xml.StartElement) error {
 		if !ncNamePart(a.Name.Local) {
 			return xmlErr("malformed XML: attribute name %q is not a qualified name", truncate(a.Name.Local, 40))
 		}
+	}
+	return nil
+}
+
+// checkUniqueAttrs refuses a start tag naming an attribute twice (XML 1.0
+// §3.1), or twice by its expanded name through two prefixes bound to one
+// namespace (Namespaces in XML 1.0 §6.3): encoding/xml keeps them all,
+// and of two declarations of one prefix uses the last.
+func checkUniqueAttrs(t xml.StartElement) error {
+	if len(t.Attr) < 2 {
+		return nil
+	}
+	seen := make(map[xml.Name]bool, len(t.Attr))
+	for _, a := range t.Attr {
+		if seen[a.Name] {
+			name := a.Name.Local
+			if a.Name.Space != "" {
+				name = a.Name.Space + ":" + name
+			}
+			return xmlErr("malformed XML: <%s> has the attribute %q twice", truncate(t.Name.Local, 40), truncate(name, 80))
+		}
+		seen[a.Name] = true
 	}
 	return nil
 }

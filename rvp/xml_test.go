@@ -517,3 +517,23 @@ func TestByteOrderMark(t *testing.T) {
 		t.Error("a BOM after the root element accepted")
 	}
 }
+
+// TestDuplicateAttributes: an attribute may appear once in a start tag
+// (XML 1.0 §3.1, Unique Att Spec; Namespaces in XML 1.0 §6.3 for the
+// same expanded name by two prefixes). encoding/xml reads them all, and
+// such a body, not well-formed, was accepted.
+func TestDuplicateAttributes(t *testing.T) {
+	for _, bad := range []string{
+		`<d:propfind xmlns:d="DAV:" xmlns:d="urn:x"><d:allprop/></d:propfind>`,
+		`<d:propfind xmlns:d="DAV:" a="1" a="2"><d:allprop/></d:propfind>`,
+		`<d:propfind xmlns:d="DAV:" xmlns:p="urn:x" xmlns:q="urn:x" p:a="1" q:a="2"><d:allprop/></d:propfind>`,
+	} {
+		if _, _, _, err := ParsePropFind([]byte(bad)); err == nil {
+			t.Errorf("accepted %s", bad)
+		}
+	}
+	// The same local name in two namespaces is two attributes.
+	if _, _, _, err := ParsePropFind([]byte(`<d:propfind xmlns:d="DAV:" xmlns:p="urn:p" a="1" p:a="2" d:a="3"><d:allprop/></d:propfind>`)); err != nil {
+		t.Errorf("distinct attributes refused: %v", err)
+	}
+}
