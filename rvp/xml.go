@@ -209,19 +209,33 @@ func checkNCNames(t xml.StartElement) error {
 // namespace (Namespaces in XML 1.0 §6.3): encoding/xml keeps them all,
 // and of two declarations of one prefix uses the last.
 func checkUniqueAttrs(t xml.StartElement) error {
-	if len(t.Attr) < 2 {
+	// A tag has a few attributes (a NOTIFY's root its three
+	// declarations) and this runs on every message: those are compared
+	// in pairs, without a map; a tag with many (one start tag may hold
+	// thousands in a body) goes through one.
+	twice := func(a xml.Attr) error {
+		name := a.Name.Local
+		if a.Name.Space != "" {
+			name = a.Name.Space + ":" + name
+		}
+		return xmlErr("malformed XML: <%s> has the attribute %q twice", truncate(t.Name.Local, 40), truncate(name, 80))
+	}
+	if len(t.Attr) > 16 {
+		seen := make(map[xml.Name]bool, len(t.Attr))
+		for _, a := range t.Attr {
+			if seen[a.Name] {
+				return twice(a)
+			}
+			seen[a.Name] = true
+		}
 		return nil
 	}
-	seen := make(map[xml.Name]bool, len(t.Attr))
-	for _, a := range t.Attr {
-		if seen[a.Name] {
-			name := a.Name.Local
-			if a.Name.Space != "" {
-				name = a.Name.Space + ":" + name
+	for i, a := range t.Attr {
+		for _, b := range t.Attr[:i] {
+			if a.Name == b.Name {
+				return twice(a)
 			}
-			return xmlErr("malformed XML: <%s> has the attribute %q twice", truncate(t.Name.Local, 40), truncate(name, 80))
 		}
-		seen[a.Name] = true
 	}
 	return nil
 }

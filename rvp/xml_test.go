@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rvp-im/rvpd/events"
 )
@@ -536,4 +537,21 @@ func TestDuplicateAttributes(t *testing.T) {
 	if _, _, _, err := ParsePropFind([]byte(`<d:propfind xmlns:d="DAV:" xmlns:p="urn:p" a="1" p:a="2" d:a="3"><d:allprop/></d:propfind>`)); err != nil {
 		t.Errorf("distinct attributes refused: %v", err)
 	}
+}
+
+// TestManyAttributesLinear: a start tag with thousands of attributes (one
+// twice, at the end) is refused in time linear in their number.
+func TestManyAttributesLinear(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(`<d:propfind xmlns:d="DAV:"`)
+	for i := range 30000 {
+		fmt.Fprintf(&b, ` a%d=""`, i)
+	}
+	b.WriteString(` a0=""><d:allprop/></d:propfind>`)
+	start := time.Now()
+	_, _, _, err := ParsePropFind([]byte(b.String()))
+	if err == nil || !strings.Contains(err.Error(), "twice") {
+		t.Errorf("err %v, want the attribute named twice", err)
+	}
+	t.Logf("%d bytes refused in %s", b.Len(), time.Since(start))
 }
