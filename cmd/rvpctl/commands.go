@@ -462,11 +462,13 @@ func cmdVerify(ctx context.Context, g global, home string, stderr io.Writer) err
 	}
 	bad := 0
 	rows := [][]string{{"PROJECTION", "POSITION", "KEYS", "RESULT"}}
+	var diffs []projections.Verification
 	for _, v := range resp.Results {
 		result := "equal to a rebuild from its stream"
 		if !v.OK() {
 			bad++
-			result = "DIFFERS:\n" + v.Diff
+			result = "DIFFERS (below)"
+			diffs = append(diffs, v)
 		}
 		if g.json {
 			printJSON(g.out, v)
@@ -475,7 +477,15 @@ func cmdVerify(ctx context.Context, g global, home string, stderr io.Writer) err
 		rows = append(rows, []string{v.Projection, fmt.Sprint(v.Position), fmt.Sprint(v.Keys), result})
 	}
 	if !g.json {
+		// A table shows a cell on one line; the differences, of many
+		// lines, follow it.
 		table(g.out, rows)
+		for _, v := range diffs {
+			fmt.Fprintf(g.out, "\n%s differs from its rebuild:\n", printable(v.Projection))
+			for _, l := range strings.Split(strings.TrimRight(v.Diff, "\n"), "\n") {
+				fmt.Fprintln(g.out, printable(l))
+			}
+		}
 	}
 	if resp.Error != "" {
 		return errors.New(resp.Error)
@@ -522,7 +532,7 @@ func cmdPresence(ctx context.Context, g global, who, at string) error {
 	if g.json {
 		return printJSON(g.out, rep)
 	}
-	fmt.Fprintf(g.out, "%s at %s (%d facts folded, up to sequence %d)\n", rep.Node, rep.At.UTC().Format(time.RFC3339), rep.Facts, rep.Position)
+	fmt.Fprintf(g.out, "%s at %s (%d facts folded, up to sequence %d)\n", printable(rep.Node.String()), rep.At.UTC().Format(time.RFC3339), rep.Facts, rep.Position)
 	fmt.Fprintf(g.out, "state: %s to others, %s to its own clients\n", rep.Others, rep.Self)
 	if len(rep.Views) > 0 {
 		rows := [][]string{{"VIEW", "STATE", "SET", "LEASE UNTIL", "CLIENT"}}

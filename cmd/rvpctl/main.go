@@ -24,8 +24,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
+	"unicode"
+	"unicode/utf8"
 )
 
 func main() {
@@ -72,23 +75,62 @@ func flagGiven(fs *flag.FlagSet, name string) bool {
 	return given
 }
 
-// table prints rows as aligned columns.
+// table prints rows as aligned columns, each cell as printable shows it.
 func table(w io.Writer, rows [][]string) {
+	shown := make([][]string, len(rows))
 	widths := map[int]int{}
-	for _, r := range rows {
-		for i, c := range r {
-			widths[i] = max(widths[i], len([]rune(c)))
+	for i, r := range rows {
+		shown[i] = make([]string, len(r))
+		for j, c := range r {
+			shown[i][j] = printable(c)
+			widths[j] = max(widths[j], utf8.RuneCountInString(shown[i][j]))
 		}
 	}
-	for _, r := range rows {
+	for _, r := range shown {
 		var b strings.Builder
 		for i, c := range r {
 			if i == len(r)-1 {
 				b.WriteString(c)
 				break
 			}
-			b.WriteString(c + strings.Repeat(" ", widths[i]-len([]rune(c))+2))
+			b.WriteString(c + strings.Repeat(" ", widths[i]-utf8.RuneCountInString(c)+2))
 		}
 		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
 	}
+}
+
+// printable returns s as a table or a line for people shows it: what a
+// terminal would act on or hide is written as a Go escape (\n, \x1b,
+// \u202e), so that text a client chose (a mobile description, an alias,
+// a Call-Back) can neither forge a line of the audit nor recolour,
+// clear or reorder what follows it. Control characters (C0, DEL, C1),
+// format characters (bidi marks, zero-width ones), line and paragraph
+// separators and spaces other than ' ' are escaped, and so are bytes
+// that are not UTF-8.
+func printable(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case unicode.IsPrint(r):
+			b.WriteString(s[i : i+size])
+		default:
+			q := strconv.QuoteRuneToASCII(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+		i += size
+	}
+	return b.String()
 }
