@@ -1,11 +1,19 @@
 package events
 
-import "fmt"
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
 
 // Describe says in a few words what an event records, for the audit's
 // readers (rvpctl audit, the operator console): the detail beside its
 // type, node and actor. It never shows a secret: sealed verifiers and
-// message bodies are left out.
+// message bodies are left out. Whatever changes a right, a setting or
+// what exists is told in full (what an ACL grants and denies to whom,
+// whether federation was switched on or off, which ranges are inside the
+// firewall, which domains an administrator holds), so that two events
+// doing opposite things are never described alike.
 func Describe(ev Event) string {
 	switch x := ev.(type) {
 	case *SubscriptionCreated:
@@ -26,11 +34,37 @@ func Describe(ev Event) string {
 	case *MessageDelivered:
 		return fmt.Sprintf("status %d, %d delivered, %d failed", x.Status, x.Delivered, x.Failed)
 	case *DomainCreated:
-		return x.Domain + " (IM host " + x.IMHost + ")"
+		s := x.Domain + " (IM host " + x.IMHost
+		if len(x.Hosts) > 0 {
+			s += "; also " + strings.Join(x.Hosts, ", ")
+		}
+		if len(x.EmailDomains) > 0 {
+			s += "; e-mail " + strings.Join(x.EmailDomains, ", ")
+		}
+		if x.NTDomain != "" {
+			s += "; Windows domain " + x.NTDomain
+		}
+		return s + ")"
+	case *DomainDeleted:
+		return x.Domain
 	case *HomeServerCreated:
-		return x.Name + " at " + x.Host
+		s := x.Name + " at " + x.Host
+		if x.Site != "" {
+			s += " in site " + x.Site
+		}
+		return s + ", hosts users: " + strconv.FormatBool(x.HostsUsers)
+	case *HomeServerChanged:
+		return x.Name + ", hosts users: " + strconv.FormatBool(x.HostsUsers)
+	case *HomeServerDeleted:
+		return x.Name
+	case *RouterDeleted:
+		return x.Name
 	case *UserEnabled:
-		return x.User.String() + " on " + x.Home
+		s := x.User.String() + " on " + x.Home
+		if x.NTAccount != "" {
+			s += " (Windows account " + x.NTAccount + ")"
+		}
+		return s
 	case *UserDisabled:
 		return x.User.String()
 	case *UserMoved:
@@ -40,7 +74,7 @@ func Describe(ev Event) string {
 	case *UserArrived:
 		return fmt.Sprintf("from %s: %d subscriptions, %d views (move %d)", x.From, x.Subs, x.Views, x.Move)
 	case *ACLSet:
-		return fmt.Sprintf("%d ACEs", len(x.ACEs))
+		return describeACL(x.ACEs)
 	case *PropertySet:
 		return x.Value.Local + " = " + x.Value.Value
 	case *RouterCreated:
@@ -48,7 +82,52 @@ func Describe(ev Event) string {
 	case *PasswordSet:
 		return x.User.String() + " (verifiers sealed)"
 	case *AdminSet:
-		return x.Name + " (" + x.Role + ")"
+		s := x.Name + " (" + x.Role
+		if len(x.Domains) > 0 {
+			s += " of " + strings.Join(x.Domains, ", ")
+		}
+		return s + "; verifier sealed)"
+	case *AdminRemoved:
+		return x.Name
+	case *TopologySet:
+		if len(x.Inside) == 0 {
+			return "inside the firewall: nothing"
+		}
+		return "inside the firewall: " + strings.Join(x.Inside, ", ")
+	case *FederationSet:
+		if x.InternetCapable {
+			return "Internet-capable: on"
+		}
+		return "Internet-capable: off"
+	case *ClusterCreated:
+		return fmt.Sprintf("key check %s, %d replicas", x.KeyCheck, x.Replicas)
 	}
 	return ""
+}
+
+// describeACL tells each entry of an ACL: whom it is for, on which
+// credentials, and what it grants and denies.
+func describeACL(aces []ACE) string {
+	if len(aces) == 0 {
+		return "0 ACEs"
+	}
+	parts := make([]string, len(aces))
+	for i, a := range aces {
+		who := a.Principal
+		switch {
+		case a.AllPrincipals():
+			who = "all principals"
+		case who == "":
+			who = a.User.String()
+		}
+		s := who + " [" + strings.Join(a.Credentials, ",") + "]"
+		if len(a.Grant) > 0 {
+			s += " grant " + strings.Join(a.Grant, ",")
+		}
+		if len(a.Deny) > 0 {
+			s += " deny " + strings.Join(a.Deny, ",")
+		}
+		parts[i] = s
+	}
+	return fmt.Sprintf("%d ACEs: %s", len(aces), strings.Join(parts, "; "))
 }

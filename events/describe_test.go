@@ -1,0 +1,49 @@
+package events
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestDescribeTellsApart: events that differ in what an auditor must
+// know (federation switched on or off, which ranges are inside the
+// firewall, what an ACL grants, which domains an administrator holds,
+// what was deleted) are described differently, and no directory event
+// is described by nothing.
+func TestDescribeTellsApart(t *testing.T) {
+	bob := NewUser("example.test", "bob")
+	pairs := []struct {
+		what string
+		a, b Event
+	}{
+		{"federation on or off", &FederationSet{InternetCapable: true}, &FederationSet{InternetCapable: false}},
+		{"firewall ranges", &TopologySet{Inside: []string{"10.0.0.0/8"}}, &TopologySet{Inside: []string{"0.0.0.0/0"}}},
+		{"home server hosting users or not", &HomeServerChanged{Name: "home1", HostsUsers: true}, &HomeServerChanged{Name: "home1", HostsUsers: false}},
+		{"an administrator's domains", &AdminSet{Name: "ops", Role: RoleDomain, Domains: []string{"a.test"}}, &AdminSet{Name: "ops", Role: RoleDomain, Domains: []string{"b.test"}}},
+		{"an ACL granting or denying", &ACLSet{Node: bob, ACEs: []ACE{{Credentials: []string{CredAny}, Grant: []string{RightPresence}}}},
+			&ACLSet{Node: bob, ACEs: []ACE{{Credentials: []string{CredAny}, Deny: []string{RightPresence}}}}},
+		{"an ACL's principal", &ACLSet{Node: bob, ACEs: []ACE{{Principal: "http://x/instmsg/aliases/eve", Credentials: []string{CredAny}, Grant: []string{RightAll}}}},
+			&ACLSet{Node: bob, ACEs: []ACE{{Principal: "http://x/instmsg/aliases/bob", Credentials: []string{CredAny}, Grant: []string{RightAll}}}}},
+		{"a user's Windows account", &UserEnabled{User: bob, Home: "home1", NTAccount: "alice"}, &UserEnabled{User: bob, Home: "home1"}},
+		{"a domain's Windows domain", &DomainCreated{Domain: "example.test", IMHost: "im.example.test", NTDomain: "EXAMPLE"},
+			&DomainCreated{Domain: "example.test", IMHost: "im.example.test", NTDomain: "OTHER"}},
+		{"a domain's other hosts", &DomainCreated{Domain: "example.test", IMHost: "im.example.test", Hosts: []string{"im2.example.test"}},
+			&DomainCreated{Domain: "example.test", IMHost: "im.example.test"}},
+		{"the domain deleted", &DomainDeleted{Domain: "a.test"}, &DomainDeleted{Domain: "b.test"}},
+		{"the home server deleted", &HomeServerDeleted{Name: "home1"}, &HomeServerDeleted{Name: "home2"}},
+		{"the router deleted", &RouterDeleted{Name: "r1"}, &RouterDeleted{Name: "r2"}},
+		{"the administrator removed", &AdminRemoved{Name: "ops"}, &AdminRemoved{Name: "root"}},
+		{"the cluster's replicas", &ClusterCreated{KeyCheck: "k", Replicas: 1}, &ClusterCreated{KeyCheck: "k", Replicas: 3}},
+	}
+	for _, p := range pairs {
+		da, db := Describe(p.a), Describe(p.b)
+		if da == db {
+			t.Errorf("%s: both described as %q", p.what, da)
+		}
+	}
+	for _, e := range sampleEvents() {
+		if _, ok := e.(DirectoryEvent); ok && strings.TrimSpace(Describe(e)) == "" {
+			t.Errorf("%s is described by nothing", e.Type())
+		}
+	}
+}
