@@ -2,9 +2,14 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
 )
@@ -52,5 +57,89 @@ func TestAuditTableEscapes(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), `x\n2026-12-06T12:00:01Z`) {
 		t.Errorf("the forged text is not shown escaped:\n%s", out.String())
+	}
+}
+
+// startJetStream runs a NATS server with JetStream in this process, with
+// a fact stream of home1 and the directory stream, and returns its URL
+// and a JetStream client.
+func startJetStream(t *testing.T) (string, jetstream.JetStream) {
+	t.Helper()
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS server not ready after 10s")
+	}
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for name, subj := range map[string]string{events.FactStream("home1"): events.FactFilter("home1"), events.StreamDirectory: events.DirectoryFilter} {
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return srv.ClientURL(), js
+}
+
+// publishEvent stores ev (or body, when ev is nil, as type typ) on subj.
+func publishEvent(t *testing.T, js jetstream.JetStream, subj, typ string, ev events.Event, body []byte) {
+	t.Helper()
+	if ev != nil {
+		var err error
+		if body, err = events.Encode(ev); err != nil {
+			t.Fatal(err)
+		}
+		typ = ev.Type()
+	}
+	m := nats.NewMsg(subj)
+	m.Header.Set(events.HeaderType, typ)
+	m.Data = body
+	if _, err := js.PublishMsg(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAuditUndecodable: an event the audit cannot read is shown where it
+// is, and the audit fails, saying how many it could not read: an
+// auditor's replay that skipped events must not end as a success.
+func TestAuditUndecodable(t *testing.T) {
+	url, js := startJetStream(t)
+	at := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	bob := events.NewUser("example.test", "bob")
+	meta := events.Meta{At: at, Actor: "bob@example.test", Client: "10.0.0.9"}
+	publishEvent(t, js, events.FactSubject("home1", bob), "", &events.ViewSet{Meta: meta, Node: bob, ID: 1, Value: "online"}, nil)
+	publishEvent(t, js, events.FactSubject("home1", bob), events.TypeViewEnded, nil, []byte(`{"at":`))
+	publishEvent(t, js, events.FactSubject("home1", bob), "acl.set.v9", nil, []byte(`{}`))
+	publishEvent(t, js, events.FactSubject("home1", bob), "", &events.ViewEnded{Meta: meta, Node: bob, ID: 1, Reason: events.EndOffline}, nil)
+	for _, mode := range [][]string{nil, {"-json"}} {
+		var out, errOut bytes.Buffer
+		lookup := func(k string) (string, bool) { return url, k == "RVPCTL_NATS" }
+		err := exec(context.Background(), append(mode, "audit"), lookup, strings.NewReader(""), &out, &errOut)
+		if err == nil || !strings.Contains(err.Error(), "2 events") {
+			t.Errorf("audit %v over 2 undecodable events: %v, want an error counting them\n%s%s", mode, err, out.String(), errOut.String())
+		}
+		for _, want := range []string{"view.set.v1", "view.ended.v1", "acl.set.v9"} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("audit %v lacks %s:\n%s", mode, want, out.String())
+			}
+		}
+		want := "UNDECODABLE: "
+		if mode != nil {
+			want = `"undecodable":`
+		}
+		if n := strings.Count(out.String(), want); n != 2 {
+			t.Errorf("audit %v shows %d events as undecodable, want 2:\n%s", mode, n, out.String())
+		}
 	}
 }

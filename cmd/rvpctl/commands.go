@@ -202,7 +202,11 @@ type auditEntry struct {
 	Stream  string          `json:"stream"`
 	Subject string          `json:"subject"`
 	Type    string          `json:"type"`
-	Event   json.RawMessage `json:"event"`
+	Event   json.RawMessage `json:"event,omitempty"`
+	// Undecodable says why an event could not be read; Event then holds
+	// its body as stored when that is JSON, else Raw does.
+	Undecodable string `json:"undecodable,omitempty"`
+	Raw         []byte `json:"raw,omitempty"`
 }
 
 func auditFlags(fs *flag.FlagSet) runFunc {
@@ -263,6 +267,7 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, user string, sinc
 	}
 	prog := newCounter(stderr, "audit: events read", total, g.json || total < auditProgressFrom)
 	defer prog.end()
+	undecodable := 0
 	for i, stream := range streams {
 		cons := conss[i]
 		for {
@@ -277,18 +282,39 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, user string, sinc
 				if typ != "" && !strings.HasPrefix(t, typ) {
 					continue
 				}
-				md, _ := m.Metadata()
+				md, err := m.Metadata()
+				if err != nil {
+					return fmt.Errorf("read %s: %w", stream, err)
+				}
+				e := auditEntry{Seq: md.Sequence.Stream, Time: md.Timestamp.UTC(), Stream: stream, Subject: m.Subject(), Type: t}
 				ev, err := events.Decode(t, m.Data())
 				if err != nil {
-					fmt.Fprintf(stderr, "seq %d: %v\n", md.Sequence.Stream, err)
+					// Shown where it is, and the audit fails at its end:
+					// a replay that skipped events is no success.
+					undecodable++
+					fmt.Fprintf(stderr, "%s seq %d: %v\n", stream, md.Sequence.Stream, err)
+					e.Undecodable = err.Error()
+					if json.Valid(m.Data()) {
+						e.Event = m.Data()
+					} else {
+						e.Raw = m.Data()
+					}
+					if g.json {
+						if err := printJSON(g.out, e); err != nil {
+							return err
+						}
+						continue
+					}
+					rows = append(rows, auditRow(e, nil))
 					continue
 				}
 				if ma, ok := ev.(*events.MessageAccepted); ok && noBodies {
 					ma.Body = nil
 				}
 				redact(ev)
-				data, _ := json.Marshal(ev)
-				e := auditEntry{Seq: md.Sequence.Stream, Time: md.Timestamp.UTC(), Stream: stream, Subject: m.Subject(), Type: t, Event: data}
+				if e.Event, err = json.Marshal(ev); err != nil {
+					return fmt.Errorf("%s seq %d: %w", stream, e.Seq, err)
+				}
 				if g.json {
 					if err := printJSON(g.out, e); err != nil {
 						return err
@@ -308,6 +334,10 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, user string, sinc
 	}
 	if !g.json {
 		table(g.out, rows)
+	}
+	if undecodable > 0 {
+		return fmt.Errorf("%d events could not be read (shown as undecodable, each with why): the audit is incomplete; "+
+			"an rvpctl older than the rvpd that wrote them does not know their types, upgrade it", undecodable)
 	}
 	return nil
 }
@@ -331,7 +361,11 @@ func auditRow(e auditEntry, ev events.Event) []string {
 	if meta.Auth != "" {
 		actor += " (" + meta.Auth + ")"
 	}
-	return []string{e.Time.Format(time.RFC3339), strconv.FormatUint(e.Seq, 10), e.Type, node, actor, meta.Client, events.Describe(ev)}
+	detail := events.Describe(ev)
+	if e.Undecodable != "" {
+		detail = "UNDECODABLE: " + e.Undecodable
+	}
+	return []string{e.Time.Format(time.RFC3339), strconv.FormatUint(e.Seq, 10), e.Type, node, actor, meta.Client, detail}
 }
 
 func cmdUsers(ctx context.Context, g global, domain string) error {
