@@ -143,3 +143,28 @@ func TestAuditUndecodable(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditNoBodies: -no-bodies leaves the bodies out, not their size:
+// the table does not say a message of 11 bytes had none.
+func TestAuditNoBodies(t *testing.T) {
+	url, js := startJetStream(t)
+	at := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	bob := events.NewUser("example.test", "bob")
+	meta := events.Meta{At: at, Actor: "alice@example.test", Client: "10.0.0.9"}
+	publishEvent(t, js, events.FactSubject("home1", bob), "", &events.MessageAccepted{Meta: meta, Node: bob, Endpoints: 1, Body: []byte("hello world")}, nil)
+	var out, errOut bytes.Buffer
+	lookup := func(k string) (string, bool) { return url, k == "RVPCTL_NATS" }
+	if err := exec(context.Background(), []string{"audit", "-no-bodies"}, lookup, strings.NewReader(""), &out, &errOut); err != nil {
+		t.Fatalf("audit -no-bodies: %v\n%s", err, errOut.String())
+	}
+	if !strings.Contains(out.String(), "11 bytes") {
+		t.Errorf("audit -no-bodies does not say the body's size:\n%s", out.String())
+	}
+	out.Reset()
+	if err := exec(context.Background(), []string{"-json", "audit", "-no-bodies"}, lookup, strings.NewReader(""), &out, &errOut); err != nil {
+		t.Fatalf("audit -json -no-bodies: %v\n%s", err, errOut.String())
+	}
+	if strings.Contains(out.String(), `"body":`) {
+		t.Errorf("audit -json -no-bodies shows a body:\n%s", out.String())
+	}
+}

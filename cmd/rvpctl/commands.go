@@ -308,6 +308,10 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, user string, sinc
 					rows = append(rows, auditRow(e, nil))
 					continue
 				}
+				var row []string
+				if !g.json {
+					row = auditRow(e, ev) // before -no-bodies: it tells the body's size
+				}
 				if ma, ok := ev.(*events.MessageAccepted); ok && noBodies {
 					ma.Body = nil
 				}
@@ -321,7 +325,7 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, user string, sinc
 					}
 					continue
 				}
-				rows = append(rows, auditRow(e, ev))
+				rows = append(rows, row)
 			}
 			if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 				return fmt.Errorf("read %s: %w", stream, err)
