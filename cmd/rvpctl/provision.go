@@ -107,10 +107,16 @@ func parseCSV(r io.Reader) ([]userRow, []rowError, error) {
 		}
 		row := userRow{line: line}
 		size := 0
+		var spaced error // a password with white space around it
 		for i, v := range rec {
 			size += len(v)
 			if i >= len(cols) {
 				break
+			}
+			if cols[i] == "password" && v != strings.TrimSpace(v) {
+				// Trimmed, it would be a password nobody was given;
+				// kept, one written "alice, secret" would be " secret".
+				spaced = errors.New("the password has white space at its start or end: write it without (a password is taken as it is, never trimmed)")
 			}
 			v = strings.TrimSpace(v)
 			switch cols[i] {
@@ -135,6 +141,8 @@ func parseCSV(r io.Reader) ([]userRow, []rowError, error) {
 			bad = append(bad, rowError{line, errors.New("not UTF-8 text (save the file as UTF-8)")})
 		case len(rec) > len(cols):
 			bad = append(bad, rowError{line, fmt.Errorf("%d fields, the header names %d", len(rec), len(cols))})
+		case spaced != nil:
+			bad = append(bad, rowError{line, spaced})
 		default:
 			rows = append(rows, row)
 		}
