@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -166,5 +169,55 @@ func TestAuditNoBodies(t *testing.T) {
 	}
 	if strings.Contains(out.String(), `"body":`) {
 		t.Errorf("audit -json -no-bodies shows a body:\n%s", out.String())
+	}
+}
+
+// TestAuditRedactsVerifiers: the audit never prints password verifiers,
+// sealed though they are (DESIGN §4.6): a password.set or admin.set in
+// -json says its verifiers were redacted, and holds none of their bytes.
+func TestAuditRedactsVerifiers(t *testing.T) {
+	url, js := startJetStream(t)
+	at := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	bob := events.NewUser("example.test", "bob")
+	sealed := []byte("sealed-verifiers-of-bob-0123456789")
+	meta := events.Meta{At: at, Actor: "admin:admin"}
+	ps := &events.PasswordSet{Meta: meta, User: bob, Verifiers: sealed}
+	publishEvent(t, js, ps.DirSubject(), "", ps, nil)
+	as := &events.AdminSet{Meta: meta, Name: "ops", Role: events.RoleOrganization, Verifiers: sealed}
+	publishEvent(t, js, as.DirSubject(), "", as, nil)
+	var out, errOut bytes.Buffer
+	lookup := func(k string) (string, bool) { return url, k == "RVPCTL_NATS" }
+	if err := exec(context.Background(), []string{"-json", "audit"}, lookup, strings.NewReader(""), &out, &errOut); err != nil {
+		t.Fatalf("audit: %v\n%s", err, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("audit -json: %d lines, want 2:\n%s", len(lines), out.String())
+	}
+	for _, l := range lines {
+		var e struct {
+			Type     string          `json:"type"`
+			Event    json.RawMessage `json:"event"`
+			Redacted []string        `json:"redacted"`
+		}
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(l, base64.StdEncoding.EncodeToString(sealed)) {
+			t.Errorf("%s: the audit prints the sealed verifiers: %s", e.Type, l)
+		}
+		if !slices.Equal(e.Redacted, []string{"verifiers"}) {
+			t.Errorf("%s: redacted %q, want [verifiers]: %s", e.Type, e.Redacted, l)
+		}
+	}
+
+	// A type this rvpctl does not know: shown, its verifiers not.
+	publishEvent(t, js, ps.DirSubject(), "user.password.v9", nil, []byte(`{"user":{"domain":"example.test","alias":"bob"},"verifiers":"`+base64.StdEncoding.EncodeToString(sealed)+`"}`))
+	out.Reset()
+	if err := exec(context.Background(), []string{"-json", "audit"}, lookup, strings.NewReader(""), &out, &errOut); err == nil {
+		t.Error("audit over an undecodable event: no error")
+	}
+	if !strings.Contains(out.String(), "user.password.v9") || strings.Contains(out.String(), base64.StdEncoding.EncodeToString(sealed)) {
+		t.Errorf("audit of an unknown password event:\n%s", out.String())
 	}
 }
