@@ -29,6 +29,8 @@ import (
 	"syscall"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/width"
 )
 
 func main() {
@@ -75,7 +77,8 @@ func flagGiven(fs *flag.FlagSet, name string) bool {
 	return given
 }
 
-// table prints rows as aligned columns, each cell as printable shows it.
+// table prints rows as aligned columns, each cell as printable shows it,
+// aligned by the width it takes on a terminal (cellWidth).
 func table(w io.Writer, rows [][]string) {
 	shown := make([][]string, len(rows))
 	widths := map[int]int{}
@@ -83,7 +86,7 @@ func table(w io.Writer, rows [][]string) {
 		shown[i] = make([]string, len(r))
 		for j, c := range r {
 			shown[i][j] = printable(c)
-			widths[j] = max(widths[j], utf8.RuneCountInString(shown[i][j]))
+			widths[j] = max(widths[j], cellWidth(shown[i][j]))
 		}
 	}
 	for _, r := range shown {
@@ -93,10 +96,27 @@ func table(w io.Writer, rows [][]string) {
 				b.WriteString(c)
 				break
 			}
-			b.WriteString(c + strings.Repeat(" ", widths[i]-utf8.RuneCountInString(c)+2))
+			b.WriteString(c + strings.Repeat(" ", widths[i]-cellWidth(c)+2))
 		}
 		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
 	}
+}
+
+// cellWidth is how many columns of a terminal s takes: two for an East
+// Asian wide or full-width character (CJK), none for a combining mark,
+// one for the others. s is printable's: it holds no control character.
+func cellWidth(s string) int {
+	n := 0
+	for _, r := range s {
+		switch k := width.LookupRune(r).Kind(); {
+		case unicode.In(r, unicode.Mn, unicode.Me):
+		case k == width.EastAsianWide || k == width.EastAsianFullwidth:
+			n += 2
+		default:
+			n++
+		}
+	}
+	return n
 }
 
 // printable returns s as a table or a line for people shows it: what a

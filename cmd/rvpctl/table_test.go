@@ -67,3 +67,18 @@ func TestCommandTable(t *testing.T) {
 		t.Errorf("rvpctl whoami without a password: %v", err)
 	}
 }
+
+// TestTableWideText: columns are aligned by the cells' width on a
+// terminal, not their count of runes: a CJK display name takes two
+// columns a character, a combining accent none.
+func TestTableWideText(t *testing.T) {
+	var b bytes.Buffer
+	table(&b, [][]string{{"USER", "DISPLAY NAME", "HOME"}, {"taro@example.test", "山田太郎", "home1"}, {"jose@example.test", "Jose\u0301", "home2"}, {"ann@example.test", "Ann", "home1"}})
+	want := "USER               DISPLAY NAME  HOME\n" +
+		"taro@example.test  山田太郎      home1\n" +
+		"jose@example.test  Jose\u0301          home2\n" +
+		"ann@example.test   Ann           home1\n"
+	if b.String() != want {
+		t.Errorf("table:\n%s\nwant\n%s", b.String(), want)
+	}
+}
