@@ -17,7 +17,21 @@ import (
 func Describe(ev Event) string {
 	switch x := ev.(type) {
 	case *SubscriptionCreated:
-		return fmt.Sprintf("#%d %s → %s for %ds", x.ID, x.Kind, x.CallBack, x.Lifetime)
+		s := fmt.Sprintf("#%d %s → %s for %ds", x.ID, x.Kind, x.CallBack, x.Lifetime)
+		// Whose it is: a handed-over subscription's actor is "system".
+		switch {
+		case !x.SubscriberUser.IsZero():
+			s += " by " + x.SubscriberUser.String()
+		case x.Subscriber != "":
+			s += " by " + x.Subscriber
+		}
+		if !x.Watcher.IsZero() {
+			s += " for " + x.Watcher.String()
+		}
+		if x.Credential != "" {
+			s += " (" + x.Credential + ")"
+		}
+		return s
 	case *SubscriptionRenewed:
 		return fmt.Sprintf("#%d for %ds", x.ID, x.Lifetime)
 	case *SubscriptionEnded:

@@ -47,3 +47,27 @@ func TestDescribeTellsApart(t *testing.T) {
 		}
 	}
 }
+
+// TestDescribeSubscriber: a subscription's description names who
+// subscribed and on which credential: a subscription handed over from
+// another home server is the system's by its actor, so the description
+// is the only place the audit says whose it is.
+func TestDescribeSubscriber(t *testing.T) {
+	bob := NewUser("example.test", "bob")
+	sub := func(subscriber string, u User, cred string) Event {
+		return &SubscriptionCreated{Meta: Meta{Actor: "system"}, Node: bob, ID: 4, Kind: NotifyPropChange, CallBack: "http://im.example.test/instmsg/aliases/x",
+			Subscriber: subscriber, SubscriberUser: u, Lifetime: 60, Credential: cred}
+	}
+	eve := sub("http://im.example.test/instmsg/aliases/eve", NewUser("example.test", "eve"), CredNTLM)
+	ann := sub("http://im.example.test/instmsg/aliases/ann", NewUser("example.test", "ann"), CredNTLM)
+	foreign := sub("http://im.other.test/instmsg/aliases/eve", User{}, CredAssertion)
+	if d := Describe(eve); !strings.Contains(d, "eve@example.test") || !strings.Contains(d, CredNTLM) {
+		t.Errorf("eve's subscription described as %q", d)
+	}
+	if d := Describe(foreign); !strings.Contains(d, "http://im.other.test/instmsg/aliases/eve") || !strings.Contains(d, CredAssertion) {
+		t.Errorf("a foreign subscription described as %q", d)
+	}
+	if Describe(eve) == Describe(ann) {
+		t.Errorf("eve's and ann's subscriptions both described as %q", Describe(eve))
+	}
+}
