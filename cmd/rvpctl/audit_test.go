@@ -221,3 +221,41 @@ func TestAuditRedactsVerifiers(t *testing.T) {
 		t.Errorf("audit of an unknown password event:\n%s", out.String())
 	}
 }
+
+// TestStatusSites: rvpctl status works on a site of a deployment of
+// several sites, which has no shared requests stream but one per home
+// server (docs/sites.md), and lists those.
+func TestStatusSites(t *testing.T) {
+	url, js := startJetStream(t)
+	ctx := context.Background()
+	for name, subj := range map[string]string{events.RequestStream("home1"): events.RequestFilter("home1"), events.StreamLookups: events.LookupSubject("site1")} {
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out, errOut bytes.Buffer
+	lookup := func(k string) (string, bool) { return url, k == "RVPCTL_NATS" }
+	if err := exec(ctx, []string{"status"}, lookup, strings.NewReader(""), &out, &errOut); err != nil {
+		t.Fatalf("status of a site: %v\n%s", err, errOut.String())
+	}
+	for _, want := range []string{events.RequestStream("home1"), events.FactStream("home1"), events.StreamDirectory, events.StreamLookups} {
+		if !strings.Contains(out.String(), want+" ") {
+			t.Errorf("status lacks stream %s:\n%s", want, out.String())
+		}
+	}
+
+	// One JetStream domain: the shared requests stream.
+	url, js = startJetStream(t)
+	for name, subj := range map[string]string{events.StreamRequests: events.RequestRoot + ".>", events.StreamLookups: events.LookupRoot + ".>"} {
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out.Reset()
+	if err := exec(ctx, []string{"status"}, func(k string) (string, bool) { return url, k == "RVPCTL_NATS" }, strings.NewReader(""), &out, &errOut); err != nil {
+		t.Fatalf("status: %v\n%s", err, errOut.String())
+	}
+	if !strings.Contains(out.String(), events.StreamRequests+" ") {
+		t.Errorf("status lacks stream %s:\n%s", events.StreamRequests, out.String())
+	}
+}

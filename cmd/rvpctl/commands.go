@@ -89,7 +89,11 @@ func cmdStatus(ctx context.Context, e *env, _ []string) error {
 	if err != nil {
 		return err
 	}
-	for _, name := range slices.Concat([]string{events.StreamRequests}, factStreams, []string{events.StreamDirectory, events.StreamLookups}) {
+	reqStreams, err := requestStreams(ctx, js)
+	if err != nil {
+		return err
+	}
+	for _, name := range slices.Concat(reqStreams, factStreams, []string{events.StreamDirectory, events.StreamLookups}) {
 		st, err := js.Stream(ctx, name)
 		if err != nil {
 			return fmt.Errorf("stream %s: %w", name, err)
@@ -141,6 +145,25 @@ func cmdStatus(ctx context.Context, e *env, _ []string) error {
 		table(g.out, rows)
 	}
 	return ownersStatus(ctx, g, js)
+}
+
+// requestStreams returns the names of the requests streams: the shared
+// one of a deployment of one JetStream domain, or at a site of several
+// the one of each home server (events.RequestStream), which has no
+// shared one.
+func requestStreams(ctx context.Context, js jetstream.JetStream) ([]string, error) {
+	var out []string
+	names := js.StreamNames(ctx, jetstream.WithStreamListSubject(events.RequestRoot+".>"))
+	for n := range names.Name() {
+		if n == events.StreamRequests || strings.HasPrefix(n, events.RequestStreamPrefix) {
+			out = append(out, n)
+		}
+	}
+	if err := names.Err(); err != nil {
+		return nil, fmt.Errorf("list requests streams: %w", err)
+	}
+	slices.Sort(out)
+	return out, nil
 }
 
 // ownersStatus shows which node owns each home server (its lease), and
