@@ -259,3 +259,47 @@ func TestStatusSites(t *testing.T) {
 		t.Errorf("status lacks stream %s:\n%s", events.StreamRequests, out.String())
 	}
 }
+
+// TestAuditLegacyTime: a fact copied from the single fact stream of older
+// versions (projections.MigrateFacts) is shown at the time it was stored
+// there, with its sequence there, not at the time it was copied; and
+// -since selects it by that time.
+func TestAuditLegacyTime(t *testing.T) {
+	url, js := startJetStream(t)
+	bob := events.NewUser("example.test", "bob")
+	stored := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	body, err := events.Encode(&events.ViewSet{Meta: events.Meta{At: stored, Actor: "bob@example.test"}, Node: bob, ID: 1, Value: "busy"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg(events.FactSubject("home1", bob))
+	m.Header.Set(events.HeaderType, events.TypeViewSet)
+	m.Header.Set(events.HeaderLegacySeq, "7")
+	m.Header.Set(events.HeaderLegacyTime, stored.Format(time.RFC3339Nano))
+	m.Data = body
+	if _, err := js.PublishMsg(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	lookup := func(k string) (string, bool) { return url, k == "RVPCTL_NATS" }
+	run := func(args ...string) string {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		if err := exec(context.Background(), args, lookup, strings.NewReader(""), &out, &errOut); err != nil {
+			t.Fatalf("rvpctl %v: %v\n%s", args, err, errOut.String())
+		}
+		return out.String()
+	}
+	var e struct {
+		Time      time.Time `json:"time"`
+		LegacySeq uint64    `json:"legacy_seq"`
+	}
+	if err := json.Unmarshal([]byte(run("-json", "audit")), &e); err != nil || !e.Time.Equal(stored) || e.LegacySeq != 7 {
+		t.Errorf("audit -json of a copied fact: %+v %v, want time %s, legacy_seq 7", e, err, stored)
+	}
+	if table := run("audit"); !strings.Contains(table, stored.Format(time.RFC3339)) {
+		t.Errorf("audit's table does not show the copied fact at %s:\n%s", stored.Format(time.RFC3339), table)
+	}
+	if out := run("-json", "audit", "-since", "1h"); strings.TrimSpace(out) != "" {
+		t.Errorf("audit -since 1h shows a fact stored in January:\n%s", out)
+	}
+}

@@ -233,6 +233,29 @@ type auditEntry struct {
 	// Redacted names the fields of Event emptied before it was shown
 	// (password verifiers).
 	Redacted []string `json:"redacted,omitempty"`
+	// LegacySeq and Copied are those of a fact copied from the single
+	// fact stream of older versions (projections.MigrateFacts): its
+	// sequence there, and when it was copied; Time is when it was
+	// stored there.
+	LegacySeq uint64    `json:"legacy_seq,omitempty"`
+	Copied    time.Time `json:"copied,omitzero"`
+}
+
+// legacyTime gives e, when h are the headers of a fact copied from the
+// single fact stream of older versions, the time and sequence it was
+// stored with there, and reports whether it did.
+func legacyTime(h nats.Header, e *auditEntry) bool {
+	v := h.Get(events.HeaderLegacyTime)
+	if v == "" {
+		return false
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return false
+	}
+	e.Copied, e.Time = e.Time, t.UTC()
+	e.LegacySeq, _ = strconv.ParseUint(h.Get(events.HeaderLegacySeq), 10, 64)
+	return true
 }
 
 func auditFlags(fs *flag.FlagSet) runFunc {
@@ -275,10 +298,10 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, user string, sinc
 	// read: a large range shows its progress.
 	conss := make([]jetstream.Consumer, len(streams))
 	total := 0
+	from := time.Now().Add(-since)
 	for i, stream := range streams {
 		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters}
 		if since > 0 {
-			from := time.Now().Add(-since)
 			cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &from
 		}
 		cons, err := js.OrderedConsumer(ctx, stream, cfg)
@@ -313,6 +336,9 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, user string, sinc
 					return fmt.Errorf("read %s: %w", stream, err)
 				}
 				e := auditEntry{Seq: md.Sequence.Stream, Time: md.Timestamp.UTC(), Stream: stream, Subject: m.Subject(), Type: t}
+				if legacyTime(m.Headers(), &e) && since > 0 && e.Time.Before(from) {
+					continue // copied lately, stored long before
+				}
 				ev, err := events.Decode(t, m.Data())
 				if err != nil {
 					// Shown where it is, and the audit fails at its end:
