@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -168,9 +169,11 @@ func homeName(v string) string {
 // long lines folded (a continuation starts with one space), comments
 // starting with '#'. Of each entry it takes sAMAccountName, mail,
 // displayName, and msExchIMAddress and msExchIMVirtualServer when they
-// are there; entries without an account or address (containers, groups)
-// are skipped. An entry that cannot be read is reported by its first
-// line.
+// are there. Entries without an account or address (containers) are
+// skipped, and so are those whose objectClass is neither user nor
+// inetOrgPerson, or is computer: groups and computers have a
+// sAMAccountName too. An entry that cannot be read is reported by its
+// first line.
 func parseLDIF(r io.Reader) ([]userRow, []rowError, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), maxRowBytes)
@@ -225,9 +228,12 @@ func parseLDIF(r io.Reader) ([]userRow, []rowError, error) {
 		}
 		row := userRow{line: start}
 		size := 0
+		var classes []string
 		for _, a := range attrs {
 			size += len(a[1])
 			switch a[0] {
+			case "objectclass":
+				classes = append(classes, strings.ToLower(strings.TrimSpace(a[1])))
 			case "samaccountname":
 				row.account = a[1]
 			case "mail":
@@ -247,7 +253,9 @@ func parseLDIF(r io.Reader) ([]userRow, []rowError, error) {
 		}
 		switch {
 		case row.account == "" && row.address == "":
-			return // not a user: a container, a group, the domain
+			return // not a user: a container, the domain
+		case len(classes) > 0 && (!slices.Contains(classes, "user") && !slices.Contains(classes, "inetorgperson") || slices.Contains(classes, "computer")):
+			return // a group or a computer: they have a sAMAccountName too
 		case !utf8.ValidString(row.account + row.address + row.email + row.name):
 			bad = append(bad, rowError{start, errors.New("not UTF-8 text")})
 		default:

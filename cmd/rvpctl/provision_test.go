@@ -169,3 +169,50 @@ func FuzzParseLDIF(f *testing.F) {
 		}
 	})
 }
+
+// TestParseLDIFOnlyUsers: of an Active Directory export, user entries
+// are read, not the groups and computers beside them, which have a
+// sAMAccountName too ("Administrators", "DC01$") and would become IM
+// users.
+func TestParseLDIFOnlyUsers(t *testing.T) {
+	in := `version: 1
+
+dn: CN=Administrators,CN=Builtin,DC=example,DC=test
+changetype: add
+objectClass: top
+objectClass: group
+sAMAccountName: Administrators
+
+dn: CN=DC01,OU=Domain Controllers,DC=example,DC=test
+changetype: add
+objectClass: top
+objectClass: person
+objectClass: organizationalPerson
+objectClass: user
+objectClass: computer
+sAMAccountName: DC01$
+
+dn: CN=Erin,CN=Users,DC=example,DC=test
+changetype: add
+objectClass: top
+objectClass: person
+objectClass: organizationalPerson
+objectClass: User
+sAMAccountName: erin
+mail: erin@example.test
+
+dn: CN=Hand Written,CN=Users,DC=example,DC=test
+sAMAccountName: hand
+`
+	rows, bad, err := parseLDIF(strings.NewReader(in))
+	if err != nil || len(bad) > 0 {
+		t.Fatalf("parseLDIF: %v %v", err, bad)
+	}
+	var got []string
+	for _, r := range rows {
+		got = append(got, r.account)
+	}
+	if !reflect.DeepEqual(got, []string{"erin", "hand"}) {
+		t.Errorf("accounts read %q, want the users erin and hand (no objectClass: taken) only", got)
+	}
+}
