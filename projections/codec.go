@@ -77,6 +77,17 @@ func (d *dec) str() string {
 	return d.all[at : at+int(l)]
 }
 
+// id decodes a subscription's or view's id: an int32, and a value
+// beyond its range is corrupt (cut to 32 bits, it would name another).
+func (d *dec) id() int32 {
+	v := d.int()
+	if v != int64(int32(v)) {
+		d.err = errCorrupt
+		return 0
+	}
+	return int32(v)
+}
+
 func (d *dec) user() events.User { return events.User{Domain: d.str(), Alias: d.str()} }
 
 func (d *dec) time() time.Time {
@@ -125,7 +136,7 @@ func appendSub(dst []byte, s *Subscription) []byte {
 func decodeSub(b []byte, s *Subscription) error {
 	d := newDec(b)
 	d.version()
-	s.ID = int32(d.int())
+	s.ID = d.id()
 	s.Node = d.user()
 	s.Kind = d.str()
 	s.CallBack = d.str()
@@ -160,7 +171,7 @@ func appendView(dst []byte, v *View) []byte {
 func decodeView(b []byte, v *View) error {
 	d := newDec(b)
 	d.version()
-	v.ID = int32(d.int())
+	v.ID = d.id()
 	v.Node = d.user()
 	v.Value = d.str()
 	v.Default = d.str()

@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"bytes"
 	"reflect"
 	"testing"
 	"time"
@@ -57,4 +58,24 @@ func FuzzDecodeSub(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestDecodeRejectsWideID: an id is an int32; a stored varint beyond its
+// range is a corrupt value, not an id cut to 32 bits (which would read
+// another subscription's or view's id, and encode back otherwise).
+func TestDecodeRejectsWideID(t *testing.T) {
+	for _, id := range []int64{1 << 31, -1<<31 - 1, 1 << 40} {
+		e := enc{b: []byte{codecV1}}
+		e.int(id)
+		sub := append(bytes.Clone(e.b), encodeSub(&Subscription{})[2:]...)
+		var s Subscription
+		if err := decodeSub(sub, &s); err == nil {
+			t.Errorf("subscription with id %d decoded as id %d", id, s.ID)
+		}
+		view := append(bytes.Clone(e.b), encodeView(&View{})[2:]...)
+		var v View
+		if err := decodeView(view, &v); err == nil {
+			t.Errorf("view with id %d decoded as id %d", id, v.ID)
+		}
+	}
 }
