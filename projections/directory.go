@@ -119,6 +119,22 @@ func OpenDirectory(db *DB) (*Directory, error) {
 	return d, nil
 }
 
+// Reset deletes the projection, so that following its stream from the
+// start rebuilds it. Nothing may follow it meanwhile.
+func (d *Directory) Reset() error {
+	b := d.db.pdb.NewBatch()
+	defer b.Close()
+	if err := b.DeleteRange(d.prefix, upperBound(d.prefix), nil); err != nil {
+		return fmt.Errorf("reset directory projection: %w", err)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("reset directory projection: %w", err)
+	}
+	d.mem.reset()
+	d.pos.reset(0)
+	return nil
+}
+
 func (d *Directory) key(parts ...string) []byte {
 	return append(append([]byte(nil), d.prefix...), key(parts...)...)
 }

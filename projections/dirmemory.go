@@ -88,6 +88,13 @@ func (m *dirMemory) set(e memEntry) {
 	byRest[e.rest] = e.value
 }
 
+// reset forgets every record.
+func (m *dirMemory) reset() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.kinds = map[string]map[string]any{}
+}
+
 // apply applies a committed batch's entries, in order.
 func (m *dirMemory) apply(es []memEntry) {
 	m.mu.Lock()

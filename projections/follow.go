@@ -59,6 +59,16 @@ func (p *position) set(seq uint64) {
 	}
 }
 
+// reset sets the position to seq, back as well as forward (a projection
+// deleted to be rebuilt), and wakes those waiting, who look again.
+func (p *position) reset(seq uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.seq = seq
+	close(p.wake)
+	p.wake = make(chan struct{})
+}
+
 // changed returns a channel closed when the position next advances.
 func (p *position) changed() <-chan struct{} {
 	p.mu.Lock()
@@ -288,7 +298,32 @@ func Replay(ctx context.Context, js jetstream.JetStream, stream, filter string, 
 // filter must match every message of the stream (its last sequence is
 // waited for). It is how a process reads a stream up to date before it
 // starts, and how a bootstrap writes through a projection it then drops.
+//
+// A projection whose position is past the stream's end was written from
+// another stream (a NATS store restored from an older backup, or made
+// afresh, under the same data directory): following from its position
+// would skip the stream's messages under the sequences it has passed.
+// It is reset and rebuilt from the stream when it can be (a Resetter),
+// and refused otherwise.
 func WhileFollowing(ctx context.Context, js jetstream.JetStream, cfg FollowConfig, a Applier, f func() error) (err error) {
+	st, err := js.Stream(ctx, cfg.Stream)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", cfg.Stream, err)
+	}
+	last := st.CachedInfo().State.LastSeq
+	if pos := a.Position(); pos > last {
+		r, ok := a.(Resetter)
+		if !ok {
+			return fmt.Errorf("projection of stream %s is at sequence %d, past the stream's end (%d): it was written from another stream, and must be rebuilt from this one", cfg.Stream, pos, last)
+		}
+		if cfg.Logger != nil {
+			cfg.Logger.Warn("projection past the end of its stream, written from another one; rebuilding it from the stream",
+				"stream", cfg.Stream, "position", pos, "stream last", last)
+		}
+		if err := r.Reset(); err != nil {
+			return fmt.Errorf("reset the projection of stream %s (at %d, the stream ends at %d): %w", cfg.Stream, pos, last, err)
+		}
+	}
 	fctx, stop := context.WithCancel(ctx)
 	followed := make(chan error, 1)
 	go func() { followed <- Follow(fctx, js, cfg, a) }()
@@ -298,12 +333,14 @@ func WhileFollowing(ctx context.Context, js jetstream.JetStream, cfg FollowConfi
 			err = ferr
 		}
 	}()
-	st, err := js.Stream(ctx, cfg.Stream)
-	if err != nil {
-		return fmt.Errorf("stream %s: %w", cfg.Stream, err)
-	}
-	if err := a.WaitFor(ctx, st.CachedInfo().State.LastSeq); err != nil {
+	if err := a.WaitFor(ctx, last); err != nil {
 		return err
 	}
 	return f()
+}
+
+// Resetter is a projection that can be deleted to be rebuilt from its
+// stream (Home, Directory). Nothing may follow or read it meanwhile.
+type Resetter interface {
+	Reset() error
 }

@@ -1,0 +1,83 @@
+package projections
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/events"
+)
+
+// appendDirectory appends directory events to js's directory stream.
+func appendDirectory(t *testing.T, js jetstream.JetStream, evs ...events.DirectoryEvent) {
+	t.Helper()
+	for _, ev := range evs {
+		data, err := events.Encode(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := nats.NewMsg(ev.DirSubject())
+		msg.Header.Set(events.HeaderType, ev.Type())
+		msg.Data = data
+		if _, err := js.PublishMsg(context.Background(), msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestDirectoryAheadOfItsStream: a directory projection whose position
+// is past the end of the directory stream it is read up to date from was
+// written from another stream (a NATS store restored from an older
+// backup, or made afresh, under a data directory kept). Read up to date
+// (WhileFollowing, as rvpd does before its roles start), it holds what
+// that stream holds, not the other's records with the events under its
+// sequences skipped.
+func TestDirectoryAheadOfItsStream(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	user := func(alias string) *events.UserEnabled {
+		return &events.UserEnabled{Meta: events.Meta{At: at}, User: events.NewUser("example.test", alias), Home: "home1"}
+	}
+	follow := FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}
+
+	old := startJetStream(t)
+	appendDirectory(t, old, user("ann"), user("ben"), user("cy"))
+	dir, err := OpenDirectory(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := WhileFollowing(ctx, old, follow, dir, func() error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if dir.Position() != 3 {
+		t.Fatalf("position %d after the first stream, want 3", dir.Position())
+	}
+
+	// Another stream, shorter: its events are under sequences the
+	// projection has passed.
+	fresh := startJetStream(t)
+	appendDirectory(t, fresh, user("dot"))
+	dir, err = OpenDirectory(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := WhileFollowing(ctx, fresh, follow, dir, func() error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for alias, want := range map[string]bool{"ann": false, "ben": false, "cy": false, "dot": true} {
+		if rec, _ := dir.User(events.NewUser("example.test", alias)); (rec != nil) != want {
+			t.Errorf("user %s known: %v, want %v (position %d)", alias, rec != nil, want, dir.Position())
+		}
+	}
+	if dir.Position() != 1 {
+		t.Errorf("position %d, want the stream's last, 1", dir.Position())
+	}
+}
