@@ -101,6 +101,9 @@ func (vr Verifier) verify(ctx context.Context, js jetstream.JetStream, db *DB, n
 		return v, err
 	}
 	v.Position = pos
+	if err := rebuildable(ctx, js, stream); err != nil {
+		return v, fmt.Errorf("verify %s: %w", name, err)
+	}
 	mem, err := Open("", Options{InMemory: true, Scratch: true})
 	if err != nil {
 		return v, err
@@ -119,4 +122,24 @@ func (vr Verifier) verify(ctx context.Context, js jetstream.JetStream, db *DB, n
 	}
 	v.Diff, v.Keys, err = diff(snap, mem.pdb, prefix, 20)
 	return v, err
+}
+
+// rebuildable reports, as an error, that stream no longer holds its
+// first messages: its retention (a fact stream's -audit.retention)
+// removed them (fact and directory streams deny deletes and purges), and
+// a rebuild from what is left cannot make the projection they made.
+func rebuildable(ctx context.Context, js jetstream.JetStream, stream string) error {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", stream, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", stream, err)
+	}
+	if first := info.State.FirstSeq; first > 1 {
+		return fmt.Errorf("stream %s no longer holds its messages before sequence %d (removed by its retention, MaxAge %s: -audit.retention for facts), "+
+			"so a rebuild cannot make the projection they made: it is not compared, and must not be deleted to be rebuilt", stream, first, info.Config.MaxAge)
+	}
+	return nil
 }

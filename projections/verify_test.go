@@ -1,0 +1,87 @@
+package projections
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/events"
+)
+
+// appendFact appends f to home's fact stream and returns its sequence.
+func appendFact(t *testing.T, js jetstream.JetStream, home string, f events.Fact) uint64 {
+	t.Helper()
+	data, err := events.Encode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := nats.NewMsg(events.FactSubject(home, f.Subject()))
+	msg.Header.Set(events.HeaderType, f.Type())
+	msg.Data = data
+	ack, err := js.PublishMsg(context.Background(), msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ack.Sequence
+}
+
+// TestVerifyStreamWithoutItsFirstFacts: a fact stream whose first facts
+// its retention (-audit.retention) removed cannot be rebuilt into the
+// projection they made; verify says so, rather than reporting the live
+// projection, which is right, as differing from what the stream holds
+// (operations.md: "delete its -data", which would lose the state only
+// the live projection still has).
+func TestVerifyStreamWithoutItsFirstFacts(t *testing.T) {
+	ctx := context.Background()
+	js := startJetStream(t)
+	const home = "home1"
+	if err := EnsureFactStream(ctx, js, home, StreamOptions{FactMaxAge: time.Second, Duplicates: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	ann, ben := events.NewUser("example.test", "ann"), events.NewUser("example.test", "ben")
+	live := memoryHome(t, home)
+	acl := &events.ACLSet{Meta: events.Meta{At: at}, Node: ann, ACEs: []events.ACE{{Credentials: []string{"any"}, Deny: []string{"presence"}}}}
+	seq := appendFact(t, js, home, acl)
+	if err := live.ApplyFacts([]SeqFact{{Seq: seq, Fact: acl}}); err != nil {
+		t.Fatal(err)
+	}
+	// The retention removes it.
+	st, err := js.Stream(ctx, events.FactStream(home))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.FirstSeq > seq {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fact %d still in the stream: %+v", seq, info.State)
+		}
+		select {
+		case <-time.After(50 * time.Millisecond): // polling, with a deadline
+		case <-ctx.Done():
+		}
+	}
+	view := &events.ViewSet{Meta: events.Meta{At: at.Add(time.Hour)}, Node: ben, ID: 1, Value: "online", Default: "offline", Timeout: 600, Expires: at.Add(2 * time.Hour)}
+	seq = appendFact(t, js, home, view)
+	if err := live.ApplyFacts([]SeqFact{{Seq: seq, Fact: view}}); err != nil {
+		t.Fatal(err)
+	}
+
+	v, err := VerifyHome(ctx, js, live.db, home)
+	if err == nil {
+		t.Fatalf("verified a projection against a stream missing its first fact: ok %v, diff:\n%s", v.OK(), v.Diff)
+	}
+	if !strings.Contains(err.Error(), "retention") {
+		t.Errorf("error %q does not name the stream's retention", err)
+	}
+}
