@@ -101,7 +101,7 @@ func (vr Verifier) verify(ctx context.Context, js jetstream.JetStream, db *DB, n
 		return v, err
 	}
 	v.Position = pos
-	if err := rebuildable(ctx, js, stream); err != nil {
+	if err := rebuildable(ctx, js, stream, pos); err != nil {
 		return v, fmt.Errorf("verify %s: %w", name, err)
 	}
 	mem, err := Open("", Options{InMemory: true, Scratch: true})
@@ -124,11 +124,14 @@ func (vr Verifier) verify(ctx context.Context, js jetstream.JetStream, db *DB, n
 	return v, err
 }
 
-// rebuildable reports, as an error, that stream no longer holds its
-// first messages: its retention (a fact stream's -audit.retention)
-// removed them (fact and directory streams deny deletes and purges), and
-// a rebuild from what is left cannot make the projection they made.
-func rebuildable(ctx context.Context, js jetstream.JetStream, stream string) error {
+// rebuildable reports, as an error, that a projection at pos cannot be
+// rebuilt from stream: the stream ends before pos (the projection was
+// written from another stream, and a rebuild would wait for ever for
+// what it has applied), or no longer holds its first messages (its
+// retention, a fact stream's -audit.retention, removed them: fact and
+// directory streams deny deletes and purges), and a rebuild from what is
+// left cannot make the projection they made.
+func rebuildable(ctx context.Context, js jetstream.JetStream, stream string, pos uint64) error {
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", stream, err)
@@ -136,6 +139,10 @@ func rebuildable(ctx context.Context, js jetstream.JetStream, stream string) err
 	info, err := st.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("stream %s: %w", stream, err)
+	}
+	if last := info.State.LastSeq; pos > last {
+		return fmt.Errorf("the projection is at sequence %d, past the end of stream %s (%d): it was written from another stream; "+
+			"its node rebuilds it from this one when it starts", pos, stream, last)
 	}
 	if first := info.State.FirstSeq; first > 1 {
 		return fmt.Errorf("stream %s no longer holds its messages before sequence %d (removed by its retention, MaxAge %s: -audit.retention for facts), "+

@@ -85,3 +85,34 @@ func TestVerifyStreamWithoutItsFirstFacts(t *testing.T) {
 		t.Errorf("error %q does not name the stream's retention", err)
 	}
 }
+
+// TestVerifyProjectionPastItsStream: a projection past the end of its
+// stream (written from another one) is reported as such at once, not
+// after the verification's deadline, waiting for facts that never come.
+func TestVerifyProjectionPastItsStream(t *testing.T) {
+	js := startJetStream(t)
+	const home = "home1"
+	if err := EnsureFactStream(context.Background(), js, home, StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	ann := events.NewUser("example.test", "ann")
+	prop := func(v string) events.Fact {
+		return &events.PropertySet{Meta: events.Meta{At: at}, Node: ann, Value: events.PropValue{Prop: events.PropMobileState, Value: v}}
+	}
+	appendFact(t, js, home, prop("1"))
+	live := memoryHome(t, home)
+	if err := live.ApplyFacts([]SeqFact{{Seq: 1, Fact: prop("1")}, {Seq: 7, Fact: prop("2")}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	v, err := VerifyHome(ctx, js, live.db, home)
+	if err == nil {
+		t.Fatalf("verified a projection at 7 against a stream ending at 1: %+v", v)
+	}
+	if ctx.Err() != nil || !strings.Contains(err.Error(), "past") {
+		t.Errorf("after %s: %v; want an error naming the projection past the stream's end, at once", time.Since(start).Round(time.Millisecond), err)
+	}
+}
