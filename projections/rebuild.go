@@ -175,7 +175,9 @@ func rebuild(ctx context.Context, js jetstream.JetStream, stream, filter string,
 	}
 	// The reader: chunks of matching messages, in stream order.
 	readErr := make(chan error, 1)
+	wg.Add(1)
 	go func() {
+		defer wg.Done()
 		defer close(inOrder)
 		defer close(toDecode)
 		c := &chunk{decoded: make(chan struct{})}
@@ -207,7 +209,13 @@ func rebuild(ctx context.Context, js jetstream.JetStream, stream, filter string,
 			send()
 		}
 	}()
-	defer wg.Wait()
+	// The reader and the decoders are ended and waited for, however the
+	// applier returns: one that stops early (a fact it cannot apply)
+	// leaves the reader blocked on a full channel until ctx ends.
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
 
 	// The applier.
 	p := Progress{Projection: t.name, Seq: from, Last: last}

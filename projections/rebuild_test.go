@@ -275,3 +275,41 @@ func TestDiff(t *testing.T) {
 		t.Errorf("a store with itself: %q, %d keys", got, n)
 	}
 }
+
+// TestRebuildStopsOnBadFact: a rebuild that meets a fact it cannot
+// apply returns its error at once, and its reader and decoders end,
+// however much of the stream is left to read (enough to fill the
+// channels between them and the applier).
+func TestRebuildStopsOnBadFact(t *testing.T) {
+	js := startJetStream(t)
+	const home = "home1"
+	if err := EnsureFactStream(t.Context(), js, home, StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	bad := nats.NewMsg(events.FactSubject(home, events.NewUser("example.test", "ann")))
+	bad.Header.Set(events.HeaderType, "fact.no-such-thing.v1")
+	bad.Data = []byte(`{}`)
+	if _, err := js.PublishMsg(t.Context(), bad); err != nil {
+		t.Fatal(err)
+	}
+	last, _ := loadFacts(t, js, home, 600) // about 24,000 facts after it
+	h := memoryHome(t, home)
+	// Not the test's context: a rebuild that hangs is not ended by it.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- h.CatchUp(ctx, js, last) }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "seq 1") {
+			t.Errorf("catch up over a bad fact at 1: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		cancel()
+		<-done
+		t.Fatal("the rebuild did not return within 30 s of a fact it could not apply; it returned once its context was cancelled")
+	}
+	if h.Position() != 0 {
+		t.Errorf("position %d after a rebuild that failed at its first fact", h.Position())
+	}
+}
