@@ -137,8 +137,14 @@ func MigrateFacts(ctx context.Context, js jetstream.JetStream, o StreamOptions, 
 		futures = futures[:0]
 		return nil
 	}
-	for seq := uint64(0); seq < info.State.LastSeq; {
-		batch, err := cons.Fetch(int(min(512, info.State.LastSeq-seq)), jetstream.FetchMaxWait(5*time.Second))
+	// The facts up to the old stream's last sequence, of which its
+	// retention (MaxAge) may have removed the first, or all.
+	last := info.State.LastSeq
+	if info.State.Msgs == 0 {
+		last = 0
+	}
+	for seq := uint64(0); seq < last; {
+		batch, err := cons.Fetch(int(min(512, last-seq)), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
 			return copied, fmt.Errorf("read stream %s: %w", events.StreamLegacyFacts, err)
 		}
@@ -188,10 +194,13 @@ func MigrateFacts(ctx context.Context, js jetstream.JetStream, o StreamOptions, 
 			return copied, err
 		}
 		if n == 0 {
-			return copied, fmt.Errorf("read stream %s: stopped at %d of %d", events.StreamLegacyFacts, seq, info.State.LastSeq)
+			if now, err := st.Info(ctx); err == nil && now.State.FirstSeq > last {
+				break // the rest removed by the retention meanwhile
+			}
+			return copied, fmt.Errorf("read stream %s: stopped at %d of %d; run the migration again", events.StreamLegacyFacts, seq, last)
 		}
 		if copied > 0 && copied%50000 < n {
-			log.Info("copying facts", "copied", copied, "seq", seq, "of", info.State.LastSeq)
+			log.Info("copying facts", "copied", copied, "seq", seq, "of", last)
 		}
 	}
 	if cfg.Metadata == nil {

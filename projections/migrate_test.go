@@ -138,3 +138,54 @@ func TestMigrateFacts(t *testing.T) {
 		t.Errorf("the old stream is not kept whole: %v", err)
 	}
 }
+
+// TestMigrateFactsAllExpired: an old fact stream whose retention has
+// removed every fact is migrated (nothing to copy), not refused for
+// ever as a copy that stopped short of its last sequence.
+func TestMigrateFactsAllExpired(t *testing.T) {
+	js := startJetStream(t)
+	ctx := t.Context()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: events.StreamLegacyFacts, Subjects: []string{events.FactRoot + ".>"},
+		MaxAge: time.Second, Duplicates: time.Second, DenyDelete: true, DenyPurge: true, AllowDirect: true}); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for i := range 3 {
+		f := &events.PropertySet{Meta: events.Meta{At: at}, Node: events.NewUser("example.test", "ann"),
+			Value: events.PropValue{Prop: events.PropMobileState, Value: strconv.Itoa(i)}}
+		data, _ := events.Encode(f)
+		msg := nats.NewMsg(events.FactSubject("home1", f.Subject()))
+		msg.Header.Set(events.HeaderType, f.Type())
+		msg.Data = data
+		if _, err := js.PublishMsg(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	legacy, err := js.Stream(ctx, events.StreamLegacyFacts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		info, err := legacy.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs == 0 && info.State.LastSeq == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the old stream's facts not expired: %+v", info.State)
+		}
+		select {
+		case <-time.After(50 * time.Millisecond): // polling, with a deadline
+		case <-ctx.Done():
+		}
+	}
+	n, err := MigrateFacts(ctx, js, StreamOptions{}, nil)
+	if err != nil || n != 0 {
+		t.Fatalf("migrating an old stream with no fact left: copied %d, %v", n, err)
+	}
+	if still, err := LegacyFacts(ctx, js); err != nil || still {
+		t.Errorf("old stream still to migrate: %v %v", still, err)
+	}
+}
