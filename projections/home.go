@@ -47,6 +47,9 @@ type Home struct {
 	// next is the next id to allocate as Pebble has it (0: not known),
 	// set by whatever commits a new one before its position is published.
 	next atomic.Int32
+	// afterCommit, when set (tests), runs once a batch is in Pebble,
+	// before the cache learns of it and its position is published.
+	afterCommit func()
 }
 
 // userCache keeps, for the users read, the small parts of their state a
@@ -447,8 +450,13 @@ func (h *Home) ApplyFacts(facts []SeqFact) error {
 
 // commit commits b, written through st, and takes note of what it
 // changed before its position is published: the next id first, then
-// the cached parts of users' state (a count of watchers read with a next
-// id from before the batch must not include it: Overlay.baseWatchers).
+// the cached parts of users' state. A count of watchers read with a next
+// id from before the batch must not include it (Overlay.baseWatchers
+// takes ids at or past the next id as not counted): the next id moves
+// before the batch is in Pebble, where a read that misses the cache
+// counts at once, and moves back if the batch fails. (A next id ahead of
+// Pebble's for a moment costs nothing: an overlay with ids past it
+// counts them by a scan.)
 func (h *Home) commit(b *pebble.Batch, st *pebbleHome) error {
 	if st.nextSet {
 		var v [4]byte
@@ -457,10 +465,17 @@ func (h *Home) commit(b *pebble.Batch, st *pebbleHome) error {
 			return err
 		}
 	}
+	prev := h.next.Load()
+	if st.next > 0 {
+		h.next.Store(st.next)
+	}
 	h.cache.begin()
 	err := commitSorted(h.db.pdb, b, pebble.NoSync)
-	if err == nil && st.next > 0 {
-		h.next.Store(st.next)
+	if err == nil && h.afterCommit != nil {
+		h.afterCommit()
+	}
+	if err != nil && st.next > 0 {
+		h.next.CompareAndSwap(st.next, prev)
 	}
 	h.cache.end(st.changed, st.watchers, err == nil)
 	return err

@@ -523,3 +523,40 @@ func TestCacheCopyConcurrent(t *testing.T) {
 		t.Error("no entry was copied while the batches were applied")
 	}
 }
+
+// TestOverlayCountDuringCommit: a count of watchers read while the batch
+// that applies one of the overlay's is being committed, for a user the
+// cache has no entry of (read from Pebble at once), counts it once: a
+// next id from before the batch must not come with a count read from
+// Pebble after it (Overlay.baseWatchers takes the overlay's ids at or
+// past the next id as not in the count).
+func TestOverlayCountDuringCommit(t *testing.T) {
+	h := memoryHome(t, "h1")
+	u := events.NewUser("example.test", "ann")
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	watch := func(id int32) events.Fact {
+		return &events.SubscriptionCreated{Meta: events.Meta{At: t0}, Node: u, ID: id, Kind: events.NotifyPropChange, CallBack: "http://10.0.0.1:1", Expires: t0.Add(time.Hour)}
+	}
+	if err := h.ApplyFacts([]SeqFact{{Seq: 1, Fact: watch(1)}}); err != nil {
+		t.Fatal(err)
+	}
+	if next, err := h.NextID(); err != nil || next != 2 { // known, as a home node's is after its first decision
+		t.Fatalf("next id %d (%v), want 2", next, err)
+	}
+	over := NewOverlay(h)
+	if err := over.Apply(2, watch(2)); err != nil { // in flight
+		t.Fatal(err)
+	}
+	got, err := -1, error(nil)
+	h.afterCommit = func() { got, err = over.CountWatchers(u, nil) }
+	if err := h.ApplyFacts([]SeqFact{{Seq: 2, Fact: watch(2)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err != nil || got != 2 {
+		t.Errorf("watchers counted while their batch is committed: %d (%v), want 2", got, err)
+	}
+	h.afterCommit = nil
+	if n, err := over.CountWatchers(u, nil); err != nil || n != 2 {
+		t.Errorf("watchers counted once committed: %d (%v), want 2", n, err)
+	}
+}
