@@ -786,11 +786,26 @@ func (n *Node) catchUp(ctx context.Context, last uint64) error {
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	start := n.now()
-	if err := n.proj.CatchUp(wctx, n.cfg.JetStream, last); err != nil {
+	gap, err := n.proj.CatchUp(wctx, n.cfg.JetStream, last)
+	if err != nil {
 		return fmt.Errorf("home %s: catch up with the fact stream: %w", n.cfg.Home, err)
 	}
+	n.logGap(gap)
 	n.log.Info("projection caught up", "seq", last, "took", n.now().Sub(start))
 	return nil
+}
+
+// logGap says, at Error, that the projection caught up over facts the
+// stream's retention removed before it applied them: the state only they
+// made (an ACL, a property, a subscription) is missing from it, and stays
+// missing. Nothing brings it back; a longer retention prevents it.
+func (n *Node) logGap(g projections.Gap) {
+	if g.IsZero() {
+		return
+	}
+	n.log.Error("facts removed by the stream's retention before this projection applied them: the state only they made (ACLs, properties, subscriptions) is missing from it",
+		"stream", g.Stream, "projection_seq", g.From, "first_fact", g.First, "retention", g.MaxAge,
+		"what_to_do", "check the users' ACLs and properties (rvpctl audit, the console); keep -audit.retention longer than a node may stay down or an upgrade's rebuild may need")
 }
 
 // onAnswerAsked gives again the answer recorded for the request whose id

@@ -445,9 +445,11 @@ func (n *Node) recover(ctx context.Context) error {
 	if err := n.proj.WaitFor(ctx, stored); err != nil {
 		return fmt.Errorf("home %s: apply the facts stored: %w", n.cfg.Home, err)
 	}
-	if err := n.proj.CatchUp(ctx, n.cfg.JetStream, last); err != nil {
+	gap, err := n.proj.CatchUp(ctx, n.cfg.JetStream, last)
+	if err != nil {
 		return fmt.Errorf("home %s: catch up with the fact stream: %w", n.cfg.Home, err)
 	}
+	n.logGap(gap)
 	n.last, n.acked = last, last
 	// The other writer may have decided requests of the window too (an
 	// owner whose lease lapsed while the lease bucket had no leader, and

@@ -98,9 +98,52 @@ func homeTarget(h *Home) rebuildTarget {
 // CatchUp applies the home server's facts after the projection's
 // position up to last, read and applied as a rebuild does (a home node
 // catches up so at start, and after another writer's facts). Nothing
-// else may apply to the projection meanwhile.
-func (h *Home) CatchUp(ctx context.Context, js jetstream.JetStream, last uint64) error {
-	return rebuild(ctx, js, events.FactStream(h.home), events.FactFilter(h.home), last, homeTarget(h), nil, time.Hour)
+// else may apply to the projection meanwhile. It returns the gap, if the
+// stream's retention removed facts after the projection's position
+// before it applied them (zero when none): it catches up with what is
+// left, and what they made is missing from it; its caller says so.
+func (h *Home) CatchUp(ctx context.Context, js jetstream.JetStream, last uint64) (Gap, error) {
+	stream := events.FactStream(h.home)
+	var gap Gap
+	if from := h.pos.get(); last > from {
+		var err error
+		if gap, err = gapAfter(ctx, js, stream, from); err != nil {
+			return Gap{}, err
+		}
+	}
+	return gap, rebuild(ctx, js, stream, events.FactFilter(h.home), last, homeTarget(h), nil, time.Hour)
+}
+
+// Gap is a run of a stream's messages that its retention (MaxAge:
+// -audit.retention for facts) removed before a projection at From applied
+// them: the stream's first message is First, past From+1.
+type Gap struct {
+	Stream      string
+	From, First uint64
+	MaxAge      time.Duration
+}
+
+// IsZero reports whether there is no gap.
+func (g Gap) IsZero() bool { return g.First == 0 }
+
+// gapAfter returns the gap between a projection at pos and stream.
+func gapAfter(ctx context.Context, js jetstream.JetStream, stream string, pos uint64) (Gap, error) {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return Gap{}, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return Gap{}, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	first := info.State.FirstSeq
+	if info.State.Msgs == 0 { // all removed: the next one will be first
+		first = info.State.LastSeq + 1
+	}
+	if first <= pos+1 {
+		return Gap{}, nil
+	}
+	return Gap{Stream: stream, From: pos, First: first, MaxAge: info.Config.MaxAge}, nil
 }
 
 func directoryTarget(d *Directory) rebuildTarget {

@@ -298,7 +298,7 @@ func TestRebuildStopsOnBadFact(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- h.CatchUp(ctx, js, last) }()
+	go func() { _, err := h.CatchUp(ctx, js, last); done <- err }()
 	select {
 	case err := <-done:
 		if err == nil || !strings.Contains(err.Error(), "seq 1") {

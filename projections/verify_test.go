@@ -50,27 +50,7 @@ func TestVerifyStreamWithoutItsFirstFacts(t *testing.T) {
 	if err := live.ApplyFacts([]SeqFact{{Seq: seq, Fact: acl}}); err != nil {
 		t.Fatal(err)
 	}
-	// The retention removes it.
-	st, err := js.Stream(ctx, events.FactStream(home))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		info, err := st.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if info.State.FirstSeq > seq {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("fact %d still in the stream: %+v", seq, info.State)
-		}
-		select {
-		case <-time.After(50 * time.Millisecond): // polling, with a deadline
-		case <-ctx.Done():
-		}
-	}
+	waitRemoved(t, js, home, seq) // by the retention
 	view := &events.ViewSet{Meta: events.Meta{At: at.Add(time.Hour)}, Node: ben, ID: 1, Value: "online", Default: "offline", Timeout: 600, Expires: at.Add(2 * time.Hour)}
 	seq = appendFact(t, js, home, view)
 	if err := live.ApplyFacts([]SeqFact{{Seq: seq, Fact: view}}); err != nil {
@@ -114,5 +94,67 @@ func TestVerifyProjectionPastItsStream(t *testing.T) {
 	}
 	if ctx.Err() != nil || !strings.Contains(err.Error(), "past") {
 		t.Errorf("after %s: %v; want an error naming the projection past the stream's end, at once", time.Since(start).Round(time.Millisecond), err)
+	}
+}
+
+// waitRemoved waits until the retention of home's fact stream has removed
+// the fact at seq.
+func waitRemoved(t *testing.T, js jetstream.JetStream, home string, seq uint64) {
+	t.Helper()
+	ctx := t.Context()
+	st, err := js.Stream(ctx, events.FactStream(home))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.FirstSeq > seq {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fact %d still in the stream: %+v", seq, info.State)
+		}
+		select {
+		case <-time.After(50 * time.Millisecond): // polling, with a deadline
+		case <-ctx.Done():
+		}
+	}
+}
+
+// TestCatchUpOverRetentionGap: a projection that catches up over facts
+// the retention removed before it applied them says so (the gap) rather
+// than nothing, and applies what is left.
+func TestCatchUpOverRetentionGap(t *testing.T) {
+	ctx := context.Background()
+	js := startJetStream(t)
+	const home = "home1"
+	if err := EnsureFactStream(ctx, js, home, StreamOptions{FactMaxAge: time.Second, Duplicates: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	ann, ben := events.NewUser("example.test", "ann"), events.NewUser("example.test", "ben")
+	acl := &events.ACLSet{Meta: events.Meta{At: at}, Node: ann, ACEs: []events.ACE{{Credentials: []string{"any"}, Deny: []string{"presence"}}}}
+	first := appendFact(t, js, home, acl)
+	waitRemoved(t, js, home, first)
+	view := &events.ViewSet{Meta: events.Meta{At: at.Add(time.Hour)}, Node: ben, ID: 1, Value: "online", Default: "offline", Timeout: 600, Expires: at.Add(2 * time.Hour)}
+	last := appendFact(t, js, home, view)
+
+	h := memoryHome(t, home)
+	gap, err := h.CatchUp(ctx, js, last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gap.IsZero() || gap.From != 0 || gap.First != last || gap.Stream != events.FactStream(home) || gap.MaxAge != time.Second {
+		t.Errorf("gap %+v, want facts 1..%d of %s removed under a projection at 0", gap, last-1, events.FactStream(home))
+	}
+	if v, err := h.View(ben, 1); err != nil || v == nil {
+		t.Errorf("ben's view after the catch-up: %v, %v", v, err)
+	}
+	// Caught up, there is no gap left to tell.
+	if gap, err := h.CatchUp(ctx, js, last); err != nil || !gap.IsZero() {
+		t.Errorf("a second catch-up: gap %+v, %v", gap, err)
 	}
 }
