@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -53,7 +54,7 @@ func importFlags(fs *flag.FlagSet) runFunc {
 	fs.StringVar(&o.domain, "domain", "", "IM `domain` of rows that give an account without a domain (default: the one whose e-mail domain the row's e-mail has)")
 	fs.StringVar(&o.home, "home", "", "home `server` of rows that name none")
 	fs.BoolVar(&o.generate, "generate", false, `generate a password for rows that give none (LDIF gives none); a row's password "generate" asks for one too`)
-	fs.StringVar(&o.passwords, "passwords", "", "`file` the generated passwords are written to, readable by you only (default: FILE.passwords.csv; it must not exist)")
+	fs.StringVar(&o.passwords, "passwords", "", "`file` the generated passwords are written to, readable by you only (default: FILE.passwords.csv); one an earlier import wrote is added to, and the users it lists keep its passwords")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "check every row and say what would be done, changing nothing")
 	return func(ctx context.Context, e *env, args []string) error { return e.importUsers(ctx, args[0], o) }
 }
@@ -64,6 +65,7 @@ type plannedUser struct {
 	line      int
 	user      directory.ImportUser
 	generated string
+	recorded  bool // generated is the one an earlier run's file gives
 }
 
 // importSummary counts what an import did.
@@ -116,7 +118,17 @@ func (e *env) importUsers(ctx context.Context, path string, o importOptions) err
 	if err != nil {
 		return err
 	}
-	pl := planner{domains: doms, domain: o.domain, home: o.home, generate: o.generate, seen: map[events.User]int{}}
+	pwName := o.passwords
+	if pwName == "" {
+		pwName = path + ".passwords.csv"
+	}
+	// An earlier run's passwords file: the users it lists were, or may
+	// have been (its batch failed), created with those passwords.
+	known, err := readPasswordFile(pwName)
+	if err != nil {
+		return err
+	}
+	pl := planner{domains: doms, domain: o.domain, home: o.home, generate: o.generate, seen: map[events.User]int{}, known: known}
 	var plan []plannedUser
 	for _, r := range rows {
 		p, err := pl.plan(r)
@@ -151,15 +163,15 @@ func (e *env) importUsers(ctx context.Context, path string, o importOptions) err
 	}()
 	var pwFile *passwordFile
 	if !o.dryRun && slices.ContainsFunc(plan, func(p plannedUser) bool { return p.generated != "" }) {
-		name := o.passwords
-		if name == "" {
-			name = path + ".passwords.csv"
-		}
-		if pwFile, err = createPasswordFile(name); err != nil {
+		if pwFile, err = openPasswordFile(pwName, known != nil); err != nil {
 			return err
 		}
 		defer pwFile.close()
 	}
+	// stale are the users whose passwords this run wrote before their
+	// batch, but whose batch did not create them after all (another
+	// administrator did meanwhile): they leave the file at the end.
+	stale := map[string]bool{}
 	prog := newCounter(e.stderr, "import", len(plan), e.json)
 	for len(plan) > 0 {
 		batch := plan[:min(len(plan), directory.ImportBatch)]
@@ -168,11 +180,23 @@ func (e *env) importUsers(ctx context.Context, path string, o importOptions) err
 		for i, p := range batch {
 			spec.Users[i] = p.user
 		}
+		// The passwords of the users a batch creates are on disk before
+		// it is sent: a batch whose answer is lost may have created some.
+		wrote, err := e.prewritePasswords(ctx, pwFile, batch, spec)
+		if err != nil {
+			prog.end()
+			return err
+		}
 		results, err := e.admin.ImportUsers(ctx, spec)
 		if err != nil {
 			prog.end()
-			return fmt.Errorf("%d users created, %d existed; the next batch (from line %d) failed: %w (run the import again: what exists is left as it is)",
-				sum.Created, sum.Exists, batch[0].line, hint(err))
+			again := "run the import again: what exists is left as it is"
+			if wrote > 0 {
+				again = fmt.Sprintf("the passwords the batch gives its new users are in %s: run the import again (with -passwords %s): "+
+					"what exists is left as it is, and the users that file lists get its passwords", pwFile.name, pwFile.name)
+			}
+			return fmt.Errorf("%d users created, %d existed; the next batch (from line %d) failed: %w (%s)",
+				sum.Created, sum.Exists, batch[0].line, hint(err), again)
 		}
 		for i, res := range results {
 			p := batch[i]
@@ -181,32 +205,30 @@ func (e *env) importUsers(ctx context.Context, path string, o importOptions) err
 			case directory.ImportCreated:
 				sum.Created++
 				if p.generated != "" && pwFile != nil {
-					if err := pwFile.add(user, p.generated); err != nil {
-						prog.end()
-						return err
-					}
-					sum.Passwords = pwFile.f.Name()
+					sum.Passwords = pwFile.name
 				}
 			case directory.ImportExists:
 				sum.Exists++
 			default:
 				sum.Refused++
 			}
+			if res.Outcome != directory.ImportCreated && pwFile != nil && pwFile.written[user] {
+				stale[user] = true
+			}
 			if e.json || res.Error != "" || len(res.Differs) > 0 {
 				lines = append(lines, importLine{Line: p.line, User: user, Outcome: res.Outcome, Error: res.Error, Differs: res.Differs})
-			}
-		}
-		if pwFile != nil {
-			if err := pwFile.sync(); err != nil {
-				prog.end()
-				return err
 			}
 		}
 		prog.add(len(batch))
 	}
 	prog.end()
-	if pwFile != nil && sum.Passwords == "" {
-		pwFile.remove() // no user was created with a generated password
+	if pwFile != nil {
+		if err := pwFile.finish(stale); err != nil {
+			return err
+		}
+		if sum.Passwords == "" && len(known) > 0 {
+			sum.Passwords = pwFile.name // the users it lists keep their passwords
+		}
 	}
 	sum.Seconds = time.Since(start).Seconds()
 	if e.json {
@@ -234,6 +256,9 @@ type planner struct {
 	home     string // -home
 	generate bool
 	seen     map[events.User]int // line of each user planned
+	// known are the passwords an earlier run's file gives (address:
+	// password): a user it lists is given its password again.
+	known map[string]string
 }
 
 // domainOf finds the IM domain a name (an IM domain, or an e-mail domain
@@ -302,7 +327,10 @@ func (p *planner) plan(r userRow) (plannedUser, error) {
 	pu := plannedUser{line: r.line, user: directory.ImportUser{Spec: directory.UserSpec{User: u, Home: home, DisplayName: r.name, Email: r.email, NTAccount: nt}}}
 	pw := r.password
 	if strings.EqualFold(pw, "generate") || (pw == "" && p.generate) {
-		pw = newPassword()
+		pw, pu.recorded = p.known[u.String()]
+		if !pu.recorded {
+			pw = newPassword()
+		}
 		pu.generated = pw
 	}
 	if pw != "" {
@@ -316,47 +344,159 @@ func (p *planner) plan(r userRow) (plannedUser, error) {
 	return pu, nil
 }
 
-// passwordFile holds generated passwords: created for this import alone
-// (never over an existing file), readable and writable by its owner
-// only.
+// passwordFile holds generated passwords, readable and writable by its
+// owner only: a line an address and its password, under a header. An
+// import creates it, or adds to one an earlier run of it wrote (never
+// to another file); a line is written, and on disk, before the batch
+// that creates its user is sent.
 type passwordFile struct {
-	f *os.File
-	w *csv.Writer
+	name    string
+	f       *os.File
+	w       *csv.Writer
+	created bool            // by this run
+	written map[string]bool // the addresses this run wrote
 }
 
-func createPasswordFile(name string) (*passwordFile, error) {
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+// passwordHeader is the first line of a passwords file.
+func passwordHeader() []string { return []string{"address", "password"} }
+
+// readPasswordFile reads an earlier import's passwords file: nil when
+// there is none.
+func readPasswordFile(name string) (map[string]string, error) {
+	f, err := os.Open(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
 	if err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return nil, fmt.Errorf("%s exists: generated passwords go to a new file; move it away or give -passwords FILE", name)
-		}
 		return nil, fmt.Errorf("passwords file: %w", err)
 	}
-	pf := &passwordFile{f: f, w: csv.NewWriter(f)}
-	pf.w.Write([]string{"address", "password"})
+	defer f.Close()
+	notOurs := fmt.Errorf("%s exists and is not a passwords file an import wrote: move it away or give -passwords FILE", name)
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o077 != 0 {
+		return nil, notOurs
+	}
+	recs, err := csv.NewReader(f).ReadAll()
+	if err != nil || len(recs) == 0 || !slices.Equal(recs[0], passwordHeader()) {
+		return nil, notOurs
+	}
+	known := make(map[string]string, len(recs)-1)
+	for _, r := range recs[1:] {
+		if len(r) != 2 || r[0] == "" || r[1] == "" {
+			return nil, notOurs
+		}
+		known[r[0]] = r[1]
+	}
+	return known, nil
+}
+
+// openPasswordFile creates the passwords file, or opens an earlier
+// run's (exists) to add to it.
+func openPasswordFile(name string, exists bool) (*passwordFile, error) {
+	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
+	if exists {
+		flags = os.O_WRONLY | os.O_APPEND
+	}
+	f, err := os.OpenFile(name, flags, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("passwords file: %w", err)
+	}
+	pf := &passwordFile{name: name, f: f, w: csv.NewWriter(f), created: !exists, written: map[string]bool{}}
+	if !exists {
+		pf.w.Write(passwordHeader())
+	}
 	return pf, nil
 }
 
-func (p *passwordFile) add(user, password string) error {
-	return p.w.Write([]string{user, password})
+// prewritePasswords writes, and makes durable, the generated passwords
+// of the users batch will create (a dry run of it says which) but for
+// those the file lists already. It returns how many the file holds for
+// the batch.
+func (e *env) prewritePasswords(ctx context.Context, pf *passwordFile, batch []plannedUser, spec directory.ImportSpec) (int, error) {
+	if pf == nil || spec.DryRun || !slices.ContainsFunc(batch, func(p plannedUser) bool { return p.generated != "" }) {
+		return 0, nil
+	}
+	dry := spec
+	dry.DryRun = true
+	results, err := e.admin.ImportUsers(ctx, dry)
+	if err != nil {
+		return 0, fmt.Errorf("checking the batch from line %d: %w (nothing of it was done; run the import again)", batch[0].line, hint(err))
+	}
+	n := 0
+	for i, res := range results {
+		p := batch[i]
+		user := p.user.Spec.User.String()
+		if p.generated == "" || res.Outcome != directory.ImportCreated {
+			continue
+		}
+		n++
+		if p.recorded || pf.written[user] {
+			continue
+		}
+		if err := pf.w.Write([]string{user, p.generated}); err != nil {
+			return 0, fmt.Errorf("passwords file: %w", err)
+		}
+		pf.written[user] = true
+	}
+	pf.w.Flush()
+	if err := pf.w.Error(); err != nil {
+		return 0, fmt.Errorf("passwords file: %w", err)
+	}
+	return n, pf.f.Sync()
 }
 
-// sync makes what was written durable: the users it names exist now.
-func (p *passwordFile) sync() error {
+// finish closes the file, without the lines of the users in stale (this
+// run wrote them, and did not create them); a file this run created and
+// left with no password is removed.
+func (p *passwordFile) finish(stale map[string]bool) error {
 	p.w.Flush()
 	if err := p.w.Error(); err != nil {
 		return fmt.Errorf("passwords file: %w", err)
 	}
-	return p.f.Sync()
+	if err := p.f.Close(); err != nil {
+		return fmt.Errorf("passwords file: %w", err)
+	}
+	if len(stale) == 0 && (!p.created || len(p.written) > 0) {
+		return nil
+	}
+	known, err := readPasswordFile(p.name)
+	if err != nil {
+		return err
+	}
+	for u := range stale {
+		delete(known, u)
+	}
+	if p.created && len(known) == 0 {
+		return os.Remove(p.name)
+	}
+	// Written afresh beside it, then renamed over it: never half a file.
+	tmp, err := os.CreateTemp(filepath.Dir(p.name), filepath.Base(p.name)+".*")
+	if err != nil {
+		return fmt.Errorf("passwords file: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	w := csv.NewWriter(tmp)
+	w.Write(passwordHeader())
+	for _, u := range slices.Sorted(maps.Keys(known)) {
+		w.Write([]string{u, known[u]})
+	}
+	w.Flush()
+	err = w.Error()
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("passwords file: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), p.name); err != nil {
+		return fmt.Errorf("passwords file: %w", err)
+	}
+	return nil
 }
 
 func (p *passwordFile) close() { p.f.Close() }
-
-// remove removes the file, which holds no password.
-func (p *passwordFile) remove() {
-	p.f.Close()
-	os.Remove(p.f.Name())
-}
 
 type exportOptions struct {
 	format, domain, baseDN string

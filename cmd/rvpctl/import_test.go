@@ -290,3 +290,69 @@ mail: frank@exa
 		t.Errorf("move-users: %v\n%s\n%s", err, out, progress)
 	}
 }
+
+// TestImportAgainAfterAFailedBatch: a batch whose answer is lost may have
+// created some of its users; their generated passwords are in the
+// passwords file before the batch is sent. Run again with that file, the
+// import adds to it, and the users it lists get its passwords: the ones
+// the lost batch created have them, the others are created with them.
+// A file no import wrote is not touched.
+func TestImportAgainAfterAFailedBatch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs rvpd")
+	}
+	const orgPassword = "org-admin-pw-1"
+	httpAddr, natsURL := rvpdProcess(t, orgPassword)
+	org := ctl{t: t, natsURL: natsURL, admin: "admin", password: orgPassword}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "users.csv")
+	if err := os.WriteFile(file, []byte("address,home,password\nann@example.test,home1,generate\nben@example.test,home1,generate\ncy@example.test,home1,generate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// What the failed run left: ann created (the batch's answer lost),
+	// ben not; both their passwords on record.
+	org.ok("", "user", "enable", "ann@example.test", "-home", "home1")
+	org.ok("ann-password-1\n", "password", "set", "ann@example.test")
+	pwFile := file + ".passwords.csv"
+	if err := os.WriteFile(pwFile, []byte("address,password\nann@example.test,ann-password-1\nben@example.test,ben-password-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	foreign := filepath.Join(dir, "notes.csv")
+	if err := os.WriteFile(foreign, []byte("what,when\nlunch,noon\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := org.run3("user", "import", "-passwords", foreign, file); err == nil || !strings.Contains(err.Error(), "not a passwords file") {
+		t.Errorf("an import into a file no import wrote: %v", err)
+	}
+	if data, _ := os.ReadFile(foreign); string(data) != "what,when\nlunch,noon\n" {
+		t.Errorf("the other file was changed: %q", data)
+	}
+
+	out, errOut, err := org.run3("user", "import", file)
+	if err != nil || !strings.Contains(out, "2 users created, 1 existed already") {
+		t.Fatalf("the import again: %v\n%s\n%s", err, out, errOut)
+	}
+	f, err := os.Open(pwFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := csv.NewReader(f).ReadAll()
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, r := range recs[1:] {
+		got[r[0]] = r[1]
+	}
+	if len(recs) != 4 || got["ann@example.test"] != "ann-password-1" || got["ben@example.test"] != "ben-password-1" || len(got["cy@example.test"]) < 8 {
+		t.Fatalf("passwords file after the import again:\n%v", recs)
+	}
+	for alias, pw := range map[string]string{"ann": got["ann@example.test"], "ben": got["ben@example.test"], "cy": got["cy@example.test"]} {
+		c := testcluster.NewClient(t, httpAddr, alias)
+		c.Creds = &testcluster.Credentials{Scheme: testcluster.SchemeNTLMv1, User: alias, Domain: "EXAMPLE", Password: pw}
+		if r := c.Login(3600); r.Status != 200 {
+			t.Errorf("%s signs in with the password the file gives: %d %s", alias, r.Status, r.Body)
+		}
+	}
+}
