@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -171,8 +172,9 @@ func homeName(v string) string {
 // displayName, and msExchIMAddress and msExchIMVirtualServer when they
 // are there. Entries without an account or address (containers) are
 // skipped, and so are those whose objectClass is neither user nor
-// inetOrgPerson, or is computer: groups and computers have a
-// sAMAccountName too. An entry that cannot be read is reported by its
+// inetOrgPerson, or is computer (groups and computers have a
+// sAMAccountName too), and accounts userAccountControl says are disabled
+// (krbtgt, Guest, people who left). An entry that cannot be read is reported by its
 // first line.
 func parseLDIF(r io.Reader) ([]userRow, []rowError, error) {
 	sc := bufio.NewScanner(r)
@@ -229,6 +231,7 @@ func parseLDIF(r io.Reader) ([]userRow, []rowError, error) {
 		row := userRow{line: start}
 		size := 0
 		var classes []string
+		disabled := false
 		for _, a := range attrs {
 			size += len(a[1])
 			switch a[0] {
@@ -244,6 +247,10 @@ func parseLDIF(r io.Reader) ([]userRow, []rowError, error) {
 				row.address = a[1]
 			case "msexchimvirtualserver":
 				row.home = homeName(a[1])
+			case "useraccountcontrol":
+				// ACCOUNTDISABLE (0x2): krbtgt, Guest, people who left.
+				flags, err := strconv.ParseUint(strings.TrimSpace(a[1]), 10, 32)
+				disabled = err == nil && flags&0x2 != 0
 			case "changetype":
 				if !strings.EqualFold(a[1], "add") {
 					bad = append(bad, rowError{start, fmt.Errorf("changetype %q: only entries to add are read", a[1])})
@@ -256,6 +263,8 @@ func parseLDIF(r io.Reader) ([]userRow, []rowError, error) {
 			return // not a user: a container, the domain
 		case len(classes) > 0 && (!slices.Contains(classes, "user") && !slices.Contains(classes, "inetorgperson") || slices.Contains(classes, "computer")):
 			return // a group or a computer: they have a sAMAccountName too
+		case disabled:
+			return // an account Active Directory disables signs in nowhere
 		case !utf8.ValidString(row.account + row.address + row.email + row.name):
 			bad = append(bad, rowError{start, errors.New("not UTF-8 text")})
 		default:

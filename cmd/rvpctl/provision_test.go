@@ -203,6 +203,24 @@ mail: erin@example.test
 
 dn: CN=Hand Written,CN=Users,DC=example,DC=test
 sAMAccountName: hand
+
+dn: CN=krbtgt,CN=Users,DC=example,DC=test
+changetype: add
+objectClass: user
+sAMAccountName: krbtgt
+userAccountControl: 514
+
+dn: CN=Left,CN=Users,DC=example,DC=test
+changetype: add
+objectClass: user
+sAMAccountName: left
+userAccountControl: 66050
+
+dn: CN=Frank,CN=Users,DC=example,DC=test
+changetype: add
+objectClass: user
+sAMAccountName: frank
+userAccountControl: 66048
 `
 	rows, bad, err := parseLDIF(strings.NewReader(in))
 	if err != nil || len(bad) > 0 {
@@ -212,7 +230,7 @@ sAMAccountName: hand
 	for _, r := range rows {
 		got = append(got, r.account)
 	}
-	if !reflect.DeepEqual(got, []string{"erin", "hand"}) {
-		t.Errorf("accounts read %q, want the users erin and hand (no objectClass: taken) only", got)
+	if !reflect.DeepEqual(got, []string{"erin", "hand", "frank"}) {
+		t.Errorf("accounts read %q, want the users erin, hand (no objectClass: taken) and frank only, not the accounts Active Directory disables (userAccountControl 0x2)", got)
 	}
 }
