@@ -10,6 +10,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"golang.org/x/text/encoding/charmap"
+
 	"github.com/rvp-im/rvpd/events"
 )
 
@@ -96,11 +98,15 @@ func parseXML(body []byte) (*node, error) {
 	d := xml.NewDecoder(bytes.NewReader(body))
 	d.Strict = true
 	d.CharsetReader = func(charset string, r io.Reader) (io.Reader, error) {
-		// Clients never declare an encoding other than UTF-8; accept the
-		// common Latin-1 label for text we do not transcode anyway.
+		// The clients recorded declare UTF-8 or nothing; a body that
+		// declares Latin-1 (or Windows' superset of it) is read as it.
 		switch strings.ToLower(charset) {
-		case "utf-8", "utf8", "us-ascii", "iso-8859-1", "latin1":
+		case "utf-8", "utf8", "us-ascii":
 			return r, nil
+		case "iso-8859-1", "latin1":
+			return charmap.ISO8859_1.NewDecoder().Reader(r), nil
+		case "windows-1252", "cp1252":
+			return charmap.Windows1252.NewDecoder().Reader(r), nil
 		}
 		return nil, fmt.Errorf("unsupported encoding %q", charset)
 	}

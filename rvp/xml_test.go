@@ -555,3 +555,24 @@ func TestManyAttributesLinear(t *testing.T) {
 	}
 	t.Logf("%d bytes refused in %s", b.Len(), time.Since(start))
 }
+
+// TestLatin1Body: a body that declares ISO-8859-1 (or windows-1252) is
+// read in it: its non-ASCII bytes are characters, not invalid UTF-8.
+func TestLatin1Body(t *testing.T) {
+	for _, c := range []struct{ charset, raw, want string }{
+		{"ISO-8859-1", "Caf\xe9", "Café"},
+		{"latin1", "\xfcber", "über"},
+		{"windows-1252", "\x80 5", "€ 5"},
+	} {
+		body := `<?xml version="1.0" encoding="` + c.charset + `"?><d:propertyupdate xmlns:d="DAV:" xmlns:r="http://schemas.microsoft.com/rvp/"><d:set><d:prop><r:mobile-description>` +
+			c.raw + `</r:mobile-description></d:prop></d:set></d:propertyupdate>`
+		_, other, err := ParsePropertyUpdate([]byte(body))
+		if err != nil {
+			t.Errorf("%s: %v", c.charset, err)
+			continue
+		}
+		if len(other) != 1 || other[0].Value != c.want {
+			t.Errorf("%s: read %+v, want %q", c.charset, other, c.want)
+		}
+	}
+}
