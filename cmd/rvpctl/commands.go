@@ -144,7 +144,7 @@ func cmdStatus(ctx context.Context, e *env, _ []string) error {
 	if !g.json {
 		table(g.out, rows)
 	}
-	return ownersStatus(ctx, g, js)
+	return ownersStatus(ctx, g, js, factStreams)
 }
 
 // requestStreams returns the names of the requests streams: the shared
@@ -167,12 +167,26 @@ func requestStreams(ctx context.Context, js jetstream.JetStream) ([]string, erro
 }
 
 // ownersStatus shows which node owns each home server (its lease), and
-// since when it last renewed.
-func ownersStatus(ctx context.Context, g global, js jetstream.JetStream) error {
+// since when it last renewed: every home server with a fact stream
+// (factStreams) or a lease, and those no node owns said so (NOT OWNED:
+// their users' requests wait), whether their lease lapsed (its key aged
+// out) or was let go (released:NODE).
+func ownersStatus(ctx context.Context, g global, js jetstream.JetStream, factStreams []string) error {
 	type owner struct {
 		Home    string    `json:"home"`
-		Node    string    `json:"node"`
-		Renewed time.Time `json:"renewed"`
+		Owned   bool      `json:"owned"`
+		Node    string    `json:"node,omitempty"`        // the owner; "" when none
+		Renewed time.Time `json:"renewed,omitzero"`      // the lease's last write
+		LetGo   string    `json:"released_by,omitempty"` // the node that let it go cleanly
+	}
+	byHome := map[string]*owner{}
+	for _, name := range factStreams {
+		tok := strings.TrimPrefix(name, events.FactStreamPrefix)
+		home, err := events.Untoken(tok)
+		if err != nil {
+			home = tok
+		}
+		byHome[home] = &owner{Home: home}
 	}
 	kv, err := js.KeyValue(ctx, events.BucketOwners)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
@@ -185,7 +199,6 @@ func ownersStatus(ctx context.Context, g global, js jetstream.JetStream) error {
 	if err != nil {
 		return fmt.Errorf("home-server leases: %w", err)
 	}
-	var owners []owner
 	for k := range keys.Keys() {
 		e, err := kv.Get(ctx, k)
 		if err != nil {
@@ -195,7 +208,17 @@ func ownersStatus(ctx context.Context, g global, js jetstream.JetStream) error {
 		if err != nil {
 			home = k
 		}
-		owners = append(owners, owner{Home: home, Node: string(e.Value()), Renewed: e.Created()})
+		o := &owner{Home: home, Renewed: e.Created()}
+		if by, free := strings.CutPrefix(string(e.Value()), "released:"); free {
+			o.LetGo = by
+		} else {
+			o.Owned, o.Node = true, by
+		}
+		byHome[home] = o
+	}
+	owners := make([]*owner, 0, len(byHome))
+	for _, o := range byHome {
+		owners = append(owners, o)
 	}
 	sort.Slice(owners, func(i, j int) bool { return owners[i].Home < owners[j].Home })
 	if g.json {
@@ -208,7 +231,14 @@ func ownersStatus(ctx context.Context, g global, js jetstream.JetStream) error {
 	}
 	rows := [][]string{{"HOME SERVER", "OWNED BY NODE", "LEASE RENEWED"}}
 	for _, o := range owners {
-		rows = append(rows, []string{o.Home, o.Node, o.Renewed.UTC().Format(time.RFC3339)})
+		switch {
+		case o.Owned:
+			rows = append(rows, []string{o.Home, o.Node, o.Renewed.UTC().Format(time.RFC3339)})
+		case o.LetGo != "":
+			rows = append(rows, []string{o.Home, "NOT OWNED (let go by " + o.LetGo + "; its requests wait for a node)", o.Renewed.UTC().Format(time.RFC3339)})
+		default:
+			rows = append(rows, []string{o.Home, "NOT OWNED (lease lapsed or never taken; its requests wait for a node)", "-"})
+		}
 	}
 	if len(owners) == 0 {
 		rows = append(rows, []string{"(none owned: no home node runs)", "", ""})
