@@ -178,6 +178,17 @@ func (h *homeMetrics) notifies(underWay, waiting int) {
 	}
 }
 
+// stopped sets every gauge of a node that no longer serves its home
+// server to zero: a standby reports none of what its owner does.
+func (h *homeMetrics) stopped() {
+	if h != nil {
+		h.notifies(0, 0)
+		h.counts(0, 0)
+		h.window(0)
+		h.lag(0)
+	}
+}
+
 // drop counts NOTIFYs not sent.
 func (h *homeMetrics) drop(n int) {
 	if h != nil {

@@ -459,8 +459,10 @@ func (n *Node) Run(parent context.Context) (err error) {
 	n.life = ctx
 	var wg sync.WaitGroup
 	// Once every worker has ended: the NOTIFYs a stopped node leaves
-	// queued are not sent by it, and a standby's gauges read none.
-	defer n.metrics.notifies(0, 0)
+	// queued are not sent by it, and a standby's gauges read none (nor
+	// users online, subscriptions, facts in flight or requests waiting:
+	// the next owner reports those).
+	defer n.metrics.stopped()
 	defer wg.Wait()
 	defer n.resending.Wait()
 	// The projection outlives the deciding loop: what is in flight when

@@ -1,0 +1,53 @@
+package homenode
+
+import (
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/rvp-im/rvpd/events"
+)
+
+// TestStoppedNodeGaugesZero: a node that stops serving its home server
+// (the lease lost or let go: the process waits on as a standby) leaves
+// its gauges at zero, as it does the NOTIFYs'. Left at its last values,
+// a former owner still reported the users online, the subscriptions, the
+// facts in flight and the requests waiting of a home server another node
+// now serves: the dashboard's sums by home server counted them twice,
+// and a lag that would never move again.
+func TestStoppedNodeGaugesZero(t *testing.T) {
+	m := NewMetrics(prometheus.NewRegistry())
+	h := newHarnessWith(t, func(c *Config) { c.Metrics = m }, "ann")
+	now := time.Now().UTC()
+	ann := events.NewUser("example.test", "ann")
+	url := "http://im.example.test/instmsg/aliases/ann"
+	h.send(&events.Subscribe{Req: events.Req{ID: "login", At: now, Deadline: now.Add(30 * time.Second), Gateway: "gw", Client: "127.0.0.1",
+		Node: ann, NodeURL: url, From: url, FromUser: ann, Auth: events.Identity{Scheme: "ntlm", User: ann}},
+		NotificationType: events.NotifyPragma, CallBack: "http://" + h.sink.Addr().String(), Lifetime: 600}, false)
+	gm := m.of(h.home)
+	value := func(g prometheus.Gauge) float64 {
+		var d dto.Metric
+		if err := g.Write(&d); err != nil {
+			t.Fatal(err)
+		}
+		return d.GetGauge().GetValue()
+	}
+	for limit := time.Now().Add(15 * time.Second); value(gm.online) != 1 || value(gm.subs) != 1; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(limit) {
+			t.Fatalf("ann logged in: online %v, subscriptions %v; want 1 and 1", value(gm.online), value(gm.subs))
+		}
+	}
+	gm.lag(3) // as a node under load last saw its consumer
+	gm.window(2)
+	if err := h.stopNode(); err != nil {
+		t.Fatal(err)
+	}
+	for name, g := range map[string]prometheus.Gauge{"rvpd_home_online_users": gm.online, "rvpd_home_subscriptions": gm.subs,
+		"rvpd_home_requests_pending": gm.pending, "rvpd_home_facts_in_flight": gm.inFlight} {
+		if v := value(g); v != 0 {
+			t.Errorf("%s{home=%s} %v once its node stopped, want 0", name, h.home, v)
+		}
+	}
+}
