@@ -263,3 +263,17 @@ func TestFlagsAlikeInEveryMode(t *testing.T) {
 		}
 	}
 }
+
+// TestNodeHomeGivenTwice: a home server named twice in -home is refused
+// before anything starts. Taken as given, the node held the home server's
+// lease twice under its one name (each hold finds the lease its own), so
+// that two home nodes of one home server decided its requests side by
+// side over the same projection.
+func TestNodeHomeGivenTwice(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	key := func(k string) (string, bool) { return strings.Repeat("ab", 32), k == envClusterKey }
+	err := exec(context.Background(), []string{"node", "-name", "n1", "-nats", "nats://127.0.0.1:1", "-data", t.TempDir(), "-home", "home1,home2, home1"}, key, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "-home") || !strings.Contains(err.Error(), "home1 is given twice") {
+		t.Errorf("-home home1,home2,home1: %v; want it refused, naming home1", err)
+	}
+}

@@ -40,6 +40,13 @@ func (f nodeFlags) validate(lookupEnv func(string) (string, bool)) error {
 	if f.gateway == "" && len(splitList(f.homes)) == 0 && f.router == "" && !f.admin {
 		errs = append(errs, errors.New("no role given: -gateway ADDR, -home H, -router NAME or -admin (one or more)"))
 	}
+	seen := map[string]bool{}
+	for _, h := range splitList(f.homes) {
+		if seen[h] {
+			errs = append(errs, fmt.Errorf("-home %s: %s is given twice; name each home server once (a node serves it once)", f.homes, h))
+		}
+		seen[h] = true
+	}
 	if f.name == "" {
 		errs = append(errs, errors.New("-name is empty and the host has no name; give one"))
 	}
