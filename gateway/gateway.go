@@ -110,13 +110,16 @@ type Gateway struct {
 	cbMu      sync.RWMutex
 	callBacks rvp.CallbackPolicy
 
-	mu       sync.Mutex
-	ln       net.Listener
-	conns    map[*conn]struct{}
-	perAddr  map[netip.Addr]int // connections by client network (conn.addr)
-	closing  atomic.Bool
-	wg       sync.WaitGroup
-	inflight atomic.Int64
+	mu      sync.Mutex
+	ln      net.Listener
+	conns   map[*conn]struct{}
+	perAddr map[netip.Addr]int // connections by client network (conn.addr)
+	// crowdedLog and fullLog space out the lines of connections refused
+	// at accept (refusedLogEvery).
+	crowdedLog, fullLog sparseLog
+	closing             atomic.Bool
+	wg                  sync.WaitGroup
+	inflight            atomic.Int64
 	// idle is the workers waiting for a connection, each behind its own
 	// channel, the one that waited least last; quit, closed by Shutdown,
 	// ends them. workerIdle is how long one waits (default workerIdle).
@@ -285,9 +288,13 @@ func (g *Gateway) Serve(ln net.Listener) error {
 			msg := "too many connections; retry later"
 			if crowded {
 				msg = "too many connections from " + events.NetworkString(addr) + "; close some, or retry later"
-				g.log.Warn("connection refused: too many connections from one address", "max", g.cfg.MaxConnsPerAddress, "client", nc.RemoteAddr().String())
-			} else {
-				g.log.Warn("connection refused: too many connections", "max", g.cfg.MaxConns, "client", nc.RemoteAddr().String())
+				if ok, more := g.crowdedLog.allow(g.now()); ok {
+					g.log.Warn("connection refused: too many connections from one address", "max", g.cfg.MaxConnsPerAddress, "client", nc.RemoteAddr().String(),
+						"refused_unlogged", more, "logged_every", refusedLogEvery)
+				}
+			} else if ok, more := g.fullLog.allow(g.now()); ok {
+				g.log.Warn("connection refused: too many connections", "max", g.cfg.MaxConns, "client", nc.RemoteAddr().String(),
+					"refused_unlogged", more, "logged_every", refusedLogEvery)
 			}
 			nc.SetWriteDeadline(g.now().Add(time.Second))
 			respond(nil, nil, &refusal{status: rvp.StatusUnavailable, msg: msg, close: true}).WriteTo(bufio.NewWriter(nc))
@@ -295,6 +302,34 @@ func (g *Gateway) Serve(ln net.Listener) error {
 			continue
 		}
 	}
+}
+
+// refusedLogEvery is how often at most a connection refused at accept
+// is logged, of each kind (too many from one address, too many in all):
+// a client stuck reconnecting, or someone holding the connections, has
+// thousands refused a second, each counted in rvpd_gateway_refused_total
+// {reason="too_many_connections"}; a line for each drowned the log.
+const refusedLogEvery = 10 * time.Second
+
+// sparseLog says when a repeated line may be logged again: once every
+// refusedLogEvery, with how many were not since.
+type sparseLog struct {
+	mu     sync.Mutex
+	last   time.Time
+	missed int
+}
+
+// allow reports whether the line may be logged at now, and how many
+// were not logged since the last one that was.
+func (s *sparseLog) allow(now time.Time) (ok bool, missed int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.last.IsZero() && now.Sub(s.last) < refusedLogEvery {
+		s.missed++
+		return false, 0
+	}
+	s.last, missed, s.missed = now, s.missed, 0
+	return true, missed
 }
 
 // remoteNetwork returns the network a connection comes from
