@@ -277,3 +277,25 @@ func TestNodeHomeGivenTwice(t *testing.T) {
 		t.Errorf("-home home1,home2,home1: %v; want it refused, naming home1", err)
 	}
 }
+
+// TestStreamDurationsBelowNATSFloor: -audit.retention and -home.lease-ttl
+// are the max age of streams and of the lease bucket, which NATS refuses
+// below 100ms. Accepted, -audit.retention 50ms had rvpd dev start and
+// its home node fail at Error every few seconds for ever ("ensure stream
+// RVP_FACTS_home1: ... max age needs to be >= 100ms"), and -home.lease-ttl
+// 50ms failed naming the bucket rather than the flag. Both are refused
+// before anything starts, naming the flag.
+func TestStreamDurationsBelowNATSFloor(t *testing.T) {
+	for _, tc := range []struct{ flag, want string }{
+		{"-audit.retention", "-audit.retention 50ms"},
+		{"-home.lease-ttl", "-home.lease-ttl 50ms"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		var stdout, stderr bytes.Buffer
+		err := exec(ctx, []string{"dev", "-data", t.TempDir(), "-nats", "", "-http", "127.0.0.1:0", tc.flag, "50ms"}, noEnv, &stdout, &stderr)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("rvpd dev %s 50ms: %v; want it refused at start, naming %q\n%s", tc.flag, err, tc.want, stderr.String())
+		}
+	}
+}

@@ -54,6 +54,16 @@ func (f streamFlags) validate() error {
 	if f.leaseTTL < 0 || f.auditRetention < 0 {
 		errs = append(errs, fmt.Errorf("-home.lease-ttl %s, -audit.retention %s: durations cannot be negative", f.leaseTTL, f.auditRetention))
 	}
+	// They are the max age of the lease bucket and of the fact streams,
+	// which NATS refuses below this: found only as the bucket, or each
+	// home server's stream, is made (the home node failing for ever).
+	const natsLeastMaxAge = 100 * time.Millisecond
+	if f.leaseTTL > 0 && f.leaseTTL < natsLeastMaxAge {
+		errs = append(errs, fmt.Errorf("-home.lease-ttl %s: want at least %s (NATS keeps nothing shorter), 10s or more on a cluster", f.leaseTTL, natsLeastMaxAge))
+	}
+	if f.auditRetention > 0 && f.auditRetention < natsLeastMaxAge {
+		errs = append(errs, fmt.Errorf("-audit.retention %s: want 0 (facts kept for ever) or at least %s (NATS keeps nothing shorter), longer than any home node may stay down", f.auditRetention, natsLeastMaxAge))
+	}
 	if f.requestMaxAge < projections.DefaultRequestDuplicates || f.requestMaxBytes < 1<<20 {
 		errs = append(errs, fmt.Errorf("-requests.max-age %s, -requests.max-bytes %d: want at least %s (their deduplication window) and 1 MiB", f.requestMaxAge, f.requestMaxBytes, projections.DefaultRequestDuplicates))
 	}
