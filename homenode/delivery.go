@@ -347,14 +347,51 @@ func (n *Node) sendNotes(d *decision, submit func(job) bool) {
 		n.metrics.drop(d.unsent)
 		n.log.Warn("notifications past the fan-out limit not sent", "sent", len(d.notes)+len(d.relays), "unsent", d.unsent, "limit", n.policy.MaxFanout)
 	}
+	dropped, url := 0, ""
 	for _, nt := range d.notes {
 		if !submit(job{key: nt.key, out: nt.out, deadline: nt.deadline, done: n.reachability(nt.ref)}) {
-			n.log.Warn("delivery queue full; notification dropped", "url", nt.out.URL.String())
+			if dropped == 0 {
+				url = nt.out.URL.String()
+			}
+			dropped++
+		}
+	}
+	if dropped > 0 {
+		if ok, since := n.dropLog.add(dropped, time.Now()); ok {
+			n.log.Warn("delivery queue full; notifications dropped", "dropped", since, "first url", url, "logged_every", dropLogEvery)
 		}
 	}
 	for _, r := range d.relays {
 		n.relay(r)
 	}
+}
+
+// dropLogEvery is how often at most notifications dropped at a full
+// queue are logged: each is counted (rvpd_home_notify_deliveries_total
+// {result="dropped"}), and a line for each, a thousand for one change
+// told to a thousand watchers, drowned the log.
+const dropLogEvery = 10 * time.Second
+
+// dropLog says when notifications dropped may be logged again, and how
+// many were dropped since the last line.
+type dropLog struct {
+	mu      sync.Mutex
+	last    time.Time
+	dropped int
+}
+
+// add counts n dropped at now, and reports whether to log them, with
+// how many were dropped since the last line (these included).
+func (l *dropLog) add(n int, now time.Time) (bool, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.dropped += n
+	if !l.last.IsZero() && now.Sub(l.last) < dropLogEvery {
+		return false, 0
+	}
+	since := l.dropped
+	l.last, l.dropped = now, 0
+	return true, since
 }
 
 // relay hands a notification for another home server's clients on. One
@@ -384,7 +421,9 @@ func (n *Node) relay(r relayOut) {
 	case n.relays <- r:
 	default:
 		n.dropped.Add(1)
-		n.log.Warn("relay queue full; notification for another home server dropped", "home", r.home, "watcher", r.ev.Node.String())
+		if ok, since := n.relayDropLog.add(1, time.Now()); ok {
+			n.log.Warn("relay queue full; notifications for another home server dropped", "home", r.home, "watcher", r.ev.Node.String(), "dropped", since, "logged_every", dropLogEvery)
+		}
 	}
 }
 

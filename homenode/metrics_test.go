@@ -1,6 +1,8 @@
 package homenode
 
 import (
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -8,6 +10,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/rvp"
 )
 
 // TestStoppedNodeGaugesZero: a node that stops serving its home server
@@ -49,5 +52,37 @@ func TestStoppedNodeGaugesZero(t *testing.T) {
 		if v := value(g); v != 0 {
 			t.Errorf("%s{home=%s} %v once its node stopped, want 0", name, h.home, v)
 		}
+	}
+}
+
+// TestDroppedNotificationsLoggedSparingly: NOTIFYs dropped at a full
+// queue (a callback that does not answer holds its user's queue; a
+// popular user's change is told to a thousand watchers) are counted in
+// rvpd_home_notify_deliveries_total{result="dropped"} and logged once in
+// a while with how many: before, one Warn line each, a thousand for one
+// change of state.
+func TestDroppedNotificationsLoggedSparingly(t *testing.T) {
+	h := newHarness(t)
+	lines := func() int {
+		h.logs.mu.Lock()
+		defer h.logs.mu.Unlock()
+		n := 0
+		for _, l := range h.logs.lines {
+			if strings.Contains(l, "notification dropped") || strings.Contains(l, "notifications dropped") {
+				n++
+			}
+		}
+		return n
+	}
+	before := lines()
+	for range 5 { // five changes of state, each told to 200 watchers
+		d := &decision{}
+		for i := range 200 {
+			d.notes = append(d.notes, note{key: "w" + strconv.Itoa(i) + "@example.test", out: rvp.Outbound{Method: "NOTIFY", URL: rvp.URL{Host: "192.0.2.1:1", Path: "/"}}, deadline: time.Now().Add(time.Second)})
+		}
+		h.node.sendNotes(d, func(job) bool { return false })
+	}
+	if n := lines() - before; n < 1 || n > 2 {
+		t.Errorf("1,000 notifications dropped logged %d lines, want one (saying how many)", n)
 	}
 }

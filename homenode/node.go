@@ -336,6 +336,9 @@ type Node struct {
 	relayAsync jetstream.JetStream
 	resending  sync.WaitGroup
 	relayLog   relayLog
+	// dropLog and relayDropLog space out the lines of notifications
+	// dropped at a full queue, and of relays at a full relay queue.
+	dropLog, relayDropLog dropLog
 
 	// Counters, read by Stats.
 	decided, expired, dropped, held, published, conflicts, recovered atomic.Uint64
