@@ -244,9 +244,10 @@ func clusterKey(data, file string, lookupEnv func(string) (string, bool)) (*dire
 
 func printBanner(w io.Writer, addr string, ns *server.Server, data, password, auth string) {
 	host, port, _ := net.SplitHostPort(addr)
-	natsURL := "none (-nats \"\")"
+	natsLine := "none (-nats \"\": no NATS listener, nothing outside this process reaches it)"
 	if a := ns.Addr(); a != nil {
-		natsURL = "nats://" + a.String()
+		natsURL := "nats://" + a.String()
+		natsLine = natsURL + "   (nats --server " + natsURL + " stream ls)"
 	}
 	users := make([]string, len(demoUsers))
 	for i, u := range demoUsers {
@@ -259,10 +260,10 @@ func printBanner(w io.Writer, addr string, ns *server.Server, data, password, au
   password:   %s
   auth:       %s   (Windows domain %s, e.g. %s\alice)
   admin:      %s / the same password   (rvpctl -admin %s)
-  NATS:       %s   (nats --server %s stream ls)
+  NATS:       %s
   data:       %s   (restart keeps state; -reset starts clean)
 `, addr, demoDomain, demoIMHost, strings.Join(users, ", "), demoDomain, host, port, password, authLine(auth), demoNTDomain, demoNTDomain,
-		demoAdmin, demoAdmin, natsURL, natsURL, data)
+		demoAdmin, demoAdmin, natsLine, data)
 }
 
 func authLine(auth string) string {
