@@ -141,7 +141,16 @@ func (c *core) full(d *decision, r *events.Req, kind string, now time.Time) (wat
 // subscriptions alone (the projection's index), and its caller only for a
 // node with that many watchers in all.
 func (c *core) makeRoom(d *decision, r *events.Req, subscriber string, watcher events.User, now time.Time) (*projections.Subscription, error) {
-	mine, err := c.State.WatchersBy(r.Node, projections.SubscriberKey(r.FromUser, watcher, subscriber))
+	key := projections.SubscriberKey(r.FromUser, watcher, subscriber)
+	// Counted first, from the index's keys alone: most subscribers hold
+	// far fewer than the most, and their subscriptions need not be read
+	// (librvp subscribes afresh at each sign-in, so a day's sign-ins
+	// leave several to each buddy). The count may include another
+	// subscriber's under the same hash, never fewer than the subscriber's.
+	if n, err := c.State.CountWatchersBy(r.Node, key, nil); err != nil || n < c.policy.MaxWatchesPerSubscriber {
+		return nil, err
+	}
+	mine, err := c.State.WatchersBy(r.Node, key)
 	if err != nil || len(mine) < c.policy.MaxWatchesPerSubscriber {
 		return nil, err
 	}
