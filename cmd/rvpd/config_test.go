@@ -177,7 +177,7 @@ func compareDefault(f helpFlag, written string) string {
 func TestValidateReportsAll(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	err := exec(context.Background(), []string{"dev", "-lease.min", "5h", "-lease.max", "1h", "-sub.min-lifetime", "2h", "-sub.max-lifetime", "1h",
-		"-request.timeout", "45s", "-auth", "kerberos", "-log.level", "loud", "-federation.peers", "nonsense", "-pebble.memtable-bytes", "1000"}, noEnv, &stdout, &stderr)
+		"-request.timeout", "45s", "-auth", "kerberos", "-log.level", "loud", "-federation.peers", "nonsense", "-pebble.memtable-bytes", "1000", "-gateway.max-conns", "0"}, noEnv, &stdout, &stderr)
 	if err == nil {
 		t.Fatal("inconsistent settings accepted")
 	}
@@ -190,6 +190,7 @@ func TestValidateReportsAll(t *testing.T) {
 		`-log.level "loud"`,
 		"-federation.peers",
 		"-pebble.memtable-bytes 1000",
+		"-gateway.max-conns 0",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("the error lacks %q:\n%v", want, err)

@@ -187,6 +187,10 @@ func (f roleFlags) validate() error {
 		errs = append(errs, fmt.Errorf("-lockout.free %d, -lockout.delay %s, -lockout.max-delay %s: want at least 1 free failure, a first wait above 0 and a longest wait at least as long",
 			f.lockout.Free, f.lockout.BaseDelay, f.lockout.MaxDelay))
 	}
+	if f.maxConns < 1 || f.maxConnsPerAddress < 0 {
+		errs = append(errs, fmt.Errorf("-gateway.max-conns %d, -gateway.max-conns-per-address %d: want at least 1 connection, and a per-address bound of 0 (an eighth of the first) or more",
+			f.maxConns, f.maxConnsPerAddress))
+	}
 	if f.pebbleCache < 1<<20 || f.pebbleMemTable < 1<<20 || f.pebbleMemTable >= 4<<30 {
 		errs = append(errs, fmt.Errorf("-pebble.cache-bytes %d, -pebble.memtable-bytes %d: want at least 1 MiB each, and a memtable under 4 GiB", f.pebbleCache, f.pebbleMemTable))
 	}
