@@ -315,11 +315,26 @@ func printOps(w io.Writer, ln net.Listener) {
 type homeOwner struct {
 	mu   sync.Mutex
 	node *homenode.Node
+	// stopped is why its last node stopped, when it failed (nil once one
+	// serves again), and when.
+	stopped   error
+	stoppedAt time.Time
 }
 
 func (h *homeOwner) serving(n *homenode.Node) {
 	h.mu.Lock()
 	h.node = n
+	if n != nil {
+		h.stopped = nil
+	}
+	h.mu.Unlock()
+}
+
+// failed records why the node serving the home server stopped, or could
+// not start: what /readyz says until one serves again.
+func (h *homeOwner) failed(err error, at time.Time) {
+	h.mu.Lock()
+	h.stopped, h.stoppedAt = err, at
 	h.mu.Unlock()
 }
 
@@ -331,7 +346,7 @@ func (o *ops) homeReadiness(home string, kv jetstream.KeyValue, holder string) *
 	h := &homeOwner{}
 	o.ready("home "+home, func() error {
 		h.mu.Lock()
-		n := h.node
+		n, stopped, at := h.node, h.stopped, h.stoppedAt
 		h.mu.Unlock()
 		if n != nil {
 			return n.Ready()
@@ -344,6 +359,9 @@ func (o *ops) homeReadiness(home string, kv jetstream.KeyValue, holder string) *
 		}
 		if by := string(e.Value()); by != holder && !strings.HasPrefix(by, "released:") {
 			return nil // a standby of node by
+		}
+		if stopped != nil {
+			return fmt.Errorf("its home node stopped at %s and is started again when it can be: %w", at.UTC().Format(time.TimeOnly), stopped)
 		}
 		return errors.New("not served yet: the lease is being taken")
 	})

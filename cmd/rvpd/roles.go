@@ -324,6 +324,7 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 					cfg.Owned = lease.Owned
 					home, err := homenode.New(cfg)
 					if err != nil {
+						owner.failed(err, time.Now())
 						return err
 					}
 					if takeover && hasFacts(ctx, s.js, h) {
@@ -335,7 +336,11 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 					homeMetrics.Owned(h, true)
 					owner.serving(home)
 					defer func() { owner.serving(nil); homeMetrics.Owned(h, false) }()
-					return home.Run(ctx)
+					err = home.Run(ctx)
+					if err != nil && ctx.Err() == nil {
+						owner.failed(err, time.Now())
+					}
+					return err
 				})
 			})
 		}
