@@ -20,8 +20,9 @@ import (
 
 // adminFixture is a directory stream on an in-process JetStream server.
 type adminFixture struct {
-	t  *testing.T
-	js jetstream.JetStream
+	t     *testing.T
+	js    jetstream.JetStream
+	stopB func() // stops the projection of twoAdmins' b following
 }
 
 func newAdminFixture(t *testing.T) *adminFixture {
@@ -91,6 +92,39 @@ func (f *adminFixture) lastEvent(subject string) events.Event {
 	return ev
 }
 
+// twoAdmins returns two administrators, each on a directory projection
+// of its own that follows the stream: b's can be made to lag (lagging).
+func (f *adminFixture) twoAdmins() (a, b *directory.Admin) {
+	dirA, dirB := f.directory(), f.directory()
+	f.follow(dirA)
+	f.stopB = f.follow(dirB)
+	return &directory.Admin{JetStream: f.js, Directory: dirA, Actor: "a"}, &directory.Admin{JetStream: f.js, Directory: dirB, Actor: "b"}
+}
+
+// lagging makes the change first with a once b's projection has caught
+// up with a's and stopped following, then the change second with b while
+// its projection lags behind the first: b's projection follows again
+// once second returns, or after 300 ms. It returns second's error.
+func (f *adminFixture) lagging(ctx context.Context, a, b *directory.Admin, first, second func() error) error {
+	f.t.Helper()
+	if err := b.Directory.WaitFor(ctx, a.Directory.Position()); err != nil {
+		f.t.Fatal(err)
+	}
+	f.stopB()
+	if err := first(); err != nil {
+		f.t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- second() }()
+	select {
+	case err := <-done:
+		done <- err
+	case <-time.After(300 * time.Millisecond):
+	}
+	f.follow(b.Directory)
+	return <-done
+}
+
 // TestAdminStaleProjection: two directory services (two rvpd nodes),
 // one of whose directory projections is behind the stream. An
 // administrator moves alice from home1 to home2 through the first; another
@@ -104,11 +138,7 @@ func TestAdminStaleProjection(t *testing.T) {
 	f := newAdminFixture(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	dirA, dirB := f.directory(), f.directory()
-	f.follow(dirA)
-	stopB := f.follow(dirB)
-	a := &directory.Admin{JetStream: f.js, Directory: dirA, Actor: "a"}
-	b := &directory.Admin{JetStream: f.js, Directory: dirB, Actor: "b"}
+	a, b := f.twoAdmins()
 	if err := a.CreateDomain(ctx, directory.DomainSpec{Domain: "example.test", IMHost: "im.example.test"}); err != nil {
 		t.Fatal(err)
 	}
@@ -121,25 +151,9 @@ func TestAdminStaleProjection(t *testing.T) {
 	if err := a.EnableUser(ctx, directory.UserSpec{User: alice, Home: "home1"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := dirB.WaitFor(ctx, dirA.Position()); err != nil {
-		t.Fatal(err)
-	}
-
-	stopB() // b's projection falls behind
-	if err := a.MoveUser(ctx, alice, "home2"); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- b.MoveUser(ctx, alice, "home3") }()
 	// b's change waits for its projection to reach alice's record as a
 	// left it; decided on the stale one, it would be done at once.
-	select {
-	case err := <-done:
-		done <- err
-	case <-time.After(300 * time.Millisecond):
-	}
-	f.follow(dirB) // and catches up
-	errB := <-done
+	errB := f.lagging(ctx, a, b, func() error { return a.MoveUser(ctx, alice, "home2") }, func() error { return b.MoveUser(ctx, alice, "home3") })
 
 	if errB != nil {
 		if !strings.Contains(errB.Error(), "changed while") && !errors.Is(errB, directory.ErrExists) {
@@ -167,32 +181,17 @@ func TestCreateDomainsSharingAHost(t *testing.T) {
 	f := newAdminFixture(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	dirA, dirB := f.directory(), f.directory()
-	f.follow(dirA)
-	stopB := f.follow(dirB)
-	a := &directory.Admin{JetStream: f.js, Directory: dirA, Actor: "a"}
-	b := &directory.Admin{JetStream: f.js, Directory: dirB, Actor: "b"}
+	a, b := f.twoAdmins()
 	if err := a.CreateDomain(ctx, directory.DomainSpec{Domain: "zero.test", IMHost: "im.zero.test"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := dirB.WaitFor(ctx, dirA.Position()); err != nil {
-		t.Fatal(err)
-	}
-	stopB() // b's projection falls behind
-	if err := a.CreateDomain(ctx, directory.DomainSpec{Domain: "one.test", IMHost: "im.one.test", Hosts: []string{"im.shared.test"}}); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() {
-		done <- b.CreateDomain(ctx, directory.DomainSpec{Domain: "two.test", IMHost: "im.two.test", Hosts: []string{"im.shared.test"}})
-	}()
-	select {
-	case err := <-done:
-		done <- err
-	case <-time.After(300 * time.Millisecond):
-	}
-	f.follow(dirB)
-	errB := <-done
+	errB := f.lagging(ctx, a, b,
+		func() error {
+			return a.CreateDomain(ctx, directory.DomainSpec{Domain: "one.test", IMHost: "im.one.test", Hosts: []string{"im.shared.test"}})
+		},
+		func() error {
+			return b.CreateDomain(ctx, directory.DomainSpec{Domain: "two.test", IMHost: "im.two.test", Hosts: []string{"im.shared.test"}})
+		})
 	if errB == nil {
 		t.Fatalf("two.test was created with im.shared.test, which one.test already has")
 	}

@@ -39,23 +39,12 @@ func TestVerifyStreamWithoutItsFirstFacts(t *testing.T) {
 	ctx := context.Background()
 	js := startJetStream(t)
 	const home = "home1"
-	if err := EnsureFactStream(ctx, js, home, StreamOptions{FactMaxAge: time.Second, Duplicates: time.Second}); err != nil {
-		t.Fatal(err)
-	}
-	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	ann, ben := events.NewUser("example.test", "ann"), events.NewUser("example.test", "ben")
 	live := memoryHome(t, home)
-	acl := &events.ACLSet{Meta: events.Meta{At: at}, Node: ann, ACEs: []events.ACE{{Credentials: []string{"any"}, Deny: []string{"presence"}}}}
-	seq := appendFact(t, js, home, acl)
-	if err := live.ApplyFacts([]SeqFact{{Seq: seq, Fact: acl}}); err != nil {
-		t.Fatal(err)
-	}
-	waitRemoved(t, js, home, seq) // by the retention
-	view := &events.ViewSet{Meta: events.Meta{At: at.Add(time.Hour)}, Node: ben, ID: 1, Value: "online", Default: "offline", Timeout: 600, Expires: at.Add(2 * time.Hour)}
-	seq = appendFact(t, js, home, view)
-	if err := live.ApplyFacts([]SeqFact{{Seq: seq, Fact: view}}); err != nil {
-		t.Fatal(err)
-	}
+	cutStream(t, js, home, func(seq uint64, f events.Fact) {
+		if err := live.ApplyFacts([]SeqFact{{Seq: seq, Fact: f}}); err != nil {
+			t.Fatal(err)
+		}
+	})
 
 	v, err := VerifyHome(ctx, js, live.db, home)
 	if err == nil {
@@ -131,16 +120,8 @@ func TestCatchUpOverRetentionGap(t *testing.T) {
 	ctx := context.Background()
 	js := startJetStream(t)
 	const home = "home1"
-	if err := EnsureFactStream(ctx, js, home, StreamOptions{FactMaxAge: time.Second, Duplicates: time.Second}); err != nil {
-		t.Fatal(err)
-	}
-	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	ann, ben := events.NewUser("example.test", "ann"), events.NewUser("example.test", "ben")
-	acl := &events.ACLSet{Meta: events.Meta{At: at}, Node: ann, ACEs: []events.ACE{{Credentials: []string{"any"}, Deny: []string{"presence"}}}}
-	first := appendFact(t, js, home, acl)
-	waitRemoved(t, js, home, first)
-	view := &events.ViewSet{Meta: events.Meta{At: at.Add(time.Hour)}, Node: ben, ID: 1, Value: "online", Default: "offline", Timeout: 600, Expires: at.Add(2 * time.Hour)}
-	last := appendFact(t, js, home, view)
+	last := cutStream(t, js, home, nil)
+	ben := events.NewUser("example.test", "ben")
 
 	h := memoryHome(t, home)
 	gap, err := h.CatchUp(ctx, js, last)
@@ -157,4 +138,31 @@ func TestCatchUpOverRetentionGap(t *testing.T) {
 	if gap, err := h.CatchUp(ctx, js, last); err != nil || !gap.IsZero() {
 		t.Errorf("a second catch-up: gap %+v, %v", gap, err)
 	}
+}
+
+// cutStream makes home's fact stream one whose retention (1 s) removed
+// its first fact, ann's ACL, before its second, ben's view, was
+// appended; applied, when set, is given each fact as it is appended. It
+// returns the second's sequence.
+func cutStream(t *testing.T, js jetstream.JetStream, home string, applied func(seq uint64, f events.Fact)) uint64 {
+	t.Helper()
+	if err := EnsureFactStream(t.Context(), js, home, StreamOptions{FactMaxAge: time.Second, Duplicates: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	ann, ben := events.NewUser("example.test", "ann"), events.NewUser("example.test", "ben")
+	var seq uint64
+	for i, f := range []events.Fact{
+		&events.ACLSet{Meta: events.Meta{At: at}, Node: ann, ACEs: []events.ACE{{Credentials: []string{"any"}, Deny: []string{"presence"}}}},
+		&events.ViewSet{Meta: events.Meta{At: at.Add(time.Hour)}, Node: ben, ID: 1, Value: "online", Default: "offline", Timeout: 600, Expires: at.Add(2 * time.Hour)},
+	} {
+		seq = appendFact(t, js, home, f)
+		if applied != nil {
+			applied(seq, f)
+		}
+		if i == 0 {
+			waitRemoved(t, js, home, seq) // by the retention
+		}
+	}
+	return seq
 }
