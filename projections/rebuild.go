@@ -334,6 +334,11 @@ func rebuild(ctx context.Context, js jetstream.JetStream, stream, filter string,
 		return fmt.Errorf("rebuild %s: read %s: %w", t.name, stream, err)
 	default:
 	}
+	// A reader stopped by the context ends without an error, its last
+	// chunks unsent: the position must not then jump to last over them.
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("rebuild %s: stopped at sequence %d of %d: %w", t.name, p.Seq, last, err)
+	}
 	if p.Seq < last {
 		p.Seq = last // the rest did not match the filter
 	}
