@@ -30,17 +30,20 @@ const enableBatch = 1000
 // password follows the enabling), but published asynchronously, up to
 // enableBatch at a time, with one wait for the directory projection at the
 // end. Users the directory knows already are left as they are. It returns
-// how many it enabled; on an error, those before it stay enabled.
+// how many it enabled; on an error, naming the first user it failed for,
+// those enabled stay enabled (with their passwords, where these were
+// stored) and are in the projection.
 func (a *Admin) EnableUsers(ctx context.Context, users []NewUser) (int, error) {
-	return a.enableUsers(ctx, users, func(int) {})
+	return a.enableUsers(ctx, users, func(int, error) {})
 }
 
 // hasPassword reports whether v are a password's verifiers (not none).
 func hasPassword(v rvp.Verifiers) bool { return v.NT != nil || len(v.HA1) > 0 }
 
 // enableUsers is EnableUsers, telling enabled the index of each user it
-// enabled (once its user.enabled is acknowledged).
-func (a *Admin) enableUsers(ctx context.Context, users []NewUser, enabled func(i int)) (int, error) {
+// enabled (its user.enabled acknowledged), with why its password was not
+// set (nil when it was, or when it was given none).
+func (a *Admin) enableUsers(ctx context.Context, users []NewUser, enabled func(i int, pwErr error)) (int, error) {
 	if a.Keyring == nil {
 		return 0, errors.New("no cluster key: passwords cannot be stored")
 	}
@@ -72,58 +75,75 @@ func (a *Admin) enableUsers(ctx context.Context, users []NewUser, enabled func(i
 	}
 	created := 0
 	var last uint64
-	for len(todo) > 0 {
+	// failed is the first failure: no batch starts after it, but every
+	// append started is awaited and told, so that a user enabled is never
+	// reported as not, nor one enabled without its password as whole.
+	var failed error
+	fail := func(err error) {
+		if failed == nil {
+			failed = err
+		}
+	}
+	for len(todo) > 0 && failed == nil {
 		n := min(len(todo), enableBatch)
 		batch := todo[:n]
 		todo = todo[n:]
-		acks := make([]jetstream.PubAckFuture, n)
-		for i, ui := range batch {
+		acks := make([]jetstream.PubAckFuture, 0, n)
+		for _, ui := range batch {
 			s := users[ui].Spec
 			f, err := a.publishAsync(ctx, &events.UserEnabled{Meta: a.meta(), User: s.User, Home: s.Home, DisplayName: s.DisplayName, Email: s.Email, NTAccount: s.NTAccount}, 0)
 			if err != nil {
-				return created, err
+				fail(fmt.Errorf("enable %s: %w", s.User, err))
+				break
 			}
-			acks[i] = f
+			acks = append(acks, f)
 		}
-		passwords := make([]jetstream.PubAckFuture, 0, n)
-		for i, ui := range batch {
+		type password struct {
+			ui  int
+			f   jetstream.PubAckFuture
+			err error
+		}
+		var passwords []password
+		for i, f := range acks {
+			ui := batch[i]
 			nu := users[ui]
-			ack, err := awaitAck(ctx, acks[i])
-			if err != nil {
-				if isWrongLastSequence(err) {
-					continue // enabled meanwhile by someone else: left as it is
-				}
-				return created, fmt.Errorf("enable %s: %w", nu.Spec.User, err)
-			}
-			created++
-			enabled(ui)
-			last = max(last, ack.Sequence)
-			if !hasPassword(nu.Verifiers) {
-				continue
-			}
-			subject := events.UserSubject(nu.Spec.User)
-			sealed, err := a.Keyring.SealVerifiers(nu.Verifiers, subject)
-			if err != nil {
-				return created, err
-			}
-			f, err := a.publishAsync(ctx, &events.PasswordSet{Meta: a.meta(), User: nu.Spec.User, Verifiers: sealed}, ack.Sequence)
-			if err != nil {
-				return created, err
-			}
-			passwords = append(passwords, f)
-		}
-		for _, f := range passwords {
 			ack, err := awaitAck(ctx, f)
 			if err != nil {
-				return created, fmt.Errorf("set the password of %s: %w", f.Msg().Subject, err)
+				if !isWrongLastSequence(err) { // else enabled meanwhile by someone else: left as it is
+					fail(fmt.Errorf("enable %s: %w", nu.Spec.User, err))
+				}
+				continue
 			}
+			created++
 			last = max(last, ack.Sequence)
+			p := password{ui: ui}
+			if hasPassword(nu.Verifiers) {
+				var sealed []byte
+				if sealed, p.err = a.Keyring.SealVerifiers(nu.Verifiers, events.UserSubject(nu.Spec.User)); p.err == nil {
+					p.f, p.err = a.publishAsync(ctx, &events.PasswordSet{Meta: a.meta(), User: nu.Spec.User, Verifiers: sealed}, ack.Sequence)
+				}
+			}
+			passwords = append(passwords, p)
+		}
+		for _, p := range passwords {
+			if p.f != nil {
+				var ack *jetstream.PubAck
+				if ack, p.err = awaitAck(ctx, p.f); p.err == nil {
+					last = max(last, ack.Sequence)
+				}
+			}
+			if p.err != nil {
+				fail(fmt.Errorf("%s is enabled, but its password was not set: %w (set it with rvpctl password set %s)", users[p.ui].Spec.User, p.err, users[p.ui].Spec.User))
+			}
+			enabled(p.ui, p.err)
 		}
 	}
-	if last == 0 {
-		return created, nil
+	if last != 0 {
+		if err := a.Directory.WaitFor(ctx, last); err != nil {
+			fail(err)
+		}
 	}
-	return created, a.Directory.WaitFor(ctx, last)
+	return created, failed
 }
 
 // publishAsync starts the append of ev expecting its subject's last
@@ -203,8 +223,10 @@ func (a *Admin) checkDomainHome(domain, home string) error {
 
 // ImportUsers enables the users of an import (rvpctl user import) with
 // their passwords, through enableUsers, and says what became of each:
-// created; exists (an enabled user already, left as it is, password
-// included, with what the directory holds otherwise); or refused, with
+// created (with an Error when its password could not be set: it is
+// enabled, without one); exists (an enabled user already, left as it is,
+// password included, with what the directory holds otherwise); or
+// refused, with
 // why: a bad alias, an IM domain allowed(domain) refuses (a domain
 // administrator's others), a home server that cannot host it, a disabled
 // user, a user given twice. A refused user does not stop the others, and
@@ -270,9 +292,14 @@ func (a *Admin) ImportUsers(ctx context.Context, s ImportSpec, allowed func(doma
 		return results, nil
 	}
 	created := make([]bool, len(todo))
-	_, err := a.enableUsers(ctx, todo, func(j int) { created[j] = true })
+	pwErrs := make([]error, len(todo))
+	_, err := a.enableUsers(ctx, todo, func(j int, pwErr error) { created[j], pwErrs[j] = true, pwErr })
 	for j, i := range at {
 		switch {
+		case created[j] && pwErrs[j] != nil:
+			// Enabled, so not refused; importing again would say it exists.
+			u := todo[j].Spec.User
+			results[i].Error = fmt.Sprintf("enabled, but its password was not set: %v; set it with rvpctl password set %s", pwErrs[j], u)
 		case created[j]:
 		case err != nil:
 			results[i] = ImportResult{Outcome: ImportRefused, Error: fmt.Sprintf("not enabled: %v (import again: what was done stays done)", err)}

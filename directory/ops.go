@@ -177,7 +177,7 @@ type ImportSpec struct {
 
 // Import outcomes.
 const (
-	ImportCreated = "created" // enabled (and its password set), or would be in a dry run
+	ImportCreated = "created" // enabled (and its password set, unless Error says it was not), or would be in a dry run
 	ImportExists  = "exists"  // an enabled user already: left as it is, password included
 	ImportRefused = "refused" // not enabled: Error says why
 )

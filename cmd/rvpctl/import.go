@@ -70,10 +70,13 @@ type plannedUser struct {
 
 // importSummary counts what an import did.
 type importSummary struct {
-	Created int  `json:"created"`
-	Exists  int  `json:"exists"`
-	Refused int  `json:"refused"`
-	DryRun  bool `json:"dry_run,omitempty"`
+	Created int `json:"created"`
+	Exists  int `json:"exists"`
+	Refused int `json:"refused"`
+	// NoPassword counts the users created whose password the directory
+	// did not take (each said by its line).
+	NoPassword int  `json:"no_password,omitempty"`
+	DryRun     bool `json:"dry_run,omitempty"`
 	// Passwords is the file generated passwords were written to.
 	Passwords string  `json:"passwords,omitempty"`
 	Seconds   float64 `json:"seconds"`
@@ -170,7 +173,8 @@ func (e *env) importUsers(ctx context.Context, path string, o importOptions) err
 	}
 	// stale are the users whose passwords this run wrote before their
 	// batch, but whose batch did not create them after all (another
-	// administrator did meanwhile): they leave the file at the end.
+	// administrator did meanwhile), or did without taking their password:
+	// they leave the file at the end.
 	stale := map[string]bool{}
 	prog := newCounter(e.stderr, "import", len(plan), e.json)
 	for len(plan) > 0 {
@@ -204,7 +208,12 @@ func (e *env) importUsers(ctx context.Context, path string, o importOptions) err
 			switch res.Outcome {
 			case directory.ImportCreated:
 				sum.Created++
-				if p.generated != "" && pwFile != nil {
+				if res.Error != "" {
+					sum.NoPassword++
+				}
+				// A password the directory did not take is no password
+				// of the user's: res.Error says so, and how to set one.
+				if p.generated != "" && pwFile != nil && res.Error == "" {
 					sum.Passwords = pwFile.name
 				}
 			case directory.ImportExists:
@@ -212,7 +221,7 @@ func (e *env) importUsers(ctx context.Context, path string, o importOptions) err
 			default:
 				sum.Refused++
 			}
-			if res.Outcome != directory.ImportCreated && pwFile != nil && pwFile.written[user] {
+			if (res.Outcome != directory.ImportCreated || res.Error != "") && pwFile != nil && pwFile.written[user] {
 				stale[user] = true
 			}
 			if e.json || res.Error != "" || len(res.Differs) > 0 {
@@ -245,6 +254,9 @@ func (e *env) importUsers(ctx context.Context, path string, o importOptions) err
 	}
 	if sum.Refused > 0 {
 		return fmt.Errorf("%d rows refused (each said by its line)", sum.Refused)
+	}
+	if sum.NoPassword > 0 {
+		return fmt.Errorf("%d users created without their password (each said by its line); set them with rvpctl password set", sum.NoPassword)
 	}
 	return nil
 }

@@ -1,0 +1,75 @@
+package directory_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/directory"
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/rvp"
+)
+
+// TestImportPasswordRefused: an import whose users are enabled but whose
+// passwords the stream refuses (here: full, with DiscardNew) says so for
+// each of them. It answered "created" (enabled, and its password set) and
+// nothing else: rvpctl wrote the generated passwords to its file as
+// working ones, and importing again said "exists, password included", so
+// nothing told the administrator these users could never sign in.
+func TestImportPasswordRefused(t *testing.T) {
+	f := newAdminFixture(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	dir := f.directory()
+	f.follow(dir)
+	a := &directory.Admin{JetStream: f.js, Directory: dir, Actor: "a", Keyring: newKeyring(t)}
+	if err := a.CreateDomain(ctx, directory.DomainSpec{Domain: "example.test", IMHost: "im.example.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.CreateHomeServer(ctx, "home1", "imhome1.example.test", "", true); err != nil {
+		t.Fatal(err)
+	}
+	aliases := []string{"ann", "ben", "cid"}
+	var spec directory.ImportSpec
+	for _, alias := range aliases {
+		u := events.NewUser("example.test", alias)
+		v := rvp.NewVerifiers(u, "EXAMPLE", "", "example.test", "secret-"+alias)
+		spec.Users = append(spec.Users, directory.ImportUser{Spec: directory.UserSpec{User: u, Home: "home1"}, Verifiers: &v})
+	}
+	// Room for the users' user.enabled, none for their passwords.
+	st, err := f.js.Stream(ctx, events.StreamDirectory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := info.Config
+	cfg.MaxMsgs, cfg.Discard = int64(info.State.Msgs)+int64(len(aliases)), jetstream.DiscardNew
+	if _, err := f.js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	results, err := a.ImportUsers(ctx, spec, func(string) error { return nil })
+	if err != nil {
+		t.Fatalf("ImportUsers: %v", err)
+	}
+	for i, alias := range aliases {
+		u := events.NewUser("example.test", alias)
+		pw, perr := dir.Password(u)
+		rec, _ := dir.User(u)
+		t.Logf("%s: %+v; enabled %v, password %v (%v)", alias, results[i], rec != nil && rec.Enabled, pw != nil, perr)
+		if results[i].Outcome == directory.ImportCreated && (rec == nil || !rec.Enabled) {
+			t.Errorf("%s: the import said created, and the directory does not have it enabled", alias)
+		}
+		if pw != nil {
+			continue // the stream took it after all: nothing to say
+		}
+		if results[i].Error == "" || !strings.Contains(results[i].Error, "password") {
+			t.Errorf("%s has no password, and the import said %+v", alias, results[i])
+		}
+	}
+}
