@@ -56,13 +56,14 @@ func (a *Admin) withActor(actor string) *Admin {
 // append appends ev expecting its subject's last sequence to be expect,
 // and waits until the directory projection has applied it.
 func (a *Admin) append(ctx context.Context, ev events.DirectoryEvent, expect uint64) error {
-	return a.appendFenced(ctx, ev, expect, "")
+	return a.appendFenced(ctx, ev, expect, "", "")
 }
 
 // appendFenced appends ev expecting the last sequence of the subjects
-// matching fence (a wildcard) to be expect, or with fence "" its own
-// subject's, and waits until the directory projection has applied it.
-func (a *Admin) appendFenced(ctx context.Context, ev events.DirectoryEvent, expect uint64, fence string) error {
+// matching fence (a wildcard, which what names in a refusal) to be
+// expect, or with fence "" its own subject's, and waits until the
+// directory projection has applied it.
+func (a *Admin) appendFenced(ctx context.Context, ev events.DirectoryEvent, expect uint64, fence, what string) error {
 	msg, err := directoryMsg(ev)
 	if err != nil {
 		return err
@@ -83,7 +84,7 @@ func (a *Admin) appendFenced(ctx context.Context, ev events.DirectoryEvent, expe
 			}
 			switch {
 			case fence != "":
-				return fmt.Errorf("%s changed while this change was made; look again and retry", fence)
+				return fmt.Errorf("%s changed while this change was made; look again and retry", what)
 			case expect == 0:
 				return ErrExists
 			}
@@ -143,6 +144,23 @@ func (a *Admin) current(ctx context.Context, subject string) (uint64, error) {
 	return ver, nil
 }
 
+// caughtUp waits until the directory projection has applied the last
+// events of subjects (wildcards allowed): the other aggregates a change
+// is checked against (a user's IM domain and home server). Without it, a
+// projection behind the stream would have a user enabled in an IM domain,
+// or on a home server, that another administrator deleted a moment ago.
+func (a *Admin) caughtUp(ctx context.Context, subjects ...string) error {
+	var last uint64
+	for _, s := range subjects {
+		ver, err := a.version(ctx, s)
+		if err != nil {
+			return err
+		}
+		last = max(last, ver)
+	}
+	return a.Directory.WaitFor(ctx, last)
+}
+
 // appendNext appends ev after whatever its subject holds now: for a
 // change that reads nothing of its aggregate (the settings).
 func (a *Admin) appendNext(ctx context.Context, ev events.DirectoryEvent) error {
@@ -188,14 +206,23 @@ func (a *Admin) CreateDomain(ctx context.Context, s DomainSpec) error {
 		}
 	}
 	ev := &events.DomainCreated{Meta: a.meta(), Domain: s.Domain, IMHost: s.IMHost, EmailDomains: s.EmailDomains, Hosts: s.Hosts, NTDomain: s.NTDomain}
-	return a.appendFenced(ctx, ev, ver, events.DomainsFilter)
+	return a.appendFenced(ctx, ev, ver, events.DomainsFilter, "the IM domains")
 }
 
 // DeleteDomain deletes an IM domain that has no users left.
+//
+// It is fenced by the events of the domain's users, not the domain's own:
+// a user enabled in it meanwhile (decided on a projection that has not
+// the deletion yet) fails the deletion, rather than be left enabled in an
+// IM domain that no longer exists.
 func (a *Admin) DeleteDomain(ctx context.Context, domain string) error {
 	domain = strings.ToLower(domain)
-	ver, err := a.current(ctx, events.DomainSubject(domain))
+	users := events.UsersFilter(domain)
+	ver, err := a.current(ctx, users)
 	if err != nil {
+		return err
+	}
+	if err := a.caughtUp(ctx, events.DomainSubject(domain)); err != nil {
 		return err
 	}
 	dom, err := a.Directory.Domain(domain)
@@ -205,17 +232,17 @@ func (a *Admin) DeleteDomain(ctx context.Context, domain string) error {
 	if dom == nil {
 		return fmt.Errorf("IM domain %s: %w", domain, ErrNotFound)
 	}
-	users, err := a.Directory.Users(domain)
+	recs, err := a.Directory.Users(domain)
 	if err != nil {
 		return err
 	}
 	// A disabled user's record stays (no operation removes one): only the
 	// enabled users hold the domain, as they hold a home server.
-	enabled := slices.DeleteFunc(users, func(u projections.UserRecord) bool { return !u.Enabled })
+	enabled := slices.DeleteFunc(recs, func(u projections.UserRecord) bool { return !u.Enabled })
 	if len(enabled) > 0 {
 		return fmt.Errorf("IM domain %s still has %d enabled users (%s first); disable them first (rvpctl user disable)", domain, len(enabled), enabled[0].User)
 	}
-	return a.append(ctx, &events.DomainDeleted{Meta: a.meta(), Domain: domain}, ver)
+	return a.appendFenced(ctx, &events.DomainDeleted{Meta: a.meta(), Domain: domain}, ver, users, "the users of IM domain "+domain)
 }
 
 // CreateHomeServer creates a home server.
@@ -251,10 +278,18 @@ func (a *Admin) AllowUsers(ctx context.Context, name string, allow bool) error {
 	return a.append(ctx, &events.HomeServerChanged{Meta: a.meta(), Name: name, HostsUsers: allow}, ver)
 }
 
-// DeleteHomeServer deletes a home server no user is homed on.
+// DeleteHomeServer deletes a home server no user is homed on. It is
+// fenced by every user's events, not the home server's own: a user
+// enabled on it or moved to it meanwhile (decided on a projection that
+// has not the deletion yet) fails the deletion, rather than be homed on a
+// home server that no longer exists.
 func (a *Admin) DeleteHomeServer(ctx context.Context, name string) error {
-	ver, err := a.current(ctx, events.HomeServerSubject(name))
+	users := events.UsersFilter("")
+	ver, err := a.current(ctx, users)
 	if err != nil {
+		return err
+	}
+	if err := a.caughtUp(ctx, events.HomeServerSubject(name)); err != nil {
 		return err
 	}
 	hs, err := a.Directory.HomeServer(name)
@@ -279,7 +314,7 @@ func (a *Admin) DeleteHomeServer(ctx context.Context, name string) error {
 			}
 		}
 	}
-	return a.append(ctx, &events.HomeServerDeleted{Meta: a.meta(), Name: name}, ver)
+	return a.appendFenced(ctx, &events.HomeServerDeleted{Meta: a.meta(), Name: name}, ver, users, "the users")
 }
 
 // CreateRouter creates a router for an IM domain; mode is one of the
@@ -352,11 +387,14 @@ func (a *Admin) EnableUser(ctx context.Context, s UserSpec) error {
 	if err := checkAlias(u); err != nil {
 		return err
 	}
-	if err := a.checkDomainHome(u.Domain, s.Home); err != nil {
-		return err
-	}
 	ver, err := a.current(ctx, events.UserSubject(u))
 	if err != nil {
+		return err
+	}
+	if err := a.caughtUp(ctx, events.DomainSubject(u.Domain), events.HomeServerSubject(s.Home)); err != nil {
+		return err
+	}
+	if err := a.checkDomainHome(u.Domain, s.Home); err != nil {
 		return err
 	}
 	if rec, err := a.Directory.User(u); err != nil {
@@ -402,6 +440,9 @@ func (a *Admin) MoveUser(ctx context.Context, u events.User, home string) error 
 	}
 	if rec.Home == home {
 		return fmt.Errorf("%s is already on home server %s", u, home)
+	}
+	if err := a.caughtUp(ctx, events.HomeServerSubject(home)); err != nil {
+		return err
 	}
 	if err := a.checkHome(home); err != nil {
 		return err

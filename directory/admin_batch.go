@@ -47,6 +47,11 @@ func (a *Admin) enableUsers(ctx context.Context, users []NewUser, enabled func(i
 	if a.Keyring == nil {
 		return 0, errors.New("no cluster key: passwords cannot be stored")
 	}
+	// The IM domains and home servers are checked on the directory as the
+	// stream has it, not on a projection behind it.
+	if err := a.caughtUp(ctx, events.DirectoryFilter); err != nil {
+		return 0, err
+	}
 	checked := map[string]error{}
 	var todo []int
 	for i, nu := range users {
@@ -235,6 +240,9 @@ func (a *Admin) checkDomainHome(domain, home string) error {
 func (a *Admin) ImportUsers(ctx context.Context, s ImportSpec, allowed func(domain string) error) ([]ImportResult, error) {
 	if len(s.Users) > MaxImport {
 		return nil, fmt.Errorf("%d users in one import request: at most %d", len(s.Users), MaxImport)
+	}
+	if err := a.caughtUp(ctx, events.DirectoryFilter); err != nil {
+		return nil, err
 	}
 	results := make([]ImportResult, len(s.Users))
 	homes := map[string]error{}

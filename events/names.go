@@ -151,6 +151,15 @@ func UserSubject(u User) string {
 	return DirectoryRoot + ".user." + Token(u.Domain) + "." + Token(u.Alias)
 }
 
+// UsersFilter matches the directory events of every user of an IM
+// domain (UserSubject), or with "" of every user of every domain.
+func UsersFilter(domain string) string {
+	if domain == "" {
+		return DirectoryRoot + ".user.>"
+	}
+	return DirectoryRoot + ".user." + Token(domain) + ".*"
+}
+
 // RouterSubject is the subject of a router's directory events.
 func RouterSubject(name string) string { return DirectoryRoot + ".router." + Token(name) }
 
