@@ -56,17 +56,24 @@ func (a *Admin) withActor(actor string) *Admin {
 // append appends ev expecting its subject's last sequence to be expect,
 // and waits until the directory projection has applied it.
 func (a *Admin) append(ctx context.Context, ev events.DirectoryEvent, expect uint64) error {
-	return a.appendFenced(ctx, ev, expect, "", "")
+	_, err := a.appendAt(ctx, ev, expect, "", "")
+	return err
 }
 
 // appendFenced appends ev expecting the last sequence of the subjects
 // matching fence (a wildcard, which what names in a refusal) to be
-// expect, or with fence "" its own subject's, and waits until the
-// directory projection has applied it.
+// expect, and waits until the directory projection has applied it.
 func (a *Admin) appendFenced(ctx context.Context, ev events.DirectoryEvent, expect uint64, fence, what string) error {
+	_, err := a.appendAt(ctx, ev, expect, fence, what)
+	return err
+}
+
+// appendAt is append, or with a fence appendFenced, returning the
+// sequence ev was stored at.
+func (a *Admin) appendAt(ctx context.Context, ev events.DirectoryEvent, expect uint64, fence, what string) (uint64, error) {
 	msg, err := directoryMsg(ev)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	id := rand.Text()
 	opt := jetstream.WithExpectLastSequencePerSubject(expect)
@@ -80,19 +87,19 @@ func (a *Admin) appendFenced(ctx context.Context, ev events.DirectoryEvent, expe
 			// a cluster the first may have been stored after all: then the
 			// subject's last event is this one.
 			if seq, ok := a.ours(ctx, ev.DirSubject(), id); ok {
-				return a.Directory.WaitFor(ctx, seq)
+				return seq, a.Directory.WaitFor(ctx, seq)
 			}
 			switch {
 			case fence != "":
-				return fmt.Errorf("%s changed while this change was made; look again and retry", what)
+				return 0, fmt.Errorf("%s changed while this change was made; look again and retry", what)
 			case expect == 0:
-				return ErrExists
+				return 0, ErrExists
 			}
-			return fmt.Errorf("%s changed while this change was made; look again and retry", ev.DirSubject())
+			return 0, fmt.Errorf("%s changed while this change was made; look again and retry", ev.DirSubject())
 		}
-		return fmt.Errorf("append %s: %w", ev.Type(), err)
+		return 0, fmt.Errorf("append %s: %w", ev.Type(), err)
 	}
-	return a.Directory.WaitFor(ctx, ack.Sequence)
+	return ack.Sequence, a.Directory.WaitFor(ctx, ack.Sequence)
 }
 
 // ours reports whether the last event of subject is the one appended
@@ -380,6 +387,13 @@ func (a *Admin) checkHome(home string) error {
 }
 
 // EnableUser enables a user for instant messaging on a home server.
+//
+// A disabled user enabled again on another home server than the one it
+// was on is enabled there, then moved (user.moved, as rvpctl user move):
+// its former home server may still hold its state (its watchers'
+// subscriptions, its presence, its ACL), which it hands over for a move
+// and for nothing else. Enabled afresh on the other, the state stayed
+// behind and its watchers never heard of it again.
 func (a *Admin) EnableUser(ctx context.Context, s UserSpec) error {
 	// Names are kept lower-case, as requests look them up (a client of
 	// the directory service other than rvpctl may send them otherwise).
@@ -391,18 +405,48 @@ func (a *Admin) EnableUser(ctx context.Context, s UserSpec) error {
 	if err != nil {
 		return err
 	}
-	if err := a.caughtUp(ctx, events.DomainSubject(u.Domain), events.HomeServerSubject(s.Home)); err != nil {
+	rec, err := a.Directory.User(u)
+	if err != nil {
+		return err
+	}
+	if rec != nil && rec.Enabled {
+		return fmt.Errorf("%s: %w", u, ErrExists)
+	}
+	// The home server it was on, if it is another that still exists.
+	var was string
+	if rec != nil && rec.Home != "" && rec.Home != s.Home {
+		was = rec.Home
+	}
+	subjects := []string{events.DomainSubject(u.Domain), events.HomeServerSubject(s.Home)}
+	if was != "" {
+		subjects = append(subjects, events.HomeServerSubject(was))
+	}
+	if err := a.caughtUp(ctx, subjects...); err != nil {
 		return err
 	}
 	if err := a.checkDomainHome(u.Domain, s.Home); err != nil {
 		return err
 	}
-	if rec, err := a.Directory.User(u); err != nil {
-		return err
-	} else if rec != nil && rec.Enabled {
-		return fmt.Errorf("%s: %w", u, ErrExists)
+	if was != "" {
+		if hs, err := a.Directory.HomeServer(was); err != nil {
+			return err
+		} else if hs == nil {
+			was = "" // deleted: nobody serves what it held
+		}
 	}
-	return a.append(ctx, &events.UserEnabled{Meta: a.meta(), User: u, Home: s.Home, DisplayName: s.DisplayName, Email: s.Email, NTAccount: s.NTAccount}, ver)
+	ev := &events.UserEnabled{Meta: a.meta(), User: u, Home: s.Home, DisplayName: s.DisplayName, Email: s.Email, NTAccount: s.NTAccount}
+	if was == "" {
+		return a.append(ctx, ev, ver)
+	}
+	ev.Home = was
+	seq, err := a.appendAt(ctx, ev, ver, "", "")
+	if err != nil {
+		return err
+	}
+	if err := a.append(ctx, &events.UserMoved{Meta: a.meta(), User: u, From: was, Home: s.Home}, seq); err != nil {
+		return fmt.Errorf("%s is enabled again on home server %s, where it was, but not moved to %s: %w; move it (rvpctl user move %s -home %s)", u, was, s.Home, err, u, s.Home)
+	}
+	return nil
 }
 
 func (a *Admin) enabledUser(u events.User) (*projections.UserRecord, error) {
