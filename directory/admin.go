@@ -460,7 +460,10 @@ func (a *Admin) enabledUser(u events.User) (*projections.UserRecord, error) {
 	return rec, nil
 }
 
-// DisableUser disables a user: its next login is refused.
+// DisableUser disables a user: its next login is refused, and its home
+// server ends its logins and presence (its watchers see it offline) but
+// keeps its watchers' subscriptions, for the day it is enabled again
+// (homenode/disable.go).
 func (a *Admin) DisableUser(ctx context.Context, u events.User) error {
 	ver, err := a.current(ctx, events.UserSubject(u))
 	if err != nil {

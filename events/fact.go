@@ -48,6 +48,7 @@ const (
 	EndLoggedOut    = "logged-out"  // a view ended with the last login subscription
 	EndUnreachable  = "unreachable" // the callback did not answer several NOTIFYs in a row
 	EndMoved        = "moved"       // the user moved to another home server, which holds it now
+	EndDisabled     = "disabled"    // the user was disabled (rvpctl user disable): its logins and presence end
 	EndReplaced     = "replaced"    // the node (or its subscriber) had the most it may: the one lapsing first made room
 )
 

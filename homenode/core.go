@@ -61,6 +61,9 @@ type (
 	// departure is a user moved away from this home server, whose state
 	// is to be handed over.
 	departure move
+	// disabled is a user of this home server that was disabled, whose
+	// logins and presence end.
+	disabled events.User
 	// resend asks for the state of a user to be sent to every watcher
 	// allowed to see it, as a node that takes a home server over does.
 	resend events.User
@@ -168,6 +171,8 @@ func decide(v View, p Policy, in any, now time.Time) (*decision, error) {
 		d, err = c.decideUnreachable(subRef(e), now)
 	case departure:
 		d, err = c.decideDeparture(move(e), now)
+	case disabled:
+		d, err = c.decideDisabled(events.User(e), now)
 	case resend:
 		d, err = c.decideResend(events.User(e), nil, now)
 	case resendTo:

@@ -35,8 +35,9 @@ import (
 // arrives would not find it, or would take an id the state holds.
 
 // watchMoves feeds the users moved away from this home server to moves,
-// until ctx ends.
-func (n *Node) watchMoves(ctx context.Context, moves chan<- move) error {
+// and the users disabled (of any home server: the event does not say) to
+// disables, until ctx ends.
+func (n *Node) watchMoves(ctx context.Context, moves chan<- move, disables chan<- disable) error {
 	cons, err := n.cfg.JetStream.OrderedConsumer(ctx, events.StreamDirectory, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{events.DirectoryRoot + ".user.>"},
 		DeliverPolicy:  jetstream.DeliverNewPolicy,
@@ -65,17 +66,26 @@ func (n *Node) watchMoves(ctx context.Context, moves chan<- move) error {
 			}
 			return fmt.Errorf("home %s: watch moves: %w", n.cfg.Home, err)
 		}
-		if m.Headers().Get(events.HeaderType) != events.TypeUserMoved {
+		typ := m.Headers().Get(events.HeaderType)
+		if typ != events.TypeUserMoved && typ != events.TypeUserDisabled {
 			continue
 		}
-		ev, err := events.Decode(events.TypeUserMoved, m.Data())
+		ev, err := events.Decode(typ, m.Data())
 		if err != nil {
-			n.log.Error("undecodable user move", "err", err)
+			n.log.Error("undecodable directory event", "type", typ, "err", err)
 			continue
 		}
 		md, err := m.Metadata()
 		if err != nil {
 			return fmt.Errorf("home %s: watch moves: %w", n.cfg.Home, err)
+		}
+		if dis, ok := ev.(*events.UserDisabled); ok {
+			select {
+			case disables <- disable{user: dis.User, seq: md.Sequence.Stream}:
+			case <-ctx.Done():
+				return nil
+			}
+			continue
 		}
 		if mv := ev.(*events.UserMoved); mv.From == n.cfg.Home {
 			select {

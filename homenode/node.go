@@ -522,10 +522,11 @@ func (n *Node) Run(parent context.Context) (err error) {
 		}()
 	}
 	moves := make(chan move, 64)
+	disables := make(chan disable, 64)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := n.watchMoves(ctx, moves); err != nil {
+		if err := n.watchMoves(ctx, moves, disables); err != nil {
 			failed <- err
 		}
 	}()
@@ -537,6 +538,15 @@ func (n *Node) Run(parent context.Context) (err error) {
 		if err := n.handoff(context.WithoutCancel(ctx), mv); err != nil {
 			n.log.Warn("user moved away not handed off yet; it will be when a request for it comes",
 				"user", mv.user.String(), "home", mv.to, "err", err)
+		}
+	}
+	gone, err := n.disabledHere()
+	if err != nil {
+		return err
+	}
+	for _, u := range gone {
+		if err := n.input(context.WithoutCancel(ctx), &pending{in: disabled(u)}); err != nil {
+			return err
 		}
 	}
 	admin, err := n.cfg.Conn.Subscribe(events.HomeAdminSubject(n.cfg.Home, "verify"), n.onVerify)
@@ -693,6 +703,7 @@ func (n *Node) Run(parent context.Context) (err error) {
 		var outCh <-chan outcome
 		var reachCh <-chan reach
 		var moveCh <-chan move
+		var disCh <-chan disable
 		var tickCh <-chan time.Time
 		if n.room() {
 			if len(n.refused) > 0 {
@@ -703,7 +714,7 @@ func (n *Node) Run(parent context.Context) (err error) {
 				}
 				continue
 			}
-			reqCh, outCh, reachCh, moveCh, tickCh = reqs, n.outcomes, n.reaches, moves, tick.C
+			reqCh, outCh, reachCh, moveCh, disCh, tickCh = reqs, n.outcomes, n.reaches, moves, disables, tick.C
 		}
 		select {
 		case <-ctx.Done():
@@ -734,6 +745,10 @@ func (n *Node) Run(parent context.Context) (err error) {
 			if err := n.handoff(work, mv); err != nil {
 				n.log.Warn("user moved away not handed off; it will be when a request for it comes, or at the next start",
 					"user", mv.user.String(), "home", mv.to, "err", err)
+			}
+		case dis := <-disCh:
+			if err := n.endDisabled(work, dis); err != nil {
+				return err
 			}
 		case rc := <-reachCh:
 			if err := n.handleReach(work, rc); err != nil {

@@ -191,7 +191,7 @@ func adminCommands() []command {
 					return e.ok("%s enabled for instant messaging on home server %s; set its password with rvpctl password set %s", u, *home, u)
 				}
 			}},
-		{name: "user disable", args: "USER@DOMAIN", help: "disable a user: its next login is refused", admin: true,
+		{name: "user disable", args: "USER@DOMAIN", help: "disable a user: its sign-ins are refused, and its watchers see it offline", admin: true,
 			flags: noFlags(func(ctx context.Context, e *env, args []string) error {
 				u, err := parseUser(args[0])
 				if err != nil {
