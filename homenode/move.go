@@ -99,7 +99,7 @@ func (n *Node) watchMoves(ctx context.Context, moves chan<- move, disables chan<
 
 // strays returns the moves of the users this node holds state for whose
 // home server is another one now: moved while the node was down.
-func (n *Node) strays() ([]move, error) {
+func (n *Node) strays(ctx context.Context) ([]move, error) {
 	users, err := n.proj.Users()
 	if err != nil {
 		return nil, err
@@ -112,10 +112,61 @@ func (n *Node) strays() ([]move, error) {
 			return nil, err
 		}
 		if rec != nil {
-			out = append(out, move{user: u, to: rec.Home, seq: rec.Move})
+			seq, err := n.moveOf(ctx, rec)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, move{user: u, to: rec.Home, seq: seq})
 		}
 	}
 	return out, nil
+}
+
+// moveOf returns the sequence that names the move of a user homed on
+// another home server than this one: its move's, or for a record with
+// none (a user enabled again on that home server after a move this node
+// had not handed off yet, which writes the record afresh; or enabled
+// again elsewhere by a version that did not move it) the directory
+// sequence of its last event, so that the state this node holds is
+// handed over all the same. With neither a move nor state here, 0: there
+// is nothing to hand over.
+func (n *Node) moveOf(ctx context.Context, rec *projections.UserRecord) (uint64, error) {
+	if rec.Move != 0 {
+		return rec.Move, nil
+	}
+	if held, err := n.holds(rec.User); err != nil || !held {
+		return 0, err
+	}
+	st, err := n.cfg.JetStream.Stream(ctx, events.StreamDirectory)
+	if err != nil {
+		return 0, fmt.Errorf("home %s: the directory sequence of %s, homed on %s: %w", n.cfg.Home, rec.User, rec.Home, err)
+	}
+	m, err := st.GetLastMsgForSubject(ctx, events.UserSubject(rec.User))
+	if err != nil {
+		return 0, fmt.Errorf("home %s: the directory sequence of %s, homed on %s: %w", n.cfg.Home, rec.User, rec.Home, err)
+	}
+	return m.Sequence, nil
+}
+
+// holds reports whether this node holds state of u that a handoff
+// carries: subscriptions, views, an ACL, properties.
+func (n *Node) holds(u events.User) (bool, error) {
+	v := n.view().State
+	if subs, err := v.Subscriptions(u); err != nil || len(subs) > 0 {
+		return len(subs) > 0, err
+	}
+	if views, err := v.Views(u); err != nil || len(views) > 0 {
+		return len(views) > 0, err
+	}
+	if _, ok, err := v.ACL(u); err != nil || ok {
+		return ok, err
+	}
+	for _, p := range []events.Prop{events.PropMobileState, events.PropMobileDescription} {
+		if val, err := v.Property(u, p); err != nil || val != "" {
+			return val != "", err
+		}
+	}
+	return false, nil
 }
 
 // forward passes on a request for a user that has moved to another home
@@ -123,7 +174,11 @@ func (n *Node) strays() ([]move, error) {
 // after the user's state, so the new home server decides it as this one
 // would have. The gateway's reply subject goes with it.
 func (n *Node) forward(ctx context.Context, log *slog.Logger, m jetstream.Msg, r *events.Req, rec *projections.UserRecord) error {
-	if err := n.handoff(ctx, move{user: r.Node, to: rec.Home, seq: rec.Move}); err != nil {
+	seq, err := n.moveOf(ctx, rec)
+	if err == nil {
+		err = n.handoff(ctx, move{user: r.Node, to: rec.Home, seq: seq})
+	}
+	if err != nil {
 		log.Warn("request for a moved user not forwarded; will retry", "home", rec.Home, "err", err)
 		return m.NakWithDelay(250 * time.Millisecond)
 	}

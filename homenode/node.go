@@ -530,7 +530,7 @@ func (n *Node) Run(parent context.Context) (err error) {
 			failed <- err
 		}
 	}()
-	strays, err := n.strays()
+	strays, err := n.strays(ctx)
 	if err != nil {
 		return err
 	}

@@ -156,3 +156,52 @@ func signInAgain(t *testing.T, u *Client) {
 	})
 	must(t, u.Alias+" online", u.SetState("online", 1200, 0), 207)
 }
+
+// TestClusterReEnableAfterMoveWhileDown: alice is moved from home1 to
+// home2 while home1's node is down, then disabled and enabled again on
+// home2 before it starts. Enabling wrote her record afresh, without the
+// move: home1, at its start, found her homed elsewhere with no move to
+// hand her off by, and kept her state; her watcher's subscription stayed
+// there, and it never heard of her again.
+func TestClusterReEnableAfterMoveWhileDown(t *testing.T) {
+	c := Start(t, Options{Users: map[string]string{"alice": "home1", "carol": "home2"}, Inside: []string{"127.0.0.0/8"}})
+	ctx := context.Background()
+	alice, carol := c.Client(t, "alice"), c.Client(t, "carol")
+	alice.FollowRedirects = true
+	signIn(t, alice, carol)
+	must(t, "carol watches alice", carol.Watch("alice", 3600), 207)
+	carol.WaitNotify(0, wait, fromState(alice, "online"))
+	au := events.NewUser(c.Domain, "alice")
+	Eventually(t, wait, func() error {
+		if s, v, err := heldBy(c, "home1", au); err != nil || s != 2 || v != 1 {
+			return fmt.Errorf("home1 holds %d subscriptions and %d views of alice (%v), want 2 and 1", s, v, err)
+		}
+		return nil
+	})
+	if err := c.Homes["home1"].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Admin.MoveUser(ctx, au, "home2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Admin.DisableUser(ctx, au); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Admin.EnableUser(ctx, directory.UserSpec{User: au, Home: "home2"}); err != nil {
+		t.Fatal(err)
+	}
+	c.Homes["home1"] = c.StartHome("home1")
+	Eventually(t, wait, func() error {
+		if s, v, err := heldBy(c, "home1", au); err != nil || s+v != 0 {
+			return fmt.Errorf("home1 still holds %d subscriptions and %d views of alice, homed on home2 (%v)", s, v, err)
+		}
+		if s, _, err := heldBy(c, "home2", au); err != nil || s == 0 {
+			return fmt.Errorf("home2 holds %d subscriptions of alice (%v)", s, err)
+		}
+		return nil
+	})
+	seen := len(carol.Notifies())
+	signInAgain(t, alice)
+	must(t, "alice busy at home2", alice.SetState("busy", 1200, 0), 207)
+	carol.WaitNotify(seen, wait, fromState(alice, "busy"))
+}
