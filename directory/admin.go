@@ -87,7 +87,7 @@ func (a *Admin) appendAt(ctx context.Context, ev events.DirectoryEvent, expect u
 			// a cluster the first may have been stored after all: then the
 			// subject's last event is this one.
 			if seq, ok := a.ours(ctx, ev.DirSubject(), id); ok {
-				return seq, a.Directory.WaitFor(ctx, seq)
+				return seq, a.applied(ctx, ev, seq)
 			}
 			switch {
 			case fence != "":
@@ -99,7 +99,20 @@ func (a *Admin) appendAt(ctx context.Context, ev events.DirectoryEvent, expect u
 		}
 		return 0, fmt.Errorf("append %s: %w", ev.Type(), err)
 	}
-	return ack.Sequence, a.Directory.WaitFor(ctx, ack.Sequence)
+	return ack.Sequence, a.applied(ctx, ev, ack.Sequence)
+}
+
+// applied waits until the directory projection has applied ev, stored at
+// seq. A projection that does not get there in time makes an error that
+// says the change was made nonetheless: told only "context deadline
+// exceeded", an administrator took a change that was done for one that
+// failed.
+func (a *Admin) applied(ctx context.Context, ev events.DirectoryEvent, seq uint64) error {
+	if err := a.Directory.WaitFor(ctx, seq); err != nil {
+		return fmt.Errorf("the change was made (%s recorded at directory sequence %d), but this node's directory has not applied it yet (%w): it takes effect as the directory catches up: look again in a moment rather than make it again",
+			ev.Type(), seq, err)
+	}
+	return nil
 }
 
 // ours reports whether the last event of subject is the one appended
@@ -440,8 +453,11 @@ func (a *Admin) EnableUser(ctx context.Context, s UserSpec) error {
 	}
 	ev.Home = was
 	seq, err := a.appendAt(ctx, ev, ver, "", "")
-	if err != nil {
+	if err != nil && seq == 0 {
 		return err
+	}
+	if err != nil {
+		return fmt.Errorf("%s is enabled again on home server %s, where it was, but not moved to %s: %w; then move it (rvpctl user move %s -home %s)", u, was, s.Home, err, u, s.Home)
 	}
 	if err := a.append(ctx, &events.UserMoved{Meta: a.meta(), User: u, From: was, Home: s.Home}, seq); err != nil {
 		return fmt.Errorf("%s is enabled again on home server %s, where it was, but not moved to %s: %w; move it (rvpctl user move %s -home %s)", u, was, s.Home, err, u, s.Home)
