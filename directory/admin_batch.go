@@ -250,7 +250,11 @@ func (a *Admin) ImportUsers(ctx context.Context, s ImportSpec, allowed func(doma
 	var todo []NewUser
 	var at []int // the index in s.Users of each of todo
 	for i, iu := range s.Users {
-		u := iu.Spec.User
+		// Lower-case, as EnableUser keeps them: looked up as sent, a
+		// disabled user written otherwise was found by enableUsers only,
+		// and reported as existing.
+		u := events.NewUser(iu.Spec.User.Domain, iu.Spec.User.Alias)
+		iu.Spec.User = u
 		refuse := func(err error) { results[i] = ImportResult{Outcome: ImportRefused, Error: err.Error()} }
 		if err := checkAlias(u); err != nil {
 			refuse(err)

@@ -73,3 +73,49 @@ func TestImportPasswordRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestImportLowerCases: an import names its users lower-case whatever a
+// client of the directory service sends (rvpctl lower-cases; another may
+// not), as EnableUser does. It looked them up as sent: a user of an
+// existing IM domain written with capitals was refused as of a domain that
+// does not exist, and a disabled user written with capitals was reported
+// "exists" (an enabled user), as enableUsers, which lower-cases, found its
+// record and left it.
+func TestImportLowerCases(t *testing.T) {
+	f := newAdminFixture(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	dir := f.directory()
+	f.follow(dir)
+	a := &directory.Admin{JetStream: f.js, Directory: dir, Actor: "a", Keyring: newKeyring(t)}
+	if err := a.CreateDomain(ctx, directory.DomainSpec{Domain: "example.test", IMHost: "im.example.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.CreateHomeServer(ctx, "home1", "imhome1.example.test", "", true); err != nil {
+		t.Fatal(err)
+	}
+	bob := events.NewUser("example.test", "bob")
+	if err := a.EnableUser(ctx, directory.UserSpec{User: bob, Home: "home1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.DisableUser(ctx, bob); err != nil {
+		t.Fatal(err)
+	}
+	spec := directory.ImportSpec{Users: []directory.ImportUser{
+		{Spec: directory.UserSpec{User: events.User{Domain: "Example.Test", Alias: "Alice"}, Home: "home1"}},
+		{Spec: directory.UserSpec{User: events.User{Domain: "example.test", Alias: "BOB"}, Home: "home1"}},
+	}}
+	results, err := a.ImportUsers(ctx, spec, func(string) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if results[0].Outcome != directory.ImportCreated {
+		t.Errorf("Alice@Example.Test: %+v, want created", results[0])
+	}
+	if rec, _ := dir.User(events.NewUser("example.test", "alice")); rec == nil || !rec.Enabled {
+		t.Errorf("alice@example.test after the import: %+v", rec)
+	}
+	if results[1].Outcome != directory.ImportRefused || !strings.Contains(results[1].Error, "disabled") {
+		t.Errorf("BOB@example.test, disabled: %+v, want refused as disabled", results[1])
+	}
+}
