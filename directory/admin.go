@@ -1,6 +1,7 @@
 package directory
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -399,7 +400,9 @@ func (a *Admin) checkHome(home string) error {
 	return nil
 }
 
-// EnableUser enables a user for instant messaging on a home server.
+// EnableUser enables a user for instant messaging on a home server. A
+// disabled user enabled again keeps its display name, e-mail and Windows
+// account unless they are given again.
 //
 // A disabled user enabled again on another home server than the one it
 // was on is enabled there, then moved (user.moved, as rvpctl user move):
@@ -424,6 +427,12 @@ func (a *Admin) EnableUser(ctx context.Context, s UserSpec) error {
 	}
 	if rec != nil && rec.Enabled {
 		return fmt.Errorf("%s: %w", u, ErrExists)
+	}
+	if rec != nil {
+		// Enabled again: what is not given again stays as it was.
+		s.DisplayName = cmp.Or(s.DisplayName, rec.DisplayName)
+		s.Email = cmp.Or(s.Email, rec.Email)
+		s.NTAccount = cmp.Or(s.NTAccount, rec.NTAccount)
 	}
 	// The home server it was on, if it is another that still exists.
 	var was string

@@ -153,3 +153,32 @@ func TestDeleteDomainOfNewUser(t *testing.T) {
 		t.Logf("refused: %v", err)
 	}
 }
+
+// TestReEnableKeepsRecord: a disabled user enabled again with its home
+// server only (as the import's refusal of a disabled user says to) keeps
+// its display name, e-mail and Windows account. The record was written
+// afresh from what the enabling gave: they were lost, and its watchers
+// saw its alias for a name.
+func TestReEnableKeepsRecord(t *testing.T) {
+	f := newAdminFixture(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	a, _, _ := staleAdmins(t, f, ctx)
+	alice := events.NewUser("example.test", "alice")
+	if err := a.EnableUser(ctx, directory.UserSpec{User: alice, Home: "home1", DisplayName: "Alice A.", Email: "alice@mail.example.test", NTAccount: "aa"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.DisableUser(ctx, alice); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.EnableUser(ctx, directory.UserSpec{User: alice, Home: "home1", Email: "alice@new.example.test"}); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := a.Directory.User(alice)
+	if err != nil || rec == nil {
+		t.Fatal(rec, err)
+	}
+	if rec.DisplayName != "Alice A." || rec.Email != "alice@new.example.test" || rec.NTAccount != "aa" || !rec.Enabled {
+		t.Errorf("alice enabled again: %+v; want her name and Windows account kept, her new e-mail", rec)
+	}
+}
