@@ -92,6 +92,23 @@ func (f *adminFixture) lastEvent(subject string) events.Event {
 	return ev
 }
 
+// exampleAdmin returns an administrator, on a directory projection that
+// follows the stream, of a directory with the IM domain example.test and
+// the home server home1.
+func (f *adminFixture) exampleAdmin(ctx context.Context) *directory.Admin {
+	f.t.Helper()
+	dir := f.directory()
+	f.follow(dir)
+	a := &directory.Admin{JetStream: f.js, Directory: dir, Actor: "a", Keyring: newKeyring(f.t)}
+	if err := a.CreateDomain(ctx, directory.DomainSpec{Domain: "example.test", IMHost: "im.example.test"}); err != nil {
+		f.t.Fatal(err)
+	}
+	if err := a.CreateHomeServer(ctx, "home1", "imhome1.example.test", "", true); err != nil {
+		f.t.Fatal(err)
+	}
+	return a
+}
+
 // twoAdmins returns two administrators, each on a directory projection
 // of its own that follows the stream: b's can be made to lag (lagging).
 func (f *adminFixture) twoAdmins() (a, b *directory.Admin) {
@@ -254,15 +271,7 @@ func TestEnableRefusesUnaddressableAlias(t *testing.T) {
 	f := newAdminFixture(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	dir := f.directory()
-	f.follow(dir)
-	a := &directory.Admin{JetStream: f.js, Directory: dir, Actor: "a", Keyring: newKeyring(t)}
-	if err := a.CreateDomain(ctx, directory.DomainSpec{Domain: "example.test", IMHost: "im.example.test"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.CreateHomeServer(ctx, "home1", "imhome1.example.test", "", true); err != nil {
-		t.Fatal(err)
-	}
+	a := f.exampleAdmin(ctx)
 	for _, alias := range []string{"bo\nb", "bob\r", "bo\x01b", "bob\x7f", strings.Repeat("b", rvp.MaxAliasLen+1)} {
 		u := events.NewUser("example.test", alias)
 		if _, err := rvp.ParseNodePath(rvp.LogicalURL("im.example.test", alias)[len("http://im.example.test"):]); err == nil {

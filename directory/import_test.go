@@ -23,15 +23,8 @@ func TestImportPasswordRefused(t *testing.T) {
 	f := newAdminFixture(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	dir := f.directory()
-	f.follow(dir)
-	a := &directory.Admin{JetStream: f.js, Directory: dir, Actor: "a", Keyring: newKeyring(t)}
-	if err := a.CreateDomain(ctx, directory.DomainSpec{Domain: "example.test", IMHost: "im.example.test"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.CreateHomeServer(ctx, "home1", "imhome1.example.test", "", true); err != nil {
-		t.Fatal(err)
-	}
+	a := f.exampleAdmin(ctx)
+	dir := a.Directory
 	aliases := []string{"ann", "ben", "cid"}
 	var spec directory.ImportSpec
 	for _, alias := range aliases {
@@ -85,15 +78,8 @@ func TestImportLowerCases(t *testing.T) {
 	f := newAdminFixture(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	dir := f.directory()
-	f.follow(dir)
-	a := &directory.Admin{JetStream: f.js, Directory: dir, Actor: "a", Keyring: newKeyring(t)}
-	if err := a.CreateDomain(ctx, directory.DomainSpec{Domain: "example.test", IMHost: "im.example.test"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.CreateHomeServer(ctx, "home1", "imhome1.example.test", "", true); err != nil {
-		t.Fatal(err)
-	}
+	a := f.exampleAdmin(ctx)
+	dir := a.Directory
 	bob := events.NewUser("example.test", "bob")
 	if err := a.EnableUser(ctx, directory.UserSpec{User: bob, Home: "home1"}); err != nil {
 		t.Fatal(err)
