@@ -92,7 +92,7 @@ func (a *Admin) appendAt(ctx context.Context, ev events.DirectoryEvent, expect u
 			}
 			switch {
 			case fence != "":
-				return 0, fmt.Errorf("%s changed while this change was made; look again and retry", what)
+				return 0, fmt.Errorf("%s changed while this change was made; look again and retry: %w", what, errFenceMoved)
 			case expect == 0:
 				return 0, ErrExists
 			}
@@ -207,7 +207,38 @@ func (a *Admin) CreateDomain(ctx context.Context, s DomainSpec) error {
 		s.EmailDomains = []string{s.Domain}
 	}
 	// Fenced by every domain's events, not this one's alone: another
-	// domain created meanwhile may claim one of its host names.
+	// domain created meanwhile may claim one of its host names. Another
+	// domain's change is no conflict in itself: the checks are made
+	// again on the projection that holds it (each time, a change of
+	// another administrator's was appended).
+	return retryFenced(func() error { return a.createDomain(ctx, s) })
+}
+
+// retryFenced makes a change fenced by many subjects (attempt: its checks
+// on the projection, then its append) again while it is refused only
+// because one of them moved: another change, of another aggregate, was
+// appended meanwhile. Checked again, it may well be made.
+func retryFenced(attempt func() error) error {
+	var err error
+	for range maxFenceRetries {
+		if err = attempt(); !errors.Is(err, errFenceMoved) {
+			return err
+		}
+	}
+	return err
+}
+
+// errFenceMoved is an append refused because a subject of its fence
+// (not its own alone) moved since it was read: checked again, the change
+// may well be made.
+var errFenceMoved = errors.New("fenced subjects moved")
+
+// maxFenceRetries bounds the attempts of a change fenced by many
+// subjects, each one refused because another change was appended.
+const maxFenceRetries = 100
+
+// createDomain makes one attempt at CreateDomain.
+func (a *Admin) createDomain(ctx context.Context, s DomainSpec) error {
 	ver, err := a.current(ctx, events.DomainsFilter)
 	if err != nil {
 		return err
@@ -235,9 +266,15 @@ func (a *Admin) CreateDomain(ctx context.Context, s DomainSpec) error {
 // It is fenced by the events of the domain's users, not the domain's own:
 // a user enabled in it meanwhile (decided on a projection that has not
 // the deletion yet) fails the deletion, rather than be left enabled in an
-// IM domain that no longer exists.
+// IM domain that no longer exists. Another user's change meanwhile has it
+// checked again (retryFenced).
 func (a *Admin) DeleteDomain(ctx context.Context, domain string) error {
 	domain = strings.ToLower(domain)
+	return retryFenced(func() error { return a.deleteDomain(ctx, domain) })
+}
+
+// deleteDomain makes one attempt at DeleteDomain.
+func (a *Admin) deleteDomain(ctx context.Context, domain string) error {
 	users := events.UsersFilter(domain)
 	ver, err := a.current(ctx, users)
 	if err != nil {
@@ -303,8 +340,14 @@ func (a *Admin) AllowUsers(ctx context.Context, name string, allow bool) error {
 // fenced by every user's events, not the home server's own: a user
 // enabled on it or moved to it meanwhile (decided on a projection that
 // has not the deletion yet) fails the deletion, rather than be homed on a
-// home server that no longer exists.
+// home server that no longer exists. Another user's change meanwhile has
+// it checked again (retryFenced).
 func (a *Admin) DeleteHomeServer(ctx context.Context, name string) error {
+	return retryFenced(func() error { return a.deleteHomeServer(ctx, name) })
+}
+
+// deleteHomeServer makes one attempt at DeleteHomeServer.
+func (a *Admin) deleteHomeServer(ctx context.Context, name string) error {
 	users := events.UsersFilter("")
 	ver, err := a.current(ctx, users)
 	if err != nil {

@@ -318,3 +318,36 @@ func TestEnableLowerCases(t *testing.T) {
 		}
 	}
 }
+
+// TestCreateDomainsAtOnce: administrators creating IM domains that share
+// no host name at the same time all succeed. A creation is fenced by
+// every domain's events (TestCreateDomainsSharingAHost); another domain
+// created meanwhile must send it back to look again, not fail it.
+func TestCreateDomainsAtOnce(t *testing.T) {
+	f := newAdminFixture(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	const n = 8
+	admins := make([]*directory.Admin, n)
+	for i := range admins {
+		dir := f.directory()
+		f.follow(dir)
+		admins[i] = &directory.Admin{JetStream: f.js, Directory: dir, Actor: "admin" + string(rune('a'+i))}
+	}
+	for round := range 3 {
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i, a := range admins {
+			wg.Go(func() {
+				name := string(rune('a'+i)) + string(rune('0'+round)) + ".test"
+				errs[i] = a.CreateDomain(ctx, directory.DomainSpec{Domain: name, IMHost: "im." + name})
+			})
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Errorf("round %d: administrator %d: %v", round, i, err)
+			}
+		}
+	}
+}
