@@ -414,7 +414,20 @@ func openPasswordFile(name string, exists bool) (*passwordFile, error) {
 	}
 	pf := &passwordFile{name: name, f: f, w: csv.NewWriter(f), created: !exists, written: map[string]bool{}}
 	if !exists {
+		// On disk at once: a run that stops before its first batch
+		// leaves a file the import run again reads, not an empty one
+		// it refuses as another program's.
 		pf.w.Write(passwordHeader())
+		pf.w.Flush()
+		err := pf.w.Error()
+		if err == nil {
+			err = f.Sync()
+		}
+		if err != nil {
+			f.Close()
+			os.Remove(name)
+			return nil, fmt.Errorf("passwords file: %w", err)
+		}
 	}
 	return pf, nil
 }

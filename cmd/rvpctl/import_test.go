@@ -356,3 +356,25 @@ func TestImportAgainAfterAFailedBatch(t *testing.T) {
 		}
 	}
 }
+
+// TestPasswordsFileOfARunThatFailedAtOnce: an import that created its
+// passwords file and then stopped before writing any password to it (the
+// dry run of its first batch failed: the directory service unreachable,
+// or Ctrl-C) says 'run the import again'. The file it leaves must be one
+// the import again reads and adds to, not an empty file it refuses as
+// another program's.
+func TestPasswordsFileOfARunThatFailedAtOnce(t *testing.T) {
+	name := filepath.Join(t.TempDir(), "users.csv.passwords.csv")
+	pf, err := openPasswordFile(name, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf.close() // the run returns: its first batch's dry run failed
+	known, err := readPasswordFile(name)
+	if err != nil {
+		t.Fatalf("the import again refuses the file the failed run left: %v", err)
+	}
+	if known == nil || len(known) != 0 {
+		t.Errorf("the file the failed run left lists %v, want an empty list", known)
+	}
+}
