@@ -114,12 +114,13 @@ type Gateway struct {
 	ln      net.Listener
 	conns   map[*conn]struct{}
 	perAddr map[netip.Addr]int // connections by client network (conn.addr)
-	// crowdedLog and fullLog space out the lines of connections refused
-	// at accept (refusedLogEvery).
-	crowdedLog, fullLog sparseLog
-	closing             atomic.Bool
-	wg                  sync.WaitGroup
-	inflight            atomic.Int64
+	// crowdedLog (by address) and fullLog space out the lines of
+	// connections refused at accept (refusedLogEvery).
+	crowdedLog addrLog
+	fullLog    sparseLog
+	closing    atomic.Bool
+	wg         sync.WaitGroup
+	inflight   atomic.Int64
 	// idle is the workers waiting for a connection, each behind its own
 	// channel, the one that waited least last; quit, closed by Shutdown,
 	// ends them. workerIdle is how long one waits (default workerIdle).
@@ -288,7 +289,7 @@ func (g *Gateway) Serve(ln net.Listener) error {
 			msg := "too many connections; retry later"
 			if crowded {
 				msg = "too many connections from " + events.NetworkString(addr) + "; close some, or retry later"
-				if ok, more := g.crowdedLog.allow(g.now()); ok {
+				if ok, more := g.crowdedLog.allow(addr, g.now()); ok {
 					g.log.Warn("connection refused: too many connections from one address", "max", g.cfg.MaxConnsPerAddress, "client", nc.RemoteAddr().String(),
 						"refused_unlogged", more, "logged_every", refusedLogEvery)
 				}
@@ -324,6 +325,60 @@ type sparseLog struct {
 func (s *sparseLog) allow(now time.Time) (ok bool, missed int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.last.IsZero() && now.Sub(s.last) < refusedLogEvery {
+		s.missed++
+		return false, 0
+	}
+	s.last, missed, s.missed = now, s.missed, 0
+	return true, missed
+}
+
+// addrLog is a sparseLog for each client address: the address an
+// operator looks for (a NAT that needs a larger
+// -gateway.max-conns-per-address) is logged however hard another one
+// floods. It keeps maxLoggedAddrs addresses at most; past them, those
+// logged longest ago are forgotten, and while all were logged within
+// refusedLogEvery the others share one line.
+type addrLog struct {
+	mu sync.Mutex
+	by map[netip.Addr]*sparseState
+}
+
+// sparseState is sparseLog's state, kept by addrLog under its lock.
+type sparseState struct {
+	last   time.Time
+	missed int
+}
+
+// maxLoggedAddrs bounds the addresses addrLog keeps.
+const maxLoggedAddrs = 1024
+
+// allow reports whether a refusal of addr may be logged at now, and how
+// many of its refusals were not logged since the last that was.
+func (l *addrLog) allow(addr netip.Addr, now time.Time) (ok bool, missed int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.by[addr]
+	if s == nil {
+		if l.by == nil {
+			l.by = map[netip.Addr]*sparseState{}
+		}
+		if len(l.by) >= maxLoggedAddrs {
+			for a, old := range l.by {
+				if now.Sub(old.last) >= refusedLogEvery {
+					delete(l.by, a)
+				}
+			}
+		}
+		if len(l.by) >= maxLoggedAddrs {
+			addr = netip.Addr{} // one line for the addresses past the bound
+			s = l.by[addr]
+		}
+		if s == nil {
+			s = &sparseState{}
+			l.by[addr] = s
+		}
+	}
 	if !s.last.IsZero() && now.Sub(s.last) < refusedLogEvery {
 		s.missed++
 		return false, 0

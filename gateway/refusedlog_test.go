@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -65,5 +66,82 @@ func TestConnectionsRefusedLoggedSparingly(t *testing.T) {
 	}
 	if lines > 2 {
 		t.Errorf("%d connections refused in a moment logged %d lines, want one", tries, lines)
+	}
+}
+
+// TestCrowdedAddressesEachLogged: the line an operator reads to learn
+// which address is crowded ("raise -gateway.max-conns-per-address for a
+// large NAT") must not be hidden by another address's flood: a client
+// stuck reconnecting from one address, refused a thousand times a
+// second, left a second crowded address unlogged, for as long as the
+// flood lasted.
+func TestCrowdedAddressesEachLogged(t *testing.T) {
+	e := newEdge(t, NoAuth{})
+	e.g.cfg.MaxConns, e.g.cfg.MaxConnsPerAddress = 10, 1
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- e.g.Serve(ln) }()
+	t.Cleanup(func() { e.g.Shutdown(t.Context()); <-served })
+	dial := func(from string) net.Conn {
+		t.Helper()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		c, err := d.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Skipf("dial from %s: %v (no loopback address but 127.0.0.1?)", from, err)
+		}
+		return c
+	}
+	refused := func(from string) {
+		t.Helper()
+		c := dial(from)
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b := make([]byte, 512)
+		n, _ := c.Read(b)
+		if !strings.Contains(string(b[:n]), "503") {
+			t.Fatalf("a connection from %s past its bound answered %q, want 503", from, b[:n])
+		}
+	}
+	for _, from := range []string{"127.0.0.1", "127.0.0.2"} {
+		held := dial(from)
+		defer held.Close()
+	}
+	for limit := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		e.g.mu.Lock()
+		n := len(e.g.conns)
+		e.g.mu.Unlock()
+		if n == 2 {
+			break
+		}
+		if time.Now().After(limit) {
+			t.Fatal("the first connections not taken")
+		}
+	}
+	e.log.take()
+	for range 50 {
+		refused("127.0.0.1") // the flood
+	}
+	refused("127.0.0.2") // the office behind a NAT
+	logged := map[string]int{}
+	for _, rec := range e.log.take() {
+		if !strings.HasPrefix(rec.Message, "connection refused: too many connections from one address") {
+			continue
+		}
+		rec.Attrs(func(a slog.Attr) bool {
+			if a.Key == "client" {
+				host, _, _ := net.SplitHostPort(a.Value.String())
+				logged[host]++
+			}
+			return true
+		})
+	}
+	if logged["127.0.0.2"] != 1 {
+		t.Errorf("lines naming 127.0.0.2: %d, want 1 (lines by client: %v)", logged["127.0.0.2"], logged)
+	}
+	if logged["127.0.0.1"] > 2 {
+		t.Errorf("the flood from 127.0.0.1 logged %d lines, want one", logged["127.0.0.1"])
 	}
 }
