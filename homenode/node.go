@@ -819,11 +819,14 @@ func (n *Node) catchUp(ctx context.Context, last uint64) error {
 // stream's retention removed before it applied them: the state only they
 // made (an ACL, a property, a subscription) is missing from it, and stays
 // missing. Nothing brings it back; a longer retention prevents it.
-func (n *Node) logGap(g projections.Gap) {
+func (n *Node) logGap(g projections.Gap) { logGap(n.log, g) }
+
+// logGap is Node.logGap for log (a warm standby's too).
+func logGap(log *slog.Logger, g projections.Gap) {
 	if g.IsZero() {
 		return
 	}
-	n.log.Error("facts removed by the stream's retention before this projection applied them: the state only they made (ACLs, properties, subscriptions) is missing from it",
+	log.Error("facts removed by the stream's retention before this projection applied them: the state only they made (ACLs, properties, subscriptions) is missing from it",
 		"stream", g.Stream, "projection_seq", g.From, "first_fact", g.First, "retention", g.MaxAge,
 		"what_to_do", "check the users' ACLs and properties (rvpctl audit, the console); keep -audit.retention longer than a node may stay down or an upgrade's rebuild may need")
 }

@@ -52,6 +52,18 @@ func WarmStandby(cfg Config) func(ctx context.Context) {
 		}
 		start := time.Now()
 		from := proj.Position()
+		// Caught up as a home node does, first: over facts the retention
+		// removed before the projection applied them (a standby down
+		// longer than -audit.retention, or rebuilding after an upgrade),
+		// which its node, taking over from this position, would not see.
+		gap, err := proj.CatchUp(ctx, cfg.JetStream, last)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Warn("standby: projection not caught up; it is caught up when this node serves", "err", err)
+			}
+			return
+		}
+		logGap(log, gap)
 		wctx, stopWaiting := context.WithCancel(ctx)
 		var wg sync.WaitGroup
 		wg.Go(func() {

@@ -1,0 +1,108 @@
+package homenode
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+)
+
+// TestStandbyReportsRetentionGap: a warm standby whose projection is
+// behind facts the stream's retention removed (it was down longer than
+// -audit.retention, or it rebuilds an outdated projection after an
+// upgrade) catches up over them. The state only they made is missing from
+// the projection it hands its node at takeover, which then catches up
+// from the standby's position and finds no gap: the standby must say so,
+// at Error, as a home node does (docs/operations.md).
+func TestStandbyReportsRetentionGap(t *testing.T) {
+	ns := startJetStream(t)
+	nc, err := nats.Connect("", nats.InProcessServer(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	ctx := t.Context()
+	const home = "home1"
+	if err := projections.EnsureFactStream(ctx, js, home, projections.StreamOptions{FactMaxAge: time.Second, Duplicates: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now()
+	ann, ben := events.NewUser("example.test", "ann"), events.NewUser("example.test", "ben")
+	publish := func(f events.Fact) uint64 {
+		t.Helper()
+		data, err := events.Encode(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := nats.NewMsg(events.FactSubject(home, f.Subject()))
+		msg.Header.Set(events.HeaderType, f.Type())
+		msg.Data = data
+		ack, err := js.PublishMsg(ctx, msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ack.Sequence
+	}
+	first := publish(&events.ACLSet{Meta: events.Meta{At: at}, Node: ann, ACEs: []events.ACE{{Credentials: []string{"any"}, Deny: []string{"presence"}}}})
+	st, err := js.Stream(ctx, events.FactStream(home))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.FirstSeq > first {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fact %d still in the stream: %+v", first, info.State)
+		}
+		select {
+		case <-time.After(50 * time.Millisecond): // polling, with a deadline
+		case <-ctx.Done():
+		}
+	}
+	publish(&events.ViewSet{Meta: events.Meta{At: at}, Node: ben, ID: 1, Value: "online", Default: "offline", Timeout: 600, Expires: at.Add(time.Hour)})
+
+	db, err := projections.Open(filepath.Join(t.TempDir(), "pebble"), projections.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	logs := &logBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	sctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		WarmStandby(Config{Home: home, DB: db, JetStream: js, Logger: log})(sctx)
+	}()
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(logs.tail(100), "caught up"); {
+		if time.Now().After(deadline) {
+			stop()
+			<-done
+			t.Fatalf("the standby did not catch up:\n%s", logs.tail(100))
+		}
+		select {
+		case <-time.After(20 * time.Millisecond): // polling, with a deadline
+		case <-ctx.Done():
+		}
+	}
+	stop()
+	<-done
+	out := logs.tail(100)
+	if !strings.Contains(out, "level=ERROR") || !strings.Contains(out, "retention") {
+		t.Errorf("the standby caught up over facts the retention removed without an Error:\n%s", out)
+	}
+}
