@@ -166,9 +166,21 @@ func requestStreams(ctx context.Context, js jetstream.JetStream) ([]string, erro
 	return out, nil
 }
 
+// homeDeleted reports whether the directory's last event of home is its
+// deletion (false when that cannot be read: the home server is listed).
+func homeDeleted(ctx context.Context, js jetstream.JetStream, home string) bool {
+	st, err := js.Stream(ctx, events.StreamDirectory)
+	if err != nil {
+		return false
+	}
+	m, err := st.GetLastMsgForSubject(ctx, events.HomeServerSubject(home))
+	return err == nil && m.Header.Get(events.HeaderType) == events.TypeHomeServerDeleted
+}
+
 // ownersStatus shows which node owns each home server (its lease), and
 // since when it last renewed: every home server with a fact stream
-// (factStreams) or a lease, and those no node owns said so (NOT OWNED:
+// (factStreams) or a lease but those deleted from the directory, and
+// those no node owns said so (NOT OWNED:
 // their users' requests wait), whether their lease lapsed (its key aged
 // out) or was let go (released:NODE).
 func ownersStatus(ctx context.Context, g global, js jetstream.JetStream, factStreams []string) error {
@@ -218,6 +230,9 @@ func ownersStatus(ctx context.Context, g global, js jetstream.JetStream, factStr
 	}
 	owners := make([]*owner, 0, len(byHome))
 	for _, o := range byHome {
+		if !o.Owned && homeDeleted(ctx, js, o.Home) {
+			continue // its fact stream stays, for the audit; no node will own it
+		}
 		owners = append(owners, o)
 	}
 	sort.Slice(owners, func(i, j int) bool { return owners[i].Home < owners[j].Home })

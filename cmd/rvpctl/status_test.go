@@ -82,3 +82,43 @@ func TestStatusHomeWithoutOwner(t *testing.T) {
 		t.Errorf("-json owned: %v, want home1 true, home2 and home3 false\n%s", owned, out.String())
 	}
 }
+
+// TestStatusDeletedHomeServer: a home server deleted from the directory
+// keeps its fact stream (the audit's), and no node will ever own it
+// again: rvpctl status must not list it as NOT OWNED, telling the
+// operator its users' requests wait and to start a node for it.
+func TestStatusDeletedHomeServer(t *testing.T) {
+	url, js := startJetStream(t) // home1's fact stream, the directory
+	ctx := context.Background()
+	streams := map[string]string{events.StreamRequests: events.RequestRoot + ".>", events.StreamLookups: events.LookupRoot + ".>",
+		events.FactStream("home2"): events.FactFilter("home2")}
+	for name, subj := range streams {
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, h := range []string{"home1", "home2"} {
+		publishEvent(t, js, events.HomeServerSubject(h), "", &events.HomeServerCreated{Name: h, Host: h + ".example.test", HostsUsers: true}, nil)
+	}
+	publishEvent(t, js, events.HomeServerSubject("home2"), "", &events.HomeServerDeleted{Name: "home2"}, nil)
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: events.BucketOwners, History: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, events.OwnerKey("home1"), []byte("n1")); err != nil {
+		t.Fatal(err)
+	}
+	lookup := func(k string) (string, bool) { return url, k == "RVPCTL_NATS" }
+	var out, errOut bytes.Buffer
+	if err := exec(ctx, []string{"status"}, lookup, strings.NewReader(""), &out, &errOut); err != nil {
+		t.Fatalf("status: %v\n%s", err, errOut.String())
+	}
+	for _, l := range strings.Split(out.String(), "\n") {
+		if f := strings.Fields(l); len(f) > 0 && f[0] == "home2" && strings.Contains(l, "NOT OWNED") {
+			t.Errorf("home2, deleted, listed as waiting for a node: %q\n%s", l, out.String())
+		}
+	}
+	if !strings.Contains(out.String(), " n1 ") {
+		t.Errorf("home1, owned by n1, not listed so:\n%s", out.String())
+	}
+}
