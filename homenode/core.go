@@ -191,6 +191,21 @@ func decide(v View, p Policy, in any, now time.Time) (*decision, error) {
 func (c *core) decideRequest(req events.Request, now time.Time) (*decision, error) {
 	r := req.Request()
 	d := &decision{msgID: r.ID}
+	switch req.(type) {
+	case *events.Handoff, *events.Relay:
+		// State from a home server, and notifications for a watcher's
+		// clients (fanout drops those of a disabled watcher).
+	default:
+		// A request a gateway took before its directory had the user
+		// disabled: decided after decideDisabled, it would sign the user
+		// in again, or set its presence, until its lease ran out. The
+		// gateway refuses it likewise once it knows.
+		if rec, err := c.Dir.User(r.Node); err != nil {
+			return nil, err
+		} else if rec != nil && !rec.Enabled && rec.Home == c.Home {
+			return d.fail(r, rvp.StatusNotFound, "%s is disabled: enable it (rvpctl user enable) for its node to be served", r.Node)
+		}
+	}
 	switch e := req.(type) {
 	case *events.Subscribe:
 		return c.decideSubscribe(d, e, now)
