@@ -149,7 +149,13 @@ func (n *Node) moveOf(ctx context.Context, rec *projections.UserRecord) (uint64,
 }
 
 // holds reports whether this node holds state of u that a handoff
-// carries: subscriptions, views, an ACL, properties.
+// carries and has not handed over: subscriptions, views, and an ACL or
+// properties of a user it has not handed off since it last arrived. A
+// handoff ends the subscriptions and views here but leaves the ACL and
+// properties: taken for state still held, they named a new handoff by the sequence of the
+// user's last directory event at every start or forward after any
+// change of its record, a user.departed more each time, and the stale
+// ACL and properties went to the new home server again.
 func (n *Node) holds(u events.User) (bool, error) {
 	v := n.view().State
 	if subs, err := v.Subscriptions(u); err != nil || len(subs) > 0 {
@@ -157,6 +163,17 @@ func (n *Node) holds(u events.User) (bool, error) {
 	}
 	if views, err := v.Views(u); err != nil || len(views) > 0 {
 		return len(views) > 0, err
+	}
+	// Handed off since it last arrived here (if it did): what is left is
+	// what that handoff carried already.
+	if done, err := v.Departed(u); err != nil || done != 0 {
+		if err != nil {
+			return false, err
+		}
+		came, err := v.Arrived(u)
+		if err != nil || done >= came {
+			return false, err
+		}
 	}
 	if _, ok, err := v.ACL(u); err != nil || ok {
 		return ok, err
