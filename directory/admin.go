@@ -39,6 +39,10 @@ var ErrExists = errors.New("already exists")
 // ErrNotFound reports an aggregate that does not exist.
 var ErrNotFound = errors.New("does not exist")
 
+// errChanged is a change refused because the subjects it was fenced by
+// changed after it was checked.
+var errChanged = errors.New("changed while this change was made; look again and retry")
+
 func (a *Admin) meta() events.Meta {
 	now := time.Now
 	if a.Now != nil {
@@ -92,7 +96,7 @@ func (a *Admin) appendAt(ctx context.Context, ev events.DirectoryEvent, expect u
 			}
 			switch {
 			case fence != "":
-				return 0, fmt.Errorf("%s changed while this change was made; look again and retry: %w", what, errFenceMoved)
+				return 0, fmt.Errorf("%s %w", what, errChanged)
 			case expect == 0:
 				return 0, ErrExists
 			}
@@ -211,30 +215,27 @@ func (a *Admin) CreateDomain(ctx context.Context, s DomainSpec) error {
 	// domain's change is no conflict in itself: the checks are made
 	// again on the projection that holds it (each time, a change of
 	// another administrator's was appended).
-	return retryFenced(func() error { return a.createDomain(ctx, s) })
+	return retryFenced(ctx, func() error { return a.createDomain(ctx, s) })
 }
 
 // retryFenced makes a change fenced by many subjects (attempt: its checks
 // on the projection, then its append) again while it is refused only
-// because one of them moved: another change, of another aggregate, was
-// appended meanwhile. Checked again, it may well be made.
-func retryFenced(attempt func() error) error {
+// because one of them moved (errChanged): another change, of another
+// aggregate, was appended meanwhile. Checked again, it may well be made.
+func retryFenced(ctx context.Context, attempt func() error) error {
 	var err error
 	for range maxFenceRetries {
-		if err = attempt(); !errors.Is(err, errFenceMoved) {
+		if err = attempt(); !errors.Is(err, errChanged) || ctx.Err() != nil {
 			return err
 		}
 	}
 	return err
 }
 
-// errFenceMoved is an append refused because a subject of its fence
-// (not its own alone) moved since it was read: checked again, the change
-// may well be made.
-var errFenceMoved = errors.New("fenced subjects moved")
-
 // maxFenceRetries bounds the attempts of a change fenced by many
-// subjects, each one refused because another change was appended.
+// subjects (a wildcard, or the whole directory), each one refused
+// because another change was appended: an import running meanwhile
+// appends thousands a second.
 const maxFenceRetries = 100
 
 // createDomain makes one attempt at CreateDomain.
@@ -270,7 +271,7 @@ func (a *Admin) createDomain(ctx context.Context, s DomainSpec) error {
 // checked again (retryFenced).
 func (a *Admin) DeleteDomain(ctx context.Context, domain string) error {
 	domain = strings.ToLower(domain)
-	return retryFenced(func() error { return a.deleteDomain(ctx, domain) })
+	return retryFenced(ctx, func() error { return a.deleteDomain(ctx, domain) })
 }
 
 // deleteDomain makes one attempt at DeleteDomain.
@@ -343,7 +344,7 @@ func (a *Admin) AllowUsers(ctx context.Context, name string, allow bool) error {
 // home server that no longer exists. Another user's change meanwhile has
 // it checked again (retryFenced).
 func (a *Admin) DeleteHomeServer(ctx context.Context, name string) error {
-	return retryFenced(func() error { return a.deleteHomeServer(ctx, name) })
+	return retryFenced(ctx, func() error { return a.deleteHomeServer(ctx, name) })
 }
 
 // deleteHomeServer makes one attempt at DeleteHomeServer.
@@ -460,7 +461,23 @@ func (a *Admin) EnableUser(ctx context.Context, s UserSpec) error {
 	if err := checkAlias(u); err != nil {
 		return err
 	}
-	ver, err := a.current(ctx, events.UserSubject(u))
+	return retryFenced(ctx, func() error { return a.enableUser(ctx, u, s) })
+}
+
+// checkedAt returns the directory's last sequence once the projection
+// has applied it: a change that reads other aggregates (a user's IM
+// domain and home server) is decided on the projection there and
+// appended fenced by the whole directory at it. Fenced by its own subject
+// alone, an IM domain or home server deleted between its check and its
+// append (the deletion, fenced by the users' events, saw no user yet)
+// left both done: a user of a domain, or on a home server, that no longer
+// exists.
+func (a *Admin) checkedAt(ctx context.Context) (uint64, error) {
+	return a.current(ctx, events.DirectoryFilter)
+}
+
+func (a *Admin) enableUser(ctx context.Context, u events.User, s UserSpec) error {
+	at, err := a.checkedAt(ctx)
 	if err != nil {
 		return err
 	}
@@ -482,13 +499,6 @@ func (a *Admin) EnableUser(ctx context.Context, s UserSpec) error {
 	if rec != nil && rec.Home != "" && rec.Home != s.Home {
 		was = rec.Home
 	}
-	subjects := []string{events.DomainSubject(u.Domain), events.HomeServerSubject(s.Home)}
-	if was != "" {
-		subjects = append(subjects, events.HomeServerSubject(was))
-	}
-	if err := a.caughtUp(ctx, subjects...); err != nil {
-		return err
-	}
 	if err := a.checkDomainHome(u.Domain, s.Home); err != nil {
 		return err
 	}
@@ -501,17 +511,23 @@ func (a *Admin) EnableUser(ctx context.Context, s UserSpec) error {
 	}
 	ev := &events.UserEnabled{Meta: a.meta(), User: u, Home: s.Home, DisplayName: s.DisplayName, Email: s.Email, NTAccount: s.NTAccount}
 	if was == "" {
-		return a.append(ctx, ev, ver)
+		return a.appendFenced(ctx, ev, at, events.DirectoryFilter, "the directory")
 	}
 	ev.Home = was
-	seq, err := a.appendAt(ctx, ev, ver, "", "")
+	seq, err := a.appendAt(ctx, ev, at, events.DirectoryFilter, "the directory")
 	if err != nil && seq == 0 {
 		return err
 	}
 	if err != nil {
 		return fmt.Errorf("%s is enabled again on home server %s, where it was, but not moved to %s: %w; then move it (rvpctl user move %s -home %s)", u, was, s.Home, err, u, s.Home)
 	}
-	if err := a.append(ctx, &events.UserMoved{Meta: a.meta(), User: u, From: was, Home: s.Home}, seq); err != nil {
+	// Moved as MoveUser does, fenced from the enabling on: a change in
+	// between (the new home server deleted) makes MoveUser check again.
+	err = a.appendFenced(ctx, &events.UserMoved{Meta: a.meta(), User: u, From: was, Home: s.Home}, seq, events.DirectoryFilter, "the directory")
+	if errors.Is(err, errChanged) {
+		err = a.MoveUser(ctx, u, s.Home)
+	}
+	if err != nil {
 		return fmt.Errorf("%s is enabled again on home server %s, where it was, but not moved to %s: %w; move it (rvpctl user move %s -home %s)", u, was, s.Home, err, u, s.Home)
 	}
 	return nil
@@ -545,7 +561,11 @@ func (a *Admin) DisableUser(ctx context.Context, u events.User) error {
 
 // MoveUser moves a user to another home server.
 func (a *Admin) MoveUser(ctx context.Context, u events.User, home string) error {
-	ver, err := a.current(ctx, events.UserSubject(u))
+	return retryFenced(ctx, func() error { return a.moveUser(ctx, u, home) })
+}
+
+func (a *Admin) moveUser(ctx context.Context, u events.User, home string) error {
+	at, err := a.checkedAt(ctx)
 	if err != nil {
 		return err
 	}
@@ -556,13 +576,10 @@ func (a *Admin) MoveUser(ctx context.Context, u events.User, home string) error 
 	if rec.Home == home {
 		return fmt.Errorf("%s is already on home server %s", u, home)
 	}
-	if err := a.caughtUp(ctx, events.HomeServerSubject(home)); err != nil {
-		return err
-	}
 	if err := a.checkHome(home); err != nil {
 		return err
 	}
-	return a.append(ctx, &events.UserMoved{Meta: a.meta(), User: u, From: rec.Home, Home: home}, ver)
+	return a.appendFenced(ctx, &events.UserMoved{Meta: a.meta(), User: u, From: rec.Home, Home: home}, at, events.DirectoryFilter, "the directory")
 }
 
 // SetPassword records a user's new password verifiers, sealed. The
