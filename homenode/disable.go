@@ -2,6 +2,7 @@ package homenode
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/rvp-im/rvpd/events"
@@ -52,10 +53,13 @@ func (c *core) decideDisabled(u events.User, now time.Time) (*decision, error) {
 }
 
 // endDisabled decides dis once the directory projection has its
-// user.disabled (it is what the decision reads); a directory that does
-// not get there within a few seconds is logged, and the user's logins and
-// presence end at the node's next start, or when they lapse.
-func (n *Node) endDisabled(ctx context.Context, dis disable) error {
+// user.disabled (it is what the decision reads). A directory behind the
+// stream the disable was heard from is waited for off the deciding loop,
+// until the node stops: dis then comes back through ready. (Waited for in
+// the loop, up to 5 s, every request of the home server's users waited as
+// long, once for each user disabled, and the user's logins and presence
+// were left to the next start.)
+func (n *Node) endDisabled(ctx, life context.Context, dis disable, ready chan<- disable, wg *sync.WaitGroup) error {
 	// Every home node hears of every user disabled: those holding none of
 	// its logins and views have nothing to wait for.
 	v := n.view().State
@@ -72,18 +76,21 @@ func (n *Node) endDisabled(ctx context.Context, dis disable) error {
 	if len(logins)+len(views) == 0 {
 		return nil
 	}
-	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	err = n.cfg.Directory.WaitFor(wctx, dis.seq)
-	cancel()
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		n.log.Warn("disabled user's logins and presence not ended: the directory is behind; they end at the next start, or when they lapse",
-			"user", dis.user.String(), "want", dis.seq, "have", n.cfg.Directory.Position(), "err", err)
-		return nil
+	if n.cfg.Directory.Position() >= dis.seq {
+		return n.input(ctx, &pending{in: disabled(dis.user)})
 	}
-	return n.input(ctx, &pending{in: disabled(dis.user)})
+	n.log.Info("disabled user's logins and presence end once the directory has the disable",
+		"user", dis.user.String(), "want", dis.seq, "have", n.cfg.Directory.Position())
+	wg.Go(func() {
+		if err := n.cfg.Directory.WaitFor(life, dis.seq); err != nil {
+			return // stopped: the next start ends them (disabledHere)
+		}
+		select {
+		case ready <- dis:
+		case <-life.Done():
+		}
+	})
+	return nil
 }
 
 // disabledHere returns the users this node holds logins or views of

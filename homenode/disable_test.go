@@ -1,9 +1,15 @@
 package homenode
 
 import (
+	"context"
+	"fmt"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
 )
 
 // TestDisabledSignInInFlight: ann is disabled and her home server ends
@@ -39,5 +45,104 @@ func TestDisabledSignInInFlight(t *testing.T) {
 	logins, _ := w.st.Logins(user("ann"))
 	if len(logins) != 0 {
 		t.Errorf("disabled ann holds %d logins", len(logins))
+	}
+}
+
+// TestDisableWithDirectoryBehind: ann, signed in, is disabled while the
+// home node's directory projection is behind the stream (a site's copy
+// lagging). The node hears of the disable from the stream and waited in
+// its deciding loop, up to 5 s, for its directory to have it: every
+// request of every user of the home server waited as long (and as many
+// times over as users disabled). Its other users are answered at once.
+func TestDisableWithDirectoryBehind(t *testing.T) {
+	var (
+		dir2      *projections.Directory
+		stopDir2  context.CancelFunc
+		follow    func()
+		followers sync.WaitGroup
+	)
+	h := newHarnessWith(t, func(cfg *Config) {
+		if dir2 != nil {
+			cfg.Directory = dir2
+			return
+		}
+		db, err := projections.Open("", projections.Options{InMemory: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		if dir2, err = projections.OpenDirectory(db); err != nil {
+			t.Fatal(err)
+		}
+		follow = func() {
+			var ctx context.Context
+			ctx, stopDir2 = context.WithCancel(context.Background())
+			followers.Go(func() {
+				projections.Follow(ctx, cfg.JetStream, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}, dir2)
+			})
+		}
+		follow()
+		t.Cleanup(func() { stopDir2(); followers.Wait() })
+		if err := dir2.WaitFor(t.Context(), cfg.Directory.Position()); err != nil {
+			t.Fatal(err)
+		}
+		cfg.Directory = dir2
+	}, "ann", "ben")
+	url := func(a string) string { return "http://im.example.test/instmsg/aliases/" + a }
+	req := func(id, alias string) events.Req {
+		u := events.NewUser("example.test", alias)
+		now := time.Now().UTC()
+		return events.Req{ID: id, At: now, Deadline: now.Add(30 * time.Second), Gateway: "gw", Client: "127.0.0.1",
+			Node: u, NodeURL: url(alias), From: url(alias), FromUser: u, Auth: events.Identity{Scheme: "ntlm", User: u}}
+	}
+	answer := func(id string, within time.Duration) {
+		t.Helper()
+		deadline := time.After(within)
+		for {
+			select {
+			case r := <-h.replies:
+				if r.ID == id {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("request %s not answered within %v", id, within)
+			}
+		}
+	}
+	h.send(&events.Subscribe{Req: req("ann-login", "ann"), NotificationType: events.NotifyPragma, CallBack: "http://" + h.sink.Addr().String(), Lifetime: 600}, false)
+	answer("ann-login", 10*time.Second)
+
+	stopDir2() // the node's directory falls behind
+	followers.Wait()
+	admin := &directory.Admin{JetStream: h.js, Directory: h.dir, Actor: "test"}
+	if err := admin.DisableUser(t.Context(), events.NewUser("example.test", "ann")); err != nil {
+		t.Fatal(err)
+	}
+	// ben's requests, one after another, for 3 s: none waits on ann's.
+	start := time.Now()
+	for i := 0; time.Since(start) < 3*time.Second; i++ {
+		id := fmt.Sprintf("ben-%d", i)
+		sent := time.Now()
+		h.send(&events.PropPatch{Req: req(id, "ben"), State: &events.StateUpdate{Value: "online", Default: "offline", Timeout: 60}}, false)
+		answer(id, 10*time.Second)
+		if took := time.Since(sent); took > 2*time.Second {
+			t.Fatalf("ben's request %d answered after %v: the home server's loop waited for its directory to have ann disabled", i, took)
+		}
+	}
+	// Her login ends once the directory has her disabled.
+	follow()
+	ann := events.NewUser("example.test", "ann")
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		logins, err := h.node.Projection().Logins(ann)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(logins) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("disabled ann still holds %d logins after the directory caught up", len(logins))
+		}
+		<-time.After(10 * time.Millisecond) // poll interval
 	}
 }

@@ -523,6 +523,8 @@ func (n *Node) Run(parent context.Context) (err error) {
 	}
 	moves := make(chan move, 64)
 	disables := make(chan disable, 64)
+	// disables whose directory had to catch up first (endDisabled).
+	disabledReady := make(chan disable)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -703,7 +705,7 @@ func (n *Node) Run(parent context.Context) (err error) {
 		var outCh <-chan outcome
 		var reachCh <-chan reach
 		var moveCh <-chan move
-		var disCh <-chan disable
+		var disCh, disReadyCh <-chan disable
 		var tickCh <-chan time.Time
 		if n.room() {
 			if len(n.refused) > 0 {
@@ -714,7 +716,7 @@ func (n *Node) Run(parent context.Context) (err error) {
 				}
 				continue
 			}
-			reqCh, outCh, reachCh, moveCh, disCh, tickCh = reqs, n.outcomes, n.reaches, moves, disables, tick.C
+			reqCh, outCh, reachCh, moveCh, disCh, disReadyCh, tickCh = reqs, n.outcomes, n.reaches, moves, disables, disabledReady, tick.C
 		}
 		select {
 		case <-ctx.Done():
@@ -747,7 +749,11 @@ func (n *Node) Run(parent context.Context) (err error) {
 					"user", mv.user.String(), "home", mv.to, "err", err)
 			}
 		case dis := <-disCh:
-			if err := n.endDisabled(work, dis); err != nil {
+			if err := n.endDisabled(work, ctx, dis, disabledReady, &wg); err != nil {
+				return err
+			}
+		case dis := <-disReadyCh:
+			if err := n.input(work, &pending{in: disabled(dis.user)}); err != nil {
 				return err
 			}
 		case rc := <-reachCh:
