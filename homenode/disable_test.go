@@ -146,3 +146,97 @@ func TestDisableWithDirectoryBehind(t *testing.T) {
 		<-time.After(10 * time.Millisecond) // poll interval
 	}
 }
+
+// TestDisableBehindTheDirectoryAtStart: ann, signed in, is disabled while
+// her home node is down, and it starts with a directory projection that
+// has not the disable yet (its follower a moment behind the stream, as a
+// standby taking over has it). disabledHere, reading the projection,
+// found her enabled, and watchMoves, following the directory from its
+// new events on, never heard of it: her login and presence stayed until
+// their leases ran out, or the next start. The node follows the
+// directory from its projection's position instead.
+func TestDisableBehindTheDirectoryAtStart(t *testing.T) {
+	var (
+		dir2      *projections.Directory
+		stopDir2  context.CancelFunc
+		follow    func()
+		followers sync.WaitGroup
+	)
+	h := newHarnessWith(t, func(cfg *Config) {
+		if dir2 != nil {
+			cfg.Directory = dir2
+			return
+		}
+		db, err := projections.Open("", projections.Options{InMemory: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		if dir2, err = projections.OpenDirectory(db); err != nil {
+			t.Fatal(err)
+		}
+		js := cfg.JetStream
+		follow = func() {
+			var ctx context.Context
+			ctx, stopDir2 = context.WithCancel(context.Background())
+			followers.Go(func() {
+				projections.Follow(ctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}, dir2)
+			})
+		}
+		follow()
+		t.Cleanup(func() { stopDir2(); followers.Wait() })
+		if err := dir2.WaitFor(t.Context(), cfg.Directory.Position()); err != nil {
+			t.Fatal(err)
+		}
+		cfg.Directory = dir2
+	}, "ann", "ben")
+	ann := events.NewUser("example.test", "ann")
+	now := time.Now().UTC()
+	url := "http://im.example.test/instmsg/aliases/ann"
+	h.send(&events.Subscribe{Req: events.Req{ID: "ann-login", At: now, Deadline: now.Add(30 * time.Second), Gateway: "gw", Client: "127.0.0.1",
+		Node: ann, NodeURL: url, From: url, FromUser: ann, Auth: events.Identity{Scheme: "ntlm", User: ann}},
+		NotificationType: events.NotifyPragma, CallBack: "http://" + h.sink.Addr().String(), Lifetime: 600}, false)
+	for deadline := time.After(10 * time.Second); ; {
+		select {
+		case r := <-h.replies:
+			if r.ID != "ann-login" {
+				continue
+			}
+		case <-deadline:
+			t.Fatal("ann's login not answered")
+		}
+		break
+	}
+
+	if err := h.stopNode(); err != nil {
+		t.Fatal(err)
+	}
+	stopDir2() // the node's directory a moment behind
+	followers.Wait()
+	admin := &directory.Admin{JetStream: h.js, Directory: h.dir, Actor: "test"}
+	if err := admin.DisableUser(t.Context(), ann); err != nil {
+		t.Fatal(err)
+	}
+	h.startNode()
+	// The node serves before its directory catches up.
+	for deadline := time.Now().Add(10 * time.Second); h.node.Ready() != nil; {
+		if time.Now().After(deadline) {
+			t.Fatal("the node did not start")
+		}
+		<-time.After(10 * time.Millisecond) // poll interval
+	}
+	follow()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		logins, err := h.node.Projection().Logins(ann)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(logins) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ann, disabled before her home node started, still holds %d logins 10 s after its directory caught up", len(logins))
+		}
+		<-time.After(10 * time.Millisecond) // poll interval
+	}
+}

@@ -36,11 +36,20 @@ import (
 
 // watchMoves feeds the users moved away from this home server to moves,
 // and the users disabled (of any home server: the event does not say) to
-// disables, until ctx ends.
-func (n *Node) watchMoves(ctx context.Context, moves chan<- move, disables chan<- disable) error {
+// disables, until ctx ends. It follows the directory from after from, the
+// directory projection's position before the node's start looked for
+// users moved away (strays) and disabled (disabledHere) on it: what the
+// projection had not applied then is heard here. (Following only the
+// events appended once it had subscribed, a move or disable appended
+// while the node started, or that its projection was a moment behind
+// on, was heard by neither, and waited for the next start.) What both
+// see is decided twice, harmlessly: a move is handed off once
+// (user.departed), and a disabled user's logins end once.
+func (n *Node) watchMoves(ctx context.Context, from uint64, moves chan<- move, disables chan<- disable) error {
 	cons, err := n.cfg.JetStream.OrderedConsumer(ctx, events.StreamDirectory, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{events.DirectoryRoot + ".user.>"},
-		DeliverPolicy:  jetstream.DeliverNewPolicy,
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    from + 1,
 	})
 	if err != nil {
 		if ctx.Err() != nil {

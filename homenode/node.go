@@ -525,10 +525,11 @@ func (n *Node) Run(parent context.Context) (err error) {
 	disables := make(chan disable, 64)
 	// disables whose directory had to catch up first (endDisabled).
 	disabledReady := make(chan disable)
+	dirFrom := n.cfg.Directory.Position() // before strays and disabledHere read it
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := n.watchMoves(ctx, moves, disables); err != nil {
+		if err := n.watchMoves(ctx, dirFrom, moves, disables); err != nil {
 			failed <- err
 		}
 	}()
