@@ -240,3 +240,36 @@ func TestDisableBehindTheDirectoryAtStart(t *testing.T) {
 		<-time.After(10 * time.Millisecond) // poll interval
 	}
 }
+
+// TestHandoffOfDisabledUser: ann, online on home1, is moved to home2
+// while home1's node is down, then disabled. home2 had none of her
+// logins and views when it heard of the disable; home1, at its start,
+// hands her state over, logins and views included, and home2 took them:
+// a disabled user signed in and online on home2 until the leases ran
+// out, which no start of home1 ends (she is not homed there). Her
+// watchers' subscriptions are taken; her logins and views are not.
+func TestHandoffOfDisabledUser(t *testing.T) {
+	from := newWorld(t)
+	from.login("ann", "10.0.0.1", annCB)
+	from.login("ben", "10.0.0.3", benCB)
+	from.watch("ben", "ann")
+	from.setState("ann", "10.0.0.1", "online", 600)
+	d := from.do(departure{user: user("ann"), to: "home2", seq: 40})
+	if d.handoff == nil {
+		t.Fatal("no handoff")
+	}
+
+	to := newWorld(t)
+	rec := to.dir.users[user("ann")]
+	rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt, rec.Enabled = "home2", testHome, 40, to.now, false
+	got := to.do(d.handoff)
+	logins, _ := to.st.Logins(user("ann"))
+	views, _ := to.st.Views(user("ann"))
+	watchers, _ := to.st.Watchers(user("ann"))
+	if len(logins) != 0 || len(views) != 0 {
+		t.Errorf("disabled ann handed over with %d logins and %d views taken (facts %v)", len(logins), len(views), types(got))
+	}
+	if len(watchers) != 1 {
+		t.Errorf("ben's subscription to ann not taken: %d watchers", len(watchers))
+	}
+}

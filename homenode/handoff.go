@@ -163,7 +163,19 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 	meta := c.systemMeta(now)
 	meta.Request = r.ID
 	took := events.UserArrived{Meta: meta, Node: r.Node, From: e.From, Move: e.Move}
+	// A user disabled (before its former home server, down then, handed
+	// it over) has its logins and presence ended, as decideDisabled ends
+	// them: taken, it was signed in and online here until their leases
+	// ran out. Its watchers' subscriptions are taken.
+	rec, err := c.Dir.User(r.Node)
+	if err != nil {
+		return nil, err
+	}
+	off := rec != nil && !rec.Enabled
 	for _, s := range e.Subs {
+		if off && s.Kind == events.NotifyPragma {
+			continue
+		}
 		if have, err := c.State.Subscription(r.Node, s.ID); err != nil {
 			return nil, err
 		} else if have != nil || !s.Expires.After(now) {
@@ -188,7 +200,7 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 		have[v.ID] = true
 	}
 	for _, v := range e.Views {
-		if have[v.ID] || !v.Expires.After(now) {
+		if off || have[v.ID] || !v.Expires.After(now) {
 			continue
 		}
 		d.facts = append(d.facts, &events.ViewSet{Meta: meta, Node: r.Node, ID: v.ID, Value: v.Value, Default: v.Default,
