@@ -34,7 +34,12 @@ const enableBatch = 1000
 // those enabled stay enabled (with their passwords, where these were
 // stored) and are in the projection.
 func (a *Admin) EnableUsers(ctx context.Context, users []NewUser) (int, error) {
-	return a.enableUsers(ctx, users, func(int, error) {})
+	var undone []events.User
+	n, err := a.enableUsers(ctx, users, func(int, error) {}, func(i int, _ error) { undone = append(undone, users[i].Spec.User) })
+	if err == nil && len(undone) > 0 {
+		err = fmt.Errorf("%d users (%s first) disabled again: their home server or IM domain was deleted while they were enabled", len(undone), undone[0])
+	}
+	return n, err
 }
 
 // hasPassword reports whether v are a password's verifiers (not none).
@@ -42,8 +47,10 @@ func hasPassword(v rvp.Verifiers) bool { return v.NT != nil || len(v.HA1) > 0 }
 
 // enableUsers is EnableUsers, telling enabled the index of each user it
 // enabled (its user.enabled acknowledged), with why its password was not
-// set (nil when it was, or when it was given none).
-func (a *Admin) enableUsers(ctx context.Context, users []NewUser, enabled func(i int, pwErr error)) (int, error) {
+// set (nil when it was, or when it was given none), and undone the index
+// of each user it enabled and then disabled again, with why (see
+// undoDeleted); those are not counted.
+func (a *Admin) enableUsers(ctx context.Context, users []NewUser, enabled func(i int, pwErr error), undone func(i int, err error)) (int, error) {
 	if a.Keyring == nil {
 		return 0, errors.New("no cluster key: passwords cannot be stored")
 	}
@@ -80,6 +87,12 @@ func (a *Admin) enableUsers(ctx context.Context, users []NewUser, enabled func(i
 	}
 	created := 0
 	var last uint64
+	// made holds each user enabled and the sequence of its last event.
+	type madeUser struct {
+		ui  int
+		seq uint64
+	}
+	var made []madeUser
 	// failed is the first failure: no batch starts after it, but every
 	// append started is awaited and told, so that a user enabled is never
 	// reported as not, nor one enabled without its password as whole.
@@ -104,9 +117,10 @@ func (a *Admin) enableUsers(ctx context.Context, users []NewUser, enabled func(i
 			acks = append(acks, f)
 		}
 		type password struct {
-			ui  int
-			f   jetstream.PubAckFuture
-			err error
+			ui   int
+			made int // its index in made
+			f    jetstream.PubAckFuture
+			err  error
 		}
 		var passwords []password
 		for i, f := range acks {
@@ -121,7 +135,8 @@ func (a *Admin) enableUsers(ctx context.Context, users []NewUser, enabled func(i
 			}
 			created++
 			last = max(last, ack.Sequence)
-			p := password{ui: ui}
+			made = append(made, madeUser{ui: ui, seq: ack.Sequence})
+			p := password{ui: ui, made: len(made) - 1}
 			if hasPassword(nu.Verifiers) {
 				var sealed []byte
 				if sealed, p.err = a.Keyring.SealVerifiers(nu.Verifiers, events.UserSubject(nu.Spec.User)); p.err == nil {
@@ -135,6 +150,7 @@ func (a *Admin) enableUsers(ctx context.Context, users []NewUser, enabled func(i
 				var ack *jetstream.PubAck
 				if ack, p.err = awaitAck(ctx, p.f); p.err == nil {
 					last = max(last, ack.Sequence)
+					made[p.made].seq = ack.Sequence
 				}
 			}
 			if p.err != nil {
@@ -146,7 +162,45 @@ func (a *Admin) enableUsers(ctx context.Context, users []NewUser, enabled func(i
 	if last != 0 {
 		if err := a.Directory.WaitFor(ctx, last); err != nil {
 			fail(err)
+			return created, failed
 		}
+	}
+	// undoDeleted: the users' appends are fenced by their own subjects
+	// only, and a deletion of their home server or IM domain by the
+	// users' events: one appended between this import's check and its
+	// appends saw none of them and succeeded, and so did the import,
+	// leaving users on a home server (or in a domain) that no longer
+	// exists. The projection, at the import's last event now, has any
+	// such deletion: those users are disabled again.
+	gone := map[string]bool{}
+	for _, m := range made {
+		s := users[m.ui].Spec
+		key := s.User.Domain + "\x00" + s.Home
+		deleted, ok := gone[key]
+		if !ok {
+			dom, err := a.Directory.Domain(s.User.Domain)
+			if err != nil {
+				fail(err)
+				break
+			}
+			hs, err := a.Directory.HomeServer(s.Home)
+			if err != nil {
+				fail(err)
+				break
+			}
+			deleted = dom == nil || hs == nil
+			gone[key] = deleted
+		}
+		if !deleted {
+			continue
+		}
+		why := fmt.Errorf("home server %s or IM domain %s was deleted while %s was enabled", s.Home, s.User.Domain, s.User)
+		if err := a.append(ctx, &events.UserDisabled{Meta: a.meta(), User: s.User}, m.seq); err != nil {
+			fail(fmt.Errorf("%s: %w, and disabling it again failed: %w (rvpctl user disable %s)", s.User, why, err, s.User))
+			continue
+		}
+		created--
+		undone(m.ui, why)
 	}
 	return created, failed
 }
@@ -305,9 +359,13 @@ func (a *Admin) ImportUsers(ctx context.Context, s ImportSpec, allowed func(doma
 	}
 	created := make([]bool, len(todo))
 	pwErrs := make([]error, len(todo))
-	_, err := a.enableUsers(ctx, todo, func(j int, pwErr error) { created[j], pwErrs[j] = true, pwErr })
+	undone := make([]error, len(todo))
+	_, err := a.enableUsers(ctx, todo, func(j int, pwErr error) { created[j], pwErrs[j] = true, pwErr },
+		func(j int, why error) { undone[j] = why })
 	for j, i := range at {
 		switch {
+		case undone[j] != nil:
+			results[i] = ImportResult{Outcome: ImportRefused, Error: fmt.Sprintf("enabled, then disabled again: %v", undone[j])}
 		case created[j] && pwErrs[j] != nil:
 			// Enabled, so not refused; importing again would say it exists.
 			u := todo[j].Spec.User
