@@ -121,40 +121,67 @@ func (n *Node) strays(ctx context.Context) ([]move, error) {
 			return nil, err
 		}
 		if rec != nil {
-			seq, err := n.moveOf(ctx, rec)
+			rec, seq, err := n.moveOf(ctx, rec)
 			if err != nil {
-				return nil, err
+				n.log.Warn("user homed elsewhere not handed off yet; it will be when a request for it comes, or at the next start",
+					"user", u.String(), "err", err)
+				continue
 			}
-			out = append(out, move{user: u, to: rec.Home, seq: seq})
+			if rec != nil {
+				out = append(out, move{user: u, to: rec.Home, seq: seq})
+			}
 		}
 	}
 	return out, nil
 }
 
-// moveOf returns the sequence that names the move of a user homed on
-// another home server than this one: its move's, or for a record with
-// none (a user enabled again on that home server after a move this node
-// had not handed off yet, which writes the record afresh; or enabled
-// again elsewhere by a version that did not move it) the directory
-// sequence of its last event, so that the state this node holds is
-// handed over all the same. With neither a move nor state here, 0: there
-// is nothing to hand over.
-func (n *Node) moveOf(ctx context.Context, rec *projections.UserRecord) (uint64, error) {
+// moveOf returns the record and the sequence that name the move of a
+// user homed on another home server than this one (rec, as the directory
+// projection has it): its move's, or for a record with none (a user
+// enabled again on that home server after a move this node had not
+// handed off yet, which writes the record afresh; or enabled again
+// elsewhere by a version that did not move it) the directory sequence of
+// its last event, so that the state this node holds is handed over all
+// the same. With neither a move nor state here, 0: there is nothing to
+// hand over. A stream whose last event of the user is past the
+// projection (a move back here, say) is read on the projection there
+// first: the sequence named a later event than the record was read at,
+// and the state went to the home server the user had left, under the
+// move that brought it back here. A nil record: the user is homed here
+// again.
+func (n *Node) moveOf(ctx context.Context, rec *projections.UserRecord) (*projections.UserRecord, uint64, error) {
 	if rec.Move != 0 {
-		return rec.Move, nil
+		return rec, rec.Move, nil
 	}
 	if held, err := n.holds(rec.User); err != nil || !held {
-		return 0, err
+		return rec, 0, err
 	}
 	st, err := n.cfg.JetStream.Stream(ctx, events.StreamDirectory)
 	if err != nil {
-		return 0, fmt.Errorf("home %s: the directory sequence of %s, homed on %s: %w", n.cfg.Home, rec.User, rec.Home, err)
+		return nil, 0, fmt.Errorf("home %s: the directory sequence of %s, homed on %s: %w", n.cfg.Home, rec.User, rec.Home, err)
 	}
 	m, err := st.GetLastMsgForSubject(ctx, events.UserSubject(rec.User))
 	if err != nil {
-		return 0, fmt.Errorf("home %s: the directory sequence of %s, homed on %s: %w", n.cfg.Home, rec.User, rec.Home, err)
+		return nil, 0, fmt.Errorf("home %s: the directory sequence of %s, homed on %s: %w", n.cfg.Home, rec.User, rec.Home, err)
 	}
-	return m.Sequence, nil
+	if m.Sequence > n.cfg.Directory.Position() {
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := n.cfg.Directory.WaitFor(wctx, m.Sequence)
+		cancel()
+		if err != nil {
+			return nil, 0, fmt.Errorf("home %s: the directory is behind the last event of %s (sequence %d): %w", n.cfg.Home, rec.User, m.Sequence, err)
+		}
+		c := &core{View: n.view(), policy: n.policy}
+		now, err := c.movedAway(rec.User)
+		if err != nil || now == nil {
+			return nil, 0, err
+		}
+		if now.Move != 0 {
+			return now, now.Move, nil
+		}
+		rec = now
+	}
+	return rec, m.Sequence, nil
 }
 
 // holds reports whether this node holds state of u that a handoff
@@ -200,12 +227,16 @@ func (n *Node) holds(u events.User) (bool, error) {
 // after the user's state, so the new home server decides it as this one
 // would have. The gateway's reply subject goes with it.
 func (n *Node) forward(ctx context.Context, log *slog.Logger, m jetstream.Msg, r *events.Req, rec *projections.UserRecord) error {
-	seq, err := n.moveOf(ctx, rec)
+	rec, seq, err := n.moveOf(ctx, rec)
+	if err == nil && rec == nil {
+		// Homed here again: routed again, it is decided here.
+		return m.NakWithDelay(250 * time.Millisecond)
+	}
 	if err == nil {
 		err = n.handoff(ctx, move{user: r.Node, to: rec.Home, seq: seq})
 	}
 	if err != nil {
-		log.Warn("request for a moved user not forwarded; will retry", "home", rec.Home, "err", err)
+		log.Warn("request for a moved user not forwarded; will retry", "err", err)
 		return m.NakWithDelay(250 * time.Millisecond)
 	}
 	msg := nats.NewMsg(events.RequestSubject(rec.Home, r.Node))

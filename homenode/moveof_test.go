@@ -1,0 +1,104 @@
+package homenode
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rvp-im/rvpd/directory"
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+)
+
+// TestStrayNamedByALaterMoveBack: ann, watched by ben, is moved from
+// home1 to home2 while home1's node is down, disabled and enabled again
+// on home2 (her record has no move then), and moved back to home1. home1
+// starts with a directory projection a moment behind the last move: it
+// has her on home2 with no move. e281c48 names such a handoff by the
+// directory sequence of her last event, read from the stream: the move
+// back here. home1 handed her state to home2 under the move that brings
+// her back, and ended it here; home2, which has her on home1 by then,
+// sends its own handoff of that move first and forwards home1's after
+// it, which home1 drops as taken already: ben's subscription lost. The
+// record and the sequence must be of the same directory: home1 hands
+// nothing off, her state is where she lives.
+func TestStrayNamedByALaterMoveBack(t *testing.T) {
+	var (
+		dir2      *projections.Directory
+		stopDir2  context.CancelFunc
+		followers sync.WaitGroup
+	)
+	h := newHarnessWith(t, func(cfg *Config) {
+		if dir2 != nil {
+			cfg.Directory = dir2
+			return
+		}
+		db, err := projections.Open("", projections.Options{InMemory: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		if dir2, err = projections.OpenDirectory(db); err != nil {
+			t.Fatal(err)
+		}
+		var ctx context.Context
+		ctx, stopDir2 = context.WithCancel(context.Background())
+		js := cfg.JetStream
+		followers.Go(func() {
+			projections.Follow(ctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}, dir2)
+		})
+		t.Cleanup(func() { stopDir2(); followers.Wait() })
+		if err := dir2.WaitFor(t.Context(), cfg.Directory.Position()); err != nil {
+			t.Fatal(err)
+		}
+		cfg.Directory = dir2
+	}, "ann", "ben")
+	ctx := t.Context()
+	admin := &directory.Admin{JetStream: h.js, Directory: h.dir, Actor: "test"}
+	if err := admin.CreateHomeServer(ctx, "home2", "home2.example.test", "", true); err != nil {
+		t.Fatal(err)
+	}
+	ann, ben := events.NewUser("example.test", "ann"), events.NewUser("example.test", "ben")
+	url := func(a string) string { return "http://im.example.test/instmsg/aliases/" + a }
+	now := time.Now().UTC()
+	h.send(&events.Subscribe{Req: events.Req{ID: "ben-watches-ann", At: now, Deadline: now.Add(30 * time.Second), Gateway: "gw", Client: "127.0.0.1",
+		Node: ann, NodeURL: url("ann"), From: url("ben"), FromUser: ben, Auth: events.Identity{Scheme: "ntlm", User: ben}},
+		NotificationType: events.NotifyPropChange, CallBack: url("ben"), CallBackUser: ben, Lifetime: 3600}, false)
+	h.awaitReplies(map[string]string{"ben-watches-ann": "watch"}, false)
+
+	if err := h.stopNode(); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.MoveUser(ctx, ann, "home2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.DisableUser(ctx, ann); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.EnableUser(ctx, directory.UserSpec{User: ann, Home: "home2"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := dir2.WaitFor(ctx, h.dir.Position()); err != nil {
+		t.Fatal(err)
+	}
+	stopDir2() // home1's directory a moment behind
+	followers.Wait()
+	if err := admin.MoveUser(ctx, ann, "home1"); err != nil {
+		t.Fatal(err)
+	}
+	h.startNode()
+	for deadline := time.Now().Add(20 * time.Second); h.node.Ready() != nil; {
+		if time.Now().After(deadline) {
+			t.Fatal("the node did not start")
+		}
+		<-time.After(10 * time.Millisecond) // poll interval
+	}
+	if done, err := h.node.Projection().Departed(ann); err != nil || done != 0 {
+		t.Errorf("home1 handed ann off under directory sequence %d (%v), though the stream has her moved back to home1", done, err)
+	}
+	watchers, err := h.node.Projection().Watchers(ann)
+	if err != nil || len(watchers) != 1 {
+		t.Errorf("home1, where ann lives, holds %d of her watchers' subscriptions (%v), want ben's", len(watchers), err)
+	}
+}
