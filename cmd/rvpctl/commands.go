@@ -187,8 +187,8 @@ func ownersStatus(ctx context.Context, g global, js jetstream.JetStream, factStr
 	type owner struct {
 		Home    string    `json:"home"`
 		Owned   bool      `json:"owned"`
-		Node    string    `json:"node,omitempty"`        // the owner; "" when none
-		Renewed time.Time `json:"renewed,omitzero"`      // the lease's last write
+		Node    string    `json:"node"`                  // the owner; "" when none (kept: -json readers index it)
+		Renewed time.Time `json:"renewed"`               // the lease's last write (zero when none)
 		LetGo   string    `json:"released_by,omitempty"` // the node that let it go cleanly
 	}
 	byHome := map[string]*owner{}
