@@ -105,6 +105,11 @@ type decision struct {
 	aclBefore map[events.User][]events.ACE // ACL before a decision changed it
 	push      []subRef                     // new watchers that get the state at once
 	quiet     bool                         // tells no watcher (a move)
+	// shown is the presence watchers were last told of a user by another
+	// home server, where it differs from what this decision leaves here:
+	// told even in a quiet decision (a disabled user's handoff, its views
+	// left out).
+	shown map[events.User]Presence
 }
 
 type subRef struct {
@@ -261,6 +266,12 @@ func (c *core) consequences(d *decision, now time.Time) error {
 			}
 			before[u] = p
 		}
+	}
+	for u, p := range d.shown {
+		if before == nil {
+			before = map[events.User]Presence{}
+		}
+		before[u] = p
 	}
 	after := &core{View: View{Home: c.Home, State: projections.NewOverlay(c.State), Dir: c.Dir, Busy: c.Busy}, policy: c.policy}
 	for _, f := range d.facts {

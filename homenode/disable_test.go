@@ -273,3 +273,36 @@ func TestHandoffOfDisabledUser(t *testing.T) {
 		t.Errorf("ben's subscription to ann not taken: %d watchers", len(watchers))
 	}
 }
+
+// TestHandoffOfDisabledUserTellsWatchers: ben saw ann online when her
+// former home server handed her over, disabled. Her new home server
+// leaves out her logins and views, so she is offline there; a handoff
+// tells no watcher anything (a move changes nothing for them), and
+// nothing else does: ben would see her online for as long as he watches.
+func TestHandoffOfDisabledUserTellsWatchers(t *testing.T) {
+	from := newWorld(t)
+	from.login("ann", "10.0.0.1", annCB)
+	from.login("ben", "10.0.0.3", benCB)
+	from.watch("ben", "ann")
+	from.setState("ann", "10.0.0.1", "online", 600)
+	d := from.do(departure{user: user("ann"), to: "home2", seq: 40})
+	if d.handoff == nil {
+		t.Fatal("no handoff")
+	}
+
+	to := newWorld(t)
+	to.login("ben", "10.0.0.3", benCB)
+	rec := to.dir.users[user("ann")]
+	rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt, rec.Enabled = "home2", testHome, 40, to.now, false
+	got := to.do(d.handoff)
+	wantStrings(t, "watchers told", sent(got), []string{benCB + " offline"})
+
+	// An enabled user's handoff tells nobody: nothing changed for them.
+	to2 := newWorld(t)
+	to2.login("ben", "10.0.0.3", benCB)
+	rec = to2.dir.users[user("ann")]
+	rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = "home2", testHome, 40, to2.now
+	if s := sent(to2.do(d.handoff)); len(s) != 0 {
+		t.Errorf("an enabled user's handoff told watchers %v", s)
+	}
+}

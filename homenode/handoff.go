@@ -2,6 +2,7 @@ package homenode
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/rvp-im/rvpd/events"
@@ -198,6 +199,20 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 	have := map[int32]bool{}
 	for _, v := range views {
 		have[v.ID] = true
+	}
+	if off {
+		// Its watchers saw it as its former home server showed it: left
+		// out here, its views end for them, and a handoff (quiet) would
+		// tell them nothing, nor would anything after it.
+		shown := slices.Clone(views)
+		for _, v := range e.Views {
+			if !have[v.ID] && v.Expires.After(now) {
+				shown = append(shown, projections.View{ID: v.ID, Node: r.Node, Value: v.Value, Default: v.Default, Timeout: v.Timeout, Expires: v.Expires, Source: v.Source})
+			}
+		}
+		if p := effective(shown); p != effective(views) {
+			d.shown = map[events.User]Presence{r.Node: p}
+		}
 	}
 	for _, v := range e.Views {
 		if off || have[v.ID] || !v.Expires.After(now) {
