@@ -161,6 +161,12 @@ func decide(v View, p Policy, in any, now time.Time) (*decision, error) {
 				d.facts = d.facts[1:]
 				d.msgID += "/resumed"
 			}
+		} else if err == nil && d.reply != nil && d.reply.Status >= 400 {
+			// Refused now (its recipient disabled meanwhile): the message
+			// it accepted before ends so, or it stays accepted for ever.
+			r := &e.e.Req
+			d.msgID += "/resumed"
+			d.facts = []events.Fact{&events.MessageDelivered{Meta: c.meta(r, now), Node: r.Node, Status: d.reply.Status}}
 		}
 	case lapsed:
 		// The sender was answered 504 at its deadline; the record would

@@ -306,3 +306,37 @@ func TestHandoffOfDisabledUserTellsWatchers(t *testing.T) {
 		t.Errorf("an enabled user's handoff told watchers %v", s)
 	}
 }
+
+// TestDisabledResumedDeliveryEnds: a message to ann was accepted before
+// her node stopped, its delivery unfinished; she was disabled meanwhile.
+// Resumed at the next start, it is decided again and refused 404 like a
+// new request of her node: with no fact, the message accepted stays
+// accepted for ever (never delivered, nor recorded as not), as a lapsed
+// one would without its MessageDelivered.
+func TestDisabledResumedDeliveryEnds(t *testing.T) {
+	w := newWorld(t)
+	w.login("ann", "10.0.0.1", annCB)
+	w.login("ben", "10.0.0.3", benCB)
+	m := &events.Notify{Req: w.req("m", "ben", "ann", "10.0.0.3"), AckType: "DeepOr", HopCount: 1,
+		Body: []byte(`<r:notification><r:message><r:notification-from><r:contact><d:href>` + nodeURL("ben") + `</d:href></r:contact></r:notification-from></r:message></r:notification>`)}
+	w.do(m)
+	w.dir.users[user("ann")].Enabled = false
+	w.do(disabled(user("ann")))
+
+	d := w.decide(resumed{m})
+	var ended *events.MessageDelivered
+	for _, f := range d.facts {
+		if md, ok := f.(*events.MessageDelivered); ok {
+			ended = md
+		}
+	}
+	if ended == nil || ended.Node != user("ann") || ended.Meta.Request != "m" || ended.Status < 400 {
+		t.Fatalf("resumed delivery to disabled ann: facts %v (%+v), reply %+v; want the accepted message ended", types(d), ended, d.reply)
+	}
+	if d.deliver != nil {
+		t.Errorf("resumed delivery to disabled ann delivered")
+	}
+	if d.msgID != "m/resumed" {
+		t.Errorf("resumed decision's id %q, want m/resumed (the request's own facts are recorded under m)", d.msgID)
+	}
+}
