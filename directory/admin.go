@@ -528,7 +528,11 @@ func (a *Admin) enableUser(ctx context.Context, u events.User, s UserSpec) error
 		err = a.MoveUser(ctx, u, s.Home)
 	}
 	if err != nil {
-		return fmt.Errorf("%s is enabled again on home server %s, where it was, but not moved to %s: %w; move it (rvpctl user move %s -home %s)", u, was, s.Home, err, u, s.Home)
+		// Not wrapped: the enabling is made, and a refusal of the move
+		// (errChanged, MoveUser outlasted by other changes) would have
+		// retryFenced make the enabling again, which finds its own change
+		// and answers that the user already exists.
+		return fmt.Errorf("%s is enabled again on home server %s, where it was, but not moved to %s: %v; move it (rvpctl user move %s -home %s)", u, was, s.Home, err, u, s.Home)
 	}
 	return nil
 }
