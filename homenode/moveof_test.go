@@ -102,3 +102,118 @@ func TestStrayNamedByALaterMoveBack(t *testing.T) {
 		t.Errorf("home1, where ann lives, holds %d of her watchers' subscriptions (%v), want ben's", len(watchers), err)
 	}
 }
+
+// TestForwardWithDirectoryBehindHoldsNoOne: ann, watched by ben, is moved
+// from home1 to home2 while home1's node is down, disabled and enabled
+// again on home2 (no move in her record), and disabled once more while
+// home1's directory projection is behind. A request for her that a
+// lagging gateway still routes to home1 is forwarded (moveOf), which
+// waited, in the deciding loop and on a context the node's stop does not
+// end, up to 5 s for the directory to reach her last event: every other
+// user's request waited as long, and a stop too. The request is taken
+// again later instead; ben's own request is answered at once.
+func TestForwardWithDirectoryBehindHoldsNoOne(t *testing.T) {
+	var (
+		dir2      *projections.Directory
+		stopDir2  context.CancelFunc
+		followers sync.WaitGroup
+	)
+	h := newHarnessWith(t, func(cfg *Config) {
+		if dir2 != nil {
+			cfg.Directory = dir2
+			return
+		}
+		db, err := projections.Open("", projections.Options{InMemory: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		if dir2, err = projections.OpenDirectory(db); err != nil {
+			t.Fatal(err)
+		}
+		var ctx context.Context
+		ctx, stopDir2 = context.WithCancel(context.Background())
+		js := cfg.JetStream
+		followers.Go(func() {
+			projections.Follow(ctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}, dir2)
+		})
+		t.Cleanup(func() { stopDir2(); followers.Wait() })
+		if err := dir2.WaitFor(t.Context(), cfg.Directory.Position()); err != nil {
+			t.Fatal(err)
+		}
+		cfg.Directory = dir2
+	}, "ann", "ben")
+	ctx := t.Context()
+	admin := &directory.Admin{JetStream: h.js, Directory: h.dir, Actor: "test"}
+	if err := admin.CreateHomeServer(ctx, "home2", "home2.example.test", "", true); err != nil {
+		t.Fatal(err)
+	}
+	ann, ben := events.NewUser("example.test", "ann"), events.NewUser("example.test", "ben")
+	url := func(a string) string { return "http://im.example.test/instmsg/aliases/" + a }
+	req := func(id string, node events.User, alias string) events.Req {
+		now := time.Now().UTC()
+		return events.Req{ID: id, At: now, Deadline: now.Add(30 * time.Second), Gateway: "gw", Client: "127.0.0.1",
+			Node: node, NodeURL: url(node.Alias), From: url("ben"), FromUser: ben, Auth: events.Identity{Scheme: "ntlm", User: ben}}
+	}
+	h.send(&events.Subscribe{Req: req("ben-watches-ann", ann, "ann"),
+		NotificationType: events.NotifyPropChange, CallBack: url("ben"), CallBackUser: ben, Lifetime: 3600}, false)
+	h.awaitReplies(map[string]string{"ben-watches-ann": "watch"}, false)
+
+	if err := h.stopNode(); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.MoveUser(ctx, ann, "home2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.DisableUser(ctx, ann); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.EnableUser(ctx, directory.UserSpec{User: ann, Home: "home2"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := dir2.WaitFor(ctx, h.dir.Position()); err != nil {
+		t.Fatal(err)
+	}
+	stopDir2() // home1's directory behind
+	followers.Wait()
+	if err := admin.DisableUser(ctx, ann); err != nil {
+		t.Fatal(err)
+	}
+	h.startNode()
+	for deadline := time.Now().Add(20 * time.Second); h.node.Ready() != nil; {
+		if time.Now().After(deadline) {
+			t.Fatal("the node did not start")
+		}
+		<-time.After(10 * time.Millisecond) // poll interval
+	}
+	answered := func(id string, within time.Duration) time.Duration {
+		t.Helper()
+		start := time.Now()
+		deadline := time.After(within)
+		for {
+			select {
+			case r := <-h.replies:
+				if r.ID == id {
+					return time.Since(start)
+				}
+			case <-deadline:
+				t.Fatalf("request %s not answered within %v", id, within)
+			}
+		}
+	}
+	h.send(&events.PropPatch{Req: req("ben-online-0", ben, "ben"), State: &events.StateUpdate{Value: "online", Default: "offline", Timeout: 60}}, false)
+	answered("ben-online-0", 20*time.Second) // the node is past its start
+
+	h.send(&events.PropFind{Req: req("ben-reads-ann", ann, "ann"), All: true}, false)
+	h.send(&events.PropPatch{Req: req("ben-online-1", ben, "ben"), State: &events.StateUpdate{Value: "busy", Default: "offline", Timeout: 60}}, false)
+	if took := answered("ben-online-1", 20*time.Second); took > 2*time.Second {
+		t.Errorf("ben's request answered after %v: the deciding loop waited for the directory to forward a request of ann's", took)
+	}
+	stopped := time.Now()
+	if err := h.stopNode(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(stopped); took > 2*time.Second {
+		t.Errorf("the node took %v to stop", took)
+	}
+}
