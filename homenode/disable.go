@@ -52,16 +52,37 @@ func (c *core) decideDisabled(u events.User, now time.Time) (*decision, error) {
 	return d, nil
 }
 
+// aheadDisables are the disables heard ahead of the directory projection
+// (endDisabled), owned by the deciding loop. One goroutine at most waits
+// for the directory to have them and says so on ready: every home node
+// hears of every user disabled, and a start follows them from its
+// directory's position (watchMoves), so a goroutine each would make as
+// many as the directory has disables.
+type aheadDisables struct {
+	pending []disable
+	waiting bool
+	ready   chan struct{}
+}
+
 // endDisabled decides dis once the directory projection has its
 // user.disabled (it is what the decision reads). A directory behind the
 // stream the disable was heard from is waited for off the deciding loop,
-// until the node stops: dis then comes back through ready. (Waited for in
-// the loop, up to 5 s, every request of the home server's users waited as
-// long, once for each user disabled, and the user's logins and presence
-// were left to the next start.)
-func (n *Node) endDisabled(ctx, life context.Context, dis disable, ready chan<- disable, wg *sync.WaitGroup) error {
+// until the node stops (ahead); whatever the user holds here then is
+// ended (aheadReady). (Waited for in the loop, up to 5 s, every request
+// of the home server's users waited as long, once for each user
+// disabled. Dropped when the user held nothing here when it was heard, a
+// sign-in of hers decided meanwhile, with the directory that still had
+// her enabled, stayed until its lease ran out.)
+func (n *Node) endDisabled(ctx, life context.Context, dis disable, ahead *aheadDisables, wg *sync.WaitGroup) error {
+	if n.cfg.Directory.Position() < dis.seq {
+		n.log.Debug("disabled user's logins and presence end once the directory has the disable",
+			"user", dis.user.String(), "want", dis.seq, "have", n.cfg.Directory.Position())
+		ahead.pending = append(ahead.pending, dis)
+		n.waitAhead(life, ahead, wg)
+		return nil
+	}
 	// Every home node hears of every user disabled: those holding none of
-	// its logins and views have nothing to wait for.
+	// its logins and views have nothing to end.
 	v := n.view().State
 	logins, err := v.Logins(dis.user)
 	var views []projections.View
@@ -76,20 +97,51 @@ func (n *Node) endDisabled(ctx, life context.Context, dis disable, ready chan<- 
 	if len(logins)+len(views) == 0 {
 		return nil
 	}
-	if n.cfg.Directory.Position() >= dis.seq {
-		return n.input(ctx, &pending{in: disabled(dis.user)})
+	return n.input(ctx, &pending{in: disabled(dis.user)})
+}
+
+// waitAhead starts the goroutine that waits for the directory to have
+// every disable in ahead, unless it runs already.
+func (n *Node) waitAhead(life context.Context, ahead *aheadDisables, wg *sync.WaitGroup) {
+	if ahead.waiting || len(ahead.pending) == 0 {
+		return
 	}
-	n.log.Info("disabled user's logins and presence end once the directory has the disable",
-		"user", dis.user.String(), "want", dis.seq, "have", n.cfg.Directory.Position())
+	var seq uint64
+	for _, d := range ahead.pending {
+		seq = max(seq, d.seq)
+	}
+	ahead.waiting = true
 	wg.Go(func() {
-		if err := n.cfg.Directory.WaitFor(life, dis.seq); err != nil {
+		if err := n.cfg.Directory.WaitFor(life, seq); err != nil {
 			return // stopped: the next start ends them (disabledHere)
 		}
 		select {
-		case ready <- dis:
+		case ahead.ready <- struct{}{}:
 		case <-life.Done():
 		}
 	})
+}
+
+// aheadReady decides the disables of ahead that the directory has now,
+// and waits again for the others.
+func (n *Node) aheadReady(ctx, life context.Context, ahead *aheadDisables, wg *sync.WaitGroup) error {
+	ahead.waiting = false
+	pos := n.cfg.Directory.Position()
+	var due, rest []disable
+	for _, d := range ahead.pending {
+		if d.seq <= pos {
+			due = append(due, d)
+		} else {
+			rest = append(rest, d)
+		}
+	}
+	ahead.pending = rest
+	for _, d := range due {
+		if err := n.endDisabled(ctx, life, d, ahead, wg); err != nil {
+			return err
+		}
+	}
+	n.waitAhead(life, ahead, wg)
 	return nil
 }
 

@@ -3,6 +3,7 @@ package homenode
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -338,5 +339,108 @@ func TestDisabledResumedDeliveryEnds(t *testing.T) {
 	}
 	if d.msgID != "m/resumed" {
 		t.Errorf("resumed decision's id %q, want m/resumed (the request's own facts are recorded under m)", d.msgID)
+	}
+}
+
+// TestDisableHeardAheadBeforeLogin: ann holds no login when her home
+// node hears of her disable, its directory behind the stream. endDisabled
+// found nothing to end and dropped the disable; a sign-in of hers that a
+// gateway as far behind took next was decided with the directory that
+// still had her enabled, and nothing ended it once the directory caught
+// up: a disabled user signed in until her lease ran out (decideRequest's
+// 404 refuses only what is decided after the directory has the disable).
+func TestDisableHeardAheadBeforeLogin(t *testing.T) {
+	var (
+		dir2      *projections.Directory
+		stopDir2  context.CancelFunc
+		follow    func()
+		followers sync.WaitGroup
+	)
+	h := newHarnessWith(t, func(cfg *Config) {
+		if dir2 != nil {
+			cfg.Directory = dir2
+			return
+		}
+		db, err := projections.Open("", projections.Options{InMemory: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		if dir2, err = projections.OpenDirectory(db); err != nil {
+			t.Fatal(err)
+		}
+		js := cfg.JetStream
+		follow = func() {
+			var ctx context.Context
+			ctx, stopDir2 = context.WithCancel(context.Background())
+			followers.Go(func() {
+				projections.Follow(ctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}, dir2)
+			})
+		}
+		follow()
+		t.Cleanup(func() { stopDir2(); followers.Wait() })
+		if err := dir2.WaitFor(t.Context(), cfg.Directory.Position()); err != nil {
+			t.Fatal(err)
+		}
+		cfg.Directory = dir2
+	}, "ann", "cat")
+	url := func(a string) string { return "http://im.example.test/instmsg/aliases/" + a }
+	login := func(id, alias string) {
+		t.Helper()
+		u := events.NewUser("example.test", alias)
+		now := time.Now().UTC()
+		h.send(&events.Subscribe{Req: events.Req{ID: id, At: now, Deadline: now.Add(30 * time.Second), Gateway: "gw", Client: "127.0.0.1",
+			Node: u, NodeURL: url(alias), From: url(alias), FromUser: u, Auth: events.Identity{Scheme: "ntlm", User: u}},
+			NotificationType: events.NotifyPragma, CallBack: "http://" + h.sink.Addr().String(), Lifetime: 600}, false)
+		h.awaitReplies(map[string]string{id: "login"}, false)
+	}
+	ann, cat := events.NewUser("example.test", "ann"), events.NewUser("example.test", "cat")
+	login("cat-login", "cat")
+
+	stopDir2() // the node's directory falls behind
+	followers.Wait()
+	admin := &directory.Admin{JetStream: h.js, Directory: h.dir, Actor: "test"}
+	if err := admin.DisableUser(t.Context(), ann); err != nil {
+		t.Fatal(err)
+	}
+	// cat, disabled after ann and signed in, is waited for: once the node
+	// says so, it has heard of ann's disable (they come in order).
+	if err := admin.DisableUser(t.Context(), cat); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(h.logs.tail(50), `end once the directory has the disable" home=home1 user=`+cat.String()); {
+		if time.Now().After(deadline) {
+			t.Fatal("the node did not hear of cat's disable")
+		}
+		<-time.After(10 * time.Millisecond) // poll interval
+	}
+	// A gateway as far behind takes ann's sign-in; the node's directory
+	// has her enabled still.
+	login("ann-login", "ann")
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if logins, err := h.node.Projection().Logins(ann); err != nil {
+			t.Fatal(err)
+		} else if len(logins) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("ann's login not applied to the projection")
+		}
+		<-time.After(10 * time.Millisecond) // poll interval
+	}
+
+	follow()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		logins, err := h.node.Projection().Logins(ann)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(logins) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("disabled ann still holds %d logins 10 s after the directory caught up", len(logins))
+		}
+		<-time.After(10 * time.Millisecond) // poll interval
 	}
 }

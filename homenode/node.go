@@ -523,8 +523,8 @@ func (n *Node) Run(parent context.Context) (err error) {
 	}
 	moves := make(chan move, 64)
 	disables := make(chan disable, 64)
-	// disables whose directory had to catch up first (endDisabled).
-	disabledReady := make(chan disable)
+	// disables heard ahead of the directory (endDisabled).
+	ahead := &aheadDisables{ready: make(chan struct{})}
 	dirFrom := n.cfg.Directory.Position() // before strays and disabledHere read it
 	wg.Add(1)
 	go func() {
@@ -706,7 +706,8 @@ func (n *Node) Run(parent context.Context) (err error) {
 		var outCh <-chan outcome
 		var reachCh <-chan reach
 		var moveCh <-chan move
-		var disCh, disReadyCh <-chan disable
+		var disCh <-chan disable
+		var disReadyCh <-chan struct{}
 		var tickCh <-chan time.Time
 		if n.room() {
 			if len(n.refused) > 0 {
@@ -717,7 +718,7 @@ func (n *Node) Run(parent context.Context) (err error) {
 				}
 				continue
 			}
-			reqCh, outCh, reachCh, moveCh, disCh, disReadyCh, tickCh = reqs, n.outcomes, n.reaches, moves, disables, disabledReady, tick.C
+			reqCh, outCh, reachCh, moveCh, disCh, disReadyCh, tickCh = reqs, n.outcomes, n.reaches, moves, disables, ahead.ready, tick.C
 		}
 		select {
 		case <-ctx.Done():
@@ -750,11 +751,11 @@ func (n *Node) Run(parent context.Context) (err error) {
 					"user", mv.user.String(), "home", mv.to, "err", err)
 			}
 		case dis := <-disCh:
-			if err := n.endDisabled(work, ctx, dis, disabledReady, &wg); err != nil {
+			if err := n.endDisabled(work, ctx, dis, ahead, &wg); err != nil {
 				return err
 			}
-		case dis := <-disReadyCh:
-			if err := n.input(work, &pending{in: disabled(dis.user)}); err != nil {
+		case <-disReadyCh:
+			if err := n.aheadReady(work, ctx, ahead, &wg); err != nil {
 				return err
 			}
 		case rc := <-reachCh:
