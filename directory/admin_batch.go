@@ -196,6 +196,14 @@ func (a *Admin) enableUsers(ctx context.Context, users []NewUser, enabled func(i
 		}
 		why := fmt.Errorf("home server %s or IM domain %s was deleted while %s was enabled", s.Home, s.User.Domain, s.User)
 		if err := a.append(ctx, &events.UserDisabled{Meta: a.meta(), User: s.User}, m.seq); err != nil {
+			// Refused because the user changed since the import enabled
+			// it (fenced by its event): an administrator who moved it,
+			// or disabled it, meanwhile did so on purpose, and the user
+			// is left as they did. Still enabled where it was imported
+			// (its record written afresh), it is reported.
+			if fixed, ferr := a.fixedMeanwhile(ctx, s); ferr == nil && fixed {
+				continue
+			}
 			fail(fmt.Errorf("%s: %w, and disabling it again failed: %w (rvpctl user disable %s)", s.User, why, err, s.User))
 			continue
 		}
@@ -392,4 +400,31 @@ func differs(home, name, email, nt string, s UserSpec) []string {
 		}
 	}
 	return out
+}
+
+// fixedMeanwhile reports whether user s.User, imported on home server
+// s.Home of an IM domain or home server deleted meanwhile, is no longer
+// enabled there: disabled, or moved, by an administrator since, or its
+// home server and IM domain exist again.
+func (a *Admin) fixedMeanwhile(ctx context.Context, s UserSpec) (bool, error) {
+	if _, err := a.current(ctx, events.UserSubject(s.User)); err != nil {
+		return false, err
+	}
+	rec, err := a.Directory.User(s.User)
+	if err != nil {
+		return false, err
+	}
+	if rec == nil || !rec.Enabled || rec.Home != s.Home {
+		return true, nil
+	}
+	// Or its home server and IM domain made again.
+	dom, err := a.Directory.Domain(s.User.Domain)
+	if err != nil {
+		return false, err
+	}
+	hs, err := a.Directory.HomeServer(s.Home)
+	if err != nil {
+		return false, err
+	}
+	return dom != nil && hs != nil, nil
 }
