@@ -115,13 +115,16 @@ func (n *Node) strays(ctx context.Context) ([]move, error) {
 	}
 	var out []move
 	c := &core{View: n.view(), policy: n.policy}
+	// One wait for the directory for all of them: waited for in turn, a
+	// directory stuck behind held the start 5 s for each.
+	until := time.Now().Add(strayDirectoryWait)
 	for _, u := range users {
 		rec, err := c.movedAway(u)
 		if err != nil {
 			return nil, err
 		}
 		if rec != nil {
-			rec, seq, err := n.moveOf(ctx, rec, strayDirectoryWait)
+			rec, seq, err := n.moveOf(ctx, rec, until)
 			if err != nil {
 				n.log.Warn("user homed elsewhere not handed off yet; it will be when a request for it comes, or at the next start",
 					"user", u.String(), "err", err)
@@ -148,10 +151,11 @@ func (n *Node) strays(ctx context.Context) ([]move, error) {
 // first: the sequence named a later event than the record was read at,
 // and the state went to the home server the user had left, under the
 // move that brought it back here. A nil record: the user is homed here
-// again. The projection is waited for up to wait: none in the deciding
-// loop (forward), whose every request would wait as long, again at each
-// redelivery, and whose stop too (its context does not end).
-func (n *Node) moveOf(ctx context.Context, rec *projections.UserRecord, wait time.Duration) (*projections.UserRecord, uint64, error) {
+// again. The projection is waited for until until: not at all in the
+// deciding loop (forward, a zero until), whose every request would wait
+// as long, again at each redelivery, and whose stop too (its context
+// does not end).
+func (n *Node) moveOf(ctx context.Context, rec *projections.UserRecord, until time.Time) (*projections.UserRecord, uint64, error) {
 	if rec.Move != 0 {
 		return rec, rec.Move, nil
 	}
@@ -167,10 +171,10 @@ func (n *Node) moveOf(ctx context.Context, rec *projections.UserRecord, wait tim
 		return nil, 0, fmt.Errorf("home %s: the directory sequence of %s, homed on %s: %w", n.cfg.Home, rec.User, rec.Home, err)
 	}
 	if m.Sequence > n.cfg.Directory.Position() {
-		if wait <= 0 {
+		if !time.Now().Before(until) {
 			return nil, 0, fmt.Errorf("home %s: the directory is behind the last event of %s (sequence %d, at %d); taken again once it is there", n.cfg.Home, rec.User, m.Sequence, n.cfg.Directory.Position())
 		}
-		wctx, cancel := context.WithTimeout(ctx, wait)
+		wctx, cancel := context.WithDeadline(ctx, until)
 		err := n.cfg.Directory.WaitFor(wctx, m.Sequence)
 		cancel()
 		if err != nil {
@@ -190,7 +194,7 @@ func (n *Node) moveOf(ctx context.Context, rec *projections.UserRecord, wait tim
 }
 
 // strayDirectoryWait bounds the wait of a node's start (strays) for its
-// directory projection to reach a stray's last event.
+// directory projection to reach the strays' last events, all of them.
 const strayDirectoryWait = 5 * time.Second
 
 // holds reports whether this node holds state of u that a handoff
@@ -236,7 +240,7 @@ func (n *Node) holds(u events.User) (bool, error) {
 // after the user's state, so the new home server decides it as this one
 // would have. The gateway's reply subject goes with it.
 func (n *Node) forward(ctx context.Context, log *slog.Logger, m jetstream.Msg, r *events.Req, rec *projections.UserRecord) error {
-	rec, seq, err := n.moveOf(ctx, rec, 0)
+	rec, seq, err := n.moveOf(ctx, rec, time.Time{})
 	if err == nil && rec == nil {
 		// Homed here again: routed again, it is decided here.
 		return m.NakWithDelay(250 * time.Millisecond)

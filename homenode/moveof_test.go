@@ -217,3 +217,95 @@ func TestForwardWithDirectoryBehindHoldsNoOne(t *testing.T) {
 		t.Errorf("the node took %v to stop", took)
 	}
 }
+
+// TestStraysWaitForTheDirectoryOnce: ann and cat, both watched by ben,
+// are moved from home1 to home2 while home1's node is down, disabled and
+// enabled again on home2 (no move in their records), then disabled once
+// more while home1's directory projection is stuck behind. At its start
+// home1 waited up to 5 s for the directory for each of them in turn,
+// serving nothing meanwhile: a takeover with a lagging directory served
+// nothing for 5 s times the users in that case. The start waits 5 s in
+// all.
+func TestStraysWaitForTheDirectoryOnce(t *testing.T) {
+	var (
+		dir2      *projections.Directory
+		stopDir2  context.CancelFunc
+		followers sync.WaitGroup
+	)
+	h := newHarnessWith(t, func(cfg *Config) {
+		if dir2 != nil {
+			cfg.Directory = dir2
+			return
+		}
+		db, err := projections.Open("", projections.Options{InMemory: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		if dir2, err = projections.OpenDirectory(db); err != nil {
+			t.Fatal(err)
+		}
+		var ctx context.Context
+		ctx, stopDir2 = context.WithCancel(context.Background())
+		js := cfg.JetStream
+		followers.Go(func() {
+			projections.Follow(ctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}, dir2)
+		})
+		t.Cleanup(func() { stopDir2(); followers.Wait() })
+		if err := dir2.WaitFor(t.Context(), cfg.Directory.Position()); err != nil {
+			t.Fatal(err)
+		}
+		cfg.Directory = dir2
+	}, "ann", "ben", "cat")
+	ctx := t.Context()
+	admin := &directory.Admin{JetStream: h.js, Directory: h.dir, Actor: "test"}
+	if err := admin.CreateHomeServer(ctx, "home2", "home2.example.test", "", true); err != nil {
+		t.Fatal(err)
+	}
+	ben := events.NewUser("example.test", "ben")
+	url := func(a string) string { return "http://im.example.test/instmsg/aliases/" + a }
+	moved := []events.User{events.NewUser("example.test", "ann"), events.NewUser("example.test", "cat")}
+	for _, u := range moved {
+		now := time.Now().UTC()
+		id := "ben-watches-" + u.Alias
+		h.send(&events.Subscribe{Req: events.Req{ID: id, At: now, Deadline: now.Add(30 * time.Second), Gateway: "gw", Client: "127.0.0.1",
+			Node: u, NodeURL: url(u.Alias), From: url("ben"), FromUser: ben, Auth: events.Identity{Scheme: "ntlm", User: ben}},
+			NotificationType: events.NotifyPropChange, CallBack: url("ben"), CallBackUser: ben, Lifetime: 3600}, false)
+		h.awaitReplies(map[string]string{id: "watch"}, false)
+	}
+	if err := h.stopNode(); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range moved {
+		if err := admin.MoveUser(ctx, u, "home2"); err != nil {
+			t.Fatal(err)
+		}
+		if err := admin.DisableUser(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		if err := admin.EnableUser(ctx, directory.UserSpec{User: u, Home: "home2"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := dir2.WaitFor(ctx, h.dir.Position()); err != nil {
+		t.Fatal(err)
+	}
+	stopDir2() // home1's directory stuck behind
+	followers.Wait()
+	for _, u := range moved {
+		if err := admin.DisableUser(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	h.startNode()
+	for deadline := time.Now().Add(30 * time.Second); h.node.Ready() != nil; {
+		if time.Now().After(deadline) {
+			t.Fatal("the node did not start")
+		}
+		<-time.After(10 * time.Millisecond) // poll interval
+	}
+	if took := time.Since(start); took > 8*time.Second {
+		t.Errorf("the node served after %v: its start waited for the directory once per stray", took)
+	}
+}
