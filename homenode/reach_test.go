@@ -225,8 +225,16 @@ func TestDeliveryRefusedWhenQueueFull(t *testing.T) {
 		case r := <-h.replies:
 			switch r.ID {
 			case "msg-2":
-				if r.Status != rvp.StatusPreconditionFailed {
-					t.Fatalf("a message past a full queue: %d %s, want 412", r.Status, r.Error)
+				// Refused when its delivery could not be queued (412, the
+				// outcome decided by the loop), or, when msg-1 was released
+				// to the queue before msg-2 was decided (the pipeline's
+				// timing), at its decision (503, nothing recorded).
+				switch r.Status {
+				case rvp.StatusPreconditionFailed:
+				case rvp.StatusUnavailable:
+					t.Logf("msg-2 decided after msg-1 was queued: refused at its decision (503)")
+				default:
+					t.Fatalf("a message past a full queue: %d %s, want 412 (or 503)", r.Status, r.Error)
 				}
 				return
 			case "msg-0", "msg-1":
