@@ -67,7 +67,10 @@ func (f *adminFixture) follow(dir *projections.Directory) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		projections.Follow(ctx, f.js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}, dir)
+		err := projections.Follow(ctx, f.js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}, dir)
+		if err != nil && ctx.Err() == nil {
+			f.t.Errorf("directory projection stopped following: %v", err)
+		}
 	})
 	var once sync.Once
 	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
@@ -131,15 +134,7 @@ func (f *adminFixture) lagging(ctx context.Context, a, b *directory.Admin, first
 	if err := first(); err != nil {
 		f.t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- second() }()
-	select {
-	case err := <-done:
-		done <- err
-	case <-time.After(300 * time.Millisecond):
-	}
-	f.follow(b.Directory)
-	return <-done
+	return raceStale(second, func() { f.follow(b.Directory) })
 }
 
 // TestAdminStaleProjection: two directory services (two rvpd nodes),

@@ -15,11 +15,7 @@ import (
 // second's projection is stopped, and resumeB resumes it.
 func staleAdmins(t *testing.T, f *adminFixture, ctx context.Context) (a, b *directory.Admin, resumeB func()) {
 	t.Helper()
-	dirA, dirB := f.directory(), f.directory()
-	f.follow(dirA)
-	stopB := f.follow(dirB)
-	a = &directory.Admin{JetStream: f.js, Directory: dirA, Actor: "a"}
-	b = &directory.Admin{JetStream: f.js, Directory: dirB, Actor: "b"}
+	a, b = f.twoAdmins()
 	if err := a.CreateDomain(ctx, directory.DomainSpec{Domain: "example.test", IMHost: "im.example.test"}); err != nil {
 		t.Fatal(err)
 	}
@@ -34,11 +30,11 @@ func staleAdmins(t *testing.T, f *adminFixture, ctx context.Context) (a, b *dire
 	if err := a.EnableUser(ctx, directory.UserSpec{User: events.NewUser("example.test", "bob"), Home: "home1"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := dirB.WaitFor(ctx, dirA.Position()); err != nil {
+	if err := b.Directory.WaitFor(ctx, a.Directory.Position()); err != nil {
 		t.Fatal(err)
 	}
-	stopB() // b's projection falls behind
-	return a, b, func() { f.follow(dirB) }
+	f.stopB() // b's projection falls behind
+	return a, b, func() { f.follow(b.Directory) }
 }
 
 // raceStale runs op (on the lagging administrator) and lets its

@@ -315,9 +315,8 @@ const refusedLogEvery = 10 * time.Second
 // sparseLog says when a repeated line may be logged again: once every
 // refusedLogEvery, with how many were not since.
 type sparseLog struct {
-	mu     sync.Mutex
-	last   time.Time
-	missed int
+	mu sync.Mutex
+	sparseState
 }
 
 // allow reports whether the line may be logged at now, and how many
@@ -325,12 +324,7 @@ type sparseLog struct {
 func (s *sparseLog) allow(now time.Time) (ok bool, missed int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.last.IsZero() && now.Sub(s.last) < refusedLogEvery {
-		s.missed++
-		return false, 0
-	}
-	s.last, missed, s.missed = now, s.missed, 0
-	return true, missed
+	return s.sparseState.allow(now)
 }
 
 // addrLog is a sparseLog for each client address: the address an
@@ -344,10 +338,20 @@ type addrLog struct {
 	by map[netip.Addr]*sparseState
 }
 
-// sparseState is sparseLog's state, kept by addrLog under its lock.
+// sparseState is sparseLog's state, kept by addrLog under its own lock.
 type sparseState struct {
 	last   time.Time
 	missed int
+}
+
+// allow is sparseLog.allow, its caller holding the lock.
+func (s *sparseState) allow(now time.Time) (ok bool, missed int) {
+	if !s.last.IsZero() && now.Sub(s.last) < refusedLogEvery {
+		s.missed++
+		return false, 0
+	}
+	s.last, missed, s.missed = now, s.missed, 0
+	return true, missed
 }
 
 // maxLoggedAddrs bounds the addresses addrLog keeps.
@@ -379,12 +383,7 @@ func (l *addrLog) allow(addr netip.Addr, now time.Time) (ok bool, missed int) {
 			l.by[addr] = s
 		}
 	}
-	if !s.last.IsZero() && now.Sub(s.last) < refusedLogEvery {
-		s.missed++
-		return false, 0
-	}
-	s.last, missed, s.missed = now, s.missed, 0
-	return true, missed
+	return s.allow(now)
 }
 
 // remoteNetwork returns the network a connection comes from

@@ -29,17 +29,7 @@ func TestConnectionsRefusedLoggedSparingly(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer held.Close()
-	for limit := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		e.g.mu.Lock()
-		n := len(e.g.conns)
-		e.g.mu.Unlock()
-		if n == 1 {
-			break
-		}
-		if time.Now().After(limit) {
-			t.Fatal("the first connection not taken")
-		}
-	}
+	waitConns(t, e.g, 1) // the first connection taken
 	e.log.take()
 	const tries = 200
 	for range tries {
@@ -109,17 +99,7 @@ func TestCrowdedAddressesEachLogged(t *testing.T) {
 		held := dial(from)
 		defer held.Close()
 	}
-	for limit := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		e.g.mu.Lock()
-		n := len(e.g.conns)
-		e.g.mu.Unlock()
-		if n == 2 {
-			break
-		}
-		if time.Now().After(limit) {
-			t.Fatal("the first connections not taken")
-		}
-	}
+	waitConns(t, e.g, 2) // the first connections taken
 	e.log.take()
 	for range 50 {
 		refused("127.0.0.1") // the flood
@@ -143,5 +123,21 @@ func TestCrowdedAddressesEachLogged(t *testing.T) {
 	}
 	if logged["127.0.0.1"] > 2 {
 		t.Errorf("the flood from 127.0.0.1 logged %d lines, want one", logged["127.0.0.1"])
+	}
+}
+
+// waitConns polls, with a deadline, until g serves n connections.
+func waitConns(t *testing.T, g *Gateway, n int) {
+	t.Helper()
+	for limit := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		g.mu.Lock()
+		got := len(g.conns)
+		g.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(limit) {
+			t.Fatalf("%d connections taken, want %d", got, n)
+		}
 	}
 }

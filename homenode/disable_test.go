@@ -1,16 +1,13 @@
 package homenode
 
 import (
-	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
-	"github.com/rvp-im/rvpd/projections"
 )
 
 // TestDisabledSignInInFlight: ann is disabled and her home server ends
@@ -56,39 +53,8 @@ func TestDisabledSignInInFlight(t *testing.T) {
 // request of every user of the home server waited as long (and as many
 // times over as users disabled). Its other users are answered at once.
 func TestDisableWithDirectoryBehind(t *testing.T) {
-	var (
-		dir2      *projections.Directory
-		stopDir2  context.CancelFunc
-		follow    func()
-		followers sync.WaitGroup
-	)
-	h := newHarnessWith(t, func(cfg *Config) {
-		if dir2 != nil {
-			cfg.Directory = dir2
-			return
-		}
-		db, err := projections.Open("", projections.Options{InMemory: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		if dir2, err = projections.OpenDirectory(db); err != nil {
-			t.Fatal(err)
-		}
-		follow = func() {
-			var ctx context.Context
-			ctx, stopDir2 = context.WithCancel(context.Background())
-			followers.Go(func() {
-				projections.Follow(ctx, cfg.JetStream, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}, dir2)
-			})
-		}
-		follow()
-		t.Cleanup(func() { stopDir2(); followers.Wait() })
-		if err := dir2.WaitFor(t.Context(), cfg.Directory.Position()); err != nil {
-			t.Fatal(err)
-		}
-		cfg.Directory = dir2
-	}, "ann", "ben")
+	lag := newLaggingDir(t)
+	h := newHarnessWith(t, lag.configure, "ann", "ben")
 	url := func(a string) string { return "http://im.example.test/instmsg/aliases/" + a }
 	req := func(id, alias string) events.Req {
 		u := events.NewUser("example.test", alias)
@@ -113,8 +79,7 @@ func TestDisableWithDirectoryBehind(t *testing.T) {
 	h.send(&events.Subscribe{Req: req("ann-login", "ann"), NotificationType: events.NotifyPragma, CallBack: "http://" + h.sink.Addr().String(), Lifetime: 600}, false)
 	answer("ann-login", 10*time.Second)
 
-	stopDir2() // the node's directory falls behind
-	followers.Wait()
+	lag.stop() // the node's directory falls behind
 	admin := &directory.Admin{JetStream: h.js, Directory: h.dir, Actor: "test"}
 	if err := admin.DisableUser(t.Context(), events.NewUser("example.test", "ann")); err != nil {
 		t.Fatal(err)
@@ -131,7 +96,7 @@ func TestDisableWithDirectoryBehind(t *testing.T) {
 		}
 	}
 	// Her login ends once the directory has her disabled.
-	follow()
+	lag.follow()
 	ann := events.NewUser("example.test", "ann")
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		logins, err := h.node.Projection().Logins(ann)
@@ -157,40 +122,8 @@ func TestDisableWithDirectoryBehind(t *testing.T) {
 // their leases ran out, or the next start. The node follows the
 // directory from its projection's position instead.
 func TestDisableBehindTheDirectoryAtStart(t *testing.T) {
-	var (
-		dir2      *projections.Directory
-		stopDir2  context.CancelFunc
-		follow    func()
-		followers sync.WaitGroup
-	)
-	h := newHarnessWith(t, func(cfg *Config) {
-		if dir2 != nil {
-			cfg.Directory = dir2
-			return
-		}
-		db, err := projections.Open("", projections.Options{InMemory: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		if dir2, err = projections.OpenDirectory(db); err != nil {
-			t.Fatal(err)
-		}
-		js := cfg.JetStream
-		follow = func() {
-			var ctx context.Context
-			ctx, stopDir2 = context.WithCancel(context.Background())
-			followers.Go(func() {
-				projections.Follow(ctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}, dir2)
-			})
-		}
-		follow()
-		t.Cleanup(func() { stopDir2(); followers.Wait() })
-		if err := dir2.WaitFor(t.Context(), cfg.Directory.Position()); err != nil {
-			t.Fatal(err)
-		}
-		cfg.Directory = dir2
-	}, "ann", "ben")
+	lag := newLaggingDir(t)
+	h := newHarnessWith(t, lag.configure, "ann", "ben")
 	ann := events.NewUser("example.test", "ann")
 	now := time.Now().UTC()
 	url := "http://im.example.test/instmsg/aliases/ann"
@@ -212,8 +145,7 @@ func TestDisableBehindTheDirectoryAtStart(t *testing.T) {
 	if err := h.stopNode(); err != nil {
 		t.Fatal(err)
 	}
-	stopDir2() // the node's directory a moment behind
-	followers.Wait()
+	lag.stop() // the node's directory a moment behind
 	admin := &directory.Admin{JetStream: h.js, Directory: h.dir, Actor: "test"}
 	if err := admin.DisableUser(t.Context(), ann); err != nil {
 		t.Fatal(err)
@@ -226,7 +158,7 @@ func TestDisableBehindTheDirectoryAtStart(t *testing.T) {
 		}
 		<-time.After(10 * time.Millisecond) // poll interval
 	}
-	follow()
+	lag.follow()
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		logins, err := h.node.Projection().Logins(ann)
 		if err != nil {
@@ -350,40 +282,8 @@ func TestDisabledResumedDeliveryEnds(t *testing.T) {
 // up: a disabled user signed in until her lease ran out (decideRequest's
 // 404 refuses only what is decided after the directory has the disable).
 func TestDisableHeardAheadBeforeLogin(t *testing.T) {
-	var (
-		dir2      *projections.Directory
-		stopDir2  context.CancelFunc
-		follow    func()
-		followers sync.WaitGroup
-	)
-	h := newHarnessWith(t, func(cfg *Config) {
-		if dir2 != nil {
-			cfg.Directory = dir2
-			return
-		}
-		db, err := projections.Open("", projections.Options{InMemory: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		if dir2, err = projections.OpenDirectory(db); err != nil {
-			t.Fatal(err)
-		}
-		js := cfg.JetStream
-		follow = func() {
-			var ctx context.Context
-			ctx, stopDir2 = context.WithCancel(context.Background())
-			followers.Go(func() {
-				projections.Follow(ctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}, dir2)
-			})
-		}
-		follow()
-		t.Cleanup(func() { stopDir2(); followers.Wait() })
-		if err := dir2.WaitFor(t.Context(), cfg.Directory.Position()); err != nil {
-			t.Fatal(err)
-		}
-		cfg.Directory = dir2
-	}, "ann", "cat")
+	lag := newLaggingDir(t)
+	h := newHarnessWith(t, lag.configure, "ann", "cat")
 	url := func(a string) string { return "http://im.example.test/instmsg/aliases/" + a }
 	login := func(id, alias string) {
 		t.Helper()
@@ -397,8 +297,7 @@ func TestDisableHeardAheadBeforeLogin(t *testing.T) {
 	ann, cat := events.NewUser("example.test", "ann"), events.NewUser("example.test", "cat")
 	login("cat-login", "cat")
 
-	stopDir2() // the node's directory falls behind
-	followers.Wait()
+	lag.stop() // the node's directory falls behind
 	admin := &directory.Admin{JetStream: h.js, Directory: h.dir, Actor: "test"}
 	if err := admin.DisableUser(t.Context(), ann); err != nil {
 		t.Fatal(err)
@@ -429,7 +328,7 @@ func TestDisableHeardAheadBeforeLogin(t *testing.T) {
 		<-time.After(10 * time.Millisecond) // poll interval
 	}
 
-	follow()
+	lag.follow()
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		logins, err := h.node.Projection().Logins(ann)
 		if err != nil {

@@ -1,14 +1,11 @@
 package homenode
 
 import (
-	"context"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
-	"github.com/rvp-im/rvpd/projections"
 )
 
 // TestStrayNamedByALaterMoveBack: ann, watched by ben, is moved from
@@ -24,36 +21,8 @@ import (
 // record and the sequence must be of the same directory: home1 hands
 // nothing off, her state is where she lives.
 func TestStrayNamedByALaterMoveBack(t *testing.T) {
-	var (
-		dir2      *projections.Directory
-		stopDir2  context.CancelFunc
-		followers sync.WaitGroup
-	)
-	h := newHarnessWith(t, func(cfg *Config) {
-		if dir2 != nil {
-			cfg.Directory = dir2
-			return
-		}
-		db, err := projections.Open("", projections.Options{InMemory: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		if dir2, err = projections.OpenDirectory(db); err != nil {
-			t.Fatal(err)
-		}
-		var ctx context.Context
-		ctx, stopDir2 = context.WithCancel(context.Background())
-		js := cfg.JetStream
-		followers.Go(func() {
-			projections.Follow(ctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}, dir2)
-		})
-		t.Cleanup(func() { stopDir2(); followers.Wait() })
-		if err := dir2.WaitFor(t.Context(), cfg.Directory.Position()); err != nil {
-			t.Fatal(err)
-		}
-		cfg.Directory = dir2
-	}, "ann", "ben")
+	lag := newLaggingDir(t)
+	h := newHarnessWith(t, lag.configure, "ann", "ben")
 	ctx := t.Context()
 	admin := &directory.Admin{JetStream: h.js, Directory: h.dir, Actor: "test"}
 	if err := admin.CreateHomeServer(ctx, "home2", "home2.example.test", "", true); err != nil {
@@ -79,11 +48,10 @@ func TestStrayNamedByALaterMoveBack(t *testing.T) {
 	if err := admin.EnableUser(ctx, directory.UserSpec{User: ann, Home: "home2"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := dir2.WaitFor(ctx, h.dir.Position()); err != nil {
+	if err := lag.dir.WaitFor(ctx, h.dir.Position()); err != nil {
 		t.Fatal(err)
 	}
-	stopDir2() // home1's directory a moment behind
-	followers.Wait()
+	lag.stop() // home1's directory a moment behind
 	if err := admin.MoveUser(ctx, ann, "home1"); err != nil {
 		t.Fatal(err)
 	}
@@ -113,36 +81,8 @@ func TestStrayNamedByALaterMoveBack(t *testing.T) {
 // user's request waited as long, and a stop too. The request is taken
 // again later instead; ben's own request is answered at once.
 func TestForwardWithDirectoryBehindHoldsNoOne(t *testing.T) {
-	var (
-		dir2      *projections.Directory
-		stopDir2  context.CancelFunc
-		followers sync.WaitGroup
-	)
-	h := newHarnessWith(t, func(cfg *Config) {
-		if dir2 != nil {
-			cfg.Directory = dir2
-			return
-		}
-		db, err := projections.Open("", projections.Options{InMemory: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		if dir2, err = projections.OpenDirectory(db); err != nil {
-			t.Fatal(err)
-		}
-		var ctx context.Context
-		ctx, stopDir2 = context.WithCancel(context.Background())
-		js := cfg.JetStream
-		followers.Go(func() {
-			projections.Follow(ctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}, dir2)
-		})
-		t.Cleanup(func() { stopDir2(); followers.Wait() })
-		if err := dir2.WaitFor(t.Context(), cfg.Directory.Position()); err != nil {
-			t.Fatal(err)
-		}
-		cfg.Directory = dir2
-	}, "ann", "ben")
+	lag := newLaggingDir(t)
+	h := newHarnessWith(t, lag.configure, "ann", "ben")
 	ctx := t.Context()
 	admin := &directory.Admin{JetStream: h.js, Directory: h.dir, Actor: "test"}
 	if err := admin.CreateHomeServer(ctx, "home2", "home2.example.test", "", true); err != nil {
@@ -171,11 +111,10 @@ func TestForwardWithDirectoryBehindHoldsNoOne(t *testing.T) {
 	if err := admin.EnableUser(ctx, directory.UserSpec{User: ann, Home: "home2"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := dir2.WaitFor(ctx, h.dir.Position()); err != nil {
+	if err := lag.dir.WaitFor(ctx, h.dir.Position()); err != nil {
 		t.Fatal(err)
 	}
-	stopDir2() // home1's directory behind
-	followers.Wait()
+	lag.stop() // home1's directory behind
 	if err := admin.DisableUser(ctx, ann); err != nil {
 		t.Fatal(err)
 	}
@@ -227,36 +166,8 @@ func TestForwardWithDirectoryBehindHoldsNoOne(t *testing.T) {
 // nothing for 5 s times the users in that case. The start waits 5 s in
 // all.
 func TestStraysWaitForTheDirectoryOnce(t *testing.T) {
-	var (
-		dir2      *projections.Directory
-		stopDir2  context.CancelFunc
-		followers sync.WaitGroup
-	)
-	h := newHarnessWith(t, func(cfg *Config) {
-		if dir2 != nil {
-			cfg.Directory = dir2
-			return
-		}
-		db, err := projections.Open("", projections.Options{InMemory: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		if dir2, err = projections.OpenDirectory(db); err != nil {
-			t.Fatal(err)
-		}
-		var ctx context.Context
-		ctx, stopDir2 = context.WithCancel(context.Background())
-		js := cfg.JetStream
-		followers.Go(func() {
-			projections.Follow(ctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}, dir2)
-		})
-		t.Cleanup(func() { stopDir2(); followers.Wait() })
-		if err := dir2.WaitFor(t.Context(), cfg.Directory.Position()); err != nil {
-			t.Fatal(err)
-		}
-		cfg.Directory = dir2
-	}, "ann", "ben", "cat")
+	lag := newLaggingDir(t)
+	h := newHarnessWith(t, lag.configure, "ann", "ben", "cat")
 	ctx := t.Context()
 	admin := &directory.Admin{JetStream: h.js, Directory: h.dir, Actor: "test"}
 	if err := admin.CreateHomeServer(ctx, "home2", "home2.example.test", "", true); err != nil {
@@ -287,11 +198,10 @@ func TestStraysWaitForTheDirectoryOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := dir2.WaitFor(ctx, h.dir.Position()); err != nil {
+	if err := lag.dir.WaitFor(ctx, h.dir.Position()); err != nil {
 		t.Fatal(err)
 	}
-	stopDir2() // home1's directory stuck behind
-	followers.Wait()
+	lag.stop() // home1's directory stuck behind
 	for _, u := range moved {
 		if err := admin.DisableUser(ctx, u); err != nil {
 			t.Fatal(err)

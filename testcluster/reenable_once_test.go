@@ -68,19 +68,7 @@ func TestClusterReEnableAfterMoveHandsOffOnce(t *testing.T) {
 	carol.WaitNotify(0, wait, fromState(alice, "online"))
 	au := events.NewUser(c.Domain, "alice")
 
-	if err := c.Homes["home1"].Stop(); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Admin.MoveUser(ctx, au, "home2"); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Admin.DisableUser(ctx, au); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Admin.EnableUser(ctx, directory.UserSpec{User: au, Home: "home2"}); err != nil {
-		t.Fatal(err)
-	}
-	c.Homes["home1"] = c.StartHome("home1")
+	reenableAfterMoveWhileDown(t, c, au)
 	Eventually(t, wait, func() error {
 		if s, v, err := heldBy(c, "home1", au); err != nil || s+v != 0 {
 			return fmt.Errorf("home1 still holds %d subscriptions and %d views of alice (%v)", s, v, err)

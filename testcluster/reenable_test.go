@@ -165,7 +165,6 @@ func signInAgain(t *testing.T, u *Client) {
 // there, and it never heard of her again.
 func TestClusterReEnableAfterMoveWhileDown(t *testing.T) {
 	c := Start(t, Options{Users: map[string]string{"alice": "home1", "carol": "home2"}, Inside: []string{"127.0.0.0/8"}})
-	ctx := context.Background()
 	alice, carol := c.Client(t, "alice"), c.Client(t, "carol")
 	alice.FollowRedirects = true
 	signIn(t, alice, carol)
@@ -178,19 +177,7 @@ func TestClusterReEnableAfterMoveWhileDown(t *testing.T) {
 		}
 		return nil
 	})
-	if err := c.Homes["home1"].Stop(); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Admin.MoveUser(ctx, au, "home2"); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Admin.DisableUser(ctx, au); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Admin.EnableUser(ctx, directory.UserSpec{User: au, Home: "home2"}); err != nil {
-		t.Fatal(err)
-	}
-	c.Homes["home1"] = c.StartHome("home1")
+	reenableAfterMoveWhileDown(t, c, au)
 	Eventually(t, wait, func() error {
 		if s, v, err := heldBy(c, "home1", au); err != nil || s+v != 0 {
 			return fmt.Errorf("home1 still holds %d subscriptions and %d views of alice, homed on home2 (%v)", s, v, err)
@@ -204,4 +191,25 @@ func TestClusterReEnableAfterMoveWhileDown(t *testing.T) {
 	signInAgain(t, alice)
 	must(t, "alice busy at home2", alice.SetState("busy", 1200, 0), 207)
 	carol.WaitNotify(seen, wait, fromState(alice, "busy"))
+}
+
+// reenableAfterMoveWhileDown moves u from home1 to home2 while home1's
+// node is down, disables u and enables it again on home2 (its record then
+// has no move), and starts home1 again.
+func reenableAfterMoveWhileDown(t *testing.T, c *Cluster, u events.User) {
+	t.Helper()
+	ctx := t.Context()
+	if err := c.Homes["home1"].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Admin.MoveUser(ctx, u, "home2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Admin.DisableUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Admin.EnableUser(ctx, directory.UserSpec{User: u, Home: "home2"}); err != nil {
+		t.Fatal(err)
+	}
+	c.Homes["home1"] = c.StartHome("home1")
 }
