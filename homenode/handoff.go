@@ -156,9 +156,14 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 		return d.fail(r, rvp.StatusForbidden, "handoffs come from home servers only")
 	}
 	d.quiet = true
-	if done, err := c.State.Arrived(r.Node); err != nil {
+	// Taken once per home server and move: a user moved on from a home
+	// server before the state of the one she left before it came there
+	// (A→B→C, A slow) has two handoffs, B's of the move to C (B had
+	// nothing yet) and A's, forwarded by B or sent at A's start, either
+	// of which may come first.
+	if took, err := c.State.Took(r.Node, e.From, e.Move); err != nil {
 		return nil, err
-	} else if e.Move != 0 && done >= e.Move {
+	} else if e.Move != 0 && took {
 		return d, nil // taken already
 	}
 	meta := c.systemMeta(now)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,7 +37,8 @@ import (
 //	u <domain> <alias> n <network> <id>  property Subscription id of another organisation's from that client network, or any ("*") (WatchKeys; empty value)
 //	u <domain> <alias> acl               the node's ACL (JSON), when one was written
 //	u <domain> <alias> p <ns> <name>     a property its owner set (mobile state, description)
-//	u <domain> <alias> departed|arrived  directory sequence of the last move handed over from or to here
+//	u <domain> <alias> departed|arrived  directory sequence of the last move handed over from here, of the latest to arrive here
+//	u <domain> <alias> took <home> <move>  a handoff taken here: of that move, from that home server (empty value)
 //	x <unix nanos> <domain> <alias> s|v <id>   expiry index (empty value)
 type Home struct {
 	db     *DB
@@ -288,8 +290,9 @@ type View struct {
 // homeFormat names the key layout, and the rules of applying facts to it;
 // a projection written with another is rebuilt from its stream (Outdated,
 // Reset). 8: a view refreshed with the value it holds keeps the time it
-// was set (its place among the principal's views).
-const homeFormat = "8"
+// was set (its place among the principal's views). 9: the handoffs taken,
+// by home server and move (took), and arrived the latest move of them.
+const homeFormat = "9"
 
 // OpenHome returns the projection of home in db.
 func OpenHome(db *DB, home string) (*Home, error) {
@@ -359,6 +362,12 @@ func (h *Home) appendUserKey(dst []byte, u events.User, parts ...string) []byte 
 
 func (h *Home) userKey(u events.User, parts ...string) []byte {
 	return h.appendUserKey(make([]byte, 0, 64), u, parts...)
+}
+
+// tookKey is the key that records the handoff of u's move from home
+// server from as taken.
+func (h *Home) tookKey(u events.User, from string, move uint64) []byte {
+	return h.userKey(u, "took", events.Token(from), strconv.FormatUint(move, 10))
 }
 
 // appendItemKey appends the key of u's subscription ("s", "l") or view
@@ -522,9 +531,13 @@ type HomeReader interface {
 	// view of the home server. Ids are positive and never reused.
 	NextID() (int32, error)
 	// Departed and Arrived return the directory sequence of the last move
-	// whose state u handed over from here, or that arrived here; 0 if none.
+	// whose state u handed over from here, or of the latest whose state
+	// arrived here; 0 if none.
 	Departed(u events.User) (uint64, error)
 	Arrived(u events.User) (uint64, error)
+	// Took reports whether u's state handed over from home server from
+	// under move was taken here.
+	Took(u events.User, from string, move uint64) (bool, error)
 }
 
 // homeStore is what applying a fact reads and changes; its reads see its
@@ -539,6 +552,7 @@ type homeStore interface {
 	setProperty(u events.User, p events.Prop, value string) error
 	setDeparted(u events.User, move uint64) error
 	setArrived(u events.User, move uint64) error
+	setTook(u events.User, from string, move uint64) error
 	setNextID(id int32) error
 }
 
@@ -620,6 +634,17 @@ func applyFact(st homeStore, f events.Fact) error {
 	case *events.UserDeparted:
 		return st.setDeparted(e.Node, e.Move)
 	case *events.UserArrived:
+		// A handoff from a home server the user left earlier may come
+		// after one of a later move (it was down, or slow): the latest
+		// move stays the one that arrived.
+		if e.Move != 0 {
+			if err := st.setTook(e.Node, e.From, e.Move); err != nil {
+				return err
+			}
+		}
+		if done, err := st.Arrived(e.Node); err != nil || done > e.Move {
+			return err
+		}
 		return st.setArrived(e.Node, e.Move)
 	case *events.MessageAccepted, *events.MessageDelivered:
 		// History only: the stream is their record.
@@ -858,6 +883,10 @@ func (p *pebbleHome) Arrived(u events.User) (uint64, error) {
 	return getUint64(p.r, p.h.userKey(u, "arrived"))
 }
 
+func (p *pebbleHome) Took(u events.User, from string, move uint64) (bool, error) {
+	return with(p.r, p.h.tookKey(u, from, move), func([]byte) error { return nil })
+}
+
 // change notes that the batch changes part of u's state.
 func (p *pebbleHome) change(u events.User, part uint8) {
 	if p.changed != nil {
@@ -1076,6 +1105,10 @@ func (p *pebbleHome) setArrived(u events.User, move uint64) error {
 	return p.b.Set(p.h.userKey(u, "arrived"), []byte(be64(move)), nil)
 }
 
+func (p *pebbleHome) setTook(u events.User, from string, move uint64) error {
+	return p.b.Set(p.h.tookKey(u, from, move), []byte{}, nil)
+}
+
 func (p *pebbleHome) setNextID(id int32) error {
 	p.next, p.nextSet = id, true
 	return nil
@@ -1270,6 +1303,9 @@ func (h *Home) CountWatchers(u events.User, except func(int32) bool) (int, error
 
 func (h *Home) Departed(u events.User) (uint64, error) { return h.read().Departed(u) }
 func (h *Home) Arrived(u events.User) (uint64, error)  { return h.read().Arrived(u) }
+func (h *Home) Took(u events.User, from string, move uint64) (bool, error) {
+	return h.read().Took(u, from, move)
+}
 
 // Users returns every user the projection holds state for.
 func (h *Home) Users() ([]events.User, error) {

@@ -32,6 +32,7 @@ type Overlay struct {
 	props    map[propKey]entry[string]
 	departed map[events.User]entry[uint64]
 	arrived  map[events.User]entry[uint64]
+	took     map[tookKey]entry[bool]
 	next     entry[int32]
 
 	seq     uint64    // the sequence the fact being applied is tagged with
@@ -48,6 +49,13 @@ type propKey struct {
 	p events.Prop
 }
 
+// tookKey names a handoff: the home server it came from and its move.
+type tookKey struct {
+	u    events.User
+	from string
+	move uint64
+}
+
 type entry[T any] struct {
 	val  T
 	gone bool // deleted
@@ -58,10 +66,11 @@ type entry[T any] struct {
 // written names one change, for Forget.
 type written struct {
 	seq  uint64
-	kind byte // 's' sub, 'v' view, 'a' ACL, 'p' property, 'd' departed, 'r' arrived, 'n' next id
+	kind byte // 's' sub, 'v' view, 'a' ACL, 'p' property, 'd' departed, 'r' arrived, 't' took, 'n' next id
 	u    events.User
 	id   int32
 	p    events.Prop
+	took tookKey
 }
 
 // NewOverlay returns an empty overlay over base (nil: over nothing).
@@ -78,7 +87,7 @@ func (o *Overlay) Drop() {
 	o.subs, o.views = nil, nil
 	o.userSubs, o.userVws = nil, nil
 	o.acls, o.props = nil, nil
-	o.departed, o.arrived = nil, nil
+	o.departed, o.arrived, o.took = nil, nil, nil
 	o.next = entry[int32]{}
 	o.written = nil
 }
@@ -93,7 +102,7 @@ func set[K comparable, V any](m *map[K]V, k K, v V) {
 
 // Len returns how many keys the overlay holds changes of.
 func (o *Overlay) Len() int {
-	n := len(o.subs) + len(o.views) + len(o.acls) + len(o.props) + len(o.departed) + len(o.arrived)
+	n := len(o.subs) + len(o.views) + len(o.acls) + len(o.props) + len(o.departed) + len(o.arrived) + len(o.took)
 	if o.next.set {
 		n++
 	}
@@ -132,6 +141,8 @@ func (o *Overlay) Forget(pos uint64) {
 			forgetIf(o.departed, w.u, pos)
 		case 'r':
 			forgetIf(o.arrived, w.u, pos)
+		case 't':
+			forgetIf(o.took, w.took, pos)
 		case 'n':
 			if o.next.seq <= pos {
 				o.next = entry[int32]{}
@@ -405,6 +416,16 @@ func (o *Overlay) Arrived(u events.User) (uint64, error) {
 	return o.base.Arrived(u)
 }
 
+func (o *Overlay) Took(u events.User, from string, move uint64) (bool, error) {
+	if e, ok := o.took[tookKey{u, from, move}]; ok {
+		return e.val, nil
+	}
+	if o.base == nil {
+		return false, nil
+	}
+	return o.base.Took(u, from, move)
+}
+
 // Writes, for applyFact.
 
 func (o *Overlay) putSub(_, s *Subscription) error {
@@ -458,6 +479,13 @@ func (o *Overlay) setDeparted(u events.User, move uint64) error {
 func (o *Overlay) setArrived(u events.User, move uint64) error {
 	set(&o.arrived, u, entry[uint64]{val: move, seq: o.seq, set: true})
 	o.note('r', u, 0, events.Prop{})
+	return nil
+}
+
+func (o *Overlay) setTook(u events.User, from string, move uint64) error {
+	k := tookKey{u, from, move}
+	set(&o.took, k, entry[bool]{val: true, seq: o.seq, set: true})
+	o.written = append(o.written, written{seq: o.seq, kind: 't', u: u, took: k})
 	return nil
 }
 
