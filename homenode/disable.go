@@ -27,11 +27,12 @@ type disable struct {
 }
 
 // decideDisabled ends the logins and views of u, if it is a disabled user
-// of this home server (not enabled again meanwhile, nor homed elsewhere).
+// of this home server (not homed elsewhere); of a user enabled again
+// since, those of before its disable (stale): this node was down then.
 func (c *core) decideDisabled(u events.User, now time.Time) (*decision, error) {
 	d := &decision{msgID: "disabled/" + events.Token(u.String()) + "/" + nanos(now)}
 	rec, err := c.Dir.User(u)
-	if err != nil || rec == nil || rec.Enabled || rec.Home != c.Home {
+	if err != nil || rec == nil || rec.Home != c.Home {
 		return d, err
 	}
 	logins, err := c.State.Logins(u)
@@ -44,12 +45,29 @@ func (c *core) decideDisabled(u events.User, now time.Time) (*decision, error) {
 	}
 	meta := c.systemMeta(now)
 	for _, s := range logins {
-		d.facts = append(d.facts, &events.SubscriptionEnded{Meta: meta, Node: u, ID: s.ID, Reason: events.EndDisabled})
+		if !rec.Enabled || stale(rec, s.Expires, s.Lifetime) {
+			d.facts = append(d.facts, &events.SubscriptionEnded{Meta: meta, Node: u, ID: s.ID, Reason: events.EndDisabled})
+		}
 	}
 	for _, v := range views {
-		d.facts = append(d.facts, &events.ViewEnded{Meta: meta, Node: u, ID: v.ID, Reason: events.EndDisabled})
+		if !rec.Enabled || stale(rec, v.Expires, v.Timeout) {
+			d.facts = append(d.facts, &events.ViewEnded{Meta: meta, Node: u, ID: v.ID, Reason: events.EndDisabled})
+		}
 	}
 	return d, nil
+}
+
+// stale reports whether a login or presence view of rec's user, expiring
+// at expires under a lease of that many seconds (so taken or renewed last
+// at expires less lease), is of before the user's last disable: its
+// home server was down then and kept it, and the user is enabled again.
+// The disable's time is the directory service's clock, the lease's the
+// home node's: a login taken within their skew of a disable, and after
+// the user's enabling again, may be taken for stale and ended (its
+// client signs in again); one of before, for fresh and kept, as it was
+// before the disable's time was recorded.
+func stale(rec *projections.UserRecord, expires time.Time, lease int) bool {
+	return rec != nil && !rec.Disabled.IsZero() && expires.Add(-seconds(lease)).Before(rec.Disabled)
 }
 
 // aheadDisables are the disables heard ahead of the directory projection
@@ -146,8 +164,9 @@ func (n *Node) aheadReady(ctx, life context.Context, ahead *aheadDisables, wg *s
 }
 
 // disabledHere returns the users this node holds logins or views of
-// whose directory record is disabled on this home server: disabled while
-// the node was down.
+// whose directory record is disabled on this home server, or enabled
+// again with logins or views of before its disable (stale): disabled
+// while the node was down.
 func (n *Node) disabledHere() ([]events.User, error) {
 	users, err := n.proj.Users()
 	if err != nil {
@@ -159,7 +178,7 @@ func (n *Node) disabledHere() ([]events.User, error) {
 		if err != nil {
 			return nil, err
 		}
-		if rec == nil || rec.Enabled || rec.Home != n.cfg.Home {
+		if rec == nil || rec.Home != n.cfg.Home || (rec.Enabled && rec.Disabled.IsZero()) {
 			continue
 		}
 		logins, err := n.proj.Logins(u)
@@ -170,7 +189,14 @@ func (n *Node) disabledHere() ([]events.User, error) {
 		if err != nil {
 			return nil, err
 		}
-		if len(logins)+len(views) > 0 {
+		old := !rec.Enabled && len(logins)+len(views) > 0
+		for _, s := range logins {
+			old = old || stale(rec, s.Expires, s.Lifetime)
+		}
+		for _, v := range views {
+			old = old || stale(rec, v.Expires, v.Timeout)
+		}
+		if old {
 			out = append(out, u)
 		}
 	}

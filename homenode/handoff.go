@@ -172,14 +172,17 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 	// A user disabled (before its former home server, down then, handed
 	// it over) has its logins and presence ended, as decideDisabled ends
 	// them: taken, it was signed in and online here until their leases
-	// ran out. Its watchers' subscriptions are taken.
+	// ran out. So have those of before a disable of a user enabled again
+	// since (stale): its former home server, down, never ended them. Its
+	// watchers' subscriptions are taken.
 	rec, err := c.Dir.User(r.Node)
 	if err != nil {
 		return nil, err
 	}
 	off := rec != nil && !rec.Enabled
+	leftOut := func(expires time.Time, lease int) bool { return off || stale(rec, expires, lease) }
 	for _, s := range e.Subs {
-		if off && s.Kind == events.NotifyPragma {
+		if s.Kind == events.NotifyPragma && leftOut(s.Expires, s.Lifetime) {
 			continue
 		}
 		if have, err := c.State.Subscription(r.Node, s.ID); err != nil {
@@ -205,27 +208,28 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 	for _, v := range views {
 		have[v.ID] = true
 	}
-	if off {
-		// Its watchers saw it as its former home server showed it: left
-		// out here, its views end for them, and a handoff (quiet) would
-		// tell them nothing, nor would anything after it.
-		shown := slices.Clone(views)
-		for _, v := range e.Views {
-			if !have[v.ID] && v.Expires.After(now) {
-				shown = append(shown, projections.View{ID: v.ID, Node: r.Node, Value: v.Value, Default: v.Default, Timeout: v.Timeout, Expires: v.Expires, Source: v.Source})
-			}
-		}
-		if p := effective(shown); p != effective(views) {
-			d.shown = map[events.User]Presence{r.Node: p}
-		}
-	}
+	// Its watchers saw it as its former home server showed it (shown):
+	// views left out here end for them, and a handoff (quiet) would tell
+	// them nothing, nor would anything after it.
+	shown, kept := slices.Clone(views), slices.Clone(views)
+	dropped := false
 	for _, v := range e.Views {
-		if off || have[v.ID] || !v.Expires.After(now) {
+		if have[v.ID] || !v.Expires.After(now) {
 			continue
 		}
+		pv := projections.View{ID: v.ID, Node: r.Node, Value: v.Value, Default: v.Default, Timeout: v.Timeout, Expires: v.Expires, Source: v.Source}
+		shown = append(shown, pv)
+		if leftOut(v.Expires, v.Timeout) {
+			dropped = true
+			continue
+		}
+		kept = append(kept, pv)
 		d.facts = append(d.facts, &events.ViewSet{Meta: meta, Node: r.Node, ID: v.ID, Value: v.Value, Default: v.Default,
 			Timeout: v.Timeout, Expires: v.Expires, Source: v.Source})
 		took.Views++
+	}
+	if p := effective(shown); dropped && p != effective(kept) {
+		d.shown = map[events.User]Presence{r.Node: p}
 	}
 	if len(e.ACL) > 0 {
 		if _, ok, err := c.State.ACL(r.Node); err != nil {

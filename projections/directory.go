@@ -95,6 +95,11 @@ type UserRecord struct {
 	MovedFrom string    `json:"moved_from,omitempty"`
 	Move      uint64    `json:"move,omitempty"`
 	MovedAt   time.Time `json:"moved_at,omitzero"`
+	// Disabled is the time of the user's last disable (its
+	// user.disabled's), kept when it is enabled again: logins and
+	// presence older than it are of before the disable, which a home
+	// server down then did not end (homenode/disable.go).
+	Disabled time.Time `json:"disabled,omitzero"`
 }
 
 // OpenDirectory returns the directory projection in db.
@@ -260,10 +265,15 @@ func (d *Directory) apply(b *pebble.Batch, ev events.Event, seq uint64) error {
 	case *events.RouterDeleted:
 		return b.Delete(d.key("router", events.Token(e.Name)), nil)
 	case *events.UserEnabled:
-		return putJSON(b, d.userKey(e.User, "user"),
-			UserRecord{User: e.User, Home: e.Home, DisplayName: e.DisplayName, Email: e.Email, NTAccount: e.NTAccount, Enabled: true})
+		k := d.userKey(e.User, "user")
+		var was UserRecord
+		if _, err := getJSON(b, k, &was); err != nil {
+			return err
+		}
+		return putJSON(b, k, UserRecord{User: e.User, Home: e.Home, DisplayName: e.DisplayName, Email: e.Email, NTAccount: e.NTAccount, Enabled: true,
+			Disabled: was.Disabled})
 	case *events.UserDisabled:
-		return update(b, d.userKey(e.User, "user"), func(u *UserRecord) { u.Enabled = false })
+		return update(b, d.userKey(e.User, "user"), func(u *UserRecord) { u.Enabled, u.Disabled = false, e.At })
 	case *events.UserMoved:
 		return update(b, d.userKey(e.User, "user"), func(u *UserRecord) {
 			u.Home, u.MovedFrom, u.Move, u.MovedAt = e.Home, e.From, seq, e.At
