@@ -91,12 +91,14 @@ func (c *core) decideDeparture(mv move, now time.Time) (*decision, error) {
 	if done, err := c.State.Departed(u); err != nil || done >= mv.seq {
 		return d, err
 	}
-	// Moved back here by a later move before this one was handed off:
-	// the state is where its user is. (A record older than the move is a
-	// projection behind the stream the move was heard from: handed off.)
+	// Moved back here by a later move before this one was handed off, or
+	// enabled again here since (a replayed move, heard from a directory
+	// behind at the node's start): the state is where its user is. (A
+	// record older than the move is a projection behind the stream the
+	// move was heard from: handed off.)
 	if rec, err := c.Dir.User(u); err != nil {
 		return nil, err
-	} else if rec != nil && rec.Home == c.Home && rec.Move > mv.seq {
+	} else if rec != nil && rec.Home == c.Home && max(rec.Move, rec.Enabling) > mv.seq {
 		return d, nil
 	}
 	subs, err := c.State.Subscriptions(u)

@@ -95,6 +95,10 @@ type UserRecord struct {
 	MovedFrom string    `json:"moved_from,omitempty"`
 	Move      uint64    `json:"move,omitempty"`
 	MovedAt   time.Time `json:"moved_at,omitzero"`
+	// Enabling is the directory sequence of the user's enabling, which
+	// writes the record afresh (no move in it): a move of a sequence
+	// below it is of before.
+	Enabling uint64 `json:"enabling,omitempty"`
 	// Disabled is the time of the user's last disable (its
 	// user.disabled's), kept when it is enabled again: logins and
 	// presence older than it are of before the disable, which a home
@@ -271,7 +275,7 @@ func (d *Directory) apply(b *pebble.Batch, ev events.Event, seq uint64) error {
 			return err
 		}
 		return putJSON(b, k, UserRecord{User: e.User, Home: e.Home, DisplayName: e.DisplayName, Email: e.Email, NTAccount: e.NTAccount, Enabled: true,
-			Disabled: was.Disabled})
+			Enabling: seq, Disabled: was.Disabled})
 	case *events.UserDisabled:
 		return update(b, d.userKey(e.User, "user"), func(u *UserRecord) { u.Enabled, u.Disabled = false, e.At })
 	case *events.UserMoved:
