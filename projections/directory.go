@@ -19,6 +19,7 @@ import (
 // Keys, under "d":
 //
 //	pos                        last applied stream sequence
+//	format                     the record layout (directoryFormat)
 //	dom <domain>               Domain (JSON)
 //	host <host>                name of the domain the host names
 //	home <name>                HomeServer (JSON)
@@ -128,12 +129,31 @@ func OpenDirectory(db *DB) (*Directory, error) {
 	return d, nil
 }
 
+// directoryFormat names the records' layout and the rules of applying
+// events to them; a projection written under another is rebuilt from the
+// stream (WhileFollowing). 2: a user record keeps its enabling's sequence
+// and its last disable's time.
+const directoryFormat = "2"
+
+// Outdated reports whether the projection was written by a version with
+// another directoryFormat: it must be rebuilt (Reset) before use.
+func (d *Directory) Outdated() (bool, error) {
+	if d.Position() == 0 {
+		return false, nil
+	}
+	v, err := get(d.db.pdb, d.key("format"))
+	return string(v) != directoryFormat, err
+}
+
 // Reset deletes the projection, so that following its stream from the
 // start rebuilds it. Nothing may follow it meanwhile.
 func (d *Directory) Reset() error {
 	b := d.db.pdb.NewBatch()
 	defer b.Close()
 	if err := b.DeleteRange(d.prefix, upperBound(d.prefix), nil); err != nil {
+		return fmt.Errorf("reset directory projection: %w", err)
+	}
+	if err := b.Set(d.key("format"), []byte(directoryFormat), nil); err != nil {
 		return fmt.Errorf("reset directory projection: %w", err)
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
@@ -177,6 +197,9 @@ func (d *Directory) ApplyBatch(msgs []Msg) error {
 	}
 	if pos == d.Position() {
 		return nil
+	}
+	if d.Position() == 0 {
+		b.Set(d.key("format"), []byte(directoryFormat), nil)
 	}
 	b.Set(d.key("pos"), []byte(be64(pos)), nil)
 	var changes []memEntry

@@ -81,3 +81,70 @@ func TestDirectoryAheadOfItsStream(t *testing.T) {
 		t.Errorf("position %d, want the stream's last, 1", dir.Position())
 	}
 }
+
+// TestDirectoryOlderFormatRebuilt: a directory projection an older
+// version wrote (no format key, or another) lacks what this version's
+// records keep (a user's last disable, its enabling's sequence): read up
+// to date, it is rebuilt from the stream, and has them. A current one is
+// not rebuilt.
+func TestDirectoryOlderFormatRebuilt(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	ann := events.NewUser("example.test", "ann")
+	follow := FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}
+	js := startJetStream(t)
+	appendDirectory(t, js,
+		&events.UserEnabled{Meta: events.Meta{At: at}, User: ann, Home: "home1"},
+		&events.UserDisabled{Meta: events.Meta{At: at.Add(time.Hour)}, User: ann},
+		&events.UserEnabled{Meta: events.Meta{At: at.Add(2 * time.Hour)}, User: ann, Home: "home1"})
+	read := func() *UserRecord {
+		t.Helper()
+		dir, err := OpenDirectory(db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := WhileFollowing(ctx, js, follow, dir, func() error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		rec, err := dir.User(ann)
+		if err != nil || rec == nil {
+			t.Fatalf("ann: %+v, %v", rec, err)
+		}
+		return rec
+	}
+	if rec := read(); !rec.Disabled.Equal(at.Add(time.Hour)) || rec.Enabling != 3 {
+		t.Fatalf("ann's record: disabled %v, enabling %d; want %v, 3", rec.Disabled, rec.Enabling, at.Add(time.Hour))
+	}
+
+	// As an older version left it: ann's record without the fields, and
+	// no format key.
+	dir, err := OpenDirectory(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := db.pdb.NewBatch()
+	b.Set(dir.userKey(ann, "user"), []byte(`{"user":{"domain":"example.test","alias":"ann"},"home":"home1","enabled":true}`), nil)
+	b.Delete(dir.key("format"), nil)
+	if err := b.Commit(nil); err != nil {
+		t.Fatal(err)
+	}
+	if rec := read(); !rec.Disabled.Equal(at.Add(time.Hour)) || rec.Enabling != 3 {
+		t.Errorf("ann's record from an older version's projection: disabled %v, enabling %d; want it rebuilt (%v, 3)", rec.Disabled, rec.Enabling, at.Add(time.Hour))
+	}
+
+	// A current projection is kept as it is: a record changed under it
+	// stays changed.
+	b = db.pdb.NewBatch()
+	b.Set(dir.userKey(ann, "user"), []byte(`{"user":{"domain":"example.test","alias":"ann"},"home":"home9","enabled":true}`), nil)
+	if err := b.Commit(nil); err != nil {
+		t.Fatal(err)
+	}
+	if rec := read(); rec.Home != "home9" {
+		t.Errorf("a current projection was rebuilt: ann's home %q, want home9 as written", rec.Home)
+	}
+}

@@ -39,8 +39,8 @@ func (d *Directory) decodeEntry(k, v []byte) (memEntry, error) {
 	}
 	var err error
 	switch kind {
-	case "pos":
-		e.kind = "" // kept by d.pos
+	case "pos", "format":
+		e.kind = "" // kept by d.pos; the layout's version
 	case "host", "homehost":
 		e.value = string(v)
 	case "pw":

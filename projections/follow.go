@@ -323,6 +323,18 @@ func WhileFollowing(ctx context.Context, js jetstream.JetStream, cfg FollowConfi
 		if err := r.Reset(); err != nil {
 			return fmt.Errorf("reset the projection of stream %s (at %d, the stream ends at %d): %w", cfg.Stream, pos, last, err)
 		}
+	} else if v, ok := a.(Versioned); ok {
+		if old, err := v.Outdated(); err != nil {
+			return fmt.Errorf("projection of stream %s: %w", cfg.Stream, err)
+		} else if r, ok := a.(Resetter); old && ok {
+			if cfg.Logger != nil {
+				cfg.Logger.Info("projection written by an older version; rebuilding it from the stream",
+					"stream", cfg.Stream, "position", pos)
+			}
+			if err := r.Reset(); err != nil {
+				return fmt.Errorf("reset the projection of stream %s, written by an older version: %w", cfg.Stream, err)
+			}
+		}
 	}
 	fctx, stop := context.WithCancel(ctx)
 	followed := make(chan error, 1)
@@ -343,4 +355,11 @@ func WhileFollowing(ctx context.Context, js jetstream.JetStream, cfg FollowConfi
 // stream (Home, Directory). Nothing may follow or read it meanwhile.
 type Resetter interface {
 	Reset() error
+}
+
+// Versioned is a projection that knows whether an older version, with
+// another layout or other rules of applying, wrote it: WhileFollowing
+// rebuilds one that is (if it is a Resetter too).
+type Versioned interface {
+	Outdated() (bool, error)
 }

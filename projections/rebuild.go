@@ -148,6 +148,7 @@ func gapAfter(ctx context.Context, js jetstream.JetStream, stream string, pos ui
 
 func directoryTarget(d *Directory) rebuildTarget {
 	return rebuildTarget{name: "directory", pos: d.pos, posKy: d.key("pos"), db: d.db,
+		first: func(b *pebble.Batch) error { return b.Set(d.key("format"), []byte(directoryFormat), nil) },
 		apply: func(b *pebble.Batch, m Msg, ev events.Event) error {
 			// As Directory.ApplyBatch does (the rebuilt copy's memory is
 			// not kept: only its keys are compared).
