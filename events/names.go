@@ -82,6 +82,11 @@ const (
 	// single fact stream of older versions: its sequence and time there.
 	HeaderLegacySeq  = "Rvp-Legacy-Seq"
 	HeaderLegacyTime = "Rvp-Legacy-Time"
+	// HeaderLegacyCut marks the first fact copied into a home server's
+	// stream when the old stream's retention had removed facts before it
+	// that were never copied: the sequence there after the last run of
+	// them. The state they made is missing from what the copy rebuilds.
+	HeaderLegacyCut = "Rvp-Legacy-Cut"
 )
 
 // User names a principal of an IM domain: alias@domain, both lower-case.

@@ -834,6 +834,13 @@ func logGap(log *slog.Logger, g projections.Gap) {
 	if g.IsZero() {
 		return
 	}
+	if g.LegacyFirst > 0 {
+		log.Error("the fact stream begins with facts copied from the single fact stream of an older version after its retention had removed facts before them: "+
+			"the state only those made (ACLs, properties, subscriptions) is missing from this projection",
+			"stream", g.Stream, "old_stream", events.StreamLegacyFacts, "removed_before_seq", g.LegacyFirst,
+			"what_to_do", "check the users' ACLs and properties (rvpctl audit, the console)")
+		return
+	}
 	log.Error("facts removed by the stream's retention before this projection applied them: the state only they made (ACLs, properties, subscriptions) is missing from it",
 		"stream", g.Stream, "projection_seq", g.From, "first_fact", g.First, "retention", g.MaxAge,
 		"what_to_do", "check the users' ACLs and properties (rvpctl audit, the console); keep -audit.retention longer than a node may stay down or an upgrade's rebuild may need")

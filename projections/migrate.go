@@ -123,6 +123,12 @@ func MigrateFacts(ctx context.Context, js jetstream.JetStream, o StreamOptions, 
 		return 0, err
 	}
 	copied := 0
+	// cut is the old stream's sequence after the last run of facts its
+	// retention removed before they were read here (0: none): the first
+	// fact copied into a home server's stream after it is marked
+	// (HeaderLegacyCut), since the removed facts may have been that home
+	// server's, and the gap checks (Home.CatchUp, verify) find the mark.
+	var cut, next uint64 = 0, 1
 	var futures []jetstream.PubAckFuture
 	wait := func() error {
 		for _, f := range futures {
@@ -156,6 +162,10 @@ func MigrateFacts(ctx context.Context, js jetstream.JetStream, o StreamOptions, 
 				return copied, err
 			}
 			seq = md.Sequence.Stream
+			if seq != next {
+				cut = seq
+			}
+			next = seq + 1
 			home, _, err := events.ParseFactSubject(m.Subject())
 			if err != nil {
 				log.Warn("not a fact's subject; left in the archive only", "seq", seq, "subject", m.Subject())
@@ -176,6 +186,9 @@ func MigrateFacts(ctx context.Context, js jetstream.JetStream, o StreamOptions, 
 			}
 			msg.Header.Set(events.HeaderLegacySeq, strconv.FormatUint(seq, 10))
 			msg.Header.Set(events.HeaderLegacyTime, md.Timestamp.UTC().Format(time.RFC3339Nano))
+			if c.last == 0 && cut > 0 {
+				msg.Header.Set(events.HeaderLegacyCut, strconv.FormatUint(cut, 10))
+			}
 			msg.Data = m.Data()
 			f, err := pub.PublishMsgAsync(msg, jetstream.WithMsgID("legacy-"+strconv.FormatUint(seq, 10)),
 				jetstream.WithExpectLastSequence(c.last))
@@ -202,6 +215,11 @@ func MigrateFacts(ctx context.Context, js jetstream.JetStream, o StreamOptions, 
 		if copied > 0 && copied%50000 < n {
 			log.Info("copying facts", "copied", copied, "seq", seq, "of", last)
 		}
+	}
+	if cut > 0 {
+		log.Warn("the old stream's retention had removed facts before they were copied: the state only they made (ACLs, properties, subscriptions) "+
+			"is missing from the projections rebuilt from the copies; each home node's catch-up and rvpctl verify say so",
+			"stream", events.StreamLegacyFacts, "removed_before_seq", cut)
 	}
 	if cfg.Metadata == nil {
 		cfg.Metadata = map[string]string{}

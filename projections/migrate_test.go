@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -117,6 +118,13 @@ func TestMigrateFacts(t *testing.T) {
 				t.Fatalf("%s fact %d differs from the original", home, i+1)
 			}
 		}
+		// A whole old stream leaves no gap to tell (Rvp-Legacy-Cut).
+		if gap, err := gapAfter(ctx, js, events.FactStream(home), 0); err != nil || !gap.IsZero() {
+			t.Errorf("%s copied from a whole old stream: gap %+v, %v; want none", home, gap, err)
+		}
+		if err := rebuildable(ctx, js, events.FactStream(home), uint64(len(want))); err != nil {
+			t.Errorf("%s copied from a whole old stream: %v", home, err)
+		}
 		// The projection rebuilt from the new stream reads as the facts.
 		db, _ := Open("", Options{InMemory: true})
 		h, _ := OpenHome(db, home)
@@ -187,5 +195,86 @@ func TestMigrateFactsAllExpired(t *testing.T) {
 	}
 	if still, err := LegacyFacts(ctx, js); err != nil || still {
 		t.Errorf("old stream still to migrate: %v %v", still, err)
+	}
+}
+
+// TestMigratedStreamKeepsLegacyGap: an old fact stream whose retention
+// removed its first facts before the migration copies what is left into
+// a home server's stream that starts at sequence 1, as if it were whole.
+// Before, the gap was lost there: the projection rebuilt from the copy
+// caught up with no gap reported, and verify compared it as if the
+// stream held the whole history, though the state only the removed facts
+// made (ann's ACL) is missing from it. The gap is carried over: the
+// catch-up reports it, and verify refuses as for a stream cut by its own
+// retention.
+func TestMigratedStreamKeepsLegacyGap(t *testing.T) {
+	js := startJetStream(t)
+	ctx := t.Context()
+	legacy, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: events.StreamLegacyFacts, Subjects: []string{events.FactRoot + ".>"},
+		MaxAge: time.Second, Duplicates: time.Second, DenyDelete: true, DenyPurge: true, AllowDirect: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const home = "home1"
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	ann, ben := events.NewUser("example.test", "ann"), events.NewUser("example.test", "ben")
+	publish := func(f events.Fact) {
+		t.Helper()
+		data, _ := events.Encode(f)
+		msg := nats.NewMsg(events.FactSubject(home, f.Subject()))
+		msg.Header.Set(events.HeaderType, f.Type())
+		msg.Data = data
+		if _, err := js.PublishMsg(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(&events.ACLSet{Meta: events.Meta{At: at}, Node: ann, ACEs: []events.ACE{{Credentials: []string{"any"}, Deny: []string{"presence"}}}})
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		info, err := legacy.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.FirstSeq > 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the old stream's first fact not removed by its retention: %+v", info.State)
+		}
+		select {
+		case <-time.After(50 * time.Millisecond): // polling, with a deadline
+		case <-ctx.Done():
+		}
+	}
+	// What follows is kept until the migration.
+	cfg := legacy.CachedInfo().Config
+	cfg.MaxAge = 0
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	publish(&events.ViewSet{Meta: events.Meta{At: at.Add(time.Hour)}, Node: ben, ID: 1, Value: "online", Default: "offline", Timeout: 600, Expires: at.Add(2 * time.Hour)})
+
+	if n, err := MigrateFacts(ctx, js, StreamOptions{}, nil); err != nil || n != 1 {
+		t.Fatalf("migration: copied %d, %v; want 1", n, err)
+	}
+	h := memoryHome(t, home)
+	gap, err := h.CatchUp(ctx, js, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gap.IsZero() || gap.Stream != events.FactStream(home) || gap.From != 0 || gap.LegacyFirst != 2 {
+		t.Errorf("catch-up over a copy of a cut old stream: gap %+v, want one from 0, the old stream's facts before 2 removed", gap)
+	}
+	if v, err := h.View(ben, 1); err != nil || v == nil {
+		t.Errorf("ben's view after the catch-up: %v, %v", v, err)
+	}
+	if gap, err := h.CatchUp(ctx, js, 1); err != nil || !gap.IsZero() {
+		t.Errorf("a second catch-up: gap %+v, %v; want none left to tell", gap, err)
+	}
+	v, err := VerifyHome(ctx, js, h.db, home)
+	if err == nil {
+		t.Fatalf("verified a projection against the copy of a cut old stream: ok %v, diff:\n%s", v.OK(), v.Diff)
+	}
+	if !strings.Contains(err.Error(), "retention") || !strings.Contains(err.Error(), events.StreamLegacyFacts) {
+		t.Errorf("error %q does not name the old stream's retention", err)
 	}
 }

@@ -2,8 +2,10 @@ package projections
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -117,14 +119,20 @@ func (h *Home) CatchUp(ctx context.Context, js jetstream.JetStream, last uint64)
 // Gap is a run of a stream's messages that its retention (MaxAge:
 // -audit.retention for facts) removed before a projection at From applied
 // them: the stream's first message is First, past From+1.
+//
+// A gap carried over from the single fact stream of older versions has
+// LegacyFirst set instead of First, and From 0: the stream begins with
+// facts copied from that one (MigrateFacts) after its retention had
+// removed facts before its sequence LegacyFirst, which were not copied.
 type Gap struct {
 	Stream      string
 	From, First uint64
 	MaxAge      time.Duration
+	LegacyFirst uint64
 }
 
 // IsZero reports whether there is no gap.
-func (g Gap) IsZero() bool { return g.First == 0 }
+func (g Gap) IsZero() bool { return g.First == 0 && g.LegacyFirst == 0 }
 
 // gapAfter returns the gap between a projection at pos and stream.
 func gapAfter(ctx context.Context, js jetstream.JetStream, stream string, pos uint64) (Gap, error) {
@@ -140,10 +148,41 @@ func gapAfter(ctx context.Context, js jetstream.JetStream, stream string, pos ui
 	if info.State.Msgs == 0 { // all removed: the next one will be first
 		first = info.State.LastSeq + 1
 	}
-	if first <= pos+1 {
-		return Gap{}, nil
+	if first > pos+1 {
+		return Gap{Stream: stream, From: pos, First: first, MaxAge: info.Config.MaxAge}, nil
 	}
-	return Gap{Stream: stream, From: pos, First: first, MaxAge: info.Config.MaxAge}, nil
+	if pos == 0 && info.State.Msgs > 0 {
+		cut, err := legacyCut(ctx, st)
+		if err != nil || cut == 0 {
+			return Gap{}, err
+		}
+		return Gap{Stream: stream, LegacyFirst: cut}, nil
+	}
+	return Gap{}, nil
+}
+
+// legacyCut returns, when the first message of st (a home server's fact
+// stream whose sequence 1 is still held) is a fact copied from the
+// single fact stream of older versions after that one's retention had
+// removed facts before it (HeaderLegacyCut), the sequence there that
+// followed them; 0 otherwise.
+func legacyCut(ctx context.Context, st jetstream.Stream) (uint64, error) {
+	m, err := st.GetMsg(ctx, 1)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: read its first message: %w", st.CachedInfo().Config.Name, err)
+	}
+	v := m.Header.Get(events.HeaderLegacyCut)
+	if v == "" {
+		return 0, nil
+	}
+	cut, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: its first message's %s is %q, not a sequence", st.CachedInfo().Config.Name, events.HeaderLegacyCut, v)
+	}
+	return cut, nil
 }
 
 func directoryTarget(d *Directory) rebuildTarget {

@@ -129,8 +129,10 @@ func (vr Verifier) verify(ctx context.Context, js jetstream.JetStream, db *DB, n
 // written from another stream, and a rebuild would wait for ever for
 // what it has applied), or no longer holds its first messages (its
 // retention, a fact stream's -audit.retention, removed them: fact and
-// directory streams deny deletes and purges), and a rebuild from what is
-// left cannot make the projection they made.
+// directory streams deny deletes and purges), or begins with facts
+// copied from the single fact stream of older versions after that one's
+// retention had removed some (MigrateFacts marks them HeaderLegacyCut),
+// and a rebuild from what is left cannot make the projection they made.
 func rebuildable(ctx context.Context, js jetstream.JetStream, stream string, pos uint64) error {
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
@@ -147,6 +149,17 @@ func rebuildable(ctx context.Context, js jetstream.JetStream, stream string, pos
 	if first := info.State.FirstSeq; first > 1 {
 		return fmt.Errorf("stream %s no longer holds its messages before sequence %d (removed by its retention, MaxAge %s: -audit.retention for facts), "+
 			"so a rebuild cannot make the projection they made: it is not compared, and must not be deleted to be rebuilt", stream, first, info.Config.MaxAge)
+	}
+	if info.State.Msgs == 0 {
+		return nil
+	}
+	cut, err := legacyCut(ctx, st)
+	if err != nil {
+		return err
+	}
+	if cut > 0 {
+		return fmt.Errorf("stream %s begins with facts copied from %s, the single fact stream of an older version, whose retention had removed its facts before sequence %d "+
+			"when they were copied, so a rebuild cannot make the projection they made: it is not compared, and must not be deleted to be rebuilt", stream, events.StreamLegacyFacts, cut)
 	}
 	return nil
 }
