@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -115,12 +116,15 @@ type Gateway struct {
 	conns   map[*conn]struct{}
 	perAddr map[netip.Addr]int // connections by client network (conn.addr)
 	// crowdedLog (by address) and fullLog space out the lines of
-	// connections refused at accept (refusedLogEvery).
-	crowdedLog addrLog
-	fullLog    sparseLog
-	closing    atomic.Bool
-	wg         sync.WaitGroup
-	inflight   atomic.Int64
+	// connections refused at accept (refusedLogEvery); Serve looks at
+	// them every refusedLook (default refusedLogLook) for a burst that
+	// ended with refusals not logged.
+	crowdedLog  addrLog
+	fullLog     sparseLog
+	refusedLook time.Duration
+	closing     atomic.Bool
+	wg          sync.WaitGroup
+	inflight    atomic.Int64
 	// idle is the workers waiting for a connection, each behind its own
 	// channel, the one that waited least last; quit, closed by Shutdown,
 	// ends them. workerIdle is how long one waits (default workerIdle).
@@ -182,7 +186,7 @@ func New(cfg Config) (*Gateway, error) {
 		waiting:    make(map[string]chan *events.Reply),
 		conns:      make(map[*conn]struct{}),
 		quit:       make(chan struct{}),
-		workerIdle: workerIdle,
+		workerIdle: workerIdle, refusedLook: refusedLogLook,
 	}
 	g.stopping, g.stop = context.WithCancel(context.Background())
 	if cfg.CallBacks != nil {
@@ -245,6 +249,15 @@ func (g *Gateway) Serve(ln net.Listener) error {
 	g.callBacks.Own = append(g.callBacks.Own, rvp.ListenerEndpoints(ln.Addr().String())...)
 	g.cbMu.Unlock()
 	g.log.Info("gateway serving", "addr", ln.Addr().String())
+	// The refusals a burst's last line did not tell are told once it
+	// ended, by this goroutine, Serve's own: it ends, and tells what is
+	// left, before Serve returns.
+	stopLook, looked := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(looked)
+		g.lookRefused(stopLook)
+	}()
+	defer func() { close(stopLook); <-looked }()
 	var tempDelay time.Duration
 	for {
 		nc, err := ln.Accept()
@@ -312,8 +325,52 @@ func (g *Gateway) Serve(ln net.Listener) error {
 // {reason="too_many_connections"}; a line for each drowned the log.
 const refusedLogEvery = 10 * time.Second
 
+// refusedLogLook is how often Serve looks for a burst of refused
+// connections that ended with refusals its last line did not tell: an
+// operator reading the log, paged in the night, learns how many there
+// were and that they stopped, rather than only that one was refused.
+const refusedLogLook = time.Second
+
+// lookRefused logs, every g.refusedLook until stop is closed, the bursts
+// of refused connections that ended (crowdedLog, fullLog: nothing
+// refused for refusedLogEvery after their last line) with refusals not
+// logged; when stop is closed, those of every burst, which the gateway's
+// stop ends.
+func (g *Gateway) lookRefused(stop <-chan struct{}) {
+	t := time.NewTicker(g.refusedLook)
+	defer t.Stop()
+	for {
+		stopped := false
+		select {
+		case <-stop:
+			stopped = true
+		case <-t.C:
+		}
+		now := g.now()
+		if stopped {
+			now = now.Add(refusedLogEvery) // every burst ends here
+		}
+		for _, e := range g.crowdedLog.ended(now) {
+			client := "the addresses past the " + strconv.Itoa(maxLoggedAddrs) + " logged apart"
+			if e.addr.IsValid() {
+				client = events.NetworkString(e.addr)
+			}
+			g.log.Warn("connections refused: too many connections from one address; the burst ended", "max", g.cfg.MaxConnsPerAddress, "client", client,
+				"refused_unlogged", e.missed, "logged_every", refusedLogEvery)
+		}
+		if missed := g.fullLog.ended(now); missed > 0 {
+			g.log.Warn("connections refused: too many connections; the burst ended", "max", g.cfg.MaxConns,
+				"refused_unlogged", missed, "logged_every", refusedLogEvery)
+		}
+		if stopped {
+			return
+		}
+	}
+}
+
 // sparseLog says when a repeated line may be logged again: once every
-// refusedLogEvery, with how many were not since.
+// refusedLogEvery, with how many were not since; and, once the burst
+// ended, how many its last line did not tell (ended).
 type sparseLog struct {
 	mu sync.Mutex
 	sparseState
@@ -325,6 +382,15 @@ func (s *sparseLog) allow(now time.Time) (ok bool, missed int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.sparseState.allow(now)
+}
+
+// ended returns, when the last line is refusedLogEvery old at now and
+// refusals came after it that were not logged (the burst ended: the
+// next would have been logged), how many, and counts them told; else 0.
+func (s *sparseLog) ended(now time.Time) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sparseState.ended(now)
 }
 
 // addrLog is a sparseLog for each client address: the address an
@@ -352,6 +418,16 @@ func (s *sparseState) allow(now time.Time) (ok bool, missed int) {
 	}
 	s.last, missed, s.missed = now, s.missed, 0
 	return true, missed
+}
+
+// ended is sparseLog.ended, its caller holding the lock.
+func (s *sparseState) ended(now time.Time) int {
+	if s.missed == 0 || now.Sub(s.last) < refusedLogEvery {
+		return 0
+	}
+	missed := s.missed
+	s.missed = 0
+	return missed
 }
 
 // maxLoggedAddrs bounds the addresses addrLog keeps.
@@ -384,6 +460,30 @@ func (l *addrLog) allow(addr netip.Addr, now time.Time) (ok bool, missed int) {
 		}
 	}
 	return s.allow(now)
+}
+
+// addrMissed is a client address's refusals not logged.
+type addrMissed struct {
+	addr   netip.Addr
+	missed int
+}
+
+// ended is sparseLog.ended for each address, in no order; the
+// addresses whose last line is refusedLogEvery old are forgotten once
+// told (the next refusal of one is logged at once, as it would be).
+func (l *addrLog) ended(now time.Time) []addrMissed {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []addrMissed
+	for a, s := range l.by {
+		if missed := s.ended(now); missed > 0 {
+			out = append(out, addrMissed{a, missed})
+		}
+		if s.missed == 0 && now.Sub(s.last) >= refusedLogEvery {
+			delete(l.by, a)
+		}
+	}
+	return out
 }
 
 // remoteNetwork returns the network a connection comes from

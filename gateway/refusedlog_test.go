@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -139,5 +140,109 @@ func waitConns(t *testing.T, g *Gateway, n int) {
 		if time.Now().After(limit) {
 			t.Fatalf("%d connections taken, want %d", got, n)
 		}
+	}
+}
+
+// TestRefusedBurstEndLogged: the refusals after a burst's first line
+// are told once the burst ends. Before, they were carried into the next
+// line, which came only with the next refusal: an operator paged in the
+// night read one refusal in the log, whether 200 followed or none, and
+// not that they stopped; those of a burst the gateway's stop ended were
+// never logged. Each kind (by address, in all) gets a closing line with
+// how many were not logged, once nothing was refused for
+// refusedLogEvery, and at the stop.
+func TestRefusedBurstEndLogged(t *testing.T) {
+	e := newEdge(t, NoAuth{})
+	e.g.cfg.MaxConns, e.g.cfg.MaxConnsPerAddress = 2, 1
+	// The gateway's clock, moved on by the test past refusedLogEvery.
+	var skew atomic.Int64
+	e.g.now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	e.g.refusedLook = 10 * time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- e.g.Serve(ln) }()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			e.g.Shutdown(t.Context())
+			<-served
+		}
+	}
+	t.Cleanup(stop)
+	held, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	waitConns(t, e.g, 1)
+	e.log.take()
+	refuse := func(n int) {
+		t.Helper()
+		for range n {
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			b := make([]byte, 512)
+			k, _ := c.Read(b)
+			c.Close()
+			if !strings.Contains(string(b[:k]), "503") {
+				t.Fatalf("a connection past the bound answered %q, want 503", b[:k])
+			}
+		}
+	}
+	// closing waits up to within for a burst's closing line, and returns
+	// its refused_unlogged and client.
+	var seen []slog.Record
+	closing := func(within time.Duration) (int, string, bool) {
+		t.Helper()
+		for deadline := time.Now().Add(within); ; time.Sleep(5 * time.Millisecond) {
+			seen = append(seen, e.log.take()...)
+			for i, rec := range seen {
+				if !strings.Contains(rec.Message, "the burst ended") {
+					continue
+				}
+				seen = append(seen[:i:i], seen[i+1:]...)
+				n, client := -1, ""
+				rec.Attrs(func(a slog.Attr) bool {
+					switch a.Key {
+					case "refused_unlogged":
+						n = int(a.Value.Int64())
+					case "client":
+						client = a.Value.String()
+					}
+					return true
+				})
+				return n, client, true
+			}
+			if time.Now().After(deadline) {
+				return 0, "", false
+			}
+		}
+	}
+
+	refuse(50) // a burst from 127.0.0.1: its first refusal logged, 49 not
+	if n, _, ok := closing(50 * time.Millisecond); ok {
+		t.Fatalf("a burst not yet over told ended, with %d refusals", n)
+	}
+	skew.Store(int64(refusedLogEvery)) // nothing refused for refusedLogEvery
+	n, client, ok := closing(5 * time.Second)
+	if !ok || n != 49 || client != "127.0.0.1" {
+		t.Fatalf("the burst's end: line %v, refused_unlogged %d, client %q; want a line telling 49 from 127.0.0.1", ok, n, client)
+	}
+	if n, _, ok := closing(50 * time.Millisecond); ok {
+		t.Errorf("the burst's end told again, with %d", n)
+	}
+
+	refuse(5) // a second burst, logged at once, and ended by the stop
+	stop()
+	n, client, ok = closing(0)
+	if !ok || n != 4 || client != "127.0.0.1" {
+		t.Errorf("the burst the stop ended: line %v, refused_unlogged %d, client %q; want a line telling 4 from 127.0.0.1", ok, n, client)
 	}
 }

@@ -357,7 +357,7 @@ func (n *Node) sendNotes(d *decision, submit func(job) bool) {
 		}
 	}
 	if dropped > 0 {
-		if ok, since := n.dropLog.add(dropped, time.Now()); ok {
+		if ok, since := n.dropLog.add(dropped, n.now()); ok {
 			n.log.Warn("delivery queue full; notifications dropped", "dropped", since, "first url", url, "logged_every", dropLogEvery)
 		}
 	}
@@ -373,7 +373,8 @@ func (n *Node) sendNotes(d *decision, submit func(job) bool) {
 const dropLogEvery = 10 * time.Second
 
 // dropLog says when notifications dropped may be logged again, and how
-// many were dropped since the last line.
+// many were dropped since the last line; and, once the drops ended, how
+// many the last line did not tell (ended).
 type dropLog struct {
 	mu      sync.Mutex
 	last    time.Time
@@ -392,6 +393,38 @@ func (l *dropLog) add(n int, now time.Time) (bool, int) {
 	since := l.dropped
 	l.last, l.dropped = now, 0
 	return true, since
+}
+
+// ended returns, when the last line is dropLogEvery old at now and
+// notifications were dropped after it that it did not tell (the drops
+// ended: the next would have been logged), how many, and counts them
+// told; else 0.
+func (l *dropLog) ended(now time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.dropped == 0 || now.Sub(l.last) < dropLogEvery {
+		return 0
+	}
+	since := l.dropped
+	l.dropped = 0
+	return since
+}
+
+// dropsEnded logs the notifications dropped at a full queue that the
+// last line did not tell, once nothing was dropped for dropLogEvery
+// after it (the deciding loop looks at every sweep), or, stopping, at
+// once: an operator reading the log learns how many there were and that
+// they stopped, rather than only the first burst's count.
+func (n *Node) dropsEnded(now time.Time, stopping bool) {
+	if stopping {
+		now = now.Add(dropLogEvery)
+	}
+	if since := n.dropLog.ended(now); since > 0 {
+		n.log.Warn("delivery queue full; notifications dropped after the last line, none since", "dropped", since, "logged_every", dropLogEvery)
+	}
+	if since := n.relayDropLog.ended(now); since > 0 {
+		n.log.Warn("relay queue full; notifications for another home server dropped after the last line, none since", "dropped", since, "logged_every", dropLogEvery)
+	}
 }
 
 // relay hands a notification for another home server's clients on. One
@@ -421,7 +454,7 @@ func (n *Node) relay(r relayOut) {
 	case n.relays <- r:
 	default:
 		n.dropped.Add(1)
-		if ok, since := n.relayDropLog.add(1, time.Now()); ok {
+		if ok, since := n.relayDropLog.add(1, n.now()); ok {
 			n.log.Warn("relay queue full; notifications for another home server dropped", "home", r.home, "watcher", r.ev.Node.String(), "dropped", since, "logged_every", dropLogEvery)
 		}
 	}

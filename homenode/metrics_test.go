@@ -1,8 +1,10 @@
 package homenode
 
 import (
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -84,5 +86,63 @@ func TestDroppedNotificationsLoggedSparingly(t *testing.T) {
 	}
 	if n := lines() - before; n < 1 || n > 2 {
 		t.Errorf("1,000 notifications dropped logged %d lines, want one (saying how many)", n)
+	}
+}
+
+// TestDroppedNotificationsEndLogged: the notifications dropped after a
+// burst's first line are told once the drops end. Before, they were
+// carried into the next line, which came only with the next drop: an
+// operator paged in the night read 200 dropped, whether 800 followed or
+// none, and not that they stopped; those before the node stopped were
+// never logged. The line comes once nothing was dropped for
+// dropLogEvery (the deciding loop looks at each sweep), and at the stop.
+func TestDroppedNotificationsEndLogged(t *testing.T) {
+	var skew atomic.Int64 // the node's clock, moved on by the test
+	h := newHarnessWith(t, func(c *Config) {
+		c.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	})
+	drop := func(changes int) {
+		for range changes { // each told to 200 watchers
+			d := &decision{}
+			for i := range 200 {
+				d.notes = append(d.notes, note{key: "w" + strconv.Itoa(i) + "@example.test", out: rvp.Outbound{Method: "NOTIFY", URL: rvp.URL{Host: "192.0.2.1:1", Path: "/"}}, deadline: time.Now().Add(time.Second)})
+			}
+			h.node.sendNotes(d, func(job) bool { return false })
+		}
+	}
+	// ended returns the dropped= of the closing lines logged, waiting up
+	// to within for one.
+	ended := func(within time.Duration) []string {
+		t.Helper()
+		for deadline := time.Now().Add(within); ; time.Sleep(5 * time.Millisecond) {
+			h.logs.mu.Lock()
+			var got []string
+			for _, l := range h.logs.lines {
+				if strings.Contains(l, "notifications dropped after the last line, none since") {
+					_, v, _ := strings.Cut(l, " dropped=")
+					v, _, _ = strings.Cut(v, " ")
+					got = append(got, v)
+				}
+			}
+			h.logs.mu.Unlock()
+			if len(got) > 0 || time.Now().After(deadline) {
+				return got
+			}
+		}
+	}
+	drop(5) // 200 logged at once, 800 not
+	if got := ended(200 * time.Millisecond); len(got) > 0 {
+		t.Fatalf("drops not yet over told ended: dropped=%v", got)
+	}
+	skew.Store(int64(dropLogEvery)) // nothing dropped for dropLogEvery
+	if got := ended(5 * time.Second); !slices.Equal(got, []string{"800"}) {
+		t.Fatalf("the drops' end: closing lines with dropped=%v, want one with 800", got)
+	}
+	drop(2) // 200 logged at once, 200 not, until the node stops
+	if err := h.stopNode(); err != nil {
+		t.Fatal(err)
+	}
+	if got := ended(0); !slices.Equal(got, []string{"800", "200"}) {
+		t.Errorf("after the stop: closing lines with dropped=%v, want 800 then 200", got)
 	}
 }

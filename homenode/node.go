@@ -466,6 +466,8 @@ func (n *Node) Run(parent context.Context) (err error) {
 	// users online, subscriptions, facts in flight or requests waiting:
 	// the next owner reports those).
 	defer n.metrics.stopped()
+	// Last, the notifications dropped that no line told yet.
+	defer func() { n.dropsEnded(n.now(), true) }()
 	defer wg.Wait()
 	defer n.resending.Wait()
 	// The projection outlives the deciding loop: what is in flight when
@@ -770,6 +772,7 @@ func (n *Node) Run(parent context.Context) (err error) {
 			if err := n.sweep(work); err != nil {
 				return err
 			}
+			n.dropsEnded(n.now(), false)
 			if err := n.unparkLate(work, ctx, n.now()); err != nil {
 				return err
 			}
