@@ -372,6 +372,13 @@ type passwordFile struct {
 // passwordHeader is the first line of a passwords file.
 func passwordHeader() []string { return []string{"address", "password"} }
 
+// passwordLine is the line of a passwords file that gives user's
+// password: the address neutralised as a user file's cells are (cell;
+// an alias may start with '-'), the password as it is (a generated one
+// is letters and digits; a quote added to one read back as it is would
+// be a password nobody was given).
+func passwordLine(user, password string) []string { return []string{cell(user), password} }
+
 // readPasswordFile reads an earlier import's passwords file: nil when
 // there is none.
 func readPasswordFile(name string) (map[string]string, error) {
@@ -396,7 +403,7 @@ func readPasswordFile(name string) (map[string]string, error) {
 		if len(r) != 2 || r[0] == "" || r[1] == "" {
 			return nil, notOurs
 		}
-		known[r[0]] = r[1]
+		known[fromCell(r[0])] = r[1]
 	}
 	return known, nil
 }
@@ -457,7 +464,7 @@ func (e *env) prewritePasswords(ctx context.Context, pf *passwordFile, batch []p
 		if p.recorded || pf.written[user] {
 			continue
 		}
-		if err := pf.w.Write([]string{user, p.generated}); err != nil {
+		if err := pf.w.Write(passwordLine(user, p.generated)); err != nil {
 			return 0, fmt.Errorf("passwords file: %w", err)
 		}
 		pf.written[user] = true
@@ -502,7 +509,7 @@ func (p *passwordFile) finish(stale map[string]bool) error {
 	w := csv.NewWriter(tmp)
 	w.Write(passwordHeader())
 	for _, u := range slices.Sorted(maps.Keys(known)) {
-		w.Write([]string{u, known[u]})
+		w.Write(passwordLine(u, known[u]))
 	}
 	w.Flush()
 	err = w.Error()

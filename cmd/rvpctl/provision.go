@@ -121,6 +121,9 @@ func parseCSV(r io.Reader) ([]userRow, []rowError, error) {
 				spaced = errors.New("the password has white space at its start or end: write it without (a password is taken as it is, never trimmed)")
 			}
 			v = strings.TrimSpace(v)
+			if cols[i] != "password" {
+				v = fromCell(v)
+			}
 			switch cols[i] {
 			case "address":
 				row.address = v
@@ -315,14 +318,49 @@ func parseLDIF(r io.Reader) ([]userRow, []rowError, error) {
 }
 
 // writeCSV writes users as a CSV user file, which import reads back.
+// Its cells are neutralised (cell): a spreadsheet opening it evaluates
+// none as a formula.
 func writeCSV(w io.Writer, rows []userRow) error {
 	cw := csv.NewWriter(w)
 	cw.Write([]string{"address", "account", "name", "email", "home", "password"})
 	for _, r := range rows {
-		cw.Write([]string{r.address, r.account, r.name, r.email, r.home, ""})
+		cw.Write([]string{cell(r.address), cell(r.account), cell(r.name), cell(r.email), cell(r.home), ""})
 	}
 	cw.Flush()
 	return cw.Error()
+}
+
+// formulaLike reports whether a spreadsheet (Excel, LibreOffice) would
+// take a CSV cell holding v for a formula, or v is such a cell
+// neutralised already: v starts with '=', '+', '-', '@', a tab or a
+// carriage return (OWASP's CSV injection), after any single quotes.
+func formulaLike(v string) bool {
+	v = strings.TrimLeft(v, "'")
+	return v != "" && strings.IndexByte("=+-@\t\r", v[0]) >= 0
+}
+
+// cell returns v as a CSV file rvpctl writes holds it: with a single
+// quote before it when it is formulaLike, which spreadsheets show as
+// text and do not evaluate (a display name "=HYPERLINK(...)" set in
+// Active Directory, an alias "-1+2"). The directory's text is written
+// so, and read back by fromCell: a value that starts with quotes and
+// then one of those characters gets one quote more, so that every
+// value reads back as it was.
+func cell(v string) string {
+	if formulaLike(v) {
+		return "'" + v
+	}
+	return v
+}
+
+// fromCell is the value of a cell that cell wrote: without the quote it
+// added. A cell with no such quote (a file another tool wrote) is taken
+// as it is.
+func fromCell(c string) string {
+	if strings.HasPrefix(c, "'") && formulaLike(c[1:]) {
+		return c[1:]
+	}
+	return c
 }
 
 // writeLDIF writes users as LDIF entries an Active Directory could take

@@ -2,6 +2,9 @@ package main
 
 import (
 	"bytes"
+	"encoding/csv"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -232,5 +235,76 @@ userAccountControl: 66048
 	}
 	if !reflect.DeepEqual(got, []string{"erin", "hand", "frank"}) {
 		t.Errorf("accounts read %q, want the users erin, hand (no objectClass: taken) and frank only, not the accounts Active Directory disables (userAccountControl 0x2)", got)
+	}
+}
+
+// TestUserFileCellsNoFormulas: an exported user file opened in a
+// spreadsheet evaluates none of its cells as a formula (OWASP's CSV
+// injection): before, a display name set in Active Directory as
+// =HYPERLINK(...), or an alias starting with '-', was written as it is,
+// and Excel or LibreOffice took it for a formula. A cell that would be
+// one starts with a single quote, and import reads every value back as
+// it was, a name that starts with a quote of its own included; a file
+// another tool wrote, without those quotes, is read as it is.
+func TestUserFileCellsNoFormulas(t *testing.T) {
+	rows := []userRow{
+		{address: "-1+2@example.test", account: "=cmd", name: `=HYPERLINK("http://evil.test/","click")`, email: "+ann@example.test", home: "@home1"},
+		{address: "bob@example.test", account: "bob", name: "'=already quoted", email: "bob@example.test", home: "home1"},
+		{address: "cat@example.test", account: "cat", name: "'s-Gravenhage", email: "cat@example.test", home: "home1"},
+		{address: "dan@example.test", account: "dan", name: "Dan - the man", email: "dan@example.test", home: "home1"},
+	}
+	var b bytes.Buffer
+	if err := writeCSV(&b, rows); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := csv.NewReader(bytes.NewReader(b.Bytes())).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rec := range recs[1:] {
+		for _, c := range rec {
+			if c != "" && strings.ContainsRune("=+-@\t\r", rune(c[0])) {
+				t.Errorf("cell %q: a spreadsheet evaluates it as a formula", c)
+			}
+		}
+	}
+	got, bad, err := parseCSV(bytes.NewReader(b.Bytes()))
+	if err != nil || len(bad) > 0 {
+		t.Fatalf("read back: %v %v", err, bad)
+	}
+	for i := range got {
+		got[i].line = 0
+	}
+	if !reflect.DeepEqual(got, rows) {
+		t.Errorf("read back:\n got %+v\nwant %+v", got, rows)
+	}
+	// A user file Active Directory's csvde or an HR system wrote.
+	got, bad, err = parseCSV(strings.NewReader("address,name,password\n-1+2@example.test,'s-Gravenhage,'=secret-1\n"))
+	if err != nil || len(bad) > 0 || len(got) != 1 {
+		t.Fatalf("another tool's file: %v %v %v", got, err, bad)
+	}
+	if r := got[0]; r.address != "-1+2@example.test" || r.name != "'s-Gravenhage" || r.password != "'=secret-1" {
+		t.Errorf("another tool's file read as %+v, want its values as they are", r)
+	}
+
+	// The passwords file an import writes, and reads again.
+	name := filepath.Join(t.TempDir(), "users.csv.passwords.csv")
+	pf, err := openPasswordFile(name, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf.w.Write(passwordLine("-1+2@example.test", "Abcdefgh234567"))
+	pf.w.Flush()
+	pf.close()
+	data, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(data), "\n-1+2@") {
+		t.Errorf("passwords file:\n%s\na spreadsheet evaluates its address as a formula", data)
+	}
+	known, err := readPasswordFile(name)
+	if err != nil || known["-1+2@example.test"] != "Abcdefgh234567" {
+		t.Errorf("passwords file read back: %v, %v", known, err)
 	}
 }
