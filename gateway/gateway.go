@@ -384,9 +384,9 @@ func (s *sparseLog) allow(now time.Time) (ok bool, missed int) {
 	return s.sparseState.allow(now)
 }
 
-// ended returns, when the last line is refusedLogEvery old at now and
-// refusals came after it that were not logged (the burst ended: the
-// next would have been logged), how many, and counts them told; else 0.
+// ended returns, when nothing was refused for refusedLogEvery at now and
+// refusals came after the last line that it did not tell (the burst
+// ended), how many, and counts them told; else 0.
 func (s *sparseLog) ended(now time.Time) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -406,12 +406,14 @@ type addrLog struct {
 
 // sparseState is sparseLog's state, kept by addrLog under its own lock.
 type sparseState struct {
-	last   time.Time
+	last   time.Time // of the last line
+	seen   time.Time // of the last refusal, logged or not
 	missed int
 }
 
 // allow is sparseLog.allow, its caller holding the lock.
 func (s *sparseState) allow(now time.Time) (ok bool, missed int) {
+	s.seen = now
 	if !s.last.IsZero() && now.Sub(s.last) < refusedLogEvery {
 		s.missed++
 		return false, 0
@@ -422,7 +424,10 @@ func (s *sparseState) allow(now time.Time) (ok bool, missed int) {
 
 // ended is sparseLog.ended, its caller holding the lock.
 func (s *sparseState) ended(now time.Time) int {
-	if s.missed == 0 || now.Sub(s.last) < refusedLogEvery {
+	// Quiet for refusedLogEvery since the last refusal (so since the last
+	// line too): a flood that goes on has its next line at its next
+	// refusal, not a line saying it ended.
+	if s.missed == 0 || now.Sub(s.seen) < refusedLogEvery {
 		return 0
 	}
 	missed := s.missed

@@ -246,3 +246,30 @@ func TestRefusedBurstEndLogged(t *testing.T) {
 		t.Errorf("the burst the stop ended: line %v, refused_unlogged %d, client %q; want a line telling 4 from 127.0.0.1", ok, n, client)
 	}
 }
+
+// TestRefusedFloodNotEnded: a flood that goes on past a line's
+// refusedLogEvery is not told ended between its refusals (ended looked
+// at the last line's age alone, and told a flood refused every 0.1 s
+// ended at each 10 s), only once nothing was refused for
+// refusedLogEvery.
+func TestRefusedFloodNotEnded(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)
+	var s sparseLog
+	if ok, _ := s.allow(t0); !ok {
+		t.Fatal("the first refusal not logged")
+	}
+	at := t0
+	for range 99 {
+		at = at.Add(100 * time.Millisecond)
+		if ok, _ := s.allow(at); ok {
+			t.Fatalf("a refusal at %s logged, within %s of the first line", at.Sub(t0), refusedLogEvery)
+		}
+	}
+	// 10.0 s after the line, 0.1 s after the last refusal: still going.
+	if n := s.ended(t0.Add(refusedLogEvery)); n != 0 {
+		t.Errorf("the flood told ended with %d refused 0.1 s before", n)
+	}
+	if n := s.ended(at.Add(refusedLogEvery)); n != 99 {
+		t.Errorf("after %s without a refusal, %d told ended, want 99", refusedLogEvery, n)
+	}
+}

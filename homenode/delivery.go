@@ -377,7 +377,8 @@ const dropLogEvery = 10 * time.Second
 // many the last line did not tell (ended).
 type dropLog struct {
 	mu      sync.Mutex
-	last    time.Time
+	last    time.Time // of the last line
+	seen    time.Time // of the last drop, logged or not
 	dropped int
 }
 
@@ -387,6 +388,7 @@ func (l *dropLog) add(n int, now time.Time) (bool, int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.dropped += n
+	l.seen = now
 	if !l.last.IsZero() && now.Sub(l.last) < dropLogEvery {
 		return false, 0
 	}
@@ -395,14 +397,16 @@ func (l *dropLog) add(n int, now time.Time) (bool, int) {
 	return true, since
 }
 
-// ended returns, when the last line is dropLogEvery old at now and
-// notifications were dropped after it that it did not tell (the drops
-// ended: the next would have been logged), how many, and counts them
-// told; else 0.
+// ended returns, when nothing was dropped for dropLogEvery at now and
+// notifications were dropped after the last line that it did not tell
+// (the drops ended), how many, and counts them told; else 0.
 func (l *dropLog) ended(now time.Time) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.dropped == 0 || now.Sub(l.last) < dropLogEvery {
+	// Quiet for dropLogEvery since the last drop (so since the last line
+	// too): drops that go on have their next line at the next drop, not
+	// one saying they ended.
+	if l.dropped == 0 || now.Sub(l.seen) < dropLogEvery {
 		return 0
 	}
 	since := l.dropped

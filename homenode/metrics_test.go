@@ -146,3 +146,27 @@ func TestDroppedNotificationsEndLogged(t *testing.T) {
 		t.Errorf("after the stop: closing lines with dropped=%v, want 800 then 200", got)
 	}
 }
+
+// TestDropsGoingOnNotEnded: drops that go on past a line's dropLogEvery
+// are not told ended between them, only once nothing was dropped for
+// dropLogEvery (TestRefusedFloodNotEnded's rule, for the gateway).
+func TestDropsGoingOnNotEnded(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)
+	var l dropLog
+	if ok, _ := l.add(1, t0); !ok {
+		t.Fatal("the first drop not logged")
+	}
+	at := t0
+	for range 99 {
+		at = at.Add(100 * time.Millisecond)
+		if ok, _ := l.add(2, at); ok {
+			t.Fatalf("a drop at %s logged, within %s of the first line", at.Sub(t0), dropLogEvery)
+		}
+	}
+	if n := l.ended(t0.Add(dropLogEvery)); n != 0 {
+		t.Errorf("drops told ended with %d, the last 0.1 s before", n)
+	}
+	if n := l.ended(at.Add(dropLogEvery)); n != 198 {
+		t.Errorf("after %s without a drop, %d told ended, want 198", dropLogEvery, n)
+	}
+}
