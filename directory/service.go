@@ -38,7 +38,19 @@ type Service struct {
 	mu   sync.Mutex
 	used map[string]time.Time // challenges already answered, until they expire
 	sub  *nats.Subscription
+	// slots bounds the requests carried out at once; imports takes one
+	// import at a time (see serve). requests holds those being carried
+	// out, and drained is closed once the subscription has delivered its
+	// last request (Run waits for both).
+	slots    chan struct{}
+	imports  chan struct{}
+	requests sync.WaitGroup
+	drained  chan struct{}
 }
+
+// maxRequests bounds the requests one service carries out at once: past
+// it, the next waits for one to end.
+const maxRequests = 16
 
 // Request is a request to the directory service.
 type Request struct {
@@ -103,10 +115,14 @@ func (s *Service) Start() error {
 	}
 	s.used = map[string]time.Time{}
 	s.ops = operations()
+	s.slots, s.imports, s.drained = make(chan struct{}, maxRequests), make(chan struct{}, 1), make(chan struct{})
 	sub, err := s.Conn.QueueSubscribe(events.DirectoryAdminSubject, "directory", s.serve)
 	if err != nil {
 		return fmt.Errorf("directory service: %w", err)
 	}
+	// Called once the subscription's last request has been handed to
+	// serve, whether it was drained or its connection closed.
+	sub.SetClosedHandler(func(string) { close(s.drained) })
 	// The subscription reaches the server asynchronously: a round trip
 	// makes sure it is there before Start returns (and rvpd says it
 	// serves), or an rvpctl right after could find no responders.
@@ -118,7 +134,8 @@ func (s *Service) Start() error {
 	return nil
 }
 
-// Run serves until ctx ends, starting first if Start was not called.
+// Run serves until ctx ends, starting first if Start was not called;
+// then it answers the requests received and returns once they are.
 func (s *Service) Run(ctx context.Context) error {
 	if s.sub == nil {
 		if err := s.Start(); err != nil {
@@ -126,10 +143,31 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	}
 	<-ctx.Done()
-	return s.sub.Drain()
+	err := s.sub.Drain()
+	<-s.drained
+	s.requests.Wait()
+	return err
 }
 
+// serve carries out a request beside those in progress (up to
+// maxRequests). One at a time, a request that takes long held every
+// other administrator's: an import, or a change waiting for this node's
+// directory to catch up, had "rvpctl user show" wait up to 30 s, and its
+// own 30 s were spent by then. Requests carried out at once are no more
+// a risk than the same requests sent to two nodes: every change is
+// fenced by JetStream's expected sequences, not by this service. Imports
+// take turns all the same: each has up to a thousand appends in flight,
+// and the JetStream context's bound on those is shared.
 func (s *Service) serve(m *nats.Msg) {
+	s.slots <- struct{}{}
+	s.requests.Go(func() {
+		defer func() { <-s.slots }()
+		s.answer(m)
+	})
+}
+
+// answer carries out one request and answers it.
+func (s *Service) answer(m *nats.Msg) {
 	var req Request
 	resp := Response{}
 	if err := json.Unmarshal(m.Data, &req); err != nil {
@@ -235,6 +273,14 @@ func (s *Service) handle(req *Request) Response {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if req.Op == OpUserImport {
+		select {
+		case s.imports <- struct{}{}:
+			defer func() { <-s.imports }()
+		case <-ctx.Done():
+			return fail(CodeInternal, "another import kept this one waiting for %v; import again (what was done stays done)", 30*time.Second)
+		}
+	}
 	result, err := run(ctx, c)
 	if err != nil {
 		code := CodeInvalid
