@@ -657,21 +657,60 @@ func (a *Admin) setAdmin(ctx context.Context, name, role string, domains []strin
 		}
 		return nil
 	}
-	return a.appendNext(ctx, ev)
+	if role == events.RoleOrganization {
+		return a.appendNext(ctx, ev) // takes no organisation administrator away
+	}
+	return retryFenced(ctx, func() error {
+		ver, err := a.keepsOrganisationAdmin(ctx, name)
+		if err != nil {
+			return err
+		}
+		return a.appendFenced(ctx, ev, ver, events.AdminFilter, "the administrators")
+	})
 }
 
 // RemoveAdmin removes an administrator.
 func (a *Admin) RemoveAdmin(ctx context.Context, name string) error {
-	ver, err := a.current(ctx, events.AdminSubject(name))
+	return retryFenced(ctx, func() error {
+		ver, err := a.keepsOrganisationAdmin(ctx, name)
+		if err != nil {
+			return err
+		}
+		if adm, err := a.Directory.Administrator(name); err != nil {
+			return err
+		} else if adm == nil {
+			return fmt.Errorf("administrator %s: %w", name, ErrNotFound)
+		}
+		return a.appendFenced(ctx, &events.AdminRemoved{Meta: a.meta(), Name: name}, ver, events.AdminFilter, "the administrators")
+	})
+}
+
+// keepsOrganisationAdmin refuses a change that makes administrator name
+// no longer an organisation administrator (its removal, its demotion to
+// a domain administrator) when it is the last one: only an organisation
+// administrator makes another, and rvpd init refuses an initialised
+// cluster, so with none left the organisation could never be
+// administered again. It returns the administrators' last sequence, which
+// the change is to be appended fenced by (events.AdminFilter): two such
+// changes at once (two administrators removing each other) were each
+// fenced by the other's subject alone, and both were made.
+func (a *Admin) keepsOrganisationAdmin(ctx context.Context, name string) (uint64, error) {
+	ver, err := a.current(ctx, events.AdminFilter)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if adm, err := a.Directory.Administrator(name); err != nil {
-		return err
-	} else if adm == nil {
-		return fmt.Errorf("administrator %s: %w", name, ErrNotFound)
+	adm, err := a.Directory.Administrator(name)
+	if err != nil || adm == nil || adm.Role != events.RoleOrganization {
+		return ver, err
 	}
-	return a.append(ctx, &events.AdminRemoved{Meta: a.meta(), Name: name}, ver)
+	admins, err := a.Directory.Administrators()
+	if err != nil {
+		return 0, err
+	}
+	if !slices.ContainsFunc(admins, func(o projections.Administrator) bool { return o.Name != name && o.Role == events.RoleOrganization }) {
+		return 0, fmt.Errorf("administrator %s is the last organisation administrator, and without one nobody could administer the organisation again; add another first (rvpctl admin add NAME -role organization)", name)
+	}
+	return ver, nil
 }
 
 // SetTopology sets the address ranges inside the firewall.
