@@ -136,3 +136,75 @@ func TestServiceAnswersWhileAChangeIsSlow(t *testing.T) {
 		}
 	}
 }
+
+// TestServiceDeleteAndEnableAtOnce: two administrators, through one
+// directory service that now carries out their requests at once, delete
+// an IM domain (or a home server) while the other enables a user in it
+// (on it), or moves one to it. One of the two must fail: never a user
+// enabled in a domain, or homed on a home server, that no longer exists.
+func TestServiceDeleteAndEnableAtOnce(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 120*time.Second)
+	defer cancel()
+	f := newServiceFixture(t, ctx)
+	deleter, enabler := f.client(), f.client()
+	bob := events.NewUser("example.test", "bob")
+	if err := f.admin.EnableUser(ctx, directory.UserSpec{User: bob, Home: "home1"}); err != nil {
+		t.Fatal(err)
+	}
+	both, deleted, changed := 0, 0, 0
+	for i := range 30 {
+		dom, home := fmt.Sprintf("d%d.test", i), fmt.Sprintf("h%d", i)
+		if err := f.admin.CreateDomain(ctx, directory.DomainSpec{Domain: dom, IMHost: "im." + dom}); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.admin.CreateHomeServer(ctx, home, home+".example.test", "", true); err != nil {
+			t.Fatal(err)
+		}
+		var u events.User
+		var delErr, enErr error
+		var wg sync.WaitGroup
+		switch i % 3 {
+		case 0: // a user enabled in the domain deleted
+			u = events.NewUser(dom, "alice")
+			wg.Go(func() { delErr = deleter.DeleteDomain(ctx, dom) })
+			wg.Go(func() { enErr = enabler.EnableUser(ctx, directory.UserSpec{User: u, Home: "home1"}) })
+		case 1: // a user enabled on the home server deleted
+			u = events.NewUser("example.test", "u"+home)
+			wg.Go(func() { delErr = deleter.DeleteHomeServer(ctx, home) })
+			wg.Go(func() { enErr = enabler.EnableUser(ctx, directory.UserSpec{User: u, Home: home}) })
+		case 2: // bob moved to the home server deleted
+			u = bob
+			wg.Go(func() { delErr = deleter.DeleteHomeServer(ctx, home) })
+			wg.Go(func() { enErr = enabler.MoveUser(ctx, bob, home) })
+		}
+		wg.Wait()
+		if delErr == nil {
+			deleted++
+		}
+		if enErr == nil {
+			changed++
+		}
+		if delErr == nil && enErr == nil {
+			both++
+			t.Errorf("round %d: both the deletion and the change of %s succeeded", i, u)
+		}
+		// Whatever won, the directory holds no user where nothing is.
+		if err := f.admin.SetInternetCapable(ctx, false); err != nil { // catches the projection up
+			t.Fatal(err)
+		}
+		rec, _ := f.admin.Directory.User(u)
+		if rec != nil && rec.Enabled {
+			d, _ := f.admin.Directory.Domain(u.Domain)
+			h, _ := f.admin.Directory.HomeServer(rec.Home)
+			if d == nil || h == nil {
+				t.Errorf("round %d: %s enabled on %s in %s, one of which is deleted (deletion: %v; change: %v)", i, u, rec.Home, u.Domain, delErr, enErr)
+			}
+		}
+		if i%3 == 2 && enErr == nil { // bob back on home1 for the next round
+			if err := f.admin.MoveUser(ctx, bob, "home1"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Logf("of 30 rounds: %d deletions and %d changes made; %d both", deleted, changed, both)
+}
