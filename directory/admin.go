@@ -200,9 +200,26 @@ func (a *Admin) appendNext(ctx context.Context, ev events.DirectoryEvent) error 
 // domain exists, and when one of its host names already reaches another
 // domain.
 func (a *Admin) CreateDomain(ctx context.Context, s DomainSpec) error {
-	s.Domain, s.IMHost = strings.ToLower(s.Domain), strings.ToLower(s.IMHost)
 	if s.Domain == "" || s.IMHost == "" {
 		return errors.New("an IM domain needs a name and an IM host (for example example.com and im.example.com)")
+	}
+	var err error
+	if s.Domain, err = hostName("IM domain", s.Domain); err != nil {
+		return err
+	}
+	if s.IMHost, err = hostName("IM host", s.IMHost); err != nil {
+		return err
+	}
+	s.EmailDomains, s.Hosts = slices.Clone(s.EmailDomains), slices.Clone(s.Hosts)
+	for i, h := range s.EmailDomains {
+		if s.EmailDomains[i], err = hostName("e-mail domain", h); err != nil {
+			return err
+		}
+	}
+	for i, h := range s.Hosts {
+		if s.Hosts[i], err = hostName("host", h); err != nil {
+			return err
+		}
 	}
 	if s.NTDomain == "" {
 		s.NTDomain = strings.ToUpper(strings.Split(s.Domain, ".")[0])
@@ -216,6 +233,27 @@ func (a *Admin) CreateDomain(ctx context.Context, s DomainSpec) error {
 	// again on the projection that holds it (each time, a change of
 	// another administrator's was appended).
 	return retryFenced(ctx, func() error { return a.createDomain(ctx, s) })
+}
+
+// hostName returns host as requests name it (what names it in a
+// refusal): lower-case, without the trailing dot of a name written in
+// full (im.example.com.), which no Host header carries, or an error
+// saying what to give instead of a name no request can carry. A port
+// (host:port) and an address ([::1]) are kept.
+func hostName(what, host string) (string, error) {
+	h := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(host)), ".")
+	for _, r := range h {
+		switch {
+		case r > 0x7e:
+			return "", fmt.Errorf("%s %q: give its ASCII form, as clients send it (for bücher.example: xn--bcher-kva.example)", what, host)
+		case r <= ' ' || strings.ContainsRune("/\\@?#%\"'<>,;", r):
+			return "", fmt.Errorf("%s %q: a host name has letters, digits, '-' and '.' only (for example im.example.com)", what, host)
+		}
+	}
+	if strings.Trim(h, ".") == "" || strings.Contains(h, "..") || strings.HasPrefix(h, ".") {
+		return "", fmt.Errorf("%s %q: a host name has letters, digits, '-' and '.' only (for example im.example.com)", what, host)
+	}
+	return h, nil
 }
 
 // retryFenced makes a change fenced by many subjects (attempt: its checks
@@ -309,6 +347,10 @@ func (a *Admin) CreateHomeServer(ctx context.Context, name, host, site string, h
 	if name == "" || host == "" {
 		return errors.New("a home server needs a name and a host name (for example home1 and imhome1.example.com)")
 	}
+	host, err := hostName("home server host", host)
+	if err != nil {
+		return err
+	}
 	ver, err := a.current(ctx, events.HomeServerSubject(name))
 	if err != nil {
 		return err
@@ -318,7 +360,7 @@ func (a *Admin) CreateHomeServer(ctx context.Context, name, host, site string, h
 	} else if hs != nil {
 		return fmt.Errorf("home server %s: %w", name, ErrExists)
 	}
-	return a.append(ctx, &events.HomeServerCreated{Meta: a.meta(), Name: name, Host: strings.ToLower(host), Site: site, HostsUsers: hostsUsers}, ver)
+	return a.append(ctx, &events.HomeServerCreated{Meta: a.meta(), Name: name, Host: host, Site: site, HostsUsers: hostsUsers}, ver)
 }
 
 // AllowUsers sets whether a home server may host user accounts.
@@ -388,6 +430,10 @@ func (a *Admin) CreateRouter(ctx context.Context, name, domain, host, mode strin
 	if name == "" || host == "" {
 		return errors.New("a router needs a name and a host name (for example router1 and im.example.com)")
 	}
+	host, err := hostName("router host", host)
+	if err != nil {
+		return err
+	}
 	switch mode {
 	case "":
 		mode = events.RouterAuto
@@ -411,7 +457,7 @@ func (a *Admin) CreateRouter(ctx context.Context, name, domain, host, mode strin
 	} else if r != nil {
 		return fmt.Errorf("router %s: %w", name, ErrExists)
 	}
-	return a.append(ctx, &events.RouterCreated{Meta: a.meta(), Name: name, Domain: dom.Domain, Host: strings.ToLower(host), Mode: mode}, ver)
+	return a.append(ctx, &events.RouterCreated{Meta: a.meta(), Name: name, Domain: dom.Domain, Host: host, Mode: mode}, ver)
 }
 
 // DeleteRouter deletes a router.
