@@ -28,6 +28,10 @@ type Client struct {
 	keys map[string][]byte // derived keys, by salt
 }
 
+// requestTimeout bounds the wait for one answer of the directory
+// service (handleTimeout is the service's bound, shorter).
+const requestTimeout = 30 * time.Second
+
 // Error is the directory service's refusal.
 type Error struct {
 	Code Code
@@ -41,7 +45,7 @@ func (c *Client) request(ctx context.Context, req Request) (*Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	// No responders is tried again for a few seconds: a service that has
 	// just started on another server of the cluster is not known on ours

@@ -48,6 +48,16 @@ type Service struct {
 	drained  chan struct{}
 }
 
+// handleTimeout bounds the carrying out of one request. It is shorter
+// than the client's bound on its wait (requestTimeout), which starts
+// earlier (before the challenge's answer, the request's transit): equal,
+// a request that used all of it was answered to a client gone by then,
+// and what the answer says (that a change was made, recorded but not yet
+// applied by this node's directory: look again rather than make it again)
+// never reached the administrator, told "context deadline exceeded (is
+// rvpd running?)" instead.
+const handleTimeout = requestTimeout - 5*time.Second
+
 // maxRequests bounds the requests one service carries out at once: past
 // it, the next waits for one to end.
 const maxRequests = 16
@@ -271,14 +281,14 @@ func (s *Service) handle(req *Request) Response {
 	if err := authorizeDomain(adm, req.Op, domain); err != nil {
 		return fail(CodeForbidden, "%v", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), handleTimeout)
 	defer cancel()
 	if req.Op == OpUserImport {
 		select {
 		case s.imports <- struct{}{}:
 			defer func() { <-s.imports }()
 		case <-ctx.Done():
-			return fail(CodeInternal, "another import kept this one waiting for %v; import again (what was done stays done)", 30*time.Second)
+			return fail(CodeInternal, "another import kept this one waiting for %v; import again (what was done stays done)", handleTimeout)
 		}
 	}
 	result, err := run(ctx, c)

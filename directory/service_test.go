@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
@@ -65,5 +66,17 @@ func TestOperations(t *testing.T) {
 	org := &projections.Administrator{Name: "admin", Role: events.RoleOrganization}
 	if err := authorize(org, "no.such", false); err != nil {
 		t.Errorf("an organisation administrator: %v", err)
+	}
+}
+
+// TestServiceAnswersBeforeClientGivesUp: the service's bound on a request
+// ends before the client's bound on its wait for the answer, with room
+// for the transit. They were both 30 s, the client's started first, and
+// an answer sent at the service's bound (a change recorded whose
+// directory projection lags, which says so: look again, do not make it
+// again) reached no one.
+func TestServiceAnswersBeforeClientGivesUp(t *testing.T) {
+	if margin := requestTimeout - handleTimeout; margin < 2*time.Second {
+		t.Errorf("the service gives a request %v, the client waits %v for its answer: %v for the challenge and both transits", handleTimeout, requestTimeout, margin)
 	}
 }
