@@ -177,12 +177,60 @@ func homeDeleted(ctx context.Context, js jetstream.JetStream, home string) bool 
 	return err == nil && m.Header.Get(events.HeaderType) == events.TypeHomeServerDeleted
 }
 
+// directoryHomes returns the home servers the directory holds (not
+// deleted) at the site js reaches: every one in a deployment of one
+// JetStream domain, those the directory puts at that site (its domain)
+// otherwise. Only the home servers' own events are read, not the whole
+// directory.
+func directoryHomes(ctx context.Context, js jetstream.JetStream) ([]string, error) {
+	acct, err := js.AccountInfo(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("JetStream account: %w", err)
+	}
+	st, err := js.Stream(ctx, events.StreamDirectory)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", events.StreamDirectory, err)
+	}
+	site := map[string]string{} // home server → its site, while it exists
+	filter := events.DirectoryRoot + ".home.>"
+	for seq := uint64(1); ; {
+		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("stream %s: home servers: %w", events.StreamDirectory, err)
+		}
+		seq = m.Sequence + 1
+		ev, err := events.Decode(m.Header.Get(events.HeaderType), m.Data)
+		if err != nil {
+			continue // shown by rvpctl audit; not a home server's state
+		}
+		switch e := ev.(type) {
+		case *events.HomeServerCreated:
+			site[e.Name] = e.Site
+		case *events.HomeServerDeleted:
+			delete(site, e.Name)
+		}
+	}
+	var out []string
+	for h, s := range site {
+		if acct.Domain == "" || s == acct.Domain {
+			out = append(out, h)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
 // ownersStatus shows which node owns each home server (its lease), and
-// since when it last renewed: every home server with a fact stream
-// (factStreams) or a lease but those deleted from the directory, and
-// those no node owns said so (NOT OWNED:
+// since when it last renewed: every home server of this site the
+// directory holds (directoryHomes; one created whose node never started
+// has neither fact stream nor lease, and its users' requests wait all
+// the same), or with a fact stream (factStreams) or a lease but those
+// deleted from the directory, and those no node owns said so (NOT OWNED:
 // their users' requests wait), whether their lease lapsed (its key aged
-// out) or was let go (released:NODE).
+// out), was never taken, or was let go (released:NODE).
 func ownersStatus(ctx context.Context, g global, js jetstream.JetStream, factStreams []string) error {
 	type owner struct {
 		Home    string    `json:"home"`
@@ -198,6 +246,13 @@ func ownersStatus(ctx context.Context, g global, js jetstream.JetStream, factStr
 		if err != nil {
 			home = tok
 		}
+		byHome[home] = &owner{Home: home}
+	}
+	homes, err := directoryHomes(ctx, js)
+	if err != nil {
+		return err
+	}
+	for _, home := range homes {
 		byHome[home] = &owner{Home: home}
 	}
 	kv, err := js.KeyValue(ctx, events.BucketOwners)

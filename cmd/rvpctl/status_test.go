@@ -4,12 +4,18 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"maps"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
 )
 
 // TestStatusHomeWithoutOwner: rvpctl status names every home server with
@@ -120,5 +126,103 @@ func TestStatusDeletedHomeServer(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), " n1 ") {
 		t.Errorf("home1, owned by n1, not listed so:\n%s", out.String())
+	}
+}
+
+// TestStatusHomeNeverStarted: a home server created in the directory
+// (rvpctl home create) whose node never started has neither fact stream
+// nor lease, yet its users' requests wait for a node as those of one
+// whose lease lapsed: rvpctl status lists it NOT OWNED, as the console
+// does, rather than leave it out. At a site (a JetStream domain) only
+// the site's own home servers are listed: those of other sites have
+// their leases there. In a deployment of one domain every node may own
+// any home server, whatever site the directory names.
+func TestStatusHomeNeverStarted(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct{ domain, site string }{{"", ""}, {"a", "a"}} {
+		srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, JetStreamDomain: c.domain, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go srv.Start()
+		t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+		if !srv.ReadyForConnections(10 * time.Second) {
+			t.Fatal("NATS server not ready after 10s")
+		}
+		nc, err := nats.Connect(srv.ClientURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := projections.EnsureStreams(ctx, js, projections.StreamOptions{Site: c.site}); err != nil {
+			t.Fatal(err)
+		}
+		streams := map[string]string{events.FactStream("home1"): events.FactFilter("home1")}
+		if c.site != "" {
+			streams[events.RequestStream("home1")] = events.RequestFilter("home1")
+		}
+		for name, subj := range streams {
+			if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		kv, err := js.KeyValue(ctx, events.BucketOwners)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kv.Put(ctx, events.OwnerKey("home1"), []byte("n1")); err != nil {
+			t.Fatal(err)
+		}
+		// The directory: home1 (owned, its fact stream made), home2 never
+		// started, home3 deleted, home4 at another site, home5 created,
+		// its hosting of users changed since.
+		homes := map[string]string{"home1": c.site, "home2": c.site, "home3": c.site, "home4": "b", "home5": c.site}
+		// At a site, its copy of the hub's directory, stored under the
+		// hub's subjects.
+		subject := func(h string) string {
+			if c.site != "" {
+				return events.DirectoryCopySubject(c.site, events.HomeServerSubject(h))
+			}
+			return events.HomeServerSubject(h)
+		}
+		for _, h := range []string{"home1", "home2", "home3", "home4", "home5"} {
+			publishEvent(t, js, subject(h), "", &events.HomeServerCreated{Name: h, Host: h + ".example.test", Site: homes[h], HostsUsers: true}, nil)
+		}
+		publishEvent(t, js, subject("home3"), "", &events.HomeServerDeleted{Name: "home3"}, nil)
+		publishEvent(t, js, subject("home5"), "", &events.HomeServerChanged{Name: "home5", HostsUsers: false}, nil)
+
+		lookup := func(k string) (string, bool) { return srv.ClientURL(), k == "RVPCTL_NATS" }
+		var out, errOut bytes.Buffer
+		if err := exec(ctx, []string{"-json", "status"}, lookup, strings.NewReader(""), &out, &errOut); err != nil {
+			t.Fatalf("status: %v\n%s", err, errOut.String())
+		}
+		owned := map[string]bool{}
+		for _, l := range strings.Split(out.String(), "\n") {
+			var o struct {
+				Home  *string `json:"home"`
+				Owned bool    `json:"owned"`
+			}
+			if json.Unmarshal([]byte(l), &o) == nil && o.Home != nil {
+				owned[*o.Home] = o.Owned
+			}
+		}
+		want := map[string]bool{"home1": true, "home2": false, "home5": false}
+		if c.domain == "" {
+			want["home4"] = false // one domain: any node may own it, its site a label
+		}
+		if !maps.Equal(owned, want) {
+			t.Errorf("domain %q: status lists %v, want %v (home2 and home5 never started, home3 deleted, home4 at site b)\n%s", c.domain, owned, want, out.String())
+		}
+		out.Reset()
+		if err := exec(ctx, []string{"status"}, lookup, strings.NewReader(""), &out, &errOut); err != nil {
+			t.Fatalf("status: %v\n%s", err, errOut.String())
+		}
+		if !regexp.MustCompile(`(?m)^home2 +NOT OWNED`).MatchString(out.String()) {
+			t.Errorf("domain %q: home2, never started, not said NOT OWNED:\n%s", c.domain, out.String())
+		}
 	}
 }
