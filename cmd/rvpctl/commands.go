@@ -54,8 +54,8 @@ func commands() []command {
 			return func(ctx context.Context, e *env, _ []string) error { return cmdUsers(ctx, e.global, *domain) }
 		}},
 		{name: "presence", args: "USER@DOMAIN", help: "a user's presence at a moment and who could see it, folded from its facts", flags: presenceFlags},
-		{name: "verify", help: "have a home node compare its projections with rebuilds from their streams, live", flags: func(fs *flag.FlagSet) runFunc {
-			home := fs.String("home", "home1", "home `server` whose node verifies its projections")
+		{name: "verify", help: "have the home nodes compare their projections with rebuilds from their streams, live", flags: func(fs *flag.FlagSet) runFunc {
+			home := fs.String("home", "", "home `server` whose node verifies its projections (default: every home server with a fact stream, at this site)")
 			return func(ctx context.Context, e *env, _ []string) error { return cmdVerify(ctx, e.global, *home, e.stderr) }
 		}},
 	}, append(adminCommands(), userFileCommands()...)...)
@@ -660,68 +660,189 @@ func askHomeNode(ctx context.Context, nc *nats.Conn, req *nats.Msg, home string,
 	}
 }
 
+// cmdVerify has the node of home verify its projections, or with home
+// "" the node of every home server with a fact stream (at the site
+// rvpctl reaches) but those deleted from the directory, one after the
+// other. A home server whose lease names no owner is not asked (its node
+// is not running: status says NOT OWNED), and said not verified; so is
+// one whose node does not answer. verify fails when a projection differs
+// or a home server could not be verified.
 func cmdVerify(ctx context.Context, g global, home string, stderr io.Writer) error {
-	nc, _, err := connect(g)
+	nc, js, err := connect(g)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
+	homes, every := []string{home}, home == ""
+	if every {
+		if homes, err = verifiableHomes(ctx, js); err != nil {
+			return err
+		}
+		if len(homes) == 0 {
+			return errors.New("no home server has a fact stream here: no home node has run yet (rvpctl status)")
+		}
+	}
+	owned := ownedHomes(ctx, js)
+	type row struct {
+		Home string `json:"home"`
+		projections.Verification
+	}
+	var results []row
+	var diffs []row
+	var unverified []string
+	var failed error // of the one home server asked (-home), with its results
+	rows := [][]string{{"PROJECTION", "POSITION", "KEYS", "RESULT"}}
+	if every {
+		rows[0] = append([]string{"HOME SERVER"}, rows[0]...)
+	}
+	for _, h := range homes {
+		if every && owned != nil && !owned[h] {
+			unverified = append(unverified, h+" (no node owns it)")
+			rows = append(rows, []string{h, "-", "-", "-", "not verified: no node owns it (rvpctl status)"})
+			continue
+		}
+		vs, err := verifyHome(ctx, g, nc, h, stderr)
+		switch {
+		case err != nil && vs == nil && !every:
+			return err
+		case err != nil && !every:
+			failed = err // said after the results it came with
+		case err != nil:
+			unverified = append(unverified, h+" ("+err.Error()+")")
+			rows = append(rows, []string{h, "-", "-", "-", "not verified: " + err.Error()})
+		}
+		for _, v := range vs {
+			r := row{Home: h, Verification: v}
+			results = append(results, r)
+			result := "equal to a rebuild from its stream"
+			if !v.OK() {
+				result = "DIFFERS (below)"
+				diffs = append(diffs, r)
+			}
+			cells := []string{v.Projection, fmt.Sprint(v.Position), fmt.Sprint(v.Keys), result}
+			if every {
+				cells = append([]string{h}, cells...)
+			}
+			rows = append(rows, cells)
+		}
+	}
+	if g.json {
+		for _, r := range results {
+			if every {
+				printJSON(g.out, r)
+			} else {
+				printJSON(g.out, r.Verification)
+			}
+		}
+	} else {
+		// A table shows a cell on one line; the differences, of many
+		// lines, follow it.
+		table(g.out, rows)
+		for _, r := range diffs {
+			name := r.Projection
+			if every {
+				name += " (node of home server " + r.Home + ")"
+			}
+			fmt.Fprintf(g.out, "\n%s differs from its rebuild:\n", printable(name))
+			for _, l := range strings.Split(strings.TrimRight(r.Diff, "\n"), "\n") {
+				fmt.Fprintln(g.out, printable(l))
+			}
+		}
+	}
+	if failed != nil {
+		return failed
+	}
+	var errs []string
+	if len(diffs) > 0 {
+		errs = append(errs, fmt.Sprintf("%d projection(s) differ from their rebuild", len(diffs)))
+	}
+	if len(unverified) > 0 {
+		errs = append(errs, "not verified: "+strings.Join(unverified, ", ")+"; start their nodes and run verify again (-home H for one)")
+	}
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// verifiableHomes returns the home servers with a fact stream at the site
+// js reaches, but those deleted from the directory.
+func verifiableHomes(ctx context.Context, js jetstream.JetStream) ([]string, error) {
+	streams, err := projections.FactStreams(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, name := range streams {
+		tok := strings.TrimPrefix(name, events.FactStreamPrefix)
+		home, err := events.Untoken(tok)
+		if err != nil {
+			home = tok
+		}
+		if !homeDeleted(ctx, js, home) {
+			out = append(out, home)
+		}
+	}
+	return out, nil
+}
+
+// ownedHomes returns the home servers whose lease names an owner; nil
+// when the leases cannot be read (a cluster from before leases): then
+// every node is asked.
+func ownedHomes(ctx context.Context, js jetstream.JetStream) map[string]bool {
+	kv, err := js.KeyValue(ctx, events.BucketOwners)
+	if err != nil {
+		return nil
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil
+	}
+	owned := map[string]bool{}
+	for k := range keys.Keys() {
+		e, err := kv.Get(ctx, k)
+		if err != nil || strings.HasPrefix(string(e.Value()), "released:") {
+			continue
+		}
+		home, err := events.Untoken(strings.TrimPrefix(k, "home."))
+		if err != nil {
+			home = k
+		}
+		owned[home] = true
+	}
+	return owned
+}
+
+// verifyHome asks the node of home to verify its projections, showing
+// its rebuilds' progress on stderr (but with -json).
+func verifyHome(ctx context.Context, g global, nc *nats.Conn, home string, stderr io.Writer) ([]projections.Verification, error) {
 	req := nats.NewMsg(events.HomeAdminSubject(home, "verify"))
 	finish := func() {}
 	if !g.json {
 		// The node reports its rebuilds' progress to an inbox of ours.
 		inbox := nats.NewInbox()
 		req.Header.Set(projections.HeaderProgress, inbox)
+		var err error
 		if finish, err = showProgress(nc, inbox, stderr); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	msg, err := askHomeNode(ctx, nc, req, home, verifyWait, stderr)
 	finish()
 	if err != nil {
-		return fmt.Errorf("ask the node of home server %s: %w (is it running?)", home, err)
+		return nil, fmt.Errorf("ask the node of home server %s: %w (is it running?)", home, err)
 	}
 	var resp struct {
 		Results []projections.Verification `json:"results"`
 		Error   string                     `json:"error"`
 	}
 	if err := json.Unmarshal(msg.Data, &resp); err != nil {
-		return fmt.Errorf("answer of home server %s: %w", home, err)
-	}
-	bad := 0
-	rows := [][]string{{"PROJECTION", "POSITION", "KEYS", "RESULT"}}
-	var diffs []projections.Verification
-	for _, v := range resp.Results {
-		result := "equal to a rebuild from its stream"
-		if !v.OK() {
-			bad++
-			result = "DIFFERS (below)"
-			diffs = append(diffs, v)
-		}
-		if g.json {
-			printJSON(g.out, v)
-			continue
-		}
-		rows = append(rows, []string{v.Projection, fmt.Sprint(v.Position), fmt.Sprint(v.Keys), result})
-	}
-	if !g.json {
-		// A table shows a cell on one line; the differences, of many
-		// lines, follow it.
-		table(g.out, rows)
-		for _, v := range diffs {
-			fmt.Fprintf(g.out, "\n%s differs from its rebuild:\n", printable(v.Projection))
-			for _, l := range strings.Split(strings.TrimRight(v.Diff, "\n"), "\n") {
-				fmt.Fprintln(g.out, printable(l))
-			}
-		}
+		return nil, fmt.Errorf("answer of home server %s: %w", home, err)
 	}
 	if resp.Error != "" {
-		return errors.New(resp.Error)
+		return resp.Results, errors.New(resp.Error)
 	}
-	if bad > 0 {
-		return fmt.Errorf("%d projection(s) differ from their rebuild", bad)
-	}
-	return nil
+	return resp.Results, nil
 }
 
 func presenceFlags(fs *flag.FlagSet) runFunc {

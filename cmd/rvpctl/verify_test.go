@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
 	"github.com/rvp-im/rvpd/testcluster"
 )
@@ -80,5 +84,68 @@ func TestProgressLine(t *testing.T) {
 		"\rrebuild home home1: 2,500 events applied, sequence 2,600 of 250,000, 1,250 events/s, 2.0s\x1b[K\n"
 	if b.String() != want {
 		t.Errorf("terminal output:\n%q\nwant\n%q", b.String(), want)
+	}
+}
+
+// TestVerifyEveryHomeServer: rvpctl verify without -home has the node of
+// every home server compare its projections (docs/operations.md: "each
+// home node compares"), not home1's alone, which a cluster may not even
+// have. A home server no node owns is said not verified, at once, and
+// makes verify fail; the others are verified all the same.
+func TestVerifyEveryHomeServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs three NATS servers and four home nodes")
+	}
+	c := testcluster.Start(t, testcluster.Options{
+		Users:    map[string]string{"alice": "home1", "bob": "home2"},
+		NATS:     &testcluster.NATSClusterOptions{},
+		Standbys: 1, // home nodes that own their home server through its lease, as rvpd's
+	})
+	alice, bob := c.Client(t, "alice"), c.Client(t, "bob")
+	for _, cl := range []*testcluster.Client{alice, bob} {
+		if r := cl.Login(3600); r.Status != 200 {
+			t.Fatalf("%s's login: %d %s", cl.Alias, r.Status, r.Body)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// home3: its facts kept, no node for it.
+	if _, err := c.JS.CreateStream(ctx, jetstream.StreamConfig{Name: events.FactStream("home3"), Subjects: []string{events.FactFilter("home3")}}); err != nil {
+		t.Fatal(err)
+	}
+	lookup := func(k string) (string, bool) { return c.NATS.URLs(), k == "RVPCTL_NATS" }
+	var out, errOut bytes.Buffer
+	start := time.Now()
+	err := exec(ctx, []string{"verify"}, lookup, strings.NewReader(""), &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "home3") {
+		t.Errorf("verify with home3 owned by no node: %v; want it to fail naming home3\n%s", err, out.String())
+	}
+	if took := time.Since(start); took > verifyWait {
+		t.Errorf("verify took %s: it waited for home3's node, which no lease names", took)
+	}
+	for _, want := range []string{`home1 +home home1 `, `home1 +directory `, `home2 +home home2 `, `home2 +directory `} {
+		if !regexp.MustCompile(`(?m)^` + want + ` *\d+ +\d+ +equal to a rebuild from its stream$`).MatchString(out.String()) {
+			t.Errorf("verify's table lacks %q, equal to its rebuild:\n%s", want, out.String())
+		}
+	}
+	if !regexp.MustCompile(`(?m)^home3 .*not verified: no node owns it`).MatchString(out.String()) {
+		t.Errorf("verify's table does not say home3 not verified, no node owning it:\n%s", out.String())
+	}
+
+	out.Reset()
+	exec(ctx, []string{"-json", "verify"}, lookup, strings.NewReader(""), &out, &errOut)
+	homes := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var v struct {
+			Home string `json:"home"`
+			projections.Verification
+		}
+		if err := json.Unmarshal([]byte(line), &v); err != nil || !v.OK() {
+			t.Errorf("verify -json line %q: %+v %v", line, v, err)
+		}
+		homes[v.Home]++
+	}
+	if homes["home1"] != 2 || homes["home2"] != 2 {
+		t.Errorf("verify -json: projections by home server %v, want two (home, directory) each of home1 and home2\n%s", homes, out.String())
 	}
 }
