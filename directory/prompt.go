@@ -56,7 +56,10 @@ func (p *Prompter) Secret(prompt string, confirm bool) (string, error) {
 		p.buf = bufio.NewReader(p.In)
 	}
 	line, err := p.buf.ReadString('\n')
-	if err != nil && (err != io.EOF || line == "") {
+	if err == io.EOF && line == "" {
+		return "", fmt.Errorf("%s: none given: standard input is not a terminal and holds no line; give it as one line of standard input, or run this at a terminal to be prompted", prompt)
+	}
+	if err != nil && err != io.EOF {
 		return "", fmt.Errorf("%s: read from standard input: %w", prompt, err)
 	}
 	return strings.TrimRight(line, "\r\n"), nil
