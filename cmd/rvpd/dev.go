@@ -259,7 +259,7 @@ func printBanner(w io.Writer, addr string, ns *server.Server, data, password, au
   server:     %s   port: %s
   password:   %s
   auth:       %s   (Windows domain %s, e.g. %s\alice)
-  admin:      %s / the same password   (rvpctl -admin %s)
+  admin:      %s / the same password   (rvpctl whoami -admin %s)
   NATS:       %s
   data:       %s   (restart keeps state; -reset starts clean)
 `, addr, demoDomain, demoIMHost, strings.Join(users, ", "), demoDomain, host, port, password, authLine(auth), demoNTDomain, demoNTDomain,
