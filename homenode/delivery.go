@@ -358,7 +358,7 @@ func (n *Node) sendNotes(d *decision, submit func(job) bool) {
 	}
 	if dropped > 0 {
 		if ok, since := n.dropLog.add(dropped, n.now()); ok {
-			n.log.Warn("delivery queue full; notifications dropped", "dropped", since, "first url", url, "logged_every", dropLogEvery)
+			n.log.Warn("delivery queue full; notifications dropped", "dropped", since, "first_url", url, "logged_every", dropLogEvery)
 		}
 	}
 	for _, r := range d.relays {
@@ -459,7 +459,7 @@ func (n *Node) relay(r relayOut) {
 	default:
 		n.dropped.Add(1)
 		if ok, since := n.relayDropLog.add(1, n.now()); ok {
-			n.log.Warn("relay queue full; notifications for another home server dropped", "home", r.home, "watcher", r.ev.Node.String(), "dropped", since, "logged_every", dropLogEvery)
+			n.log.Warn("relay queue full; notifications for another home server dropped", "to", r.home, "watcher", r.ev.Node.String(), "dropped", since, "logged_every", dropLogEvery)
 		}
 	}
 }
@@ -548,7 +548,7 @@ func (n *Node) resendAfterTakeover(ctx context.Context, state jetstream.StreamSt
 		}
 	}
 	count := n.resendPresenceOf(ctx, users, nil)
-	n.log.Info("presence re-sent to watchers after taking over the home server", "users", len(users), "facts since", since, "notifications", count)
+	n.log.Info("presence re-sent to watchers after taking over the home server", "users", len(users), "facts_since", since, "notifications", count)
 }
 
 // usersChangedLately returns the users with a fact stored since
@@ -614,7 +614,7 @@ func (n *Node) resendPresence(ctx context.Context, homes map[string]bool) {
 		return
 	}
 	count := n.resendPresenceOf(ctx, users, homes)
-	n.log.Info("presence re-sent to the watchers homed at other sites", "home servers", len(homes), "notifications", count)
+	n.log.Info("presence re-sent to the watchers homed at other sites", "home_servers", len(homes), "notifications", count)
 }
 
 // resendPresenceOf tells the watchers of users (with homes, those homed

@@ -264,10 +264,10 @@ func (n *Node) forward(ctx context.Context, log *slog.Logger, m jetstream.Msg, r
 	// A forward is one per request and home server, however often it is
 	// redelivered here; one bounced back is dropped as a duplicate.
 	if _, err := n.cfg.JetStream.PublishMsg(pctx, msg, jetstream.WithMsgID(r.ID+"@"+events.Token(rec.Home))); err != nil {
-		log.Warn("request for a moved user not forwarded; will retry", "home", rec.Home, "err", err)
+		log.Warn("request for a moved user not forwarded; will retry", "to", rec.Home, "err", err)
 		return m.NakWithDelay(250 * time.Millisecond)
 	}
-	log.Info("request for a moved user forwarded to its home server", "home", rec.Home)
+	log.Info("request for a moved user forwarded to its home server", "to", rec.Home)
 	return m.Ack()
 }
 

@@ -1063,7 +1063,7 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 	}
 	// The request's logger, made only for the rare outcome that is logged
 	// (With costs allocations every request would pay).
-	log := func() *slog.Logger { return n.log.With("req", r.ID, "type", typ, "node", r.Node.String()) }
+	log := func() *slog.Logger { return n.log.With("req", r.ID, "type", typ, "user", r.Node.String()) }
 	replyTo := m.Headers().Get(events.HeaderReply)
 	if p := n.inWindow[r.ID]; p != nil {
 		p.msg = m // redelivered while its facts are in flight: acknowledged with them
@@ -1219,10 +1219,10 @@ func (n *Node) release(p *pending) {
 		n.expired.Add(1)
 	}
 	if u, ok := p.in.(unreachable); ok && len(d.facts) > 0 {
-		n.log.Info("subscription ended: its callback stopped answering", "node", u.node.String(), "sub", u.id, "failures", n.policy.MaxCallbackFailures)
+		n.log.Info("subscription ended: its callback stopped answering", "user", u.node.String(), "sub", u.id, "failures", n.policy.MaxCallbackFailures)
 	}
 	if d.handoff != nil {
-		n.log.Info("user handed off to its new home server", "user", d.handoff.Node.String(), "home", d.handTo,
+		n.log.Info("user handed off to its new home server", "user", d.handoff.Node.String(), "to", d.handTo,
 			"subscriptions", len(d.handoff.Subs), "views", len(d.handoff.Views))
 	}
 	for _, f := range d.facts {

@@ -518,7 +518,7 @@ func (n *Node) dropUnstorable(seq uint64) {
 		}
 		f := p.d.facts[slices.Index(p.seqs, seq)]
 		n.log.Error("fact refused by the fact stream for good (too large); its decision is not carried out, the decisions after it are decided again",
-			"seq", seq, "fact", f.Type(), "node", f.Subject().String(), "req", requestID(p.in), "err", err)
+			"seq", seq, "fact", f.Type(), "user", f.Subject().String(), "req", requestID(p.in), "err", err)
 		d := &decision{msgID: p.d.msgID}
 		var r *events.Req
 		switch in := p.in.(type) {

@@ -502,7 +502,7 @@ func (l *relayLog) failed(log *slog.Logger, home string, err error) {
 		return
 	}
 	l.last[home] = time.Now()
-	log.Warn("relay to another home server not sent; its watchers are told again when it is reachable", "home", home, "err", err, "relays lost", n)
+	log.Warn("relay to another home server not sent; its watchers are told again when it is reachable", "to", home, "err", err, "relays_lost", n)
 }
 
 // CheckSite reports whether a node at site may own home: the directory

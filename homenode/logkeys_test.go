@@ -1,0 +1,97 @@
+package homenode
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rvp-im/rvpd/directory"
+	"github.com/rvp-im/rvpd/events"
+)
+
+// TestLogKeysOnce: a home node's log lines name each attribute once. rvpd
+// node names every line of a node node=NAME and the home node adds
+// home=HOME; a line that said node= for the user (a subscription ended,
+// a request's own lines) or home= for another home server (a user handed
+// off, a request forwarded after a move) repeated the key: a JSON log
+// then holds two values for it, of which log tools keep one.
+func TestLogKeysOnce(t *testing.T) {
+	logs := &logBuffer{}
+	h := newHarnessWith(t, func(c *Config) {
+		c.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", "node-a") // as rvpd node
+	}, "ann", "bob")
+	ctx := t.Context()
+	url := func(a string) string { return "http://im.example.test/instmsg/aliases/" + a }
+	ann, bob := events.NewUser("example.test", "ann"), events.NewUser("example.test", "bob")
+	req := func(id string, node, from events.User) events.Req {
+		now := time.Now().UTC()
+		return events.Req{ID: id, At: now, Deadline: now.Add(30 * time.Second), Gateway: "gw", Client: "127.0.0.1",
+			Node: node, NodeURL: url(node.Alias), From: url(from.Alias), FromUser: from, Auth: events.Identity{Scheme: "ntlm", User: from}}
+	}
+	wait := func(msg string) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); !strings.Contains(logs.tail(1000), `"msg":"`+msg); {
+			if time.Now().After(deadline) {
+				t.Fatalf("the node never logged %q:\n%s", msg, logs.tail(40))
+			}
+			time.Sleep(10 * time.Millisecond) // polling the log, with a deadline
+		}
+	}
+	// ann signs in with a callback that refuses connections; bob's
+	// messages to her fail there until her subscription is ended.
+	h.send(&events.Subscribe{Req: req("login", ann, ann), NotificationType: events.NotifyPragma, CallBack: "http://127.0.0.1:1", Lifetime: 600}, false)
+	for i := range 3 {
+		h.send(&events.Notify{Req: req(fmt.Sprintf("msg%d", i), ann, bob), AckType: "DeepOr", HopCount: 1,
+			Body: []byte(`<r:notification xmlns:r="http://schemas.microsoft.com/rvp/"><r:message/></r:notification>`)}, false)
+	}
+	wait("subscription ended: its callback stopped answering")
+	// ann moves to home2 (no node of it runs here); a request for her
+	// that reaches home1 afterwards is forwarded.
+	key, _ := directory.NewKeyring(make([]byte, directory.KeySize))
+	admin := &directory.Admin{JetStream: h.js, Directory: h.dir, Actor: "test", Keyring: key}
+	if err := admin.CreateHomeServer(ctx, "home2", "home2.example.test", "", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.MoveUser(ctx, ann, "home2"); err != nil {
+		t.Fatal(err)
+	}
+	wait("user handed off to its new home server")
+	h.send(&events.Subscribe{Req: req("late", ann, ann), NotificationType: events.NotifyPragma, CallBack: "http://127.0.0.1:1", Lifetime: 600}, false)
+	wait("request for a moved user forwarded to its home server")
+
+	for _, line := range strings.Split(strings.TrimSpace(logs.tail(100000)), "\n") {
+		if k := repeatedKey(t, line); k != "" {
+			t.Errorf("key %q twice in %s", k, line)
+		}
+	}
+}
+
+// repeatedKey returns a key a JSON log line's object holds twice.
+func repeatedKey(t *testing.T, line string) string {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader([]byte(line)))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		t.Fatalf("log line %q is no JSON object", line)
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		k := tok.(string)
+		if seen[k] {
+			return k
+		}
+		seen[k] = true
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+	}
+	return ""
+}
