@@ -42,6 +42,16 @@ const (
 	OpAdminList      Op = "admin.list"       // → []projections.Administrator
 )
 
+// reads reports whether o only reads the directory: the service logs the
+// others, its changes.
+func (o Op) reads() bool {
+	switch o {
+	case OpWhoami, OpDomainList, OpDomainShow, OpHomeList, OpRouterList, OpUserList, OpUserShow, OpSettingsShow, OpAdminList:
+		return true
+	}
+	return false
+}
+
 // DomainSpec describes an IM domain to create.
 type DomainSpec struct {
 	Domain       string   `json:"domain"`

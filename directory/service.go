@@ -306,7 +306,11 @@ func (s *Service) handle(req *Request) Response {
 	if err != nil {
 		return fail(CodeInternal, "%v", err)
 	}
-	s.Logger.Info("administrative change", "op", req.Op, "admin", adm.Name)
+	if req.Op.reads() {
+		s.Logger.Debug("administrative request", "op", req.Op, "admin", adm.Name)
+	} else {
+		s.Logger.Info("administrative change", "op", req.Op, "admin", adm.Name)
+	}
 	return Response{Result: data}
 }
 

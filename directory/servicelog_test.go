@@ -1,0 +1,82 @@
+package directory_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/rvp-im/rvpd/directory"
+	"github.com/rvp-im/rvpd/events"
+)
+
+// TestServiceLogsChanges: the directory service logs each change an
+// administrator made ("administrative change", op and administrator), and
+// not the reads (rvpctl home list, user show, whoami): an operator
+// reading the log for who changed what finds the changes alone.
+func TestServiceLogsChanges(t *testing.T) {
+	f := newAdminFixture(t)
+	ctx := t.Context()
+	a := f.exampleAdmin(ctx)
+	v, err := directory.NewAdminVerifier("org-admin-pw-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.CreateAdmin(ctx, "admin", events.RoleOrganization, nil, v); err != nil {
+		t.Fatal(err)
+	}
+	logs := &lockedLog{}
+	svc := &directory.Service{Admin: a, Conn: f.js.Conn(), Logger: slog.New(slog.NewTextHandler(logs, nil))}
+	if err := svc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(sctx) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("directory service: %v", err)
+		}
+	})
+
+	c := &directory.Client{Conn: f.js.Conn(), Name: "admin", Password: "org-admin-pw-1"}
+	if _, err := c.Whoami(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.HomeServers(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CreateHomeServer(ctx, directory.HomeServerSpec{Name: "home2", Host: "imhome2.example.test", HostsUsers: true}); err != nil {
+		t.Fatal(err)
+	}
+	out := logs.String()
+	if !strings.Contains(out, `msg="administrative change" op=home.create admin=admin`) {
+		t.Errorf("the change is not logged:\n%s", out)
+	}
+	for _, read := range []string{"op=whoami", "op=home.list"} {
+		if strings.Contains(out, read) {
+			t.Errorf("a read (%s) is logged among the changes:\n%s", read, out)
+		}
+	}
+}
+
+// lockedLog is a log writer safe for the service's goroutines.
+type lockedLog struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
