@@ -437,9 +437,11 @@ func (n *Node) dropsEnded(now time.Time, stopping bool) {
 // queue drops it, counted and logged. One for a home server of another
 // site is published asynchronously, once (a silent leaf connection would
 // hold up the relays behind it), and not at all while that site is lost:
-// its watchers are told the state again when it is back.
+// its watchers are told the state again when it is back. In a
+// deployment of one domain (no site of its own) every home server is of
+// this one, whatever site its directory entry names.
 func (n *Node) relay(r relayOut) {
-	if site := siteOf(n.cfg.Directory, r.home); site != "" && site != n.cfg.FactStream.Site {
+	if site := siteOf(n.cfg.Directory, r.home); n.cfg.FactStream.Site != "" && site != "" && site != n.cfg.FactStream.Site {
 		if n.cfg.Sites.Lost(site) {
 			n.relayLog.skipped.Add(1)
 			return

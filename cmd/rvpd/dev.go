@@ -163,7 +163,7 @@ func createDemo(ctx context.Context, admin *directory.Admin, password string, fo
 	if err != nil && !errors.Is(err, directory.ErrExists) {
 		return err
 	}
-	if err := admin.CreateHomeServer(ctx, demoHome, demoHost, "dev", true); err != nil && !errors.Is(err, directory.ErrExists) {
+	if err := admin.CreateHomeServer(ctx, demoHome, demoHost, "", true); err != nil && !errors.Is(err, directory.ErrExists) {
 		return err
 	}
 	for _, u := range demoUsers {

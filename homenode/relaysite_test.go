@@ -1,0 +1,79 @@
+package homenode
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/directory"
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+)
+
+// TestRelayOneDomainIgnoresSiteLabel: in a deployment of one JetStream
+// domain (a node without -site) every home server is of this deployment,
+// whatever site its directory entry names (rvpd dev creates home1 at
+// "dev"; rvpctl home create -site takes any name). A relay to it goes to
+// the relaying goroutine, which appends it until it is stored (through a
+// stream leader's election), not published once as to another site,
+// where a failure is left to the site watch that such a node does not
+// run: the watchers of the README's node2 example, on home1, lost
+// presence whenever that one publish failed.
+func TestRelayOneDomainIgnoresSiteLabel(t *testing.T) {
+	ns := startJetStream(t)
+	nc, err := nats.Connect("", nats.InProcessServer(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	ctx := t.Context()
+	if err := projections.EnsureStreams(ctx, js, projections.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	db, err := projections.Open("", projections.Options{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	dir, err := projections.OpenDirectory(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := directory.NewKeyring(make([]byte, directory.KeySize))
+	admin := &directory.Admin{JetStream: js, Directory: dir, Actor: "test", Keyring: key}
+	fctx, stop := context.WithCancel(context.Background())
+	followed := make(chan error, 1)
+	go func() {
+		followed <- projections.Follow(fctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}, dir)
+	}()
+	t.Cleanup(func() { stop(); <-followed })
+	for _, h := range []struct{ name, site string }{{"home1", ""}, {"home2", "dev"}} {
+		if err := admin.CreateHomeServer(ctx, h.name, h.name+".example.test", h.site, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if hs, _ := dir.HomeServer("home2"); hs != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("home2 never reached the directory projection")
+		}
+		time.Sleep(10 * time.Millisecond) // polling the projection, with a deadline
+	}
+	n, err := New(Config{Home: "home1", JetStream: js, Conn: nc, DB: db, Directory: dir, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	ann := events.NewUser("example.test", "ann")
+	n.relay(relayOut{home: "home2", ev: &events.Relay{Req: events.Req{ID: "relay-1", At: now, Deadline: now.Add(time.Minute), Node: ann}}})
+	if len(n.relays) != 1 {
+		t.Errorf("a relay to home2 (its entry labelled site dev, this node of no site) was not queued for the relaying goroutine: %d queued", len(n.relays))
+	}
+}
