@@ -187,31 +187,17 @@ func directoryHomes(ctx context.Context, js jetstream.JetStream) ([]string, erro
 	if err != nil {
 		return nil, fmt.Errorf("JetStream account: %w", err)
 	}
-	st, err := js.Stream(ctx, events.StreamDirectory)
-	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", events.StreamDirectory, err)
-	}
 	site := map[string]string{} // home server → its site, while it exists
-	filter := events.DirectoryRoot + ".home.>"
-	for seq := uint64(1); ; {
-		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("stream %s: home servers: %w", events.StreamDirectory, err)
-		}
-		seq = m.Sequence + 1
-		ev, err := events.Decode(m.Header.Get(events.HeaderType), m.Data)
-		if err != nil {
-			continue // shown by rvpctl audit; not a home server's state
-		}
+	err = directoryEvents(ctx, js, events.DirectoryRoot+".home.>", func(ev events.Event) {
 		switch e := ev.(type) {
 		case *events.HomeServerCreated:
 			site[e.Name] = e.Site
 		case *events.HomeServerDeleted:
 			delete(site, e.Name)
 		}
+	})
+	if err != nil {
+		return nil, err
 	}
 	var out []string
 	for h, s := range site {
@@ -221,6 +207,66 @@ func directoryHomes(ctx context.Context, js jetstream.JetStream) ([]string, erro
 	}
 	slices.Sort(out)
 	return out, nil
+}
+
+// directoryEvents hands f the directory's events on the subjects filter
+// matches, in order, reading those alone (one request each: for a home
+// server's or a user's few events, not the whole directory).
+func directoryEvents(ctx context.Context, js jetstream.JetStream, filter string, f func(events.Event)) error {
+	st, err := js.Stream(ctx, events.StreamDirectory)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", events.StreamDirectory, err)
+	}
+	for seq := uint64(1); ; {
+		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("stream %s: %s: %w", events.StreamDirectory, filter, err)
+		}
+		seq = m.Sequence + 1
+		if ev, err := events.Decode(m.Header.Get(events.HeaderType), m.Data); err == nil {
+			f(ev) // one undecodable is rvpctl audit's to show
+		}
+	}
+}
+
+// homedElsewhere says, at a site of several, that u's home server is at
+// another site, whose streams hold its facts (rvpctl reads those of the
+// site -nats reaches); "" when its facts are here, or it has no home
+// server.
+func homedElsewhere(ctx context.Context, js jetstream.JetStream, u events.User) (string, error) {
+	acct, err := js.AccountInfo(ctx)
+	if err != nil {
+		return "", fmt.Errorf("JetStream account: %w", err)
+	}
+	if acct.Domain == "" {
+		return "", nil // one domain: every home server's facts are here
+	}
+	home := ""
+	err = directoryEvents(ctx, js, events.UserSubject(u), func(ev events.Event) {
+		switch e := ev.(type) {
+		case *events.UserEnabled:
+			home = e.Home
+		case *events.UserMoved:
+			home = e.Home
+		}
+	})
+	if err != nil || home == "" {
+		return "", err
+	}
+	site := ""
+	err = directoryEvents(ctx, js, events.HomeServerSubject(home), func(ev events.Event) {
+		if e, ok := ev.(*events.HomeServerCreated); ok {
+			site = e.Site
+		}
+	})
+	if err != nil || site == acct.Domain {
+		return "", err
+	}
+	return fmt.Sprintf("%s is homed at home server %s, at site %s, not at site %s whose streams rvpctl reads: give -nats (RVPCTL_NATS) a NATS server of site %s",
+		u, home, site, acct.Domain, site), nil
 }
 
 // ownersStatus shows which node owns each home server (its lease), and
@@ -392,6 +438,14 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, user string, sinc
 		u := events.NewUser(domain, alias)
 		filters = []string{events.FactRoot + ".*." + events.Token(u.Domain) + "." + events.Token(u.Alias)}
 		streams = factStreams
+		// Its facts of this site are shown, said to be not all there are.
+		where, err := homedElsewhere(ctx, js, u)
+		if err != nil {
+			return err
+		}
+		if where != "" {
+			fmt.Fprintln(stderr, "rvpctl: only the facts this site holds: "+where)
+		}
 	}
 	rows := [][]string{{"TIME", "SEQ", "TYPE", "NODE/SUBJECT", "ACTOR", "CLIENT", "DETAIL"}}
 	// Every stream's reader first, to know how many events there are to
@@ -874,7 +928,16 @@ func cmdPresence(ctx context.Context, g global, who, at string) error {
 		return err
 	}
 	defer nc.Close()
-	rep, err := homenode.PresenceAt(ctx, js, events.NewUser(domain, alias), when)
+	u := events.NewUser(domain, alias)
+	// Folded from this site's facts alone, it would show a user of
+	// another site offline and unwatched.
+	if where, err := homedElsewhere(ctx, js, u); err != nil || where != "" {
+		if err == nil {
+			err = errors.New(where)
+		}
+		return err
+	}
+	rep, err := homenode.PresenceAt(ctx, js, u, when)
 	if err != nil {
 		return err
 	}

@@ -140,27 +140,7 @@ func TestStatusDeletedHomeServer(t *testing.T) {
 func TestStatusHomeNeverStarted(t *testing.T) {
 	ctx := context.Background()
 	for _, c := range []struct{ domain, site string }{{"", ""}, {"a", "a"}} {
-		srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, JetStreamDomain: c.domain, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		go srv.Start()
-		t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-		if !srv.ReadyForConnections(10 * time.Second) {
-			t.Fatal("NATS server not ready after 10s")
-		}
-		nc, err := nats.Connect(srv.ClientURL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		js, err := jetstream.New(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := projections.EnsureStreams(ctx, js, projections.StreamOptions{Site: c.site}); err != nil {
-			t.Fatal(err)
-		}
+		url, js := startSite(t, c.domain, c.site)
 		streams := map[string]string{events.FactStream("home1"): events.FactFilter("home1")}
 		if c.site != "" {
 			streams[events.RequestStream("home1")] = events.RequestFilter("home1")
@@ -195,7 +175,7 @@ func TestStatusHomeNeverStarted(t *testing.T) {
 		publishEvent(t, js, subject("home3"), "", &events.HomeServerDeleted{Name: "home3"}, nil)
 		publishEvent(t, js, subject("home5"), "", &events.HomeServerChanged{Name: "home5", HostsUsers: false}, nil)
 
-		lookup := func(k string) (string, bool) { return srv.ClientURL(), k == "RVPCTL_NATS" }
+		lookup := func(k string) (string, bool) { return url, k == "RVPCTL_NATS" }
 		var out, errOut bytes.Buffer
 		if err := exec(ctx, []string{"-json", "status"}, lookup, strings.NewReader(""), &out, &errOut); err != nil {
 			t.Fatalf("status: %v\n%s", err, errOut.String())
@@ -224,5 +204,77 @@ func TestStatusHomeNeverStarted(t *testing.T) {
 		if !regexp.MustCompile(`(?m)^home2 +NOT OWNED`).MatchString(out.String()) {
 			t.Errorf("domain %q: home2, never started, not said NOT OWNED:\n%s", c.domain, out.String())
 		}
+	}
+}
+
+// startSite runs a NATS server with JetStream in this process, of
+// JetStream domain domain ("" for none), with the streams of site (""
+// for a deployment of one domain), and returns its URL and a JetStream
+// client.
+func startSite(t *testing.T, domain, site string) (string, jetstream.JetStream) {
+	t.Helper()
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, JetStreamDomain: domain, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS server not ready after 10s")
+	}
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := projections.EnsureStreams(t.Context(), js, projections.StreamOptions{Site: site}); err != nil {
+		t.Fatal(err)
+	}
+	return srv.ClientURL(), js
+}
+
+// TestPresenceOfAnotherSite: rvpctl reads the streams of the site -nats
+// reaches. Asked the presence of a user homed at another site, it said
+// "offline to others ... watched by nobody", folded from no fact; it now
+// says where the user is homed and where to ask. Its audit shows this
+// site's facts and says they are not all.
+func TestPresenceOfAnotherSite(t *testing.T) {
+	ctx := t.Context()
+	url, js := startSite(t, "a", "a")
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: events.FactStream("home1"), Subjects: []string{events.FactFilter("home1")}}); err != nil {
+		t.Fatal(err)
+	}
+	copySubject := func(subj string) string { return events.DirectoryCopySubject("a", subj) }
+	for h, site := range map[string]string{"home1": "a", "home2": "b"} {
+		publishEvent(t, js, copySubject(events.HomeServerSubject(h)), "", &events.HomeServerCreated{Name: h, Host: h + ".example.test", Site: site, HostsUsers: true}, nil)
+	}
+	alice, bob := events.NewUser("example.test", "alice"), events.NewUser("example.test", "bob")
+	publishEvent(t, js, copySubject(events.UserSubject(alice)), "", &events.UserEnabled{User: alice, Home: "home1"}, nil)
+	publishEvent(t, js, copySubject(events.UserSubject(bob)), "", &events.UserEnabled{User: bob, Home: "home1"}, nil)
+	publishEvent(t, js, copySubject(events.UserSubject(bob)), "", &events.UserMoved{User: bob, From: "home1", Home: "home2"}, nil)
+
+	lookup := func(k string) (string, bool) { return url, k == "RVPCTL_NATS" }
+	run := func(args ...string) (string, string, error) {
+		var out, errOut bytes.Buffer
+		err := exec(ctx, args, lookup, strings.NewReader(""), &out, &errOut)
+		return out.String(), errOut.String(), err
+	}
+	if out, _, err := run("presence", "alice@example.test"); err != nil || !strings.Contains(out, "offline to others") {
+		t.Errorf("presence of alice, homed at this site: %v\n%s", err, out)
+	}
+	out, _, err := run("presence", "bob@example.test")
+	if err == nil || !strings.Contains(err.Error(), "home2, at site b") {
+		t.Errorf("presence of bob, homed at site b, read at site a: %v; want it said where he is homed\n%s", err, out)
+	}
+	_, errOut, err := run("audit", "-user", "bob@example.test")
+	if err != nil || !strings.Contains(errOut, "only the facts this site holds") || !strings.Contains(errOut, "site b") {
+		t.Errorf("audit of bob at site a: %v; want his facts here said not to be all\n%s", err, errOut)
+	}
+	if _, errOut, err := run("audit", "-user", "alice@example.test"); err != nil || errOut != "" {
+		t.Errorf("audit of alice at her site: %v %q", err, errOut)
 	}
 }
