@@ -12,6 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"golang.org/x/text/encoding/unicode"
+	"golang.org/x/text/transform"
 )
 
 // A user file is what `rvpctl user import` reads and `rvpctl user export`
@@ -62,11 +65,18 @@ func columnName(h string) string {
 	return strings.NewReplacer(" ", "", "-", "", "_", "").Replace(h)
 }
 
+// unicodeText reads a user file as UTF-8: one that starts with a UTF-16
+// byte order mark (ldifde -u, Windows' "Unicode" text) is decoded from
+// UTF-16, one with UTF-8's loses it, and the others are read as they are.
+func unicodeText(r io.Reader) io.Reader {
+	return transform.NewReader(r, unicode.BOMOverride(transform.Nop))
+}
+
 // parseCSV reads a CSV user file. A row that cannot be read is reported
 // by its line, and the others are read all the same; a file without a
 // usable header row is an error.
 func parseCSV(r io.Reader) ([]userRow, []rowError, error) {
-	cr := csv.NewReader(bufio.NewReaderSize(r, 64<<10))
+	cr := csv.NewReader(bufio.NewReaderSize(unicodeText(r), 64<<10))
 	cr.FieldsPerRecord = -1
 	cr.ReuseRecord = true
 	header, err := cr.Read()
@@ -180,7 +190,7 @@ func homeName(v string) string {
 // (krbtgt, Guest, people who left). An entry that cannot be read is reported by its
 // first line.
 func parseLDIF(r io.Reader) ([]userRow, []rowError, error) {
-	sc := bufio.NewScanner(r)
+	sc := bufio.NewScanner(unicodeText(r))
 	sc.Buffer(make([]byte, 0, 64<<10), maxRowBytes)
 	var rows []userRow
 	var bad []rowError

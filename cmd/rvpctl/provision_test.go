@@ -2,12 +2,14 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/csv"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -307,4 +309,35 @@ func TestUserFileCellsNoFormulas(t *testing.T) {
 	if err != nil || known["-1+2@example.test"] != "Abcdefgh234567" {
 		t.Errorf("passwords file read back: %v, %v", known, err)
 	}
+}
+
+// TestParseUTF16: ldifde -u writes its export in UTF-16 (little-endian,
+// with a byte order mark), as Windows' "Unicode" text is, and Excel's
+// "Unicode Text" too; such a file was refused line by line ("\x00\r\x00
+// is no attribute"). It is read as the same file in UTF-8, non-ASCII
+// names included, whatever the byte order its mark says.
+func TestParseUTF16(t *testing.T) {
+	ldif := "version: 1\r\n\r\ndn: CN=Hans Müller,CN=Users,DC=example,DC=test\r\nchangetype: add\r\nobjectClass: user\r\n" +
+		"sAMAccountName: hans\r\ndisplayName: Hans Müller\r\nmail: hans@example.test\r\n\r\n"
+	csv := "address,name\r\nzoe@example.test,Zoë Ördög\r\n"
+	for _, order := range []binary.AppendByteOrder{binary.LittleEndian, binary.BigEndian} {
+		rows, bad, err := parseLDIF(bytes.NewReader(utf16Text(order, ldif)))
+		if err != nil || len(bad) > 0 || len(rows) != 1 || rows[0].account != "hans" || rows[0].name != "Hans Müller" {
+			t.Errorf("LDIF in UTF-16 (%v): %+v %v %v", order, rows, bad, err)
+		}
+		rows, bad, err = parseCSV(bytes.NewReader(utf16Text(order, csv)))
+		if err != nil || len(bad) > 0 || len(rows) != 1 || rows[0].name != "Zoë Ördög" {
+			t.Errorf("CSV in UTF-16 (%v): %+v %v %v", order, rows, bad, err)
+		}
+	}
+}
+
+// utf16Text is s in UTF-16 of the byte order given, after its byte order
+// mark.
+func utf16Text(order binary.AppendByteOrder, s string) []byte {
+	var b []byte
+	for _, u := range append([]uint16{0xfeff}, utf16.Encode([]rune(s))...) {
+		b = order.AppendUint16(b, u)
+	}
+	return b
 }
