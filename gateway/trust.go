@@ -96,13 +96,14 @@ func (g *Gateway) foreignAllowed(from, client string) error {
 	if err != nil {
 		return err
 	}
-	if !s.InternetCapable {
-		g.log.Info("request from another organisation refused: intranet-only", "from", from, "client", client)
-		return logged(refuse(rvp.StatusForbidden, "this organisation does not exchange instant messages with other organisations (%s)", from))
-	}
 	host := from
 	if u, err := rvp.ParseURL(from); err == nil {
 		host = u.Host
+	}
+	if !s.InternetCapable {
+		// Perhaps one of ours whose client names the server otherwise.
+		g.log.Info("request from another organisation refused: intranet-only", "from", from, "client", client)
+		return logged(refuse(rvp.StatusForbidden, "this organisation does not exchange instant messages with other organisations (%s): %s is a host of none of its IM domains (rvpctl domain list shows their hosts; a client that reaches this server by another name needs that name among them)", from, host))
 	}
 	name := strings.ToLower(strings.TrimSuffix(events.Hostname(host), "."))
 	if _, err := netip.ParseAddr(strings.Trim(name, "[]")); err == nil {
