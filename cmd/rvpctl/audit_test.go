@@ -68,7 +68,22 @@ func TestAuditTableEscapes(t *testing.T) {
 // and a JetStream client.
 func startJetStream(t *testing.T) (string, jetstream.JetStream) {
 	t.Helper()
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
+	url, js := startNATS(t, "")
+	ctx := context.Background()
+	for name, subj := range map[string]string{events.FactStream("home1"): events.FactFilter("home1"), events.StreamDirectory: events.DirectoryFilter} {
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return url, js
+}
+
+// startNATS runs a NATS server with JetStream in this process, of
+// JetStream domain domain ("" for none), with no stream, and returns its
+// URL and a JetStream client.
+func startNATS(t *testing.T, domain string) (string, jetstream.JetStream) {
+	t.Helper()
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, JetStreamDomain: domain, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,12 +100,6 @@ func startJetStream(t *testing.T) (string, jetstream.JetStream) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
-	}
-	ctx := context.Background()
-	for name, subj := range map[string]string{events.FactStream("home1"): events.FactFilter("home1"), events.StreamDirectory: events.DirectoryFilter} {
-		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj}}); err != nil {
-			t.Fatal(err)
-		}
 	}
 	return srv.ClientURL(), js
 }
