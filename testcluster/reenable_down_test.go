@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/rvp-im/rvpd/directory"
-	"github.com/rvp-im/rvpd/events"
 )
 
 // TestClusterDisableAndReEnableWhileDown: alice, online on home1 and
@@ -22,19 +21,7 @@ import (
 func TestClusterDisableAndReEnableWhileDown(t *testing.T) {
 	for _, to := range []string{"home1", "home2"} {
 		t.Run("enabled on "+to, func(t *testing.T) {
-			c := Start(t, Options{Users: map[string]string{"alice": "home1", "carol": "home2"}, Inside: []string{"127.0.0.0/8"}})
-			alice, carol := c.Client(t, "alice"), c.Client(t, "carol")
-			alice.FollowRedirects = true
-			signIn(t, alice, carol)
-			must(t, "carol watches alice", carol.Watch("alice", 3600), 207)
-			carol.WaitNotify(0, wait, fromState(alice, "online"))
-			au := events.NewUser(c.Domain, "alice")
-			Eventually(t, wait, func() error {
-				if s, v, err := heldBy(c, "home1", au); err != nil || s != 2 || v != 1 {
-					return fmt.Errorf("home1 holds %d subscriptions and %d views of alice (%v), want 2 and 1", s, v, err)
-				}
-				return nil
-			})
+			c, alice, carol, au := aliceWatchedFromHome2(t)
 			if err := c.Homes["home1"].Stop(); err != nil {
 				t.Fatal(err)
 			}

@@ -121,18 +121,7 @@ func TestClusterDisableOnline(t *testing.T) {
 // home server is down; it ends her logins and presence when it starts,
 // and her watcher on the other home server is told she is offline.
 func TestClusterDisableWhileDown(t *testing.T) {
-	c := Start(t, Options{Users: map[string]string{"alice": "home1", "carol": "home2"}, Inside: []string{"127.0.0.0/8"}})
-	alice, carol := c.Client(t, "alice"), c.Client(t, "carol")
-	signIn(t, alice, carol)
-	must(t, "carol watches alice", carol.Watch("alice", 3600), 207)
-	carol.WaitNotify(0, wait, fromState(alice, "online"))
-	au := events.NewUser(c.Domain, "alice")
-	Eventually(t, wait, func() error {
-		if _, v, err := heldBy(c, "home1", au); err != nil || v != 1 {
-			return fmt.Errorf("home1 holds %d views of alice (%v), want 1", v, err)
-		}
-		return nil
-	})
+	c, alice, carol, au := aliceWatchedFromHome2(t)
 	if err := c.Homes["home1"].Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -164,19 +153,7 @@ func signInAgain(t *testing.T, u *Client) {
 // hand her off by, and kept her state; her watcher's subscription stayed
 // there, and it never heard of her again.
 func TestClusterReEnableAfterMoveWhileDown(t *testing.T) {
-	c := Start(t, Options{Users: map[string]string{"alice": "home1", "carol": "home2"}, Inside: []string{"127.0.0.0/8"}})
-	alice, carol := c.Client(t, "alice"), c.Client(t, "carol")
-	alice.FollowRedirects = true
-	signIn(t, alice, carol)
-	must(t, "carol watches alice", carol.Watch("alice", 3600), 207)
-	carol.WaitNotify(0, wait, fromState(alice, "online"))
-	au := events.NewUser(c.Domain, "alice")
-	Eventually(t, wait, func() error {
-		if s, v, err := heldBy(c, "home1", au); err != nil || s != 2 || v != 1 {
-			return fmt.Errorf("home1 holds %d subscriptions and %d views of alice (%v), want 2 and 1", s, v, err)
-		}
-		return nil
-	})
+	c, alice, carol, au := aliceWatchedFromHome2(t)
 	reenableAfterMoveWhileDown(t, c, au)
 	Eventually(t, wait, func() error {
 		if s, v, err := heldBy(c, "home1", au); err != nil || s+v != 0 {
@@ -191,6 +168,28 @@ func TestClusterReEnableAfterMoveWhileDown(t *testing.T) {
 	signInAgain(t, alice)
 	must(t, "alice busy at home2", alice.SetState("busy", 1200, 0), 207)
 	carol.WaitNotify(seen, wait, fromState(alice, "busy"))
+}
+
+// aliceWatchedFromHome2 starts a cluster of two home servers, alice on
+// home1 (following redirects) and carol on home2, both signed in, and
+// returns it once carol watches alice online and home1 holds alice's
+// login, carol's watch and her view.
+func aliceWatchedFromHome2(t *testing.T) (c *Cluster, alice, carol *Client, au events.User) {
+	t.Helper()
+	c = Start(t, Options{Users: map[string]string{"alice": "home1", "carol": "home2"}, Inside: []string{"127.0.0.0/8"}})
+	alice, carol = c.Client(t, "alice"), c.Client(t, "carol")
+	alice.FollowRedirects = true
+	signIn(t, alice, carol)
+	must(t, "carol watches alice", carol.Watch("alice", 3600), 207)
+	carol.WaitNotify(0, wait, fromState(alice, "online"))
+	au = events.NewUser(c.Domain, "alice")
+	Eventually(t, wait, func() error {
+		if s, v, err := heldBy(c, "home1", au); err != nil || s != 2 || v != 1 {
+			return fmt.Errorf("home1 holds %d subscriptions and %d views of alice (%v), want 2 and 1", s, v, err)
+		}
+		return nil
+	})
+	return c, alice, carol, au
 }
 
 // reenableAfterMoveWhileDown moves u from home1 to home2 while home1's
