@@ -235,25 +235,31 @@ func (a *Admin) CreateDomain(ctx context.Context, s DomainSpec) error {
 	return retryFenced(ctx, func() error { return a.createDomain(ctx, s) })
 }
 
-// hostName returns host as requests name it (what names it in a
-// refusal): lower-case, without the trailing dot of a name written in
-// full (im.example.com.), which no Host header carries, or an error
-// saying what to give instead of a name no request can carry. A port
-// (host:port) and an address ([::1]) are kept.
+// hostName returns host as requests name it, the form the gateway gives
+// a Host header before it looks it up (rvp.NormalizeHost: lower-case,
+// without port 80) and without the trailing dot of a name written in
+// full (im.example.com.); or an error saying what to give instead of a
+// name no request can carry. A port (host:port) and an address ([::1])
+// are kept.
 func hostName(what, host string) (string, error) {
-	h := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(host)), ".")
+	h := strings.ToLower(strings.TrimSpace(host))
 	for _, r := range h {
-		switch {
-		case r > 0x7e:
+		if r > 0x7e {
 			return "", fmt.Errorf("%s %q: give its ASCII form, as clients send it (for bücher.example: xn--bcher-kva.example)", what, host)
-		case r <= ' ' || strings.ContainsRune("/\\@?#%\"'<>,;", r):
-			return "", fmt.Errorf("%s %q: a host name has letters, digits, '-' and '.' only (for example im.example.com)", what, host)
 		}
 	}
-	if strings.Trim(h, ".") == "" || strings.Contains(h, "..") || strings.HasPrefix(h, ".") {
-		return "", fmt.Errorf("%s %q: a host name has letters, digits, '-' and '.' only (for example im.example.com)", what, host)
+	name := events.Hostname(h)
+	port := h[len(name):]
+	name = strings.TrimSuffix(name, ".")
+	bad := fmt.Errorf("%s %q: a host name has letters, digits, '-' and '.' only, an address is written 192.0.2.1 or [2001:db8::1], and a port is digits (for example im.example.com or im.example.com:8080)", what, host)
+	if strings.Trim(name, ".") == "" || strings.Contains(name, "..") || strings.HasPrefix(name, ".") {
+		return "", bad
 	}
-	return h, nil
+	n, err := rvp.NormalizeHost(name + port)
+	if err != nil {
+		return "", bad
+	}
+	return n, nil
 }
 
 // retryFenced makes a change fenced by many subjects (attempt: its checks

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/rvp-im/rvpd/directory"
+	"github.com/rvp-im/rvpd/rvp"
 )
 
 // TestCreateDomainHostNames: the host names of an IM domain are kept as
@@ -61,5 +62,56 @@ func TestCreateDomainHostNames(t *testing.T) {
 	}
 	if err := a.CreateHomeServer(ctx, "home3", "imhome3 .example.test", "", true); err == nil {
 		t.Errorf("a home server with a space in its host name was created")
+	}
+}
+
+// TestHostNamesAsTheGatewayReadsThem: a host name is kept in the form the
+// gateway gives a Host header (rvp.NormalizeHost) before it looks it up,
+// or refused. Kept as given, im.example.test:80 was stored with its port
+// and never found (the gateway drops port 80 from im.example.test:80),
+// and a name NormalizeHost refuses (a '!', a port that is no number, an
+// IPv6 address with no closing bracket) was created, every request to it
+// answered 400.
+func TestHostNamesAsTheGatewayReadsThem(t *testing.T) {
+	f := newAdminFixture(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	dir := f.directory()
+	f.follow(dir)
+	a := &directory.Admin{JetStream: f.js, Directory: dir, Actor: "a"}
+	if err := a.CreateDomain(ctx, directory.DomainSpec{Domain: "example.test", IMHost: "IM.Example.Test:80",
+		Hosts: []string{"GW.Example.Test.:8080", "[::1]:8443", "[FE80::1]"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, sent := range []string{"im.example.test:80", "IM.example.test", "gw.example.test:8080", "[::1]:8443", "[fe80::1]:80"} {
+		h, err := rvp.NormalizeHost(sent)
+		if err != nil {
+			t.Fatalf("Host %s: %v", sent, err)
+		}
+		if dom, err := dir.DomainByHost(h); err != nil || dom == nil || dom.Domain != "example.test" {
+			t.Errorf("Host %s (looked up as %s) reaches %+v (%v), want example.test", sent, h, dom, err)
+		}
+	}
+	if dom, _ := dir.Domain("example.test"); dom == nil || dom.IMHost != "im.example.test" {
+		t.Errorf("example.test: %+v, want its IM host im.example.test (port 80 is no port)", dom)
+	}
+	for _, bad := range []string{"im!bad.test", "im.bad.test:http", "[::1", "[example.test]", "im.bad.test:123456", "a:b:c"} {
+		err := a.CreateDomain(ctx, directory.DomainSpec{Domain: "bad.test", IMHost: "im.bad.test", Hosts: []string{bad}})
+		if err == nil {
+			t.Errorf("host %q: created, though no Host header naming it is taken", bad)
+			if err := a.DeleteDomain(ctx, "bad.test"); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if !strings.Contains(err.Error(), bad) {
+			t.Errorf("host %q refused without naming it: %v", bad, err)
+		}
+	}
+	if err := a.CreateHomeServer(ctx, "home2", "ImHome2.Example.Test:80", "", true); err != nil {
+		t.Fatal(err)
+	}
+	if hs, err := dir.HomeServerByHost("imhome2.example.test"); err != nil || hs == nil {
+		t.Errorf("home2 is not found by its host imhome2.example.test: %+v %v", hs, err)
 	}
 }
