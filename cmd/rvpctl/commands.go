@@ -180,7 +180,7 @@ func homeDeleted(ctx context.Context, js jetstream.JetStream, home string) bool 
 // directoryHomes returns the home servers the directory holds (not
 // deleted) at the site js reaches: every one in a deployment of one
 // JetStream domain, those the directory puts at that site (its domain)
-// otherwise. Only the home servers' own events are read, not the whole
+// or at none otherwise. Only the home servers' own events are read, not the whole
 // directory.
 func directoryHomes(ctx context.Context, js jetstream.JetStream) ([]string, error) {
 	acct, err := js.AccountInfo(ctx)
@@ -201,7 +201,8 @@ func directoryHomes(ctx context.Context, js jetstream.JetStream) ([]string, erro
 	}
 	var out []string
 	for h, s := range site {
-		if acct.Domain == "" || s == acct.Domain {
+		// One of no site is at no other one (homedElsewhere).
+		if acct.Domain == "" || s == "" || s == acct.Domain {
 			out = append(out, h)
 		}
 	}
@@ -262,7 +263,9 @@ func homedElsewhere(ctx context.Context, js jetstream.JetStream, u events.User) 
 			site = e.Site
 		}
 	})
-	if err != nil || site == acct.Domain {
+	// A home server of no site is at no other one: its node runs without
+	// -site, and its facts are in the streams of the servers it reaches.
+	if err != nil || site == "" || site == acct.Domain {
 		return "", err
 	}
 	return fmt.Sprintf("%s is homed at home server %s, at site %s, not at site %s whose streams rvpctl reads: give -nats (RVPCTL_NATS) a NATS server of site %s",

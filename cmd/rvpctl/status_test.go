@@ -136,7 +136,9 @@ func TestStatusDeletedHomeServer(t *testing.T) {
 // any home server, whatever site the directory names.
 func TestStatusHomeNeverStarted(t *testing.T) {
 	ctx := context.Background()
-	for _, c := range []struct{ domain, site string }{{"", ""}, {"a", "a"}} {
+	// {"x", ""}: nodes of no site on NATS servers of a JetStream domain
+	// (rvpd does not look at it): a home server of no site is theirs.
+	for _, c := range []struct{ domain, site string }{{"", ""}, {"a", "a"}, {"x", ""}} {
 		url, js := startSite(t, c.domain, c.site)
 		streams := map[string]string{events.FactStream("home1"): events.FactFilter("home1")}
 		if c.site != "" {
@@ -256,5 +258,34 @@ func TestPresenceOfAnotherSite(t *testing.T) {
 	}
 	if _, errOut, err := run("audit", "-user", "alice@example.test"); err != nil || errOut != "" {
 		t.Errorf("audit of alice at her site: %v %q", err, errOut)
+	}
+}
+
+// TestPresenceHomeOfNoSite: a home server of no site is at no other
+// site. rvpd runs without -site on NATS servers of a JetStream domain
+// (set for other reasons: rvpd does not look at it); rvpctl presence
+// then refused every user, "homed at home server home1, at site , not
+// at site x", and audit -user said on stderr that the facts shown were
+// not all.
+func TestPresenceHomeOfNoSite(t *testing.T) {
+	ctx := t.Context()
+	url, js := startSite(t, "x", "")
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: events.FactStream("home1"), Subjects: []string{events.FactFilter("home1")}}); err != nil {
+		t.Fatal(err)
+	}
+	publishEvent(t, js, events.HomeServerSubject("home1"), "", &events.HomeServerCreated{Name: "home1", Host: "home1.example.test", HostsUsers: true}, nil)
+	alice := events.NewUser("example.test", "alice")
+	publishEvent(t, js, events.UserSubject(alice), "", &events.UserEnabled{User: alice, Home: "home1"}, nil)
+	lookup := func(k string) (string, bool) { return url, k == "RVPCTL_NATS" }
+	run := func(args ...string) (string, string, error) {
+		var out, errOut bytes.Buffer
+		err := exec(ctx, args, lookup, strings.NewReader(""), &out, &errOut)
+		return out.String(), errOut.String(), err
+	}
+	if out, _, err := run("presence", "alice@example.test"); err != nil || !strings.Contains(out, "offline to others") {
+		t.Errorf("presence of alice, homed on home1 (no site): %v\n%s", err, out)
+	}
+	if _, errOut, err := run("audit", "-user", "alice@example.test"); err != nil || errOut != "" {
+		t.Errorf("audit of alice, homed on home1 (no site): %v %q", err, errOut)
 	}
 }
