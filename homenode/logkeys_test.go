@@ -95,3 +95,50 @@ func repeatedKey(t *testing.T, line string) string {
 	}
 	return ""
 }
+
+// TestLogKeysOnceHandoffNotSent: the line of a handoff that could not be
+// sent (the new home server's requests stream takes none) names that
+// home server to=, not home= beside the node's own home=.
+func TestLogKeysOnceHandoffNotSent(t *testing.T) {
+	logs := &logBuffer{}
+	h := newHarnessWith(t, func(c *Config) {
+		c.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", "node-a")
+	}, "ann")
+	ctx := t.Context()
+	// Requests for home2 reach no stream: its handoff is not sent.
+	st, err := h.js.Stream(ctx, events.StreamRequests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.Subjects = []string{events.RequestFilter("home1")}
+	if _, err := h.js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := directory.NewKeyring(make([]byte, directory.KeySize))
+	admin := &directory.Admin{JetStream: h.js, Directory: h.dir, Actor: "test", Keyring: key}
+	if err := admin.CreateHomeServer(ctx, "home2", "home2.example.test", "", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.MoveUser(ctx, events.NewUser("example.test", "ann"), "home2"); err != nil {
+		t.Fatal(err)
+	}
+	const msg = `"msg":"user moved away not handed off`
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(logs.tail(1000), msg); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the node never logged %s:\n%s", msg, logs.tail(40))
+		}
+		time.Sleep(10 * time.Millisecond) // polling the log, with a deadline
+	}
+	for _, line := range strings.Split(strings.TrimSpace(logs.tail(100000)), "\n") {
+		if !strings.Contains(line, msg) {
+			continue
+		}
+		if k := repeatedKey(t, line); k != "" {
+			t.Errorf("key %q twice in %s", k, line)
+		}
+		if !strings.Contains(line, `"to":"home2"`) {
+			t.Errorf("the line does not name home2 to=: %s", line)
+		}
+	}
+}

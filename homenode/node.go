@@ -542,7 +542,7 @@ func (n *Node) Run(parent context.Context) (err error) {
 	for _, mv := range strays {
 		if err := n.handoff(context.WithoutCancel(ctx), mv); err != nil {
 			n.log.Warn("user moved away not handed off yet; it will be when a request for it comes",
-				"user", mv.user.String(), "home", mv.to, "err", err)
+				"user", mv.user.String(), "to", mv.to, "err", err)
 		}
 	}
 	gone, err := n.disabledHere()
@@ -750,7 +750,7 @@ func (n *Node) Run(parent context.Context) (err error) {
 		case mv := <-moveCh:
 			if err := n.handoff(work, mv); err != nil {
 				n.log.Warn("user moved away not handed off; it will be when a request for it comes, or at the next start",
-					"user", mv.user.String(), "home", mv.to, "err", err)
+					"user", mv.user.String(), "to", mv.to, "err", err)
 			}
 		case dis := <-disCh:
 			if err := n.endDisabled(work, ctx, dis, ahead, &wg); err != nil {
