@@ -290,11 +290,7 @@ func ownersStatus(ctx context.Context, g global, js jetstream.JetStream, factStr
 	}
 	byHome := map[string]*owner{}
 	for _, name := range factStreams {
-		tok := strings.TrimPrefix(name, events.FactStreamPrefix)
-		home, err := events.Untoken(tok)
-		if err != nil {
-			home = tok
-		}
+		home := homeOfStream(name)
 		byHome[home] = &owner{Home: home}
 	}
 	homes, err := directoryHomes(ctx, js)
@@ -304,33 +300,15 @@ func ownersStatus(ctx context.Context, g global, js jetstream.JetStream, factStr
 	for _, home := range homes {
 		byHome[home] = &owner{Home: home}
 	}
-	kv, err := js.KeyValue(ctx, events.BucketOwners)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
+	ls, err := leases(ctx, js)
+	if err != nil {
+		return err
+	}
+	if ls == nil {
 		return nil // a cluster from before leases
 	}
-	if err != nil {
-		return fmt.Errorf("home-server leases: %w", err)
-	}
-	keys, err := kv.ListKeys(ctx)
-	if err != nil {
-		return fmt.Errorf("home-server leases: %w", err)
-	}
-	for k := range keys.Keys() {
-		e, err := kv.Get(ctx, k)
-		if err != nil {
-			continue // let go meanwhile
-		}
-		home, err := events.Untoken(strings.TrimPrefix(k, "home."))
-		if err != nil {
-			home = k
-		}
-		o := &owner{Home: home, Renewed: e.Created()}
-		if by, free := strings.CutPrefix(string(e.Value()), "released:"); free {
-			o.LetGo = by
-		} else {
-			o.Owned, o.Node = true, by
-		}
-		byHome[home] = o
+	for home, l := range ls {
+		byHome[home] = &owner{Home: home, Renewed: l.renewed, Owned: l.node != "", Node: l.node, LetGo: l.letGo}
 	}
 	owners := make([]*owner, 0, len(byHome))
 	for _, o := range byHome {
@@ -831,14 +809,63 @@ func verifiableHomes(ctx context.Context, js jetstream.JetStream) ([]string, err
 	}
 	var out []string
 	for _, name := range streams {
-		tok := strings.TrimPrefix(name, events.FactStreamPrefix)
-		home, err := events.Untoken(tok)
-		if err != nil {
-			home = tok
-		}
-		if !homeDeleted(ctx, js, home) {
+		if home := homeOfStream(name); !homeDeleted(ctx, js, home) {
 			out = append(out, home)
 		}
+	}
+	return out, nil
+}
+
+// homeOfStream returns the home server whose fact stream is name.
+func homeOfStream(name string) string {
+	tok := strings.TrimPrefix(name, events.FactStreamPrefix)
+	home, err := events.Untoken(tok)
+	if err != nil {
+		return tok
+	}
+	return home
+}
+
+// lease is a home server's entry in the lease bucket: the node that owns
+// it (node), or the one that let it go cleanly (letGo), and when it was
+// last written.
+type lease struct {
+	node, letGo string
+	renewed     time.Time
+}
+
+// leases returns the home servers' leases by home server; nil and no
+// error when there is no lease bucket (a cluster from before leases). A
+// lapsed lease has no entry.
+func leases(ctx context.Context, js jetstream.JetStream) (map[string]lease, error) {
+	kv, err := js.KeyValue(ctx, events.BucketOwners)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("home-server leases: %w", err)
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("home-server leases: %w", err)
+	}
+	out := map[string]lease{}
+	for k := range keys.Keys() {
+		e, err := kv.Get(ctx, k)
+		if err != nil {
+			continue // let go meanwhile
+		}
+		home, err := events.Untoken(strings.TrimPrefix(k, "home."))
+		if err != nil {
+			home = k
+		}
+		l := lease{renewed: e.Created()}
+		if by, free := strings.CutPrefix(string(e.Value()), "released:"); free {
+			l.letGo = by
+		} else {
+			l.node = by
+		}
+		out[home] = l
 	}
 	return out, nil
 }
@@ -847,25 +874,15 @@ func verifiableHomes(ctx context.Context, js jetstream.JetStream) ([]string, err
 // when the leases cannot be read (a cluster from before leases): then
 // every node is asked.
 func ownedHomes(ctx context.Context, js jetstream.JetStream) map[string]bool {
-	kv, err := js.KeyValue(ctx, events.BucketOwners)
-	if err != nil {
-		return nil
-	}
-	keys, err := kv.ListKeys(ctx)
-	if err != nil {
+	ls, err := leases(ctx, js)
+	if err != nil || ls == nil {
 		return nil
 	}
 	owned := map[string]bool{}
-	for k := range keys.Keys() {
-		e, err := kv.Get(ctx, k)
-		if err != nil || strings.HasPrefix(string(e.Value()), "released:") {
-			continue
+	for home, l := range ls {
+		if l.node != "" {
+			owned[home] = true
 		}
-		home, err := events.Untoken(strings.TrimPrefix(k, "home."))
-		if err != nil {
-			home = k
-		}
-		owned[home] = true
 	}
 	return owned
 }
