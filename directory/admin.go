@@ -262,6 +262,13 @@ func hostName(what, host string) (string, error) {
 	return n, nil
 }
 
+// domainName returns an IM domain's name as the directory keeps it
+// (hostName's form: lower-case, without the trailing dot of a name
+// written in full), for looking one up as an administrator names it.
+func domainName(domain string) string {
+	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(domain)), ".")
+}
+
 // retryFenced makes a change fenced by many subjects (attempt: its checks
 // on the projection, then its append) again while it is refused only
 // because one of them moved (errChanged): another change, of another
@@ -306,16 +313,26 @@ func (a *Admin) createDomain(ctx context.Context, s DomainSpec) error {
 	return a.appendFenced(ctx, ev, ver, events.DomainsFilter, "the IM domains")
 }
 
-// DeleteDomain deletes an IM domain that has no users left.
+// DeleteDomain deletes an IM domain that has no users left, nor
+// routers: deleted with it, they stayed in the router list, and their
+// mode (redirect or proxy) applied again, unseen, to a domain of that
+// name created later.
 //
 // It is fenced by the events of the domain's users, not the domain's own:
 // a user enabled in it meanwhile (decided on a projection that has not
 // the deletion yet) fails the deletion, rather than be left enabled in an
 // IM domain that no longer exists. Another user's change meanwhile has it
-// checked again (retryFenced).
+// checked again (retryFenced). A router's subject holds no domain, and one
+// fence is all an append takes: a router created in the domain between
+// the deletion's check and its append (CreateRouter is fenced by the
+// domains' events, so none can be after it) is deleted once the deletion
+// is made (dropRoutersOf).
 func (a *Admin) DeleteDomain(ctx context.Context, domain string) error {
-	domain = strings.ToLower(domain)
-	return retryFenced(ctx, func() error { return a.deleteDomain(ctx, domain) })
+	domain = domainName(domain)
+	if err := retryFenced(ctx, func() error { return a.deleteDomain(ctx, domain) }); err != nil {
+		return err
+	}
+	return a.dropRoutersOf(ctx, domain)
 }
 
 // deleteDomain makes one attempt at DeleteDomain.
@@ -325,7 +342,7 @@ func (a *Admin) deleteDomain(ctx context.Context, domain string) error {
 	if err != nil {
 		return err
 	}
-	if err := a.caughtUp(ctx, events.DomainSubject(domain)); err != nil {
+	if err := a.caughtUp(ctx, events.DomainSubject(domain), events.RoutersFilter); err != nil {
 		return err
 	}
 	dom, err := a.Directory.Domain(domain)
@@ -345,7 +362,54 @@ func (a *Admin) deleteDomain(ctx context.Context, domain string) error {
 	if len(enabled) > 0 {
 		return fmt.Errorf("IM domain %s still has %d enabled users (%s first); disable them first (rvpctl user disable)", domain, len(enabled), enabled[0].User)
 	}
+	routers, err := a.Directory.RoutersOf(domain)
+	if err != nil {
+		return err
+	}
+	if len(routers) > 0 {
+		return fmt.Errorf("IM domain %s still has %d routers (%s first); delete them first (rvpctl router delete %s)", domain, len(routers), routers[0].Name, routers[0].Name)
+	}
 	return a.appendFenced(ctx, &events.DomainDeleted{Meta: a.meta(), Domain: domain}, ver, users, "the users of IM domain "+domain)
+}
+
+// dropRoutersOf deletes the routers of IM domain domain, just deleted
+// (and applied by the projection): those created in it between the
+// deletion's check and its append, which the deletion's fence (its
+// users' events) did not see. Their deletions are recorded events, by
+// the administrator who deleted the domain.
+func (a *Admin) dropRoutersOf(ctx context.Context, domain string) error {
+	routers, err := a.Directory.RoutersOf(domain)
+	if err != nil {
+		return err
+	}
+	for _, r := range routers {
+		ver, err := a.current(ctx, events.RouterSubject(r.Name))
+		if err == nil {
+			err = a.dropRouter(ctx, r.Name, domain, ver)
+		}
+		if err != nil {
+			// Not wrapped: the domain's deletion is made.
+			return fmt.Errorf("IM domain %s is deleted, but its router %s, created meanwhile, is left (%v); delete it (rvpctl router delete %s)", domain, r.Name, err, r.Name)
+		}
+	}
+	return nil
+}
+
+// dropRouter deletes router name, of IM domain domain, at its subject's
+// sequence ver, unless the projection (there) has it no more, or has the
+// domain again (created anew since: the router is the new domain's).
+func (a *Admin) dropRouter(ctx context.Context, name, domain string, ver uint64) error {
+	if err := a.caughtUp(ctx, events.DomainSubject(domain)); err != nil {
+		return err
+	}
+	if dom, err := a.Directory.Domain(domain); err != nil || dom != nil {
+		return err
+	}
+	r, err := a.Directory.Router(name)
+	if err != nil || r == nil || !strings.EqualFold(r.Domain, domain) {
+		return err
+	}
+	return a.append(ctx, &events.RouterDeleted{Meta: a.meta(), Name: name}, ver)
 }
 
 // CreateHomeServer creates a home server.
@@ -447,7 +511,17 @@ func (a *Admin) CreateRouter(ctx context.Context, name, domain, host, mode strin
 	default:
 		return fmt.Errorf("router mode %q: want auto, redirect or proxy", mode)
 	}
-	ver, err := a.current(ctx, events.RouterSubject(name))
+	// Fenced by the IM domains' events (and the routers', its own
+	// included: ConfigFilter), not its own subject alone: a domain
+	// deleted between the check and the append (or on a projection that
+	// had not the deletion yet) got a router that no longer served
+	// anything, until a domain of that name was created again.
+	return retryFenced(ctx, func() error { return a.createRouter(ctx, name, domainName(domain), host, mode) })
+}
+
+// createRouter makes one attempt at CreateRouter.
+func (a *Admin) createRouter(ctx context.Context, name, domain, host, mode string) error {
+	ver, err := a.current(ctx, events.ConfigFilter)
 	if err != nil {
 		return err
 	}
@@ -463,7 +537,7 @@ func (a *Admin) CreateRouter(ctx context.Context, name, domain, host, mode strin
 	} else if r != nil {
 		return fmt.Errorf("router %s: %w", name, ErrExists)
 	}
-	return a.append(ctx, &events.RouterCreated{Meta: a.meta(), Name: name, Domain: dom.Domain, Host: host, Mode: mode}, ver)
+	return a.appendFenced(ctx, &events.RouterCreated{Meta: a.meta(), Name: name, Domain: dom.Domain, Host: host, Mode: mode}, ver, events.ConfigFilter, "the IM domains, home servers, routers or administrators")
 }
 
 // DeleteRouter deletes a router.
@@ -682,12 +756,9 @@ func (a *Admin) setAdmin(ctx context.Context, name, role string, domains []strin
 		if len(domains) == 0 {
 			return errors.New("a domain administrator needs the IM domains it administers (-domains)")
 		}
-		for _, d := range domains {
-			if dom, err := a.Directory.Domain(d); err != nil {
-				return err
-			} else if dom == nil {
-				return fmt.Errorf("IM domain %s does not exist", d)
-			}
+		domains = slices.Clone(domains)
+		for i, d := range domains {
+			domains[i] = domainName(d)
 		}
 	default:
 		return fmt.Errorf("role %q: want %s or %s", role, events.RoleOrganization, events.RoleDomain)
@@ -702,29 +773,57 @@ func (a *Admin) setAdmin(ctx context.Context, name, role string, domains []strin
 	if err != nil {
 		return err
 	}
-	ev := &events.AdminSet{Meta: a.meta(), Name: name, Role: role, Domains: domains, Verifiers: sealed}
-	if create {
-		if err := a.append(ctx, ev, 0); err != nil {
-			return fmt.Errorf("administrator %s: %w", name, err)
-		}
-		return nil
-	}
+	ev := &events.AdminSet{Name: name, Role: role, Domains: domains, Verifiers: sealed}
 	if role == events.RoleOrganization {
+		ev.Meta = a.meta()
+		if create {
+			if err := a.append(ctx, ev, 0); err != nil {
+				return fmt.Errorf("administrator %s: %w", name, err)
+			}
+			return nil
+		}
 		return a.appendNext(ctx, ev) // takes no organisation administrator away
 	}
+	// A domain administrator's domains are checked on the projection at
+	// the IM domains' (and administrators') last event, and the change
+	// is fenced by them: checked on a projection that had not a domain's
+	// deletion yet, or appended after one that came between, it made a
+	// domain administrator of a domain that no longer exists.
 	return retryFenced(ctx, func() error {
-		ver, err := a.keepsOrganisationAdmin(ctx, name)
+		var ver uint64
+		var err error
+		if create {
+			ver, err = a.current(ctx, events.ConfigFilter)
+		} else {
+			ver, err = a.keepsOrganisationAdmin(ctx, name, events.ConfigFilter)
+		}
 		if err != nil {
 			return err
 		}
-		return a.appendFenced(ctx, ev, ver, events.AdminFilter, "the administrators")
+		for _, d := range domains {
+			if dom, err := a.Directory.Domain(d); err != nil {
+				return err
+			} else if dom == nil {
+				return fmt.Errorf("IM domain %s does not exist", d)
+			}
+		}
+		if create {
+			// One of that name exists or existed: its subject has events.
+			if n, err := a.version(ctx, events.AdminSubject(name)); err != nil {
+				return err
+			} else if n != 0 {
+				return fmt.Errorf("administrator %s: %w", name, ErrExists)
+			}
+		}
+		ev.Meta = a.meta()
+		return a.appendFenced(ctx, ev, ver, events.ConfigFilter, "the IM domains, home servers, routers or administrators")
 	})
 }
 
 // RemoveAdmin removes an administrator.
 func (a *Admin) RemoveAdmin(ctx context.Context, name string) error {
 	return retryFenced(ctx, func() error {
-		ver, err := a.keepsOrganisationAdmin(ctx, name)
+		ver, err := a.keepsOrganisationAdmin(ctx, name, events.AdminFilter)
 		if err != nil {
 			return err
 		}
@@ -742,12 +841,13 @@ func (a *Admin) RemoveAdmin(ctx context.Context, name string) error {
 // a domain administrator) when it is the last one: only an organisation
 // administrator makes another, and rvpd init refuses an initialised
 // cluster, so with none left the organisation could never be
-// administered again. It returns the administrators' last sequence, which
-// the change is to be appended fenced by (events.AdminFilter): two such
-// changes at once (two administrators removing each other) were each
+// administered again. It returns the last sequence of fence (a filter
+// that matches every administrator's subject: events.AdminFilter, or
+// events.ConfigFilter), which the change is to be appended fenced by: two
+// such changes at once (two administrators removing each other) were each
 // fenced by the other's subject alone, and both were made.
-func (a *Admin) keepsOrganisationAdmin(ctx context.Context, name string) (uint64, error) {
-	ver, err := a.current(ctx, events.AdminFilter)
+func (a *Admin) keepsOrganisationAdmin(ctx context.Context, name, fence string) (uint64, error) {
+	ver, err := a.current(ctx, fence)
 	if err != nil {
 		return 0, err
 	}

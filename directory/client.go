@@ -131,7 +131,7 @@ func (c *Client) CreateDomain(ctx context.Context, s DomainSpec) error {
 	return c.Do(ctx, OpDomainCreate, s, nil)
 }
 
-// DeleteDomain deletes an IM domain that has no users left.
+// DeleteDomain deletes an IM domain that has no users or routers left.
 func (c *Client) DeleteDomain(ctx context.Context, domain string) error {
 	return c.Do(ctx, OpDomainDelete, DomainRef{Domain: domain}, nil)
 }

@@ -174,6 +174,17 @@ func AdminSubject(name string) string { return DirectoryRoot + ".admin." + Token
 // AdminFilter matches every administrator's directory events.
 const AdminFilter = DirectoryRoot + ".admin.*"
 
+// RoutersFilter matches every router's directory events.
+const RoutersFilter = DirectoryRoot + ".router.*"
+
+// ConfigFilter matches the directory events of every aggregate but the
+// users: IM domains, home servers, routers, administrators and settings
+// (their subjects have one token after the kind, a user's two). A change
+// that reads IM domains beside its own aggregate (a router's creation, a
+// domain administrator's) is fenced by it: few changes move it, and an
+// import's thousands of user events none.
+const ConfigFilter = DirectoryRoot + ".*.*"
+
 // SettingSubject is the subject of an organisation-wide setting.
 func SettingSubject(name string) string { return DirectoryRoot + ".setting." + Token(name) }
 
