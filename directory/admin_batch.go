@@ -382,10 +382,32 @@ func (a *Admin) ImportUsers(ctx context.Context, s ImportSpec, allowed func(doma
 		case err != nil:
 			results[i] = ImportResult{Outcome: ImportRefused, Error: fmt.Sprintf("not enabled: %v (import again: what was done stays done)", err)}
 		default:
-			results[i] = ImportResult{Outcome: ImportExists} // enabled meanwhile by someone else
+			results[i] = a.changedMeanwhile(ctx, todo[j].Spec)
 		}
 	}
 	return results, nil
+}
+
+// changedMeanwhile says what became of user s.User, unknown when the
+// import checked it, that another administrator enabled before the
+// import's append (refused): what the directory holds of it now. Reported
+// "exists" whatever that was, a user enabled and disabled again meanwhile
+// was taken for imported.
+func (a *Admin) changedMeanwhile(ctx context.Context, s UserSpec) ImportResult {
+	u := s.User
+	if _, err := a.current(ctx, events.UserSubject(u)); err != nil {
+		return ImportResult{Outcome: ImportRefused, Error: fmt.Sprintf("not enabled: another administrator changed %s meanwhile, and the directory could not be read (%v); look (rvpctl user show %s)", u, err, u)}
+	}
+	rec, err := a.Directory.User(u)
+	switch {
+	case err != nil:
+		return ImportResult{Outcome: ImportRefused, Error: fmt.Sprintf("not enabled: another administrator changed %s meanwhile, and the directory could not be read (%v); look (rvpctl user show %s)", u, err, u)}
+	case rec == nil:
+		return ImportResult{Outcome: ImportRefused, Error: fmt.Sprintf("not enabled: another administrator changed %s meanwhile; import again", u)}
+	case !rec.Enabled:
+		return ImportResult{Outcome: ImportRefused, Error: fmt.Sprintf("%s was enabled and disabled again by another administrator meanwhile; enable it again with rvpctl user enable %s -home %s", u, u, s.Home)}
+	}
+	return ImportResult{Outcome: ImportExists, Differs: differs(rec.Home, rec.DisplayName, rec.Email, rec.NTAccount, s)}
 }
 
 // differs lists what a user's directory record holds otherwise than an
