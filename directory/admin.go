@@ -476,20 +476,12 @@ func (a *Admin) deleteHomeServer(ctx context.Context, name string) error {
 	if hs == nil {
 		return fmt.Errorf("home server %s: %w", name, ErrNotFound)
 	}
-	doms, err := a.Directory.Domains()
-	if err != nil {
+	// The users of the home server only: an import running meanwhile may
+	// have this checked a hundred times.
+	if u, err := a.Directory.EnabledUserOn(name); err != nil {
 		return err
-	}
-	for _, d := range doms {
-		users, err := a.Directory.Users(d.Domain)
-		if err != nil {
-			return err
-		}
-		for _, u := range users {
-			if u.Home == name && u.Enabled {
-				return fmt.Errorf("home server %s still hosts %s; move its users first (rvpctl user move)", name, u.User)
-			}
-		}
+	} else if u != nil {
+		return fmt.Errorf("home server %s still hosts %s; move its users first (rvpctl user move)", name, u.User)
 	}
 	return a.appendFenced(ctx, &events.HomeServerDeleted{Meta: a.meta(), Name: name}, ver, users, "the users")
 }

@@ -20,12 +20,12 @@ import (
 
 // adminFixture is a directory stream on an in-process JetStream server.
 type adminFixture struct {
-	t     *testing.T
+	t     testing.TB
 	js    jetstream.JetStream
 	stopB func() // stops the projection of twoAdmins' b following
 }
 
-func newAdminFixture(t *testing.T) *adminFixture {
+func newAdminFixture(t testing.TB) *adminFixture {
 	t.Helper()
 	ns, err := server.NewServer(&server.Options{ServerName: "t", JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoSigs: true, NoLog: true})
 	if err != nil {

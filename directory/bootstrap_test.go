@@ -17,7 +17,7 @@ import (
 	"github.com/rvp-im/rvpd/testcluster"
 )
 
-func newKeyring(t *testing.T) *directory.Keyring {
+func newKeyring(t testing.TB) *directory.Keyring {
 	t.Helper()
 	key := make([]byte, directory.KeySize)
 	rand.Read(key)

@@ -407,6 +407,13 @@ func (d *Directory) HomeServers() ([]HomeServer, error) {
 	return memList[HomeServer](&d.mem, "home", ""), nil
 }
 
+// EnabledUserOn returns an enabled user homed on home server home (the
+// same one while it is), or nil when it hosts none, without reading the
+// other users.
+func (d *Directory) EnabledUserOn(home string) (*UserRecord, error) {
+	return d.mem.homedUser(home), nil
+}
+
 // Router returns the named router, or nil.
 func (d *Directory) Router(name string) (*Router, error) {
 	return memRecord[Router](&d.mem, "router", events.Token(name)), nil
