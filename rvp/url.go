@@ -59,7 +59,10 @@ func ParseURL(s string) (URL, error) {
 
 // NormalizeHost lower-cases a host[:port], checks it is a host name, an
 // IPv4 address or a bracketed IPv6 address with an optional numeric port,
-// and drops the port when it is 80.
+// and drops the port when it is 80, and the trailing dot of a name
+// written in full (im.example.com.: the same DNS name, which a client
+// sends when its user typed it so, and which the directory keeps
+// without).
 func NormalizeHost(host string) (string, error) {
 	host = strings.ToLower(strings.TrimSpace(host))
 	name, port := host, ""
@@ -78,6 +81,9 @@ func NormalizeHost(host string) (string, error) {
 		}
 	} else if i := strings.LastIndexByte(host, ':'); i >= 0 {
 		name, port = host[:i], host[i:]
+	}
+	if !strings.HasPrefix(name, "[") {
+		name = strings.TrimSuffix(name, ".")
 	}
 	if name == "" {
 		return "", errors.New("empty host")
@@ -104,7 +110,7 @@ func NormalizeHost(host string) (string, error) {
 	if port == "80" {
 		return name, nil
 	}
-	return host, nil // name:port, as given (lower-cased)
+	return name + ":" + port, nil
 }
 
 // DialAddr returns host[:port] as a dialer takes it: with HTTP's port 80

@@ -15,13 +15,17 @@ func TestParseURL(t *testing.T) {
 		"http://[::1]:80/x?y#z":                         "http://[::1]/x",
 		"http://[::1]:8080/x":                           "http://[::1]:8080/x",
 		"http://IM.Example.COM:8080/instmsg":            "http://im.example.com:8080/instmsg",
+		// A name written in full is the same name.
+		"http://IM.Example.COM./instmsg/aliases/bob": "http://im.example.com/instmsg/aliases/bob",
+		"http://im.example.com.:80/":                 "http://im.example.com",
+		"http://im.example.com.:8080/x":              "http://im.example.com:8080/x",
 	} {
 		u, err := ParseURL(in)
 		if err != nil || u.String() != want {
 			t.Errorf("ParseURL(%q) = %q, %v; want %q", in, u.String(), err, want)
 		}
 	}
-	for _, bad := range []string{"", "im.example.com/x", "https://x/y", "http:///x", "http://a b/", "http://x:port/", "http://user@x/"} {
+	for _, bad := range []string{"", "im.example.com/x", "https://x/y", "http:///x", "http://a b/", "http://x:port/", "http://user@x/", "http://./"} {
 		if u, err := ParseURL(bad); err == nil {
 			t.Errorf("ParseURL(%q) = %q, want error", bad, u)
 		}
