@@ -575,7 +575,7 @@ func (a *Admin) checkHome(home string) error {
 func (a *Admin) EnableUser(ctx context.Context, s UserSpec) error {
 	// Names are kept lower-case, as requests look them up (a client of
 	// the directory service other than rvpctl may send them otherwise).
-	u := events.NewUser(s.User.Domain, s.User.Alias)
+	u := canonicalUser(s.User)
 	if err := checkAlias(u); err != nil {
 		return err
 	}
@@ -671,6 +671,7 @@ func (a *Admin) enabledUser(u events.User) (*projections.UserRecord, error) {
 // keeps its watchers' subscriptions, for the day it is enabled again
 // (homenode/disable.go).
 func (a *Admin) DisableUser(ctx context.Context, u events.User) error {
+	u = canonicalUser(u)
 	ver, err := a.current(ctx, events.UserSubject(u))
 	if err != nil {
 		return err
@@ -683,6 +684,7 @@ func (a *Admin) DisableUser(ctx context.Context, u events.User) error {
 
 // MoveUser moves a user to another home server.
 func (a *Admin) MoveUser(ctx context.Context, u events.User, home string) error {
+	u = canonicalUser(u)
 	return retryFenced(ctx, func() error { return a.moveUser(ctx, u, home) })
 }
 
@@ -708,6 +710,7 @@ func (a *Admin) moveUser(ctx context.Context, u events.User, home string) error 
 // verifiers are computed where the password was typed; the password
 // itself never reaches the server.
 func (a *Admin) SetPassword(ctx context.Context, u events.User, v rvp.Verifiers) error {
+	u = canonicalUser(u)
 	subject := events.UserSubject(u)
 	ver, err := a.current(ctx, subject)
 	if err != nil {

@@ -375,6 +375,13 @@ func op[A any](domainAdmin bool, scope func(A) string, do func(context.Context, 
 				return "", nil, fmt.Errorf("malformed arguments: %w", err)
 			}
 		}
+		// Users and IM domains as the directory keeps them, whatever the
+		// client sent: looked up as sent, alice@Example.Test. did not
+		// exist, and a domain administrator of example.test was refused
+		// "IM domain example.test.".
+		if c, ok := any(a).(interface{ canonical() A }); ok {
+			a = c.canonical()
+		}
 		domain := ""
 		if scope != nil {
 			domain = scope(a)
@@ -397,6 +404,28 @@ func (m UserMoveSpec) user() events.User { return m.User }
 func (p PasswordSpec) user() events.User { return p.User }
 
 func (r DomainRef) domain() string { return r.Domain }
+
+func (s UserSpec) canonical() UserSpec { s.User = canonicalUser(s.User); return s }
+func (r UserRef) canonical() UserRef   { r.User = canonicalUser(r.User); return r }
+func (m UserMoveSpec) canonical() UserMoveSpec {
+	m.User = canonicalUser(m.User)
+	return m
+}
+func (p PasswordSpec) canonical() PasswordSpec { p.User = canonicalUser(p.User); return p }
+func (r DomainRef) canonical() DomainRef       { r.Domain = domainName(r.Domain); return r }
+func (s UserListSpec) canonical() UserListSpec {
+	s.Domain, s.After = domainName(s.Domain), canonicalUser(s.After)
+	return s
+}
+
+// canonicalUser is u as the directory keeps users (events.NewUser); the
+// zero user stays zero.
+func canonicalUser(u events.User) events.User {
+	if u.IsZero() {
+		return u
+	}
+	return events.NewUser(u.Domain, u.Alias)
+}
 
 // operations returns the directory service's operations. Domain
 // administrators may manage the users of their own IM domains and read

@@ -107,9 +107,11 @@ func (u User) String() string {
 func (u User) IsZero() bool { return u.Domain == "" && u.Alias == "" }
 
 // NewUser returns the user alias@domain with both parts lower-cased, since
-// RVP compares aliases and hosts case-insensitively.
+// RVP compares aliases and hosts case-insensitively, and the domain
+// without the trailing dot of a name written in full (example.com.), as
+// the directory keeps IM domains.
 func NewUser(domain, alias string) User {
-	return User{Domain: strings.ToLower(domain), Alias: strings.ToLower(alias)}
+	return User{Domain: strings.TrimSuffix(strings.ToLower(domain), "."), Alias: strings.ToLower(alias)}
 }
 
 // RequestSubject is the subject of request events about u's node on home.
