@@ -83,7 +83,9 @@ func NormalizeHost(host string) (string, error) {
 		name, port = host[:i], host[i:]
 	}
 	if !strings.HasPrefix(name, "[") {
-		name = strings.TrimSuffix(name, ".")
+		// All of them: a.. read as a. would read as a the next time,
+		// and a name must read the same however often it is normalised.
+		name = strings.TrimRight(name, ".")
 	}
 	if name == "" {
 		return "", errors.New("empty host")

@@ -55,7 +55,7 @@ func TestParseNodePath(t *testing.T) {
 }
 
 func FuzzParseURL(f *testing.F) {
-	for _, s := range []string{"http://im.example.com/instmsg/aliases/alice", "http://10.0.0.21:3044", "http://IM.EXAMPLE.COM:80/instmsg/aliases/bob/", "http://[::1]:8080/", "http://x:/"} {
+	for _, s := range []string{"http://im.example.com/instmsg/aliases/alice", "http://10.0.0.21:3044", "http://IM.EXAMPLE.COM:80/instmsg/aliases/bob/", "http://[::1]:8080/", "http://x:/", "http://a../x", "http://im.example.com.:8080/"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
