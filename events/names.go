@@ -109,9 +109,10 @@ func (u User) IsZero() bool { return u.Domain == "" && u.Alias == "" }
 // NewUser returns the user alias@domain with both parts lower-cased, since
 // RVP compares aliases and hosts case-insensitively, and the domain
 // without the trailing dot of a name written in full (example.com.), as
-// the directory keeps IM domains.
+// the directory keeps IM domains (all trailing dots: a user made again
+// from a user's parts is the same user).
 func NewUser(domain, alias string) User {
-	return User{Domain: strings.TrimSuffix(strings.ToLower(domain), "."), Alias: strings.ToLower(alias)}
+	return User{Domain: strings.TrimRight(strings.ToLower(domain), "."), Alias: strings.ToLower(alias)}
 }
 
 // RequestSubject is the subject of request events about u's node on home.

@@ -50,3 +50,13 @@ func FuzzToken(f *testing.F) {
 		}
 	})
 }
+// TestNewUserSettled: a user made from a user's parts is the same user
+// (its domain's trailing dots dropped all at once, not one a time).
+func TestNewUserSettled(t *testing.T) {
+	for _, d := range []string{"example.test", "Example.Test.", "example.test..", "EXAMPLE.TEST..."} {
+		u := NewUser(d, "Alice")
+		if again := NewUser(u.Domain, u.Alias); again != u || u.Domain != "example.test" {
+			t.Errorf("NewUser(%q, Alice) = %v, and again %v; want alice@example.test both times", d, u, again)
+		}
+	}
+}
