@@ -132,8 +132,19 @@ func (c *console) routes(mux *http.ServeMux) {
 	mux.Handle("GET /console/static/", http.StripPrefix("/console/static/", http.FileServerFS(static)))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/console/", http.StatusSeeOther) })
 	mux.HandleFunc("GET /console/login", c.loginPage)
-	mux.HandleFunc("POST /console/login", c.login)
-	mux.HandleFunc("POST /console/logout", c.logout)
+	// A post from a page of another site (a browser says so in
+	// Sec-Fetch-Site or Origin) is refused before it is read: it would
+	// sign the administrator in to the session of whoever wrote the page,
+	// sign it out, or spend its address's failed sign-ins (and lock it
+	// out at every console). rvpctl and curl send neither header.
+	sameSite := http.NewCrossOriginProtection()
+	sameSite.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c.log.Warn("console post from another site refused", "path", r.URL.Path, "origin", r.Header.Get("Origin"),
+			"fetch_site", r.Header.Get("Sec-Fetch-Site"), "client", clientAddr(r))
+		http.Error(w, "refused: posted from a page of another site; open the console itself and sign in there", http.StatusForbidden)
+	}))
+	mux.Handle("POST /console/login", sameSite.Handler(http.HandlerFunc(c.login)))
+	mux.Handle("POST /console/logout", sameSite.Handler(http.HandlerFunc(c.logout)))
 	mux.HandleFunc("GET /console/{$}", c.signedIn(c.overview))
 	mux.HandleFunc("GET /console/users", c.signedIn(c.users))
 	mux.HandleFunc("GET /console/user/{user}", c.signedIn(c.user))

@@ -2,6 +2,8 @@ package main
 
 import (
 	"html"
+	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -53,4 +55,72 @@ func TestConsoleClientTextInert(t *testing.T) {
 		t.Fatal(err)
 	}
 	inert("the overview's audit")
+	// The console's own posts pass its check of posts from other sites
+	// (TestConsoleCrossSitePosts): the administrator signs out, and is
+	// asked to sign in again.
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`form.who button`)), chromedp.WaitVisible(chromedp.ID("signin")),
+		chromedp.Navigate(ops+"/console/"), chromedp.WaitVisible(chromedp.ID("signin"))); err != nil {
+		t.Fatalf("sign out through the console's button: %v", err)
+	}
+}
+
+// TestConsoleCrossSitePosts: a page of another site cannot make the
+// administrator's browser post to the console: not sign it in (to the
+// attacker's session: login CSRF), not sign it out, and not spend the
+// failed sign-ins of its address, which would lock the administrator out
+// at every console of the cluster for up to 5 minutes. A browser tells
+// such a post by Sec-Fetch-Site (or, before 2023, by Origin alone); the
+// console's own form, and clients that send neither (rvpctl, curl), go
+// on signing in.
+func TestConsoleCrossSitePosts(t *testing.T) {
+	_, ops := startDevOps(t)
+	post := func(path string, form url.Values, header ...string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("POST", ops+path, strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	crossSite := []string{"Sec-Fetch-Site", "cross-site", "Origin", "http://attacker.example"}
+	oldBrowser := []string{"Origin", "http://attacker.example"}
+	sameOrigin := []string{"Sec-Fetch-Site", "same-origin", "Origin", ops}
+	signIn := func(password string) url.Values {
+		return url.Values{"name": {"admin"}, "password": {password}, "next": {"/console/"}}
+	}
+
+	for _, h := range [][]string{crossSite, oldBrowser} {
+		if r := post("/console/login", signIn(testPassword), h...); r.StatusCode != http.StatusForbidden || len(r.Cookies()) != 0 {
+			t.Errorf("a sign-in posted from another site (%v): %d, cookies %v; want 403 and none", h, r.StatusCode, r.Cookies())
+		}
+		if r := post("/console/logout", nil, h...); r.StatusCode != http.StatusForbidden || len(r.Cookies()) != 0 {
+			t.Errorf("a sign-out posted from another site (%v): %d, cookies %v; want 403 and none", h, r.StatusCode, r.Cookies())
+		}
+	}
+	statuses := map[int]int{}
+	for range freeFailures + 2 {
+		statuses[post("/console/login", signIn("guess"), crossSite...).StatusCode]++
+	}
+	if statuses[http.StatusForbidden] != freeFailures+2 {
+		t.Errorf("%d wrong passwords posted from another site: statuses %v, want 403 to each", freeFailures+2, statuses)
+	}
+	// None of those counted: the administrator signs in from the same
+	// address, through the console's form, and out again.
+	r := post("/console/login", signIn(testPassword), sameOrigin...)
+	if r.StatusCode != http.StatusSeeOther || len(r.Cookies()) != 1 {
+		t.Fatalf("the administrator's own sign-in after another site's posts: %d (Retry-After %q), cookies %v; want 303 and a session",
+			r.StatusCode, r.Header.Get("Retry-After"), r.Cookies())
+	}
+	if r := post("/console/logout", nil, sameOrigin...); r.StatusCode != http.StatusSeeOther || len(r.Cookies()) != 1 || r.Cookies()[0].MaxAge >= 0 {
+		t.Errorf("the administrator's own sign-out: %d, cookies %v; want 303 and the cookie dropped", r.StatusCode, r.Cookies())
+	}
+	if r := post("/console/login", signIn(testPassword)); r.StatusCode != http.StatusSeeOther {
+		t.Errorf("a sign-in with neither Sec-Fetch-Site nor Origin (not a browser): %d, want 303", r.StatusCode)
+	}
 }
