@@ -82,6 +82,12 @@ type auditEvent struct {
 }
 
 type overviewData struct {
+	// Cluster says the administrator sees the cluster (an organisation
+	// administrator): the home servers' owners and online users, the
+	// streams, the nodes and the audit. A domain administrator sees its
+	// IM domains, their routers, and the home servers as rvpctl lists
+	// them to it, with its own users on them.
+	Cluster bool
 	Domains []domainRow
 	Homes   []homeRow
 	Streams []streamRow
@@ -94,7 +100,7 @@ type overviewData struct {
 func (c *console) overview(w http.ResponseWriter, r *http.Request, adm *projections.Administrator) {
 	ctx, cancel := context.WithTimeout(r.Context(), pageTimeout)
 	defer cancel()
-	var d overviewData
+	d := overviewData{Cluster: adm.Role == events.RoleOrganization}
 	var errs []string
 	note := func(what string, err error) {
 		if err != nil {
@@ -103,12 +109,17 @@ func (c *console) overview(w http.ResponseWriter, r *http.Request, adm *projecti
 	}
 	nodes, err := gatherCluster(ctx, c.nc, c.gatherWait)
 	note("node reports", err)
-	d.Nodes = nodes
+	if d.Cluster {
+		d.Nodes = nodes
+	}
 	fams := parseReports(nodes)
 	homeUsers := map[string]int{}
 	doms, err := c.dir.Domains()
 	note("IM domains", err)
 	for _, dom := range doms {
+		if !mayView(adm, dom.Domain) {
+			continue
+		}
 		users, err := c.dir.Users(dom.Domain)
 		note("users of "+dom.Domain, err)
 		row := domainRow{Domain: dom, Users: len(users)}
@@ -118,24 +129,28 @@ func (c *console) overview(w http.ResponseWriter, r *http.Request, adm *projecti
 				homeUsers[u.Home]++
 			}
 		}
-		if mayView(adm, dom.Domain) {
-			d.Domains = append(d.Domains, row)
-		}
+		d.Domains = append(d.Domains, row)
 	}
-	owners, err := c.owners(ctx)
-	note("home-server leases", err)
+	var owners map[string]owner
+	if d.Cluster {
+		owners, err = c.owners(ctx)
+		note("home-server leases", err)
+	}
 	homes, err := c.dir.HomeServers()
 	note("home servers", err)
 	for _, h := range homes {
 		row := homeRow{HomeServer: h, Users: homeUsers[h.Name]}
-		if o, ok := owners[h.Name]; ok {
-			row.Owner, row.Renewed = o.node, o.renewed
-			row.Lapsed = o.released
+		if d.Cluster {
+			// The gauges count every IM domain's users: the cluster's.
+			if o, ok := owners[h.Name]; ok {
+				row.Owner, row.Renewed = o.node, o.renewed
+				row.Lapsed = o.released
+			}
+			row.Online, row.Reported = fams.sum("rvpd_home_online_users", "home", h.Name)
+			row.Subs, _ = fams.sum("rvpd_home_subscriptions", "home", h.Name)
+			row.NotifyUnderWay, row.NotifyReported = fams.sum("rvpd_home_notifies_under_way", "home", h.Name)
+			row.NotifyWaiting, _ = fams.sum("rvpd_home_notifies_waiting", "home", h.Name)
 		}
-		row.Online, row.Reported = fams.sum("rvpd_home_online_users", "home", h.Name)
-		row.Subs, _ = fams.sum("rvpd_home_subscriptions", "home", h.Name)
-		row.NotifyUnderWay, row.NotifyReported = fams.sum("rvpd_home_notifies_under_way", "home", h.Name)
-		row.NotifyWaiting, _ = fams.sum("rvpd_home_notifies_waiting", "home", h.Name)
 		d.Homes = append(d.Homes, row)
 	}
 	routers, err := c.dir.Routers()
@@ -149,9 +164,9 @@ func (c *console) overview(w http.ResponseWriter, r *http.Request, adm *projecti
 		row.Proxied, _ = fams.sum("rvpd_gateway_proxied_total", "router", rt.Name)
 		d.Routers = append(d.Routers, row)
 	}
-	d.Streams, err = c.streams(ctx)
-	note("streams", err)
-	if adm.Role == events.RoleOrganization {
+	if d.Cluster {
+		d.Streams, err = c.streams(ctx)
+		note("streams", err)
 		d.Audit, err = c.audit(ctx, "", auditRows)
 		note("audit", err)
 	}

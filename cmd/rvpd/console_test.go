@@ -293,8 +293,22 @@ func TestConsoleDomainAdmin(t *testing.T) {
 	if _, body := get(t, client, ops+"/console/users"); strings.Contains(body, "alice@example.test") || !strings.Contains(body, "dave@acme.test") {
 		t.Errorf("a domain administrator's user list:\n%s", body)
 	}
-	if _, body := get(t, client, ops+"/console/"); strings.Contains(body, "<td>example.test</td>") || !strings.Contains(body, "<td>acme.test</td>") || strings.Contains(body, "Last audit events") {
+	_, body := get(t, client, ops+"/console/")
+	if strings.Contains(body, "<td>example.test</td>") || !strings.Contains(body, "<td>acme.test</td>") || strings.Contains(body, "Last audit events") {
 		t.Errorf("a domain administrator's overview shows other domains or the audit:\n%s", body)
+	}
+	// Nor the cluster's: the streams and their traffic, the nodes, which
+	// node owns a home server, nor the users of other domains on a home
+	// server, counted or online. It sees the home servers as `rvpctl home
+	// list` shows them to it, with its own users on them: home1 has dave
+	// of acme.test and the demo users of example.test.
+	for _, cluster := range []string{`id="streams"`, `id="nodes"`, "RVP_FACTS_", "owned by node", "online users", "subscriptions"} {
+		if strings.Contains(body, cluster) {
+			t.Errorf("a domain administrator's overview shows the cluster's data (%s):\n%s", cluster, body)
+		}
+	}
+	if m := regexp.MustCompile(`(?s)<tr data-home="` + demoHome + `">.*?<td class="num">(\d+)</td>`).FindStringSubmatch(body); m == nil || m[1] != "1" {
+		t.Errorf("a domain administrator of acme.test sees %v users on %s, want 1 (dave)", m, demoHome)
 	}
 	// A new password ends the session.
 	setOps("ops-password-2")
