@@ -2,12 +2,16 @@ package main
 
 import (
 	"html"
+	"io/fs"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/chromedp/chromedp"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TestConsoleClientTextInert: what an RVP client sets is shown by the
@@ -122,5 +126,78 @@ func TestConsoleCrossSitePosts(t *testing.T) {
 	}
 	if r := post("/console/login", signIn(testPassword)); r.StatusCode != http.StatusSeeOther {
 		t.Errorf("a sign-in with neither Sec-Fetch-Site nor Origin (not a browser): %d, want 303", r.StatusCode)
+	}
+}
+
+// TestConsoleHeaders: every page of the console is served with a strict
+// Content-Security-Policy (scripts and styles from the console's own
+// files only, no inline ones; no <base> that would move them elsewhere;
+// never framed), no caching and no sniffing; and the templates hold no
+// inline script, handler or style that such a policy would stop.
+func TestConsoleHeaders(t *testing.T) {
+	c, err := newConsole(nil, nil, nil, nil, discardLogger(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	c.routes(mux)
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest("GET", "/console/login", nil))
+	h := rec.Header()
+	csp := map[string]string{}
+	for d := range strings.SplitSeq(h.Get("Content-Security-Policy"), ";") {
+		name, value, _ := strings.Cut(strings.TrimSpace(d), " ")
+		csp[name] = value
+	}
+	// object-src and the rest fall back to default-src; base-uri and
+	// form-action do not.
+	for name, want := range map[string]string{"default-src": "'none'", "script-src": "'self'", "style-src": "'self'",
+		"base-uri": "'none'", "form-action": "'self'", "frame-ancestors": "'none'"} {
+		if got := csp[name]; got != want {
+			t.Errorf("Content-Security-Policy %s: %q, want %q (the policy: %q)", name, got, want, h.Get("Content-Security-Policy"))
+		}
+	}
+	for name, want := range map[string]string{"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
+		"Referrer-Policy": "same-origin", "X-Frame-Options": "DENY"} {
+		if got := h.Get(name); got != want {
+			t.Errorf("%s: %q, want %q", name, got, want)
+		}
+	}
+	// A script element names its file and holds nothing; no handler
+	// attribute, style attribute or element, or javascript: URL.
+	inline := regexp.MustCompile(`(?i)<script\b(?:[^>]*\ssrc=)?[^>]*>[^<]|<script\b(?:[^s>]|s[^r>]|sr[^c>])*>|\son[a-z]+\s*=|\sstyle\s*=|<style\b|javascript:`)
+	err = fs.WalkDir(consoleFiles, "console", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !strings.HasSuffix(path, ".html") {
+			return err
+		}
+		b, err := consoleFiles.ReadFile(path)
+		if m := inline.Find(b); m != nil {
+			t.Errorf("%s holds %q: inline script, handler or style, which the policy stops", path, m)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestConsoleNextStaysHome: where a sign-in goes on to (next=) is a page
+// of the console, whatever the parameter says: the redirect's Location,
+// resolved as a browser does (tabs and newlines dropped, backslashes
+// read as slashes), names the console's own host.
+func TestConsoleNextStaysHome(t *testing.T) {
+	base, _ := url.Parse("http://console.test:9090/console/login")
+	for _, next := range []string{"https://attacker.example/", "//attacker.example/", "/\\attacker.example", "\\\\attacker.example",
+		"/console/../..//attacker.example", "/console/..\\..\\attacker.example", "/console/\t/attacker.example", "/console/../\t/attacker.example",
+		"/console/..%2f..%2f/attacker.example", "/console/\r\nLocation: http://attacker.example", "javascript:alert(1)", "/console/%0d%0aX: y",
+		"http:/\\/attacker.example", "/console/..//attacker.example", "/ console/../attacker.example"} {
+		rec := httptest.NewRecorder()
+		http.Redirect(rec, httptest.NewRequest("POST", "/console/login", nil), nextPage(next), http.StatusSeeOther)
+		loc := rec.Header().Get("Location")
+		browser := strings.NewReplacer("\t", "", "\n", "", "\r", "", "\\", "/").Replace(loc)
+		to, err := base.Parse(browser)
+		if err != nil || to.Scheme != "http" || to.Host != base.Host || !strings.HasPrefix(to.Path, "/") || len(rec.Header()) > 2 {
+			t.Errorf("next=%q: Location %q, which a browser takes to %v (%v); want a page of the console; headers %v", next, loc, to, err, rec.Header())
+		}
 	}
 }
