@@ -435,8 +435,10 @@ func (c *console) user(w http.ResponseWriter, r *http.Request, adm *projections.
 	if d.Presence, err = homenode.PresenceAt(ctx, c.js, u, c.now()); err != nil {
 		errs = append(errs, "presence: "+err.Error())
 	}
-	if owners, err := c.owners(ctx); err == nil {
-		d.Owner = owners[rec.Home].node
+	if adm.Role == events.RoleOrganization { // the cluster's nodes: see overview
+		if owners, err := c.owners(ctx); err == nil {
+			d.Owner = owners[rec.Home].node
+		}
 	}
 	if d.Live, err = c.userState(ctx, rec.Home, u); err != nil {
 		errs = append(errs, "sign-ins: home server "+rec.Home+"'s node did not answer: "+err.Error())
