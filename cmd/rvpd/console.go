@@ -308,8 +308,29 @@ func (c *console) login(w http.ResponseWriter, r *http.Request) {
 	expiry := c.now().Add(sessionLife).Unix()
 	value := base64.RawURLEncoding.EncodeToString([]byte(adm.Name)) + "." + strconv.FormatInt(expiry, 10) + "." + hex.EncodeToString(c.sessionMAC(adm, expiry))
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: value, Path: "/console/", HttpOnly: true, SameSite: http.SameSiteStrictMode,
-		Secure: r.TLS != nil, MaxAge: int(sessionLife.Seconds())})
+		Secure: overTLS(r), MaxAge: int(sessionLife.Seconds())})
 	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+// overTLS reports whether the browser reached the console over TLS: the
+// ops listener speaks plain HTTP, so through a proxy or load balancer
+// that ends TLS and says so (X-Forwarded-Proto: https, or Forwarded:
+// proto=https). The session's cookie is then Secure; a browser on plain
+// HTTP would drop a Secure one. A forged header only makes the forger's
+// own cookie stricter.
+func overTLS(r *http.Request) bool {
+	if r.TLS != nil || strings.EqualFold(strings.TrimSpace(r.Header.Get("X-Forwarded-Proto")), "https") {
+		return true
+	}
+	for _, f := range r.Header.Values("Forwarded") {
+		for pair := range strings.FieldsFuncSeq(f, func(c rune) bool { return c == ';' || c == ',' }) {
+			k, v, _ := strings.Cut(strings.TrimSpace(pair), "=")
+			if strings.EqualFold(k, "proto") && strings.EqualFold(strings.Trim(v, `"`), "https") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // check returns the administrator name and password sign in as.
@@ -329,7 +350,8 @@ func (c *console) check(name, password string) (*projections.Administrator, bool
 }
 
 func (c *console) logout(w http.ResponseWriter, r *http.Request) {
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/console/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/console/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode,
+		Secure: overTLS(r)})
 	http.Redirect(w, r, "/console/login", http.StatusSeeOther)
 }
 

@@ -201,3 +201,41 @@ func TestConsoleNextStaysHome(t *testing.T) {
 		}
 	}
 }
+
+// TestConsoleCookieSecureBehindTLS: the session's cookie is Secure
+// whenever the browser reached the console over TLS, which on the plain
+// HTTP ops listener means through a proxy or load balancer that ends TLS
+// and says so (X-Forwarded-Proto, or Forwarded: proto=): a browser then
+// never sends it over plain HTTP. Over plain HTTP it cannot be Secure,
+// or the browser would drop it.
+func TestConsoleCookieSecureBehindTLS(t *testing.T) {
+	_, ops := startDevOps(t)
+	signIn := func(path string, header ...string) *http.Cookie {
+		t.Helper()
+		req, _ := http.NewRequest("POST", ops+path, strings.NewReader(url.Values{"name": {"admin"}, "password": {testPassword}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusSeeOther || len(resp.Cookies()) != 1 {
+			t.Fatalf("POST %s %v: %d, cookies %v; want 303 and one", path, header, resp.StatusCode, resp.Cookies())
+		}
+		return resp.Cookies()[0]
+	}
+	if ck := signIn("/console/login"); ck.Secure {
+		t.Errorf("session cookie over plain HTTP: %+v, want it not Secure", ck)
+	}
+	for _, h := range [][]string{{"X-Forwarded-Proto", "https"}, {"Forwarded", `for=192.0.2.7;proto=https;host=console.example`}} {
+		if ck := signIn("/console/login", h...); !ck.Secure || !ck.HttpOnly || ck.SameSite != http.SameSiteStrictMode {
+			t.Errorf("session cookie through a TLS proxy (%v): %+v, want Secure, HttpOnly, SameSite=Strict", h, ck)
+		}
+		if ck := signIn("/console/logout", h...); !ck.Secure || ck.MaxAge >= 0 {
+			t.Errorf("sign-out through a TLS proxy (%v): %+v, want the Secure cookie dropped", h, ck)
+		}
+	}
+}
