@@ -79,12 +79,23 @@ const (
 	freeFailures  = 5
 	maxSignInWait = 5 * time.Minute
 	maxFailures   = 10000 // addresses remembered
+	// forgetFailures: an address's failures are forgotten once it has
+	// had none for this long, as the gateway forgets RVP sign-ins'.
+	forgetFailures = 24 * time.Hour
+	// maxAdminName bounds the name a failure is remembered for.
+	maxAdminName = 256
 )
 
+// signInFailures are an address's failed sign-ins. Only a sign-in as the
+// administrator they were all for clears them: an administrator signing
+// in as itself would otherwise wipe the guesses its address made at
+// another's password, and guess on without end.
 type signInFailures struct {
 	n     int
 	until time.Time // no password is checked from the address before then
 	last  time.Time
+	admin string // the name tried
+	mixed bool   // other names were tried too: only forgetFailures clears them
 }
 
 // newConsole returns the console; its sign-ins are counted on reg.
@@ -296,13 +307,13 @@ func (c *console) login(w http.ResponseWriter, r *http.Request) {
 	}
 	adm, ok := c.check(name, password)
 	if !ok {
-		c.failed(addr)
+		c.failed(addr, name)
 		c.signIns.WithLabelValues("failed").Inc()
 		c.log.Info("console sign-in refused", "admin", name, "client", addr)
 		refuse(http.StatusUnauthorized, "Wrong name or password. Sign in as an administrator of the directory, with the password rvpctl uses.")
 		return
 	}
-	c.succeeded(addr)
+	c.succeeded(addr, adm.Name)
 	c.signIns.WithLabelValues("ok").Inc()
 	c.log.Info("console sign-in", "admin", adm.Name, "client", addr)
 	expiry := c.now().Add(sessionLife).Unix()
@@ -369,9 +380,10 @@ func (c *console) waiting(addr string) time.Duration {
 // address (events.ConsoleSignInSubject): a failure, or a success after
 // failures.
 type consoleNote struct {
-	Addr string `json:"addr"`
-	OK   bool   `json:"ok,omitempty"`
-	At   int64  `json:"at"` // Unix milliseconds
+	Addr  string `json:"addr"`
+	Admin string `json:"admin,omitempty"` // the name signed in as, or tried
+	OK    bool   `json:"ok,omitempty"`
+	At    int64  `json:"at"` // Unix milliseconds
 }
 
 // share tells the other processes' consoles of this one's sign-ins and
@@ -389,40 +401,45 @@ func (c *console) share() error {
 		func(n consoleNote) {
 			at := gateway.NoteTime(n.At, c.now())
 			if n.OK {
-				c.succeededAt(n.Addr, at)
+				c.succeededAt(n.Addr, n.Admin, at)
 			} else {
-				c.failedAt(n.Addr, at)
+				c.failedAt(n.Addr, n.Admin, at)
 			}
 		})
 	c.note = tell
 	return err
 }
 
-// tell publishes a note of a sign-in from addr.
-func (c *console) tell(addr string, ok bool) {
+// tell publishes a note of a sign-in from addr as admin.
+func (c *console) tell(addr, admin string, ok bool) {
 	if c.note == nil {
 		return
 	}
-	if err := c.note(consoleNote{Addr: addr, OK: ok, At: c.now().UnixMilli()}); err != nil {
+	if err := c.note(consoleNote{Addr: addr, Admin: admin, OK: ok, At: c.now().UnixMilli()}); err != nil {
 		c.log.Warn("console sign-in not told to the other consoles", "client", addr, "err", err)
 	}
 }
 
-func (c *console) failed(addr string) {
-	c.failedAt(addr, c.now())
-	c.tell(addr, false)
+func (c *console) failed(addr, admin string) {
+	admin = admin[:min(len(admin), maxAdminName)]
+	c.failedAt(addr, admin, c.now())
+	c.tell(addr, admin, false)
 }
 
-func (c *console) succeeded(addr string) {
-	if c.succeededAt(addr, c.now()) {
-		c.tell(addr, true)
+func (c *console) succeeded(addr, admin string) {
+	if c.succeededAt(addr, admin, c.now()) {
+		c.tell(addr, admin, true)
 	}
 }
 
-func (c *console) failedAt(addr string, now time.Time) {
+func (c *console) failedAt(addr, admin string, now time.Time) {
+	admin = admin[:min(len(admin), maxAdminName)]
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	f := c.fails[addr]
+	if f != nil && now.Sub(f.last) > forgetFailures {
+		f = nil // quiet long enough: start again
+	}
 	if f == nil {
 		if len(c.fails) >= maxFailures {
 			for k, x := range c.fails {
@@ -434,9 +451,10 @@ func (c *console) failedAt(addr string, now time.Time) {
 				clear(c.fails) // under a flood of addresses, forget rather than grow
 			}
 		}
-		f = &signInFailures{}
+		f = &signInFailures{admin: admin}
 		c.fails[addr] = f
 	}
+	f.mixed = f.mixed || f.admin != admin
 	f.n++
 	if now.After(f.last) {
 		f.last = now
@@ -448,13 +466,13 @@ func (c *console) failedAt(addr string, now time.Time) {
 	}
 }
 
-// succeededAt forgets addr's failures, unless one came after now (a late
-// note); it reports whether there were any.
-func (c *console) succeededAt(addr string, now time.Time) bool {
+// succeededAt forgets addr's failures when they were all for admin,
+// unless one came after now (a late note); it reports whether it did.
+func (c *console) succeededAt(addr, admin string, now time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	f := c.fails[addr]
-	if f == nil || f.last.After(now) {
+	if f == nil || f.last.After(now) || f.mixed || f.admin != admin {
 		return false
 	}
 	delete(c.fails, addr)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"html"
 	"io/fs"
 	"net/http"
@@ -9,9 +10,14 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rvp-im/rvpd/directory"
+	"github.com/rvp-im/rvpd/events"
 )
 
 // TestConsoleClientTextInert: what an RVP client sets is shown by the
@@ -237,5 +243,73 @@ func TestConsoleCookieSecureBehindTLS(t *testing.T) {
 		if ck := signIn("/console/logout", h...); !ck.Secure || ck.MaxAge >= 0 {
 			t.Errorf("sign-out through a TLS proxy (%v): %+v, want the Secure cookie dropped", h, ck)
 		}
+	}
+}
+
+// TestConsoleThrottleNotClearedByAnotherAdmin: an administrator's own
+// sign-in does not wipe the failures its address made guessing another
+// administrator's password: a domain administrator could otherwise guess
+// the organisation administrator's password without end, signing in as
+// itself after every few guesses. (The right password of the name that
+// failed still clears them: TestConsoleFailuresForgotten.)
+func TestConsoleThrottleNotClearedByAnotherAdmin(t *testing.T) {
+	p, ops := startDevOps(t)
+	nc, err := nats.Connect(p.natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	v, err := directory.NewAdminVerifier("ops-password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adm := &directory.Client{Conn: nc, Name: demoAdmin, Password: testPassword}
+	if err := adm.SetAdmin(context.Background(), directory.AdminSpec{Name: "ops", Role: events.RoleDomain, Domains: []string{"example.test"}, Verifier: &v}); err != nil {
+		t.Fatal(err)
+	}
+	// ops guesses admin's password, signing in as itself between guesses.
+	checked := 0
+	for range 3 {
+		for range freeFailures {
+			if consoleLogin(t, ops, demoAdmin, "guess").StatusCode == http.StatusUnauthorized {
+				checked++
+			}
+		}
+		consoleLogin(t, ops, "ops", "ops-password")
+	}
+	// The free ones and one more, which makes the address wait 1 s; a
+	// slow machine may let another through when that has passed.
+	if checked > freeFailures+3 {
+		t.Errorf("%d guesses of %s's password checked from one address signing in as ops between them, want at most %d", checked, demoAdmin, freeFailures+3)
+	}
+}
+
+// TestConsoleFailuresForgotten: an address's failures for several names
+// are kept through a sign-in, and forgotten after a day without one, as
+// the gateway forgets RVP sign-ins' (before, only a sign-in forgot them).
+func TestConsoleFailuresForgotten(t *testing.T) {
+	c, err := newConsole(nil, nil, nil, nil, discardLogger(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	c.now = func() time.Time { return now }
+	for range freeFailures + 1 {
+		c.failed("192.0.2.1", "admin")
+	}
+	c.failed("192.0.2.1", "ops")
+	if c.succeeded("192.0.2.1", "ops"); c.waiting("192.0.2.1") <= 0 {
+		t.Fatal("the failures of an address that guessed admin's password were forgotten when it signed in as ops")
+	}
+	now = now.Add(forgetFailures + time.Minute)
+	c.failed("192.0.2.1", "admin")
+	if w := c.waiting("192.0.2.1"); w != 0 {
+		t.Errorf("a failure a day after the last: the address waits %v, want 0 (the old ones forgotten)", w)
+	}
+	for range freeFailures - 1 {
+		c.failed("192.0.2.1", "admin")
+	}
+	if c.succeeded("192.0.2.1", "admin"); c.waiting("192.0.2.1") != 0 || c.fails["192.0.2.1"] != nil {
+		t.Errorf("admin's right password after its own failures: %+v kept, want them forgotten", c.fails["192.0.2.1"])
 	}
 }
