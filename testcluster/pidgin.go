@@ -69,12 +69,17 @@ func buildDriver() (string, error) {
 	if _, err := os.Stat(out); err == nil {
 		return out, nil
 	}
-	args := append([]string{"-O1", "-Wall", "-o", out + ".tmp", src}, strings.Fields(string(flags))...)
+	// Built under a name of this process's own: the test binaries of
+	// several packages (go test ./cmd/rvpd ./testcluster) build it at
+	// once, and one's rename took the other's file from under it.
+	tmp := fmt.Sprintf("%s.%d.tmp", out, os.Getpid())
+	args := append([]string{"-O1", "-Wall", "-o", tmp, src}, strings.Fields(string(flags))...)
 	args = append(args, "-lgcrypt", "-ldl", "-rdynamic")
 	if b, err := exec.Command("gcc", args...).CombinedOutput(); err != nil {
+		os.Remove(tmp)
 		return "", fmt.Errorf("build rvpdriver: %v\n%s", err, b)
 	}
-	return out, os.Rename(out+".tmp", out)
+	return out, os.Rename(tmp, out)
 }
 
 // Pidgin is one librvp client, signed on through rvpdriver.
