@@ -239,7 +239,19 @@ func (n *Node) holds(u events.User) (bool, error) {
 // server (a gateway whose directory had not the move yet routed it here),
 // after the user's state, so the new home server decides it as this one
 // would have. The gateway's reply subject goes with it.
-func (n *Node) forward(ctx context.Context, log *slog.Logger, m jetstream.Msg, r *events.Req, rec *projections.UserRecord) error {
+//
+// The request goes with the position of the move it is forwarded under,
+// when later than its own: the new home server reads its directory there
+// (a handoff waits for it), not at the one the request was routed with.
+// A handoff forwarded with its former home server's position (a user
+// moved on, A→B→C, before A's state came to B) was routed back here by a
+// home server whose directory had not the move on yet, and forwarded
+// again under the same message id, which JetStream dropped as a
+// duplicate: the user's state was lost. The message id names the move
+// too: a request forwarded to the same home server under a later move
+// (moved back and forth) is not one already forwarded.
+func (n *Node) forward(ctx context.Context, log *slog.Logger, m jetstream.Msg, req events.Request, rec *projections.UserRecord) error {
+	r := req.Request()
 	rec, seq, err := n.moveOf(ctx, rec, time.Time{})
 	if err == nil && rec == nil {
 		// Homed here again: routed again, it is decided here.
@@ -259,11 +271,22 @@ func (n *Node) forward(ctx context.Context, log *slog.Logger, m jetstream.Msg, r
 		}
 	}
 	msg.Data = m.Data()
+	if seq > r.DirPos {
+		r.DirPos = seq
+		if data, err := events.Encode(req); err != nil {
+			log.Error("request for a moved user forwarded with the directory position it came with: not encoded with its move's (a home server behind the move sends it back, and it is lost)", "to", rec.Home, "move", seq, "err", err)
+		} else {
+			msg.Data = data
+		}
+	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	// A forward is one per request and home server, however often it is
-	// redelivered here; one bounced back is dropped as a duplicate.
-	if _, err := n.cfg.JetStream.PublishMsg(pctx, msg, jetstream.WithMsgID(r.ID+"@"+events.Token(rec.Home))); err != nil {
+	// A forward is one per request, home server and move, however often
+	// it is redelivered here; one bounced back (a request the new home
+	// server decided with a directory behind the move) is dropped as a
+	// duplicate.
+	id := r.ID + "@" + events.Token(rec.Home) + "/" + strconv.FormatUint(seq, 10)
+	if _, err := n.cfg.JetStream.PublishMsg(pctx, msg, jetstream.WithMsgID(id)); err != nil {
 		log.Warn("request for a moved user not forwarded; will retry", "to", rec.Home, "err", err)
 		return m.NakWithDelay(250 * time.Millisecond)
 	}

@@ -1135,7 +1135,7 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 		log().Warn("request expired before it was decided; the gateway has answered 504", "late", now.Sub(r.Deadline))
 		return m.Ack()
 	case routeForward:
-		return n.forward(ctx, log(), m, r, rec)
+		return n.forward(ctx, log(), m, req, rec)
 	case routeHold:
 		log().Info("request held until the user's state arrives from its former home server")
 		n.park(r.Node, m)
