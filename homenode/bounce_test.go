@@ -217,15 +217,15 @@ func TestForwardedHandoffNotBouncedAway(t *testing.T) {
 }
 
 // TestForwardedHandoffAfterMovesBackAndForth: ann, watched by ben, is
-// moved from homeA to home1 (s1), to homeC (s2), back to home1 (s3) and
-// to homeC again (s4) while homeA's node is slow, and both home1's and
-// homeC's directory projections are behind. homeA's handoff (of s1) comes
-// to home1, its directory at s2: forwarded to homeC under s2. homeC, its
-// directory at s3, forwards it back to home1 under s3; home1, its
-// directory caught up, to homeC under s4. A forward's message id named
-// the request and the home server only: the second to homeC was dropped
-// as a duplicate of the first, and ben's subscription with it. It names
-// the move too.
+// moved from homeA to home1 (s1), to homeC (s2) and back to home1 (s3)
+// while homeA's node is slow, and both home1's and homeC's directory
+// projections are behind. homeA's handoff (of s1) comes to home1, its
+// directory at s2: forwarded to homeC under s2. homeC, its directory at
+// s3, forwards it back to home1 under s3; ann is moved to homeC again
+// (s4), and home1, its directory caught up, forwards it to homeC under
+// s4. A forward's message id named the request and the home server only:
+// the second to homeC was dropped as a duplicate of the first, and ben's
+// subscription with it. It names the move too.
 func TestForwardedHandoffAfterMovesBackAndForth(t *testing.T) {
 	lagB := newLaggingDir(t)
 	ch := newChain(t, lagB.configure)
@@ -241,12 +241,16 @@ func TestForwardedHandoffAfterMovesBackAndForth(t *testing.T) {
 		t.Fatal(err)
 	}
 	ch.lagC.stop() // homeC's directory stays at ann's move back to home1
-	ch.moveTo("homeC")
 
 	late := ch.sendLate(s1)
 	until(t, 20*time.Second, "homeC did not forward homeA's handoff back to home1", func() bool {
 		_, homeC := ch.forwards(late)
 		return homeC >= 1
+	})
+	s4 := ch.moveTo("homeC")
+	until(t, 10*time.Second, "home1 did not hand ann off again", func() bool {
+		done, err := ch.h.node.Projection().Departed(ch.ann)
+		return err == nil && done == s4
 	})
 	lagB.follow() // home1's directory catches up: the move to homeC again
 	until(t, 20*time.Second, "home1 did not forward homeA's handoff again", func() bool {
@@ -255,4 +259,39 @@ func TestForwardedHandoffAfterMovesBackAndForth(t *testing.T) {
 	})
 	ch.lagC.follow()
 	ch.taken(late)
+}
+
+// TestHandoffAfterDepartureDirectoryBehind: ann is moved from homeA to
+// home1 (s1) and on to homeC (s2) while homeA's node is slow and home1's
+// directory projection is at s1. home1 hears of s2 from the stream and
+// hands her (empty) state off under it. homeA's handoff of s1 then comes
+// to home1, whose directory has her on home1 still: it was taken there,
+// where she no longer lives, and her departure done, it stayed there: ben's
+// subscription never reached homeC. A handoff for a user handed off from
+// here under a move the directory has not applied waits for it, and is
+// forwarded.
+func TestHandoffAfterDepartureDirectoryBehind(t *testing.T) {
+	lagB := newLaggingDir(t)
+	ch := newChain(t, lagB.configure)
+	s1 := ch.moveTo("home1")
+	if err := lagB.dir.WaitFor(t.Context(), s1); err != nil {
+		t.Fatal(err)
+	}
+	lagB.stop() // home1's directory stays at ann's move to home1
+	s2 := ch.moveTo("homeC")
+	until(t, 10*time.Second, "home1 did not hand ann off", func() bool {
+		done, err := ch.h.node.Projection().Departed(ch.ann)
+		return err == nil && done == s2
+	})
+
+	late := ch.sendLate(s1)
+	until(t, 20*time.Second, "homeA's handoff neither taken on home1 nor held there", func() bool {
+		took, err := ch.h.node.Projection().Took(ch.ann, "homeA", s1)
+		return (err == nil && took) || ch.h.logs.count("directory behind the move the user was handed off", late.ID) > 0
+	})
+	lagB.follow()
+	ch.taken(late)
+	if took, err := ch.h.node.Projection().Took(ch.ann, "homeA", s1); err != nil || took {
+		t.Errorf("homeA's handoff taken on home1 too (%v)", err)
+	}
 }

@@ -1125,6 +1125,20 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 			log().Warn("directory behind the gateway's; deciding with ours", "have", n.cfg.Directory.Position(), "want", r.DirPos)
 		}
 	}
+	if typ == events.TypeHandoff {
+		// Handed off from here under a move the directory projection has
+		// not applied yet (the node hears of moves from the stream, ahead
+		// of it): read there, it has the user here still, and the state
+		// taken here stayed where she no longer lives, her departure done.
+		done, err := n.view().State.Departed(r.Node)
+		if err != nil {
+			return err
+		}
+		if done > n.cfg.Directory.Position() {
+			log().Warn("directory behind the move the user was handed off from here under; the handoff is taken again later", "have", n.cfg.Directory.Position(), "want", done)
+			return m.NakWithDelay(250 * time.Millisecond)
+		}
+	}
 	c := &core{View: n.view(), policy: n.policy}
 	route, rec, err := c.route(req, now, n.cfg.HandoffWait, len(n.parked[r.Node]) > 0)
 	if err != nil {
