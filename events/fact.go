@@ -29,6 +29,10 @@ type SubscriptionCreated struct {
 	// Credential is the kind of credential the subscriber proved (ACL
 	// terms), against which its rights are judged at every notification.
 	Credential string `json:"credential,omitempty"`
+	// Known is the id the subscriber's client knows the subscription by
+	// (renews and ends it with), when a handoff gave it another: the one
+	// it had on the home server it was made on was taken here. 0: ID.
+	Known int32 `json:"known_id,omitempty"`
 }
 
 // SubscriptionRenewed records a renewed subscription.

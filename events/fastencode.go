@@ -53,6 +53,7 @@ func fastEncode(e Event) (data []byte, ok bool) {
 		w.timeField("expires", v.Expires)
 		w.optStr("source", v.Source)
 		w.optStr("credential", v.Credential)
+		w.optInt("known_id", int64(v.Known))
 	case *Reply:
 		if len(v.Subscriptions) != 0 || v.Listed || len(v.ACL) != 0 || v.HasACL || v.Raw != nil {
 			return nil, false

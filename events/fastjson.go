@@ -67,6 +67,9 @@ func fastDecode(typ string, data []byte) (e Event, ok bool) {
 			case "credential":
 				v.Credential = d.str()
 				return 21
+			case "known_id":
+				v.Known = int32(d.int(32))
+				return 22
 			}
 			return -1
 		})

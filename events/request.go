@@ -181,6 +181,9 @@ type SubState struct {
 	Expires        time.Time `json:"expires"`
 	Source         string    `json:"source,omitempty"`
 	Credential     string    `json:"credential,omitempty"`
+	// Known is the id the subscriber's client knows it by, when it
+	// differs from ID (SubscriptionCreated.Known).
+	Known int32 `json:"known_id,omitempty"`
 }
 
 // ViewState is a presence view in a handoff.

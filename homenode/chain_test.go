@@ -2,8 +2,10 @@ package homenode
 
 import (
 	"testing"
+	"time"
 
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
 )
 
 // TestLateHandoffAfterChainedMove: ann, watched by ben, is moved from
@@ -55,5 +57,80 @@ func TestLateHandoffAfterChainedMove(t *testing.T) {
 				t.Errorf("home1's handoff taken twice: facts %v", types(again))
 			}
 		})
+	}
+}
+
+// TestLateHandoffSubscriptionIDClash: ann, watched by ben (subscription
+// 2 on her former home server, whose ids are its own), is moved here; her
+// handoff comes late, after cat's watch of her was made here, and given
+// id 2 by this home server's counter. decideHandoff took the handed-over
+// subscription for one it had already (same id) and skipped it: ben's
+// subscription lost, silently. It is kept under an id of this home
+// server's, and ben's client, which knows it as 2, renews and ends it by
+// that id; cat's own subscription 2 is cat's still.
+func TestLateHandoffSubscriptionIDClash(t *testing.T) {
+	from := newWorld(t)
+	from.login("ben", "10.0.0.3", benCB)
+	benWatch := from.watch("ben", "ann")
+	late := from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
+	if late == nil || len(late.Subs) != 1 {
+		t.Fatalf("the former home server's handoff: %+v, want ben's subscription in it", late)
+	}
+
+	to := newWorld(t)
+	rec := to.dir.users[user("ann")]
+	rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
+	late.From = "homeA"
+	to.login("cat", "10.0.0.4", "http://10.0.0.4:4000")
+	if catWatch := to.watch("cat", "ann"); catWatch != benWatch {
+		t.Fatalf("cat's watch of ann is %d, ben's was %d: no clash to test", catWatch, benWatch)
+	}
+	// A part of the handoff (sent again after a stop), then the whole.
+	part := *late
+	part.ID, part.More = late.ID+"/part1", true
+	to.do(&part)
+	to.do(&part)
+	to.do(late)
+	watchers, _ := to.st.Watchers(user("ann"))
+	var ben, cat *projections.Subscription
+	for i := range watchers {
+		switch watchers[i].Watcher {
+		case user("ben"):
+			if ben != nil {
+				t.Errorf("ben's subscription taken twice: %d and %d", ben.ID, watchers[i].ID)
+			}
+			ben = &watchers[i]
+		case user("cat"):
+			cat = &watchers[i]
+		}
+	}
+	if ben == nil || cat == nil {
+		t.Fatalf("ann's watchers after the late handoff: %+v, want ben's and cat's", watchers)
+	}
+	if cat.ID != benWatch || ben.ID == benWatch {
+		t.Fatalf("cat's subscription is %d, ben's %d: want cat's %d, ben's another", cat.ID, ben.ID, benWatch)
+	}
+	benExpires, catExpires := ben.Expires, cat.Expires
+
+	// ben's client renews and ends its subscription by the id it knows.
+	to.now = to.now.Add(time.Minute)
+	d := to.do(&events.Renew{Req: to.req("ben-renews", "ben", "ann", "10.0.0.3"), ID: benWatch, Lifetime: 14400})
+	wantStatus(t, d, 200)
+	if d.reply.SubscriptionID != benWatch {
+		t.Errorf("ben's renewal answered with subscription %d, want the id it named (%d)", d.reply.SubscriptionID, benWatch)
+	}
+	if s, _ := to.st.Subscription(user("ann"), ben.ID); s == nil || !s.Expires.After(benExpires) {
+		t.Errorf("ben's renewal of %d did not renew his subscription (now %d): %+v", benWatch, ben.ID, s)
+	}
+	if s, _ := to.st.Subscription(user("ann"), cat.ID); s == nil || !s.Expires.Equal(catExpires) {
+		t.Errorf("ben's renewal of %d changed cat's subscription: %+v", benWatch, s)
+	}
+	d = to.do(&events.Unsubscribe{Req: to.req("ben-ends", "ben", "ann", "10.0.0.3"), ID: benWatch})
+	wantStatus(t, d, 200)
+	if s, _ := to.st.Subscription(user("ann"), ben.ID); s != nil {
+		t.Errorf("ben's unsubscribe of %d left his subscription: %+v", benWatch, s)
+	}
+	if s, _ := to.st.Subscription(user("ann"), cat.ID); s == nil {
+		t.Errorf("ben's unsubscribe of %d ended cat's subscription", benWatch)
 	}
 }

@@ -256,9 +256,49 @@ func (c *core) linked(r *events.Req, s *projections.Subscription) ([]projections
 	return out, nil
 }
 
+// ownedBy reports whether the requester is s's subscriber (not merely
+// the node's owner).
+func ownedBy(r *events.Req, s *projections.Subscription) bool {
+	return (r.From != "" && r.From == s.Subscriber) || (!r.FromUser.IsZero() && s.Watcher == r.FromUser)
+}
+
+// named returns the subscription on r's node that a client naming id
+// (renewing or ending it) means, or nil. A subscription handed over late
+// from the home server its user left, whose id had been given here to
+// another meanwhile, was given a new one (decideHandoff) and keeps the
+// one its client knows (Known): it is the one meant when the
+// subscription of that id is not the requester's own (another's, or
+// gone). Else the one of that id (the node's owner may manage it whoever
+// made it, and lists subscriptions by their ids here).
+func (c *core) named(r *events.Req, id int32) (*projections.Subscription, error) {
+	s, err := c.State.Subscription(r.Node, id)
+	if err != nil || (s != nil && s.Known == 0 && ownedBy(r, s)) {
+		return s, err
+	}
+	var mine []projections.Subscription
+	if !r.FromUser.IsZero() || r.From != "" {
+		if mine, err = c.State.WatchersBy(r.Node, projections.SubscriberKey(r.FromUser, r.FromUser, r.From)); err != nil {
+			return nil, err
+		}
+	}
+	if owner(r) {
+		logins, err := c.State.Logins(r.Node)
+		if err != nil {
+			return nil, err
+		}
+		mine = append(mine, logins...)
+	}
+	for i := range mine {
+		if mine[i].Known == id && ownedBy(r, &mine[i]) {
+			return &mine[i], nil
+		}
+	}
+	return s, nil
+}
+
 func (c *core) decideRenew(d *decision, e *events.Renew, now time.Time) (*decision, error) {
 	r := &e.Req
-	s, err := c.State.Subscription(r.Node, e.ID)
+	s, err := c.named(r, e.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -281,14 +321,15 @@ func (c *core) decideRenew(d *decision, e *events.Renew, now time.Time) (*decisi
 			d.facts = append(d.facts, &events.SubscriptionRenewed{Meta: meta, Node: r.Node, ID: l.ID, Lifetime: secs, Expires: exp})
 		}
 	}
-	d.reply = &events.Reply{ID: r.ID, Status: rvp.StatusOK, SubscriptionID: s.ID, Lifetime: secs}
+	// The id the client named: the one it knows the subscription by.
+	d.reply = &events.Reply{ID: r.ID, Status: rvp.StatusOK, SubscriptionID: e.ID, Lifetime: secs}
 	return d, nil
 }
 
 func (c *core) decideUnsubscribe(d *decision, e *events.Unsubscribe, now time.Time) (*decision, error) {
 	r := &e.Req
 	d.reply = &events.Reply{ID: r.ID, Status: rvp.StatusOK}
-	s, err := c.State.Subscription(r.Node, e.ID)
+	s, err := c.named(r, e.ID)
 	if err != nil || s == nil {
 		return d, err // an unknown id is already gone: 200, for clean logouts
 	}

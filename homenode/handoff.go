@@ -2,6 +2,7 @@ package homenode
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -116,7 +117,8 @@ func (c *core) decideDeparture(mv move, now time.Time) (*decision, error) {
 		Node: u, Auth: events.Identity{Scheme: "internal"}, DirPos: mv.seq}, From: c.Home, Move: mv.seq}
 	for _, s := range subs {
 		h.Subs = append(h.Subs, events.SubState{ID: s.ID, Kind: s.Kind, CallBack: s.CallBack, Watcher: s.Watcher, Subscriber: s.Subscriber,
-			SubscriberUser: s.SubscriberUser, NodeURL: s.NodeURL, Lifetime: s.Lifetime, Expires: s.Expires, Source: s.Source, Credential: s.Credential})
+			SubscriberUser: s.SubscriberUser, NodeURL: s.NodeURL, Lifetime: s.Lifetime, Expires: s.Expires, Source: s.Source, Credential: s.Credential,
+			Known: s.Known})
 	}
 	for _, v := range views {
 		h.Views = append(h.Views, events.ViewState{ID: v.ID, Value: v.Value, Default: v.Default, Timeout: v.Timeout, Expires: v.Expires, Source: v.Source})
@@ -183,18 +185,24 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 	}
 	off := rec != nil && !rec.Enabled
 	leftOut := func(expires time.Time, lease int) bool { return off || stale(rec, expires, lease) }
+	ids, err := c.handedIDs(r.Node, e)
+	if err != nil {
+		return nil, err
+	}
 	for _, s := range e.Subs {
 		if s.Kind == events.NotifyPragma && leftOut(s.Expires, s.Lifetime) {
 			continue
 		}
-		if have, err := c.State.Subscription(r.Node, s.ID); err != nil {
-			return nil, err
-		} else if have != nil || !s.Expires.After(now) {
+		if !s.Expires.After(now) {
 			continue
 		}
-		d.facts = append(d.facts, &events.SubscriptionCreated{Meta: meta, Node: r.Node, ID: s.ID, Kind: s.Kind, CallBack: s.CallBack,
+		id, known, ok := ids.place(s)
+		if !ok {
+			continue // taken already (a part sent again), or no id left
+		}
+		d.facts = append(d.facts, &events.SubscriptionCreated{Meta: meta, Node: r.Node, ID: id, Kind: s.Kind, CallBack: s.CallBack,
 			Watcher: s.Watcher, Subscriber: s.Subscriber, SubscriberUser: s.SubscriberUser, NodeURL: s.NodeURL, Lifetime: s.Lifetime,
-			Expires: s.Expires, Source: s.Source, Credential: s.Credential})
+			Expires: s.Expires, Source: s.Source, Credential: s.Credential, Known: known})
 		took.Subs++
 	}
 	if e.More {
@@ -250,4 +258,82 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 	}
 	d.facts = append(d.facts, &took)
 	return d, nil
+}
+
+// handedIDs places the subscriptions of a handoff of u's state among
+// those u has here.
+type handedIDs struct {
+	byID  map[int32]*projections.Subscription // u's subscriptions here
+	known map[int32][]*projections.Subscription
+	next  int32 // the next id to give one whose id is taken here
+}
+
+// handedIDs reads u's subscriptions here for placing e's.
+func (c *core) handedIDs(u events.User, e *events.Handoff) (*handedIDs, error) {
+	h := &handedIDs{byID: map[int32]*projections.Subscription{}, known: map[int32][]*projections.Subscription{}}
+	if len(e.Subs) == 0 {
+		return h, nil
+	}
+	subs, err := c.State.Subscriptions(u)
+	if err != nil {
+		return nil, err
+	}
+	for i := range subs {
+		s := &subs[i]
+		h.byID[s.ID] = s
+		h.known[knownID(s.ID, s.Known)] = append(h.known[knownID(s.ID, s.Known)], s)
+	}
+	// Past every id allocated here and every one in e: the facts of e
+	// are not applied before all of it is placed.
+	if h.next, err = c.State.NextID(); err != nil {
+		return nil, err
+	}
+	for _, s := range e.Subs {
+		h.next = max(h.next, s.ID+1)
+	}
+	for _, v := range e.Views {
+		h.next = max(h.next, v.ID+1)
+	}
+	return h, nil
+}
+
+// knownID is the id a subscription's client knows it by.
+func knownID(id, known int32) int32 {
+	if known != 0 {
+		return known
+	}
+	return id
+}
+
+// place returns the id handed-over subscription s is recorded under here
+// and the id its client knows it by when that differs (0: the same); not
+// ok when it is here already (a handoff's part sent again, taken before),
+// or no id is left for it.
+//
+// A late handoff (its former home server slow, down) comes after u's
+// requests were decided here without it: an id of the former home
+// server's may have been given here to another of u's subscriptions
+// meanwhile, as the home servers allocate ids each on its own. That one
+// was skipped as taken already: a watcher's subscription lost, silently.
+// It is given an id of this home server's, and keeps the one its client
+// knows it by: the client's renewals and UNSUBSCRIBEs name that one
+// (core.named). (NOTIFYs name it by the new one: no client reads a
+// NOTIFY's Subscription-Id.)
+func (h *handedIDs) place(s events.SubState) (id, known int32, ok bool) {
+	known = knownID(s.ID, s.Known)
+	for _, have := range h.known[known] {
+		if have.Kind == s.Kind && have.CallBack == s.CallBack && have.Subscriber == s.Subscriber &&
+			have.Watcher == s.Watcher && have.NodeURL == s.NodeURL {
+			return 0, 0, false
+		}
+	}
+	if h.byID[s.ID] == nil {
+		return s.ID, s.Known, true
+	}
+	if h.next <= 0 || h.next == math.MaxInt32 {
+		return 0, 0, false
+	}
+	id = h.next
+	h.next++
+	return id, known, true
 }

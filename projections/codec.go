@@ -130,6 +130,11 @@ func appendSub(dst []byte, s *Subscription) []byte {
 	e.time(s.Expires)
 	e.str(s.Source)
 	e.str(s.Credential)
+	if s.Known != 0 {
+		// Last, and only when set: records written before it decode as
+		// they are.
+		e.int(int64(s.Known))
+	}
 	return e.b
 }
 
@@ -149,6 +154,12 @@ func decodeSub(b []byte, s *Subscription) error {
 	s.Expires = d.time()
 	s.Source = d.str()
 	s.Credential = d.str()
+	if len(d.b) > 0 && d.err == nil {
+		// Written only when set: a 0 there is no value written here.
+		if s.Known = d.id(); s.Known == 0 {
+			d.err = errCorrupt
+		}
+	}
 	return d.done()
 }
 

@@ -17,6 +17,7 @@ func TestCodecRoundTrip(t *testing.T) {
 			Watcher: events.NewUser("example.test", "ben"), Subscriber: "http://im.example.test/instmsg/aliases/ben", SubscriberUser: events.NewUser("example.test", "ben"),
 			NodeURL: "http://im.example.test/instmsg/aliases/ann", Lifetime: 14400, Created: at, Expires: at.Add(4 * time.Hour), Source: "10.0.0.1", Credential: "ntlm"},
 		{ID: -1, Lifetime: -5, Created: time.Unix(0, 1).UTC()},
+		{ID: 12, Kind: events.NotifyPropChange, Known: 2},
 	} {
 		var got Subscription
 		b := encodeSub(&s)

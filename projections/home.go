@@ -273,6 +273,9 @@ type Subscription struct {
 	Expires        time.Time   `json:"expires"`
 	Source         string      `json:"source,omitempty"`
 	Credential     string      `json:"credential,omitempty"`
+	// Known is the id the subscriber's client knows it by, when a
+	// handoff gave it another (SubscriptionCreated.Known); 0: ID.
+	Known int32 `json:"known_id,omitempty"`
 }
 
 // View is one presentity's contribution to a principal's presence.
@@ -563,7 +566,7 @@ func applyFact(st homeStore, f events.Fact) error {
 	case *events.SubscriptionCreated:
 		s := Subscription{ID: e.ID, Node: e.Node, Kind: e.Kind, CallBack: e.CallBack, Watcher: e.Watcher, Subscriber: e.Subscriber,
 			NodeURL: e.NodeURL, Lifetime: e.Lifetime, Created: e.At, Expires: e.Expires, Source: e.Source, Credential: e.Credential,
-			SubscriberUser: e.SubscriberUser}
+			SubscriberUser: e.SubscriberUser, Known: e.Known}
 		fresh, err := freshID(st, e.ID)
 		if err != nil {
 			return err
