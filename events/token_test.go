@@ -50,6 +50,7 @@ func FuzzToken(f *testing.F) {
 		}
 	})
 }
+
 // TestNewUserSettled: a user made from a user's parts is the same user
 // (its domain's trailing dots dropped all at once, not one a time).
 func TestNewUserSettled(t *testing.T) {
