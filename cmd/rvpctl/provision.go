@@ -242,11 +242,9 @@ func parseLDIF(r io.Reader) ([]userRow, []rowError, error) {
 			return
 		}
 		row := userRow{line: start}
-		size := 0
 		var classes []string
 		disabled := false
 		for _, a := range attrs {
-			size += len(a[1])
 			switch a[0] {
 			case "objectclass":
 				classes = append(classes, strings.ToLower(strings.TrimSpace(a[1])))
@@ -278,7 +276,11 @@ func parseLDIF(r io.Reader) ([]userRow, []rowError, error) {
 			return // a group or a computer: they have a sAMAccountName too
 		case disabled:
 			return // an account Active Directory disables signs in nowhere
-		case !utf8.ValidString(row.account + row.address + row.email + row.name):
+		case len(row.account)+len(row.address)+len(row.email)+len(row.name)+len(row.home) > maxRowBytes:
+			// Only what is taken counts: an export of every attribute
+			// (a photo, group memberships) is read all the same.
+			bad = append(bad, rowError{start, fmt.Errorf("a user of more than %d bytes (account, address, e-mail, name and home together)", maxRowBytes)})
+		case !utf8.ValidString(row.account + row.address + row.email + row.name + row.home):
 			bad = append(bad, rowError{start, errors.New("not UTF-8 text")})
 		default:
 			rows = append(rows, row)

@@ -146,6 +146,10 @@ func FuzzParseLDIF(f *testing.F) {
 			if r.line < 1 {
 				t.Fatalf("row without a line: %+v", r)
 			}
+			// As a CSV row is (FuzzParseCSV).
+			if all := r.address + r.name + r.email + r.home + r.password + r.account; !utf8.ValidString(all) || len(all) > maxRowBytes {
+				t.Fatalf("row of invalid UTF-8 or over %d bytes accepted: %+v", maxRowBytes, r)
+			}
 		}
 		for _, e := range bad {
 			if e.line < 1 {
