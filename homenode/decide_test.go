@@ -1051,6 +1051,11 @@ func TestLimits(t *testing.T) {
 // last request).
 func foreignWatch(w *world, id, from, client string) *decision {
 	in := &events.Subscribe{Req: w.req(id, "ben", "ann", client), NotificationType: events.NotifyPropChange, CallBack: from, Lifetime: 14400}
+	// As the gateway gives it: normalised (rvp.ParseURL), as the
+	// Call-Back is when it is decided.
+	if u, err := rvp.ParseURL(from); err == nil {
+		from = u.String()
+	}
 	in.Req.From, in.Req.FromUser, in.Req.Auth = from, events.User{}, events.Identity{}
 	w.now = w.now.Add(time.Minute)
 	return w.do(in)
