@@ -35,6 +35,7 @@ const (
 
 	TypeDomainCreated     = "domain.created.v1"
 	TypeDomainDeleted     = "domain.deleted.v1"
+	TypeDomainHostsSet    = "domain.hosts.v1"
 	TypeHomeServerCreated = "home.created.v1"
 	TypeHomeServerChanged = "home.changed.v1"
 	TypeHomeServerDeleted = "home.deleted.v1"
@@ -78,6 +79,7 @@ func (*MessageDelivered) Type() string    { return TypeMessageDelivered }
 
 func (*DomainCreated) Type() string     { return TypeDomainCreated }
 func (*DomainDeleted) Type() string     { return TypeDomainDeleted }
+func (*DomainHostsSet) Type() string    { return TypeDomainHostsSet }
 func (*HomeServerCreated) Type() string { return TypeHomeServerCreated }
 func (*HomeServerChanged) Type() string { return TypeHomeServerChanged }
 func (*HomeServerDeleted) Type() string { return TypeHomeServerDeleted }
@@ -120,6 +122,7 @@ func (*MessageDelivered) isEvent()    {}
 
 func (*DomainCreated) isEvent()     {}
 func (*DomainDeleted) isEvent()     {}
+func (*DomainHostsSet) isEvent()    {}
 func (*HomeServerCreated) isEvent() {}
 func (*HomeServerChanged) isEvent() {}
 func (*HomeServerDeleted) isEvent() {}
@@ -215,6 +218,8 @@ func decodeJSON(typ string, data []byte) (Event, error) {
 		e = new(UserDisabled)
 	case TypeDomainDeleted:
 		e = new(DomainDeleted)
+	case TypeDomainHostsSet:
+		e = new(DomainHostsSet)
 	case TypeHomeServerChanged:
 		e = new(HomeServerChanged)
 	case TypeHomeServerDeleted:

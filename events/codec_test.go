@@ -45,6 +45,7 @@ func sampleEvents() []Event {
 		&UserEnabled{Meta: meta, User: bob, Home: "home1", DisplayName: "Bob", Email: "bob@example.test"},
 		&UserDisabled{Meta: meta, User: bob},
 		&DomainDeleted{Meta: meta, Domain: "example.test"},
+		&DomainHostsSet{Meta: meta, Domain: "example.test", EmailDomains: []string{"example.test", "corp.example.test"}, Hosts: []string{"gw7.example.test"}},
 		&HomeServerChanged{Meta: meta, Name: "home1", HostsUsers: false},
 		&HomeServerDeleted{Meta: meta, Name: "home1"},
 		&RouterCreated{Meta: meta, Name: "router1", Domain: "example.test", Host: "im.example.test"},

@@ -59,6 +59,17 @@ func Describe(ev Event) string {
 			s += "; Windows domain " + x.NTDomain
 		}
 		return s + ")"
+	case *DomainHostsSet:
+		s := x.Domain + ": hosts "
+		if len(x.Hosts) == 0 {
+			s += "none"
+		} else {
+			s += strings.Join(x.Hosts, ", ")
+		}
+		if len(x.EmailDomains) == 0 {
+			return s + "; e-mail domains none"
+		}
+		return s + "; e-mail domains " + strings.Join(x.EmailDomains, ", ")
 	case *DomainDeleted:
 		return x.Domain
 	case *HomeServerCreated:

@@ -22,6 +22,17 @@ type DomainCreated struct {
 	NTDomain string `json:"nt_domain,omitempty"`
 }
 
+// DomainHostsSet records an IM domain's new host names: its full lists
+// of e-mail domains and of the extra host names requests may name it by,
+// which replace those it had. Its name and IM host always reach it and
+// are in neither list's keeping.
+type DomainHostsSet struct {
+	Meta
+	Domain       string   `json:"domain"`
+	EmailDomains []string `json:"email_domains,omitempty"`
+	Hosts        []string `json:"hosts,omitempty"`
+}
+
 // DomainDeleted records the removal of an IM domain.
 type DomainDeleted struct {
 	Meta
@@ -160,6 +171,7 @@ type UserDisabled struct {
 }
 
 func (e *DomainCreated) DirSubject() string     { return DomainSubject(e.Domain) }
+func (e *DomainHostsSet) DirSubject() string    { return DomainSubject(e.Domain) }
 func (e *DomainDeleted) DirSubject() string     { return DomainSubject(e.Domain) }
 func (e *HomeServerCreated) DirSubject() string { return HomeServerSubject(e.Name) }
 func (e *HomeServerChanged) DirSubject() string { return HomeServerSubject(e.Name) }
@@ -177,6 +189,7 @@ func (e *FederationSet) DirSubject() string     { return SettingSubject("federat
 func (e *ClusterCreated) DirSubject() string    { return ClusterSubject() }
 
 func (e *DomainCreated) Metadata() *Meta     { return &e.Meta }
+func (e *DomainHostsSet) Metadata() *Meta    { return &e.Meta }
 func (e *DomainDeleted) Metadata() *Meta     { return &e.Meta }
 func (e *HomeServerCreated) Metadata() *Meta { return &e.Meta }
 func (e *HomeServerChanged) Metadata() *Meta { return &e.Meta }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -260,6 +261,26 @@ func (d *Directory) apply(b *pebble.Batch, ev events.Event, seq uint64) error {
 			b.Set(d.key("host", events.Token(h)), []byte(e.Domain), nil)
 		}
 		return putJSON(b, d.key("dom", events.Token(e.Domain)), dom)
+	case *events.DomainHostsSet:
+		var dom Domain
+		k := d.key("dom", events.Token(e.Domain))
+		if ok, err := getJSON(b, k, &dom); err != nil || !ok {
+			return err
+		}
+		was := domainHosts(dom)
+		dom.EmailDomains, dom.Hosts = e.EmailDomains, e.Hosts
+		now := domainHosts(dom)
+		// Only the names it no longer has are deleted: one it keeps (the
+		// domain's name, given as an e-mail domain too) still reaches it.
+		for _, h := range was {
+			if !slices.Contains(now, h) {
+				b.Delete(d.key("host", events.Token(h)), nil)
+			}
+		}
+		for _, h := range now {
+			b.Set(d.key("host", events.Token(h)), []byte(e.Domain), nil)
+		}
+		return putJSON(b, k, dom)
 	case *events.DomainDeleted:
 		var dom Domain
 		k := d.key("dom", events.Token(e.Domain))

@@ -2,6 +2,7 @@ package projections
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -147,4 +148,58 @@ func TestDirectoryOlderFormatRebuilt(t *testing.T) {
 	if rec := read(); rec.Home != "home9" {
 		t.Errorf("a current projection was rebuilt: ann's home %q, want home9 as written", rec.Home)
 	}
+}
+
+// TestDirectoryDomainHostsSet: an IM domain's new host names reach it,
+// those it no longer has reach nothing, and its name and IM host (kept,
+// though dropped from the e-mail domains) still reach it; in memory as
+// applied, and as reopened from Pebble.
+func TestDirectoryDomainHostsSet(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	follow := FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}
+	js := startJetStream(t)
+	appendDirectory(t, js,
+		&events.DomainCreated{Meta: events.Meta{At: at}, Domain: "example.test", IMHost: "im.example.test",
+			EmailDomains: []string{"example.test", "mail.example.test"}, Hosts: []string{"old.example.test"}},
+		&events.DomainHostsSet{Meta: events.Meta{At: at}, Domain: "example.test",
+			EmailDomains: []string{"corp.example.test"}, Hosts: []string{"gw7.example.test", "im2.example.test"}})
+	check := func(dir *Directory, when string) {
+		t.Helper()
+		for host, want := range map[string]bool{
+			"example.test": true, "im.example.test": true, "corp.example.test": true, "gw7.example.test": true, "im2.example.test:80": true,
+			"mail.example.test": false, "old.example.test": false,
+		} {
+			dom, err := dir.DomainByHost(host)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (dom != nil) != want {
+				t.Errorf("%s: host %s reaches a domain: %v, want %v", when, host, dom != nil, want)
+			}
+		}
+		dom, _ := dir.Domain("example.test")
+		if dom == nil || !slices.Equal(dom.Hosts, []string{"gw7.example.test", "im2.example.test"}) || !slices.Equal(dom.EmailDomains, []string{"corp.example.test"}) ||
+			dom.IMHost != "im.example.test" {
+			t.Errorf("%s: domain record %+v", when, dom)
+		}
+	}
+	dir, err := OpenDirectory(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := WhileFollowing(ctx, js, follow, dir, func() error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	check(dir, "applied")
+	dir, err = OpenDirectory(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(dir, "reopened")
 }
