@@ -146,6 +146,12 @@ func (c *Client) Domain(ctx context.Context, domain string) (projections.Domain,
 	return get[projections.Domain](ctx, c, OpDomainShow, DomainRef{Domain: domain})
 }
 
+// ChangeDomainHosts adds and removes host names and e-mail domains of an
+// IM domain, and returns the domain as changed.
+func (c *Client) ChangeDomainHosts(ctx context.Context, s DomainHostsSpec) (projections.Domain, error) {
+	return get[projections.Domain](ctx, c, OpDomainHosts, s)
+}
+
 // CreateHomeServer creates a home server.
 func (c *Client) CreateHomeServer(ctx context.Context, s HomeServerSpec) error {
 	return c.Do(ctx, OpHomeCreate, s, nil)

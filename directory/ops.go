@@ -20,6 +20,7 @@ const (
 	OpDomainDelete   Op = "domain.delete"    // DomainRef
 	OpDomainList     Op = "domain.list"      // → []projections.Domain
 	OpDomainShow     Op = "domain.show"      // DomainRef → projections.Domain
+	OpDomainHosts    Op = "domain.hosts"     // DomainHostsSpec → projections.Domain
 	OpHomeCreate     Op = "home.create"      // HomeServerSpec
 	OpHomeAllowUsers Op = "home.allow-users" // AllowUsersSpec
 	OpHomeDelete     Op = "home.delete"      // NameRef

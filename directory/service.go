@@ -452,6 +452,11 @@ func operations() map[Op]operation {
 			}
 			return dom, err
 		}),
+		// A domain administrator may name its own IM domains by more
+		// hosts: what another domain holds is refused all the same.
+		OpDomainHosts: op(true, DomainHostsSpec.domain, func(ctx context.Context, c *call, s DomainHostsSpec) (any, error) {
+			return c.a.ChangeDomainHosts(ctx, s)
+		}),
 		OpHomeCreate: op(false, nil, func(ctx context.Context, c *call, s HomeServerSpec) (any, error) {
 			return done(c.a.CreateHomeServer(ctx, s.Name, s.Host, s.Site, s.HostsUsers))
 		}),

@@ -22,7 +22,7 @@ func TestOperations(t *testing.T) {
 		}
 	}
 	slices.Sort(mayDomain)
-	want := []string{"domain.list", "domain.show", "home.list", "password.set", "user.disable", "user.enable", "user.import", "user.list", "user.move", "user.show", "whoami"}
+	want := []string{"domain.hosts", "domain.list", "domain.show", "home.list", "password.set", "user.disable", "user.enable", "user.import", "user.list", "user.move", "user.show", "whoami"}
 	if !slices.Equal(mayDomain, want) {
 		t.Errorf("domain administrators may do %v, want %v", mayDomain, want)
 	}
@@ -41,6 +41,7 @@ func TestOperations(t *testing.T) {
 		{OpUserList, DomainRef{Domain: "acme.test"}, "acme.test"},
 		{OpUserList, nil, ""},
 		{OpDomainShow, DomainRef{Domain: "acme.test"}, "acme.test"},
+		{OpDomainHosts, DomainHostsSpec{Domain: "Acme.Test.", AddHosts: []string{"gw.acme.test"}}, "acme.test"},
 		{OpWhoami, nil, ""},
 	} {
 		raw, _ := json.Marshal(tt.args)
