@@ -65,6 +65,25 @@ func adminCommands() []command {
 				}
 				return e.printDomains([]projections.Domain{dom})
 			})},
+		{name: "domain hosts", args: "DOMAIN", help: "add or remove host names and e-mail domains of an IM domain", admin: true,
+			flags: func(fs *flag.FlagSet) runFunc {
+				add := fs.String("add", "", "host `names` to add (a DNS alias of the IM server, a gateway's own name clients use), comma-separated")
+				remove := fs.String("remove", "", "host `names` to remove, comma-separated")
+				emailAdd := fs.String("email-add", "", "e-mail `domains` to map to the IM domain, comma-separated")
+				emailRemove := fs.String("email-remove", "", "e-mail `domains` to map no more, comma-separated")
+				return func(ctx context.Context, e *env, args []string) error {
+					spec := directory.DomainHostsSpec{Domain: args[0], AddHosts: splitList(*add), RemoveHosts: splitList(*remove),
+						AddEmailDomains: splitList(*emailAdd), RemoveEmailDomains: splitList(*emailRemove)}
+					if len(spec.AddHosts)+len(spec.RemoveHosts)+len(spec.AddEmailDomains)+len(spec.RemoveEmailDomains) == 0 {
+						return errors.New("give the host names to add or remove (-add, -remove, -email-add, -email-remove); rvpctl domain show lists them")
+					}
+					dom, err := e.admin.ChangeDomainHosts(ctx, spec)
+					if err != nil {
+						return err
+					}
+					return e.printDomains([]projections.Domain{dom})
+				}
+			}},
 		{name: "domain delete", args: "DOMAIN", help: "delete an IM domain that has no users or routers left", admin: true,
 			flags: noFlags(func(ctx context.Context, e *env, args []string) error {
 				if err := e.admin.DeleteDomain(ctx, args[0]); err != nil {

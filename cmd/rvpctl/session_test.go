@@ -202,6 +202,26 @@ func TestSession(t *testing.T) {
 	ops.fails("may not federation.set", "federation", "set", "on")
 	ops.fails("may not home.create", "home", "create", "home9", "-host", "h9")
 	ops.fails("may not admin.set", "admin", "add", "eve", "-role", "organization")
+	// Dave's client names the server by a new DNS alias: not served as
+	// acme.test's until the domain's administrator gives it that name.
+	dave.UseHost("chat.acme.test")
+	if r := dave.Login(3600); r.Status == 200 {
+		t.Fatalf("dave's login by a host of no IM domain: %d %s, want it refused", r.Status, r.Body)
+	}
+	if out := ops.ok("", "domain", "hosts", "acme.test", "-add", "chat.acme.test,old.acme.test", "-email-add", "mail.acme.test"); !strings.Contains(out, "chat.acme.test,old.acme.test") ||
+		!strings.Contains(out, "mail.acme.test") {
+		t.Errorf("domain hosts -add:\n%s", out)
+	}
+	if r := dave.Login(3600); r.Status != 200 {
+		t.Fatalf("dave's login by a host given to acme.test: %d %s", r.Status, r.Body)
+	}
+	if out := ops.ok("", "domain", "hosts", "acme.test", "-remove", "old.acme.test"); !strings.Contains(out, "chat.acme.test") || strings.Contains(out, "old.acme.test") {
+		t.Errorf("domain hosts -remove:\n%s", out)
+	}
+	dave.UseHost("im.acme.test")
+	ops.fails("may not domain.hosts in IM domain example.test", "domain", "hosts", "example.test", "-add", "chat.example.test")
+	ops.fails("cannot be removed", "domain", "hosts", "acme.test", "-remove", "im.acme.test")
+	ops.fails("give the host names to add or remove", "domain", "hosts", "acme.test")
 	ops.fails("home server store1 does not host user accounts", "user", "move", "erin@acme.test", "-home", "store1")
 	ops.fails("already on home server home1", "user", "move", "erin@acme.test", "-home", "home1")
 	ops.fails("may not user.move in IM domain example.test", "user", "move", "alice@example.test", "-home", "home1")
