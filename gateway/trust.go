@@ -103,12 +103,12 @@ func (g *Gateway) foreignAllowed(from, client string) error {
 	if !s.InternetCapable {
 		// Perhaps one of ours whose client names the server otherwise.
 		g.log.Info("request from another organisation refused: intranet-only", "from", from, "client", client)
-		return logged(refuse(rvp.StatusForbidden, "this organisation does not exchange instant messages with other organisations (%s): %s is a host of none of its IM domains (rvpctl domain list shows their hosts; a client that reaches this server by another name needs that name among them)", from, host))
+		return logged(refuse(rvp.StatusForbidden, "this organisation does not exchange instant messages with other organisations (%s): %s is a host of none of its IM domains (rvpctl domain list shows their hosts; a client that reaches this server by another name needs that name among them: rvpctl domain hosts DOMAIN -add %s)", from, host, events.Hostname(host)))
 	}
 	name := strings.ToLower(strings.TrimSuffix(events.Hostname(host), "."))
 	if _, err := netip.ParseAddr(strings.Trim(name, "[]")); err == nil {
 		g.counters.forged.Add(1)
-		return refuse(rvp.StatusForbidden, "RVP-From-Principal %s names an address: other organisations are known by the names of their IM hosts (if it is a host of ours, give it to its IM domain: rvpctl domain create -hosts)", from)
+		return refuse(rvp.StatusForbidden, "RVP-From-Principal %s names an address: other organisations are known by the names of their IM hosts (if it is a host of ours, give it to its IM domain: rvpctl domain hosts DOMAIN -add %s)", from, name)
 	}
 	if !strings.Contains(name, ".") || name == "localhost" || strings.HasSuffix(name, ".localhost") {
 		// A name of this network, not of another organisation on the
