@@ -60,10 +60,13 @@ func (a *Admin) ChangeDomainHosts(ctx context.Context, s DomainHostsSpec) (proje
 	}
 	return a.setDomainHosts(ctx, domainName(s.Domain), func(dom projections.Domain) ([]string, []string, error) {
 		for _, h := range s.RemoveHosts {
-			if h == dom.Domain || h == dom.IMHost {
+			switch {
+			case slices.Contains(dom.Hosts, h):
+				// Listed among the hosts as well, it may leave the list:
+				// the domain's name and IM host reach it all the same.
+			case h == dom.Domain || h == dom.IMHost:
 				return nil, nil, fmt.Errorf("host %s is IM domain %s's name or IM host, which always reach it; it cannot be removed", h, dom.Domain)
-			}
-			if !slices.Contains(dom.Hosts, h) {
+			default:
 				return nil, nil, fmt.Errorf("host %s is not a host name of IM domain %s (its hosts: %s); nothing removed", h, dom.Domain, listOrNone(dom.Hosts))
 			}
 		}
@@ -72,6 +75,8 @@ func (a *Admin) ChangeDomainHosts(ctx context.Context, s DomainHostsSpec) (proje
 				return nil, nil, fmt.Errorf("e-mail domain %s is not an e-mail domain of IM domain %s (its e-mail domains: %s); nothing removed", h, dom.Domain, listOrNone(dom.EmailDomains))
 			}
 		}
+		// The domain's name and IM host reach it without being listed.
+		addHosts := slices.DeleteFunc(slices.Clone(s.AddHosts), func(h string) bool { return h == dom.Domain || h == dom.IMHost })
 		keep := func(have, add, remove []string) []string {
 			out := slices.DeleteFunc(slices.Clone(have), func(h string) bool { return slices.Contains(remove, h) })
 			for _, h := range add {
@@ -81,7 +86,7 @@ func (a *Admin) ChangeDomainHosts(ctx context.Context, s DomainHostsSpec) (proje
 			}
 			return out
 		}
-		return keep(dom.Hosts, s.AddHosts, s.RemoveHosts), keep(dom.EmailDomains, s.AddEmailDomains, s.RemoveEmailDomains), nil
+		return keep(dom.Hosts, addHosts, s.RemoveHosts), keep(dom.EmailDomains, s.AddEmailDomains, s.RemoveEmailDomains), nil
 	})
 }
 

@@ -78,6 +78,12 @@ func TestSetDomainHosts(t *testing.T) {
 	reaches("im3.example.test", "example.test")
 	reaches("example.test", "example.test")
 
+	// Its IM host needs no listing: added, nothing changes.
+	if dom, err := a.ChangeDomainHosts(ctx, directory.DomainHostsSpec{Domain: "example.test", AddHosts: []string{"im.example.test"}}); err != nil ||
+		!slices.Equal(dom.Hosts, []string{"im3.example.test"}) {
+		t.Errorf("adding the IM host: %+v, %v; want the hosts left as they were", dom, err)
+	}
+
 	before := f.lastEvent(events.DomainSubject("example.test"))
 	for _, bad := range []struct {
 		what string
