@@ -134,3 +134,66 @@ func TestLateHandoffSubscriptionIDClash(t *testing.T) {
 		t.Errorf("ben's unsubscribe of %d ended cat's subscription", benWatch)
 	}
 }
+
+// TestLateHandoffKnownIDIsRequestersOwn: ann is logged in from two
+// clients: from 10.0.0.1 on her former home server (login 1 there), and,
+// her handoff late, from 10.0.0.2 here, given 1 by this home server's
+// counter. The late handoff's login is kept under a new id, known by 1:
+// both of her logins are known to their clients by 1. core.named took an
+// id whose subscription is the requester's own for the one meant, and
+// never looked further: the first client's renewals of 1 renewed the
+// second's login (its own lapsed, silently), and its UNSUBSCRIBE of 1 at
+// logout ended the second client's login, leaving its own. The client
+// naming 1 is told apart by the address it comes from (Source).
+func TestLateHandoffKnownIDIsRequestersOwn(t *testing.T) {
+	from := newWorld(t)
+	first := from.login("ann", "10.0.0.1", annCB)
+	late := from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
+	if late == nil || len(late.Subs) != 1 {
+		t.Fatalf("the former home server's handoff: %+v, want ann's login in it", late)
+	}
+
+	to := newWorld(t)
+	rec := to.dir.users[user("ann")]
+	rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
+	late.From = "homeA"
+	if second := to.login("ann", "10.0.0.2", annCB2); second != first {
+		t.Fatalf("ann's second login is %d, her first was %d: no clash to test", second, first)
+	}
+	to.do(late)
+	logins, _ := to.st.Logins(user("ann"))
+	var x, y *projections.Subscription // the first client's, the second's
+	for i := range logins {
+		switch logins[i].CallBack {
+		case annCB:
+			x = &logins[i]
+		case annCB2:
+			y = &logins[i]
+		}
+	}
+	if x == nil || y == nil || y.ID != first || x.ID == first || x.Known != first {
+		t.Fatalf("ann's logins after the late handoff: %+v, want both clients', the first's renumbered and known by %d", logins, first)
+	}
+	xExpires, yExpires := x.Expires, y.Expires
+
+	to.now = to.now.Add(time.Minute)
+	wantStatus(t, to.do(&events.Renew{Req: to.req("ann-renews-x", "ann", "ann", "10.0.0.1"), ID: first, Lifetime: 14400}), 200)
+	if s, _ := to.st.Subscription(user("ann"), x.ID); s == nil || !s.Expires.After(xExpires) {
+		t.Errorf("the first client's renewal of %d did not renew its login (now %d): %+v", first, x.ID, s)
+	}
+	if s, _ := to.st.Subscription(user("ann"), y.ID); s == nil || !s.Expires.Equal(yExpires) {
+		t.Errorf("the first client's renewal of %d renewed the second client's login: %+v", first, s)
+	}
+	wantStatus(t, to.do(&events.Unsubscribe{Req: to.req("ann-ends-x", "ann", "ann", "10.0.0.1"), ID: first}), 200)
+	if s, _ := to.st.Subscription(user("ann"), y.ID); s == nil {
+		t.Errorf("the first client's unsubscribe of %d ended the second client's login", first)
+	}
+	if s, _ := to.st.Subscription(user("ann"), x.ID); s != nil {
+		t.Errorf("the first client's unsubscribe of %d left its own login: %+v", first, s)
+	}
+	// The second client's login is its own still.
+	wantStatus(t, to.do(&events.Renew{Req: to.req("ann-renews-y", "ann", "ann", "10.0.0.2"), ID: first, Lifetime: 14400}), 200)
+	if s, _ := to.st.Subscription(user("ann"), y.ID); s == nil || !s.Expires.After(yExpires) {
+		t.Errorf("the second client's renewal of %d did not renew its login: %+v", first, s)
+	}
+}

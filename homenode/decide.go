@@ -270,9 +270,22 @@ func ownedBy(r *events.Req, s *projections.Subscription) bool {
 // subscription of that id is not the requester's own (another's, or
 // gone). Else the one of that id (the node's owner may manage it whoever
 // made it, and lists subscriptions by their ids here).
+//
+// The requester may have more than one subscription known by id: its own
+// of that id, given here, and one handed over late and renumbered (an
+// owner logged in from a second client while its handoff was late), or
+// two handed over from different former home servers. The one made from
+// the address the request comes from (Source) is meant, else the one of
+// that id: taking the one of that id, one client's renewals renewed the
+// other's subscription (its own lapsed, silently) and its UNSUBSCRIBE
+// ended the other's. The requester's subscriptions (the subscriber index,
+// and the owner's logins: a handful of records) are read only when the
+// subscription of that id is not the requester's own from that address.
 func (c *core) named(r *events.Req, id int32) (*projections.Subscription, error) {
 	s, err := c.State.Subscription(r.Node, id)
-	if err != nil || (s != nil && s.Known == 0 && ownedBy(r, s)) {
+	if err != nil || (s != nil && s.Known == 0 && ownedBy(r, s) && s.Source == r.Client) {
+		// The requester's own, from the address it was made from: the
+		// one meant, and a renewal's usual case (one read).
 		return s, err
 	}
 	var mine []projections.Subscription
@@ -288,10 +301,23 @@ func (c *core) named(r *events.Req, id int32) (*projections.Subscription, error)
 		}
 		mine = append(mine, logins...)
 	}
+	var known *projections.Subscription // the requester's known by id
+	if s != nil && s.Known == 0 && ownedBy(r, s) {
+		known = s
+	}
 	for i := range mine {
-		if mine[i].Known == id && ownedBy(r, &mine[i]) {
+		if mine[i].Known != id || !ownedBy(r, &mine[i]) {
+			continue
+		}
+		if mine[i].Source == r.Client {
 			return &mine[i], nil
 		}
+		if known == nil {
+			known = &mine[i]
+		}
+	}
+	if known != nil {
+		return known, nil
 	}
 	return s, nil
 }
