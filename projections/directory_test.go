@@ -203,3 +203,87 @@ func TestDirectoryDomainHostsSet(t *testing.T) {
 	}
 	check(dir, "reopened")
 }
+
+// TestDirectoryDomainHostsMoved: host names leave one IM domain and join
+// another in quick succession (applied in one batch, and in batches of
+// their own), and a domain's name listed as a host and as an e-mail
+// domain too is dropped from both lists: each host reaches the domain
+// that has it last, and only that, in memory as applied, as reopened
+// from Pebble, and in a rebuild from the stream (VerifyDirectory).
+func TestDirectoryDomainHostsMoved(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	db, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	m := events.Meta{At: at}
+	follow := FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}
+	js := startJetStream(t)
+	dir, err := OpenDirectory(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string, want map[string]string) {
+		t.Helper()
+		reopened, err := OpenDirectory(db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range []struct {
+			name string
+			dir  *Directory
+		}{{"in memory", dir}, {"reopened", reopened}} {
+			for host, w := range want {
+				dom, err := d.dir.DomainByHost(host)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := ""
+				if dom != nil {
+					got = dom.Domain
+				}
+				if got != w {
+					t.Errorf("%s, %s: host %s reaches %q, want %q", when, d.name, host, got, w)
+				}
+			}
+		}
+		v, err := VerifyDirectory(ctx, js, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !v.OK() {
+			t.Errorf("%s: the projection differs from its rebuild:\n%s", when, v.Diff)
+		}
+	}
+	appendDirectory(t, js,
+		&events.DomainCreated{Meta: m, Domain: "a.test", IMHost: "im.a.test", EmailDomains: []string{"a.test", "shared.test"}, Hosts: []string{"gw.test"}},
+		&events.DomainCreated{Meta: m, Domain: "b.test", IMHost: "im.b.test", EmailDomains: []string{"b.test"}},
+		// gw.test and shared.test move from a.test to b.test; a.test's
+		// name is listed as a host too.
+		&events.DomainHostsSet{Meta: m, Domain: "a.test", EmailDomains: []string{"a.test"}, Hosts: []string{"a.test"}},
+		&events.DomainHostsSet{Meta: m, Domain: "b.test", EmailDomains: []string{"b.test", "shared.test"}, Hosts: []string{"gw.test"}},
+		// and is dropped from both lists: its name still reaches it.
+		&events.DomainHostsSet{Meta: m, Domain: "a.test", Hosts: nil, EmailDomains: nil})
+	if err := WhileFollowing(ctx, js, follow, dir, func() error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	check("moved in one batch", map[string]string{"a.test": "a.test", "im.a.test": "a.test", "gw.test": "b.test", "shared.test": "b.test",
+		"b.test": "b.test", "im.b.test": "b.test"})
+
+	// Back again, each change followed on its own.
+	for _, ev := range []events.DirectoryEvent{
+		&events.DomainHostsSet{Meta: m, Domain: "b.test", EmailDomains: []string{"b.test"}},
+		&events.DomainHostsSet{Meta: m, Domain: "a.test", EmailDomains: []string{"shared.test"}, Hosts: []string{"gw.test"}},
+		&events.DomainDeleted{Meta: m, Domain: "b.test"},
+	} {
+		appendDirectory(t, js, ev)
+		if err := WhileFollowing(ctx, js, follow, dir, func() error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("moved back one by one", map[string]string{"a.test": "a.test", "im.a.test": "a.test", "gw.test": "a.test", "shared.test": "a.test",
+		"b.test": "", "im.b.test": ""})
+}
