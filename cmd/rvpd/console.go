@@ -154,8 +154,8 @@ func (c *console) routes(mux *http.ServeMux) {
 			"fetch_site", r.Header.Get("Sec-Fetch-Site"), "client", clientAddr(r))
 		http.Error(w, "refused: posted from a page of another site; open the console itself and sign in there", http.StatusForbidden)
 	}))
-	mux.Handle("POST /console/login", sameSite.Handler(http.HandlerFunc(c.login)))
-	mux.Handle("POST /console/logout", sameSite.Handler(http.HandlerFunc(c.logout)))
+	mux.Handle("POST /console/login", sameSiteOrForwarded(sameSite, http.HandlerFunc(c.login)))
+	mux.Handle("POST /console/logout", sameSiteOrForwarded(sameSite, http.HandlerFunc(c.logout)))
 	mux.HandleFunc("GET /console/{$}", c.signedIn(c.overview))
 	mux.HandleFunc("GET /console/users", c.signedIn(c.users))
 	mux.HandleFunc("GET /console/user/{user}", c.signedIn(c.user))
@@ -321,6 +321,55 @@ func (c *console) login(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: value, Path: "/console/", HttpOnly: true, SameSite: http.SameSiteStrictMode,
 		Secure: overTLS(r), MaxAge: int(sessionLife.Seconds())})
 	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+// sameSiteOrForwarded is sameSite's handler of h, which also takes a
+// post whose Origin names the host a proxy in front says the browser
+// asked for (X-Forwarded-Host, or Forwarded: host=), when the browser
+// sent no Sec-Fetch-Site. A browser sends that only to a potentially
+// trustworthy origin (HTTPS, localhost): over plain HTTP to a console
+// reached by a name, through a proxy that gives rvpd its own address as
+// Host (nginx's proxy_pass does by default), the Origin alone tells the
+// console's own form from another site's, and it names the proxy's host,
+// not the Host rvpd sees. A page of another site cannot forge the
+// header: a form sets none, and a script's custom header needs a CORS
+// preflight the console never grants; its Origin is its own site's.
+func sameSiteOrForwarded(sameSite *http.CrossOriginProtection, h http.Handler) http.Handler {
+	checked := sameSite.Handler(h)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Sec-Fetch-Site") == "" && originIsForwardedHost(r) {
+			h.ServeHTTP(w, r)
+			return
+		}
+		checked.ServeHTTP(w, r)
+	})
+}
+
+// originIsForwardedHost reports whether r's Origin names the host the
+// first proxy in front was asked for: the first X-Forwarded-Host, or the
+// first Forwarded host=.
+func originIsForwardedHost(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" || origin == "null" {
+		return false
+	}
+	o, err := url.Parse(origin)
+	if err != nil || o.Host == "" {
+		return false
+	}
+	host, _, _ := strings.Cut(r.Header.Get("X-Forwarded-Host"), ",")
+	host = strings.TrimSpace(host)
+	if host == "" {
+		if f := r.Header.Get("Forwarded"); f != "" {
+			first, _, _ := strings.Cut(f, ",")
+			for pair := range strings.SplitSeq(first, ";") {
+				if k, v, _ := strings.Cut(strings.TrimSpace(pair), "="); strings.EqualFold(k, "host") {
+					host = strings.Trim(v, `"`)
+				}
+			}
+		}
+	}
+	return host != "" && strings.EqualFold(host, o.Host)
 }
 
 // overTLS reports whether the browser reached the console over TLS: the

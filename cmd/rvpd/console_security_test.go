@@ -4,8 +4,10 @@ import (
 	"context"
 	"html"
 	"io/fs"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"regexp"
 	"strings"
@@ -311,5 +313,78 @@ func TestConsoleFailuresForgotten(t *testing.T) {
 	}
 	if c.succeeded("192.0.2.1", "admin"); c.waiting("192.0.2.1") != 0 || c.fails["192.0.2.1"] != nil {
 		t.Errorf("admin's right password after its own failures: %+v kept, want them forgotten", c.fails["192.0.2.1"])
+	}
+}
+
+// TestConsoleBrowserBehindProxyRewritingHost: an administrator signs in
+// with Chromium to a console reached by a name of its own
+// (http://console.example) through a reverse proxy that gives rvpd the
+// upstream's address as Host (nginx's default, proxy_pass; httputil's
+// SetURL) and the browser's in X-Forwarded-Host. Over plain HTTP to a
+// name that is not localhost, a browser sends no Sec-Fetch-Site (only to
+// a potentially trustworthy origin), so the post is told from a
+// cross-site one by its Origin alone, which names the proxy's host, not
+// rvpd's. A cross-site post through the same proxy is still refused.
+func TestConsoleBrowserBehindProxyRewritingHost(t *testing.T) {
+	_, ops := startDevOps(t)
+	target, err := url.Parse(ops)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httptest.NewServer(&httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(target) // Host: rvpd's own address
+		r.SetXForwarded()
+	}})
+	defer proxy.Close()
+	_, port, err := net.SplitHostPort(proxy.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	site := "http://console.example:" + port
+	ctx := browser(t, chromedp.Flag("host-resolver-rules", "MAP console.example 127.0.0.1"))
+	if err := chromedp.Do(ctx, chromedp.Navigate(site+"/console/"), chromedp.WaitVisible(chromedp.ID("name"))); err != nil {
+		t.Fatalf("the console did not show its sign-in form through the proxy: %v", err)
+	}
+	var body string
+	tctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := chromedp.Do(tctx,
+		chromedp.SendKeys(chromedp.ID("name"), "admin"),
+		chromedp.SendKeys(chromedp.ID("password"), testPassword),
+		chromedp.Click(chromedp.ID("signin")),
+		chromedp.WaitReady("body"),
+	); err != nil {
+		t.Fatalf("sign in: %v", err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		rctx, rcancel := context.WithTimeout(tctx, 2*time.Second)
+		text, err := chromedp.Run(rctx, chromedp.Text(chromedp.CSS("body")))
+		rcancel()
+		if err == nil {
+			body = text
+			if strings.Contains(body, "home1") || strings.Contains(body, "refused") {
+				break
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(body, "home1") {
+		t.Errorf("the administrator's sign-in through the proxy did not reach the overview; the page says:\n%s", body)
+	}
+
+	// A page of another site posting through the same proxy is refused.
+	form := url.Values{"name": {"admin"}, "password": {testPassword}, "next": {"/console/"}}
+	req, _ := http.NewRequest("POST", proxy.URL+"/console/login", strings.NewReader(form.Encode()))
+	req.Host = "console.example:" + port
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", "http://attacker.example")
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || len(resp.Cookies()) != 0 {
+		t.Errorf("a sign-in posted from another site through the proxy: %d, cookies %v; want 403 and none", resp.StatusCode, resp.Cookies())
 	}
 }
