@@ -469,20 +469,25 @@ func (c *console) tell(addr, admin string, ok bool) {
 	}
 }
 
+// failureName is the part of an administrator's name its address's
+// failures remember: a sign-in as it compares the same part.
+func failureName(admin string) string { return admin[:min(len(admin), maxAdminName)] }
+
 func (c *console) failed(addr, admin string) {
-	admin = admin[:min(len(admin), maxAdminName)]
+	admin = failureName(admin)
 	c.failedAt(addr, admin, c.now())
 	c.tell(addr, admin, false)
 }
 
 func (c *console) succeeded(addr, admin string) {
+	admin = failureName(admin)
 	if c.succeededAt(addr, admin, c.now()) {
 		c.tell(addr, admin, true)
 	}
 }
 
 func (c *console) failedAt(addr, admin string, now time.Time) {
-	admin = admin[:min(len(admin), maxAdminName)]
+	admin = failureName(admin)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	f := c.fails[addr]
@@ -518,6 +523,7 @@ func (c *console) failedAt(addr, admin string, now time.Time) {
 // succeededAt forgets addr's failures when they were all for admin,
 // unless one came after now (a late note); it reports whether it did.
 func (c *console) succeededAt(addr, admin string, now time.Time) bool {
+	admin = failureName(admin)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	f := c.fails[addr]

@@ -388,3 +388,26 @@ func TestConsoleBrowserBehindProxyRewritingHost(t *testing.T) {
 		t.Errorf("a sign-in posted from another site through the proxy: %d, cookies %v; want 403 and none", resp.StatusCode, resp.Cookies())
 	}
 }
+
+// TestConsoleFailuresForgottenLongName: an administrator whose name is
+// longer than the failures remember (maxAdminName: the directory bounds
+// no name) signs in after its own failures: they are forgotten, as any
+// administrator's are, not kept as another's.
+func TestConsoleFailuresForgottenLongName(t *testing.T) {
+	c, err := newConsole(nil, nil, nil, nil, discardLogger(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	c.now = func() time.Time { return now }
+	long := strings.Repeat("o", maxAdminName+44)
+	for range freeFailures + 1 {
+		c.failed("192.0.2.1", long)
+	}
+	if c.waiting("192.0.2.1") <= 0 {
+		t.Fatal("the address does not wait after its failures")
+	}
+	if c.succeeded("192.0.2.1", long); c.fails["192.0.2.1"] != nil {
+		t.Errorf("the right password of an administrator of a %d-byte name after its own failures: %+v kept, want them forgotten", len(long), c.fails["192.0.2.1"])
+	}
+}
