@@ -59,6 +59,11 @@ func (a *Admin) ChangeDomainHosts(ctx context.Context, s DomainHostsSpec) (proje
 		}
 	}
 	return a.setDomainHosts(ctx, domainName(s.Domain), func(dom projections.Domain) ([]string, []string, error) {
+		// A domain created before host names were kept as requests name
+		// them holds them as given (a trailing dot, capitals): compared,
+		// and kept, in the form the lists give.
+		dom.Hosts, dom.EmailDomains = asRequestsName(dom.Hosts), asRequestsName(dom.EmailDomains)
+		dom.Domain, dom.IMHost = asRequestName(dom.Domain), asRequestName(dom.IMHost)
 		for _, h := range s.RemoveHosts {
 			switch {
 			case slices.Contains(dom.Hosts, h):
@@ -88,6 +93,26 @@ func (a *Admin) ChangeDomainHosts(ctx context.Context, s DomainHostsSpec) (proje
 		}
 		return keep(dom.Hosts, addHosts, s.RemoveHosts), keep(dom.EmailDomains, s.AddEmailDomains, s.RemoveEmailDomains), nil
 	})
+}
+
+// asRequestName returns a host name the directory holds as hostName
+// gives it, or as held when hostName refuses it.
+func asRequestName(h string) string {
+	if n, err := hostName("host", h); err == nil {
+		return n
+	}
+	return h
+}
+
+// asRequestsName returns asRequestName of each of names, without repeats.
+func asRequestsName(names []string) []string {
+	var out []string
+	for _, h := range names {
+		if n := asRequestName(h); !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // hostNames returns names as hostName gives each, without repeats.

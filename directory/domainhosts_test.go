@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
 )
@@ -190,5 +192,46 @@ func TestDomainHostsService(t *testing.T) {
 	}
 	if dom, err := root.Domain(ctx, "example.test"); err != nil || !slices.Equal(dom.Hosts, []string{"gw8.example.test"}) {
 		t.Errorf("example.test: %+v, %v; want its hosts gw8.example.test", dom, err)
+	}
+}
+
+// TestChangeDomainHostsOfAnOlderVersion: an IM domain created before host
+// names were kept as requests name them (8281c91: a name written in
+// full, with its trailing dot, or in capitals was kept as given) has its
+// names removed by the form rvpctl gives them in: rvpctl domain hosts is
+// how such a name, which no request carries, is put right.
+func TestChangeDomainHostsOfAnOlderVersion(t *testing.T) {
+	f := newAdminFixture(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	a := f.exampleAdmin(ctx)
+	old := &events.DomainCreated{Meta: events.Meta{At: time.Now().UTC(), Actor: "a"}, Domain: "old.test", IMHost: "im.old.test",
+		EmailDomains: []string{"old.test", "Corp.Old.Test"}, Hosts: []string{"gw.old.test.", "GW2.Old.Test"}}
+	data, err := events.Encode(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := nats.NewMsg(old.DirSubject())
+	msg.Header.Set(events.HeaderType, old.Type())
+	msg.Data = data
+	ack, err := f.js.PublishMsg(ctx, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Directory.WaitFor(ctx, ack.Sequence); err != nil {
+		t.Fatal(err)
+	}
+	dom, err := a.ChangeDomainHosts(ctx, directory.DomainHostsSpec{Domain: "old.test", RemoveHosts: []string{"gw.old.test", "gw2.old.test"},
+		AddHosts: []string{"gw.old.test", "GW2.OLD.TEST."}, RemoveEmailDomains: []string{"corp.old.test"}})
+	if err != nil {
+		t.Fatalf("removing the names of a domain created by an older version as rvpctl gives them: %v", err)
+	}
+	if !slices.Equal(dom.Hosts, []string{"gw.old.test", "gw2.old.test"}) || !slices.Equal(dom.EmailDomains, []string{"old.test"}) {
+		t.Errorf("hosts %q, e-mail domains %q; want [gw.old.test gw2.old.test] and [old.test]", dom.Hosts, dom.EmailDomains)
+	}
+	for host, want := range map[string]bool{"gw.old.test": true, "gw2.old.test": true, "corp.old.test": false} {
+		if got, err := a.Directory.DomainByHost(host); err != nil || (got != nil) != want {
+			t.Errorf("host %s reaches %+v (%v), want a domain: %v", host, got, err, want)
+		}
 	}
 }
