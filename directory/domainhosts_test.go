@@ -186,10 +186,26 @@ func TestDomainHostsService(t *testing.T) {
 		!strings.Contains(err.Error(), "may not domain.hosts in IM domain example.test") {
 		t.Errorf("other.test's domain administrator changing example.test: %v, want refused", err)
 	}
-	if _, err := client("exops").ChangeDomainHosts(ctx, directory.DomainHostsSpec{Domain: "example.test", AddHosts: []string{"im.other.test"}}); err == nil ||
+	if _, err := root.ChangeDomainHosts(ctx, directory.DomainHostsSpec{Domain: "example.test", AddHosts: []string{"im.other.test"}}); err == nil ||
 		!strings.Contains(err.Error(), "already reaches IM domain other.test") {
-		t.Errorf("example.test's domain administrator claiming other.test's IM host: %v, want refused", err)
+		t.Errorf("claiming other.test's IM host for example.test: %v, want refused", err)
 	}
+	// A domain administrator adds names under its domain only: one no
+	// domain holds yet (a partner organisation's domain, another
+	// domain's host) would make its addresses ours.
+	for _, spec := range []directory.DomainHostsSpec{
+		{Domain: "example.test", AddHosts: []string{"im.other.test"}},
+		{Domain: "example.test", AddHosts: []string{"partner.example"}},
+		{Domain: "example.test", AddEmailDomains: []string{"partner.example"}},
+		{Domain: "example.test", AddHosts: []string{"gw9.example.test", "notexample.test"}},
+	} {
+		var derr *directory.Error
+		if _, err := client("exops").ChangeDomainHosts(ctx, spec); !errors.As(err, &derr) || derr.Code != directory.CodeForbidden ||
+			!strings.Contains(err.Error(), "under IM domain example.test only") {
+			t.Errorf("example.test's domain administrator adding %v: %v, want refused 403", slices.Concat(spec.AddHosts, spec.AddEmailDomains), err)
+		}
+	}
+
 	if dom, err := root.Domain(ctx, "example.test"); err != nil || !slices.Equal(dom.Hosts, []string{"gw8.example.test"}) {
 		t.Errorf("example.test: %+v, %v; want its hosts gw8.example.test", dom, err)
 	}

@@ -299,6 +299,8 @@ func (s *Service) handle(req *Request) Response {
 			code = CodeExists
 		case errors.Is(err, ErrNotFound):
 			code = CodeNotFound
+		case errors.Is(err, errForbidden):
+			code = CodeForbidden
 		}
 		return fail(code, "%v", err)
 	}
@@ -313,6 +315,10 @@ func (s *Service) handle(req *Request) Response {
 	}
 	return Response{Result: data}
 }
+
+// errForbidden is an operation its administrator's role allows refused
+// for what it asks (CodeForbidden).
+var errForbidden = errors.New("forbidden")
 
 // who names a domain administrator in refusals.
 func who(adm *projections.Administrator) string {
@@ -349,6 +355,11 @@ type call struct {
 // mine reports whether the administrator may see an IM domain.
 func (c *call) mine(domain string) bool {
 	return c.adm.Role == events.RoleOrganization || administers(c.adm, domain)
+}
+
+// under reports whether host is domain or a name under it.
+func under(host, domain string) bool {
+	return host == domain || strings.HasSuffix(host, "."+domain)
 }
 
 func administers(adm *projections.Administrator, domain string) bool {
@@ -452,9 +463,20 @@ func operations() map[Op]operation {
 			}
 			return dom, err
 		}),
-		// A domain administrator may name its own IM domains by more
-		// hosts: what another domain holds is refused all the same.
+		// A domain administrator may name its own IM domain by more hosts
+		// under its name (gw.example.com for example.com): what another
+		// domain holds is refused all the same, but a name no domain
+		// holds yet (a partner organisation's domain, a home server's
+		// host) would make its addresses ours, which only an
+		// organisation administrator decides.
 		OpDomainHosts: op(true, DomainHostsSpec.domain, func(ctx context.Context, c *call, s DomainHostsSpec) (any, error) {
+			if c.adm.Role != events.RoleOrganization {
+				for _, h := range slices.Concat(s.AddHosts, s.AddEmailDomains) {
+					if n, err := hostName("host", h); err == nil && !under(events.Hostname(n), s.Domain) {
+						return nil, fmt.Errorf("%w: %s may add names under IM domain %s only, not %s; an organisation administrator may add any", errForbidden, who(c.adm), s.Domain, h)
+					}
+				}
+			}
 			return c.a.ChangeDomainHosts(ctx, s)
 		}),
 		OpHomeCreate: op(false, nil, func(ctx context.Context, c *call, s HomeServerSpec) (any, error) {
