@@ -1135,8 +1135,17 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 			return err
 		}
 		if done > n.cfg.Directory.Position() {
-			log().Warn("directory behind the move the user was handed off from here under; the handoff is taken again later", "have", n.cfg.Directory.Position(), "want", done)
-			return m.NakWithDelay(250 * time.Millisecond)
+			// Waited for a while first, as for a request routed with a
+			// newer directory: a handoff is redelivered 20 times at most
+			// (MaxDeliver), and at 250 ms each a directory 5 s behind
+			// lost the state it carries.
+			wctx, cancel := context.WithTimeout(ctx, time.Second)
+			err := n.cfg.Directory.WaitFor(wctx, done)
+			cancel()
+			if err != nil {
+				log().Warn("directory behind the move the user was handed off from here under; the handoff is taken again later", "have", n.cfg.Directory.Position(), "want", done)
+				return m.NakWithDelay(250 * time.Millisecond)
+			}
 		}
 	}
 	c := &core{View: n.view(), policy: n.policy}
