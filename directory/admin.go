@@ -342,7 +342,7 @@ func (a *Admin) deleteDomain(ctx context.Context, domain string) error {
 	if err != nil {
 		return err
 	}
-	if err := a.caughtUp(ctx, events.DomainSubject(domain), events.RoutersFilter); err != nil {
+	if err := a.caughtUp(ctx, events.DomainSubject(domain), events.RoutersFilter, events.AdminFilter); err != nil {
 		return err
 	}
 	dom, err := a.Directory.Domain(domain)
@@ -368,6 +368,18 @@ func (a *Admin) deleteDomain(ctx context.Context, domain string) error {
 	}
 	if len(routers) > 0 {
 		return fmt.Errorf("IM domain %s still has %d routers (%s first); delete them first (rvpctl router delete %s)", domain, len(routers), routers[0].Name, routers[0].Name)
+	}
+	// Nor domain administrators of it: left naming it, they would
+	// administer a domain of that name created later.
+	admins, err := a.Directory.Administrators()
+	if err != nil {
+		return err
+	}
+	for _, adm := range admins {
+		if adm.Role == events.RoleDomain && administers(&adm, domain) {
+			return fmt.Errorf("IM domain %s still has domain administrator %s (of %s); remove it, or give it other domains, first (rvpctl admin remove %s, or rvpctl admin add %s -role domain -domains ...)",
+				domain, adm.Name, strings.Join(adm.Domains, ", "), adm.Name, adm.Name)
+		}
 	}
 	return a.appendFenced(ctx, &events.DomainDeleted{Meta: a.meta(), Domain: domain}, ver, users, "the users of IM domain "+domain)
 }

@@ -214,3 +214,37 @@ func TestDomainAdminOfDeletedDomain(t *testing.T) {
 		})
 	}
 }
+
+// TestDeleteDomainWithDomainAdministrators: an IM domain that has domain
+// administrators is not deleted (as one with routers): left naming it,
+// they administered a domain of that name created later, whoever it was
+// made for. Once the administrator has other domains, it is.
+func TestDeleteDomainWithDomainAdministrators(t *testing.T) {
+	f := newAdminFixture(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	a := f.exampleAdmin(ctx)
+	if err := a.CreateDomain(ctx, directory.DomainSpec{Domain: "other.test", IMHost: "im.other.test"}); err != nil {
+		t.Fatal(err)
+	}
+	v, err := directory.NewAdminVerifier("exops-pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.CreateAdmin(ctx, "exops", events.RoleDomain, []string{"example.test"}, v); err != nil {
+		t.Fatal(err)
+	}
+	err = a.DeleteDomain(ctx, "example.test")
+	if err == nil {
+		t.Fatal("example.test was deleted with its domain administrator exops, who would administer a domain of that name created again")
+	}
+	if !strings.Contains(err.Error(), "exops") || !strings.Contains(err.Error(), "admin remove exops") {
+		t.Errorf("refusal %q: want it to name exops and what to do", err)
+	}
+	if err := a.SetAdmin(ctx, "exops", events.RoleDomain, []string{"other.test"}, v); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.DeleteDomain(ctx, "example.test"); err != nil {
+		t.Fatalf("deleting example.test once exops administers other.test: %v", err)
+	}
+}

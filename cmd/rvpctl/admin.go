@@ -84,7 +84,7 @@ func adminCommands() []command {
 					return e.printDomains([]projections.Domain{dom})
 				}
 			}},
-		{name: "domain delete", args: "DOMAIN", help: "delete an IM domain that has no users or routers left", admin: true,
+		{name: "domain delete", args: "DOMAIN", help: "delete an IM domain that has no users, routers or domain administrators left", admin: true,
 			flags: noFlags(func(ctx context.Context, e *env, args []string) error {
 				if err := e.admin.DeleteDomain(ctx, args[0]); err != nil {
 					return err
