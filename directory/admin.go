@@ -300,17 +300,26 @@ func (a *Admin) createDomain(ctx context.Context, s DomainSpec) error {
 	} else if dom != nil {
 		return fmt.Errorf("IM domain %s: %w", s.Domain, ErrExists)
 	}
-	for _, h := range append(append([]string{s.Domain, s.IMHost}, s.EmailDomains...), s.Hosts...) {
-		dom, err := a.Directory.DomainByHost(h)
-		if err != nil {
-			return err
-		}
-		if dom != nil {
-			return fmt.Errorf("host %s already reaches IM domain %s; choose another host name", h, dom.Domain)
-		}
+	if err := a.hostsFree(slices.Concat([]string{s.Domain, s.IMHost}, s.EmailDomains, s.Hosts), ""); err != nil {
+		return err
 	}
 	ev := &events.DomainCreated{Meta: a.meta(), Domain: s.Domain, IMHost: s.IMHost, EmailDomains: s.EmailDomains, Hosts: s.Hosts, NTDomain: s.NTDomain}
 	return a.appendFenced(ctx, ev, ver, events.DomainsFilter, "the IM domains")
+}
+
+// hostsFree returns an error naming the first of hosts that reaches an
+// IM domain other than domain ("" for none), on the projection as it is.
+func (a *Admin) hostsFree(hosts []string, domain string) error {
+	for _, h := range hosts {
+		other, err := a.Directory.DomainByHost(h)
+		if err != nil {
+			return err
+		}
+		if other != nil && other.Domain != domain {
+			return fmt.Errorf("host %s already reaches IM domain %s; choose another host name, or remove it from that domain first (rvpctl domain hosts %s -remove %s)", h, other.Domain, other.Domain, h)
+		}
+	}
+	return nil
 }
 
 // DeleteDomain deletes an IM domain that has no users left, nor

@@ -160,14 +160,8 @@ func (a *Admin) setDomainHosts(ctx context.Context, domain string, lists func(pr
 		if err != nil {
 			return err
 		}
-		for _, h := range slices.Concat(hosts, emailDomains) {
-			other, err := a.Directory.DomainByHost(h)
-			if err != nil {
-				return err
-			}
-			if other != nil && other.Domain != dom.Domain {
-				return fmt.Errorf("host %s already reaches IM domain %s; remove it from that domain first (rvpctl domain hosts %s), or choose another host name", h, other.Domain, other.Domain)
-			}
+		if err := a.hostsFree(slices.Concat(hosts, emailDomains), dom.Domain); err != nil {
+			return err
 		}
 		set = *dom
 		if slices.Equal(hosts, dom.Hosts) && slices.Equal(emailDomains, dom.EmailDomains) {
