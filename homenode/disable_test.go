@@ -98,19 +98,7 @@ func TestDisableWithDirectoryBehind(t *testing.T) {
 	// Her login ends once the directory has her disabled.
 	lag.follow()
 	ann := events.NewUser("example.test", "ann")
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		logins, err := h.node.Projection().Logins(ann)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(logins) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("disabled ann still holds %d logins after the directory caught up", len(logins))
-		}
-		<-time.After(10 * time.Millisecond) // poll interval
-	}
+	h.waitLogins(ann, 0, "disabled ann, after the directory caught up")
 }
 
 // TestDisableBehindTheDirectoryAtStart: ann, signed in, is disabled while
@@ -159,19 +147,7 @@ func TestDisableBehindTheDirectoryAtStart(t *testing.T) {
 		<-time.After(10 * time.Millisecond) // poll interval
 	}
 	lag.follow()
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		logins, err := h.node.Projection().Logins(ann)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(logins) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ann, disabled before her home node started, still holds %d logins 10 s after its directory caught up", len(logins))
-		}
-		<-time.After(10 * time.Millisecond) // poll interval
-	}
+	h.waitLogins(ann, 0, "ann, disabled before her home node started, after its directory caught up")
 }
 
 // TestHandoffOfDisabledUser: ann, online on home1, is moved to home2
@@ -316,29 +292,26 @@ func TestDisableHeardAheadBeforeLogin(t *testing.T) {
 	// A gateway as far behind takes ann's sign-in; the node's directory
 	// has her enabled still.
 	login("ann-login", "ann")
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if logins, err := h.node.Projection().Logins(ann); err != nil {
-			t.Fatal(err)
-		} else if len(logins) == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("ann's login not applied to the projection")
-		}
-		<-time.After(10 * time.Millisecond) // poll interval
-	}
+	h.waitLogins(ann, 1, "ann's login applied to the projection")
 
 	lag.follow()
+	h.waitLogins(ann, 0, "disabled ann, after the directory caught up")
+}
+
+// waitLogins waits up to 10 s for the node's projection to hold want
+// logins of u, and fails the test naming what (the state waited for).
+func (h *harness) waitLogins(u events.User, want int, what string) {
+	h.t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		logins, err := h.node.Projection().Logins(ann)
+		logins, err := h.node.Projection().Logins(u)
 		if err != nil {
-			t.Fatal(err)
+			h.t.Fatal(err)
 		}
-		if len(logins) == 0 {
-			break
+		if len(logins) == want {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("disabled ann still holds %d logins 10 s after the directory caught up", len(logins))
+			h.t.Fatalf("%s: %d logins of %s 10 s on, want %d", what, len(logins), u, want)
 		}
 		<-time.After(10 * time.Millisecond) // poll interval
 	}

@@ -8,31 +8,28 @@ import (
 	"github.com/rvp-im/rvpd/events"
 )
 
-// TestStrayNamedByALaterMoveBack: ann, watched by ben, is moved from
-// home1 to home2 while home1's node is down, disabled and enabled again
-// on home2 (her record has no move then), and moved back to home1. home1
-// starts with a directory projection a moment behind the last move: it
-// has her on home2 with no move. e281c48 names such a handoff by the
-// directory sequence of her last event, read from the stream: the move
-// back here. home1 handed her state to home2 under the move that brings
-// her back, and ended it here; home2, which has her on home1 by then,
-// sends its own handoff of that move first and forwards home1's after
-// it, which home1 drops as taken already: ben's subscription lost. The
-// record and the sequence must be of the same directory: home1 hands
-// nothing off, her state is where she lives.
-func TestStrayNamedByALaterMoveBack(t *testing.T) {
-	lag := newLaggingDir(t)
-	h := newHarnessWith(t, lag.configure, "ann", "ben")
+// watchedAnnReEnabledElsewhere starts home1's node (with a directory
+// that can be held back) with ann watched by ben, stops it, and while it
+// is down moves ann to home2, disables her and enables her again there
+// (her record then has no move); it returns with home1's directory up to
+// date, the node stopped, and req making ben's requests for a node.
+func watchedAnnReEnabledElsewhere(t *testing.T) (h *harness, lag *laggingDir, admin *directory.Admin, ann, ben events.User, req func(id string, node events.User) events.Req) {
+	t.Helper()
+	lag = newLaggingDir(t)
+	h = newHarnessWith(t, lag.configure, "ann", "ben")
 	ctx := t.Context()
-	admin := &directory.Admin{JetStream: h.js, Directory: h.dir, Actor: "test"}
+	admin = &directory.Admin{JetStream: h.js, Directory: h.dir, Actor: "test"}
 	if err := admin.CreateHomeServer(ctx, "home2", "home2.example.test", "", true); err != nil {
 		t.Fatal(err)
 	}
-	ann, ben := events.NewUser("example.test", "ann"), events.NewUser("example.test", "ben")
+	ann, ben = events.NewUser("example.test", "ann"), events.NewUser("example.test", "ben")
 	url := func(a string) string { return "http://im.example.test/instmsg/aliases/" + a }
-	now := time.Now().UTC()
-	h.send(&events.Subscribe{Req: events.Req{ID: "ben-watches-ann", At: now, Deadline: now.Add(30 * time.Second), Gateway: "gw", Client: "127.0.0.1",
-		Node: ann, NodeURL: url("ann"), From: url("ben"), FromUser: ben, Auth: events.Identity{Scheme: "ntlm", User: ben}},
+	req = func(id string, node events.User) events.Req {
+		now := time.Now().UTC()
+		return events.Req{ID: id, At: now, Deadline: now.Add(30 * time.Second), Gateway: "gw", Client: "127.0.0.1",
+			Node: node, NodeURL: url(node.Alias), From: url("ben"), FromUser: ben, Auth: events.Identity{Scheme: "ntlm", User: ben}}
+	}
+	h.send(&events.Subscribe{Req: req("ben-watches-ann", ann),
 		NotificationType: events.NotifyPropChange, CallBack: url("ben"), CallBackUser: ben, Lifetime: 3600}, false)
 	h.awaitReplies(map[string]string{"ben-watches-ann": "watch"}, false)
 
@@ -51,6 +48,24 @@ func TestStrayNamedByALaterMoveBack(t *testing.T) {
 	if err := lag.dir.WaitFor(ctx, h.dir.Position()); err != nil {
 		t.Fatal(err)
 	}
+	return h, lag, admin, ann, ben, req
+}
+
+// TestStrayNamedByALaterMoveBack: ann, watched by ben, is moved from
+// home1 to home2 while home1's node is down, disabled and enabled again
+// on home2 (her record has no move then), and moved back to home1. home1
+// starts with a directory projection a moment behind the last move: it
+// has her on home2 with no move. e281c48 names such a handoff by the
+// directory sequence of her last event, read from the stream: the move
+// back here. home1 handed her state to home2 under the move that brings
+// her back, and ended it here; home2, which has her on home1 by then,
+// sends its own handoff of that move first and forwards home1's after
+// it, which home1 drops as taken already: ben's subscription lost. The
+// record and the sequence must be of the same directory: home1 hands
+// nothing off, her state is where she lives.
+func TestStrayNamedByALaterMoveBack(t *testing.T) {
+	h, lag, admin, ann, _, _ := watchedAnnReEnabledElsewhere(t)
+	ctx := t.Context()
 	lag.stop() // home1's directory a moment behind
 	if err := admin.MoveUser(ctx, ann, "home1"); err != nil {
 		t.Fatal(err)
@@ -81,39 +96,8 @@ func TestStrayNamedByALaterMoveBack(t *testing.T) {
 // user's request waited as long, and a stop too. The request is taken
 // again later instead; ben's own request is answered at once.
 func TestForwardWithDirectoryBehindHoldsNoOne(t *testing.T) {
-	lag := newLaggingDir(t)
-	h := newHarnessWith(t, lag.configure, "ann", "ben")
+	h, lag, admin, ann, ben, req := watchedAnnReEnabledElsewhere(t)
 	ctx := t.Context()
-	admin := &directory.Admin{JetStream: h.js, Directory: h.dir, Actor: "test"}
-	if err := admin.CreateHomeServer(ctx, "home2", "home2.example.test", "", true); err != nil {
-		t.Fatal(err)
-	}
-	ann, ben := events.NewUser("example.test", "ann"), events.NewUser("example.test", "ben")
-	url := func(a string) string { return "http://im.example.test/instmsg/aliases/" + a }
-	req := func(id string, node events.User, alias string) events.Req {
-		now := time.Now().UTC()
-		return events.Req{ID: id, At: now, Deadline: now.Add(30 * time.Second), Gateway: "gw", Client: "127.0.0.1",
-			Node: node, NodeURL: url(node.Alias), From: url("ben"), FromUser: ben, Auth: events.Identity{Scheme: "ntlm", User: ben}}
-	}
-	h.send(&events.Subscribe{Req: req("ben-watches-ann", ann, "ann"),
-		NotificationType: events.NotifyPropChange, CallBack: url("ben"), CallBackUser: ben, Lifetime: 3600}, false)
-	h.awaitReplies(map[string]string{"ben-watches-ann": "watch"}, false)
-
-	if err := h.stopNode(); err != nil {
-		t.Fatal(err)
-	}
-	if err := admin.MoveUser(ctx, ann, "home2"); err != nil {
-		t.Fatal(err)
-	}
-	if err := admin.DisableUser(ctx, ann); err != nil {
-		t.Fatal(err)
-	}
-	if err := admin.EnableUser(ctx, directory.UserSpec{User: ann, Home: "home2"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := lag.dir.WaitFor(ctx, h.dir.Position()); err != nil {
-		t.Fatal(err)
-	}
 	lag.stop() // home1's directory behind
 	if err := admin.DisableUser(ctx, ann); err != nil {
 		t.Fatal(err)
@@ -140,11 +124,11 @@ func TestForwardWithDirectoryBehindHoldsNoOne(t *testing.T) {
 			}
 		}
 	}
-	h.send(&events.PropPatch{Req: req("ben-online-0", ben, "ben"), State: &events.StateUpdate{Value: "online", Default: "offline", Timeout: 60}}, false)
+	h.send(&events.PropPatch{Req: req("ben-online-0", ben), State: &events.StateUpdate{Value: "online", Default: "offline", Timeout: 60}}, false)
 	answered("ben-online-0", 20*time.Second) // the node is past its start
 
-	h.send(&events.PropFind{Req: req("ben-reads-ann", ann, "ann"), All: true}, false)
-	h.send(&events.PropPatch{Req: req("ben-online-1", ben, "ben"), State: &events.StateUpdate{Value: "busy", Default: "offline", Timeout: 60}}, false)
+	h.send(&events.PropFind{Req: req("ben-reads-ann", ann), All: true}, false)
+	h.send(&events.PropPatch{Req: req("ben-online-1", ben), State: &events.StateUpdate{Value: "busy", Default: "offline", Timeout: 60}}, false)
 	if took := answered("ben-online-1", 20*time.Second); took > 2*time.Second {
 		t.Errorf("ben's request answered after %v: the deciding loop waited for the directory to forward a request of ann's", took)
 	}
