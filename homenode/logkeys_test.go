@@ -105,6 +105,22 @@ func TestLogKeysOnceHandoffNotSent(t *testing.T) {
 		c.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", "node-a")
 	}, "ann")
 	ctx := t.Context()
+	// ann signs in first, and the node has taken her login before the
+	// streams change: the node is serving and holds state of hers, so
+	// the move is handed off whether the node hears of it from the
+	// directory or, started after it, as a stray. (Moved before the node
+	// had started and holding nothing here, she had nothing to hand off,
+	// and the line never came: the test failed under a loaded machine's
+	// `make test`. Updating the stream while the node created its
+	// consumer also met a data race inside nats-server v2.15.2,
+	// fileStore.UpdateConfig against ConsumerStore.)
+	ann := events.NewUser("example.test", "ann")
+	now := time.Now().UTC()
+	url := "http://im.example.test/instmsg/aliases/ann"
+	h.send(&events.Subscribe{Req: events.Req{ID: "login", At: now, Deadline: now.Add(30 * time.Second), Gateway: "gw", Client: "127.0.0.1",
+		Node: ann, NodeURL: url, From: url, FromUser: ann, Auth: events.Identity{Scheme: "ntlm", User: ann}},
+		NotificationType: events.NotifyPragma, CallBack: "http://127.0.0.1:1", Lifetime: 600}, false)
+	h.waitLogins(ann, 1, "ann's login")
 	// Requests for home2 reach no stream: its handoff is not sent.
 	st, err := h.js.Stream(ctx, events.StreamRequests)
 	if err != nil {
@@ -120,7 +136,7 @@ func TestLogKeysOnceHandoffNotSent(t *testing.T) {
 	if err := admin.CreateHomeServer(ctx, "home2", "home2.example.test", "", true); err != nil {
 		t.Fatal(err)
 	}
-	if err := admin.MoveUser(ctx, events.NewUser("example.test", "ann"), "home2"); err != nil {
+	if err := admin.MoveUser(ctx, ann, "home2"); err != nil {
 		t.Fatal(err)
 	}
 	const msg = `"msg":"user moved away not handed off`
