@@ -295,3 +295,35 @@ func TestHandoffAfterDepartureDirectoryBehind(t *testing.T) {
 		t.Errorf("homeA's handoff taken on home1 too (%v)", err)
 	}
 }
+
+// TestHandoffOutlastsMaxDeliver: a handoff taken again later while the
+// directory stays behind (TestHandoffAfterDepartureDirectoryBehind) for
+// more deliveries than the consumer makes (MaxDeliver, 4 here) is not
+// dropped with the state it carries: it is appended anew and, once the
+// directory has the move, forwarded to homeC with ben's subscription.
+// (Before, the consumer's last delivery dropped it: with the default 20,
+// a directory some 25 s behind lost ben's subscription.)
+func TestHandoffOutlastsMaxDeliver(t *testing.T) {
+	lagB := newLaggingDir(t)
+	ch := newChain(t, func(c *Config) { lagB.configure(c); c.MaxDeliver = 4 })
+	s1 := ch.moveTo("home1")
+	if err := lagB.dir.WaitFor(t.Context(), s1); err != nil {
+		t.Fatal(err)
+	}
+	lagB.stop() // home1's directory stays at ann's move to home1
+	s2 := ch.moveTo("homeC")
+	until(t, 10*time.Second, "home1 did not hand ann off", func() bool {
+		done, err := ch.h.node.Projection().Departed(ch.ann)
+		return err == nil && done == s2
+	})
+	late := ch.sendLate(s1)
+	const held = "directory behind the move the user was handed off"
+	until(t, 30*time.Second, "homeA's handoff not delivered to home1 more often than MaxDeliver", func() bool {
+		return ch.h.logs.count(held, late.ID) > 6
+	})
+	if n := ch.h.logs.count("appended anew", late.ID); n < 2 {
+		t.Errorf("the handoff appended anew %d times in 7 deliveries, want 2 or more", n)
+	}
+	lagB.follow()
+	ch.taken(late)
+}

@@ -261,8 +261,7 @@ func (n *Node) forward(ctx context.Context, log *slog.Logger, m jetstream.Msg, r
 		err = n.handoff(ctx, move{user: r.Node, to: rec.Home, seq: seq})
 	}
 	if err != nil {
-		log.Warn("request for a moved user not forwarded; will retry", "err", err)
-		return m.NakWithDelay(250 * time.Millisecond)
+		return n.retryLater(ctx, log, m, "request for a moved user not forwarded; will retry", "err", err)
 	}
 	msg := nats.NewMsg(events.RequestSubject(rec.Home, r.Node))
 	for k, v := range m.Headers() {
@@ -287,10 +286,53 @@ func (n *Node) forward(ctx context.Context, log *slog.Logger, m jetstream.Msg, r
 	// duplicate.
 	id := r.ID + "@" + events.Token(rec.Home) + "/" + strconv.FormatUint(seq, 10)
 	if _, err := n.cfg.JetStream.PublishMsg(pctx, msg, jetstream.WithMsgID(id)); err != nil {
-		log.Warn("request for a moved user not forwarded; will retry", "to", rec.Home, "err", err)
-		return m.NakWithDelay(250 * time.Millisecond)
+		return n.retryLater(ctx, log, m, "request for a moved user not forwarded; will retry", "to", rec.Home, "err", err)
 	}
 	log.Info("request for a moved user forwarded to its home server", "to", rec.Home)
+	return m.Ack()
+}
+
+// retryLater hands m back to be delivered again in 250 ms, logging why
+// (msg and args) at its first delivery and at Debug after. A handoff is
+// state no gateway waits for and no other message holds: delivered for
+// the MaxDeliver/2-th time, it is appended to the stream anew, under an
+// id of its own, and m acknowledged, so that no number of deliveries
+// drops it (at MaxDeliver the consumer would). A directory some 25 s
+// behind, or a new home server's stream out of reach as long, lost the
+// state it carried. The copy is taken once like the first (its source
+// home server and move, not its message id, name it: decideHandoff).
+func (n *Node) retryLater(ctx context.Context, log *slog.Logger, m jetstream.Msg, msg string, args ...any) error {
+	const delay = 250 * time.Millisecond
+	md, err := m.Metadata()
+	if err != nil {
+		log.Warn(msg, args...)
+		return m.NakWithDelay(delay)
+	}
+	if m.Headers().Get(events.HeaderType) != events.TypeHandoff || md.NumDelivered < uint64(max(1, n.cfg.MaxDeliver/2)) {
+		level := slog.LevelWarn
+		if md.NumDelivered > 1 {
+			level = slog.LevelDebug
+		}
+		log.Log(ctx, level, msg, append(args, "delivered", md.NumDelivered)...)
+		return m.NakWithDelay(delay)
+	}
+	again := nats.NewMsg(m.Subject())
+	for k, v := range m.Headers() {
+		if !strings.HasPrefix(k, "Nats-") {
+			again.Header[k] = v
+		}
+	}
+	again.Data = m.Data()
+	id := m.Headers().Get(jetstream.MsgIDHeader) + "/again-" + strconv.FormatUint(md.Sequence.Stream, 10)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := n.cfg.JetStream.PublishMsg(pctx, again, jetstream.WithMsgID(id)); err != nil {
+		log.Error(msg+"; the handoff, delivered many times, is not appended anew: it is lost at its last delivery unless a delivery before succeeds",
+			append(args, "delivered", md.NumDelivered, "limit", n.cfg.MaxDeliver, "again_err", err)...)
+		return m.NakWithDelay(delay)
+	}
+	log.Warn(msg+"; the handoff, delivered many times, is appended anew and taken from there",
+		append(args, "delivered", md.NumDelivered, "again", id)...)
 	return m.Ack()
 }
 

@@ -241,6 +241,13 @@ type Config struct {
 	// took them. At most the ownership lease, so that they are there when
 	// the next owner takes over. Default 5s.
 	AckWait time.Duration
+	// MaxDeliver is how often a request is handed to this node before it
+	// is given up (every stop hands back what was fetched and not
+	// decided, and a redelivery counts): by then its deadline has long
+	// passed. A handoff, state no gateway waits for, is never given up:
+	// one taken again later for the MaxDeliver/2-th time is appended
+	// anew (retryLater). Default 20.
+	MaxDeliver int
 	// AckTimeout is how long a fact's publish waits for its answer before
 	// it counts as lost (the stream then tells whether it was stored).
 	// JetStream answers in milliseconds; a publish sent while the
@@ -400,6 +407,9 @@ func New(cfg Config) (*Node, error) {
 	}
 	if cfg.AckWait <= 0 {
 		cfg.AckWait = 5 * time.Second
+	}
+	if cfg.MaxDeliver <= 0 {
+		cfg.MaxDeliver = 20
 	}
 	if cfg.AckTimeout <= 0 {
 		cfg.AckTimeout = 2 * time.Second
@@ -581,10 +591,7 @@ func (n *Node) Run(parent context.Context) (err error) {
 		// time the next owner takes over (Config.AckWait).
 		AckWait:       n.cfg.AckWait,
 		MaxAckPending: 4096,
-		// Every stop hands back what was fetched and not decided, and a
-		// redelivery counts: a request is given up only after many, by
-		// when its deadline has long passed (it would be dropped as late).
-		MaxDeliver: 20,
+		MaxDeliver:    n.cfg.MaxDeliver,
 	})
 	if err != nil {
 		return fmt.Errorf("home %s: request consumer: %w", n.cfg.Home, err)
@@ -1118,8 +1125,7 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 		if err != nil && typ == events.TypeHandoff {
 			// A handoff routed with an older directory would be sent back
 			// to the home server the user left: taken again later.
-			log().Warn("directory behind the move of a handoff; taken again later", "have", n.cfg.Directory.Position(), "want", r.DirPos)
-			return m.NakWithDelay(250 * time.Millisecond)
+			return n.retryLater(ctx, log(), m, "directory behind the move of a handoff; taken again later", "have", n.cfg.Directory.Position(), "want", r.DirPos)
 		}
 		if err != nil {
 			log().Warn("directory behind the gateway's; deciding with ours", "have", n.cfg.Directory.Position(), "want", r.DirPos)
@@ -1136,15 +1142,13 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 		}
 		if done > n.cfg.Directory.Position() {
 			// Waited for a while first, as for a request routed with a
-			// newer directory: a handoff is redelivered 20 times at most
-			// (MaxDeliver), and at 250 ms each a directory 5 s behind
-			// lost the state it carries.
+			// newer directory: at 250 ms a delivery, the deliveries before
+			// a handoff is appended anew (retryLater) came in a burst.
 			wctx, cancel := context.WithTimeout(ctx, time.Second)
 			err := n.cfg.Directory.WaitFor(wctx, done)
 			cancel()
 			if err != nil {
-				log().Warn("directory behind the move the user was handed off from here under; the handoff is taken again later", "have", n.cfg.Directory.Position(), "want", done)
-				return m.NakWithDelay(250 * time.Millisecond)
+				return n.retryLater(ctx, log(), m, "directory behind the move the user was handed off from here under; the handoff is taken again later", "have", n.cfg.Directory.Position(), "want", done)
 			}
 		}
 	}
@@ -1186,10 +1190,10 @@ func (n *Node) input(ctx context.Context, p *pending) error {
 			}
 			return err
 		}
-		n.log.Error("not decided: the home server's state could not be read", "input", fmt.Sprintf("%T", p.in), "err", err)
 		if p.msg != nil {
-			return p.msg.NakWithDelay(250 * time.Millisecond)
+			return n.retryLater(ctx, n.log, p.msg, "not decided: the home server's state could not be read; taken again later", "input", fmt.Sprintf("%T", p.in), "err", err)
 		}
+		n.log.Error("not decided: the home server's state could not be read", "input", fmt.Sprintf("%T", p.in), "err", err)
 		return nil
 	}
 	switch in := p.in.(type) {
