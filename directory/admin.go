@@ -335,13 +335,17 @@ func (a *Admin) hostsFree(hosts []string, domain string) error {
 // fence is all an append takes: a router created in the domain between
 // the deletion's check and its append (CreateRouter is fenced by the
 // domains' events, so none can be after it) is deleted once the deletion
-// is made (dropRoutersOf).
+// is made (dropRoutersOf), and a domain administrator given the domain
+// then has it taken away (dropAdminsOf).
 func (a *Admin) DeleteDomain(ctx context.Context, domain string) error {
 	domain = domainName(domain)
 	if err := retryFenced(ctx, func() error { return a.deleteDomain(ctx, domain) }); err != nil {
 		return err
 	}
-	return a.dropRoutersOf(ctx, domain)
+	if err := a.dropRoutersOf(ctx, domain); err != nil {
+		return err
+	}
+	return a.dropAdminsOf(ctx, domain)
 }
 
 // deleteDomain makes one attempt at DeleteDomain.
@@ -414,6 +418,59 @@ func (a *Admin) dropRoutersOf(ctx context.Context, domain string) error {
 		}
 	}
 	return nil
+}
+
+// dropAdminsOf takes IM domain domain, just deleted (and applied by the
+// projection), from the domain administrators given it between the
+// deletion's check and its append, which neither fence saw (the
+// deletion's is its users' events, the administrator's the
+// configuration's): left naming it, they would administer a domain of
+// that name created later. An administrator of other domains keeps
+// those; one of this domain only is removed. The changes are recorded
+// events, by the administrator who deleted the domain.
+func (a *Admin) dropAdminsOf(ctx context.Context, domain string) error {
+	admins, err := a.Directory.Administrators()
+	if err != nil {
+		return err
+	}
+	for _, adm := range admins {
+		if adm.Role != events.RoleDomain || !administers(&adm, domain) {
+			continue
+		}
+		if err := retryFenced(ctx, func() error { return a.dropAdminDomain(ctx, adm.Name, domain) }); err != nil {
+			// Not wrapped: the domain's deletion is made.
+			return fmt.Errorf("IM domain %s is deleted, but domain administrator %s, given it meanwhile, still names it (%v); remove it or give it other domains (rvpctl admin remove %s, or rvpctl admin add %s -role domain -domains ...)",
+				domain, adm.Name, err, adm.Name, adm.Name)
+		}
+	}
+	return nil
+}
+
+// dropAdminDomain takes IM domain domain, deleted, from domain
+// administrator name's domains, at its subject's last sequence, unless
+// the projection (there) has no such administrator of it any more, or
+// has the domain again (created anew since: it may be the new domain's
+// administrator).
+func (a *Admin) dropAdminDomain(ctx context.Context, name, domain string) error {
+	ver, err := a.current(ctx, events.AdminSubject(name))
+	if err != nil {
+		return err
+	}
+	if err := a.caughtUp(ctx, events.DomainSubject(domain)); err != nil {
+		return err
+	}
+	if dom, err := a.Directory.Domain(domain); err != nil || dom != nil {
+		return err
+	}
+	adm, err := a.Directory.Administrator(name)
+	if err != nil || adm == nil || adm.Role != events.RoleDomain || !administers(adm, domain) {
+		return err
+	}
+	rest := slices.DeleteFunc(slices.Clone(adm.Domains), func(d string) bool { return strings.EqualFold(d, domain) })
+	if len(rest) == 0 {
+		return a.append(ctx, &events.AdminRemoved{Meta: a.meta(), Name: name}, ver)
+	}
+	return a.append(ctx, &events.AdminSet{Meta: a.meta(), Name: name, Role: adm.Role, Domains: rest, Verifiers: adm.Verifiers}, ver)
 }
 
 // dropRouter deletes router name, of IM domain domain, at its subject's

@@ -2,6 +2,7 @@ package directory_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -247,4 +248,73 @@ func TestDeleteDomainWithDomainAdministrators(t *testing.T) {
 	if err := a.DeleteDomain(ctx, "example.test"); err != nil {
 		t.Fatalf("deleting example.test once exops administers other.test: %v", err)
 	}
+}
+
+// TestDomainAdminMadeWithinDomainDeletion: a domain administrator made
+// for an IM domain between the domain's deletion's check (no domain
+// administrators) and its append. The deletion is fenced by the domain's
+// users' events, the administrator's change by the configuration's:
+// neither saw the other, both were made, and the administrator named the
+// deleted domain (and would administer a domain of that name created
+// later). The domain is taken from it once the deletion is made, as the
+// deleting administrator's event: from its domains when it has others,
+// with the administrator when it had only this one.
+func TestDomainAdminMadeWithinDomainDeletion(t *testing.T) {
+	for _, others := range []bool{true, false} {
+		t.Run(map[bool]string{true: "other-domains", false: "only-domain"}[others], func(t *testing.T) {
+			f := newAdminFixture(t)
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			a, b, resume := staleAdmins(t, f, ctx)
+			resume()
+			k := newKeyring(t)
+			a.Keyring, b.Keyring = k, k
+			v, err := directory.NewAdminVerifier("pw-of-an-admin")
+			if err != nil {
+				t.Fatal(err)
+			}
+			domains := []string{"other.test"}
+			if others {
+				domains = []string{"example.test", "other.test"}
+			}
+			entered, release := holdAdmin(t, b)
+			var delErr error
+			var wg sync.WaitGroup
+			wg.Go(func() { delErr = b.DeleteDomain(ctx, "other.test") })
+			<-entered
+			createErr := a.CreateAdmin(ctx, "ops", events.RoleDomain, domains, v)
+			release()
+			wg.Wait()
+			t.Logf("deletion: %v; creation: %v", delErr, createErr)
+			if delErr != nil || createErr != nil {
+				t.Fatalf("both should be made (the race this test is about): deletion %v, creation %v", delErr, createErr)
+			}
+			routersOf(t, ctx, a, "other.test") // catches a's projection up
+			adm, err := a.Directory.Administrator("ops")
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case others && (adm == nil || !slices.Equal(adm.Domains, []string{"example.test"})):
+				t.Errorf("ops after other.test's deletion: %+v, want a domain administrator of example.test only", adm)
+			case !others && adm != nil:
+				t.Errorf("ops after other.test's deletion, its only domain: %+v, want it removed", adm)
+			}
+			if ev := f.lastEvent(events.AdminSubject("ops")); metaActor(ev) != "b" {
+				t.Errorf("ops's last event: %#v, want the deleting administrator b's", ev)
+			}
+		})
+	}
+}
+
+// metaActor is the actor of a directory event (AdminSet, AdminRemoved),
+// "" for another.
+func metaActor(ev any) string {
+	switch ev := ev.(type) {
+	case *events.AdminSet:
+		return ev.Actor
+	case *events.AdminRemoved:
+		return ev.Actor
+	}
+	return ""
 }
