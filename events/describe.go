@@ -97,6 +97,9 @@ func Describe(ev Event) string {
 	case *UserDeparted:
 		return fmt.Sprintf("to %s: %d subscriptions, %d views (move %d)", x.To, x.Subs, x.Views, x.Move)
 	case *UserArrived:
+		if x.Part != 0 {
+			return fmt.Sprintf("from %s: part %d, %d subscriptions (move %d)", x.From, x.Part, x.Subs, x.Move)
+		}
 		return fmt.Sprintf("from %s: %d subscriptions, %d views (move %d)", x.From, x.Subs, x.Views, x.Move)
 	case *ACLSet:
 		return describeACL(x.ACEs)

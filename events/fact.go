@@ -140,7 +140,9 @@ type UserDeparted struct {
 
 // UserArrived records that a user's state handed over by its former home
 // server was taken here (Subs and Views of it, the rest was here already
-// or had expired). Move is the directory sequence of the move.
+// or had expired). Move is the directory sequence of the move. With Part,
+// it records a part of a handoff in parts taken (Handoff.Part), its
+// subscriptions (Subs): the move is taken with the last part's.
 type UserArrived struct {
 	Meta
 	Node  User   `json:"node"`
@@ -148,6 +150,7 @@ type UserArrived struct {
 	Move  uint64 `json:"move"`
 	Subs  int    `json:"subs"`
 	Views int    `json:"views"`
+	Part  int    `json:"part,omitempty"`
 }
 
 func (e *SubscriptionCreated) Subject() User { return e.Node }

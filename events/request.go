@@ -154,8 +154,9 @@ type Relay struct {
 //
 // A state larger than a message may be (a user watched by thousands) goes
 // in parts, in order: each but the last carries subscriptions only and
-// More, and an id of its own; the last has the handoff's id, the rest of
-// the state, and takes the move (UserArrived).
+// More, its number (Part) and an id of its own; the last has the
+// handoff's id, the rest of the state, and takes the move (UserArrived).
+// Parts held back and redelivered may come in any order.
 type Handoff struct {
 	Req
 	From  string      `json:"from_home"`
@@ -166,6 +167,10 @@ type Handoff struct {
 	Props []PropValue `json:"props,omitempty"`
 	// More says that more parts of the handoff follow this one.
 	More bool `json:"more,omitempty"`
+	// Part numbers a part that More marks, from 1 (0 from a version
+	// before parts were numbered): each is taken once, before or after
+	// the last (UserArrived.Part).
+	Part int `json:"part,omitempty"`
 }
 
 // SubState is a subscription in a handoff.

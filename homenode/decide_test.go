@@ -845,13 +845,16 @@ func TestHandoffInParts(t *testing.T) {
 				}
 				created[f.ID] = true
 			case *events.UserArrived:
-				if !last {
-					t.Errorf("part %d of %d took the move", i+1, len(parts))
+				if !last && f.Part != i+1 {
+					t.Errorf("part %d of %d took the move (part %d)", i+1, len(parts), f.Part)
+				}
+				if last && f.Part != 0 {
+					t.Errorf("the last part recorded as part %d, want the move taken", f.Part)
 				}
 			}
 		}
-		if last && types(got)[len(got.facts)-1] != events.TypeUserArrived {
-			t.Errorf("the last part: %v, want the move taken", types(got))
+		if types(got)[len(got.facts)-1] != events.TypeUserArrived {
+			t.Errorf("part %d of %d: %v, want it recorded taken", i+1, len(parts), types(got))
 		}
 		decided = append(decided, h)
 	}
@@ -867,6 +870,62 @@ func TestHandoffInParts(t *testing.T) {
 	small, err := handoffParts(d.handoff, 1<<20)
 	if err != nil || len(small) != 1 || small[0].id != d.handoff.ID {
 		t.Errorf("a handoff that fits: %d parts, %v", len(small), err)
+	}
+}
+
+// TestHandoffPartsOutOfOrder: the parts of a handoff in parts held back
+// (a directory behind: TestHandoffOutlastsMaxDeliver) and redelivered
+// come in any order. The last part, taken first, took the move, and the
+// parts after it were dropped as "taken already" with the subscriptions
+// they carried. Each numbered part is taken once, before or after the
+// last; sent again, none is taken twice.
+func TestHandoffPartsOutOfOrder(t *testing.T) {
+	w := newWorld(t)
+	w.login("ann", "10.0.0.1", annCB)
+	for i := range 300 {
+		w.given(&events.SubscriptionCreated{Meta: events.Meta{At: w.now}, Node: user("ann"), ID: int32(1000 + i), Kind: events.NotifyPropChange,
+			CallBack: nodeURL(fmt.Sprintf("watcher%d", i)), Watcher: user(fmt.Sprintf("watcher%d", i)), NodeURL: nodeURL("ann"),
+			Lifetime: 14400, Expires: w.now.Add(4 * time.Hour)})
+	}
+	d := w.do(departure{user: user("ann"), to: "home2", seq: 40})
+	parts, err := handoffParts(d.handoff, 16<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := newWorld(t)
+	rec := to.dir.users[user("ann")]
+	rec.Home, rec.Move, rec.MovedAt, rec.MovedFrom = "home2", 40, to.now, "home1"
+	var hs []*events.Handoff
+	for _, p := range parts {
+		ev, err := events.Decode(events.TypeHandoff, p.data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs = append(hs, ev.(*events.Handoff))
+	}
+	// The last part first, then the others from the end.
+	order := []*events.Handoff{hs[len(hs)-1]}
+	for i := len(hs) - 2; i >= 0; i-- {
+		order = append(order, hs[i])
+	}
+	created := map[int32]bool{}
+	for _, h := range order {
+		for _, f := range to.do(h).facts {
+			if f, ok := f.(*events.SubscriptionCreated); ok {
+				if created[f.ID] {
+					t.Errorf("subscription %d recorded twice", f.ID)
+				}
+				created[f.ID] = true
+			}
+		}
+	}
+	if len(created) != 301 {
+		t.Errorf("%d subscriptions recorded from %d parts taken last first, want 301", len(created), len(parts))
+	}
+	for i, h := range hs {
+		if again := to.decide(h); len(again.facts) != 0 {
+			t.Errorf("part %d again: %v", i+1, types(again))
+		}
 	}
 }
 

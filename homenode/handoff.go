@@ -165,7 +165,17 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 	// (A→B→C, A slow) has two handoffs, B's of the move to C (B had
 	// nothing yet) and A's, forwarded by B or sent at A's start, either
 	// of which may come first.
-	if took, err := c.State.Took(r.Node, e.From, e.Move); err != nil {
+	//
+	// A numbered part is taken once too, whether it comes before the
+	// last part or after it: one held back (a directory behind) and
+	// redelivered after the last had been taken was dropped with the
+	// subscriptions it carried. (An unnumbered part, from an older
+	// version, is taken only before the last.)
+	from := e.From
+	if e.More && e.Part != 0 {
+		from = projections.HandoffPart(e.From, e.Part)
+	}
+	if took, err := c.State.Took(r.Node, from, e.Move); err != nil {
 		return nil, err
 	} else if e.Move != 0 && took {
 		return d, nil // taken already
@@ -208,6 +218,10 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 	if e.More {
 		// A part of a handoff in parts: its subscriptions. The move is
 		// taken with the last part, and the user's requests wait for it.
+		if e.Part != 0 && e.Move != 0 {
+			took.Part = e.Part
+			d.facts = append(d.facts, &took)
+		}
 		return d, nil
 	}
 	views, err := c.State.Views(r.Node)

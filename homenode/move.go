@@ -379,8 +379,9 @@ type handoffPart struct {
 // it fits, else its subscriptions over as many parts as they need, in
 // order, each marked More and with an id of its own, then a last part
 // with h's id and the rest of the state. The new home server takes the
-// move with the last (decideHandoff), and what a part records is never
-// recorded twice, so parts sent again after a stop are harmless.
+// move with the last (decideHandoff), and each numbered part once, before
+// or after it, so parts sent again after a stop are harmless, and parts
+// held back and redelivered out of order are all taken.
 func handoffParts(h *events.Handoff, limit int) ([]handoffPart, error) {
 	data, err := events.Encode(h)
 	if err != nil || len(data) <= limit {
@@ -390,7 +391,7 @@ func handoffParts(h *events.Handoff, limit int) ([]handoffPart, error) {
 	// subs adds parts for a run of subscriptions, halved until each fits.
 	var subs func(run []events.SubState) error
 	subs = func(run []events.SubState) error {
-		p := &events.Handoff{Req: h.Req, From: h.From, Move: h.Move, Subs: run, More: true}
+		p := &events.Handoff{Req: h.Req, From: h.From, Move: h.Move, Subs: run, More: true, Part: len(parts) + 1}
 		p.ID = h.ID + "/part" + strconv.Itoa(len(parts)+1)
 		data, err := events.Encode(p)
 		switch {

@@ -39,6 +39,7 @@ import (
 //	u <domain> <alias> p <ns> <name>     a property its owner set (mobile state, description)
 //	u <domain> <alias> departed|arrived  directory sequence of the last move handed over from here, of the latest to arrive here
 //	u <domain> <alias> took <home> <move>  a handoff taken here: of that move, from that home server (empty value)
+//	u <domain> <alias> took <home>/part<n> <move>  part n of a handoff in parts taken here (HandoffPart; empty value)
 //	x <unix nanos> <domain> <alias> s|v <id>   expiry index (empty value)
 type Home struct {
 	db     *DB
@@ -295,7 +296,8 @@ type View struct {
 // Reset). 8: a view refreshed with the value it holds keeps the time it
 // was set (its place among the principal's views). 9: the handoffs taken,
 // by home server and move (took), and arrived the latest move of them.
-const homeFormat = "9"
+// 10: the parts of a handoff in parts taken, each (took <home>/part<n>).
+const homeFormat = "10"
 
 // OpenHome returns the projection of home in db.
 func OpenHome(db *DB, home string) (*Home, error) {
@@ -366,6 +368,11 @@ func (h *Home) appendUserKey(dst []byte, u events.User, parts ...string) []byte 
 func (h *Home) userKey(u events.User, parts ...string) []byte {
 	return h.appendUserKey(make([]byte, 0, 64), u, parts...)
 }
+
+// HandoffPart names part of a handoff in parts from home server from,
+// for Took and the key that records it taken: a home server's name with
+// the part's number.
+func HandoffPart(from string, part int) string { return from + "/part" + strconv.Itoa(part) }
 
 // tookKey is the key that records the handoff of u's move from home
 // server from as taken.
@@ -539,7 +546,7 @@ type HomeReader interface {
 	Departed(u events.User) (uint64, error)
 	Arrived(u events.User) (uint64, error)
 	// Took reports whether u's state handed over from home server from
-	// under move was taken here.
+	// under move was taken here (from: HandoffPart for a part of it).
 	Took(u events.User, from string, move uint64) (bool, error)
 }
 
@@ -637,6 +644,11 @@ func applyFact(st homeStore, f events.Fact) error {
 	case *events.UserDeparted:
 		return st.setDeparted(e.Node, e.Move)
 	case *events.UserArrived:
+		if e.Part != 0 {
+			// A part of a handoff in parts: the move is taken with the
+			// last.
+			return st.setTook(e.Node, HandoffPart(e.From, e.Part), e.Move)
+		}
 		// A handoff from a home server the user left earlier may come
 		// after one of a later move (it was down, or slow): the latest
 		// move stays the one that arrived.
