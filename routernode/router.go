@@ -439,6 +439,9 @@ var relayed = []string{rvp.HdrSubscriptionID, rvp.HdrLifetime, rvp.HdrContentTyp
 // peer table and DNS discovery are for direct connections.
 func (r *Router) forward(ctx context.Context, lk *events.Lookup) *events.Reply {
 	client := *r.cfg.Client
+	// The router chooses the guard itself: Discovered for a router found
+	// by DNS, the Client's own for a peer table entry (trusted as given).
+	client.Federation = nil
 	var addr string
 	if client.Proxy != nil {
 		addr = "proxy " + client.Proxy.Host
@@ -461,7 +464,7 @@ func (r *Router) forward(ctx context.Context, lk *events.Lookup) *events.Reply {
 		}
 		client.Dialer = dialer{host: rvp.DialAddr(lk.Host), addr: addr, next: r.cfg.Client.Dialer}
 	}
-	out := rvp.Outbound{Method: lk.Method, URL: rvp.URL{Host: lk.Host, Path: lk.Path}, Body: lk.Body, ReadBody: true, Redirects: 3}
+	out := rvp.Outbound{Method: lk.Method, URL: rvp.URL{Host: lk.Host, Path: lk.Path}, Body: lk.Body, ReadBody: true, Redirects: 3, Foreign: true}
 	for name, v := range lk.Header {
 		out.Header = append(out.Header, rvp.Field{Name: name, Value: v})
 	}

@@ -32,8 +32,12 @@ type Client struct {
 	Dialer interface {
 		DialContext(ctx context.Context, network, addr string) (net.Conn, error)
 	}
-	// Proxy, when set, is an HTTP proxy every request goes through (the
-	// request target is then the absolute URL).
+	// Proxy, when set, is an HTTP proxy every request to another
+	// organisation (Outbound.Foreign) goes through (the request target is
+	// then the absolute URL). Everything else (a NOTIFY to one of our
+	// clients' listeners, inside, which an Internet proxy reaches, if at
+	// all, as its own network and loopback) is connected to directly, and
+	// guarded as such.
 	Proxy *URL
 	// Guard, when set, is asked about the address of every connection
 	// (after name resolution, peer tables and redirects) before it is
@@ -131,7 +135,8 @@ type Outbound struct {
 	// request into a GET).
 	Redirects int
 	// Foreign marks a request to another organisation's URL, which the
-	// Client's Federation guard judges.
+	// Client's Federation guard judges, and which goes through the
+	// Client's Proxy, if it has one.
 	Foreign bool
 }
 
@@ -178,13 +183,17 @@ type Answer struct {
 // req.Redirects allows. An error means no status was received: the peer
 // could not be reached or did not answer in time.
 func (c *Client) Do(ctx context.Context, req Outbound) (*Answer, error) {
+	var proxy *URL
+	if req.Foreign {
+		proxy = c.Proxy
+	}
 	if req.Foreign && mapsHost(c.Dialer, req.URL.Hostname()) {
 		// A peer the administrator's table names is trusted as given,
 		// its redirects too (as the router trusts it).
 		req.Foreign = false
 	}
 	for {
-		ans, err := c.do(ctx, req)
+		ans, err := c.do(ctx, req, proxy)
 		if err != nil || ans.Status != StatusMoved || req.Redirects <= 0 {
 			return ans, err
 		}
@@ -196,7 +205,8 @@ func (c *Client) Do(ctx context.Context, req Outbound) (*Answer, error) {
 	}
 }
 
-func (c *Client) do(ctx context.Context, req Outbound) (*Answer, error) {
+// do sends req once, through proxy when it is not nil.
+func (c *Client) do(ctx context.Context, req Outbound, proxy *URL) (*Answer, error) {
 	dialTimeout, timeout := c.DialTimeout, c.Timeout
 	if dialTimeout <= 0 {
 		dialTimeout = 5 * time.Second
@@ -205,12 +215,12 @@ func (c *Client) do(ctx context.Context, req Outbound) (*Answer, error) {
 		timeout = 10 * time.Second
 	}
 	addr := req.URL.Host
-	if c.Proxy != nil {
-		addr = c.Proxy.Host
+	if proxy != nil {
+		addr = proxy.Host
 	}
 	addr = DialAddr(addr)
 	guard := c.Guard
-	if req.Foreign && c.Federation != nil && c.Proxy == nil {
+	if req.Foreign && c.Federation != nil && proxy == nil {
 		guard = c.Federation
 	}
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
@@ -256,7 +266,7 @@ func (c *Client) do(ctx context.Context, req Outbound) (*Answer, error) {
 	if target == "" {
 		target = "/"
 	}
-	if c.Proxy != nil {
+	if proxy != nil {
 		target = "http://" + req.URL.Host + target
 	}
 	bufs := c.Buffers.get(conn)

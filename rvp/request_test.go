@@ -235,8 +235,10 @@ func TestResponseFraming(t *testing.T) {
 	}
 }
 
-// The NOTIFY client through an outbound HTTP proxy sends the absolute URL
-// as request target to the proxy, Host naming the destination.
+// The NOTIFY client through an outbound HTTP proxy sends a request to
+// another organisation (Foreign) with the absolute URL as request target
+// to the proxy, Host naming the destination; a request to a client's
+// listener goes to it directly.
 func TestClientProxy(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -257,13 +259,39 @@ func TestClientProxy(t *testing.T) {
 	proxy, _ := ParseURL("http://" + ln.Addr().String())
 	c := &Client{Proxy: &proxy}
 	dest, _ := ParseURL("http://im.acme.test/instmsg/aliases/dave")
-	ans, err := c.Do(context.Background(), Outbound{URL: dest, Body: []byte("<x/>"), ReadBody: true})
+	ans, err := c.Do(context.Background(), Outbound{URL: dest, Body: []byte("<x/>"), ReadBody: true, Foreign: true})
 	if err != nil || ans.Status != 200 || string(ans.Body) != "ok" {
 		t.Fatalf("answer %+v, %v", ans, err)
 	}
 	req := <-got
 	if req.Method != "NOTIFY" || req.Target != "http://im.acme.test/instmsg/aliases/dave" || req.Header.Get("Host") != "im.acme.test" || string(req.Body) != "<x/>" {
 		t.Errorf("the proxy got %s %s (Host %q) %q", req.Method, req.Target, req.Header.Get("Host"), req.Body)
+	}
+
+	// A client's listener: reached directly (the proxy, which answered
+	// once and listens no more, is not asked).
+	client, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	direct := make(chan *Request, 1)
+	go func() {
+		c, err := client.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		req, _ := ReadRequest(bufio.NewReader(c), Limits{})
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+		direct <- req
+	}()
+	cb, _ := ParseURL("http://" + client.Addr().String())
+	if ans, err := c.Do(context.Background(), Outbound{URL: cb, Body: []byte("<y/>")}); err != nil || ans.Status != 200 {
+		t.Fatalf("a client's listener, with a proxy set: answer %+v, %v", ans, err)
+	}
+	if req := <-direct; req.Target != "/" || string(req.Body) != "<y/>" {
+		t.Errorf("the client's listener got %s %s %q", req.Method, req.Target, req.Body)
 	}
 }
 

@@ -466,3 +466,28 @@ func TestFederationThroughProxy(t *testing.T) {
 		}
 	}
 }
+
+// TestProxyOnlyForOtherOrganisations: the outbound HTTP proxy
+// (-federation.proxy) carries requests to other organisations, and
+// nothing else: a NOTIFY to one of our own clients' listeners (a
+// Call-Back inside, which an Internet proxy does not reach, or reaches as
+// its own loopback) goes to the client directly, guarded by the Call-Back
+// policy as without a proxy.
+func TestProxyOnlyForOtherOrganisations(t *testing.T) {
+	proxy := newWebProxy(t, &PeerDialer{})
+	a := Start(t, Options{Domain: "example.test", Users: map[string]string{"alice": "home1", "bob": "home1"}, Routers: 1, InternetCapable: true,
+		Proxy: "http://" + proxy.ln.Addr().String()})
+	alice, bob := a.Client(t, "alice"), a.Client(t, "bob")
+	for _, u := range []*Client{alice, bob} {
+		must(t, u.Alias+" login", u.Login(3600), 200)
+	}
+	must(t, "bob watches alice", bob.Watch("alice", 3600), 207)
+	must(t, "alice online", alice.SetState("online", 1200, 0), 207)
+	bob.WaitNotify(0, wait, func(n Notify) bool { return n.State() == "online" })
+	body := alice.MessageBody("bob", "inside")
+	must(t, "alice → bob", alice.Send("bob", body), 200)
+	bob.WaitNotify(0, wait, func(n Notify) bool { return bytes.Equal(n.Body, body) })
+	if got := proxy.requests(); len(got) != 0 {
+		t.Errorf("the proxy for other organisations carried our own clients' NOTIFYs:\n%s", strings.Join(got, "\n"))
+	}
+}
