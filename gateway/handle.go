@@ -480,6 +480,16 @@ func (g *Gateway) localUser(u rvp.URL, reqHost string) (events.User, *projection
 // absent port and port 80 being the same), or one of our IM domains'
 // (principalDomain).
 func (g *Gateway) ourHost(host, reqHost string) (bool, error) {
+	if hs, err := g.homeServerByHost(host); err != nil || hs != nil {
+		return hs != nil, err
+	}
+	dom, err := g.principalDomain(host, reqHost)
+	return dom != nil, err
+}
+
+// homeServerByHost returns the home server whose host is host, port and
+// all (an absent port and port 80 being the same); nil when none's.
+func (g *Gateway) homeServerByHost(host string) (*projections.HomeServer, error) {
 	host = strings.ToLower(host)
 	same := []string{host}
 	if name, port, err := net.SplitHostPort(host); err != nil {
@@ -492,11 +502,10 @@ func (g *Gateway) ourHost(host, reqHost string) (bool, error) {
 	}
 	for _, h := range same {
 		if hs, err := g.cfg.Directory.HomeServerByHost(h); err != nil || hs != nil {
-			return hs != nil, err
+			return hs, err
 		}
 	}
-	dom, err := g.principalDomain(host, reqHost)
-	return dom != nil, err
+	return nil, nil
 }
 
 // resolveTarget finds the node a request addresses. A host no IM domain

@@ -116,7 +116,42 @@ func (g *Gateway) foreignAllowed(from, client string) error {
 		g.counters.forged.Add(1)
 		return refuse(rvp.StatusForbidden, "RVP-From-Principal %s names a host of a local network: other organisations are known by the fully qualified names of their IM hosts", from)
 	}
+	// A host of ours that is no IM domain's (a home server's, a
+	// router's): its principals are ours, who speak with credentials,
+	// never another organisation's, who speak without.
+	what, err := g.serverHost(host)
+	if err != nil {
+		return err
+	}
+	if what != "" {
+		g.counters.forged.Add(1)
+		return refuse(rvp.StatusForbidden, "RVP-From-Principal %s names the host of %s of this organisation, not another organisation's: principals of ours are named by their IM domain's hosts and sign in (if clients name this host, give it to their IM domain: rvpctl domain hosts DOMAIN -add %s)", from, what, name)
+	}
 	return nil
+}
+
+// serverHost names the home server or router of ours whose host host
+// (with or without port) is, as "home server NAME" or "router NAME";
+// "" when it is none's.
+func (g *Gateway) serverHost(host string) (string, error) {
+	hs, err := g.homeServerByHost(host)
+	if err != nil || hs != nil {
+		if hs != nil {
+			return "home server " + hs.Name, nil
+		}
+		return "", err
+	}
+	routers, err := g.cfg.Directory.Routers()
+	if err != nil {
+		return "", err
+	}
+	name := events.Hostname(host)
+	for _, r := range routers {
+		if strings.EqualFold(r.Host, host) || strings.EqualFold(events.Hostname(r.Host), name) {
+			return "router " + r.Name, nil
+		}
+	}
+	return "", nil
 }
 
 // checkNotification holds a NOTIFY's body to its request: its one sender

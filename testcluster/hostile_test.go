@@ -183,6 +183,60 @@ func TestHostileFederation(t *testing.T) {
 	}
 }
 
+// TestHostileHomeServerHost: a principal named at one of our home
+// servers' hosts (imhome9.example.test, which is no IM domain's host) is
+// ours, not another organisation's: without credentials it may not speak
+// in a deployment that federates, as bob or as anyone, nor name itself as
+// Call-Back (the home node would deliver presence over HTTP to our own
+// home server). It was taken for another organisation's, whose
+// principals speak without credentials: alice got a message from "bob".
+func TestHostileHomeServerHost(t *testing.T) {
+	a := Start(t, Options{Domain: "example.test", Users: map[string]string{"alice": "home1", "bob": "home1"}, InternetCapable: true})
+	if err := a.Admin.CreateHomeServer(t.Context(), "home9", "imhome9.example.test", "", true); err != nil {
+		t.Fatal(err)
+	}
+	a.DirectorySettled()
+	alice := a.Client(t, "alice")
+	must(t, "alice login", alice.Login(3600), 200)
+	aliceURL := "http://im.example.test/instmsg/aliases/alice"
+	bobThere := "http://imhome9.example.test/instmsg/aliases/bob"
+	x := NewClient(t, a.Addr(), "x") // no credentials
+	x.UseHost("im.example.test")
+	for _, tc := range []struct {
+		name string
+		do   func() *Response
+	}{
+		{"a message from bob at a home server's host", func() *Response {
+			return x.Do("NOTIFY", "/instmsg/aliases/alice", notificationBody("message", bobThere, aliceURL),
+				"RVP-From-Principal: "+bobThere, "Content-Type: text/xml", "RVP-Hop-Count: 1")
+		}},
+		{"the home server's host as a server speaking for bob", func() *Response {
+			return x.Do("NOTIFY", "/instmsg/aliases/alice", notificationBody("message", bobThere, aliceURL),
+				"RVP-From-Principal: imhome9.example.test:80", "Content-Type: text/xml", "RVP-Hop-Count: 1")
+		}},
+		{"bob at a home server's host watching alice, with himself as Call-Back", func() *Response {
+			return x.Do("SUBSCRIBE", "/instmsg/aliases/alice", nil, "RVP-From-Principal: "+bobThere,
+				"Notification-Type: update/propchange", "Call-Back: "+bobThere)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := LastSeqs(t, a.JS)
+			r := tc.do()
+			if r.Status != 403 || !strings.Contains(string(r.Body), "home server home9") {
+				t.Errorf("status %d, want 403 naming home server home9; body %q", r.Status, r.Body)
+			}
+			if after := LastSeqs(t, a.JS); fmt.Sprint(after) != fmt.Sprint(before) {
+				t.Errorf("a refused request changed the streams: %v, was %v", after, before)
+			}
+		})
+	}
+	for _, n := range alice.Notifies() {
+		if strings.Contains(string(n.Body), "forged?") {
+			t.Errorf("a forged notification reached alice:\n%s", n.Body)
+		}
+	}
+}
+
 // TestGatewayStats: the per-sender limits and sign-in throttling are
 // counted, with requests refused for want of credentials.
 func TestGatewayStats(t *testing.T) {
