@@ -264,7 +264,7 @@ func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client 
 	lookupFor := func(auth events.Identity) (*events.Reply, error) {
 		lookup.ID, lookup.At, lookup.Deadline, lookup.Gateway, lookup.Client, lookup.Method = id, now, deadline, g.cfg.ID, client, req.Method
 		lookup.Auth = auth
-		if err := g.limit(req, auth, client, len(lookup.Body)); err != nil {
+		if err := g.limit(req, auth, client, len(lookup.Body), len(lookup.Body)); err != nil {
 			return nil, err
 		}
 		purpose := lookupFederation
@@ -377,7 +377,7 @@ func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client 
 	if err != nil {
 		return nil, err
 	}
-	if err := g.limit(req, identity, client, len(req.Body)); err != nil {
+	if err := g.limit(req, identity, client, len(req.Body), kept(ev, len(req.Body))); err != nil {
 		return nil, err
 	}
 	if tgt.router != "" {

@@ -15,8 +15,11 @@ import (
 //
 // A third bucket bounds what a sender has kept: BytesPerDay of request
 // bodies (the facts keep messages, ACLs and properties, for the audit, as
-// long as the streams keep facts), refilled over a day. The rates alone
-// let one sender store 20 GiB a day.
+// long as the streams keep facts), refilled over a day; a request that
+// may leave facts draws requestOverhead on it besides, body or none (a
+// renewal's subscription.renewed is some 650 bytes kept), and a read,
+// which keeps nothing, draws nothing. The rates alone let one sender
+// store 20 GiB a day.
 //
 // A sender is the authenticated user. Requests without credentials (from
 // other organisations, and redirects) are charged to their client address,
@@ -115,10 +118,11 @@ func newLimiter(cfg SenderLimits) *limiter {
 }
 
 // allow charges one request of a sender (key; anonymous ones get the
-// larger share): a message if message, and its body's bytes. When the
-// request is past the sender's share it charges nothing and returns how
-// long to wait and which limit it hit.
-func (l *limiter) allow(key string, anonymous, message bool, bytes int, now time.Time) (time.Duration, string, bool) {
+// larger share): a message if message, its body's bytes (and
+// requestOverhead) to the bytes a second, and kept bytes to the bytes a
+// day. When the request is past the sender's share it charges nothing and
+// returns how long to wait and which limit it hit.
+func (l *limiter) allow(key string, anonymous, message bool, bytes, kept int, now time.Time) (time.Duration, string, bool) {
 	f := 1.0
 	if anonymous {
 		f = float64(l.cfg.AnonymousFactor)
@@ -141,11 +145,11 @@ func (l *limiter) allow(key string, anonymous, message bool, bytes int, now time
 			return wait, "bytes per second", false
 		}
 	}
-	if l.cfg.BytesPerDay > 0 && bytes > 0 {
+	if l.cfg.BytesPerDay > 0 && kept > 0 {
 		burst := f * float64(l.cfg.BytesPerDay)
 		db = bucketOf(l.day, key, burst/(24*60*60), burst, now)
 		var wait time.Duration
-		if dn, wait = db.wait(float64(bytes)); wait > 0 {
+		if dn, wait = db.wait(float64(kept)); wait > 0 {
 			return wait, "bytes per day", false
 		}
 	}

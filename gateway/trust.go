@@ -361,7 +361,8 @@ func (g *Gateway) ourPort(host, port string, c *conn) (bool, error) {
 
 // limit charges a request to its sender's share (SenderLimits): the
 // authenticated user, else the client's network (events.SenderNetwork).
-func (g *Gateway) limit(req *rvp.Request, identity events.Identity, client string, bytes int) error {
+// kept is what it draws on the bytes a day (kept).
+func (g *Gateway) limit(req *rvp.Request, identity events.Identity, client string, bytes, kept int) error {
 	var key string
 	anonymous := identity.User.IsZero()
 	if anonymous {
@@ -369,7 +370,7 @@ func (g *Gateway) limit(req *rvp.Request, identity events.Identity, client strin
 	} else {
 		key = "user " + identity.User.String()
 	}
-	wait, what, ok := g.limiter.allow(key, anonymous, req.Method == "NOTIFY", bytes, g.now())
+	wait, what, ok := g.limiter.allow(key, anonymous, req.Method == "NOTIFY", bytes, kept, g.now())
 	if ok {
 		return nil
 	}
@@ -380,6 +381,23 @@ func (g *Gateway) limit(req *rvp.Request, identity events.Identity, client strin
 	}
 	return &refusal{status: rvp.StatusTooManyRequests, retryAfter: wait,
 		msg: fmt.Sprintf("%s has sent more %s than its share at this server; retry in %s", who, what, wait.Round(time.Millisecond))}
+}
+
+// kept is what request event ev, of a body of bytes, draws on its
+// sender's bytes a day: the body and requestOverhead when a home node's
+// decision of it may leave facts, which are kept for the audit (a
+// renewal's, bodiless, some 650 bytes); nothing for a read, which keeps
+// nothing.
+func kept(ev events.Request, bytes int) int {
+	switch e := ev.(type) {
+	case *events.PropFind, *events.ListSubscriptions:
+		return 0
+	case *events.ACL:
+		if !e.Write {
+			return 0
+		}
+	}
+	return bytes + requestOverhead
 }
 
 // retryAfter renders a wait as Retry-After's whole seconds, at least 1.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -235,6 +236,43 @@ func TestHostileHomeServerHost(t *testing.T) {
 			t.Errorf("a forged notification reached alice:\n%s", n.Body)
 		}
 	}
+}
+
+// TestHostileBodilessRequestsKept: requests without a body that leave
+// facts (a renewal: subscription.renewed, kept for the audit as long as
+// the facts are) draw on the sender's bytes a day, as requests with one
+// do; reads, which keep nothing, do not. Before, only bodies counted:
+// a signed-in user renewing its login 512 times a second (the bytes a
+// second's share of bodiless requests) stored some 330 KB of facts a
+// second (650 bytes a renewal), 28 GB a day, its day's share of 64 MiB
+// untouched.
+func TestHostileBodilessRequestsKept(t *testing.T) {
+	const day = 64 << 10 // bytes a day: some 128 bodiless requests
+	a := Start(t, Options{Senders: gateway.SenderLimits{BytesPerSecond: 1 << 30, ByteBurst: 1 << 30, BytesPerDay: day}})
+	alice := a.Client(t, "alice")
+	must(t, "alice login", alice.Login(3600), 200)
+	facts := events.FactStream("home1")
+	before := StreamStates(t, a.JS)[facts]
+	renewed := 0
+	var r *Response
+	for range 1000 {
+		r = alice.Do("SUBSCRIBE", "/instmsg/aliases/alice", nil, alice.From(), "Subscription-Id: "+strconv.Itoa(alice.LoginID), "Subscription-Lifetime: 3600")
+		if r.Status != 200 {
+			break
+		}
+		renewed++
+	}
+	after := StreamStates(t, a.JS)[facts]
+	t.Logf("%d renewals stored %d facts, %d bytes", renewed, after.LastSeq-before.LastSeq, after.Bytes-before.Bytes)
+	if r.Status != 429 || !strings.Contains(string(r.Body), "bytes per day") || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("after %d renewals: %d %q, want 429 for the bytes a day with Retry-After", renewed, r.Status, r.Body)
+	}
+	if most := day / 512; renewed > most {
+		t.Errorf("%d renewals before the day's share was spent; it holds %d", renewed, most)
+	}
+	// A read keeps nothing: still served.
+	must(t, "alice reads bob's properties", alice.Do("PROPFIND", "/instmsg/aliases/bob",
+		[]byte(`<d:propfind xmlns:d="DAV:"><d:allprop/></d:propfind>`), alice.From(), "Depth: 0"), 207)
 }
 
 // TestGatewayStats: the per-sender limits and sign-in throttling are

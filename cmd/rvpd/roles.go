@@ -123,7 +123,7 @@ func (f *roleFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.senders.MessageBurst, "limit.messages.burst", gateway.DefaultMessageBurst, "messages a sender may send at once")
 	fs.IntVar(&f.senders.BytesPerSecond, "limit.bytes", gateway.DefaultBytesPerSecond, "bytes of requests a second per sender and gateway (0: no limit)")
 	fs.IntVar(&f.senders.ByteBurst, "limit.bytes.burst", gateway.DefaultByteBurst, "bytes a sender may send at once")
-	fs.IntVar(&f.senders.BytesPerDay, "limit.bytes.day", gateway.DefaultBytesPerDay, "bytes of request bodies (messages, ACLs and properties, kept in the facts) a day per sender and gateway, refilled over the day (0: no limit)")
+	fs.IntVar(&f.senders.BytesPerDay, "limit.bytes.day", gateway.DefaultBytesPerDay, "bytes of request bodies (messages, ACLs and properties, kept in the facts), and 512 for each request that may leave facts, a day per sender and gateway, refilled over the day (0: no limit)")
 	fs.StringVar(&f.logLevel, "log.level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&f.logFormat, "log.format", "text", "log format: text or json")
 	fs.DurationVar(&f.policy.MinLease, "lease.min", def.MinLease, "shortest presence lease granted")
