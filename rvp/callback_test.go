@@ -66,6 +66,17 @@ func TestCallbackPolicy(t *testing.T) {
 		{"http://172.16.1.20:65535", lan, ""},                         // the last port
 		{"http://172.16.1.20:65536", lan, "400"},                      // past it
 		{"http://[fe80::1]:4011", netip.MustParseAddr("fe80::1"), ""}, // link-local, its own
+		// Loopback and the metadata service in the forms URL parsers
+		// disagree on: each is a name (refused) or the address it is.
+		{"http://2130706433:4011", loop, "host name"},               // 127.0.0.1 in decimal
+		{"http://0177.0.0.1:4011", loop, "host name"},               // in octal
+		{"http://0x7f.0.0.1:4011", loop, "host name"},               // in hex
+		{"http://127.1:4011", loop, "host name"},                    // shortened
+		{"http://[::ffff:127.0.0.1]:5000", lan, "loopback"},         // IPv4-mapped loopback from elsewhere
+		{"http://[::ffff:127.0.0.1]:8080", loop, "own listeners"},   // the RVP listener, IPv4-mapped
+		{"http://169.254.169.254", lan, "not the address"},          // the cloud metadata service
+		{"http://[::ffff:169.254.169.254]", lan, "not the address"}, // the same, IPv4-mapped
+		{"http://[fe80::a9fe:a9fe]:80", lan, "not the address"},     // a link-local IPv6 neighbour
 	} {
 		err := p.Check(mustURL(t, tc.cb), tc.client)
 		switch {

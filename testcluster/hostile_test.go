@@ -238,6 +238,60 @@ func TestHostileHomeServerHost(t *testing.T) {
 	}
 }
 
+// TestHostileOtherUsersNode: a signed-in user, speaking as itself, asks
+// everything of another user's node and subscriptions: renewing and
+// ending bob's login by its id, setting his state, reading and writing
+// his ACL, listing his subscriptions, logging in to his node, watching
+// him for carol. Each is refused (403) by bob's home node, which appends
+// no fact; bob's login is still his afterwards.
+func TestHostileOtherUsersNode(t *testing.T) {
+	a := Start(t, Options{})
+	alice, bob := a.Client(t, "alice"), a.Client(t, "bob")
+	must(t, "alice login", alice.Login(3600), 200)
+	must(t, "bob login", bob.Login(3600), 200)
+	facts := events.FactStream("home1")
+	bobs := "/instmsg/aliases/bob"
+	acl := `<a:rvpacl xmlns:a="http://schemas.microsoft.com/rvp/acl/"><a:acl><a:ace><a:principal><a:rvp-principal>` + alice.URL +
+		`</a:rvp-principal><a:credentials><a:ntlm/></a:credentials></a:principal><a:grant><a:all/></a:grant><a:deny/></a:ace></a:acl></a:rvpacl>`
+	id := "Subscription-Id: " + strconv.Itoa(bob.LoginID)
+	for _, tc := range []struct {
+		name string
+		do   func() *Response
+	}{
+		{"renewing bob's login", func() *Response {
+			return alice.Do("SUBSCRIBE", bobs, nil, alice.From(), id, "Subscription-Lifetime: 14400")
+		}},
+		{"ending bob's login", func() *Response { return alice.Do("UNSUBSCRIBE", bobs, nil, alice.From(), id) }},
+		{"setting bob's state", func() *Response {
+			return alice.Do("PROPPATCH", bobs, StateBody("away", 600, 0), alice.From(), "Content-Type: text/xml")
+		}},
+		{"reading bob's ACL", func() *Response { return alice.Do("ACL", bobs, nil, alice.From()) }},
+		{"granting herself everything on bob's node", func() *Response {
+			return alice.Do("ACL", bobs, []byte(acl), alice.From(), "Content-Type: text/xml")
+		}},
+		{"listing bob's subscriptions", func() *Response {
+			return alice.Do("SUBSCRIPTIONS", bobs, nil, alice.From(), "Notification-Type: pragma/notify")
+		}},
+		{"logging in to bob's node", func() *Response {
+			return alice.Do("SUBSCRIBE", bobs, nil, alice.From(), "Notification-Type: pragma/notify", "Call-Back: "+alice.CallBack)
+		}},
+		{"watching bob for carol", func() *Response {
+			return alice.Do("SUBSCRIBE", bobs, nil, alice.From(), "Notification-Type: update/propchange", "Call-Back: "+alice.URLOf("carol"))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := StreamStates(t, a.JS)[facts].LastSeq
+			if r := tc.do(); r.Status != 403 {
+				t.Errorf("status %d, want 403; body %q", r.Status, r.Body)
+			}
+			if after := StreamStates(t, a.JS)[facts].LastSeq; after != before {
+				t.Errorf("a refused request appended %d facts", after-before)
+			}
+		})
+	}
+	must(t, "bob renews his login", bob.Do("SUBSCRIBE", bobs, nil, bob.From(), id, "Subscription-Lifetime: 3600"), 200)
+}
+
 // TestHostileBodilessRequestsKept: requests without a body that leave
 // facts (a renewal: subscription.renewed, kept for the audit as long as
 // the facts are) draw on the sender's bytes a day, as requests with one
