@@ -371,3 +371,50 @@ func TestShutdownEndsWaitingRequests(t *testing.T) {
 		t.Errorf("Serve: %v", err)
 	}
 }
+
+// lostSites counts the sites it names lost.
+type lostSites map[string]bool
+
+func (l lostSites) Lost(site string) bool { return l[site] }
+
+// TestSiteUnreachableLoggedOnce: a request for a user homed at a site
+// the site watch counts lost is answered 503 at once, and logged once at
+// Info or above, as every request is. It was logged where it was refused
+// (Warn, with the home server and site) and again by the request line
+// (Warn, for its 503): two lines for each of a client's retries through
+// the outage.
+func TestSiteUnreachableLoggedOnce(t *testing.T) {
+	e := newEdge(t, NoAuth{})
+	e.g.cfg.Site, e.g.cfg.Sites = "here", lostSites{"far": true}
+	var msgs []projections.Msg
+	for i, ev := range []events.Event{
+		&events.HomeServerCreated{Name: "home2", Host: "home2.example.test", Site: "far", HostsUsers: true},
+		&events.UserEnabled{User: events.NewUser("example.test", "carol"), Home: "home2"},
+	} {
+		data, err := events.Encode(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs = append(msgs, projections.Msg{Seq: e.g.cfg.Directory.Position() + uint64(i) + 1, Type: ev.Type(), Data: data})
+	}
+	if err := e.g.cfg.Directory.ApplyBatch(msgs); err != nil {
+		t.Fatal(err)
+	}
+	e.log.take()
+	before := e.appended()
+	r := e.do("PROPFIND /instmsg/aliases/carol HTTP/1.1\r\nHost: im.example.test\r\nDepth: 0\r\n" +
+		"RVP-From-Principal: http://im.example.test/instmsg/aliases/alice\r\n\r\n")
+	if r.Status != rvp.StatusUnavailable || r.Get("Retry-After") == "" {
+		t.Errorf("status %d (Retry-After %q), want 503 with Retry-After; body %q", r.Status, r.Get("Retry-After"), r.Body)
+	}
+	if n := e.appended() - before; n != 0 {
+		t.Errorf("%d events appended for a site counted lost", n)
+	}
+	var said []string
+	for _, rec := range e.log.take() {
+		said = append(said, rec.Level.String()+" "+rec.Message)
+	}
+	if len(said) != 1 {
+		t.Errorf("logged %d times at Info or above: %q", len(said), said)
+	}
+}

@@ -385,8 +385,8 @@ func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client 
 	}
 	site := g.siteOf(tgt.rec.Home)
 	unreachable := func() error {
-		g.log.Warn("request for a home server of a site that cannot be reached", "home", tgt.rec.Home, "site", site, "method", req.Method)
-		return &refusal{status: rvp.StatusUnavailable, retryAfter: siteRetryAfter,
+		g.log.Warn("request for a home server of a site that cannot be reached", "home", tgt.rec.Home, "site", site, "method", req.Method, "user", tgt.user.String(), "client", client)
+		return &refusal{status: rvp.StatusUnavailable, retryAfter: siteRetryAfter, logged: true,
 			msg: fmt.Sprintf("%s is homed at site %s, which cannot be reached from site %s now; try again later", tgt.user, site, g.cfg.Site)}
 	}
 	if site != "" && g.cfg.Sites != nil && g.cfg.Sites.Lost(site) {
