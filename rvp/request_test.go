@@ -235,16 +235,16 @@ func TestResponseFraming(t *testing.T) {
 	}
 }
 
-// The NOTIFY client through an outbound HTTP proxy sends a request to
-// another organisation (Foreign) with the absolute URL as request target
-// to the proxy, Host naming the destination; a request to a client's
-// listener goes to it directly.
-func TestClientProxy(t *testing.T) {
+// answerOnce listens on loopback, answers the first request it is sent
+// with answer, and hands the request over; its listener's address is
+// returned.
+func answerOnce(t *testing.T, answer string) (string, <-chan *Request) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
 	got := make(chan *Request, 1)
 	go func() {
 		c, err := ln.Accept()
@@ -253,10 +253,19 @@ func TestClientProxy(t *testing.T) {
 		}
 		defer c.Close()
 		req, _ := ReadRequest(bufio.NewReader(c), Limits{})
-		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		io.WriteString(c, answer)
 		got <- req
 	}()
-	proxy, _ := ParseURL("http://" + ln.Addr().String())
+	return ln.Addr().String(), got
+}
+
+// The NOTIFY client through an outbound HTTP proxy sends a request to
+// another organisation (Foreign) with the absolute URL as request target
+// to the proxy, Host naming the destination; a request to a client's
+// listener goes to it directly.
+func TestClientProxy(t *testing.T) {
+	addr, got := answerOnce(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	proxy, _ := ParseURL("http://" + addr)
 	c := &Client{Proxy: &proxy}
 	dest, _ := ParseURL("http://im.acme.test/instmsg/aliases/dave")
 	ans, err := c.Do(context.Background(), Outbound{URL: dest, Body: []byte("<x/>"), ReadBody: true, Foreign: true})
@@ -269,24 +278,9 @@ func TestClientProxy(t *testing.T) {
 	}
 
 	// A client's listener: reached directly (the proxy, which answered
-	// once and listens no more, is not asked).
-	client, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	direct := make(chan *Request, 1)
-	go func() {
-		c, err := client.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		req, _ := ReadRequest(bufio.NewReader(c), Limits{})
-		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-		direct <- req
-	}()
-	cb, _ := ParseURL("http://" + client.Addr().String())
+	// once and takes no more, is not asked).
+	addr, direct := answerOnce(t, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+	cb, _ := ParseURL("http://" + addr)
 	if ans, err := c.Do(context.Background(), Outbound{URL: cb, Body: []byte("<y/>")}); err != nil || ans.Status != 200 {
 		t.Fatalf("a client's listener, with a proxy set: answer %+v, %v", ans, err)
 	}
