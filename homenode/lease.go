@@ -357,3 +357,50 @@ func (l *Lease) release(key string, rev uint64, log *slog.Logger) {
 	}
 	log.Info("home server let go")
 }
+
+// LeaseState is a home server's entry in the lease bucket as its readers
+// (rvpctl status, the operator console) show it: the node that owns it,
+// or the one that let it go cleanly, and when it was last written (the
+// NATS server's clock).
+type LeaseState struct {
+	Node    string // the owner; "" when let go
+	LetGo   string // the node that let it go cleanly; "" when owned
+	Renewed time.Time
+}
+
+// Leases returns the home servers' leases by home server; nil and no
+// error when there is no lease bucket (a cluster from before leases). A
+// lapsed lease has no entry, nor one let go between its listing and its
+// reading; a key that names no home server is given as it is.
+func Leases(ctx context.Context, js jetstream.JetStream) (map[string]LeaseState, error) {
+	kv, err := js.KeyValue(ctx, events.BucketOwners)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("home-server leases (KV bucket %s): %w", events.BucketOwners, err)
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("home-server leases (KV bucket %s): %w", events.BucketOwners, err)
+	}
+	out := map[string]LeaseState{}
+	for k := range keys.Keys() {
+		e, err := kv.Get(ctx, k)
+		if err != nil {
+			continue // lapsed meanwhile
+		}
+		home, err := events.Untoken(strings.TrimPrefix(k, "home."))
+		if err != nil {
+			home = k
+		}
+		l := LeaseState{Renewed: e.Created()}
+		if by, free := strings.CutPrefix(string(e.Value()), released); free {
+			l.LetGo = by
+		} else {
+			l.Node = by
+		}
+		out[home] = l
+	}
+	return out, nil
+}

@@ -206,3 +206,42 @@ func TestLeaseRenewalAnswerLost(t *testing.T) {
 		t.Errorf("a began serving %d times: it stopped after a renewal answer was lost", n)
 	}
 }
+
+// TestLeases: the readers' view of the lease bucket (rvpctl status, the
+// console): an owned lease names its node, one let go cleanly the node
+// that let it go, a lapsed one is absent, and a cluster without the
+// bucket has no leases and no error.
+func TestLeases(t *testing.T) {
+	ns := startJetStream(t)
+	nc, _ := nats.Connect("", nats.InProcessServer(ns))
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if ls, err := Leases(t.Context(), js); ls != nil || err != nil {
+		t.Fatalf("leases without a bucket: %v %v, want nil and no error", ls, err)
+	}
+	if err := projections.EnsureStreams(t.Context(), js, projections.StreamOptions{LeaseTTL: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	kv, _ := js.KeyValue(t.Context(), events.BucketOwners)
+	before := time.Now().Add(-time.Second)
+	for home, v := range map[string]string{"home1": "a", "home.two": released + "b", "gone": "c"} {
+		if _, err := kv.Put(t.Context(), events.OwnerKey(home), []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := kv.Delete(t.Context(), events.OwnerKey("gone")); err != nil {
+		t.Fatal(err)
+	}
+	ls, err := Leases(t.Context(), js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ls) != 2 || ls["home1"].Node != "a" || ls["home1"].LetGo != "" || ls["home.two"].Node != "" || ls["home.two"].LetGo != "b" {
+		t.Errorf("leases: %+v, want home1 owned by a and home.two let go by b, nothing else", ls)
+	}
+	for home, l := range ls {
+		if l.Renewed.Before(before) || l.Renewed.After(time.Now().Add(time.Second)) {
+			t.Errorf("%s renewed at %v, want about now", home, l.Renewed)
+		}
+	}
+}

@@ -300,7 +300,7 @@ func ownersStatus(ctx context.Context, g global, js jetstream.JetStream, factStr
 	for _, home := range homes {
 		byHome[home] = &owner{Home: home}
 	}
-	ls, err := leases(ctx, js)
+	ls, err := homenode.Leases(ctx, js)
 	if err != nil {
 		return err
 	}
@@ -308,7 +308,7 @@ func ownersStatus(ctx context.Context, g global, js jetstream.JetStream, factStr
 		return nil // a cluster from before leases
 	}
 	for home, l := range ls {
-		byHome[home] = &owner{Home: home, Renewed: l.renewed, Owned: l.node != "", Node: l.node, LetGo: l.letGo}
+		byHome[home] = &owner{Home: home, Renewed: l.Renewed, Owned: l.Node != "", Node: l.Node, LetGo: l.LetGo}
 	}
 	owners := make([]*owner, 0, len(byHome))
 	for _, o := range byHome {
@@ -826,61 +826,17 @@ func homeOfStream(name string) string {
 	return home
 }
 
-// lease is a home server's entry in the lease bucket: the node that owns
-// it (node), or the one that let it go cleanly (letGo), and when it was
-// last written.
-type lease struct {
-	node, letGo string
-	renewed     time.Time
-}
-
-// leases returns the home servers' leases by home server; nil and no
-// error when there is no lease bucket (a cluster from before leases). A
-// lapsed lease has no entry.
-func leases(ctx context.Context, js jetstream.JetStream) (map[string]lease, error) {
-	kv, err := js.KeyValue(ctx, events.BucketOwners)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("home-server leases: %w", err)
-	}
-	keys, err := kv.ListKeys(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("home-server leases: %w", err)
-	}
-	out := map[string]lease{}
-	for k := range keys.Keys() {
-		e, err := kv.Get(ctx, k)
-		if err != nil {
-			continue // let go meanwhile
-		}
-		home, err := events.Untoken(strings.TrimPrefix(k, "home."))
-		if err != nil {
-			home = k
-		}
-		l := lease{renewed: e.Created()}
-		if by, free := strings.CutPrefix(string(e.Value()), "released:"); free {
-			l.letGo = by
-		} else {
-			l.node = by
-		}
-		out[home] = l
-	}
-	return out, nil
-}
-
 // ownedHomes returns the home servers whose lease names an owner; nil
 // when the leases cannot be read (a cluster from before leases): then
 // every node is asked.
 func ownedHomes(ctx context.Context, js jetstream.JetStream) map[string]bool {
-	ls, err := leases(ctx, js)
+	ls, err := homenode.Leases(ctx, js)
 	if err != nil || ls == nil {
 		return nil
 	}
 	owned := map[string]bool{}
 	for home, l := range ls {
-		if l.node != "" {
+		if l.Node != "" {
 			owned[home] = true
 		}
 	}

@@ -37,7 +37,7 @@ type homeRow struct {
 	Users    int // homed here in the directory, enabled
 	Owner    string
 	Renewed  time.Time
-	Lapsed   bool // no renewal for a lease's TTL: nobody owns it
+	LetGo    bool // its owner (Owner) let it go cleanly: a standby takes it
 	Reported bool // its node reported its gauges
 	Online   float64
 	Subs     float64
@@ -131,9 +131,9 @@ func (c *console) overview(w http.ResponseWriter, r *http.Request, adm *projecti
 		}
 		d.Domains = append(d.Domains, row)
 	}
-	var owners map[string]owner
+	var owners map[string]homenode.LeaseState
 	if d.Cluster {
-		owners, err = c.owners(ctx)
+		owners, err = homenode.Leases(ctx, c.js)
 		note("home-server leases", err)
 	}
 	homes, err := c.dir.HomeServers()
@@ -143,8 +143,8 @@ func (c *console) overview(w http.ResponseWriter, r *http.Request, adm *projecti
 		if d.Cluster {
 			// The gauges count every IM domain's users: the cluster's.
 			if o, ok := owners[h.Name]; ok {
-				row.Owner, row.Renewed = o.node, o.renewed
-				row.Lapsed = o.released
+				row.Owner, row.Renewed = cmp.Or(o.Node, o.LetGo), o.Renewed
+				row.LetGo = o.LetGo != ""
 			}
 			row.Online, row.Reported = fams.sum("rvpd_home_online_users", "home", h.Name)
 			row.Subs, _ = fams.sum("rvpd_home_subscriptions", "home", h.Name)
@@ -171,42 +171,6 @@ func (c *console) overview(w http.ResponseWriter, r *http.Request, adm *projecti
 		note("audit", err)
 	}
 	c.render(w, http.StatusOK, "overview", page{Title: "Overview", Admin: adm, Refresh: true, Errors: errs, Data: d})
-}
-
-// owner is a home server's lease as the KV bucket holds it.
-type owner struct {
-	node     string
-	renewed  time.Time
-	released bool // let go by a clean stop: the standby takes it
-}
-
-// owners returns the home servers' leases.
-func (c *console) owners(ctx context.Context) (map[string]owner, error) {
-	kv, err := c.js.KeyValue(ctx, events.BucketOwners)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	keys, err := kv.ListKeys(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]owner{}
-	for k := range keys.Keys() {
-		e, err := kv.Get(ctx, k)
-		if err != nil {
-			continue // let go meanwhile
-		}
-		home, err := events.Untoken(strings.TrimPrefix(k, "home."))
-		if err != nil {
-			continue
-		}
-		node, released := strings.CutPrefix(string(e.Value()), "released:")
-		out[home] = owner{node: node, renewed: e.Created(), released: released}
-	}
-	return out, nil
 }
 
 // streams returns the cluster's streams and their consumers' backlogs.
@@ -436,8 +400,8 @@ func (c *console) user(w http.ResponseWriter, r *http.Request, adm *projections.
 		errs = append(errs, "presence: "+err.Error())
 	}
 	if adm.Role == events.RoleOrganization { // the cluster's nodes: see overview
-		if owners, err := c.owners(ctx); err == nil {
-			d.Owner = owners[rec.Home].node
+		if owners, err := homenode.Leases(ctx, c.js); err == nil {
+			d.Owner = owners[rec.Home].Node
 		}
 	}
 	if d.Live, err = c.userState(ctx, rec.Home, u); err != nil {
