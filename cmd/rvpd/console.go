@@ -357,17 +357,9 @@ func originIsForwardedHost(r *http.Request) bool {
 	if err != nil || o.Host == "" {
 		return false
 	}
-	host, _, _ := strings.Cut(r.Header.Get("X-Forwarded-Host"), ",")
-	host = strings.TrimSpace(host)
+	host := firstValue(r.Header.Get("X-Forwarded-Host"))
 	if host == "" {
-		if f := r.Header.Get("Forwarded"); f != "" {
-			first, _, _ := strings.Cut(f, ",")
-			for pair := range strings.SplitSeq(first, ";") {
-				if k, v, _ := strings.Cut(strings.TrimSpace(pair), "="); strings.EqualFold(k, "host") {
-					host = strings.Trim(v, `"`)
-				}
-			}
-		}
+		host = forwardedParam(r, "host")
 	}
 	return host != "" && strings.EqualFold(host, o.Host)
 }
@@ -375,22 +367,34 @@ func originIsForwardedHost(r *http.Request) bool {
 // overTLS reports whether the browser reached the console over TLS: the
 // ops listener speaks plain HTTP, so through a proxy or load balancer
 // that ends TLS and says so (X-Forwarded-Proto: https, or Forwarded:
-// proto=https). The session's cookie is then Secure; a browser on plain
-// HTTP would drop a Secure one. A forged header only makes the forger's
-// own cookie stricter.
+// proto=https). Behind chained proxies, each of which appends its own,
+// the first proxy's says how the browser reached it, as the first
+// X-Forwarded-Host names the host it asked for. The session's cookie is
+// then Secure; a browser on plain HTTP would drop a Secure one. A forged
+// header only makes the forger's own cookie stricter.
 func overTLS(r *http.Request) bool {
-	if r.TLS != nil || strings.EqualFold(strings.TrimSpace(r.Header.Get("X-Forwarded-Proto")), "https") {
-		return true
-	}
-	for _, f := range r.Header.Values("Forwarded") {
-		for pair := range strings.FieldsFuncSeq(f, func(c rune) bool { return c == ';' || c == ',' }) {
-			k, v, _ := strings.Cut(strings.TrimSpace(pair), "=")
-			if strings.EqualFold(k, "proto") && strings.EqualFold(strings.Trim(v, `"`), "https") {
-				return true
-			}
+	return r.TLS != nil || strings.EqualFold(firstValue(r.Header.Get("X-Forwarded-Proto")), "https") ||
+		strings.EqualFold(forwardedParam(r, "proto"), "https")
+}
+
+// firstValue is the first of a comma-joined list of values (an
+// X-Forwarded-* header): the first proxy's.
+func firstValue(list string) string {
+	v, _, _ := strings.Cut(list, ",")
+	return strings.TrimSpace(v)
+}
+
+// forwardedParam is parameter param (host, proto) of the first element
+// of r's Forwarded header (RFC 7239): the first proxy's; "" when it has
+// none.
+func forwardedParam(r *http.Request, param string) string {
+	first, _, _ := strings.Cut(r.Header.Get("Forwarded"), ",")
+	for pair := range strings.SplitSeq(first, ";") {
+		if k, v, _ := strings.Cut(strings.TrimSpace(pair), "="); strings.EqualFold(k, param) {
+			return strings.Trim(v, `"`)
 		}
 	}
-	return false
+	return ""
 }
 
 // check returns the administrator name and password sign in as.

@@ -238,12 +238,25 @@ func TestConsoleCookieSecureBehindTLS(t *testing.T) {
 	if ck := signIn("/console/login"); ck.Secure {
 		t.Errorf("session cookie over plain HTTP: %+v, want it not Secure", ck)
 	}
-	for _, h := range [][]string{{"X-Forwarded-Proto", "https"}, {"Forwarded", `for=192.0.2.7;proto=https;host=console.example`}} {
+	// Behind chained proxies each appends its own: the first value is
+	// what the browser reached the first proxy by, as the first
+	// X-Forwarded-Host is the host it asked for (originIsForwardedHost).
+	for _, h := range [][]string{{"X-Forwarded-Proto", "https"}, {"Forwarded", `for=192.0.2.7;proto=https;host=console.example`},
+		{"X-Forwarded-Proto", "https, http"}, {"X-Forwarded-Proto", "HTTPS,http"},
+		{"Forwarded", `for=192.0.2.7;proto=https;host=console.example, for=10.0.0.2;proto=http`}} {
 		if ck := signIn("/console/login", h...); !ck.Secure || !ck.HttpOnly || ck.SameSite != http.SameSiteStrictMode {
 			t.Errorf("session cookie through a TLS proxy (%v): %+v, want Secure, HttpOnly, SameSite=Strict", h, ck)
 		}
 		if ck := signIn("/console/logout", h...); !ck.Secure || ck.MaxAge >= 0 {
 			t.Errorf("sign-out through a TLS proxy (%v): %+v, want the Secure cookie dropped", h, ck)
+		}
+	}
+	// The browser reached the first proxy over plain HTTP: a Secure
+	// cookie would be dropped, whatever a later hop spoke.
+	for _, h := range [][]string{{"X-Forwarded-Proto", "http, https"},
+		{"Forwarded", `for=192.0.2.7;proto=http, for=10.0.0.2;proto=https`}} {
+		if ck := signIn("/console/login", h...); ck.Secure {
+			t.Errorf("session cookie through a proxy reached over plain HTTP (%v): %+v, want it not Secure", h, ck)
 		}
 	}
 }
