@@ -265,6 +265,12 @@ func TestConsoleDomainAdmin(t *testing.T) {
 	if err := adm.EnableUser(ctx, directory.UserSpec{User: events.NewUser("acme.test", "dave"), Home: demoHome, DisplayName: "Dave Acme"}); err != nil {
 		t.Fatal(err)
 	}
+	// Its host names besides the IM host (rvpctl domain hosts): the
+	// overview lists them, read-only as the rest of the console.
+	if _, err := adm.ChangeDomainHosts(ctx, directory.DomainHostsSpec{Domain: "acme.test", AddHosts: []string{"chat.acme.test", "rvp.acme.test"},
+		AddEmailDomains: []string{"mail.acme.test"}}); err != nil {
+		t.Fatal(err)
+	}
 	setOps := func(password string) {
 		v, err := directory.NewAdminVerifier(password)
 		if err != nil {
@@ -297,6 +303,9 @@ func TestConsoleDomainAdmin(t *testing.T) {
 	_, body := get(t, client, ops+"/console/")
 	if strings.Contains(body, "<td>example.test</td>") || !strings.Contains(body, "<td>acme.test</td>") || strings.Contains(body, "Last audit events") {
 		t.Errorf("a domain administrator's overview shows other domains or the audit:\n%s", body)
+	}
+	if m := regexp.MustCompile(`(?s)<td>acme.test</td>.*?</tr>`).FindString(body); !strings.Contains(m, "<td>im.acme.test</td><td>chat.acme.test, rvp.acme.test</td><td>acme.test, mail.acme.test</td>") {
+		t.Errorf("acme.test's row of the IM domains does not list its IM host, host names and e-mail domain: %q", m)
 	}
 	// Nor the cluster's: the streams and their traffic, the nodes, which
 	// node owns a home server, nor the users of other domains on a home
