@@ -35,9 +35,12 @@ type Watch struct {
 	ID         int32       `json:"sub_id"`
 	Subscriber string      `json:"subscriber"`
 	Watcher    events.User `json:"watcher,omitzero"`
-	CallBack   string      `json:"call_back"`
-	Since      time.Time   `json:"since"`
-	Until      time.Time   `json:"until"`
+	// SubscriberUser is the local user who subscribed, if any: the
+	// watcher itself, or one subscribing for it.
+	SubscriberUser events.User `json:"subscriber_user,omitzero"`
+	CallBack       string      `json:"call_back"`
+	Since          time.Time   `json:"since"`
+	Until          time.Time   `json:"until"`
 	// Sees is the state the watcher was shown: the node's, or offline
 	// when its ACL denied the watcher the presence right.
 	Sees string `json:"sees"`
@@ -179,7 +182,7 @@ func PresenceAt(ctx context.Context, js jetstream.JetStream, u events.User, at t
 		if permitted(aces, subscriber(u, &s), events.RightPresence) {
 			sees = p.For(u, &s)
 		}
-		rep.Watchers = append(rep.Watchers, Watch{ID: s.ID, Subscriber: s.Subscriber, Watcher: s.Watcher, CallBack: s.CallBack,
+		rep.Watchers = append(rep.Watchers, Watch{ID: s.ID, Subscriber: s.Subscriber, Watcher: s.Watcher, SubscriberUser: s.SubscriberUser, CallBack: s.CallBack,
 			Since: s.Created, Until: s.Expires, Sees: sees})
 	}
 	sort.Slice(rep.Views, func(i, j int) bool { return rep.Views[i].ID < rep.Views[j].ID })

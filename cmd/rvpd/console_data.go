@@ -19,6 +19,7 @@ import (
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/homenode"
 	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/rvp"
 )
 
 // pageTimeout bounds what a page waits for the cluster.
@@ -79,6 +80,8 @@ type auditEvent struct {
 	Client  string
 	Detail  string
 	UserURL string // the console's page of the node's user, if one
+
+	ev events.Event // decoded; nil when it could not be
 }
 
 type overviewData struct {
@@ -294,6 +297,7 @@ func (c *console) auditEvent(stream string, m jetstream.Msg, md *jetstream.MsgMe
 		e.Detail = "undecodable: " + err.Error()
 		return e
 	}
+	e.ev = ev
 	var meta *events.Meta
 	switch x := ev.(type) {
 	case events.Fact:
@@ -361,12 +365,31 @@ func (c *console) users(w http.ResponseWriter, r *http.Request, adm *projections
 
 type userData struct {
 	Record   projections.UserRecord
-	Presence *homenode.PresenceReport
+	Presence *homenode.PresenceReport // its watchers in Watchers
 	Owner    string
 	// Live is the user's node as its home node has it now (nil when it
-	// did not answer): its clients' sign-ins.
-	Live   *homenode.UserState
-	Events []auditEvent
+	// did not answer); its clients' sign-ins are in Logins.
+	Live     *homenode.UserState
+	Logins   []loginRow
+	Watchers []watcherRow
+	Events   []auditEvent
+}
+
+// watcherRow is a watcher of the user as its page lists it.
+type watcherRow struct {
+	homenode.Watch
+	// Withheld says who the watcher is as far as the administrator may
+	// know (outsider), when it is no user of its IM domains; the Watch
+	// then holds neither its address nor its Call-Back.
+	Withheld string
+}
+
+// loginRow is a login subscription of the user's node as its page lists
+// it; Withheld as watcherRow's (someone else's login, which the node's
+// ACL let in), its Call-Back and client address then left out.
+type loginRow struct {
+	projections.Subscription
+	Withheld string
 }
 
 // user shows a user: its directory record, presence, views, watchers and
@@ -410,7 +433,116 @@ func (c *console) user(w http.ResponseWriter, r *http.Request, adm *projections.
 	if d.Events, err = c.audit(ctx, events.FactRoot+".*."+events.Token(u.Domain)+"."+events.Token(u.Alias), auditRows); err != nil {
 		errs = append(errs, "facts: "+err.Error())
 	}
+	c.scope(adm, &d)
 	c.render(w, http.StatusOK, "user", page{Title: u.String(), Admin: adm, Refresh: true, Errors: errs, Data: d})
+}
+
+// scope puts d's watchers and logins in its rows, and leaves out what
+// administrator adm may not see of the users of other IM domains, or of
+// other organisations, who watch d's user or act on its node: a domain
+// administrator sees that they do, their IM domain (or their server's
+// host), when, and what they were shown; not who they are, where their
+// NOTIFYs go (their Call-Back), nor the address their client connected
+// from. Those are another domain's users' data, as that domain's users'
+// list and pages are, and their administrators' to see.
+func (c *console) scope(adm *projections.Administrator, d *userData) {
+	if d.Presence != nil {
+		for _, w := range d.Presence.Watchers {
+			row := watcherRow{Watch: w}
+			if row.Withheld = c.outsider(adm, w.Watcher, w.SubscriberUser, w.Subscriber); row.Withheld != "" {
+				row.Watch = homenode.Watch{ID: w.ID, Since: w.Since, Until: w.Until, Sees: w.Sees}
+			}
+			d.Watchers = append(d.Watchers, row)
+		}
+		d.Presence.Watchers = nil
+	}
+	if d.Live != nil {
+		for _, s := range d.Live.Logins {
+			row := loginRow{Subscription: s}
+			if row.Withheld = c.outsider(adm, s.Watcher, s.SubscriberUser, s.Subscriber); row.Withheld != "" {
+				row.Subscription = projections.Subscription{ID: s.ID, Node: s.Node, Kind: s.Kind, Credential: s.Credential, Created: s.Created, Expires: s.Expires}
+			}
+			d.Logins = append(d.Logins, row)
+		}
+		d.Live.Logins, d.Live.Subscriptions = nil, nil // the page shows neither
+	}
+	if adm.Role == events.RoleOrganization {
+		return
+	}
+	for i := range d.Events {
+		e := &d.Events[i]
+		f, ok := e.ev.(events.Fact)
+		if !ok {
+			continue
+		}
+		if who := c.actorOutside(adm, f.Metadata()); who != "" {
+			e.Actor, e.Client = who, "withheld"
+		}
+		if sc, ok := f.(*events.SubscriptionCreated); ok {
+			if who := c.outsider(adm, sc.Watcher, sc.SubscriberUser, sc.Subscriber); who != "" {
+				x := *sc
+				x.CallBack, x.Watcher, x.SubscriberUser, x.Subscriber = "withheld", events.User{}, events.User{}, ""
+				e.Detail = events.Describe(&x) + " by " + who
+			}
+		}
+	}
+}
+
+// outsider returns who the party of a subscription is to administrator
+// adm when it is no user of adm's IM domains ("" when it is, and always
+// to an organisation administrator): "a user of" its IM domain, or "a
+// principal at" the host of another organisation's server. The party is
+// the local user the subscription's logical Call-Back names (watcher),
+// and the local user who made it (subscriberUser), if any; with neither,
+// the principal of another organisation whose URL is subscriber.
+func (c *console) outsider(adm *projections.Administrator, watcher, subscriberUser events.User, subscriber string) string {
+	if adm.Role == events.RoleOrganization {
+		return ""
+	}
+	for _, u := range []events.User{watcher, subscriberUser} {
+		if !u.IsZero() && !mayView(adm, u.Domain) {
+			return "a user of " + u.Domain
+		}
+	}
+	if !watcher.IsZero() || !subscriberUser.IsZero() {
+		return ""
+	}
+	return c.principalOutside(adm, subscriber)
+}
+
+// actorOutside returns who the actor of a fact is to administrator adm
+// (outsider) when it is no user of adm's IM domains, else "": the user it
+// signed in as, or else the principal its RVP-From-Principal names. The
+// home node itself (system) is no outsider.
+func (c *console) actorOutside(adm *projections.Administrator, m *events.Meta) string {
+	if _, auth, ok := strings.Cut(m.Auth, ":"); ok {
+		if i := strings.LastIndexByte(auth, '@'); i >= 0 && !mayView(adm, auth[i+1:]) {
+			return "a user of " + auth[i+1:]
+		}
+		return ""
+	}
+	if m.Actor == "" || m.Actor == "system" {
+		return ""
+	}
+	return c.principalOutside(adm, m.Actor)
+}
+
+// principalOutside returns who the principal of URL p is to
+// administrator adm (outsider) when it is no principal of adm's IM
+// domains, else "": "a user of" the IM domain its host reaches, or "a
+// principal at" its host (another organisation's server).
+func (c *console) principalOutside(adm *projections.Administrator, p string) string {
+	u, err := rvp.ParseURL(p)
+	if err != nil {
+		return "an unknown principal"
+	}
+	if dom, err := c.dir.DomainByHost(u.Host); err == nil && dom != nil {
+		if mayView(adm, dom.Domain) {
+			return ""
+		}
+		return "a user of " + dom.Domain
+	}
+	return "a principal at " + u.Hostname()
 }
 
 // userState asks the node of home for u's state now.

@@ -15,11 +15,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/rvp-im/rvpd/directory"
-	"github.com/rvp-im/rvpd/events"
 )
 
 // TestConsoleClientTextInert: what an RVP client sets is shown by the
@@ -269,19 +265,7 @@ func TestConsoleCookieSecureBehindTLS(t *testing.T) {
 // failed still clears them: TestConsoleFailuresForgotten.)
 func TestConsoleThrottleNotClearedByAnotherAdmin(t *testing.T) {
 	p, ops := startDevOps(t)
-	nc, err := nats.Connect(p.natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	v, err := directory.NewAdminVerifier("ops-password")
-	if err != nil {
-		t.Fatal(err)
-	}
-	adm := &directory.Client{Conn: nc, Name: demoAdmin, Password: testPassword}
-	if err := adm.SetAdmin(context.Background(), directory.AdminSpec{Name: "ops", Role: events.RoleDomain, Domains: []string{"example.test"}, Verifier: &v}); err != nil {
-		t.Fatal(err)
-	}
+	setDomainAdmin(t, orgAdmin(t, p), "ops", "ops-password", "example.test")
 	// ops guesses admin's password, signing in as itself between guesses.
 	checked := 0
 	for range 3 {

@@ -19,6 +19,8 @@ import (
 
 	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/rvp"
+	"github.com/rvp-im/rvpd/testcluster"
 )
 
 var opsRE = regexp.MustCompile(`ops:\s+http://(\S+)/`)
@@ -248,17 +250,37 @@ func TestConsoleBrowser(t *testing.T) {
 	}
 }
 
-// TestConsoleDomainAdmin: a domain administrator sees its own IM
-// domains' users only, and its session ends when its password changes.
-func TestConsoleDomainAdmin(t *testing.T) {
-	p, ops := startDevOps(t)
+// orgAdmin is a directory client of rvpd dev p as its organisation
+// administrator, on a connection closed when the test ends.
+func orgAdmin(t *testing.T, p *devProc) *directory.Client {
+	t.Helper()
 	nc, err := nats.Connect(p.natsURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
+	return &directory.Client{Conn: nc, Name: demoAdmin, Password: testPassword}
+}
+
+// setDomainAdmin makes name an administrator of IM domain with password
+// (again: a new password).
+func setDomainAdmin(t *testing.T, adm *directory.Client, name, password, domain string) {
+	t.Helper()
+	v, err := directory.NewAdminVerifier(password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := adm.SetAdmin(context.Background(), directory.AdminSpec{Name: name, Role: events.RoleDomain, Domains: []string{domain}, Verifier: &v}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestConsoleDomainAdmin: a domain administrator sees its own IM
+// domains' users only, and its session ends when its password changes.
+func TestConsoleDomainAdmin(t *testing.T) {
+	p, ops := startDevOps(t)
 	ctx := context.Background()
-	adm := &directory.Client{Conn: nc, Name: demoAdmin, Password: testPassword}
+	adm := orgAdmin(t, p)
 	if err := adm.CreateDomain(ctx, directory.DomainSpec{Domain: "acme.test", IMHost: "im.acme.test"}); err != nil {
 		t.Fatal(err)
 	}
@@ -271,16 +293,7 @@ func TestConsoleDomainAdmin(t *testing.T) {
 		AddEmailDomains: []string{"mail.acme.test"}}); err != nil {
 		t.Fatal(err)
 	}
-	setOps := func(password string) {
-		v, err := directory.NewAdminVerifier(password)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := adm.SetAdmin(ctx, directory.AdminSpec{Name: "ops", Role: events.RoleDomain, Domains: []string{"acme.test"}, Verifier: &v}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	setOps("ops-password-1")
+	setDomainAdmin(t, adm, "ops", "ops-password-1", "acme.test")
 	jar, _ := cookiejar.New(nil)
 	client := &http.Client{Jar: jar, Timeout: 10 * time.Second}
 	resp, err := client.PostForm(ops+"/console/login", url.Values{"name": {"ops"}, "password": {"ops-password-1"}})
@@ -321,7 +334,7 @@ func TestConsoleDomainAdmin(t *testing.T) {
 		t.Errorf("a domain administrator of acme.test sees %v users on %s, want 1 (dave)", m, demoHome)
 	}
 	// A new password ends the session.
-	setOps("ops-password-2")
+	setDomainAdmin(t, adm, "ops", "ops-password-2", "acme.test")
 	jarClient := &http.Client{Jar: jar, Timeout: 10 * time.Second, CheckRedirect: noRedirect.CheckRedirect}
 	if r, _ := get(t, jarClient, ops+"/console/"); r.StatusCode != http.StatusSeeOther {
 		t.Errorf("the session after a new password: %d, want 303 to sign in again", r.StatusCode)
@@ -452,5 +465,100 @@ func TestConsoleThrottleByNetwork(t *testing.T) {
 	}
 	if a, b := key("192.0.2.1:4000"), key("192.0.2.2:4000"); a == b {
 		t.Errorf("two IPv4 addresses counted together: %q", a)
+	}
+}
+
+// TestConsoleDomainAdminForeignWatchers: a domain administrator's page of
+// a user of its IM domain shows a watcher of another IM domain as such,
+// with its domain, when it watches and what it is shown, but not who it
+// is nor where its NOTIFYs go (its Call-Back), in the watchers' table or
+// in the node's last facts (its SUBSCRIBE's actor, client address and
+// Call-Back): those are another domain's user's, as its users' list and
+// its users' pages are. A watcher of its own domain is shown in full, and
+// the organisation's administrator sees every one.
+func TestConsoleDomainAdminForeignWatchers(t *testing.T) {
+	p, ops := startDevOps(t)
+	ctx := context.Background()
+	adm := orgAdmin(t, p)
+	if err := adm.CreateDomain(ctx, directory.DomainSpec{Domain: "acme.test", IMHost: "im.acme.test", NTDomain: "ACME"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, alias := range []string{"dave", "carol"} {
+		u := events.NewUser("acme.test", alias)
+		if err := adm.EnableUser(ctx, directory.UserSpec{User: u, Home: demoHome}); err != nil {
+			t.Fatal(err)
+		}
+		if err := adm.SetPassword(ctx, u, rvp.NewVerifiers(u, "ACME", "", "acme.test", testPassword)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setDomainAdmin(t, adm, "ops", "ops-password", "acme.test")
+
+	// bob of example.test and carol of acme.test watch dave.
+	bob := newClient(t, p.addr, "bob")
+	mustStatus(t, "bob login", bob.Login(14400), 200)
+	mustStatus(t, "bob watches dave@acme.test", bob.DoHost("im.acme.test", "SUBSCRIBE", "/instmsg/aliases/dave", nil,
+		"Notification-Type: update/propchange", bob.From(), "Subscription-Lifetime: 14400", "Call-Back: "+bob.URL), 207)
+	carol := testcluster.NewClient(t, p.addr, "carol")
+	carol.UseHost("im.acme.test")
+	carol.Creds = &testcluster.Credentials{Scheme: testcluster.SchemeNTLMv1, User: "carol", Domain: "ACME", Password: testPassword}
+	mustStatus(t, "carol login", carol.Login(14400), 200)
+	mustStatus(t, "carol watches dave", carol.Watch("dave", 14400), 207)
+
+	page := func(name, password string) string {
+		t.Helper()
+		jar, _ := cookiejar.New(nil)
+		client := &http.Client{Jar: jar, Timeout: 10 * time.Second}
+		resp, err := client.PostForm(ops+"/console/login", url.Values{"name": {name}, "password": {password}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Request.URL.Path != "/console/" {
+			t.Fatalf("%s signs in: %d at %s", name, resp.StatusCode, resp.Request.URL)
+		}
+		r, body := get(t, client, ops+"/console/user/dave@acme.test")
+		if r.StatusCode != 200 {
+			t.Fatalf("%s opens dave@acme.test: %d\n%s", name, r.StatusCode, body)
+		}
+		return body
+	}
+	watchers := regexp.MustCompile(`(?s)<table id="watchers">.*?</table>`)
+
+	// The organisation's administrator: both, in full.
+	body := page(demoAdmin, testPassword)
+	if w := watchers.FindString(body); !strings.Contains(w, "bob@example.test") || !strings.Contains(w, bob.URL) || !strings.Contains(w, carol.URL) {
+		t.Fatalf("the organisation's administrator does not see bob's and carol's watches of dave in full:\n%s", w)
+	}
+
+	body = page("ops", "ops-password")
+	w := watchers.FindString(body)
+	if !strings.Contains(w, "carol@acme.test") || !strings.Contains(w, carol.URL) {
+		t.Errorf("a domain administrator of acme.test does not see carol@acme.test's watch of dave in full:\n%s", w)
+	}
+	if !strings.Contains(w, "a user of example.test") || strings.Count(w, "<tr>") != 3 {
+		t.Errorf("a domain administrator of acme.test does not see that a user of example.test watches dave:\n%s", w)
+	}
+	// Nowhere on the page: bob's address, his Call-Back (his principal
+	// URL), nor the address his client connected from.
+	for _, secret := range []string{"bob", bob.URL} {
+		if strings.Contains(body, secret) {
+			t.Errorf("a domain administrator of acme.test sees %q of a watcher of example.test on dave's page:\n%s", secret, body)
+		}
+	}
+	// bob's SUBSCRIBE is among dave's facts: who made it, from where, and
+	// to which Call-Back, withheld.
+	bobs := 0
+	for _, row := range regexp.MustCompile(`(?s)<tr>.*?</tr>`).FindAllString(regexp.MustCompile(`(?s)<table class="audit">.*?</table>`).FindString(body), -1) {
+		if !strings.Contains(row, "a user of example.test") {
+			continue
+		}
+		bobs++
+		if strings.Contains(row, "127.0.0.1") || !strings.Contains(row, "subscription.created") {
+			t.Errorf("a domain administrator of acme.test sees the client address or Call-Back of a user of example.test in dave's facts: %s", row)
+		}
+	}
+	if bobs != 1 {
+		t.Errorf("dave's facts show %d by a user of example.test, want 1 (bob's SUBSCRIBE)", bobs)
 	}
 }
