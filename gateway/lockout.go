@@ -119,6 +119,34 @@ func newLockout(cfg LockoutConfig) *lockout {
 		addrs: map[string]*failures{}, known: map[uint64]int64{}, maxKnown: maxKnown, seed: maphash.MakeSeed()}
 }
 
+// Lockout throttles another service's failed sign-ins as the gateways
+// throttle theirs (above): the operator console's, whose administrators'
+// failures count per name and client address, per name from addresses it
+// never signed in from, and per address. The service tells its other
+// processes of each sign-in itself and applies theirs here.
+type Lockout struct{ l *lockout }
+
+// NewLockout returns a Lockout configured by cfg (its zero fields take
+// LockoutConfig's defaults).
+func NewLockout(cfg LockoutConfig) *Lockout { return &Lockout{l: newLockout(cfg)} }
+
+// Wait returns how long account must wait at now before trying from
+// addr again; 0 when it may try.
+func (x *Lockout) Wait(account, addr string, now time.Time) time.Duration {
+	return x.l.wait(account, addr, now)
+}
+
+// Fail records a failed sign-in of account from addr at now.
+func (x *Lockout) Fail(account, addr string, now time.Time) { x.l.fail(account, addr, now) }
+
+// Succeed records a sign-in of account from addr at now: the pair's
+// failures are cleared and addr becomes known for account. It reports
+// whether that changed what the service's other processes know (the pair
+// had failures, or was not known lately).
+func (x *Lockout) Succeed(account, addr string, now time.Time) bool {
+	return x.l.succeed(account, addr, now)
+}
+
 // knownKey is the key of (account, addr) in known.
 func (l *lockout) knownKey(account, addr string) uint64 {
 	var h maphash.Hash

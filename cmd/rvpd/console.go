@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -64,6 +65,18 @@ type console struct {
 	checks  chan struct{} // bounds the password checks at once (each costs PBKDF2)
 	signIns *prometheus.CounterVec
 
+	// proxies are the reverse proxies in front the operator trusts
+	// (-ops.trusted-proxies): a sign-in through one counts under the
+	// client address it reports (clientAddr).
+	proxies []netip.Prefix
+	// accounts counts failed sign-ins per administrator name, from the
+	// addresses it has not signed in from (and per name and address), as
+	// the gateways count RVP sign-ins: guesses at one administrator's
+	// password spread over many addresses slow down too, while the
+	// administrator signs in from its own. fails counts per address, for
+	// any name.
+	accounts *gateway.Lockout
+
 	mu    sync.Mutex
 	fails map[string]*signInFailures // by client address
 	// note tells the other processes' consoles of a sign-in (share); nil
@@ -75,7 +88,9 @@ const (
 	sessionCookie = "rvpd_console"
 	sessionLife   = 8 * time.Hour
 	// freeFailures are the failed sign-ins from an address before each
-	// further one waits, 1 s doubled each time up to maxSignInWait.
+	// further one waits, 1 s doubled each time up to maxSignInWait; an
+	// administrator's name has four times as many from the addresses it
+	// has not signed in from (gateway.Lockout).
 	freeFailures  = 5
 	maxSignInWait = 5 * time.Minute
 	maxFailures   = 10000 // addresses remembered
@@ -101,7 +116,8 @@ type signInFailures struct {
 // newConsole returns the console; its sign-ins are counted on reg.
 func newConsole(nc *nats.Conn, js jetstream.JetStream, dir *projections.Directory, keyring *directory.Keyring, log *slog.Logger, reg prometheus.Registerer) (*console, error) {
 	c := &console{nc: nc, js: js, dir: dir, keyring: keyring, log: log, now: time.Now, gatherWait: 300 * time.Millisecond,
-		key: make([]byte, 32), checks: make(chan struct{}, 2), fails: map[string]*signInFailures{}, pages: map[string]*template.Template{}}
+		key: make([]byte, 32), checks: make(chan struct{}, 2), fails: map[string]*signInFailures{}, pages: map[string]*template.Template{},
+		accounts: gateway.NewLockout(gateway.LockoutConfig{Free: freeFailures, BaseDelay: time.Second, MaxDelay: maxSignInWait, Forget: forgetFailures})}
 	rand.Read(c.key)
 	c.signIns = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "rvpd_console_sign_ins_total",
@@ -151,7 +167,7 @@ func (c *console) routes(mux *http.ServeMux) {
 	sameSite := http.NewCrossOriginProtection()
 	sameSite.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c.log.Warn("console post from another site refused", "path", r.URL.Path, "origin", r.Header.Get("Origin"),
-			"fetch_site", r.Header.Get("Sec-Fetch-Site"), "client", clientAddr(r))
+			"fetch_site", r.Header.Get("Sec-Fetch-Site"), "client", c.clientAddr(r))
 		http.Error(w, "refused: posted from a page of another site; open the console itself and sign in there", http.StatusForbidden)
 	}))
 	mux.Handle("POST /console/login", sameSiteOrForwarded(sameSite, http.HandlerFunc(c.login)))
@@ -241,13 +257,62 @@ func (c *console) session(r *http.Request) *projections.Administrator {
 // clientAddr is the address a console sign-in is counted under: the
 // client's, an IPv6 client's /64 (events.SenderNetwork), as the gateway
 // counts RVP sign-ins: one host may sign in from every address of its
-// /64.
-func clientAddr(r *http.Request) string {
+// /64. Through a reverse proxy the operator trusts (-ops.trusted-proxies)
+// it is the client's the proxy reports in X-Forwarded-For: the last
+// address there that is no trusted proxy's, each proxy having appended
+// the address it was reached from (what comes before is what the client
+// sent, and anyone may send anything). From any other peer the header is
+// ignored: each guess could name a new address, and start a new count.
+func (c *console) clientAddr(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr
 	}
+	if peer, err := netip.ParseAddr(host); err == nil && c.trustedProxy(peer) {
+		if client, ok := c.forwardedFor(r); ok {
+			host = client.String()
+		}
+	}
 	return events.SenderNetwork(host)
+}
+
+// trustedProxy reports whether a is the address of a trusted proxy.
+func (c *console) trustedProxy(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range c.proxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// forwardedFor returns the client a trusted proxy reports in r's
+// X-Forwarded-For (every line, in order): the last address that is no
+// trusted proxy's, or the first when all are. Not ok when there is none,
+// or that one is no address (a proxy that wrote "unknown"): the sign-in
+// then counts under the proxy's.
+func (c *console) forwardedFor(r *http.Request) (netip.Addr, bool) {
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop := strings.TrimSpace(hops[i])
+		if hop == "" {
+			continue
+		}
+		a, err := netip.ParseAddr(strings.Trim(hop, "[]"))
+		if err != nil {
+			ap, perr := netip.ParseAddrPort(hop) // 192.0.2.7:4711, [2001:db8::7]:4711
+			if perr != nil {
+				return netip.Addr{}, false
+			}
+			a = ap.Addr()
+		}
+		a = a.Unmap()
+		if !c.trustedProxy(a) || i == 0 {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
 }
 
 // nextPage is where a sign-in goes on to: a page of the console, never
@@ -276,18 +341,21 @@ func (c *console) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name, password, next := r.PostForm.Get("name"), r.PostForm.Get("password"), nextPage(r.PostForm.Get("next"))
-	addr := clientAddr(r)
+	addr := c.clientAddr(r)
 	refuse := func(status int, msg string) {
 		c.render(w, status, "login", page{Title: "Sign in", Data: loginData{Name: name, Next: next, Msg: msg}})
 	}
 	throttled := func() bool {
-		wait := c.waiting(addr)
+		why, wait := "from your address", c.waiting(addr)
+		if aw := c.accounts.Wait(failureName(name), addr, c.now()); aw > wait {
+			why, wait = "as "+name+" from addresses it has not signed in from", aw
+		}
 		if wait <= 0 {
 			return false
 		}
 		c.signIns.WithLabelValues("throttled").Inc()
 		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds()+0.999)))
-		refuse(http.StatusTooManyRequests, fmt.Sprintf("Too many failed sign-ins from your address; try again in %s.", wait.Round(time.Second)))
+		refuse(http.StatusTooManyRequests, fmt.Sprintf("Too many failed sign-ins %s; try again in %s.", why, wait.Round(time.Second)))
 		return true
 	}
 	if throttled() {
@@ -492,6 +560,7 @@ func (c *console) succeeded(addr, admin string) {
 
 func (c *console) failedAt(addr, admin string, now time.Time) {
 	admin = failureName(admin)
+	c.accounts.Fail(admin, addr, now)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	f := c.fails[addr]
@@ -525,14 +594,17 @@ func (c *console) failedAt(addr, admin string, now time.Time) {
 }
 
 // succeededAt forgets addr's failures when they were all for admin,
-// unless one came after now (a late note); it reports whether it did.
+// unless one came after now (a late note), and makes addr known for admin
+// (gateway.Lockout.Succeed); it reports whether the other consoles are to
+// be told: it forgot failures, or addr was not known for admin lately.
 func (c *console) succeededAt(addr, admin string, now time.Time) bool {
 	admin = failureName(admin)
+	known := c.accounts.Succeed(admin, addr, now)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	f := c.fails[addr]
 	if f == nil || f.last.After(now) || f.mixed || f.admin != admin {
-		return false
+		return known
 	}
 	delete(c.fails, addr)
 	return true

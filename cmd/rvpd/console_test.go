@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"os"
 	osexec "os/exec"
@@ -16,6 +20,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
@@ -456,7 +461,11 @@ func TestConsoleThrottleConcurrentGuesses(t *testing.T) {
 // same /64 for each guess does not start a new count. (Before, each
 // address had its own.)
 func TestConsoleThrottleByNetwork(t *testing.T) {
-	key := func(remote string) string { return clientAddr(&http.Request{RemoteAddr: remote}) }
+	c, err := newConsole(nil, nil, nil, nil, discardLogger(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := func(remote string) string { return c.clientAddr(&http.Request{RemoteAddr: remote}) }
 	if a, b := key("[2001:db8:1:2::1]:4000"), key("[2001:db8:1:2:ffff::9]:4001"); a != b {
 		t.Errorf("two addresses of one /64 counted apart: %q and %q", a, b)
 	}
@@ -560,5 +569,144 @@ func TestConsoleDomainAdminForeignWatchers(t *testing.T) {
 	}
 	if bobs != 1 {
 		t.Errorf("dave's facts show %d by a user of example.test, want 1 (bob's SUBSCRIBE)", bobs)
+	}
+}
+
+// TestConsoleClientBehindTrustedProxy: through a proxy the operator
+// trusts (-ops.trusted-proxies), a sign-in counts under the client address
+// the proxies appended to X-Forwarded-For: the last one that is no trusted
+// proxy's, whatever the client itself put before it; with the trusted
+// proxies' own addresses (a chain of them) skipped; an IPv6 client's by
+// its /64; under the proxy's own when the header names no client. From a
+// peer that is no trusted proxy, the header is never read.
+func TestConsoleClientBehindTrustedProxy(t *testing.T) {
+	c, err := newConsole(nil, nil, nil, nil, discardLogger(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.proxies, err = rvp.ParseRanges("10.0.0.5,10.1.0.0/24,2001:db8:ffff::1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		peer string
+		xff  []string // header lines
+		want string
+	}{
+		{"10.0.0.5:4000", []string{"192.0.2.7"}, "192.0.2.7"},
+		{"10.0.0.5:4000", []string{"198.51.100.1, 192.0.2.7"}, "192.0.2.7"},           // the client wrote the first
+		{"10.0.0.5:4000", []string{"198.51.100.1", "192.0.2.7"}, "192.0.2.7"},         // on two lines
+		{"10.0.0.5:4000", []string{"198.51.100.1, 192.0.2.7, 10.1.0.9"}, "192.0.2.7"}, // a chain of trusted proxies
+		{"10.0.0.5:4000", []string{"192.0.2.7:51234"}, "192.0.2.7"},
+		{"10.0.0.5:4000", []string{"[2001:db8:1:2::7]:443"}, "2001:db8:1:2::/64"},
+		{"10.0.0.5:4000", []string{"2001:db8:1:2::9"}, "2001:db8:1:2::/64"},
+		{"[2001:db8:ffff::1]:4000", []string{"192.0.2.7"}, "192.0.2.7"},
+		{"10.0.0.5:4000", []string{"10.1.0.7, 10.1.0.9"}, "10.1.0.7"}, // all trusted: the first
+		{"10.0.0.5:4000", nil, "10.0.0.5"},
+		{"10.0.0.5:4000", []string{"192.0.2.7, unknown"}, "10.0.0.5"},
+		// No trusted proxy: the header is what the client says.
+		{"192.0.2.99:4000", []string{"192.0.2.7"}, "192.0.2.99"},
+		{"10.0.0.6:4000", []string{"192.0.2.7"}, "10.0.0.6"},
+	} {
+		r := &http.Request{RemoteAddr: tc.peer, Header: http.Header{}}
+		for _, l := range tc.xff {
+			r.Header.Add("X-Forwarded-For", l)
+		}
+		if got := c.clientAddr(r); got != tc.want {
+			t.Errorf("from %s, X-Forwarded-For %q: counted under %q, want %q", tc.peer, tc.xff, got, tc.want)
+		}
+	}
+}
+
+// TestConsoleThrottleBehindTrustedProxy: behind a reverse proxy the
+// operator names in -ops.trusted-proxies, one client's failed sign-ins
+// throttle that client, not every administrator signing in through the
+// proxy; what the client writes in X-Forwarded-For itself counts for
+// nothing (the proxy appends the address it was reached from), nor does
+// the header from a peer that is no trusted proxy. And guesses at one
+// administrator's password from many addresses are throttled too (per
+// name), while that administrator signs in from an address it signed in
+// from before. (Before, every sign-in through the proxy counted under its
+// address: one client's guesses locked out every administrator.)
+func TestConsoleThrottleBehindTrustedProxy(t *testing.T) {
+	_, ops := startDevOps(t, "-ops.trusted-proxies", "127.0.0.1")
+	target, err := url.Parse(ops)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The proxy connects to rvpd from 127.0.0.1 and appends its client's
+	// address to X-Forwarded-For, as nginx's $proxy_add_x_forwarded_for.
+	proxy := httptest.NewServer(&httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(target)
+		r.SetXForwarded()
+	}})
+	defer proxy.Close()
+	// Each client connects from an address of its own: 127.0.0.n.
+	from := func(n int) *http.Client {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(n))}}
+		return &http.Client{Timeout: 10 * time.Second, CheckRedirect: noRedirect.CheckRedirect, Transport: &http.Transport{DialContext: d.DialContext}}
+	}
+	signIn := func(client *http.Client, base, name, password, xff string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("POST", base+"/console/login", strings.NewReader(url.Values{"name": {name}, "password": {password}, "next": {"/console/"}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if xff != "" {
+			req.Header.Set("X-Forwarded-For", xff)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	// admin signs in through the proxy from 127.0.0.3: its address.
+	if r := signIn(from(3), proxy.URL, demoAdmin, testPassword, ""); r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("admin's sign-in through the proxy: %d, want 303", r.StatusCode)
+	}
+
+	// A client at 127.0.0.2 guesses through the proxy, naming another
+	// address in X-Forwarded-For at each guess: throttled all the same.
+	attacker := from(2)
+	for i := 0; ; i++ {
+		if i > freeFailures+1 {
+			t.Fatalf("%d guesses through the proxy from one client, each naming another address in X-Forwarded-For, were not throttled", i)
+		}
+		if signIn(attacker, proxy.URL, "ops", "guess", fmt.Sprintf("198.51.100.%d", i+1)).StatusCode == http.StatusTooManyRequests {
+			break
+		}
+	}
+	// Another administrator signs in through the same proxy.
+	if r := signIn(from(4), proxy.URL, demoAdmin, testPassword, ""); r.StatusCode != http.StatusSeeOther {
+		t.Errorf("admin's sign-in through the proxy from another client after one client's guesses: %d (Retry-After %q), want 303",
+			r.StatusCode, r.Header.Get("Retry-After"))
+	}
+	// A peer that is no trusted proxy names another address each time:
+	// the header is ignored.
+	direct := from(5)
+	for i := 0; ; i++ {
+		if i > freeFailures+1 {
+			t.Fatalf("%d guesses straight from 127.0.0.5, each naming another address in X-Forwarded-For, were not throttled", i)
+		}
+		if signIn(direct, ops, "ops", "guess", fmt.Sprintf("203.0.113.%d", i+1)).StatusCode == http.StatusTooManyRequests {
+			break
+		}
+	}
+
+	// admin's password guessed once from each of many addresses: the
+	// name is throttled from addresses it never signed in from.
+	for n := 10; ; n++ {
+		if n > 10+4*freeFailures+1 {
+			t.Fatalf("%d guesses of %s's password, one from each address, were not throttled", n-10, demoAdmin)
+		}
+		if signIn(from(n), proxy.URL, demoAdmin, "guess", "").StatusCode == http.StatusTooManyRequests {
+			break
+		}
+	}
+	if r := signIn(from(100), proxy.URL, demoAdmin, testPassword, ""); r.StatusCode != http.StatusTooManyRequests || r.Header.Get("Retry-After") == "" {
+		t.Errorf("%s's right password from a new address while its name is throttled: %d, want 429 with Retry-After", demoAdmin, r.StatusCode)
+	}
+	if r := signIn(from(3), proxy.URL, demoAdmin, testPassword, ""); r.StatusCode != http.StatusSeeOther {
+		t.Errorf("%s's sign-in from its own address while its name is throttled elsewhere: %d (Retry-After %q), want 303",
+			demoAdmin, r.StatusCode, r.Header.Get("Retry-After"))
 	}
 }

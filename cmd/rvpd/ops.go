@@ -26,6 +26,7 @@ import (
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/gateway"
 	"github.com/rvp-im/rvpd/homenode"
+	"github.com/rvp-im/rvpd/rvp"
 )
 
 // ops is what a process shows its operators: its metrics (a Prometheus
@@ -283,6 +284,9 @@ func (s roleSet) serveOps(g *run.Group, o *ops, gw *gateway.Gateway) error {
 	con, err := newConsole(s.nc, s.js, s.dir, s.keyring, o.log, o.reg)
 	if err != nil {
 		return err
+	}
+	if con.proxies, err = rvp.ParseRanges(s.flags.opsProxies); err != nil {
+		return fmt.Errorf("-ops.trusted-proxies: %w", err)
 	}
 	mux := http.NewServeMux()
 	o.handler(mux)

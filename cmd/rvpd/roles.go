@@ -89,6 +89,7 @@ type roleFlags struct {
 	maxConnsPerAddress  int
 	auditBodies         bool
 	ops                 string
+	opsProxies          string
 	pprof               string
 	pebbleCache         int64
 	pebbleMemTable      int64
@@ -139,6 +140,7 @@ func (f *roleFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.peers, "federation.peers", "", "federation peer table: host=host:port,... (an IM host or domain of another organisation and its router's address)")
 	fs.StringVar(&f.dns, "federation.dns", "", `find other organisations by DNS SRV _rvp._tcp.<domain>: "system", or a DNS server host:port ("" off)`)
 	fs.StringVar(&f.ops, "ops", "", `address of the operations listener: /metrics (Prometheus), /healthz, /readyz and the operator console, e.g. 127.0.0.1:9090 ("" for none)`)
+	fs.StringVar(&f.opsProxies, "ops.trusted-proxies", "", "addresses (ranges) of the reverse proxies in front of the operations listener: a console sign-in through one counts its failures under the client address it appends to X-Forwarded-For, not its own; from anyone else the header is ignored. 10.0.0.5,192.0.2.0/28,...")
 	fs.Int64Var(&f.pebbleCache, "pebble.cache-bytes", projections.DefaultCacheSize, "size of the Pebble store's block cache (memory outside the Go heap)")
 	fs.Int64Var(&f.pebbleMemTable, "pebble.memtable-bytes", projections.DefaultMemTableSize, "size of each of the Pebble store's memtables (memory outside the Go heap; up to two are held)")
 	fs.StringVar(&f.pprof, "pprof", "", `address to serve Go's profiles on (net/http/pprof, and a heap dump at /debug/heapdump), e.g. 127.0.0.1:6060 ("" for none); what it serves shows the process's memory, credentials and messages included, to anyone who reaches it: loopback or an operators' network only`)
@@ -178,6 +180,9 @@ func (f roleFlags) validate() error {
 	}
 	if _, err := rvp.ParseRanges(f.federationAllow); err != nil {
 		errs = append(errs, fmt.Errorf("-federation.allow: %w", err))
+	}
+	if _, err := rvp.ParseRanges(f.opsProxies); err != nil {
+		errs = append(errs, fmt.Errorf("-ops.trusted-proxies: %w", err))
 	}
 	if s := f.senders; s.MessagesPerSecond < 0 || s.MessageBurst < 0 || s.BytesPerSecond < 0 || s.ByteBurst < 0 || s.BytesPerDay < 0 {
 		errs = append(errs, fmt.Errorf("-limit.messages %d, -limit.messages.burst %d, -limit.bytes %d, -limit.bytes.burst %d, -limit.bytes.day %d: limits cannot be negative (0 switches one off)",
