@@ -1,6 +1,8 @@
 .DEFAULT_GOAL := help
 FUZZTIME ?= 30s
 GO ?= go
+# BIN is where build, run and bench-load put the binaries.
+BIN ?= bin
 # Fuzz targets, package:Function; `make fuzz` runs each for FUZZTIME.
 FUZZ_TARGETS := ./events:FuzzToken ./events:FuzzDecode ./events:FuzzFastDecode ./events:FuzzFastEncode ./rvp:FuzzReadRequest ./rvp:FuzzParsePropertyUpdate \
 	./rvp:FuzzParsePropFind ./rvp:FuzzCheckNotification ./rvp:FuzzParseURL ./rvp:FuzzParseNodePath ./rvp:FuzzReadAnswer \
@@ -8,7 +10,8 @@ FUZZ_TARGETS := ./events:FuzzToken ./events:FuzzDecode ./events:FuzzFastDecode .
 	./projections:FuzzDecodeSub ./cmd/rvpctl:FuzzParseCSV ./cmd/rvpctl:FuzzParseLDIF
 
 run: ## start rvpd dev: one process, embedded NATS, demo domain example.test on 127.0.0.1:8080 (data in ./data; more flags in ARGS="...")
-	$(GO) run ./cmd/rvpd dev $(ARGS)
+	$(GO) build -o $(BIN)/ ./cmd/rvpd
+	exec $(BIN)/rvpd dev $(ARGS)
 
 test: ## all tests (fuzz seeds included) with the race detector
 	$(GO) test -race -count=1 -timeout 20m ./...
@@ -25,14 +28,14 @@ bench: ## benchmarks, 10 runs each, into bench.txt (compare with benchstat)
 	$(GO) test -run='^$$' -bench=. -benchmem -count=10 ./... | tee bench.txt
 
 bench-load: ## load benchmark: rvpd dev (default and -nats.sync always) against a bare relay, in processes, into bench-load.txt (ARGS="-rounds 5 ..."; see docs/performance.md)
-	$(GO) build -o bin/ ./cmd/rvpd ./testcluster/rvpload
-	bin/rvpload -rvpd bin/rvpd $(ARGS) > bench-load.txt; status=$$?; cat bench-load.txt; exit $$status
+	$(GO) build -o $(BIN)/ ./cmd/rvpd ./testcluster/rvpload
+	$(BIN)/rvpload -rvpd $(BIN)/rvpd $(ARGS) > bench-load.txt; status=$$?; cat bench-load.txt; exit $$status
 
 lint: ## vet and formatting
 	$(GO) vet ./... && test -z "$$(gofmt -l .)"
 
-build: ## build rvpd and rvpctl into ./bin
-	$(GO) build -o bin/ ./cmd/...
+build: ## build rvpd and rvpctl into ./bin (BIN=dir elsewhere)
+	$(GO) build -o $(BIN)/ ./cmd/...
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'

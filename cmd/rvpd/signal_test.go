@@ -2,9 +2,11 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -119,5 +121,59 @@ func TestBinaryRestartAfterKill(t *testing.T) {
 	// restart took it over from that unclean stop, and counts it.
 	if v := metric(scrape(t, ops), "rvpd_home_lease_takeovers_total", "home="+demoHome); v != 1 {
 		t.Errorf("rvpd_home_lease_takeovers_total{home=%q} %v after the restart, want 1", demoHome, v)
+	}
+}
+
+// TestMakeRunStopsQuietlyOnInterrupt runs `make run` and stops it as a
+// terminal's Ctrl-C does, with SIGINT to its whole process group: rvpd
+// stops cleanly and make reports no error. (With `go run ./cmd/rvpd` in
+// the recipe it said "make: *** [Makefile:..: run] Error 1": go run exits
+// 1 whenever it was interrupted, whatever its program's status.)
+func TestMakeRunStopsQuietlyOnInterrupt(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs rvpd through make")
+	}
+	mk, err := osexec.LookPath("make")
+	if err != nil {
+		t.Skipf("make not found: %v", err)
+	}
+	tmp := t.TempDir()
+	cmd := osexec.Command(mk, "-C", filepath.Join("..", ".."), "run", "BIN="+filepath.Join(tmp, "bin"),
+		"ARGS=-data "+filepath.Join(tmp, "data")+" -http 127.0.0.1:0 -nats ''")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out := newSyncBuffer()
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	})
+	if _, err := out.waitMatch(regexp.MustCompile(`msg="home node serving"`), 3*time.Minute, done); err != nil {
+		t.Fatalf("make run: %v; output:\n%s", err, out.String())
+	}
+	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err = <-done:
+		done <- err // for the clean-up
+	case <-time.After(30 * time.Second):
+		t.Fatalf("make run did not stop within 30s of SIGINT; output:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), `msg="shut down"`) {
+		t.Errorf("rvpd did not say it shut down; output:\n%s", out.String())
+	}
+	if strings.Contains(out.String(), "make: ***") {
+		t.Errorf("make reports an error after the interrupt; output:\n%s", out.String())
+	}
+	// make stops itself with the signal once its recipe has ended (an
+	// interactive shell says nothing of it); any other end is an error.
+	var exit *osexec.ExitError
+	if err != nil && !(errors.As(err, &exit) && exit.Sys().(syscall.WaitStatus).Signal() == syscall.SIGINT) {
+		t.Errorf("make run ended with %v after SIGINT, want success or the interrupt itself; output:\n%s", err, out.String())
 	}
 }
