@@ -56,11 +56,13 @@ func FuzzReadFinalAnswer(f *testing.F) {
 }
 
 // FuzzNormalizeHost checks the normaliser of Host headers and URL hosts:
-// what it returns is lower-case, carries no port 80, is a fixed point,
+// what it returns is lower-case, carries no port 80 and any other port
+// written as a number is (no leading zeros, at most 65535), is a fixed point,
 // is what ParseURL makes of the same host, and is something a dialler
 // takes apart (DialAddr, net.SplitHostPort).
 func FuzzNormalizeHost(f *testing.F) {
-	for _, s := range []string{"IM.Example.COM", "im.example.com:80", "10.0.0.1:3044", "[::1]", "[::1]:80", "[::1]:8080", "[fe80::1%25eth0]", "a_b", "h:", "[::1", ":80", " x "} {
+	for _, s := range []string{"IM.Example.COM", "im.example.com:80", "10.0.0.1:3044", "[::1]", "[::1]:80", "[::1]:8080", "[fe80::1%25eth0]", "a_b", "h:", "[::1", ":80", " x ",
+		"im.example.com:080", "[::1]:0080", "h:08080", "h:000", "h:65536", "h:0000000080"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
@@ -76,6 +78,12 @@ func FuzzNormalizeHost(f *testing.F) {
 		}
 		if strings.HasSuffix(h, ":80") {
 			t.Fatalf("NormalizeHost(%q) = %q keeps port 80", in, h)
+		}
+		// One spelling a port: the number, as a dialer reads it.
+		if _, port, err := net.SplitHostPort(h); err == nil {
+			if n, err := strconv.Atoi(port); err != nil || n > 65535 || strconv.Itoa(n) != port {
+				t.Fatalf("NormalizeHost(%q) = %q: port %q is not one of 0 to 65535 written as a number is", in, h, port)
+			}
 		}
 		// (A URL is bounded, 2048 bytes, as a host alone is not.)
 		if !strings.ContainsAny(in, "/?#") && len("http://"+in) <= 2048 {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/rvp-im/rvpd/events"
@@ -58,11 +59,12 @@ func ParseURL(s string) (URL, error) {
 }
 
 // NormalizeHost lower-cases a host[:port], checks it is a host name, an
-// IPv4 address or a bracketed IPv6 address with an optional numeric port,
-// and drops the port when it is 80, and the trailing dot of a name
-// written in full (im.example.com.: the same DNS name, which a client
-// sends when its user typed it so, and which the directory keeps
-// without).
+// IPv4 address or a bracketed IPv6 address with an optional port (a
+// number up to 65535), writes the port without leading zeros and drops
+// it when it is 80 (host:080, host:80 and host are one host), and drops
+// the trailing dot of a name written in full (im.example.com.: the same
+// DNS name, which a client sends when its user typed it so, and which
+// the directory keeps without).
 func NormalizeHost(host string) (string, error) {
 	host = strings.ToLower(strings.TrimSpace(host))
 	name, port := host, ""
@@ -101,13 +103,21 @@ func NormalizeHost(host string) (string, error) {
 		return name, nil
 	}
 	port = port[1:]
-	if port == "" || len(port) > 5 {
+	if port == "" {
 		return "", fmt.Errorf("bad host %q: bad port", host)
 	}
 	for _, c := range port {
 		if c < '0' || c > '9' {
 			return "", fmt.Errorf("bad host %q: port not numeric", host)
 		}
+	}
+	// A port is a number: :080 is port 80 (as a dialer reads it), so
+	// written as 80 is, or not at all.
+	if port = strings.TrimLeft(port, "0"); port == "" {
+		port = "0"
+	}
+	if n, err := strconv.Atoi(port); err != nil || n > 65535 {
+		return "", fmt.Errorf("bad host %q: port above 65535", host)
 	}
 	if port == "80" {
 		return name, nil

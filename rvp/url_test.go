@@ -127,3 +127,36 @@ func TestHostnameAndDialAddr(t *testing.T) {
 		t.Errorf("ParseHostMap = %v, %v", m, err)
 	}
 }
+
+// TestNormalizeHostPortSpellings: a port is a number, as a dialer reads
+// it, so every spelling of one port is one host. Kept as written,
+// host:080 was another host than host:80 and host (which the directory
+// keeps), though it reaches the same server; a port above 65535, which
+// no dialer takes, is refused.
+func TestNormalizeHostPortSpellings(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"im.example.com:080", "im.example.com"},
+		{"im.example.com:00080", "im.example.com"},
+		{"im.example.com:0000080", "im.example.com"},
+		{"im.example.com:08080", "im.example.com:8080"},
+		{"10.0.0.21:03044", "10.0.0.21:3044"},
+		{"[::1]:080", "[::1]"},
+		{"[::1]:08443", "[::1]:8443"},
+		{"h:0", "h:0"},
+		{"h:000", "h:0"},
+		{"h:65535", "h:65535"},
+	} {
+		if got, err := NormalizeHost(tt.in); err != nil || got != tt.want {
+			t.Errorf("NormalizeHost(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
+		u, err := ParseURL("http://" + tt.in + "/instmsg/aliases/bob")
+		if want := "http://" + tt.want + "/instmsg/aliases/bob"; err != nil || u.String() != want {
+			t.Errorf("ParseURL of host %q = %q, %v; want %q", tt.in, u.String(), err, want)
+		}
+	}
+	for _, in := range []string{"h:65536", "h:99999", "h:123456", "[::1]:65536"} {
+		if got, err := NormalizeHost(in); err == nil {
+			t.Errorf("NormalizeHost(%q) = %q, want an error: no such port", in, got)
+		}
+	}
+}
