@@ -42,9 +42,9 @@ func Describe(ev Event) string {
 		return fmt.Sprintf("view %d %s", x.ID, x.Reason)
 	case *MessageAccepted:
 		if x.BodySHA256 != "" {
-			return fmt.Sprintf("%d bytes (not kept; sha256 %s) to %d clients", x.BodySize, x.BodySHA256, x.Endpoints)
+			return fmt.Sprintf("%d %s (not kept; sha256 %s) to %d %s", x.BodySize, plural(x.BodySize, "byte"), x.BodySHA256, x.Endpoints, plural(x.Endpoints, "client"))
 		}
-		return fmt.Sprintf("%d bytes to %d clients", len(x.Body), x.Endpoints)
+		return fmt.Sprintf("%d %s to %d %s", len(x.Body), plural(len(x.Body), "byte"), x.Endpoints, plural(x.Endpoints, "client"))
 	case *MessageDelivered:
 		return fmt.Sprintf("status %d, %d delivered, %d failed", x.Status, x.Delivered, x.Failed)
 	case *DomainCreated:
@@ -95,12 +95,12 @@ func Describe(ev Event) string {
 	case *UserMoved:
 		return x.User.String() + " from " + x.From + " to " + x.Home
 	case *UserDeparted:
-		return fmt.Sprintf("to %s: %d subscriptions, %d views (move %d)", x.To, x.Subs, x.Views, x.Move)
+		return fmt.Sprintf("to %s: %d %s, %d %s (move %d)", x.To, x.Subs, plural(x.Subs, "subscription"), x.Views, plural(x.Views, "view"), x.Move)
 	case *UserArrived:
 		if x.Part != 0 {
-			return fmt.Sprintf("from %s: part %d, %d subscriptions (move %d)", x.From, x.Part, x.Subs, x.Move)
+			return fmt.Sprintf("from %s: part %d, %d %s (move %d)", x.From, x.Part, x.Subs, plural(x.Subs, "subscription"), x.Move)
 		}
-		return fmt.Sprintf("from %s: %d subscriptions, %d views (move %d)", x.From, x.Subs, x.Views, x.Move)
+		return fmt.Sprintf("from %s: %d %s, %d %s (move %d)", x.From, x.Subs, plural(x.Subs, "subscription"), x.Views, plural(x.Views, "view"), x.Move)
 	case *ACLSet:
 		return describeACL(x.ACEs)
 	case *PropertySet:
@@ -128,7 +128,7 @@ func Describe(ev Event) string {
 		}
 		return "Internet-capable: off"
 	case *ClusterCreated:
-		return fmt.Sprintf("key check %s, %d replicas", x.KeyCheck, x.Replicas)
+		return fmt.Sprintf("key check %s, %d %s", x.KeyCheck, x.Replicas, plural(x.Replicas, "replica"))
 	}
 	return ""
 }
@@ -157,5 +157,14 @@ func describeACL(aces []ACE) string {
 		}
 		parts[i] = s
 	}
-	return fmt.Sprintf("%d ACEs: %s", len(aces), strings.Join(parts, "; "))
+	return fmt.Sprintf("%d %s: %s", len(aces), plural(len(aces), "ACE"), strings.Join(parts, "; "))
+}
+
+// plural is noun as counted n times: "client" for 1, "clients" otherwise
+// (every noun counted here takes an s).
+func plural(n int, noun string) string {
+	if n == 1 {
+		return noun
+	}
+	return noun + "s"
 }

@@ -75,3 +75,29 @@ func TestDescribeSubscriber(t *testing.T) {
 		t.Errorf("eve's and ann's subscriptions both described as %q", Describe(eve))
 	}
 }
+
+// TestDescribeCounts: counts in descriptions are read as written, one
+// thing in the singular ("1 byte to 1 client", where it said "1 bytes to
+// 1 clients"), none or many in the plural.
+func TestDescribeCounts(t *testing.T) {
+	ace := ACE{Credentials: []string{CredAny}, Grant: []string{RightPresence}}
+	for _, tt := range []struct {
+		ev   Event
+		want string
+	}{
+		{&MessageAccepted{Body: []byte("x"), Endpoints: 1}, "1 byte to 1 client"},
+		{&MessageAccepted{Body: []byte("hi"), Endpoints: 0}, "2 bytes to 0 clients"},
+		{&MessageAccepted{BodySize: 1, BodySHA256: "ab", Endpoints: 1}, "1 byte (not kept; sha256 ab) to 1 client"},
+		{&MessageAccepted{BodySize: 3, BodySHA256: "ab", Endpoints: 2}, "3 bytes (not kept; sha256 ab) to 2 clients"},
+		{&UserDeparted{To: "home2", Subs: 1, Views: 1, Move: 7}, "to home2: 1 subscription, 1 view (move 7)"},
+		{&UserArrived{From: "home1", Subs: 2, Views: 0, Move: 7}, "from home1: 2 subscriptions, 0 views (move 7)"},
+		{&ClusterCreated{KeyCheck: "k", Replicas: 1}, "key check k, 1 replica"},
+		{&ClusterCreated{KeyCheck: "k", Replicas: 3}, "key check k, 3 replicas"},
+		{&ACLSet{ACEs: []ACE{ace}}, "1 ACE: all principals [any] grant presence"},
+		{&ACLSet{ACEs: []ACE{ace, ace}}, "2 ACEs: all principals [any] grant presence; all principals [any] grant presence"},
+	} {
+		if got := Describe(tt.ev); got != tt.want {
+			t.Errorf("Describe(%s) = %q, want %q", tt.ev.Type(), got, tt.want)
+		}
+	}
+}

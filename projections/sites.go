@@ -223,7 +223,7 @@ func (c *directoryCopy) round(ctx context.Context) error {
 		return fmt.Errorf("the hub's directory stream: %w", err)
 	}
 	if hub < c.pos {
-		return fmt.Errorf("site %s's copy of the directory holds %d events, the hub's stream %d: the site's servers are joined to another deployment's hub, or the hub's stream was made again; the copy is left as it is", c.site, c.pos, hub)
+		return fmt.Errorf("site %s's copy of the directory holds %d %s, the hub's stream %d: the site's servers are joined to another deployment's hub, or the hub's stream was made again; the copy is left as it is", c.site, c.pos, plural(c.pos, "event"), hub)
 	}
 	if hub == c.pos {
 		return nil

@@ -318,7 +318,7 @@ func Append(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, id strin
 		}
 		select {
 		case <-ctx.Done():
-			return failed(attempt, fmt.Errorf("%w (after %d attempts)", err, attempt))
+			return failed(attempt, fmt.Errorf("%w (after %d %s)", err, attempt, plural(attempt, "attempt")))
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 250*time.Millisecond)
@@ -425,4 +425,13 @@ func transient(err error) bool {
 		return apiErr.Code == 503
 	}
 	return !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrMaxPayload) && !errors.Is(err, nats.ErrBadSubject)
+}
+
+// plural is noun as counted n times: "event" for 1, "events" otherwise
+// (every noun counted here takes an s).
+func plural[N ~int | ~uint64](n N, noun string) string {
+	if n == 1 {
+		return noun
+	}
+	return noun + "s"
 }

@@ -139,7 +139,7 @@ func adminCommands() []command {
 					moved := 0
 					for _, u := range users {
 						if err := e.admin.MoveUser(ctx, u.User, *to); err != nil {
-							return fmt.Errorf("%d users moved; %s not: %w", moved, u.User, hint(err))
+							return fmt.Errorf("%d %s moved; %s not: %w", moved, plural(moved, "user"), u.User, hint(err))
 						}
 						if !prog.inPlace() { // a line a user, unless the bar is drawn on the terminal
 							fmt.Fprintf(e.out, "%s moved\n", u.User)
@@ -148,7 +148,7 @@ func adminCommands() []command {
 						prog.add(1)
 					}
 					prog.end()
-					return e.ok("%d users of home server %s moved to %s", moved, from, *to)
+					return e.ok("%d %s of home server %s moved to %s", moved, plural(moved, "user"), from, *to)
 				}
 			}},
 		{name: "home delete", args: "NAME", help: "delete a home server no user is on", admin: true,

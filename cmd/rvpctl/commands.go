@@ -527,8 +527,8 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, user string, sinc
 		table(g.out, rows)
 	}
 	if undecodable > 0 {
-		return fmt.Errorf("%d events could not be read (shown as undecodable, each with why): the audit is incomplete; "+
-			"an rvpctl older than the rvpd that wrote them does not know their types, upgrade it", undecodable)
+		return fmt.Errorf("%d %s could not be read (shown as undecodable, each with why): the audit is incomplete; "+
+			"an rvpctl older than the rvpd that wrote them does not know their types, upgrade it", undecodable, plural(undecodable, "event"))
 	}
 	return nil
 }
@@ -789,7 +789,11 @@ func cmdVerify(ctx context.Context, g global, home string, stderr io.Writer) err
 	}
 	var errs []string
 	if len(diffs) > 0 {
-		errs = append(errs, fmt.Sprintf("%d projection(s) differ from their rebuild", len(diffs)))
+		differ := "differ from their rebuild"
+		if len(diffs) == 1 {
+			differ = "differs from its rebuild"
+		}
+		errs = append(errs, fmt.Sprintf("%d %s %s", len(diffs), plural(len(diffs), "projection"), differ))
 	}
 	if len(unverified) > 0 {
 		errs = append(errs, "not verified: "+strings.Join(unverified, ", ")+"; start their nodes and run verify again (-home H for one)")
@@ -920,7 +924,7 @@ func cmdPresence(ctx context.Context, g global, who, at string) error {
 	if g.json {
 		return printJSON(g.out, rep)
 	}
-	fmt.Fprintf(g.out, "%s at %s (%d facts folded, up to sequence %d)\n", printable(rep.Node.String()), rep.At.UTC().Format(time.RFC3339), rep.Facts, rep.Position)
+	fmt.Fprintf(g.out, "%s at %s (%d %s folded, up to sequence %d)\n", printable(rep.Node.String()), rep.At.UTC().Format(time.RFC3339), rep.Facts, plural(rep.Facts, "fact"), rep.Position)
 	fmt.Fprintf(g.out, "state: %s to others, %s to its own clients\n", rep.Others, rep.Self)
 	if len(rep.Views) > 0 {
 		rows := [][]string{{"VIEW", "STATE", "SET", "LEASE UNTIL", "CLIENT"}}

@@ -199,8 +199,8 @@ func (e *env) importUsers(ctx context.Context, path string, o importOptions) err
 				again = fmt.Sprintf("the passwords the batch gives its new users are in %s: run the import again (with -passwords %s): "+
 					"what exists is left as it is, and the users that file lists get its passwords", pwFile.name, pwFile.name)
 			}
-			return fmt.Errorf("%d users created, %d existed; the next batch (from line %d) failed: %w (%s)",
-				sum.Created, sum.Exists, batch[0].line, hint(err), again)
+			return fmt.Errorf("%d %s created, %d existed; the next batch (from line %d) failed: %w (%s)",
+				sum.Created, plural(sum.Created, "user"), sum.Exists, batch[0].line, hint(err), again)
 		}
 		for i, res := range results {
 			p := batch[i]
@@ -247,16 +247,20 @@ func (e *env) importUsers(ctx context.Context, path string, o importOptions) err
 		if o.dryRun {
 			verb = "would be created (dry run: nothing changed)"
 		}
-		fmt.Fprintf(e.out, "%d users %s, %d existed already and were left as they are, %d refused (%.1fs)\n", sum.Created, verb, sum.Exists, sum.Refused, sum.Seconds)
+		left := "were left as they are"
+		if sum.Exists == 1 {
+			left = "was left as it is"
+		}
+		fmt.Fprintf(e.out, "%d %s %s, %d existed already and %s, %d refused (%.1fs)\n", sum.Created, plural(sum.Created, "user"), verb, sum.Exists, left, sum.Refused, sum.Seconds)
 		if sum.Passwords != "" {
 			fmt.Fprintf(e.out, "generated passwords are in %s (readable by you only)\n", sum.Passwords)
 		}
 	}
 	if sum.Refused > 0 {
-		return fmt.Errorf("%d rows refused (each said by its line)", sum.Refused)
+		return fmt.Errorf("%d %s refused (each said by its line)", sum.Refused, plural(sum.Refused, "row"))
 	}
 	if sum.NoPassword > 0 {
-		return fmt.Errorf("%d users created without their password (each said by its line); set them with rvpctl password set", sum.NoPassword)
+		return fmt.Errorf("%d %s created without their password (each said by its line); set them with rvpctl password set", sum.NoPassword, plural(sum.NoPassword, "user"))
 	}
 	return nil
 }
@@ -589,7 +593,7 @@ func (e *env) exportUsers(ctx context.Context, path string, o exportOptions) err
 		return err
 	}
 	if path != "" {
-		fmt.Fprintf(e.stderr, "%d users written to %s\n", len(rows), path)
+		fmt.Fprintf(e.stderr, "%d %s written to %s\n", len(rows), plural(len(rows), "user"), path)
 	}
 	return nil
 }

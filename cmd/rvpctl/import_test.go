@@ -234,7 +234,7 @@ func TestImportBadRows(t *testing.T) {
 			t.Errorf("import's errors lack %q:\n%s", want, errOut)
 		}
 	}
-	if !strings.Contains(out, "1 users created") {
+	if !strings.Contains(out, "1 user created") {
 		t.Errorf("import of good and bad rows says:\n%s", out)
 	}
 	good := testcluster.NewClient(t, httpAddr, "good1")
@@ -329,7 +329,7 @@ func TestImportAgainAfterAFailedBatch(t *testing.T) {
 	}
 
 	out, errOut, err := org.run3("user", "import", file)
-	if err != nil || !strings.Contains(out, "2 users created, 1 existed already") {
+	if err != nil || !strings.Contains(out, "2 users created, 1 existed already and was left as it is") {
 		t.Fatalf("the import again: %v\n%s\n%s", err, out, errOut)
 	}
 	f, err := os.Open(pwFile)

@@ -36,8 +36,8 @@ func newProgressLine(w io.Writer) *progressLine {
 // update shows a rebuild's progress p.
 func (l *progressLine) update(p projections.Progress) {
 	l.show(p.Done, func() string {
-		return fmt.Sprintf("rebuild %s: %s events applied, sequence %s of %s, %s events/s, %.1fs",
-			p.Projection, thousands(p.Applied), thousands(p.Seq), thousands(p.Last), thousands(uint64(p.Rate())), p.Elapsed.Seconds())
+		return fmt.Sprintf("rebuild %s: %s %s applied, sequence %s of %s, %s events/s, %.1fs",
+			p.Projection, thousands(p.Applied), plural(p.Applied, "event"), thousands(p.Seq), thousands(p.Last), thousands(uint64(p.Rate())), p.Elapsed.Seconds())
 	})
 }
 
@@ -73,6 +73,15 @@ func (l *progressLine) end() {
 		fmt.Fprintln(l.w)
 	}
 	l.done = true
+}
+
+// plural is noun as counted n times: "user" for 1, "users" otherwise
+// (every noun counted here takes an s).
+func plural[N ~int | ~uint64](n N, noun string) string {
+	if n == 1 {
+		return noun
+	}
+	return noun + "s"
 }
 
 // thousands formats n with thousands separators.

@@ -235,7 +235,7 @@ func TestSession(t *testing.T) {
 	// Taking store1 out of service: every user on it moves back.
 	org.fails("give the home server to move them to", "home", "move-users", "store1")
 	if out := org.ok("", "home", "move-users", "store1", "-home", "home1"); !strings.Contains(out, "erin@acme.test moved") ||
-		!strings.Contains(out, "1 users of home server store1 moved to home1") {
+		!strings.Contains(out, "1 user of home server store1 moved to home1") {
 		t.Errorf("home move-users:\n%s", out)
 	}
 	if out := ops.ok("", "user", "show", "erin@acme.test"); !strings.Contains(out, "http://home1.example.test/instmsg/local/im.acme.test/instmsg/aliases/erin") {

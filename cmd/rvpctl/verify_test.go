@@ -87,6 +87,17 @@ func TestProgressLine(t *testing.T) {
 	}
 }
 
+// TestProgressLineOneEvent: a rebuild of one event says so in the
+// singular ("1 event applied", where it said "1 events applied").
+func TestProgressLineOneEvent(t *testing.T) {
+	var b bytes.Buffer
+	l := &progressLine{w: &b}
+	l.update(projections.Progress{Projection: "home home1", Applied: 1, Seq: 1, Last: 1, Elapsed: time.Second, Done: true})
+	if want := "rebuild home home1: 1 event applied, sequence 1 of 1, 1 events/s, 1.0s\n"; b.String() != want {
+		t.Errorf("output %q, want %q", b.String(), want)
+	}
+}
+
 // TestVerifyEveryHomeServer: rvpctl verify without -home has the node of
 // every home server compare its projections (docs/operations.md: "each
 // home node compares"), not home1's alone, which a cluster may not even

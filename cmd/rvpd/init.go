@@ -191,9 +191,18 @@ func initKey(file string, lookupEnv func(string) (string, bool)) (*directory.Key
 	return k, note, err
 }
 
+// plural is noun as counted n times: "replica" for 1, "replicas"
+// otherwise (every noun counted here takes an s).
+func plural(n int, noun string) string {
+	if n == 1 {
+		return noun
+	}
+	return noun + "s"
+}
+
 func printInitDone(w io.Writer, f initFlags, spec directory.InitSpec, keyNote, server string) {
 	fmt.Fprintf(w, "rvpd init: cluster at %s initialised\n", server)
-	fmt.Fprintf(w, "  streams:        %d replicas; home-server lease %s\n", f.replicas, f.leaseTTL)
+	fmt.Fprintf(w, "  streams:        %d %s; home-server lease %s\n", f.replicas, plural(f.replicas, "replica"), f.leaseTTL)
 	fmt.Fprintf(w, "  cluster key:    %s\n", keyNote)
 	fmt.Fprintf(w, "  administrator:  %s (organisation)\n", f.admin)
 	if d := spec.Domain; d != nil {
