@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -416,5 +417,33 @@ func TestSiteUnreachableLoggedOnce(t *testing.T) {
 	}
 	if len(said) != 1 {
 		t.Errorf("logged %d times at Info or above: %q", len(said), said)
+	}
+}
+
+// TestHopCount: RVP-Hop-Count is read in one place, for the lookups
+// (forwarded by routers) and the NOTIFYs alike: 1 when absent or 0, the
+// count itself up to MaxHops, past it 508, and 400 when it is no count.
+func TestHopCount(t *testing.T) {
+	for _, tt := range []struct {
+		v      string // "" for none
+		want   int
+		status int // of the refusal, 0 for none
+	}{
+		{"", 1, 0}, {"0", 1, 0}, {"1", 1, 0}, {" 3 ", 3, 0}, {"0008", 8, 0},
+		{"9", 0, rvp.StatusLoopDetected}, {"99999999999999999999", 0, rvp.StatusLoopDetected},
+		{"+9", 0, rvp.StatusBadRequest}, {"-1", 0, rvp.StatusBadRequest}, {"x", 0, rvp.StatusBadRequest}, {"1.0", 0, rvp.StatusBadRequest},
+	} {
+		h := rvp.Header{}
+		if tt.v != "" {
+			h.Add(rvp.HdrHopCount, tt.v)
+		}
+		n, err := hopCount(h)
+		var r *refusal
+		switch {
+		case tt.status == 0 && (err != nil || n != tt.want):
+			t.Errorf("RVP-Hop-Count %q: %d, %v; want %d", tt.v, n, err, tt.want)
+		case tt.status != 0 && (!errors.As(err, &r) || r.status != tt.status):
+			t.Errorf("RVP-Hop-Count %q: %d, %v; want a refusal %d", tt.v, n, err, tt.status)
+		}
 	}
 }

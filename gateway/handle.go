@@ -166,17 +166,37 @@ func (g *Gateway) ours(principal, reqHost string) bool {
 var forwarded = []string{rvp.HdrFromPrincipal, rvp.HdrNotificationType, rvp.HdrCallBack, rvp.HdrLifetime, rvp.HdrSubscriptionID,
 	rvp.HdrAckType, rvp.HdrDepth, rvp.HdrContentType}
 
-func lookupOf(req *rvp.Request, host, alias, path string) *events.Lookup {
-	lk := &events.Lookup{Host: host, Alias: alias, Path: path, Body: req.Body, HopCount: 1, Header: map[string]string{}}
+// lookupOf is the lookup of req for the routers; hops is its
+// RVP-Hop-Count (hopCount).
+func lookupOf(req *rvp.Request, hops int, host, alias, path string) *events.Lookup {
+	lk := &events.Lookup{Host: host, Alias: alias, Path: path, Body: req.Body, HopCount: hops, Header: map[string]string{}}
 	for _, h := range forwarded {
 		if v := req.Header.Get(h); v != "" {
 			lk.Header[h] = v
 		}
 	}
-	if n, err := rvp.ParseCount(req.Header.Get(rvp.HdrHopCount)); err == nil && n > 0 {
-		lk.HopCount = n
-	}
 	return lk
+}
+
+// hopCount reads RVP-Hop-Count, the one place it is read: 1 when it is
+// absent or 0 (the request's first hop). A count past MaxHops is refused
+// (508) before anything is appended; routers and home nodes hold the same
+// limit for what reaches them otherwise. A count it cannot read is
+// refused (400) too: read otherwise elsewhere ("+9" by strconv.Atoi), it
+// would pass here and loop on.
+func hopCount(h rvp.Header) (int, error) {
+	v := strings.TrimSpace(h.Get(rvp.HdrHopCount))
+	if v == "" {
+		return 1, nil
+	}
+	n, err := rvp.ParseCount(v)
+	if err != nil {
+		return 0, refuse(rvp.StatusBadRequest, "RVP-Hop-Count %q is not a non-negative integer", v)
+	}
+	if n > MaxHops {
+		return 0, refuse(rvp.StatusLoopDetected, "RVP-Hop-Count %d exceeds the limit of %d: servers are forwarding this request in a loop", n, MaxHops)
+	}
+	return max(n, 1), nil
 }
 
 // inside reports whether client is inside the firewall topology.
@@ -215,25 +235,16 @@ func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client 
 		// GET, HEAD, POST, PUT, LOCK, UNLOCK, OPTIONS, POLL and anything else.
 		return nil, refuse(rvp.StatusNotImplemented, "%s is not implemented by this RVP server", req.Method)
 	}
-	if v := strings.TrimSpace(req.Header.Get(rvp.HdrHopCount)); v != "" {
-		// Refused here, before anything is appended; routers and home
-		// nodes hold the same limit for what reaches them otherwise. A
-		// count this check cannot read is refused too: read otherwise
-		// later ("+9" by strconv.Atoi), it would pass here and loop on.
-		n, err := rvp.ParseCount(v)
-		if err != nil {
-			return nil, refuse(rvp.StatusBadRequest, "RVP-Hop-Count %q is not a non-negative integer", v)
-		}
-		if n > MaxHops {
-			return nil, refuse(rvp.StatusLoopDetected, "RVP-Hop-Count %d exceeds the limit of %d: servers are forwarding this request in a loop", n, MaxHops)
-		}
+	hops, err := hopCount(req.Header)
+	if err != nil {
+		return nil, err
 	}
 	reqHost := requestHost(req)
 	from, fromUser, fromDomain, err := g.fromPrincipal(req, reqHost)
 	if err != nil {
 		return nil, err
 	}
-	tgt, lookup, err := g.resolveTarget(req, from, client)
+	tgt, lookup, err := g.resolveTarget(req, hops, from, client)
 	if err != nil {
 		return nil, err
 	}
@@ -373,7 +384,7 @@ func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client 
 		Node: tgt.user, NodeURL: tgt.nodeURL, From: from, FromUser: fromUser, Auth: identity,
 		DirPos: g.cfg.Directory.Position(),
 	}
-	ev, err := g.requestEvent(req, base, reqHost, foreign)
+	ev, err := g.requestEvent(req, base, hops, reqHost, foreign)
 	if err != nil {
 		return nil, err
 	}
@@ -513,8 +524,8 @@ func (g *Gateway) homeServerByHost(host string) (*projections.HomeServer, error)
 // node: target nil); so does a logical URL addressed to a router that the
 // routing policy says to redirect this client from (target set). Physical
 // URLs, home server hosts, proxied clients and domains without routers
-// are served here.
-func (g *Gateway) resolveTarget(req *rvp.Request, from, client string) (*target, *events.Lookup, error) {
+// are served here. hops is the request's RVP-Hop-Count (hopCount).
+func (g *Gateway) resolveTarget(req *rvp.Request, hops int, from, client string) (*target, *events.Lookup, error) {
 	host, path := req.Header.Get("Host"), req.Target
 	absolute := false
 	if strings.Contains(req.Target, "://") {
@@ -554,7 +565,7 @@ func (g *Gateway) resolveTarget(req *rvp.Request, from, client string) (*target,
 			// Nobody's node: no host to look up, here or anywhere.
 			return nil, nil, refuse(rvp.StatusBadRequest, "the request names no host: send Host with the host of the node's URL (%s)", path)
 		}
-		return nil, lookupOf(req, lookupHost, ref.Alias, path), nil
+		return nil, lookupOf(req, hops, lookupHost, ref.Alias, path), nil
 	}
 	user := events.NewUser(dom.Domain, ref.Alias)
 	rec, err := g.cfg.Directory.User(user)
@@ -602,7 +613,7 @@ func (g *Gateway) resolveTarget(req *rvp.Request, from, client string) (*target,
 			return nil, nil, err
 		}
 		if redirect {
-			return t, lookupOf(req, host, ref.Alias, path), nil
+			return t, lookupOf(req, hops, host, ref.Alias, path), nil
 		}
 		t.router = router
 	}
@@ -651,9 +662,10 @@ func (g *Gateway) redirects(dom *projections.Domain, host, client string) (bool,
 
 // requestEvent turns a parsed request into its request event, refusing
 // what is malformed, and Call-Backs the server will not connect to
-// (checkCallBack), before anything is appended. reqHost is the host the
-// request was addressed by; foreign says another organisation speaks.
-func (g *Gateway) requestEvent(req *rvp.Request, base events.Req, reqHost string, foreign bool) (events.Request, error) {
+// (checkCallBack), before anything is appended. hops is its RVP-Hop-Count
+// (hopCount); reqHost is the host the request was addressed by; foreign
+// says another organisation speaks.
+func (g *Gateway) requestEvent(req *rvp.Request, base events.Req, hops int, reqHost string, foreign bool) (events.Request, error) {
 	h := req.Header
 	switch req.Method {
 	case "SUBSCRIBE":
@@ -725,13 +737,6 @@ func (g *Gateway) requestEvent(req *rvp.Request, base events.Req, reqHost string
 		return &events.ACL{Req: base, Write: true, ACEs: aces}, nil
 	case "NOTIFY":
 		// The body was checked before (checkNotification).
-		hops, err := optionalInt(h, rvp.HdrHopCount)
-		if err != nil {
-			return nil, err
-		}
-		if hops == 0 {
-			hops = 1
-		}
 		return &events.Notify{Req: base, AckType: h.Get(rvp.HdrAckType), HopCount: hops, Body: req.Body}, nil
 	}
 	return nil, refuse(rvp.StatusNotImplemented, "%s is not implemented", req.Method)
