@@ -60,22 +60,27 @@ func startJetStream(t *testing.T) *server.Server {
 	return ns
 }
 
-func newHarness(t *testing.T, users ...string) *harness { return newHarnessWith(t, nil, users...) }
-
-// newHarnessWith is newHarness with the node's configuration changed by
-// tweak.
-func newHarnessWith(t *testing.T, tweak func(*Config), users ...string) *harness {
-	ns := startJetStream(t)
-	nc, err := nats.Connect("", nats.InProcessServer(ns))
+// connectJetStream starts an embedded JetStream server (startJetStream)
+// and returns a client of it, closed when the test ends.
+func connectJetStream(t *testing.T) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect("", nats.InProcessServer(startJetStream(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
-	ctx := t.Context()
-	if err := projections.EnsureStreams(ctx, js, projections.StreamOptions{}); err != nil {
+	js, err := jetstream.New(nc)
+	if err != nil {
 		t.Fatal(err)
 	}
+	return nc, js
+}
+
+// followDirectory opens a store on disk with a directory projection that
+// follows js's directory stream until the test ends (then the store is
+// closed).
+func followDirectory(t *testing.T, js jetstream.JetStream) (*projections.DB, *projections.Directory) {
+	t.Helper()
 	db, err := projections.Open(filepath.Join(t.TempDir(), "pebble"), projections.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -85,20 +90,32 @@ func newHarnessWith(t *testing.T, tweak func(*Config), users ...string) *harness
 	if err != nil {
 		t.Fatal(err)
 	}
+	fctx, cancel := context.WithCancel(context.Background())
+	followed := make(chan error, 1)
+	go func() {
+		followed <- projections.Follow(fctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}, dir)
+	}()
+	t.Cleanup(func() { cancel(); <-followed })
+	return db, dir
+}
+
+func newHarness(t *testing.T, users ...string) *harness { return newHarnessWith(t, nil, users...) }
+
+// newHarnessWith is newHarness with the node's configuration changed by
+// tweak.
+func newHarnessWith(t *testing.T, tweak func(*Config), users ...string) *harness {
+	nc, js := connectJetStream(t)
+	ctx := t.Context()
+	if err := projections.EnsureStreams(ctx, js, projections.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	db, dir := followDirectory(t, js)
 	h := &harness{t: t, nc: nc, js: js, db: db, dir: dir, home: "home1", replies: make(chan *events.Reply, 1024), tweak: tweak, logs: &logBuffer{}}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("home node log (last lines):\n%s", h.logs.tail(300))
 		}
 	})
-	fctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		projections.Follow(fctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}, dir)
-	}()
-	t.Cleanup(func() { cancel(); wg.Wait() })
 	admin := &directory.Admin{JetStream: js, Directory: dir, Actor: "test"}
 	if err := admin.CreateDomain(ctx, directory.DomainSpec{Domain: "example.test", IMHost: "im.example.test"}); err != nil {
 		t.Fatal(err)

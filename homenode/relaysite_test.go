@@ -1,13 +1,9 @@
 package homenode
 
 import (
-	"context"
 	"log/slog"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
@@ -24,48 +20,23 @@ import (
 // run: the watchers of the README's node2 example, on home1, lost
 // presence whenever that one publish failed.
 func TestRelayOneDomainIgnoresSiteLabel(t *testing.T) {
-	ns := startJetStream(t)
-	nc, err := nats.Connect("", nats.InProcessServer(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
+	nc, js := connectJetStream(t)
 	ctx := t.Context()
 	if err := projections.EnsureStreams(ctx, js, projections.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	db, err := projections.Open("", projections.Options{InMemory: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	dir, err := projections.OpenDirectory(db)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, dir := followDirectory(t, js)
 	key, _ := directory.NewKeyring(make([]byte, directory.KeySize))
 	admin := &directory.Admin{JetStream: js, Directory: dir, Actor: "test", Keyring: key}
-	fctx, stop := context.WithCancel(context.Background())
-	followed := make(chan error, 1)
-	go func() {
-		followed <- projections.Follow(fctx, js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}, dir)
-	}()
-	t.Cleanup(func() { stop(); <-followed })
 	for _, h := range []struct{ name, site string }{{"home1", ""}, {"home2", "dev"}} {
 		if err := admin.CreateHomeServer(ctx, h.name, h.name+".example.test", h.site, true); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if hs, _ := dir.HomeServer("home2"); hs != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("home2 never reached the directory projection")
-		}
-		time.Sleep(10 * time.Millisecond) // polling the projection, with a deadline
-	}
+	until(t, 10*time.Second, "home2 never reached the directory projection", func() bool {
+		hs, _ := dir.HomeServer("home2")
+		return hs != nil
+	})
 	n, err := New(Config{Home: "home1", JetStream: js, Conn: nc, DB: db, Directory: dir, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
