@@ -46,9 +46,7 @@ func TestSlowForwardNotSentTwice(t *testing.T) {
 	f := newFederation(t, 64)
 	f.lookup("lk1")
 	f.answered("lk1")
-	// Long enough for a lookup handed out again to have been forwarded
-	// again.
-	time.Sleep(1500 * time.Millisecond)
+	f.handedOutOnce(1)
 	if n := f.received.Load(); n != 1 {
 		t.Errorf("the other organisation received the request %d times, want once", n)
 	}
@@ -66,7 +64,7 @@ func TestQueuedLookupNotSentTwice(t *testing.T) {
 	for _, id := range []string{"lk1", "lk2", "lk3"} {
 		f.answered(id)
 	}
-	time.Sleep(1500 * time.Millisecond)
+	f.handedOutOnce(3)
 	if n := f.received.Load(); n != 3 {
 		t.Errorf("the other organisation received %d requests for 3 lookups, want 3", n)
 	}
@@ -177,6 +175,36 @@ func (f *federation) answered(id string) {
 	}
 	if r := f.got[id]; r.Status != rvp.StatusOK {
 		f.t.Errorf("lookup %s: answer %d (%s), want 200", id, r.Status, r.Error)
+	}
+}
+
+// handedOutOnce waits until the routers' consumer has every lookup
+// acknowledged (none can be handed out again after that), then checks
+// that JetStream handed out each of the n lookups once: a lookup handed
+// out again would have been forwarded again, and that is what the
+// router must prevent. (Waiting a while for a second forward that should
+// not come said the same, slower and less surely.)
+func (f *federation) handedOutOnce(n uint64) {
+	f.t.Helper()
+	cons, err := f.js.Consumer(f.t.Context(), events.StreamLookups, ConsumerName)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var info *jetstream.ConsumerInfo
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if info, err = cons.Info(f.t.Context()); err != nil {
+			f.t.Fatal(err)
+		}
+		if info.NumAckPending == 0 && info.NumPending == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("lookups still unacknowledged: %d pending acknowledgement, %d not yet handed out", info.NumAckPending, info.NumPending)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the consumer, with a deadline
+	}
+	if info.Delivered.Consumer != n || info.NumRedelivered != 0 {
+		f.t.Errorf("lookups handed out by JetStream: %d times, want %d (each once); redelivered: %d", info.Delivered.Consumer, n, info.NumRedelivered)
 	}
 }
 
