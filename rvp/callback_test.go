@@ -78,7 +78,15 @@ func TestCallbackPolicy(t *testing.T) {
 		{"http://[::ffff:169.254.169.254]", lan, "not the address"}, // the same, IPv4-mapped
 		{"http://[fe80::a9fe:a9fe]:80", lan, "not the address"},     // a link-local IPv6 neighbour
 	} {
-		err := p.Check(mustURL(t, tc.cb), tc.client)
+		u, err := ParseURL(tc.cb)
+		if err != nil {
+			// Refused as it is read (the gateway answers 400 with it).
+			if tc.want != "400" {
+				t.Errorf("%s not read: %v", tc.cb, err)
+			}
+			continue
+		}
+		err = p.Check(u, tc.client)
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("%s from %s refused: %v", tc.cb, tc.client, err)
