@@ -210,8 +210,9 @@ func (f *federation) handedOutOnce(n uint64) {
 
 // federatingDirectory starts an in-process JetStream with the streams,
 // and a directory projection following them that holds IM domain
-// example.test (im.example.test) of an organisation that federates.
-func federatingDirectory(t *testing.T) (*nats.Conn, jetstream.JetStream, *projections.Directory) {
+// example.test (im.example.test) of an organisation that federates, and
+// whatever more adds (before the projection is waited for).
+func federatingDirectory(t *testing.T, more ...func(context.Context, *directory.Admin) error) (*nats.Conn, jetstream.JetStream, *projections.Directory) {
 	t.Helper()
 	ns := startJetStream(t)
 	nc, err := nats.Connect("", nats.InProcessServer(ns))
@@ -245,6 +246,11 @@ func federatingDirectory(t *testing.T) (*nats.Conn, jetstream.JetStream, *projec
 	}
 	if err := admin.SetInternetCapable(ctx, true); err != nil {
 		t.Fatal(err)
+	}
+	for _, add := range more {
+		if err := add(ctx, admin); err != nil {
+			t.Fatal(err)
+		}
 	}
 	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
 	defer wcancel()

@@ -491,3 +491,54 @@ func TestProxyOnlyForOtherOrganisations(t *testing.T) {
 		t.Errorf("the proxy for other organisations carried our own clients' NOTIFYs:\n%s", strings.Join(got, "\n"))
 	}
 }
+
+// TestFederationProxyNotForOurHosts: with an outbound HTTP proxy, a
+// signed-in user's request for a node at a host of ours that no IM domain
+// answers to (a name under our IM domain, a home server's host) is
+// answered 404 and the proxy is not asked: the proxy stands in our
+// network and resolves names as we do, so it would have fetched our
+// intranet's answer for the user (here the wiki's "secret"), relayed
+// back as another organisation's.
+func TestFederationProxyNotForOurHosts(t *testing.T) {
+	wiki, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wiki.Close()
+	go func() {
+		for {
+			c, err := wiki.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				rvp.ReadRequest(bufio.NewReader(c), rvp.Limits{})
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: 6\r\n\r\nsecret")
+			}()
+		}
+	}()
+	web := &PeerDialer{}
+	proxy := newWebProxy(t, web)
+	a := Start(t, Options{Domain: "example.test", Users: map[string]string{"alice": "home1"}, Routers: 1, InternetCapable: true,
+		Proxy: "http://" + proxy.ln.Addr().String()})
+	if err := a.Admin.CreateHomeServer(t.Context(), "home9", "imhome9.servers.test", "", true); err != nil {
+		t.Fatal(err)
+	}
+	a.DirectorySettled()
+	for _, h := range []string{"wiki.example.test", "imhome9.servers.test"} {
+		web.Set(h, wiki.Addr().String())
+	}
+	alice := a.Client(t, "alice")
+	must(t, "alice login", alice.Login(3600), 200)
+	for _, host := range []string{"wiki.example.test", "imhome9.servers.test"} {
+		r := alice.DoHost(host, "PROPFIND", "/instmsg/aliases/x", nil, alice.From())
+		if r.Status != 404 || strings.Contains(string(r.Body), "secret") {
+			t.Errorf("a node at %s: %d %q, want 404 without the proxy's answer", host, r.Status, r.Body)
+		}
+	}
+	if got := proxy.requests(); len(got) != 0 {
+		t.Errorf("the proxy was asked for hosts of ours:\n%s", strings.Join(got, "\n"))
+	}
+}

@@ -177,7 +177,7 @@ func compareDefault(f helpFlag, written string) string {
 func TestValidateReportsAll(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	err := exec(context.Background(), []string{"dev", "-lease.min", "5h", "-lease.max", "1h", "-sub.min-lifetime", "2h", "-sub.max-lifetime", "1h",
-		"-request.timeout", "45s", "-auth", "kerberos", "-log.level", "loud", "-federation.peers", "nonsense", "-pebble.memtable-bytes", "1000", "-gateway.max-conns", "0"}, noEnv, &stdout, &stderr)
+		"-request.timeout", "45s", "-auth", "kerberos", "-log.level", "loud", "-federation.peers", "nonsense", "-federation.internal", "corp.example,10.0.0.0/8", "-pebble.memtable-bytes", "1000", "-gateway.max-conns", "0"}, noEnv, &stdout, &stderr)
 	if err == nil {
 		t.Fatal("inconsistent settings accepted")
 	}
@@ -189,6 +189,7 @@ func TestValidateReportsAll(t *testing.T) {
 		`-auth "kerberos"`,
 		`-log.level "loud"`,
 		"-federation.peers",
+		`-federation.internal: "10.0.0.0/8": want a DNS suffix`,
 		"-pebble.memtable-bytes 1000",
 		"-gateway.max-conns 0",
 	} {

@@ -79,6 +79,7 @@ type roleFlags struct {
 	lockout             gateway.LockoutConfig
 	callbackAllow       string
 	federationAllow     string
+	federationInternal  string
 	senders             gateway.SenderLimits
 	keyFile             string
 	peers, dns, proxy   string
@@ -145,6 +146,7 @@ func (f *roleFlags) register(fs *flag.FlagSet) {
 	fs.Int64Var(&f.pebbleMemTable, "pebble.memtable-bytes", projections.DefaultMemTableSize, "size of each of the Pebble store's memtables (memory outside the Go heap; up to two are held)")
 	fs.StringVar(&f.pprof, "pprof", "", `address to serve Go's profiles on (net/http/pprof, and a heap dump at /debug/heapdump), e.g. 127.0.0.1:6060 ("" for none); what it serves shows the process's memory, credentials and messages included, to anyone who reaches it: loopback or an operators' network only`)
 	fs.StringVar(&f.federationAllow, "federation.allow", "", "address ranges other than public ones that another organisation's server found by DNS may have (a partner over a VPN): 10.1.0.0/16,... (peers in -federation.peers are trusted as given)")
+	fs.StringVar(&f.federationInternal, "federation.internal", "", "DNS suffixes of this organisation's own network, never another organisation's: corp.example,... (each also every name under it); a request for a node there is answered 404 before the proxy or DNS is asked (names under our IM domains and e-mail domains, and our servers' hosts, are so without it)")
 	fs.StringVar(&f.proxy, "federation.proxy", "", "outbound HTTP proxy for requests to other organisations, http://host:port (it finds their hosts: the peer table and DNS discovery are then unused)")
 }
 
@@ -183,6 +185,9 @@ func (f roleFlags) validate() error {
 	}
 	if _, err := rvp.ParseRanges(f.opsProxies); err != nil {
 		errs = append(errs, fmt.Errorf("-ops.trusted-proxies: %w", err))
+	}
+	if _, err := routernode.ParseInternal(f.federationInternal); err != nil {
+		errs = append(errs, fmt.Errorf("-federation.internal: %w", err))
 	}
 	if s := f.senders; s.MessagesPerSecond < 0 || s.MessageBurst < 0 || s.BytesPerSecond < 0 || s.ByteBurst < 0 || s.BytesPerDay < 0 {
 		errs = append(errs, fmt.Errorf("-limit.messages %d, -limit.messages.burst %d, -limit.bytes %d, -limit.bytes.burst %d, -limit.bytes.day %d: limits cannot be negative (0 switches one off)",
@@ -351,8 +356,12 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 		}
 	}
 	if s.router != "" {
+		internal, err := routernode.ParseInternal(s.flags.federationInternal)
+		if err != nil {
+			return fmt.Errorf("-federation.internal: %w", err)
+		}
 		router, err := routernode.New(routernode.Config{ID: s.router, JetStream: s.js, Conn: s.nc, Directory: s.dir, Client: outbound, Discovered: callBacks.Discovered,
-			Peers: routernode.StaticPeers(peers), SRV: srv, Metrics: routernode.NewMetrics(o.reg), Logger: s.log.With("component", "router")})
+			Peers: routernode.StaticPeers(peers), SRV: srv, Internal: internal, Metrics: routernode.NewMetrics(o.reg), Logger: s.log.With("component", "router")})
 		if err != nil {
 			return err
 		}
