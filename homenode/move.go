@@ -145,8 +145,8 @@ func (n *Node) strays(ctx context.Context) ([]move, error) {
 // handed off yet, which writes the record afresh; or enabled again
 // elsewhere by a version that did not move it) the directory sequence of
 // its last event, so that the state this node holds is handed over all
-// the same. With neither a move nor state here, 0: there is nothing to
-// hand over. A stream whose last event of the user is past the
+// the same. With no state here not handed over, and no move from here,
+// 0: there is nothing to hand over. A stream whose last event of the user is past the
 // projection (a move back here, say) is read on the projection there
 // first: the sequence named a later event than the record was read at,
 // and the state went to the home server the user had left, under the
@@ -157,6 +157,18 @@ func (n *Node) strays(ctx context.Context) ([]move, error) {
 // does not end).
 func (n *Node) moveOf(ctx context.Context, rec *projections.UserRecord, until time.Time) (*projections.UserRecord, uint64, error) {
 	if rec.Move != 0 {
+		if rec.MovedFrom != n.cfg.Home {
+			// A move between two other home servers: handed off from here
+			// only when this node holds state of the user that it has not
+			// handed over (it missed the move away from here, down or
+			// slow). Else what is left here is what a handoff of its own
+			// carried already (the ACL and properties it leaves), and sent
+			// again, as if the user left here, it overrode what she had
+			// changed since (a property she cleared came back).
+			if held, err := n.holds(rec.User); err != nil || !held {
+				return rec, 0, err
+			}
+		}
 		return rec, rec.Move, nil
 	}
 	if held, err := n.holds(rec.User); err != nil || !held {
@@ -270,6 +282,9 @@ func (n *Node) forward(ctx context.Context, log *slog.Logger, m jetstream.Msg, r
 		}
 	}
 	msg.Data = m.Data()
+	// Nothing handed off (seq 0), the request goes under the record's move
+	// all the same: the new home server reads its directory there.
+	seq = max(seq, rec.Move)
 	if seq > r.DirPos {
 		r.DirPos = seq
 		if data, err := events.Encode(req); err != nil {
