@@ -147,3 +147,54 @@ func TestForwardUnderAMoveBetweenOtherHomes(t *testing.T) {
 		})
 	}
 }
+
+// TestRequestAfterDepartureDirectoryBehind: ann lives on home1, whose
+// directory projection is behind; she is moved to home2, which home1
+// hears of from the directory stream (watchMoves) and hands her off. A
+// gateway that has not the move yet routes ben's watch of her to home1:
+// its directory has her here still, and it was decided here, after her
+// state had gone: ben's subscription stayed on home1, where she no longer
+// lives, and never reached home2 (nothing hands it over: her departure
+// under that move is done). A request for a user handed off from here
+// under a move the directory has not applied waits for it, as a handoff
+// does, and is forwarded.
+func TestRequestAfterDepartureDirectoryBehind(t *testing.T) {
+	lag := newLaggingDir(t)
+	h := newHarnessWith(t, lag.configure, "ann", "ben")
+	ctx := t.Context()
+	admin := &directory.Admin{JetStream: h.js, Directory: h.dir, Actor: "test"}
+	if err := admin.CreateHomeServer(ctx, "home2", "home2.example.test", "", true); err != nil {
+		t.Fatal(err)
+	}
+	n2 := startOtherNode(t, h, "home2", nil, &logBuffer{})
+	ann, ben := events.NewUser("example.test", "ann"), events.NewUser("example.test", "ben")
+	if err := lag.dir.WaitFor(ctx, h.dir.Position()); err != nil {
+		t.Fatal(err)
+	}
+	lag.stop() // home1's directory stays behind ann's move
+	s := moveAnn(t, h, admin, ann, "home2")
+	until(t, 10*time.Second, "home1 did not hand ann off", func() bool {
+		done, err := h.node.Projection().Departed(ann)
+		return err == nil && done == s
+	})
+
+	watch := &events.Subscribe{Req: movedUserReq("ben-watches-ann", "ben", "ann"), NotificationType: events.NotifyPropChange,
+		CallBack: "http://im.example.test/instmsg/aliases/ben", CallBackUser: ben, Lifetime: 3600}
+	h.sendTo("home1", watch)
+	const held = "directory behind the move the user was handed off"
+	until(t, 20*time.Second, "ben's watch of ann neither decided on home1 nor held there", func() bool {
+		subs, err := h.node.Projection().Subscriptions(ann)
+		return (err == nil && len(subs) > 0) || h.logs.count(held, watch.ID) > 0
+	})
+	lag.follow()
+	if r := h.reply(watch.ID); r.Status != 207 {
+		t.Fatalf("ben's watch of ann: %d %s", r.Status, r.Error)
+	}
+	until(t, 20*time.Second, "ben's watch of ann never reached home2, where she lives", func() bool {
+		subs, err := n2.Projection().Watchers(ann)
+		return err == nil && len(subs) == 1 && subs[0].Watcher == ben
+	})
+	if subs, err := h.node.Projection().Subscriptions(ann); err != nil || len(subs) != 0 {
+		t.Errorf("home1, which ann left, holds %d subscriptions of hers (%v): %+v", len(subs), err, subs)
+	}
+}

@@ -1131,25 +1131,26 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 			log().Warn("directory behind the gateway's; deciding with ours", "have", n.cfg.Directory.Position(), "want", r.DirPos)
 		}
 	}
-	if typ == events.TypeHandoff {
-		// Handed off from here under a move the directory projection has
-		// not applied yet (the node hears of moves from the stream, ahead
-		// of it): read there, it has the user here still, and the state
-		// taken here stayed where she no longer lives, her departure done.
-		done, err := n.view().State.Departed(r.Node)
+	// Handed off from here under a move the directory projection has not
+	// applied yet (the node hears of moves from the stream, ahead of it):
+	// read there, it has the user here still, and what a request decided
+	// here makes (a handoff's state, a new subscription or view) stayed
+	// where she no longer lives, her departure done: nothing hands it over
+	// again. (Requests of other kinds too: a gateway behind the move
+	// routes them here.)
+	done, err := n.view().State.Departed(r.Node)
+	if err != nil {
+		return err
+	}
+	if done > n.cfg.Directory.Position() {
+		// Waited for a while first, as for a request routed with a newer
+		// directory: at 250 ms a delivery, the deliveries before a
+		// handoff is appended anew (retryLater) came in a burst.
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := n.cfg.Directory.WaitFor(wctx, done)
+		cancel()
 		if err != nil {
-			return err
-		}
-		if done > n.cfg.Directory.Position() {
-			// Waited for a while first, as for a request routed with a
-			// newer directory: at 250 ms a delivery, the deliveries before
-			// a handoff is appended anew (retryLater) came in a burst.
-			wctx, cancel := context.WithTimeout(ctx, time.Second)
-			err := n.cfg.Directory.WaitFor(wctx, done)
-			cancel()
-			if err != nil {
-				return n.retryLater(ctx, log(), m, "directory behind the move the user was handed off from here under; the handoff is taken again later", "have", n.cfg.Directory.Position(), "want", done)
-			}
+			return n.retryLater(ctx, log(), m, "directory behind the move the user was handed off from here under; the request is taken again later", "have", n.cfg.Directory.Position(), "want", done)
 		}
 	}
 	c := &core{View: n.view(), policy: n.policy}
