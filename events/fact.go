@@ -75,6 +75,14 @@ type ViewSet struct {
 	Timeout int       `json:"timeout"`
 	Expires time.Time `json:"expires"`
 	Source  string    `json:"source,omitempty"` // client address: the view-reuse key
+	// Known is the id the presentity's client knows the view by (names in
+	// its PROPPATCHes), when a handoff gave it another: the one it had on
+	// the home server it was set on was taken here. 0: ID.
+	Known int32 `json:"known_id,omitempty"`
+	// Set is when the view's value was set, when before At: a view handed
+	// over keeps the time it was set on its former home server (its place
+	// among the principal's views). Zero: At.
+	Set time.Time `json:"set,omitzero"`
 }
 
 // ViewEnded records the end of a view.

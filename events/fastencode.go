@@ -133,6 +133,10 @@ func fastEncode(e Event) (data []byte, ok bool) {
 		w.intField("timeout", int64(v.Timeout))
 		w.timeField("expires", v.Expires)
 		w.optStr("source", v.Source)
+		w.optInt("known_id", int64(v.Known))
+		if !v.Set.IsZero() {
+			w.timeField("set", v.Set)
+		}
 	case *ViewEnded:
 		w.fact(&v.Meta, v.Node, len(v.Reason))
 		w.intField("view_id", int64(v.ID))

@@ -145,6 +145,12 @@ func fastDecode(typ string, data []byte) (e Event, ok bool) {
 			case "source":
 				v.Source = d.str()
 				return 16
+			case "known_id":
+				v.Known = int32(d.int(32))
+				return 17
+			case "set":
+				v.Set = d.time()
+				return 18
 			}
 			return -1
 		})

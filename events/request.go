@@ -199,6 +199,12 @@ type ViewState struct {
 	Timeout int       `json:"timeout"`
 	Expires time.Time `json:"expires"`
 	Source  string    `json:"source,omitempty"`
+	// Known is the id the presentity's client knows it by, when it
+	// differs from ID (ViewSet.Known).
+	Known int32 `json:"known_id,omitempty"`
+	// Set is when its value was set (ViewSet.Set); zero from a home
+	// server of an older version.
+	Set time.Time `json:"set,omitzero"`
 }
 
 func (e *Handoff) Request() *Req           { return &e.Req }

@@ -566,29 +566,19 @@ func (c *core) decidePropPatch(d *decision, e *events.PropPatch, now time.Time) 
 	if err != nil {
 		return nil, err
 	}
-	var view *projections.View
-	for i := range views {
-		v := &views[i]
-		// A client that names its view updates it; one that never sends
-		// view ids (Miranda, Net::RVP) reuses the view of its address, so
-		// its refreshes do not pile up stale views.
-		if (u.ViewID != 0 && v.ID == u.ViewID) || (u.ViewID == 0 && v.Source == r.Client) {
-			view = v
-			break
-		}
-	}
+	view := namedView(views, u.ViewID, r.Client)
 	secs := clampSeconds(u.Timeout, c.policy.MinLease, c.policy.MaxLease, c.policy.DefaultLease)
 	lease := &events.Lease{Value: u.Value, Default: u.Default, Timeout: secs, ViewID: u.ViewID}
 	switch {
 	case u.Value == u.Default || u.Value == events.StateOffline:
 		if view != nil {
-			lease.ViewID = view.ID
+			lease.ViewID = knownID(view.ID, view.Known)
 			d.facts = append(d.facts, &events.ViewEnded{Meta: meta, Node: r.Node, ID: view.ID, Reason: events.EndOffline})
 		}
 	default:
-		id := int32(0)
+		id, known := int32(0), int32(0)
 		if view != nil {
-			id = view.ID
+			id, known = view.ID, view.Known
 		} else {
 			if len(views) >= c.policy.MaxViews {
 				// A client naming view ids no one has would make a view
@@ -605,12 +595,48 @@ func (c *core) decidePropPatch(d *decision, e *events.PropPatch, now time.Time) 
 				return nil, err
 			}
 		}
-		lease.ViewID = id
+		// The id the client knows the view by: the one it names.
+		lease.ViewID = knownID(id, known)
 		d.facts = append(d.facts, &events.ViewSet{Meta: meta, Node: r.Node, ID: id, Value: u.Value, Default: u.Default,
-			Timeout: secs, Expires: now.Add(seconds(secs)), Source: r.Client})
+			Timeout: secs, Expires: now.Add(seconds(secs)), Source: r.Client, Known: known})
 	}
 	d.reply = &events.Reply{ID: r.ID, Status: rvp.StatusMultiStatus, Href: r.NodeURL, Lease: lease, Found: set, Forbidden: forbidden}
 	return d, nil
+}
+
+// namedView returns the view of views that a PROPPATCH from client naming
+// view id (0: none) updates, or nil for a new one. A client that names
+// its view updates it; one that never sends view ids (Miranda, Net::RVP)
+// reuses the view of its address, so its refreshes do not pile up stale
+// views.
+//
+// A view handed over late from the home server its user left, whose id
+// had been given here to another of the user's views meanwhile, was given
+// a new one (decideHandoff) and keeps the one its client knows (Known):
+// it is the one meant when the view of that id was made from another
+// address. Else the one of that id, whoever made it (a client whose
+// address changed).
+func namedView(views []projections.View, id int32, client string) *projections.View {
+	var byID, known *projections.View
+	for i := range views {
+		v := &views[i]
+		switch {
+		case id == 0:
+			if v.Source == client {
+				return v
+			}
+		case v.ID == id && v.Known == 0 && v.Source == client:
+			return v
+		case v.Known == id && v.Source == client:
+			known = v
+		case v.ID == id:
+			byID = v
+		}
+	}
+	if known != nil {
+		return known
+	}
+	return byID
 }
 
 func (c *core) decideNotify(d *decision, e *events.Notify, now time.Time) (*decision, error) {

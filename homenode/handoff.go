@@ -121,7 +121,8 @@ func (c *core) decideDeparture(mv move, now time.Time) (*decision, error) {
 			Known: s.Known})
 	}
 	for _, v := range views {
-		h.Views = append(h.Views, events.ViewState{ID: v.ID, Value: v.Value, Default: v.Default, Timeout: v.Timeout, Expires: v.Expires, Source: v.Source})
+		h.Views = append(h.Views, events.ViewState{ID: v.ID, Value: v.Value, Default: v.Default, Timeout: v.Timeout, Expires: v.Expires, Source: v.Source,
+			Known: v.Known, Set: v.Set})
 	}
 	if aces, ok, err := c.State.ACL(u); err != nil {
 		return nil, err
@@ -238,18 +239,38 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 	shown, kept := slices.Clone(views), slices.Clone(views)
 	dropped := false
 	for _, v := range e.Views {
-		if have[v.ID] || !v.Expires.After(now) {
+		if !v.Expires.After(now) {
 			continue
 		}
-		pv := projections.View{ID: v.ID, Node: r.Node, Value: v.Value, Default: v.Default, Timeout: v.Timeout, Expires: v.Expires, Source: v.Source}
+		set := v.Set
+		if set.IsZero() {
+			set = now // from a home server of an older version
+		}
+		pv := projections.View{ID: v.ID, Node: r.Node, Value: v.Value, Default: v.Default, Timeout: v.Timeout, Set: set, Expires: v.Expires,
+			Source: v.Source, Known: v.Known}
 		shown = append(shown, pv)
-		if leftOut(v.Expires, v.Timeout) {
+		if leftOut(v.Expires, v.Timeout) || superseded(views, v) {
 			dropped = true
 			continue
 		}
+		// A late handoff (its former home server slow, down) comes after
+		// the user's requests were decided here without it: a view of
+		// another of her clients may have been given its id here
+		// meanwhile. That one was skipped as had already: her presence
+		// from that client lost (a busy she set shown as the other's
+		// online), and its refreshes, naming the id, updated the other
+		// client's view. It is given an id of this home server's, and
+		// keeps the one its client knows it by (namedView).
+		if have[v.ID] {
+			if pv.ID = ids.fresh(); pv.ID == 0 {
+				dropped = true
+				continue
+			}
+			pv.Known = knownID(v.ID, v.Known)
+		}
 		kept = append(kept, pv)
-		d.facts = append(d.facts, &events.ViewSet{Meta: meta, Node: r.Node, ID: v.ID, Value: v.Value, Default: v.Default,
-			Timeout: v.Timeout, Expires: v.Expires, Source: v.Source})
+		d.facts = append(d.facts, &events.ViewSet{Meta: meta, Node: r.Node, ID: pv.ID, Value: v.Value, Default: v.Default,
+			Timeout: v.Timeout, Expires: v.Expires, Source: v.Source, Known: pv.Known, Set: v.Set})
 		took.Views++
 	}
 	if p := effective(shown); dropped && p != effective(kept) {
@@ -274,8 +295,29 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 	return d, nil
 }
 
+// superseded reports whether handed-over view v is older than a view the
+// same client (its address, the key PROPPATCHes without a view id reuse
+// views by) set here since: a handoff that came late, after the client's
+// requests were decided here. The client's state is the one it set last:
+// taken too, its old view (its busy, say) outdid the invisible or idle it
+// set here (the effective state takes any other value first) until its
+// lease ran out. v's time is zero from a home server of an older
+// version: any view here of its client was set after the move.
+func superseded(views []projections.View, v events.ViewState) bool {
+	if v.Source == "" {
+		return false
+	}
+	for _, h := range views {
+		if h.Source == v.Source && !h.Set.Before(v.Set) {
+			return true
+		}
+	}
+	return false
+}
+
 // handedIDs places the subscriptions of a handoff of u's state among
-// those u has here.
+// those u has here, and gives ids of this home server's to those and the
+// views whose ids are taken here.
 type handedIDs struct {
 	byID  map[int32]*projections.Subscription // u's subscriptions here
 	known map[int32][]*projections.Subscription
@@ -285,20 +327,20 @@ type handedIDs struct {
 // handedIDs reads u's subscriptions here for placing e's.
 func (c *core) handedIDs(u events.User, e *events.Handoff) (*handedIDs, error) {
 	h := &handedIDs{byID: map[int32]*projections.Subscription{}, known: map[int32][]*projections.Subscription{}}
-	if len(e.Subs) == 0 {
-		return h, nil
-	}
-	subs, err := c.State.Subscriptions(u)
-	if err != nil {
-		return nil, err
-	}
-	for i := range subs {
-		s := &subs[i]
-		h.byID[s.ID] = s
-		h.known[knownID(s.ID, s.Known)] = append(h.known[knownID(s.ID, s.Known)], s)
+	if len(e.Subs) > 0 {
+		subs, err := c.State.Subscriptions(u)
+		if err != nil {
+			return nil, err
+		}
+		for i := range subs {
+			s := &subs[i]
+			h.byID[s.ID] = s
+			h.known[knownID(s.ID, s.Known)] = append(h.known[knownID(s.ID, s.Known)], s)
+		}
 	}
 	// Past every id allocated here and every one in e: the facts of e
 	// are not applied before all of it is placed.
+	var err error
 	if h.next, err = c.State.NextID(); err != nil {
 		return nil, err
 	}
@@ -344,10 +386,18 @@ func (h *handedIDs) place(s events.SubState) (id, known int32, ok bool) {
 	if h.byID[s.ID] == nil {
 		return s.ID, s.Known, true
 	}
-	if h.next <= 0 || h.next == math.MaxInt32 {
+	if id = h.fresh(); id == 0 {
 		return 0, 0, false
 	}
-	id = h.next
-	h.next++
 	return id, known, true
+}
+
+// fresh returns an id of this home server's for a handed-over
+// subscription or view whose id is taken here, or 0 when none is left.
+func (h *handedIDs) fresh() int32 {
+	if h.next <= 0 || h.next == math.MaxInt32 {
+		return 0
+	}
+	h.next++
+	return h.next - 1
 }

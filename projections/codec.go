@@ -176,6 +176,11 @@ func appendView(dst []byte, v *View) []byte {
 	e.time(v.Set)
 	e.time(v.Expires)
 	e.str(v.Source)
+	if v.Known != 0 {
+		// Last, and only when set: records written before it decode as
+		// they are.
+		e.int(int64(v.Known))
+	}
 	return e.b
 }
 
@@ -190,5 +195,11 @@ func decodeView(b []byte, v *View) error {
 	v.Set = d.time()
 	v.Expires = d.time()
 	v.Source = d.str()
+	if len(d.b) > 0 && d.err == nil {
+		// Written only when set: a 0 there is no value written here.
+		if v.Known = d.id(); v.Known == 0 {
+			d.err = errCorrupt
+		}
+	}
 	return d.done()
 }

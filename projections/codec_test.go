@@ -30,7 +30,8 @@ func TestCodecRoundTrip(t *testing.T) {
 			t.Errorf("subscription %+v changed with the bytes it was decoded from: %+v", s, got)
 		}
 	}
-	for _, v := range []View{{}, {ID: 3, Node: events.NewUser("x.test", "a.b"), Value: "busy", Default: "offline", Timeout: 600, Set: at, Expires: at.Add(time.Hour), Source: "::1"}} {
+	for _, v := range []View{{}, {ID: 3, Node: events.NewUser("x.test", "a.b"), Value: "busy", Default: "offline", Timeout: 600, Set: at, Expires: at.Add(time.Hour), Source: "::1"},
+		{ID: 12, Value: "online", Known: 2}} {
 		var got View
 		if err := decodeView(encodeView(&v), &got); err != nil || !reflect.DeepEqual(got, v) {
 			t.Errorf("view %+v came back %+v (%v)", v, got, err)

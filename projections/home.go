@@ -289,6 +289,9 @@ type View struct {
 	Set     time.Time   `json:"set"`
 	Expires time.Time   `json:"expires"`
 	Source  string      `json:"source,omitempty"`
+	// Known is the id the presentity's client knows it by, when a handoff
+	// gave it another (ViewSet.Known); 0: ID.
+	Known int32 `json:"known_id,omitempty"`
 }
 
 // homeFormat names the key layout, and the rules of applying facts to it;
@@ -616,7 +619,11 @@ func applyFact(st homeStore, f events.Fact) error {
 				return err
 			}
 		}
-		v := View{ID: e.ID, Node: e.Node, Value: e.Value, Default: e.Default, Timeout: e.Timeout, Set: e.At, Expires: e.Expires, Source: e.Source}
+		v := View{ID: e.ID, Node: e.Node, Value: e.Value, Default: e.Default, Timeout: e.Timeout, Set: e.At, Expires: e.Expires, Source: e.Source,
+			Known: e.Known}
+		if !e.Set.IsZero() {
+			v.Set = e.Set // handed over: set on its former home server
+		}
 		if old != nil && old.Value == e.Value {
 			// A lease refreshed with the state it holds sets no state: the
 			// view keeps its place among the principal's views (the

@@ -1,0 +1,178 @@
+package homenode
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+)
+
+// stateNamed PROPPATCHes alias's state from client, naming view id (0:
+// none), and returns the decision.
+func (w *world) stateNamed(alias, client, state string, id int32) *decision {
+	w.t.Helper()
+	d := w.do(&events.PropPatch{Req: w.req(fmt.Sprintf("state-%s-%s-%s-%d", alias, client, state, w.now.UnixNano()), alias, alias, client),
+		State: &events.StateUpdate{Value: state, Default: events.StateOffline, Timeout: 1200, ViewID: id}})
+	wantStatus(w.t, d, 207)
+	return d
+}
+
+// lateHandoff returns ann's handoff from a former home server (homeA) on
+// which her client 10.0.0.1 signed in and set busy at t0, and a world for
+// this home server, to which she moved (move 10) while homeA was slow.
+func lateHandoff(t *testing.T) (late *events.Handoff, xView int32, to *world) {
+	t.Helper()
+	from := newWorld(t)
+	from.login("ann", "10.0.0.1", annCB)
+	xView = from.stateNamed("ann", "10.0.0.1", events.StateBusy, 0).reply.Lease.ViewID
+	late = from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
+	if late == nil || len(late.Views) != 1 {
+		t.Fatalf("the former home server's handoff: %+v, want ann's view in it", late)
+	}
+	late.From = "homeA"
+	to = newWorld(t)
+	to.now = t0.Add(time.Minute)
+	rec := to.dir.users[user("ann")]
+	rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
+	return late, xView, to
+}
+
+// viewOf returns ann's view set from client, or nil.
+func (w *world) viewOf(client string) *projections.View {
+	w.t.Helper()
+	views, err := w.st.Views(user("ann"))
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	var found *projections.View
+	for i := range views {
+		if views[i].Source == client {
+			if found != nil {
+				w.t.Errorf("two views of ann from %s: %+v", client, views)
+			}
+			found = &views[i]
+		}
+	}
+	return found
+}
+
+// TestLateHandoffViewIDClash: ann is signed in from two clients: from
+// 10.0.0.1 on her former home server, where she set busy (view 2 there),
+// and, her handoff late, from 10.0.0.2 here, where she set online a
+// minute later (view 2 here too: the home servers allocate ids each on
+// its own). decideHandoff took the handed view for one it had already
+// (same id) and skipped it: the first client's presence lost, and its
+// refreshes, naming view 2, updated the second client's view. It is kept
+// under an id of this home server's, and the first client, which knows
+// it as 2, refreshes and ends it by that id; the second's view 2 is its
+// own still. Her presence is the view set last, the second client's
+// online: the handed view keeps the time it was set.
+func TestLateHandoffViewIDClash(t *testing.T) {
+	late, xView, to := lateHandoff(t)
+	to.login("ann", "10.0.0.2", annCB2)
+	if yView := to.stateNamed("ann", "10.0.0.2", events.StateOnline, 0).reply.Lease.ViewID; yView != xView {
+		t.Fatalf("the second client's view is %d, the first's was %d: no clash to test", yView, xView)
+	}
+	to.now = to.now.Add(time.Minute)
+	to.do(late)
+	x, y := to.viewOf("10.0.0.1"), to.viewOf("10.0.0.2")
+	if x == nil || y == nil {
+		t.Fatalf("ann's views after the late handoff: first client's %+v, second's %+v; want both", x, y)
+	}
+	if y.ID != xView || x.ID == xView || x.Known != xView || x.Value != events.StateBusy {
+		t.Fatalf("ann's views after the late handoff: first client's %+v, second's %+v; want the second's %d, the first's busy renumbered and known by %d",
+			x, y, xView, xView)
+	}
+	if p := to.presence("ann"); p.Others != events.StateOnline {
+		t.Errorf("ann's presence after the late handoff: %s, want online (the second client's, set after the first's busy)", p.Others)
+	}
+
+	// The first client refreshes its view by the id it knows.
+	to.now = to.now.Add(time.Minute)
+	d := to.stateNamed("ann", "10.0.0.1", events.StateAway, xView)
+	if d.reply.Lease.ViewID != xView {
+		t.Errorf("the first client's refresh answered with view %d, want the id it named (%d)", d.reply.Lease.ViewID, xView)
+	}
+	if v := to.viewOf("10.0.0.1"); v == nil || v.ID != x.ID || v.Value != events.StateAway {
+		t.Errorf("the first client's refresh of view %d did not update its view (%d): %+v", xView, x.ID, v)
+	}
+	if v := to.viewOf("10.0.0.2"); v == nil || v.ID != xView || v.Value != events.StateOnline {
+		t.Errorf("the first client's refresh of view %d changed the second client's view: %+v", xView, v)
+	}
+	// and ends it at sign-out; the second client's stays.
+	to.stateNamed("ann", "10.0.0.1", events.StateOffline, xView)
+	if v := to.viewOf("10.0.0.1"); v != nil {
+		t.Errorf("the first client's offline left its view: %+v", v)
+	}
+	if v := to.viewOf("10.0.0.2"); v == nil {
+		t.Errorf("the first client's offline naming view %d ended the second client's view", xView)
+	}
+	if p := to.presence("ann"); p.Others != events.StateOnline {
+		t.Errorf("ann's presence after the first client's sign-out: %s, want online (the second client's)", p.Others)
+	}
+}
+
+// TestLateHandoffViewKeepsItsTime: as TestLateHandoffViewIDClash, with no
+// clash of ids. The handed view (busy, set at t0 on the former home
+// server) was recorded as set when the handoff came: it outdid the online
+// the second client set here a minute after it, and ann showed busy. Her
+// presence is the view set last.
+func TestLateHandoffViewKeepsItsTime(t *testing.T) {
+	late, xView, to := lateHandoff(t)
+	to.login("ann", "10.0.0.2", annCB2)
+	to.login("ann", "10.0.0.3", "http://10.0.0.3:4000") // ids here past the handed view's
+	if yView := to.stateNamed("ann", "10.0.0.2", events.StateOnline, 0).reply.Lease.ViewID; yView == xView {
+		t.Fatalf("the second client's view is %d, as the first's: a clash", yView)
+	}
+	to.now = to.now.Add(time.Minute)
+	to.do(late)
+	if x := to.viewOf("10.0.0.1"); x == nil || x.ID != xView || !x.Set.Equal(t0) {
+		t.Errorf("the first client's view after the late handoff: %+v, want %d, set at %v", x, xView, t0)
+	}
+	if p := to.presence("ann"); p.Others != events.StateOnline {
+		t.Errorf("ann's presence after the late handoff: %s, want online (set here after the handed busy)", p.Others)
+	}
+}
+
+// TestLateHandoffViewOfAClientThatSetItsStateHere: ann's client set busy
+// on her former home server (view 2 there); her handoff late, its
+// requests came here, where it went idle, or chose to appear offline
+// (invisible): a new view, as view 2 is not here. The handed view was
+// taken too, and outdid the one set since: others saw her busy, until its
+// lease ran out. The view its client set here since is its state: the
+// handed one is left out, and the watchers it hands over, who were shown
+// busy, are told what she is now.
+func TestLateHandoffViewOfAClientThatSetItsStateHere(t *testing.T) {
+	for _, tc := range []struct{ last, shown string }{
+		{events.StateInvisible, events.StateOffline},
+		{events.StateIdle, events.StateIdle},
+	} {
+		t.Run(tc.last, func(t *testing.T) {
+			from := newWorld(t)
+			from.login("ann", "10.0.0.1", annCB)
+			from.login("ben", "10.0.0.3", benCB)
+			from.watch("ben", "ann")
+			xView := from.stateNamed("ann", "10.0.0.1", events.StateBusy, 0).reply.Lease.ViewID
+			late := from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
+			late.From = "homeA"
+
+			to := newWorld(t)
+			to.now = t0.Add(time.Minute)
+			rec := to.dir.users[user("ann")]
+			rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
+			to.login("ben", "10.0.0.3", benCB)
+			to.stateNamed("ann", "10.0.0.1", tc.last, xView)
+			to.now = to.now.Add(time.Minute)
+			d := to.do(late)
+			if p := to.presence("ann"); p.Others != tc.shown {
+				t.Errorf("ann's presence to others after the late handoff: %s, want %s (her client's %s, set here since)", p.Others, tc.shown, tc.last)
+			}
+			if v := to.viewOf("10.0.0.1"); v == nil || v.Value != tc.last {
+				t.Errorf("ann's view from her client after the late handoff: %+v, want the %s it set here", v, tc.last)
+			}
+			wantStrings(t, "NOTIFYs of the late handoff", sent(d), []string{benCB + " " + tc.shown})
+		})
+	}
+}
