@@ -26,7 +26,7 @@ func sampleEvents() []Event {
 		&Notify{Req: req, AckType: "DeepOr", HopCount: 1, Body: []byte("<r:notification/>")},
 		&ACL{Req: req, Write: true, ACEs: DefaultACL(NewUser("example.test", "bob"), "http://im.example.test/instmsg/aliases/bob")},
 		&Relay{Req: req, Body: []byte("<r:notification/>")},
-		&UserDeparted{Meta: meta, Node: bob, To: "home2", Move: 7, Subs: 2, Views: 1},
+		&UserDeparted{Meta: meta, Node: bob, To: "home2", Move: 7, Subs: 2, Views: 1, Clears: true},
 		&UserArrived{Meta: meta, Node: bob, From: "home1", Move: 7, Subs: 2, Views: 1},
 		&Handoff{Req: req, From: "home1", Move: 7, Subs: []SubState{{ID: 3, Kind: NotifyPragma, CallBack: "http://10.0.0.1:1", Lifetime: 60, Expires: at, Known: 2}},
 			Views: []ViewState{{ID: 4, Value: "busy", Default: "offline", Timeout: 60, Expires: at, Known: 3, Set: at.Add(-time.Hour)}}, ACL: DefaultACL(NewUser("example.test", "x"), "x"), Props: []PropValue{{Prop: PropMobileState, Value: "1"}}, More: true},

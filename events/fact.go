@@ -144,6 +144,11 @@ type UserDeparted struct {
 	Move  uint64 `json:"move"`
 	Subs  int    `json:"subs"`
 	Views int    `json:"views"`
+	// Clears says that the user's ACL and properties end here too: they
+	// went with the handoff. (Departures of older versions left them, and
+	// a home server the user came back to kept them over those handed
+	// back.)
+	Clears bool `json:"clears,omitempty"`
 }
 
 // UserArrived records that a user's state handed over by its former home

@@ -149,7 +149,10 @@ func (c *core) decideDeparture(mv move, now time.Time) (*decision, error) {
 	for _, v := range views {
 		d.facts = append(d.facts, &events.ViewEnded{Meta: meta, Node: u, ID: v.ID, Reason: events.EndMoved})
 	}
-	d.facts = append(d.facts, &events.UserDeparted{Meta: meta, Node: u, To: mv.to, Move: mv.seq, Subs: len(subs), Views: len(views)})
+	// The ACL and properties end here too (Clears): left behind, they were
+	// kept over those handed back when the user came back here, and what
+	// she had changed elsewhere was lost.
+	d.facts = append(d.facts, &events.UserDeparted{Meta: meta, Node: u, To: mv.to, Move: mv.seq, Subs: len(subs), Views: len(views), Clears: true})
 	return d, nil
 }
 
@@ -277,10 +280,22 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 		d.shown = map[events.User]Presence{r.Node: p}
 	}
 	if len(e.ACL) > 0 {
-		if _, ok, err := c.State.ACL(r.Node); err != nil {
+		here, ok, err := c.State.ACL(r.Node)
+		if err != nil {
 			return nil, err
-		} else if !ok {
+		}
+		if !ok {
 			d.facts = append(d.facts, &events.ACLSet{Meta: meta, Node: r.Node, ACEs: e.ACL})
+		} else if merged := mergeACL(e.ACL, writtenOver(here, r.Node), r.Node); !sameACL(merged, here) {
+			// An ACL written here since the move (a late handoff, its
+			// user's requests decided here without it: librvp writes its
+			// entries for all principals and for the user at every
+			// sign-in) was kept whole, and the handed one dropped: the
+			// principals she had blocked on her former home server saw
+			// her again. The entries written here are the newer; the
+			// handed ones they do not name stand.
+			d.facts = append(d.facts, &events.ACLSet{Meta: meta, Node: r.Node, ACEs: merged})
+			d.aclBefore = map[events.User][]events.ACE{r.Node: here}
 		}
 	}
 	for _, p := range e.Props {
@@ -293,6 +308,24 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 	}
 	d.facts = append(d.facts, &took)
 	return d, nil
+}
+
+// writtenOver returns the entries of acl, u's ACL here, that writes made
+// over the default ACL (aclOf): those the default does not hold as they
+// are. u's own entry is left out: its rights are all, whatever it says
+// (mergeACL).
+func writtenOver(acl []events.ACE, u events.User) []events.ACE {
+	def := events.DefaultACL(u, "")
+	var out []events.ACE
+	for _, a := range acl {
+		if a.User == u || slices.ContainsFunc(def, func(d events.ACE) bool {
+			return d.SamePrincipal(a) && sameACL([]events.ACE{d}, []events.ACE{a})
+		}) {
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
 }
 
 // superseded reports whether handed-over view v is older than a view the

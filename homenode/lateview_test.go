@@ -176,3 +176,103 @@ func TestLateHandoffViewOfAClientThatSetItsStateHere(t *testing.T) {
 		})
 	}
 }
+
+// TestMoveBackTakesTheACLAndPropertiesHandedOver: ann, on home1, sets
+// her mobile description and writes her ACL as librvp does at sign-in; she
+// is moved to home2 (handed off: home1 keeps her ACL and properties, which
+// a handoff leaves behind), where she blocks cat and changes or clears
+// her description; she is moved back. decideHandoff took the handed ACL
+// and properties only where home1 had none ("one set here since the move
+// is newer"): home1's, from before she left, were kept, and what she had
+// changed on home2 was lost: cat saw her again, and her old description
+// came back.
+func TestMoveBackTakesTheACLAndPropertiesHandedOver(t *testing.T) {
+	for _, desc := range []string{"desk 2", ""} {
+		t.Run(fmt.Sprintf("description %q", desc), func(t *testing.T) {
+			w := newWorld(t)
+			creds := []string{events.CredAssertion, events.CredDigest, events.CredNTLM}
+			all := events.ACE{Credentials: creds, Grant: []string{events.RightSendTo, events.RightPresence}}
+			wantStatus(t, w.do(&events.ACL{Req: w.req("acl-1", "ann", "ann", "10.0.0.1"), Write: true, ACEs: []events.ACE{all}}), 200)
+			wantStatus(t, w.do(&events.PropPatch{Req: w.req("desc-1", "ann", "ann", "10.0.0.1"),
+				Set: []events.PropValue{{Prop: events.PropMobileDescription, Value: "desk 1"}}}), 207)
+			away := w.do(departure{user: user("ann"), to: "home2", seq: 10}).handoff
+			if away == nil || len(away.ACL) == 0 {
+				t.Fatalf("ann's handoff to home2: %+v, want her ACL in it", away)
+			}
+
+			// On home2: cat blocked, the description changed or cleared.
+			block := events.ACE{Principal: nodeURL("cat"), User: user("cat"), Credentials: creds,
+				Deny: []string{events.RightSendTo, events.RightPresence}}
+			now := w.now.Add(time.Hour)
+			back := &events.Handoff{Req: events.Req{ID: handoffID("home2", user("ann"), 20), At: now, Deadline: now.Add(time.Minute),
+				Gateway: "home:home2", Node: user("ann"), Auth: events.Identity{Scheme: "internal"}, DirPos: 20},
+				From: "home2", Move: 20, ACL: mergeACL(away.ACL, []events.ACE{block}, user("ann"))}
+			if desc != "" {
+				back.Props = []events.PropValue{{Prop: events.PropMobileDescription, Value: desc}}
+			}
+			w.now = now
+			rec := w.dir.users[user("ann")]
+			rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "home2", 20, w.now
+			w.do(back)
+
+			c := &core{View: w.view(), policy: w.policy}
+			acl, err := c.aclOf(user("ann"), nodeURL("ann"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cat := principal{url: nodeURL("cat"), user: user("cat"), cred: events.CredNTLM}
+			if permitted(acl, cat, events.RightPresence) {
+				t.Errorf("cat, blocked by ann on home2, sees her presence after she moved back: ACL %+v", acl)
+			}
+			if got, _ := w.st.Property(user("ann"), events.PropMobileDescription); got != desc {
+				t.Errorf("ann's description after she moved back: %q, want %q (as on home2)", got, desc)
+			}
+		})
+	}
+}
+
+// TestLateHandoffACLWrittenHere: ann blocked cat on her former home
+// server; moved here while it was slow, her client signed in here and
+// wrote its entries for all principals, as librvp does at every sign-in,
+// before her handoff came. decideHandoff kept the ACL written here whole
+// and dropped the handed one: cat saw her again (and cat, watching
+// her here, was shown her presence). The entries written here are the
+// newer; the handed ones they do not name stand, and a watcher the merged
+// ACL refuses is told she is offline.
+func TestLateHandoffACLWrittenHere(t *testing.T) {
+	creds := []string{events.CredAssertion, events.CredDigest, events.CredNTLM}
+	all := events.ACE{Credentials: creds, Grant: []string{events.RightSendTo, events.RightPresence}}
+	block := events.ACE{Principal: nodeURL("cat"), User: user("cat"), Credentials: creds,
+		Deny: []string{events.RightSendTo, events.RightPresence}}
+	from := newWorld(t)
+	wantStatus(t, from.do(&events.ACL{Req: from.req("acl-1", "ann", "ann", "10.0.0.1"), Write: true, ACEs: []events.ACE{all, block}}), 200)
+	late := from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
+	late.From = "homeA"
+
+	to := newWorld(t)
+	to.now = t0.Add(time.Minute)
+	rec := to.dir.users[user("ann")]
+	rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
+	to.login("ann", "10.0.0.1", annCB)
+	to.stateNamed("ann", "10.0.0.1", events.StateOnline, 0)
+	wantStatus(t, to.do(&events.ACL{Req: to.req("acl-2", "ann", "ann", "10.0.0.1"), Write: true, ACEs: []events.ACE{all}}), 200)
+	to.login("cat", "10.0.0.4", "http://10.0.0.4:4000")
+	to.watch("cat", "ann")
+	to.now = to.now.Add(time.Minute)
+	d := to.do(late)
+
+	c := &core{View: to.view(), policy: to.policy}
+	acl, err := c.aclOf(user("ann"), nodeURL("ann"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat := principal{url: nodeURL("cat"), user: user("cat"), cred: events.CredNTLM}
+	if permitted(acl, cat, events.RightPresence) || permitted(acl, cat, events.RightSendTo) {
+		t.Errorf("cat, blocked by ann on her former home server, sees her after the late handoff: ACL %+v", acl)
+	}
+	dan := principal{url: nodeURL("dan"), user: user("dan"), cred: events.CredNTLM}
+	if !permitted(acl, dan, events.RightPresence) {
+		t.Errorf("dan, whom nothing blocks, is refused ann's presence after the late handoff: ACL %+v", acl)
+	}
+	wantStrings(t, "NOTIFYs of the late handoff", sent(d), []string{"http://10.0.0.4:4000 offline"})
+}

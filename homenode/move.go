@@ -212,11 +212,12 @@ const strayDirectoryWait = 5 * time.Second
 // holds reports whether this node holds state of u that a handoff
 // carries and has not handed over: subscriptions, views, and an ACL or
 // properties of a user it has not handed off since it last arrived. A
-// handoff ends the subscriptions and views here but leaves the ACL and
-// properties: taken for state still held, they named a new handoff by the sequence of the
-// user's last directory event at every start or forward after any
-// change of its record, a user.departed more each time, and the stale
-// ACL and properties went to the new home server again.
+// handoff of an older version ended the subscriptions and views here but
+// left the ACL and properties (one now ends them too: user.departed's
+// Clears): taken for state still held, they named a new handoff by the
+// sequence of the user's last directory event at every start or forward
+// after any change of its record, a user.departed more each time, and
+// the stale ACL and properties went to the new home server again.
 func (n *Node) holds(u events.User) (bool, error) {
 	v := n.view().State
 	if subs, err := v.Subscriptions(u); err != nil || len(subs) > 0 {

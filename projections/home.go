@@ -562,6 +562,7 @@ type homeStore interface {
 	putView(old, v *View) error
 	delView(v *View) error
 	setACL(u events.User, aces []events.ACE) error
+	delACL(u events.User) error
 	setProperty(u events.User, p events.Prop, value string) error
 	setDeparted(u events.User, move uint64) error
 	setArrived(u events.User, move uint64) error
@@ -649,6 +650,16 @@ func applyFact(st homeStore, f events.Fact) error {
 	case *events.PropertySet:
 		return st.setProperty(e.Node, e.Value.Prop, e.Value.Value)
 	case *events.UserDeparted:
+		if e.Clears {
+			if err := st.delACL(e.Node); err != nil {
+				return err
+			}
+			for _, p := range []events.Prop{events.PropMobileState, events.PropMobileDescription} {
+				if err := st.setProperty(e.Node, p, ""); err != nil {
+					return err
+				}
+			}
+		}
 		return st.setDeparted(e.Node, e.Move)
 	case *events.UserArrived:
 		if e.Part != 0 {
@@ -1112,6 +1123,11 @@ func (p *pebbleHome) setACL(u events.User, aces []events.ACE) error {
 		return err
 	}
 	return p.b.Set(p.h.userKey(u, "acl"), data, nil)
+}
+
+func (p *pebbleHome) delACL(u events.User) error {
+	p.change(u, partACL)
+	return p.b.Delete(p.h.userKey(u, "acl"), nil)
 }
 
 func (p *pebbleHome) setProperty(u events.User, pr events.Prop, value string) error {

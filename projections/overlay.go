@@ -368,7 +368,7 @@ func (o *Overlay) Views(u events.User) ([]View, error) {
 
 func (o *Overlay) ACL(u events.User) ([]events.ACE, bool, error) {
 	if e, ok := o.acls[u]; ok {
-		return slices.Clone(e.val), true, nil
+		return slices.Clone(e.val), !e.gone, nil
 	}
 	if o.base == nil {
 		return nil, false, nil
@@ -460,6 +460,12 @@ func (o *Overlay) delView(v *View) error {
 
 func (o *Overlay) setACL(u events.User, aces []events.ACE) error {
 	set(&o.acls, u, entry[[]events.ACE]{val: slices.Clone(aces), seq: o.seq, set: true})
+	o.note('a', u, 0, events.Prop{})
+	return nil
+}
+
+func (o *Overlay) delACL(u events.User) error {
+	set(&o.acls, u, entry[[]events.ACE]{gone: true, seq: o.seq, set: true})
 	o.note('a', u, 0, events.Prop{})
 	return nil
 }

@@ -21,7 +21,7 @@ func randomFacts(rng *rand.Rand, n int) []events.Fact {
 		id := int32(1 + rng.IntN(12))
 		meta := events.Meta{At: t0.Add(time.Duration(i) * time.Second), Actor: "t"}
 		exp := meta.At.Add(time.Duration(1+rng.IntN(100)) * time.Second)
-		switch rng.IntN(9) {
+		switch rng.IntN(10) {
 		case 0, 1:
 			kind := events.NotifyPragma
 			if rng.IntN(2) == 0 {
@@ -43,7 +43,12 @@ func randomFacts(rng *rand.Rand, n int) []events.Fact {
 		case 3:
 			out = append(out, &events.SubscriptionEnded{Meta: meta, Node: u, ID: id, Reason: events.EndExpired})
 		case 4, 5:
-			out = append(out, &events.ViewSet{Meta: meta, Node: u, ID: id, Value: "busy", Default: "offline", Timeout: 60, Expires: exp})
+			vs := &events.ViewSet{Meta: meta, Node: u, ID: id, Value: "busy", Default: "offline", Timeout: 60, Expires: exp}
+			if rng.IntN(4) == 0 {
+				// Handed over, renumbered: known by another id, set before.
+				vs.Known, vs.Set = id+20, meta.At.Add(-time.Minute)
+			}
+			out = append(out, vs)
 		case 6:
 			out = append(out, &events.ViewEnded{Meta: meta, Node: u, ID: id, Reason: events.EndOffline})
 		case 7:
@@ -54,6 +59,9 @@ func randomFacts(rng *rand.Rand, n int) []events.Fact {
 				prop = events.PropMobileDescription
 			}
 			out = append(out, &events.PropertySet{Meta: meta, Node: u, Value: events.PropValue{Prop: prop, Value: fmt.Sprint(rng.IntN(3))}})
+		case 9:
+			// A departure: of a newer version, its ACL and properties end.
+			out = append(out, &events.UserDeparted{Meta: meta, Node: u, To: "h2", Move: uint64(i + 1), Clears: rng.IntN(3) > 0})
 		}
 	}
 	return out
