@@ -110,6 +110,11 @@ type decision struct {
 	// told even in a quiet decision (a disabled user's handoff, its views
 	// left out).
 	shown map[events.User]Presence
+	// shownHere, for a handoff taken after requests of its user were
+	// decided here (late), is the presence the watchers already here were
+	// told: shown is then for the watchers it hands over (the
+	// subscriptions it creates) only.
+	shownHere map[events.User]Presence
 }
 
 type subRef struct {
@@ -287,14 +292,41 @@ func (c *core) consequences(d *decision, now time.Time) error {
 	}
 	out := &fanout{core: after, d: d, now: now, sent: map[noteDest][][]byte{}}
 	for _, u := range sortedUsers(before) {
+		if _, ok := d.shownHere[u]; ok {
+			continue
+		}
 		p, err := after.presence(u)
 		if err != nil {
 			return err
 		}
 		if p != before[u] {
-			if err := out.change(u, before[u], p); err != nil {
+			if err := out.change(u, func(*projections.Subscription) Presence { return before[u] }, p); err != nil {
 				return err
 			}
+		}
+	}
+	for _, u := range sortedUsers(d.shownHere) {
+		p, err := after.presence(u)
+		if err != nil {
+			return err
+		}
+		handed := map[int32]bool{}
+		for _, f := range d.facts {
+			if sc, ok := f.(*events.SubscriptionCreated); ok && sc.Node == u {
+				handed[sc.ID] = true
+			}
+		}
+		was := func(s *projections.Subscription) Presence {
+			if !handed[s.ID] {
+				return d.shownHere[u]
+			}
+			if b, ok := before[u]; ok {
+				return b
+			}
+			return p
+		}
+		if err := out.change(u, was, p); err != nil {
+			return err
 		}
 	}
 	for _, u := range sortedUsers(d.aclBefore) {

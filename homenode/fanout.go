@@ -146,8 +146,9 @@ type noteDest struct {
 
 // change tells every property subscriber of u about a change of its
 // presence, as each audience sees it: only subscribers whose view of the
-// state changed are told, each once.
-func (f *fanout) change(u events.User, before, after Presence) error {
+// state changed are told, each once. before is what each was told last
+// (the same for all, but after a late handoff).
+func (f *fanout) change(u events.User, before func(*projections.Subscription) Presence, after Presence) error {
 	watchers, err := f.State.Watchers(u)
 	if err != nil {
 		return err
@@ -161,7 +162,7 @@ func (f *fanout) change(u events.User, before, after Presence) error {
 		if !permitted(acl, subscriber(u, s), events.RightPresence) {
 			continue
 		}
-		if prev, state := before.For(u, s), after.For(u, s); prev != state {
+		if prev, state := before(s).For(u, s), after.For(u, s); prev != state {
 			if err := f.state(u, s, state); err != nil {
 				return err
 			}

@@ -236,24 +236,23 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 	for _, v := range views {
 		have[v.ID] = true
 	}
-	// Its watchers saw it as its former home server showed it (shown):
-	// views left out here end for them, and a handoff (quiet) would tell
-	// them nothing, nor would anything after it.
-	shown, kept := slices.Clone(views), slices.Clone(views)
-	dropped := false
+	// The watchers handed over saw her as her former home server showed
+	// her (theirs, its views as they went, however many have expired on
+	// the way since), and those here as the views here show her; what
+	// this handoff leaves (kept) may differ for either: views left out, or
+	// expired on the way, or (a late handoff) the views here and those
+	// handed over making another state together. A handoff is quiet, and
+	// would tell them nothing, nor would anything after it.
+	theirs, kept := make([]projections.View, 0, len(e.Views)), slices.Clone(views)
 	for _, v := range e.Views {
-		if !v.Expires.After(now) {
-			continue
-		}
 		set := v.Set
 		if set.IsZero() {
 			set = now // from a home server of an older version
 		}
 		pv := projections.View{ID: v.ID, Node: r.Node, Value: v.Value, Default: v.Default, Timeout: v.Timeout, Set: set, Expires: v.Expires,
 			Source: v.Source, Known: v.Known}
-		shown = append(shown, pv)
-		if leftOut(v.Expires, v.Timeout) || superseded(views, v) {
-			dropped = true
+		theirs = append(theirs, pv)
+		if !v.Expires.After(now) || leftOut(v.Expires, v.Timeout) || superseded(views, v) {
 			continue
 		}
 		// A late handoff (its former home server slow, down) comes after
@@ -266,7 +265,6 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 		// keeps the one its client knows it by (namedView).
 		if have[v.ID] {
 			if pv.ID = ids.fresh(); pv.ID == 0 {
-				dropped = true
 				continue
 			}
 			pv.Known = knownID(v.ID, v.Known)
@@ -276,8 +274,17 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 			Timeout: v.Timeout, Expires: v.Expires, Source: v.Source, Known: pv.Known, Set: v.Set})
 		took.Views++
 	}
-	if p := effective(shown); dropped && p != effective(kept) {
+	after := effective(kept)
+	if p := effective(theirs); p != after {
 		d.shown = map[events.User]Presence{r.Node: p}
+	}
+	if len(views) > 0 {
+		// Views set here since the move: a late handoff. (Without any,
+		// the watchers here, if any, subscribed while she showed no
+		// state here, are told as those handed over. Nor can the
+		// watchers of a handoff's earlier parts be told apart from those
+		// here: they are told as those here are.)
+		d.shownHere = map[events.User]Presence{r.Node: effective(views)}
 	}
 	if len(e.ACL) > 0 {
 		here, ok, err := c.State.ACL(r.Node)

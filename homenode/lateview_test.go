@@ -276,3 +276,69 @@ func TestLateHandoffACLWrittenHere(t *testing.T) {
 	}
 	wantStrings(t, "NOTIFYs of the late handoff", sent(d), []string{"http://10.0.0.4:4000 offline"})
 }
+
+// TestLateHandoffTellsWatchersWhatChanged: ann's client 10.0.0.1 set a
+// state on her former home server, where ben watched her; her handoff
+// late, her client 10.0.0.2 set another here, where cat watches her. Her
+// presence once the handoff is taken is the view set last; a handoff is
+// quiet (for a timely one nothing changed), and nobody was told: ben
+// went on seeing what her former home server showed, or cat what this
+// one did, whichever differed. Each is told what changed for it.
+func TestLateHandoffTellsWatchersWhatChanged(t *testing.T) {
+	for _, tc := range []struct {
+		there, here string // the states set on her former home server, then here
+		want        []string
+	}{
+		{events.StateAway, events.StateOnline, []string{benCB + " online"}},
+		{events.StateOnline, events.StateIdle, []string{"http://10.0.0.4:4000 online"}},
+		{events.StateOnline, events.StateBusy, []string{benCB + " busy"}},
+	} {
+		t.Run(tc.there+" then "+tc.here, func(t *testing.T) {
+			from := newWorld(t)
+			from.login("ann", "10.0.0.1", annCB)
+			from.login("ben", "10.0.0.3", benCB)
+			from.watch("ben", "ann")
+			from.stateNamed("ann", "10.0.0.1", tc.there, 0)
+			late := from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
+			late.From = "homeA"
+
+			to := newWorld(t)
+			to.now = t0.Add(time.Minute)
+			rec := to.dir.users[user("ann")]
+			rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
+			to.login("ben", "10.0.0.3", benCB)
+			to.login("cat", "10.0.0.4", "http://10.0.0.4:4000")
+			to.watch("cat", "ann")
+			to.login("ann", "10.0.0.2", annCB2)
+			to.stateNamed("ann", "10.0.0.2", tc.here, 0)
+			to.now = to.now.Add(time.Minute)
+			d := to.do(late)
+			wantStrings(t, "NOTIFYs of the late handoff", sent(d), tc.want)
+		})
+	}
+}
+
+// TestHandoffViewExpiredOnTheWay: ann, watched by ben, set busy on her
+// former home server with a lease that ran out while her handoff was on
+// its way. The expired view is not taken, and nothing else ends it: ben
+// went on seeing her busy. He is told she is offline.
+func TestHandoffViewExpiredOnTheWay(t *testing.T) {
+	from := newWorld(t)
+	from.login("ann", "10.0.0.1", annCB)
+	from.login("ben", "10.0.0.3", benCB)
+	from.watch("ben", "ann")
+	from.setState("ann", "10.0.0.1", events.StateBusy, 600)
+	late := from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
+	late.From = "homeA"
+
+	to := newWorld(t)
+	to.now = t0.Add(11 * time.Minute)
+	rec := to.dir.users[user("ann")]
+	rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
+	to.login("ben", "10.0.0.3", benCB)
+	d := to.do(late)
+	if views, _ := to.st.Views(user("ann")); len(views) != 0 {
+		t.Errorf("ann's views after the handoff: %+v, want none (expired on the way)", views)
+	}
+	wantStrings(t, "NOTIFYs of the handoff", sent(d), []string{benCB + " offline"})
+}
