@@ -212,7 +212,7 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 		}
 		id, known, ok := ids.place(s)
 		if !ok {
-			continue // taken already (a part sent again), or no id left
+			continue // here already (a part sent again, or made again here), or no id left
 		}
 		d.facts = append(d.facts, &events.SubscriptionCreated{Meta: meta, Node: r.Node, ID: id, Kind: s.Kind, CallBack: s.CallBack,
 			Watcher: s.Watcher, Subscriber: s.Subscriber, SubscriberUser: s.SubscriberUser, NodeURL: s.NodeURL, Lifetime: s.Lifetime,
@@ -359,14 +359,21 @@ func superseded(views []projections.View, v events.ViewState) bool {
 // those u has here, and gives ids of this home server's to those and the
 // views whose ids are taken here.
 type handedIDs struct {
-	byID  map[int32]*projections.Subscription // u's subscriptions here
-	known map[int32][]*projections.Subscription
-	next  int32 // the next id to give one whose id is taken here
+	byID map[int32]*projections.Subscription // u's subscriptions here
+	same map[sameSub]bool                    // and what they are
+	next int32                               // the next id to give one whose id is taken here
+}
+
+// sameSub is what makes two subscriptions of a node the same: its kind,
+// where its notifications go, and who made it.
+type sameSub struct {
+	kind, callBack, subscriber, nodeURL string
+	watcher                             events.User
 }
 
 // handedIDs reads u's subscriptions here for placing e's.
 func (c *core) handedIDs(u events.User, e *events.Handoff) (*handedIDs, error) {
-	h := &handedIDs{byID: map[int32]*projections.Subscription{}, known: map[int32][]*projections.Subscription{}}
+	h := &handedIDs{byID: map[int32]*projections.Subscription{}, same: map[sameSub]bool{}}
 	if len(e.Subs) > 0 {
 		subs, err := c.State.Subscriptions(u)
 		if err != nil {
@@ -375,7 +382,7 @@ func (c *core) handedIDs(u events.User, e *events.Handoff) (*handedIDs, error) {
 		for i := range subs {
 			s := &subs[i]
 			h.byID[s.ID] = s
-			h.known[knownID(s.ID, s.Known)] = append(h.known[knownID(s.ID, s.Known)], s)
+			h.same[sameSub{s.Kind, s.CallBack, s.Subscriber, s.NodeURL, s.Watcher}] = true
 		}
 	}
 	// Past every id allocated here and every one in e: the facts of e
@@ -403,8 +410,13 @@ func knownID(id, known int32) int32 {
 
 // place returns the id handed-over subscription s is recorded under here
 // and the id its client knows it by when that differs (0: the same); not
-// ok when it is here already (a handoff's part sent again, taken before),
-// or no id is left for it.
+// ok when it is here already, or no id is left for it. One of the same
+// kind, callback, subscriber, watcher and node URL is the same one: a
+// handoff's part sent again, taken before; or, in a late handoff, made
+// again here since the move (a client whose renewal was answered 412
+// here signs in again, with the same callback), which is the newer:
+// taken too, a login made again so had a message to its user delivered
+// to her client twice until the old one lapsed.
 //
 // A late handoff (its former home server slow, down) comes after u's
 // requests were decided here without it: an id of the former home
@@ -417,11 +429,8 @@ func knownID(id, known int32) int32 {
 // NOTIFY's Subscription-Id.)
 func (h *handedIDs) place(s events.SubState) (id, known int32, ok bool) {
 	known = knownID(s.ID, s.Known)
-	for _, have := range h.known[known] {
-		if have.Kind == s.Kind && have.CallBack == s.CallBack && have.Subscriber == s.Subscriber &&
-			have.Watcher == s.Watcher && have.NodeURL == s.NodeURL {
-			return 0, 0, false
-		}
+	if h.same[sameSub{s.Kind, s.CallBack, s.Subscriber, s.NodeURL, s.Watcher}] {
+		return 0, 0, false
 	}
 	if h.byID[s.ID] == nil {
 		return s.ID, s.Known, true

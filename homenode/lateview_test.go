@@ -342,3 +342,38 @@ func TestHandoffViewExpiredOnTheWay(t *testing.T) {
 	}
 	wantStrings(t, "NOTIFYs of the handoff", sent(d), []string{benCB + " offline"})
 }
+
+// TestLateHandoffLoginMadeAgainHere: ann's client signed in on her former
+// home server (login 1 there, callback annCB); her handoff late, its
+// renewal of 1 came here, was answered 412, and it signed in again with
+// the same callback (login 3 here: other requests took 1 and 2). The
+// late handoff's login 1 was taken besides it: a message to ann went to
+// her client twice, until the old login lapsed. A handed-over
+// subscription the same as one here (made again since the move) is not
+// taken.
+func TestLateHandoffLoginMadeAgainHere(t *testing.T) {
+	from := newWorld(t)
+	first := from.login("ann", "10.0.0.1", annCB)
+	late := from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
+	late.From = "homeA"
+
+	to := newWorld(t)
+	to.now = t0.Add(time.Minute)
+	rec := to.dir.users[user("ann")]
+	rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
+	to.login("ben", "10.0.0.3", benCB)
+	to.login("cat", "10.0.0.4", "http://10.0.0.4:4000")
+	wantStatus(t, to.do(&events.Renew{Req: to.req("ann-renews", "ann", "ann", "10.0.0.1"), ID: first, Lifetime: 14400}), 412)
+	if again := to.login("ann", "10.0.0.1", annCB); again == first {
+		t.Fatalf("ann's login made again here is %d, as on her former home server: no case to test", again)
+	}
+	to.now = to.now.Add(time.Minute)
+	to.do(late)
+	if logins, _ := to.st.Logins(user("ann")); len(logins) != 1 {
+		t.Errorf("ann's logins after the late handoff: %+v, want the one made again here", logins)
+	}
+	d := to.do(&events.Notify{Req: to.req("ben-says-hi", "ben", "ann", "10.0.0.3"), Body: []byte("hi")})
+	if d.deliver == nil || len(d.deliver.targets) != 1 {
+		t.Errorf("ben's message to ann goes to %+v, want her one client once", d.deliver)
+	}
+}
