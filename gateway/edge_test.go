@@ -447,3 +447,69 @@ func TestHopCount(t *testing.T) {
 		}
 	}
 }
+
+// TestForeignPrincipalAtOurHost: a request without credentials whose
+// RVP-From-Principal (a principal, or a server speaking for its
+// principals) is at a host of ours that no IM domain answers to (a name
+// under our IM domain's name, IM host or e-mail domain, a home server's
+// host, a name under Own.Internal) is refused 403 before anything is
+// appended, saying what to do, logged once. It was taken for another
+// organisation's principal, which speaks without credentials: it spoke
+// for principals of ours, and its Call-Back had our home nodes send
+// presence into our own network as to another organisation. A
+// subsidiary the peer table names, under our IM domain's name, and
+// another organisation are let through (appended).
+func TestForeignPrincipalAtOurHost(t *testing.T) {
+	e := newEdge(t, NoAuth{})
+	dir := e.g.cfg.Directory
+	data, err := events.Encode(&events.DomainHostsSet{Domain: "example.test", EmailDomains: []string{"staff.example.net"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dir.ApplyBatch([]projections.Msg{{Seq: dir.Position() + 1, Type: events.TypeDomainHostsSet, Data: data}}); err != nil {
+		t.Fatal(err)
+	}
+	e.g.cfg.Own = projections.OwnNames{Internal: []string{"corp.example"}, Peered: func(host string) bool {
+		return rvp.Peered(rvp.HostMap{"partner.example.test": "192.0.2.1:80"}, host)
+	}}
+	subscribe := func(from string) string {
+		cb := from
+		if !strings.Contains(from, "://") {
+			cb = "http://" + from + "/instmsg/aliases/x"
+		}
+		return "SUBSCRIBE /instmsg/aliases/alice HTTP/1.1\r\nHost: im.example.test\r\nRVP-From-Principal: " + from +
+			"\r\nNotification-Type: update/propchange\r\nCall-Back: " + cb + "\r\n\r\n"
+	}
+	for _, from := range []string{
+		"http://wiki.example.test/instmsg/aliases/x", "http://WIKI.example.test.:8080/instmsg/aliases/x", "wiki.example.test",
+		"http://x.im.example.test/instmsg/aliases/x", "http://intranet.staff.example.net/instmsg/aliases/x",
+		"http://home1.example.test:81/instmsg/aliases/x", "http://wiki.corp.example/instmsg/aliases/x",
+	} {
+		e.log.take()
+		forged, before := e.g.Stats().Forged, e.appended()
+		r := e.do(subscribe(from))
+		if body := string(r.Body); r.Status != rvp.StatusForbidden || !strings.Contains(body, "a host of ours") ||
+			!(strings.Contains(body, "rvpctl domain hosts") || strings.Contains(body, "-federation.internal")) {
+			t.Errorf("%s: status %d, want 403 saying the host is ours and what to do; body %q", from, r.Status, body)
+		}
+		if n := e.appended() - before; n != 0 {
+			t.Errorf("%s: %d events appended before the refusal", from, n)
+		}
+		if e.g.Stats().Forged != forged+1 {
+			t.Errorf("%s: not counted as forged", from)
+		}
+		if said := e.log.take(); len(said) != 1 || !strings.Contains(said[0].Message, "host of ours") {
+			var lines []string
+			for _, rec := range said {
+				lines = append(lines, rec.Level.String()+" "+rec.Message)
+			}
+			t.Errorf("%s: logged %q, want once where refused", from, lines)
+		}
+	}
+	for _, from := range []string{"http://partner.example.test/instmsg/aliases/p", "http://im.other.test/instmsg/aliases/x"} {
+		before := e.appended()
+		if r := e.do(subscribe(from)); r.Status == rvp.StatusForbidden || e.appended() == before {
+			t.Errorf("%s: status %d, body %q, not appended: want it taken as another organisation's", from, r.Status, r.Body)
+		}
+	}
+}

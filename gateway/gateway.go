@@ -81,6 +81,12 @@ type Config struct {
 	// for clients on loopback; Serve adds the listener to its Own
 	// endpoints, and Local is filled with this machine's addresses.
 	CallBacks *rvp.CallbackPolicy
+	// Own is what, besides the directory, makes a host ours rather than
+	// another organisation's (-federation.internal, and the subsidiaries
+	// the peer table names): a principal there is refused without
+	// credentials, as one under our IM domains' names is
+	// (projections.Directory.OurHost). Give it what the routers are given.
+	Own projections.OwnNames
 	// Metrics, when set, count requests, their latency and what is
 	// refused (NewMetrics).
 	Metrics *Metrics

@@ -23,9 +23,10 @@ import (
 //     credentials; a request without RVP-From-Principal speaks for whoever
 //     authenticated. Without credentials, only another organisation's
 //     principal may speak (RVP-From-Principal naming a principal or
-//     server of an IM host that is not ours, by name, not address), only
-//     when this organisation federates, and only as the ACL's assertion
-//     rules allow (the home node judges those).
+//     server of an IM host that is not ours, by name, not address, nor
+//     a name of ours: OurHost), only when this organisation federates,
+//     and only as the ACL's assertion rules allow (the home node judges
+//     those).
 //   - A message's body says who it is from and to: its sender must be who
 //     speaks, and one of its recipients the node it is sent to.
 //   - A Call-Back is a user of ours (its home server delivers), the
@@ -89,8 +90,9 @@ func samePrincipal(u rvp.URL, from string) bool {
 }
 
 // foreignAllowed refuses a request of another organisation's principal or
-// server (from) when this organisation does not federate, or when from is
-// an address rather than a name.
+// server (from) when this organisation does not federate, when from is
+// an address or a local name rather than another organisation's, or when
+// its host is ours (projections.Directory.OurHost).
 func (g *Gateway) foreignAllowed(from, client string) error {
 	s, err := g.cfg.Directory.Settings()
 	if err != nil {
@@ -117,41 +119,23 @@ func (g *Gateway) foreignAllowed(from, client string) error {
 		return refuse(rvp.StatusForbidden, "RVP-From-Principal %s names a host of a local network: other organisations are known by the fully qualified names of their IM hosts", from)
 	}
 	// A host of ours that is no IM domain's (a home server's, a
-	// router's): its principals are ours, who speak with credentials,
-	// never another organisation's, who speak without.
-	what, err := g.serverHost(host)
+	// router's, a name under one of our IM domains' or e-mail domains'
+	// names, or under -federation.internal): its principals are ours,
+	// who speak with credentials, never another organisation's, who
+	// speak without. Taken for another organisation's, one could speak
+	// for a principal of ours, and have our home nodes send presence to
+	// our own network (its Call-Back), through the outbound proxy as to
+	// another organisation.
+	ours, err := g.cfg.Directory.OurHost(host, g.cfg.Own)
 	if err != nil {
 		return err
 	}
-	if what != "" {
+	if ours.What != "" {
 		g.counters.forged.Add(1)
-		return refuse(rvp.StatusForbidden, "RVP-From-Principal %s names the host of %s of this organisation, not another organisation's: principals of ours are named by their IM domain's hosts and sign in (if clients name this host, give it to their IM domain: rvpctl domain hosts DOMAIN -add %s)", from, what, name)
+		g.log.Info("principal at a host of ours refused without credentials: "+ours.Fix, "from", from, "host", name, "ours", ours.What, "client", client)
+		return logged(refuse(rvp.StatusForbidden, "RVP-From-Principal %s names a host of ours, not another organisation's: %s is %s. Principals of ours are named by their IM domain's hosts and sign in; %s", from, name, ours.What, ours.Fix))
 	}
 	return nil
-}
-
-// serverHost names the home server or router of ours whose host host
-// (with or without port) is, as "home server NAME" or "router NAME";
-// "" when it is none's.
-func (g *Gateway) serverHost(host string) (string, error) {
-	hs, err := g.homeServerByHost(host)
-	if err != nil || hs != nil {
-		if hs != nil {
-			return "home server " + hs.Name, nil
-		}
-		return "", err
-	}
-	routers, err := g.cfg.Directory.Routers()
-	if err != nil {
-		return "", err
-	}
-	name := events.Hostname(host)
-	for _, r := range routers {
-		if strings.EqualFold(r.Host, host) || strings.EqualFold(events.Hostname(r.Host), name) {
-			return "router " + r.Name, nil
-		}
-	}
-	return "", nil
 }
 
 // checkNotification holds a NOTIFY's body to its request: its one sender

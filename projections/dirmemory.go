@@ -23,7 +23,17 @@ type dirMemory struct {
 	// user of every domain for it took 270 ms an attempt at 100,000
 	// users.
 	homed map[string]map[string]struct{}
+	// names indexes the names of our hosts (hostName: no port, lower
+	// case) by the records that have them: an IM domain's (its own, its
+	// IM host's, e-mail domains' and hosts'), a home server's, a
+	// router's. OurHost, asked of every request another organisation's
+	// principal makes, looks a name up by each of its labels instead of
+	// reading every domain, home server and router.
+	names map[string]map[memKey]struct{}
 }
+
+// memKey is a record's key: its kind and the rest.
+type memKey struct{ kind, rest string }
 
 // memEntry is one key's new value; a nil value deletes it.
 type memEntry struct {
@@ -83,6 +93,15 @@ func (m *dirMemory) set(e memEntry) {
 		return
 	}
 	byRest := m.kinds[e.kind]
+	switch e.kind {
+	case "dom", "home", "router":
+		if was, ok := byRest[e.rest]; ok {
+			m.indexNames(e.kind, e.rest, was, false)
+		}
+		if e.value != nil {
+			m.indexNames(e.kind, e.rest, e.value, true)
+		}
+	}
 	if e.kind == "user" {
 		if was, ok := byRest[e.rest].(UserRecord); ok && was.Enabled {
 			delete(m.homed[was.Home], e.rest)
@@ -117,6 +136,7 @@ func (m *dirMemory) reset() {
 	defer m.mu.Unlock()
 	m.kinds = map[string]map[string]any{}
 	m.homed = nil
+	m.names = nil
 }
 
 // apply applies a committed batch's entries, in order.

@@ -90,6 +90,9 @@ type Config struct {
 type Router struct {
 	cfg Config
 	log *slog.Logger
+	// own is what besides the directory makes a host ours (Internal, and
+	// the subsidiaries Peers names): projections.Directory.OurHost.
+	own projections.OwnNames
 }
 
 // New returns a router; Run starts it.
@@ -116,7 +119,11 @@ func New(cfg Config) (*Router, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Router{cfg: cfg, log: log.With("router", cfg.ID)}, nil
+	own := projections.OwnNames{Internal: cfg.Internal}
+	if cfg.Peers != nil {
+		own.Peered = func(host string) bool { return rvp.Peered(cfg.Peers, host) }
+	}
+	return &Router{cfg: cfg, log: log.With("router", cfg.ID), own: own}, nil
 }
 
 // ConsumerName is the durable consumer routers share: each lookup goes to
@@ -313,17 +320,17 @@ func (r *Router) decide(ctx context.Context, lk *events.Lookup) *events.Reply {
 	// sent out, through the proxy or to a router DNS named, it would
 	// have our own network (the wiki, a server of ours) answer a user's
 	// request, and the answer would be relayed.
-	ours, fix, err := r.ours(lk.Host)
+	ours, err := dir.OurHost(lk.Host, r.own)
 	if err != nil {
 		r.log.Error("directory", "err", err)
 		r.cfg.Metrics.lookup(resultUnavailable)
 		return fail(lk, rvp.StatusUnavailable, "the directory is unavailable; retry in a moment")
 	}
-	if ours != "" {
+	if ours.What != "" {
 		r.cfg.Metrics.lookup(resultNotFound)
-		r.log.Warn("a node at a host of ours that no IM domain answers to is not sent to another organisation: "+fix,
-			"req", lk.ID, "host", lk.Host, "ours", ours, "method", lk.Method)
-		return fail(lk, rvp.StatusNotFound, "%s is no IM host: it is %s, and no IM domain of this organisation answers to it", lk.Host, ours)
+		r.log.Warn("a node at a host of ours that no IM domain answers to is not sent to another organisation: "+ours.Fix,
+			"req", lk.ID, "host", lk.Host, "ours", ours.What, "method", lk.Method)
+		return fail(lk, rvp.StatusNotFound, "%s is no IM host: it is %s, and no IM domain of this organisation answers to it", lk.Host, ours.What)
 	}
 	settings, err := dir.Settings()
 	if err != nil {
@@ -403,72 +410,6 @@ func (r *Router) peer(ctx context.Context, host string) (addr string, discovered
 	return "", false, fmt.Errorf("no _rvp._tcp SRV record for %s", domain)
 }
 
-// ours names what makes host (a lookup's, which no IM domain answers to)
-// ours rather than another organisation's, and what an administrator
-// does if that is not what was meant: a name under one of our IM
-// domains' names (its own, its IM host's, its e-mail domains', its other
-// hosts'), the host of one of our home servers or routers (whatever the
-// port), or a name under Internal. "" when nothing does. A name under an
-// IM domain's that the peer table names is another organisation's all
-// the same (a subsidiary with servers of its own): the administrator
-// says so; our servers' hosts and Internal names never are.
-func (r *Router) ours(host string) (what, fix string, err error) {
-	name := strings.TrimRight(strings.ToLower(events.Hostname(host)), ".")
-	if _, err := netip.ParseAddr(strings.Trim(name, "[]")); err == nil {
-		return "", "", nil // an address: proxiable's, or the guards'
-	}
-	give := func(domain string) string {
-		return "if clients name users of ours at it, give it to their IM domain (rvpctl domain hosts " + domain + " -add " + name + ")"
-	}
-	for _, s := range r.cfg.Internal {
-		if under(name, s) {
-			return fmt.Sprintf("under %s, a name of our own network (-federation.internal)", s),
-				"if it is another organisation's, take " + s + " out of -federation.internal", nil
-		}
-	}
-	dir := r.cfg.Directory
-	homes, err := dir.HomeServers()
-	if err != nil {
-		return "", "", err
-	}
-	for _, h := range homes {
-		if sameName(name, h.Host) {
-			return "the host of our home server " + h.Name, give("DOMAIN"), nil
-		}
-	}
-	routers, err := dir.Routers()
-	if err != nil {
-		return "", "", err
-	}
-	for _, x := range routers {
-		if sameName(name, x.Host) {
-			return "the host of our router " + x.Name, give(x.Domain), nil
-		}
-	}
-	domains, err := dir.Domains()
-	if err != nil {
-		return "", "", err
-	}
-	for _, d := range domains {
-		for _, n := range append(append([]string{d.Domain, d.IMHost}, d.EmailDomains...), d.Hosts...) {
-			if !sameName(name, n) && !under(name, events.Hostname(n)) {
-				continue
-			}
-			for _, k := range rvp.PeerKeys(host) {
-				if r.cfg.Peers == nil {
-					break
-				}
-				if _, ok := r.cfg.Peers.Peer(k); ok {
-					return "", "", nil
-				}
-			}
-			return fmt.Sprintf("under %s, a name of our IM domain %s", events.Hostname(n), d.Domain),
-				give(d.Domain) + "; if it is another organisation's, name it in -federation.peers", nil
-		}
-	}
-	return "", "", nil
-}
-
 // ParseInternal parses -federation.internal: DNS suffixes of our own
 // network, comma-separated (corp.example,intranet.example.com), each for
 // that name and every name under it, in the lower-case form Internal
@@ -494,25 +435,6 @@ func ParseInternal(s string) ([]string, error) {
 		out = append(out, n)
 	}
 	return out, nil
-}
-
-// sameName reports whether name (lower case, without a trailing dot) is
-// the name of host (with or without port).
-func sameName(name, host string) bool {
-	return name == strings.TrimRight(strings.ToLower(events.Hostname(host)), ".")
-}
-
-// under reports whether name (lower case, without a trailing dot) is
-// suffix, or a name under it; an address is under nothing.
-func under(name, suffix string) bool {
-	suffix = strings.Trim(strings.ToLower(suffix), ".")
-	if suffix == "" {
-		return false
-	}
-	if _, err := netip.ParseAddr(strings.Trim(suffix, "[]")); err == nil {
-		return false
-	}
-	return name == suffix || strings.HasSuffix(name, "."+suffix)
 }
 
 // proxiable refuses to have the outbound proxy connect to host, which a

@@ -145,9 +145,13 @@ type Outbound struct {
 // by host, then by the domain under an "im." host.
 func mapsHost(d any, host string) bool {
 	pt, ok := d.(interface{ Peer(string) (string, bool) })
-	if !ok {
-		return false
-	}
+	return ok && Peered(pt, host)
+}
+
+// Peered reports whether peer table pt names the organisation of host
+// (with or without port): by the host, its name, or its domain under an
+// "im." host (PeerKeys), as the router finds a peer.
+func Peered(pt interface{ Peer(string) (string, bool) }, host string) bool {
 	for _, k := range PeerKeys(host) {
 		if _, ok := pt.Peer(k); ok {
 			return true

@@ -80,6 +80,10 @@ type Options struct {
 	// Proxy, when set, is the outbound HTTP proxy (http://host:port)
 	// requests to other organisations go through.
 	Proxy string
+	// Internal are DNS suffixes of our own network, never another
+	// organisation's (rvpd's -federation.internal), the routers' and
+	// gateways'.
+	Internal []string
 	// NATS, when set, runs the deployment on a JetStream cluster of
 	// several NATS servers (StartNATSCluster) with streams of as many
 	// replicas (three: a site's R3); each role connects to every server
@@ -578,7 +582,7 @@ func (c *Cluster) StartRouter(name string) *Role {
 	js, _ := jetstream.New(nc)
 	reg := prometheus.NewRegistry()
 	rt, err := routernode.New(routernode.Config{ID: name, JetStream: js, Conn: nc, Directory: dir, Client: c.client(),
-		Peers: c.Dialer, SRV: c.opts.SRV, Discovered: (&rvp.CallbackPolicy{Own: c.own, Federation: c.opts.FederationAllow}).Discovered, AckWait: c.opts.LookupAckWait, Metrics: routernode.NewMetrics(reg), Logger: quiet().With("router", name)})
+		Peers: c.Dialer, SRV: c.opts.SRV, Internal: c.opts.Internal, Discovered: (&rvp.CallbackPolicy{Own: c.own, Federation: c.opts.FederationAllow}).Discovered, AckWait: c.opts.LookupAckWait, Metrics: routernode.NewMetrics(reg), Logger: quiet().With("router", name)})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -606,7 +610,8 @@ func (c *Cluster) startGateway(name string, ln net.Listener) *Role {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	gw, err := gateway.New(gateway.Config{ID: name, JetStream: js, Conn: nc, Directory: dir, Auth: auth, Senders: c.opts.Senders,
+	own := projections.OwnNames{Internal: c.opts.Internal, Peered: func(host string) bool { return rvp.Peered(c.Dialer, host) }}
+	gw, err := gateway.New(gateway.Config{ID: name, JetStream: js, Conn: nc, Directory: dir, Auth: auth, Senders: c.opts.Senders, Own: own,
 		MaxConnsPerAddress: c.opts.MaxConnsPerAddress, Site: c.SiteName(), Sites: c.lostSites(), RequestTimeout: c.opts.RequestTimeout, Logger: quiet().With("gateway", name)})
 	if err != nil {
 		c.t.Fatal(err)

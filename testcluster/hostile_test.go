@@ -3,14 +3,18 @@ package testcluster
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/gateway"
+	"github.com/rvp-im/rvpd/rvp"
 )
 
 func notificationBody(kind, from, to string) []byte {
@@ -236,6 +240,123 @@ func TestHostileHomeServerHost(t *testing.T) {
 			t.Errorf("a forged notification reached alice:\n%s", n.Body)
 		}
 	}
+}
+
+// TestHostileOurDomainsNames: a principal named at a host under one of
+// our IM domains' names, IM hosts or e-mail domains that no IM domain
+// answers to (wiki.example.test), or under -federation.internal, is ours,
+// not another organisation's: without credentials it may not speak (403
+// saying what to do, nothing appended), as itself or as its server, nor
+// subscribe with itself as Call-Back. It was taken for another
+// organisation's principal, which speaks without credentials: its
+// messages reached alice, and its subscription had the home node send
+// alice's presence to our own network through the outbound proxy, as to
+// another organisation (a blind SSRF). Another organisation's principal,
+// and one under our IM domain's name that the peer table names (a
+// subsidiary), still subscribe.
+func TestHostileOurDomainsNames(t *testing.T) {
+	web := &PeerDialer{}
+	proxy := newWebProxy(t, web)
+	a := Start(t, Options{Domain: "example.test", Users: map[string]string{"alice": "home1"}, InternetCapable: true,
+		Proxy: "http://" + proxy.ln.Addr().String(), Internal: []string{"corp.example"}})
+	if _, err := a.Admin.ChangeDomainHosts(t.Context(), directory.DomainHostsSpec{Domain: "example.test", AddEmailDomains: []string{"staff.example.net"}}); err != nil {
+		t.Fatal(err)
+	}
+	sink := answeringServer(t)
+	a.Dialer.Set("partner.example.test", sink) // a subsidiary, peered
+	a.DirectorySettled()
+	ours := []string{"wiki.example.test", "WIKI.Example.Test.", "wiki.example.test:8080", "x.im.example.test", "intranet.staff.example.net", "wiki.corp.example"}
+	for _, h := range append(slices.Clone(ours), "im.other.test") {
+		web.Set(strings.ToLower(strings.TrimSuffix(events.Hostname(h), ".")), sink) // what the proxy would reach
+	}
+	alice := a.Client(t, "alice")
+	must(t, "alice login", alice.Login(3600), 200)
+	aliceURL := "http://im.example.test/instmsg/aliases/alice"
+	x := NewClient(t, a.Addr(), "x") // no credentials
+	x.UseHost("im.example.test")
+	subscribe := func(from, callBack string) *Response {
+		return x.Do("SUBSCRIBE", "/instmsg/aliases/alice", nil, "RVP-From-Principal: "+from, "Notification-Type: update/propchange",
+			"Call-Back: "+callBack, "Subscription-Lifetime: 3600")
+	}
+	for _, h := range ours {
+		p := "http://" + h + "/instmsg/aliases/x"
+		for _, tc := range []struct {
+			name string
+			do   func() *Response
+		}{
+			{"watching alice with itself as Call-Back", func() *Response { return subscribe(p, p) }},
+			{"a message to alice", func() *Response {
+				return x.Do("NOTIFY", "/instmsg/aliases/alice", notificationBody("message", p, aliceURL),
+					"RVP-From-Principal: "+p, "Content-Type: text/xml", "RVP-Hop-Count: 1")
+			}},
+			{"its server's message to alice", func() *Response {
+				return x.Do("NOTIFY", "/instmsg/aliases/alice", notificationBody("message", p, aliceURL),
+					"RVP-From-Principal: "+h, "Content-Type: text/xml", "RVP-Hop-Count: 1")
+			}},
+		} {
+			t.Run(h+": "+tc.name, func(t *testing.T) {
+				before := LastSeqs(t, a.JS)
+				r := tc.do()
+				if body := string(r.Body); r.Status != 403 || !strings.Contains(body, "of ours") ||
+					!(strings.Contains(body, "rvpctl domain hosts") || strings.Contains(body, "-federation.internal")) {
+					t.Errorf("status %d, want 403 saying the host is ours and what to do; body %q", r.Status, r.Body)
+				}
+				if after := LastSeqs(t, a.JS); fmt.Sprint(after) != fmt.Sprint(before) {
+					t.Errorf("a refused request changed the streams: %v, was %v", after, before)
+				}
+			})
+		}
+	}
+	// Positive controls: another organisation's principal, and a
+	// subsidiary's the peer table names.
+	other, partner := "http://im.other.test/instmsg/aliases/x", "http://partner.example.test/instmsg/aliases/p"
+	must(t, "another organisation's principal watches alice", subscribe(other, other), 207)
+	must(t, "a subsidiary's principal watches alice", subscribe(partner, partner), 207)
+	must(t, "alice online", alice.SetState("online", 1200, 0), 207)
+	Eventually(t, wait, func() error {
+		if got := strings.Join(proxy.requests(), "\n"); !strings.Contains(got, "NOTIFY "+other) {
+			return fmt.Errorf("the proxy has not carried alice's presence to %s; it carried:\n%s", other, got)
+		}
+		return nil
+	})
+	for _, line := range proxy.requests() {
+		for _, h := range ours {
+			if strings.Contains(strings.ToLower(line), strings.ToLower(strings.TrimSuffix(events.Hostname(h), "."))) {
+				t.Errorf("the proxy was asked for a host of ours: %s", line)
+				break
+			}
+		}
+	}
+	for _, n := range alice.Notifies() {
+		if strings.Contains(string(n.Body), "forged?") {
+			t.Errorf("a message from a principal of ours without credentials reached alice:\n%s", n.Body)
+		}
+	}
+}
+
+// answeringServer is a web server on loopback that answers every request
+// 200 without a body; it returns its address.
+func answeringServer(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				rvp.ReadRequest(bufio.NewReader(c), rvp.Limits{})
+				io.WriteString(c, "HTTP/1.1 200 Successful\r\nContent-Length: 0\r\n\r\n")
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }
 
 // TestHostileOtherUsersNode: a signed-in user, speaking as itself, asks

@@ -146,7 +146,7 @@ func (f *roleFlags) register(fs *flag.FlagSet) {
 	fs.Int64Var(&f.pebbleMemTable, "pebble.memtable-bytes", projections.DefaultMemTableSize, "size of each of the Pebble store's memtables (memory outside the Go heap; up to two are held)")
 	fs.StringVar(&f.pprof, "pprof", "", `address to serve Go's profiles on (net/http/pprof, and a heap dump at /debug/heapdump), e.g. 127.0.0.1:6060 ("" for none); what it serves shows the process's memory, credentials and messages included, to anyone who reaches it: loopback or an operators' network only`)
 	fs.StringVar(&f.federationAllow, "federation.allow", "", "address ranges other than public ones that another organisation's server found by DNS may have (a partner over a VPN): 10.1.0.0/16,... (peers in -federation.peers are trusted as given)")
-	fs.StringVar(&f.federationInternal, "federation.internal", "", "DNS suffixes of this organisation's own network, never another organisation's: corp.example,... (each also every name under it); a request for a node there is answered 404 before the proxy or DNS is asked (names under our IM domains and e-mail domains, and our servers' hosts, are so without it)")
+	fs.StringVar(&f.federationInternal, "federation.internal", "", "DNS suffixes of this organisation's own network, never another organisation's: corp.example,... (each also every name under it); a request for a node there is answered 404 before the proxy or DNS is asked, and a principal there may not speak without credentials as another organisation's (names under our IM domains and e-mail domains, and our servers' hosts, are so without it)")
 	fs.StringVar(&f.proxy, "federation.proxy", "", "outbound HTTP proxy for requests to other organisations, http://host:port (it finds their hosts: the peer table and DNS discovery are then unused)")
 }
 
@@ -355,11 +355,15 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 			})
 		}
 	}
+	// What makes a host ours besides the directory, the same for the
+	// router (never sent to another organisation) and the gateway (never
+	// another organisation's principal, who speaks without credentials).
+	internal, err := routernode.ParseInternal(s.flags.federationInternal)
+	if err != nil {
+		return fmt.Errorf("-federation.internal: %w", err)
+	}
+	own := projections.OwnNames{Internal: internal, Peered: func(host string) bool { return rvp.Peered(peers, host) }}
 	if s.router != "" {
-		internal, err := routernode.ParseInternal(s.flags.federationInternal)
-		if err != nil {
-			return fmt.Errorf("-federation.internal: %w", err)
-		}
 		router, err := routernode.New(routernode.Config{ID: s.router, JetStream: s.js, Conn: s.nc, Directory: s.dir, Client: outbound, Discovered: callBacks.Discovered,
 			Peers: routernode.StaticPeers(peers), SRV: srv, Internal: internal, Metrics: routernode.NewMetrics(o.reg), Logger: s.log.With("component", "router")})
 		if err != nil {
@@ -387,7 +391,7 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 		}
 		if gw, err = gateway.New(gateway.Config{
 			ID: s.gatewayID, JetStream: s.js, Conn: s.nc, Directory: s.dir, DevDomain: s.devDomain, Auth: auth,
-			Senders: s.flags.senders, CallBacks: callBacks, Metrics: gateway.NewMetrics(o.reg), Site: s.streams.Site, Sites: s.site.lostSites(),
+			Senders: s.flags.senders, CallBacks: callBacks, Own: own, Metrics: gateway.NewMetrics(o.reg), Site: s.streams.Site, Sites: s.site.lostSites(),
 			RequestTimeout: s.flags.requestTimeout, MaxConns: s.flags.maxConns, MaxConnsPerAddress: s.flags.maxConnsPerAddress,
 			Logger: s.log.With("component", "gateway"),
 		}); err != nil {
