@@ -293,6 +293,18 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 		}
 		if !ok {
 			d.facts = append(d.facts, &events.ACLSet{Meta: meta, Node: r.Node, ACEs: e.ACL})
+			// Watchers here before it (a late handoff: its user signed in
+			// here meanwhile from a client that writes no ACL, as Windows
+			// Messenger) were shown her under the default ACL: those the
+			// handed one denies (she blocked them) went on seeing the
+			// presence they were last told, her online, as nothing tells
+			// a denied watcher of a change. They are told as of an ACL
+			// write.
+			if watchers, err := c.State.Watchers(r.Node); err != nil {
+				return nil, err
+			} else if len(watchers) > 0 {
+				d.aclBefore = map[events.User][]events.ACE{r.Node: events.DefaultACL(r.Node, "")}
+			}
 		} else if merged := mergeACL(e.ACL, writtenOver(here, r.Node), r.Node); !sameACL(merged, here) {
 			// An ACL written here since the move (a late handoff, its
 			// user's requests decided here without it: librvp writes its

@@ -377,3 +377,46 @@ func TestLateHandoffLoginMadeAgainHere(t *testing.T) {
 		t.Errorf("ben's message to ann goes to %+v, want her one client once", d.deliver)
 	}
 }
+
+// TestLateHandoffACLNoneHere: ann blocked cat on her former home server;
+// her handoff late, she signed in here from Windows Messenger, which
+// never writes an ACL, so this home server had only the default ACL, and
+// cat, watching her here, was shown her online. The handed ACL is taken
+// whole (none written here to merge with), and cat is denied her
+// presence from then on: he is told she is offline, not left seeing her
+// online until his subscription ends.
+func TestLateHandoffACLNoneHere(t *testing.T) {
+	creds := []string{events.CredAssertion, events.CredDigest, events.CredNTLM}
+	all := events.ACE{Credentials: creds, Grant: []string{events.RightSendTo, events.RightPresence}}
+	block := events.ACE{Principal: nodeURL("cat"), User: user("cat"), Credentials: creds,
+		Deny: []string{events.RightSendTo, events.RightPresence}}
+	from := newWorld(t)
+	wantStatus(t, from.do(&events.ACL{Req: from.req("acl-1", "ann", "ann", "10.0.0.1"), Write: true, ACEs: []events.ACE{all, block}}), 200)
+	late := from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
+	late.From = "homeA"
+
+	to := newWorld(t)
+	to.now = t0.Add(time.Minute)
+	rec := to.dir.users[user("ann")]
+	rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
+	to.login("ann", "10.0.0.1", annCB)
+	to.stateNamed("ann", "10.0.0.1", events.StateOnline, 0)
+	to.login("cat", "10.0.0.4", "http://10.0.0.4:4000")
+	w := to.do(&events.Subscribe{Req: to.req("watch-cat-ann", "cat", "ann", "10.0.0.4"), NotificationType: events.NotifyPropChange,
+		CallBack: nodeURL("cat"), CallBackUser: user("cat"), Lifetime: 14400})
+	wantStatus(t, w, 207)
+	wantStrings(t, "NOTIFYs of cat's watch here, before the handoff", sent(w), []string{"http://10.0.0.4:4000 online"})
+	to.now = to.now.Add(time.Minute)
+	d := to.do(late)
+
+	c := &core{View: to.view(), policy: to.policy}
+	acl, err := c.aclOf(user("ann"), nodeURL("ann"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat := principal{url: nodeURL("cat"), user: user("cat"), cred: events.CredNTLM}
+	if permitted(acl, cat, events.RightPresence) {
+		t.Errorf("cat, blocked by ann on her former home server, sees her after the late handoff: ACL %+v", acl)
+	}
+	wantStrings(t, "NOTIFYs of the late handoff", sent(d), []string{"http://10.0.0.4:4000 offline"})
+}
