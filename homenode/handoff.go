@@ -377,10 +377,13 @@ type handedIDs struct {
 }
 
 // sameSub is what makes two subscriptions of a node the same: its kind,
-// where its notifications go, and who made it.
+// where its notifications go, who made it, and from where (the client's
+// address): a watcher's clients subscribe under the same logical
+// Call-Back (librvp's is its user's node URL), each to a subscription of
+// its own, which it renews and ends by its id.
 type sameSub struct {
-	kind, callBack, subscriber, nodeURL string
-	watcher                             events.User
+	kind, callBack, subscriber, nodeURL, source string
+	watcher                                     events.User
 }
 
 // handedIDs reads u's subscriptions here for placing e's.
@@ -394,7 +397,7 @@ func (c *core) handedIDs(u events.User, e *events.Handoff) (*handedIDs, error) {
 		for i := range subs {
 			s := &subs[i]
 			h.byID[s.ID] = s
-			h.same[sameSub{s.Kind, s.CallBack, s.Subscriber, s.NodeURL, s.Watcher}] = true
+			h.same[sameSub{s.Kind, s.CallBack, s.Subscriber, s.NodeURL, s.Source, s.Watcher}] = true
 		}
 	}
 	// Past every id allocated here and every one in e: the facts of e
@@ -423,7 +426,10 @@ func knownID(id, known int32) int32 {
 // place returns the id handed-over subscription s is recorded under here
 // and the id its client knows it by when that differs (0: the same); not
 // ok when it is here already, or no id is left for it. One of the same
-// kind, callback, subscriber, watcher and node URL is the same one: a
+// kind, callback, subscriber, watcher, node URL and client address is the
+// same one (another client of its watcher's, under the same logical
+// Call-Back, is not: dropped, that client's renewals got 412, and its
+// watch ended with the other's UNSUBSCRIBE): a
 // handoff's part sent again, taken before; or, in a late handoff, made
 // again here since the move (a client whose renewal was answered 412
 // here signs in again, with the same callback), which is the newer:
@@ -441,7 +447,7 @@ func knownID(id, known int32) int32 {
 // NOTIFY's Subscription-Id.)
 func (h *handedIDs) place(s events.SubState) (id, known int32, ok bool) {
 	known = knownID(s.ID, s.Known)
-	if h.same[sameSub{s.Kind, s.CallBack, s.Subscriber, s.NodeURL, s.Watcher}] {
+	if h.same[sameSub{s.Kind, s.CallBack, s.Subscriber, s.NodeURL, s.Source, s.Watcher}] {
 		return 0, 0, false
 	}
 	if h.byID[s.ID] == nil {

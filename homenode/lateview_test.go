@@ -420,3 +420,44 @@ func TestLateHandoffACLNoneHere(t *testing.T) {
 	}
 	wantStrings(t, "NOTIFYs of the late handoff", sent(d), []string{"http://10.0.0.4:4000 offline"})
 }
+
+// TestLateHandoffWatchOfAnotherClientOfTheWatcher: ben watches ann from
+// two clients, each with a subscription of its own under the same
+// logical Call-Back (his node URL, as librvp subscribes): 10.0.0.3's made
+// on her former home server, 10.0.0.5's here after the move while her
+// handoff was late. They are two subscriptions, not one made again: each
+// client renews its own.
+func TestLateHandoffWatchOfAnotherClientOfTheWatcher(t *testing.T) {
+	watch := func(w *world, client string) int32 {
+		d := w.do(&events.Subscribe{Req: w.req("watch-ben-ann-"+client, "ben", "ann", client), NotificationType: events.NotifyPropChange,
+			CallBack: nodeURL("ben"), CallBackUser: user("ben"), Lifetime: 14400})
+		wantStatus(t, d, 207)
+		return d.reply.SubscriptionID
+	}
+	from := newWorld(t)
+	from.login("ben", "10.0.0.3", benCB)
+	there := watch(from, "10.0.0.3")
+	late := from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
+	late.From = "homeA"
+
+	to := newWorld(t)
+	to.now = t0.Add(time.Minute)
+	rec := to.dir.users[user("ann")]
+	rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
+	to.login("cat", "10.0.0.4", "http://10.0.0.4:4000")
+	to.login("ben", "10.0.0.3", benCB)
+	to.login("ben", "10.0.0.5", "http://10.0.0.5:5000")
+	here := watch(to, "10.0.0.5")
+	if here == there {
+		t.Fatalf("ben's watch here has id %d, as his other client's there: no case to test", here)
+	}
+	to.now = to.now.Add(time.Minute)
+	to.do(late)
+	// His client here signs out (Net::RVP's logout unsubscribes each
+	// watch): his other client's watch stays.
+	wantStatus(t, to.do(&events.Unsubscribe{Req: to.req("ben-unwatches-here", "ben", "ann", "10.0.0.5"), ID: here}), 200)
+	d := to.do(&events.Renew{Req: to.req("ben-renews-there", "ben", "ann", "10.0.0.3"), ID: there, Lifetime: 14400})
+	if d.reply.Status != 200 {
+		t.Errorf("ben's client 10.0.0.3 renewing its watch of ann (%d) after the late handoff: %d %s, want 200", there, d.reply.Status, d.reply.Error)
+	}
+}
