@@ -137,6 +137,7 @@ func sameState(t *testing.T, a, b HomeReader, facts []events.Fact) {
 			{"acl", func(r HomeReader) (any, error) { a, ok, err := r.ACL(u); return []any{a, ok}, err }},
 			{"property", func(r HomeReader) (any, error) { return r.Property(u, events.PropMobileState) }},
 			{"description", func(r HomeReader) (any, error) { return r.Property(u, events.PropMobileDescription) }},
+			{"departed", func(r HomeReader) (any, error) { return r.Departed(u) }},
 		} {
 			x, err1 := read.f(a)
 			y, err2 := read.f(b)
@@ -347,6 +348,7 @@ func firstRead(t *testing.T, rng *rand.Rand, u events.User, a, b HomeReader) {
 		func(r HomeReader) (any, error) { a, ok, err := r.ACL(u); return []any{a, ok}, err },
 		func(r HomeReader) (any, error) { return r.Property(u, events.PropMobileState) },
 		func(r HomeReader) (any, error) { return r.Property(u, events.PropMobileDescription) },
+		func(r HomeReader) (any, error) { return r.Departed(u) },
 	}
 	i := rng.IntN(len(reads))
 	x, err1 := reads[i](a)
