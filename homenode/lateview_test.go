@@ -231,6 +231,30 @@ func TestMoveBackTakesTheACLAndPropertiesHandedOver(t *testing.T) {
 	}
 }
 
+// annBlockedCatLate: ann, who allows everyone but blocked cat on her
+// former home server homeA, moved here (move 10); her handoff late, she
+// signed in here and is online. It returns the handoff, her entry for
+// all principals, and this home server.
+func annBlockedCatLate(t *testing.T) (late *events.Handoff, all events.ACE, to *world) {
+	t.Helper()
+	creds := []string{events.CredAssertion, events.CredDigest, events.CredNTLM}
+	all = events.ACE{Credentials: creds, Grant: []string{events.RightSendTo, events.RightPresence}}
+	block := events.ACE{Principal: nodeURL("cat"), User: user("cat"), Credentials: creds,
+		Deny: []string{events.RightSendTo, events.RightPresence}}
+	from := newWorld(t)
+	wantStatus(t, from.do(&events.ACL{Req: from.req("acl-1", "ann", "ann", "10.0.0.1"), Write: true, ACEs: []events.ACE{all, block}}), 200)
+	late = from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
+	late.From = "homeA"
+
+	to = newWorld(t)
+	to.now = t0.Add(time.Minute)
+	rec := to.dir.users[user("ann")]
+	rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
+	to.login("ann", "10.0.0.1", annCB)
+	to.stateNamed("ann", "10.0.0.1", events.StateOnline, 0)
+	return late, all, to
+}
+
 // TestLateHandoffACLWrittenHere: ann blocked cat on her former home
 // server; moved here while it was slow, her client signed in here and
 // wrote its entries for all principals, as librvp does at every sign-in,
@@ -240,21 +264,7 @@ func TestMoveBackTakesTheACLAndPropertiesHandedOver(t *testing.T) {
 // newer; the handed ones they do not name stand, and a watcher the merged
 // ACL refuses is told she is offline.
 func TestLateHandoffACLWrittenHere(t *testing.T) {
-	creds := []string{events.CredAssertion, events.CredDigest, events.CredNTLM}
-	all := events.ACE{Credentials: creds, Grant: []string{events.RightSendTo, events.RightPresence}}
-	block := events.ACE{Principal: nodeURL("cat"), User: user("cat"), Credentials: creds,
-		Deny: []string{events.RightSendTo, events.RightPresence}}
-	from := newWorld(t)
-	wantStatus(t, from.do(&events.ACL{Req: from.req("acl-1", "ann", "ann", "10.0.0.1"), Write: true, ACEs: []events.ACE{all, block}}), 200)
-	late := from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
-	late.From = "homeA"
-
-	to := newWorld(t)
-	to.now = t0.Add(time.Minute)
-	rec := to.dir.users[user("ann")]
-	rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
-	to.login("ann", "10.0.0.1", annCB)
-	to.stateNamed("ann", "10.0.0.1", events.StateOnline, 0)
+	late, all, to := annBlockedCatLate(t)
 	wantStatus(t, to.do(&events.ACL{Req: to.req("acl-2", "ann", "ann", "10.0.0.1"), Write: true, ACEs: []events.ACE{all}}), 200)
 	to.login("cat", "10.0.0.4", "http://10.0.0.4:4000")
 	to.watch("cat", "ann")
@@ -386,21 +396,7 @@ func TestLateHandoffLoginMadeAgainHere(t *testing.T) {
 // presence from then on: he is told she is offline, not left seeing her
 // online until his subscription ends.
 func TestLateHandoffACLNoneHere(t *testing.T) {
-	creds := []string{events.CredAssertion, events.CredDigest, events.CredNTLM}
-	all := events.ACE{Credentials: creds, Grant: []string{events.RightSendTo, events.RightPresence}}
-	block := events.ACE{Principal: nodeURL("cat"), User: user("cat"), Credentials: creds,
-		Deny: []string{events.RightSendTo, events.RightPresence}}
-	from := newWorld(t)
-	wantStatus(t, from.do(&events.ACL{Req: from.req("acl-1", "ann", "ann", "10.0.0.1"), Write: true, ACEs: []events.ACE{all, block}}), 200)
-	late := from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
-	late.From = "homeA"
-
-	to := newWorld(t)
-	to.now = t0.Add(time.Minute)
-	rec := to.dir.users[user("ann")]
-	rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
-	to.login("ann", "10.0.0.1", annCB)
-	to.stateNamed("ann", "10.0.0.1", events.StateOnline, 0)
+	late, _, to := annBlockedCatLate(t)
 	to.login("cat", "10.0.0.4", "http://10.0.0.4:4000")
 	w := to.do(&events.Subscribe{Req: to.req("watch-cat-ann", "cat", "ann", "10.0.0.4"), NotificationType: events.NotifyPropChange,
 		CallBack: nodeURL("cat"), CallBackUser: user("cat"), Lifetime: 14400})
