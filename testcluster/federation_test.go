@@ -500,25 +500,7 @@ func TestProxyOnlyForOtherOrganisations(t *testing.T) {
 // intranet's answer for the user (here the wiki's "secret"), relayed
 // back as another organisation's.
 func TestFederationProxyNotForOurHosts(t *testing.T) {
-	wiki, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer wiki.Close()
-	go func() {
-		for {
-			c, err := wiki.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				rvp.ReadRequest(bufio.NewReader(c), rvp.Limits{})
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: 6\r\n\r\nsecret")
-			}()
-		}
-	}()
+	wiki := answeringServer(t, "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: 6\r\n\r\nsecret")
 	web := &PeerDialer{}
 	proxy := newWebProxy(t, web)
 	a := Start(t, Options{Domain: "example.test", Users: map[string]string{"alice": "home1"}, Routers: 1, InternetCapable: true,
@@ -528,7 +510,7 @@ func TestFederationProxyNotForOurHosts(t *testing.T) {
 	}
 	a.DirectorySettled()
 	for _, h := range []string{"wiki.example.test", "imhome9.servers.test"} {
-		web.Set(h, wiki.Addr().String())
+		web.Set(h, wiki)
 	}
 	alice := a.Client(t, "alice")
 	must(t, "alice login", alice.Login(3600), 200)

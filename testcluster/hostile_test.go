@@ -262,7 +262,7 @@ func TestHostileOurDomainsNames(t *testing.T) {
 	if _, err := a.Admin.ChangeDomainHosts(t.Context(), directory.DomainHostsSpec{Domain: "example.test", AddEmailDomains: []string{"staff.example.net"}}); err != nil {
 		t.Fatal(err)
 	}
-	sink := answeringServer(t)
+	sink := answeringServer(t, "HTTP/1.1 200 Successful\r\nContent-Length: 0\r\n\r\n")
 	a.Dialer.Set("partner.example.test", sink) // a subsidiary, peered
 	a.DirectorySettled()
 	ours := []string{"wiki.example.test", "WIKI.Example.Test.", "wiki.example.test:8080", "x.im.example.test", "intranet.staff.example.net", "wiki.corp.example"}
@@ -335,8 +335,8 @@ func TestHostileOurDomainsNames(t *testing.T) {
 }
 
 // answeringServer is a web server on loopback that answers every request
-// 200 without a body; it returns its address.
-func answeringServer(t *testing.T) string {
+// with response; it returns its address.
+func answeringServer(t *testing.T, response string) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -352,7 +352,7 @@ func answeringServer(t *testing.T) string {
 				defer c.Close()
 				c.SetDeadline(time.Now().Add(5 * time.Second))
 				rvp.ReadRequest(bufio.NewReader(c), rvp.Limits{})
-				io.WriteString(c, "HTTP/1.1 200 Successful\r\nContent-Length: 0\r\n\r\n")
+				io.WriteString(c, response)
 			}()
 		}
 	}()
