@@ -11,9 +11,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/homenode"
 	"github.com/rvp-im/rvpd/projections"
 	"github.com/rvp-im/rvpd/rvp"
 )
@@ -148,6 +152,7 @@ func adminCommands() []command {
 						prog.add(1)
 					}
 					prog.end()
+					e.warnUnserved(ctx, *to)
 					return e.ok("%d %s of home server %s moved to %s", moved, plural(moved, "user"), from, *to)
 				}
 			}},
@@ -232,6 +237,7 @@ func adminCommands() []command {
 					if err := e.admin.MoveUser(ctx, u, *home); err != nil {
 						return err
 					}
+					e.warnUnserved(ctx, *home)
 					return e.ok("%s moved to home server %s", u, *home)
 				}
 			}},
@@ -465,6 +471,29 @@ func (e *env) adminClient(adminFlag, passwordFile string) (*directory.Client, fu
 		return nil, nil, err
 	}
 	return &directory.Client{Conn: nc, Name: name, Password: password}, nc.Close, nil
+}
+
+// warnUnserved warns, on stderr, when no node serves home server home,
+// users were just moved to: their state (their watchers' subscriptions,
+// presence, ACL and properties) waits for its node in its requests
+// stream, which keeps nothing longer than its max age (-requests.max-age,
+// 1 h by default), and is lost after. Best effort: an administrator
+// whose connection may not read the leases is told nothing.
+func (e *env) warnUnserved(ctx context.Context, home string) {
+	js, err := jetstream.New(e.admin.Conn)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	ls, err := homenode.Leases(ctx, js)
+	if err != nil || ls == nil {
+		return // not readable here, or a cluster from before leases
+	}
+	if l, ok := ls[home]; ok && l.Node != "" {
+		return
+	}
+	fmt.Fprintf(e.stderr, "warning: no node serves home server %s now: the state of the users moved to it (their watchers' subscriptions, presence, ACL) waits for its node in its requests stream, which keeps it at most -requests.max-age (1h by default); start its node before then (rvpctl status shows which home servers have one)\n", home)
 }
 
 // ok prints a command's confirmation.

@@ -95,25 +95,38 @@ type ctl struct {
 }
 
 func (c ctl) run(stdin string, args ...string) (string, error) {
+	out, errOut, err := c.exec(stdin, args...)
+	if err != nil {
+		err = errors.Join(err, errors.New(errOut))
+	}
+	return out, err
+}
+
+// exec runs rvpctl, returning what it wrote on stdout and on stderr.
+func (c ctl) exec(stdin string, args ...string) (out, errOut string, err error) {
 	env := map[string]string{"RVPCTL_NATS": c.natsURL, "RVPCTL_ADMIN": c.admin, "RVPCTL_ADMIN_PASSWORD": c.password}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
-	var out, errOut bytes.Buffer
+	var o, e bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	err := exec(ctx, args, lookup, strings.NewReader(stdin), &out, &errOut)
-	if err != nil {
-		err = errors.Join(err, errors.New(errOut.String()))
-	}
-	return out.String(), err
+	err = exec(ctx, args, lookup, strings.NewReader(stdin), &o, &e)
+	return o.String(), e.String(), err
 }
 
 func (c ctl) ok(stdin string, args ...string) string {
 	c.t.Helper()
-	out, err := c.run(stdin, args...)
-	if err != nil {
-		c.t.Fatalf("rvpctl %s: %v", strings.Join(args, " "), err)
-	}
+	out, _ := c.okWarned(stdin, args...)
 	return out
+}
+
+// okWarned is ok, with what the command wrote on stderr.
+func (c ctl) okWarned(stdin string, args ...string) (out, warned string) {
+	c.t.Helper()
+	out, warned, err := c.exec(stdin, args...)
+	if err != nil {
+		c.t.Fatalf("rvpctl %s: %v", strings.Join(args, " "), errors.Join(err, errors.New(warned)))
+	}
+	return out, warned
 }
 
 func (c ctl) fails(want string, args ...string) {
@@ -226,17 +239,18 @@ func TestSession(t *testing.T) {
 	ops.fails("already on home server home1", "user", "move", "erin@acme.test", "-home", "home1")
 	ops.fails("may not user.move in IM domain example.test", "user", "move", "alice@example.test", "-home", "home1")
 	org.ok("", "home", "allow-users", "store1")
-	if out := ops.ok("", "user", "move", "erin@acme.test", "-home", "store1"); !strings.Contains(out, "erin@acme.test moved to home server store1") {
-		t.Errorf("user move:\n%s", out)
+	if out, warned := ops.okWarned("", "user", "move", "erin@acme.test", "-home", "store1"); !strings.Contains(out, "erin@acme.test moved to home server store1") ||
+		!strings.Contains(warned, "no node serves home server store1") {
+		t.Errorf("user move to store1, which no node serves:\n%s\nstderr:\n%s", out, warned)
 	}
 	if out := ops.ok("", "user", "show", "erin@acme.test"); !strings.Contains(out, "http://store1.acme.test/instmsg/local/im.acme.test/instmsg/aliases/erin") {
 		t.Errorf("a moved user's physical URL:\n%s", out)
 	}
 	// Taking store1 out of service: every user on it moves back.
 	org.fails("give the home server to move them to", "home", "move-users", "store1")
-	if out := org.ok("", "home", "move-users", "store1", "-home", "home1"); !strings.Contains(out, "erin@acme.test moved") ||
-		!strings.Contains(out, "1 user of home server store1 moved to home1") {
-		t.Errorf("home move-users:\n%s", out)
+	if out, warned := org.okWarned("", "home", "move-users", "store1", "-home", "home1"); !strings.Contains(out, "erin@acme.test moved") ||
+		!strings.Contains(out, "1 user of home server store1 moved to home1") || strings.Contains(warned, "no node serves") {
+		t.Errorf("home move-users to home1, which rvpd dev serves:\n%s\nstderr:\n%s", out, warned)
 	}
 	if out := ops.ok("", "user", "show", "erin@acme.test"); !strings.Contains(out, "http://home1.example.test/instmsg/local/im.acme.test/instmsg/aliases/erin") {
 		t.Errorf("a user moved back:\n%s", out)
