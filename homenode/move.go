@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -276,13 +275,7 @@ func (n *Node) forward(ctx context.Context, log *slog.Logger, m jetstream.Msg, r
 	if err != nil {
 		return n.retryLater(ctx, log, m, "request for a moved user not forwarded; will retry", "err", err)
 	}
-	msg := nats.NewMsg(events.RequestSubject(rec.Home, r.Node))
-	for k, v := range m.Headers() {
-		if !strings.HasPrefix(k, "Nats-") {
-			msg.Header[k] = v
-		}
-	}
-	msg.Data = m.Data()
+	msg := requestCopy(events.RequestSubject(rec.Home, r.Node), m)
 	// Nothing handed off (seq 0), the request goes under the record's move
 	// all the same: the new home server reads its directory there.
 	seq = max(seq, rec.Move)
@@ -294,18 +287,16 @@ func (n *Node) forward(ctx context.Context, log *slog.Logger, m jetstream.Msg, r
 			msg.Data = data
 		}
 	}
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
 	// A forward is one per request, home server and move, however often
 	// it is redelivered here; one bounced back (a request the new home
 	// server decided with a directory behind the move) is dropped as a
 	// duplicate.
 	id := r.ID + "@" + events.Token(rec.Home) + "/" + strconv.FormatUint(seq, 10)
-	if _, err := n.cfg.JetStream.PublishMsg(pctx, msg, jetstream.WithMsgID(id)); err != nil {
+	if err := n.publishKept(ctx, msg, id); err != nil {
 		return n.retryLater(ctx, log, m, "request for a moved user not forwarded; will retry", "to", rec.Home, "err", err)
 	}
 	log.Info("request for a moved user forwarded to its home server", "to", rec.Home)
-	return m.Ack()
+	return n.doneWith(m)
 }
 
 // retryLater hands m back to be delivered again in 250 ms, logging why
@@ -332,24 +323,15 @@ func (n *Node) retryLater(ctx context.Context, log *slog.Logger, m jetstream.Msg
 		log.Log(ctx, level, msg, append(args, "delivered", md.NumDelivered)...)
 		return m.NakWithDelay(delay)
 	}
-	again := nats.NewMsg(m.Subject())
-	for k, v := range m.Headers() {
-		if !strings.HasPrefix(k, "Nats-") {
-			again.Header[k] = v
-		}
-	}
-	again.Data = m.Data()
 	id := m.Headers().Get(jetstream.MsgIDHeader) + "/again-" + strconv.FormatUint(md.Sequence.Stream, 10)
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if _, err := n.cfg.JetStream.PublishMsg(pctx, again, jetstream.WithMsgID(id)); err != nil {
+	if err := n.publishKept(ctx, requestCopy(m.Subject(), m), id); err != nil {
 		log.Error(msg+"; the handoff, delivered many times, is not appended anew: it is lost at its last delivery unless a delivery before succeeds",
 			append(args, "delivered", md.NumDelivered, "limit", n.cfg.MaxDeliver, "again_err", err)...)
 		return m.NakWithDelay(delay)
 	}
 	log.Warn(msg+"; the handoff, delivered many times, is appended anew and taken from there",
 		append(args, "delivered", md.NumDelivered, "again", id)...)
-	return m.Ack()
+	return n.doneWith(m)
 }
 
 // handoff sends a moved user's state to its new home server and ends it
@@ -369,10 +351,7 @@ func (n *Node) sendHandoff(ctx context.Context, d *decision) error {
 		msg := nats.NewMsg(events.RequestSubject(d.handTo, d.handoff.Node))
 		msg.Header.Set(events.HeaderType, d.handoff.Type())
 		msg.Data = p.data
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := n.cfg.JetStream.PublishMsg(pctx, msg, jetstream.WithMsgID(p.id))
-		cancel()
-		if err != nil {
+		if err := n.publishKept(ctx, msg, p.id); err != nil {
 			return fmt.Errorf("hand %s to home server %s (%d parts): %w", d.handoff.Node, d.handTo, len(parts), err)
 		}
 	}

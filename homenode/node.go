@@ -295,6 +295,10 @@ type Node struct {
 	pub     jetstream.JetStream // publishes the facts, asynchronously
 	results chan pubResult
 
+	// ttlRefused says a requests stream refused a handoff's mark to be
+	// kept past its max age (publishKept), logged once.
+	ttlRefused atomic.Bool
+
 	// The pipeline, owned by Run's goroutine: the sequence of the last fact
 	// published, the one up to which all are acknowledged, those
 	// acknowledged past it, how many answers are awaited, the decisions not
@@ -1093,10 +1097,10 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 			json.Unmarshal(dec.answer, &r)
 			log().Info("request already decided; answered again with its recorded outcome", "status", r.Status)
 			n.reply(replyTo, dec.answer)
-			return m.Ack()
+			return n.doneWith(m)
 		case !dec.delivering:
 			log().Info("request already decided, with no answer recorded; acknowledged")
-			return m.Ack()
+			return n.doneWith(m)
 		case s != nil:
 			s.msg = m // still delivering: its outcome acknowledges it
 			return nil
@@ -1114,7 +1118,7 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 			log().Info("an interrupted delivery past its sender's deadline; recorded as not delivered", "deadline", r.Deadline)
 			return n.input(ctx, &pending{in: lapsed{e}, msg: m})
 		}
-		return m.Ack()
+		return n.doneWith(m)
 	}
 	if r.DirPos > n.cfg.Directory.Position() {
 		// Routed with a newer directory than ours (a move, a new user):
@@ -1274,7 +1278,7 @@ func (n *Node) release(p *pending) {
 		return
 	}
 	if p.msg != nil {
-		p.msg.Ack()
+		n.doneWith(p.msg)
 	}
 }
 

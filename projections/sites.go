@@ -77,6 +77,7 @@ func EnsureRequestStream(ctx context.Context, js jetstream.JetStream, home strin
 		MaxBytes:    o.RequestMaxBytes,
 		Discard:     jetstream.DiscardOld,
 		Duplicates:  o.RequestDuplicates,
+		AllowMsgTTL: true, // handoffs kept past MaxAge (EnsureStreams)
 	})
 }
 

@@ -162,6 +162,9 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		MaxBytes:    o.RequestMaxBytes,
 		Discard:     jetstream.DiscardOld,
 		Duplicates:  o.RequestDuplicates,
+		// Handoffs are kept past MaxAge (Nats-TTL: never) until their
+		// home node is done with them: homenode's publishKept.
+		AllowMsgTTL: true,
 	}, {
 		Name:        events.StreamDirectory,
 		Description: "RVP directory events written by administrators",

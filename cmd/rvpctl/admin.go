@@ -474,11 +474,12 @@ func (e *env) adminClient(adminFlag, passwordFile string) (*directory.Client, fu
 }
 
 // warnUnserved warns, on stderr, when no node serves home server home,
-// users were just moved to: their state (their watchers' subscriptions,
-// presence, ACL and properties) waits for its node in its requests
-// stream, which keeps nothing longer than its max age (-requests.max-age,
-// 1 h by default), and is lost after. Best effort: an administrator
-// whose connection may not read the leases is told nothing.
+// users were just moved to: their clients get no answer until one does,
+// and their state (their watchers' subscriptions, presence, ACL) waits
+// for it in its requests stream (past the stream's max age only where
+// the stream allows per-message TTLs: docs/operations.md). Best effort:
+// an administrator whose connection may not read the leases is told
+// nothing.
 func (e *env) warnUnserved(ctx context.Context, home string) {
 	js, err := jetstream.New(e.admin.Conn)
 	if err != nil {
@@ -493,7 +494,7 @@ func (e *env) warnUnserved(ctx context.Context, home string) {
 	if l, ok := ls[home]; ok && l.Node != "" {
 		return
 	}
-	fmt.Fprintf(e.stderr, "warning: no node serves home server %s now: the state of the users moved to it (their watchers' subscriptions, presence, ACL) waits for its node in its requests stream, which keeps it at most -requests.max-age (1h by default); start its node before then (rvpctl status shows which home servers have one)\n", home)
+	fmt.Fprintf(e.stderr, "warning: no node serves home server %s now: the users moved to it get no answer until one does, and their state (their watchers' subscriptions, presence, ACL) waits for it in its requests stream; start its node (rvpctl status shows which home servers have one)\n", home)
 }
 
 // ok prints a command's confirmation.
