@@ -298,6 +298,18 @@ func TestDisableHeardAheadBeforeLogin(t *testing.T) {
 	h.waitLogins(ann, 0, "disabled ann, after the directory caught up")
 }
 
+// signIn sends u's login (NTLM, from 127.0.0.1, to callback, for 10 min)
+// and waits until the node has taken it.
+func (h *harness) signIn(u events.User, callback string) {
+	h.t.Helper()
+	now := time.Now().UTC()
+	url := "http://im.example.test/instmsg/aliases/" + u.Alias // the harness's users are example.test's
+	h.send(&events.Subscribe{Req: events.Req{ID: "login-" + u.Alias, At: now, Deadline: now.Add(30 * time.Second), Gateway: "gw", Client: "127.0.0.1",
+		Node: u, NodeURL: url, From: url, FromUser: u, Auth: events.Identity{Scheme: "ntlm", User: u}},
+		NotificationType: events.NotifyPragma, CallBack: callback, Lifetime: 600}, false)
+	h.waitLogins(u, 1, u.String()+"'s login")
+}
+
 // waitLogins waits up to 10 s for the node's projection to hold want
 // logins of u, and fails the test naming what (the state waited for).
 func (h *harness) waitLogins(u events.User, want int, what string) {

@@ -26,12 +26,7 @@ func TestHandoffKeptPastRequestsMaxAge(t *testing.T) {
 	h := newHarness(t, "ann")
 	ctx := t.Context()
 	ann := events.NewUser("example.test", "ann")
-	now := time.Now().UTC()
-	url := "http://im.example.test/instmsg/aliases/ann"
-	h.send(&events.Subscribe{Req: events.Req{ID: "login", At: now, Deadline: now.Add(30 * time.Second), Gateway: "gw", Client: "127.0.0.1",
-		Node: ann, NodeURL: url, From: url, FromUser: ann, Auth: events.Identity{Scheme: "ntlm", User: ann}},
-		NotificationType: events.NotifyPragma, CallBack: "http://" + h.sink.Addr().String(), Lifetime: 3600}, false)
-	h.waitLogins(ann, 1, "ann's login on home1")
+	h.signIn(ann, "http://"+h.sink.Addr().String())
 	st, err := h.js.Stream(ctx, events.StreamRequests)
 	if err != nil {
 		t.Fatal(err)

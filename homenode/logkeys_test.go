@@ -115,12 +115,7 @@ func TestLogKeysOnceHandoffNotSent(t *testing.T) {
 	// consumer also met a data race inside nats-server v2.15.2,
 	// fileStore.UpdateConfig against ConsumerStore.)
 	ann := events.NewUser("example.test", "ann")
-	now := time.Now().UTC()
-	url := "http://im.example.test/instmsg/aliases/ann"
-	h.send(&events.Subscribe{Req: events.Req{ID: "login", At: now, Deadline: now.Add(30 * time.Second), Gateway: "gw", Client: "127.0.0.1",
-		Node: ann, NodeURL: url, From: url, FromUser: ann, Auth: events.Identity{Scheme: "ntlm", User: ann}},
-		NotificationType: events.NotifyPragma, CallBack: "http://127.0.0.1:1", Lifetime: 600}, false)
-	h.waitLogins(ann, 1, "ann's login")
+	h.signIn(ann, "http://127.0.0.1:1")
 	// Requests for home2 reach no stream: its handoff is not sent.
 	st, err := h.js.Stream(ctx, events.StreamRequests)
 	if err != nil {
