@@ -138,7 +138,7 @@ func (f *roleFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.maxConnsPerAddress, "gateway.max-conns-per-address", 0, "connections one client address (an IPv6 client's /64) may hold at a gateway; more are answered 503 (0: an eighth of -gateway.max-conns; raise it for clients behind one large NAT)")
 	fs.BoolVar(&f.auditBodies, "audit.bodies", !def.OmitBodies, "keep message bodies in the facts (false: their size and SHA-256 only)")
 	f.streamFlags.register(fs)
-	fs.StringVar(&f.peers, "federation.peers", "", "federation peer table: host=host:port,... (an IM host or domain of another organisation and its router's address)")
+	fs.StringVar(&f.peers, "federation.peers", "", "federation peer table: host=host:port,... (an IM host or domain of another organisation and its router's address); give the gateways the same table as the routers: a name under one of our IM domains it names is another organisation's (a subsidiary), whose principals a gateway without it refuses")
 	fs.StringVar(&f.dns, "federation.dns", "", `find other organisations by DNS SRV _rvp._tcp.<domain>: "system", or a DNS server host:port ("" off)`)
 	fs.StringVar(&f.ops, "ops", "", `address of the operations listener: /metrics (Prometheus), /healthz, /readyz and the operator console, e.g. 127.0.0.1:9090 ("" for none)`)
 	fs.StringVar(&f.opsProxies, "ops.trusted-proxies", "", "addresses (ranges) of the reverse proxies in front of the operations listener: a console sign-in through one counts its failures under the client address it appends to X-Forwarded-For, not its own; from anyone else the header is ignored. 10.0.0.5,192.0.2.0/28,...")
