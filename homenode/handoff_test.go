@@ -52,7 +52,7 @@ func TestHandoffOfAPopularUser(t *testing.T) {
 		msg.Header.Set(events.HeaderType, ev.Type())
 		msg.Header.Set(events.HeaderReply, events.ReplySubject("gw", ev.ID))
 		msg.Data = data
-		if _, err := pub.PublishMsgAsync(msg, jetstream.WithMsgID(ev.ID)); err != nil {
+		if _, err := pub.PublishMsgAsync(msg, jetstream.WithMsgID(ev.ID), jetstream.WithStallWait(30*time.Second)); err != nil {
 			t.Fatal(err)
 		}
 	}

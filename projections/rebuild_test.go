@@ -66,7 +66,7 @@ func loadFacts(tb testing.TB, js jetstream.JetStream, home string, users int) (u
 		msg := nats.NewMsg(events.FactSubject(home, f.Subject()))
 		msg.Header.Set(events.HeaderType, f.Type())
 		msg.Data = data
-		fut, err := js.PublishMsgAsync(msg)
+		fut, err := js.PublishMsgAsync(msg, jetstream.WithStallWait(30*time.Second)) // room waited for on a loaded machine
 		if err != nil {
 			tb.Fatal(err)
 		}

@@ -359,7 +359,10 @@ func TestReadyzUntilCaughtUp(t *testing.T) {
 		msg := nats.NewMsg(events.FactSubject("home2", dave))
 		msg.Header.Set(events.HeaderType, f.Type())
 		msg.Data = data
-		if _, err := js.PublishMsgAsync(msg); err != nil {
+		// Waiting for room, up to 30 s, when 4,000 are unanswered: on a
+		// loaded machine the default 200 ms failed the test ("stalled
+		// with too many outstanding async published messages").
+		if _, err := js.PublishMsgAsync(msg, jetstream.WithStallWait(30*time.Second)); err != nil {
 			t.Fatal(err)
 		}
 	}
