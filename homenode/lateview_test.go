@@ -215,12 +215,7 @@ func TestMoveBackTakesTheACLAndPropertiesHandedOver(t *testing.T) {
 			rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "home2", 20, w.now
 			w.do(back)
 
-			c := &core{View: w.view(), policy: w.policy}
-			acl, err := c.aclOf(user("ann"), nodeURL("ann"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			cat := principal{url: nodeURL("cat"), user: user("cat"), cred: events.CredNTLM}
+			acl, cat := annACL(t, w), ntlmPrincipal("cat")
 			if permitted(acl, cat, events.RightPresence) {
 				t.Errorf("cat, blocked by ann on home2, sees her presence after she moved back: ACL %+v", acl)
 			}
@@ -229,6 +224,22 @@ func TestMoveBackTakesTheACLAndPropertiesHandedOver(t *testing.T) {
 			}
 		})
 	}
+}
+
+// annACL is ann's effective ACL on w's home server.
+func annACL(t *testing.T, w *world) []events.ACE {
+	t.Helper()
+	c := &core{View: w.view(), policy: w.policy}
+	acl, err := c.aclOf(user("ann"), nodeURL("ann"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return acl
+}
+
+// ntlmPrincipal is local user alias signed in with NTLM.
+func ntlmPrincipal(alias string) principal {
+	return principal{url: nodeURL(alias), user: user(alias), cred: events.CredNTLM}
 }
 
 // annBlockedCatLate: ann, who allows everyone but blocked cat on her
@@ -271,16 +282,11 @@ func TestLateHandoffACLWrittenHere(t *testing.T) {
 	to.now = to.now.Add(time.Minute)
 	d := to.do(late)
 
-	c := &core{View: to.view(), policy: to.policy}
-	acl, err := c.aclOf(user("ann"), nodeURL("ann"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cat := principal{url: nodeURL("cat"), user: user("cat"), cred: events.CredNTLM}
+	acl, cat := annACL(t, to), ntlmPrincipal("cat")
 	if permitted(acl, cat, events.RightPresence) || permitted(acl, cat, events.RightSendTo) {
 		t.Errorf("cat, blocked by ann on her former home server, sees her after the late handoff: ACL %+v", acl)
 	}
-	dan := principal{url: nodeURL("dan"), user: user("dan"), cred: events.CredNTLM}
+	dan := ntlmPrincipal("dan")
 	if !permitted(acl, dan, events.RightPresence) {
 		t.Errorf("dan, whom nothing blocks, is refused ann's presence after the late handoff: ACL %+v", acl)
 	}
@@ -405,12 +411,7 @@ func TestLateHandoffACLNoneHere(t *testing.T) {
 	to.now = to.now.Add(time.Minute)
 	d := to.do(late)
 
-	c := &core{View: to.view(), policy: to.policy}
-	acl, err := c.aclOf(user("ann"), nodeURL("ann"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cat := principal{url: nodeURL("cat"), user: user("cat"), cred: events.CredNTLM}
+	acl, cat := annACL(t, to), ntlmPrincipal("cat")
 	if permitted(acl, cat, events.RightPresence) {
 		t.Errorf("cat, blocked by ann on her former home server, sees her after the late handoff: ACL %+v", acl)
 	}

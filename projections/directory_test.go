@@ -228,14 +228,7 @@ func TestDirectoryDomainHostsMoved(t *testing.T) {
 	}
 	check := func(when string, want map[string]string) {
 		t.Helper()
-		reopened, err := OpenDirectory(db)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, d := range []struct {
-			name string
-			dir  *Directory
-		}{{"in memory", dir}, {"reopened", reopened}} {
+		for _, d := range andReopened(t, db, dir) {
 			for host, w := range want {
 				dom, err := d.dir.DomainByHost(host)
 				if err != nil {
@@ -286,4 +279,21 @@ func TestDirectoryDomainHostsMoved(t *testing.T) {
 	}
 	check("moved back one by one", map[string]string{"a.test": "a.test", "im.a.test": "a.test", "gw.test": "a.test", "shared.test": "a.test",
 		"b.test": "", "im.b.test": ""})
+}
+
+// namedDirectory is a directory projection and how the test came by it.
+type namedDirectory struct {
+	name string
+	dir  *Directory
+}
+
+// andReopened returns dir ("in memory") and the projection of db opened
+// again ("reopened"), for reads that must agree across a restart.
+func andReopened(t *testing.T, db *DB, dir *Directory) []namedDirectory {
+	t.Helper()
+	reopened, err := OpenDirectory(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []namedDirectory{{"in memory", dir}, {"reopened", reopened}}
 }

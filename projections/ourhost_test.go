@@ -53,14 +53,7 @@ func TestOurHost(t *testing.T) {
 	}}
 	check := func(when string, want map[string]string) {
 		t.Helper()
-		reopened, err := OpenDirectory(db)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, d := range []struct {
-			name string
-			dir  *Directory
-		}{{"in memory", dir}, {"reopened", reopened}} {
+		for _, d := range andReopened(t, db, dir) {
 			for host, w := range want {
 				got, err := d.dir.OurHost(host, own)
 				if err != nil {
