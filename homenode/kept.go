@@ -58,7 +58,7 @@ func (n *Node) publishKept(ctx context.Context, msg *nats.Msg, id string) error 
 	var api *jetstream.APIError
 	if kept && errors.As(err, &api) && api.ErrorCode == errTTLDisabled {
 		if n.ttlRefused.CompareAndSwap(false, true) {
-			n.log.Warn("a requests stream does not allow per-message TTLs: handoffs to it are kept only as long as any request (its max age, -requests.max-age), and one its home server's node does not read by then is lost with the state it carries; allow them: set allow_msg_ttl in the stream's configuration (docs/operations.md, moving users)",
+			n.log.Warn("a requests stream does not allow per-message TTLs: handoffs to it are kept only as long as any request (its max age, -requests.max-age), and one its home server's node does not read by then is lost with the state it carries; allow them: rvpctl streams upgrade (docs/operations.md, moving users)",
 				"subject", msg.Subject)
 		}
 		msg.Header.Del(jetstream.MsgTTLHeader)

@@ -225,6 +225,32 @@ func createOrUpdate(ctx context.Context, js jetstream.JetStream, c jetstream.Str
 	return err
 }
 
+// AllowMsgTTLs turns on per-message TTLs in the configuration of the
+// requests stream name (events.StreamRequests or an events.RequestStream),
+// which streams of a cluster set up before handoffs were kept past the
+// stream's max age lack: nodes create streams but never change an
+// existing one's configuration (CreateOnly). It reports whether it
+// changed anything. nats-server cannot turn them off again.
+func AllowMsgTTLs(ctx context.Context, js jetstream.JetStream, name string) (changed bool, err error) {
+	st, err := js.Stream(ctx, name)
+	if err != nil {
+		return false, fmt.Errorf("stream %s: %w", name, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return false, fmt.Errorf("stream %s: %w", name, err)
+	}
+	if info.Config.AllowMsgTTL {
+		return false, nil
+	}
+	c := info.Config
+	c.AllowMsgTTL = true
+	if _, err := js.UpdateStream(ctx, c); err != nil {
+		return false, fmt.Errorf("allow per-message TTLs in stream %s: %w", name, err)
+	}
+	return true, nil
+}
+
 // WaitJetStream waits until the cluster's JetStream answers (on a
 // cluster: a meta leader has been elected), asking every second at most,
 // until ctx ends. Right after a cluster starts, or during a meta leader's

@@ -48,6 +48,10 @@ func printJSON(w io.Writer, v any) error {
 func commands() []command {
 	return append([]command{
 		{name: "status", help: "streams, consumers and their backlog; who owns each home server", flags: noFlags(cmdStatus)},
+		{name: "streams upgrade", help: "give an existing cluster's requests streams the settings this version needs (nodes never change them)", flags: func(fs *flag.FlagSet) runFunc {
+			dry := fs.Bool("dry-run", false, "only show what would change")
+			return func(ctx context.Context, e *env, _ []string) error { return cmdStreamsUpgrade(ctx, e, *dry) }
+		}},
 		{name: "audit", help: "replay fact and directory events", flags: auditFlags},
 		{name: "users", help: "the users of the directory, read from its stream", flags: func(fs *flag.FlagSet) runFunc {
 			domain := fs.String("domain", "", "only users of this IM `domain`")
@@ -93,6 +97,7 @@ func cmdStatus(ctx context.Context, e *env, _ []string) error {
 	if err != nil {
 		return err
 	}
+	var noTTLs []string // requests streams that keep handoffs only their max age
 	for _, name := range slices.Concat(reqStreams, factStreams, []string{events.StreamDirectory, events.StreamLookups}) {
 		st, err := js.Stream(ctx, name)
 		if err != nil {
@@ -101,6 +106,9 @@ func cmdStatus(ctx context.Context, e *env, _ []string) error {
 		info, err := st.Info(ctx)
 		if err != nil {
 			return fmt.Errorf("stream %s: %w", name, err)
+		}
+		if slices.Contains(reqStreams, name) && !info.Config.AllowMsgTTL {
+			noTTLs = append(noTTLs, name)
 		}
 		s := stream{Name: name, Messages: info.State.Msgs, Bytes: info.State.Bytes, LastSeq: info.State.LastSeq, LastTime: info.State.LastTime,
 			Replicas: info.Config.Replicas}
@@ -144,6 +152,7 @@ func cmdStatus(ctx context.Context, e *env, _ []string) error {
 	if !g.json {
 		table(g.out, rows)
 	}
+	warnNoMsgTTLs(e.stderr, noTTLs)
 	return ownersStatus(ctx, g, js, factStreams)
 }
 
