@@ -225,30 +225,56 @@ func createOrUpdate(ctx context.Context, js jetstream.JetStream, c jetstream.Str
 	return err
 }
 
-// AllowMsgTTLs turns on per-message TTLs in the configuration of the
-// requests stream name (events.StreamRequests or an events.RequestStream),
-// which streams of a cluster set up before handoffs were kept past the
-// stream's max age lack: nodes create streams but never change an
-// existing one's configuration (CreateOnly). It reports whether it
-// changed anything. nats-server cannot turn them off again.
-func AllowMsgTTLs(ctx context.Context, js jetstream.JetStream, name string) (changed bool, err error) {
+// SettingChange is a setting of a stream UpgradeStream changed, or would.
+type SettingChange struct {
+	Setting string // as the nats CLI names it: allow_msg_ttl, duplicate_window
+	Was     string
+	Now     string
+}
+
+// UpgradeStream gives an existing requests or lookups stream (name) the
+// settings this version creates it with that an older version created
+// otherwise and that JetStream changes on a live stream. Nodes create
+// streams but never change an existing one's configuration (CreateOnly),
+// so a cluster set up by an older version keeps its settings until its
+// administrator runs this (rvpctl streams upgrade):
+//   - allow_msg_ttl on the requests streams: without it a handoff is kept
+//     only the stream's max age (homenode's publishKept). nats-server
+//     cannot turn it off again.
+//   - the deduplication window, DefaultRequestDuplicates: older versions
+//     kept 2 minutes of request ids in memory.
+//
+// It returns the settings that differ, and changes them unless dryRun.
+func UpgradeStream(ctx context.Context, js jetstream.JetStream, name string, dryRun bool) ([]SettingChange, error) {
 	st, err := js.Stream(ctx, name)
 	if err != nil {
-		return false, fmt.Errorf("stream %s: %w", name, err)
+		return nil, fmt.Errorf("stream %s: %w", name, err)
 	}
 	info, err := st.Info(ctx)
 	if err != nil {
-		return false, fmt.Errorf("stream %s: %w", name, err)
-	}
-	if info.Config.AllowMsgTTL {
-		return false, nil
+		return nil, fmt.Errorf("stream %s: %w", name, err)
 	}
 	c := info.Config
-	c.AllowMsgTTL = true
-	if _, err := js.UpdateStream(ctx, c); err != nil {
-		return false, fmt.Errorf("allow per-message TTLs in stream %s: %w", name, err)
+	var changes []SettingChange
+	requests := name == events.StreamRequests || strings.HasPrefix(name, events.RequestStreamPrefix)
+	if !requests && name != events.StreamLookups {
+		return nil, fmt.Errorf("stream %s is not a requests or lookups stream", name)
 	}
-	return true, nil
+	if requests && !c.AllowMsgTTL {
+		c.AllowMsgTTL = true
+		changes = append(changes, SettingChange{"allow_msg_ttl", "false", "true"})
+	}
+	if c.Duplicates != DefaultRequestDuplicates {
+		changes = append(changes, SettingChange{"duplicate_window", c.Duplicates.String(), DefaultRequestDuplicates.String()})
+		c.Duplicates = DefaultRequestDuplicates
+	}
+	if dryRun || len(changes) == 0 {
+		return changes, nil
+	}
+	if _, err := js.UpdateStream(ctx, c); err != nil {
+		return nil, fmt.Errorf("upgrade stream %s: %w", name, err)
+	}
+	return changes, nil
 }
 
 // WaitJetStream waits until the cluster's JetStream answers (on a

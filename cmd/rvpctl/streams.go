@@ -6,8 +6,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/nats-io/nats.go/jetstream"
-
+	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
 )
 
@@ -20,11 +19,12 @@ type streamChange struct {
 	Changed bool   `json:"changed"`
 }
 
-// cmdStreamsUpgrade gives the requests streams of the site js reaches
-// the settings this version needs of them and nodes never change on an
-// existing stream: per-message TTLs, without which a handoff (a moved
-// user's watchers' subscriptions, presence and ACL) is kept only the
-// stream's max age.
+// cmdStreamsUpgrade gives the requests and lookups streams of the site js
+// reaches the settings this version creates them with and nodes never
+// change on an existing stream (projections.UpgradeStream): per-message
+// TTLs, without which a handoff (a moved user's watchers' subscriptions,
+// presence and ACL) is kept only the stream's max age, and the shorter
+// deduplication window.
 func cmdStreamsUpgrade(ctx context.Context, e *env, dryRun bool) error {
 	g := e.global
 	nc, js, err := connect(g)
@@ -39,27 +39,24 @@ func cmdStreamsUpgrade(ctx context.Context, e *env, dryRun bool) error {
 	if len(names) == 0 {
 		return fmt.Errorf("no requests stream at %s (is this a site's NATS? a home node creates its requests stream at start)", g.nats)
 	}
+	if _, err := js.Stream(ctx, events.StreamLookups); err == nil {
+		names = append(names, events.StreamLookups)
+	}
 	rows := [][]string{{"STREAM", "SETTING", "WAS", "NOW"}}
+	if dryRun {
+		rows[0][3] = "WOULD BE"
+	}
 	var changes []streamChange
 	for _, name := range names {
-		c := streamChange{Stream: name, Setting: "allow_msg_ttl", Was: "true", Now: "true"}
-		allowed, err := allowsMsgTTLs(ctx, js, name)
+		cs, err := projections.UpgradeStream(ctx, js, name, dryRun)
 		if err != nil {
-			return err
+			return fmt.Errorf("%w; the streams listed before it were upgraded: run the command again once this is fixed", err)
 		}
-		if !allowed {
-			c.Was = "false"
-			if dryRun {
-				c.Now = "false (dry run)"
-			} else {
-				if _, err := projections.AllowMsgTTLs(ctx, js, name); err != nil {
-					return fmt.Errorf("%w; the streams listed before it were upgraded, run the command again once it is fixed", err)
-				}
-				c.Changed = true
-			}
+		for _, c := range cs {
+			sc := streamChange{Stream: name, Setting: c.Setting, Was: c.Was, Now: c.Now, Changed: !dryRun}
+			changes = append(changes, sc)
+			rows = append(rows, []string{sc.Stream, sc.Setting, sc.Was, sc.Now})
 		}
-		changes = append(changes, c)
-		rows = append(rows, []string{c.Stream, c.Setting, c.Was, c.Now})
 	}
 	if g.json {
 		for _, c := range changes {
@@ -69,21 +66,11 @@ func cmdStreamsUpgrade(ctx context.Context, e *env, dryRun bool) error {
 		}
 		return nil
 	}
+	if len(changes) == 0 {
+		return e.ok("nothing to change: %s as this version creates them", strings.Join(names, ", "))
+	}
 	table(g.out, rows)
 	return nil
-}
-
-// allowsMsgTTLs reports whether stream name allows per-message TTLs.
-func allowsMsgTTLs(ctx context.Context, js jetstream.JetStream, name string) (bool, error) {
-	st, err := js.Stream(ctx, name)
-	if err != nil {
-		return false, fmt.Errorf("stream %s: %w", name, err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return false, fmt.Errorf("stream %s: %w", name, err)
-	}
-	return info.Config.AllowMsgTTL, nil
 }
 
 // warnNoMsgTTLs says on w which requests streams keep handoffs only their

@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
 )
 
 // TestStreamsUpgrade: a requests stream of a cluster set up before
@@ -22,7 +25,9 @@ func TestStreamsUpgrade(t *testing.T) {
 	url, js := startJetStream(t)
 	ctx := context.Background()
 	for name, subj := range map[string]string{events.StreamRequests: events.RequestRoot + ".>", events.StreamLookups: events.LookupRoot + ".>"} {
-		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj}}); err != nil {
+		// As an older version made them: a 2-minute deduplication window,
+		// no per-message TTLs.
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj}, Duplicates: 2 * time.Minute}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -51,20 +56,39 @@ func TestStreamsUpgrade(t *testing.T) {
 	}
 
 	out, _ := run("streams", "upgrade", "-dry-run")
-	if !strings.Contains(out, "allow_msg_ttl") || !strings.Contains(out, "false (dry run)") {
+	if !strings.Contains(out, "WOULD BE") || !strings.Contains(out, "\n"+events.StreamRequests+"     allow_msg_ttl     false  true\n") ||
+		!strings.Contains(out, "duplicate_window  2m0s   45s\n") {
 		t.Errorf("dry run: %q", out)
 	}
-	if allowed, err := allowsMsgTTLs(ctx, js, events.StreamRequests); err != nil || allowed {
-		t.Fatalf("after a dry run: allowed %v, %v; want unchanged", allowed, err)
+	if err := kept(); err == nil {
+		t.Fatal("after a dry run, the stream takes per-message TTLs")
 	}
 
 	out, _ = run("-json", "streams", "upgrade")
-	var c streamChange
-	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &c); err != nil {
-		t.Fatalf("streams upgrade -json: %q: %v", out, err)
+	var got []streamChange
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		var c streamChange
+		if err := json.Unmarshal([]byte(l), &c); err != nil {
+			t.Fatalf("streams upgrade -json: %q: %v", out, err)
+		}
+		got = append(got, c)
 	}
-	if c != (streamChange{Stream: events.StreamRequests, Setting: "allow_msg_ttl", Was: "false", Now: "true", Changed: true}) {
-		t.Errorf("streams upgrade: %+v", c)
+	want := []streamChange{
+		{Stream: events.StreamRequests, Setting: "allow_msg_ttl", Was: "false", Now: "true", Changed: true},
+		{Stream: events.StreamRequests, Setting: "duplicate_window", Was: "2m0s", Now: "45s", Changed: true},
+		{Stream: events.StreamLookups, Setting: "duplicate_window", Was: "2m0s", Now: "45s", Changed: true},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("streams upgrade: %+v\nwant %+v", got, want)
+	}
+	for _, name := range []string{events.StreamRequests, events.StreamLookups} {
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := st.CachedInfo().Config.Duplicates; d != projections.DefaultRequestDuplicates {
+			t.Errorf("%s's duplicate window after the upgrade: %v", name, d)
+		}
 	}
 	if err := kept(); err != nil {
 		t.Errorf("a kept handoff after the upgrade: %v", err)
@@ -73,7 +97,7 @@ func TestStreamsUpgrade(t *testing.T) {
 		t.Errorf("status still warns after the upgrade: %q", warned)
 	}
 	out, _ = run("streams", "upgrade")
-	if !strings.Contains(out, "\n"+events.StreamRequests+"  allow_msg_ttl  true  true\n") {
+	if out != "nothing to change: RVP_REQ, RVP_LOOKUP as this version creates them\n" {
 		t.Errorf("streams upgrade again: %q, want nothing changed", out)
 	}
 }
