@@ -54,6 +54,10 @@ const (
 	// account from the address (lockout.go); Outcome.Msg says when to try
 	// again.
 	Throttled
+	// Busy: 503 with Retry-After, the server cannot take the
+	// credentials now (the Digest replay set is full); Outcome.Msg says
+	// when to try again. Logged where it was decided.
+	Busy
 )
 
 // Outcome is the answer of an Authenticator.
@@ -65,7 +69,7 @@ type Outcome struct {
 	Challenge []string
 	// Msg says why, to the client (the body of a 401 or 403).
 	Msg string
-	// RetryAfter is how long a Throttled client must wait.
+	// RetryAfter is how long a Throttled or Busy client must wait.
 	RetryAfter time.Duration
 }
 

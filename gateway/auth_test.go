@@ -159,17 +159,28 @@ func TestDigestParams(t *testing.T) {
 func TestDigestNonceAndSess(t *testing.T) {
 	n := digestNonces{keyring: macKeyring(strings.Repeat("ab", 32)), life: 5 * time.Minute}
 	t0 := time.Unix(1_800_000_000, 0)
-	nonce := n.make(t0)
-	if ok, stale := n.check(nonce, t0.Add(4*time.Minute)); !ok || stale {
-		t.Errorf("fresh nonce: ok %v stale %v", ok, stale)
+	nonce := n.make("192.0.2.1", t0)
+	if got, issued := n.check(nonce, "192.0.2.1", t0.Add(4*time.Minute)); got != nonceFresh || !issued.Equal(t0) {
+		t.Errorf("fresh nonce: %v issued %v", got, issued)
 	}
-	if ok, stale := n.check(nonce, t0.Add(6*time.Minute)); !ok || !stale {
-		t.Errorf("old nonce: ok %v stale %v, want ok and stale", ok, stale)
+	if got, _ := n.check(nonce, "::ffff:192.0.2.1", t0); got != nonceFresh {
+		t.Errorf("fresh nonce from the same address written as IPv6: %v", got)
 	}
-	if ok, _ := n.check(nonce[:len(nonce)-2]+"AA", t0); ok {
-		t.Error("a forged nonce passed")
+	if got, _ := n.check(nonce, "192.0.2.1", t0.Add(6*time.Minute)); got != nonceStale {
+		t.Errorf("old nonce: %v, want stale", got)
 	}
-	if h := n.challengeHeader("example.test", true, t0); !strings.HasSuffix(h, ", stale=true") || !strings.HasPrefix(h, `Digest qop="auth", realm="example.test", nonce="`) {
+	if got, _ := n.check(nonce, "192.0.2.2", t0); got != nonceElsewhere {
+		t.Errorf("nonce from another address: %v, want elsewhere", got)
+	}
+	if got, _ := n.check(nonce[:len(nonce)-2]+"AA", "192.0.2.1", t0); got == nonceFresh {
+		t.Error("a nonce with a forged address signature passed")
+	}
+	b, _ := base64.RawURLEncoding.DecodeString(nonce)
+	b[20] ^= 1
+	if got, _ := n.check(base64.RawURLEncoding.EncodeToString(b), "192.0.2.1", t0); got != nonceUnknown {
+		t.Errorf("a nonce with a forged signature: %v, want unknown", got)
+	}
+	if h := n.challengeHeader("example.test", "192.0.2.1", true, t0); !strings.HasSuffix(h, ", stale=true") || !strings.HasPrefix(h, `Digest qop="auth", realm="example.test", nonce="`) {
 		t.Errorf("stale challenge %q", h)
 	}
 

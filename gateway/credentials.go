@@ -59,6 +59,13 @@ type CredentialsConfig struct {
 	Server string
 	// NonceLife is how long a Digest nonce may be used. Default 5m.
 	NonceLife time.Duration
+	// DigestReplays bounds how many accepted Digest credentials the
+	// gateway remembers, each for its nonce's life, to refuse their
+	// replay (about 30 bytes each: 30 MB at the default). Past it, new
+	// Digest credentials are refused (503, Retry-After) until the oldest
+	// nonces die. Default 1<<20: over 3000 Digest requests a second for
+	// NonceLife 5m.
+	DigestReplays int
 	// HandshakeLife bounds the time between an NTLM challenge and its
 	// answer. Default 1m.
 	HandshakeLife time.Duration
@@ -78,6 +85,7 @@ type Credentials struct {
 	cfg     CredentialsConfig
 	log     *slog.Logger
 	nonces  digestNonces
+	replays *digestReplays
 	lockout *lockout
 
 	mu    sync.Mutex
@@ -132,6 +140,9 @@ func NewCredentials(cfg CredentialsConfig) (*Credentials, error) {
 	if cfg.NonceLife <= 0 {
 		cfg.NonceLife = 5 * time.Minute
 	}
+	if cfg.DigestReplays <= 0 {
+		cfg.DigestReplays = 1 << 20
+	}
 	if cfg.HandshakeLife <= 0 {
 		cfg.HandshakeLife = time.Minute
 	}
@@ -145,6 +156,7 @@ func NewCredentials(cfg CredentialsConfig) (*Credentials, error) {
 	return &Credentials{
 		cfg: cfg, log: log,
 		nonces:  digestNonces{keyring: cfg.Keyring, life: cfg.NonceLife},
+		replays: newDigestReplays(cfg.NonceLife, cfg.DigestReplays),
 		lockout: newLockout(cfg.Lockout),
 		cache:   map[[32]byte]cachedVerifiers{},
 	}, nil
@@ -199,9 +211,9 @@ func (c *Credentials) challenge(ar AuthRequest, stale bool) Outcome {
 	case ProfileNTLM:
 		values = []string{"NTLM"}
 	case ProfileDigest:
-		values = []string{c.nonces.challengeHeader(realm, stale, now)}
+		values = []string{c.nonces.challengeHeader(realm, ar.Client, stale, now)}
 	case ProfileExchange:
-		values = []string{"Negotiate", "NTLM", c.nonces.challengeHeader(realm, stale, now)}
+		values = []string{"Negotiate", "NTLM", c.nonces.challengeHeader(realm, ar.Client, stale, now)}
 	case ProfileBasic:
 		values = []string{`Basic realm="` + realm + `"`}
 	}
@@ -433,11 +445,18 @@ func (c *Credentials) digest(ar AuthRequest, token string) Outcome {
 	if err != nil {
 		return c.refuse(ar, "?", "digest", err.Error())
 	}
-	ok, stale := c.nonces.check(p["nonce"], c.cfg.Now())
-	if !ok {
+	nonce, issued := c.nonces.check(p["nonce"], ar.Client, c.cfg.Now())
+	switch nonce {
+	case nonceUnknown:
 		return c.challenge(ar, false)
-	}
-	if stale {
+	case nonceElsewhere:
+		// Not a guess at the password (nothing is counted): whoever sent
+		// it has seen another client's request, or the client's address
+		// changed between the challenge and its answer.
+		c.log.Warn("Digest credentials refused: their nonce was issued to another address (a captured request replayed, or a client whose address changed)",
+			"user", p["username"], "client", ar.Client, "nonce_issued", issued.UTC().Format(time.RFC3339))
+		return c.challenge(ar, false)
+	case nonceStale:
 		return c.challenge(ar, true)
 	}
 	u, _, v, err := c.lookup(ar, p["username"], true)
@@ -453,6 +472,24 @@ func (c *Credentials) digest(ar AuthRequest, token string) Outcome {
 	}
 	if err := verifyDigest(p, ar.Req.Method, v); err != nil {
 		return c.refuse(ar, account, "digest", err.Error())
+	}
+	// Recorded only once verified: credentials nobody could have made
+	// without the password cannot use up someone else's nonce.
+	replayed, retry := c.replays.use(replayKey(p), issued, c.cfg.Now())
+	if replayed {
+		// The response proves the password for this nonce, which is used:
+		// stale=true lets a client that resent its request retry.
+		c.log.Warn("Digest credentials refused: already used at this gateway (a captured request replayed, or a client that resent one)",
+			"user", account, "client", ar.Client, "qop", p["qop"], "nc", p["nc"])
+		out := c.challenge(ar, true)
+		out.Msg = "these Digest credentials were used already; answer the fresh challenge"
+		return out
+	}
+	if retry > 0 {
+		c.log.Warn("Digest credentials refused: the gateway already remembers as many accepted Digest credentials as it may, until their nonces die (NTLM is not affected)",
+			"user", account, "client", ar.Client, "max", c.cfg.DigestReplays, "retry_in", retry.Round(time.Second))
+		return Outcome{Verdict: Busy, RetryAfter: retry,
+			Msg: fmt.Sprintf("this server is taking too many Digest sign-ins to check them for replay; try again in %s", retry.Round(time.Second))}
 	}
 	c.succeed(ar, account)
 	return authenticated(events.Identity{Scheme: "digest", User: u})

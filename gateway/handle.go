@@ -78,6 +78,9 @@ func outcomeRefusal(o Outcome) error {
 		// The authenticator has said so (Credentials.throttled).
 		return &refusal{status: rvp.StatusForbidden, msg: o.Msg, retryAfter: o.RetryAfter, logged: true}
 	}
+	if o.Verdict == Busy {
+		return &refusal{status: rvp.StatusUnavailable, msg: o.Msg, retryAfter: o.RetryAfter, logged: true}
+	}
 	return &refusal{status: rvp.StatusUnauthorized, msg: o.Msg, challenge: o.Challenge}
 }
 
