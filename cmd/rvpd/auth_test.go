@@ -115,13 +115,22 @@ func TestAuthDigest(t *testing.T) {
 		c.Creds.Password = testPassword
 		mustStatus(t, scheme+" right password", c.Raw(loginRaw(c)), 200)
 	}
-	// 73: the same nonce with nc=00000001 again, on a new connection.
+	// 73: the same nonce with nc=00000001 again, on a new connection,
+	// with a fresh cnonce each time (librvp's form). The very same
+	// credentials again are a replay: 401 with stale=true.
 	c := testcluster.NewClient(t, p.addr, "bob")
 	creds := &testcluster.Credentials{Scheme: testcluster.SchemeDigestLibrvp, User: "bob", Domain: "EXAMPLE", Password: testPassword}
-	auth := testcluster.DigestAuthorization(creds, ch[0], "SUBSCRIBE", "/instmsg/aliases/bob")
+	var auth string
 	for i := range 2 {
+		auth = testcluster.DigestAuthorization(creds, ch[0], "SUBSCRIBE", "/instmsg/aliases/bob")
 		raw := strings.Replace(string(loginRaw(c)), "\r\n", "\r\nAuthorization: "+auth+"\r\n", 1)
 		mustStatus(t, "nonce reuse "+strconv.Itoa(i), c.Raw([]byte(raw)), 200)
+	}
+	raw := strings.Replace(string(loginRaw(c)), "\r\n", "\r\nAuthorization: "+auth+"\r\n", 1)
+	r = c.Raw([]byte(raw))
+	mustStatus(t, "the same credentials again", r, 401)
+	if ch := r.Header["www-authenticate"]; len(ch) != 1 || !strings.HasSuffix(ch[0], "stale=true") {
+		t.Errorf("a replay answered with %q, want a fresh challenge with stale=true", ch)
 	}
 }
 
