@@ -72,6 +72,7 @@ func newOps(node string, nc *nats.Conn, log *slog.Logger) *ops {
 			Help: "Times the process's NATS connection was re-established.",
 		}, func() float64 { return float64(nc.Stats().Reconnects) }),
 	)
+	o.reg.MustRegister(readyCollector{o})
 	o.ready("nats", func() error {
 		if !nc.IsConnected() {
 			return fmt.Errorf("not connected (%s)", strings.ToLower(nc.Status().String()))
@@ -109,6 +110,29 @@ func (o *ops) readiness() (ok bool, results []checkResult) {
 		results = append(results, r)
 	}
 	return ok, results
+}
+
+// readyDesc is /readyz's conditions as metrics, for alerts: a gateway or
+// home node not ready for minutes is one a load balancer has taken out
+// of service, or a home server nobody answers for.
+var readyDesc = prometheus.NewDesc("rvpd_ready",
+	"1 while a condition of readiness (/readyz) is met, 0 while it is not, by condition: nats, gateway, home <name>.",
+	[]string{"check"}, nil)
+
+// readyCollector reports the conditions of readiness at each scrape.
+type readyCollector struct{ o *ops }
+
+func (c readyCollector) Describe(ch chan<- *prometheus.Desc) { ch <- readyDesc }
+
+func (c readyCollector) Collect(ch chan<- prometheus.Metric) {
+	_, results := c.o.readiness()
+	for _, r := range results {
+		v := 0.0
+		if r.OK {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(readyDesc, prometheus.GaugeValue, v, r.Name)
+	}
 }
 
 // handler serves /metrics, /healthz and /readyz.

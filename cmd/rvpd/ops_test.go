@@ -321,12 +321,22 @@ func TestReadyzWithoutNATS(t *testing.T) {
 	if resp, b := get(t, http.DefaultClient, ops+"/healthz"); resp.StatusCode != 200 || b != "ok\n" {
 		t.Errorf("/healthz without NATS: %d %q, want 200 ok: the process is alive", resp.StatusCode, b)
 	}
-	if v := metric(scrape(t, ops), "rvpd_nats_connected"); v != 0 {
+	fams := scrape(t, ops)
+	if v := metric(fams, "rvpd_nats_connected"); v != 0 {
 		t.Errorf("rvpd_nats_connected %v without NATS, want 0", v)
+	}
+	// What /readyz says, for alerts (docs/alerts.yml, RvpdNotReady).
+	if f := fams["rvpd_ready"]; f == nil || len(f.GetMetric()) != 2 {
+		t.Errorf("rvpd_ready without NATS: %v, want the conditions nats and gateway", f)
+	} else if nats, gw := metric(fams, "rvpd_ready", "check=nats"), metric(fams, "rvpd_ready", "check=gateway"); nats != 0 || gw != 1 {
+		t.Errorf("rvpd_ready without NATS: nats %v, gateway %v; want 0 and 1", nats, gw)
 	}
 
 	startDev(t, data, "-nats", natsAddr)
 	waitReady(t, ops, http.StatusOK, fmt.Sprintf("node with NATS back at %s", natsAddr))
+	if v := metric(scrape(t, ops), "rvpd_ready", "check=nats"); v != 1 {
+		t.Errorf("rvpd_ready{check=nats} %v with NATS back, want 1", v)
+	}
 }
 
 // TestReadyzUntilCaughtUp: a node that takes a home server over is not
