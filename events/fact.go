@@ -1,6 +1,9 @@
 package events
 
-import "time"
+import (
+	"strconv"
+	"time"
+)
 
 // Fact is implemented by the fact events of a user's aggregate.
 type Fact interface {
@@ -33,6 +36,17 @@ type SubscriptionCreated struct {
 	// (renews and ends it with), when a handoff gave it another: the one
 	// it had on the home server it was made on was taken here. 0: ID.
 	Known int32 `json:"known_id,omitempty"`
+	// Handoff names the handoff that brought it here from its former home
+	// server (its former home server and move, HandoffOf), whose parts
+	// come apart: its watcher was last told of its node what that home
+	// server showed, not what this one did. "": made here.
+	Handoff string `json:"handoff,omitempty"`
+}
+
+// HandoffOf names the handoff of u's state from home under the move of
+// directory sequence move (SubscriptionCreated.Handoff).
+func HandoffOf(home string, u User, move uint64) string {
+	return home + "/" + u.String() + "/" + strconv.FormatUint(move, 10)
 }
 
 // SubscriptionRenewed records a renewed subscription.

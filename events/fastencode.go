@@ -38,7 +38,7 @@ func fastEncode(e Event) (data []byte, ok bool) {
 		m := &v.Meta
 		w.b = make([]byte, 0, 240+len(m.Request)+len(m.Actor)+len(m.Auth)+len(m.Client)+len(m.Gateway)+len(m.Home)+
 			len(v.Node.Domain)+len(v.Node.Alias)+len(v.Kind)+len(v.CallBack)+len(v.Watcher.Domain)+len(v.Watcher.Alias)+len(v.Subscriber)+
-			len(v.SubscriberUser.Domain)+len(v.SubscriberUser.Alias)+len(v.NodeURL)+len(v.Source)+len(v.Credential))
+			len(v.SubscriberUser.Domain)+len(v.SubscriberUser.Alias)+len(v.NodeURL)+len(v.Source)+len(v.Credential)+len(v.Handoff))
 		w.open()
 		w.meta(&v.Meta)
 		w.userField("node", v.Node)
@@ -54,6 +54,7 @@ func fastEncode(e Event) (data []byte, ok bool) {
 		w.optStr("source", v.Source)
 		w.optStr("credential", v.Credential)
 		w.optInt("known_id", int64(v.Known))
+		w.optStr("handoff", v.Handoff)
 	case *Reply:
 		if len(v.Subscriptions) != 0 || v.Listed || len(v.ACL) != 0 || v.HasACL || v.Raw != nil {
 			return nil, false

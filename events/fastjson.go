@@ -70,6 +70,9 @@ func fastDecode(typ string, data []byte) (e Event, ok bool) {
 			case "known_id":
 				v.Known = int32(d.int(32))
 				return 22
+			case "handoff":
+				v.Handoff = d.str()
+				return 23
 			}
 			return -1
 		})

@@ -110,11 +110,13 @@ type decision struct {
 	// told even in a quiet decision (a disabled user's handoff, its views
 	// left out).
 	shown map[events.User]Presence
-	// shownHere, for a handoff taken after requests of its user were
-	// decided here (late), is the presence the watchers already here were
-	// told: shown is then for the watchers it hands over (the
-	// subscriptions it creates) only.
+	// shownHere, for a handoff, is the presence the watchers already
+	// here, but for those it brought (handedIn), were told: those that
+	// subscribed here since the move, its requests decided without it
+	// (late). shown is then for the watchers it hands over only (the
+	// subscriptions it creates, and those its earlier parts created).
 	shownHere map[events.User]Presence
+	handedIn  string // the handoff whose watchers were shown shown (events.HandoffOf)
 }
 
 type subRef struct {
@@ -310,14 +312,8 @@ func (c *core) consequences(d *decision, now time.Time) error {
 		if err != nil {
 			return err
 		}
-		handed := map[int32]bool{}
-		for _, f := range d.facts {
-			if sc, ok := f.(*events.SubscriptionCreated); ok && sc.Node == u {
-				handed[sc.ID] = true
-			}
-		}
 		was := func(s *projections.Subscription) Presence {
-			if !handed[s.ID] {
+			if d.handedIn == "" || s.Handoff != d.handedIn {
 				return d.shownHere[u]
 			}
 			if b, ok := before[u]; ok {

@@ -203,6 +203,9 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 	if err != nil {
 		return nil, err
 	}
+	// Its subscriptions name it: their watchers saw her as her former
+	// home server showed her, whichever part brought them.
+	handed := events.HandoffOf(e.From, r.Node, e.Move)
 	for _, s := range e.Subs {
 		if s.Kind == events.NotifyPragma && leftOut(s.Expires, s.Lifetime) {
 			continue
@@ -216,7 +219,7 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 		}
 		d.facts = append(d.facts, &events.SubscriptionCreated{Meta: meta, Node: r.Node, ID: id, Kind: s.Kind, CallBack: s.CallBack,
 			Watcher: s.Watcher, Subscriber: s.Subscriber, SubscriberUser: s.SubscriberUser, NodeURL: s.NodeURL, Lifetime: s.Lifetime,
-			Expires: s.Expires, Source: s.Source, Credential: s.Credential, Known: known})
+			Expires: s.Expires, Source: s.Source, Credential: s.Credential, Known: known, Handoff: handed})
 		took.Subs++
 	}
 	if e.More {
@@ -278,14 +281,15 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 	if p := effective(theirs); p != after {
 		d.shown = map[events.User]Presence{r.Node: p}
 	}
-	if len(views) > 0 {
-		// Views set here since the move: a late handoff. (Without any,
-		// the watchers here, if any, subscribed while she showed no
-		// state here, are told as those handed over. Nor can the
-		// watchers of a handoff's earlier parts be told apart from those
-		// here: they are told as those here are.)
-		d.shownHere = map[events.User]Presence{r.Node: effective(views)}
-	}
+	// The watchers here that it did not bring (a late handoff: they
+	// subscribed here since the move) were shown her as the views here
+	// show her: offline when there are none. Told nothing, a watcher who
+	// subscribed while she showed no state here saw her offline until
+	// her next change, however she showed on her former home server.
+	// The watchers of a handoff's earlier parts name it (handed), as
+	// those of this part do.
+	d.shownHere = map[events.User]Presence{r.Node: effective(views)}
+	d.handedIn = handed
 	if len(e.ACL) > 0 {
 		here, ok, err := c.State.ACL(r.Node)
 		if err != nil {

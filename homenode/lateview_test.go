@@ -2,6 +2,7 @@ package homenode
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -456,5 +457,122 @@ func TestLateHandoffWatchOfAnotherClientOfTheWatcher(t *testing.T) {
 	d := to.do(&events.Renew{Req: to.req("ben-renews-there", "ben", "ann", "10.0.0.3"), ID: there, Lifetime: 14400})
 	if d.reply.Status != 200 {
 		t.Errorf("ben's client 10.0.0.3 renewing its watch of ann (%d) after the late handoff: %d %s, want 200", there, d.reply.Status, d.reply.Error)
+	}
+}
+
+// TestLateHandoffTellsWatchersHereOfHerPresence: ann set a state on her
+// former home server homeA and moved here while it was slow; ben and cat
+// subscribed to her here before her handoff came, while she showed no
+// state here, and were shown her offline. The late handoff brought her
+// views, and nobody here was told: the handoff is quiet, and the
+// watchers here were told of it only when views had been set here
+// since the move. ben sees her state from then on, as her ACL and an
+// invisible state show it; cat, whom she blocked there, is told nothing
+// of it.
+func TestLateHandoffTellsWatchersHereOfHerPresence(t *testing.T) {
+	for _, tc := range []struct {
+		state string
+		want  []string
+	}{
+		{events.StateOnline, []string{benCB + " online"}},
+		{events.StateBusy, []string{benCB + " busy"}},
+		{events.StateInvisible, nil},
+	} {
+		t.Run(tc.state, func(t *testing.T) {
+			creds := []string{events.CredAssertion, events.CredDigest, events.CredNTLM}
+			block := events.ACE{Principal: nodeURL("cat"), User: user("cat"), Credentials: creds,
+				Deny: []string{events.RightSendTo, events.RightPresence}}
+			from := newWorld(t)
+			from.login("ann", "10.0.0.1", annCB)
+			wantStatus(t, from.do(&events.ACL{Req: from.req("acl-1", "ann", "ann", "10.0.0.1"), Write: true,
+				ACEs: append(events.DefaultACL(user("ann"), ""), block)}), 200)
+			from.stateNamed("ann", "10.0.0.1", tc.state, 0)
+			late := from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
+			late.From = "homeA"
+
+			to := newWorld(t)
+			to.now = t0.Add(time.Minute)
+			rec := to.dir.users[user("ann")]
+			rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
+			to.login("ben", "10.0.0.3", benCB)
+			to.login("cat", "10.0.0.4", "http://10.0.0.4:4000")
+			to.watch("ben", "ann")
+			to.watch("cat", "ann")
+			to.now = to.now.Add(time.Minute)
+			d := to.do(late)
+			for _, s := range sent(d) {
+				if strings.HasPrefix(s, "http://10.0.0.4:4000 ") && s != "http://10.0.0.4:4000 offline" {
+					t.Errorf("cat, blocked by ann, is told %q", s)
+				}
+			}
+			var ben []string
+			for _, s := range sent(d) {
+				if strings.HasPrefix(s, benCB+" ") {
+					ben = append(ben, s)
+				}
+			}
+			wantStrings(t, "NOTIFYs to ben of the late handoff", ben, tc.want)
+		})
+	}
+}
+
+// TestHandoffInPartsTellsItsWatchersWhatChanged: ann, online on her
+// former home server homeA, is watched there by ben and some 300 others:
+// her handoff goes in parts, the subscriptions in those before the last.
+// Taken on time, nobody is told anything (for them nothing changed).
+// Late, after she set busy here from another client, her presence is
+// that busy (set last): ben, whose watch an earlier part brought, saw
+// her online there, and is told. The watchers of earlier parts were
+// taken for watchers made here, shown busy already, and told nothing.
+func TestHandoffInPartsTellsItsWatchersWhatChanged(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		late bool
+		want []string
+	}{
+		{"on time", false, nil},
+		{"late", true, []string{benCB + " busy"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			from := newWorld(t)
+			from.login("ann", "10.0.0.1", annCB)
+			from.login("ben", "10.0.0.3", benCB)
+			from.watch("ben", "ann")
+			for i := range 300 {
+				from.given(&events.SubscriptionCreated{Meta: events.Meta{At: from.now}, Node: user("ann"), ID: int32(1000 + i), Kind: events.NotifyPropChange,
+					CallBack: nodeURL(fmt.Sprintf("watcher%d", i)), Watcher: user(fmt.Sprintf("watcher%d", i)), NodeURL: nodeURL("ann"),
+					Lifetime: 14400, Expires: from.now.Add(4 * time.Hour)})
+			}
+			from.stateNamed("ann", "10.0.0.1", events.StateOnline, 0)
+			h := from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
+			h.From = "homeA"
+			parts, err := handoffParts(h, 16<<10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(parts) < 3 {
+				t.Fatalf("%d parts, want some: no case to test", len(parts))
+			}
+
+			to := newWorld(t)
+			to.now = t0.Add(time.Minute)
+			rec := to.dir.users[user("ann")]
+			rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
+			to.login("ben", "10.0.0.3", benCB)
+			if tc.late {
+				to.login("ann", "10.0.0.2", annCB2)
+				to.stateNamed("ann", "10.0.0.2", events.StateBusy, 0)
+			}
+			to.now = to.now.Add(time.Minute)
+			var got []string
+			for _, p := range parts {
+				ev, err := events.Decode(events.TypeHandoff, p.data)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, sent(to.do(ev.(*events.Handoff)))...)
+			}
+			wantStrings(t, "NOTIFYs of the handoff's parts", got, tc.want)
+		})
 	}
 }

@@ -130,10 +130,14 @@ func appendSub(dst []byte, s *Subscription) []byte {
 	e.time(s.Expires)
 	e.str(s.Source)
 	e.str(s.Credential)
-	if s.Known != 0 {
+	if s.Known != 0 || s.Handoff != "" {
 		// Last, and only when set: records written before it decode as
-		// they are.
+		// they are. A handoff's name follows it (the id 0 then when
+		// there is none).
 		e.int(int64(s.Known))
+	}
+	if s.Handoff != "" {
+		e.str(s.Handoff)
 	}
 	return e.b
 }
@@ -155,8 +159,15 @@ func decodeSub(b []byte, s *Subscription) error {
 	s.Source = d.str()
 	s.Credential = d.str()
 	if len(d.b) > 0 && d.err == nil {
-		// Written only when set: a 0 there is no value written here.
-		if s.Known = d.id(); s.Known == 0 {
+		s.Known = d.id()
+		if len(d.b) > 0 && d.err == nil {
+			// Written only when set: an empty one is no value written here.
+			if s.Handoff = d.str(); s.Handoff == "" {
+				d.err = errCorrupt
+			}
+		} else if s.Known == 0 {
+			// Written only when set (or a handoff follows): a 0 there is
+			// no value written here.
 			d.err = errCorrupt
 		}
 	}

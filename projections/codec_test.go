@@ -18,6 +18,8 @@ func TestCodecRoundTrip(t *testing.T) {
 			NodeURL: "http://im.example.test/instmsg/aliases/ann", Lifetime: 14400, Created: at, Expires: at.Add(4 * time.Hour), Source: "10.0.0.1", Credential: "ntlm"},
 		{ID: -1, Lifetime: -5, Created: time.Unix(0, 1).UTC()},
 		{ID: 12, Kind: events.NotifyPropChange, Known: 2},
+		{ID: 13, Kind: events.NotifyPropChange, Handoff: "home1/example.test/ann/7"},
+		{ID: 14, Kind: events.NotifyPropChange, Known: 3, Handoff: "home1/example.test/ann/7"},
 	} {
 		var got Subscription
 		b := encodeSub(&s)

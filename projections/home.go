@@ -284,6 +284,9 @@ type Subscription struct {
 	// Known is the id the subscriber's client knows it by, when a
 	// handoff gave it another (SubscriptionCreated.Known); 0: ID.
 	Known int32 `json:"known_id,omitempty"`
+	// Handoff names the handoff that brought it here, "" for one made
+	// here (SubscriptionCreated.Handoff).
+	Handoff string `json:"handoff,omitempty"`
 }
 
 // View is one presentity's contribution to a principal's presence.
@@ -307,7 +310,9 @@ type View struct {
 // was set (its place among the principal's views). 9: the handoffs taken,
 // by home server and move (took), and arrived the latest move of them.
 // 10: the parts of a handoff in parts taken, each (took <home>/part<n>).
-const homeFormat = "10"
+// 11: a subscription handed over names the handoff that brought it
+// (Subscription.Handoff).
+const homeFormat = "11"
 
 // OpenHome returns the projection of home in db.
 func OpenHome(db *DB, home string) (*Home, error) {
@@ -584,7 +589,7 @@ func applyFact(st homeStore, f events.Fact) error {
 	case *events.SubscriptionCreated:
 		s := Subscription{ID: e.ID, Node: e.Node, Kind: e.Kind, CallBack: e.CallBack, Watcher: e.Watcher, Subscriber: e.Subscriber,
 			NodeURL: e.NodeURL, Lifetime: e.Lifetime, Created: e.At, Expires: e.Expires, Source: e.Source, Credential: e.Credential,
-			SubscriberUser: e.SubscriberUser, Known: e.Known}
+			SubscriberUser: e.SubscriberUser, Known: e.Known, Handoff: e.Handoff}
 		fresh, err := freshID(st, e.ID)
 		if err != nil {
 			return err
