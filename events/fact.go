@@ -76,6 +76,15 @@ type SubscriptionEnded struct {
 	Node   User   `json:"node"`
 	ID     int32  `json:"sub_id"`
 	Reason string `json:"reason"`
+	// Move, when set, marks the end of a subscription that was not here,
+	// asked for while its node's state was awaited from its former home
+	// server under that directory move (its handoff late): by By (the
+	// requester's RVP-From-Principal) and ByUser (its local user). A
+	// handoff that brings one they may end, known to its client by ID,
+	// does not take it.
+	Move   uint64 `json:"move,omitempty"`
+	By     string `json:"by,omitempty"`
+	ByUser User   `json:"by_user,omitzero"`
 }
 
 // ViewSet records the state one presentity (client) contributes to a

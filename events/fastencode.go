@@ -123,9 +123,15 @@ func fastEncode(e Event) (data []byte, ok bool) {
 		w.intField("lifetime", int64(v.Lifetime))
 		w.timeField("expires", v.Expires)
 	case *SubscriptionEnded:
-		w.fact(&v.Meta, v.Node, len(v.Reason))
+		w.fact(&v.Meta, v.Node, 40+len(v.Reason)+len(v.By)+len(v.ByUser.Domain)+len(v.ByUser.Alias))
 		w.intField("sub_id", int64(v.ID))
 		w.strField("reason", v.Reason)
+		if v.Move != 0 {
+			w.key("move")
+			w.b = strconv.AppendUint(w.b, v.Move, 10)
+		}
+		w.optStr("by", v.By)
+		w.optUser("by_user", v.ByUser)
 	case *ViewSet:
 		w.fact(&v.Meta, v.Node, 80+len(v.Value)+len(v.Default)+len(v.Source))
 		w.intField("view_id", int64(v.ID))

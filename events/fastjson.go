@@ -116,6 +116,15 @@ func fastDecode(typ string, data []byte) (e Event, ok bool) {
 			case "reason":
 				v.Reason = d.str()
 				return 12
+			case "move":
+				v.Move = d.uint()
+				return 13
+			case "by":
+				v.By = d.str()
+				return 14
+			case "by_user":
+				d.user(&v.ByUser)
+				return 15
 			}
 			return -1
 		})

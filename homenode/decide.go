@@ -356,8 +356,21 @@ func (c *core) decideUnsubscribe(d *decision, e *events.Unsubscribe, now time.Ti
 	r := &e.Req
 	d.reply = &events.Reply{ID: r.ID, Status: rvp.StatusOK}
 	s, err := c.named(r, e.ID)
-	if err != nil || s == nil {
-		return d, err // an unknown id is already gone: 200, for clean logouts
+	if err != nil {
+		return nil, err
+	}
+	if s == nil {
+		// An unknown id is already gone: 200, for clean logouts. Its
+		// node's state awaited from its former home server (a late
+		// handoff), it may be on its way: the end is recorded, and the
+		// handoff does not bring it back (decideHandoff).
+		move, err := c.awaitedUnder(r.Node)
+		if err != nil || move == 0 {
+			return d, err
+		}
+		d.facts = append(d.facts, &events.SubscriptionEnded{Meta: c.meta(r, now), Node: r.Node, ID: e.ID, Reason: events.EndUnsubscribed,
+			Move: move, By: r.From, ByUser: r.FromUser})
+		return d, nil
 	}
 	if !mayManage(r, s) {
 		return d.fail(r, rvp.StatusForbidden, "subscription %d on %s belongs to %s", e.ID, r.NodeURL, s.Subscriber)

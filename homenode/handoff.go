@@ -73,6 +73,43 @@ func (c *core) awaitsHandoff(u events.User, now time.Time, wait time.Duration) (
 	return rec, err == nil && done < rec.Move, err
 }
 
+// awaitedUnder returns the directory sequence of the move that brought u
+// here when its state has not arrived from its former home server yet
+// (requests decided without it: a late handoff), else 0.
+func (c *core) awaitedUnder(u events.User) (uint64, error) {
+	rec, err := c.Dir.User(u)
+	if err != nil || rec == nil || rec.Home != c.Home || rec.Move == 0 {
+		return 0, err
+	}
+	if done, err := c.State.Arrived(u); err != nil || done >= rec.Move {
+		return 0, err
+	}
+	return rec.Move, nil
+}
+
+// endedHere reports whether handed-over subscription s of u was ended
+// here while it was not here yet, u's state awaited under move: by a
+// requester that may end it (mayManage: u itself, its subscriber, its
+// watcher), naming the id its client knows it by.
+func (c *core) endedHere(u events.User, move uint64, s events.SubState) (bool, error) {
+	if move == 0 {
+		return false, nil
+	}
+	by := []string{projections.EndedBy(u, "")}
+	if s.Subscriber != "" {
+		by = append(by, projections.EndedBy(events.User{}, s.Subscriber))
+	}
+	if !s.Watcher.IsZero() {
+		by = append(by, projections.EndedBy(s.Watcher, ""))
+	}
+	for _, b := range by {
+		if ended, err := c.State.Ended(u, move, knownID(s.ID, s.Known), b); err != nil || ended {
+			return ended, err
+		}
+	}
+	return false, nil
+}
+
 // handoffID is the request id of the handoff of u's move seq from home.
 func handoffID(home string, u events.User, seq uint64) string {
 	return fmt.Sprintf("handoff-%s-%s-%d", events.Token(home), events.Token(u.String()), seq)
@@ -212,6 +249,15 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 		}
 		if !s.Expires.After(now) {
 			continue
+		}
+		// Ended here since the move, its requester's client told it was
+		// gone: taken, it was notified again until it lapsed.
+		if rec != nil && rec.Home == c.Home {
+			if ended, err := c.endedHere(r.Node, rec.Move, s); err != nil {
+				return nil, err
+			} else if ended {
+				continue
+			}
 		}
 		id, known, ok := ids.place(s)
 		if !ok {

@@ -576,3 +576,57 @@ func TestHandoffInPartsTellsItsWatchersWhatChanged(t *testing.T) {
 		})
 	}
 }
+
+// TestLateHandoffSubscriptionUnsubscribedHere: ben watched ann from her
+// former home server homeA; she moved here while it was slow, and his
+// client, signing out, UNSUBSCRIBEd his watch here, where it was not yet
+// (answered 200: an unknown id is gone). The late handoff brought it
+// back with its old lifetime: ann's presence went to a client that had
+// asked to stop, until it lapsed. An UNSUBSCRIBE here of an id not here,
+// while her state is awaited, is recorded; the handoff does not take a
+// subscription its requester could end and its client knows by that id.
+// dan's UNSUBSCRIBE of the same id (not his) ends nothing of ben's.
+func TestLateHandoffSubscriptionUnsubscribedHere(t *testing.T) {
+	for _, tc := range []struct {
+		by       string
+		wantBens int
+	}{
+		{"ben", 0},
+		{"dan", 1},
+	} {
+		t.Run(tc.by, func(t *testing.T) {
+			from := newWorld(t)
+			from.login("ann", "10.0.0.1", annCB)
+			from.login("ben", "10.0.0.3", benCB)
+			there := from.watch("ben", "ann")
+			from.stateNamed("ann", "10.0.0.1", events.StateOnline, 0)
+			late := from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
+			late.From = "homeA"
+
+			to := newWorld(t)
+			to.now = t0.Add(time.Minute)
+			rec := to.dir.users[user("ann")]
+			rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
+			to.login("ben", "10.0.0.3", benCB)
+			wantStatus(t, to.do(&events.Unsubscribe{Req: to.req("unwatch-"+tc.by, tc.by, "ann", "10.0.0.3"), ID: there}), 200)
+			to.now = to.now.Add(time.Minute)
+			d := to.do(late)
+			watchers, err := to.st.Watchers(user("ann"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			bens := 0
+			for _, s := range watchers {
+				if s.Watcher == user("ben") {
+					bens++
+				}
+			}
+			if bens != tc.wantBens {
+				t.Errorf("ben's watches of ann after the late handoff: %d, want %d (%+v)", bens, tc.wantBens, watchers)
+			}
+			if tc.wantBens == 0 && len(sent(d)) != 0 {
+				t.Errorf("NOTIFYs of the late handoff: %q, want none (ben asked to stop)", sent(d))
+			}
+		})
+	}
+}

@@ -40,6 +40,7 @@ import (
 //	u <domain> <alias> departed|arrived  directory sequence of the last move handed over from here, of the latest to arrive here
 //	u <domain> <alias> took <home> <move>  a handoff taken here: of that move, from that home server (empty value)
 //	u <domain> <alias> took <home>/part<n> <move>  part n of a handoff in parts taken here (HandoffPart; empty value)
+//	u <domain> <alias> ended <move> <id> <by>  an end here of subscription id, not here, while u's state was awaited under move, by by (EndedBy; empty value)
 //	x <unix nanos> <domain> <alias> s|v <id>   expiry index (empty value)
 type Home struct {
 	db     *DB
@@ -311,7 +312,8 @@ type View struct {
 // by home server and move (took), and arrived the latest move of them.
 // 10: the parts of a handoff in parts taken, each (took <home>/part<n>).
 // 11: a subscription handed over names the handoff that brought it
-// (Subscription.Handoff).
+// (Subscription.Handoff), and the ends here of subscriptions not here yet
+// while their node's state was awaited are kept (ended).
 const homeFormat = "11"
 
 // OpenHome returns the projection of home in db.
@@ -388,6 +390,21 @@ func (h *Home) userKey(u events.User, parts ...string) []byte {
 // for Took and the key that records it taken: a home server's name with
 // the part's number.
 func HandoffPart(from string, part int) string { return from + "/part" + strconv.Itoa(part) }
+
+// EndedBy names who ended a subscription (Ended): a local user, or
+// another principal by its RVP-From-Principal.
+func EndedBy(u events.User, principal string) string {
+	if !u.IsZero() {
+		return "u:" + u.String()
+	}
+	return "p:" + principal
+}
+
+// endedKey is the key that records an end of u's subscription id by by,
+// not here, while u's state was awaited under move.
+func (h *Home) endedKey(u events.User, move uint64, id int32, by string) []byte {
+	return h.userKey(u, "ended", strconv.FormatUint(move, 10), strconv.FormatInt(int64(id), 10), events.Token(by))
+}
 
 // tookKey is the key that records the handoff of u's move from home
 // server from as taken.
@@ -563,6 +580,10 @@ type HomeReader interface {
 	// Took reports whether u's state handed over from home server from
 	// under move was taken here (from: HandoffPart for a part of it).
 	Took(u events.User, from string, move uint64) (bool, error)
+	// Ended reports whether u's subscription id was ended here by by
+	// (EndedBy) while it was not here, u's state awaited from its former
+	// home server under move (SubscriptionEnded.Move).
+	Ended(u events.User, move uint64, id int32, by string) (bool, error)
 }
 
 // homeStore is what applying a fact reads and changes; its reads see its
@@ -579,6 +600,7 @@ type homeStore interface {
 	setDeparted(u events.User, move uint64) error
 	setArrived(u events.User, move uint64) error
 	setTook(u events.User, from string, move uint64) error
+	setEnded(u events.User, move uint64, id int32, by string) error
 	setNextID(id int32) error
 }
 
@@ -616,6 +638,18 @@ func applyFact(st homeStore, f events.Fact) error {
 		s.Lifetime, s.Expires = e.Lifetime, e.Expires
 		return st.putSub(old, &s)
 	case *events.SubscriptionEnded:
+		// One not here, its node's state awaited: recorded ended by
+		// each name of its requester (Ended).
+		if e.Move != 0 && !e.ByUser.IsZero() {
+			if err := st.setEnded(e.Node, e.Move, e.ID, EndedBy(e.ByUser, "")); err != nil {
+				return err
+			}
+		}
+		if e.Move != 0 && e.By != "" {
+			if err := st.setEnded(e.Node, e.Move, e.ID, EndedBy(events.User{}, e.By)); err != nil {
+				return err
+			}
+		}
 		old, err := st.Subscription(e.Node, e.ID)
 		if err != nil || old == nil {
 			return err
@@ -938,6 +972,10 @@ func (p *pebbleHome) Took(u events.User, from string, move uint64) (bool, error)
 	return with(p.r, p.h.tookKey(u, from, move), func([]byte) error { return nil })
 }
 
+func (p *pebbleHome) Ended(u events.User, move uint64, id int32, by string) (bool, error) {
+	return with(p.r, p.h.endedKey(u, move, id, by), func([]byte) error { return nil })
+}
+
 // change notes that the batch changes part of u's state.
 func (p *pebbleHome) change(u events.User, part uint8) {
 	if p.changed != nil {
@@ -1166,6 +1204,10 @@ func (p *pebbleHome) setTook(u events.User, from string, move uint64) error {
 	return p.b.Set(p.h.tookKey(u, from, move), []byte{}, nil)
 }
 
+func (p *pebbleHome) setEnded(u events.User, move uint64, id int32, by string) error {
+	return p.b.Set(p.h.endedKey(u, move, id, by), []byte{}, nil)
+}
+
 func (p *pebbleHome) setNextID(id int32) error {
 	p.next, p.nextSet = id, true
 	return nil
@@ -1379,6 +1421,9 @@ func (h *Home) Departed(u events.User) (uint64, error) {
 func (h *Home) Arrived(u events.User) (uint64, error) { return h.read().Arrived(u) }
 func (h *Home) Took(u events.User, from string, move uint64) (bool, error) {
 	return h.read().Took(u, from, move)
+}
+func (h *Home) Ended(u events.User, move uint64, id int32, by string) (bool, error) {
+	return h.read().Ended(u, move, id, by)
 }
 
 // Users returns every user the projection holds state for.

@@ -33,6 +33,7 @@ type Overlay struct {
 	departed map[events.User]entry[uint64]
 	arrived  map[events.User]entry[uint64]
 	took     map[tookKey]entry[bool]
+	ended    map[endedKey]entry[bool]
 	next     entry[int32]
 
 	seq     uint64    // the sequence the fact being applied is tagged with
@@ -56,6 +57,14 @@ type tookKey struct {
 	move uint64
 }
 
+// endedKey names an end of a subscription not here (Ended).
+type endedKey struct {
+	u    events.User
+	move uint64
+	id   int32
+	by   string
+}
+
 type entry[T any] struct {
 	val  T
 	gone bool // deleted
@@ -66,11 +75,12 @@ type entry[T any] struct {
 // written names one change, for Forget.
 type written struct {
 	seq  uint64
-	kind byte // 's' sub, 'v' view, 'a' ACL, 'p' property, 'd' departed, 'r' arrived, 't' took, 'n' next id
+	kind byte // 's' sub, 'v' view, 'a' ACL, 'p' property, 'd' departed, 'r' arrived, 't' took, 'e' ended, 'n' next id
 	u    events.User
 	id   int32
 	p    events.Prop
 	took tookKey
+	end  endedKey
 }
 
 // NewOverlay returns an empty overlay over base (nil: over nothing).
@@ -87,7 +97,7 @@ func (o *Overlay) Drop() {
 	o.subs, o.views = nil, nil
 	o.userSubs, o.userVws = nil, nil
 	o.acls, o.props = nil, nil
-	o.departed, o.arrived, o.took = nil, nil, nil
+	o.departed, o.arrived, o.took, o.ended = nil, nil, nil, nil
 	o.next = entry[int32]{}
 	o.written = nil
 }
@@ -102,7 +112,7 @@ func set[K comparable, V any](m *map[K]V, k K, v V) {
 
 // Len returns how many keys the overlay holds changes of.
 func (o *Overlay) Len() int {
-	n := len(o.subs) + len(o.views) + len(o.acls) + len(o.props) + len(o.departed) + len(o.arrived) + len(o.took)
+	n := len(o.subs) + len(o.views) + len(o.acls) + len(o.props) + len(o.departed) + len(o.arrived) + len(o.took) + len(o.ended)
 	if o.next.set {
 		n++
 	}
@@ -143,6 +153,8 @@ func (o *Overlay) Forget(pos uint64) {
 			forgetIf(o.arrived, w.u, pos)
 		case 't':
 			forgetIf(o.took, w.took, pos)
+		case 'e':
+			forgetIf(o.ended, w.end, pos)
 		case 'n':
 			if o.next.seq <= pos {
 				o.next = entry[int32]{}
@@ -426,6 +438,16 @@ func (o *Overlay) Took(u events.User, from string, move uint64) (bool, error) {
 	return o.base.Took(u, from, move)
 }
 
+func (o *Overlay) Ended(u events.User, move uint64, id int32, by string) (bool, error) {
+	if e, ok := o.ended[endedKey{u, move, id, by}]; ok {
+		return e.val, nil
+	}
+	if o.base == nil {
+		return false, nil
+	}
+	return o.base.Ended(u, move, id, by)
+}
+
 // Writes, for applyFact.
 
 func (o *Overlay) putSub(_, s *Subscription) error {
@@ -492,6 +514,13 @@ func (o *Overlay) setTook(u events.User, from string, move uint64) error {
 	k := tookKey{u, from, move}
 	set(&o.took, k, entry[bool]{val: true, seq: o.seq, set: true})
 	o.written = append(o.written, written{seq: o.seq, kind: 't', u: u, took: k})
+	return nil
+}
+
+func (o *Overlay) setEnded(u events.User, move uint64, id int32, by string) error {
+	k := endedKey{u, move, id, by}
+	set(&o.ended, k, entry[bool]{val: true, seq: o.seq, set: true})
+	o.written = append(o.written, written{seq: o.seq, kind: 'e', u: u, end: k})
 	return nil
 }
 

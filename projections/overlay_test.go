@@ -37,11 +37,20 @@ func randomFacts(rng *rand.Rand, n int) []events.Fact {
 				sc.Subscriber = by.principal
 				sc.Source = watchSources[rng.IntN(len(watchSources))]
 			}
+			if rng.IntN(4) == 0 {
+				sc.Handoff = events.HandoffOf("h0", u, uint64(1+rng.IntN(2)))
+			}
 			out = append(out, sc)
 		case 2:
 			out = append(out, &events.SubscriptionRenewed{Meta: meta, Node: u, ID: id, Lifetime: 70, Expires: exp})
 		case 3:
-			out = append(out, &events.SubscriptionEnded{Meta: meta, Node: u, ID: id, Reason: events.EndExpired})
+			se := &events.SubscriptionEnded{Meta: meta, Node: u, ID: id, Reason: events.EndExpired}
+			if rng.IntN(3) == 0 {
+				// Asked for while its node's state was awaited.
+				by := endedBys[rng.IntN(len(endedBys))]
+				se.Reason, se.Move, se.By, se.ByUser = events.EndUnsubscribed, uint64(1+rng.IntN(2)), by.principal, by.user
+			}
+			out = append(out, se)
 		case 4, 5:
 			vs := &events.ViewSet{Meta: meta, Node: u, ID: id, Value: "busy", Default: "offline", Timeout: 60, Expires: exp}
 			if rng.IntN(4) == 0 {
@@ -87,6 +96,17 @@ var watchSubscribers = []struct{ user, watcher, principal string }{
 	{user: "a", watcher: "a"}, {user: "a", watcher: "b"}, {user: "b", watcher: "b"},
 	{principal: "http://im.acme.test/instmsg/aliases/x"}, {principal: "http://acme.test:8080/instmsg/aliases/y"},
 	{principal: "http://im.other.test/instmsg/aliases/x"}, {principal: ""},
+}
+
+// endedBys are the requesters of randomFacts' ends of subscriptions not
+// there: a user of ours and its principal, a principal only, a user only.
+var endedBys = []struct {
+	user      events.User
+	principal string
+}{
+	{events.NewUser("example.com", "a"), "http://im.example.com/instmsg/aliases/a"},
+	{principal: "http://im.acme.test/instmsg/aliases/x"},
+	{user: events.NewUser("example.com", "b")},
 }
 
 // watchSources are the client addresses randomFacts' subscriptions come
@@ -166,6 +186,18 @@ func sameState(t *testing.T, a, b HomeReader, facts []events.Fact) {
 			}
 		}
 		for id := int32(1); id <= 12; id++ {
+			for move := uint64(1); move <= 2; move++ {
+				for _, by := range endedBys {
+					for _, name := range []string{EndedBy(by.user, ""), EndedBy(events.User{}, by.principal)} {
+						e1, err1 := a.Ended(u, move, id, name)
+						e2, err2 := b.Ended(u, move, id, name)
+						if err1 != nil || err2 != nil {
+							t.Fatal(err1, err2)
+						}
+						check(fmt.Sprintf("%s ended %d under %d by %s", u, id, move, name), e1, e2)
+					}
+				}
+			}
 			s1, _ := a.Subscription(u, id)
 			s2, _ := b.Subscription(u, id)
 			check("subscription", s1, s2)

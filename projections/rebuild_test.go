@@ -114,6 +114,16 @@ hello there]]></r:mime-data></r:msgbody></r:message></r:notification>`)})
 			add(&events.ViewEnded{Meta: meta(), Node: u, ID: view, Reason: events.EndLoggedOut})
 			add(&events.SubscriptionEnded{Meta: meta(), Node: user(i + 7), ID: watches[0], Reason: events.EndExpired})
 		}
+		if i%4 == 0 {
+			// A watch handed over, and an UNSUBSCRIBE of one not here yet,
+			// its node's state awaited (a late handoff).
+			id++
+			add(&events.SubscriptionCreated{Meta: meta(), Node: u, ID: id, Kind: events.NotifyPropChange, CallBack: "http://10.0.0.8:5757",
+				Subscriber: "http://im.example.test/instmsg/aliases/x", NodeURL: "http://im.example.test/instmsg/aliases/" + u.Alias,
+				Lifetime: 14000, Expires: at.Add(14000 * time.Second), Handoff: events.HandoffOf("home0", u, 7)})
+			add(&events.SubscriptionEnded{Meta: meta(), Node: u, ID: 1 << 20, Reason: events.EndUnsubscribed, Move: 7,
+				By: "http://im.example.test/instmsg/aliases/" + u.Alias, ByUser: u})
+		}
 	}
 	var last uint64
 	for _, f := range futures {
