@@ -395,39 +395,192 @@ func legacyTime(h nats.Header, e *auditEntry) bool {
 }
 
 func auditFlags(fs *flag.FlagSet) runFunc {
-	user := fs.String("user", "", "only facts of this user's node (`alias@domain`)")
-	since := fs.Duration("since", 0, "only events of the last `duration` (e.g. 1h); 0 for all")
+	user := fs.String("user", "", "only what concerns this user (`alias@domain`): the facts of her node on every home server she was on, and the directory's events about her")
+	since := fs.String("since", "", "only events stored from this `moment` on: RFC 3339 (2026-11-27T09:00:00Z) or a duration ago (1h); default (or 0) all")
+	until := fs.String("until", "", "only events stored before this `moment`: RFC 3339 or a duration ago; default now")
 	typ := fs.String("type", "", "only events whose `type` starts with this (e.g. message, subscription, view, user)")
 	noBodies := fs.Bool("no-bodies", false, "leave message bodies out")
 	return func(ctx context.Context, e *env, _ []string) error {
-		return cmdAudit(ctx, e.global, e.stderr, *user, *since, *typ, *noBodies)
+		now := time.Now()
+		q := auditQuery{user: *user, typ: *typ, noBodies: *noBodies}
+		var err error
+		if q.from, err = parseMoment("-since", *since, now); err != nil {
+			return err
+		}
+		if q.until, err = parseMoment("-until", *until, now); err != nil {
+			return err
+		}
+		if !q.from.IsZero() && !q.until.IsZero() && !q.from.Before(q.until) {
+			return fmt.Errorf("-until %s must be after -since %s: no event is stored between them", q.until.UTC().Format(time.RFC3339), q.from.UTC().Format(time.RFC3339))
+		}
+		return cmdAudit(ctx, e.global, e.stderr, q)
 	}
+}
+
+// parseMoment reads a moment given to flag: RFC 3339, or a duration
+// before now; the zero time for "" or a duration of 0 (no bound).
+func parseMoment(flag, v string, now time.Time) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(v); err == nil {
+		switch {
+		case d < 0:
+			return time.Time{}, fmt.Errorf("%s %q: a duration ago is not negative; want RFC 3339 (2026-11-27T09:00:00Z) or a duration ago (90m)", flag, v)
+		case d == 0:
+			return time.Time{}, nil
+		}
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%s %q: want RFC 3339 (2026-11-27T09:00:00Z) or a duration ago (90m)", flag, v)
+	}
+	return t, nil
 }
 
 // auditProgressFrom is how many events an audit reads before it shows
 // its progress.
 const auditProgressFrom = 10000
 
-func cmdAudit(ctx context.Context, g global, stderr io.Writer, user string, since time.Duration, typ string, noBodies bool) error {
+// auditQuery is what an audit shows: the events of user ("" for all),
+// stored from from until until (zero: no bound), of types starting with
+// typ.
+type auditQuery struct {
+	user        string
+	from, until time.Time
+	typ         string
+	noBodies    bool
+}
+
+// auditEvent is a message read by the audit, with its entry.
+type auditEvent struct {
+	m      jetstream.Msg
+	e      auditEntry
+	legacy bool // stored first in the single fact stream of older versions
+}
+
+// auditReader reads one stream's events for the audit, a batch at a
+// time, so that the audit can show the events of every stream in one
+// timeline.
+type auditReader struct {
+	stream string
+	cons   jetstream.Consumer
+	until  time.Time // no event stored at or after it is read
+	buf    []auditEvent
+	done   bool
+}
+
+// peek returns the stream's next event, nil after its last.
+func (r *auditReader) peek() (*auditEvent, error) {
+	for len(r.buf) == 0 && !r.done {
+		batch, err := r.cons.FetchNoWait(512)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", r.stream, err)
+		}
+		for m := range batch.Messages() {
+			md, err := m.Metadata()
+			if err != nil {
+				return nil, fmt.Errorf("read %s: %w", r.stream, err)
+			}
+			if !r.until.IsZero() && !md.Timestamp.Before(r.until) {
+				r.done = true // and so is every later one (one copied kept its older time: before this)
+				break
+			}
+			ev := auditEvent{m: m, e: auditEntry{Seq: md.Sequence.Stream, Time: md.Timestamp.UTC(), Stream: r.stream, Subject: m.Subject(), Type: m.Headers().Get(events.HeaderType)}}
+			ev.legacy = legacyTime(m.Headers(), &ev.e)
+			r.buf = append(r.buf, ev)
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return nil, fmt.Errorf("read %s: %w", r.stream, err)
+		}
+		if len(r.buf) == 0 {
+			r.done = true
+		}
+	}
+	if len(r.buf) == 0 {
+		return nil, nil
+	}
+	return &r.buf[0], nil
+}
+
+// removedBefore says, on stderr, what the audit cannot show of stream:
+// the events its retention removed (its first sequence past 1), or, for
+// a fact stream whose first fact was copied from the single fact stream
+// of older versions after that one's retention had removed facts
+// (events.HeaderLegacyCut), those. Nothing when an audit from from would
+// not have shown them anyway (they are all older).
+func removedBefore(ctx context.Context, js jetstream.JetStream, stream string, from time.Time, stderr io.Writer) error {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", stream, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", stream, err)
+	}
+	retention := "the stream's retention"
+	if info.Config.MaxAge > 0 {
+		retention += fmt.Sprintf(" (max age %s: -audit.retention)", info.Config.MaxAge)
+	}
+	s := info.State
+	if s.Msgs == 0 {
+		if s.LastSeq > 0 && (from.IsZero() || !from.After(s.LastTime)) {
+			fmt.Fprintf(stderr, "rvpctl: %s: all %d of its events were removed by %s: the audit cannot show them\n",
+				stream, s.LastSeq, retention)
+		}
+		return nil
+	}
+	first, err := st.GetMsg(ctx, s.FirstSeq)
+	if err != nil {
+		return fmt.Errorf("stream %s: its first event: %w", stream, err)
+	}
+	firstTime := first.Time
+	if v := first.Header.Get(events.HeaderLegacyTime); v != "" {
+		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			firstTime = t
+		}
+	}
+	if !from.IsZero() && from.After(firstTime) {
+		return nil // what was removed is older than what the audit shows
+	}
+	if removed := s.FirstSeq - 1; removed > 0 {
+		was, them := "was", "it"
+		if removed > 1 {
+			was, them = "were", "them"
+		}
+		fmt.Fprintf(stderr, "rvpctl: %s: its first event left is sequence %d: %d %s before it %s removed by %s: the audit cannot show %s\n",
+			stream, s.FirstSeq, removed, plural(removed, "event"), was, retention, them)
+	} else if cut := first.Header.Get(events.HeaderLegacyCut); cut != "" {
+		fmt.Fprintf(stderr, "rvpctl: %s: its first fact was copied from %s after that stream's retention had removed its facts before sequence %s: the audit cannot show those\n",
+			stream, events.StreamLegacyFacts, printable(cut))
+	}
+	return nil
+}
+
+// cmdAudit shows the events q asks for, of every fact stream of the site
+// and the directory, in one timeline: in the order they were stored
+// (each stream's events in its order, those of several streams by their
+// time).
+func cmdAudit(ctx context.Context, g global, stderr io.Writer, q auditQuery) error {
 	nc, js, err := connect(g)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	var filters []string
 	factStreams, err := projections.FactStreams(ctx, js)
 	if err != nil {
 		return err
 	}
-	streams := append(factStreams, events.StreamDirectory)
-	if user != "" {
-		alias, domain, ok := strings.Cut(user, "@")
-		if !ok {
-			return fmt.Errorf("-user %q: want alias@domain", user)
+	var factFilters, dirFilters []string
+	if q.user != "" {
+		alias, domain, ok := strings.Cut(q.user, "@")
+		if !ok || alias == "" || domain == "" {
+			return fmt.Errorf("-user %q: want alias@domain", q.user)
 		}
 		u := events.NewUser(domain, alias)
-		filters = []string{events.FactRoot + ".*." + events.Token(u.Domain) + "." + events.Token(u.Alias)}
-		streams = factStreams
+		factFilters = []string{events.FactRoot + ".*." + events.Token(u.Domain) + "." + events.Token(u.Alias)}
+		dirFilters = []string{events.UserSubject(u)}
 		// Its facts of this site are shown, said to be not all there are.
 		where, err := homedElsewhere(ctx, js, u)
 		if err != nil {
@@ -437,15 +590,22 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, user string, sinc
 			fmt.Fprintln(stderr, "rvpctl: only the facts this site holds: "+where)
 		}
 	}
+	streams := append(slices.Clone(factStreams), events.StreamDirectory)
 	rows := [][]string{{"TIME", "SEQ", "TYPE", "NODE/SUBJECT", "ACTOR", "CLIENT", "DETAIL"}}
 	// Every stream's reader first, to know how many events there are to
 	// read: a large range shows its progress.
-	conss := make([]jetstream.Consumer, len(streams))
+	readers := make([]*auditReader, len(streams))
 	total := 0
-	from := time.Now().Add(-since)
 	for i, stream := range streams {
-		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters}
-		if since > 0 {
+		if err := removedBefore(ctx, js, stream, q.from, stderr); err != nil {
+			return err
+		}
+		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: factFilters}
+		if stream == events.StreamDirectory {
+			cfg.FilterSubjects = dirFilters
+		}
+		if !q.from.IsZero() {
+			from := q.from
 			cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &from
 		}
 		cons, err := js.OrderedConsumer(ctx, stream, cfg)
@@ -456,81 +616,77 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, user string, sinc
 		if err != nil {
 			return fmt.Errorf("read %s: %w", stream, err)
 		}
-		conss[i], total = cons, total+int(info.NumPending)
+		readers[i], total = &auditReader{stream: stream, cons: cons, until: q.until}, total+int(info.NumPending)
 	}
 	prog := newCounter(stderr, "audit: events read", total, g.json || total < auditProgressFrom)
 	defer prog.end()
 	undecodable := 0
-	for i, stream := range streams {
-		cons := conss[i]
-		for {
-			batch, err := cons.FetchNoWait(512)
+	for {
+		// The earliest of the streams' next events (the first stream's
+		// of equal times).
+		var next *auditReader
+		var at time.Time
+		for _, r := range readers {
+			ev, err := r.peek()
 			if err != nil {
-				return fmt.Errorf("read %s: %w", stream, err)
+				return err
 			}
-			n := 0
-			for m := range batch.Messages() {
-				n++
-				t := m.Headers().Get(events.HeaderType)
-				if typ != "" && !strings.HasPrefix(t, typ) {
-					continue
-				}
-				md, err := m.Metadata()
-				if err != nil {
-					return fmt.Errorf("read %s: %w", stream, err)
-				}
-				e := auditEntry{Seq: md.Sequence.Stream, Time: md.Timestamp.UTC(), Stream: stream, Subject: m.Subject(), Type: t}
-				if legacyTime(m.Headers(), &e) && since > 0 && e.Time.Before(from) {
-					continue // copied lately, stored long before
-				}
-				ev, err := events.Decode(t, m.Data())
-				if err != nil {
-					// Shown where it is, and the audit fails at its end:
-					// a replay that skipped events is no success.
-					undecodable++
-					fmt.Fprintf(stderr, "%s seq %d: %v\n", stream, md.Sequence.Stream, err)
-					e.Undecodable = err.Error()
-					if json.Valid(m.Data()) {
-						e.Event, e.Redacted = redactJSON(m.Data())
-					} else {
-						e.Raw = m.Data()
-					}
-					if g.json {
-						if err := printJSON(g.out, e); err != nil {
-							return err
-						}
-						continue
-					}
-					rows = append(rows, auditRow(e, nil))
-					continue
-				}
-				var row []string
-				if !g.json {
-					row = auditRow(e, ev) // before -no-bodies: it tells the body's size
-				}
-				if ma, ok := ev.(*events.MessageAccepted); ok && noBodies {
-					ma.Body = nil
-				}
-				e.Redacted = redact(ev)
-				if e.Event, err = json.Marshal(ev); err != nil {
-					return fmt.Errorf("%s seq %d: %w", stream, e.Seq, err)
-				}
-				if g.json {
-					if err := printJSON(g.out, e); err != nil {
-						return err
-					}
-					continue
-				}
-				rows = append(rows, row)
+			if ev != nil && (next == nil || ev.e.Time.Before(at)) {
+				next, at = r, ev.e.Time
 			}
-			if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-				return fmt.Errorf("read %s: %w", stream, err)
-			}
-			if n == 0 {
-				break
-			}
-			prog.add(n)
 		}
+		if next == nil {
+			break
+		}
+		ae := next.buf[0]
+		next.buf = next.buf[1:]
+		prog.add(1)
+		m, e, t := ae.m, ae.e, ae.e.Type
+		if q.typ != "" && !strings.HasPrefix(t, q.typ) {
+			continue
+		}
+		if ae.legacy && (!q.from.IsZero() && e.Time.Before(q.from) || !q.until.IsZero() && !e.Time.Before(q.until)) {
+			continue // copied lately, stored long before
+		}
+		ev, err := events.Decode(t, m.Data())
+		if err != nil {
+			// Shown where it is, and the audit fails at its end:
+			// a replay that skipped events is no success.
+			undecodable++
+			fmt.Fprintf(stderr, "%s seq %d: %v\n", e.Stream, e.Seq, err)
+			e.Undecodable = err.Error()
+			if json.Valid(m.Data()) {
+				e.Event, e.Redacted = redactJSON(m.Data())
+			} else {
+				e.Raw = m.Data()
+			}
+			if g.json {
+				if err := printJSON(g.out, e); err != nil {
+					return err
+				}
+				continue
+			}
+			rows = append(rows, auditRow(e, nil))
+			continue
+		}
+		var row []string
+		if !g.json {
+			row = auditRow(e, ev) // before -no-bodies: it tells the body's size
+		}
+		if ma, ok := ev.(*events.MessageAccepted); ok && q.noBodies {
+			ma.Body = nil
+		}
+		e.Redacted = redact(ev)
+		if e.Event, err = json.Marshal(ev); err != nil {
+			return fmt.Errorf("%s seq %d: %w", e.Stream, e.Seq, err)
+		}
+		if g.json {
+			if err := printJSON(g.out, e); err != nil {
+				return err
+			}
+			continue
+		}
+		rows = append(rows, row)
 	}
 	if !g.json {
 		table(g.out, rows)

@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/events"
+)
+
+// auditRun runs rvpctl against url and returns its output, what it
+// wrote on stderr and its error.
+func auditRun(url string, args ...string) (string, string, error) {
+	var out, errOut bytes.Buffer
+	lookup := func(k string) (string, bool) { return url, k == "RVPCTL_NATS" }
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := exec(ctx, args, lookup, strings.NewReader(""), &out, &errOut)
+	return out.String(), errOut.String(), err
+}
+
+// auditLines decodes audit -json's lines.
+func auditLines(t *testing.T, out string) []auditEntry {
+	t.Helper()
+	var es []auditEntry
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if l == "" {
+			continue
+		}
+		var e auditEntry
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatalf("audit -json line %q: %v", l, err)
+		}
+		es = append(es, e)
+	}
+	return es
+}
+
+// TestAuditUserTimeline: the audit of a user is one timeline, in the
+// order things happened, of her facts on every home server she was on and
+// of the directory's events about her (enabled, password set, moved,
+// disabled: who did it): the auditor asking what happened to alice, moved
+// from home1 to home2 and back, sees it in order, and sees the
+// administrator who moved her. Before, -user read the fact streams alone
+// (no directory event: a user changed only by administrators showed an
+// empty table) and each stream after the other (home1's facts after the
+// move back shown before home2's).
+func TestAuditUserTimeline(t *testing.T) {
+	url, js := startJetStream(t)
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: events.FactStream("home2"), Subjects: []string{events.FactFilter("home2")}}); err != nil {
+		t.Fatal(err)
+	}
+	alice, bob := events.NewUser("example.test", "alice"), events.NewUser("example.test", "bob")
+	admin := events.Meta{At: time.Now(), Actor: "admin:ops"}
+	client := events.Meta{At: time.Now(), Actor: "alice@example.test", Auth: "ntlm:alice@example.test", Client: "10.0.0.9"}
+	steps := []struct {
+		subj string
+		ev   events.Event
+	}{
+		{events.UserSubject(alice), &events.UserEnabled{Meta: admin, User: alice, Home: "home1"}},
+		{events.UserSubject(bob), &events.UserEnabled{Meta: admin, User: bob, Home: "home1"}},
+		{events.FactSubject("home1", alice), &events.ViewSet{Meta: client, Node: alice, ID: 1, Value: "online"}},
+		{events.UserSubject(alice), &events.UserMoved{Meta: admin, User: alice, Home: "home2"}},
+		{events.FactSubject("home2", alice), &events.ViewSet{Meta: client, Node: alice, ID: 1, Value: "busy"}},
+		{events.UserSubject(alice), &events.UserMoved{Meta: admin, User: alice, Home: "home1"}},
+		{events.FactSubject("home1", alice), &events.ViewSet{Meta: client, Node: alice, ID: 1, Value: "away"}},
+		{events.FactSubject("home1", bob), &events.ViewSet{Meta: client, Node: bob, ID: 1, Value: "online"}},
+		{events.UserSubject(alice), &events.UserDisabled{Meta: admin, User: alice}},
+	}
+	for _, s := range steps {
+		publishEvent(t, js, s.subj, "", s.ev, nil)
+	}
+	want := []string{"user.enabled.v1", "view.set.v1 online", "user.moved.v1", "view.set.v1 busy", "user.moved.v1", "view.set.v1 away", "user.disabled.v1"}
+	out, errOut, err := auditRun(url, "-json", "audit", "-user", "alice@example.test")
+	if err != nil {
+		t.Fatalf("audit -user: %v\n%s", err, errOut)
+	}
+	var got []string
+	var last time.Time
+	for _, e := range auditLines(t, out) {
+		if e.Time.Before(last) {
+			t.Errorf("audit -user: %s at %s after one at %s: not in time order", e.Type, e.Time, last)
+		}
+		last = e.Time
+		g := e.Type
+		var v struct {
+			Value string `json:"value"`
+			Actor string `json:"actor"`
+		}
+		json.Unmarshal(e.Event, &v)
+		if v.Value != "" {
+			g += " " + v.Value
+		}
+		if strings.HasPrefix(e.Type, "user.") && v.Actor != "admin:ops" {
+			t.Errorf("%s: actor %q, want the administrator admin:ops", e.Type, v.Actor)
+		}
+		got = append(got, g)
+	}
+	if strings.Join(got, ", ") != strings.Join(want, ", ") {
+		t.Errorf("audit -user alice:\n got %s\nwant %s", strings.Join(got, ", "), strings.Join(want, ", "))
+	}
+	// The table, too: the administrator who moved her.
+	out, errOut, err = auditRun(url, "audit", "-user", "alice@example.test", "-type", "user.moved")
+	if err != nil || strings.Count(out, "admin:ops") != 2 || strings.Contains(out, "bob") {
+		t.Errorf("audit -user -type user.moved: %v\n%s%s", err, out, errOut)
+	}
+
+	// The whole audit is one timeline as well.
+	out, errOut, err = auditRun(url, "-json", "audit")
+	if err != nil {
+		t.Fatalf("audit: %v\n%s", err, errOut)
+	}
+	es := auditLines(t, out)
+	if len(es) != len(steps) {
+		t.Fatalf("audit: %d events, want %d:\n%s", len(es), len(steps), out)
+	}
+	for i, e := range es {
+		if e.Type != steps[i].ev.Type() || e.Subject != steps[i].subj {
+			t.Errorf("audit event %d: %s on %s, want %s on %s (the order they were stored in)", i, e.Type, e.Subject, steps[i].ev.Type(), steps[i].subj)
+		}
+	}
+}
+
+// TestAuditTimeRange: -since and -until take a moment (RFC 3339) or a
+// duration ago, and select the events stored between them; a negative
+// duration or an -until before -since is refused rather than taken for
+// "everything". Before, -since took a duration only, -until did not
+// exist, and -since -1h showed every event.
+func TestAuditTimeRange(t *testing.T) {
+	url, js := startJetStream(t)
+	bob := events.NewUser("example.test", "bob")
+	meta := events.Meta{At: time.Now(), Actor: "bob@example.test"}
+	publishEvent(t, js, events.FactSubject("home1", bob), "", &events.ViewSet{Meta: meta, Node: bob, ID: 1, Value: "online"}, nil)
+	if out, _, err := auditRun(url, "-json", "audit", "-until", "1h"); err != nil || strings.TrimSpace(out) != "" {
+		t.Errorf("audit -until 1h (an hour ago): %v\n%s", err, out)
+	}
+	if out, _, err := auditRun(url, "-json", "audit", "-since", "1h", "-until", time.Now().Add(time.Hour).UTC().Format(time.RFC3339)); err != nil || len(auditLines(t, out)) != 1 {
+		t.Errorf("audit -since 1h -until in an hour: %v\n%s", err, out)
+	}
+	if out, _, err := auditRun(url, "-json", "audit", "-since", time.Now().Add(time.Hour).UTC().Format(time.RFC3339)); err != nil || strings.TrimSpace(out) != "" {
+		t.Errorf("audit -since in an hour: %v\n%s", err, out)
+	}
+	for _, args := range [][]string{{"-since", "-1h"}, {"-since", "yesterday"}, {"-since", "1h", "-until", "2h"}} {
+		if out, _, err := auditRun(url, append([]string{"audit"}, args...)...); err == nil {
+			t.Errorf("audit %v: no error\n%s", args, out)
+		} else if !strings.Contains(err.Error(), "RFC 3339") && !strings.Contains(err.Error(), "must be after") {
+			t.Errorf("audit %v: %v, want it to say what is wanted", args, err)
+		}
+	}
+}
+
+// TestAuditSaysWhatRetentionRemoved: an audit of a stream whose
+// retention removed its first events says so, naming the stream and how
+// many, rather than showing less as if that were all; so does one whose
+// first fact was copied from the single fact stream of older versions
+// after that one's retention had removed facts (Rvp-Legacy-Cut). An
+// audit from a moment after what was removed says nothing.
+func TestAuditSaysWhatRetentionRemoved(t *testing.T) {
+	url, js := startNATS(t, "")
+	ctx := context.Background()
+	for _, h := range []string{"home1", "home2"} {
+		cfg := jetstream.StreamConfig{Name: events.FactStream(h), Subjects: []string{events.FactFilter(h)}}
+		if h == "home1" {
+			cfg.MaxMsgs = 2 // a retention that removes the first
+		}
+		if _, err := js.CreateStream(ctx, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: events.StreamDirectory, Subjects: []string{events.DirectoryFilter}}); err != nil {
+		t.Fatal(err)
+	}
+	bob := events.NewUser("example.test", "bob")
+	meta := events.Meta{At: time.Now(), Actor: "bob@example.test"}
+	for _, v := range []string{"online", "busy", "away"} {
+		publishEvent(t, js, events.FactSubject("home1", bob), "", &events.ViewSet{Meta: meta, Node: bob, ID: 1, Value: v}, nil)
+	}
+	body, err := events.Encode(&events.ViewSet{Meta: meta, Node: bob, ID: 1, Value: "online"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg(events.FactSubject("home2", bob))
+	m.Header.Set(events.HeaderType, events.TypeViewSet)
+	m.Header.Set(events.HeaderLegacyCut, "41")
+	m.Data = body
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range [][]string{{"audit"}, {"-json", "audit"}, {"audit", "-user", "bob@example.test"}} {
+		out, errOut, err := auditRun(url, mode...)
+		if err != nil {
+			t.Fatalf("rvpctl %v: %v\n%s", mode, err, errOut)
+		}
+		for _, want := range []string{events.FactStream("home1") + ": its first event left is sequence 2: 1 event before it was removed by the stream's retention",
+			events.FactStream("home2") + ": its first fact was copied from RVP_FACTS after that stream's retention had removed its facts before sequence 41"} {
+			if !strings.Contains(errOut, want) {
+				t.Errorf("rvpctl %v does not say %q:\n%s\nstderr:\n%s", mode, want, out, errOut)
+			}
+		}
+	}
+	// From a moment after the removed events: nothing is missing.
+	info, err := js.Stream(ctx, events.FactStream("home1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := info.GetMsg(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, err := auditRun(url, "audit", "-since", first.Time.Add(time.Nanosecond).UTC().Format(time.RFC3339Nano))
+	if err != nil || strings.Contains(errOut, events.FactStream("home1")) {
+		t.Errorf("audit -since after the removed events: %v, says %q", err, errOut)
+	}
+}
