@@ -219,3 +219,81 @@ func TestAuditSaysWhatRetentionRemoved(t *testing.T) {
 		t.Errorf("audit -since after the removed events: %v, says %q", err, errOut)
 	}
 }
+
+// TestAuditBy: -by shows what someone did, on any user's node: the
+// messages alice sent to bob and carol (facts of their nodes, which
+// -user alice does not read), or an administrator's changes of the
+// directory; with -user, what was done to her as well, in one timeline.
+// A request of another organisation's principal, which sends no
+// credentials, is said to be unauthenticated in the table, not shown
+// with a blank where the scheme goes.
+func TestAuditBy(t *testing.T) {
+	url, js := startJetStream(t)
+	alice, bob, carol := events.NewUser("example.test", "alice"), events.NewUser("example.test", "bob"), events.NewUser("example.test", "carol")
+	byAlice := events.Meta{At: time.Now(), Request: "r1", Actor: "http://im.example.test/instmsg/aliases/alice", Auth: "ntlm:alice@example.test", Client: "10.0.0.9"}
+	byBob := events.Meta{At: time.Now(), Request: "r2", Actor: "http://im.example.test/instmsg/aliases/bob", Auth: "digest:bob@example.test", Client: "10.0.0.7"}
+	byPeer := events.Meta{At: time.Now(), Request: "r3", Actor: "http://im.other.test/instmsg/aliases/zed", Client: "192.0.2.1"}
+	ops := events.Meta{At: time.Now(), Actor: "admin:ops"}
+	steps := []struct {
+		subj string
+		ev   events.Event
+	}{
+		{events.UserSubject(alice), &events.UserEnabled{Meta: ops, User: alice, Home: "home1"}},
+		{events.FactSubject("home1", bob), &events.MessageAccepted{Meta: byAlice, Node: bob, Body: []byte("hi bob")}},
+		{events.FactSubject("home1", carol), &events.MessageAccepted{Meta: byBob, Node: carol, Body: []byte("hi carol")}},
+		{events.FactSubject("home1", carol), &events.MessageAccepted{Meta: byAlice, Node: carol, Body: []byte("hi carol")}},
+		{events.FactSubject("home1", alice), &events.MessageAccepted{Meta: byBob, Node: alice, Body: []byte("hi alice")}},
+		{events.FactSubject("home1", alice), &events.MessageAccepted{Meta: byPeer, Node: alice, Body: []byte("hello from afar")}},
+		{events.UserSubject(bob), &events.UserDisabled{Meta: ops, User: bob}},
+		{events.FactSubject("home1", alice), &events.ViewEnded{Meta: events.Meta{At: time.Now(), Request: "handoff-1", Actor: "system", Home: "home1"}, Node: alice, ID: 1, Reason: events.EndMoved}},
+	}
+	for _, s := range steps {
+		publishEvent(t, js, s.subj, "", s.ev, nil)
+	}
+	seqs := func(args ...string) string {
+		t.Helper()
+		out, errOut, err := auditRun(url, append([]string{"-json", "audit"}, args...)...)
+		if err != nil {
+			t.Fatalf("audit %v: %v\n%s", args, err, errOut)
+		}
+		var got []string
+		for _, e := range auditLines(t, out) {
+			got = append(got, e.Subject+"#"+e.Type)
+		}
+		return strings.Join(got, " ")
+	}
+	want := func(idx ...int) string {
+		var w []string
+		for _, i := range idx {
+			w = append(w, steps[i].subj+"#"+steps[i].ev.Type())
+		}
+		return strings.Join(w, " ")
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-by", "alice@example.test"}, want(1, 3)},
+		{[]string{"-by", "Alice@Example.test"}, want(1, 3)},
+		{[]string{"-by", "admin:ops"}, want(0, 6)},
+		{[]string{"-by", "http://im.other.test/instmsg/aliases/zed"}, want(5)},
+		{[]string{"-by", "alice@example.test", "-user", "alice@example.test"}, want(0, 1, 3, 4, 5, 7)},
+		{[]string{"-user", "alice@example.test"}, want(0, 4, 5, 7)},
+	} {
+		if got := seqs(c.args...); got != c.want {
+			t.Errorf("audit %v:\n got %s\nwant %s", c.args, got, c.want)
+		}
+	}
+	out, errOut, err := auditRun(url, "audit", "-user", "alice@example.test")
+	if err != nil {
+		t.Fatalf("audit: %v\n%s", err, errOut)
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "zed") && !strings.Contains(l, "zed (unauthenticated") {
+			t.Errorf("a request of another organisation's principal is not said unauthenticated: %q", l)
+		}
+		if strings.Contains(l, "system") && strings.Contains(l, "unauthenticated") {
+			t.Errorf("a home node's own fact (a handoff's) is said unauthenticated: %q", l)
+		}
+	}
+}

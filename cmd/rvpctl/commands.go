@@ -398,11 +398,12 @@ func auditFlags(fs *flag.FlagSet) runFunc {
 	user := fs.String("user", "", "only what concerns this user (`alias@domain`): the facts of her node on every home server she was on, and the directory's events about her")
 	since := fs.String("since", "", "only events stored from this `moment` on: RFC 3339 (2026-11-27T09:00:00Z) or a duration ago (1h); default (or 0) all")
 	until := fs.String("until", "", "only events stored before this `moment`: RFC 3339 or a duration ago; default now")
+	by := fs.String("by", "", "only what this `actor` did, on any user's node: a user (alias@domain, whom her credentials named), an administrator (admin:NAME) or another organisation's principal (its URL); with -user, what was done to her as well")
 	typ := fs.String("type", "", "only events whose `type` starts with this (e.g. message, subscription, view, user)")
 	noBodies := fs.Bool("no-bodies", false, "leave message bodies out")
 	return func(ctx context.Context, e *env, _ []string) error {
 		now := time.Now()
-		q := auditQuery{user: *user, typ: *typ, noBodies: *noBodies}
+		q := auditQuery{user: *user, by: *by, typ: *typ, noBodies: *noBodies}
 		var err error
 		if q.from, err = parseMoment("-since", *since, now); err != nil {
 			return err
@@ -444,10 +445,11 @@ func parseMoment(flag, v string, now time.Time) (time.Time, error) {
 const auditProgressFrom = 10000
 
 // auditQuery is what an audit shows: the events of user ("" for all),
-// stored from from until until (zero: no bound), of types starting with
-// typ.
+// or by ("" for anyone: its actor or the user its credentials named; of
+// either with both), stored from from until until (zero: no bound), of
+// types starting with typ.
 type auditQuery struct {
-	user        string
+	user, by    string
 	from, until time.Time
 	typ         string
 	noBodies    bool
@@ -573,6 +575,7 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, q auditQuery) err
 		return err
 	}
 	var factFilters, dirFilters []string
+	concerns := func(string) bool { return false } // whether a subject is -user's
 	if q.user != "" {
 		alias, domain, ok := strings.Cut(q.user, "@")
 		if !ok || alias == "" || domain == "" {
@@ -581,6 +584,10 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, q auditQuery) err
 		u := events.NewUser(domain, alias)
 		factFilters = []string{events.FactRoot + ".*." + events.Token(u.Domain) + "." + events.Token(u.Alias)}
 		dirFilters = []string{events.UserSubject(u)}
+		concerns = func(subj string) bool {
+			_, of, err := events.ParseFactSubject(subj)
+			return subj == events.UserSubject(u) || err == nil && of == u
+		}
 		// Its facts of this site are shown, said to be not all there are.
 		where, err := homedElsewhere(ctx, js, u)
 		if err != nil {
@@ -589,6 +596,10 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, q auditQuery) err
 		if where != "" {
 			fmt.Fprintln(stderr, "rvpctl: only the facts this site holds: "+where)
 		}
+	}
+	if q.by != "" {
+		// What someone did is on anyone's subject: every event is read.
+		factFilters, dirFilters = nil, nil
 	}
 	streams := append(slices.Clone(factStreams), events.StreamDirectory)
 	rows := [][]string{{"TIME", "SEQ", "TYPE", "NODE/SUBJECT", "ACTOR", "CLIENT", "DETAIL"}}
@@ -669,6 +680,9 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, q auditQuery) err
 			rows = append(rows, auditRow(e, nil))
 			continue
 		}
+		if q.by != "" && !actedBy(eventMeta(ev), q.by) && !concerns(e.Subject) {
+			continue
+		}
 		var row []string
 		if !g.json {
 			row = auditRow(e, ev) // before -no-bodies: it tells the body's size
@@ -741,19 +755,43 @@ func redactJSON(data []byte) ([]byte, []string) {
 	return out, redacted
 }
 
-func auditRow(e auditEntry, ev events.Event) []string {
-	var meta events.Meta
-	node := e.Subject
+// eventMeta returns ev's audit record (zero for an event of neither
+// kind).
+func eventMeta(ev events.Event) events.Meta {
 	switch x := ev.(type) {
 	case events.Fact:
-		meta = *x.Metadata()
-		node = x.Subject().String()
+		return *x.Metadata()
 	case events.DirectoryEvent:
-		meta = *x.Metadata()
+		return *x.Metadata()
+	}
+	return events.Meta{}
+}
+
+// actedBy reports whether meta's actor is by, or the user its
+// credentials named (Auth "scheme:alias@domain") is.
+func actedBy(meta events.Meta, by string) bool {
+	if strings.EqualFold(meta.Actor, by) {
+		return true
+	}
+	_, user, ok := strings.Cut(meta.Auth, ":")
+	return ok && user != "" && strings.EqualFold(user, by)
+}
+
+func auditRow(e auditEntry, ev events.Event) []string {
+	meta := eventMeta(ev)
+	node := e.Subject
+	if f, ok := ev.(events.Fact); ok {
+		node = f.Subject().String()
 	}
 	actor := meta.Actor
-	if meta.Auth != "" {
+	switch {
+	case meta.Auth != "":
 		actor += " (" + meta.Auth + ")"
+	case meta.Request != "" && meta.Actor != "system":
+		// A request the gateway let go without credentials: another
+		// organisation's principal's, taken at its server's word (a
+		// home node's own, of a handoff, is the system's).
+		actor += " (unauthenticated: another organisation's principal)"
 	}
 	detail := events.Describe(ev)
 	if e.Undecodable != "" {
