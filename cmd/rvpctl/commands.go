@@ -87,6 +87,7 @@ func cmdStatus(ctx context.Context, e *env, _ []string) error {
 		Replicas  int        `json:"replicas"`
 		Leader    string     `json:"leader,omitempty"` // the NATS server that leads it ("" on a single server)
 		Consumers []consumer `json:"consumers,omitempty"`
+		Error     string     `json:"error,omitempty"` // why it could not be read (the rest is then empty)
 	}
 	rows := [][]string{{"STREAM", "REPLICAS", "MESSAGES", "BYTES", "LAST SEQ", "LAST", "CONSUMER", "PENDING", "ACK PENDING", "REDELIVERED"}}
 	factStreams, err := projections.FactStreams(ctx, js)
@@ -98,14 +99,26 @@ func cmdStatus(ctx context.Context, e *env, _ []string) error {
 		return err
 	}
 	var noTTLs []string // requests streams that keep handoffs only their max age
+	// A stream that cannot be read (offline: no server holding it runs)
+	// is said so in its row, and status fails at its end: the others are
+	// what the operator looks at meanwhile.
+	var unreadable []string
 	for _, name := range slices.Concat(reqStreams, factStreams, []string{events.StreamDirectory, events.StreamLookups}) {
 		st, err := js.Stream(ctx, name)
-		if err != nil {
-			return fmt.Errorf("stream %s: %w", name, err)
+		var info *jetstream.StreamInfo
+		if err == nil {
+			info, err = st.Info(ctx)
 		}
-		info, err := st.Info(ctx)
 		if err != nil {
-			return fmt.Errorf("stream %s: %w", name, err)
+			unreadable = append(unreadable, fmt.Sprintf("%s (%v)", name, err))
+			if g.json {
+				if err := printJSON(g.out, stream{Name: name, Error: err.Error()}); err != nil {
+					return err
+				}
+				continue
+			}
+			rows = append(rows, []string{name, "UNREADABLE (below)", "-", "-", "-", "-", "", "", "", ""})
+			continue
 		}
 		if slices.Contains(reqStreams, name) && !info.Config.AllowMsgTTL {
 			noTTLs = append(noTTLs, name)
@@ -153,7 +166,14 @@ func cmdStatus(ctx context.Context, e *env, _ []string) error {
 		table(g.out, rows)
 	}
 	warnNoMsgTTLs(e.stderr, noTTLs)
-	return ownersStatus(ctx, g, js, factStreams)
+	if err := ownersStatus(ctx, g, js, factStreams); err != nil {
+		return err
+	}
+	if len(unreadable) > 0 {
+		return fmt.Errorf("%d %s could not be read: %s; a stream is offline while none of the NATS servers holding it runs: start them",
+			len(unreadable), plural(len(unreadable), "stream"), strings.Join(unreadable, ", "))
+	}
+	return nil
 }
 
 // requestStreams returns the names of the requests streams: the shared
@@ -605,11 +625,20 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, q auditQuery) err
 	rows := [][]string{{"TIME", "SEQ", "TYPE", "NODE/SUBJECT", "ACTOR", "CLIENT", "DETAIL"}}
 	// Every stream's reader first, to know how many events there are to
 	// read: a large range shows its progress.
-	readers := make([]*auditReader, len(streams))
+	readers := make([]*auditReader, 0, len(streams))
 	total := 0
-	for i, stream := range streams {
+	// A stream that cannot be read (offline: no server holding it runs)
+	// is said at once, the others are shown, and the audit fails at its
+	// end: what it shows is not all there is.
+	var unreadable []string
+	cannotRead := func(stream string, err error) {
+		unreadable = append(unreadable, stream)
+		fmt.Fprintf(stderr, "rvpctl: %s cannot be read: %v; its events are not shown\n", stream, err)
+	}
+	for _, stream := range streams {
 		if err := removedBefore(ctx, js, stream, q.from, stderr); err != nil {
-			return err
+			cannotRead(stream, err)
+			continue
 		}
 		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: factFilters}
 		if stream == events.StreamDirectory {
@@ -621,13 +650,15 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, q auditQuery) err
 		}
 		cons, err := js.OrderedConsumer(ctx, stream, cfg)
 		if err != nil {
-			return fmt.Errorf("read %s: %w", stream, err)
+			cannotRead(stream, err)
+			continue
 		}
 		info, err := cons.Info(ctx)
 		if err != nil {
-			return fmt.Errorf("read %s: %w", stream, err)
+			cannotRead(stream, err)
+			continue
 		}
-		readers[i], total = &auditReader{stream: stream, cons: cons, until: q.until}, total+int(info.NumPending)
+		readers, total = append(readers, &auditReader{stream: stream, cons: cons, until: q.until}), total+int(info.NumPending)
 	}
 	prog := newCounter(stderr, "audit: events read", total, g.json || total < auditProgressFrom)
 	defer prog.end()
@@ -640,7 +671,13 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, q auditQuery) err
 		for _, r := range readers {
 			ev, err := r.peek()
 			if err != nil {
-				return err
+				if ctx.Err() != nil {
+					return err
+				}
+				// What was shown of it stays; the rest is not shown.
+				cannotRead(r.stream, err)
+				r.buf, r.done = nil, true
+				continue
 			}
 			if ev != nil && (next == nil || ev.e.Time.Before(at)) {
 				next, at = r, ev.e.Time
@@ -705,11 +742,17 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, q auditQuery) err
 	if !g.json {
 		table(g.out, rows)
 	}
-	if undecodable > 0 {
-		return fmt.Errorf("%d %s could not be read (shown as undecodable, each with why): the audit is incomplete; "+
-			"an rvpctl older than the rvpd that wrote them does not know their types, upgrade it", undecodable, plural(undecodable, "event"))
+	var errs []error
+	if len(unreadable) > 0 {
+		errs = append(errs, fmt.Errorf("%d %s could not be read (%s): the audit is incomplete; "+
+			"a stream is offline while none of the NATS servers holding it runs (rvpctl status): start them, and run the audit again",
+			len(unreadable), plural(len(unreadable), "stream"), strings.Join(unreadable, ", ")))
 	}
-	return nil
+	if undecodable > 0 {
+		errs = append(errs, fmt.Errorf("%d %s could not be read (shown as undecodable, each with why): the audit is incomplete; "+
+			"an rvpctl older than the rvpd that wrote them does not know their types, upgrade it", undecodable, plural(undecodable, "event")))
+	}
+	return errors.Join(errs...)
 }
 
 // redact removes secrets from an event before it is shown, and returns
