@@ -297,3 +297,40 @@ func TestAuditBy(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditDomain: -domain shows what concerns an IM domain (DESIGN §7:
+// the audit replays by domain): the facts of its users' nodes on every
+// home server, its users' directory events and the domain's own; not
+// another domain's. Before, there was no -domain.
+func TestAuditDomain(t *testing.T) {
+	url, js := startJetStream(t)
+	ops := events.Meta{At: time.Now(), Actor: "admin:ops"}
+	dave, erin := events.NewUser("acme.test", "dave"), events.NewUser("example.test", "erin")
+	steps := []struct {
+		subj string
+		ev   events.Event
+	}{
+		{events.DomainSubject("acme.test"), &events.DomainCreated{Meta: ops, Domain: "acme.test", IMHost: "im.acme.test"}},
+		{events.UserSubject(dave), &events.UserEnabled{Meta: ops, User: dave, Home: "home1"}},
+		{events.UserSubject(erin), &events.UserEnabled{Meta: ops, User: erin, Home: "home1"}},
+		{events.FactSubject("home1", dave), &events.ViewSet{Meta: ops, Node: dave, ID: 1, Value: "online"}},
+		{events.FactSubject("home1", erin), &events.ViewSet{Meta: ops, Node: erin, ID: 1, Value: "online"}},
+	}
+	for _, s := range steps {
+		publishEvent(t, js, s.subj, "", s.ev, nil)
+	}
+	out, errOut, err := auditRun(url, "-json", "audit", "-domain", "ACME.test")
+	if err != nil {
+		t.Fatalf("audit -domain: %v\n%s", err, errOut)
+	}
+	var got []string
+	for _, e := range auditLines(t, out) {
+		got = append(got, e.Subject)
+	}
+	if want := []string{steps[0].subj, steps[1].subj, steps[3].subj}; strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("audit -domain acme.test:\n got %s\nwant %s", got, want)
+	}
+	if _, _, err := auditRun(url, "audit", "-domain", "acme.test", "-user", "dave@acme.test"); err == nil {
+		t.Error("audit -domain and -user together: no error")
+	}
+}

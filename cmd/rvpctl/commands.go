@@ -418,12 +418,16 @@ func auditFlags(fs *flag.FlagSet) runFunc {
 	user := fs.String("user", "", "only what concerns this user (`alias@domain`): the facts of her node on every home server she was on, and the directory's events about her")
 	since := fs.String("since", "", "only events stored from this `moment` on: RFC 3339 (2026-11-27T09:00:00Z) or a duration ago (1h); default (or 0) all")
 	until := fs.String("until", "", "only events stored before this `moment`: RFC 3339 or a duration ago; default now")
+	domain := fs.String("domain", "", "only what concerns this IM `domain`: the facts of its users' nodes, its users' directory events and its own")
 	by := fs.String("by", "", "only what this `actor` did, on any user's node: a user (alias@domain, whom her credentials named), an administrator (admin:NAME) or another organisation's principal (its URL); with -user, what was done to her as well")
 	typ := fs.String("type", "", "only events whose `type` starts with this (e.g. message, subscription, view, user)")
 	noBodies := fs.Bool("no-bodies", false, "leave message bodies out")
 	return func(ctx context.Context, e *env, _ []string) error {
 		now := time.Now()
-		q := auditQuery{user: *user, by: *by, typ: *typ, noBodies: *noBodies}
+		q := auditQuery{user: *user, domain: *domain, by: *by, typ: *typ, noBodies: *noBodies}
+		if q.user != "" && q.domain != "" {
+			return errors.New("give -user or -domain, not both (-user names the domain)")
+		}
 		var err error
 		if q.from, err = parseMoment("-since", *since, now); err != nil {
 			return err
@@ -470,6 +474,7 @@ const auditProgressFrom = 10000
 // types starting with typ.
 type auditQuery struct {
 	user, by    string
+	domain      string // of user ("" for all), when user is ""
 	from, until time.Time
 	typ         string
 	noBodies    bool
@@ -595,7 +600,7 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, q auditQuery) err
 		return err
 	}
 	var factFilters, dirFilters []string
-	concerns := func(string) bool { return false } // whether a subject is -user's
+	concerns := func(string) bool { return false } // whether a subject is -user's or -domain's
 	if q.user != "" {
 		alias, domain, ok := strings.Cut(q.user, "@")
 		if !ok || alias == "" || domain == "" {
@@ -615,6 +620,15 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, q auditQuery) err
 		}
 		if where != "" {
 			fmt.Fprintln(stderr, "rvpctl: only the facts this site holds: "+where)
+		}
+	}
+	if q.domain != "" {
+		d := events.NewUser(q.domain, "").Domain
+		factFilters = []string{events.FactRoot + ".*." + events.Token(d) + ".*"}
+		dirFilters = []string{events.UsersFilter(d), events.DomainSubject(d)}
+		concerns = func(subj string) bool {
+			_, of, err := events.ParseFactSubject(subj)
+			return subj == events.DomainSubject(d) || strings.HasPrefix(subj, events.DirectoryRoot+".user."+events.Token(d)+".") || err == nil && of.Domain == d
 		}
 	}
 	if q.by != "" {
