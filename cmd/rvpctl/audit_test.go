@@ -34,9 +34,9 @@ func TestAuditTableEscapes(t *testing.T) {
 		&events.SubscriptionCreated{Meta: events.Meta{At: at, Actor: "mallory\u200f@example.test"}, Node: events.NewUser("example.test", "m\u202eallory"),
 			ID: 1, Kind: events.NotifyPragma, CallBack: "http://10.0.0.9:1/\t\v\x00"},
 	}
-	rows := [][]string{{"TIME", "SEQ", "TYPE", "NODE/SUBJECT", "ACTOR", "CLIENT", "DETAIL"}}
+	rows := [][]string{auditHeader}
 	for i, ev := range evs {
-		rows = append(rows, auditRow(auditEntry{Seq: uint64(i + 1), Time: at, Type: ev.Type(), Subject: "rvp.evt.home1.x.y"}, ev))
+		rows = append(rows, auditRow(auditEntry{Seq: uint64(i + 1), Time: at, Stream: events.FactStream("home1"), Type: ev.Type(), Subject: "rvp.evt.home1.x.y"}, ev))
 	}
 	var out bytes.Buffer
 	table(&out, rows)
@@ -50,7 +50,7 @@ func TestAuditTableEscapes(t *testing.T) {
 		}
 	}
 	// Every column starts where its header does.
-	for _, col := range []string{"SEQ", "TYPE", "NODE/SUBJECT", "ACTOR"} {
+	for _, col := range []string{"STREAM", "SEQ", "TYPE", "NODE/SUBJECT", "ACTOR"} {
 		at := strings.Index(lines[0], col)
 		for _, l := range lines[1:] {
 			if r := []rune(l); len(r) <= at || r[at-1] != ' ' || r[at] == ' ' {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -106,7 +107,17 @@ func TestAuditUserTimeline(t *testing.T) {
 	if strings.Join(got, ", ") != strings.Join(want, ", ") {
 		t.Errorf("audit -user alice:\n got %s\nwant %s", strings.Join(got, ", "), strings.Join(want, ", "))
 	}
-	// The table, too: the administrator who moved her.
+	// The table, too: the administrator who moved her; each event's
+	// stream, by which its sequence names it.
+	out, errOut, err = auditRun(url, "audit", "-user", "alice@example.test")
+	if err != nil {
+		t.Fatalf("audit -user: %v\n%s", err, errOut)
+	}
+	for _, want := range []string{`(?m) RVP_FACTS_home1 +1 +view\.set\.v1 `, `(?m) RVP_FACTS_home2 +1 +view\.set\.v1 `, `(?m) RVP_DIR +1 +user\.enabled\.v1 `} {
+		if !regexp.MustCompile(want).MatchString(out) {
+			t.Errorf("audit -user's table lacks %s:\n%s", want, out)
+		}
+	}
 	out, errOut, err = auditRun(url, "audit", "-user", "alice@example.test", "-type", "user.moved")
 	if err != nil || strings.Count(out, "admin:ops") != 2 || strings.Contains(out, "bob") {
 		t.Errorf("audit -user -type user.moved: %v\n%s%s", err, out, errOut)

@@ -636,7 +636,7 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, q auditQuery) err
 		factFilters, dirFilters = nil, nil
 	}
 	streams := append(slices.Clone(factStreams), events.StreamDirectory)
-	rows := [][]string{{"TIME", "SEQ", "TYPE", "NODE/SUBJECT", "ACTOR", "CLIENT", "DETAIL"}}
+	rows := [][]string{auditHeader}
 	// Every stream's reader first, to know how many events there are to
 	// read: a large range shows its progress.
 	readers := make([]*auditReader, 0, len(streams))
@@ -834,6 +834,10 @@ func actedBy(meta events.Meta, by string) bool {
 	return ok && user != "" && strings.EqualFold(user, by)
 }
 
+// auditHeader heads the audit's table: an event's stream and sequence
+// say which it is (the streams' events are shown in one timeline).
+var auditHeader = []string{"TIME", "STREAM", "SEQ", "TYPE", "NODE/SUBJECT", "ACTOR", "CLIENT", "DETAIL"}
+
 func auditRow(e auditEntry, ev events.Event) []string {
 	meta := eventMeta(ev)
 	node := e.Subject
@@ -854,7 +858,7 @@ func auditRow(e auditEntry, ev events.Event) []string {
 	if e.Undecodable != "" {
 		detail = "UNDECODABLE: " + e.Undecodable
 	}
-	return []string{e.Time.Format(time.RFC3339), strconv.FormatUint(e.Seq, 10), e.Type, node, actor, meta.Client, detail}
+	return []string{e.Time.Format(time.RFC3339), e.Stream, strconv.FormatUint(e.Seq, 10), e.Type, node, actor, meta.Client, detail}
 }
 
 func cmdUsers(ctx context.Context, g global, domain string) error {
