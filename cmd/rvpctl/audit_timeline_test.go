@@ -158,6 +158,28 @@ func TestAuditTimeRange(t *testing.T) {
 	if out, _, err := auditRun(url, "-json", "audit", "-since", time.Now().Add(time.Hour).UTC().Format(time.RFC3339)); err != nil || strings.TrimSpace(out) != "" {
 		t.Errorf("audit -since in an hour: %v\n%s", err, out)
 	}
+	// A fact copied from the single fact stream of older versions a moment
+	// ago (into home2's stream, which begins with those copied), stored
+	// there in January: before -until a day ago.
+	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: events.FactStream("home2"), Subjects: []string{events.FactFilter("home2")}}); err != nil {
+		t.Fatal(err)
+	}
+	stored := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	body, err := events.Encode(&events.ViewSet{Meta: events.Meta{At: stored, Actor: "bob@example.test"}, Node: bob, ID: 1, Value: "busy"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg(events.FactSubject("home2", bob))
+	m.Header.Set(events.HeaderType, events.TypeViewSet)
+	m.Header.Set(events.HeaderLegacySeq, "7")
+	m.Header.Set(events.HeaderLegacyTime, stored.Format(time.RFC3339Nano))
+	m.Data = body
+	if _, err := js.PublishMsg(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	if out, _, err := auditRun(url, "-json", "audit", "-until", "24h"); err != nil || len(auditLines(t, out)) != 1 || auditLines(t, out)[0].LegacySeq != 7 {
+		t.Errorf("audit -until 24h over a fact stored in January, copied now: %v\n%q", err, out)
+	}
 	for _, args := range [][]string{{"-since", "-1h"}, {"-since", "yesterday"}, {"-since", "1h", "-until", "2h"}} {
 		if out, _, err := auditRun(url, append([]string{"audit"}, args...)...); err == nil {
 			t.Errorf("audit %v: no error\n%s", args, out)

@@ -510,12 +510,15 @@ func (r *auditReader) peek() (*auditEvent, error) {
 			if err != nil {
 				return nil, fmt.Errorf("read %s: %w", r.stream, err)
 			}
-			if !r.until.IsZero() && !md.Timestamp.Before(r.until) {
-				r.done = true // and so is every later one (one copied kept its older time: before this)
-				break
-			}
 			ev := auditEvent{m: m, e: auditEntry{Seq: md.Sequence.Stream, Time: md.Timestamp.UTC(), Stream: r.stream, Subject: m.Subject(), Type: m.Headers().Get(events.HeaderType)}}
 			ev.legacy = legacyTime(m.Headers(), &ev.e)
+			if !ev.legacy && !r.until.IsZero() && !md.Timestamp.Before(r.until) {
+				// Stored at or after -until, and so is every later one. (One
+				// copied from the single fact stream of older versions, stored
+				// here when copied, has its older time: cmdAudit judges it.)
+				r.done = true
+				break
+			}
 			r.buf = append(r.buf, ev)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
