@@ -491,21 +491,67 @@ type auditEvent struct {
 // time, so that the audit can show the events of every stream in one
 // timeline.
 type auditReader struct {
-	stream string
-	cons   jetstream.Consumer
-	until  time.Time // no event stored at or after it is read
-	buf    []auditEvent
-	done   bool
+	stream  string
+	cons    jetstream.Consumer
+	until   time.Time // no event stored at or after it is read
+	pending uint64    // the events to read when it began
+	read    uint64
+	buf     []auditEvent
+	done    bool
+}
+
+// auditFetchWait is how long a reader asks again for events it knows
+// are there: its consumer, made on the server that leads the stream,
+// may have no responder yet where rvpctl is connected.
+const auditFetchWait = 5 * time.Second
+
+// fetch reads the stream's next batch, none after its last event. It asks
+// again, for up to auditFetchWait, while the consumer has no responder
+// or nothing comes though events remain to be read: an audit does not
+// end short of them as if that were all.
+func (r *auditReader) fetch(ctx context.Context) ([]jetstream.Msg, error) {
+	deadline := time.Now().Add(auditFetchWait)
+	for wait := 10 * time.Millisecond; ; wait = min(2*wait, 500*time.Millisecond) {
+		var msgs []jetstream.Msg
+		batch, err := r.cons.FetchNoWait(512)
+		if err == nil {
+			for m := range batch.Messages() {
+				msgs = append(msgs, m)
+			}
+			if err = batch.Error(); errors.Is(err, nats.ErrTimeout) {
+				err = nil
+			}
+		}
+		r.read += uint64(len(msgs))
+		switch {
+		case len(msgs) > 0:
+			return msgs, nil // an error comes again at the next
+		case err != nil && !errors.Is(err, nats.ErrNoResponders):
+			return nil, err
+		case err == nil && r.read >= r.pending:
+			return nil, nil
+		case time.Now().After(deadline):
+			if err != nil {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%d of its %d events read, then none came for %s", r.read, r.pending, auditFetchWait)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+	}
 }
 
 // peek returns the stream's next event, nil after its last.
-func (r *auditReader) peek() (*auditEvent, error) {
+func (r *auditReader) peek(ctx context.Context) (*auditEvent, error) {
 	for len(r.buf) == 0 && !r.done {
-		batch, err := r.cons.FetchNoWait(512)
+		msgs, err := r.fetch(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", r.stream, err)
 		}
-		for m := range batch.Messages() {
+		for _, m := range msgs {
 			md, err := m.Metadata()
 			if err != nil {
 				return nil, fmt.Errorf("read %s: %w", r.stream, err)
@@ -521,10 +567,7 @@ func (r *auditReader) peek() (*auditEvent, error) {
 			}
 			r.buf = append(r.buf, ev)
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return nil, fmt.Errorf("read %s: %w", r.stream, err)
-		}
-		if len(r.buf) == 0 {
+		if len(msgs) == 0 {
 			r.done = true
 		}
 	}
@@ -675,7 +718,7 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, q auditQuery) err
 			cannotRead(stream, err)
 			continue
 		}
-		readers, total = append(readers, &auditReader{stream: stream, cons: cons, until: q.until}), total+int(info.NumPending)
+		readers, total = append(readers, &auditReader{stream: stream, cons: cons, until: q.until, pending: info.NumPending}), total+int(info.NumPending)
 	}
 	prog := newCounter(stderr, "audit: events read", total, g.json || total < auditProgressFrom)
 	defer prog.end()
@@ -686,7 +729,7 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, q auditQuery) err
 		var next *auditReader
 		var at time.Time
 		for _, r := range readers {
-			ev, err := r.peek()
+			ev, err := r.peek(ctx)
 			if err != nil {
 				if ctx.Err() != nil {
 					return err
