@@ -442,16 +442,16 @@ func auditFlags(fs *flag.FlagSet) runFunc {
 	}
 }
 
-// parseMoment reads a moment given to flag: RFC 3339, or a duration
+// parseMoment reads a moment given to the flag name: RFC 3339, or a duration
 // before now; the zero time for "" or a duration of 0 (no bound).
-func parseMoment(flag, v string, now time.Time) (time.Time, error) {
+func parseMoment(name, v string, now time.Time) (time.Time, error) {
 	if v == "" {
 		return time.Time{}, nil
 	}
 	if d, err := time.ParseDuration(v); err == nil {
 		switch {
 		case d < 0:
-			return time.Time{}, fmt.Errorf("%s %q: a duration ago is not negative; want RFC 3339 (2026-11-27T09:00:00Z) or a duration ago (90m)", flag, v)
+			return time.Time{}, fmt.Errorf("%s %q: a duration ago is not negative; want RFC 3339 (2026-11-27T09:00:00Z) or a duration ago (90m)", name, v)
 		case d == 0:
 			return time.Time{}, nil
 		}
@@ -459,7 +459,7 @@ func parseMoment(flag, v string, now time.Time) (time.Time, error) {
 	}
 	t, err := time.Parse(time.RFC3339Nano, v)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("%s %q: want RFC 3339 (2026-11-27T09:00:00Z) or a duration ago (90m)", flag, v)
+		return time.Time{}, fmt.Errorf("%s %q: want RFC 3339 (2026-11-27T09:00:00Z) or a duration ago (90m)", name, v)
 	}
 	return t, nil
 }
@@ -474,7 +474,7 @@ const auditProgressFrom = 10000
 // types starting with typ.
 type auditQuery struct {
 	user, by    string
-	domain      string // of user ("" for all), when user is ""
+	domain      string // only what concerns this IM domain ("" for all; "" with user)
 	from, until time.Time
 	typ         string
 	noBodies    bool
