@@ -57,6 +57,9 @@ func exported(t *testing.T) map[string]bool {
 	for _, c := range rec.collectors {
 		c.Describe(ch)
 	}
+	// And those of the process's own, described only until a scrape
+	// reads them (the streams' sizes: storageCollector).
+	o.reg.Describe(ch)
 	mfs, err := o.reg.Gather()
 	if err != nil {
 		t.Fatal(err)

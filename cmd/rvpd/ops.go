@@ -40,6 +40,8 @@ type ops struct {
 	reg   *prometheus.Registry
 	nc    *nats.Conn
 	log   *slog.Logger
+	// storage reports how full the streams the roles use are (storage.go).
+	storage *storageCollector
 
 	mu     sync.Mutex
 	checks []readyCheck
@@ -54,7 +56,7 @@ type readyCheck struct {
 // newOps returns the process's ops with its registry: the Go runtime's
 // and the process's metrics, and its NATS connection's.
 func newOps(node string, nc *nats.Conn, log *slog.Logger) *ops {
-	o := &ops{node: node, reg: prometheus.NewRegistry(), nc: nc, log: log}
+	o := &ops{node: node, reg: prometheus.NewRegistry(), nc: nc, log: log, storage: newStorageCollector(nc, log)}
 	o.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -72,7 +74,7 @@ func newOps(node string, nc *nats.Conn, log *slog.Logger) *ops {
 			Help: "Times the process's NATS connection was re-established.",
 		}, func() float64 { return float64(nc.Stats().Reconnects) }),
 	)
-	o.reg.MustRegister(readyCollector{o})
+	o.reg.MustRegister(readyCollector{o}, o.storage)
 	o.ready("nats", func() error {
 		if !nc.IsConnected() {
 			return fmt.Errorf("not connected (%s)", strings.ToLower(nc.Status().String()))

@@ -313,8 +313,26 @@ func TestReadyzWithoutNATS(t *testing.T) {
 		}
 	}
 
+	// Its JetStream account's storage, which a gateway's appends need.
+	deadline := time.Now().Add(20 * time.Second)
+	for metric(scrape(t, ops), "rvpd_jetstream_storage_bytes") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("rvpd_jetstream_storage_bytes not reported with NATS up")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
 	dev.stop(t) // the NATS server goes with it
 	body = waitReady(t, ops, http.StatusServiceUnavailable, "node with NATS gone")
+	// A scrape does not wait for NATS, and reports no storage figure it
+	// could not read.
+	start := time.Now()
+	if f := scrape(t, ops)["rvpd_jetstream_storage_bytes"]; f != nil {
+		t.Errorf("rvpd_jetstream_storage_bytes without NATS: %v, want none", f)
+	}
+	if took := time.Since(start); took > storageTimeout {
+		t.Errorf("a scrape without NATS took %s", took)
+	}
 	if !strings.Contains(body, "FAIL  nats: not connected") || !strings.Contains(body, "not ready") {
 		t.Errorf("/readyz without NATS says %q", body)
 	}

@@ -300,6 +300,23 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 	if w := s.site.siteWatch(); w != nil {
 		w.Metrics = o.reg
 	}
+	// The JetStream account's storage, which every role's appends need,
+	// and the streams the roles use, reported at each scrape: each home
+	// server's facts and requests, the lookups of the routers and
+	// gateways, the directory service's directory.
+	o.storage.watch(s.js)
+	for _, h := range s.homes {
+		o.storage.watch(s.js, events.FactStream(h))
+		o.storage.watchRequests(s.js, s.streams.RequestStreamOf(h), h)
+	}
+	if s.router != "" || s.listener != nil {
+		// Lookups wait there for the routers, appended by the gateways:
+		// a gateway reports it even when no router runs to.
+		o.storage.watch(s.js, events.StreamLookups)
+	}
+	if s.admin != nil {
+		o.storage.watch(s.js, events.StreamDirectory)
+	}
 	actors := []func(context.Context) error{func(ctx context.Context) error {
 		return projections.Follow(ctx, s.js, projections.FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter, Logger: s.log}, s.dir)
 	}, o.answer}
