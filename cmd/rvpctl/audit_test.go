@@ -275,20 +275,7 @@ func TestStatusSites(t *testing.T) {
 // -since selects it by that time.
 func TestAuditLegacyTime(t *testing.T) {
 	url, js := startJetStream(t)
-	bob := events.NewUser("example.test", "bob")
-	stored := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	body, err := events.Encode(&events.ViewSet{Meta: events.Meta{At: stored, Actor: "bob@example.test"}, Node: bob, ID: 1, Value: "busy"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := nats.NewMsg(events.FactSubject("home1", bob))
-	m.Header.Set(events.HeaderType, events.TypeViewSet)
-	m.Header.Set(events.HeaderLegacySeq, "7")
-	m.Header.Set(events.HeaderLegacyTime, stored.Format(time.RFC3339Nano))
-	m.Data = body
-	if _, err := js.PublishMsg(context.Background(), m); err != nil {
-		t.Fatal(err)
-	}
+	stored := publishLegacyFact(t, js, "home1")
 	lookup := func(k string) (string, bool) { return url, k == "RVPCTL_NATS" }
 	run := func(args ...string) string {
 		t.Helper()
@@ -311,4 +298,27 @@ func TestAuditLegacyTime(t *testing.T) {
 	if out := run("-json", "audit", "-since", "1h"); strings.TrimSpace(out) != "" {
 		t.Errorf("audit -since 1h shows a fact stored in January:\n%s", out)
 	}
+}
+
+// publishLegacyFact publishes into home's fact stream a fact of bob's as
+// projections.MigrateFacts copies one from the single fact stream of
+// older versions: stored there as sequence 7 on 2 January, which it
+// returns.
+func publishLegacyFact(t *testing.T, js jetstream.JetStream, home string) time.Time {
+	t.Helper()
+	bob := events.NewUser("example.test", "bob")
+	stored := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	body, err := events.Encode(&events.ViewSet{Meta: events.Meta{At: stored, Actor: "bob@example.test"}, Node: bob, ID: 1, Value: "busy"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg(events.FactSubject(home, bob))
+	m.Header.Set(events.HeaderType, events.TypeViewSet)
+	m.Header.Set(events.HeaderLegacySeq, "7")
+	m.Header.Set(events.HeaderLegacyTime, stored.Format(time.RFC3339Nano))
+	m.Data = body
+	if _, err := js.PublishMsg(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	return stored
 }

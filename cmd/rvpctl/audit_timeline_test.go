@@ -164,19 +164,7 @@ func TestAuditTimeRange(t *testing.T) {
 	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: events.FactStream("home2"), Subjects: []string{events.FactFilter("home2")}}); err != nil {
 		t.Fatal(err)
 	}
-	stored := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	body, err := events.Encode(&events.ViewSet{Meta: events.Meta{At: stored, Actor: "bob@example.test"}, Node: bob, ID: 1, Value: "busy"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := nats.NewMsg(events.FactSubject("home2", bob))
-	m.Header.Set(events.HeaderType, events.TypeViewSet)
-	m.Header.Set(events.HeaderLegacySeq, "7")
-	m.Header.Set(events.HeaderLegacyTime, stored.Format(time.RFC3339Nano))
-	m.Data = body
-	if _, err := js.PublishMsg(context.Background(), m); err != nil {
-		t.Fatal(err)
-	}
+	publishLegacyFact(t, js, "home2")
 	if out, _, err := auditRun(url, "-json", "audit", "-until", "24h"); err != nil || len(auditLines(t, out)) != 1 || auditLines(t, out)[0].LegacySeq != 7 {
 		t.Errorf("audit -until 24h over a fact stored in January, copied now: %v\n%q", err, out)
 	}
