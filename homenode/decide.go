@@ -368,6 +368,9 @@ func (c *core) decideUnsubscribe(d *decision, e *events.Unsubscribe, now time.Ti
 		if err != nil || move == 0 {
 			return d, err
 		}
+		if keep, err := c.keepEnd(r, move, e.ID); err != nil || !keep {
+			return d, err
+		}
 		d.facts = append(d.facts, &events.SubscriptionEnded{Meta: c.meta(r, now), Node: r.Node, ID: e.ID, Reason: events.EndUnsubscribed,
 			Move: move, By: r.From, ByUser: r.FromUser})
 		return d, nil

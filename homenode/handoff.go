@@ -87,6 +87,30 @@ func (c *core) awaitedUnder(u events.User) (uint64, error) {
 	return rec.Move, nil
 }
 
+// keepEnd reports whether an UNSUBSCRIBE of id, not here, while r.Node's
+// state is awaited under move, is to be recorded: not when it is already
+// (the same requester's again), nor beyond MaxWatchers+MaxLogins of them
+// for the user and move, as many as a handoff brings: any signed-in user,
+// or another organisation's server, may UNSUBSCRIBE ids of its choosing,
+// and each recorded stays (answered 200 as before, the handoff then takes
+// such a subscription again).
+func (c *core) keepEnd(r *events.Req, move uint64, id int32) (bool, error) {
+	if r.FromUser.IsZero() && r.From == "" {
+		return false, nil // no one who could end a subscription it brings
+	}
+	for _, by := range []string{projections.EndedBy(r.FromUser, ""), projections.EndedBy(events.User{}, r.From)} {
+		if by == projections.EndedBy(events.User{}, "") {
+			continue
+		}
+		if ended, err := c.State.Ended(r.Node, move, id, by); err != nil || ended {
+			return false, err
+		}
+	}
+	// (Not logged beyond the bound: whoever fills it would fill the log.)
+	n, err := c.State.EndedCount(r.Node, move)
+	return err == nil && n < c.policy.MaxWatchers+c.policy.MaxLogins, err
+}
+
 // endedHere reports whether handed-over subscription s of u was ended
 // here while it was not here yet, u's state awaited under move: by a
 // requester that may end it (mayManage: u itself, its subscriber, its

@@ -630,3 +630,35 @@ func TestLateHandoffSubscriptionUnsubscribedHere(t *testing.T) {
 		})
 	}
 }
+
+// TestLateHandoffUnsubscribesRecordedBounded: while ann's handoff is
+// awaited, an UNSUBSCRIBE here of an id not here is recorded (the handoff
+// does not take that subscription), and each record stays. Any signed-in
+// user (dan) may UNSUBSCRIBE ids of his choosing on her node: without a
+// bound each one added keys to her state for good. At most
+// MaxWatchers+MaxLogins are recorded per user and move, as many as a
+// handoff brings; the same requester's UNSUBSCRIBE of an id again is not
+// counted again; beyond the bound it is answered 200 as before.
+func TestLateHandoffUnsubscribesRecordedBounded(t *testing.T) {
+	to := newWorld(t)
+	to.policy.MaxWatchers, to.policy.MaxLogins = 2, 1
+	rec := to.dir.users[user("ann")]
+	rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
+	dan := projections.EndedBy(user("dan"), "")
+	for i, id := range []int32{500, 500, 500, 501, 502, 503, 504} {
+		wantStatus(t, to.do(&events.Unsubscribe{Req: to.req(fmt.Sprintf("unwatch-%d", i), "dan", "ann", "10.0.0.4"), ID: id}), 200)
+	}
+	for _, tc := range []struct {
+		id   int32
+		want bool
+	}{{500, true}, {501, true}, {502, true}, {503, false}, {504, false}} {
+		if got, err := to.st.Ended(user("ann"), 10, tc.id, dan); err != nil {
+			t.Fatal(err)
+		} else if got != tc.want {
+			t.Errorf("dan's UNSUBSCRIBE of %d recorded: %v, want %v (at most %d per user and move)", tc.id, got, tc.want, 3)
+		}
+	}
+	if n, err := to.st.EndedCount(user("ann"), 10); err != nil || n != 3 {
+		t.Errorf("ends recorded for ann under move 10: %d (%v), want 3", n, err)
+	}
+}

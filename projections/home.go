@@ -41,6 +41,7 @@ import (
 //	u <domain> <alias> took <home> <move>  a handoff taken here: of that move, from that home server (empty value)
 //	u <domain> <alias> took <home>/part<n> <move>  part n of a handoff in parts taken here (HandoffPart; empty value)
 //	u <domain> <alias> ended <move> <id> <by>  an end here of subscription id, not here, while u's state was awaited under move, by by (EndedBy; empty value)
+//	u <domain> <alias> endedn <move>       how many such ends were recorded under move (EndedCount; 8-byte big-endian)
 //	x <unix nanos> <domain> <alias> s|v <id>   expiry index (empty value)
 type Home struct {
 	db     *DB
@@ -314,7 +315,8 @@ type View struct {
 // 11: a subscription handed over names the handoff that brought it
 // (Subscription.Handoff), and the ends here of subscriptions not here yet
 // while their node's state was awaited are kept (ended).
-const homeFormat = "11"
+// 12: and counted, per user and move (endedn).
+const homeFormat = "12"
 
 // OpenHome returns the projection of home in db.
 func OpenHome(db *DB, home string) (*Home, error) {
@@ -404,6 +406,12 @@ func EndedBy(u events.User, principal string) string {
 // not here, while u's state was awaited under move.
 func (h *Home) endedKey(u events.User, move uint64, id int32, by string) []byte {
 	return h.userKey(u, "ended", strconv.FormatUint(move, 10), strconv.FormatInt(int64(id), 10), events.Token(by))
+}
+
+// endedCountKey is the key that counts the ends recorded of u's
+// subscriptions not here under move (endedKey).
+func (h *Home) endedCountKey(u events.User, move uint64) []byte {
+	return h.userKey(u, "endedn", strconv.FormatUint(move, 10))
 }
 
 // tookKey is the key that records the handoff of u's move from home
@@ -584,6 +592,10 @@ type HomeReader interface {
 	// (EndedBy) while it was not here, u's state awaited from its former
 	// home server under move (SubscriptionEnded.Move).
 	Ended(u events.User, move uint64, id int32, by string) (bool, error)
+	// EndedCount returns how many ends of subscriptions not here were
+	// recorded for u under move (SubscriptionEnded.Move): the home node
+	// records a bounded number per user and move.
+	EndedCount(u events.User, move uint64) (int, error)
 }
 
 // homeStore is what applying a fact reads and changes; its reads see its
@@ -601,6 +613,7 @@ type homeStore interface {
 	setArrived(u events.User, move uint64) error
 	setTook(u events.User, from string, move uint64) error
 	setEnded(u events.User, move uint64, id int32, by string) error
+	setEndedCount(u events.User, move uint64, n int) error
 	setNextID(id int32) error
 }
 
@@ -647,6 +660,15 @@ func applyFact(st homeStore, f events.Fact) error {
 		}
 		if e.Move != 0 && e.By != "" {
 			if err := st.setEnded(e.Node, e.Move, e.ID, EndedBy(events.User{}, e.By)); err != nil {
+				return err
+			}
+		}
+		if e.Move != 0 && (!e.ByUser.IsZero() || e.By != "") {
+			n, err := st.EndedCount(e.Node, e.Move)
+			if err != nil {
+				return err
+			}
+			if err := st.setEndedCount(e.Node, e.Move, n+1); err != nil {
 				return err
 			}
 		}
@@ -976,6 +998,11 @@ func (p *pebbleHome) Ended(u events.User, move uint64, id int32, by string) (boo
 	return with(p.r, p.h.endedKey(u, move, id, by), func([]byte) error { return nil })
 }
 
+func (p *pebbleHome) EndedCount(u events.User, move uint64) (int, error) {
+	n, err := getUint64(p.r, p.h.endedCountKey(u, move))
+	return int(n), err
+}
+
 // change notes that the batch changes part of u's state.
 func (p *pebbleHome) change(u events.User, part uint8) {
 	if p.changed != nil {
@@ -1208,6 +1235,10 @@ func (p *pebbleHome) setEnded(u events.User, move uint64, id int32, by string) e
 	return p.b.Set(p.h.endedKey(u, move, id, by), []byte{}, nil)
 }
 
+func (p *pebbleHome) setEndedCount(u events.User, move uint64, n int) error {
+	return p.b.Set(p.h.endedCountKey(u, move), []byte(be64(uint64(n))), nil)
+}
+
 func (p *pebbleHome) setNextID(id int32) error {
 	p.next, p.nextSet = id, true
 	return nil
@@ -1424,6 +1455,9 @@ func (h *Home) Took(u events.User, from string, move uint64) (bool, error) {
 }
 func (h *Home) Ended(u events.User, move uint64, id int32, by string) (bool, error) {
 	return h.read().Ended(u, move, id, by)
+}
+func (h *Home) EndedCount(u events.User, move uint64) (int, error) {
+	return h.read().EndedCount(u, move)
 }
 
 // Users returns every user the projection holds state for.

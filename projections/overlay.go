@@ -34,6 +34,7 @@ type Overlay struct {
 	arrived  map[events.User]entry[uint64]
 	took     map[tookKey]entry[bool]
 	ended    map[endedKey]entry[bool]
+	endedN   map[moveKey]entry[int]
 	next     entry[int32]
 
 	seq     uint64    // the sequence the fact being applied is tagged with
@@ -65,6 +66,12 @@ type endedKey struct {
 	by   string
 }
 
+// moveKey names a user's move (EndedCount).
+type moveKey struct {
+	u    events.User
+	move uint64
+}
+
 type entry[T any] struct {
 	val  T
 	gone bool // deleted
@@ -75,12 +82,13 @@ type entry[T any] struct {
 // written names one change, for Forget.
 type written struct {
 	seq  uint64
-	kind byte // 's' sub, 'v' view, 'a' ACL, 'p' property, 'd' departed, 'r' arrived, 't' took, 'e' ended, 'n' next id
+	kind byte // 's' sub, 'v' view, 'a' ACL, 'p' property, 'd' departed, 'r' arrived, 't' took, 'e' ended, 'c' ended count, 'n' next id
 	u    events.User
 	id   int32
 	p    events.Prop
 	took tookKey
 	end  endedKey
+	mv   moveKey
 }
 
 // NewOverlay returns an empty overlay over base (nil: over nothing).
@@ -97,7 +105,7 @@ func (o *Overlay) Drop() {
 	o.subs, o.views = nil, nil
 	o.userSubs, o.userVws = nil, nil
 	o.acls, o.props = nil, nil
-	o.departed, o.arrived, o.took, o.ended = nil, nil, nil, nil
+	o.departed, o.arrived, o.took, o.ended, o.endedN = nil, nil, nil, nil, nil
 	o.next = entry[int32]{}
 	o.written = nil
 }
@@ -112,7 +120,7 @@ func set[K comparable, V any](m *map[K]V, k K, v V) {
 
 // Len returns how many keys the overlay holds changes of.
 func (o *Overlay) Len() int {
-	n := len(o.subs) + len(o.views) + len(o.acls) + len(o.props) + len(o.departed) + len(o.arrived) + len(o.took) + len(o.ended)
+	n := len(o.subs) + len(o.views) + len(o.acls) + len(o.props) + len(o.departed) + len(o.arrived) + len(o.took) + len(o.ended) + len(o.endedN)
 	if o.next.set {
 		n++
 	}
@@ -155,6 +163,8 @@ func (o *Overlay) Forget(pos uint64) {
 			forgetIf(o.took, w.took, pos)
 		case 'e':
 			forgetIf(o.ended, w.end, pos)
+		case 'c':
+			forgetIf(o.endedN, w.mv, pos)
 		case 'n':
 			if o.next.seq <= pos {
 				o.next = entry[int32]{}
@@ -448,6 +458,16 @@ func (o *Overlay) Ended(u events.User, move uint64, id int32, by string) (bool, 
 	return o.base.Ended(u, move, id, by)
 }
 
+func (o *Overlay) EndedCount(u events.User, move uint64) (int, error) {
+	if e, ok := o.endedN[moveKey{u, move}]; ok {
+		return e.val, nil
+	}
+	if o.base == nil {
+		return 0, nil
+	}
+	return o.base.EndedCount(u, move)
+}
+
 // Writes, for applyFact.
 
 func (o *Overlay) putSub(_, s *Subscription) error {
@@ -521,6 +541,13 @@ func (o *Overlay) setEnded(u events.User, move uint64, id int32, by string) erro
 	k := endedKey{u, move, id, by}
 	set(&o.ended, k, entry[bool]{val: true, seq: o.seq, set: true})
 	o.written = append(o.written, written{seq: o.seq, kind: 'e', u: u, end: k})
+	return nil
+}
+
+func (o *Overlay) setEndedCount(u events.User, move uint64, n int) error {
+	k := moveKey{u, move}
+	set(&o.endedN, k, entry[int]{val: n, seq: o.seq, set: true})
+	o.written = append(o.written, written{seq: o.seq, kind: 'c', u: u, mv: k})
 	return nil
 }
 

@@ -205,6 +205,14 @@ func sameState(t *testing.T, a, b HomeReader, facts []events.Fact) {
 			v2, _ := b.View(u, id)
 			check("view", v1, v2)
 		}
+		for move := uint64(1); move <= 2; move++ {
+			n1, err1 := a.EndedCount(u, move)
+			n2, err2 := b.EndedCount(u, move)
+			if err1 != nil || err2 != nil {
+				t.Fatal(err1, err2)
+			}
+			check(fmt.Sprintf("%s ends counted under %d", u, move), n1, n2)
+		}
 	}
 }
 
