@@ -267,6 +267,9 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 	// Its subscriptions name it: their watchers saw her as her former
 	// home server showed her, whichever part brought them.
 	handed := events.HandoffOf(e.From, r.Node, e.Move)
+	// Whether it brings a login of hers, and whether it brings one she
+	// ended here (signed out) while it was late.
+	tookLogin, endedLogin := false, false
 	for _, s := range e.Subs {
 		if s.Kind == events.NotifyPragma && leftOut(s.Expires, s.Lifetime) {
 			continue
@@ -280,6 +283,7 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 			if ended, err := c.endedHere(r.Node, rec.Move, s); err != nil {
 				return nil, err
 			} else if ended {
+				endedLogin = endedLogin || s.Kind == events.NotifyPragma
 				continue
 			}
 		}
@@ -287,6 +291,7 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 		if !ok {
 			continue // here already (a part sent again, or made again here), or no id left
 		}
+		tookLogin = tookLogin || s.Kind == events.NotifyPragma
 		d.facts = append(d.facts, &events.SubscriptionCreated{Meta: meta, Node: r.Node, ID: id, Kind: s.Kind, CallBack: s.CallBack,
 			Watcher: s.Watcher, Subscriber: s.Subscriber, SubscriberUser: s.SubscriberUser, NodeURL: s.NodeURL, Lifetime: s.Lifetime,
 			Expires: s.Expires, Source: s.Source, Credential: s.Credential, Known: known, Handoff: handed})
@@ -309,6 +314,26 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 	for _, v := range views {
 		have[v.ID] = true
 	}
+	// Signed out here while it was late (her client UNSUBSCRIBEd the
+	// login it brings), and no login of hers left: her presence ends with
+	// her last login (endViewsWithLastLogin). Taken, her views showed her
+	// signed in, to the watchers here too, until their leases ran out; so
+	// did those her client set here meanwhile, its login not here. (A
+	// handoff in parts brings its subscriptions before its views: one
+	// whose login came in an earlier part is not caught here.)
+	loggedOut := false
+	if endedLogin && !tookLogin {
+		logins, err := c.State.Logins(r.Node)
+		if err != nil {
+			return nil, err
+		}
+		loggedOut = len(logins) == 0
+	}
+	if loggedOut {
+		for _, v := range views {
+			d.facts = append(d.facts, &events.ViewEnded{Meta: meta, Node: r.Node, ID: v.ID, Reason: events.EndLoggedOut})
+		}
+	}
 	// The watchers handed over saw her as her former home server showed
 	// her (theirs, its views as they went, however many have expired on
 	// the way since), and those here as the views here show her; what
@@ -317,6 +342,9 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 	// handed over making another state together. A handoff is quiet, and
 	// would tell them nothing, nor would anything after it.
 	theirs, kept := make([]projections.View, 0, len(e.Views)), slices.Clone(views)
+	if loggedOut {
+		kept = kept[:0]
+	}
 	for _, v := range e.Views {
 		set := v.Set
 		if set.IsZero() {
@@ -325,7 +353,7 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 		pv := projections.View{ID: v.ID, Node: r.Node, Value: v.Value, Default: v.Default, Timeout: v.Timeout, Set: set, Expires: v.Expires,
 			Source: v.Source, Known: v.Known}
 		theirs = append(theirs, pv)
-		if !v.Expires.After(now) || leftOut(v.Expires, v.Timeout) || superseded(views, v) {
+		if loggedOut || !v.Expires.After(now) || leftOut(v.Expires, v.Timeout) || superseded(views, v) {
 			continue
 		}
 		// A late handoff (its former home server slow, down) comes after

@@ -662,3 +662,63 @@ func TestLateHandoffUnsubscribesRecordedBounded(t *testing.T) {
 		t.Errorf("ends recorded for ann under move 10: %d (%v), want 3", n, err)
 	}
 }
+
+// TestLateHandoffLoginEndedHere: ann signed in from 10.0.0.1 on her
+// former home server homeA and set busy there; she moved here while homeA
+// was slow, and her client, signing out, UNSUBSCRIBEd its login here,
+// where it was not yet (recorded: the handoff does not take the login).
+// The late handoff still took the view her client had set on homeA:
+// she showed busy with no login until its lease ran out, and ben,
+// watching her here, was told she was busy after she had signed out. As
+// with the end of a last login here (endViewsWithLastLogin), a handoff
+// that leaves her no login, one it brings ended here, takes none of her
+// views, and ends those here.
+func TestLateHandoffLoginEndedHere(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		viewHere  bool     // her client refreshed its state here meanwhile
+		loginHere bool     // another client of hers signed in here meanwhile
+		want      []string // NOTIFYs of the handoff
+	}{
+		{"handed view", false, false, nil},
+		{"view here too", true, false, []string{benCB + " offline"}},
+		// Still signed in: her presence stays, the handed view with it.
+		{"another client signed in here", false, true, []string{benCB + " busy"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			late, _, to := lateHandoff(t)
+			var login int32
+			for _, s := range late.Subs {
+				if s.Kind == events.NotifyPragma {
+					login = s.ID
+				}
+			}
+			if login == 0 {
+				t.Fatalf("ann's login not in the handoff: %+v", late.Subs)
+			}
+			to.login("ben", "10.0.0.3", benCB)
+			to.watch("ben", "ann")
+			if tc.loginHere {
+				to.login("ann", "10.0.0.2", "http://10.0.0.2:4000")
+			}
+			if tc.viewHere {
+				// Its view not here yet: one here from the same client.
+				to.stateNamed("ann", "10.0.0.1", events.StateBusy, 0)
+			}
+			wantStatus(t, to.do(&events.Unsubscribe{Req: to.req("logout", "ann", "ann", "10.0.0.1"), ID: login}), 200)
+			to.now = to.now.Add(time.Minute)
+			d := to.do(late)
+			wantLeft := 0
+			if tc.loginHere {
+				wantLeft = 1
+			}
+			if logins, err := to.st.Logins(user("ann")); err != nil || len(logins) != wantLeft {
+				t.Errorf("ann's logins after the late handoff: %+v (%v), want %d (the one she signed out of ended)", logins, err, wantLeft)
+			}
+			if views, err := to.st.Views(user("ann")); err != nil || len(views) != wantLeft {
+				t.Errorf("ann's views after the late handoff: %+v (%v), want %d", views, err, wantLeft)
+			}
+			wantStrings(t, "NOTIFYs of the late handoff", sent(d), tc.want)
+		})
+	}
+}
