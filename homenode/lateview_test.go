@@ -722,3 +722,40 @@ func TestLateHandoffLoginEndedHere(t *testing.T) {
 		})
 	}
 }
+
+// TestLateHandoffRenewalRefusedThenSubscribedAgain: ben watched ann from
+// her former home server homeA; she moved here while it was slow, and his
+// client's renewal of his watch, not here yet, was answered 412 (gone:
+// subscribe again). librvp subscribes again; the late handoff then does
+// not take the old one too (the same watch, made again here: place), so
+// ben's client is not told each change twice.
+func TestLateHandoffRenewalRefusedThenSubscribedAgain(t *testing.T) {
+	from := newWorld(t)
+	from.login("ann", "10.0.0.1", annCB)
+	there := from.watch("ben", "ann")
+	from.stateNamed("ann", "10.0.0.1", events.StateOnline, 0)
+	late := from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
+	late.From = "homeA"
+
+	to := newWorld(t)
+	to.now = t0.Add(time.Minute)
+	rec := to.dir.users[user("ann")]
+	rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
+	wantStatus(t, to.do(&events.Renew{Req: to.req("renew-ben", "ben", "ann", "10.0.0.1"), ID: there, Lifetime: 14400}), 412)
+	to.watch("ben", "ann")
+	to.now = to.now.Add(time.Minute)
+	to.do(late)
+	watchers, err := to.st.Watchers(user("ann"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bens := 0
+	for _, s := range watchers {
+		if s.Watcher == user("ben") {
+			bens++
+		}
+	}
+	if bens != 1 {
+		t.Errorf("ben's watches of ann after the late handoff: %d, want 1 (%+v)", bens, watchers)
+	}
+}
