@@ -359,14 +359,23 @@ func (c *core) decideUnsubscribe(d *decision, e *events.Unsubscribe, now time.Ti
 	if err != nil {
 		return nil, err
 	}
-	if s == nil {
+	if s == nil || !mayManage(r, s) {
 		// An unknown id is already gone: 200, for clean logouts. Its
 		// node's state awaited from its former home server (a late
 		// handoff), it may be on its way: the end is recorded, and the
-		// handoff does not bring it back (decideHandoff).
+		// handoff does not bring it back (decideHandoff). So may one
+		// whose id was given here meanwhile to another's subscription
+		// (the home servers allocate ids each on its own): refused, its
+		// requester's came back with the handoff.
 		move, err := c.awaitedUnder(r.Node)
-		if err != nil || move == 0 {
-			return d, err
+		if err != nil {
+			return nil, err
+		}
+		if move == 0 {
+			if s != nil {
+				return d.fail(r, rvp.StatusForbidden, "subscription %d on %s belongs to %s", e.ID, r.NodeURL, s.Subscriber)
+			}
+			return d, nil
 		}
 		if keep, err := c.keepEnd(r, move, e.ID); err != nil || !keep {
 			return d, err
@@ -374,9 +383,6 @@ func (c *core) decideUnsubscribe(d *decision, e *events.Unsubscribe, now time.Ti
 		d.facts = append(d.facts, &events.SubscriptionEnded{Meta: c.meta(r, now), Node: r.Node, ID: e.ID, Reason: events.EndUnsubscribed,
 			Move: move, By: r.From, ByUser: r.FromUser})
 		return d, nil
-	}
-	if !mayManage(r, s) {
-		return d.fail(r, rvp.StatusForbidden, "subscription %d on %s belongs to %s", e.ID, r.NodeURL, s.Subscriber)
 	}
 	ending := []projections.Subscription{*s}
 	linked, err := c.linked(r, s)

@@ -759,3 +759,49 @@ func TestLateHandoffRenewalRefusedThenSubscribedAgain(t *testing.T) {
 		t.Errorf("ben's watches of ann after the late handoff: %d, want 1 (%+v)", bens, watchers)
 	}
 }
+
+// TestLateHandoffUnsubscribeOfAnIDTakenHere: ben watched ann from her
+// former home server homeA (his watch there: id 3); she moved here while
+// homeA was slow, and signed in here, her login given id 3 here (the home
+// servers allocate ids each on its own). ben's client, signing out,
+// UNSUBSCRIBEd its watch 3: the id here named ann's login, not his, and
+// he was refused 403 with nothing recorded; the late handoff then took
+// his watch (renumbered, known as 3), and ann's presence went to a client
+// that had asked to stop until it lapsed. While her state is awaited, an
+// id here that is not the requester's may name one the handoff brings:
+// the end is recorded as for an id not here, and answered 200.
+func TestLateHandoffUnsubscribeOfAnIDTakenHere(t *testing.T) {
+	from := newWorld(t)
+	from.login("ann", "10.0.0.1", annCB)
+	from.login("ben", "10.0.0.3", benCB)
+	there := from.watch("ben", "ann")
+	from.stateNamed("ann", "10.0.0.1", events.StateOnline, 0)
+	late := from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
+	late.From = "homeA"
+
+	to := newWorld(t)
+	to.now = t0.Add(time.Minute)
+	rec := to.dir.users[user("ann")]
+	rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
+	to.login("ben", "10.0.0.3", benCB)
+	to.login("cat", "10.0.0.5", "http://10.0.0.5:4000")
+	if id := to.login("ann", "10.0.0.2", "http://10.0.0.2:4000"); id != there {
+		t.Fatalf("ann's login here: id %d, want %d (ben's watch's id on homeA)", id, there)
+	}
+	d := to.do(&events.Unsubscribe{Req: to.req("unwatch-ben", "ben", "ann", "10.0.0.3"), ID: there})
+	wantStatus(t, d, 200)
+	to.now = to.now.Add(time.Minute)
+	to.do(late)
+	watchers, err := to.st.Watchers(user("ann"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range watchers {
+		if s.Watcher == user("ben") {
+			t.Errorf("ben's watch of ann back after the late handoff: %+v", s)
+		}
+	}
+	if logins, err := to.st.Logins(user("ann")); err != nil || len(logins) != 2 {
+		t.Errorf("ann's logins: %+v (%v), want hers here and the one handed over", logins, err)
+	}
+}

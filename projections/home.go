@@ -672,6 +672,12 @@ func applyFact(st homeStore, f events.Fact) error {
 				return err
 			}
 		}
+		if e.Move != 0 {
+			// Of one on its way, not of one here: the id here, if any,
+			// is another's (the home servers allocate ids each on its
+			// own).
+			return nil
+		}
 		old, err := st.Subscription(e.Node, e.ID)
 		if err != nil || old == nil {
 			return err
