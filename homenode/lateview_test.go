@@ -156,13 +156,7 @@ func TestLateHandoffViewOfAClientThatSetItsStateHere(t *testing.T) {
 			from.login("ben", "10.0.0.3", benCB)
 			from.watch("ben", "ann")
 			xView := from.stateNamed("ann", "10.0.0.1", events.StateBusy, 0).reply.Lease.ViewID
-			late := from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
-			late.From = "homeA"
-
-			to := newWorld(t)
-			to.now = t0.Add(time.Minute)
-			rec := to.dir.users[user("ann")]
-			rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
+			late, to := annMovedHere(t, from)
 			to.login("ben", "10.0.0.3", benCB)
 			to.stateNamed("ann", "10.0.0.1", tc.last, xView)
 			to.now = to.now.Add(time.Minute)
@@ -255,13 +249,7 @@ func annBlockedCatLate(t *testing.T) (late *events.Handoff, all events.ACE, to *
 		Deny: []string{events.RightSendTo, events.RightPresence}}
 	from := newWorld(t)
 	wantStatus(t, from.do(&events.ACL{Req: from.req("acl-1", "ann", "ann", "10.0.0.1"), Write: true, ACEs: []events.ACE{all, block}}), 200)
-	late = from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
-	late.From = "homeA"
-
-	to = newWorld(t)
-	to.now = t0.Add(time.Minute)
-	rec := to.dir.users[user("ann")]
-	rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
+	late, to = annMovedHere(t, from)
 	to.login("ann", "10.0.0.1", annCB)
 	to.stateNamed("ann", "10.0.0.1", events.StateOnline, 0)
 	return late, all, to
@@ -316,13 +304,7 @@ func TestLateHandoffTellsWatchersWhatChanged(t *testing.T) {
 			from.login("ben", "10.0.0.3", benCB)
 			from.watch("ben", "ann")
 			from.stateNamed("ann", "10.0.0.1", tc.there, 0)
-			late := from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
-			late.From = "homeA"
-
-			to := newWorld(t)
-			to.now = t0.Add(time.Minute)
-			rec := to.dir.users[user("ann")]
-			rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
+			late, to := annMovedHere(t, from)
 			to.login("ben", "10.0.0.3", benCB)
 			to.login("cat", "10.0.0.4", "http://10.0.0.4:4000")
 			to.watch("cat", "ann")
@@ -371,13 +353,7 @@ func TestHandoffViewExpiredOnTheWay(t *testing.T) {
 func TestLateHandoffLoginMadeAgainHere(t *testing.T) {
 	from := newWorld(t)
 	first := from.login("ann", "10.0.0.1", annCB)
-	late := from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
-	late.From = "homeA"
-
-	to := newWorld(t)
-	to.now = t0.Add(time.Minute)
-	rec := to.dir.users[user("ann")]
-	rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
+	late, to := annMovedHere(t, from)
 	to.login("ben", "10.0.0.3", benCB)
 	to.login("cat", "10.0.0.4", "http://10.0.0.4:4000")
 	wantStatus(t, to.do(&events.Renew{Req: to.req("ann-renews", "ann", "ann", "10.0.0.1"), ID: first, Lifetime: 14400}), 412)
@@ -435,13 +411,7 @@ func TestLateHandoffWatchOfAnotherClientOfTheWatcher(t *testing.T) {
 	from := newWorld(t)
 	from.login("ben", "10.0.0.3", benCB)
 	there := watch(from, "10.0.0.3")
-	late := from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
-	late.From = "homeA"
-
-	to := newWorld(t)
-	to.now = t0.Add(time.Minute)
-	rec := to.dir.users[user("ann")]
-	rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
+	late, to := annMovedHere(t, from)
 	to.login("cat", "10.0.0.4", "http://10.0.0.4:4000")
 	to.login("ben", "10.0.0.3", benCB)
 	to.login("ben", "10.0.0.5", "http://10.0.0.5:5000")
@@ -487,13 +457,7 @@ func TestLateHandoffTellsWatchersHereOfHerPresence(t *testing.T) {
 			wantStatus(t, from.do(&events.ACL{Req: from.req("acl-1", "ann", "ann", "10.0.0.1"), Write: true,
 				ACEs: append(events.DefaultACL(user("ann"), ""), block)}), 200)
 			from.stateNamed("ann", "10.0.0.1", tc.state, 0)
-			late := from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
-			late.From = "homeA"
-
-			to := newWorld(t)
-			to.now = t0.Add(time.Minute)
-			rec := to.dir.users[user("ann")]
-			rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
+			late, to := annMovedHere(t, from)
 			to.login("ben", "10.0.0.3", benCB)
 			to.login("cat", "10.0.0.4", "http://10.0.0.4:4000")
 			to.watch("ben", "ann")
@@ -600,13 +564,7 @@ func TestLateHandoffSubscriptionUnsubscribedHere(t *testing.T) {
 			from.login("ben", "10.0.0.3", benCB)
 			there := from.watch("ben", "ann")
 			from.stateNamed("ann", "10.0.0.1", events.StateOnline, 0)
-			late := from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
-			late.From = "homeA"
-
-			to := newWorld(t)
-			to.now = t0.Add(time.Minute)
-			rec := to.dir.users[user("ann")]
-			rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
+			late, to := annMovedHere(t, from)
 			to.login("ben", "10.0.0.3", benCB)
 			wantStatus(t, to.do(&events.Unsubscribe{Req: to.req("unwatch-"+tc.by, tc.by, "ann", "10.0.0.3"), ID: there}), 200)
 			to.now = to.now.Add(time.Minute)
@@ -734,13 +692,7 @@ func TestLateHandoffRenewalRefusedThenSubscribedAgain(t *testing.T) {
 	from.login("ann", "10.0.0.1", annCB)
 	there := from.watch("ben", "ann")
 	from.stateNamed("ann", "10.0.0.1", events.StateOnline, 0)
-	late := from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
-	late.From = "homeA"
-
-	to := newWorld(t)
-	to.now = t0.Add(time.Minute)
-	rec := to.dir.users[user("ann")]
-	rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
+	late, to := annMovedHere(t, from)
 	wantStatus(t, to.do(&events.Renew{Req: to.req("renew-ben", "ben", "ann", "10.0.0.1"), ID: there, Lifetime: 14400}), 412)
 	to.watch("ben", "ann")
 	to.now = to.now.Add(time.Minute)
@@ -776,13 +728,7 @@ func TestLateHandoffUnsubscribeOfAnIDTakenHere(t *testing.T) {
 	from.login("ben", "10.0.0.3", benCB)
 	there := from.watch("ben", "ann")
 	from.stateNamed("ann", "10.0.0.1", events.StateOnline, 0)
-	late := from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
-	late.From = "homeA"
-
-	to := newWorld(t)
-	to.now = t0.Add(time.Minute)
-	rec := to.dir.users[user("ann")]
-	rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
+	late, to := annMovedHere(t, from)
 	to.login("ben", "10.0.0.3", benCB)
 	to.login("cat", "10.0.0.5", "http://10.0.0.5:4000")
 	if id := to.login("ann", "10.0.0.2", "http://10.0.0.2:4000"); id != there {
@@ -804,4 +750,19 @@ func TestLateHandoffUnsubscribeOfAnIDTakenHere(t *testing.T) {
 	if logins, err := to.st.Logins(user("ann")); err != nil || len(logins) != 2 {
 		t.Errorf("ann's logins: %+v (%v), want hers here and the one handed over", logins, err)
 	}
+}
+
+// annMovedHere returns ann's handoff from world from, sent as homeA's of
+// her move 10, and a world at testHome a minute later whose directory
+// has her here under that move: her requests are decided here, the
+// handoff not taken yet (late once it is).
+func annMovedHere(t *testing.T, from *world) (*events.Handoff, *world) {
+	t.Helper()
+	late := from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
+	late.From = "homeA"
+	to := newWorld(t)
+	to.now = t0.Add(time.Minute)
+	rec := to.dir.users[user("ann")]
+	rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
+	return late, to
 }
