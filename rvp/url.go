@@ -51,6 +51,12 @@ func ParseURL(s string) (URL, error) {
 	if i := strings.IndexAny(path, "?#"); i >= 0 {
 		path = path[:i]
 	}
+	// A space or a control character is no part of a URL (RFC 3986: it is
+	// written %20); one read as part of the path would make the URL, once
+	// written in a header or a log line, mean something else.
+	if i := strings.IndexFunc(path, func(r rune) bool { return r <= ' ' || r == 0x7f }); i >= 0 {
+		return URL{}, fmt.Errorf("url %q: a space or control character in its path (write it %%%02X)", s, path[i])
+	}
 	h, err := NormalizeHost(host)
 	if err != nil {
 		return URL{}, fmt.Errorf("url %q: %w", s, err)

@@ -25,7 +25,7 @@ func TestParseURL(t *testing.T) {
 			t.Errorf("ParseURL(%q) = %q, %v; want %q", in, u.String(), err, want)
 		}
 	}
-	for _, bad := range []string{"", "im.example.com/x", "https://x/y", "http:///x", "http://a b/", "http://x:port/", "http://user@x/", "http://./"} {
+	for _, bad := range []string{"", "im.example.com/x", "https://x/y", "http:///x", "http://a b/", "http://x:port/", "http://user@x/", "http://./", "http://0/ 0", "http://h/instmsg/aliases/a b", "http://h/a\x7f", "http://h/a\tb/"} {
 		if u, err := ParseURL(bad); err == nil {
 			t.Errorf("ParseURL(%q) = %q, want error", bad, u)
 		}
