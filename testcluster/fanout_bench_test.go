@@ -72,9 +72,9 @@ func BenchmarkFanout(b *testing.B) {
 	}
 	close(next)
 	wg.Wait()
-	// Each watcher got the state at once; from now on they time NOTIFYs.
+	// Each watcher got her state in its SUBSCRIBE's answer (no NOTIFY for
+	// a star that set none); from now on they time NOTIFYs.
 	for _, w := range clients {
-		w.WaitNotify(0, wait, func(Notify) bool { return true })
 		w.AnswerWith(record)
 	}
 	body := rvp.PropNotification(rvp.Contact{Href: star.URL}, rvp.Contact{Href: clients[0].URL}, "busy")
