@@ -507,8 +507,8 @@ const auditFetchWait = 5 * time.Second
 
 // fetch reads the stream's next batch, none after its last event. It asks
 // again, for up to auditFetchWait, while the consumer has no responder
-// or nothing comes though events remain to be read: an audit does not
-// end short of them as if that were all.
+// or nothing comes though events remain to be read (its server counts
+// some left): an audit does not end short of them as if that were all.
 func (r *auditReader) fetch(ctx context.Context) ([]jetstream.Msg, error) {
 	deadline := time.Now().Add(auditFetchWait)
 	for wait := 10 * time.Millisecond; ; wait = min(2*wait, 500*time.Millisecond) {
@@ -530,6 +530,10 @@ func (r *auditReader) fetch(ctx context.Context) ([]jetstream.Msg, error) {
 			return nil, err
 		case err == nil && r.read >= r.pending:
 			return nil, nil
+		case err == nil && r.drained(ctx):
+			// Fewer than counted: the rest were removed since (the
+			// stream's retention removes its oldest all along).
+			return nil, nil
 		case time.Now().After(deadline):
 			if err != nil {
 				return nil, err
@@ -542,6 +546,14 @@ func (r *auditReader) fetch(ctx context.Context) ([]jetstream.Msg, error) {
 		case <-time.After(wait):
 		}
 	}
+}
+
+// drained reports whether the stream's consumer has no event left to
+// deliver, as its server says: events counted when the reader began may
+// have been removed before it reached them.
+func (r *auditReader) drained(ctx context.Context) bool {
+	info, err := r.cons.Info(ctx)
+	return err == nil && info.NumPending == 0
 }
 
 // peek returns the stream's next event, nil after its last.
