@@ -98,18 +98,29 @@ type checkResult struct {
 	Why  string `json:"why,omitempty"`
 }
 
-// readiness evaluates every condition.
+// readiness evaluates every condition, all at once: a home server's
+// asks JetStream for up to 2 s (homeReadiness), and a scrape (rvpd_ready)
+// or /readyz of a process standing by for many must not wait that once
+// per home server while NATS does not answer.
 func (o *ops) readiness() (ok bool, results []checkResult) {
 	o.mu.Lock()
 	checks := slices.Clone(o.checks)
 	o.mu.Unlock()
+	results = make([]checkResult, len(checks))
+	var wg sync.WaitGroup
+	for i, c := range checks {
+		wg.Go(func() {
+			r := checkResult{Name: c.name, OK: true}
+			if err := c.check(); err != nil {
+				r.OK, r.Why = false, err.Error()
+			}
+			results[i] = r
+		})
+	}
+	wg.Wait()
 	ok = true
-	for _, c := range checks {
-		r := checkResult{Name: c.name, OK: true}
-		if err := c.check(); err != nil {
-			r.OK, r.Why, ok = false, err.Error(), false
-		}
-		results = append(results, r)
+	for _, r := range results {
+		ok = ok && r.OK
 	}
 	return ok, results
 }

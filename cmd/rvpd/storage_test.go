@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	dto "github.com/prometheus/client_model/go"
 
@@ -105,5 +109,75 @@ func TestWaitingBytes(t *testing.T) {
 	}
 	if got := waitingBytes(jetstream.StreamState{}, &jetstream.ConsumerInfo{NumPending: 3}); got != 0 {
 		t.Errorf("empty stream: %v", got)
+	}
+}
+
+// TestScrapeWithoutJetStreamWaitsOnce: a scrape while NATS does not
+// answer takes one question's wait (2 s), not one per home server the
+// process stands by for. rvpd_ready reports /readyz's conditions at each
+// scrape, and each home server's asks its lease of JetStream for up to
+// 2 s: asked one after the other, a standby of 4 home servers took 8 s
+// to scrape, of 10 past Prometheus's default scrape_timeout (10 s):
+// the process counted down (RvpdDown: "a home node died") while
+// alive, and each console page and /readyz waited as long.
+func TestScrapeWithoutJetStreamWaitsOnce(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS server not ready after 10s")
+	}
+	nc, err := nats.Connect(ns.ClientURL(), nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.CreateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: events.BucketOwners})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := newOps("n1", nc, slog.New(slog.DiscardHandler))
+	const homes = 4
+	for i := range homes {
+		o.homeReadiness(fmt.Sprintf("home%d", i+1), kv, "n1")
+	}
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	deadline := time.Now().Add(10 * time.Second)
+	for nc.IsConnected() {
+		if time.Now().After(deadline) {
+			t.Fatal("the client still connected 10 s after its NATS server stopped")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	start := time.Now()
+	fams, err := o.reg.Gather()
+	took := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took >= 2*storageTimeout {
+		t.Errorf("a scrape of a standby of %d home servers without NATS took %s: its home servers' conditions were asked one after the other", homes, took.Round(time.Millisecond))
+	}
+	for _, f := range fams {
+		if f.GetName() != "rvpd_ready" {
+			continue
+		}
+		if len(f.GetMetric()) != homes+1 {
+			t.Errorf("rvpd_ready: %d series, want nats and the %d home servers", len(f.GetMetric()), homes)
+		}
+		for _, m := range f.GetMetric() {
+			if m.GetGauge().GetValue() != 0 {
+				t.Errorf("rvpd_ready %v without NATS: %v, want 0", m.GetLabel(), m.GetGauge().GetValue())
+			}
+		}
 	}
 }
