@@ -265,6 +265,11 @@ func UpgradeStream(ctx context.Context, js jetstream.JetStream, name string, dry
 		changes = append(changes, SettingChange{"allow_msg_ttl", "false", "true"})
 	}
 	if c.Duplicates != DefaultRequestDuplicates {
+		if c.MaxAge > 0 && c.MaxAge < DefaultRequestDuplicates {
+			// JetStream refuses a window longer than the max age.
+			return nil, fmt.Errorf("stream %s: its max age %s is shorter than the %s deduplication window it needs (rvpd's -requests.max-age is at least that): raise it first (nats stream edit %s --max-age %s)",
+				name, c.MaxAge, DefaultRequestDuplicates, name, DefaultRequestDuplicates)
+		}
 		changes = append(changes, SettingChange{"duplicate_window", c.Duplicates.String(), DefaultRequestDuplicates.String()})
 		c.Duplicates = DefaultRequestDuplicates
 	}

@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
@@ -36,21 +39,45 @@ func cmdStreamsUpgrade(ctx context.Context, e *env, dryRun bool) error {
 	if err != nil {
 		return err
 	}
-	if len(names) == 0 {
-		return fmt.Errorf("no requests stream at %s (is this a site's NATS? a home node creates its requests stream at start)", g.nats)
-	}
-	if _, err := js.Stream(ctx, events.StreamLookups); err == nil {
+	// The lookups stream too: a hub without home servers has one (its
+	// gateways') and no requests stream.
+	switch _, err := js.Stream(ctx, events.StreamLookups); {
+	case err == nil:
 		names = append(names, events.StreamLookups)
+	case !errors.Is(err, jetstream.ErrStreamNotFound):
+		return fmt.Errorf("stream %s: %w (rvpctl status shows whether it is offline); nothing was changed", events.StreamLookups, err)
+	}
+	if len(names) == 0 {
+		return fmt.Errorf("no requests or lookups stream at %s (is this a site's NATS? a home node creates its requests stream at start)", g.nats)
 	}
 	rows := [][]string{{"STREAM", "SETTING", "WAS", "NOW"}}
 	if dryRun {
 		rows[0][3] = "WOULD BE"
 	}
 	var changes []streamChange
+	// show prints the changes made, or that would be.
+	show := func() error {
+		if g.json {
+			for _, c := range changes {
+				if err := printJSON(g.out, c); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		if len(changes) > 0 {
+			table(g.out, rows)
+		}
+		return nil
+	}
 	for _, name := range names {
 		cs, err := projections.UpgradeStream(ctx, js, name, dryRun)
 		if err != nil {
-			return fmt.Errorf("%w; the streams listed before it were upgraded: run the command again once this is fixed", err)
+			if dryRun {
+				return err
+			}
+			// What was changed before is shown.
+			return errors.Join(show(), fmt.Errorf("%w; the streams before it were upgraded, those after it not: run the command again once this is fixed", err))
 		}
 		for _, c := range cs {
 			sc := streamChange{Stream: name, Setting: c.Setting, Was: c.Was, Now: c.Now, Changed: !dryRun}
@@ -58,19 +85,10 @@ func cmdStreamsUpgrade(ctx context.Context, e *env, dryRun bool) error {
 			rows = append(rows, []string{sc.Stream, sc.Setting, sc.Was, sc.Now})
 		}
 	}
-	if g.json {
-		for _, c := range changes {
-			if err := printJSON(g.out, c); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	if len(changes) == 0 {
+	if len(changes) == 0 && !g.json {
 		return e.ok("nothing to change: %s as this version creates them", strings.Join(names, ", "))
 	}
-	table(g.out, rows)
-	return nil
+	return show()
 }
 
 // warnNoMsgTTLs says on w which requests streams keep handoffs only their

@@ -101,3 +101,109 @@ func TestStreamsUpgrade(t *testing.T) {
 		t.Errorf("streams upgrade again: %q, want nothing changed", out)
 	}
 }
+
+// TestStreamsUpgradeKeepsTheRest: at a site of a deployment of several,
+// "streams upgrade" changes on each home server's requests stream only
+// per-message TTLs and the deduplication window: what its administrator
+// set otherwise (a description, a max age, a size bound, metadata, a
+// placement tag) is as it was. Run against the hub, whose gateways have
+// a lookups stream but which has no home server (no requests stream),
+// it upgrades the lookups stream; before, it refused ("no requests
+// stream ... is this a site's NATS?") and left the hub's lookups their
+// 2-minute window.
+func TestStreamsUpgradeKeepsTheRest(t *testing.T) {
+	ctx := t.Context()
+	url, js := startNATS(t, "a")
+	lookup := func(k string) (string, bool) { return url, k == "RVPCTL_NATS" }
+	var was []jetstream.StreamConfig
+	for i, home := range []string{"home1", "home2"} {
+		c := jetstream.StreamConfig{Name: events.RequestStream(home), Subjects: []string{events.RequestFilter(home)},
+			Description: "requests of " + home + ", kept 3 h by ops", MaxAge: 3 * time.Hour, MaxBytes: int64(64+i) << 20,
+			Discard: jetstream.DiscardOld, Duplicates: 2 * time.Minute, Metadata: map[string]string{"owner": "ops"}}
+		if _, err := js.CreateStream(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		st, err := js.Stream(ctx, c.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		was = append(was, st.CachedInfo().Config)
+	}
+	var out, errOut bytes.Buffer
+	if err := exec(ctx, []string{"streams", "upgrade"}, lookup, strings.NewReader(""), &out, &errOut); err != nil {
+		t.Fatalf("streams upgrade: %v\n%s", err, errOut.String())
+	}
+	for _, w := range was {
+		st, err := js.Stream(ctx, w.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := st.CachedInfo().Config
+		if !now.AllowMsgTTL || now.Duplicates != projections.DefaultRequestDuplicates {
+			t.Errorf("%s after the upgrade: allow_msg_ttl %v, duplicate window %s", w.Name, now.AllowMsgTTL, now.Duplicates)
+		}
+		if now.Metadata["owner"] != "ops" {
+			t.Errorf("%s's metadata after the upgrade: %v", w.Name, now.Metadata)
+		}
+		// Everything else as the administrator left it.
+		w.AllowMsgTTL, w.Duplicates, w.Metadata = now.AllowMsgTTL, now.Duplicates, now.Metadata
+		wj, _ := json.Marshal(w)
+		nj, _ := json.Marshal(now)
+		if !bytes.Equal(wj, nj) {
+			t.Errorf("%s's configuration changed beyond the two settings:\nwas %s\nnow %s", w.Name, wj, nj)
+		}
+	}
+
+	// The hub: a lookups stream, no requests stream.
+	hubURL, hub := startNATS(t, "hub")
+	if _, err := hub.CreateStream(ctx, jetstream.StreamConfig{Name: events.StreamLookups, Subjects: []string{events.LookupSubject("hub")},
+		Retention: jetstream.WorkQueuePolicy, Duplicates: 2 * time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	errOut.Reset()
+	hubLookup := func(k string) (string, bool) { return hubURL, k == "RVPCTL_NATS" }
+	if err := exec(ctx, []string{"streams", "upgrade"}, hubLookup, strings.NewReader(""), &out, &errOut); err != nil {
+		t.Fatalf("streams upgrade at the hub: %v\n%s", err, errOut.String())
+	}
+	st, err := hub.Stream(ctx, events.StreamLookups)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := st.CachedInfo().Config.Duplicates; d != projections.DefaultRequestDuplicates {
+		t.Errorf("the hub's lookups stream's duplicate window after the upgrade: %s\n%s", d, out.String())
+	}
+
+	// Where there is neither, what to do is said.
+	emptyURL, _ := startNATS(t, "")
+	err = exec(ctx, []string{"streams", "upgrade"}, func(k string) (string, bool) { return emptyURL, k == "RVPCTL_NATS" }, strings.NewReader(""), &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "no requests or lookups stream") {
+		t.Errorf("streams upgrade where there is no stream: %v", err)
+	}
+}
+
+// TestStreamsUpgradeFailsHalfway: when one stream cannot be upgraded
+// (here a lookups stream whose max age, 30 s, an administrator set below
+// the 45 s window: JetStream refuses a window longer than the max age,
+// "duplicates window can not be larger then max age"), what was changed
+// before is shown, and the error says which were and what to do.
+func TestStreamsUpgradeFailsHalfway(t *testing.T) {
+	ctx := t.Context()
+	url, js := startNATS(t, "")
+	for _, c := range []jetstream.StreamConfig{
+		{Name: events.StreamRequests, Subjects: []string{events.RequestRoot + ".>"}, Duplicates: 2 * time.Minute},
+		{Name: events.StreamLookups, Subjects: []string{events.LookupRoot + ".>"}, MaxAge: 30 * time.Second, Duplicates: 30 * time.Second},
+	} {
+		if _, err := js.CreateStream(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out, errOut bytes.Buffer
+	err := exec(ctx, []string{"streams", "upgrade"}, func(k string) (string, bool) { return url, k == "RVPCTL_NATS" }, strings.NewReader(""), &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), events.StreamLookups+": its max age 30s is shorter than the 45s deduplication window") || !strings.Contains(err.Error(), "run the command again") {
+		t.Errorf("streams upgrade with a lookups stream it cannot upgrade: %v", err)
+	}
+	if !strings.Contains(out.String(), events.StreamRequests+"  allow_msg_ttl") {
+		t.Errorf("what was upgraded before the failure is not shown: %q", out.String())
+	}
+}
