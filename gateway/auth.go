@@ -54,6 +54,12 @@ const (
 	// account from the address (lockout.go); Outcome.Msg says when to try
 	// again.
 	Throttled
+	// Replayed: credentials that proved the password once, presented
+	// again (a Digest nonce, cnonce and count already accepted, or a
+	// nonce issued to another address): answered like Challenged, with a
+	// fresh challenge, and counted apart (rvpd_gateway_refused_total
+	// {reason="replayed"}): someone has seen another client's request.
+	Replayed
 	// Busy: 503 with Retry-After, the server cannot take the
 	// credentials now (the Digest replay set is full); Outcome.Msg says
 	// when to try again. Logged where it was decided.

@@ -455,7 +455,9 @@ func (c *Credentials) digest(ar AuthRequest, token string) Outcome {
 		// changed between the challenge and its answer.
 		c.log.Warn("Digest credentials refused: their nonce was issued to another address (a captured request replayed, or a client whose address changed)",
 			"user", p["username"], "client", ar.Client, "nonce_issued", issued.UTC().Format(time.RFC3339))
-		return c.challenge(ar, false)
+		out := c.challenge(ar, false)
+		out.Verdict = Replayed
+		return out
 	case nonceStale:
 		return c.challenge(ar, true)
 	}
@@ -482,7 +484,7 @@ func (c *Credentials) digest(ar AuthRequest, token string) Outcome {
 		c.log.Warn("Digest credentials refused: already used at this gateway (a captured request replayed, or a client that resent one)",
 			"user", account, "client", ar.Client, "qop", p["qop"], "nc", p["nc"])
 		out := c.challenge(ar, true)
-		out.Msg = "these Digest credentials were used already; answer the fresh challenge"
+		out.Verdict, out.Msg = Replayed, "these Digest credentials were used already; answer the fresh challenge"
 		return out
 	}
 	if retry > 0 {

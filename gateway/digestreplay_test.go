@@ -160,7 +160,7 @@ func (e *digestEdge) accepted(what string, c *digestConn, raw string) {
 // the challenge.
 func (e *digestEdge) refused(what string, c *digestConn, raw string, stale bool) string {
 	e.t.Helper()
-	before, failed := e.appended(), e.g.Stats().SignInsFailed
+	before, failed, replayed := e.appended(), e.g.Stats().SignInsFailed, e.g.Stats().Replayed
 	resp := c.do(raw)
 	ch := resp.Header.Get("WWW-Authenticate")
 	if resp.StatusCode != 401 || !strings.HasPrefix(ch, "Digest ") {
@@ -174,6 +174,9 @@ func (e *digestEdge) refused(what string, c *digestConn, raw string, stale bool)
 	}
 	if n := e.g.Stats().SignInsFailed - failed; n != 0 {
 		e.t.Errorf("%s: %d failed sign-ins counted, want none (no password was guessed)", what, n)
+	}
+	if n := e.g.Stats().Replayed - replayed; n != 1 {
+		e.t.Errorf("%s: %d replays counted, want 1 (rvpd_gateway_refused_total{reason=replayed})", what, n)
 	}
 	return ch
 }
@@ -328,8 +331,8 @@ func TestDigestReplaysBounded(t *testing.T) {
 	if r := respond(nil, nil, outcomeRefusal(Outcome{Verdict: Busy, RetryAfter: time.Minute, Msg: "m"})); r.Status != rvp.StatusUnavailable || r.Get("Retry-After") != "60" {
 		t.Errorf("Busy rendered %d, Retry-After %q; want 503, 60", r.Status, r.Get("Retry-After"))
 	}
-	if out := replay(first); out.Verdict != Challenged || !strings.HasSuffix(out.Challenge[0], "stale=true") {
-		t.Errorf("a replay at the bound: %+v, want a stale challenge (still remembered)", out)
+	if out := replay(first); out.Verdict != Replayed || !strings.HasSuffix(out.Challenge[0], "stale=true") {
+		t.Errorf("a replay at the bound: %+v, want Replayed with a stale challenge (still remembered)", out)
 	}
 	// Once the first nonce has died, there is room again; the nonce
 	// itself is now stale, whatever the set holds.

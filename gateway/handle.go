@@ -310,6 +310,9 @@ func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client 
 	case Throttled:
 		g.counters.signInsThrottled.Add(1)
 		return nil, outcomeRefusal(out)
+	case Replayed:
+		g.counters.replayed.Add(1)
+		return nil, outcomeRefusal(out)
 	case Refused:
 		if req.Header.Has(rvp.HdrAuthorization) {
 			g.counters.signInsFailed.Add(1)

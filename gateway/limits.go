@@ -232,12 +232,15 @@ type Stats struct {
 	SignInsFailed uint64
 	// ConnectionsRefused: connections refused past MaxConns (503).
 	ConnectionsRefused uint64
+	// Replayed: credentials presented again after they were accepted
+	// (401 with a fresh challenge: Replayed).
+	Replayed uint64
 }
 
 // counters are the gateway's Stats as they are counted.
 type counters struct {
 	unauthenticated, forged, callBacksRefused, rateLimited, signInsThrottled, foreign atomic.Uint64
-	signInsFailed, connectionsRefused                                                 atomic.Uint64
+	signInsFailed, connectionsRefused, replayed                                       atomic.Uint64
 }
 
 // Stats returns what the gateway has refused so far.
@@ -245,5 +248,5 @@ func (g *Gateway) Stats() Stats {
 	c := &g.counters
 	return Stats{Unauthenticated: c.unauthenticated.Load(), Forged: c.forged.Load(), CallBacksRefused: c.callBacksRefused.Load(),
 		RateLimited: c.rateLimited.Load(), SignInsThrottled: c.signInsThrottled.Load(), Foreign: c.foreign.Load(),
-		SignInsFailed: c.signInsFailed.Load(), ConnectionsRefused: c.connectionsRefused.Load()}
+		SignInsFailed: c.signInsFailed.Load(), ConnectionsRefused: c.connectionsRefused.Load(), Replayed: c.replayed.Load()}
 }

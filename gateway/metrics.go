@@ -53,7 +53,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // The descriptions of what is read from the gateways at each scrape.
 var (
 	refusedDesc = prometheus.NewDesc("rvpd_gateway_refused_total",
-		"Requests the gateway refused at its trust boundaries, by reason: unauthenticated (401 without credentials), sign_in_failed (wrong or unknown credentials), sign_in_throttled (403 after repeated failures), forged (speaking or sending for someone else), callback_refused, rate_limited (429), too_many_connections (503 at accept).",
+		"Requests the gateway refused at its trust boundaries, by reason: unauthenticated (401 without credentials), sign_in_failed (wrong or unknown credentials), sign_in_throttled (403 after repeated failures), forged (speaking or sending for someone else), callback_refused, rate_limited (429), too_many_connections (503 at accept), replayed (credentials accepted once, presented again: 401).",
 		[]string{"reason"}, nil)
 	foreignDesc = prometheus.NewDesc("rvpd_gateway_foreign_requests_total",
 		"Requests of other organisations taken without credentials (federation).", nil, nil)
@@ -92,6 +92,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		s.RateLimited += gs.RateLimited
 		s.Foreign += gs.Foreign
 		s.ConnectionsRefused += gs.ConnectionsRefused
+		s.Replayed += gs.Replayed
 		g.mu.Lock()
 		conns += float64(len(g.conns))
 		g.mu.Unlock()
@@ -103,7 +104,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	for reason, n := range map[string]uint64{
 		"unauthenticated": s.Unauthenticated, "sign_in_failed": s.SignInsFailed, "sign_in_throttled": s.SignInsThrottled,
 		"forged": s.Forged, "callback_refused": s.CallBacksRefused, "rate_limited": s.RateLimited,
-		"too_many_connections": s.ConnectionsRefused,
+		"too_many_connections": s.ConnectionsRefused, "replayed": s.Replayed,
 	} {
 		ch <- prometheus.MustNewConstMetric(refusedDesc, prometheus.CounterValue, float64(n), reason)
 	}
