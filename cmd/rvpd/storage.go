@@ -18,10 +18,15 @@ import (
 // What a scrape reads of JetStream is read within storageTimeout, and
 // read again only once it is storageFresh old: the console asks every
 // process for its metrics on each of its pages (ops.text), and those
-// read the figures a scrape read.
+// read the figures a scrape read. A stream's figures (or the account's)
+// that could not be read again are those last read, while they are
+// less than storageKeep old: a series that vanished for a scrape would
+// restart the "for:" of the alerts on it (RvpdRequestsAboutToBeDropped)
+// exactly while NATS is too loaded to answer in time.
 const (
 	storageTimeout = 2 * time.Second
 	storageFresh   = 5 * time.Second
+	storageKeep    = time.Minute
 )
 
 var (
@@ -55,10 +60,12 @@ var (
 // account uses: what runs out before requests are dropped or every
 // append fails. A scrape reads nothing while the NATS connection is down
 // (rvpd_nats_connected says so), and never waits more than
-// storageTimeout for NATS.
+// storageTimeout for NATS; what it could not read is reported as last
+// read for up to keep (storageKeep), then left out.
 type storageCollector struct {
-	nc  *nats.Conn
-	log *slog.Logger
+	nc   *nats.Conn
+	log  *slog.Logger
+	keep time.Duration
 
 	// mu is held by a scrape while it reads: another waits for its
 	// figures.
@@ -68,13 +75,38 @@ type storageCollector struct {
 	requests []requestsWatch
 	figures  []prometheus.Metric
 	readAt   time.Time
+	// The figures last read of each stream, home server's requests
+	// consumer and the account, with when.
+	lastStreams   map[string]lastRead[jetstream.StreamInfo]
+	lastConsumers map[requestsWatch]lastRead[jetstream.ConsumerInfo]
+	lastAccount   lastRead[jetstream.AccountInfo]
+}
+
+// lastRead is what was last read of something, and when (nil: never, or
+// too long ago).
+type lastRead[T any] struct {
+	v  *T
+	at time.Time
+}
+
+// update returns what to report of it now: v when read (not nil), else
+// what was last read, while it is less than keep old.
+func (l *lastRead[T]) update(v *T, now time.Time, keep time.Duration) *T {
+	switch {
+	case v != nil:
+		*l = lastRead[T]{v, now}
+	case l.v != nil && now.Sub(l.at) >= keep:
+		*l = lastRead[T]{}
+	}
+	return l.v
 }
 
 // requestsWatch is a home server whose requests in stream are watched.
 type requestsWatch struct{ stream, home string }
 
 func newStorageCollector(nc *nats.Conn, log *slog.Logger) *storageCollector {
-	return &storageCollector{nc: nc, log: log}
+	return &storageCollector{nc: nc, log: log, keep: storageKeep,
+		lastStreams: map[string]lastRead[jetstream.StreamInfo]{}, lastConsumers: map[requestsWatch]lastRead[jetstream.ConsumerInfo]{}}
 }
 
 // watch has the scrapes report streams, read through js.
@@ -114,13 +146,18 @@ func (c *storageCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // read returns the figures, read again when they are older than
-// storageFresh. What could not be read is left out: a stream not created
-// yet, or NATS not answering in time.
+// storageFresh. What could not be read (a stream not created yet, or
+// deleted; NATS not connected or not answering in time) is reported as
+// last read while that is less than c.keep old, else left out.
 func (c *storageCollector) read() []prometheus.Metric {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.js == nil || c.nc == nil || !c.nc.IsConnected() {
+	if c.js == nil || c.nc == nil {
 		return nil
+	}
+	if !c.nc.IsConnected() {
+		// Nothing read: read again as soon as it is back.
+		return c.metrics(make([]*jetstream.StreamInfo, len(c.streams)), make([]*jetstream.ConsumerInfo, len(c.requests)), nil)
 	}
 	if time.Since(c.readAt) < storageFresh {
 		return c.figures
@@ -165,6 +202,26 @@ func (c *storageCollector) read() []prometheus.Metric {
 	})
 	wg.Wait()
 
+	c.figures, c.readAt = c.metrics(infos, consumers, account), time.Now()
+	return c.figures
+}
+
+// metrics returns the figures of what was read (nil: not read), and of
+// what was not, those last read while they are less than c.keep old.
+func (c *storageCollector) metrics(infos []*jetstream.StreamInfo, consumers []*jetstream.ConsumerInfo, account *jetstream.AccountInfo) []prometheus.Metric {
+	now := time.Now()
+	for i, name := range c.streams {
+		l := c.lastStreams[name]
+		infos[i] = l.update(infos[i], now, c.keep)
+		c.lastStreams[name] = l
+	}
+	for i, w := range c.requests {
+		l := c.lastConsumers[w]
+		consumers[i] = l.update(consumers[i], now, c.keep)
+		c.lastConsumers[w] = l
+	}
+	account = c.lastAccount.update(account, now, c.keep)
+
 	var out []prometheus.Metric
 	byName := map[string]*jetstream.StreamInfo{}
 	for i, info := range infos {
@@ -190,7 +247,6 @@ func (c *storageCollector) read() []prometheus.Metric {
 			prometheus.MustNewConstMetric(jsStoreLimitDesc, prometheus.GaugeValue, float64(limit), account.Domain),
 			prometheus.MustNewConstMetric(jsReservedDesc, prometheus.GaugeValue, float64(reserved), account.Domain))
 	}
-	c.figures, c.readAt = out, time.Now()
 	return out
 }
 

@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/rvp-im/rvpd/events"
@@ -179,5 +182,135 @@ func TestScrapeWithoutJetStreamWaitsOnce(t *testing.T) {
 				t.Errorf("rvpd_ready %v without NATS: %v, want 0", m.GetLabel(), m.GetGauge().GetValue())
 			}
 		}
+	}
+}
+
+// TestMetricsStorageKeptWhenUnread: a scrape that cannot read a stream
+// again (deleted since; NATS not connected) reports the figures last
+// read of it and of the account, for up to the collector's keep, then
+// leaves them out. It reported none at once: the series vanished for
+// that scrape, and the alerts on them (RvpdRequestsAboutToBeDropped)
+// started their "for:" again exactly while NATS was overloaded.
+func TestMetricsStorageKeptWhenUnread(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS server not ready after 10s")
+	}
+	nc, err := nats.Connect(ns.ClientURL(), nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, name := range []string{"KEPT", "GONE"} {
+		st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{name}, MaxBytes: 1 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := js.Publish(ctx, name, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Info(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := newStorageCollector(nc, slog.New(slog.DiscardHandler))
+	c.watch(js, "KEPT", "GONE")
+	// figures scrapes c, read again (watch forgets when it last read).
+	figures := func() map[string]float64 {
+		t.Helper()
+		c.watch(js)
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(c)
+		fams, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]float64{}
+		for _, f := range fams {
+			for _, m := range f.GetMetric() {
+				key := f.GetName()
+				for _, l := range m.GetLabel() {
+					key += "," + l.GetName() + "=" + l.GetValue()
+				}
+				out[key] = m.GetGauge().GetValue()
+			}
+		}
+		return out
+	}
+	want := figures()
+	for _, k := range []string{"rvpd_stream_messages,stream=KEPT", "rvpd_stream_messages,stream=GONE", "rvpd_stream_max_bytes,stream=GONE", "rvpd_jetstream_storage_bytes,domain="} {
+		if _, ok := want[k]; !ok {
+			t.Fatalf("first scrape without %s: %v", k, want)
+		}
+	}
+	readAt := time.Now()
+
+	if err := js.DeleteStream(ctx, "GONE"); err != nil {
+		t.Fatal(err)
+	}
+	// The account is read again (it holds one stream less), the deleted
+	// stream is as last read.
+	got := figures()
+	streams := func(m map[string]float64) map[string]float64 {
+		return maps.Collect(func(yield func(string, float64) bool) {
+			for k, v := range m {
+				if strings.Contains(k, ",stream=") && !yield(k, v) {
+					return
+				}
+			}
+		})
+	}
+	if !maps.Equal(streams(got), streams(want)) {
+		t.Errorf("a stream deleted since the last read:\n got %v\nwant %v (as last read)", got, want)
+	}
+	if got["rvpd_jetstream_storage_bytes,domain="] >= want["rvpd_jetstream_storage_bytes,domain="] {
+		t.Errorf("the account read again after a stream was deleted: %v, was %v", got, want)
+	}
+	want = got
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	deadline := time.Now().Add(10 * time.Second)
+	for nc.IsConnected() {
+		if time.Now().After(deadline) {
+			t.Fatal("the client still connected 10 s after its NATS server stopped")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := figures(); !maps.Equal(got, want) {
+		t.Errorf("NATS not connected:\n got %v\nwant %v (as last read)", got, want)
+	}
+
+	// Past keep, nothing: figures that old are no news.
+	const keep = 500 * time.Millisecond
+	c.mu.Lock()
+	c.keep = keep
+	c.mu.Unlock()
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		got := figures()
+		if len(got) == 0 {
+			if since := time.Since(readAt); since < keep {
+				t.Errorf("figures dropped %s after they were read, before keep (%s)", since, keep)
+			}
+			break
+		}
+		if !maps.Equal(got, want) {
+			t.Fatalf("NATS not connected:\n got %v\nwant %v (as last read) or nothing", got, want)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("figures read %s ago still reported, keep %s: %v", time.Since(readAt), keep, got)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
