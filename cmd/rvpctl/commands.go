@@ -102,7 +102,8 @@ func cmdStatus(ctx context.Context, e *env, _ []string) error {
 	// A stream that cannot be read (offline: no server holding it runs)
 	// is said so in its row, and status fails at its end: the others are
 	// what the operator looks at meanwhile.
-	var unreadable []string
+	// One that does not exist is said so: no NATS server to start.
+	var unreadable, missing []string
 	for _, name := range slices.Concat(reqStreams, factStreams, []string{events.StreamDirectory, events.StreamLookups}) {
 		st, err := js.Stream(ctx, name)
 		var info *jetstream.StreamInfo
@@ -110,14 +111,19 @@ func cmdStatus(ctx context.Context, e *env, _ []string) error {
 			info, err = st.Info(ctx)
 		}
 		if err != nil {
-			unreadable = append(unreadable, fmt.Sprintf("%s (%v)", name, err))
+			state := "UNREADABLE (below)"
+			if errors.Is(err, jetstream.ErrStreamNotFound) {
+				missing, state = append(missing, name), "DOES NOT EXIST (below)"
+			} else {
+				unreadable = append(unreadable, fmt.Sprintf("%s (%v)", name, err))
+			}
 			if g.json {
 				if err := printJSON(g.out, stream{Name: name, Error: err.Error()}); err != nil {
 					return err
 				}
 				continue
 			}
-			rows = append(rows, []string{name, "UNREADABLE (below)", "-", "-", "-", "-", "", "", "", ""})
+			rows = append(rows, []string{name, state, "-", "-", "-", "-", "", "", "", ""})
 			continue
 		}
 		if slices.Contains(reqStreams, name) && !info.Config.AllowMsgTTL {
@@ -169,11 +175,20 @@ func cmdStatus(ctx context.Context, e *env, _ []string) error {
 	if err := ownersStatus(ctx, g, js, factStreams); err != nil {
 		return err
 	}
+	var errs []error
 	if len(unreadable) > 0 {
-		return fmt.Errorf("%d %s could not be read: %s; a stream is offline while none of the NATS servers holding it runs: start them",
-			len(unreadable), plural(len(unreadable), "stream"), strings.Join(unreadable, ", "))
+		errs = append(errs, fmt.Errorf("%d %s could not be read: %s; a stream is offline while none of the NATS servers holding it runs: start them",
+			len(unreadable), plural(len(unreadable), "stream"), strings.Join(unreadable, ", ")))
 	}
-	return nil
+	if len(missing) > 0 {
+		verb := "does"
+		if len(missing) > 1 {
+			verb = "do"
+		}
+		errs = append(errs, fmt.Errorf("%s %s %s not exist at %s: every rvpd process creates the streams it needs at its start, so none has started against these NATS servers yet, or -nats (RVPCTL_NATS) names other ones",
+			plural(len(missing), "stream"), strings.Join(missing, ", "), verb, g.nats))
+	}
+	return errors.Join(errs...)
 }
 
 // requestStreams returns the names of the requests streams: the shared

@@ -289,3 +289,24 @@ func TestPresenceHomeOfNoSite(t *testing.T) {
 		t.Errorf("audit of alice, homed on home1 (no site): %v %q", err, errOut)
 	}
 }
+
+// TestStatusStreamNotFound: a stream rvpctl status looks for that does
+// not exist (the lookups stream, at NATS servers no rvpd process started
+// against) is said not to exist, and what creates it; not UNREADABLE
+// with "start them" (the NATS servers, which run).
+func TestStatusStreamNotFound(t *testing.T) {
+	url, _ := startJetStream(t) // home1's fact stream and the directory, no lookups stream
+	lookup := func(k string) (string, bool) { return url, k == "RVPCTL_NATS" }
+	var out, errOut bytes.Buffer
+	err := exec(context.Background(), []string{"status"}, lookup, strings.NewReader(""), &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "stream "+events.StreamLookups+" does not exist") ||
+		!strings.Contains(err.Error(), "every rvpd process creates the streams it needs at its start") || strings.Contains(err.Error(), "start them") {
+		t.Errorf("status without the lookups stream: %v, want it said not to exist and what creates it", err)
+	}
+	if !regexp.MustCompile(`(?m)^` + events.StreamLookups + ` +DOES NOT EXIST`).MatchString(out.String()) {
+		t.Errorf("status without the lookups stream, its row:\n%s", out.String())
+	}
+	if !regexp.MustCompile(`(?m)^` + events.FactStream("home1") + ` +1 +0 `).MatchString(out.String()) {
+		t.Errorf("status without the lookups stream does not show the others:\n%s", out.String())
+	}
+}
