@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -321,4 +323,57 @@ func publishLegacyFact(t *testing.T, js jetstream.JetStream, home string) time.T
 		t.Fatal(err)
 	}
 	return stored
+}
+
+// deleteOnWrite deletes a stream at the first write to it, then writes.
+type deleteOnWrite struct {
+	bytes.Buffer
+	js      jetstream.JetStream
+	stream  string
+	deleted error
+	once    sync.Once
+}
+
+func (w *deleteOnWrite) Write(p []byte) (int, error) {
+	w.once.Do(func() { w.deleted = w.js.DeleteStream(context.Background(), w.stream) })
+	return w.Buffer.Write(p)
+}
+
+// TestAuditStreamFailsMidway: a stream that fails once the audit has
+// shown some of its events (deleted here while its first batch is being
+// shown) is said to be read up to the last sequence taken, with how
+// many, not as if none of its events were shown; and the audit fails
+// naming from where on it is incomplete. Before, the audit did not end:
+// the reader's ordered consumer, created anew at each fetch, was
+// created again forever (the test's timeout ends it).
+func TestAuditStreamFailsMidway(t *testing.T) {
+	url, js := startJetStream(t)
+	ctx := context.Background()
+	const n = 1000 // more than one batch (512)
+	bob := events.NewUser("example.test", "bob")
+	for i := range n {
+		publishEvent(t, js, events.FactSubject("home1", bob), "", &events.ViewSet{Meta: events.Meta{At: time.Now()}, Node: bob, ID: int32(i + 1), Value: "online"}, nil)
+	}
+	out := &deleteOnWrite{js: js, stream: events.FactStream("home1")}
+	var errOut bytes.Buffer
+	lookup := func(k string) (string, bool) { return url, k == "RVPCTL_NATS" }
+	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	err := exec(cctx, []string{"-json", "audit"}, lookup, strings.NewReader(""), out, &errOut)
+	if out.deleted != nil {
+		t.Fatalf("delete the stream: %v", out.deleted)
+	}
+	shown := auditLines(t, out.String())
+	if len(shown) == 0 || len(shown) >= n {
+		t.Fatalf("%d events shown of %d, want those of the batches read before the stream was deleted\n%s", len(shown), n, errOut.String())
+	}
+	last := shown[len(shown)-1]
+	wantErr := fmt.Sprintf("rvpctl: %s could not be read past sequence %d: ", last.Stream, last.Seq)
+	wantRead := fmt.Sprintf("the audit read its %s events up to it (those it selects are shown), and shows none after it", thousands(uint64(len(shown))))
+	if !strings.Contains(errOut.String(), wantErr) || !strings.Contains(errOut.String(), wantRead) || strings.Contains(errOut.String(), "its events are not shown") {
+		t.Errorf("stderr:\n%s\nwant %q ... %q", errOut.String(), wantErr, wantRead)
+	}
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("1 stream could not be read (%s after sequence %d): the audit is incomplete", last.Stream, last.Seq)) {
+		t.Errorf("audit: %v, want it to fail naming from where the stream is missing", err)
+	}
 }

@@ -513,7 +513,18 @@ type auditReader struct {
 	read    uint64
 	buf     []auditEvent
 	done    bool
+	// taken is how many of its events the audit took (shown, or left
+	// out by its query), the last of sequence lastSeq.
+	taken, lastSeq uint64
 }
+
+// auditResetAttempts is how many times a reader's ordered consumer is
+// created for a fetch (each fetch creates it anew) before the fetch
+// fails, 1 s, 2 s then 4 s apart: long enough for the stream to have a
+// new leader. Unbounded (the client's default), a fetch on a stream
+// deleted or offline since the audit began never returned, nor heeded
+// the audit's context.
+const auditResetAttempts = 4
 
 // auditFetchWait is how long a reader asks again for events it knows
 // are there: its consumer, made on the server that leads the stream,
@@ -727,7 +738,7 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, q auditQuery) err
 			cannotRead(stream, err)
 			continue
 		}
-		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: factFilters}
+		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: factFilters, MaxResetAttempts: auditResetAttempts}
 		if stream == events.StreamDirectory {
 			cfg.FilterSubjects = dirFilters
 		}
@@ -762,7 +773,13 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, q auditQuery) err
 					return err
 				}
 				// What was shown of it stays; the rest is not shown.
-				cannotRead(r.stream, err)
+				if r.taken == 0 {
+					cannotRead(r.stream, err)
+				} else {
+					unreadable = append(unreadable, fmt.Sprintf("%s after sequence %d", r.stream, r.lastSeq))
+					fmt.Fprintf(stderr, "rvpctl: %s could not be read past sequence %d: %v; the audit read its %s %s up to it (those it selects are shown), and shows none after it\n",
+						r.stream, r.lastSeq, err, thousands(r.taken), plural(r.taken, "event"))
+				}
 				r.buf, r.done = nil, true
 				continue
 			}
@@ -775,6 +792,7 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, q auditQuery) err
 		}
 		ae := next.buf[0]
 		next.buf = next.buf[1:]
+		next.taken, next.lastSeq = next.taken+1, ae.e.Seq
 		prog.add(1)
 		m, e, t := ae.m, ae.e, ae.e.Type
 		if q.typ != "" && !strings.HasPrefix(t, q.typ) {
