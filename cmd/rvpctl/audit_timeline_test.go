@@ -355,3 +355,55 @@ func TestAuditDomain(t *testing.T) {
 		t.Error("audit -domain and -user together: no error")
 	}
 }
+
+// TestAuditDomainBy: -domain with -by shows what the actor did within
+// the domain: both must hold. Before, it showed either (every event of
+// the domain, whoever did it, and what the actor did in other domains),
+// nearly -domain alone, while -by said "only what this actor did".
+func TestAuditDomainBy(t *testing.T) {
+	url, js := startJetStream(t)
+	ops := events.Meta{At: time.Now(), Actor: "admin:ops"}
+	dave, erin := events.NewUser("acme.test", "dave"), events.NewUser("example.test", "erin")
+	byErin := events.Meta{At: time.Now(), Request: "r1", Actor: "http://im.example.test/instmsg/aliases/erin", Auth: "ntlm:erin@example.test"}
+	steps := []struct {
+		subj string
+		ev   events.Event
+	}{
+		{events.DomainSubject("acme.test"), &events.DomainCreated{Meta: ops, Domain: "acme.test", IMHost: "im.acme.test"}},
+		{events.UserSubject(dave), &events.UserEnabled{Meta: ops, User: dave, Home: "home1"}},
+		{events.UserSubject(erin), &events.UserEnabled{Meta: ops, User: erin, Home: "home1"}},
+		{events.FactSubject("home1", dave), &events.MessageAccepted{Meta: byErin, Node: dave, Body: []byte("hi dave")}},
+		{events.FactSubject("home1", erin), &events.ViewSet{Meta: byErin, Node: erin, ID: 1, Value: "online"}},
+	}
+	for _, s := range steps {
+		publishEvent(t, js, s.subj, "", s.ev, nil)
+	}
+	for _, c := range []struct {
+		by   string
+		want []int
+	}{
+		{"admin:ops", []int{0, 1}},
+		{"erin@example.test", []int{3}},
+		{"admin:nobody", nil},
+	} {
+		out, errOut, err := auditRun(url, "-json", "audit", "-domain", "acme.test", "-by", c.by)
+		if err != nil {
+			t.Fatalf("audit -domain acme.test -by %s: %v\n%s", c.by, err, errOut)
+		}
+		var got, want []string
+		for _, e := range auditLines(t, out) {
+			got = append(got, e.Subject+"#"+e.Type)
+		}
+		for _, i := range c.want {
+			want = append(want, steps[i].subj+"#"+steps[i].ev.Type())
+		}
+		if strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("audit -domain acme.test -by %s:\n got %s\nwant %s", c.by, got, want)
+		}
+	}
+	var help bytes.Buffer
+	exec(context.Background(), []string{"audit", "-h"}, func(string) (string, bool) { return "", false }, strings.NewReader(""), &help, &help)
+	if !strings.Contains(help.String(), "with -domain, only what the actor did within the domain (both must hold)") {
+		t.Errorf("audit -h does not say what -by does with -domain:\n%s", help.String())
+	}
+}

@@ -434,7 +434,8 @@ func auditFlags(fs *flag.FlagSet) runFunc {
 	since := fs.String("since", "", "only events stored from this `moment` on: RFC 3339 (2026-11-27T09:00:00Z) or a duration ago (1h); default (or 0) all")
 	until := fs.String("until", "", "only events stored before this `moment`: RFC 3339 or a duration ago; default now")
 	domain := fs.String("domain", "", "only what concerns this IM `domain`: the facts of its users' nodes, its users' directory events and its own")
-	by := fs.String("by", "", "only what this `actor` did, on any user's node: a user (alias@domain, whom her credentials named), an administrator (admin:NAME) or another organisation's principal (its URL); with -user, what was done to her as well")
+	by := fs.String("by", "", "only what this `actor` did, on any user's node: a user (alias@domain, whom her credentials named), an administrator (admin:NAME) or another organisation's principal (its URL); "+
+		"with -user, what was done to her as well (both: -user and -by the same user show all she did and underwent); with -domain, only what the actor did within the domain (both must hold)")
 	typ := fs.String("type", "", "only events whose `type` starts with this (e.g. message, subscription, view, user)")
 	noBodies := fs.Bool("no-bodies", false, "leave message bodies out")
 	return func(ctx context.Context, e *env, _ []string) error {
@@ -485,7 +486,7 @@ const auditProgressFrom = 10000
 
 // auditQuery is what an audit shows: the events of user ("" for all),
 // or by ("" for anyone: its actor or the user its credentials named; of
-// either with both), stored from from until until (zero: no bound), of
+// either with user, of both with domain), stored from from until until (zero: no bound), of
 // types starting with typ.
 type auditQuery struct {
 	user, by    string
@@ -715,8 +716,9 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, q auditQuery) err
 			return subj == events.DomainSubject(d) || strings.HasPrefix(subj, events.DirectoryRoot+".user."+events.Token(d)+".") || err == nil && of.Domain == d
 		}
 	}
-	if q.by != "" {
-		// What someone did is on anyone's subject: every event is read.
+	if q.by != "" && q.domain == "" {
+		// What someone did is on anyone's subject: every event is read
+		// (with -domain, only the domain's: -by narrows it).
 		factFilters, dirFilters = nil, nil
 	}
 	streams := append(slices.Clone(factStreams), events.StreamDirectory)
@@ -822,7 +824,11 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, q auditQuery) err
 			rows = append(rows, auditRow(e, nil))
 			continue
 		}
-		if q.by != "" && !actedBy(eventMeta(ev), q.by) && !concerns(e.Subject) {
+		// -by with -user: what the actor did, and what was done to her;
+		// with -domain: what the actor did there, of the domain's events
+		// read (the union would be nearly all the domain's events, hiding
+		// what an auditor asks: what did this one do in that domain).
+		if q.by != "" && !actedBy(eventMeta(ev), q.by) && (q.domain != "" || !concerns(e.Subject)) {
 			continue
 		}
 		var row []string
