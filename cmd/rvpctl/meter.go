@@ -24,6 +24,13 @@ type counter struct {
 	start time.Time
 }
 
+// A counter guesses the time left once it has counted for estimateAfter
+// or done estimateFrom of the total.
+const (
+	estimateAfter = time.Second
+	estimateFrom  = 0.05
+)
+
 // newCounter returns the progress of what towards total (0: unknown),
 // shown on w unless quiet.
 func newCounter(w io.Writer, what string, total int, quiet bool) *counter {
@@ -95,8 +102,13 @@ func (c *counter) text(now time.Time) string {
 	}
 	count := thousands(uint64(c.done))
 	var when string
+	// The time left is guessed only once enough was done to judge the
+	// rate by (estimateAfter, or estimateFrom of the total): the first
+	// event of many read in a few milliseconds, its connection's set-up
+	// counted, guessed minutes.
+	judged := elapsed >= estimateAfter || float64(c.done) >= estimateFrom*float64(c.total)
 	switch {
-	case c.total > 0 && c.done < c.total && rate > 0:
+	case c.total > 0 && c.done < c.total && rate > 0 && judged:
 		count += " of " + thousands(uint64(c.total))
 		when = fmt.Sprintf("%s left", time.Duration(float64(c.total-c.done)/rate*float64(time.Second)).Round(time.Second))
 	case c.total > 0:

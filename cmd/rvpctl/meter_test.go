@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestCounter: on a terminal the count is a bar redrawn in place, with
@@ -43,5 +44,28 @@ func TestCounter(t *testing.T) {
 	c.end()
 	if b.Len() != 0 {
 		t.Errorf("quiet counter wrote %q", b.String())
+	}
+}
+
+// TestCounterNoEarlyEstimate: the time left is not guessed from the
+// first few done (the audit's first line said "1 of 11,276 ... 8m4s
+// left"), only once a second has passed or 5% is done.
+func TestCounterNoEarlyEstimate(t *testing.T) {
+	var b bytes.Buffer
+	c := newCounter(&b, "audit: events read", 11276, false)
+	c.line.tty = true
+	c.add(1)
+	if first := b.String(); !strings.Contains(first, "1 of 11,276") || strings.Contains(first, "left") {
+		t.Errorf("first line, 1 of 11,276 read at once: %q, want no time left", first)
+	}
+	if s := c.text(c.start.Add(500 * time.Millisecond)); strings.Contains(s, "left") {
+		t.Errorf("1 of 11,276 in 0.5 s: %q, want no time left yet", s)
+	}
+	if s := c.text(c.start.Add(2 * time.Second)); !regexp.MustCompile(`1 of 11,276, 0/s, \d+h\d+m\d+s left$`).MatchString(s) {
+		t.Errorf("1 of 11,276 in 2 s: %q, want the time left", s)
+	}
+	c.add(600) // 5.3%
+	if s := c.text(c.start.Add(100 * time.Millisecond)); !regexp.MustCompile(`601 of 11,276, [\d,]+/s, \d+s left$`).MatchString(s) {
+		t.Errorf("601 of 11,276 in 0.1 s: %q, want the time left", s)
 	}
 }
