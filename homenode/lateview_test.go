@@ -569,18 +569,9 @@ func TestLateHandoffSubscriptionUnsubscribedHere(t *testing.T) {
 			wantStatus(t, to.do(&events.Unsubscribe{Req: to.req("unwatch-"+tc.by, tc.by, "ann", "10.0.0.3"), ID: there}), 200)
 			to.now = to.now.Add(time.Minute)
 			d := to.do(late)
-			watchers, err := to.st.Watchers(user("ann"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			bens := 0
-			for _, s := range watchers {
-				if s.Watcher == user("ben") {
-					bens++
-				}
-			}
+			bens := watchesOf(t, to, "ben", "ann")
 			if bens != tc.wantBens {
-				t.Errorf("ben's watches of ann after the late handoff: %d, want %d (%+v)", bens, tc.wantBens, watchers)
+				t.Errorf("ben's watches of ann after the late handoff: %d, want %d", bens, tc.wantBens)
 			}
 			if tc.wantBens == 0 && len(sent(d)) != 0 {
 				t.Errorf("NOTIFYs of the late handoff: %q, want none (ben asked to stop)", sent(d))
@@ -697,18 +688,9 @@ func TestLateHandoffRenewalRefusedThenSubscribedAgain(t *testing.T) {
 	to.watch("ben", "ann")
 	to.now = to.now.Add(time.Minute)
 	to.do(late)
-	watchers, err := to.st.Watchers(user("ann"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	bens := 0
-	for _, s := range watchers {
-		if s.Watcher == user("ben") {
-			bens++
-		}
-	}
+	bens := watchesOf(t, to, "ben", "ann")
 	if bens != 1 {
-		t.Errorf("ben's watches of ann after the late handoff: %d, want 1 (%+v)", bens, watchers)
+		t.Errorf("ben's watches of ann after the late handoff: %d, want 1", bens)
 	}
 }
 
@@ -765,4 +747,21 @@ func annMovedHere(t *testing.T, from *world) (*events.Handoff, *world) {
 	rec := to.dir.users[user("ann")]
 	rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
 	return late, to
+}
+
+// watchesOf counts the subscriptions to node's presence that watcher
+// holds in world w.
+func watchesOf(t *testing.T, w *world, watcher, node string) int {
+	t.Helper()
+	watchers, err := w.st.Watchers(user(node))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, s := range watchers {
+		if s.Watcher == user(watcher) {
+			n++
+		}
+	}
+	return n
 }

@@ -124,24 +124,7 @@ func TestWaitingBytes(t *testing.T) {
 // the process counted down (RvpdDown: "a home node died") while
 // alive, and each console page and /readyz waited as long.
 func TestScrapeWithoutJetStreamWaitsOnce(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS server not ready after 10s")
-	}
-	nc, err := nats.Connect(ns.ClientURL(), nats.MaxReconnects(-1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns, nc, js := embeddedJetStream(t)
 	kv, err := js.CreateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: events.BucketOwners})
 	if err != nil {
 		t.Fatal(err)
@@ -192,24 +175,7 @@ func TestScrapeWithoutJetStreamWaitsOnce(t *testing.T) {
 // that scrape, and the alerts on them (RvpdRequestsAboutToBeDropped)
 // started their "for:" again exactly while NATS was overloaded.
 func TestMetricsStorageKeptWhenUnread(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS server not ready after 10s")
-	}
-	nc, err := nats.Connect(ns.ClientURL(), nats.MaxReconnects(-1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns, nc, js := embeddedJetStream(t)
 	ctx := context.Background()
 	for _, name := range []string{"KEPT", "GONE"} {
 		st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{name}, MaxBytes: 1 << 20})
@@ -313,4 +279,30 @@ func TestMetricsStorageKeptWhenUnread(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// embeddedJetStream starts a NATS server with JetStream on loopback and
+// connects to it for as long as the test runs (reconnecting for ever,
+// as rvpd does).
+func embeddedJetStream(t *testing.T) (*server.Server, *nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS server not ready after 10s")
+	}
+	nc, err := nats.Connect(ns.ClientURL(), nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ns, nc, js
 }
