@@ -28,6 +28,14 @@ const pageTimeout = 5 * time.Second
 // auditRows is how many of the last audit events the overview shows.
 const auditRows = 20
 
+// auditResetAttempts is how many times the audit's ordered consumer is
+// created for a fetch (each fetch creates it anew) before the fetch
+// fails, 1 s apart. Unbounded (the client's default), a fetch on a
+// stream deleted or offline since the page began never returned, nor
+// heeded the page's context: each click left one more handler hung. A
+// page fails now, and its next refresh reads the stream again.
+const auditResetAttempts = 2
+
 type domainRow struct {
 	projections.Domain
 	Users, Enabled int
@@ -223,7 +231,7 @@ func (c *console) audit(ctx context.Context, node string, n int) ([]auditEvent, 
 	}
 	var all []auditEvent
 	for _, name := range streams {
-		cfg := jetstream.OrderedConsumerConfig{}
+		cfg := jetstream.OrderedConsumerConfig{MaxResetAttempts: auditResetAttempts}
 		if node != "" {
 			if name == events.StreamDirectory {
 				continue
@@ -232,11 +240,11 @@ func (c *console) audit(ctx context.Context, node string, n int) ([]auditEvent, 
 		}
 		st, err := c.js.Stream(ctx, name)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("read %s: %w", name, err)
 		}
 		info, err := st.Info(ctx)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("read %s: %w", name, err)
 		}
 		if info.State.Msgs == 0 {
 			continue
@@ -246,7 +254,7 @@ func (c *console) audit(ctx context.Context, node string, n int) ([]auditEvent, 
 		}
 		evs, err := c.readTail(ctx, name, cfg, info.State.LastSeq, n)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("read %s: %w", name, err)
 		}
 		all = append(all, evs...)
 	}

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rvp-im/rvpd/events"
+)
+
+// deletingJetStream is a JetStream client whose ordered consumers on
+// stream delete it just before their read number at+1: the stream goes
+// away while a reader is midway through it.
+type deletingJetStream struct {
+	jetstream.JetStream
+	stream  string
+	at      int
+	once    sync.Once
+	deleted error
+}
+
+func (d *deletingJetStream) OrderedConsumer(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
+	c, err := d.JetStream.OrderedConsumer(ctx, stream, cfg)
+	if err != nil || stream != d.stream {
+		return c, err
+	}
+	return &deletingConsumer{Consumer: c, js: d}, nil
+}
+
+type deletingConsumer struct {
+	jetstream.Consumer
+	js    *deletingJetStream
+	reads int
+}
+
+func (c *deletingConsumer) read() {
+	if c.reads++; c.reads > c.js.at {
+		c.js.once.Do(func() { c.js.deleted = c.js.JetStream.DeleteStream(context.Background(), c.js.stream) })
+	}
+}
+
+func (c *deletingConsumer) FetchNoWait(batch int) (jetstream.MessageBatch, error) {
+	c.read()
+	return c.Consumer.FetchNoWait(batch)
+}
+
+// TestConsoleAuditStreamDeletedMidway: a fact stream deleted while the
+// console reads a user's facts from it (after its first batch) fails
+// the read within seconds, naming the stream. Before, the page's
+// handler never returned: each fetch of the ordered consumer creates it
+// anew, retried without bound and heeding no context (the page's 5 s
+// included); each click on the page left one more handler hung.
+func TestConsoleAuditStreamDeletedMidway(t *testing.T) {
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS server not ready after 10s")
+	}
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	stream := events.FactStream("home1")
+	for name, subj := range map[string]string{stream: events.FactFilter("home1"), events.StreamDirectory: events.DirectoryFilter} {
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bob := events.NewUser("example.test", "bob")
+	const n = 600 // more than two fetches (256)
+	for i := range n {
+		body, err := events.Encode(&events.ViewSet{Meta: events.Meta{At: time.Now()}, Node: bob, ID: int32(i + 1), Value: "online"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := nats.NewMsg(events.FactSubject("home1", bob))
+		m.Header.Set(events.HeaderType, events.TypeViewSet)
+		m.Data = body
+		if _, err := js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	djs := &deletingJetStream{JetStream: js, stream: stream, at: 1}
+	c, err := newConsole(nc, djs, nil, nil, discardLogger(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		evs []auditEvent
+		err error
+	}
+	done := make(chan result, 1)
+	pctx, cancel := context.WithTimeout(ctx, pageTimeout)
+	defer cancel()
+	start := time.Now()
+	go func() {
+		evs, err := c.audit(pctx, events.FactRoot+".*."+events.Token(bob.Domain)+"."+events.Token(bob.Alias), auditRows)
+		done <- result{evs, err}
+	}()
+	select {
+	case r := <-done:
+		if djs.deleted != nil {
+			t.Fatalf("delete %s: %v", stream, djs.deleted)
+		}
+		if r.err == nil || !strings.Contains(r.err.Error(), stream) {
+			t.Errorf("audit: %d events, error %v; want an error naming %s", len(r.evs), r.err, stream)
+		}
+		t.Logf("returned after %v: %v", time.Since(start).Round(time.Millisecond), r.err)
+	case <-time.After(30 * time.Second):
+		_, err := js.Stream(ctx, stream)
+		t.Fatalf("the console's audit did not return in 30 s; %s now: %v", stream, err)
+	}
+}
