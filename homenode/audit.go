@@ -46,6 +46,14 @@ type Watch struct {
 	Sees string `json:"sees"`
 }
 
+// presenceResetAttempts is how many times PresenceAt's ordered consumer
+// is created for a read (each Next creates it anew) before the read
+// fails, 1 s then 2 s apart: within the console page's 5 s when the
+// stream is gone, long enough for a stream's new leader. Unbounded (the
+// client's default), a read of a stream deleted or offline since the
+// report began never returned, nor heeded ctx.
+const presenceResetAttempts = 3
+
 // PresenceAt folds u's facts decided up to at (by the time each carries)
 // into a fresh projection and reports u's presence then. A user's facts
 // are in the stream of each home server it lived on; they are folded in
@@ -67,7 +75,8 @@ func PresenceAt(ctx context.Context, js jetstream.JetStream, u events.User, at t
 			continue
 		}
 		cons, err := js.OrderedConsumer(ctx, name, jetstream.OrderedConsumerConfig{
-			FilterSubjects: []string{events.FactSubject(home, u)},
+			FilterSubjects:   []string{events.FactSubject(home, u)},
+			MaxResetAttempts: presenceResetAttempts,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("read the facts of %s in %s: %w", u, name, err)
