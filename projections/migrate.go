@@ -51,6 +51,14 @@ func LegacyFacts(ctx context.Context, js jetstream.JetStream) (bool, error) {
 	return st.CachedInfo().Config.Metadata[metaMigrated] == "", nil
 }
 
+// migrateResetAttempts is how many times the migration's ordered
+// consumer is created for a fetch (each fetch creates it anew) before
+// the fetch fails, 1 s, 2 s then 4 s apart: long enough for the stream
+// to have a new leader. Unbounded (the client's default), a fetch on the
+// old stream deleted or offline since the migration began never
+// returned, nor heeded ctx: rvpd, migrating as it starts, hung silently.
+const migrateResetAttempts = 4
+
 // MigrateFacts copies the facts of the old single stream into the
 // stream of each home server (created with o), if there is an old stream
 // not migrated yet. It returns how many facts it copied. Nothing else
@@ -114,7 +122,7 @@ func MigrateFacts(ctx context.Context, js jetstream.JetStream, o StreamOptions, 
 		return c, nil
 	}
 
-	cons, err := js.OrderedConsumer(ctx, events.StreamLegacyFacts, jetstream.OrderedConsumerConfig{})
+	cons, err := js.OrderedConsumer(ctx, events.StreamLegacyFacts, jetstream.OrderedConsumerConfig{MaxResetAttempts: migrateResetAttempts})
 	if err != nil {
 		return 0, fmt.Errorf("read stream %s: %w", events.StreamLegacyFacts, err)
 	}
@@ -152,7 +160,7 @@ func MigrateFacts(ctx context.Context, js jetstream.JetStream, o StreamOptions, 
 	for seq := uint64(0); seq < last; {
 		batch, err := cons.Fetch(int(min(512, last-seq)), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
-			return copied, fmt.Errorf("read stream %s: %w", events.StreamLegacyFacts, err)
+			return copied, fmt.Errorf("read stream %s after sequence %d: %w; run the migration again once it is available (it resumes where it stopped)", events.StreamLegacyFacts, seq, err)
 		}
 		n := 0
 		for m := range batch.Messages() {

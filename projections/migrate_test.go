@@ -1,10 +1,12 @@
 package projections
 
 import (
+	"context"
 	"errors"
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -276,5 +278,88 @@ func TestMigratedStreamKeepsLegacyGap(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "retention") || !strings.Contains(err.Error(), events.StreamLegacyFacts) {
 		t.Errorf("error %q does not name the old stream's retention", err)
+	}
+}
+
+// deletingJetStream is a JetStream client whose ordered consumers on
+// stream delete it just before their fetch number at+1: the stream goes
+// away while the migration is midway through it.
+type deletingJetStream struct {
+	jetstream.JetStream
+	stream  string
+	at      int
+	once    sync.Once
+	deleted error
+}
+
+func (d *deletingJetStream) OrderedConsumer(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
+	c, err := d.JetStream.OrderedConsumer(ctx, stream, cfg)
+	if err != nil || stream != d.stream {
+		return c, err
+	}
+	return &deletingConsumer{Consumer: c, js: d}, nil
+}
+
+type deletingConsumer struct {
+	jetstream.Consumer
+	js      *deletingJetStream
+	fetches int
+}
+
+func (c *deletingConsumer) Fetch(batch int, opts ...jetstream.FetchOpt) (jetstream.MessageBatch, error) {
+	if c.fetches++; c.fetches > c.js.at {
+		c.js.once.Do(func() { c.js.deleted = c.js.JetStream.DeleteStream(context.Background(), c.js.stream) })
+	}
+	return c.Consumer.Fetch(batch, opts...)
+}
+
+// TestMigrateFactsStreamDeletedMidway: the old fact stream deleted (or
+// offline) after the migration copied its first batch fails the
+// migration within seconds, naming the stream. Before, it never
+// returned: each fetch of its ordered consumer creates it anew, retried
+// without bound and heeding no context; rvpd, migrating as it starts
+// (with a context that cannot end), neither started nor said why.
+func TestMigrateFactsStreamDeletedMidway(t *testing.T) {
+	js := startJetStream(t)
+	ctx := t.Context()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: events.StreamLegacyFacts, Subjects: []string{events.FactRoot + ".>"}}); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	const n = 600 // more than one fetch (512)
+	for i := range n {
+		f := &events.PropertySet{Meta: events.Meta{At: at}, Node: events.NewUser("example.test", "ann"),
+			Value: events.PropValue{Prop: events.PropMobileState, Value: strconv.Itoa(i)}}
+		data, _ := events.Encode(f)
+		msg := nats.NewMsg(events.FactSubject("home1", f.Subject()))
+		msg.Header.Set(events.HeaderType, f.Type())
+		msg.Data = data
+		if _, err := js.PublishMsg(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	djs := &deletingJetStream{JetStream: js, stream: events.StreamLegacyFacts, at: 1}
+	type result struct {
+		copied int
+		err    error
+	}
+	done := make(chan result, 1)
+	start := time.Now()
+	go func() {
+		copied, err := MigrateFacts(context.WithoutCancel(ctx), djs, StreamOptions{}, nil)
+		done <- result{copied, err}
+	}()
+	select {
+	case r := <-done:
+		if djs.deleted != nil {
+			t.Fatalf("delete %s: %v", events.StreamLegacyFacts, djs.deleted)
+		}
+		if r.err == nil || !strings.Contains(r.err.Error(), events.StreamLegacyFacts) {
+			t.Errorf("migration: copied %d, error %v; want an error naming %s", r.copied, r.err, events.StreamLegacyFacts)
+		}
+		t.Logf("returned after %v, %d copied: %v", time.Since(start).Round(time.Millisecond), r.copied, r.err)
+	case <-time.After(60 * time.Second):
+		_, err := js.Stream(ctx, events.StreamLegacyFacts)
+		t.Fatalf("the migration did not return in 60 s; %s now: %v", events.StreamLegacyFacts, err)
 	}
 }
