@@ -250,11 +250,7 @@ func UpgradeStream(ctx context.Context, js jetstream.JetStream, name string, dry
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", name, err)
 	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", name, err)
-	}
-	c := info.Config
+	c := st.CachedInfo().Config // as the lookup just read it
 	var changes []SettingChange
 	requests := name == events.StreamRequests || strings.HasPrefix(name, events.RequestStreamPrefix)
 	if !requests && name != events.StreamLookups {

@@ -134,15 +134,7 @@ func TestScrapeWithoutJetStreamWaitsOnce(t *testing.T) {
 	for i := range homes {
 		o.homeReadiness(fmt.Sprintf("home%d", i+1), kv, "n1")
 	}
-	ns.Shutdown()
-	ns.WaitForShutdown()
-	deadline := time.Now().Add(10 * time.Second)
-	for nc.IsConnected() {
-		if time.Now().After(deadline) {
-			t.Fatal("the client still connected 10 s after its NATS server stopped")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	stopNATS(t, ns, nc)
 
 	start := time.Now()
 	fams, err := o.reg.Gather()
@@ -244,15 +236,7 @@ func TestMetricsStorageKeptWhenUnread(t *testing.T) {
 	}
 	want = got
 
-	ns.Shutdown()
-	ns.WaitForShutdown()
-	deadline := time.Now().Add(10 * time.Second)
-	for nc.IsConnected() {
-		if time.Now().After(deadline) {
-			t.Fatal("the client still connected 10 s after its NATS server stopped")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	stopNATS(t, ns, nc)
 	if got := figures(); !maps.Equal(got, want) {
 		t.Errorf("NATS not connected:\n got %v\nwant %v (as last read)", got, want)
 	}
@@ -262,7 +246,7 @@ func TestMetricsStorageKeptWhenUnread(t *testing.T) {
 	c.mu.Lock()
 	c.keep = keep
 	c.mu.Unlock()
-	deadline = time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		got := figures()
 		if len(got) == 0 {
@@ -305,4 +289,19 @@ func embeddedJetStream(t *testing.T) (*server.Server, *nats.Conn, jetstream.JetS
 		t.Fatal(err)
 	}
 	return ns, nc, js
+}
+
+// stopNATS shuts ns down and waits until nc, its client, says it is no
+// longer connected.
+func stopNATS(t *testing.T, ns *server.Server, nc *nats.Conn) {
+	t.Helper()
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	deadline := time.Now().Add(10 * time.Second)
+	for nc.IsConnected() {
+		if time.Now().After(deadline) {
+			t.Fatal("the client still connected 10 s after its NATS server stopped")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
