@@ -30,7 +30,10 @@ type Admin struct {
 	Keyring   *Keyring
 	// Actor names the administrator in the events' audit record.
 	Actor string
-	Now   func() time.Time
+	// Client is where the administrator acts from, in the events' audit
+	// record (events.Meta.Client; Where.String): "" for rvpd itself.
+	Client string
+	Now    func() time.Time
 }
 
 // ErrExists reports an aggregate that already exists.
@@ -48,13 +51,13 @@ func (a *Admin) meta() events.Meta {
 	if a.Now != nil {
 		now = a.Now
 	}
-	return events.Meta{At: now().UTC(), Actor: a.Actor}
+	return events.Meta{At: now().UTC(), Actor: a.Actor, Client: a.Client}
 }
 
-// withActor returns a copy of a acting for actor.
-func (a *Admin) withActor(actor string) *Admin {
+// withActor returns a copy of a acting for actor, from client.
+func (a *Admin) withActor(actor, client string) *Admin {
 	b := *a
-	b.Actor = actor
+	b.Actor, b.Client = actor, client
 	return &b
 }
 

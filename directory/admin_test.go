@@ -21,13 +21,22 @@ import (
 // adminFixture is a directory stream on an in-process JetStream server.
 type adminFixture struct {
 	t     testing.TB
+	ns    *server.Server
 	js    jetstream.JetStream
 	stopB func() // stops the projection of twoAdmins' b following
 }
 
-func newAdminFixture(t testing.TB) *adminFixture {
+func newAdminFixture(t testing.TB) *adminFixture { return newAdminFixtureOn(t, false) }
+
+// newAdminFixtureOn is newAdminFixture, with a server listening on a
+// loopback port too when listen is set (for connections of a client's own).
+func newAdminFixtureOn(t testing.TB, listen bool) *adminFixture {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{ServerName: "t", JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoSigs: true, NoLog: true})
+	opts := &server.Options{ServerName: "t", JetStream: true, StoreDir: t.TempDir(), DontListen: !listen, NoSigs: true, NoLog: true}
+	if listen {
+		opts.Host, opts.Port = "127.0.0.1", -1
+	}
+	ns, err := server.NewServer(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +54,7 @@ func newAdminFixture(t testing.TB) *adminFixture {
 	if err := projections.EnsureStreams(t.Context(), js, projections.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	return &adminFixture{t: t, js: js}
+	return &adminFixture{t: t, ns: ns, js: js}
 }
 
 // directory opens a directory projection of its own (in memory).

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
+	"os"
 	"sync"
 	"time"
 
@@ -26,6 +28,30 @@ type Client struct {
 
 	mu   sync.Mutex
 	keys map[string][]byte // derived keys, by salt
+	from *Where            // once found (where)
+}
+
+// where returns where the administrator acts from, for the audit
+// record of its changes: the address its connection comes from as the
+// NATS server saw it, and this host's name. What cannot be found is left
+// out.
+func (c *Client) where() Where {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.from != nil {
+		return *c.from
+	}
+	var w Where
+	if ip, err := c.Conn.GetClientIP(); err == nil && ip != nil {
+		if a, ok := netip.AddrFromSlice(ip); ok {
+			w.Addr = a.Unmap().String()
+		}
+	}
+	if h, err := os.Hostname(); err == nil && (Where{Host: h}).check() == nil {
+		w.Host = h
+	}
+	c.from = &w
+	return w
 }
 
 // requestTimeout bounds the wait for one answer of the directory
@@ -101,10 +127,14 @@ func (c *Client) Do(ctx context.Context, op Op, args, out any) error {
 		c.keys[string(ch.Salt)] = key
 		c.mu.Unlock()
 	}
-	resp, err := c.request(ctx, Request{
+	req := Request{
 		Op: op, Admin: c.Name, Challenge: ch.Challenge, Args: argData,
 		Proof: AdminProof(key, ch.Challenge, ProofBody(op, argData)),
-	})
+	}
+	if w := c.where(); w != (Where{}) {
+		req.Where, req.WhereProof = &w, AdminProof(key, ch.Challenge, WhereBody(op, w))
+	}
+	resp, err := c.request(ctx, req)
 	if err != nil {
 		return err
 	}

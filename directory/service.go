@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -69,6 +70,59 @@ type Request struct {
 	Challenge []byte          `json:"challenge,omitempty"`
 	Proof     []byte          `json:"proof,omitempty"`
 	Args      json.RawMessage `json:"args,omitempty"`
+	// Where names where the administrator acts from, for the audit
+	// record of the change: the address its NATS connection comes from as
+	// the NATS server told rvpctl, and rvpctl's host name. The
+	// administrator states it, under WhereProof; a service older than it
+	// ignores both, and the proof of the request is the same with or
+	// without them.
+	Where      *Where `json:"where,omitempty"`
+	WhereProof []byte `json:"where_proof,omitempty"`
+}
+
+// Where is where an administrator acts from (Request.Where).
+type Where struct {
+	Addr string `json:"addr,omitempty"` // an IP address
+	Host string `json:"host,omitempty"` // a host name
+}
+
+// String renders w for the audit record (events.Meta.Client): the
+// address, and the host name after it.
+func (w Where) String() string {
+	switch {
+	case w.Host == "":
+		return w.Addr
+	case w.Addr == "":
+		return "host " + w.Host
+	}
+	return w.Addr + " (host " + w.Host + ")"
+}
+
+// maxHostName bounds Where.Host (a DNS name's longest).
+const maxHostName = 253
+
+// check refuses a Where that is not an address and a host name.
+func (w Where) check() error {
+	if w.Addr != "" {
+		if _, err := netip.ParseAddr(w.Addr); err != nil {
+			return fmt.Errorf("where the request comes from: %q is not an IP address", w.Addr)
+		}
+	}
+	if len(w.Host) > maxHostName {
+		return fmt.Errorf("where the request comes from: a host name of %d bytes, more than %d", len(w.Host), maxHostName)
+	}
+	for _, r := range w.Host {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_') {
+			return fmt.Errorf("where the request comes from: host name %q has a character a host name does not", w.Host)
+		}
+	}
+	return nil
+}
+
+// WhereBody is what Request.WhereProof covers: where, for the operation
+// and the challenge the request's proof is made with.
+func WhereBody(op Op, w Where) []byte {
+	return []byte("where\n" + string(op) + "\n" + w.Addr + "\n" + w.Host)
 }
 
 // Code classifies the directory service's refusals. It is not an RVP
@@ -273,7 +327,19 @@ func (s *Service) handle(req *Request) Response {
 	if !known {
 		return fail(CodeInvalid, "unknown operation %q", req.Op)
 	}
-	c := &call{s: s, a: s.Admin.withActor("admin:" + adm.Name), adm: adm}
+	var where string
+	if req.Where != nil {
+		// Checked as the request is: stated by the administrator, under its
+		// proof; one that does not hold is refused whole.
+		if !hmac.Equal(req.WhereProof, AdminProof(v.Key, req.Challenge, WhereBody(req.Op, *req.Where))) {
+			return denied
+		}
+		if err := req.Where.check(); err != nil {
+			return fail(CodeInvalid, "%v", err)
+		}
+		where = req.Where.String()
+	}
+	c := &call{s: s, a: s.Admin.withActor("admin:"+adm.Name, where), adm: adm}
 	domain, run, err := o.prepare(req.Args)
 	if err != nil {
 		return fail(CodeInvalid, "%v", err)
@@ -309,9 +375,9 @@ func (s *Service) handle(req *Request) Response {
 		return fail(CodeInternal, "%v", err)
 	}
 	if req.Op.reads() {
-		s.Logger.Debug("administrative request", "op", req.Op, "admin", adm.Name)
+		s.Logger.Debug("administrative request", "op", req.Op, "admin", adm.Name, "from", where)
 	} else {
-		s.Logger.Info("administrative change", "op", req.Op, "admin", adm.Name)
+		s.Logger.Info("administrative change", "op", req.Op, "admin", adm.Name, "from", where)
 	}
 	return Response{Result: data}
 }

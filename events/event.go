@@ -22,7 +22,7 @@ type Meta struct {
 	Request string    `json:"req,omitempty"`        // id of the request that caused it
 	Actor   string    `json:"actor,omitempty"`      // RVP-From-Principal, administrator, or "system"
 	Auth    string    `json:"auth,omitempty"`       // authenticated identity, "scheme:user@domain"
-	Client  string    `json:"client,omitempty"`     // client IP address
+	Client  string    `json:"client,omitempty"`     // client IP address; an administrator's change: directory.Where
 	Gateway string    `json:"gateway,omitempty"`    // id of the gateway that took the request
 	Home    string    `json:"decided_by,omitempty"` // home node that decided it
 }
