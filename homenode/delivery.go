@@ -576,6 +576,9 @@ func (n *Node) usersChangedLately(ctx context.Context, state jetstream.StreamSta
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
 		OptStartTime:   &since,
 		HeadersOnly:    true,
+		// Unbounded, a stream deleted or offline midway held the read
+		// past its 30 s for good.
+		MaxResetAttempts: factReadResetAttempts,
 	})
 	if err != nil {
 		return nil, since, fmt.Errorf("stream %s: read facts since %s: %w", n.stream, since, err)

@@ -929,6 +929,16 @@ func (n *Node) readRecent(ctx context.Context, since time.Time, last uint64) rec
 	return rf
 }
 
+// factReadResetAttempts is how many times the ordered consumer of a
+// one-shot read of the home server's facts (readDecided,
+// usersChangedLately) is created for a fetch before the read fails, 1 s
+// then 2 s apart: long enough for the stream to have a new leader.
+// Unbounded (the client's default, nats.go v1.55), a read of a stream
+// deleted or offline since it began never returned, nor heeded its
+// context: a takeover never learnt it should read again, a recovery held
+// the deciding loop, and Run, waiting for them, never returned.
+const factReadResetAttempts = 3
+
 // readDecided reads the headers of the facts from where occ starts up to
 // last: the requests they were decided for, whether a message's delivery
 // ended, and the answer each got.
@@ -936,9 +946,10 @@ func (n *Node) readDecided(ctx context.Context, occ jetstream.OrderedConsumerCon
 	start := n.now()
 	out := recentFacts{decided: map[string]decided{}}
 	occ.HeadersOnly = true
+	occ.MaxResetAttempts = factReadResetAttempts
 	cons, err := n.cfg.JetStream.OrderedConsumer(ctx, n.stream, occ)
 	if err != nil {
-		out.err = fmt.Errorf("home %s: read recent facts: %w", n.cfg.Home, err)
+		out.err = fmt.Errorf("home %s: read recent facts of %s: %w", n.cfg.Home, n.stream, err)
 		return out
 	}
 	// Up to last, whatever the batches: an empty one says nothing of the
@@ -946,7 +957,7 @@ func (n *Node) readDecided(ctx context.Context, occ jetstream.OrderedConsumerCon
 	for seq, empty := uint64(0), 0; seq < last; {
 		batch, err := cons.FetchNoWait(512)
 		if err != nil && !errors.Is(err, nats.ErrNoResponders) {
-			out.err = fmt.Errorf("home %s: read recent facts: %w", n.cfg.Home, err)
+			out.err = fmt.Errorf("home %s: read recent facts of %s after seq %d of %d: %w", n.cfg.Home, n.stream, seq, last, err)
 			return out
 		}
 		count := 0
@@ -968,7 +979,7 @@ func (n *Node) readDecided(ctx context.Context, occ jetstream.OrderedConsumerCon
 			break // nothing since, or nothing more
 		}
 		if empty++; empty > 10 {
-			out.err = fmt.Errorf("home %s: read recent facts: nothing after seq %d of %d", n.cfg.Home, seq, last)
+			out.err = fmt.Errorf("home %s: read recent facts of %s: nothing after seq %d of %d", n.cfg.Home, n.stream, seq, last)
 			return out
 		}
 		select {
