@@ -399,6 +399,24 @@ func (n *Node) recover(ctx context.Context) error {
 		stored = seq
 	}
 	foreign = foreign || last > stored
+	// The other writer may have decided requests of the window too (an
+	// owner whose lease lapsed while the lease bucket had no leader, and
+	// the next one): those are answered as it decided them, not decided a
+	// second time. Its facts are read before anything here changes: read
+	// they cannot be (the stream offline, or deleted, once the reader's
+	// resets are spent), the window stays broken, to be tried again, as
+	// when the stream cannot be read above. (Going on without them, the
+	// requests it decided were decided again.)
+	var other recentFacts
+	if foreign {
+		rctx, rcancel := context.WithTimeout(long, time.Minute)
+		other = n.readDecided(rctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: stored + 1}, last)
+		rcancel()
+		if other.err != nil {
+			n.log.Warn("another writer's facts not read; recovery will be tried again", "stored", stored, "stream last", last, "err", other.err)
+			return nil
+		}
+	}
 	clear(n.done)
 	n.acked = stored
 	n.broken = false
@@ -451,20 +469,10 @@ func (n *Node) recover(ctx context.Context) error {
 	}
 	n.logGap(gap)
 	n.last, n.acked = last, last
-	// The other writer may have decided requests of the window too (an
-	// owner whose lease lapsed while the lease bucket had no leader, and
-	// the next one): those are answered as it decided them, not decided a
-	// second time.
-	var other recentFacts
-	if last > stored {
-		other = n.readDecided(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: stored + 1}, last)
-	}
-	if other.err != nil {
-		n.log.Warn("the other writer's facts not read; the window is decided again whole", "err", other.err)
-	}
-	// Those outside the window too: one still to come here (held until
-	// the recent facts are read, or redelivered later) is answered as the
-	// other writer decided it, as those the recent facts tell of are.
+	// The requests the other writer decided outside the window too: one
+	// still to come here (held until the recent facts are read, or
+	// redelivered later) is answered as the other writer decided it, as
+	// those the recent facts tell of are.
 	for id, dec := range other.decided {
 		n.seen.add(id, dec.delivering)
 		n.seen.answered(id, dec.answer)

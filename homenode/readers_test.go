@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -165,6 +166,73 @@ func TestUsersChangedLatelyStreamDeletedMidway(t *testing.T) {
 		t.Errorf("usersChangedLately took %v, past its 30 s", took)
 	}
 	t.Logf("returned after %v: %v", took.Round(time.Millisecond), err)
+}
+
+// refusingJetStream is a JetStream client whose ordered consumers on
+// stream cannot be made while refuse is set: a read of it fails, as one
+// of a stream offline (or deleted) does once its resets are spent.
+type refusingJetStream struct {
+	jetstream.JetStream
+	stream  string
+	refuse  atomic.Bool
+	refused atomic.Int32
+}
+
+func (r *refusingJetStream) OrderedConsumer(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
+	if stream == r.stream && r.refuse.Load() {
+		r.refused.Add(1)
+		return nil, fmt.Errorf("stream %s refused by the test", stream)
+	}
+	return r.JetStream.OrderedConsumer(ctx, stream, cfg)
+}
+
+// TestOtherWritersFactsUnreadable: the node meets another writer's facts
+// (TestOtherWritersDecisionRemembered) and cannot read them. Its window
+// stays broken, tried again, until it can; then a request the other
+// writer decided is answered with the other writer's outcome. Before,
+// the recovery went on without them ("the window is decided again
+// whole"): the requests of the window the other writer had decided
+// were decided a second time, and those it decided that came later too
+// (ben signed in twice, by two subscriptions).
+func TestOtherWritersFactsUnreadable(t *testing.T) {
+	var rjs *refusingJetStream
+	h := newHarnessWith(t, func(cfg *Config) {
+		rjs = &refusingJetStream{JetStream: cfg.JetStream, stream: events.FactStream(cfg.Home)}
+		cfg.JetStream = rjs
+	}, "ann", "ben", "cat")
+	req, login, d := otherWritersLogin(t, h)
+	sink := "http://" + h.sink.Addr().String()
+	rjs.refuse.Store(true)
+	h.send(&events.Subscribe{Req: req("login-cat", "cat"), NotificationType: events.NotifyPragma, CallBack: sink, Lifetime: 600}, false)
+	// The recovery tries again while it cannot read them, answering
+	// nothing meanwhile.
+	var early []string
+	for deadline := time.Now().Add(30 * time.Second); rjs.refused.Load() < 3; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the other writer's facts read %d times in 30 s, want 3 (conflicts %d)", rjs.refused.Load(), h.node.Stats().Conflicts)
+		}
+		select {
+		case r := <-h.replies:
+			early = append(early, r.ID)
+			h.replies <- r // for awaitReplies
+		case <-time.After(10 * time.Millisecond):
+		}
+		if len(early) > 0 {
+			t.Errorf("%v answered while the other writer's facts could not be read (read %d times)", early, rjs.refused.Load())
+			break
+		}
+	}
+	rjs.refuse.Store(false)
+	h.awaitReplies(map[string]string{"login-cat": events.TypeSubscribe}, true)
+	h.send(login, false)
+	h.awaitReplies(map[string]string{"login-ben": events.TypeSubscribe}, true)
+	logins, err := h.node.Projection().Logins(events.NewUser("example.test", "ben"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(logins) != 1 || logins[0].ID != d.reply.SubscriptionID {
+		t.Errorf("ben's logins: %+v; want only subscription %d, the other writer's", logins, d.reply.SubscriptionID)
+	}
 }
 
 // TestKeepReadingRecentStreamDeletedMidway: a takeover whose fact stream
