@@ -117,6 +117,16 @@ type decision struct {
 	// subscriptions it creates, and those its earlier parts created).
 	shownHere map[events.User]Presence
 	handedIn  string // the handoff whose watchers were shown shown (events.HandoffOf)
+	// limited is a watch refused for its subscriber's bound on the home
+	// server (Policy.MaxWatchesPerUser), logged once it is answered.
+	limited *limited
+}
+
+// limited names a watch refused for its subscriber's bound.
+type limited struct {
+	subscriber string
+	node       events.User
+	held       int
 }
 
 type subRef struct {

@@ -59,15 +59,21 @@ func (c *core) decideSubscribe(d *decision, e *events.Subscribe, now time.Time) 
 	if subscriber == "" {
 		subscriber = cb.String()
 	}
+	var ended *projections.Subscription
 	if kind == events.NotifyPropChange && watchers >= min(c.policy.MaxWatchesPerSubscriber, c.policy.MaxWatchesPerNetwork, c.policy.MaxWatchesForeign) {
-		ended, err := c.makeRoom(d, r, subscriber, e.CallBackUser, now)
-		if err != nil {
+		if ended, err = c.makeRoom(d, r, subscriber, e.CallBackUser, now); err != nil {
 			return nil, err
 		}
 		if r.FromUser.IsZero() {
 			if full, err := c.foreignFull(d, r, watchers, ended); err != nil || full {
 				return d, err
 			}
+		}
+	}
+	if kind == events.NotifyPropChange && !r.FromUser.IsZero() && ended == nil {
+		// A watch that replaces one of the subscriber's own takes no more.
+		if full, err := c.userFull(d, r, e.CallBackUser, now); err != nil || full {
+			return d, err
 		}
 	}
 	id, err := c.State.NextID()
@@ -162,6 +168,45 @@ func (c *core) makeRoom(d *decision, r *events.Req, subscriber string, watcher e
 	}
 	d.facts = append(d.facts, &events.SubscriptionEnded{Meta: c.meta(r, now), Node: r.Node, ID: first.ID, Reason: events.EndReplaced})
 	return first, nil
+}
+
+// userFull bounds the property subscriptions a user of ours holds on
+// the home server, across its nodes (for one watcher, as makeRoom keys
+// them): at MaxWatchesPerUser, a new one on r's node ends the
+// subscriber's own there that lapses first, if it has one (librvp
+// subscribes afresh at each sign-in, and leaves the old ones to lapse);
+// else it is refused, 503 with a Retry-After, and no fact. Another
+// organisation's principal is bounded by network (foreignFull). It counts
+// the subscriber's keys in the projection's index, stopping at the bound;
+// at the bound it reads the subscriber's own on r's node.
+func (c *core) userFull(d *decision, r *events.Req, watcher events.User, now time.Time) (bool, error) {
+	key := projections.SubscriberKey(r.FromUser, watcher, "")
+	n, err := c.State.CountWatching(key, c.policy.MaxWatchesPerUser, nil)
+	if err != nil || n < c.policy.MaxWatchesPerUser {
+		return false, err
+	}
+	mine, err := c.State.WatchersBy(r.Node, key)
+	if err != nil {
+		return false, err
+	}
+	if len(mine) > 0 {
+		first := &mine[0]
+		for i := range mine {
+			if mine[i].Expires.Before(first.Expires) {
+				first = &mine[i]
+			}
+		}
+		d.facts = append(d.facts, &events.SubscriptionEnded{Meta: c.meta(r, now), Node: r.Node, ID: first.ID, Reason: events.EndReplaced})
+		return false, nil
+	}
+	who := r.FromUser.String()
+	if watcher != r.FromUser {
+		who += " for " + watcher.String()
+	}
+	d.fail(r, rvp.StatusUnavailable, "%s holds %d presence subscriptions on this server, the most one subscriber may; end some (UNSUBSCRIBE) or wait for them to lapse", who, n)
+	d.reply.RetryAfter = retryAfter(5 * time.Minute)
+	d.limited = &limited{subscriber: who, node: r.Node, held: n}
+	return true, nil
 }
 
 // foreignFull refuses a subscription of another organisation's principal

@@ -1208,3 +1208,104 @@ func TestAllPropLeavesOutWhatMayNotBeRead(t *testing.T) {
 		t.Errorf("named displayname: forbidden %v", d.reply.Forbidden)
 	}
 }
+
+// TestWatchLimitPerUser: a user of ours holds at most MaxWatchesPerUser
+// watches on the home server, across its nodes. Beyond it a watch of a
+// further node is refused (503, Retry-After, no fact); a renewal, a
+// watch replacing the subscriber's own on the node, and another
+// subscriber's are not; ending one makes room. The projection rebuilt
+// from the facts counts the same, and decides the same.
+func TestWatchLimitPerUser(t *testing.T) {
+	w := newWorld(t)
+	w.policy.MaxWatchesPerUser = 3
+	nodes := []string{"n1", "n2", "n3", "n4", "n5"}
+	for _, a := range nodes {
+		u := user(a)
+		w.dir.users[u] = &projections.UserRecord{User: u, Home: testHome, DisplayName: a, Enabled: true}
+	}
+	watch := func(w *world, id, watcher, node string) *decision {
+		w.now = w.now.Add(time.Minute)
+		return w.do(&events.Subscribe{Req: w.req(id, watcher, node, "10.0.0.1"), NotificationType: events.NotifyPropChange,
+			CallBack: nodeURL(watcher), CallBackUser: user(watcher), Lifetime: 14400})
+	}
+	refused := func(t *testing.T, d *decision) {
+		t.Helper()
+		wantStatus(t, d, 503)
+		if len(d.facts) != 0 || d.reply.RetryAfter <= 0 || !strings.Contains(d.reply.Error, "ben@example.test") || d.limited == nil {
+			t.Errorf("facts %v, Retry-After %d, error %q, logged %v", types(d), d.reply.RetryAfter, d.reply.Error, d.limited)
+		}
+	}
+	ids := map[string]int32{}
+	for _, n := range nodes[:3] {
+		d := watch(w, "w-"+n, "ben", n)
+		wantStatus(t, d, 207)
+		ids[n] = d.reply.SubscriptionID
+	}
+	count := func(t *testing.T, st projections.HomeReader, want int) {
+		t.Helper()
+		if n, err := st.CountWatching(projections.SubscriberKey(user("ben"), user("ben"), ""), 0, nil); err != nil || n != want {
+			t.Errorf("ben holds %d watches (%v), want %d", n, err, want)
+		}
+	}
+	count(t, w.st, 3)
+	// A fourth node: refused.
+	refused(t, watch(w, "w-n4", "ben", "n4"))
+	count(t, w.st, 3)
+	// A renewal is no new watch.
+	wantStatus(t, w.do(&events.Renew{Req: w.req("r-n1", "ben", "n1", "10.0.0.1"), ID: ids["n1"], Lifetime: 14400}), 200)
+	// A watch of a node ben watches already (librvp's next sign-in)
+	// replaces its own there.
+	d := watch(w, "w-n2-again", "ben", "n2")
+	wantStatus(t, d, 207)
+	if _, ended := replaced(d); !slices.Equal(ended, []int32{ids["n2"]}) {
+		t.Errorf("ben's second watch of n2 ended %v, want its first %d", ended, ids["n2"])
+	}
+	ids["n2"] = d.reply.SubscriptionID
+	// As one that makeRoom makes room for (a node's subscriber bound).
+	w.policy.MaxWatchesPerSubscriber = 1
+	d = watch(w, "w-n3-again", "ben", "n3")
+	wantStatus(t, d, 207)
+	if _, ended := replaced(d); !slices.Equal(ended, []int32{ids["n3"]}) {
+		t.Errorf("ben's second watch of n3 ended %v, want its first %d", ended, ids["n3"])
+	}
+	ids["n3"] = d.reply.SubscriptionID
+	w.policy.MaxWatchesPerSubscriber = 32
+	count(t, w.st, 3)
+	// Another subscriber has its own count.
+	wantStatus(t, watch(w, "c-n4", "cat", "n4"), 207)
+	// Ending one makes room for one.
+	wantStatus(t, w.do(&events.Unsubscribe{Req: w.req("u-n1", "ben", "n1", "10.0.0.1"), ID: ids["n1"]}), 200)
+	count(t, w.st, 2)
+	wantStatus(t, watch(w, "w-n4", "ben", "n4"), 207)
+	refused(t, watch(w, "w-n5", "ben", "n5"))
+	count(t, w.st, 3)
+
+	// Rebuilt in Pebble from the facts: the same count, the same decisions.
+	db, err := projections.Open("", projections.Options{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	h, err := projections.OpenHome(db, testHome)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sf []projections.SeqFact
+	for i, f := range w.facts {
+		sf = append(sf, projections.SeqFact{Seq: uint64(i + 1), Fact: f})
+	}
+	if err := h.ApplyFacts(sf); err != nil {
+		t.Fatal(err)
+	}
+	count(t, h, 3)
+	rebuilt := *w
+	rebuilt.st = projections.NewOverlay(h)
+	refused(t, watch(&rebuilt, "p-n5", "ben", "n5"))
+	d = watch(&rebuilt, "p-n4-again", "ben", "n4")
+	wantStatus(t, d, 207)
+	if _, ended := replaced(d); len(ended) != 1 {
+		t.Errorf("ben's second watch of n4 ended %v, want its first", ended)
+	}
+	count(t, rebuilt.st, 3)
+	count(t, w.st, 3)
+}

@@ -68,6 +68,19 @@ type Policy struct {
 	// MaxWatchers. More are refused with 503 and a Retry-After, as for
 	// MaxWatchesPerNetwork. Default 2048, half of MaxWatchers.
 	MaxWatchesForeign int
+	// MaxWatchesPerUser bounds the property subscriptions one subscriber
+	// of ours (a user, for one watcher: as MaxWatchesPerSubscriber keys
+	// it) holds on the home server, across its nodes: each is a record
+	// and a fact, and each change of any of them a NOTIFY to its
+	// Call-Back. At the bound a new watch of a node the subscriber
+	// watches already ends its own there that lapses first (librvp
+	// subscribes afresh at each sign-in); one of another node is refused
+	// with 503 and a Retry-After. Default 2048: a buddy list of Exchange
+	// 2000's was tens to a few hundred, and librvp's sign-ins leave their
+	// watches to lapse (4 h), so a real user holds a few of each; 2048
+	// is several times the largest list, and bounds one subscriber to
+	// half a node's MaxWatchers' worth on the server.
+	MaxWatchesPerUser int
 	// MaxViews bounds the presence views on a node (one a client, as
 	// MaxLogins): a state set through a new view beyond it ends the view
 	// that lapses first. Default 64.
@@ -99,6 +112,7 @@ func DefaultPolicy() Policy {
 		MaxWatchesPerSubscriber: 32,
 		MaxWatchesPerNetwork:    1024,
 		MaxWatchesForeign:       2048,
+		MaxWatchesPerUser:       2048,
 		MaxViews:                64,
 	}
 }
@@ -133,7 +147,7 @@ func (p Policy) withDefaults() Policy {
 		d int
 	}{{&p.MaxLogins, d.MaxLogins}, {&p.MaxWatchers, d.MaxWatchers}, {&p.MaxFanout, d.MaxFanout},
 		{&p.MaxWatchesPerSubscriber, d.MaxWatchesPerSubscriber}, {&p.MaxWatchesPerNetwork, d.MaxWatchesPerNetwork}, {&p.MaxWatchesForeign, d.MaxWatchesForeign},
-		{&p.MaxViews, d.MaxViews}} {
+		{&p.MaxWatchesPerUser, d.MaxWatchesPerUser}, {&p.MaxViews, d.MaxViews}} {
 		if *v.p <= 0 {
 			*v.p = v.d
 		}
@@ -350,6 +364,9 @@ type Node struct {
 	// dropLog and relayDropLog space out the lines of notifications
 	// dropped at a full queue, and of relays at a full relay queue.
 	dropLog, relayDropLog dropLog
+	// limitLog spaces out the lines of watches refused for their
+	// subscriber's bound (Policy.MaxWatchesPerUser).
+	limitLog dropLog
 
 	// Counters, read by Stats.
 	decided, expired, dropped, held, published, conflicts, recovered atomic.Uint64
@@ -1263,6 +1280,12 @@ func (n *Node) release(p *pending) {
 	}
 	if u, ok := p.in.(unreachable); ok && len(d.facts) > 0 {
 		n.log.Info("subscription ended: its callback stopped answering", "user", u.node.String(), "sub", u.id, "failures", n.policy.MaxCallbackFailures)
+	}
+	if l := d.limited; l != nil {
+		if ok, since := n.limitLog.add(1, n.now()); ok {
+			n.log.Warn("presence subscription refused: its subscriber holds the most one may on this home server",
+				"subscriber", l.subscriber, "node", l.node.String(), "held", l.held, "limit", n.policy.MaxWatchesPerUser, "refused", since)
+		}
 	}
 	if d.handoff != nil {
 		n.log.Info("user handed off to its new home server", "user", d.handoff.Node.String(), "to", d.handTo,

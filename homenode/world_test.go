@@ -21,6 +21,7 @@ type world struct {
 	dir    *mapDir
 	now    time.Time
 	policy Policy
+	facts  []events.Fact // every fact applied, in order (a rebuild's)
 }
 
 // mapDir is a map-backed Directory.
@@ -106,6 +107,7 @@ func (w *world) given(facts ...events.Fact) {
 		if err := w.st.Apply(0, f); err != nil {
 			w.t.Fatal(err)
 		}
+		w.facts = append(w.facts, f)
 	}
 }
 

@@ -43,6 +43,7 @@ import (
 //	u <domain> <alias> ended <move> <id> <by>  an end here of subscription id, not here, while u's state was awaited under move, by by (EndedBy; empty value)
 //	u <domain> <alias> endedn <move>       how many such ends were recorded under move (EndedCount; 8-byte big-endian)
 //	x <unix nanos> <domain> <alias> s|v <id>   expiry index (empty value)
+//	b <hash> <domain> <alias> <id>       property Subscription id on u's node of a user of ours whose SubscriberKey has that hash: the subscriber's watches across the nodes (CountWatching; empty value)
 type Home struct {
 	db     *DB
 	home   string
@@ -316,7 +317,9 @@ type View struct {
 // (Subscription.Handoff), and the ends here of subscriptions not here yet
 // while their node's state was awaited are kept (ended).
 // 12: and counted, per user and move (endedn).
-const homeFormat = "12"
+// 13: a user of ours' watches indexed by subscriber first, across the
+// nodes (b), to bound how many one holds on the home server.
+const homeFormat = "13"
 
 // OpenHome returns the projection of home in db.
 func OpenHome(db *DB, home string) (*Home, error) {
@@ -568,6 +571,13 @@ type HomeReader interface {
 	// the same 64-bit hash (appendWatchPrefix): the home node counts
 	// networks only.
 	CountWatchersBy(u events.User, key string, except func(id int32) bool) (int, error)
+	// CountWatching returns how many property subscriptions, on every
+	// node of the home server, are counted under key, a user of ours'
+	// SubscriberKey (0 for another's), but for those except reports (nil:
+	// none), without reading them; it stops counting at upTo (0: never).
+	// The projection's count may include another subscriber's of the same
+	// 64-bit hash (appendWatchingPrefix).
+	CountWatching(key string, upTo int, except func(u events.User, id int32) bool) (int, error)
 	// View returns u's presence view id, or nil.
 	View(u events.User, id int32) (*View, error)
 	// Views returns the presence views of u, by id.
@@ -922,6 +932,40 @@ func (p *pebbleHome) CountWatchersBy(u events.User, key string, except func(id i
 	return p.watchIndex(u, key, except)
 }
 
+func (p *pebbleHome) CountWatching(key string, upTo int, except func(u events.User, id int32) bool) (int, error) {
+	if !strings.HasPrefix(key, userPrefix) {
+		return 0, nil // only our users' are indexed across the nodes
+	}
+	pfx := p.h.appendWatchingPrefix(nil, newKeyHash().add(key))
+	it, err := p.r.NewIter(&pebble.IterOptions{LowerBound: pfx, UpperBound: upperBound(pfx)})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for it.First(); it.Valid() && (upTo <= 0 || n < upTo); it.Next() {
+		if except != nil {
+			// <domain> 0 <alias> 0 <be32 id>
+			rest := it.Key()[len(pfx):]
+			d := bytes.IndexByte(rest, 0)
+			if d < 0 || len(rest) < d+1+4+1 || rest[len(rest)-5] != 0 {
+				it.Close()
+				return 0, fmt.Errorf("malformed watching key %q", it.Key())
+			}
+			dom, err1 := events.Untoken(string(rest[:d]))
+			alias, err2 := events.Untoken(string(rest[d+1 : len(rest)-5]))
+			if err1 != nil || err2 != nil {
+				it.Close()
+				return 0, fmt.Errorf("malformed watching key %q", it.Key())
+			}
+			if except(events.User{Domain: dom, Alias: alias}, int32(binary.BigEndian.Uint32(rest[len(rest)-4:]))) {
+				continue
+			}
+		}
+		n++
+	}
+	return n, it.Close()
+}
+
 // watchIndex counts the ids listed in u's index under key, each passed
 // to skip first (nil: none skipped), and not counted when it says so.
 func (p *pebbleHome) watchIndex(u events.User, key string, skip func(id int32) bool) (int, error) {
@@ -1128,7 +1172,11 @@ func (p *pebbleHome) index(s *Subscription, del bool) {
 	if !s.SubscriberUser.IsZero() {
 		// A user of ours: its one key, hashed without being made (a
 		// sign-in wave writes one for each of its watches).
-		p.kb = p.h.appendHashPrefix(p.kb[:0], s.Node, newKeyHash().add(userPrefix).addUser(s.SubscriberUser).add(" ").addUser(s.Watcher))
+		by := newKeyHash().add(userPrefix).addUser(s.SubscriberUser).add(" ").addUser(s.Watcher)
+		p.kb = p.h.appendHashPrefix(p.kb[:0], s.Node, by)
+		write()
+		// And by subscriber first, across the nodes (CountWatching).
+		p.kb = p.h.appendWatchingKey(p.kb[:0], by, s.Node)
 		write()
 		return
 	}
@@ -1155,6 +1203,20 @@ func (h *Home) appendWatchPrefix(dst []byte, u events.User, key string) []byte {
 
 func (h *Home) appendHashPrefix(dst []byte, u events.User, k keyHash) []byte {
 	return binary.BigEndian.AppendUint64(append(h.appendUserKey(dst, u, "w"), 0), uint64(k))
+}
+
+// appendWatchingPrefix appends the prefix of the keys of the property
+// subscriptions, on every node, of the user of ours whose SubscriberKey
+// has hash by: b <hash>.
+func (h *Home) appendWatchingPrefix(dst []byte, by keyHash) []byte {
+	return binary.BigEndian.AppendUint64(append(append(dst, h.prefix...), 'b', 0), uint64(by))
+}
+
+// appendWatchingKey appends the prefix of the keys, of by's property
+// subscriptions on u's node (the id follows): b <hash> <domain> 0 <alias> 0.
+func (h *Home) appendWatchingKey(dst []byte, by keyHash, u events.User) []byte {
+	dst = append(events.AppendToken(h.appendWatchingPrefix(dst, by), u.Domain), 0)
+	return append(events.AppendToken(dst, u.Alias), 0)
 }
 
 // keyHash is a key's 64-bit FNV-1a hash, made piece by piece.
@@ -1292,6 +1354,9 @@ func (h *Home) WatchersBy(u events.User, key string) ([]Subscription, error) {
 }
 func (h *Home) CountWatchersBy(u events.User, key string, except func(id int32) bool) (int, error) {
 	return h.read().CountWatchersBy(u, key, except)
+}
+func (h *Home) CountWatching(key string, upTo int, except func(u events.User, id int32) bool) (int, error) {
+	return h.read().CountWatching(key, upTo, except)
 }
 
 // NextID reads the next id through Home.next, once known.

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/rvp-im/rvpd/events"
 )
@@ -28,6 +29,10 @@ type Overlay struct {
 	views    map[itemKey]entry[View]
 	userSubs map[events.User]map[int32]struct{} // ids with an entry in subs
 	userVws  map[events.User]map[int32]struct{} // ids with an entry in views
+	// watching holds, by the hash of a user of ours' SubscriberKey, the
+	// property subscriptions of that subscriber with an entry in subs
+	// (and perhaps some forgotten since: CountWatching reads subs).
+	watching map[keyHash]map[itemKey]struct{}
 	acls     map[events.User]entry[[]events.ACE]
 	props    map[propKey]entry[string]
 	departed map[events.User]entry[uint64]
@@ -89,6 +94,9 @@ type written struct {
 	took tookKey
 	end  endedKey
 	mv   moveKey
+	// by and byOld: of a subscription of a user of ours, and of the one
+	// it replaced, the hash of its subscriber's key (watching); else 0.
+	by, byOld keyHash
 }
 
 // NewOverlay returns an empty overlay over base (nil: over nothing).
@@ -104,6 +112,7 @@ func NewOverlay(base HomeReader) *Overlay {
 func (o *Overlay) Drop() {
 	o.subs, o.views = nil, nil
 	o.userSubs, o.userVws = nil, nil
+	o.watching = nil
 	o.acls, o.props = nil, nil
 	o.departed, o.arrived, o.took, o.ended, o.endedN = nil, nil, nil, nil, nil
 	o.next = entry[int32]{}
@@ -145,6 +154,8 @@ func (o *Overlay) Forget(pos uint64) {
 			if e := o.subs[itemKey{w.u, w.id}]; e.seq <= pos {
 				delete(o.subs, itemKey{w.u, w.id})
 				forgetID(o.userSubs, w.u, w.id)
+				o.unwatch(w.by, itemKey{w.u, w.id})
+				o.unwatch(w.byOld, itemKey{w.u, w.id})
 			}
 		case 'v':
 			if e := o.views[itemKey{w.u, w.id}]; e.seq <= pos {
@@ -248,6 +259,66 @@ func (o *Overlay) CountWatchersBy(u events.User, key string, except func(id int3
 		}
 	}
 	return n, nil
+}
+
+func (o *Overlay) CountWatching(key string, upTo int, except func(u events.User, id int32) bool) (int, error) {
+	if !strings.HasPrefix(key, userPrefix) {
+		return 0, nil
+	}
+	// The overlay's subscriptions of the subscriber: those it has an
+	// entry for (the base's of theirs are not counted), and of them those
+	// it counts.
+	var mine map[itemKey]struct{}
+	n, fresh := 0, true
+	for k := range o.watching[newKeyHash().add(key)] {
+		e, ok := o.subs[k]
+		if !ok {
+			continue // forgotten: the base's
+		}
+		if mine == nil {
+			mine = map[itemKey]struct{}{}
+		}
+		mine[k] = struct{}{}
+		fresh = fresh && !e.gone
+		if !e.gone && (except == nil || !except(k.u, k.id)) && slices.Contains(WatchKeys(&e.val), key) {
+			n++
+		}
+	}
+	if o.base == nil {
+		return n, nil
+	}
+	if len(mine) > 0 && fresh {
+		// New subscriptions in flight (a sign-in's watches) are not in the
+		// base: their ids are at or past its next id, read after the
+		// count (the base only moves forward). Then nothing of the base's
+		// is left out, and its keys need not be read apart.
+		b, err := o.base.CountWatching(key, upTo, except)
+		if err != nil {
+			return 0, err
+		}
+		next, err := o.base.NextID()
+		if err != nil {
+			return 0, err
+		}
+		for k := range mine {
+			fresh = fresh && k.id >= next
+		}
+		if fresh {
+			return b + n, nil
+		}
+	}
+	skip := except
+	if len(mine) > 0 {
+		skip = func(u events.User, id int32) bool {
+			_, ok := mine[itemKey{u, id}]
+			return ok || (except != nil && except(u, id))
+		}
+	}
+	b, err := o.base.CountWatching(key, upTo, skip)
+	if err != nil {
+		return 0, err
+	}
+	return b + n, nil
 }
 
 // isKind returns whether a subscription's key letter is kind.
@@ -470,11 +541,11 @@ func (o *Overlay) EndedCount(u events.User, move uint64) (int, error) {
 
 // Writes, for applyFact.
 
-func (o *Overlay) putSub(_, s *Subscription) error {
+func (o *Overlay) putSub(old, s *Subscription) error {
 	k := itemKey{s.Node, s.ID}
 	set(&o.subs, k, entry[Subscription]{val: *s, seq: o.seq, set: true})
 	addID(&o.userSubs, s.Node, s.ID)
-	o.note('s', s.Node, s.ID, events.Prop{})
+	o.noteSub(old, s)
 	return nil
 }
 
@@ -482,8 +553,46 @@ func (o *Overlay) delSub(s *Subscription) error {
 	k := itemKey{s.Node, s.ID}
 	set(&o.subs, k, entry[Subscription]{val: Subscription{Kind: s.Kind}, gone: true, seq: o.seq, set: true})
 	addID(&o.userSubs, s.Node, s.ID)
-	o.note('s', s.Node, s.ID, events.Prop{})
+	o.noteSub(nil, s)
 	return nil
+}
+
+// noteSub notes a change of subscription s (old: the one it replaces,
+// if any), listed under the key of its subscriber, and of old's, if a
+// user of ours' watch (watching): the base's of that subscriber are
+// counted without it.
+func (o *Overlay) noteSub(old, s *Subscription) {
+	w := written{seq: o.seq, kind: 's', u: s.Node, id: s.ID, by: o.watch(s)}
+	if old != nil {
+		w.byOld = o.watch(old)
+	}
+	o.written = append(o.written, w)
+}
+
+// watch lists s under its subscriber's key in watching if it is a user
+// of ours' watch, and returns the key's hash (0: none).
+func (o *Overlay) watch(s *Subscription) keyHash {
+	if subKind(s.Kind) != "s" || s.SubscriberUser.IsZero() {
+		return 0
+	}
+	by := newKeyHash().add(userPrefix).addUser(s.SubscriberUser).add(" ").addUser(s.Watcher)
+	items := o.watching[by]
+	if items == nil {
+		items = map[itemKey]struct{}{}
+		set(&o.watching, by, items)
+	}
+	items[itemKey{s.Node, s.ID}] = struct{}{}
+	return by
+}
+
+// unwatch takes the item k off the list of key hash by (0: none).
+func (o *Overlay) unwatch(by keyHash, k itemKey) {
+	if items := o.watching[by]; by != 0 && items != nil {
+		delete(items, k)
+		if len(items) == 0 {
+			delete(o.watching, by)
+		}
+	}
 }
 
 func (o *Overlay) putView(_, v *View) error {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -127,6 +129,9 @@ func watchKeys() []string {
 	return out
 }
 
+// users0 is a user of randomFacts'.
+var users0 = events.NewUser("example.test", "ann")
+
 // sameState compares every read of a and b for the users of facts.
 func sameState(t *testing.T, a, b HomeReader, facts []events.Fact) {
 	t.Helper()
@@ -143,6 +148,42 @@ func sameState(t *testing.T, a, b HomeReader, facts []events.Fact) {
 	na, _ := a.NextID()
 	nb, _ := b.NextID()
 	check("next id", na, nb)
+	// A subscriber's watches across the nodes: as many as the records of
+	// the users' nodes say (the nodes of randomFacts' facts share ids),
+	// and alike, up to a bound.
+	for _, k := range watchKeys() {
+		want, wantBut3 := 0, 0
+		for u := range users {
+			subs, err := a.Watchers(u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range subs {
+				if strings.HasPrefix(k, userPrefix) && slices.Contains(WatchKeys(&subs[i]), k) {
+					want++
+					if subs[i].ID != 3 || u != users0 {
+						wantBut3++
+					}
+				}
+			}
+		}
+		but3 := func(u events.User, id int32) bool { return u == users0 && id == 3 }
+		for _, r := range []HomeReader{a, b} {
+			for _, upTo := range []int{0, 1, 2} {
+				n, err1 := r.CountWatching(k, upTo, nil)
+				m, err2 := r.CountWatching(k, upTo, but3)
+				if err1 != nil || err2 != nil {
+					t.Fatal(err1, err2)
+				}
+				w, w3 := want, wantBut3
+				if upTo > 0 {
+					n, m, w, w3 = min(n, upTo), min(m, upTo), min(w, upTo), min(w3, upTo)
+				}
+				check(fmt.Sprintf("watching %s up to %d (%T same as a: %v)", k, upTo, r, r == a), n, w)
+				check(fmt.Sprintf("watching %s up to %d but %s's 3", k, upTo, users0), m, w3)
+			}
+		}
+	}
 	for u := range users {
 		for _, read := range []struct {
 			name string
