@@ -176,9 +176,9 @@ func (c *core) makeRoom(d *decision, r *events.Req, subscriber string, watcher e
 // subscriber's own there that lapses first, if it has one (librvp
 // subscribes afresh at each sign-in, and leaves the old ones to lapse);
 // else it is refused, 503 with a Retry-After, and no fact. Another
-// organisation's principal is bounded by network (foreignFull). It counts
-// the subscriber's keys in the projection's index, stopping at the bound;
-// at the bound it reads the subscriber's own on r's node.
+// organisation's principal is bounded by network (foreignFull). The count
+// is the projection's, kept in its cache (Home.CountWatching) with those
+// in flight; at the bound it reads the subscriber's own on r's node.
 func (c *core) userFull(d *decision, r *events.Req, watcher events.User, now time.Time) (bool, error) {
 	key := projections.SubscriberKey(r.FromUser, watcher, "")
 	n, err := c.State.CountWatching(key, c.policy.MaxWatchesPerUser, nil)

@@ -374,6 +374,22 @@ func TestPropertyRebuildEqualsLive(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// Each subscriber's count of watches, as the live projection's cache
+	// keeps it (the node counts one for each new watch), is her keys'.
+	if err := h.stopNode(); err != nil {
+		t.Fatal(err)
+	}
+	proj := h.node.Projection()
+	allKeys := func(events.User, int32) bool { return false } // leaves none out: read from the keys
+	for _, a := range propertyUsers {
+		u := events.NewUser("example.test", a)
+		key := projections.SubscriberKey(u, u, "")
+		cached, err1 := proj.CountWatching(key, 0, nil)
+		keys, err2 := proj.CountWatching(key, 0, allKeys)
+		if err1 != nil || err2 != nil || cached != keys {
+			t.Errorf("%s holds %d watches as counted (%v), %d as the keys say (%v)", u, cached, err1, keys, err2)
+		}
+	}
 	v := h.verify()
 	t.Logf("%d requests, projection of %d keys at seq %d equals its rebuild", len(kinds), v.Keys, v.Position)
 }

@@ -77,6 +77,13 @@ type userCache struct {
 	// at compact's last call, and peak the most made between two calls
 	// since they were last copied.
 	stored, seen, peak int
+	// watching counts, by the hash of a user of ours' SubscriberKey, the
+	// subscriber's watches across the nodes (the b keys under the hash:
+	// CountWatching), for the subscribers read. A batch moves each count
+	// by what it added and removed, as it does the watcher counts; one
+	// that reaches 0 is dropped (the subscriber's watches have ended or
+	// lapsed, and the next read counts her keys afresh: none).
+	watching map[keyHash]int
 }
 
 // The parts of a user's state the cache keeps.
@@ -105,7 +112,9 @@ type cachedUser struct {
 	departed                uint64
 }
 
-func newUserCache() *userCache { return &userCache{users: map[events.User]*cachedUser{}} }
+func newUserCache() *userCache {
+	return &userCache{users: map[events.User]*cachedUser{}, watching: map[keyHash]int{}}
+}
 
 // get calls fn with u's entry if it holds part; it returns the generation
 // to store a read from Pebble with.
@@ -135,6 +144,28 @@ func (c *userCache) put(u events.User, part uint8, gen uint64, fn func(*cachedUs
 	fn(e)
 	e.loaded |= part
 	c.stored++
+}
+
+// getWatching returns the count of the watches of the subscriber whose
+// key has hash by, if the cache holds it, and the generation to store a
+// count read from Pebble with.
+func (c *userCache) getWatching(by keyHash) (n int, gen uint64, ok bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	n, ok = c.watching[by]
+	return n, c.gen, ok
+}
+
+// putWatching stores n, read from Pebble, as the count of the watches of
+// the subscriber whose key has hash by, unless a batch began or ended
+// since gen, or is under way (as put).
+func (c *userCache) putWatching(by keyHash, gen uint64, n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen != gen || c.busy {
+		return
+	}
+	c.watching[by] = n
 }
 
 // partAll is every part of an entry.
@@ -236,13 +267,25 @@ func (c *userCache) begin() {
 
 // end ends the batch begun, once committed: it drops the parts of each
 // user the batch changed but for the watcher counts, which it moves by
-// watchers (added less removed), when committed. A batch that failed to
-// commit changed nothing, but what it changed is dropped all the same.
-func (c *userCache) end(changed map[events.User]uint8, watchers map[events.User]int, committed bool) {
+// watchers (added less removed), when committed, and the subscribers'
+// counts of watches, which it moves by watching (by the hash of the
+// subscriber's key, added less removed). A batch that failed to commit
+// changed nothing, but what it changed is dropped all the same.
+func (c *userCache) end(changed map[events.User]uint8, watchers map[events.User]int, watching map[keyHash]int, committed bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
 	c.busy = false
+	for by, d := range watching {
+		n, ok := c.watching[by]
+		switch {
+		case !ok:
+		case !committed || n+d <= 0:
+			delete(c.watching, by)
+		default:
+			c.watching[by] = n + d
+		}
+	}
 	for u, parts := range changed {
 		e := c.users[u]
 		if e == nil {
@@ -539,7 +582,7 @@ func (h *Home) commit(b *pebble.Batch, st *pebbleHome) error {
 	if err != nil && st.next > 0 {
 		h.next.CompareAndSwap(st.next, prev)
 	}
-	h.cache.end(st.changed, st.watchers, err == nil)
+	h.cache.end(st.changed, st.watchers, st.watching, err == nil)
 	return err
 }
 
@@ -574,8 +617,9 @@ type HomeReader interface {
 	// CountWatching returns how many property subscriptions, on every
 	// node of the home server, are counted under key, a user of ours'
 	// SubscriberKey (0 for another's), but for those except reports (nil:
-	// none), without reading them; it stops counting at upTo (0: never).
-	// The projection's count may include another subscriber's of the same
+	// none), without reading them. It may stop counting at upTo (0:
+	// never): a count of upTo or more says there are at least upTo. The
+	// projection's count may include another subscriber's of the same
 	// 64-bit hash (appendWatchingPrefix).
 	CountWatching(key string, upTo int, except func(u events.User, id int32) bool) (int, error)
 	// View returns u's presence view id, or nil.
@@ -789,8 +833,11 @@ type pebbleHome struct {
 	b       *pebble.Batch         // nil: read only
 	changed map[events.User]uint8 // the cached parts of users' state the batch changes
 	// watchers counts, by user, the watchers the batch adds less those it
-	// removes.
+	// removes; watching, by the hash of a user of ours' SubscriberKey, the
+	// watches of that subscriber it adds less those it removes (its b
+	// keys).
 	watchers map[events.User]int
+	watching map[keyHash]int
 	// next is the next id once read or written through this value (0:
 	// not yet): only its batch writes it. nextSet: it was written, and the
 	// batch holds it once committed (Home.commit), not at every id.
@@ -936,7 +983,12 @@ func (p *pebbleHome) CountWatching(key string, upTo int, except func(u events.Us
 	if !strings.HasPrefix(key, userPrefix) {
 		return 0, nil // only our users' are indexed across the nodes
 	}
-	pfx := p.h.appendWatchingPrefix(nil, newKeyHash().add(key))
+	return p.countWatching(newKeyHash().add(key), upTo, except)
+}
+
+// countWatching counts the b keys under hash by, as CountWatching.
+func (p *pebbleHome) countWatching(by keyHash, upTo int, except func(u events.User, id int32) bool) (int, error) {
+	pfx := p.h.appendWatchingPrefix(nil, by)
 	it, err := p.r.NewIter(&pebble.IterOptions{LowerBound: pfx, UpperBound: upperBound(pfx)})
 	if err != nil {
 		return 0, err
@@ -1175,9 +1227,22 @@ func (p *pebbleHome) index(s *Subscription, del bool) {
 		by := newKeyHash().add(userPrefix).addUser(s.SubscriberUser).add(" ").addUser(s.Watcher)
 		p.kb = p.h.appendHashPrefix(p.kb[:0], s.Node, by)
 		write()
-		// And by subscriber first, across the nodes (CountWatching).
+		// And by subscriber first, across the nodes (CountWatching),
+		// counted for the cache: putSub and delSub, which alone write
+		// and delete these keys, write one only where the record was not,
+		// and delete one only where it was.
 		p.kb = p.h.appendWatchingKey(p.kb[:0], by, s.Node)
 		write()
+		if p.changed != nil {
+			if p.watching == nil {
+				p.watching = map[keyHash]int{}
+			}
+			if del {
+				p.watching[by]--
+			} else {
+				p.watching[by]++
+			}
+		}
 		return
 	}
 	for _, k := range WatchKeys(s) {
@@ -1355,8 +1420,24 @@ func (h *Home) WatchersBy(u events.User, key string) ([]Subscription, error) {
 func (h *Home) CountWatchersBy(u events.User, key string, except func(id int32) bool) (int, error) {
 	return h.read().CountWatchersBy(u, key, except)
 }
+
+// CountWatching counts through the cache when nothing is left out: a
+// subscriber's count is read from Pebble (her keys counted, all of them)
+// only when the cache has none, and batches keep it.
 func (h *Home) CountWatching(key string, upTo int, except func(u events.User, id int32) bool) (int, error) {
-	return h.read().CountWatching(key, upTo, except)
+	if except != nil || !strings.HasPrefix(key, userPrefix) {
+		return h.read().CountWatching(key, upTo, except)
+	}
+	by := newKeyHash().add(key)
+	n, gen, ok := h.cache.getWatching(by)
+	if ok {
+		return n, nil
+	}
+	n, err := h.read().countWatching(by, 0, nil)
+	if err == nil {
+		h.cache.putWatching(by, gen, n)
+	}
+	return n, err
 }
 
 // NextID reads the next id through Home.next, once known.

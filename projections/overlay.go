@@ -265,34 +265,26 @@ func (o *Overlay) CountWatching(key string, upTo int, except func(u events.User,
 	if !strings.HasPrefix(key, userPrefix) {
 		return 0, nil
 	}
-	// The overlay's subscriptions of the subscriber: those it has an
-	// entry for (the base's of theirs are not counted), and of them those
-	// it counts.
-	var mine map[itemKey]struct{}
-	n, fresh := 0, true
-	for k := range o.watching[newKeyHash().add(key)] {
-		e, ok := o.subs[k]
-		if !ok {
-			continue // forgotten: the base's
-		}
-		if mine == nil {
-			mine = map[itemKey]struct{}{}
-		}
-		mine[k] = struct{}{}
-		fresh = fresh && !e.gone
-		if !e.gone && (except == nil || !except(k.u, k.id)) && slices.Contains(WatchKeys(&e.val), key) {
+	// The overlay's subscriptions of the subscriber, listed under her
+	// key's hash with those their writes replaced (and perhaps some
+	// forgotten since, then the base's: not in subs).
+	items := o.watching[newKeyHash().add(key)]
+	n := 0
+	for k := range items {
+		if e, ok := o.subs[k]; ok && !e.gone && (except == nil || !except(k.u, k.id)) && isKeyOf(key, &e.val) {
 			n++
 		}
 	}
 	if o.base == nil {
 		return n, nil
 	}
-	if len(mine) > 0 && fresh {
+	if len(items) > 0 && except == nil {
 		// New subscriptions in flight (a sign-in's watches) are not in the
 		// base: their ids are at or past its next id, read after the
-		// count (the base only moves forward). Then nothing of the base's
-		// is left out, and its keys need not be read apart.
-		b, err := o.base.CountWatching(key, upTo, except)
+		// count (the base only moves forward). Then the base has none of
+		// the subscriber's that the overlay has changed, and its count
+		// serves as it is (cached, for the projection), with no scan.
+		b, err := o.base.CountWatching(key, upTo, nil)
 		if err != nil {
 			return 0, err
 		}
@@ -300,18 +292,24 @@ func (o *Overlay) CountWatching(key string, upTo int, except func(u events.User,
 		if err != nil {
 			return 0, err
 		}
-		for k := range mine {
-			fresh = fresh && k.id >= next
+		fresh := true
+		for k := range items {
+			if _, ok := o.subs[k]; ok && k.id < next {
+				fresh = false
+				break
+			}
 		}
 		if fresh {
 			return b + n, nil
 		}
 	}
+	// The base's but for those the overlay has changed: their overlay's
+	// versions are counted above.
 	skip := except
-	if len(mine) > 0 {
+	if len(items) > 0 {
 		skip = func(u events.User, id int32) bool {
-			_, ok := mine[itemKey{u, id}]
-			return ok || (except != nil && except(u, id))
+			_, mine := o.subs[itemKey{u, id}]
+			return mine || (except != nil && except(u, id))
 		}
 	}
 	b, err := o.base.CountWatching(key, upTo, skip)
@@ -319,6 +317,33 @@ func (o *Overlay) CountWatching(key string, upTo int, except func(u events.User,
 		return 0, err
 	}
 	return b + n, nil
+}
+
+// isKeyOf reports whether s is a user of ours' watch (not a login) of
+// SubscriberKey key, without making the key: whether WatchKeys(s) is key.
+func isKeyOf(key string, s *Subscription) bool {
+	if subKind(s.Kind) != "s" || s.SubscriberUser.IsZero() {
+		return false
+	}
+	rest, ok := strings.CutPrefix(key, userPrefix)
+	if rest, ok = cutUser(rest, ok, s.SubscriberUser); ok {
+		rest, ok = strings.CutPrefix(rest, " ")
+	}
+	rest, ok = cutUser(rest, ok, s.Watcher)
+	return ok && rest == ""
+}
+
+// cutUser cuts u.String() from the front of s, if ok.
+func cutUser(s string, ok bool, u events.User) (string, bool) {
+	if !ok || u.IsZero() {
+		return s, ok
+	}
+	if s, ok = strings.CutPrefix(s, u.Alias); ok {
+		if s, ok = strings.CutPrefix(s, "@"); ok {
+			s, ok = strings.CutPrefix(s, u.Domain)
+		}
+	}
+	return s, ok
 }
 
 // isKind returns whether a subscription's key letter is kind.

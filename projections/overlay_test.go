@@ -1,7 +1,9 @@
 package projections
 
 import (
+	"encoding/binary"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -305,6 +307,7 @@ func TestOverlayMatchesPebble(t *testing.T) {
 			t.Fatal(err)
 		}
 		sameState(t, mem, over, facts) // applied, not yet forgotten
+		sameWatching(t, h)
 		over.Forget(uint64(mid))
 		sameState(t, mem, over, facts)
 		if err := h.ApplyBatch(toMsgs(t, facts[mid:], uint64(mid+1))); err != nil {
@@ -316,6 +319,7 @@ func TestOverlayMatchesPebble(t *testing.T) {
 		}
 		sameState(t, mem, over, facts)
 		sameState(t, mem, h, facts)
+		sameWatching(t, h)
 		db.Close()
 	}
 }
@@ -458,6 +462,7 @@ func TestHomeCacheMatchesPebble(t *testing.T) {
 				t.Fatal(err)
 			}
 			next += n
+			sameWatching(t, h) // before the reads: as the batch left it
 			sameState(t, h.read(), h, facts)
 			// A Home opened afresh on the same store (a restart) has no
 			// entries: its first look at each user finds what is there.
@@ -470,7 +475,167 @@ func TestHomeCacheMatchesPebble(t *testing.T) {
 				firstRead(t, rng, u, h.read(), fresh)
 			}
 			sameState(t, h.read(), fresh, facts)
+			sameWatching(t, fresh)
 		}
+		// Reset, and rebuilt from part of the facts: the counts it kept
+		// are gone, and it counts the keys there are.
+		if err := h.Reset(); err != nil {
+			t.Fatal(err)
+		}
+		cut := rng.IntN(len(facts))
+		if err := h.ApplyBatch(toMsgs(t, facts[:cut], 1)); err != nil {
+			t.Fatal(err)
+		}
+		sameWatching(t, h)
+		sameState(t, h.read(), h, facts[:cut])
+	}
+}
+
+// sameWatching checks that each count of a subscriber's watches h's cache
+// holds is the keys Pebble has of hers: those of watchKeys' subscribers,
+// which it reads (and caches, if it had none), and every other.
+func sameWatching(t *testing.T, h *Home) {
+	t.Helper()
+	h.cache.mu.RLock()
+	cached := maps.Clone(h.cache.watching)
+	h.cache.mu.RUnlock()
+	for _, k := range watchKeys() {
+		if !strings.HasPrefix(k, userPrefix) {
+			continue
+		}
+		by := newKeyHash().add(k)
+		n, err := h.CountWatching(k, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c, ok := cached[by]; ok && c != n {
+			t.Fatalf("%s: cached count %d read as %d", k, c, n)
+		}
+		cached[by] = n
+	}
+	for by, n := range cached {
+		keys, err := h.read().countWatching(by, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != keys {
+			t.Fatalf("subscriber %x: cached count of watches %d, %d keys", uint64(by), n, keys)
+		}
+	}
+}
+
+// TestWatchingCacheEnd: a batch moves the subscribers' cached counts of
+// watches by what it added and removed once committed; one that failed
+// drops those it touched (it may have changed them, or not), and a count
+// that reaches 0 is dropped. Those not read are not made.
+func TestWatchingCacheEnd(t *testing.T) {
+	c := newUserCache()
+	const a, b, z, none = keyHash(1), keyHash(2), keyHash(3), keyHash(4)
+	c.putWatching(a, c.gen, 3)
+	c.putWatching(b, c.gen, 5)
+	c.putWatching(z, c.gen, 1)
+	c.begin()
+	c.putWatching(none, c.gen, 7) // during a batch: not kept
+	c.end(nil, nil, map[keyHash]int{a: 2, b: -1, z: -1, none: 1}, true)
+	want := map[keyHash]int{a: 5, b: 4}
+	if !maps.Equal(c.watching, want) {
+		t.Fatalf("committed: %v, want %v", c.watching, want)
+	}
+	c.begin()
+	c.end(nil, nil, map[keyHash]int{a: 1, b: 0}, false)
+	if len(c.watching) != 0 {
+		t.Fatalf("failed: %v kept", c.watching)
+	}
+}
+
+// TestCountWatchingCached: a subscriber's count of watches, read once, is
+// kept: a later count reads no keys (a stray one written behind the
+// projection's back is not seen), nor does an overlay's over it whose
+// watches of hers in flight are new (their ids past the projection's
+// next id). One that leaves some out, or an overlay that ended one of
+// hers the projection has, counts her keys.
+func TestCountWatchingCached(t *testing.T) {
+	h := memoryHome(t, "h1")
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	ben := events.NewUser("example.com", "ben")
+	key := SubscriberKey(ben, ben, "")
+	watch := func(node string, id int32) events.Fact {
+		return &events.SubscriptionCreated{Meta: events.Meta{At: t0}, Node: events.NewUser("example.test", node), ID: id, Kind: events.NotifyPropChange,
+			CallBack: "http://10.0.0.1:1", Expires: t0.Add(time.Hour), SubscriberUser: ben, Watcher: ben}
+	}
+	if err := h.ApplyBatch(toMsgs(t, []events.Fact{watch("n1", 1), watch("n2", 2)}, 1)); err != nil {
+		t.Fatal(err)
+	}
+	count := func(r HomeReader, except func(events.User, int32) bool, want int) {
+		t.Helper()
+		if n, err := r.CountWatching(key, 0, except); err != nil || n != want {
+			t.Fatalf("%T counts %d (%v), want %d", r, n, err, want)
+		}
+	}
+	count(h, nil, 2)
+	// A stray key of ben's, on node n9.
+	stray := binary.BigEndian.AppendUint32(h.appendWatchingKey(nil, newKeyHash().add(key), events.NewUser("example.test", "n9")), 9)
+	if err := h.db.pdb.Set(stray, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	count(h, nil, 2)
+	none := func(events.User, int32) bool { return false }
+	count(h, none, 3) // read from the keys
+	over := NewOverlay(h)
+	if err := over.Apply(3, watch("n3", 3)); err != nil {
+		t.Fatal(err)
+	}
+	count(over, nil, 3)
+	count(over, none, 4)
+	end := &events.SubscriptionEnded{Meta: events.Meta{At: t0}, Node: events.NewUser("example.test", "n1"), ID: 1, Reason: events.EndUnsubscribed}
+	if err := over.Apply(4, end); err != nil {
+		t.Fatal(err)
+	}
+	count(over, nil, 3) // n2, n3 and the stray
+}
+
+// TestOverlayWatchingDuringCommit: a subscriber's count of watches read
+// while the batch that applies one of the overlay's is being committed
+// counts it once, whether the projection's cache holds her count (from
+// before the batch) or not (read from Pebble, with it).
+func TestOverlayWatchingDuringCommit(t *testing.T) {
+	for _, cached := range []bool{false, true} {
+		h := memoryHome(t, "h1")
+		t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+		ben := events.NewUser("example.com", "ben")
+		key := SubscriberKey(ben, ben, "")
+		watch := func(node string, id int32) events.Fact {
+			return &events.SubscriptionCreated{Meta: events.Meta{At: t0}, Node: events.NewUser("example.test", node), ID: id, Kind: events.NotifyPropChange,
+				CallBack: "http://10.0.0.1:1", Expires: t0.Add(time.Hour), SubscriberUser: ben, Watcher: ben}
+		}
+		if err := h.ApplyFacts([]SeqFact{{Seq: 1, Fact: watch("n1", 1)}}); err != nil {
+			t.Fatal(err)
+		}
+		if next, err := h.NextID(); err != nil || next != 2 {
+			t.Fatalf("next id %d (%v), want 2", next, err)
+		}
+		if cached {
+			if n, err := h.CountWatching(key, 0, nil); err != nil || n != 1 {
+				t.Fatalf("count %d (%v), want 1", n, err)
+			}
+		}
+		over := NewOverlay(h)
+		if err := over.Apply(2, watch("n2", 2)); err != nil { // in flight
+			t.Fatal(err)
+		}
+		got, err := -1, error(nil)
+		h.afterCommit = func() { got, err = over.CountWatching(key, 0, nil) }
+		if err := h.ApplyFacts([]SeqFact{{Seq: 2, Fact: watch("n2", 2)}}); err != nil {
+			t.Fatal(err)
+		}
+		h.afterCommit = nil
+		if err != nil || got != 2 {
+			t.Errorf("cached %v: watches counted while their batch is committed: %d (%v), want 2", cached, got, err)
+		}
+		if n, err := over.CountWatching(key, 0, nil); err != nil || n != 2 {
+			t.Errorf("cached %v: watches counted once committed: %d (%v), want 2", cached, n, err)
+		}
+		sameWatching(t, h)
 	}
 }
 
