@@ -1077,6 +1077,8 @@ func cmdVerify(ctx context.Context, g global, home string, stderr io.Writer) err
 		if len(homes) == 0 {
 			return errors.New("no home server has a fact stream here: no home node has run yet (rvpctl status)")
 		}
+	} else if err := verifiableHome(ctx, js, home); err != nil {
+		return err
 	}
 	owned := ownedHomes(ctx, js)
 	type row struct {
@@ -1179,6 +1181,35 @@ func verifiableHomes(ctx context.Context, js jetstream.JetStream) ([]string, err
 		}
 	}
 	return out, nil
+}
+
+// verifiableHome refuses, at once, a home server no node can verify: one
+// deleted from the directory, or one neither the directory nor a fact
+// stream knows (a typo), rather than waiting verifyWait for a node that
+// will never start. It knows that only in a deployment of one JetStream
+// domain; at a site (another site's home server is verified through its
+// node, its streams elsewhere) and when the directory cannot be read,
+// the node is asked as before.
+func verifiableHome(ctx context.Context, js jetstream.JetStream, home string) error {
+	acct, err := js.AccountInfo(ctx)
+	if err != nil || acct.Domain != "" {
+		return nil
+	}
+	dir, err := js.Stream(ctx, events.StreamDirectory)
+	if err != nil {
+		return nil
+	}
+	m, err := dir.GetLastMsgForSubject(ctx, events.HomeServerSubject(home))
+	switch {
+	case err == nil && m.Header.Get(events.HeaderType) == events.TypeHomeServerDeleted:
+		return fmt.Errorf("home server %s was deleted: no node serves it to verify (its facts stay for rvpctl audit); rvpctl home list shows the home servers there are", home)
+	case err == nil, !errors.Is(err, jetstream.ErrMsgNotFound):
+		return nil
+	}
+	if _, err := js.Stream(ctx, events.FactStream(home)); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	return fmt.Errorf("home server %s does not exist: rvpctl home list shows the home servers there are", home)
 }
 
 // homeOfStream returns the home server whose fact stream is name.

@@ -160,3 +160,37 @@ func TestVerifyEveryHomeServer(t *testing.T) {
 		t.Errorf("verify -json: projections by home server %v, want two (home, directory) each of home1 and home2\n%s", homes, out.String())
 	}
 }
+
+// TestVerifyUnknownHomeServer: rvpctl verify -home H for a home server
+// the directory does not have, nor any fact stream (a typo, or one
+// deleted), says so at once, naming where the home servers are listed;
+// it used to wait verifyWait for its node to start, then fail with "no
+// responders available for request (is it running?)". One the directory
+// has, whose node has not started yet, is still waited for.
+func TestVerifyUnknownHomeServer(t *testing.T) {
+	url, js := startJetStream(t) // home1's fact stream, the directory
+	publishEvent(t, js, events.HomeServerSubject("home1"), "", &events.HomeServerCreated{Name: "home1", Host: "home1.example.test", HostsUsers: true}, nil)
+	publishEvent(t, js, events.HomeServerSubject("home3"), "", &events.HomeServerCreated{Name: "home3", Host: "home3.example.test", HostsUsers: true}, nil)
+	publishEvent(t, js, events.HomeServerSubject("home3"), "", &events.HomeServerDeleted{Name: "home3"}, nil)
+	lookup := func(k string) (string, bool) { return url, k == "RVPCTL_NATS" }
+	for home, want := range map[string]string{
+		"home2": "home server home2 does not exist",
+		"home3": "home server home3 was deleted",
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		var out, errOut bytes.Buffer
+		start := time.Now()
+		err := exec(ctx, []string{"verify", "-home", home}, lookup, strings.NewReader(""), &out, &errOut)
+		took := time.Since(start)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "rvpctl home list") {
+			t.Errorf("verify -home %s: %v; want an error saying %q and naming rvpctl home list\n%s", home, err, want, errOut.String())
+		}
+		if took > verifyWait/3 {
+			t.Errorf("verify -home %s took %s: it waited for the node of a home server that does not exist", home, took)
+		}
+		if strings.Contains(errOut.String(), "waiting up to") {
+			t.Errorf("verify -home %s says it waits for a node: %q", home, errOut.String())
+		}
+	}
+}
