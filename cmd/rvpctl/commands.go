@@ -77,6 +77,10 @@ func cmdStatus(ctx context.Context, e *env, _ []string) error {
 		Pending     uint64 `json:"pending"`
 		AckPending  int    `json:"ack_pending"`
 		Redelivered int    `json:"redelivered"`
+		// Ephemeral: an ordered consumer of a reader (a node's
+		// projection, an rvpctl audit, presence or verify), gone once
+		// inactive; counted in one row of the table, not listed.
+		Ephemeral bool `json:"ephemeral,omitempty"`
 	}
 	type stream struct {
 		Name      string     `json:"name"`
@@ -134,15 +138,12 @@ func cmdStatus(ctx context.Context, e *env, _ []string) error {
 		if info.Cluster != nil {
 			s.Leader = info.Cluster.Leader
 		}
-		names := st.ConsumerNames(ctx)
-		for cn := range names.Name() {
-			c, err := st.Consumer(ctx, cn)
-			if err != nil {
-				continue
-			}
-			ci := c.CachedInfo()
-			s.Consumers = append(s.Consumers, consumer{Name: cn, Pending: ci.NumPending, AckPending: ci.NumAckPending, Redelivered: ci.NumRedelivered})
+		infos := st.ListConsumers(ctx)
+		for ci := range infos.Info() {
+			s.Consumers = append(s.Consumers, consumer{Name: ci.Name, Pending: ci.NumPending, AckPending: ci.NumAckPending, Redelivered: ci.NumRedelivered,
+				Ephemeral: ci.Config.Durable == ""})
 		}
+		slices.SortFunc(s.Consumers, func(a, b consumer) int { return strings.Compare(a.Name, b.Name) })
 		if g.json {
 			if err := printJSON(g.out, s); err != nil {
 				return err
@@ -158,14 +159,28 @@ func cmdStatus(ctx context.Context, e *env, _ []string) error {
 			replicas += " (leader " + s.Leader + ")"
 		}
 		row := []string{s.Name, replicas, fmt.Sprint(s.Messages), fmt.Sprint(s.Bytes), fmt.Sprint(s.LastSeq), last}
-		if len(s.Consumers) == 0 {
+		// The durable consumers are listed (home_<home>: a home
+		// server's backlog); the ephemeral readers counted.
+		var cells [][]string
+		readers := 0
+		for _, c := range s.Consumers {
+			if c.Ephemeral {
+				readers++
+				continue
+			}
+			cells = append(cells, []string{c.Name, fmt.Sprint(c.Pending), fmt.Sprint(c.AckPending), fmt.Sprint(c.Redelivered)})
+		}
+		if readers > 0 {
+			cells = append(cells, []string{fmt.Sprintf("(%d ephemeral %s)", readers, plural(readers, "reader")), "", "", ""})
+		}
+		if len(cells) == 0 {
 			rows = append(rows, append(row, "", "", "", ""))
 		}
-		for i, c := range s.Consumers {
+		for i, c := range cells {
 			if i > 0 {
 				row = []string{"", "", "", "", "", ""}
 			}
-			rows = append(rows, append(row, c.Name, fmt.Sprint(c.Pending), fmt.Sprint(c.AckPending), fmt.Sprint(c.Redelivered)))
+			rows = append(rows, append(row, c...))
 		}
 	}
 	if !g.json {

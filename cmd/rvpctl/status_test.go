@@ -310,3 +310,72 @@ func TestStatusStreamNotFound(t *testing.T) {
 		t.Errorf("status without the lookups stream does not show the others:\n%s", out.String())
 	}
 }
+
+// TestStatusEphemeralConsumers: the consumers an operator reads in rvpctl
+// status are the durable ones (home_<home>, whose PENDING is a home
+// server's backlog; the routers'). The ordered consumers that nodes'
+// projections and every rvpctl audit, presence and verify make are
+// counted in one row per stream, not listed: in a drill on a 3-server
+// cluster, a few minutes of rvpctl presence and audit left 50 of them on
+// one fact stream (they linger until their inactivity threshold), and
+// home_home2's row was lost among them. -json lists every one.
+func TestStatusEphemeralConsumers(t *testing.T) {
+	url, js := startJetStream(t) // home1's fact stream, the directory
+	ctx := context.Background()
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: events.StreamRequests, Subjects: []string{events.RequestRoot + ".>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: events.StreamLookups, Subjects: []string{events.LookupRoot + ".>"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "home_home1", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	facts, err := js.Stream(ctx, events.FactStream("home1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var readers []string
+	for range 5 {
+		c, err := facts.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		readers = append(readers, c.CachedInfo().Name)
+	}
+	lookup := func(k string) (string, bool) { return url, k == "RVPCTL_NATS" }
+	var out, errOut bytes.Buffer
+	if err := exec(ctx, []string{"status"}, lookup, strings.NewReader(""), &out, &errOut); err != nil {
+		t.Fatalf("status: %v\n%s", err, errOut.String())
+	}
+	if !regexp.MustCompile(`(?m)^` + events.StreamRequests + ` .* home_home1 +0 +0 +0$`).MatchString(out.String()) {
+		t.Errorf("status does not show home_home1 on the requests stream's row:\n%s", out.String())
+	}
+	if !regexp.MustCompile(`(?m)^ +\(2 ephemeral readers\)`).MatchString(out.String()) {
+		t.Errorf("status does not count the requests stream's 2 ephemeral readers in a row:\n%s", out.String())
+	}
+	if !regexp.MustCompile(`(?m)^` + events.FactStream("home1") + ` .* \(5 ephemeral readers\)`).MatchString(out.String()) {
+		t.Errorf("status does not count home1's fact stream's 5 ephemeral readers in its row:\n%s", out.String())
+	}
+	for _, r := range readers {
+		if strings.Contains(out.String(), r) {
+			t.Errorf("status lists the ephemeral reader %s:\n%s", r, out.String())
+		}
+	}
+
+	out.Reset()
+	if err := exec(ctx, []string{"-json", "status"}, lookup, strings.NewReader(""), &out, &errOut); err != nil {
+		t.Fatalf("status -json: %v\n%s", err, errOut.String())
+	}
+	for _, r := range append(readers, "home_home1") {
+		if !strings.Contains(out.String(), `"name":"`+r+`"`) {
+			t.Errorf("status -json does not list consumer %s:\n%s", r, out.String())
+		}
+	}
+}
