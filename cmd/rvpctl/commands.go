@@ -66,6 +66,12 @@ func commands() []command {
 }
 
 func cmdStatus(ctx context.Context, e *env, _ []string) error {
+	return unanswered(status(ctx, e))
+}
+
+// status is rvpctl status: every stream with its consumers, then who owns
+// each home server.
+func status(ctx context.Context, e *env) error {
 	g := e.global
 	nc, js, err := connect(g)
 	if err != nil {
@@ -108,6 +114,7 @@ func cmdStatus(ctx context.Context, e *env, _ []string) error {
 	// what the operator looks at meanwhile.
 	// One that does not exist is said so: no NATS server to start.
 	var unreadable, missing []string
+	var offline, leaderless bool // why streams could not be read: an error, or no answer
 	for _, name := range slices.Concat(reqStreams, factStreams, []string{events.StreamDirectory, events.StreamLookups}) {
 		st, err := js.Stream(ctx, name)
 		var info *jetstream.StreamInfo
@@ -120,6 +127,11 @@ func cmdStatus(ctx context.Context, e *env, _ []string) error {
 				missing, state = append(missing, name), "DOES NOT EXIST (below)"
 			} else {
 				unreadable = append(unreadable, fmt.Sprintf("%s (%v)", name, err))
+				if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+					leaderless = true
+				} else {
+					offline = true
+				}
 			}
 			if g.json {
 				if err := printJSON(g.out, stream{Name: name, Error: err.Error()}); err != nil {
@@ -192,8 +204,16 @@ func cmdStatus(ctx context.Context, e *env, _ []string) error {
 	}
 	var errs []error
 	if len(unreadable) > 0 {
-		errs = append(errs, fmt.Errorf("%d %s could not be read: %s; a stream is offline while none of the NATS servers holding it runs: start them",
-			len(unreadable), plural(len(unreadable), "stream"), strings.Join(unreadable, ", ")))
+		var why []string
+		if offline {
+			why = append(why, "a stream is offline while none of the NATS servers holding it runs: start them")
+		}
+		if leaderless {
+			why = append(why, "one unanswered has no leader: for up to 10 s after a NATS server that led it stopped (run it again), "+
+				"for good while most of the servers holding it are down (start them)")
+		}
+		errs = append(errs, fmt.Errorf("%d %s could not be read: %s; %s",
+			len(unreadable), plural(len(unreadable), "stream"), strings.Join(unreadable, ", "), strings.Join(why, "; ")))
 	}
 	if len(missing) > 0 {
 		verb := "does"
@@ -204,6 +224,17 @@ func cmdStatus(ctx context.Context, e *env, _ []string) error {
 			plural(len(missing), "stream"), strings.Join(missing, ", "), verb, g.nats))
 	}
 	return errors.Join(errs...)
+}
+
+// unanswered says, of a JetStream request of rvpctl's that the NATS
+// servers left unanswered (no meta leader to answer it), why that is and
+// what to do; other errors are returned as they are.
+func unanswered(err error) error {
+	if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
+		return err
+	}
+	return fmt.Errorf("%w: the NATS servers answer no JetStream request: fewer than two of a site's three run (no quorum: start them), "+
+		"or one stopped moments ago and they are electing a leader (run it again in 10 s); docs/operations.md, \"A NATS server died\"", err)
 }
 
 // requestStreams returns the names of the requests streams: the shared

@@ -90,3 +90,41 @@ func TestStreamOffline(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusNoQuorum: with two of a site's three NATS servers down (no
+// meta leader, no stream leader) rvpctl status answered only "list fact
+// streams: context deadline exceeded", which says neither what is wrong
+// nor what to do (docs/operations.md, "A NATS server died"). It now says
+// the servers answer no JetStream request, the two causes (no quorum:
+// start them; a leader being elected: run it again) and where the
+// runbook is.
+func TestStatusNoQuorum(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs three NATS servers")
+	}
+	c := testcluster.StartNATSCluster(t, testcluster.NATSClusterOptions{})
+	nc, err := nats.Connect(c.URLs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for name, subj := range map[string]string{events.FactStream("home1"): events.FactFilter("home1"), events.StreamDirectory: events.DirectoryFilter} {
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj}, Replicas: 3}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.WaitReady(js, events.FactStream("home1"), events.StreamDirectory)
+	c.Servers[1].Kill()
+	c.Servers[2].Kill()
+	_, _, err = auditRun(c.URLs(), "status")
+	for _, want := range []string{"answer no JetStream request", "fewer than two of a site's three", "start them", "run it again", "A NATS server died"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("status with two of three NATS servers down: %v; want it to say %q", err, want)
+		}
+	}
+}
