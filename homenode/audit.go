@@ -2,12 +2,14 @@ package homenode
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
@@ -47,12 +49,58 @@ type Watch struct {
 }
 
 // presenceResetAttempts is how many times PresenceAt's ordered consumer
-// is created for a read (each Next creates it anew) before the read
+// is created for a read (each fetch creates it anew) before the read
 // fails, 1 s then 2 s apart: within the console page's 5 s when the
 // stream is gone, long enough for a stream's new leader. Unbounded (the
 // client's default), a read of a stream deleted or offline since the
 // report began never returned, nor heeded ctx.
 const presenceResetAttempts = 3
+
+// presenceFetchWait is how long PresenceAt asks again for facts it knows
+// are there while none come: a consumer just made in a cluster is not
+// known yet on every server (its interest crosses the routes after it is
+// made), and a pull request sent at once finds no responder.
+const presenceFetchWait = 5 * time.Second
+
+// fetchAll calls fn with the next n messages of cons, fetched in batches
+// (an ordered consumer is made afresh for each fetch: one message a
+// fetch made a consumer a message). A fetch that finds no responder, or
+// no message, is made again for up to presenceFetchWait.
+func fetchAll(ctx context.Context, cons jetstream.Consumer, n uint64, fn func(jetstream.Msg) error) error {
+	read := uint64(0)
+	for deadline := time.Now().Add(presenceFetchWait); read < n; {
+		batch, err := cons.FetchNoWait(int(min(n-read, 512)))
+		if err != nil && !errors.Is(err, nats.ErrNoResponders) {
+			return fmt.Errorf("%d of %d read: %w", read, n, err)
+		}
+		got := 0
+		if err == nil {
+			for m := range batch.Messages() {
+				got++
+				if err := fn(m); err != nil {
+					return err
+				}
+			}
+			if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrNoResponders) {
+				return fmt.Errorf("%d of %d read: %w", read+uint64(got), n, err)
+			}
+		}
+		read += uint64(got)
+		if got > 0 {
+			deadline = time.Now().Add(presenceFetchWait)
+			continue
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d read, then none came for %s", read, n, presenceFetchWait)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
+}
 
 // PresenceAt folds u's facts decided up to at (by the time each carries)
 // into a fresh projection and reports u's presence then. A user's facts
@@ -86,26 +134,24 @@ func PresenceAt(ctx context.Context, js jetstream.JetStream, u events.User, at t
 			return nil, fmt.Errorf("read the facts of %s in %s: %w", u, name, err)
 		}
 		var facts []fact
-		for range info.NumPending {
-			m, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
-			if err != nil {
-				return nil, fmt.Errorf("read the facts of %s in %s: %w", u, name, err)
-			}
+		err = fetchAll(ctx, cons, info.NumPending, func(m jetstream.Msg) error {
 			md, err := m.Metadata()
 			if err != nil {
-				return nil, err
+				return err
 			}
 			typ := m.Headers().Get(events.HeaderType)
 			ev, err := events.Decode(typ, m.Data())
 			if err != nil {
-				return nil, fmt.Errorf("%s seq %d: %w", name, md.Sequence.Stream, err)
+				return fmt.Errorf("%s seq %d: %w", name, md.Sequence.Stream, err)
 			}
-			f, ok := ev.(events.Fact)
-			if !ok || f.Metadata().At.After(at) {
-				continue
+			if f, ok := ev.(events.Fact); ok && !f.Metadata().At.After(at) {
+				facts = append(facts, fact{home: home, at: f.Metadata().At,
+					msg: projections.Msg{Seq: md.Sequence.Stream, Subject: m.Subject(), Type: typ, Data: m.Data(), Time: md.Timestamp}})
 			}
-			facts = append(facts, fact{home: home, at: f.Metadata().At,
-				msg: projections.Msg{Seq: md.Sequence.Stream, Subject: m.Subject(), Type: typ, Data: m.Data(), Time: md.Timestamp}})
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("read the facts of %s in %s: %w", u, name, err)
 		}
 		if len(facts) > 0 {
 			lists = append(lists, facts)

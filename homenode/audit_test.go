@@ -46,9 +46,9 @@ func (c *deletingConsumer) Next(opts ...jetstream.FetchOpt) (jetstream.Msg, erro
 }
 
 // TestPresenceAtStreamDeletedMidway: a fact stream deleted while
-// PresenceAt reads a user's facts from it (after the first) fails the
-// report within seconds, naming the user and the stream. Before, it
-// never returned: each Next of the ordered consumer creates it anew,
+// PresenceAt reads a user's facts from it (after the first batch) fails
+// the report within seconds, naming the user and the stream. Before, it
+// never returned: each fetch of the ordered consumer creates it anew,
 // retried without bound and heeding no context; rvpctl presence-at and
 // the console's user page (its 5 s included) waited for ever.
 func TestPresenceAtStreamDeletedMidway(t *testing.T) {
@@ -59,7 +59,7 @@ func TestPresenceAtStreamDeletedMidway(t *testing.T) {
 		t.Fatal(err)
 	}
 	bob := events.NewUser("example.test", "bob")
-	const n = 10
+	const n = 600 // more than one batch
 	for i := range n {
 		body, err := events.Encode(&events.ViewSet{Meta: events.Meta{At: time.Now()}, Node: bob, ID: int32(i + 1), Value: "online"})
 		if err != nil {
