@@ -270,8 +270,19 @@ func (c *console) readTail(ctx context.Context, stream string, cfg jetstream.Ord
 		return nil, err
 	}
 	var out []auditEvent
+	// A fetch that finds no responder is made again for a while: each
+	// fetch makes the ordered consumer afresh, and one just made is not
+	// known yet on every server of a cluster (its interest crosses the
+	// routes after it is made).
+	deadline := time.Now().Add(consoleFetchWait)
 	for {
 		batch, err := cons.FetchNoWait(256)
+		if errors.Is(err, nats.ErrNoResponders) && time.Now().Before(deadline) {
+			if err := pause(ctx, 50*time.Millisecond); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -288,12 +299,33 @@ func (c *console) readTail(ctx context.Context, stream string, cfg jetstream.Ord
 			}
 			done = done || md.Sequence.Stream >= last
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+		err = batch.Error()
+		if got == 0 && errors.Is(err, nats.ErrNoResponders) && time.Now().Before(deadline) {
+			if err := pause(ctx, 50*time.Millisecond); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if err != nil && !errors.Is(err, nats.ErrTimeout) {
 			return nil, err
 		}
 		if got == 0 || done {
 			return out, nil
 		}
+	}
+}
+
+// consoleFetchWait is how long the console's audit asks again while a
+// fetch finds no responder (readTail): within the page's pageTimeout.
+const consoleFetchWait = 2 * time.Second
+
+// pause waits d, or until ctx ends.
+func pause(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
 	}
 }
 
