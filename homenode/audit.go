@@ -69,24 +69,17 @@ const presenceFetchWait = 5 * time.Second
 func fetchAll(ctx context.Context, cons jetstream.Consumer, n uint64, fn func(jetstream.Msg) error) error {
 	read := uint64(0)
 	for deadline := time.Now().Add(presenceFetchWait); read < n; {
-		batch, err := cons.FetchNoWait(int(min(n-read, 512)))
+		msgs, err := projections.Fetch(ctx, time.Until(deadline), func() (jetstream.MessageBatch, error) { return cons.FetchNoWait(int(min(n-read, 512))) })
+		for _, m := range msgs {
+			if err := fn(m); err != nil {
+				return err
+			}
+		}
+		read += uint64(len(msgs))
 		if err != nil && !errors.Is(err, nats.ErrNoResponders) {
 			return fmt.Errorf("%d of %d read: %w", read, n, err)
 		}
-		got := 0
-		if err == nil {
-			for m := range batch.Messages() {
-				got++
-				if err := fn(m); err != nil {
-					return err
-				}
-			}
-			if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrNoResponders) {
-				return fmt.Errorf("%d of %d read: %w", read+uint64(got), n, err)
-			}
-		}
-		read += uint64(got)
-		if got > 0 {
+		if len(msgs) > 0 {
 			deadline = time.Now().Add(presenceFetchWait)
 			continue
 		}

@@ -158,12 +158,14 @@ func MigrateFacts(ctx context.Context, js jetstream.JetStream, o StreamOptions, 
 		last = 0
 	}
 	for seq := uint64(0); seq < last; {
-		batch, err := cons.Fetch(int(min(512, last-seq)), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
+		msgs, err := Fetch(ctx, 5*time.Second, func() (jetstream.MessageBatch, error) {
+			return cons.Fetch(int(min(512, last-seq)), jetstream.FetchMaxWait(5*time.Second))
+		})
+		if err != nil && len(msgs) == 0 && !errors.Is(err, nats.ErrTimeout) {
 			return copied, fmt.Errorf("read stream %s after sequence %d: %w; run the migration again once it is available (it resumes where it stopped)", events.StreamLegacyFacts, seq, err)
 		}
 		n := 0
-		for m := range batch.Messages() {
+		for _, m := range msgs {
 			n++
 			md, err := m.Metadata()
 			if err != nil {
@@ -208,7 +210,7 @@ func MigrateFacts(ctx context.Context, js jetstream.JetStream, o StreamOptions, 
 			c.done = seq
 			copied++
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+		if err != nil && !errors.Is(err, nats.ErrTimeout) {
 			return copied, fmt.Errorf("read stream %s: %w", events.StreamLegacyFacts, err)
 		}
 		if err := wait(); err != nil {

@@ -217,3 +217,32 @@ func ackSequences(reply string) (sseq, dseq uint64, ok bool) {
 	d, err2 := strconv.ParseUint(reply[dots[2]+1:dots[1]], 10, 64)
 	return s, d, err1 == nil && err2 == nil
 }
+
+// Fetch returns the messages of the batch fetch gets (an ordered
+// consumer's FetchNoWait or Fetch) and the batch's error; while a fetch
+// finds no responder and brings nothing, it is made again, for up to
+// wait. Each fetch of an ordered consumer makes the consumer afresh
+// (nats.go v1.55), and one just made is not known yet on every server of
+// a cluster: its interest crosses the routes after it is made, and a pull
+// request sent at once is answered "no responders" now and then.
+func Fetch(ctx context.Context, wait time.Duration, fetch func() (jetstream.MessageBatch, error)) ([]jetstream.Msg, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		var msgs []jetstream.Msg
+		batch, err := fetch()
+		if err == nil {
+			for m := range batch.Messages() {
+				msgs = append(msgs, m)
+			}
+			err = batch.Error()
+		}
+		if len(msgs) > 0 || !errors.Is(err, nats.ErrNoResponders) || !time.Now().Before(deadline) {
+			return msgs, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

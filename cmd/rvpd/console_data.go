@@ -270,25 +270,13 @@ func (c *console) readTail(ctx context.Context, stream string, cfg jetstream.Ord
 		return nil, err
 	}
 	var out []auditEvent
-	// A fetch that finds no responder is made again for a while: each
-	// fetch makes the ordered consumer afresh, and one just made is not
-	// known yet on every server of a cluster (its interest crosses the
-	// routes after it is made).
-	deadline := time.Now().Add(consoleFetchWait)
 	for {
-		batch, err := cons.FetchNoWait(256)
-		if errors.Is(err, nats.ErrNoResponders) && time.Now().Before(deadline) {
-			if err := pause(ctx, 50*time.Millisecond); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		if err != nil {
+		msgs, err := projections.Fetch(ctx, consoleFetchWait, func() (jetstream.MessageBatch, error) { return cons.FetchNoWait(256) })
+		if err != nil && !errors.Is(err, nats.ErrTimeout) {
 			return nil, err
 		}
-		got, done := 0, false
-		for m := range batch.Messages() {
-			got++
+		done := false
+		for _, m := range msgs {
 			md, err := m.Metadata()
 			if err != nil {
 				continue
@@ -299,35 +287,16 @@ func (c *console) readTail(ctx context.Context, stream string, cfg jetstream.Ord
 			}
 			done = done || md.Sequence.Stream >= last
 		}
-		err = batch.Error()
-		if got == 0 && errors.Is(err, nats.ErrNoResponders) && time.Now().Before(deadline) {
-			if err := pause(ctx, 50*time.Millisecond); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		if err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return nil, err
-		}
-		if got == 0 || done {
+		if len(msgs) == 0 || done {
 			return out, nil
 		}
 	}
 }
 
 // consoleFetchWait is how long the console's audit asks again while a
-// fetch finds no responder (readTail): within the page's pageTimeout.
+// fetch finds no responder (projections.Fetch): within the page's
+// pageTimeout.
 const consoleFetchWait = 2 * time.Second
-
-// pause waits d, or until ctx ends.
-func pause(ctx context.Context, d time.Duration) error {
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(d):
-		return nil
-	}
-}
 
 func (c *console) auditEvent(stream string, m jetstream.Msg, md *jetstream.MsgMetadata) auditEvent {
 	typ := m.Headers().Get(events.HeaderType)
