@@ -380,7 +380,7 @@ func (a *Admin) ImportUsers(ctx context.Context, s ImportSpec, allowed func(doma
 			results[i].Error = fmt.Sprintf("enabled, but its password was not set: %v; set it with rvpctl password set %s", pwErrs[j], u)
 		case created[j]:
 		case err != nil:
-			results[i] = ImportResult{Outcome: ImportRefused, Error: fmt.Sprintf("not enabled: %v (import again: what was done stays done)", err)}
+			results[i] = ImportResult{Outcome: ImportRefused, Error: notImported(err)}
 		default:
 			results[i] = a.changedMeanwhile(ctx, todo[j].Spec)
 		}
@@ -449,4 +449,29 @@ func (a *Admin) fixedMeanwhile(ctx context.Context, s UserSpec) (bool, error) {
 		return false, err
 	}
 	return dom != nil && hs != nil, nil
+}
+
+// notImported says why a user of an import that stopped was not
+// enabled: the error it stopped at (which names the user it was
+// enabling then, not necessarily this one), and what to do.
+func notImported(err error) string {
+	if NoRoom(err) {
+		return fmt.Sprintf("not enabled: the import stopped, JetStream storage being full (%v); make room or raise the limit (docs/operations.md, \"Storage is filling\"), then import again: what was done stays done", err)
+	}
+	return fmt.Sprintf("not enabled: the import stopped (%v); import again: what was done stays done", err)
+}
+
+// NoRoom reports whether err is JetStream refusing a write for want of
+// storage: the account's limit (10002), the servers' (10023), or the
+// file or memory store's (10047, 10028).
+func NoRoom(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	switch apiErr.ErrorCode {
+	case 10002, 10023, 10047, 10028:
+		return true
+	}
+	return false
 }

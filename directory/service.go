@@ -367,6 +367,8 @@ func (s *Service) handle(req *Request) Response {
 			code = CodeNotFound
 		case errors.Is(err, errForbidden):
 			code = CodeForbidden
+		case NoRoom(err):
+			return fail(CodeInternal, "%v: JetStream storage is full; make room or raise the limit (docs/operations.md, \"Storage is filling\"), then try again", err)
 		}
 		return fail(code, "%v", err)
 	}
