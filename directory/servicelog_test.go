@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
 )
@@ -27,20 +29,7 @@ func TestServiceLogsChanges(t *testing.T) {
 	if err := a.CreateAdmin(ctx, "admin", events.RoleOrganization, nil, v); err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedLog{}
-	svc := &directory.Service{Admin: a, Conn: f.js.Conn(), Logger: slog.New(slog.NewTextHandler(logs, nil))}
-	if err := svc.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(sctx) }()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("directory service: %v", err)
-		}
-	})
+	logs := startService(t, a, f.js.Conn())
 
 	c := &directory.Client{Conn: f.js.Conn(), Name: "admin", Password: "org-admin-pw-1"}
 	if _, err := c.Whoami(ctx); err != nil {
@@ -61,6 +50,27 @@ func TestServiceLogsChanges(t *testing.T) {
 			t.Errorf("a read (%s) is logged among the changes:\n%s", read, out)
 		}
 	}
+}
+
+// startService runs a directory service of a on nc until the test ends,
+// and returns its log.
+func startService(t *testing.T, a *directory.Admin, nc *nats.Conn) *lockedLog {
+	t.Helper()
+	logs := &lockedLog{}
+	svc := &directory.Service{Admin: a, Conn: nc, Logger: slog.New(slog.NewTextHandler(logs, nil))}
+	if err := svc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(sctx) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("directory service: %v", err)
+		}
+	})
+	return logs
 }
 
 // lockedLog is a log writer safe for the service's goroutines.

@@ -1,9 +1,7 @@
 package directory_test
 
 import (
-	"context"
 	"encoding/json"
-	"log/slog"
 	"os"
 	"strings"
 	"testing"
@@ -33,20 +31,7 @@ func TestServiceRecordsWhereFrom(t *testing.T) {
 	if err := a.CreateAdmin(ctx, "admin", events.RoleOrganization, nil, v); err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedLog{}
-	svc := &directory.Service{Admin: a, Conn: f.js.Conn(), Logger: slog.New(slog.NewTextHandler(logs, nil))}
-	if err := svc.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(sctx) }()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("directory service: %v", err)
-		}
-	})
+	logs := startService(t, a, f.js.Conn())
 
 	// rvpctl's way in: a connection of its own, over TCP.
 	nc, err := nats.Connect(f.ns.ClientURL())

@@ -317,6 +317,19 @@ func (c *NATSCluster) Connect(name string) *nats.Conn {
 	return nc
 }
 
+// JetStream connects to the cluster as Connect does and returns a
+// JetStream client on the connection, which is closed when the test ends.
+func (c *NATSCluster) JetStream(name string) jetstream.JetStream {
+	c.t.Helper()
+	nc := c.Connect(name)
+	c.t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		c.t.Fatalf("JetStream on the NATS cluster: %v", err)
+	}
+	return js
+}
+
 // Server returns the server named name, or nil.
 func (c *NATSCluster) Server(name string) *NATSServer {
 	for _, s := range c.Servers {

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
@@ -26,15 +25,7 @@ func TestStreamOffline(t *testing.T) {
 		t.Skip("runs three NATS servers")
 	}
 	c := testcluster.StartNATSCluster(t, testcluster.NATSClusterOptions{})
-	nc, err := nats.Connect(c.URLs())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := c.JetStream("test")
 	ctx := context.Background()
 	create := func(h string) *testcluster.NATSServer {
 		t.Helper()
@@ -103,15 +94,7 @@ func TestStatusNoQuorum(t *testing.T) {
 		t.Skip("runs three NATS servers")
 	}
 	c := testcluster.StartNATSCluster(t, testcluster.NATSClusterOptions{})
-	nc, err := nats.Connect(c.URLs())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := c.JetStream("test")
 	ctx := context.Background()
 	for name, subj := range map[string]string{events.FactStream("home1"): events.FactFilter("home1"), events.StreamDirectory: events.DirectoryFilter} {
 		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj}, Replicas: 3}); err != nil {
@@ -121,7 +104,7 @@ func TestStatusNoQuorum(t *testing.T) {
 	c.WaitReady(js, events.FactStream("home1"), events.StreamDirectory)
 	c.Servers[1].Kill()
 	c.Servers[2].Kill()
-	_, _, err = auditRun(c.URLs(), "status")
+	_, _, err := auditRun(c.URLs(), "status")
 	for _, want := range []string{"answer no JetStream request", "fewer than two of a site's three", "start them", "run it again", "A NATS server died"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("status with two of three NATS servers down: %v; want it to say %q", err, want)

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
@@ -27,15 +26,7 @@ func TestPresenceOnACluster(t *testing.T) {
 		t.Skip("runs three NATS servers")
 	}
 	c := testcluster.StartNATSCluster(t, testcluster.NATSClusterOptions{})
-	nc, err := nats.Connect(c.URLs())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := c.JetStream("test")
 	ctx := t.Context()
 	if err := projections.EnsureStreams(ctx, js, projections.StreamOptions{Replicas: 3}); err != nil {
 		t.Fatal(err)

@@ -25,15 +25,7 @@ func TestConsoleAuditOnACluster(t *testing.T) {
 		t.Skip("runs three NATS servers")
 	}
 	c := testcluster.StartNATSCluster(t, testcluster.NATSClusterOptions{})
-	nc, err := nats.Connect(c.URLs())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := c.JetStream("console")
 	ctx := t.Context()
 	if err := projections.EnsureStreams(ctx, js, projections.StreamOptions{Replicas: 3}); err != nil {
 		t.Fatal(err)
@@ -57,7 +49,7 @@ func TestConsoleAuditOnACluster(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	con, err := newConsole(nc, js, nil, nil, discardLogger(), prometheus.NewRegistry())
+	con, err := newConsole(js.Conn(), js, nil, nil, discardLogger(), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
