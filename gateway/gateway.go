@@ -53,6 +53,11 @@ type Config struct {
 	// dropped, nothing closed) held each such request for the whole
 	// request timeout, until NATS's pings gave the connection up.
 	Sites interface{ Lost(site string) bool }
+	// Owners, when set, follows the home servers' ownership leases (Run
+	// it): a request for a home server of the gateway's site that no
+	// node owns, answered 504, says so in its line and its body, and
+	// Metrics export rvpd_home_owned from it.
+	Owners *Owners
 	// RequestTimeout bounds the wait for a home node's or router's reply,
 	// inside librvp's 30 s. Default DefaultRequestTimeout.
 	RequestTimeout time.Duration
@@ -727,7 +732,15 @@ func (g *Gateway) dispatch(ctx context.Context, subject, home, id string, deadli
 				return r, nil
 			default:
 			}
-			return nil, &unanswered{err: fmt.Errorf("no reply to %s: %w", ev.Type(), context.Cause(ctx)), site: lost()}
+			un := &unanswered{err: fmt.Errorf("no reply to %s: %w", ev.Type(), context.Cause(ctx)), site: lost()}
+			if home != "" && site == "" {
+				// Its lease is in the bucket this gateway follows.
+				if why := g.cfg.Owners.unowned(home, time.Now()); why != "" {
+					un.err = fmt.Errorf("%w; %s", un.err, why)
+					un.unowned = home
+				}
+			}
+			return nil, un
 		}
 	}
 }
@@ -811,6 +824,9 @@ func (g *Gateway) append(ctx context.Context, msg *nats.Msg, id string, remote b
 type unanswered struct {
 	err  error
 	site string
+	// unowned is the home server of the gateway's site the request was
+	// for when, as it was answered, no node owned it ("" otherwise).
+	unowned string
 }
 
 func (e *unanswered) Error() string { return e.err.Error() }
@@ -821,6 +837,9 @@ func (e *unanswered) explain(req *rvp.Request) string {
 	what := "no answer in time; the request may have been carried out all the same"
 	if e.site != "" {
 		what = fmt.Sprintf("site %s was lost while the request travelled to it; it may have been carried out there all the same", e.site)
+	}
+	if e.unowned != "" {
+		what = fmt.Sprintf("no answer in time: no node serves home server %s now; the request may have been carried out all the same", e.unowned)
 	}
 	if req != nil && req.Method == "NOTIFY" {
 		what += " (the message delivered)"

@@ -11,8 +11,8 @@ import (
 // Metrics are a gateway's Prometheus metrics. NewMetrics registers them
 // on the process's registry and Config.Metrics hands them to the gateway;
 // a nil *Metrics counts nothing. Labels never name a user or an address:
-// methods, statuses, reasons and the directory's router names, each a
-// small set.
+// methods, statuses, reasons and the directory's router and home server
+// names, each a small set.
 type Metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
@@ -63,6 +63,9 @@ var (
 		"Requests being answered.", nil, nil)
 	acceptingDesc = prometheus.NewDesc("rvpd_gateway_accepting",
 		"1 while the gateway accepts connections.", nil, nil)
+	homeOwnedDesc = prometheus.NewDesc("rvpd_home_owned",
+		"1 while some node holds a live lease of the home server, 0 while none does (lapsed, let go, never taken): its users' requests get no answer (504). As the gateway's watch of its site's lease bucket sees it, for the site's home servers that host users or have users enabled on them; not exported while the gateway's NATS connection is down.",
+		[]string{"home"}, nil)
 )
 
 // Describe implements prometheus.Collector for what is read at each scrape.
@@ -72,6 +75,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- connsDesc
 	ch <- inflightDesc
 	ch <- acceptingDesc
+	ch <- homeOwnedDesc
 }
 
 // Collect implements prometheus.Collector: the gateways' Stats (what
@@ -112,6 +116,27 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(connsDesc, prometheus.GaugeValue, conns)
 	ch <- prometheus.MustNewConstMetric(inflightDesc, prometheus.GaugeValue, inflight)
 	ch <- prometheus.MustNewConstMetric(acceptingDesc, prometheus.GaugeValue, accepting)
+	now := time.Now()
+	owned := map[string]float64{} // the most any gateway says
+	for _, g := range gws {
+		if g.cfg.Owners == nil {
+			continue
+		}
+		for _, home := range watched(g.cfg.Directory, g.cfg.Site) {
+			is, known, _ := g.cfg.Owners.owned(home, now)
+			if !known {
+				continue
+			}
+			v := 0.0
+			if is {
+				v = 1
+			}
+			owned[home] = max(owned[home], v)
+		}
+	}
+	for home, v := range owned {
+		ch <- prometheus.MustNewConstMetric(homeOwnedDesc, prometheus.GaugeValue, v, home)
+	}
 }
 
 func (m *Metrics) attach(g *Gateway) {

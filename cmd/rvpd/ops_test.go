@@ -230,6 +230,7 @@ func TestMetricsAfterSession(t *testing.T) {
 		{"rvpd_home_subscriptions", []string{"home=home1"}, 3}, // two logins, bob's watch
 		{"rvpd_home_notify_deliveries_total", []string{"home=home1", "result=delivered"}, 2},
 		{"rvpd_home_lease_owned", []string{"home=home1"}, 1},
+		{"rvpd_home_owned", []string{"home=home1"}, 1}, // the gateway's watch of the leases
 		{"rvpd_home_facts_in_flight", []string{"home=home1"}, 0},
 	} {
 		deadline := time.Now().Add(10 * time.Second)

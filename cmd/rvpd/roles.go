@@ -406,8 +406,12 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 			}
 			auth = creds
 		}
+		// The gateway follows its site's leases: rvpd_home_owned, and the
+		// 504 of a request for a home server no node owns says so.
+		owners := &gateway.Owners{JetStream: s.js, Logger: s.log.With("component", "gateway")}
+		actors = append(actors, owners.Run)
 		if gw, err = gateway.New(gateway.Config{
-			ID: s.gatewayID, JetStream: s.js, Conn: s.nc, Directory: s.dir, DevDomain: s.devDomain, Auth: auth,
+			ID: s.gatewayID, JetStream: s.js, Conn: s.nc, Directory: s.dir, DevDomain: s.devDomain, Auth: auth, Owners: owners,
 			Senders: s.flags.senders, CallBacks: callBacks, Own: own, Metrics: gateway.NewMetrics(o.reg), Site: s.streams.Site, Sites: s.site.lostSites(),
 			RequestTimeout: s.flags.requestTimeout, MaxConns: s.flags.maxConns, MaxConnsPerAddress: s.flags.maxConnsPerAddress,
 			Logger: s.log.With("component", "gateway"),
