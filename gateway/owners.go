@@ -35,9 +35,9 @@ type Owners struct {
 	Logger    *slog.Logger
 
 	mu      sync.Mutex
-	current bool      // the watch delivered the bucket's values and runs
-	since   time.Time // when it began to
-	ttl     time.Duration
+	current bool                 // the watch delivered the bucket's values and runs
+	since   time.Time            // when it began to
+	ttl     time.Duration        // the bucket's, read at most ttlEvery ago
 	leases  map[string]leaseSeen // by key (events.OwnerKey)
 }
 
@@ -55,6 +55,17 @@ const leaseReleased = "released:"
 // ownersRetry bounds the wait before a watch that failed or ended is
 // made again.
 const ownersRetry = 5 * time.Second
+
+// ttlEvery is how often a watch reads the bucket's TTL again: its TTL
+// (at least a second, at most a minute). The TTL may change under a
+// running watch (rvpd init -home.lease-ttl imposes its own on a bucket
+// the nodes made first), and NATS ages leases out by the new one.
+func ttlEvery(ttl time.Duration) time.Duration {
+	if ttl <= 0 {
+		return time.Minute
+	}
+	return min(max(ttl, time.Second), time.Minute)
+}
 
 // Run follows the lease bucket until ctx ends; it returns nil then. A
 // bucket not there yet (no node ever started), or a watch that fails or
@@ -105,18 +116,33 @@ func (o *Owners) watch(ctx context.Context, following func()) error {
 		return fmt.Errorf("watch home-server leases (KV bucket %s): %w", events.BucketOwners, err)
 	}
 	defer w.Stop()
+	ttl := st.TTL()
+	check := time.NewTimer(ttlEvery(ttl))
+	defer check.Stop()
 	initial := map[string]leaseSeen{}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-check.C:
+			// A failed read keeps the TTL known: owned says nothing
+			// while the connection is down.
+			sctx, cancel := context.WithTimeout(ctx, ownersRetry)
+			if st, err := kv.Status(sctx); err == nil {
+				ttl = st.TTL()
+				o.mu.Lock()
+				o.ttl = ttl
+				o.mu.Unlock()
+			}
+			cancel()
+			check.Reset(ttlEvery(ttl))
 		case e, ok := <-w.Updates():
 			if !ok {
 				return fmt.Errorf("watch of home-server leases (KV bucket %s) ended", events.BucketOwners)
 			}
 			if e == nil { // the bucket's values are all in
 				o.mu.Lock()
-				o.current, o.since, o.ttl, o.leases = true, time.Now(), st.TTL(), initial
+				o.current, o.since, o.ttl, o.leases = true, time.Now(), ttl, initial
 				o.mu.Unlock()
 				initial = nil
 				following()

@@ -248,3 +248,34 @@ func TestTimeoutNamesUnownedHomeServer(t *testing.T) {
 		t.Errorf("owned: logged %q, want one line not saying no node owns home1", lines)
 	}
 }
+
+// TestHomeOwnedFollowsTTLChange: the lease bucket's TTL changed while a
+// gateway follows it (rvpd init -home.lease-ttl on a cluster whose nodes
+// made the bucket first) is the one a lease is judged by. Before, the
+// gateway kept the TTL it read as its watch began: with the TTL raised
+// from 2 s to 60 s, a lease written 5 s ago (a node renewing every 20 s)
+// read as lapsed, rvpd_home_owned 0 and the 504s saying no node owns the
+// home server, while the node held it.
+func TestHomeOwnedFollowsTTLChange(t *testing.T) {
+	e := newEdge(t, NoAuth{})
+	reg := followLeases(t, e)
+	waitOwned(t, reg, "no node started", map[string]float64{"home1": 0})
+	if err := projections.EnsureStreams(t.Context(), e.js, projections.StreamOptions{LeaseTTL: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := e.js.KeyValue(t.Context(), events.BucketOwners)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Create(t.Context(), events.OwnerKey("home1"), []byte("n1")); err != nil {
+		t.Fatal(err)
+	}
+	waitOwned(t, reg, "lease taken", map[string]float64{"home1": 1})
+	var why string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) { // polling, with a deadline
+		if why = e.g.cfg.Owners.unowned("home1", time.Now().Add(5*time.Second)); why == "" {
+			return
+		}
+	}
+	t.Errorf("a lease written 5 s ago, the bucket's TTL 1 min: %q, want owned", why)
+}
