@@ -376,12 +376,48 @@ func (s *Service) handle(req *Request) Response {
 	if err != nil {
 		return fail(CodeInternal, "%v", err)
 	}
+	attrs := append([]any{"op", req.Op, "admin", adm.Name, "from", where}, what(req.Args)...)
 	if req.Op.reads() {
-		s.Logger.Debug("administrative request", "op", req.Op, "admin", adm.Name, "from", where)
+		s.Logger.Debug("administrative request", attrs...)
 	} else {
-		s.Logger.Info("administrative change", "op", req.Op, "admin", adm.Name, "from", where)
+		s.Logger.Info("administrative change", attrs...)
 	}
 	return Response{Result: data}
+}
+
+// what names what an administrative request is about, for its log line:
+// the user, the home server or router, the IM domain, and the choice an
+// operation makes (allow: home deny-users is home.allow-users with
+// allow false; role; mode), as its arguments give them; an import's
+// count of users. Nothing else is logged of the arguments (passwords'
+// verifiers among them).
+func what(args json.RawMessage) []any {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(args, &m) != nil {
+		return nil
+	}
+	var out []any
+	if raw, ok := m["user"]; ok {
+		var u events.User
+		if json.Unmarshal(raw, &u) == nil && !u.IsZero() {
+			out = append(out, "user", u.String())
+		}
+	}
+	for _, k := range []string{"name", "home", "domain", "role", "mode"} {
+		var v string
+		if raw, ok := m[k]; ok && json.Unmarshal(raw, &v) == nil && v != "" {
+			out = append(out, k, v)
+		}
+	}
+	var allow bool
+	if raw, ok := m["allow"]; ok && json.Unmarshal(raw, &allow) == nil {
+		out = append(out, "allow", allow)
+	}
+	var users []json.RawMessage
+	if raw, ok := m["users"]; ok && json.Unmarshal(raw, &users) == nil {
+		out = append(out, "users", len(users))
+	}
+	return out
 }
 
 // errForbidden is an operation its administrator's role allows refused

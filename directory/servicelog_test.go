@@ -15,7 +15,9 @@ import (
 )
 
 // TestServiceLogsChanges: the directory service logs each change an
-// administrator made ("administrative change", op and administrator), and
+// administrator made ("administrative change", op and administrator, and
+// what it was about: "home deny-users" was logged as op=home.allow-users
+// alone, the home server and the direction unsaid), and
 // not the reads (rvpctl home list, user show, whoami): an operator
 // reading the log for who changed what finds the changes alone.
 func TestServiceLogsChanges(t *testing.T) {
@@ -41,9 +43,19 @@ func TestServiceLogsChanges(t *testing.T) {
 	if err := c.CreateHomeServer(ctx, directory.HomeServerSpec{Name: "home2", Host: "imhome2.example.test", HostsUsers: true}); err != nil {
 		t.Fatal(err)
 	}
+	if err := c.AllowUsers(ctx, "home2", false); err != nil {
+		t.Fatal(err)
+	}
 	out := logs.String()
 	if !strings.Contains(out, `msg="administrative change" op=home.create admin=admin`) {
 		t.Errorf("the change is not logged:\n%s", out)
+	}
+	// What it was about: which home server, and (home deny-users being
+	// home.allow-users with allow false) which way.
+	for _, want := range []string{"op=home.create admin=admin from=\"host ", " name=home2", "op=home.allow-users admin=admin", " name=home2 allow=false"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the changes' log lines do not say %q:\n%s", want, out)
+		}
 	}
 	for _, read := range []string{"op=whoami", "op=home.list"} {
 		if strings.Contains(out, read) {
