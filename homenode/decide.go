@@ -160,6 +160,12 @@ func (c *core) makeRoom(d *decision, r *events.Req, subscriber string, watcher e
 	if err != nil || len(mine) < c.policy.MaxWatchesPerSubscriber {
 		return nil, err
 	}
+	return c.endLapsingFirst(d, r, mine, now), nil
+}
+
+// endLapsingFirst ends, replaced, the subscription of mine (not empty)
+// on r's node that lapses first, and returns it.
+func (c *core) endLapsingFirst(d *decision, r *events.Req, mine []projections.Subscription, now time.Time) *projections.Subscription {
 	first := &mine[0]
 	for i := range mine {
 		if mine[i].Expires.Before(first.Expires) {
@@ -167,7 +173,7 @@ func (c *core) makeRoom(d *decision, r *events.Req, subscriber string, watcher e
 		}
 	}
 	d.facts = append(d.facts, &events.SubscriptionEnded{Meta: c.meta(r, now), Node: r.Node, ID: first.ID, Reason: events.EndReplaced})
-	return first, nil
+	return first
 }
 
 // userFull bounds the property subscriptions a user of ours holds on
@@ -190,13 +196,7 @@ func (c *core) userFull(d *decision, r *events.Req, watcher events.User, now tim
 		return false, err
 	}
 	if len(mine) > 0 {
-		first := &mine[0]
-		for i := range mine {
-			if mine[i].Expires.Before(first.Expires) {
-				first = &mine[i]
-			}
-		}
-		d.facts = append(d.facts, &events.SubscriptionEnded{Meta: c.meta(r, now), Node: r.Node, ID: first.ID, Reason: events.EndReplaced})
+		c.endLapsingFirst(d, r, mine, now)
 		return false, nil
 	}
 	who := r.FromUser.String()
