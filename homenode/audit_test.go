@@ -3,7 +3,6 @@ package homenode
 import (
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -11,39 +10,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/testcluster/jsfault"
 )
-
-// deletingJetStream is a JetStream client whose ordered consumers on
-// stream delete it just before their read number at+1: the stream goes
-// away while a reader is midway through it.
-type deletingJetStream struct {
-	jetstream.JetStream
-	stream  string
-	at      int
-	once    sync.Once
-	deleted error
-}
-
-func (d *deletingJetStream) OrderedConsumer(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
-	c, err := d.JetStream.OrderedConsumer(ctx, stream, cfg)
-	if err != nil || stream != d.stream {
-		return c, err
-	}
-	return &deletingConsumer{Consumer: c, js: d}, nil
-}
-
-type deletingConsumer struct {
-	jetstream.Consumer
-	js    *deletingJetStream
-	reads int
-}
-
-func (c *deletingConsumer) Next(opts ...jetstream.FetchOpt) (jetstream.Msg, error) {
-	if c.reads++; c.reads > c.js.at {
-		c.js.once.Do(func() { c.js.deleted = c.js.JetStream.DeleteStream(context.Background(), c.js.stream) })
-	}
-	return c.Consumer.Next(opts...)
-}
 
 // TestPresenceAtStreamDeletedMidway: a fact stream deleted while
 // PresenceAt reads a user's facts from it (after the first batch) fails
@@ -72,7 +40,7 @@ func TestPresenceAtStreamDeletedMidway(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	djs := &deletingJetStream{JetStream: js, stream: stream, at: 1}
+	djs := &jsfault.DeletingJetStream{JetStream: js, StreamName: stream, At: 1}
 	type result struct {
 		rep *PresenceReport
 		err error
@@ -87,8 +55,8 @@ func TestPresenceAtStreamDeletedMidway(t *testing.T) {
 	}()
 	select {
 	case r := <-done:
-		if djs.deleted != nil {
-			t.Fatalf("delete %s: %v", stream, djs.deleted)
+		if djs.Deleted() != nil {
+			t.Fatalf("delete %s: %v", stream, djs.Deleted())
 		}
 		if r.err == nil || !strings.Contains(r.err.Error(), stream) || !strings.Contains(r.err.Error(), bob.String()) {
 			t.Errorf("PresenceAt: %+v, error %v; want an error naming %s and %s", r.rep, r.err, bob, stream)

@@ -14,38 +14,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/testcluster/jsfault"
 )
-
-// FetchNoWait deletes the stream before the read number at+1, as Next
-// does (deletingJetStream).
-func (c *deletingConsumer) FetchNoWait(batch int) (jetstream.MessageBatch, error) {
-	if c.reads++; c.reads > c.js.at {
-		c.js.once.Do(func() { c.js.deleted = c.js.JetStream.DeleteStream(context.Background(), c.js.stream) })
-	}
-	return c.Consumer.FetchNoWait(batch)
-}
-
-// Messages returns an iterator whose Next deletes the stream before the
-// read number at+1 (deletingJetStream).
-func (c *deletingConsumer) Messages(opts ...jetstream.PullMessagesOpt) (jetstream.MessagesContext, error) {
-	it, err := c.Consumer.Messages(opts...)
-	if err != nil {
-		return nil, err
-	}
-	return &deletingIterator{MessagesContext: it, c: c}, nil
-}
-
-type deletingIterator struct {
-	jetstream.MessagesContext
-	c *deletingConsumer
-}
-
-func (it *deletingIterator) Next(opts ...jetstream.NextOpt) (jetstream.Msg, error) {
-	if it.c.reads++; it.c.reads > it.c.js.at {
-		it.c.js.once.Do(func() { it.c.js.deleted = it.c.js.JetStream.DeleteStream(context.Background(), it.c.js.stream) })
-	}
-	return it.MessagesContext.Next(opts...)
-}
 
 // factStreamOf creates home1's fact stream with n facts, each of its own
 // user and request, and returns the stream's state.
@@ -115,7 +85,7 @@ func TestReadDecidedStreamDeletedMidway(t *testing.T) {
 	const total = 2000 // several batches (512)
 	state := factStreamOf(t, js, total)
 	stream := events.FactStream("home1")
-	djs := &deletingJetStream{JetStream: js, stream: stream, at: 1}
+	djs := &jsfault.DeletingJetStream{JetStream: js, StreamName: stream, At: 1}
 	n := &Node{cfg: Config{JetStream: djs, Home: "home1"}, stream: stream, now: time.Now, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -124,8 +94,8 @@ func TestReadDecidedStreamDeletedMidway(t *testing.T) {
 		rf = n.readDecided(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: 1}, state.LastSeq)
 		return rf.err
 	})
-	if djs.deleted != nil {
-		t.Fatalf("delete %s: %v", stream, djs.deleted)
+	if djs.Deleted() != nil {
+		t.Fatalf("delete %s: %v", stream, djs.Deleted())
 	}
 	if rf.err == nil || !strings.Contains(rf.err.Error(), stream) {
 		t.Errorf("readDecided: %d facts read, error %v; want an error naming %s", rf.facts, rf.err, stream)
@@ -147,7 +117,7 @@ func TestUsersChangedLatelyStreamDeletedMidway(t *testing.T) {
 	const total = 5000 // more than the iterator's first pull (500)
 	state := factStreamOf(t, js, total)
 	stream := events.FactStream("home1")
-	djs := &deletingJetStream{JetStream: js, stream: stream, at: 1}
+	djs := &jsfault.DeletingJetStream{JetStream: js, StreamName: stream, At: 1}
 	n := &Node{cfg: Config{JetStream: djs, Home: "home1", PreviousOwnerSeen: time.Now()}, policy: Policy{DeliveryTimeout: time.Hour},
 		stream: stream, now: time.Now, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	var users []events.User
@@ -156,8 +126,8 @@ func TestUsersChangedLatelyStreamDeletedMidway(t *testing.T) {
 		users, _, err = n.usersChangedLately(context.Background(), state)
 		return err
 	})
-	if djs.deleted != nil {
-		t.Fatalf("delete %s: %v", stream, djs.deleted)
+	if djs.Deleted() != nil {
+		t.Fatalf("delete %s: %v", stream, djs.Deleted())
 	}
 	if err == nil || !strings.Contains(err.Error(), stream) {
 		t.Errorf("usersChangedLately: %d users, error %v; want an error naming %s", len(users), err, stream)
@@ -246,7 +216,7 @@ func TestKeepReadingRecentStreamDeletedMidway(t *testing.T) {
 	since := time.Now().Add(-time.Minute)
 	state := factStreamOf(t, js, 2000)
 	stream := events.FactStream("home1")
-	djs := &deletingJetStream{JetStream: js, stream: stream, at: 1}
+	djs := &jsfault.DeletingJetStream{JetStream: js, StreamName: stream, At: 1}
 	logs := &logBuffer{}
 	n := &Node{cfg: Config{JetStream: djs, Home: "home1"}, stream: stream, now: time.Now, log: slog.New(slog.NewTextHandler(logs, nil))}
 	ctx, cancel := context.WithCancel(context.Background())

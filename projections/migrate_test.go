@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/testcluster/jsfault"
 )
 
 // TestMigrateFacts: the single fact stream of an older version is copied
@@ -281,38 +281,6 @@ func TestMigratedStreamKeepsLegacyGap(t *testing.T) {
 	}
 }
 
-// deletingJetStream is a JetStream client whose ordered consumers on
-// stream delete it just before their fetch number at+1: the stream goes
-// away while the migration is midway through it.
-type deletingJetStream struct {
-	jetstream.JetStream
-	stream  string
-	at      int
-	once    sync.Once
-	deleted error
-}
-
-func (d *deletingJetStream) OrderedConsumer(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
-	c, err := d.JetStream.OrderedConsumer(ctx, stream, cfg)
-	if err != nil || stream != d.stream {
-		return c, err
-	}
-	return &deletingConsumer{Consumer: c, js: d}, nil
-}
-
-type deletingConsumer struct {
-	jetstream.Consumer
-	js      *deletingJetStream
-	fetches int
-}
-
-func (c *deletingConsumer) Fetch(batch int, opts ...jetstream.FetchOpt) (jetstream.MessageBatch, error) {
-	if c.fetches++; c.fetches > c.js.at {
-		c.js.once.Do(func() { c.js.deleted = c.js.JetStream.DeleteStream(context.Background(), c.js.stream) })
-	}
-	return c.Consumer.Fetch(batch, opts...)
-}
-
 // TestMigrateFactsStreamDeletedMidway: the old fact stream deleted (or
 // offline) after the migration copied its first batch fails the
 // migration within seconds, naming the stream. Before, it never
@@ -338,7 +306,7 @@ func TestMigrateFactsStreamDeletedMidway(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	djs := &deletingJetStream{JetStream: js, stream: events.StreamLegacyFacts, at: 1}
+	djs := &jsfault.DeletingJetStream{JetStream: js, StreamName: events.StreamLegacyFacts, At: 1}
 	type result struct {
 		copied int
 		err    error
@@ -351,8 +319,8 @@ func TestMigrateFactsStreamDeletedMidway(t *testing.T) {
 	}()
 	select {
 	case r := <-done:
-		if djs.deleted != nil {
-			t.Fatalf("delete %s: %v", events.StreamLegacyFacts, djs.deleted)
+		if djs.Deleted() != nil {
+			t.Fatalf("delete %s: %v", events.StreamLegacyFacts, djs.Deleted())
 		}
 		if r.err == nil || !strings.Contains(r.err.Error(), events.StreamLegacyFacts) {
 			t.Errorf("migration: copied %d, error %v; want an error naming %s", r.copied, r.err, events.StreamLegacyFacts)

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,43 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/testcluster/jsfault"
 )
-
-// deletingJetStream is a JetStream client whose ordered consumers on
-// stream delete it just before their read number at+1: the stream goes
-// away while a reader is midway through it.
-type deletingJetStream struct {
-	jetstream.JetStream
-	stream  string
-	at      int
-	once    sync.Once
-	deleted error
-}
-
-func (d *deletingJetStream) OrderedConsumer(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
-	c, err := d.JetStream.OrderedConsumer(ctx, stream, cfg)
-	if err != nil || stream != d.stream {
-		return c, err
-	}
-	return &deletingConsumer{Consumer: c, js: d}, nil
-}
-
-type deletingConsumer struct {
-	jetstream.Consumer
-	js    *deletingJetStream
-	reads int
-}
-
-func (c *deletingConsumer) read() {
-	if c.reads++; c.reads > c.js.at {
-		c.js.once.Do(func() { c.js.deleted = c.js.JetStream.DeleteStream(context.Background(), c.js.stream) })
-	}
-}
-
-func (c *deletingConsumer) FetchNoWait(batch int) (jetstream.MessageBatch, error) {
-	c.read()
-	return c.Consumer.FetchNoWait(batch)
-}
 
 // TestConsoleAuditStreamDeletedMidway: a fact stream deleted while the
 // console reads a user's facts from it (after its first batch) fails
@@ -85,19 +49,8 @@ func TestConsoleAuditStreamDeletedMidway(t *testing.T) {
 	}
 	bob := events.NewUser("example.test", "bob")
 	const n = 600 // more than two fetches (256)
-	for i := range n {
-		body, err := events.Encode(&events.ViewSet{Meta: events.Meta{At: time.Now()}, Node: bob, ID: int32(i + 1), Value: "online"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := nats.NewMsg(events.FactSubject("home1", bob))
-		m.Header.Set(events.HeaderType, events.TypeViewSet)
-		m.Data = body
-		if _, err := js.PublishMsg(ctx, m); err != nil {
-			t.Fatal(err)
-		}
-	}
-	djs := &deletingJetStream{JetStream: js, stream: stream, at: 1}
+	publishViewSets(t, js, bob, n)
+	djs := &jsfault.DeletingJetStream{JetStream: js, StreamName: stream, At: 1}
 	c, err := newConsole(nc, djs, nil, nil, discardLogger(), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
@@ -116,8 +69,8 @@ func TestConsoleAuditStreamDeletedMidway(t *testing.T) {
 	}()
 	select {
 	case r := <-done:
-		if djs.deleted != nil {
-			t.Fatalf("delete %s: %v", stream, djs.deleted)
+		if djs.Deleted() != nil {
+			t.Fatalf("delete %s: %v", stream, djs.Deleted())
 		}
 		if r.err == nil || !strings.Contains(r.err.Error(), stream) {
 			t.Errorf("audit: %d events, error %v; want an error naming %s", len(r.evs), r.err, stream)
@@ -126,5 +79,23 @@ func TestConsoleAuditStreamDeletedMidway(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		_, err := js.Stream(ctx, stream)
 		t.Fatalf("the console's audit did not return in 30 s; %s now: %v", stream, err)
+	}
+}
+
+// publishViewSets publishes n facts of u's node on home1 (a view set
+// online, ids 1 to n), for a reader of home1's facts to read.
+func publishViewSets(t *testing.T, js jetstream.JetStream, u events.User, n int) {
+	t.Helper()
+	for i := range n {
+		body, err := events.Encode(&events.ViewSet{Meta: events.Meta{At: time.Now()}, Node: u, ID: int32(i + 1), Value: "online"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := nats.NewMsg(events.FactSubject("home1", u))
+		m.Header.Set(events.HeaderType, events.TypeViewSet)
+		m.Data = body
+		if _, err := js.PublishMsg(t.Context(), m); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

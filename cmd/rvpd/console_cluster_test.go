@@ -2,9 +2,7 @@ package main
 
 import (
 	"testing"
-	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -37,18 +35,7 @@ func TestConsoleAuditOnACluster(t *testing.T) {
 	c.WaitReady(js, stream, events.StreamDirectory)
 	bob := events.NewUser("example.test", "bob")
 	const n = 5
-	for i := range n {
-		body, err := events.Encode(&events.ViewSet{Meta: events.Meta{At: time.Now()}, Node: bob, ID: int32(i + 1), Value: "online"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := nats.NewMsg(events.FactSubject("home1", bob))
-		m.Header.Set(events.HeaderType, events.TypeViewSet)
-		m.Data = body
-		if _, err := js.PublishMsg(ctx, m); err != nil {
-			t.Fatal(err)
-		}
-	}
+	publishViewSets(t, js, bob, n)
 	con, err := newConsole(js.Conn(), js, nil, nil, discardLogger(), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
