@@ -784,11 +784,7 @@ func TestHandoffInParts(t *testing.T) {
 	w := newWorld(t)
 	w.login("ann", "10.0.0.1", annCB)
 	w.setState("ann", "10.0.0.1", "busy", 600)
-	for i := range 300 {
-		w.given(&events.SubscriptionCreated{Meta: events.Meta{At: w.now}, Node: user("ann"), ID: int32(1000 + i), Kind: events.NotifyPropChange,
-			CallBack: nodeURL(fmt.Sprintf("watcher%d", i)), Watcher: user(fmt.Sprintf("watcher%d", i)), NodeURL: nodeURL("ann"),
-			Lifetime: 14400, Expires: w.now.Add(4 * time.Hour)})
-	}
+	addWatchers(w, "ann", 300)
 	d := w.do(departure{user: user("ann"), to: "home2", seq: 40})
 	if d.handoff == nil || len(d.handoff.Subs) != 301 {
 		t.Fatalf("handoff: %+v", d.handoff)
@@ -873,6 +869,67 @@ func TestHandoffInParts(t *testing.T) {
 	}
 }
 
+// TestHandoffPartsLoginsLast: a handoff in parts brings the user's
+// logins in its last part, with her views (decideHandoff sees there
+// whether one it brings was ended here), and its watchers in the parts
+// before; logins that do not fit beside the rest go in the parts before
+// too, and every subscription is still taken once.
+func TestHandoffPartsLoginsLast(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		logins    int
+		wantLast  int // logins in the last part
+		wantTaken int
+	}{
+		{"they fit", 3, 3, 303},
+		{"they do not fit", 40, 0, 340},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			for i := range tc.logins {
+				w.login("ann", fmt.Sprintf("10.0.1.%d", i), fmt.Sprintf("http://10.0.1.%d:4000/%s", i, strings.Repeat("x", 300)))
+			}
+			w.setState("ann", "10.0.1.0", "busy", 600)
+			addWatchers(w, "ann", 300)
+			d := w.do(departure{user: user("ann"), to: "home2", seq: 40})
+			parts, err := handoffParts(d.handoff, 16<<10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			to := newWorld(t)
+			rec := to.dir.users[user("ann")]
+			rec.Home, rec.Move, rec.MovedAt, rec.MovedFrom = "home2", 40, to.now, "home1"
+			taken := 0
+			for i, p := range parts {
+				ev, err := events.Decode(events.TypeHandoff, p.data)
+				if err != nil {
+					t.Fatal(err)
+				}
+				h := ev.(*events.Handoff)
+				logins := 0
+				for _, s := range h.Subs {
+					if s.Kind == events.NotifyPragma {
+						logins++
+					}
+				}
+				if last := i == len(parts)-1; last && logins != tc.wantLast {
+					t.Errorf("the last part of %d brings %d logins, want %d", len(parts), logins, tc.wantLast)
+				} else if !last && tc.wantLast > 0 && logins > 0 {
+					t.Errorf("part %d of %d brings %d logins, want them in the last", i+1, len(parts), logins)
+				}
+				for _, f := range to.do(h).facts {
+					if _, ok := f.(*events.SubscriptionCreated); ok {
+						taken++
+					}
+				}
+			}
+			if taken != tc.wantTaken {
+				t.Errorf("%d subscriptions taken from %d parts, want %d", taken, len(parts), tc.wantTaken)
+			}
+		})
+	}
+}
+
 // TestHandoffPartsOutOfOrder: the parts of a handoff in parts held back
 // (a directory behind: TestHandoffOutlastsMaxDeliver) and redelivered
 // come in any order. The last part, taken first, took the move, and the
@@ -882,11 +939,7 @@ func TestHandoffInParts(t *testing.T) {
 func TestHandoffPartsOutOfOrder(t *testing.T) {
 	w := newWorld(t)
 	w.login("ann", "10.0.0.1", annCB)
-	for i := range 300 {
-		w.given(&events.SubscriptionCreated{Meta: events.Meta{At: w.now}, Node: user("ann"), ID: int32(1000 + i), Kind: events.NotifyPropChange,
-			CallBack: nodeURL(fmt.Sprintf("watcher%d", i)), Watcher: user(fmt.Sprintf("watcher%d", i)), NodeURL: nodeURL("ann"),
-			Lifetime: 14400, Expires: w.now.Add(4 * time.Hour)})
-	}
+	addWatchers(w, "ann", 300)
 	d := w.do(departure{user: user("ann"), to: "home2", seq: 40})
 	parts, err := handoffParts(d.handoff, 16<<10)
 	if err != nil {

@@ -319,8 +319,10 @@ func (c *core) decideHandoff(d *decision, e *events.Handoff, now time.Time) (*de
 	// her last login (endViewsWithLastLogin). Taken, her views showed her
 	// signed in, to the watchers here too, until their leases ran out; so
 	// did those her client set here meanwhile, its login not here. (A
-	// handoff in parts brings its subscriptions before its views: one
-	// whose login came in an earlier part is not caught here.)
+	// handoff in parts brings her logins with her views, in its last part
+	// (handoffParts). One from an older version, or whose logins did not
+	// fit there, brought them in the parts before, and a login of those
+	// ended here is not caught.)
 	loggedOut := false
 	if endedLogin && !tookLogin {
 		logins, err := c.State.Logins(r.Node)

@@ -502,11 +502,7 @@ func TestHandoffInPartsTellsItsWatchersWhatChanged(t *testing.T) {
 			from.login("ann", "10.0.0.1", annCB)
 			from.login("ben", "10.0.0.3", benCB)
 			from.watch("ben", "ann")
-			for i := range 300 {
-				from.given(&events.SubscriptionCreated{Meta: events.Meta{At: from.now}, Node: user("ann"), ID: int32(1000 + i), Kind: events.NotifyPropChange,
-					CallBack: nodeURL(fmt.Sprintf("watcher%d", i)), Watcher: user(fmt.Sprintf("watcher%d", i)), NodeURL: nodeURL("ann"),
-					Lifetime: 14400, Expires: from.now.Add(4 * time.Hour)})
-			}
+			addWatchers(from, "ann", 300)
 			from.stateNamed("ann", "10.0.0.1", events.StateOnline, 0)
 			h := from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
 			h.From = "homeA"
@@ -669,6 +665,64 @@ func TestLateHandoffLoginEndedHere(t *testing.T) {
 			}
 			wantStrings(t, "NOTIFYs of the late handoff", sent(d), tc.want)
 		})
+	}
+}
+
+// TestLateHandoffInPartsLoginEndedHere: as TestLateHandoffLoginEndedHere,
+// but ann is watched by more than a handoff message holds, and her state
+// goes in parts. Her login came in a part before the last, and the last,
+// which brings her views, did not see it ended here: it took the busy
+// view her client had set on homeA, and she showed busy with no login
+// until its lease ran out. Her logins now come with her views.
+func TestLateHandoffInPartsLoginEndedHere(t *testing.T) {
+	from := newWorld(t)
+	login := from.login("ann", "10.0.0.1", annCB)
+	from.stateNamed("ann", "10.0.0.1", events.StateBusy, 0)
+	addWatchers(from, "ann", 300)
+	late := from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
+	late.From = "homeA"
+	parts, err := handoffParts(late, 16<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(parts) < 3 {
+		t.Fatalf("%d parts, want some: no case to test", len(parts))
+	}
+	to := newWorld(t)
+	to.now = t0.Add(time.Minute)
+	rec := to.dir.users[user("ann")]
+	rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
+	to.login("ben", "10.0.0.3", benCB)
+	to.watch("ben", "ann")
+	wantStatus(t, to.do(&events.Unsubscribe{Req: to.req("logout", "ann", "ann", "10.0.0.1"), ID: login}), 200)
+	to.now = to.now.Add(time.Minute)
+	var got []string
+	for _, p := range parts {
+		ev, err := events.Decode(events.TypeHandoff, p.data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, sent(to.do(ev.(*events.Handoff)))...)
+	}
+	if logins, err := to.st.Logins(user("ann")); err != nil || len(logins) != 0 {
+		t.Errorf("ann's logins after the late handoff: %+v (%v), want none (she signed out here)", logins, err)
+	}
+	if views, err := to.st.Views(user("ann")); err != nil || len(views) != 0 {
+		t.Errorf("ann's views after the late handoff: %+v (%v), want none: signed out, she shows offline", views, err)
+	}
+	if n, err := to.st.CountWatchers(user("ann"), nil); err != nil || n != 301 {
+		t.Errorf("ann's watchers after the late handoff: %d (%v), want the 300 handed over and ben's", n, err)
+	}
+	wantStrings(t, "NOTIFYs of the late handoff's parts", got, nil)
+}
+
+// addWatchers gives node n watchers in world w, watcher0..watcher<n-1>,
+// their subscriptions ids 1000 on.
+func addWatchers(w *world, node string, n int) {
+	for i := range n {
+		w.given(&events.SubscriptionCreated{Meta: events.Meta{At: w.now}, Node: user(node), ID: int32(1000 + i), Kind: events.NotifyPropChange,
+			CallBack: nodeURL(fmt.Sprintf("watcher%d", i)), Watcher: user(fmt.Sprintf("watcher%d", i)), NodeURL: nodeURL(node),
+			Lifetime: 14400, Expires: w.now.Add(4 * time.Hour)})
 	}
 }
 

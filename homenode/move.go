@@ -371,16 +371,47 @@ type handoffPart struct {
 }
 
 // handoffParts encodes h in messages of at most limit bytes: h itself when
-// it fits, else its subscriptions over as many parts as they need, in
-// order, each marked More and with an id of its own, then a last part
-// with h's id and the rest of the state. The new home server takes the
-// move with the last (decideHandoff), and each numbered part once, before
-// or after it, so parts sent again after a stop are harmless, and parts
-// held back and redelivered out of order are all taken.
+// it fits, else its watchers' subscriptions over as many parts as they
+// need, in order, each marked More and with an id of its own, then a last
+// part with h's id, the user's logins and the rest of the state. The new
+// home server takes the move with the last (decideHandoff), and each
+// numbered part once, before or after it, so parts sent again after a stop
+// are harmless, and parts held back and redelivered out of order are all
+// taken.
+//
+// The logins go with the views (at most Policy.MaxLogins of them): a
+// handoff that brings a login its client ended here while the handoff was
+// late, and leaves the user none, takes none of her views, and
+// decideHandoff sees that only in the part that brings both. Logins that
+// do not fit beside the rest go in the parts before it, as every
+// subscription went before.
 func handoffParts(h *events.Handoff, limit int) ([]handoffPart, error) {
 	data, err := events.Encode(h)
 	if err != nil || len(data) <= limit {
 		return []handoffPart{{id: h.ID, data: data}}, err
+	}
+	last := *h
+	last.Subs = nil
+	var watchers []events.SubState
+	for _, s := range h.Subs {
+		if s.Kind == events.NotifyPragma {
+			last.Subs = append(last.Subs, s)
+		} else {
+			watchers = append(watchers, s)
+		}
+	}
+	lastData, err := events.Encode(&last)
+	if err != nil {
+		return nil, err
+	}
+	if len(lastData) > limit && len(last.Subs) > 0 {
+		last.Subs, watchers = nil, h.Subs
+		if lastData, err = events.Encode(&last); err != nil {
+			return nil, err
+		}
+	}
+	if len(lastData) > limit {
+		return nil, fmt.Errorf("the state besides the subscriptions (views, ACL, properties) takes %d bytes, more than a handoff message may (%d)", len(lastData), limit)
 	}
 	var parts []handoffPart
 	// subs adds parts for a run of subscriptions, halved until each fits.
@@ -405,20 +436,12 @@ func handoffParts(h *events.Handoff, limit int) ([]handoffPart, error) {
 	}
 	// Runs of about half a message each to begin with.
 	per := max(1, len(h.Subs)*limit/(2*len(data)))
-	for run := range slices.Chunk(h.Subs, per) {
+	for run := range slices.Chunk(watchers, per) {
 		if err := subs(run); err != nil {
 			return nil, err
 		}
 	}
-	last := *h
-	last.Subs = nil
-	if data, err = events.Encode(&last); err != nil {
-		return nil, err
-	}
-	if len(data) > limit {
-		return nil, fmt.Errorf("the state besides the subscriptions (views, ACL, properties) takes %d bytes, more than a handoff message may (%d)", len(data), limit)
-	}
-	return append(parts, handoffPart{id: h.ID, data: data}), nil
+	return append(parts, handoffPart{id: h.ID, data: lastData}), nil
 }
 
 // park holds back a request for a user whose handoff is awaited; the
