@@ -23,9 +23,10 @@ import (
 )
 
 func connect(g global) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := nats.Connect(g.nats, nats.Name("rvpctl"), nats.Timeout(5*time.Second))
+	opts := append([]nats.Option{nats.Name("rvpctl"), nats.Timeout(5 * time.Second)}, g.natsClient.options()...)
+	nc, err := nats.Connect(g.nats, opts...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to %s: %w (is rvpd running? set -nats or RVPCTL_NATS)", g.nats, err)
+		return nil, nil, fmt.Errorf("connect to %s: %w (%s)", redactURLs(g.nats), err, g.natsClient.hint(err))
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -221,7 +222,7 @@ func status(ctx context.Context, e *env) error {
 			verb = "do"
 		}
 		errs = append(errs, fmt.Errorf("%s %s %s not exist at %s: every rvpd process creates the streams it needs at its start, so none has started against these NATS servers yet, or -nats (RVPCTL_NATS) names other ones",
-			plural(len(missing), "stream"), strings.Join(missing, ", "), verb, g.nats))
+			plural(len(missing), "stream"), strings.Join(missing, ", "), verb, redactURLs(g.nats)))
 	}
 	return errors.Join(errs...)
 }

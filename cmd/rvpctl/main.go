@@ -6,14 +6,16 @@
 //
 // Usage:
 //
-//	rvpctl [-nats URL] [-json] <command> [flags]
+//	rvpctl [-nats URL] [-nats.creds FILE] [-nats.tls-ca FILE] [-nats.tls-cert FILE -nats.tls-key FILE] [-json] <command> [flags]
 //
 // "rvpctl -h" lists the commands: they are a table (commands), from which
 // the usage text is made.
 //
 // Its environment variables are its own, RVPCTL_<NAME>, so that none of
-// rvpd's (RVPD_<FLAG>) can reach it: -nats is RVPCTL_NATS, the
-// administrator RVPCTL_ADMIN and RVPCTL_ADMIN_PASSWORD.
+// rvpd's (RVPD_<FLAG>) can reach it: -nats is RVPCTL_NATS (-nats.tls-ca
+// RVPCTL_NATS_TLS_CA, and so on for -nats.creds, -nats.tls-cert and
+// -nats.tls-key), the administrator RVPCTL_ADMIN and
+// RVPCTL_ADMIN_PASSWORD.
 package main
 
 import (
@@ -45,9 +47,10 @@ func main() {
 
 // global holds the flags every command shares.
 type global struct {
-	nats string
-	json bool
-	out  io.Writer
+	nats       string
+	natsClient natsClientFlags
+	json       bool
+	out        io.Writer
 }
 
 func exec(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stdin io.Reader, stdout, stderr io.Writer) error {
@@ -57,12 +60,27 @@ func exec(ctx context.Context, args []string, lookupEnv func(string) (string, bo
 	fs.Usage = func() { writeUsage(stderr, cmds); fmt.Fprintln(stderr, "\nflags:"); fs.PrintDefaults() }
 	g := global{out: stdout}
 	fs.StringVar(&g.nats, "nats", "nats://127.0.0.1:4222", "NATS URLs of the cluster, comma-separated (default: RVPCTL_NATS, else where rvpd dev listens)")
+	g.natsClient.register(fs)
 	fs.BoolVar(&g.json, "json", false, "print JSON lines instead of tables")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if v, ok := lookupEnv("RVPCTL_NATS"); ok && !flagGiven(fs, "nats") {
-		g.nats = v
+	// -nats and -nats.* come from RVPCTL_NATS, RVPCTL_NATS_TLS_CA...
+	// when not given.
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if (f.Name != "nats" && !strings.HasPrefix(f.Name, "nats.")) || flagGiven(fs, f.Name) {
+			return
+		}
+		env := "RVPCTL_" + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(f.Name))
+		if v, ok := lookupEnv(env); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", env, err))
+			}
+		}
+	})
+	if err := errors.Join(append(errs, g.natsClient.validate())...); err != nil {
+		return err
 	}
 	if fs.NArg() == 0 {
 		fs.Usage()

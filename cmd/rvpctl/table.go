@@ -107,7 +107,7 @@ func usage(w io.Writer, cmds []command) {
 
 // writeUsage writes rvpctl's whole usage, generated from the table.
 func writeUsage(w io.Writer, cmds []command) {
-	fmt.Fprint(w, "usage: rvpctl [-nats URL] [-json] <command> [flags]\n\ncommands:\n")
+	fmt.Fprint(w, "usage: rvpctl [-nats URL] [-nats.creds FILE] [-nats.tls-ca FILE] [-nats.tls-cert FILE -nats.tls-key FILE] [-json] <command> [flags]\n\ncommands:\n")
 	var admin []command
 	for _, c := range cmds {
 		if c.admin {
@@ -118,7 +118,7 @@ func writeUsage(w io.Writer, cmds []command) {
 	}
 	fmt.Fprint(w, "\nadministration, as an administrator (-admin or RVPCTL_ADMIN, and -admin-password-file\nor RVPCTL_ADMIN_PASSWORD, else a prompt):\n")
 	usage(w, admin)
-	fmt.Fprint(w, "\nrvpctl reads no environment variables but RVPCTL_NATS, RVPCTL_ADMIN and\nRVPCTL_ADMIN_PASSWORD (rvpd's are RVPD_<FLAG>).\n")
+	fmt.Fprint(w, "\nrvpctl reads no environment variables but RVPCTL_NATS (and RVPCTL_NATS_CREDS,\nRVPCTL_NATS_TLS_CA, RVPCTL_NATS_TLS_CERT, RVPCTL_NATS_TLS_KEY for the -nats.* flags),\nRVPCTL_ADMIN and RVPCTL_ADMIN_PASSWORD (rvpd's are RVPD_<FLAG>).\n")
 }
 
 // find returns the command args start with and the arguments after its

@@ -20,7 +20,8 @@ import (
 type initFlags struct {
 	streamFlags
 	siteFlags
-	nats, natsCreds     string
+	natsClient          natsClientFlags
+	nats                string
 	replicas            int
 	keyFile             string
 	admin               string
@@ -32,7 +33,7 @@ type initFlags struct {
 }
 
 func (f initFlags) validate() error {
-	errs := []error{f.streamFlags.validate(), f.siteFlags.validate()}
+	errs := []error{f.streamFlags.validate(), f.siteFlags.validate(), f.natsClient.validate()}
 	if f.site != "" && f.site != f.hub {
 		errs = append(errs, fmt.Errorf("-site %s: rvpd init sets up the hub, where the directory is written (-site %s); a site's streams are made by its first node (rvpd node -site %s), which copies the hub's directory", f.site, f.hub, f.site))
 	}
@@ -84,7 +85,7 @@ func runInit(ctx context.Context, args []string, lookupEnv func(string) (string,
 		"first node makes the site's streams and copies the directory.")
 	var f initFlags
 	fs.StringVar(&f.nats, "nats", nats.DefaultURL, "NATS servers of the cluster, comma-separated URLs")
-	fs.StringVar(&f.natsCreds, "nats.creds", "", "NATS credentials file (user JWT and seed), if the cluster requires one")
+	f.natsClient.register(fs)
 	fs.IntVar(&f.replicas, "streams.replicas", 3, "replicas of every stream and bucket: 3 for a site's three NATS servers, 1 for a single server")
 	fs.StringVar(&f.keyFile, "cluster-key-file", "cluster.key", "the cluster key: read from this file if it exists, else generated and written there, readable by you only; "+envClusterKey+", when set, is taken instead")
 	fs.StringVar(&f.admin, "admin.name", "admin", "name of the first organisation administrator")
@@ -116,7 +117,7 @@ func runInit(ctx context.Context, args []string, lookupEnv func(string) (string,
 	// Reach the cluster and look before asking for anything.
 	setup, cancel := context.WithTimeout(ctx, setupTimeout)
 	defer cancel()
-	nc, _, release, err := clusterLink("rvpd-init", f.nats, f.natsCreds, log)()
+	nc, _, release, err := clusterLink("rvpd-init", f.nats, f.natsClient, log)()
 	if err != nil {
 		return err
 	}

@@ -24,19 +24,20 @@ import (
 type nodeFlags struct {
 	roleFlags
 	siteFlags
-	name, data, nats, natsCreds string
-	gateway                     string
-	homes                       string
-	router                      string
-	admin                       bool
-	replicas                    int
-	migrateFacts                bool
+	natsClient       natsClientFlags
+	name, data, nats string
+	gateway          string
+	homes            string
+	router           string
+	admin            bool
+	replicas         int
+	migrateFacts     bool
 }
 
 // validate reports every problem of a node's flags at once: the roles'
 // (roleFlags.validate) and the node's own.
 func (f nodeFlags) validate(lookupEnv func(string) (string, bool)) error {
-	errs := []error{f.roleFlags.validate(), f.siteFlags.validate()}
+	errs := []error{f.roleFlags.validate(), f.siteFlags.validate(), f.natsClient.validate()}
 	if f.gateway == "" && len(splitList(f.homes)) == 0 && f.router == "" && !f.admin {
 		errs = append(errs, errors.New("no role given: -gateway ADDR, -home H, -router NAME or -admin (one or more)"))
 	}
@@ -76,7 +77,7 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 	fs.StringVar(&f.name, "name", host, "this node's name, unique in the cluster (its gateway's reply subjects, its NATS connection)")
 	fs.StringVar(&f.data, "data", "./node-data", "directory of this node's Pebble projections")
 	fs.StringVar(&f.nats, "nats", nats.DefaultURL, "NATS servers of the cluster, comma-separated URLs")
-	fs.StringVar(&f.natsCreds, "nats.creds", "", "NATS credentials file (user JWT and seed), if the cluster requires one")
+	f.natsClient.register(fs)
 	fs.StringVar(&f.keyFile, "cluster-key-file", "", "file holding the cluster key (64 hex digits); default: the environment's "+envClusterKey+". Every node of a cluster has the same")
 	fs.StringVar(&f.gateway, "gateway", "", `serve RVP clients on this address, e.g. ":80" ("" for no gateway)`)
 	fs.StringVar(&f.homes, "home", "", "own these home servers, comma-separated (each in one node at a time)")
@@ -130,7 +131,7 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 		return nil
 	}
 	f.siteFlags.apply(&so)
-	p, err := openProcess(setup, log, clusterLink("rvpd-node-"+f.name, f.nats, f.natsCreds, log), so, prepare, f.data, f.storeOptions(), f.migrateFacts)
+	p, err := openProcess(setup, log, clusterLink("rvpd-node-"+f.name, f.nats, f.natsClient, log), so, prepare, f.data, f.storeOptions(), f.migrateFacts)
 	if err != nil {
 		return err
 	}
@@ -213,10 +214,10 @@ func splitList(s string) []string {
 }
 
 // clusterLink reaches a NATS cluster at urls (comma-separated) as a
-// client named name: it reconnects for ever, to whichever server
-// answers, and reports the connection's loss only when it is closed for
-// good.
-func clusterLink(name, urls, creds string, log *slog.Logger) natsLink {
+// client named name, with the credentials and TLS of client: it
+// reconnects for ever, to whichever server answers, and reports the
+// connection's loss only when it is closed for good.
+func clusterLink(name, urls string, client natsClientFlags, log *slog.Logger) natsLink {
 	return func() (*nats.Conn, <-chan error, func(), error) {
 		lost := make(chan error, 1)
 		opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second),
@@ -233,12 +234,9 @@ func clusterLink(name, urls, creds string, log *slog.Logger) natsLink {
 				default:
 				}
 			})}
-		if creds != "" {
-			opts = append(opts, nats.UserCredentials(creds))
-		}
-		nc, err := nats.Connect(urls, opts...)
+		nc, err := nats.Connect(urls, append(opts, client.options()...)...)
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("connect to NATS at %s: %w (is the cluster up? give its servers with -nats)", redactURLs(urls), err)
+			return nil, nil, nil, fmt.Errorf("connect to NATS at %s: %w (%s)", redactURLs(urls), err, client.hint(err))
 		}
 		return nc, lost, nc.Close, nil
 	}

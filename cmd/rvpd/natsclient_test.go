@@ -1,0 +1,159 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/directory"
+	"github.com/rvp-im/rvpd/testcluster"
+)
+
+// linkFails connects with client and wants an error that holds every
+// one of want.
+func linkFails(t *testing.T, url string, client natsClientFlags, want ...string) {
+	t.Helper()
+	_, _, release, err := clusterLink("rvpd-node-test", url, client, slog.New(slog.NewTextHandler(io.Discard, nil)))()
+	if err == nil {
+		release()
+		t.Errorf("connected with %+v, want an error saying %q", client, want)
+		return
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("with %+v the error lacks %q:\n%v", client, w, err)
+		}
+	}
+}
+
+// linkWorks connects with client and uses JetStream over the connection.
+func linkWorks(t *testing.T, url string, client natsClientFlags) {
+	t.Helper()
+	nc, _, release, err := clusterLink("rvpd-node-test", url, client, slog.New(slog.NewTextHandler(io.Discard, nil)))()
+	if err != nil {
+		t.Fatalf("with %+v: %v", client, err)
+	}
+	defer release()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.AccountInfo(context.Background()); err != nil {
+		t.Fatalf("with %+v, JetStream: %v", client, err)
+	}
+}
+
+// TestNATSClientTLS: a node reaches NATS servers that speak TLS with a
+// certificate of a private CA and verify their clients' certificates
+// (verify: true) when given the CA (-nats.tls-ca) and a client
+// certificate (-nats.tls-cert, -nats.tls-key); without them, or with
+// others, the error says which to give.
+func TestNATSClientTLS(t *testing.T) {
+	f := testcluster.WriteTLSFiles(t)
+	url := testcluster.StartTLSNATS(t, f)
+	linkWorks(t, url, natsClientFlags{tlsCA: f.CA, tlsCert: f.ClientCert, tlsKey: f.ClientKey})
+	// A nats:// URL with the CA speaks TLS too.
+	linkWorks(t, strings.Replace(url, "tls://", "nats://", 1), natsClientFlags{tlsCA: f.CA, tlsCert: f.ClientCert, tlsKey: f.ClientKey})
+
+	linkFails(t, url, natsClientFlags{tlsCert: f.ClientCert, tlsKey: f.ClientKey},
+		"x509: certificate signed by unknown authority", "give the cluster's CA with -nats.tls-ca")
+	linkFails(t, url, natsClientFlags{tlsCA: f.OtherCA, tlsCert: f.ClientCert, tlsKey: f.ClientKey},
+		"x509: certificate signed by unknown authority", "not signed by the CA of -nats.tls-ca "+f.OtherCA)
+	linkFails(t, url, natsClientFlags{tlsCA: f.CA},
+		"give a client certificate with -nats.tls-cert and -nats.tls-key")
+	linkFails(t, url, natsClientFlags{tlsCA: f.CA, tlsCert: f.OtherClientCert, tlsKey: f.OtherClientKey},
+		"refused the client certificate of -nats.tls-cert "+f.OtherClientCert)
+}
+
+// TestNATSClientCreds: a node reaches NATS servers that take only users
+// of their accounts (operator mode, JWTs) with -nats.creds; without it,
+// or with a user of another operator, the error says what to give, and
+// never shows the seed.
+func TestNATSClientCreds(t *testing.T) {
+	url, creds, other := testcluster.StartCredsNATS(t)
+	linkWorks(t, url, natsClientFlags{creds: creds})
+	linkFails(t, url, natsClientFlags{}, "nats: Authorization Violation", "give its credentials file with -nats.creds")
+	linkFails(t, url, natsClientFlags{creds: other}, "refused the credentials of -nats.creds "+other)
+	for _, file := range []string{creds, other} {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seed := strings.TrimSpace(strings.Split(strings.SplitAfter(string(data), "-----BEGIN USER NKEY SEED-----")[1], "------END")[0])
+		_, _, _, err = clusterLink("rvpd-node-test", url, natsClientFlags{creds: file}, slog.New(slog.NewTextHandler(io.Discard, nil)))()
+		if err != nil && strings.Contains(err.Error(), seed) {
+			t.Errorf("the error shows the seed: %v", err)
+		}
+	}
+}
+
+// TestNATSClientFlagsReported: rvpd node and rvpd init report each
+// -nats.* file they cannot read at once, by its flag, from the command
+// line or the environment (RVPD_NATS_TLS_CA...), and a certificate
+// without its key.
+func TestNATSClientFlagsReported(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	for _, mode := range []string{"node", "init"} {
+		var stdout, stderr bytes.Buffer
+		err := exec(context.Background(), []string{mode, "-nats.creds", missing, "-nats.tls-cert", missing}, func(k string) (string, bool) {
+			return missing, k == "RVPD_NATS_TLS_CA"
+		}, &stdout, &stderr)
+		if err == nil {
+			t.Fatalf("rvpd %s started with unreadable -nats.* files", mode)
+		}
+		for _, want := range []string{"-nats.creds: open " + missing, "-nats.tls-ca: open " + missing, "-nats.tls-cert and -nats.tls-key come together"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("rvpd %s: the error lacks %q:\n%v", mode, want, err)
+			}
+		}
+	}
+}
+
+// TestInitAndNodeOverTLS: rvpd init sets up a cluster whose NATS servers
+// speak TLS and verify their clients, given the CA and a client
+// certificate in the environment (RVPD_NATS_TLS_*), and says what to give
+// without them; then rvpd node runs on it, given them as flags.
+func TestInitAndNodeOverTLS(t *testing.T) {
+	f := testcluster.WriteTLSFiles(t)
+	url := testcluster.StartTLSNATS(t, f)
+	dir := t.TempDir()
+	args := []string{"init", "-nats", url, "-streams.replicas", "1", "-cluster-key-file", filepath.Join(dir, "cluster.key"), "-log.level", "error"}
+	var stdout, stderr bytes.Buffer
+	err := execIn(context.Background(), args, noEnv, strings.NewReader("init-password-1\n"), &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "give the cluster's CA with -nats.tls-ca") {
+		t.Fatalf("rvpd init without the CA: %v, want it said to give -nats.tls-ca", err)
+	}
+	env := map[string]string{"RVPD_NATS_TLS_CA": f.CA, "RVPD_NATS_TLS_CERT": f.ClientCert, "RVPD_NATS_TLS_KEY": f.ClientKey}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	if err := execIn(context.Background(), args, lookup, strings.NewReader("init-password-1\n"), &stdout, &stderr); err != nil {
+		t.Fatalf("rvpd init over TLS: %v\n%s", err, stderr.String())
+	}
+	nc, _, release, err := clusterLink("check", url, natsClientFlags{tlsCA: f.CA, tlsCert: f.ClientCert, tlsKey: f.ClientKey}, slog.New(slog.NewTextHandler(io.Discard, nil)))()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := directory.ReadCluster(context.Background(), js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Initialized() {
+		t.Errorf("rvpd init succeeded but the cluster is not initialised: %+v", c)
+	}
+	_, p := startNode(t, "-name", "n1", "-nats", url, "-nats.tls-ca", f.CA, "-nats.tls-cert", f.ClientCert, "-nats.tls-key", f.ClientKey,
+		"-cluster-key-file", filepath.Join(dir, "cluster.key"), "-data", t.TempDir(), "-admin")
+	if !strings.Contains(p.stdout.String(), "NATS: "+url) {
+		t.Errorf("the node's banner does not show it connected to %s:\n%s", url, p.stdout.String())
+	}
+}
