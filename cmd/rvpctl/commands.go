@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rvp-im/rvpd/cmd/rvpd/natsclient"
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/homenode"
 	"github.com/rvp-im/rvpd/projections"
@@ -23,10 +24,10 @@ import (
 )
 
 func connect(g global) (*nats.Conn, jetstream.JetStream, error) {
-	opts := append([]nats.Option{nats.Name("rvpctl"), nats.Timeout(5 * time.Second)}, g.natsClient.options()...)
+	opts := append([]nats.Option{nats.Name("rvpctl"), nats.Timeout(5 * time.Second)}, g.natsClient.Options()...)
 	nc, err := nats.Connect(g.nats, opts...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to %s: %w (%s)", redactURLs(g.nats), err, g.natsClient.hint(err))
+		return nil, nil, fmt.Errorf("connect to %s: %w (%s)", natsclient.RedactURLs(g.nats), err, g.natsClient.Hint(err, "is rvpd running? set -nats or RVPCTL_NATS"))
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -222,7 +223,7 @@ func status(ctx context.Context, e *env) error {
 			verb = "do"
 		}
 		errs = append(errs, fmt.Errorf("%s %s %s not exist at %s: every rvpd process creates the streams it needs at its start, so none has started against these NATS servers yet, or -nats (RVPCTL_NATS) names other ones",
-			plural(len(missing), "stream"), strings.Join(missing, ", "), verb, redactURLs(g.nats)))
+			plural(len(missing), "stream"), strings.Join(missing, ", "), verb, natsclient.RedactURLs(g.nats)))
 	}
 	return errors.Join(errs...)
 }

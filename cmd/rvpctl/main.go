@@ -33,6 +33,8 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/text/width"
+
+	"github.com/rvp-im/rvpd/cmd/rvpd/natsclient"
 )
 
 func main() {
@@ -48,7 +50,7 @@ func main() {
 // global holds the flags every command shares.
 type global struct {
 	nats       string
-	natsClient natsClientFlags
+	natsClient natsclient.Flags
 	json       bool
 	out        io.Writer
 }
@@ -60,7 +62,7 @@ func exec(ctx context.Context, args []string, lookupEnv func(string) (string, bo
 	fs.Usage = func() { writeUsage(stderr, cmds); fmt.Fprintln(stderr, "\nflags:"); fs.PrintDefaults() }
 	g := global{out: stdout}
 	fs.StringVar(&g.nats, "nats", "nats://127.0.0.1:4222", "NATS URLs of the cluster, comma-separated (default: RVPCTL_NATS, else where rvpd dev listens)")
-	g.natsClient.register(fs)
+	g.natsClient.Register(fs, envName, func(flag string) string { return " (default: " + envName(flag) + ")" })
 	fs.BoolVar(&g.json, "json", false, "print JSON lines instead of tables")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -72,14 +74,14 @@ func exec(ctx context.Context, args []string, lookupEnv func(string) (string, bo
 		if (f.Name != "nats" && !strings.HasPrefix(f.Name, "nats.")) || flagGiven(fs, f.Name) {
 			return
 		}
-		env := "RVPCTL_" + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(f.Name))
+		env := envName(f.Name)
 		if v, ok := lookupEnv(env); ok {
 			if err := fs.Set(f.Name, v); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", env, err))
 			}
 		}
 	})
-	if err := errors.Join(append(errs, g.natsClient.validate())...); err != nil {
+	if err := errors.Join(append(errs, g.natsClient.Validate())...); err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {
@@ -171,4 +173,11 @@ func printable(s string) string {
 		i += size
 	}
 	return b.String()
+}
+
+// envName is the environment variable of flag name: RVPCTL_ and the
+// name upper-cased, dots and dashes as underscores (-nats.tls-ca is
+// RVPCTL_NATS_TLS_CA).
+func envName(flag string) string {
+	return "RVPCTL_" + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(flag))
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rvp-im/rvpd/cmd/rvpd/natsclient"
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
 )
@@ -48,7 +49,7 @@ func cmdStreamsUpgrade(ctx context.Context, e *env, dryRun bool) error {
 		return fmt.Errorf("stream %s: %w (rvpctl status shows whether it is offline); nothing was changed", events.StreamLookups, err)
 	}
 	if len(names) == 0 {
-		return fmt.Errorf("no requests or lookups stream at %s (is this a site's NATS? a home node creates its requests stream at start)", redactURLs(g.nats))
+		return fmt.Errorf("no requests or lookups stream at %s (is this a site's NATS? a home node creates its requests stream at start)", natsclient.RedactURLs(g.nats))
 	}
 	rows := [][]string{{"STREAM", "SETTING", "WAS", "NOW"}}
 	if dryRun {

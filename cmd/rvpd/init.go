@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rvp-im/rvpd/cmd/rvpd/natsclient"
 	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/projections"
 )
@@ -20,7 +21,7 @@ import (
 type initFlags struct {
 	streamFlags
 	siteFlags
-	natsClient          natsClientFlags
+	natsClient          natsclient.Flags
 	nats                string
 	replicas            int
 	keyFile             string
@@ -33,7 +34,7 @@ type initFlags struct {
 }
 
 func (f initFlags) validate() error {
-	errs := []error{f.streamFlags.validate(), f.siteFlags.validate(), f.natsClient.validate()}
+	errs := []error{f.streamFlags.validate(), f.siteFlags.validate(), f.natsClient.Validate()}
 	if f.site != "" && f.site != f.hub {
 		errs = append(errs, fmt.Errorf("-site %s: rvpd init sets up the hub, where the directory is written (-site %s); a site's streams are made by its first node (rvpd node -site %s), which copies the hub's directory", f.site, f.hub, f.site))
 	}
@@ -85,7 +86,7 @@ func runInit(ctx context.Context, args []string, lookupEnv func(string) (string,
 		"first node makes the site's streams and copies the directory.")
 	var f initFlags
 	fs.StringVar(&f.nats, "nats", nats.DefaultURL, "NATS servers of the cluster, comma-separated URLs")
-	f.natsClient.register(fs)
+	f.natsClient.Register(fs, envName, nil)
 	fs.IntVar(&f.replicas, "streams.replicas", 3, "replicas of every stream and bucket: 3 for a site's three NATS servers, 1 for a single server")
 	fs.StringVar(&f.keyFile, "cluster-key-file", "cluster.key", "the cluster key: read from this file if it exists, else generated and written there, readable by you only; "+envClusterKey+", when set, is taken instead")
 	fs.StringVar(&f.admin, "admin.name", "admin", "name of the first organisation administrator")
@@ -160,7 +161,7 @@ func runInit(ctx context.Context, args []string, lookupEnv func(string) (string,
 	if err := directory.Init(setup, js, keyring, spec); err != nil {
 		return err
 	}
-	printInitDone(stdout, f, spec, keyNote, redactURLs(nc.ConnectedUrl()))
+	printInitDone(stdout, f, spec, keyNote, natsclient.RedactURLs(nc.ConnectedUrl()))
 	return nil
 }
 
@@ -218,12 +219,12 @@ func printInitDone(w io.Writer, f initFlags, spec directory.InitSpec, keyNote, s
 	fmt.Fprintf(w, "next:\n")
 	fmt.Fprintf(w, "  1. copy the cluster key to every node's machine, readable by rvpd only\n")
 	if f.site != "" {
-		fmt.Fprintf(w, "  2. start the directory service at the hub: rvpd node -name NAME -site %s -nats %s -cluster-key-file FILE -admin\n", f.hub, redactURLs(f.nats))
+		fmt.Fprintf(w, "  2. start the directory service at the hub: rvpd node -name NAME -site %s -nats %s -cluster-key-file FILE -admin\n", f.hub, natsclient.RedactURLs(f.nats))
 		fmt.Fprintf(w, "     and each site's nodes on its own servers: rvpd node -name NAME -site SITE -hub %s -nats SITE-URLS -cluster-key-file FILE -gateway :80 -home HOME ...\n", f.hub)
 	} else {
-		fmt.Fprintf(w, "  2. start the nodes: rvpd node -name NAME -nats %s -cluster-key-file FILE -admin -gateway :80 -home HOME ...\n", redactURLs(f.nats))
+		fmt.Fprintf(w, "  2. start the nodes: rvpd node -name NAME -nats %s -cluster-key-file FILE -admin -gateway :80 -home HOME ...\n", natsclient.RedactURLs(f.nats))
 	}
-	fmt.Fprintf(w, "  3. as the administrator: export RVPCTL_NATS=%s RVPCTL_ADMIN=%s\n", redactURLs(f.nats), f.admin)
+	fmt.Fprintf(w, "  3. as the administrator: export RVPCTL_NATS=%s RVPCTL_ADMIN=%s\n", natsclient.RedactURLs(f.nats), f.admin)
 	if spec.Domain == nil {
 		fmt.Fprintf(w, "     rvpctl domain create DOMAIN\n")
 	}

@@ -12,13 +12,14 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rvp-im/rvpd/cmd/rvpd/natsclient"
 	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/testcluster"
 )
 
 // linkFails connects with client and wants an error that holds every
 // one of want.
-func linkFails(t *testing.T, url string, client natsClientFlags, want ...string) {
+func linkFails(t *testing.T, url string, client natsclient.Flags, want ...string) {
 	t.Helper()
 	_, _, release, err := clusterLink("rvpd-node-test", url, client, slog.New(slog.NewTextHandler(io.Discard, nil)))()
 	if err == nil {
@@ -34,7 +35,7 @@ func linkFails(t *testing.T, url string, client natsClientFlags, want ...string)
 }
 
 // linkWorks connects with client and uses JetStream over the connection.
-func linkWorks(t *testing.T, url string, client natsClientFlags) {
+func linkWorks(t *testing.T, url string, client natsclient.Flags) {
 	t.Helper()
 	nc, _, release, err := clusterLink("rvpd-node-test", url, client, slog.New(slog.NewTextHandler(io.Discard, nil)))()
 	if err != nil {
@@ -58,17 +59,17 @@ func linkWorks(t *testing.T, url string, client natsClientFlags) {
 func TestNATSClientTLS(t *testing.T) {
 	f := testcluster.WriteTLSFiles(t)
 	url := testcluster.StartTLSNATS(t, f)
-	linkWorks(t, url, natsClientFlags{tlsCA: f.CA, tlsCert: f.ClientCert, tlsKey: f.ClientKey})
+	linkWorks(t, url, natsclient.Flags{TLSCA: f.CA, TLSCert: f.ClientCert, TLSKey: f.ClientKey})
 	// A nats:// URL with the CA speaks TLS too.
-	linkWorks(t, strings.Replace(url, "tls://", "nats://", 1), natsClientFlags{tlsCA: f.CA, tlsCert: f.ClientCert, tlsKey: f.ClientKey})
+	linkWorks(t, strings.Replace(url, "tls://", "nats://", 1), natsclient.Flags{TLSCA: f.CA, TLSCert: f.ClientCert, TLSKey: f.ClientKey})
 
-	linkFails(t, url, natsClientFlags{tlsCert: f.ClientCert, tlsKey: f.ClientKey},
+	linkFails(t, url, natsclient.Flags{TLSCert: f.ClientCert, TLSKey: f.ClientKey},
 		"x509: certificate signed by unknown authority", "give the cluster's CA with -nats.tls-ca")
-	linkFails(t, url, natsClientFlags{tlsCA: f.OtherCA, tlsCert: f.ClientCert, tlsKey: f.ClientKey},
+	linkFails(t, url, natsclient.Flags{TLSCA: f.OtherCA, TLSCert: f.ClientCert, TLSKey: f.ClientKey},
 		"x509: certificate signed by unknown authority", "not signed by the CA of -nats.tls-ca "+f.OtherCA)
-	linkFails(t, url, natsClientFlags{tlsCA: f.CA},
+	linkFails(t, url, natsclient.Flags{TLSCA: f.CA},
 		"give a client certificate with -nats.tls-cert and -nats.tls-key")
-	linkFails(t, url, natsClientFlags{tlsCA: f.CA, tlsCert: f.OtherClientCert, tlsKey: f.OtherClientKey},
+	linkFails(t, url, natsclient.Flags{TLSCA: f.CA, TLSCert: f.OtherClientCert, TLSKey: f.OtherClientKey},
 		"refused the client certificate of -nats.tls-cert "+f.OtherClientCert)
 }
 
@@ -78,16 +79,16 @@ func TestNATSClientTLS(t *testing.T) {
 // never shows the seed.
 func TestNATSClientCreds(t *testing.T) {
 	url, creds, other := testcluster.StartCredsNATS(t)
-	linkWorks(t, url, natsClientFlags{creds: creds})
-	linkFails(t, url, natsClientFlags{}, "nats: Authorization Violation", "give its credentials file with -nats.creds")
-	linkFails(t, url, natsClientFlags{creds: other}, "refused the credentials of -nats.creds "+other)
+	linkWorks(t, url, natsclient.Flags{Creds: creds})
+	linkFails(t, url, natsclient.Flags{}, "nats: Authorization Violation", "give its credentials file with -nats.creds")
+	linkFails(t, url, natsclient.Flags{Creds: other}, "refused the credentials of -nats.creds "+other)
 	for _, file := range []string{creds, other} {
 		data, err := os.ReadFile(file)
 		if err != nil {
 			t.Fatal(err)
 		}
 		seed := strings.TrimSpace(strings.Split(strings.SplitAfter(string(data), "-----BEGIN USER NKEY SEED-----")[1], "------END")[0])
-		_, _, _, err = clusterLink("rvpd-node-test", url, natsClientFlags{creds: file}, slog.New(slog.NewTextHandler(io.Discard, nil)))()
+		_, _, _, err = clusterLink("rvpd-node-test", url, natsclient.Flags{Creds: file}, slog.New(slog.NewTextHandler(io.Discard, nil)))()
 		if err != nil && strings.Contains(err.Error(), seed) {
 			t.Errorf("the error shows the seed: %v", err)
 		}
@@ -135,7 +136,7 @@ func TestInitAndNodeOverTLS(t *testing.T) {
 	if err := execIn(context.Background(), args, lookup, strings.NewReader("init-password-1\n"), &stdout, &stderr); err != nil {
 		t.Fatalf("rvpd init over TLS: %v\n%s", err, stderr.String())
 	}
-	nc, _, release, err := clusterLink("check", url, natsClientFlags{tlsCA: f.CA, tlsCert: f.ClientCert, tlsKey: f.ClientKey}, slog.New(slog.NewTextHandler(io.Discard, nil)))()
+	nc, _, release, err := clusterLink("check", url, natsclient.Flags{TLSCA: f.CA, TLSCert: f.ClientCert, TLSKey: f.ClientKey}, slog.New(slog.NewTextHandler(io.Discard, nil)))()
 	if err != nil {
 		t.Fatal(err)
 	}

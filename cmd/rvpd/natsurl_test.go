@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/rvp-im/rvpd/cmd/rvpd/natsclient"
 )
 
 // TestNATSPasswordNotShown: a password in a -nats URL
@@ -41,7 +43,7 @@ func TestNATSPasswordNotShown(t *testing.T) {
 	url := "nats://rvpd:" + secret + "@127.0.0.1:" + strconv.Itoa(port)
 	logs := newSyncBuffer()
 	log := slog.New(slog.NewTextHandler(logs, nil))
-	nc, _, release, err := clusterLink("rvpd-node-test", url, natsClientFlags{}, log)()
+	nc, _, release, err := clusterLink("rvpd-node-test", url, natsclient.Flags{}, log)()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +68,7 @@ func TestNATSPasswordNotShown(t *testing.T) {
 
 	ns.Shutdown()
 	ns.WaitForShutdown()
-	if _, _, _, err := clusterLink("rvpd-node-test", url, natsClientFlags{}, log)(); err == nil {
+	if _, _, _, err := clusterLink("rvpd-node-test", url, natsclient.Flags{}, log)(); err == nil {
 		t.Error("connected to a stopped NATS server")
 	} else if strings.Contains(err.Error(), secret) {
 		t.Errorf("the error shows the NATS password: %v", err)

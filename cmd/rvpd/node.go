@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rvp-im/rvpd/cmd/rvpd/natsclient"
 	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/gateway"
 	"github.com/rvp-im/rvpd/homenode"
@@ -24,7 +24,7 @@ import (
 type nodeFlags struct {
 	roleFlags
 	siteFlags
-	natsClient       natsClientFlags
+	natsClient       natsclient.Flags
 	name, data, nats string
 	gateway          string
 	homes            string
@@ -37,7 +37,7 @@ type nodeFlags struct {
 // validate reports every problem of a node's flags at once: the roles'
 // (roleFlags.validate) and the node's own.
 func (f nodeFlags) validate(lookupEnv func(string) (string, bool)) error {
-	errs := []error{f.roleFlags.validate(), f.siteFlags.validate(), f.natsClient.validate()}
+	errs := []error{f.roleFlags.validate(), f.siteFlags.validate(), f.natsClient.Validate()}
 	if f.gateway == "" && len(splitList(f.homes)) == 0 && f.router == "" && !f.admin {
 		errs = append(errs, errors.New("no role given: -gateway ADDR, -home H, -router NAME or -admin (one or more)"))
 	}
@@ -77,7 +77,7 @@ func runNode(ctx context.Context, args []string, lookupEnv func(string) (string,
 	fs.StringVar(&f.name, "name", host, "this node's name, unique in the cluster (its gateway's reply subjects, its NATS connection)")
 	fs.StringVar(&f.data, "data", "./node-data", "directory of this node's Pebble projections")
 	fs.StringVar(&f.nats, "nats", nats.DefaultURL, "NATS servers of the cluster, comma-separated URLs")
-	f.natsClient.register(fs)
+	f.natsClient.Register(fs, envName, nil)
 	fs.StringVar(&f.keyFile, "cluster-key-file", "", "file holding the cluster key (64 hex digits); default: the environment's "+envClusterKey+". Every node of a cluster has the same")
 	fs.StringVar(&f.gateway, "gateway", "", `serve RVP clients on this address, e.g. ":80" ("" for no gateway)`)
 	fs.StringVar(&f.homes, "home", "", "own these home servers, comma-separated (each in one node at a time)")
@@ -200,7 +200,7 @@ func printNodeBanner(w io.Writer, f nodeFlags, rs roleSet, nc *nats.Conn) {
 	if rs.admin != nil {
 		fmt.Fprintf(w, "  directory service for rvpctl\n")
 	}
-	fmt.Fprintf(w, "  NATS: %s   data: %s\n", redactURLs(nc.ConnectedUrl()), f.data)
+	fmt.Fprintf(w, "  NATS: %s   data: %s\n", natsclient.RedactURLs(nc.ConnectedUrl()), f.data)
 }
 
 func splitList(s string) []string {
@@ -217,7 +217,7 @@ func splitList(s string) []string {
 // client named name, with the credentials and TLS of client: it
 // reconnects for ever, to whichever server answers, and reports the
 // connection's loss only when it is closed for good.
-func clusterLink(name, urls string, client natsClientFlags, log *slog.Logger) natsLink {
+func clusterLink(name, urls string, client natsclient.Flags, log *slog.Logger) natsLink {
 	return func() (*nats.Conn, <-chan error, func(), error) {
 		lost := make(chan error, 1)
 		opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second),
@@ -227,42 +227,19 @@ func clusterLink(name, urls string, client natsClientFlags, log *slog.Logger) na
 				}
 				log.Warn("NATS connection lost; reconnecting", "err", err)
 			}),
-			nats.ReconnectHandler(func(c *nats.Conn) { log.Info("NATS connection back", "server", redactURLs(c.ConnectedUrl())) }),
+			nats.ReconnectHandler(func(c *nats.Conn) {
+				log.Info("NATS connection back", "server", natsclient.RedactURLs(c.ConnectedUrl()))
+			}),
 			nats.ClosedHandler(func(*nats.Conn) {
 				select {
 				case lost <- errors.New("connection closed"):
 				default:
 				}
 			})}
-		nc, err := nats.Connect(urls, append(opts, client.options()...)...)
+		nc, err := nats.Connect(urls, append(opts, client.Options()...)...)
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("connect to NATS at %s: %w (%s)", redactURLs(urls), err, client.hint(err))
+			return nil, nil, nil, fmt.Errorf("connect to NATS at %s: %w (%s)", natsclient.RedactURLs(urls), err, client.Hint(err, "is the cluster up? give its servers with -nats"))
 		}
 		return nc, lost, nc.Close, nil
 	}
-}
-
-// redactURLs returns the comma-separated NATS URLs urls with the password
-// of each (nats://user:password@host), or its token (nats://token@host),
-// replaced by xxxxx, to be shown or logged.
-func redactURLs(urls string) string {
-	parts := strings.Split(urls, ",")
-	for i, p := range parts {
-		if !strings.Contains(p, "@") {
-			continue
-		}
-		p = strings.TrimSpace(p)
-		if !strings.Contains(p, "://") {
-			p = "nats://" + p // as nats.Connect takes it
-		}
-		if u, err := url.Parse(p); err == nil {
-			if _, ok := u.User.Password(); !ok {
-				u.User = url.User("xxxxx") // a token
-			}
-			parts[i] = u.Redacted()
-		} else {
-			parts[i] = "(a URL with credentials that does not parse)"
-		}
-	}
-	return strings.Join(parts, ",")
 }
