@@ -9,13 +9,13 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
 	"github.com/rvp-im/rvpd/rvp"
+	"github.com/rvp-im/rvpd/testcluster/natstest"
 )
 
 // adminFixture is a directory stream on an in-process JetStream server.
@@ -32,25 +32,12 @@ func newAdminFixture(t testing.TB) *adminFixture { return newAdminFixtureOn(t, f
 // loopback port too when listen is set (for connections of a client's own).
 func newAdminFixtureOn(t testing.TB, listen bool) *adminFixture {
 	t.Helper()
-	opts := &server.Options{ServerName: "t", JetStream: true, StoreDir: t.TempDir(), DontListen: !listen, NoSigs: true, NoLog: true}
+	var opts []natstest.Option
 	if listen {
-		opts.Host, opts.Port = "127.0.0.1", -1
+		opts = append(opts, natstest.Listen())
 	}
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := nats.Connect("", nats.InProcessServer(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
+	ns := natstest.Start(t, opts...)
+	_, js := natstest.Connect(t, ns)
 	if err := projections.EnsureStreams(t.Context(), js, projections.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}

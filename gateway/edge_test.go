@@ -16,13 +16,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
 	"github.com/rvp-im/rvpd/rvp"
+	"github.com/rvp-im/rvpd/testcluster/natstest"
 )
 
 // edge is a gateway over an in-process JetStream with a directory of its
@@ -64,21 +63,8 @@ func (r *recordLog) take() []slog.Record {
 // bob; the organisation federates.
 func newEdge(t *testing.T, auth Authenticator) *edge {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{ServerName: "t", JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := nats.Connect("", nats.InProcessServer(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
+	ns := natstest.Start(t)
+	nc, js := natstest.Connect(t, ns)
 	if err := projections.EnsureStreams(t.Context(), js, projections.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/testcluster/jsfault"
+	"github.com/rvp-im/rvpd/testcluster/natstest"
 )
 
 // TestPresenceAtStreamDeletedMidway: a fact stream deleted while
@@ -20,7 +21,7 @@ import (
 // retried without bound and heeding no context; rvpctl presence-at and
 // the console's user page (its 5 s included) waited for ever.
 func TestPresenceAtStreamDeletedMidway(t *testing.T) {
-	_, js := connectJetStream(t)
+	_, js := natstest.Connect(t, natstest.Start(t))
 	ctx := context.Background()
 	stream := events.FactStream("home1")
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: stream, Subjects: []string{events.FactFilter("home1")}}); err != nil {

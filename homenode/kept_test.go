@@ -13,6 +13,7 @@ import (
 
 	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/testcluster/natstest"
 )
 
 // TestHandoffKeptPastRequestsMaxAge: ann, signed in on home1, is moved to
@@ -75,7 +76,7 @@ func TestHandoffKeptPastRequestsMaxAge(t *testing.T) {
 // none anew over one there) refused a handoff marked to be kept, and the
 // move was never handed off. It takes it unmarked, said once.
 func TestHandoffToStreamWithoutTTLs(t *testing.T) {
-	_, js := connectJetStream(t)
+	_, js := natstest.Connect(t, natstest.Start(t))
 	ctx := t.Context()
 	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "REQ", Subjects: []string{events.RequestFilter("homeC")}})
 	if err != nil {

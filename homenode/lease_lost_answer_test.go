@@ -8,12 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/testcluster/natstest"
 )
 
 // gate is a TCP proxy to a NATS server whose two directions a test can
@@ -81,22 +81,8 @@ func (g *gate) pipe(dst, src net.Conn, hold *sync.Mutex, writes *atomic.Int64) {
 // renewal stored, and the owner must not count itself owner (Owned)
 // past then.
 func TestLeaseRenewalAnswerLostCountsFromTheRenewalStored(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{ServerName: "t", Host: "127.0.0.1", Port: -1, JetStream: true,
-		StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := nats.Connect("", nats.InProcessServer(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	ns := natstest.Start(t, natstest.Listen())
+	_, js := natstest.Connect(t, ns)
 	const ttl = 3 * time.Second
 	if err := projections.EnsureStreams(t.Context(), js, projections.StreamOptions{LeaseTTL: ttl}); err != nil {
 		t.Fatal(err)

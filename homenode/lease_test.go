@@ -13,6 +13,7 @@ import (
 
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/testcluster/natstest"
 )
 
 // holders runs Lease.Hold for several nodes of one home server and
@@ -91,10 +92,8 @@ func (h *holders) waitServing(name string, d time.Duration) {
 // standby at once, a dead owner (its connection gone, nothing let go)
 // when its lease lapses.
 func TestLeaseHandover(t *testing.T) {
-	ns := startJetStream(t)
-	nc, _ := nats.Connect("", nats.InProcessServer(ns))
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	ns := natstest.Start(t)
+	_, js := natstest.Connect(t, ns)
 	const ttl = time.Second
 	if err := projections.EnsureStreams(t.Context(), js, projections.StreamOptions{LeaseTTL: ttl}); err != nil {
 		t.Fatal(err)
@@ -169,10 +168,8 @@ func TestLeaseHandover(t *testing.T) {
 // and goes on serving instead of stopping. Here the revision is moved by
 // writing the owner's own value, as the lost renewal did.
 func TestLeaseRenewalAnswerLost(t *testing.T) {
-	ns := startJetStream(t)
-	nc, _ := nats.Connect("", nats.InProcessServer(ns))
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	ns := natstest.Start(t)
+	_, js := natstest.Connect(t, ns)
 	if err := projections.EnsureStreams(t.Context(), js, projections.StreamOptions{LeaseTTL: time.Second}); err != nil {
 		t.Fatal(err)
 	}
@@ -212,10 +209,8 @@ func TestLeaseRenewalAnswerLost(t *testing.T) {
 // that let it go, a lapsed one is absent, and a cluster without the
 // bucket has no leases and no error.
 func TestLeases(t *testing.T) {
-	ns := startJetStream(t)
-	nc, _ := nats.Connect("", nats.InProcessServer(ns))
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	ns := natstest.Start(t)
+	_, js := natstest.Connect(t, ns)
 	if ls, err := Leases(t.Context(), js); ls != nil || err != nil {
 		t.Fatalf("leases without a bucket: %v %v, want nil and no error", ls, err)
 	}

@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -24,6 +23,7 @@ import (
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
 	"github.com/rvp-im/rvpd/rvp"
+	"github.com/rvp-im/rvpd/testcluster/natstest"
 )
 
 // harness is one home server on an embedded JetStream server, driven by
@@ -44,36 +44,6 @@ type harness struct {
 	stopped bool
 	stop    context.CancelFunc
 	done    chan error
-}
-
-func startJetStream(t *testing.T) *server.Server {
-	t.Helper()
-	ns, err := server.NewServer(&server.Options{ServerName: "t", JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	return ns
-}
-
-// connectJetStream starts an embedded JetStream server (startJetStream)
-// and returns a client of it, closed when the test ends.
-func connectJetStream(t *testing.T) (*nats.Conn, jetstream.JetStream) {
-	t.Helper()
-	nc, err := nats.Connect("", nats.InProcessServer(startJetStream(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return nc, js
 }
 
 // followDirectory opens a store on disk with a directory projection that
@@ -104,7 +74,7 @@ func newHarness(t *testing.T, users ...string) *harness { return newHarnessWith(
 // newHarnessWith is newHarness with the node's configuration changed by
 // tweak.
 func newHarnessWith(t *testing.T, tweak func(*Config), users ...string) *harness {
-	nc, js := connectJetStream(t)
+	nc, js := natstest.Connect(t, natstest.Start(t))
 	ctx := t.Context()
 	if err := projections.EnsureStreams(ctx, js, projections.StreamOptions{}); err != nil {
 		t.Fatal(err)

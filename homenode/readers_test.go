@@ -15,6 +15,7 @@ import (
 
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/testcluster/jsfault"
+	"github.com/rvp-im/rvpd/testcluster/natstest"
 )
 
 // factStreamOf creates home1's fact stream with n facts, each of its own
@@ -81,7 +82,7 @@ func returnsWithin(t *testing.T, d time.Duration, what string, f func() error) (
 // error to try again on, and Run, which waits for it, never returned
 // once stopped; a recovery held the deciding loop for good.
 func TestReadDecidedStreamDeletedMidway(t *testing.T) {
-	_, js := connectJetStream(t)
+	_, js := natstest.Connect(t, natstest.Start(t))
 	const total = 2000 // several batches (512)
 	state := factStreamOf(t, js, total)
 	stream := events.FactStream("home1")
@@ -113,7 +114,7 @@ func TestReadDecidedStreamDeletedMidway(t *testing.T) {
 // ordered consumer's iterator, replacing its consumer without bound and
 // heeding no context, never returned.
 func TestUsersChangedLatelyStreamDeletedMidway(t *testing.T) {
-	_, js := connectJetStream(t)
+	_, js := natstest.Connect(t, natstest.Start(t))
 	const total = 5000 // more than the iterator's first pull (500)
 	state := factStreamOf(t, js, total)
 	stream := events.FactStream("home1")
@@ -212,7 +213,7 @@ func TestOtherWritersFactsUnreadable(t *testing.T) {
 // returned: it was never tried again, and Run, which waits for it once
 // stopped, never returned.
 func TestKeepReadingRecentStreamDeletedMidway(t *testing.T) {
-	_, js := connectJetStream(t)
+	_, js := natstest.Connect(t, natstest.Start(t))
 	since := time.Now().Add(-time.Minute)
 	state := factStreamOf(t, js, 2000)
 	stream := events.FactStream("home1")

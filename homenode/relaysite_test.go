@@ -8,6 +8,7 @@ import (
 	"github.com/rvp-im/rvpd/directory"
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/testcluster/natstest"
 )
 
 // TestRelayOneDomainIgnoresSiteLabel: in a deployment of one JetStream
@@ -20,7 +21,7 @@ import (
 // run: the watchers of the README's node2 example, on home1, lost
 // presence whenever that one publish failed.
 func TestRelayOneDomainIgnoresSiteLabel(t *testing.T) {
-	nc, js := connectJetStream(t)
+	nc, js := natstest.Connect(t, natstest.Start(t))
 	ctx := t.Context()
 	if err := projections.EnsureStreams(ctx, js, projections.StreamOptions{}); err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
+	"github.com/rvp-im/rvpd/testcluster/natstest"
 )
 
 // TestStandbyReportsRetentionGap: a warm standby whose projection is
@@ -25,7 +26,7 @@ import (
 // as the retention leaves one, beginning past its first fact, at once
 // (projections' cutStream has a retention of 1 s remove one, and waits).
 func TestStandbyReportsRetentionGap(t *testing.T) {
-	_, js := connectJetStream(t)
+	_, js := natstest.Connect(t, natstest.Start(t))
 	ctx := t.Context()
 	const home = "home1"
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: events.FactStream(home), Subjects: []string{events.FactFilter(home)}, FirstSeq: 2}); err != nil {

@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/testcluster/natstest"
 )
 
 // The benchmarks of this file read a real store: RVP_BENCH_STORE names
@@ -36,24 +36,8 @@ func storeJetStream(b *testing.B) (jetstream.JetStream, uint64) {
 	if out, err := exec.Command("cp", "-a", dir, filepath.Join(tmp, "nats")).CombinedOutput(); err != nil {
 		b.Fatalf("copy %s: %v %s", dir, err, out)
 	}
-	ns, err := server.NewServer(&server.Options{JetStream: true, StoreDir: filepath.Join(tmp, "nats"), Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(30 * time.Second) {
-		b.Fatal("nats not ready")
-	}
-	b.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		b.Fatal(err)
-	}
+	ns := natstest.Start(b, natstest.Listen(), natstest.StoreDir(filepath.Join(tmp, "nats")), natstest.ReadyWithin(30*time.Second))
+	_, js := natstest.Connect(b, ns)
 	st, err := js.Stream(context.Background(), events.FactStream("home1"))
 	if err != nil {
 		b.Fatal(err)

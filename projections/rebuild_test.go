@@ -9,35 +9,18 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/testcluster/natstest"
 )
 
 // startJetStream starts an embedded JetStream server with rvpd's streams
 // on disk, and returns a client of it.
 func startJetStream(tb testing.TB) jetstream.JetStream {
 	tb.Helper()
-	ns, err := server.NewServer(&server.Options{JetStream: true, StoreDir: tb.TempDir(), DontListen: true, NoSigs: true, NoLog: true})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		tb.Fatal("nats not ready")
-	}
-	tb.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := nats.Connect("", nats.InProcessServer(ns))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	_, js := natstest.Connect(tb, natstest.Start(tb))
 	if err := EnsureStreams(context.Background(), js, StreamOptions{}); err != nil {
 		tb.Fatal(err)
 	}

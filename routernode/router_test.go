@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -19,22 +18,8 @@ import (
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
 	"github.com/rvp-im/rvpd/rvp"
+	"github.com/rvp-im/rvpd/testcluster/natstest"
 )
-
-// startJetStream starts an embedded JetStream server for one test.
-func startJetStream(t *testing.T) *server.Server {
-	t.Helper()
-	ns, err := server.NewServer(&server.Options{ServerName: "t", JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	return ns
-}
 
 // TestSlowForwardNotSentTwice: a lookup forwarded to another
 // organisation whose router takes longer than the lookup's AckWait to
@@ -214,13 +199,7 @@ func (f *federation) handedOutOnce(n uint64) {
 // whatever more adds (before the projection is waited for).
 func federatingDirectory(t *testing.T, more ...func(context.Context, *directory.Admin) error) (*nats.Conn, jetstream.JetStream, *projections.Directory) {
 	t.Helper()
-	ns := startJetStream(t)
-	nc, err := nats.Connect("", nats.InProcessServer(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
+	nc, js := natstest.Connect(t, natstest.Start(t))
 	ctx := t.Context()
 	if err := projections.EnsureStreams(ctx, js, projections.StreamOptions{}); err != nil {
 		t.Fatal(err)

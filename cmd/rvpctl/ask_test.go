@@ -8,35 +8,24 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/rvp-im/rvpd/testcluster/natstest"
 )
 
 // TestAskHomeNodeWaits: verify, run a moment after a home node was
 // started, waits for the node to answer rather than failing at once; with
 // no node at all it fails once its wait is over.
 func TestAskHomeNodeWaits(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	ns := natstest.Start(t, natstest.Listen(), natstest.WithoutJetStream())
+	nc, _ := natstest.Connect(t, ns)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
 	// No node: ErrNoResponders once the wait is over, said once.
 	var said bytes.Buffer
 	start := time.Now()
-	_, err = askHomeNode(ctx, nc, nats.NewMsg("rvp.test.none"), "home9", 1500*time.Millisecond, &said)
+	_, err := askHomeNode(ctx, nc, nats.NewMsg("rvp.test.none"), "home9", 1500*time.Millisecond, &said)
 	if !errors.Is(err, nats.ErrNoResponders) || time.Since(start) < 1500*time.Millisecond {
 		t.Fatalf("with no node: %v after %s; want no responders after the wait", err, time.Since(start))
 	}

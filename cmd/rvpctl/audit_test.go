@@ -12,11 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/testcluster/natstest"
 )
 
 // TestAuditTableEscapes: text a client controls (a mobile description,
@@ -85,24 +85,8 @@ func startJetStream(t *testing.T) (string, jetstream.JetStream) {
 // URL and a JetStream client.
 func startNATS(t *testing.T, domain string) (string, jetstream.JetStream) {
 	t.Helper()
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, JetStreamDomain: domain, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS server not ready after 10s")
-	}
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := natstest.Start(t, natstest.Listen(), natstest.Domain(domain))
+	_, js := natstest.Connect(t, srv)
 	return srv.ClientURL(), js
 }
 

@@ -6,13 +6,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/testcluster/jsfault"
+	"github.com/rvp-im/rvpd/testcluster/natstest"
 )
 
 // TestConsoleAuditStreamDeletedMidway: a fact stream deleted while the
@@ -22,24 +22,7 @@ import (
 // anew, retried without bound and heeding no context (the page's 5 s
 // included); each click on the page left one more handler hung.
 func TestConsoleAuditStreamDeletedMidway(t *testing.T) {
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Start()
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS server not ready after 10s")
-	}
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := natstest.Connect(t, natstest.Start(t, natstest.Listen()))
 	ctx := context.Background()
 	stream := events.FactStream("home1")
 	for name, subj := range map[string]string{stream: events.FactFilter("home1"), events.StreamDirectory: events.DirectoryFilter} {

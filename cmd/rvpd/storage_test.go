@@ -16,6 +16,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/testcluster/natstest"
 )
 
 // TestMetricsStorage: rvpd dev reports, at each scrape, the streams its
@@ -270,24 +271,8 @@ func TestMetricsStorageKeptWhenUnread(t *testing.T) {
 // as rvpd does).
 func embeddedJetStream(t *testing.T) (*server.Server, *nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS server not ready after 10s")
-	}
-	nc, err := nats.Connect(ns.ClientURL(), nats.MaxReconnects(-1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns := natstest.Start(t, natstest.Listen())
+	nc, js := natstest.Connect(t, ns, nats.MaxReconnects(-1))
 	return ns, nc, js
 }
 
