@@ -30,8 +30,9 @@ type Load struct {
 	wg      sync.WaitGroup
 	started time.Time
 
-	mu      sync.Mutex
-	results []Result
+	mu       sync.Mutex
+	results  []Result
+	inFlight map[int]Result // by user: each has one request in flight at most
 }
 
 // Result is what one request of a Load got.
@@ -96,7 +97,7 @@ func StartLoad(t testing.TB, target LoadTarget, o LoadOptions) *Load {
 	if o.Pause <= 0 {
 		o.Pause = 20 * time.Millisecond
 	}
-	l := &Load{t: t, target: target, stop: make(chan struct{}), started: time.Now()}
+	l := &Load{t: t, target: target, stop: make(chan struct{}), started: time.Now(), inFlight: map[int]Result{}}
 	for i, a := range o.Users {
 		cl := NewClient(t, target.Gateways[i%len(target.Gateways)], a)
 		cl.UseHost(target.IMHost)
@@ -163,8 +164,12 @@ func (l *Load) work(w int, cl *Client, o LoadOptions) {
 			raw = cl.request("", "PROPPATCH", "/instmsg/aliases/"+cl.Alias, presenceBody(states[rnd.IntN(len(states))], res.Mark),
 				"Content-Type: text/xml", cl.From())
 		}
+		l.mu.Lock()
+		l.inFlight[w] = res
+		l.mu.Unlock()
 		res.end(cl.TryRaw(raw))
 		l.mu.Lock()
+		delete(l.inFlight, w)
 		l.results = append(l.results, res)
 		l.mu.Unlock()
 	}
@@ -244,6 +249,29 @@ func (l *Load) WaitSucceeded(n int, since time.Time, d time.Duration, match func
 		return nil
 	})
 	return at
+}
+
+// FirstSent returns when the first request sent since then and
+// matching (all when nil) was sent, answered or in flight; false when
+// none has been. Each user sends its next request once its last is
+// answered: while every user waits on a request for one home server,
+// none is sent to another, however ready that one is to serve.
+func (l *Load) FirstSent(since time.Time, match func(Result) bool) (time.Time, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var first time.Time
+	see := func(r Result) {
+		if !r.Start.Before(since) && (match == nil || match(r)) && (first.IsZero() || r.Start.Before(first)) {
+			first = r.Start
+		}
+	}
+	for _, r := range l.results {
+		see(r)
+	}
+	for _, r := range l.inFlight {
+		see(r)
+	}
+	return first, !first.IsZero()
 }
 
 // WaitFailed waits until n requests sent since then have been answered

@@ -809,3 +809,132 @@ func (c *NATSCluster) KillWatching(s *NATSServer, d time.Duration) *Election {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// PlaceLeaders moves the leaders of raft groups (as GroupLeaders names
+// them) by stepdowns, each preferring the server wanted: on comes to lead
+// each group of lead and none of leadNone (the meta group is not moved:
+// MoveMetaLeader). It returns once every group named has a running
+// leader where it is wanted and the cluster is ready.
+func (c *NATSCluster) PlaceLeaders(js jetstream.JetStream, on *NATSServer, lead, leadNone []string) {
+	c.t.Helper()
+	Eventually(c.t, 60*time.Second, func() error {
+		if err := c.ready(); err != nil {
+			return err
+		}
+		led, err := c.GroupLeaders(on)
+		if err != nil {
+			return err
+		}
+		var other *NATSServer
+		for _, s := range c.Servers {
+			if s != on && s.Running() {
+				other = s
+				break
+			}
+		}
+		var moved []string
+		for _, g := range append(slices.Clone(lead), leadNone...) {
+			l := c.Server(led[g])
+			if l == nil || !l.Running() {
+				return fmt.Errorf("group %s has no running leader (%q)", g, led[g])
+			}
+			want := slices.Contains(lead, g)
+			if (l == on) == want {
+				continue
+			}
+			to := on
+			if !want {
+				to = other
+			}
+			if err := stepDown(js, g, to.Name); err != nil {
+				return fmt.Errorf("step %s down from %s to %s: %w", g, l.Name, to.Name, err)
+			}
+			moved = append(moved, g)
+		}
+		if len(moved) > 0 {
+			return fmt.Errorf("stepped %v down", moved)
+		}
+		return nil
+	})
+}
+
+// stepDown asks the leader of group (a stream, or "stream > consumer")
+// to hand its leadership to the server named prefer.
+func stepDown(js jetstream.JetStream, group, prefer string) error {
+	subject := "$JS.API.STREAM.LEADER.STEPDOWN." + group
+	if st, cons, ok := strings.Cut(group, " > "); ok {
+		subject = "$JS.API.CONSUMER.LEADER.STEPDOWN." + st + "." + cons
+	}
+	body, _ := json.Marshal(server.JSApiLeaderStepdownRequest{Placement: &server.Placement{Preferred: prefer}})
+	m, err := js.Conn().Request(subject, body, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	var resp server.JSApiStreamLeaderStepDownResponse
+	if err := json.Unmarshal(m.Data, &resp); err != nil {
+		return err
+	}
+	if resp.Error != nil {
+		return resp.Error
+	}
+	return nil
+}
+
+// ServerOf returns the running server the client connection named name
+// (nats.Name) is connected to; nil when none has it.
+func (c *NATSCluster) ServerOf(name string) *NATSServer {
+	for _, s := range c.Servers {
+		if !s.Running() {
+			continue
+		}
+		var cz server.Connz
+		if err := s.monitor("/connz?limit=4096", &cz); err != nil {
+			continue
+		}
+		for _, ci := range cz.Conns {
+			if ci.Name == name {
+				return s
+			}
+		}
+	}
+	return nil
+}
+
+// MoveMetaLeader makes to JetStream's meta leader: while another server
+// leads the meta group, that server is stopped cleanly (it hands its
+// leaderships over to another) and started again. Clients of the
+// servers stopped reconnect to others; to's keep their connections.
+func (c *NATSCluster) MoveMetaLeader(to *NATSServer) {
+	c.t.Helper()
+	for attempt := 1; ; attempt++ {
+		if err := c.waitReady(60 * time.Second); err != nil {
+			c.t.Fatal(err)
+		}
+		led, err := c.GroupLeaders(to)
+		if err != nil {
+			c.t.Fatalf("move the meta leader to %s: %v", to.Name, err)
+		}
+		if led["meta"] == to.Name {
+			return
+		}
+		if attempt == 20 {
+			c.t.Fatalf("move the meta leader to %s: still %s after %d restarts", to.Name, led["meta"], attempt-1)
+		}
+		m := c.Server(led["meta"])
+		if m == nil {
+			c.t.Fatalf("move the meta leader to %s: no server %q", to.Name, led["meta"])
+		}
+		m.Stop()
+		Eventually(c.t, 60*time.Second, func() error {
+			led, err := c.GroupLeaders(to)
+			if err != nil {
+				return err
+			}
+			if l := c.Server(led["meta"]); l == nil || !l.Running() {
+				return fmt.Errorf("no running meta leader (%q)", led["meta"])
+			}
+			return nil
+		})
+		m.Start()
+	}
+}
