@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -114,7 +116,17 @@ type Gateway struct {
 
 	sub     *nats.Subscription
 	waitMu  sync.Mutex
-	waiting map[string]chan *events.Reply
+	waiting map[string]waiter
+	// back hears the NATS connection come back (StatusChanged, CONNECTED):
+	// askBack, the gateway's own goroutine, then asks the home nodes for
+	// the answers of every request waiting (askWaiting), those published
+	// while the gateway was away being lost; backDone is closed when it
+	// has ended (Shutdown removes back).
+	back     chan nats.Status
+	backDone chan struct{}
+	// answersAgain counts the answers home nodes gave again when asked,
+	// as the connection came back (reconnected) or after askAfter (waited).
+	answersAgain struct{ reconnected, waited atomic.Uint64 }
 
 	limiter  *limiter
 	counters counters
@@ -194,7 +206,7 @@ func New(cfg Config) (*Gateway, error) {
 	g := &Gateway{
 		cfg: cfg, log: log.With("gateway", cfg.ID), auth: cfg.Auth, limiter: newLimiter(cfg.Senders),
 		now:        func() time.Time { return cfg.Now().UTC() },
-		waiting:    make(map[string]chan *events.Reply),
+		waiting:    make(map[string]waiter),
 		conns:      make(map[*conn]struct{}),
 		quit:       make(chan struct{}),
 		workerIdle: workerIdle, refusedLook: refusedLogLook,
@@ -212,8 +224,23 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway %s: subscribe to replies: %w", cfg.ID, err)
 	}
 	g.sub = sub
+	// The process's connection has its own reconnect handler (it logs);
+	// a status listener hears the reconnection without taking it over.
+	g.back, g.backDone = cfg.Conn.StatusChanged(nats.CONNECTED), make(chan struct{})
+	go func() {
+		defer close(g.backDone)
+		g.askBack(g.back)
+	}()
 	cfg.Metrics.attach(g)
 	return g, nil
+}
+
+// waiter is a request waiting for its reply: where the reply goes, and
+// the home server whose node is asked for it when it is lost ("" for a
+// lookup, which no one records).
+type waiter struct {
+	ch   chan *events.Reply // buffered, one reply per request
+	home string
 }
 
 func (g *Gateway) onReply(m *nats.Msg) {
@@ -227,13 +254,20 @@ func (g *Gateway) onReply(m *nats.Msg) {
 		g.log.Error("non-reply on the reply subject dropped", "subject", m.Subject, "type", ev.Type())
 		return
 	}
+	g.deliver(r)
+}
+
+// deliver hands r to the request waiting for it, and reports whether one
+// was (a request answered already, or whose wait ended, is not).
+func (g *Gateway) deliver(r *events.Reply) bool {
 	g.waitMu.Lock()
-	ch := g.waiting[r.ID]
+	w, ok := g.waiting[r.ID]
 	delete(g.waiting, r.ID)
 	g.waitMu.Unlock()
-	if ch != nil {
-		ch <- r // buffered, one reply per request
+	if ok {
+		w.ch <- r // buffered, and taken out of waiting: sent once
 	}
+	return ok
 }
 
 // Listen listens for RVP clients on addr (host:port) over TCP, as Serve
@@ -645,6 +679,12 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	if g.sub != nil {
 		g.sub.Unsubscribe()
 	}
+	// Every request has ended: askBack's sweep, if one runs, asks for
+	// none more, and its asks in flight ended with g.stopping.
+	if g.back != nil {
+		g.cfg.Conn.RemoveStatusListener(g.back)
+		<-g.backDone
+	}
 	return nil
 }
 
@@ -675,7 +715,7 @@ func (g *Gateway) dispatch(ctx context.Context, subject, home, id string, deadli
 	}
 	ch := make(chan *events.Reply, 1)
 	g.waitMu.Lock()
-	g.waiting[id] = ch
+	g.waiting[id] = waiter{ch: ch, home: home}
 	g.waitMu.Unlock()
 	defer func() {
 		g.waitMu.Lock()
@@ -722,7 +762,8 @@ func (g *Gateway) dispatch(ctx context.Context, subject, home, id string, deadli
 		case r := <-ch:
 			return r, nil
 		case <-ask:
-			if r := g.askAnswer(ctx, home, id); r != nil {
+			if r, _ := g.askAnswer(ctx, home, id); r != nil {
+				g.answersAgain.waited.Add(1)
 				g.log.Info("answer lost on its way; the home node gave it again", "req", id, "home", home)
 				return r, nil
 			}
@@ -779,24 +820,142 @@ func whileReachable(ctx context.Context, sites interface{ Lost(string) bool }, s
 	return ctx, func() { cancel(nil); <-done }
 }
 
-// askAnswer asks home's node for the answer it recorded for request id;
-// nil when it has none (yet).
-func (g *Gateway) askAnswer(ctx context.Context, home, id string) *events.Reply {
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
+// askAnswer asks home's node for the answer it recorded for request id
+// (waiting askTimeout at most); nil when it has none (yet), with an error
+// when the node did not answer (none serves home, or it is too slow).
+func (g *Gateway) askAnswer(ctx context.Context, home, id string) (*events.Reply, error) {
+	ctx, cancel := context.WithTimeout(ctx, askTimeout)
 	defer cancel()
 	m, err := g.cfg.Conn.RequestWithContext(ctx, events.AnswerSubject(home), []byte(id))
-	if err != nil || len(m.Data) == 0 {
-		return nil
+	if err != nil {
+		return nil, err
+	}
+	if len(m.Data) == 0 {
+		return nil, nil
 	}
 	ev, err := events.Decode(m.Header.Get(events.HeaderType), m.Data)
 	if err != nil {
-		return nil
+		return nil, nil
 	}
 	r, ok := ev.(*events.Reply)
 	if !ok || r.ID != id {
-		return nil
+		return nil, nil
 	}
-	return r
+	return r, nil
+}
+
+// askTimeout bounds the wait for a home node's answer to an ask.
+const askTimeout = time.Second
+
+// askBackWorkers bounds the asks of askWaiting in flight at once: after a
+// reconnection thousands of requests may wait, and their asks, each a
+// core NATS request, reach a few home nodes.
+const askBackWorkers = 16
+
+// askBack asks, each time the NATS connection comes back (a status on
+// back, until it is closed), for the answers of the requests waiting: one
+// published while the gateway was away is lost, and its request would
+// wait for its next askAfter tick. Reconnections heard while it asks are
+// one more sweep.
+func (g *Gateway) askBack(back <-chan nats.Status) {
+	for range back {
+		for more := true; more; {
+			select {
+			case _, ok := <-back:
+				if !ok {
+					return
+				}
+			default:
+				more = false
+			}
+		}
+		g.askWaiting(g.stopping)
+	}
+}
+
+// askWaiting asks the home nodes for the answers of the requests waiting
+// now, askBackWorkers at a time, and hands those given to their requests;
+// once a node has not answered an ask (none serves its home server, or it
+// is too slow), the other requests of its home server are left to their
+// askAfter ticks. It logs one line.
+func (g *Gateway) askWaiting(ctx context.Context) {
+	type ask struct{ id, home string }
+	var asks []ask
+	g.waitMu.Lock()
+	for id, w := range g.waiting {
+		if w.home != "" {
+			asks = append(asks, ask{id, w.home})
+		}
+	}
+	g.waitMu.Unlock()
+	if len(asks) == 0 {
+		return
+	}
+	start := time.Now()
+	var (
+		mu                            sync.Mutex
+		silent                        = map[string]error{} // homes whose node did not answer
+		given, undecided, left, ended int
+		wg                            sync.WaitGroup
+	)
+	next := make(chan ask)
+	for range min(askBackWorkers, len(asks)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for a := range next {
+				mu.Lock()
+				_, skip := silent[a.home]
+				mu.Unlock()
+				g.waitMu.Lock()
+				_, waiting := g.waiting[a.id]
+				g.waitMu.Unlock()
+				if skip || !waiting {
+					mu.Lock()
+					if skip {
+						left++
+					} else {
+						ended++
+					}
+					mu.Unlock()
+					continue
+				}
+				r, err := g.askAnswer(ctx, a.home, a.id)
+				delivered := r != nil && g.deliver(r)
+				mu.Lock()
+				switch {
+				case err != nil:
+					if _, ok := silent[a.home]; !ok {
+						silent[a.home] = err
+					}
+					left++
+				case delivered:
+					given++
+				case r != nil:
+					ended++ // answered meanwhile
+				default:
+					undecided++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, a := range asks {
+		next <- a
+	}
+	close(next)
+	wg.Wait()
+	g.answersAgain.reconnected.Add(uint64(given))
+	attrs := []any{"waiting", len(asks), "given_again", given, "not_decided_yet", undecided,
+		"answered_meanwhile", ended, "left_to_their_ticks", left, "took", time.Since(start).Round(time.Millisecond)}
+	if len(silent) > 0 {
+		var homes []string
+		for _, home := range slices.Sorted(maps.Keys(silent)) {
+			homes = append(homes, fmt.Sprintf("%s (%v)", home, silent[home]))
+		}
+		attrs = append(attrs, "homes_not_answering", strings.Join(homes, ", "))
+	}
+	g.log.Info("NATS connection back: asked the home nodes for the answers of the requests waiting", attrs...)
 }
 
 // append appends a request event to its stream, once (projections.Append:

@@ -66,6 +66,9 @@ var (
 	homeOwnedDesc = prometheus.NewDesc("rvpd_home_owned",
 		"1 while some node holds a live lease of the home server, 0 while none does (lapsed, let go, never taken): its users' requests get no answer (504). As the gateway's watch of its site's lease bucket sees it, for the site's home servers that host users or have users enabled on them; not exported while the gateway's NATS connection is down.",
 		[]string{"home"}, nil)
+	answersAgainDesc = prometheus.NewDesc("rvpd_gateway_answers_given_again_total",
+		"Home nodes' answers lost on their way to the gateway (published while its NATS connection was down, say) that the gateway asked the home node for and got, by when it asked: reconnected (at once, as its NATS connection came back), waited (after 3 s of waiting, and every 3 s on).",
+		[]string{"asked"}, nil)
 )
 
 // Describe implements prometheus.Collector for what is read at each scrape.
@@ -76,6 +79,7 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- inflightDesc
 	ch <- acceptingDesc
 	ch <- homeOwnedDesc
+	ch <- answersAgainDesc
 }
 
 // Collect implements prometheus.Collector: the gateways' Stats (what
@@ -85,7 +89,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	gws := append([]*Gateway(nil), m.gateways...)
 	m.mu.Unlock()
 	var s Stats
-	var conns, inflight, accepting float64
+	var conns, inflight, accepting, againReconnected, againWaited float64
 	for _, g := range gws {
 		gs := g.Stats()
 		s.Unauthenticated += gs.Unauthenticated
@@ -101,6 +105,8 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		conns += float64(len(g.conns))
 		g.mu.Unlock()
 		inflight += float64(g.inflight.Load())
+		againReconnected += float64(g.answersAgain.reconnected.Load())
+		againWaited += float64(g.answersAgain.waited.Load())
 		if g.Accepting() {
 			accepting++
 		}
@@ -116,6 +122,8 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(connsDesc, prometheus.GaugeValue, conns)
 	ch <- prometheus.MustNewConstMetric(inflightDesc, prometheus.GaugeValue, inflight)
 	ch <- prometheus.MustNewConstMetric(acceptingDesc, prometheus.GaugeValue, accepting)
+	ch <- prometheus.MustNewConstMetric(answersAgainDesc, prometheus.CounterValue, againReconnected, "reconnected")
+	ch <- prometheus.MustNewConstMetric(answersAgainDesc, prometheus.CounterValue, againWaited, "waited")
 	now := time.Now()
 	owned := map[string]float64{} // the most any gateway says
 	for _, g := range gws {

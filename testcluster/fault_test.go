@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -411,4 +412,145 @@ func TestClusterMetaLeaderLoss(t *testing.T) {
 		t.Errorf("neither a success, a 503 nor a 504: %s", f)
 	}
 	c.Verify()
+}
+
+// TestGatewayAsksWhenReconnected: the NATS server a gateway is connected
+// to dies (SIGKILL) while a request's answer is on its way, and the
+// answer is lost. The gateway asks the home node for the answers of the
+// requests waiting as soon as its connection is back, so that the client
+// has its answer within a second of the reconnection, not at the
+// gateway's next ask (3 s after the request, every 3 s on). A stand-in
+// plays the home node, connected to another server: it takes the
+// request, decides it, and has the gateway's server killed before it
+// answers; its answer is given only when asked.
+func TestGatewayAsksWhenReconnected(t *testing.T) {
+	c := Start(t, Options{Users: map[string]string{"alice": "home1"}, NATS: &NATSClusterOptions{Processes: true}})
+	alice := c.Client(t, "alice")
+	if r := alice.Login(600); r.Status != 200 {
+		t.Fatalf("alice signs in: %d", r.Status)
+	}
+	if err := c.Homes["home1"].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	gw := c.Gateways[0]
+	var gwServer *NATSServer
+	Eventually(t, 10*time.Second, func() error {
+		if gwServer = c.NATS.ServerOf("gateway-" + gw.Name); gwServer == nil {
+			return fmt.Errorf("gateway %s is connected to no server", gw.Name)
+		}
+		return nil
+	})
+	var other *NATSServer
+	for _, s := range c.NATS.Servers {
+		if s != gwServer {
+			other = s
+			break
+		}
+	}
+	nc, err := nats.Connect(other.URL(), nats.Name("stand-in"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	cons, err := js.Consumer(t.Context(), events.StreamRequests, homenode.ConsumerName("home1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type ask struct {
+		at      time.Time
+		decided bool
+	}
+	var (
+		mu      sync.Mutex
+		decided = map[string]bool{}
+	)
+	asked := make(chan ask, 16)
+	sub, err := nc.Subscribe(events.AnswerSubject("home1"), func(m *nats.Msg) {
+		id := string(m.Data)
+		mu.Lock()
+		d := decided[id]
+		mu.Unlock()
+		select {
+		case asked <- ask{time.Now(), d}:
+		default:
+		}
+		if !d {
+			m.Respond(nil) // as a home node that has not decided it yet
+			return
+		}
+		data, _ := events.Encode(&events.Reply{ID: id, Status: 207, Href: alice.URL})
+		resp := nats.NewMsg(m.Reply)
+		resp.Header.Set(events.HeaderType, events.TypeReply)
+		resp.Data = data
+		m.RespondMsg(resp)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	back := gw.nc.StatusChanged(nats.CONNECTED)
+	defer gw.nc.RemoveStatusListener(back)
+
+	type answer struct {
+		r   *Response
+		err error
+		at  time.Time
+	}
+	answered := make(chan answer, 1)
+	start := time.Now()
+	go func() {
+		r, err := alice.TryRaw(alice.request("", "PROPPATCH", "/instmsg/aliases/alice", StateBody("busy", 600, 0),
+			"Content-Type: text/xml", alice.From()))
+		answered <- answer{r, err, time.Now()}
+	}()
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var id string
+	for m := range batch.Messages() {
+		id = m.Headers().Get(jetstream.MsgIDHeader)
+		if err := m.Ack(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if id == "" {
+		t.Fatalf("the stand-in took no request: %v", batch.Error())
+	}
+	mu.Lock()
+	decided[id] = true // its answer, published now, would be lost with the server
+	mu.Unlock()
+	gwServer.Kill()
+	killed := time.Now()
+	var reconnected time.Time
+	select {
+	case <-back:
+		reconnected = time.Now()
+	case <-time.After(30 * time.Second):
+		t.Fatalf("gateway %s not reconnected 30 s after %s was killed", gw.Name, gwServer.Name)
+	}
+	var a answer
+	select {
+	case a = <-answered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no answer 30 s after the gateway reconnected")
+	}
+	if a.err != nil || a.r.Status != 207 {
+		t.Fatalf("the request whose answer was lost: %v %v after %v", a.err, a.r, a.at.Sub(start))
+	}
+	at := func(t time.Time) time.Duration { return t.Sub(start).Round(time.Millisecond) }
+	var asks []string
+	for len(asked) > 0 {
+		k := <-asked
+		asks = append(asks, fmt.Sprintf("%v (decided %v)", at(k.at), k.decided))
+	}
+	t.Logf("request sent at 0; %s killed at %v; gateway reconnected at %v; answered at %v, %v after the reconnection; asked at %s",
+		gwServer.Name, at(killed), at(reconnected), at(a.at), a.at.Sub(reconnected).Round(time.Millisecond), strings.Join(asks, ", "))
+	if d := a.at.Sub(reconnected); d > time.Second {
+		t.Errorf("answered %v after the gateway's connection came back, want at most 1s (the gateway asks only every 3 s from the request)", d.Round(time.Millisecond))
+	}
 }
