@@ -11,9 +11,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/nats-io/nats.go"
 )
@@ -109,6 +111,14 @@ func (f Flags) Hint(err error, otherwise string) string {
 		return "give the cluster's CA with -nats.tls-ca"
 	case errors.As(err, &hostname):
 		return "connect to the NATS servers by a name their certificates hold (-nats), or have their certificates issued for the names used"
+	case closedAfterHandshake(err):
+		// TLS 1.3: the server checks the client's certificate after the
+		// client's handshake is done, and its alert may be lost to a
+		// write on the connection it has closed.
+		if f.TLSCert == "" {
+			return "the NATS servers closed the connection after the TLS handshake, as servers that verify their clients do: give a client certificate with -nats.tls-cert and -nats.tls-key"
+		}
+		return "the NATS servers closed the connection after the TLS handshake, as when they refused the client certificate of -nats.tls-cert " + f.TLSCert + ": give one signed by the CA they trust"
 	case strings.Contains(msg, "certificate required"), strings.Contains(msg, "bad certificate"), strings.Contains(msg, "unknown certificate authority"):
 		if f.TLSCert == "" {
 			return "the NATS servers verify their clients: give a client certificate with -nats.tls-cert and -nats.tls-key"
@@ -129,6 +139,14 @@ func (f Flags) Hint(err error, otherwise string) string {
 		return "the NATS servers speak no TLS at these addresses: use nats:// URLs without -nats.tls-ca, or turn TLS on in the servers"
 	}
 	return otherwise
+}
+
+// closedAfterHandshake says whether err is nats.go's for a connection
+// its server closed right after a TLS handshake: what a server that
+// refuses the client's certificate does, seen from the client.
+func closedAfterHandshake(err error) bool {
+	return errors.Is(err, nats.ErrTLS) &&
+		(errors.Is(err, io.EOF) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET))
 }
 
 // RedactURLs returns the comma-separated NATS URLs urls with the password
