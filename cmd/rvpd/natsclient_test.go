@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -157,4 +159,62 @@ func TestInitAndNodeOverTLS(t *testing.T) {
 	if !strings.Contains(p.stdout.String(), "NATS: "+url) {
 		t.Errorf("the node's banner does not show it connected to %s:\n%s", url, p.stdout.String())
 	}
+}
+
+// TestNATSClientCertRenewed: a node reads its client certificate again
+// at each reconnection (docs/operations.md, "Securing NATS"). A renewed
+// certificate the servers refuse is reported in the node's log, with
+// what to do, at each failed reconnection that says why (before, nats.go
+// wrote "remote error: tls: certificate required on connection [5]" to
+// stderr, outside the log); once a good one is on disk, the node is
+// back.
+func TestNATSClientCertRenewed(t *testing.T) {
+	f := testcluster.WriteTLSFiles(t)
+	url := testcluster.StartTLSNATS(t, f)
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
+	install := func(fromCert, fromKey string) {
+		t.Helper()
+		for from, to := range map[string]string{fromCert: cert, fromKey: key} {
+			data, err := os.ReadFile(from)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(to+".new", data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(to+".new", to); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	install(f.ClientCert, f.ClientKey)
+	logs := newSyncBuffer()
+	nc, _, release, err := clusterLink("rvpd-node-test", url, natsclient.Flags{TLSCA: f.CA, TLSCert: cert, TLSKey: key}, slog.New(slog.NewTextHandler(logs, nil)))()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+
+	install(f.OtherClientCert, f.OtherClientKey) // "renewed" by the wrong CA
+	if err := nc.ForceReconnect(); err != nil {
+		t.Fatal(err)
+	}
+	testcluster.Eventually(t, 10*time.Second, func() error {
+		if !strings.Contains(logs.String(), "refused the client certificate of -nats.tls-cert "+cert) {
+			return fmt.Errorf("the log does not say the client certificate was refused:\n%s", logs.String())
+		}
+		return nil
+	})
+	if nc.IsConnected() {
+		t.Fatal("connected with a certificate of another CA")
+	}
+
+	install(f.ClientCert, f.ClientKey)
+	testcluster.Eventually(t, 10*time.Second, func() error {
+		if !nc.IsConnected() || !strings.Contains(logs.String(), "NATS connection back") {
+			return fmt.Errorf("not back with the good certificate on disk (connected %v):\n%s", nc.IsConnected(), logs.String())
+		}
+		return nil
+	})
 }

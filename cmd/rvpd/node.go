@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -216,10 +217,36 @@ func splitList(s string) []string {
 // clusterLink reaches a NATS cluster at urls (comma-separated) as a
 // client named name, with the credentials and TLS of client: it
 // reconnects for ever, to whichever server answers, and reports the
-// connection's loss only when it is closed for good.
+// connection's loss only when it is closed for good. It logs why a
+// reconnection fails, with what to do (a renewed client certificate the
+// servers refuse), once for each reason until the connection is back.
 func clusterLink(name, urls string, client natsclient.Flags, log *slog.Logger) natsLink {
 	return func() (*nats.Conn, <-chan error, func(), error) {
 		lost := make(chan error, 1)
+		// refused holds the reasons of failed reconnections logged since
+		// the connection was lost. nats.go calls the handlers from one
+		// goroutine of its own; the mutex makes that no assumption.
+		var mu sync.Mutex
+		refused := map[string]bool{}
+		reconnectFailed := func(err error) {
+			hint := client.Hint(err, "")
+			reason := hint
+			if reason == "" {
+				reason = err.Error()
+			}
+			mu.Lock()
+			seen := refused[reason]
+			refused[reason] = true
+			mu.Unlock()
+			if seen {
+				return
+			}
+			attrs := []any{"err", err}
+			if hint != "" {
+				attrs = append(attrs, "hint", hint)
+			}
+			log.Warn("NATS reconnection failed; retrying (logged once for each reason until the connection is back)", attrs...)
+		}
 		opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second),
 			nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
 				if c.IsClosed() {
@@ -228,7 +255,27 @@ func clusterLink(name, urls string, client natsclient.Flags, log *slog.Logger) n
 				log.Warn("NATS connection lost; reconnecting", "err", err)
 			}),
 			nats.ReconnectHandler(func(c *nats.Conn) {
+				mu.Lock()
+				clear(refused)
+				mu.Unlock()
 				log.Info("NATS connection back", "server", natsclient.RedactURLs(c.ConnectedUrl()))
+			}),
+			// A server that could not be reached.
+			nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { reconnectFailed(err) }),
+			// A server that refused the connection (TLS, credentials)
+			// while reconnecting, and the connection's other
+			// asynchronous errors (a slow consumer, a permission
+			// denied), which nats.go would write to standard error.
+			nats.ErrorHandler(func(c *nats.Conn, sub *nats.Subscription, err error) {
+				if !c.IsConnected() {
+					reconnectFailed(err)
+					return
+				}
+				attrs := []any{"err", err}
+				if sub != nil {
+					attrs = append(attrs, "subject", sub.Subject)
+				}
+				log.Warn("NATS error", attrs...)
 			}),
 			nats.ClosedHandler(func(*nats.Conn) {
 				select {
