@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -217,4 +218,75 @@ func TestNATSClientCertRenewed(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestReadyzSaysWhyNATSRefused: a reconnection that fails in the TLS
+// handshake for a reason of this side (a renewed certificate on disk
+// whose key is not the one beside it; a CA file that no longer holds
+// the servers' CA) is reported by nats.go to no handler: /readyz says
+// it, with the reconnection's state.
+func TestReadyzSaysWhyNATSRefused(t *testing.T) {
+	f := testcluster.WriteTLSFiles(t)
+	url := testcluster.StartTLSNATS(t, f)
+	dir := t.TempDir()
+	ca, cert, key := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
+	install := func(from, to string) {
+		t.Helper()
+		data, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(to, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	install(f.CA, ca)
+	install(f.ClientCert, cert)
+	install(f.ClientKey, key)
+	log := slog.New(slog.DiscardHandler)
+	nc, _, release, err := clusterLink("rvpd-node-test", url, natsclient.Flags{TLSCA: ca, TLSCert: cert, TLSKey: key}, log)()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	o := newOps("n1", nc, log)
+	natsReadiness := func() checkResult {
+		_, results := o.readiness()
+		for _, r := range results {
+			if r.Name == "nats" {
+				return r
+			}
+		}
+		t.Fatalf("no nats condition in %+v", results)
+		return checkResult{}
+	}
+	if r := natsReadiness(); !r.OK {
+		t.Fatalf("connected, yet /readyz says %+v", r)
+	}
+
+	for _, c := range []struct {
+		what, from, to, want string
+	}{
+		{"a key not the certificate's", f.OtherClientKey, key, "private key does not match public key"},
+		{"another CA", f.OtherCA, ca, "certificate signed by unknown authority"},
+	} {
+		install(f.CA, ca)
+		install(f.ClientKey, key)
+		testcluster.Eventually(t, 10*time.Second, func() error {
+			if !nc.IsConnected() {
+				return errors.New("not connected with the good files")
+			}
+			return nil
+		})
+		install(c.from, c.to)
+		if err := nc.ForceReconnect(); err != nil {
+			t.Fatal(err)
+		}
+		testcluster.Eventually(t, 10*time.Second, func() error {
+			if r := natsReadiness(); r.OK || !strings.Contains(r.Why, "not connected (reconnecting)") || !strings.Contains(r.Why, c.want) {
+				return fmt.Errorf("with %s, /readyz says %+v; want it not connected, saying %q", c.what, r, c.want)
+			}
+			return nil
+		})
+	}
 }

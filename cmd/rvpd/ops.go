@@ -77,6 +77,12 @@ func newOps(node string, nc *nats.Conn, log *slog.Logger) *ops {
 	o.reg.MustRegister(readyCollector{o}, o.storage)
 	o.ready("nats", func() error {
 		if !nc.IsConnected() {
+			// The last reconnection's failure in its handshake (a
+			// certificate or CA renewed on disk that does not do),
+			// which nats.go reports to no handler.
+			if err := nc.LastError(); err != nil {
+				return fmt.Errorf("not connected (%s): %w", strings.ToLower(nc.Status().String()), err)
+			}
 			return fmt.Errorf("not connected (%s)", strings.ToLower(nc.Status().String()))
 		}
 		return nil
