@@ -216,15 +216,32 @@ func printInitDone(w io.Writer, f initFlags, spec directory.InitSpec, keyNote, s
 	if f.site != "" {
 		fmt.Fprintf(w, "  hub:            JetStream domain %s (the directory's origin; each site copies it)\n", f.hub)
 	}
+	// A cluster reached with TLS or credentials is reached so by the
+	// nodes and rvpctl too, each with a certificate and credentials of
+	// its own (CERT, KEY, CREDS); the CA is the same.
+	var nodeNATS, ctlNATS string
+	c := f.natsClient
+	if c.TLSCA != "" {
+		nodeNATS += " -nats.tls-ca " + c.TLSCA
+		ctlNATS += " RVPCTL_NATS_TLS_CA=" + c.TLSCA
+	}
+	if c.TLSCert != "" {
+		nodeNATS += " -nats.tls-cert CERT -nats.tls-key KEY"
+		ctlNATS += " RVPCTL_NATS_TLS_CERT=CERT RVPCTL_NATS_TLS_KEY=KEY"
+	}
+	if c.Creds != "" {
+		nodeNATS += " -nats.creds CREDS"
+		ctlNATS += " RVPCTL_NATS_CREDS=CREDS"
+	}
 	fmt.Fprintf(w, "next:\n")
 	fmt.Fprintf(w, "  1. copy the cluster key to every node's machine, readable by rvpd only\n")
 	if f.site != "" {
-		fmt.Fprintf(w, "  2. start the directory service at the hub: rvpd node -name NAME -site %s -nats %s -cluster-key-file FILE -admin\n", f.hub, natsclient.RedactURLs(f.nats))
-		fmt.Fprintf(w, "     and each site's nodes on its own servers: rvpd node -name NAME -site SITE -hub %s -nats SITE-URLS -cluster-key-file FILE -gateway :80 -home HOME ...\n", f.hub)
+		fmt.Fprintf(w, "  2. start the directory service at the hub: rvpd node -name NAME -site %s -nats %s%s -cluster-key-file FILE -admin\n", f.hub, natsclient.RedactURLs(f.nats), nodeNATS)
+		fmt.Fprintf(w, "     and each site's nodes on its own servers: rvpd node -name NAME -site SITE -hub %s -nats SITE-URLS%s -cluster-key-file FILE -gateway :80 -home HOME ...\n", f.hub, nodeNATS)
 	} else {
-		fmt.Fprintf(w, "  2. start the nodes: rvpd node -name NAME -nats %s -cluster-key-file FILE -admin -gateway :80 -home HOME ...\n", natsclient.RedactURLs(f.nats))
+		fmt.Fprintf(w, "  2. start the nodes: rvpd node -name NAME -nats %s%s -cluster-key-file FILE -admin -gateway :80 -home HOME ...\n", natsclient.RedactURLs(f.nats), nodeNATS)
 	}
-	fmt.Fprintf(w, "  3. as the administrator: export RVPCTL_NATS=%s RVPCTL_ADMIN=%s\n", natsclient.RedactURLs(f.nats), f.admin)
+	fmt.Fprintf(w, "  3. as the administrator: export RVPCTL_NATS=%s%s RVPCTL_ADMIN=%s\n", natsclient.RedactURLs(f.nats), ctlNATS, f.admin)
 	if spec.Domain == nil {
 		fmt.Fprintf(w, "     rvpctl domain create DOMAIN\n")
 	}

@@ -136,8 +136,15 @@ func TestInitAndNodeOverTLS(t *testing.T) {
 	}
 	env := map[string]string{"RVPD_NATS_TLS_CA": f.CA, "RVPD_NATS_TLS_CERT": f.ClientCert, "RVPD_NATS_TLS_KEY": f.ClientKey}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	stdout.Reset()
 	if err := execIn(context.Background(), args, lookup, strings.NewReader("init-password-1\n"), &stdout, &stderr); err != nil {
 		t.Fatalf("rvpd init over TLS: %v\n%s", err, stderr.String())
+	}
+	// Its next steps start the nodes and rvpctl over TLS too.
+	for _, want := range []string{"-nats.tls-ca " + f.CA + " -nats.tls-cert CERT -nats.tls-key KEY", "RVPCTL_NATS_TLS_CA=" + f.CA + " RVPCTL_NATS_TLS_CERT=CERT RVPCTL_NATS_TLS_KEY=KEY"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("rvpd init's next steps lack %q:\n%s", want, stdout.String())
+		}
 	}
 	nc, _, release, err := clusterLink("check", url, natsclient.Flags{TLSCA: f.CA, TLSCert: f.ClientCert, TLSKey: f.ClientKey}, slog.New(slog.NewTextHandler(io.Discard, nil)))()
 	if err != nil {
