@@ -291,7 +291,10 @@ func WaitJetStream(ctx context.Context, js jetstream.JetStream) error {
 		if err == nil {
 			return nil
 		}
-		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+		if errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+			return fmt.Errorf("JetStream: %w (the NATS account this connection's user belongs to has none: connect as a user of the account rvpd's streams are in (-nats.creds, or the user in -nats), or enable JetStream in that account's configuration)", err)
+		}
+		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
 			return fmt.Errorf("JetStream: %w (run the NATS servers with JetStream: -js, or jetstream {} in their configuration)", err)
 		}
 		select {

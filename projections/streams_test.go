@@ -3,10 +3,13 @@ package projections
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -221,4 +224,61 @@ func lastOf(t *testing.T, js jetstream.JetStream, subject string) uint64 {
 		t.Fatal(err)
 	}
 	return info.State.Subjects[subject]
+}
+
+// TestWaitJetStreamAccountWithout: connected as a user of an account
+// without JetStream (an operator's drill gave rvpd the system account's
+// credentials), WaitJetStream said to run the NATS servers with
+// JetStream, which they did. It now names the account.
+func TestWaitJetStreamAccountWithout(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "nats.conf")
+	if err := os.WriteFile(conf, []byte(`listen: "127.0.0.1:-1"
+jetstream { store_dir: "`+filepath.Join(dir, "js")+`" }
+accounts {
+  RVP { jetstream: enabled, users: [{user: rvpd, password: pw}] }
+  OTHER { users: [{user: other, password: pw}] }
+}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := server.ProcessConfigFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.NoSigs, opts.NoLog = true, true
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	for _, tc := range []struct {
+		user, want string
+	}{
+		{"rvpd", ""},
+		{"other", "the NATS account this connection's user belongs to has none"},
+	} {
+		nc, err := nats.Connect(ns.ClientURL(), nats.UserInfo(tc.user, "pw"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err = WaitJetStream(ctx, js)
+		cancel()
+		nc.Close()
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.user, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: %v, want it to say %q", tc.user, err, tc.want)
+		}
+	}
 }
