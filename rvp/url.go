@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/rvp-im/rvpd/events"
 )
@@ -197,16 +198,28 @@ func ParseNodePath(p string) (NodeRef, error) {
 	if err := checkAlias(alias); err != nil {
 		return NodeRef{}, err
 	}
+	// Lower-cased, an alias may grow (a letter whose lower case takes
+	// more bytes): the bound is on what is kept.
 	ref.Alias = strings.ToLower(alias)
+	if len(ref.Alias) > MaxAliasLen {
+		return NodeRef{}, fmt.Errorf("alias longer than %d bytes", MaxAliasLen)
+	}
 	return ref, nil
 }
 
+// checkAlias reports what makes a an alias no node may have: empty,
+// longer than MaxAliasLen, not UTF-8 (lower-cased, each byte of it would
+// become a replacement character, and two aliases one), or with a
+// control character, a space or a slash.
 func checkAlias(a string) error {
 	if a == "" {
 		return errors.New("empty alias")
 	}
 	if len(a) > MaxAliasLen {
 		return fmt.Errorf("alias longer than %d bytes", MaxAliasLen)
+	}
+	if !utf8.ValidString(a) {
+		return fmt.Errorf("alias %q: not UTF-8", a)
 	}
 	for i := 0; i < len(a); i++ {
 		if c := a[i]; c <= ' ' || c == '/' || c == 0x7f {

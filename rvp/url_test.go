@@ -160,3 +160,24 @@ func TestNormalizeHostPortSpellings(t *testing.T) {
 		}
 	}
 }
+
+// TestParseNodePathAliasBound: an alias is bounded as it is kept, lower
+// case. A path of 88 bytes that are not UTF-8 (the fuzzer's) was taken,
+// each byte lower-cased into a 3-byte replacement character: an alias
+// of 264 bytes, over the bound, which its own URL then failed to name,
+// and which named the same node as any other 88 such bytes. So was an
+// alias of 128 'Ⱥ' (256 bytes), 384 once lower-cased.
+func TestParseNodePathAliasBound(t *testing.T) {
+	for _, p := range []string{
+		"/instmsg/aliases/" + strings.Repeat("\xb8", 88),
+		"/instmsg/aliases/" + strings.Repeat("Ⱥ", 128),
+		"/instmsg/aliases/al%FFice",
+	} {
+		if ref, err := ParseNodePath(p); err == nil {
+			t.Errorf("ParseNodePath(%q) = %+v (alias of %d bytes), want an error", p, ref, len(ref.Alias))
+		}
+	}
+	if ref, err := ParseNodePath("/instmsg/aliases/" + strings.Repeat("Ⱥ", 64)); err != nil || ref.Alias != strings.Repeat("ⱥ", 64) {
+		t.Errorf("64 'Ⱥ': %+v, %v", ref, err)
+	}
+}
