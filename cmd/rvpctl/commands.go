@@ -27,7 +27,7 @@ func connect(g global) (*nats.Conn, jetstream.JetStream, error) {
 	opts := append([]nats.Option{nats.Name("rvpctl"), nats.Timeout(5 * time.Second)}, g.natsClient.Options()...)
 	nc, err := nats.Connect(g.nats, opts...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to %s: %w (%s)", natsclient.RedactURLs(g.nats), err, g.natsClient.Hint(err, "is rvpd running? set -nats or RVPCTL_NATS"))
+		return nil, nil, fmt.Errorf("connect to %s: %w (%s)", natsclient.RedactURLs(g.nats), err, g.natsClient.Hint(err, g.nats, "is rvpd running? set -nats or RVPCTL_NATS"))
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {

@@ -229,7 +229,7 @@ func clusterLink(name, urls string, client natsclient.Flags, log *slog.Logger) n
 		var mu sync.Mutex
 		refused := map[string]bool{}
 		reconnectFailed := func(err error) {
-			hint := client.Hint(err, "")
+			hint := client.Hint(err, urls, "")
 			reason := hint
 			if reason == "" {
 				reason = err.Error()
@@ -285,7 +285,7 @@ func clusterLink(name, urls string, client natsclient.Flags, log *slog.Logger) n
 			})}
 		nc, err := nats.Connect(urls, append(opts, client.Options()...)...)
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("connect to NATS at %s: %w (%s)", natsclient.RedactURLs(urls), err, client.Hint(err, "is the cluster up? give its servers with -nats"))
+			return nil, nil, nil, fmt.Errorf("connect to NATS at %s: %w (%s)", natsclient.RedactURLs(urls), err, client.Hint(err, urls, "is the cluster up? give its servers with -nats"))
 		}
 		return nc, lost, nc.Close, nil
 	}

@@ -97,9 +97,9 @@ func (f Flags) Options() []nats.Option {
 }
 
 // Hint says what to do about err, the error of a connection to NATS made
-// with the flags; otherwise, when err says nothing of TLS or
-// credentials, it returns otherwise.
-func (f Flags) Hint(err error, otherwise string) string {
+// with the flags to urls (the -nats URLs); otherwise, when err says
+// nothing of TLS or credentials, it returns otherwise.
+func (f Flags) Hint(err error, urls, otherwise string) string {
 	var unknownCA x509.UnknownAuthorityError
 	var hostname x509.HostnameError
 	msg := err.Error()
@@ -125,6 +125,9 @@ func (f Flags) Hint(err error, otherwise string) string {
 		}
 		return "the NATS servers refused the client certificate of -nats.tls-cert " + f.TLSCert + ": give one signed by the CA they trust"
 	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired), errors.Is(err, nats.ErrAuthRevoked):
+		if f.Creds == "" && strings.Contains(urls, "@") {
+			return "the NATS cluster refused the user and password (or token) in the -nats URLs: check them, or give a credentials file with -nats.creds"
+		}
 		if f.Creds == "" {
 			where := "the environment"
 			if f.env != nil {

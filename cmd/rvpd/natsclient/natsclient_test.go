@@ -33,15 +33,29 @@ func TestHintClosedAfterHandshake(t *testing.T) {
 		io.EOF,
 	} {
 		err := closed(cause)
-		if got := (Flags{TLSCA: "ca.pem"}).Hint(err, "is the cluster up?"); !strings.Contains(got, "give a client certificate with -nats.tls-cert and -nats.tls-key") {
+		if got := (Flags{TLSCA: "ca.pem"}).Hint(err, "nats://127.0.0.1:4222", "is the cluster up?"); !strings.Contains(got, "give a client certificate with -nats.tls-cert and -nats.tls-key") {
 			t.Errorf("without a client certificate, %v: hint %q, want it to say to give one", err, got)
 		}
-		if got := (Flags{TLSCA: "ca.pem", TLSCert: "c.pem", TLSKey: "k.pem"}).Hint(err, "is the cluster up?"); !strings.Contains(got, "refused the client certificate of -nats.tls-cert c.pem") {
+		if got := (Flags{TLSCA: "ca.pem", TLSCert: "c.pem", TLSKey: "k.pem"}).Hint(err, "nats://127.0.0.1:4222", "is the cluster up?"); !strings.Contains(got, "refused the client certificate of -nats.tls-cert c.pem") {
 			t.Errorf("with a client certificate, %v: hint %q, want it to say the client certificate of -nats.tls-cert c.pem was refused", err, got)
 		}
 	}
 	// Closed before any TLS: no hint of certificates.
-	if got := (Flags{}).Hint(io.EOF, "is the cluster up?"); got != "is the cluster up?" {
+	if got := (Flags{}).Hint(io.EOF, "nats://127.0.0.1:4222", "is the cluster up?"); got != "is the cluster up?" {
 		t.Errorf("EOF without TLS: hint %q", got)
+	}
+}
+
+// TestHintWrongPassword: a cluster that refused the user and password of
+// the -nats URLs was said to require credentials, as if none were given
+// (helper-78's drill).
+func TestHintWrongPassword(t *testing.T) {
+	for urls, want := range map[string]string{
+		"nats://rvpd:wrong@127.0.0.1:4222": "refused the user and password (or token) in the -nats URLs",
+		"nats://127.0.0.1:4222":            "requires credentials: give its credentials file with -nats.creds",
+	} {
+		if got := (Flags{}).Hint(nats.ErrAuthorization, urls, "is the cluster up?"); !strings.Contains(got, want) {
+			t.Errorf("authorization refused, -nats %s: hint %q, want it to say %q", RedactURLs(urls), got, want)
+		}
 	}
 }
