@@ -191,11 +191,7 @@ func TestGatewayAsksForLostAnswer(t *testing.T) {
 	asked := make(chan string, 4)
 	sub, err := nc.Subscribe(events.AnswerSubject("home1"), func(m *nats.Msg) {
 		asked <- string(m.Data)
-		data, _ := events.Encode(&events.Reply{ID: string(m.Data), Status: 207, Href: alice.URL})
-		resp := nats.NewMsg(m.Reply)
-		resp.Header.Set(events.HeaderType, events.TypeReply)
-		resp.Data = data
-		m.RespondMsg(resp)
+		answerWith(m, &events.Reply{ID: string(m.Data), Status: 207, Href: alice.URL})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -479,11 +475,7 @@ func TestGatewayAsksWhenReconnected(t *testing.T) {
 			m.Respond(nil) // as a home node that has not decided it yet
 			return
 		}
-		data, _ := events.Encode(&events.Reply{ID: id, Status: 207, Href: alice.URL})
-		resp := nats.NewMsg(m.Reply)
-		resp.Header.Set(events.HeaderType, events.TypeReply)
-		resp.Data = data
-		m.RespondMsg(resp)
+		answerWith(m, &events.Reply{ID: id, Status: 207, Href: alice.URL})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -553,4 +545,14 @@ func TestGatewayAsksWhenReconnected(t *testing.T) {
 	if d := a.at.Sub(reconnected); d > time.Second {
 		t.Errorf("answered %v after the gateway's connection came back, want at most 1s (the gateway asks only every 3 s from the request)", d.Round(time.Millisecond))
 	}
+}
+
+// answerWith answers an ask for a recorded answer (m, on
+// events.AnswerSubject) with r, as a home node does.
+func answerWith(m *nats.Msg, r *events.Reply) {
+	data, _ := events.Encode(r)
+	resp := nats.NewMsg(m.Reply)
+	resp.Header.Set(events.HeaderType, events.TypeReply)
+	resp.Data = data
+	m.RespondMsg(resp)
 }
