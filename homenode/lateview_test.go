@@ -679,8 +679,7 @@ func TestLateHandoffInPartsLoginEndedHere(t *testing.T) {
 	login := from.login("ann", "10.0.0.1", annCB)
 	from.stateNamed("ann", "10.0.0.1", events.StateBusy, 0)
 	addWatchers(from, "ann", 300)
-	late := from.do(departure{user: user("ann"), to: "homeC", seq: 10}).handoff
-	late.From = "homeA"
+	late, to := annMovedHere(t, from)
 	parts, err := handoffParts(late, 16<<10)
 	if err != nil {
 		t.Fatal(err)
@@ -688,10 +687,6 @@ func TestLateHandoffInPartsLoginEndedHere(t *testing.T) {
 	if len(parts) < 3 {
 		t.Fatalf("%d parts, want some: no case to test", len(parts))
 	}
-	to := newWorld(t)
-	to.now = t0.Add(time.Minute)
-	rec := to.dir.users[user("ann")]
-	rec.Home, rec.MovedFrom, rec.Move, rec.MovedAt = testHome, "homeA", 10, to.now
 	to.login("ben", "10.0.0.3", benCB)
 	to.watch("ben", "ann")
 	wantStatus(t, to.do(&events.Unsubscribe{Req: to.req("logout", "ann", "ann", "10.0.0.1"), ID: login}), 200)
