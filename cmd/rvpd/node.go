@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -232,7 +233,7 @@ func clusterLink(name, urls string, client natsclient.Flags, log *slog.Logger) n
 			hint := client.Hint(err, urls, "")
 			reason := hint
 			if reason == "" {
-				reason = err.Error()
+				reason = reconnectReason(err)
 			}
 			mu.Lock()
 			seen := refused[reason]
@@ -289,4 +290,19 @@ func clusterLink(name, urls string, client natsclient.Flags, log *slog.Logger) n
 		}
 		return nc, lost, nc.Close, nil
 	}
+}
+
+// reconnectReason is what a failed reconnection's err says, but for the
+// local address of its connection: a connection reset after the client's
+// CONNECT (servers that refuse a client certificate after a TLS 1.3
+// handshake) names the ephemeral port of each attempt ("read tcp
+// 127.0.0.1:47002->...: connection reset by peer"), and each attempt is
+// the same reason.
+func reconnectReason(err error) string {
+	msg := err.Error()
+	var op *net.OpError
+	if errors.As(err, &op) && op.Source != nil {
+		msg = strings.ReplaceAll(msg, op.Source.String()+"->", "")
+	}
+	return msg
 }
