@@ -392,20 +392,18 @@ func handoffParts(h *events.Handoff, limit int) ([]handoffPart, error) {
 	}
 	last := *h
 	last.Subs = nil
-	var watchers []events.SubState
 	for _, s := range h.Subs {
 		if s.Kind == events.NotifyPragma {
 			last.Subs = append(last.Subs, s)
-		} else {
-			watchers = append(watchers, s)
 		}
 	}
 	lastData, err := events.Encode(&last)
 	if err != nil {
 		return nil, err
 	}
-	if len(lastData) > limit && len(last.Subs) > 0 {
-		last.Subs, watchers = nil, h.Subs
+	loginsLast := len(last.Subs) > 0
+	if len(lastData) > limit && loginsLast {
+		last.Subs, loginsLast = nil, false
 		if lastData, err = events.Encode(&last); err != nil {
 			return nil, err
 		}
@@ -413,17 +411,37 @@ func handoffParts(h *events.Handoff, limit int) ([]handoffPart, error) {
 	if len(lastData) > limit {
 		return nil, fmt.Errorf("the state besides the subscriptions (views, ACL, properties) takes %d bytes, more than a handoff message may (%d)", len(lastData), limit)
 	}
+	// The parts before the last are cut from every subscription, in
+	// order, as before the logins went in the last part, and numbered so:
+	// with the logins taken out, part k brings what part k of an older
+	// version brought, but for them. A handoff an older version began and
+	// stopped (the new home server took its parts 1 to k), sent again
+	// once upgraded, is then taken whole: had the watchers been cut on
+	// their own, part k+1 would start further on, and the watchers between
+	// would be in a part the new home server had taken already.
 	var parts []handoffPart
-	// subs adds parts for a run of subscriptions, halved until each fits.
+	num := 0
+	// subs adds parts for a run of subscriptions, halved until each fits
+	// (with its logins, as an older version halved it).
 	var subs func(run []events.SubState) error
 	subs = func(run []events.SubState) error {
-		p := &events.Handoff{Req: h.Req, From: h.From, Move: h.Move, Subs: run, More: true, Part: len(parts) + 1}
-		p.ID = h.ID + "/part" + strconv.Itoa(len(parts)+1)
+		p := &events.Handoff{Req: h.Req, From: h.From, Move: h.Move, Subs: run, More: true, Part: num + 1}
+		p.ID = h.ID + "/part" + strconv.Itoa(p.Part)
 		data, err := events.Encode(p)
 		switch {
 		case err != nil:
 			return err
 		case len(data) <= limit:
+			num++
+			if loginsLast {
+				p.Subs = slices.DeleteFunc(slices.Clone(run), func(s events.SubState) bool { return s.Kind == events.NotifyPragma })
+				if len(p.Subs) == 0 {
+					return nil // its number is left unused
+				}
+				if data, err = events.Encode(p); err != nil {
+					return err
+				}
+			}
 			parts = append(parts, handoffPart{id: p.ID, data: data})
 			return nil
 		case len(run) == 1:
@@ -436,7 +454,7 @@ func handoffParts(h *events.Handoff, limit int) ([]handoffPart, error) {
 	}
 	// Runs of about half a message each to begin with.
 	per := max(1, len(h.Subs)*limit/(2*len(data)))
-	for run := range slices.Chunk(watchers, per) {
+	for run := range slices.Chunk(h.Subs, per) {
 		if err := subs(run); err != nil {
 			return nil, err
 		}
