@@ -115,3 +115,49 @@ func TestAskWaitingBounded(t *testing.T) {
 		t.Errorf("%d requests still waiting, want %d (home2's, home3's, the lookups)", left, 3*n)
 	}
 }
+
+// TestAskBackShutdownMidSweep: the NATS connection coming back (a real
+// reconnection) starts a sweep; a Shutdown while its asks wait on a
+// silent home node ends them at once, and the gateway's goroutine with
+// them, rather than after each ask's timeout.
+func TestAskBackShutdownMidSweep(t *testing.T) {
+	e := newEdge(t, NoAuth{})
+	g := e.g
+	nc := g.cfg.Conn
+	var asked atomic.Int64
+	sub, err := nc.Subscribe(events.AnswerSubject("home2"), func(*nats.Msg) { asked.Add(1) }) // silent
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	g.waitMu.Lock()
+	for i := range 100 {
+		g.waiting[fmt.Sprintf("home2-%d", i)] = waiter{ch: make(chan *events.Reply, 1), home: "home2"}
+	}
+	g.waitMu.Unlock()
+	if err := nc.ForceReconnect(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for asked.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no sweep after the connection came back")
+		}
+		time.Sleep(10 * time.Millisecond) // polling, with a deadline
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	g.Shutdown(ctx)
+	if took := time.Since(start); took > askTimeout/2 {
+		t.Errorf("Shutdown during a sweep took %v; its asks should end with it, not after their timeout (%v)", took, askTimeout)
+	}
+	select {
+	case <-g.backDone:
+	default:
+		t.Error("the sweep's goroutine still runs after Shutdown")
+	}
+}
