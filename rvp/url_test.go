@@ -181,3 +181,29 @@ func TestParseNodePathAliasBound(t *testing.T) {
 		t.Errorf("64 'Ⱥ': %+v, %v", ref, err)
 	}
 }
+
+// TestParseNodePathClientAliases: what clients send still parses after
+// the UTF-8 check and the bound on the lower-cased alias: ASCII aliases
+// (librvp, Windows Messenger) up to MaxAliasLen bytes, in any case;
+// UTF-8 names %-escaped or raw, upper case lowered; the three path
+// forms.
+func TestParseNodePathClientAliases(t *testing.T) {
+	long := strings.Repeat("a", MaxAliasLen)
+	for p, want := range map[string]NodeRef{
+		"/instmsg/aliases/Alice.Smith_1-2":                     {Alias: "alice.smith_1-2"},
+		"/aliases/BOB":                                         {Alias: "bob"},
+		"/instmsg/local/IM.Example.COM/instmsg/aliases/Carol/": {IMHost: "im.example.com", Alias: "carol"},
+		"/instmsg/aliases/Ren%C3%89":                           {Alias: "rené"},
+		"/instmsg/aliases/RENÉ":                                {Alias: "rené"},
+		"/instmsg/aliases/%E6%9D%8E%E5%9B%9B":                  {Alias: "李四"},
+		"/instmsg/aliases/" + strings.ToUpper(long):            {Alias: long},
+		"/instmsg/aliases/" + strings.Repeat("%C3%89", 128):    {Alias: strings.Repeat("é", 128)},
+	} {
+		if got, err := ParseNodePath(p); err != nil || got != want {
+			t.Errorf("ParseNodePath(%q) = %+v, %v; want %+v", p, got, err, want)
+		}
+	}
+	if ref, err := ParseNodePath("/instmsg/aliases/" + long + "a"); err == nil {
+		t.Errorf("an alias of %d bytes taken: %+v", MaxAliasLen+1, ref)
+	}
+}
