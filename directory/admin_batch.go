@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -260,8 +261,14 @@ func isWrongLastSequence(err error) bool {
 
 // checkAlias refuses an alias no RVP URL can carry: what the gateway
 // refuses in a request's path (rvp.ParseNodePath: a control character,
-// a space, '/', DEL, more than rvp.MaxAliasLen bytes), and '@' and '\\'.
+// a space, '/', DEL, more than rvp.MaxAliasLen bytes, not UTF-8), and
+// '@' and '\\'. An alias given not UTF-8 is lower-cased (events.NewUser)
+// into replacement characters, which it refuses: any other bytes that are
+// not UTF-8 would have named the same user.
 func checkAlias(u events.User) error {
+	if !utf8.ValidString(u.Alias) || strings.ContainsRune(u.Alias, utf8.RuneError) {
+		return fmt.Errorf("user %q: an alias is UTF-8 text", u.Alias)
+	}
 	bad := u.Alias == "" || strings.ContainsAny(u.Alias, "/@\\\x7f")
 	for i := 0; i < len(u.Alias) && !bad; i++ {
 		bad = u.Alias[i] <= ' '

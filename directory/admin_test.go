@@ -263,7 +263,9 @@ func TestEnableRefusesUnaddressableAlias(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	a := f.exampleAdmin(ctx)
-	for _, alias := range []string{"bo\nb", "bob\r", "bo\x01b", "bob\x7f", strings.Repeat("b", rvp.MaxAliasLen+1)} {
+	// "ren\xe9" is not UTF-8: lower-cased, it became "ren\uFFFD", and so
+	// did "ren\xe8": two users one (helper-80's review).
+	for _, alias := range []string{"bo\nb", "bob\r", "bo\x01b", "bob\x7f", strings.Repeat("b", rvp.MaxAliasLen+1), "ren\xe9"} {
 		u := events.NewUser("example.test", alias)
 		if _, err := rvp.ParseNodePath(rvp.LogicalURL("im.example.test", alias)[len("http://im.example.test"):]); err == nil {
 			t.Fatalf("%q: the gateway takes it in a path; the test is wrong", alias)
