@@ -257,6 +257,17 @@ func (g *Gateway) onReply(m *nats.Msg) {
 	g.deliver(r)
 }
 
+// takeWaiting takes request id out of the requests waiting, and reports
+// whether it was there: not when its reply was delivered (deliver), which
+// then is on its channel, or about to be.
+func (g *Gateway) takeWaiting(id string) bool {
+	g.waitMu.Lock()
+	defer g.waitMu.Unlock()
+	_, ok := g.waiting[id]
+	delete(g.waiting, id)
+	return ok
+}
+
 // deliver hands r to the request waiting for it, and reports whether one
 // was (a request answered already, or whose wait ended, is not).
 func (g *Gateway) deliver(r *events.Reply) bool {
@@ -763,6 +774,12 @@ func (g *Gateway) dispatch(ctx context.Context, subject, home, id string, deadli
 			return r, nil
 		case <-ask:
 			if r, _ := g.askAnswer(ctx, home, id); r != nil {
+				// Taken out of waiting here, unless a reply or a sweep
+				// (askWaiting) delivered it meanwhile: then it is theirs,
+				// counted once.
+				if !g.takeWaiting(id) {
+					return <-ch, nil
+				}
 				g.answersAgain.waited.Add(1)
 				g.log.Info("answer lost on its way; the home node gave it again", "req", id, "home", home)
 				return r, nil
