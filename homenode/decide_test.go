@@ -797,9 +797,7 @@ func TestHandoffInParts(t *testing.T) {
 	if len(parts) < 6 {
 		t.Fatalf("%d parts of at most %d bytes for a handoff of 301 subscriptions, want more", len(parts), limit)
 	}
-	to := newWorld(t)
-	rec := to.dir.users[user("ann")]
-	rec.Home, rec.Move, rec.MovedAt, rec.MovedFrom = "home2", 40, to.now, "home1"
+	to := annMovedToHome2(t)
 	// awaits reports whether ann's requests wait for her state.
 	awaits := func() bool {
 		c := &core{View: View{Home: "home2", State: to.st, Dir: to.dir}, policy: to.policy}
@@ -817,11 +815,7 @@ func TestHandoffInParts(t *testing.T) {
 			t.Errorf("part %d: id %s taken by another part", i+1, p.id)
 		}
 		ids[p.id] = true
-		ev, err := events.Decode(events.TypeHandoff, p.data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h := ev.(*events.Handoff)
+		h := handoffOf(t, p)
 		if h.ID != p.id {
 			t.Errorf("part %d: request id %s, sent with message id %s", i+1, h.ID, p.id)
 		}
@@ -896,16 +890,10 @@ func TestHandoffPartsLoginsLast(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			to := newWorld(t)
-			rec := to.dir.users[user("ann")]
-			rec.Home, rec.Move, rec.MovedAt, rec.MovedFrom = "home2", 40, to.now, "home1"
+			to := annMovedToHome2(t)
 			taken := 0
 			for i, p := range parts {
-				ev, err := events.Decode(events.TypeHandoff, p.data)
-				if err != nil {
-					t.Fatal(err)
-				}
-				h := ev.(*events.Handoff)
+				h := handoffOf(t, p)
 				logins := 0
 				for _, s := range h.Subs {
 					if s.Kind == events.NotifyPragma {
@@ -945,16 +933,10 @@ func TestHandoffPartsOutOfOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	to := newWorld(t)
-	rec := to.dir.users[user("ann")]
-	rec.Home, rec.Move, rec.MovedAt, rec.MovedFrom = "home2", 40, to.now, "home1"
+	to := annMovedToHome2(t)
 	var hs []*events.Handoff
 	for _, p := range parts {
-		ev, err := events.Decode(events.TypeHandoff, p.data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		hs = append(hs, ev.(*events.Handoff))
+		hs = append(hs, handoffOf(t, p))
 	}
 	// The last part first, then the others from the end.
 	order := []*events.Handoff{hs[len(hs)-1]}
@@ -1361,4 +1343,24 @@ func TestWatchLimitPerUser(t *testing.T) {
 	}
 	count(t, rebuilt.st, 3)
 	count(t, w.st, 3)
+}
+
+// annMovedToHome2 returns a world at home2 whose directory has ann moved
+// there from home1 by move 40: her requests wait for her handoff.
+func annMovedToHome2(t *testing.T) *world {
+	t.Helper()
+	to := newWorld(t)
+	rec := to.dir.users[user("ann")]
+	rec.Home, rec.Move, rec.MovedAt, rec.MovedFrom = "home2", 40, to.now, "home1"
+	return to
+}
+
+// handoffOf decodes a handoff message as the new home server reads it.
+func handoffOf(t *testing.T, p handoffPart) *events.Handoff {
+	t.Helper()
+	ev, err := events.Decode(events.TypeHandoff, p.data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev.(*events.Handoff)
 }

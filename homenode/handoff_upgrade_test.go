@@ -44,9 +44,7 @@ func TestHandoffPartsAcrossUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	to := newWorld(t)
-	rec := to.dir.users[user("ann")]
-	rec.Home, rec.Move, rec.MovedAt, rec.MovedFrom = "home2", 40, to.now, "home1"
+	to := annMovedToHome2(t)
 	created := map[int32]bool{}
 	take := func(h *events.Handoff) {
 		for _, f := range to.do(h).facts {
@@ -57,11 +55,7 @@ func TestHandoffPartsAcrossUpgrade(t *testing.T) {
 	}
 	take(old)
 	for _, p := range parts {
-		ev, err := events.Decode(events.TypeHandoff, p.data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		take(ev.(*events.Handoff))
+		take(handoffOf(t, p))
 	}
 	if len(created) != len(h.Subs) {
 		var lost []int32

@@ -526,11 +526,7 @@ func TestHandoffInPartsTellsItsWatchersWhatChanged(t *testing.T) {
 			to.now = to.now.Add(time.Minute)
 			var got []string
 			for _, p := range parts {
-				ev, err := events.Decode(events.TypeHandoff, p.data)
-				if err != nil {
-					t.Fatal(err)
-				}
-				got = append(got, sent(to.do(ev.(*events.Handoff)))...)
+				got = append(got, sent(to.do(handoffOf(t, p)))...)
 			}
 			wantStrings(t, "NOTIFYs of the handoff's parts", got, tc.want)
 		})
@@ -693,11 +689,7 @@ func TestLateHandoffInPartsLoginEndedHere(t *testing.T) {
 	to.now = to.now.Add(time.Minute)
 	var got []string
 	for _, p := range parts {
-		ev, err := events.Decode(events.TypeHandoff, p.data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, sent(to.do(ev.(*events.Handoff)))...)
+		got = append(got, sent(to.do(handoffOf(t, p)))...)
 	}
 	if logins, err := to.st.Logins(user("ann")); err != nil || len(logins) != 0 {
 		t.Errorf("ann's logins after the late handoff: %+v (%v), want none (she signed out here)", logins, err)
