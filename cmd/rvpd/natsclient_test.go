@@ -227,6 +227,73 @@ func TestNATSClientCertRenewed(t *testing.T) {
 	})
 }
 
+// TestNATSRefusalOfThisSideLogged: a reconnection that fails in the TLS
+// handshake for a reason of this side (the servers' certificate not
+// signed by the CA file on disk now; a renewed certificate whose key is
+// not the one beside it), which nats.go reports to no handler, is logged
+// once, with what to do where there is a hint, and again after the
+// connection has been back.
+func TestNATSRefusalOfThisSideLogged(t *testing.T) {
+	f := testcluster.WriteTLSFiles(t)
+	url := testcluster.StartTLSNATS(t, f)
+	dir := t.TempDir()
+	ca, cert, key := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
+	install := func(from, to string) {
+		t.Helper()
+		data, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(to, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	install(f.CA, ca)
+	install(f.ClientCert, cert)
+	install(f.ClientKey, key)
+	logs := newSyncBuffer()
+	nc, _, release, err := clusterLink("rvpd-node-test", url, natsclient.Flags{TLSCA: ca, TLSCert: cert, TLSKey: key}, slog.New(slog.NewTextHandler(logs, nil)))()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+
+	for _, c := range []struct {
+		what, from, to, want string
+	}{
+		{"another CA", f.OtherCA, ca, "not signed by the CA of -nats.tls-ca " + ca},
+		{"a key not the certificate's", f.OtherClientKey, key, "private key does not match public key"},
+		{"another CA again, after the connection was back", f.OtherCA, ca, "not signed by the CA of -nats.tls-ca " + ca},
+	} {
+		install(f.CA, ca)
+		install(f.ClientKey, key)
+		testcluster.Eventually(t, 10*time.Second, func() error {
+			if !nc.IsConnected() {
+				return errors.New("not connected with the good files")
+			}
+			return nil
+		})
+		before := strings.Count(logs.String(), c.want)
+		install(c.from, c.to)
+		if err := nc.ForceReconnect(); err != nil {
+			t.Fatal(err)
+		}
+		testcluster.Eventually(t, 10*time.Second, func() error {
+			if n := strings.Count(logs.String(), c.want) - before; n != 1 {
+				return fmt.Errorf("with %s, the log says %q %d times since, want once:\n%s", c.what, c.want, n, logs.String())
+			}
+			return nil
+		})
+		// It goes on failing, read every second: still logged once.
+		failedAt := strings.Count(logs.String(), "NATS reconnection failed")
+		for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+			if strings.Count(logs.String(), "NATS reconnection failed") > failedAt {
+				t.Fatalf("with %s, logged more than once:\n%s", c.what, logs.String())
+			}
+		}
+	}
+}
+
 // TestReadyzSaysWhyNATSRefused: a reconnection that fails in the TLS
 // handshake for a reason of this side (a renewed certificate on disk
 // whose key is not the one beside it; a CA file that no longer holds

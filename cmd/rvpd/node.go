@@ -288,7 +288,40 @@ func clusterLink(name, urls string, client natsclient.Flags, log *slog.Logger) n
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("connect to NATS at %s: %w (%s)", natsclient.RedactURLs(urls), err, client.Hint(err, urls, "is the cluster up? give its servers with -nats"))
 		}
-		return nc, lost, nc.Close, nil
+		stop, done := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(done)
+			watchRefusals(nc, time.Second, stop, reconnectFailed)
+		}()
+		return nc, lost, func() {
+			close(stop)
+			<-done
+			nc.Close()
+		}, nil
+	}
+}
+
+// watchRefusals gives failed every err that nc's reconnections end with
+// in their handshake, read every interval while nc is not connected,
+// until stop is closed. nats.go reports those (a server's certificate
+// not signed by -nats.tls-ca, a key that is not its certificate's) to no
+// handler: it keeps the last in nc.LastError, which a handler-less
+// reconnection loop would leave unlogged, however long it goes on.
+func watchRefusals(nc *nats.Conn, interval time.Duration, stop <-chan struct{}, failed func(error)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		if nc.IsConnected() {
+			continue
+		}
+		if err := nc.LastError(); err != nil {
+			failed(err)
+		}
 	}
 }
 
