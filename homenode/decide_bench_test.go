@@ -57,16 +57,19 @@ func benchWorld(b *testing.B, n int) (*world, *projections.DB) {
 // it builds included).
 func BenchmarkDecideFanout(b *testing.B) {
 	w, _ := benchWorld(b, 1000)
+	// Each change names the view the one before made, as a client names
+	// the view id of its lease: one view, from busy to online and back.
 	states := []string{"busy", "online"}
-	i := 0
+	i, view := 0, int32(0)
 	for b.Loop() {
-		i++
 		d, err := decide(w.view(), w.policy, &events.PropPatch{Req: w.req(fmt.Sprint("p", i), "u0000", "u0000", "10.0.0.1"),
-			State: &events.StateUpdate{Value: states[i%2], Default: "offline", Timeout: 600, ViewID: 7}}, w.now)
+			State: &events.StateUpdate{Value: states[i%2], Default: "offline", Timeout: 600, ViewID: view}}, w.now)
 		if err != nil || len(d.notes) != 1000 {
-			b.Fatalf("%v, %d notes", err, len(d.notes))
+			b.Fatalf("change %d: %v, %d notes", i, err, len(d.notes))
 		}
 		w.st.Apply(0, d.facts[0])
+		view = d.reply.Lease.ViewID
+		i++
 	}
 }
 
