@@ -370,6 +370,9 @@ type Node struct {
 
 	// Counters, read by Stats.
 	decided, expired, dropped, held, published, conflicts, recovered atomic.Uint64
+	// lost counts the deliveries of requests lost on their way to the
+	// node and handed back (watchLost).
+	lost atomic.Uint64
 	// unreadable counts the recoveries in a row that could not read the
 	// fact stream; owned by Run.
 	unreadable int
@@ -640,18 +643,27 @@ func (n *Node) Run(parent context.Context) (err error) {
 		return fmt.Errorf("home %s: consume requests: %w", n.cfg.Home, err)
 	}
 	reqs := make(chan jetstream.Msg, 128)
+	// Deliveries lost with the NATS server the node is connected to are
+	// handed back as soon as it is seen (lost.go), not left to AckWait.
+	taken := newDeliveries()
+	back := n.cfg.Conn.StatusChanged(nats.CONNECTED)
+	defer n.cfg.Conn.RemoveStatusListener(back)
+	wg.Go(func() { n.watchLost(ctx, cons, taken, back, func() int { return len(reqs) }) })
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		defer close(reqs)
 		for {
+			taken.waiting.Store(true)
 			m, err := it.Next()
+			taken.waiting.Store(false)
 			if err != nil {
 				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 					failed <- fmt.Errorf("home %s: read requests: %w", n.cfg.Home, err)
 				}
 				return
 			}
+			taken.took(m)
 			select {
 			case reqs <- m:
 			case <-ctx.Done():
@@ -1523,13 +1535,17 @@ type Stats struct {
 	// RelaysSkipped counts relays not sent to a site that was lost;
 	// RelaysLost those whose publish failed.
 	RelaysSkipped, RelaysLost uint64
+	// Lost counts the deliveries of requests lost on their way to the
+	// node (with its NATS server, or its connection) and handed back to
+	// be delivered again at once.
+	Lost uint64
 }
 
 // Stats returns the node's counters.
 func (n *Node) Stats() Stats {
 	return Stats{Decided: n.decided.Load(), Expired: n.expired.Load(), Dropped: n.dropped.Load(), Position: n.proj.Position(),
 		Held: n.held.Load(), Published: n.published.Load(), Conflicts: n.conflicts.Load(), Recovered: n.recovered.Load(),
-		RelaysSkipped: n.relayLog.skipped.Load(), RelaysLost: n.relayLog.lost.Load()}
+		RelaysSkipped: n.relayLog.skipped.Load(), RelaysLost: n.relayLog.lost.Load(), Lost: n.lost.Load()}
 }
 
 // recent remembers the last n request ids decided, and whether each is a

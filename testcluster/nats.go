@@ -449,6 +449,22 @@ func (s *NATSServer) Kill() { s.halt(syscall.SIGKILL) }
 // leaderships over), Shutdown in this process.
 func (s *NATSServer) Stop() { s.halt(syscall.SIGTERM) }
 
+// Freeze stops a server's process with SIGSTOP, as a machine that hangs
+// before it dies: its connections stay open and take what is written to
+// them, and nothing reaches its clients (a Kill then loses it). Only for
+// a process (NATSClusterOptions.Processes).
+func (s *NATSServer) Freeze() {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		s.t.Fatalf("freeze %s: not a running process", s.Name)
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		s.t.Fatalf("freeze %s: %v", s.Name, err)
+	}
+}
+
 func (s *NATSServer) halt(sig syscall.Signal) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
