@@ -227,18 +227,12 @@ func TestNATSClientCertRenewed(t *testing.T) {
 	})
 }
 
-// TestNATSRefusalOfThisSideLogged: a reconnection that fails in the TLS
-// handshake for a reason of this side (the servers' certificate not
-// signed by the CA file on disk now; a renewed certificate whose key is
-// not the one beside it), which nats.go reports to no handler, is logged
-// once, with what to do where there is a hint, and again after the
-// connection has been back.
-func TestNATSRefusalOfThisSideLogged(t *testing.T) {
-	f := testcluster.WriteTLSFiles(t)
-	url := testcluster.StartTLSNATS(t, f)
+// clientFiles copies f's CA, client certificate and key to files of
+// their own, which install replaces with another's (from, to).
+func clientFiles(t *testing.T, f testcluster.TLSFiles) (ca, cert, key string, install func(from, to string)) {
 	dir := t.TempDir()
-	ca, cert, key := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
-	install := func(from, to string) {
+	ca, cert, key = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
+	install = func(from, to string) {
 		t.Helper()
 		data, err := os.ReadFile(from)
 		if err != nil {
@@ -251,6 +245,19 @@ func TestNATSRefusalOfThisSideLogged(t *testing.T) {
 	install(f.CA, ca)
 	install(f.ClientCert, cert)
 	install(f.ClientKey, key)
+	return ca, cert, key, install
+}
+
+// TestNATSRefusalOfThisSideLogged: a reconnection that fails in the TLS
+// handshake for a reason of this side (the servers' certificate not
+// signed by the CA file on disk now; a renewed certificate whose key is
+// not the one beside it), which nats.go reports to no handler, is logged
+// once, with what to do where there is a hint, and again after the
+// connection has been back.
+func TestNATSRefusalOfThisSideLogged(t *testing.T) {
+	f := testcluster.WriteTLSFiles(t)
+	url := testcluster.StartTLSNATS(t, f)
+	ca, cert, key, install := clientFiles(t, f)
 	logs := newSyncBuffer()
 	nc, _, release, err := clusterLink("rvpd-node-test", url, natsclient.Flags{TLSCA: ca, TLSCert: cert, TLSKey: key}, slog.New(slog.NewTextHandler(logs, nil)))()
 	if err != nil {
@@ -302,21 +309,7 @@ func TestNATSRefusalOfThisSideLogged(t *testing.T) {
 func TestReadyzSaysWhyNATSRefused(t *testing.T) {
 	f := testcluster.WriteTLSFiles(t)
 	url := testcluster.StartTLSNATS(t, f)
-	dir := t.TempDir()
-	ca, cert, key := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
-	install := func(from, to string) {
-		t.Helper()
-		data, err := os.ReadFile(from)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(to, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	install(f.CA, ca)
-	install(f.ClientCert, cert)
-	install(f.ClientKey, key)
+	ca, cert, key, install := clientFiles(t, f)
 	log := slog.New(slog.DiscardHandler)
 	nc, _, release, err := clusterLink("rvpd-node-test", url, natsclient.Flags{TLSCA: ca, TLSCert: cert, TLSKey: key}, log)()
 	if err != nil {
