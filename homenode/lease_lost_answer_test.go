@@ -1,6 +1,7 @@
 package homenode
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"sync"
@@ -19,10 +20,18 @@ import (
 // gate is a TCP proxy to a NATS server whose two directions a test can
 // hold: held, what is read is not forwarded until let go (a client's
 // requests reach the server, their answers do not; or nothing passes).
+// cut closes the connections it carries, as the server's death does: what
+// a held direction read is lost, and the client reconnects through it;
+// cutAt does so as soon as the client sends what holds a given text,
+// which is lost.
 type gate struct {
 	ln       net.Listener
 	up, down sync.Mutex   // held: client→server, server→client stopped
 	upWrites atomic.Int64 // writes forwarded client→server
+	trip     atomic.Pointer[[]byte]
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
 }
 
 func newGate(t *testing.T, target string) *gate {
@@ -30,7 +39,7 @@ func newGate(t *testing.T, target string) *gate {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &gate{ln: ln}
+	g := &gate{ln: ln, conns: map[net.Conn]struct{}{}}
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
@@ -43,11 +52,31 @@ func newGate(t *testing.T, target string) *gate {
 				c.Close()
 				continue
 			}
+			g.mu.Lock()
+			g.conns[c], g.conns[s] = struct{}{}, struct{}{}
+			g.mu.Unlock()
 			go g.pipe(s, c, &g.up, &g.upWrites)
 			go g.pipe(c, s, &g.down, nil)
 		}
 	}()
 	return g
+}
+
+// cutAt has the gate cut its connections when the client next sends text,
+// before it reaches the server.
+func (g *gate) cutAt(text string) {
+	b := []byte(text)
+	g.trip.Store(&b)
+}
+
+// cut closes every connection the gate carries.
+func (g *gate) cut() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for c := range g.conns {
+		c.Close()
+		delete(g.conns, c)
+	}
 }
 
 func (g *gate) pipe(dst, src net.Conn, hold *sync.Mutex, writes *atomic.Int64) {
@@ -56,6 +85,10 @@ func (g *gate) pipe(dst, src net.Conn, hold *sync.Mutex, writes *atomic.Int64) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
+		if trip := g.trip.Load(); n > 0 && hold == &g.up && trip != nil && bytes.Contains(buf[:n], *trip) && g.trip.CompareAndSwap(trip, nil) {
+			g.cut()
+			return
+		}
 		if n > 0 {
 			hold.Lock()
 			hold.Unlock()

@@ -299,3 +299,85 @@ func pause(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
+
+// Answers lost on their way from the node. The node publishes each reply
+// to the NATS server it is connected to, and nothing tells whether it got
+// there: those written to a server that hangs, or dies, before reading
+// them are lost with it, as are the acknowledgements of their requests;
+// the gateway waiting would ask for its answer only after its askAfter
+// (3 s; the request redelivered after AckWait is answered again too).
+// Once the connection is back, the node sends again the answers it sent
+// from replyLookback before the connection broke: a gateway takes the
+// first answer of a request it waits for and drops the others. (The facts
+// in flight need no such thing: nats.go fails the publishes awaiting an
+// answer as the connection breaks, and the window is recovered at once.)
+
+// replyLookback is how long before its connection broke the node sends
+// its answers again; replyKeep bounds how many it keeps (at 1,000
+// requests a second, the last 4 s).
+const (
+	replyLookback = 3 * time.Second
+	replyKeep     = 4096
+)
+
+// sentReply is an answer sent: when, to whom, what.
+type sentReply struct {
+	at   time.Time
+	to   string
+	data []byte
+}
+
+// sentReplies are the last replyKeep answers sent, in a ring, and when
+// the connection broke (zero: it has not since it was last back); owned
+// by Run's goroutine.
+type sentReplies struct {
+	ring    []sentReply
+	next    int // the oldest, once the ring is full
+	brokeAt time.Time
+}
+
+func (s *sentReplies) add(r sentReply) {
+	if len(s.ring) < replyKeep {
+		s.ring = append(s.ring, r)
+		return
+	}
+	s.ring[s.next] = r
+	s.next = (s.next + 1) % len(s.ring)
+}
+
+// since returns the answers sent at t or later, oldest first.
+func (s *sentReplies) since(t time.Time) []sentReply {
+	var out []sentReply
+	for i := range s.ring {
+		if r := s.ring[(s.next+i)%len(s.ring)]; !r.at.Before(t) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// connChanged takes a change of the node's connection: when it breaks,
+// the time; when it is back, the answers sent from replyLookback before
+// it broke are sent again. It logs one line.
+func (n *Node) connChanged(s nats.Status) {
+	now := time.Now()
+	if s != nats.CONNECTED {
+		if n.sent.brokeAt.IsZero() {
+			n.sent.brokeAt = now
+		}
+		return
+	}
+	broke := n.sent.brokeAt
+	if broke.IsZero() {
+		broke = now // its break not heard: as if just now
+	}
+	n.sent.brokeAt = time.Time{}
+	again := n.sent.since(broke.Add(-replyLookback))
+	for _, r := range again {
+		n.publishReply(r.to, r.data)
+	}
+	if len(again) > 0 {
+		n.log.Info("NATS connection back: the answers sent just before it broke are sent again, in case they were lost with the server (a gateway takes one answer of a request)",
+			"answers", len(again), "lookback", replyLookback, "broken_for", now.Sub(broke).Round(time.Millisecond))
+	}
+}

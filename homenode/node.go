@@ -376,6 +376,9 @@ type Node struct {
 	// unreadable counts the recoveries in a row that could not read the
 	// fact stream; owned by Run.
 	unreadable int
+	// sent are the last answers sent, sent again when the connection is
+	// back (lost.go); owned by Run.
+	sent sentReplies
 
 	metrics *homeMetrics
 	// catching is the sequence the projection catches up to at start;
@@ -648,6 +651,11 @@ func (n *Node) Run(parent context.Context) (err error) {
 	taken := newDeliveries()
 	back := n.cfg.Conn.StatusChanged(nats.CONNECTED)
 	defer n.cfg.Conn.RemoveStatusListener(back)
+	// Answers sent just before the connection broke are sent again once
+	// it is back (connChanged): one channel, so that a break comes before
+	// the reconnection that ends it.
+	conn := n.cfg.Conn.StatusChanged(nats.RECONNECTING, nats.CONNECTED)
+	defer n.cfg.Conn.RemoveStatusListener(conn)
 	wg.Go(func() { n.watchLost(ctx, cons, taken, back, func() int { return len(reqs) }) })
 	wg.Add(1)
 	go func() {
@@ -769,6 +777,8 @@ func (n *Node) Run(parent context.Context) (err error) {
 			return err
 		case r := <-n.results:
 			n.handleResult(r)
+		case s := <-conn:
+			n.connChanged(s)
 		case rf := <-recent:
 			if err := n.tookRecent(work, ctx, rf); err != nil {
 				return err
@@ -1369,6 +1379,13 @@ func (n *Node) reply(to string, data []byte) {
 	if to == "" || data == nil {
 		return
 	}
+	// Kept, to be sent again should the connection break (connChanged).
+	n.sent.add(sentReply{at: time.Now(), to: to, data: data})
+	n.publishReply(to, data)
+}
+
+// publishReply publishes an answer to to.
+func (n *Node) publishReply(to string, data []byte) {
 	msg := nats.NewMsg(to)
 	msg.Header.Set(events.HeaderType, events.TypeReply)
 	msg.Data = data

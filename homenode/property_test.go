@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -74,7 +75,12 @@ func newHarness(t *testing.T, users ...string) *harness { return newHarnessWith(
 // newHarnessWith is newHarness with the node's configuration changed by
 // tweak.
 func newHarnessWith(t *testing.T, tweak func(*Config), users ...string) *harness {
-	nc, js := natstest.Connect(t, natstest.Start(t))
+	return newHarnessOn(t, natstest.Start(t), tweak, users...)
+}
+
+// newHarnessOn is newHarnessWith on the NATS server ns.
+func newHarnessOn(t *testing.T, ns *server.Server, tweak func(*Config), users ...string) *harness {
+	nc, js := natstest.Connect(t, ns)
 	ctx := t.Context()
 	if err := projections.EnsureStreams(ctx, js, projections.StreamOptions{}); err != nil {
 		t.Fatal(err)
