@@ -345,11 +345,26 @@ func (s *sentReplies) add(r sentReply) {
 	s.next = (s.next + 1) % len(s.ring)
 }
 
+// forget drops the answers sent before t, unless the connection is
+// broken now (they may be sent again once it is back): kept past their
+// lookback, a server at rest would hold its last replyKeep answers for
+// nothing.
+func (s *sentReplies) forget(t time.Time) {
+	if !s.brokeAt.IsZero() {
+		return
+	}
+	for i := range s.ring {
+		if r := &s.ring[i]; r.data != nil && r.at.Before(t) {
+			*r = sentReply{}
+		}
+	}
+}
+
 // since returns the answers sent at t or later, oldest first.
 func (s *sentReplies) since(t time.Time) []sentReply {
 	var out []sentReply
 	for i := range s.ring {
-		if r := s.ring[(s.next+i)%len(s.ring)]; !r.at.Before(t) {
+		if r := s.ring[(s.next+i)%len(s.ring)]; r.data != nil && !r.at.Before(t) {
 			out = append(out, r)
 		}
 	}

@@ -1,6 +1,7 @@
 package homenode
 
 import (
+	"strconv"
 	"testing"
 	"time"
 
@@ -101,5 +102,40 @@ func TestNakSubjectHandsBackALostDelivery(t *testing.T) {
 	}
 	if d := time.Since(start); d > ackWait/2 {
 		t.Errorf("the lost delivery came back after %v; AckWait is %v", d, ackWait)
+	}
+}
+
+// TestSentRepliesForgotten: the answers kept to be sent again after a
+// break are dropped past their lookback while the connection is up, and
+// kept while it is broken; the ring keeps the last replyKeep.
+func TestSentRepliesForgotten(t *testing.T) {
+	var s sentReplies
+	at := time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC)
+	for i := range replyKeep + 10 {
+		s.add(sentReply{at: at.Add(time.Duration(i) * time.Millisecond), to: "rvp.reply.gw." + strconv.Itoa(i), data: []byte{byte(i)}})
+	}
+	if got := s.since(time.Time{}); len(got) != replyKeep || got[0].to != "rvp.reply.gw.10" || got[len(got)-1].to != "rvp.reply.gw."+strconv.Itoa(replyKeep+9) {
+		t.Fatalf("kept %d answers, from %q to %q; want the last %d", len(got), got[0].to, got[len(got)-1].to, replyKeep)
+	}
+	cut := at.Add(time.Duration(replyKeep) * time.Millisecond) // keeps the last 10
+	s.brokeAt = cut
+	s.forget(cut)
+	if got := s.since(time.Time{}); len(got) != replyKeep {
+		t.Fatalf("broken: %d answers kept, want all %d (they may be sent again)", len(got), replyKeep)
+	}
+	s.brokeAt = time.Time{}
+	s.forget(cut)
+	got := s.since(time.Time{})
+	if len(got) != 10 || got[0].to != "rvp.reply.gw."+strconv.Itoa(replyKeep) {
+		t.Fatalf("connected: %d answers kept after forgetting those before the lookback, want the last 10", len(got))
+	}
+	held := 0
+	for _, r := range s.ring {
+		if r.data != nil || r.to != "" {
+			held++
+		}
+	}
+	if held != 10 {
+		t.Fatalf("%d slots still hold an answer or its subject, want 10", held)
 	}
 }

@@ -822,6 +822,7 @@ func (n *Node) Run(parent context.Context) (err error) {
 			if err := n.sweep(work); err != nil {
 				return err
 			}
+			n.sent.forget(time.Now().Add(-replyLookback))
 			n.dropsEnded(n.now(), false)
 			if err := n.unparkLate(work, ctx, n.now()); err != nil {
 				return err
