@@ -398,7 +398,9 @@ func (l *Load) CheckFacts(js jetstream.JetStream) FactCount {
 
 // FactMark returns the mark of a Load's request that a fact (its type and
 // data) keeps: a message's acceptance, a state change's property; "" for
-// other facts.
+// other facts. A property a handoff carries to the home server a user
+// moved to (a fact of the system, of the handoff's request) is a copy of
+// the one its request set, not that request decided again: "" too.
 func FactMark(typ string, data []byte) (string, error) {
 	ev, err := events.Decode(typ, data)
 	if err != nil {
@@ -408,6 +410,9 @@ func FactMark(typ string, data []byte) (string, error) {
 	case *events.MessageAccepted:
 		return markRE.FindString(string(f.Body)), nil
 	case *events.PropertySet:
+		if f.Actor == "system" {
+			return "", nil
+		}
 		return markRE.FindString(f.Value.Value), nil
 	}
 	return "", nil
