@@ -58,6 +58,7 @@ type NATSServer struct {
 	cmd     *osexec.Cmd    // a process
 	exited  chan struct{}  // closed when cmd has been waited for
 	running bool
+	paused  bool // a process stopped with SIGSTOP (Pause)
 	t       testing.TB
 }
 
@@ -479,6 +480,10 @@ func (s *NATSServer) halt(sig syscall.Signal) {
 		return
 	}
 	s.cmd.Process.Signal(sig)
+	if s.paused {
+		s.cmd.Process.Signal(syscall.SIGCONT) // to act on sig
+		s.paused = false
+	}
 	select {
 	case <-s.exited:
 	case <-time.After(30 * time.Second):
@@ -486,6 +491,39 @@ func (s *NATSServer) halt(sig syscall.Signal) {
 		<-s.exited
 	}
 	s.cmd = nil
+}
+
+// Pause stops the server's process with SIGSTOP, as a machine that
+// freezes it (a hypervisor's pause, a long swap) would: its connections
+// stay open and say nothing, its peers miss its heartbeats, and its
+// clients notice only when their pings go unanswered. Resume lets it go
+// on. Only a server run as a process (NATSClusterOptions.Processes) can be
+// paused.
+func (s *NATSServer) Pause() {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil || !s.running {
+		s.t.Fatalf("pause %s: not a running process", s.Name)
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		s.t.Fatalf("pause %s: %v", s.Name, err)
+	}
+	s.paused = true
+}
+
+// Resume lets a paused server go on (SIGCONT).
+func (s *NATSServer) Resume() {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.paused {
+		return
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		s.t.Fatalf("resume %s: %v", s.Name, err)
+	}
+	s.paused = false
 }
 
 // Start starts a stopped or killed server again, with its name, ports and
