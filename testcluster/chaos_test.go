@@ -680,13 +680,12 @@ func TestClusterLateHandoffRefusesMessages(t *testing.T) {
 // is connected to for 30 s, as a frozen virtual machine would: its TCP
 // connection stays open and silent. The gateway should notice the
 // silence and reconnect to another server, serving again well within the
-// pause; the roles connect with nats.go's default pings (every 2 min, 2
-// outstanding: as rvpd node does, cmd/rvpd/node.go sets no
-// PingInterval), so it notices nothing: every request it takes waits
-// for the request timeout, answered 504, until the server goes on.
+// pause. With nats.go's default pings (every 2 min, 2 outstanding), as
+// rvpd node had, it noticed nothing: every request it took waited for the
+// request timeout, answered 504, until the server went on. Roles ping
+// now as rvpd node does (natsclient.PingInterval).
 func TestGatewayNATSServerPaused(t *testing.T) {
 	LongTest(t)
-	t.Skip("defect: a role connected to a frozen NATS server (SIGSTOP, a paused VM) stalls until it goes on or nats.go's default pings fail (2 min, 2 outstanding): rvpd node sets no nats.PingInterval; found by TestClusterChaos (its nats-pause faults: 504s at the gateway on the paused server)")
 	const timeout = 5 * time.Second
 	c := Start(t, Options{Users: map[string]string{"alice": "home1"}, NATS: &NATSClusterOptions{Processes: true}, RequestTimeout: timeout})
 	alice := c.Client(t, "alice")

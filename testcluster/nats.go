@@ -23,6 +23,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/cmd/rvpd/natsclient"
 )
 
 // NATSCluster is a JetStream cluster of NATS servers on loopback, as a
@@ -311,7 +313,8 @@ func (s *NATSServer) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.
 func (c *NATSCluster) Connect(name string) *nats.Conn {
 	c.t.Helper()
 	nc, err := nats.Connect(c.URLs(), nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
-		nats.ReconnectJitter(50*time.Millisecond, 50*time.Millisecond))
+		nats.ReconnectJitter(50*time.Millisecond, 50*time.Millisecond),
+		nats.PingInterval(natsclient.PingInterval), nats.MaxPingsOutstanding(natsclient.MaxPingsOutstanding))
 	if err != nil {
 		c.t.Fatalf("connect to the NATS cluster: %v", err)
 	}

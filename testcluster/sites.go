@@ -15,6 +15,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/rvp-im/rvpd/cmd/rvpd/natsclient"
+
 	"github.com/rvp-im/rvpd/events"
 	"github.com/rvp-im/rvpd/projections"
 )
@@ -291,7 +293,8 @@ func (s *SiteNATS) WaitSevered() {
 func (s *SiteNATS) Connect(name string) *nats.Conn {
 	s.t.Helper()
 	nc, err := nats.Connect(s.URL(), nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
-		nats.ReconnectJitter(50*time.Millisecond, 50*time.Millisecond))
+		nats.ReconnectJitter(50*time.Millisecond, 50*time.Millisecond),
+		nats.PingInterval(natsclient.PingInterval), nats.MaxPingsOutstanding(natsclient.MaxPingsOutstanding))
 	if err != nil {
 		s.t.Fatalf("connect to site %s: %v", s.Name, err)
 	}

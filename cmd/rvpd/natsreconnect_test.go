@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -12,35 +11,46 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/rvp-im/rvpd/cmd/rvpd/natsclient"
 	"github.com/rvp-im/rvpd/testcluster"
 	"github.com/rvp-im/rvpd/testcluster/natstest"
 )
 
-// resettingProxy relays TCP connections to a NATS server at backend
-// until reset is set; then it answers each new connection as a NATS
-// server would, with an INFO, reads the client's CONNECT and PING, and
-// resets the connection: the client's reading of the PONG fails with
-// "read tcp 127.0.0.1:EPHEMERAL->PROXY: read: connection reset by peer",
-// as when servers that verify their clients close the connection after
-// a TLS 1.3 handshake. resets counts the connections reset.
-type resettingProxy struct {
+// natsProxy relays TCP connections to a NATS server at backend. While
+// reset is set it answers each new connection as a NATS server would,
+// with an INFO, reads the client's CONNECT and PING, and resets the
+// connection: the client's reading of the PONG fails with "read tcp
+// 127.0.0.1:EPHEMERAL->PROXY: read: connection reset by peer", as when
+// servers that verify their clients close the connection after a TLS 1.3
+// handshake. resets counts the connections reset. freeze makes the
+// connections relayed so far go silent, open, both ways (a server
+// stopped with SIGSTOP, a frozen machine); new ones are relayed.
+type natsProxy struct {
 	ln      net.Listener
 	backend string
 	reset   atomic.Bool
 	resets  atomic.Int64
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	conns   []net.Conn
+	// frozen counts freezes: a connection opened when it was lower
+	// relays nothing more.
+	frozen atomic.Int64
+	closed chan struct{}
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	conns  []net.Conn
 }
 
-func startResettingProxy(t *testing.T, backend string) *resettingProxy {
+// freeze silences every connection relayed so far.
+func (p *natsProxy) freeze() { p.frozen.Add(1) }
+
+func startNATSProxy(t *testing.T, backend string) *natsProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &resettingProxy{ln: ln, backend: backend}
+	p := &natsProxy{ln: ln, backend: backend, closed: make(chan struct{})}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -58,6 +68,7 @@ func startResettingProxy(t *testing.T, backend string) *resettingProxy {
 	}()
 	t.Cleanup(func() {
 		ln.Close()
+		close(p.closed)
 		p.mu.Lock()
 		for _, c := range p.conns {
 			c.Close()
@@ -68,13 +79,13 @@ func startResettingProxy(t *testing.T, backend string) *resettingProxy {
 	return p
 }
 
-func (p *resettingProxy) track(c net.Conn) {
+func (p *natsProxy) track(c net.Conn) {
 	p.mu.Lock()
 	p.conns = append(p.conns, c)
 	p.mu.Unlock()
 }
 
-func (p *resettingProxy) serve(c net.Conn) {
+func (p *natsProxy) serve(c net.Conn) {
 	p.track(c)
 	if p.reset.Load() {
 		defer c.Close()
@@ -99,15 +110,38 @@ func (p *resettingProxy) serve(c net.Conn) {
 		return
 	}
 	p.track(b)
+	gen := p.frozen.Load()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		io.Copy(b, c)
+		p.relay(b, c, gen)
 		b.Close()
 	}()
-	io.Copy(c, b)
+	p.relay(c, b, gen)
 	c.Close()
 	<-done
+}
+
+// relay copies from src to dst until either fails, the proxy is closed,
+// or a freeze comes after gen: then what is read is held, unwritten,
+// until the proxy is closed.
+func (p *natsProxy) relay(dst, src net.Conn, gen int64) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if p.frozen.Load() > gen {
+			<-p.closed
+			return
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // TestNATSReconnectFailureLoggedOnce: a failed reconnection is logged
@@ -120,7 +154,7 @@ func (p *resettingProxy) serve(c net.Conn) {
 // connection came back.
 func TestNATSReconnectFailureLoggedOnce(t *testing.T) {
 	ns := natstest.Start(t, natstest.Listen(), natstest.WithoutJetStream())
-	p := startResettingProxy(t, strings.TrimPrefix(ns.ClientURL(), "nats://"))
+	p := startNATSProxy(t, strings.TrimPrefix(ns.ClientURL(), "nats://"))
 	logs := newSyncBuffer()
 	nc, _, release, err := clusterLink("rvpd-node-test", "nats://"+p.ln.Addr().String(), natsclient.Flags{}, slog.New(slog.NewTextHandler(logs, nil)))()
 	if err != nil {
@@ -157,4 +191,48 @@ func TestNATSReconnectFailureLoggedOnce(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestNATSServerGoneSilent: the NATS server a node is connected to goes
+// silent with the connection open (SIGSTOP, a frozen machine). The node
+// notices by its pings within seconds and reconnects; with nats.go's
+// default pings (every 2 minutes, 2 outstanding) it waited minutes, and
+// every request it took waited on the silent server meanwhile.
+func TestNATSServerGoneSilent(t *testing.T) {
+	ns := natstest.Start(t, natstest.Listen(), natstest.WithoutJetStream())
+	echo, _ := natstest.Connect(t, ns)
+	if _, err := echo.Subscribe("echo", func(m *nats.Msg) { m.Respond(m.Data) }); err != nil {
+		t.Fatal(err)
+	}
+	echo.Flush()
+	p := startNATSProxy(t, strings.TrimPrefix(ns.ClientURL(), "nats://"))
+	logs := newSyncBuffer()
+	nc, _, release, err := clusterLink("rvpd-node-test", "nats://"+p.ln.Addr().String(), natsclient.Flags{}, slog.New(slog.NewTextHandler(logs, nil)))()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	if _, err := nc.Request("echo", []byte("before"), 2*time.Second); err != nil {
+		t.Fatalf("through the proxy before the freeze: %v", err)
+	}
+
+	p.freeze()
+	frozen := time.Now()
+	var back time.Duration
+	testcluster.Eventually(t, 30*time.Second, func() error {
+		if _, err := nc.Request("echo", []byte("after"), 500*time.Millisecond); err != nil {
+			return fmt.Errorf("no answer %v after the server went silent: %v", time.Since(frozen).Round(time.Millisecond), err)
+		}
+		back = time.Since(frozen)
+		return nil
+	})
+	t.Logf("answered again %v after the server went silent; the log:\n%s", back.Round(time.Millisecond), logs.String())
+	// The loss is seen at the third ping after the last answer (4-6 s),
+	// and the server tried again after clusterLink's ReconnectWait (1 s).
+	if limit := natsclient.PingInterval*(natsclient.MaxPingsOutstanding+1) + time.Second + 2*time.Second; back > limit {
+		t.Errorf("answered again %v after the server went silent, want at most %v", back.Round(time.Millisecond), limit)
+	}
+	if !strings.Contains(logs.String(), "NATS connection lost") || !strings.Contains(logs.String(), "NATS connection back") {
+		t.Errorf("the loss and the reconnection are not both logged:\n%s", logs.String())
+	}
 }

@@ -284,6 +284,7 @@ func clusterLink(name, urls string, client natsclient.Flags, log *slog.Logger) n
 				default:
 				}
 			})}
+		opts = append(opts, natsclient.Liveness()...)
 		nc, err := nats.Connect(urls, append(opts, client.Options()...)...)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("connect to NATS at %s: %w (%s)", natsclient.RedactURLs(urls), err, client.Hint(err, urls, "is the cluster up? give its servers with -nats"))
