@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -40,8 +41,9 @@ func TestPipelineFactsInFlightAtServerLoss(t *testing.T) {
 	}
 }
 
-func factsInFlightAtServerLoss(t *testing.T, stored bool) {
-	ns := natstest.Start(t, natstest.Listen())
+// gatedConn connects to ns through a gate of its own, reconnecting for
+// ever, soon.
+func gatedConn(t *testing.T, ns *server.Server) (*gate, *nats.Conn, jetstream.JetStream) {
 	g := newGate(t, ns.Addr().String())
 	gnc, err := nats.Connect("nats://"+g.ln.Addr().String(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
@@ -52,6 +54,12 @@ func factsInFlightAtServerLoss(t *testing.T, stored bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return g, gnc, gjs
+}
+
+func factsInFlightAtServerLoss(t *testing.T, stored bool) {
+	ns := natstest.Start(t, natstest.Listen())
+	g, gnc, gjs := gatedConn(t, ns)
 	h := newHarnessOn(t, ns, func(c *Config) {
 		c.Conn, c.JetStream = gnc, gjs
 		c.AckTimeout = reconnectAckTimeout
@@ -154,16 +162,7 @@ func factsInFlightAtServerLoss(t *testing.T, stored bool) {
 // (AckWait).
 func TestPipelineAnswersLostAtServerLoss(t *testing.T) {
 	ns := natstest.Start(t, natstest.Listen())
-	g := newGate(t, ns.Addr().String())
-	gnc, err := nats.Connect("nats://"+g.ln.Addr().String(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(gnc.Close)
-	gjs, err := jetstream.New(gnc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	g, gnc, gjs := gatedConn(t, ns)
 	const ackWait = 5 * time.Second
 	h := newHarnessOn(t, ns, func(c *Config) {
 		c.Conn, c.JetStream = gnc, gjs
