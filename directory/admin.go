@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
@@ -88,7 +89,12 @@ func (a *Admin) appendAt(ctx context.Context, ev events.DirectoryEvent, expect u
 	if fence != "" {
 		opt = jetstream.WithExpectLastSequenceForSubject(expect, fence)
 	}
-	ack, err := a.JetStream.PublishMsg(ctx, msg, opt, jetstream.WithMsgID(id))
+	// Sent again when its answer does not come, with the same message
+	// id: a first one stored after all is then answered as a duplicate
+	// (its sequence), or found ours below.
+	ack, err := askAgain(ctx, "append "+ev.Type()+" to the directory stream", func(ctx context.Context) (*jetstream.PubAck, error) {
+		return a.JetStream.PublishMsg(ctx, msg, opt, jetstream.WithMsgID(id))
+	})
 	if err != nil {
 		if isWrongLastSequence(err) {
 			// nats.go sends a publish answered "no responders" again, and on
@@ -105,9 +111,59 @@ func (a *Admin) appendAt(ctx context.Context, ev events.DirectoryEvent, expect u
 			}
 			return 0, fmt.Errorf("%s changed while this change was made; look again and retry", ev.DirSubject())
 		}
-		return 0, fmt.Errorf("append %s: %w", ev.Type(), err)
+		if unanswered(err) {
+			return 0, fmt.Errorf("%w; the change may have been recorded all the same: look before making it again", err)
+		}
+		return 0, err
 	}
 	return ack.Sequence, a.applied(ctx, ev, ack.Sequence)
+}
+
+// askTimeout bounds the wait for the answer of one JetStream request of
+// an administrative change. A request can be lost with no answer: sent
+// to a stream whose leader has just died (dropped until raft elects
+// another, 4 to 9 s), or through a server gone silent (SIGSTOP, a frozen
+// virtual machine) before the connection notices
+// (natsclient.PingInterval) and moves to another server. nats.go waits
+// for an answer as long as the context lets it, and sends nothing again:
+// a change's first request lost made it wait for its whole deadline
+// (the directory service's 25 s), and fail with "context deadline
+// exceeded" though the cluster served again a few seconds later
+// (TestAdminMoveUserNATSServerLoss).
+const askTimeout = 3 * time.Second
+
+// askAgain makes a JetStream request by f, given askTimeout each time,
+// and makes it again while its answer does not come (or no one is there
+// to answer yet), until ctx ends. f must be safe to repeat: a read, or
+// an append with a message id. The error names what was asked.
+func askAgain[T any](ctx context.Context, what string, f func(context.Context) (T, error)) (T, error) {
+	for tries := 1; ; tries++ {
+		actx, cancel := context.WithTimeout(ctx, askTimeout)
+		v, err := f(actx)
+		cancel()
+		switch {
+		case err == nil:
+			return v, nil
+		case !unanswered(err):
+			return v, fmt.Errorf("%s: %w", what, err)
+		case ctx.Err() != nil:
+			return v, fmt.Errorf("%s: no answer in %d tries (%w): is the NATS cluster up, with a leader for the directory stream (nats stream info %s)?",
+				what, tries, context.Cause(ctx), events.StreamDirectory)
+		}
+		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// unanswered reports whether err is a JetStream request's answer not
+// come: lost, or no one there yet to answer.
+func unanswered(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)
 }
 
 // applied waits until the directory projection has applied ev, stored at
@@ -126,11 +182,7 @@ func (a *Admin) applied(ctx context.Context, ev events.DirectoryEvent, seq uint6
 // ours reports whether the last event of subject is the one appended
 // with message id id, and its sequence.
 func (a *Admin) ours(ctx context.Context, subject, id string) (uint64, bool) {
-	st, err := a.JetStream.Stream(ctx, events.StreamDirectory)
-	if err != nil {
-		return 0, false
-	}
-	m, err := st.GetLastMsgForSubject(ctx, subject)
+	m, err := a.lastMsg(ctx, subject)
 	if err != nil || m.Header.Get(jetstream.MsgIDHeader) != id {
 		return 0, false
 	}
@@ -140,11 +192,7 @@ func (a *Admin) ours(ctx context.Context, subject, id string) (uint64, bool) {
 // version returns the last sequence of a directory subject (or of the
 // subjects a wildcard matches), 0 if none.
 func (a *Admin) version(ctx context.Context, subject string) (uint64, error) {
-	st, err := a.JetStream.Stream(ctx, events.StreamDirectory)
-	if err != nil {
-		return 0, err
-	}
-	m, err := st.GetLastMsgForSubject(ctx, subject)
+	m, err := a.lastMsg(ctx, subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, nil
 	}
@@ -152,6 +200,18 @@ func (a *Admin) version(ctx context.Context, subject string) (uint64, error) {
 		return 0, err
 	}
 	return m.Sequence, nil
+}
+
+// lastMsg returns the last message of a directory subject (or of the
+// subjects a wildcard matches), asked again while no answer comes.
+func (a *Admin) lastMsg(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error) {
+	return askAgain(ctx, "the last event of "+subject+" in the directory stream", func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+		st, err := a.JetStream.Stream(ctx, events.StreamDirectory)
+		if err != nil {
+			return nil, err
+		}
+		return st.GetLastMsgForSubject(ctx, subject)
+	})
 }
 
 // current returns the last sequence of a directory subject (0 if none)
