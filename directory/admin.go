@@ -129,7 +129,7 @@ func (a *Admin) appendAt(ctx context.Context, ev events.DirectoryEvent, expect u
 // a change's first request lost made it wait for its whole deadline
 // (the directory service's 25 s), and fail with "context deadline
 // exceeded" though the cluster served again a few seconds later
-// (TestAdminMoveUserNATSServerLoss).
+// (testcluster TestAdminChangeThroughPausedServer).
 const askTimeout = 3 * time.Second
 
 // askAgain makes a JetStream request by f, given askTimeout each time,

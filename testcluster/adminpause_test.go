@@ -79,6 +79,8 @@ func TestAdminChangeThroughPausedServer(t *testing.T) {
 	defer cancel()
 	err = adm.MoveUser(ctx, u, "home2")
 	took := time.Since(start)
+	// The test's own connection (c.JS) may be on the paused server too.
+	target.Resume()
 	// The change is recorded in time; the administrator's directory
 	// projection may apply it late, when its follower's consumer was on
 	// the server paused (TestDirectoryFollowerConsumerServerPaused): then
