@@ -56,8 +56,8 @@ func TestAdminChangeThroughPausedServer(t *testing.T) {
 			urls = append(urls, s.URL())
 		}
 	}
-	nc, err := nats.Connect(strings.Join(urls, ","), nats.Name("paused-admin"), nats.DontRandomize(), nats.MaxReconnects(-1),
-		nats.ReconnectWait(100*time.Millisecond), nats.PingInterval(natsclient.PingInterval), nats.MaxPingsOutstanding(natsclient.MaxPingsOutstanding))
+	nc, err := nats.Connect(strings.Join(urls, ","), append(natsclient.Liveness(), nats.Name("paused-admin"), nats.DontRandomize(), nats.MaxReconnects(-1),
+		nats.ReconnectWait(100*time.Millisecond))...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -312,9 +312,8 @@ func (s *NATSServer) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.
 // reconnecting for ever, soon.
 func (c *NATSCluster) Connect(name string) *nats.Conn {
 	c.t.Helper()
-	nc, err := nats.Connect(c.URLs(), nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
-		nats.ReconnectJitter(50*time.Millisecond, 50*time.Millisecond),
-		nats.PingInterval(natsclient.PingInterval), nats.MaxPingsOutstanding(natsclient.MaxPingsOutstanding))
+	nc, err := nats.Connect(c.URLs(), append(natsclient.Liveness(), nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
+		nats.ReconnectJitter(50*time.Millisecond, 50*time.Millisecond))...)
 	if err != nil {
 		c.t.Fatalf("connect to the NATS cluster: %v", err)
 	}

@@ -292,9 +292,8 @@ func (s *SiteNATS) WaitSevered() {
 // reconnecting for ever, soon.
 func (s *SiteNATS) Connect(name string) *nats.Conn {
 	s.t.Helper()
-	nc, err := nats.Connect(s.URL(), nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
-		nats.ReconnectJitter(50*time.Millisecond, 50*time.Millisecond),
-		nats.PingInterval(natsclient.PingInterval), nats.MaxPingsOutstanding(natsclient.MaxPingsOutstanding))
+	nc, err := nats.Connect(s.URL(), append(natsclient.Liveness(), nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
+		nats.ReconnectJitter(50*time.Millisecond, 50*time.Millisecond))...)
 	if err != nil {
 		s.t.Fatalf("connect to site %s: %v", s.Name, err)
 	}

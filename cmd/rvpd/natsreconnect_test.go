@@ -144,6 +144,18 @@ func (p *natsProxy) relay(dst, src net.Conn, gen int64) {
 	}
 }
 
+// linkThrough is a node's clusterLink to the NATS server behind p, with
+// its log; released when the test ends.
+func linkThrough(t *testing.T, p *natsProxy) (*nats.Conn, *syncBuffer) {
+	logs := newSyncBuffer()
+	nc, _, release, err := clusterLink("rvpd-node-test", "nats://"+p.ln.Addr().String(), natsclient.Flags{}, slog.New(slog.NewTextHandler(logs, nil)))()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(release)
+	return nc, logs
+}
+
 // TestNATSReconnectFailureLoggedOnce: a failed reconnection is logged
 // once for each reason until the connection is back. A connection reset
 // after the client's CONNECT (servers that refuse the client's
@@ -155,12 +167,7 @@ func (p *natsProxy) relay(dst, src net.Conn, gen int64) {
 func TestNATSReconnectFailureLoggedOnce(t *testing.T) {
 	ns := natstest.Start(t, natstest.Listen(), natstest.WithoutJetStream())
 	p := startNATSProxy(t, strings.TrimPrefix(ns.ClientURL(), "nats://"))
-	logs := newSyncBuffer()
-	nc, _, release, err := clusterLink("rvpd-node-test", "nats://"+p.ln.Addr().String(), natsclient.Flags{}, slog.New(slog.NewTextHandler(logs, nil)))()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer release()
+	nc, logs := linkThrough(t, p)
 
 	p.reset.Store(true)
 	if err := nc.ForceReconnect(); err != nil {
@@ -206,12 +213,7 @@ func TestNATSServerGoneSilent(t *testing.T) {
 	}
 	echo.Flush()
 	p := startNATSProxy(t, strings.TrimPrefix(ns.ClientURL(), "nats://"))
-	logs := newSyncBuffer()
-	nc, _, release, err := clusterLink("rvpd-node-test", "nats://"+p.ln.Addr().String(), natsclient.Flags{}, slog.New(slog.NewTextHandler(logs, nil)))()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer release()
+	nc, logs := linkThrough(t, p)
 	if _, err := nc.Request("echo", []byte("before"), 2*time.Second); err != nil {
 		t.Fatalf("through the proxy before the freeze: %v", err)
 	}
