@@ -177,6 +177,38 @@ func (r *Role) Stop() error {
 	return err
 }
 
+// ReconnectOff moves the role's NATS connection (named conn, as
+// nats.Name gives it: "gateway-g1", "home-home1-a") off server s: it
+// reconnects the connection, to the next server of its list, until
+// another server has it. Meant for arranging a fault test's placement
+// without restarting servers, which would move the raft groups' leaders.
+func (c *Cluster) ReconnectOff(r *Role, conn string, s *NATSServer) {
+	c.t.Helper()
+	for attempt := 1; ; attempt++ {
+		if now := c.NATS.ServerOf(conn); now != nil && now != s {
+			if attempt > 1 {
+				c.t.Logf("%s reconnected off %s, to %s", conn, s.Name, now.Name)
+			}
+			return
+		}
+		if attempt == 10 {
+			c.t.Fatalf("%s still on %s after %d reconnections", conn, s.Name, attempt-1)
+		}
+		if err := r.nc.ForceReconnect(); err != nil {
+			c.t.Fatalf("reconnect %s: %v", conn, err)
+		}
+		Eventually(c.t, 10*time.Second, func() error {
+			if !r.nc.IsConnected() {
+				return fmt.Errorf("%s not reconnected", conn)
+			}
+			if c.NATS.ServerOf(conn) == nil {
+				return fmt.Errorf("%s is connected to no server", conn)
+			}
+			return nil
+		})
+	}
+}
+
 // PeerDialer dials through a static table of host names (the federation
 // peer table of a test: no DNS).
 type PeerDialer struct {

@@ -66,8 +66,8 @@ func homeNodeServerLoss(t *testing.T, loaded bool) {
 		LeaseTTL: 10 * time.Second})
 
 	// The server to kill: the owner's, not the meta leader, and not every
-	// gateway's. Otherwise it is stopped cleanly and started again, which
-	// moves its clients (and the meta group) to the others.
+	// gateway's. Otherwise the owner, or a gateway, is reconnected to
+	// another server (restarting servers would move the meta group).
 	var (
 		owner    *Role
 		target   *NATSServer
@@ -85,11 +85,12 @@ func homeNodeServerLoss(t *testing.T, loaded bool) {
 		if owner == nil {
 			t.Fatalf("home1 is owned by %q, none of its nodes", name)
 		}
+		var onTarget *Role
 		Eventually(t, 30*time.Second, func() error {
 			if target = c.NATS.ServerOf("home-" + name); target == nil {
 				return fmt.Errorf("%s is connected to no server", name)
 			}
-			gateways = nil
+			gateways, onTarget = nil, nil
 			for _, g := range c.Gateways {
 				s := c.NATS.ServerOf("gateway-" + g.Name)
 				if s == nil {
@@ -97,6 +98,8 @@ func homeNodeServerLoss(t *testing.T, loaded bool) {
 				}
 				if s != target {
 					gateways = append(gateways, g)
+				} else {
+					onTarget = g
 				}
 			}
 			return nil
@@ -105,14 +108,18 @@ func homeNodeServerLoss(t *testing.T, loaded bool) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(gateways) > 0 && led["meta"] != target.Name {
-			break
+		switch {
+		case len(gateways) > 0 && led["meta"] != target.Name:
+		case attempt == 5:
+			t.Fatalf("%s, %s's server, leads the meta group or has every gateway's connection, after %d reconnections", target.Name, name, attempt-1)
+		case led["meta"] == target.Name:
+			c.ReconnectOff(owner, "home-"+name, target)
+			continue
+		default:
+			c.ReconnectOff(onTarget, "gateway-"+onTarget.Name, target)
+			continue
 		}
-		if attempt == 10 {
-			t.Fatalf("%s, %s's server, leads the meta group or has every gateway's connection, after %d restarts", target.Name, name, attempt-1)
-		}
-		target.Stop()
-		target.Start()
+		break
 	}
 	c.NATS.PlaceLeaders(c.JS, target, nil, homeNeeds(c, "home1"))
 	if s := c.NATS.ServerOf("home-" + owner.Name); s != target {
