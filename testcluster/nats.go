@@ -42,6 +42,9 @@ type NATSCluster struct {
 	t       testing.TB
 	Name    string
 	Servers []*NATSServer
+	// routes holds, with Partitionable, the link each server's routes to
+	// another go through, by the two servers' names.
+	routes map[[2]string]*Link
 }
 
 // NATSServer is one server of a NATSCluster.
@@ -84,6 +87,10 @@ type NATSClusterOptions struct {
 	// Leaf, when set, is the host:port of a hub's leaf listener that
 	// every server connects to (a site of a Topology, through its Link).
 	Leaf string
+	// Partitionable routes each server's connections to each other server
+	// through a Link of their own, so that Isolate can cut a server off
+	// from the others, its clients' connections left up.
+	Partitionable bool
 }
 
 // StartNATSCluster starts a JetStream cluster and waits until it is
@@ -127,6 +134,33 @@ func startNATSCluster(t testing.TB, o NATSClusterOptions, base string, attempt i
 	for i := range o.Servers {
 		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ports[3*i+1]))
 	}
+	// With Partitionable, server i routes to server j through a link of
+	// their own, and advertises a route address nothing listens on
+	// (port 1, refused): else a server told of another by gossip before
+	// its own route to it is up would connect to it directly, past the
+	// links, and keep that route.
+	routesOf := func(i int) []string { return routes }
+	advertise := ""
+	if o.Partitionable {
+		c.routes = map[[2]string]*Link{}
+		for i := range o.Servers {
+			for j := range o.Servers {
+				if i != j {
+					c.routes[[2]string{fmt.Sprintf("n%d", i+1), fmt.Sprintf("n%d", j+1)}] = NewLink(t, fmt.Sprintf("127.0.0.1:%d", ports[3*j+1]))
+				}
+			}
+		}
+		routesOf = func(i int) []string {
+			var out []string
+			for j := range o.Servers {
+				if i != j {
+					out = append(out, "nats-route://"+c.routes[[2]string{fmt.Sprintf("n%d", i+1), fmt.Sprintf("n%d", j+1)}].Addr())
+				}
+			}
+			return out
+		}
+		advertise = "advertise: \"127.0.0.1:1\""
+	}
 	sync := ""
 	switch o.Sync {
 	case "":
@@ -155,9 +189,10 @@ cluster {
   name: %s
   listen: 127.0.0.1:%d
   routes: [%s]
+  %s
 }
 %s
-`, s.Name, s.ClientPort, s.MonitorPort, filepath.Join(s.dir, "store"), sync, c.Name, s.ClusterPort, strings.Join(routes, ", "), leaf)
+`, s.Name, s.ClientPort, s.MonitorPort, filepath.Join(s.dir, "store"), sync, c.Name, s.ClusterPort, strings.Join(routesOf(i), ", "), advertise, leaf)
 		if err := os.MkdirAll(s.dir, 0o755); err != nil {
 			return nil, err
 		}
@@ -295,6 +330,29 @@ func natsServerBuildKey() (key string, versioned bool, err error) {
 	return key + "-" + runtime.GOOS + "-" + runtime.GOARCH, versioned, nil
 }
 
+// Isolate cuts s off from the other servers of a Partitionable cluster,
+// as a network partition would: its routes' links stop forwarding,
+// their connections left open (each side's pings then give up on them),
+// while its clients keep their connections to it. Heal ends it.
+func (c *NATSCluster) Isolate(s *NATSServer) {
+	c.t.Helper()
+	if c.routes == nil {
+		c.t.Fatal("Isolate needs a cluster started with NATSClusterOptions.Partitionable")
+	}
+	for pair, l := range c.routes {
+		if pair[0] == s.Name || pair[1] == s.Name {
+			l.Silence()
+		}
+	}
+}
+
+// Heal ends every partition: the routes' links forward again.
+func (c *NATSCluster) Heal() {
+	for _, l := range c.routes {
+		l.Heal()
+	}
+}
+
 // URLs returns the client URLs of every server, comma-separated, as a
 // client of the whole cluster is given them.
 func (c *NATSCluster) URLs() string {
@@ -305,11 +363,20 @@ func (c *NATSCluster) URLs() string {
 	return strings.Join(urls, ",")
 }
 
+// String is the server's name ("none" for nil), for messages.
+func (s *NATSServer) String() string {
+	if s == nil {
+		return "none"
+	}
+	return s.Name
+}
+
 // URL returns the server's client URL.
 func (s *NATSServer) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.ClientPort) }
 
 // Connect connects to the cluster as a role does: every server's URL,
-// reconnecting for ever, soon.
+// reconnecting for ever, soon, and moving off a server cut off from the
+// others (natsclient.ReachWatch) until the test ends.
 func (c *NATSCluster) Connect(name string) *nats.Conn {
 	c.t.Helper()
 	nc, err := nats.Connect(c.URLs(), append(natsclient.Liveness(), nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
@@ -317,6 +384,12 @@ func (c *NATSCluster) Connect(name string) *nats.Conn {
 	if err != nil {
 		c.t.Fatalf("connect to the NATS cluster: %v", err)
 	}
+	w := natsclient.ReachWatch{Conn: nc, Logger: quiet().With("conn", name), Dial: func(url string) (*nats.Conn, error) {
+		return nats.Connect(url, nats.Name(name+"-reach"), nats.NoReconnect(), nats.Timeout(natsclient.PingInterval))
+	}}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() { defer close(done); w.Run(stop) }()
+	c.t.Cleanup(func() { close(stop); <-done })
 	return nc
 }
 

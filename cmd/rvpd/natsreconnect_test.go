@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/cmd/rvpd/natsclient"
 	"github.com/rvp-im/rvpd/testcluster"
@@ -236,5 +238,69 @@ func TestNATSServerGoneSilent(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "NATS connection lost") || !strings.Contains(logs.String(), "NATS connection back") {
 		t.Errorf("the loss and the reconnection are not both logged:\n%s", logs.String())
+	}
+}
+
+// TestNATSServerCutOffFromCluster cuts the NATS server rvpd node's
+// connection is on off from the other two (a network partition: its
+// routes silent, the connection up and its pings answered). JetStream
+// answers nothing through it; it answered again only once the partition
+// healed, and every role of the node (a gateway, a home node) failed or
+// stood still meanwhile. The connection should move to a server through
+// which JetStream answers (natsclient.ReachWatch): within three
+// unanswered questions, 2 s apart, and the reconnection.
+func TestNATSServerCutOffFromCluster(t *testing.T) {
+	c := testcluster.StartNATSCluster(t, testcluster.NATSClusterOptions{Partitionable: true})
+	logs := newSyncBuffer()
+	nc, _, release, err := clusterLink("rvpd-node-test", c.URLs(), natsclient.Flags{}, slog.New(slog.NewTextHandler(logs, nil)))()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(release)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// JetStream's answer, not a server's: one cut off answers "JetStream
+	// system temporarily unavailable" once it has had no meta leader for
+	// a while.
+	ask := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := js.AccountInfo(ctx)
+		return err
+	}
+	testcluster.Eventually(t, 10*time.Second, ask)
+	var on *testcluster.NATSServer
+	for _, s := range c.Servers {
+		if strings.HasSuffix(nc.ConnectedUrl(), fmt.Sprintf(":%d", s.ClientPort)) {
+			on = s
+		}
+	}
+	if on == nil {
+		t.Fatalf("connected to %s, none of the cluster's servers", nc.ConnectedUrl())
+	}
+	c.Isolate(on)
+	cut := time.Now()
+	defer c.Heal()
+	var back time.Duration
+	testcluster.Eventually(t, 30*time.Second, func() error {
+		if err := ask(); err != nil {
+			return fmt.Errorf("JetStream not answering %v after %s was cut off (connected to %s): %v", time.Since(cut).Round(time.Millisecond), on.Name, nc.ConnectedUrl(), err)
+		}
+		back = time.Since(cut)
+		return nil
+	})
+	t.Logf("JetStream answered again %v after %s was cut off, through %s; the log:\n%s", back.Round(time.Millisecond), on.Name, nc.ConnectedUrl(), logs.String())
+	if strings.HasSuffix(nc.ConnectedUrl(), fmt.Sprintf(":%d", on.ClientPort)) {
+		t.Errorf("JetStream answered through %s, the server cut off: the partition healed?", on.Name)
+	}
+	// Three questions unanswered (2 s each, 2 s apart), the others asked,
+	// the reconnection (1 s), and an election where the server cut off led.
+	if limit := 20 * time.Second; back > limit {
+		t.Errorf("JetStream answered again %v after the server was cut off, want at most %v", back.Round(time.Millisecond), limit)
+	}
+	if !strings.Contains(logs.String(), "cut off from its cluster's JetStream") {
+		t.Errorf("the move is not logged:\n%s", logs.String())
 	}
 }

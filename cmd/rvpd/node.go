@@ -289,14 +289,18 @@ func clusterLink(name, urls string, client natsclient.Flags, log *slog.Logger) n
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("connect to NATS at %s: %w (%s)", natsclient.RedactURLs(urls), err, client.Hint(err, urls, "is the cluster up? give its servers with -nats"))
 		}
-		stop, done := make(chan struct{}), make(chan struct{})
-		go func() {
-			defer close(done)
-			watchRefusals(nc, time.Second, stop, reconnectFailed)
-		}()
+		// A server cut off from the rest of the cluster answers pings:
+		// the connection moves off it when JetStream answers elsewhere.
+		reach := natsclient.ReachWatch{Conn: nc, Logger: log, Dial: func(url string) (*nats.Conn, error) {
+			return nats.Connect(url, append([]nats.Option{nats.Name(name + "-reach"), nats.NoReconnect(), nats.Timeout(natsclient.PingInterval)}, client.Options()...)...)
+		}}
+		stop := make(chan struct{})
+		var watchers sync.WaitGroup
+		watchers.Go(func() { watchRefusals(nc, time.Second, stop, reconnectFailed) })
+		watchers.Go(func() { reach.Run(stop) })
 		return nc, lost, func() {
 			close(stop)
-			<-done
+			watchers.Wait()
 			nc.Close()
 		}, nil
 	}
