@@ -137,18 +137,27 @@ const askTimeout = 3 * time.Second
 // to answer yet), until ctx ends. f must be safe to repeat: a read, or
 // an append with a message id. The error names what was asked.
 func askAgain[T any](ctx context.Context, what string, f func(context.Context) (T, error)) (T, error) {
+	return askAgainEvery(ctx, askTimeout, func(err error) error { return fmt.Errorf("%s: %w", what, err) }, func(tries int) error {
+		return fmt.Errorf("%s: no answer in %d tries (%w): is the NATS cluster up, with a leader for the directory stream (nats stream info %s)?",
+			what, tries, context.Cause(ctx), events.StreamDirectory)
+	}, f)
+}
+
+// askAgainEvery is askAgain giving each try per: failed makes the error
+// of a request that failed otherwise than unanswered, lost the error of
+// tries all unanswered until ctx ended.
+func askAgainEvery[T any](ctx context.Context, per time.Duration, failed func(error) error, lost func(tries int) error, f func(context.Context) (T, error)) (T, error) {
 	for tries := 1; ; tries++ {
-		actx, cancel := context.WithTimeout(ctx, askTimeout)
+		actx, cancel := context.WithTimeout(ctx, per)
 		v, err := f(actx)
 		cancel()
 		switch {
 		case err == nil:
 			return v, nil
 		case !unanswered(err):
-			return v, fmt.Errorf("%s: %w", what, err)
+			return v, failed(err)
 		case ctx.Err() != nil:
-			return v, fmt.Errorf("%s: no answer in %d tries (%w): is the NATS cluster up, with a leader for the directory stream (nats stream info %s)?",
-				what, tries, context.Cause(ctx), events.StreamDirectory)
+			return v, lost(tries)
 		}
 		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
 			select {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -54,9 +56,23 @@ func (c *Client) where() Where {
 	return w
 }
 
-// requestTimeout bounds the wait for one answer of the directory
+// requestTimeout bounds the wait for one operation of the directory
 // service (handleTimeout is the service's bound, shorter).
 const requestTimeout = 30 * time.Second
+
+// tryTimeout bounds the wait for one answer that may be asked for again
+// (a challenge, a read): a request or its answer can be lost with no
+// error, in a NATS server gone silent (SIGSTOP, a frozen virtual
+// machine) before the connection notices by its pings
+// (natsclient.Liveness) and moves to another. Asked once for the whole
+// requestTimeout, rvpctl waited 30 s and said "context deadline exceeded
+// (is rvpd running?)" though the cluster answered again seconds after.
+const tryTimeout = 3 * time.Second
+
+// noServiceWait is how long no responders is asked again: a service
+// that has just started on another server of the cluster is not known on
+// ours until its interest has crossed the routes.
+const noServiceWait = 3 * time.Second
 
 // Error is the directory service's refusal.
 type Error struct {
@@ -66,52 +82,136 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Msg }
 
-func (c *Client) request(ctx context.Context, req Request) (*Response, error) {
-	data, err := json.Marshal(req)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
-	defer cancel()
-	// No responders is tried again for a few seconds: a service that has
-	// just started on another server of the cluster is not known on ours
-	// until its interest has crossed the routes. Nobody received the
-	// request, so sending it again is safe.
+// errNoService is no responders for noServiceWait.
+var errNoService = errors.New("no directory service answers (is rvpd running?)")
+
+// exchange sends data to the directory service and returns its answer,
+// sending it again while no one is there to receive it (no responders,
+// for up to noServiceWait: nobody received it, so that is safe). ctx
+// bounds the wait for the answer.
+func (c *Client) exchange(ctx context.Context, data []byte) (*Response, error) {
 	var msg *nats.Msg
+	var err error
 	for wait, waited := 20*time.Millisecond, time.Duration(0); ; wait = min(2*wait, 500*time.Millisecond) {
 		msg, err = c.Conn.RequestWithContext(ctx, events.DirectoryAdminSubject, data)
-		if !errors.Is(err, nats.ErrNoResponders) || waited >= 3*time.Second {
+		if !errors.Is(err, nats.ErrNoResponders) {
 			break
+		}
+		if waited >= noServiceWait {
+			return nil, errNoService
 		}
 		select {
 		case <-ctx.Done():
+			return nil, ctx.Err()
 		case <-time.After(wait):
 		}
 		waited += wait
 	}
 	if err != nil {
-		return nil, fmt.Errorf("ask the directory service: %w (is rvpd running?)", err)
+		return nil, err
 	}
+	return decode(msg)
+}
+
+func decode(msg *nats.Msg) (*Response, error) {
 	var resp Response
 	if err := json.Unmarshal(msg.Data, &resp); err != nil {
 		return nil, fmt.Errorf("answer of the directory service: %w", err)
 	}
-	if resp.Error != "" {
-		return nil, &Error{Code: resp.Code, Msg: resp.Error}
-	}
 	return &resp, nil
+}
+
+// via names the NATS server the connection is on, for errors.
+func (c *Client) via() string {
+	if u := c.Conn.ConnectedUrlRedacted(); u != "" {
+		return u
+	}
+	return "(none: the connection is reconnecting)"
+}
+
+// noAnswer is the error of a request that got no answer in waited.
+func (c *Client) noAnswer(waited time.Duration, via []string) error {
+	return fmt.Errorf("no answer from the directory service in %v through NATS server %s: is a server frozen? is rvpd running?",
+		waited.Round(100*time.Millisecond), strings.Join(via, ", then "))
 }
 
 // Do performs op with args and decodes its result into out (when not
 // nil). The methods below are the typed forms of every operation.
+//
+// The challenge, and a read, are asked again when their answer does not
+// come in tryTimeout: a read is asked again whole, with a new challenge
+// (the service refuses a challenge used twice). A change is sent once,
+// and waited for up to requestTimeout (the service may take most of it),
+// or until a little after the connection has moved to another NATS
+// server, which says where the request or its answer was lost: then the
+// error says the change may have been made all the same. It is not sent
+// again: another node of the service would make it again.
 func (c *Client) Do(ctx context.Context, op Op, args, out any) error {
 	argData, err := json.Marshal(args)
 	if err != nil {
 		return err
 	}
-	ch, err := c.request(ctx, Request{Op: OpChallenge, Admin: c.Name})
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	start := time.Now()
+	var via []string
+	try := func() {
+		if v := c.via(); !slices.Contains(via, v) {
+			via = append(via, v)
+		}
+	}
+	lost := func(int) error { return c.noAnswer(time.Since(start), via) }
+	failed := func(err error) error {
+		if _, refused := errors.AsType[*Error](err); refused {
+			return err
+		}
+		return fmt.Errorf("ask the directory service: %w", err)
+	}
+	var resp *Response
+	if op.reads() {
+		resp, err = askAgainEvery(ctx, tryTimeout, failed, lost, func(ctx context.Context) (*Response, error) {
+			try()
+			req, err := c.proven(ctx, op, argData)
+			if err != nil {
+				return nil, err
+			}
+			return c.exchange(ctx, req)
+		})
+	} else {
+		var req []byte
+		req, err = askAgainEvery(ctx, tryTimeout, failed, lost, func(ctx context.Context) ([]byte, error) {
+			try()
+			return c.proven(ctx, op, argData)
+		})
+		if err == nil {
+			resp, err = c.change(ctx, req, start, via)
+		}
+	}
 	if err != nil {
 		return err
+	}
+	if resp.Error != "" {
+		return &Error{Code: resp.Code, Msg: resp.Error}
+	}
+	if out != nil && len(resp.Result) > 0 {
+		return json.Unmarshal(resp.Result, out)
+	}
+	return nil
+}
+
+// proven asks for a challenge and returns the request of op with args
+// proven with it.
+func (c *Client) proven(ctx context.Context, op Op, argData []byte) ([]byte, error) {
+	data, err := json.Marshal(Request{Op: OpChallenge, Admin: c.Name})
+	if err != nil {
+		return nil, err
+	}
+	ch, err := c.exchange(ctx, data)
+	if err != nil {
+		return nil, err
+	}
+	if ch.Error != "" {
+		return nil, &Error{Code: ch.Code, Msg: ch.Error}
 	}
 	c.mu.Lock()
 	if c.keys == nil {
@@ -121,7 +221,7 @@ func (c *Client) Do(ctx context.Context, op Op, args, out any) error {
 	c.mu.Unlock()
 	if !ok {
 		if key, err = AdminKey(c.Password, ch.Salt, ch.Iter); err != nil {
-			return err
+			return nil, err
 		}
 		c.mu.Lock()
 		c.keys[string(ch.Salt)] = key
@@ -134,14 +234,62 @@ func (c *Client) Do(ctx context.Context, op Op, args, out any) error {
 	if w := c.where(); w != (Where{}) {
 		req.Where, req.WhereProof = &w, AdminProof(key, ch.Challenge, WhereBody(op, w))
 	}
-	resp, err := c.request(ctx, req)
+	return json.Marshal(req)
+}
+
+// change sends the request of a change once (again only while no one is
+// there to receive it) and waits for its answer until ctx ends, or
+// tryTimeout after the connection has moved to another NATS server.
+func (c *Client) change(ctx context.Context, data []byte, start time.Time, via []string) (*Response, error) {
+	inbox := c.Conn.NewInbox()
+	sub, err := c.Conn.SubscribeSync(inbox)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("ask the directory service: %w", err)
 	}
-	if out != nil && len(resp.Result) > 0 {
-		return json.Unmarshal(resp.Result, out)
+	defer sub.Unsubscribe()
+	reconnects := c.Conn.Stats().Reconnects
+	sentVia := c.via()
+	if !slices.Contains(via, sentVia) {
+		via = append(via, sentVia)
 	}
-	return nil
+	if err := c.Conn.PublishRequest(events.DirectoryAdminSubject, inbox, data); err != nil {
+		return nil, fmt.Errorf("ask the directory service: %w", err)
+	}
+	var moved time.Time
+	for waited, wait := time.Duration(0), 20*time.Millisecond; ; {
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		msg, err := sub.NextMsgWithContext(wctx)
+		cancel()
+		switch {
+		case err == nil && len(msg.Data) == 0 && msg.Header.Get("Status") == "503":
+			// No responders: nobody received it; sent again for a while.
+			if waited >= noServiceWait {
+				return nil, errNoService
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+			}
+			waited, wait = waited+wait, min(2*wait, 500*time.Millisecond)
+			if err := c.Conn.PublishRequest(events.DirectoryAdminSubject, inbox, data); err != nil {
+				return nil, fmt.Errorf("ask the directory service: %w", err)
+			}
+			continue
+		case err == nil:
+			return decode(msg)
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("%w; the change may have been recorded all the same: look before making it again", c.noAnswer(time.Since(start), via))
+		case !errors.Is(err, context.DeadlineExceeded):
+			return nil, fmt.Errorf("ask the directory service: %w", err)
+		}
+		if moved.IsZero() && c.Conn.Stats().Reconnects > reconnects {
+			moved = time.Now()
+		}
+		if !moved.IsZero() && time.Since(moved) >= tryTimeout {
+			return nil, fmt.Errorf("no answer from the directory service in %v: NATS server %s went silent, and the connection moved to %s (is a server frozen?); the change may have been recorded all the same: look before making it again",
+				time.Since(start).Round(100*time.Millisecond), sentVia, c.via())
+		}
+	}
 }
 
 // get performs an operation that answers a T.

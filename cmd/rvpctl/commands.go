@@ -24,7 +24,11 @@ import (
 )
 
 func connect(g global) (*nats.Conn, jetstream.JetStream, error) {
-	opts := append([]nats.Option{nats.Name("rvpctl"), nats.Timeout(5 * time.Second)}, g.natsClient.Options()...)
+	// Pings as often as rvpd's nodes' (natsclient.Liveness): a server gone
+	// silent is left for another within seconds, and what was lost in it
+	// asked again (directory.Client), rather than waited for.
+	opts := append([]nats.Option{nats.Name("rvpctl"), nats.Timeout(5 * time.Second)}, natsclient.Liveness()...)
+	opts = append(opts, g.natsClient.Options()...)
 	nc, err := nats.Connect(g.nats, opts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to %s: %w (%s)", natsclient.RedactURLs(g.nats), err, g.natsClient.Hint(err, g.nats, "is rvpd running? set -nats or RVPCTL_NATS"))
