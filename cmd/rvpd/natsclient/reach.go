@@ -27,7 +27,8 @@ import (
 // its list, and again at a later round when that one is cut off too).
 // When none answers, the whole cluster is without JetStream for a while
 // (no quorum anywhere, a meta leader being elected) and moving would mend
-// nothing: the connection stays.
+// nothing: the connection stays. So when the server cut off led the meta
+// group, the move waits for the others to elect another.
 type ReachWatch struct {
 	Conn *nats.Conn
 	// Dial connects to one server (its URL, as Conn's list has it) with
