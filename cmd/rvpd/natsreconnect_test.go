@@ -304,3 +304,64 @@ func TestNATSServerCutOffFromCluster(t *testing.T) {
 		t.Errorf("the move is not logged:\n%s", logs.String())
 	}
 }
+
+// TestNATSClusterWithoutQuorumStays: with every NATS server cut off from
+// the others, JetStream answers through none, and moving would mend
+// nothing: the connection stays where it is, and says so once. (About
+// 20 s: the meta leader goes on answering until it finds it has lost its
+// quorum.)
+func TestNATSClusterWithoutQuorumStays(t *testing.T) {
+	testcluster.LongTest(t)
+	c := testcluster.StartNATSCluster(t, testcluster.NATSClusterOptions{Partitionable: true})
+	nc, err := nats.Connect(c.URLs(), nats.Name("reach-test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	for _, s := range c.Servers {
+		c.Isolate(s)
+	}
+	defer c.Heal()
+	// Until the meta leader has stepped down (it goes on answering for
+	// a while after it lost its quorum), and every server says JetStream
+	// is unavailable.
+	testcluster.Eventually(t, 60*time.Second, func() error {
+		for _, s := range c.Servers {
+			p, err := nats.Connect(s.URL(), nats.NoReconnect())
+			if err != nil {
+				return err
+			}
+			m, err := p.Request("$JS.API.INFO", nil, time.Second)
+			p.Close()
+			if err == nil && m != nil && !strings.Contains(string(m.Data), "10008") {
+				return fmt.Errorf("JetStream still answers through %s: %s", s.Name, m.Data)
+			}
+		}
+		return nil
+	})
+	logs := newSyncBuffer()
+	const every = 200 * time.Millisecond
+	w := natsclient.ReachWatch{Conn: nc, Every: every, Logger: slog.New(slog.NewTextHandler(logs, nil)), Dial: func(url string) (*nats.Conn, error) {
+		return nats.Connect(url, nats.NoReconnect(), nats.Timeout(time.Second))
+	}}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() { defer close(done); w.Run(stop) }()
+	defer func() { close(stop); <-done }()
+	on := nc.ConnectedUrl()
+	testcluster.Eventually(t, 30*time.Second, func() error {
+		if n := strings.Count(logs.String(), "nor through the others; staying"); n == 0 {
+			return fmt.Errorf("not said yet:\n%s", logs.String())
+		}
+		return nil
+	})
+	// Several rounds more: still there, said once.
+	for range 10 {
+		time.Sleep(every) // rounds of the watch, not a synchronisation: it is to do nothing
+	}
+	if nc.ConnectedUrl() != on || nc.Stats().Reconnects != 0 {
+		t.Errorf("the connection moved (from %s to %s, %d reconnections) though no server answered", on, nc.ConnectedUrl(), nc.Stats().Reconnects)
+	}
+	if n := strings.Count(logs.String(), "staying"); n != 1 || strings.Contains(logs.String(), "moving") {
+		t.Errorf("want one line saying it stays, none saying it moves:\n%s", logs.String())
+	}
+}

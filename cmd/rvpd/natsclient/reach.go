@@ -160,11 +160,14 @@ func jetStreamAnswers(ctx context.Context, nc *nats.Conn, wait time.Duration) er
 	}
 	var r struct {
 		Error *struct {
-			Code        int    `json:"code"`
+			ErrCode     int    `json:"err_code"`
 			Description string `json:"description"`
 		} `json:"error"`
 	}
-	if json.Unmarshal(m.Data, &r) == nil && r.Error != nil && r.Error.Code == 503 {
+	// 10008, "JetStream system temporarily unavailable": no meta leader
+	// known to the server. Any other answer (JetStream not enabled for
+	// the account, say) is not the server's being cut off.
+	if json.Unmarshal(m.Data, &r) == nil && r.Error != nil && r.Error.ErrCode == 10008 {
 		return fmt.Errorf("JetStream unavailable: %s", r.Error.Description)
 	}
 	return nil
