@@ -2,12 +2,14 @@ package projections
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
@@ -106,15 +108,17 @@ type FollowConfig struct {
 }
 
 // Follow feeds a projection from a stream, from its position+1 on, until
-// ctx ends; it returns nil then. It reads through an ordered consumer, so it
-// keeps no acknowledgement state in JetStream: the projection's position is
-// the only cursor. Messages that arrive together are applied in one batch.
+// ctx ends; it returns nil then. It reads through an R1 consumer of its
+// own that acknowledges nothing, so it keeps no acknowledgement state in
+// JetStream: the projection's position is the only cursor. Messages that
+// arrive together are applied in one batch.
 //
 // It outlives NATS trouble: when its consumer cannot be made or is lost
-// (the stream's leader being elected, the server it lived on gone, the
-// connection moving to another server, no meta leader for a while), it
-// makes another from the position on, again and again, until ctx ends.
-// Only a message the projection cannot apply stops it, with an error.
+// (the stream's leader being elected, the server it lived on gone or
+// hung, the connection moving to another server, no meta leader for a
+// while), it makes another from the position on, again and again, until
+// ctx ends. Only a message the projection cannot apply stops it, with an
+// error.
 func Follow(ctx context.Context, js jetstream.JetStream, cfg FollowConfig, a Applier) error {
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 256
@@ -123,75 +127,146 @@ func Follow(ctx context.Context, js jetstream.JetStream, cfg FollowConfig, a App
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	wait := 50 * time.Millisecond
+	// The consumers given up are deleted in the background (their server
+	// may not answer); Follow waits for those deletions when it returns.
+	var deleting sync.WaitGroup
+	defer deleting.Wait()
+	wait, createWait := firstRetryWait, firstCreateWait
 	for failures := 0; ; failures++ {
-		err, readErr := followOnce(ctx, js, cfg, a, log)
+		began := time.Now()
+		made, err, readErr := followOnce(ctx, js, cfg, a, log, createWait, &deleting)
 		if err != nil || ctx.Err() != nil {
 			return err
 		}
-		if failures == 0 || failures%20 == 0 {
-			log.Warn("following a stream failed; following it again from the projection's position", "stream", cfg.Stream, "filter", cfg.Filter,
-				"position", a.Position(), "err", readErr, "failures", failures+1)
+		if !made {
+			// Perhaps it can be made given more time to answer.
+			createWait = min(2*createWait, maxCreateWait)
+		} else {
+			createWait = firstCreateWait
+			if time.Since(began) > steadyAfter {
+				// The consumer worked a while: this is a new trouble.
+				failures, wait = 0, firstRetryWait
+			}
 		}
+		level := slog.LevelDebug
+		if failures == 0 || failures%20 == 0 {
+			level = slog.LevelWarn
+		}
+		log.Log(ctx, level, "following a stream failed; following it again from the projection's position", "stream", cfg.Stream, "filter", cfg.Filter,
+			"position", a.Position(), "err", readErr, "failures", failures+1)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(wait):
 		}
-		wait = min(2*wait, 2*time.Second)
+		wait = min(2*wait, maxRetryWait)
 	}
 }
 
 // Pull requests of the consumers that follow streams expire soon and ask
 // for heartbeats often. On a cluster a pull request can be lost without
 // an error (sent before the interest of a consumer just made has reached
-// the server the client is connected to, or to a server that died), and
-// nats.go notices only when two heartbeats are missing: with its defaults
-// (30 s requests, 15 s heartbeats) a projection of a fresh three-server
-// cluster once stood still for the 10 s a test waited.
+// the server the client is connected to, or to a server that died or
+// hangs), and nats.go notices only when two heartbeats are missing: with
+// its defaults (30 s requests, 15 s heartbeats) a projection of a fresh
+// three-server cluster once stood still for the 10 s a test waited.
+//
+// A consumer is made with a short wait for the answer: the server chosen
+// to hold an R1 consumer may be one that hangs (SIGSTOP, a stalled disk)
+// while the meta leader still counts it as a peer, and its answer never
+// comes. Another is asked for soon after, on a server picked again (the
+// hung one, which has missed the meta group's last entry, no longer
+// preferred). The wait doubles while no consumer can be made, up to
+// maxCreateWait, for a cluster merely slow to answer. nats.go's ordered
+// consumer, which Follow read through before, waited 10 s for each
+// answer and backed off 1, 2, 4, 8 s between: a projection stood still
+// 12 to 20 s when its consumer's server hung.
 const (
-	pullExpiry    = 5 * time.Second
-	pullHeartbeat = time.Second
+	pullExpiry      = 5 * time.Second
+	pullHeartbeat   = time.Second
+	firstCreateWait = 2 * time.Second
+	maxCreateWait   = 10 * time.Second
+	firstRetryWait  = 50 * time.Millisecond
+	maxRetryWait    = 2 * time.Second
+	deleteWait      = 5 * time.Second
+	// steadyAfter is how long a consumer must have worked for its loss
+	// to be a new trouble, followed again quickly and logged again.
+	steadyAfter = 10 * time.Second
+	// consumerIdle is how long a consumer given up lives on if it could
+	// not be deleted (its server hung, or the create's answer lost).
+	consumerIdle = time.Minute
 )
 
-// followOnce follows through one ordered consumer until ctx ends (nil,
-// nil), the projection cannot apply a batch (err), or the consumer
-// fails (nil, readErr).
-func followOnce(ctx context.Context, js jetstream.JetStream, cfg FollowConfig, a Applier, log *slog.Logger) (err, readErr error) {
-	occ := jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{cfg.Filter},
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
+// errGap is a message delivered out of the consumer's order: one before
+// it was lost (sent while the connection moved, say).
+var errGap = errors.New("a message was lost on the way: the consumer's delivery sequence jumped")
+
+// followOnce follows through one consumer until ctx ends (nil, nil), the
+// projection cannot apply a batch (err), or the consumer cannot be made
+// or fails (readErr). made is whether the consumer was made.
+//
+// The consumer is checked as nats.go's ordered consumer checks its own:
+// each message must be the one after the last (consumer sequences 1, 2,
+// 3, ...), heartbeats must come, and the connection must not move (a
+// message sent to it meanwhile is lost, and only the next would show
+// the gap). Any of these failing, or any error reading, ends it; Follow
+// makes another from the projection's position.
+func followOnce(ctx context.Context, js jetstream.JetStream, cfg FollowConfig, a Applier, log *slog.Logger, createWait time.Duration, deleting *sync.WaitGroup) (made bool, err, readErr error) {
+	// Listened for before the consumer is made: a move from then on may
+	// have lost a message.
+	moved := js.Conn().StatusChanged(nats.CONNECTED)
+	defer js.Conn().RemoveStatusListener(moved)
+
+	cc := jetstream.ConsumerConfig{
+		Name:              "follow_" + rand.Text(),
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		AckPolicy:         jetstream.AckNonePolicy,
+		FilterSubject:     cfg.Filter,
+		InactiveThreshold: consumerIdle,
+		Replicas:          1,
+		MemoryStorage:     true,
 	}
 	if pos := a.Position(); pos > 0 {
-		occ.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		occ.OptStartSeq = pos + 1
+		cc.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cc.OptStartSeq = pos + 1
 	}
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	cons, err := js.OrderedConsumer(cctx, cfg.Stream, occ)
+	// The consumer is deleted when given up, made or not: a create whose
+	// answer did not come may have made it all the same.
+	defer func() {
+		if ctx.Err() != nil {
+			return // Follow ends: the consumer goes when idle
+		}
+		deleting.Go(func() {
+			dctx, cancel := context.WithTimeout(ctx, deleteWait)
+			defer cancel()
+			if err := js.DeleteConsumer(dctx, cfg.Stream, cc.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+				log.Debug("delete a consumer given up; it goes when idle", "stream", cfg.Stream, "consumer", cc.Name, "idle", consumerIdle, "err", err)
+			}
+		})
+	}()
+	cctx, cancel := context.WithTimeout(ctx, createWait)
+	cons, err := js.CreateConsumer(cctx, cfg.Stream, cc)
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("follow %s (%s): create ordered consumer: %w", cfg.Stream, cfg.Filter, err)
+		return false, nil, fmt.Errorf("follow %s (%s): create consumer (waited %v): %w", cfg.Stream, cfg.Filter, createWait, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(cfg.MaxBatch), jetstream.PullExpiry(pullExpiry), jetstream.PullHeartbeat(pullHeartbeat))
+	log.Debug("following through a new consumer", "stream", cfg.Stream, "filter", cfg.Filter, "consumer", cc.Name, "from", cc.OptStartSeq)
+	it, err := cons.Messages(jetstream.PullMaxMessages(cfg.MaxBatch), jetstream.PullExpiry(pullExpiry), jetstream.PullHeartbeat(pullHeartbeat),
+		jetstream.WithMessagesErrOnMissingHeartbeat(true))
 	if err != nil {
-		return nil, fmt.Errorf("follow %s (%s): %w", cfg.Stream, cfg.Filter, err)
+		return false, nil, fmt.Errorf("follow %s (%s): %w", cfg.Stream, cfg.Filter, err)
 	}
 
 	// The reader hands messages over a channel so that the applier can
 	// batch whatever has arrived without blocking.
 	msgs := make(chan Msg, cfg.MaxBatch*2)
 	readErrs := make(chan error, 1)
-	// The reader's Next is given its own context as well as Stop: an
-	// ordered consumer that is replacing its consumer (after a NATS
-	// server's loss) when Stop comes goes on with the new one, and Next
-	// would wait on it for ever (nats.go v1.55).
 	rctx, rcancel := context.WithCancel(ctx)
 	untilStopped := jetstream.NextContext(rctx)
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		defer close(msgs)
+		var delivered uint64
 		for {
 			m, err := it.Next(untilStopped)
 			if err != nil {
@@ -205,14 +280,19 @@ func followOnce(ctx context.Context, js jetstream.JetStream, cfg FollowConfig, a
 				readErrs <- fmt.Errorf("message metadata: %w", err)
 				return
 			}
+			if md.Sequence.Consumer != delivered+1 {
+				readErrs <- fmt.Errorf("%w (from %d to %d, at stream sequence %d)", errGap, delivered, md.Sequence.Consumer, md.Sequence.Stream)
+				return
+			}
+			delivered = md.Sequence.Consumer
 			msg := Msg{Seq: md.Sequence.Stream, Subject: m.Subject(), Type: m.Headers().Get(events.HeaderType), Data: m.Data(), Time: md.Timestamp}
 			select {
 			case msgs <- msg:
-			case <-ctx.Done():
+			case <-rctx.Done():
 				return
 			}
 		}
-	}()
+	})
 	stop := func() { rcancel(); it.Stop(); wg.Wait() }
 
 	batch := make([]Msg, 0, cfg.MaxBatch)
@@ -221,15 +301,18 @@ func followOnce(ctx context.Context, js jetstream.JetStream, cfg FollowConfig, a
 		select {
 		case <-ctx.Done():
 			stop()
-			return nil, nil
+			return true, nil, nil
+		case <-moved:
+			stop()
+			return true, nil, fmt.Errorf("follow %s (%s): the NATS connection reconnected; a message may have been lost meanwhile", cfg.Stream, cfg.Filter)
 		case m, ok := <-msgs:
 			if !ok {
 				stop()
 				select {
 				case err := <-readErrs:
-					return nil, fmt.Errorf("follow %s (%s): %w", cfg.Stream, cfg.Filter, err)
+					return true, nil, fmt.Errorf("follow %s (%s): %w", cfg.Stream, cfg.Filter, err)
 				default:
-					return nil, fmt.Errorf("follow %s (%s): the consumer stopped", cfg.Stream, cfg.Filter)
+					return true, nil, fmt.Errorf("follow %s (%s): the consumer stopped", cfg.Stream, cfg.Filter)
 				}
 			}
 			batch = append(batch, m)
@@ -256,7 +339,7 @@ func followOnce(ctx context.Context, js jetstream.JetStream, cfg FollowConfig, a
 		}
 		if err := a.ApplyBatch(batch); err != nil {
 			stop()
-			return fmt.Errorf("follow %s (%s): apply at seq %d: %w", cfg.Stream, cfg.Filter, batch[0].Seq, err), nil
+			return true, fmt.Errorf("follow %s (%s): apply at seq %d: %w", cfg.Stream, cfg.Filter, batch[0].Seq, err), nil
 		}
 		log.Debug("applied", "stream", cfg.Stream, "filter", cfg.Filter, "count", len(batch), "seq", batch[len(batch)-1].Seq)
 	}
