@@ -261,44 +261,74 @@ func TestNATSServerCutOffFromCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// JetStream's answer, not a server's: one cut off answers "JetStream
-	// system temporarily unavailable" once it has had no meta leader for
-	// a while.
+	// A message stored in an R3 stream: an answer that needs the
+	// cluster's quorum (a server cut off may go on answering questions
+	// from its own state for a while).
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "PROBE", Subjects: []string{"probe"}, Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
 	ask := func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
-		_, err := js.AccountInfo(ctx)
+		_, err := js.Publish(ctx, "probe", nil)
 		return err
 	}
 	testcluster.Eventually(t, 10*time.Second, ask)
+	// The server cut off is the connection's, and does not lead the meta
+	// group: one that does goes on answering ReachWatch's question until
+	// it finds it has lost its quorum (10 to 20 s), which this test does
+	// not measure.
 	var on *testcluster.NATSServer
-	for _, s := range c.Servers {
-		if strings.HasSuffix(nc.ConnectedUrl(), fmt.Sprintf(":%d", s.ClientPort)) {
-			on = s
+	for attempt := 1; ; attempt++ {
+		on = nil
+		for _, s := range c.Servers {
+			if strings.HasSuffix(nc.ConnectedUrl(), fmt.Sprintf(":%d", s.ClientPort)) {
+				on = s
+			}
 		}
+		if on == nil {
+			t.Fatalf("connected to %s, none of the cluster's servers", nc.ConnectedUrl())
+		}
+		led, err := c.GroupLeaders(on)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if led["meta"] != on.Name {
+			break
+		}
+		if attempt == 10 {
+			t.Fatalf("still on %s, the meta leader, after %d reconnections", on.Name, attempt-1)
+		}
+		nc.ForceReconnect()
+		testcluster.Eventually(t, 10*time.Second, func() error {
+			if !nc.IsConnected() || strings.HasSuffix(nc.ConnectedUrl(), fmt.Sprintf(":%d", on.ClientPort)) {
+				return fmt.Errorf("not reconnected off %s", on.Name)
+			}
+			return nil
+		})
 	}
-	if on == nil {
-		t.Fatalf("connected to %s, none of the cluster's servers", nc.ConnectedUrl())
-	}
+	// Nor the probe stream: what is measured is the move, not an election.
+	c.PlaceLeaders(js, on, nil, []string{"PROBE"})
 	c.Isolate(on)
 	cut := time.Now()
 	defer c.Heal()
 	var back time.Duration
 	testcluster.Eventually(t, 30*time.Second, func() error {
 		if err := ask(); err != nil {
-			return fmt.Errorf("JetStream not answering %v after %s was cut off (connected to %s): %v", time.Since(cut).Round(time.Millisecond), on.Name, nc.ConnectedUrl(), err)
+			return fmt.Errorf("nothing stored %v after %s was cut off (connected to %s): %v", time.Since(cut).Round(time.Millisecond), on.Name, nc.ConnectedUrl(), err)
 		}
 		back = time.Since(cut)
 		return nil
 	})
-	t.Logf("JetStream answered again %v after %s was cut off, through %s; the log:\n%s", back.Round(time.Millisecond), on.Name, nc.ConnectedUrl(), logs.String())
+	t.Logf("stored again %v after %s was cut off, through %s; the log:\n%s", back.Round(time.Millisecond), on.Name, nc.ConnectedUrl(), logs.String())
 	if strings.HasSuffix(nc.ConnectedUrl(), fmt.Sprintf(":%d", on.ClientPort)) {
-		t.Errorf("JetStream answered through %s, the server cut off: the partition healed?", on.Name)
+		t.Errorf("a message was stored through %s, the server cut off: the partition healed?", on.Name)
 	}
 	// Three questions unanswered (2 s each, 2 s apart), the others asked,
 	// the reconnection (1 s), and an election where the server cut off led.
 	if limit := 20 * time.Second; back > limit {
-		t.Errorf("JetStream answered again %v after the server was cut off, want at most %v", back.Round(time.Millisecond), limit)
+		t.Errorf("stored again %v after the server was cut off, want at most %v", back.Round(time.Millisecond), limit)
 	}
 	if !strings.Contains(logs.String(), "cut off from its cluster's JetStream") {
 		t.Errorf("the move is not logged:\n%s", logs.String())

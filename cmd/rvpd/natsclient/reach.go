@@ -27,8 +27,10 @@ import (
 // its list, and again at a later round when that one is cut off too).
 // When none answers, the whole cluster is without JetStream for a while
 // (no quorum anywhere, a meta leader being elected) and moving would mend
-// nothing: the connection stays. So when the server cut off led the meta
-// group, the move waits for the others to elect another.
+// nothing: the connection stays. A server cut off that led the meta
+// group goes on answering as its leader until it finds it has lost its
+// quorum (10 to 20 s in nats-server 2.15): a connection on it moves only
+// then.
 type ReachWatch struct {
 	Conn *nats.Conn
 	// Dial connects to one server (its URL, as Conn's list has it) with
