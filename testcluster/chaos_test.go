@@ -28,14 +28,16 @@ import (
 // under the same load, and injects faults at random moments for as long
 // as RVP_CHAOS says (a duration: RVP_CHAOS=3m), drawn from a seeded
 // schedule (RVP_CHAOS_SEED replays one; the seed is logged first): a NATS
-// server killed (SIGKILL) or paused (SIGSTOP) for a few seconds, at most
-// one at a time; a raft group's leader stepped down; the meta leader
-// moved; a home server's owner stopped cleanly or crashed (its NATS
-// connection cut, its lease left to lapse) so that its standby takes
-// over; a user moved to another home server; a gateway restarted. Faults
-// overlap: a recovery is not waited for before the next fault, only
-// checked, each by a deadline (the cluster ready again, a new owner, the
-// moved user served, the restarted gateway serving).
+// server killed (SIGKILL), paused (SIGSTOP) or cut off from the others
+// (a network partition: its routes silent, its clients' connections up)
+// for a few seconds, at most one at a time; a raft group's leader
+// stepped down; the meta leader moved; a home server's owner stopped
+// cleanly or crashed (its NATS connection cut, its lease left to lapse)
+// so that its standby takes over; a user moved to another home server; a
+// gateway restarted. Faults overlap: a recovery is not waited for before
+// the next fault, only checked, each by a deadline (the cluster ready
+// again, a new owner, the moved user served, the restarted gateway
+// serving).
 //
 // At the end, every server back: every request got a success, a 503 or a
 // 504 (a request cut or refused by a gateway being restarted excepted),
@@ -65,7 +67,7 @@ func TestClusterChaos(t *testing.T) {
 
 	users := map[string]string{"alice": "home1", "bob": "home1", "carol": "home1",
 		"dave": "home2", "erin": "home2", "frank": "home2", "grace": "home3", "heidi": "home3"}
-	c := Start(t, Options{Users: users, Gateways: 2, Routers: 1, NATS: &NATSClusterOptions{Processes: true}, Standbys: 1,
+	c := Start(t, Options{Users: users, Gateways: 2, Routers: 1, NATS: &NATSClusterOptions{Processes: true, Partitionable: true}, Standbys: 1,
 		LeaseTTL: 10 * time.Second})
 	load := StartLoad(t, c.LoadTarget(), LoadOptions{})
 	defer load.Stop()
@@ -137,10 +139,12 @@ type chaos struct {
 	users []string       // the load's, sorted: user i signs in at gateway i modulo their number
 	nodes map[string]int // home nodes started for each home server (named h-a, h-b, ...)
 
-	// down is the NATS server killed or paused (at most one), back at up.
-	down   *NATSServer
-	paused bool
-	up     time.Time
+	// down is the NATS server killed, paused or isolated (at most one),
+	// back at up.
+	down     *NATSServer
+	paused   bool
+	isolated bool
+	up       time.Time
 	// replace are home servers that lost a node, to get a new standby
 	// once the NATS cluster is whole.
 	replace  []string
@@ -210,6 +214,7 @@ func (ch *chaos) run(d time.Duration) {
 		{"nats-kill", 2, ch.natsWhole, ch.killNATS},
 		{"nats-pause", 2, ch.natsWhole, ch.pauseNATS},
 		{"nats-pause-owner", 2, ch.natsWhole, ch.pauseOwnersNATS},
+		{"nats-isolate", 2, ch.natsWhole, ch.isolateNATS},
 		{"stepdown", 3, always, ch.stepDown},
 		{"meta-move", 1, ch.natsWhole, ch.moveMeta},
 		{"owner-stop", 1, always, func() { ch.stopOwner(false) }},
@@ -364,7 +369,7 @@ func (ch *chaos) killNATS() {
 	}
 	d := time.Duration(2000+ch.rnd.IntN(18000)) * time.Millisecond
 	s.Kill()
-	ch.down, ch.paused, ch.up = s, false, time.Now().Add(d)
+	ch.down, ch.paused, ch.isolated, ch.up = s, false, false, time.Now().Add(d)
 	ch.note("NATS server %s%s killed (SIGKILL), back in %v", s.Name, why, d)
 }
 
@@ -374,7 +379,7 @@ func (ch *chaos) pauseNATS() {
 	s := ch.pick(ch.c.NATS.Servers)
 	d := time.Duration(1000+ch.rnd.IntN(19000)) * time.Millisecond
 	s.Pause()
-	ch.down, ch.paused, ch.up = s, true, time.Now().Add(d)
+	ch.down, ch.paused, ch.isolated, ch.up = s, true, false, time.Now().Add(d)
 	ch.note("NATS server %s paused (SIGSTOP) for %v", s.Name, d)
 }
 
@@ -393,16 +398,42 @@ func (ch *chaos) pauseOwnersNATS() {
 	}
 	d := time.Duration(11000+ch.rnd.IntN(14000)) * time.Millisecond
 	s.Pause()
-	ch.down, ch.paused, ch.up = s, true, time.Now().Add(d)
+	ch.down, ch.paused, ch.isolated, ch.up = s, true, false, time.Now().Add(d)
 	ch.note("NATS server %s, %s's owner %s's, paused (SIGSTOP) for %v", s.Name, h, owner, d)
+}
+
+// isolateNATS cuts a NATS server off from the other two for 3 to 20 s
+// (half the time the server a home server's owner is connected to): a
+// network partition, its routes silent and its clients' connections up,
+// their pings answered. Its clients move to another server
+// (natsclient.ReachWatch); an owner that does not in time loses its
+// lease (10 s) to its standby.
+func (ch *chaos) isolateNATS() {
+	s, why := ch.pick(ch.c.NATS.Servers), ""
+	if ch.rnd.IntN(2) == 0 {
+		h := ch.homes[ch.rnd.IntN(len(ch.homes))]
+		if owner := ch.c.Owner(h); owner != "" {
+			if on := ch.c.NATS.ServerOf("home-" + owner); on != nil {
+				s, why = on, fmt.Sprintf(", %s's owner %s's,", h, owner)
+			}
+		}
+	}
+	d := time.Duration(3000+ch.rnd.IntN(17000)) * time.Millisecond
+	ch.c.NATS.Isolate(s)
+	ch.down, ch.paused, ch.isolated, ch.up = s, false, true, time.Now().Add(d)
+	ch.note("NATS server %s%s cut off from the others (its routes silent) for %v", s.Name, why, d)
 }
 
 func (ch *chaos) bringBack() {
 	s := ch.down
-	if ch.paused {
+	switch {
+	case ch.isolated:
+		ch.c.NATS.Heal()
+		ch.note("NATS server %s's routes healed", s.Name)
+	case ch.paused:
 		s.Resume()
 		ch.note("NATS server %s resumed (SIGCONT)", s.Name)
-	} else {
+	default:
 		s.Start()
 		ch.note("NATS server %s started again", s.Name)
 	}

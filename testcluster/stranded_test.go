@@ -65,63 +65,7 @@ func homeNodeServerLoss(t *testing.T, loaded bool) {
 	c := Start(t, Options{Users: users, Gateways: 3, Routers: 1, NATS: &NATSClusterOptions{Processes: true}, Standbys: 1,
 		LeaseTTL: 10 * time.Second})
 
-	// The server to kill: the owner's, not the meta leader, and not every
-	// gateway's. Otherwise the owner, or a gateway, is reconnected to
-	// another server (restarting servers would move the meta group).
-	var (
-		owner    *Role
-		target   *NATSServer
-		gateways []*Role
-	)
-	for attempt := 1; ; attempt++ {
-		c.NATS.WaitReady(c.JS)
-		name := c.Owner("home1")
-		owner = nil
-		for _, r := range c.HomeNodes["home1"] {
-			if r.Name == name {
-				owner = r
-			}
-		}
-		if owner == nil {
-			t.Fatalf("home1 is owned by %q, none of its nodes", name)
-		}
-		var onTarget *Role
-		Eventually(t, 30*time.Second, func() error {
-			if target = c.NATS.ServerOf("home-" + name); target == nil {
-				return fmt.Errorf("%s is connected to no server", name)
-			}
-			gateways, onTarget = nil, nil
-			for _, g := range c.Gateways {
-				s := c.NATS.ServerOf("gateway-" + g.Name)
-				if s == nil {
-					return fmt.Errorf("gateway %s is connected to no server", g.Name)
-				}
-				if s != target {
-					gateways = append(gateways, g)
-				} else {
-					onTarget = g
-				}
-			}
-			return nil
-		})
-		led, err := c.NATS.GroupLeaders(target)
-		if err != nil {
-			t.Fatal(err)
-		}
-		switch {
-		case len(gateways) > 0 && led["meta"] != target.Name:
-		case attempt == 5:
-			t.Fatalf("%s, %s's server, leads the meta group or has every gateway's connection, after %d reconnections", target.Name, name, attempt-1)
-		case led["meta"] == target.Name:
-			c.ReconnectOff(owner, "home-"+name, target)
-			continue
-		default:
-			c.ReconnectOff(onTarget, "gateway-"+onTarget.Name, target)
-			continue
-		}
-		break
-	}
-	c.NATS.PlaceLeaders(c.JS, target, nil, homeNeeds(c, "home1"))
+	owner, target, gateways := ownerServerApart(t, c, "home1")
 	if s := c.NATS.ServerOf("home-" + owner.Name); s != target {
 		t.Fatalf("%s is connected to %v, no longer to %s", owner.Name, s, target.Name)
 	}
@@ -306,4 +250,65 @@ func homeNodeServerLoss(t *testing.T, loaded bool) {
 		}
 	}
 	c.Verify()
+}
+
+// ownerServerApart makes the NATS server home server h's owner is
+// connected to fit for a fault that costs h its owner's connection and
+// nothing else: not the meta leader, not every gateway's server (the
+// owner, or a gateway, reconnected to another server until so: restarting
+// servers would move the meta group), and leading none of the raft groups
+// h needs (homeNeeds: stepped down to other servers). It returns the
+// owner, that server, and the gateways connected to other servers.
+func ownerServerApart(t *testing.T, c *Cluster, h string) (owner *Role, target *NATSServer, gateways []*Role) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		c.NATS.WaitReady(c.JS)
+		name := c.Owner(h)
+		owner = nil
+		for _, r := range c.HomeNodes[h] {
+			if r.Name == name {
+				owner = r
+			}
+		}
+		if owner == nil {
+			t.Fatalf("%s is owned by %q, none of its nodes", h, name)
+		}
+		var onTarget *Role
+		Eventually(t, 30*time.Second, func() error {
+			if target = c.NATS.ServerOf("home-" + name); target == nil {
+				return fmt.Errorf("%s is connected to no server", name)
+			}
+			gateways, onTarget = nil, nil
+			for _, g := range c.Gateways {
+				s := c.NATS.ServerOf("gateway-" + g.Name)
+				if s == nil {
+					return fmt.Errorf("gateway %s is connected to no server", g.Name)
+				}
+				if s != target {
+					gateways = append(gateways, g)
+				} else {
+					onTarget = g
+				}
+			}
+			return nil
+		})
+		led, err := c.NATS.GroupLeaders(target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case len(gateways) > 0 && led["meta"] != target.Name:
+		case attempt == 5:
+			t.Fatalf("%s, %s's server, leads the meta group or has every gateway's connection, after %d reconnections", target.Name, name, attempt-1)
+		case led["meta"] == target.Name:
+			c.ReconnectOff(owner, "home-"+name, target)
+			continue
+		default:
+			c.ReconnectOff(onTarget, "gateway-"+onTarget.Name, target)
+			continue
+		}
+		break
+	}
+	c.NATS.PlaceLeaders(c.JS, target, nil, homeNeeds(c, h))
+	return owner, target, gateways
 }
