@@ -247,15 +247,23 @@ func (l *Lease) acquire(ctx context.Context, key string) (rev uint64, takeover b
 
 // serve runs serve and renews the lease until serve returns or the lease
 // is lost; lost reports the latter. A renewal that fails for another
-// reason (NATS unreachable) is retried until the lease would have lapsed.
+// reason (NATS unreachable) is retried soon (renewRetry), not at the
+// next period, until the lease would have lapsed: a connection that
+// failed it, moving to another NATS server (natsclient.ReachWatch), is
+// back within a second, often as the lease lapses here (a server cut
+// off is noticed in 6 to 10 s, the lease's TTL is 10 s): retried at the
+// next period, up to a third of the TTL later, the lease lapsed here
+// meanwhile and the home server decided nothing, the bucket keeping the
+// lapsed key only until it next expired its keys.
 func (l *Lease) serve(ctx context.Context, key string, rev uint64, every, ttl time.Duration,
 	serve func(context.Context) error, log *slog.Logger) (lost bool, err error) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- serve(sctx) }()
-	tick := time.NewTicker(every)
-	defer tick.Stop()
+	next := time.NewTimer(every)
+	defer next.Stop()
+	retry := renewRetry(every, ttl)
 	renewed := time.Now()
 	// unsure is when the first renewal sent since the last one answered
 	// was sent; zero: none. One whose answer was lost may be the one
@@ -274,28 +282,30 @@ func (l *Lease) serve(ctx context.Context, key string, rev uint64, every, ttl ti
 				err = fmt.Errorf("home server %s stopped serving", l.Home)
 			}
 			return false, err
-		case <-tick.C:
+		case <-next.C:
 			// Not cut short by ctx: a renewal cancelled in flight would
 			// leave the revision unknown.
 			rctx, rcancel := context.WithTimeout(context.Background(), every)
 			asked := time.Now()
+			sent := asked
 			if unsure.IsZero() {
 				unsure = asked
 			}
-			next, err := l.KV.Update(rctx, key, []byte(l.Holder), rev)
+			nextRev, err := l.KV.Update(rctx, key, []byte(l.Holder), rev)
 			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 				// A renewal whose answer was lost (the bucket's leader
 				// changing under it) moved the revision on: still ours?
 				// Then the lease runs from that renewal, sent when the
 				// first renewal not answered was, or later.
 				asked = unsure
-				next, err = l.stillOurs(rctx, key, err)
+				nextRev, err = l.stillOurs(rctx, key, err)
 			}
 			rcancel()
 			switch {
 			case err == nil:
-				rev, renewed, unsure = next, asked, time.Time{}
+				rev, renewed, unsure = nextRev, asked, time.Time{}
 				l.goodUntil(leaseEnd(asked, ttl))
+				next.Reset(max(0, every-time.Since(sent)))
 				continue
 			case ctx.Err() != nil:
 				continue // stopping: done comes next
@@ -304,7 +314,8 @@ func (l *Lease) serve(ctx context.Context, key string, rev uint64, every, ttl ti
 				log.Error("home server lease lost; stopping this home node, another may own it now", "err", err)
 				l.goodUntil(time.Time{})
 			default:
-				log.Warn("home server lease not renewed; will retry", "err", err, "since", time.Since(renewed))
+				log.Warn("home server lease not renewed; will retry", "err", err, "since", time.Since(renewed), "retry_in", retry)
+				next.Reset(retry)
 				continue
 			}
 			cancel()
@@ -312,6 +323,18 @@ func (l *Lease) serve(ctx context.Context, key string, rev uint64, every, ttl ti
 			return true, nil
 		}
 	}
+}
+
+// renewRetry is how soon a renewal that failed, not finding the lease
+// lost, is tried again: a twentieth of the TTL (500ms of the production
+// 10 s), at least 100ms, at most the renewal period. One unanswered
+// takes the renewal period to fail; this paces those that fail at once
+// (a connection moving, JetStream electing a leader).
+func renewRetry(every, ttl time.Duration) time.Duration {
+	if ttl <= 0 {
+		return every
+	}
+	return min(every, max(ttl/20, 100*time.Millisecond))
 }
 
 // leaseEnd is when a lease taken or renewed by a request sent at asked
