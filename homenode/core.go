@@ -178,6 +178,7 @@ func decide(v View, p Policy, in any, now time.Time) (*decision, error) {
 				d.facts = d.facts[1:]
 				d.msgID += "/resumed"
 			}
+			err = c.endedByMove(d, &e.e.Req)
 		} else if err == nil && d.reply != nil && d.reply.Status >= 400 {
 			// Refused now (its recipient disabled meanwhile): the message
 			// it accepted before ends so, or it stays accepted for ever.
@@ -214,6 +215,30 @@ func decide(v View, p Policy, in any, now time.Time) (*decision, error) {
 		return d, err
 	}
 	return d, c.consequences(d, now)
+}
+
+// endedByMove makes the end of a resumed delivery d that found no
+// client of its recipient here (412, "no client logged in") a 504 when
+// the recipient has moved to another home server meanwhile: her clients
+// went with her, and the delivery interrupted here may have reached one.
+// The sender is told that the outcome is not known, not that she is not
+// signed in.
+func (c *core) endedByMove(d *decision, r *events.Req) error {
+	if d.deliver != nil || d.reply == nil || d.reply.Status != rvp.StatusPreconditionFailed || len(d.facts) != 1 {
+		return nil
+	}
+	md, ok := d.facts[0].(*events.MessageDelivered)
+	if !ok {
+		return nil
+	}
+	rec, err := c.movedAway(r.Node)
+	if err != nil || rec == nil {
+		return err
+	}
+	md.Status = rvp.StatusGatewayTimeout
+	d.reply = &events.Reply{ID: r.ID, Status: rvp.StatusGatewayTimeout,
+		Error: fmt.Sprintf("%s moved to home server %s while this message was being delivered; whether a client of it had the message is not known", r.Node, rec.Home)}
+	return nil
 }
 
 func (c *core) decideRequest(req events.Request, now time.Time) (*decision, error) {

@@ -504,6 +504,27 @@ func TestMessages(t *testing.T) {
 			t.Errorf("resumed: facts %v, delivery %v, id %s", types(d), d.deliver != nil, d.msgID)
 		}
 	})
+	t.Run("a resumed delivery to a recipient moved away meanwhile: 504, not 412", func(t *testing.T) {
+		// Her clients went with her: she is not "not signed in", and the
+		// delivery interrupted here may have reached one.
+		w := newWorld(t)
+		id := w.login("ann", "10.0.0.1", annCB)
+		m := msg(w, "m", "ben", "ann", "DeepOr", 1)
+		w.do(m)
+		w.do(&events.Unsubscribe{Req: w.req("bye", "ann", "ann", "10.0.0.1"), ID: id}) // as her handoff ends it here
+		w.dir.users[user("ann")].Home = "home2"
+		d := w.decide(resumed{m})
+		wantStatus(t, d, 504)
+		if d.deliver != nil || len(d.facts) != 1 || d.msgID != "m/resumed" {
+			t.Fatalf("resumed: facts %v, delivery %v, id %s", types(d), d.deliver != nil, d.msgID)
+		}
+		if md, ok := d.facts[0].(*events.MessageDelivered); !ok || md.Status != 504 || md.Node != user("ann") {
+			t.Errorf("resumed: %+v, want ann's message m ended 504", d.facts[0])
+		}
+		// Not moved, signed out meanwhile: 412 still.
+		w.dir.users[user("ann")].Home = testHome
+		wantStatus(t, w.decide(resumed{m}), 412)
+	})
 	t.Run("a lapsed delivery is recorded as not delivered", func(t *testing.T) {
 		w := newWorld(t)
 		w.login("ann", "10.0.0.1", annCB)
