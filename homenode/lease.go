@@ -166,11 +166,21 @@ func (l *Lease) Hold(ctx context.Context, serve func(ctx context.Context, takeov
 		if failed {
 			log.Error("home node stopped; the home server is let go, and taken again when it can be", "err", err)
 		}
+		// Taken again after a pause: a period after a failure; after a
+		// lease lost, as soon as a standby would look (its renewals went
+		// unanswered past the TTL, its connection cut off: moved since,
+		// this node takes it back if no standby has, its projection
+		// current, rather than leave the home server undecided a period
+		// longer).
+		again := every
+		if lost && !failed {
+			again = look
+		}
 		if failed || lost {
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-time.After(every):
+			case <-time.After(again):
 			}
 		}
 	}

@@ -99,6 +99,79 @@ func TestLeaseRenewalFailedAtOnceRetriedSoon(t *testing.T) {
 	}
 }
 
+// TestLeaseLostTakenBackSoon: a node whose renewals went unanswered past
+// the TTL (its NATS server cut off) stops, its lease lost; once its
+// connection has moved to a server that answers, it takes the lease back
+// (no standby took it) as soon as a standby would look (a tenth of the
+// TTL), not a renewal period later. Cut off in the worst phase (just
+// before a renewal), the owner lost its lease 0.2 s before ReachWatch
+// moved it, and home1 decided nothing for 3.4 s more
+// (TestClusterHomeNodeServerPartitioned).
+func TestLeaseLostTakenBackSoon(t *testing.T) {
+	ns := natstest.Start(t, natstest.Listen())
+	_, js := natstest.Connect(t, ns)
+	const ttl = 3 * time.Second // renewed every second; a standby looks every 300ms
+	if err := projections.EnsureStreams(t.Context(), js, projections.StreamOptions{LeaseTTL: ttl}); err != nil {
+		t.Fatal(err)
+	}
+	p := newHoldProxy(t, strings.TrimPrefix(ns.ClientURL(), "nats://"))
+	nc, err := nats.Connect("nats://"+p.ln.Addr().String(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	hjs, _ := jetstream.New(nc)
+	hkv, err := hjs.KeyValue(t.Context(), events.BucketOwners)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &Lease{KV: hkv, Home: "home1", Holder: "a"}
+	serving, stopped := make(chan time.Time, 10), make(chan time.Time, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- l.Hold(ctx, func(ctx context.Context, _ bool) error {
+			serving <- time.Now()
+			<-ctx.Done()
+			stopped <- time.Now()
+			return nil
+		})
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	select {
+	case <-serving:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a does not serve after 5 s")
+	}
+	p.hold() // cut off: nothing a sends arrives
+	var lost time.Time
+	select {
+	case lost = <-stopped:
+	case <-time.After(3 * ttl):
+		t.Fatalf("a still serves %v after it was cut off", 3*ttl)
+	}
+	// Moved to a server that answers.
+	p.release()
+	if err := nc.ForceReconnect(); err != nil {
+		t.Fatal(err)
+	}
+	var again time.Time
+	select {
+	case again = <-serving:
+	case <-time.After(3 * ttl):
+		t.Fatalf("a does not serve again %v after its lease was lost and its connection moved", 3*ttl)
+	}
+	took := again.Sub(lost)
+	t.Logf("serving again %v after its lease was lost", took.Round(time.Millisecond))
+	if look := ttl / 10; took > look+400*time.Millisecond {
+		t.Errorf("a served again %v after its lease was lost and its connection moved, want about %v (a standby's look), not a renewal period (%v)",
+			took.Round(time.Millisecond), look, ttl/3)
+	}
+}
+
 // holdProxy forwards TCP connections to a NATS server; while held, what
 // clients send is dropped, and a publish to a KV bucket among it is
 // signalled on kv.
