@@ -45,79 +45,64 @@ import (
 // see is decided twice, harmlessly: a move is handed off once
 // (user.departed), and a disabled user's logins end once.
 func (n *Node) watchMoves(ctx context.Context, from uint64, moves chan<- move, disables chan<- disable) error {
-	// Followed as projections are (projections.Follow: a consumer of its
-	// own, made again at once when its server dies or hangs); nats.go's
-	// ordered consumer, with its default pulls (heartbeats every 15 s),
-	// heard nothing for 12 to 20 s or more then, and a move was handed
-	// off only when a request for its user came.
-	f := &movesFeed{ctx: ctx, n: n, pos: from, moves: moves, disables: disables}
-	err := projections.Follow(ctx, n.cfg.JetStream, projections.FollowConfig{Stream: events.StreamDirectory,
-		Filter: events.DirectoryRoot + ".user.>", Logger: n.log.With("follows", "moves")}, f)
-	if err != nil && ctx.Err() == nil {
+	cons, err := n.cfg.JetStream.OrderedConsumer(ctx, events.StreamDirectory, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.DirectoryRoot + ".user.>"},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    from + 1,
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("home %s: watch moves: %w", n.cfg.Home, err)
 	}
-	return nil
-}
-
-// movesFeed hands the node's loop the moves away from this home server
-// and the users disabled, as the directory stream has them
-// (projections.Follow's Applier: its position is the last event handed).
-// Only Follow's goroutine uses it.
-type movesFeed struct {
-	ctx      context.Context
-	n        *Node
-	pos      uint64
-	moves    chan<- move
-	disables chan<- disable
-}
-
-func (f *movesFeed) Position() uint64 { return f.pos }
-
-// WaitFor is not used: nobody waits on the feed.
-func (f *movesFeed) WaitFor(ctx context.Context, seq uint64) error {
-	return errors.New("the moves feed is not waited for")
-}
-
-// ApplyBatch hands over each move and disable of msgs, until the node's
-// context ends.
-func (f *movesFeed) ApplyBatch(msgs []projections.Msg) error {
-	for _, m := range msgs {
-		if m.Seq <= f.pos {
+	it, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("home %s: watch moves: %w", n.cfg.Home, err)
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	// Next is given ctx too: an ordered consumer that is replacing its
+	// consumer (after a NATS server's loss) when Stop comes goes on with
+	// the new one, and Next would wait on it for ever (nats.go v1.55).
+	untilDone := jetstream.NextContext(ctx)
+	for {
+		m, err := it.Next(untilDone)
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("home %s: watch moves: %w", n.cfg.Home, err)
+		}
+		typ := m.Headers().Get(events.HeaderType)
+		if typ != events.TypeUserMoved && typ != events.TypeUserDisabled {
 			continue
 		}
-		if err := f.hand(m); err != nil {
-			return err
+		ev, err := events.Decode(typ, m.Data())
+		if err != nil {
+			n.log.Error("undecodable directory event", "type", typ, "err", err)
+			continue
 		}
-		f.pos = m.Seq
-	}
-	return nil
-}
-
-func (f *movesFeed) hand(m projections.Msg) error {
-	if m.Type != events.TypeUserMoved && m.Type != events.TypeUserDisabled {
-		return nil
-	}
-	ev, err := events.Decode(m.Type, m.Data)
-	if err != nil {
-		f.n.log.Error("undecodable directory event", "type", m.Type, "seq", m.Seq, "err", err)
-		return nil
-	}
-	if dis, ok := ev.(*events.UserDisabled); ok {
-		select {
-		case f.disables <- disable{user: dis.User, seq: m.Seq}:
-			return nil
-		case <-f.ctx.Done():
-			return f.ctx.Err()
+		md, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("home %s: watch moves: %w", n.cfg.Home, err)
 		}
-	}
-	if mv := ev.(*events.UserMoved); mv.From == f.n.cfg.Home {
-		select {
-		case f.moves <- move{user: mv.User, to: mv.Home, seq: m.Seq}:
-		case <-f.ctx.Done():
-			return f.ctx.Err()
+		if dis, ok := ev.(*events.UserDisabled); ok {
+			select {
+			case disables <- disable{user: dis.User, seq: md.Sequence.Stream}:
+			case <-ctx.Done():
+				return nil
+			}
+			continue
+		}
+		if mv := ev.(*events.UserMoved); mv.From == n.cfg.Home {
+			select {
+			case moves <- move{user: mv.User, to: mv.Home, seq: md.Sequence.Stream}:
+			case <-ctx.Done():
+				return nil
+			}
 		}
 	}
-	return nil
 }
 
 // strays returns the moves of the users this node holds state for whose
