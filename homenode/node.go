@@ -1311,7 +1311,7 @@ func (n *Node) release(p *pending) {
 		}
 	}
 	if d.handoff != nil {
-		n.log.Info("user handed off to its new home server", "user", d.handoff.Node.String(), "to", d.handTo,
+		n.log.Info("user handed off to its new home server", "user", d.handoff.Node.String(), "to", d.handTo, "move", d.handoff.Move,
 			"subscriptions", len(d.handoff.Subs), "views", len(d.handoff.Views))
 	}
 	for _, f := range d.facts {
