@@ -67,6 +67,21 @@ func TestClusterHomeNodeServerPartitionedLeadingFacts(t *testing.T) {
 	homeNodeServerPartitioned(t, partitionLong, partitionServedBound, true)
 }
 
+// TestClusterHomeNodeServerPartitionedBrieflyLeadingFacts is the brief
+// partition (shorter than the lease) of the server that leads home1's
+// fact stream and holds its owner: a reproducer for the lead, not run by
+// .ci/run. The lost acknowledged request of a chaos run (seed 14, a 4.3
+// s cut of home1's owner's server) came in such a cut. In 9 runs here
+// nothing acknowledged was lost; in 2 of them CheckFacts could not read
+// the fact streams for its 2 minutes ("context deadline exceeded"), and
+// in another a read of RVP_FACTS_home2 timed out once and then went
+// through: a stream, or the test's ordered consumer on it, stuck after
+// the heal. Not explained yet.
+func TestClusterHomeNodeServerPartitionedBrieflyLeadingFacts(t *testing.T) {
+	LongTest(t)
+	homeNodeServerPartitioned(t, partitionBrief, partitionBrief+8*time.Second, true)
+}
+
 const (
 	// partitionLease is the lease's TTL in these tests: the production
 	// lease (projections.DefaultLeaseTTL).
