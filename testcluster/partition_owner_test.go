@@ -141,18 +141,7 @@ func homeNodeServerPartitioned(t *testing.T, length, bound time.Duration, leadFa
 	if s := c.NATS.ServerOf("home-" + owner.Name); s != target {
 		t.Fatalf("%s is connected to %v, no longer to %s", owner.Name, s, target.Name)
 	}
-	var other *NATSServer
-	for _, s := range c.NATS.Servers {
-		if s != target {
-			other = s
-			break
-		}
-	}
-	lt := c.LoadTarget()
-	lt.Gateways = nil
-	for _, g := range gateways {
-		lt.Gateways = append(lt.Gateways, g.Addr)
-	}
+	other, lt := apart(c, target, gateways)
 	load := StartLoad(t, lt, LoadOptions{Users: loadUsers})
 	defer load.Stop()
 	load.WaitSucceeded(100, time.Time{}, time.Minute, nil)

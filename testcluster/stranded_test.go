@@ -69,18 +69,7 @@ func homeNodeServerLoss(t *testing.T, loaded bool) {
 	if s := c.NATS.ServerOf("home-" + owner.Name); s != target {
 		t.Fatalf("%s is connected to %v, no longer to %s", owner.Name, s, target.Name)
 	}
-	var other *NATSServer
-	for _, s := range c.NATS.Servers {
-		if s != target {
-			other = s
-			break
-		}
-	}
-	lt := c.LoadTarget()
-	lt.Gateways = nil
-	for _, g := range gateways {
-		lt.Gateways = append(lt.Gateways, g.Addr)
-	}
+	other, lt := apart(c, target, gateways)
 	var load *Load
 	if loaded {
 		load = StartLoad(t, lt, LoadOptions{Users: loadUsers})
@@ -311,4 +300,22 @@ func ownerServerApart(t *testing.T, c *Cluster, h string) (owner *Role, target *
 	}
 	c.NATS.PlaceLeaders(c.JS, target, nil, homeNeeds(c, h))
 	return owner, target, gateways
+}
+
+// apart returns a running server other than target, to observe from, and
+// the load's target through gateways alone (those not on target).
+func apart(c *Cluster, target *NATSServer, gateways []*Role) (*NATSServer, LoadTarget) {
+	var other *NATSServer
+	for _, s := range c.NATS.Servers {
+		if s != target {
+			other = s
+			break
+		}
+	}
+	lt := c.LoadTarget()
+	lt.Gateways = nil
+	for _, g := range gateways {
+		lt.Gateways = append(lt.Gateways, g.Addr)
+	}
+	return other, lt
 }
