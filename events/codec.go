@@ -32,6 +32,7 @@ const (
 	TypeUserArrived         = "user.arrived.v1"
 	TypeMessageAccepted     = "message.accepted.v1"
 	TypeMessageDelivered    = "message.delivered.v1"
+	TypeRequestForwarded    = "request.forwarded.v1"
 
 	TypeDomainCreated     = "domain.created.v1"
 	TypeDomainDeleted     = "domain.deleted.v1"
@@ -76,6 +77,7 @@ func (*ViewSet) Type() string             { return TypeViewSet }
 func (*ViewEnded) Type() string           { return TypeViewEnded }
 func (*MessageAccepted) Type() string     { return TypeMessageAccepted }
 func (*MessageDelivered) Type() string    { return TypeMessageDelivered }
+func (*RequestForwarded) Type() string    { return TypeRequestForwarded }
 
 func (*DomainCreated) Type() string     { return TypeDomainCreated }
 func (*DomainDeleted) Type() string     { return TypeDomainDeleted }
@@ -119,6 +121,7 @@ func (*ViewSet) isEvent()             {}
 func (*ViewEnded) isEvent()           {}
 func (*MessageAccepted) isEvent()     {}
 func (*MessageDelivered) isEvent()    {}
+func (*RequestForwarded) isEvent()    {}
 
 func (*DomainCreated) isEvent()     {}
 func (*DomainDeleted) isEvent()     {}
@@ -190,6 +193,8 @@ func decodeJSON(typ string, data []byte) (Event, error) {
 		e = new(UserDeparted)
 	case TypeUserArrived:
 		e = new(UserArrived)
+	case TypeRequestForwarded:
+		e = new(RequestForwarded)
 	case TypeLookup:
 		e = new(Lookup)
 	case TypeReply:

@@ -42,6 +42,7 @@ func sampleEvents() []Event {
 		&ViewEnded{Meta: meta, Node: bob, ID: 2, Reason: EndOffline},
 		&MessageAccepted{Meta: meta, Node: bob, AckType: "DeepOr", HopCount: 1, Endpoints: 2, Body: []byte("<![CDATA[x]]>")},
 		&MessageDelivered{Meta: meta, Node: bob, Status: 200, Delivered: 1, Failed: 1},
+		&RequestForwarded{Meta: meta, Node: bob, To: "home2", Move: 12},
 		&DomainCreated{Meta: meta, Domain: "example.test", IMHost: "im.example.test", EmailDomains: []string{"example.test"}},
 		&HomeServerCreated{Meta: meta, Name: "home1", Host: "home1.example.test", HostsUsers: true},
 		&UserEnabled{Meta: meta, User: bob, Home: "home1", DisplayName: "Bob", Email: "bob@example.test"},
@@ -281,5 +282,18 @@ func BenchmarkEncode(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestForwardHeader: a HeaderForward value reads back as written; others
+// do not read.
+func TestForwardHeader(t *testing.T) {
+	if home, move, ok := ParseForwardHeader(ForwardHeader("home2", 12)); !ok || home != "home2" || move != 12 {
+		t.Errorf("ForwardHeader(home2, 12) reads back as %q, %d, %v", home, move, ok)
+	}
+	for _, v := range []string{"", "home2", "12", "12 ", "x home2", "-1 home2"} {
+		if _, _, ok := ParseForwardHeader(v); ok {
+			t.Errorf("%q read as a forward", v)
+		}
 	}
 }

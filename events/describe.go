@@ -96,6 +96,8 @@ func Describe(ev Event) string {
 		return x.User.String() + " from " + x.From + " to " + x.Home
 	case *UserDeparted:
 		return fmt.Sprintf("to %s: %d %s, %d %s (move %d)", x.To, x.Subs, plural(x.Subs, "subscription"), x.Views, plural(x.Views, "view"), x.Move)
+	case *RequestForwarded:
+		return fmt.Sprintf("to %s (move %d)", x.To, x.Move)
 	case *UserArrived:
 		if x.Part != 0 {
 			return fmt.Sprintf("from %s: part %d, %d %s (move %d)", x.From, x.Part, x.Subs, plural(x.Subs, "subscription"), x.Move)

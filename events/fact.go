@@ -2,6 +2,7 @@ package events
 
 import (
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -174,6 +175,21 @@ type UserDeparted struct {
 	Clears bool `json:"clears,omitempty"`
 }
 
+// RequestForwarded records that a request for a user who had moved to
+// another home server (routed here by a gateway whose directory was
+// behind the move) was passed on to that home server (To), under the
+// move of directory sequence Move: it is decided there, or passed on
+// again, and never here. Delivered here again (its acknowledgement lost)
+// once the user has come back, it was decided a second time before this
+// was recorded. History only: the home node reads it back (with the
+// request id, from HeaderForward) after a restart or a takeover.
+type RequestForwarded struct {
+	Meta
+	Node User   `json:"node"`
+	To   string `json:"to_home"`
+	Move uint64 `json:"move"`
+}
+
 // UserArrived records that a user's state handed over by its former home
 // server was taken here (Subs and Views of it, the rest was here already
 // or had expired). Move is the directory sequence of the move. With Part,
@@ -202,6 +218,7 @@ func (e *ACLSet) Subject() User              { return e.Node }
 func (e *PropertySet) Subject() User         { return e.Node }
 func (e *MessageAccepted) Subject() User     { return e.Node }
 func (e *MessageDelivered) Subject() User    { return e.Node }
+func (e *RequestForwarded) Subject() User    { return e.Node }
 
 func (e *SubscriptionCreated) Metadata() *Meta { return &e.Meta }
 func (e *SubscriptionRenewed) Metadata() *Meta { return &e.Meta }
@@ -212,3 +229,21 @@ func (e *ACLSet) Metadata() *Meta              { return &e.Meta }
 func (e *PropertySet) Metadata() *Meta         { return &e.Meta }
 func (e *MessageAccepted) Metadata() *Meta     { return &e.Meta }
 func (e *MessageDelivered) Metadata() *Meta    { return &e.Meta }
+func (e *RequestForwarded) Metadata() *Meta    { return &e.Meta }
+
+// ForwardHeader is the HeaderForward value of a request forwarded to
+// home under the move of directory sequence move.
+func ForwardHeader(home string, move uint64) string {
+	return strconv.FormatUint(move, 10) + " " + home
+}
+
+// ParseForwardHeader reads a HeaderForward value; ok is false for one
+// that is not.
+func ParseForwardHeader(v string) (home string, move uint64, ok bool) {
+	seq, home, found := strings.Cut(v, " ")
+	if !found || home == "" {
+		return "", 0, false
+	}
+	move, err := strconv.ParseUint(seq, 10, 64)
+	return home, move, err == nil
+}

@@ -71,6 +71,11 @@ const (
 	// JetStream keeps in memory for the whole window); a home node reads
 	// this header to tell its own facts after a lost answer.
 	HeaderFactID = "Rvp-Fact-Id"
+	// HeaderForward, on a RequestForwarded fact, says where the request
+	// went: its move's directory sequence and the home server, "12 home2"
+	// (ForwardHeader). The home node reads facts' headers only when it
+	// reads back what it decided lately.
+	HeaderForward = "Rvp-Forward"
 	// HeaderAnswer records, on the last fact of a decision that answered a
 	// request, the answer (an events.Reply, JSON): a request redelivered
 	// after it was decided, its answer lost with the node that decided

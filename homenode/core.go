@@ -61,6 +61,15 @@ type (
 	// departure is a user moved away from this home server, whose state
 	// is to be handed over.
 	departure move
+	// forwarded is a request for a user who has moved to home server to,
+	// passed on there under the move of directory sequence move
+	// (Node.forward): recorded, so that it is decided there and never
+	// here, however often it is delivered here again.
+	forwarded struct {
+		req  events.Request
+		to   string
+		move uint64
+	}
 	// disabled is a user of this home server that was disabled, whose
 	// logins and presence end.
 	disabled events.User
@@ -200,6 +209,10 @@ func decide(v View, p Policy, in any, now time.Time) (*decision, error) {
 		d, err = c.decideUnreachable(subRef(e), now)
 	case departure:
 		d, err = c.decideDeparture(move(e), now)
+	case forwarded:
+		r := e.req.Request()
+		d = &decision{msgID: r.ID + "/forwarded/" + strconv.FormatUint(e.move, 10), quiet: true, facts: []events.Fact{
+			&events.RequestForwarded{Meta: c.meta(r, now), Node: r.Node, To: e.to, Move: e.move}}}
 	case disabled:
 		d, err = c.decideDisabled(events.User(e), now)
 	case resend:

@@ -252,6 +252,15 @@ func (n *Node) holds(u events.User) (bool, error) {
 // after the user's state, so the new home server decides it as this one
 // would have. The gateway's reply subject goes with it.
 //
+// The forward is recorded here first (events.RequestForwarded), and the
+// request passed on once that is durable (sendForward): delivered here
+// again — its acknowledgement lost in a partition, or late past AckWait
+// behind a slow append — after the user had come back, it was decided
+// here as well as there (chaos seed 14). Delivered again, it is passed on
+// again as it was, never decided here (Node.handleRequest). A handoff is
+// passed on as before, unrecorded: it is taken once per home server and
+// move wherever it is delivered (decideHandoff).
+//
 // The request goes with the position of the move it is forwarded under,
 // when later than its own: the new home server reads its directory there
 // (a handoff waits for it), not at the one the request was routed with.
@@ -275,27 +284,47 @@ func (n *Node) forward(ctx context.Context, log *slog.Logger, m jetstream.Msg, r
 	if err != nil {
 		return n.retryLater(ctx, log, m, "request for a moved user not forwarded; will retry", "err", err)
 	}
-	msg := requestCopy(events.RequestSubject(rec.Home, r.Node), m)
 	// Nothing handed off (seq 0), the request goes under the record's move
 	// all the same: the new home server reads its directory there.
-	seq = max(seq, rec.Move)
-	if seq > r.DirPos {
-		r.DirPos = seq
-		if data, err := events.Encode(req); err != nil {
-			log.Error("request for a moved user forwarded with the directory position it came with: not encoded with its move's (a home server behind the move sends it back, and it is lost)", "to", rec.Home, "move", seq, "err", err)
+	fw := forwarded{req: req, to: rec.Home, move: max(seq, rec.Move)}
+	if _, ok := req.(*events.Handoff); ok {
+		return n.sendForward(ctx, log, m, fw)
+	}
+	if err := n.commit(ctx, &pending{in: fw, msg: m}); err != nil {
+		if errors.Is(err, ErrLeaseLapsed) {
+			m.Nak()
+			return err
+		}
+		return n.retryLater(ctx, log, m, "request for a moved user not forwarded (its forward not recorded); will retry", "to", rec.Home, "err", err)
+	}
+	n.forwards.add(r.ID, fw.to, fw.move)
+	return nil
+}
+
+// sendForward passes request m on to the home server fw names, under its
+// move, and acknowledges it here. A forward is one per request, home
+// server and move, however often it is sent: sent again (redelivered
+// here) or bounced back (a request the new home server decided with a
+// directory behind the move), it is dropped as a duplicate. One not sent
+// is taken again later, and sent then.
+func (n *Node) sendForward(ctx context.Context, log *slog.Logger, m jetstream.Msg, fw forwarded) error {
+	r := fw.req.Request()
+	msg := requestCopy(events.RequestSubject(fw.to, r.Node), m)
+	// The new home server reads its directory at the move (a handoff waits
+	// for it), not at the position the request was routed with.
+	if fw.move > r.DirPos {
+		r.DirPos = fw.move
+		if data, err := events.Encode(fw.req); err != nil {
+			log.Error("request for a moved user forwarded with the directory position it came with: not encoded with its move's (a home server behind the move sends it back, and it is lost)", "to", fw.to, "move", fw.move, "err", err)
 		} else {
 			msg.Data = data
 		}
 	}
-	// A forward is one per request, home server and move, however often
-	// it is redelivered here; one bounced back (a request the new home
-	// server decided with a directory behind the move) is dropped as a
-	// duplicate.
-	id := r.ID + "@" + events.Token(rec.Home) + "/" + strconv.FormatUint(seq, 10)
+	id := r.ID + "@" + events.Token(fw.to) + "/" + strconv.FormatUint(fw.move, 10)
 	if err := n.publishKept(ctx, msg, id); err != nil {
-		return n.retryLater(ctx, log, m, "request for a moved user not forwarded; will retry", "to", rec.Home, "err", err)
+		return n.retryLater(ctx, log, m, "request for a moved user not forwarded; will retry", "to", fw.to, "err", err)
 	}
-	log.Info("request for a moved user forwarded to its home server", "to", rec.Home)
+	log.Info("request for a moved user forwarded to its home server", "to", fw.to, "move", fw.move)
 	return n.doneWith(m)
 }
 

@@ -338,6 +338,9 @@ type Node struct {
 	// decided by Run's goroutine (which owns it) as it takes inputs.
 	refused []outcome
 	seen    *recent
+	// forwards are the requests forwarded from here lately (forward),
+	// never decided here; owned by Run's goroutine.
+	forwards forwards
 	// recentRead is set once the facts of the last recentWindow have been
 	// read into seen (readRecent); until then early holds the requests
 	// delivered before (to a former owner, maybe), which those facts may
@@ -953,10 +956,12 @@ func (n *Node) unacknowledgedSince(ctx context.Context, ci *jetstream.ConsumerIn
 // were decided for.
 type recentFacts struct {
 	decided map[string]decided
-	facts   int
-	since   time.Time
-	took    time.Duration
-	err     error
+	// forwarded are the requests forwarded (forward), by id.
+	forwarded map[string]forwardRecord
+	facts     int
+	since     time.Time
+	took      time.Duration
+	err       error
 }
 
 // readRecent reads the headers of the facts from since up to last: the
@@ -984,7 +989,7 @@ const factReadResetAttempts = 3
 // ended, and the answer each got.
 func (n *Node) readDecided(ctx context.Context, occ jetstream.OrderedConsumerConfig, last uint64) recentFacts {
 	start := n.now()
-	out := recentFacts{decided: map[string]decided{}}
+	out := recentFacts{decided: map[string]decided{}, forwarded: map[string]forwardRecord{}}
 	occ.HeadersOnly = true
 	occ.MaxResetAttempts = factReadResetAttempts
 	cons, err := n.cfg.JetStream.OrderedConsumer(ctx, n.stream, occ)
@@ -1039,6 +1044,13 @@ func (rf *recentFacts) add(h nats.Header) {
 	if id == "" {
 		return
 	}
+	if h.Get(events.HeaderType) == events.TypeRequestForwarded {
+		// Passed on, not decided: a copy forwarded back here later is.
+		if to, move, ok := events.ParseForwardHeader(h.Get(events.HeaderForward)); ok {
+			rf.forwarded[id] = forwardRecord{to: to, move: move}
+		}
+		return
+	}
 	d, seen := rf.decided[id]
 	accepted := h.Get(events.HeaderType) == events.TypeMessageAccepted
 	d.delivering = accepted && (!seen || d.delivering)
@@ -1078,6 +1090,9 @@ func (n *Node) tookRecent(ctx, life context.Context, rf recentFacts) error {
 	for id, d := range rf.decided {
 		n.seen.add(id, d.delivering)
 		n.seen.answered(id, d.answer)
+	}
+	for id, fw := range rf.forwarded {
+		n.forwards.add(id, fw.to, fw.move)
 	}
 	n.recentRead = true
 	n.log.Info("recent facts read", "since", rf.since, "facts", rf.facts, "requests", len(rf.decided), "held", len(n.early), "took", rf.took)
@@ -1170,6 +1185,15 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 			return n.input(ctx, &pending{in: lapsed{e}, msg: m})
 		}
 		return n.doneWith(m)
+	}
+	if fw, ok := n.forwards.get(r.ID); ok && r.DirPos <= fw.move {
+		// Forwarded from here, and delivered again: its acknowledgement
+		// lost, or a copy forwarded here before that one. Passed on again
+		// as it was (a duplicate there), never decided here: the user may
+		// have come back since, and the home server it went to decided it.
+		// (A copy forwarded back here since, under a later move, is
+		// decided or forwarded as any request.)
+		return n.sendForward(ctx, log(), m, forwarded{req: req, to: fw.to, move: fw.move})
 	}
 	if r.DirPos > n.cfg.Directory.Position() {
 		// Routed with a newer directory than ours (a move, a new user):
@@ -1280,6 +1304,14 @@ func (n *Node) encodedReply(d *decision) []byte {
 func (n *Node) release(p *pending) {
 	n.rounds = 0
 	d := p.d
+	if fw, ok := p.in.(forwarded); ok {
+		// Recorded: passed on now (a delivery again sends it again).
+		r := fw.req.Request()
+		if p.msg != nil {
+			n.sendForward(n.life, n.log.With("req", r.ID, "type", fw.req.Type(), "user", r.Node.String()), p.msg, fw)
+		}
+		return
+	}
 	if o, ok := p.in.(outcome); ok {
 		// The outcome of a delivery: the sender waits where the message
 		// came from.

@@ -131,6 +131,8 @@ func requestID(in any) string {
 		return in.e.ID
 	case lapsed:
 		return in.e.ID
+	case forwarded:
+		return in.req.Request().ID
 	}
 	return ""
 }
@@ -209,6 +211,9 @@ func factMessage(home string, f events.Fact, id string, answer []byte) (*nats.Ms
 	msg.Header.Set(events.HeaderFactID, id)
 	if answer != nil {
 		msg.Header.Set(events.HeaderAnswer, string(answer))
+	}
+	if fw, ok := f.(*events.RequestForwarded); ok {
+		msg.Header.Set(events.HeaderForward, events.ForwardHeader(fw.To, fw.Move))
 	}
 	msg.Data = data
 	return msg, nil
@@ -477,11 +482,27 @@ func (n *Node) recover(ctx context.Context) error {
 		n.seen.add(id, dec.delivering)
 		n.seen.answered(id, dec.answer)
 	}
+	for id, fw := range other.forwarded {
+		n.forwards.add(id, fw.to, fw.move)
+	}
 	redo := n.window
 	n.window = nil
 	clear(n.inWindow)
 	for _, p := range redo {
-		if r, ok := p.in.(events.Request); ok {
+		r, ok := p.in.(events.Request)
+		if fw, fok := p.in.(forwarded); fok {
+			r, ok = fw.req, true // forwarded here: decided or forwarded there, maybe
+		}
+		if ok {
+			if fw, theirs := other.forwarded[r.Request().ID]; theirs {
+				// Forwarded by the other writer: passed on as it did.
+				if p.msg != nil {
+					if err := n.sendForward(ctx, n.log.With("req", r.Request().ID), p.msg, forwarded{req: r, to: fw.to, move: fw.move}); err != nil {
+						return err
+					}
+				}
+				continue
+			}
 			if dec, theirs := other.decided[r.Request().ID]; theirs {
 				switch {
 				case dec.delivering:

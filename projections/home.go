@@ -807,7 +807,7 @@ func applyFact(st homeStore, f events.Fact) error {
 			return err
 		}
 		return st.setArrived(e.Node, e.Move)
-	case *events.MessageAccepted, *events.MessageDelivered:
+	case *events.MessageAccepted, *events.MessageDelivered, *events.RequestForwarded:
 		// History only: the stream is their record.
 		return nil
 	default:

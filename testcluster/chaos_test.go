@@ -174,6 +174,7 @@ func newChaos(t *testing.T, c *Cluster, load *Load, rnd *rand.Rand) *chaos {
 		ch.users = append(ch.users, a)
 	}
 	slices.Sort(ch.users)
+	t.Logf("the faults' times count from %s", ch.start.Format("15:04:05.000"))
 	for h, ns := range c.HomeNodes {
 		ch.nodes[h] = len(ns)
 	}

@@ -320,6 +320,7 @@ func (l *Load) CheckFacts(js jetstream.JetStream) FactCount {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	found := map[string]int{}
+	where := map[string][]string{} // each mark's facts: stream, sequence, type, time
 	names := js.StreamNames(ctx, jetstream.WithStreamListSubject(events.FactRoot+".>"))
 	var streams []string
 	for name := range names.Name() {
@@ -331,7 +332,7 @@ func (l *Load) CheckFacts(js jetstream.JetStream) FactCount {
 	for _, name := range streams {
 		// Read again from the start when a read fails (a busy cluster may
 		// leave a fetch unanswered).
-		var marks map[string]int
+		var marks map[string][]string
 		Eventually(l.t, time.Minute, func() (err error) {
 			marks, err = l.readMarks(ctx, js, name)
 			if err != nil {
@@ -339,8 +340,9 @@ func (l *Load) CheckFacts(js jetstream.JetStream) FactCount {
 			}
 			return err
 		})
-		for mk, n := range marks {
-			found[mk] += n
+		for mk, at := range marks {
+			found[mk] += len(at)
+			where[mk] = append(where[mk], at...)
 		}
 	}
 	fc := FactCount{Statuses: map[int]int{}}
@@ -355,7 +357,8 @@ func (l *Load) CheckFacts(js jetstream.JetStream) FactCount {
 		switch found[r.Mark] {
 		case 0:
 			fc.Lost++
-			l.t.Errorf("%s %s was answered %d at %s; its fact is not in the streams", r.Kind, r.Mark, r.Status, r.Start.Format("15:04:05.000"))
+			l.t.Errorf("%s %s by %s (decided at %s) was answered %d; sent at %s (%v into the load), answered after %v; its fact is not in the streams",
+				r.Kind, r.Mark, r.User, r.Home, r.Status, r.Start.Format("15:04:05.000"), r.Start.Sub(l.started).Round(time.Millisecond), r.Took.Round(time.Millisecond))
 		default:
 			fc.Survived++
 		}
@@ -363,7 +366,7 @@ func (l *Load) CheckFacts(js jetstream.JetStream) FactCount {
 	for mk, n := range found {
 		if n > 1 {
 			fc.Duplicated++
-			l.t.Errorf("%s is in %d facts: decided twice", mk, n)
+			l.t.Errorf("%s is in %d facts: decided twice (%s)", mk, n, strings.Join(where[mk], "; "))
 		}
 		if !acked[mk] {
 			fc.Unanswered++
@@ -418,17 +421,23 @@ func FactMark(typ string, data []byte) (string, error) {
 	return "", nil
 }
 
-// readMarks counts the marks in the facts of stream name stored since
-// the load started (earlier ones cannot hold its marks; a history of
-// 200,000 facts is not read).
-func (l *Load) readMarks(ctx context.Context, js jetstream.JetStream, name string) (map[string]int, error) {
-	found := map[string]int{}
+// readMarks finds the marks in the facts of stream name stored since
+// the load started, each with where it is (sequence, time, type, fact
+// id); earlier facts cannot hold its marks, and a history of 200,000
+// facts is not read.
+func (l *Load) readMarks(ctx context.Context, js jetstream.JetStream, name string) (map[string][]string, error) {
+	found := map[string][]string{}
 	since := l.started.Add(-time.Second)
 	err := ReadStream(ctx, js, name, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since},
 		func(m jetstream.Msg) error {
 			mk, err := FactMark(m.Headers().Get(events.HeaderType), m.Data())
 			if mk != "" {
-				found[mk]++
+				md, _ := m.Metadata()
+				at := name
+				if md != nil {
+					at = fmt.Sprintf("%s seq %d at %s", name, md.Sequence.Stream, md.Timestamp.Format("15:04:05.000"))
+				}
+				found[mk] = append(found[mk], at+" "+m.Headers().Get(events.HeaderType)+" "+m.Headers().Get(events.HeaderFactID))
 			}
 			return err
 		})
