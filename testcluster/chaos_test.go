@@ -84,6 +84,10 @@ func TestClusterChaos(t *testing.T) {
 	load.Stop()
 
 	fc := load.CheckFacts(c.JS)
+	if fc.Lost > 0 || fc.Duplicated > 0 {
+		// Replicas that disagree hold different facts.
+		t.Logf("the fact streams' replicas:\n%s", strings.Join(c.NATS.ReplicaStates(events.FactStreamPrefix), "\n"))
+	}
 	once, twice := load.Delivered()
 	t.Logf("%s; slowest request %v; messages delivered once %d, more than once %d", fc, load.Slowest().Round(time.Millisecond), once, twice)
 	cut := 0
@@ -705,6 +709,10 @@ func TestClusterLateHandoffRefusesMessages(t *testing.T) {
 	}
 	t.Logf("%d messages answered 412 as alice's state was awaited; e.g. %v", len(refused), late)
 	fc := load.CheckFacts(c.JS)
+	if fc.Lost > 0 || fc.Duplicated > 0 {
+		// Replicas that disagree hold different facts.
+		t.Logf("the fact streams' replicas:\n%s", strings.Join(c.NATS.ReplicaStates(events.FactStreamPrefix), "\n"))
+	}
 	t.Logf("%s", fc)
 }
 

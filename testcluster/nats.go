@@ -1067,3 +1067,36 @@ func (c *NATSCluster) MoveMetaLeader(to *NATSServer) {
 		m.Start()
 	}
 }
+
+// ReplicaStates returns, for each running server, the state of its
+// replica of each stream whose name has prefix: messages, first and last
+// sequence, deleted, and the leader it names. Replicas that disagree
+// (after the cluster settled) hold different messages.
+func (c *NATSCluster) ReplicaStates(prefix string) []string {
+	var out []string
+	for _, s := range c.Servers {
+		if !s.Running() {
+			continue
+		}
+		var j server.JSInfo
+		if err := s.monitor("/jsz?accounts=true&streams=true", &j); err != nil {
+			out = append(out, fmt.Sprintf("%s: %v", s.Name, err))
+			continue
+		}
+		for _, a := range j.AccountDetails {
+			for _, st := range a.Streams {
+				if !strings.HasPrefix(st.Name, prefix) {
+					continue
+				}
+				leader := ""
+				if st.Cluster != nil {
+					leader = st.Cluster.Leader
+				}
+				out = append(out, fmt.Sprintf("%s on %s: %d messages, %d..%d, %d deleted, leader %s", st.Name, s.Name,
+					st.State.Msgs, st.State.FirstSeq, st.State.LastSeq, st.State.NumDeleted, leader))
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
