@@ -341,6 +341,9 @@ type Node struct {
 	// forwards are the requests forwarded from here lately (forward),
 	// never decided here; owned by Run's goroutine.
 	forwards forwards
+	// dirWaits are the requests waiting for the directory (dirwait.go),
+	// in the order they came; owned by Run's goroutine.
+	dirWaits []dirWait
 	// recentRead is set once the facts of the last recentWindow have been
 	// read into seen (readRecent); until then early holds the requests
 	// delivered before (to a former owner, maybe), which those facts may
@@ -707,6 +710,10 @@ func (n *Node) Run(parent context.Context) (err error) {
 			m.Nak()
 		}
 		n.early = nil
+		for _, w := range n.dirWaits {
+			w.m.Nak()
+		}
+		n.dirWaits = nil
 		for {
 			select {
 			case m, ok := <-reqs:
@@ -750,6 +757,9 @@ func (n *Node) Run(parent context.Context) (err error) {
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
 	defer retry.Stop()
+	dirDue := time.NewTimer(time.Hour)
+	dirDue.Stop()
+	defer dirDue.Stop()
 	// A decision, once begun, is finished even if the node is stopped
 	// meanwhile: its own context is not the node's.
 	work := context.WithoutCancel(ctx)
@@ -773,9 +783,26 @@ func (n *Node) Run(parent context.Context) (err error) {
 			}
 			reqCh, outCh, reachCh, moveCh, disCh, disReadyCh, tickCh = reqs, n.outcomes, n.reaches, moves, disables, ahead.ready, tick.C
 		}
+		// Requests waiting for the directory are taken once it has moved
+		// far enough, or their wait ends (dirwait.go); looked at again when
+		// it moves, or when the first wait ends.
+		var dirCh <-chan struct{}
+		if len(n.dirWaits) > 0 && n.room() {
+			dirCh = n.cfg.Directory.Changed() // before looking: a move after it is heard
+			if err := n.releaseDirWaits(work, ctx); err != nil {
+				return err
+			}
+			if len(n.dirWaits) > 0 {
+				dirDue.Reset(time.Until(n.dirWaitDue()))
+			} else {
+				dirCh = nil
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-dirCh:
+		case <-dirDue.C:
 		case err := <-failed:
 			return err
 		case r := <-n.results:
@@ -1121,6 +1148,12 @@ func (n *Node) busy(u events.User) bool { return n.pool.full(u.String()) }
 // node stops); life is the node's own context, which deliveries started
 // here end with.
 func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
+	return n.take(ctx, life, m, false)
+}
+
+// take is handleRequest; waited says that m has waited for the directory
+// already (dirwait.go), and is decided with the directory as it is.
+func (n *Node) take(ctx, life context.Context, m jetstream.Msg, waited bool) error {
 	typ := m.Headers().Get(events.HeaderType)
 	ev, err := events.Decode(typ, m.Data())
 	if err != nil {
@@ -1195,20 +1228,24 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 		// decided or forwarded as any request.)
 		return n.sendForward(ctx, log(), m, forwarded{req: req, to: fw.to, move: fw.move})
 	}
+	if !waited && n.waitsForDirectory(r.Node) {
+		// Behind a request of the same user's that waits.
+		n.holdForDirectory(m, r.Node, 0)
+		return nil
+	}
 	if r.DirPos > n.cfg.Directory.Position() {
 		// Routed with a newer directory than ours (a move, a new user):
 		// read it there, as the gateway did. It is milliseconds behind.
-		wctx, cancel := context.WithTimeout(ctx, time.Second)
-		err := n.cfg.Directory.WaitFor(wctx, r.DirPos)
-		cancel()
-		if err != nil && typ == events.TypeHandoff {
+		if !waited {
+			n.holdForDirectory(m, r.Node, r.DirPos)
+			return nil
+		}
+		if typ == events.TypeHandoff {
 			// A handoff routed with an older directory would be sent back
 			// to the home server the user left: taken again later.
 			return n.retryLater(ctx, log(), m, "directory behind the move of a handoff; taken again later", "have", n.cfg.Directory.Position(), "want", r.DirPos)
 		}
-		if err != nil {
-			log().Warn("directory behind the gateway's; deciding with ours", "have", n.cfg.Directory.Position(), "want", r.DirPos)
-		}
+		log().Warn("directory behind the gateway's; deciding with ours", "have", n.cfg.Directory.Position(), "want", r.DirPos)
 	}
 	// Handed off from here under a move the directory projection has not
 	// applied yet (the node hears of moves from the stream, ahead of it):
@@ -1225,12 +1262,11 @@ func (n *Node) handleRequest(ctx, life context.Context, m jetstream.Msg) error {
 		// Waited for a while first, as for a request routed with a newer
 		// directory: at 250 ms a delivery, the deliveries before a
 		// handoff is appended anew (retryLater) came in a burst.
-		wctx, cancel := context.WithTimeout(ctx, time.Second)
-		err := n.cfg.Directory.WaitFor(wctx, done)
-		cancel()
-		if err != nil {
-			return n.retryLater(ctx, log(), m, "directory behind the move the user was handed off from here under; the request is taken again later", "have", n.cfg.Directory.Position(), "want", done)
+		if !waited {
+			n.holdForDirectory(m, r.Node, done)
+			return nil
 		}
+		return n.retryLater(ctx, log(), m, "directory behind the move the user was handed off from here under; the request is taken again later", "have", n.cfg.Directory.Position(), "want", done)
 	}
 	c := &core{View: n.view(), policy: n.policy}
 	route, rec, err := c.route(req, now, n.cfg.HandoffWait, len(n.parked[r.Node]) > 0)

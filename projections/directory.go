@@ -175,6 +175,9 @@ func (d *Directory) Prefix() []byte { return d.prefix }
 // Position returns the stream sequence of the last applied event.
 func (d *Directory) Position() uint64 { return d.pos.get() }
 
+// Changed returns a channel closed when the position next advances.
+func (d *Directory) Changed() <-chan struct{} { return d.pos.changed() }
+
 // WaitFor blocks until the projection has applied seq.
 func (d *Directory) WaitFor(ctx context.Context, seq uint64) error { return d.pos.waitFor(ctx, seq) }
 
