@@ -382,6 +382,14 @@ type Node struct {
 	// unreadable counts the recoveries in a row that could not read the
 	// fact stream; owned by Run.
 	unreadable int
+	// resends counts the recoveries in a row that published facts of the
+	// window again without a fact acknowledged since, the last at
+	// resentAt; resendRefused says that one of those was refused for the
+	// stream's last sequence (recover then waits longer before each).
+	// Owned by Run.
+	resends       int
+	resentAt      time.Time
+	resendRefused bool
 	// sent are the last answers sent, sent again when the connection is
 	// back (lost.go); owned by Run.
 	sent sentReplies
