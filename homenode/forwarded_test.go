@@ -15,27 +15,13 @@ import (
 // request id.
 func (h *harness) decidedIn(home, id string) []string {
 	h.t.Helper()
-	cons, err := h.js.OrderedConsumer(h.t.Context(), events.FactStream(home), jetstream.OrderedConsumerConfig{HeadersOnly: true})
-	if err != nil {
-		h.t.Fatal(err)
-	}
 	var out []string
-	for {
-		batch, err := cons.FetchNoWait(512)
-		if err != nil {
-			h.t.Fatal(err)
+	h.eachFact(home, func(m jetstream.Msg) {
+		if m.Headers().Get(events.HeaderRequest) == id {
+			out = append(out, m.Headers().Get(events.HeaderType))
 		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			if m.Headers().Get(events.HeaderRequest) == id {
-				out = append(out, m.Headers().Get(events.HeaderType))
-			}
-		}
-		if n == 0 {
-			return out
-		}
-	}
+	})
+	return out
 }
 
 // TestForwardedRequestRedeliveredAfterMoveBack: ann is moved from home1

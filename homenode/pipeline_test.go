@@ -24,12 +24,28 @@ import (
 // each message id once.
 func (h *harness) storedOnce() int {
 	h.t.Helper()
-	cons, err := h.js.OrderedConsumer(h.t.Context(), events.FactStream(h.home), jetstream.OrderedConsumerConfig{HeadersOnly: true})
+	ids := map[string]uint64{}
+	count := 0
+	h.eachFact(h.home, func(m jetstream.Msg) {
+		count++
+		md, _ := m.Metadata()
+		id := m.Headers().Get(events.HeaderFactID)
+		if prev, ok := ids[id]; ok {
+			h.t.Errorf("fact %s stored twice: at %d and %d", id, prev, md.Sequence.Stream)
+		}
+		ids[id] = md.Sequence.Stream
+	})
+	return count
+}
+
+// eachFact calls fn with the headers of each fact of home's stream, in
+// order.
+func (h *harness) eachFact(home string, fn func(m jetstream.Msg)) {
+	h.t.Helper()
+	cons, err := h.js.OrderedConsumer(h.t.Context(), events.FactStream(home), jetstream.OrderedConsumerConfig{HeadersOnly: true})
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	ids := map[string]uint64{}
-	count := 0
 	for {
 		batch, err := cons.FetchNoWait(512)
 		if err != nil {
@@ -38,16 +54,10 @@ func (h *harness) storedOnce() int {
 		n := 0
 		for m := range batch.Messages() {
 			n++
-			count++
-			md, _ := m.Metadata()
-			id := m.Headers().Get(events.HeaderFactID)
-			if prev, ok := ids[id]; ok {
-				h.t.Errorf("fact %s stored twice: at %d and %d", id, prev, md.Sequence.Stream)
-			}
-			ids[id] = md.Sequence.Stream
+			fn(m)
 		}
 		if n == 0 {
-			return count
+			return
 		}
 	}
 }
