@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/events"
@@ -87,4 +88,66 @@ func TestRefusedAgainWaits(t *testing.T) {
 		t.Errorf("the window published again %d times in the 2 s the stream's state was behind, want at most 10", again)
 	}
 	t.Logf("published again %d times in 2 s", again)
+}
+
+// TestFromLeaderReadsNoDirectGet: a stream that allows direct gets is
+// read through them (any replica answers, one behind too); through
+// fromLeader, by the leader's message get.
+func TestFromLeaderReadsNoDirectGet(t *testing.T) {
+	h := newHarness(t, "ann")
+	ctx := t.Context()
+	first := annDescription("ann-1")
+	h.sendTo("home1", first)
+	if r := h.reply(first.ID); r.Status != 207 {
+		t.Fatalf("ann's request: %d %s", r.Status, r.Error)
+	}
+	name := events.FactStream(h.home)
+	direct, err := h.nc.SubscribeSync("$JS.API.DIRECT.GET." + name + ".>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	directSeq, err := h.nc.SubscribeSync("$JS.API.DIRECT.GET." + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader, err := h.nc.SubscribeSync("$JS.API.STREAM.MSG.GET." + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.nc.Flush()
+	count := func(subs ...*nats.Subscription) int {
+		h.nc.Flush()
+		n := 0
+		for _, s := range subs {
+			for {
+				if _, err := s.NextMsg(100 * time.Millisecond); err != nil {
+					break
+				}
+				n++
+			}
+		}
+		return n
+	}
+	for _, viaLeader := range []bool{false, true} {
+		st, err := h.js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !st.CachedInfo().Config.AllowDirect {
+			t.Fatalf("stream %s does not allow direct gets: the test tests nothing", name)
+		}
+		if viaLeader {
+			st = fromLeader(st)
+		}
+		if _, err := st.GetMsg(ctx, 1); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.GetLastMsgForSubject(ctx, events.FactFilter(h.home)); err != nil {
+			t.Fatal(err)
+		}
+		d, l := count(direct, directSeq), count(leader)
+		if viaLeader && (d != 0 || l != 2) || !viaLeader && (d != 2 || l != 0) {
+			t.Errorf("read through fromLeader %v: %d direct gets, %d leader gets", viaLeader, d, l)
+		}
+	}
 }
