@@ -151,3 +151,53 @@ func TestFromLeaderReadsNoDirectGet(t *testing.T) {
 		}
 	}
 }
+
+// laggingFirstRead is a JetStream client whose first ordered consumer on
+// stream is on a replica one fact behind: it delivers nothing, and says
+// nothing is pending and the last it delivered is the fact before the
+// stream's last.
+type laggingFirstRead struct {
+	jetstream.JetStream
+	stream string
+	done   atomic.Bool
+}
+
+func (l *laggingFirstRead) OrderedConsumer(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
+	c, err := l.JetStream.OrderedConsumer(ctx, stream, cfg)
+	if err != nil || stream != l.stream || l.done.Swap(true) {
+		return c, err
+	}
+	st, err := l.JetStream.Stream(ctx, stream)
+	if err != nil {
+		return nil, err
+	}
+	return behindConsumer{Consumer: c, last: st.CachedInfo().State.LastSeq}, nil
+}
+
+type behindConsumer struct {
+	jetstream.Consumer
+	last uint64
+}
+
+func (b behindConsumer) FetchNoWait(int) (jetstream.MessageBatch, error) { return emptyBatch{}, nil }
+
+func (b behindConsumer) Info(ctx context.Context) (*jetstream.ConsumerInfo, error) {
+	info, err := b.Consumer.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	behind := *info
+	behind.NumPending = 0
+	behind.Delivered.Stream = b.last - 1
+	return &behind, nil
+}
+
+type emptyBatch struct{}
+
+func (emptyBatch) Messages() <-chan jetstream.Msg {
+	ch := make(chan jetstream.Msg)
+	close(ch)
+	return ch
+}
+
+func (emptyBatch) Error() error { return nil }
