@@ -62,29 +62,33 @@ const presenceResetAttempts = 3
 // made), and a pull request sent at once finds no responder.
 const presenceFetchWait = 5 * time.Second
 
-// fetchAll calls fn with the next n messages of cons, fetched in batches
-// (an ordered consumer is made afresh for each fetch: one message a
-// fetch made a consumer a message). A fetch that finds no responder, or
-// no message, is made again for up to presenceFetchWait.
-func fetchAll(ctx context.Context, cons jetstream.Consumer, n uint64, fn func(jetstream.Msg) error) error {
-	read := uint64(0)
-	for deadline := time.Now().Add(presenceFetchWait); read < n; {
-		msgs, err := projections.Fetch(ctx, time.Until(deadline), func() (jetstream.MessageBatch, error) { return cons.FetchNoWait(int(min(n-read, 512))) })
+// fetchAll calls fn with the messages of cons up to stream sequence last
+// (projections.LastOf), fetched in batches (an ordered consumer is made
+// afresh for each fetch: one message a fetch made a consumer a message).
+// A fetch that finds no responder, or no message, is made again for up
+// to presenceFetchWait; past it, the read fails rather than end short.
+func fetchAll(ctx context.Context, cons jetstream.Consumer, last uint64, fn func(jetstream.Msg) error) error {
+	var read, seq uint64
+	for deadline := time.Now().Add(presenceFetchWait); seq < last; {
+		msgs, err := projections.Fetch(ctx, time.Until(deadline), func() (jetstream.MessageBatch, error) { return cons.FetchNoWait(512) })
 		for _, m := range msgs {
+			if md, err := m.Metadata(); err == nil {
+				seq = md.Sequence.Stream
+			}
 			if err := fn(m); err != nil {
 				return err
 			}
 		}
 		read += uint64(len(msgs))
 		if err != nil && !errors.Is(err, nats.ErrNoResponders) {
-			return fmt.Errorf("%d of %d read: %w", read, n, err)
+			return fmt.Errorf("%d read, up to sequence %d of %d: %w", read, seq, last, err)
 		}
 		if len(msgs) > 0 {
 			deadline = time.Now().Add(presenceFetchWait)
 			continue
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of %d read, then none came for %s", read, n, presenceFetchWait)
+			return fmt.Errorf("%d read, up to sequence %d of %d, then none came for %s (the replica read may be behind: run it again)", read, seq, last, presenceFetchWait)
 		}
 		select {
 		case <-ctx.Done():
@@ -122,12 +126,15 @@ func PresenceAt(ctx context.Context, js jetstream.JetStream, u events.User, at t
 		if err != nil {
 			return nil, fmt.Errorf("read the facts of %s in %s: %w", u, name, err)
 		}
-		info, err := cons.Info(ctx)
+		// Up to the last as the stream's leader has it: the consumer may be
+		// on a replica behind, whose count of pending facts leaves the
+		// last out (and the presence reported was then an older one).
+		last, err := projections.LastOf(ctx, js, name, time.Time{}, events.FactSubject(home, u))
 		if err != nil {
 			return nil, fmt.Errorf("read the facts of %s in %s: %w", u, name, err)
 		}
 		var facts []fact
-		err = fetchAll(ctx, cons, info.NumPending, func(m jetstream.Msg) error {
+		err = fetchAll(ctx, cons, last, func(m jetstream.Msg) error {
 			md, err := m.Metadata()
 			if err != nil {
 				return err

@@ -68,3 +68,75 @@ func TestPresenceAtStreamDeletedMidway(t *testing.T) {
 		t.Fatalf("PresenceAt did not return in 30 s; %s now: %v", stream, err)
 	}
 }
+
+// TestPresenceAtReplicaBehind: bob went online, then busy; the consumer
+// PresenceAt reads his facts through is on a replica one fact behind
+// (it has the first only when asked, and counts one pending). PresenceAt
+// read as many facts as the consumer counted and reported him online;
+// it now reads up to the last fact the stream's leader has: busy.
+func TestPresenceAtReplicaBehind(t *testing.T) {
+	_, js := natstest.Connect(t, natstest.Start(t))
+	ctx := t.Context()
+	stream := events.FactStream("home1")
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: stream, Subjects: []string{events.FactFilter("home1")}, AllowDirect: true}); err != nil {
+		t.Fatal(err)
+	}
+	bob := events.NewUser("example.test", "bob")
+	now := time.Now()
+	for i, state := range []string{events.StateOnline, events.StateBusy} {
+		body, err := events.Encode(&events.ViewSet{Meta: events.Meta{At: now.Add(time.Duration(i-2) * time.Second)}, Node: bob, ID: 1, Value: state,
+			Default: events.StateOffline, Timeout: 600, Expires: now.Add(time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := nats.NewMsg(events.FactSubject("home1", bob))
+		m.Header.Set(events.HeaderType, events.TypeViewSet)
+		m.Data = body
+		if _, err := js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := PresenceAt(ctx, &oneBehind{JetStream: js}, bob, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Facts != 2 || rep.Others != events.StateBusy {
+		t.Errorf("bob's presence from a replica one fact behind: %s from %d facts, want busy from 2", rep.Others, rep.Facts)
+	}
+}
+
+// oneBehind is a JetStream client whose ordered consumers are on a
+// replica one message behind: each counts one pending message fewer,
+// and its first fetch brings one message at most.
+type oneBehind struct{ jetstream.JetStream }
+
+func (o *oneBehind) OrderedConsumer(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
+	c, err := o.JetStream.OrderedConsumer(ctx, stream, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &behindOne{Consumer: c}, nil
+}
+
+type behindOne struct {
+	jetstream.Consumer
+	fetched bool
+}
+
+func (b *behindOne) Info(ctx context.Context) (*jetstream.ConsumerInfo, error) {
+	info, err := b.Consumer.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	behind := *info
+	behind.NumPending = max(behind.NumPending, 1) - 1
+	return &behind, nil
+}
+
+func (b *behindOne) FetchNoWait(n int) (jetstream.MessageBatch, error) {
+	if !b.fetched {
+		b.fetched = true
+		return b.Consumer.FetchNoWait(1)
+	}
+	return b.Consumer.FetchNoWait(n)
+}

@@ -177,7 +177,7 @@ func (n *Node) moveOf(ctx context.Context, rec *projections.UserRecord, until ti
 	if err != nil {
 		return nil, 0, fmt.Errorf("home %s: the directory sequence of %s, homed on %s: %w", n.cfg.Home, rec.User, rec.Home, err)
 	}
-	m, err := fromLeader(st).GetLastMsgForSubject(ctx, events.UserSubject(rec.User))
+	m, err := projections.FromLeader(st).GetLastMsgForSubject(ctx, events.UserSubject(rec.User))
 	if err != nil {
 		return nil, 0, fmt.Errorf("home %s: the directory sequence of %s, homed on %s: %w", n.cfg.Home, rec.User, rec.Home, err)
 	}

@@ -387,7 +387,7 @@ func (n *Node) recover(ctx context.Context) error {
 		n.log.Info("fact stream readable again", "attempts", n.unreadable+1)
 		n.unreadable = 0
 	}
-	st = fromLeader(st)
+	st = projections.FromLeader(st)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	last := st.CachedInfo().State.LastSeq
@@ -591,21 +591,6 @@ func (n *Node) dropUnstorable(seq uint64) {
 		n.release(p)
 		return
 	}
-}
-
-// fromLeader makes st, a handle of the caller's alone (just fetched with
-// Stream), read messages from the stream's leader rather than by direct
-// get, which any replica may answer: one behind (catching up after a
-// partition or a restart; a follower subscribes to direct gets once 90%
-// synchronized) answers "not found" for what it has not applied yet, or
-// an older last message of a subject. What a decision rests on is read
-// so. nats.go reads the flag from the handle's cached info at each get
-// (TestFromLeaderReadsNoDirectGet).
-func fromLeader(st jetstream.Stream) jetstream.Stream {
-	if info := st.CachedInfo(); info != nil {
-		info.Config.AllowDirect = false
-	}
-	return st
 }
 
 // isConflict reports a failed optimistic-concurrency check; JetStream

@@ -92,7 +92,7 @@ func TestRefusedAgainWaits(t *testing.T) {
 
 // TestFromLeaderReadsNoDirectGet: a stream that allows direct gets is
 // read through them (any replica answers, one behind too); through
-// fromLeader, by the leader's message get.
+// projections.FromLeader, by the leader's message get.
 func TestFromLeaderReadsNoDirectGet(t *testing.T) {
 	h := newHarness(t, "ann")
 	ctx := t.Context()
@@ -137,7 +137,7 @@ func TestFromLeaderReadsNoDirectGet(t *testing.T) {
 			t.Fatalf("stream %s does not allow direct gets: the test tests nothing", name)
 		}
 		if viaLeader {
-			st = fromLeader(st)
+			st = projections.FromLeader(st)
 		}
 		if _, err := st.GetMsg(ctx, 1); err != nil {
 			t.Fatal(err)

@@ -93,7 +93,9 @@ func TestDecidedRequestAnsweredAfterTakeover(t *testing.T) {
 			// The next owner: the request comes back when its acknowledgement is
 			// overdue, and is answered as it was decided.
 			if lagging {
-				h.tweak = func(c *Config) { c.JetStream = &laggingFirstRead{JetStream: c.JetStream, stream: events.FactStream(h.home)} }
+				h.tweak = func(c *Config) {
+					c.JetStream = &laggingFirstRead{JetStream: c.JetStream, stream: events.FactStream(h.home)}
+				}
 			}
 			h.startNode()
 			select {

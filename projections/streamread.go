@@ -246,3 +246,52 @@ func Fetch(ctx context.Context, wait time.Duration, fetch func() (jetstream.Mess
 		}
 	}
 }
+
+// FromLeader makes st, a handle of the caller's alone (just fetched with
+// Stream), read messages from the stream's leader rather than by direct
+// get, which any replica may answer: a follower subscribes to direct
+// gets once 90% synchronized (nats-server), and one behind (catching up
+// after a partition or a restart) answers "not found" for what it has
+// not applied yet, or an older last message of a subject. nats.go reads
+// the flag from the handle's cached info at each get.
+func FromLeader(st jetstream.Stream) jetstream.Stream {
+	if info := st.CachedInfo(); info != nil {
+		info.Config.AllowDirect = false
+	}
+	return st
+}
+
+// LastOf returns the sequence of the last message of stream on any of
+// subjects (wildcards allowed; none: any) stored at or after since (zero:
+// any time), as the stream's leader has it; 0 when there is none. A reader that must read to the end reads up to it: the
+// count of a consumer's pending messages does not tell where the end is
+// when the consumer is on a replica behind, which has none of the last
+// ones (an audit so ended short, saying nothing).
+func LastOf(ctx context.Context, js jetstream.JetStream, stream string, since time.Time, subjects ...string) (uint64, error) {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return 0, err
+	}
+	if len(subjects) == 0 {
+		s := st.CachedInfo().State // the leader's answer
+		if s.LastTime.Before(since) {
+			return 0, nil
+		}
+		return s.LastSeq, nil
+	}
+	st = FromLeader(st)
+	var last uint64
+	for _, s := range subjects {
+		m, err := st.GetLastMsgForSubject(ctx, s)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("stream %s: the last message on %s: %w", stream, s, err)
+		}
+		if !m.Time.Before(since) { // an older one: every one before it is too
+			last = max(last, m.Sequence)
+		}
+	}
+	return last, nil
+}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // testReader is a streamReader fed by hand: its pulls are counted, its
@@ -188,5 +189,31 @@ func TestStreamReaderOtherStatus(t *testing.T) {
 	err, done := tr.result()
 	if !done || err == nil || !strings.Contains(err.Error(), "409 Consumer Deleted") {
 		t.Fatalf("done %v, err %v", done, err)
+	}
+}
+
+// TestLastOf: the last message on any of the subjects, 0 for none, the
+// stream's last for no subject.
+func TestLastOf(t *testing.T) {
+	js := startJetStream(t)
+	ctx := t.Context()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "L", Subjects: []string{"l.>"}, AllowDirect: true}); err != nil {
+		t.Fatal(err)
+	}
+	for _, subj := range []string{"l.a.1", "l.b.1", "l.a.2", "l.c.1"} {
+		if _, err := js.Publish(ctx, subj, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		subjects []string
+		want     uint64
+	}{{nil, 4}, {[]string{"l.a.*"}, 3}, {[]string{"l.b.>", "l.a.1"}, 2}, {[]string{"l.z.*"}, 0}, {[]string{"l.c.1", "l.z.1"}, 4}} {
+		if got, err := LastOf(ctx, js, "L", time.Time{}, c.subjects...); err != nil || got != c.want {
+			t.Errorf("LastOf(%v) = %d, %v; want %d", c.subjects, got, err, c.want)
+		}
+		if got, err := LastOf(ctx, js, "L", time.Now().Add(time.Hour), c.subjects...); err != nil || got != 0 {
+			t.Errorf("LastOf(%v) since an hour ahead = %d, %v; want 0", c.subjects, got, err)
+		}
 	}
 }

@@ -562,10 +562,16 @@ type auditReader struct {
 	stream  string
 	cons    jetstream.Consumer
 	until   time.Time // no event stored at or after it is read
-	pending uint64    // the events to read when it began
-	read    uint64
-	buf     []auditEvent
-	done    bool
+	pending uint64    // the events to read when it began, as its consumer counted them
+	// last is the sequence of the last event to read, as the stream's
+	// leader has it (projections.LastOf); seen the last fetched. The
+	// consumer may be on a replica behind, which counts and has none of
+	// the last events: read to its count, an audit ended short, saying
+	// nothing.
+	last, seen uint64
+	read       uint64
+	buf        []auditEvent
+	done       bool
 	// taken is how many of its events the audit took (shown, or left
 	// out by its query), the last of sequence lastSeq.
 	taken, lastSeq uint64
@@ -602,22 +608,25 @@ func (r *auditReader) fetch(ctx context.Context) ([]jetstream.Msg, error) {
 			}
 		}
 		r.read += uint64(len(msgs))
+		for _, m := range msgs {
+			if md, err := m.Metadata(); err == nil {
+				r.seen = max(r.seen, md.Sequence.Stream)
+			}
+		}
 		switch {
 		case len(msgs) > 0:
 			return msgs, nil // an error comes again at the next
 		case err != nil && !errors.Is(err, nats.ErrNoResponders):
 			return nil, err
-		case err == nil && r.read >= r.pending:
-			return nil, nil
-		case err == nil && r.drained(ctx):
-			// Fewer than counted: the rest were removed since (the
+		case err == nil && r.seen >= r.last:
+			// Up to the leader's last (fewer than counted, maybe: the
 			// stream's retention removes its oldest all along).
 			return nil, nil
 		case time.Now().After(deadline):
 			if err != nil {
 				return nil, err
 			}
-			return nil, fmt.Errorf("%d of its %d events read, then none came for %s", r.read, r.pending, auditFetchWait)
+			return nil, fmt.Errorf("%d of its %d events read (up to sequence %d of %d), then none came for %s", r.read, r.pending, r.seen, r.last, auditFetchWait)
 		}
 		select {
 		case <-ctx.Done():
@@ -625,14 +634,6 @@ func (r *auditReader) fetch(ctx context.Context) ([]jetstream.Msg, error) {
 		case <-time.After(wait):
 		}
 	}
-}
-
-// drained reports whether the stream's consumer has no event left to
-// deliver, as its server says: events counted when the reader began may
-// have been removed before it reached them.
-func (r *auditReader) drained(ctx context.Context) bool {
-	info, err := r.cons.Info(ctx)
-	return err == nil && info.NumPending == 0
 }
 
 // peek returns the stream's next event, nil after its last.
@@ -810,7 +811,12 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, q auditQuery) err
 			cannotRead(stream, err)
 			continue
 		}
-		readers, total = append(readers, &auditReader{stream: stream, cons: cons, until: q.until, pending: info.NumPending}), total+int(info.NumPending)
+		last, err := projections.LastOf(ctx, js, stream, q.from, cfg.FilterSubjects...)
+		if err != nil {
+			cannotRead(stream, err)
+			continue
+		}
+		readers, total = append(readers, &auditReader{stream: stream, cons: cons, until: q.until, pending: info.NumPending, last: last}), total+int(info.NumPending)
 	}
 	prog := newCounter(stderr, "audit: events read", total, g.json || total < auditProgressFrom)
 	defer prog.end()
