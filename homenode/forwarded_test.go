@@ -80,7 +80,7 @@ func TestRecentFactsForwarded(t *testing.T) {
 		t.Fatal(err)
 	}
 	rf := recentFacts{decided: map[string]decided{}, forwarded: map[string]forwardRecord{}}
-	rf.add(msg.Header)
+	rf.add(msg.Header, 1)
 	if fw, ok := rf.forwarded[req.ID]; !ok || fw != (forwardRecord{to: "home2", move: 12}) {
 		t.Errorf("the forward read back as %+v (%v), want to home2 under 12", fw, ok)
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -993,6 +994,13 @@ type recentFacts struct {
 	decided map[string]decided
 	// forwarded are the requests forwarded (forward), by id.
 	forwarded map[string]forwardRecord
+	// broken counts the facts read of decisions not whole (whole).
+	broken int
+	// The fact read last: its sequence and id, and whether its decision
+	// was whole up to it.
+	prevSeq   uint64
+	prevID    string
+	prevWhole bool
 	facts     int
 	since     time.Time
 	took      time.Duration
@@ -1047,7 +1055,7 @@ func (n *Node) readDecided(ctx context.Context, occ jetstream.OrderedConsumerCon
 				if md, err := m.Metadata(); err == nil {
 					seq = md.Sequence.Stream
 				}
-				out.add(m.Headers())
+				out.add(m.Headers(), seq)
 			}
 		}
 		out.facts += count
@@ -1080,9 +1088,15 @@ func (n *Node) readDecided(ctx context.Context, occ jetstream.OrderedConsumerCon
 }
 
 // add takes what the headers of one fact say.
-func (rf *recentFacts) add(h nats.Header) {
+func (rf *recentFacts) add(h nats.Header, seq uint64) {
+	whole := rf.whole(seq, h.Get(events.HeaderFactID))
 	id := h.Get(events.HeaderRequest)
 	if id == "" {
+		return
+	}
+	if !whole {
+		// Neither decided nor answered by this decision: decided again.
+		rf.broken++
 		return
 	}
 	if h.Get(events.HeaderType) == events.TypeRequestForwarded {
@@ -1102,6 +1116,39 @@ func (rf *recentFacts) add(h nats.Header) {
 		}
 	}
 	rf.decided[id] = d
+}
+
+// whole reports whether the fact of id factID at seq follows the facts
+// of its decision before it. A decision's facts are appended one after
+// another in the chain, so fact i of one is whole when the fact before it
+// in the stream is fact i-1 of the same decision, itself whole. Another
+// writer's fact can take the place of one (two owners for a moment: the
+// old one's facts in flight land after the new one has caught up), and
+// the chain of expected sequences, which names a sequence and not whose
+// fact is there, lets the next ones on: a decision with a fact missing,
+// whose answer, on its last fact, said it was carried out. Chaos seed
+// 26: erin's PROPPATCH was answered 207 from such a last fact, and her
+// description, on the fact whose place the other writer took, was never
+// stored. The first fact read, and one after a gap, are taken as whole:
+// what comes before them is not known here.
+func (rf *recentFacts) whole(seq uint64, factID string) bool {
+	w := true
+	if base, idx, ok := splitFactID(factID); ok && idx > 0 && rf.prevSeq != 0 && seq == rf.prevSeq+1 {
+		w = rf.prevWhole && rf.prevID == base+"/"+strconv.Itoa(idx-1)
+	}
+	rf.prevSeq, rf.prevID, rf.prevWhole = seq, factID, w
+	return w
+}
+
+// splitFactID splits a fact's id (events.HeaderFactID) into its
+// decision's and its place in it.
+func splitFactID(id string) (base string, idx int, ok bool) {
+	i := strings.LastIndexByte(id, '/')
+	if i < 0 {
+		return "", 0, false
+	}
+	idx, err := strconv.Atoi(id[i+1:])
+	return id[:i], idx, err == nil
 }
 
 // keepReadingRecent reads the recent facts (readRecent) until it has
@@ -1137,6 +1184,9 @@ func (n *Node) tookRecent(ctx, life context.Context, rf recentFacts) error {
 	}
 	n.recentRead = true
 	n.log.Info("recent facts read", "since", rf.since, "facts", rf.facts, "requests", len(rf.decided), "held", len(n.early), "took", rf.took)
+	if rf.broken > 0 {
+		n.log.Warn("facts of decisions not whole read (another writer's facts took the places of some): their requests are decided again", "facts", rf.broken)
+	}
 	held := n.early
 	n.early = nil
 	for _, m := range held {

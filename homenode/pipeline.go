@@ -440,6 +440,9 @@ func (n *Node) recover(ctx context.Context) error {
 			n.log.Warn("another writer's facts not read; recovery will be tried again", "stored", stored, "stream last", last, "err", other.err)
 			return nil
 		}
+		if other.broken > 0 {
+			n.log.Warn("facts of decisions not whole after another writer's (it took the places of some): their requests are decided again", "facts", other.broken)
+		}
 	}
 	clear(n.done)
 	n.acked = stored
