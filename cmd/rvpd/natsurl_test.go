@@ -68,7 +68,8 @@ func TestNATSPasswordNotShown(t *testing.T) {
 
 	ns.Shutdown()
 	ns.WaitForShutdown()
-	if _, _, _, err := clusterLink("rvpd-node-test", url, natsclient.Flags{}, log)(); err == nil {
+	if _, _, release, err := clusterLink("rvpd-node-test", url, natsclient.Flags{}, log)(); err == nil {
+		release()
 		t.Error("connected to a stopped NATS server")
 	} else if strings.Contains(err.Error(), secret) {
 		t.Errorf("the error shows the NATS password: %v", err)
