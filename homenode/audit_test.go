@@ -30,16 +30,7 @@ func TestPresenceAtStreamDeletedMidway(t *testing.T) {
 	bob := events.NewUser("example.test", "bob")
 	const n = 600 // more than one batch
 	for i := range n {
-		body, err := events.Encode(&events.ViewSet{Meta: events.Meta{At: time.Now()}, Node: bob, ID: int32(i + 1), Value: "online"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := nats.NewMsg(events.FactSubject("home1", bob))
-		m.Header.Set(events.HeaderType, events.TypeViewSet)
-		m.Data = body
-		if _, err := js.PublishMsg(ctx, m); err != nil {
-			t.Fatal(err)
-		}
+		appendViewSet(t, js, "home1", &events.ViewSet{Meta: events.Meta{At: time.Now()}, Node: bob, ID: int32(i + 1), Value: "online"})
 	}
 	djs := &jsfault.DeletingJetStream{JetStream: js, StreamName: stream, At: 1}
 	type result struct {
@@ -84,17 +75,8 @@ func TestPresenceAtReplicaBehind(t *testing.T) {
 	bob := events.NewUser("example.test", "bob")
 	now := time.Now()
 	for i, state := range []string{events.StateOnline, events.StateBusy} {
-		body, err := events.Encode(&events.ViewSet{Meta: events.Meta{At: now.Add(time.Duration(i-2) * time.Second)}, Node: bob, ID: 1, Value: state,
+		appendViewSet(t, js, "home1", &events.ViewSet{Meta: events.Meta{At: now.Add(time.Duration(i-2) * time.Second)}, Node: bob, ID: 1, Value: state,
 			Default: events.StateOffline, Timeout: 600, Expires: now.Add(time.Hour)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		m := nats.NewMsg(events.FactSubject("home1", bob))
-		m.Header.Set(events.HeaderType, events.TypeViewSet)
-		m.Data = body
-		if _, err := js.PublishMsg(ctx, m); err != nil {
-			t.Fatal(err)
-		}
 	}
 	rep, err := PresenceAt(ctx, &oneBehind{JetStream: js}, bob, now)
 	if err != nil {
@@ -139,4 +121,19 @@ func (b *behindOne) FetchNoWait(n int) (jetstream.MessageBatch, error) {
 		return b.Consumer.FetchNoWait(1)
 	}
 	return b.Consumer.FetchNoWait(n)
+}
+
+// appendViewSet appends v to home's fact stream, as a fact of its node.
+func appendViewSet(t *testing.T, js jetstream.JetStream, home string, v *events.ViewSet) {
+	t.Helper()
+	body, err := events.Encode(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg(events.FactSubject(home, v.Node))
+	m.Header.Set(events.HeaderType, events.TypeViewSet)
+	m.Data = body
+	if _, err := js.PublishMsg(t.Context(), m); err != nil {
+		t.Fatal(err)
+	}
 }
