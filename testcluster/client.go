@@ -202,11 +202,12 @@ func (c *Client) listen() {
 					return
 				}
 				if strings.Contains(err.Error(), `malformed request line "CONNECT {`) {
-					// A NATS client's first line: one of another test process
-					// (go test runs packages side by side) reconnecting to its
-					// stopped server's port, which this callback was given
-					// since. Not the server under test, which speaks HTTP here.
-					c.t.Logf("%s's callback: a NATS client connected (another process's, to a port reused): %v", c.Alias, err)
+					// A NATS client's first line: one reconnecting to a NATS
+					// server stopped (a fault test's, or another test process's:
+					// go test runs packages side by side) whose port this
+					// callback was given since. Not the server under test,
+					// which speaks HTTP here.
+					c.t.Logf("%s's callback: a NATS client connected, reconnecting to a stopped server whose port this callback has now: %v", c.Alias, err)
 					return
 				}
 				c.t.Errorf("%s's callback: unreadable NOTIFY: %v", c.Alias, err)
