@@ -1408,7 +1408,10 @@ func (n *Node) release(p *pending) {
 		// Recorded: passed on now (a delivery again sends it again).
 		r := fw.req.Request()
 		if p.msg != nil {
-			n.sendForward(n.life, n.log.With("req", r.ID, "type", fw.req.Type(), "user", r.Node.String()), p.msg, fw)
+			log := n.log.With("req", r.ID, "type", fw.req.Type(), "user", r.Node.String())
+			if err := n.sendForward(n.life, log, p.msg, fw); err != nil {
+				log.Warn("request forwarded but not acknowledged here; delivered again, it is sent on again", "err", err)
+			}
 		}
 		return
 	}
