@@ -33,6 +33,7 @@ const (
 	TypeMessageAccepted     = "message.accepted.v1"
 	TypeMessageDelivered    = "message.delivered.v1"
 	TypeRequestForwarded    = "request.forwarded.v1"
+	TypeHomeFenced          = "home.fenced.v1"
 
 	TypeDomainCreated     = "domain.created.v1"
 	TypeDomainDeleted     = "domain.deleted.v1"
@@ -78,6 +79,7 @@ func (*ViewEnded) Type() string           { return TypeViewEnded }
 func (*MessageAccepted) Type() string     { return TypeMessageAccepted }
 func (*MessageDelivered) Type() string    { return TypeMessageDelivered }
 func (*RequestForwarded) Type() string    { return TypeRequestForwarded }
+func (*HomeFenced) Type() string          { return TypeHomeFenced }
 
 func (*DomainCreated) Type() string     { return TypeDomainCreated }
 func (*DomainDeleted) Type() string     { return TypeDomainDeleted }
@@ -122,6 +124,7 @@ func (*ViewEnded) isEvent()           {}
 func (*MessageAccepted) isEvent()     {}
 func (*MessageDelivered) isEvent()    {}
 func (*RequestForwarded) isEvent()    {}
+func (*HomeFenced) isEvent()          {}
 
 func (*DomainCreated) isEvent()     {}
 func (*DomainDeleted) isEvent()     {}
@@ -195,6 +198,8 @@ func decodeJSON(typ string, data []byte) (Event, error) {
 		e = new(UserArrived)
 	case TypeRequestForwarded:
 		e = new(RequestForwarded)
+	case TypeHomeFenced:
+		e = new(HomeFenced)
 	case TypeLookup:
 		e = new(Lookup)
 	case TypeReply:

@@ -43,6 +43,7 @@ func sampleEvents() []Event {
 		&MessageAccepted{Meta: meta, Node: bob, AckType: "DeepOr", HopCount: 1, Endpoints: 2, Body: []byte("<![CDATA[x]]>")},
 		&MessageDelivered{Meta: meta, Node: bob, Status: 200, Delivered: 1, Failed: 1},
 		&RequestForwarded{Meta: meta, Node: bob, To: "home2", Move: 12},
+		&HomeFenced{Meta: meta, Holder: "node-b", Term: 8, Part: 1, Parts: 512},
 		&DomainCreated{Meta: meta, Domain: "example.test", IMHost: "im.example.test", EmailDomains: []string{"example.test"}},
 		&HomeServerCreated{Meta: meta, Name: "home1", Host: "home1.example.test", HostsUsers: true},
 		&UserEnabled{Meta: meta, User: bob, Home: "home1", DisplayName: "Bob", Email: "bob@example.test"},

@@ -98,6 +98,11 @@ func Describe(ev Event) string {
 		return fmt.Sprintf("to %s: %d %s, %d %s (move %d)", x.To, x.Subs, plural(x.Subs, "subscription"), x.Views, plural(x.Views, "view"), x.Move)
 	case *RequestForwarded:
 		return fmt.Sprintf("to %s (move %d)", x.To, x.Move)
+	case *HomeFenced:
+		if x.Part > 1 {
+			return fmt.Sprintf("fence %d of %d (lease revision %d)", x.Part, x.Parts, x.Term)
+		}
+		return fmt.Sprintf("owned by node %s from here (lease revision %d): a previous owner's facts still on their way are refused after these %d", x.Holder, x.Term, x.Parts)
 	case *UserArrived:
 		if x.Part != 0 {
 			return fmt.Sprintf("from %s: part %d, %d %s (move %d)", x.From, x.Part, x.Subs, plural(x.Subs, "subscription"), x.Move)

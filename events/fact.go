@@ -190,6 +190,23 @@ type RequestForwarded struct {
 	Move uint64 `json:"move"`
 }
 
+// HomeFenced records that a node took the home server over: Holder, the
+// node, under Term, the revision of its ownership lease. A takeover
+// appends Parts of them at once (an atomic batch, parts 1 to Parts), so
+// that no fact the previous owner may still have on its way can be stored
+// after them: each of those expects the stream to end where its writer
+// left it, at most a window (Parts) short of where the fence ends
+// (homenode's fence.go). History only; Node is the home server's own
+// record (no user).
+type HomeFenced struct {
+	Meta
+	Node   User   `json:"node"`
+	Holder string `json:"holder"`
+	Term   uint64 `json:"term"`
+	Part   int    `json:"part"`
+	Parts  int    `json:"parts"`
+}
+
 // UserArrived records that a user's state handed over by its former home
 // server was taken here (Subs and Views of it, the rest was here already
 // or had expired). Move is the directory sequence of the move. With Part,
@@ -219,6 +236,7 @@ func (e *PropertySet) Subject() User         { return e.Node }
 func (e *MessageAccepted) Subject() User     { return e.Node }
 func (e *MessageDelivered) Subject() User    { return e.Node }
 func (e *RequestForwarded) Subject() User    { return e.Node }
+func (e *HomeFenced) Subject() User          { return e.Node }
 
 func (e *SubscriptionCreated) Metadata() *Meta { return &e.Meta }
 func (e *SubscriptionRenewed) Metadata() *Meta { return &e.Meta }
@@ -230,6 +248,7 @@ func (e *PropertySet) Metadata() *Meta         { return &e.Meta }
 func (e *MessageAccepted) Metadata() *Meta     { return &e.Meta }
 func (e *MessageDelivered) Metadata() *Meta    { return &e.Meta }
 func (e *RequestForwarded) Metadata() *Meta    { return &e.Meta }
+func (e *HomeFenced) Metadata() *Meta          { return &e.Meta }
 
 // ForwardHeader is the HeaderForward value of a request forwarded to
 // home under the move of directory sequence move.

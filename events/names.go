@@ -2,6 +2,7 @@ package events
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -31,6 +32,23 @@ const FactStreamPrefix = "RVP_FACTS_"
 // (the chain of expected last sequences fences a second). Deletes and
 // purges are denied.
 func FactStream(home string) string { return FactStreamPrefix + Token(home) }
+
+// OwnerHeader is the HeaderOwner value of a fence appended by node holder
+// under lease revision term.
+func OwnerHeader(term uint64, holder string) string {
+	return strconv.FormatUint(term, 10) + " " + holder
+}
+
+// ParseOwnerHeader reads a HeaderOwner value; ok is false for one that is
+// not.
+func ParseOwnerHeader(v string) (term uint64, holder string, ok bool) {
+	t, holder, found := strings.Cut(v, " ")
+	if !found {
+		return 0, "", false
+	}
+	term, err := strconv.ParseUint(t, 10, 64)
+	return term, holder, err == nil
+}
 
 // OwnerKey is the key of home's ownership lease in BucketOwners.
 func OwnerKey(home string) string { return "home." + Token(home) }
@@ -76,6 +94,10 @@ const (
 	// (ForwardHeader). The home node reads facts' headers only when it
 	// reads back what it decided lately.
 	HeaderForward = "Rvp-Forward"
+	// HeaderOwner, on a HomeFenced fact, names the owner that fenced the
+	// home server's stream: its lease revision and node, "8 node-b"
+	// (OwnerHeader), read from the headers alone as HeaderForward is.
+	HeaderOwner = "Rvp-Owner"
 	// HeaderAnswer records, on the last fact of a decision that answered a
 	// request, the answer (an events.Reply, JSON): a request redelivered
 	// after it was decided, its answer lost with the node that decided

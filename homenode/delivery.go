@@ -599,11 +599,14 @@ func (n *Node) usersChangedLately(ctx context.Context, state jetstream.StreamSta
 		if err != nil {
 			return nil, since, err
 		}
-		if _, u, err := events.ParseFactSubject(m.Subject()); err == nil && !seen[u] {
+		if _, u, err := events.ParseFactSubject(m.Subject()); err == nil && !u.IsZero() && !seen[u] { // zero: a fence (fence.go)
 			seen[u] = true
 			users = append(users, u)
 		}
-		if md.Sequence.Stream >= state.LastSeq || md.NumPending == 0 {
+		// Up to the last fact as the stream's leader had it (state), which
+		// is at or after since: a consumer on a replica behind has none of
+		// the last facts pending, and ending there told fewer watchers.
+		if md.Sequence.Stream >= state.LastSeq {
 			return users, since, nil
 		}
 	}

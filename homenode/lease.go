@@ -20,8 +20,10 @@ import (
 // home server's requests at a time; the others wait as standbys and take
 // over when the owner lets go (a clean stop marks the key released) or
 // dies (its key ages out unrenewed). Should two ever overlap (a partitioned owner
-// that has not noticed yet), the expected-last-sequence fence of each
-// fact append keeps the facts consistent.
+// that has not noticed yet), the chain of expected last sequences keeps
+// each one's facts in order, and the fence the new owner appends when it
+// takes over (fence.go, Term) keeps the old one's from being stored
+// after it.
 type Lease struct {
 	KV     jetstream.KeyValue
 	Home   string
@@ -46,6 +48,18 @@ type Lease struct {
 	// seen is when the lease's previous holder last wrote it, as the
 	// lease was last taken; zero when its key was gone.
 	seen time.Time
+	// term is the revision of the lease's key when this node last took it.
+	term uint64
+}
+
+// Term returns the revision of the lease's key when this node last took
+// it: no other taking of the lease has it, and every later one's is
+// larger (the bucket's revisions only grow). Zero before it is taken. A
+// home node's fence names it (Config.Term).
+func (l *Lease) Term() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.term
 }
 
 // PreviousHolderSeen returns when the node that held the lease before
@@ -155,6 +169,9 @@ func (l *Lease) Hold(ctx context.Context, serve func(ctx context.Context, takeov
 			continue
 		}
 		l.goodUntil(leaseEnd(asked, ttl))
+		l.mu.Lock()
+		l.term = rev
+		l.mu.Unlock()
 		warm.stop()
 		standby = ""
 		log.Info("home server owned", "renew", every, "takeover", takeover)

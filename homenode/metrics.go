@@ -129,9 +129,12 @@ func (h *homeMetrics) decided() {
 	}
 }
 
-func (h *homeMetrics) appended() {
+func (h *homeMetrics) appended() { h.appendedN(1) }
+
+// appendedN counts n facts appended at once (a fence).
+func (h *homeMetrics) appendedN(n int) {
 	if h != nil {
-		h.facts.Inc()
+		h.facts.Add(float64(n))
 	}
 }
 

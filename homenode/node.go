@@ -248,8 +248,18 @@ type Config struct {
 	// lease lost, the node stopped) or, if it was slow only, to succeed.
 	Owned func() bool
 	// Window bounds the facts published and not yet acknowledged; a full
-	// window holds new requests back. Default 512.
+	// window holds new requests back. Default 512; at most 1000 with
+	// Term set (a fence is one atomic batch of Window facts, and
+	// JetStream takes 1000 at most).
 	Window int
+	// Holder and Term name this node's ownership of the home server: the
+	// node's name and the revision of its lease when it took the home
+	// server (Lease.Term). With Term set, the node fences the fact stream
+	// (fence.go) before it decides anything, so that no fact of a
+	// previous owner still on its way is stored after its own: set them
+	// when the node takes the home server over.
+	Holder string
+	Term   uint64
 	// AckWait is how long a request handed to this node may stay
 	// unacknowledged before JetStream hands it out again: when this node
 	// dies, the requests it held go to the next owner that much after it
@@ -293,6 +303,9 @@ func (c Config) validate() error {
 	if err := c.Policy.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("homenode: policy: %w", err))
 	}
+	if c.Window > maxFence {
+		errs = append(errs, fmt.Errorf("homenode: Window %d: at most %d (a takeover's fence is one atomic batch of Window facts)", c.Window, maxFence))
+	}
 	return errors.Join(errs...)
 }
 
@@ -326,6 +339,7 @@ type Node struct {
 	inflight    int
 	window      []*pending
 	inWindow    map[string]*pending
+	waiting     []waitingFact // facts waiting for room in the window (send)
 	broken      bool
 	rounds      int // recoveries from another writer in a row
 	// unstored is the first fact the stream refused for good (too large),
@@ -554,6 +568,11 @@ func (n *Node) Run(parent context.Context) (err error) {
 	n.catching.Store(last)
 	if err := n.catchUp(ctx, last); err != nil {
 		return err
+	}
+	if n.cfg.Term != 0 {
+		if err := n.fence(ctx); err != nil {
+			return err
+		}
 	}
 	recent := make(chan recentFacts, 1)
 	failed := make(chan error, 3)
@@ -996,6 +1015,10 @@ type recentFacts struct {
 	forwarded map[string]forwardRecord
 	// broken counts the facts read of decisions not whole (whole).
 	broken int
+	// fencedBy and fencedTerm name the owner whose fence was read last
+	// (fence.go); "" for none.
+	fencedBy   string
+	fencedTerm uint64
 	// The fact read last: its sequence and id, and whether its decision
 	// was whole up to it.
 	prevSeq   uint64
@@ -1090,6 +1113,13 @@ func (n *Node) readDecided(ctx context.Context, occ jetstream.OrderedConsumerCon
 // add takes what the headers of one fact say.
 func (rf *recentFacts) add(h nats.Header, seq uint64) {
 	whole := rf.whole(seq, h.Get(events.HeaderFactID))
+	if h.Get(events.HeaderType) == events.TypeHomeFenced {
+		if term, holder, ok := events.ParseOwnerHeader(h.Get(events.HeaderOwner)); ok {
+			rf.fencedBy, rf.fencedTerm = holder, term
+		} else {
+			rf.fencedBy = "(unnamed)"
+		}
+	}
 	id := h.Get(events.HeaderRequest)
 	if id == "" {
 		return

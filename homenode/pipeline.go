@@ -222,11 +222,44 @@ func factMessage(home string, f events.Fact, id string, answer []byte) (*nats.Ms
 
 // send publishes one fact expecting the stream's last sequence to be the
 // one before it. Once a publish has failed nothing more goes out: the
-// recovery publishes it.
+// recovery publishes it. A fact more than a window past the last
+// acknowledged one waits (n.waiting) until the acknowledgements catch up: a
+// decision can have more facts than the window has room for, and a fact
+// on its way never expects the stream to end more than a window past
+// what this node knows is stored, which is what a takeover's fence
+// relies on (fence.go).
 func (n *Node) send(msg *nats.Msg, seq uint64) {
 	if n.broken {
 		return
 	}
+	if len(n.waiting) > 0 || seq > n.acked+uint64(n.cfg.Window) {
+		n.waiting = append(n.waiting, waitingFact{msg: msg, seq: seq})
+		return
+	}
+	n.publishFact(msg, seq)
+}
+
+// waitingFact is a fact waiting for room in the window (send).
+type waitingFact struct {
+	msg *nats.Msg
+	seq uint64
+}
+
+// sendWaiting publishes the facts waiting that the window has room for now.
+func (n *Node) sendWaiting() {
+	i := 0
+	for ; i < len(n.waiting) && !n.broken && n.waiting[i].seq <= n.acked+uint64(n.cfg.Window); i++ {
+		n.publishFact(n.waiting[i].msg, n.waiting[i].seq)
+	}
+	if i > 0 {
+		rest := copy(n.waiting, n.waiting[i:])
+		clear(n.waiting[rest:])
+		n.waiting = n.waiting[:rest]
+	}
+}
+
+// publishFact publishes one fact, chained.
+func (n *Node) publishFact(msg *nats.Msg, seq uint64) {
 	_, err := n.pub.PublishMsgAsync(msg, jetstream.WithExpectLastSequence(seq-1))
 	if err != nil {
 		n.fail(seq, err)
@@ -286,6 +319,9 @@ func (n *Node) advance() {
 	for n.done[n.acked+1] {
 		delete(n.done, n.acked+1)
 		n.acked++
+	}
+	if len(n.waiting) > 0 {
+		n.sendWaiting()
 	}
 	n.releaseReady()
 }
@@ -440,6 +476,11 @@ func (n *Node) recover(ctx context.Context) error {
 			n.log.Warn("another writer's facts not read; recovery will be tried again", "stored", stored, "stream last", last, "err", other.err)
 			return nil
 		}
+		if other.fencedBy != "" {
+			// Taken over: what this node has not stored is the next
+			// owner's to decide (the requests come back to it).
+			return fmt.Errorf("home %s: %w (node %s, lease revision %d; this node's is %d)", n.cfg.Home, ErrFenced, other.fencedBy, other.fencedTerm, n.cfg.Term)
+		}
 		if other.broken > 0 {
 			n.log.Warn("facts of decisions not whole after another writer's (it took the places of some): their requests are decided again", "facts", other.broken)
 		}
@@ -447,6 +488,9 @@ func (n *Node) recover(ctx context.Context) error {
 	clear(n.done)
 	n.acked = stored
 	n.broken = false
+	// What was waiting is published again below, or decided again.
+	clear(n.waiting)
+	n.waiting = n.waiting[:0]
 	n.releaseReady()
 	// A fact the stream will never take, first of what is not stored:
 	// published again it would be refused for ever, and the node would

@@ -250,3 +250,63 @@ func TestKeepReadingRecentStreamDeletedMidway(t *testing.T) {
 	default:
 	}
 }
+
+// TestUsersChangedLatelyOnReplicaBehind: the read of which users had
+// facts lately (whose watchers a new owner tells their presence again)
+// is on a replica behind, whose consumer says nothing is pending after
+// each fact it has. It reads on up to the last fact the stream's leader
+// has: before, it ended at the first such fact, and told the watchers
+// of one user of five.
+func TestUsersChangedLatelyOnReplicaBehind(t *testing.T) {
+	_, js := natstest.Connect(t, natstest.Start(t))
+	state := factStreamOf(t, js, 5)
+	stream := events.FactStream("home1")
+	n := &Node{cfg: Config{JetStream: &nothingPendingJS{JetStream: js}, Home: "home1", PreviousOwnerSeen: time.Now()}, policy: Policy{DeliveryTimeout: time.Hour},
+		stream: stream, now: time.Now, log: slog.New(slog.DiscardHandler)}
+	users, _, err := n.usersChangedLately(t.Context(), state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(users) != 5 {
+		t.Errorf("users changed lately: %v; want the 5 whose facts the stream has", users)
+	}
+}
+
+// nothingPendingJS is a JetStream client whose ordered consumers'
+// messages each say nothing is pending after them, as those of a
+// consumer on a replica behind do.
+type nothingPendingJS struct{ jetstream.JetStream }
+
+func (j *nothingPendingJS) OrderedConsumer(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
+	c, err := j.JetStream.OrderedConsumer(ctx, stream, cfg)
+	return nothingPendingConsumer{c}, err
+}
+
+type nothingPendingConsumer struct{ jetstream.Consumer }
+
+func (c nothingPendingConsumer) Messages(opts ...jetstream.PullMessagesOpt) (jetstream.MessagesContext, error) {
+	it, err := c.Consumer.Messages(opts...)
+	return nothingPendingIter{it}, err
+}
+
+type nothingPendingIter struct{ jetstream.MessagesContext }
+
+func (it nothingPendingIter) Next(opts ...jetstream.NextOpt) (jetstream.Msg, error) {
+	m, err := it.MessagesContext.Next(opts...)
+	if err != nil {
+		return nil, err
+	}
+	return nothingPendingMsg{m}, nil
+}
+
+type nothingPendingMsg struct{ jetstream.Msg }
+
+func (m nothingPendingMsg) Metadata() (*jetstream.MsgMetadata, error) {
+	md, err := m.Msg.Metadata()
+	if err != nil {
+		return nil, err
+	}
+	behind := *md
+	behind.NumPending = 0
+	return &behind, nil
+}

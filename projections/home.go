@@ -807,7 +807,7 @@ func applyFact(st homeStore, f events.Fact) error {
 			return err
 		}
 		return st.setArrived(e.Node, e.Move)
-	case *events.MessageAccepted, *events.MessageDelivered, *events.RequestForwarded:
+	case *events.MessageAccepted, *events.MessageDelivered, *events.RequestForwarded, *events.HomeFenced:
 		// History only: the stream is their record.
 		return nil
 	default:

@@ -59,7 +59,7 @@ type rebuildTarget struct {
 // record is the stream. The rebuild skips decoding them, which are most
 // of a busy home server's facts and the largest (message bodies).
 // TestHistoryOnlyFacts checks that applying them writes nothing.
-var historyOnly = map[string]bool{events.TypeMessageAccepted: true, events.TypeMessageDelivered: true, events.TypeRequestForwarded: true}
+var historyOnly = map[string]bool{events.TypeMessageAccepted: true, events.TypeMessageDelivered: true, events.TypeRequestForwarded: true, events.TypeHomeFenced: true}
 
 func homeTarget(h *Home) rebuildTarget {
 	// One store per batch: it keeps the next id, and the cached parts of

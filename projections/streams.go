@@ -306,19 +306,37 @@ func WaitJetStream(ctx context.Context, js jetstream.JetStream) error {
 }
 
 // EnsureFactStream creates home's fact stream (events.FactStream), or
-// updates its configuration to the one given.
+// updates its configuration to the one given. It takes atomic batches,
+// which a takeover's fence is (homenode's fence.go): one created by an
+// older version is given the setting, whatever o.CreateOnly says (only
+// the home server's owner calls this).
 func EnsureFactStream(ctx context.Context, js jetstream.JetStream, home string, o StreamOptions) error {
 	o = o.withDefaults()
-	return o.ensure(ctx, js, jetstream.StreamConfig{
-		Name:        events.FactStream(home),
-		Description: "RVP fact events decided for home server " + home + ": its audit log and the source of its projection",
-		Subjects:    []string{events.FactFilter(home)},
-		MaxAge:      o.FactMaxAge,
-		Duplicates:  o.Duplicates,
-		DenyDelete:  true,
-		DenyPurge:   true,
-		AllowDirect: true,
-	})
+	c := jetstream.StreamConfig{
+		Name:               events.FactStream(home),
+		Description:        "RVP fact events decided for home server " + home + ": its audit log and the source of its projection",
+		Subjects:           []string{events.FactFilter(home)},
+		MaxAge:             o.FactMaxAge,
+		Duplicates:         o.Duplicates,
+		DenyDelete:         true,
+		DenyPurge:          true,
+		AllowDirect:        true,
+		AllowAtomicPublish: true,
+	}
+	if err := o.ensure(ctx, js, c); err != nil {
+		return err
+	}
+	st, err := js.Stream(ctx, c.Name)
+	if err != nil {
+		return fmt.Errorf("ensure stream %s: %w", c.Name, err)
+	}
+	if cfg := st.CachedInfo().Config; !cfg.AllowAtomicPublish {
+		cfg.AllowAtomicPublish = true
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("fact stream %s: turn on atomic batches, which a takeover's fence needs (its allow_atomic setting, which nats-server 2.12 or later has): %w", c.Name, err)
+		}
+	}
+	return nil
 }
 
 // FactStreams returns the names of every home server's fact stream, in

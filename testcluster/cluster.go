@@ -564,6 +564,10 @@ func (c *Cluster) StartHomeNode(h, holder string) *Role {
 			cfg.ResendPresence = takeover
 			cfg.PreviousOwnerSeen = lease.PreviousHolderSeen()
 			cfg.Owned = lease.Owned
+			if takeover {
+				// Fenced against the previous owner's facts still on their way.
+				cfg.Holder, cfg.Term = lease.Holder, lease.Term()
+			}
 			n, err := homenode.New(cfg)
 			if err != nil {
 				return err

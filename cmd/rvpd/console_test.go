@@ -39,6 +39,7 @@ func startDevOps(t *testing.T, extra ...string) (*devProc, string) {
 	p, m := startExec(t, args, opsRE)
 	p.addr = listenRE.FindStringSubmatch(p.stdout.String())[1]
 	p.natsURL = natsRE.FindStringSubmatch(p.stdout.String())[1]
+	p.waitHomeServing(t)
 	return p, "http://" + m[1]
 }
 

@@ -91,8 +91,23 @@ func startDev(t *testing.T, data string, extra ...string) *devProc {
 	if n := natsRE.FindStringSubmatch(p.stdout.String()); n != nil {
 		p.natsURL = n[1]
 	}
+	p.waitHomeServing(t)
 	return p
 }
+
+// waitHomeServing waits until the process's home node serves. The
+// gateway listens before (the node takes its lease, catches up, and on
+// a takeover appends its fence): a test that reads the streams' ends, or
+// the metrics, as they were before its requests waits for it.
+func (p *devProc) waitHomeServing(t *testing.T) {
+	t.Helper()
+	if _, err := p.stderr.waitMatch(homeServingRE, 60*time.Second, nil); err != nil {
+		t.Fatalf("rvpd dev: its home node: %v\nstderr:\n%s", err, tail(p.stderr.String(), 50))
+	}
+}
+
+// homeServingRE matches the log line of a home node that serves.
+var homeServingRE = regexp.MustCompile(`msg="home node serving"`)
 
 // startExec runs rvpd with args inside the test process, through the same
 // exec function main calls, and waits until its output matches ready; the

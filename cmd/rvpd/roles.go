@@ -349,6 +349,10 @@ func (s roleSet) add(g *run.Group, roles context.Context, stopAll context.Cancel
 					cfg.ResendPresence = takeover
 					cfg.PreviousOwnerSeen = lease.PreviousHolderSeen()
 					cfg.Owned = lease.Owned
+					if takeover {
+						// Fenced against the previous owner's facts still on their way.
+						cfg.Holder, cfg.Term = lease.Holder, lease.Term()
+					}
 					home, err := homenode.New(cfg)
 					if err != nil {
 						owner.failed(err, time.Now())

@@ -1,0 +1,167 @@
+package homenode
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/rvp-im/rvpd/events"
+	"github.com/rvp-im/rvpd/projections"
+)
+
+// The fence. A node that takes a home server over may have a predecessor
+// still running: paused past its lease, or cut off, with facts on their
+// way to the stream. The chain of expected last sequences stores each of
+// them only where its writer expects the stream to end, but it names a
+// sequence, not whose fact is there: once the new owner has appended, a
+// fact of the old one that expects the stream to end at one of the new
+// owner's facts is stored after it, decided against a state without it
+// (an orphan: a subscription id both gave, a view over a subscription
+// that is not there).
+//
+// So a node that takes a home server over appends, before it decides
+// anything, a fence: Window facts that change nothing (events.HomeFenced),
+// in one atomic batch expecting the stream to end where the node caught up
+// to. Either the whole fence is stored there, right after the old owner's
+// last fact, or none of it (the old owner appended meanwhile: the node
+// catches up and fences again). A node never has a fact on its way whose
+// sequence is more than Window past its last acknowledged one (send), and
+// each of its acknowledged facts is in the stream before the fence; so
+// every fact the old owner still has on its way expects the stream to end
+// before the fence's last fact, and none can ever be stored after it. The
+// old owner, its facts refused, reads the stream, finds the fence and
+// stops (recover, ErrFenced).
+
+// ErrFenced stops a node whose home server another node has taken over.
+var ErrFenced = errors.New("another node has taken this home server over (its fence is in the fact stream): this node appends nothing more")
+
+// maxFence is the most messages JetStream takes in one atomic batch
+// (nats-server's default limit), and so the largest window.
+const maxFence = 1000
+
+// fenceRounds bounds how often a takeover fences again after the old
+// owner's facts landed first.
+const fenceRounds = 10
+
+// fence appends this ownership's fence after the stream's last fact (the
+// projection caught up to n.last), and catches the projection up over it.
+func (n *Node) fence(ctx context.Context) error {
+	start := time.Now()
+	for round := 1; ; round++ {
+		end, err := n.appendFence(ctx, round)
+		if err == nil {
+			n.published.Add(uint64(n.cfg.Window))
+			n.metrics.appendedN(n.cfg.Window)
+			if err := n.catchUp(ctx, end); err != nil {
+				return err
+			}
+			n.log.Info("home server fenced: no fact of a previous owner can be stored after this",
+				"term", n.cfg.Term, "facts", n.cfg.Window, "seq", end, "rounds", round, "took", time.Since(start))
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("home %s: fence the fact stream: %w", n.cfg.Home, err)
+		}
+		if round == fenceRounds {
+			return fmt.Errorf("home %s: fence the fact stream: %w (another writer keeps appending to stream %s: is another node serving this home server?)", n.cfg.Home, err, n.stream)
+		}
+		n.log.Warn("fence not appended; catching up and fencing again", "round", round, "err", err)
+		last, serr := n.leaderLast(ctx)
+		if serr != nil {
+			n.log.Warn("fact stream unreadable; fencing again", "err", serr)
+		} else if err := n.catchUp(ctx, last); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("home %s: fence the fact stream: %w", n.cfg.Home, ctx.Err())
+		case <-time.After(min(50*time.Millisecond<<min(round-1, 4), time.Second)):
+		}
+	}
+}
+
+// leaderLast returns the last sequence of the fact stream as its leader
+// has it.
+func (n *Node) leaderLast(ctx context.Context) (uint64, error) {
+	sctx, cancel := context.WithTimeout(ctx, recoverProbe)
+	defer cancel()
+	st, err := n.cfg.JetStream.Stream(sctx, n.stream)
+	if err != nil {
+		return 0, err
+	}
+	return st.CachedInfo().State.LastSeq, nil
+}
+
+// appendFence appends the fence, expecting the stream to end at n.last,
+// and returns the sequence of its last fact. When the batch's answer is
+// lost, the stream's end tells whether it was stored.
+func (n *Node) appendFence(ctx context.Context, round int) (uint64, error) {
+	parts := n.cfg.Window
+	after := n.last
+	batch := "fence-" + strconv.FormatUint(n.cfg.Term, 10) + "-" + strconv.Itoa(round) + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	now := n.now()
+	var last *nats.Msg
+	for i := 1; i <= parts; i++ {
+		f := &events.HomeFenced{Meta: events.Meta{At: now, Actor: "system", Home: n.cfg.Home}, Holder: n.cfg.Holder, Term: n.cfg.Term, Part: i, Parts: parts}
+		msg, err := factMessage(n.cfg.Home, f, batch+"/"+strconv.Itoa(i-1), nil)
+		if err != nil {
+			return 0, err
+		}
+		msg.Header.Set(events.HeaderOwner, events.OwnerHeader(n.cfg.Term, n.cfg.Holder))
+		msg.Header.Set("Nats-Batch-Id", batch)
+		msg.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i))
+		if i == 1 {
+			msg.Header.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(after, 10))
+		}
+		if i == parts {
+			msg.Header.Set("Nats-Batch-Commit", "1")
+			last = msg
+			break
+		}
+		if err := n.cfg.Conn.PublishMsg(msg); err != nil {
+			return 0, err
+		}
+	}
+	rctx, cancel := context.WithTimeout(ctx, max(n.cfg.AckTimeout, 5*time.Second))
+	resp, err := n.cfg.Conn.RequestMsgWithContext(rctx, last)
+	cancel()
+	if err == nil {
+		var ack struct {
+			Error *jetstream.APIError `json:"error"`
+			Seq   uint64              `json:"seq"`
+			Count int                 `json:"count"`
+		}
+		if err := json.Unmarshal(resp.Data, &ack); err != nil {
+			return 0, fmt.Errorf("fence's answer %q: %w", resp.Data, err)
+		}
+		if ack.Error != nil {
+			return 0, ack.Error
+		}
+		if ack.Seq != after+uint64(parts) || ack.Count != parts {
+			return 0, fmt.Errorf("fence stored %d facts ending at %d, expected %d ending at %d", ack.Count, ack.Seq, parts, after+uint64(parts))
+		}
+		return ack.Seq, nil
+	}
+	// The answer lost: stored whole or not at all, and if stored, its last
+	// fact is the stream's last (nothing else can follow it yet).
+	sctx, scancel := context.WithTimeout(ctx, recoverProbe)
+	defer scancel()
+	st, serr := n.cfg.JetStream.Stream(sctx, n.stream)
+	if serr != nil {
+		return 0, fmt.Errorf("%w (and the stream is unreadable: %v)", err, serr)
+	}
+	end := after + uint64(parts)
+	if st.CachedInfo().State.LastSeq == end {
+		m, gerr := projections.FromLeader(st).GetMsg(sctx, end)
+		if gerr == nil && m.Header.Get(events.HeaderFactID) == batch+"/"+strconv.Itoa(parts-1) {
+			return end, nil
+		}
+	}
+	return 0, err
+}
