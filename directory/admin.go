@@ -219,7 +219,10 @@ func (a *Admin) lastMsg(ctx context.Context, subject string) (*jetstream.RawStre
 		if err != nil {
 			return nil, err
 		}
-		return st.GetLastMsgForSubject(ctx, subject)
+		// From the leader: a replica behind answers a direct get with an
+		// older version (a change then fenced by it is refused, and
+		// tried again) or none (the aggregate taken for new).
+		return projections.FromLeader(st).GetLastMsgForSubject(ctx, subject)
 	})
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/rvp-im/rvpd/directory"
@@ -342,5 +343,48 @@ func TestCreateDomainsAtOnce(t *testing.T) {
 				t.Errorf("round %d: administrator %d: %v", round, i, err)
 			}
 		}
+	}
+}
+
+// TestAdminReadsFromLeader: the versions an administrator's change is
+// fenced by, and the cluster's record, are read from the directory
+// stream's leader, not by direct get: a replica behind answers those
+// with an older version, or none.
+func TestAdminReadsFromLeader(t *testing.T) {
+	f := newAdminFixture(t)
+	ctx := t.Context()
+	a := f.exampleAdmin(ctx)
+	nc := f.js.Conn()
+	direct, err := nc.SubscribeSync("$JS.API.DIRECT.GET." + events.StreamDirectory + ".>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	directSeq, err := nc.SubscribeSync("$JS.API.DIRECT.GET." + events.StreamDirectory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader, err := nc.SubscribeSync("$JS.API.STREAM.MSG.GET." + events.StreamDirectory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Flush()
+	if err := a.EnableUser(ctx, directory.UserSpec{User: events.NewUser("example.test", "ann"), Home: "home1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := directory.ReadCluster(ctx, f.js); err != nil {
+		t.Fatal(err)
+	}
+	nc.Flush()
+	count := func(s *nats.Subscription) int {
+		n := 0
+		for {
+			if _, err := s.NextMsg(100 * time.Millisecond); err != nil {
+				return n
+			}
+			n++
+		}
+	}
+	if d, l := count(direct)+count(directSeq), count(leader); d != 0 || l == 0 {
+		t.Errorf("%d direct gets, %d leader gets; want none and some", d, l)
 	}
 }

@@ -39,6 +39,9 @@ func ReadCluster(ctx context.Context, js jetstream.JetStream) (Cluster, error) {
 	if err != nil {
 		return c, fmt.Errorf("read the directory stream %s: %w", events.StreamDirectory, err)
 	}
+	// From the leader: a replica behind may not have the cluster's record
+	// yet, and the cluster would be taken for one never set up.
+	st = projections.FromLeader(st)
 	if m, err := st.GetLastMsgForSubject(ctx, events.ClusterSubject()); err == nil {
 		ev, err := events.Decode(m.Header.Get(events.HeaderType), m.Data)
 		if err != nil {

@@ -269,7 +269,7 @@ func homeDeleted(ctx context.Context, js jetstream.JetStream, home string) bool 
 	if err != nil {
 		return false
 	}
-	m, err := st.GetLastMsgForSubject(ctx, events.HomeServerSubject(home))
+	m, err := projections.FromLeader(st).GetLastMsgForSubject(ctx, events.HomeServerSubject(home))
 	return err == nil && m.Header.Get(events.HeaderType) == events.TypeHomeServerDeleted
 }
 
@@ -1260,7 +1260,7 @@ func verifiableHome(ctx context.Context, js jetstream.JetStream, home string) er
 	if err != nil {
 		return nil
 	}
-	m, err := dir.GetLastMsgForSubject(ctx, events.HomeServerSubject(home))
+	m, err := projections.FromLeader(dir).GetLastMsgForSubject(ctx, events.HomeServerSubject(home))
 	switch {
 	case err == nil && m.Header.Get(events.HeaderType) == events.TypeHomeServerDeleted:
 		return fmt.Errorf("home server %s was deleted: no node serves it to verify (its facts stay for rvpctl audit); rvpctl home list shows the home servers there are", home)
