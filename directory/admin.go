@@ -159,7 +159,7 @@ func askAgainEvery[T any](ctx context.Context, per time.Duration, failed func(er
 		case ctx.Err() != nil:
 			return v, lost(tries)
 		}
-		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
+		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrDisconnected) {
 			select {
 			case <-ctx.Done():
 			case <-time.After(100 * time.Millisecond):
@@ -169,10 +169,12 @@ func askAgainEvery[T any](ctx context.Context, per time.Duration, failed func(er
 }
 
 // unanswered reports whether err is a JetStream request's answer not
-// come: lost, or no one there yet to answer.
+// come: lost (with the connection, too: the request may have been
+// taken before it broke), or no one there yet to answer.
 func unanswered(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrDisconnected)
 }
 
 // applied waits until the directory projection has applied ev, stored at

@@ -388,3 +388,63 @@ func TestAdminReadsFromLeader(t *testing.T) {
 		t.Errorf("%d direct gets, %d leader gets; want none and some", d, l)
 	}
 }
+
+// answerLostJS is a JetStream client whose first publish is stored but
+// answered "server is disconnected", as a request is whose connection
+// broke before its answer came.
+type answerLostJS struct {
+	jetstream.JetStream
+	lost bool
+}
+
+func (j *answerLostJS) PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	ack, err := j.JetStream.PublishMsg(ctx, m, opts...)
+	if err == nil && !j.lost {
+		j.lost = true
+		return nil, nats.ErrDisconnected
+	}
+	return ack, err
+}
+
+// TestMoveAnswerLostWithConnection: a move whose append was stored, its
+// answer lost as the connection broke ("nats: server is disconnected"),
+// is asked again under the same message id and reported made. Before,
+// the administrator was told it failed (chaos: "dave not moved … server
+// is disconnected"), though the directory had moved him.
+func TestMoveAnswerLostWithConnection(t *testing.T) {
+	f := newAdminFixture(t)
+	ctx := t.Context()
+	a := f.exampleAdmin(ctx)
+	if err := a.CreateHomeServer(ctx, "home2", "imhome2.example.test", "", true); err != nil {
+		t.Fatal(err)
+	}
+	dave := events.NewUser("example.test", "dave")
+	if err := a.EnableUser(ctx, directory.UserSpec{User: dave, Home: "home1"}); err != nil {
+		t.Fatal(err)
+	}
+	lossy := &answerLostJS{JetStream: f.js}
+	b := &directory.Admin{JetStream: lossy, Directory: a.Directory, Actor: "a"}
+	if err := b.MoveUser(ctx, dave, "home2"); err != nil {
+		t.Fatalf("move whose answer was lost: %v", err)
+	}
+	if !lossy.lost {
+		t.Fatal("no answer was lost: the test tests nothing")
+	}
+	rec, err := a.Directory.User(dave)
+	if err != nil || rec == nil || rec.Home != "home2" {
+		t.Fatalf("dave's record %+v, %v; want him on home2", rec, err)
+	}
+	moves := 0
+	st, err := f.js.Stream(ctx, events.StreamDirectory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := uint64(1); seq <= st.CachedInfo().State.LastSeq; seq++ {
+		if m, err := st.GetMsg(ctx, seq); err == nil && m.Header.Get(events.HeaderType) == events.TypeUserMoved {
+			moves++
+		}
+	}
+	if moves != 1 {
+		t.Errorf("%d moves stored, want 1", moves)
+	}
+}
