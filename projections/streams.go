@@ -332,9 +332,14 @@ func EnsureFactStream(ctx context.Context, js jetstream.JetStream, home string, 
 	}
 	if cfg := st.CachedInfo().Config; !cfg.AllowAtomicPublish {
 		cfg.AllowAtomicPublish = true
-		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		if st, err = js.UpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("fact stream %s: turn on atomic batches, which a takeover's fence needs (its allow_atomic setting, which nats-server 2.12 or later has): %w", c.Name, err)
 		}
+	}
+	if !st.CachedInfo().Config.AllowAtomicPublish {
+		// A server that does not know the setting takes it silently, and
+		// would store a fence's batch as plain messages.
+		return fmt.Errorf("fact stream %s does not take atomic batches, which a takeover's fence needs: its NATS servers are older than 2.12; upgrade them", c.Name)
 	}
 	return nil
 }
