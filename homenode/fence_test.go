@@ -26,11 +26,7 @@ import (
 func TestFenceRefusesOldOwnersFacts(t *testing.T) {
 	const window = 8
 	h := newHarnessWith(t, func(c *Config) { c.Window = window }, "ann", "ben")
-	first := annDescription("ann-first")
-	h.sendTo("home1", first)
-	if r := h.reply(first.ID); r.Status != 207 {
-		t.Fatalf("ann's first request: %d %s", r.Status, r.Error)
-	}
+	h.annDescribed("ann-first")
 	if err := h.stopNode(); err != nil {
 		t.Fatal(err)
 	}
@@ -42,15 +38,7 @@ func TestFenceRefusesOldOwnersFacts(t *testing.T) {
 	last := st.CachedInfo().State.LastSeq
 
 	// The old owner's next decision, its facts not stored yet.
-	proj, err := projections.OpenHome(h.db, h.home)
-	if err != nil {
-		t.Fatal(err)
-	}
-	view := View{Home: h.home, State: projections.NewOverlay(proj), Dir: h.dir}
-	d, err := decide(view, Policy{MinLifetime: time.Second}.withDefaults(), annDescription("ann-old"), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := h.decideAsOldOwner(annDescription("ann-old"))
 	old, err := factMessage(h.home, d.facts[0], d.msgID+"/0", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -116,11 +104,7 @@ func TestFenceRefusesOldOwnersFacts(t *testing.T) {
 // ErrFenced, and stores nothing more.
 func TestFencedOwnerStops(t *testing.T) {
 	h := newHarness(t, "ann", "ben")
-	first := annDescription("ann-first")
-	h.sendTo("home1", first)
-	if r := h.reply(first.ID); r.Status != 207 {
-		t.Fatalf("ann's first request: %d %s", r.Status, r.Error)
-	}
+	h.annDescribed("ann-first")
 	ctx := t.Context()
 
 	// Another node takes the home server over and fences it.
@@ -164,11 +148,7 @@ func TestFencedOwnerStops(t *testing.T) {
 // appended again after that fact.
 func TestFenceAgainAfterOldOwnersFact(t *testing.T) {
 	h := newHarness(t, "ann", "ben")
-	first := annDescription("ann-first")
-	h.sendTo("home1", first)
-	if r := h.reply(first.ID); r.Status != 207 {
-		t.Fatalf("ann's first request: %d %s", r.Status, r.Error)
-	}
+	h.annDescribed("ann-first")
 	if err := h.stopNode(); err != nil {
 		t.Fatal(err)
 	}
@@ -185,14 +165,7 @@ func TestFenceAgainAfterOldOwnersFact(t *testing.T) {
 	last := st.CachedInfo().State.LastSeq
 	n.last, n.acked = last, last
 	// The old owner's fact lands first.
-	proj, err := projections.OpenHome(h.db, h.home)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := decide(View{Home: h.home, State: projections.NewOverlay(proj), Dir: h.dir}, Policy{MinLifetime: time.Second}.withDefaults(), annDescription("ann-old"), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := h.decideAsOldOwner(annDescription("ann-old"))
 	h.appendAsOtherWriter(d, last)
 	if _, err := n.appendFence(ctx, 1); !isConflict(err) {
 		t.Fatalf("fence after the old owner's fact: %v; want it refused", err)
@@ -256,4 +229,29 @@ func TestFactsOnTheirWayWithinWindow(t *testing.T) {
 	if len(n.waiting) != 0 {
 		t.Errorf("%d facts still waiting", len(n.waiting))
 	}
+}
+
+// annDescribed sends ann's PROPPATCH id to home1 and waits for its 207.
+func (h *harness) annDescribed(id string) {
+	h.t.Helper()
+	req := annDescription(id)
+	h.sendTo("home1", req)
+	if r := h.reply(req.ID); r.Status != 207 {
+		h.t.Fatalf("ann's request %s: %d %s", id, r.Status, r.Error)
+	}
+}
+
+// decideAsOldOwner decides req as an owner of the home server whose
+// projection is the harness's now would (the node stopped, or paused).
+func (h *harness) decideAsOldOwner(req events.Request) *decision {
+	h.t.Helper()
+	proj, err := projections.OpenHome(h.db, h.home)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	d, err := decide(View{Home: h.home, State: projections.NewOverlay(proj), Dir: h.dir}, Policy{MinLifetime: time.Second}.withDefaults(), req, time.Now())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return d
 }

@@ -23,11 +23,7 @@ import (
 // stored, and she is answered from that decision.
 func TestPartialDecisionDecidedAgain(t *testing.T) {
 	h := newHarness(t, "ann", "ben")
-	first := annDescription("ann-first")
-	h.sendTo("home1", first)
-	if r := h.reply(first.ID); r.Status != 207 {
-		t.Fatalf("ann's first request: %d %s", r.Status, r.Error)
-	}
+	h.annDescribed("ann-first")
 	if err := h.stopNode(); err != nil {
 		t.Fatal(err)
 	}

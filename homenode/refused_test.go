@@ -54,11 +54,7 @@ func (s staleStream) CachedInfo() *jetstream.StreamInfo {
 func TestRefusedAgainWaits(t *testing.T) {
 	stale := &staleState{}
 	h := newHarnessWith(t, func(c *Config) { stale.JetStream = c.JetStream; c.JetStream = stale }, "ann", "ben")
-	first := annDescription("ann-1")
-	h.sendTo("home1", first)
-	if r := h.reply(first.ID); r.Status != 207 {
-		t.Fatalf("ann's first request: %d %s", r.Status, r.Error)
-	}
+	h.annDescribed("ann-1")
 	st, err := h.js.Stream(t.Context(), events.FactStream(h.home))
 	if err != nil {
 		t.Fatal(err)
@@ -96,11 +92,7 @@ func TestRefusedAgainWaits(t *testing.T) {
 func TestFromLeaderReadsNoDirectGet(t *testing.T) {
 	h := newHarness(t, "ann")
 	ctx := t.Context()
-	first := annDescription("ann-1")
-	h.sendTo("home1", first)
-	if r := h.reply(first.ID); r.Status != 207 {
-		t.Fatalf("ann's request: %d %s", r.Status, r.Error)
-	}
+	h.annDescribed("ann-1")
 	name := events.FactStream(h.home)
 	direct, err := h.nc.SubscribeSync("$JS.API.DIRECT.GET." + name + ".>")
 	if err != nil {
