@@ -108,16 +108,7 @@ func TestFencedOwnerStops(t *testing.T) {
 	ctx := t.Context()
 
 	// Another node takes the home server over and fences it.
-	other, err := New(Config{Home: h.home, JetStream: h.js, Conn: h.nc, DB: h.db, Directory: h.dir, Window: 4, Holder: "node-b", Term: 9,
-		Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := h.js.Stream(ctx, events.FactStream(h.home))
-	if err != nil {
-		t.Fatal(err)
-	}
-	other.last = st.CachedInfo().State.LastSeq
+	other, _ := h.nextOwner()
 	end, err := other.appendFence(ctx, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -153,17 +144,8 @@ func TestFenceAgainAfterOldOwnersFact(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := t.Context()
-	n, err := New(Config{Home: h.home, JetStream: h.js, Conn: h.nc, DB: h.db, Directory: h.dir, Window: 4, Holder: "node-b", Term: 9,
-		Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := h.js.Stream(ctx, events.FactStream(h.home))
-	if err != nil {
-		t.Fatal(err)
-	}
-	last := st.CachedInfo().State.LastSeq
-	n.last, n.acked = last, last
+	n, st := h.nextOwner()
+	last := n.last
 	// The old owner's fact lands first.
 	d := h.decideAsOldOwner(annDescription("ann-old"))
 	h.appendAsOtherWriter(d, last)
@@ -254,4 +236,23 @@ func (h *harness) decideAsOldOwner(req events.Request) *decision {
 		h.t.Fatal(err)
 	}
 	return d
+}
+
+// nextOwner returns a node that takes home1 over as node-b under lease
+// revision 9, with a window of 4, not running, caught up to the end of
+// the fact stream (returned too).
+func (h *harness) nextOwner() (*Node, jetstream.Stream) {
+	h.t.Helper()
+	n, err := New(Config{Home: h.home, JetStream: h.js, Conn: h.nc, DB: h.db, Directory: h.dir, Window: 4, Holder: "node-b", Term: 9,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	st, err := h.js.Stream(h.t.Context(), events.FactStream(h.home))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	n.last = st.CachedInfo().State.LastSeq
+	n.acked = n.last
+	return n, st
 }
