@@ -207,6 +207,10 @@ type HomeFenced struct {
 	Parts  int    `json:"parts"`
 }
 
+// Inner reports whether f is a part of its fence between its first and
+// its last: an audit's table shows those two only.
+func (f *HomeFenced) Inner() bool { return f.Part > 1 && f.Part < f.Parts }
+
 // UserArrived records that a user's state handed over by its former home
 // server was taken here (Subs and Views of it, the rest was here already
 // or had expired). Move is the directory sequence of the move. With Part,

@@ -167,6 +167,34 @@ func TestAuditNoBodies(t *testing.T) {
 	}
 }
 
+// TestAuditFence: a takeover's fence (a window's worth of facts) shows
+// in the table as its first and last facts, and in -json as every one.
+func TestAuditFence(t *testing.T) {
+	url, js := startJetStream(t)
+	at := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	const parts = 6
+	for i := 1; i <= parts; i++ {
+		f := &events.HomeFenced{Meta: events.Meta{At: at, Actor: "system", Home: "home1"}, Holder: "node-b", Term: 812, Part: i, Parts: parts}
+		publishEvent(t, js, events.FactSubject("home1", events.User{}), "", f, nil)
+	}
+	lookup := func(k string) (string, bool) { return url, k == "RVPCTL_NATS" }
+	for _, c := range []struct {
+		args []string
+		want int
+	}{{[]string{"audit"}, 2}, {[]string{"-json", "audit"}, parts}} {
+		var out, errOut bytes.Buffer
+		if err := exec(context.Background(), c.args, lookup, strings.NewReader(""), &out, &errOut); err != nil {
+			t.Fatalf("%v: %v\n%s", c.args, err, errOut.String())
+		}
+		if n := strings.Count(out.String(), events.TypeHomeFenced); n != c.want {
+			t.Errorf("%v shows %d fence facts, want %d:\n%s", c.args, n, c.want, out.String())
+		}
+		if c.want == 2 && (!strings.Contains(out.String(), "owned by node node-b from here (lease revision 812)") || !strings.Contains(out.String(), "fence 6 of 6")) {
+			t.Errorf("the table does not show the fence's first and last facts:\n%s", out.String())
+		}
+	}
+}
+
 // TestAuditRedactsVerifiers: the audit never prints password verifiers,
 // sealed though they are (DESIGN §4.6): a password.set or admin.set in
 // -json says its verifiers were redacted, and holds none of their bytes.

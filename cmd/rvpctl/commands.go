@@ -889,8 +889,8 @@ func cmdAudit(ctx context.Context, g global, stderr io.Writer, q auditQuery) err
 		if q.by != "" && !actedBy(eventMeta(ev), q.by) && (q.domain != "" || !concerns(e.Subject)) {
 			continue
 		}
-		if f, ok := ev.(*events.HomeFenced); ok && f.Part > 1 && !g.json {
-			continue // a fence's first fact says how many it has (-json shows each)
+		if f, ok := ev.(*events.HomeFenced); ok && f.Inner() && !g.json {
+			continue // a fence shows its first and last facts (-json each)
 		}
 		var row []string
 		if !g.json {

@@ -281,11 +281,15 @@ func (c *console) readTail(ctx context.Context, stream string, cfg jetstream.Ord
 			if err != nil {
 				continue
 			}
-			out = append(out, c.auditEvent(stream, m, md))
+			done = done || md.Sequence.Stream >= last
+			e := c.auditEvent(stream, m, md)
+			if f, ok := e.ev.(*events.HomeFenced); ok && f.Inner() {
+				continue // a fence shows its first and last facts
+			}
+			out = append(out, e)
 			if len(out) > n {
 				out = out[1:]
 			}
-			done = done || md.Sequence.Stream >= last
 		}
 		if len(msgs) == 0 || done {
 			return out, nil
