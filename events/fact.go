@@ -195,8 +195,8 @@ type RequestForwarded struct {
 // appends Parts of them at once (an atomic batch, parts 1 to Parts), so
 // that no fact the previous owner may still have on its way can be stored
 // after them: each of those expects the stream to end where its writer
-// left it, at most a window (Parts) short of where the fence ends
-// (homenode's fence.go). History only; Node is the home server's own
+// left it, at most its window past its last stored fact, and no window is
+// longer than a fence (homenode's fence.go). History only; Node is the home server's own
 // record (no user).
 type HomeFenced struct {
 	Meta

@@ -26,12 +26,13 @@ import (
 // that is not there).
 //
 // So a node that takes a home server over appends, before it decides
-// anything, a fence: Window facts that change nothing (events.HomeFenced),
+// anything, a fence: fenceSize facts that change nothing (events.HomeFenced),
 // in one atomic batch expecting the stream to end where the node caught up
 // to. Either the whole fence is stored there, right after the old owner's
 // last fact, or none of it (the old owner appended meanwhile: the node
 // catches up and fences again). A node never has a fact on its way whose
-// sequence is more than Window past its last acknowledged one (send), and
+// sequence is more than its window past its last acknowledged one (send),
+// no window is larger than a fence (Config.Window), and
 // each of its acknowledged facts is in the stream before the fence; so
 // every fact the old owner still has on its way expects the stream to end
 // before the fence's last fact, and none can ever be stored after it. The
@@ -41,9 +42,11 @@ import (
 // ErrFenced stops a node whose home server another node has taken over.
 var ErrFenced = errors.New("another node has taken this home server over (its fence is in the fact stream): this node appends nothing more")
 
-// maxFence is the most messages JetStream takes in one atomic batch
-// (nats-server's default limit), and so the largest window.
-const maxFence = 1000
+// fenceSize is the number of facts of a fence: the most JetStream takes
+// in one atomic batch (nats-server's default limit), and so the largest
+// window a node may have (Config.Window), whatever the previous owner's
+// was.
+const fenceSize = 1000
 
 // fenceRounds bounds how often a takeover fences again after the old
 // owner's facts landed first.
@@ -56,13 +59,13 @@ func (n *Node) fence(ctx context.Context) error {
 	for round := 1; ; round++ {
 		end, err := n.appendFence(ctx, round)
 		if err == nil {
-			n.published.Add(uint64(n.cfg.Window))
-			n.metrics.appendedN(n.cfg.Window)
+			n.published.Add(fenceSize)
+			n.metrics.appendedN(fenceSize)
 			if err := n.catchUp(ctx, end); err != nil {
 				return err
 			}
 			n.log.Info("home server fenced: no fact of a previous owner can be stored after this",
-				"term", n.cfg.Term, "facts", n.cfg.Window, "seq", end, "rounds", round, "took", time.Since(start))
+				"term", n.cfg.Term, "facts", fenceSize, "seq", end, "rounds", round, "took", time.Since(start))
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -102,7 +105,7 @@ func (n *Node) leaderLast(ctx context.Context) (uint64, error) {
 // and returns the sequence of its last fact. When the batch's answer is
 // lost, the stream's end tells whether it was stored.
 func (n *Node) appendFence(ctx context.Context, round int) (uint64, error) {
-	parts := n.cfg.Window
+	parts := fenceSize
 	after := n.last
 	batch := "fence-" + strconv.FormatUint(n.cfg.Term, 10) + "-" + strconv.Itoa(round) + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	now := n.now()

@@ -24,8 +24,7 @@ import (
 // fence, the one expecting the stream to end at the new owner's first
 // fact was stored after it, decided against a state without it.
 func TestFenceRefusesOldOwnersFacts(t *testing.T) {
-	const window = 8
-	h := newHarnessWith(t, func(c *Config) { c.Window = window }, "ann", "ben")
+	h := newHarness(t, "ann", "ben")
 	h.annDescribed("ann-first")
 	if err := h.stopNode(); err != nil {
 		t.Fatal(err)
@@ -44,17 +43,18 @@ func TestFenceRefusesOldOwnersFacts(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	h.tweak = func(c *Config) { c.Window, c.Holder, c.Term = window, "node-b", 7 }
+	h.tweak = func(c *Config) { c.Holder, c.Term = "node-b", 7 }
 	h.startNode()
 	until(t, 10*time.Second, "the next owner's fence not stored", func() bool {
 		info, err := st.Info(ctx)
-		return err == nil && info.State.LastSeq >= last+window
+		return err == nil && info.State.LastSeq >= last+fenceSize
 	})
-	// Every expectation the old owner's facts on their way can carry.
-	for e := last; e < last+window; e++ {
+	// Every expectation the old owner's facts on their way can carry,
+	// whatever its window.
+	for e := last; e < last+fenceSize; e++ {
 		_, err := h.js.PublishMsg(ctx, old, jetstream.WithExpectLastSequence(e))
 		if !isConflict(err) {
-			t.Errorf("the old owner's fact expecting the stream to end at %d (the fence is %d to %d): %v; want it refused", e, last+1, last+window, err)
+			t.Errorf("the old owner's fact expecting the stream to end at %d (the fence is %d to %d): %v; want it refused", e, last+1, last+fenceSize, err)
 		}
 	}
 	var fences []*events.HomeFenced
@@ -75,13 +75,13 @@ func TestFenceRefusesOldOwnersFacts(t *testing.T) {
 			t.Fatal(err)
 		}
 		f := ev.(*events.HomeFenced)
-		if seq != last+uint64(f.Part) || f.Holder != "node-b" || f.Term != 7 || f.Parts != window || m.Header.Get(events.HeaderOwner) != "7 node-b" {
+		if seq != last+uint64(f.Part) || f.Holder != "node-b" || f.Term != 7 || f.Parts != fenceSize || m.Header.Get(events.HeaderOwner) != "7 node-b" {
 			t.Errorf("fence fact at %d: %+v, owner %q", seq, f, m.Header.Get(events.HeaderOwner))
 		}
 		fences = append(fences, f)
 	}
-	if len(fences) != window {
-		t.Fatalf("%d fence facts, want %d", len(fences), window)
+	if len(fences) != fenceSize {
+		t.Fatalf("%d fence facts, want %d", len(fences), fenceSize)
 	}
 	if got := events.Describe(fences[0]); !strings.Contains(got, "owned by node node-b from here (lease revision 7)") {
 		t.Errorf("the fence described as %q", got)
@@ -113,8 +113,8 @@ func TestFencedOwnerStops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if end != other.last+4 {
-		t.Fatalf("fence ends at %d, want %d", end, other.last+4)
+	if end != other.last+fenceSize {
+		t.Fatalf("fence ends at %d, want %d", end, other.last+fenceSize)
 	}
 
 	late := annDescription("ann-late")
@@ -158,8 +158,8 @@ func TestFenceAgainAfterOldOwnersFact(t *testing.T) {
 	if err := n.fence(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n.last != last+uint64(len(d.facts))+4 || n.acked != n.last || n.proj.Position() != n.last {
-		t.Errorf("after the fence: last %d acked %d projection %d; want all %d", n.last, n.acked, n.proj.Position(), last+uint64(len(d.facts))+4)
+	if n.last != last+uint64(len(d.facts))+fenceSize || n.acked != n.last || n.proj.Position() != n.last {
+		t.Errorf("after the fence: last %d acked %d projection %d; want all %d", n.last, n.acked, n.proj.Position(), last+uint64(len(d.facts))+fenceSize)
 	}
 }
 
@@ -239,11 +239,11 @@ func (h *harness) decideAsOldOwner(req events.Request) *decision {
 }
 
 // nextOwner returns a node that takes home1 over as node-b under lease
-// revision 9, with a window of 4, not running, caught up to the end of
+// revision 9, not running, caught up to the end of
 // the fact stream (returned too).
 func (h *harness) nextOwner() (*Node, jetstream.Stream) {
 	h.t.Helper()
-	n, err := New(Config{Home: h.home, JetStream: h.js, Conn: h.nc, DB: h.db, Directory: h.dir, Window: 4, Holder: "node-b", Term: 9,
+	n, err := New(Config{Home: h.home, JetStream: h.js, Conn: h.nc, DB: h.db, Directory: h.dir, Holder: "node-b", Term: 9,
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		h.t.Fatal(err)

@@ -248,9 +248,8 @@ type Config struct {
 	// lease lost, the node stopped) or, if it was slow only, to succeed.
 	Owned func() bool
 	// Window bounds the facts published and not yet acknowledged; a full
-	// window holds new requests back. Default 512; at most 1000 with
-	// Term set (a fence is one atomic batch of Window facts, and
-	// JetStream takes 1000 at most).
+	// window holds new requests back. Default 512; at most 1000, the
+	// facts of a takeover's fence (fence.go).
 	Window int
 	// Holder and Term name this node's ownership of the home server: the
 	// node's name and the revision of its lease when it took the home
@@ -303,8 +302,8 @@ func (c Config) validate() error {
 	if err := c.Policy.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("homenode: policy: %w", err))
 	}
-	if c.Window > maxFence {
-		errs = append(errs, fmt.Errorf("homenode: Window %d: at most %d (a takeover's fence is one atomic batch of Window facts)", c.Window, maxFence))
+	if c.Window > fenceSize {
+		errs = append(errs, fmt.Errorf("homenode: Window %d: at most %d (a takeover's fence, one atomic batch, must be as long as any node's window)", c.Window, fenceSize))
 	}
 	return errors.Join(errs...)
 }

@@ -50,9 +50,9 @@ func TestVerifyProgress(t *testing.T) {
 			t.Errorf("verify's table lacks %q:\n%s", want, out)
 		}
 	}
-	// The fence of home1's first start (512 facts: homenode's fence.go),
-	// then alice's 2.
-	for _, want := range []string{"rebuild home home1: 514 events applied, sequence 514 of 514", "rebuild directory: ", "events/s"} {
+	// The fence of home1's first start (1,000 facts: homenode's
+	// fence.go), then alice's 2.
+	for _, want := range []string{"rebuild home home1: 1,002 events applied, sequence 1,002 of 1,002", "rebuild directory: ", "events/s"} {
 		if !strings.Contains(progress, want) {
 			t.Errorf("verify's progress lacks %q:\n%s", want, progress)
 		}
