@@ -4,7 +4,7 @@ GO ?= go
 # BIN is where build, run and bench-load put the binaries.
 BIN ?= bin
 # Fuzz targets, package:Function; `make fuzz` runs each for FUZZTIME.
-FUZZ_TARGETS := ./events:FuzzToken ./events:FuzzDecode ./events:FuzzFastDecode ./events:FuzzFastEncode ./rvp:FuzzReadRequest ./rvp:FuzzParsePropertyUpdate \
+FUZZ_TARGETS := ./events:FuzzToken ./events:FuzzHeaderValues ./events:FuzzDecode ./events:FuzzFastDecode ./events:FuzzFastEncode ./rvp:FuzzReadRequest ./rvp:FuzzParsePropertyUpdate \
 	./rvp:FuzzParsePropFind ./rvp:FuzzCheckNotification ./rvp:FuzzParseURL ./rvp:FuzzParseNodePath ./rvp:FuzzReadAnswer \
 	./rvp:FuzzParseACL ./gateway:FuzzParseAuthenticate ./gateway:FuzzDigestParams ./rvp:FuzzCallbackPolicy \
 	./projections:FuzzDecodeSub ./cmd/rvpctl:FuzzParseCSV ./cmd/rvpctl:FuzzParseLDIF
