@@ -328,7 +328,7 @@ func EnsureFactStream(ctx context.Context, js jetstream.JetStream, home string, 
 	}
 	st, err := js.Stream(ctx, c.Name)
 	if err != nil {
-		return fmt.Errorf("ensure stream %s: %w", c.Name, err)
+		return fmt.Errorf("fact stream %s: read its settings: %w", c.Name, err)
 	}
 	if cfg := st.CachedInfo().Config; !cfg.AllowAtomicPublish {
 		cfg.AllowAtomicPublish = true
