@@ -65,7 +65,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time a NOTIFY took to its callback's answer, or to its failure.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, home),
 		underWay: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rvpd_home_notifies_under_way",
-			Help: "NOTIFYs being sent: their connections to callbacks being made or open, at most the home node's 1,024 workers. Near that bound, NOTIFYs wait (rvpd_home_notifies_waiting): callbacks slow to answer, or not answering, hold the workers."}, home),
+			Help: "NOTIFYs being sent: their connections to callbacks being made or open, at most the home node's 256 workers. Near that bound, NOTIFYs wait (rvpd_home_notifies_waiting): callbacks slow to answer, or not answering, hold the workers."}, home),
 		waiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rvpd_home_notifies_waiting",
 			Help: "NOTIFYs queued for a worker: none is free, or their destination already has one under way (each callback is told in order, one at a time)."}, home),
 		owned: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rvpd_home_lease_owned",
