@@ -180,7 +180,13 @@ func (l *Lease) Hold(ctx context.Context, serve func(ctx context.Context, takeov
 			return nil
 		}
 		failed = err != nil
-		if failed {
+		switch {
+		case errors.Is(err, ErrFenced):
+			// Another node took the home server over while this one was
+			// paused or cut off: what this node had not stored goes to it.
+			// Expected after such a spell, and nothing to mend here.
+			log.Warn("home node stopped: another node has taken the home server over; this node stands by", "err", err)
+		case failed:
 			log.Error("home node stopped; the home server is let go, and taken again when it can be", "err", err)
 		}
 		// Taken again after a pause: a period after a failure; after a

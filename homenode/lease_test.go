@@ -2,6 +2,9 @@ package homenode
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -237,6 +240,49 @@ func TestLeases(t *testing.T) {
 	for home, l := range ls {
 		if l.Renewed.Before(before) || l.Renewed.After(time.Now().Add(time.Second)) {
 			t.Errorf("%s renewed at %v, want about now", home, l.Renewed)
+		}
+	}
+}
+
+// TestLeaseFencedStopWarns: a node whose serve stops because another node
+// fenced the home server (ErrFenced) says so at Warn, as what happens
+// after a pause or a cut, not at Error as a failure; any other failure
+// stays an Error.
+func TestLeaseFencedStopWarns(t *testing.T) {
+	_, js := natstest.Connect(t, natstest.Start(t))
+	if err := projections.EnsureStreams(t.Context(), js, projections.StreamOptions{LeaseTTL: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(t.Context(), events.BucketOwners)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		err   error
+		level string
+	}{
+		{fmt.Errorf("home home1: %w (node b, lease revision 9; this node's is 3)", ErrFenced), "level=WARN"},
+		{errors.New("home home1: the disk is full"), "level=ERROR"},
+	} {
+		logs := &logBuffer{}
+		l := &Lease{KV: kv, Home: "home1", Holder: "a", Logger: slog.New(slog.NewTextHandler(logs, nil))}
+		ctx, cancel := context.WithCancel(context.Background())
+		served := make(chan struct{}, 1)
+		done := make(chan error, 1)
+		go func() {
+			done <- l.Hold(ctx, func(context.Context, bool) error {
+				served <- struct{}{}
+				return c.err
+			})
+		}()
+		<-served
+		until(t, 5*time.Second, "the stop not logged", func() bool { return logs.count("home node stopped") == 1 })
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if n := logs.count("home node stopped", c.level); n != 1 {
+			t.Errorf("serve stopped with %q: %d lines at %s; log:\n%s", c.err, n, c.level, logs.tail(20))
 		}
 	}
 }
