@@ -75,10 +75,9 @@ func (n *Node) fence(ctx context.Context) error {
 			return fmt.Errorf("home %s: fence the fact stream: %w (another writer keeps appending to stream %s: is another node serving this home server?)", n.cfg.Home, err, n.stream)
 		}
 		n.log.Warn("fence not appended; catching up and fencing again", "round", round, "err", err)
-		last, serr := n.leaderLast(ctx)
-		if serr != nil {
+		if st, serr := n.probeStream(ctx); serr != nil {
 			n.log.Warn("fact stream unreadable; fencing again", "err", serr)
-		} else if err := n.catchUp(ctx, last); err != nil {
+		} else if err := n.catchUp(ctx, st.CachedInfo().State.LastSeq); err != nil {
 			return err
 		}
 		select {
@@ -89,29 +88,25 @@ func (n *Node) fence(ctx context.Context) error {
 	}
 }
 
-// leaderLast returns the last sequence of the fact stream as its leader
-// has it.
-func (n *Node) leaderLast(ctx context.Context) (uint64, error) {
-	sctx, cancel := context.WithTimeout(ctx, recoverProbe)
+// probeStream asks for the fact stream, with its state as its leader has
+// it (CachedInfo), waiting recoverProbe at most: during a leader's
+// election a request goes unanswered, and is better asked again soon.
+func (n *Node) probeStream(ctx context.Context) (jetstream.Stream, error) {
+	pctx, cancel := context.WithTimeout(ctx, recoverProbe)
 	defer cancel()
-	st, err := n.cfg.JetStream.Stream(sctx, n.stream)
-	if err != nil {
-		return 0, err
-	}
-	return st.CachedInfo().State.LastSeq, nil
+	return n.cfg.JetStream.Stream(pctx, n.stream)
 }
 
 // appendFence appends the fence, expecting the stream to end at n.last,
 // and returns the sequence of its last fact. When the batch's answer is
 // lost, the stream's end tells whether it was stored.
 func (n *Node) appendFence(ctx context.Context, round int) (uint64, error) {
-	parts := fenceSize
 	after := n.last
 	batch := "fence-" + strconv.FormatUint(n.cfg.Term, 10) + "-" + strconv.Itoa(round) + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	now := n.now()
 	var last *nats.Msg
-	for i := 1; i <= parts; i++ {
-		f := &events.HomeFenced{Meta: events.Meta{At: now, Actor: "system", Home: n.cfg.Home}, Holder: n.cfg.Holder, Term: n.cfg.Term, Part: i, Parts: parts}
+	for i := 1; i <= fenceSize; i++ {
+		f := &events.HomeFenced{Meta: events.Meta{At: now, Actor: "system", Home: n.cfg.Home}, Holder: n.cfg.Holder, Term: n.cfg.Term, Part: i, Parts: fenceSize}
 		msg, err := factMessage(n.cfg.Home, f, batch+"/"+strconv.Itoa(i-1), nil)
 		if err != nil {
 			return 0, err
@@ -122,7 +117,7 @@ func (n *Node) appendFence(ctx context.Context, round int) (uint64, error) {
 		if i == 1 {
 			msg.Header.Set(jetstream.ExpectedLastSeqHeader, strconv.FormatUint(after, 10))
 		}
-		if i == parts {
+		if i == fenceSize {
 			msg.Header.Set("Nats-Batch-Commit", "1")
 			last = msg
 			break
@@ -146,23 +141,23 @@ func (n *Node) appendFence(ctx context.Context, round int) (uint64, error) {
 		if ack.Error != nil {
 			return 0, ack.Error
 		}
-		if ack.Seq != after+uint64(parts) || ack.Count != parts {
-			return 0, fmt.Errorf("fence stored %d facts ending at %d, expected %d ending at %d", ack.Count, ack.Seq, parts, after+uint64(parts))
+		if ack.Seq != after+fenceSize || ack.Count != fenceSize {
+			return 0, fmt.Errorf("fence stored %d facts ending at %d, expected %d ending at %d", ack.Count, ack.Seq, fenceSize, after+fenceSize)
 		}
 		return ack.Seq, nil
 	}
 	// The answer lost: stored whole or not at all, and if stored, its last
 	// fact is the stream's last (nothing else can follow it yet).
-	sctx, scancel := context.WithTimeout(ctx, recoverProbe)
-	defer scancel()
-	st, serr := n.cfg.JetStream.Stream(sctx, n.stream)
+	st, serr := n.probeStream(ctx)
 	if serr != nil {
 		return 0, fmt.Errorf("%w (and the stream is unreadable: %v)", err, serr)
 	}
-	end := after + uint64(parts)
+	end := after + fenceSize
 	if st.CachedInfo().State.LastSeq == end {
-		m, gerr := projections.FromLeader(st).GetMsg(sctx, end)
-		if gerr == nil && m.Header.Get(events.HeaderFactID) == batch+"/"+strconv.Itoa(parts-1) {
+		gctx, cancel := context.WithTimeout(ctx, recoverProbe)
+		defer cancel()
+		m, gerr := projections.FromLeader(st).GetMsg(gctx, end)
+		if gerr == nil && m.Header.Get(events.HeaderFactID) == batch+"/"+strconv.Itoa(fenceSize-1) {
 			return end, nil
 		}
 	}

@@ -1117,7 +1117,8 @@ func (n *Node) readDecided(ctx context.Context, occ jetstream.OrderedConsumerCon
 // add takes what the headers of one fact say.
 func (rf *recentFacts) add(h nats.Header, seq uint64) {
 	whole := rf.whole(seq, h.Get(events.HeaderFactID))
-	if h.Get(events.HeaderType) == events.TypeHomeFenced {
+	typ := h.Get(events.HeaderType)
+	if typ == events.TypeHomeFenced {
 		if term, holder, ok := events.ParseOwnerHeader(h.Get(events.HeaderOwner)); ok {
 			rf.fencedBy, rf.fencedTerm = holder, term
 		} else {
@@ -1133,7 +1134,7 @@ func (rf *recentFacts) add(h nats.Header, seq uint64) {
 		rf.broken++
 		return
 	}
-	if h.Get(events.HeaderType) == events.TypeRequestForwarded {
+	if typ == events.TypeRequestForwarded {
 		// Passed on, not decided: a copy forwarded back here later is.
 		if to, move, ok := events.ParseForwardHeader(h.Get(events.HeaderForward)); ok {
 			rf.forwarded[id] = forwardRecord{to: to, move: move}
@@ -1141,7 +1142,7 @@ func (rf *recentFacts) add(h nats.Header, seq uint64) {
 		return
 	}
 	d, seen := rf.decided[id]
-	accepted := h.Get(events.HeaderType) == events.TypeMessageAccepted
+	accepted := typ == events.TypeMessageAccepted
 	d.delivering = accepted && (!seen || d.delivering)
 	if a := h.Get(events.HeaderAnswer); a != "" {
 		var r events.Reply

@@ -409,9 +409,7 @@ func (n *Node) recover(ctx context.Context) error {
 		return nil
 	}
 	long := ctx
-	pctx, pcancel := context.WithTimeout(ctx, recoverProbe)
-	st, err := n.cfg.JetStream.Stream(pctx, n.stream)
-	pcancel()
+	st, err := n.probeStream(ctx)
 	if err != nil {
 		n.unreadable++
 		if n.unreadable == 1 {

@@ -115,8 +115,15 @@ func (o StreamOptions) storage() jetstream.StorageType {
 // ensure creates the stream c, or (unless o.CreateOnly) updates its
 // configuration to c.
 func (o StreamOptions) ensure(ctx context.Context, js jetstream.JetStream, c jetstream.StreamConfig) error {
+	_, err := o.ensureStream(ctx, js, c)
+	return err
+}
+
+// ensureStream is ensure, returning the stream as it found or made it.
+func (o StreamOptions) ensureStream(ctx context.Context, js jetstream.JetStream, c jetstream.StreamConfig) (jetstream.Stream, error) {
 	c.Replicas = o.Replicas
 	c.Storage = o.storage()
+	var st jetstream.Stream
 	var err error
 	if o.CreateOnly {
 		// Looked for first: nats-server 2.15.2 weighs a create against
@@ -124,20 +131,20 @@ func (o StreamOptions) ensure(ctx context.Context, js jetstream.JetStream, c jet
 		// stream there, so a node restarting at a site whose streams'
 		// MaxBytes fill the reservation was refused the streams it had
 		// ("insufficient storage resources available").
-		if _, err = js.Stream(ctx, c.Name); err == nil {
-			return nil
+		if st, err = js.Stream(ctx, c.Name); err == nil {
+			return st, nil
 		}
-		_, err = js.CreateStream(ctx, c)
+		st, err = js.CreateStream(ctx, c)
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			err = nil
+			st, err = js.Stream(ctx, c.Name) // created meanwhile by another
 		}
 	} else {
-		err = createOrUpdate(ctx, js, c)
+		st, err = createOrUpdate(ctx, js, c)
 	}
 	if err != nil {
-		return fmt.Errorf("ensure stream %s: %w", c.Name, err)
+		return nil, fmt.Errorf("ensure stream %s: %w", c.Name, err)
 	}
-	return nil
+	return st, nil
 }
 
 // EnsureStreams creates the streams the service needs, or updates their
@@ -217,12 +224,12 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 // inits) left nats-server 2.15.2's clustered stream API unanswered for
 // every stream created after it (measured on three servers: each later
 // create timed out after 5 s).
-func createOrUpdate(ctx context.Context, js jetstream.JetStream, c jetstream.StreamConfig) error {
-	_, err := js.CreateStream(ctx, c)
+func createOrUpdate(ctx context.Context, js jetstream.JetStream, c jetstream.StreamConfig) (jetstream.Stream, error) {
+	st, err := js.CreateStream(ctx, c)
 	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		_, err = js.UpdateStream(ctx, c)
+		st, err = js.UpdateStream(ctx, c)
 	}
-	return err
+	return st, err
 }
 
 // SettingChange is a setting of a stream UpgradeStream changed, or would.
@@ -323,12 +330,9 @@ func EnsureFactStream(ctx context.Context, js jetstream.JetStream, home string, 
 		AllowDirect:        true,
 		AllowAtomicPublish: true,
 	}
-	if err := o.ensure(ctx, js, c); err != nil {
-		return err
-	}
-	st, err := js.Stream(ctx, c.Name)
+	st, err := o.ensureStream(ctx, js, c)
 	if err != nil {
-		return fmt.Errorf("fact stream %s: read its settings: %w", c.Name, err)
+		return err
 	}
 	if cfg := st.CachedInfo().Config; !cfg.AllowAtomicPublish {
 		cfg.AllowAtomicPublish = true
