@@ -95,6 +95,15 @@ func parseXML(body []byte) (*node, error) {
 	// A UTF-8 document may start with a byte order mark (XML 1.0
 	// §4.3.3); encoding/xml takes it for text.
 	body = bytes.TrimPrefix(body, []byte("\xef\xbb\xbf"))
+	if root, ok := scanXML(body); ok {
+		return root, nil
+	}
+	return decodeXML(body)
+}
+
+// decodeXML is parseXML through encoding/xml: any document, and every
+// error.
+func decodeXML(body []byte) (*node, error) {
 	d := xml.NewDecoder(bytes.NewReader(body))
 	d.Strict = true
 	d.CharsetReader = func(charset string, r io.Reader) (io.Reader, error) {
@@ -179,7 +188,6 @@ func parseXML(body []byte) (*node, error) {
 // document is not namespace-well-formed, and a name in it, echoed in an
 // answer, would make the answer so too.
 func checkReserved(t xml.StartElement) error {
-	const nsXMLNS = "http://www.w3.org/2000/xmlns/"
 	for _, a := range t.Attr {
 		prefixDecl := a.Name.Space == "xmlns"
 		if !prefixDecl && !(a.Name.Space == "" && a.Name.Local == "xmlns") {

@@ -1,0 +1,527 @@
+package rvp
+
+import (
+	"bytes"
+	"encoding/xml"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/rvp-im/rvpd/events"
+)
+
+// nsXMLNS is the namespace the prefix xmlns: stands for; no document may
+// bind it.
+const nsXMLNS = "http://www.w3.org/2000/xmlns/"
+
+// scanXML reads the XML RVP clients send without encoding/xml, into the
+// tree parseXML would make: UTF-8, at most the declaration librvp and
+// Messenger put first, elements with ASCII names, attributes with plain
+// ASCII values (the namespace declarations), text with the five
+// predefined entities, and CDATA (every message's MIME part).
+//
+// Everything else — comments, processing instructions, character
+// references, a DOCTYPE, non-ASCII names, other encodings — and anything
+// malformed or over parseXML's bounds it leaves to encoding/xml: ok is
+// false. So a document it accepts is one encoding/xml accepts, with the
+// same tree (FuzzScanXML compares the two), and every error a client
+// reads comes from one place. encoding/xml's tokens cost about as much
+// CPU as the rest of a message's decision; this is one pass without
+// them.
+func scanXML(s []byte) (root *node, ok bool) {
+	i := 0
+	if bytes.HasPrefix(s, []byte("<?xml")) {
+		end := bytes.Index(s, []byte("?>"))
+		if end < 0 || !plainDeclaration(s[len("<?xml"):end]) {
+			return nil, false
+		}
+		i = end + len("?>")
+	}
+	type open struct {
+		n     *node
+		raw   []byte // the name as written, for the end tag
+		binds int    // the namespace bindings in scope outside it
+	}
+	var (
+		stack       []open
+		binds       []nsBinding
+		count, text int
+		attrs       [8]rawAttr
+	)
+	for i < len(s) {
+		if s[i] != '<' {
+			if len(stack) == 0 {
+				// Only white space may stand outside the root.
+				if !isXMLSpace(s[i]) {
+					return nil, false
+				}
+				i++
+				continue
+			}
+			n, next, ok := scanText(s, i, &stack[len(stack)-1].n.text)
+			if !ok {
+				return nil, false
+			}
+			if text += n; text > maxXMLText {
+				return nil, false
+			}
+			i = next
+			continue
+		}
+		if i+1 >= len(s) {
+			return nil, false
+		}
+		switch s[i+1] {
+		case '/':
+			if len(stack) == 0 {
+				return nil, false
+			}
+			name, j := scanName(s, i+2)
+			if j < 0 {
+				return nil, false
+			}
+			for j < len(s) && isXMLSpace(s[j]) {
+				j++
+			}
+			top := stack[len(stack)-1]
+			if j >= len(s) || s[j] != '>' || !bytes.Equal(name, top.raw) {
+				return nil, false
+			}
+			binds = binds[:top.binds]
+			stack = stack[:len(stack)-1]
+			i = j + 1
+		case '!':
+			const cdataOpen, cdataEnd = "<![CDATA[", "]]>"
+			if len(stack) == 0 || !bytes.HasPrefix(s[i:], []byte(cdataOpen)) {
+				return nil, false
+			}
+			data := s[i+len(cdataOpen):]
+			k := bytes.Index(data, []byte(cdataEnd))
+			if k < 0 {
+				return nil, false
+			}
+			n, ok := appendCDATA(&stack[len(stack)-1].n.text, data[:k])
+			if !ok {
+				return nil, false
+			}
+			if text += n; text > maxXMLText {
+				return nil, false
+			}
+			i += len(cdataOpen) + k + len(cdataEnd)
+		case '?':
+			return nil, false
+		default:
+			if root != nil && len(stack) == 0 {
+				return nil, false // a second root: encoding/xml says so
+			}
+			if count++; count > maxXMLNodes || len(stack) >= maxXMLDepth {
+				return nil, false
+			}
+			raw, j := scanName(s, i+1)
+			if j < 0 {
+				return nil, false
+			}
+			as, empty, next := scanAttrs(s, j, attrs[:0])
+			if next < 0 {
+				return nil, false
+			}
+			mark := len(binds)
+			for _, a := range as {
+				prefix, local := splitName(a.name)
+				switch {
+				case prefix == "xmlns":
+					if local == "xml" || local == "xmlns" {
+						return nil, false
+					}
+				case prefix == "" && local == "xmlns":
+					local = ""
+				default:
+					continue
+				}
+				if a.value == nsXML || a.value == nsXMLNS {
+					return nil, false
+				}
+				binds = append(binds, nsBinding{prefix: local, space: a.value})
+			}
+			prefix, local := splitName(raw)
+			if prefix == "xml" || prefix == "xmlns" || prefix == "" && local == "xmlns" {
+				return nil, false
+			}
+			space, bound := lookupNS(binds, prefix)
+			if !bound {
+				space = prefix // encoding/xml keeps an undeclared prefix
+			}
+			if !uniqueAttrs(as, binds) {
+				return nil, false
+			}
+			n := &node{name: propName(xml.Name{Space: space, Local: local})}
+			if len(stack) == 0 {
+				root = n
+			} else {
+				p := stack[len(stack)-1].n
+				p.children = append(p.children, n)
+			}
+			if empty {
+				binds = binds[:mark]
+			} else {
+				stack = append(stack, open{n: n, raw: raw, binds: mark})
+			}
+			i = next
+		}
+	}
+	if root == nil || len(stack) > 0 {
+		return nil, false
+	}
+	return root, true
+}
+
+type nsBinding struct{ prefix, space string }
+
+// lookupNS finds the namespace prefix stands for, the innermost binding
+// first; "" is the default namespace.
+func lookupNS(binds []nsBinding, prefix string) (string, bool) {
+	for i := len(binds) - 1; i >= 0; i-- {
+		if binds[i].prefix == prefix {
+			return binds[i].space, true
+		}
+	}
+	return "", prefix == "" // no default namespace: none
+}
+
+type rawAttr struct {
+	name  []byte
+	value string
+}
+
+// scanAttrs reads a start tag's attributes from s[i:], up to and past its
+// > or />, appending them to as. next is -1 for what it does not read.
+func scanAttrs(s []byte, i int, as []rawAttr) (_ []rawAttr, empty bool, next int) {
+	for {
+		j := i
+		for j < len(s) && isXMLSpace(s[j]) {
+			j++
+		}
+		if j >= len(s) {
+			return nil, false, -1
+		}
+		switch s[j] {
+		case '>':
+			return as, false, j + 1
+		case '/':
+			if j+1 < len(s) && s[j+1] == '>' {
+				return as, true, j + 2
+			}
+			return nil, false, -1
+		}
+		if j == i || len(as) == 32 {
+			return nil, false, -1 // no space before the attribute; or a great many
+		}
+		name, k := scanName(s, j)
+		if k < 0 {
+			return nil, false, -1
+		}
+		for k < len(s) && isXMLSpace(s[k]) {
+			k++
+		}
+		if k >= len(s) || s[k] != '=' {
+			return nil, false, -1
+		}
+		k++
+		for k < len(s) && isXMLSpace(s[k]) {
+			k++
+		}
+		if k >= len(s) || s[k] != '"' && s[k] != '\'' {
+			return nil, false, -1
+		}
+		quote := s[k]
+		start := k + 1
+		k = start
+		for k < len(s) && s[k] != quote {
+			// Values taken as they are written: no reference, no line
+			// end to normalise, nothing outside printable ASCII.
+			if c := s[k]; c < 0x20 || c > 0x7e || c == '<' || c == '&' {
+				return nil, false, -1
+			}
+			k++
+		}
+		if k >= len(s) {
+			return nil, false, -1
+		}
+		as = append(as, rawAttr{name: name, value: intern(s[start:k])})
+		i = k + 1
+	}
+}
+
+// uniqueAttrs reports whether no two attributes have one expanded name,
+// as checkUniqueAttrs asks of encoding/xml's.
+func uniqueAttrs(as []rawAttr, binds []nsBinding) bool {
+	if len(as) < 2 {
+		return true
+	}
+	var names [32]xml.Name
+	for i, a := range as {
+		prefix, local := splitName(a.name)
+		space := prefix
+		switch prefix {
+		case "", "xmlns":
+			// Unprefixed attributes are in no namespace; declarations
+			// keep their prefix.
+		case "xml":
+			space = nsXML
+		default:
+			if ns, ok := lookupNS(binds, prefix); ok {
+				space = ns
+			}
+		}
+		names[i] = xml.Name{Space: space, Local: local}
+		for _, b := range names[:i] {
+			if b == names[i] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// scanName reads a name at s[i]: an NCName of ASCII letters, digits and
+// ._- not starting with a digit, '.' or '-', optionally prefixed by
+// another and a colon. It returns the index after it, or -1 where the
+// name is anything else (encoding/xml reads further, and decides).
+func scanName(s []byte, i int) ([]byte, int) {
+	start := i
+	for part := 0; ; part++ {
+		if i >= len(s) || !isNameStart(s[i]) {
+			return nil, -1
+		}
+		i++
+		for i < len(s) && (isNameStart(s[i]) || '0' <= s[i] && s[i] <= '9' || s[i] == '.' || s[i] == '-') {
+			i++
+		}
+		if i < len(s) && s[i] == ':' && part == 0 {
+			i++
+			continue
+		}
+		if i < len(s) && (s[i] == ':' || s[i] >= utf8.RuneSelf) {
+			return nil, -1
+		}
+		return s[start:i], i
+	}
+}
+
+func isNameStart(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '_'
+}
+
+func isXMLSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// splitName splits a name scanName read at its colon.
+func splitName(name []byte) (prefix, local string) {
+	if i := bytes.IndexByte(name, ':'); i >= 0 {
+		return intern(name[:i]), intern(name[i+1:])
+	}
+	return "", intern(name)
+}
+
+// intern returns the protocol's own names and namespaces without
+// allocating them again for every document.
+func intern(b []byte) string {
+	switch string(b) {
+	case "d":
+		return "d"
+	case "r":
+		return "r"
+	case "a":
+		return "a"
+	case "xmlns":
+		return "xmlns"
+	case "notification":
+		return "notification"
+	case "message":
+		return "message"
+	case "propnotification":
+		return "propnotification"
+	case "notification-from":
+		return "notification-from"
+	case "notification-to":
+		return "notification-to"
+	case "contact":
+		return "contact"
+	case "href":
+		return "href"
+	case "description":
+		return "description"
+	case "msgbody":
+		return "msgbody"
+	case "mime-data":
+		return "mime-data"
+	case "propertyupdate":
+		return "propertyupdate"
+	case "set":
+		return "set"
+	case "prop":
+		return "prop"
+	case "state":
+		return "state"
+	case "leased-value":
+		return "leased-value"
+	case "value":
+		return "value"
+	case "default-value":
+		return "default-value"
+	case "timeout":
+		return "timeout"
+	case "view-id":
+		return "view-id"
+	case events.NSDAV:
+		return events.NSDAV
+	case events.NSRVP:
+		return events.NSRVP
+	case events.NSACL:
+		return events.NSACL
+	}
+	return string(b)
+}
+
+// plainDeclaration reports whether decl, what stands between <?xml and
+// ?>, is a declaration of version 1.0 in UTF-8: pseudo-attributes with
+// no more in them than a client writes.
+func plainDeclaration(decl []byte) bool {
+	if len(decl) == 0 || !isXMLSpace(decl[0]) {
+		return false // <?xmlfoo is another instruction
+	}
+	for _, f := range strings.FieldsFunc(string(decl), func(r rune) bool { return r < utf8.RuneSelf && isXMLSpace(byte(r)) }) {
+		name, value, ok := strings.Cut(f, "=")
+		if !ok || len(value) < 2 || value[0] != value[len(value)-1] || value[0] != '"' && value[0] != '\'' {
+			return false
+		}
+		switch v := value[1 : len(value)-1]; name {
+		case "version":
+			ok = v == "1.0"
+		case "encoding":
+			ok = strings.EqualFold(v, "utf-8")
+		case "standalone":
+			ok = v == "yes" || v == "no"
+		default:
+			ok = false
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// scanText appends the character data at s[i:], up to the next < or the
+// end, to b as encoding/xml reads it: the predefined entities replaced,
+// line ends made \n. It returns the bytes appended and the index after.
+func scanText(s []byte, i int, b *strings.Builder) (n, next int, ok bool) {
+	run := i // start of bytes to copy as they are
+	flush := func(j int) {
+		b.Write(s[run:j])
+		n += j - run
+	}
+	for i < len(s) {
+		c := s[i]
+		switch {
+		case c == '<':
+			flush(i)
+			return n, i, true
+		case c == '&':
+			flush(i)
+			r, l := predefinedEntity(s[i:])
+			if l == 0 {
+				return 0, 0, false
+			}
+			b.WriteByte(r)
+			n++
+			i += l
+			run = i
+			continue
+		case c == '\r':
+			flush(i)
+			b.WriteByte('\n')
+			n++
+			i++
+			if i < len(s) && s[i] == '\n' {
+				i++
+			}
+			run = i
+			continue
+		case c == ']':
+			if i+2 < len(s) && s[i+1] == ']' && s[i+2] == '>' {
+				return 0, 0, false // not allowed outside CDATA
+			}
+		case c < 0x20:
+			if c != '\t' && c != '\n' {
+				return 0, 0, false
+			}
+		case c >= utf8.RuneSelf:
+			r, size := utf8.DecodeRune(s[i:])
+			if !xmlChar(r, size) {
+				return 0, 0, false
+			}
+			i += size
+			continue
+		}
+		i++
+	}
+	flush(i)
+	return n, i, true
+}
+
+// appendCDATA appends a CDATA section's content to b, line ends made \n.
+func appendCDATA(b *strings.Builder, data []byte) (n int, ok bool) {
+	run := 0
+	for i := 0; i < len(data); {
+		c := data[i]
+		switch {
+		case c == '\r':
+			b.Write(data[run:i])
+			n += i - run
+			b.WriteByte('\n')
+			n++
+			i++
+			if i < len(data) && data[i] == '\n' {
+				i++
+			}
+			run = i
+			continue
+		case c < 0x20:
+			if c != '\t' && c != '\n' {
+				return 0, false
+			}
+		case c >= utf8.RuneSelf:
+			r, size := utf8.DecodeRune(data[i:])
+			if !xmlChar(r, size) {
+				return 0, false
+			}
+			i += size
+			continue
+		}
+		i++
+	}
+	b.Write(data[run:])
+	return n + len(data) - run, true
+}
+
+// xmlChar reports whether r, decoded from size bytes, is valid UTF-8 and a
+// character XML allows (XML 1.0 §2.2) above ASCII.
+func xmlChar(r rune, size int) bool {
+	if r == utf8.RuneError && size == 1 {
+		return false
+	}
+	return r <= 0xD7FF || 0xE000 <= r && r <= 0xFFFD || 0x10000 <= r && r <= 0x10FFFF
+}
+
+// predefinedEntity reads one of XML's five predefined entities at the
+// start of s, returning its character and length, or length 0.
+func predefinedEntity(s []byte) (byte, int) {
+	for _, e := range [...]struct {
+		ref string
+		r   byte
+	}{{"&lt;", '<'}, {"&gt;", '>'}, {"&amp;", '&'}, {"&quot;", '"'}, {"&apos;", '\''}} {
+		if bytes.HasPrefix(s, []byte(e.ref)) {
+			return e.r, len(e.ref)
+		}
+	}
+	return 0, 0
+}

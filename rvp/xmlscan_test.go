@@ -1,0 +1,282 @@
+package rvp
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+)
+
+// scanSeeds are documents scanXML should leave to encoding/xml, or read
+// exactly as it does: the edges of what it takes.
+var scanSeeds = []string{
+	"<a>x&amp;y&lt;&gt;&quot;&apos;</a>",
+	"<a>\r\nline\rnext\r\r\n</a>",
+	"<a><![CDATA[x]]y\r\n<b>&amp;]]></a>",
+	"<a>]]></a>",
+	"<a>&#65;</a>",
+	"<a>&nbsp;</a>",
+	"<!-- c --><a/>",
+	"<a><!-- c --></a>",
+	"<?xml version=\"1.1\"?><a/>",
+	"<?xml version='1.0' encoding='UTF-8' standalone='yes'?>\r\n<a/>",
+	"<?xml version=\"1.0\" encoding=\"iso-8859-1\"?><a>\xe9</a>",
+	"<?xml-stylesheet href=\"x\"?><a/>",
+	"<?pi x?><a/>",
+	" \n<a/> \n",
+	"\u00a0<a/>",
+	"<a/><b/>",
+	"<a></b>",
+	"<a></a >",
+	"<a/ >",
+	"<a x='1'y='2'/>",
+	"<a x = \"1\"/>",
+	"<a x=\"1\" x=\"2\"/>",
+	"<a xmlns:p=\"u\" xmlns:q=\"u\" p:x=\"1\" q:x=\"2\"/>",
+	"<a xmlns:p=\"\" p:x=\"1\" x=\"2\"/>",
+	"<p:a xmlns:p=\"u\"><p:b xmlns:p=\"v\"/><p:c/></p:a>",
+	"<a xmlns=\"u\"><b xmlns=\"\"><c/></b><d/></a>",
+	"<a xmlns:p=\"http://www.w3.org/XML/1998/namespace\"/>",
+	"<a xmlns:xml=\"http://www.w3.org/XML/1998/namespace\"/>",
+	"<a xmlns=\"http://www.w3.org/2000/xmlns/\"/>",
+	"<xml:a/>",
+	"<xmlns/>",
+	"<a xml:lang=\"en\" lang=\"en\"/>",
+	"<p:a/>",
+	"<d:a><R:b/><x:c/></d:a>",
+	"<p:q:a/>",
+	"<p:9/>",
+	"<9a/>",
+	"<_a._-b/>",
+	"<a\u00e9/>",
+	"<a>\u00e9\U0001F600\ufffe</a>",
+	"<a>\xff</a>",
+	"<a>\x01</a>",
+	"<a>\x7f\t</a>",
+	"<a><![CDATA[\x01]]></a>",
+	"<![CDATA[x]]><a/>",
+	"<a>",
+	"<a x=\"1",
+	"<a x=\"1\">",
+	"<a x=\"&amp;\"/>",
+	"<a x=\"\t\"/>",
+	"<a x=\"<\"/>",
+	"<a x=\"]]>\"/>",
+	"<!DOCTYPE a><a/>",
+	"",
+	"x",
+	"<",
+	"</a>",
+	strings.Repeat("<a>", maxXMLDepth) + strings.Repeat("</a>", maxXMLDepth),
+	strings.Repeat("<a>", maxXMLDepth+1) + strings.Repeat("</a>", maxXMLDepth+1),
+	"<a>" + strings.Repeat("<b/>", maxXMLNodes-1) + "</a>",
+	"<a>" + strings.Repeat("<b/>", maxXMLNodes) + "</a>",
+	"<a>" + strings.Repeat("x", maxXMLText) + "</a>",
+	"<a>" + strings.Repeat("x", maxXMLText) + "<![CDATA[y]]></a>",
+}
+
+// librvpMessage is a message as librvp 1.x sends it (librvp-wire.md).
+const librvpMessage = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<r:notification xmlns:d=\"DAV:\" xmlns:r=\"http://schemas.microsoft.com/rvp/\" xmlns:a=\"http://schemas.microsoft.com/rvp/acl/\"><r:message><r:notification-from><r:contact><d:href>http://127.0.0.1:18180/instmsg/aliases/alice</d:href><r:description>alice</r:description></r:contact></r:notification-from><r:notification-to><r:contact><d:href>http://127.0.0.1:18180/instmsg/aliases/bob</d:href><r:description/></r:contact></r:notification-to><r:msgbody><r:mime-data><![CDATA[MIME-Version: 1.0\nContent-Type: text/plain; charset=UTF-8\nX-MMS-IM-Format: FN=MS%%20Shell%%20Dlg; EF=; CO=0; CS=0; PF=0\nSession-Id: {40C9FE8E-6E81-76FC-1FB8-49F2BE865729}\n\nhello bob]]></r:mime-data></r:msgbody></r:message></r:notification>"
+
+func xmlSeeds() []string {
+	var all []string
+	for _, set := range [][]string{proppatchSeeds, propfindSeeds, notificationSeeds, aclSeeds, scanSeeds, {librvpMessage}} {
+		all = append(all, set...)
+	}
+	return all
+}
+
+// FuzzScanXML holds scanXML to encoding/xml: what it accepts, encoding/xml
+// accepts, with the same tree.
+func FuzzScanXML(f *testing.F) {
+	for _, s := range xmlSeeds() {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		fast, ok := scanXML(body)
+		if !ok {
+			return
+		}
+		slow, err := decodeXML(body)
+		if err != nil {
+			t.Fatalf("scanXML accepted what encoding/xml refuses: %v", err)
+		}
+		if a, b := dumpNode(fast), dumpNode(slow); a != b {
+			t.Fatalf("scanXML read\n%s\nencoding/xml read\n%s", a, b)
+		}
+	})
+}
+
+func dumpNode(n *node) string {
+	var b strings.Builder
+	var walk func(n *node, depth int)
+	walk = func(n *node, depth int) {
+		fmt.Fprintf(&b, "%s{%s}%s %q\n", strings.Repeat(" ", depth), n.name.Space, n.name.Local, n.text.String())
+		for _, c := range n.children {
+			walk(c, depth+1)
+		}
+	}
+	walk(n, 0)
+	return b.String()
+}
+
+// TestScanXMLTakesClientBodies: what librvp, Net::RVP and Messenger send
+// is read without encoding/xml, and as it reads it.
+func TestScanXMLTakesClientBodies(t *testing.T) {
+	clients := append(append(append([]string{}, proppatchSeeds...), notificationSeeds[:2]...), propfindSeeds[0], propfindSeeds[1], aclSeeds[0], aclSeeds[1], librvpMessage)
+	for i, s := range clients {
+		fast, ok := scanXML([]byte(s))
+		if !ok {
+			t.Errorf("body %d left to encoding/xml: %q", i, s)
+			continue
+		}
+		slow, err := decodeXML([]byte(s))
+		if err != nil {
+			t.Fatalf("body %d: encoding/xml: %v", i, err)
+		}
+		if a, b := dumpNode(fast), dumpNode(slow); a != b {
+			t.Errorf("body %d: scanXML read\n%s\nencoding/xml read\n%s", i, a, b)
+		}
+	}
+	// A few edges it does read itself, each compared too.
+	for _, s := range []string{
+		"<a>x&amp;y&lt;&gt;&quot;&apos;</a>",
+		"<a>\r\nline\rnext\r\r\n</a>",
+		"<a><![CDATA[x]]y\r\n<b>&amp;]]></a>",
+		"<?xml version='1.0' encoding='UTF-8' standalone='yes'?>\r\n<a/>",
+		"<p:a xmlns:p=\"u\"><p:b xmlns:p=\"v\"/><p:c/></p:a>",
+		"<a xmlns=\"u\"><b xmlns=\"\"><c/></b><d/></a>",
+		"<d:a><R:b/><x:c/></d:a>",
+		"<a>\u00e9\U0001F600</a>",
+	} {
+		fast, ok := scanXML([]byte(s))
+		slow, err := decodeXML([]byte(s))
+		if !ok || err != nil {
+			t.Errorf("%q: scanXML ok %v, encoding/xml %v", s, ok, err)
+			continue
+		}
+		if a, b := dumpNode(fast), dumpNode(slow); a != b {
+			t.Errorf("%q: scanXML read\n%s\nencoding/xml read\n%s", s, a, b)
+		}
+	}
+}
+
+// TestScanXMLLeavesErrors: a document encoding/xml refuses, scanXML does
+// not take, so its error is encoding/xml's.
+func TestScanXMLLeavesErrors(t *testing.T) {
+	for _, s := range xmlSeeds() {
+		_, ok := scanXML([]byte(s))
+		if _, err := decodeXML([]byte(s)); err != nil && ok {
+			t.Errorf("%.60q: scanXML accepted, encoding/xml: %v", s, err)
+		}
+	}
+}
+
+func BenchmarkParseNotification(b *testing.B) {
+	body := []byte(notificationSeeds[0])
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseNotification(body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkParseXML compares the two readers on a message as librvp sends
+// it.
+func BenchmarkParseXML(b *testing.B) {
+	body := []byte(librvpMessage)
+	b.Run("scan", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, ok := scanXML(body); !ok {
+				b.Fatal("not taken")
+			}
+		}
+	})
+	b.Run("encoding-xml", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := decodeXML(body); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// TestScanXMLRandomDocuments compares the two readers on documents built
+// from the pieces where they could differ: prefixes declared, redeclared
+// and not, default namespaces, attributes named twice through two
+// prefixes, entities, line ends, CDATA, characters XML refuses. Random
+// bytes (FuzzScanXML) seldom make a document scanXML takes; these mostly
+// do.
+func TestScanXMLRandomDocuments(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	pick := func(s ...string) string { return s[rng.IntN(len(s))] }
+	names := func() string {
+		return pick("", "", "p:", "q:", "d:", "r:", "R:", "xml:", "xmlns:") + pick("a", "b", "message", "href", "xmlns", "_x.y-z")
+	}
+	attr := func() string {
+		switch rng.IntN(4) {
+		case 0:
+			return " xmlns" + pick("", ":p", ":q", ":d", ":xml") + "=" + pick(`"u"`, `'v'`, `""`, `"DAV:"`, `"d"`, `"http://www.w3.org/XML/1998/namespace"`)
+		case 1:
+			return pick(" ", "\n\t", "") + names() + pick("=", " = ") + pick(`"1"`, `'2'`, `"a&amp;b"`, `"]]>"`, `"x y"`)
+		default:
+			return ""
+		}
+	}
+	text := func() string {
+		return pick("x", " ", "\r\n", "\r", "\n", "&amp;", "&lt;", "&gt;", "&quot;", "&apos;", "&#65;", "&foo;", "]]>", "]]",
+			"<![CDATA[c\r\nd]]>", "<![CDATA[]]>", "é", "\U0001F600", "\ufffe", "\x01", "\xff", "\t", "<!-- c -->")
+	}
+	var gen func(b *strings.Builder, depth int)
+	gen = func(b *strings.Builder, depth int) {
+		name := names()
+		b.WriteString("<" + name)
+		for range rng.IntN(4) {
+			b.WriteString(attr())
+		}
+		if depth > 3 || rng.IntN(4) == 0 {
+			b.WriteString(pick("/>", " />", "/ >"))
+			return
+		}
+		b.WriteString(">")
+		for range rng.IntN(4) {
+			if rng.IntN(2) == 0 {
+				b.WriteString(text())
+			} else {
+				gen(b, depth+1)
+			}
+		}
+		if rng.IntN(40) == 0 {
+			name = names() // mismatched, now and then
+		}
+		b.WriteString("</" + name + pick(">", " >", "\n>"))
+	}
+	taken := 0
+	const docs = 50000
+	for range docs {
+		var b strings.Builder
+		b.WriteString(pick("", "", `<?xml version="1.0"?>`, "<?xml version='1.0' encoding='utf-8'?>\n", `<?xml version="1.1"?>`, " "))
+		gen(&b, 0)
+		b.WriteString(pick("", "\n", " x", "<a/>"))
+		body := []byte(b.String())
+		fast, ok := scanXML(body)
+		if !ok {
+			continue
+		}
+		taken++
+		slow, err := decodeXML(body)
+		if err != nil {
+			t.Fatalf("%q: scanXML accepted what encoding/xml refuses: %v", body, err)
+		}
+		if a, b := dumpNode(fast), dumpNode(slow); a != b {
+			t.Fatalf("%q: scanXML read\n%s\nencoding/xml read\n%s", body, a, b)
+		}
+	}
+	if taken < docs/10 {
+		t.Fatalf("scanXML took %d of %d documents: the generator no longer makes what it reads", taken, docs)
+	}
+	t.Logf("scanXML took %d of %d documents", taken, docs)
+}
