@@ -215,9 +215,15 @@ func (p *pool) next() (task, bool) {
 // ones, not by a goroutine for each NOTIFY.
 func (p *pool) work(t task) {
 	defer p.wg.Done()
+	// Each NOTIFY's deadline is a context under this worker's own, not
+	// under the pool's: a context made under another registers with it
+	// under its lock, and 256 workers registering with one context
+	// queued on that lock (4% of a fan-out's CPU in its profile).
+	ctx, cancel := context.WithCancel(p.ctx)
+	defer cancel()
 	var idle *time.Timer
 	for {
-		p.run(p.ctx, t.j)
+		p.run(ctx, t.j)
 		next, ok := p.finished(t.d)
 		select {
 		case p.roomed <- struct{}{}:
