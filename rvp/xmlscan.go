@@ -414,6 +414,18 @@ func plainDeclaration(decl []byte) bool {
 // end, to b as encoding/xml reads it: the predefined entities replaced,
 // line ends made \n. It returns the bytes appended and the index after.
 func scanText(s []byte, i int, b *strings.Builder) (n, next int, ok bool) {
+	return scanChars(s, i, b, false)
+}
+
+// appendCDATA appends a CDATA section's content to b, line ends made \n.
+func appendCDATA(b *strings.Builder, data []byte) (n int, ok bool) {
+	n, _, ok = scanChars(data, 0, b, true)
+	return n, ok
+}
+
+// scanChars is scanText, or with cdata the reading of a CDATA section's
+// content: no markup, no references, all of s.
+func scanChars(s []byte, i int, b *strings.Builder, cdata bool) (n, next int, ok bool) {
 	run := i // start of bytes to copy as they are
 	flush := func(j int) {
 		b.Write(s[run:j])
@@ -422,10 +434,10 @@ func scanText(s []byte, i int, b *strings.Builder) (n, next int, ok bool) {
 	for i < len(s) {
 		c := s[i]
 		switch {
-		case c == '<':
+		case c == '<' && !cdata:
 			flush(i)
 			return n, i, true
-		case c == '&':
+		case c == '&' && !cdata:
 			flush(i)
 			r, l := predefinedEntity(s[i:])
 			if l == 0 {
@@ -446,7 +458,7 @@ func scanText(s []byte, i int, b *strings.Builder) (n, next int, ok bool) {
 			}
 			run = i
 			continue
-		case c == ']':
+		case c == ']' && !cdata:
 			if i+2 < len(s) && s[i+1] == ']' && s[i+2] == '>' {
 				return 0, 0, false // not allowed outside CDATA
 			}
@@ -466,41 +478,6 @@ func scanText(s []byte, i int, b *strings.Builder) (n, next int, ok bool) {
 	}
 	flush(i)
 	return n, i, true
-}
-
-// appendCDATA appends a CDATA section's content to b, line ends made \n.
-func appendCDATA(b *strings.Builder, data []byte) (n int, ok bool) {
-	run := 0
-	for i := 0; i < len(data); {
-		c := data[i]
-		switch {
-		case c == '\r':
-			b.Write(data[run:i])
-			n += i - run
-			b.WriteByte('\n')
-			n++
-			i++
-			if i < len(data) && data[i] == '\n' {
-				i++
-			}
-			run = i
-			continue
-		case c < 0x20:
-			if c != '\t' && c != '\n' {
-				return 0, false
-			}
-		case c >= utf8.RuneSelf:
-			r, size := utf8.DecodeRune(data[i:])
-			if !xmlChar(r, size) {
-				return 0, false
-			}
-			i += size
-			continue
-		}
-		i++
-	}
-	b.Write(data[run:])
-	return n + len(data) - run, true
 }
 
 // xmlChar reports whether r, decoded from size bytes, is valid UTF-8 and a
