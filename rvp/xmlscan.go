@@ -142,6 +142,12 @@ func scanXML(s []byte) (root *node, ok bool) {
 				}
 				binds = append(binds, nsBinding{prefix: local, space: a.value})
 			}
+			if len(binds) > maxScanBindings {
+				// Names are looked up along the bindings in scope: a
+				// document declaring hundreds would make that a cost
+				// encoding/xml's map does not have.
+				return nil, false
+			}
 			prefix, local := splitName(raw)
 			if prefix == "xml" || prefix == "xmlns" || prefix == "" && local == "xmlns" {
 				return nil, false
@@ -175,6 +181,10 @@ func scanXML(s []byte) (root *node, ok bool) {
 }
 
 type nsBinding struct{ prefix, space string }
+
+// maxScanBindings bounds the namespace bindings in scope scanXML takes:
+// clients declare three.
+const maxScanBindings = 64
 
 // lookupNS finds the namespace prefix stands for, the innermost binding
 // first; "" is the default namespace.

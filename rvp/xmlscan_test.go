@@ -280,3 +280,23 @@ func TestScanXMLRandomDocuments(t *testing.T) {
 	}
 	t.Logf("scanXML took %d of %d documents", taken, docs)
 }
+
+// TestScanXMLManyBindings: a document declaring more namespaces than any
+// client is left to encoding/xml, whose lookups do not grow with them.
+func TestScanXMLManyBindings(t *testing.T) {
+	var b strings.Builder
+	for i := range 3 {
+		b.WriteString("<a")
+		for j := range 30 {
+			fmt.Fprintf(&b, ` xmlns:p%d_%d="u"`, i, j)
+		}
+		b.WriteString(">")
+	}
+	b.WriteString("</a></a></a>")
+	if _, ok := scanXML([]byte(b.String())); ok {
+		t.Error("took a document with 90 namespace bindings in scope")
+	}
+	if _, err := parseXML([]byte(b.String())); err != nil {
+		t.Errorf("encoding/xml: %v", err)
+	}
+}
