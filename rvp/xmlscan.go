@@ -126,6 +126,14 @@ func scanXML(s []byte) (root *node, ok bool) {
 			}
 			mark := len(binds)
 			for _, a := range as {
+				if a.value == nsXML || a.value == nsXMLNS {
+					// checkReserved reads every attribute by its
+					// translated name: with xmlns:q="xmlns", q:p is a
+					// declaration to it, and with xmlns:p="", p:xmlns
+					// one of the default namespace. No client writes
+					// these values; encoding/xml decides.
+					return nil, false
+				}
 				prefix, local := splitName(a.name)
 				switch {
 				case prefix == "xmlns":
@@ -136,9 +144,6 @@ func scanXML(s []byte) (root *node, ok bool) {
 					local = ""
 				default:
 					continue
-				}
-				if a.value == nsXML || a.value == nsXMLNS {
-					return nil, false
 				}
 				binds = append(binds, nsBinding{prefix: local, space: a.value})
 			}

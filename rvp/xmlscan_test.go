@@ -39,6 +39,14 @@ var scanSeeds = []string{
 	"<a xmlns:p=\"http://www.w3.org/XML/1998/namespace\"/>",
 	"<a xmlns:xml=\"http://www.w3.org/XML/1998/namespace\"/>",
 	"<a xmlns=\"http://www.w3.org/2000/xmlns/\"/>",
+	// checkReserved reads attributes by their translated names: q:p with
+	// q bound to "xmlns" is taken for a declaration of p, and p:xmlns
+	// with p bound to "" for one of the default namespace.
+	"<a xmlns:q=\"xmlns\" q:p=\"http://www.w3.org/2000/xmlns/\"/>",
+	"<a xmlns:q=\"xmlns\" q:p=\"http://www.w3.org/XML/1998/namespace\"/>",
+	"<a xmlns:p=\"\" p:xmlns=\"http://www.w3.org/XML/1998/namespace\"/>",
+	"<a xmlns:p=\"\" p:xmlns=\"http://www.w3.org/2000/xmlns/\"/>",
+	"<a xmlns:q=\"xmlns\" q:p=\"u\"><q:b/></a>",
 	"<xml:a/>",
 	"<xmlns/>",
 	"<a xml:lang=\"en\" lang=\"en\"/>",
