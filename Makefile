@@ -8,7 +8,7 @@ FUZZ_TARGETS := ./events:FuzzToken ./events:FuzzHeaderValues ./events:FuzzDecode
 	./rvp:FuzzParsePropFind ./rvp:FuzzCheckNotification ./rvp:FuzzParseURL ./rvp:FuzzParseNodePath ./rvp:FuzzReadAnswer \
 	./rvp:FuzzParseACL ./gateway:FuzzParseAuthenticate ./gateway:FuzzDigestParams ./rvp:FuzzCallbackPolicy \
 	./projections:FuzzDecodeSub ./cmd/rvpctl:FuzzParseCSV ./cmd/rvpctl:FuzzParseLDIF \
-	./gateway:FuzzAuthorization ./events:FuzzFactSubject ./rvp:FuzzReadFinalAnswer ./rvp:FuzzNormalizeHost ./rvp:FuzzBodyEvents ./rvp:FuzzReadRequestHTTP ./rvp:FuzzScanXML
+	./gateway:FuzzAuthorization ./events:FuzzFactSubject ./rvp:FuzzReadFinalAnswer ./rvp:FuzzNormalizeHost ./rvp:FuzzBodyEvents ./rvp:FuzzReadRequestHTTP ./rvp:FuzzScanXML ./rvp:FuzzScanXMLStructured
 
 run: ## start rvpd dev: one process, embedded NATS, demo domain example.test on 127.0.0.1:8080 (data in ./data; more flags in ARGS="...")
 	$(GO) build -o $(BIN)/ ./cmd/rvpd
