@@ -132,13 +132,7 @@ func decodeXML(body []byte) (*node, error) {
 		}
 		switch t := tok.(type) {
 		case xml.StartElement:
-			if err := checkReserved(t); err != nil {
-				return nil, err
-			}
-			if err := checkNCNames(t); err != nil {
-				return nil, err
-			}
-			if err := checkUniqueAttrs(t); err != nil {
+			if err := checkStart(t); err != nil {
 				return nil, err
 			}
 			count++
@@ -182,6 +176,22 @@ func decodeXML(body []byte) (*node, error) {
 	}
 	return root, nil
 }
+
+// checkStart checks what Namespaces in XML asks of a start tag and
+// encoding/xml does not: checkReserved, checkNCNames, checkUniqueAttrs.
+func checkStart(t xml.StartElement) error {
+	if err := checkReserved(t); err != nil {
+		return err
+	}
+	if err := checkNCNames(t); err != nil {
+		return err
+	}
+	return checkUniqueAttrs(t)
+}
+
+// nsXMLNS is the namespace the prefix xmlns: stands for; no document may
+// bind it.
+const nsXMLNS = "http://www.w3.org/2000/xmlns/"
 
 // checkReserved refuses a start tag that binds a reserved namespace name
 // to a prefix other than its own (Namespaces in XML 1.0 §3): such a

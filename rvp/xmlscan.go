@@ -9,10 +9,6 @@ import (
 	"github.com/rvp-im/rvpd/events"
 )
 
-// nsXMLNS is the namespace the prefix xmlns: stands for; no document may
-// bind it.
-const nsXMLNS = "http://www.w3.org/2000/xmlns/"
-
 // scanXML reads the XML RVP clients send without encoding/xml, into the
 // tree parseXML would make: UTF-8, at most the declaration librvp and
 // Messenger put first, elements with ASCII names, attributes with plain
@@ -57,7 +53,7 @@ func scanXML(s []byte) (root *node, ok bool) {
 				i++
 				continue
 			}
-			n, next, ok := scanText(s, i, &stack[len(stack)-1].n.text)
+			n, next, ok := scanText(s, i, &stack[len(stack)-1].n.text, false)
 			if !ok {
 				return nil, false
 			}
@@ -99,7 +95,7 @@ func scanXML(s []byte) (root *node, ok bool) {
 			if k < 0 {
 				return nil, false
 			}
-			n, ok := appendCDATA(&stack[len(stack)-1].n.text, data[:k])
+			n, _, ok := scanText(data[:k], 0, &stack[len(stack)-1].n.text, true)
 			if !ok {
 				return nil, false
 			}
@@ -126,14 +122,6 @@ func scanXML(s []byte) (root *node, ok bool) {
 			}
 			mark := len(binds)
 			for _, a := range as {
-				if a.value == nsXML || a.value == nsXMLNS {
-					// checkReserved reads every attribute by its
-					// translated name: with xmlns:q="xmlns", q:p is a
-					// declaration to it, and with xmlns:p="", p:xmlns
-					// one of the default namespace. No client writes
-					// these values; encoding/xml decides.
-					return nil, false
-				}
 				prefix, local := splitName(a.name)
 				switch {
 				case prefix == "xmlns":
@@ -161,10 +149,19 @@ func scanXML(s []byte) (root *node, ok bool) {
 			if !bound {
 				space = prefix // encoding/xml keeps an undeclared prefix
 			}
-			if !uniqueAttrs(as, binds) {
+			start := xml.StartElement{Name: xml.Name{Space: space, Local: local}}
+			if len(as) > 0 {
+				start.Attr = make([]xml.Attr, len(as))
+				for k, a := range as {
+					start.Attr[k] = xml.Attr{Name: attrName(a.name, binds), Value: a.value}
+				}
+			}
+			// The tag as encoding/xml would give it, checked as decodeXML
+			// checks its tags.
+			if checkStart(start) != nil {
 				return nil, false
 			}
-			n := &node{name: propName(xml.Name{Space: space, Local: local})}
+			n := &node{name: propName(start.Name)}
 			if len(stack) == 0 {
 				root = n
 			} else {
@@ -266,35 +263,21 @@ func scanAttrs(s []byte, i int, as []rawAttr) (_ []rawAttr, empty bool, next int
 	}
 }
 
-// uniqueAttrs reports whether no two attributes have one expanded name,
-// as checkUniqueAttrs asks of encoding/xml's.
-func uniqueAttrs(as []rawAttr, binds []nsBinding) bool {
-	if len(as) < 2 {
-		return true
+// attrName is an attribute's name translated as encoding/xml translates
+// it: unprefixed attributes are in no namespace, declarations keep their
+// prefix, and an undeclared prefix stays as it is.
+func attrName(name []byte, binds []nsBinding) xml.Name {
+	prefix, local := splitName(name)
+	switch prefix {
+	case "", "xmlns":
+		return xml.Name{Space: prefix, Local: local}
+	case "xml":
+		return xml.Name{Space: nsXML, Local: local}
 	}
-	var names [32]xml.Name
-	for i, a := range as {
-		prefix, local := splitName(a.name)
-		space := prefix
-		switch prefix {
-		case "", "xmlns":
-			// Unprefixed attributes are in no namespace; declarations
-			// keep their prefix.
-		case "xml":
-			space = nsXML
-		default:
-			if ns, ok := lookupNS(binds, prefix); ok {
-				space = ns
-			}
-		}
-		names[i] = xml.Name{Space: space, Local: local}
-		for _, b := range names[:i] {
-			if b == names[i] {
-				return false
-			}
-		}
+	if ns, ok := lookupNS(binds, prefix); ok {
+		return xml.Name{Space: ns, Local: local}
 	}
-	return true
+	return xml.Name{Space: prefix, Local: local}
 }
 
 // scanName reads a name at s[i]: an NCName of ASCII letters, digits and
@@ -425,22 +408,11 @@ func plainDeclaration(decl []byte) bool {
 	return true
 }
 
-// scanText appends the character data at s[i:], up to the next < or the
-// end, to b as encoding/xml reads it: the predefined entities replaced,
-// line ends made \n. It returns the bytes appended and the index after.
-func scanText(s []byte, i int, b *strings.Builder) (n, next int, ok bool) {
-	return scanChars(s, i, b, false)
-}
-
-// appendCDATA appends a CDATA section's content to b, line ends made \n.
-func appendCDATA(b *strings.Builder, data []byte) (n int, ok bool) {
-	n, _, ok = scanChars(data, 0, b, true)
-	return n, ok
-}
-
-// scanChars is scanText, or with cdata the reading of a CDATA section's
-// content: no markup, no references, all of s.
-func scanChars(s []byte, i int, b *strings.Builder, cdata bool) (n, next int, ok bool) {
+// scanText appends the character data at s[i:] to b as encoding/xml
+// reads it, and returns the bytes appended and the index after: text up
+// to the next < or the end, the predefined entities replaced; or, with
+// cdata, a CDATA section's content, all of s. Line ends are made \n.
+func scanText(s []byte, i int, b *strings.Builder, cdata bool) (n, next int, ok bool) {
 	run := i // start of bytes to copy as they are
 	flush := func(j int) {
 		b.Write(s[run:j])
