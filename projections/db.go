@@ -83,6 +83,14 @@ func Open(dir string, o Options) (*DB, error) {
 		popts.DisableWAL = true
 		popts.MemTableSize = 64 << 20
 		popts.MemTableStopWritesThreshold = 4
+		// A scratch copy is read once and thrown away: compacting what
+		// its flushes wrote gains it nothing. Pebble compacted the
+		// 10,000-buddy store's two flushes (24 MB) into L6 all the same,
+		// 12-16% of the rebuild's CPU (BenchmarkRebuildStore); from 16
+		// sublevels on it does, so that a rebuild of a far larger store
+		// still reads its own writes through few tables.
+		popts.L0CompactionThreshold = 16
+		popts.L0StopWritesThreshold = 64
 	}
 	pdb, err := pebble.Open(dir, popts)
 	if err != nil {
