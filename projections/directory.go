@@ -380,10 +380,10 @@ func getJSON(r reader, k []byte, v any) (bool, error) {
 // reaches, or nil.
 func (d *Directory) DomainByHost(host string) (*Domain, error) {
 	host = strings.ToLower(host)
-	name, ok := memGet[string](&d.mem, "host", events.Token(host))
+	name, ok := memGet[string](&d.mem, "host", host)
 	if !ok {
 		if h := events.Hostname(host); h != host {
-			name, ok = memGet[string](&d.mem, "host", events.Token(h))
+			name, ok = memGet[string](&d.mem, "host", h)
 		}
 	}
 	if !ok {
@@ -394,7 +394,7 @@ func (d *Directory) DomainByHost(host string) (*Domain, error) {
 
 // Domain returns the named IM domain, or nil.
 func (d *Directory) Domain(name string) (*Domain, error) {
-	return memRecord[Domain](&d.mem, "dom", events.Token(strings.ToLower(name))), nil
+	return memRecord[Domain](&d.mem, "dom", strings.ToLower(name)), nil
 }
 
 // Domains returns every IM domain, by name.
@@ -402,23 +402,23 @@ func (d *Directory) Domains() ([]Domain, error) { return memList[Domain](&d.mem,
 
 // HomeServer returns the named home server, or nil.
 func (d *Directory) HomeServer(name string) (*HomeServer, error) {
-	return memRecord[HomeServer](&d.mem, "home", events.Token(name)), nil
+	return memRecord[HomeServer](&d.mem, "home", name), nil
 }
 
 // User returns the user's record, or nil when the directory never knew it.
 func (d *Directory) User(u events.User) (*UserRecord, error) {
-	return memRecord[UserRecord](&d.mem, "user", events.Token(u.Domain)+"\x00"+events.Token(u.Alias)), nil
+	return memRecord[UserRecord](&d.mem, "user", u.Domain, u.Alias), nil
 }
 
 // Password returns the user's sealed verifiers, nil when none were set.
 func (d *Directory) Password(u events.User) ([]byte, error) {
-	pw, _ := memGet[[]byte](&d.mem, "pw", events.Token(u.Domain)+"\x00"+events.Token(u.Alias))
+	pw, _ := memGet[[]byte](&d.mem, "pw", u.Domain, u.Alias)
 	return bytes.Clone(pw), nil
 }
 
 // Administrator returns the named administrator, or nil.
 func (d *Directory) Administrator(name string) (*Administrator, error) {
-	return memRecord[Administrator](&d.mem, "admin", events.Token(name)), nil
+	return memRecord[Administrator](&d.mem, "admin", name), nil
 }
 
 // Administrators returns every administrator, by name.
@@ -440,13 +440,13 @@ func (d *Directory) EnabledUserOn(home string) (*UserRecord, error) {
 
 // Router returns the named router, or nil.
 func (d *Directory) Router(name string) (*Router, error) {
-	return memRecord[Router](&d.mem, "router", events.Token(name)), nil
+	return memRecord[Router](&d.mem, "router", name), nil
 }
 
 // HomeServerByHost returns the home server whose host name is host, or
 // nil.
 func (d *Directory) HomeServerByHost(host string) (*HomeServer, error) {
-	name, ok := memGet[string](&d.mem, "homehost", events.Token(strings.ToLower(host)))
+	name, ok := memGet[string](&d.mem, "homehost", strings.ToLower(host))
 	if !ok {
 		return nil, nil
 	}

@@ -13,7 +13,7 @@ import (
 )
 
 // appendDirectory appends directory events to js's directory stream.
-func appendDirectory(t *testing.T, js jetstream.JetStream, evs ...events.DirectoryEvent) {
+func appendDirectory(t testing.TB, js jetstream.JetStream, evs ...events.DirectoryEvent) {
 	t.Helper()
 	for _, ev := range evs {
 		data, err := events.Encode(ev)
@@ -296,4 +296,38 @@ func andReopened(t *testing.T, db *DB, dir *Directory) []namedDirectory {
 		t.Fatal(err)
 	}
 	return []namedDirectory{{"in memory", dir}, {"reopened", reopened}}
+}
+
+// BenchmarkDirectoryLookups: what every request asks of the directory
+// (its user, the domain and the home server of a host). Each lookup
+// allocates the record's copy and nothing else.
+func BenchmarkDirectoryLookups(b *testing.B) {
+	db, err := Open(b.TempDir(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	js := startJetStream(b)
+	ann := events.NewUser("example.test", "ann.smith")
+	appendDirectory(b, js,
+		&events.DomainCreated{Meta: events.Meta{At: at}, Domain: "example.test", IMHost: "im.example.test"},
+		&events.HomeServerCreated{Meta: events.Meta{At: at}, Name: "home1", Host: "home1.example.test", HostsUsers: true},
+		&events.UserEnabled{Meta: events.Meta{At: at}, User: ann, Home: "home1"})
+	dir, err := OpenDirectory(db)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := WhileFollowing(b.Context(), js, FollowConfig{Stream: events.StreamDirectory, Filter: events.DirectoryFilter}, dir, func() error { return nil }); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		u, _ := dir.User(ann)
+		d, _ := dir.DomainByHost("im.example.test:80")
+		h, _ := dir.HomeServerByHost("home1.example.test")
+		if u == nil || d == nil || h == nil {
+			b.Fatalf("user %v, domain %v, home server %v: want all three", u, d, h)
+		}
+	}
 }

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/rvp-im/rvpd/events"
 )
 
 // dirMemory is the directory projection's records in memory, decoded, by
@@ -148,17 +150,30 @@ func (m *dirMemory) apply(es []memEntry) {
 	}
 }
 
-// memGet returns the value of kind at rest.
-func memGet[T any](m *dirMemory, kind, rest string) (T, bool) {
+// memGet returns the value of kind at the rest made of parts, each an
+// events.Token, 0-separated, as the directory's keys are. The rest is
+// built on the caller's stack: each request looks up its users, domains
+// and hosts, and making their tokens and the rest as strings was 4% of
+// the objects rvpd allocated signing users in with buddy lists.
+func memGet[T any](m *dirMemory, kind string, parts ...string) (T, bool) {
+	var buf [128]byte
+	rest := buf[:0]
+	for i, p := range parts {
+		if i > 0 {
+			rest = append(rest, 0)
+		}
+		rest = events.AppendToken(rest, p)
+	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	v, ok := m.kinds[kind][rest].(T)
+	v, ok := m.kinds[kind][string(rest)].(T)
 	return v, ok
 }
 
-// memRecord returns a copy of the record of kind at rest, or nil.
-func memRecord[T any](m *dirMemory, kind, rest string) *T {
-	v, ok := memGet[T](m, kind, rest)
+// memRecord returns a copy of the record of kind at the rest made of
+// parts (memGet), or nil.
+func memRecord[T any](m *dirMemory, kind string, parts ...string) *T {
+	v, ok := memGet[T](m, kind, parts...)
 	if !ok {
 		return nil
 	}
