@@ -144,7 +144,7 @@ func NewUser(domain, alias string) User {
 
 // RequestSubject is the subject of request events about u's node on home.
 func RequestSubject(home string, u User) string {
-	return RequestRoot + "." + Token(home) + "." + Token(u.Domain) + "." + Token(u.Alias)
+	return subject(RequestRoot, home, u.Domain, u.Alias)
 }
 
 // RequestFilter matches every request event for home.
@@ -152,7 +152,7 @@ func RequestFilter(home string) string { return RequestRoot + "." + Token(home) 
 
 // FactSubject is the subject of the fact events of u's aggregate on home.
 func FactSubject(home string, u User) string {
-	return FactRoot + "." + Token(home) + "." + Token(u.Domain) + "." + Token(u.Alias)
+	return subject(FactRoot, home, u.Domain, u.Alias)
 }
 
 // FactFilter matches every fact event of home.
@@ -183,7 +183,7 @@ func HomeServerSubject(name string) string { return DirectoryRoot + ".home." + T
 
 // UserSubject is the subject of a user's directory events.
 func UserSubject(u User) string {
-	return DirectoryRoot + ".user." + Token(u.Domain) + "." + Token(u.Alias)
+	return subject(DirectoryRoot+".user", u.Domain, u.Alias)
 }
 
 // UsersFilter matches the directory events of every user of an IM

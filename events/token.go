@@ -23,6 +23,19 @@ func Token(s string) string {
 	return string(AppendToken(make([]byte, 0, len(s)+8), s))
 }
 
+// subject returns root followed by the Token of each part, each after a
+// dot. It is made on the stack and copied once: joining the tokens made a
+// string for each token that needed escaping (a domain's dots) and one
+// for the join.
+func subject(root string, parts ...string) string {
+	var buf [128]byte
+	b := append(buf[:0], root...)
+	for _, p := range parts {
+		b = AppendToken(append(b, '.'), p)
+	}
+	return string(b)
+}
+
 // AppendToken appends Token(s) to b.
 func AppendToken(b []byte, s string) []byte {
 	if s == "" {
