@@ -129,6 +129,9 @@ func NormalizeHost(host string) (string, error) {
 	if port == "80" {
 		return name, nil
 	}
+	if len(host) == len(name)+1+len(port) && strings.HasPrefix(host, name) && strings.HasSuffix(host, port) {
+		return host, nil // normal already: no new string (each request's URLs are read)
+	}
 	return name + ":" + port, nil
 }
 
