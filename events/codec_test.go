@@ -298,3 +298,39 @@ func TestForwardHeader(t *testing.T) {
 		}
 	}
 }
+
+// TestFastEncodeOneAllocation: the events of a librvp sign-in with a
+// buddy list (as rvpd wrote them, a buddy's watch with its Call-Back's
+// user) are written in the one buffer the encoder sizes for them. The
+// sizes were short of each SUBSCRIBE's request and fact, and of each
+// presence set: their buffers grew, a tenth of the bytes rvpd allocated
+// signing 6,000 users in.
+func TestFastEncodeOneAllocation(t *testing.T) {
+	at := time.Date(2026, 12, 7, 22, 3, 5, 236858477, time.UTC)
+	user := func(alias string) User { return User{Domain: "example.test", Alias: alias} }
+	principal := "http://127.0.0.1:41917/instmsg/aliases/user4"
+	req := Req{ID: "946007fa79299f3a63431af0", At: at, Deadline: at.Add(20 * time.Second), Gateway: "gw1", Client: "127.0.0.1",
+		Node: user("user4"), NodeURL: principal, From: principal, FromUser: user("user4"),
+		Auth: Identity{Scheme: "ntlm", User: user("user4")}, DirPos: 2009}
+	meta := Meta{At: at, Request: req.ID, Actor: principal, Auth: "ntlm:user4@example.test", Client: "127.0.0.1", Gateway: "gw1", Home: "home1"}
+	buddy := req
+	buddy.Node, buddy.NodeURL = user("user10031"), "http://127.0.0.1:41917/instmsg/aliases/user10031"
+	for _, e := range []Event{
+		&Subscribe{Req: req, NotificationType: NotifyPragma, CallBack: "http://127.0.0.1:44363/user4", Lifetime: 14000},
+		&Subscribe{Req: buddy, NotificationType: NotifyPropChange, CallBack: principal, CallBackUser: user("user4"), Lifetime: 14000},
+		&SubscriptionCreated{Meta: meta, Node: user("user4"), ID: 1, Kind: NotifyPragma, CallBack: "http://127.0.0.1:44363/user4",
+			Subscriber: principal, SubscriberUser: user("user4"), NodeURL: principal, Lifetime: 14000, Expires: at.Add(14000 * time.Second),
+			Source: "127.0.0.1", Credential: "ntlm"},
+		&SubscriptionCreated{Meta: meta, Node: user("user10031"), ID: 1234567, Kind: NotifyPropChange, CallBack: principal, Watcher: user("user4"),
+			Subscriber: principal, SubscriberUser: user("user4"), NodeURL: buddy.NodeURL, Lifetime: 14000, Expires: at.Add(14000 * time.Second),
+			Source: "127.0.0.1", Credential: "ntlm"},
+		&ViewSet{Meta: meta, Node: user("user4"), ID: 5, Value: "online", Default: "offline", Timeout: 14400, Expires: at.Add(4 * time.Hour), Source: "127.0.0.1"},
+		&Reply{ID: req.ID, Status: 200, SubscriptionID: 1234567, Lifetime: 14000},
+	} {
+		checkFastEncode(t, e)
+		if n := testing.AllocsPerRun(20, func() { fastEncode(e) }); n != 1 {
+			data, _ := fastEncode(e)
+			t.Errorf("%T (%d bytes) encoded in %v allocations, want 1: its buffer was sized too small", e, len(data), n)
+		}
+	}
+}

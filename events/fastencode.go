@@ -25,9 +25,10 @@ func fastEncode(e Event) (data []byte, ok bool) {
 	var w jenc
 	switch v := e.(type) {
 	case *Subscribe:
-		// The keys and the fixed-width values, with room for two times and
-		// a user, then the strings (escapes grow the buffer).
-		w.b = make([]byte, 0, 300+reqLen(&v.Req)+len(v.NotificationType)+len(v.CallBack)+len(v.CallBackUser.Domain)+len(v.CallBackUser.Alias))
+		// The keys and the fixed-width values (340 bytes in a librvp
+		// sign-in's), with room for a Call-Back's user, then the strings
+		// (escapes grow the buffer).
+		w.b = make([]byte, 0, 400+reqLen(&v.Req)+len(v.NotificationType)+len(v.CallBack)+len(v.CallBackUser.Domain)+len(v.CallBackUser.Alias))
 		w.open()
 		w.req(&v.Req)
 		w.strField("notification_type", v.NotificationType)
@@ -36,7 +37,9 @@ func fastEncode(e Event) (data []byte, ok bool) {
 		w.optInt("lifetime", int64(v.Lifetime))
 	case *SubscriptionCreated:
 		m := &v.Meta
-		w.b = make([]byte, 0, 240+len(m.Request)+len(m.Actor)+len(m.Auth)+len(m.Client)+len(m.Gateway)+len(m.Home)+
+		// 345 bytes of keys and fixed-width values in a librvp sign-in's,
+		// with room for a watcher.
+		w.b = make([]byte, 0, 420+len(m.Request)+len(m.Actor)+len(m.Auth)+len(m.Client)+len(m.Gateway)+len(m.Home)+
 			len(v.Node.Domain)+len(v.Node.Alias)+len(v.Kind)+len(v.CallBack)+len(v.Watcher.Domain)+len(v.Watcher.Alias)+len(v.Subscriber)+
 			len(v.SubscriberUser.Domain)+len(v.SubscriberUser.Alias)+len(v.NodeURL)+len(v.Source)+len(v.Credential)+len(v.Handoff))
 		w.open()
@@ -59,7 +62,7 @@ func fastEncode(e Event) (data []byte, ok bool) {
 		if len(v.Subscriptions) != 0 || v.Listed || len(v.ACL) != 0 || v.HasACL || v.Raw != nil {
 			return nil, false
 		}
-		n := 48 + len(v.ID) + len(v.Error) + len(v.Location) + len(v.Href) + 32*(len(v.Missing)+len(v.Forbidden))
+		n := 64 + len(v.ID) + len(v.Error) + len(v.Location) + len(v.Href) + 32*(len(v.Missing)+len(v.Forbidden))
 		for _, p := range v.Found {
 			n += 32 + len(p.Space) + len(p.Local) + len(p.Value)
 		}
@@ -133,7 +136,7 @@ func fastEncode(e Event) (data []byte, ok bool) {
 		w.optStr("by", v.By)
 		w.optUser("by_user", v.ByUser)
 	case *ViewSet:
-		w.fact(&v.Meta, v.Node, 80+len(v.Value)+len(v.Default)+len(v.Source))
+		w.fact(&v.Meta, v.Node, 120+len(v.Value)+len(v.Default)+len(v.Source))
 		w.intField("view_id", int64(v.ID))
 		w.strField("value", v.Value)
 		w.strField("default", v.Default)
