@@ -204,20 +204,18 @@ func factMessage(home string, f events.Fact, id string, answer []byte) (*nats.Ms
 	if err != nil {
 		return nil, err
 	}
-	msg := nats.NewMsg(events.FactSubject(home, f.Subject()))
-	msg.Header.Set(events.HeaderType, f.Type())
+	var kv [10]string
+	h := append(kv[:0], events.HeaderType, f.Type(), events.HeaderFactID, id)
 	if meta := f.Metadata(); meta.Request != "" {
-		msg.Header.Set(events.HeaderRequest, meta.Request)
+		h = append(h, events.HeaderRequest, meta.Request)
 	}
-	msg.Header.Set(events.HeaderFactID, id)
 	if answer != nil {
-		msg.Header.Set(events.HeaderAnswer, string(answer))
+		h = append(h, events.HeaderAnswer, string(answer))
 	}
 	if fw, ok := f.(*events.RequestForwarded); ok {
-		msg.Header.Set(events.HeaderForward, events.ForwardHeader(fw.To, fw.Move))
+		h = append(h, events.HeaderForward, events.ForwardHeader(fw.To, fw.Move))
 	}
-	msg.Data = data
-	return msg, nil
+	return &nats.Msg{Subject: events.FactSubject(home, f.Subject()), Header: events.Header(h...), Data: data}, nil
 }
 
 // send publishes one fact expecting the stream's last sequence to be the
