@@ -31,7 +31,11 @@ func escape(b *bytes.Buffer, s string) {
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; {
 		case c < 0x20 || c > 0x7e, c == '"', c == '\'', c == '&', c == '<', c == '>':
-			xml.EscapeText(b, []byte(s))
+			// Through a buffer of its own: b given to EscapeText as an
+			// io.Writer would move every render's buffer to the heap.
+			var esc bytes.Buffer
+			xml.EscapeText(&esc, []byte(s))
+			b.Write(esc.Bytes())
 			return
 		}
 	}
@@ -88,7 +92,7 @@ func writePropStat(b *bytes.Buffer, status int, fn func()) {
 	b.WriteString("<d:propstat><d:prop>")
 	fn()
 	b.WriteString("</d:prop><d:status>HTTP/1.1 ")
-	b.WriteString(strconv.Itoa(status))
+	b.Write(strconv.AppendInt(b.AvailableBuffer(), int64(status), 10))
 	b.WriteByte(' ')
 	b.WriteString(ReasonPhrase(status))
 	b.WriteString("</d:status></d:propstat>")
@@ -99,6 +103,9 @@ func writePropStat(b *bytes.Buffer, status int, fn func()) {
 // propstat, each only when not empty. r:state is rendered bare.
 func Multistatus(href string, found []events.PropValue, missing, forbidden []events.Prop) []byte {
 	var b bytes.Buffer
+	// One allocation for the body (the answer to each buddy's SUBSCRIBE
+	// is one), not one for each time the buffer doubled from 64 bytes.
+	b.Grow(300 + len(href) + propValuesLen(found) + propsLen(missing) + propsLen(forbidden))
 	b.WriteString(xmlDecl + "<d:multistatus" + nsDecl + "><d:response><d:href>")
 	escape(&b, href)
 	b.WriteString("</d:href>")
@@ -137,6 +144,7 @@ func Multistatus(href string, found []events.PropValue, missing, forbidden []eve
 // other properties set beside it, and those refused in a 403 propstat.
 func LeaseMultistatus(href string, l events.Lease, set []events.PropValue, forbidden []events.Prop) []byte {
 	var b bytes.Buffer
+	b.Grow(500 + len(href) + len(l.Value) + len(l.Default) + propValuesLen(set) + propsLen(forbidden))
 	b.WriteString(xmlDecl + "<d:multistatus" + nsDecl + "><d:response><d:href>")
 	escape(&b, href)
 	b.WriteString("</d:href>")
@@ -146,9 +154,9 @@ func LeaseMultistatus(href string, l events.Lease, set []events.PropValue, forbi
 		b.WriteString("/></r:value><r:default-value><r:")
 		b.WriteString(l.Default)
 		b.WriteString("/></r:default-value><d:timeout>")
-		b.WriteString(strconv.Itoa(l.Timeout))
+		b.Write(strconv.AppendInt(b.AvailableBuffer(), int64(l.Timeout), 10))
 		b.WriteString("</d:timeout></r:leased-value><r:view-id>")
-		b.WriteString(strconv.Itoa(int(l.ViewID)))
+		b.Write(strconv.AppendInt(b.AvailableBuffer(), int64(l.ViewID), 10))
 		b.WriteString("</r:view-id></r:state>")
 		for _, pv := range set {
 			openProp(&b, pv.Prop, false)
@@ -165,6 +173,29 @@ func LeaseMultistatus(href string, l events.Lease, set []events.PropValue, forbi
 	}
 	b.WriteString("</d:response></d:multistatus>")
 	return b.Bytes()
+}
+
+// propValuesLen is about what the elements of pvs take, with their
+// values.
+func propValuesLen(pvs []events.PropValue) int {
+	n := 0
+	for _, pv := range pvs {
+		n += 24 + 2*len(pv.Local) + len(pv.Space) + len(pv.Value)
+	}
+	return n
+}
+
+// propsLen is about what a propstat of the empty elements of props
+// takes, its status included.
+func propsLen(props []events.Prop) int {
+	if len(props) == 0 {
+		return 0
+	}
+	n := 100
+	for _, p := range props {
+		n += 16 + len(p.Local) + len(p.Space)
+	}
+	return n
 }
 
 // Contact is a principal named in a notification: its URL as the receiver

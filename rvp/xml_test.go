@@ -304,6 +304,27 @@ func TestRenderShapes(t *testing.T) {
 	}
 }
 
+// TestRenderOneAllocation: the answers rendered for each buddy's
+// SUBSCRIBE (the buddy's properties, one unknown) and for a PROPPATCH of
+// the state are made in the one buffer sized for them.
+func TestRenderOneAllocation(t *testing.T) {
+	href := "http://127.0.0.1:41917/instmsg/aliases/user10031"
+	found := []events.PropValue{{Prop: events.PropState, Value: "online"}, {Prop: events.PropDisplayName, Value: "user10031"},
+		{Prop: events.PropEmail, Value: "user10031@example.test"}, {Prop: events.PropMobileDescription, Value: ""}}
+	var body []byte
+	for name, render := range map[string]func(){
+		"multistatus": func() { body = Multistatus(href, found, []events.Prop{events.PropMobileState}, nil) },
+		"lease": func() {
+			body = LeaseMultistatus(href, events.Lease{Value: "online", Default: "offline", Timeout: 14400, ViewID: 1234567}, nil, nil)
+		},
+		"forbidden": func() { body = Multistatus(href, found[:1], nil, events.PrincipalProps()) },
+	} {
+		if n := testing.AllocsPerRun(20, render); n != 1 {
+			t.Errorf("%s (%d bytes): %v allocations, want 1", name, len(body), n)
+		}
+	}
+}
+
 func FuzzReadAnswer(f *testing.F) {
 	for _, s := range []string{
 		"HTTP/1.1 200 Successful\r\nRVP-Notifications-Version: 0.2\r\n\r\n",
