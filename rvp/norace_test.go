@@ -1,0 +1,5 @@
+//go:build !race
+
+package rvp
+
+const raceDetector = false

@@ -1,0 +1,8 @@
+//go:build race
+
+package rvp
+
+// raceDetector reports whether the tests run with the race detector, under
+// which escape analysis keeps fewer values on the stack: allocation counts
+// are not held then.
+const raceDetector = true
