@@ -3,6 +3,5 @@
 package rvp
 
 // raceDetector reports whether the tests run with the race detector, under
-// which escape analysis keeps fewer values on the stack: allocation counts
-// are not held then.
+// which escape analysis keeps fewer values on the stack.
 const raceDetector = true

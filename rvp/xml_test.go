@@ -308,8 +308,9 @@ func TestRenderShapes(t *testing.T) {
 // SUBSCRIBE (the buddy's properties, one unknown) and for a PROPPATCH of
 // the state are made in the one buffer sized for them.
 func TestRenderOneAllocation(t *testing.T) {
+	want := 1.0
 	if raceDetector {
-		t.Skip("allocation counts are not held under the race detector")
+		want = 2 // the buffer escapes under the race detector
 	}
 	href := "http://127.0.0.1:41917/instmsg/aliases/user10031"
 	found := []events.PropValue{{Prop: events.PropState, Value: "online"}, {Prop: events.PropDisplayName, Value: "user10031"},
@@ -322,8 +323,8 @@ func TestRenderOneAllocation(t *testing.T) {
 		},
 		"forbidden": func() { body = Multistatus(href, found[:1], nil, events.PrincipalProps()) },
 	} {
-		if n := testing.AllocsPerRun(20, render); n != 1 {
-			t.Errorf("%s (%d bytes): %v allocations, want 1", name, len(body), n)
+		if n := testing.AllocsPerRun(20, render); n != want {
+			t.Errorf("%s (%d bytes): %v allocations, want %v", name, len(body), n, want)
 		}
 	}
 }
