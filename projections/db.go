@@ -117,7 +117,9 @@ func (d *DB) Close() error {
 type pebbleLogger struct{ log *slog.Logger }
 
 func (l pebbleLogger) Infof(format string, args ...any) {
-	l.log.Debug(strings.TrimSpace(fmt.Sprintf(format, args...)), "component", "pebble")
+	if l.log.Enabled(context.Background(), slog.LevelDebug) { // each flush and compaction tells of itself
+		l.log.Debug(strings.TrimSpace(fmt.Sprintf(format, args...)), "component", "pebble")
+	}
 }
 func (l pebbleLogger) Errorf(format string, args ...any) {
 	l.log.Error(strings.TrimSpace(fmt.Sprintf(format, args...)), "component", "pebble")
