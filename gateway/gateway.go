@@ -733,7 +733,7 @@ func (g *Gateway) dispatch(ctx context.Context, subject, home, id string, deadli
 		delete(g.waiting, id)
 		g.waitMu.Unlock()
 	}()
-	msg := &nats.Msg{Subject: subject, Header: events.Header(events.HeaderType, ev.Type(), events.HeaderReply, events.ReplySubject(g.cfg.ID, id))}
+	msg := &nats.Msg{Subject: subject, Header: nats.Header(events.Header(events.HeaderType, ev.Type(), events.HeaderReply, events.ReplySubject(g.cfg.ID, id)))}
 	msg.Data = data
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()

@@ -215,7 +215,7 @@ func factMessage(home string, f events.Fact, id string, answer []byte) (*nats.Ms
 	if fw, ok := f.(*events.RequestForwarded); ok {
 		h = append(h, events.HeaderForward, events.ForwardHeader(fw.To, fw.Move))
 	}
-	return &nats.Msg{Subject: events.FactSubject(home, f.Subject()), Header: events.Header(h...), Data: data}, nil
+	return &nats.Msg{Subject: events.FactSubject(home, f.Subject()), Header: nats.Header(events.Header(h...)), Data: data}, nil
 }
 
 // send publishes one fact expecting the stream's last sequence to be the
