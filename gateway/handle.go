@@ -84,6 +84,24 @@ func outcomeRefusal(o Outcome) error {
 	return &refusal{status: rvp.StatusUnauthorized, msg: o.Msg, challenge: o.Challenge}
 }
 
+// refusalOf returns the refusal err stands for: its own, a protocol
+// error's, an unanswered request's (504), or 503. errors.AsType, not
+// errors.As: As's targets escaped, three allocations for every refusal,
+// and each of librvp's connections starts with one (the 401 that carries
+// the NTLM challenge).
+func refusalOf(req *rvp.Request, err error) *refusal {
+	if rf, ok := errors.AsType[*refusal](err); ok {
+		return rf
+	}
+	if pe, ok := errors.AsType[*rvp.ProtocolError](err); ok {
+		return &refusal{status: pe.Status, msg: pe.Msg, close: true}
+	}
+	if un, ok := errors.AsType[*unanswered](err); ok {
+		return &refusal{status: rvp.StatusGatewayTimeout, msg: un.explain(req)}
+	}
+	return &refusal{status: rvp.StatusUnavailable, msg: "the service could not take the request; retry in a moment"}
+}
+
 // respond is the gateway's single renderer: every response it sends is
 // made here, from err when the gateway answers by itself, else from the
 // reply of a home node or router to req. A refusal and a framing error
@@ -93,19 +111,7 @@ func outcomeRefusal(o Outcome) error {
 // the request: 503, never 500, on which librvp disconnects.
 func respond(req *rvp.Request, reply *events.Reply, err error) *rvp.Response {
 	if err != nil {
-		// errors.AsType, not errors.As: As's targets escaped, three
-		// allocations for every refusal, and each of librvp's connections
-		// starts with one (the 401 that carries the NTLM challenge).
-		rf, ok := errors.AsType[*refusal](err)
-		if !ok {
-			if pe, ok := errors.AsType[*rvp.ProtocolError](err); ok {
-				rf = &refusal{status: pe.Status, msg: pe.Msg, close: true}
-			} else if un, ok := errors.AsType[*unanswered](err); ok {
-				rf = &refusal{status: rvp.StatusGatewayTimeout, msg: un.explain(req)}
-			} else {
-				rf = &refusal{status: rvp.StatusUnavailable, msg: "the service could not take the request; retry in a moment"}
-			}
-		}
+		rf := refusalOf(req, err)
 		r := &rvp.Response{Status: rf.status, Close: rf.close}
 		for _, v := range rf.challenge {
 			r.Header = append(r.Header, rvp.Field{Name: rvp.HdrWWWAuthenticate, Value: v})

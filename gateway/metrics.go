@@ -63,6 +63,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "rvpd_gateway_proxied_total",
 			Help: "Requests for logical URLs that a router's policy (proxy, or auto for a client outside the firewall) lets the gateway serve straight from the home server, by the directory's name of that router.",
 		}, []string{"router"}),
+		byRequest: map[requestKey]requestMetrics{},
 	}
 	reg.MustRegister(m.requests, m.duration, m.lookups, m.proxied, m)
 	return m
@@ -207,9 +208,6 @@ func (m *Metrics) request(method string, status int, took time.Duration) {
 		}
 		rm = requestMetrics{m.requests.WithLabelValues(k.method, code), m.duration.WithLabelValues(k.method)}
 		m.byRequestMu.Lock()
-		if m.byRequest == nil {
-			m.byRequest = map[requestKey]requestMetrics{}
-		}
 		m.byRequest[k] = rm
 		m.byRequestMu.Unlock()
 	}
