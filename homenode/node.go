@@ -795,7 +795,46 @@ func (n *Node) Run(parent context.Context) (err error) {
 	// A decision, once begun, is finished even if the node is stopped
 	// meanwhile: its own context is not the node's.
 	work := context.WithoutCancel(ctx)
+	quick := 0 // inputs taken in a row without the select over every channel
 	for {
+		if n.broken && n.inflight == 0 {
+			if err := n.recover(work); err != nil {
+				return err
+			}
+			if n.broken {
+				retry.Reset(recoverPause)
+			}
+		}
+		// The inputs that come by the thousand a second, facts
+		// acknowledged and requests, are taken first when they are there,
+		// up to quickTakes in a row: the select below locks every one of
+		// its seventeen channels each time, 15% of the node's goroutine's
+		// CPU in a profile of the messages load. It is still reached
+		// whenever neither waits, and at least every quickTakes inputs, so
+		// that nothing else waits on them.
+		if quick < quickTakes {
+			quick++
+			select {
+			case r := <-n.results:
+				n.handleResult(r)
+				continue
+			default:
+			}
+			if n.room() && len(n.refused) == 0 {
+				select {
+				case m, ok := <-reqs:
+					if !ok {
+						return nil
+					}
+					if err := n.handleRequest(work, ctx, m); err != nil {
+						return err
+					}
+					continue
+				default:
+				}
+			}
+		}
+		quick = 0
 		// Inputs are taken while the window has room; answers always.
 		var reqCh <-chan jetstream.Msg
 		var outCh <-chan outcome
@@ -891,16 +930,12 @@ func (n *Node) Run(parent context.Context) (err error) {
 			}
 		case <-retry.C:
 		}
-		if n.broken && n.inflight == 0 {
-			if err := n.recover(work); err != nil {
-				return err
-			}
-			if n.broken {
-				retry.Reset(recoverPause)
-			}
-		}
 	}
 }
+
+// quickTakes is how many inputs Node.Run takes in a row from its busiest
+// channels before it looks at all of them.
+const quickTakes = 16
 
 // streamState returns the state of the home server's fact stream.
 func (n *Node) streamState(ctx context.Context) (jetstream.StreamState, error) {
