@@ -56,7 +56,7 @@ func fastDecode(typ string, data []byte) (e Event, ok bool) {
 				v.NodeURL = d.str()
 				return 17
 			case "lifetime":
-				v.Lifetime = int(d.int(64))
+				v.Lifetime = int(d.int(strconv.IntSize))
 				return 18
 			case "expires":
 				v.Expires = d.time()
@@ -91,7 +91,7 @@ func fastDecode(typ string, data []byte) (e Event, ok bool) {
 				v.ID = int32(d.int(32))
 				return 11
 			case "lifetime":
-				v.Lifetime = int(d.int(64))
+				v.Lifetime = int(d.int(strconv.IntSize))
 				return 12
 			case "expires":
 				v.Expires = d.time()
@@ -149,7 +149,7 @@ func fastDecode(typ string, data []byte) (e Event, ok bool) {
 				v.Default = d.str()
 				return 13
 			case "timeout":
-				v.Timeout = int(d.int(64))
+				v.Timeout = int(d.int(strconv.IntSize))
 				return 14
 			case "expires":
 				v.Expires = d.time()
@@ -204,7 +204,7 @@ func fastDecode(typ string, data []byte) (e Event, ok bool) {
 				d.user(&v.CallBackUser)
 				return 22
 			case "lifetime":
-				v.Lifetime = int(d.int(64))
+				v.Lifetime = int(d.int(strconv.IntSize))
 				return 23
 			}
 			return -1
@@ -221,7 +221,7 @@ func fastDecode(typ string, data []byte) (e Event, ok bool) {
 				v.ID = int32(d.int(32))
 				return 20
 			case "lifetime":
-				v.Lifetime = int(d.int(64))
+				v.Lifetime = int(d.int(strconv.IntSize))
 				return 21
 			}
 			return -1
@@ -269,7 +269,7 @@ func fastDecode(typ string, data []byte) (e Event, ok bool) {
 				v.AckType = d.str()
 				return 20
 			case "hop_count":
-				v.HopCount = int(d.int(64))
+				v.HopCount = int(d.int(strconv.IntSize))
 				return 21
 			case "body":
 				v.Body = d.bytes()
@@ -286,19 +286,19 @@ func fastDecode(typ string, data []byte) (e Event, ok bool) {
 				v.ID = d.str()
 				return 1
 			case "status":
-				v.Status = int(d.int(64))
+				v.Status = int(d.int(strconv.IntSize))
 				return 2
 			case "error":
 				v.Error = d.str()
 				return 3
 			case "retry_after":
-				v.RetryAfter = int(d.int(64))
+				v.RetryAfter = int(d.int(strconv.IntSize))
 				return 4
 			case "sub_id":
 				v.SubscriptionID = int32(d.int(32))
 				return 5
 			case "lifetime":
-				v.Lifetime = int(d.int(64))
+				v.Lifetime = int(d.int(strconv.IntSize))
 				return 6
 			case "location":
 				v.Location = d.str()
@@ -722,7 +722,7 @@ func (d *jdec) stateUpdate(s *StateUpdate) {
 			s.Default = d.str()
 			return 2
 		case "timeout":
-			s.Timeout = int(d.int(64))
+			s.Timeout = int(d.int(strconv.IntSize))
 			return 3
 		case "view_id":
 			s.ViewID = int32(d.int(32))
@@ -742,7 +742,7 @@ func (d *jdec) lease(l *Lease) {
 			l.Default = d.str()
 			return 2
 		case "timeout":
-			l.Timeout = int(d.int(64))
+			l.Timeout = int(d.int(strconv.IntSize))
 			return 3
 		case "view_id":
 			l.ViewID = int32(d.int(32))
