@@ -302,29 +302,21 @@ func ACL(aces []events.ACE) []byte {
 	return b.Bytes()
 }
 
-// WithSenderDescription returns a message body whose notification-from
-// contact has an r:description: Net::RVP sends none, and Miranda
-// dereferences it without a check. The description is inserted by text,
-// right after the sender's d:href, only when the body spells the contact
-// with the customary prefixes and has no description; everything else,
-// the CDATA above all, is left byte for byte. The original is returned
-// when nothing is inserted.
+// WithSenderDescription returns a message body whose sender's contact
+// has an r:description: Net::RVP sends none, and Miranda dereferences it
+// without a check. The contact is the one Miranda reads, by names as
+// written: the first r:contact of the first r:notification-from of the
+// root's r:message (or r:propnotification); the description is inserted
+// by text before its end tag, when it has none. Everything else, the
+// CDATA above all, is left byte for byte: a CDATA section, a comment or
+// an instruction that spells a contact is no contact. The original is
+// returned when nothing is inserted. body is one the gateway checked
+// (ParseNotification).
 func WithSenderDescription(body []byte, name string) []byte {
-	const open = "<r:notification-from><r:contact><d:href>"
-	i := bytes.Index(body, []byte(open))
-	if i < 0 {
+	at := senderContactEnd(body)
+	if at < 0 {
 		return body
 	}
-	rest := body[i+len(open):]
-	j := bytes.Index(rest, []byte("</d:href>"))
-	if j < 0 {
-		return body
-	}
-	after := rest[j+len("</d:href>"):]
-	if !bytes.HasPrefix(after, []byte("</r:contact>")) {
-		return body // a description (or something else) is there already
-	}
-	at := i + len(open) + j + len("</d:href>")
 	var b bytes.Buffer
 	b.Grow(len(body) + len(name) + 40)
 	b.Write(body[:at])
@@ -333,4 +325,54 @@ func WithSenderDescription(body []byte, name string) []byte {
 	b.WriteString("</r:description>")
 	b.Write(body[at:])
 	return b.Bytes()
+}
+
+// senderContactEnd returns the offset of the end tag of the sender's
+// contact WithSenderDescription describes, or -1 when there is none or
+// it has an r:description already.
+func senderContactEnd(body []byte) int {
+	// depth is the number of elements open; matched how many of them
+	// are the root and the elements wanted under it, in turn.
+	depth, matched := 0, 0
+	for i := 0; i < len(body); {
+		kind, end := nextSpan(body, i)
+		if end < 0 {
+			return -1
+		}
+		switch kind {
+		case spanStart:
+			tag := body[i+1 : end-1]
+			empty := bytes.HasSuffix(tag, []byte("/"))
+			name := tag
+			if k := bytes.IndexAny(tag, " \t\r\n/"); k >= 0 {
+				name = tag[:k]
+			}
+			if depth == matched {
+				switch n := string(name); {
+				case matched == 0, matched == 1 && (n == "r:message" || n == "r:propnotification"), matched == 2 && n == "r:notification-from", matched == 3 && n == "r:contact":
+					if empty {
+						return -1
+					}
+					matched++
+				case matched == 4 && n == "r:description":
+					return -1
+				}
+			}
+			if !empty {
+				depth++
+			}
+		case spanEnd:
+			if depth == matched && matched > 0 {
+				// The first of the elements wanted ends: Miranda reads
+				// no other.
+				if matched == 4 {
+					return i
+				}
+				return -1
+			}
+			depth--
+		}
+		i = end
+	}
+	return -1
 }

@@ -116,11 +116,15 @@ func (r *Response) WriteTo(w *bufio.Writer) error {
 func writeField(w *bufio.Writer, name, value string) {
 	w.WriteString(name)
 	w.WriteString(": ")
-	// A value must never break the header: line breaks become spaces.
-	if strings.ContainsAny(value, "\r\n") {
+	// A value must never break the header: line breaks become spaces,
+	// and so does every other control character but tab (RFC 9110 §5.5),
+	// which readAnswer leaves in what another organisation's server
+	// answers and the gateway relays (NUL ends a C string: librvp and
+	// Miranda read one).
+	if i := strings.IndexFunc(value, isCTL); i >= 0 {
 		b := []byte(value)
-		for i, c := range b {
-			if c == '\r' || c == '\n' {
+		for ; i < len(b); i++ {
+			if isCTL(rune(b[i])) {
 				b[i] = ' '
 			}
 		}

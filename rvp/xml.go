@@ -119,10 +119,15 @@ func decodeXML(body []byte) (*node, error) {
 		}
 		return nil, fmt.Errorf("unsupported encoding %q", charset)
 	}
+	if bytes.Contains(body, []byte("&#")) {
+		if err := checkCharRefs(body); err != nil {
+			return nil, err
+		}
+	}
 	var root *node
 	var stack []*node
 	count, text := 0, 0
-	for {
+	for tokens := 0; ; tokens++ {
 		tok, err := d.Token()
 		if errors.Is(err, io.EOF) {
 			break
@@ -169,12 +174,131 @@ func decodeXML(body []byte) (*node, error) {
 			stack[len(stack)-1].text.Write(t)
 		case xml.Directive:
 			return nil, xmlErr("XML directives (DOCTYPE) are not accepted")
+		case xml.ProcInst:
+			if err := checkDeclaration(body, t, tokens); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if root == nil {
 		return nil, xmlErr("malformed XML: no root element")
 	}
 	return root, nil
+}
+
+// checkDeclaration refuses an instruction pi, the tokens-th of body,
+// that is an XML declaration anywhere but at the very start of the
+// document (XML 1.0 §2.8: not even after white space), or one not
+// written as §2.8 has it (readDeclaration), or an instruction whose
+// target is "xml" in another case (reserved, §2.6). encoding/xml takes
+// them all; expat and libxml2 refuse the whole document, and a NOTIFY
+// body is forwarded to other users' clients as it came.
+func checkDeclaration(body []byte, pi xml.ProcInst, tokens int) error {
+	if !strings.EqualFold(pi.Target, "xml") {
+		return nil
+	}
+	if pi.Target != "xml" {
+		return xmlErr("malformed XML: the instruction target %q is reserved", pi.Target)
+	}
+	if tokens > 0 || !bytes.HasPrefix(body, []byte("<?xml")) {
+		return xmlErr("malformed XML: the XML declaration must be the first thing in the document, before any white space")
+	}
+	end := bytes.Index(body, []byte("?>"))
+	if _, ok := readDeclaration(body[len("<?xml"):max(end, len("<?xml"))]); end < 0 || !ok {
+		return xmlErr(`malformed XML: the XML declaration must be <?xml version="1.0"?>, with encoding and standalone after version if at all`)
+	}
+	return nil
+}
+
+// checkCharRefs refuses a character reference to a surrogate (&#xD800;
+// to &#xDFFF;) in body's text or attribute values: no character (XML 1.0
+// §4.1, Legal Character), which encoding/xml reads as U+FFFD and expat
+// and libxml2 refuse, whole document and all (encoding/xml refuses the
+// other references that name no character). The same text in a CDATA
+// section, a comment or an instruction is no reference. body is read as
+// far as it is markup: encoding/xml says what else is wrong with it.
+func checkCharRefs(body []byte) error {
+	for i := 0; i < len(body); {
+		kind, end := nextSpan(body, i)
+		if end < 0 {
+			return nil
+		}
+		if kind == spanText || kind == spanStart {
+			for s := body[i:end]; ; {
+				j := bytes.Index(s, []byte("&#"))
+				k := bytes.IndexByte(s[max(j, 0):], ';')
+				if j < 0 || k < 0 {
+					break
+				}
+				ref, base := s[j+2:j+k], 10
+				if len(ref) > 0 && ref[0] == 'x' {
+					ref, base = ref[1:], 16
+				}
+				if n, err := strconv.ParseUint(string(ref), base, 32); err == nil && 0xD800 <= n && n <= 0xDFFF {
+					return xmlErr("malformed XML: the character reference %s names a surrogate, no character", s[j:j+k+1])
+				}
+				s = s[j+k+1:]
+			}
+		}
+		i = end
+	}
+	return nil
+}
+
+// Kinds of span nextSpan finds.
+const (
+	spanText = iota
+	spanStart
+	spanEnd
+	spanCDATA
+	spanComment
+	spanPI
+)
+
+// nextSpan returns the kind of the markup (or text) at body[i:] and the
+// index after it; end is -1 for what it does not read (a DOCTYPE, which
+// no document here has, or anything unterminated). It reads a document
+// encoding/xml has taken, or will judge, in any encoding that writes
+// ASCII as ASCII: text runs to the next '<', and a start tag to the '>'
+// outside its quoted attribute values.
+func nextSpan(body []byte, i int) (kind, end int) {
+	rest := body[i:]
+	find := func(from int, close string) int {
+		if k := bytes.Index(rest[from:], []byte(close)); k >= 0 {
+			return i + from + k + len(close)
+		}
+		return -1
+	}
+	switch {
+	case rest[0] != '<':
+		if k := bytes.IndexByte(rest, '<'); k >= 0 {
+			return spanText, i + k
+		}
+		return spanText, len(body)
+	case bytes.HasPrefix(rest, []byte("<!--")):
+		return spanComment, find(4, "-->")
+	case bytes.HasPrefix(rest, []byte("<![CDATA[")):
+		return spanCDATA, find(9, "]]>")
+	case bytes.HasPrefix(rest, []byte("<?")):
+		return spanPI, find(2, "?>")
+	case bytes.HasPrefix(rest, []byte("<!")):
+		return spanComment, -1
+	case bytes.HasPrefix(rest, []byte("</")):
+		return spanEnd, find(2, ">")
+	}
+	for j := 1; j < len(rest); j++ {
+		switch c := rest[j]; c {
+		case '>':
+			return spanStart, i + j + 1
+		case '"', '\'':
+			k := bytes.IndexByte(rest[j+1:], c)
+			if k < 0 {
+				return spanStart, -1
+			}
+			j += k + 1
+		}
+	}
+	return spanStart, -1
 }
 
 // checkStart checks what Namespaces in XML asks of a start tag and

@@ -380,32 +380,73 @@ func intern(b []byte) string {
 }
 
 // plainDeclaration reports whether decl, what stands between <?xml and
-// ?>, is a declaration of version 1.0 in UTF-8: pseudo-attributes with
-// no more in them than a client writes.
+// ?>, is a declaration of version 1.0 in UTF-8, as XML 1.0 §2.8 writes
+// it (readDeclaration).
 func plainDeclaration(decl []byte) bool {
-	if len(decl) == 0 || !isXMLSpace(decl[0]) {
-		return false // <?xmlfoo is another instruction
+	enc, ok := readDeclaration(decl)
+	return ok && (enc == "" || strings.EqualFold(enc, "utf-8"))
+}
+
+// readDeclaration reads decl, what stands between <?xml and ?>, as XML
+// 1.0 §2.8 has it: white space, version="1.0", then optionally encoding
+// and standalone, in that order, each once, and optional white space;
+// it returns the encoding named, if any. encoding/xml reads the two it
+// wants wherever they are, and takes a declaration without them; expat
+// and libxml2 refuse the whole document for anything else.
+func readDeclaration(decl []byte) (encoding string, ok bool) {
+	s := string(decl)
+	v, s, ok := pseudoAttr(s, "version")
+	if !ok || v != "1.0" {
+		return "", false
 	}
-	for _, f := range strings.FieldsFunc(string(decl), func(r rune) bool { return r < utf8.RuneSelf && isXMLSpace(byte(r)) }) {
-		name, value, ok := strings.Cut(f, "=")
-		if !ok || len(value) < 2 || value[0] != value[len(value)-1] || value[0] != '"' && value[0] != '\'' {
+	if e, rest, ok := pseudoAttr(s, "encoding"); ok {
+		if !encName(e) {
+			return "", false
+		}
+		encoding, s = e, rest
+	}
+	if sd, rest, ok := pseudoAttr(s, "standalone"); ok {
+		if sd != "yes" && sd != "no" {
+			return "", false
+		}
+		s = rest
+	}
+	return encoding, strings.TrimLeft(s, " \t\r\n") == ""
+}
+
+// pseudoAttr reads white space, name, '=' (white space around it) and a
+// quoted value at the start of s: the value and what follows it.
+func pseudoAttr(s, name string) (value, rest string, ok bool) {
+	t := strings.TrimLeft(s, " \t\r\n")
+	if len(t) == len(s) || !strings.HasPrefix(t, name) {
+		return "", s, false
+	}
+	t = strings.TrimLeft(t[len(name):], " \t\r\n")
+	if !strings.HasPrefix(t, "=") {
+		return "", s, false
+	}
+	t = strings.TrimLeft(t[1:], " \t\r\n")
+	if t == "" || t[0] != '"' && t[0] != '\'' {
+		return "", s, false
+	}
+	end := strings.IndexByte(t[1:], t[0])
+	if end < 0 {
+		return "", s, false
+	}
+	return t[1 : 1+end], t[end+2:], true
+}
+
+// encName reports whether s is an encoding name (XML 1.0 §4.3.3):
+// [A-Za-z] ([A-Za-z0-9._] | '-')*.
+func encName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		letter := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+		if !letter && (i == 0 || !('0' <= c && c <= '9' || c == '.' || c == '_' || c == '-')) {
 			return false
 		}
-		switch v := value[1 : len(value)-1]; name {
-		case "version":
-			ok = v == "1.0"
-		case "encoding":
-			ok = strings.EqualFold(v, "utf-8")
-		case "standalone":
-			ok = v == "yes" || v == "no"
-		default:
-			ok = false
-		}
-		if !ok {
-			return false
-		}
 	}
-	return true
+	return s != ""
 }
 
 // scanText appends the character data at s[i:] to b as encoding/xml
