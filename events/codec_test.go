@@ -238,7 +238,7 @@ func FuzzFastEncode(f *testing.F) {
 				SubscriberUser: u, NodeURL: s1, Lifetime: int(n), Expires: at, Source: s2, Credential: s3, Known: int32(n), Handoff: s1},
 			&SubscriptionCreated{Meta: Meta{At: at}},
 			&Reply{ID: s1, Status: int(n), Error: s2, RetryAfter: int(n), SubscriptionID: int32(n), Lifetime: int(n), Location: s3, Href: s1,
-				Found: []PropValue{{Prop{s1, s2}, s3}, {}}, Missing: []Prop{{s2, s3}}, Forbidden: []Prop{{}}, Lease: &Lease{s1, s2, int(n), int32(n)}},
+				Found: []PropValue{{Prop{s1, s2}, s3}, {}}, Missing: []Prop{{s2, s3}}, Forbidden: []Prop{{}}, Lease: &Lease{s1, s2, int(n), int32(n)}, Kept: int(n)},
 			&Reply{ID: s2, Found: []PropValue{}},
 			&PropPatch{Req: req, State: &StateUpdate{Value: s1, Default: s2, Timeout: int(n), ViewID: int32(n)}, Set: []PropValue{{Prop{s1, s2}, s3}, {}}},
 			&PropPatch{Req: req, State: &StateUpdate{}, Set: []PropValue{}},

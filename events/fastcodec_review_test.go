@@ -293,7 +293,8 @@ func TestReviewEncodeEmpty(t *testing.T) {
 			&MessageAccepted{HopCount: int(n), Endpoints: int(n), BodySize: int(n)},
 			&MessageDelivered{Status: int(n), Delivered: int(n), Failed: int(n)},
 			&Notify{HopCount: int(n)},
-			&Reply{Status: int(n), RetryAfter: int(n), SubscriptionID: int32(n), Lifetime: int(n), Lease: &Lease{Timeout: int(n), ViewID: int32(n)}},
+			&Reply{Status: int(n), RetryAfter: int(n), SubscriptionID: int32(n), Lifetime: int(n), Lease: &Lease{Timeout: int(n), ViewID: int32(n)}, Kept: int(n)},
+			&Reply{Kept: int(n)},
 			&PropPatch{State: &StateUpdate{Timeout: int(n), ViewID: int32(n)}},
 		)
 	}

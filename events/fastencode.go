@@ -62,7 +62,7 @@ func fastEncode(e Event) (data []byte, ok bool) {
 		if len(v.Subscriptions) != 0 || v.Listed || len(v.ACL) != 0 || v.HasACL || v.Raw != nil {
 			return nil, false
 		}
-		n := 64 + len(v.ID) + len(v.Error) + len(v.Location) + len(v.Href) + 32*(len(v.Missing)+len(v.Forbidden))
+		n := 80 + len(v.ID) + len(v.Error) + len(v.Location) + len(v.Href) + 32*(len(v.Missing)+len(v.Forbidden))
 		for _, p := range v.Found {
 			n += 32 + len(p.Space) + len(p.Local) + len(p.Value)
 		}
@@ -90,6 +90,7 @@ func fastEncode(e Event) (data []byte, ok bool) {
 				w.intField("view_id", int64(l.ViewID))
 			})
 		}
+		w.optInt("kept", int64(v.Kept))
 	case *PropPatch:
 		n := 20
 		if v.State != nil {

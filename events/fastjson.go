@@ -319,6 +319,9 @@ func fastDecode(typ string, data []byte) (e Event, ok bool) {
 			case "has_acl":
 				v.HasACL = d.bool()
 				return 12
+			case "kept":
+				v.Kept = int(d.int(strconv.IntSize))
+				return 13
 			}
 			return -1
 		})

@@ -267,6 +267,11 @@ type Reply struct {
 	// ACL is a node's access control list, for an ACL answer.
 	ACL    []ACE `json:"acl,omitempty"`
 	HasACL bool  `json:"has_acl,omitempty"`
+	// Kept is the bytes the decision's facts keep of what was not in
+	// the request's body (an ACL write's acl.set holds the whole ACL,
+	// however few entries the body changed), for the gateway to charge
+	// to the sender's bytes a day beyond the body it charged before.
+	Kept int `json:"kept,omitempty"`
 
 	// Raw is another server's answer, relayed as it came: a request
 	// forwarded to another organisation.

@@ -423,6 +423,7 @@ func (g *Gateway) answer(ctx context.Context, c *conn, req *rvp.Request, client 
 	if err != nil {
 		return nil, fmt.Errorf("%s for %s on home server %s: %w", req.Method, tgt.user, tgt.rec.Home, err)
 	}
+	g.keepMore(identity, client, len(req.Body), reply)
 	return reply, nil
 }
 

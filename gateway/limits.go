@@ -18,8 +18,10 @@ import (
 // long as the streams keep facts), refilled over a day; a request that
 // may leave facts draws requestOverhead on it besides, body or none (a
 // renewal's subscription.renewed is some 650 bytes kept), and a read,
-// which keeps nothing, draws nothing. The rates alone let one sender
-// store 20 GiB a day.
+// which keeps nothing, draws nothing. What a decision keeps beyond the
+// body (an ACL write's acl.set holds the whole ACL: Reply.Kept) is
+// charged when the answer comes, below empty if need be. The rates alone
+// let one sender store 20 GiB a day.
 //
 // A sender is the authenticated user. Requests without credentials (from
 // other organisations, and redirects) are charged to their client address,
@@ -162,6 +164,25 @@ func (l *limiter) allow(key string, anonymous, message bool, bytes, kept int, no
 		}
 	}
 	return 0, "", true
+}
+
+// keep charges n bytes more to a sender's bytes a day (key; anonymous
+// ones get the larger share): what a request it let through kept beyond
+// what allow charged for it (Reply.Kept). The bucket may go below empty,
+// and the sender's next requests that keep anything wait for it to
+// refill.
+func (l *limiter) keep(key string, anonymous bool, n int, now time.Time) {
+	if l.cfg.BytesPerDay <= 0 || n <= 0 {
+		return
+	}
+	f := 1.0
+	if anonymous {
+		f = float64(l.cfg.AnonymousFactor)
+	}
+	burst := f * float64(l.cfg.BytesPerDay)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	bucketOf(l.day, key, burst/(24*60*60), burst, now).tokens -= float64(n)
 }
 
 // bucketOf returns key's bucket in m, refilled to now, made of rate and

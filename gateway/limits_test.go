@@ -100,6 +100,28 @@ func TestLimiter(t *testing.T) {
 		t.Error("after a flood of anonymous senders dave's bucket was refilled at their rate")
 	}
 
+	// What a request kept beyond what allow charged (an ACL write's
+	// whole ACL, Reply.Kept) is charged after it, below empty if need
+	// be: the sender's next request that keeps anything waits for it,
+	// a read does not.
+	k := newLimiter(SenderLimits{BytesPerDay: 86_400_000, AnonymousFactor: 10})
+	if _, _, ok := k.allow("user fay", false, false, 1_000, 1_000, now); !ok {
+		t.Fatal("fay's first ACL write refused")
+	}
+	k.keep("user fay", false, 86_400_000, now)
+	wait, what, ok = k.allow("user fay", false, false, 1_000, 1_000, now)
+	if ok || what != "bytes per day" || wait != 2*time.Second {
+		t.Errorf("after fay kept a day's bytes: ok %v, %q, wait %s (want 2s: 2,000 bytes short at 1,000 a second)", ok, what, wait)
+	}
+	if _, _, ok := k.allow("user fay", false, false, 100, 0, now); !ok {
+		t.Error("a read refused for what fay kept")
+	}
+	k.keep("addr 192.0.2.9", true, 86_400_000, now)
+	if _, _, ok := k.allow("addr 192.0.2.9", true, false, 1_000, 1_000, now); !ok {
+		t.Error("an anonymous sender's tenfold share spent by one day's bytes")
+	}
+	newLimiter(SenderLimits{}).keep("user fay", false, 1<<30, now) // switched off: nothing to charge
+
 	// Switched off.
 	off := newLimiter(SenderLimits{})
 	for range 10_000 {

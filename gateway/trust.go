@@ -347,13 +347,7 @@ func (g *Gateway) ourPort(host, port string, c *conn) (bool, error) {
 // authenticated user, else the client's network (events.SenderNetwork).
 // kept is what it draws on the bytes a day (kept).
 func (g *Gateway) limit(req *rvp.Request, identity events.Identity, client string, bytes, kept int) error {
-	var key string
-	anonymous := identity.User.IsZero()
-	if anonymous {
-		key = "addr " + events.SenderNetwork(client)
-	} else {
-		key = "user " + identity.User.String()
-	}
+	key, anonymous := senderKey(identity, client)
 	wait, what, ok := g.limiter.allow(key, anonymous, req.Method == "NOTIFY", bytes, kept, g.now())
 	if ok {
 		return nil
@@ -365,6 +359,24 @@ func (g *Gateway) limit(req *rvp.Request, identity events.Identity, client strin
 	}
 	return &refusal{status: rvp.StatusTooManyRequests, retryAfter: wait,
 		msg: fmt.Sprintf("%s has sent more %s than its share at this server; retry in %s", who, what, wait.Round(time.Millisecond))}
+}
+
+// senderKey is whose share a request is charged to: the authenticated
+// user, else the client's network (anonymous).
+func senderKey(identity events.Identity, client string) (key string, anonymous bool) {
+	if identity.User.IsZero() {
+		return "addr " + events.SenderNetwork(client), true
+	}
+	return "user " + identity.User.String(), false
+}
+
+// keepMore charges a request's sender's bytes a day with what its
+// decision kept beyond its body (reply.Kept), which limit charged.
+func (g *Gateway) keepMore(identity events.Identity, client string, body int, reply *events.Reply) {
+	if reply != nil && reply.Kept > body {
+		key, anonymous := senderKey(identity, client)
+		g.limiter.keep(key, anonymous, reply.Kept-body, g.now())
+	}
 }
 
 // kept is what request event ev, of a body of bytes, draws on its

@@ -593,9 +593,9 @@ func (d *decision) recordedReply() ([]byte, error) {
 	}
 	r := d.reply
 	short := &events.Reply{ID: r.ID, Status: r.Status, Error: r.Error, RetryAfter: r.RetryAfter, SubscriptionID: r.SubscriptionID,
-		Lifetime: r.Lifetime, Location: r.Location, Href: r.Href, Lease: r.Lease}
+		Lifetime: r.Lifetime, Location: r.Location, Href: r.Href, Lease: r.Lease, Kept: r.Kept}
 	if data, err = events.Encode(short); err != nil || len(data) <= maxRecordedAnswer {
 		return data, err
 	}
-	return events.Encode(&events.Reply{ID: r.ID, Status: r.Status})
+	return events.Encode(&events.Reply{ID: r.ID, Status: r.Status, Kept: r.Kept})
 }

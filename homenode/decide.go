@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -605,7 +606,10 @@ func (c *core) decidePropPatch(d *decision, e *events.PropPatch, now time.Time) 
 	meta := c.meta(r, now)
 	// The mobile properties are the owner's to set; display name, e-mail
 	// and anything else come from the directory and are refused (403
-	// propstat), as in Exchange.
+	// propstat), as in Exchange. A property named more than once is set
+	// once, to the last value given (instructions apply in document
+	// order): a body of thousands of one property made a fact of each,
+	// some 575 bytes kept for each 35 of the body.
 	var set []events.PropValue
 	var forbidden []events.Prop
 	for _, pv := range e.Set {
@@ -615,11 +619,17 @@ func (c *core) decidePropPatch(d *decision, e *events.PropPatch, now time.Time) 
 			if pv.Prop == events.PropMobileState && pv.Value == "" {
 				pv.Value = "0"
 			}
-			set = append(set, pv)
-			d.facts = append(d.facts, &events.PropertySet{Meta: meta, Node: r.Node, Value: pv})
+			if i := slices.IndexFunc(set, func(s events.PropValue) bool { return s.Prop == pv.Prop }); i >= 0 {
+				set[i] = pv
+			} else {
+				set = append(set, pv)
+			}
 		default:
 			forbidden = append(forbidden, pv.Prop)
 		}
+	}
+	for _, pv := range set {
+		d.facts = append(d.facts, &events.PropertySet{Meta: meta, Node: r.Node, Value: pv})
 	}
 	if e.State == nil {
 		d.reply = &events.Reply{ID: r.ID, Status: rvp.StatusMultiStatus, Href: r.NodeURL, Found: set, Forbidden: forbidden}
@@ -781,18 +791,23 @@ func (c *core) decideACL(d *decision, e *events.ACL, now time.Time) (*decision, 
 	if len(merged) > maxACLEntries {
 		return d.fail(r, rvp.StatusInsufficientStorage, "the ACL of %s would hold %d entries, more than the %d allowed; remove entries (an ACE with no grant and no deny) first", r.Node, len(merged), maxACLEntries)
 	}
-	if size, err := json.Marshal(merged); err != nil {
+	size, err := json.Marshal(merged)
+	if err != nil {
 		return nil, err
 	} else if len(size) > maxACLBytes {
 		return d.fail(r, rvp.StatusInsufficientStorage, "the ACL of %s would take %d bytes, more than the %d allowed; remove entries (an ACE with no grant and no deny), or name principals more briefly, first", r.Node, len(size), maxACLBytes)
 	}
+	d.reply = &events.Reply{ID: r.ID, Status: rvp.StatusOK, ACL: merged, HasACL: true}
 	// The fact records the whole resulting ACL, as acl.set always has:
 	// folding it needs nothing but the fact. librvp writes the same
 	// entries at every sign-in; an ACL that does not change is no fact.
+	// One that does keeps the whole ACL, which the gateway charges to the
+	// writer's bytes a day (Reply.Kept): it charged the body, and a write
+	// of one entry to a full ACL kept 220 KB for some 900 bytes charged.
 	if !sameACL(merged, acl) {
 		d.facts = append(d.facts, &events.ACLSet{Meta: c.meta(r, now), Node: r.Node, ACEs: merged})
 		d.aclBefore = map[events.User][]events.ACE{r.Node: acl}
+		d.reply.Kept = len(size)
 	}
-	d.reply = &events.Reply{ID: r.ID, Status: rvp.StatusOK, ACL: merged, HasACL: true}
 	return d, nil
 }

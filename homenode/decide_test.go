@@ -3,6 +3,7 @@ package homenode
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -116,6 +117,30 @@ func TestViews(t *testing.T) {
 		}
 		if v, _ := w.st.Property(user("ann"), events.PropMobileState); v != "1" {
 			t.Errorf("mobile-state %q", v)
+		}
+	})
+	t.Run("a property named many times is set once, to its last value", func(t *testing.T) {
+		// A PROPPATCH of 1,300 mobile-states (44 KB) kept 1,300 facts
+		// (750 KB): the writer's bytes a day charge the body.
+		w := newWorld(t)
+		var set []events.PropValue
+		for i := range 2000 {
+			set = append(set, events.PropValue{Prop: events.PropMobileState, Value: strconv.Itoa(i % 2)},
+				events.PropValue{Prop: events.PropMobileDescription, Value: "d" + strconv.Itoa(i)})
+		}
+		d := w.do(&events.PropPatch{Req: w.req("p", "ann", "ann", "10.0.0.1"), Set: set})
+		wantStatus(t, d, 207)
+		if n := len(d.facts); n != 2 {
+			t.Errorf("%d facts, want one for each property", n)
+		}
+		if n := len(d.reply.Found); n != 2 {
+			t.Errorf("%d properties found, want each once", n)
+		}
+		if v, _ := w.st.Property(user("ann"), events.PropMobileState); v != "1" {
+			t.Errorf("mobile-state %q, want the last given, 1", v)
+		}
+		if v, _ := w.st.Property(user("ann"), events.PropMobileDescription); v != "d1999" {
+			t.Errorf("mobile-description %q, want the last given, d1999", v)
 		}
 	})
 }
@@ -236,6 +261,33 @@ func TestACLEvaluation(t *testing.T) {
 		d = w.do(&events.ACL{Req: w.req("acl2", "ann", "ann", "10.0.0.1"), Write: true, ACEs: []events.ACE{
 			{Principal: nodeURL("ben"), User: user("ben"), Credentials: any}}})
 		wantStrings(t, "notified", sent(d), []string{benCB + " online"})
+	})
+	t.Run("a write that changes the ACL says how much its fact keeps", func(t *testing.T) {
+		// The gateway charged the body; the acl.set fact holds the whole
+		// ACL, which it charges to the writer's bytes a day (Reply.Kept).
+		w := newWorld(t)
+		write := func(id string, aces ...events.ACE) *decision {
+			return w.do(&events.ACL{Req: w.req(id, "ann", "ann", "10.0.0.1"), Write: true, ACEs: aces})
+		}
+		d := write("acl", grantAll(any, events.RightPresence), deny(user("ben"), events.RightPresence))
+		wantStrings(t, "facts", types(d), []string{events.TypeACLSet})
+		acl, _ := json.Marshal(d.reply.ACL)
+		if d.reply.Kept != len(acl) || d.reply.Kept == 0 {
+			t.Errorf("kept %d, want the ACL's %d bytes", d.reply.Kept, len(acl))
+		}
+		// Written again unchanged (librvp at each sign-in): no fact, nothing kept.
+		if d := write("acl2", d.reply.ACL[len(d.reply.ACL)-1]); len(d.facts) != 0 || d.reply.Kept != 0 {
+			t.Errorf("an unchanged write: facts %v, kept %d", types(d), d.reply.Kept)
+		}
+		// An answer cut to be recorded keeps it.
+		big := &decision{reply: &events.Reply{ID: "r", Status: 200, HasACL: true, Kept: 99, ACL: []events.ACE{{Principal: strings.Repeat("p", maxRecordedAnswer)}}}}
+		data, err := big.recordedReply()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e, err := events.Decode(events.TypeReply, data); err != nil || e.(*events.Reply).Kept != 99 || e.(*events.Reply).ACL != nil {
+			t.Errorf("recorded answer %s (%v), want it cut, with kept 99", data, err)
+		}
 	})
 	t.Run("writing another's ACL is refused", func(t *testing.T) {
 		w := newWorld(t)

@@ -450,6 +450,92 @@ func TestHostileBodilessRequestsKept(t *testing.T) {
 		[]byte(`<d:propfind xmlns:d="DAV:"><d:allprop/></d:propfind>`), alice.From(), "Depth: 0"), 207)
 }
 
+// TestHostileACLWritesKept: an ACL write that changes an entry appends
+// an acl.set fact holding the whole ACL, and the gateway charges what
+// it keeps (the home node's Reply.Kept) to the writer's bytes a day, not
+// only the body. Before, a user with a full ACL (some 220 KB here)
+// writing one entry back and forth kept 220 KB a write for some 900
+// bytes charged: 200 writes kept 44 MB, ten times a day's share of
+// 4 MiB, untouched; at the default shares (64 MiB a day, 256 KiB a
+// second) some 60 MB a second.
+func TestHostileACLWritesKept(t *testing.T) {
+	const day = 4 << 20
+	a := Start(t, Options{Senders: gateway.SenderLimits{BytesPerSecond: 1 << 30, ByteBurst: 1 << 30, BytesPerDay: day}})
+	alice := a.Client(t, "alice")
+	ace := func(principal, grant string) string {
+		return `<a:ace><a:principal><a:rvp-principal>` + principal + `</a:rvp-principal><a:credentials><a:assertion/></a:credentials></a:principal><a:grant>` +
+			grant + `</a:grant><a:deny/></a:ace>`
+	}
+	write := func(aces string) *Response {
+		body := `<a:rvpacl xmlns:a="http://schemas.microsoft.com/rvp/acl/"><a:acl><a:inheritance>none</a:inheritance>` + aces + `</a:acl></a:rvpacl>`
+		return alice.Do("ACL", "/instmsg/aliases/alice", []byte(body), alice.From(), "Content-Type: text/xml")
+	}
+	long := strings.Repeat("x", 200)
+	principal := func(i int) string { return fmt.Sprintf("http://far%d.test/instmsg/aliases/%s%d", i, long, i) }
+	for w := range 3 {
+		var b strings.Builder
+		for i := range 240 {
+			b.WriteString(ace(principal(w*240+i), "<a:presence/>"))
+		}
+		must(t, fmt.Sprintf("ACL write %d of 240 entries", w), write(b.String()), 200)
+	}
+	facts := events.FactStream("home1")
+	before := StreamStates(t, a.JS)[facts]
+	writes := 0
+	var r *Response
+	for i := range 200 {
+		grant := "<a:presence/>"
+		if i%2 == 0 {
+			grant = "<a:send-to/>"
+		}
+		if r = write(ace(principal(0), grant)); r.Status != 200 {
+			break
+		}
+		writes++
+	}
+	after := StreamStates(t, a.JS)[facts]
+	kept := after.Bytes - before.Bytes
+	t.Logf("%d one-entry ACL writes kept %d facts, %d bytes; the day's share is %d", writes, after.LastSeq-before.LastSeq, kept, day)
+	if r.Status != 429 || !strings.Contains(string(r.Body), "bytes per day") || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("after %d writes: %d %.200q, want 429 for the bytes a day with Retry-After", writes, r.Status, r.Body)
+	}
+	if kept > day {
+		t.Errorf("one-entry ACL writes kept %d bytes of facts, more than the writer's bytes a day (%d)", kept, day)
+	}
+	// A read keeps nothing: still served.
+	must(t, "alice reads her ACL", alice.Do("ACL", "/instmsg/aliases/alice", nil, alice.From()), 200)
+}
+
+// TestHostilePropPatchKept: a PROPPATCH naming a property over and over
+// sets it once. Before, each was a fact: a body of 44 KB (1,300
+// mobile-states) kept 1,300 facts, 750 KB, its bytes a day charged 44 KB.
+func TestHostilePropPatchKept(t *testing.T) {
+	a := Start(t, Options{})
+	alice := a.Client(t, "alice")
+	var b strings.Builder
+	b.WriteString(`<d:propertyupdate xmlns:d="DAV:" xmlns:r="http://schemas.microsoft.com/rvp/"><d:set><d:prop>`)
+	for i := range 1300 {
+		fmt.Fprintf(&b, `<r:mobile-state>%d</r:mobile-state>`, i%2)
+	}
+	b.WriteString(`</d:prop></d:set></d:propertyupdate>`)
+	facts := events.FactStream("home1")
+	before := StreamStates(t, a.JS)[facts]
+	r := alice.Do("PROPPATCH", "/instmsg/aliases/alice", []byte(b.String()), alice.From(), "Content-Type: text/xml")
+	must(t, "alice's PROPPATCH of 1,300 mobile-states", r, 207)
+	after := StreamStates(t, a.JS)[facts]
+	if n := after.LastSeq - before.LastSeq; n != 1 {
+		t.Errorf("a PROPPATCH of %d bytes setting one property kept %d facts, %d bytes; want one", b.Len(), n, after.Bytes-before.Bytes)
+	}
+	if n := strings.Count(string(r.Body), "mobile-state"); n > 2 {
+		t.Errorf("the answer names mobile-state %d times, want once: %.300s", n, r.Body)
+	}
+	pf := alice.Do("PROPFIND", "/instmsg/aliases/alice", []byte(`<d:propfind xmlns:d="DAV:" xmlns:r="http://schemas.microsoft.com/rvp/"><d:prop><r:mobile-state/></d:prop></d:propfind>`),
+		alice.From(), "Depth: 0")
+	if !strings.Contains(string(pf.Body), ">1</") {
+		t.Errorf("mobile-state after the PROPPATCH: %q, want the last value given, 1", pf.Body)
+	}
+}
+
 // TestGatewayStats: the per-sender limits and sign-in throttling are
 // counted, with requests refused for want of credentials.
 func TestGatewayStats(t *testing.T) {
