@@ -231,3 +231,75 @@ func TestVerifierCacheKeepsSubject(t *testing.T) {
 		t.Errorf("alice's password, with her sealed verifiers copied onto bob: %+v", out)
 	}
 }
+
+// TestLockoutFloodForgetsNoGuessedAccount: a flood of failed sign-ins
+// under made-up names, each failing once, does not make the gateway
+// forget an account guessed at many times. When the lockout's maps were
+// full, every entry not waiting at that moment was forgotten at once:
+// one guessed past its free failures (4×Free for the account, from
+// addresses it never signed in from) whose last wait had run out went
+// with the flood's, its count started again, and another 4×Free guesses
+// were checked at full speed. 100,000 made-up names from a thousand IPv6
+// /64s (a tunnel broker's free /48 holds 65,536; each /64 within its own
+// 10×Free) bought that, again and again: some 40 guesses a flood instead
+// of one every few minutes, NTLM as librvp signs in.
+func TestLockoutFloodForgetsNoGuessedAccount(t *testing.T) {
+	// Her last wait run out, or run out and an hour quiet (entries quiet
+	// for an hour went first, whatever their count).
+	for _, quiet := range []time.Duration{2 * time.Second, 61 * time.Minute} {
+		t.Run(quiet.String(), func(t *testing.T) { lockoutFlood(t, quiet) })
+	}
+}
+
+func lockoutFlood(t *testing.T, quiet time.Duration) {
+	dir, dom := aliceDirectory(t)
+	now := time.Unix(1_000_000, 0)
+	c, err := NewCredentials(CredentialsConfig{Keyring: aliceKeyring{"k"}, Directory: dir, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ar := AuthRequest{Req: &rvp.Request{Method: "SUBSCRIBE", Target: "/instmsg/aliases/alice"}, Domain: dom, Required: true}
+	guess := func(client, user string) Outcome {
+		ar.Client = client
+		return ntlmSignIn(t, c, &ConnState{}, ar, user, none, ntlmv1("guess"))
+	}
+	// alice guessed at from a new /64 each time: the account's free
+	// failures, then one that makes her wait.
+	nets := 0
+	fresh := func() string { nets++; return fmt.Sprintf("2001:db8:a:%x::1", nets) }
+	free := 4 * DefaultLockoutFree
+	for i := range free {
+		if out := guess(fresh(), "alice"); out.Verdict != Refused {
+			t.Fatalf("guess %d: %+v", i+1, out)
+		}
+	}
+	if out := guess(fresh(), "alice"); out.Verdict != Throttled {
+		t.Fatalf("guess %d at alice, past the account's %d free failures: %+v", free+1, free, out)
+	}
+	// Her wait runs out; a flood of names that fail once each, each /64
+	// within its own free failures.
+	now = now.Add(quiet)
+	names := 0
+	for n := range maxLockoutEntries/(10*DefaultLockoutFree) + 1 {
+		client := fmt.Sprintf("2001:db8:f:%x::1", n)
+		for range 10 * DefaultLockoutFree {
+			names++
+			if out := guess(client, fmt.Sprint("nobody", names)); out.Verdict != Refused {
+				t.Fatalf("made-up name %d from %s: %+v", names, client, out)
+			}
+		}
+	}
+	// The guesses at alice go on from new /64s, all at once: the first
+	// is checked (her wait ran out) and makes her wait again; none is
+	// answered as one within the free failures.
+	refused := 0
+	for range free {
+		if guess(fresh(), "alice").Verdict == Refused {
+			refused++
+		}
+	}
+	if refused > 0 {
+		t.Errorf("after a flood of %d made-up names, %d of %d guesses at alice sent at once were checked and refused without a wait, as if her %d failures had never been",
+			names, refused, free, free+1)
+	}
+}

@@ -198,10 +198,10 @@ func (l *lockout) fail(account, addr string, now time.Time) (tell bool) {
 	defer l.mu.Unlock()
 	known := l.isKnown(account, addr, now)
 	waiting := l.waitLocked(account, addr, known, now) > 0
-	l.count(entry(l.pairs, [2]string{account, addr}, now), l.cfg.Free, now)
+	l.count(entry(l.pairs, [2]string{account, addr}, l.cfg.Forget, now), l.cfg.Free, now)
 	if !known {
-		l.count(entry(l.accounts, account, now), 4*l.cfg.Free, now)
-		l.count(entry(l.addrs, addr, now), 10*l.cfg.Free, now)
+		l.count(entry(l.accounts, account, l.cfg.Forget, now), 4*l.cfg.Free, now)
+		l.count(entry(l.addrs, addr, l.cfg.Forget, now), 10*l.cfg.Free, now)
 	}
 	return !waiting
 }
@@ -227,32 +227,51 @@ func (l *lockout) count(f *failures, free int, now time.Time) {
 	}
 }
 
-// entry returns m's entry for k, made when missing; past the bound, old
-// entries go first.
-func entry[K comparable](m map[K]*failures, k K, now time.Time) *failures {
+// entry returns m's entry for k, made when missing; past the bound, room
+// is made first (forgetFewest).
+func entry[K comparable](m map[K]*failures, k K, forget time.Duration, now time.Time) *failures {
 	f := m[k]
 	if f != nil {
 		return f
 	}
 	if len(m) >= maxLockoutEntries {
-		for k, x := range m {
-			if now.After(x.until) && now.Sub(x.last) > time.Hour {
-				delete(m, k)
-			}
-		}
-		if len(m) >= maxLockoutEntries {
-			// A flood of distinct names or addresses: forget the
-			// quiet half rather than grow.
-			for k, x := range m {
-				if now.After(x.until) {
-					delete(m, k)
-				}
-			}
-		}
+		forgetFewest(m, forget, now)
 	}
 	f = &failures{}
 	m[k] = f
 	return f
+}
+
+// forgetFewest makes room in m, full, rather than let it grow: the
+// entries that count nothing any more (quiet for forget) go, then, while
+// it is over three quarters full, those not waiting with the fewest
+// failures, one, then two, four... Entries waiting stay. A flood of names
+// or addresses that failed once each goes before an account or address
+// guessed at many times: every entry not waiting went at once before, so
+// that 100,000 made-up names (a thousand IPv6 /64s, each within its own
+// free failures) made the gateways forget an account whose last wait had
+// run out, and gave its guesser the account's free failures again, flood
+// after flood (TestLockoutFloodForgetsNoGuessedAccount).
+func forgetFewest[K comparable](m map[K]*failures, forget time.Duration, now time.Time) {
+	for most := 0; len(m) >= maxLockoutEntries*3/4; most = max(1, 2*most) {
+		more := false
+		for k, x := range m {
+			n := x.n
+			if now.Sub(x.last) > forget {
+				n = 0 // count starts again at the next failure (count)
+			}
+			switch {
+			case !now.After(x.until): // waiting
+			case n <= most:
+				delete(m, k)
+			default:
+				more = true
+			}
+		}
+		if !more {
+			return
+		}
+	}
 }
 
 // knownRefresh is how old a known pair's last sign-in may be before a
