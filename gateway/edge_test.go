@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -496,6 +497,65 @@ func TestForeignPrincipalAtOurHost(t *testing.T) {
 		before := e.appended()
 		if r := e.do(subscribe(from)); r.Status == rvp.StatusForbidden || e.appended() == before {
 			t.Errorf("%s: status %d, body %q, not appended: want it taken as another organisation's", from, r.Status, r.Body)
+		}
+	}
+}
+
+// TestForeignMessageFromOurPhysicalURL: another organisation's principal
+// (or server), which speaks without credentials, may not send a message
+// whose sender (r:notification-from) is a physical URL naming one of our
+// users at its own host (http://im.partner.test/instmsg/local/
+// im.example.test/instmsg/aliases/bob): a physical URL names a user of
+// ours only at a host of ours, wherever a principal is named. Our own
+// users were held to that; another organisation's sender was checked by
+// its host alone, as another organisation's principal of the same alias
+// or server, and the message was appended for alice's clients: from
+// "bob" of our IM host, its replies going to the partner's host. Nothing
+// is appended; the message is counted forged and logged once. The
+// partner's own principals still speak (appended).
+func TestForeignMessageFromOurPhysicalURL(t *testing.T) {
+	e := newEdge(t, NoAuth{})
+	notify := func(from, sender string) string {
+		body := `<?xml version="1.0"?><r:notification xmlns:d="DAV:" xmlns:r="http://schemas.microsoft.com/rvp/"><r:message>` +
+			`<r:notification-from><r:contact><d:href>` + sender + `</d:href></r:contact></r:notification-from>` +
+			`<r:notification-to><r:contact><d:href>http://im.example.test/instmsg/aliases/alice</d:href></r:contact></r:notification-to>` +
+			`<r:msgbody><r:mime-data><![CDATA[MIME-Version: 1.0` + "\r\n\r\n" + `hi]]></r:mime-data></r:msgbody></r:message></r:notification>`
+		return fmt.Sprintf("NOTIFY /instmsg/aliases/alice HTTP/1.1\r\nHost: im.example.test\r\nRVP-From-Principal: %s\r\nContent-Type: text/xml\r\nContent-Length: %d\r\n\r\n%s",
+			from, len(body), body)
+	}
+	for _, tc := range []struct{ from, sender string }{
+		{"http://im.partner.test/instmsg/aliases/bob", "http://im.partner.test/instmsg/local/im.example.test/instmsg/aliases/bob"},
+		{"im.partner.test", "http://im.partner.test/instmsg/local/im.example.test/instmsg/aliases/bob"},
+		{"partner.test", "http://partner.test:8080/instmsg/local/IM.EXAMPLE.TEST./instmsg/aliases/Bob/"},
+	} {
+		e.log.take()
+		forged, before := e.g.Stats().Forged, e.appended()
+		r := e.do(notify(tc.from, tc.sender))
+		if r.Status != rvp.StatusForbidden {
+			t.Errorf("RVP-From-Principal %s, sender %s: status %d, want 403; body %q", tc.from, tc.sender, r.Status, r.Body)
+		}
+		if n := e.appended() - before; n != 0 {
+			t.Errorf("RVP-From-Principal %s, sender %s: %d events appended", tc.from, tc.sender, n)
+		}
+		if e.g.Stats().Forged == forged {
+			t.Errorf("RVP-From-Principal %s, sender %s: not counted as forged", tc.from, tc.sender)
+		}
+		if said := e.log.take(); len(said) != 1 {
+			var lines []string
+			for _, rec := range said {
+				lines = append(lines, rec.Level.String()+" "+rec.Message)
+			}
+			t.Errorf("RVP-From-Principal %s, sender %s: logged %q, want once", tc.from, tc.sender, lines)
+		}
+	}
+	for _, tc := range []struct{ from, sender string }{
+		{"http://im.partner.test/instmsg/aliases/carol", "http://im.partner.test/instmsg/aliases/carol"},
+		{"im.partner.test", "http://im.partner.test/instmsg/aliases/carol"},
+		{"partner.test", "http://partner.test/instmsg/local/im.partner.test/instmsg/aliases/carol"},
+	} {
+		before := e.appended()
+		if r := e.do(notify(tc.from, tc.sender)); r.Status == rvp.StatusForbidden || e.appended() == before {
+			t.Errorf("RVP-From-Principal %s, sender %s: status %d, body %q, not appended: want it taken", tc.from, tc.sender, r.Status, r.Body)
 		}
 	}
 }

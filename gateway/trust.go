@@ -159,8 +159,16 @@ func (g *Gateway) checkNotification(n *rvp.Notification, user events.User, forei
 		if u != user {
 			return refuse(rvp.StatusForbidden, "the notification says it is from %s (r:notification-from), and you authenticated as %s", sender, user)
 		}
-	} else if !g.foreignSender(sender, foreignFrom, reqHost) {
-		return refuse(rvp.StatusForbidden, "the notification says it is from %s (r:notification-from), which is not %s (RVP-From-Principal)", sender, foreignFrom)
+	} else {
+		// A physical URL names a user of ours only at a host of ours,
+		// whoever sends it: at another organisation's host it would show
+		// the message as from one of ours (localUser refuses it).
+		if _, _, err := g.localUser(sender, reqHost); err != nil {
+			return err
+		}
+		if !g.foreignSender(sender, foreignFrom, reqHost) {
+			return refuse(rvp.StatusForbidden, "the notification says it is from %s (r:notification-from), which is not %s (RVP-From-Principal)", sender, foreignFrom)
+		}
 	}
 	node := ""
 	switch {

@@ -65,6 +65,12 @@ func TestHostileFederation(t *testing.T) {
 		{"acme's server speaking for one of ours", func() *Response {
 			return notifyAs("im.acme.test", notificationBody("propnotification", bobURL, aliceURL))
 		}, 403, false, false},
+		{"dave's message saying it is bob's, by bob's physical URL at acme's host", func() *Response {
+			return notifyAs("http://im.acme.test/instmsg/aliases/bob", notificationBody("message", "http://im.acme.test/instmsg/local/im.example.test/instmsg/aliases/bob", aliceURL))
+		}, 403, false, false},
+		{"acme's server speaking for one of ours, by a physical URL at its host", func() *Response {
+			return notifyAs("im.acme.test", notificationBody("message", "http://im.acme.test/instmsg/local/im.example.test/instmsg/aliases/bob", aliceURL))
+		}, 403, false, false},
 		{"dave's message addressed to bob, sent to alice", func() *Response { return notifyAs(daveURL, notificationBody("message", daveURL, bobURL)) }, 403, false, false},
 		{"a principal of an address", func() *Response {
 			return notifyAs("http://10.1.2.3:25/instmsg/aliases/x", notificationBody("message", "http://10.1.2.3:25/instmsg/aliases/x", aliceURL))
