@@ -125,10 +125,7 @@ func newLimiter(cfg SenderLimits) *limiter {
 // day. When the request is past the sender's share it charges nothing and
 // returns how long to wait and which limit it hit.
 func (l *limiter) allow(key string, anonymous, message bool, bytes, kept int, now time.Time) (time.Duration, string, bool) {
-	f := 1.0
-	if anonymous {
-		f = float64(l.cfg.AnonymousFactor)
-	}
+	f := l.share(anonymous)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var mb, bb, db *bucket
@@ -148,8 +145,7 @@ func (l *limiter) allow(key string, anonymous, message bool, bytes, kept int, no
 		}
 	}
 	if l.cfg.BytesPerDay > 0 && kept > 0 {
-		burst := f * float64(l.cfg.BytesPerDay)
-		db = bucketOf(l.day, key, burst/(24*60*60), burst, now)
+		db = l.dayBucket(key, anonymous, now)
 		var wait time.Duration
 		if dn, wait = db.wait(float64(kept)); wait > 0 {
 			return wait, "bytes per day", false
@@ -175,14 +171,24 @@ func (l *limiter) keep(key string, anonymous bool, n int, now time.Time) {
 	if l.cfg.BytesPerDay <= 0 || n <= 0 {
 		return
 	}
-	f := 1.0
-	if anonymous {
-		f = float64(l.cfg.AnonymousFactor)
-	}
-	burst := f * float64(l.cfg.BytesPerDay)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	bucketOf(l.day, key, burst/(24*60*60), burst, now).tokens -= float64(n)
+	l.dayBucket(key, anonymous, now).tokens -= float64(n)
+}
+
+// share is the factor of a sender's limits: AnonymousFactor for one
+// without credentials.
+func (l *limiter) share(anonymous bool) float64 {
+	if anonymous {
+		return float64(l.cfg.AnonymousFactor)
+	}
+	return 1
+}
+
+// dayBucket returns a sender's bytes a day, refilled to now (l.mu held).
+func (l *limiter) dayBucket(key string, anonymous bool, now time.Time) *bucket {
+	burst := l.share(anonymous) * float64(l.cfg.BytesPerDay)
+	return bucketOf(l.day, key, burst/(24*60*60), burst, now)
 }
 
 // bucketOf returns key's bucket in m, refilled to now, made of rate and
